@@ -1,0 +1,21 @@
+# sonoseg: the comparative study of Li et al., "Lightweight U-Net for Lesion Segmentation in
+# Ultrasound Images" (ISBI 2021). Read the README for targets; config/quick.yaml is the quick study.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        get_final_outputs(),
+    default_target: True

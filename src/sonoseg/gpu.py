@@ -1,0 +1,65 @@
+"""GPU slots for multi-GPU workstations.
+
+``--resources gpu=N`` only caps how many GPU jobs Snakemake runs at once; it does not say which
+GPU each job should use. Each training or prediction job therefore takes a slot: an exclusive
+lock file per device, held for the life of the process (the OS frees it even after kill -9), and
+sets CUDA_VISIBLE_DEVICES before CUDA starts. Under SLURM the scheduler already assigned the
+device, so its CUDA_VISIBLE_DEVICES is used as it is.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+DEFAULT_LOCK_DIR = Path(os.environ.get("SONOSEG_GPU_LOCK_DIR", "/tmp/sonoseg-gpu-slots"))
+
+
+def visible_devices() -> list[str]:
+    """The devices this workstation offers: SONOSEG_GPU_DEVICES, else CUDA_VISIBLE_DEVICES, else nvidia-smi."""
+    for variable in ("SONOSEG_GPU_DEVICES", "CUDA_VISIBLE_DEVICES"):
+        value = os.environ.get(variable)
+        if value is not None:
+            return [d.strip() for d in value.split(",") if d.strip()]
+    if shutil.which("nvidia-smi"):
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False).stdout
+        return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+    return []
+
+
+def acquire_slot(lock_dir: str | Path = DEFAULT_LOCK_DIR, devices: list[str] | None = None,
+                 wait_seconds: float = 86400, poll: float = 0.5) -> tuple[str | None, IO | None]:
+    """Take a free device; returns (device, lock handle). Keep the handle open while the device is used."""
+    if os.environ.get("SLURM_JOB_ID") and os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        return os.environ["CUDA_VISIBLE_DEVICES"], None
+    devices = visible_devices() if devices is None else devices
+    if not devices:
+        return None, None
+    lock_dir = Path(lock_dir)
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        for device in devices:
+            handle = open(lock_dir / f"gpu{device}.lock", "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            os.environ["CUDA_VISIBLE_DEVICES"] = device
+            log.info("GPU slot: device %s (lock %s)", device, handle.name)
+            return device, handle
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no free GPU among {devices} after {wait_seconds} s (locks in {lock_dir})")
+        time.sleep(poll)

@@ -1,0 +1,103 @@
+"""DeepLab v3+ (output stride 16) as in jfzhang95/pytorch-deeplab-xception, on torchvision backbones.
+
+ResNet-101 gives 59,339,169 parameters for one class. The paper prints 54.7 M for "ResNet-101",
+which is the Aligned-Xception variant's count; no class count makes ResNet-101 reach it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import mobilenet_v2, resnet101
+
+
+def conv_bn_relu(in_ch: int, out_ch: int, kernel: int, dilation: int = 1) -> nn.Sequential:
+    padding = 0 if kernel == 1 else dilation
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel, padding=padding, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ASPP(nn.Module):
+    def __init__(self, in_ch: int, rates: tuple[int, ...] = (6, 12, 18), width: int = 256):
+        super().__init__()
+        self.branches = nn.ModuleList(
+            [conv_bn_relu(in_ch, width, 1)] + [conv_bn_relu(in_ch, width, 3, r) for r in rates]
+        )
+        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), conv_bn_relu(in_ch, width, 1))
+        self.project = conv_bn_relu(width * (len(rates) + 2), width, 1)
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = F.interpolate(self.image_pool(x), size=x.shape[2:], mode="bilinear", align_corners=True)
+        x = torch.cat([branch(x) for branch in self.branches] + [pooled], dim=1)
+        return self.dropout(self.project(x))
+
+
+class Decoder(nn.Module):
+    def __init__(self, low_level_ch: int, out_channels: int, width: int = 256):
+        super().__init__()
+        self.reduce = conv_bn_relu(low_level_ch, 48, 1)
+        self.refine = nn.Sequential(
+            conv_bn_relu(width + 48, width, 3), nn.Dropout(0.5),
+            conv_bn_relu(width, width, 3), nn.Dropout(0.1),
+            nn.Conv2d(width, out_channels, kernel_size=1),
+        )
+
+    def forward(self, x: torch.Tensor, low_level: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=low_level.shape[2:], mode="bilinear", align_corners=True)
+        return self.refine(torch.cat([x, self.reduce(low_level)], dim=1))
+
+
+class ResNet101Backbone(nn.Module):
+    """torchvision ResNet-101 without its classifier; layer4 dilated for output stride 16."""
+
+    channels, low_level_channels = 2048, 256
+
+    def __init__(self):
+        super().__init__()
+        net = resnet101(weights=None, replace_stride_with_dilation=[False, False, True])
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        low_level = self.layer1(self.stem(x))
+        return self.layer4(self.layer3(self.layer2(low_level))), low_level
+
+
+class MobileNetV2Backbone(nn.Module):
+    """torchvision MobileNetV2 features without the final 1280-channel conv; last stride replaced by dilation."""
+
+    channels, low_level_channels = 320, 24
+
+    def __init__(self):
+        super().__init__()
+        features = mobilenet_v2(weights=None).features[:-1]
+        # Blocks 14-17 run at 1/32 in the classifier; dilate them instead to stay at 1/16.
+        for block in features[14:]:
+            depthwise = block.conv[1][0]
+            depthwise.stride = (1, 1)
+            depthwise.dilation = (2, 2)
+            depthwise.padding = (2, 2)
+        self.low = features[:4]
+        self.high = features[4:]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        low_level = self.low(x)
+        return self.high(low_level), low_level
+
+
+class DeepLabV3Plus(nn.Module):
+    def __init__(self, backbone: nn.Module, out_channels: int = 1):
+        super().__init__()
+        self.backbone = backbone
+        self.aspp = ASPP(backbone.channels)
+        self.decoder = Decoder(backbone.low_level_channels, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        high, low_level = self.backbone(x)
+        logits = self.decoder(self.aspp(high), low_level)
+        return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=True)

@@ -1,0 +1,125 @@
+"""Summaries and the paper's tables: per-run summaries, Table 1, Table 2, the tuning ladder and the
+weight-decay choices, as CSV, Markdown and LaTeX, with the paper's values beside ours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sonoseg import models, paper
+from sonoseg.errors import SonosegError
+
+
+def summarize_run(metrics_csv: str | Path, model_info: dict | None = None) -> dict:
+    """Mean test metrics of one (network, seed) run."""
+    metrics = pd.read_csv(metrics_csv)
+    if metrics.empty:
+        raise SonosegError(f"{metrics_csv}: no test images were evaluated")
+    return {
+        "dice": metrics["dice"].mean(), "hd95_px": metrics["hd95_px"].mean(),
+        "hd95_mm": metrics["hd95_mm"].mean() if metrics["hd95_mm"].notna().all() else float("nan"),
+        "test_images": len(metrics),
+        "hd95_penalized": int(metrics["hd95_policy"].astype(str).str.startswith("penalty").sum()),
+        **(model_info or {}),
+    }
+
+
+def mean_std(values: pd.Series) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds (std 0 for a single seed)."""
+    values = values.astype(float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def aggregate(runs: pd.DataFrame, key: str) -> pd.DataFrame:
+    rows = []
+    for name, group in runs.groupby(key, sort=False):
+        dice, dice_sd = mean_std(group["dice"])
+        hd, hd_sd = mean_std(group["hd95_px"])
+        rows.append({key: name, "seeds": len(group), "dice_mean": dice, "dice_std": dice_sd,
+                     "hd95_mean": hd, "hd95_std": hd_sd, "hd95_penalized": int(group["hd95_penalized"].sum())})
+    return pd.DataFrame(rows)
+
+
+def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> pd.DataFrame:
+    """Rows in the paper's order, for the networks the study ran."""
+    summary = aggregate(runs, "network").set_index("network")
+    ordered = [n for n in reference if n in networks] + [n for n in networks if n not in reference]
+    rows = []
+    for name in ordered:
+        if name not in summary.index:
+            raise SonosegError(f"no results for network {name!r}")
+        ours = summary.loc[name]
+        label, p_dice, p_dice_sd, p_hd, p_hd_sd = reference.get(name, (name, np.nan, np.nan, np.nan, np.nan))
+        rows.append({
+            "network": name, "label": label, "parameters": models.count_parameters(models.build(name)),
+            "seeds": int(ours["seeds"]), "dice_mean": ours["dice_mean"], "dice_std": ours["dice_std"],
+            "hd95_mean": ours["hd95_mean"], "hd95_std": ours["hd95_std"], "hd95_penalized": int(ours["hd95_penalized"]),
+            "paper_dice_mean": p_dice, "paper_dice_std": p_dice_sd, "paper_hd95_mean": p_hd, "paper_hd95_std": p_hd_sd,
+        })
+    return pd.DataFrame(rows)
+
+
+def ladder_table(runs: pd.DataFrame, steps: list[str]) -> pd.DataFrame:
+    summary = aggregate(runs, "step").set_index("step")
+    rows = []
+    for step in steps:
+        ours = summary.loc[step]
+        rows.append({"step": step, "seeds": int(ours["seeds"]), "dice_mean": ours["dice_mean"],
+                     "dice_std": ours["dice_std"], "hd95_mean": ours["hd95_mean"], "hd95_std": ours["hd95_std"],
+                     "hd95_penalized": int(ours["hd95_penalized"]), "paper_dice_mean": paper.LADDER.get(step, np.nan)})
+    return pd.DataFrame(rows)
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    if np.isnan(mean):
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if not np.isnan(std) else f"{mean:.{digits}f}"
+
+
+def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tuple[str, str]:
+    """Human tables: label, parameters (when present), ours and the paper's."""
+    has_params = "parameters" in table.columns
+    has_paper_hd = "paper_hd95_mean" in table.columns
+    header = [first] + (["Parameters"] if has_params else []) + ["Dice (ours)", "HD95 px (ours)", "Dice (paper)"] + \
+        (["HD95 px (paper)"] if has_paper_hd else [])
+    lines = []
+    for row in table.to_dict("records"):
+        cells = [str(row.get("label", row[table.columns[0]]))]
+        if has_params:
+            cells.append(f"{row['parameters']:,}")
+        cells += [_pm(row["dice_mean"], row["dice_std"], 3), _pm(row["hd95_mean"], row["hd95_std"], 2),
+                  _pm(row["paper_dice_mean"], row.get("paper_dice_std", np.nan), 3)]
+        if has_paper_hd:
+            cells.append(_pm(row["paper_hd95_mean"], row["paper_hd95_std"], 2))
+        lines.append(cells)
+    markdown = "\n".join([f"**{caption}**", "", "| " + " | ".join(header) + " |",
+                          "|" + "---|" * len(header)] + ["| " + " | ".join(c) + " |" for c in lines]) + "\n"
+    tex_rows = [" & ".join(c.replace("±", r"$\pm$").replace("_", r"\_") for c in cells) + r" \\" for cells in lines]
+    latex = "\n".join([r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+                       r"\hline", " & ".join(header) + r" \\", r"\hline", *tex_rows, r"\hline", r"\end{tabular}",
+                       rf"\caption{{{caption}}}", r"\end{table}"]) + "\n"
+    return markdown, latex
+
+
+def write_table(table: pd.DataFrame, out_csv: str | Path, caption: str, first: str = "Network") -> None:
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_csv, index=False)
+    markdown, latex = to_markdown_and_latex(table, first, caption)
+    out_csv.with_suffix(".md").write_text(markdown)
+    out_csv.with_suffix(".tex").write_text(latex)
+
+
+def select_weight_decay(histories: dict[float, str | Path]) -> tuple[float, pd.DataFrame]:
+    """Pick the candidate with the lowest best validation loss (the loss early stopping keeps);
+    ties go to the larger weight decay (the simpler model)."""
+    rows = []
+    for decay, path in histories.items():
+        history = pd.read_csv(path)
+        best = history.loc[history["val_loss"].idxmin()]
+        rows.append({"weight_decay": decay, "best_val_loss": float(best["val_loss"]),
+                     "val_dice_at_best": float(best["val_dice"]), "best_epoch": int(best["epoch"])})
+    candidates = pd.DataFrame(rows).sort_values(["best_val_loss", "weight_decay"], ascending=[True, False])
+    return float(candidates.iloc[0]["weight_decay"]), candidates

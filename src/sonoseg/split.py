@@ -1,0 +1,73 @@
+"""Patient-level split: every sample of a split group (a patient, or patients sharing duplicate
+images) lands in the same part, so no lesion is seen in training and tested again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sonoseg.errors import SonosegError
+
+PARTS = ("train", "val", "test")
+
+
+def group_counts(n_groups: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Groups per part: validation and test rounded, training takes the rest (348 -> 208/70/70)."""
+    if abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise SonosegError(f"split.fractions {list(fractions)} must be three non-negative numbers summing to 1")
+    n_val = int(round(n_groups * fractions[1]))
+    n_test = int(round(n_groups * fractions[2]))
+    n_train = n_groups - n_val - n_test
+    if n_groups >= 3 and min(n_train, n_val, n_test) < 1:
+        raise SonosegError(f"{n_groups} patient groups are too few to split by {list(fractions)}: a part would be empty")
+    return n_train, n_val, n_test
+
+
+def split_samples(samples: pd.DataFrame, seed: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> pd.DataFrame:
+    """Assign each sample (rows with sample_id, group) to train / val / test, seeded."""
+    groups = sorted(samples["group"].astype(str).unique())
+    counts = group_counts(len(groups), fractions)
+    order = np.random.default_rng(seed).permutation(len(groups))
+    part_of = {}
+    start = 0
+    for part, count in zip(PARTS, counts):
+        for index in order[start:start + count]:
+            part_of[groups[index]] = part
+        start += count
+    result = samples[["sample_id", "patient", "group"]].copy()
+    result["split"] = result["group"].astype(str).map(part_of)
+    return result
+
+
+def user_split(samples: pd.DataFrame, split_file: str | Path) -> pd.DataFrame:
+    """A split the user provides: CSV with sample_id (or image) and split in {train, val, test}."""
+    path = Path(split_file)
+    if not path.is_file():
+        raise SonosegError(f"split.file: file not found: {path}")
+    given = pd.read_csv(path, dtype=str, keep_default_na=False)
+    key = "sample_id" if "sample_id" in given.columns else "image" if "image" in given.columns else None
+    if key is None or "split" not in given.columns:
+        raise SonosegError(f"{path}: needs columns 'sample_id' (or 'image') and 'split'; found {list(given.columns)}")
+    bad = sorted(set(given["split"]) - set(PARTS))
+    if bad:
+        raise SonosegError(f"{path}: split values must be {PARTS}; found {bad}")
+    lookup = dict(zip(given[key], given["split"]))
+    names = samples[key] if key == "sample_id" else samples["image"].map(lambda p: Path(p).name)
+    result = samples[["sample_id", "patient", "group"]].copy()
+    result["split"] = names.map(lookup)
+    missing = result[result["split"].isna()]["sample_id"].tolist()
+    if missing:
+        raise SonosegError(f"{path}: {len(missing)} included sample(s) have no split, e.g. {missing[:5]}")
+    check_no_leak(result, str(path))
+    return result
+
+
+def check_no_leak(split: pd.DataFrame, source: str) -> None:
+    crossing = split.groupby("group")["split"].nunique()
+    crossing = crossing[crossing > 1]
+    if len(crossing):
+        raise SonosegError(
+            f"{source}: patient group(s) {list(crossing.index[:5])} have samples in more than one split "
+            "(a patient, or duplicate images, would leak between training and test)")

@@ -1,0 +1,290 @@
+"""Training (SPEC.md section 2): augmentation, soft-Dice loss, Adam, plateau LR, early stopping,
+best-validation weights kept, seeded, resumable from a checkpoint written after every epoch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sonoseg import models
+from sonoseg.errors import SonosegError
+from sonoseg.preprocess import load_cache
+from sonoseg.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "sonoseg-model-v1"
+CHECKPOINT_FORMAT = "sonoseg-checkpoint-v1"
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
+DICE_EPSILON = 1e-6  # only keeps an empty mask with an empty prediction from dividing by zero
+
+
+# ----------------------------------------------------------------------------- losses, metrics
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean over the batch of the per-sample soft Dice."""
+    prob = torch.sigmoid(logits).flatten(1)
+    target = target.flatten(1)
+    intersection = (prob * target).sum(1)
+    dice = (2 * intersection + DICE_EPSILON) / (prob.sum(1) + target.sum(1) + DICE_EPSILON)
+    return 1 - dice.mean()
+
+
+def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+LOSSES = {"dice": soft_dice_loss, "bce": bce_loss}
+
+
+def hard_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample Dice of the thresholded prediction; 1 when both are empty."""
+    pred = (logits > 0).flatten(1).float()
+    target = target.flatten(1)
+    denominator = pred.sum(1) + target.sum(1)
+    dice = 2 * (pred * target).sum(1) / denominator.clamp(min=1)
+    return torch.where(denominator == 0, torch.ones_like(dice), dice)
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def augment_batch(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flips (p=0.5 each) and, with p=0.5, an affine map: scale U(0.8,1.2) per axis, translation
+    +-20 %, rotation +-45 deg, shear +-16 deg; bilinear image, nearest mask, zero fill."""
+    n = images.shape[0]
+    draw = lambda *shape: torch.rand(*shape, generator=generator, dtype=torch.float64)  # noqa: E731
+    hflip, vflip, apply_affine = draw(n) < 0.5, draw(n) < 0.5, draw(n) < 0.5
+    scale = 0.8 + 0.4 * draw(n, 2)
+    shift = -0.2 + 0.4 * draw(n, 2)
+    angle = torch.deg2rad(-45 + 90 * draw(n))
+    shear = torch.deg2rad(-16 + 32 * draw(n))
+
+    # Forward map in normalised coordinates: translate . rotate . shear . scale (then flips).
+    eye = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+    S, R, H, T, Fl = eye.clone(), eye.clone(), eye.clone(), eye.clone(), eye.clone()
+    S[:, 0, 0], S[:, 1, 1] = scale[:, 0], scale[:, 1]
+    R[:, 0, 0], R[:, 0, 1], R[:, 1, 0], R[:, 1, 1] = angle.cos(), -angle.sin(), angle.sin(), angle.cos()
+    H[:, 0, 1] = shear.tan()
+    T[:, 0, 2], T[:, 1, 2] = 2 * shift[:, 0], 2 * shift[:, 1]
+    affine = T @ R @ H @ S
+    affine = torch.where(apply_affine[:, None, None], affine, eye)
+    Fl[:, 0, 0] = torch.where(hflip, -1.0, 1.0)
+    Fl[:, 1, 1] = torch.where(vflip, -1.0, 1.0)
+    forward = affine @ Fl
+    # grid_sample looks up, for each output pixel, where it came from: the inverse map.
+    theta = torch.linalg.inv(forward)[:, :2, :].to(images.dtype).to(images.device)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    masks = F.grid_sample(masks, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return images, masks
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def to_tensors(arrays: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2).float().div_(255)
+    masks = torch.from_numpy(arrays["masks"]).unsqueeze(1).float()
+    return images, masks
+
+
+def select_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise SonosegError(f"train.device: {requested!r} asked for, but no CUDA device is visible")
+    return torch.device(requested)
+
+
+def make_deterministic() -> None:
+    # cuBLAS needs this set before its first use to be deterministic; harmless on CPU.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def file_digest(*paths: str | Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    batches = list(torch.split(order, batch_size))
+    # A lone sample breaks BatchNorm statistics (and DeepLab's 1x1 pooled branch): drop it this epoch.
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches.pop()
+    return batches
+
+
+def evaluate_loss(model, images, masks, loss_fn, batch_size, device) -> tuple[float, float]:
+    model.eval()
+    losses, dices = [], []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].to(device)
+            y = masks[start:start + batch_size].to(device)
+            logits = model(x)
+            losses.append(float(loss_fn(logits, y)) * len(x))
+            dices.append(hard_dice(logits, y).sum().item())
+    return sum(losses) / len(images), sum(dices) / len(images)
+
+
+def write_history(rows: list[dict], path: Path) -> None:
+    with open(path, "w") as handle:
+        handle.write(",".join(HISTORY_COLUMNS) + "\n")
+        for row in rows:
+            handle.write(",".join(repr(row[c]) if isinstance(row[c], float) else str(row[c]) for c in HISTORY_COLUMNS) + "\n")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_atomic(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checked(path: str | Path, expected_format: str) -> dict:
+    """torch.load with weights_only=True, refusing anything that is not ours."""
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SonosegError(f"{path}: refused: not a {expected_format} file that loads safely "
+                           f"(weights only; a foreign or tampered file) - {type(exc).__name__}: {str(exc)[:200]}") from None
+    if not isinstance(obj, dict) or obj.get("format") != expected_format:
+        raise SonosegError(f"{path}: refused: not a {expected_format} file (format tag missing or different)")
+    return obj
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    saved = load_checked(path, MODEL_FORMAT)
+    model = models.build(saved["network"])
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except RuntimeError as exc:
+        raise SonosegError(f"{path}: refused: weights do not fit network {saved['network']!r} ({str(exc)[:200]})") from None
+    return model.to(device).eval(), saved
+
+
+# ----------------------------------------------------------------------------- training
+
+def train(network: str, seed: int, train_data: str | Path, val_data: str | Path, recipe: Recipe,
+          model_out: str | Path, history_out: str | Path, checkpoint: str | Path | None = None,
+          device: str = "auto", threads: int | None = None, pretrained_backbone: str | None = None) -> dict:
+    """Train one network with one seed; writes model_out and history_out. Returns a summary."""
+    if threads:
+        torch.set_num_threads(threads)
+    make_deterministic()
+    dev = select_device(device)
+    fingerprint = hashlib.sha256(json.dumps({
+        "network": network, "seed": seed, "recipe": recipe.to_json(), "data": file_digest(train_data, val_data),
+        "pretrained": file_digest(pretrained_backbone) if pretrained_backbone else None,
+    }, sort_keys=True).encode()).hexdigest()
+
+    x_train, y_train = to_tensors(load_cache(train_data))
+    x_val, y_val = to_tensors(load_cache(val_data))
+    if len(x_train) < 2 or len(x_val) < 1:
+        raise SonosegError(f"{train_data}: training needs at least 2 training and 1 validation images "
+                           f"(have {len(x_train)} and {len(x_val)})")
+    torch.manual_seed(seed)
+    model = models.build(network)
+    if pretrained_backbone:
+        models.load_pretrained_backbone(model, pretrained_backbone)
+    model.to(dev)
+    if recipe.optimizer == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
+                                    weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=recipe.plateau_factor, patience=recipe.plateau_patience)
+    loss_fn = LOSSES[recipe.loss]
+    data_order = torch.Generator().manual_seed(seed)
+
+    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "stale_epochs": 0, "history": [],
+             "best_state": None}
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if checkpoint and checkpoint.exists():
+        saved = load_checked(checkpoint, CHECKPOINT_FORMAT)
+        if saved["fingerprint"] != fingerprint:
+            log.info("checkpoint %s belongs to other settings or data: starting afresh", checkpoint)
+        else:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            data_order.set_state(saved["data_order"])
+            torch.set_rng_state(saved["torch_rng"])
+            if dev.type == "cuda" and saved.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state_all(saved["cuda_rng"])
+            state = saved["state"]
+            log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
+
+    log.info("training %s seed %d on %s: %d train / %d val images, recipe %s",
+             network, seed, dev, len(x_train), len(x_val), recipe.to_json())
+    while state["epoch"] < recipe.max_epochs:
+        if state["epoch"] >= recipe.min_epochs and state["stale_epochs"] >= recipe.early_stopping_patience:
+            break
+        started = time.perf_counter()
+        model.train()
+        total, seen = 0.0, 0
+        for batch in _batches(torch.randperm(len(x_train), generator=data_order), recipe.batch_size):
+            x, y = x_train[batch], y_train[batch]
+            if recipe.augment:
+                x, y = augment_batch(x, y, data_order)
+            x, y = x.to(dev), y.to(dev)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(batch)
+            seen += len(batch)
+        val_loss, val_dice = evaluate_loss(model, x_val, y_val, loss_fn, recipe.batch_size, dev)
+        lr = optimizer.param_groups[0]["lr"]
+        if recipe.lr_plateau:
+            scheduler.step(val_loss)
+        state["epoch"] += 1
+        if not math.isfinite(val_loss):
+            raise SonosegError(f"{network} seed {seed}: validation loss became {val_loss} at epoch {state['epoch']}")
+        if val_loss < state["best_loss"]:
+            state.update(best_loss=val_loss, best_epoch=state["epoch"], stale_epochs=0,
+                         best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+        else:
+            state["stale_epochs"] += 1
+        row = {"epoch": state["epoch"], "train_loss": total / seen, "val_loss": val_loss, "val_dice": val_dice,
+               "lr": lr, "seconds": round(time.perf_counter() - started, 3)}
+        state["history"].append(row)
+        log.info("epoch %d  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1fs",
+                 row["epoch"], row["train_loss"], val_loss, val_dice, lr, row["seconds"])
+        if checkpoint:
+            save_atomic({
+                "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "data_order": data_order.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
+                "state": state,
+            }, checkpoint)
+
+    model_out, history_out = Path(model_out), Path(history_out)
+    model_out.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic({"format": MODEL_FORMAT, "network": network, "seed": seed, "recipe": recipe.to_json(),
+                 "best_epoch": state["best_epoch"], "best_val_loss": state["best_loss"],
+                 "state_dict": state["best_state"]}, model_out)
+    write_history(state["history"], history_out)
+    if checkpoint and checkpoint.exists():
+        checkpoint.unlink()  # finished: a stale checkpoint must not meet a changed config later
+    log.info("kept epoch %d (val_loss %.4f) of %d", state["best_epoch"], state["best_loss"], state["epoch"])
+    return {"best_epoch": state["best_epoch"], "best_val_loss": state["best_loss"], "epochs": state["epoch"]}

@@ -1,0 +1,127 @@
+import json
+import re
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from sonoseg import paper
+from sonoseg.recipe import recipe_from_config
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+OUT = f"results/{config['study']}"
+LOGS = f"{OUT}/logs"
+BENCH = f"{OUT}/benchmarks"
+NETWORKS = config["networks"]
+SEEDS = [str(s) for s in config["seeds"]]
+TRAIN = config["train"]
+DATASET = config["dataset"]
+LADDER = config["ladder"]
+LADDER_STEPS = [step["name"] for step in LADDER["steps"]] if LADDER["enabled"] else []
+WEIGHT_DECAY_AUTO = TRAIN["weight_decay"] == "auto"
+DECAYS = [f"{d:g}" for d in TRAIN["weight_decay_grid"]] if WEIGHT_DECAY_AUTO else []
+CONDA_ENV = "../../envs/sonoseg.yaml"
+
+if DATASET["layout"] != "synthetic" and not DATASET["root"]:
+    raise ValueError(f"config dataset.root: required for dataset.layout {DATASET['layout']!r}")
+for _network in TRAIN["overrides"]:
+    if _network not in NETWORKS:
+        raise ValueError(f"config train.overrides: {_network!r} is not one of the study's networks {NETWORKS}")
+if len(set(LADDER_STEPS)) != len(LADDER_STEPS):
+    raise ValueError(f"config ladder.steps: step names must be unique, got {LADDER_STEPS}")
+
+
+def _alternatives(values):
+    return "|".join(re.escape(v) for v in values) or "(?!)"
+
+
+wildcard_constraints:
+    network=_alternatives(NETWORKS),
+    seed=_alternatives(SEEDS),
+    part="train|val|test",
+    decay=_alternatives(DECAYS),
+    step=_alternatives(LADDER_STEPS),
+
+
+# ---------------------------------------------------------------- recipes (config, never code)
+
+
+def recipe_for(network, changes=None):
+    """The network's training settings: the train section, then its overrides, then any changes."""
+    recipe = recipe_from_config(TRAIN).with_changes(TRAIN["overrides"].get(network, {}))
+    return recipe.with_changes(changes or {})
+
+
+def ladder_recipe(step):
+    """A ladder step: the recipe after every change up to and including this step."""
+    changes = {}
+    for entry in LADDER["steps"]:
+        changes.update(entry["changes"])
+        if entry["name"] == step:
+            return recipe_for(LADDER["network"], changes)
+    raise ValueError(f"unknown ladder step {step!r}; steps: {LADDER_STEPS}")
+
+
+def uses_gpu():
+    return 0 if TRAIN["device"] == "cpu" else 1
+
+
+# ---------------------------------------------------------------- input functions
+
+
+def get_dataset_options(wildcards=None):
+    options = {k: v for k, v in DATASET.items()}
+    if DATASET["layout"] == "synthetic":
+        options.update(layout="folder", root=f"{OUT}/data/synthetic", csv="")
+    return json.dumps(options, sort_keys=True)
+
+
+def get_ingest_input(wildcards):
+    return [f"{OUT}/data/synthetic"] if DATASET["layout"] == "synthetic" else []
+
+
+def get_split_file(wildcards):
+    return [config["split"]["file"]] if config["split"]["file"] else []
+
+
+def get_weight_decay_choice(wildcards):
+    """The selected weight decay of a network (auto), or nothing when the config fixes it."""
+    if WEIGHT_DECAY_AUTO and "weight_decay" not in TRAIN["overrides"].get(wildcards.network, {}):
+        return {"wd": f"{OUT}/weight_decay/{wildcards.network}/selected.json"}
+    return {}
+
+
+def get_weight_decay_histories(wildcards):
+    return [f"{OUT}/weight_decay/{wildcards.network}/wd{d}/history.csv" for d in DECAYS]
+
+
+def get_network_runs(wildcards):
+    return {
+        "metrics": expand(f"{OUT}/metrics/{wildcards.network}/seed{{seed}}.csv", seed=SEEDS),
+        "models": expand(f"{OUT}/models/{wildcards.network}/seed{{seed}}/model.pt", seed=SEEDS),
+    }
+
+
+def get_ladder_runs(wildcards):
+    return {
+        "metrics": expand(f"{OUT}/ladder/{wildcards.step}/metrics/seed{{seed}}.csv", seed=SEEDS),
+        "models": expand(f"{OUT}/ladder/{wildcards.step}/models/seed{{seed}}/model.pt", seed=SEEDS),
+    }
+
+
+def table_networks(reference):
+    return [n for n in NETWORKS if n in reference]
+
+
+def get_final_outputs():
+    outputs = []
+    for kind, reference in (("table1", paper.TABLE1), ("table2", paper.TABLE2)):
+        if table_networks(reference):
+            outputs += [f"{OUT}/tables/{kind}.{ext}" for ext in ("csv", "md", "tex")]
+    outputs += expand(f"{OUT}/networks/{{network}}.csv", network=NETWORKS)
+    if WEIGHT_DECAY_AUTO:
+        outputs.append(f"{OUT}/tables/weight_decay.csv")
+    if LADDER_STEPS:
+        outputs += [f"{OUT}/tables/ladder.{ext}" for ext in ("csv", "md", "tex")]
+    return outputs

@@ -1,0 +1,95 @@
+rule summarize_network:
+    # The documented per-network target: results/<study>/networks/<network>.csv
+    input:
+        unpack(get_network_runs),
+    output:
+        f"{OUT}/networks/{{network}}.csv",
+    params:
+        key="network",
+        name=lambda wc: wc.network,
+        seeds=" ".join(SEEDS),
+    log:
+        f"{LOGS}/report/network_{{network}}.log",
+    resources:
+        runtime=config["resources"]["light_runtime"],
+        mem_mb=config["resources"]["light_mem_mb"],
+    conda:
+        CONDA_ENV
+    shell:
+        "sonoseg summarize --key {params.key} --name {params.name} --seeds {params.seeds} "
+        "--metrics {input.metrics} --models {input.models} --out {output} > {log} 2>&1"
+
+
+use rule summarize_network as summarize_ladder_step with:
+    input:
+        unpack(get_ladder_runs),
+    output:
+        f"{OUT}/ladder/{{step}}.csv",
+    params:
+        key="step",
+        name=lambda wc: wc.step,
+        seeds=" ".join(SEEDS),
+    log:
+        f"{LOGS}/report/ladder_{{step}}.log",
+
+
+rule table1:
+    input:
+        expand(f"{OUT}/networks/{{network}}.csv", network=table_networks(paper.TABLE1)),
+    output:
+        report(f"{OUT}/tables/table1.csv", caption="../report/table1.rst", category="Tables"),
+        f"{OUT}/tables/table1.md",
+        f"{OUT}/tables/table1.tex",
+    params:
+        kind="table1",
+    log:
+        f"{LOGS}/report/table1.log",
+    resources:
+        runtime=config["resources"]["light_runtime"],
+        mem_mb=config["resources"]["light_mem_mb"],
+    conda:
+        CONDA_ENV
+    shell:
+        "sonoseg table {params.kind} --summaries {input} --out {output[0]} > {log} 2>&1"
+
+
+use rule table1 as table2 with:
+    input:
+        expand(f"{OUT}/networks/{{network}}.csv", network=table_networks(paper.TABLE2)),
+    output:
+        report(f"{OUT}/tables/table2.csv", caption="../report/table2.rst", category="Tables"),
+        f"{OUT}/tables/table2.md",
+        f"{OUT}/tables/table2.tex",
+    params:
+        kind="table2",
+    log:
+        f"{LOGS}/report/table2.log",
+
+
+use rule table1 as ladder_table with:
+    input:
+        expand(f"{OUT}/ladder/{{step}}.csv", step=LADDER_STEPS),
+    output:
+        report(f"{OUT}/tables/ladder.csv", caption="../report/ladder.rst", category="Tables"),
+        f"{OUT}/tables/ladder.md",
+        f"{OUT}/tables/ladder.tex",
+    params:
+        kind="ladder",
+    log:
+        f"{LOGS}/report/ladder.log",
+
+
+rule weight_decay_table:
+    input:
+        expand(f"{OUT}/weight_decay/{{network}}/selected.json", network=NETWORKS),
+    output:
+        report(f"{OUT}/tables/weight_decay.csv", caption="../report/weight_decay.rst", category="Tables"),
+    log:
+        f"{LOGS}/report/weight_decay.log",
+    resources:
+        runtime=config["resources"]["light_runtime"],
+        mem_mb=config["resources"]["light_mem_mb"],
+    conda:
+        CONDA_ENV
+    shell:
+        "sonoseg weight-decay-table --choices {input} --out {output} > {log} 2>&1"
