@@ -14,13 +14,13 @@ $(BIN)/sonoseg: pyproject.toml
 	touch $@
 
 study: $(BIN)/sonoseg
-	$(BIN)/snakemake all --cores $(CORES) --configfile $(CONFIG)
+	PATH="$(abspath $(BIN)):$$PATH" snakemake all --cores $(CORES) --configfile $(CONFIG)
 
 test: $(BIN)/sonoseg
-	$(BIN)/python -m pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
 lint: $(BIN)/sonoseg
-	$(BIN)/snakemake --lint --configfile $(CONFIG)
+	PATH="$(abspath $(BIN)):$$PATH" snakemake --lint --configfile $(CONFIG)
 
 clean:
 	rm -rf results .snakemake

@@ -121,12 +121,10 @@ def cmd_evaluate(args) -> None:
 def cmd_summarize(args) -> None:
     """One row per seed of a network (or ladder step): mean test metrics and the kept epoch."""
     import pandas as pd
-    from sonoseg import report, train
+    from sonoseg import report
     rows = []
-    for seed, metrics, model in zip(args.seeds, args.metrics, args.models, strict=True):
-        saved = train.load_checked(model, train.MODEL_FORMAT)
-        rows.append({args.key: args.name, "seed": int(seed), "best_epoch": saved["best_epoch"],
-                     **report.summarize_run(metrics)})
+    for seed, metrics, history in zip(args.seeds, args.metrics, args.histories, strict=True):
+        rows.append({args.key: args.name, "seed": int(seed), **report.summarize_run(metrics, history)})
     pd.DataFrame(rows).to_csv(args.out, index=False)
 
 
@@ -238,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--seeds", nargs="+", required=True)
     p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--histories", nargs="+", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_summarize)
 

@@ -111,8 +111,8 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     images_dir, masks_dir = root / "images", root / "masks"
     if not images_dir.is_dir():
         raise SonosegError(f"dataset.root {root}: the folder layout needs an images/ folder (and masks/)")
-    images = [f for f in files if f.parent == images_dir]
-    masks = [f for f in files if f.parent == masks_dir]
+    images = [f for f in files if f.parent == images_dir and _is_image_name(f)]
+    masks = [f for f in files if f.parent == masks_dir and _is_image_name(f)]
     masks_by_name = {m.name: m for m in masks}
     masks_by_stem: dict[str, list[Path]] = {}
     for m in masks:
@@ -143,8 +143,9 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     listed = set(table) - {i.name for i in images}
     if listed:
         raise SonosegError(f"{patients_csv}: lists images that are not in images/: {sorted(listed)[:5]}")
+    known = set(images) | set(masks) | claimed
     for f in files:
-        if f not in set(images) | set(masks) and f not in claimed:
+        if f not in known:
             orphans[f] = "not part of the folder layout (images/, masks/, patients.csv)"
     return Layout(candidates, claimed, orphans)
 
@@ -460,7 +461,9 @@ def _log_counts(manifest: pd.DataFrame, files_found: int) -> None:
 
 
 def included(manifest: pd.DataFrame) -> pd.DataFrame:
-    return manifest[manifest["status"] == "included"].reset_index(drop=True)
+    """The usable samples, with their sizes as integers."""
+    samples = manifest[manifest["status"] == "included"].reset_index(drop=True)
+    return samples.astype({"height": float, "width": float}).astype({"height": int, "width": int})
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:

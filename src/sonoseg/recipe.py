@@ -57,3 +57,12 @@ def recipe_from_config(train_section: dict) -> Recipe:
     known = {f.name for f in fields(Recipe)}
     values = {k: v for k, v in train_section.items() if k in known and v != "auto"}
     return Recipe().with_changes(values)
+
+
+def ladder_recipes(base: Recipe, steps: list[dict]) -> dict[str, Recipe]:
+    """Each step of a tuning ladder: the base recipe with every change up to and including it."""
+    recipes, changes = {}, {}
+    for step in steps:
+        changes.update(step["changes"])
+        recipes[step["name"]] = base.with_changes(changes)
+    return recipes

@@ -12,9 +12,10 @@ from sonoseg import models, paper
 from sonoseg.errors import SonosegError
 
 
-def summarize_run(metrics_csv: str | Path, model_info: dict | None = None) -> dict:
-    """Mean test metrics of one (network, seed) run."""
+def summarize_run(metrics_csv: str | Path, history_csv: str | Path) -> dict:
+    """Mean test metrics of one (network, seed) run, with the epoch whose weights were kept."""
     metrics = pd.read_csv(metrics_csv)
+    history = pd.read_csv(history_csv)
     if metrics.empty:
         raise SonosegError(f"{metrics_csv}: no test images were evaluated")
     return {
@@ -22,7 +23,7 @@ def summarize_run(metrics_csv: str | Path, model_info: dict | None = None) -> di
         "hd95_mm": metrics["hd95_mm"].mean() if metrics["hd95_mm"].notna().all() else float("nan"),
         "test_images": len(metrics),
         "hd95_penalized": int(metrics["hd95_policy"].astype(str).str.startswith("penalty").sum()),
-        **(model_info or {}),
+        "epochs": len(history), "best_epoch": int(history.loc[history["val_loss"].idxmin(), "epoch"]),
     }
 
 

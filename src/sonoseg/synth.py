@@ -82,16 +82,18 @@ def _lesion_mask(lesion: Lesion, view: int, height: int, width: int) -> np.ndarr
 
 
 def _field_of_view(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    top = int(rng.integers(18, 40))
+    yy = np.arange(height, dtype=np.float32)[:, None]
+    xx = np.arange(width, dtype=np.float32)[None, :] - width / 2
+    top = int(height * rng.uniform(0.045, 0.09))  # 18-40 px at the paper's sizes
+    bottom = height - height // 50
     if rng.random() < 0.5:  # linear probe: a rectangle
         half = rng.uniform(0.38, 0.47) * width
-        return (np.abs(xx - width / 2) <= half) & (yy >= top) & (yy < height - 8)
+        return (np.abs(xx) <= half) & (yy >= top) & (yy < bottom)
     apex_depth = -rng.uniform(0.3, 0.8) * height  # sector / curvilinear: a fan from a virtual apex
     half_angle = np.deg2rad(rng.uniform(28, 38))
-    r = np.hypot(xx - width / 2, yy - apex_depth)
-    theta = np.arctan2(xx - width / 2, yy - apex_depth)
-    return (np.abs(theta) <= half_angle) & (r >= top - apex_depth) & (r <= height - 8 - apex_depth)
+    r = np.hypot(xx, yy - apex_depth)
+    # Inside the fan when the angle from the axis is below half_angle: |x| <= tan(half) * depth.
+    return (np.abs(xx) <= np.tan(half_angle) * (yy - apex_depth)) & (r >= top - apex_depth) & (r <= bottom - apex_depth)
 
 
 def _echogenicity(rng: np.random.Generator, lesion: Lesion, mask: np.ndarray) -> np.ndarray:
@@ -129,21 +131,21 @@ def render(seed: int, patient: int, view: int, size: tuple[int, int] | None = No
     mask &= fov
     echo = _echogenicity(rng, lesion, mask)
     # Complex scatterers, amplitude from echogenicity; a PSF longer laterally than axially.
-    scatter = rng.standard_normal((2, height, width)).astype(np.float32) * np.sqrt(echo)[None]
+    scatter = rng.standard_normal((2, height, width), dtype=np.float32) * np.sqrt(echo)[None]
     sigma_axial, sigma_lateral = rng.uniform(0.8, 1.4), rng.uniform(2.0, 3.5)
     real = cv2.GaussianBlur(scatter[0], (0, 0), sigmaX=sigma_lateral, sigmaY=sigma_axial)
     imag = cv2.GaussianBlur(scatter[1], (0, 0), sigmaX=sigma_lateral, sigmaY=sigma_axial)
-    envelope = np.hypot(real, imag)
-    depth = np.arange(height, dtype=np.float32)[:, None] / height
-    attenuation = np.exp(-rng.uniform(1.5, 2.5) * depth)
-    gain = np.exp(rng.uniform(1.0, 2.0) * depth + 0.15 * np.sin(rng.uniform(3, 8) * depth + rng.uniform(0, 6)))
-    envelope *= attenuation * gain
-    db = 20 * np.log10(envelope + 1e-12)
+    # Envelope in dB straight from the power (|I + jQ|^2): 10 log10 is 20 log10 of the amplitude.
+    db = 10 * np.log10(real * real + imag * imag + np.float32(1e-12))
+    depth = np.arange(height, dtype=np.float32) / height
+    attenuation_db = -8.686 * rng.uniform(1.5, 2.5) * depth
+    gain_db = 8.686 * (rng.uniform(1.0, 2.0) * depth + 0.15 * np.sin(rng.uniform(3, 8) * depth + rng.uniform(0, 6)))
+    db += (attenuation_db + gain_db).astype(np.float32)[:, None]
     # Display gain: the median echo sits a little above mid-grey, as a sonographer sets it.
     db -= np.median(db[fov][::7]) + MEDIAN_BELOW_TOP_DB
-    gray = np.clip((db + DYNAMIC_RANGE_DB) / DYNAMIC_RANGE_DB, 0, 1) * 255
-    gray = np.where(fov, gray, 0).astype(np.uint8)
-    image = np.repeat(gray[:, :, None], 3, axis=2)
+    gray = np.clip((db + DYNAMIC_RANGE_DB) * (255 / DYNAMIC_RANGE_DB), 0, 255).astype(np.uint8)
+    gray[~fov] = 0
+    image = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
     _draw_calipers(image, mask)
     return image, (mask.astype(np.uint8) * 255)
 

@@ -104,11 +104,29 @@ def select_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def make_deterministic() -> None:
-    # cuBLAS needs this set before its first use to be deterministic; harmless on CPU.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+def make_deterministic(device: torch.device) -> None:
+    """CPU kernels are deterministic already; on CUDA ask for deterministic kernels where they exist.
+
+    (Only on CUDA: use_deterministic_algorithms imports torch's compiler stack, seconds per job.)
+    """
+    if device.type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS's first use
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+
+
+def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
+                           weight_decay=recipe.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
+    """ReduceLROnPlateau on validation loss; stepped only when the recipe asks for it."""
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=recipe.plateau_factor, patience=recipe.plateau_patience)
 
 
 def file_digest(*paths: str | Path) -> str:
@@ -188,8 +206,8 @@ def train(network: str, seed: int, train_data: str | Path, val_data: str | Path,
     """Train one network with one seed; writes model_out and history_out. Returns a summary."""
     if threads:
         torch.set_num_threads(threads)
-    make_deterministic()
     dev = select_device(device)
+    make_deterministic(dev)
     fingerprint = hashlib.sha256(json.dumps({
         "network": network, "seed": seed, "recipe": recipe.to_json(), "data": file_digest(train_data, val_data),
         "pretrained": file_digest(pretrained_backbone) if pretrained_backbone else None,
@@ -205,13 +223,8 @@ def train(network: str, seed: int, train_data: str | Path, val_data: str | Path,
     if pretrained_backbone:
         models.load_pretrained_backbone(model, pretrained_backbone)
     model.to(dev)
-    if recipe.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
-                                    weight_decay=recipe.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=recipe.plateau_factor, patience=recipe.plateau_patience)
+    optimizer = make_optimizer(model, recipe)
+    scheduler = make_scheduler(optimizer, recipe)
     loss_fn = LOSSES[recipe.loss]
     data_order = torch.Generator().manual_seed(seed)
 
@@ -250,7 +263,7 @@ def train(network: str, seed: int, train_data: str | Path, val_data: str | Path,
             loss = loss_fn(model(x), y)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
             seen += len(batch)
         val_loss, val_dice = evaluate_loss(model, x_val, y_val, loss_fn, recipe.batch_size, dev)
         lr = optimizer.param_groups[0]["lr"]
@@ -267,8 +280,6 @@ def train(network: str, seed: int, train_data: str | Path, val_data: str | Path,
         row = {"epoch": state["epoch"], "train_loss": total / seen, "val_loss": val_loss, "val_dice": val_dice,
                "lr": lr, "seconds": round(time.perf_counter() - started, 3)}
         state["history"].append(row)
-        log.info("epoch %d  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1fs",
-                 row["epoch"], row["train_loss"], val_loss, val_dice, lr, row["seconds"])
         if checkpoint:
             save_atomic({
                 "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "model": model.state_dict(),
@@ -277,6 +288,9 @@ def train(network: str, seed: int, train_data: str | Path, val_data: str | Path,
                 "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
                 "state": state,
             }, checkpoint)
+        # Logged after the checkpoint: an epoch in the log is an epoch a rerun will not repeat.
+        log.info("epoch %d  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1fs",
+                 row["epoch"], row["train_loss"], val_loss, val_dice, lr, row["seconds"])
 
     model_out, history_out = Path(model_out), Path(history_out)
     model_out.parent.mkdir(parents=True, exist_ok=True)

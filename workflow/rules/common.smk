@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from sonoseg import paper
-from sonoseg.recipe import recipe_from_config
+from sonoseg.recipe import ladder_recipes, recipe_from_config
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -54,13 +54,8 @@ def recipe_for(network, changes=None):
 
 
 def ladder_recipe(step):
-    """A ladder step: the recipe after every change up to and including this step."""
-    changes = {}
-    for entry in LADDER["steps"]:
-        changes.update(entry["changes"])
-        if entry["name"] == step:
-            return recipe_for(LADDER["network"], changes)
-    raise ValueError(f"unknown ladder step {step!r}; steps: {LADDER_STEPS}")
+    """A ladder step: the ladder network's recipe after every change up to and including this step."""
+    return ladder_recipes(recipe_for(LADDER["network"]), LADDER["steps"])[step]
 
 
 def uses_gpu():
@@ -99,14 +94,14 @@ def get_weight_decay_histories(wildcards):
 def get_network_runs(wildcards):
     return {
         "metrics": expand(f"{OUT}/metrics/{wildcards.network}/seed{{seed}}.csv", seed=SEEDS),
-        "models": expand(f"{OUT}/models/{wildcards.network}/seed{{seed}}/model.pt", seed=SEEDS),
+        "histories": expand(f"{OUT}/models/{wildcards.network}/seed{{seed}}/history.csv", seed=SEEDS),
     }
 
 
 def get_ladder_runs(wildcards):
     return {
         "metrics": expand(f"{OUT}/ladder/{wildcards.step}/metrics/seed{{seed}}.csv", seed=SEEDS),
-        "models": expand(f"{OUT}/ladder/{wildcards.step}/models/seed{{seed}}/model.pt", seed=SEEDS),
+        "histories": expand(f"{OUT}/ladder/{wildcards.step}/models/seed{{seed}}/history.csv", seed=SEEDS),
     }
 
 

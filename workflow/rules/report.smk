@@ -17,7 +17,7 @@ rule summarize_network:
         CONDA_ENV
     shell:
         "sonoseg summarize --key {params.key} --name {params.name} --seeds {params.seeds} "
-        "--metrics {input.metrics} --models {input.models} --out {output} > {log} 2>&1"
+        "--metrics {input.metrics} --histories {input.histories} --out {output} > {log} 2>&1"
 
 
 use rule summarize_network as summarize_ladder_step with:
@@ -37,9 +37,9 @@ rule table1:
     input:
         expand(f"{OUT}/networks/{{network}}.csv", network=table_networks(paper.TABLE1)),
     output:
-        report(f"{OUT}/tables/table1.csv", caption="../report/table1.rst", category="Tables"),
-        f"{OUT}/tables/table1.md",
-        f"{OUT}/tables/table1.tex",
+        csv=report(f"{OUT}/tables/table1.csv", caption="../report/table1.rst", category="Tables"),
+        markdown=f"{OUT}/tables/table1.md",
+        latex=f"{OUT}/tables/table1.tex",
     params:
         kind="table1",
     log:
@@ -50,16 +50,16 @@ rule table1:
     conda:
         CONDA_ENV
     shell:
-        "sonoseg table {params.kind} --summaries {input} --out {output[0]} > {log} 2>&1"
+        "sonoseg table {params.kind} --summaries {input} --out {output.csv} > {log} 2>&1"
 
 
 use rule table1 as table2 with:
     input:
         expand(f"{OUT}/networks/{{network}}.csv", network=table_networks(paper.TABLE2)),
     output:
-        report(f"{OUT}/tables/table2.csv", caption="../report/table2.rst", category="Tables"),
-        f"{OUT}/tables/table2.md",
-        f"{OUT}/tables/table2.tex",
+        csv=report(f"{OUT}/tables/table2.csv", caption="../report/table2.rst", category="Tables"),
+        markdown=f"{OUT}/tables/table2.md",
+        latex=f"{OUT}/tables/table2.tex",
     params:
         kind="table2",
     log:
@@ -70,9 +70,9 @@ use rule table1 as ladder_table with:
     input:
         expand(f"{OUT}/ladder/{{step}}.csv", step=LADDER_STEPS),
     output:
-        report(f"{OUT}/tables/ladder.csv", caption="../report/ladder.rst", category="Tables"),
-        f"{OUT}/tables/ladder.md",
-        f"{OUT}/tables/ladder.tex",
+        csv=report(f"{OUT}/tables/ladder.csv", caption="../report/ladder.rst", category="Tables"),
+        markdown=f"{OUT}/tables/ladder.md",
+        latex=f"{OUT}/tables/ladder.tex",
     params:
         kind="ladder",
     log:

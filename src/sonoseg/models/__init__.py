@@ -9,21 +9,32 @@ import torch
 from torch import nn
 
 from sonoseg.errors import SonosegError
-from sonoseg.models.deeplab import DeepLabV3Plus, MobileNetV2Backbone, ResNet101Backbone
-from sonoseg.models.fcn import FCN
 from sonoseg.models.unet import light_unet, lighter_unet, unet
 
 LIGHTER_CHANNELS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def _fcn(skips: int) -> nn.Module:
+    from sonoseg.models.fcn import FCN  # torchvision takes seconds to import: only when needed
+
+    return FCN(skips)
+
+
+def _deeplab(backbone: str) -> nn.Module:
+    from sonoseg.models import deeplab
+
+    return deeplab.DeepLabV3Plus(getattr(deeplab, backbone)())
+
 
 REGISTRY: dict[str, Callable[[], nn.Module]] = {
     "unet": unet,
     "light_unet": light_unet,
     **{f"lighter_unet_c{c}": (lambda c=c: lighter_unet(c)) for c in LIGHTER_CHANNELS},
-    "fcn8s": lambda: FCN(skips=2),
-    "fcn16s": lambda: FCN(skips=1),
-    "fcn32s": lambda: FCN(skips=0),
-    "deeplabv3plus_resnet101": lambda: DeepLabV3Plus(ResNet101Backbone()),
-    "deeplabv3plus_mobilenetv2": lambda: DeepLabV3Plus(MobileNetV2Backbone()),
+    "fcn8s": lambda: _fcn(skips=2),
+    "fcn16s": lambda: _fcn(skips=1),
+    "fcn32s": lambda: _fcn(skips=0),
+    "deeplabv3plus_resnet101": lambda: _deeplab("ResNet101Backbone"),
+    "deeplabv3plus_mobilenetv2": lambda: _deeplab("MobileNetV2Backbone"),
 }
 
 # Every network downsamples five times (or to output stride 16 plus a stride-2 low-level path).

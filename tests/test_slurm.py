@@ -1,0 +1,42 @@
+"""The SLURM profile on a real local cluster (tests/slurm/cluster.sh start; .ci/run starts it)."""
+
+import re
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from conftest import run_snakemake
+from test_workflow import TINY, write_config
+
+
+def cluster_is_up() -> bool:
+    if not shutil.which("sinfo"):
+        return False
+    result = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
+    return result.returncode == 0 and bool(re.search(r"idle|mix|alloc", result.stdout))
+
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow,
+              pytest.mark.skipif(not cluster_is_up(), reason="no SLURM cluster: run tests/slurm/cluster.sh start")]
+
+
+def test_tiny_study_through_slurm(workflow_copy):
+    config = {**TINY, "study": "slurm", "networks": ["lighter_unet_c1"], "ladder": {"enabled": False},
+              "train": {**TINY["train"], "device": "auto"},
+              "resources": {"train_runtime": 10, "train_mem_mb": 1000, "light_runtime": 10, "light_mem_mb": 500}}
+    path = write_config(workflow_copy, config)
+    result = run_snakemake(["all", "--profile", "workflow/profiles/slurm", "--configfile", path, "--jobs", "4"],
+                           workflow_copy, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    job_ids = set(re.findall(r"SLURM jobid (\d+)", output))
+    assert len(job_ids) >= 10, output[-2000:]  # every job went through sbatch
+    table = pd.read_csv(workflow_copy / "results" / "slurm" / "tables" / "table2.csv")
+    assert table["dice_mean"].notna().all()
+    # The training job asked SLURM for a GPU and used the device SLURM assigned.
+    log = (workflow_copy / "results" / "slurm" / "logs" / "train" / "lighter_unet_c1" / "seed0.log").read_text()
+    assert "training lighter_unet_c1 seed 0" in log
+    train_logs = list((workflow_copy / ".snakemake" / "slurm_logs").rglob("*train*"))
+    assert train_logs or "rule_train" in output

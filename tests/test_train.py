@@ -1,0 +1,175 @@
+"""Training: the recipe's parts, ladder steps, determinism, kill-and-resume, refused checkpoints."""
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from sonoseg import preprocess, synth, train
+from sonoseg.errors import SonosegError
+from sonoseg.recipe import Recipe, ladder_recipes, recipe_from_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cache")
+    paths = []
+    for part, patients in (("train", range(0, 8)), ("val", range(8, 10))):
+        rows = []
+        for p in patients:
+            image, mask = synth.render(5, p, 1, (96, 128))
+            (root / "src").mkdir(exist_ok=True)
+            import cv2
+            cv2.imwrite(str(root / "src" / f"{p}.png"), image[:, :, ::-1])
+            cv2.imwrite(str(root / "src" / f"{p}_m.png"), mask)
+            rows.append({"sample_id": str(p), "image": str(root / "src" / f"{p}.png"), "mask": str(root / "src" / f"{p}_m.png")})
+        path = root / f"{part}.npz"
+        preprocess.build_cache(pd.DataFrame(rows), 64, path)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def paper_ladder():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    return config, ladder_recipes(recipe_from_config(config["train"]), config["ladder"]["steps"])
+
+
+def test_ladder_steps_build_what_they_name():
+    _, steps = paper_ladder()
+    assert list(steps) == ["baseline", "augmentation", "dice_loss", "adam", "lr_plateau", "batch8", "weight_decay"]
+    model = torch.nn.Linear(2, 1)
+    expected = {  # step: (augment, loss, optimizer class, lr, plateau, batch, weight decay)
+        "baseline": (False, "bce", torch.optim.SGD, 1e-3, False, 2, 0.0),
+        "augmentation": (True, "bce", torch.optim.SGD, 1e-3, False, 2, 0.0),
+        "dice_loss": (True, "dice", torch.optim.SGD, 1e-3, False, 2, 0.0),
+        "adam": (True, "dice", torch.optim.Adam, 1e-4, False, 2, 0.0),
+        "lr_plateau": (True, "dice", torch.optim.Adam, 1e-4, True, 2, 0.0),
+        "batch8": (True, "dice", torch.optim.Adam, 1e-4, True, 8, 0.0),
+        "weight_decay": (True, "dice", torch.optim.Adam, 1e-4, True, 8, 1e-4),
+    }
+    for name, (augment, loss, optimizer_class, lr, plateau, batch, decay) in expected.items():
+        recipe = steps[name]
+        optimizer = train.make_optimizer(model, recipe)
+        assert type(optimizer) is optimizer_class, name
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(lr)
+        assert optimizer.param_groups[0]["weight_decay"] == pytest.approx(decay)
+        assert train.LOSSES[recipe.loss] is {"bce": train.bce_loss, "dice": train.soft_dice_loss}[loss]
+        assert (recipe.augment, recipe.lr_plateau, recipe.batch_size) == (augment, plateau, batch), name
+
+
+def test_recipe_rejects_unknown_settings():
+    with pytest.raises(SonosegError, match="not training settings"):
+        Recipe().with_changes({"learning_rat": 0.1})
+    with pytest.raises(SonosegError, match="train.loss"):
+        Recipe(loss="focal")
+
+
+def test_soft_dice_loss_by_hand():
+    logits = torch.full((1, 1, 2, 2), 50.0)  # sigmoid ~ 1 everywhere
+    target = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
+    assert train.soft_dice_loss(logits, target).item() == pytest.approx(1 - 2 * 2 / (4 + 2), abs=1e-5)
+
+
+def test_augmentation_keeps_masks_binary_and_is_seeded():
+    images = torch.rand(4, 3, 32, 32)
+    masks = (torch.rand(4, 1, 32, 32) > 0.5).float()
+    a = train.augment_batch(images, masks, torch.Generator().manual_seed(1))
+    b = train.augment_batch(images, masks, torch.Generator().manual_seed(1))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert set(torch.unique(a[1]).tolist()) <= {0.0, 1.0}
+    assert not torch.equal(a[0], images)
+
+
+def run_train(caches, out: Path, epochs: int, extra_env=None, **popen):
+    train_npz, val_npz = caches
+    recipe = Recipe(min_epochs=epochs, max_epochs=epochs).to_json()
+    command = [sys.executable, "-m", "sonoseg.cli", "train", "--network", "lighter_unet_c8", "--seed", "3",
+               "--train", str(train_npz), "--val", str(val_npz), "--recipe", recipe, "--model", str(out / "model.pt"),
+               "--history", str(out / "history.csv"), "--checkpoint", str(out / "ckpt" / "last.pt"),
+               "--device", "cpu", "--threads", "1"]
+    return subprocess.Popen(command, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def weights(path: Path) -> dict:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def history(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path).drop(columns=["seconds"])
+
+
+@pytest.mark.slow
+def test_kill_and_resume_is_bit_identical_and_reruns_are_deterministic(caches, tmp_path):
+    epochs = 6
+    reference, rerun, resumed = tmp_path / "reference", tmp_path / "rerun", tmp_path / "resumed"
+    for out in (reference, rerun):
+        assert run_train(caches, out, epochs).wait(timeout=600) == 0
+    # Determinism: the same config and seed give identical weights and history.
+    assert history(reference / "history.csv").equals(history(rerun / "history.csv"))
+    for key, tensor in weights(reference / "model.pt").items():
+        assert torch.equal(tensor, weights(rerun / "model.pt")[key]), key
+    assert not (reference / "ckpt" / "last.pt").exists(), "a finished run leaves no checkpoint"
+
+    process = run_train(caches, resumed, epochs)
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if " epoch 3 " in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert (resumed / "ckpt" / "last.pt").exists() and not (resumed / "model.pt").exists()
+    second = run_train(caches, resumed, epochs)
+    log = second.stderr.read()
+    assert second.wait(timeout=600) == 0, log
+    assert "resumed from" in log and "after epoch 3" in log
+    assert history(reference / "history.csv").equals(history(resumed / "history.csv"))
+    for key, tensor in weights(reference / "model.pt").items():
+        assert torch.equal(tensor, weights(resumed / "model.pt")[key]), key
+
+
+def test_changed_settings_do_not_resume_from_a_stale_checkpoint(caches, tmp_path):
+    checkpoint = tmp_path / "last.pt"
+    train.save_atomic({"format": train.CHECKPOINT_FORMAT, "fingerprint": "other settings"}, checkpoint)
+    recipe = Recipe(min_epochs=1, max_epochs=1)
+    train.train("lighter_unet_c8", 0, caches[0], caches[1], recipe, tmp_path / "m.pt", tmp_path / "h.csv",
+                checkpoint=checkpoint, device="cpu", threads=1)
+    assert len(pd.read_csv(tmp_path / "h.csv")) == 1 and not checkpoint.exists()
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_foreign_or_tampered_files_are_refused(tmp_path):
+    evil = tmp_path / "evil.pt"
+    with open(evil, "wb") as handle:
+        pickle.dump({"format": train.MODEL_FORMAT, "payload": Payload()}, handle)
+    with pytest.raises(SonosegError, match="refused"):
+        train.load_model(evil)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(SonosegError, match="format tag"):
+        train.load_model(foreign)
+    mismatched = tmp_path / "mismatched.pt"
+    torch.save({"format": train.MODEL_FORMAT, "network": "unet", "state_dict": {"x": torch.zeros(1)}}, mismatched)
+    with pytest.raises(SonosegError, match="do not fit"):
+        train.load_model(mismatched)
+    truncated = tmp_path / "truncated.pt"
+    torch.save({"format": train.CHECKPOINT_FORMAT}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:30])
+    with pytest.raises(SonosegError, match="refused"):
+        train.load_checked(truncated, train.CHECKPOINT_FORMAT)

@@ -1,0 +1,148 @@
+"""The real Snakemake workflow on tiny configs: validation, a full run, incrementality, the DAG."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, run_snakemake
+
+TINY = {
+    "study": "tiny",
+    "synthetic": {"patients": 6, "seed": 2, "height": 64, "width": 96},
+    "preprocess": {"size": 32},
+    "networks": ["unet", "lighter_unet_c1"],
+    "seeds": [0],
+    "train": {"device": "cpu", "threads": 1, "weight_decay": "auto", "weight_decay_grid": [0.0001, 0],
+              "min_epochs": 1, "max_epochs": 1},
+    "ladder": {"enabled": True, "network": "unet", "steps": [
+        {"name": "baseline", "changes": {"augment": False, "loss": "bce", "optimizer": "sgd", "learning_rate": 0.001}},
+        {"name": "adam", "changes": {"optimizer": "adam", "learning_rate": 0.0001}},
+    ]},
+}
+
+
+def write_config(workdir: Path, config: dict, name: str = "tiny.yaml") -> str:
+    path = workdir / "config" / name
+    path.write_text(yaml.safe_dump(config))
+    return f"config/{name}"
+
+
+def jobs_of(dry_run_output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run: rule -> count."""
+    table = dry_run_output.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_schema_rejects_unknown_key_and_bad_value(workflow_copy):
+    bad_key = {**TINY, "train": {**TINY["train"], "learning_rat": 0.1}}
+    result = run_snakemake(["-n", "--cores", "1", "--configfile", write_config(workflow_copy, bad_key)], workflow_copy)
+    assert result.returncode != 0
+    assert "learning_rat" in result.stderr + result.stdout
+    bad_value = {**TINY, "preprocess": {"size": 100}}
+    result = run_snakemake(["-n", "--cores", "1", "--configfile", write_config(workflow_copy, bad_value)], workflow_copy)
+    assert result.returncode != 0
+    assert "100 is not a multiple of 32" in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy):
+    config = write_config(workflow_copy, TINY)
+    out = workflow_copy / "results" / "tiny"
+
+    # One network alone: its dry run lists only that network's jobs (and the shared data jobs).
+    dry = run_snakemake(["-n", "--cores", "1", "--configfile", config, "results/tiny/networks/unet.csv"], workflow_copy)
+    assert dry.returncode == 0, dry.stderr
+    assert "lighter_unet_c1" not in dry.stdout and "ladder" not in dry.stdout
+    assert jobs_of(dry.stdout)["train"] == 1
+
+    run = run_snakemake(["all", "--cores", "2", "--configfile", config], workflow_copy, timeout=1200)
+    assert run.returncode == 0, run.stderr[-4000:]
+    for table in ("table1", "table2", "ladder"):
+        frame = pd.read_csv(out / "tables" / f"{table}.csv")
+        assert len(frame) == {"table1": 1, "table2": 2, "ladder": 2}[table]
+        assert frame[["dice_mean", "hd95_mean"]].notna().all().all()
+        assert (out / "tables" / f"{table}.md").read_text().count("|") > 10
+        assert "\\begin{tabular}" in (out / "tables" / f"{table}.tex").read_text()
+    choices = pd.read_csv(out / "tables" / "weight_decay.csv")
+    assert sorted(choices["network"].unique()) == ["lighter_unet_c1", "unet"]
+    assert choices.groupby("network")["chosen"].sum().tolist() == [1, 1]
+    assert (choices["criterion"] == "lowest validation loss").all()
+    metrics = pd.read_csv(out / "metrics" / "unet" / "seed0.csv")
+    split = pd.read_csv(out / "data" / "split.csv")
+    assert sorted(metrics["sample_id"]) == sorted(split.loc[split["split"] == "test", "sample_id"])
+    history = pd.read_csv(out / "models" / "unet" / "seed0" / "history.csv")
+    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
+    assert "epoch 1" in (out / "logs" / "train" / "unet" / "seed0.log").read_text()
+
+    again = run_snakemake(["all", "--cores", "2", "--configfile", config], workflow_copy)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    # Changing one network's settings reruns only that network (and the tables that list it).
+    changed = {**TINY, "train": {**TINY["train"], "overrides": {"lighter_unet_c1": {"learning_rate": 0.001}}}}
+    dry = run_snakemake(["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, changed)], workflow_copy)
+    assert dry.returncode == 0, dry.stderr
+    jobs = jobs_of(dry.stdout)
+    assert jobs.get("train") == 1 and jobs.get("predict") == 1 and "ladder_train" not in jobs
+    assert "models/lighter_unet_c1/seed0/model.pt" in dry.stdout and "models/unet/seed0/model.pt" not in dry.stdout
+
+    # Determinism: retraining the same network with the same seed gives the same history,
+    # predictions and metrics, byte for byte (wall-clock seconds aside).
+    before = {p.name: p.read_bytes() for p in (out / "predictions" / "unet" / "seed0").glob("*.png")}
+    metrics_before = (out / "metrics" / "unet" / "seed0.csv").read_bytes()
+    history_before = history.drop(columns="seconds")
+    rerun = run_snakemake(["all", "--cores", "2", "--configfile", config, "--forcerun", "train"], workflow_copy, timeout=1200)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    after = {p.name: p.read_bytes() for p in (out / "predictions" / "unet" / "seed0").glob("*.png")}
+    assert before == after and len(before) > 0
+    assert (out / "metrics" / "unet" / "seed0.csv").read_bytes() == metrics_before
+    assert pd.read_csv(out / "models" / "unet" / "seed0" / "history.csv").drop(columns="seconds").equals(history_before)
+
+
+def test_quick_study_on_a_synth_folder_dataset_is_the_same_dag(workflow_copy):
+    """The quick study runs on a folder dataset written by `sonoseg synth` exactly as on the built-in one."""
+    folder = {**TINY, "dataset": {"layout": "folder", "root": str(workflow_copy / "mydata")}}
+    result = run_snakemake(["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, folder)], workflow_copy)
+    assert result.returncode == 0, result.stderr
+    builtin = run_snakemake(["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, TINY)], workflow_copy)
+    jobs, builtin_jobs = jobs_of(result.stdout), jobs_of(builtin.stdout)
+    builtin_jobs.pop("synthesize")
+    assert jobs == builtin_jobs
+
+
+def test_weight_decay_selection_never_takes_the_test_split(workflow_copy):
+    dag = run_snakemake(["all", "--dag", "--cores", "1", "--configfile", "config/quick.yaml"], workflow_copy)
+    assert dag.returncode == 0, dag.stderr
+    labels = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', dag.stdout, re.M))
+    edges = re.findall(r"^\s*(\d+) -> (\d+)", dag.stdout, re.M)
+    parents: dict[str, set[str]] = {}
+    for a, b in edges:
+        parents.setdefault(b, set()).add(a)
+
+    def ancestors(node: str) -> set[str]:
+        seen, stack = set(), [node]
+        while stack:
+            for parent in parents.get(stack.pop(), ()):
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
+        return seen
+
+    test_cache = {n for n, label in labels.items() if label.startswith("preprocess") and "part: test" in label}
+    assert len(test_cache) == 1
+    selection = [n for n, label in labels.items() if label.startswith(("select_weight_decay", "train_weight_decay_candidate", "train\\n", "ladder_train"))]
+    assert len(selection) > 20
+    for node in selection:
+        assert not (ancestors(node) & test_cache), labels[node]
+    # ... while the evaluation does use it.
+    evaluation = [n for n, label in labels.items() if label.startswith("predict")]
+    assert all(ancestors(n) & test_cache for n in evaluation)
+
+
+def test_lint_is_clean(workflow_copy):
+    result = run_snakemake(["--lint", "--configfile", "config/quick.yaml"], workflow_copy)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
