@@ -82,3 +82,8 @@ def test_pretrained_backbone_errors(tmp_path):
         models.load_pretrained_backbone(model, garbage)
     with pytest.raises(SonosegError, match="no pretrained backbone"):
         models.load_pretrained_backbone(models.build("unet"), wrong)
+
+
+def test_backbone_networks_are_the_torchvision_ones():
+    for name in models.names():
+        assert models.has_backbone(name) == (models.backbone_of(models.build(name)) is not None), name

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow,
 
 def test_tiny_study_through_slurm(workflow_copy):
     config = {**TINY, "study": "slurm", "networks": ["lighter_unet_c1"], "ladder": {"enabled": False},
-              "train": {**TINY["train"], "device": "auto"},
+              "train": {**TINY["train"], "device": "auto", "weight_decay": 0.0001},
               "resources": {"train_runtime": 10, "train_mem_mb": 1000, "light_runtime": 10, "light_mem_mb": 500}}
     path = write_config(workflow_copy, config)
     result = run_snakemake(["all", "--profile", "workflow/profiles/slurm", "--configfile", path, "--jobs", "4"],

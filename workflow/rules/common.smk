@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from sonoseg import paper
+from sonoseg.catalog import has_backbone
 from sonoseg.recipe import ladder_recipes, recipe_from_config
 
 
@@ -56,6 +57,12 @@ def recipe_for(network, changes=None):
 def ladder_recipe(step):
     """A ladder step: the ladder network's recipe after every change up to and including this step."""
     return ladder_recipes(recipe_for(LADDER["network"]), LADDER["steps"])[step]
+
+
+def pretrained_arg(network):
+    """Only the FCN and DeepLab networks have a backbone that ImageNet weights can initialise."""
+    path = TRAIN["pretrained_backbone"]
+    return f"--pretrained-backbone {path}" if path and has_backbone(network) else ""
 
 
 def uses_gpu():

@@ -18,7 +18,7 @@ rule train:
         # Outside the declared outputs: Snakemake's cleanup of a failed job must not delete it.
         checkpoint=lambda wc: f"{OUT}/checkpoints/models/{wc.network}/seed{wc.seed}.pt",
         device=TRAIN["device"],
-        pretrained=f"--pretrained-backbone {TRAIN['pretrained_backbone']}" if TRAIN["pretrained_backbone"] else "",
+        pretrained=lambda wc: pretrained_arg(wc.network),
     log:
         f"{LOGS}/train/{{network}}/seed{{seed}}.log",
     benchmark:
@@ -52,7 +52,7 @@ use rule train as train_weight_decay_candidate with:
         weight_decay="",
         checkpoint=lambda wc: f"{OUT}/checkpoints/weight_decay/{wc.network}/wd{wc.decay}.pt",
         device=TRAIN["device"],
-        pretrained=f"--pretrained-backbone {TRAIN['pretrained_backbone']}" if TRAIN["pretrained_backbone"] else "",
+        pretrained=lambda wc: pretrained_arg(wc.network),
     log:
         f"{LOGS}/weight_decay/{{network}}/wd{{decay}}.log",
     benchmark:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sonoseg.catalog import has_backbone  # noqa: F401 - part of the registry's interface
 from sonoseg.errors import SonosegError
 from sonoseg.models.unet import light_unet, lighter_unet, unet
 
