@@ -54,7 +54,7 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy):
     out = workflow_copy / "results" / "tiny"
 
     # One network alone: its dry run lists only that network's jobs (and the shared data jobs).
-    dry = run_snakemake(["-n", "--cores", "1", "--configfile", config, "results/tiny/networks/unet.csv"], workflow_copy)
+    dry = run_snakemake(["results/tiny/networks/unet.csv", "-n", "--cores", "1", "--configfile", config], workflow_copy)
     assert dry.returncode == 0, dry.stderr
     assert "lighter_unet_c1" not in dry.stdout and "ladder" not in dry.stdout
     assert jobs_of(dry.stdout)["train"] == 1
