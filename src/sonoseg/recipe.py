@@ -15,7 +15,7 @@ class Recipe:
     loss: str = "dice"  # "dice" (soft Dice, 1 - mean over the batch) or "bce"
     optimizer: str = "adam"  # "adam" or "sgd"
     learning_rate: float = 1e-4
-    momentum: float = 0.9  # SGD only
+    momentum: float = 0.0  # SGD only; 0 is plain SGD, as PyTorch and the paper's "SGD" have it
     lr_plateau: bool = True  # ReduceLROnPlateau on validation loss
     plateau_factor: float = 0.5
     plateau_patience: int = 5
