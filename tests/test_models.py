@@ -21,6 +21,7 @@ EXPECTED = {
     "fcn32s": 18_643_713,
     "deeplabv3plus_resnet101": 59_339_169,
     "deeplabv3plus_mobilenetv2": 5_810_913,
+    "deeplabv3plus_xception": 54_700_177,  # the paper's "ResNet-101" count
 }
 
 

@@ -36,6 +36,7 @@ REGISTRY: dict[str, Callable[[], nn.Module]] = {
     "fcn32s": lambda: _fcn(skips=0),
     "deeplabv3plus_resnet101": lambda: _deeplab("ResNet101Backbone"),
     "deeplabv3plus_mobilenetv2": lambda: _deeplab("MobileNetV2Backbone"),
+    "deeplabv3plus_xception": lambda: _deeplab("AlignedXceptionBackbone"),
 }
 
 # Every network downsamples five times (or to output stride 16 plus a stride-2 low-level path).

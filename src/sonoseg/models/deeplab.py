@@ -90,6 +90,90 @@ class MobileNetV2Backbone(nn.Module):
         return self.high(low_level), low_level
 
 
+# ----------------------------------------------------------------------------- Aligned Xception
+
+def fixed_padding(x: torch.Tensor, kernel: int, dilation: int) -> torch.Tensor:
+    effective = kernel + (kernel - 1) * (dilation - 1)
+    total = effective - 1
+    return F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2))
+
+
+class SeparableConv(nn.Module):
+    """Depthwise 3x3 (fixed 'same' padding), BN, pointwise 1x1: Aligned Xception's separable conv."""
+
+    def __init__(self, in_ch, out_ch, stride=1, dilation=1):
+        super().__init__()
+        self.depthwise = nn.Conv2d(in_ch, in_ch, 3, stride, 0, dilation, groups=in_ch, bias=False)
+        self.bn = nn.BatchNorm2d(in_ch)
+        self.pointwise = nn.Conv2d(in_ch, out_ch, 1, bias=False)
+
+    def forward(self, x):
+        x = fixed_padding(x, 3, self.depthwise.dilation[0])
+        return self.pointwise(self.bn(self.depthwise(x)))
+
+
+class XceptionBlock(nn.Module):
+    """Residual block of separable convs, laid out as jfzhang95's Block (grow_first, is_last...)."""
+
+    def __init__(self, in_ch, out_ch, reps, stride=1, dilation=1, start_with_relu=True, grow_first=True, is_last=False):
+        super().__init__()
+        if out_ch != in_ch or stride != 1:
+            self.skip = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+        else:
+            self.skip = None
+        layers = []
+
+        def sep(a: int, b: int, s: int = 1, d: int = dilation) -> None:
+            layers.extend([nn.ReLU(inplace=False), SeparableConv(a, b, s, d), nn.BatchNorm2d(b)])
+
+        width = in_ch
+        if grow_first:
+            sep(in_ch, out_ch)
+            width = out_ch
+        for _ in range(reps - 1):
+            sep(width, width)
+        if not grow_first:
+            sep(in_ch, out_ch)
+        if stride != 1:
+            sep(out_ch, out_ch, 2, 1)
+        if stride == 1 and is_last:
+            sep(out_ch, out_ch, 1, 1)
+        if not start_with_relu:
+            layers = layers[1:]
+        self.rep = nn.Sequential(*layers)
+
+    def forward(self, x):
+        skip = x if self.skip is None else self.skip(x)
+        return self.rep(x) + skip
+
+
+class AlignedXceptionBackbone(nn.Module):
+    """jfzhang95's Aligned Xception at output stride 16: with ASPP and the decoder, 54,700,177
+    parameters, the number the paper printed for DeepLab v3+ "ResNet-101"."""
+
+    channels, low_level_channels = 2048, 128
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
+        self.block1 = XceptionBlock(64, 128, 2, stride=2, start_with_relu=False)
+        self.entry = nn.Sequential(
+            XceptionBlock(128, 256, 2, stride=2, start_with_relu=False),
+            XceptionBlock(256, 728, 2, stride=2, is_last=True))
+        self.middle = nn.Sequential(*[XceptionBlock(728, 728, 3) for _ in range(16)])
+        self.exit = nn.Sequential(
+            XceptionBlock(728, 1024, 2, dilation=1, grow_first=False, is_last=True), nn.ReLU(inplace=True),
+            SeparableConv(1024, 1536, dilation=2), nn.BatchNorm2d(1536), nn.ReLU(inplace=True),
+            SeparableConv(1536, 1536, dilation=2), nn.BatchNorm2d(1536), nn.ReLU(inplace=True),
+            SeparableConv(1536, 2048, dilation=2), nn.BatchNorm2d(2048), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        low_level = F.relu(self.block1(self.stem(x)))
+        return self.exit(self.middle(self.entry(low_level))), low_level
+
+
 class DeepLabV3Plus(nn.Module):
     def __init__(self, backbone: nn.Module, out_channels: int = 1):
         super().__init__()
