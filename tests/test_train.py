@@ -173,3 +173,22 @@ def test_foreign_or_tampered_files_are_refused(tmp_path):
     truncated.write_bytes(truncated.read_bytes()[:30])
     with pytest.raises(SonosegError, match="refused"):
         train.load_checked(truncated, train.CHECKPOINT_FORMAT)
+
+
+def test_segment_new_images_with_a_trained_model(caches, tmp_path):
+    import cv2
+    from sonoseg import infer
+    recipe = Recipe(min_epochs=1, max_epochs=1)
+    train.train("lighter_unet_c1", 0, caches[0], caches[1], recipe, tmp_path / "m.pt", tmp_path / "h.csv",
+                device="cpu", threads=1)
+    image, _ = synth.render(9, 0, 1, (120, 200))
+    cv2.imwrite(str(tmp_path / "new scan.png"), image[:, :, ::-1])
+    gray = tmp_path / "gray.png"
+    cv2.imwrite(str(gray), image[:, :, 0])
+    written = infer.segment_images(tmp_path / "m.pt", [tmp_path / "new scan.png", gray], tmp_path / "out", device="cpu")
+    assert [p.name for p in written] == ["new scan_mask.png", "gray_mask.png"]
+    for path in written:
+        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (120, 200) and set(np.unique(mask)) <= {0, 255}
+    with pytest.raises(SonosegError, match="refused"):
+        infer.segment_images(tmp_path / "h.csv", [gray], tmp_path / "out", device="cpu")

@@ -109,6 +109,13 @@ def cmd_predict(args) -> None:
     log.info("wrote %d predictions to %s", count, args.outdir)
 
 
+def cmd_segment(args) -> None:
+    slot = _gpu_slot(args.device)  # noqa: F841
+    from sonoseg import infer
+    written = infer.segment_images(args.model, args.images, args.outdir, args.component_rule, args.device, args.size)
+    log.info("wrote %d masks to %s", len(written), args.outdir)
+
+
 def cmd_evaluate(args) -> None:
     from sonoseg import evaluate
     samples = _samples_of_split(args.manifest, args.split, "test")
@@ -223,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--component-rule", default="area")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("segment", help="segment new images with a trained model (e.g. Lighter U-net @128)")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF; RGB, grayscale, RGBA or 16-bit)")
+    p.add_argument("--model", required=True, help="a model.pt written by the workflow")
+    p.add_argument("--outdir", required=True)
+    p.add_argument("--component-rule", default="area")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--size", type=int, default=0, help="input size (default: the size the model was trained at)")
+    p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("evaluate", help="Dice and HD95 per test image")
     p.add_argument("--predictions", required=True)

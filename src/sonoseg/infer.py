@@ -12,6 +12,7 @@ import torch
 from scipy import ndimage
 
 from sonoseg.errors import SonosegError
+from sonoseg.imageio import read_image
 from sonoseg.preprocess import load_cache
 from sonoseg.train import load_model, select_device, to_tensors
 
@@ -70,3 +71,30 @@ def predict(model_path: str | Path, data_path: str | Path, samples: pd.DataFrame
                 mask = probability_to_mask(prob, height, width, rule)
                 cv2.imwrite(str(outdir / f"{sample_id}.png"), mask.astype(np.uint8) * 255)
     return len(ids)
+
+
+def segment_images(model_path: str | Path, images: list[str | Path], outdir: str | Path, rule: str = "area",
+                   device: str = "auto", size: int | None = None) -> list[Path]:
+    """Segment new images with a trained model: <outdir>/<image stem>_mask.png at each image's size.
+
+    The input size is the one the model was trained at (stored in model.pt), unless ``size`` is given.
+    """
+    dev = select_device(device)
+    model, saved = load_model(model_path, dev)
+    size = size or saved.get("input_size")
+    if not size:
+        raise SonosegError(f"{model_path}: no input size stored; pass --size")
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    with torch.no_grad():
+        for path in images:
+            rgb = read_image(path).pixels
+            resized = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
+            batch = torch.from_numpy(resized).permute(2, 0, 1)[None].float().div(255).to(dev)
+            probability = torch.sigmoid(model(batch)).cpu().numpy()[0, 0]
+            mask = probability_to_mask(probability, rgb.shape[0], rgb.shape[1], rule)
+            target = outdir / f"{Path(path).stem}_mask.png"
+            cv2.imwrite(str(target), mask.astype(np.uint8) * 255)
+            written.append(target)
+    return written

@@ -295,6 +295,7 @@ def train(network: str, seed: int, train_data: str | Path, val_data: str | Path,
     model_out, history_out = Path(model_out), Path(history_out)
     model_out.parent.mkdir(parents=True, exist_ok=True)
     save_atomic({"format": MODEL_FORMAT, "network": network, "seed": seed, "recipe": recipe.to_json(),
+                 "input_size": int(x_train.shape[-1]),
                  "best_epoch": state["best_epoch"], "best_val_loss": state["best_loss"],
                  "state_dict": state["best_state"]}, model_out)
     write_history(state["history"], history_out)
