@@ -39,3 +39,14 @@ def test_weight_decay_choice_is_the_lowest_validation_loss(tmp_path):
     # 0.0 and 0.001 tie at 0.3: the larger decay wins the tie.
     assert chosen == 0.001
     assert table.iloc[0]["best_epoch"] == 1 and len(table) == 3
+
+
+def test_hd95_in_mm_appears_when_a_pixel_spacing_was_given():
+    with_mm = runs().assign(hd95_mm=lambda f: f["hd95_px"] * 0.1)
+    table = report.network_table(with_mm, paper.TABLE2, ["unet"])
+    assert table.loc[0, "hd95_mm_mean"] == pytest.approx(0.85)
+    markdown, _ = report.to_markdown_and_latex(table, "Network", "caption")
+    assert "HD95 mm (ours)" in markdown and "0.85 ± 0.07" in markdown
+    plain, _ = report.to_markdown_and_latex(report.network_table(runs().assign(hd95_mm=float("nan")), paper.TABLE2, ["unet"]),
+                                            "Network", "caption")
+    assert "mm" not in plain

@@ -38,8 +38,10 @@ def aggregate(runs: pd.DataFrame, key: str) -> pd.DataFrame:
     for name, group in runs.groupby(key, sort=False):
         dice, dice_sd = mean_std(group["dice"])
         hd, hd_sd = mean_std(group["hd95_px"])
+        hd_mm, hd_mm_sd = mean_std(group["hd95_mm"]) if "hd95_mm" in group else (float("nan"),) * 2
         rows.append({key: name, "seeds": len(group), "dice_mean": dice, "dice_std": dice_sd,
-                     "hd95_mean": hd, "hd95_std": hd_sd, "hd95_penalized": int(group["hd95_penalized"].sum())})
+                     "hd95_mean": hd, "hd95_std": hd_sd, "hd95_mm_mean": hd_mm, "hd95_mm_std": hd_mm_sd,
+                     "hd95_penalized": int(group["hd95_penalized"].sum())})
     return pd.DataFrame(rows)
 
 
@@ -56,7 +58,9 @@ def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> p
         rows.append({
             "network": name, "label": label, "parameters": models.count_parameters(models.build(name)),
             "seeds": int(ours["seeds"]), "dice_mean": ours["dice_mean"], "dice_std": ours["dice_std"],
-            "hd95_mean": ours["hd95_mean"], "hd95_std": ours["hd95_std"], "hd95_penalized": int(ours["hd95_penalized"]),
+            "hd95_mean": ours["hd95_mean"], "hd95_std": ours["hd95_std"],
+            "hd95_mm_mean": ours["hd95_mm_mean"], "hd95_mm_std": ours["hd95_mm_std"],
+            "hd95_penalized": int(ours["hd95_penalized"]),
             "paper_dice_mean": p_dice, "paper_dice_std": p_dice_sd, "paper_hd95_mean": p_hd, "paper_hd95_std": p_hd_sd,
         })
     return pd.DataFrame(rows)
@@ -83,15 +87,18 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tupl
     """Human tables: label, parameters (when present), ours and the paper's."""
     has_params = "parameters" in table.columns
     has_paper_hd = "paper_hd95_mean" in table.columns
-    header = [first] + (["Parameters"] if has_params else []) + ["Dice (ours)", "HD95 px (ours)", "Dice (paper)"] + \
-        (["HD95 px (paper)"] if has_paper_hd else [])
+    has_mm = "hd95_mm_mean" in table.columns and table["hd95_mm_mean"].notna().any()
+    header = [first] + (["Parameters"] if has_params else []) + ["Dice (ours)", "HD95 px (ours)"] + \
+        (["HD95 mm (ours)"] if has_mm else []) + ["Dice (paper)"] + (["HD95 px (paper)"] if has_paper_hd else [])
     lines = []
     for row in table.to_dict("records"):
         cells = [str(row.get("label", row[table.columns[0]]))]
         if has_params:
             cells.append(f"{row['parameters']:,}")
-        cells += [_pm(row["dice_mean"], row["dice_std"], 3), _pm(row["hd95_mean"], row["hd95_std"], 2),
-                  _pm(row["paper_dice_mean"], row.get("paper_dice_std", np.nan), 3)]
+        cells += [_pm(row["dice_mean"], row["dice_std"], 3), _pm(row["hd95_mean"], row["hd95_std"], 2)]
+        if has_mm:
+            cells.append(_pm(row["hd95_mm_mean"], row["hd95_mm_std"], 2))
+        cells.append(_pm(row["paper_dice_mean"], row.get("paper_dice_std", np.nan), 3))
         if has_paper_hd:
             cells.append(_pm(row["paper_hd95_mean"], row["paper_hd95_std"], 2))
         lines.append(cells)
