@@ -146,3 +146,47 @@ def test_lint_is_clean(workflow_copy):
     result = run_snakemake(["--lint", "--configfile", "config/quick.yaml"], workflow_copy)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_through_snakemake(workflow_copy):
+    """kill -9 of the whole Snakemake run mid-training; the rerun of the same target continues
+    from the checkpoint, which Snakemake's cleanup of incomplete outputs leaves alone."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import BIN
+
+    config = write_config(workflow_copy, {**TINY, "preprocess": {"size": 64}, "ladder": {"enabled": False},
+                                          "train": {**TINY["train"], "weight_decay": 0.0001,
+                                                    "min_epochs": 8, "max_epochs": 8}})
+    target = "results/tiny/models/unet/seed0/model.pt"
+    log = workflow_copy / "results" / "tiny" / "logs" / "train" / "unet" / "seed0.log"
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    process = subprocess.Popen([str(BIN / "snakemake"), target, "--cores", "1", "--configfile", config],
+                               cwd=workflow_copy, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not (log.exists() and " epoch 2 " in log.read_text()):
+        assert process.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    checkpoints = list((workflow_copy / "results" / "tiny" / "checkpoints").rglob("*.pt"))
+    assert len(checkpoints) == 1 and not (workflow_copy / target).exists()
+
+    # As a user would after a kill -9: release Snakemake's lock, then rerun the same target.
+    assert run_snakemake([target, "--unlock", "--configfile", config], workflow_copy).returncode == 0
+    rerun = run_snakemake([target, "--cores", "1", "--configfile", config], workflow_copy)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    text = log.read_text()
+    resumed_after = int(re.search(r"resumed from \S+ after epoch (\d+)", text)[1])
+    assert resumed_after >= 2
+    history = pd.read_csv(workflow_copy / target.replace("model.pt", "history.csv"))
+    assert history["epoch"].tolist() == list(range(1, 9))
+    # The rerun's log (Snakemake starts a job's log afresh) trains only the epochs after the checkpoint.
+    trained = [int(n) for n in re.findall(r"sonoseg.train: epoch (\d+) ", text)]
+    assert trained == list(range(resumed_after + 1, 9))
+    assert not list((workflow_copy / "results" / "tiny" / "checkpoints").rglob("*.pt"))
