@@ -1,14 +1,13 @@
 """The real Snakemake workflow on tiny configs: validation, a full run, incrementality, the DAG."""
 
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, run_snakemake
+from conftest import run_snakemake
 
 TINY = {
     "study": "tiny",
