@@ -106,8 +106,10 @@ def _echogenicity(rng: np.random.Generator, lesion: Lesion, mask: np.ndarray) ->
     tissue = np.where(depth < fat_top, 1.6, np.where(depth < gland_top, 0.25, 1.0)).astype(np.float32)
     # Slow random texture so that the background is not uniform.
     coarse = rng.standard_normal((height // 16 + 2, width // 16 + 2)).astype(np.float32)
-    texture = cv2.resize(cv2.GaussianBlur(coarse, (0, 0), 1.2), (width, height), interpolation=cv2.INTER_CUBIC)
-    tissue *= np.exp(0.35 * texture / (texture.std() + 1e-6))
+    coarse = cv2.GaussianBlur(coarse, (0, 0), 1.2)
+    # The gain is smooth, so it is computed at the coarse grid and only then interpolated.
+    gain = np.exp(0.35 * coarse / (coarse.std() + 1e-6))
+    tissue *= cv2.resize(gain, (width, height), interpolation=cv2.INTER_CUBIC)
     tissue[mask] *= lesion.contrast
     # Posterior acoustic feature: the columns under the lesion, fading with distance below it.
     columns = mask.any(axis=0)
