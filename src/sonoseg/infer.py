@@ -13,8 +13,8 @@ from scipy import ndimage
 
 from sonoseg.errors import SonosegError
 from sonoseg.imageio import read_image
-from sonoseg.preprocess import load_cache
-from sonoseg.train import load_model, select_device, to_tensors
+from sonoseg.preprocess import load_cache, resize_image
+from sonoseg.train import images_to_tensor, load_model, select_device, to_tensors
 
 COMPONENT_RULES = ("area", "contour_points")
 
@@ -49,6 +49,12 @@ def probability_to_mask(probability: np.ndarray, height: int, width: int, rule: 
     return keep_one_lesion(resized > 0.5, rule)
 
 
+def write_mask(probability: np.ndarray, height: int, width: int, rule: str, path: Path) -> Path:
+    """Post-process a probability map to the original size and save it as a 0/255 PNG."""
+    cv2.imwrite(str(path), probability_to_mask(probability, height, width, rule).astype(np.uint8) * 255)
+    return path
+
+
 def predict(model_path: str | Path, data_path: str | Path, samples: pd.DataFrame, outdir: str | Path,
             rule: str = "area", device: str = "auto", batch_size: int = 8) -> int:
     """Write <outdir>/<sample_id>.png (0/255) at each sample's original size."""
@@ -68,8 +74,7 @@ def predict(model_path: str | Path, data_path: str | Path, samples: pd.DataFrame
             probability = torch.sigmoid(model(images[start:start + batch_size].to(dev))).cpu().numpy()[:, 0]
             for sample_id, prob in zip(ids[start:start + batch_size], probability):
                 height, width = (int(v) for v in sizes.loc[sample_id])
-                mask = probability_to_mask(prob, height, width, rule)
-                cv2.imwrite(str(outdir / f"{sample_id}.png"), mask.astype(np.uint8) * 255)
+                write_mask(prob, height, width, rule, outdir / f"{sample_id}.png")
     return len(ids)
 
 
@@ -90,11 +95,8 @@ def segment_images(model_path: str | Path, images: list[str | Path], outdir: str
     with torch.no_grad():
         for path in images:
             rgb = read_image(path).pixels
-            resized = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
-            batch = torch.from_numpy(resized).permute(2, 0, 1)[None].float().div(255).to(dev)
+            batch = images_to_tensor(resize_image(rgb, size)[None]).to(dev)
             probability = torch.sigmoid(model(batch)).cpu().numpy()[0, 0]
-            mask = probability_to_mask(probability, rgb.shape[0], rgb.shape[1], rule)
-            target = outdir / f"{Path(path).stem}_mask.png"
-            cv2.imwrite(str(target), mask.astype(np.uint8) * 255)
-            written.append(target)
+            written.append(write_mask(probability, rgb.shape[0], rgb.shape[1], rule,
+                                      outdir / f"{Path(path).stem}_mask.png"))
     return written

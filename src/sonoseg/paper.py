@@ -1,8 +1,8 @@
 """The paper's reported numbers (Li et al., ISBI 2021, Tables 1-2 and section 4.2), for side-by-side tables."""
 
-# network -> (label, Dice mean, Dice std, HD95 mean, HD95 std)
 NOT_IN_PAPER = (float("nan"),) * 4
 
+# network -> (label, Dice mean, Dice std, HD95 mean, HD95 std)
 TABLE1 = {
     "deeplabv3plus_mobilenetv2": ("DeepLab v3+ (MobileNet)", 0.904, 0.003, 16.88, 0.47),
     "deeplabv3plus_resnet101": ("DeepLab v3+ (ResNet-101)", 0.922, 0.003, 14.32, 0.63),

@@ -12,11 +12,15 @@ import pandas as pd
 from sonoseg.imageio import read_image, read_mask
 
 
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear to size x size, aspect not preserved (as the paper). Training and serving both use it."""
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
 def resize_sample(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image bilinear to size x size (aspect not preserved, as the paper); mask resized then > 0.5."""
-    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+    """The image as resize_image; the mask resized bilinearly, then > 0.5."""
     mask = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) > 0.5
-    return image, mask.astype(np.uint8)
+    return resize_image(image, size), mask.astype(np.uint8)
 
 
 def build_cache(samples: pd.DataFrame, size: int, out_path: str | Path) -> int:

@@ -90,10 +90,14 @@ def augment_batch(images: torch.Tensor, masks: torch.Tensor, generator: torch.Ge
 
 # ----------------------------------------------------------------------------- helpers
 
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 RGB images (N, H, W, 3) to the networks' input: float (N, 3, H, W) in [0, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+
+
 def to_tensors(arrays: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    images = torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2).float().div_(255)
     masks = torch.from_numpy(arrays["masks"]).unsqueeze(1).float()
-    return images, masks
+    return images_to_tensor(arrays["images"]), masks
 
 
 def select_device(requested: str) -> torch.device:
