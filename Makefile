@@ -4,6 +4,8 @@ VENV ?= .venv
 CONFIG ?= config/quick.yaml
 CORES ?= 2
 BIN := $(VENV)/bin
+# The rules call the `sonoseg` tool: the venv's bin comes first on PATH for every recipe.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: study test lint clean
 
@@ -14,13 +16,13 @@ $(BIN)/sonoseg: pyproject.toml
 	touch $@
 
 study: $(BIN)/sonoseg
-	PATH="$(abspath $(BIN)):$$PATH" snakemake all --cores $(CORES) --configfile $(CONFIG)
+	snakemake all --cores $(CORES) --configfile $(CONFIG)
 
 test: $(BIN)/sonoseg
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/sonoseg
-	PATH="$(abspath $(BIN)):$$PATH" snakemake --lint --configfile $(CONFIG)
+	snakemake --lint --configfile $(CONFIG)
 
 clean:
 	rm -rf results .snakemake
