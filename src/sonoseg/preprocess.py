@@ -39,3 +39,20 @@ def build_cache(samples: pd.DataFrame, size: int, out_path: str | Path) -> int:
 def load_cache(path: str | Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as arrays:
         return {k: arrays[k] for k in arrays.files}
+
+
+# ImageNet statistics (RGB, on [0, 1] inputs): used when a network starts from ImageNet weights.
+IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def normalize_tensor(x, normalization: dict | None):
+    """(x - mean) / std per RGB channel on an (N, 3, H, W) tensor in [0, 1]; identity for None.
+
+    The normalization a model was trained with is stored in its model.pt ("normalization") and
+    applied by training, prediction, `segment` and export alike.
+    """
+    if not normalization:
+        return x
+    mean = x.new_tensor(normalization["mean"]).view(1, -1, 1, 1)
+    std = x.new_tensor(normalization["std"]).view(1, -1, 1, 1)
+    return (x - mean) / std
