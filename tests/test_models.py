@@ -4,7 +4,7 @@ import torch
 from sonoseg import models
 from sonoseg.errors import SonosegError
 
-# SPEC.md section 1 and the paper's Table 2.
+# docs/method.md ("Networks") and the paper's Table 2.
 EXPECTED = {
     "unet": 17_267_393,
     "light_unet": 11_000_257,
@@ -59,14 +59,63 @@ def test_unknown_network_is_a_clear_error():
         models.build("unet3")
 
 
-def test_pretrained_backbone_from_torchvision_state_dict(tmp_path):
-    from torchvision.models import mobilenet_v2
-    source = mobilenet_v2(weights=None)
-    path = tmp_path / "mobilenet_v2_imagenet.pth"
-    torch.save(source.state_dict(), path)
-    model = models.build("deeplabv3plus_mobilenetv2")
-    models.load_pretrained_backbone(model, path)
-    assert torch.equal(model.backbone.low[0][0].weight, source.features[0][0].weight)
+# One fake ImageNet file per backbone kind: random tensors of the right shapes from torchvision's
+# builders (weights=None), saved the way docs/method.md tells a user to save the real ones.
+def _fake_weights(kind: str):
+    import torchvision
+
+    if kind == "vgg16":
+        return torchvision.models.vgg16(weights=None).features.state_dict()
+    if kind == "resnet101":
+        return torchvision.models.resnet101(weights=None).state_dict()
+    if kind == "mobilenet_v2":
+        return torchvision.models.mobilenet_v2(weights=None).state_dict()
+    from sonoseg.models.deeplab import AlignedXceptionBackbone
+    return AlignedXceptionBackbone().state_dict()
+
+
+def _first_weight(model) -> torch.Tensor:
+    return next(t for k, t in model.backbone.state_dict().items() if k.endswith("weight"))
+
+
+@pytest.mark.parametrize("kind", ["vgg16", "resnet101", "mobilenet_v2", "xception"])
+def test_pretrained_backbone_per_kind(tmp_path, kind):
+    network = next(n for n in models.names() if models.backbone_kind(n) == kind)
+    state = _fake_weights(kind)
+    path = tmp_path / f"{kind}.pth"
+    torch.save(state, path)
+    model = models.build(network)
+    assert models.backbone_kind_of(model) == kind
+    models.load_pretrained_backbone(model, path, kind)
+    first_source = next(t for k, t in state.items() if k.endswith("weight"))
+    assert torch.equal(_first_weight(model), first_source)
+    # Every backbone tensor came from the file: the last one too.
+    assert torch.equal(list(model.backbone.state_dict().values())[-1].float(),
+                       [t for k, t in state.items() if not k.startswith(("fc.", "classifier.", "features.18."))][-1].float())
+
+
+def test_full_torchvision_state_dicts_load_too(tmp_path):
+    import torchvision
+
+    for network, source in (("fcn8s", torchvision.models.vgg16(weights=None)),
+                            ("deeplabv3plus_mobilenetv2", torchvision.models.mobilenet_v2(weights=None))):
+        path = tmp_path / f"{network}.pth"
+        torch.save(source.state_dict(), path)
+        model = models.build(network)
+        models.load_pretrained_backbone(model, path)
+        assert torch.equal(_first_weight(model), source.features[0].weight if network == "fcn8s"
+                           else source.features[0][0].weight)
+
+
+def test_weights_of_another_backbone_kind_are_refused_clearly(tmp_path):
+    vgg = tmp_path / "vgg16.pth"
+    torch.save(_fake_weights("vgg16"), vgg)
+    resnet_network = models.build("deeplabv3plus_resnet101")
+    with pytest.raises(SonosegError, match=r"pretrained_backbones\.resnet101.*does not match a resnet101 backbone"
+                                           r".*looks like vgg16 weights.*resnet101\(weights="):
+        models.load_pretrained_backbone(resnet_network, vgg)
+    with pytest.raises(SonosegError, match="given as vgg16 weights, but this network's backbone is resnet101"):
+        models.load_pretrained_backbone(resnet_network, vgg, "vgg16")
 
 
 def test_pretrained_backbone_errors(tmp_path):
@@ -75,7 +124,7 @@ def test_pretrained_backbone_errors(tmp_path):
         models.load_pretrained_backbone(model, tmp_path / "missing.pth")
     wrong = tmp_path / "wrong.pth"
     torch.save({"conv.weight": torch.zeros(3)}, wrong)
-    with pytest.raises(SonosegError, match="does not match the backbone"):
+    with pytest.raises(SonosegError, match="does not match a vgg16 backbone"):
         models.load_pretrained_backbone(model, wrong)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a state dict")
@@ -83,8 +132,74 @@ def test_pretrained_backbone_errors(tmp_path):
         models.load_pretrained_backbone(model, garbage)
     with pytest.raises(SonosegError, match="no pretrained backbone"):
         models.load_pretrained_backbone(models.build("unet"), wrong)
+    bad_shape = _fake_weights("vgg16")
+    bad_shape["0.weight"] = torch.zeros(64, 3, 5, 5)
+    torch.save(bad_shape, wrong)
+    with pytest.raises(SonosegError, match=r"tensor 0.weight has shape \(64, 3, 5, 5\)"):
+        models.load_pretrained_backbone(model, wrong)
 
 
-def test_backbone_networks_are_the_torchvision_ones():
+# ----------------------------------------------------------------------------- the cited implementations
+
+@pytest.mark.parametrize("name, skips", [("fcn32s", 0), ("fcn16s", 1), ("fcn8s", 2)])
+def test_fcn_skip_is_added_before_batchnorm(name, skips):
+    """pochih/FCN-pytorch: a stage with a skip is bn(relu(deconv(x)) + skip)."""
+    torch.manual_seed(0)
+    model = models.build(name).eval()
+    seen = {}
+    hooks = [model.backbone[23].register_forward_hook(lambda m, i, o: seen.__setitem__("pool4", o.clone())),
+             model.backbone[16].register_forward_hook(lambda m, i, o: seen.__setitem__("pool3", o.clone()))]
+    for i, stage in enumerate(model.decoder):
+        hooks.append(stage["deconv"].register_forward_hook(lambda m, inp, o, i=i: seen.__setitem__(f"deconv{i}", o.clone())))
+        hooks.append(stage["bn"].register_forward_hook(lambda m, inp, o, i=i: seen.__setitem__(f"bn_in{i}", inp[0].clone())))
+    with torch.no_grad():
+        model(torch.rand(1, 3, 64, 64))
+    for hook in hooks:
+        hook.remove()
+    skip_of_stage = [seen["pool4"], seen["pool3"]][:skips]
+    for i in range(5):
+        expected = torch.relu(seen[f"deconv{i}"])
+        if i < skips:
+            expected = expected + skip_of_stage[i]
+        assert torch.allclose(seen[f"bn_in{i}"], expected, atol=1e-5), f"stage {i}"
+
+
+def test_deeplab_resnet101_layer4_multigrid_dilations():
+    """jfzhang95: output stride 16, layer4 at stride 1 with dilations 2, 4, 8 (multi-grid 1, 2, 4 x 2)."""
+    from sonoseg.models.deeplab import ResNet101Backbone
+    backbone = ResNet101Backbone().eval()
+    layer4 = backbone.layer4
+    assert [block.conv2.dilation for block in layer4] == [(2, 2), (4, 4), (8, 8)]
+    assert [block.conv2.padding for block in layer4] == [(2, 2), (4, 4), (8, 8)]
+    assert [block.conv2.stride for block in layer4] == [(1, 1)] * 3
+    assert layer4[0].downsample[0].stride == (1, 1)
+    assert all(block.conv2.dilation == (1, 1) for layer in (backbone.layer1, backbone.layer2, backbone.layer3)
+               for block in layer)
+    with torch.no_grad():
+        high, low = backbone(torch.rand(1, 3, 64, 64))
+    assert high.shape[-2:] == (4, 4) and low.shape[-2:] == (16, 16)
+
+
+def test_deeplab_mobilenetv2_dilations_follow_the_running_stride():
+    """jfzhang95: the 160-channel blocks run at stride 1 and dilation 1; only the 320-channel block is dilated 2."""
+    from sonoseg.models.deeplab import MobileNetV2Backbone
+    backbone = MobileNetV2Backbone().eval()
+    depthwise = {}
+    for index, block in backbone.high.named_children():
+        conv = block.conv[1][0]
+        depthwise[int(index)] = (block.out_channels, conv.stride, conv.dilation, conv.padding)
+    for index in (14, 15, 16):
+        assert depthwise[index] == (160, (1, 1), (1, 1), (1, 1)), index
+    assert depthwise[17] == (320, (1, 1), (2, 2), (2, 2))
+    assert all(depthwise[i][2] == (1, 1) for i in range(4, 17))
+    with torch.no_grad():
+        high, low = backbone(torch.rand(1, 3, 64, 64))
+    assert high.shape[-2:] == (4, 4) and low.shape[-2:] == (16, 16)
+
+
+def test_catalog_knows_every_network_backbone_kind():
+    """The workflow reads backbone kinds from the catalog (no torch); they must be the built ones."""
     for name in models.names():
-        assert models.has_backbone(name) == (models.backbone_of(models.build(name)) is not None), name
+        model = models.build(name)
+        assert models.has_backbone(name) == (models.backbone_of(model) is not None), name
+        assert models.backbone_kind(name) == models.backbone_kind_of(model), name

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sonoseg.catalog import has_backbone  # noqa: F401 - part of the registry's interface
+from sonoseg.catalog import SAVE_HINTS, backbone_kind, has_backbone  # noqa: F401 - part of the registry's interface
 from sonoseg.errors import SonosegError
 from sonoseg.models.unet import light_unet, lighter_unet, unet
 
@@ -64,54 +64,121 @@ def backbone_of(model: nn.Module) -> nn.Module | None:
     return getattr(model, "backbone", None)
 
 
-def load_pretrained_backbone(model: nn.Module, path: str | Path) -> None:
-    """Load a local state dict (e.g. ImageNet weights saved from torchvision) into the backbone.
+def backbone_kind_of(model: nn.Module) -> str | None:
+    """The kind of a built network's backbone ('vgg16', 'resnet101', ...), or None."""
+    return getattr(model, "backbone_kind", None) if backbone_of(model) is not None else None
 
-    Keys may be the backbone's own or those of the full torchvision classifier; classifier keys
-    (fc., classifier.) are ignored. Any other missing or unexpected key is an error.
+
+def load_pretrained_backbone(model: nn.Module, path: str | Path, kind: str | None = None) -> None:
+    """Load a local weights file (e.g. torchvision's ImageNet weights) into the network's backbone.
+
+    What each kind reads (docs/method.md, "Pretrained backbones"): vgg16 a torchvision VGG16 state
+    dict or its ``features``' state dict; resnet101 and mobilenet_v2 a torchvision classifier's
+    state dict (its classifier, and MobileNetV2's final 1280-channel conv, are skipped); xception
+    a state dict of our AlignedXceptionBackbone, or one whose tensors come in the same order and
+    shapes (jfzhang95's AlignedXception). ``kind``, when given, is the kind the config says the
+    file holds; it must be the network's. Every backbone tensor must be found with its shape.
     """
     path = Path(path)
-    backbone = backbone_of(model)
-    if backbone is None:
-        raise SonosegError(f"train.pretrained_backbone={path}: this network has no pretrained backbone to load")
+    own_kind = backbone_kind_of(model)
+    if own_kind is None:
+        raise SonosegError(f"pretrained backbone {path}: this network has no pretrained backbone to load")
+    key = f"train.pretrained_backbones.{own_kind}"
+    if kind is not None and kind != own_kind:
+        raise SonosegError(f"{path}: given as {kind} weights, but this network's backbone is {own_kind}")
     if not path.is_file():
-        raise SonosegError(f"train.pretrained_backbone: file not found: {path}")
+        raise SonosegError(f"{key}: file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for foreign files
-        raise SonosegError(f"train.pretrained_backbone: {path} is not a readable PyTorch state dict ({exc})") from None
-    if isinstance(state, dict) and "state_dict" in state:
+        raise SonosegError(f"{key}: {path} is not a readable PyTorch state dict ({exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise SonosegError(f"train.pretrained_backbone: {path} does not hold a state dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SonosegError(f"{key}: {path} does not hold a state dict (a mapping of names to tensors)")
+    backbone = backbone_of(model)
     own = backbone.state_dict()
-    mapped = _map_backbone_keys(state, own)
-    missing = sorted(set(own) - set(mapped))
+    mapped = _map_backbone_keys(state, own, own_kind)
+    missing = [k for k in own if k not in mapped]
     if missing:
+        looks_like = _guess_kind(state)
+        hint = f"; the file looks like {looks_like} weights" if looks_like and looks_like != own_kind else ""
         raise SonosegError(
-            f"train.pretrained_backbone: {path} does not match the backbone: {len(missing)} tensors missing "
-            f"(first: {missing[:3]})"
-        )
-    for key, tensor in mapped.items():
-        if tuple(tensor.shape) != tuple(own[key].shape):
+            f"{key}: {path} does not match a {own_kind} backbone: {len(missing)} of {len(own)} tensors missing "
+            f"(first: {missing[:3]}){hint}. Expected, e.g.: {SAVE_HINTS[own_kind]}")
+    for name, tensor in mapped.items():
+        if tuple(tensor.shape) != tuple(own[name].shape):
             raise SonosegError(
-                f"train.pretrained_backbone: {path}: tensor {key} has shape {tuple(tensor.shape)}, "
-                f"the backbone needs {tuple(own[key].shape)}"
-            )
+                f"{key}: {path}: tensor {name} has shape {tuple(tensor.shape)}, "
+                f"the {own_kind} backbone needs {tuple(own[name].shape)}")
     backbone.load_state_dict(mapped, strict=True)
 
 
-def _map_backbone_keys(state: dict, own: dict) -> dict:
-    """Match a torchvision classifier's keys to our backbone's by order of same-shaped tensors.
+def _rename_vgg16(key: str) -> str | None:
+    if key.startswith("classifier."):
+        return None
+    return key.removeprefix("features.")
 
-    Our backbones keep torchvision's modules but regroup them (stem, low/high), so names differ
-    while the order and shapes of tensors do not.
-    """
-    if set(own) <= set(state):
-        return {k: state[k] for k in own}
-    source = [(k, v) for k, v in state.items() if not k.startswith(("fc.", "classifier."))]
-    # mobilenet_v2's final 1280-channel conv (features.18) is not part of our backbone.
-    source = [(k, v) for k, v in source if not k.startswith("features.18.")]
-    if len(source) != len(own):
-        return {}
-    return {k: v for (k, _), (_, v) in zip(own.items(), source)}
+
+def _rename_resnet101(key: str) -> str | None:
+    if key.startswith("fc."):
+        return None
+    for source, ours in (("conv1.", "stem.0."), ("bn1.", "stem.1.")):
+        if key.startswith(source):
+            return ours + key[len(source):]
+    return key
+
+
+def _rename_mobilenet_v2(key: str) -> str | None:
+    if key.startswith("classifier."):
+        return None
+    rest = key.removeprefix("features.")
+    index, _, tail = rest.partition(".")
+    if not index.isdigit():
+        return rest
+    index = int(index)
+    if index >= 18:  # the final 1280-channel conv is not part of the DeepLab backbone
+        return None
+    # nn.Sequential slices keep their indices: our low is features 0-3, high features 4-17.
+    return f"low.{index}.{tail}" if index < 4 else f"high.{index}.{tail}"
+
+
+_RENAMERS = {"vgg16": _rename_vgg16, "resnet101": _rename_resnet101, "mobilenet_v2": _rename_mobilenet_v2}
+
+
+def _map_backbone_keys(state: dict, own: dict, kind: str) -> dict:
+    """The file's tensors under our backbone's names (missing ones simply absent)."""
+    for prefix in ("", "backbone.", "module.", "module.backbone."):
+        stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if set(own) <= set(stripped):
+            return {k: stripped[k] for k in own}
+    if kind in _RENAMERS:
+        renamed = {}
+        for source, tensor in state.items():
+            name = _RENAMERS[kind](source)
+            if name is not None:
+                renamed[name] = tensor
+        return {k: renamed[k] for k in own if k in renamed}
+    # Xception: no torchvision model names its tensors; take them in order when count and shapes
+    # agree (jfzhang95's AlignedXception, alone or as the backbone of its DeepLab checkpoint).
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k.startswith("backbone.") for k in state):
+        state = {k: v for k, v in state.items() if k.startswith("backbone.")}
+    source = [v for k, v in state.items() if not k.startswith(("fc.", "classifier."))]
+    if len(source) == len(own) and all(tuple(a.shape) == tuple(b.shape) for a, b in zip(source, own.values())):
+        return dict(zip(own, source))
+    return {}
+
+
+def _guess_kind(state: dict) -> str | None:
+    """Which backbone a weights file seems to hold, for error messages only."""
+    keys = set(state)
+    if any(k.endswith("layer4.2.conv3.weight") for k in keys):
+        return "resnet101" if any(".22.conv3." in k for k in keys) else "a ResNet (not ResNet-101)"
+    if any(k.endswith("features.17.conv.0.0.weight") or k.endswith("17.conv.0.0.weight") for k in keys):
+        return "mobilenet_v2"
+    if any(k.endswith(("features.28.weight", "classifier.6.weight")) for k in keys) or "28.weight" in keys:
+        return "vgg16"
+    if any("middle." in k or "block20." in k for k in keys):
+        return "xception"
+    return None

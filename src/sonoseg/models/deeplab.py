@@ -53,13 +53,22 @@ class Decoder(nn.Module):
 
 
 class ResNet101Backbone(nn.Module):
-    """torchvision ResNet-101 without its classifier; layer4 dilated for output stride 16."""
+    """torchvision ResNet-101 without its classifier, at output stride 16 as in jfzhang95's code.
 
+    layer4 keeps stride 1 and uses multi-grid (1, 2, 4) x rate 2: its three blocks' 3x3 convs are
+    dilated 2, 4 and 8 (torchvision's ``replace_stride_with_dilation`` alone would give 1, 2, 2).
+    """
+
+    kind = "resnet101"
     channels, low_level_channels = 2048, 256
+    LAYER4_DILATIONS = (2, 4, 8)
 
     def __init__(self):
         super().__init__()
         net = resnet101(weights=None, replace_stride_with_dilation=[False, False, True])
+        for block, dilation in zip(net.layer4, self.LAYER4_DILATIONS, strict=True):
+            block.conv2.dilation = (dilation, dilation)
+            block.conv2.padding = (dilation, dilation)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
 
@@ -69,19 +78,28 @@ class ResNet101Backbone(nn.Module):
 
 
 class MobileNetV2Backbone(nn.Module):
-    """torchvision MobileNetV2 features without the final 1280-channel conv; last stride replaced by dilation."""
+    """torchvision MobileNetV2 features without the final 1280-channel conv, at output stride 16.
 
+    As jfzhang95's code tracks the running stride: once it reaches 16 (after the 64-channel
+    blocks), later blocks run at stride 1 and the dilation grows by the stride they would have
+    had. The 96-channel blocks (stride 1 anyway) and the 160-channel blocks (whose first block
+    had stride 2) keep dilation 1; the 320-channel block comes after that skipped stride and is
+    dilated 2.
+    """
+
+    kind = "mobilenet_v2"
     channels, low_level_channels = 320, 24
+    # torchvision's features: 14-16 are the 160-channel blocks, 17 the 320-channel block.
+    BLOCK_DILATIONS = {14: 1, 15: 1, 16: 1, 17: 2}
 
     def __init__(self):
         super().__init__()
         features = mobilenet_v2(weights=None).features[:-1]
-        # Blocks 14-17 run at 1/32 in the classifier; dilate them instead to stay at 1/16.
-        for block in features[14:]:
-            depthwise = block.conv[1][0]
+        for index, dilation in self.BLOCK_DILATIONS.items():
+            depthwise = features[index].conv[1][0]
             depthwise.stride = (1, 1)
-            depthwise.dilation = (2, 2)
-            depthwise.padding = (2, 2)
+            depthwise.dilation = (dilation, dilation)
+            depthwise.padding = (dilation, dilation)
         self.low = features[:4]
         self.high = features[4:]
 
@@ -151,6 +169,7 @@ class AlignedXceptionBackbone(nn.Module):
     """jfzhang95's Aligned Xception at output stride 16: with ASPP and the decoder, 54,700,177
     parameters, the number the paper printed for DeepLab v3+ "ResNet-101"."""
 
+    kind = "xception"
     channels, low_level_channels = 2048, 128
 
     def __init__(self):
@@ -178,6 +197,7 @@ class DeepLabV3Plus(nn.Module):
     def __init__(self, backbone: nn.Module, out_channels: int = 1):
         super().__init__()
         self.backbone = backbone
+        self.backbone_kind = backbone.kind
         self.aspp = ASPP(backbone.channels)
         self.decoder = Decoder(backbone.low_level_channels, out_channels)
 
