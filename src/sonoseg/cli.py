@@ -25,7 +25,10 @@ def _json(text: str) -> dict:
 def cmd_synth(args) -> None:
     from sonoseg import synth
     size = (args.height, args.width) if args.height and args.width else None
-    synth.write_dataset(args.outdir, args.patients, args.seed, size)
+    options = synth.PhantomOptions(difficulty=args.difficulty, calipers=args.calipers == "true",
+                                   caliper_noise=args.caliper_noise,
+                                   organs=_json(args.organs) if args.organs else dict(synth.DEFAULT_ORGAN_WEIGHTS))
+    synth.write_dataset(args.outdir, args.patients, args.seed, size, options)
     log.info("wrote %d patients x 2 views to %s", args.patients, args.outdir)
 
 
@@ -109,11 +112,36 @@ def cmd_predict(args) -> None:
     log.info("wrote %d predictions to %s", count, args.outdir)
 
 
+def cmd_baseline(args) -> None:
+    from sonoseg import baseline
+    samples = _samples_of_split(args.manifest, args.split, "test")
+    count = baseline.predict(args.name, samples, args.outdir, args.component_rule)
+    log.info("%s: wrote %d predictions to %s", args.name, count, args.outdir)
+
+
 def cmd_segment(args) -> None:
-    slot = _gpu_slot(args.device)  # noqa: F841
+    slot = _gpu_slot(args.device) if args.backend == "torch" else None  # noqa: F841
     from sonoseg import infer
-    written = infer.segment_images(args.model, args.images, args.outdir, args.component_rule, args.device, args.size)
-    log.info("wrote %d masks to %s", len(written), args.outdir)
+    result = infer.segment_images(args.model, args.images, args.outdir, args.component_rule, args.device,
+                                  args.size, args.backend, args.threads, progress=not args.no_progress)
+    log.info("wrote %d masks to %s (%s)", len(result.written), args.outdir, args.backend)
+    if result.failed:
+        raise SonosegError(f"{len(result.failed)} of {len(args.images)} images failed: "
+                           + "; ".join(message for _, message in result.failed))
+
+
+def cmd_export(args) -> None:
+    from sonoseg import export
+    export.export(args.model, args.out, args.component_rule, args.size)
+
+
+def cmd_cost(args) -> None:
+    from sonoseg import cost
+    table = cost.cost_table(args.networks, args.size, args.backend, args.threads, args.repeats, args.warmup)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    log.info("cost at %dx%d, batch 1, %s, %d threads, %s:\n%s", args.size, args.size, args.backend, args.threads,
+             table["cpu"].iloc[0], table.drop(columns=["cpu"]).to_string(index=False))
 
 
 def cmd_evaluate(args) -> None:
@@ -130,7 +158,9 @@ def cmd_summarize(args) -> None:
     import pandas as pd
     from sonoseg import report
     rows = []
-    for seed, metrics, history in zip(args.seeds, args.metrics, args.histories, strict=True):
+    # A run without training (a baseline) has no history: its epochs are left empty.
+    histories = args.histories or [None] * len(args.metrics)
+    for seed, metrics, history in zip(args.seeds, args.metrics, histories, strict=True):
         rows.append({args.key: args.name, "seed": int(seed), **report.summarize_run(metrics, history)})
     pd.DataFrame(rows).to_csv(args.out, index=False)
 
@@ -161,6 +191,38 @@ def cmd_weight_decay_table(args) -> None:
     pd.DataFrame(rows).to_csv(args.out, index=False)
 
 
+def cmd_report_data(args) -> None:
+    from sonoseg import figures
+    figures.data_overview(args.manifest, args.split, args.overview)
+    figures.sample_grid(args.manifest, args.split, args.samples, seed=args.seed)
+
+
+def cmd_report_table(args) -> None:
+    from sonoseg import figures
+    figures.study_table_html(args.table, args.kind, args.out)
+
+
+def cmd_report_curves(args) -> None:
+    from sonoseg import figures
+    figures.training_curves(args.histories, args.out)
+
+
+def cmd_report_figure2(args) -> None:
+    from sonoseg import figures
+    log.info(figures.figure2(args.manifest, args.metrics, args.predictions, args.out, args.seed))
+
+
+def cmd_report_cost(args) -> None:
+    from sonoseg import figures
+    figures.cost_accuracy(args.metrics, args.out, args.cost)
+
+
+def cmd_report_statistics(args) -> None:
+    from sonoseg import figures
+    figures.distributions(args.metrics, args.distributions)
+    figures.paired_statistics(args.metrics, args.manifest, args.csv, args.table, args.forest, args.seed)
+
+
 def cmd_models(args) -> None:
     from sonoseg import models
     for name in models.names():
@@ -177,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--height", type=int)
     p.add_argument("--width", type=int)
+    p.add_argument("--difficulty", default="paper", help="easy | paper | hard (contrast, clutter, margin ambiguity)")
+    p.add_argument("--calipers", choices=["true", "false"], default="true", help="draw light-blue calipers")
+    p.add_argument("--caliper-noise", type=float, default=3.0, help="caliper placement noise, px at width 646")
+    p.add_argument("--organs", default="", help='organ weights as JSON, e.g. {"breast": 1, "liver": 1}')
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("ingest", help="check a dataset and write its manifest")
@@ -231,14 +297,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("baseline", help="segment the test images with a non-learned baseline (no training)")
+    p.add_argument("--name", required=True, help="threshold_baseline")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--outdir", required=True)
+    p.add_argument("--component-rule", default="area")
+    p.set_defaults(func=cmd_baseline)
+
     p = sub.add_parser("segment", help="segment new images with a trained model (e.g. Lighter U-net @128)")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF; RGB, grayscale, RGBA or 16-bit)")
-    p.add_argument("--model", required=True, help="a model.pt written by the workflow")
+    p.add_argument("--model", required=True,
+                   help="a model.pt written by the workflow (or, with --backend onnxruntime, a model.onnx)")
     p.add_argument("--outdir", required=True)
     p.add_argument("--component-rule", default="area")
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=int, default=0, help="input size (default: the size the model was trained at)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                   help="onnxruntime takes a model.onnx from `sonoseg export` (or exports the model.pt first)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("export", help="export a trained model.pt to ONNX (+ a JSON sidecar: pre/post-processing)")
+    p.add_argument("--model", required=True, help="a model.pt written by the workflow")
+    p.add_argument("--out", required=True, help="model.onnx; the sidecar is written beside it as model.onnx.json")
+    p.add_argument("--component-rule", default="area", choices=["area", "contour_points"])
+    p.add_argument("--size", type=int, default=0, help="input size (default: the size the model was trained at)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("cost", help="parameters, forward GFLOPs and CPU latency (batch 1) per network")
+    p.add_argument("--networks", nargs="+", required=True)
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--backend", default="onnxruntime", choices=["torch", "onnxruntime"])
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--repeats", type=int, default=10, help="timed runs per network (the median is reported)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_cost)
 
     p = sub.add_parser("evaluate", help="Dice and HD95 per test image")
     p.add_argument("--predictions", required=True)
@@ -252,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--seeds", nargs="+", required=True)
     p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--histories", nargs="+", required=True)
+    p.add_argument("--histories", nargs="*", default=[], help="none for a run without training (a baseline)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_summarize)
 
@@ -267,6 +363,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_weight_decay_table)
 
+    p = sub.add_parser("report-data", help="report: manifest and split counts (HTML), sample images (PNG)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overview", required=True)
+    p.add_argument("--samples", required=True)
+    p.set_defaults(func=cmd_report_data)
+    p = sub.add_parser("report-table", help="report: one study table as HTML, ours beside the paper's")
+    p.add_argument("kind", choices=["table1", "table2", "ladder", "weight_decay"])
+    p.add_argument("--table", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report_table)
+    p = sub.add_parser("report-curves", help="report: one network's training curves (every seed)")
+    p.add_argument("--histories", nargs="+", required=True, help=".../<network>/seed<N>/history.csv")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report_curves)
+    p = sub.add_parser("report-figure2", help="report: the paper's Figure 2 rebuilt")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--metrics", nargs="+", required=True, help=".../metrics/<method>/seed<N>.csv")
+    p.add_argument("--predictions", nargs="+", required=True, help=".../predictions/<method>/seed<N>")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report_figure2)
+    p = sub.add_parser("report-cost", help="report: Dice against parameters (GFLOPs, latency with --cost)")
+    p.add_argument("--metrics", nargs="+", required=True, help=".../metrics/<method>/seed<N>.csv")
+    p.add_argument("--cost", help="cost table: network,parameters,gflops,latency_ms,backend,threads,cpu")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report_cost)
+    p = sub.add_parser("report-statistics", help="report: per-image distributions and paired tests")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--metrics", nargs="+", required=True, help=".../metrics/<method>/seed<N>.csv")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--distributions", required=True)
+    p.add_argument("--table", required=True)
+    p.add_argument("--forest", required=True)
+    p.add_argument("--csv", required=True)
+    p.set_defaults(func=cmd_report_statistics)
     p = sub.add_parser("models", help="list every registered network with its parameter count")
     p.set_defaults(func=cmd_models)
     return parser

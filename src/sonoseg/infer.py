@@ -3,6 +3,10 @@ bilinearly to the original size, thresholded at 0.5, one lesion kept, its holes 
 
 from __future__ import annotations
 
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -13,8 +17,11 @@ from scipy import ndimage
 
 from sonoseg.errors import SonosegError
 from sonoseg.imageio import read_image
-from sonoseg.preprocess import load_cache, resize_image
+from sonoseg.preprocess import load_cache, normalize_tensor, resize_image
 from sonoseg.train import images_to_tensor, load_model, select_device, to_tensors
+
+log = logging.getLogger(__name__)
+BACKENDS = ("torch", "onnxruntime")
 
 COMPONENT_RULES = ("area", "contour_points")
 
@@ -59,7 +66,8 @@ def predict(model_path: str | Path, data_path: str | Path, samples: pd.DataFrame
             rule: str = "area", device: str = "auto", batch_size: int = 8) -> int:
     """Write <outdir>/<sample_id>.png (0/255) at each sample's original size."""
     dev = select_device(device)
-    model, _ = load_model(model_path, dev)
+    model, saved = load_model(model_path, dev)
+    normalization = saved.get("normalization")
     arrays = load_cache(data_path)
     images, _ = to_tensors(arrays)
     sizes = samples.set_index("sample_id")[["height", "width"]]
@@ -71,32 +79,89 @@ def predict(model_path: str | Path, data_path: str | Path, samples: pd.DataFrame
         raise SonosegError(f"{data_path}: samples {missing[:5]} are not in the manifest")
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            probability = torch.sigmoid(model(images[start:start + batch_size].to(dev))).cpu().numpy()[:, 0]
+            batch = normalize_tensor(images[start:start + batch_size].to(dev), normalization)
+            probability = torch.sigmoid(model(batch)).cpu().numpy()[:, 0]
             for sample_id, prob in zip(ids[start:start + batch_size], probability):
                 height, width = (int(v) for v in sizes.loc[sample_id])
                 write_mask(prob, height, width, rule, outdir / f"{sample_id}.png")
     return len(ids)
 
 
-def segment_images(model_path: str | Path, images: list[str | Path], outdir: str | Path, rule: str = "area",
-                   device: str = "auto", size: int | None = None) -> list[Path]:
-    """Segment new images with a trained model: <outdir>/<image stem>_mask.png at each image's size.
+# ----------------------------------------------------------------------------- serving new images
 
-    The input size is the one the model was trained at (stored in model.pt), unless ``size`` is given.
-    """
+Predictor = Callable[[np.ndarray], np.ndarray]  # float32 (N, 3, S, S) RGB in [0, 1] -> probability (N, S, S)
+
+
+def torch_predictor(model_path: str | Path, device: str = "auto") -> tuple[Predictor, int | None]:
+    from sonoseg.export import ProbabilityModel
+
     dev = select_device(device)
     model, saved = load_model(model_path, dev)
-    size = size or saved.get("input_size")
+    wrapped = ProbabilityModel(model, saved.get("normalization")).eval()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return wrapped(torch.from_numpy(batch).to(dev)).cpu().numpy()[:, 0]
+
+    return run, saved.get("input_size")
+
+
+def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | None = None) -> tuple[Predictor, int]:
+    """An exported model.onnx (with its sidecar), or a model.pt exported now to a temporary file."""
+    from sonoseg import export
+
+    model_path = Path(model_path)
+    if model_path.suffix == ".onnx":
+        sidecar = export.read_sidecar(model_path)
+        session = export.onnx_session(model_path, threads)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = Path(tmp) / "model.onnx"
+            sidecar = export.export(model_path, onnx_path, size=size)
+            session = export.onnx_session(onnx_path, threads)
+    return (lambda batch: export.run_session(session, batch)[:, 0]), int(sidecar["input"]["resize"]["height"])
+
+
+@dataclass
+class SegmentResult:
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def segment_images(model_path: str | Path, images: list[str | Path], outdir: str | Path, rule: str = "area",
+                   device: str = "auto", size: int | None = None, backend: str = "torch", threads: int = 0,
+                   progress: bool = False) -> SegmentResult:
+    """Segment new images with a trained model: <outdir>/<image stem>_mask.png at each image's size.
+
+    backend "torch" reads a model.pt; "onnxruntime" reads a model.onnx with its sidecar (or exports a
+    model.pt first). The input size is the one the model was trained at, unless ``size`` is given.
+    An image that cannot be read is reported (in the result and the log) and the others go on.
+    """
+    if backend == "torch":
+        run, trained_size = torch_predictor(model_path, device)
+    elif backend == "onnxruntime":
+        if Path(model_path).suffix == ".onnx" and size:
+            raise SonosegError(f"{model_path}: an exported model has a fixed input size; --size does not apply")
+        run, trained_size = onnxruntime_predictor(model_path, threads, size)
+    else:
+        raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
+    size = size or trained_size
     if not size:
         raise SonosegError(f"{model_path}: no input size stored; pass --size")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    written = []
-    with torch.no_grad():
-        for path in images:
+    result = SegmentResult()
+    from tqdm import tqdm
+
+    for path in tqdm(images, desc="segment", unit="image", disable=not progress):
+        path = Path(path)
+        try:
             rgb = read_image(path).pixels
-            batch = images_to_tensor(resize_image(rgb, size)[None]).to(dev)
-            probability = torch.sigmoid(model(batch)).cpu().numpy()[0, 0]
-            written.append(write_mask(probability, rgb.shape[0], rgb.shape[1], rule,
-                                      outdir / f"{Path(path).stem}_mask.png"))
-    return written
+        except SonosegError as exc:
+            log.error("%s", exc)
+            result.failed.append((path, str(exc)))
+            continue
+        batch = images_to_tensor(resize_image(rgb, size)[None]).numpy()
+        result.written.append(write_mask(run(batch)[0], rgb.shape[0], rgb.shape[1], rule,
+                                         outdir / f"{path.stem}_mask.png"))
+    return result

@@ -10,6 +10,7 @@ from torch import nn
 
 from sonoseg.catalog import SAVE_HINTS, backbone_kind, has_backbone  # noqa: F401 - part of the registry's interface
 from sonoseg.errors import SonosegError
+from sonoseg.models.slim_unet import slim_unet
 from sonoseg.models.unet import light_unet, lighter_unet, unet
 
 LIGHTER_CHANNELS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -37,6 +38,7 @@ REGISTRY: dict[str, Callable[[], nn.Module]] = {
     "deeplabv3plus_resnet101": lambda: _deeplab("ResNet101Backbone"),
     "deeplabv3plus_mobilenetv2": lambda: _deeplab("MobileNetV2Backbone"),
     "deeplabv3plus_xception": lambda: _deeplab("AlignedXceptionBackbone"),
+    "slim_unet": slim_unet,  # ours, beyond the paper: U-net at half width, light in CPU time
 }
 
 # Every network downsamples five times (or to output stride 16 plus a stride-2 low-level path).

@@ -1,0 +1,110 @@
+"""What a network costs to run: parameters, forward GFLOPs per image (counted by
+torch.utils.flop_counter, not by hand) and measured CPU latency (batch 1, median of repeats).
+
+Latency depends on the machine: every row carries the CPU model and the thread count.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from sonoseg import models
+from sonoseg.errors import SonosegError
+
+BACKENDS = ("torch", "onnxruntime")
+COLUMNS = ["network", "parameters", "gflops", "latency_ms", "backend", "threads", "cpu"]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def forward_gflops(model: nn.Module, size: int) -> float:
+    """FLOPs (multiply and add counted separately) of one forward pass of one size x size image, in 1e9."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.eval()(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def median_ms(run: Callable[[], object], repeats: int, warmup: int) -> float:
+    """Median wall time of ``run`` in milliseconds after ``warmup`` untimed calls."""
+    if repeats < 1:
+        raise SonosegError(f"cost: repeats must be at least 1, got {repeats}")
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def torch_latency_ms(model: nn.Module, size: int, threads: int, repeats: int, warmup: int = 1,
+                     fast: bool = False) -> float:
+    """Batch-1 latency in torch; ``fast``: bf16 autocast and channels_last (the CPU fast path)."""
+    torch.set_num_threads(threads)
+    model = model.eval()
+    x = torch.rand(1, 3, size, size)
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def run():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+            model(x)
+
+    return median_ms(run, repeats, warmup)
+
+
+def onnxruntime_latency_ms(model: nn.Module, size: int, threads: int, repeats: int, warmup: int = 1) -> float:
+    """Batch-1 latency of the model exported as sonoseg export does it, in ONNX Runtime."""
+    from sonoseg.export import export_network, onnx_session, run_session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_network(model, None, size, Path(tmp) / "model.onnx")
+        session = onnx_session(path, threads)
+    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    return median_ms(lambda: run_session(session, x), repeats, warmup)
+
+
+def latency_ms(model: nn.Module, backend: str, size: int, threads: int, repeats: int, warmup: int = 1) -> float:
+    if backend == "torch":
+        return torch_latency_ms(model, size, threads, repeats, warmup)
+    if backend == "onnxruntime":
+        return onnxruntime_latency_ms(model, size, threads, repeats, warmup)
+    raise SonosegError(f"cost: unknown backend {backend!r}; one of {BACKENDS}")
+
+
+def cost_table(networks: list[str], size: int, backend: str, threads: int, repeats: int, warmup: int = 1,
+               seed: int = 0) -> pd.DataFrame:
+    """One row per network: parameters, GFLOPs and latency at size x size (weights do not change cost)."""
+    rows = []
+    cpu = cpu_model()
+    for name in networks:
+        torch.manual_seed(seed)
+        model = models.build(name).eval()
+        rows.append({"network": name, "parameters": models.count_parameters(model),
+                     "gflops": round(forward_gflops(model, size), 3),
+                     "latency_ms": round(latency_ms(model, backend, size, threads, repeats, warmup), 2),
+                     "backend": backend, "threads": threads, "cpu": cpu})
+    return pd.DataFrame(rows, columns=COLUMNS)

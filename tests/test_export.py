@@ -1,0 +1,145 @@
+"""ONNX export: parity with torch per network family, the sidecar, `segment` on both backends,
+unreadable images."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from sonoseg import export, infer, models
+from sonoseg.cli import main
+from sonoseg.errors import SonosegError
+from sonoseg.preprocess import IMAGENET_NORMALIZATION
+from sonoseg.train import MODEL_FORMAT
+
+SIZE = 64
+
+
+def write_model(path, network, normalization=None, seed=0):
+    """A model.pt as training writes it; BatchNorm statistics made non-trivial so eval mode matters."""
+    torch.manual_seed(seed)
+    model = models.build(network)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    if hasattr(model, "outc"):  # U-net family: centre the logits so that masks are neither empty nor full
+        batch = torch.from_numpy(np.stack([cv2.resize(im, (SIZE, SIZE)) for im in sample_images()]))
+        with torch.no_grad():
+            logits = model.eval()(batch.permute(0, 3, 1, 2).float() / 255)
+            model.outc.bias -= logits.median()
+    torch.save({"format": MODEL_FORMAT, "network": network, "seed": seed, "input_size": SIZE,
+                "normalization": normalization, "best_epoch": 1, "state_dict": model.state_dict()}, path)
+    return path
+
+
+def sample_images(n=3):
+    """Phantom-like images (speckle plus a bright disc) so that masks are neither empty nor full."""
+    rng = np.random.default_rng(1)
+    images = []
+    for i in range(n):
+        height, width = 70 + 10 * i, 90
+        image = (rng.random((height, width, 3)) * 80).astype(np.uint8)
+        cv2.circle(image, (40 + 5 * i, 35), 15, (200, 200, 200), -1)
+        images.append(image)
+    return images
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("network,normalization", [
+    ("unet", None), ("lighter_unet_c4", None), ("slim_unet", None),
+    ("fcn8s", IMAGENET_NORMALIZATION), ("deeplabv3plus_mobilenetv2", IMAGENET_NORMALIZATION),
+])
+def test_onnx_matches_torch(tmp_path, network, normalization):
+    model_path = write_model(tmp_path / "model.pt", network, normalization)
+    onnx_path = tmp_path / "model.onnx"
+    sidecar = export.export(model_path, onnx_path)
+    assert sidecar["opset"] == export.OPSET and sidecar["input"]["normalization"] == normalization
+
+    torch_run, _ = infer.torch_predictor(model_path, "cpu")
+    onnx_run, size = infer.onnxruntime_predictor(onnx_path)
+    assert size == SIZE
+    images = sample_images()
+    batch = np.stack([cv2.resize(im, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR) for im in images])
+    batch = batch.transpose(0, 3, 1, 2).astype(np.float32) / 255  # dynamic batch: three at once
+    expected, got = torch_run(batch), onnx_run(batch)
+    assert got.shape == expected.shape == (3, SIZE, SIZE)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    for image, p_torch, p_onnx in zip(images, expected, got):
+        height, width = image.shape[:2]
+        assert np.array_equal(infer.probability_to_mask(p_torch, height, width),
+                              infer.probability_to_mask(p_onnx, height, width))
+    # The normalization is inside the graph: the torch path without it must differ.
+    if normalization:
+        with torch.no_grad():
+            bare = torch.sigmoid(models.build(network).eval()(torch.from_numpy(batch))).numpy()[:, 0]
+        assert not np.allclose(bare, expected, atol=1e-3)
+
+
+def test_sidecar_round_trips_and_describes_the_preprocessing(tmp_path):
+    model_path = write_model(tmp_path / "model.pt", "lighter_unet_c1", IMAGENET_NORMALIZATION)
+    onnx_path = tmp_path / "model.onnx"
+    written = export.export(model_path, onnx_path, component_rule="contour_points")
+    read = export.read_sidecar(onnx_path)
+    assert read == written == json.loads(export.sidecar_path(onnx_path).read_text())
+    assert read["input"]["channel_order"] == "RGB"
+    assert read["input"]["resize"] == {"height": SIZE, "width": SIZE, "interpolation": "bilinear",
+                                       "keep_aspect_ratio": False}
+    assert read["input"]["normalization"] == IMAGENET_NORMALIZATION
+    assert read["postprocessing"]["threshold"] == 0.5
+    assert read["postprocessing"]["component_rule"] == "contour_points"
+    assert read["parity"]["max_abs_probability_difference_vs_torch"] <= 1e-4
+    # A changed ONNX file no longer matches its sidecar.
+    onnx_path.write_bytes(onnx_path.read_bytes() + b"\0")
+    with pytest.raises(SonosegError, match="does not match its sidecar"):
+        export.read_sidecar(onnx_path)
+
+
+def test_export_refuses_foreign_model(tmp_path):
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    assert main(["export", "--model", str(foreign), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert not (tmp_path / "m.onnx.json").exists()
+    with pytest.raises(SonosegError, match="refused"):
+        export.export(foreign, tmp_path / "m.onnx")
+
+
+def test_segment_same_masks_on_both_backends_and_unreadable_image(tmp_path, capsys):
+    model_path = write_model(tmp_path / "model.pt", "lighter_unet_c1", IMAGENET_NORMALIZATION)
+    paths = []
+    for i, image in enumerate(sample_images()):
+        paths.append(tmp_path / f"scan{i}.png")
+        cv2.imwrite(str(paths[-1]), image[:, :, ::-1])
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["export", "--model", str(model_path), "--out", str(onnx_path)]) == 0
+
+    images = [str(paths[0]), str(broken), *map(str, paths[1:])]
+    status_torch = main(["segment", "--model", str(model_path), "--outdir", str(tmp_path / "torch"),
+                         "--device", "cpu", *images])
+    err = capsys.readouterr().err
+    assert status_torch == 2
+    assert "1 of 4 images failed" in err and "broken.png" in err
+    status_onnx = main(["segment", "--backend", "onnxruntime", "--model", str(onnx_path),
+                        "--outdir", str(tmp_path / "onnx"), *images])
+    assert status_onnx == 2
+    lesion_pixels = 0
+    for path in paths:
+        mask_torch = cv2.imread(str(tmp_path / "torch" / f"{path.stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+        mask_onnx = cv2.imread(str(tmp_path / "onnx" / f"{path.stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+        assert mask_torch.shape == cv2.imread(str(path)).shape[:2]
+        assert np.array_equal(mask_torch, mask_onnx)
+        lesion_pixels += int((mask_torch > 0).sum())
+    assert lesion_pixels > 0  # the masks compared are not all empty
+    assert not (tmp_path / "torch" / "broken_mask.png").exists()
+
+
+def test_segment_onnxruntime_exports_a_model_pt_on_the_fly(tmp_path):
+    model_path = write_model(tmp_path / "model.pt", "lighter_unet_c1")
+    path = tmp_path / "scan.png"
+    cv2.imwrite(str(path), sample_images(1)[0])
+    result = infer.segment_images(model_path, [path], tmp_path / "out", backend="onnxruntime")
+    assert [p.name for p in result.written] == ["scan_mask.png"] and not result.failed
