@@ -16,6 +16,8 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+include: "workflow/rules/cost.smk"
+include: "workflow/rules/baseline.smk"
     input:
         get_final_outputs(),
     default_target: True

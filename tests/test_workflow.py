@@ -62,7 +62,10 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy):
     assert run.returncode == 0, run.stderr[-4000:]
     for table in ("table1", "table2", "ladder"):
         frame = pd.read_csv(out / "tables" / f"{table}.csv")
-        assert len(frame) == {"table1": 1, "table2": 2, "ladder": 2}[table]
+        # Table 1 and Table 2 end with the non-learned threshold baseline row (on by default).
+        assert len(frame) == {"table1": 2, "table2": 3, "ladder": 2}[table]
+        if table != "ladder":
+            assert frame["network"].iloc[-1] == "threshold_baseline" and frame["parameters"].iloc[-1] == 0
         assert frame[["dice_mean", "hd95_mean"]].notna().all().all()
         assert (out / "tables" / f"{table}.md").read_text().count("|") > 10
         assert "\\begin{tabular}" in (out / "tables" / f"{table}.tex").read_text()
@@ -73,6 +76,12 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy):
     metrics = pd.read_csv(out / "metrics" / "unet" / "seed0.csv")
     split = pd.read_csv(out / "data" / "split.csv")
     assert sorted(metrics["sample_id"]) == sorted(split.loc[split["split"] == "test", "sample_id"])
+    # The baseline is a run like a network's: predictions, per-image metrics and a summary, no history.
+    baseline = pd.read_csv(out / "metrics" / "threshold_baseline" / "seed0.csv")
+    assert sorted(baseline["sample_id"]) == sorted(metrics["sample_id"])
+    assert len(list((out / "predictions" / "threshold_baseline" / "seed0").glob("*.png"))) == len(baseline)
+    summary = pd.read_csv(out / "networks" / "threshold_baseline.csv")
+    assert len(summary) == 1 and summary["epochs"].isna().all() and not (out / "models" / "threshold_baseline").exists()
     history = pd.read_csv(out / "models" / "unet" / "seed0" / "history.csv")
     assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
     assert "epoch 1" in (out / "logs" / "train" / "unet" / "seed0.log").read_text()

@@ -8,14 +8,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sonoseg import models, paper
+from sonoseg import baseline, models, paper
 from sonoseg.errors import SonosegError
 
 
-def summarize_run(metrics_csv: str | Path, history_csv: str | Path) -> dict:
-    """Mean test metrics of one (network, seed) run, with the epoch whose weights were kept."""
+def summarize_run(metrics_csv: str | Path, history_csv: str | Path | None) -> dict:
+    """Mean test metrics of one (network, seed) run, with the epoch whose weights were kept.
+
+    A run without training (a baseline, ``history_csv`` None) has no epochs: those cells stay empty.
+    """
     metrics = pd.read_csv(metrics_csv)
-    history = pd.read_csv(history_csv)
+    history = pd.read_csv(history_csv) if history_csv else None
     if metrics.empty:
         raise SonosegError(f"{metrics_csv}: no test images were evaluated")
     return {
@@ -23,7 +26,8 @@ def summarize_run(metrics_csv: str | Path, history_csv: str | Path) -> dict:
         "hd95_mm": metrics["hd95_mm"].mean() if metrics["hd95_mm"].notna().all() else float("nan"),
         "test_images": len(metrics),
         "hd95_penalized": int(metrics["hd95_policy"].astype(str).str.startswith("penalty").sum()),
-        "epochs": len(history), "best_epoch": int(history.loc[history["val_loss"].idxmin(), "epoch"]),
+        "epochs": len(history) if history is not None else pd.NA,
+        "best_epoch": int(history.loc[history["val_loss"].idxmin(), "epoch"]) if history is not None else pd.NA,
     }
 
 
@@ -45,6 +49,11 @@ def aggregate(runs: pd.DataFrame, key: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _parameters(name: str) -> int:
+    """Trainable parameters of a network; a non-learned baseline has none."""
+    return baseline.PARAMETERS if name in baseline.BASELINES else models.count_parameters(models.build(name))
+
+
 def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> pd.DataFrame:
     """Rows in the paper's order, for the networks the study ran."""
     summary = aggregate(runs, "network").set_index("network")
@@ -54,9 +63,10 @@ def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> p
         if name not in summary.index:
             raise SonosegError(f"no results for network {name!r}")
         ours = summary.loc[name]
-        label, p_dice, p_dice_sd, p_hd, p_hd_sd = reference.get(name, (name, np.nan, np.nan, np.nan, np.nan))
+        label, p_dice, p_dice_sd, p_hd, p_hd_sd = reference.get(
+            name, (baseline.LABELS.get(name, name), np.nan, np.nan, np.nan, np.nan))
         rows.append({
-            "network": name, "label": label, "parameters": models.count_parameters(models.build(name)),
+            "network": name, "label": label, "parameters": _parameters(name),
             "seeds": int(ours["seeds"]), "dice_mean": ours["dice_mean"], "dice_std": ours["dice_std"],
             "hd95_mean": ours["hd95_mean"], "hd95_std": ours["hd95_std"],
             "hd95_mm_mean": ours["hd95_mm_mean"], "hd95_mm_std": ours["hd95_mm_std"],

@@ -653,3 +653,26 @@ def write_dataset(outdir: str | Path, patients: int, seed: int = 0, size: tuple[
         writer.writeheader()
         writer.writerows(rows)
     return outdir
+
+
+def contact_sheet(patients: list[int], seed: int = 0, options: PhantomOptions | None = None,
+                  tile_width: int = 323) -> np.ndarray:
+    """One row per patient: view 1 bare, view 1 with its mask outlined, then the same for view 2
+    (RGB uint8). The README picture: ``cv2.imwrite("docs/synthetic_samples.jpg", sheet[:, :, ::-1])``."""
+    rows = []
+    for patient in patients:
+        tiles = []
+        for view in (1, 2):
+            image, mask, info = render_sample(seed, patient, view, options=options)
+            height = round(image.shape[0] * tile_width / image.shape[1])
+            image = cv2.resize(image, (tile_width, height), interpolation=cv2.INTER_AREA)
+            mask = cv2.resize(mask, (tile_width, height), interpolation=cv2.INTER_NEAREST)
+            outlined = image.copy()
+            contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(outlined, contours, -1, (255, 200, 0), 1)
+            label = f"{info['organ']}, {info['lesion_type']}, {info['margin']}, {info['contrast_db']:+.0f} dB"
+            cv2.putText(outlined, label, (4, height - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (255, 255, 0), 1, cv2.LINE_AA)
+            tiles += [image, outlined]
+        height = max(t.shape[0] for t in tiles)
+        rows.append(np.hstack([np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0))) for t in tiles]))
+    return np.vstack(rows)

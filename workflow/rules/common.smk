@@ -15,10 +15,13 @@ OUT = f"results/{config['study']}"
 LOGS = f"{OUT}/logs"
 BENCH = f"{OUT}/benchmarks"
 NETWORKS = config["networks"]
+# Non-learned methods (sonoseg.baseline): predicted and evaluated like a network, without training.
+BASELINES = [b for b in config["baselines"] if b not in NETWORKS]
 SEEDS = [str(s) for s in config["seeds"]]
 TRAIN = config["train"]
 DATASET = config["dataset"]
 LADDER = config["ladder"]
+COST = config["cost"]
 LADDER_STEPS = [step["name"] for step in LADDER["steps"]] if LADDER["enabled"] else []
 WEIGHT_DECAY_AUTO = TRAIN["weight_decay"] == "auto"
 DECAYS = [f"{d:g}" for d in TRAIN["weight_decay_grid"]] if WEIGHT_DECAY_AUTO else []
@@ -39,6 +42,7 @@ def _alternatives(values):
 
 wildcard_constraints:
     network=_alternatives(NETWORKS),
+    baseline=_alternatives(BASELINES),
     seed=_alternatives(SEEDS),
     part="train|val|test",
     decay=_alternatives(DECAYS),
@@ -79,6 +83,14 @@ def get_dataset_options(wildcards=None):
     return json.dumps(options, sort_keys=True)
 
 
+def synth_options():
+    """The phantom's settings as `sonoseg synth` flags (difficulty, calipers, organ weights)."""
+    synthetic = config["synthetic"]
+    organs = json.dumps(synthetic["organs"], sort_keys=True)
+    return (f"--difficulty {synthetic['difficulty']} --calipers {str(synthetic['calipers']).lower()} "
+            f"--caliper-noise {synthetic['caliper_noise']} --organs '{organs}'")
+
+
 def get_ingest_input(wildcards):
     return [f"{OUT}/data/synthetic"] if DATASET["layout"] == "synthetic" else []
 
@@ -113,7 +125,9 @@ def get_ladder_runs(wildcards):
 
 
 def table_networks(reference):
-    return [n for n in NETWORKS if n in reference]
+    """The study's networks in a paper table, then the baselines as extra rows (when the table exists)."""
+    networks = [n for n in NETWORKS if n in reference]
+    return networks + BASELINES if networks else []
 
 
 def get_final_outputs():
@@ -121,9 +135,11 @@ def get_final_outputs():
     for kind, reference in (("table1", paper.TABLE1), ("table2", paper.TABLE2)):
         if table_networks(reference):
             outputs += [f"{OUT}/tables/{kind}.{ext}" for ext in ("csv", "md", "tex")]
-    outputs += expand(f"{OUT}/networks/{{network}}.csv", network=NETWORKS)
+    outputs += expand(f"{OUT}/networks/{{network}}.csv", network=NETWORKS + BASELINES)
     if WEIGHT_DECAY_AUTO:
         outputs.append(f"{OUT}/tables/weight_decay.csv")
+    if COST["enabled"]:
+        outputs.append(f"{OUT}/tables/cost.csv")  # workflow/rules/cost.smk
     if LADDER_STEPS:
         outputs += [f"{OUT}/tables/ladder.{ext}" for ext in ("csv", "md", "tex")]
     return outputs

@@ -9,6 +9,7 @@ rule synthesize:
             if config["synthetic"]["height"] and config["synthetic"]["width"]
             else ""
         ),
+        options=synth_options(),
     log:
         f"{LOGS}/data/synthesize.log",
     resources:
@@ -17,7 +18,7 @@ rule synthesize:
     conda:
         CONDA_ENV
     shell:
-        "sonoseg synth {output} --patients {params.patients} --seed {params.seed} {params.size} > {log} 2>&1"
+        "sonoseg synth {output} --patients {params.patients} --seed {params.seed} {params.size} {params.options} > {log} 2>&1"
 
 
 rule ingest:
