@@ -8,16 +8,20 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/cost.smk"
+include: "workflow/rules/baseline.smk"
+include: "workflow/rules/plots.smk"
 
 
 rule all:
-include: "workflow/rules/cost.smk"
-include: "workflow/rules/baseline.smk"
     input:
         get_final_outputs(),
     default_target: True

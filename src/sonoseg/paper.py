@@ -25,6 +25,8 @@ TABLE2 = {
     "lighter_unet_c4": ("Lighter U-net @4", 0.920, 0.003, 15.22, 0.58),
     "lighter_unet_c2": ("Lighter U-net @2", 0.920, 0.001, 15.52, 0.19),
     "lighter_unet_c1": ("Lighter U-net @1", 0.917, 0.001, 15.98, 0.23),
+    # Extra row, ours (not in the paper): U-net at half width, light in CPU time (README, "Deploy").
+    "slim_unet": ("Slim U-net (ours, extra)", *NOT_IN_PAPER),
 }
 
 # Parameter counts the paper printed (Table 2, and section 4.1 for the others).

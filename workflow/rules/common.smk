@@ -142,4 +142,4 @@ def get_final_outputs():
         outputs.append(f"{OUT}/tables/cost.csv")  # workflow/rules/cost.smk
     if LADDER_STEPS:
         outputs += [f"{OUT}/tables/ladder.{ext}" for ext in ("csv", "md", "tex")]
-    return outputs
+    return outputs + get_report_outputs()  # workflow/rules/plots.smk

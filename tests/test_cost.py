@@ -1,0 +1,51 @@
+"""The cost table: parameters, GFLOPs counted by torch's flop counter, measured latency, CPU model;
+and the workflow rule that measures it alone."""
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import run_snakemake
+from sonoseg import cost, models
+from sonoseg.models.slim_unet import SlimUNet
+
+
+def test_forward_gflops_of_the_unet_family():
+    # A 3x3 conv at 32x32 from 3 to 64 channels alone is 2*9*3*64*32*32 FLOPs; U-net is far above it.
+    unet = cost.forward_gflops(models.build("unet"), 32)
+    slim = cost.forward_gflops(models.build("slim_unet"), 32)
+    assert unet > 2 * 9 * 3 * 64 * 32 * 32 / 1e9
+    assert 3.5 < unet / slim < 4.5  # half the width: about a quarter of the FLOPs
+    assert cost.forward_gflops(models.build("unet"), 64) == pytest.approx(4 * unet, rel=1e-6)
+
+
+def test_slim_unet_at_width_64_is_the_paper_unet():
+    assert models.count_parameters(SlimUNet(64)) == models.count_parameters(models.build("unet"))
+
+
+@pytest.mark.parametrize("backend", cost.BACKENDS)
+def test_cost_table_columns_and_values(backend):
+    table = cost.cost_table(["lighter_unet_c1", "slim_unet"], size=32, backend=backend, threads=1, repeats=2, warmup=0)
+    assert list(table.columns) == cost.COLUMNS
+    assert table["network"].tolist() == ["lighter_unet_c1", "slim_unet"]
+    assert table["parameters"].tolist() == [1_983_583, 4_320_609]
+    assert (table["gflops"] > 0).all() and (table["latency_ms"] > 0).all()
+    assert (table["backend"] == backend).all() and (table["threads"] == 1).all()
+    assert table["cpu"].iloc[0] == cost.cpu_model() != ""
+
+
+def test_cost_rule_runs_alone_and_is_part_of_all(workflow_copy):
+    config = {"study": "tiny", "networks": ["unet", "slim_unet"], "seeds": [0], "preprocess": {"size": 32},
+              "train": {"device": "cpu", "threads": 1, "weight_decay": 0.0001},
+              "ladder": {"enabled": False}, "cost": {"repeats": 1, "warmup": 0}}
+    (workflow_copy / "config" / "tiny.yaml").write_text(yaml.safe_dump(config))
+    dry = run_snakemake(["all", "-n", "-p", "--cores", "2", "--configfile", "config/tiny.yaml"], workflow_copy)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "results/tiny/tables/cost.csv" in dry.stdout
+    assert "sonoseg cost --networks unet slim_unet --size 32 --backend onnxruntime --threads 2 --repeats 1" in dry.stdout
+    # The whole rule: a real measurement, short.
+    run = run_snakemake(["results/tiny/tables/cost.csv", "--cores", "2", "--configfile", "config/tiny.yaml"],
+                        workflow_copy, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = pd.read_csv(workflow_copy / "results" / "tiny" / "tables" / "cost.csv")
+    assert list(table.columns) == cost.COLUMNS and table["network"].tolist() == ["unet", "slim_unet"]
