@@ -143,3 +143,60 @@ def get_final_outputs():
     if LADDER_STEPS:
         outputs += [f"{OUT}/tables/ladder.{ext}" for ext in ("csv", "md", "tex")]
     return outputs + get_report_outputs()  # workflow/rules/plots.smk
+
+
+# ---------------------------------------------------------------- the HTML report (rules/plots.smk)
+
+
+REPORT = f"{OUT}/report"
+REPORT_SEED = 0  # the seed of every random choice the report makes (Figure 2's random image, the bootstrap)
+
+
+def report_methods():
+    """Networks, then the non-learned baselines: both have predictions and per-image metrics; only
+    networks have a training history."""
+    return NETWORKS + BASELINES
+
+
+def get_report_metrics(wildcards=None):
+    return expand(f"{OUT}/metrics/{{method}}/seed{{seed}}.csv", method=report_methods(), seed=SEEDS)
+
+
+def get_report_predictions(wildcards=None):
+    """Figure 2 shows the first seed's masks of every method."""
+    return expand(f"{OUT}/predictions/{{method}}/seed{{seed}}", method=report_methods(), seed=SEEDS[:1])
+
+
+def get_network_histories(wildcards):
+    if wildcards.network not in NETWORKS:
+        raise ValueError(f"training curves: {wildcards.network!r} is not one of the study's networks {NETWORKS}")
+    return expand(f"{OUT}/models/{wildcards.network}/seed{{seed}}/history.csv", seed=SEEDS)
+
+
+def get_cost_table(wildcards=None):
+    """GFLOPs and CPU latency per network, when the study measures them (cost.enabled) or a cost table
+    is already there."""
+    path = f"{OUT}/tables/cost.csv"
+    return {"cost": path} if COST["enabled"] or Path(path).exists() else {}
+
+
+def get_report_tables():
+    tables = [kind for kind, reference in (("table1", paper.TABLE1), ("table2", paper.TABLE2)) if table_networks(reference)]
+    tables += ["ladder"] if LADDER_STEPS else []
+    tables += ["weight_decay"] if WEIGHT_DECAY_AUTO else []
+    return tables
+
+
+def get_report_outputs():
+    """Every figure and table of the report (rule all lists them, so --report finds them)."""
+    return [
+        f"{REPORT}/data/overview.html",
+        f"{REPORT}/data/samples.png",
+        *expand(f"{REPORT}/tables/{{table}}.html", table=get_report_tables()),
+        *expand(f"{REPORT}/curves/{{network}}.png", network=NETWORKS),
+        f"{REPORT}/figure2.png",
+        f"{REPORT}/cost_accuracy.png",
+        f"{REPORT}/statistics/distributions.png",
+        f"{REPORT}/statistics/paired.html",
+        f"{REPORT}/statistics/forest.png",
+    ]

@@ -37,7 +37,7 @@ rule table1:
     input:
         expand(f"{OUT}/networks/{{network}}.csv", network=table_networks(paper.TABLE1)),
     output:
-        csv=report(f"{OUT}/tables/table1.csv", caption="../report/table1.rst", category="Tables"),
+        csv=f"{OUT}/tables/table1.csv",  # in the report as HTML: workflow/rules/plots.smk
         markdown=f"{OUT}/tables/table1.md",
         latex=f"{OUT}/tables/table1.tex",
     params:
@@ -57,7 +57,7 @@ use rule table1 as table2 with:
     input:
         expand(f"{OUT}/networks/{{network}}.csv", network=table_networks(paper.TABLE2)),
     output:
-        csv=report(f"{OUT}/tables/table2.csv", caption="../report/table2.rst", category="Tables"),
+        csv=f"{OUT}/tables/table2.csv",  # in the report as HTML: workflow/rules/plots.smk
         markdown=f"{OUT}/tables/table2.md",
         latex=f"{OUT}/tables/table2.tex",
     params:
@@ -70,7 +70,7 @@ use rule table1 as ladder_table with:
     input:
         expand(f"{OUT}/ladder/{{step}}.csv", step=LADDER_STEPS),
     output:
-        csv=report(f"{OUT}/tables/ladder.csv", caption="../report/ladder.rst", category="Tables"),
+        csv=f"{OUT}/tables/ladder.csv",  # in the report as HTML: workflow/rules/plots.smk
         markdown=f"{OUT}/tables/ladder.md",
         latex=f"{OUT}/tables/ladder.tex",
     params:
@@ -83,7 +83,7 @@ rule weight_decay_table:
     input:
         expand(f"{OUT}/weight_decay/{{network}}/selected.json", network=NETWORKS),
     output:
-        report(f"{OUT}/tables/weight_decay.csv", caption="../report/weight_decay.rst", category="Tables"),
+        f"{OUT}/tables/weight_decay.csv",
     log:
         f"{LOGS}/report/weight_decay.log",
     resources:

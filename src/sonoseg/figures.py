@@ -1,0 +1,489 @@
+"""The study's HTML report pieces: small PNG figures (matplotlib, headless Agg backend, DejaVu fonts
+shipped with matplotlib) and self-contained HTML tables, one per report() item of the workflow.
+
+Inputs follow the workflow's layout: per-image metrics in ``metrics/<method>/seed<seed>.csv``,
+predictions in ``predictions/<method>/seed<seed>/<sample_id>.png``, histories in
+``models/<method>/seed<seed>/history.csv``. A method is a network or a non-learned baseline (which has
+predictions and metrics but no history and no registered model).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on a cluster node or in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from sonoseg import paper, stats  # noqa: E402
+from sonoseg.errors import SonosegError  # noqa: E402
+from sonoseg.imageio import read_image, read_mask  # noqa: E402
+
+plt.rcParams.update({"font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8,
+                     "figure.dpi": 100, "savefig.dpi": 100})
+
+# Manifest columns that describe files and flags, not the lesion or the patient: never broken down.
+MANIFEST_FILE_COLUMNS = {"sample_id", "patient", "group", "image", "mask", "height", "width", "status", "reason",
+                         "flags", "pixel_spacing"}
+MAX_CATEGORIES = 20  # a column with more distinct values is an identifier or a measurement, not a category
+THUMBNAIL_WIDTH = 160  # pixels per panel in image grids: keeps the paper-scale report small
+OUTLINE_COLORS = {"truth": "#00e676", "prediction": "#ff1744"}
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def method_and_seed(path: str | Path) -> tuple[str, int]:
+    """``…/<method>/seed<seed>[.csv]`` -> (method, seed)."""
+    path = Path(path)
+    match = re.fullmatch(r"seed(\d+)", path.stem if path.suffix == ".csv" else path.name)
+    if not match:
+        raise SonosegError(f"{path}: expected a path ending in <method>/seed<N> (or seed<N>.csv)")
+    return path.parent.name, int(match[1])
+
+
+def read_per_image(metrics_paths: list[str | Path]) -> pd.DataFrame:
+    """Every per-image metrics file, with method and seed columns, in the given method order."""
+    frames = []
+    for path in metrics_paths:
+        method, seed = method_and_seed(path)
+        frame = pd.read_csv(path, dtype={"sample_id": str})
+        if frame.empty:
+            raise SonosegError(f"{path}: no evaluated test image")
+        frames.append(frame.assign(method=method, seed=seed))
+    if not frames:
+        raise SonosegError("no per-image metrics given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def reference_method(methods: list[str], preferred: str = "unet") -> tuple[str, str]:
+    """The method others are compared with: U-net as in the paper, else the first one; and a note saying which."""
+    if preferred in methods:
+        return preferred, f"Reference: {preferred} (the paper's baseline)."
+    if not methods:
+        raise SonosegError("no methods to compare")
+    return methods[0], f"Reference: {methods[0]} — the study has no {preferred}, so the first network listed is used."
+
+
+def categorical_columns(manifest: pd.DataFrame) -> list[str]:
+    """Metadata columns worth counting (class, view, organ, lesion type, …): few distinct non-empty values."""
+    columns = []
+    for column in manifest.columns:
+        if column in MANIFEST_FILE_COLUMNS:
+            continue
+        values = manifest[column].dropna().astype(str)
+        values = values[values != ""]
+        if 1 <= values.nunique() <= MAX_CATEGORIES and values.nunique() < max(len(manifest), 2):
+            columns.append(column)
+    return columns
+
+
+# ----------------------------------------------------------------------------- HTML
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: "DejaVu Sans", Arial, sans-serif; font-size: 14px; margin: 1em; color: #222; background: #fff; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em 0; }}
+th, td {{ border: 1px solid #bbb; padding: 3px 8px; text-align: right; }}
+th {{ background: #eef; }} td:first-child, th:first-child {{ text-align: left; }}
+caption {{ caption-side: top; text-align: left; font-weight: bold; padding-bottom: 4px; }}
+p.note {{ color: #555; max-width: 60em; }}
+</style></head><body>
+<h2>{title}</h2>
+{body}
+</body></html>
+"""
+
+
+def html_table(frame: pd.DataFrame, caption: str = "") -> str:
+    """A plain, escaped HTML table (no index); numbers already formatted by the caller."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    caption_html = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return f"<table>{caption_html}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def write_page(out: str | Path, title: str, parts: list[str]) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(PAGE.format(title=html.escape(title), body="\n".join(parts)))
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "-" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    return "-" if pd.isna(mean) else f"{mean:.{digits}f} ± {0.0 if pd.isna(std) else std:.{digits}f}"
+
+
+def _signed(value: float, digits: int) -> str:
+    return "-" if pd.isna(value) else f"{value:+.{digits}f}"
+
+
+def _save(fig: plt.Figure, out: str | Path) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- 1 data
+
+
+def data_overview(manifest_csv: str | Path, split_csv: str | Path, out_html: str | Path) -> None:
+    """Manifest counts (included, excluded by reason, ignored), split sizes, metadata columns per split."""
+    manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
+    split = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    status = manifest["status"].value_counts().rename_axis("status").reset_index(name="files")
+    excluded = manifest[manifest["status"] == "excluded"]
+    reasons = excluded["reason"].value_counts().rename_axis("reason").reset_index(name="excluded")
+    parts = [html_table(status, "Files under the dataset root, by status"),
+             html_table(reasons, "Excluded, by reason") if len(reasons) else note("No file was excluded.")]
+    samples = manifest[manifest["status"] == "included"].merge(split[["sample_id", "split"]], on="sample_id")
+    sizes = samples.groupby("split").agg(patients=("patient", "nunique"), groups=("group", "nunique"),
+                                         images=("sample_id", "size"))
+    sizes = sizes.reindex([s for s in ("train", "val", "test") if s in sizes.index]).reset_index()
+    parts.append(html_table(sizes, "Split sizes (patient level: a patient's views never cross splits)"))
+    for column in categorical_columns(samples.drop(columns="split")):
+        counts = pd.crosstab(samples[column].replace("", "(none)"), samples["split"], margins=True,
+                             margins_name="all").reset_index()
+        parts.append(html_table(counts, f"Images per {column} and split"))
+    write_page(out_html, "Data: manifest and split", parts)
+
+
+def _thumbnail(pixels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Every n-th pixel so the panel is at most THUMBNAIL_WIDTH wide (outlines are drawn on the same grid)."""
+    step = max(1, int(np.ceil(pixels.shape[1] / THUMBNAIL_WIDTH)))
+    return pixels[::step, ::step], step
+
+
+def _outline(ax: plt.Axes, mask: np.ndarray, step: int, color: str, width: float = 1.0) -> None:
+    small = mask[::step, ::step].astype(float)
+    if small.any() and not small.all():
+        ax.contour(small, levels=[0.5], colors=[color], linewidths=width)
+
+
+def _panel(ax: plt.Axes, image: np.ndarray, title: str = "") -> int:
+    small, step = _thumbnail(image)
+    ax.imshow(small, interpolation="nearest")
+    ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=7)
+    return step
+
+
+def sample_grid(manifest_csv: str | Path, split_csv: str | Path, out_png: str | Path, count: int = 8,
+                seed: int = 0) -> None:
+    """A few included images of every split (chosen reproducibly) with the lesion mask outlined."""
+    manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
+    split = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    samples = manifest[manifest["status"] == "included"].merge(split[["sample_id", "split"]], on="sample_id")
+    if samples.empty:
+        raise SonosegError(f"{manifest_csv}: no included sample to show")
+    rng = np.random.default_rng(seed)
+    chosen = samples.iloc[np.sort(rng.choice(len(samples), size=min(count, len(samples)), replace=False))]
+    columns = 4
+    rows = int(np.ceil(len(chosen) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 1.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, sample in zip(axes.flat, chosen.itertuples()):
+        ax.axis("on")
+        step = _panel(ax, read_image(sample.image).pixels, f"{sample.sample_id} ({sample.split})")
+        _outline(ax, read_mask(sample.mask).pixels, step, OUTLINE_COLORS["truth"])
+    fig.suptitle("Sample images, lesion mask outlined", fontsize=9)
+    _save(fig, out_png)
+
+
+# ----------------------------------------------------------------------------- 2 tables
+
+
+def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> None:
+    """Table 1, Table 2, the ladder or the weight-decay choices, ours beside the paper's with the difference."""
+    table = pd.read_csv(table_csv)
+    if kind in ("table1", "table2"):
+        title = {"table1": "Table 1: architectures", "table2": "Table 2: U-net and its lightweight variants"}[kind]
+        shown = pd.DataFrame({
+            "Network": table["label"], "Parameters": table["parameters"].map(lambda p: f"{int(p):,}"),
+            "Seeds": table["seeds"],
+            "Dice (ours)": [_pm(m, s, 3) for m, s in zip(table["dice_mean"], table["dice_std"])],
+            "Dice (paper)": [_pm(m, s, 3) for m, s in zip(table["paper_dice_mean"], table["paper_dice_std"])],
+            "Dice ours − paper": [_signed(d, 3) for d in table["dice_mean"] - table["paper_dice_mean"]],
+            "HD95 px (ours)": [_pm(m, s, 2) for m, s in zip(table["hd95_mean"], table["hd95_std"])],
+            "HD95 px (paper)": [_pm(m, s, 2) for m, s in zip(table["paper_hd95_mean"], table["paper_hd95_std"])],
+            "HD95 ours − paper": [_signed(d, 2) for d in table["hd95_mean"] - table["paper_hd95_mean"]],
+            "HD95 penalised images": table["hd95_penalized"],
+        })
+        notes = [note("Mean ± sample standard deviation over seeds of the per-seed mean over test images. "
+                      "HD95 penalised: images with exactly one empty mask, scored Dice 0 and HD95 = image diagonal.")]
+    elif kind == "ladder":
+        title = "Section 4.2 tuning ladder (U-net, cumulative steps)"
+        shown = pd.DataFrame({
+            "Step": table["step"], "Seeds": table["seeds"],
+            "Dice (ours)": [_pm(m, s, 3) for m, s in zip(table["dice_mean"], table["dice_std"])],
+            "Dice (paper)": [_fmt(v, 3) for v in table["paper_dice_mean"]],
+            "Dice ours − paper": [_signed(d, 3) for d in table["dice_mean"] - table["paper_dice_mean"]],
+            "HD95 px (ours)": [_pm(m, s, 2) for m, s in zip(table["hd95_mean"], table["hd95_std"])],
+        })
+        notes = [note("Each step adds one change to the previous one; the paper reports U-net test Dice only.")]
+    elif kind == "weight_decay":
+        title = "Weight decay chosen per network (lowest validation loss)"
+        shown = pd.DataFrame({
+            "Network": table["network"], "Weight decay": table["weight_decay"].map(lambda v: f"{v:g}"),
+            "Chosen": table["chosen"].map(lambda c: "✔" if str(c).lower() in ("true", "1") else ""),
+            "Best val loss": [_fmt(v, 4) for v in table["best_val_loss"]],
+            "Val Dice at best": [_fmt(v, 3) for v in table["val_dice_at_best"]],
+            "Best epoch": table["best_epoch"],
+        })
+        notes = [note("The paper tuned weight decay per network within {1e-2, 1e-3, 1e-4, 1e-5, 0} on the "
+                      "validation set and reports 1e-4 for U-net; the test split is never read by this choice.")]
+    else:
+        raise SonosegError(f"table kind {kind!r}: expected table1, table2, ladder or weight_decay")
+    write_page(out_html, title, [html_table(shown), *notes])
+
+
+# ----------------------------------------------------------------------------- 3 curves
+
+
+def kept_epoch(history: pd.DataFrame) -> int:
+    """The epoch whose weights training kept: the lowest validation loss (first one on ties)."""
+    return int(history.loc[history["val_loss"].idxmin(), "epoch"])
+
+
+def training_curves(history_paths: list[str | Path], out_png: str | Path) -> None:
+    """Train/validation loss and validation Dice per epoch, one colour per seed, the kept epoch marked."""
+    if not history_paths:
+        raise SonosegError("training curves: no history given")
+    method = method_and_seed(Path(history_paths[0]).parent)[0]
+    fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(7.5, 2.6))
+    for index, path in enumerate(history_paths):
+        _, seed = method_and_seed(Path(path).parent)
+        history = pd.read_csv(path)
+        color = f"C{index % 10}"
+        best = kept_epoch(history)
+        best_row = history[history["epoch"] == best].iloc[0]
+        loss_ax.plot(history["epoch"], history["train_loss"], color=color, lw=1, label=f"seed {seed} train")
+        loss_ax.plot(history["epoch"], history["val_loss"], color=color, lw=1, ls="--", marker=".",
+                     label=f"seed {seed} val")
+        loss_ax.plot([best], [best_row["val_loss"]], marker="*", ms=10, color=color, ls="none")
+        dice_ax.plot(history["epoch"], history["val_dice"], color=color, lw=1, marker=".", label=f"seed {seed}")
+        dice_ax.plot([best], [best_row["val_dice"]], marker="*", ms=10, color=color, ls="none")
+        dice_ax.axvline(best, color=color, lw=0.6, ls=":")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title=f"{method}: loss (★ kept epoch)")
+    dice_ax.set(xlabel="epoch", ylabel="validation Dice", title=f"{method}: validation Dice (★ kept epoch)")
+    loss_ax.legend(fontsize=6, ncol=2)
+    dice_ax.legend(fontsize=6)
+    for ax in (loss_ax, dice_ax):
+        ax.grid(alpha=0.3)
+    _save(fig, out_png)
+
+
+# ----------------------------------------------------------------------------- 4 figure 2
+
+
+def figure2_choice(dice_by_image: pd.Series, seed: int) -> list[tuple[str, str]]:
+    """The paper's Figure 2 images: best, median and worst by the reference network's Dice, plus one
+    random other image. Ties are broken by sample id, the random pick by the seed: reproducible."""
+    if dice_by_image.empty:
+        raise SonosegError("figure 2: no per-image Dice")
+    ordered = dice_by_image.rename("dice").rename_axis("sample_id").reset_index() \
+        .sort_values(["dice", "sample_id"], ascending=[False, True], kind="mergesort")["sample_id"].tolist()
+    picks = [("best", ordered[0]), ("median", ordered[(len(ordered) - 1) // 2]), ("worst", ordered[-1])]
+    chosen, unique = set(), []
+    for role, sample in picks:
+        if sample not in chosen:
+            chosen.add(sample)
+            unique.append((role, sample))
+    others = [s for s in sorted(ordered) if s not in chosen]
+    if others:
+        unique.append(("random", others[int(np.random.default_rng(seed).integers(len(others)))]))
+    return unique
+
+
+def figure2(manifest_csv: str | Path, metrics_paths: list[str | Path], prediction_dirs: list[str | Path],
+            out_png: str | Path, seed: int = 0) -> str:
+    """One row per chosen image: the image, the ground truth, then every method's post-processed mask
+    (red) over the ground truth (green). Returns the note naming the reference."""
+    per_image = read_per_image(metrics_paths)
+    methods = list(dict.fromkeys(per_image["method"]))
+    reference, reference_note = reference_method(methods)
+    reference_dice = per_image[per_image["method"] == reference].groupby("sample_id")["dice"].mean()
+    choice = figure2_choice(reference_dice, seed)
+    manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False).set_index("sample_id")
+    directories = {}
+    for directory in prediction_dirs:  # the first seed given of each method
+        method, _ = method_and_seed(directory)
+        directories.setdefault(method, Path(directory))
+    dice = per_image.set_index(["method", "seed", "sample_id"])["dice"]
+    columns = 2 + len(directories)
+    fig, axes = plt.subplots(len(choice), columns, figsize=(1.35 * columns, 1.1 * len(choice) + 0.3), squeeze=False)
+    for row, (role, sample) in enumerate(choice):
+        image = read_image(manifest.loc[sample, "image"]).pixels
+        truth = read_mask(manifest.loc[sample, "mask"]).pixels
+        _panel(axes[row, 0], image, "image" if row == 0 else "")
+        axes[row, 0].set_ylabel(f"{role}\n{sample}", fontsize=6)
+        step = _panel(axes[row, 1], image, "ground truth" if row == 0 else "")
+        _outline(axes[row, 1], truth, step, OUTLINE_COLORS["truth"])
+        for column, (method, directory) in enumerate(directories.items(), start=2):
+            _, method_seed = method_and_seed(directory)
+            step = _panel(axes[row, column], image)
+            _outline(axes[row, column], truth, step, OUTLINE_COLORS["truth"], 0.6)
+            prediction_path = directory / f"{sample}.png"
+            if prediction_path.is_file():
+                _outline(axes[row, column], read_mask(prediction_path).pixels, step, OUTLINE_COLORS["prediction"])
+            value = dice.get((method, method_seed, sample), np.nan)
+            label = f"{method}\n" if row == 0 else ""
+            axes[row, column].set_title(f"{label}Dice {_fmt(value, 3)}", fontsize=5)
+    fig.suptitle(f"Figure 2 rebuilt: green = ground truth, red = prediction. {reference_note}", fontsize=7)
+    _save(fig, out_png)
+    return reference_note
+
+
+# ----------------------------------------------------------------------------- 5 cost
+
+
+def _parameter_count(method: str, cost: pd.DataFrame | None) -> float:
+    if cost is not None and method in set(cost["network"]):
+        return float(cost.set_index("network").loc[method, "parameters"])
+    from sonoseg import models  # building a network is the one way to count it; only for registered ones
+    return float(models.count_parameters(models.build(method))) if method in models.names() else np.nan
+
+
+def seed_summary(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Per method: Dice mean ± std over seeds of the per-seed mean over images (as the tables)."""
+    per_seed = per_image.groupby(["method", "seed"], sort=False)["dice"].mean().reset_index()
+    return per_seed.groupby("method", sort=False)["dice"].agg(dice_mean="mean", dice_std="std", seeds="size") \
+        .fillna({"dice_std": 0.0}).reset_index()
+
+
+PAPER_PARAMETERS = {"deeplabv3plus_resnet101": 54.7e6}  # what the paper printed where it differs from the network
+
+
+def cost_accuracy(metrics_paths: list[str | Path], out_png: str | Path, cost_csv: str | Path | None = None) -> None:
+    """Dice against parameters (and GFLOPs and CPU latency when a cost table exists), one labelled point
+    per method, the paper's Dice beside ours (hollow markers)."""
+    summary = seed_summary(read_per_image(metrics_paths))
+    cost = pd.read_csv(cost_csv) if cost_csv else None
+    summary["parameters"] = [_parameter_count(m, cost) for m in summary["method"]]
+    axes_spec = [("parameters", "parameters (millions)", 1e-6)]
+    if cost is not None:
+        summary = summary.merge(cost[["network", "gflops", "latency_ms"]], left_on="method", right_on="network",
+                                how="left")
+        axes_spec += [("gflops", "GFLOPs per image", 1.0), ("latency_ms", f"CPU latency (ms, {_cpu_label(cost)})", 1.0)]
+    reference = {**paper.TABLE1, **paper.TABLE2}
+    fig, axes = plt.subplots(1, len(axes_spec), figsize=(4.2 * len(axes_spec), 3.4), squeeze=False)
+    for ax, (column, label, scale) in zip(axes[0], axes_spec):
+        for index, row in enumerate(summary.itertuples()):
+            color = f"C{index % 10}"
+            x = getattr(row, column)
+            if pd.isna(x):  # a method without this cost (e.g. a non-learned baseline): a horizontal line
+                ax.axhline(row.dice_mean, color=color, lw=0.8, ls="--", label=f"{row.method} (no {column})")
+                continue
+            ax.errorbar(x * scale, row.dice_mean, yerr=row.dice_std, fmt="o", color=color, ms=4, capsize=2)
+            ax.annotate(row.method, (x * scale, row.dice_mean), fontsize=5, xytext=(3, 2), textcoords="offset points")
+            if column == "parameters" and row.method in reference and not pd.isna(reference[row.method][1]):
+                paper_x = PAPER_PARAMETERS.get(row.method, x)
+                ax.errorbar(paper_x * scale, reference[row.method][1], yerr=reference[row.method][2], fmt="o",
+                            mfc="none", color=color, ms=5, capsize=2)
+        ax.set(xlabel=label, ylabel="test Dice (mean ± std over seeds)")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.grid(alpha=0.3, which="both")
+    axes[0, 0].set_title("filled: ours, hollow: paper", fontsize=7)
+    if any(line.get_label()[:1] != "_" for line in axes[0, 0].get_lines()):
+        axes[0, 0].legend(fontsize=5)
+    _save(fig, out_png)
+
+
+def _cpu_label(cost: pd.DataFrame) -> str:
+    first = cost.iloc[0]
+    parts = [str(first.get(k, "")) for k in ("backend", "threads") if str(first.get(k, "")) not in ("", "nan")]
+    return ", ".join(parts[:1] + [f"{parts[1]} threads"] if len(parts) == 2 else parts) or "CPU"
+
+
+# ----------------------------------------------------------------------------- 6 statistics
+
+
+def distributions(metrics_paths: list[str | Path], out_png: str | Path) -> None:
+    """Per-image Dice and HD95 per method (images averaged over seeds), as box plots with the points."""
+    per_image = read_per_image(metrics_paths)
+    methods = list(dict.fromkeys(per_image["method"]))
+    by_image = per_image.groupby(["method", "sample_id"], sort=False)[["dice", "hd95_px"]].mean()
+    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 0.45 * len(methods) * 2), 3.2))
+    rng = np.random.default_rng(0)  # jitter of the dots only
+    for ax, column, label in zip(axes, ("dice", "hd95_px"), ("Dice per image", "HD95 per image (px)")):
+        values = [by_image.loc[m, column].to_numpy() for m in methods]
+        ax.boxplot(values, showfliers=False)
+        for position, points in enumerate(values, start=1):
+            ax.plot(position + rng.uniform(-0.15, 0.15, len(points)), points, ".", ms=2, color="C0", alpha=0.5)
+        ax.set_xticks(range(1, len(methods) + 1), methods, rotation=60, ha="right", fontsize=6)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, axis="y")
+    _save(fig, out_png)
+
+
+def paired_statistics(metrics_paths: list[str | Path], manifest_csv: str | Path, out_csv: str | Path,
+                      out_html: str | Path, out_png: str | Path, seed: int = 0, resamples: int = 10_000) -> None:
+    """Each method against the reference on the same test images: mean paired Dice difference with its
+    bootstrap 95 % CI and the Wilcoxon signed-rank p-value (table and forest plot), and Dice broken
+    down by the dataset's metadata columns."""
+    per_image = read_per_image(metrics_paths)
+    methods = list(dict.fromkeys(per_image["method"]))
+    reference, reference_note = reference_method(methods)
+    comparison = stats.compare_to_reference(per_image, reference, "dice", seed, resamples)
+    comparison.to_csv(out_csv, index=False)
+
+    shown = pd.DataFrame({
+        "Method": comparison["method"], "Images": comparison["images"],
+        "Mean Dice difference": [_signed(v, 4) for v in comparison["mean_difference"]],
+        "95 % CI (bootstrap)": [f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(comparison["ci_low"], comparison["ci_high"])],
+        "Median difference": [_signed(v, 4) for v in comparison["median_difference"]],
+        "Wilcoxon p": [f"{p:.3g}" for p in comparison["wilcoxon_p"]],
+    })
+    parts = [note(f"{reference_note} Difference = method − reference, per test image (Dice averaged over seeds "
+                  f"first), {resamples} bootstrap resamples of images; a CI that excludes 0 and a small p mean the "
+                  f"networks differ on these images."),
+             html_table(shown, f"Paired per-image Dice difference against {reference}")]
+    manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
+    tested = manifest[manifest["sample_id"].isin(set(per_image["sample_id"]))]
+    by_image = per_image.groupby(["method", "sample_id"], sort=False)["dice"].mean().reset_index()
+    for column in categorical_columns(tested):
+        merged = by_image.merge(tested[["sample_id", column]], on="sample_id")
+        merged[column] = merged[column].replace("", "(none)")
+        if merged[column].nunique() < 2:
+            continue
+        breakdown = merged.pivot_table(index="method", columns=column, values="dice", aggfunc="mean", sort=False)
+        counts = tested[column].replace("", "(none)").value_counts()
+        breakdown.columns = [f"{value} (n={counts.get(value, 0)})" for value in breakdown.columns]
+        breakdown = breakdown.map(lambda v: _fmt(v, 3)).reset_index()
+        parts.append(html_table(breakdown, f"Mean test Dice per {column}"))
+    write_page(out_html, "Paired statistics against the reference", parts)
+
+    fig, ax = plt.subplots(figsize=(5.0, 0.35 * max(len(comparison), 1) + 1.0))
+    positions = np.arange(len(comparison))[::-1]
+    ax.errorbar(comparison["mean_difference"], positions,
+                xerr=[comparison["mean_difference"] - comparison["ci_low"],
+                      comparison["ci_high"] - comparison["mean_difference"]], fmt="s", color="C0", capsize=3, ms=4)
+    for y, p in zip(positions, comparison["wilcoxon_p"]):
+        ax.annotate(f"p={p:.2g}", (1.01, y), xycoords=("axes fraction", "data"), fontsize=6, va="center")
+    ax.axvline(0, color="0.4", lw=0.8)
+    ax.set_yticks(positions, comparison["method"], fontsize=6)
+    ax.set_ylim(-0.7, max(len(comparison), 1) - 0.3)
+    ax.set_xlabel(f"Dice difference vs {reference} (mean, bootstrap 95 % CI)")
+    ax.grid(alpha=0.3, axis="x")
+    _save(fig, out_png)

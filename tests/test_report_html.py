@@ -1,0 +1,158 @@
+"""The study's HTML report (snakemake --report) of the tiny study: every section with real content,
+and a real headless Chromium opens it without errors, every figure loading."""
+
+import base64
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, run_snakemake
+from test_workflow import TINY, write_config
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+SECTIONS = ["1 Data", "2 Tables", "3 Training curves", "4 Figure 2 rebuilt", "5 Cost vs accuracy",
+            "6 Per-image statistics"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory) -> dict:
+    """The tiny study run once (with its report figures), then its self-contained HTML report."""
+    workdir = tmp_path_factory.mktemp("report_study")
+    for name in ("Snakefile", "workflow", "config", "envs"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, workdir / name)
+    config = write_config(workdir, TINY)
+    run = run_snakemake(["all", "--cores", "2", "--configfile", config], workdir, timeout=1200)
+    assert run.returncode == 0, run.stderr[-4000:]
+    report = workdir / "results" / "tiny" / "report.html"
+    made = run_snakemake(["--report", str(report), "--configfile", config], workdir, timeout=300)
+    assert made.returncode == 0, made.stderr[-4000:]
+    return {"path": report, "out": workdir / "results" / "tiny", "results": embedded_results(report.read_text())}
+
+
+def embedded_results(page: str) -> dict:
+    """Snakemake 9 writes one HTML file: every result is a data URI in the `results` script variable."""
+    match = re.search(r'<script id="results">\s*var results = (.*?);\s*</script>', page, re.S)
+    assert match, "no embedded results in the report"
+    return json.loads(match[1])
+
+
+def decoded(result: dict) -> bytes:
+    header, _, payload = result["data_uri"].partition(",")
+    assert header.endswith(";base64"), header
+    return base64.b64decode(payload)
+
+
+def test_report_holds_every_section_with_real_content(tiny_report):
+    page = tiny_report["path"].read_text()
+    results = tiny_report["results"]
+    for section in SECTIONS:
+        assert f'"{section}"' in page, f"section {section!r} missing from the report"
+    names = {Path(p).relative_to("results/tiny").as_posix() for p in results}  # paths relative to the workdir
+    expected = {"report/data/overview.html", "report/data/samples.png", "report/tables/table1.html",
+                "report/tables/table2.html", "report/tables/ladder.html", "report/tables/weight_decay.html",
+                "report/curves/unet.png", "report/curves/lighter_unet_c1.png", "report/figure2.png",
+                "report/cost_accuracy.png", "report/statistics/distributions.png",
+                "report/statistics/paired.html", "report/statistics/forest.png"}
+    assert expected <= names, expected - names
+    # Figures are real PNGs, small enough for a paper-scale report to stay small.
+    for path, result in results.items():
+        data = decoded(result)
+        if path.endswith(".png"):
+            assert data[:8] == b"\x89PNG\r\n\x1a\n" and 2_000 < len(data) < 1_500_000, path
+    # The tables hold our numbers and the paper's.
+    table1 = pd.read_csv(tiny_report["out"] / "tables" / "table1.csv")
+    html_table1 = decoded(results["results/tiny/report/tables/table1.html"]).decode()
+    assert f"{table1.loc[0, 'dice_mean']:.3f} ± " in html_table1 and "0.929 ± 0.002" in html_table1
+    ladder = pd.read_csv(tiny_report["out"] / "tables" / "ladder.csv")
+    html_ladder = decoded(results["results/tiny/report/tables/ladder.html"]).decode()
+    assert all(f"{d:.3f} ± " in html_ladder for d in ladder["dice_mean"]) and "0.855" in html_ladder
+    overview = decoded(results["results/tiny/report/data/overview.html"]).decode()
+    split = pd.read_csv(tiny_report["out"] / "data" / "split.csv")
+    assert f"<td>included</td><td>{len(split)}</td>" in overview
+    paired = decoded(results["results/tiny/report/statistics/paired.html"]).decode()
+    comparison = pd.read_csv(tiny_report["out"] / "report" / "statistics" / "paired.csv")
+    others = sorted(p.name for p in (tiny_report["out"] / "metrics").iterdir() if p.name != "unet")
+    assert "lighter_unet_c1" in others and sorted(comparison["method"]) == others  # baselines too
+    assert (comparison["reference"] == "unet").all()
+    assert f"{comparison.loc[0, 'mean_difference']:+.4f}" in paired and "Wilcoxon" in paired
+    # The workflow description carries the study's settings.
+    assert "Study <strong>tiny</strong>" in page or "tiny" in page.split('id="workflow-desc"')[1][:5000]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("no headless Chromium: install Debian's chromium and chromium-driver (.ci/run does)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra: pip install -e '.[test]'")
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for drivers online
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def test_chromium_opens_the_report_without_errors_and_every_figure_loads(tiny_report, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(tiny_report["path"].as_uri())
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script(
+        "return document.querySelector('#app') && document.querySelector('#app').children.length > 0"))
+    assert browser.execute_script("return Object.keys(results).length") == len(tiny_report["results"])
+    categories = browser.execute_script("return Object.keys(categories)")
+    assert set(SECTIONS) <= set(categories), categories
+
+    # Every figure decodes in the browser: an <img> per PNG result, natural width > 0.
+    widths = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const pngs = Object.entries(results).filter(([p, r]) => r.mime_type === "image/png");
+        Promise.all(pngs.map(([p, r]) => new Promise(resolve => {
+            const img = document.createElement("img");
+            img.onload = () => resolve([p, img.naturalWidth]);
+            img.onerror = () => resolve([p, 0]);
+            img.src = r.data_uri;
+            document.body.appendChild(img);
+        }))).then(done);
+    """)
+    pngs = [p for p in tiny_report["results"] if p.endswith(".png")]
+    assert len(pngs) >= 7 and sorted(p for p, _ in widths) == sorted(pngs)
+    assert all(width > 0 for _, width in widths), widths
+
+    # Through the report's own interface: open the Figure-2 section and show its figure.
+    browser.find_element(By.XPATH, "//*[normalize-space(text())='4 Figure 2 rebuilt']").click()
+    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.XPATH, "//table//a"))
+    browser.find_elements(By.XPATH, "//table//a")[0].click()
+    shown = WebDriverWait(browser, 20).until(lambda d: d.execute_script(
+        "const img = [...document.images].find(i => i.src.startsWith('data:image/png') && i.complete "
+        "&& i.naturalWidth > 0 && i.offsetParent !== null); return img ? img.naturalWidth : 0"))
+    assert shown > 100
+
+    # The table pages render in the browser with our numbers.
+    table1 = pd.read_csv(tiny_report["out"] / "tables" / "table1.csv")
+    path = "results/tiny/report/tables/table1.html"
+    text = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch(results[arguments[0]].data_uri).then(r => r.text()).then(html => {
+            const doc = new DOMParser().parseFromString(html, "text/html");
+            done(doc.querySelector("table").innerText);
+        });
+    """, path)
+    assert f"{table1.loc[0, 'dice_mean']:.3f} ± {table1.loc[0, 'dice_std']:.3f}" in text
+
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert not errors, errors

@@ -1,0 +1,133 @@
+# The HTML report's figures and tables (snakemake --report results/<study>/report.html): each is the
+# output of its own rule, so one new network rebuilds only what lists it. Sections are numbered
+# categories; captions live in workflow/report/; input functions in common.smk.
+
+
+wildcard_constraints:
+    table="table1|table2|ladder|weight_decay",
+
+
+rule report_data:
+    input:
+        manifest=f"{OUT}/data/manifest.csv",
+        split=f"{OUT}/data/split.csv",
+    output:
+        overview=report(f"{REPORT}/data/overview.html", caption="../report/data.rst",
+                        category="1 Data", labels={"item": "manifest and split counts"}),
+        samples=report(f"{REPORT}/data/samples.png", caption="../report/samples.rst",
+                       category="1 Data", labels={"item": "sample images"}),
+    params:
+        seed=REPORT_SEED,
+    log:
+        f"{LOGS}/report/data.log",
+    resources:
+        runtime=config["resources"]["light_runtime"],
+        mem_mb=config["resources"]["light_mem_mb"],
+    conda:
+        CONDA_ENV
+    shell:
+        "sonoseg report-data --manifest {input.manifest} --split {input.split} --seed {params.seed} "
+        "--overview {output.overview} --samples {output.samples} > {log} 2>&1"
+
+
+rule report_table:
+    input:
+        f"{OUT}/tables/{{table}}.csv",
+    output:
+        report(f"{REPORT}/tables/{{table}}.html", caption="../report/tables.rst",
+               category="2 Tables", labels={"table": "{table}"}),
+    log:
+        f"{LOGS}/report/table_{{table}}.log",
+    resources:
+        runtime=config["resources"]["light_runtime"],
+        mem_mb=config["resources"]["light_mem_mb"],
+    conda:
+        CONDA_ENV
+    shell:
+        "sonoseg report-table {wildcards.table} --table {input} --out {output} > {log} 2>&1"
+
+
+rule report_curves:
+    input:
+        get_network_histories,
+    output:
+        report(f"{REPORT}/curves/{{network}}.png", caption="../report/curves.rst",
+               category="3 Training curves", labels={"network": "{network}"}),
+    log:
+        f"{LOGS}/report/curves_{{network}}.log",
+    resources:
+        runtime=config["resources"]["light_runtime"],
+        mem_mb=config["resources"]["light_mem_mb"],
+    conda:
+        CONDA_ENV
+    shell:
+        "sonoseg report-curves --histories {input} --out {output} > {log} 2>&1"
+
+
+rule report_figure2:
+    input:
+        manifest=f"{OUT}/data/manifest.csv",
+        metrics=get_report_metrics(),
+        predictions=get_report_predictions(),
+    output:
+        report(f"{REPORT}/figure2.png", caption="../report/figure2.rst",
+               category="4 Figure 2 rebuilt", labels={"figure": "best, median, worst and a random test image"}),
+    params:
+        seed=REPORT_SEED,
+    log:
+        f"{LOGS}/report/figure2.log",
+    resources:
+        runtime=config["resources"]["light_runtime"],
+        mem_mb=config["resources"]["light_mem_mb"],
+    conda:
+        CONDA_ENV
+    shell:
+        "sonoseg report-figure2 --manifest {input.manifest} --metrics {input.metrics} "
+        "--predictions {input.predictions} --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule report_cost:
+    input:
+        unpack(get_cost_table),
+        metrics=get_report_metrics(),
+    output:
+        report(f"{REPORT}/cost_accuracy.png", caption="../report/cost.rst",
+               category="5 Cost vs accuracy", labels={"figure": "Dice against cost"}),
+    params:
+        cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() else "",
+    log:
+        f"{LOGS}/report/cost.log",
+    resources:
+        runtime=config["resources"]["light_runtime"],
+        mem_mb=config["resources"]["light_mem_mb"],
+    conda:
+        CONDA_ENV
+    shell:
+        "sonoseg report-cost --metrics {input.metrics} {params.cost} --out {output} > {log} 2>&1"
+
+
+rule report_statistics:
+    input:
+        manifest=f"{OUT}/data/manifest.csv",
+        metrics=get_report_metrics(),
+    output:
+        distributions=report(f"{REPORT}/statistics/distributions.png", caption="../report/distributions.rst",
+                             category="6 Per-image statistics", labels={"item": "1 Dice and HD95 per image"}),
+        table=report(f"{REPORT}/statistics/paired.html", caption="../report/paired.rst",
+                     category="6 Per-image statistics", labels={"item": "2 paired differences and breakdowns"}),
+        forest=report(f"{REPORT}/statistics/forest.png", caption="../report/forest.rst",
+                      category="6 Per-image statistics", labels={"item": "3 forest plot"}),
+        csv=f"{REPORT}/statistics/paired.csv",
+    params:
+        seed=REPORT_SEED,
+    log:
+        f"{LOGS}/report/statistics.log",
+    resources:
+        runtime=config["resources"]["light_runtime"],
+        mem_mb=config["resources"]["light_mem_mb"],
+    conda:
+        CONDA_ENV
+    shell:
+        "sonoseg report-statistics --manifest {input.manifest} --metrics {input.metrics} --seed {params.seed} "
+        "--distributions {output.distributions} --table {output.table} --forest {output.forest} "
+        "--csv {output.csv} > {log} 2>&1"
