@@ -7,7 +7,10 @@ BIN := $(VENV)/bin
 # The rules call the `sonoseg` tool: the venv's bin comes first on PATH for every recipe.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: study test lint clean
+# The study's name (its results/<study>/ folder): the CONFIG's `study`, else config/config.yaml's.
+STUDY ?= $(shell sed -n 's/^study: *//p' $(CONFIG) config/config.yaml | head -n 1)
+
+.PHONY: study report test lint clean
 
 $(BIN)/sonoseg: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +20,10 @@ $(BIN)/sonoseg: pyproject.toml
 
 study: $(BIN)/sonoseg
 	snakemake all --cores $(CORES) --configfile $(CONFIG)
+
+# The HTML report of what the study has made so far (run `make study` first for every figure).
+report: $(BIN)/sonoseg
+	snakemake --report results/$(STUDY)/report.html --configfile $(CONFIG)
 
 test: $(BIN)/sonoseg
 	$(BIN)/python -m pytest -q
