@@ -41,7 +41,7 @@ def test_reference_is_unet_or_the_first_network_and_says_so():
 def test_categorical_columns_are_metadata_not_files():
     manifest = pd.DataFrame({"sample_id": list("abcd"), "image": list("abcd"), "status": ["included"] * 4,
                              "organ": ["breast", "thyroid", "breast", "liver"], "class": [""] * 4,
-                             "meta_size_mm": ["1.5", "2.5", "3.5", "4.5"]})
+                             "meta_size_mm": ["1.5", "2.5", "3.5", "4.5"], "meta_contrast_db": ["-3.5", "-3.5", "2.5", "2.5"]})
     assert figures.categorical_columns(manifest) == ["organ"]
 
 

@@ -79,6 +79,9 @@ def categorical_columns(manifest: pd.DataFrame) -> list[str]:
             continue
         values = manifest[column].dropna().astype(str)
         values = values[values != ""]
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.notna().all() and (numbers % 1 != 0).any():
+            continue  # a measurement (contrast in dB, spacing), not a category
         if 1 <= values.nunique() <= MAX_CATEGORIES and values.nunique() < max(len(manifest), 2):
             columns.append(column)
     return columns
