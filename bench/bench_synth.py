@@ -34,8 +34,10 @@ BUDGET_S = 60.0  # issue 10: the 348-patient set in under a minute
 
 
 def main() -> None:
+    cpu = time.process_time()
     render = per_call(lambda i: synth.render(0, i, 1 + i % 2), 40)
-    print(f"phantom: {render * 1000:.1f} ms/image (render only)")
+    cpu = (time.process_time() - cpu) / 40
+    print(f"phantom: {render * 1000:.1f} ms/image wall, {cpu * 1000:.1f} ms/image CPU (render only)")
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         synth.write_dataset(Path(tmp) / "w", patients=20, seed=0)
@@ -45,10 +47,12 @@ def main() -> None:
           f"budget {BUDGET_S:.0f} s -> ratio {projected / BUDGET_S:.2f} (<= 1 meets it)")
     if "--full" in sys.argv:
         with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             synth.write_dataset(Path(tmp) / "full", patients=348, seed=0)
-            took = time.perf_counter() - start
-        print(f"phantom, full 348-patient set written: {took:.1f} s; budget {BUDGET_S:.0f} s -> ratio {took / BUDGET_S:.2f}")
+            took, cpu = time.perf_counter() - start, time.process_time() - cpu
+        # CPU time too: on a shared machine the wall time mostly measures the other processes.
+        print(f"phantom, full 348-patient set written: {took:.1f} s wall, {cpu:.1f} s CPU; "
+              f"budget {BUDGET_S:.0f} s -> ratio {took / BUDGET_S:.2f} (wall), {cpu / BUDGET_S:.2f} (CPU)")
 
     with tempfile.TemporaryDirectory() as tmp:
         root = synth.write_dataset(Path(tmp) / "d", patients=16, seed=0)
