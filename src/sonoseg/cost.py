@@ -59,18 +59,28 @@ def median_ms(run: Callable[[], object], repeats: int, warmup: int) -> float:
     return statistics.median(times)
 
 
+def torch_fast_path(model: nn.Module) -> tuple[bool, bool]:
+    """(bf16, channels_last) of the training fast path on this CPU (sonoseg.train.FastPath's rules):
+    bf16 only with fast bf16 units, channels_last where it was measured to pay."""
+    from sonoseg.train import resolve_precision, use_channels_last
+
+    precision = resolve_precision("auto", torch.device("cpu"))
+    return precision == "bf16", use_channels_last(model, torch.device("cpu"), precision)
+
+
 def torch_latency_ms(model: nn.Module, size: int, threads: int, repeats: int, warmup: int = 1,
                      fast: bool = False) -> float:
-    """Batch-1 latency in torch; ``fast``: bf16 autocast and channels_last (the CPU fast path)."""
+    """Batch-1 latency in torch: plain fp32 NCHW, or (``fast``) the CPU fast path of torch_fast_path."""
     torch.set_num_threads(threads)
     model = model.eval()
     x = torch.rand(1, 3, size, size)
-    if fast:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    bf16, channels_last = torch_fast_path(model) if fast else (False, False)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    x = x.contiguous(memory_format=memory_format)
 
     def run():
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             model(x)
 
     return median_ms(run, repeats, warmup)
@@ -88,8 +98,8 @@ def onnxruntime_latency_ms(model: nn.Module, size: int, threads: int, repeats: i
 
 
 def latency_ms(model: nn.Module, backend: str, size: int, threads: int, repeats: int, warmup: int = 1) -> float:
-    if backend == "torch":
-        return torch_latency_ms(model, size, threads, repeats, warmup)
+    if backend == "torch":  # the fastest torch path this CPU has (what one would deploy in torch)
+        return torch_latency_ms(model, size, threads, repeats, warmup, fast=True)
     if backend == "onnxruntime":
         return onnxruntime_latency_ms(model, size, threads, repeats, warmup)
     raise SonosegError(f"cost: unknown backend {backend!r}; one of {BACKENDS}")
