@@ -16,7 +16,7 @@ LOGS = f"{OUT}/logs"
 BENCH = f"{OUT}/benchmarks"
 NETWORKS = config["networks"]
 # Non-learned methods (sonoseg.baseline): predicted and evaluated like a network, without training.
-BASELINES = [b for b in config["baselines"] if b not in NETWORKS]
+BASELINES = config["baselines"]
 SEEDS = [str(s) for s in config["seeds"]]
 TRAIN = config["train"]
 DATASET = config["dataset"]
@@ -29,6 +29,9 @@ CONDA_ENV = "../../envs/sonoseg.yaml"
 
 if DATASET["layout"] != "synthetic" and not DATASET["root"]:
     raise ValueError(f"config dataset.root: required for dataset.layout {DATASET['layout']!r}")
+for _baseline in BASELINES:
+    if _baseline in NETWORKS:
+        raise ValueError(f"config networks: {_baseline!r} is a baseline (config baselines: no training), not a network")
 for _network in TRAIN["overrides"]:
     if _network not in NETWORKS:
         raise ValueError(f"config train.overrides: {_network!r} is not one of the study's networks {NETWORKS}")
