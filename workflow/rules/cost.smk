@@ -12,7 +12,7 @@ rule cost:
         repeats=COST["repeats"],
         warmup=COST["warmup"],
     log:
-        f"{LOGS}/report/cost.log",
+        f"{LOGS}/cost/cost.log",
     benchmark:
         f"{BENCH}/cost.tsv"
     threads: workflow.cores
