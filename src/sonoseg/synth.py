@@ -129,12 +129,13 @@ def _draw_lesion(rng: np.random.Generator, height: int, width: int, difficulty: 
     low_db, high_db = difficulty.contrast_db
     magnitude = rng.uniform(low_db, high_db)
     contrast_db, posterior = {
-        "hypoechoic": (-magnitude, rng.choice([rng.uniform(0.35, 0.75), 1.0, rng.uniform(1.1, 1.3)])),
-        "anechoic_cyst": (-rng.uniform(22, 30), rng.uniform(1.4, 2.2)),
+        # posterior: echo gain in the columns below (cysts enhance, solid masses often shadow)
+        "hypoechoic": (-magnitude, rng.choice([rng.uniform(0.12, 0.45), 1.0, rng.uniform(1.3, 1.8)])),
+        "anechoic_cyst": (-rng.uniform(22, 30), rng.uniform(2.0, 3.5)),
         "isoechoic_halo": (rng.uniform(-1.5, 1.5), 1.0),
-        "heterogeneous": (-0.5 * magnitude, rng.choice([rng.uniform(0.5, 0.85), rng.uniform(1.1, 1.4)])),
-        "hyperechoic": (0.6 * magnitude + 1.0, rng.uniform(0.6, 0.95)),
-        "microcalcifications": (-magnitude, rng.uniform(0.4, 0.85)),
+        "heterogeneous": (-0.5 * magnitude, rng.choice([rng.uniform(0.2, 0.6), rng.uniform(1.3, 2.0)])),
+        "hyperechoic": (0.6 * magnitude + 1.0, rng.uniform(0.35, 0.9)),
+        "microcalcifications": (-magnitude, rng.uniform(0.15, 0.6)),
     }[lesion_type]
     return Lesion(
         center_x=rng.uniform(0.3, 0.7) * width, center_depth=rng.uniform(0.35, 0.62) * height,
@@ -494,9 +495,13 @@ def _add_lesion(scene: Scene, lesion: Lesion, geometry: LesionGeometry) -> None:
     strip = np.zeros(scene.width, dtype=np.float32)
     strip[x0:x1] = columns
     strip = cv2.blur(strip[None, :], (int(scene.px(15)) | 1, 1))[0]
-    fade = np.exp(-(scene.depth - bottom[None, :]).clip(0) / (0.5 * scene.height))
-    below = np.clip((scene.depth - bottom[None, :]) / scene.px(6), 0, 1)
-    scene.echo *= 1 + (np.float32(lesion.posterior) - 1) * below * fade * strip[None, :]
+    # Only the rows and columns that can be under the lesion are touched.
+    c0, c1 = x0, x1
+    r0 = int(bottom[c0:c1].min())
+    distance = scene.depth[r0:] - bottom[None, c0:c1]
+    weight = np.clip(distance / scene.px(6), 0, 1) * np.exp(-distance.clip(0) / (0.8 * scene.height)) * strip[None, c0:c1]
+    # Geometric (in dB) between no change and the full posterior gain.
+    scene.echo[r0:, c0:c1] *= np.exp(np.float32(np.log(lesion.posterior)) * weight)
 
 
 def _annotate(rng: np.random.Generator, geometry: LesionGeometry, difficulty: Difficulty, height: int, width: int) -> np.ndarray:
