@@ -90,10 +90,72 @@ def test_augmentation_keeps_masks_binary_and_is_seeded():
     assert not torch.equal(a[0], images)
 
 
-def run_train(caches, out: Path, epochs: int, extra_env=None, **popen):
+def test_augmentation_keeps_image_and_mask_aligned():
+    """An image whose thresholded pixels equal its mask still agrees with the warped mask (>= 99.9 %)."""
+    yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    blobs = []
+    for cy, cx, ry, rx in ((60, 50, 30, 18), (70, 80, 20, 35), (40, 40, 25, 25), (90, 64, 15, 40)):
+        blobs.append((((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1).float())
+    masks = torch.stack(blobs)[:, None]
+    images = masks.repeat(1, 3, 1, 1)  # 1 inside, 0 outside: thresholding at 0.5 gives the mask back
+    generator = torch.Generator().manual_seed(7)
+    for _ in range(4):
+        warped_images, warped_masks = train.augment_batch(images, masks, generator)
+        agree = ((warped_images[:, :1] > 0.5) == (warped_masks > 0.5)).float().mean().item()
+        assert agree >= 0.999, agree
+        assert not torch.equal(warped_masks, masks)
+
+
+def test_precision_auto_follows_the_device(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert train.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(train, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert train.resolve_precision("auto", cpu) == "fp32"
+    assert train.resolve_precision("bf16", cpu) == "bf16" and train.resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(SonosegError, match="train.precision"):
+        train.resolve_precision("fp16", cpu)
+    with pytest.raises(SonosegError, match="train.precision"):
+        Recipe(precision="half")
+
+
+def easy_caches(root: Path, size: int = 32) -> tuple[Path, Path]:
+    """A bright ellipse on dark speckle: a network that trains at all learns it within a few epochs."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for part, count in (("train", 24), ("val", 8)):
+        yy, xx = np.mgrid[:size, :size]
+        masks = np.zeros((count, size, size), np.uint8)
+        for i in range(count):
+            (cy, cx), (ry, rx) = rng.uniform(0.3, 0.7, 2) * size, rng.uniform(0.12, 0.25, 2) * size
+            masks[i] = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        images = (rng.uniform(0, 90, (count, size, size, 1)) + 140 * masks[..., None]).astype(np.uint8).repeat(3, -1)
+        path = root / f"{part}.npz"
+        with open(path, "wb") as handle:
+            np.savez(handle, images=images, masks=masks, sample_ids=np.array([f"{part}{i}" for i in range(count)]))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "auto"])
+def test_fast_path_training_learns(tmp_path, precision):
+    train_npz, val_npz = easy_caches(tmp_path)
+    recipe = Recipe(min_epochs=8, max_epochs=8, learning_rate=3e-3, batch_size=4, precision=precision)
+    train.train("lighter_unet_c1", 0, train_npz, val_npz, recipe, tmp_path / "m.pt", tmp_path / "h.csv",
+                device="cpu", threads=1)
+    dice = pd.read_csv(tmp_path / "h.csv")["val_dice"]
+    assert dice.iloc[-1] > dice.iloc[0] + 0.2 and dice.iloc[-1] > 0.5, dice.tolist()
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    # Weights are kept in fp32 and the standard layout, whatever the run computed in.
+    assert all(t.dtype in (torch.float32, torch.int64) and t.is_contiguous() for t in saved["state_dict"].values())
+    assert saved["trained_with"].startswith(train.resolve_precision(precision, torch.device("cpu")))
+
+
+def run_train(caches, out: Path, epochs: int, extra_env=None, precision: str = "fp32", **popen):
     train_npz, val_npz = caches
-    recipe = Recipe(min_epochs=epochs, max_epochs=epochs).to_json()
-    command = [sys.executable, "-m", "sonoseg.cli", "train", "--network", "lighter_unet_c8", "--seed", "3",
+    recipe = Recipe(min_epochs=epochs, max_epochs=epochs, precision=precision).to_json()
+    command = [sys.executable, "-m", "sonoseg.cli", "train", "--network", "lighter_unet_c1", "--seed", "3",
                "--train", str(train_npz), "--val", str(val_npz), "--recipe", recipe, "--model", str(out / "model.pt"),
                "--history", str(out / "history.csv"), "--checkpoint", str(out / "ckpt" / "last.pt"),
                "--device", "cpu", "--threads", "1"]
@@ -109,18 +171,19 @@ def history(path: Path) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_kill_and_resume_is_bit_identical_and_reruns_are_deterministic(caches, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_kill_and_resume_is_bit_identical_and_reruns_are_deterministic(caches, tmp_path, precision):
     epochs = 6
     reference, rerun, resumed = tmp_path / "reference", tmp_path / "rerun", tmp_path / "resumed"
     for out in (reference, rerun):
-        assert run_train(caches, out, epochs).wait(timeout=600) == 0
+        assert run_train(caches, out, epochs, precision=precision).wait(timeout=600) == 0
     # Determinism: the same config and seed give identical weights and history.
     assert history(reference / "history.csv").equals(history(rerun / "history.csv"))
     for key, tensor in weights(reference / "model.pt").items():
         assert torch.equal(tensor, weights(rerun / "model.pt")[key]), key
     assert not (reference / "ckpt" / "last.pt").exists(), "a finished run leaves no checkpoint"
 
-    process = run_train(caches, resumed, epochs)
+    process = run_train(caches, resumed, epochs, precision=precision)
     seen = []
     for line in process.stderr:
         seen.append(line)
@@ -130,7 +193,7 @@ def test_kill_and_resume_is_bit_identical_and_reruns_are_deterministic(caches, t
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL
     assert (resumed / "ckpt" / "last.pt").exists() and not (resumed / "model.pt").exists()
-    second = run_train(caches, resumed, epochs)
+    second = run_train(caches, resumed, epochs, precision=precision)
     log = second.stderr.read()
     assert second.wait(timeout=600) == 0, log
     assert "resumed from" in log and "after epoch 3" in log

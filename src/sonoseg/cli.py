@@ -73,16 +73,16 @@ def cmd_preprocess(args) -> None:
     log.info("cached %d %s images at %dx%d in %s", count, args.part, args.size, args.size, args.out)
 
 
-def _gpu_slot(device: str):
+def _gpu_slot(device: str, runs_per_gpu: int = 1):
     """Take a GPU slot before torch starts CUDA (only when a GPU may be used)."""
     if device == "cpu":
         return None
     from sonoseg import gpu
-    return gpu.acquire_slot()[1]
+    return gpu.acquire_slot(runs_per_gpu=runs_per_gpu)[1]
 
 
 def cmd_train(args) -> None:
-    slot = _gpu_slot(args.device)  # noqa: F841 - held until the process ends
+    slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841 - held until the process ends
     from sonoseg import train
     from sonoseg.recipe import Recipe
     recipe = Recipe.from_json(args.recipe)
@@ -105,7 +105,7 @@ def cmd_select_weight_decay(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    slot = _gpu_slot(args.device)  # noqa: F841
+    slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841
     from sonoseg import data, infer
     samples = data.included(data.read_manifest(args.manifest))
     count = infer.predict(args.model, args.data, samples, args.outdir, args.component_rule, args.device)
@@ -279,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--pretrained-backbone", default="")
+    p.add_argument("--runs-per-gpu", type=int, default=1, help="jobs sharing one GPU (train.runs_per_gpu)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("select-weight-decay", help="pick a network's weight decay by validation loss")
@@ -295,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outdir", required=True)
     p.add_argument("--component-rule", default="area")
     p.add_argument("--device", default="auto")
+    p.add_argument("--runs-per-gpu", type=int, default=1, help="jobs sharing one GPU (train.runs_per_gpu)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("baseline", help="segment the test images with a non-learned baseline (no training)")
@@ -414,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     except SonosegError as exc:
         print(f"sonoseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # one clear line, not a traceback; SONOSEG_DEBUG=1 shows where it came from
+        if os.environ.get("SONOSEG_DEBUG"):
+            raise
+        print(f"sonoseg {args.command}: error: {type(exc).__name__}: {exc} (rerun with SONOSEG_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -24,9 +24,11 @@ class Recipe:
     early_stopping_patience: int = 15
     min_epochs: int = 50
     max_epochs: int = 200
+    # "auto": bf16 autocast where the device has fast bf16 units, else fp32 (sonoseg.train.resolve_precision)
+    precision: str = "auto"
 
     def __post_init__(self):
-        choices = {"loss": ("dice", "bce"), "optimizer": ("adam", "sgd")}
+        choices = {"loss": ("dice", "bce"), "optimizer": ("adam", "sgd"), "precision": ("auto", "fp32", "bf16")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise SonosegError(f"train.{key}: {getattr(self, key)!r} is not one of {allowed}")

@@ -1,5 +1,10 @@
-"""Training (SPEC.md section 2): augmentation, soft-Dice loss, Adam, plateau LR, early stopping,
-best-validation weights kept, seeded, resumable from a checkpoint written after every epoch."""
+"""Training (docs/method.md, "Training"): augmentation, soft-Dice loss, Adam, plateau LR, early
+stopping, best-validation weights kept, seeded, resumable from a checkpoint written after every epoch.
+
+The fast path (docs/performance.md): the split stays resident on the training device as uint8,
+augmentation runs there batched, forward and backward run under bf16 autocast where the device has
+fast bf16 units (``train.precision: auto``) and in channels_last where that was measured to pay, and
+the loss is read back to the host once per epoch, not once per step."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import torch.nn.functional as F
 
 from sonoseg import models
 from sonoseg.errors import SonosegError
-from sonoseg.preprocess import load_cache
+from sonoseg.preprocess import IMAGENET_NORMALIZATION, load_cache, normalize_tensor
 from sonoseg.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -57,10 +62,13 @@ def hard_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- augmentation
 
-def augment_batch(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flips (p=0.5 each) and, with p=0.5, an affine map: scale U(0.8,1.2) per axis, translation
-    +-20 %, rotation +-45 deg, shear +-16 deg; bilinear image, nearest mask, zero fill."""
-    n = images.shape[0]
+def draw_augmentation(n: int, generator: torch.Generator) -> torch.Tensor:
+    """One random draw per sample: the sampling grids' affine matrices (n, 2, 3), float32.
+
+    Flips (p=0.5 each) and, with p=0.5, an affine map: scale U(0.8,1.2) per axis, translation
+    +-20 %, rotation +-45 deg, shear +-16 deg. Drawn on the host from the seeded generator (a few
+    hundred numbers per epoch, the same on every device) and moved to the device once per epoch.
+    """
     draw = lambda *shape: torch.rand(*shape, generator=generator, dtype=torch.float64)  # noqa: E731
     hflip, vflip, apply_affine = draw(n) < 0.5, draw(n) < 0.5, draw(n) < 0.5
     scale = 0.8 + 0.4 * draw(n, 2)
@@ -81,11 +89,20 @@ def augment_batch(images: torch.Tensor, masks: torch.Tensor, generator: torch.Ge
     Fl[:, 1, 1] = torch.where(vflip, -1.0, 1.0)
     forward = affine @ Fl
     # grid_sample looks up, for each output pixel, where it came from: the inverse map.
-    theta = torch.linalg.inv(forward)[:, :2, :].to(images.dtype).to(images.device)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return torch.linalg.inv(forward)[:, :2, :].float()
+
+
+def warp(images: torch.Tensor, masks: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply per-sample affine grids on the images' device: bilinear image, nearest mask, zero fill."""
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     masks = F.grid_sample(masks, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return images, masks
+
+
+def augment_batch(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment one batch (one draw per sample from ``generator``)."""
+    return warp(images, masks, draw_augmentation(len(images), generator).to(images.device))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -98,6 +115,112 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 def to_tensors(arrays: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     masks = torch.from_numpy(arrays["masks"]).unsqueeze(1).float()
     return images_to_tensor(arrays["images"]), masks
+
+
+class ResidentSplit:
+    """A cached split kept on the training device as uint8 (N, 3, H, W) images and (N, 1, H, W)
+    masks: a quarter of float32's memory (~100 MB for 416 images at 256x256), and every batch is a
+    gather on the device instead of a host-to-device copy."""
+
+    def __init__(self, path: str | Path, device: torch.device):
+        arrays = load_cache(path)
+        self.images = torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2).contiguous().to(device)
+        self.masks = torch.from_numpy(arrays["masks"]).unsqueeze(1).contiguous().to(device)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def batch(self, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index].float().div_(255), self.masks[index].float()
+
+
+# ----------------------------------------------------------------------------- precision
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty where /proc/cpuinfo does not exist)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Matrix units for bf16 (AMX) or AVX512-BF16 instructions, detected from the CPU's flags.
+
+    Without them PyTorch still runs bf16 on the CPU, but emulated and slower than fp32.
+    """
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``auto``: bf16 where the device runs it fast (a CUDA GPU with bf16 support, a CPU with AMX or
+    AVX512-BF16), fp32 elsewhere. ``fp32`` and ``bf16`` are taken as asked."""
+    if requested not in PRECISIONS:
+        raise SonosegError(f"train.precision: {requested!r} is not one of {PRECISIONS}")
+    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SonosegError("train.precision: bf16 asked for, but this CUDA device does not support bf16")
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
+
+
+def has_grouped_convolutions(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in model.modules())
+
+
+def use_channels_last(model: torch.nn.Module, device: torch.device, precision: str) -> bool:
+    """channels_last where bench/bench_train.py measured it to pay (docs/performance.md).
+
+    CPU, bf16: oneDNN's bf16 convolutions want NHWC; CPU fp32: dense networks only. CUDA: tensor
+    cores want NHWC for dense convolutions; grouped/depthwise ones are often slower there, so they
+    stay NCHW (not yet measured on a GPU by this project).
+    """
+    if device.type == "cpu":
+        return precision == "bf16" or not has_grouped_convolutions(model)
+    if device.type == "cuda":
+        return not has_grouped_convolutions(model)
+    return False
+
+
+class FastPath:
+    """How one run computes: the resolved precision and memory format, applied to a model and its inputs."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "auto",
+                 normalization: dict | None = None):
+        self.device = device
+        self.precision = resolve_precision(precision, device)
+        self.channels_last = use_channels_last(model, device, self.precision)
+        self.normalization = normalization
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        x = normalize_tensor(x, self.normalization)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Logits in fp32; under bf16 autocast only the network runs in bf16 (the loss, the metrics
+        and BatchNorm's running statistics stay fp32)."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return model(self.prepare_input(x)).float()
+
+    def describe(self) -> str:
+        return f"{self.precision}{' + channels_last' if self.channels_last else ''}"
 
 
 def select_device(requested: str) -> torch.device:
@@ -142,25 +265,30 @@ def file_digest(*paths: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    batches = list(torch.split(order, batch_size))
-    # A lone sample breaks BatchNorm statistics (and DeepLab's 1x1 pooled branch): drop it this epoch.
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        batches.pop()
-    return batches
+def batch_slices(n: int, batch_size: int) -> list[slice]:
+    """Consecutive batches over a shuffled order. A lone last sample breaks BatchNorm statistics (and
+    DeepLab's 1x1 pooled branch): it is skipped for that epoch."""
+    slices = [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    if len(slices) > 1 and slices[-1].stop - slices[-1].start == 1:
+        slices.pop()
+    return slices
 
 
-def evaluate_loss(model, images, masks, loss_fn, batch_size, device) -> tuple[float, float]:
+VALIDATION_BATCH = 32  # forward only, no gradients: larger batches than training's cost little memory
+
+
+def evaluate_loss(model, split: ResidentSplit, loss_fn, path: FastPath) -> tuple[float, float]:
+    """Mean validation loss and hard Dice; summed on the device, read back once."""
     model.eval()
-    losses, dices = [], []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size].to(device)
-            y = masks[start:start + batch_size].to(device)
-            logits = model(x)
-            losses.append(float(loss_fn(logits, y)) * len(x))
-            dices.append(hard_dice(logits, y).sum().item())
-    return sum(losses) / len(images), sum(dices) / len(images)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=path.device)
+    dice_sum = torch.zeros((), dtype=torch.float64, device=path.device)
+    with torch.inference_mode():
+        for start in range(0, len(split), VALIDATION_BATCH):
+            x, y = split.batch(slice(start, start + VALIDATION_BATCH))
+            logits = path.forward(model, x)
+            loss_sum += loss_fn(logits, y) * len(x)
+            dice_sum += hard_dice(logits, y).sum()
+    return float(loss_sum) / len(split), float(dice_sum) / len(split)
 
 
 def write_history(rows: list[dict], path: Path) -> None:
@@ -171,6 +299,11 @@ def write_history(rows: list[dict], path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- checkpoints
+
+def fp32_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A host copy of the weights in the standard (contiguous) layout; autocast never changes their fp32 dtype."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
 
 def save_atomic(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,25 +345,27 @@ def train(network: str, seed: int, train_data: str | Path, val_data: str | Path,
         torch.set_num_threads(threads)
     dev = select_device(device)
     make_deterministic(dev)
-    fingerprint = hashlib.sha256(json.dumps({
-        "network": network, "seed": seed, "recipe": recipe.to_json(), "data": file_digest(train_data, val_data),
-        "pretrained": file_digest(pretrained_backbone) if pretrained_backbone else None,
-    }, sort_keys=True).encode()).hexdigest()
-
-    x_train, y_train = to_tensors(load_cache(train_data))
-    x_val, y_val = to_tensors(load_cache(val_data))
-    if len(x_train) < 2 or len(x_val) < 1:
+    train_split, val_split = ResidentSplit(train_data, dev), ResidentSplit(val_data, dev)
+    if len(train_split) < 2 or len(val_split) < 1:
         raise SonosegError(f"{train_data}: training needs at least 2 training and 1 validation images "
-                           f"(have {len(x_train)} and {len(x_val)})")
+                           f"(have {len(train_split)} and {len(val_split)})")
     torch.manual_seed(seed)
     model = models.build(network)
     if pretrained_backbone:
         models.load_pretrained_backbone(model, pretrained_backbone)
-    model.to(dev)
+    # A network that starts from ImageNet weights sees its inputs as ImageNet's did.
+    normalization = IMAGENET_NORMALIZATION if pretrained_backbone else None
+    path = FastPath(model, dev, recipe.precision, normalization)
+    model = path.prepare_model(model)
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)
     loss_fn = LOSSES[recipe.loss]
     data_order = torch.Generator().manual_seed(seed)
+    fingerprint = hashlib.sha256(json.dumps({
+        "network": network, "seed": seed, "recipe": recipe.to_json(), "data": file_digest(train_data, val_data),
+        "pretrained": file_digest(pretrained_backbone) if pretrained_backbone else None,
+        "fast_path": path.describe(),
+    }, sort_keys=True).encode()).hexdigest()
 
     state = {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "stale_epochs": 0, "history": [],
              "best_state": None}
@@ -250,26 +385,31 @@ def train(network: str, seed: int, train_data: str | Path, val_data: str | Path,
             state = saved["state"]
             log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
 
-    log.info("training %s seed %d on %s: %d train / %d val images, recipe %s",
-             network, seed, dev, len(x_train), len(x_val), recipe.to_json())
+    log.info("training %s seed %d on %s (%s): %d train / %d val images, recipe %s",
+             network, seed, dev, path.describe(), len(train_split), len(val_split), recipe.to_json())
     while state["epoch"] < recipe.max_epochs:
         if state["epoch"] >= recipe.min_epochs and state["stale_epochs"] >= recipe.early_stopping_patience:
             break
         started = time.perf_counter()
         model.train()
-        total, seen = 0.0, 0
-        for batch in _batches(torch.randperm(len(x_train), generator=data_order), recipe.batch_size):
-            x, y = x_train[batch], y_train[batch]
-            if recipe.augment:
-                x, y = augment_batch(x, y, data_order)
-            x, y = x.to(dev), y.to(dev)
+        # The epoch's order and augmentation are drawn up front and moved to the device once.
+        order = torch.randperm(len(train_split), generator=data_order)
+        theta = draw_augmentation(len(order), data_order).to(dev) if recipe.augment else None
+        order = order.to(dev)
+        total = torch.zeros((), dtype=torch.float64, device=dev)  # read back once, after the epoch
+        seen = 0
+        for batch in batch_slices(len(order), recipe.batch_size):
+            x, y = train_split.batch(order[batch])
+            if theta is not None:
+                x, y = warp(x, y, theta[batch])
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(path.forward(model, x), y)
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(batch)
-            seen += len(batch)
-        val_loss, val_dice = evaluate_loss(model, x_val, y_val, loss_fn, recipe.batch_size, dev)
+            total += loss.detach() * len(x)
+            seen += len(x)
+        train_loss = float(total) / seen
+        val_loss, val_dice = evaluate_loss(model, val_split, loss_fn, path)
         lr = optimizer.param_groups[0]["lr"]
         if recipe.lr_plateau:
             scheduler.step(val_loss)
@@ -277,11 +417,10 @@ def train(network: str, seed: int, train_data: str | Path, val_data: str | Path,
         if not math.isfinite(val_loss):
             raise SonosegError(f"{network} seed {seed}: validation loss became {val_loss} at epoch {state['epoch']}")
         if val_loss < state["best_loss"]:
-            state.update(best_loss=val_loss, best_epoch=state["epoch"], stale_epochs=0,
-                         best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+            state.update(best_loss=val_loss, best_epoch=state["epoch"], stale_epochs=0, best_state=fp32_weights(model))
         else:
             state["stale_epochs"] += 1
-        row = {"epoch": state["epoch"], "train_loss": total / seen, "val_loss": val_loss, "val_dice": val_dice,
+        row = {"epoch": state["epoch"], "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
                "lr": lr, "seconds": round(time.perf_counter() - started, 3)}
         state["history"].append(row)
         if checkpoint:
@@ -299,7 +438,8 @@ def train(network: str, seed: int, train_data: str | Path, val_data: str | Path,
     model_out, history_out = Path(model_out), Path(history_out)
     model_out.parent.mkdir(parents=True, exist_ok=True)
     save_atomic({"format": MODEL_FORMAT, "network": network, "seed": seed, "recipe": recipe.to_json(),
-                 "input_size": int(x_train.shape[-1]),
+                 "input_size": train_split.size, "normalization": normalization,
+                 "trained_with": path.describe(),
                  "best_epoch": state["best_epoch"], "best_val_loss": state["best_loss"],
                  "state_dict": state["best_state"]}, model_out)
     write_history(state["history"], history_out)

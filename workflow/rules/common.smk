@@ -72,8 +72,23 @@ def pretrained_arg(network):
     return f"--pretrained-backbone {path}" if path and has_backbone(network) else ""
 
 
+RUNS_PER_GPU = TRAIN["runs_per_gpu"]
+
+
 def uses_gpu():
-    return 0 if TRAIN["device"] == "cpu" else 1
+    """A training/prediction job's share of `--resources gpu=N` (N devices). With runs_per_gpu k > 1
+    the jobs count `gpu_slot` instead, of which there are N * k (registered below)."""
+    return 0 if TRAIN["device"] == "cpu" or RUNS_PER_GPU > 1 else 1
+
+
+def uses_gpu_slot():
+    return 1 if TRAIN["device"] != "cpu" and RUNS_PER_GPU > 1 else 0
+
+
+# k runs per GPU: `--resources gpu=N` keeps meaning N devices; the scheduler gets N * k slots.
+if RUNS_PER_GPU > 1 and workflow.global_resources.get("gpu") is not None:
+    workflow.register_resource("gpu_slot", int(getattr(workflow.global_resources["gpu"], "value",
+                                                       workflow.global_resources["gpu"])) * RUNS_PER_GPU)
 
 
 # ---------------------------------------------------------------- input functions

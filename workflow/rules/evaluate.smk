@@ -13,13 +13,16 @@ rule predict:
     threads: 1
     resources:
         gpu=uses_gpu(),
+        gpu_slot=uses_gpu_slot(),
+        runs_per_gpu=RUNS_PER_GPU,  # a resource, not a param: changing it never reruns a job
         runtime=config["resources"]["light_runtime"],
         mem_mb=config["resources"]["light_mem_mb"],
     conda:
         CONDA_ENV
     shell:
         "sonoseg predict --model {input.model} --data {input.data} --manifest {input.manifest} "
-        "--outdir {output} --component-rule {params.component_rule} --device {params.device} > {log} 2>&1"
+        "--outdir {output} --component-rule {params.component_rule} --device {params.device} "
+        "--runs-per-gpu {resources.runs_per_gpu} > {log} 2>&1"
 
 
 rule evaluate:

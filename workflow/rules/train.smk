@@ -27,6 +27,8 @@ rule train:
     retries: 1
     resources:
         gpu=uses_gpu(),
+        gpu_slot=uses_gpu_slot(),
+        runs_per_gpu=RUNS_PER_GPU,  # a resource, not a param: changing it never reruns a job
         runtime=config["resources"]["train_runtime"],
         mem_mb=config["resources"]["train_mem_mb"],
     conda:
@@ -35,6 +37,7 @@ rule train:
         "sonoseg train --network {params.network} --seed {params.seed} --train {input.train} --val {input.val} "
         "--recipe {params.recipe:q} {params.weight_decay} --model {output.model} --history {output.history} "
         "--checkpoint {params.checkpoint} --device {params.device} --threads {threads} {params.pretrained} "
+        "--runs-per-gpu {resources.runs_per_gpu} "
         ">> {log} 2>&1"
 
 
