@@ -1,6 +1,7 @@
 """Ingest and the integrity check: every bad case, under both policies, on trees built here."""
 
 import os
+import zlib
 from pathlib import Path
 
 import cv2
@@ -148,7 +149,7 @@ def test_explicit_csv_and_patients(tmp_path):
 def build_busi(root: Path):
     for label, count in (("benign", 3), ("malignant", 2), ("normal", 2)):
         for i in range(1, count + 1):
-            image, mask = lesion_pair(hash((label, i)) % 1000)
+            image, mask = lesion_pair(zlib.crc32(f"{label}{i}".encode()) % 1000)
             if label == "normal":
                 mask = np.zeros_like(mask)
             write(root / label / f"{label} ({i}).png", image)
@@ -157,14 +158,14 @@ def build_busi(root: Path):
     second = np.zeros((64, 96), np.uint8)
     second[5:15, 5:15] = 255
     write(root / "benign" / "benign (2)_mask_1.png", second)
-    image, mask = lesion_pair(hash(("benign", 1)) % 1000)
+    image, mask = lesion_pair(zlib.crc32(b"benign1") % 1000)
     write(root / "malignant" / "malignant (3).png", image)
     write(root / "malignant" / "malignant (3)_mask.png", mask)
 
 
 def test_busi_layout(tmp_path):
     build_busi(tmp_path)
-    manifest = data.ingest(tmp_path, "busi")
+    manifest = data.ingest(tmp_path, "busi", include_normal=True)
     samples = data.included(manifest).set_index("sample_id")
     assert len(samples) == 8
     assert samples.loc["benign__benign_1", "class"] == "benign"
@@ -173,10 +174,16 @@ def test_busi_layout(tmp_path):
     assert "empty_mask" in samples.loc["normal__normal_1", "flags"]
     assert samples.loc["malignant__malignant_3", "group"] == samples.loc["benign__benign_1", "group"]
     assert "duplicate_of:benign__benign_1" in samples.loc["malignant__malignant_3", "flags"]
-    without_normal = data.ingest(tmp_path, "busi", include_normal=False)
-    normal_rows = without_normal[without_normal["class"] == "normal"]
+
+
+def test_busi_normal_images_are_left_out_by_default(tmp_path):
+    """The paper has one lesion per image: BUSI's normal/ images (empty masks) are excluded unless asked for."""
+    build_busi(tmp_path)
+    manifest = data.ingest(tmp_path, "busi")
+    assert len(data.included(manifest)) == 6
+    normal_rows = manifest[manifest["class"] == "normal"]
     assert (normal_rows["status"] == "excluded").all() and len(normal_rows) == 2
-    assert normal_rows["reason"].str.contains("include_normal").all()
+    assert normal_rows["reason"].str.contains("include_normal: false").all()
 
 
 def test_busbra_layout(tmp_path):
@@ -201,3 +208,151 @@ def test_missing_root_and_bad_layout(tmp_path):
         data.ingest(tmp_path / "nope", "folder")
     with pytest.raises(SonosegError, match="not one of"):
         data.ingest(tmp_path, "dicom")
+
+
+# ----------------------------------------------------------------------------- rows naming missing files
+
+def test_patients_csv_rows_naming_missing_images_are_problems_like_the_others(tmp_path):
+    for i in range(3):
+        image, mask = lesion_pair(i)
+        write(tmp_path / "images" / f"s{i}.png", image)
+        write(tmp_path / "masks" / f"s{i}.png", mask)
+    write(tmp_path / "images" / "lonely.png", lesion_pair(5)[0])  # another problem: no mask
+    pd.DataFrame({"image": ["s0.png", "s1.png", "s2.png", "ghost.png", "gone.png"],
+                  "patient": ["A", "A", "B", "C", "D"]}).to_csv(tmp_path / "patients.csv", index=False)
+    with pytest.raises(SonosegError) as error:
+        data.ingest(tmp_path, "folder")
+    message = str(error.value)
+    assert "3 problem(s)" in message
+    for name, keyword in (("ghost.png", "patients.csv (row 5)"), ("gone.png", "patients.csv (row 6)"),
+                          ("lonely.png", "image without mask")):
+        assert keyword in next(line for line in message.splitlines() if name in line), name
+    manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
+    assert data.included(manifest)["patient"].tolist() == ["A", "A", "B"]
+    ghost = manifest[manifest["image"].str.endswith("ghost.png")].iloc[0]
+    assert ghost["status"] == "excluded" and "no such image" in ghost["reason"]
+
+
+def test_dataset_csv_rows_naming_missing_files_are_problems_like_the_others(tmp_path):
+    for i in range(3):
+        image, mask = lesion_pair(i)
+        write(tmp_path / "scans" / f"s{i}.png", image)
+        write(tmp_path / "labels" / f"s{i}.png", mask)
+    (tmp_path / "scans" / "broken.png").write_bytes(b"")
+    write(tmp_path / "labels" / "broken.png", lesion_pair(0)[1])
+    rows = [{"image": f"scans/s{i}.png", "mask": f"labels/s{i}.png", "patient": f"P{i}"} for i in range(3)]
+    rows += [{"image": "scans/missing.png", "mask": "labels/s0.png", "patient": "Q"},
+             {"image": "scans/s1.png", "mask": "labels/missing_mask.png", "patient": "R"},
+             {"image": "scans/s2.png", "mask": "", "patient": "S"},
+             {"image": "scans/broken.png", "mask": "labels/broken.png", "patient": "T"}]
+    pd.DataFrame(rows).to_csv(tmp_path / "list.csv", index=False)
+    with pytest.raises(SonosegError) as error:
+        data.ingest(tmp_path, "folder", dataset_csv="list.csv")
+    message = str(error.value)
+    assert "4 problem(s)" in message
+    assert "image listed in list.csv row 5 does not exist" in message
+    assert "mask listed in list.csv row 6 does not exist" in message
+    assert "list.csv row 7: the mask cell is empty" in message
+    assert "empty file" in message
+    manifest = data.ingest(tmp_path, "folder", dataset_csv="list.csv", on_bad_sample="exclude")
+    assert data.included(manifest)["patient"].tolist() == ["P0", "P1", "P2"]
+    assert (manifest.loc[manifest["patient"].isin(["Q", "R", "S", "T"]), "status"] == "excluded").all()
+
+
+# ----------------------------------------------------------------------------- near duplicates
+
+def scanner_image(seed: int, size=(190, 320)) -> tuple[np.ndarray, np.ndarray]:
+    """A B-mode-like image of one made-up scanner (BGR for writing) and its lesion mask.
+
+    Every seed shares the field of view, the tissue layers, the text overlay and the depth ruler,
+    as images of one machine do; only the speckle and the lesion differ.
+    """
+    rng = np.random.default_rng(seed)
+    height, width = size
+    scatter = rng.rayleigh(1.0, size).astype(np.float32)
+    speckle = cv2.GaussianBlur(scatter, (0, 0), sigmaX=2.0, sigmaY=0.8)
+    depth = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+    tissue = 0.8 + 0.4 * np.sin(depth * 9) * np.ones((1, width), np.float32)
+    mask = np.zeros(size, np.uint8)
+    center = (int(rng.integers(width // 3, 2 * width // 3)), int(rng.integers(height // 3, 2 * height // 3)))
+    cv2.ellipse(mask, center, (int(rng.integers(15, 40)), int(rng.integers(10, 25))), float(rng.uniform(0, 180)),
+                0, 360, 255, -1)
+    tissue[mask > 0] *= 0.15
+    gray = np.clip(20 * np.log1p(6 * speckle * tissue) * 4, 0, 255)
+    sector = np.zeros(size, np.uint8)
+    cv2.ellipse(sector, (width // 2, -40), (height + 30, height + 30), 90, -32, 32, 255, -1)
+    gray[sector == 0] = 0
+    image = cv2.cvtColor(gray.astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    for line, text in enumerate(("ACME US-9  L12-5", "BREAST  58 Hz  DR 60")):
+        cv2.putText(image, text, (4, 14 + 14 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (230, 230, 230), 1)
+    for y in range(10, height, 15):
+        cv2.line(image, (width - 12, y), (width - 4, y), (255, 255, 255), 1)
+    return image, mask & sector
+
+
+def add_calipers(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Light-blue '+' marks at the lesion's lateral extent and a measurement label."""
+    marked = image.copy()
+    ys, xs = np.nonzero(mask)
+    for x in (xs.min() - 4, xs.max() + 4):
+        cv2.drawMarker(marked, (int(x), int(ys.mean())), (255, 200, 120), cv2.MARKER_CROSS, 9, 1)
+    cv2.putText(marked, "D1 1.23cm", (4, mask.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 200, 120), 1)
+    return marked
+
+
+def test_near_duplicate_copies_are_merged_with_their_original(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    originals = {f"orig{i}": scanner_image(i) for i in range(4)}
+    for name, (image, mask) in originals.items():
+        write(images / f"{name}.png", image)
+        write(masks / f"{name}.png", mask)
+    image, mask = originals["orig0"]
+    write(images / "orig0_reencoded.jpg", image, ".jpg")
+    write(masks / "orig0_reencoded.png", mask)
+    small = (image.shape[1] * 3 // 4, image.shape[0] * 3 // 4)
+    write(images / "orig1_resized.png", cv2.resize(originals["orig1"][0], small, interpolation=cv2.INTER_AREA))
+    write(masks / "orig1_resized.png", cv2.resize(originals["orig1"][1], small, interpolation=cv2.INTER_NEAREST))
+    write(images / "orig2_brighter.png", np.clip(originals["orig2"][0].astype(int) + 30, 0, 255).astype(np.uint8))
+    write(masks / "orig2_brighter.png", originals["orig2"][1])
+    write(images / "orig3_calipers.png", add_calipers(*originals["orig3"]))
+    write(masks / "orig3_calipers.png", originals["orig3"][1])
+
+    manifest = data.included(data.ingest(tmp_path, "folder")).set_index("sample_id")
+    for copy, original in (("orig0_reencoded", "orig0"), ("orig1_resized", "orig1"), ("orig2_brighter", "orig2"),
+                           ("orig3_calipers", "orig3")):
+        row = manifest.loc[f"images__{copy}"]  # the later path names the earlier one
+        assert row["group"] == manifest.loc[f"images__{original}", "group"], copy
+        flag = next(f for f in row["flags"].split(";") if f.startswith("near_duplicate_of:"))
+        assert flag.startswith(f"near_duplicate_of:images__{original}(similarity="), flag
+        assert float(flag.split("similarity=")[1].split(",")[0]) >= 0.9, flag
+        assert "phash_bits=" in flag
+    assert manifest.loc[[f"images__orig{i}" for i in range(4)], "group"].nunique() == 4
+
+
+def test_images_of_one_scanner_are_not_merged(tmp_path):
+    """Same field of view, layers and overlay, different patients: every pair is a hash candidate
+    here (distance 64), and the texture check keeps them apart."""
+    for i in range(6):
+        image, mask = scanner_image(100 + i)
+        write(tmp_path / "images" / f"p{i}.png", add_calipers(image, mask) if i % 2 else image)
+        write(tmp_path / "masks" / f"p{i}.png", mask)
+    manifest = data.included(data.ingest(tmp_path, "folder", near_duplicate_distance=64))
+    assert manifest["group"].nunique() == 6
+    assert not manifest["flags"].str.contains("duplicate").any()
+    signatures = [data.texture_signature(cv2.cvtColor(scanner_image(100 + i)[0], cv2.COLOR_BGR2RGB)) for i in range(6)]
+    worst = max(data.duplicate_similarity(a, b) for k, a in enumerate(signatures) for b in signatures[k + 1:])
+    assert worst < 0.5 < data.DEFAULT_DUPLICATE_SIMILARITY
+
+
+@pytest.mark.slow
+def test_default_phantom_gives_the_paper_split(tmp_path):
+    """348 synthetic patients (the default phantom, whatever it draws) split 208 / 70 / 70: the
+    duplicate check merges no two different patients."""
+    from sonoseg import cli, split
+    assert cli.main(["synth", str(tmp_path), "--patients", "348", "--seed", "0"]) == 0
+    samples = data.included(data.ingest(tmp_path, "folder"))
+    assert samples["group"].nunique() == 348
+    result = split.split_samples(samples, seed=0)
+    per_part = result.groupby("split")["patient"].nunique()
+    assert (per_part["train"], per_part["val"], per_part["test"]) == (208, 70, 70)
+    assert result.groupby("split").size().to_dict() == {"train": 416, "val": 140, "test": 140}

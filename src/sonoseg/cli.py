@@ -37,7 +37,8 @@ def cmd_ingest(args) -> None:
     options = _json(args.options)
     manifest = data.ingest(
         options["root"], options["layout"], options.get("on_bad_sample", "fail"), options.get("csv"),
-        options.get("include_normal", True), options.get("pixel_spacing"), options.get("near_duplicate_distance", 4))
+        options.get("include_normal", False), options.get("pixel_spacing"), options.get("near_duplicate_distance", 12),
+        options.get("near_duplicate_similarity", data.DEFAULT_DUPLICATE_SIMILARITY))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(args.out, index=False)
     log.info("manifest: %s", args.out)

@@ -53,6 +53,7 @@ class Layout:
     candidates: list[Candidate]
     claimed: set[Path]  # files the layout itself uses (its CSVs)
     orphans: dict[Path, str]  # files that pair with nothing, and why
+    missing: dict[Path, str] = field(default_factory=dict)  # files a CSV names that do not exist: problems
 
 
 # ----------------------------------------------------------------------------- walking the root
@@ -95,11 +96,24 @@ def _is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def _resolve_listed(root: Path, value: str, column: str, csv_path: Path) -> Path:
-    path = (root / str(value)).resolve()
+def _resolve_listed(root: Path, value: str, column: str, csv_path: Path, base: Path | None = None) -> Path:
+    """A path a CSV names, under the root. One that leaves the root is refused: the run stops."""
+    path = ((base or root) / str(value)).resolve()
     if not _inside(path, root):
         raise SonosegError(f"{csv_path}: column {column!r} names {value!r}, which lies outside the dataset root {root}")
     return path
+
+
+def _listed_file_problem(path: Path, value: str, what: str, csv_path: Path, row_number: int) -> str | None:
+    """Why a file named in a CSV row cannot be used (empty cell, missing, a folder), or None."""
+    where = f"{csv_path.name} row {row_number}"
+    if not str(value).strip():
+        return f"{where}: the {what} cell is empty"
+    if not path.exists():
+        return f"{what} listed in {where} does not exist: {path}"
+    if not path.is_file():
+        return f"{what} listed in {where} is not a file: {path}"
+    return None
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -118,12 +132,13 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     for m in masks:
         masks_by_stem.setdefault(m.stem, []).append(m)
     patients_csv = root / "patients.csv"
-    table = {}
+    table, row_of = {}, {}
     claimed = set()
     if patients_csv.is_file():
         claimed.add(patients_csv.resolve())
-        frame = _read_csv(patients_csv, required=("image", "patient"))
-        table = {str(r["image"]): r for r in frame.to_dict("records")}
+        records = _read_csv(patients_csv, required=("image", "patient")).to_dict("records")
+        table = {str(r["image"]): r for r in records}
+        row_of = {str(r["image"]): number for number, r in enumerate(records, start=2)}  # row 1: header
     candidates, orphans, used_masks = [], {}, set()
     for image in images:
         mask = masks_by_name.get(image.name)
@@ -140,14 +155,18 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     for m in masks:
         if m not in used_masks:
             orphans[m] = "mask without image"
-    listed = set(table) - {i.name for i in images}
-    if listed:
-        raise SonosegError(f"{patients_csv}: lists images that are not in images/: {sorted(listed)[:5]}")
+    # Rows naming images that are not in images/ are problems like the others (listed, or skipped).
+    missing = {}
+    image_names = {i.name for i in images}
+    for name in table:
+        if name not in image_names:
+            path = _resolve_listed(root, name, "image", patients_csv, base=images_dir)
+            missing[path] = f"listed in patients.csv (row {row_of[name]}), but images/ has no such image"
     known = set(images) | set(masks) | claimed
     for f in files:
         if f not in known:
             orphans[f] = "not part of the folder layout (images/, masks/, patients.csv)"
-    return Layout(candidates, claimed, orphans)
+    return Layout(candidates, claimed, orphans, missing)
 
 
 def _explicit_csv_layout(root: Path, files: list[Path], dataset_csv: str) -> Layout:
@@ -156,15 +175,18 @@ def _explicit_csv_layout(root: Path, files: list[Path], dataset_csv: str) -> Lay
         raise SonosegError(f"dataset.csv: file not found: {csv_path}")
     frame = _read_csv(csv_path, required=("image", "mask", "patient"))
     candidates, used = [], set()
-    for row in frame.to_dict("records"):
-        image = _resolve_listed(root, row["image"], "image", csv_path)
-        masks = [_resolve_listed(root, m, "mask", csv_path) for m in str(row["mask"]).split(MASK_SEPARATOR)]
+    for number, row in enumerate(frame.to_dict("records"), start=2):  # row 1 is the header
+        image = _resolve_listed(root, row["image"], "image", csv_path) if str(row["image"]).strip() else \
+            csv_path.with_name(f"row{number}-of-{csv_path.stem}")  # a name for the manifest row only
+        mask_values = str(row["mask"]).split(MASK_SEPARATOR)
+        masks = [_resolve_listed(root, m, "mask", csv_path) for m in mask_values]
         candidate = Candidate(image, masks, patient=str(row["patient"]), view=_text(row.get("view", "")),
                               extra=_extra(row, ("image", "mask", "patient", "view")))
-        for path, what in [(image, "image")] + [(m, "mask") for m in masks]:
-            if not path.exists():
-                candidate.problems.append(f"{what} listed in {csv_path.name} does not exist: {path}")
-        used.update([image, *masks])
+        for path, value, what in [(image, row["image"], "image")] + [(m, v, "mask") for m, v in zip(masks, mask_values)]:
+            problem = _listed_file_problem(path, value, what, csv_path, number)
+            if problem:
+                candidate.problems.append(problem)
+        used.update(p for p in [image, *masks] if p.is_file())
         candidates.append(candidate)
     orphans = {f: "not listed in " + csv_path.name for f in files if f not in used and f != csv_path}
     return Layout(candidates, {csv_path}, orphans)
@@ -272,16 +294,65 @@ def sample_id_for(root: Path, image: Path) -> str:
 # ----------------------------------------------------------------------------- checking pixels
 
 def perceptual_hash(rgb: np.ndarray) -> int:
-    """64-bit DCT hash (pHash): near-identical images differ in few bits."""
+    """64-bit DCT hash (pHash): near-identical images differ in few bits. Only finds candidates."""
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
     low = cv2.dct(cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA))[:8, :8].flatten()
     bits = low[1:] > np.median(low[1:])
     return int(sum(1 << i for i, b in enumerate(bits) if b))
 
 
+# Confirming a near duplicate. The perceptual hash sees coarse layout only, and images of one
+# scanner share it (field of view, layers, text overlay, depth ruler): it proposes pairs, it does
+# not decide. A pair is merged when the fine texture (speckle) agrees nearly everywhere both
+# images have texture: grayscale resized to 96x96, minus its Gaussian blur (sigma 1 px), so that
+# brightness, contrast and smooth structure drop out, cut into 8x8 blocks of 12x12; the
+# similarity is the lower quartile, over the blocks textured in both images, of the blocks'
+# normalised correlation: three quarters of the compared blocks must agree, so an identical
+# overlay or field-of-view edge cannot carry a pair on its own. Measured (tests/test_data.py and
+# the default phantom): a copy re-encoded as JPEG, resized to a third, brightened, or with
+# calipers and text drawn on it scores >= 0.95; different patients, even with an identical
+# overlay and field of view, score <= 0.35. Merged from 0.7 (dataset.near_duplicate_similarity).
+SIGNATURE_SIDE = 96
+SIGNATURE_BLOCK = 12
+SIGNATURE_SIGMA = 1.0
+SIMILARITY_QUANTILE = 25  # percent: the lower quartile of the block correlations
+TEXTURED_BLOCK_STD = 1.0  # gray levels: flatter blocks (background) are not compared
+MIN_COMMON_BLOCKS = 4
+DEFAULT_DUPLICATE_SIMILARITY = 0.7
+
+
+def texture_signature(rgb: np.ndarray) -> np.ndarray:
+    """The fine texture of an image on a fixed grid: (blocks, block pixels) float16 residuals."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    side, block = SIGNATURE_SIDE, SIGNATURE_BLOCK
+    small = cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA)
+    residual = small - cv2.GaussianBlur(small, (0, 0), SIGNATURE_SIGMA)
+    blocks = residual.reshape(side // block, block, side // block, block).transpose(0, 2, 1, 3)
+    return blocks.reshape(-1, block * block).astype(np.float16)
+
+
+def duplicate_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Lower quartile of the normalised correlations of two texture signatures' blocks, over the
+    blocks textured in both (1: the same pixels up to brightness and contrast; near 0: unrelated)."""
+    a = a.astype(np.float32)
+    b = b.astype(np.float32)
+    a -= a.mean(axis=1, keepdims=True)
+    b -= b.mean(axis=1, keepdims=True)
+    norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    limit = TEXTURED_BLOCK_STD * np.sqrt(a.shape[1])
+    common = (norm_a > limit) & (norm_b > limit)
+    if common.sum() < MIN_COMMON_BLOCKS:
+        # Almost no texture (a blank or flat image): compare the whole residual instead.
+        flat_a, flat_b = a.ravel(), b.ravel()
+        denominator = np.linalg.norm(flat_a) * np.linalg.norm(flat_b)
+        return float(flat_a @ flat_b / denominator) if denominator > 0 else 0.0
+    correlations = (a[common] * b[common]).sum(axis=1) / (norm_a[common] * norm_b[common])
+    return float(np.percentile(correlations, SIMILARITY_QUANTILE))
+
+
 def _check_candidate(candidate: Candidate) -> dict:
     """Read the pixels; returns facts for the manifest row (and appends problems)."""
-    facts = {"height": "", "width": "", "flags": [], "pixel_hash": None, "phash": None}
+    facts = _no_facts()
     if candidate.problems:
         return facts
     for path in [candidate.image, *candidate.masks]:
@@ -306,7 +377,12 @@ def _check_candidate(candidate: Candidate) -> dict:
         facts["flags"].append("empty_mask")
     facts["pixel_hash"] = hashlib.blake2b(image.pixels.tobytes(), digest_size=16).hexdigest()
     facts["phash"] = perceptual_hash(image.pixels)
+    facts["texture"] = texture_signature(image.pixels)
     return facts
+
+
+def _no_facts() -> dict:
+    return {"height": "", "width": "", "flags": [], "pixel_hash": None, "phash": None, "texture": None}
 
 
 class _Groups:
@@ -328,23 +404,30 @@ class _Groups:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def _near_duplicate_pairs(hashes: list[int], max_distance: int) -> list[tuple[int, int]]:
+def _near_duplicate_pairs(hashes: list[int], max_distance: int) -> list[tuple[int, int, int]]:
+    """Pairs (i, j, bits) whose perceptual hashes differ in at most max_distance bits: candidates."""
     if max_distance < 0 or len(hashes) < 2:
         return []
     bits = np.unpackbits(np.array(hashes, dtype=np.uint64).view(np.uint8).reshape(-1, 8), axis=1)
     pairs = []
     for i in range(len(hashes) - 1):
         distance = (bits[i + 1:] != bits[i]).sum(axis=1)
-        pairs.extend((i, i + 1 + j) for j in np.nonzero(distance <= max_distance)[0])
+        pairs.extend((i, i + 1 + int(j), int(distance[j])) for j in np.nonzero(distance <= max_distance)[0])
     return pairs
 
 
 # ----------------------------------------------------------------------------- ingest
 
 def ingest(root: str | Path, layout: str, on_bad_sample: str = "fail", dataset_csv: str | None = None,
-           include_normal: bool = True, pixel_spacing: float | str | None = None,
-           near_duplicate_distance: int = 4) -> pd.DataFrame:
-    """Build the manifest of a dataset. Raises SonosegError listing every problem when policy is fail."""
+           include_normal: bool = False, pixel_spacing: float | str | None = None,
+           near_duplicate_distance: int = 12,
+           near_duplicate_similarity: float = DEFAULT_DUPLICATE_SIMILARITY) -> pd.DataFrame:
+    """Build the manifest of a dataset. Raises SonosegError listing every problem when policy is fail.
+
+    Near duplicates: pairs whose perceptual hashes differ in at most ``near_duplicate_distance``
+    bits are candidates; a candidate pair is merged into one split group only when its
+    ``duplicate_similarity`` reaches ``near_duplicate_similarity``.
+    """
     root = Path(root)
     if not root.is_dir():
         raise SonosegError(f"dataset.root: folder not found: {root}")
@@ -365,8 +448,7 @@ def ingest(root: str | Path, layout: str, on_bad_sample: str = "fail", dataset_c
     groups = _Groups()
     checked = []
     for candidate in found.candidates:
-        facts = _check_candidate(candidate) if not candidate.excluded_by_choice else \
-            {"height": "", "width": "", "flags": [], "pixel_hash": None, "phash": None}
+        facts = _check_candidate(candidate) if not candidate.excluded_by_choice else _no_facts()
         checked.append((candidate, facts))
         groups.find(candidate.patient)
     ids = _unique_ids([sample_id_for(root, c.image) for c, _ in checked])
@@ -380,12 +462,20 @@ def ingest(root: str | Path, layout: str, on_bad_sample: str = "fail", dataset_c
         if twin != i:
             facts["flags"].append(f"duplicate_of:{ids[twin]}")
             groups.union(c.patient, checked[twin][0].patient)
-    for a, b in _near_duplicate_pairs([checked[i][1]["phash"] for i in usable], near_duplicate_distance):
+    candidates = _near_duplicate_pairs([checked[i][1]["phash"] for i in usable], near_duplicate_distance)
+    rejected = 0
+    for a, b, bits in candidates:
         i, j = usable[a], usable[b]
         if checked[i][1]["pixel_hash"] == checked[j][1]["pixel_hash"]:
             continue
-        checked[j][1]["flags"].append(f"near_duplicate_of:{ids[i]}")
+        similarity = duplicate_similarity(checked[i][1]["texture"], checked[j][1]["texture"])
+        if similarity < near_duplicate_similarity:
+            rejected += 1
+            continue
+        checked[j][1]["flags"].append(f"near_duplicate_of:{ids[i]}(similarity={similarity:.3f},phash_bits={bits})")
         groups.union(checked[i][0].patient, checked[j][0].patient)
+    log.info("near-duplicate candidates (perceptual hash within %d bits): %d; not confirmed (similarity < %g): %d",
+             near_duplicate_distance, len(candidates), near_duplicate_similarity, rejected)
 
     spacing_column = pixel_spacing if isinstance(pixel_spacing, str) else None
     for sample_id, (candidate, facts) in zip(ids, checked):
@@ -409,6 +499,9 @@ def ingest(root: str | Path, layout: str, on_bad_sample: str = "fail", dataset_c
         })
     for path in sorted(found.claimed):
         rows.append({"sample_id": "", "image": str(path), "status": "metadata", "reason": "read by the layout"})
+    for path, reason in sorted(found.missing.items()):
+        problems.append((path, reason))
+        rows.append({"sample_id": "", "image": str(path), "status": "excluded", "reason": reason})
     for path, reason in sorted({**found.orphans, **refused_links}.items()):
         is_problem = _is_image_name(path) or path in refused_links
         if is_problem:
