@@ -50,3 +50,65 @@ def test_hd95_in_mm_appears_when_a_pixel_spacing_was_given():
     plain, _ = report.to_markdown_and_latex(report.network_table(runs().assign(hd95_mm=float("nan")), paper.TABLE2, ["unet"]),
                                             "Network", "caption")
     assert "mm" not in plain
+
+
+def write_metrics(path, rows):
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def metrics_rows():
+    """Four lesion images (one predicted empty) and two images without a lesion."""
+    from sonoseg.evaluate import dice_hd95
+    import numpy as np
+
+    def box(left, side=10):
+        mask = np.zeros((60, 80), bool)
+        if side:
+            mask[20:20 + side, left:left + side] = True
+        return mask
+
+    pairs = [(box(12), box(10)), (box(14), box(10)), (box(10), box(10)), (box(0, 0), box(10)),  # lesion
+             (box(0, 0), box(0, 0)), (box(30), box(0, 0))]  # no lesion: right, then a false lesion
+    return [{"sample_id": f"s{i}", **dice_hd95(p, t)} for i, (p, t) in enumerate(pairs)]
+
+
+def test_summary_keeps_no_lesion_images_apart_and_adds_hd95_over_both_non_empty(tmp_path):
+    rows = metrics_rows()
+    metrics = write_metrics(tmp_path / "m.csv", rows)
+    history = tmp_path / "h.csv"
+    pd.DataFrame({"epoch": [1, 2], "val_loss": [0.5, 0.4], "val_dice": [0.1, 0.2]}).to_csv(history, index=False)
+    summary = report.summarize_run(metrics, history)
+    lesion = rows[:4]
+    assert summary["lesion_images"] == 4 and summary["test_images"] == 6
+    # Main columns: the lesion images only, HD95 with the empty-prediction penalty.
+    assert summary["dice"] == pytest.approx(sum(r["dice"] for r in lesion) / 4)
+    assert summary["hd95_px"] == pytest.approx(sum(r["hd95_px"] for r in lesion) / 4)
+    assert summary["hd95_penalized"] == 1
+    # Beside it: HD95 where both masks are non-empty, and how many such images.
+    assert summary["hd95_matched_images"] == 3
+    assert summary["hd95_matched_px"] == pytest.approx((2.0 + 4.0 + 0.0) / 3)
+    # No-lesion images: their count and their own mean Dice.
+    assert summary["no_lesion_images"] == 2 and summary["no_lesion_dice"] == pytest.approx(0.5)
+
+
+def test_tables_show_matched_hd95_and_no_lesion_images(tmp_path):
+    metrics = write_metrics(tmp_path / "m.csv", metrics_rows())
+    history = tmp_path / "h.csv"
+    pd.DataFrame({"epoch": [1], "val_loss": [0.5], "val_dice": [0.1]}).to_csv(history, index=False)
+    summary = report.summarize_run(metrics, history)
+    runs_ = pd.DataFrame([{"network": "unet", "seed": s, **summary} for s in (0, 1)])
+    table = report.network_table(runs_, paper.TABLE2, ["unet"])
+    row = table.iloc[0]
+    assert row["hd95_matched_images"] == 6 and row["lesion_images"] == 8 and row["no_lesion_images"] == 4
+    markdown, latex = report.to_markdown_and_latex(table, "Network", "caption")
+    assert "HD95 px, both non-empty (ours)" in markdown and "2.00 ± 0.00 (6/8)" in markdown
+    assert "No-lesion images: Dice (ours)" in markdown and "0.500 ± 0.000 (n=4)" in markdown
+    assert "(6/8)" in latex
+    ladder = report.ladder_table(runs_.rename(columns={"network": "step"}).assign(step="baseline"), ["baseline"])
+    assert ladder.loc[0, "hd95_matched_mean"] == pytest.approx(2.0)
+
+
+def test_tables_without_lesion_free_images_have_no_such_column():
+    markdown, _ = report.to_markdown_and_latex(report.network_table(runs(), paper.TABLE2, ["unet"]), "Network", "c")
+    assert "No-lesion" not in markdown

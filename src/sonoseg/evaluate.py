@@ -1,10 +1,12 @@
-"""Metrics per test image with medpy, at the original resolution (SPEC.md section 3).
+"""Metrics per test image with medpy, at the original resolution (docs/method.md, "Metrics").
 
 Empty-mask policy (medpy returns NaN for dc(empty, empty) and raises in hd95 on an empty mask):
 - both empty: Dice 1, HD95 0 (a correct "no lesion");
 - exactly one empty: Dice 0, HD95 = the image diagonal (the worst distance the image allows),
   and the row says ``hd95_policy = penalty_empty_prediction`` or ``penalty_empty_truth``.
-So one empty prediction never turns a table into NaN, and it still costs what it should.
+So one empty prediction never turns a table into NaN, and it still costs what it should. The
+summaries (sonoseg.report.summarize_run) keep images without a lesion apart and add, beside the
+penalised mean, HD95 over the images where both masks are non-empty.
 """
 
 from __future__ import annotations

@@ -15,17 +15,32 @@ from sonoseg.errors import SonosegError
 def summarize_run(metrics_csv: str | Path, history_csv: str | Path | None) -> dict:
     """Mean test metrics of one (network, seed) run, with the epoch whose weights were kept.
 
+    The main columns are over the images with a lesion in the ground truth (the paper has one
+    lesion per image): Dice, and HD95 with the empty-prediction penalty (``hd95_px``, the image
+    diagonal for an empty prediction, counted in ``hd95_penalized``). Beside it, HD95 over the
+    images where both masks are non-empty (``hd95_matched_px``, over ``hd95_matched_images``).
+    Images without a lesion (BUSI's normal images, other empty masks) are summarised apart: their
+    count and mean Dice (1 when the prediction is empty too, else 0).
+
     A run without training (a baseline, ``history_csv`` None) has no epochs: those cells stay empty.
     """
     metrics = pd.read_csv(metrics_csv)
     history = pd.read_csv(history_csv) if history_csv else None
     if metrics.empty:
         raise SonosegError(f"{metrics_csv}: no test images were evaluated")
+    truth_empty = metrics["truth_empty"].astype(str).str.lower() == "true"
+    prediction_empty = metrics["prediction_empty"].astype(str).str.lower() == "true"
+    lesion, no_lesion = metrics[~truth_empty], metrics[truth_empty]
+    matched = metrics[~truth_empty & ~prediction_empty]
     return {
-        "dice": metrics["dice"].mean(), "hd95_px": metrics["hd95_px"].mean(),
-        "hd95_mm": metrics["hd95_mm"].mean() if metrics["hd95_mm"].notna().all() else float("nan"),
-        "test_images": len(metrics),
-        "hd95_penalized": int(metrics["hd95_policy"].astype(str).str.startswith("penalty").sum()),
+        "dice": lesion["dice"].mean(), "hd95_px": lesion["hd95_px"].mean(),
+        "hd95_mm": lesion["hd95_mm"].mean() if lesion["hd95_mm"].notna().all() else float("nan"),
+        "test_images": len(metrics), "lesion_images": len(lesion),
+        "hd95_penalized": int(lesion["hd95_policy"].astype(str).str.startswith("penalty").sum()),
+        "hd95_matched_px": matched["hd95_px"].mean(),
+        "hd95_matched_mm": matched["hd95_mm"].mean() if matched["hd95_mm"].notna().all() else float("nan"),
+        "hd95_matched_images": len(matched),
+        "no_lesion_images": len(no_lesion), "no_lesion_dice": no_lesion["dice"].mean(),
         "epochs": len(history) if history is not None else pd.NA,
         "best_epoch": int(history.loc[history["val_loss"].idxmin(), "epoch"]) if history is not None else pd.NA,
     }
@@ -37,16 +52,40 @@ def mean_std(values: pd.Series) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
+def _count(group: pd.DataFrame, column: str) -> int:
+    """A count summed over seeds (0 for summaries written before the column existed)."""
+    return int(group[column].fillna(0).sum()) if column in group else 0
+
+
 def aggregate(runs: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Mean and std over seeds per network (or ladder step); counts are summed over seeds."""
+    nan_pair = (float("nan"), float("nan"))
     rows = []
     for name, group in runs.groupby(key, sort=False):
         dice, dice_sd = mean_std(group["dice"])
         hd, hd_sd = mean_std(group["hd95_px"])
-        hd_mm, hd_mm_sd = mean_std(group["hd95_mm"]) if "hd95_mm" in group else (float("nan"),) * 2
+        hd_mm, hd_mm_sd = mean_std(group["hd95_mm"]) if "hd95_mm" in group else nan_pair
+        matched, matched_sd = mean_std(group["hd95_matched_px"]) if "hd95_matched_px" in group else nan_pair
+        matched_mm, matched_mm_sd = mean_std(group["hd95_matched_mm"]) if "hd95_matched_mm" in group else nan_pair
+        no_lesion = _count(group, "no_lesion_images")
+        no_lesion_dice, no_lesion_dice_sd = mean_std(group["no_lesion_dice"]) if no_lesion else nan_pair
         rows.append({key: name, "seeds": len(group), "dice_mean": dice, "dice_std": dice_sd,
                      "hd95_mean": hd, "hd95_std": hd_sd, "hd95_mm_mean": hd_mm, "hd95_mm_std": hd_mm_sd,
-                     "hd95_penalized": int(group["hd95_penalized"].sum())})
+                     "hd95_penalized": int(group["hd95_penalized"].sum()),
+                     "lesion_images": _count(group, "lesion_images"),
+                     "hd95_matched_mean": matched, "hd95_matched_std": matched_sd,
+                     "hd95_matched_mm_mean": matched_mm, "hd95_matched_mm_std": matched_mm_sd,
+                     "hd95_matched_images": _count(group, "hd95_matched_images"),
+                     "no_lesion_images": no_lesion,
+                     "no_lesion_dice_mean": no_lesion_dice, "no_lesion_dice_std": no_lesion_dice_sd})
     return pd.DataFrame(rows)
+
+
+# Columns of aggregate() that the tables carry as they are.
+SUMMARY_COLUMNS = ["dice_mean", "dice_std", "hd95_mean", "hd95_std", "hd95_mm_mean", "hd95_mm_std", "hd95_penalized",
+                   "lesion_images", "hd95_matched_mean", "hd95_matched_std", "hd95_matched_mm_mean",
+                   "hd95_matched_mm_std", "hd95_matched_images", "no_lesion_images", "no_lesion_dice_mean",
+                   "no_lesion_dice_std"]
 
 
 def _parameters(name: str) -> int:
@@ -67,10 +106,7 @@ def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> p
             name, (baseline.LABELS.get(name, name), np.nan, np.nan, np.nan, np.nan))
         rows.append({
             "network": name, "label": label, "parameters": _parameters(name),
-            "seeds": int(ours["seeds"]), "dice_mean": ours["dice_mean"], "dice_std": ours["dice_std"],
-            "hd95_mean": ours["hd95_mean"], "hd95_std": ours["hd95_std"],
-            "hd95_mm_mean": ours["hd95_mm_mean"], "hd95_mm_std": ours["hd95_mm_std"],
-            "hd95_penalized": int(ours["hd95_penalized"]),
+            "seeds": int(ours["seeds"]), **{c: ours[c] for c in SUMMARY_COLUMNS},
             "paper_dice_mean": p_dice, "paper_dice_std": p_dice_sd, "paper_hd95_mean": p_hd, "paper_hd95_std": p_hd_sd,
         })
     return pd.DataFrame(rows)
@@ -81,9 +117,8 @@ def ladder_table(runs: pd.DataFrame, steps: list[str]) -> pd.DataFrame:
     rows = []
     for step in steps:
         ours = summary.loc[step]
-        rows.append({"step": step, "seeds": int(ours["seeds"]), "dice_mean": ours["dice_mean"],
-                     "dice_std": ours["dice_std"], "hd95_mean": ours["hd95_mean"], "hd95_std": ours["hd95_std"],
-                     "hd95_penalized": int(ours["hd95_penalized"]), "paper_dice_mean": paper.LADDER.get(step, np.nan)})
+        rows.append({"step": step, "seeds": int(ours["seeds"]), **{c: ours[c] for c in SUMMARY_COLUMNS},
+                     "paper_dice_mean": paper.LADDER.get(step, np.nan)})
     return pd.DataFrame(rows)
 
 
@@ -93,21 +128,43 @@ def _pm(mean: float, std: float, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if not np.isnan(std) else f"{mean:.{digits}f}"
 
 
+def _with_count(text: str, count: int, total: int | None = None) -> str:
+    if text == "-":
+        return text
+    return f"{text} ({count}/{total})" if total else f"{text} (n={count})"
+
+
 def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tuple[str, str]:
-    """Human tables: label, parameters (when present), ours and the paper's."""
+    """Human tables: label, parameters (when present), ours and the paper's.
+
+    "HD95 px (ours)" is the mean with the empty-prediction penalty; "HD95 px, both non-empty"
+    is over the images where prediction and ground truth both have a lesion, with (images
+    counted / lesion images), over all seeds. A "No-lesion images" column (mean Dice and count
+    over all seeds) appears when the test set has images without a lesion.
+    """
     has_params = "parameters" in table.columns
     has_paper_hd = "paper_hd95_mean" in table.columns
     has_mm = "hd95_mm_mean" in table.columns and table["hd95_mm_mean"].notna().any()
+    has_matched = "hd95_matched_mean" in table.columns and table["hd95_matched_mean"].notna().any()
+    has_no_lesion = "no_lesion_images" in table.columns and (table["no_lesion_images"].fillna(0) > 0).any()
     header = [first] + (["Parameters"] if has_params else []) + ["Dice (ours)", "HD95 px (ours)"] + \
-        (["HD95 mm (ours)"] if has_mm else []) + ["Dice (paper)"] + (["HD95 px (paper)"] if has_paper_hd else [])
+        (["HD95 px, both non-empty (ours)"] if has_matched else []) + (["HD95 mm (ours)"] if has_mm else []) + \
+        (["No-lesion images: Dice (ours)"] if has_no_lesion else []) + \
+        ["Dice (paper)"] + (["HD95 px (paper)"] if has_paper_hd else [])
     lines = []
     for row in table.to_dict("records"):
         cells = [str(row.get("label", row[table.columns[0]]))]
         if has_params:
             cells.append(f"{row['parameters']:,}")
         cells += [_pm(row["dice_mean"], row["dice_std"], 3), _pm(row["hd95_mean"], row["hd95_std"], 2)]
+        if has_matched:
+            cells.append(_with_count(_pm(row["hd95_matched_mean"], row["hd95_matched_std"], 2),
+                                     int(row["hd95_matched_images"]), int(row["lesion_images"])))
         if has_mm:
             cells.append(_pm(row["hd95_mm_mean"], row["hd95_mm_std"], 2))
+        if has_no_lesion:
+            cells.append(_with_count(_pm(row["no_lesion_dice_mean"], row["no_lesion_dice_std"], 3),
+                                     int(row["no_lesion_images"])))
         cells.append(_pm(row["paper_dice_mean"], row.get("paper_dice_std", np.nan), 3))
         if has_paper_hd:
             cells.append(_pm(row["paper_hd95_mean"], row["paper_hd95_std"], 2))
