@@ -11,7 +11,7 @@ import torch
 from sonoseg import export, infer, models
 from sonoseg.cli import main
 from sonoseg.errors import SonosegError
-from sonoseg.preprocess import IMAGENET_NORMALIZATION
+from sonoseg.preprocess import IMAGENET_NORMALIZATION, normalize_tensor
 from sonoseg.train import MODEL_FORMAT
 
 SIZE = 64
@@ -25,11 +25,12 @@ def write_model(path, network, normalization=None, seed=0):
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
-    if hasattr(model, "outc"):  # U-net family: centre the logits so that masks are neither empty nor full
+    if hasattr(model, "outc"):  # U-net family: spread the logits, ~2 % positive, so masks are neither empty nor full
         batch = torch.from_numpy(np.stack([cv2.resize(im, (SIZE, SIZE)) for im in sample_images()]))
+        batch = normalize_tensor(batch.permute(0, 3, 1, 2).float() / 255, normalization)
         with torch.no_grad():
-            logits = model.eval()(batch.permute(0, 3, 1, 2).float() / 255)
-            model.outc.bias -= logits.median()
+            model.outc.weight *= 4 / model.eval()(batch).std()
+            model.outc.bias -= torch.quantile(model(batch), 0.98)
     torch.save({"format": MODEL_FORMAT, "network": network, "seed": seed, "input_size": SIZE,
                 "normalization": normalization, "best_epoch": 1, "state_dict": model.state_dict()}, path)
     return path

@@ -1,0 +1,34 @@
+"""predict applies the model's input normalization exactly as segment and export do."""
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from sonoseg import infer
+from sonoseg.preprocess import IMAGENET_NORMALIZATION
+from test_export import SIZE, sample_images, write_model
+
+
+def test_predict_applies_the_stored_normalization(tmp_path):
+    images = sample_images()
+    resized = np.stack([cv2.resize(im, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR) for im in images])
+    cache = tmp_path / "test.npz"
+    with open(cache, "wb") as handle:
+        np.savez(handle, images=resized, masks=np.zeros(resized.shape[:3], np.uint8),
+                 sample_ids=np.array(["a", "b", "c"]))
+    samples = pd.DataFrame({"sample_id": ["a", "b", "c"], "height": [im.shape[0] for im in images],
+                            "width": [im.shape[1] for im in images]})
+    masks = {}
+    for label, normalization in (("imagenet", IMAGENET_NORMALIZATION), ("none", None)):
+        model = write_model(tmp_path / f"{label}.pt", "lighter_unet_c1", normalization)
+        infer.predict(model, cache, samples, tmp_path / label, device="cpu")
+        run, _ = infer.torch_predictor(model, "cpu")
+        probability = run(resized.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+        masks[label] = []
+        for sample_id, image, prob in zip("abc", images, probability):
+            written = cv2.imread(str(tmp_path / label / f"{sample_id}.png"), cv2.IMREAD_UNCHANGED) > 0
+            assert np.array_equal(written, infer.probability_to_mask(prob, *image.shape[:2]))
+            masks[label].append(written)
+    assert all(0 < m.sum() < m.size for m in masks["imagenet"] + masks["none"])
+    # Same weights, different normalization: the masks differ, so the stored normalization was used.
+    assert any(not np.array_equal(a, b) for a, b in zip(masks["imagenet"], masks["none"]))
