@@ -5,10 +5,15 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from sonoseg import paper
-from sonoseg.catalog import has_backbone
+from sonoseg.catalog import pretrained_backbone_for, weight_decay_is_auto
 from sonoseg.recipe import ladder_recipes, recipe_from_config
 
 
+if "pretrained_backbone" in config.get("train", {}):
+    raise ValueError(
+        "config train.pretrained_backbone: replaced by train.pretrained_backbones, one weights file per backbone "
+        "kind (e.g. {vgg16: vgg16.pth, resnet101: resnet101.pth, mobilenet_v2: mobilenet_v2.pth}), each loaded only "
+        "into the networks built on that backbone; see docs/method.md, 'Pretrained backbones'")
 validate(config, schema="../schemas/config.schema.yaml")
 
 OUT = f"results/{config['study']}"
@@ -23,7 +28,9 @@ DATASET = config["dataset"]
 LADDER = config["ladder"]
 COST = config["cost"]
 LADDER_STEPS = [step["name"] for step in LADDER["steps"]] if LADDER["enabled"] else []
-WEIGHT_DECAY_AUTO = TRAIN["weight_decay"] == "auto"
+# Only networks whose weight decay is auto (the train section's, or their override's) get candidates.
+WEIGHT_DECAY_NETWORKS = [n for n in NETWORKS if weight_decay_is_auto(TRAIN, n)]
+WEIGHT_DECAY_AUTO = bool(WEIGHT_DECAY_NETWORKS)
 DECAYS = [f"{d:g}" for d in TRAIN["weight_decay_grid"]] if WEIGHT_DECAY_AUTO else []
 CONDA_ENV = "../../envs/sonoseg.yaml"
 
@@ -35,6 +42,7 @@ for _baseline in BASELINES:
 for _network in TRAIN["overrides"]:
     if _network not in NETWORKS:
         raise ValueError(f"config train.overrides: {_network!r} is not one of the study's networks {NETWORKS}")
+    pretrained_backbone_for(TRAIN, _network)  # a pretrained_backbone override needs a network with a backbone
 if len(set(LADDER_STEPS)) != len(LADDER_STEPS):
     raise ValueError(f"config ladder.steps: step names must be unique, got {LADDER_STEPS}")
 
@@ -56,8 +64,13 @@ wildcard_constraints:
 
 
 def recipe_for(network, changes=None):
-    """The network's training settings: the train section, then its overrides, then any changes."""
-    recipe = recipe_from_config(TRAIN).with_changes(TRAIN["overrides"].get(network, {}))
+    """The network's training settings: the train section, then its overrides, then any changes.
+
+    An override's pretrained_backbone is not a recipe setting (see pretrained_arg), and its
+    weight_decay auto is resolved by the weight-decay selection (get_weight_decay_choice)."""
+    overrides = {k: v for k, v in TRAIN["overrides"].get(network, {}).items()
+                 if k != "pretrained_backbone" and not (k == "weight_decay" and v == "auto")}
+    recipe = recipe_from_config(TRAIN).with_changes(overrides)
     return recipe.with_changes(changes or {})
 
 
@@ -67,9 +80,10 @@ def ladder_recipe(step):
 
 
 def pretrained_arg(network):
-    """Only the FCN and DeepLab networks have a backbone that ImageNet weights can initialise."""
-    path = TRAIN["pretrained_backbone"]
-    return f"--pretrained-backbone {path}" if path and has_backbone(network) else ""
+    """The weights file of the network's backbone kind (train.pretrained_backbones), or its own
+    override; networks without such a backbone (the U-nets) get none."""
+    path = pretrained_backbone_for(TRAIN, network)
+    return f"--pretrained-backbone {path}" if path else ""
 
 
 RUNS_PER_GPU = TRAIN["runs_per_gpu"]
@@ -119,12 +133,15 @@ def get_split_file(wildcards):
 
 def get_weight_decay_choice(wildcards):
     """The selected weight decay of a network (auto), or nothing when the config fixes it."""
-    if WEIGHT_DECAY_AUTO and "weight_decay" not in TRAIN["overrides"].get(wildcards.network, {}):
+    if wildcards.network in WEIGHT_DECAY_NETWORKS:
         return {"wd": f"{OUT}/weight_decay/{wildcards.network}/selected.json"}
     return {}
 
 
 def get_weight_decay_histories(wildcards):
+    if wildcards.network not in WEIGHT_DECAY_NETWORKS:
+        raise ValueError(f"weight-decay selection: {wildcards.network!r} has a fixed weight decay "
+                         f"(only {WEIGHT_DECAY_NETWORKS} use auto)")
     return [f"{OUT}/weight_decay/{wildcards.network}/wd{d}/history.csv" for d in DECAYS]
 
 

@@ -81,7 +81,7 @@ use rule table1 as ladder_table with:
 
 rule weight_decay_table:
     input:
-        expand(f"{OUT}/weight_decay/{{network}}/selected.json", network=NETWORKS),
+        expand(f"{OUT}/weight_decay/{{network}}/selected.json", network=WEIGHT_DECAY_NETWORKS),
     output:
         f"{OUT}/tables/weight_decay.csv",
     log:
