@@ -1,5 +1,5 @@
-"""Prediction with post-processing (SPEC.md section 3): probability at the training size, resized
-bilinearly to the original size, thresholded at 0.5, one lesion kept, its holes filled."""
+"""Prediction with post-processing (docs/method.md, "Post-processing"): probability at the training
+size, resized bilinearly to the original size, thresholded at 0.5, one lesion kept, holes filled."""
 
 from __future__ import annotations
 

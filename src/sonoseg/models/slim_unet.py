@@ -1,4 +1,4 @@
-"""Slim U-net (ours, beyond the paper): the U-net of SPEC.md section 1 with every width scaled.
+"""Slim U-net (ours, beyond the paper): the U-net of docs/method.md ("Networks"), every width scaled.
 
 Why: Lighter U-net @C saves parameters but not time on a CPU: its grouped 3x3 + 1x1 pairs need
 more FLOPs than U-net's dense convs and grouped convs run far below the dense-conv rate. Halving

@@ -1,7 +1,7 @@
 """The U-net family of the paper: U-net, Light U-net and Lighter U-net @C, from one parametric class.
 
-Skeleton: milesial/Pytorch-UNet (bilinear upsampling, 2020 layout); see SPEC.md section 1 for the
-rule that decides each conv set.
+Skeleton: milesial/Pytorch-UNet (bilinear upsampling, 2020 layout); docs/method.md ("Networks")
+gives the rule that decides each conv set.
 """
 
 from __future__ import annotations
