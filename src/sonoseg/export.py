@@ -58,7 +58,8 @@ def export_network(network: nn.Module, normalization: dict | None, size: int, ou
     wrapped = ProbabilityModel(network.eval(), normalization).eval()
     example = torch.rand(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # its optimiser logs every pass at INFO
+    for name in ("onnx_ir", "onnxscript"):  # their optimisers log every pass at INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's chatter about its own internals
         program = torch.onnx.export(wrapped, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
