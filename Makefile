@@ -23,7 +23,7 @@ study: $(BIN)/sonoseg
 
 # The HTML report of what the study has made so far (run `make study` first for every figure).
 report: $(BIN)/sonoseg
-	snakemake --report results/$(STUDY)/report.html --configfile $(CONFIG)
+	snakemake --report results/$(STUDY)/report.html --cores $(CORES) --configfile $(CONFIG)
 
 test: $(BIN)/sonoseg
 	$(BIN)/python -m pytest -q

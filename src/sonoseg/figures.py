@@ -163,7 +163,8 @@ def data_overview(manifest_csv: str | Path, split_csv: str | Path, out_html: str
     parts.append(html_table(sizes, "Split sizes (patient level: a patient's views never cross splits)"))
     for column in categorical_columns(samples.drop(columns="split")):
         counts = pd.crosstab(samples[column].replace("", "(none)"), samples["split"], margins=True,
-                             margins_name="all").reset_index()
+                             margins_name="all")
+        counts = counts[[s for s in ("train", "val", "test") if s in counts.columns] + ["all"]].reset_index()
         parts.append(html_table(counts, f"Images per {column} and split"))
     write_page(out_html, "Data: manifest and split", parts)
 
