@@ -1,4 +1,5 @@
 import json
+import os
 import re
 from pathlib import Path
 
@@ -213,6 +214,13 @@ def get_cost_table(wildcards=None):
     is already there."""
     path = f"{OUT}/tables/cost.csv"
     return {"cost": path} if COST["enabled"] or Path(path).exists() else {}
+
+
+def cost_threads():
+    """Every core this run may use, so that no other job shares the CPU while latency is timed; never
+    more than the machine has (on a cluster, workflow.cores can be unset or very large)."""
+    cores = workflow.cores if isinstance(workflow.cores, int) else COST["threads"]
+    return max(COST["threads"], min(cores, os.cpu_count() or 1))
 
 
 def get_report_tables():

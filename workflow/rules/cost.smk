@@ -15,7 +15,7 @@ rule cost:
         f"{LOGS}/cost/cost.log",
     benchmark:
         f"{BENCH}/cost.tsv"
-    threads: workflow.cores
+    threads: cost_threads()
     resources:
         runtime=config["resources"]["light_runtime"],
         mem_mb=config["resources"]["light_mem_mb"],
