@@ -54,3 +54,50 @@ def test_no_devices_means_cpu(tmp_path, monkeypatch):
     from sonoseg import gpu
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     assert gpu.acquire_slot(tmp_path, devices=[]) == (None, None)
+
+
+HOLD_SHARED = """
+import os, sys, time
+from sonoseg import gpu
+device, handle = gpu.acquire_slot(sys.argv[1], devices=["0", "1"], wait_seconds=float(sys.argv[3]), poll=0.05,
+                                  runs_per_gpu=2)
+print(device, os.path.basename(handle.name), flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def start_shared(lock_dir, seconds, wait=30):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    return subprocess.Popen([sys.executable, "-c", HOLD_SHARED, str(lock_dir), str(seconds), str(wait)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_runs_per_gpu_gives_k_slots_per_device_spread_over_devices(tmp_path):
+    holders = []
+    for expected in (["0", "gpu0.lock"], ["1", "gpu1.lock"], ["0", "gpu0.1.lock"], ["1", "gpu1.1.lock"]):
+        holders.append(start_shared(tmp_path, 30))
+        assert holders[-1].stdout.readline().split() == expected
+    # All four slots of two devices taken: a fifth job waits, and a timeout is one clear line.
+    fifth = start_shared(tmp_path, 0, wait=0.3)
+    _, error = fifth.communicate(timeout=30)
+    assert fifth.returncode != 0 and "no free GPU slot among devices ['0', '1'] (2 per device)" in error
+    for holder in holders:
+        holder.kill()
+        holder.wait()
+
+
+def test_slot_timeout_is_one_clear_line_from_the_cli(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(SONOSEG_GPU_DEVICES="0", SONOSEG_GPU_LOCK_DIR=str(tmp_path))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path), "30"], stdout=subprocess.PIPE, text=True, env=env)
+    assert holder.stdout.readline().split()[0] == "0"
+    code = ("import sys; from sonoseg import cli, gpu; gpu.acquire_slot.__defaults__ = "
+            "(gpu.DEFAULT_LOCK_DIR, None, 0.2, 0.05, 1); sys.exit(cli.main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, "predict", "--model", "m.pt", "--data", "d.npz",
+                             "--manifest", "m.csv", "--outdir", str(tmp_path / "out"), "--device", "auto"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    holder.kill()
+    holder.wait()
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("sonoseg predict: error: no free GPU slot")
+    assert "Traceback" not in result.stderr

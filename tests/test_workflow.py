@@ -97,6 +97,13 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy):
     assert jobs.get("train") == 1 and jobs.get("predict") == 1 and "ladder_train" not in jobs
     assert "models/lighter_unet_c1/seed0/model.pt" in dry.stdout and "models/unet/seed0/model.pt" not in dry.stdout
 
+    # The precision is part of the recipe: changing it retrains every network, candidate and ladder step.
+    fp32 = {**TINY, "train": {**TINY["train"], "precision": "bf16"}}
+    dry = run_snakemake(["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, fp32)], workflow_copy)
+    assert dry.returncode == 0, dry.stderr
+    jobs = jobs_of(dry.stdout)
+    assert jobs.get("train") == 2 and jobs.get("train_weight_decay_candidate") == 4 and jobs.get("ladder_train") == 2
+
     # Determinism: retraining the same network with the same seed gives the same history,
     # predictions and metrics, byte for byte (wall-clock seconds aside).
     before = {p.name: p.read_bytes() for p in (out / "predictions" / "unet" / "seed0").glob("*.png")}
@@ -122,7 +129,8 @@ def test_quick_study_on_a_synth_folder_dataset_is_the_same_dag(workflow_copy):
 
 
 def test_weight_decay_selection_never_takes_the_test_split(workflow_copy):
-    dag = run_snakemake(["all", "--dag", "--cores", "1", "--configfile", "config/quick.yaml"], workflow_copy)
+    auto = {**TINY, "networks": ["unet", "lighter_unet_c1", "fcn8s"]}  # weight decay auto: candidates and selection
+    dag = run_snakemake(["all", "--dag", "--cores", "1", "--configfile", write_config(workflow_copy, auto)], workflow_copy)
     assert dag.returncode == 0, dag.stderr
     labels = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', dag.stdout, re.M))
     edges = re.findall(r"^\s*(\d+) -> (\d+)", dag.stdout, re.M)
@@ -142,7 +150,7 @@ def test_weight_decay_selection_never_takes_the_test_split(workflow_copy):
     test_cache = {n for n, label in labels.items() if label.startswith("preprocess") and "part: test" in label}
     assert len(test_cache) == 1
     selection = [n for n, label in labels.items() if label.startswith(("select_weight_decay", "train_weight_decay_candidate", "train\\n", "ladder_train"))]
-    assert len(selection) > 20
+    assert len(selection) == 3 * 2 + 3 + 3 + 2  # candidates, selections, trainings, ladder steps
     for node in selection:
         assert not (ancestors(node) & test_cache), labels[node]
     # ... while the evaluation does use it.

@@ -170,15 +170,23 @@ def cmd_table(args) -> None:
     import pandas as pd
     from sonoseg import paper, report
     runs = pd.concat([pd.read_csv(p, dtype={"network": str, "step": str}) for p in args.summaries], ignore_index=True)
+    # Every caption says at what scale the numbers were made: input size and epochs actually trained.
+    epochs = pd.to_numeric(runs.get("epochs"), errors="coerce").dropna() if "epochs" in runs else pd.Series([], dtype=float)
+    scale = f"input {args.input_size}x{args.input_size} px" if args.input_size else ""
+    if len(epochs):
+        trained = f"{int(epochs.min())}" if epochs.min() == epochs.max() else f"{int(epochs.min())}-{int(epochs.max())}"
+        scale += f"{'; ' if scale else ''}epochs trained per run: {trained} (early stopping on validation)"
+    scale = f"; {scale}" if scale else ""
     if args.kind == "ladder":
         table = report.ladder_table(runs, list(runs["step"].drop_duplicates()))
-        report.write_table(table, args.out, "Section 4.2 tuning ladder (U-net, cumulative steps; test set)", "Step")
+        report.write_table(table, args.out, f"Section 4.2 tuning ladder ({args.ladder_network}, cumulative steps; "
+                                            f"test set{scale})", "Step")
         return
     reference = paper.TABLE1 if args.kind == "table1" else paper.TABLE2
-    caption = {"table1": "Table 1. Test metrics by architecture (mean ± std over seeds)",
-               "table2": "Table 2. U-net and its lightweight variants (mean ± std over seeds)"}[args.kind]
+    caption = {"table1": "Table 1. Test metrics by architecture (mean ± std over seeds",
+               "table2": "Table 2. U-net and its lightweight variants (mean ± std over seeds"}[args.kind]
     table = report.network_table(runs, reference, list(runs["network"].drop_duplicates()))
-    report.write_table(table, args.out, caption)
+    report.write_table(table, args.out, f"{caption}{scale})")
 
 
 def cmd_weight_decay_table(args) -> None:
@@ -359,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["table1", "table2", "ladder"])
     p.add_argument("--summaries", nargs="+", required=True)
     p.add_argument("--out", required=True, help="the CSV; .md and .tex are written beside it")
+    p.add_argument("--input-size", type=int, default=0, help="the networks' input size, for the caption")
+    p.add_argument("--ladder-network", default="unet", help="the network the ladder trained, for the caption")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("weight-decay-table", help="collect every network's weight-decay choice")

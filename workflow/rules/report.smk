@@ -33,6 +33,10 @@ use rule summarize_network as summarize_ladder_step with:
         f"{LOGS}/report/ladder_{{step}}.log",
 
 
+# Captions name the input size and the ladder's network (the quick study runs it on a cheaper one).
+TABLE_SCALE = f"--input-size {config['preprocess']['size']} --ladder-network {LADDER['network']}"
+
+
 rule table1:
     input:
         expand(f"{OUT}/networks/{{network}}.csv", network=table_networks(paper.TABLE1)),
@@ -42,6 +46,7 @@ rule table1:
         latex=f"{OUT}/tables/table1.tex",
     params:
         kind="table1",
+        scale=TABLE_SCALE,
     log:
         f"{LOGS}/report/table1.log",
     resources:
@@ -50,7 +55,7 @@ rule table1:
     conda:
         CONDA_ENV
     shell:
-        "sonoseg table {params.kind} --summaries {input} --out {output.csv} > {log} 2>&1"
+        "sonoseg table {params.kind} --summaries {input} --out {output.csv} {params.scale} > {log} 2>&1"
 
 
 use rule table1 as table2 with:
@@ -62,6 +67,7 @@ use rule table1 as table2 with:
         latex=f"{OUT}/tables/table2.tex",
     params:
         kind="table2",
+        scale=TABLE_SCALE,
     log:
         f"{LOGS}/report/table2.log",
 
@@ -75,6 +81,7 @@ use rule table1 as ladder_table with:
         latex=f"{OUT}/tables/ladder.tex",
     params:
         kind="ladder",
+        scale=TABLE_SCALE,
     log:
         f"{LOGS}/report/ladder.log",
 

@@ -1,0 +1,148 @@
+"""Training speed: the fast path against plain fp32, and end-to-end train() against its bare step.
+
+For each network and input size it prints, measured in this one run:
+- bare training step (forward, soft-Dice loss, backward, Adam step) in images/s: fp32 NCHW (the
+  old path), fp32 channels_last, bf16 autocast (NCHW and channels_last, only where the CPU has
+  fast bf16 units, or with --bf16 to force the emulated path), and the fast path that
+  `train.precision: auto` picks here, with its ratio to fp32;
+- end-to-end `train()` images/s at the small size for a few epochs (resident data, augmentation
+  on the device, validation, checkpoint and history writing included) and its ratio to the bare
+  fast step;
+- the CPU model, the flags that decide `auto`, and what `auto` chose.
+
+Run: python bench/bench_train.py [--threads 2] [--networks unet,fcn8s] [--sizes 64,256] [--bf16]
+Targets (issue 8): U-net at 256 fast path >= 2.5x its fp32 step (only reachable on a CPU with
+bf16 units: AMX / AVX512-BF16); end-to-end >= 90 % of the bare fast step for every network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sonoseg import models, train
+from sonoseg.recipe import Recipe
+
+NETWORKS = ["unet", "light_unet", "lighter_unet_c128", "lighter_unet_c1", "fcn8s", "deeplabv3plus_mobilenetv2"]
+BATCH = {64: 8, 256: 2}  # fewer, smaller steps at 256 keep the whole run within minutes on 2 cores
+STEPS = {64: 3, 256: 2}
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def step_rate(network: str, size: int, precision: str, channels_last: bool, batch: int | None = None,
+              steps: int | None = None, device: str = "cpu") -> float:
+    """Images per second of the bare training step (after one warm-up step)."""
+    torch.manual_seed(0)
+    model = models.build(network).train().to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = batch or BATCH.get(size, 2)
+    x = torch.rand(batch, 3, size, size, device=device)
+    y = (torch.rand(batch, 1, size, size, device=device) > 0.5).float()
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def step():
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(x)
+        loss = train.soft_dice_loss(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()
+    steps = steps or STEPS.get(size, 2)
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return batch * steps / (time.perf_counter() - started)
+
+
+def synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def synthetic_split(workdir: Path, size: int, counts=(("train", 96), ("val", 32))) -> list[Path]:
+    """Random uint8 caches in the preprocess layout (the study's 3:1 train/validation ratio by default)."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for part, count in counts:
+        path = workdir / f"{part}{size}.npz"
+        with open(path, "wb") as handle:
+            np.savez(handle, images=rng.integers(0, 255, (count, size, size, 3), dtype=np.uint8),
+                     masks=(rng.random((count, size, size)) > 0.7).astype(np.uint8),
+                     sample_ids=np.array([f"{part}{i}" for i in range(count)]))
+        paths.append(path)
+    return paths
+
+
+def end_to_end_rate(network: str, size: int, workdir: Path, epochs: int = 2) -> float:
+    """Training images per second of train() over a few epochs, everything included."""
+    paths = synthetic_split(workdir, size)
+    recipe = Recipe(min_epochs=epochs, max_epochs=epochs, batch_size=BATCH[size])
+    started = time.perf_counter()
+    train.train(network, 0, paths[0], paths[1], recipe, workdir / "model.pt", workdir / "history.csv",
+                checkpoint=workdir / "checkpoint.pt", device="cpu", threads=torch.get_num_threads())
+    return 96 * epochs / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--networks", default=",".join(NETWORKS))
+    parser.add_argument("--sizes", default="64,256")
+    parser.add_argument("--bf16", action="store_true", help="also measure bf16 where the CPU only emulates it")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cpu = torch.device("cpu")
+    fast_bf16 = train.cpu_has_fast_bf16()
+    auto = train.resolve_precision("auto", cpu)
+    print(f"CPU: {cpu_model()}, {args.threads} threads, torch {torch.__version__}, "
+          f"ATen capability {torch.backends.cpu.get_cpu_capability()}")
+    print(f"bf16 units (amx_bf16 / avx512_bf16 flags): {'yes' if fast_bf16 else 'no'} -> train.precision auto = {auto}")
+    measure_bf16 = fast_bf16 or args.bf16
+    sizes = [int(s) for s in args.sizes.split(",")]
+    header = ("network", "size", "fp32", "fp32+CL", "bf16", "bf16+CL", "fast path", "fast", "x fp32", "e2e", "e2e/fast")
+    print("\nimages/s of a training step (batch 8 at 64, 2 at 256); e2e = train() over 2 epochs of 96 images "
+          "at 64 with validation, checkpoint and history")
+    print(" | ".join(header))
+    print(" | ".join("---" for _ in header))
+    with tempfile.TemporaryDirectory() as tmp:
+        for network in args.networks.split(","):
+            model = models.build(network)
+            path = train.FastPath(model, cpu, "auto")
+            for size in sizes:
+                rates = {(p, cl): None for p in ("fp32", "bf16") for cl in (False, True)}
+                for precision, channels_last in rates:
+                    if precision == "bf16" and not measure_bf16:
+                        continue
+                    rates[precision, channels_last] = step_rate(network, size, precision, channels_last)
+                fast = rates[path.precision, path.channels_last]
+                e2e = end_to_end_rate(network, size, Path(tmp)) if size == min(sizes) else None
+                cells = [network, str(size)] + [f"{r:.2f}" if r else "-" for r in rates.values()]
+                cells += [path.describe(), f"{fast:.2f}", f"{fast / rates['fp32', False]:.2f}",
+                          f"{e2e:.2f}" if e2e else "-", f"{e2e / fast:.2f}" if e2e else "-"]
+                print(" | ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()

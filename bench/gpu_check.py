@@ -1,0 +1,105 @@
+"""The GPU check of issue 8, for a machine with one NVIDIA GPU and only python3 + PyTorch, torchvision,
+numpy, pandas, OpenCV and PyYAML (no snakemake, no medpy, no pip): run through bench/gpu_check.sh.
+
+Prints: U-net and Lighter U-net @128 training images/s at 256x256 in fp32 and bf16 (NCHW and
+channels_last); end-to-end train() images/s on synthetic data for a few epochs with the fast path
+that `train.precision: auto` picks; peak GPU memory; and the throughput of 1 vs 4 concurrent
+Lighter U-net @1 trainings on the one GPU (4 processes, as train.runs_per_gpu: 4 would run them).
+Goals (issue 8, H100 class): U-net >= 1,500 img/s at 256 in bf16; 4 concurrent @1 runs >= 2x one.
+`--device cpu --smoke` runs the same code at toy scale on a CPU (checks the script, not the GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import step_rate, synthetic_split  # noqa: E402
+
+from sonoseg import models, train  # noqa: E402
+from sonoseg.recipe import Recipe  # noqa: E402
+
+CONCURRENT_CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[5])
+from sonoseg import train
+from sonoseg.recipe import Recipe
+epochs = int(sys.argv[4])
+started = time.perf_counter()
+train.train("lighter_unet_c1", 0, sys.argv[1], sys.argv[2], Recipe(min_epochs=epochs, max_epochs=epochs),
+            sys.argv[3] + "/m.pt", sys.argv[3] + "/h.csv", device=sys.argv[6])
+print(time.perf_counter() - started)
+"""
+
+
+def concurrent_throughput(runs: int, paths: list[Path], images: int, epochs: int, workdir: Path, device: str) -> float:
+    """Training images/s of `runs` Lighter U-net @1 trainings started together on the one device."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    started = time.perf_counter()
+    children = []
+    for i in range(runs):
+        out = workdir / f"run{runs}_{i}"
+        out.mkdir(parents=True, exist_ok=True)
+        children.append(subprocess.Popen([sys.executable, "-c", CONCURRENT_CHILD, str(paths[0]), str(paths[1]),
+                                          str(out), str(epochs), src, device], stdout=subprocess.PIPE, text=True))
+    for child in children:
+        child.communicate()
+        if child.returncode:
+            raise SystemExit(f"a concurrent training failed (exit {child.returncode})")
+    return runs * images * epochs / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes, to check the script on a CPU")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    size, batch, steps, epochs = (32, 2, 1, 1) if args.smoke else (256, 32, 10, 3)
+    if device.type == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+              f"bf16 supported: {torch.cuda.is_bf16_supported()}")
+        torch.backends.cudnn.benchmark = True  # speed measurements; training itself asks for determinism
+    print(f"train.precision auto on {device}: {train.resolve_precision('auto', device)}")
+    print(f"\ntraining step, images/s at {size}x{size}, batch {batch}")
+    print("network | fp32 | fp32+CL | bf16 | bf16+CL | peak GPU memory (GiB)")
+    for network in ("unet", "lighter_unet_c128"):
+        cells = [network]
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        for precision in ("fp32", "bf16"):
+            for channels_last in (False, True):
+                cells.append(f"{step_rate(network, size, precision, channels_last, batch, steps, str(device)):.0f}")
+        cells.append(f"{torch.cuda.max_memory_allocated() / 2**30:.1f}" if device.type == "cuda" else "-")
+        print(" | ".join(cells), flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        print(f"\nend-to-end train() on {device}, {epochs} epochs, fast path as `auto` picks it")
+        for network in ("unet", "lighter_unet_c128"):
+            model = models.build(network)
+            path = train.FastPath(model, device, "auto")
+            images = 416 if not args.smoke else 16  # the paper's training split: 208 patients x 2 views
+            paths = synthetic_split(workdir, size, (("train", images), ("val", images // 3)))
+            started = time.perf_counter()
+            train.train(network, 0, paths[0], paths[1], Recipe(min_epochs=epochs, max_epochs=epochs),
+                        workdir / "m.pt", workdir / "h.csv", device=str(device))
+            print(f"{network} ({path.describe()}): {images * epochs / (time.perf_counter() - started):.0f} img/s", flush=True)
+
+        images = 416 if not args.smoke else 8
+        paths = synthetic_split(workdir, size, (("train", images), ("val", images // 3)))
+        one = concurrent_throughput(1, paths, images, epochs, workdir, str(device))
+        four = concurrent_throughput(4, paths, images, epochs, workdir, str(device))
+        print(f"\nLighter U-net @1, {size}x{size}: 1 run {one:.0f} img/s, 4 concurrent runs {four:.0f} img/s "
+              f"in all ({four / one:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
