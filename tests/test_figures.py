@@ -152,5 +152,9 @@ def test_study_tables_show_ours_the_paper_and_the_difference(tmp_path):
     page = (tmp_path / "table1.html").read_text()
     for text in ("17,267,393", "0.900 ± 0.010", "0.929 ± 0.002", "-0.029", "+1.08"):
         assert text in page, text
+    assert "<h2>Table 1: architectures</h2>" in page
+    (tmp_path / "table1.md").write_text("**Table 1. Test metrics at 32 px**\n\n| a |\n")
+    figures.study_table_html(tmp_path / "table1.csv", "table1", tmp_path / "table1.html")
+    assert "<h2>Table 1. Test metrics at 32 px</h2>" in (tmp_path / "table1.html").read_text()
     with pytest.raises(SonosegError, match="table kind"):
         figures.study_table_html(tmp_path / "table1.csv", "table3", tmp_path / "x.html")

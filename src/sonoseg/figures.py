@@ -235,7 +235,7 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
         notes = [note("Mean ± sample standard deviation over seeds of the per-seed mean over test images. "
                       "HD95 penalised: images with exactly one empty mask, scored Dice 0 and HD95 = image diagonal.")]
     elif kind == "ladder":
-        title = "Section 4.2 tuning ladder (U-net, cumulative steps)"
+        title = "Section 4.2 tuning ladder (cumulative steps)"
         shown = pd.DataFrame({
             "Step": table["step"], "Seeds": table["seeds"],
             "Dice (ours)": [_pm(m, s, 3) for m, s in zip(table["dice_mean"], table["dice_std"])],
@@ -243,7 +243,7 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
             "Dice ours − paper": [_signed(d, 3) for d in table["dice_mean"] - table["paper_dice_mean"]],
             "HD95 px (ours)": [_pm(m, s, 2) for m, s in zip(table["hd95_mean"], table["hd95_std"])],
         })
-        notes = [note("Each step adds one change to the previous one; the paper reports U-net test Dice only.")]
+        notes = [note("Each step adds one change to the previous one; the paper's Dice is U-net's.")]
     elif kind == "weight_decay":
         title = "Weight decay chosen per network (lowest validation loss)"
         shown = pd.DataFrame({
@@ -257,7 +257,15 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                       "validation set and reports 1e-4 for U-net; the test split is never read by this choice.")]
     else:
         raise SonosegError(f"table kind {kind!r}: expected table1, table2, ladder or weight_decay")
-    write_page(out_html, title, [html_table(shown), *notes])
+    write_page(out_html, _caption_of(table_csv) or title, [html_table(shown), *notes])
+
+
+def _caption_of(table_csv: str | Path) -> str:
+    """The caption the table stage wrote first in its Markdown twin (it names the input size, the
+    epochs and the ladder's network), when there is one."""
+    markdown = Path(table_csv).with_suffix(".md")
+    first = markdown.read_text().splitlines()[0].strip() if markdown.is_file() else ""
+    return first.strip("*").strip() if first.startswith("**") else ""
 
 
 # ----------------------------------------------------------------------------- 3 curves
