@@ -7,8 +7,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from conftest import run_snakemake
-from test_workflow import TINY, write_config
+from conftest import TINY, run_snakemake, write_config
 
 
 def cluster_is_up() -> bool:
@@ -35,8 +34,13 @@ def test_tiny_study_through_slurm(workflow_copy):
     assert len(job_ids) >= 10, output[-2000:]  # every job went through sbatch
     table = pd.read_csv(workflow_copy / "results" / "slurm" / "tables" / "table2.csv")
     assert table["dice_mean"].notna().all()
-    # The training job asked SLURM for a GPU and used the device SLURM assigned.
+    # The training job asked SLURM for a GPU: the scheduler still knows the job and shows its GPU request.
+    train_job = re.search(r"SLURM jobid (\d+) \(log: [^)]*rule_train/", output)
+    assert train_job, output[-2000:]
+    job = subprocess.run(["scontrol", "show", "job", "-o", train_job[1]], capture_output=True, text=True)
+    assert job.returncode == 0, job.stderr
+    assert re.search(r"gres/gpu[:=]1", job.stdout), job.stdout
+    # Inside that job, CUDA_VISIBLE_DEVICES came from SLURM, and the GPU-slot code took it as it was.
     log = (workflow_copy / "results" / "slurm" / "logs" / "train" / "lighter_unet_c1" / "seed0.log").read_text()
     assert "training lighter_unet_c1 seed 0" in log
-    train_logs = list((workflow_copy / ".snakemake" / "slurm_logs").rglob("*train*"))
-    assert train_logs or "rule_train" in output
+    assert re.search(rf"GPU slot: SLURM job {train_job[1]} assigned CUDA_VISIBLE_DEVICES=\S+", log), log[:2000]

@@ -1,40 +1,11 @@
 """The real Snakemake workflow on tiny configs: validation, a full run, incrementality, the DAG."""
 
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from conftest import run_snakemake
-
-TINY = {
-    "study": "tiny",
-    "synthetic": {"patients": 6, "seed": 2, "height": 64, "width": 96},
-    "preprocess": {"size": 32},
-    "networks": ["unet", "lighter_unet_c1"],
-    "seeds": [0],
-    "train": {"device": "cpu", "threads": 1, "weight_decay": "auto", "weight_decay_grid": [0.0001, 0],
-              "min_epochs": 1, "max_epochs": 1},
-    "ladder": {"enabled": True, "network": "unet", "steps": [
-        {"name": "baseline", "changes": {"augment": False, "loss": "bce", "optimizer": "sgd", "learning_rate": 0.001}},
-        {"name": "adam", "changes": {"optimizer": "adam", "learning_rate": 0.0001}},
-    ]},
-}
-
-
-def write_config(workdir: Path, config: dict, name: str = "tiny.yaml") -> str:
-    path = workdir / "config" / name
-    path.write_text(yaml.safe_dump(config))
-    return f"config/{name}"
-
-
-def jobs_of(dry_run_output: str) -> dict[str, int]:
-    """The 'Job stats' table of a dry run: rule -> count."""
-    table = dry_run_output.split("Job stats:")[1].split("total")[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
-
+from conftest import TINY, jobs_of, run_snakemake, write_config
 
 def test_schema_rejects_unknown_key_and_bad_value(workflow_copy):
     bad_key = {**TINY, "train": {**TINY["train"], "learning_rat": 0.1}}
@@ -69,6 +40,9 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy):
         assert frame[["dice_mean", "hd95_mean"]].notna().all().all()
         assert (out / "tables" / f"{table}.md").read_text().count("|") > 10
         assert "\\begin{tabular}" in (out / "tables" / f"{table}.tex").read_text()
+    cost = pd.read_csv(out / "tables" / "cost.csv")
+    assert list(cost.columns) == ["network", "parameters", "gflops", "latency_ms", "backend", "threads", "cpu"]
+    assert sorted(cost["network"]) == ["lighter_unet_c1", "unet"] and (cost["latency_ms"] > 0).all()
     choices = pd.read_csv(out / "tables" / "weight_decay.csv")
     assert sorted(choices["network"].unique()) == ["lighter_unet_c1", "unet"]
     assert choices.groupby("network")["chosen"].sum().tolist() == [1, 1]

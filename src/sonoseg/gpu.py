@@ -50,6 +50,8 @@ def acquire_slot(lock_dir: str | Path = DEFAULT_LOCK_DIR, devices: list[str] | N
     per GPU only stack up on a device when every device already has one.
     """
     if os.environ.get("SLURM_JOB_ID") and os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        log.info("GPU slot: SLURM job %s assigned CUDA_VISIBLE_DEVICES=%s", os.environ["SLURM_JOB_ID"],
+                 os.environ["CUDA_VISIBLE_DEVICES"])
         return os.environ["CUDA_VISIBLE_DEVICES"], None
     devices = visible_devices() if devices is None else devices
     if not devices:
