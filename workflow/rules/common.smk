@@ -24,6 +24,7 @@ NETWORKS = config["networks"]
 # Non-learned methods (sonoseg.baseline): predicted and evaluated like a network, without training.
 BASELINES = config["baselines"]
 SEEDS = [str(s) for s in config["seeds"]]
+LADDER_SEEDS = [str(s) for s in config["ladder"]["seeds"]] or SEEDS
 TRAIN = config["train"]
 DATASET = config["dataset"]
 LADDER = config["ladder"]
@@ -44,6 +45,8 @@ for _network in TRAIN["overrides"]:
     if _network not in NETWORKS:
         raise ValueError(f"config train.overrides: {_network!r} is not one of the study's networks {NETWORKS}")
     pretrained_backbone_for(TRAIN, _network)  # a pretrained_backbone override needs a network with a backbone
+if not set(LADDER_SEEDS) <= set(SEEDS):
+    raise ValueError(f"config ladder.seeds: {LADDER_SEEDS} must be among the study's seeds {SEEDS}")
 if len(set(LADDER_STEPS)) != len(LADDER_STEPS):
     raise ValueError(f"config ladder.steps: step names must be unique, got {LADDER_STEPS}")
 
@@ -155,8 +158,8 @@ def get_network_runs(wildcards):
 
 def get_ladder_runs(wildcards):
     return {
-        "metrics": expand(f"{OUT}/ladder/{wildcards.step}/metrics/seed{{seed}}.csv", seed=SEEDS),
-        "histories": expand(f"{OUT}/ladder/{wildcards.step}/models/seed{{seed}}/history.csv", seed=SEEDS),
+        "metrics": expand(f"{OUT}/ladder/{wildcards.step}/metrics/seed{{seed}}.csv", seed=LADDER_SEEDS),
+        "histories": expand(f"{OUT}/ladder/{wildcards.step}/models/seed{{seed}}/history.csv", seed=LADDER_SEEDS),
     }
 
 

@@ -28,7 +28,7 @@ use rule summarize_network as summarize_ladder_step with:
     params:
         key="step",
         name=lambda wc: wc.step,
-        seeds=" ".join(SEEDS),
+        seeds=" ".join(LADDER_SEEDS),
     log:
         f"{LOGS}/report/ladder_{{step}}.log",
 
