@@ -112,3 +112,9 @@ def test_tables_show_matched_hd95_and_no_lesion_images(tmp_path):
 def test_tables_without_lesion_free_images_have_no_such_column():
     markdown, _ = report.to_markdown_and_latex(report.network_table(runs(), paper.TABLE2, ["unet"]), "Network", "c")
     assert "No-lesion" not in markdown
+
+
+def test_summary_reads_emptiness_from_the_policy_when_the_columns_are_absent(tmp_path):
+    rows = [{k: v for k, v in r.items() if k not in ("truth_empty", "prediction_empty")} for r in metrics_rows()]
+    summary = report.summarize_run(write_metrics(tmp_path / "m.csv", rows), None)
+    assert (summary["lesion_images"], summary["hd95_matched_images"], summary["no_lesion_images"]) == (4, 3, 2)

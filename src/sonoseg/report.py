@@ -28,8 +28,8 @@ def summarize_run(metrics_csv: str | Path, history_csv: str | Path | None) -> di
     history = pd.read_csv(history_csv) if history_csv else None
     if metrics.empty:
         raise SonosegError(f"{metrics_csv}: no test images were evaluated")
-    truth_empty = metrics["truth_empty"].astype(str).str.lower() == "true"
-    prediction_empty = metrics["prediction_empty"].astype(str).str.lower() == "true"
+    truth_empty = _empty_side(metrics, "truth")
+    prediction_empty = _empty_side(metrics, "prediction")
     lesion, no_lesion = metrics[~truth_empty], metrics[truth_empty]
     matched = metrics[~truth_empty & ~prediction_empty]
     return {
@@ -44,6 +44,16 @@ def summarize_run(metrics_csv: str | Path, history_csv: str | Path | None) -> di
         "epochs": len(history) if history is not None else pd.NA,
         "best_epoch": int(history.loc[history["val_loss"].idxmin(), "epoch"]) if history is not None else pd.NA,
     }
+
+
+def _empty_side(metrics: pd.DataFrame, side: str) -> pd.Series:
+    """Which rows have an empty ``side`` mask: the ``<side>_empty`` column, else read from the
+    HD95 policy (both_empty, penalty_empty_<side>), else none."""
+    if f"{side}_empty" in metrics:
+        return metrics[f"{side}_empty"].astype(str).str.lower() == "true"
+    if "hd95_policy" in metrics:
+        return metrics["hd95_policy"].astype(str).isin(["both_empty", f"penalty_empty_{side}"])
+    return pd.Series(False, index=metrics.index)
 
 
 def mean_std(values: pd.Series) -> tuple[float, float]:
