@@ -253,9 +253,9 @@ def test_segment_new_images_with_a_trained_model(caches, tmp_path):
     cv2.imwrite(str(tmp_path / "new scan.png"), image[:, :, ::-1])
     gray = tmp_path / "gray.png"
     cv2.imwrite(str(gray), image[:, :, 0])
-    written = infer.segment_images(tmp_path / "m.pt", [tmp_path / "new scan.png", gray], tmp_path / "out", device="cpu")
-    assert [p.name for p in written] == ["new scan_mask.png", "gray_mask.png"]
-    for path in written:
+    result = infer.segment_images(tmp_path / "m.pt", [tmp_path / "new scan.png", gray], tmp_path / "out", device="cpu")
+    assert [p.name for p in result.written] == ["new scan_mask.png", "gray_mask.png"] and not result.failed
+    for path in result.written:
         mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         assert mask.shape == (120, 200) and set(np.unique(mask)) <= {0, 255}
     with pytest.raises(SonosegError, match="refused"):
