@@ -118,3 +118,15 @@ def test_summary_reads_emptiness_from_the_policy_when_the_columns_are_absent(tmp
     rows = [{k: v for k, v in r.items() if k not in ("truth_empty", "prediction_empty")} for r in metrics_rows()]
     summary = report.summarize_run(write_metrics(tmp_path / "m.csv", rows), None)
     assert (summary["lesion_images"], summary["hd95_matched_images"], summary["no_lesion_images"]) == (4, 3, 2)
+
+
+def test_tables_carry_gflops_and_cpu_latency_from_the_cost_table(tmp_path):
+    cost = tmp_path / "cost.csv"
+    pd.DataFrame([{"network": "unet", "parameters": 17_267_393, "gflops": 79.96, "latency_ms": 350.5,
+                   "backend": "onnxruntime", "threads": 2, "cpu": "Test CPU"}]).to_csv(cost, index=False)
+    table = report.with_cost(report.network_table(runs(), paper.TABLE1, ["unet", "fcn8s"]), cost)
+    rows = table.set_index("network")
+    assert rows.loc["unet", "gflops"] == pytest.approx(79.96) and math.isnan(rows.loc["fcn8s", "latency_ms"])
+    markdown, _ = report.to_markdown_and_latex(table, "Network", "T" + report.cost_caption(cost))
+    assert "| GFLOPs | CPU ms |" in markdown and "| 79.96 | 350.5 |" in markdown
+    assert "onnxruntime, 2 threads, Test CPU" in markdown

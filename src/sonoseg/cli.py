@@ -185,8 +185,8 @@ def cmd_table(args) -> None:
     reference = paper.TABLE1 if args.kind == "table1" else paper.TABLE2
     caption = {"table1": "Table 1. Test metrics by architecture (mean ± std over seeds",
                "table2": "Table 2. U-net and its lightweight variants (mean ± std over seeds"}[args.kind]
-    table = report.network_table(runs, reference, list(runs["network"].drop_duplicates()))
-    report.write_table(table, args.out, f"{caption}{scale})")
+    table = report.with_cost(report.network_table(runs, reference, list(runs["network"].drop_duplicates())), args.cost)
+    report.write_table(table, args.out, f"{caption}{scale}{report.cost_caption(args.cost)})")
 
 
 def cmd_weight_decay_table(args) -> None:
@@ -369,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the CSV; .md and .tex are written beside it")
     p.add_argument("--input-size", type=int, default=0, help="the networks' input size, for the caption")
     p.add_argument("--ladder-network", default="unet", help="the network the ladder trained, for the caption")
+    p.add_argument("--cost", default="", help="tables/cost.csv: adds GFLOPs and CPU latency columns")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("weight-decay-table", help="collect every network's weight-decay choice")

@@ -122,6 +122,28 @@ def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> p
     return pd.DataFrame(rows)
 
 
+COST_COLUMNS = ["gflops", "latency_ms"]
+
+
+def with_cost(table: pd.DataFrame, cost_csv: str | Path | None) -> pd.DataFrame:
+    """Add GFLOPs and CPU latency (tables/cost.csv) to a network table; networks without a cost row
+    (the non-learned baseline) get none. The caption names the backend, threads and CPU."""
+    if not cost_csv:
+        return table
+    cost = pd.read_csv(cost_csv)
+    return table.merge(cost[["network", *COST_COLUMNS]], on="network", how="left")
+
+
+def cost_caption(cost_csv: str | Path | None) -> str:
+    if not cost_csv:
+        return ""
+    cost = pd.read_csv(cost_csv)
+    if cost.empty:
+        return ""
+    row = cost.iloc[0]
+    return f"; latency: batch 1, {row['backend']}, {int(row['threads'])} threads, {row['cpu']}"
+
+
 def ladder_table(runs: pd.DataFrame, steps: list[str]) -> pd.DataFrame:
     summary = aggregate(runs, "step").set_index("step")
     rows = []
@@ -153,11 +175,13 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tupl
     over all seeds) appears when the test set has images without a lesion.
     """
     has_params = "parameters" in table.columns
+    has_cost = all(c in table.columns for c in COST_COLUMNS)
     has_paper_hd = "paper_hd95_mean" in table.columns
     has_mm = "hd95_mm_mean" in table.columns and table["hd95_mm_mean"].notna().any()
     has_matched = "hd95_matched_mean" in table.columns and table["hd95_matched_mean"].notna().any()
     has_no_lesion = "no_lesion_images" in table.columns and (table["no_lesion_images"].fillna(0) > 0).any()
-    header = [first] + (["Parameters"] if has_params else []) + ["Dice (ours)", "HD95 px (ours)"] + \
+    header = [first] + (["Parameters"] if has_params else []) + (["GFLOPs", "CPU ms"] if has_cost else []) + \
+        ["Dice (ours)", "HD95 px (ours)"] + \
         (["HD95 px, both non-empty (ours)"] if has_matched else []) + (["HD95 mm (ours)"] if has_mm else []) + \
         (["No-lesion images: Dice (ours)"] if has_no_lesion else []) + \
         ["Dice (paper)"] + (["HD95 px (paper)"] if has_paper_hd else [])
@@ -166,6 +190,9 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tupl
         cells = [str(row.get("label", row[table.columns[0]]))]
         if has_params:
             cells.append(f"{row['parameters']:,}")
+        if has_cost:
+            cells += ["-" if pd.isna(row["gflops"]) else f"{row['gflops']:.2f}",
+                      "-" if pd.isna(row["latency_ms"]) else f"{row['latency_ms']:.1f}"]
         cells += [_pm(row["dice_mean"], row["dice_std"], 3), _pm(row["hd95_mean"], row["hd95_std"], 2)]
         if has_matched:
             cells.append(_with_count(_pm(row["hd95_matched_mean"], row["hd95_matched_std"], 2),

@@ -39,7 +39,8 @@ TABLE_SCALE = f"--input-size {config['preprocess']['size']} --ladder-network {LA
 
 rule table1:
     input:
-        expand(f"{OUT}/networks/{{network}}.csv", network=table_networks(paper.TABLE1)),
+        unpack(get_cost_table),
+        summaries=expand(f"{OUT}/networks/{{network}}.csv", network=table_networks(paper.TABLE1)),
     output:
         csv=f"{OUT}/tables/table1.csv",  # in the report as HTML: workflow/rules/plots.smk
         markdown=f"{OUT}/tables/table1.md",
@@ -47,6 +48,7 @@ rule table1:
     params:
         kind="table1",
         scale=TABLE_SCALE,
+        cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() else "",
     log:
         f"{LOGS}/report/table1.log",
     resources:
@@ -55,12 +57,14 @@ rule table1:
     conda:
         CONDA_ENV
     shell:
-        "sonoseg table {params.kind} --summaries {input} --out {output.csv} {params.scale} > {log} 2>&1"
+        "sonoseg table {params.kind} --summaries {input.summaries} --out {output.csv} {params.scale} "
+        "{params.cost} > {log} 2>&1"
 
 
 use rule table1 as table2 with:
     input:
-        expand(f"{OUT}/networks/{{network}}.csv", network=table_networks(paper.TABLE2)),
+        unpack(get_cost_table),
+        summaries=expand(f"{OUT}/networks/{{network}}.csv", network=table_networks(paper.TABLE2)),
     output:
         csv=f"{OUT}/tables/table2.csv",  # in the report as HTML: workflow/rules/plots.smk
         markdown=f"{OUT}/tables/table2.md",
@@ -68,13 +72,14 @@ use rule table1 as table2 with:
     params:
         kind="table2",
         scale=TABLE_SCALE,
+        cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() else "",
     log:
         f"{LOGS}/report/table2.log",
 
 
 use rule table1 as ladder_table with:
     input:
-        expand(f"{OUT}/ladder/{{step}}.csv", step=LADDER_STEPS),
+        summaries=expand(f"{OUT}/ladder/{{step}}.csv", step=LADDER_STEPS),
     output:
         csv=f"{OUT}/tables/ladder.csv",  # in the report as HTML: workflow/rules/plots.smk
         markdown=f"{OUT}/tables/ladder.md",
@@ -82,6 +87,7 @@ use rule table1 as ladder_table with:
     params:
         kind="ladder",
         scale=TABLE_SCALE,
+        cost="",
     log:
         f"{LOGS}/report/ladder.log",
 
