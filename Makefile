@@ -28,7 +28,11 @@ report: $(BIN)/sonoseg
 test: $(BIN)/sonoseg
 	$(BIN)/python -m pytest -q
 
+# Static checks (CI runs them before the tests): ruff lint and format, snakefmt, Snakemake's linter.
 lint: $(BIN)/sonoseg
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 	snakemake --lint --configfile $(CONFIG)
 
 clean:

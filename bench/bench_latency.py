@@ -35,17 +35,23 @@ def main() -> None:
     args = parser.parse_args()
     networks = ["unet"] + [n for n in args.networks if n != "unet"]
     fast_bf16 = cpu_has_fast_bf16()
-    print(f"CPU: {cost.cpu_model()} (torch capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"fast bf16: {'yes' if fast_bf16 else 'no: the fast path stays fp32'}), {args.threads} threads, "
-          f"{args.size}x{args.size}, batch 1, median of {args.repeats} runs after {args.warmup} warm-up", flush=True)
+    print(
+        f"CPU: {cost.cpu_model()} (torch capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"fast bf16: {'yes' if fast_bf16 else 'no: the fast path stays fp32'}), {args.threads} threads, "
+        f"{args.size}x{args.size}, batch 1, median of {args.repeats} runs after {args.warmup} warm-up",
+        flush=True,
+    )
     timing = {"repeats": args.repeats, "warmup": args.warmup}
     rows = []
     for name in networks:
         torch.manual_seed(0)
         model = models.build(name).eval()
-        row = {"network": name, "parameters": models.count_parameters(model),
-               "gflops": cost.forward_gflops(model, args.size),
-               "torch_fp32_ms": cost.torch_latency_ms(model, args.size, args.threads, **timing)}
+        row = {
+            "network": name,
+            "parameters": models.count_parameters(model),
+            "gflops": cost.forward_gflops(model, args.size),
+            "torch_fp32_ms": cost.torch_latency_ms(model, args.size, args.threads, **timing),
+        }
         bf16, channels_last = cost.torch_fast_path(model)
         row["torch_fast"] = "+".join(["bf16" if bf16 else "fp32"] + (["channels_last"] if channels_last else []))
         row["torch_fast_ms"] = cost.torch_latency_ms(model, args.size, args.threads, fast=True, **timing)

@@ -43,37 +43,47 @@ def main() -> None:
         synth.write_dataset(Path(tmp) / "w", patients=20, seed=0)
         written = (time.perf_counter() - start) / 40
     projected = written * PAPER_IMAGES
-    print(f"phantom with PNG writing: {written * 1000:.1f} ms/image -> 348 patients x 2 views in ~{projected:.0f} s; "
-          f"budget {BUDGET_S:.0f} s -> ratio {projected / BUDGET_S:.2f} (<= 1 meets it)")
+    print(
+        f"phantom with PNG writing: {written * 1000:.1f} ms/image -> 348 patients x 2 views in ~{projected:.0f} s; "
+        f"budget {BUDGET_S:.0f} s -> ratio {projected / BUDGET_S:.2f} (<= 1 meets it)"
+    )
     if "--full" in sys.argv:
         with tempfile.TemporaryDirectory() as tmp:
             start, cpu = time.perf_counter(), time.process_time()
             synth.write_dataset(Path(tmp) / "full", patients=348, seed=0)
             took, cpu = time.perf_counter() - start, time.process_time() - cpu
         # CPU time too: on a shared machine the wall time mostly measures the other processes.
-        print(f"phantom, full 348-patient set written: {took:.1f} s wall, {cpu:.1f} s CPU; "
-              f"budget {BUDGET_S:.0f} s -> ratio {took / BUDGET_S:.2f} (wall), {cpu / BUDGET_S:.2f} (CPU)")
+        print(
+            f"phantom, full 348-patient set written: {took:.1f} s wall, {cpu:.1f} s CPU; "
+            f"budget {BUDGET_S:.0f} s -> ratio {took / BUDGET_S:.2f} (wall), {cpu / BUDGET_S:.2f} (CPU)"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         root = synth.write_dataset(Path(tmp) / "d", patients=16, seed=0)
-        rows = pd.DataFrame({"sample_id": [p.stem for p in sorted((root / "images").iterdir())],
-                             "image": sorted(str(p) for p in (root / "images").iterdir()),
-                             "mask": sorted(str(p) for p in (root / "masks").iterdir())})
+        rows = pd.DataFrame(
+            {
+                "sample_id": [p.stem for p in sorted((root / "images").iterdir())],
+                "image": sorted(str(p) for p in (root / "images").iterdir()),
+                "mask": sorted(str(p) for p in (root / "masks").iterdir()),
+            }
+        )
         preprocess.build_cache(rows, 256, Path(tmp) / "train.npz")
         cache = preprocess.load_cache(Path(tmp) / "train.npz")
         order = np.random.default_rng(0).permutation(len(rows))
 
         def decode_batch(i):
-            for j in order[(i * 8) % 32:(i * 8) % 32 + 8]:
+            for j in order[(i * 8) % 32 : (i * 8) % 32 + 8]:
                 preprocess.resize_sample(read_image(rows.image[j]).pixels, read_mask(rows["mask"][j]).pixels, 256)
 
         def cached_batch(i):
-            batch = order[(i * 8) % 32:(i * 8) % 32 + 8]
+            batch = order[(i * 8) % 32 : (i * 8) % 32 + 8]
             return cache["images"][batch].astype(np.float32) / 255, cache["masks"][batch]
 
         decoded, cached = per_call(decode_batch, 8), per_call(cached_batch, 50)
-        print(f"batch of 8 at 256x256: decode {decoded * 1000:.1f} ms, cache {cached * 1000:.2f} ms "
-              f"-> cache is {decoded / cached:.0f}x faster")
+        print(
+            f"batch of 8 at 256x256: decode {decoded * 1000:.1f} ms, cache {cached * 1000:.2f} ms "
+            f"-> cache is {decoded / cached:.0f}x faster"
+        )
 
 
 if __name__ == "__main__":

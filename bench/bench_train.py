@@ -44,8 +44,15 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def step_rate(network: str, size: int, precision: str, channels_last: bool, batch: int | None = None,
-              steps: int | None = None, device: str = "cpu") -> float:
+def step_rate(
+    network: str,
+    size: int,
+    precision: str,
+    channels_last: bool,
+    batch: int | None = None,
+    steps: int | None = None,
+    device: str = "cpu",
+) -> float:
     """Images per second of the bare training step (after one warm-up step)."""
     torch.manual_seed(0)
     model = models.build(network).train().to(device)
@@ -88,9 +95,12 @@ def synthetic_split(workdir: Path, size: int, counts=(("train", 96), ("val", 32)
     for part, count in counts:
         path = workdir / f"{part}{size}.npz"
         with open(path, "wb") as handle:
-            np.savez(handle, images=rng.integers(0, 255, (count, size, size, 3), dtype=np.uint8),
-                     masks=(rng.random((count, size, size)) > 0.7).astype(np.uint8),
-                     sample_ids=np.array([f"{part}{i}" for i in range(count)]))
+            np.savez(
+                handle,
+                images=rng.integers(0, 255, (count, size, size, 3), dtype=np.uint8),
+                masks=(rng.random((count, size, size)) > 0.7).astype(np.uint8),
+                sample_ids=np.array([f"{part}{i}" for i in range(count)]),
+            )
         paths.append(path)
     return paths
 
@@ -100,8 +110,18 @@ def end_to_end_rate(network: str, size: int, workdir: Path, epochs: int = 2) -> 
     paths = synthetic_split(workdir, size)
     recipe = Recipe(min_epochs=epochs, max_epochs=epochs, batch_size=BATCH[size])
     started = time.perf_counter()
-    train.train(network, 0, paths[0], paths[1], recipe, workdir / "model.pt", workdir / "history.csv",
-                checkpoint=workdir / "checkpoint.pt", device="cpu", threads=torch.get_num_threads())
+    train.train(
+        network,
+        0,
+        paths[0],
+        paths[1],
+        recipe,
+        workdir / "model.pt",
+        workdir / "history.csv",
+        checkpoint=workdir / "checkpoint.pt",
+        device="cpu",
+        threads=torch.get_num_threads(),
+    )
     return 96 * epochs / (time.perf_counter() - started)
 
 
@@ -116,14 +136,18 @@ def main() -> None:
     cpu = torch.device("cpu")
     fast_bf16 = train.cpu_has_fast_bf16()
     auto = train.resolve_precision("auto", cpu)
-    print(f"CPU: {cpu_model()}, {args.threads} threads, torch {torch.__version__}, "
-          f"ATen capability {torch.backends.cpu.get_cpu_capability()}")
+    print(
+        f"CPU: {cpu_model()}, {args.threads} threads, torch {torch.__version__}, "
+        f"ATen capability {torch.backends.cpu.get_cpu_capability()}"
+    )
     print(f"bf16 units (amx_bf16 / avx512_bf16 flags): {'yes' if fast_bf16 else 'no'} -> train.precision auto = {auto}")
     measure_bf16 = fast_bf16 or args.bf16
     sizes = [int(s) for s in args.sizes.split(",")]
     header = ("network", "size", "fp32", "fp32+CL", "bf16", "bf16+CL", "fast path", "fast", "x fp32", "e2e", "e2e/fast")
-    print("\nimages/s of a training step (batch 8 at 64, 2 at 256); e2e = train() over 2 epochs of 96 images "
-          "at 64 with validation, checkpoint and history")
+    print(
+        "\nimages/s of a training step (batch 8 at 64, 2 at 256); e2e = train() over 2 epochs of 96 images "
+        "at 64 with validation, checkpoint and history"
+    )
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,8 +163,13 @@ def main() -> None:
                 fast = rates[path.precision, path.channels_last]
                 e2e = end_to_end_rate(network, size, Path(tmp)) if size == min(sizes) else None
                 cells = [network, str(size)] + [f"{r:.2f}" if r else "-" for r in rates.values()]
-                cells += [path.describe(), f"{fast:.2f}", f"{fast / rates['fp32', False]:.2f}",
-                          f"{e2e:.2f}" if e2e else "-", f"{e2e / fast:.2f}" if e2e else "-"]
+                cells += [
+                    path.describe(),
+                    f"{fast:.2f}",
+                    f"{fast / rates['fp32', False]:.2f}",
+                    f"{e2e:.2f}" if e2e else "-",
+                    f"{e2e / fast:.2f}" if e2e else "-",
+                ]
                 print(" | ".join(cells), flush=True)
 
 

@@ -47,8 +47,23 @@ def concurrent_throughput(runs: int, paths: list[Path], images: int, epochs: int
     for i in range(runs):
         out = workdir / f"run{runs}_{i}"
         out.mkdir(parents=True, exist_ok=True)
-        children.append(subprocess.Popen([sys.executable, "-c", CONCURRENT_CHILD, str(paths[0]), str(paths[1]),
-                                          str(out), str(epochs), src, device], stdout=subprocess.PIPE, text=True))
+        children.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    CONCURRENT_CHILD,
+                    str(paths[0]),
+                    str(paths[1]),
+                    str(out),
+                    str(epochs),
+                    src,
+                    device,
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
     for child in children:
         child.communicate()
         if child.returncode:
@@ -64,8 +79,10 @@ def main() -> None:
     device = torch.device(args.device)
     size, batch, steps, epochs = (32, 2, 1, 1) if args.smoke else (256, 32, 10, 3)
     if device.type == "cuda":
-        print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
-              f"bf16 supported: {torch.cuda.is_bf16_supported()}")
+        print(
+            f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+            f"bf16 supported: {torch.cuda.is_bf16_supported()}"
+        )
         torch.backends.cudnn.benchmark = True  # speed measurements; training itself asks for determinism
     print(f"train.precision auto on {device}: {train.resolve_precision('auto', device)}")
     print(f"\ntraining step, images/s at {size}x{size}, batch {batch}")
@@ -89,16 +106,29 @@ def main() -> None:
             images = 416 if not args.smoke else 16  # the paper's training split: 208 patients x 2 views
             paths = synthetic_split(workdir, size, (("train", images), ("val", images // 3)))
             started = time.perf_counter()
-            train.train(network, 0, paths[0], paths[1], Recipe(min_epochs=epochs, max_epochs=epochs),
-                        workdir / "m.pt", workdir / "h.csv", device=str(device))
-            print(f"{network} ({path.describe()}): {images * epochs / (time.perf_counter() - started):.0f} img/s", flush=True)
+            train.train(
+                network,
+                0,
+                paths[0],
+                paths[1],
+                Recipe(min_epochs=epochs, max_epochs=epochs),
+                workdir / "m.pt",
+                workdir / "h.csv",
+                device=str(device),
+            )
+            print(
+                f"{network} ({path.describe()}): {images * epochs / (time.perf_counter() - started):.0f} img/s",
+                flush=True,
+            )
 
         images = 416 if not args.smoke else 8
         paths = synthetic_split(workdir, size, (("train", images), ("val", images // 3)))
         one = concurrent_throughput(1, paths, images, epochs, workdir, str(device))
         four = concurrent_throughput(4, paths, images, epochs, workdir, str(device))
-        print(f"\nLighter U-net @1, {size}x{size}: 1 run {one:.0f} img/s, 4 concurrent runs {four:.0f} img/s "
-              f"in all ({four / one:.2f}x)")
+        print(
+            f"\nLighter U-net @1, {size}x{size}: 1 run {one:.0f} img/s, 4 concurrent runs {four:.0f} img/s "
+            f"in all ({four / one:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -39,13 +39,26 @@ TINY = {
     "preprocess": {"size": 32},
     "networks": ["unet", "lighter_unet_c1"],
     "seeds": [0],
-    "train": {"device": "cpu", "threads": 1, "weight_decay": "auto", "weight_decay_grid": [0.0001, 0],
-              "min_epochs": 1, "max_epochs": 1},
+    "train": {
+        "device": "cpu",
+        "threads": 1,
+        "weight_decay": "auto",
+        "weight_decay_grid": [0.0001, 0],
+        "min_epochs": 1,
+        "max_epochs": 1,
+    },
     "cost": {"repeats": 1, "warmup": 0},
-    "ladder": {"enabled": True, "network": "unet", "steps": [
-        {"name": "baseline", "changes": {"augment": False, "loss": "bce", "optimizer": "sgd", "learning_rate": 0.001}},
-        {"name": "adam", "changes": {"optimizer": "adam", "learning_rate": 0.0001}},
-    ]},
+    "ladder": {
+        "enabled": True,
+        "network": "unet",
+        "steps": [
+            {
+                "name": "baseline",
+                "changes": {"augment": False, "loss": "bce", "optimizer": "sgd", "learning_rate": 0.001},
+            },
+            {"name": "adam", "changes": {"optimizer": "adam", "learning_rate": 0.0001}},
+        ],
+    },
 }
 
 

@@ -77,13 +77,15 @@ def test_predict_writes_a_mask_per_sample(tmp_path):
 
 def test_a_run_without_history_is_summarised_and_tabled(tmp_path):
     metrics = tmp_path / "seed0.csv"
-    pd.DataFrame({"dice": [0.2, 0.4], "hd95_px": [30.0, 50.0], "hd95_mm": [np.nan, np.nan],
-                  "hd95_policy": ["medpy", "medpy"]}).to_csv(metrics, index=False)
+    pd.DataFrame(
+        {"dice": [0.2, 0.4], "hd95_px": [30.0, 50.0], "hd95_mm": [np.nan, np.nan], "hd95_policy": ["medpy", "medpy"]}
+    ).to_csv(metrics, index=False)
     summary = report.summarize_run(metrics, None)
     assert summary["dice"] == pytest.approx(0.3) and pd.isna(summary["epochs"]) and pd.isna(summary["best_epoch"])
     unet = {**summary, "dice": 0.9, "epochs": 3, "best_epoch": 2}
-    runs = pd.DataFrame([{"network": "unet", "seed": 0, **unet},
-                         {"network": "threshold_baseline", "seed": 0, **summary}])
+    runs = pd.DataFrame(
+        [{"network": "unet", "seed": 0, **unet}, {"network": "threshold_baseline", "seed": 0, **summary}]
+    )
     table = report.network_table(runs, paper.TABLE1, ["unet", "threshold_baseline"])
     row = table.set_index("network").loc["threshold_baseline"]
     assert row["parameters"] == 0 and "beyond the paper" in row["label"] and np.isnan(row["paper_dice_mean"])

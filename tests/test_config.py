@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import run_snakemake
+
 from sonoseg import catalog, models
 
 BASE = {
@@ -33,9 +33,11 @@ def candidate_networks(output: str) -> set[str]:
 
 
 def test_weight_decay_candidates_only_for_networks_that_use_auto(workflow_copy):
-    config = {**BASE, "networks": ["unet", "light_unet", "lighter_unet_c1"],
-              "train": {**BASE["train"], "weight_decay": "auto",
-                        "overrides": {"lighter_unet_c1": {"weight_decay": 0.001}}}}
+    config = {
+        **BASE,
+        "networks": ["unet", "light_unet", "lighter_unet_c1"],
+        "train": {**BASE["train"], "weight_decay": "auto", "overrides": {"lighter_unet_c1": {"weight_decay": 0.001}}},
+    }
     code, output = dry_run(workflow_copy, config)
     assert code == 0, output[-3000:]
     assert candidate_networks(output) == {"unet", "light_unet"}
@@ -61,16 +63,28 @@ def pretrained_args(output: str) -> dict[str, str]:
 
 
 def test_each_backbone_kind_gets_its_own_weights_file(workflow_copy):
-    config = {**BASE, "networks": ["unet", "fcn8s", "fcn16s", "deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet101"],
-              "train": {**BASE["train"], "weight_decay": 0.0001,
-                        "pretrained_backbones": {"vgg16": "/weights/vgg16.pth", "mobilenet_v2": "/weights/mnv2.pth"},
-                        "overrides": {"fcn16s": {"pretrained_backbone": ""},
-                                      "deeplabv3plus_resnet101": {"pretrained_backbone": "/weights/r101.pth"}}}}
+    config = {
+        **BASE,
+        "networks": ["unet", "fcn8s", "fcn16s", "deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet101"],
+        "train": {
+            **BASE["train"],
+            "weight_decay": 0.0001,
+            "pretrained_backbones": {"vgg16": "/weights/vgg16.pth", "mobilenet_v2": "/weights/mnv2.pth"},
+            "overrides": {
+                "fcn16s": {"pretrained_backbone": ""},
+                "deeplabv3plus_resnet101": {"pretrained_backbone": "/weights/r101.pth"},
+            },
+        },
+    }
     code, output = dry_run(workflow_copy, config)
     assert code == 0, output[-3000:]
     assert pretrained_args(output) == {
-        "unet": "", "fcn8s": "/weights/vgg16.pth", "fcn16s": "",
-        "deeplabv3plus_mobilenetv2": "/weights/mnv2.pth", "deeplabv3plus_resnet101": "/weights/r101.pth"}
+        "unet": "",
+        "fcn8s": "/weights/vgg16.pth",
+        "fcn16s": "",
+        "deeplabv3plus_mobilenetv2": "/weights/mnv2.pth",
+        "deeplabv3plus_resnet101": "/weights/r101.pth",
+    }
 
 
 def test_old_single_pretrained_key_and_misplaced_overrides_are_clear_errors(workflow_copy):
@@ -80,15 +94,21 @@ def test_old_single_pretrained_key_and_misplaced_overrides_are_clear_errors(work
     unknown_kind = {**BASE, "networks": ["fcn8s"], "train": {**BASE["train"], "pretrained_backbones": {"vgg19": "x"}}}
     code, output = dry_run(workflow_copy, unknown_kind)
     assert code != 0 and "vgg19" in output
-    no_backbone = {**BASE, "networks": ["unet"],
-                   "train": {**BASE["train"], "overrides": {"unet": {"pretrained_backbone": "/weights/vgg16.pth"}}}}
+    no_backbone = {
+        **BASE,
+        "networks": ["unet"],
+        "train": {**BASE["train"], "overrides": {"unet": {"pretrained_backbone": "/weights/vgg16.pth"}}},
+    }
     code, output = dry_run(workflow_copy, no_backbone)
     assert code != 0 and "unet has no backbone" in output
 
 
 def test_catalog_rules_without_snakemake():
-    train = {"weight_decay": "auto", "pretrained_backbones": {"vgg16": "v.pth"},
-             "overrides": {"fcn8s": {"weight_decay": 0.01}, "fcn16s": {"pretrained_backbone": "mine.pth"}}}
+    train = {
+        "weight_decay": "auto",
+        "pretrained_backbones": {"vgg16": "v.pth"},
+        "overrides": {"fcn8s": {"weight_decay": 0.01}, "fcn16s": {"pretrained_backbone": "mine.pth"}},
+    }
     assert catalog.weight_decay_is_auto(train, "unet") and not catalog.weight_decay_is_auto(train, "fcn8s")
     assert catalog.pretrained_backbone_for(train, "fcn32s") == "v.pth"
     assert catalog.pretrained_backbone_for(train, "fcn16s") == "mine.pth"

@@ -4,8 +4,8 @@ and the workflow rule that measures it alone."""
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import run_snakemake
+
 from sonoseg import cost, models
 from sonoseg.models.slim_unet import SlimUNet
 
@@ -35,17 +35,26 @@ def test_cost_table_columns_and_values(backend):
 
 
 def test_cost_rule_runs_alone_and_is_part_of_all(workflow_copy):
-    config = {"study": "tiny", "networks": ["unet", "slim_unet"], "seeds": [0], "preprocess": {"size": 32},
-              "train": {"device": "cpu", "threads": 1, "weight_decay": 0.0001},
-              "ladder": {"enabled": False}, "cost": {"repeats": 1, "warmup": 0}}
+    config = {
+        "study": "tiny",
+        "networks": ["unet", "slim_unet"],
+        "seeds": [0],
+        "preprocess": {"size": 32},
+        "train": {"device": "cpu", "threads": 1, "weight_decay": 0.0001},
+        "ladder": {"enabled": False},
+        "cost": {"repeats": 1, "warmup": 0},
+    }
     (workflow_copy / "config" / "tiny.yaml").write_text(yaml.safe_dump(config))
     dry = run_snakemake(["all", "-n", "-p", "--cores", "2", "--configfile", "config/tiny.yaml"], workflow_copy)
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "results/tiny/tables/cost.csv" in dry.stdout
-    assert "sonoseg cost --networks unet slim_unet --size 32 --backend onnxruntime --threads 2 --repeats 1" in dry.stdout
+    assert (
+        "sonoseg cost --networks unet slim_unet --size 32 --backend onnxruntime --threads 2 --repeats 1" in dry.stdout
+    )
     # The whole rule: a real measurement, short.
-    run = run_snakemake(["results/tiny/tables/cost.csv", "--cores", "2", "--configfile", "config/tiny.yaml"],
-                        workflow_copy, timeout=600)
+    run = run_snakemake(
+        ["results/tiny/tables/cost.csv", "--cores", "2", "--configfile", "config/tiny.yaml"], workflow_copy, timeout=600
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     table = pd.read_csv(workflow_copy / "results" / "tiny" / "tables" / "cost.csv")
     assert list(table.columns) == cost.COLUMNS and table["network"].tolist() == ["unet", "slim_unet"]

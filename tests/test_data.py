@@ -64,8 +64,12 @@ def build_bad_folder(root: Path) -> dict[str, str]:
     write(images / "dup_near.png", np.clip(lesion_pair(1)[0].astype(int) + 3, 0, 255).astype(np.uint8))
     write(masks / "dup_near.png", lesion_pair(1)[1])
     return {
-        "no_mask.png": "image without mask", "no_image.png": "mask without image", "zero.png": "empty file",
-        "truncated.png": "truncated PNG", "garbage.png": "not a readable image", "size_mismatch.png": "but its mask is",
+        "no_mask.png": "image without mask",
+        "no_image.png": "mask without image",
+        "zero.png": "empty file",
+        "truncated.png": "truncated PNG",
+        "garbage.png": "not a readable image",
+        "size_mismatch.png": "but its mask is",
     }
 
 
@@ -79,7 +83,7 @@ def test_fail_lists_every_problem_at_once(tmp_path):
     message = str(error.value)
     assert f"{PROBLEMS_TOTAL} problem(s)" in message
     for name, keyword in expected.items():
-        line = next(l for l in message.splitlines() if name in l)
+        line = next(text for text in message.splitlines() if name in text)
         assert keyword in line, (name, line)
 
 
@@ -128,7 +132,8 @@ def test_csv_paths_outside_the_root_are_refused(tmp_path):
     write(tmp_path / "images" / "a.png", image)
     write(tmp_path / "masks" / "a.png", mask)
     pd.DataFrame([{"image": "../elsewhere/a.png", "mask": "masks/a.png", "patient": "p"}]).to_csv(
-        tmp_path / "list.csv", index=False)
+        tmp_path / "list.csv", index=False
+    )
     with pytest.raises(SonosegError, match="outside the dataset root"):
         data.ingest(tmp_path, "folder", dataset_csv="list.csv")
 
@@ -138,8 +143,18 @@ def test_explicit_csv_and_patients(tmp_path):
         image, mask = lesion_pair(i)
         write(tmp_path / "scans" / f"s{i}.png", image)
         write(tmp_path / "labels" / f"s{i}_label.png", mask)
-    pd.DataFrame([{"image": f"scans/s{i}.png", "mask": f"labels/s{i}_label.png", "patient": "A" if i < 2 else "B",
-                   "view": i, "spacing": 0.1} for i in range(3)]).to_csv(tmp_path / "list.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "image": f"scans/s{i}.png",
+                "mask": f"labels/s{i}_label.png",
+                "patient": "A" if i < 2 else "B",
+                "view": i,
+                "spacing": 0.1,
+            }
+            for i in range(3)
+        ]
+    ).to_csv(tmp_path / "list.csv", index=False)
     manifest = data.ingest(tmp_path, "folder", dataset_csv="list.csv", pixel_spacing="spacing")
     samples = data.included(manifest)
     assert len(samples) == 3 and samples["patient"].tolist() == ["A", "A", "B"]
@@ -192,9 +207,12 @@ def test_busbra_layout(tmp_path):
             image, mask = lesion_pair(int(patient) * 10 + ord(view))
             write(tmp_path / "Images" / f"bus_{patient}-{view}.png", image)
             write(tmp_path / "Masks" / f"mask_{patient}-{view}.png", mask)
-    pd.DataFrame({"ID": ["bus_0001-l", "bus_0001-r", "bus_0002-l", "bus_0003-l", "bus_0003-r"],
-                  "Pathology": ["benign", "benign", "malignant", "benign", "benign"]}).to_csv(
-        tmp_path / "bus_data.csv", index=False)
+    pd.DataFrame(
+        {
+            "ID": ["bus_0001-l", "bus_0001-r", "bus_0002-l", "bus_0003-l", "bus_0003-r"],
+            "Pathology": ["benign", "benign", "malignant", "benign", "benign"],
+        }
+    ).to_csv(tmp_path / "bus_data.csv", index=False)
     manifest = data.ingest(tmp_path, "busbra")
     samples = data.included(manifest)
     assert len(samples) == 5
@@ -212,20 +230,25 @@ def test_missing_root_and_bad_layout(tmp_path):
 
 # ----------------------------------------------------------------------------- rows naming missing files
 
+
 def test_patients_csv_rows_naming_missing_images_are_problems_like_the_others(tmp_path):
     for i in range(3):
         image, mask = lesion_pair(i)
         write(tmp_path / "images" / f"s{i}.png", image)
         write(tmp_path / "masks" / f"s{i}.png", mask)
     write(tmp_path / "images" / "lonely.png", lesion_pair(5)[0])  # another problem: no mask
-    pd.DataFrame({"image": ["s0.png", "s1.png", "s2.png", "ghost.png", "gone.png"],
-                  "patient": ["A", "A", "B", "C", "D"]}).to_csv(tmp_path / "patients.csv", index=False)
+    pd.DataFrame(
+        {"image": ["s0.png", "s1.png", "s2.png", "ghost.png", "gone.png"], "patient": ["A", "A", "B", "C", "D"]}
+    ).to_csv(tmp_path / "patients.csv", index=False)
     with pytest.raises(SonosegError) as error:
         data.ingest(tmp_path, "folder")
     message = str(error.value)
     assert "3 problem(s)" in message
-    for name, keyword in (("ghost.png", "patients.csv (row 5)"), ("gone.png", "patients.csv (row 6)"),
-                          ("lonely.png", "image without mask")):
+    for name, keyword in (
+        ("ghost.png", "patients.csv (row 5)"),
+        ("gone.png", "patients.csv (row 6)"),
+        ("lonely.png", "image without mask"),
+    ):
         assert keyword in next(line for line in message.splitlines() if name in line), name
     manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
     assert data.included(manifest)["patient"].tolist() == ["A", "A", "B"]
@@ -241,10 +264,12 @@ def test_dataset_csv_rows_naming_missing_files_are_problems_like_the_others(tmp_
     (tmp_path / "scans" / "broken.png").write_bytes(b"")
     write(tmp_path / "labels" / "broken.png", lesion_pair(0)[1])
     rows = [{"image": f"scans/s{i}.png", "mask": f"labels/s{i}.png", "patient": f"P{i}"} for i in range(3)]
-    rows += [{"image": "scans/missing.png", "mask": "labels/s0.png", "patient": "Q"},
-             {"image": "scans/s1.png", "mask": "labels/missing_mask.png", "patient": "R"},
-             {"image": "scans/s2.png", "mask": "", "patient": "S"},
-             {"image": "scans/broken.png", "mask": "labels/broken.png", "patient": "T"}]
+    rows += [
+        {"image": "scans/missing.png", "mask": "labels/s0.png", "patient": "Q"},
+        {"image": "scans/s1.png", "mask": "labels/missing_mask.png", "patient": "R"},
+        {"image": "scans/s2.png", "mask": "", "patient": "S"},
+        {"image": "scans/broken.png", "mask": "labels/broken.png", "patient": "T"},
+    ]
     pd.DataFrame(rows).to_csv(tmp_path / "list.csv", index=False)
     with pytest.raises(SonosegError) as error:
         data.ingest(tmp_path, "folder", dataset_csv="list.csv")
@@ -261,6 +286,7 @@ def test_dataset_csv_rows_naming_missing_files_are_problems_like_the_others(tmp_
 
 # ----------------------------------------------------------------------------- near duplicates
 
+
 def scanner_image(seed: int, size=(190, 320)) -> tuple[np.ndarray, np.ndarray]:
     """A B-mode-like image of one made-up scanner (BGR for writing) and its lesion mask.
 
@@ -275,8 +301,16 @@ def scanner_image(seed: int, size=(190, 320)) -> tuple[np.ndarray, np.ndarray]:
     tissue = 0.8 + 0.4 * np.sin(depth * 9) * np.ones((1, width), np.float32)
     mask = np.zeros(size, np.uint8)
     center = (int(rng.integers(width // 3, 2 * width // 3)), int(rng.integers(height // 3, 2 * height // 3)))
-    cv2.ellipse(mask, center, (int(rng.integers(15, 40)), int(rng.integers(10, 25))), float(rng.uniform(0, 180)),
-                0, 360, 255, -1)
+    cv2.ellipse(
+        mask,
+        center,
+        (int(rng.integers(15, 40)), int(rng.integers(10, 25))),
+        float(rng.uniform(0, 180)),
+        0,
+        360,
+        255,
+        -1,
+    )
     tissue[mask > 0] *= 0.15
     gray = np.clip(20 * np.log1p(6 * speckle * tissue) * 4, 0, 255)
     sector = np.zeros(size, np.uint8)
@@ -318,8 +352,12 @@ def test_near_duplicate_copies_are_merged_with_their_original(tmp_path):
     write(masks / "orig3_calipers.png", originals["orig3"][1])
 
     manifest = data.included(data.ingest(tmp_path, "folder")).set_index("sample_id")
-    for copy, original in (("orig0_reencoded", "orig0"), ("orig1_resized", "orig1"), ("orig2_brighter", "orig2"),
-                           ("orig3_calipers", "orig3")):
+    for copy, original in (
+        ("orig0_reencoded", "orig0"),
+        ("orig1_resized", "orig1"),
+        ("orig2_brighter", "orig2"),
+        ("orig3_calipers", "orig3"),
+    ):
         row = manifest.loc[f"images__{copy}"]  # the later path names the earlier one
         assert row["group"] == manifest.loc[f"images__{original}", "group"], copy
         flag = next(f for f in row["flags"].split(";") if f.startswith("near_duplicate_of:"))
@@ -340,7 +378,7 @@ def test_images_of_one_scanner_are_not_merged(tmp_path):
     assert manifest["group"].nunique() == 6
     assert not manifest["flags"].str.contains("duplicate").any()
     signatures = [data.texture_signature(cv2.cvtColor(scanner_image(100 + i)[0], cv2.COLOR_BGR2RGB)) for i in range(6)]
-    worst = max(data.duplicate_similarity(a, b) for k, a in enumerate(signatures) for b in signatures[k + 1:])
+    worst = max(data.duplicate_similarity(a, b) for k, a in enumerate(signatures) for b in signatures[k + 1 :])
     assert worst < 0.5 < data.DEFAULT_DUPLICATE_SIMILARITY
 
 
@@ -349,6 +387,7 @@ def test_default_phantom_gives_the_paper_split(tmp_path):
     """348 synthetic patients (the default phantom, whatever it draws) split 208 / 70 / 70: the
     duplicate check merges no two different patients."""
     from sonoseg import cli, split
+
     assert cli.main(["synth", str(tmp_path), "--patients", "348", "--seed", "0"]) == 0
     samples = data.included(data.ingest(tmp_path, "folder"))
     assert samples["group"].nunique() == 348

@@ -9,7 +9,7 @@ from sonoseg.infer import keep_one_lesion
 
 def square(size=40, top=10, left=10, side=10):
     mask = np.zeros((size, size), bool)
-    mask[top:top + side, left:left + side] = True
+    mask[top : top + side, left : left + side] = True
     return mask
 
 

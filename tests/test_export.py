@@ -31,8 +31,18 @@ def write_model(path, network, normalization=None, seed=0):
         with torch.no_grad():
             model.outc.weight *= 4 / model.eval()(batch).std()
             model.outc.bias -= torch.quantile(model(batch), 0.98)
-    torch.save({"format": MODEL_FORMAT, "network": network, "seed": seed, "input_size": SIZE,
-                "normalization": normalization, "best_epoch": 1, "state_dict": model.state_dict()}, path)
+    torch.save(
+        {
+            "format": MODEL_FORMAT,
+            "network": network,
+            "seed": seed,
+            "input_size": SIZE,
+            "normalization": normalization,
+            "best_epoch": 1,
+            "state_dict": model.state_dict(),
+        },
+        path,
+    )
     return path
 
 
@@ -49,10 +59,16 @@ def sample_images(n=3):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("network,normalization", [
-    ("unet", None), ("lighter_unet_c4", None), ("slim_unet", None),
-    ("fcn8s", IMAGENET_NORMALIZATION), ("deeplabv3plus_mobilenetv2", IMAGENET_NORMALIZATION),
-])
+@pytest.mark.parametrize(
+    "network,normalization",
+    [
+        ("unet", None),
+        ("lighter_unet_c4", None),
+        ("slim_unet", None),
+        ("fcn8s", IMAGENET_NORMALIZATION),
+        ("deeplabv3plus_mobilenetv2", IMAGENET_NORMALIZATION),
+    ],
+)
 def test_onnx_matches_torch(tmp_path, network, normalization):
     model_path = write_model(tmp_path / "model.pt", network, normalization)
     onnx_path = tmp_path / "model.onnx"
@@ -70,8 +86,9 @@ def test_onnx_matches_torch(tmp_path, network, normalization):
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
     for image, p_torch, p_onnx in zip(images, expected, got):
         height, width = image.shape[:2]
-        assert np.array_equal(infer.probability_to_mask(p_torch, height, width),
-                              infer.probability_to_mask(p_onnx, height, width))
+        assert np.array_equal(
+            infer.probability_to_mask(p_torch, height, width), infer.probability_to_mask(p_onnx, height, width)
+        )
     # The normalization is inside the graph: the torch path without it must differ.
     if normalization:
         with torch.no_grad():
@@ -86,8 +103,12 @@ def test_sidecar_round_trips_and_describes_the_preprocessing(tmp_path):
     read = export.read_sidecar(onnx_path)
     assert read == written == json.loads(export.sidecar_path(onnx_path).read_text())
     assert read["input"]["channel_order"] == "RGB"
-    assert read["input"]["resize"] == {"height": SIZE, "width": SIZE, "interpolation": "bilinear",
-                                       "keep_aspect_ratio": False}
+    assert read["input"]["resize"] == {
+        "height": SIZE,
+        "width": SIZE,
+        "interpolation": "bilinear",
+        "keep_aspect_ratio": False,
+    }
     assert read["input"]["normalization"] == IMAGENET_NORMALIZATION
     assert read["postprocessing"]["threshold"] == 0.5
     assert read["postprocessing"]["component_rule"] == "contour_points"
@@ -119,13 +140,15 @@ def test_segment_same_masks_on_both_backends_and_unreadable_image(tmp_path, caps
     assert main(["export", "--model", str(model_path), "--out", str(onnx_path)]) == 0
 
     images = [str(paths[0]), str(broken), *map(str, paths[1:])]
-    status_torch = main(["segment", "--model", str(model_path), "--outdir", str(tmp_path / "torch"),
-                         "--device", "cpu", *images])
+    status_torch = main(
+        ["segment", "--model", str(model_path), "--outdir", str(tmp_path / "torch"), "--device", "cpu", *images]
+    )
     err = capsys.readouterr().err
     assert status_torch == 2
     assert "1 of 4 images failed" in err and "broken.png" in err
-    status_onnx = main(["segment", "--backend", "onnxruntime", "--model", str(onnx_path),
-                        "--outdir", str(tmp_path / "onnx"), *images])
+    status_onnx = main(
+        ["segment", "--backend", "onnxruntime", "--model", str(onnx_path), "--outdir", str(tmp_path / "onnx"), *images]
+    )
     assert status_onnx == 2
     lesion_pixels = 0
     for path in paths:

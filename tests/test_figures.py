@@ -39,9 +39,17 @@ def test_reference_is_unet_or_the_first_network_and_says_so():
 
 
 def test_categorical_columns_are_metadata_not_files():
-    manifest = pd.DataFrame({"sample_id": list("abcd"), "image": list("abcd"), "status": ["included"] * 4,
-                             "organ": ["breast", "thyroid", "breast", "liver"], "class": [""] * 4,
-                             "meta_size_mm": ["1.5", "2.5", "3.5", "4.5"], "meta_contrast_db": ["-3.5", "-3.5", "2.5", "2.5"]})
+    manifest = pd.DataFrame(
+        {
+            "sample_id": list("abcd"),
+            "image": list("abcd"),
+            "status": ["included"] * 4,
+            "organ": ["breast", "thyroid", "breast", "liver"],
+            "class": [""] * 4,
+            "meta_size_mm": ["1.5", "2.5", "3.5", "4.5"],
+            "meta_contrast_db": ["-3.5", "-3.5", "2.5", "2.5"],
+        }
+    )
     assert figures.categorical_columns(manifest) == ["organ"]
 
 
@@ -61,32 +69,62 @@ def small_study(tmp_path: Path) -> dict:
         sample = f"s{index}"
         image = (rng.uniform(0, 255, (40, 60, 3))).astype(np.uint8)
         mask = np.zeros((40, 60), np.uint8)
-        mask[10:25, 15 + index:35 + index] = 255
+        mask[10:25, 15 + index : 35 + index] = 255
         for kind, pixels in (("images", image), ("masks", mask)):
             (tmp_path / kind).mkdir(exist_ok=True)
             cv2.imwrite(str(tmp_path / kind / f"{sample}.png"), pixels)
-        rows.append({"sample_id": sample, "patient": f"P{index}", "group": f"P{index}", "view": "1", "class": "",
-                     "image": str(tmp_path / "images" / f"{sample}.png"), "mask": str(tmp_path / "masks" / f"{sample}.png"),
-                     "height": 40, "width": 60, "status": "included", "reason": "", "flags": "", "pixel_spacing": "",
-                     "organ": "breast" if index % 2 else "thyroid"})
+        rows.append(
+            {
+                "sample_id": sample,
+                "patient": f"P{index}",
+                "group": f"P{index}",
+                "view": "1",
+                "class": "",
+                "image": str(tmp_path / "images" / f"{sample}.png"),
+                "mask": str(tmp_path / "masks" / f"{sample}.png"),
+                "height": 40,
+                "width": 60,
+                "status": "included",
+                "reason": "",
+                "flags": "",
+                "pixel_spacing": "",
+                "organ": "breast" if index % 2 else "thyroid",
+            }
+        )
         for method, shift in (("unet", 0), ("threshold_baseline", 5)):
             directory = tmp_path / "predictions" / method / "seed0"
             directory.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(directory / f"{sample}.png"), np.roll(mask, shift, axis=1))
-            metrics[method].append({"sample_id": sample, "dice": 0.9 - 0.1 * index - shift / 50,
-                                    "hd95_px": 2.0 + index + shift, "hd95_mm": np.nan, "truth_empty": False,
-                                    "prediction_empty": False, "hd95_policy": "medpy"})
+            metrics[method].append(
+                {
+                    "sample_id": sample,
+                    "dice": 0.9 - 0.1 * index - shift / 50,
+                    "hd95_px": 2.0 + index + shift,
+                    "hd95_mm": np.nan,
+                    "truth_empty": False,
+                    "prediction_empty": False,
+                    "hd95_policy": "medpy",
+                }
+            )
     rows.append({**rows[0], "sample_id": "bad", "status": "excluded", "reason": "image without mask"})
     pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
-    pd.DataFrame({"sample_id": [f"s{i}" for i in range(4)], "split": ["train", "val", "test", "test"],
-                  "group": [f"P{i}" for i in range(4)]}).to_csv(tmp_path / "split.csv", index=False)
+    pd.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(4)],
+            "split": ["train", "val", "test", "test"],
+            "group": [f"P{i}" for i in range(4)],
+        }
+    ).to_csv(tmp_path / "split.csv", index=False)
     paths = []
     for method, frame in metrics.items():
         (tmp_path / "metrics" / method).mkdir(parents=True)
         paths.append(tmp_path / "metrics" / method / "seed0.csv")
         pd.DataFrame(frame).to_csv(paths[-1], index=False)
-    return {"root": tmp_path, "metrics": paths,
-            "predictions": [tmp_path / "predictions" / m / "seed0" for m in metrics]}
+    return {
+        "root": tmp_path,
+        "metrics": paths,
+        "predictions": [tmp_path / "predictions" / m / "seed0" for m in metrics],
+    }
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -112,14 +150,24 @@ def test_figure2_cost_and_statistics_include_a_method_without_history(small_stud
     assert "unet" in note
     assert _png_size(root / "figure2.png")[0] > 200
     figures.cost_accuracy(metrics, root / "cost.png")
-    cost = pd.DataFrame({"network": ["unet"], "parameters": [17267393], "gflops": [40.0], "latency_ms": [120.0],
-                         "backend": ["torch"], "threads": [1], "cpu": ["x86"]})
+    cost = pd.DataFrame(
+        {
+            "network": ["unet"],
+            "parameters": [17267393],
+            "gflops": [40.0],
+            "latency_ms": [120.0],
+            "backend": ["torch"],
+            "threads": [1],
+            "cpu": ["x86"],
+        }
+    )
     cost.to_csv(root / "cost.csv", index=False)
     figures.cost_accuracy(metrics, root / "cost_full.png", root / "cost.csv")
     assert _png_size(root / "cost_full.png")[0] > _png_size(root / "cost.png")[0]  # three panels, not one
     figures.distributions(metrics, root / "distributions.png")
-    figures.paired_statistics(metrics, root / "manifest.csv", root / "paired.csv", root / "paired.html",
-                              root / "forest.png", resamples=200)
+    figures.paired_statistics(
+        metrics, root / "manifest.csv", root / "paired.csv", root / "paired.html", root / "forest.png", resamples=200
+    )
     paired = pd.read_csv(root / "paired.csv")
     assert paired["method"].tolist() == ["threshold_baseline"] and paired.loc[0, "reference"] == "unet"
     assert paired.loc[0, "mean_difference"] == pytest.approx(-0.1)
@@ -133,20 +181,41 @@ def test_training_curves_mark_the_kept_epoch(tmp_path):
     for seed in (0, 1):
         directory = tmp_path / "models" / "unet" / f"seed{seed}"
         directory.mkdir(parents=True)
-        pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.9, 0.6, 0.5], "val_loss": [0.8, 0.55, 0.6 + seed],
-                      "val_dice": [0.2, 0.45, 0.4], "lr": [1e-4] * 3, "seconds": [1.0] * 3}) \
-            .to_csv(directory / "history.csv", index=False)
+        pd.DataFrame(
+            {
+                "epoch": [1, 2, 3],
+                "train_loss": [0.9, 0.6, 0.5],
+                "val_loss": [0.8, 0.55, 0.6 + seed],
+                "val_dice": [0.2, 0.45, 0.4],
+                "lr": [1e-4] * 3,
+                "seconds": [1.0] * 3,
+            }
+        ).to_csv(directory / "history.csv", index=False)
     assert figures.kept_epoch(pd.read_csv(tmp_path / "models/unet/seed0/history.csv")) == 2
     figures.training_curves(sorted(tmp_path.glob("models/unet/seed*/history.csv")), tmp_path / "curves.png")
     assert _png_size(tmp_path / "curves.png")[0] > 300
 
 
 def test_study_tables_show_ours_the_paper_and_the_difference(tmp_path):
-    table = pd.DataFrame({"network": ["unet"], "label": ["U-net"], "parameters": [17267393], "seeds": [3],
-                          "dice_mean": [0.9], "dice_std": [0.01], "hd95_mean": [15.0], "hd95_std": [0.5],
-                          "hd95_mm_mean": [np.nan], "hd95_mm_std": [np.nan], "hd95_penalized": [0],
-                          "paper_dice_mean": [0.929], "paper_dice_std": [0.002], "paper_hd95_mean": [13.92],
-                          "paper_hd95_std": [0.34]})
+    table = pd.DataFrame(
+        {
+            "network": ["unet"],
+            "label": ["U-net"],
+            "parameters": [17267393],
+            "seeds": [3],
+            "dice_mean": [0.9],
+            "dice_std": [0.01],
+            "hd95_mean": [15.0],
+            "hd95_std": [0.5],
+            "hd95_mm_mean": [np.nan],
+            "hd95_mm_std": [np.nan],
+            "hd95_penalized": [0],
+            "paper_dice_mean": [0.929],
+            "paper_dice_std": [0.002],
+            "paper_hd95_mean": [13.92],
+            "paper_hd95_std": [0.34],
+        }
+    )
     table.to_csv(tmp_path / "table1.csv", index=False)
     figures.study_table_html(tmp_path / "table1.csv", "table1", tmp_path / "table1.html")
     page = (tmp_path / "table1.html").read_text()

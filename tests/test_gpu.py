@@ -16,8 +16,9 @@ time.sleep(float(sys.argv[2]))
 
 def start(lock_dir, seconds):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    return subprocess.Popen([sys.executable, "-c", HOLD, str(lock_dir), str(seconds)], stdout=subprocess.PIPE,
-                            text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(lock_dir), str(seconds)], stdout=subprocess.PIPE, text=True, env=env
+    )
 
 
 def test_concurrent_jobs_take_different_slots_and_freed_slots_are_reused(tmp_path):
@@ -45,6 +46,7 @@ def test_concurrent_jobs_take_different_slots_and_freed_slots_are_reused(tmp_pat
 
 def test_slurm_assignment_is_used_as_is(tmp_path, monkeypatch):
     from sonoseg import gpu
+
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     assert gpu.acquire_slot(tmp_path, devices=["0", "1"]) == ("3", None)
@@ -52,6 +54,7 @@ def test_slurm_assignment_is_used_as_is(tmp_path, monkeypatch):
 
 def test_no_devices_means_cpu(tmp_path, monkeypatch):
     from sonoseg import gpu
+
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     assert gpu.acquire_slot(tmp_path, devices=[]) == (None, None)
 
@@ -68,8 +71,13 @@ time.sleep(float(sys.argv[2]))
 
 def start_shared(lock_dir, seconds, wait=30):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    return subprocess.Popen([sys.executable, "-c", HOLD_SHARED, str(lock_dir), str(seconds), str(wait)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLD_SHARED, str(lock_dir), str(seconds), str(wait)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def test_runs_per_gpu_gives_k_slots_per_device_spread_over_devices(tmp_path):
@@ -89,13 +97,36 @@ def test_runs_per_gpu_gives_k_slots_per_device_spread_over_devices(tmp_path):
 def test_slot_timeout_is_one_clear_line_from_the_cli(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.update(SONOSEG_GPU_DEVICES="0", SONOSEG_GPU_LOCK_DIR=str(tmp_path))
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path), "30"], stdout=subprocess.PIPE, text=True, env=env)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path), "30"], stdout=subprocess.PIPE, text=True, env=env
+    )
     assert holder.stdout.readline().split()[0] == "0"
-    code = ("import sys; from sonoseg import cli, gpu; gpu.acquire_slot.__defaults__ = "
-            "(gpu.DEFAULT_LOCK_DIR, None, 0.2, 0.05, 1); sys.exit(cli.main(sys.argv[1:]))")
-    result = subprocess.run([sys.executable, "-c", code, "predict", "--model", "m.pt", "--data", "d.npz",
-                             "--manifest", "m.csv", "--outdir", str(tmp_path / "out"), "--device", "auto"],
-                            capture_output=True, text=True, env=env, timeout=60)
+    code = (
+        "import sys; from sonoseg import cli, gpu; gpu.acquire_slot.__defaults__ = "
+        "(gpu.DEFAULT_LOCK_DIR, None, 0.2, 0.05, 1); sys.exit(cli.main(sys.argv[1:]))"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "predict",
+            "--model",
+            "m.pt",
+            "--data",
+            "d.npz",
+            "--manifest",
+            "m.csv",
+            "--outdir",
+            str(tmp_path / "out"),
+            "--device",
+            "auto",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     holder.kill()
     holder.wait()
     assert result.returncode == 2

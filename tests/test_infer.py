@@ -3,10 +3,10 @@
 import cv2
 import numpy as np
 import pandas as pd
+from test_export import SIZE, sample_images, write_model
 
 from sonoseg import infer
 from sonoseg.preprocess import IMAGENET_NORMALIZATION
-from test_export import SIZE, sample_images, write_model
 
 
 def test_predict_applies_the_stored_normalization(tmp_path):
@@ -14,10 +14,16 @@ def test_predict_applies_the_stored_normalization(tmp_path):
     resized = np.stack([cv2.resize(im, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR) for im in images])
     cache = tmp_path / "test.npz"
     with open(cache, "wb") as handle:
-        np.savez(handle, images=resized, masks=np.zeros(resized.shape[:3], np.uint8),
-                 sample_ids=np.array(["a", "b", "c"]))
-    samples = pd.DataFrame({"sample_id": ["a", "b", "c"], "height": [im.shape[0] for im in images],
-                            "width": [im.shape[1] for im in images]})
+        np.savez(
+            handle, images=resized, masks=np.zeros(resized.shape[:3], np.uint8), sample_ids=np.array(["a", "b", "c"])
+        )
+    samples = pd.DataFrame(
+        {
+            "sample_id": ["a", "b", "c"],
+            "height": [im.shape[0] for im in images],
+            "width": [im.shape[1] for im in images],
+        }
+    )
     masks = {}
     for label, normalization in (("imagenet", IMAGENET_NORMALIZATION), ("none", None)):
         model = write_model(tmp_path / f"{label}.pt", "lighter_unet_c1", normalization)

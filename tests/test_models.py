@@ -37,6 +37,7 @@ def test_parameter_count(name):
 
 def test_backbone_counts_match_spec():
     from sonoseg.models.deeplab import ASPP, Decoder, MobileNetV2Backbone, ResNet101Backbone
+
     assert models.count_parameters(ResNet101Backbone()) == 42_500_160
     assert models.count_parameters(MobileNetV2Backbone()) == 1_811_712
     assert models.count_parameters(ASPP(2048)) == 15_535_104
@@ -72,6 +73,7 @@ def _fake_weights(kind: str):
     if kind == "mobilenet_v2":
         return torchvision.models.mobilenet_v2(weights=None).state_dict()
     from sonoseg.models.deeplab import AlignedXceptionBackbone
+
     return AlignedXceptionBackbone().state_dict()
 
 
@@ -91,29 +93,37 @@ def test_pretrained_backbone_per_kind(tmp_path, kind):
     first_source = next(t for k, t in state.items() if k.endswith("weight"))
     assert torch.equal(_first_weight(model), first_source)
     # Every backbone tensor came from the file: the last one too.
-    assert torch.equal(list(model.backbone.state_dict().values())[-1].float(),
-                       [t for k, t in state.items() if not k.startswith(("fc.", "classifier.", "features.18."))][-1].float())
+    assert torch.equal(
+        list(model.backbone.state_dict().values())[-1].float(),
+        [t for k, t in state.items() if not k.startswith(("fc.", "classifier.", "features.18."))][-1].float(),
+    )
 
 
 def test_full_torchvision_state_dicts_load_too(tmp_path):
     import torchvision
 
-    for network, source in (("fcn8s", torchvision.models.vgg16(weights=None)),
-                            ("deeplabv3plus_mobilenetv2", torchvision.models.mobilenet_v2(weights=None))):
+    for network, source in (
+        ("fcn8s", torchvision.models.vgg16(weights=None)),
+        ("deeplabv3plus_mobilenetv2", torchvision.models.mobilenet_v2(weights=None)),
+    ):
         path = tmp_path / f"{network}.pth"
         torch.save(source.state_dict(), path)
         model = models.build(network)
         models.load_pretrained_backbone(model, path)
-        assert torch.equal(_first_weight(model), source.features[0].weight if network == "fcn8s"
-                           else source.features[0][0].weight)
+        assert torch.equal(
+            _first_weight(model), source.features[0].weight if network == "fcn8s" else source.features[0][0].weight
+        )
 
 
 def test_weights_of_another_backbone_kind_are_refused_clearly(tmp_path):
     vgg = tmp_path / "vgg16.pth"
     torch.save(_fake_weights("vgg16"), vgg)
     resnet_network = models.build("deeplabv3plus_resnet101")
-    with pytest.raises(SonosegError, match=r"pretrained_backbones\.resnet101.*does not match a resnet101 backbone"
-                                           r".*looks like vgg16 weights.*resnet101\(weights="):
+    with pytest.raises(
+        SonosegError,
+        match=r"pretrained_backbones\.resnet101.*does not match a resnet101 backbone"
+        r".*looks like vgg16 weights.*resnet101\(weights=",
+    ):
         models.load_pretrained_backbone(resnet_network, vgg)
     with pytest.raises(SonosegError, match="given as vgg16 weights, but this network's backbone is resnet101"):
         models.load_pretrained_backbone(resnet_network, vgg, "vgg16")
@@ -142,17 +152,24 @@ def test_pretrained_backbone_errors(tmp_path):
 
 # ----------------------------------------------------------------------------- the cited implementations
 
+
 @pytest.mark.parametrize("name, skips", [("fcn32s", 0), ("fcn16s", 1), ("fcn8s", 2)])
 def test_fcn_skip_is_added_before_batchnorm(name, skips):
     """pochih/FCN-pytorch: a stage with a skip is bn(relu(deconv(x)) + skip)."""
     torch.manual_seed(0)
     model = models.build(name).eval()
     seen = {}
-    hooks = [model.backbone[23].register_forward_hook(lambda m, i, o: seen.__setitem__("pool4", o.clone())),
-             model.backbone[16].register_forward_hook(lambda m, i, o: seen.__setitem__("pool3", o.clone()))]
+    hooks = [
+        model.backbone[23].register_forward_hook(lambda m, i, o: seen.__setitem__("pool4", o.clone())),
+        model.backbone[16].register_forward_hook(lambda m, i, o: seen.__setitem__("pool3", o.clone())),
+    ]
     for i, stage in enumerate(model.decoder):
-        hooks.append(stage["deconv"].register_forward_hook(lambda m, inp, o, i=i: seen.__setitem__(f"deconv{i}", o.clone())))
-        hooks.append(stage["bn"].register_forward_hook(lambda m, inp, o, i=i: seen.__setitem__(f"bn_in{i}", inp[0].clone())))
+        hooks.append(
+            stage["deconv"].register_forward_hook(lambda m, inp, o, i=i: seen.__setitem__(f"deconv{i}", o.clone()))
+        )
+        hooks.append(
+            stage["bn"].register_forward_hook(lambda m, inp, o, i=i: seen.__setitem__(f"bn_in{i}", inp[0].clone()))
+        )
     with torch.no_grad():
         model(torch.rand(1, 3, 64, 64))
     for hook in hooks:
@@ -168,14 +185,18 @@ def test_fcn_skip_is_added_before_batchnorm(name, skips):
 def test_deeplab_resnet101_layer4_multigrid_dilations():
     """jfzhang95: output stride 16, layer4 at stride 1 with dilations 2, 4, 8 (multi-grid 1, 2, 4 x 2)."""
     from sonoseg.models.deeplab import ResNet101Backbone
+
     backbone = ResNet101Backbone().eval()
     layer4 = backbone.layer4
     assert [block.conv2.dilation for block in layer4] == [(2, 2), (4, 4), (8, 8)]
     assert [block.conv2.padding for block in layer4] == [(2, 2), (4, 4), (8, 8)]
     assert [block.conv2.stride for block in layer4] == [(1, 1)] * 3
     assert layer4[0].downsample[0].stride == (1, 1)
-    assert all(block.conv2.dilation == (1, 1) for layer in (backbone.layer1, backbone.layer2, backbone.layer3)
-               for block in layer)
+    assert all(
+        block.conv2.dilation == (1, 1)
+        for layer in (backbone.layer1, backbone.layer2, backbone.layer3)
+        for block in layer
+    )
     with torch.no_grad():
         high, low = backbone(torch.rand(1, 3, 64, 64))
     assert high.shape[-2:] == (4, 4) and low.shape[-2:] == (16, 16)
@@ -184,6 +205,7 @@ def test_deeplab_resnet101_layer4_multigrid_dilations():
 def test_deeplab_mobilenetv2_dilations_follow_the_running_stride():
     """jfzhang95: the 160-channel blocks run at stride 1 and dilation 1; only the 320-channel block is dilated 2."""
     from sonoseg.models.deeplab import MobileNetV2Backbone
+
     backbone = MobileNetV2Backbone().eval()
     depthwise = {}
     for index, block in backbone.high.named_children():

@@ -7,12 +7,14 @@ from sonoseg import paper, report
 
 
 def runs():
-    return pd.DataFrame([
-        {"network": "unet", "seed": 0, "dice": 0.6, "hd95_px": 9.0, "hd95_penalized": 1},
-        {"network": "unet", "seed": 1, "dice": 0.7, "hd95_px": 8.0, "hd95_penalized": 0},
-        {"network": "fcn8s", "seed": 0, "dice": 0.5, "hd95_px": 12.0, "hd95_penalized": 0},
-        {"network": "fcn8s", "seed": 1, "dice": 0.5, "hd95_px": 14.0, "hd95_penalized": 0},
-    ])
+    return pd.DataFrame(
+        [
+            {"network": "unet", "seed": 0, "dice": 0.6, "hd95_px": 9.0, "hd95_penalized": 1},
+            {"network": "unet", "seed": 1, "dice": 0.7, "hd95_px": 8.0, "hd95_penalized": 0},
+            {"network": "fcn8s", "seed": 0, "dice": 0.5, "hd95_px": 12.0, "hd95_penalized": 0},
+            {"network": "fcn8s", "seed": 1, "dice": 0.5, "hd95_px": 14.0, "hd95_penalized": 0},
+        ]
+    )
 
 
 def test_table1_rows_in_paper_order_with_mean_std_over_seeds():
@@ -47,8 +49,9 @@ def test_hd95_in_mm_appears_when_a_pixel_spacing_was_given():
     assert table.loc[0, "hd95_mm_mean"] == pytest.approx(0.85)
     markdown, _ = report.to_markdown_and_latex(table, "Network", "caption")
     assert "HD95 mm (ours)" in markdown and "0.85 ± 0.07" in markdown
-    plain, _ = report.to_markdown_and_latex(report.network_table(runs().assign(hd95_mm=float("nan")), paper.TABLE2, ["unet"]),
-                                            "Network", "caption")
+    plain, _ = report.to_markdown_and_latex(
+        report.network_table(runs().assign(hd95_mm=float("nan")), paper.TABLE2, ["unet"]), "Network", "caption"
+    )
     assert "mm" not in plain
 
 
@@ -59,17 +62,24 @@ def write_metrics(path, rows):
 
 def metrics_rows():
     """Four lesion images (one predicted empty) and two images without a lesion."""
-    from sonoseg.evaluate import dice_hd95
     import numpy as np
+
+    from sonoseg.evaluate import dice_hd95
 
     def box(left, side=10):
         mask = np.zeros((60, 80), bool)
         if side:
-            mask[20:20 + side, left:left + side] = True
+            mask[20 : 20 + side, left : left + side] = True
         return mask
 
-    pairs = [(box(12), box(10)), (box(14), box(10)), (box(10), box(10)), (box(0, 0), box(10)),  # lesion
-             (box(0, 0), box(0, 0)), (box(30), box(0, 0))]  # no lesion: right, then a false lesion
+    pairs = [
+        (box(12), box(10)),
+        (box(14), box(10)),
+        (box(10), box(10)),
+        (box(0, 0), box(10)),  # lesion
+        (box(0, 0), box(0, 0)),
+        (box(30), box(0, 0)),
+    ]  # no lesion: right, then a false lesion
     return [{"sample_id": f"s{i}", **dice_hd95(p, t)} for i, (p, t) in enumerate(pairs)]
 
 
@@ -122,8 +132,19 @@ def test_summary_reads_emptiness_from_the_policy_when_the_columns_are_absent(tmp
 
 def test_tables_carry_gflops_and_cpu_latency_from_the_cost_table(tmp_path):
     cost = tmp_path / "cost.csv"
-    pd.DataFrame([{"network": "unet", "parameters": 17_267_393, "gflops": 79.96, "latency_ms": 350.5,
-                   "backend": "onnxruntime", "threads": 2, "cpu": "Test CPU"}]).to_csv(cost, index=False)
+    pd.DataFrame(
+        [
+            {
+                "network": "unet",
+                "parameters": 17_267_393,
+                "gflops": 79.96,
+                "latency_ms": 350.5,
+                "backend": "onnxruntime",
+                "threads": 2,
+                "cpu": "Test CPU",
+            }
+        ]
+    ).to_csv(cost, index=False)
     table = report.with_cost(report.network_table(runs(), paper.TABLE1, ["unet", "fcn8s"]), cost)
     rows = table.set_index("network")
     assert rows.loc["unet", "gflops"] == pytest.approx(79.96) and math.isnan(rows.loc["fcn8s", "latency_ms"])

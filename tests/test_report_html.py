@@ -10,13 +10,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import REPO, TINY, run_snakemake, write_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-SECTIONS = ["1 Data", "2 Tables", "3 Training curves", "4 Figure 2 rebuilt", "5 Cost vs accuracy",
-            "6 Per-image statistics"]
+SECTIONS = [
+    "1 Data",
+    "2 Tables",
+    "3 Training curves",
+    "4 Figure 2 rebuilt",
+    "5 Cost vs accuracy",
+    "6 Per-image statistics",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -56,11 +61,21 @@ def test_report_holds_every_section_with_real_content(tiny_report):
     for section in SECTIONS:
         assert f'"{section}"' in page, f"section {section!r} missing from the report"
     names = {Path(p).relative_to("results/tiny").as_posix() for p in results}  # paths relative to the workdir
-    expected = {"report/data/overview.html", "report/data/samples.png", "report/tables/table1.html",
-                "report/tables/table2.html", "report/tables/ladder.html", "report/tables/weight_decay.html",
-                "report/curves/unet.png", "report/curves/lighter_unet_c1.png", "report/figure2.png",
-                "report/cost_accuracy.png", "report/statistics/distributions.png",
-                "report/statistics/paired.html", "report/statistics/forest.png"}
+    expected = {
+        "report/data/overview.html",
+        "report/data/samples.png",
+        "report/tables/table1.html",
+        "report/tables/table2.html",
+        "report/tables/ladder.html",
+        "report/tables/weight_decay.html",
+        "report/curves/unet.png",
+        "report/curves/lighter_unet_c1.png",
+        "report/figure2.png",
+        "report/cost_accuracy.png",
+        "report/statistics/distributions.png",
+        "report/statistics/paired.html",
+        "report/statistics/forest.png",
+    }
     assert expected <= names, expected - names
     # Figures are real PNGs, small enough for a paper-scale report to stay small.
     for path, result in results.items():
@@ -92,13 +107,23 @@ def test_report_holds_every_section_with_real_content(tiny_report):
 def browser():
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.skip("no headless Chromium: install Debian's chromium and chromium-driver (.ci/run does)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra: pip install -e '.[test]'")
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is in the test extra: pip install -e '.[test]'"
+    )
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for drivers online
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1400,1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
@@ -112,8 +137,11 @@ def test_chromium_opens_the_report_without_errors_and_every_figure_loads(tiny_re
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(tiny_report["path"].as_uri())
-    WebDriverWait(browser, 60).until(lambda d: d.execute_script(
-        "return document.querySelector('#app') && document.querySelector('#app').children.length > 0"))
+    WebDriverWait(browser, 60).until(
+        lambda d: d.execute_script(
+            "return document.querySelector('#app') && document.querySelector('#app').children.length > 0"
+        )
+    )
     assert browser.execute_script("return Object.keys(results).length") == len(tiny_report["results"])
     categories = browser.execute_script("return Object.keys(categories)")
     assert set(SECTIONS) <= set(categories), categories
@@ -138,21 +166,27 @@ def test_chromium_opens_the_report_without_errors_and_every_figure_loads(tiny_re
     browser.find_element(By.XPATH, "//*[normalize-space(text())='4 Figure 2 rebuilt']").click()
     WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.XPATH, "//table//a"))
     browser.find_elements(By.XPATH, "//table//a")[0].click()
-    shown = WebDriverWait(browser, 20).until(lambda d: d.execute_script(
-        "const img = [...document.images].find(i => i.src.startsWith('data:image/png') && i.complete "
-        "&& i.naturalWidth > 0 && i.offsetParent !== null); return img ? img.naturalWidth : 0"))
+    shown = WebDriverWait(browser, 20).until(
+        lambda d: d.execute_script(
+            "const img = [...document.images].find(i => i.src.startsWith('data:image/png') && i.complete "
+            "&& i.naturalWidth > 0 && i.offsetParent !== null); return img ? img.naturalWidth : 0"
+        )
+    )
     assert shown > 100
 
     # The table pages render in the browser with our numbers.
     table1 = pd.read_csv(tiny_report["out"] / "tables" / "table1.csv")
     path = "results/tiny/report/tables/table1.html"
-    text = browser.execute_async_script("""
+    text = browser.execute_async_script(
+        """
         const done = arguments[arguments.length - 1];
         fetch(results[arguments[0]].data_uri).then(r => r.text()).then(html => {
             const doc = new DOMParser().parseFromString(html, "text/html");
             done(doc.querySelector("table").innerText);
         });
-    """, path)
+    """,
+        path,
+    )
     assert f"{table1.loc[0, 'dice_mean']:.3f} ± {table1.loc[0, 'dice_std']:.3f}" in text
 
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]

@@ -6,7 +6,6 @@ import subprocess
 
 import pandas as pd
 import pytest
-
 from conftest import TINY, run_snakemake, write_config
 
 
@@ -17,17 +16,26 @@ def cluster_is_up() -> bool:
     return result.returncode == 0 and bool(re.search(r"idle|mix|alloc", result.stdout))
 
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow,
-              pytest.mark.skipif(not cluster_is_up(), reason="no SLURM cluster: run tests/slurm/cluster.sh start")]
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.slow,
+    pytest.mark.skipif(not cluster_is_up(), reason="no SLURM cluster: run tests/slurm/cluster.sh start"),
+]
 
 
 def test_tiny_study_through_slurm(workflow_copy):
-    config = {**TINY, "study": "slurm", "networks": ["lighter_unet_c1"], "ladder": {"enabled": False},
-              "train": {**TINY["train"], "device": "auto", "weight_decay": 0.0001},
-              "resources": {"train_runtime": 10, "train_mem_mb": 1000, "light_runtime": 10, "light_mem_mb": 500}}
+    config = {
+        **TINY,
+        "study": "slurm",
+        "networks": ["lighter_unet_c1"],
+        "ladder": {"enabled": False},
+        "train": {**TINY["train"], "device": "auto", "weight_decay": 0.0001},
+        "resources": {"train_runtime": 10, "train_mem_mb": 1000, "light_runtime": 10, "light_mem_mb": 500},
+    }
     path = write_config(workflow_copy, config)
-    result = run_snakemake(["all", "--profile", "workflow/profiles/slurm", "--configfile", path, "--jobs", "4"],
-                           workflow_copy, timeout=900)
+    result = run_snakemake(
+        ["all", "--profile", "workflow/profiles/slurm", "--configfile", path, "--jobs", "4"], workflow_copy, timeout=900
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     job_ids = set(re.findall(r"SLURM jobid (\d+)", output))

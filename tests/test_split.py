@@ -6,8 +6,11 @@ from sonoseg.errors import SonosegError
 
 
 def samples(patients: int) -> pd.DataFrame:
-    rows = [{"sample_id": f"P{p}_v{v}", "patient": f"P{p}", "group": f"P{p}", "image": f"/x/P{p}_v{v}.png"}
-            for p in range(patients) for v in (1, 2)]
+    rows = [
+        {"sample_id": f"P{p}_v{v}", "patient": f"P{p}", "group": f"P{p}", "image": f"/x/P{p}_v{v}.png"}
+        for p in range(patients)
+        for v in (1, 2)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -36,12 +39,12 @@ def test_groups_never_cross():
 def test_user_split_file(tmp_path):
     table = samples(5)
     file = tmp_path / "split.csv"
-    pd.DataFrame({"sample_id": table["sample_id"],
-                  "split": ["train"] * 6 + ["val"] * 2 + ["test"] * 2}).to_csv(file, index=False)
+    pd.DataFrame({"sample_id": table["sample_id"], "split": ["train"] * 6 + ["val"] * 2 + ["test"] * 2}).to_csv(
+        file, index=False
+    )
     result = split.user_split(table, file)
     assert list(result["split"]) == ["train"] * 6 + ["val"] * 2 + ["test"] * 2
-    pd.DataFrame({"sample_id": table["sample_id"],
-                  "split": ["train", "test"] * 5}).to_csv(file, index=False)
+    pd.DataFrame({"sample_id": table["sample_id"], "split": ["train", "test"] * 5}).to_csv(file, index=False)
     with pytest.raises(SonosegError, match="more than one split"):
         split.user_split(table, file)
 

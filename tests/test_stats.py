@@ -44,10 +44,13 @@ def test_pairs_by_sample_id_not_by_position():
 
 
 def test_compare_to_reference_rows_and_missing_reference():
-    per_image = pd.DataFrame({
-        "method": ["unet"] * 3 + ["light"] * 3, "sample_id": list("abc") * 2,
-        "dice": [0.9, 0.8, 0.7, 0.8, 0.7, 0.6],
-    })
+    per_image = pd.DataFrame(
+        {
+            "method": ["unet"] * 3 + ["light"] * 3,
+            "sample_id": list("abc") * 2,
+            "dice": [0.9, 0.8, 0.7, 0.8, 0.7, 0.6],
+        }
+    )
     table = stats.compare_to_reference(per_image, "unet", resamples=200)
     assert table["method"].tolist() == ["light"]
     assert table.loc[0, "mean_difference"] == pytest.approx(-0.1)

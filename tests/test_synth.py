@@ -37,13 +37,15 @@ def test_images_look_like_the_papers():
             assert info["lesion_area_px"] == int((mask > 0).sum())
         # Both views of a patient share the image size, organ and lesion (one scanner, one lesion).
         assert views[0][0].shape == views[1][0].shape
-        assert {k: views[0][2][k] for k in ("organ", "lesion_type", "margin")} == \
-            {k: views[1][2][k] for k in ("organ", "lesion_type", "margin")}
+        assert {k: views[0][2][k] for k in ("organ", "lesion_type", "margin")} == {
+            k: views[1][2][k] for k in ("organ", "lesion_type", "margin")
+        }
 
 
 def lesion_vs_surround_db(image: np.ndarray, mask: np.ndarray) -> float:
     """Mean grey inside the mask minus a ring just outside it, in grey levels."""
     import cv2
+
     lesion = mask > 0
     ring = cv2.dilate(mask, np.ones((25, 25), np.uint8)) > 0
     ring &= ~lesion & (image.sum(axis=2) > 0)
@@ -102,6 +104,7 @@ def test_calipers_off_means_no_caliper_pixels():
 
 def test_calipers_never_on_the_mask_and_near_the_lesion():
     import cv2
+
     drawn = 0
     for patient in range(16):
         image, mask, info = synth.render_sample(0, patient, 1 + patient % 2)
@@ -146,8 +149,26 @@ def test_write_dataset_is_a_folder_dataset(tmp_path):
 def test_metadata_columns_reach_the_manifest(tmp_path):
     """`sonoseg synth` then `sonoseg ingest`: the phantom's metadata are manifest columns (meta_*)."""
     sonoseg = [sys.executable, "-m", "sonoseg.cli"]
-    subprocess.run([*sonoseg, "synth", str(tmp_path / "d"), "--patients", "3", "--seed", "4", "--height", "96",
-                    "--width", "128", "--calipers", "false", "--organs", '{"breast": 1, "lymph_node": 1}'], check=True)
+    subprocess.run(
+        [
+            *sonoseg,
+            "synth",
+            str(tmp_path / "d"),
+            "--patients",
+            "3",
+            "--seed",
+            "4",
+            "--height",
+            "96",
+            "--width",
+            "128",
+            "--calipers",
+            "false",
+            "--organs",
+            '{"breast": 1, "lymph_node": 1}',
+        ],
+        check=True,
+    )
     options = json.dumps({"root": str(tmp_path / "d"), "layout": "folder"})
     subprocess.run([*sonoseg, "ingest", "--options", options, "--out", str(tmp_path / "manifest.csv")], check=True)
     manifest = pd.read_csv(tmp_path / "manifest.csv")

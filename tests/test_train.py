@@ -30,9 +30,12 @@ def caches(tmp_path_factory) -> tuple[Path, Path]:
             image, mask = synth.render(5, p, 1, (96, 128))
             (root / "src").mkdir(exist_ok=True)
             import cv2
+
             cv2.imwrite(str(root / "src" / f"{p}.png"), image[:, :, ::-1])
             cv2.imwrite(str(root / "src" / f"{p}_m.png"), mask)
-            rows.append({"sample_id": str(p), "image": str(root / "src" / f"{p}.png"), "mask": str(root / "src" / f"{p}_m.png")})
+            rows.append(
+                {"sample_id": str(p), "image": str(root / "src" / f"{p}.png"), "mask": str(root / "src" / f"{p}_m.png")}
+            )
         path = root / f"{part}.npz"
         preprocess.build_cache(pd.DataFrame(rows), 64, path)
         paths.append(path)
@@ -138,18 +141,26 @@ def easy_caches(root: Path, size: int = 32) -> tuple[Path, Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", [
-    pytest.param("bf16", marks=pytest.mark.skipif(
-        not train.cpu_has_fast_bf16(),
-        reason="this CPU emulates bf16 (no AMX / AVX512-BF16): minutes per run; auto trains fp32 here and the "
-               "bf16 path is checked by the bit-identical rerun and resume test")),
-    "auto",
-])
+@pytest.mark.parametrize(
+    "precision",
+    [
+        pytest.param(
+            "bf16",
+            marks=pytest.mark.skipif(
+                not train.cpu_has_fast_bf16(),
+                reason="this CPU emulates bf16 (no AMX / AVX512-BF16): minutes per run; auto trains fp32 here and the "
+                "bf16 path is checked by the bit-identical rerun and resume test",
+            ),
+        ),
+        "auto",
+    ],
+)
 def test_fast_path_training_learns(tmp_path, precision):
     train_npz, val_npz = easy_caches(tmp_path)
     recipe = Recipe(min_epochs=8, max_epochs=8, learning_rate=3e-3, batch_size=4, precision=precision)
-    train.train("lighter_unet_c1", 0, train_npz, val_npz, recipe, tmp_path / "m.pt", tmp_path / "h.csv",
-                device="cpu", threads=1)
+    train.train(
+        "lighter_unet_c1", 0, train_npz, val_npz, recipe, tmp_path / "m.pt", tmp_path / "h.csv", device="cpu", threads=1
+    )
     dice = pd.read_csv(tmp_path / "h.csv")["val_dice"]
     assert dice.iloc[-1] > dice.iloc[0] + 0.2 and dice.iloc[-1] > 0.5, dice.tolist()
     saved = torch.load(tmp_path / "m.pt", weights_only=True)
@@ -161,10 +172,32 @@ def test_fast_path_training_learns(tmp_path, precision):
 def run_train(caches, out: Path, epochs: int, extra_env=None, precision: str = "fp32", **popen):
     train_npz, val_npz = caches
     recipe = Recipe(min_epochs=epochs, max_epochs=epochs, precision=precision).to_json()
-    command = [sys.executable, "-m", "sonoseg.cli", "train", "--network", "lighter_unet_c1", "--seed", "3",
-               "--train", str(train_npz), "--val", str(val_npz), "--recipe", recipe, "--model", str(out / "model.pt"),
-               "--history", str(out / "history.csv"), "--checkpoint", str(out / "ckpt" / "last.pt"),
-               "--device", "cpu", "--threads", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "sonoseg.cli",
+        "train",
+        "--network",
+        "lighter_unet_c1",
+        "--seed",
+        "3",
+        "--train",
+        str(train_npz),
+        "--val",
+        str(val_npz),
+        "--recipe",
+        recipe,
+        "--model",
+        str(out / "model.pt"),
+        "--history",
+        str(out / "history.csv"),
+        "--checkpoint",
+        str(out / "ckpt" / "last.pt"),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ]
     return subprocess.Popen(command, stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -212,8 +245,18 @@ def test_changed_settings_do_not_resume_from_a_stale_checkpoint(caches, tmp_path
     checkpoint = tmp_path / "last.pt"
     train.save_atomic({"format": train.CHECKPOINT_FORMAT, "fingerprint": "other settings"}, checkpoint)
     recipe = Recipe(min_epochs=1, max_epochs=1)
-    train.train("lighter_unet_c8", 0, caches[0], caches[1], recipe, tmp_path / "m.pt", tmp_path / "h.csv",
-                checkpoint=checkpoint, device="cpu", threads=1)
+    train.train(
+        "lighter_unet_c8",
+        0,
+        caches[0],
+        caches[1],
+        recipe,
+        tmp_path / "m.pt",
+        tmp_path / "h.csv",
+        checkpoint=checkpoint,
+        device="cpu",
+        threads=1,
+    )
     assert len(pd.read_csv(tmp_path / "h.csv")) == 1 and not checkpoint.exists()
 
 
@@ -245,10 +288,21 @@ def test_foreign_or_tampered_files_are_refused(tmp_path):
 
 def test_segment_new_images_with_a_trained_model(caches, tmp_path):
     import cv2
+
     from sonoseg import infer
+
     recipe = Recipe(min_epochs=1, max_epochs=1)
-    train.train("lighter_unet_c1", 0, caches[0], caches[1], recipe, tmp_path / "m.pt", tmp_path / "h.csv",
-                device="cpu", threads=1)
+    train.train(
+        "lighter_unet_c1",
+        0,
+        caches[0],
+        caches[1],
+        recipe,
+        tmp_path / "m.pt",
+        tmp_path / "h.csv",
+        device="cpu",
+        threads=1,
+    )
     image, _ = synth.render(9, 0, 1, (120, 200))
     cv2.imwrite(str(tmp_path / "new scan.png"), image[:, :, ::-1])
     gray = tmp_path / "gray.png"

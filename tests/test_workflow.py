@@ -4,8 +4,8 @@ import re
 
 import pandas as pd
 import pytest
-
 from conftest import TINY, jobs_of, run_snakemake, write_config
+
 
 def test_schema_rejects_unknown_key_and_bad_value(workflow_copy):
     bad_key = {**TINY, "train": {**TINY["train"], "learning_rat": 0.1}}
@@ -13,7 +13,9 @@ def test_schema_rejects_unknown_key_and_bad_value(workflow_copy):
     assert result.returncode != 0
     assert "learning_rat" in result.stderr + result.stdout
     bad_value = {**TINY, "preprocess": {"size": 100}}
-    result = run_snakemake(["-n", "--cores", "1", "--configfile", write_config(workflow_copy, bad_value)], workflow_copy)
+    result = run_snakemake(
+        ["-n", "--cores", "1", "--configfile", write_config(workflow_copy, bad_value)], workflow_copy
+    )
     assert result.returncode != 0
     assert "100 is not a multiple of 32" in result.stderr + result.stdout
 
@@ -65,7 +67,9 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy):
 
     # Changing one network's settings reruns only that network (and the tables that list it).
     changed = {**TINY, "train": {**TINY["train"], "overrides": {"lighter_unet_c1": {"learning_rate": 0.001}}}}
-    dry = run_snakemake(["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, changed)], workflow_copy)
+    dry = run_snakemake(
+        ["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, changed)], workflow_copy
+    )
     assert dry.returncode == 0, dry.stderr
     jobs = jobs_of(dry.stdout)
     assert jobs.get("train") == 1 and jobs.get("predict") == 1 and "ladder_train" not in jobs
@@ -83,7 +87,9 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy):
     before = {p.name: p.read_bytes() for p in (out / "predictions" / "unet" / "seed0").glob("*.png")}
     metrics_before = (out / "metrics" / "unet" / "seed0.csv").read_bytes()
     history_before = history.drop(columns="seconds")
-    rerun = run_snakemake(["all", "--cores", "2", "--configfile", config, "--forcerun", "train"], workflow_copy, timeout=1200)
+    rerun = run_snakemake(
+        ["all", "--cores", "2", "--configfile", config, "--forcerun", "train"], workflow_copy, timeout=1200
+    )
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     after = {p.name: p.read_bytes() for p in (out / "predictions" / "unet" / "seed0").glob("*.png")}
     assert before == after and len(before) > 0
@@ -94,9 +100,13 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy):
 def test_quick_study_on_a_synth_folder_dataset_is_the_same_dag(workflow_copy):
     """The quick study runs on a folder dataset written by `sonoseg synth` exactly as on the built-in one."""
     folder = {**TINY, "dataset": {"layout": "folder", "root": str(workflow_copy / "mydata")}}
-    result = run_snakemake(["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, folder)], workflow_copy)
+    result = run_snakemake(
+        ["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, folder)], workflow_copy
+    )
     assert result.returncode == 0, result.stderr
-    builtin = run_snakemake(["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, TINY)], workflow_copy)
+    builtin = run_snakemake(
+        ["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, TINY)], workflow_copy
+    )
     jobs, builtin_jobs = jobs_of(result.stdout), jobs_of(builtin.stdout)
     builtin_jobs.pop("synthesize")
     assert jobs == builtin_jobs
@@ -104,7 +114,9 @@ def test_quick_study_on_a_synth_folder_dataset_is_the_same_dag(workflow_copy):
 
 def test_weight_decay_selection_never_takes_the_test_split(workflow_copy):
     auto = {**TINY, "networks": ["unet", "lighter_unet_c1", "fcn8s"]}  # weight decay auto: candidates and selection
-    dag = run_snakemake(["all", "--dag", "--cores", "1", "--configfile", write_config(workflow_copy, auto)], workflow_copy)
+    dag = run_snakemake(
+        ["all", "--dag", "--cores", "1", "--configfile", write_config(workflow_copy, auto)], workflow_copy
+    )
     assert dag.returncode == 0, dag.stderr
     labels = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', dag.stdout, re.M))
     edges = re.findall(r"^\s*(\d+) -> (\d+)", dag.stdout, re.M)
@@ -123,7 +135,11 @@ def test_weight_decay_selection_never_takes_the_test_split(workflow_copy):
 
     test_cache = {n for n, label in labels.items() if label.startswith("preprocess") and "part: test" in label}
     assert len(test_cache) == 1
-    selection = [n for n, label in labels.items() if label.startswith(("select_weight_decay", "train_weight_decay_candidate", "train\\n", "ladder_train"))]
+    selection = [
+        n
+        for n, label in labels.items()
+        if label.startswith(("select_weight_decay", "train_weight_decay_candidate", "train\\n", "ladder_train"))
+    ]
     assert len(selection) == 3 * 2 + 3 + 3 + 2  # candidates, selections, trainings, ladder steps
     for node in selection:
         assert not (ancestors(node) & test_cache), labels[node]
@@ -149,15 +165,26 @@ def test_killed_training_resumes_through_snakemake(workflow_copy):
 
     from conftest import BIN
 
-    config = write_config(workflow_copy, {**TINY, "preprocess": {"size": 64}, "ladder": {"enabled": False},
-                                          "train": {**TINY["train"], "weight_decay": 0.0001,
-                                                    "min_epochs": 8, "max_epochs": 8}})
+    config = write_config(
+        workflow_copy,
+        {
+            **TINY,
+            "preprocess": {"size": 64},
+            "ladder": {"enabled": False},
+            "train": {**TINY["train"], "weight_decay": 0.0001, "min_epochs": 8, "max_epochs": 8},
+        },
+    )
     target = "results/tiny/models/unet/seed0/model.pt"
     log = workflow_copy / "results" / "tiny" / "logs" / "train" / "unet" / "seed0.log"
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    process = subprocess.Popen([str(BIN / "snakemake"), target, "--cores", "1", "--configfile", config],
-                               cwd=workflow_copy, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [str(BIN / "snakemake"), target, "--cores", "1", "--configfile", config],
+        cwd=workflow_copy,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600
     while not (log.exists() and " epoch 2 " in log.read_text()):
         assert process.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"

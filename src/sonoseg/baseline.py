@@ -56,7 +56,9 @@ def threshold_segment(rgb: np.ndarray, rule: str = "area") -> np.ndarray:
     threshold, _ = cv2.threshold(smooth[fov].reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     dark = (smooth <= threshold) & fov
     size = max(3, int(gray.shape[1] * 0.008) | 1)
-    dark = cv2.morphologyEx(dark.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    dark = cv2.morphologyEx(
+        dark.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    )
     return keep_one_lesion(dark > 0, rule)
 
 

@@ -21,9 +21,9 @@ SAVE_HINTS = {
     "vgg16": 'torch.save(torchvision.models.vgg16(weights="IMAGENET1K_V1").features.state_dict(), "vgg16.pth")',
     "resnet101": 'torch.save(torchvision.models.resnet101(weights="IMAGENET1K_V1").state_dict(), "resnet101.pth")',
     "mobilenet_v2": 'torch.save(torchvision.models.mobilenet_v2(weights="IMAGENET1K_V1").state_dict(), '
-                    '"mobilenet_v2.pth")',
+    '"mobilenet_v2.pth")',
     "xception": "torchvision has no Xception: save a state dict of sonoseg's AlignedXceptionBackbone "
-                "(or jfzhang95's AlignedXception backbone, matched tensor by tensor in order)",
+    "(or jfzhang95's AlignedXception backbone, matched tensor by tensor in order)",
 }
 
 
@@ -51,8 +51,10 @@ def pretrained_backbone_for(train_section: dict, network: str) -> str:
     override = train_section.get("overrides", {}).get(network, {})
     if "pretrained_backbone" in override:
         if kind is None:
-            raise ValueError(f"config train.overrides.{network}.pretrained_backbone: {network} has no backbone "
-                             "that ImageNet weights can initialise")
+            raise ValueError(
+                f"config train.overrides.{network}.pretrained_backbone: {network} has no backbone "
+                "that ImageNet weights can initialise"
+            )
         return str(override["pretrained_backbone"] or "")
     if kind is None:
         return ""

@@ -24,21 +24,32 @@ def _json(text: str) -> dict:
 
 def cmd_synth(args) -> None:
     from sonoseg import synth
+
     size = (args.height, args.width) if args.height and args.width else None
-    options = synth.PhantomOptions(difficulty=args.difficulty, calipers=args.calipers == "true",
-                                   caliper_noise=args.caliper_noise,
-                                   organs=_json(args.organs) if args.organs else dict(synth.DEFAULT_ORGAN_WEIGHTS))
+    options = synth.PhantomOptions(
+        difficulty=args.difficulty,
+        calipers=args.calipers == "true",
+        caliper_noise=args.caliper_noise,
+        organs=_json(args.organs) if args.organs else dict(synth.DEFAULT_ORGAN_WEIGHTS),
+    )
     synth.write_dataset(args.outdir, args.patients, args.seed, size, options)
     log.info("wrote %d patients x 2 views to %s", args.patients, args.outdir)
 
 
 def cmd_ingest(args) -> None:
     from sonoseg import data
+
     options = _json(args.options)
     manifest = data.ingest(
-        options["root"], options["layout"], options.get("on_bad_sample", "fail"), options.get("csv"),
-        options.get("include_normal", False), options.get("pixel_spacing"), options.get("near_duplicate_distance", 12),
-        options.get("near_duplicate_similarity", data.DEFAULT_DUPLICATE_SIMILARITY))
+        options["root"],
+        options["layout"],
+        options.get("on_bad_sample", "fail"),
+        options.get("csv"),
+        options.get("include_normal", False),
+        options.get("pixel_spacing"),
+        options.get("near_duplicate_distance", 12),
+        options.get("near_duplicate_similarity", data.DEFAULT_DUPLICATE_SIMILARITY),
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(args.out, index=False)
     log.info("manifest: %s", args.out)
@@ -46,6 +57,7 @@ def cmd_ingest(args) -> None:
 
 def cmd_split(args) -> None:
     from sonoseg import data, split
+
     samples = data.included(data.read_manifest(args.manifest))
     if args.split_file:
         result = split.user_split(samples, args.split_file)
@@ -58,7 +70,9 @@ def cmd_split(args) -> None:
 
 def _samples_of_split(manifest: str, split_csv: str, part: str):
     import pandas as pd
+
     from sonoseg import data
+
     samples = data.included(data.read_manifest(manifest))
     parts = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
     chosen = set(parts.loc[parts["split"] == part, "sample_id"])
@@ -67,6 +81,7 @@ def _samples_of_split(manifest: str, split_csv: str, part: str):
 
 def cmd_preprocess(args) -> None:
     from sonoseg import preprocess
+
     samples = _samples_of_split(args.manifest, args.split, args.part)
     if samples.empty:
         raise SonosegError(f"{args.split}: the {args.part} split is empty")
@@ -79,6 +94,7 @@ def _gpu_slot(device: str, runs_per_gpu: int = 1):
     if device == "cpu":
         return None
     from sonoseg import gpu
+
     return gpu.acquire_slot(runs_per_gpu=runs_per_gpu)[1]
 
 
@@ -86,28 +102,51 @@ def cmd_train(args) -> None:
     slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841 - held until the process ends
     from sonoseg import train
     from sonoseg.recipe import Recipe
+
     recipe = Recipe.from_json(args.recipe)
     if args.weight_decay_file:
         chosen = float(_json(Path(args.weight_decay_file).read_text())["weight_decay"])
         recipe = recipe.with_changes({"weight_decay": chosen})
-    train.train(args.network, args.seed, args.train, args.val, recipe, args.model, args.history,
-                checkpoint=args.checkpoint, device=args.device, threads=args.threads,
-                pretrained_backbone=args.pretrained_backbone or None)
+    train.train(
+        args.network,
+        args.seed,
+        args.train,
+        args.val,
+        recipe,
+        args.model,
+        args.history,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        threads=args.threads,
+        pretrained_backbone=args.pretrained_backbone or None,
+    )
 
 
 def cmd_select_weight_decay(args) -> None:
     from sonoseg import report
+
     candidates = dict(zip((float(d) for d in args.decays), args.histories, strict=True))
     chosen, table = report.select_weight_decay(candidates)
-    Path(args.out).write_text(json.dumps({"network": args.network, "weight_decay": chosen,
-                                          "criterion": "lowest validation loss", "candidates": table.to_dict("records")},
-                                         indent=2))
-    log.info("%s: weight decay %g chosen by lowest validation loss\n%s", args.network, chosen, table.to_string(index=False))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "network": args.network,
+                "weight_decay": chosen,
+                "criterion": "lowest validation loss",
+                "candidates": table.to_dict("records"),
+            },
+            indent=2,
+        )
+    )
+    log.info(
+        "%s: weight decay %g chosen by lowest validation loss\n%s", args.network, chosen, table.to_string(index=False)
+    )
 
 
 def cmd_predict(args) -> None:
     slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841
     from sonoseg import data, infer
+
     samples = data.included(data.read_manifest(args.manifest))
     count = infer.predict(args.model, args.data, samples, args.outdir, args.component_rule, args.device)
     log.info("wrote %d predictions to %s", count, args.outdir)
@@ -115,6 +154,7 @@ def cmd_predict(args) -> None:
 
 def cmd_baseline(args) -> None:
     from sonoseg import baseline
+
     samples = _samples_of_split(args.manifest, args.split, "test")
     count = baseline.predict(args.name, samples, args.outdir, args.component_rule)
     log.info("%s: wrote %d predictions to %s", args.name, count, args.outdir)
@@ -123,41 +163,70 @@ def cmd_baseline(args) -> None:
 def cmd_segment(args) -> None:
     slot = _gpu_slot(args.device) if args.backend == "torch" else None  # noqa: F841
     from sonoseg import infer
-    result = infer.segment_images(args.model, args.images, args.outdir, args.component_rule, args.device,
-                                  args.size, args.backend, args.threads, progress=not args.no_progress)
+
+    result = infer.segment_images(
+        args.model,
+        args.images,
+        args.outdir,
+        args.component_rule,
+        args.device,
+        args.size,
+        args.backend,
+        args.threads,
+        progress=not args.no_progress,
+    )
     log.info("wrote %d masks to %s (%s)", len(result.written), args.outdir, args.backend)
     if result.failed:
-        raise SonosegError(f"{len(result.failed)} of {len(args.images)} images failed: "
-                           + "; ".join(message for _, message in result.failed))
+        raise SonosegError(
+            f"{len(result.failed)} of {len(args.images)} images failed: "
+            + "; ".join(message for _, message in result.failed)
+        )
 
 
 def cmd_export(args) -> None:
     from sonoseg import export
+
     export.export(args.model, args.out, args.component_rule, args.size)
 
 
 def cmd_cost(args) -> None:
     from sonoseg import cost
+
     table = cost.cost_table(args.networks, args.size, args.backend, args.threads, args.repeats, args.warmup)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
-    log.info("cost at %dx%d, batch 1, %s, %d threads, %s:\n%s", args.size, args.size, args.backend, args.threads,
-             table["cpu"].iloc[0], table.drop(columns=["cpu"]).to_string(index=False))
+    log.info(
+        "cost at %dx%d, batch 1, %s, %d threads, %s:\n%s",
+        args.size,
+        args.size,
+        args.backend,
+        args.threads,
+        table["cpu"].iloc[0],
+        table.drop(columns=["cpu"]).to_string(index=False),
+    )
 
 
 def cmd_evaluate(args) -> None:
     from sonoseg import evaluate
+
     samples = _samples_of_split(args.manifest, args.split, "test")
     metrics = evaluate.evaluate(args.predictions, samples)
     metrics.to_csv(args.out, index=False)
-    log.info("%d test images: mean Dice %.4f, mean HD95 %.2f px (%d penalised empty cases)", len(metrics),
-             metrics["dice"].mean(), metrics["hd95_px"].mean(), metrics["hd95_policy"].str.startswith("penalty").sum())
+    log.info(
+        "%d test images: mean Dice %.4f, mean HD95 %.2f px (%d penalised empty cases)",
+        len(metrics),
+        metrics["dice"].mean(),
+        metrics["hd95_px"].mean(),
+        metrics["hd95_policy"].str.startswith("penalty").sum(),
+    )
 
 
 def cmd_summarize(args) -> None:
     """One row per seed of a network (or ladder step): mean test metrics and the kept epoch."""
     import pandas as pd
+
     from sonoseg import report
+
     rows = []
     # A run without training (a baseline) has no history: its epochs are left empty.
     histories = args.histories or [None] * len(args.metrics)
@@ -168,10 +237,14 @@ def cmd_summarize(args) -> None:
 
 def cmd_table(args) -> None:
     import pandas as pd
+
     from sonoseg import paper, report
+
     runs = pd.concat([pd.read_csv(p, dtype={"network": str, "step": str}) for p in args.summaries], ignore_index=True)
     # Every caption says at what scale the numbers were made: input size and epochs actually trained.
-    epochs = pd.to_numeric(runs.get("epochs"), errors="coerce").dropna() if "epochs" in runs else pd.Series([], dtype=float)
+    epochs = (
+        pd.to_numeric(runs.get("epochs"), errors="coerce").dropna() if "epochs" in runs else pd.Series([], dtype=float)
+    )
     scale = f"input {args.input_size}x{args.input_size} px" if args.input_size else ""
     if len(epochs):
         trained = f"{int(epochs.min())}" if epochs.min() == epochs.max() else f"{int(epochs.min())}-{int(epochs.max())}"
@@ -179,61 +252,81 @@ def cmd_table(args) -> None:
     scale = f"; {scale}" if scale else ""
     if args.kind == "ladder":
         table = report.ladder_table(runs, list(runs["step"].drop_duplicates()))
-        report.write_table(table, args.out, f"Section 4.2 tuning ladder ({args.ladder_network}, cumulative steps; "
-                                            f"test set{scale})", "Step")
+        report.write_table(
+            table,
+            args.out,
+            f"Section 4.2 tuning ladder ({args.ladder_network}, cumulative steps; test set{scale})",
+            "Step",
+        )
         return
     reference = paper.TABLE1 if args.kind == "table1" else paper.TABLE2
-    caption = {"table1": "Table 1. Test metrics by architecture (mean ± std over seeds",
-               "table2": "Table 2. U-net and its lightweight variants (mean ± std over seeds"}[args.kind]
+    caption = {
+        "table1": "Table 1. Test metrics by architecture (mean ± std over seeds",
+        "table2": "Table 2. U-net and its lightweight variants (mean ± std over seeds",
+    }[args.kind]
     table = report.with_cost(report.network_table(runs, reference, list(runs["network"].drop_duplicates())), args.cost)
     report.write_table(table, args.out, f"{caption}{scale}{report.cost_caption(args.cost)})")
 
 
 def cmd_weight_decay_table(args) -> None:
     import pandas as pd
+
     rows = []
     for path in args.choices:
         choice = _json(Path(path).read_text())
         for candidate in choice["candidates"]:
-            rows.append({"network": choice["network"], "chosen": candidate["weight_decay"] == choice["weight_decay"],
-                         "criterion": choice["criterion"], **candidate})
+            rows.append(
+                {
+                    "network": choice["network"],
+                    "chosen": candidate["weight_decay"] == choice["weight_decay"],
+                    "criterion": choice["criterion"],
+                    **candidate,
+                }
+            )
     pd.DataFrame(rows).to_csv(args.out, index=False)
 
 
 def cmd_report_data(args) -> None:
     from sonoseg import figures
+
     figures.data_overview(args.manifest, args.split, args.overview)
     figures.sample_grid(args.manifest, args.split, args.samples, seed=args.seed)
 
 
 def cmd_report_table(args) -> None:
     from sonoseg import figures
+
     figures.study_table_html(args.table, args.kind, args.out)
 
 
 def cmd_report_curves(args) -> None:
     from sonoseg import figures
+
     figures.training_curves(args.histories, args.out)
 
 
 def cmd_report_figure2(args) -> None:
     from sonoseg import figures
+
     log.info(figures.figure2(args.manifest, args.metrics, args.predictions, args.out, args.seed))
 
 
 def cmd_report_cost(args) -> None:
     from sonoseg import figures
+
     figures.cost_accuracy(args.metrics, args.out, args.cost)
 
 
 def cmd_report_statistics(args) -> None:
     from sonoseg import figures
+
     figures.distributions(args.metrics, args.distributions)
     figures.paired_statistics(args.metrics, args.manifest, args.csv, args.table, args.forest, args.seed)
 
 
 def cmd_models(args) -> None:
     from sonoseg import models
+
     for name in models.names():
         print(f"{name:28s} {models.count_parameters(models.build(name)):>12,d}")
 
@@ -318,14 +411,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("segment", help="segment new images with a trained model (e.g. Lighter U-net @128)")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF; RGB, grayscale, RGBA or 16-bit)")
-    p.add_argument("--model", required=True,
-                   help="a model.pt written by the workflow (or, with --backend onnxruntime, a model.onnx)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a model.pt written by the workflow (or, with --backend onnxruntime, a model.onnx)",
+    )
     p.add_argument("--outdir", required=True)
     p.add_argument("--component-rule", default="area")
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=int, default=0, help="input size (default: the size the model was trained at)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
-                   help="onnxruntime takes a model.onnx from `sonoseg export` (or exports the model.pt first)")
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnxruntime"],
+        help="onnxruntime takes a model.onnx from `sonoseg export` (or exports the model.pt first)",
+    )
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_segment)
@@ -431,8 +531,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one clear line, not a traceback; SONOSEG_DEBUG=1 shows where it came from
         if os.environ.get("SONOSEG_DEBUG"):
             raise
-        print(f"sonoseg {args.command}: error: {type(exc).__name__}: {exc} (rerun with SONOSEG_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        print(
+            f"sonoseg {args.command}: error: {type(exc).__name__}: {exc} "
+            "(rerun with SONOSEG_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

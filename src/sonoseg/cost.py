@@ -68,8 +68,9 @@ def torch_fast_path(model: nn.Module) -> tuple[bool, bool]:
     return precision == "bf16", use_channels_last(model, torch.device("cpu"), precision)
 
 
-def torch_latency_ms(model: nn.Module, size: int, threads: int, repeats: int, warmup: int = 1,
-                     fast: bool = False) -> float:
+def torch_latency_ms(
+    model: nn.Module, size: int, threads: int, repeats: int, warmup: int = 1, fast: bool = False
+) -> float:
     """Batch-1 latency in torch: plain fp32 NCHW, or (``fast``) the CPU fast path of torch_fast_path."""
     torch.set_num_threads(threads)
     model = model.eval()
@@ -105,16 +106,24 @@ def latency_ms(model: nn.Module, backend: str, size: int, threads: int, repeats:
     raise SonosegError(f"cost: unknown backend {backend!r}; one of {BACKENDS}")
 
 
-def cost_table(networks: list[str], size: int, backend: str, threads: int, repeats: int, warmup: int = 1,
-               seed: int = 0) -> pd.DataFrame:
+def cost_table(
+    networks: list[str], size: int, backend: str, threads: int, repeats: int, warmup: int = 1, seed: int = 0
+) -> pd.DataFrame:
     """One row per network: parameters, GFLOPs and latency at size x size (weights do not change cost)."""
     rows = []
     cpu = cpu_model()
     for name in networks:
         torch.manual_seed(seed)
         model = models.build(name).eval()
-        rows.append({"network": name, "parameters": models.count_parameters(model),
-                     "gflops": round(forward_gflops(model, size), 3),
-                     "latency_ms": round(latency_ms(model, backend, size, threads, repeats, warmup), 2),
-                     "backend": backend, "threads": threads, "cpu": cpu})
+        rows.append(
+            {
+                "network": name,
+                "parameters": models.count_parameters(model),
+                "gflops": round(forward_gflops(model, size), 3),
+                "latency_ms": round(latency_ms(model, backend, size, threads, repeats, warmup), 2),
+                "backend": backend,
+                "threads": threads,
+                "cpu": cpu,
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -27,8 +27,19 @@ log = logging.getLogger(__name__)
 
 LAYOUTS = ("folder", "busi", "busbra")
 MANIFEST_COLUMNS = [
-    "sample_id", "patient", "group", "view", "class", "image", "mask", "height", "width",
-    "status", "reason", "flags", "pixel_spacing",
+    "sample_id",
+    "patient",
+    "group",
+    "view",
+    "class",
+    "image",
+    "mask",
+    "height",
+    "width",
+    "status",
+    "reason",
+    "flags",
+    "pixel_spacing",
 ]
 BUSI_MASK = re.compile(r"^(?P<name>.+)_mask(?:_(?P<part>\d+))?$")
 BUSBRA_IMAGE = re.compile(r"^bus_(?P<patient>[^-]+)-(?P<view>.+)$")
@@ -58,6 +69,7 @@ class Layout:
 
 # ----------------------------------------------------------------------------- walking the root
 
+
 def list_files(root: Path) -> tuple[list[Path], dict[Path, str]]:
     """All regular files under root (resolved), and the links refused because they leave it."""
     root = root.resolve()
@@ -67,8 +79,11 @@ def list_files(root: Path) -> tuple[list[Path], dict[Path, str]]:
         for name in sorted(subdirs):
             link = here / name
             if link.is_symlink():
-                refused[link] = "symbolic link leaves the dataset root" if not _inside(link.resolve(), root) else \
-                    "symbolic link to a folder (not followed)"
+                refused[link] = (
+                    "symbolic link leaves the dataset root"
+                    if not _inside(link.resolve(), root)
+                    else "symbolic link to a folder (not followed)"
+                )
         for name in sorted(names):
             path = here / name
             if path.is_symlink():
@@ -118,6 +133,7 @@ def _listed_file_problem(path: Path, value: str, what: str, csv_path: Path, row_
 
 # ----------------------------------------------------------------------------- layouts
 
+
 def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Layout:
     """images/ + masks/ matched by name (or stem), patients.csv optional; or an explicit CSV."""
     if dataset_csv:
@@ -145,8 +161,13 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
         if mask is None and len(masks_by_stem.get(image.stem, [])) == 1:
             mask = masks_by_stem[image.stem][0]
         row = table.get(image.name, {})
-        candidate = Candidate(image, [mask] if mask else [], patient=str(row.get("patient", image.stem)),
-                              view=_text(row.get("view", "")), extra=_extra(row, ("image", "patient", "view")))
+        candidate = Candidate(
+            image,
+            [mask] if mask else [],
+            patient=str(row.get("patient", image.stem)),
+            view=_text(row.get("view", "")),
+            extra=_extra(row, ("image", "patient", "view")),
+        )
         if mask is None:
             candidate.problems.append("image without mask")
         else:
@@ -176,13 +197,23 @@ def _explicit_csv_layout(root: Path, files: list[Path], dataset_csv: str) -> Lay
     frame = _read_csv(csv_path, required=("image", "mask", "patient"))
     candidates, used = [], set()
     for number, row in enumerate(frame.to_dict("records"), start=2):  # row 1 is the header
-        image = _resolve_listed(root, row["image"], "image", csv_path) if str(row["image"]).strip() else \
-            csv_path.with_name(f"row{number}-of-{csv_path.stem}")  # a name for the manifest row only
+        image = (
+            _resolve_listed(root, row["image"], "image", csv_path)
+            if str(row["image"]).strip()
+            else csv_path.with_name(f"row{number}-of-{csv_path.stem}")
+        )  # a name for the manifest row only
         mask_values = str(row["mask"]).split(MASK_SEPARATOR)
         masks = [_resolve_listed(root, m, "mask", csv_path) for m in mask_values]
-        candidate = Candidate(image, masks, patient=str(row["patient"]), view=_text(row.get("view", "")),
-                              extra=_extra(row, ("image", "mask", "patient", "view")))
-        for path, value, what in [(image, row["image"], "image")] + [(m, v, "mask") for m, v in zip(masks, mask_values)]:
+        candidate = Candidate(
+            image,
+            masks,
+            patient=str(row["patient"]),
+            view=_text(row.get("view", "")),
+            extra=_extra(row, ("image", "mask", "patient", "view")),
+        )
+        for path, value, what in [(image, row["image"], "image")] + [
+            (m, v, "mask") for m, v in zip(masks, mask_values)
+        ]:
             problem = _listed_file_problem(path, value, what, csv_path, number)
             if problem:
                 candidate.problems.append(problem)
@@ -229,7 +260,7 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
     image_dir, mask_dir = root / "Images", root / "Masks"
     if not image_dir.is_dir():
         raise SonosegError(f"dataset.root {root}: the busbra layout needs Images/ and Masks/ folders")
-    masks = {f.stem[len("mask_"):]: f for f in files if f.parent == mask_dir and f.stem.startswith("mask_")}
+    masks = {f.stem[len("mask_") :]: f for f in files if f.parent == mask_dir and f.stem.startswith("mask_")}
     csvs = [f for f in files if f.parent == root and f.suffix.lower() == ".csv"]
     info: dict[str, dict] = {}
     for csv_path in csvs:
@@ -247,10 +278,11 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
         if not match:
             orphans[f] = "image name is not bus_XXXX-Y"
             continue
-        ident = f.stem[len("bus_"):]
+        ident = f.stem[len("bus_") :]
         mask = masks.get(ident)
-        candidate = Candidate(f, [mask] if mask else [], patient=match["patient"], view=match["view"],
-                              extra=info.get(f.stem, {}))
+        candidate = Candidate(
+            f, [mask] if mask else [], patient=match["patient"], view=match["view"], extra=info.get(f.stem, {})
+        )
         if mask is None:
             candidate.problems.append("image without mask")
         else:
@@ -292,6 +324,7 @@ def sample_id_for(root: Path, image: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- checking pixels
+
 
 def perceptual_hash(rgb: np.ndarray) -> int:
     """64-bit DCT hash (pHash): near-identical images differ in few bits. Only finds candidates."""
@@ -371,7 +404,8 @@ def _check_candidate(candidate: Candidate) -> dict:
     facts.update(height=height, width=width, flags=image.notes + mask.notes)
     if mask.pixels.shape != (height, width):
         candidate.problems.append(
-            f"image is {width}x{height} but its mask is {mask.pixels.shape[1]}x{mask.pixels.shape[0]}")
+            f"image is {width}x{height} but its mask is {mask.pixels.shape[1]}x{mask.pixels.shape[0]}"
+        )
         return facts
     if not mask.pixels.any():
         facts["flags"].append("empty_mask")
@@ -411,17 +445,24 @@ def _near_duplicate_pairs(hashes: list[int], max_distance: int) -> list[tuple[in
     bits = np.unpackbits(np.array(hashes, dtype=np.uint64).view(np.uint8).reshape(-1, 8), axis=1)
     pairs = []
     for i in range(len(hashes) - 1):
-        distance = (bits[i + 1:] != bits[i]).sum(axis=1)
+        distance = (bits[i + 1 :] != bits[i]).sum(axis=1)
         pairs.extend((i, i + 1 + int(j), int(distance[j])) for j in np.nonzero(distance <= max_distance)[0])
     return pairs
 
 
 # ----------------------------------------------------------------------------- ingest
 
-def ingest(root: str | Path, layout: str, on_bad_sample: str = "fail", dataset_csv: str | None = None,
-           include_normal: bool = False, pixel_spacing: float | str | None = None,
-           near_duplicate_distance: int = 12,
-           near_duplicate_similarity: float = DEFAULT_DUPLICATE_SIMILARITY) -> pd.DataFrame:
+
+def ingest(
+    root: str | Path,
+    layout: str,
+    on_bad_sample: str = "fail",
+    dataset_csv: str | None = None,
+    include_normal: bool = False,
+    pixel_spacing: float | str | None = None,
+    near_duplicate_distance: int = 12,
+    near_duplicate_similarity: float = DEFAULT_DUPLICATE_SIMILARITY,
+) -> pd.DataFrame:
     """Build the manifest of a dataset. Raises SonosegError listing every problem when policy is fail.
 
     Near duplicates: pairs whose perceptual hashes differ in at most ``near_duplicate_distance``
@@ -474,8 +515,13 @@ def ingest(root: str | Path, layout: str, on_bad_sample: str = "fail", dataset_c
             continue
         checked[j][1]["flags"].append(f"near_duplicate_of:{ids[i]}(similarity={similarity:.3f},phash_bits={bits})")
         groups.union(checked[i][0].patient, checked[j][0].patient)
-    log.info("near-duplicate candidates (perceptual hash within %d bits): %d; not confirmed (similarity < %g): %d",
-             near_duplicate_distance, len(candidates), near_duplicate_similarity, rejected)
+    log.info(
+        "near-duplicate candidates (perceptual hash within %d bits): %d; not confirmed (similarity < %g): %d",
+        near_duplicate_distance,
+        len(candidates),
+        near_duplicate_similarity,
+        rejected,
+    )
 
     spacing_column = pixel_spacing if isinstance(pixel_spacing, str) else None
     for sample_id, (candidate, facts) in zip(ids, checked):
@@ -488,15 +534,27 @@ def ingest(root: str | Path, layout: str, on_bad_sample: str = "fail", dataset_c
             status, reason = "included", ""
         spacing = candidate.extra.get(spacing_column, "") if spacing_column else (pixel_spacing or "")
         if spacing_column and status == "included" and not _is_positive_number(spacing):
-            raise SonosegError(f"dataset.pixel_spacing: column {spacing_column!r} has no valid value for {candidate.image}")
-        rows.append({
-            "sample_id": sample_id, "patient": candidate.patient, "group": groups.find(candidate.patient),
-            "view": candidate.view, "class": candidate.label, "image": str(candidate.image),
-            "mask": MASK_SEPARATOR.join(str(m) for m in candidate.masks),
-            "height": facts["height"], "width": facts["width"], "status": status, "reason": reason,
-            "flags": ";".join(facts["flags"]), "pixel_spacing": spacing,
-            **{f"meta_{k}": v for k, v in candidate.extra.items()},
-        })
+            raise SonosegError(
+                f"dataset.pixel_spacing: column {spacing_column!r} has no valid value for {candidate.image}"
+            )
+        rows.append(
+            {
+                "sample_id": sample_id,
+                "patient": candidate.patient,
+                "group": groups.find(candidate.patient),
+                "view": candidate.view,
+                "class": candidate.label,
+                "image": str(candidate.image),
+                "mask": MASK_SEPARATOR.join(str(m) for m in candidate.masks),
+                "height": facts["height"],
+                "width": facts["width"],
+                "status": status,
+                "reason": reason,
+                "flags": ";".join(facts["flags"]),
+                "pixel_spacing": spacing,
+                **{f"meta_{k}": v for k, v in candidate.extra.items()},
+            }
+        )
     for path in sorted(found.claimed):
         rows.append({"sample_id": "", "image": str(path), "status": "metadata", "reason": "read by the layout"})
     for path, reason in sorted(found.missing.items()):
@@ -506,8 +564,14 @@ def ingest(root: str | Path, layout: str, on_bad_sample: str = "fail", dataset_c
         is_problem = _is_image_name(path) or path in refused_links
         if is_problem:
             problems.append((path, reason))
-        rows.append({"sample_id": "", "image": str(path), "status": "excluded" if is_problem else "ignored",
-                     "reason": reason if is_problem else f"not an image file ({reason})"})
+        rows.append(
+            {
+                "sample_id": "",
+                "image": str(path),
+                "status": "excluded" if is_problem else "ignored",
+                "reason": reason if is_problem else f"not an image file ({reason})",
+            }
+        )
 
     manifest = pd.DataFrame(rows)
     for column in MANIFEST_COLUMNS:
@@ -519,7 +583,8 @@ def ingest(root: str | Path, layout: str, on_bad_sample: str = "fail", dataset_c
         listing = "\n".join(f"  {path}: {reason}" for path, reason in problems)
         raise SonosegError(
             f"dataset {root}: {len(problems)} problem(s) found (dataset.on_bad_sample: fail):\n{listing}\n"
-            "Fix them, or set dataset.on_bad_sample: exclude to leave these files out (each is listed in the manifest).")
+            "Fix them, or set dataset.on_bad_sample: exclude to leave these files out (each is listed in the manifest)."
+        )
     if not (manifest["status"] == "included").any():
         raise SonosegError(f"dataset {root}: no usable image-mask pair found for layout {layout!r}")
     return manifest

@@ -39,8 +39,12 @@ def dice_hd95(prediction: np.ndarray, truth: np.ndarray, spacing: float | None =
     else:
         dice, distance, policy = float(dc(prediction, truth)), float(hd95(prediction, truth)), "medpy"
     return {
-        "dice": dice, "hd95_px": distance, "hd95_mm": distance * spacing if spacing else float("nan"),
-        "truth_empty": truth_empty, "prediction_empty": pred_empty, "hd95_policy": policy,
+        "dice": dice,
+        "hd95_px": distance,
+        "hd95_mm": distance * spacing if spacing else float("nan"),
+        "truth_empty": truth_empty,
+        "prediction_empty": pred_empty,
+        "hd95_policy": policy,
     }
 
 
@@ -53,6 +57,7 @@ def evaluate(predictions: str | Path, samples: pd.DataFrame) -> pd.DataFrame:
         if not path.is_file():
             raise SonosegError(f"{path}: prediction missing for test sample {row.sample_id}")
         spacing = float(row.pixel_spacing) if str(row.pixel_spacing) not in ("", "nan") else None
-        rows.append({"sample_id": row.sample_id,
-                     **dice_hd95(read_mask(path).pixels, read_mask(row.mask).pixels, spacing)})
+        rows.append(
+            {"sample_id": row.sample_id, **dice_hd95(read_mask(path).pixels, read_mask(row.mask).pixels, spacing)}
+        )
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)

@@ -62,8 +62,16 @@ def export_network(network: nn.Module, normalization: dict | None, size: int, ou
         logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's chatter about its own internals
-        program = torch.onnx.export(wrapped, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
-                                    output_names=[OUTPUT_NAME], dynamic_shapes={"x": {0: batch}}, verbose=False)
+        program = torch.onnx.export(
+            wrapped,
+            (example,),
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"x": {0: batch}},
+            verbose=False,
+        )
     # One self-contained file: the weights inside the .onnx, no external-data side files.
     program.save(str(out), external_data=False)
     return out
@@ -79,7 +87,10 @@ def build_sidecar(saved: dict, onnx_path: Path, size: int, component_rule: str, 
         "opset": OPSET,
         "exported_with": {"torch": torch.__version__},
         "input": {
-            "name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "shape": ["batch", 3, size, size],
+            "name": INPUT_NAME,
+            "dtype": "float32",
+            "layout": "NCHW",
+            "shape": ["batch", 3, size, size],
             "channel_order": "RGB",
             "resize": {"height": size, "width": size, "interpolation": "bilinear", "keep_aspect_ratio": False},
             "scale": "uint8 pixel / 255, giving [0, 1]",
@@ -87,15 +98,20 @@ def build_sidecar(saved: dict, onnx_path: Path, size: int, component_rule: str, 
             "normalization": normalization,
             "normalization_in_graph": True,  # feed [0, 1] RGB; the graph applies (x - mean) / std itself
         },
-        "output": {"name": OUTPUT_NAME, "shape": ["batch", 1, size, size],
-                   "meaning": "lesion probability (sigmoid applied in the graph)"},
+        "output": {
+            "name": OUTPUT_NAME,
+            "shape": ["batch", 1, size, size],
+            "meaning": "lesion probability (sigmoid applied in the graph)",
+        },
         "postprocessing": {
             "resize_to_original": "bilinear (probability map to the original height x width)",
-            "threshold": THRESHOLD, "threshold_rule": "lesion where probability > threshold",
+            "threshold": THRESHOLD,
+            "threshold_rule": "lesion where probability > threshold",
             "component_rule": component_rule,
-            "component_rule_meaning": {"area": "keep the 8-connected component with the largest area",
-                                       "contour_points": "keep the 8-connected component whose external contour "
-                                                         "has the most boundary points"}[component_rule],
+            "component_rule_meaning": {
+                "area": "keep the 8-connected component with the largest area",
+                "contour_points": "keep the 8-connected component whose external contour has the most boundary points",
+            }[component_rule],
             "fill_holes": True,
             "mask_values": "0 background, 255 lesion (PNG)",
         },
@@ -141,8 +157,16 @@ def export(model_path: str | Path, out: str | Path, component_rule: str = "area"
         raise SonosegError(f"{out}: ONNX Runtime differs from torch by {max_abs_diff:.2e} in probability (limit 1e-4)")
     sidecar = build_sidecar(saved, out, size, component_rule, max_abs_diff)
     sidecar_path(out).write_text(json.dumps(sidecar, indent=2))
-    log.info("exported %s (%s, opset %d, input %dx%d) to %s; max |ORT - torch| = %.1e", model_path,
-             saved["network"], OPSET, size, size, out, max_abs_diff)
+    log.info(
+        "exported %s (%s, opset %d, input %dx%d) to %s; max |ORT - torch| = %.1e",
+        model_path,
+        saved["network"],
+        OPSET,
+        size,
+        size,
+        out,
+        max_abs_diff,
+    )
     return sidecar
 
 

@@ -25,12 +25,24 @@ from sonoseg import paper, stats  # noqa: E402
 from sonoseg.errors import SonosegError  # noqa: E402
 from sonoseg.imageio import read_image, read_mask  # noqa: E402
 
-plt.rcParams.update({"font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8,
-                     "figure.dpi": 100, "savefig.dpi": 100})
+plt.rcParams.update(
+    {"font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8, "figure.dpi": 100, "savefig.dpi": 100}
+)
 
 # Manifest columns that describe files and flags, not the lesion or the patient: never broken down.
-MANIFEST_FILE_COLUMNS = {"sample_id", "patient", "group", "image", "mask", "height", "width", "status", "reason",
-                         "flags", "pixel_spacing"}
+MANIFEST_FILE_COLUMNS = {
+    "sample_id",
+    "patient",
+    "group",
+    "image",
+    "mask",
+    "height",
+    "width",
+    "status",
+    "reason",
+    "flags",
+    "pixel_spacing",
+}
 MAX_CATEGORIES = 20  # a column with more distinct values is an identifier or a measurement, not a category
 THUMBNAIL_WIDTH = 160  # pixels per panel in image grids: keeps the paper-scale report small
 OUTLINE_COLORS = {"truth": "#00e676", "prediction": "#ff1744"}
@@ -109,8 +121,10 @@ p.note {{ color: #555; max-width: 60em; }}
 def html_table(frame: pd.DataFrame, caption: str = "") -> str:
     """A plain, escaped HTML table (no index); numbers already formatted by the caller."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-                   for row in frame.itertuples(index=False))
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+        for row in frame.itertuples(index=False)
+    )
     caption_html = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     return f"<table>{caption_html}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
@@ -154,16 +168,18 @@ def data_overview(manifest_csv: str | Path, split_csv: str | Path, out_html: str
     status = manifest["status"].value_counts().rename_axis("status").reset_index(name="files")
     excluded = manifest[manifest["status"] == "excluded"]
     reasons = excluded["reason"].value_counts().rename_axis("reason").reset_index(name="excluded")
-    parts = [html_table(status, "Files under the dataset root, by status"),
-             html_table(reasons, "Excluded, by reason") if len(reasons) else note("No file was excluded.")]
+    parts = [
+        html_table(status, "Files under the dataset root, by status"),
+        html_table(reasons, "Excluded, by reason") if len(reasons) else note("No file was excluded."),
+    ]
     samples = manifest[manifest["status"] == "included"].merge(split[["sample_id", "split"]], on="sample_id")
-    sizes = samples.groupby("split").agg(patients=("patient", "nunique"), groups=("group", "nunique"),
-                                         images=("sample_id", "size"))
+    sizes = samples.groupby("split").agg(
+        patients=("patient", "nunique"), groups=("group", "nunique"), images=("sample_id", "size")
+    )
     sizes = sizes.reindex([s for s in ("train", "val", "test") if s in sizes.index]).reset_index()
     parts.append(html_table(sizes, "Split sizes (patient level: a patient's views never cross splits)"))
     for column in categorical_columns(samples.drop(columns="split")):
-        counts = pd.crosstab(samples[column].replace("", "(none)"), samples["split"], margins=True,
-                             margins_name="all")
+        counts = pd.crosstab(samples[column].replace("", "(none)"), samples["split"], margins=True, margins_name="all")
         counts = counts[[s for s in ("train", "val", "test") if s in counts.columns] + ["all"]].reset_index()
         parts.append(html_table(counts, f"Images per {column} and split"))
     write_page(out_html, "Data: manifest and split", parts)
@@ -190,8 +206,9 @@ def _panel(ax: plt.Axes, image: np.ndarray, title: str = "") -> int:
     return step
 
 
-def sample_grid(manifest_csv: str | Path, split_csv: str | Path, out_png: str | Path, count: int = 8,
-                seed: int = 0) -> None:
+def sample_grid(
+    manifest_csv: str | Path, split_csv: str | Path, out_png: str | Path, count: int = 8, seed: int = 0
+) -> None:
     """A few included images of every split (chosen reproducibly) with the lesion mask outlined."""
     manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
     split = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
@@ -221,40 +238,57 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
     table = pd.read_csv(table_csv)
     if kind in ("table1", "table2"):
         title = {"table1": "Table 1: architectures", "table2": "Table 2: U-net and its lightweight variants"}[kind]
-        shown = pd.DataFrame({
-            "Network": table["label"], "Parameters": table["parameters"].map(lambda p: f"{int(p):,}"),
-            "Seeds": table["seeds"],
-            "Dice (ours)": [_pm(m, s, 3) for m, s in zip(table["dice_mean"], table["dice_std"])],
-            "Dice (paper)": [_pm(m, s, 3) for m, s in zip(table["paper_dice_mean"], table["paper_dice_std"])],
-            "Dice ours − paper": [_signed(d, 3) for d in table["dice_mean"] - table["paper_dice_mean"]],
-            "HD95 px (ours)": [_pm(m, s, 2) for m, s in zip(table["hd95_mean"], table["hd95_std"])],
-            "HD95 px (paper)": [_pm(m, s, 2) for m, s in zip(table["paper_hd95_mean"], table["paper_hd95_std"])],
-            "HD95 ours − paper": [_signed(d, 2) for d in table["hd95_mean"] - table["paper_hd95_mean"]],
-            "HD95 penalised images": table["hd95_penalized"],
-        })
-        notes = [note("Mean ± sample standard deviation over seeds of the per-seed mean over test images. "
-                      "HD95 penalised: images with exactly one empty mask, scored Dice 0 and HD95 = image diagonal.")]
+        shown = pd.DataFrame(
+            {
+                "Network": table["label"],
+                "Parameters": table["parameters"].map(lambda p: f"{int(p):,}"),
+                "Seeds": table["seeds"],
+                "Dice (ours)": [_pm(m, s, 3) for m, s in zip(table["dice_mean"], table["dice_std"])],
+                "Dice (paper)": [_pm(m, s, 3) for m, s in zip(table["paper_dice_mean"], table["paper_dice_std"])],
+                "Dice ours − paper": [_signed(d, 3) for d in table["dice_mean"] - table["paper_dice_mean"]],
+                "HD95 px (ours)": [_pm(m, s, 2) for m, s in zip(table["hd95_mean"], table["hd95_std"])],
+                "HD95 px (paper)": [_pm(m, s, 2) for m, s in zip(table["paper_hd95_mean"], table["paper_hd95_std"])],
+                "HD95 ours − paper": [_signed(d, 2) for d in table["hd95_mean"] - table["paper_hd95_mean"]],
+                "HD95 penalised images": table["hd95_penalized"],
+            }
+        )
+        notes = [
+            note(
+                "Mean ± sample standard deviation over seeds of the per-seed mean over test images. "
+                "HD95 penalised: images with exactly one empty mask, scored Dice 0 and HD95 = image diagonal."
+            )
+        ]
     elif kind == "ladder":
         title = "Section 4.2 tuning ladder (cumulative steps)"
-        shown = pd.DataFrame({
-            "Step": table["step"], "Seeds": table["seeds"],
-            "Dice (ours)": [_pm(m, s, 3) for m, s in zip(table["dice_mean"], table["dice_std"])],
-            "Dice (paper)": [_fmt(v, 3) for v in table["paper_dice_mean"]],
-            "Dice ours − paper": [_signed(d, 3) for d in table["dice_mean"] - table["paper_dice_mean"]],
-            "HD95 px (ours)": [_pm(m, s, 2) for m, s in zip(table["hd95_mean"], table["hd95_std"])],
-        })
+        shown = pd.DataFrame(
+            {
+                "Step": table["step"],
+                "Seeds": table["seeds"],
+                "Dice (ours)": [_pm(m, s, 3) for m, s in zip(table["dice_mean"], table["dice_std"])],
+                "Dice (paper)": [_fmt(v, 3) for v in table["paper_dice_mean"]],
+                "Dice ours − paper": [_signed(d, 3) for d in table["dice_mean"] - table["paper_dice_mean"]],
+                "HD95 px (ours)": [_pm(m, s, 2) for m, s in zip(table["hd95_mean"], table["hd95_std"])],
+            }
+        )
         notes = [note("Each step adds one change to the previous one; the paper's Dice is U-net's.")]
     elif kind == "weight_decay":
         title = "Weight decay chosen per network (lowest validation loss)"
-        shown = pd.DataFrame({
-            "Network": table["network"], "Weight decay": table["weight_decay"].map(lambda v: f"{v:g}"),
-            "Chosen": table["chosen"].map(lambda c: "✔" if str(c).lower() in ("true", "1") else ""),
-            "Best val loss": [_fmt(v, 4) for v in table["best_val_loss"]],
-            "Val Dice at best": [_fmt(v, 3) for v in table["val_dice_at_best"]],
-            "Best epoch": table["best_epoch"],
-        })
-        notes = [note("The paper tuned weight decay per network within {1e-2, 1e-3, 1e-4, 1e-5, 0} on the "
-                      "validation set and reports 1e-4 for U-net; the test split is never read by this choice.")]
+        shown = pd.DataFrame(
+            {
+                "Network": table["network"],
+                "Weight decay": table["weight_decay"].map(lambda v: f"{v:g}"),
+                "Chosen": table["chosen"].map(lambda c: "✔" if str(c).lower() in ("true", "1") else ""),
+                "Best val loss": [_fmt(v, 4) for v in table["best_val_loss"]],
+                "Val Dice at best": [_fmt(v, 3) for v in table["val_dice_at_best"]],
+                "Best epoch": table["best_epoch"],
+            }
+        )
+        notes = [
+            note(
+                "The paper tuned weight decay per network within {1e-2, 1e-3, 1e-4, 1e-5, 0} on the "
+                "validation set and reports 1e-4 for U-net; the test split is never read by this choice."
+            )
+        ]
     else:
         raise SonosegError(f"table kind {kind!r}: expected table1, table2, ladder or weight_decay")
     write_page(out_html, _caption_of(table_csv) or title, [html_table(shown), *notes])
@@ -289,8 +323,9 @@ def training_curves(history_paths: list[str | Path], out_png: str | Path) -> Non
         best = kept_epoch(history)
         best_row = history[history["epoch"] == best].iloc[0]
         loss_ax.plot(history["epoch"], history["train_loss"], color=color, lw=1, label=f"seed {seed} train")
-        loss_ax.plot(history["epoch"], history["val_loss"], color=color, lw=1, ls="--", marker=".",
-                     label=f"seed {seed} val")
+        loss_ax.plot(
+            history["epoch"], history["val_loss"], color=color, lw=1, ls="--", marker=".", label=f"seed {seed} val"
+        )
         loss_ax.plot([best], [best_row["val_loss"]], marker="*", ms=10, color=color, ls="none")
         dice_ax.plot(history["epoch"], history["val_dice"], color=color, lw=1, marker=".", label=f"seed {seed}")
         dice_ax.plot([best], [best_row["val_dice"]], marker="*", ms=10, color=color, ls="none")
@@ -312,8 +347,13 @@ def figure2_choice(dice_by_image: pd.Series, seed: int) -> list[tuple[str, str]]
     random other image. Ties are broken by sample id, the random pick by the seed: reproducible."""
     if dice_by_image.empty:
         raise SonosegError("figure 2: no per-image Dice")
-    ordered = dice_by_image.rename("dice").rename_axis("sample_id").reset_index() \
-        .sort_values(["dice", "sample_id"], ascending=[False, True], kind="mergesort")["sample_id"].tolist()
+    ordered = (
+        dice_by_image.rename("dice")
+        .rename_axis("sample_id")
+        .reset_index()
+        .sort_values(["dice", "sample_id"], ascending=[False, True], kind="mergesort")["sample_id"]
+        .tolist()
+    )
     picks = [("best", ordered[0]), ("median", ordered[(len(ordered) - 1) // 2]), ("worst", ordered[-1])]
     chosen, unique = set(), []
     for role, sample in picks:
@@ -326,8 +366,13 @@ def figure2_choice(dice_by_image: pd.Series, seed: int) -> list[tuple[str, str]]
     return unique
 
 
-def figure2(manifest_csv: str | Path, metrics_paths: list[str | Path], prediction_dirs: list[str | Path],
-            out_png: str | Path, seed: int = 0) -> str:
+def figure2(
+    manifest_csv: str | Path,
+    metrics_paths: list[str | Path],
+    prediction_dirs: list[str | Path],
+    out_png: str | Path,
+    seed: int = 0,
+) -> str:
     """One row per chosen image: the image, the ground truth, then every method's post-processed mask
     (red) over the ground truth (green). Returns the note naming the reference."""
     per_image = read_per_image(metrics_paths)
@@ -372,14 +417,19 @@ def _parameter_count(method: str, cost: pd.DataFrame | None) -> float:
     if cost is not None and method in set(cost["network"]):
         return float(cost.set_index("network").loc[method, "parameters"])
     from sonoseg import models  # building a network is the one way to count it; only for registered ones
+
     return float(models.count_parameters(models.build(method))) if method in models.names() else np.nan
 
 
 def seed_summary(per_image: pd.DataFrame) -> pd.DataFrame:
     """Per method: Dice mean ± std over seeds of the per-seed mean over images (as the tables)."""
     per_seed = per_image.groupby(["method", "seed"], sort=False)["dice"].mean().reset_index()
-    return per_seed.groupby("method", sort=False)["dice"].agg(dice_mean="mean", dice_std="std", seeds="size") \
-        .fillna({"dice_std": 0.0}).reset_index()
+    return (
+        per_seed.groupby("method", sort=False)["dice"]
+        .agg(dice_mean="mean", dice_std="std", seeds="size")
+        .fillna({"dice_std": 0.0})
+        .reset_index()
+    )
 
 
 PAPER_PARAMETERS = {"deeplabv3plus_resnet101": 54.7e6}  # what the paper printed where it differs from the network
@@ -393,8 +443,9 @@ def cost_accuracy(metrics_paths: list[str | Path], out_png: str | Path, cost_csv
     summary["parameters"] = [_parameter_count(m, cost) for m in summary["method"]]
     axes_spec = [("parameters", "parameters (millions)", 1e-6)]
     if cost is not None:
-        summary = summary.merge(cost[["network", "gflops", "latency_ms"]], left_on="method", right_on="network",
-                                how="left")
+        summary = summary.merge(
+            cost[["network", "gflops", "latency_ms"]], left_on="method", right_on="network", how="left"
+        )
         axes_spec += [("gflops", "GFLOPs per image", 1.0), ("latency_ms", f"CPU latency (ms, {_cpu_label(cost)})", 1.0)]
     reference = {**paper.TABLE1, **paper.TABLE2}
     fig, axes = plt.subplots(1, len(axes_spec), figsize=(4.2 * len(axes_spec), 3.4), squeeze=False)
@@ -409,8 +460,16 @@ def cost_accuracy(metrics_paths: list[str | Path], out_png: str | Path, cost_csv
             ax.annotate(row.method, (x * scale, row.dice_mean), fontsize=5, xytext=(3, 2), textcoords="offset points")
             if column == "parameters" and row.method in reference and not pd.isna(reference[row.method][1]):
                 paper_x = PAPER_PARAMETERS.get(row.method, x)
-                ax.errorbar(paper_x * scale, reference[row.method][1], yerr=reference[row.method][2], fmt="o",
-                            mfc="none", color=color, ms=5, capsize=2)
+                ax.errorbar(
+                    paper_x * scale,
+                    reference[row.method][1],
+                    yerr=reference[row.method][2],
+                    fmt="o",
+                    mfc="none",
+                    color=color,
+                    ms=5,
+                    capsize=2,
+                )
         ax.set(xlabel=label, ylabel="test Dice (mean ± std over seeds)")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
@@ -449,8 +508,15 @@ def distributions(metrics_paths: list[str | Path], out_png: str | Path) -> None:
     _save(fig, out_png)
 
 
-def paired_statistics(metrics_paths: list[str | Path], manifest_csv: str | Path, out_csv: str | Path,
-                      out_html: str | Path, out_png: str | Path, seed: int = 0, resamples: int = 10_000) -> None:
+def paired_statistics(
+    metrics_paths: list[str | Path],
+    manifest_csv: str | Path,
+    out_csv: str | Path,
+    out_html: str | Path,
+    out_png: str | Path,
+    seed: int = 0,
+    resamples: int = 10_000,
+) -> None:
     """Each method against the reference on the same test images: mean paired Dice difference with its
     bootstrap 95 % CI and the Wilcoxon signed-rank p-value (table and forest plot), and Dice broken
     down by the dataset's metadata columns."""
@@ -460,17 +526,26 @@ def paired_statistics(metrics_paths: list[str | Path], manifest_csv: str | Path,
     comparison = stats.compare_to_reference(per_image, reference, "dice", seed, resamples)
     comparison.to_csv(out_csv, index=False)
 
-    shown = pd.DataFrame({
-        "Method": comparison["method"], "Images": comparison["images"],
-        "Mean Dice difference": [_signed(v, 4) for v in comparison["mean_difference"]],
-        "95 % CI (bootstrap)": [f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(comparison["ci_low"], comparison["ci_high"])],
-        "Median difference": [_signed(v, 4) for v in comparison["median_difference"]],
-        "Wilcoxon p": [f"{p:.3g}" for p in comparison["wilcoxon_p"]],
-    })
-    parts = [note(f"{reference_note} Difference = method − reference, per test image (Dice averaged over seeds "
-                  f"first), {resamples} bootstrap resamples of images; a CI that excludes 0 and a small p mean the "
-                  f"networks differ on these images."),
-             html_table(shown, f"Paired per-image Dice difference against {reference}")]
+    shown = pd.DataFrame(
+        {
+            "Method": comparison["method"],
+            "Images": comparison["images"],
+            "Mean Dice difference": [_signed(v, 4) for v in comparison["mean_difference"]],
+            "95 % CI (bootstrap)": [
+                f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(comparison["ci_low"], comparison["ci_high"])
+            ],
+            "Median difference": [_signed(v, 4) for v in comparison["median_difference"]],
+            "Wilcoxon p": [f"{p:.3g}" for p in comparison["wilcoxon_p"]],
+        }
+    )
+    parts = [
+        note(
+            f"{reference_note} Difference = method − reference, per test image (Dice averaged over seeds "
+            f"first), {resamples} bootstrap resamples of images; a CI that excludes 0 and a small p mean the "
+            f"networks differ on these images."
+        ),
+        html_table(shown, f"Paired per-image Dice difference against {reference}"),
+    ]
     manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
     tested = manifest[manifest["sample_id"].isin(set(per_image["sample_id"]))]
     by_image = per_image.groupby(["method", "sample_id"], sort=False)["dice"].mean().reset_index()
@@ -488,9 +563,18 @@ def paired_statistics(metrics_paths: list[str | Path], manifest_csv: str | Path,
 
     fig, ax = plt.subplots(figsize=(5.0, 0.35 * max(len(comparison), 1) + 1.0))
     positions = np.arange(len(comparison))[::-1]
-    ax.errorbar(comparison["mean_difference"], positions,
-                xerr=[comparison["mean_difference"] - comparison["ci_low"],
-                      comparison["ci_high"] - comparison["mean_difference"]], fmt="s", color="C0", capsize=3, ms=4)
+    ax.errorbar(
+        comparison["mean_difference"],
+        positions,
+        xerr=[
+            comparison["mean_difference"] - comparison["ci_low"],
+            comparison["ci_high"] - comparison["mean_difference"],
+        ],
+        fmt="s",
+        color="C0",
+        capsize=3,
+        ms=4,
+    )
     for y, p in zip(positions, comparison["wilcoxon_p"]):
         ax.annotate(f"p={p:.2g}", (1.01, y), xycoords=("axes fraction", "data"), fontsize=6, va="center")
     ax.axvline(0, color="0.4", lw=0.8)

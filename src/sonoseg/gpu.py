@@ -42,16 +42,24 @@ def slot_lock_name(device: str, slot: int) -> str:
     return f"gpu{device}.lock" if slot == 0 else f"gpu{device}.{slot}.lock"
 
 
-def acquire_slot(lock_dir: str | Path = DEFAULT_LOCK_DIR, devices: list[str] | None = None,
-                 wait_seconds: float = 86400, poll: float = 0.5, runs_per_gpu: int = 1) -> tuple[str | None, IO | None]:
+def acquire_slot(
+    lock_dir: str | Path = DEFAULT_LOCK_DIR,
+    devices: list[str] | None = None,
+    wait_seconds: float = 86400,
+    poll: float = 0.5,
+    runs_per_gpu: int = 1,
+) -> tuple[str | None, IO | None]:
     """Take a free slot; returns (device, lock handle). Keep the handle open while the device is used.
 
     Slots are taken device by device first (slot 0 of every device, then slot 1, ...), so k runs
     per GPU only stack up on a device when every device already has one.
     """
     if os.environ.get("SLURM_JOB_ID") and os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
-        log.info("GPU slot: SLURM job %s assigned CUDA_VISIBLE_DEVICES=%s", os.environ["SLURM_JOB_ID"],
-                 os.environ["CUDA_VISIBLE_DEVICES"])
+        log.info(
+            "GPU slot: SLURM job %s assigned CUDA_VISIBLE_DEVICES=%s",
+            os.environ["SLURM_JOB_ID"],
+            os.environ["CUDA_VISIBLE_DEVICES"],
+        )
         return os.environ["CUDA_VISIBLE_DEVICES"], None
     devices = visible_devices() if devices is None else devices
     if not devices:
@@ -78,6 +86,8 @@ def acquire_slot(lock_dir: str | Path = DEFAULT_LOCK_DIR, devices: list[str] | N
                 log.info("GPU slot: device %s, slot %d of %d (lock %s)", device, slot + 1, runs_per_gpu, handle.name)
                 return device, handle
         if time.monotonic() > deadline:
-            raise SonosegError(f"no free GPU slot among devices {devices} ({runs_per_gpu} per device) after "
-                               f"waiting {wait_seconds:g} s; the lock files in {lock_dir} name the processes holding them")
+            raise SonosegError(
+                f"no free GPU slot among devices {devices} ({runs_per_gpu} per device) after "
+                f"waiting {wait_seconds:g} s; the lock files in {lock_dir} name the processes holding them"
+            )
         time.sleep(poll)

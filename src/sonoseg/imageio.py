@@ -100,7 +100,9 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
                 notes.append("mask_thresholded")
         lesion = pixels >= threshold
         if merged is not None and merged.shape != lesion.shape:
-            raise SonosegError(f"{path}: size {lesion.shape[1]}x{lesion.shape[0]} differs from the other masks of this image")
+            raise SonosegError(
+                f"{path}: size {lesion.shape[1]}x{lesion.shape[0]} differs from the other masks of this image"
+            )
         merged = lesion if merged is None else (merged | lesion)
     if len(paths) > 1:
         notes.append(f"merged_masks:{len(paths)}")

@@ -44,7 +44,9 @@ def keep_one_lesion(mask: np.ndarray, rule: str = "area") -> np.ndarray:
         else:
             points = []
             for label in range(1, count + 1):
-                contours, _ = cv2.findContours((labels == label).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+                contours, _ = cv2.findContours(
+                    (labels == label).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+                )
                 points.append(max(len(c) for c in contours))
             keep = 1 + int(np.argmax(points))
         mask = labels == keep
@@ -62,8 +64,15 @@ def write_mask(probability: np.ndarray, height: int, width: int, rule: str, path
     return path
 
 
-def predict(model_path: str | Path, data_path: str | Path, samples: pd.DataFrame, outdir: str | Path,
-            rule: str = "area", device: str = "auto", batch_size: int = 8) -> int:
+def predict(
+    model_path: str | Path,
+    data_path: str | Path,
+    samples: pd.DataFrame,
+    outdir: str | Path,
+    rule: str = "area",
+    device: str = "auto",
+    batch_size: int = 8,
+) -> int:
     """Write <outdir>/<sample_id>.png (0/255) at each sample's original size."""
     dev = select_device(device)
     model, saved = load_model(model_path, dev)
@@ -79,9 +88,9 @@ def predict(model_path: str | Path, data_path: str | Path, samples: pd.DataFrame
         raise SonosegError(f"{data_path}: samples {missing[:5]} are not in the manifest")
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            batch = normalize_tensor(images[start:start + batch_size].to(dev), normalization)
+            batch = normalize_tensor(images[start : start + batch_size].to(dev), normalization)
             probability = torch.sigmoid(model(batch)).cpu().numpy()[:, 0]
-            for sample_id, prob in zip(ids[start:start + batch_size], probability):
+            for sample_id, prob in zip(ids[start : start + batch_size], probability):
                 height, width = (int(v) for v in sizes.loc[sample_id])
                 write_mask(prob, height, width, rule, outdir / f"{sample_id}.png")
     return len(ids)
@@ -128,9 +137,17 @@ class SegmentResult:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def segment_images(model_path: str | Path, images: list[str | Path], outdir: str | Path, rule: str = "area",
-                   device: str = "auto", size: int | None = None, backend: str = "torch", threads: int = 0,
-                   progress: bool = False) -> SegmentResult:
+def segment_images(
+    model_path: str | Path,
+    images: list[str | Path],
+    outdir: str | Path,
+    rule: str = "area",
+    device: str = "auto",
+    size: int | None = None,
+    backend: str = "torch",
+    threads: int = 0,
+    progress: bool = False,
+) -> SegmentResult:
     """Segment new images with a trained model: <outdir>/<image stem>_mask.png at each image's size.
 
     backend "torch" reads a model.pt; "onnxruntime" reads a model.onnx with its sidecar (or exports a
@@ -162,6 +179,7 @@ def segment_images(model_path: str | Path, images: list[str | Path], outdir: str
             result.failed.append((path, str(exc)))
             continue
         batch = images_to_tensor(resize_image(rgb, size)[None]).numpy()
-        result.written.append(write_mask(run(batch)[0], rgb.shape[0], rgb.shape[1], rule,
-                                         outdir / f"{path.stem}_mask.png"))
+        result.written.append(
+            write_mask(run(batch)[0], rgb.shape[0], rgb.shape[1], rule, outdir / f"{path.stem}_mask.png")
+        )
     return result

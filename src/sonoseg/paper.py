@@ -32,11 +32,18 @@ TABLE2 = {
 # Parameter counts the paper printed (Table 2, and section 4.1 for the others).
 PRINTED_PARAMETERS = {
     "deeplabv3plus_resnet101": "54.7 M (the Aligned-Xception count; ResNet-101 has 59,339,169)",
-    "fcn8s": "18.6 M", "fcn16s": "18.6 M", "fcn32s": "18.6 M",
+    "fcn8s": "18.6 M",
+    "fcn16s": "18.6 M",
+    "fcn32s": "18.6 M",
 }
 
 # Section 4.2: U-net mean test Dice after each cumulative step.
 LADDER = {
-    "baseline": 0.855, "augmentation": 0.877, "dice_loss": 0.891, "adam": 0.911,
-    "lr_plateau": 0.917, "batch8": 0.928, "weight_decay": 0.929,
+    "baseline": 0.855,
+    "augmentation": 0.877,
+    "dice_loss": 0.891,
+    "adam": 0.911,
+    "lr_plateau": 0.917,
+    "batch8": 0.928,
+    "weight_decay": 0.929,
 }

@@ -35,7 +35,7 @@ class Recipe:
         if self.batch_size < 1 or self.max_epochs < 1 or self.min_epochs > self.max_epochs:
             raise SonosegError(f"train: need batch_size >= 1 and 1 <= min_epochs <= max_epochs, got {self}")
 
-    def with_changes(self, changes: dict) -> "Recipe":
+    def with_changes(self, changes: dict) -> Recipe:
         known = {f.name for f in fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
@@ -46,7 +46,7 @@ class Recipe:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Recipe":
+    def from_json(cls, text: str) -> Recipe:
         try:
             values = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -33,14 +33,17 @@ def summarize_run(metrics_csv: str | Path, history_csv: str | Path | None) -> di
     lesion, no_lesion = metrics[~truth_empty], metrics[truth_empty]
     matched = metrics[~truth_empty & ~prediction_empty]
     return {
-        "dice": lesion["dice"].mean(), "hd95_px": lesion["hd95_px"].mean(),
+        "dice": lesion["dice"].mean(),
+        "hd95_px": lesion["hd95_px"].mean(),
         "hd95_mm": lesion["hd95_mm"].mean() if lesion["hd95_mm"].notna().all() else float("nan"),
-        "test_images": len(metrics), "lesion_images": len(lesion),
+        "test_images": len(metrics),
+        "lesion_images": len(lesion),
         "hd95_penalized": int(lesion["hd95_policy"].astype(str).str.startswith("penalty").sum()),
         "hd95_matched_px": matched["hd95_px"].mean(),
         "hd95_matched_mm": matched["hd95_mm"].mean() if matched["hd95_mm"].notna().all() else float("nan"),
         "hd95_matched_images": len(matched),
-        "no_lesion_images": len(no_lesion), "no_lesion_dice": no_lesion["dice"].mean(),
+        "no_lesion_images": len(no_lesion),
+        "no_lesion_dice": no_lesion["dice"].mean(),
         "epochs": len(history) if history is not None else pd.NA,
         "best_epoch": int(history.loc[history["val_loss"].idxmin(), "epoch"]) if history is not None else pd.NA,
     }
@@ -79,23 +82,50 @@ def aggregate(runs: pd.DataFrame, key: str) -> pd.DataFrame:
         matched_mm, matched_mm_sd = mean_std(group["hd95_matched_mm"]) if "hd95_matched_mm" in group else nan_pair
         no_lesion = _count(group, "no_lesion_images")
         no_lesion_dice, no_lesion_dice_sd = mean_std(group["no_lesion_dice"]) if no_lesion else nan_pair
-        rows.append({key: name, "seeds": len(group), "dice_mean": dice, "dice_std": dice_sd,
-                     "hd95_mean": hd, "hd95_std": hd_sd, "hd95_mm_mean": hd_mm, "hd95_mm_std": hd_mm_sd,
-                     "hd95_penalized": int(group["hd95_penalized"].sum()),
-                     "lesion_images": _count(group, "lesion_images"),
-                     "hd95_matched_mean": matched, "hd95_matched_std": matched_sd,
-                     "hd95_matched_mm_mean": matched_mm, "hd95_matched_mm_std": matched_mm_sd,
-                     "hd95_matched_images": _count(group, "hd95_matched_images"),
-                     "no_lesion_images": no_lesion,
-                     "no_lesion_dice_mean": no_lesion_dice, "no_lesion_dice_std": no_lesion_dice_sd})
+        rows.append(
+            {
+                key: name,
+                "seeds": len(group),
+                "dice_mean": dice,
+                "dice_std": dice_sd,
+                "hd95_mean": hd,
+                "hd95_std": hd_sd,
+                "hd95_mm_mean": hd_mm,
+                "hd95_mm_std": hd_mm_sd,
+                "hd95_penalized": int(group["hd95_penalized"].sum()),
+                "lesion_images": _count(group, "lesion_images"),
+                "hd95_matched_mean": matched,
+                "hd95_matched_std": matched_sd,
+                "hd95_matched_mm_mean": matched_mm,
+                "hd95_matched_mm_std": matched_mm_sd,
+                "hd95_matched_images": _count(group, "hd95_matched_images"),
+                "no_lesion_images": no_lesion,
+                "no_lesion_dice_mean": no_lesion_dice,
+                "no_lesion_dice_std": no_lesion_dice_sd,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # Columns of aggregate() that the tables carry as they are.
-SUMMARY_COLUMNS = ["dice_mean", "dice_std", "hd95_mean", "hd95_std", "hd95_mm_mean", "hd95_mm_std", "hd95_penalized",
-                   "lesion_images", "hd95_matched_mean", "hd95_matched_std", "hd95_matched_mm_mean",
-                   "hd95_matched_mm_std", "hd95_matched_images", "no_lesion_images", "no_lesion_dice_mean",
-                   "no_lesion_dice_std"]
+SUMMARY_COLUMNS = [
+    "dice_mean",
+    "dice_std",
+    "hd95_mean",
+    "hd95_std",
+    "hd95_mm_mean",
+    "hd95_mm_std",
+    "hd95_penalized",
+    "lesion_images",
+    "hd95_matched_mean",
+    "hd95_matched_std",
+    "hd95_matched_mm_mean",
+    "hd95_matched_mm_std",
+    "hd95_matched_images",
+    "no_lesion_images",
+    "no_lesion_dice_mean",
+    "no_lesion_dice_std",
+]
 
 
 def _parameters(name: str) -> int:
@@ -113,12 +143,21 @@ def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> p
             raise SonosegError(f"no results for network {name!r}")
         ours = summary.loc[name]
         label, p_dice, p_dice_sd, p_hd, p_hd_sd = reference.get(
-            name, (baseline.LABELS.get(name, name), np.nan, np.nan, np.nan, np.nan))
-        rows.append({
-            "network": name, "label": label, "parameters": _parameters(name),
-            "seeds": int(ours["seeds"]), **{c: ours[c] for c in SUMMARY_COLUMNS},
-            "paper_dice_mean": p_dice, "paper_dice_std": p_dice_sd, "paper_hd95_mean": p_hd, "paper_hd95_std": p_hd_sd,
-        })
+            name, (baseline.LABELS.get(name, name), np.nan, np.nan, np.nan, np.nan)
+        )
+        rows.append(
+            {
+                "network": name,
+                "label": label,
+                "parameters": _parameters(name),
+                "seeds": int(ours["seeds"]),
+                **{c: ours[c] for c in SUMMARY_COLUMNS},
+                "paper_dice_mean": p_dice,
+                "paper_dice_std": p_dice_sd,
+                "paper_hd95_mean": p_hd,
+                "paper_hd95_std": p_hd_sd,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -149,8 +188,14 @@ def ladder_table(runs: pd.DataFrame, steps: list[str]) -> pd.DataFrame:
     rows = []
     for step in steps:
         ours = summary.loc[step]
-        rows.append({"step": step, "seeds": int(ours["seeds"]), **{c: ours[c] for c in SUMMARY_COLUMNS},
-                     "paper_dice_mean": paper.LADDER.get(step, np.nan)})
+        rows.append(
+            {
+                "step": step,
+                "seeds": int(ours["seeds"]),
+                **{c: ours[c] for c in SUMMARY_COLUMNS},
+                "paper_dice_mean": paper.LADDER.get(step, np.nan),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -180,38 +225,72 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tupl
     has_mm = "hd95_mm_mean" in table.columns and table["hd95_mm_mean"].notna().any()
     has_matched = "hd95_matched_mean" in table.columns and table["hd95_matched_mean"].notna().any()
     has_no_lesion = "no_lesion_images" in table.columns and (table["no_lesion_images"].fillna(0) > 0).any()
-    header = [first] + (["Parameters"] if has_params else []) + (["GFLOPs", "CPU ms"] if has_cost else []) + \
-        ["Dice (ours)", "HD95 px (ours)"] + \
-        (["HD95 px, both non-empty (ours)"] if has_matched else []) + (["HD95 mm (ours)"] if has_mm else []) + \
-        (["No-lesion images: Dice (ours)"] if has_no_lesion else []) + \
-        ["Dice (paper)"] + (["HD95 px (paper)"] if has_paper_hd else [])
+    header = (
+        [first]
+        + (["Parameters"] if has_params else [])
+        + (["GFLOPs", "CPU ms"] if has_cost else [])
+        + ["Dice (ours)", "HD95 px (ours)"]
+        + (["HD95 px, both non-empty (ours)"] if has_matched else [])
+        + (["HD95 mm (ours)"] if has_mm else [])
+        + (["No-lesion images: Dice (ours)"] if has_no_lesion else [])
+        + ["Dice (paper)"]
+        + (["HD95 px (paper)"] if has_paper_hd else [])
+    )
     lines = []
     for row in table.to_dict("records"):
         cells = [str(row.get("label", row[table.columns[0]]))]
         if has_params:
             cells.append(f"{row['parameters']:,}")
         if has_cost:
-            cells += ["-" if pd.isna(row["gflops"]) else f"{row['gflops']:.2f}",
-                      "-" if pd.isna(row["latency_ms"]) else f"{row['latency_ms']:.1f}"]
+            cells += [
+                "-" if pd.isna(row["gflops"]) else f"{row['gflops']:.2f}",
+                "-" if pd.isna(row["latency_ms"]) else f"{row['latency_ms']:.1f}",
+            ]
         cells += [_pm(row["dice_mean"], row["dice_std"], 3), _pm(row["hd95_mean"], row["hd95_std"], 2)]
         if has_matched:
-            cells.append(_with_count(_pm(row["hd95_matched_mean"], row["hd95_matched_std"], 2),
-                                     int(row["hd95_matched_images"]), int(row["lesion_images"])))
+            cells.append(
+                _with_count(
+                    _pm(row["hd95_matched_mean"], row["hd95_matched_std"], 2),
+                    int(row["hd95_matched_images"]),
+                    int(row["lesion_images"]),
+                )
+            )
         if has_mm:
             cells.append(_pm(row["hd95_mm_mean"], row["hd95_mm_std"], 2))
         if has_no_lesion:
-            cells.append(_with_count(_pm(row["no_lesion_dice_mean"], row["no_lesion_dice_std"], 3),
-                                     int(row["no_lesion_images"])))
+            cells.append(
+                _with_count(_pm(row["no_lesion_dice_mean"], row["no_lesion_dice_std"], 3), int(row["no_lesion_images"]))
+            )
         cells.append(_pm(row["paper_dice_mean"], row.get("paper_dice_std", np.nan), 3))
         if has_paper_hd:
             cells.append(_pm(row["paper_hd95_mean"], row["paper_hd95_std"], 2))
         lines.append(cells)
-    markdown = "\n".join([f"**{caption}**", "", "| " + " | ".join(header) + " |",
-                          "|" + "---|" * len(header)] + ["| " + " | ".join(c) + " |" for c in lines]) + "\n"
+    markdown = (
+        "\n".join(
+            [f"**{caption}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(c) + " |" for c in lines]
+        )
+        + "\n"
+    )
     tex_rows = [" & ".join(c.replace("±", r"$\pm$").replace("_", r"\_") for c in cells) + r" \\" for cells in lines]
-    latex = "\n".join([r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
-                       r"\hline", " & ".join(header) + r" \\", r"\hline", *tex_rows, r"\hline", r"\end{tabular}",
-                       rf"\caption{{{caption}}}", r"\end{table}"]) + "\n"
+    latex = (
+        "\n".join(
+            [
+                r"\begin{table}[t]",
+                r"\centering",
+                r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+                r"\hline",
+                " & ".join(header) + r" \\",
+                r"\hline",
+                *tex_rows,
+                r"\hline",
+                r"\end{tabular}",
+                rf"\caption{{{caption}}}",
+                r"\end{table}",
+            ]
+        )
+        + "\n"
+    )
     return markdown, latex
 
 
@@ -231,7 +310,13 @@ def select_weight_decay(histories: dict[float, str | Path]) -> tuple[float, pd.D
     for decay, path in histories.items():
         history = pd.read_csv(path)
         best = history.loc[history["val_loss"].idxmin()]
-        rows.append({"weight_decay": decay, "best_val_loss": float(best["val_loss"]),
-                     "val_dice_at_best": float(best["val_dice"]), "best_epoch": int(best["epoch"])})
+        rows.append(
+            {
+                "weight_decay": decay,
+                "best_val_loss": float(best["val_loss"]),
+                "val_dice_at_best": float(best["val_dice"]),
+                "best_epoch": int(best["epoch"]),
+            }
+        )
     candidates = pd.DataFrame(rows).sort_values(["best_val_loss", "weight_decay"], ascending=[True, False])
     return float(candidates.iloc[0]["weight_decay"]), candidates

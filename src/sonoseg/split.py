@@ -21,11 +21,15 @@ def group_counts(n_groups: int, fractions: tuple[float, float, float]) -> tuple[
     n_test = int(round(n_groups * fractions[2]))
     n_train = n_groups - n_val - n_test
     if n_groups >= 3 and min(n_train, n_val, n_test) < 1:
-        raise SonosegError(f"{n_groups} patient groups are too few to split by {list(fractions)}: a part would be empty")
+        raise SonosegError(
+            f"{n_groups} patient groups are too few to split by {list(fractions)}: a part would be empty"
+        )
     return n_train, n_val, n_test
 
 
-def split_samples(samples: pd.DataFrame, seed: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> pd.DataFrame:
+def split_samples(
+    samples: pd.DataFrame, seed: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+) -> pd.DataFrame:
     """Assign each sample (rows with sample_id, group) to train / val / test, seeded."""
     groups = sorted(samples["group"].astype(str).unique())
     counts = group_counts(len(groups), fractions)
@@ -33,7 +37,7 @@ def split_samples(samples: pd.DataFrame, seed: int, fractions: tuple[float, floa
     part_of = {}
     start = 0
     for part, count in zip(PARTS, counts):
-        for index in order[start:start + count]:
+        for index in order[start : start + count]:
             part_of[groups[index]] = part
         start += count
     result = samples[["sample_id", "patient", "group"]].copy()
@@ -70,4 +74,5 @@ def check_no_leak(split: pd.DataFrame, source: str) -> None:
     if len(crossing):
         raise SonosegError(
             f"{source}: patient group(s) {list(crossing.index[:5])} have samples in more than one split "
-            "(a patient, or duplicate images, would leak between training and test)")
+            "(a patient, or duplicate images, would leak between training and test)"
+        )

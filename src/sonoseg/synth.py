@@ -39,8 +39,7 @@ MEDIAN_BELOW_TOP_DB = 22.0
 
 ORGANS = ("breast", "liver", "lymph_node", "soft_tissue")
 DEFAULT_ORGAN_WEIGHTS = {"breast": 0.4, "liver": 0.25, "lymph_node": 0.2, "soft_tissue": 0.15}
-LESION_TYPES = ("hypoechoic", "anechoic_cyst", "isoechoic_halo", "heterogeneous", "hyperechoic",
-                "microcalcifications")
+LESION_TYPES = ("hypoechoic", "anechoic_cyst", "isoechoic_halo", "heterogeneous", "hyperechoic", "microcalcifications")
 MARGINS = ("smooth", "lobulated", "microlobulated", "spiculated", "indistinct")
 METADATA_COLUMNS = ("organ", "lesion_type", "margin", "contrast_db", "lesion_area_px", "calipers")
 
@@ -77,7 +76,9 @@ class PhantomOptions:
             raise SonosegError(f"synthetic.difficulty: {self.difficulty!r} is not one of {tuple(DIFFICULTIES)}")
         unknown = set(self.organs) - set(ORGANS)
         if unknown or not self.organs or any(w < 0 for w in self.organs.values()) or sum(self.organs.values()) <= 0:
-            raise SonosegError(f"synthetic.organs: weights over {ORGANS} must be >= 0 with a positive sum, got {self.organs}")
+            raise SonosegError(
+                f"synthetic.organs: weights over {ORGANS} must be >= 0 with a positive sum, got {self.organs}"
+            )
         if self.caliper_noise < 0:
             raise SonosegError(f"synthetic.caliper_noise: must be >= 0, got {self.caliper_noise}")
 
@@ -111,20 +112,33 @@ def _draw_lesion(rng: np.random.Generator, height: int, width: int, difficulty: 
         margin = "smooth"  # a simple or septated cyst has a sharp wall
     depth_axis = rng.uniform(0.08, 0.19) * height
     lateral = rng.uniform(0.07, 0.16, size=2) * width
-    lobes = {"smooth": (1, 0.0, 0.03), "lobulated": (rng.integers(2, 5), 0.06, 0.15),
-             "microlobulated": (rng.integers(2, 4), 0.02, 0.06), "spiculated": (rng.integers(2, 4), 0.02, 0.08),
-             "indistinct": (rng.integers(2, 4), 0.03, 0.1)}[margin]
+    lobes = {
+        "smooth": (1, 0.0, 0.03),
+        "lobulated": (rng.integers(2, 5), 0.06, 0.15),
+        "microlobulated": (rng.integers(2, 4), 0.02, 0.06),
+        "spiculated": (rng.integers(2, 4), 0.02, 0.08),
+        "indistinct": (rng.integers(2, 4), 0.03, 0.1),
+    }[margin]
     n_lobes, low, high = lobes
-    harmonics = np.stack([rng.choice(np.arange(2, 7), size=n_lobes, replace=False).astype(float),
-                          rng.uniform(low, high, size=n_lobes), rng.uniform(0, 2 * np.pi, size=n_lobes)], axis=1)
+    harmonics = np.stack(
+        [
+            rng.choice(np.arange(2, 7), size=n_lobes, replace=False).astype(float),
+            rng.uniform(low, high, size=n_lobes),
+            rng.uniform(0, 2 * np.pi, size=n_lobes),
+        ],
+        axis=1,
+    )
     if margin == "microlobulated":  # many small bumps on the outline
         k = rng.choice(np.arange(10, 19), size=3, replace=False).astype(float)
-        harmonics = np.vstack([harmonics, np.stack([k, rng.uniform(0.025, 0.05, 3), rng.uniform(0, 2 * np.pi, 3)], axis=1)])
+        harmonics = np.vstack(
+            [harmonics, np.stack([k, rng.uniform(0.025, 0.05, 3), rng.uniform(0, 2 * np.pi, 3)], axis=1)]
+        )
     spikes = np.zeros((0, 3))
     if margin == "spiculated":
         count = int(rng.integers(7, 15))
-        spikes = np.stack([rng.uniform(0, 2 * np.pi, count), rng.uniform(0.25, 0.6, count),
-                           rng.uniform(0.04, 0.09, count)], axis=1)
+        spikes = np.stack(
+            [rng.uniform(0, 2 * np.pi, count), rng.uniform(0.25, 0.6, count), rng.uniform(0.04, 0.09, count)], axis=1
+        )
     softness = rng.uniform(0.25, 0.45) if margin == "indistinct" else rng.uniform(0.02, 0.05)
     low_db, high_db = difficulty.contrast_db
     magnitude = rng.uniform(low_db, high_db)
@@ -138,10 +152,18 @@ def _draw_lesion(rng: np.random.Generator, height: int, width: int, difficulty: 
         "microcalcifications": (-magnitude, rng.uniform(0.15, 0.6)),
     }[lesion_type]
     return Lesion(
-        center_x=rng.uniform(0.3, 0.7) * width, center_depth=rng.uniform(0.35, 0.62) * height,
-        semi_axes=(float(lateral[0]), float(lateral[1]), float(depth_axis)), tilt=float(rng.uniform(-0.5, 0.5)),
-        harmonics=harmonics, spikes=spikes, softness=float(softness), lesion_type=lesion_type, margin=margin,
-        contrast_db=float(contrast_db), posterior=float(posterior))
+        center_x=rng.uniform(0.3, 0.7) * width,
+        center_depth=rng.uniform(0.35, 0.62) * height,
+        semi_axes=(float(lateral[0]), float(lateral[1]), float(depth_axis)),
+        tilt=float(rng.uniform(-0.5, 0.5)),
+        harmonics=harmonics,
+        spikes=spikes,
+        softness=float(softness),
+        lesion_type=lesion_type,
+        margin=margin,
+        contrast_db=float(contrast_db),
+        posterior=float(posterior),
+    )
 
 
 @dataclass
@@ -313,8 +335,9 @@ class Scene:
         if box is None:
             return
         cortex = np.float32(10 ** (-self.rng.uniform(8, 14) / 10))
-        self.echo[box] = np.where(r <= 1, np.where(r <= self.rng.uniform(0.35, 0.6), np.float32(1.8), cortex),
-                                  self.echo[box])
+        self.echo[box] = np.where(
+            r <= 1, np.where(r <= self.rng.uniform(0.35, 0.6), np.float32(1.8), cortex), self.echo[box]
+        )
 
     def vessel(self, wall: bool) -> None:
         """A vessel along the image plane: an anechoic tube, with a bright wall for portal veins/arteries."""
@@ -465,8 +488,11 @@ def _add_lesion(scene: Scene, lesion: Lesion, geometry: LesionGeometry) -> None:
     local = np.float32(np.median(scene.echo[y0:y1, x0:x1]))
     gain = np.full(shape, 10 ** (lesion.contrast_db / 10), dtype=np.float32)
     if lesion.lesion_type == "heterogeneous":
-        patches = cv2.resize(rng.standard_normal((max(shape[0] // 10, 2), max(shape[1] // 10, 2))).astype(np.float32),
-                             (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+        patches = cv2.resize(
+            rng.standard_normal((max(shape[0] // 10, 2), max(shape[1] // 10, 2))).astype(np.float32),
+            (shape[1], shape[0]),
+            interpolation=cv2.INTER_CUBIC,
+        )
         gain *= 10 ** (np.float32(rng.uniform(5, 9)) * patches / 10)
     elif lesion.lesion_type == "isoechoic_halo":
         halo_db = -rng.uniform(8, 16)
@@ -499,20 +525,27 @@ def _add_lesion(scene: Scene, lesion: Lesion, geometry: LesionGeometry) -> None:
     c0, c1 = x0, x1
     r0 = int(bottom[c0:c1].min())
     distance = scene.depth[r0:] - bottom[None, c0:c1]
-    weight = np.clip(distance / scene.px(6), 0, 1) * np.exp(-distance.clip(0) / (0.8 * scene.height)) * strip[None, c0:c1]
+    weight = (
+        np.clip(distance / scene.px(6), 0, 1) * np.exp(-distance.clip(0) / (0.8 * scene.height)) * strip[None, c0:c1]
+    )
     # Geometric (in dB) between no change and the full posterior gain.
     scene.echo[r0:, c0:c1] *= np.exp(np.float32(np.log(lesion.posterior)) * weight)
 
 
-def _annotate(rng: np.random.Generator, geometry: LesionGeometry, difficulty: Difficulty, height: int, width: int) -> np.ndarray:
+def _annotate(
+    rng: np.random.Generator, geometry: LesionGeometry, difficulty: Difficulty, height: int, width: int
+) -> np.ndarray:
     """The annotator's outline: the body smoothed, jittered, and biased a little over or under."""
     y0, y1, x0, x1 = geometry.box
     body = geometry.body.astype(np.float32)
     size = max(np.sqrt(body.sum()), 4.0)
     soft = cv2.GaussianBlur(body, (0, 0), max(0.04 * size, 0.8))
     shape = body.shape
-    jitter = cv2.resize(rng.standard_normal((max(shape[0] // 12, 2), max(shape[1] // 12, 2))).astype(np.float32),
-                        (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+    jitter = cv2.resize(
+        rng.standard_normal((max(shape[0] // 12, 2), max(shape[1] // 12, 2))).astype(np.float32),
+        (shape[1], shape[0]),
+        interpolation=cv2.INTER_CUBIC,
+    )
     noise = difficulty.annotation_noise
     level = 0.5 + noise * rng.uniform(-0.12, 0.12)
     drawn = (soft + noise * 0.08 * jitter) > level
@@ -567,8 +600,9 @@ def _scan(rng: np.random.Generator, echo: np.ndarray, fov: np.ndarray) -> np.nda
     return gray
 
 
-def render_sample(seed: int, patient: int, view: int, size: tuple[int, int] | None = None,
-                  options: PhantomOptions | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+def render_sample(
+    seed: int, patient: int, view: int, size: tuple[int, int] | None = None, options: PhantomOptions | None = None
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """One view of one patient: RGB uint8 image, uint8 {0, 255} mask, and its metadata."""
     options = options or PhantomOptions()
     difficulty = DIFFICULTIES[options.difficulty]
@@ -587,13 +621,20 @@ def render_sample(seed: int, patient: int, view: int, size: tuple[int, int] | No
     mask = _annotate(rng, geometry, difficulty, height, width) & fov
     image = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
     drawn = options.calipers and _draw_calipers(rng, image, mask, fov, options.caliper_noise * width / 646)
-    info = {"organ": organ, "lesion_type": lesion.lesion_type, "margin": lesion.margin,
-            "contrast_db": round(lesion.contrast_db, 2), "lesion_area_px": int(mask.sum()), "calipers": bool(drawn)}
+    info = {
+        "organ": organ,
+        "lesion_type": lesion.lesion_type,
+        "margin": lesion.margin,
+        "contrast_db": round(lesion.contrast_db, 2),
+        "lesion_area_px": int(mask.sum()),
+        "calipers": bool(drawn),
+    }
     return image, mask.astype(np.uint8) * 255, info
 
 
-def render(seed: int, patient: int, view: int, size: tuple[int, int] | None = None,
-           options: PhantomOptions | None = None) -> tuple[np.ndarray, np.ndarray]:
+def render(
+    seed: int, patient: int, view: int, size: tuple[int, int] | None = None, options: PhantomOptions | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """One view of one patient: an RGB uint8 image and its uint8 {0, 255} lesion mask."""
     image, mask, _ = render_sample(seed, patient, view, size, options)
     return image, mask
@@ -602,7 +643,9 @@ def render(seed: int, patient: int, view: int, size: tuple[int, int] | None = No
 CALIPER_SIZE = 9  # px: the marker is a '+' of this size
 
 
-def _draw_calipers(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, fov: np.ndarray, noise: float) -> bool:
+def _draw_calipers(
+    rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, fov: np.ndarray, noise: float
+) -> bool:
     """'+' marks at the lesion's widest lateral extent (and sometimes its depth extent), as a
     sonographer places them: a few pixels off, but never on the outlined lesion."""
     ys, xs = np.nonzero(mask)
@@ -629,13 +672,20 @@ def _draw_calipers(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray
                 break
             x, y = x + dx, y + dy
         if 0 <= y < height and 0 <= x < width and fov[y, x] and not blocked[y, x]:
-            cv2.drawMarker(image, (x, y), CALIPER_RGB, markerType=cv2.MARKER_CROSS, markerSize=CALIPER_SIZE, thickness=1)
+            cv2.drawMarker(
+                image, (x, y), CALIPER_RGB, markerType=cv2.MARKER_CROSS, markerSize=CALIPER_SIZE, thickness=1
+            )
             drawn = True
     return drawn
 
 
-def write_dataset(outdir: str | Path, patients: int, seed: int = 0, size: tuple[int, int] | None = None,
-                  options: PhantomOptions | None = None) -> Path:
+def write_dataset(
+    outdir: str | Path,
+    patients: int,
+    seed: int = 0,
+    size: tuple[int, int] | None = None,
+    options: PhantomOptions | None = None,
+) -> Path:
     """Write ``patients`` x 2 views as a ``folder`` dataset: images/, masks/, patients.csv.
 
     patients.csv carries the per-image metadata (organ, lesion type, margin, contrast in dB, lesion
@@ -660,8 +710,9 @@ def write_dataset(outdir: str | Path, patients: int, seed: int = 0, size: tuple[
     return outdir
 
 
-def contact_sheet(patients: list[int], seed: int = 0, options: PhantomOptions | None = None,
-                  tile_width: int = 323) -> np.ndarray:
+def contact_sheet(
+    patients: list[int], seed: int = 0, options: PhantomOptions | None = None, tile_width: int = 323
+) -> np.ndarray:
     """One row per patient: view 1 bare, view 1 with its mask outlined, then the same for view 2
     (RGB uint8). The README picture: ``cv2.imwrite("docs/synthetic_samples.jpg", sheet[:, :, ::-1])``."""
     rows = []

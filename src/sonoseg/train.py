@@ -35,6 +35,7 @@ DICE_EPSILON = 1e-6  # only keeps an empty mask with an empty prediction from di
 
 # ----------------------------------------------------------------------------- losses, metrics
 
+
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 - mean over the batch of the per-sample soft Dice."""
     prob = torch.sigmoid(logits).flatten(1)
@@ -61,6 +62,7 @@ def hard_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- augmentation
+
 
 def draw_augmentation(n: int, generator: torch.Generator) -> torch.Tensor:
     """One random draw per sample: the sampling grids' affine matrices (n, 2, 3), float32.
@@ -100,12 +102,15 @@ def warp(images: torch.Tensor, masks: torch.Tensor, theta: torch.Tensor) -> tupl
     return images, masks
 
 
-def augment_batch(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_batch(
+    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment one batch (one draw per sample from ``generator``)."""
     return warp(images, masks, draw_augmentation(len(images), generator).to(images.device))
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 RGB images (N, H, W, 3) to the networks' input: float (N, 3, H, W) in [0, 1]."""
@@ -198,8 +203,9 @@ def use_channels_last(model: torch.nn.Module, device: torch.device, precision: s
 class FastPath:
     """How one run computes: the resolved precision and memory format, applied to a model and its inputs."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "auto",
-                 normalization: dict | None = None):
+    def __init__(
+        self, model: torch.nn.Module, device: torch.device, precision: str = "auto", normalization: dict | None = None
+    ):
         self.device = device
         self.precision = resolve_precision(precision, device)
         self.channels_last = use_channels_last(model, device, self.precision)
@@ -246,14 +252,16 @@ def make_deterministic(device: torch.device) -> None:
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
-                           weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
     """ReduceLROnPlateau on validation loss; stepped only when the recipe asks for it."""
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=recipe.plateau_factor, patience=recipe.plateau_patience)
+        optimizer, mode="min", factor=recipe.plateau_factor, patience=recipe.plateau_patience
+    )
 
 
 def file_digest(*paths: str | Path) -> str:
@@ -295,10 +303,13 @@ def write_history(rows: list[dict], path: Path) -> None:
     with open(path, "w") as handle:
         handle.write(",".join(HISTORY_COLUMNS) + "\n")
         for row in rows:
-            handle.write(",".join(repr(row[c]) if isinstance(row[c], float) else str(row[c]) for c in HISTORY_COLUMNS) + "\n")
+            handle.write(
+                ",".join(repr(row[c]) if isinstance(row[c], float) else str(row[c]) for c in HISTORY_COLUMNS) + "\n"
+            )
 
 
 # ----------------------------------------------------------------------------- checkpoints
+
 
 def fp32_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A host copy of the weights in the standard (contiguous) layout; autocast never changes their fp32 dtype."""
@@ -318,8 +329,10 @@ def load_checked(path: str | Path, expected_format: str) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise SonosegError(f"{path}: refused: not a {expected_format} file that loads safely "
-                           f"(weights only; a foreign or tampered file) - {type(exc).__name__}: {str(exc)[:200]}") from None
+        raise SonosegError(
+            f"{path}: refused: not a {expected_format} file that loads safely "
+            f"(weights only; a foreign or tampered file) - {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
     if not isinstance(obj, dict) or obj.get("format") != expected_format:
         raise SonosegError(f"{path}: refused: not a {expected_format} file (format tag missing or different)")
     return obj
@@ -331,15 +344,28 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
     try:
         model.load_state_dict(saved["state_dict"])
     except RuntimeError as exc:
-        raise SonosegError(f"{path}: refused: weights do not fit network {saved['network']!r} ({str(exc)[:200]})") from None
+        raise SonosegError(
+            f"{path}: refused: weights do not fit network {saved['network']!r} ({str(exc)[:200]})"
+        ) from None
     return model.to(device).eval(), saved
 
 
 # ----------------------------------------------------------------------------- training
 
-def train(network: str, seed: int, train_data: str | Path, val_data: str | Path, recipe: Recipe,
-          model_out: str | Path, history_out: str | Path, checkpoint: str | Path | None = None,
-          device: str = "auto", threads: int | None = None, pretrained_backbone: str | None = None) -> dict:
+
+def train(
+    network: str,
+    seed: int,
+    train_data: str | Path,
+    val_data: str | Path,
+    recipe: Recipe,
+    model_out: str | Path,
+    history_out: str | Path,
+    checkpoint: str | Path | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    pretrained_backbone: str | None = None,
+) -> dict:
     """Train one network with one seed; writes model_out and history_out. Returns a summary."""
     if threads:
         torch.set_num_threads(threads)
@@ -347,8 +373,10 @@ def train(network: str, seed: int, train_data: str | Path, val_data: str | Path,
     make_deterministic(dev)
     train_split, val_split = ResidentSplit(train_data, dev), ResidentSplit(val_data, dev)
     if len(train_split) < 2 or len(val_split) < 1:
-        raise SonosegError(f"{train_data}: training needs at least 2 training and 1 validation images "
-                           f"(have {len(train_split)} and {len(val_split)})")
+        raise SonosegError(
+            f"{train_data}: training needs at least 2 training and 1 validation images "
+            f"(have {len(train_split)} and {len(val_split)})"
+        )
     torch.manual_seed(seed)
     model = models.build(network)
     if pretrained_backbone:
@@ -361,14 +389,21 @@ def train(network: str, seed: int, train_data: str | Path, val_data: str | Path,
     scheduler = make_scheduler(optimizer, recipe)
     loss_fn = LOSSES[recipe.loss]
     data_order = torch.Generator().manual_seed(seed)
-    fingerprint = hashlib.sha256(json.dumps({
-        "network": network, "seed": seed, "recipe": recipe.to_json(), "data": file_digest(train_data, val_data),
-        "pretrained": file_digest(pretrained_backbone) if pretrained_backbone else None,
-        "fast_path": path.describe(),
-    }, sort_keys=True).encode()).hexdigest()
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {
+                "network": network,
+                "seed": seed,
+                "recipe": recipe.to_json(),
+                "data": file_digest(train_data, val_data),
+                "pretrained": file_digest(pretrained_backbone) if pretrained_backbone else None,
+                "fast_path": path.describe(),
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
 
-    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "stale_epochs": 0, "history": [],
-             "best_state": None}
+    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "stale_epochs": 0, "history": [], "best_state": None}
     checkpoint = Path(checkpoint) if checkpoint else None
     if checkpoint and checkpoint.exists():
         saved = load_checked(checkpoint, CHECKPOINT_FORMAT)
@@ -385,8 +420,16 @@ def train(network: str, seed: int, train_data: str | Path, val_data: str | Path,
             state = saved["state"]
             log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
 
-    log.info("training %s seed %d on %s (%s): %d train / %d val images, recipe %s",
-             network, seed, dev, path.describe(), len(train_split), len(val_split), recipe.to_json())
+    log.info(
+        "training %s seed %d on %s (%s): %d train / %d val images, recipe %s",
+        network,
+        seed,
+        dev,
+        path.describe(),
+        len(train_split),
+        len(val_split),
+        recipe.to_json(),
+    )
     while state["epoch"] < recipe.max_epochs:
         if state["epoch"] >= recipe.min_epochs and state["stale_epochs"] >= recipe.early_stopping_patience:
             break
@@ -420,28 +463,58 @@ def train(network: str, seed: int, train_data: str | Path, val_data: str | Path,
             state.update(best_loss=val_loss, best_epoch=state["epoch"], stale_epochs=0, best_state=fp32_weights(model))
         else:
             state["stale_epochs"] += 1
-        row = {"epoch": state["epoch"], "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
-               "lr": lr, "seconds": round(time.perf_counter() - started, 3)}
+        row = {
+            "epoch": state["epoch"],
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_dice": val_dice,
+            "lr": lr,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
         state["history"].append(row)
         if checkpoint:
-            save_atomic({
-                "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "data_order": data_order.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
-                "state": state,
-            }, checkpoint)
+            save_atomic(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "fingerprint": fingerprint,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "data_order": data_order.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
+                    "state": state,
+                },
+                checkpoint,
+            )
         # Logged after the checkpoint: an epoch in the log is an epoch a rerun will not repeat.
-        log.info("epoch %d  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1fs",
-                 row["epoch"], row["train_loss"], val_loss, val_dice, lr, row["seconds"])
+        log.info(
+            "epoch %d  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1fs",
+            row["epoch"],
+            row["train_loss"],
+            val_loss,
+            val_dice,
+            lr,
+            row["seconds"],
+        )
 
     model_out, history_out = Path(model_out), Path(history_out)
     model_out.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic({"format": MODEL_FORMAT, "network": network, "seed": seed, "recipe": recipe.to_json(),
-                 "input_size": train_split.size, "normalization": normalization,
-                 "trained_with": path.describe(),
-                 "best_epoch": state["best_epoch"], "best_val_loss": state["best_loss"],
-                 "state_dict": state["best_state"]}, model_out)
+    save_atomic(
+        {
+            "format": MODEL_FORMAT,
+            "network": network,
+            "seed": seed,
+            "recipe": recipe.to_json(),
+            "input_size": train_split.size,
+            "normalization": normalization,
+            "trained_with": path.describe(),
+            "best_epoch": state["best_epoch"],
+            "best_val_loss": state["best_loss"],
+            "state_dict": state["best_state"],
+        },
+        model_out,
+    )
     write_history(state["history"], history_out)
     if checkpoint and checkpoint.exists():
         checkpoint.unlink()  # finished: a stale checkpoint must not meet a changed config later

@@ -12,15 +12,15 @@ rule baseline_predict:
         split=f"{OUT}/data/split.csv",
     output:
         directory(f"{OUT}/predictions/{{baseline}}/seed{{seed}}"),
-    params:
-        component_rule=config["predict"]["component_rule"],
     log:
         f"{LOGS}/predict/{{baseline}}/seed{{seed}}.log",
+    conda:
+        CONDA_ENV
     resources:
         runtime=config["resources"]["light_runtime"],
         mem_mb=config["resources"]["light_mem_mb"],
-    conda:
-        CONDA_ENV
+    params:
+        component_rule=config["predict"]["component_rule"],
     shell:
         "sonoseg baseline --name {wildcards.baseline} --manifest {input.manifest} --split {input.split} "
         "--outdir {output} --component-rule {params.component_rule} > {log} 2>&1"
@@ -43,9 +43,9 @@ use rule summarize_network as summarize_baseline with:
         histories=[],  # no training, no history: the summary leaves epochs empty
     output:
         f"{OUT}/networks/{{baseline}}.csv",
+    log:
+        f"{LOGS}/report/network_{{baseline}}.log",
     params:
         key="network",
         name=lambda wc: wc.baseline,
         seeds=" ".join(SEEDS),
-    log:
-        f"{LOGS}/report/network_{{baseline}}.log",

@@ -9,12 +9,12 @@ from sonoseg import paper
 from sonoseg.catalog import pretrained_backbone_for, weight_decay_is_auto
 from sonoseg.recipe import ladder_recipes, recipe_from_config
 
-
 if "pretrained_backbone" in config.get("train", {}):
     raise ValueError(
         "config train.pretrained_backbone: replaced by train.pretrained_backbones, one weights file per backbone "
         "kind (e.g. {vgg16: vgg16.pth, resnet101: resnet101.pth, mobilenet_v2: mobilenet_v2.pth}), each loaded only "
-        "into the networks built on that backbone; see docs/method.md, 'Pretrained backbones'")
+        "into the networks built on that backbone; see docs/method.md, 'Pretrained backbones'"
+    )
 validate(config, schema="../schemas/config.schema.yaml")
 
 OUT = f"results/{config['study']}"
@@ -72,8 +72,11 @@ def recipe_for(network, changes=None):
 
     An override's pretrained_backbone is not a recipe setting (see pretrained_arg), and its
     weight_decay auto is resolved by the weight-decay selection (get_weight_decay_choice)."""
-    overrides = {k: v for k, v in TRAIN["overrides"].get(network, {}).items()
-                 if k != "pretrained_backbone" and not (k == "weight_decay" and v == "auto")}
+    overrides = {
+        k: v
+        for k, v in TRAIN["overrides"].get(network, {}).items()
+        if k != "pretrained_backbone" and not (k == "weight_decay" and v == "auto")
+    }
     recipe = recipe_from_config(TRAIN).with_changes(overrides)
     return recipe.with_changes(changes or {})
 
@@ -105,8 +108,10 @@ def uses_gpu_slot():
 
 # k runs per GPU: `--resources gpu=N` keeps meaning N devices; the scheduler gets N * k slots.
 if RUNS_PER_GPU > 1 and workflow.global_resources.get("gpu") is not None:
-    workflow.register_resource("gpu_slot", int(getattr(workflow.global_resources["gpu"], "value",
-                                                       workflow.global_resources["gpu"])) * RUNS_PER_GPU)
+    workflow.register_resource(
+        "gpu_slot",
+        int(getattr(workflow.global_resources["gpu"], "value", workflow.global_resources["gpu"])) * RUNS_PER_GPU,
+    )
 
 
 # ---------------------------------------------------------------- input functions
@@ -123,8 +128,10 @@ def synth_options():
     """The phantom's settings as `sonoseg synth` flags (difficulty, calipers, organ weights)."""
     synthetic = config["synthetic"]
     organs = json.dumps(synthetic["organs"], sort_keys=True)
-    return (f"--difficulty {synthetic['difficulty']} --calipers {str(synthetic['calipers']).lower()} "
-            f"--caliper-noise {synthetic['caliper_noise']} --organs '{organs}'")
+    return (
+        f"--difficulty {synthetic['difficulty']} --calipers {str(synthetic['calipers']).lower()} "
+        f"--caliper-noise {synthetic['caliper_noise']} --organs '{organs}'"
+    )
 
 
 def get_ingest_input(wildcards):
@@ -144,8 +151,10 @@ def get_weight_decay_choice(wildcards):
 
 def get_weight_decay_histories(wildcards):
     if wildcards.network not in WEIGHT_DECAY_NETWORKS:
-        raise ValueError(f"weight-decay selection: {wildcards.network!r} has a fixed weight decay "
-                         f"(only {WEIGHT_DECAY_NETWORKS} use auto)")
+        raise ValueError(
+            f"weight-decay selection: {wildcards.network!r} has a fixed weight decay "
+            f"(only {WEIGHT_DECAY_NETWORKS} use auto)"
+        )
     return [f"{OUT}/weight_decay/{wildcards.network}/wd{d}/history.csv" for d in DECAYS]
 
 
@@ -227,7 +236,9 @@ def cost_threads():
 
 
 def get_report_tables():
-    tables = [kind for kind, reference in (("table1", paper.TABLE1), ("table2", paper.TABLE2)) if table_networks(reference)]
+    tables = [
+        kind for kind, reference in (("table1", paper.TABLE1), ("table2", paper.TABLE2)) if table_networks(reference)
+    ]
     tables += ["ladder"] if LADDER_STEPS else []
     tables += ["weight_decay"] if WEIGHT_DECAY_AUTO else []
     return tables

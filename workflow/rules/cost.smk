@@ -4,6 +4,16 @@ rule cost:
     # job (training above all) runs beside it; the measurement itself uses cost.threads threads.
     output:
         f"{OUT}/tables/cost.csv",
+    log:
+        f"{LOGS}/cost/cost.log",
+    benchmark:
+        f"{BENCH}/cost.tsv"
+    conda:
+        CONDA_ENV
+    threads: cost_threads()
+    resources:
+        runtime=config["resources"]["light_runtime"],
+        mem_mb=config["resources"]["light_mem_mb"],
     params:
         networks=" ".join(NETWORKS),
         size=config["preprocess"]["size"],
@@ -11,16 +21,6 @@ rule cost:
         measure_threads=COST["threads"],
         repeats=COST["repeats"],
         warmup=COST["warmup"],
-    log:
-        f"{LOGS}/cost/cost.log",
-    benchmark:
-        f"{BENCH}/cost.tsv"
-    threads: cost_threads()
-    resources:
-        runtime=config["resources"]["light_runtime"],
-        mem_mb=config["resources"]["light_mem_mb"],
-    conda:
-        CONDA_ENV
     shell:
         "sonoseg cost --networks {params.networks} --size {params.size} --backend {params.backend} "
         "--threads {params.measure_threads} --repeats {params.repeats} --warmup {params.warmup} "

@@ -5,11 +5,10 @@ rule predict:
         manifest=f"{OUT}/data/manifest.csv",
     output:
         directory(f"{OUT}/predictions/{{network}}/seed{{seed}}"),
-    params:
-        component_rule=config["predict"]["component_rule"],
-        device=TRAIN["device"],
     log:
         f"{LOGS}/predict/{{network}}/seed{{seed}}.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         gpu=uses_gpu(),
@@ -17,8 +16,9 @@ rule predict:
         runs_per_gpu=RUNS_PER_GPU,  # a resource, not a param: changing it never reruns a job
         runtime=config["resources"]["light_runtime"],
         mem_mb=config["resources"]["light_mem_mb"],
-    conda:
-        CONDA_ENV
+    params:
+        component_rule=config["predict"]["component_rule"],
+        device=TRAIN["device"],
     shell:
         "sonoseg predict --model {input.model} --data {input.data} --manifest {input.manifest} "
         "--outdir {output} --component-rule {params.component_rule} --device {params.device} "
@@ -34,11 +34,11 @@ rule evaluate:
         f"{OUT}/metrics/{{network}}/seed{{seed}}.csv",
     log:
         f"{LOGS}/evaluate/{{network}}/seed{{seed}}.log",
+    conda:
+        CONDA_ENV
     resources:
         runtime=config["resources"]["light_runtime"],
         mem_mb=config["resources"]["light_mem_mb"],
-    conda:
-        CONDA_ENV
     shell:
         "sonoseg evaluate --predictions {input.predictions} --manifest {input.manifest} --split {input.split} "
         "--out {output} > {log} 2>&1"

@@ -12,19 +12,27 @@ rule report_data:
         manifest=f"{OUT}/data/manifest.csv",
         split=f"{OUT}/data/split.csv",
     output:
-        overview=report(f"{REPORT}/data/overview.html", caption="../report/data.rst",
-                        category="1 Data", labels={"item": "manifest and split counts"}),
-        samples=report(f"{REPORT}/data/samples.png", caption="../report/samples.rst",
-                       category="1 Data", labels={"item": "sample images"}),
-    params:
-        seed=REPORT_SEED,
+        overview=report(
+            f"{REPORT}/data/overview.html",
+            caption="../report/data.rst",
+            category="1 Data",
+            labels={"item": "manifest and split counts"},
+        ),
+        samples=report(
+            f"{REPORT}/data/samples.png",
+            caption="../report/samples.rst",
+            category="1 Data",
+            labels={"item": "sample images"},
+        ),
     log:
         f"{LOGS}/report/data.log",
+    conda:
+        CONDA_ENV
     resources:
         runtime=config["resources"]["light_runtime"],
         mem_mb=config["resources"]["light_mem_mb"],
-    conda:
-        CONDA_ENV
+    params:
+        seed=REPORT_SEED,
     shell:
         "sonoseg report-data --manifest {input.manifest} --split {input.split} --seed {params.seed} "
         "--overview {output.overview} --samples {output.samples} > {log} 2>&1"
@@ -34,15 +42,19 @@ rule report_table:
     input:
         f"{OUT}/tables/{{table}}.csv",
     output:
-        report(f"{REPORT}/tables/{{table}}.html", caption="../report/tables.rst",
-               category="2 Tables", labels={"table": "{table}"}),
+        report(
+            f"{REPORT}/tables/{{table}}.html",
+            caption="../report/tables.rst",
+            category="2 Tables",
+            labels={"table": "{table}"},
+        ),
     log:
         f"{LOGS}/report/table_{{table}}.log",
+    conda:
+        CONDA_ENV
     resources:
         runtime=config["resources"]["light_runtime"],
         mem_mb=config["resources"]["light_mem_mb"],
-    conda:
-        CONDA_ENV
     shell:
         "sonoseg report-table {wildcards.table} --table {input} --out {output} > {log} 2>&1"
 
@@ -51,15 +63,19 @@ rule report_curves:
     input:
         get_network_histories,
     output:
-        report(f"{REPORT}/curves/{{network}}.png", caption="../report/curves.rst",
-               category="3 Training curves", labels={"network": "{network}"}),
+        report(
+            f"{REPORT}/curves/{{network}}.png",
+            caption="../report/curves.rst",
+            category="3 Training curves",
+            labels={"network": "{network}"},
+        ),
     log:
         f"{LOGS}/report/curves_{{network}}.log",
+    conda:
+        CONDA_ENV
     resources:
         runtime=config["resources"]["light_runtime"],
         mem_mb=config["resources"]["light_mem_mb"],
-    conda:
-        CONDA_ENV
     shell:
         "sonoseg report-curves --histories {input} --out {output} > {log} 2>&1"
 
@@ -70,17 +86,21 @@ rule report_figure2:
         metrics=get_report_metrics(),
         predictions=get_report_predictions(),
     output:
-        report(f"{REPORT}/figure2.png", caption="../report/figure2.rst",
-               category="4 Figure 2 rebuilt", labels={"figure": "best, median, worst and a random test image"}),
-    params:
-        seed=REPORT_SEED,
+        report(
+            f"{REPORT}/figure2.png",
+            caption="../report/figure2.rst",
+            category="4 Figure 2 rebuilt",
+            labels={"figure": "best, median, worst and a random test image"},
+        ),
     log:
         f"{LOGS}/report/figure2.log",
+    conda:
+        CONDA_ENV
     resources:
         runtime=config["resources"]["light_runtime"],
         mem_mb=config["resources"]["light_mem_mb"],
-    conda:
-        CONDA_ENV
+    params:
+        seed=REPORT_SEED,
     shell:
         "sonoseg report-figure2 --manifest {input.manifest} --metrics {input.metrics} "
         "--predictions {input.predictions} --seed {params.seed} --out {output} > {log} 2>&1"
@@ -91,17 +111,21 @@ rule report_cost:
         unpack(get_cost_table),
         metrics=get_report_metrics(),
     output:
-        report(f"{REPORT}/cost_accuracy.png", caption="../report/cost.rst",
-               category="5 Cost vs accuracy", labels={"figure": "Dice against cost"}),
-    params:
-        cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() else "",
+        report(
+            f"{REPORT}/cost_accuracy.png",
+            caption="../report/cost.rst",
+            category="5 Cost vs accuracy",
+            labels={"figure": "Dice against cost"},
+        ),
     log:
         f"{LOGS}/report/cost.log",
+    conda:
+        CONDA_ENV
     resources:
         runtime=config["resources"]["light_runtime"],
         mem_mb=config["resources"]["light_mem_mb"],
-    conda:
-        CONDA_ENV
+    params:
+        cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() else "",
     shell:
         "sonoseg report-cost --metrics {input.metrics} {params.cost} --out {output} > {log} 2>&1"
 
@@ -111,22 +135,34 @@ rule report_statistics:
         manifest=f"{OUT}/data/manifest.csv",
         metrics=get_report_metrics(),
     output:
-        distributions=report(f"{REPORT}/statistics/distributions.png", caption="../report/distributions.rst",
-                             category="6 Per-image statistics", labels={"item": "1 Dice and HD95 per image"}),
-        table=report(f"{REPORT}/statistics/paired.html", caption="../report/paired.rst",
-                     category="6 Per-image statistics", labels={"item": "2 paired differences and breakdowns"}),
-        forest=report(f"{REPORT}/statistics/forest.png", caption="../report/forest.rst",
-                      category="6 Per-image statistics", labels={"item": "3 forest plot"}),
+        distributions=report(
+            f"{REPORT}/statistics/distributions.png",
+            caption="../report/distributions.rst",
+            category="6 Per-image statistics",
+            labels={"item": "1 Dice and HD95 per image"},
+        ),
+        table=report(
+            f"{REPORT}/statistics/paired.html",
+            caption="../report/paired.rst",
+            category="6 Per-image statistics",
+            labels={"item": "2 paired differences and breakdowns"},
+        ),
+        forest=report(
+            f"{REPORT}/statistics/forest.png",
+            caption="../report/forest.rst",
+            category="6 Per-image statistics",
+            labels={"item": "3 forest plot"},
+        ),
         csv=f"{REPORT}/statistics/paired.csv",
-    params:
-        seed=REPORT_SEED,
     log:
         f"{LOGS}/report/statistics.log",
+    conda:
+        CONDA_ENV
     resources:
         runtime=config["resources"]["light_runtime"],
         mem_mb=config["resources"]["light_mem_mb"],
-    conda:
-        CONDA_ENV
+    params:
+        seed=REPORT_SEED,
     shell:
         "sonoseg report-statistics --manifest {input.manifest} --metrics {input.metrics} --seed {params.seed} "
         "--distributions {output.distributions} --table {output.table} --forest {output.forest} "

@@ -4,17 +4,17 @@ rule summarize_network:
         unpack(get_network_runs),
     output:
         f"{OUT}/networks/{{network}}.csv",
+    log:
+        f"{LOGS}/report/network_{{network}}.log",
+    conda:
+        CONDA_ENV
+    resources:
+        runtime=config["resources"]["light_runtime"],
+        mem_mb=config["resources"]["light_mem_mb"],
     params:
         key="network",
         name=lambda wc: wc.network,
         seeds=" ".join(SEEDS),
-    log:
-        f"{LOGS}/report/network_{{network}}.log",
-    resources:
-        runtime=config["resources"]["light_runtime"],
-        mem_mb=config["resources"]["light_mem_mb"],
-    conda:
-        CONDA_ENV
     shell:
         "sonoseg summarize --key {params.key} --name {params.name} --seeds {params.seeds} "
         "--metrics {input.metrics} --histories {input.histories} --out {output} > {log} 2>&1"
@@ -25,12 +25,12 @@ use rule summarize_network as summarize_ladder_step with:
         unpack(get_ladder_runs),
     output:
         f"{OUT}/ladder/{{step}}.csv",
+    log:
+        f"{LOGS}/report/ladder_{{step}}.log",
     params:
         key="step",
         name=lambda wc: wc.step,
         seeds=" ".join(LADDER_SEEDS),
-    log:
-        f"{LOGS}/report/ladder_{{step}}.log",
 
 
 # Captions name the input size and the ladder's network (the quick study runs it on a cheaper one).
@@ -45,17 +45,17 @@ rule table1:
         csv=f"{OUT}/tables/table1.csv",  # in the report as HTML: workflow/rules/plots.smk
         markdown=f"{OUT}/tables/table1.md",
         latex=f"{OUT}/tables/table1.tex",
+    log:
+        f"{LOGS}/report/table1.log",
+    conda:
+        CONDA_ENV
+    resources:
+        runtime=config["resources"]["light_runtime"],
+        mem_mb=config["resources"]["light_mem_mb"],
     params:
         kind="table1",
         scale=TABLE_SCALE,
         cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() else "",
-    log:
-        f"{LOGS}/report/table1.log",
-    resources:
-        runtime=config["resources"]["light_runtime"],
-        mem_mb=config["resources"]["light_mem_mb"],
-    conda:
-        CONDA_ENV
     shell:
         "sonoseg table {params.kind} --summaries {input.summaries} --out {output.csv} {params.scale} "
         "{params.cost} > {log} 2>&1"
@@ -69,12 +69,12 @@ use rule table1 as table2 with:
         csv=f"{OUT}/tables/table2.csv",  # in the report as HTML: workflow/rules/plots.smk
         markdown=f"{OUT}/tables/table2.md",
         latex=f"{OUT}/tables/table2.tex",
+    log:
+        f"{LOGS}/report/table2.log",
     params:
         kind="table2",
         scale=TABLE_SCALE,
         cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() else "",
-    log:
-        f"{LOGS}/report/table2.log",
 
 
 use rule table1 as ladder_table with:
@@ -84,12 +84,12 @@ use rule table1 as ladder_table with:
         csv=f"{OUT}/tables/ladder.csv",  # in the report as HTML: workflow/rules/plots.smk
         markdown=f"{OUT}/tables/ladder.md",
         latex=f"{OUT}/tables/ladder.tex",
+    log:
+        f"{LOGS}/report/ladder.log",
     params:
         kind="ladder",
         scale=TABLE_SCALE,
         cost="",
-    log:
-        f"{LOGS}/report/ladder.log",
 
 
 rule weight_decay_table:
@@ -99,10 +99,10 @@ rule weight_decay_table:
         f"{OUT}/tables/weight_decay.csv",
     log:
         f"{LOGS}/report/weight_decay.log",
+    conda:
+        CONDA_ENV
     resources:
         runtime=config["resources"]["light_runtime"],
         mem_mb=config["resources"]["light_mem_mb"],
-    conda:
-        CONDA_ENV
     shell:
         "sonoseg weight-decay-table --choices {input} --out {output} > {log} 2>&1"

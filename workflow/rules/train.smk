@@ -10,6 +10,20 @@ rule train:
     output:
         model=f"{OUT}/models/{{network}}/seed{{seed}}/model.pt",
         history=f"{OUT}/models/{{network}}/seed{{seed}}/history.csv",
+    log:
+        f"{LOGS}/train/{{network}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/train/{{network}}/seed{{seed}}.tsv"
+    retries: 1
+    conda:
+        CONDA_ENV
+    threads: TRAIN["threads"]
+    resources:
+        gpu=uses_gpu(),
+        gpu_slot=uses_gpu_slot(),
+        runs_per_gpu=RUNS_PER_GPU,  # a resource, not a param: changing it never reruns a job
+        runtime=config["resources"]["train_runtime"],
+        mem_mb=config["resources"]["train_mem_mb"],
     params:
         network=lambda wc: wc.network,
         seed=lambda wc: wc.seed,
@@ -19,20 +33,6 @@ rule train:
         checkpoint=lambda wc: f"{OUT}/checkpoints/models/{wc.network}/seed{wc.seed}.pt",
         device=TRAIN["device"],
         pretrained=lambda wc: pretrained_arg(wc.network),
-    log:
-        f"{LOGS}/train/{{network}}/seed{{seed}}.log",
-    benchmark:
-        f"{BENCH}/train/{{network}}/seed{{seed}}.tsv"
-    threads: TRAIN["threads"]
-    retries: 1
-    resources:
-        gpu=uses_gpu(),
-        gpu_slot=uses_gpu_slot(),
-        runs_per_gpu=RUNS_PER_GPU,  # a resource, not a param: changing it never reruns a job
-        runtime=config["resources"]["train_runtime"],
-        mem_mb=config["resources"]["train_mem_mb"],
-    conda:
-        CONDA_ENV
     shell:
         "sonoseg train --network {params.network} --seed {params.seed} --train {input.train} --val {input.val} "
         "--recipe {params.recipe:q} {params.weight_decay} --model {output.model} --history {output.history} "
@@ -48,6 +48,10 @@ use rule train as train_weight_decay_candidate with:
     output:
         model=f"{OUT}/weight_decay/{{network}}/wd{{decay}}/model.pt",
         history=f"{OUT}/weight_decay/{{network}}/wd{{decay}}/history.csv",
+    log:
+        f"{LOGS}/weight_decay/{{network}}/wd{{decay}}.log",
+    benchmark:
+        f"{BENCH}/weight_decay/{{network}}/wd{{decay}}.tsv"
     params:
         network=lambda wc: wc.network,
         seed=TRAIN["weight_decay_seed"],
@@ -56,10 +60,6 @@ use rule train as train_weight_decay_candidate with:
         checkpoint=lambda wc: f"{OUT}/checkpoints/weight_decay/{wc.network}/wd{wc.decay}.pt",
         device=TRAIN["device"],
         pretrained=lambda wc: pretrained_arg(wc.network),
-    log:
-        f"{LOGS}/weight_decay/{{network}}/wd{{decay}}.log",
-    benchmark:
-        f"{BENCH}/weight_decay/{{network}}/wd{{decay}}.tsv"
 
 
 rule select_weight_decay:
@@ -67,15 +67,15 @@ rule select_weight_decay:
         get_weight_decay_histories,
     output:
         f"{OUT}/weight_decay/{{network}}/selected.json",
-    params:
-        decays=" ".join(DECAYS),
     log:
         f"{LOGS}/weight_decay/{{network}}/select.log",
+    conda:
+        CONDA_ENV
     resources:
         runtime=config["resources"]["light_runtime"],
         mem_mb=config["resources"]["light_mem_mb"],
-    conda:
-        CONDA_ENV
+    params:
+        decays=" ".join(DECAYS),
     shell:
         "sonoseg select-weight-decay --network {wildcards.network} --decays {params.decays} "
         "--histories {input} --out {output} > {log} 2>&1"
@@ -88,6 +88,10 @@ use rule train as ladder_train with:
     output:
         model=f"{OUT}/ladder/{{step}}/models/seed{{seed}}/model.pt",
         history=f"{OUT}/ladder/{{step}}/models/seed{{seed}}/history.csv",
+    log:
+        f"{LOGS}/ladder/{{step}}/train_seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/ladder/{{step}}/train_seed{{seed}}.tsv"
     params:
         network=LADDER["network"],
         seed=lambda wc: wc.seed,
@@ -96,7 +100,3 @@ use rule train as ladder_train with:
         checkpoint=lambda wc: f"{OUT}/checkpoints/ladder/{wc.step}/seed{wc.seed}.pt",
         device=TRAIN["device"],
         pretrained="",
-    log:
-        f"{LOGS}/ladder/{{step}}/train_seed{{seed}}.log",
-    benchmark:
-        f"{BENCH}/ladder/{{step}}/train_seed{{seed}}.tsv"

@@ -107,12 +107,14 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path, kind: str | Non
         hint = f"; the file looks like {looks_like} weights" if looks_like and looks_like != own_kind else ""
         raise SonosegError(
             f"{key}: {path} does not match a {own_kind} backbone: {len(missing)} of {len(own)} tensors missing "
-            f"(first: {missing[:3]}){hint}. Expected, e.g.: {SAVE_HINTS[own_kind]}")
+            f"(first: {missing[:3]}){hint}. Expected, e.g.: {SAVE_HINTS[own_kind]}"
+        )
     for name, tensor in mapped.items():
         if tuple(tensor.shape) != tuple(own[name].shape):
             raise SonosegError(
                 f"{key}: {path}: tensor {name} has shape {tuple(tensor.shape)}, "
-                f"the {own_kind} backbone needs {tuple(own[name].shape)}")
+                f"the {own_kind} backbone needs {tuple(own[name].shape)}"
+            )
     backbone.load_state_dict(mapped, strict=True)
 
 
@@ -127,7 +129,7 @@ def _rename_resnet101(key: str) -> str | None:
         return None
     for source, ours in (("conv1.", "stem.0."), ("bn1.", "stem.1.")):
         if key.startswith(source):
-            return ours + key[len(source):]
+            return ours + key[len(source) :]
     return key
 
 
@@ -151,7 +153,7 @@ _RENAMERS = {"vgg16": _rename_vgg16, "resnet101": _rename_resnet101, "mobilenet_
 def _map_backbone_keys(state: dict, own: dict, kind: str) -> dict:
     """The file's tensors under our backbone's names (missing ones simply absent)."""
     for prefix in ("", "backbone.", "module.", "module.backbone."):
-        stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if set(own) <= set(stripped):
             return {k: stripped[k] for k in own}
     if kind in _RENAMERS:

@@ -42,8 +42,10 @@ class Decoder(nn.Module):
         super().__init__()
         self.reduce = conv_bn_relu(low_level_ch, 48, 1)
         self.refine = nn.Sequential(
-            conv_bn_relu(width + 48, width, 3), nn.Dropout(0.5),
-            conv_bn_relu(width, width, 3), nn.Dropout(0.1),
+            conv_bn_relu(width + 48, width, 3),
+            nn.Dropout(0.5),
+            conv_bn_relu(width, width, 3),
+            nn.Dropout(0.1),
             nn.Conv2d(width, out_channels, kernel_size=1),
         )
 
@@ -110,6 +112,7 @@ class MobileNetV2Backbone(nn.Module):
 
 # ----------------------------------------------------------------------------- Aligned Xception
 
+
 def fixed_padding(x: torch.Tensor, kernel: int, dilation: int) -> torch.Tensor:
     effective = kernel + (kernel - 1) * (dilation - 1)
     total = effective - 1
@@ -175,18 +178,32 @@ class AlignedXceptionBackbone(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(3, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
+            nn.Conv2d(3, 32, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(32),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 3, padding=1, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
+        )
         self.block1 = XceptionBlock(64, 128, 2, stride=2, start_with_relu=False)
         self.entry = nn.Sequential(
             XceptionBlock(128, 256, 2, stride=2, start_with_relu=False),
-            XceptionBlock(256, 728, 2, stride=2, is_last=True))
+            XceptionBlock(256, 728, 2, stride=2, is_last=True),
+        )
         self.middle = nn.Sequential(*[XceptionBlock(728, 728, 3) for _ in range(16)])
         self.exit = nn.Sequential(
-            XceptionBlock(728, 1024, 2, dilation=1, grow_first=False, is_last=True), nn.ReLU(inplace=True),
-            SeparableConv(1024, 1536, dilation=2), nn.BatchNorm2d(1536), nn.ReLU(inplace=True),
-            SeparableConv(1536, 1536, dilation=2), nn.BatchNorm2d(1536), nn.ReLU(inplace=True),
-            SeparableConv(1536, 2048, dilation=2), nn.BatchNorm2d(2048), nn.ReLU(inplace=True))
+            XceptionBlock(728, 1024, 2, dilation=1, grow_first=False, is_last=True),
+            nn.ReLU(inplace=True),
+            SeparableConv(1024, 1536, dilation=2),
+            nn.BatchNorm2d(1536),
+            nn.ReLU(inplace=True),
+            SeparableConv(1536, 1536, dilation=2),
+            nn.BatchNorm2d(1536),
+            nn.ReLU(inplace=True),
+            SeparableConv(1536, 2048, dilation=2),
+            nn.BatchNorm2d(2048),
+            nn.ReLU(inplace=True),
+        )
 
     def forward(self, x):
         low_level = F.relu(self.block1(self.stem(x)))

@@ -31,10 +31,12 @@ class FCN(nn.Module):
         self.backbone = vgg16(weights=None).features
         widths = [512, 512, 256, 128, 64, 32]
         self.decoder = nn.ModuleList(
-            nn.ModuleDict({
-                "deconv": nn.ConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=1),
-                "bn": nn.BatchNorm2d(b),
-            })
+            nn.ModuleDict(
+                {
+                    "deconv": nn.ConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=1),
+                    "bn": nn.BatchNorm2d(b),
+                }
+            )
             for a, b in zip(widths, widths[1:])
         )
         self.relu = nn.ReLU(inplace=True)

@@ -51,8 +51,12 @@ class DoubleConv(nn.Sequential):
 
     def __init__(self, in_ch: int, mid_ch: int, out_ch: int, first: ConvStyle, second: ConvStyle):
         super().__init__(
-            conv_set(in_ch, mid_ch, first), nn.BatchNorm2d(mid_ch), nn.ReLU(inplace=True),
-            conv_set(mid_ch, out_ch, second), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True),
+            conv_set(in_ch, mid_ch, first),
+            nn.BatchNorm2d(mid_ch),
+            nn.ReLU(inplace=True),
+            conv_set(mid_ch, out_ch, second),
+            nn.BatchNorm2d(out_ch),
+            nn.ReLU(inplace=True),
         )
 
 
@@ -78,8 +82,9 @@ class Up(nn.Module):
 class UNet(nn.Module):
     """U-net with a choice of conv set for the first and second conv of every double-conv block."""
 
-    def __init__(self, first: ConvStyle = REGULAR, second: ConvStyle = REGULAR,
-                 in_channels: int = 3, out_channels: int = 1):
+    def __init__(
+        self, first: ConvStyle = REGULAR, second: ConvStyle = REGULAR, in_channels: int = 3, out_channels: int = 1
+    ):
         super().__init__()
         self.inc = DoubleConv(in_channels, 64, 64, first, second)
         self.down1 = Down(64, 128, first, second)
