@@ -30,9 +30,42 @@ def test_registry_holds_exactly_the_study_networks():
     assert set(models.names()) == set(EXPECTED)
 
 
+@pytest.fixture(scope="module")
+def built():
+    """Each registered network built once for the whole module (DeepLab ResNet-101 alone takes seconds)."""
+    cache: dict[str, torch.nn.Module] = {}
+
+    def get(name: str) -> torch.nn.Module:
+        if name not in cache:
+            torch.manual_seed(0)
+            cache[name] = models.build(name)
+        return cache[name]
+
+    return get
+
+
 @pytest.mark.parametrize("name", list(EXPECTED))
-def test_parameter_count(name):
-    assert models.count_parameters(models.build(name)) == EXPECTED[name]
+def test_every_network(built, name):
+    """One base over the registry: exact count, forward shape at two sizes, a backward pass that reaches
+    every parameter, and a state-dict round trip that gives the same output."""
+    model = built(name)
+    assert models.count_parameters(model) == EXPECTED[name]
+    model.eval()
+    with torch.no_grad():
+        for height, width in ((64, 64), (96, 128)):
+            out = model(torch.rand(2, 3, height, width))
+            assert out.shape == (2, 1, height, width) and torch.isfinite(out).all()
+    model.train()
+    model(torch.rand(2, 3, 64, 64)).mean().backward()
+    without_gradient = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not without_gradient, without_gradient[:5]
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    x = torch.rand(1, 3, 64, 64)
+    copy = models.build(name).eval()
+    copy.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(copy(x), model(x))
 
 
 def test_backbone_counts_match_spec():
@@ -43,17 +76,6 @@ def test_backbone_counts_match_spec():
     assert models.count_parameters(ASPP(2048)) == 15_535_104
     assert models.count_parameters(Decoder(256, 1)) == 1_303_905
     assert models.count_parameters(models.build("fcn8s").backbone) == 14_714_688
-
-
-@pytest.mark.parametrize("name", list(EXPECTED))
-def test_forward_shape_at_two_sizes(name):
-    torch.manual_seed(0)
-    model = models.build(name).eval()
-    with torch.no_grad():
-        for height, width in ((64, 64), (96, 128)):
-            out = model(torch.rand(2, 3, height, width))
-            assert out.shape == (2, 1, height, width)
-            assert torch.isfinite(out).all()
 
 
 def test_unknown_network_is_a_clear_error():
@@ -220,9 +242,9 @@ def test_deeplab_mobilenetv2_dilations_follow_the_running_stride():
     assert high.shape[-2:] == (4, 4) and low.shape[-2:] == (16, 16)
 
 
-def test_catalog_knows_every_network_backbone_kind():
+def test_catalog_knows_every_network_backbone_kind(built):
     """The workflow reads backbone kinds from the catalog (no torch); they must be the built ones."""
     for name in models.names():
-        model = models.build(name)
+        model = built(name)
         assert models.has_backbone(name) == (models.backbone_of(model) is not None), name
         assert models.backbone_kind(name) == models.backbone_kind_of(model), name
