@@ -608,7 +608,9 @@ def render_sample(
     difficulty = DIFFICULTIES[options.difficulty]
     patient_rng = np.random.default_rng([seed, patient])
     height, width = size or ORIGINAL_SIZES[int(patient_rng.integers(len(ORIGINAL_SIZES)))]
-    organ = _choose(patient_rng, tuple(options.organs), list(options.organs.values()))
+    # In ORGANS' order, not the option's key order: the same weights give the same phantom.
+    organs = tuple(o for o in ORGANS if o in options.organs)
+    organ = _choose(patient_rng, organs, [options.organs[o] for o in organs])
     lesion = _draw_lesion(patient_rng, height, width, difficulty)
     rng = np.random.default_rng([seed, patient, view])
     geometry = _lesion_geometry(lesion, view, height, width)

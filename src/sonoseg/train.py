@@ -168,6 +168,11 @@ def cpu_has_fast_bf16() -> bool:
     return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
+def cuda_has_fast_bf16(device: torch.device) -> bool:
+    """bf16 tensor cores (compute capability 8.0, Ampere, and newer); older GPUs only emulate bf16."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def resolve_precision(requested: str, device: torch.device) -> str:
     """``auto``: bf16 where the device runs it fast (a CUDA GPU with bf16 support, a CPU with AMX or
     AVX512-BF16), fp32 elsewhere. ``fp32`` and ``bf16`` are taken as asked."""
@@ -178,7 +183,7 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if requested != "auto":
         return requested
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if cuda_has_fast_bf16(device) else "fp32"
     return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
 
 
@@ -277,7 +282,7 @@ def batch_slices(n: int, batch_size: int) -> list[slice]:
     """Consecutive batches over a shuffled order. A lone last sample breaks BatchNorm statistics (and
     DeepLab's 1x1 pooled branch): it is skipped for that epoch."""
     slices = [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
-    if len(slices) > 1 and slices[-1].stop - slices[-1].start == 1:
+    if batch_size > 1 and len(slices) > 1 and slices[-1].stop - slices[-1].start == 1:
         slices.pop()
     return slices
 

@@ -107,11 +107,18 @@ def uses_gpu_slot():
 
 
 # k runs per GPU: `--resources gpu=N` keeps meaning N devices; the scheduler gets N * k slots.
-if RUNS_PER_GPU > 1 and workflow.global_resources.get("gpu") is not None:
-    workflow.register_resource(
-        "gpu_slot",
-        int(getattr(workflow.global_resources["gpu"], "value", workflow.global_resources["gpu"])) * RUNS_PER_GPU,
-    )
+if RUNS_PER_GPU > 1 and TRAIN["device"] != "cpu":
+    _executor = workflow.executor_plugin
+    if _executor is not None and _executor.common_settings.non_local_exec:
+        raise ValueError(
+            "config train.runs_per_gpu: must be 1 with a cluster executor (each job gets its own GPU there)"
+        )
+    _gpus = getattr(workflow.global_resources.get("gpu"), "value", None)
+    if _gpus is None:
+        raise ValueError(
+            "config train.runs_per_gpu > 1 needs `--resources gpu=N` (N devices), as the default profile sets"
+        )
+    workflow.register_resource("gpu_slot", int(_gpus) * RUNS_PER_GPU)
 
 
 # ---------------------------------------------------------------- input functions
