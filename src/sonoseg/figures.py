@@ -252,10 +252,25 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 "HD95 penalised images": table["hd95_penalized"],
             }
         )
+        # The columns the Markdown table shows when the study has them (report.to_markdown_and_latex).
+        if "hd95_matched_mean" in table and table["hd95_matched_mean"].notna().any():
+            shown.insert(
+                shown.columns.get_loc("HD95 penalised images"),
+                "HD95 px, both non-empty (ours)",
+                [_pm(m, s, 2) for m, s in zip(table["hd95_matched_mean"], table["hd95_matched_std"])],
+            )
+        if "no_lesion_images" in table and (table["no_lesion_images"].fillna(0) > 0).any():
+            shown["No-lesion images: Dice (ours)"] = [
+                _pm(m, s, 3) for m, s in zip(table["no_lesion_dice_mean"], table["no_lesion_dice_std"])
+            ]
+        if "gflops" in table and "latency_ms" in table:
+            shown.insert(2, "GFLOPs", [_fmt(v, 2) for v in table["gflops"]])
+            shown.insert(3, "CPU ms", [_fmt(v, 1) for v in table["latency_ms"]])
         notes = [
             note(
-                "Mean ± sample standard deviation over seeds of the per-seed mean over test images. "
-                "HD95 penalised: images with exactly one empty mask, scored Dice 0 and HD95 = image diagonal."
+                "Mean ± sample standard deviation over seeds of the per-seed mean over the test images that "
+                "have a lesion. HD95 penalised: lesion images with an empty prediction, scored Dice 0 and "
+                "HD95 = image diagonal; 'both non-empty' averages HD95 over the images where neither mask is empty."
             )
         ]
     elif kind == "ladder":
