@@ -194,12 +194,14 @@ def has_grouped_convolutions(model: torch.nn.Module) -> bool:
 def use_channels_last(model: torch.nn.Module, device: torch.device, precision: str) -> bool:
     """channels_last where bench/bench_train.py measured it to pay (docs/performance.md).
 
-    CPU, bf16: oneDNN's bf16 convolutions want NHWC; CPU fp32: dense networks only. CUDA: tensor
-    cores want NHWC for dense convolutions; grouped/depthwise ones are often slower there, so they
-    stay NCHW (not yet measured on a GPU by this project).
+    CPU, bf16: oneDNN's bf16 convolutions want NHWC (16x faster than NCHW for a 3x3 convolution even
+    where bf16 is emulated). CPU, fp32: NCHW - channels_last gave U-net no gain on an AVX2 CPU, and its
+    fp32 convolutions there did not rerun bit for bit. CUDA: tensor cores want NHWC for dense
+    convolutions; grouped/depthwise ones are often slower there, so they stay NCHW (not yet measured
+    on a GPU by this project).
     """
     if device.type == "cpu":
-        return precision == "bf16" or not has_grouped_convolutions(model)
+        return precision == "bf16"
     if device.type == "cuda":
         return not has_grouped_convolutions(model)
     return False

@@ -238,7 +238,9 @@ def get_cost_table(wildcards=None):
 def cost_threads():
     """Every core this run may use, so that no other job shares the CPU while latency is timed; never
     more than the machine has (on a cluster, workflow.cores can be unset or very large)."""
-    cores = workflow.cores if isinstance(workflow.cores, int) else COST["threads"]
+    # Read without workflow.cores, which raises when no --cores was given (a cluster run, --unlock).
+    cores = getattr(workflow.global_resources.get("_cores"), "value", None)
+    cores = cores if isinstance(cores, int) else COST["threads"]
     return max(COST["threads"], min(cores, os.cpu_count() or 1))
 
 
