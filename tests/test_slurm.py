@@ -47,7 +47,7 @@ def test_tiny_study_through_slurm(workflow_copy):
     assert train_job, output[-2000:]
     job = subprocess.run(["scontrol", "show", "job", "-o", train_job[1]], capture_output=True, text=True)
     assert job.returncode == 0, job.stderr
-    assert re.search(r"gres/gpu[:=]1", job.stdout), job.stdout
+    assert re.search(r"TresPerJob=gres[:/]gpu[:=]1", job.stdout), job.stdout
     # Inside that job, CUDA_VISIBLE_DEVICES came from SLURM, and the GPU-slot code took it as it was.
     log = (workflow_copy / "results" / "slurm" / "logs" / "train" / "lighter_unet_c1" / "seed0.log").read_text()
     assert "training lighter_unet_c1 seed 0" in log

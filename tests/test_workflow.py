@@ -76,8 +76,10 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy):
     assert "models/lighter_unet_c1/seed0/model.pt" in dry.stdout and "models/unet/seed0/model.pt" not in dry.stdout
 
     # The precision is part of the recipe: changing it retrains every network, candidate and ladder step.
-    fp32 = {**TINY, "train": {**TINY["train"], "precision": "bf16"}}
-    dry = run_snakemake(["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, fp32)], workflow_copy)
+    bf16 = {**TINY, "train": {**TINY["train"], "precision": "bf16"}}
+    dry = run_snakemake(
+        ["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, bf16, "bf16.yaml")], workflow_copy
+    )
     assert dry.returncode == 0, dry.stderr
     jobs = jobs_of(dry.stdout)
     assert jobs.get("train") == 2 and jobs.get("train_weight_decay_candidate") == 4 and jobs.get("ladder_train") == 2
