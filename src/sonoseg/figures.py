@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sonoseg import paper, stats  # noqa: E402
+from sonoseg.data import MANIFEST_COLUMNS  # noqa: E402
 from sonoseg.errors import SonosegError  # noqa: E402
 from sonoseg.imageio import read_image, read_mask  # noqa: E402
 
@@ -30,19 +31,7 @@ plt.rcParams.update(
 )
 
 # Manifest columns that describe files and flags, not the lesion or the patient: never broken down.
-MANIFEST_FILE_COLUMNS = {
-    "sample_id",
-    "patient",
-    "group",
-    "image",
-    "mask",
-    "height",
-    "width",
-    "status",
-    "reason",
-    "flags",
-    "pixel_spacing",
-}
+MANIFEST_FILE_COLUMNS = set(MANIFEST_COLUMNS) - {"view", "class"}  # view and class are categories to show
 MAX_CATEGORIES = 20  # a column with more distinct values is an identifier or a measurement, not a category
 THUMBNAIL_WIDTH = 160  # pixels per panel in image grids: keeps the paper-scale report small
 OUTLINE_COLORS = {"truth": "#00e676", "prediction": "#ff1744"}
