@@ -7,7 +7,7 @@ import yaml
 from conftest import run_snakemake
 
 from sonoseg import cost, models
-from sonoseg.models.slim_unet import SlimUNet
+from sonoseg.models.slim_unet import slim_unet
 
 
 def test_forward_gflops_of_the_unet_family():
@@ -20,7 +20,7 @@ def test_forward_gflops_of_the_unet_family():
 
 
 def test_slim_unet_at_width_64_is_the_paper_unet():
-    assert models.count_parameters(SlimUNet(64)) == models.count_parameters(models.build("unet"))
+    assert models.count_parameters(slim_unet(64)) == models.count_parameters(models.build("unet"))
 
 
 @pytest.mark.parametrize("backend", cost.BACKENDS)

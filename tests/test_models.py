@@ -22,7 +22,7 @@ EXPECTED = {
     "deeplabv3plus_resnet101": 59_339_169,
     "deeplabv3plus_mobilenetv2": 5_810_913,
     "deeplabv3plus_xception": 54_700_177,  # the paper's "ResNet-101" count
-    "slim_unet": 4_320_609,  # ours: U-net at half width (SlimUNet(64) is U-net exactly)
+    "slim_unet": 4_320_609,  # ours: U-net at half width (slim_unet(64) is U-net exactly)
 }
 
 

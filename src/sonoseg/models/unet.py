@@ -80,23 +80,32 @@ class Up(nn.Module):
 
 
 class UNet(nn.Module):
-    """U-net with a choice of conv set for the first and second conv of every double-conv block."""
+    """U-net with a choice of conv set for the first and second conv of every double-conv block.
+
+    ``width`` is the first block's channel count (64 in the paper; every other width scales with it).
+    """
 
     def __init__(
-        self, first: ConvStyle = REGULAR, second: ConvStyle = REGULAR, in_channels: int = 3, out_channels: int = 1
+        self,
+        first: ConvStyle = REGULAR,
+        second: ConvStyle = REGULAR,
+        in_channels: int = 3,
+        out_channels: int = 1,
+        width: int = 64,
     ):
         super().__init__()
-        self.inc = DoubleConv(in_channels, 64, 64, first, second)
-        self.down1 = Down(64, 128, first, second)
-        self.down2 = Down(128, 256, first, second)
-        self.down3 = Down(256, 512, first, second)
-        self.down4 = Down(512, 512, first, second)
+        w = width
+        self.inc = DoubleConv(in_channels, w, w, first, second)
+        self.down1 = Down(w, 2 * w, first, second)
+        self.down2 = Down(2 * w, 4 * w, first, second)
+        self.down3 = Down(4 * w, 8 * w, first, second)
+        self.down4 = Down(8 * w, 8 * w, first, second)
         self.dropout = nn.Dropout(0.5)
-        self.up1 = Up(1024, 256, first, second)
-        self.up2 = Up(512, 128, first, second)
-        self.up3 = Up(256, 64, first, second)
-        self.up4 = Up(128, 64, first, second)
-        self.outc = nn.Conv2d(64, out_channels, kernel_size=1)
+        self.up1 = Up(16 * w, 4 * w, first, second)
+        self.up2 = Up(8 * w, 2 * w, first, second)
+        self.up3 = Up(4 * w, w, first, second)
+        self.up4 = Up(2 * w, w, first, second)
+        self.outc = nn.Conv2d(w, out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.inc(x)
