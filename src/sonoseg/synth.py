@@ -363,16 +363,22 @@ class Scene:
             self.echo = np.where(along & (distance < radius + self.px(2.0)), np.float32(3.0), self.echo)
         self.echo = np.where(along & (distance < radius), np.float32(0.006), self.echo)
 
+    def column_clear_of_lesion(self, half: float) -> float | None:
+        """A horizontal centre whose +-half band misses the lesion's columns (8 tries), so a shadow
+        cast straight down never crosses the lesion; None when no such place was drawn."""
+        _, _, left, right = self.keep_out
+        for _ in range(8):
+            cx = self.rng.uniform(0.05, 0.95) * self.width
+            if cx + half < left or cx - half > right:
+                return cx
+        return None
+
     def rib_shadow(self, top_fraction: tuple[float, float]) -> None:
         """A rib (or bone): a bright curved surface and a dark acoustic shadow below it, clear of the lesion."""
         rng = self.rng
         half = self.px(rng.uniform(25, 55))
-        k0, k1, k2, k3 = self.keep_out
-        for _ in range(8):
-            cx = rng.uniform(0.05, 0.95) * self.width
-            if cx + half < k2 or cx - half > k3:
-                break
-        else:
+        cx = self.column_clear_of_lesion(half)
+        if cx is None:
             return
         top = rng.uniform(*top_fraction) * self.height
         surface = top + (self.x - cx) ** 2 / (4 * half)
@@ -385,12 +391,8 @@ class Scene:
         """Bowel gas: a bright irregular line with a dirty shadow (reverberation bands) below it."""
         rng = self.rng
         half = self.px(rng.uniform(35, 80))
-        k0, k1, k2, k3 = self.keep_out
-        for _ in range(8):
-            cx = rng.uniform(0.05, 0.95) * self.width
-            if cx + half < k2 or cx - half > k3:
-                break
-        else:
+        cx = self.column_clear_of_lesion(half)
+        if cx is None:
             return
         top = rng.uniform(0.3, 0.75) * self.height
         surface = top + self.px(6) * np.sin(self.x / (rng.uniform(8, 20) * self.scale))
