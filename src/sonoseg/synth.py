@@ -57,8 +57,8 @@ class Difficulty:
 
 DIFFICULTIES = {
     "easy": Difficulty((12.0, 22.0), 0.8, (0.35, 0.35, 0.1, 0.1, 0.1), (0.45, 0.2, 0.05, 0.1, 0.1, 0.1), 0.5),
-    "paper": Difficulty((3.5, 18.0), 2.5, (0.2, 0.25, 0.2, 0.15, 0.2), (0.3, 0.12, 0.14, 0.16, 0.12, 0.16), 1.0),
-    "hard": Difficulty((2.0, 10.0), 4.0, (0.1, 0.2, 0.25, 0.2, 0.25), (0.25, 0.08, 0.17, 0.2, 0.15, 0.15), 1.5),
+    "paper": Difficulty((6.0, 20.0), 3.0, (0.25, 0.3, 0.15, 0.15, 0.15), (0.28, 0.14, 0.18, 0.1, 0.18, 0.12), 0.75),
+    "hard": Difficulty((3.5, 18.0), 2.5, (0.2, 0.25, 0.2, 0.15, 0.2), (0.3, 0.12, 0.14, 0.16, 0.12, 0.16), 1.0),
 }
 
 
@@ -498,7 +498,10 @@ def _add_lesion(scene: Scene, lesion: Lesion, geometry: LesionGeometry) -> None:
         gain *= 10 ** (np.float32(rng.uniform(5, 9)) * patches / 10)
     elif lesion.lesion_type == "isoechoic_halo":
         halo_db = -rng.uniform(8, 16)
-        halo = (geometry.rim < rng.uniform(0.12, 0.2)) & (geometry.weight > 0.5)
+        # A thick rim (a quarter to 40 % of the radius), as the halo or "target" sign of metastases and
+        # breast carcinomas: a thin one vanishes in the speckle and at the study's input sizes, leaving
+        # an invisible lesion no method can find.
+        halo = (geometry.rim < rng.uniform(0.25, 0.4)) & (geometry.weight > 0.5)
         gain = np.where(halo, np.float32(10 ** (halo_db / 10)), gain)
     elif lesion.lesion_type == "anechoic_cyst":
         pass
