@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sonoseg import figures
+from sonoseg import figures, scoring
 from sonoseg.errors import SonosegError
 
 
@@ -191,7 +191,7 @@ def test_training_curves_mark_the_kept_epoch(tmp_path):
                 "seconds": [1.0] * 3,
             }
         ).to_csv(directory / "history.csv", index=False)
-    assert figures.kept_epoch(pd.read_csv(tmp_path / "models/unet/seed0/history.csv")) == 2
+    assert scoring.kept_epoch(pd.read_csv(tmp_path / "models/unet/seed0/history.csv")) == 2
     figures.training_curves(sorted(tmp_path.glob("models/unet/seed*/history.csv")), tmp_path / "curves.png")
     assert _png_size(tmp_path / "curves.png")[0] > 300
 
@@ -227,3 +227,20 @@ def test_study_tables_show_ours_the_paper_and_the_difference(tmp_path):
     assert "<h2>Table 1. Test metrics at 32 px</h2>" in (tmp_path / "table1.html").read_text()
     with pytest.raises(SonosegError, match="table kind"):
         figures.study_table_html(tmp_path / "table1.csv", "table3", tmp_path / "x.html")
+
+
+def test_seed_summary_averages_lesion_images_like_the_tables():
+    # Two seeds; the image without a lesion (Dice 1: empty prediction on an empty truth) is left
+    # out of the mean, as the tables leave it out of theirs.
+    per_image = pd.DataFrame(
+        {
+            "method": ["unet"] * 4,
+            "seed": [0, 0, 1, 1],
+            "sample_id": ["a", "normal", "a", "normal"],
+            "dice": [0.5, 1.0, 0.7, 1.0],
+            "truth_empty": [False, True, False, True],
+        }
+    )
+    summary = figures.seed_summary(per_image).set_index("method").loc["unet"]
+    assert summary["dice_mean"] == pytest.approx(0.6)
+    assert summary["dice_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))

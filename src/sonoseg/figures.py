@@ -25,6 +25,7 @@ from sonoseg import paper, stats  # noqa: E402
 from sonoseg.data import MANIFEST_COLUMNS  # noqa: E402
 from sonoseg.errors import SonosegError  # noqa: E402
 from sonoseg.imageio import read_image, read_mask  # noqa: E402
+from sonoseg.scoring import empty_side, kept_epoch  # noqa: E402
 
 plt.rcParams.update(
     {"font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8, "figure.dpi": 100, "savefig.dpi": 100}
@@ -309,11 +310,6 @@ def _caption_of(table_csv: str | Path) -> str:
 # ----------------------------------------------------------------------------- 3 curves
 
 
-def kept_epoch(history: pd.DataFrame) -> int:
-    """The epoch whose weights training kept: the lowest validation loss (first one on ties)."""
-    return int(history.loc[history["val_loss"].idxmin(), "epoch"])
-
-
 def training_curves(history_paths: list[str | Path], out_png: str | Path) -> None:
     """Train/validation loss and validation Dice per epoch, one colour per seed, the kept epoch marked."""
     if not history_paths:
@@ -426,7 +422,9 @@ def _parameter_count(method: str, cost: pd.DataFrame | None) -> float:
 
 
 def seed_summary(per_image: pd.DataFrame) -> pd.DataFrame:
-    """Per method: Dice mean ± std over seeds of the per-seed mean over images (as the tables)."""
+    """Per method: Dice mean ± std over seeds of the per-seed mean over the images with a lesion (as
+    the tables: images without one are summarised apart there)."""
+    per_image = per_image[~empty_side(per_image, "truth")]
     per_seed = per_image.groupby(["method", "seed"], sort=False)["dice"].mean().reset_index()
     return (
         per_seed.groupby("method", sort=False)["dice"]

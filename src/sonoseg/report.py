@@ -10,6 +10,7 @@ import pandas as pd
 
 from sonoseg import baseline, models, paper
 from sonoseg.errors import SonosegError
+from sonoseg.scoring import empty_side, kept_epoch, kept_row
 
 
 def summarize_run(metrics_csv: str | Path, history_csv: str | Path | None) -> dict:
@@ -28,8 +29,8 @@ def summarize_run(metrics_csv: str | Path, history_csv: str | Path | None) -> di
     history = pd.read_csv(history_csv) if history_csv else None
     if metrics.empty:
         raise SonosegError(f"{metrics_csv}: no test images were evaluated")
-    truth_empty = _empty_side(metrics, "truth")
-    prediction_empty = _empty_side(metrics, "prediction")
+    truth_empty = empty_side(metrics, "truth")
+    prediction_empty = empty_side(metrics, "prediction")
     lesion, no_lesion = metrics[~truth_empty], metrics[truth_empty]
     matched = metrics[~truth_empty & ~prediction_empty]
     return {
@@ -45,18 +46,8 @@ def summarize_run(metrics_csv: str | Path, history_csv: str | Path | None) -> di
         "no_lesion_images": len(no_lesion),
         "no_lesion_dice": no_lesion["dice"].mean(),
         "epochs": len(history) if history is not None else pd.NA,
-        "best_epoch": int(history.loc[history["val_loss"].idxmin(), "epoch"]) if history is not None else pd.NA,
+        "best_epoch": kept_epoch(history) if history is not None else pd.NA,
     }
-
-
-def _empty_side(metrics: pd.DataFrame, side: str) -> pd.Series:
-    """Which rows have an empty ``side`` mask: the ``<side>_empty`` column, else read from the
-    HD95 policy (both_empty, penalty_empty_<side>), else none."""
-    if f"{side}_empty" in metrics:
-        return metrics[f"{side}_empty"].astype(str).str.lower() == "true"
-    if "hd95_policy" in metrics:
-        return metrics["hd95_policy"].astype(str).isin(["both_empty", f"penalty_empty_{side}"])
-    return pd.Series(False, index=metrics.index)
 
 
 def mean_std(values: pd.Series) -> tuple[float, float]:
@@ -309,7 +300,7 @@ def select_weight_decay(histories: dict[float, str | Path]) -> tuple[float, pd.D
     rows = []
     for decay, path in histories.items():
         history = pd.read_csv(path)
-        best = history.loc[history["val_loss"].idxmin()]
+        best = kept_row(history)
         rows.append(
             {
                 "weight_decay": decay,
