@@ -1,7 +1,9 @@
 """Training: the recipe's parts, ladder steps, determinism, kill-and-resume, refused checkpoints."""
 
+import logging
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -239,6 +241,84 @@ def test_kill_and_resume_is_bit_identical_and_reruns_are_deterministic(caches, t
     assert history(reference / "history.csv").equals(history(resumed / "history.csv"))
     for key, tensor in weights(reference / "model.pt").items():
         assert torch.equal(tensor, weights(resumed / "model.pt")[key]), key
+
+
+def test_resuming_from_any_epochs_checkpoint_is_bit_identical(caches, tmp_path, monkeypatch, caplog):
+    """Every epoch's randomness comes from the checkpoint's generator states: a run resumed from the
+    checkpoint of any earlier epoch - one that was the best so far (stored without a second copy of
+    the best weights) or one that was not (stored with them) - ends with the same weights and history."""
+    epochs, improving = 5, {1, 2, 4}
+    # Scripted validation losses fix which epochs improve; everything else is the real training.
+    script = {1: 0.9, 2: 0.8, 3: 0.85, 4: 0.7, 5: 0.75}
+    real_evaluate, real_save = train.evaluate_loss, train.save_atomic
+    calls = {"epoch": 0}
+
+    def evaluate(*args, **kwargs):
+        calls["epoch"] += 1
+        return script[calls["epoch"]], real_evaluate(*args, **kwargs)[1]
+
+    snapshots = tmp_path / "snapshots"
+    snapshots.mkdir()
+
+    def save(obj, path):
+        real_save(obj, path)
+        if obj.get("format") == train.CHECKPOINT_FORMAT:
+            shutil.copy(path, snapshots / f"epoch{obj['state']['epoch']}.pt")
+
+    monkeypatch.setattr(train, "evaluate_loss", evaluate)
+    monkeypatch.setattr(train, "save_atomic", save)
+
+    def run(out: Path, resume_from: int = 0) -> None:
+        out.mkdir()
+        if resume_from:
+            shutil.copy(snapshots / f"epoch{resume_from}.pt", out / "last.pt")
+        calls["epoch"] = resume_from
+        recipe = Recipe(min_epochs=epochs, max_epochs=epochs, learning_rate=3e-3, batch_size=4)
+        train.train(
+            "lighter_unet_c1",
+            3,
+            *caches,
+            recipe,
+            out / "model.pt",
+            out / "history.csv",
+            checkpoint=out / "last.pt",
+            device="cpu",
+            threads=1,
+        )
+
+    run(tmp_path / "reference")
+    for epoch in range(1, epochs + 1):
+        saved = torch.load(snapshots / f"epoch{epoch}.pt", weights_only=True)["state"]
+        assert (saved["best_state"] is None) == (epoch in improving), epoch
+    assert torch.load(tmp_path / "reference" / "model.pt", weights_only=True)["best_epoch"] == 4
+    reference_weights = weights(tmp_path / "reference" / "model.pt")
+    for epoch in range(1, epochs):
+        out = tmp_path / f"resumed_after_{epoch}"
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="sonoseg.train"):
+            run(out, resume_from=epoch)
+        assert f"after epoch {epoch}" in caplog.text
+        assert history(tmp_path / "reference" / "history.csv").equals(history(out / "history.csv")), epoch
+        resumed_weights = weights(out / "model.pt")
+        assert all(torch.equal(tensor, resumed_weights[key]) for key, tensor in reference_weights.items()), epoch
+
+
+def test_a_checkpoint_without_its_best_weights_is_refused(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    with pytest.raises(SonosegError, match="lacks the weights of its best epoch 2"):
+        train.resumed_state({"epoch": 3, "best_epoch": 2, "best_state": None}, model, tmp_path / "last.pt")
+    restored = train.resumed_state({"epoch": 3, "best_epoch": 3, "best_state": None}, model, tmp_path / "last.pt")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in restored["best_state"].items())
+
+
+def test_fp32_weights_are_standard_layout_copies():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    model = model.to(memory_format=torch.channels_last)
+    assert not model[0].weight.is_contiguous()
+    copied = train.fp32_weights(model)
+    for key, tensor in model.state_dict().items():
+        assert copied[key].is_contiguous() and torch.equal(copied[key], tensor), key
+        assert copied[key].untyped_storage().data_ptr() != tensor.untyped_storage().data_ptr(), key
 
 
 def test_changed_settings_do_not_resume_from_a_stale_checkpoint(caches, tmp_path):

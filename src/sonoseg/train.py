@@ -319,8 +319,36 @@ def write_history(rows: list[dict], path: Path) -> None:
 
 
 def fp32_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A host copy of the weights in the standard (contiguous) layout; autocast never changes their fp32 dtype."""
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    """A host copy of the weights in the standard (contiguous) layout; autocast never changes their fp32 dtype.
+
+    One copy per tensor, whatever the device and memory format (``.to(copy=True).contiguous()`` copies a
+    channels_last tensor twice)."""
+    return {
+        k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format) for k, v in model.state_dict().items()
+    }
+
+
+def checkpoint_state(state: dict) -> dict:
+    """The training state as the checkpoint stores it.
+
+    In an epoch that was the best so far the best weights are the model's own, which the checkpoint
+    already holds: they are left out (a quarter less to write for Adam-trained networks) and
+    ``resumed_state`` takes them back from the restored model.
+    """
+    return {**state, "best_state": None} if state["best_epoch"] == state["epoch"] else state
+
+
+def resumed_state(saved_state: dict, model: torch.nn.Module, source: str | Path) -> dict:
+    """The training state of checkpoint ``source``, its best weights restored; ``model`` holds its weights."""
+    state = dict(saved_state)
+    if state["best_state"] is None:
+        if state["best_epoch"] != state["epoch"]:
+            raise SonosegError(
+                f"{source}: refused: the checkpoint of epoch {state['epoch']} lacks the weights of its best epoch "
+                f"{state['best_epoch']}; delete it to train afresh"
+            )
+        state["best_state"] = fp32_weights(model)
+    return state
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -424,7 +452,7 @@ def train(
             torch.set_rng_state(saved["torch_rng"])
             if dev.type == "cuda" and saved.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state_all(saved["cuda_rng"])
-            state = saved["state"]
+            state = resumed_state(saved["state"], model, checkpoint)
             log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
 
     log.info(
@@ -490,7 +518,7 @@ def train(
                     "data_order": data_order.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
-                    "state": state,
+                    "state": checkpoint_state(state),
                 },
                 checkpoint,
             )
