@@ -3,6 +3,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,16 +21,20 @@ def run_snakemake(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
 
 
-@pytest.fixture
-def workflow_copy(tmp_path: Path) -> Path:
-    """The workflow's files in a temp dir, so test runs never touch the repository's results/."""
+def copy_workflow(destination: Path) -> Path:
+    """The workflow's files in `destination`, so test runs never touch the repository's results/."""
     for name in ("Snakefile", "workflow", "config", "envs"):
         source = REPO / name
         if source.is_dir():
-            shutil.copytree(source, tmp_path / name)
+            shutil.copytree(source, destination / name)
         else:
-            shutil.copy(source, tmp_path / name)
-    return tmp_path
+            shutil.copy(source, destination / name)
+    return destination
+
+
+@pytest.fixture
+def workflow_copy(tmp_path: Path) -> Path:
+    return copy_workflow(tmp_path)
 
 
 # The tiny study shared by the workflow, SLURM and report tests: two networks, one seed, one epoch.
@@ -69,6 +74,82 @@ def write_config(workdir: Path, config: dict, name: str = "tiny.yaml") -> str:
 
 
 def jobs_of(dry_run_output: str) -> dict[str, int]:
-    """The 'Job stats' table of a dry run: rule -> count."""
+    """The 'Job stats' table of a run or dry run: rule -> count."""
     table = dry_run_output.split("Job stats:")[1].split("total")[0]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+@dataclass(frozen=True)
+class Study:
+    workdir: Path  # a workflow copy
+    config: str  # its config file, relative to workdir
+    out: Path  # workdir/results/<study>
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> Study:
+    """The tiny study, run once per test session (`snakemake all`, two cores) and read by every test
+    that needs a finished run: the end-to-end test and the HTML report tests. A test may rerun jobs in
+    it only where the rerun must give the same bytes (the determinism check does), and writes any
+    other config under another file name, so the others see the run as it was made."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("tiny_study"))
+    config = write_config(workdir, TINY)
+    run = run_snakemake(["all", "--cores", "2", "--configfile", config], workdir, timeout=1200)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return Study(workdir, config, workdir / "results" / TINY["study"])
+
+
+# Model files for the inference and export tests: a trained-looking model.pt without training.
+SIZE = 64
+
+
+def write_model(path: Path, network: str, normalization=None, seed: int = 0) -> Path:
+    """A model.pt as training writes it; BatchNorm statistics made non-trivial so eval mode matters."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from sonoseg import models
+    from sonoseg.preprocess import normalize_tensor
+    from sonoseg.train import MODEL_FORMAT
+
+    torch.manual_seed(seed)
+    model = models.build(network)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    if hasattr(model, "outc"):  # U-net family: spread the logits, ~2 % positive, so masks are neither empty nor full
+        batch = torch.from_numpy(np.stack([cv2.resize(im, (SIZE, SIZE)) for im in sample_images()]))
+        batch = normalize_tensor(batch.permute(0, 3, 1, 2).float() / 255, normalization)
+        with torch.no_grad():
+            model.outc.weight *= 4 / model.eval()(batch).std()
+            model.outc.bias -= torch.quantile(model(batch), 0.98)
+    torch.save(
+        {
+            "format": MODEL_FORMAT,
+            "network": network,
+            "seed": seed,
+            "input_size": SIZE,
+            "normalization": normalization,
+            "best_epoch": 1,
+            "state_dict": model.state_dict(),
+        },
+        path,
+    )
+    return path
+
+
+def sample_images(n: int = 3) -> list:
+    """Phantom-like images (speckle plus a bright disc) so that masks are neither empty nor full."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    images = []
+    for i in range(n):
+        height, width = 70 + 10 * i, 90
+        image = (rng.random((height, width, 3)) * 80).astype(np.uint8)
+        cv2.circle(image, (40 + 5 * i, 35), 15, (200, 200, 200), -1)
+        images.append(image)
+    return images
