@@ -1,6 +1,8 @@
 """Ingest and the integrity check: every bad case, under both policies, on trees built here."""
 
 import os
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -201,12 +203,16 @@ def test_busi_normal_images_are_left_out_by_default(tmp_path):
     assert normal_rows["reason"].str.contains("include_normal: false").all()
 
 
-def test_busbra_layout(tmp_path):
+def build_busbra(root: Path):
     for patient, views in (("0001", "lr"), ("0002", "l"), ("0003", "lr")):
         for view in views:
             image, mask = lesion_pair(int(patient) * 10 + ord(view))
-            write(tmp_path / "Images" / f"bus_{patient}-{view}.png", image)
-            write(tmp_path / "Masks" / f"mask_{patient}-{view}.png", mask)
+            write(root / "Images" / f"bus_{patient}-{view}.png", image)
+            write(root / "Masks" / f"mask_{patient}-{view}.png", mask)
+
+
+def test_busbra_layout(tmp_path):
+    build_busbra(tmp_path)
     pd.DataFrame(
         {
             "ID": ["bus_0001-l", "bus_0001-r", "bus_0002-l", "bus_0003-l", "bus_0003-r"],
@@ -395,3 +401,48 @@ def test_default_phantom_gives_the_paper_split(tmp_path):
     per_part = result.groupby("split")["patient"].nunique()
     assert (per_part["train"], per_part["val"], per_part["test"]) == (208, 70, 70)
     assert result.groupby("split").size().to_dict() == {"train": 416, "val": 140, "test": 140}
+
+
+# ----------------------------------------------------------------------------- the fixtures themselves
+
+# Builds every image tree of this module's builders in a fresh interpreter and prints one sha256 over
+# the files' names and bytes. A seed taken from hash() of a string would change with PYTHONHASHSEED.
+FIXTURE_DIGEST = """
+import hashlib, sys
+from pathlib import Path
+
+sys.path.insert(0, sys.argv[1])
+import test_data as fixtures
+
+root = Path(sys.argv[2])
+fixtures.build_bad_folder(root / "bad")
+fixtures.build_busi(root / "busi")
+fixtures.build_busbra(root / "busbra")
+for seed in (0, 101):
+    image, mask = fixtures.scanner_image(seed)
+    fixtures.write(root / "scanner" / f"{seed}.png", fixtures.add_calipers(image, mask))
+    fixtures.write(root / "scanner" / f"{seed}_mask.png", mask)
+digest = hashlib.sha256()
+for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    digest.update(path.relative_to(root).as_posix().encode() + b"\\0" + path.read_bytes())
+print(digest.hexdigest())
+"""
+
+
+def fixture_digest(root: Path, hash_seed: str) -> str:
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    result = subprocess.run(
+        [sys.executable, "-c", FIXTURE_DIGEST, str(Path(__file__).parent), str(root)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()
+
+
+def test_fixtures_are_the_same_bytes_under_any_hash_seed(tmp_path):
+    """The fixtures' seeds are plain numbers or CRC-32s of names, never hash(): two interpreters with
+    different PYTHONHASHSEED write the same bytes."""
+    first, second = fixture_digest(tmp_path / "a", "1"), fixture_digest(tmp_path / "b", "2")
+    assert len(first) == 64 and first == second, (first, second)
