@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, TINY, run_snakemake, write_config
+from conftest import run_snakemake
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -27,19 +27,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny_report(tmp_path_factory) -> dict:
-    """The tiny study run once (with its report figures), then its self-contained HTML report."""
-    workdir = tmp_path_factory.mktemp("report_study")
-    for name in ("Snakefile", "workflow", "config", "envs"):
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, workdir / name)
-    config = write_config(workdir, TINY)
-    run = run_snakemake(["all", "--cores", "2", "--configfile", config], workdir, timeout=1200)
-    assert run.returncode == 0, run.stderr[-4000:]
-    report = workdir / "results" / "tiny" / "report.html"
+def tiny_report(tiny_study) -> dict:
+    """The self-contained HTML report of the tiny study (conftest's tiny_study: run once per session,
+    with its report figures, and shared with the end-to-end test)."""
+    report = tiny_study.out / "report.html"
     # --cores: the cost rule's threads are "every core", which Snakemake needs to know even for --report.
-    made = run_snakemake(["--report", str(report), "--cores", "1", "--configfile", config], workdir, timeout=300)
+    made = run_snakemake(
+        ["--report", str(report), "--cores", "1", "--configfile", tiny_study.config], tiny_study.workdir, timeout=300
+    )
     assert made.returncode == 0, made.stderr[-4000:]
-    return {"path": report, "out": workdir / "results" / "tiny", "results": embedded_results(report.read_text())}
+    return {"path": report, "out": tiny_study.out, "results": embedded_results(report.read_text())}
 
 
 def embedded_results(page: str) -> dict:

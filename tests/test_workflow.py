@@ -1,6 +1,7 @@
 """The real Snakemake workflow on tiny configs: validation, a full run, incrementality, the DAG."""
 
 import re
+import shutil
 
 import pandas as pd
 import pytest
@@ -21,18 +22,19 @@ def test_schema_rejects_unknown_key_and_bad_value(workflow_copy):
 
 
 @pytest.mark.slow
-def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy):
-    config = write_config(workflow_copy, TINY)
-    out = workflow_copy / "results" / "tiny"
-
-    # One network alone: its dry run lists only that network's jobs (and the shared data jobs).
-    dry = run_snakemake(["results/tiny/networks/unet.csv", "-n", "--cores", "1", "--configfile", config], workflow_copy)
+def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp_path):
+    # One network alone: its dry run, in a copy where nothing has run yet, lists only that network's
+    # jobs (and the shared data jobs).
+    dry = run_snakemake(
+        ["results/tiny/networks/unet.csv", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, TINY)],
+        workflow_copy,
+    )
     assert dry.returncode == 0, dry.stderr
     assert "lighter_unet_c1" not in dry.stdout and "ladder" not in dry.stdout
     assert jobs_of(dry.stdout)["train"] == 1
 
-    run = run_snakemake(["all", "--cores", "2", "--configfile", config], workflow_copy, timeout=1200)
-    assert run.returncode == 0, run.stderr[-4000:]
+    # The whole study, run once for the session by the tiny_study fixture (`snakemake all`, which must succeed).
+    workdir, config, out = tiny_study.workdir, tiny_study.config, tiny_study.out
     for table in ("table1", "table2", "ladder"):
         frame = pd.read_csv(out / "tables" / f"{table}.csv")
         # Table 1 and Table 2 end with the non-learned threshold baseline row (on by default).
@@ -62,13 +64,14 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy):
     assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
     assert "epoch 1" in (out / "logs" / "train" / "unet" / "seed0.log").read_text()
 
-    again = run_snakemake(["all", "--cores", "2", "--configfile", config], workflow_copy)
+    again = run_snakemake(["all", "--cores", "2", "--configfile", config], workdir)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
     # Changing one network's settings reruns only that network (and the tables that list it).
+    # (Changed configs get their own file names: the study's own config stays as the run was made.)
     changed = {**TINY, "train": {**TINY["train"], "overrides": {"lighter_unet_c1": {"learning_rate": 0.001}}}}
     dry = run_snakemake(
-        ["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, changed)], workflow_copy
+        ["all", "-n", "--cores", "1", "--configfile", write_config(workdir, changed, "changed.yaml")], workdir
     )
     assert dry.returncode == 0, dry.stderr
     jobs = jobs_of(dry.stdout)
@@ -78,25 +81,32 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy):
     # The precision is part of the recipe: changing it retrains every network, candidate and ladder step.
     bf16 = {**TINY, "train": {**TINY["train"], "precision": "bf16"}}
     dry = run_snakemake(
-        ["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, bf16, "bf16.yaml")], workflow_copy
+        ["all", "-n", "--cores", "1", "--configfile", write_config(workdir, bf16, "bf16.yaml")], workdir
     )
     assert dry.returncode == 0, dry.stderr
     jobs = jobs_of(dry.stdout)
     assert jobs.get("train") == 2 and jobs.get("train_weight_decay_candidate") == 4 and jobs.get("ladder_train") == 2
 
     # Determinism: retraining the same network with the same seed gives the same history,
-    # predictions and metrics, byte for byte (wall-clock seconds aside).
+    # predictions and metrics, byte for byte (wall-clock seconds aside). Only U-net's chain is rerun
+    # (train, predict, evaluate), the files compared being U-net's, and in a copy of the study, so the
+    # session's study stays as it was made for the tests that read it after this one.
+    rerun_dir = tmp_path / "rerun"
+    shutil.copytree(workdir, rerun_dir, symlinks=True)
+    rerun_out = rerun_dir / "results" / "tiny"
     before = {p.name: p.read_bytes() for p in (out / "predictions" / "unet" / "seed0").glob("*.png")}
     metrics_before = (out / "metrics" / "unet" / "seed0.csv").read_bytes()
-    history_before = history.drop(columns="seconds")
+    target = "results/tiny/metrics/unet/seed0.csv"
     rerun = run_snakemake(
-        ["all", "--cores", "2", "--configfile", config, "--forcerun", "train"], workflow_copy, timeout=1200
+        [target, "--cores", "2", "--configfile", config, "--forcerun", "train"], rerun_dir, timeout=1200
     )
     assert rerun.returncode == 0, rerun.stderr[-4000:]
-    after = {p.name: p.read_bytes() for p in (out / "predictions" / "unet" / "seed0").glob("*.png")}
+    assert jobs_of(rerun.stdout + rerun.stderr) == {"train": 1, "predict": 1, "evaluate": 1}
+    after = {p.name: p.read_bytes() for p in (rerun_out / "predictions" / "unet" / "seed0").glob("*.png")}
     assert before == after and len(before) > 0
-    assert (out / "metrics" / "unet" / "seed0.csv").read_bytes() == metrics_before
-    assert pd.read_csv(out / "models" / "unet" / "seed0" / "history.csv").drop(columns="seconds").equals(history_before)
+    assert (rerun_out / "metrics" / "unet" / "seed0.csv").read_bytes() == metrics_before
+    rerun_history = pd.read_csv(rerun_out / "models" / "unet" / "seed0" / "history.csv")
+    assert rerun_history.drop(columns="seconds").equals(history.drop(columns="seconds"))
 
 
 def test_quick_study_on_a_synth_folder_dataset_is_the_same_dag(workflow_copy):
