@@ -89,9 +89,9 @@ class Study:
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory) -> Study:
     """The tiny study, run once per test session (`snakemake all`, two cores) and read by every test
-    that needs a finished run: the end-to-end test and the HTML report tests. A test may rerun jobs in
-    it only where the rerun must give the same bytes (the determinism check does), and writes any
-    other config under another file name, so the others see the run as it was made."""
+    that needs a finished run: the end-to-end test and the HTML report tests. Tests leave it as it was
+    made: a test that reruns jobs copies the folder first (the determinism check does), and a changed
+    config goes under another file name."""
     workdir = copy_workflow(tmp_path_factory.mktemp("tiny_study"))
     config = write_config(workdir, TINY)
     run = run_snakemake(["all", "--cores", "2", "--configfile", config], workdir, timeout=1200)
