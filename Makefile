@@ -25,8 +25,11 @@ study: $(BIN)/sonoseg
 report: $(BIN)/sonoseg
 	snakemake --report results/$(STUDY)/report.html --cores $(CORES) --configfile $(CONFIG)
 
+# The whole suite (docs/testing.md); the 15 slowest steps are listed at the end, so a test that grows
+# slow shows up in every run. `make test PYTEST_ARGS='-m "not slow"'` skips the real-workflow runs.
+PYTEST_ARGS ?=
 test: $(BIN)/sonoseg
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 # Static checks (CI runs them before the tests): ruff lint and format, snakefmt, Snakemake's linter.
 lint: $(BIN)/sonoseg
