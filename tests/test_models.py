@@ -1,3 +1,5 @@
+import copy as copying
+
 import pytest
 import torch
 
@@ -32,7 +34,9 @@ def test_registry_holds_exactly_the_study_networks():
 
 @pytest.fixture(scope="module")
 def built():
-    """Each registered network built once for the whole module (DeepLab ResNet-101 alone takes seconds)."""
+    """Each registered network built once for the whole module (an FCN alone takes seconds: its VGG-16
+    is built whole, classifier included, before the features are kept). Tests that change a model
+    (weights, hooks) take a `fresh` copy instead."""
     cache: dict[str, torch.nn.Module] = {}
 
     def get(name: str) -> torch.nn.Module:
@@ -44,11 +48,21 @@ def built():
     return get
 
 
+def fresh_copy(model: torch.nn.Module) -> torch.nn.Module:
+    return copying.deepcopy(model)
+
+
+@pytest.fixture
+def fresh(built):
+    """A private copy of a built network: the same weights as `models.build` after `torch.manual_seed(0)`."""
+    return lambda name: fresh_copy(built(name))
+
+
 @pytest.mark.parametrize("name", list(EXPECTED))
-def test_every_network(built, name):
+def test_every_network(fresh, name):
     """One base over the registry: exact count, forward shape at two sizes, a backward pass that reaches
     every parameter, and a state-dict round trip that gives the same output."""
-    model = built(name)
+    model = fresh(name)
     assert models.count_parameters(model) == EXPECTED[name]
     model.eval()
     with torch.no_grad():
@@ -62,20 +76,25 @@ def test_every_network(built, name):
     model.zero_grad(set_to_none=True)
     model.eval()
     x = torch.rand(1, 3, 64, 64)
-    copy = models.build(name).eval()
-    copy.load_state_dict(model.state_dict())
+    # The round trip into a copy whose every saved tensor was overwritten first (a second build of the
+    # network, as a fresh model, would double this module's build time).
+    copy = fresh_copy(model).eval()
     with torch.no_grad():
+        for tensor in copy.state_dict().values():
+            tensor.copy_(torch.rand_like(tensor.float()) if tensor.is_floating_point() else tensor + 1)
+        assert not torch.equal(copy(x), model(x))
+        copy.load_state_dict(model.state_dict())
         assert torch.equal(copy(x), model(x))
 
 
-def test_backbone_counts_match_spec():
+def test_backbone_counts_match_spec(built):
     from sonoseg.models.deeplab import ASPP, Decoder, MobileNetV2Backbone, ResNet101Backbone
 
     assert models.count_parameters(ResNet101Backbone()) == 42_500_160
     assert models.count_parameters(MobileNetV2Backbone()) == 1_811_712
     assert models.count_parameters(ASPP(2048)) == 15_535_104
     assert models.count_parameters(Decoder(256, 1)) == 1_303_905
-    assert models.count_parameters(models.build("fcn8s").backbone) == 14_714_688
+    assert models.count_parameters(built("fcn8s").backbone) == 14_714_688
 
 
 def test_unknown_network_is_a_clear_error():
@@ -83,20 +102,45 @@ def test_unknown_network_is_a_clear_error():
         models.build("unet3")
 
 
-# One fake ImageNet file per backbone kind: random tensors of the right shapes from torchvision's
-# builders (weights=None), saved the way docs/method.md tells a user to save the real ones.
-def _fake_weights(kind: str):
+@pytest.fixture(scope="module")
+def torchvision_state():
+    """A whole torchvision network's state dict (weights=None, seeded), built once for the module:
+    VGG-16 alone takes seconds, and four tests read it. Tests never change its tensors in place."""
     import torchvision
 
-    if kind == "vgg16":
-        return torchvision.models.vgg16(weights=None).features.state_dict()
-    if kind == "resnet101":
-        return torchvision.models.resnet101(weights=None).state_dict()
-    if kind == "mobilenet_v2":
-        return torchvision.models.mobilenet_v2(weights=None).state_dict()
-    from sonoseg.models.deeplab import AlignedXceptionBackbone
+    builders = {
+        "vgg16": torchvision.models.vgg16,
+        "resnet101": torchvision.models.resnet101,
+        "mobilenet_v2": torchvision.models.mobilenet_v2,
+    }
+    cache: dict[str, dict[str, torch.Tensor]] = {}
 
-    return AlignedXceptionBackbone().state_dict()
+    def get(kind: str) -> dict[str, torch.Tensor]:
+        if kind not in cache:
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                cache[kind] = builders[kind](weights=None).state_dict()
+        return cache[kind]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def fake_weights(torchvision_state):
+    """One fake ImageNet file per backbone kind: random tensors of the right shapes from torchvision's
+    builders (weights=None), as docs/method.md tells a user to save the real ones (a new dict each call)."""
+
+    def get(kind: str) -> dict[str, torch.Tensor]:
+        if kind == "vgg16":  # torchvision's vgg16().features.state_dict()
+            whole = torchvision_state(kind)
+            return {k.removeprefix("features."): t for k, t in whole.items() if k.startswith("features.")}
+        if kind in ("resnet101", "mobilenet_v2"):
+            return dict(torchvision_state(kind))
+        from sonoseg.models.deeplab import AlignedXceptionBackbone
+
+        return AlignedXceptionBackbone().state_dict()
+
+    return get
 
 
 def _first_weight(model) -> torch.Tensor:
@@ -104,12 +148,12 @@ def _first_weight(model) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", ["vgg16", "resnet101", "mobilenet_v2", "xception"])
-def test_pretrained_backbone_per_kind(tmp_path, kind):
+def test_pretrained_backbone_per_kind(tmp_path, fresh, fake_weights, kind):
     network = next(n for n in models.names() if models.backbone_kind(n) == kind)
-    state = _fake_weights(kind)
+    state = fake_weights(kind)
     path = tmp_path / f"{kind}.pth"
     torch.save(state, path)
-    model = models.build(network)
+    model = fresh(network)
     assert models.backbone_kind_of(model) == kind
     models.load_pretrained_backbone(model, path, kind)
     first_source = next(t for k, t in state.items() if k.endswith("weight"))
@@ -121,26 +165,23 @@ def test_pretrained_backbone_per_kind(tmp_path, kind):
     )
 
 
-def test_full_torchvision_state_dicts_load_too(tmp_path):
-    import torchvision
-
-    for network, source in (
-        ("fcn8s", torchvision.models.vgg16(weights=None)),
-        ("deeplabv3plus_mobilenetv2", torchvision.models.mobilenet_v2(weights=None)),
+def test_full_torchvision_state_dicts_load_too(tmp_path, fresh, torchvision_state):
+    for network, kind, first in (
+        ("fcn8s", "vgg16", "features.0.weight"),  # vgg16().features[0].weight
+        ("deeplabv3plus_mobilenetv2", "mobilenet_v2", "features.0.0.weight"),  # mobilenet_v2().features[0][0].weight
     ):
+        source = torchvision_state(kind)
         path = tmp_path / f"{network}.pth"
-        torch.save(source.state_dict(), path)
-        model = models.build(network)
+        torch.save(source, path)
+        model = fresh(network)
         models.load_pretrained_backbone(model, path)
-        assert torch.equal(
-            _first_weight(model), source.features[0].weight if network == "fcn8s" else source.features[0][0].weight
-        )
+        assert torch.equal(_first_weight(model), source[first])
 
 
-def test_weights_of_another_backbone_kind_are_refused_clearly(tmp_path):
+def test_weights_of_another_backbone_kind_are_refused_clearly(tmp_path, fresh, fake_weights):
     vgg = tmp_path / "vgg16.pth"
-    torch.save(_fake_weights("vgg16"), vgg)
-    resnet_network = models.build("deeplabv3plus_resnet101")
+    torch.save(fake_weights("vgg16"), vgg)
+    resnet_network = fresh("deeplabv3plus_resnet101")
     with pytest.raises(
         SonosegError,
         match=r"pretrained_backbones\.resnet101.*does not match a resnet101 backbone"
@@ -151,8 +192,8 @@ def test_weights_of_another_backbone_kind_are_refused_clearly(tmp_path):
         models.load_pretrained_backbone(resnet_network, vgg, "vgg16")
 
 
-def test_pretrained_backbone_errors(tmp_path):
-    model = models.build("fcn8s")
+def test_pretrained_backbone_errors(tmp_path, fresh, fake_weights):
+    model = fresh("fcn8s")
     with pytest.raises(SonosegError, match="file not found"):
         models.load_pretrained_backbone(model, tmp_path / "missing.pth")
     wrong = tmp_path / "wrong.pth"
@@ -164,8 +205,8 @@ def test_pretrained_backbone_errors(tmp_path):
     with pytest.raises(SonosegError, match="not a readable PyTorch state dict"):
         models.load_pretrained_backbone(model, garbage)
     with pytest.raises(SonosegError, match="no pretrained backbone"):
-        models.load_pretrained_backbone(models.build("unet"), wrong)
-    bad_shape = _fake_weights("vgg16")
+        models.load_pretrained_backbone(fresh("unet"), wrong)
+    bad_shape = fake_weights("vgg16")
     bad_shape["0.weight"] = torch.zeros(64, 3, 5, 5)
     torch.save(bad_shape, wrong)
     with pytest.raises(SonosegError, match=r"tensor 0.weight has shape \(64, 3, 5, 5\)"):
@@ -176,10 +217,9 @@ def test_pretrained_backbone_errors(tmp_path):
 
 
 @pytest.mark.parametrize("name, skips", [("fcn32s", 0), ("fcn16s", 1), ("fcn8s", 2)])
-def test_fcn_skip_is_added_before_batchnorm(name, skips):
+def test_fcn_skip_is_added_before_batchnorm(fresh, name, skips):
     """pochih/FCN-pytorch: a stage with a skip is bn(relu(deconv(x)) + skip)."""
-    torch.manual_seed(0)
-    model = models.build(name).eval()
+    model = fresh(name).eval()
     seen = {}
     hooks = [
         model.backbone[23].register_forward_hook(lambda m, i, o: seen.__setitem__("pool4", o.clone())),
