@@ -7,55 +7,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import SIZE, sample_images, write_model
 
 from sonoseg import export, infer, models
 from sonoseg.cli import main
 from sonoseg.errors import SonosegError
-from sonoseg.preprocess import IMAGENET_NORMALIZATION, normalize_tensor
-from sonoseg.train import MODEL_FORMAT
-
-SIZE = 64
-
-
-def write_model(path, network, normalization=None, seed=0):
-    """A model.pt as training writes it; BatchNorm statistics made non-trivial so eval mode matters."""
-    torch.manual_seed(seed)
-    model = models.build(network)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    if hasattr(model, "outc"):  # U-net family: spread the logits, ~2 % positive, so masks are neither empty nor full
-        batch = torch.from_numpy(np.stack([cv2.resize(im, (SIZE, SIZE)) for im in sample_images()]))
-        batch = normalize_tensor(batch.permute(0, 3, 1, 2).float() / 255, normalization)
-        with torch.no_grad():
-            model.outc.weight *= 4 / model.eval()(batch).std()
-            model.outc.bias -= torch.quantile(model(batch), 0.98)
-    torch.save(
-        {
-            "format": MODEL_FORMAT,
-            "network": network,
-            "seed": seed,
-            "input_size": SIZE,
-            "normalization": normalization,
-            "best_epoch": 1,
-            "state_dict": model.state_dict(),
-        },
-        path,
-    )
-    return path
-
-
-def sample_images(n=3):
-    """Phantom-like images (speckle plus a bright disc) so that masks are neither empty nor full."""
-    rng = np.random.default_rng(1)
-    images = []
-    for i in range(n):
-        height, width = 70 + 10 * i, 90
-        image = (rng.random((height, width, 3)) * 80).astype(np.uint8)
-        cv2.circle(image, (40 + 5 * i, 35), 15, (200, 200, 200), -1)
-        images.append(image)
-    return images
+from sonoseg.preprocess import IMAGENET_NORMALIZATION
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 import cv2
 import numpy as np
 import pandas as pd
-from test_export import SIZE, sample_images, write_model
+from conftest import SIZE, sample_images, write_model
 
 from sonoseg import infer
 from sonoseg.preprocess import IMAGENET_NORMALIZATION
