@@ -196,9 +196,8 @@ def use_channels_last(model: torch.nn.Module, device: torch.device, precision: s
 
     CPU, bf16: oneDNN's bf16 convolutions want NHWC (16x faster than NCHW for a 3x3 convolution even
     where bf16 is emulated). CPU, fp32: NCHW - channels_last gave U-net no gain on an AVX2 CPU. CUDA:
-    tensor cores want NHWC for dense
-    convolutions; grouped/depthwise ones are often slower there, so they stay NCHW (not yet measured
-    on a GPU by this project).
+    tensor cores want NHWC for dense convolutions; grouped/depthwise ones are often slower there, so
+    they stay NCHW (not yet measured on a GPU by this project).
     """
     if device.type == "cpu":
         return precision == "bf16"
