@@ -45,11 +45,19 @@ def test_weight_decay_candidates_only_for_networks_that_use_auto(workflow_copy):
 
     # A fixed weight decay for the study, auto for one network: only that one is tuned.
     config["train"] = {**BASE["train"], "weight_decay": 0.0001, "overrides": {"unet": {"weight_decay": "auto"}}}
+    config["seeds"] = [0, 1]
     code, output = dry_run(workflow_copy, config)
     assert code == 0, output[-3000:]
     assert candidate_networks(output) == {"unet"}
     assert "tables/weight_decay.csv" in output
-    assert re.search(r"--weight-decay-file \S*weight_decay/unet/selected\.json", output)
+    # Seed 1 trains with the chosen decay; seed 0, the candidates' seed, is the chosen candidate itself.
+    trained = re.findall(
+        r"sonoseg train --network unet --seed (\d) .*--weight-decay-file \S*weight_decay/unet/selected", output
+    )
+    assert trained == ["1"]
+    assert re.search(
+        r"sonoseg adopt-weight-decay --selected \S*weight_decay/unet/selected\.json .*models/unet/seed0/", output
+    )
 
 
 def pretrained_args(output: str) -> dict[str, str]:

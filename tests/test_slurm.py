@@ -29,7 +29,7 @@ def test_tiny_study_through_slurm(workflow_copy):
         "study": "slurm",
         "networks": ["lighter_unet_c1"],
         "ladder": {"enabled": False},
-        "train": {**TINY["train"], "device": "auto", "weight_decay": 0.0001},
+        "train": {**TINY["train"], "device": "auto", "weight_decay": 0.0001, "overrides": {}},
         "resources": {"train_runtime": 10, "train_mem_mb": 1000, "light_runtime": 10, "light_mem_mb": 500},
     }
     path = write_config(workflow_copy, config)

@@ -52,3 +52,31 @@ def test_user_split_file(tmp_path):
 def test_too_few_patients_is_an_error():
     with pytest.raises(SonosegError, match="too few"):
         split.split_samples(samples(3), seed=0, fractions=(0.9, 0.05, 0.05))
+
+
+def test_stratified_split_spreads_every_kind_in_proportion():
+    table = samples(64)
+    # Uneven strata, as the phantom's lesion types are; one patient's views disagree (its majority wins).
+    kinds = ["hypoechoic"] * 18 + ["cyst"] * 9 + ["halo"] * 12 + ["heterogeneous"] * 6 + ["hyper"] * 12 + ["calc"] * 7
+    table["kind"] = [kinds[p] for p in range(64) for _ in (1, 2)]
+    table.loc[table["sample_id"] == "P0_v2", "kind"] = "cyst"
+    table.loc[table["sample_id"] == "P1_v2", "kind"] = None  # a missing value: a stratum of its own
+    counts = split.group_counts(64, (0.6, 0.2, 0.2))
+    for seed in range(5):
+        result = split.split_samples(table, seed=seed, stratify="kind").merge(table[["sample_id", "kind"]])
+        assert (result.groupby("group")["split"].nunique() == 1).all()
+        per_part = result.groupby("split")["group"].nunique()
+        assert tuple(per_part[p] for p in split.PARTS) == counts
+        patients = result.drop_duplicates("group")
+        for kind, members in patients.groupby("kind"):
+            have = members["split"].value_counts()
+            for part, fraction in zip(split.PARTS, (0.6, 0.2, 0.2)):
+                assert abs(have.get(part, 0) - fraction * len(members)) <= 1.5, (seed, kind, part, dict(have))
+    stratified = split.split_samples(table, seed=0, stratify="kind")
+    assert stratified.equals(split.split_samples(table, seed=0, stratify="kind"))
+    assert not stratified.equals(split.split_samples(table, seed=1, stratify="kind"))
+
+
+def test_stratify_by_a_missing_column_names_the_column():
+    with pytest.raises(SonosegError, match="'lesion' is not in the manifest"):
+        split.split_samples(samples(20), seed=0, stratify="lesion")

@@ -48,9 +48,14 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     assert list(cost.columns) == ["network", "parameters", "gflops", "latency_ms", "backend", "threads", "cpu"]
     assert sorted(cost["network"]) == ["lighter_unet_c1", "unet"] and (cost["latency_ms"] > 0).all()
     choices = pd.read_csv(out / "tables" / "weight_decay.csv")
-    assert sorted(choices["network"].unique()) == ["lighter_unet_c1", "unet"]
-    assert choices.groupby("network")["chosen"].sum().tolist() == [1, 1]
-    assert (choices["criterion"] == "lowest validation loss").all()
+    assert sorted(choices["network"].unique()) == ["lighter_unet_c1"]  # the one network whose decay is auto
+    assert choices["chosen"].sum() == 1 and (choices["criterion"] == "lowest validation loss").all()
+    # Its seed-0 run is the chosen candidate itself (same network, seed, recipe and data), not a retraining.
+    chosen = f"{choices.loc[choices['chosen'], 'weight_decay'].item():g}"
+    for name in ("model.pt", "history.csv"):
+        adopted = (out / "models" / "lighter_unet_c1" / "seed0" / name).read_bytes()
+        assert adopted == (out / "weight_decay" / "lighter_unet_c1" / f"wd{chosen}" / name).read_bytes()
+    assert "adopted" in (out / "logs" / "train" / "lighter_unet_c1" / "seed0.log").read_text()
     metrics = pd.read_csv(out / "metrics" / "unet" / "seed0.csv")
     split = pd.read_csv(out / "data" / "split.csv")
     assert sorted(metrics["sample_id"]) == sorted(split.loc[split["split"] == "test", "sample_id"])
@@ -69,14 +74,15 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
 
     # Changing one network's settings reruns only that network (and the tables that list it).
     # (Changed configs get their own file names: the study's own config stays as the run was made.)
-    changed = {**TINY, "train": {**TINY["train"], "overrides": {"lighter_unet_c1": {"learning_rate": 0.001}}}}
+    overrides = {**TINY["train"]["overrides"], "unet": {"learning_rate": 0.001}}
+    changed = {**TINY, "train": {**TINY["train"], "overrides": overrides}}
     dry = run_snakemake(
         ["all", "-n", "--cores", "1", "--configfile", write_config(workdir, changed, "changed.yaml")], workdir
     )
     assert dry.returncode == 0, dry.stderr
     jobs = jobs_of(dry.stdout)
     assert jobs.get("train") == 1 and jobs.get("predict") == 1 and "ladder_train" not in jobs
-    assert "models/lighter_unet_c1/seed0/model.pt" in dry.stdout and "models/unet/seed0/model.pt" not in dry.stdout
+    assert "models/unet/seed0/model.pt" in dry.stdout and "models/lighter_unet_c1/seed0/model.pt" not in dry.stdout
 
     # The precision is part of the recipe: changing it retrains every network, candidate and ladder step.
     bf16 = {**TINY, "train": {**TINY["train"], "precision": "bf16"}}
@@ -85,7 +91,8 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     )
     assert dry.returncode == 0, dry.stderr
     jobs = jobs_of(dry.stdout)
-    assert jobs.get("train") == 2 and jobs.get("train_weight_decay_candidate") == 4 and jobs.get("ladder_train") == 2
+    assert jobs.get("train") == 1 and jobs.get("train_weight_decay_candidate") == 2 and jobs.get("ladder_train") == 2
+    assert jobs.get("adopt_weight_decay_candidate") == 1
 
     # Determinism: retraining the same network with the same seed gives the same history,
     # predictions and metrics, byte for byte (wall-clock seconds aside). Only U-net's chain is rerun

@@ -62,7 +62,7 @@ def cmd_split(args) -> None:
     if args.split_file:
         result = split.user_split(samples, args.split_file)
     else:
-        result = split.split_samples(samples, args.seed, tuple(args.fractions))
+        result = split.split_samples(samples, args.seed, tuple(args.fractions), args.stratify or None)
     result.to_csv(args.out, index=False)
     counts = result.groupby("split").agg(samples=("sample_id", "size"), groups=("group", "nunique"))
     log.info("split (patient groups / samples):\n%s", counts.to_string())
@@ -120,6 +120,13 @@ def cmd_train(args) -> None:
         threads=args.threads,
         pretrained_backbone=args.pretrained_backbone or None,
     )
+
+
+def cmd_adopt_weight_decay(args) -> None:
+    from sonoseg import train
+
+    candidates = dict(zip((float(d) for d in args.decays), zip(args.models, args.histories, strict=True), strict=True))
+    train.adopt_weight_decay_candidate(args.selected, candidates, args.model, args.history)
 
 
 def cmd_select_weight_decay(args) -> None:
@@ -358,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fractions", type=float, nargs=3, default=[0.6, 0.2, 0.2])
     p.add_argument("--split-file", default="")
+    p.add_argument("--stratify", default="", help="a manifest column whose values every part gets in proportion")
     p.set_defaults(func=cmd_split)
 
     p = sub.add_parser("preprocess", help="resize one split and cache it as an array file")
@@ -390,6 +398,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--histories", nargs="+", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_select_weight_decay)
+
+    p = sub.add_parser("adopt-weight-decay", help="make the chosen weight-decay candidate the final model of its seed")
+    p.add_argument("--selected", required=True, help="the selection's selected.json")
+    p.add_argument("--decays", nargs="+", required=True)
+    p.add_argument("--models", nargs="+", required=True, help="the candidates' model.pt, in the order of --decays")
+    p.add_argument("--histories", nargs="+", required=True, help="their history.csv, in the same order")
+    p.add_argument("--model", required=True)
+    p.add_argument("--history", required=True)
+    p.set_defaults(func=cmd_adopt_weight_decay)
 
     p = sub.add_parser("predict", help="segment the cached test images, post-processed, at original size")
     p.add_argument("--model", required=True)

@@ -28,21 +28,63 @@ def group_counts(n_groups: int, fractions: tuple[float, float, float]) -> tuple[
 
 
 def split_samples(
-    samples: pd.DataFrame, seed: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    samples: pd.DataFrame,
+    seed: int,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    stratify: str | None = None,
 ) -> pd.DataFrame:
-    """Assign each sample (rows with sample_id, group) to train / val / test, seeded."""
+    """Assign each sample (rows with sample_id, group) to train / val / test, seeded.
+
+    With `stratify` (a manifest column, e.g. class or the phantom's meta_lesion_type) every value of
+    that column is spread over the parts in proportion, within one group of it: with few patients a
+    plain random split can put most of one kind of lesion in the test part by chance."""
     groups = sorted(samples["group"].astype(str).unique())
     counts = group_counts(len(groups), fractions)
-    order = np.random.default_rng(seed).permutation(len(groups))
-    part_of = {}
-    start = 0
-    for part, count in zip(PARTS, counts):
-        for index in order[start : start + count]:
-            part_of[groups[index]] = part
-        start += count
+    rng = np.random.default_rng(seed)
+    if stratify:
+        ordered = stratified_order(samples, stratify, rng)
+        part_of = dict(zip(ordered, interleaved_parts(counts)))
+    else:
+        order = rng.permutation(len(groups))
+        part_of = {}
+        start = 0
+        for part, count in zip(PARTS, counts):
+            for index in order[start : start + count]:
+                part_of[groups[index]] = part
+            start += count
     result = samples[["sample_id", "patient", "group"]].copy()
     result["split"] = result["group"].astype(str).map(part_of)
     return result
+
+
+def stratified_order(samples: pd.DataFrame, column: str, rng: np.random.Generator) -> list[str]:
+    """Patient groups listed stratum by stratum (a group's stratum: its most frequent value of the
+    column; a missing value is a stratum of its own), in random order within each stratum."""
+    if column not in samples.columns:
+        raise SonosegError(
+            f"split.stratify: column {column!r} is not in the manifest; its columns are {list(samples.columns)}"
+        )
+    values = samples[column].astype("string").fillna("(missing)")
+    stratum_of = (
+        pd.DataFrame({"group": samples["group"].astype(str), "value": values})
+        .groupby("group")["value"]
+        .agg(lambda v: sorted(v.value_counts().loc[lambda c: c == c.max()].index)[0])
+    )
+    ordered = []
+    for _, members in sorted(stratum_of.groupby(stratum_of).groups.items()):
+        members = sorted(members)
+        ordered += [members[i] for i in rng.permutation(len(members))]
+    return ordered
+
+
+def interleaved_parts(counts: tuple[int, int, int]) -> list[str]:
+    """The parts, as many of each as counts says, spread evenly along one sequence (each part's k-th
+    place at (k + 1/2) / count): any run of consecutive places, such as one stratum, gets each part
+    in proportion to within one."""
+    places = [
+        ((k + 0.5) / count, index, part) for index, (part, count) in enumerate(zip(PARTS, counts)) for k in range(count)
+    ]
+    return [part for _, _, part in sorted(places)]
 
 
 def user_split(samples: pd.DataFrame, split_file: str | Path) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -554,3 +555,30 @@ def train(
         checkpoint.unlink()  # finished: a stale checkpoint must not meet a changed config later
     log.info("kept epoch %d (val_loss %.4f) of %d", state["best_epoch"], state["best_loss"], state["epoch"])
     return {"best_epoch": state["best_epoch"], "best_val_loss": state["best_loss"], "epochs": state["epoch"]}
+
+
+def adopt_weight_decay_candidate(
+    selected: str | Path,
+    candidates: dict[float, tuple[str | Path, str | Path]],
+    model_out: str | Path,
+    history_out: str | Path,
+) -> float:
+    """Copy the chosen weight-decay candidate (selected.json's weight_decay; candidates maps each decay
+    to its model and history) to a final run's model and history. The candidate was trained with the
+    same network, seed, recipe and data as that run, so this is the model the run would train."""
+    chosen = float(json.loads(Path(selected).read_text())["weight_decay"])
+    if chosen not in candidates:
+        raise SonosegError(
+            f"{selected}: chosen weight decay {chosen:g} is not one of the candidates {sorted(candidates)}"
+        )
+    model, history = candidates[chosen]
+    recipe = Recipe.from_json(load_checked(model, MODEL_FORMAT)["recipe"])
+    if recipe.weight_decay != chosen:
+        raise SonosegError(f"{model}: trained with weight decay {recipe.weight_decay:g}, not the chosen {chosen:g}")
+    for source, target in ((model, Path(model_out)), (history, Path(history_out))):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        shutil.copyfile(source, partial)
+        partial.replace(target)
+    log.info("adopted %s (weight decay %g) as %s", model, chosen, model_out)
+    return chosen

@@ -34,6 +34,9 @@ LADDER_STEPS = [step["name"] for step in LADDER["steps"]] if LADDER["enabled"] e
 WEIGHT_DECAY_NETWORKS = [n for n in NETWORKS if weight_decay_is_auto(TRAIN, n)]
 WEIGHT_DECAY_AUTO = bool(WEIGHT_DECAY_NETWORKS)
 DECAYS = [f"{d:g}" for d in TRAIN["weight_decay_grid"]] if WEIGHT_DECAY_AUTO else []
+# The study seed (if the candidates' seed is one) whose final model is the chosen weight-decay candidate
+# (rule adopt_weight_decay_candidate).
+ADOPTED_SEEDS = [s for s in SEEDS if WEIGHT_DECAY_AUTO and s == str(TRAIN["weight_decay_seed"])]
 CONDA_ENV = "../../envs/sonoseg.yaml"
 
 if DATASET["layout"] != "synthetic" and not DATASET["root"]:

@@ -81,6 +81,37 @@ rule select_weight_decay:
         "--histories {input} --out {output} > {log} 2>&1"
 
 
+# The chosen candidate of the weight-decay selection already is that network's run with the candidates'
+# seed (same network, seed, recipe and data: training it again gives the same bytes, as the determinism
+# tests show), so that seed's final model is the candidate's, not a second training.
+rule adopt_weight_decay_candidate:
+    input:
+        selected=f"{OUT}/weight_decay/{{network}}/selected.json",
+        models=lambda wc: expand(f"{OUT}/weight_decay/{wc.network}/wd{{decay}}/model.pt", decay=DECAYS),
+        histories=lambda wc: expand(f"{OUT}/weight_decay/{wc.network}/wd{{decay}}/history.csv", decay=DECAYS),
+    output:
+        model=f"{OUT}/models/{{network}}/seed{{seed}}/model.pt",
+        history=f"{OUT}/models/{{network}}/seed{{seed}}/history.csv",
+    log:
+        f"{LOGS}/train/{{network}}/seed{{seed}}.log",
+    wildcard_constraints:
+        network=_alternatives(WEIGHT_DECAY_NETWORKS),
+        seed=_alternatives(ADOPTED_SEEDS),
+    conda:
+        CONDA_ENV
+    resources:
+        runtime=config["resources"]["light_runtime"],
+        mem_mb=config["resources"]["light_mem_mb"],
+    params:
+        decays=" ".join(DECAYS),
+    shell:
+        "sonoseg adopt-weight-decay --selected {input.selected} --decays {params.decays} --models {input.models} "
+        "--histories {input.histories} --model {output.model} --history {output.history} > {log} 2>&1"
+
+
+ruleorder: adopt_weight_decay_candidate > train
+
+
 use rule train as ladder_train with:
     input:
         train=f"{OUT}/data/cache/train.npz",
