@@ -1,5 +1,6 @@
 """Training: the recipe's parts, ladder steps, determinism, kill-and-resume, refused checkpoints."""
 
+import json
 import logging
 import os
 import pickle
@@ -394,3 +395,25 @@ def test_segment_new_images_with_a_trained_model(caches, tmp_path):
         assert mask.shape == (120, 200) and set(np.unique(mask)) <= {0, 255}
     with pytest.raises(SonosegError, match="refused"):
         infer.segment_images(tmp_path / "h.csv", [gray], tmp_path / "out", device="cpu")
+
+
+def test_adopting_a_weight_decay_candidate_copies_the_chosen_one_and_checks_it(tmp_path):
+    candidates = {}
+    for decay, trained_with in ((0.0001, 0.0001), (0.0, 0.001)):  # the second file lies about its decay
+        model, history = tmp_path / f"wd{decay:g}.pt", tmp_path / f"wd{decay:g}.csv"
+        recipe = Recipe(weight_decay=trained_with).to_json()
+        torch.save({"format": train.MODEL_FORMAT, "recipe": recipe, "state_dict": {}}, model)
+        history.write_text(f"epoch,val_loss\n1,{decay}\n")
+        candidates[decay] = (model, history)
+    selected = tmp_path / "selected.json"
+    selected.write_text(json.dumps({"weight_decay": 0.0001}))
+    out = tmp_path / "run"
+    assert train.adopt_weight_decay_candidate(selected, candidates, out / "model.pt", out / "history.csv") == 0.0001
+    assert (out / "model.pt").read_bytes() == candidates[0.0001][0].read_bytes()
+    assert (out / "history.csv").read_text() == "epoch,val_loss\n1,0.0001\n"
+    selected.write_text(json.dumps({"weight_decay": 0}))
+    with pytest.raises(SonosegError, match="trained with weight decay 0.001, not the chosen 0"):
+        train.adopt_weight_decay_candidate(selected, candidates, out / "model.pt", out / "history.csv")
+    selected.write_text(json.dumps({"weight_decay": 0.01}))
+    with pytest.raises(SonosegError, match="not one of the candidates"):
+        train.adopt_weight_decay_candidate(selected, candidates, out / "model.pt", out / "history.csv")
