@@ -126,3 +126,28 @@ def test_catalog_rules_without_snakemake():
     assert set(catalog.NETWORK_BACKBONES) <= set(models.names())
     with pytest.raises(ValueError, match="no backbone"):
         catalog.pretrained_backbone_for({"overrides": {"unet": {"pretrained_backbone": "x"}}}, "unet")
+
+
+def test_ingest_defaults_are_the_schemas():
+    """`sonoseg ingest` leaves a setting the config does not give to data.ingest's default: one value,
+    the schema's, for both."""
+    import inspect
+
+    from sonoseg import cli, data
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    dataset = schema["properties"]["dataset"]["properties"]
+    parameters = inspect.signature(data.ingest).parameters
+    assert set(cli.INGEST_SETTINGS) == set(dataset) - {"layout", "root"}
+    for key, parameter in cli.INGEST_SETTINGS.items():
+        schema_default = dataset[key]["default"]
+        assert parameters[parameter].default == (schema_default or None if key == "csv" else schema_default), key
+
+
+def test_split_is_stratified_only_when_asked(workflow_copy):
+    code, output = dry_run(workflow_copy, BASE)
+    assert code == 0, output[-3000:]
+    assert "sonoseg split " in output and "--stratify" not in output
+    code, output = dry_run(workflow_copy, {**BASE, "split": {"stratify": "meta_lesion_type"}})
+    assert code == 0, output[-3000:]
+    assert re.search(r"sonoseg split .*--stratify meta_lesion_type", output)

@@ -177,6 +177,27 @@ def test_figure2_cost_and_statistics_include_a_method_without_history(small_stud
         assert (root / name).stat().st_size < 200_000
 
 
+def test_paired_statistics_and_distributions_leave_out_images_without_a_lesion(small_study):
+    # A normal image: U-net predicts nothing (Dice 1 by the empty-empty rule), the baseline a false
+    # lesion (Dice 0). Counted, it would move the paired difference from -0.1 to -0.28.
+    root, metrics = small_study["root"], small_study["metrics"]
+    for path, dice in zip(metrics, (1.0, 0.0)):
+        frame = pd.read_csv(path)
+        normal = {**frame.iloc[0].to_dict(), "sample_id": "normal", "dice": dice, "truth_empty": True}
+        pd.concat([frame, pd.DataFrame([normal])]).to_csv(path, index=False)
+    figures.paired_statistics(
+        metrics, root / "manifest.csv", root / "paired.csv", root / "paired.html", root / "forest.png", resamples=200
+    )
+    paired = pd.read_csv(root / "paired.csv")
+    assert paired.loc[0, "images"] == 4 and paired.loc[0, "mean_difference"] == pytest.approx(-0.1)
+    figures.distributions(metrics, root / "distributions.png")
+    only_normal = pd.DataFrame(
+        {"method": ["unet"], "seed": [0], "sample_id": ["n"], "dice": [1.0], "truth_empty": [True]}
+    )
+    with pytest.raises(SonosegError, match="no test image has a lesion"):
+        figures.seed_summary(only_normal)
+
+
 def test_training_curves_mark_the_kept_epoch(tmp_path):
     for seed in (0, 1):
         directory = tmp_path / "models" / "unet" / f"seed{seed}"

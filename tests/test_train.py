@@ -23,26 +23,36 @@ from sonoseg.recipe import Recipe, ladder_recipes, recipe_from_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def caches(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("cache")
+def build_caches(root: Path, size: int) -> tuple[Path, Path]:
+    """Train (8 patients) and val (2) caches of phantom images at size x size."""
+    import cv2
+
+    (root / "src").mkdir(exist_ok=True)
     paths = []
     for part, patients in (("train", range(0, 8)), ("val", range(8, 10))):
         rows = []
         for p in patients:
             image, mask = synth.render(5, p, 1, (96, 128))
-            (root / "src").mkdir(exist_ok=True)
-            import cv2
-
             cv2.imwrite(str(root / "src" / f"{p}.png"), image[:, :, ::-1])
             cv2.imwrite(str(root / "src" / f"{p}_m.png"), mask)
             rows.append(
                 {"sample_id": str(p), "image": str(root / "src" / f"{p}.png"), "mask": str(root / "src" / f"{p}_m.png")}
             )
-        path = root / f"{part}.npz"
-        preprocess.build_cache(pd.DataFrame(rows), 64, path)
+        path = root / f"{part}{size}.npz"
+        preprocess.build_cache(pd.DataFrame(rows), size, path)
         paths.append(path)
     return paths[0], paths[1]
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory) -> tuple[Path, Path]:
+    return build_caches(tmp_path_factory.mktemp("cache"), 64)
+
+
+@pytest.fixture(scope="module")
+def small_caches(tmp_path_factory) -> tuple[Path, Path]:
+    """32 px: for bf16 runs, which CPUs without bf16 units emulate (about ten times slower than fp32)."""
+    return build_caches(tmp_path_factory.mktemp("cache32"), 32)
 
 
 def paper_ladder():
@@ -86,11 +96,16 @@ def test_soft_dice_loss_by_hand():
     assert train.soft_dice_loss(logits, target).item() == pytest.approx(1 - 2 * 2 / (4 + 2), abs=1e-5)
 
 
+def augment(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator):
+    """As the training loop augments: one draw per sample from the generator, then the warp."""
+    return train.warp(images, masks, train.draw_augmentation(len(images), generator))
+
+
 def test_augmentation_keeps_masks_binary_and_is_seeded():
     images = torch.rand(4, 3, 32, 32)
     masks = (torch.rand(4, 1, 32, 32) > 0.5).float()
-    a = train.augment_batch(images, masks, torch.Generator().manual_seed(1))
-    b = train.augment_batch(images, masks, torch.Generator().manual_seed(1))
+    a = augment(images, masks, torch.Generator().manual_seed(1))
+    b = augment(images, masks, torch.Generator().manual_seed(1))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert set(torch.unique(a[1]).tolist()) <= {0.0, 1.0}
     assert not torch.equal(a[0], images)
@@ -106,7 +121,7 @@ def test_augmentation_keeps_image_and_mask_aligned():
     images = masks.repeat(1, 3, 1, 1)  # 1 inside, 0 outside: thresholding at 0.5 gives the mask back
     generator = torch.Generator().manual_seed(7)
     for _ in range(4):
-        warped_images, warped_masks = train.augment_batch(images, masks, generator)
+        warped_images, warped_masks = augment(images, masks, generator)
         agree = ((warped_images[:, :1] > 0.5) == (warped_masks > 0.5)).float().mean().item()
         assert agree >= 0.999, agree
         assert not torch.equal(warped_masks, masks)
@@ -214,8 +229,9 @@ def history(path: Path) -> pd.DataFrame:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_kill_and_resume_is_bit_identical_and_reruns_are_deterministic(caches, tmp_path, precision):
+def test_kill_and_resume_is_bit_identical_and_reruns_are_deterministic(caches, small_caches, tmp_path, precision):
     epochs = 6
+    caches = caches if precision == "fp32" else small_caches
     reference, rerun, resumed = tmp_path / "reference", tmp_path / "rerun", tmp_path / "resumed"
     for out in (reference, rerun):
         assert run_train(caches, out, epochs, precision=precision).wait(timeout=600) == 0

@@ -36,20 +36,24 @@ def cmd_synth(args) -> None:
     log.info("wrote %d patients x 2 views to %s", args.patients, args.outdir)
 
 
+INGEST_SETTINGS = {  # config key (dataset section) -> sonoseg.data.ingest parameter
+    "on_bad_sample": "on_bad_sample",
+    "csv": "dataset_csv",
+    "include_normal": "include_normal",
+    "pixel_spacing": "pixel_spacing",
+    "near_duplicate_distance": "near_duplicate_distance",
+    "near_duplicate_similarity": "near_duplicate_similarity",
+}
+
+
 def cmd_ingest(args) -> None:
     from sonoseg import data
 
     options = _json(args.options)
-    manifest = data.ingest(
-        options["root"],
-        options["layout"],
-        options.get("on_bad_sample", "fail"),
-        options.get("csv"),
-        options.get("include_normal", False),
-        options.get("pixel_spacing"),
-        options.get("near_duplicate_distance", 12),
-        options.get("near_duplicate_similarity", data.DEFAULT_DUPLICATE_SIMILARITY),
-    )
+    # The config's dataset keys that are ingest() settings; a key left out keeps ingest()'s default
+    # (the schema's defaults, which a test holds equal to those).
+    settings = {parameter: options[key] for key, parameter in INGEST_SETTINGS.items() if key in options}
+    manifest = data.ingest(options["root"], options["layout"], **settings)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(args.out, index=False)
     log.info("manifest: %s", args.out)

@@ -421,10 +421,18 @@ def _parameter_count(method: str, cost: pd.DataFrame | None) -> float:
     return float(models.count_parameters(models.build(method))) if method in models.names() else np.nan
 
 
+def lesion_images(per_image: pd.DataFrame) -> pd.DataFrame:
+    """The rows of test images with a lesion: the tables' Dice and HD95 are means over these (images
+    without one are summarised apart there), and so is every figure and statistic of Dice."""
+    kept = per_image[~empty_side(per_image, "truth")]
+    if kept.empty:
+        raise SonosegError("no test image has a lesion: there is no Dice or HD95 to summarise")
+    return kept
+
+
 def seed_summary(per_image: pd.DataFrame) -> pd.DataFrame:
-    """Per method: Dice mean ± std over seeds of the per-seed mean over the images with a lesion (as
-    the tables: images without one are summarised apart there)."""
-    per_image = per_image[~empty_side(per_image, "truth")]
+    """Per method: Dice mean ± std over seeds of the per-seed mean over the images with a lesion."""
+    per_image = lesion_images(per_image)
     per_seed = per_image.groupby(["method", "seed"], sort=False)["dice"].mean().reset_index()
     return (
         per_seed.groupby("method", sort=False)["dice"]
@@ -493,8 +501,9 @@ def _cpu_label(cost: pd.DataFrame) -> str:
 
 
 def distributions(metrics_paths: list[str | Path], out_png: str | Path) -> None:
-    """Per-image Dice and HD95 per method (images averaged over seeds), as box plots with the points."""
-    per_image = read_per_image(metrics_paths)
+    """Per-image Dice and HD95 per method (images with a lesion, averaged over seeds), as box plots
+    with the points."""
+    per_image = lesion_images(read_per_image(metrics_paths))
     methods = list(dict.fromkeys(per_image["method"]))
     by_image = per_image.groupby(["method", "sample_id"], sort=False)[["dice", "hd95_px"]].mean()
     fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 0.45 * len(methods) * 2), 3.2))
@@ -521,8 +530,8 @@ def paired_statistics(
 ) -> None:
     """Each method against the reference on the same test images: mean paired Dice difference with its
     bootstrap 95 % CI and the Wilcoxon signed-rank p-value (table and forest plot), and Dice broken
-    down by the dataset's metadata columns."""
-    per_image = read_per_image(metrics_paths)
+    down by the dataset's metadata columns; over the test images with a lesion, as the tables."""
+    per_image = lesion_images(read_per_image(metrics_paths))
     methods = list(dict.fromkeys(per_image["method"]))
     reference, reference_note = reference_method(methods)
     comparison = stats.compare_to_reference(per_image, reference, "dice", seed, resamples)
@@ -542,9 +551,9 @@ def paired_statistics(
     )
     parts = [
         note(
-            f"{reference_note} Difference = method − reference, per test image (Dice averaged over seeds "
-            f"first), {resamples} bootstrap resamples of images; a CI that excludes 0 and a small p mean the "
-            f"networks differ on these images."
+            f"{reference_note} Difference = method − reference, per test image with a lesion (Dice averaged "
+            f"over seeds first), {resamples} bootstrap resamples of images; a CI that excludes 0 and a small p "
+            f"mean the networks differ on these images."
         ),
         html_table(shown, f"Paired per-image Dice difference against {reference}"),
     ]

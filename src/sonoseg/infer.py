@@ -17,8 +17,8 @@ from scipy import ndimage
 
 from sonoseg.errors import SonosegError
 from sonoseg.imageio import read_image
-from sonoseg.preprocess import load_cache, normalize_tensor, resize_image
-from sonoseg.train import images_to_tensor, load_model, select_device, to_tensors
+from sonoseg.preprocess import load_cache, resize_image
+from sonoseg.train import images_to_tensor, load_model, select_device
 
 log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime")
@@ -74,11 +74,9 @@ def predict(
     batch_size: int = 8,
 ) -> int:
     """Write <outdir>/<sample_id>.png (0/255) at each sample's original size."""
-    dev = select_device(device)
-    model, saved = load_model(model_path, dev)
-    normalization = saved.get("normalization")
+    run, _ = torch_predictor(model_path, device)  # the same model wrapper that `segment` and export use
     arrays = load_cache(data_path)
-    images, _ = to_tensors(arrays)
+    images = images_to_tensor(arrays["images"]).numpy()
     sizes = samples.set_index("sample_id")[["height", "width"]]
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -86,13 +84,11 @@ def predict(
     missing = [s for s in ids if s not in sizes.index]
     if missing:
         raise SonosegError(f"{data_path}: samples {missing[:5]} are not in the manifest")
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            batch = normalize_tensor(images[start : start + batch_size].to(dev), normalization)
-            probability = torch.sigmoid(model(batch)).cpu().numpy()[:, 0]
-            for sample_id, prob in zip(ids[start : start + batch_size], probability):
-                height, width = (int(v) for v in sizes.loc[sample_id])
-                write_mask(prob, height, width, rule, outdir / f"{sample_id}.png")
+    for start in range(0, len(images), batch_size):
+        probability = run(images[start : start + batch_size])
+        for sample_id, prob in zip(ids[start : start + batch_size], probability):
+            height, width = (int(v) for v in sizes.loc[sample_id])
+            write_mask(prob, height, width, rule, outdir / f"{sample_id}.png")
     return len(ids)
 
 

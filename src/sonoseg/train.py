@@ -103,13 +103,6 @@ def warp(images: torch.Tensor, masks: torch.Tensor, theta: torch.Tensor) -> tupl
     return images, masks
 
 
-def augment_batch(
-    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment one batch (one draw per sample from ``generator``)."""
-    return warp(images, masks, draw_augmentation(len(images), generator).to(images.device))
-
-
 # ----------------------------------------------------------------------------- helpers
 
 

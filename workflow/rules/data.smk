@@ -56,10 +56,10 @@ rule split:
         seed=config["split"]["seed"],
         fractions=" ".join(str(f) for f in config["split"]["fractions"]),
         split_file=lambda wc, input: f"--split-file {input.split_file}" if input.split_file else "",
-        stratify=config["split"]["stratify"],
+        stratify=f"--stratify {config['split']['stratify']}" if config["split"]["stratify"] else "",
     shell:
         "sonoseg split --manifest {input.manifest} --out {output} --seed {params.seed} "
-        "--fractions {params.fractions} {params.split_file} --stratify {params.stratify:q} > {log} 2>&1"
+        "--fractions {params.fractions} {params.split_file} {params.stratify} > {log} 2>&1"
 
 
 rule preprocess:
