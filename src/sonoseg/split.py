@@ -36,8 +36,8 @@ def split_samples(
     """Assign each sample (rows with sample_id, group) to train / val / test, seeded.
 
     With `stratify` (a manifest column, e.g. class or the phantom's meta_lesion_type) every value of
-    that column is spread over the parts in proportion, within one group of it: with few patients a
-    plain random split can put most of one kind of lesion in the test part by chance."""
+    that column is spread over the parts in proportion (less than two groups off its share): with
+    few patients a plain random split can put most of one kind of lesion in the test part by chance."""
     groups = sorted(samples["group"].astype(str).unique())
     counts = group_counts(len(groups), fractions)
     rng = np.random.default_rng(seed)
@@ -80,7 +80,7 @@ def stratified_order(samples: pd.DataFrame, column: str, rng: np.random.Generato
 def interleaved_parts(counts: tuple[int, int, int]) -> list[str]:
     """The parts, as many of each as counts says, spread evenly along one sequence (each part's k-th
     place at (k + 1/2) / count): any run of consecutive places, such as one stratum, gets each part
-    in proportion to within one."""
+    in proportion, off by less than two."""
     places = [
         ((k + 0.5) / count, index, part) for index, (part, count) in enumerate(zip(PARTS, counts)) for k in range(count)
     ]
