@@ -132,7 +132,9 @@ def test_quick_study_on_a_synth_folder_dataset_is_the_same_dag(workflow_copy):
 
 
 def test_weight_decay_selection_never_takes_the_test_split(workflow_copy):
-    auto = {**TINY, "networks": ["unet", "lighter_unet_c1", "fcn8s"]}  # weight decay auto: candidates and selection
+    # Weight decay auto for all three: candidates, selections, and seed 0 adopted from the chosen candidates.
+    train = {**TINY["train"], "weight_decay": "auto", "overrides": {}}
+    auto = {**TINY, "networks": ["unet", "lighter_unet_c1", "fcn8s"], "train": train}
     dag = run_snakemake(
         ["all", "--dag", "--cores", "1", "--configfile", write_config(workflow_copy, auto)], workflow_copy
     )
@@ -157,9 +159,12 @@ def test_weight_decay_selection_never_takes_the_test_split(workflow_copy):
     selection = [
         n
         for n, label in labels.items()
-        if label.startswith(("select_weight_decay", "train_weight_decay_candidate", "train\\n", "ladder_train"))
+        if label.startswith(
+            ("select_weight_decay", "train_weight_decay_candidate", "adopt_weight_decay_candidate", "ladder_train")
+        )
     ]
-    assert len(selection) == 3 * 2 + 3 + 3 + 2  # candidates, selections, trainings, ladder steps
+    assert len(selection) == 3 * 2 + 3 + 3 + 2  # candidates, selections, adopted seed-0 runs, ladder steps
+    assert not any(label.startswith("train\\n") for label in labels.values())  # no seed left to train
     for node in selection:
         assert not (ancestors(node) & test_cache), labels[node]
     # ... while the evaluation does use it.
