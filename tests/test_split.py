@@ -60,7 +60,8 @@ def test_stratified_split_spreads_every_kind_in_proportion():
     kinds = ["hypoechoic"] * 18 + ["cyst"] * 9 + ["halo"] * 12 + ["heterogeneous"] * 6 + ["hyper"] * 12 + ["calc"] * 7
     table["kind"] = [kinds[p] for p in range(64) for _ in (1, 2)]
     table.loc[table["sample_id"] == "P0_v2", "kind"] = "cyst"
-    table.loc[table["sample_id"] == "P1_v2", "kind"] = None  # a missing value: a stratum of its own
+    table.loc[table["sample_id"] == "P1_v2", "kind"] = None  # one view unlabelled: its other view decides
+    table.loc[table["patient"] == "P2", "kind"] = None  # no view labelled: a stratum of its own
     counts = split.group_counts(64, (0.6, 0.2, 0.2))
     for seed in range(5):
         result = split.split_samples(table, seed=seed, stratify="kind").merge(table[["sample_id", "kind"]])
@@ -80,3 +81,16 @@ def test_stratified_split_spreads_every_kind_in_proportion():
 def test_stratify_by_a_missing_column_names_the_column():
     with pytest.raises(SonosegError, match="'lesion' is not in the manifest"):
         split.split_samples(samples(20), seed=0, stratify="lesion")
+
+
+def test_stratify_by_a_column_of_near_unique_values_is_refused():
+    table = samples(20)
+    table["area"] = [float(i) for i in range(40)]  # a value per image: nothing left to shuffle
+    with pytest.raises(SonosegError, match="'area' has 20 different values over 20 patient groups"):
+        split.split_samples(table, seed=0, stratify="area")
+
+
+def test_a_groups_stratum_prefers_a_known_value():
+    assert split.group_stratum(pd.Series(["(missing)", "cyst"])) == "cyst"
+    assert split.group_stratum(pd.Series(["halo", "cyst"])) == "cyst"  # a tie: the first in sorted order
+    assert split.group_stratum(pd.Series(["(missing)", "(missing)"])) == "(missing)"

@@ -132,9 +132,10 @@ def test_quick_study_on_a_synth_folder_dataset_is_the_same_dag(workflow_copy):
 
 
 def test_weight_decay_selection_never_takes_the_test_split(workflow_copy):
-    # Weight decay auto for all three: candidates, selections, and seed 0 adopted from the chosen candidates.
+    # Weight decay auto for all three: candidates, selections, seed 0 adopted from the chosen candidates,
+    # seed 1 trained.
     train = {**TINY["train"], "weight_decay": "auto", "overrides": {}}
-    auto = {**TINY, "networks": ["unet", "lighter_unet_c1", "fcn8s"], "train": train}
+    auto = {**TINY, "networks": ["unet", "lighter_unet_c1", "fcn8s"], "seeds": [0, 1], "train": train}
     dag = run_snakemake(
         ["all", "--dag", "--cores", "1", "--configfile", write_config(workflow_copy, auto)], workflow_copy
     )
@@ -160,11 +161,12 @@ def test_weight_decay_selection_never_takes_the_test_split(workflow_copy):
         n
         for n, label in labels.items()
         if label.startswith(
-            ("select_weight_decay", "train_weight_decay_candidate", "adopt_weight_decay_candidate", "ladder_train")
+            ("select_weight_decay", "train_weight_decay_candidate", "adopt_weight_decay_candidate", "train\\n")
+            + ("ladder_train",)
         )
     ]
-    assert len(selection) == 3 * 2 + 3 + 3 + 2  # candidates, selections, adopted seed-0 runs, ladder steps
-    assert not any(label.startswith("train\\n") for label in labels.values())  # no seed left to train
+    # candidates, selections, adopted seed-0 runs, seed-1 trainings, ladder steps (2 steps x 2 seeds)
+    assert len(selection) == 3 * 2 + 3 + 3 + 3 + 2 * 2
     for node in selection:
         assert not (ancestors(node) & test_cache), labels[node]
     # ... while the evaluation does use it.

@@ -57,19 +57,34 @@ def split_samples(
     return result
 
 
+MISSING = "(missing)"
+
+
+def group_stratum(values: pd.Series) -> str:
+    """A group's stratum: its most frequent known value (ties: the first in sorted order); the missing
+    value only when none is known."""
+    known = values[values != MISSING]
+    counts = (known if len(known) else values).value_counts()
+    return sorted(counts[counts == counts.max()].index)[0]
+
+
 def stratified_order(samples: pd.DataFrame, column: str, rng: np.random.Generator) -> list[str]:
-    """Patient groups listed stratum by stratum (a group's stratum: its most frequent value of the
-    column; a missing value is a stratum of its own), in random order within each stratum."""
+    """Patient groups listed stratum by stratum (see group_stratum; a group with no known value is in
+    a stratum of its own), in random order within each stratum."""
     if column not in samples.columns:
         raise SonosegError(
             f"split.stratify: column {column!r} is not in the manifest; its columns are {list(samples.columns)}"
         )
-    values = samples[column].astype("string").fillna("(missing)")
-    stratum_of = (
-        pd.DataFrame({"group": samples["group"].astype(str), "value": values})
-        .groupby("group")["value"]
-        .agg(lambda v: sorted(v.value_counts().loc[lambda c: c == c.max()].index)[0])
-    )
+    values = samples[column].astype("string").fillna(MISSING)
+    stratum_of = pd.DataFrame({"group": samples["group"].astype(str), "value": values}).groupby("group")["value"]
+    stratum_of = stratum_of.agg(group_stratum)
+    strata = stratum_of.nunique()
+    # Strata of one or two groups leave nothing to shuffle: the split would no longer depend on the seed.
+    if 2 * strata > len(stratum_of):
+        raise SonosegError(
+            f"split.stratify: column {column!r} has {strata} different values over {len(stratum_of)} patient groups; "
+            "stratify by a column with a few values shared by many patients (a class or a lesion type)"
+        )
     ordered = []
     for _, members in sorted(stratum_of.groupby(stratum_of).groups.items()):
         members = sorted(members)

@@ -82,8 +82,8 @@ rule select_weight_decay:
 
 
 # The chosen candidate of the weight-decay selection already is that network's run with the candidates'
-# seed (same network, seed, recipe and data: training it again gives the same bytes, as the determinism
-# tests show), so that seed's final model is the candidate's, not a second training.
+# seed (same network, seed, recipe, data and device; on a CPU training it again gives the same bytes, as
+# the determinism tests show), so that seed's final model is the candidate's, not a second training.
 rule adopt_weight_decay_candidate:
     input:
         selected=f"{OUT}/weight_decay/{{network}}/selected.json",
