@@ -41,17 +41,13 @@ def split_samples(
     groups = sorted(samples["group"].astype(str).unique())
     counts = group_counts(len(groups), fractions)
     rng = np.random.default_rng(seed)
+    # Groups in an order, and the part of each place along it.
     if stratify:
-        ordered = stratified_order(samples, stratify, rng)
-        part_of = dict(zip(ordered, interleaved_parts(counts)))
+        ordered, parts = stratified_order(samples, stratify, rng), interleaved_parts(counts)
     else:
-        order = rng.permutation(len(groups))
-        part_of = {}
-        start = 0
-        for part, count in zip(PARTS, counts):
-            for index in order[start : start + count]:
-                part_of[groups[index]] = part
-            start += count
+        ordered = [groups[i] for i in rng.permutation(len(groups))]
+        parts = [part for part, count in zip(PARTS, counts) for _ in range(count)]
+    part_of = dict(zip(ordered, parts))
     result = samples[["sample_id", "patient", "group"]].copy()
     result["split"] = result["group"].astype(str).map(part_of)
     return result
@@ -76,8 +72,8 @@ def stratified_order(samples: pd.DataFrame, column: str, rng: np.random.Generato
             f"split.stratify: column {column!r} is not in the manifest; its columns are {list(samples.columns)}"
         )
     values = samples[column].astype("string").fillna(MISSING)
-    stratum_of = pd.DataFrame({"group": samples["group"].astype(str), "value": values}).groupby("group")["value"]
-    stratum_of = stratum_of.agg(group_stratum)
+    values_by_group = pd.DataFrame({"group": samples["group"].astype(str), "value": values}).groupby("group")["value"]
+    stratum_of = values_by_group.agg(group_stratum)
     strata = stratum_of.nunique()
     # Strata of one or two groups leave nothing to shuffle: the split would no longer depend on the seed.
     if 2 * strata > len(stratum_of):
