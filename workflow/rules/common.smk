@@ -159,13 +159,19 @@ def get_weight_decay_choice(wildcards):
     return {}
 
 
-def get_weight_decay_histories(wildcards):
+def get_weight_decay_candidates(wildcards):
+    """The weight-decay candidates' models and histories of a network (auto), in DECAYS order."""
     if wildcards.network not in WEIGHT_DECAY_NETWORKS:
         raise ValueError(
             f"weight-decay selection: {wildcards.network!r} has a fixed weight decay "
             f"(only {WEIGHT_DECAY_NETWORKS} use auto)"
         )
-    return [f"{OUT}/weight_decay/{wildcards.network}/wd{d}/history.csv" for d in DECAYS]
+    runs = [f"{OUT}/weight_decay/{wildcards.network}/wd{d}" for d in DECAYS]
+    return {"models": [f"{run}/model.pt" for run in runs], "histories": [f"{run}/history.csv" for run in runs]}
+
+
+def get_weight_decay_histories(wildcards):
+    return get_weight_decay_candidates(wildcards)["histories"]
 
 
 def get_network_runs(wildcards):

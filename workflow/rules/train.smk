@@ -86,9 +86,8 @@ rule select_weight_decay:
 # the determinism tests show), so that seed's final model is the candidate's, not a second training.
 rule adopt_weight_decay_candidate:
     input:
+        unpack(get_weight_decay_candidates),
         selected=f"{OUT}/weight_decay/{{network}}/selected.json",
-        models=lambda wc: expand(f"{OUT}/weight_decay/{wc.network}/wd{{decay}}/model.pt", decay=DECAYS),
-        histories=lambda wc: expand(f"{OUT}/weight_decay/{wc.network}/wd{{decay}}/history.csv", decay=DECAYS),
     output:
         model=f"{OUT}/models/{{network}}/seed{{seed}}/model.pt",
         history=f"{OUT}/models/{{network}}/seed{{seed}}/history.csv",
