@@ -41,7 +41,7 @@ def workflow_copy(tmp_path: Path) -> Path:
 TINY = {
     "study": "tiny",
     "synthetic": {"patients": 6, "seed": 2, "height": 64, "width": 96},
-    "preprocess": {"size": 32},
+    "preprocess": {"size": 32, "interpolation": "area"},
     "networks": ["unet", "lighter_unet_c1"],
     "seeds": [0],
     "train": {
@@ -105,7 +105,7 @@ def tiny_study(tmp_path_factory) -> Study:
 SIZE = 64
 
 
-def write_model(path: Path, network: str, normalization=None, seed: int = 0) -> Path:
+def write_model(path: Path, network: str, normalization=None, seed: int = 0, interpolation: str | None = None) -> Path:
     """A model.pt as training writes it; BatchNorm statistics made non-trivial so eval mode matters."""
     import cv2
     import numpy as np
@@ -133,6 +133,8 @@ def write_model(path: Path, network: str, normalization=None, seed: int = 0) -> 
             "network": network,
             "seed": seed,
             "input_size": SIZE,
+            # None: a model file from before preprocess.interpolation (serving must assume bilinear)
+            **({"input_interpolation": interpolation} if interpolation else {}),
             "normalization": normalization,
             "best_epoch": 1,
             "state_dict": model.state_dict(),

@@ -9,10 +9,10 @@ import pytest
 import torch
 from conftest import SIZE, sample_images, write_model
 
-from sonoseg import export, infer, models
+from sonoseg import export, infer, models, preprocess
 from sonoseg.cli import main
 from sonoseg.errors import SonosegError
-from sonoseg.preprocess import IMAGENET_NORMALIZATION
+from sonoseg.preprocess import IMAGENET_NORMALIZATION, INTERPOLATION_MEANING
 
 
 @pytest.mark.slow
@@ -32,9 +32,10 @@ def test_onnx_matches_torch(tmp_path, network, normalization):
     sidecar = export.export(model_path, onnx_path)
     assert sidecar["opset"] == export.OPSET and sidecar["input"]["normalization"] == normalization
 
-    torch_run, _ = infer.torch_predictor(model_path, "cpu")
-    onnx_run, size = infer.onnxruntime_predictor(onnx_path)
-    assert size == SIZE
+    torch_run = infer.torch_predictor(model_path, "cpu").run
+    onnx = infer.onnxruntime_predictor(onnx_path)
+    assert (onnx.size, onnx.interpolation) == (SIZE, "bilinear")
+    onnx_run = onnx.run
     images = sample_images()
     batch = np.stack([cv2.resize(im, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR) for im in images])
     batch = batch.transpose(0, 3, 1, 2).astype(np.float32) / 255  # dynamic batch: three at once
@@ -64,6 +65,7 @@ def test_sidecar_round_trips_and_describes_the_preprocessing(tmp_path):
         "height": SIZE,
         "width": SIZE,
         "interpolation": "bilinear",
+        "interpolation_meaning": INTERPOLATION_MEANING["bilinear"],
         "keep_aspect_ratio": False,
     }
     assert read["input"]["normalization"] == IMAGENET_NORMALIZATION
@@ -124,3 +126,35 @@ def test_segment_onnxruntime_exports_a_model_pt_on_the_fly(tmp_path):
     cv2.imwrite(str(path), sample_images(1)[0])
     result = infer.segment_images(model_path, [path], tmp_path / "out", backend="onnxruntime")
     assert [p.name for p in result.written] == ["scan_mask.png"] and not result.failed
+
+
+def test_new_images_are_resized_as_the_model_was_trained(tmp_path):
+    # A model trained on area-resized caches: segment (both backends) and the sidecar resize by area.
+    model_path = write_model(tmp_path / "model.pt", "lighter_unet_c1", interpolation="area")
+    onnx_path = tmp_path / "model.onnx"
+    sidecar = export.export(model_path, onnx_path)
+    assert sidecar["input"]["resize"]["interpolation"] == "area"
+    assert infer.onnxruntime_predictor(onnx_path).interpolation == "area"
+    # An older model file without the key was trained on bilinear caches.
+    assert infer.torch_predictor(write_model(tmp_path / "old.pt", "lighter_unet_c1"), "cpu").interpolation == "bilinear"
+
+    torch_run = infer.torch_predictor(model_path, "cpu").run
+    images = [cv2.resize(im, (3 * im.shape[1], 3 * im.shape[0])) for im in sample_images()]  # ~3x to shrink
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(tmp_path / f"scan{i}.png")
+        cv2.imwrite(str(paths[-1]), image[:, :, ::-1])
+    for backend, model in (("torch", model_path), ("onnxruntime", onnx_path)):
+        infer.segment_images(model, paths, tmp_path / backend, device="cpu", backend=backend)
+    differs = False
+    for path, image in zip(paths, images):
+        by_area, by_bilinear = (
+            torch_run(preprocess.resize_image(image, SIZE, kind)[None].transpose(0, 3, 1, 2).astype(np.float32) / 255)
+            for kind in ("area", "bilinear")
+        )
+        differs |= not np.allclose(by_area, by_bilinear, atol=1e-3)
+        expected = infer.probability_to_mask(by_area[0], *image.shape[:2])
+        for backend in ("torch", "onnxruntime"):
+            written = cv2.imread(str(tmp_path / backend / f"{path.stem}_mask.png"), cv2.IMREAD_UNCHANGED) > 0
+            assert np.array_equal(written, expected), (backend, path.name)
+    assert differs  # the two resizes give the network different inputs, so the check above means something

@@ -28,7 +28,7 @@ def test_predict_applies_the_stored_normalization(tmp_path):
     for label, normalization in (("imagenet", IMAGENET_NORMALIZATION), ("none", None)):
         model = write_model(tmp_path / f"{label}.pt", "lighter_unet_c1", normalization)
         infer.predict(model, cache, samples, tmp_path / label, device="cpu")
-        run, _ = infer.torch_predictor(model, "cpu")
+        run = infer.torch_predictor(model, "cpu").run
         probability = run(resized.transpose(0, 3, 1, 2).astype(np.float32) / 255)
         masks[label] = []
         for sample_id, image, prob in zip("abc", images, probability):

@@ -23,7 +23,7 @@ from sonoseg.recipe import Recipe, ladder_recipes, recipe_from_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-def build_caches(root: Path, size: int) -> tuple[Path, Path]:
+def build_caches(root: Path, size: int, interpolation: str = "bilinear") -> tuple[Path, Path]:
     """Train (8 patients) and val (2) caches of phantom images at size x size."""
     import cv2
 
@@ -39,7 +39,7 @@ def build_caches(root: Path, size: int) -> tuple[Path, Path]:
                 {"sample_id": str(p), "image": str(root / "src" / f"{p}.png"), "mask": str(root / "src" / f"{p}_m.png")}
             )
         path = root / f"{part}{size}.npz"
-        preprocess.build_cache(pd.DataFrame(rows), size, path)
+        preprocess.build_cache(pd.DataFrame(rows), size, path, interpolation)
         paths.append(path)
     return paths[0], paths[1]
 
@@ -51,8 +51,22 @@ def caches(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def small_caches(tmp_path_factory) -> tuple[Path, Path]:
-    """32 px: for bf16 runs, which CPUs without bf16 units emulate (about ten times slower than fp32)."""
-    return build_caches(tmp_path_factory.mktemp("cache32"), 32)
+    """32 px: for bf16 runs, which CPUs without bf16 units emulate (about ten times slower than fp32).
+    Resized by area, as the reduced-size studies do."""
+    return build_caches(tmp_path_factory.mktemp("cache32"), 32, "area")
+
+
+def test_model_file_records_the_caches_interpolation(small_caches, tmp_path):
+    recipe = Recipe(min_epochs=1, max_epochs=1)
+    train.train("lighter_unet_c1", 0, *small_caches, recipe, tmp_path / "m.pt", tmp_path / "h.csv", device="cpu")
+    assert torch.load(tmp_path / "m.pt", weights_only=False)["input_interpolation"] == "area"
+    # A validation cache resized otherwise than the training cache is refused, naming both files.
+    arrays = preprocess.load_cache(small_caches[1])
+    mixed = tmp_path / "val_bilinear.npz"
+    with open(mixed, "wb") as handle:
+        np.savez(handle, **{**arrays, "interpolation": np.array("bilinear")})
+    with pytest.raises(SonosegError, match=r"train32.npz was resized area, .*val_bilinear.npz bilinear"):
+        train.train("lighter_unet_c1", 0, small_caches[0], mixed, recipe, tmp_path / "x.pt", tmp_path / "x.csv")
 
 
 def paper_ladder():

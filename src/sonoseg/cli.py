@@ -14,6 +14,10 @@ from sonoseg.errors import SonosegError
 
 log = logging.getLogger("sonoseg")
 
+# sonoseg.preprocess.INTERPOLATIONS' names, the default first; spelled here so that parsing the command
+# line does not import OpenCV (tests/test_config.py holds them equal to the module's and the schema's).
+INTERPOLATIONS = ("bilinear", "area")
+
 
 def _json(text: str) -> dict:
     try:
@@ -89,8 +93,10 @@ def cmd_preprocess(args) -> None:
     samples = _samples_of_split(args.manifest, args.split, args.part)
     if samples.empty:
         raise SonosegError(f"{args.split}: the {args.part} split is empty")
-    count = preprocess.build_cache(samples, args.size, args.out)
-    log.info("cached %d %s images at %dx%d in %s", count, args.part, args.size, args.size, args.out)
+    count = preprocess.build_cache(samples, args.size, args.out, args.interpolation)
+    log.info(
+        "cached %d %s images at %dx%d (%s) in %s", count, args.part, args.size, args.size, args.interpolation, args.out
+    )
 
 
 def _gpu_slot(device: str, runs_per_gpu: int = 1):
@@ -377,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True)
     p.add_argument("--part", required=True, choices=["train", "val", "test"])
     p.add_argument("--size", type=int, required=True)
+    p.add_argument(
+        "--interpolation",
+        default=INTERPOLATIONS[0],
+        choices=INTERPOLATIONS,
+        help="how images and masks are resized to --size (config preprocess.interpolation)",
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_preprocess)
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from sonoseg.errors import SonosegError
-from sonoseg.preprocess import normalize_tensor
+from sonoseg.preprocess import DEFAULT_INTERPOLATION, INTERPOLATION_MEANING, normalize_tensor
 from sonoseg.train import load_model
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,13 @@ def build_sidecar(saved: dict, onnx_path: Path, size: int, component_rule: str, 
             "layout": "NCHW",
             "shape": ["batch", 3, size, size],
             "channel_order": "RGB",
-            "resize": {"height": size, "width": size, "interpolation": "bilinear", "keep_aspect_ratio": False},
+            "resize": {
+                "height": size,
+                "width": size,
+                "interpolation": saved.get("input_interpolation", DEFAULT_INTERPOLATION),
+                "interpolation_meaning": INTERPOLATION_MEANING[saved.get("input_interpolation", DEFAULT_INTERPOLATION)],
+                "keep_aspect_ratio": False,
+            },
             "scale": "uint8 pixel / 255, giving [0, 1]",
             "grayscale_or_rgba": "convert to 3-channel RGB (gray repeated; alpha dropped); 16-bit: divide by 257 first",
             "normalization": normalization,

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from sonoseg.errors import SonosegError
 from sonoseg.imageio import read_image
-from sonoseg.preprocess import load_cache, resize_image
+from sonoseg.preprocess import DEFAULT_INTERPOLATION, load_cache, resize_image
 from sonoseg.train import images_to_tensor, load_model, select_device
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def predict(
     batch_size: int = 8,
 ) -> int:
     """Write <outdir>/<sample_id>.png (0/255) at each sample's original size."""
-    run, _ = torch_predictor(model_path, device)  # the same model wrapper that `segment` and export use
+    run = torch_predictor(model_path, device).run  # the same model wrapper that `segment` and export use
     arrays = load_cache(data_path)
     images = images_to_tensor(arrays["images"]).numpy()
     sizes = samples.set_index("sample_id")[["height", "width"]]
@@ -94,10 +94,25 @@ def predict(
 
 # ----------------------------------------------------------------------------- serving new images
 
-Predictor = Callable[[np.ndarray], np.ndarray]  # float32 (N, 3, S, S) RGB in [0, 1] -> probability (N, S, S)
+RunBatch = Callable[[np.ndarray], np.ndarray]  # float32 (N, 3, S, S) RGB in [0, 1] -> probability (N, S, S)
 
 
-def torch_predictor(model_path: str | Path, device: str = "auto") -> tuple[Predictor, int | None]:
+@dataclass
+class Predictor:
+    """A model ready to serve: how to run a batch, and how to resize a new image for it (the input
+    size and interpolation it was trained with, unless the user asked for another size)."""
+
+    run: RunBatch
+    size: int | None
+    interpolation: str = DEFAULT_INTERPOLATION
+
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        if not self.size:
+            raise SonosegError("no input size stored in the model; pass --size")
+        return images_to_tensor(resize_image(rgb, self.size, self.interpolation)[None]).numpy()
+
+
+def torch_predictor(model_path: str | Path, device: str = "auto") -> Predictor:
     from sonoseg.export import ProbabilityModel
 
     dev = select_device(device)
@@ -108,10 +123,10 @@ def torch_predictor(model_path: str | Path, device: str = "auto") -> tuple[Predi
         with torch.no_grad():
             return wrapped(torch.from_numpy(batch).to(dev)).cpu().numpy()[:, 0]
 
-    return run, saved.get("input_size")
+    return Predictor(run, saved.get("input_size"), saved.get("input_interpolation", DEFAULT_INTERPOLATION))
 
 
-def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | None = None) -> tuple[Predictor, int]:
+def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | None = None) -> Predictor:
     """An exported model.onnx (with its sidecar), or a model.pt exported now to a temporary file."""
     from sonoseg import export
 
@@ -124,7 +139,10 @@ def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | 
             onnx_path = Path(tmp) / "model.onnx"
             sidecar = export.export(model_path, onnx_path, size=size)
             session = export.onnx_session(onnx_path, threads)
-    return (lambda batch: export.run_session(session, batch)[:, 0]), int(sidecar["input"]["resize"]["height"])
+    resize = sidecar["input"]["resize"]
+    return Predictor(
+        lambda batch: export.run_session(session, batch)[:, 0], int(resize["height"]), resize["interpolation"]
+    )
 
 
 @dataclass
@@ -151,15 +169,15 @@ def segment_images(
     An image that cannot be read is reported (in the result and the log) and the others go on.
     """
     if backend == "torch":
-        run, trained_size = torch_predictor(model_path, device)
+        predictor = torch_predictor(model_path, device)
     elif backend == "onnxruntime":
         if Path(model_path).suffix == ".onnx" and size:
             raise SonosegError(f"{model_path}: an exported model has a fixed input size; --size does not apply")
-        run, trained_size = onnxruntime_predictor(model_path, threads, size)
+        predictor = onnxruntime_predictor(model_path, threads, size)
     else:
         raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
-    size = size or trained_size
-    if not size:
+    predictor.size = size or predictor.size
+    if not predictor.size:
         raise SonosegError(f"{model_path}: no input size stored; pass --size")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -174,8 +192,7 @@ def segment_images(
             log.error("%s", exc)
             result.failed.append((path, str(exc)))
             continue
-        batch = images_to_tensor(resize_image(rgb, size)[None]).numpy()
-        result.written.append(
-            write_mask(run(batch)[0], rgb.shape[0], rgb.shape[1], rule, outdir / f"{path.stem}_mask.png")
-        )
+        probability = predictor.run(predictor.prepare(rgb))[0]
+        out = outdir / f"{path.stem}_mask.png"
+        result.written.append(write_mask(probability, rgb.shape[0], rgb.shape[1], rule, out))
     return result

@@ -9,36 +9,74 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from sonoseg.errors import SonosegError
 from sonoseg.imageio import read_image, read_mask
 
+# How an image is shrunk (or grown) to the network's input: config preprocess.interpolation.
+# "bilinear" is OpenCV's default (cv2.INTER_LINEAR), the authors' resize: each output pixel blends the
+# 2 x 2 input pixels nearest to it, so shrinking by much more than 2x skips most pixels (at 32 x 32 from
+# a 646-pixel-wide image, about 4 of every 270) and keeps the speckle at full strength. "area"
+# (cv2.INTER_AREA) averages every input pixel under the output pixel instead.
+INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
+INTERPOLATION_MEANING = {  # for an exported model's sidecar: what a user's own resize must do
+    "bilinear": "OpenCV cv2.INTER_LINEAR (cv2.resize's default): from the 2 x 2 nearest pixels, no anti-aliasing",
+    "area": "OpenCV cv2.INTER_AREA: each output pixel the mean of the input pixels it covers (when shrinking)",
+}
+DEFAULT_INTERPOLATION = "bilinear"  # what a model file or cache written before the option was made with
 
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear to size x size, aspect not preserved (as the paper). Training and serving both use it."""
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+
+def interpolation_flag(interpolation: str) -> int:
+    if interpolation not in INTERPOLATIONS:
+        raise SonosegError(f"preprocess.interpolation: {interpolation!r} is not one of {sorted(INTERPOLATIONS)}")
+    return INTERPOLATIONS[interpolation]
 
 
-def resize_sample(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The image as resize_image; the mask resized bilinearly, then > 0.5."""
-    mask = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) > 0.5
-    return resize_image(image, size), mask.astype(np.uint8)
+def resize_image(image: np.ndarray, size: int, interpolation: str = DEFAULT_INTERPOLATION) -> np.ndarray:
+    """To size x size, aspect not preserved (as the paper). Training and serving both use it."""
+    return cv2.resize(image, (size, size), interpolation=interpolation_flag(interpolation))
 
 
-def build_cache(samples: pd.DataFrame, size: int, out_path: str | Path) -> int:
-    """Write images (N, size, size, 3) uint8 RGB, masks (N, size, size) uint8 {0,1} and sample ids."""
+def resize_sample(
+    image: np.ndarray, mask: np.ndarray, size: int, interpolation: str = DEFAULT_INTERPOLATION
+) -> tuple[np.ndarray, np.ndarray]:
+    """The image as resize_image; the mask resized the same way as a 0/1 float map, then > 0.5."""
+    mask = cv2.resize(mask.astype(np.float32), (size, size), interpolation=interpolation_flag(interpolation)) > 0.5
+    return resize_image(image, size, interpolation), mask.astype(np.uint8)
+
+
+def build_cache(
+    samples: pd.DataFrame, size: int, out_path: str | Path, interpolation: str = DEFAULT_INTERPOLATION
+) -> int:
+    """Write images (N, size, size, 3) uint8 RGB, masks (N, size, size) uint8 {0,1}, sample ids and the
+    interpolation they were resized with (training stores it in the model file, so serving resizes alike)."""
+    interpolation_flag(interpolation)
     images = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
     masks = np.zeros((len(samples), size, size), dtype=np.uint8)
     for i, row in enumerate(samples.itertuples()):
-        images[i], masks[i] = resize_sample(read_image(row.image).pixels, read_mask(row.mask).pixels, size)
+        images[i], masks[i] = resize_sample(
+            read_image(row.image).pixels, read_mask(row.mask).pixels, size, interpolation
+        )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with open(out_path, "wb") as handle:  # a file handle keeps numpy from appending .npz
-        np.savez(handle, images=images, masks=masks, sample_ids=samples["sample_id"].to_numpy(dtype=str))
+        np.savez(
+            handle,
+            images=images,
+            masks=masks,
+            sample_ids=samples["sample_id"].to_numpy(dtype=str),
+            interpolation=np.array(interpolation),
+        )
     return len(samples)
 
 
 def load_cache(path: str | Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as arrays:
         return {k: arrays[k] for k in arrays.files}
+
+
+def cache_interpolation(arrays: dict[str, np.ndarray]) -> str:
+    """The interpolation a cache was resized with (caches from before the option: bilinear)."""
+    return str(arrays["interpolation"]) if "interpolation" in arrays else DEFAULT_INTERPOLATION
 
 
 # ImageNet statistics (RGB, on [0, 1] inputs): used when a network starts from ImageNet weights.

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from sonoseg import models
 from sonoseg.errors import SonosegError
-from sonoseg.preprocess import IMAGENET_NORMALIZATION, load_cache, normalize_tensor
+from sonoseg.preprocess import IMAGENET_NORMALIZATION, cache_interpolation, load_cache, normalize_tensor
 from sonoseg.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ class ResidentSplit:
 
     def __init__(self, path: str | Path, device: torch.device):
         arrays = load_cache(path)
+        self.interpolation = cache_interpolation(arrays)
         self.images = torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2).contiguous().to(device)
         self.masks = torch.from_numpy(arrays["masks"]).unsqueeze(1).contiguous().to(device)
 
@@ -400,6 +401,11 @@ def train(
     dev = select_device(device)
     make_deterministic(dev)
     train_split, val_split = ResidentSplit(train_data, dev), ResidentSplit(val_data, dev)
+    if train_split.interpolation != val_split.interpolation:
+        raise SonosegError(
+            f"{train_data} was resized {train_split.interpolation}, {val_data} {val_split.interpolation}: "
+            "rebuild both with the same preprocess.interpolation"
+        )
     if len(train_split) < 2 or len(val_split) < 1:
         raise SonosegError(
             f"{train_data}: training needs at least 2 training and 1 validation images "
@@ -535,6 +541,7 @@ def train(
             "seed": seed,
             "recipe": recipe.to_json(),
             "input_size": train_split.size,
+            "input_interpolation": train_split.interpolation,  # segment and export resize new images alike
             "normalization": normalization,
             "trained_with": path.describe(),
             "best_epoch": state["best_epoch"],

@@ -77,6 +77,7 @@ rule preprocess:
         mem_mb=config["resources"]["light_mem_mb"],
     params:
         size=config["preprocess"]["size"],
+        interpolation=config["preprocess"]["interpolation"],
     shell:
         "sonoseg preprocess --manifest {input.manifest} --split {input.split} --part {wildcards.part} "
-        "--size {params.size} --out {output} > {log} 2>&1"
+        "--size {params.size} --interpolation {params.interpolation} --out {output} > {log} 2>&1"

@@ -1,0 +1,72 @@
+"""Resizing to the network input: preprocess.interpolation, recorded in the cache and the model file."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from sonoseg import cli, preprocess
+from sonoseg.errors import SonosegError
+
+
+def speckle(height: int = 432, width: int = 646) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def test_area_averages_what_bilinear_skips():
+    # Pure speckle shrunk ~20x: area averages ~270 pixels per output pixel, bilinear blends at most 4.
+    image = speckle()
+    area = preprocess.resize_image(image, 32, "area").astype(float)
+    bilinear = preprocess.resize_image(image, 32, "bilinear").astype(float)
+    assert area.shape == bilinear.shape == (32, 32, 3)
+    assert area.std() < 0.25 * bilinear.std()
+    assert np.array_equal(preprocess.resize_image(image, 32), bilinear)  # the default is the paper's
+    # A flat image is flat either way.
+    flat = np.full((432, 646, 3), 77, np.uint8)
+    assert (preprocess.resize_image(flat, 32, "area") == 77).all()
+
+
+def test_mask_is_resized_like_its_image():
+    mask = np.zeros((432, 646), np.uint8)
+    cv2.ellipse(mask, (300, 200), (120, 70), 15, 0, 360, 1, -1)
+    for interpolation in preprocess.INTERPOLATIONS:
+        image, small = preprocess.resize_sample(np.dstack([mask * 200] * 3), mask, 32, interpolation)
+        assert set(np.unique(small)) == {0, 1}
+        # The lesion keeps its share of the picture (within the 32 x 32 grid's rounding).
+        assert abs(small.mean() - mask.mean()) < 0.02
+        assert np.array_equal(image[..., 0] > 100, small.astype(bool))  # the same resampling for both
+
+
+def test_cache_records_its_interpolation(tmp_path):
+    rows = []
+    for i in range(2):
+        image_path, mask_path = tmp_path / f"i{i}.png", tmp_path / f"m{i}.png"
+        cv2.imwrite(str(image_path), speckle(120, 200))
+        mask = np.zeros((120, 200), np.uint8)
+        mask[30:80, 50:120] = 255
+        cv2.imwrite(str(mask_path), mask)
+        rows.append({"sample_id": f"s{i}", "image": str(image_path), "mask": str(mask_path)})
+    samples = pd.DataFrame(rows)
+    for interpolation in ("area", "bilinear"):
+        path = tmp_path / f"{interpolation}.npz"
+        preprocess.build_cache(samples, 32, path, interpolation)
+        arrays = preprocess.load_cache(path)
+        assert preprocess.cache_interpolation(arrays) == interpolation
+    area, bilinear = (preprocess.load_cache(tmp_path / f"{k}.npz")["images"] for k in ("area", "bilinear"))
+    assert not np.array_equal(area, bilinear)
+    # A cache written before the option existed was resized bilinearly.
+    assert preprocess.cache_interpolation({"images": area}) == "bilinear"
+    with pytest.raises(SonosegError, match="preprocess.interpolation: 'cubic'"):
+        preprocess.build_cache(samples, 32, tmp_path / "x.npz", "cubic")
+
+
+def test_command_line_config_and_module_agree_on_the_choices():
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    interpolation = schema["properties"]["preprocess"]["properties"]["interpolation"]
+    assert set(cli.INTERPOLATIONS) == set(preprocess.INTERPOLATIONS) == set(interpolation["enum"])
+    assert cli.INTERPOLATIONS[0] == preprocess.DEFAULT_INTERPOLATION == interpolation["default"]
+    assert set(preprocess.INTERPOLATION_MEANING) == set(preprocess.INTERPOLATIONS)
