@@ -25,11 +25,14 @@ study: $(BIN)/sonoseg
 report: $(BIN)/sonoseg
 	snakemake --report results/$(STUDY)/report.html --cores $(CORES) --configfile $(CONFIG)
 
-# The whole suite (docs/testing.md); the 15 slowest steps are listed at the end, so a test that grows
-# slow shows up in every run. `make test PYTEST_ARGS='-m "not slow"'` skips the real-workflow runs.
+# The whole suite (docs/testing.md) on one pytest-xdist worker per core (TEST_WORKERS=0: in this
+# process); tests that share a costly fixture stay on one worker (tests/conftest.py). The 15 slowest
+# steps are listed at the end, so a test that grows slow shows up in every run.
+# `make test PYTEST_ARGS='-m "not slow"'` skips the real-workflow runs.
+TEST_WORKERS ?= auto
 PYTEST_ARGS ?=
 test: $(BIN)/sonoseg
-	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Static checks (CI runs them before the tests): ruff lint and format, snakefmt, Snakemake's linter.
 lint: $(BIN)/sonoseg

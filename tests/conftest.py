@@ -13,6 +13,27 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# `make test` runs the suite on as many pytest-xdist workers as there are cores (docs/testing.md). A
+# worker's torch, and every process it starts, then uses one thread, so that the workers do not fight
+# over the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
+# Tests that share a costly session- or module-scoped fixture run on one worker (--dist loadgroup), so
+# the fixture is made once, not once per worker: the tiny study (a whole `snakemake all`), and the
+# networks test_models.py builds once each (an FCN takes seconds).
+SHARED_FIXTURE_GROUPS = {"tiny_study": "tiny_study", "built": "built_networks"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        groups = {SHARED_FIXTURE_GROUPS[name] for name in item.fixturenames if name in SHARED_FIXTURE_GROUPS}
+        if len(groups) > 1:
+            raise pytest.UsageError(f"{item.nodeid} uses fixtures of two worker groups: {sorted(groups)}")
+        if groups:
+            item.add_marker(pytest.mark.xdist_group(groups.pop()))
+
 
 def run_snakemake(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
     """A real Snakemake run, bounded: Snakemake ignores SIGTERM while jobs run, so kill follows."""

@@ -107,8 +107,7 @@ class Predictor:
     interpolation: str = DEFAULT_INTERPOLATION
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
-        if not self.size:
-            raise SonosegError("no input size stored in the model; pass --size")
+        """One RGB uint8 image -> a batch of one, resized as the model's training data was."""
         return images_to_tensor(resize_image(rgb, self.size, self.interpolation)[None]).numpy()
 
 
