@@ -23,7 +23,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # Tests that share a costly session- or module-scoped fixture run on one worker (--dist loadgroup), so
 # the fixture is made once, not once per worker: the tiny study (a whole `snakemake all`), and the
 # networks test_models.py builds once each (an FCN takes seconds).
-SHARED_FIXTURE_GROUPS = {"tiny_study": "tiny_study", "built": "built_networks"}
+SHARED_FIXTURE_GROUPS = {
+    "tiny_study": "tiny_study",
+    "built": "built_networks",
+    "torchvision_state": "built_networks",
+    "fake_weights": "built_networks",
+}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,13 +3,16 @@
 import cv2
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import SIZE, sample_images, write_model
 
 from sonoseg import infer
+from sonoseg.errors import SonosegError
 from sonoseg.preprocess import IMAGENET_NORMALIZATION
 
 
-def test_predict_applies_the_stored_normalization(tmp_path):
+def bilinear_test_cache(tmp_path):
+    """A test cache of sample_images() as one written before preprocess.interpolation (so: bilinear)."""
     images = sample_images()
     resized = np.stack([cv2.resize(im, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR) for im in images])
     cache = tmp_path / "test.npz"
@@ -24,6 +27,11 @@ def test_predict_applies_the_stored_normalization(tmp_path):
             "width": [im.shape[1] for im in images],
         }
     )
+    return images, resized, cache, samples
+
+
+def test_predict_applies_the_stored_normalization(tmp_path):
+    images, resized, cache, samples = bilinear_test_cache(tmp_path)
     masks = {}
     for label, normalization in (("imagenet", IMAGENET_NORMALIZATION), ("none", None)):
         model = write_model(tmp_path / f"{label}.pt", "lighter_unet_c1", normalization)
@@ -38,3 +46,11 @@ def test_predict_applies_the_stored_normalization(tmp_path):
     assert all(0 < m.sum() < m.size for m in masks["imagenet"] + masks["none"])
     # Same weights, different normalization: the masks differ, so the stored normalization was used.
     assert any(not np.array_equal(a, b) for a, b in zip(masks["imagenet"], masks["none"]))
+
+
+def test_predict_refuses_a_cache_resized_otherwise_than_the_training_data(tmp_path):
+    _, _, cache, samples = bilinear_test_cache(tmp_path)
+    model = write_model(tmp_path / "area.pt", "lighter_unet_c1", interpolation="area")
+    with pytest.raises(SonosegError, match=r"test.npz was resized bilinear, but .*area.pt was trained"):
+        infer.predict(model, cache, samples, tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()

@@ -66,7 +66,9 @@ def test_model_file_records_the_caches_interpolation(small_caches, tmp_path):
     with open(mixed, "wb") as handle:
         np.savez(handle, **{**arrays, "interpolation": np.array("bilinear")})
     with pytest.raises(SonosegError, match=r"train32.npz was resized area, .*val_bilinear.npz bilinear"):
-        train.train("lighter_unet_c1", 0, small_caches[0], mixed, recipe, tmp_path / "x.pt", tmp_path / "x.csv")
+        train.train(
+            "lighter_unet_c1", 0, small_caches[0], mixed, recipe, tmp_path / "x.pt", tmp_path / "x.csv", device="cpu"
+        )
 
 
 def paper_ladder():

@@ -3,8 +3,10 @@
 import re
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import TINY, jobs_of, run_snakemake, write_config
 
 
@@ -43,6 +45,7 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
             assert frame["network"].iloc[-1] == "threshold_baseline" and frame["parameters"].iloc[-1] == 0
         assert frame[["dice_mean", "hd95_mean"]].notna().all().all()
         assert (out / "tables" / f"{table}.md").read_text().count("|") > 10
+        assert "input 32x32 px (area)" in (out / "tables" / f"{table}.md").read_text()  # the caption's scale
         assert "\\begin{tabular}" in (out / "tables" / f"{table}.tex").read_text()
     cost = pd.read_csv(out / "tables" / "cost.csv")
     assert list(cost.columns) == ["network", "parameters", "gflops", "latency_ms", "backend", "threads", "cpu"]
@@ -56,6 +59,10 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
         adopted = (out / "models" / "lighter_unet_c1" / "seed0" / name).read_bytes()
         assert adopted == (out / "weight_decay" / "lighter_unet_c1" / f"wd{chosen}" / name).read_bytes()
     assert "adopted" in (out / "logs" / "train" / "lighter_unet_c1" / "seed0.log").read_text()
+    # preprocess.interpolation (area in TINY) reaches the caches and, through training, the model files.
+    assert str(np.load(out / "data" / "cache" / "test.npz")["interpolation"]) == "area"
+    model = torch.load(out / "models" / "unet" / "seed0" / "model.pt", weights_only=False)
+    assert model["input_interpolation"] == "area"
     metrics = pd.read_csv(out / "metrics" / "unet" / "seed0.csv")
     split = pd.read_csv(out / "data" / "split.csv")
     assert sorted(metrics["sample_id"]) == sorted(split.loc[split["split"] == "test", "sample_id"])

@@ -15,7 +15,7 @@ from sonoseg.errors import SonosegError
 log = logging.getLogger("sonoseg")
 
 # sonoseg.preprocess.INTERPOLATIONS' names, the default first; spelled here so that parsing the command
-# line does not import OpenCV (tests/test_config.py holds them equal to the module's and the schema's).
+# line does not import OpenCV (tests/test_preprocess.py holds them equal to the module's and the schema's).
 INTERPOLATIONS = ("bilinear", "area")
 
 
@@ -262,7 +262,7 @@ def cmd_table(args) -> None:
     epochs = (
         pd.to_numeric(runs.get("epochs"), errors="coerce").dropna() if "epochs" in runs else pd.Series([], dtype=float)
     )
-    scale = f"input {args.input_size}x{args.input_size} px" if args.input_size else ""
+    scale = f"input {args.input_size}x{args.input_size} px ({args.input_interpolation})" if args.input_size else ""
     if len(epochs):
         trained = f"{int(epochs.min())}" if epochs.min() == epochs.max() else f"{int(epochs.min())}-{int(epochs.max())}"
         scale += f"{'; ' if scale else ''}epochs trained per run: {trained} (early stopping on validation)"
@@ -501,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summaries", nargs="+", required=True)
     p.add_argument("--out", required=True, help="the CSV; .md and .tex are written beside it")
     p.add_argument("--input-size", type=int, default=0, help="the networks' input size, for the caption")
+    p.add_argument(
+        "--input-interpolation", default=INTERPOLATIONS[0], choices=INTERPOLATIONS, help="how it was resized, likewise"
+    )
     p.add_argument("--ladder-network", default="unet", help="the network the ladder trained, for the caption")
     p.add_argument("--cost", default="", help="tables/cost.csv: adds GFLOPs and CPU latency columns")
     p.set_defaults(func=cmd_table)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from sonoseg.errors import SonosegError
-from sonoseg.preprocess import DEFAULT_INTERPOLATION, INTERPOLATION_MEANING, normalize_tensor
+from sonoseg.preprocess import INTERPOLATION_MEANING, normalize_tensor
 from sonoseg.train import load_model
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,8 @@ def build_sidecar(saved: dict, onnx_path: Path, size: int, component_rule: str, 
             "resize": {
                 "height": size,
                 "width": size,
-                "interpolation": saved.get("input_interpolation", DEFAULT_INTERPOLATION),
-                "interpolation_meaning": INTERPOLATION_MEANING[saved.get("input_interpolation", DEFAULT_INTERPOLATION)],
+                "interpolation": saved["input_interpolation"],  # load_model checked it (older files: bilinear)
+                "interpolation_meaning": INTERPOLATION_MEANING[saved["input_interpolation"]],
                 "keep_aspect_ratio": False,
             },
             "scale": "uint8 pixel / 255, giving [0, 1]",

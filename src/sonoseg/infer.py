@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from sonoseg.errors import SonosegError
 from sonoseg.imageio import read_image
-from sonoseg.preprocess import DEFAULT_INTERPOLATION, load_cache, resize_image
+from sonoseg.preprocess import DEFAULT_INTERPOLATION, cache_interpolation, load_cache, resize_image
 from sonoseg.train import images_to_tensor, load_model, select_device
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,14 @@ def predict(
     batch_size: int = 8,
 ) -> int:
     """Write <outdir>/<sample_id>.png (0/255) at each sample's original size."""
-    run = torch_predictor(model_path, device).run  # the same model wrapper that `segment` and export use
+    predictor = torch_predictor(model_path, device)  # the same model wrapper that `segment` and export use
     arrays = load_cache(data_path)
+    if cache_interpolation(arrays) != predictor.interpolation:
+        raise SonosegError(
+            f"{data_path} was resized {cache_interpolation(arrays)}, but {model_path} was trained on images "
+            f"resized {predictor.interpolation}: rebuild the cache with the model's preprocess.interpolation"
+        )
+    run = predictor.run
     images = images_to_tensor(arrays["images"]).numpy()
     sizes = samples.set_index("sample_id")[["height", "width"]]
     outdir = Path(outdir)
@@ -111,7 +117,8 @@ class Predictor:
         return images_to_tensor(resize_image(rgb, self.size, self.interpolation)[None]).numpy()
 
 
-def torch_predictor(model_path: str | Path, device: str = "auto") -> Predictor:
+def torch_predictor(model_path: str | Path, device: str = "auto", size: int | None = None) -> Predictor:
+    """A model.pt; ``size`` overrides the input size it was trained at."""
     from sonoseg.export import ProbabilityModel
 
     dev = select_device(device)
@@ -122,7 +129,7 @@ def torch_predictor(model_path: str | Path, device: str = "auto") -> Predictor:
         with torch.no_grad():
             return wrapped(torch.from_numpy(batch).to(dev)).cpu().numpy()[:, 0]
 
-    return Predictor(run, saved.get("input_size"), saved.get("input_interpolation", DEFAULT_INTERPOLATION))
+    return Predictor(run, size or saved.get("input_size"), saved["input_interpolation"])
 
 
 def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | None = None) -> Predictor:
@@ -168,14 +175,13 @@ def segment_images(
     An image that cannot be read is reported (in the result and the log) and the others go on.
     """
     if backend == "torch":
-        predictor = torch_predictor(model_path, device)
+        predictor = torch_predictor(model_path, device, size)
     elif backend == "onnxruntime":
         if Path(model_path).suffix == ".onnx" and size:
             raise SonosegError(f"{model_path}: an exported model has a fixed input size; --size does not apply")
         predictor = onnxruntime_predictor(model_path, threads, size)
     else:
         raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
-    predictor.size = size or predictor.size
     if not predictor.size:
         raise SonosegError(f"{model_path}: no input size stored; pass --size")
     outdir = Path(outdir)

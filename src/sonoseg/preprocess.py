@@ -49,7 +49,7 @@ def build_cache(
 ) -> int:
     """Write images (N, size, size, 3) uint8 RGB, masks (N, size, size) uint8 {0,1}, sample ids and the
     interpolation they were resized with (training stores it in the model file, so serving resizes alike)."""
-    interpolation_flag(interpolation)
+    interpolation_flag(interpolation)  # refuse an unknown one before decoding any image
     images = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
     masks = np.zeros((len(samples), size, size), dtype=np.uint8)
     for i, row in enumerate(samples.itertuples()):

@@ -23,7 +23,14 @@ import torch.nn.functional as F
 
 from sonoseg import models
 from sonoseg.errors import SonosegError
-from sonoseg.preprocess import IMAGENET_NORMALIZATION, cache_interpolation, load_cache, normalize_tensor
+from sonoseg.preprocess import (
+    DEFAULT_INTERPOLATION,
+    IMAGENET_NORMALIZATION,
+    INTERPOLATIONS,
+    cache_interpolation,
+    load_cache,
+    normalize_tensor,
+)
 from sonoseg.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -376,6 +383,12 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
         raise SonosegError(
             f"{path}: refused: weights do not fit network {saved['network']!r} ({str(exc)[:200]})"
         ) from None
+    # How the training images were resized; serving resizes new images alike. Older files: bilinear.
+    interpolation = saved.setdefault("input_interpolation", DEFAULT_INTERPOLATION)
+    if interpolation not in INTERPOLATIONS:
+        raise SonosegError(
+            f"{path}: refused: input_interpolation {interpolation!r} is not one of {sorted(INTERPOLATIONS)}"
+        )
     return model.to(device).eval(), saved
 
 

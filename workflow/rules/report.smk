@@ -34,7 +34,10 @@ use rule summarize_network as summarize_ladder_step with:
 
 
 # Captions name the input size and the ladder's network (the quick study runs it on a cheaper one).
-TABLE_SCALE = f"--input-size {config['preprocess']['size']} --ladder-network {LADDER['network']}"
+TABLE_SCALE = (
+    f"--input-size {config['preprocess']['size']} --input-interpolation {config['preprocess']['interpolation']} "
+    f"--ladder-network {LADDER['network']}"
+)
 
 
 rule table1:
