@@ -1,5 +1,8 @@
 import ast
+import os
 import re
+import subprocess
+import sys
 
 import tomllib
 import yaml
@@ -47,3 +50,33 @@ def test_no_test_module_imports_another():
         path.name: sorted(imported_modules(path) & (modules - {path.stem})) for path in sorted(tests.glob("test_*.py"))
     }
     assert not {name: imports for name, imports in crossing.items() if imports}
+
+
+SKIP_EVERY_TEST = """
+import pytest
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    pytest.skip("only the worker each test lands on matters here")
+"""
+TINY_STUDY_TESTS = (
+    "test_report_html.py::test_report_holds_every_section_with_real_content",
+    "test_report_html.py::test_chromium_opens_the_report_without_errors_and_every_figure_loads",
+    "test_workflow.py::test_tiny_study_end_to_end_then_nothing_to_do",
+)
+
+
+def test_tests_sharing_the_tiny_study_run_on_one_xdist_worker(tmp_path):
+    # make test's --dist loadgroup: conftest's groups must reach xdist, or each worker makes the tiny
+    # study (pytest 9.2 with pytest-xdist 3.8 silently did not; pyproject.toml pins pytest below it).
+    (tmp_path / "skip_every_test.py").write_text(SKIP_EVERY_TEST)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = ["-m", "pytest", "-v", "-n", "2", "--dist", "loadgroup", "-p", "skip_every_test", "-p", "no:cacheprovider"]
+    files = ["tests/test_report_html.py", "tests/test_workflow.py"]
+    command = [sys.executable, *args, *files]
+    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    placed = re.findall(r"\[(gw\d+)\] \[ *\d+%\] SKIPPED tests/(\S+)", run.stdout)
+    tiny = {worker for worker, test in placed if test.startswith(TINY_STUDY_TESTS)}
+    assert len(placed) == 8 and len({worker for worker, _ in placed}) == 2, run.stdout[-2000:]
+    assert len(tiny) == 1 and sum(test.startswith(TINY_STUDY_TESTS) for _, test in placed) == 3, placed
