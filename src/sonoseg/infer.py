@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from sonoseg.errors import SonosegError
 from sonoseg.imageio import read_image
-from sonoseg.preprocess import DEFAULT_INTERPOLATION, cache_interpolation, load_cache, resize_image
+from sonoseg.preprocess import cache_interpolation, load_cache, resize_image
 from sonoseg.train import images_to_tensor, load_model, select_device
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,10 @@ def predict(
     """Write <outdir>/<sample_id>.png (0/255) at each sample's original size."""
     predictor = torch_predictor(model_path, device)  # the same model wrapper that `segment` and export use
     arrays = load_cache(data_path)
-    if cache_interpolation(arrays) != predictor.interpolation:
+    resized = cache_interpolation(arrays)
+    if resized != predictor.interpolation:
         raise SonosegError(
-            f"{data_path} was resized {cache_interpolation(arrays)}, but {model_path} was trained on images "
+            f"{data_path} was resized {resized}, but {model_path} was trained on images "
             f"resized {predictor.interpolation}: rebuild the cache with the model's preprocess.interpolation"
         )
     run = predictor.run
@@ -110,7 +111,7 @@ class Predictor:
 
     run: RunBatch
     size: int | None
-    interpolation: str = DEFAULT_INTERPOLATION
+    interpolation: str
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """One RGB uint8 image -> a batch of one, resized as the model's training data was."""
