@@ -13,12 +13,9 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/runs.smk"
+include: "workflow/rules/tables.smk"
 include: "workflow/rules/report.smk"
-include: "workflow/rules/cost.smk"
-include: "workflow/rules/baseline.smk"
-include: "workflow/rules/plots.smk"
 
 
 rule all:

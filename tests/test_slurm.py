@@ -30,13 +30,15 @@ def test_tiny_study_through_slurm(workflow_copy):
         "networks": ["lighter_unet_c1"],
         "ladder": {"enabled": False},
         "train": {**TINY["train"], "device": "auto", "weight_decay": 0.0001, "overrides": {}},
-        "resources": {"train_runtime": 10, "train_mem_mb": 1000, "light_runtime": 10, "light_mem_mb": 500},
     }
     path = write_config(workflow_copy, config)
     # Table 2 rather than `all`: the same data, training, prediction and evaluation jobs without the
     # report's; status checks start after 1 s, not the profile's 5 (the test's jobs take seconds).
     target = "results/slurm/tables/table2.csv"
     options = ["--profile", "workflow/profiles/slurm", "--slurm-init-seconds-before-status-checks", "1"]
+    # The profile's resources, made small for the test cluster (as a user sets them for theirs).
+    options += ["--default-resources", "slurm_partition=main", "runtime=10", "mem_mb=500", "tasks_per_gpu=0"]
+    options += ["--set-resources", "train:runtime=10", "train:mem_mb=1000"]
     result = run_snakemake([target, *options, "--configfile", path, "--jobs", "4"], workflow_copy, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]

@@ -63,6 +63,49 @@ def cmd_ingest(args) -> None:
     log.info("manifest: %s", args.out)
 
 
+def _register_custom_networks(args) -> None:
+    """The config's custom_networks (a user's own networks), passed as JSON, into the catalog."""
+    from sonoseg import catalog
+
+    for name, spec in (_json(args.custom_networks) if args.custom_networks else {}).items():
+        catalog.register(name, **spec)
+
+
+def cmd_runs(args) -> None:
+    from sonoseg import runsheet
+
+    config = _json(args.config_json) if args.config_json else load_config(args.configfile)
+    text = runsheet.to_tsv(runsheet.build(config))
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+def load_config(configfiles: list[str]) -> dict:
+    """config/config.yaml with the given files merged over it and the schema's defaults filled in, as
+    Snakemake does (run from the workflow's folder)."""
+    import yaml
+    from snakemake.utils import update_config, validate
+
+    config = {}
+    for path in ["config/config.yaml", *configfiles]:
+        try:
+            update_config(config, yaml.safe_load(Path(path).read_text()) or {})
+        except OSError as exc:
+            raise SonosegError(f"{path}: cannot read the config ({exc.strerror}); run from the workflow's folder") from None
+    validate(config, "workflow/schemas/config.schema.yaml")
+    return config
+
+
+def cmd_recipe(args) -> None:
+    from sonoseg import recipe
+
+    final = recipe.resolve(recipe.Recipe.from_json(args.recipe), args.weight_decay_selection or None)
+    final.write(args.out)
+    log.info("recipe: %s", final.to_json())
+
+
 def cmd_split(args) -> None:
     from sonoseg import data, split
 
@@ -76,21 +119,10 @@ def cmd_split(args) -> None:
     log.info("split (patient groups / samples):\n%s", counts.to_string())
 
 
-def _samples_of_split(manifest: str, split_csv: str, part: str):
-    import pandas as pd
-
-    from sonoseg import data
-
-    samples = data.included(data.read_manifest(manifest))
-    parts = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
-    chosen = set(parts.loc[parts["split"] == part, "sample_id"])
-    return samples[samples["sample_id"].isin(chosen)].reset_index(drop=True)
-
-
 def cmd_preprocess(args) -> None:
-    from sonoseg import preprocess
+    from sonoseg import preprocess, split
 
-    samples = _samples_of_split(args.manifest, args.split, args.part)
+    samples = split.samples_of_part(args.manifest, args.split, args.part)
     if samples.empty:
         raise SonosegError(f"{args.split}: the {args.part} split is empty")
     count = preprocess.build_cache(samples, args.size, args.out, args.interpolation)
@@ -113,68 +145,49 @@ def cmd_train(args) -> None:
     from sonoseg import train
     from sonoseg.recipe import Recipe
 
-    recipe = Recipe.from_json(args.recipe)
-    if args.weight_decay_file:
-        chosen = float(_json(Path(args.weight_decay_file).read_text())["weight_decay"])
-        recipe = recipe.with_changes({"weight_decay": chosen})
+    _register_custom_networks(args)
+    if len(args.reuse_models) != len(args.reuse_histories):
+        raise SonosegError("--reuse-models and --reuse-histories must name as many files each")
     train.train(
-        args.network,
-        args.seed,
-        args.train,
-        args.val,
-        recipe,
-        args.model,
-        args.history,
-        checkpoint=args.checkpoint,
+        network=args.network,
+        seed=args.seed,
+        train_data=args.train,
+        val_data=args.val,
+        recipe=Recipe.read(args.recipe),
+        model_out=args.model,
+        history_out=args.history,
+        checkpoint=args.checkpoint or None,
         device=args.device,
         threads=args.threads,
         pretrained_backbone=args.pretrained_backbone or None,
+        reusable=list(zip(args.reuse_models, args.reuse_histories)),
     )
-
-
-def cmd_adopt_weight_decay(args) -> None:
-    from sonoseg import train
-
-    candidates = dict(zip((float(d) for d in args.decays), zip(args.models, args.histories, strict=True), strict=True))
-    train.adopt_weight_decay_candidate(args.selected, candidates, args.model, args.history)
 
 
 def cmd_select_weight_decay(args) -> None:
-    from sonoseg import report
+    from sonoseg import weight_decay
 
     candidates = dict(zip((float(d) for d in args.decays), args.histories, strict=True))
-    chosen, table = report.select_weight_decay(candidates)
-    Path(args.out).write_text(
-        json.dumps(
-            {
-                "network": args.network,
-                "weight_decay": chosen,
-                "criterion": "lowest validation loss",
-                "candidates": table.to_dict("records"),
-            },
-            indent=2,
-        )
-    )
-    log.info(
-        "%s: weight decay %g chosen by lowest validation loss\n%s", args.network, chosen, table.to_string(index=False)
-    )
+    chosen, table = weight_decay.write_selection(args.network, candidates, args.out)
+    log.info("%s: weight decay %g chosen by %s\n%s", args.network, chosen, weight_decay.CRITERION, table.to_string())
 
 
 def cmd_predict(args) -> None:
-    slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841
-    from sonoseg import data, infer
+    from sonoseg import split
 
-    samples = data.included(data.read_manifest(args.manifest))
-    count = infer.predict(args.model, args.data, samples, args.outdir, args.component_rule, args.device)
+    samples = split.samples_of_part(args.manifest, args.split, "test")
+    if args.baseline:
+        from sonoseg import baseline
+
+        count = baseline.predict(args.baseline, samples, args.outdir, args.component_rule)
+    else:
+        if not (args.model and args.data):
+            raise SonosegError("predict: give --model and --data (a trained network), or --baseline NAME (a floor)")
+        slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841 - held until the process ends
+        from sonoseg import infer
+
+        count = infer.predict(args.model, args.data, samples, args.outdir, args.component_rule, args.device)
     log.info("wrote %d predictions to %s", count, args.outdir)
-
-
-def cmd_baseline(args) -> None:
-    from sonoseg import baseline
-
-    samples = _samples_of_split(args.manifest, args.split, "test")
-    count = baseline.predict(args.name, samples, args.outdir, args.component_rule)
-    log.info("%s: wrote %d predictions to %s", args.name, count, args.outdir)
 
 
 def cmd_segment(args) -> None:
@@ -209,6 +222,7 @@ def cmd_export(args) -> None:
 def cmd_cost(args) -> None:
     from sonoseg import cost
 
+    _register_custom_networks(args)
     table = cost.cost_table(args.networks, args.size, args.backend, args.threads, args.repeats, args.warmup)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
@@ -224,9 +238,9 @@ def cmd_cost(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from sonoseg import evaluate
+    from sonoseg import evaluate, split
 
-    samples = _samples_of_split(args.manifest, args.split, "test")
+    samples = split.samples_of_part(args.manifest, args.split, "test")
     metrics = evaluate.evaluate(args.predictions, samples)
     metrics.to_csv(args.out, index=False)
     log.info(
@@ -239,68 +253,30 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_summarize(args) -> None:
-    """One row per seed of a network (or ladder step): mean test metrics and the kept epoch."""
-    import pandas as pd
+    from sonoseg import tables
 
-    from sonoseg import report
-
-    rows = []
-    # A run without training (a baseline) has no history: its epochs are left empty.
-    histories = args.histories or [None] * len(args.metrics)
-    for seed, metrics, history in zip(args.seeds, args.metrics, histories, strict=True):
-        rows.append({args.key: args.name, "seed": int(seed), **report.summarize_run(metrics, history)})
-    pd.DataFrame(rows).to_csv(args.out, index=False)
+    summary = tables.summarize(args.key, args.name, args.seeds, args.metrics, args.histories, args.models)
+    summary.to_csv(args.out, index=False)
 
 
 def cmd_table(args) -> None:
-    import pandas as pd
+    from sonoseg import tables
 
-    from sonoseg import paper, report
-
-    runs = pd.concat([pd.read_csv(p, dtype={"network": str, "step": str}) for p in args.summaries], ignore_index=True)
-    # Every caption says at what scale the numbers were made: input size and epochs actually trained.
-    epochs = (
-        pd.to_numeric(runs.get("epochs"), errors="coerce").dropna() if "epochs" in runs else pd.Series([], dtype=float)
+    tables.study_table(
+        args.kind,
+        args.summaries,
+        args.out,
+        args.input_size,
+        args.input_interpolation,
+        args.ladder_network,
+        args.cost or None,
     )
-    scale = f"input {args.input_size}x{args.input_size} px ({args.input_interpolation})" if args.input_size else ""
-    if len(epochs):
-        trained = f"{int(epochs.min())}" if epochs.min() == epochs.max() else f"{int(epochs.min())}-{int(epochs.max())}"
-        scale += f"{'; ' if scale else ''}epochs trained per run: {trained} (early stopping on validation)"
-    scale = f"; {scale}" if scale else ""
-    if args.kind == "ladder":
-        table = report.ladder_table(runs, list(runs["step"].drop_duplicates()))
-        report.write_table(
-            table,
-            args.out,
-            f"Section 4.2 tuning ladder ({args.ladder_network}, cumulative steps; test set{scale})",
-            "Step",
-        )
-        return
-    reference = paper.TABLE1 if args.kind == "table1" else paper.TABLE2
-    caption = {
-        "table1": "Table 1. Test metrics by architecture (mean ± std over seeds",
-        "table2": "Table 2. U-net and its lightweight variants (mean ± std over seeds",
-    }[args.kind]
-    table = report.with_cost(report.network_table(runs, reference, list(runs["network"].drop_duplicates())), args.cost)
-    report.write_table(table, args.out, f"{caption}{scale}{report.cost_caption(args.cost)})")
 
 
 def cmd_weight_decay_table(args) -> None:
-    import pandas as pd
+    from sonoseg import weight_decay
 
-    rows = []
-    for path in args.choices:
-        choice = _json(Path(path).read_text())
-        for candidate in choice["candidates"]:
-            rows.append(
-                {
-                    "network": choice["network"],
-                    "chosen": candidate["weight_decay"] == choice["weight_decay"],
-                    "criterion": choice["criterion"],
-                    **candidate,
-                }
-            )
-    pd.DataFrame(rows).to_csv(args.out, index=False)
+    weight_decay.choices_table(args.choices).to_csv(args.out, index=False)
 
 
 def cmd_report_data(args) -> None:
@@ -331,7 +307,7 @@ def cmd_report_figure2(args) -> None:
 def cmd_report_cost(args) -> None:
     from sonoseg import figures
 
-    figures.cost_accuracy(args.metrics, args.out, args.cost)
+    figures.cost_accuracy(args.metrics, args.out, args.cost, args.summaries)
 
 
 def cmd_report_statistics(args) -> None:
@@ -342,10 +318,11 @@ def cmd_report_statistics(args) -> None:
 
 
 def cmd_models(args) -> None:
-    from sonoseg import models
+    from sonoseg import catalog, models
 
+    _register_custom_networks(args)
     for name in models.names():
-        print(f"{name:28s} {models.count_parameters(models.build(name)):>12,d}")
+        print(f"{name:28s} {models.count_parameters(models.build(name)):>12,d}  {catalog.label(name)}", flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,6 +345,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--options", required=True, help="the config's dataset section as JSON")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_ingest)
+
+    custom = argparse.ArgumentParser(add_help=False)
+    custom.add_argument("--custom-networks", default="", help="the config's custom_networks as JSON")
+
+    p = sub.add_parser("runs", help="print the run sheet of a config: one row per run (kind, method, seeds, recipe)")
+    p.add_argument("--configfile", nargs="*", default=[], help="config files merged over config/config.yaml")
+    p.add_argument("--config-json", default="", help="the whole config as JSON (as the workflow passes it)")
+    p.add_argument("--out", default="", help="write the TSV here instead of standard output")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("recipe", help="write a run's recipe.json (the weight-decay selection's choice applied)")
+    p.add_argument("--recipe", required=True, help="the run sheet's recipe as JSON")
+    p.add_argument("--weight-decay-selection", default="", help="the selection whose weight decay the run takes")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_recipe)
 
     p = sub.add_parser("split", help="patient-level train/val/test split")
     p.add_argument("--manifest", required=True)
@@ -392,19 +384,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_preprocess)
 
-    p = sub.add_parser("train", help="train one network with one seed")
+    p = sub.add_parser("train", help="train one network with one seed", parents=[custom])
     p.add_argument("--network", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--train", required=True)
     p.add_argument("--val", required=True)
-    p.add_argument("--recipe", required=True, help="training settings as JSON")
-    p.add_argument("--weight-decay-file", default="", help="JSON with the selected weight_decay")
+    p.add_argument("--recipe", required=True, help="the run's recipe.json")
     p.add_argument("--model", required=True)
     p.add_argument("--history", required=True)
     p.add_argument("--checkpoint", default="")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--pretrained-backbone", default="")
+    p.add_argument("--reuse-models", nargs="*", default=[], help="finished runs' model.pt; one that is this training is adopted")
+    p.add_argument("--reuse-histories", nargs="*", default=[], help="their history.csv, in the same order")
     p.add_argument("--runs-per-gpu", type=int, default=1, help="jobs sharing one GPU (train.runs_per_gpu)")
     p.set_defaults(func=cmd_train)
 
@@ -415,32 +408,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_select_weight_decay)
 
-    p = sub.add_parser("adopt-weight-decay", help="make the chosen weight-decay candidate the final model of its seed")
-    p.add_argument("--selected", required=True, help="the selection's selected.json")
-    p.add_argument("--decays", nargs="+", required=True)
-    p.add_argument("--models", nargs="+", required=True, help="the candidates' model.pt, in the order of --decays")
-    p.add_argument("--histories", nargs="+", required=True, help="their history.csv, in the same order")
-    p.add_argument("--model", required=True)
-    p.add_argument("--history", required=True)
-    p.set_defaults(func=cmd_adopt_weight_decay)
-
-    p = sub.add_parser("predict", help="segment the cached test images, post-processed, at original size")
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
+    p = sub.add_parser("predict", help="segment the test images (a trained network, or a floor), at original size")
+    p.add_argument("--model", default="", help="a trained network's model.pt (with --data)")
+    p.add_argument("--data", default="", help="the resized test images (data/cache/test.npz)")
+    p.add_argument("--baseline", default="", help="a floor without training (e.g. threshold_baseline)")
     p.add_argument("--manifest", required=True)
+    p.add_argument("--split", required=True)
     p.add_argument("--outdir", required=True)
     p.add_argument("--component-rule", default="area")
     p.add_argument("--device", default="auto")
     p.add_argument("--runs-per-gpu", type=int, default=1, help="jobs sharing one GPU (train.runs_per_gpu)")
     p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("baseline", help="segment the test images with a non-learned baseline (no training)")
-    p.add_argument("--name", required=True, help="threshold_baseline")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--split", required=True)
-    p.add_argument("--outdir", required=True)
-    p.add_argument("--component-rule", default="area")
-    p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("segment", help="segment new images with a trained model (e.g. Lighter U-net @128)")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF; RGB, grayscale, RGBA or 16-bit)")
@@ -470,7 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=0, help="input size (default: the size the model was trained at)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("cost", help="parameters, forward GFLOPs and CPU latency (batch 1) per network")
+    p = sub.add_parser(
+        "cost", help="parameters, forward GFLOPs and CPU latency (batch 1) per network", parents=[custom]
+    )
     p.add_argument("--networks", nargs="+", required=True)
     p.add_argument("--size", type=int, required=True)
     p.add_argument("--backend", default="onnxruntime", choices=["torch", "onnxruntime"])
@@ -487,17 +467,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("summarize", help="per-seed summary of one network or ladder step")
+    p = sub.add_parser("summarize", help="per-seed summary of one run (a network, a floor or a ladder step)")
     p.add_argument("--key", default="network", choices=["network", "step"])
     p.add_argument("--name", required=True)
     p.add_argument("--seeds", nargs="+", required=True)
     p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--histories", nargs="*", default=[], help="none for a run without training (a baseline)")
+    p.add_argument("--histories", nargs="*", default=[], help="none for a run without training (a floor)")
+    p.add_argument("--models", nargs="*", default=[], help="the seeds' model.pt (their parameter count)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_summarize)
 
     p = sub.add_parser("table", help="Table 1, Table 2 or the ladder from summaries")
-    p.add_argument("kind", choices=["table1", "table2", "ladder"])
+    p.add_argument("kind", choices=["table1", "table2", "beyond", "ladder"])
     p.add_argument("--summaries", nargs="+", required=True)
     p.add_argument("--out", required=True, help="the CSV; .md and .tex are written beside it")
     p.add_argument("--input-size", type=int, default=0, help="the networks' input size, for the caption")
@@ -521,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", required=True)
     p.set_defaults(func=cmd_report_data)
     p = sub.add_parser("report-table", help="report: one study table as HTML, ours beside the paper's")
-    p.add_argument("kind", choices=["table1", "table2", "ladder", "weight_decay"])
+    p.add_argument("kind", choices=["table1", "table2", "beyond", "ladder", "weight_decay"])
     p.add_argument("--table", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report_table)
@@ -539,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report-cost", help="report: Dice against parameters (GFLOPs, latency with --cost)")
     p.add_argument("--metrics", nargs="+", required=True, help=".../metrics/<method>/seed<N>.csv")
     p.add_argument("--cost", help="cost table: network,parameters,gflops,latency_ms,backend,threads,cpu")
+    p.add_argument("--summaries", nargs="*", default=[], help="the methods' networks/<run>.csv (parameter counts)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report_cost)
     p = sub.add_parser("report-statistics", help="report: per-image distributions and paired tests")
@@ -550,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forest", required=True)
     p.add_argument("--csv", required=True)
     p.set_defaults(func=cmd_report_statistics)
-    p = sub.add_parser("models", help="list every registered network with its parameter count")
+    p = sub.add_parser("models", help="list every registered network with its parameter count", parents=[custom])
     p.set_defaults(func=cmd_models)
     return parser
 
@@ -561,6 +543,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except BrokenPipeError:
+        # A reader that stopped early (`sonoseg models | head -n 1`): end quietly, as command-line tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except SonosegError as exc:
         print(f"sonoseg {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -60,9 +60,9 @@ def median_ms(run: Callable[[], object], repeats: int, warmup: int) -> float:
 
 
 def torch_fast_path(model: nn.Module) -> tuple[bool, bool]:
-    """(bf16, channels_last) of the training fast path on this CPU (sonoseg.train.FastPath's rules):
+    """(bf16, channels_last) of the training fast path on this CPU (sonoseg.device.FastPath's rules):
     bf16 only with fast bf16 units, channels_last where it was measured to pay."""
-    from sonoseg.train import resolve_precision, use_channels_last
+    from sonoseg.device import resolve_precision, use_channels_last
 
     precision = resolve_precision("auto", torch.device("cpu"))
     return precision == "bf16", use_channels_last(model, torch.device("cpu"), precision)

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from sonoseg.errors import SonosegError
-from sonoseg.preprocess import INTERPOLATION_MEANING, normalize_tensor
-from sonoseg.train import load_model
+from sonoseg.modelio import ProbabilityModel, load_model
+from sonoseg.preprocess import INTERPOLATION_MEANING
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +32,6 @@ SIDECAR_FORMAT = "sonoseg-onnx-sidecar/1"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probability"
 THRESHOLD = 0.5
-
-
-class ProbabilityModel(nn.Module):
-    """[0, 1] RGB -> normalization (if the model was trained with one) -> network -> sigmoid."""
-
-    def __init__(self, network: nn.Module, normalization: dict | None):
-        super().__init__()
-        self.network = network
-        self.normalization = normalization
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.network(normalize_tensor(x, self.normalization)))
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:

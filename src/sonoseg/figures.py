@@ -21,7 +21,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sonoseg import paper, stats  # noqa: E402
+from sonoseg import catalog, paper, stats  # noqa: E402
 from sonoseg.data import MANIFEST_COLUMNS  # noqa: E402
 from sonoseg.errors import SonosegError  # noqa: E402
 from sonoseg.imageio import read_image, read_mask  # noqa: E402
@@ -42,12 +42,14 @@ OUTLINE_COLORS = {"truth": "#00e676", "prediction": "#ff1744"}
 
 
 def method_and_seed(path: str | Path) -> tuple[str, int]:
-    """``…/<method>/seed<seed>[.csv]`` -> (method, seed)."""
+    """A run's file or folder -> (run, seed): ``…/runs/<run>/seed<N>/<file or folder>`` (the workflow's
+    layout), or ``…/<run>/seed<N>[.csv]``."""
     path = Path(path)
-    match = re.fullmatch(r"seed(\d+)", path.stem if path.suffix == ".csv" else path.name)
-    if not match:
-        raise SonosegError(f"{path}: expected a path ending in <method>/seed<N> (or seed<N>.csv)")
-    return path.parent.name, int(match[1])
+    for candidate in (path, path.parent):
+        match = re.fullmatch(r"seed(\d+)", candidate.stem if candidate.suffix == ".csv" else candidate.name)
+        if match:
+            return candidate.parent.name, int(match[1])
+    raise SonosegError(f"{path}: expected a path of the form <run>/seed<N>/... (or <run>/seed<N>.csv)")
 
 
 def read_per_image(metrics_paths: list[str | Path]) -> pd.DataFrame:
@@ -226,8 +228,12 @@ def sample_grid(
 def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> None:
     """Table 1, Table 2, the ladder or the weight-decay choices, ours beside the paper's with the difference."""
     table = pd.read_csv(table_csv)
-    if kind in ("table1", "table2"):
-        title = {"table1": "Table 1: architectures", "table2": "Table 2: U-net and its lightweight variants"}[kind]
+    if kind in ("table1", "table2", "beyond"):
+        title = {
+            "table1": "Table 1: architectures",
+            "table2": "Table 2: U-net and its lightweight variants",
+            "beyond": "Beyond the paper: networks after 2021 and your own",
+        }[kind]
         shown = pd.DataFrame(
             {
                 "Network": table["label"],
@@ -413,12 +419,12 @@ def figure2(
 # ----------------------------------------------------------------------------- 5 cost
 
 
-def _parameter_count(method: str, cost: pd.DataFrame | None) -> float:
+def _parameter_count(method: str, cost: pd.DataFrame | None, counts: dict[str, float]) -> float:
+    """From the cost table, else from the runs' summaries (counted at training); a floor has none to plot."""
     if cost is not None and method in set(cost["network"]):
         return float(cost.set_index("network").loc[method, "parameters"])
-    from sonoseg import models  # building a network is the one way to count it; only for registered ones
-
-    return float(models.count_parameters(models.build(method))) if method in models.names() else np.nan
+    count = counts.get(method, np.nan)
+    return count if count else np.nan
 
 
 def lesion_images(per_image: pd.DataFrame) -> pd.DataFrame:
@@ -442,15 +448,23 @@ def seed_summary(per_image: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-PAPER_PARAMETERS = {"deeplabv3plus_resnet101": 54.7e6}  # what the paper printed where it differs from the network
-
-
-def cost_accuracy(metrics_paths: list[str | Path], out_png: str | Path, cost_csv: str | Path | None = None) -> None:
+def cost_accuracy(
+    metrics_paths: list[str | Path],
+    out_png: str | Path,
+    cost_csv: str | Path | None = None,
+    summaries: list[str | Path] = (),
+) -> None:
     """Dice against parameters (and GFLOPs and CPU latency when a cost table exists), one labelled point
-    per method, the paper's Dice beside ours (hollow markers)."""
+    per method, the paper's Dice beside ours (hollow markers). Parameter counts come from the cost
+    table or the runs' summaries (networks/<run>.csv)."""
     summary = seed_summary(read_per_image(metrics_paths))
     cost = pd.read_csv(cost_csv) if cost_csv else None
-    summary["parameters"] = [_parameter_count(m, cost) for m in summary["method"]]
+    counts = {}
+    for path in summaries:
+        frame = pd.read_csv(path)
+        if "parameters" in frame and "network" in frame:
+            counts[str(frame["network"].iloc[0])] = float(frame["parameters"].iloc[0])
+    summary["parameters"] = [_parameter_count(m, cost, counts) for m in summary["method"]]
     axes_spec = [("parameters", "parameters (millions)", 1e-6)]
     if cost is not None:
         summary = summary.merge(
@@ -469,7 +483,7 @@ def cost_accuracy(metrics_paths: list[str | Path], out_png: str | Path, cost_csv
             ax.errorbar(x * scale, row.dice_mean, yerr=row.dice_std, fmt="o", color=color, ms=4, capsize=2)
             ax.annotate(row.method, (x * scale, row.dice_mean), fontsize=5, xytext=(3, 2), textcoords="offset points")
             if column == "parameters" and row.method in reference and not pd.isna(reference[row.method][1]):
-                paper_x = PAPER_PARAMETERS.get(row.method, x)
+                paper_x = catalog.entry(row.method).printed_parameters or x
                 ax.errorbar(
                     paper_x * scale,
                     reference[row.method][1],

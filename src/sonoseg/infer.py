@@ -18,7 +18,8 @@ from scipy import ndimage
 from sonoseg.errors import SonosegError
 from sonoseg.imageio import read_image
 from sonoseg.preprocess import cache_interpolation, load_cache, resize_image
-from sonoseg.train import images_to_tensor, load_model, select_device
+from sonoseg.device import select_device
+from sonoseg.modelio import ProbabilityModel, images_to_tensor, load_model
 
 log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime")
@@ -120,8 +121,6 @@ class Predictor:
 
 def torch_predictor(model_path: str | Path, device: str = "auto", size: int | None = None) -> Predictor:
     """A model.pt; ``size`` overrides the input size it was trained at."""
-    from sonoseg.export import ProbabilityModel
-
     dev = select_device(device)
     model, saved = load_model(model_path, dev)
     wrapped = ProbabilityModel(model, saved.get("normalization")).eval()

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 from sonoseg.errors import SonosegError
+
+# "auto": bf16 autocast where the device has fast bf16 units, else fp32 (sonoseg.device.resolve_precision)
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -24,11 +28,10 @@ class Recipe:
     early_stopping_patience: int = 15
     min_epochs: int = 50
     max_epochs: int = 200
-    # "auto": bf16 autocast where the device has fast bf16 units, else fp32 (sonoseg.train.resolve_precision)
-    precision: str = "auto"
+    precision: str = "auto"  # one of PRECISIONS
 
     def __post_init__(self):
-        choices = {"loss": ("dice", "bce"), "optimizer": ("adam", "sgd"), "precision": ("auto", "fp32", "bf16")}
+        choices = {"loss": ("dice", "bce"), "optimizer": ("adam", "sgd"), "precision": PRECISIONS}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise SonosegError(f"train.{key}: {getattr(self, key)!r} is not one of {allowed}")
@@ -46,12 +49,40 @@ class Recipe:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> Recipe:
+    def from_json(cls, text: str, source: str = "--recipe") -> Recipe:
         try:
             values = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SonosegError(f"--recipe is not valid JSON: {exc}") from None
+            raise SonosegError(f"{source} is not valid JSON: {exc}") from None
+        if not isinstance(values, dict):
+            raise SonosegError(f"{source}: expected a JSON object of training settings")
         return cls().with_changes(values)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Recipe:
+        """A run's recipe.json (written by `sonoseg recipe`)."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise SonosegError(f"{path}: cannot read the recipe ({exc.strerror})") from None
+        return cls.from_json(text, str(path))
+
+    def write(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(asdict(self), sort_keys=True, indent=2) + "\n")
+
+
+def resolve(base: Recipe, selection: str | Path | None = None) -> Recipe:
+    """A run's final recipe: its sheet row's recipe, with the weight decay that the weight-decay
+    selection chose (``selection``: its JSON file) when the run's weight decay is chosen there."""
+    if not selection:
+        return base
+    try:
+        chosen = json.loads(Path(selection).read_text())["weight_decay"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SonosegError(f"{selection}: not a weight-decay selection with a weight_decay ({exc})") from None
+    return base.with_changes({"weight_decay": float(chosen)})
 
 
 def recipe_from_config(train_section: dict) -> Recipe:
@@ -59,6 +90,19 @@ def recipe_from_config(train_section: dict) -> Recipe:
     known = {f.name for f in fields(Recipe)}
     values = {k: v for k, v in train_section.items() if k in known and v != "auto"}
     return Recipe().with_changes(values)
+
+
+def network_recipe(train_section: dict, network: str, changes: dict | None = None) -> Recipe:
+    """A network's training settings: the train section, then its overrides, then any changes.
+
+    An override's pretrained_backbone is not a recipe setting (sonoseg.catalog.pretrained_backbone_for),
+    and an override's weight_decay auto is resolved by the weight-decay selection."""
+    overrides = {
+        k: v
+        for k, v in train_section.get("overrides", {}).get(network, {}).items()
+        if k != "pretrained_backbone" and not (k == "weight_decay" and v == "auto")
+    }
+    return recipe_from_config(train_section).with_changes(overrides).with_changes(changes or {})
 
 
 def ladder_recipes(base: Recipe, steps: list[dict]) -> dict[str, Recipe]:

@@ -129,3 +129,15 @@ def check_no_leak(split: pd.DataFrame, source: str) -> None:
             f"{source}: patient group(s) {list(crossing.index[:5])} have samples in more than one split "
             "(a patient, or duplicate images, would leak between training and test)"
         )
+
+
+def samples_of_part(manifest: str | Path, split_csv: str | Path, part: str) -> pd.DataFrame:
+    """The included samples of the manifest that the split puts in ``part`` (train, val or test)."""
+    from sonoseg import data
+
+    if part not in PARTS:
+        raise SonosegError(f"split part {part!r} is not one of {PARTS}")
+    samples = data.included(data.read_manifest(manifest))
+    parts = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    chosen = set(parts.loc[parts["split"] == part, "sample_id"])
+    return samples[samples["sample_id"].isin(chosen)].reset_index(drop=True)

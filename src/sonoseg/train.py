@@ -12,31 +12,21 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from sonoseg import models
+from sonoseg.device import FastPath, make_deterministic, select_device
 from sonoseg.errors import SonosegError
-from sonoseg.preprocess import (
-    DEFAULT_INTERPOLATION,
-    IMAGENET_NORMALIZATION,
-    INTERPOLATIONS,
-    cache_interpolation,
-    load_cache,
-    normalize_tensor,
-)
+from sonoseg.modelio import CHECKPOINT_FORMAT, MODEL_FORMAT, fp32_weights, load_checked, save_atomic, save_model
+from sonoseg.preprocess import IMAGENET_NORMALIZATION, cache_interpolation, load_cache
 from sonoseg.recipe import Recipe
 
 log = logging.getLogger(__name__)
-
-MODEL_FORMAT = "sonoseg-model-v1"
-CHECKPOINT_FORMAT = "sonoseg-checkpoint-v1"
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
 DICE_EPSILON = 1e-6  # only keeps an empty mask with an empty prediction from dividing by zero
 
@@ -113,16 +103,6 @@ def warp(images: torch.Tensor, masks: torch.Tensor, theta: torch.Tensor) -> tupl
 # ----------------------------------------------------------------------------- helpers
 
 
-def images_to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 RGB images (N, H, W, 3) to the networks' input: float (N, 3, H, W) in [0, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
-
-
-def to_tensors(arrays: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    masks = torch.from_numpy(arrays["masks"]).unsqueeze(1).float()
-    return images_to_tensor(arrays["images"]), masks
-
-
 class ResidentSplit:
     """A cached split kept on the training device as uint8 (N, 3, H, W) images and (N, 1, H, W)
     masks: a quarter of float32's memory (~100 MB for 416 images at 256x256), and every batch is a
@@ -145,116 +125,7 @@ class ResidentSplit:
         return self.images[index].float().div_(255), self.masks[index].float()
 
 
-# ----------------------------------------------------------------------------- precision
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags as Linux reports them (empty where /proc/cpuinfo does not exist)."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Matrix units for bf16 (AMX) or AVX512-BF16 instructions, detected from the CPU's flags.
-
-    Without them PyTorch still runs bf16 on the CPU, but emulated and slower than fp32.
-    """
-    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
-
-
-def cuda_has_fast_bf16(device: torch.device) -> bool:
-    """bf16 tensor cores (compute capability 8.0, Ampere, and newer); older GPUs only emulate bf16."""
-    return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """``auto``: bf16 where the device runs it fast (a CUDA GPU with bf16 support, a CPU with AMX or
-    AVX512-BF16), fp32 elsewhere. ``fp32`` and ``bf16`` are taken as asked."""
-    if requested not in PRECISIONS:
-        raise SonosegError(f"train.precision: {requested!r} is not one of {PRECISIONS}")
-    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise SonosegError("train.precision: bf16 asked for, but this CUDA device does not support bf16")
-    if requested != "auto":
-        return requested
-    if device.type == "cuda":
-        return "bf16" if cuda_has_fast_bf16(device) else "fp32"
-    return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
-
-
-def has_grouped_convolutions(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in model.modules())
-
-
-def use_channels_last(model: torch.nn.Module, device: torch.device, precision: str) -> bool:
-    """channels_last where bench/bench_train.py measured it to pay (docs/performance.md).
-
-    CPU, bf16: oneDNN's bf16 convolutions want NHWC (16x faster than NCHW for a 3x3 convolution even
-    where bf16 is emulated). CPU, fp32: NCHW - channels_last gave U-net no gain on an AVX2 CPU. CUDA:
-    tensor cores want NHWC for dense convolutions; grouped/depthwise ones are often slower there, so
-    they stay NCHW (not yet measured on a GPU by this project).
-    """
-    if device.type == "cpu":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return not has_grouped_convolutions(model)
-    return False
-
-
-class FastPath:
-    """How one run computes: the resolved precision and memory format, applied to a model and its inputs."""
-
-    def __init__(
-        self, model: torch.nn.Module, device: torch.device, precision: str = "auto", normalization: dict | None = None
-    ):
-        self.device = device
-        self.precision = resolve_precision(precision, device)
-        self.channels_last = use_channels_last(model, device, self.precision)
-        self.normalization = normalization
-
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        model = model.to(self.device)
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model
-
-    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        x = normalize_tensor(x, self.normalization)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Logits in fp32; under bf16 autocast only the network runs in bf16 (the loss, the metrics
-        and BatchNorm's running statistics stay fp32)."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            return model(self.prepare_input(x)).float()
-
-    def describe(self) -> str:
-        return f"{self.precision}{' + channels_last' if self.channels_last else ''}"
-
-
-def select_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise SonosegError(f"train.device: {requested!r} asked for, but no CUDA device is visible")
-    return torch.device(requested)
-
-
-def make_deterministic(device: torch.device) -> None:
-    """CPU kernels are deterministic already; on CUDA ask for deterministic kernels where they exist.
-
-    (Only on CUDA: use_deterministic_algorithms imports torch's compiler stack, seconds per job.)
-    """
-    if device.type != "cuda":
-        return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS's first use
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
+# ----------------------------------------------------------------------------- optimisation
 
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -319,16 +190,6 @@ def write_history(rows: list[dict], path: Path) -> None:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def fp32_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A host copy of the weights in the standard (contiguous) layout; autocast never changes their fp32 dtype.
-
-    One copy per tensor, whatever the device and memory format (``.to(copy=True).contiguous()`` copies a
-    channels_last tensor twice)."""
-    return {
-        k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format) for k, v in model.state_dict().items()
-    }
-
-
 def checkpoint_state(state: dict) -> dict:
     """The training state as the checkpoint stores it.
 
@@ -352,50 +213,73 @@ def resumed_state(saved_state: dict, model: torch.nn.Module, source: str | Path)
     return state
 
 
-def save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checked(path: str | Path, expected_format: str) -> dict:
-    """torch.load with weights_only=True, refusing anything that is not ours."""
-    path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SonosegError(
-            f"{path}: refused: not a {expected_format} file that loads safely "
-            f"(weights only; a foreign or tampered file) - {type(exc).__name__}: {str(exc)[:200]}"
-        ) from None
-    if not isinstance(obj, dict) or obj.get("format") != expected_format:
-        raise SonosegError(f"{path}: refused: not a {expected_format} file (format tag missing or different)")
-    return obj
-
-
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
-    saved = load_checked(path, MODEL_FORMAT)
-    model = models.build(saved["network"])
-    try:
-        model.load_state_dict(saved["state_dict"])
-    except RuntimeError as exc:
-        raise SonosegError(
-            f"{path}: refused: weights do not fit network {saved['network']!r} ({str(exc)[:200]})"
-        ) from None
-    # How the training images were resized; serving resizes new images alike. Older files: bilinear.
-    interpolation = saved.setdefault("input_interpolation", DEFAULT_INTERPOLATION)
-    if interpolation not in INTERPOLATIONS:
-        raise SonosegError(
-            f"{path}: refused: input_interpolation {interpolation!r} is not one of {sorted(INTERPOLATIONS)}"
-        )
-    return model.to(device).eval(), saved
-
-
 # ----------------------------------------------------------------------------- training
 
 
+def run_fingerprint(
+    network: str, seed: int, recipe: Recipe, train_data, val_data, pretrained_backbone: str | None, path: FastPath
+) -> str:
+    """What makes two trainings the same: a checkpoint resumes, and a finished run is adopted, only
+    when this matches (network, seed, recipe, the caches' bytes, the backbone weights, the fast path)."""
+    return hashlib.sha256(
+        json.dumps(
+            {
+                "network": network,
+                "seed": seed,
+                "recipe": recipe.to_json(),
+                "data": file_digest(train_data, val_data),
+                "pretrained": file_digest(pretrained_backbone) if pretrained_backbone else None,
+                "fast_path": path.describe(),
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+
+
+def fresh_state() -> dict:
+    return {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "stale_epochs": 0, "history": [], "best_state": None}
+
+
+def resume(checkpoint: Path, fingerprint: str, model, optimizer, scheduler, data_order, device) -> dict:
+    """The training state of ``checkpoint`` restored into model, optimizer, scheduler and RNGs; a fresh
+    state when there is none or it belongs to other settings or data."""
+    if not checkpoint.exists():
+        return fresh_state()
+    saved = load_checked(checkpoint, CHECKPOINT_FORMAT)
+    if saved["fingerprint"] != fingerprint:
+        log.info("checkpoint %s belongs to other settings or data: starting afresh", checkpoint)
+        return fresh_state()
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    data_order.set_state(saved["data_order"])
+    torch.set_rng_state(saved["torch_rng"])
+    if device.type == "cuda" and saved.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    state = resumed_state(saved["state"], model, checkpoint)
+    log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
+    return state
+
+
+def save_checkpoint(checkpoint: Path, fingerprint: str, model, optimizer, scheduler, data_order, device, state) -> None:
+    save_atomic(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": fingerprint,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "data_order": data_order.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+            "state": checkpoint_state(state),
+        },
+        checkpoint,
+    )
+
+
 def train(
+    *,
     network: str,
     seed: int,
     train_data: str | Path,
@@ -407,8 +291,13 @@ def train(
     device: str = "auto",
     threads: int | None = None,
     pretrained_backbone: str | None = None,
+    reusable: list[tuple[str | Path, str | Path]] = (),
 ) -> dict:
-    """Train one network with one seed; writes model_out and history_out. Returns a summary."""
+    """Train one network with one seed; writes model_out and history_out. Returns a summary.
+
+    ``reusable``: finished runs (model, history) one of which may be this very training (the chosen
+    weight-decay candidate, for the run with the candidates' seed); the one whose fingerprint matches
+    is adopted (copied) instead of trained again."""
     if threads:
         torch.set_num_threads(threads)
     dev = select_device(device)
@@ -431,41 +320,18 @@ def train(
     # A network that starts from ImageNet weights sees its inputs as ImageNet's did.
     normalization = IMAGENET_NORMALIZATION if pretrained_backbone else None
     path = FastPath(model, dev, recipe.precision, normalization)
+    fingerprint = run_fingerprint(network, seed, recipe, train_data, val_data, pretrained_backbone, path)
+    adopted = adopt_identical_run(reusable, fingerprint, model_out, history_out)
+    if adopted:
+        return adopted
+    parameters = models.count_parameters(model)
     model = path.prepare_model(model)
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)
     loss_fn = LOSSES[recipe.loss]
     data_order = torch.Generator().manual_seed(seed)
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            {
-                "network": network,
-                "seed": seed,
-                "recipe": recipe.to_json(),
-                "data": file_digest(train_data, val_data),
-                "pretrained": file_digest(pretrained_backbone) if pretrained_backbone else None,
-                "fast_path": path.describe(),
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
-
-    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "stale_epochs": 0, "history": [], "best_state": None}
     checkpoint = Path(checkpoint) if checkpoint else None
-    if checkpoint and checkpoint.exists():
-        saved = load_checked(checkpoint, CHECKPOINT_FORMAT)
-        if saved["fingerprint"] != fingerprint:
-            log.info("checkpoint %s belongs to other settings or data: starting afresh", checkpoint)
-        else:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            data_order.set_state(saved["data_order"])
-            torch.set_rng_state(saved["torch_rng"])
-            if dev.type == "cuda" and saved.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state_all(saved["cuda_rng"])
-            state = resumed_state(saved["state"], model, checkpoint)
-            log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
+    state = resume(checkpoint, fingerprint, model, optimizer, scheduler, data_order, dev) if checkpoint else fresh_state()
 
     log.info(
         "training %s seed %d on %s (%s): %d train / %d val images, recipe %s",
@@ -481,24 +347,7 @@ def train(
         if state["epoch"] >= recipe.min_epochs and state["stale_epochs"] >= recipe.early_stopping_patience:
             break
         started = time.perf_counter()
-        model.train()
-        # The epoch's order and augmentation are drawn up front and moved to the device once.
-        order = torch.randperm(len(train_split), generator=data_order)
-        theta = draw_augmentation(len(order), data_order).to(dev) if recipe.augment else None
-        order = order.to(dev)
-        total = torch.zeros((), dtype=torch.float64, device=dev)  # read back once, after the epoch
-        seen = 0
-        for batch in batch_slices(len(order), recipe.batch_size):
-            x, y = train_split.batch(order[batch])
-            if theta is not None:
-                x, y = warp(x, y, theta[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(path.forward(model, x), y)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(x)
-            seen += len(x)
-        train_loss = float(total) / seen
+        train_loss = train_epoch(model, train_split, recipe, loss_fn, optimizer, path, data_order)
         val_loss, val_dice = evaluate_loss(model, val_split, loss_fn, path)
         lr = optimizer.param_groups[0]["lr"]
         if recipe.lr_plateau:
@@ -520,20 +369,7 @@ def train(
         }
         state["history"].append(row)
         if checkpoint:
-            save_atomic(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "fingerprint": fingerprint,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "data_order": data_order.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
-                    "state": checkpoint_state(state),
-                },
-                checkpoint,
-            )
+            save_checkpoint(checkpoint, fingerprint, model, optimizer, scheduler, data_order, dev, state)
         # Logged after the checkpoint: an epoch in the log is an epoch a rerun will not repeat.
         log.info(
             "epoch %d  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1fs",
@@ -545,53 +381,68 @@ def train(
             row["seconds"],
         )
 
-    model_out, history_out = Path(model_out), Path(history_out)
-    model_out.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic(
-        {
-            "format": MODEL_FORMAT,
-            "network": network,
-            "seed": seed,
-            "recipe": recipe.to_json(),
-            "input_size": train_split.size,
-            "input_interpolation": train_split.interpolation,  # segment and export resize new images alike
-            "normalization": normalization,
-            "trained_with": path.describe(),
-            "best_epoch": state["best_epoch"],
-            "best_val_loss": state["best_loss"],
-            "state_dict": state["best_state"],
-        },
+    save_model(
         model_out,
+        network=network,
+        state_dict=state["best_state"],
+        seed=seed,
+        recipe=recipe.to_json(),
+        input_size=train_split.size,
+        input_interpolation=train_split.interpolation,  # segment and export resize new images alike
+        normalization=normalization,
+        trained_with=path.describe(),
+        best_epoch=state["best_epoch"],
+        best_val_loss=state["best_loss"],
+        parameters=parameters,
+        fingerprint=fingerprint,
     )
-    write_history(state["history"], history_out)
+    write_history(state["history"], Path(history_out))
     if checkpoint and checkpoint.exists():
         checkpoint.unlink()  # finished: a stale checkpoint must not meet a changed config later
     log.info("kept epoch %d (val_loss %.4f) of %d", state["best_epoch"], state["best_loss"], state["epoch"])
     return {"best_epoch": state["best_epoch"], "best_val_loss": state["best_loss"], "epochs": state["epoch"]}
 
 
-def adopt_weight_decay_candidate(
-    selected: str | Path,
-    candidates: dict[float, tuple[str | Path, str | Path]],
-    model_out: str | Path,
-    history_out: str | Path,
-) -> float:
-    """Copy the chosen weight-decay candidate (selected.json's weight_decay; candidates maps each decay
-    to its model and history) to a final run's model and history. The candidate was trained with the
-    same network, seed, recipe and data as that run, so this is the model the run would train."""
-    chosen = float(json.loads(Path(selected).read_text())["weight_decay"])
-    if chosen not in candidates:
-        raise SonosegError(
-            f"{selected}: chosen weight decay {chosen:g} is not one of the candidates {sorted(candidates)}"
-        )
-    model, history = candidates[chosen]
-    recipe = Recipe.from_json(load_checked(model, MODEL_FORMAT)["recipe"])
-    if recipe.weight_decay != chosen:
-        raise SonosegError(f"{model}: trained with weight decay {recipe.weight_decay:g}, not the chosen {chosen:g}")
-    for source, target in ((model, Path(model_out)), (history, Path(history_out))):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        shutil.copyfile(source, partial)
-        partial.replace(target)
-    log.info("adopted %s (weight decay %g) as %s", model, chosen, model_out)
-    return chosen
+def train_epoch(model, split: ResidentSplit, recipe: Recipe, loss_fn, optimizer, path: FastPath, data_order) -> float:
+    """One pass over the training split in a fresh seeded order; the mean loss, read back once."""
+    model.train()
+    dev = path.device
+    # The epoch's order and augmentation are drawn up front and moved to the device once.
+    order = torch.randperm(len(split), generator=data_order)
+    theta = draw_augmentation(len(order), data_order).to(dev) if recipe.augment else None
+    order = order.to(dev)
+    total = torch.zeros((), dtype=torch.float64, device=dev)
+    seen = 0
+    for batch in batch_slices(len(order), recipe.batch_size):
+        x, y = split.batch(order[batch])
+        if theta is not None:
+            x, y = warp(x, y, theta[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(path.forward(model, x), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(x)
+        seen += len(x)
+    return float(total) / seen
+
+
+def adopt_identical_run(
+    reusable: list[tuple[str | Path, str | Path]], fingerprint: str, model_out: str | Path, history_out: str | Path
+) -> dict | None:
+    """Copy the finished run among ``reusable`` whose fingerprint is this training's (same network,
+    seed, recipe, data and fast path: on a CPU training it again gives the same bytes, as the
+    determinism tests show). None, and nothing written, when none matches."""
+    for model, history in reusable:
+        saved = load_checked(model, MODEL_FORMAT)
+        if saved.get("fingerprint") != fingerprint:
+            continue
+        for source, target in ((Path(model), Path(model_out)), (Path(history), Path(history_out))):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            shutil.copyfile(source, partial)
+            partial.replace(target)
+        log.info("adopted %s: the same training (network, seed, recipe, data) finished there", model)
+        return {"best_epoch": saved["best_epoch"], "best_val_loss": saved["best_val_loss"], "adopted": str(model)}
+    if reusable:
+        log.info("none of the %d finished runs offered is this training: training it", len(reusable))
+    return None

@@ -1,57 +1,42 @@
+# The study as data: the config, validated, becomes the run sheet (sonoseg.runsheet); every rule
+# below serves every kind of run through the input functions here.
 import json
-import os
 import re
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
 
-from sonoseg import paper
-from sonoseg.catalog import pretrained_backbone_for, weight_decay_is_auto
-from sonoseg.recipe import ladder_recipes, recipe_from_config
+from sonoseg import catalog, paper, runsheet
 
-if "pretrained_backbone" in config.get("train", {}):
+for _old, _new in (
+    ("pretrained_backbone", "train.pretrained_backbones, one weights file per backbone kind (docs/method.md)"),
+):
+    if _old in config.get("train", {}):
+        raise ValueError(f"config train.{_old}: replaced by {_new}")
+if "resources" in config:
     raise ValueError(
-        "config train.pretrained_backbone: replaced by train.pretrained_backbones, one weights file per backbone "
-        "kind (e.g. {vgg16: vgg16.pth, resnet101: resnet101.pth, mobilenet_v2: mobilenet_v2.pth}), each loaded only "
-        "into the networks built on that backbone; see docs/method.md, 'Pretrained backbones'"
+        "config resources: runtime and memory per job now live in the profile (default-resources, and "
+        "set-resources for train: workflow/profiles/slurm/config.yaml); remove the resources section"
     )
 validate(config, schema="../schemas/config.schema.yaml")
 
 OUT = f"results/{config['study']}"
 LOGS = f"{OUT}/logs"
 BENCH = f"{OUT}/benchmarks"
-NETWORKS = config["networks"]
-# Non-learned methods (sonoseg.baseline): predicted and evaluated like a network, without training.
-BASELINES = config["baselines"]
-SEEDS = [str(s) for s in config["seeds"]]
-LADDER_SEEDS = [str(s) for s in config["ladder"]["seeds"]] or SEEDS
 TRAIN = config["train"]
 DATASET = config["dataset"]
-LADDER = config["ladder"]
 COST = config["cost"]
-LADDER_STEPS = [step["name"] for step in LADDER["steps"]] if LADDER["enabled"] else []
-# Only networks whose weight decay is auto (the train section's, or their override's) get candidates.
-WEIGHT_DECAY_NETWORKS = [n for n in NETWORKS if weight_decay_is_auto(TRAIN, n)]
-WEIGHT_DECAY_AUTO = bool(WEIGHT_DECAY_NETWORKS)
-DECAYS = [f"{d:g}" for d in TRAIN["weight_decay_grid"]] if WEIGHT_DECAY_AUTO else []
-# The study seed (if the candidates' seed is one) whose final model is the chosen weight-decay candidate
-# (rule adopt_weight_decay_candidate).
-ADOPTED_SEEDS = [s for s in SEEDS if WEIGHT_DECAY_AUTO and s == str(TRAIN["weight_decay_seed"])]
 CONDA_ENV = "../../envs/sonoseg.yaml"
 
 if DATASET["layout"] != "synthetic" and not DATASET["root"]:
     raise ValueError(f"config dataset.root: required for dataset.layout {DATASET['layout']!r}")
-for _baseline in BASELINES:
-    if _baseline in NETWORKS:
-        raise ValueError(f"config networks: {_baseline!r} is a baseline (config baselines: no training), not a network")
-for _network in TRAIN["overrides"]:
-    if _network not in NETWORKS:
-        raise ValueError(f"config train.overrides: {_network!r} is not one of the study's networks {NETWORKS}")
-    pretrained_backbone_for(TRAIN, _network)  # a pretrained_backbone override needs a network with a backbone
-if not set(LADDER_SEEDS) <= set(SEEDS):
-    raise ValueError(f"config ladder.seeds: {LADDER_SEEDS} must be among the study's seeds {SEEDS}")
-if len(set(LADDER_STEPS)) != len(LADDER_STEPS):
-    raise ValueError(f"config ladder.steps: step names must be unique, got {LADDER_STEPS}")
+
+RUNS = {run.name: run for run in runsheet.build(config)}  # the run sheet: one row per run
+NETWORKS = [run.method for run in RUNS.values() if run.kind == "network"]
+FLOORS = [run.method for run in RUNS.values() if run.kind == "baseline"]
+WEIGHT_DECAY = runsheet.weight_decay_selection(list(RUNS.values()))  # network -> its candidate runs
+LADDER_RUNS = [run.name for run in RUNS.values() if run.kind == "ladder_step"]
 
 
 def _alternatives(values):
@@ -59,58 +44,96 @@ def _alternatives(values):
 
 
 wildcard_constraints:
-    network=_alternatives(NETWORKS),
-    baseline=_alternatives(BASELINES),
-    seed=_alternatives(SEEDS),
+    run=_alternatives(RUNS),
+    network=_alternatives(WEIGHT_DECAY),
+    seed=r"\d+",
     part="train|val|test",
-    decay=_alternatives(DECAYS),
-    step=_alternatives(LADDER_STEPS),
+    table="table1|table2|beyond|ladder",
 
 
-# ---------------------------------------------------------------- recipes (config, never code)
+# ---------------------------------------------------------------- runs
 
 
-def recipe_for(network, changes=None):
-    """The network's training settings: the train section, then its overrides, then any changes.
+def run_of(wildcards):
+    return RUNS[wildcards.run]
 
-    An override's pretrained_backbone is not a recipe setting (see pretrained_arg), and its
-    weight_decay auto is resolved by the weight-decay selection (get_weight_decay_choice)."""
-    overrides = {
-        k: v
-        for k, v in TRAIN["overrides"].get(network, {}).items()
-        if k != "pretrained_backbone" and not (k == "weight_decay" and v == "auto")
+
+def run_dir(run, seed):
+    return f"{OUT}/runs/{run}/seed{seed}"
+
+
+def get_recipe_inputs(wildcards):
+    """A run whose weight decay is selected reads the selection's choice."""
+    network = run_of(wildcards).weight_decay_from
+    return {"selection": f"{OUT}/weight_decay/{network}.json"} if network else {}
+
+
+def get_training_inputs(wildcards):
+    """The run's recipe and data; for the run that the weight-decay selection already trained (the
+    network's run with the candidates' seed), the candidates, one of which it adopts."""
+    run = run_of(wildcards)
+    inputs = {
+        "recipe": f"{OUT}/runs/{run.name}/recipe.json",
+        "train": f"{OUT}/data/cache/train.npz",
+        "val": f"{OUT}/data/cache/val.npz",
     }
-    recipe = recipe_from_config(TRAIN).with_changes(overrides)
-    return recipe.with_changes(changes or {})
+    if run.weight_decay_from and wildcards.seed == str(TRAIN["weight_decay_seed"]):
+        candidates = [run_dir(c.name, wildcards.seed) for c in WEIGHT_DECAY[run.weight_decay_from]]
+        inputs["candidate_models"] = [f"{c}/model.pt" for c in candidates]
+        inputs["candidate_histories"] = [f"{c}/history.csv" for c in candidates]
+    return inputs
 
 
-def ladder_recipe(step):
-    """A ladder step: the ladder network's recipe after every change up to and including this step."""
-    return ladder_recipes(recipe_for(LADDER["network"]), LADDER["steps"])[step]
+def reuse_arg(wildcards, input):
+    """The weight-decay candidates a run may adopt instead of training again (same network, seed,
+    recipe and data: the model it would train)."""
+    if "candidate_models" not in input.keys():
+        return ""
+    return f"--reuse-models {' '.join(input.candidate_models)} --reuse-histories {' '.join(input.candidate_histories)}"
 
 
-def pretrained_arg(network):
-    """The weights file of the network's backbone kind (train.pretrained_backbones), or its own
-    override; networks without such a backbone (the U-nets) get none."""
-    path = pretrained_backbone_for(TRAIN, network)
-    return f"--pretrained-backbone {path}" if path else ""
+def get_weight_decay_candidates(wildcards):
+    return [f"{run_dir(c.name, c.seeds[0])}/history.csv" for c in WEIGHT_DECAY[wildcards.network]]
 
 
-RUNS_PER_GPU = TRAIN["runs_per_gpu"]
+def get_prediction_inputs(wildcards):
+    """A network predicts from its model and the resized test images; a floor reads the test images."""
+    inputs = {"manifest": f"{OUT}/data/manifest.csv", "split": f"{OUT}/data/split.csv"}
+    if run_of(wildcards).trained:
+        inputs.update(model=f"{run_dir(wildcards.run, wildcards.seed)}/model.pt", data=f"{OUT}/data/cache/test.npz")
+    return inputs
 
 
-def uses_gpu():
+def prediction_source(wildcards, input):
+    if run_of(wildcards).trained:
+        return f"--model {input.model} --data {input.data}"
+    return f"--baseline {run_of(wildcards).method}"
+
+
+def get_run_summary_inputs(wildcards):
+    run = run_of(wildcards)
+    inputs = {"metrics": [f"{run_dir(run.name, s)}/metrics.csv" for s in run.seeds]}
+    if run.trained:
+        inputs["histories"] = [f"{run_dir(run.name, s)}/history.csv" for s in run.seeds]
+        inputs["models"] = [f"{run_dir(run.name, s)}/model.pt" for s in run.seeds]
+    return inputs
+
+
+def uses_gpu(wildcards):
     """A training/prediction job's share of `--resources gpu=N` (N devices). With runs_per_gpu k > 1
-    the jobs count `gpu_slot` instead, of which there are N * k (registered below)."""
-    return 0 if TRAIN["device"] == "cpu" or RUNS_PER_GPU > 1 else 1
+    the jobs count `gpu_slot` instead, of which there are N * k (registered below). Floors use none."""
+    if TRAIN["device"] == "cpu" or not run_of(wildcards).trained:
+        return 0
+    return 0 if TRAIN["runs_per_gpu"] > 1 else 1
 
 
-def uses_gpu_slot():
-    return 1 if TRAIN["device"] != "cpu" and RUNS_PER_GPU > 1 else 0
+def uses_gpu_slot(wildcards):
+    trained = run_of(wildcards).trained
+    return 1 if trained and TRAIN["device"] != "cpu" and TRAIN["runs_per_gpu"] > 1 else 0
 
 
 # k runs per GPU: `--resources gpu=N` keeps meaning N devices; the scheduler gets N * k slots.
-if RUNS_PER_GPU > 1 and TRAIN["device"] != "cpu":
+if TRAIN["runs_per_gpu"] > 1 and TRAIN["device"] != "cpu":
     _executor = workflow.executor_plugin
     if _executor is not None and _executor.common_settings.non_local_exec:
         raise ValueError(
@@ -121,10 +144,10 @@ if RUNS_PER_GPU > 1 and TRAIN["device"] != "cpu":
         raise ValueError(
             "config train.runs_per_gpu > 1 needs `--resources gpu=N` (N devices), as the default profile sets"
         )
-    workflow.register_resource("gpu_slot", int(_gpus) * RUNS_PER_GPU)
+    workflow.register_resource("gpu_slot", int(_gpus) * TRAIN["runs_per_gpu"])
 
 
-# ---------------------------------------------------------------- input functions
+# ---------------------------------------------------------------- data
 
 
 def get_dataset_options(wildcards=None):
@@ -152,89 +175,20 @@ def get_split_file(wildcards):
     return [config["split"]["file"]] if config["split"]["file"] else []
 
 
-def get_weight_decay_choice(wildcards):
-    """The selected weight decay of a network (auto), or nothing when the config fixes it."""
-    if wildcards.network in WEIGHT_DECAY_NETWORKS:
-        return {"wd": f"{OUT}/weight_decay/{wildcards.network}/selected.json"}
-    return {}
+# ---------------------------------------------------------------- tables
 
 
-def get_weight_decay_candidates(wildcards):
-    """The weight-decay candidates' models and histories of a network (auto), in DECAYS order."""
-    if wildcards.network not in WEIGHT_DECAY_NETWORKS:
-        raise ValueError(
-            f"weight-decay selection: {wildcards.network!r} has a fixed weight decay "
-            f"(only {WEIGHT_DECAY_NETWORKS} use auto)"
-        )
-    runs = [f"{OUT}/weight_decay/{wildcards.network}/wd{d}" for d in DECAYS]
-    return {"models": [f"{run}/model.pt" for run in runs], "histories": [f"{run}/history.csv" for run in runs]}
+def table_runs(table):
+    """The runs a table lists: the study's networks in a paper table, then the floors as extra rows
+    (when the table has a network); the ladder's steps."""
+    if table == "ladder":
+        return LADDER_RUNS
+    networks = [n for n in NETWORKS if catalog.entry(n).in_table(table)]
+    return networks + FLOORS if networks else []
 
 
-def get_weight_decay_histories(wildcards):
-    return get_weight_decay_candidates(wildcards)["histories"]
-
-
-def get_network_runs(wildcards):
-    return {
-        "metrics": expand(f"{OUT}/metrics/{wildcards.network}/seed{{seed}}.csv", seed=SEEDS),
-        "histories": expand(f"{OUT}/models/{wildcards.network}/seed{{seed}}/history.csv", seed=SEEDS),
-    }
-
-
-def get_ladder_runs(wildcards):
-    return {
-        "metrics": expand(f"{OUT}/ladder/{wildcards.step}/metrics/seed{{seed}}.csv", seed=LADDER_SEEDS),
-        "histories": expand(f"{OUT}/ladder/{wildcards.step}/models/seed{{seed}}/history.csv", seed=LADDER_SEEDS),
-    }
-
-
-def table_networks(reference):
-    """The study's networks in a paper table, then the baselines as extra rows (when the table exists)."""
-    networks = [n for n in NETWORKS if n in reference]
-    return networks + BASELINES if networks else []
-
-
-def get_final_outputs():
-    outputs = []
-    for kind, reference in (("table1", paper.TABLE1), ("table2", paper.TABLE2)):
-        if table_networks(reference):
-            outputs += [f"{OUT}/tables/{kind}.{ext}" for ext in ("csv", "md", "tex")]
-    outputs += expand(f"{OUT}/networks/{{network}}.csv", network=NETWORKS + BASELINES)
-    if WEIGHT_DECAY_AUTO:
-        outputs.append(f"{OUT}/tables/weight_decay.csv")
-    if COST["enabled"]:
-        outputs.append(f"{OUT}/tables/cost.csv")  # workflow/rules/cost.smk
-    if LADDER_STEPS:
-        outputs += [f"{OUT}/tables/ladder.{ext}" for ext in ("csv", "md", "tex")]
-    return outputs + get_report_outputs()  # workflow/rules/plots.smk
-
-
-# ---------------------------------------------------------------- the HTML report (rules/plots.smk)
-
-
-REPORT = f"{OUT}/report"
-REPORT_SEED = 0  # the seed of every random choice the report makes (Figure 2's random image, the bootstrap)
-
-
-def report_methods():
-    """Networks, then the non-learned baselines: both have predictions and per-image metrics; only
-    networks have a training history."""
-    return NETWORKS + BASELINES
-
-
-def get_report_metrics(wildcards=None):
-    return expand(f"{OUT}/metrics/{{method}}/seed{{seed}}.csv", method=report_methods(), seed=SEEDS)
-
-
-def get_report_predictions(wildcards=None):
-    """Figure 2 shows the first seed's masks of every method."""
-    return expand(f"{OUT}/predictions/{{method}}/seed{{seed}}", method=report_methods(), seed=SEEDS[:1])
-
-
-def get_network_histories(wildcards):
-    if wildcards.network not in NETWORKS:
-        raise ValueError(f"training curves: {wildcards.network!r} is not one of the study's networks {NETWORKS}")
-    return expand(f"{OUT}/models/{wildcards.network}/seed{{seed}}/history.csv", seed=SEEDS)
+def get_table_summaries(wildcards):
+    return [f"{OUT}/networks/{run}.csv" for run in table_runs(wildcards.table)]
 
 
 def get_cost_table(wildcards=None):
@@ -253,22 +207,64 @@ def cost_threads():
     return max(COST["threads"], min(cores, os.cpu_count() or 1))
 
 
+def study_tables():
+    return [table for table in ("table1", "table2", "beyond", "ladder") if table_runs(table)]
+
+
+def get_final_outputs():
+    outputs = [f"{OUT}/runs.tsv"]
+    for table in study_tables():
+        outputs += [f"{OUT}/tables/{table}.{ext}" for ext in ("csv", "md", "tex")]
+    outputs += [f"{OUT}/networks/{run}.csv" for run in NETWORKS + FLOORS]
+    if WEIGHT_DECAY:
+        outputs.append(f"{OUT}/tables/weight_decay.csv")
+    if COST["enabled"]:
+        outputs.append(f"{OUT}/tables/cost.csv")  # workflow/rules/tables.smk
+    return outputs + get_report_outputs()  # workflow/rules/report.smk
+
+
+# ---------------------------------------------------------------- the HTML report (rules/report.smk)
+
+
+REPORT = f"{OUT}/report"
+REPORT_SEED = 0  # the seed of every random choice the report makes (Figure 2's random image, the bootstrap)
+
+
+def compared_runs():
+    """The runs the report compares: the networks, then the floors (predictions and per-image metrics
+    each; only networks have a training history)."""
+    return [RUNS[name] for name in NETWORKS + FLOORS]
+
+
+def get_report_metrics(wildcards=None):
+    return [f"{run_dir(run.name, seed)}/metrics.csv" for run in compared_runs() for seed in run.seeds]
+
+
+def get_report_predictions(wildcards=None):
+    """Figure 2 shows the first seed's masks of every method."""
+    return [f"{run_dir(run.name, run.seeds[0])}/predictions" for run in compared_runs()]
+
+
+def get_run_histories(wildcards):
+    run = run_of(wildcards)
+    if not run.trained:
+        raise ValueError(f"training curves: run {run.name!r} has no training")
+    return [f"{run_dir(run.name, seed)}/history.csv" for seed in run.seeds]
+
+
 def get_report_tables():
-    tables = [
-        kind for kind, reference in (("table1", paper.TABLE1), ("table2", paper.TABLE2)) if table_networks(reference)
-    ]
-    tables += ["ladder"] if LADDER_STEPS else []
-    tables += ["weight_decay"] if WEIGHT_DECAY_AUTO else []
-    return tables
+    return study_tables() + (["weight_decay"] if WEIGHT_DECAY else [])
 
 
 def get_report_outputs():
-    """Every figure and table of the report (rule all lists them, so --report finds them)."""
+    """Every figure and table of the report (rule all lists them, so --report finds them): training
+    curves for every network and ladder step."""
+    curves = [run.name for run in RUNS.values() if run.trained and run.evaluated]
     return [
         f"{REPORT}/data/overview.html",
         f"{REPORT}/data/samples.png",
-        *expand(f"{REPORT}/tables/{{table}}.html", table=get_report_tables()),
-        *expand(f"{REPORT}/curves/{{network}}.png", network=NETWORKS),
+        *[f"{REPORT}/tables/{table}.html" for table in get_report_tables()],
+        *[f"{REPORT}/curves/{run}.png" for run in curves],
         f"{REPORT}/figure2.png",
         f"{REPORT}/cost_accuracy.png",
         f"{REPORT}/statistics/distributions.png",

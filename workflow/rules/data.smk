@@ -2,12 +2,9 @@ rule synthesize:
     output:
         directory(f"{OUT}/data/synthetic"),
     log:
-        f"{LOGS}/data/synthesize.log",
+        f"{LOGS}/synthesize.log",
     conda:
         CONDA_ENV
-    resources:
-        runtime=config["resources"]["light_runtime"],
-        mem_mb=config["resources"]["light_mem_mb"],
     params:
         patients=config["synthetic"]["patients"],
         seed=config["synthetic"]["seed"],
@@ -27,12 +24,9 @@ rule ingest:
     output:
         f"{OUT}/data/manifest.csv",
     log:
-        f"{LOGS}/data/ingest.log",
+        f"{LOGS}/ingest.log",
     conda:
         CONDA_ENV
-    resources:
-        runtime=config["resources"]["light_runtime"],
-        mem_mb=config["resources"]["light_mem_mb"],
     params:
         options=get_dataset_options,
     shell:
@@ -46,12 +40,9 @@ rule split:
     output:
         f"{OUT}/data/split.csv",
     log:
-        f"{LOGS}/data/split.log",
+        f"{LOGS}/split.log",
     conda:
         CONDA_ENV
-    resources:
-        runtime=config["resources"]["light_runtime"],
-        mem_mb=config["resources"]["light_mem_mb"],
     params:
         seed=config["split"]["seed"],
         fractions=" ".join(str(f) for f in config["split"]["fractions"]),
@@ -69,12 +60,9 @@ rule preprocess:
     output:
         f"{OUT}/data/cache/{{part}}.npz",
     log:
-        f"{LOGS}/data/preprocess_{{part}}.log",
+        f"{LOGS}/preprocess/{{part}}.log",
     conda:
         CONDA_ENV
-    resources:
-        runtime=config["resources"]["light_runtime"],
-        mem_mb=config["resources"]["light_mem_mb"],
     params:
         size=config["preprocess"]["size"],
         interpolation=config["preprocess"]["interpolation"],

@@ -1,111 +1,152 @@
-rule summarize_network:
-    # The documented per-network target: results/<study>/networks/<network>.csv
+# The HTML report's figures and tables (snakemake --report results/<study>/report.html): each is the
+# output of its own rule, so one new network rebuilds only what lists it. Sections are numbered
+# categories; captions live in workflow/report/; input functions in common.smk.
+
+
+wildcard_constraints:
+    report_table="table1|table2|beyond|ladder|weight_decay",
+
+
+rule report_data:
     input:
-        unpack(get_network_runs),
+        manifest=f"{OUT}/data/manifest.csv",
+        split=f"{OUT}/data/split.csv",
     output:
-        f"{OUT}/networks/{{network}}.csv",
+        overview=report(
+            f"{REPORT}/data/overview.html",
+            caption="../report/data.rst",
+            category="1 Data",
+            labels={"item": "manifest and split counts"},
+        ),
+        samples=report(
+            f"{REPORT}/data/samples.png",
+            caption="../report/samples.rst",
+            category="1 Data",
+            labels={"item": "sample images"},
+        ),
     log:
-        f"{LOGS}/report/network_{{network}}.log",
+        f"{LOGS}/report_data.log",
     conda:
         CONDA_ENV
-    resources:
-        runtime=config["resources"]["light_runtime"],
-        mem_mb=config["resources"]["light_mem_mb"],
     params:
-        key="network",
-        name=lambda wc: wc.network,
-        seeds=" ".join(SEEDS),
+        seed=REPORT_SEED,
     shell:
-        "sonoseg summarize --key {params.key} --name {params.name} --seeds {params.seeds} "
-        "--metrics {input.metrics} --histories {input.histories} --out {output} > {log} 2>&1"
+        "sonoseg report-data --manifest {input.manifest} --split {input.split} --seed {params.seed} "
+        "--overview {output.overview} --samples {output.samples} > {log} 2>&1"
 
 
-use rule summarize_network as summarize_ladder_step with:
+rule report_table:
     input:
-        unpack(get_ladder_runs),
+        f"{OUT}/tables/{{report_table}}.csv",
     output:
-        f"{OUT}/ladder/{{step}}.csv",
+        report(
+            f"{REPORT}/tables/{{report_table}}.html",
+            caption="../report/tables.rst",
+            category="2 Tables",
+            labels={"table": "{report_table}"},
+        ),
     log:
-        f"{LOGS}/report/ladder_{{step}}.log",
+        f"{LOGS}/report_table/{{report_table}}.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "sonoseg report-table {wildcards.report_table} --table {input} --out {output} > {log} 2>&1"
+
+
+rule report_curves:
+    input:
+        get_run_histories,
+    output:
+        report(
+            f"{REPORT}/curves/{{run}}.png",
+            caption="../report/curves.rst",
+            category="3 Training curves",
+            labels={"run": "{run}"},
+        ),
+    log:
+        f"{LOGS}/report_curves/{{run}}.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "sonoseg report-curves --histories {input} --out {output} > {log} 2>&1"
+
+
+rule report_figure2:
+    input:
+        manifest=f"{OUT}/data/manifest.csv",
+        metrics=get_report_metrics(),
+        predictions=get_report_predictions(),
+    output:
+        report(
+            f"{REPORT}/figure2.png",
+            caption="../report/figure2.rst",
+            category="4 Figure 2 rebuilt",
+            labels={"figure": "best, median, worst and a random test image"},
+        ),
+    log:
+        f"{LOGS}/report_figure2.log",
+    conda:
+        CONDA_ENV
     params:
-        key="step",
-        name=lambda wc: wc.step,
-        seeds=" ".join(LADDER_SEEDS),
+        seed=REPORT_SEED,
+    shell:
+        "sonoseg report-figure2 --manifest {input.manifest} --metrics {input.metrics} "
+        "--predictions {input.predictions} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
-# Captions name the input size and the ladder's network (the quick study runs it on a cheaper one).
-TABLE_SCALE = (
-    f"--input-size {config['preprocess']['size']} --input-interpolation {config['preprocess']['interpolation']} "
-    f"--ladder-network {LADDER['network']}"
-)
-
-
-rule table1:
+rule report_cost:
     input:
         unpack(get_cost_table),
-        summaries=expand(f"{OUT}/networks/{{network}}.csv", network=table_networks(paper.TABLE1)),
+        metrics=get_report_metrics(),
+        summaries=[f"{OUT}/networks/{run.name}.csv" for run in compared_runs()],
     output:
-        csv=f"{OUT}/tables/table1.csv",  # in the report as HTML: workflow/rules/plots.smk
-        markdown=f"{OUT}/tables/table1.md",
-        latex=f"{OUT}/tables/table1.tex",
+        report(
+            f"{REPORT}/cost_accuracy.png",
+            caption="../report/cost.rst",
+            category="5 Cost vs accuracy",
+            labels={"figure": "Dice against cost"},
+        ),
     log:
-        f"{LOGS}/report/table1.log",
+        f"{LOGS}/report_cost.log",
     conda:
         CONDA_ENV
-    resources:
-        runtime=config["resources"]["light_runtime"],
-        mem_mb=config["resources"]["light_mem_mb"],
     params:
-        kind="table1",
-        scale=TABLE_SCALE,
         cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() else "",
     shell:
-        "sonoseg table {params.kind} --summaries {input.summaries} --out {output.csv} {params.scale} "
-        "{params.cost} > {log} 2>&1"
+        "sonoseg report-cost --metrics {input.metrics} --summaries {input.summaries} {params.cost} --out {output} > {log} 2>&1"
 
 
-use rule table1 as table2 with:
+rule report_statistics:
     input:
-        unpack(get_cost_table),
-        summaries=expand(f"{OUT}/networks/{{network}}.csv", network=table_networks(paper.TABLE2)),
+        manifest=f"{OUT}/data/manifest.csv",
+        metrics=get_report_metrics(),
     output:
-        csv=f"{OUT}/tables/table2.csv",  # in the report as HTML: workflow/rules/plots.smk
-        markdown=f"{OUT}/tables/table2.md",
-        latex=f"{OUT}/tables/table2.tex",
+        distributions=report(
+            f"{REPORT}/statistics/distributions.png",
+            caption="../report/distributions.rst",
+            category="6 Per-image statistics",
+            labels={"item": "1 Dice and HD95 per image"},
+        ),
+        table=report(
+            f"{REPORT}/statistics/paired.html",
+            caption="../report/paired.rst",
+            category="6 Per-image statistics",
+            labels={"item": "2 paired differences and breakdowns"},
+        ),
+        forest=report(
+            f"{REPORT}/statistics/forest.png",
+            caption="../report/forest.rst",
+            category="6 Per-image statistics",
+            labels={"item": "3 forest plot"},
+        ),
+        csv=f"{REPORT}/statistics/paired.csv",
     log:
-        f"{LOGS}/report/table2.log",
-    params:
-        kind="table2",
-        scale=TABLE_SCALE,
-        cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() else "",
-
-
-use rule table1 as ladder_table with:
-    input:
-        summaries=expand(f"{OUT}/ladder/{{step}}.csv", step=LADDER_STEPS),
-    output:
-        csv=f"{OUT}/tables/ladder.csv",  # in the report as HTML: workflow/rules/plots.smk
-        markdown=f"{OUT}/tables/ladder.md",
-        latex=f"{OUT}/tables/ladder.tex",
-    log:
-        f"{LOGS}/report/ladder.log",
-    params:
-        kind="ladder",
-        scale=TABLE_SCALE,
-        cost="",
-
-
-rule weight_decay_table:
-    input:
-        expand(f"{OUT}/weight_decay/{{network}}/selected.json", network=WEIGHT_DECAY_NETWORKS),
-    output:
-        f"{OUT}/tables/weight_decay.csv",
-    log:
-        f"{LOGS}/report/weight_decay.log",
+        f"{LOGS}/report_statistics.log",
     conda:
         CONDA_ENV
-    resources:
-        runtime=config["resources"]["light_runtime"],
-        mem_mb=config["resources"]["light_mem_mb"],
+    params:
+        seed=REPORT_SEED,
     shell:
-        "sonoseg weight-decay-table --choices {input} --out {output} > {log} 2>&1"
+        "sonoseg report-statistics --manifest {input.manifest} --metrics {input.metrics} --seed {params.seed} "
+        "--distributions {output.distributions} --table {output.table} --forest {output.forest} "
+        "--csv {output.csv} > {log} 2>&1"

@@ -1,60 +1,54 @@
-"""The network registry: every network of the study is one entry, built by name."""
+"""The network registry: every network of the study is built by name from its catalog entry
+(``sonoseg.catalog``: ``module:function`` and its arguments), so a network of the user's own is
+built the same way as the paper's."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from sonoseg import catalog
 from sonoseg.catalog import SAVE_HINTS, backbone_kind, has_backbone  # noqa: F401 - part of the registry's interface
 from sonoseg.errors import SonosegError
-from sonoseg.models.slim_unet import slim_unet
-from sonoseg.models.unet import light_unet, lighter_unet, unet
-
-LIGHTER_CHANNELS = (1, 2, 4, 8, 16, 32, 64, 128)
-
-
-def _fcn(skips: int) -> nn.Module:
-    from sonoseg.models.fcn import FCN  # torchvision takes seconds to import: only when needed
-
-    return FCN(skips)
-
-
-def _deeplab(backbone: str) -> nn.Module:
-    from sonoseg.models import deeplab
-
-    return deeplab.DeepLabV3Plus(getattr(deeplab, backbone)())
-
-
-REGISTRY: dict[str, Callable[[], nn.Module]] = {
-    "unet": unet,
-    "light_unet": light_unet,
-    **{f"lighter_unet_c{c}": (lambda c=c: lighter_unet(c)) for c in LIGHTER_CHANNELS},
-    "fcn8s": lambda: _fcn(skips=2),
-    "fcn16s": lambda: _fcn(skips=1),
-    "fcn32s": lambda: _fcn(skips=0),
-    "deeplabv3plus_resnet101": lambda: _deeplab("ResNet101Backbone"),
-    "deeplabv3plus_mobilenetv2": lambda: _deeplab("MobileNetV2Backbone"),
-    "deeplabv3plus_xception": lambda: _deeplab("AlignedXceptionBackbone"),
-    "slim_unet": slim_unet,  # ours, beyond the paper: U-net at half width, light in CPU time
-}
-
-# Every network downsamples five times (or to output stride 16 plus a stride-2 low-level path).
-INPUT_MULTIPLE = 32
 
 
 def names() -> list[str]:
-    return list(REGISTRY)
+    return catalog.networks()
 
 
-def build(name: str) -> nn.Module:
+def resolve_builder(spec: str) -> Callable[..., nn.Module]:
+    """``module:function`` -> the function (the module must be importable)."""
+    module_name, _, function = spec.partition(":")
     try:
-        builder = REGISTRY[name]
-    except KeyError:
-        raise SonosegError(f"unknown network {name!r}; known networks: {', '.join(REGISTRY)}") from None
-    return builder()
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SonosegError(f"network builder {spec!r}: cannot import {module_name!r} ({exc})") from None
+    builder = getattr(module, function, None)
+    if not callable(builder):
+        raise SonosegError(f"network builder {spec!r}: {module_name} has no function {function!r}")
+    return builder
+
+
+def build(name: str, builder: str | None = None) -> nn.Module:
+    """The network ``name`` with fresh weights. ``builder`` (``module:function``, as a model file of a
+    network of the user's own records it) builds a network the catalog does not know."""
+    if name in catalog.CATALOG and catalog.CATALOG[name].is_network:
+        item = catalog.CATALOG[name]
+        return resolve_builder(item.builder)(*item.arguments)
+    if builder:
+        return resolve_builder(builder)()
+    raise SonosegError(f"unknown network {name!r}; known networks: {', '.join(names())}")
+
+
+def builder_spec(name: str) -> str | None:
+    """What a model file records to rebuild a network that is not built in (None for built-in ones)."""
+    if name in catalog.BUILT_IN_NETWORKS:
+        return None
+    return catalog.CATALOG[name].builder if name in catalog.CATALOG else None
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -222,3 +222,15 @@ class DeepLabV3Plus(nn.Module):
         high, low_level = self.backbone(x)
         logits = self.decoder(self.aspp(high), low_level)
         return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=True)
+
+
+def deeplab_resnet101() -> DeepLabV3Plus:
+    return DeepLabV3Plus(ResNet101Backbone())
+
+
+def deeplab_mobilenetv2() -> DeepLabV3Plus:
+    return DeepLabV3Plus(MobileNetV2Backbone())
+
+
+def deeplab_xception() -> DeepLabV3Plus:
+    return DeepLabV3Plus(AlignedXceptionBackbone())

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sonoseg import baseline, models, paper
+from sonoseg import catalog, paper
 from sonoseg.errors import SonosegError
-from sonoseg.scoring import empty_side, kept_epoch, kept_row
+from sonoseg.scoring import empty_side, kept_epoch
 
 
 def summarize_run(metrics_csv: str | Path, history_csv: str | Path | None) -> dict:
@@ -119,9 +119,37 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def _parameters(name: str) -> int:
-    """Trainable parameters of a network; a non-learned baseline has none."""
-    return baseline.PARAMETERS if name in baseline.BASELINES else models.count_parameters(models.build(name))
+def run_parameters(model_files: list[str | Path]) -> int:
+    """Trainable parameters of a run's network, as its model files recorded them at training (every
+    seed's file must agree); a run without training (a floor) has none."""
+    if not model_files:
+        return 0
+    from sonoseg.modelio import MODEL_FORMAT, load_checked
+
+    counts = {int(load_checked(path, MODEL_FORMAT)["parameters"]) for path in model_files}
+    if len(counts) != 1:
+        raise SonosegError(f"{model_files}: the seeds' model files disagree on the parameter count: {sorted(counts)}")
+    return counts.pop()
+
+
+def summarize(
+    key: str,
+    name: str,
+    seeds: list[str],
+    metrics: list[str | Path],
+    histories: list[str | Path] | None = None,
+    model_files: list[str | Path] | None = None,
+) -> pd.DataFrame:
+    """One row per seed of a run (a network, a floor or a ladder step): mean test metrics, the kept
+    epoch and the network's parameter count. A run without training has no history: its epochs stay
+    empty."""
+    histories = histories or [None] * len(metrics)
+    parameters = run_parameters(model_files or [])
+    rows = [
+        {key: name, "seed": int(seed), **summarize_run(metric, history), "parameters": parameters}
+        for seed, metric, history in zip(seeds, metrics, histories, strict=True)
+    ]
+    return pd.DataFrame(rows)
 
 
 def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> pd.DataFrame:
@@ -134,13 +162,13 @@ def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> p
             raise SonosegError(f"no results for network {name!r}")
         ours = summary.loc[name]
         label, p_dice, p_dice_sd, p_hd, p_hd_sd = reference.get(
-            name, (baseline.LABELS.get(name, name), np.nan, np.nan, np.nan, np.nan)
+            name, (catalog.label(name), np.nan, np.nan, np.nan, np.nan)
         )
         rows.append(
             {
                 "network": name,
                 "label": label,
-                "parameters": _parameters(name),
+                "parameters": int(runs.loc[runs["network"] == name, "parameters"].iloc[0]),
                 "seeds": int(ours["seeds"]),
                 **{c: ours[c] for c in SUMMARY_COLUMNS},
                 "paper_dice_mean": p_dice,
@@ -294,20 +322,39 @@ def write_table(table: pd.DataFrame, out_csv: str | Path, caption: str, first: s
     out_csv.with_suffix(".tex").write_text(latex)
 
 
-def select_weight_decay(histories: dict[float, str | Path]) -> tuple[float, pd.DataFrame]:
-    """Pick the candidate with the lowest best validation loss (the loss early stopping keeps);
-    ties go to the larger weight decay (the simpler model)."""
-    rows = []
-    for decay, path in histories.items():
-        history = pd.read_csv(path)
-        best = kept_row(history)
-        rows.append(
-            {
-                "weight_decay": decay,
-                "best_val_loss": float(best["val_loss"]),
-                "val_dice_at_best": float(best["val_dice"]),
-                "best_epoch": int(best["epoch"]),
-            }
-        )
-    candidates = pd.DataFrame(rows).sort_values(["best_val_loss", "weight_decay"], ascending=[True, False])
-    return float(candidates.iloc[0]["weight_decay"]), candidates
+CAPTIONS = {
+    "table1": "Table 1. Test metrics by architecture (mean ± std over seeds",
+    "table2": "Table 2. U-net and its lightweight variants (mean ± std over seeds",
+    "beyond": "Beyond the paper: networks after 2021 and your own, same split and recipe (mean ± std over seeds",
+}
+
+
+def study_table(
+    kind: str,
+    summaries: list[str | Path],
+    out_csv: str | Path,
+    input_size: int = 0,
+    interpolation: str = "",
+    ladder_network: str = "unet",
+    cost_csv: str | Path | None = None,
+) -> pd.DataFrame:
+    """Table 1, Table 2 or the ladder from per-run summaries, written as CSV, Markdown and LaTeX. The
+    caption says at what scale the numbers were made: input size and epochs actually trained."""
+    runs = pd.concat([pd.read_csv(p, dtype={"network": str, "step": str}) for p in summaries], ignore_index=True)
+    epochs = pd.to_numeric(runs["epochs"], errors="coerce").dropna() if "epochs" in runs else pd.Series([], dtype=float)
+    scale = f"input {input_size}x{input_size} px ({interpolation})" if input_size else ""
+    if len(epochs):
+        trained = f"{int(epochs.min())}" if epochs.min() == epochs.max() else f"{int(epochs.min())}-{int(epochs.max())}"
+        scale += f"{'; ' if scale else ''}epochs trained per run: {trained} (early stopping on validation)"
+    scale = f"; {scale}" if scale else ""
+    if kind == "ladder":
+        table = ladder_table(runs, list(runs["step"].drop_duplicates()))
+        caption = f"Section 4.2 tuning ladder ({ladder_network}, cumulative steps; test set{scale})"
+        write_table(table, out_csv, caption, "Step")
+        return table
+    if kind not in CAPTIONS:
+        raise SonosegError(f"unknown table {kind!r}; one of {sorted(CAPTIONS)} or ladder")
+    reference = catalog.paper_table(kind)
+    table = with_cost(network_table(runs, reference, list(runs["network"].drop_duplicates())), cost_csv)
+    write_table(table, out_csv, f"{CAPTIONS[kind]}{scale}{cost_caption(cost_csv)})")
+    return table

@@ -1,0 +1,185 @@
+"""The run sheet: every run of a study as one row, built from the config and validated.
+
+A run is one method trained (or, for a floor, applied) under one recipe on one split, with one or
+more seeds. Its kind is a column, and one rule chain (workflow/rules/runs.smk) serves every kind:
+
+| kind | what it is | its name |
+|---|---|---|
+| ``network`` | a network of ``networks`` (its recipe: the train section and its overrides) | the network |
+| ``weight_decay_candidate`` | a network with one value of ``train.weight_decay_grid`` | ``<network>--wd<decay>`` |
+| ``ladder_step`` | the ladder network after every change up to this step | ``ladder--<step>`` |
+| ``baseline`` | a method without training (a floor) | the floor |
+
+Each run lives in ``runs/<name>/``: ``recipe.json`` (what training reads), then per seed ``model.pt``,
+``history.csv``, ``predictions/`` and ``metrics.csv``. A new kind of run is a new row here, not a
+new rule. ``sonoseg runs --configfile FILE`` prints the sheet; the workflow writes it as ``runs.tsv``.
+
+Torch-free: the workflow builds the sheet when it parses the Snakefile.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from sonoseg import catalog
+from sonoseg.errors import SonosegError
+from sonoseg.recipe import Recipe, ladder_recipes, network_recipe
+
+KINDS = ("network", "weight_decay_candidate", "ladder_step", "baseline")
+SEPARATOR = "--"  # between a run's method and its variant: never part of a network or step name
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str  # the run's folder under runs/
+    kind: str  # one of KINDS
+    method: str  # the network built (or the floor applied)
+    seeds: tuple[str, ...]
+    recipe: Recipe | None = None  # None for a run without training
+    weight_decay_from: str = ""  # the network whose weight-decay selection sets this run's weight decay
+    pretrained_backbone: str = ""  # the ImageNet weights file its backbone starts from ('' for none)
+    table_key: str = "network"  # the column the tables group its summary by: network, or step
+    table_name: str = ""  # its row name there (the network, or the ladder step)
+
+    @property
+    def trained(self) -> bool:
+        return self.recipe is not None
+
+    @property
+    def evaluated(self) -> bool:
+        """Weight-decay candidates are only trained: the selection reads their validation loss."""
+        return self.kind != "weight_decay_candidate"
+
+    def row(self) -> dict:
+        row = asdict(self)
+        row["seeds"] = " ".join(self.seeds)
+        row["recipe"] = self.recipe.to_json() if self.recipe else ""
+        return row
+
+
+def decay_name(decay: float) -> str:
+    return f"{decay:g}"
+
+
+def study_networks(config: dict) -> list[str]:
+    """The networks the study trains: the config's networks, then the user's own (custom_networks)."""
+    return list(config["networks"]) + [n for n in config.get("custom_networks", {}) if n not in config["networks"]]
+
+
+def check_config(config: dict) -> None:
+    """What the schema cannot say: names that must be known, and lists that must agree."""
+    networks, floors = study_networks(config), config["baselines"]
+    known = catalog.networks()
+    for network in networks:
+        if network not in known:
+            raise SonosegError(f"config networks: unknown network {network!r}; known networks: {', '.join(known)}")
+    for floor in floors:
+        if floor in networks:
+            raise SonosegError(f"config networks: {floor!r} is a baseline (config baselines: no training), not a network")
+    train = config["train"]
+    for network in train["overrides"]:
+        if network not in networks:
+            raise SonosegError(f"config train.overrides: {network!r} is not one of the study's networks {networks}")
+        catalog.pretrained_backbone_for(train, network)  # a pretrained_backbone override needs a backbone
+    ladder = config["ladder"]
+    seeds = [str(s) for s in config["seeds"]]
+    ladder_seeds = [str(s) for s in ladder["seeds"]] or seeds
+    if not set(ladder_seeds) <= set(seeds):
+        raise SonosegError(f"config ladder.seeds: {ladder_seeds} must be among the study's seeds {seeds}")
+    steps = [step["name"] for step in ladder["steps"]]
+    if len(set(steps)) != len(steps):
+        raise SonosegError(f"config ladder.steps: step names must be unique, got {steps}")
+    for name in networks + steps:
+        if SEPARATOR in name:
+            raise SonosegError(f"config: {name!r}: a network or ladder step name must not contain {SEPARATOR!r}")
+
+
+def register_custom_networks(config: dict) -> None:
+    """The config's ``custom_networks`` (a user's own networks) into the catalog."""
+    for name, spec in config.get("custom_networks", {}).items():
+        catalog.register(name, **spec)
+
+
+def build(config: dict) -> list[Run]:
+    """Every run of the study, in a stable order: networks, their weight-decay candidates, the ladder,
+    the floors."""
+    register_custom_networks(config)
+    check_config(config)
+    train = config["train"]
+    seeds = tuple(str(s) for s in config["seeds"])
+    runs: list[Run] = []
+    for network in study_networks(config):
+        auto = catalog.weight_decay_is_auto(train, network)
+        runs.append(
+            Run(
+                network,
+                "network",
+                network,
+                seeds,
+                network_recipe(train, network),
+                weight_decay_from=network if auto else "",
+                pretrained_backbone=catalog.pretrained_backbone_for(train, network),
+                table_name=network,
+            )
+        )
+    for network in study_networks(config):
+        if not catalog.weight_decay_is_auto(train, network):
+            continue
+        for decay in train["weight_decay_grid"]:
+            runs.append(
+                Run(
+                    f"{network}{SEPARATOR}wd{decay_name(decay)}",
+                    "weight_decay_candidate",
+                    network,
+                    (str(train["weight_decay_seed"]),),
+                    network_recipe(train, network, {"weight_decay": float(decay_name(decay))}),
+                    pretrained_backbone=catalog.pretrained_backbone_for(train, network),
+                    table_name=network,
+                )
+            )
+    ladder = config["ladder"]
+    if ladder["enabled"]:
+        ladder_seeds = tuple(str(s) for s in ladder["seeds"]) or seeds
+        recipes = ladder_recipes(network_recipe(train, ladder["network"]), ladder["steps"])
+        for step, recipe in recipes.items():
+            runs.append(
+                Run(
+                    f"ladder{SEPARATOR}{step}",
+                    "ladder_step",
+                    ladder["network"],
+                    ladder_seeds,
+                    recipe,
+                    table_key="step",
+                    table_name=step,
+                )
+            )
+    for floor in config["baselines"]:
+        runs.append(Run(floor, "baseline", floor, seeds, table_name=floor))
+    names = [run.name for run in runs]
+    if len(set(names)) != len(names):
+        raise SonosegError(f"run sheet: run names must be unique, got {names}")
+    return runs
+
+
+def to_frame(runs: list[Run]) -> pd.DataFrame:
+    return pd.DataFrame([run.row() for run in runs])
+
+
+def to_tsv(runs: list[Run]) -> str:
+    return to_frame(runs).to_csv(sep="\t", index=False)
+
+
+def weight_decay_selection(runs: list[Run]) -> dict[str, list[Run]]:
+    """network -> its weight-decay candidate runs, in the grid's order."""
+    selection: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.kind == "weight_decay_candidate":
+            selection.setdefault(run.method, []).append(run)
+    return selection
+
+
+def describe(run: Run) -> str:
+    return json.dumps(run.row(), sort_keys=True)

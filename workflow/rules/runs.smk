@@ -1,0 +1,152 @@
+# One rule chain for every run of the sheet (common.smk: RUNS): recipe -> train -> predict ->
+# evaluate -> summary. The kind of run (network, weight-decay candidate, ladder step, floor) is a
+# column of the sheet; the input functions pick what each kind reads. Training reads the train and
+# validation caches only: the test split is never an input here, so neither the weight-decay
+# selection nor early stopping can see it.
+
+
+localrules:
+    run_sheet,
+    recipe,
+
+
+rule run_sheet:
+    # The run sheet as a person reads it: one row per run (sonoseg runs --configfile FILE prints it too).
+    output:
+        f"{OUT}/runs.tsv",
+    log:
+        f"{LOGS}/run_sheet.log",
+    conda:
+        CONDA_ENV
+    params:
+        config=json.dumps(config, sort_keys=True),
+    shell:
+        "sonoseg runs --config-json {params.config:q} --out {output} > {log} 2>&1"
+
+
+rule recipe:
+    input:
+        unpack(get_recipe_inputs),
+    output:
+        f"{OUT}/runs/{{run}}/recipe.json",
+    log:
+        f"{LOGS}/recipe/{{run}}.log",
+    conda:
+        CONDA_ENV
+    params:
+        recipe=lambda wc: run_of(wc).recipe.to_json(),
+        selection=lambda wc, input: f"--weight-decay-selection {input.selection}" if "selection" in input.keys() else "",
+    shell:
+        "sonoseg recipe --recipe {params.recipe:q} {params.selection} --out {output} > {log} 2>&1"
+
+
+rule select_weight_decay:
+    input:
+        get_weight_decay_candidates,
+    output:
+        f"{OUT}/weight_decay/{{network}}.json",
+    log:
+        f"{LOGS}/select_weight_decay/{{network}}.log",
+    conda:
+        CONDA_ENV
+    params:
+        decays=lambda wc: " ".join(f"{c.recipe.weight_decay:g}" for c in WEIGHT_DECAY[wc.network]),
+    shell:
+        "sonoseg select-weight-decay --network {wildcards.network} --decays {params.decays} "
+        "--histories {input} --out {output} > {log} 2>&1"
+
+
+rule train:
+    input:
+        unpack(get_training_inputs),
+    output:
+        model=f"{OUT}/runs/{{run}}/seed{{seed}}/model.pt",
+        history=f"{OUT}/runs/{{run}}/seed{{seed}}/history.csv",
+    log:
+        f"{LOGS}/train/{{run}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/train/{{run}}/seed{{seed}}.tsv"
+    retries: 1
+    conda:
+        CONDA_ENV
+    threads: TRAIN["threads"]
+    resources:
+        gpu=uses_gpu,
+        gpu_slot=uses_gpu_slot,
+        runs_per_gpu=TRAIN["runs_per_gpu"],  # a resource, not a param: changing it never reruns a job
+    params:
+        network=lambda wc: run_of(wc).method,
+        # Outside the declared outputs: Snakemake's cleanup of a failed job must not delete it.
+        checkpoint=lambda wc: f"{OUT}/checkpoints/{wc.run}/seed{wc.seed}.pt",
+        device=TRAIN["device"],
+        pretrained=lambda wc: (
+            f"--pretrained-backbone {run_of(wc).pretrained_backbone}" if run_of(wc).pretrained_backbone else ""
+        ),
+        reuse=reuse_arg,
+    shell:
+        "sonoseg train --network {params.network} --seed {wildcards.seed} --recipe {input.recipe} "
+        "--train {input.train} --val {input.val} --model {output.model} --history {output.history} "
+        "--checkpoint {params.checkpoint} --device {params.device} --threads {threads} {params.pretrained} "
+        "{params.reuse} --runs-per-gpu {resources.runs_per_gpu} >> {log} 2>&1"
+
+
+rule predict:
+    input:
+        unpack(get_prediction_inputs),
+    output:
+        directory(f"{OUT}/runs/{{run}}/seed{{seed}}/predictions"),
+    log:
+        f"{LOGS}/predict/{{run}}/seed{{seed}}.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        gpu=uses_gpu,
+        gpu_slot=uses_gpu_slot,
+        runs_per_gpu=TRAIN["runs_per_gpu"],  # a resource, not a param: changing it never reruns a job
+    params:
+        source=prediction_source,
+        component_rule=config["predict"]["component_rule"],
+        device=TRAIN["device"],
+    shell:
+        "sonoseg predict {params.source} --manifest {input.manifest} --split {input.split} --outdir {output} "
+        "--component-rule {params.component_rule} --device {params.device} "
+        "--runs-per-gpu {resources.runs_per_gpu} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        predictions=f"{OUT}/runs/{{run}}/seed{{seed}}/predictions",
+        manifest=f"{OUT}/data/manifest.csv",
+        split=f"{OUT}/data/split.csv",
+    output:
+        f"{OUT}/runs/{{run}}/seed{{seed}}/metrics.csv",
+    log:
+        f"{LOGS}/evaluate/{{run}}/seed{{seed}}.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "sonoseg evaluate --predictions {input.predictions} --manifest {input.manifest} --split {input.split} "
+        "--out {output} > {log} 2>&1"
+
+
+rule summarize:
+    # One run's per-seed summary; results/<study>/networks/<network>.csv is the target that trains and
+    # evaluates one network alone (README).
+    input:
+        unpack(get_run_summary_inputs),
+    output:
+        f"{OUT}/networks/{{run}}.csv",
+    log:
+        f"{LOGS}/summarize/{{run}}.log",
+    conda:
+        CONDA_ENV
+    params:
+        key=lambda wc: run_of(wc).table_key,
+        name=lambda wc: run_of(wc).table_name,
+        seeds=lambda wc: " ".join(run_of(wc).seeds),
+        histories=lambda wc, input: f"--histories {' '.join(input.histories)}" if "histories" in input.keys() else "",
+        models=lambda wc, input: f"--models {' '.join(input.models)}" if "models" in input.keys() else "",
+    shell:
+        "sonoseg summarize --key {params.key} --name {params.name} --seeds {params.seeds} "
+        "--metrics {input.metrics} {params.histories} {params.models} --out {output} > {log} 2>&1"

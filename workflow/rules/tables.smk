@@ -1,0 +1,65 @@
+# The study's tables: Table 1, Table 2 and the ladder (ours beside the paper's), the weight-decay
+# choices, and the cost of every network. In the report as HTML: workflow/rules/report.smk.
+
+
+rule table:
+    input:
+        unpack(get_cost_table),
+        summaries=get_table_summaries,
+    output:
+        csv=f"{OUT}/tables/{{table}}.csv",
+        markdown=f"{OUT}/tables/{{table}}.md",
+        latex=f"{OUT}/tables/{{table}}.tex",
+    log:
+        f"{LOGS}/table/{{table}}.log",
+    conda:
+        CONDA_ENV
+    params:
+        # Captions name the input size and the ladder's network (the quick study runs it on a cheaper one).
+        scale=(
+            f"--input-size {config['preprocess']['size']} --input-interpolation {config['preprocess']['interpolation']} "
+            f"--ladder-network {config['ladder']['network']}"
+        ),
+        cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() and wc.table != "ladder" else "",
+    shell:
+        "sonoseg table {wildcards.table} --summaries {input.summaries} --out {output.csv} {params.scale} "
+        "{params.cost} > {log} 2>&1"
+
+
+rule weight_decay_table:
+    input:
+        [f"{OUT}/weight_decay/{network}.json" for network in WEIGHT_DECAY],
+    output:
+        f"{OUT}/tables/weight_decay.csv",
+    log:
+        f"{LOGS}/weight_decay_table.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "sonoseg weight-decay-table --choices {input} --out {output} > {log} 2>&1"
+
+
+rule cost:
+    # Parameters, forward GFLOPs and CPU latency of every network at the study's input size.
+    # Latency is only meaningful on an idle CPU: the rule takes every core Snakemake has, so no other
+    # job (training above all) runs beside it; the measurement itself uses cost.threads threads.
+    output:
+        f"{OUT}/tables/cost.csv",
+    log:
+        f"{LOGS}/cost.log",
+    benchmark:
+        f"{BENCH}/cost.tsv"
+    conda:
+        CONDA_ENV
+    threads: cost_threads()
+    params:
+        networks=" ".join(NETWORKS),
+        size=config["preprocess"]["size"],
+        backend=COST["backend"],
+        measure_threads=COST["threads"],
+        repeats=COST["repeats"],
+        warmup=COST["warmup"],
+    shell:
+        "sonoseg cost --networks {params.networks} --size {params.size} --backend {params.backend} "
+        "--threads {params.measure_threads} --repeats {params.repeats} --warmup {params.warmup} "
+        "--out {output} > {log} 2>&1"
