@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sonoseg import baseline, marks, paper, synth, tables
+from sonoseg import baseline, catalog, marks, paper, synth, tables
 from sonoseg.errors import SonosegError
 
 
@@ -219,7 +219,7 @@ def test_every_baseline_predicts_one_png_per_sample(tmp_path, name):
     for path in outdir.iterdir():
         written = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         assert written.shape == (96, 128) and set(np.unique(written)) <= {0, 255}
-    assert name in baseline.LABELS and "beyond the paper" in baseline.LABELS[name]
+    assert catalog.entry(name).family == "floor" and "beyond the paper" in catalog.label(name)
 
 
 def test_the_position_prior_needs_the_training_samples(tmp_path):

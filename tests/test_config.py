@@ -8,7 +8,8 @@ import pytest
 import yaml
 from conftest import run_snakemake
 
-from sonoseg import catalog, models
+from sonoseg import catalog, models, runsheet
+from sonoseg.errors import SonosegError
 
 BASE = {
     "study": "plan",
@@ -29,7 +30,7 @@ def dry_run(workdir: Path, config: dict) -> tuple[int, str]:
 
 
 def candidate_networks(output: str) -> set[str]:
-    return set(re.findall(r"weight_decay/(\w+)/wd[^/]+/history\.csv", output))
+    return set(re.findall(r"runs/(\w+)--wd[^/]+/seed\d+/history\.csv", output))
 
 
 def test_weight_decay_candidates_only_for_networks_that_use_auto(workflow_copy):
@@ -41,7 +42,7 @@ def test_weight_decay_candidates_only_for_networks_that_use_auto(workflow_copy):
     code, output = dry_run(workflow_copy, config)
     assert code == 0, output[-3000:]
     assert candidate_networks(output) == {"unet", "light_unet"}
-    assert "weight_decay/lighter_unet_c1/selected.json" not in output
+    assert "weight_decay/lighter_unet_c1.json" not in output
 
     # A fixed weight decay for the study, auto for one network: only that one is tuned.
     config["train"] = {**BASE["train"], "weight_decay": 0.0001, "overrides": {"unet": {"weight_decay": "auto"}}}
@@ -50,14 +51,16 @@ def test_weight_decay_candidates_only_for_networks_that_use_auto(workflow_copy):
     assert code == 0, output[-3000:]
     assert candidate_networks(output) == {"unet"}
     assert "tables/weight_decay.csv" in output
-    # Seed 1 trains with the chosen decay; seed 0, the candidates' seed, is the chosen candidate itself.
-    trained = re.findall(
-        r"sonoseg train --network unet --seed (\d) .*--weight-decay-file \S*weight_decay/unet/selected", output
-    )
-    assert trained == ["1"]
+    # Both seeds train from the recipe that the selection wrote; seed 0, the candidates' seed, is offered
+    # the candidates, and training adopts the one that is this very run (tests/test_workflow.py).
     assert re.search(
-        r"sonoseg adopt-weight-decay --selected \S*weight_decay/unet/selected\.json .*models/unet/seed0/", output
+        r"sonoseg recipe .*--weight-decay-selection \S*weight_decay/unet\.json --out \S*runs/unet/recipe", output
     )
+    trained = re.findall(r"sonoseg train --network unet --seed (\d) --recipe \S*runs/unet/recipe\.json.*", output)
+    assert sorted(trained) == ["0", "1"]
+    offered = re.findall(r"sonoseg train --network unet --seed (\d) .*--reuse-models (\S+) (\S+) ", output)
+    assert [seed for seed, *_ in offered] == ["0"]
+    assert all("runs/unet--wd" in path for path in offered[0][1:])
 
 
 def pretrained_args(output: str) -> dict[str, str]:
@@ -122,9 +125,9 @@ def test_catalog_rules_without_snakemake():
     assert catalog.pretrained_backbone_for(train, "fcn16s") == "mine.pth"
     assert catalog.pretrained_backbone_for(train, "deeplabv3plus_resnet101") == ""
     assert catalog.pretrained_backbone_for(train, "unet") == ""
-    assert set(catalog.NETWORK_BACKBONES.values()) == set(catalog.BACKBONE_KINDS)
-    assert set(catalog.NETWORK_BACKBONES) <= set(models.names())
-    with pytest.raises(ValueError, match="no backbone"):
+    kinds = {name: catalog.backbone_kind(name) for name in models.names()}
+    assert {kind for kind in kinds.values() if kind} == set(catalog.BACKBONE_KINDS)
+    with pytest.raises(SonosegError, match="no backbone"):
         catalog.pretrained_backbone_for({"overrides": {"unet": {"pretrained_backbone": "x"}}}, "unet")
 
 
@@ -151,3 +154,80 @@ def test_split_is_stratified_only_when_asked(workflow_copy):
     code, output = dry_run(workflow_copy, {**BASE, "split": {"stratify": "meta_lesion_type"}})
     assert code == 0, output[-3000:]
     assert re.search(r"sonoseg split .*--stratify meta_lesion_type", output)
+
+
+def test_schema_lists_the_catalogs_networks():
+    """One source of truth: the schema's network names are the catalog's built-in networks."""
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    assert schema["properties"]["networks"]["items"]["enum"] == list(catalog.BUILT_IN_NETWORKS)
+    floors = schema["properties"]["baselines"]["items"]["enum"]
+    assert floors == catalog.floors()
+
+
+def test_run_sheet_has_one_row_per_run(workflow_copy):
+    """`sonoseg runs` prints the sheet the workflow writes: every kind is a row, names parse back."""
+    import subprocess
+    import sys
+    from io import StringIO
+
+    import pandas as pd
+
+    config = {
+        **BASE,
+        "networks": ["unet", "lighter_unet_c1"],
+        "seeds": [0, 1],
+        "baselines": ["threshold_baseline"],
+        "ladder": {"enabled": True, "network": "lighter_unet_c1", "seeds": [0],
+                   "steps": [{"name": "baseline", "changes": {"augment": False}}, {"name": "adam", "changes": {}}]},
+        "train": {**BASE["train"], "weight_decay": 0.0001, "overrides": {"unet": {"weight_decay": "auto"}}},
+    }  # fmt: skip
+    (workflow_copy / "config" / "plan.yaml").write_text(yaml.safe_dump(config))
+    printed = subprocess.run(
+        [str(Path(sys.executable).parent / "sonoseg"), "runs", "--configfile", "config/plan.yaml"],
+        cwd=workflow_copy,
+        capture_output=True,
+        text=True,
+    )
+    assert printed.returncode == 0, printed.stderr
+    sheet = pd.read_csv(StringIO(printed.stdout), sep="\t", dtype=str, keep_default_na=False)
+    names = ["unet", "lighter_unet_c1", "unet--wd0.0001", "unet--wd0", "ladder--baseline", "ladder--adam"]
+    assert list(sheet["name"]) == [*names, "threshold_baseline"]
+    assert list(sheet["kind"]) == ["network"] * 2 + ["weight_decay_candidate"] * 2 + ["ladder_step"] * 2 + ["baseline"]
+    assert list(sheet["seeds"]) == ["0 1", "0 1", "0", "0", "0", "0", "0 1"]
+    assert list(sheet["weight_decay_from"]) == ["unet", "", "", "", "", "", ""]
+    assert sheet.loc[sheet["name"] == "threshold_baseline", "recipe"].item() == ""
+    # The same sheet as the workflow builds it in common.smk, from the validated config.
+    loaded = runsheet.build({**config, "train": {**config["train"]}} | _schema_defaults(workflow_copy, config))
+    assert [run.name for run in loaded] == list(sheet["name"])
+
+
+def _schema_defaults(workflow_copy, config):
+    from snakemake.utils import update_config, validate
+
+    merged = yaml.safe_load((workflow_copy / "config" / "config.yaml").read_text())
+    update_config(merged, config)
+    validate(merged, str(workflow_copy / "workflow" / "schemas" / "config.schema.yaml"))
+    return merged
+
+
+def test_a_run_name_that_would_be_ambiguous_is_refused():
+    with pytest.raises(SonosegError, match="must not contain"):
+        runsheet.check_config(
+            {
+                "networks": ["unet"],
+                "baselines": [],
+                "seeds": [0],
+                "train": {"overrides": {}},
+                "ladder": {"seeds": [], "steps": [{"name": "wd--1", "changes": {}}]},
+            }
+        )
+    with pytest.raises(SonosegError, match="unknown network 'unet2'; known networks: unet, light_unet"):
+        runsheet.check_config(
+            {
+                "networks": ["unet2"],
+                "baselines": [],
+                "seeds": [0],
+                "train": {"overrides": {}},
+                "ladder": {"seeds": [], "steps": []},
+            }
+        )

@@ -1,5 +1,6 @@
 """The real Snakemake workflow on tiny configs: validation, a full run, incrementality, the DAG."""
 
+import json
 import re
 import shutil
 
@@ -39,10 +40,11 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     workdir, config, out = tiny_study.workdir, tiny_study.config, tiny_study.out
     for table in ("table1", "table2", "ladder"):
         frame = pd.read_csv(out / "tables" / f"{table}.csv")
-        # Table 1 and Table 2 end with the non-learned threshold baseline row (on by default).
-        assert len(frame) == {"table1": 2, "table2": 3, "ladder": 2}[table]
+        # Table 1 and Table 2 end with the three floors (on by default): methods without training.
+        assert len(frame) == {"table1": 4, "table2": 5, "ladder": 2}[table]
         if table != "ladder":
-            assert frame["network"].iloc[-1] == "threshold_baseline" and frame["parameters"].iloc[-1] == 0
+            assert frame["network"].tail(3).tolist() == ["threshold_baseline", "caliper_reader", "position_prior"]
+            assert (frame["parameters"].tail(3) == 0).all()
         assert frame[["dice_mean", "hd95_mean"]].notna().all().all()
         assert (out / "tables" / f"{table}.md").read_text().count("|") > 10
         assert "input 32x32 px (area)" in (out / "tables" / f"{table}.md").read_text()  # the caption's scale
@@ -56,23 +58,33 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     # Its seed-0 run is the chosen candidate itself (same network, seed, recipe and data), not a retraining.
     chosen = f"{choices.loc[choices['chosen'], 'weight_decay'].item():g}"
     for name in ("model.pt", "history.csv"):
-        adopted = (out / "models" / "lighter_unet_c1" / "seed0" / name).read_bytes()
-        assert adopted == (out / "weight_decay" / "lighter_unet_c1" / f"wd{chosen}" / name).read_bytes()
+        adopted = (out / "runs" / "lighter_unet_c1" / "seed0" / name).read_bytes()
+        assert adopted == (out / "runs" / f"lighter_unet_c1--wd{chosen}" / "seed0" / name).read_bytes()
+    # ... and its recipe is the one the selection chose.
+    assert json.loads((out / "runs" / "lighter_unet_c1" / "recipe.json").read_text())["weight_decay"] == float(chosen)
     assert "adopted" in (out / "logs" / "train" / "lighter_unet_c1" / "seed0.log").read_text()
     # preprocess.interpolation (area in TINY) reaches the caches and, through training, the model files.
     assert str(np.load(out / "data" / "cache" / "test.npz")["interpolation"]) == "area"
-    model = torch.load(out / "models" / "unet" / "seed0" / "model.pt", weights_only=False)
+    model = torch.load(out / "runs" / "unet" / "seed0" / "model.pt", weights_only=False)
     assert model["input_interpolation"] == "area"
-    metrics = pd.read_csv(out / "metrics" / "unet" / "seed0.csv")
+    metrics = pd.read_csv(out / "runs" / "unet" / "seed0" / "metrics.csv")
     split = pd.read_csv(out / "data" / "split.csv")
     assert sorted(metrics["sample_id"]) == sorted(split.loc[split["split"] == "test", "sample_id"])
     # The baseline is a run like a network's: predictions, per-image metrics and a summary, no history.
-    baseline = pd.read_csv(out / "metrics" / "threshold_baseline" / "seed0.csv")
+    baseline = pd.read_csv(out / "runs" / "threshold_baseline" / "seed0" / "metrics.csv")
     assert sorted(baseline["sample_id"]) == sorted(metrics["sample_id"])
-    assert len(list((out / "predictions" / "threshold_baseline" / "seed0").glob("*.png"))) == len(baseline)
+    assert len(list((out / "runs" / "threshold_baseline" / "seed0" / "predictions").glob("*.png"))) == len(baseline)
     summary = pd.read_csv(out / "networks" / "threshold_baseline.csv")
-    assert len(summary) == 1 and summary["epochs"].isna().all() and not (out / "models" / "threshold_baseline").exists()
-    history = pd.read_csv(out / "models" / "unet" / "seed0" / "history.csv")
+    assert len(summary) == 1 and summary["epochs"].isna().all() and (summary["parameters"] == 0).all()
+    assert not (out / "runs" / "threshold_baseline" / "recipe.json").exists()
+    assert not list((out / "runs" / "threshold_baseline").rglob("model.pt"))
+    # The run sheet, as a person reads it: one row per run, every kind.
+    sheet = pd.read_csv(out / "runs.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert set(sheet["kind"]) == {"network", "weight_decay_candidate", "ladder_step", "baseline"}
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(sheet["name"])
+    # Ladder runs are runs like any other: their per-seed files parse as <run>/seed<N>, curves included.
+    assert (out / "report" / "curves" / "ladder--adam.png").stat().st_size > 0
+    history = pd.read_csv(out / "runs" / "unet" / "seed0" / "history.csv")
     assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
     assert "epoch 1" in (out / "logs" / "train" / "unet" / "seed0.log").read_text()
 
@@ -88,8 +100,9 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     )
     assert dry.returncode == 0, dry.stderr
     jobs = jobs_of(dry.stdout)
-    assert jobs.get("train") == 1 and jobs.get("predict") == 1 and "ladder_train" not in jobs
-    assert "models/unet/seed0/model.pt" in dry.stdout and "models/lighter_unet_c1/seed0/model.pt" not in dry.stdout
+    assert jobs.get("train") == 1 and jobs.get("predict") == 1 and jobs.get("recipe") == 1
+    assert "runs/unet/seed0/model.pt" in dry.stdout and "runs/lighter_unet_c1/seed0/model.pt" not in dry.stdout
+    assert "runs/ladder--" not in dry.stdout
 
     # The precision is part of the recipe: changing it retrains every network, candidate and ladder step.
     bf16 = {**TINY, "train": {**TINY["train"], "precision": "bf16"}}
@@ -98,8 +111,8 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     )
     assert dry.returncode == 0, dry.stderr
     jobs = jobs_of(dry.stdout)
-    assert jobs.get("train") == 1 and jobs.get("train_weight_decay_candidate") == 2 and jobs.get("ladder_train") == 2
-    assert jobs.get("adopt_weight_decay_candidate") == 1
+    # U-net, Lighter U-net @1's two candidates and its run (which adopts one of them), two ladder steps.
+    assert jobs.get("train") == 6 and jobs.get("recipe") == 6
 
     # Determinism: retraining the same network with the same seed gives the same history,
     # predictions and metrics, byte for byte (wall-clock seconds aside). Only U-net's chain is rerun
@@ -108,18 +121,19 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     rerun_dir = tmp_path / "rerun"
     shutil.copytree(workdir, rerun_dir, symlinks=True)
     rerun_out = rerun_dir / "results" / "tiny"
-    before = {p.name: p.read_bytes() for p in (out / "predictions" / "unet" / "seed0").glob("*.png")}
-    metrics_before = (out / "metrics" / "unet" / "seed0.csv").read_bytes()
-    target = "results/tiny/metrics/unet/seed0.csv"
+    before = {p.name: p.read_bytes() for p in (out / "runs" / "unet" / "seed0" / "predictions").glob("*.png")}
+    metrics_before = (out / "runs" / "unet" / "seed0" / "metrics.csv").read_bytes()
+    # The README's "one network alone" target, run for real: U-net's chain and nothing else.
+    target = "results/tiny/networks/unet.csv"
     rerun = run_snakemake(
         [target, "--cores", "2", "--configfile", config, "--forcerun", "train"], rerun_dir, timeout=1200
     )
     assert rerun.returncode == 0, rerun.stderr[-4000:]
-    assert jobs_of(rerun.stdout + rerun.stderr) == {"train": 1, "predict": 1, "evaluate": 1}
-    after = {p.name: p.read_bytes() for p in (rerun_out / "predictions" / "unet" / "seed0").glob("*.png")}
+    assert jobs_of(rerun.stdout + rerun.stderr) == {"train": 1, "predict": 1, "evaluate": 1, "summarize": 1}
+    after = {p.name: p.read_bytes() for p in (rerun_out / "runs" / "unet" / "seed0" / "predictions").glob("*.png")}
     assert before == after and len(before) > 0
-    assert (rerun_out / "metrics" / "unet" / "seed0.csv").read_bytes() == metrics_before
-    rerun_history = pd.read_csv(rerun_out / "models" / "unet" / "seed0" / "history.csv")
+    assert (rerun_out / "runs" / "unet" / "seed0" / "metrics.csv").read_bytes() == metrics_before
+    rerun_history = pd.read_csv(rerun_out / "runs" / "unet" / "seed0" / "history.csv")
     assert rerun_history.drop(columns="seconds").equals(history.drop(columns="seconds"))
 
 
@@ -164,16 +178,10 @@ def test_weight_decay_selection_never_takes_the_test_split(workflow_copy):
 
     test_cache = {n for n, label in labels.items() if label.startswith("preprocess") and "part: test" in label}
     assert len(test_cache) == 1
-    selection = [
-        n
-        for n, label in labels.items()
-        if label.startswith(
-            ("select_weight_decay", "train_weight_decay_candidate", "adopt_weight_decay_candidate", "train\\n")
-            + ("ladder_train",)
-        )
-    ]
-    # candidates, selections, adopted seed-0 runs, seed-1 trainings, ladder steps (2 steps x 2 seeds)
-    assert len(selection) == 3 * 2 + 3 + 3 + 3 + 2 * 2
+    selection = [n for n, label in labels.items() if label.startswith(("select_weight_decay", "train\\n", "recipe\\n"))]
+    # trainings: candidates (3 x 2), seeds 0 (adopting a candidate) and 1 (3 x 2), ladder steps (2 x 2);
+    # selections (3); recipes: one per trained run (3 networks + 6 candidates + 2 steps)
+    assert len(selection) == 3 * 2 + 3 * 2 + 2 * 2 + 3 + (3 + 6 + 2)
     for node in selection:
         assert not (ancestors(node) & test_cache), labels[node]
     # ... while the evaluation does use it.
@@ -207,7 +215,7 @@ def test_killed_training_resumes_through_snakemake(workflow_copy):
             "train": {**TINY["train"], "weight_decay": 0.0001, "min_epochs": 8, "max_epochs": 8},
         },
     )
-    target = "results/tiny/models/unet/seed0/model.pt"
+    target = "results/tiny/runs/unet/seed0/model.pt"
     log = workflow_copy / "results" / "tiny" / "logs" / "train" / "unet" / "seed0.log"
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     process = subprocess.Popen(

@@ -60,11 +60,7 @@ from sonoseg.errors import SonosegError
 from sonoseg.imageio import read_image, read_mask
 
 BASELINES = ("threshold_baseline", "caliper_reader", "position_prior")
-LABELS = {
-    "threshold_baseline": "Threshold baseline (no training; beyond the paper)",
-    "caliper_reader": "Caliper reader (no training, reads the calipers; beyond the paper)",
-    "position_prior": "Position prior (mean training mask; beyond the paper)",
-}
+# Their labels and families are in the network catalog (sonoseg.catalog), with every other method's.
 NEEDS_TRAINING = ("position_prior",)  # baselines that are fitted on the training samples
 PARAMETERS = 0  # no learned network parameters (the position prior's map is data, not weights)
 MINOR_RATIO = 0.75  # caliper reader, two marks: minor axis / major axis

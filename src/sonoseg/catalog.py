@@ -93,8 +93,17 @@ _BUILT_IN = [
           "sonoseg.models.deeplab:deeplab_xception", (), "xception", "table1"),
     # Ours, beyond the paper: U-net at half width, light in CPU time (README, "Deploy").
     Entry("slim_unet", "Slim U-net (ours, extra)", "U-net", "sonoseg.models.slim_unet:slim_unet", table="table2"),
-    # Floors: no training, no parameters (sonoseg.baseline).
+    # Lightweight segmenters that came after the paper (docs/modern_networks.md: the authors' repository
+    # and commit each was re-implemented from, and its count, which ours equals).
+    Entry("unext", "UNeXt (2022)", "lightweight (after 2021)", "sonoseg.models.unext:unext", table="beyond"),
+    Entry("cmunext", "CMUNeXt (2023)", "lightweight (after 2021)", "sonoseg.models.cmunext:cmunext", table="beyond"),
+    Entry("malunet", "MALUNet (2022)", "lightweight (after 2021)", "sonoseg.models.malunet:malunet", table="beyond"),
+    Entry("egeunet", "EGE-UNet (2023)", "lightweight (after 2021)", "sonoseg.models.egeunet:egeunet", table="beyond"),
+    # Floors: no training, no parameters (sonoseg.baseline, docs/marks_and_floors.md). A network counts
+    # as segmenting beyond the image's cues only when it beats every one of them.
     Entry("threshold_baseline", "Threshold baseline (no training; beyond the paper)", "floor"),
+    Entry("caliper_reader", "Caliper reader (no training, reads the calipers; beyond the paper)", "floor"),
+    Entry("position_prior", "Position prior (mean training mask; beyond the paper)", "floor"),
 ]  # fmt: skip
 
 CATALOG: dict[str, Entry] = {entry.name: entry for entry in _BUILT_IN}

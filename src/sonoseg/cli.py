@@ -93,7 +93,9 @@ def load_config(configfiles: list[str]) -> dict:
         try:
             update_config(config, yaml.safe_load(Path(path).read_text()) or {})
         except OSError as exc:
-            raise SonosegError(f"{path}: cannot read the config ({exc.strerror}); run from the workflow's folder") from None
+            raise SonosegError(
+                f"{path}: cannot read the config ({exc.strerror}); run from the workflow's folder"
+            ) from None
     validate(config, "workflow/schemas/config.schema.yaml")
     return config
 
@@ -179,7 +181,13 @@ def cmd_predict(args) -> None:
     if args.baseline:
         from sonoseg import baseline
 
-        count = baseline.predict(args.baseline, samples, args.outdir, args.component_rule)
+        # A floor fitted on data (the position prior) sees the training part only, never the test images' masks.
+        train = (
+            split.samples_of_part(args.manifest, args.split, "train")
+            if args.baseline in baseline.NEEDS_TRAINING
+            else None
+        )
+        count = baseline.predict(args.baseline, samples, args.outdir, args.component_rule, train_samples=train)
     else:
         if not (args.model and args.data):
             raise SonosegError("predict: give --model and --data (a trained network), or --baseline NAME (a floor)")
@@ -396,7 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--pretrained-backbone", default="")
-    p.add_argument("--reuse-models", nargs="*", default=[], help="finished runs' model.pt; one that is this training is adopted")
+    p.add_argument(
+        "--reuse-models", nargs="*", default=[], help="finished runs' model.pt; one that is this training is adopted"
+    )
     p.add_argument("--reuse-histories", nargs="*", default=[], help="their history.csv, in the same order")
     p.add_argument("--runs-per-gpu", type=int, default=1, help="jobs sharing one GPU (train.runs_per_gpu)")
     p.set_defaults(func=cmd_train)

@@ -15,11 +15,11 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
+from sonoseg.device import select_device
 from sonoseg.errors import SonosegError
 from sonoseg.imageio import read_image
-from sonoseg.preprocess import cache_interpolation, load_cache, resize_image
-from sonoseg.device import select_device
 from sonoseg.modelio import ProbabilityModel, images_to_tensor, load_model
+from sonoseg.preprocess import cache_interpolation, load_cache, resize_image
 
 log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime")

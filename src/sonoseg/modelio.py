@@ -8,6 +8,7 @@ through this module and import no trainer."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -71,7 +72,8 @@ def save_atomic(obj, path: str | Path) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. no folder to hold it: then there is no .tmp either
+            tmp.unlink(missing_ok=True)
         cause = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
         raise SonosegError(f"{path}: could not be written: {cause} ({buffer.tell():,} bytes)") from None
 

@@ -78,7 +78,9 @@ def check_config(config: dict) -> None:
             raise SonosegError(f"config networks: unknown network {network!r}; known networks: {', '.join(known)}")
     for floor in floors:
         if floor in networks:
-            raise SonosegError(f"config networks: {floor!r} is a baseline (config baselines: no training), not a network")
+            raise SonosegError(
+                f"config networks: {floor!r} is a baseline (config baselines: no training), not a network"
+            )
     train = config["train"]
     for network in train["overrides"]:
         if network not in networks:

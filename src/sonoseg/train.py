@@ -331,7 +331,9 @@ def train(
     loss_fn = LOSSES[recipe.loss]
     data_order = torch.Generator().manual_seed(seed)
     checkpoint = Path(checkpoint) if checkpoint else None
-    state = resume(checkpoint, fingerprint, model, optimizer, scheduler, data_order, dev) if checkpoint else fresh_state()
+    state = (
+        resume(checkpoint, fingerprint, model, optimizer, scheduler, data_order, dev) if checkpoint else fresh_state()
+    )
 
     log.info(
         "training %s seed %d on %s (%s): %d train / %d val images, recipe %s",

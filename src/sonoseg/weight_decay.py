@@ -41,7 +41,12 @@ def write_selection(network: str, histories: dict[float, str | Path], out: str |
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(
         json.dumps(
-            {"network": network, "weight_decay": chosen, "criterion": CRITERION, "candidates": table.to_dict("records")},
+            {
+                "network": network,
+                "weight_decay": chosen,
+                "criterion": CRITERION,
+                "candidates": table.to_dict("records"),
+            },
             indent=2,
         )
     )

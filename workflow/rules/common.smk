@@ -2,6 +2,7 @@
 # below serves every kind of run through the input functions here.
 import json
 import re
+import shlex
 import os
 from pathlib import Path
 
@@ -33,6 +34,15 @@ if DATASET["layout"] != "synthetic" and not DATASET["root"]:
     raise ValueError(f"config dataset.root: required for dataset.layout {DATASET['layout']!r}")
 
 RUNS = {run.name: run for run in runsheet.build(config)}  # the run sheet: one row per run
+
+
+def custom_networks_arg(networks):
+    """The user's own networks among ``networks`` (docs/extending.md), for a command that builds them by
+    name; '' for the paper's, so adding a network of one's own reruns nothing else."""
+    custom = {n: config["custom_networks"][n] for n in networks if n in config["custom_networks"]}
+    return f"--custom-networks {shlex.quote(json.dumps(custom, sort_keys=True))}" if custom else ""
+
+
 NETWORKS = [run.method for run in RUNS.values() if run.kind == "network"]
 FLOORS = [run.method for run in RUNS.values() if run.kind == "baseline"]
 WEIGHT_DECAY = runsheet.weight_decay_selection(list(RUNS.values()))  # network -> its candidate runs

@@ -83,11 +83,12 @@ rule train:
             f"--pretrained-backbone {run_of(wc).pretrained_backbone}" if run_of(wc).pretrained_backbone else ""
         ),
         reuse=reuse_arg,
+        custom=lambda wc: custom_networks_arg([run_of(wc).method]),
     shell:
         "sonoseg train --network {params.network} --seed {wildcards.seed} --recipe {input.recipe} "
         "--train {input.train} --val {input.val} --model {output.model} --history {output.history} "
         "--checkpoint {params.checkpoint} --device {params.device} --threads {threads} {params.pretrained} "
-        "{params.reuse} --runs-per-gpu {resources.runs_per_gpu} >> {log} 2>&1"
+        "{params.reuse} {params.custom} --runs-per-gpu {resources.runs_per_gpu} >> {log} 2>&1"
 
 
 rule predict:

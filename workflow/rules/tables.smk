@@ -59,7 +59,8 @@ rule cost:
         measure_threads=COST["threads"],
         repeats=COST["repeats"],
         warmup=COST["warmup"],
+        custom=custom_networks_arg(NETWORKS),
     shell:
         "sonoseg cost --networks {params.networks} --size {params.size} --backend {params.backend} "
         "--threads {params.measure_threads} --repeats {params.repeats} --warmup {params.warmup} "
-        "--out {output} > {log} 2>&1"
+        "{params.custom} --out {output} > {log} 2>&1"

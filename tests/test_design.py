@@ -1,0 +1,161 @@
+"""The shape of the code: who imports whom, how files are saved, how the tool behaves in a pipe,
+and a user's own network through the whole workflow."""
+
+import ast
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import BIN, REPO, TINY, jobs_of, run_snakemake, write_config
+
+from sonoseg import modelio
+from sonoseg.errors import SonosegError
+
+PACKAGE = REPO / "src" / "sonoseg"
+
+
+def sonoseg_imports(module: Path) -> set[str]:
+    """The sonoseg modules one source file imports (anywhere in it, lazily or not)."""
+    names = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sonoseg"):
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names if alias.name.startswith("sonoseg"))
+    return {name for name in names if name.startswith("sonoseg")}
+
+
+@pytest.mark.parametrize("module", ["infer", "export", "cost", "modelio", "device"])
+def test_serving_modules_import_no_trainer(module):
+    """Prediction, export and the cost table read a model file through modelio and take the device from
+    device.py, as nnU-Net's predictor reads a model folder: none imports the trainer."""
+    imported = sonoseg_imports(PACKAGE / f"{module}.py")
+    assert not {name for name in imported if name in ("sonoseg.train", "sonoseg.train.train")}, imported
+    assert "sonoseg.train" not in {name.rsplit(".", 1)[0] for name in imported} | imported
+
+
+def test_infer_uses_only_exports_public_functions():
+    """infer reaches export through its public functions only (no _private names)."""
+    tree = ast.parse((PACKAGE / "infer.py").read_text())
+    used = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and getattr(node.value, "id", "") == "export"
+    }
+    assert used and not {name for name in used if name.startswith("_")}, used
+
+
+def test_cli_holds_no_stage_logic():
+    """Every function of cli.py parses arguments or hands them to a module: no pandas, numpy or torch
+    work happens there (the modules own the logic)."""
+    source = (PACKAGE / "cli.py").read_text()
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and getattr(node.value, "id", "") in ("pd", "np", "torch"):
+            raise AssertionError(f"cli.py line {node.lineno}: {node.value.id}.{node.attr}")
+    assert "import pandas" not in source and "import numpy" not in source
+
+
+def test_save_atomic_names_the_file_and_cause_and_leaves_no_partial_file(tmp_path):
+    """A full disk during a save: one line naming the file and 'no space left', and no .tmp left behind.
+    Checked on a real small filesystem (a 1 MiB tmpfs mounted for the test; root only)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.decode().strip()}")
+    try:
+        target = mount / "model.pt"
+        with pytest.raises(SonosegError) as raised:
+            modelio.save_atomic({"weights": torch.zeros(1_000_000)}, target)  # 4 MB into 1 MiB
+        message = str(raised.value)
+        assert str(target) in message and "no space left" in message and "\n" not in message
+        assert list(mount.iterdir()) == []  # neither the file nor its .tmp
+        # A save that fits still works, and replaces the old file whole.
+        modelio.save_atomic({"weights": torch.ones(10)}, target)
+        modelio.save_atomic({"weights": torch.full((10,), 2.0)}, target)
+        assert torch.load(target, weights_only=True)["weights"].tolist() == [2.0] * 10
+        assert sorted(p.name for p in mount.iterdir()) == ["model.pt"]
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_save_atomic_into_a_missing_or_read_only_place(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SonosegError, match=r"model.pt: could not be written: (File exists|Not a directory)"):
+        modelio.save_atomic({"a": torch.zeros(2)}, blocker / "model.pt")  # a file where a folder must be
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """`sonoseg models | head -n 1`: the first line, exit 0, nothing on stderr."""
+    result = subprocess.run(
+        f"{BIN / 'sonoseg'} models | head -n 1", shell=True, capture_output=True, text=True, executable="/bin/bash"
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("unet ") and len(result.stdout.splitlines()) == 1
+    assert result.stderr == ""
+    piped = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{BIN / 'sonoseg'} models | head -n 1 > /dev/null"],
+        capture_output=True,
+        text=True,
+    )
+    assert piped.returncode == 0 and "BrokenPipe" not in piped.stderr
+
+
+@pytest.mark.slow
+def test_a_users_network_runs_through_the_workflow(workflow_copy, monkeypatch):
+    """docs/extending.md, as a user follows it: examples/my_networks.py in the workflow folder, one config
+    entry; the network appears in the beyond-the-paper table, the cost table and the report, then trains,
+    predicts and is summarised as its own target; segment serves its model file."""
+    shutil.copy(REPO / "examples" / "my_networks.py", workflow_copy / "my_networks.py")
+    config = {
+        **TINY,
+        "study": "mine",
+        "networks": ["lighter_unet_c1"],
+        "ladder": {"enabled": False},
+        "baselines": [],
+        "train": {**TINY["train"], "overrides": {}},
+        "custom_networks": {"tiny_unet": {"builder": "my_networks:tiny_unet", "label": "Tiny U-net (mine)"}},
+    }
+    path = write_config(workflow_copy, config)
+    monkeypatch.setenv("PYTHONPATH", str(workflow_copy))  # as the docs say: the module importable from there
+    if True:
+        dry = run_snakemake(["all", "-n", "-p", "--cores", "1", "--configfile", path], workflow_copy)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        assert "--network tiny_unet" in dry.stdout and "results/mine/tables/beyond.csv" in dry.stdout
+        assert "sonoseg cost --networks lighter_unet_c1 tiny_unet" in dry.stdout
+        target = "results/mine/networks/tiny_unet.csv"
+        run = run_snakemake([target, "--cores", "2", "--configfile", path], workflow_copy)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert jobs_of(run.stdout + run.stderr)["train"] == 1
+        summary = pd.read_csv(workflow_copy / target)
+        assert summary["dice"].notna().all() and summary["parameters"].item() > 0
+        model = workflow_copy / "results" / "mine" / "runs" / "tiny_unet" / "seed0" / "model.pt"
+        assert torch.load(model, weights_only=True)["builder"] == "my_networks:tiny_unet"
+        images = sorted((workflow_copy / "results" / "mine" / "data" / "synthetic" / "images").glob("*.png"))[:2]
+        out = workflow_copy / f"masks-{uuid.uuid4().hex[:6]}"
+        segment = subprocess.run(
+            [
+                str(BIN / "sonoseg"),
+                "segment",
+                "--model",
+                str(model),
+                "--outdir",
+                str(out),
+                "--no-progress",
+                *map(str, images),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert segment.returncode == 0, segment.stderr
+        assert len(list(out.glob("*_mask.png"))) == 2
+    assert sys.modules.get("my_networks") is None  # the test process itself never imported the user's module
