@@ -260,12 +260,17 @@ def predict(
     outdir: str | Path,
     rule: str = "area",
     train_samples: pd.DataFrame | None = None,
+    marks: str = "keep",
 ) -> int:
     """Write <outdir>/<sample_id>.png (0/255) for every sample, as a network's predict does.
 
     ``train_samples`` (the training split's rows, ``image``/``mask`` columns) is needed by the
-    baselines in ``NEEDS_TRAINING`` (the position prior) and ignored by the others.
+    baselines in ``NEEDS_TRAINING`` (the position prior) and ignored by the others. ``marks``: the
+    images as the study's networks see them (``inpaint``: coloured marks inpainted first) for the
+    threshold baseline; the caliper reader always reads the image as it is (the marks are its input).
     """
+    from sonoseg.preprocess import remove_marks
+
     if name not in BASELINES:
         raise SonosegError(f"baseline {name!r} is not one of {BASELINES}")
     prior = fit_position_prior(train_samples) if name == "position_prior" else None
@@ -274,7 +279,7 @@ def predict(
     for row in samples.itertuples(index=False):
         pixels = read_image(row.image).pixels
         if name == "threshold_baseline":
-            mask = threshold_segment(pixels, rule)
+            mask = threshold_segment(remove_marks(pixels, marks)[0], rule)
         elif name == "caliper_reader":
             mask = caliper_segment(pixels, rule)
         else:

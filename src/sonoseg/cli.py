@@ -17,6 +17,7 @@ log = logging.getLogger("sonoseg")
 # sonoseg.preprocess.INTERPOLATIONS' names, the default first; spelled here so that parsing the command
 # line does not import OpenCV (tests/test_preprocess.py holds them equal to the module's and the schema's).
 INTERPOLATIONS = ("bilinear", "area")
+MARKS = ("keep", "inpaint")  # sonoseg.preprocess.MARKS, likewise
 
 
 def _json(text: str) -> dict:
@@ -113,23 +114,32 @@ def cmd_split(args) -> None:
 
     samples = data.included(data.read_manifest(args.manifest))
     if args.split_file:
+        if args.folds != 1:
+            raise SonosegError("split.file gives one split: it cannot be combined with split.folds > 1")
         result = split.user_split(samples, args.split_file)
     else:
-        result = split.split_samples(samples, args.seed, tuple(args.fractions), args.stratify or None)
+        result = split.fold_split(samples, args.seed, args.folds, tuple(args.fractions), args.stratify or None)
     result.to_csv(args.out, index=False)
-    counts = result.groupby("split").agg(samples=("sample_id", "size"), groups=("group", "nunique"))
-    log.info("split (patient groups / samples):\n%s", counts.to_string())
+    log.info("split (patient groups / samples):\n%s", split.part_counts(result).to_string())
 
 
 def cmd_preprocess(args) -> None:
     from sonoseg import preprocess, split
 
-    samples = split.samples_of_part(args.manifest, args.split, args.part)
+    samples = split.samples_of_part(args.manifest, args.split, args.part, args.fold)
     if samples.empty:
-        raise SonosegError(f"{args.split}: the {args.part} split is empty")
-    count = preprocess.build_cache(samples, args.size, args.out, args.interpolation)
+        raise SonosegError(f"{args.split}: the {args.part} split of fold {args.fold} is empty")
+    count = preprocess.build_cache(samples, args.size, args.out, args.interpolation, args.marks)
     log.info(
-        "cached %d %s images at %dx%d (%s) in %s", count, args.part, args.size, args.size, args.interpolation, args.out
+        "cached %d %s images of fold %d at %dx%d (%s, marks %s) in %s",
+        count,
+        args.part,
+        args.fold,
+        args.size,
+        args.size,
+        args.interpolation,
+        args.marks,
+        args.out,
     )
 
 
@@ -177,17 +187,16 @@ def cmd_select_weight_decay(args) -> None:
 def cmd_predict(args) -> None:
     from sonoseg import split
 
-    samples = split.samples_of_part(args.manifest, args.split, "test")
+    samples = split.samples_of_part(args.manifest, args.split, "test", args.fold)
     if args.baseline:
         from sonoseg import baseline
 
         # A floor fitted on data (the position prior) sees the training part only, never the test images' masks.
-        train = (
-            split.samples_of_part(args.manifest, args.split, "train")
-            if args.baseline in baseline.NEEDS_TRAINING
-            else None
+        needs_training = args.baseline in baseline.NEEDS_TRAINING
+        train = split.samples_of_part(args.manifest, args.split, "train", args.fold) if needs_training else None
+        count = baseline.predict(
+            args.baseline, samples, args.outdir, args.component_rule, train_samples=train, marks=args.marks
         )
-        count = baseline.predict(args.baseline, samples, args.outdir, args.component_rule, train_samples=train)
     else:
         if not (args.model and args.data):
             raise SonosegError("predict: give --model and --data (a trained network), or --baseline NAME (a floor)")
@@ -248,7 +257,7 @@ def cmd_cost(args) -> None:
 def cmd_evaluate(args) -> None:
     from sonoseg import evaluate, split
 
-    samples = split.samples_of_part(args.manifest, args.split, "test")
+    samples = split.samples_of_part(args.manifest, args.split, "test", args.fold)
     metrics = evaluate.evaluate(args.predictions, samples)
     metrics.to_csv(args.out, index=False)
     log.info(
@@ -263,7 +272,9 @@ def cmd_evaluate(args) -> None:
 def cmd_summarize(args) -> None:
     from sonoseg import tables
 
-    summary = tables.summarize(args.key, args.name, args.seeds, args.metrics, args.histories, args.models)
+    summary = tables.summarize(
+        args.key, args.name, args.seeds, args.metrics, args.histories, args.models, folds=args.folds
+    )
     summary.to_csv(args.out, index=False)
 
 
@@ -278,7 +289,19 @@ def cmd_table(args) -> None:
         args.input_interpolation,
         args.ladder_network,
         args.cost or None,
+        args.metrics,
+        args.manifest or None,
+        args.seed,
     )
+
+
+def cmd_marks_ablation(args) -> None:
+    from sonoseg import tables
+
+    pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
+    table = tables.marks_ablation(args.metrics, pairs, args.manifest, args.seed)
+    table.to_csv(args.out, index=False)
+    log.info("caliper ablation (other marks - main):\n%s", table.to_string(index=False))
 
 
 def cmd_weight_decay_table(args) -> None:
@@ -376,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fractions", type=float, nargs=3, default=[0.6, 0.2, 0.2])
     p.add_argument("--split-file", default="")
     p.add_argument("--stratify", default="", help="a manifest column whose values every part gets in proportion")
+    p.add_argument("--folds", type=int, default=1, help="patient-level cross-validation folds (1: one split)")
     p.set_defaults(func=cmd_split)
 
     p = sub.add_parser("preprocess", help="resize one split and cache it as an array file")
@@ -389,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=INTERPOLATIONS,
         help="how images and masks are resized to --size (config preprocess.interpolation)",
     )
+    p.add_argument("--marks", default="keep", choices=MARKS, help="coloured overlays kept or inpainted first")
+    p.add_argument("--fold", type=int, default=0, help="the cross-validation fold whose part to cache")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_preprocess)
 
@@ -422,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="", help="a trained network's model.pt (with --data)")
     p.add_argument("--data", default="", help="the resized test images (data/cache/test.npz)")
     p.add_argument("--baseline", default="", help="a floor without training (e.g. threshold_baseline)")
+    p.add_argument("--marks", default="keep", choices=MARKS, help="a floor's images: marks kept or inpainted")
+    p.add_argument("--fold", type=int, default=0, help="the cross-validation fold whose test part to segment")
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", required=True)
     p.add_argument("--outdir", required=True)
@@ -474,11 +502,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", required=True)
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", required=True)
+    p.add_argument("--fold", type=int, default=0, help="the cross-validation fold whose test part was segmented")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("summarize", help="per-seed summary of one run (a network, a floor or a ladder step)")
     p.add_argument("--key", default="network", choices=["network", "step"])
+    p.add_argument("--folds", type=int, default=1, help="folds per seed (--metrics: seed by seed, fold by fold)")
     p.add_argument("--name", required=True)
     p.add_argument("--seeds", nargs="+", required=True)
     p.add_argument("--metrics", nargs="+", required=True)
@@ -497,7 +527,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ladder-network", default="unet", help="the network the ladder trained, for the caption")
     p.add_argument("--cost", default="", help="tables/cost.csv: adds GFLOPs and CPU latency columns")
+    p.add_argument("--metrics", nargs="*", default=[], help="the runs' per-image metrics: adds the Dice CI by patient")
+    p.add_argument("--manifest", default="", help="the manifest (patient groups), with --metrics")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("marks-ablation", help="the caliper ablation: Dice with marks kept vs inpainted, by patient")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--pairs", nargs="+", required=True, help="MAIN:TWIN run names")
+    p.add_argument("--metrics", nargs="+", required=True, help="both runs' .../runs/<run>/fold<F>/seed<N>/metrics.csv")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_marks_ablation)
 
     p = sub.add_parser("weight-decay-table", help="collect every network's weight-decay choice")
     p.add_argument("--choices", nargs="+", required=True)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sonoseg import marks
 from sonoseg.errors import SonosegError
 from sonoseg.modelio import ProbabilityModel, load_model
 from sonoseg.preprocess import INTERPOLATION_MEANING
@@ -86,6 +87,18 @@ def build_sidecar(saved: dict, onnx_path: Path, size: int, component_rule: str, 
                 "interpolation": saved["input_interpolation"],  # load_model checked it (older files: bilinear)
                 "interpolation_meaning": INTERPOLATION_MEANING[saved["input_interpolation"]],
                 "keep_aspect_ratio": False,
+            },
+            # Before resizing: the coloured overlays (calipers, Doppler boxes, coloured text) as in training.
+            "marks": {
+                "treatment": saved["input_marks"],
+                "meaning": {
+                    "keep": "feed the image as it is, marks included",
+                    "inpaint": f"mark pixels: max - min over the RGB channels > {marks.CHROMA_THRESHOLD}, and "
+                    f"> {marks.LOW_CHROMA_THRESHOLD} within {marks.HALO_REACH} px of those; dilated by "
+                    "max(1, round(max(height, width) / 320)) px; inpainted with OpenCV's cv2.inpaint "
+                    "(INPAINT_TELEA, radius: the dilation + 2), other pixels unchanged, before resizing "
+                    "(sonoseg.marks.inpaint_marks; docs/marks_and_floors.md)",
+                }[saved["input_marks"]],
             },
             "scale": "uint8 pixel / 255, giving [0, 1]",
             "grayscale_or_rgba": "convert to 3-channel RGB (gray repeated; alpha dropped); 16-bit: divide by 257 first",

@@ -42,14 +42,17 @@ OUTLINE_COLORS = {"truth": "#00e676", "prediction": "#ff1744"}
 
 
 def method_and_seed(path: str | Path) -> tuple[str, int]:
-    """A run's file or folder -> (run, seed): ``…/runs/<run>/seed<N>/<file or folder>`` (the workflow's
-    layout), or ``…/<run>/seed<N>[.csv]``."""
+    """A run's file or folder -> (run, seed): ``…/runs/<run>/fold<F>/seed<N>/<file or folder>`` (the
+    workflow's layout), ``…/<run>/seed<N>/…`` or ``…/<run>/seed<N>[.csv]``."""
     path = Path(path)
     for candidate in (path, path.parent):
         match = re.fullmatch(r"seed(\d+)", candidate.stem if candidate.suffix == ".csv" else candidate.name)
         if match:
-            return candidate.parent.name, int(match[1])
-    raise SonosegError(f"{path}: expected a path of the form <run>/seed<N>/... (or <run>/seed<N>.csv)")
+            owner = candidate.parent
+            if re.fullmatch(r"fold\d+", owner.name):
+                owner = owner.parent
+            return owner.name, int(match[1])
+    raise SonosegError(f"{path}: expected a path of the form <run>/[fold<F>/]seed<N>/... (or <run>/seed<N>.csv)")
 
 
 def read_per_image(metrics_paths: list[str | Path]) -> pd.DataFrame:
@@ -387,10 +390,13 @@ def figure2(
     reference_dice = per_image[per_image["method"] == reference].groupby("sample_id")["dice"].mean()
     choice = figure2_choice(reference_dice, seed)
     manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False).set_index("sample_id")
-    directories = {}
-    for directory in prediction_dirs:  # the first seed given of each method
-        method, _ = method_and_seed(directory)
-        directories.setdefault(method, Path(directory))
+    # The first seed given of each method; with cross-validation its folds' folders together hold every image.
+    directories: dict[str, list[Path]] = {}
+    first_seed: dict[str, int] = {}
+    for directory in prediction_dirs:
+        method, method_seed = method_and_seed(directory)
+        if first_seed.setdefault(method, method_seed) == method_seed:
+            directories.setdefault(method, []).append(Path(directory))
     dice = per_image.set_index(["method", "seed", "sample_id"])["dice"]
     columns = 2 + len(directories)
     fig, axes = plt.subplots(len(choice), columns, figsize=(1.35 * columns, 1.1 * len(choice) + 0.3), squeeze=False)
@@ -401,14 +407,13 @@ def figure2(
         axes[row, 0].set_ylabel(f"{role}\n{sample}", fontsize=6)
         step = _panel(axes[row, 1], image, "ground truth" if row == 0 else "")
         _outline(axes[row, 1], truth, step, OUTLINE_COLORS["truth"])
-        for column, (method, directory) in enumerate(directories.items(), start=2):
-            _, method_seed = method_and_seed(directory)
+        for column, (method, folders) in enumerate(directories.items(), start=2):
             step = _panel(axes[row, column], image)
             _outline(axes[row, column], truth, step, OUTLINE_COLORS["truth"], 0.6)
-            prediction_path = directory / f"{sample}.png"
-            if prediction_path.is_file():
-                _outline(axes[row, column], read_mask(prediction_path).pixels, step, OUTLINE_COLORS["prediction"])
-            value = dice.get((method, method_seed, sample), np.nan)
+            found = [folder / f"{sample}.png" for folder in folders if (folder / f"{sample}.png").is_file()]
+            if found:
+                _outline(axes[row, column], read_mask(found[0]).pixels, step, OUTLINE_COLORS["prediction"])
+            value = dice.get((method, first_seed[method], sample), np.nan)
             label = f"{method}\n" if row == 0 else ""
             axes[row, column].set_title(f"{label}Dice {_fmt(value, 3)}", fontsize=5)
     fig.suptitle(f"Figure 2 rebuilt: green = ground truth, red = prediction. {reference_note}", fontsize=7)
@@ -542,49 +547,98 @@ def paired_statistics(
     seed: int = 0,
     resamples: int = 10_000,
 ) -> None:
-    """Each method against the reference on the same test images: mean paired Dice difference with its
-    bootstrap 95 % CI and the Wilcoxon signed-rank p-value (table and forest plot), and Dice broken
-    down by the dataset's metadata columns; over the test images with a lesion, as the tables."""
-    per_image = lesion_images(read_per_image(metrics_paths))
+    """The statistics of docs/statistics.md, over the test images with a lesion, as the tables:
+
+    - each method's mean Dice with a patient-level (hierarchical: patients, then runs) 95 % CI;
+    - each method against the reference (U-net): the paired Dice difference, its CI, the sign-flip p
+      and Holm's correction over that family;
+    - each network against each floor (a second family, Holm-corrected): a network segments beyond
+      the image's cues only when every one of its CIs against the floors lies above 0;
+    - Dice per metadata value (lesion type, class, ...) with counts and CIs.
+    Patients are the manifest's patient groups (a patient's views, and duplicated images, move together)."""
+    from sonoseg import catalog
+    from sonoseg.tables import patient_table
+
+    per_image = patient_table(metrics_paths, manifest_csv)
     methods = list(dict.fromkeys(per_image["method"]))
     reference, reference_note = reference_method(methods)
-    comparison = stats.compare_to_reference(per_image, reference, "dice", seed, resamples)
-    comparison.to_csv(out_csv, index=False)
+    family = f"every method vs {reference}"
+    comparison = stats.compare_methods(per_image, reference, family, seed=seed, resamples=resamples)
+    floors = [m for m in methods if m in catalog.CATALOG and catalog.entry(m).family == "floor"]
+    networks = [m for m in methods if m not in floors]
+    versus_floors = [
+        stats.compare_methods(
+            per_image[per_image["method"].isin([network, floor])], floor, "", seed=seed, resamples=resamples
+        )
+        for floor in floors
+        for network in networks
+    ]
+    beyond = pd.concat(versus_floors, ignore_index=True) if versus_floors else pd.DataFrame()
+    if not beyond.empty:  # one family: every network against every floor
+        beyond["family"] = "every network vs every floor"
+        beyond["p_holm"] = stats.holm(beyond["p"].to_numpy())
+        beyond["significant"] = beyond["p_holm"] < 0.05
+    pd.concat([comparison, beyond], ignore_index=True).to_csv(out_csv, index=False)
 
-    shown = pd.DataFrame(
-        {
-            "Method": comparison["method"],
-            "Images": comparison["images"],
-            "Mean Dice difference": [_signed(v, 4) for v in comparison["mean_difference"]],
-            "95 % CI (bootstrap)": [
-                f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(comparison["ci_low"], comparison["ci_high"])
-            ],
-            "Median difference": [_signed(v, 4) for v in comparison["median_difference"]],
-            "Wilcoxon p": [f"{p:.3g}" for p in comparison["wilcoxon_p"]],
-        }
-    )
+    def shown_comparison(frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "Method": frame["method"],
+                "Against": frame["reference"],
+                "Patients / images": [f"{p} / {i}" for p, i in zip(frame["patients"], frame["images"])],
+                "Runs": [f"{c} / {r}" for c, r in zip(frame["runs_candidate"], frame["runs_reference"])],
+                "Mean Dice difference": [_signed(v, 4) for v in frame["mean_difference"]],
+                "95 % CI (patients, then runs)": [
+                    f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(frame["ci_low"], frame["ci_high"])
+                ],
+                "p (sign-flip)": [f"{p:.3g}" for p in frame["p"]],
+                "p (Holm)": [f"{p:.3g}" for p in frame["p_holm"]],
+            }
+        )
+
+    cells = stats.method_table(per_image, seed=seed, resamples=resamples)
     parts = [
         note(
-            f"{reference_note} Difference = method − reference, per test image with a lesion (Dice averaged "
-            f"over seeds first), {resamples} bootstrap resamples of images; a CI that excludes 0 and a small p "
-            f"mean the networks differ on these images."
+            f"{reference_note} Over the test images with a lesion; patients are the manifest's patient groups "
+            f"(a patient's views and duplicated images move together). CIs: {resamples} bootstrap resamples of "
+            "patients, then of runs (seeds) within each; p: a sign-flip test over patients; Holm's correction "
+            "within each family (docs/statistics.md). With fewer than 5 runs a cell lists each run's mean."
         ),
-        html_table(shown, f"Paired per-image Dice difference against {reference}"),
+        html_table(
+            pd.DataFrame(
+                {"Method": cells["method"], "Patients": cells["patients"], "Runs": cells["runs"], "Dice": cells["cell"]}
+            ),
+            "Mean test Dice with its patient-level 95 % CI",
+        ),
+        html_table(shown_comparison(comparison), f"Paired Dice difference against {reference} (family: {family})"),
     ]
+    if not beyond.empty:
+        verdict = beyond.groupby("method", sort=False).apply(
+            lambda group: bool((group["ci_low"] > 0).all() and group["significant"].all()), include_groups=False
+        )
+        parts.append(
+            html_table(
+                shown_comparison(beyond),
+                "Against every floor (family: every network vs every floor). Beats every floor: "
+                + ", ".join(f"{m}: {'yes' if v else 'no'}" for m, v in verdict.items()),
+            )
+        )
     manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
     tested = manifest[manifest["sample_id"].isin(set(per_image["sample_id"]))]
-    by_image = per_image.groupby(["method", "sample_id"], sort=False)["dice"].mean().reset_index()
     for column in categorical_columns(tested):
-        merged = by_image.merge(tested[["sample_id", column]], on="sample_id")
-        merged[column] = merged[column].replace("", "(none)")
-        if merged[column].nunique() < 2:
+        values = per_image.merge(tested[["sample_id", column]], on="sample_id")
+        values[column] = values[column].replace("", "(none)")
+        if values[column].nunique() < 2:
             continue
-        breakdown = merged.pivot_table(index="method", columns=column, values="dice", aggfunc="mean", sort=False)
-        counts = tested[column].replace("", "(none)").value_counts()
-        breakdown.columns = [f"{value} (n={counts.get(value, 0)})" for value in breakdown.columns]
-        breakdown = breakdown.map(lambda v: _fmt(v, 3)).reset_index()
-        parts.append(html_table(breakdown, f"Mean test Dice per {column}"))
-    write_page(out_html, "Paired statistics against the reference", parts)
+        groups = stats.group_table(values, column, seed=seed, resamples=min(resamples, 2000))
+        groups["cell"] = [stats.format_cell(row) for _, row in groups.iterrows()]
+        shown = groups.pivot_table(index="method", columns=column, values="cell", aggfunc="first", sort=False)
+        counts = groups.groupby(column)[["images", "patients"]].first()
+        shown.columns = [
+            f"{v} ({counts.loc[v, 'patients']} patients, {counts.loc[v, 'images']} images)" for v in shown.columns
+        ]
+        parts.append(html_table(shown.reset_index(), f"Test Dice per {column} (patient-level 95 % CI)"))
+    write_page(out_html, "Statistics by patient", parts)
 
     fig, ax = plt.subplots(figsize=(5.0, 0.35 * max(len(comparison), 1) + 1.0))
     positions = np.arange(len(comparison))[::-1]
@@ -600,11 +654,11 @@ def paired_statistics(
         capsize=3,
         ms=4,
     )
-    for y, p in zip(positions, comparison["wilcoxon_p"]):
-        ax.annotate(f"p={p:.2g}", (1.01, y), xycoords=("axes fraction", "data"), fontsize=6, va="center")
+    for y, p in zip(positions, comparison["p_holm"]):
+        ax.annotate(f"p(Holm)={p:.2g}", (1.01, y), xycoords=("axes fraction", "data"), fontsize=6, va="center")
     ax.axvline(0, color="0.4", lw=0.8)
     ax.set_yticks(positions, comparison["method"], fontsize=6)
     ax.set_ylim(-0.7, max(len(comparison), 1) - 0.3)
-    ax.set_xlabel(f"Dice difference vs {reference} (mean, bootstrap 95 % CI)")
+    ax.set_xlabel(f"Dice difference vs {reference} (mean, 95 % CI by patient, then run)")
     ax.grid(alpha=0.3, axis="x")
     _save(fig, out_png)

@@ -19,7 +19,7 @@ from sonoseg.device import select_device
 from sonoseg.errors import SonosegError
 from sonoseg.imageio import read_image
 from sonoseg.modelio import ProbabilityModel, images_to_tensor, load_model
-from sonoseg.preprocess import cache_interpolation, load_cache, resize_image
+from sonoseg.preprocess import cache_interpolation, cache_marks, load_cache, remove_marks, resize_image
 
 log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime")
@@ -83,6 +83,11 @@ def predict(
             f"{data_path} was resized {resized}, but {model_path} was trained on images "
             f"resized {predictor.interpolation}: rebuild the cache with the model's preprocess.interpolation"
         )
+    if cache_marks(arrays) != predictor.marks:
+        raise SonosegError(
+            f"{data_path} has its coloured marks {cache_marks(arrays)}, but {model_path} was trained on images "
+            f"with marks {predictor.marks}: rebuild the cache with the model's preprocess.marks"
+        )
     run = predictor.run
     images = images_to_tensor(arrays["images"]).numpy()
     sizes = samples.set_index("sample_id")[["height", "width"]]
@@ -113,9 +118,12 @@ class Predictor:
     run: RunBatch
     size: int | None
     interpolation: str
+    marks: str = "keep"
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
-        """One RGB uint8 image -> a batch of one, resized as the model's training data was."""
+        """One RGB uint8 image -> a batch of one, its marks treated and resized as the model's training
+        data was."""
+        rgb, _ = remove_marks(rgb, self.marks)
         return images_to_tensor(resize_image(rgb, self.size, self.interpolation)[None]).numpy()
 
 
@@ -129,7 +137,7 @@ def torch_predictor(model_path: str | Path, device: str = "auto", size: int | No
         with torch.no_grad():
             return wrapped(torch.from_numpy(batch).to(dev)).cpu().numpy()[:, 0]
 
-    return Predictor(run, size or saved.get("input_size"), saved["input_interpolation"])
+    return Predictor(run, size or saved.get("input_size"), saved["input_interpolation"], saved["input_marks"])
 
 
 def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | None = None) -> Predictor:
@@ -146,8 +154,9 @@ def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | 
             sidecar = export.export(model_path, onnx_path, size=size)
             session = export.onnx_session(onnx_path, threads)
     resize = sidecar["input"]["resize"]
+    marks = sidecar["input"].get("marks", {}).get("treatment", "keep")
     return Predictor(
-        lambda batch: export.run_session(session, batch)[:, 0], int(resize["height"]), resize["interpolation"]
+        lambda batch: export.run_session(session, batch)[:, 0], int(resize["height"]), resize["interpolation"], marks
     )
 
 

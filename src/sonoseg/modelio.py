@@ -20,7 +20,7 @@ from torch import nn
 
 from sonoseg import models
 from sonoseg.errors import SonosegError
-from sonoseg.preprocess import DEFAULT_INTERPOLATION, INTERPOLATIONS, normalize_tensor
+from sonoseg.preprocess import DEFAULT_INTERPOLATION, INTERPOLATIONS, MARKS, normalize_tensor
 
 MODEL_FORMAT = "sonoseg-model-v1"
 CHECKPOINT_FORMAT = "sonoseg-checkpoint-v1"
@@ -130,4 +130,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
         raise SonosegError(
             f"{path}: refused: input_interpolation {interpolation!r} is not one of {sorted(INTERPOLATIONS)}"
         )
+    saved.setdefault("input_marks", "keep")  # files from before preprocess.marks: trained on images as they were
+    if saved["input_marks"] not in MARKS:
+        raise SonosegError(f"{path}: refused: input_marks {saved['input_marks']!r} is not one of {MARKS}")
     return model.to(device).eval(), saved

@@ -44,18 +44,44 @@ def resize_sample(
     return resize_image(image, size, interpolation), mask.astype(np.uint8)
 
 
+MARKS = ("keep", "inpaint")  # preprocess.marks: coloured overlays (calipers, Doppler boxes, text) kept or inpainted
+
+
+def check_marks(marks: str) -> str:
+    if marks not in MARKS:
+        raise SonosegError(f"preprocess.marks: {marks!r} is not one of {MARKS}")
+    return marks
+
+
+def remove_marks(rgb: np.ndarray, marks: str) -> tuple[np.ndarray, int]:
+    """The image as the network sees it before resizing: with ``inpaint``, its coloured marks inpainted
+    (sonoseg.marks, docs/marks_and_floors.md); the number of pixels that changed."""
+    if check_marks(marks) == "keep":
+        return rgb, 0
+    from sonoseg.marks import inpaint_marks
+
+    return inpaint_marks(rgb)
+
+
 def build_cache(
-    samples: pd.DataFrame, size: int, out_path: str | Path, interpolation: str = DEFAULT_INTERPOLATION
+    samples: pd.DataFrame,
+    size: int,
+    out_path: str | Path,
+    interpolation: str = DEFAULT_INTERPOLATION,
+    marks: str = "keep",
 ) -> int:
-    """Write images (N, size, size, 3) uint8 RGB, masks (N, size, size) uint8 {0,1}, sample ids and the
-    interpolation they were resized with (training stores it in the model file, so serving resizes alike)."""
-    interpolation_flag(interpolation)  # refuse an unknown one before decoding any image
+    """Write images (N, size, size, 3) uint8 RGB, masks (N, size, size) uint8 {0,1}, sample ids, the
+    interpolation they were resized with and how their coloured marks were treated (training stores
+    both in the model file, so serving prepares new images alike), and each image's count of
+    inpainted mark pixels."""
+    interpolation_flag(interpolation)  # refuse unknown settings before decoding any image
+    check_marks(marks)
     images = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
     masks = np.zeros((len(samples), size, size), dtype=np.uint8)
+    mark_pixels = np.zeros(len(samples), dtype=np.int64)
     for i, row in enumerate(samples.itertuples()):
-        images[i], masks[i] = resize_sample(
-            read_image(row.image).pixels, read_mask(row.mask).pixels, size, interpolation
-        )
+        rgb, mark_pixels[i] = remove_marks(read_image(row.image).pixels, marks)
+        images[i], masks[i] = resize_sample(rgb, read_mask(row.mask).pixels, size, interpolation)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with open(out_path, "wb") as handle:  # a file handle keeps numpy from appending .npz
@@ -65,6 +91,8 @@ def build_cache(
             masks=masks,
             sample_ids=samples["sample_id"].to_numpy(dtype=str),
             interpolation=np.array(interpolation),
+            marks=np.array(marks),
+            mark_pixels=mark_pixels,
         )
     return len(samples)
 
@@ -77,6 +105,11 @@ def load_cache(path: str | Path) -> dict[str, np.ndarray]:
 def cache_interpolation(arrays: dict[str, np.ndarray]) -> str:
     """The interpolation a cache was resized with (caches from before the option: bilinear)."""
     return str(arrays["interpolation"]) if "interpolation" in arrays else DEFAULT_INTERPOLATION
+
+
+def cache_marks(arrays: dict[str, np.ndarray]) -> str:
+    """How a cache's images had their coloured marks treated (caches from before the option: kept)."""
+    return str(arrays["marks"]) if "marks" in arrays else "keep"
 
 
 # ImageNet statistics (RGB, on [0, 1] inputs): used when a network starts from ImageNet weights.

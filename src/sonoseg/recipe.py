@@ -26,6 +26,13 @@ class Recipe:
     batch_size: int = 8
     weight_decay: float = 1e-4
     early_stopping_patience: int = 15
+    # Early stopping and the plateau LR watch the median of the last this many validation losses
+    # (1: the raw loss, the rule before docs/stopping.md).
+    early_stopping_window: int = 3
+    # Precise BatchNorm: re-estimate BatchNorm's running statistics on the training images before
+    # each validation (docs/stopping.md), from at most bn_recalibration_images of them (0: all).
+    bn_recalibration: bool = True
+    bn_recalibration_images: int = 0
     min_epochs: int = 50
     max_epochs: int = 200
     precision: str = "auto"  # one of PRECISIONS
@@ -35,6 +42,10 @@ class Recipe:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise SonosegError(f"train.{key}: {getattr(self, key)!r} is not one of {allowed}")
+        if self.early_stopping_window < 1 or self.bn_recalibration_images < 0 or self.bn_recalibration_images == 1:
+            raise SonosegError(
+                f"train: need early_stopping_window >= 1 and bn_recalibration_images 0 or >= 2, got {self}"
+            )
         if self.batch_size < 1 or self.max_epochs < 1 or self.min_epochs > self.max_epochs:
             raise SonosegError(f"train: need batch_size >= 1 and 1 <= min_epochs <= max_epochs, got {self}")
 

@@ -10,9 +10,15 @@ more seeds. Its kind is a column, and one rule chain (workflow/rules/runs.smk) s
 | ``ladder_step`` | the ladder network after every change up to this step | ``ladder--<step>`` |
 | ``baseline`` | a method without training (a floor) | the floor |
 
-Each run lives in ``runs/<name>/``: ``recipe.json`` (what training reads), then per seed ``model.pt``,
-``history.csv``, ``predictions/`` and ``metrics.csv``. A new kind of run is a new row here, not a
-new rule. ``sonoseg runs --configfile FILE`` prints the sheet; the workflow writes it as ``runs.tsv``.
+Two more columns make the evidence's dimensions: ``marks`` (coloured overlays kept or inpainted
+before resizing; the caliper ablation adds each network and floor once more under the other
+condition, as ``<name>--marks-<condition>``) and ``folds`` (patient-level cross-validation: every
+run is made once per fold, each fold testing its own patients).
+
+Each run lives in ``runs/<name>/fold<F>/``: ``recipe.json`` (what training reads), then per seed
+``seed<N>/model.pt``, ``history.csv``, ``predictions/`` and ``metrics.csv``. A new kind of run is a
+new row here, not a new rule. ``sonoseg runs --configfile FILE`` prints the sheet; the workflow
+writes it as ``runs.tsv``.
 
 Torch-free: the workflow builds the sheet when it parses the Snakefile.
 """
@@ -20,7 +26,7 @@ Torch-free: the workflow builds the sheet when it parses the Snakefile.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import pandas as pd
 
@@ -43,6 +49,8 @@ class Run:
     pretrained_backbone: str = ""  # the ImageNet weights file its backbone starts from ('' for none)
     table_key: str = "network"  # the column the tables group its summary by: network, or step
     table_name: str = ""  # its row name there (the network, or the ladder step)
+    marks: str = "keep"  # the images' coloured marks: kept, or inpainted before resizing
+    folds: tuple[str, ...] = ("0",)  # the cross-validation folds it is made in
 
     @property
     def trained(self) -> bool:
@@ -56,6 +64,7 @@ class Run:
     def row(self) -> dict:
         row = asdict(self)
         row["seeds"] = " ".join(self.seeds)
+        row["folds"] = " ".join(self.folds)
         row["recipe"] = self.recipe.to_json() if self.recipe else ""
         return row
 
@@ -112,6 +121,7 @@ def build(config: dict) -> list[Run]:
     check_config(config)
     train = config["train"]
     seeds = tuple(str(s) for s in config["seeds"])
+    data = {"marks": config["preprocess"]["marks"], "folds": tuple(str(f) for f in range(config["split"]["folds"]))}
     runs: list[Run] = []
     for network in study_networks(config):
         auto = catalog.weight_decay_is_auto(train, network)
@@ -125,6 +135,7 @@ def build(config: dict) -> list[Run]:
                 weight_decay_from=network if auto else "",
                 pretrained_backbone=catalog.pretrained_backbone_for(train, network),
                 table_name=network,
+                **data,
             )
         )
     for network in study_networks(config):
@@ -140,6 +151,7 @@ def build(config: dict) -> list[Run]:
                     network_recipe(train, network, {"weight_decay": float(decay_name(decay))}),
                     pretrained_backbone=catalog.pretrained_backbone_for(train, network),
                     table_name=network,
+                    **data,
                 )
             )
     ladder = config["ladder"]
@@ -156,14 +168,43 @@ def build(config: dict) -> list[Run]:
                     recipe,
                     table_key="step",
                     table_name=step,
+                    **data,
                 )
             )
     for floor in config["baselines"]:
-        runs.append(Run(floor, "baseline", floor, seeds, table_name=floor))
+        runs.append(Run(floor, "baseline", floor, seeds, table_name=floor, **data))
+    if config["ablation"]["marks"]:
+        runs += marks_ablation(runs, data["marks"])
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise SonosegError(f"run sheet: run names must be unique, got {names}")
     return runs
+
+
+def other_marks(marks: str) -> str:
+    return "inpaint" if marks == "keep" else "keep"
+
+
+def marks_ablation(runs: list[Run], marks: str) -> list[Run]:
+    """The caliper ablation: every network and floor once more, on the same split and with the same
+    recipe (its weight decay chosen by the main condition's selection), with the coloured marks
+    treated the other way."""
+    other = other_marks(marks)
+    return [
+        replace(run, name=f"{run.name}{SEPARATOR}marks-{other}", marks=other, table_name=run.table_name)
+        for run in runs
+        if run.kind in ("network", "baseline")
+    ]
+
+
+def ablation_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
+    """(the main condition's run, its other-marks twin) for every method of the caliper ablation."""
+    by_name = {run.name: run for run in runs}
+    return [
+        (by_name[run.name.rsplit(SEPARATOR, 1)[0]], run)
+        for run in runs
+        if run.kind in ("network", "baseline") and run.name.endswith(f"{SEPARATOR}marks-{run.marks}")
+    ]
 
 
 def to_frame(runs: list[Run]) -> pd.DataFrame:

@@ -88,14 +88,62 @@ def stratified_order(samples: pd.DataFrame, column: str, rng: np.random.Generato
     return ordered
 
 
-def interleaved_parts(counts: tuple[int, int, int]) -> list[str]:
-    """The parts, as many of each as counts says, spread evenly along one sequence (each part's k-th
-    place at (k + 1/2) / count): any run of consecutive places, such as one stratum, gets each part
-    in proportion, off by less than two."""
+def interleaved_parts(counts: tuple[int, ...], labels: tuple = PARTS) -> list:
+    """The labels (by default the parts), as many of each as counts says, spread evenly along one
+    sequence (each label's k-th place at (k + 1/2) / count): any run of consecutive places, such as one
+    stratum, gets each label in proportion, off by less than two."""
     places = [
-        ((k + 0.5) / count, index, part) for index, (part, count) in enumerate(zip(PARTS, counts)) for k in range(count)
+        ((k + 0.5) / count, index, label)
+        for index, (label, count) in enumerate(zip(labels, counts))
+        for k in range(count)
     ]
-    return [part for _, _, part in sorted(places)]
+    return [label for _, _, label in sorted(places)]
+
+
+def fold_split(
+    samples: pd.DataFrame,
+    seed: int,
+    folds: int,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    stratify: str | None = None,
+) -> pd.DataFrame:
+    """Patient-level K-fold cross-validation, seeded: every patient group is tested in exactly one fold.
+
+    The groups are ordered as in split_samples (stratum by stratum when ``stratify`` is set, shuffled
+    within each) and dealt to the K folds evenly along that order, so each fold gets each stratum in
+    proportion. Fold k tests its own groups; its validation part is carved from the other groups (the
+    same order, ``fractions``' validation share of the training and validation shares), the rest train.
+    One row per sample and fold: sample_id, patient, group, fold, split. K = 1 is split_samples: one
+    split, no fold column (samples_of_part reads it as fold 0)."""
+    if folds < 1:
+        raise SonosegError(f"split.folds: {folds} must be at least 1")
+    if folds == 1:
+        return split_samples(samples, seed, fractions, stratify)
+    groups = sorted(samples["group"].astype(str).unique())
+    if len(groups) < 2 * folds:
+        raise SonosegError(f"split.folds: {folds} folds need at least {2 * folds} patient groups, have {len(groups)}")
+    rng = np.random.default_rng(seed)
+    if stratify:
+        ordered = stratified_order(samples, stratify, rng)
+    else:
+        ordered = [groups[i] for i in rng.permutation(len(groups))]
+    sizes = [len(ordered) // folds + (k < len(ordered) % folds) for k in range(folds)]
+    fold_of = dict(zip(ordered, interleaved_parts(tuple(sizes), tuple(range(folds)))))
+    share = fractions[1] / (fractions[0] + fractions[1])
+    frames = []
+    for fold in range(folds):
+        rest = [g for g in ordered if fold_of[g] != fold]
+        n_val = max(1, int(round(len(rest) * share)))
+        part_of = dict(zip(rest, interleaved_parts((len(rest) - n_val, n_val), ("train", "val"))))
+        part_of.update({g: "test" for g in ordered if fold_of[g] == fold})
+        frame = samples[["sample_id", "patient", "group"]].copy()
+        frame["fold"] = fold
+        frame["split"] = frame["group"].astype(str).map(part_of)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)[SPLIT_COLUMNS]
+
+
+SPLIT_COLUMNS = ["sample_id", "patient", "group", "fold", "split"]
 
 
 def user_split(samples: pd.DataFrame, split_file: str | Path) -> pd.DataFrame:
@@ -122,7 +170,8 @@ def user_split(samples: pd.DataFrame, split_file: str | Path) -> pd.DataFrame:
 
 
 def check_no_leak(split: pd.DataFrame, source: str) -> None:
-    crossing = split.groupby("group")["split"].nunique()
+    keys = ["fold", "group"] if "fold" in split else ["group"]
+    crossing = split.groupby(keys)["split"].nunique()
     crossing = crossing[crossing > 1]
     if len(crossing):
         raise SonosegError(
@@ -131,13 +180,26 @@ def check_no_leak(split: pd.DataFrame, source: str) -> None:
         )
 
 
-def samples_of_part(manifest: str | Path, split_csv: str | Path, part: str) -> pd.DataFrame:
-    """The included samples of the manifest that the split puts in ``part`` (train, val or test)."""
+def part_counts(split: pd.DataFrame) -> pd.DataFrame:
+    """Samples and patient groups per part (and fold), for the log."""
+    keys = ["fold", "split"] if "fold" in split else ["split"]
+    return split.groupby(keys).agg(samples=("sample_id", "size"), groups=("group", "nunique"))
+
+
+def samples_of_part(manifest: str | Path, split_csv: str | Path, part: str, fold: int = 0) -> pd.DataFrame:
+    """The included samples of the manifest that the split puts in ``part`` (train, val or test) of
+    ``fold`` (split files without folds have one, fold 0)."""
     from sonoseg import data
 
     if part not in PARTS:
         raise SonosegError(f"split part {part!r} is not one of {PARTS}")
     samples = data.included(data.read_manifest(manifest))
     parts = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    if "fold" in parts:
+        if str(fold) not in set(parts["fold"]):
+            raise SonosegError(f"{split_csv}: no fold {fold} (folds: {sorted(set(parts['fold']))})")
+        parts = parts[parts["fold"] == str(fold)]
+    elif fold != 0:
+        raise SonosegError(f"{split_csv}: a split without folds has only fold 0, not {fold}")
     chosen = set(parts.loc[parts["split"] == part, "sample_id"])
     return samples[samples["sample_id"].isin(chosen)].reset_index(drop=True)

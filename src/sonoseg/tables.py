@@ -13,8 +13,11 @@ from sonoseg.errors import SonosegError
 from sonoseg.scoring import empty_side, kept_epoch
 
 
-def summarize_run(metrics_csv: str | Path, history_csv: str | Path | None) -> dict:
+def summarize_run(metrics_csv, history_csv) -> dict:
     """Mean test metrics of one (network, seed) run, with the epoch whose weights were kept.
+
+    ``metrics_csv`` may be a list: the out-of-fold metrics of a cross-validated run, pooled (every
+    patient once); its histories likewise, and the epochs are then the largest over the folds.
 
     The main columns are over the images with a lesion in the ground truth (the paper has one
     lesion per image): Dice, and HD95 with the empty-prediction penalty (``hd95_px``, the image
@@ -25,8 +28,11 @@ def summarize_run(metrics_csv: str | Path, history_csv: str | Path | None) -> di
 
     A run without training (a baseline, ``history_csv`` None) has no epochs: those cells stay empty.
     """
-    metrics = pd.read_csv(metrics_csv)
-    history = pd.read_csv(history_csv) if history_csv else None
+    metrics_files = metrics_csv if isinstance(metrics_csv, (list, tuple)) else [metrics_csv]
+    history_files = history_csv if isinstance(history_csv, (list, tuple)) else [history_csv]
+    history_files = [h for h in history_files if h]
+    metrics = pd.concat([pd.read_csv(path) for path in metrics_files], ignore_index=True)
+    histories = [pd.read_csv(path) for path in history_files]
     if metrics.empty:
         raise SonosegError(f"{metrics_csv}: no test images were evaluated")
     truth_empty = empty_side(metrics, "truth")
@@ -45,8 +51,8 @@ def summarize_run(metrics_csv: str | Path, history_csv: str | Path | None) -> di
         "hd95_matched_images": len(matched),
         "no_lesion_images": len(no_lesion),
         "no_lesion_dice": no_lesion["dice"].mean(),
-        "epochs": len(history) if history is not None else pd.NA,
-        "best_epoch": kept_epoch(history) if history is not None else pd.NA,
+        "epochs": max(len(h) for h in histories) if histories else pd.NA,
+        "best_epoch": max(kept_epoch(h) for h in histories) if histories else pd.NA,
     }
 
 
@@ -77,6 +83,7 @@ def aggregate(runs: pd.DataFrame, key: str) -> pd.DataFrame:
             {
                 key: name,
                 "seeds": len(group),
+                "dice_per_seed": " ".join(f"{v:.6f}" for v in group["dice"].astype(float)),
                 "dice_mean": dice,
                 "dice_std": dice_sd,
                 "hd95_mean": hd,
@@ -100,6 +107,7 @@ def aggregate(runs: pd.DataFrame, key: str) -> pd.DataFrame:
 
 # Columns of aggregate() that the tables carry as they are.
 SUMMARY_COLUMNS = [
+    "dice_per_seed",
     "dice_mean",
     "dice_std",
     "hd95_mean",
@@ -139,17 +147,39 @@ def summarize(
     metrics: list[str | Path],
     histories: list[str | Path] | None = None,
     model_files: list[str | Path] | None = None,
+    folds: int = 1,
 ) -> pd.DataFrame:
-    """One row per seed of a run (a network, a floor or a ladder step): mean test metrics, the kept
-    epoch and the network's parameter count. A run without training has no history: its epochs stay
-    empty."""
+    """One row per seed of a run (a network, a floor or a ladder step): mean test metrics over its
+    out-of-fold predictions (``fold`` "all"), the kept epoch and the network's parameter count; with
+    folds > 1, also one row per seed and fold (the per-fold values). ``metrics`` (and ``histories``)
+    are seed by seed, fold by fold within a seed. A run without training has no history: its epochs
+    stay empty."""
+    if len(metrics) != len(seeds) * folds:
+        raise SonosegError(f"summary of {name}: {len(metrics)} metrics files for {len(seeds)} seeds x {folds} folds")
     histories = histories or [None] * len(metrics)
     parameters = run_parameters(model_files or [])
-    rows = [
-        {key: name, "seed": int(seed), **summarize_run(metric, history), "parameters": parameters}
-        for seed, metric, history in zip(seeds, metrics, histories, strict=True)
-    ]
+    rows = []
+    for index, seed in enumerate(seeds):
+        own = slice(index * folds, (index + 1) * folds)
+        pooled = summarize_run(list(metrics[own]), list(histories[own]))
+        rows.append({key: name, "seed": int(seed), "fold": "all", **pooled, "parameters": parameters})
+        if folds > 1:
+            for fold, (metric, history) in enumerate(zip(metrics[own], histories[own], strict=True)):
+                rows.append(
+                    {
+                        key: name,
+                        "seed": int(seed),
+                        "fold": str(fold),
+                        **summarize_run(metric, history),
+                        "parameters": parameters,
+                    }
+                )
     return pd.DataFrame(rows)
+
+
+def pooled(runs: pd.DataFrame) -> pd.DataFrame:
+    """The summaries' out-of-fold rows (one per run and seed); summaries without folds are all pooled."""
+    return runs[runs["fold"].astype(str) == "all"] if "fold" in runs else runs
 
 
 def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> pd.DataFrame:
@@ -218,6 +248,25 @@ def ladder_table(runs: pd.DataFrame, steps: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _seeds_cell(row, digits: int = 3) -> str:
+    """Our Dice: mean ± std over 5 or more seeds; each seed's value with 2 to 4 (a std of so few is no
+    summary); "n = 1" for a single run (never "± 0.000")."""
+    if pd.isna(row["dice_mean"]):
+        return "-"
+    seeds = int(row["seeds"])
+    values = str(row.get("dice_per_seed", "") or "")
+    if seeds >= 5 or not values or values == "nan":
+        return _pm(row["dice_mean"], row["dice_std"], digits) if seeds > 1 else f"{row['dice_mean']:.{digits}f} (n = 1)"
+    if seeds == 1:
+        return f"{row['dice_mean']:.{digits}f} (n = 1)"
+    return f"{row['dice_mean']:.{digits}f} (seeds: {', '.join(f'{float(v):.{digits}f}' for v in values.split())})"
+
+
+def _ci_cell(row, digits: int = 3) -> str:
+    low, high = row.get("dice_ci_low", np.nan), row.get("dice_ci_high", np.nan)
+    return "-" if pd.isna(low) else f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def _pm(mean: float, std: float, digits: int) -> str:
     if np.isnan(mean):
         return "-"
@@ -239,6 +288,7 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tupl
     over all seeds) appears when the test set has images without a lesion.
     """
     has_params = "parameters" in table.columns
+    has_ci = "dice_ci_low" in table.columns and table["dice_ci_low"].notna().any()
     has_cost = all(c in table.columns for c in COST_COLUMNS)
     has_paper_hd = "paper_hd95_mean" in table.columns
     has_mm = "hd95_mm_mean" in table.columns and table["hd95_mm_mean"].notna().any()
@@ -248,7 +298,9 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tupl
         [first]
         + (["Parameters"] if has_params else [])
         + (["GFLOPs", "CPU ms"] if has_cost else [])
-        + ["Dice (ours)", "HD95 px (ours)"]
+        + ["Dice (ours)"]
+        + (["Dice 95 % CI (patients, seeds)"] if has_ci else [])
+        + ["HD95 px (ours)"]
         + (["HD95 px, both non-empty (ours)"] if has_matched else [])
         + (["HD95 mm (ours)"] if has_mm else [])
         + (["No-lesion images: Dice (ours)"] if has_no_lesion else [])
@@ -265,11 +317,16 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tupl
                 "-" if pd.isna(row["gflops"]) else f"{row['gflops']:.2f}",
                 "-" if pd.isna(row["latency_ms"]) else f"{row['latency_ms']:.1f}",
             ]
-        cells += [_pm(row["dice_mean"], row["dice_std"], 3), _pm(row["hd95_mean"], row["hd95_std"], 2)]
+        cells.append(_seeds_cell(row))
+        if has_ci:
+            cells.append(_ci_cell(row))
+        cells.append(
+            _pm(row["hd95_mean"], row["hd95_std"], 2) if int(row["seeds"]) > 1 else _pm(row["hd95_mean"], np.nan, 2)
+        )
         if has_matched:
             cells.append(
                 _with_count(
-                    _pm(row["hd95_matched_mean"], row["hd95_matched_std"], 2),
+                    _pm(row["hd95_matched_mean"], row["hd95_matched_std"] if int(row["seeds"]) > 1 else np.nan, 2),
                     int(row["hd95_matched_images"]),
                     int(row["lesion_images"]),
                 )
@@ -337,10 +394,16 @@ def study_table(
     interpolation: str = "",
     ladder_network: str = "unet",
     cost_csv: str | Path | None = None,
+    metrics: list[str | Path] = (),
+    manifest_csv: str | Path | None = None,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Table 1, Table 2 or the ladder from per-run summaries, written as CSV, Markdown and LaTeX. The
     caption says at what scale the numbers were made: input size and epochs actually trained."""
-    runs = pd.concat([pd.read_csv(p, dtype={"network": str, "step": str}) for p in summaries], ignore_index=True)
+    runs = pd.concat(
+        [pd.read_csv(p, dtype={"network": str, "step": str, "fold": str}) for p in summaries], ignore_index=True
+    )
+    runs = pooled(runs)
     epochs = pd.to_numeric(runs["epochs"], errors="coerce").dropna() if "epochs" in runs else pd.Series([], dtype=float)
     scale = f"input {input_size}x{input_size} px ({interpolation})" if input_size else ""
     if len(epochs):
@@ -349,6 +412,7 @@ def study_table(
     scale = f"; {scale}" if scale else ""
     if kind == "ladder":
         table = ladder_table(runs, list(runs["step"].drop_duplicates()))
+        table = with_confidence(table, "step", metrics, manifest_csv, seed, prefix="ladder--")
         caption = f"Section 4.2 tuning ladder ({ladder_network}, cumulative steps; test set{scale})"
         write_table(table, out_csv, caption, "Step")
         return table
@@ -356,5 +420,73 @@ def study_table(
         raise SonosegError(f"unknown table {kind!r}; one of {sorted(CAPTIONS)} or ladder")
     reference = catalog.paper_table(kind)
     table = with_cost(network_table(runs, reference, list(runs["network"].drop_duplicates())), cost_csv)
+    table = with_confidence(table, "network", metrics, manifest_csv, seed)
     write_table(table, out_csv, f"{CAPTIONS[kind]}{scale}{cost_caption(cost_csv)})")
+    return table
+
+
+# ----------------------------------------------------------------------------- evidence
+
+
+def with_confidence(
+    table: pd.DataFrame,
+    key: str,
+    metrics: list[str | Path],
+    manifest_csv: str | Path | None,
+    seed: int = 0,
+    prefix: str = "",
+) -> pd.DataFrame:
+    """Add each row's Dice 95 % CI by patient, then seed (sonoseg.stats.method_ci; docs/statistics.md),
+    from the runs' per-image metrics; the row of ``key`` value v is run ``prefix + v``."""
+    if not metrics or not manifest_csv:
+        return table
+    from sonoseg import stats
+
+    per_image = patient_table(metrics, manifest_csv)
+    low, high = [], []
+    for name in table[key]:
+        result = stats.method_ci(per_image, f"{prefix}{name}", seed=seed)
+        low.append(result["ci_low"])
+        high.append(result["ci_high"])
+    return table.assign(dice_ci_low=low, dice_ci_high=high)
+
+
+def patient_table(metrics_paths: list[str | Path], manifest_csv: str | Path) -> pd.DataFrame:
+    """Every run's per-image metrics of the images with a lesion, in the long form the patient-level
+    statistics read (sonoseg.stats): method (the run), run (its seed), sample_id, patient (the
+    manifest's patient group: duplicates put patients in one group, which must move together) and
+    the metrics."""
+    from sonoseg.figures import lesion_images, read_per_image
+
+    per_image = lesion_images(read_per_image(metrics_paths))
+    from sonoseg import data
+
+    manifest = data.included(data.read_manifest(manifest_csv)).set_index("sample_id")
+    missing = sorted(set(per_image["sample_id"]) - set(manifest.index))
+    if missing:
+        raise SonosegError(f"{manifest_csv}: evaluated images {missing[:5]} are not in the manifest")
+    return per_image.assign(
+        run=per_image["seed"].astype(str), patient=per_image["sample_id"].map(manifest["group"]).astype(str)
+    )
+
+
+def marks_ablation(
+    metrics_paths: list[str | Path], pairs: list[tuple[str, str]], manifest_csv: str | Path, seed: int = 0
+) -> pd.DataFrame:
+    """The caliper ablation: per method, Dice with the main condition's marks and with the other, and
+    the paired difference (other - main) with its patient-level hierarchical bootstrap CI and sign-flip
+    p, Holm-corrected over the methods (one family: "marks inpainted vs kept")."""
+    from sonoseg import stats
+
+    per_image = patient_table(metrics_paths, manifest_csv)
+    rows = []
+    for main, twin in pairs:
+        both = per_image[per_image["method"].isin([main, twin])]
+        result = stats.hierarchical_comparison(both, twin, main, seed=seed)
+        means = both.groupby("method")["dice"].mean()
+        rows.append({**result, "method": main, "twin": twin, "dice_main": means[main], "dice_twin": means[twin]})
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["p_holm"] = stats.holm(table["p"].to_numpy())
+        table["family"] = "twin (other marks) vs main, Holm over the methods"
     return table

@@ -1,6 +1,10 @@
 """Training (docs/method.md, "Training"): augmentation, soft-Dice loss, Adam, plateau LR, early
 stopping, best-validation weights kept, seeded, resumable from a checkpoint written after every epoch.
 
+Validation (docs/stopping.md): before each validation BatchNorm's running statistics are re-estimated
+on the training images (sonoseg.bn_recalibration), and early stopping and the plateau schedule watch
+the median of the last validation losses (sonoseg.stopping), so that one noisy epoch stops nothing.
+
 The fast path (docs/performance.md): the split stays resident on the training device as uint8,
 augmentation runs there batched, forward and backward run under bf16 autocast where the device has
 fast bf16 units (``train.precision: auto``) and in channels_last where that was measured to pay, and
@@ -20,14 +24,18 @@ import torch
 import torch.nn.functional as F
 
 from sonoseg import models
+from sonoseg.bn_recalibration import recalibrate_batchnorm
 from sonoseg.device import FastPath, make_deterministic, select_device
 from sonoseg.errors import SonosegError
 from sonoseg.modelio import CHECKPOINT_FORMAT, MODEL_FORMAT, fp32_weights, load_checked, save_atomic, save_model
-from sonoseg.preprocess import IMAGENET_NORMALIZATION, cache_interpolation, load_cache
+from sonoseg.preprocess import IMAGENET_NORMALIZATION, cache_interpolation, cache_marks, load_cache
 from sonoseg.recipe import Recipe
+from sonoseg.stopping import StopRule, StopSettings
 
 log = logging.getLogger(__name__)
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
+# val_loss_monitored: what early stopping and the plateau schedule saw (the median of the last
+# early_stopping_window validation losses; empty while the window fills).
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_loss_monitored", "lr", "seconds"]
 DICE_EPSILON = 1e-6  # only keeps an empty mask with an empty prediction from dividing by zero
 
 
@@ -111,6 +119,7 @@ class ResidentSplit:
     def __init__(self, path: str | Path, device: torch.device):
         arrays = load_cache(path)
         self.interpolation = cache_interpolation(arrays)
+        self.marks = cache_marks(arrays)
         self.images = torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2).contiguous().to(device)
         self.masks = torch.from_numpy(arrays["masks"]).unsqueeze(1).contiguous().to(device)
 
@@ -164,6 +173,21 @@ def batch_slices(n: int, batch_size: int) -> list[slice]:
 VALIDATION_BATCH = 32  # forward only, no gradients: larger batches than training's cost little memory
 
 
+def recalibrate(model, split: ResidentSplit, recipe: Recipe, path: FastPath) -> None:
+    """Precise BatchNorm before validation (docs/stopping.md): the running statistics of the current
+    weights, from up to ``recipe.bn_recalibration_images`` training images (0: all), no augmentation,
+    under the run's precision and memory format. Uses no random numbers: the seeded streams, and so a
+    resumed run, are untouched."""
+    if recipe.bn_recalibration:
+        recalibrate_batchnorm(
+            model,
+            split.images,
+            VALIDATION_BATCH,
+            forward=path.forward,
+            max_images=recipe.bn_recalibration_images or None,
+        )
+
+
 def evaluate_loss(model, split: ResidentSplit, loss_fn, path: FastPath) -> tuple[float, float]:
     """Mean validation loss and hard Dice; summed on the device, read back once."""
     model.eval()
@@ -183,7 +207,11 @@ def write_history(rows: list[dict], path: Path) -> None:
         handle.write(",".join(HISTORY_COLUMNS) + "\n")
         for row in rows:
             handle.write(
-                ",".join(repr(row[c]) if isinstance(row[c], float) else str(row[c]) for c in HISTORY_COLUMNS) + "\n"
+                ",".join(
+                    "" if row[c] is None else repr(row[c]) if isinstance(row[c], float) else str(row[c])
+                    for c in HISTORY_COLUMNS
+                )
+                + "\n"
             )
 
 
@@ -236,19 +264,28 @@ def run_fingerprint(
     ).hexdigest()
 
 
-def fresh_state() -> dict:
-    return {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "stale_epochs": 0, "history": [], "best_state": None}
+def fresh_state(rule: StopRule) -> dict:
+    """Before the first epoch. The stop rule's state (plain numbers and lists) travels in the checkpoint:
+    a resumed run decides alike."""
+    return {
+        "epoch": 0,
+        "best_loss": math.inf,
+        "best_epoch": 0,
+        "history": [],
+        "best_state": None,
+        "stop_rule": rule.state_dict(),
+    }
 
 
-def resume(checkpoint: Path, fingerprint: str, model, optimizer, scheduler, data_order, device) -> dict:
-    """The training state of ``checkpoint`` restored into model, optimizer, scheduler and RNGs; a fresh
-    state when there is none or it belongs to other settings or data."""
+def resume(checkpoint: Path, fingerprint: str, model, optimizer, scheduler, data_order, device, rule) -> dict:
+    """The training state of ``checkpoint`` restored into model, optimizer, scheduler, stop rule and
+    RNGs; a fresh state when there is none or it belongs to other settings or data."""
     if not checkpoint.exists():
-        return fresh_state()
+        return fresh_state(rule)
     saved = load_checked(checkpoint, CHECKPOINT_FORMAT)
     if saved["fingerprint"] != fingerprint:
         log.info("checkpoint %s belongs to other settings or data: starting afresh", checkpoint)
-        return fresh_state()
+        return fresh_state(rule)
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
@@ -257,6 +294,7 @@ def resume(checkpoint: Path, fingerprint: str, model, optimizer, scheduler, data
     if device.type == "cuda" and saved.get("cuda_rng") is not None:
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
     state = resumed_state(saved["state"], model, checkpoint)
+    rule.load_state_dict(state["stop_rule"])
     log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
     return state
 
@@ -303,10 +341,10 @@ def train(
     dev = select_device(device)
     make_deterministic(dev)
     train_split, val_split = ResidentSplit(train_data, dev), ResidentSplit(val_data, dev)
-    if train_split.interpolation != val_split.interpolation:
+    if (train_split.interpolation, train_split.marks) != (val_split.interpolation, val_split.marks):
         raise SonosegError(
-            f"{train_data} was resized {train_split.interpolation}, {val_data} {val_split.interpolation}: "
-            "rebuild both with the same preprocess.interpolation"
+            f"{train_data} was resized {train_split.interpolation} with marks {train_split.marks}, {val_data} "
+            f"{val_split.interpolation} with marks {val_split.marks}: rebuild both with the same preprocess settings"
         )
     if len(train_split) < 2 or len(val_split) < 1:
         raise SonosegError(
@@ -331,9 +369,11 @@ def train(
     loss_fn = LOSSES[recipe.loss]
     data_order = torch.Generator().manual_seed(seed)
     checkpoint = Path(checkpoint) if checkpoint else None
-    state = (
-        resume(checkpoint, fingerprint, model, optimizer, scheduler, data_order, dev) if checkpoint else fresh_state()
-    )
+    rule = StopRule(StopSettings.from_recipe(recipe))
+    if checkpoint:
+        state = resume(checkpoint, fingerprint, model, optimizer, scheduler, data_order, dev, rule)
+    else:
+        state = fresh_state(rule)
 
     log.info(
         "training %s seed %d on %s (%s): %d train / %d val images, recipe %s",
@@ -345,27 +385,27 @@ def train(
         len(val_split),
         recipe.to_json(),
     )
-    while state["epoch"] < recipe.max_epochs:
-        if state["epoch"] >= recipe.min_epochs and state["stale_epochs"] >= recipe.early_stopping_patience:
-            break
+    while not rule.stop:  # max_epochs, or min_epochs run and early_stopping_patience epochs without progress
         started = time.perf_counter()
         train_loss = train_epoch(model, train_split, recipe, loss_fn, optimizer, path, data_order)
+        recalibrate(model, train_split, recipe, path)  # the kept weights carry these statistics too
         val_loss, val_dice = evaluate_loss(model, val_split, loss_fn, path)
         lr = optimizer.param_groups[0]["lr"]
-        if recipe.lr_plateau:
-            scheduler.step(val_loss)
         state["epoch"] += 1
         if not math.isfinite(val_loss):
             raise SonosegError(f"{network} seed {seed}: validation loss became {val_loss} at epoch {state['epoch']}")
-        if val_loss < state["best_loss"]:
-            state.update(best_loss=val_loss, best_epoch=state["epoch"], stale_epochs=0, best_state=fp32_weights(model))
-        else:
-            state["stale_epochs"] += 1
+        decision = rule.update(val_loss, epoch=state["epoch"])
+        if recipe.lr_plateau and decision.plateau_value is not None:
+            scheduler.step(decision.plateau_value)  # the median, not one noisy epoch
+        if decision.keep_weights:  # the lowest raw validation loss: a measurement of these very weights
+            state.update(best_loss=val_loss, best_epoch=state["epoch"], best_state=fp32_weights(model))
+        state["stop_rule"] = rule.state_dict()
         row = {
             "epoch": state["epoch"],
             "train_loss": train_loss,
             "val_loss": val_loss,
             "val_dice": val_dice,
+            "val_loss_monitored": decision.monitored,
             "lr": lr,
             "seconds": round(time.perf_counter() - started, 3),
         }
@@ -374,11 +414,13 @@ def train(
             save_checkpoint(checkpoint, fingerprint, model, optimizer, scheduler, data_order, dev, state)
         # Logged after the checkpoint: an epoch in the log is an epoch a rerun will not repeat.
         log.info(
-            "epoch %d  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1fs",
+            "epoch %d  train_loss %.4f  val_loss %.4f  val_dice %.4f  monitored %s  stale %d  lr %.2e  %.1fs",
             row["epoch"],
             row["train_loss"],
             val_loss,
             val_dice,
+            "-" if decision.monitored is None else f"{decision.monitored:.4f}",
+            decision.stale_epochs,
             lr,
             row["seconds"],
         )
@@ -391,6 +433,7 @@ def train(
         recipe=recipe.to_json(),
         input_size=train_split.size,
         input_interpolation=train_split.interpolation,  # segment and export resize new images alike
+        input_marks=train_split.marks,  # ... and treat their coloured marks alike
         normalization=normalization,
         trained_with=path.describe(),
         best_epoch=state["best_epoch"],

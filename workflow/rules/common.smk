@@ -43,10 +43,13 @@ def custom_networks_arg(networks):
     return f"--custom-networks {shlex.quote(json.dumps(custom, sort_keys=True))}" if custom else ""
 
 
-NETWORKS = [run.method for run in RUNS.values() if run.kind == "network"]
-FLOORS = [run.method for run in RUNS.values() if run.kind == "baseline"]
+# The main condition's networks and floors (the caliper ablation's twins are named <name>--marks-<...>).
+NETWORKS = [run.name for run in RUNS.values() if run.kind == "network" and run.name == run.method]
+FLOORS = [run.name for run in RUNS.values() if run.kind == "baseline" and run.name == run.method]
 WEIGHT_DECAY = runsheet.weight_decay_selection(list(RUNS.values()))  # network -> its candidate runs
 LADDER_RUNS = [run.name for run in RUNS.values() if run.kind == "ladder_step"]
+ABLATION = runsheet.ablation_pairs(list(RUNS.values()))  # (main run, its other-marks twin) per method
+FOLDS = [str(f) for f in range(config["split"]["folds"])]
 
 
 def _alternatives(values):
@@ -57,6 +60,8 @@ wildcard_constraints:
     run=_alternatives(RUNS),
     network=_alternatives(WEIGHT_DECAY),
     seed=r"\d+",
+    fold=r"\d+",
+    marks="keep|inpaint",
     part="train|val|test",
     table="table1|table2|beyond|ladder",
 
@@ -68,14 +73,24 @@ def run_of(wildcards):
     return RUNS[wildcards.run]
 
 
-def run_dir(run, seed):
-    return f"{OUT}/runs/{run}/seed{seed}"
+def run_dir(run, fold, seed):
+    return f"{OUT}/runs/{run}/fold{fold}/seed{seed}"
+
+
+def run_files(run, name):
+    """One file of every seed and fold of a run, seed by seed (the order `sonoseg summarize` reads)."""
+    return [f"{run_dir(run.name, fold, seed)}/{name}" for seed in run.seeds for fold in run.folds]
+
+
+def cache(run, fold, part):
+    """A run's resized images: its marks condition, its fold's part."""
+    return f"{OUT}/data/cache/{run.marks}/fold{fold}/{part}.npz"
 
 
 def get_recipe_inputs(wildcards):
-    """A run whose weight decay is selected reads the selection's choice."""
+    """A run whose weight decay is selected reads the selection's choice in its fold."""
     network = run_of(wildcards).weight_decay_from
-    return {"selection": f"{OUT}/weight_decay/{network}.json"} if network else {}
+    return {"selection": f"{OUT}/weight_decay/{network}/fold{wildcards.fold}.json"} if network else {}
 
 
 def get_training_inputs(wildcards):
@@ -83,12 +98,12 @@ def get_training_inputs(wildcards):
     network's run with the candidates' seed), the candidates, one of which it adopts."""
     run = run_of(wildcards)
     inputs = {
-        "recipe": f"{OUT}/runs/{run.name}/recipe.json",
-        "train": f"{OUT}/data/cache/train.npz",
-        "val": f"{OUT}/data/cache/val.npz",
+        "recipe": f"{OUT}/runs/{run.name}/fold{wildcards.fold}/recipe.json",
+        "train": cache(run, wildcards.fold, "train"),
+        "val": cache(run, wildcards.fold, "val"),
     }
     if run.weight_decay_from and wildcards.seed == str(TRAIN["weight_decay_seed"]):
-        candidates = [run_dir(c.name, wildcards.seed) for c in WEIGHT_DECAY[run.weight_decay_from]]
+        candidates = [run_dir(c.name, wildcards.fold, wildcards.seed) for c in WEIGHT_DECAY[run.weight_decay_from]]
         inputs["candidate_models"] = [f"{c}/model.pt" for c in candidates]
         inputs["candidate_histories"] = [f"{c}/history.csv" for c in candidates]
     return inputs
@@ -103,29 +118,32 @@ def reuse_arg(wildcards, input):
 
 
 def get_weight_decay_candidates(wildcards):
-    return [f"{run_dir(c.name, c.seeds[0])}/history.csv" for c in WEIGHT_DECAY[wildcards.network]]
+    return [f"{run_dir(c.name, wildcards.fold, c.seeds[0])}/history.csv" for c in WEIGHT_DECAY[wildcards.network]]
 
 
 def get_prediction_inputs(wildcards):
     """A network predicts from its model and the resized test images; a floor reads the test images."""
+    run = run_of(wildcards)
     inputs = {"manifest": f"{OUT}/data/manifest.csv", "split": f"{OUT}/data/split.csv"}
-    if run_of(wildcards).trained:
-        inputs.update(model=f"{run_dir(wildcards.run, wildcards.seed)}/model.pt", data=f"{OUT}/data/cache/test.npz")
+    if run.trained:
+        model = f"{run_dir(run.name, wildcards.fold, wildcards.seed)}/model.pt"
+        inputs.update(model=model, data=cache(run, wildcards.fold, "test"))
     return inputs
 
 
 def prediction_source(wildcards, input):
-    if run_of(wildcards).trained:
+    run = run_of(wildcards)
+    if run.trained:
         return f"--model {input.model} --data {input.data}"
-    return f"--baseline {run_of(wildcards).method}"
+    return f"--baseline {run.method} --marks {run.marks}"
 
 
 def get_run_summary_inputs(wildcards):
     run = run_of(wildcards)
-    inputs = {"metrics": [f"{run_dir(run.name, s)}/metrics.csv" for s in run.seeds]}
+    inputs = {"metrics": run_files(run, "metrics.csv")}
     if run.trained:
-        inputs["histories"] = [f"{run_dir(run.name, s)}/history.csv" for s in run.seeds]
-        inputs["models"] = [f"{run_dir(run.name, s)}/model.pt" for s in run.seeds]
+        inputs["histories"] = run_files(run, "history.csv")
+        inputs["models"] = run_files(run, "model.pt")
     return inputs
 
 
@@ -201,6 +219,11 @@ def get_table_summaries(wildcards):
     return [f"{OUT}/networks/{run}.csv" for run in table_runs(wildcards.table)]
 
 
+def get_table_metrics(wildcards):
+    """The per-image metrics of a table's runs: the Dice CI by patient, then seed."""
+    return [path for run in table_runs(wildcards.table) for path in run_files(RUNS[run], "metrics.csv")]
+
+
 def get_cost_table(wildcards=None):
     """GFLOPs and CPU latency per network, when the study measures them (cost.enabled) or a cost table
     is already there."""
@@ -228,6 +251,8 @@ def get_final_outputs():
     outputs += [f"{OUT}/networks/{run}.csv" for run in NETWORKS + FLOORS]
     if WEIGHT_DECAY:
         outputs.append(f"{OUT}/tables/weight_decay.csv")
+    if ABLATION:
+        outputs.append(f"{OUT}/tables/marks_ablation.csv")
     if COST["enabled"]:
         outputs.append(f"{OUT}/tables/cost.csv")  # workflow/rules/tables.smk
     return outputs + get_report_outputs()  # workflow/rules/report.smk
@@ -247,19 +272,19 @@ def compared_runs():
 
 
 def get_report_metrics(wildcards=None):
-    return [f"{run_dir(run.name, seed)}/metrics.csv" for run in compared_runs() for seed in run.seeds]
+    return [path for run in compared_runs() for path in run_files(run, "metrics.csv")]
 
 
 def get_report_predictions(wildcards=None):
-    """Figure 2 shows the first seed's masks of every method."""
-    return [f"{run_dir(run.name, run.seeds[0])}/predictions" for run in compared_runs()]
+    """Figure 2 shows the first seed's masks of every method (every fold's, so every test image)."""
+    return [f"{run_dir(run.name, fold, run.seeds[0])}/predictions" for run in compared_runs() for fold in run.folds]
 
 
 def get_run_histories(wildcards):
     run = run_of(wildcards)
     if not run.trained:
         raise ValueError(f"training curves: run {run.name!r} has no training")
-    return [f"{run_dir(run.name, seed)}/history.csv" for seed in run.seeds]
+    return run_files(run, "history.csv")
 
 
 def get_report_tables():

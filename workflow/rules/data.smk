@@ -48,8 +48,9 @@ rule split:
         fractions=" ".join(str(f) for f in config["split"]["fractions"]),
         split_file=lambda wc, input: f"--split-file {input.split_file}" if input.split_file else "",
         stratify=f"--stratify {config['split']['stratify']}" if config["split"]["stratify"] else "",
+        folds=config["split"]["folds"],
     shell:
-        "sonoseg split --manifest {input.manifest} --out {output} --seed {params.seed} "
+        "sonoseg split --manifest {input.manifest} --out {output} --seed {params.seed} --folds {params.folds} "
         "--fractions {params.fractions} {params.split_file} {params.stratify} > {log} 2>&1"
 
 
@@ -58,9 +59,9 @@ rule preprocess:
         manifest=f"{OUT}/data/manifest.csv",
         split=f"{OUT}/data/split.csv",
     output:
-        f"{OUT}/data/cache/{{part}}.npz",
+        f"{OUT}/data/cache/{{marks}}/fold{{fold}}/{{part}}.npz",
     log:
-        f"{LOGS}/preprocess/{{part}}.log",
+        f"{LOGS}/preprocess/{{marks}}/fold{{fold}}/{{part}}.log",
     conda:
         CONDA_ENV
     params:
@@ -68,4 +69,5 @@ rule preprocess:
         interpolation=config["preprocess"]["interpolation"],
     shell:
         "sonoseg preprocess --manifest {input.manifest} --split {input.split} --part {wildcards.part} "
-        "--size {params.size} --interpolation {params.interpolation} --out {output} > {log} 2>&1"
+        "--fold {wildcards.fold} --marks {wildcards.marks} --size {params.size} "
+        "--interpolation {params.interpolation} --out {output} > {log} 2>&1"

@@ -28,9 +28,9 @@ rule recipe:
     input:
         unpack(get_recipe_inputs),
     output:
-        f"{OUT}/runs/{{run}}/recipe.json",
+        f"{OUT}/runs/{{run}}/fold{{fold}}/recipe.json",
     log:
-        f"{LOGS}/recipe/{{run}}.log",
+        f"{LOGS}/recipe/{{run}}/fold{{fold}}.log",
     conda:
         CONDA_ENV
     params:
@@ -44,9 +44,9 @@ rule select_weight_decay:
     input:
         get_weight_decay_candidates,
     output:
-        f"{OUT}/weight_decay/{{network}}.json",
+        f"{OUT}/weight_decay/{{network}}/fold{{fold}}.json",
     log:
-        f"{LOGS}/select_weight_decay/{{network}}.log",
+        f"{LOGS}/select_weight_decay/{{network}}/fold{{fold}}.log",
     conda:
         CONDA_ENV
     params:
@@ -60,12 +60,12 @@ rule train:
     input:
         unpack(get_training_inputs),
     output:
-        model=f"{OUT}/runs/{{run}}/seed{{seed}}/model.pt",
-        history=f"{OUT}/runs/{{run}}/seed{{seed}}/history.csv",
+        model=f"{OUT}/runs/{{run}}/fold{{fold}}/seed{{seed}}/model.pt",
+        history=f"{OUT}/runs/{{run}}/fold{{fold}}/seed{{seed}}/history.csv",
     log:
-        f"{LOGS}/train/{{run}}/seed{{seed}}.log",
+        f"{LOGS}/train/{{run}}/fold{{fold}}/seed{{seed}}.log",
     benchmark:
-        f"{BENCH}/train/{{run}}/seed{{seed}}.tsv"
+        f"{BENCH}/train/{{run}}/fold{{fold}}/seed{{seed}}.tsv"
     retries: 1
     conda:
         CONDA_ENV
@@ -77,7 +77,7 @@ rule train:
     params:
         network=lambda wc: run_of(wc).method,
         # Outside the declared outputs: Snakemake's cleanup of a failed job must not delete it.
-        checkpoint=lambda wc: f"{OUT}/checkpoints/{wc.run}/seed{wc.seed}.pt",
+        checkpoint=lambda wc: f"{OUT}/checkpoints/{wc.run}/fold{wc.fold}/seed{wc.seed}.pt",
         device=TRAIN["device"],
         pretrained=lambda wc: (
             f"--pretrained-backbone {run_of(wc).pretrained_backbone}" if run_of(wc).pretrained_backbone else ""
@@ -95,9 +95,9 @@ rule predict:
     input:
         unpack(get_prediction_inputs),
     output:
-        directory(f"{OUT}/runs/{{run}}/seed{{seed}}/predictions"),
+        directory(f"{OUT}/runs/{{run}}/fold{{fold}}/seed{{seed}}/predictions"),
     log:
-        f"{LOGS}/predict/{{run}}/seed{{seed}}.log",
+        f"{LOGS}/predict/{{run}}/fold{{fold}}/seed{{seed}}.log",
     conda:
         CONDA_ENV
     threads: 1
@@ -110,25 +110,26 @@ rule predict:
         component_rule=config["predict"]["component_rule"],
         device=TRAIN["device"],
     shell:
-        "sonoseg predict {params.source} --manifest {input.manifest} --split {input.split} --outdir {output} "
+        "sonoseg predict {params.source} --manifest {input.manifest} --split {input.split} --fold {wildcards.fold} "
+        "--outdir {output} "
         "--component-rule {params.component_rule} --device {params.device} "
         "--runs-per-gpu {resources.runs_per_gpu} > {log} 2>&1"
 
 
 rule evaluate:
     input:
-        predictions=f"{OUT}/runs/{{run}}/seed{{seed}}/predictions",
+        predictions=f"{OUT}/runs/{{run}}/fold{{fold}}/seed{{seed}}/predictions",
         manifest=f"{OUT}/data/manifest.csv",
         split=f"{OUT}/data/split.csv",
     output:
-        f"{OUT}/runs/{{run}}/seed{{seed}}/metrics.csv",
+        f"{OUT}/runs/{{run}}/fold{{fold}}/seed{{seed}}/metrics.csv",
     log:
-        f"{LOGS}/evaluate/{{run}}/seed{{seed}}.log",
+        f"{LOGS}/evaluate/{{run}}/fold{{fold}}/seed{{seed}}.log",
     conda:
         CONDA_ENV
     shell:
         "sonoseg evaluate --predictions {input.predictions} --manifest {input.manifest} --split {input.split} "
-        "--out {output} > {log} 2>&1"
+        "--fold {wildcards.fold} --out {output} > {log} 2>&1"
 
 
 rule summarize:
@@ -146,8 +147,9 @@ rule summarize:
         key=lambda wc: run_of(wc).table_key,
         name=lambda wc: run_of(wc).table_name,
         seeds=lambda wc: " ".join(run_of(wc).seeds),
+        folds=lambda wc: len(run_of(wc).folds),
         histories=lambda wc, input: f"--histories {' '.join(input.histories)}" if "histories" in input.keys() else "",
         models=lambda wc, input: f"--models {' '.join(input.models)}" if "models" in input.keys() else "",
     shell:
-        "sonoseg summarize --key {params.key} --name {params.name} --seeds {params.seeds} "
+        "sonoseg summarize --key {params.key} --name {params.name} --seeds {params.seeds} --folds {params.folds} "
         "--metrics {input.metrics} {params.histories} {params.models} --out {output} > {log} 2>&1"

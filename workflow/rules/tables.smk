@@ -6,6 +6,8 @@ rule table:
     input:
         unpack(get_cost_table),
         summaries=get_table_summaries,
+        metrics=get_table_metrics,
+        manifest=f"{OUT}/data/manifest.csv",
     output:
         csv=f"{OUT}/tables/{{table}}.csv",
         markdown=f"{OUT}/tables/{{table}}.md",
@@ -21,14 +23,15 @@ rule table:
             f"--ladder-network {config['ladder']['network']}"
         ),
         cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() and wc.table != "ladder" else "",
+        seed=REPORT_SEED,
     shell:
         "sonoseg table {wildcards.table} --summaries {input.summaries} --out {output.csv} {params.scale} "
-        "{params.cost} > {log} 2>&1"
+        "{params.cost} --metrics {input.metrics} --manifest {input.manifest} --seed {params.seed} > {log} 2>&1"
 
 
 rule weight_decay_table:
     input:
-        [f"{OUT}/weight_decay/{network}.json" for network in WEIGHT_DECAY],
+        [f"{OUT}/weight_decay/{network}/fold{fold}.json" for network in WEIGHT_DECAY for fold in FOLDS],
     output:
         f"{OUT}/tables/weight_decay.csv",
     log:
@@ -64,3 +67,23 @@ rule cost:
         "sonoseg cost --networks {params.networks} --size {params.size} --backend {params.backend} "
         "--threads {params.measure_threads} --repeats {params.repeats} --warmup {params.warmup} "
         "{params.custom} --out {output} > {log} 2>&1"
+
+
+rule marks_ablation:
+    # The caliper ablation (config ablation.marks): each network and floor with the coloured marks kept
+    # and inpainted, on the same split and recipe; the paired difference by patient.
+    input:
+        manifest=f"{OUT}/data/manifest.csv",
+        metrics=[path for pair in ABLATION for run in pair for path in run_files(run, "metrics.csv")],
+    output:
+        f"{OUT}/tables/marks_ablation.csv",
+    log:
+        f"{LOGS}/marks_ablation.log",
+    conda:
+        CONDA_ENV
+    params:
+        pairs=" ".join(f"{main.name}:{twin.name}" for main, twin in ABLATION),
+        seed=REPORT_SEED,
+    shell:
+        "sonoseg marks-ablation --manifest {input.manifest} --pairs {params.pairs} --metrics {input.metrics} "
+        "--seed {params.seed} --out {output} > {log} 2>&1"
