@@ -1,6 +1,7 @@
 """Ingest and the integrity check: every bad case, under both policies, on trees built here."""
 
 import os
+import re
 import subprocess
 import sys
 import zlib
@@ -401,6 +402,223 @@ def test_default_phantom_gives_the_paper_split(tmp_path):
     per_part = result.groupby("split")["patient"].nunique()
     assert (per_part["train"], per_part["val"], per_part["test"]) == (208, 70, 70)
     assert result.groupby("split").size().to_dict() == {"train": 416, "val": 140, "test": 140}
+
+
+# ----------------------------------------------------------------------------- near duplicates as BUSI has them
+
+# BUSI's duplicated images include crops, rescales and contrast changes of one frame. A copy here is made
+# from a phantom frame the way such copies arise; docs/near_duplicates.md lists the cases and scores.
+
+
+def phantom_frame(patient: int, view: int = 1, seed: int = 5, options=None, size=None):
+    """One phantom view at the paper's image sizes (BGR for writing) and its mask."""
+    image, mask = synth.render(seed, patient, view, size, options)
+    return image[:, :, ::-1].copy(), mask
+
+
+def crop_back(pixels: np.ndarray, left: float, right: float, top: float, bottom: float, nearest: bool = False):
+    """Cut these fractions of the width / height at the borders, then resize back to the original size."""
+    height, width = pixels.shape[:2]
+    kept = pixels[
+        round(top * height) : height - round(bottom * height), round(left * width) : width - round(right * width)
+    ]
+    return cv2.resize(kept, (width, height), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
+
+
+def rescale(pixels: np.ndarray, factor: float, nearest: bool = False):
+    height, width = pixels.shape[:2]
+    smooth = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+    return cv2.resize(
+        pixels, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_NEAREST if nearest else smooth
+    )
+
+
+def gamma(pixels: np.ndarray, exponent: float) -> np.ndarray:
+    table = np.clip(255 * (np.arange(256) / 255) ** exponent, 0, 255).round().astype(np.uint8)
+    return table[pixels]
+
+
+def geometric(transform):
+    """A copy made by a geometric transform: the mask follows it (nearest neighbour)."""
+    return lambda image, mask: (transform(image, False), transform(mask, True))
+
+
+def photometric(transform):
+    return lambda image, mask: (transform(image), mask)
+
+
+def combined(image: np.ndarray, mask: np.ndarray):
+    """All at once: a one-sided crop (5 / 2 % of the width, 4 / 6 % of the height) resized back, rescaled
+    to 0.75 and gamma 0.85 (then written as JPEG, quality 70)."""
+    cut = geometric(lambda p, n: rescale(crop_back(p, 0.05, 0.02, 0.04, 0.06, n), 0.75, n))
+    image, mask = cut(image, mask)
+    return gamma(image, 0.85), mask
+
+
+# copy name -> (how it is made from (image, mask), the expected zoom and field along x or None (the
+# same pixels), its file type)
+BUSI_COPIES = {
+    "crop3": (geometric(lambda p, n: crop_back(p, 0.03, 0.03, 0.03, 0.03, n)), (1 / 0.94, 0.94), ".png"),
+    "crop6": (geometric(lambda p, n: crop_back(p, 0.06, 0.06, 0.06, 0.06, n)), (1 / 0.88, 0.88), ".png"),
+    "crop8_left_top": (geometric(lambda p, n: crop_back(p, 0.08, 0, 0.08, 0, n)), (1 / 0.92, 0.92), ".png"),
+    "scale0.8": (geometric(lambda p, n: rescale(p, 0.8, n)), (0.8, 1.0), ".png"),
+    "scale1.25": (geometric(lambda p, n: rescale(p, 1.25, n)), (1.25, 1.0), ".png"),
+    "stretch": (
+        photometric(lambda p: np.clip((p.astype(int) - 20) * 255 / 180, 0, 255).astype(np.uint8)),
+        None,
+        ".png",
+    ),
+    "gamma0.8": (photometric(lambda p: gamma(p, 0.8)), None, ".png"),
+    "brighter20": (photometric(lambda p: np.clip(p.astype(int) + 20, 0, 255).astype(np.uint8)), None, ".png"),
+    "jpeg70": (photometric(lambda p: p), None, ".jpg"),  # written as JPEG, quality 70
+    "combined": (combined, (0.75 / 0.93, 0.93), ".jpg"),
+}
+
+MIXED_PATIENTS = 24  # default phantom: organ presets mixed; the first 8 with both views
+BOTH_VIEWS = 8
+SAME_PRESET_PATIENTS = 12  # breast only, one image size: similar layout, different lesions and speckle
+SAME_PRESET = synth.PhantomOptions(organs={"breast": 1.0})
+
+
+def build_busi_like(root: Path) -> dict[str, str]:
+    """A folder dataset of 36 made patients (44 frames), the BUSI-like copies of 10 of them under other
+    patient names, and one byte-identical copy. Returns copy file stem -> source file stem."""
+    images, masks = root / "images", root / "masks"
+    rows, sources = [], {}
+    for patient in range(MIXED_PATIENTS):
+        for view in (1, 2) if patient < BOTH_VIEWS else (1,):
+            image, mask = phantom_frame(patient, view)
+            name = f"a_mixed{patient:02d}_v{view}"
+            write(images / f"{name}.png", image)
+            write(masks / f"{name}.png", mask)
+            rows.append({"image": f"{name}.png", "patient": f"mixed{patient:02d}"})
+            sources[name] = (image, mask)
+    for patient in range(SAME_PRESET_PATIENTS):
+        image, mask = phantom_frame(patient, 1, seed=6, options=SAME_PRESET, size=(432, 646))
+        name = f"b_breast{patient:02d}"
+        write(images / f"{name}.png", image)
+        write(masks / f"{name}.png", mask)
+        rows.append({"image": f"{name}.png", "patient": f"breast{patient:02d}"})
+    copies = {}
+    for number, (copy, (make, _, suffix)) in enumerate(BUSI_COPIES.items()):
+        source = f"a_mixed{number + BOTH_VIEWS:02d}_v1"  # patients with one view: a copy is their only twin
+        image, mask = make(*sources[source])
+        name = f"c_{copy}"
+        path = images / f"{name}{suffix}"
+        ok, encoded = cv2.imencode(suffix, image, [cv2.IMWRITE_JPEG_QUALITY, 70] if suffix == ".jpg" else [])
+        assert ok
+        path.write_bytes(encoded.tobytes())
+        write(masks / f"{name}.png", mask)
+        rows.append({"image": path.name, "patient": name})
+        copies[name] = source
+    # A byte-identical copy under another name (BUSI files some images twice).
+    (images / "d_exact.png").write_bytes((images / "a_mixed00_v1.png").read_bytes())
+    write(masks / "d_exact.png", sources["a_mixed00_v1"][1])
+    rows.append({"image": "d_exact.png", "patient": "exact"})
+    pd.DataFrame(rows).to_csv(root / "patients.csv", index=False)
+    return copies
+
+
+@pytest.fixture(scope="module")
+def busi_like(tmp_path_factory):
+    root = tmp_path_factory.mktemp("busi_like")
+    copies = build_busi_like(root)
+    manifest = data.included(data.ingest(root, "folder")).set_index("sample_id")
+    return root, copies, manifest
+
+
+def near_duplicate_flags(cell: str) -> dict[str, dict[str, str]]:
+    """'near_duplicate_of:ID(k=v,...)' flags of a manifest cell: ID -> {k: v}."""
+    found = {}
+    for flag in str(cell).split(";"):
+        match = re.fullmatch(r"near_duplicate_of:([^()]+)\((.*)\)", flag)
+        if match:
+            found[match[1]] = dict(item.split("=", 1) for item in match[2].split(","))
+    return found
+
+
+def test_busi_like_copies_are_merged_with_their_source(busi_like):
+    """Every copy (crops of 3-8 % resized back, rescales, contrast, gamma, brightness, JPEG, all at once)
+    is flagged with its source, shares its group, and the flag's geometry says what the copy is."""
+    _, copies, manifest = busi_like
+    for copy, source in copies.items():
+        row = manifest.loc[f"images__{copy}"]
+        assert row["group"] == manifest.loc[f"images__{source}", "group"], copy
+        flags = near_duplicate_flags(row["flags"])
+        assert f"images__{source}" in flags, (copy, row["flags"])
+        details = flags[f"images__{source}"]
+        assert set(details) == {"similarity", "phash_bits", "zoom", "field"}, details
+        assert float(details["similarity"]) >= 0.9, (copy, details)
+        assert int(details["phash_bits"]) <= 12, (copy, details)
+        expected = BUSI_COPIES[copy.removeprefix("c_")][1]
+        zoom = [float(v) for v in details["zoom"].split("x")]
+        field = [float(v) for v in details["field"].split("x")]
+        if expected is None:  # intensity changes: the same pixels
+            assert zoom == pytest.approx([1, 1], abs=0.01) and field == pytest.approx([1, 1], abs=0.01), details
+        else:
+            expected_zoom, expected_field = expected
+            assert zoom[0] == pytest.approx(expected_zoom, abs=0.02), (copy, details)
+            if expected_field is not None:
+                assert field[0] == pytest.approx(expected_field, abs=0.02), (copy, details)
+        # Only its source: no other made patient is named.
+        assert set(flags) == {f"images__{source}"}, (copy, flags)
+
+
+def test_busi_like_distinct_patients_are_not_merged(busi_like):
+    """36 made patients, 12 of them of one organ preset and image size: no two share a group; the exact
+    copy is flagged as before; a patient's two views are one patient whatever the finder says of them."""
+    _, copies, manifest = busi_like
+    originals = manifest[~manifest.index.str.startswith(("images__c_", "images__d_"))]
+    assert originals["patient"].nunique() == MIXED_PATIENTS + SAME_PRESET_PATIENTS
+    assert originals.groupby("patient")["group"].nunique().max() == 1
+    assert originals.groupby("group")["patient"].nunique().max() == 1, "two different patients merged"
+    assert manifest["group"].nunique() == MIXED_PATIENTS + SAME_PRESET_PATIENTS
+    for sample_id, row in originals.iterrows():
+        for other in near_duplicate_flags(row["flags"]):
+            assert manifest.loc[other, "patient"] == row["patient"], (sample_id, other)
+    exact = manifest.loc["images__d_exact"]
+    assert "duplicate_of:images__a_mixed00_v1" in exact["flags"]
+    assert exact["group"] == manifest.loc["images__a_mixed00_v1", "group"]
+
+
+def test_near_duplicate_search_can_be_turned_off(busi_like):
+    """near_duplicate_distance -1: no near-duplicate search; identical pixels are still duplicates."""
+    root, copies, _ = busi_like
+    manifest = data.included(data.ingest(root, "folder", near_duplicate_distance=-1)).set_index("sample_id")
+    assert not manifest["flags"].str.contains("near_duplicate_of").any()
+    assert "duplicate_of:images__a_mixed00_v1" in manifest.loc["images__d_exact", "flags"]
+    assert manifest["group"].nunique() == MIXED_PATIENTS + SAME_PRESET_PATIENTS + len(copies)
+
+
+def test_proposal_distance_is_in_hash_bits():
+    """near_duplicate_distance counts bits of a 64-bit random-hyperplane hash: d bits <-> an angle of
+    d/64 of a half turn between the thumbnails (12 bits: correlation 0.83); 64 bits take every pair."""
+    assert data.bits_of(1.0) == 0 and data.bits_of(-1.0) == 64
+    assert data.bits_of(np.cos(np.pi * 12 / 64)) == pytest.approx(12)
+    rng = np.random.default_rng(0)
+    noise = [data.fingerprint(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)) for _ in range(4)]
+    assert len(data.propose(noise, 64)) == 6 and data.propose(noise, -1) == []
+
+
+def rescanned(seed: int, patient: int, speckle_seed: int) -> np.ndarray:
+    """The same anatomy (tissue, lesion, field of view) scanned again: new scatterers, a new frame."""
+    scan = synth._scan
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(synth, "_scan", lambda rng, echo, fov: scan(np.random.default_rng(speckle_seed), echo, fov))
+        return synth.render(seed, patient, 1)[0]
+
+
+def test_the_same_anatomy_scanned_again_is_another_frame():
+    """Speckle is what identifies a frame: the same tissue and lesion with new speckle shares its layout
+    and edges (the thumbnails are as near as a copy's) but is not a copy; a copy of either frame is."""
+    for patient in range(3):
+        first, again = synth.render(7, patient, 1)[0], rescanned(7, patient, 1000 + patient)
+        a, b = data.fingerprint(first), data.fingerprint(again)
+        match = data.match_near_duplicate(a, b)
+        assert match.bits < 16, match  # near in layout, as copies are (2.8-12.3 bits over 30 patients)
+        assert match.similarity < 0.6 < data.DEFAULT_DUPLICATE_SIMILARITY, match
+        copy = data.fingerprint(crop_back(again, 0.05, 0.05, 0.05, 0.05))
+        assert data.match_near_duplicate(b, copy).similarity >= 0.9
 
 
 # ----------------------------------------------------------------------------- the fixtures themselves
