@@ -333,12 +333,14 @@ def cmd_report_figure2(args) -> None:
     from sonoseg import figures
 
     log.info(figures.figure2(args.manifest, args.metrics, args.predictions, args.out, args.seed))
+    if args.all_methods:
+        figures.figure2(args.manifest, args.metrics, args.predictions, args.all_methods, args.seed, every_method=True)
 
 
 def cmd_report_cost(args) -> None:
     from sonoseg import figures
 
-    figures.cost_accuracy(args.metrics, args.out, args.cost, args.summaries)
+    figures.cost_accuracy(args.metrics, args.out, args.cost, args.summaries, args.manifest or None, args.seed)
 
 
 def cmd_report_statistics(args) -> None:
@@ -563,20 +565,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report_curves)
     p = sub.add_parser("report-figure2", help="report: the paper's Figure 2 rebuilt")
     p.add_argument("--manifest", required=True)
-    p.add_argument("--metrics", nargs="+", required=True, help=".../metrics/<method>/seed<N>.csv")
-    p.add_argument("--predictions", nargs="+", required=True, help=".../predictions/<method>/seed<N>")
+    p.add_argument("--metrics", nargs="+", required=True, help=".../runs/<run>/fold<F>/seed<N>/metrics.csv")
+    p.add_argument("--predictions", nargs="+", required=True, help=".../runs/<run>/fold<F>/seed<N>/predictions")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="U-net, the best of each family and the floors, large")
+    p.add_argument("--all-methods", default="", help="also write the full grid of every method here")
     p.set_defaults(func=cmd_report_figure2)
     p = sub.add_parser("report-cost", help="report: Dice against parameters (GFLOPs, latency with --cost)")
-    p.add_argument("--metrics", nargs="+", required=True, help=".../metrics/<method>/seed<N>.csv")
+    p.add_argument("--metrics", nargs="+", required=True, help=".../runs/<run>/fold<F>/seed<N>/metrics.csv")
     p.add_argument("--cost", help="cost table: network,parameters,gflops,latency_ms,backend,threads,cpu")
     p.add_argument("--summaries", nargs="*", default=[], help="the methods' networks/<run>.csv (parameter counts)")
+    p.add_argument("--manifest", default="", help="the manifest (patient groups): Dice CIs by patient")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report_cost)
     p = sub.add_parser("report-statistics", help="report: per-image distributions and paired tests")
     p.add_argument("--manifest", required=True)
-    p.add_argument("--metrics", nargs="+", required=True, help=".../metrics/<method>/seed<N>.csv")
+    p.add_argument("--metrics", nargs="+", required=True, help=".../runs/<run>/fold<F>/seed<N>/metrics.csv")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--distributions", required=True)
     p.add_argument("--table", required=True)

@@ -10,8 +10,7 @@ import torch
 
 from sonoseg.errors import SonosegError
 from sonoseg.preprocess import normalize_tensor
-
-PRECISIONS = ("auto", "fp32", "bf16")
+from sonoseg.recipe import PRECISIONS  # one list of precisions: the recipe's
 
 
 def cpu_flags() -> set[str]:

@@ -375,18 +375,40 @@ def figure2_choice(dice_by_image: pd.Series, seed: int) -> list[tuple[str, str]]
     return unique
 
 
+def figure2_methods(per_image: pd.DataFrame, reference: str) -> list[str]:
+    """What the paper's Figure 2 shows, at a size where a boundary can be judged: the reference
+    (U-net), the best lightweight U-net, the best network of every other family, then the floors.
+    "Best" is the highest mean test Dice over the images with a lesion; unknown methods are "user"."""
+    from sonoseg import catalog
+
+    mean = lesion_images(per_image).groupby("method", sort=False)["dice"].mean()
+    family = {m: catalog.entry(m).family if m in catalog.CATALOG else "user" for m in mean.index}
+    chosen = [reference] if reference in mean.index else []
+    for kind in dict.fromkeys(family[m] for m in mean.index):
+        if kind == "floor":
+            continue
+        candidates = mean[[m for m in mean.index if family[m] == kind and m not in chosen]]
+        if len(candidates):
+            chosen.append(candidates.idxmax())
+    return chosen + [m for m in mean.index if family[m] == "floor"]
+
+
 def figure2(
     manifest_csv: str | Path,
     metrics_paths: list[str | Path],
     prediction_dirs: list[str | Path],
     out_png: str | Path,
     seed: int = 0,
+    every_method: bool = False,
 ) -> str:
-    """One row per chosen image: the image, the ground truth, then every method's post-processed mask
-    (red) over the ground truth (green). Returns the note naming the reference."""
+    """One row per chosen image: the image (calipers and all), the ground truth, then the methods'
+    post-processed masks (red) over the ground truth (green): those figure2_methods picks, large
+    enough to judge a boundary, or with ``every_method`` all of them (the full grid). Returns the
+    note naming the reference."""
     per_image = read_per_image(metrics_paths)
     methods = list(dict.fromkeys(per_image["method"]))
     reference, reference_note = reference_method(methods)
+    shown = methods if every_method else figure2_methods(per_image, reference)
     reference_dice = per_image[per_image["method"] == reference].groupby("sample_id")["dice"].mean()
     choice = figure2_choice(reference_dice, seed)
     manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False).set_index("sample_id")
@@ -395,11 +417,15 @@ def figure2(
     first_seed: dict[str, int] = {}
     for directory in prediction_dirs:
         method, method_seed = method_and_seed(directory)
-        if first_seed.setdefault(method, method_seed) == method_seed:
+        if method in shown and first_seed.setdefault(method, method_seed) == method_seed:
             directories.setdefault(method, []).append(Path(directory))
+    directories = {method: directories[method] for method in shown if method in directories}
     dice = per_image.set_index(["method", "seed", "sample_id"])["dice"]
     columns = 2 + len(directories)
-    fig, axes = plt.subplots(len(choice), columns, figsize=(1.35 * columns, 1.1 * len(choice) + 0.3), squeeze=False)
+    panel = 1.35 if every_method else 2.4  # inches per panel: the default figure is for judging boundaries
+    fig, axes = plt.subplots(
+        len(choice), columns, figsize=(panel * columns, panel * 0.8 * len(choice) + 0.4), squeeze=False
+    )
     for row, (role, sample) in enumerate(choice):
         image = read_image(manifest.loc[sample, "image"]).pixels
         truth = read_mask(manifest.loc[sample, "mask"]).pixels
@@ -458,11 +484,29 @@ def cost_accuracy(
     out_png: str | Path,
     cost_csv: str | Path | None = None,
     summaries: list[str | Path] = (),
+    manifest_csv: str | Path | None = None,
+    seed: int = 0,
 ) -> None:
-    """Dice against parameters (and GFLOPs and CPU latency when a cost table exists), one labelled point
-    per method, the paper's Dice beside ours (hollow markers). Parameter counts come from the cost
-    table or the runs' summaries (networks/<run>.csv)."""
-    summary = seed_summary(read_per_image(metrics_paths))
+    """The accuracy-cost front: Dice against parameters (and GFLOPs and CPU latency when a cost table
+    exists), one labelled point per network with its 95 % CI by patient, then seed (with the manifest;
+    else ± std over seeds), the front of the networks no other beats at a lower cost drawn as a step
+    line, the floors (methods without a cost) as horizontal lines, the paper's Dice as hollow markers.
+    Parameter counts come from the cost table or the runs' summaries (networks/<run>.csv)."""
+    per_image = read_per_image(metrics_paths)
+    summary = seed_summary(per_image)
+    summary["low"], summary["high"] = (
+        summary["dice_mean"] - summary["dice_std"],
+        summary["dice_mean"] + summary["dice_std"],
+    )
+    interval = "mean ± std over seeds"
+    if manifest_csv:
+        from sonoseg.tables import patient_table
+
+        patients = patient_table(metrics_paths, manifest_csv)
+        bounds = {m: stats.method_ci(patients, m, seed=seed, resamples=2000) for m in summary["method"]}
+        summary["low"] = [bounds[m]["ci_low"] for m in summary["method"]]
+        summary["high"] = [bounds[m]["ci_high"] for m in summary["method"]]
+        interval = "95 % CI by patient, then seed"
     cost = pd.read_csv(cost_csv) if cost_csv else None
     counts = {}
     for path in summaries:
@@ -479,13 +523,17 @@ def cost_accuracy(
     reference = {**paper.TABLE1, **paper.TABLE2}
     fig, axes = plt.subplots(1, len(axes_spec), figsize=(4.2 * len(axes_spec), 3.4), squeeze=False)
     for ax, (column, label, scale) in zip(axes[0], axes_spec):
+        front = pareto_front(summary, column)
+        if len(front) > 1:
+            ax.step(front[column] * scale, front["dice_mean"], where="post", color="0.5", lw=1, zorder=0, label="front")
         for index, row in enumerate(summary.itertuples()):
             color = f"C{index % 10}"
             x = getattr(row, column)
-            if pd.isna(x):  # a method without this cost (e.g. a non-learned baseline): a horizontal line
-                ax.axhline(row.dice_mean, color=color, lw=0.8, ls="--", label=f"{row.method} (no {column})")
+            if pd.isna(x):  # a method without this cost (a floor): a horizontal line
+                ax.axhline(row.dice_mean, color=color, lw=0.8, ls="--", label=f"floor: {row.method}")
                 continue
-            ax.errorbar(x * scale, row.dice_mean, yerr=row.dice_std, fmt="o", color=color, ms=4, capsize=2)
+            error = [[row.dice_mean - row.low], [row.high - row.dice_mean]]
+            ax.errorbar(x * scale, row.dice_mean, yerr=error, fmt="o", color=color, ms=4, capsize=2)
             ax.annotate(row.method, (x * scale, row.dice_mean), fontsize=5, xytext=(3, 2), textcoords="offset points")
             if column == "parameters" and row.method in reference and not pd.isna(reference[row.method][1]):
                 paper_x = catalog.entry(row.method).printed_parameters or x
@@ -499,7 +547,7 @@ def cost_accuracy(
                     ms=5,
                     capsize=2,
                 )
-        ax.set(xlabel=label, ylabel="test Dice (mean ± std over seeds)")
+        ax.set(xlabel=label, ylabel=f"test Dice ({interval})")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -508,6 +556,18 @@ def cost_accuracy(
     if any(line.get_label()[:1] != "_" for line in axes[0, 0].get_lines()):
         axes[0, 0].legend(fontsize=5)
     _save(fig, out_png)
+
+
+def pareto_front(summary: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The networks no other beats at a lower or equal cost in ``column``: cheapest first, each with a
+    higher mean Dice than every cheaper one."""
+    costed = summary[summary[column].notna()].sort_values([column, "dice_mean"], ascending=[True, False])
+    best, rows = -np.inf, []
+    for index, row in costed.iterrows():
+        if row["dice_mean"] > best:
+            best = row["dice_mean"]
+            rows.append(index)
+    return costed.loc[rows]
 
 
 def _cpu_label(cost: pd.DataFrame) -> str:

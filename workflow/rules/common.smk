@@ -301,6 +301,7 @@ def get_report_outputs():
         *[f"{REPORT}/tables/{table}.html" for table in get_report_tables()],
         *[f"{REPORT}/curves/{run}.png" for run in curves],
         f"{REPORT}/figure2.png",
+        f"{REPORT}/figure2_all.png",
         f"{REPORT}/cost_accuracy.png",
         f"{REPORT}/statistics/distributions.png",
         f"{REPORT}/statistics/paired.html",

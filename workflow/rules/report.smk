@@ -77,11 +77,17 @@ rule report_figure2:
         metrics=get_report_metrics(),
         predictions=get_report_predictions(),
     output:
-        report(
+        chosen=report(
             f"{REPORT}/figure2.png",
             caption="../report/figure2.rst",
             category="4 Figure 2 rebuilt",
-            labels={"figure": "best, median, worst and a random test image"},
+            labels={"figure": "1 U-net, the best of each family, the floors"},
+        ),
+        every=report(
+            f"{REPORT}/figure2_all.png",
+            caption="../report/figure2.rst",
+            category="4 Figure 2 rebuilt",
+            labels={"figure": "2 every method"},
         ),
     log:
         f"{LOGS}/report_figure2.log",
@@ -91,7 +97,8 @@ rule report_figure2:
         seed=REPORT_SEED,
     shell:
         "sonoseg report-figure2 --manifest {input.manifest} --metrics {input.metrics} "
-        "--predictions {input.predictions} --seed {params.seed} --out {output} > {log} 2>&1"
+        "--predictions {input.predictions} --seed {params.seed} --out {output.chosen} "
+        "--all-methods {output.every} > {log} 2>&1"
 
 
 rule report_cost:
@@ -99,6 +106,7 @@ rule report_cost:
         unpack(get_cost_table),
         metrics=get_report_metrics(),
         summaries=[f"{OUT}/networks/{run.name}.csv" for run in compared_runs()],
+        manifest=f"{OUT}/data/manifest.csv",
     output:
         report(
             f"{REPORT}/cost_accuracy.png",
@@ -112,8 +120,10 @@ rule report_cost:
         CONDA_ENV
     params:
         cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() else "",
+        seed=REPORT_SEED,
     shell:
-        "sonoseg report-cost --metrics {input.metrics} --summaries {input.summaries} {params.cost} --out {output} > {log} 2>&1"
+        "sonoseg report-cost --metrics {input.metrics} --summaries {input.summaries} --manifest {input.manifest} "
+        "--seed {params.seed} {params.cost} --out {output} > {log} 2>&1"
 
 
 rule report_statistics:
