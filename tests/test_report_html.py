@@ -68,6 +68,8 @@ def test_report_holds_every_section_with_real_content(tiny_report):
         "report/curves/unet.png",
         "report/curves/lighter_unet_c1.png",
         "report/figure2.png",
+        "report/figure2_all.png",
+        "report/curves/ladder--adam.png",
         "report/cost_accuracy.png",
         "report/statistics/distributions.png",
         "report/statistics/paired.html",
@@ -82,19 +84,24 @@ def test_report_holds_every_section_with_real_content(tiny_report):
     # The tables hold our numbers and the paper's.
     table1 = pd.read_csv(tiny_report["out"] / "tables" / "table1.csv")
     html_table1 = decoded(results["results/tiny/report/tables/table1.html"]).decode()
-    assert f"{table1.loc[0, 'dice_mean']:.3f} ± " in html_table1 and "0.929 ± 0.002" in html_table1
+    # One seed: the cell says n = 1, never a spread of ± 0.000; the CI by patient stands beside it.
+    assert f"{table1.loc[0, 'dice_mean']:.3f} (n = 1)" in html_table1 and "0.929 ± 0.002" in html_table1
+    assert f"[{table1.loc[0, 'dice_ci_low']:.3f}, {table1.loc[0, 'dice_ci_high']:.3f}]" in html_table1
     ladder = pd.read_csv(tiny_report["out"] / "tables" / "ladder.csv")
     html_ladder = decoded(results["results/tiny/report/tables/ladder.html"]).decode()
-    assert all(f"{d:.3f} ± " in html_ladder for d in ladder["dice_mean"]) and "0.855" in html_ladder
+    assert all(f"{d:.3f} (n = 1)" in html_ladder for d in ladder["dice_mean"]) and "0.855" in html_ladder
     overview = decoded(results["results/tiny/report/data/overview.html"]).decode()
     split = pd.read_csv(tiny_report["out"] / "data" / "split.csv")
     assert f"<td>included</td><td>{len(split)}</td>" in overview
     paired = decoded(results["results/tiny/report/statistics/paired.html"]).decode()
     comparison = pd.read_csv(tiny_report["out"] / "report" / "statistics" / "paired.csv")
-    others = sorted(p.name for p in (tiny_report["out"] / "metrics").iterdir() if p.name != "unet")
-    assert "lighter_unet_c1" in others and sorted(comparison["method"]) == others  # baselines too
-    assert (comparison["reference"] == "unet").all()
-    assert f"{comparison.loc[0, 'mean_difference']:+.4f}" in paired and "Wilcoxon" in paired
+    against_unet = comparison[comparison["family"] == "every method vs unet"]
+    others = ["lighter_unet_c1", "threshold_baseline", "caliper_reader", "position_prior"]  # floors too
+    assert against_unet["method"].tolist() == others and (against_unet["reference"] == "unet").all()
+    assert f"{against_unet['mean_difference'].iloc[0]:+.4f}" in paired and "sign-flip" in paired and "Holm" in paired
+    # Every network against every floor: a family of its own, Holm-corrected, with a verdict per network.
+    floors = comparison[comparison["family"] == "every network vs every floor"]
+    assert len(floors) == 2 * 3 and "Beats every floor: unet: " in paired
     # The workflow description carries the study's settings.
     description = json.loads(re.search(r'var workflow_desc = (".*?");\n', page)[1])
     assert "Study <strong>tiny</strong>" in description and "images resized to 32" in description

@@ -26,6 +26,7 @@ from sonoseg.data import MANIFEST_COLUMNS  # noqa: E402
 from sonoseg.errors import SonosegError  # noqa: E402
 from sonoseg.imageio import read_image, read_mask  # noqa: E402
 from sonoseg.scoring import empty_side, kept_epoch  # noqa: E402
+from sonoseg.tables import ci_cell, seeds_cell  # noqa: E402
 
 plt.rcParams.update(
     {"font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8, "figure.dpi": 100, "savefig.dpi": 100}
@@ -242,7 +243,9 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 "Network": table["label"],
                 "Parameters": table["parameters"].map(lambda p: f"{int(p):,}"),
                 "Seeds": table["seeds"],
-                "Dice (ours)": [_pm(m, s, 3) for m, s in zip(table["dice_mean"], table["dice_std"])],
+                # One seed: "n = 1"; 2-4 seeds: each seed's value; 5 or more: ± std (tables.seeds_cell).
+                "Dice (ours)": [seeds_cell(row) for _, row in table.iterrows()],
+                "Dice 95 % CI (patients, seeds)": [ci_cell(row) for _, row in table.iterrows()],
                 "Dice (paper)": [_pm(m, s, 3) for m, s in zip(table["paper_dice_mean"], table["paper_dice_std"])],
                 "Dice ours − paper": [_signed(d, 3) for d in table["dice_mean"] - table["paper_dice_mean"]],
                 "HD95 px (ours)": [_pm(m, s, 2) for m, s in zip(table["hd95_mean"], table["hd95_std"])],
@@ -278,7 +281,9 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
             {
                 "Step": table["step"],
                 "Seeds": table["seeds"],
-                "Dice (ours)": [_pm(m, s, 3) for m, s in zip(table["dice_mean"], table["dice_std"])],
+                # One seed: "n = 1"; 2-4 seeds: each seed's value; 5 or more: ± std (tables.seeds_cell).
+                "Dice (ours)": [seeds_cell(row) for _, row in table.iterrows()],
+                "Dice 95 % CI (patients, seeds)": [ci_cell(row) for _, row in table.iterrows()],
                 "Dice (paper)": [_fmt(v, 3) for v in table["paper_dice_mean"]],
                 "Dice ours − paper": [_signed(d, 3) for d in table["dice_mean"] - table["paper_dice_mean"]],
                 "HD95 px (ours)": [_pm(m, s, 2) for m, s in zip(table["hd95_mean"], table["hd95_std"])],

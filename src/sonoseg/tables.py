@@ -248,7 +248,7 @@ def ladder_table(runs: pd.DataFrame, steps: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _seeds_cell(row, digits: int = 3) -> str:
+def seeds_cell(row, digits: int = 3) -> str:
     """Our Dice: mean ± std over 5 or more seeds; each seed's value with 2 to 4 (a std of so few is no
     summary); "n = 1" for a single run (never "± 0.000")."""
     if pd.isna(row["dice_mean"]):
@@ -262,7 +262,7 @@ def _seeds_cell(row, digits: int = 3) -> str:
     return f"{row['dice_mean']:.{digits}f} (seeds: {', '.join(f'{float(v):.{digits}f}' for v in values.split())})"
 
 
-def _ci_cell(row, digits: int = 3) -> str:
+def ci_cell(row, digits: int = 3) -> str:
     low, high = row.get("dice_ci_low", np.nan), row.get("dice_ci_high", np.nan)
     return "-" if pd.isna(low) else f"[{low:.{digits}f}, {high:.{digits}f}]"
 
@@ -317,9 +317,9 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tupl
                 "-" if pd.isna(row["gflops"]) else f"{row['gflops']:.2f}",
                 "-" if pd.isna(row["latency_ms"]) else f"{row['latency_ms']:.1f}",
             ]
-        cells.append(_seeds_cell(row))
+        cells.append(seeds_cell(row))
         if has_ci:
-            cells.append(_ci_cell(row))
+            cells.append(ci_cell(row))
         cells.append(
             _pm(row["hd95_mean"], row["hd95_std"], 2) if int(row["seeds"]) > 1 else _pm(row["hd95_mean"], np.nan, 2)
         )
