@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from sonoseg import models, train
+from sonoseg.device import FastPath, cpu_has_fast_bf16, resolve_precision
 from sonoseg.recipe import Recipe
 
 NETWORKS = ["unet", "light_unet", "lighter_unet_c128", "lighter_unet_c1", "fcn8s", "deeplabv3plus_mobilenetv2"]
@@ -117,13 +118,13 @@ def end_to_end_rate(
     recipe = Recipe(min_epochs=epochs, max_epochs=epochs, batch_size=BATCH[size])
     started = time.perf_counter()
     train.train(
-        network,
-        0,
-        paths[0],
-        paths[1],
-        recipe,
-        workdir / "model.pt",
-        workdir / "history.csv",
+        network=network,
+        seed=0,
+        train_data=paths[0],
+        val_data=paths[1],
+        recipe=recipe,
+        model_out=workdir / "model.pt",
+        history_out=workdir / "history.csv",
         checkpoint=workdir / "checkpoint.pt",
         device="cpu",
         threads=torch.get_num_threads(),
@@ -143,8 +144,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")
-    fast_bf16 = train.cpu_has_fast_bf16()
-    auto = train.resolve_precision("auto", cpu)
+    fast_bf16 = cpu_has_fast_bf16()
+    auto = resolve_precision("auto", cpu)
     print(
         f"CPU: {cpu_model()}, {args.threads} threads, torch {torch.__version__}, "
         f"ATen capability {torch.backends.cpu.get_cpu_capability()}"
@@ -163,7 +164,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for network in args.networks.split(","):
             model = models.build(network)
-            path = train.FastPath(model, cpu, "auto")
+            path = FastPath(model, cpu, "auto")
             for size in sizes:
                 rates = {(p, cl): None for p in ("fp32", "bf16") for cl in (False, True)}
                 for precision, channels_last in rates:

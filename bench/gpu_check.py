@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import step_rate, synthetic_split  # noqa: E402
 
 from sonoseg import models, train  # noqa: E402
+from sonoseg.device import FastPath, resolve_precision  # noqa: E402
 from sonoseg.recipe import Recipe  # noqa: E402
 
 CONCURRENT_CHILD = """
@@ -33,8 +34,9 @@ from sonoseg import train
 from sonoseg.recipe import Recipe
 epochs = int(sys.argv[4])
 started = time.perf_counter()
-train.train("lighter_unet_c1", 0, sys.argv[1], sys.argv[2], Recipe(min_epochs=epochs, max_epochs=epochs),
-            sys.argv[3] + "/m.pt", sys.argv[3] + "/h.csv", device=sys.argv[6])
+train.train(network="lighter_unet_c1", seed=0, train_data=sys.argv[1], val_data=sys.argv[2],
+            recipe=Recipe(min_epochs=epochs, max_epochs=epochs), model_out=sys.argv[3] + "/m.pt",
+            history_out=sys.argv[3] + "/h.csv", device=sys.argv[6])
 print(time.perf_counter() - started)
 """
 
@@ -84,7 +86,7 @@ def main() -> None:
             f"bf16 supported: {torch.cuda.is_bf16_supported()}"
         )
         torch.backends.cudnn.benchmark = True  # speed measurements; training itself asks for determinism
-    print(f"train.precision auto on {device}: {train.resolve_precision('auto', device)}")
+    print(f"train.precision auto on {device}: {resolve_precision('auto', device)}")
     print(f"\ntraining step, images/s at {size}x{size}, batch {batch}")
     print("network | fp32 | fp32+CL | bf16 | bf16+CL | peak GPU memory (GiB)")
     for network in ("unet", "lighter_unet_c128"):
@@ -102,18 +104,18 @@ def main() -> None:
         print(f"\nend-to-end train() on {device}, {epochs} epochs, fast path as `auto` picks it")
         for network in ("unet", "lighter_unet_c128"):
             model = models.build(network)
-            path = train.FastPath(model, device, "auto")
+            path = FastPath(model, device, "auto")
             images = 416 if not args.smoke else 16  # the paper's training split: 208 patients x 2 views
             paths = synthetic_split(workdir, size, (("train", images), ("val", images // 3)))
             started = time.perf_counter()
             train.train(
-                network,
-                0,
-                paths[0],
-                paths[1],
-                Recipe(min_epochs=epochs, max_epochs=epochs),
-                workdir / "m.pt",
-                workdir / "h.csv",
+                network=network,
+                seed=0,
+                train_data=paths[0],
+                val_data=paths[1],
+                recipe=Recipe(min_epochs=epochs, max_epochs=epochs),
+                model_out=workdir / "m.pt",
+                history_out=workdir / "h.csv",
                 device=str(device),
             )
             print(

@@ -140,7 +140,7 @@ def write_model(path: Path, network: str, normalization=None, seed: int = 0, int
 
     from sonoseg import models
     from sonoseg.preprocess import normalize_tensor
-    from sonoseg.train import MODEL_FORMAT
+    from sonoseg.modelio import MODEL_FORMAT
 
     torch.manual_seed(seed)
     model = models.build(network)

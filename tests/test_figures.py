@@ -10,6 +10,8 @@ import pytest
 from sonoseg import figures, scoring
 from sonoseg.errors import SonosegError
 
+UNET_PARAMETERS = 17_267_393  # as training records it in the model file and the run's summary
+
 
 def test_figure2_choice_is_best_median_worst_and_a_reproducible_random_one():
     dice = pd.Series({"e": 0.5, "a": 0.9, "c": 0.7, "b": 0.8, "d": 0.6, "f": 0.4, "g": 0.3})
@@ -54,15 +56,22 @@ def test_categorical_columns_are_metadata_not_files():
 
 
 def test_method_and_seed_from_the_workflow_layout(tmp_path):
+    # The workflow's layout: runs/<run>/seed<N>/ holds a run's metrics.csv, predictions/ and history.csv.
+    assert figures.method_and_seed("results/x/runs/unet/seed2/metrics.csv") == ("unet", 2)
+    assert figures.method_and_seed("results/x/runs/threshold_baseline/seed0/predictions") == ("threshold_baseline", 0)
+    assert figures.method_and_seed("results/x/runs/lighter_unet_c1--wd0/seed1") == ("lighter_unet_c1--wd0", 1)
+    # A per-seed file named after its seed.
     assert figures.method_and_seed("results/x/metrics/unet/seed2.csv") == ("unet", 2)
-    assert figures.method_and_seed("results/x/predictions/threshold_baseline/seed0") == ("threshold_baseline", 0)
-    with pytest.raises(SonosegError, match="seed<N>"):
-        figures.method_and_seed("results/x/metrics/unet.csv")
+    for path in ("results/x/metrics/unet.csv", "results/x/runs/unet/metrics.csv"):
+        with pytest.raises(SonosegError, match="seed<N>"):
+            figures.method_and_seed(path)
 
 
 @pytest.fixture
 def small_study(tmp_path: Path) -> dict:
-    """Two methods (one without history), four test images with masks and predictions, an organ column."""
+    """Two methods (one without history), four test images with masks and predictions, an organ column,
+    in the workflow's layout (runs/<run>/seed<N>/metrics.csv and predictions/), with the runs' summaries
+    (networks/<run>.csv: U-net's parameter count; the floor has none)."""
     rng = np.random.default_rng(0)
     rows, metrics = [], {"unet": [], "threshold_baseline": []}
     for index in range(4):
@@ -92,7 +101,7 @@ def small_study(tmp_path: Path) -> dict:
             }
         )
         for method, shift in (("unet", 0), ("threshold_baseline", 5)):
-            directory = tmp_path / "predictions" / method / "seed0"
+            directory = tmp_path / "runs" / method / "seed0" / "predictions"
             directory.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(directory / f"{sample}.png"), np.roll(mask, shift, axis=1))
             metrics[method].append(
@@ -115,16 +124,43 @@ def small_study(tmp_path: Path) -> dict:
             "group": [f"P{i}" for i in range(4)],
         }
     ).to_csv(tmp_path / "split.csv", index=False)
-    paths = []
+    paths, summaries = [], []
+    (tmp_path / "networks").mkdir()
     for method, frame in metrics.items():
-        (tmp_path / "metrics" / method).mkdir(parents=True)
-        paths.append(tmp_path / "metrics" / method / "seed0.csv")
+        paths.append(tmp_path / "runs" / method / "seed0" / "metrics.csv")
         pd.DataFrame(frame).to_csv(paths[-1], index=False)
+        summaries.append(tmp_path / "networks" / f"{method}.csv")
+        parameters = UNET_PARAMETERS if method == "unet" else 0
+        pd.DataFrame({"network": [method], "seed": [0], "parameters": [parameters]}).to_csv(summaries[-1], index=False)
     return {
         "root": tmp_path,
         "metrics": paths,
-        "predictions": [tmp_path / "predictions" / m / "seed0" for m in metrics],
+        "predictions": [tmp_path / "runs" / m / "seed0" / "predictions" for m in metrics],
+        "summaries": summaries,
     }
+
+
+@pytest.fixture
+def plotted(monkeypatch) -> list[list[dict]]:
+    """What each figure saved from now on shows, per panel: the labelled points (method -> x, y) and the
+    labels of the horizontal lines (methods without that cost)."""
+    figures_seen = []
+    real_save = figures._save
+
+    def save(fig, out):
+        figures_seen.append(
+            [
+                {
+                    "points": {text.get_text(): text.xy for text in ax.texts if hasattr(text, "xy")},
+                    "lines": [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")],
+                }
+                for ax in fig.axes
+            ]
+        )
+        real_save(fig, out)
+
+    monkeypatch.setattr(figures, "_save", save)
+    return figures_seen
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -144,12 +180,20 @@ def test_data_overview_counts_and_metadata(small_study):
     assert 200 < width < 1200 and height > 50
 
 
-def test_figure2_cost_and_statistics_include_a_method_without_history(small_study):
+def test_figure2_cost_and_statistics_include_a_method_without_history(small_study, plotted):
     root, metrics = small_study["root"], small_study["metrics"]
     note = figures.figure2(root / "manifest.csv", metrics, small_study["predictions"], root / "figure2.png")
     assert "unet" in note
     assert _png_size(root / "figure2.png")[0] > 200
-    figures.cost_accuracy(metrics, root / "cost.png")
+    # Parameter counts come from the runs' summaries (counted at training); a floor has none to plot.
+    figures.cost_accuracy(metrics, root / "cost.png", summaries=small_study["summaries"])
+    (panel,) = plotted[-1]
+    assert panel["points"]["unet"][0] == pytest.approx(UNET_PARAMETERS * 1e-6)
+    assert "threshold_baseline" not in panel["points"]
+    assert len(panel["lines"]) == 1 and "threshold_baseline" in panel["lines"][0]  # a horizontal line instead
+    # Without summaries or a cost table no count is known: nothing is built to count it.
+    figures.cost_accuracy(metrics, root / "cost_unknown.png")
+    assert not plotted[-1][0]["points"] and len(plotted[-1][0]["lines"]) == 2
     cost = pd.DataFrame(
         {
             "network": ["unet"],
@@ -163,16 +207,22 @@ def test_figure2_cost_and_statistics_include_a_method_without_history(small_stud
     )
     cost.to_csv(root / "cost.csv", index=False)
     figures.cost_accuracy(metrics, root / "cost_full.png", root / "cost.csv")
+    assert len(plotted[-1]) == 3 and plotted[-1][0]["points"]["unet"][0] == pytest.approx(UNET_PARAMETERS * 1e-6)
     assert _png_size(root / "cost_full.png")[0] > _png_size(root / "cost.png")[0]  # three panels, not one
     figures.distributions(metrics, root / "distributions.png")
     figures.paired_statistics(
         metrics, root / "manifest.csv", root / "paired.csv", root / "paired.html", root / "forest.png", resamples=200
     )
     paired = pd.read_csv(root / "paired.csv")
-    assert paired["method"].tolist() == ["threshold_baseline"] and paired.loc[0, "reference"] == "unet"
-    assert paired.loc[0, "mean_difference"] == pytest.approx(-0.1)
+    # Every method against U-net; then (a second family) every network against every floor.
+    against_unet = paired[paired["reference"] == "unet"]
+    assert against_unet["method"].tolist() == ["threshold_baseline"]
+    assert against_unet["mean_difference"].tolist() == pytest.approx([-0.1])
+    against_floor = paired[paired["reference"] == "threshold_baseline"]
+    assert against_floor["method"].tolist() == ["unet"]
+    assert against_floor["mean_difference"].tolist() == pytest.approx([0.1])
     page = (root / "paired.html").read_text()
-    assert "-0.1000" in page and "Mean test Dice per organ" in page
+    assert "-0.1000" in page and "Test Dice per organ" in page
     for name in ("distributions.png", "forest.png"):
         assert (root / name).stat().st_size < 200_000
 
@@ -200,7 +250,7 @@ def test_paired_statistics_and_distributions_leave_out_images_without_a_lesion(s
 
 def test_training_curves_mark_the_kept_epoch(tmp_path):
     for seed in (0, 1):
-        directory = tmp_path / "models" / "unet" / f"seed{seed}"
+        directory = tmp_path / "runs" / "unet" / f"seed{seed}"
         directory.mkdir(parents=True)
         pd.DataFrame(
             {
@@ -212,8 +262,8 @@ def test_training_curves_mark_the_kept_epoch(tmp_path):
                 "seconds": [1.0] * 3,
             }
         ).to_csv(directory / "history.csv", index=False)
-    assert scoring.kept_epoch(pd.read_csv(tmp_path / "models/unet/seed0/history.csv")) == 2
-    figures.training_curves(sorted(tmp_path.glob("models/unet/seed*/history.csv")), tmp_path / "curves.png")
+    assert scoring.kept_epoch(pd.read_csv(tmp_path / "runs/unet/seed0/history.csv")) == 2
+    figures.training_curves(sorted(tmp_path.glob("runs/unet/seed*/history.csv")), tmp_path / "curves.png")
     assert _png_size(tmp_path / "curves.png")[0] > 300
 
 

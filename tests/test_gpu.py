@@ -101,6 +101,10 @@ def test_slot_timeout_is_one_clear_line_from_the_cli(tmp_path):
         [sys.executable, "-c", HOLD, str(tmp_path), "30"], stdout=subprocess.PIPE, text=True, env=env
     )
     assert holder.stdout.readline().split()[0] == "0"
+    # predict reads the test part of the split first (one sample), then waits for a GPU slot.
+    manifest, split = tmp_path / "manifest.csv", tmp_path / "split.csv"
+    manifest.write_text("sample_id,patient,group,view,status,height,width\na,P1,P1,1,included,40,60\n")
+    split.write_text("sample_id,split\na,test\n")
     code = (
         "import sys; from sonoseg import cli, gpu; gpu.acquire_slot.__defaults__ = "
         "(gpu.DEFAULT_LOCK_DIR, None, 0.2, 0.05, 1); sys.exit(cli.main(sys.argv[1:]))"
@@ -116,7 +120,9 @@ def test_slot_timeout_is_one_clear_line_from_the_cli(tmp_path):
             "--data",
             "d.npz",
             "--manifest",
-            "m.csv",
+            str(manifest),
+            "--split",
+            str(split),
             "--outdir",
             str(tmp_path / "out"),
             "--device",

@@ -3,7 +3,7 @@ import copy as copying
 import pytest
 import torch
 
-from sonoseg import models
+from sonoseg import catalog, models
 from sonoseg.errors import SonosegError
 
 # docs/method.md ("Networks") and the paper's Table 2.
@@ -28,8 +28,14 @@ EXPECTED = {
 }
 
 
+# Beyond the paper (catalog table "beyond"): counted and tested in test_modern_networks.py.
+AFTER_THE_PAPER = {"unext", "cmunext", "malunet", "egeunet"}
+
+
 def test_registry_holds_exactly_the_study_networks():
-    assert set(models.names()) == set(EXPECTED)
+    assert set(models.names()) == set(EXPECTED) | AFTER_THE_PAPER == set(catalog.BUILT_IN_NETWORKS)
+    # Built from the catalog by name: a model file of a built-in network records no builder.
+    assert all(models.builder_spec(name) is None for name in EXPECTED)
 
 
 @pytest.fixture(scope="module")
@@ -286,5 +292,5 @@ def test_catalog_knows_every_network_backbone_kind(built):
     """The workflow reads backbone kinds from the catalog (no torch); they must be the built ones."""
     for name in models.names():
         model = built(name)
-        assert models.has_backbone(name) == (models.backbone_of(model) is not None), name
-        assert models.backbone_kind(name) == models.backbone_kind_of(model), name
+        assert catalog.has_backbone(name) == (models.backbone_of(model) is not None), name
+        assert catalog.backbone_kind(name) == catalog.CATALOG[name].backbone == models.backbone_kind_of(model), name

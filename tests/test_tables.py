@@ -1,12 +1,18 @@
+"""Summaries and the study's tables (sonoseg.tables), and the weight-decay choice (sonoseg.weight_decay)."""
+
 import math
 
 import pandas as pd
 import pytest
 
-from sonoseg import paper, report
+from sonoseg import modelio, paper, tables, weight_decay
+from sonoseg.errors import SonosegError
+
+UNET_PARAMETERS, FCN_PARAMETERS = 17_267_393, 18_643_713
 
 
 def runs():
+    """Per-seed summaries as `sonoseg summarize` writes them: the parameter count is the model files'."""
     return pd.DataFrame(
         [
             {"network": "unet", "seed": 0, "dice": 0.6, "hd95_px": 9.0, "hd95_penalized": 1},
@@ -14,20 +20,23 @@ def runs():
             {"network": "fcn8s", "seed": 0, "dice": 0.5, "hd95_px": 12.0, "hd95_penalized": 0},
             {"network": "fcn8s", "seed": 1, "dice": 0.5, "hd95_px": 14.0, "hd95_penalized": 0},
         ]
-    )
+    ).assign(parameters=[UNET_PARAMETERS] * 2 + [FCN_PARAMETERS] * 2)
 
 
 def test_table1_rows_in_paper_order_with_mean_std_over_seeds():
-    table = report.network_table(runs(), paper.TABLE1, ["unet", "fcn8s"])
+    table = tables.network_table(runs(), paper.TABLE1, ["unet", "fcn8s"])
     assert table["network"].tolist() == ["fcn8s", "unet"]  # the paper's row order
-    unet = table.set_index("network").loc["unet"]
+    rows = table.set_index("network")
+    unet = rows.loc["unet"]
     assert unet["dice_mean"] == pytest.approx(0.65) and unet["dice_std"] == pytest.approx(math.sqrt(0.005))
-    assert unet["hd95_penalized"] == 1 and unet["parameters"] == 17_267_393
+    # The parameter counts are the summaries' (counted at training), each network its own.
+    assert unet["hd95_penalized"] == 1 and unet["parameters"] == UNET_PARAMETERS
+    assert rows.loc["fcn8s", "parameters"] == FCN_PARAMETERS
     assert unet["paper_dice_mean"] == 0.929 and unet["paper_hd95_mean"] == 13.92
 
 
 def test_tables_list_only_what_the_study_ran():
-    table = report.network_table(runs()[runs()["network"] == "unet"], paper.TABLE2, ["unet"])
+    table = tables.network_table(runs()[runs()["network"] == "unet"], paper.TABLE2, ["unet"])
     assert table["network"].tolist() == ["unet"]
 
 
@@ -37,20 +46,30 @@ def test_weight_decay_choice_is_the_lowest_validation_loss(tmp_path):
         path = tmp_path / f"{decay}.csv"
         pd.DataFrame({"epoch": [1, 2, 3], "val_loss": losses, "val_dice": [0.1, 0.2, 0.3]}).to_csv(path, index=False)
         histories[decay] = path
-    chosen, table = report.select_weight_decay(histories)
+    chosen, table = weight_decay.select(histories)
     # 0.0 and 0.001 tie at 0.3: the larger decay wins the tie.
     assert chosen == 0.001
     assert table.iloc[0]["best_epoch"] == 1 and len(table) == 3
+    # The selection file says the same, and the choices table marks the chosen candidate.
+    out = tmp_path / "weight_decay" / "unet.json"
+    assert weight_decay.write_selection("unet", histories, out)[0] == 0.001
+    selection = weight_decay.read_selection(out)
+    assert selection["weight_decay"] == 0.001 and selection["criterion"] == weight_decay.CRITERION
+    choices = weight_decay.choices_table([out])
+    assert choices.loc[choices["chosen"], "weight_decay"].tolist() == [0.001] and len(choices) == 3
+    (tmp_path / "not_a_selection.json").write_text("{}")
+    with pytest.raises(SonosegError, match="not a weight-decay selection"):
+        weight_decay.read_selection(tmp_path / "not_a_selection.json")
 
 
 def test_hd95_in_mm_appears_when_a_pixel_spacing_was_given():
     with_mm = runs().assign(hd95_mm=lambda f: f["hd95_px"] * 0.1)
-    table = report.network_table(with_mm, paper.TABLE2, ["unet"])
+    table = tables.network_table(with_mm, paper.TABLE2, ["unet"])
     assert table.loc[0, "hd95_mm_mean"] == pytest.approx(0.85)
-    markdown, _ = report.to_markdown_and_latex(table, "Network", "caption")
+    markdown, _ = tables.to_markdown_and_latex(table, "Network", "caption")
     assert "HD95 mm (ours)" in markdown and "0.85 ± 0.07" in markdown
-    plain, _ = report.to_markdown_and_latex(
-        report.network_table(runs().assign(hd95_mm=float("nan")), paper.TABLE2, ["unet"]), "Network", "caption"
+    plain, _ = tables.to_markdown_and_latex(
+        tables.network_table(runs().assign(hd95_mm=float("nan")), paper.TABLE2, ["unet"]), "Network", "caption"
     )
     assert "mm" not in plain
 
@@ -88,7 +107,7 @@ def test_summary_keeps_no_lesion_images_apart_and_adds_hd95_over_both_non_empty(
     metrics = write_metrics(tmp_path / "m.csv", rows)
     history = tmp_path / "h.csv"
     pd.DataFrame({"epoch": [1, 2], "val_loss": [0.5, 0.4], "val_dice": [0.1, 0.2]}).to_csv(history, index=False)
-    summary = report.summarize_run(metrics, history)
+    summary = tables.summarize_run(metrics, history)
     lesion = rows[:4]
     assert summary["lesion_images"] == 4 and summary["test_images"] == 6
     # Main columns: the lesion images only, HD95 with the empty-prediction penalty.
@@ -106,27 +125,27 @@ def test_tables_show_matched_hd95_and_no_lesion_images(tmp_path):
     metrics = write_metrics(tmp_path / "m.csv", metrics_rows())
     history = tmp_path / "h.csv"
     pd.DataFrame({"epoch": [1], "val_loss": [0.5], "val_dice": [0.1]}).to_csv(history, index=False)
-    summary = report.summarize_run(metrics, history)
-    runs_ = pd.DataFrame([{"network": "unet", "seed": s, **summary} for s in (0, 1)])
-    table = report.network_table(runs_, paper.TABLE2, ["unet"])
+    summary = tables.summarize_run(metrics, history)
+    runs_ = pd.DataFrame([{"network": "unet", "seed": s, **summary, "parameters": UNET_PARAMETERS} for s in (0, 1)])
+    table = tables.network_table(runs_, paper.TABLE2, ["unet"])
     row = table.iloc[0]
     assert row["hd95_matched_images"] == 6 and row["lesion_images"] == 8 and row["no_lesion_images"] == 4
-    markdown, latex = report.to_markdown_and_latex(table, "Network", "caption")
+    markdown, latex = tables.to_markdown_and_latex(table, "Network", "caption")
     assert "HD95 px, both non-empty (ours)" in markdown and "2.00 ± 0.00 (6/8)" in markdown
     assert "No-lesion images: Dice (ours)" in markdown and "0.500 ± 0.000 (n=4)" in markdown
     assert "(6/8)" in latex
-    ladder = report.ladder_table(runs_.rename(columns={"network": "step"}).assign(step="baseline"), ["baseline"])
+    ladder = tables.ladder_table(runs_.rename(columns={"network": "step"}).assign(step="baseline"), ["baseline"])
     assert ladder.loc[0, "hd95_matched_mean"] == pytest.approx(2.0)
 
 
 def test_tables_without_lesion_free_images_have_no_such_column():
-    markdown, _ = report.to_markdown_and_latex(report.network_table(runs(), paper.TABLE2, ["unet"]), "Network", "c")
+    markdown, _ = tables.to_markdown_and_latex(tables.network_table(runs(), paper.TABLE2, ["unet"]), "Network", "c")
     assert "No-lesion" not in markdown
 
 
 def test_summary_reads_emptiness_from_the_policy_when_the_columns_are_absent(tmp_path):
     rows = [{k: v for k, v in r.items() if k not in ("truth_empty", "prediction_empty")} for r in metrics_rows()]
-    summary = report.summarize_run(write_metrics(tmp_path / "m.csv", rows), None)
+    summary = tables.summarize_run(write_metrics(tmp_path / "m.csv", rows), None)
     assert (summary["lesion_images"], summary["hd95_matched_images"], summary["no_lesion_images"]) == (4, 3, 2)
 
 
@@ -145,9 +164,61 @@ def test_tables_carry_gflops_and_cpu_latency_from_the_cost_table(tmp_path):
             }
         ]
     ).to_csv(cost, index=False)
-    table = report.with_cost(report.network_table(runs(), paper.TABLE1, ["unet", "fcn8s"]), cost)
+    table = tables.with_cost(tables.network_table(runs(), paper.TABLE1, ["unet", "fcn8s"]), cost)
     rows = table.set_index("network")
     assert rows.loc["unet", "gflops"] == pytest.approx(79.96) and math.isnan(rows.loc["fcn8s", "latency_ms"])
-    markdown, _ = report.to_markdown_and_latex(table, "Network", "T" + report.cost_caption(cost))
+    markdown, _ = tables.to_markdown_and_latex(table, "Network", "T" + tables.cost_caption(cost))
     assert "| GFLOPs | CPU ms |" in markdown and "| 79.96 | 350.5 |" in markdown
     assert "onnxruntime, 2 threads, Test CPU" in markdown
+
+
+def write_model_file(path, parameters):
+    """A model file as training writes it, as far as the summaries read it (the parameter count)."""
+    modelio.save_model(path, network="unet", state_dict={}, parameters=parameters)
+    return path
+
+
+def test_summarize_gives_one_row_per_seed_with_the_model_files_parameter_count(tmp_path):
+    metrics = [write_metrics(tmp_path / f"m{seed}.csv", metrics_rows()) for seed in (0, 1)]
+    histories = []
+    for seed, epochs in ((0, 2), (1, 3)):
+        histories.append(tmp_path / f"h{seed}.csv")
+        pd.DataFrame({"epoch": range(1, epochs + 1), "val_loss": [0.5] * epochs, "val_dice": [0.1] * epochs}).to_csv(
+            histories[-1], index=False
+        )
+    models = [write_model_file(tmp_path / f"model{seed}.pt", UNET_PARAMETERS) for seed in (0, 1)]
+    summary = tables.summarize("network", "unet", ["0", "1"], metrics, histories, models)
+    assert summary["seed"].tolist() == [0, 1] and summary["epochs"].tolist() == [2, 3]
+    assert (summary["network"] == "unet").all() and (summary["parameters"] == UNET_PARAMETERS).all()
+    assert summary.loc[0, "dice"] == pytest.approx(tables.summarize_run(metrics[0], histories[0])["dice"])
+    # A floor: no training, so no history, no model file and no parameters; the catalog gives its label.
+    floor = tables.summarize("network", "threshold_baseline", ["0"], metrics[:1])
+    assert floor.loc[0, "parameters"] == 0 and pd.isna(floor.loc[0, "epochs"])
+    row = tables.network_table(pd.concat([summary, floor]), paper.TABLE1, ["unet", "threshold_baseline"]).iloc[-1]
+    assert (row["network"], row["parameters"]) == ("threshold_baseline", 0) and row["label"].startswith("Threshold")
+    # Seeds whose model files disagree on the count are not one network.
+    models[1] = write_model_file(tmp_path / "other.pt", FCN_PARAMETERS)
+    with pytest.raises(SonosegError, match="disagree on the parameter count"):
+        tables.summarize("network", "unet", ["0", "1"], metrics, histories, models)
+
+
+def test_study_tables_are_written_with_a_caption_that_gives_the_scale(tmp_path):
+    metrics = write_metrics(tmp_path / "m.csv", metrics_rows())
+    history = tmp_path / "h.csv"
+    pd.DataFrame({"epoch": [1, 2], "val_loss": [0.5, 0.4], "val_dice": [0.1, 0.2]}).to_csv(history, index=False)
+    model = write_model_file(tmp_path / "model.pt", UNET_PARAMETERS)
+    summaries = []
+    for key, name in (("network", "unet"), ("step", "baseline"), ("step", "adam")):
+        summaries.append(tmp_path / f"{key}_{name}.csv")
+        tables.summarize(key, name, ["0"], [metrics], [history], [model]).to_csv(summaries[-1], index=False)
+    table = tables.study_table("table2", summaries[:1], tmp_path / "tables" / "table2.csv", 32, "area")
+    assert table["network"].tolist() == ["unet"] and table.loc[0, "parameters"] == UNET_PARAMETERS
+    markdown = (tmp_path / "tables" / "table2.md").read_text()
+    assert markdown.startswith("**Table 2. U-net and its lightweight variants")
+    assert "input 32x32 px (area); epochs trained per run: 2 (early stopping on validation)" in markdown
+    assert "17,267,393" in markdown and (tmp_path / "tables" / "table2.tex").exists()
+    ladder = tables.study_table("ladder", summaries[1:], tmp_path / "tables" / "ladder.csv", ladder_network="unet")
+    assert ladder["step"].tolist() == ["baseline", "adam"]
+    assert "Section 4.2 tuning ladder (unet" in (tmp_path / "tables" / "ladder.md").read_text()
+    with pytest.raises(SonosegError, match="unknown table 'table3'"):
+        tables.study_table("table3", summaries[:1], tmp_path / "tables" / "table3.csv")
