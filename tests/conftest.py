@@ -139,8 +139,8 @@ def write_model(path: Path, network: str, normalization=None, seed: int = 0, int
     import torch
 
     from sonoseg import models
-    from sonoseg.preprocess import normalize_tensor
     from sonoseg.modelio import MODEL_FORMAT
+    from sonoseg.preprocess import normalize_tensor
 
     torch.manual_seed(seed)
     model = models.build(network)
