@@ -30,7 +30,7 @@ def dry_run(workdir: Path, config: dict) -> tuple[int, str]:
 
 
 def candidate_networks(output: str) -> set[str]:
-    return set(re.findall(r"runs/(\w+)--wd[^/]+/seed\d+/history\.csv", output))
+    return set(re.findall(r"runs/(\w+)--wd[^/]+/fold\d+/seed\d+/history\.csv", output))
 
 
 def test_weight_decay_candidates_only_for_networks_that_use_auto(workflow_copy):
@@ -42,7 +42,7 @@ def test_weight_decay_candidates_only_for_networks_that_use_auto(workflow_copy):
     code, output = dry_run(workflow_copy, config)
     assert code == 0, output[-3000:]
     assert candidate_networks(output) == {"unet", "light_unet"}
-    assert "weight_decay/lighter_unet_c1.json" not in output
+    assert "weight_decay/lighter_unet_c1/" not in output
 
     # A fixed weight decay for the study, auto for one network: only that one is tuned.
     config["train"] = {**BASE["train"], "weight_decay": 0.0001, "overrides": {"unet": {"weight_decay": "auto"}}}
@@ -54,9 +54,10 @@ def test_weight_decay_candidates_only_for_networks_that_use_auto(workflow_copy):
     # Both seeds train from the recipe that the selection wrote; seed 0, the candidates' seed, is offered
     # the candidates, and training adopts the one that is this very run (tests/test_workflow.py).
     assert re.search(
-        r"sonoseg recipe .*--weight-decay-selection \S*weight_decay/unet\.json --out \S*runs/unet/recipe", output
+        r"sonoseg recipe .*--weight-decay-selection \S*weight_decay/unet/fold0\.json --out \S*runs/unet/fold0/recipe",
+        output,
     )
-    trained = re.findall(r"sonoseg train --network unet --seed (\d) --recipe \S*runs/unet/recipe\.json.*", output)
+    trained = re.findall(r"sonoseg train --network unet --seed (\d) --recipe \S*runs/unet/fold0/recipe\.json.*", output)
     assert sorted(trained) == ["0", "1"]
     offered = re.findall(r"sonoseg train --network unet --seed (\d) .*--reuse-models (\S+) (\S+) ", output)
     assert [seed for seed, *_ in offered] == ["0"]

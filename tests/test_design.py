@@ -138,7 +138,7 @@ def test_a_users_network_runs_through_the_workflow(workflow_copy, monkeypatch):
         assert jobs_of(run.stdout + run.stderr)["train"] == 1
         summary = pd.read_csv(workflow_copy / target)
         assert summary["dice"].notna().all() and summary["parameters"].item() > 0
-        model = workflow_copy / "results" / "mine" / "runs" / "tiny_unet" / "seed0" / "model.pt"
+        model = workflow_copy / "results" / "mine" / "runs" / "tiny_unet" / "fold0" / "seed0" / "model.pt"
         assert torch.load(model, weights_only=True)["builder"] == "my_networks:tiny_unet"
         images = sorted((workflow_copy / "results" / "mine" / "data" / "synthetic" / "images").glob("*.png"))[:2]
         out = workflow_copy / f"masks-{uuid.uuid4().hex[:6]}"

@@ -191,7 +191,7 @@ def test_chromium_opens_the_report_without_errors_and_every_figure_loads(tiny_re
     """,
         path,
     )
-    assert f"{table1.loc[0, 'dice_mean']:.3f} ± {table1.loc[0, 'dice_std']:.3f}" in text
+    assert f"{table1.loc[0, 'dice_mean']:.3f} (n = 1)" in text
 
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors

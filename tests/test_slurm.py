@@ -53,6 +53,8 @@ def test_tiny_study_through_slurm(workflow_copy):
     assert job.returncode == 0, job.stderr
     assert re.search(r"TresPerJob=gres[:/]gpu[:=]1", job.stdout), job.stdout
     # Inside that job, CUDA_VISIBLE_DEVICES came from SLURM, and the GPU-slot code took it as it was.
-    log = (workflow_copy / "results" / "slurm" / "logs" / "train" / "lighter_unet_c1" / "seed0.log").read_text()
+    log = (
+        workflow_copy / "results" / "slurm" / "logs" / "train" / "lighter_unet_c1" / "fold0" / "seed0.log"
+    ).read_text()
     assert "training lighter_unet_c1 seed 0" in log
     assert re.search(rf"GPU slot: SLURM job {train_job[1]} assigned CUDA_VISIBLE_DEVICES=\S+", log), log[:2000]

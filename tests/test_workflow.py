@@ -58,22 +58,26 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     # Its seed-0 run is the chosen candidate itself (same network, seed, recipe and data), not a retraining.
     chosen = f"{choices.loc[choices['chosen'], 'weight_decay'].item():g}"
     for name in ("model.pt", "history.csv"):
-        adopted = (out / "runs" / "lighter_unet_c1" / "seed0" / name).read_bytes()
-        assert adopted == (out / "runs" / f"lighter_unet_c1--wd{chosen}" / "seed0" / name).read_bytes()
+        adopted = (out / "runs" / "lighter_unet_c1" / "fold0" / "seed0" / name).read_bytes()
+        assert adopted == (out / "runs" / f"lighter_unet_c1--wd{chosen}" / "fold0" / "seed0" / name).read_bytes()
     # ... and its recipe is the one the selection chose.
-    assert json.loads((out / "runs" / "lighter_unet_c1" / "recipe.json").read_text())["weight_decay"] == float(chosen)
-    assert "adopted" in (out / "logs" / "train" / "lighter_unet_c1" / "seed0.log").read_text()
+    assert json.loads((out / "runs" / "lighter_unet_c1" / "fold0" / "recipe.json").read_text())[
+        "weight_decay"
+    ] == float(chosen)
+    assert "adopted" in (out / "logs" / "train" / "lighter_unet_c1" / "fold0" / "seed0.log").read_text()
     # preprocess.interpolation (area in TINY) reaches the caches and, through training, the model files.
     assert str(np.load(out / "data" / "cache" / "test.npz")["interpolation"]) == "area"
-    model = torch.load(out / "runs" / "unet" / "seed0" / "model.pt", weights_only=False)
+    model = torch.load(out / "runs" / "unet" / "fold0" / "seed0" / "model.pt", weights_only=False)
     assert model["input_interpolation"] == "area"
-    metrics = pd.read_csv(out / "runs" / "unet" / "seed0" / "metrics.csv")
+    metrics = pd.read_csv(out / "runs" / "unet" / "fold0" / "seed0" / "metrics.csv")
     split = pd.read_csv(out / "data" / "split.csv")
     assert sorted(metrics["sample_id"]) == sorted(split.loc[split["split"] == "test", "sample_id"])
     # The baseline is a run like a network's: predictions, per-image metrics and a summary, no history.
-    baseline = pd.read_csv(out / "runs" / "threshold_baseline" / "seed0" / "metrics.csv")
+    baseline = pd.read_csv(out / "runs" / "threshold_baseline" / "fold0" / "seed0" / "metrics.csv")
     assert sorted(baseline["sample_id"]) == sorted(metrics["sample_id"])
-    assert len(list((out / "runs" / "threshold_baseline" / "seed0" / "predictions").glob("*.png"))) == len(baseline)
+    assert len(list((out / "runs" / "threshold_baseline" / "fold0" / "seed0" / "predictions").glob("*.png"))) == len(
+        baseline
+    )
     summary = pd.read_csv(out / "networks" / "threshold_baseline.csv")
     assert len(summary) == 1 and summary["epochs"].isna().all() and (summary["parameters"] == 0).all()
     assert not (out / "runs" / "threshold_baseline" / "recipe.json").exists()
@@ -84,9 +88,9 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(sheet["name"])
     # Ladder runs are runs like any other: their per-seed files parse as <run>/seed<N>, curves included.
     assert (out / "report" / "curves" / "ladder--adam.png").stat().st_size > 0
-    history = pd.read_csv(out / "runs" / "unet" / "seed0" / "history.csv")
+    history = pd.read_csv(out / "runs" / "unet" / "fold0" / "seed0" / "history.csv")
     assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
-    assert "epoch 1" in (out / "logs" / "train" / "unet" / "seed0.log").read_text()
+    assert "epoch 1" in (out / "logs" / "train" / "unet" / "fold0" / "seed0.log").read_text()
 
     again = run_snakemake(["all", "--cores", "2", "--configfile", config], workdir)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
@@ -101,7 +105,9 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     assert dry.returncode == 0, dry.stderr
     jobs = jobs_of(dry.stdout)
     assert jobs.get("train") == 1 and jobs.get("predict") == 1 and jobs.get("recipe") == 1
-    assert "runs/unet/seed0/model.pt" in dry.stdout and "runs/lighter_unet_c1/seed0/model.pt" not in dry.stdout
+    assert (
+        "runs/unet/fold0/seed0/model.pt" in dry.stdout and "runs/lighter_unet_c1/fold0/seed0/model.pt" not in dry.stdout
+    )
     assert "runs/ladder--" not in dry.stdout
 
     # The precision is part of the recipe: changing it retrains every network, candidate and ladder step.
@@ -121,8 +127,8 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     rerun_dir = tmp_path / "rerun"
     shutil.copytree(workdir, rerun_dir, symlinks=True)
     rerun_out = rerun_dir / "results" / "tiny"
-    before = {p.name: p.read_bytes() for p in (out / "runs" / "unet" / "seed0" / "predictions").glob("*.png")}
-    metrics_before = (out / "runs" / "unet" / "seed0" / "metrics.csv").read_bytes()
+    before = {p.name: p.read_bytes() for p in (out / "runs" / "unet" / "fold0" / "seed0" / "predictions").glob("*.png")}
+    metrics_before = (out / "runs" / "unet" / "fold0" / "seed0" / "metrics.csv").read_bytes()
     # The README's "one network alone" target, run for real: U-net's chain and nothing else.
     target = "results/tiny/networks/unet.csv"
     rerun = run_snakemake(
@@ -130,10 +136,12 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     )
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     assert jobs_of(rerun.stdout + rerun.stderr) == {"train": 1, "predict": 1, "evaluate": 1, "summarize": 1}
-    after = {p.name: p.read_bytes() for p in (rerun_out / "runs" / "unet" / "seed0" / "predictions").glob("*.png")}
+    after = {
+        p.name: p.read_bytes() for p in (rerun_out / "runs" / "unet" / "fold0" / "seed0" / "predictions").glob("*.png")
+    }
     assert before == after and len(before) > 0
-    assert (rerun_out / "runs" / "unet" / "seed0" / "metrics.csv").read_bytes() == metrics_before
-    rerun_history = pd.read_csv(rerun_out / "runs" / "unet" / "seed0" / "history.csv")
+    assert (rerun_out / "runs" / "unet" / "fold0" / "seed0" / "metrics.csv").read_bytes() == metrics_before
+    rerun_history = pd.read_csv(rerun_out / "runs" / "unet" / "fold0" / "seed0" / "history.csv")
     assert rerun_history.drop(columns="seconds").equals(history.drop(columns="seconds"))
 
 
@@ -178,14 +186,19 @@ def test_weight_decay_selection_never_takes_the_test_split(workflow_copy):
 
     test_cache = {n for n, label in labels.items() if label.startswith("preprocess") and "part: test" in label}
     assert len(test_cache) == 1
-    selection = [n for n, label in labels.items() if label.startswith(("select_weight_decay", "train\\n", "recipe\\n"))]
+    # A node's label is its rule, then its wildcards (Snakemake leaves some out), one per line.
+    rule_of = {n: label.split("\\n")[0] for n, label in labels.items()}
+    selection = [n for n, rule in rule_of.items() if rule in ("select_weight_decay", "train", "recipe")]
     # trainings: candidates (3 x 2), seeds 0 (adopting a candidate) and 1 (3 x 2), ladder steps (2 x 2);
     # selections (3); recipes: one per trained run (3 networks + 6 candidates + 2 steps)
     assert len(selection) == 3 * 2 + 3 * 2 + 2 * 2 + 3 + (3 + 6 + 2)
     for node in selection:
         assert not (ancestors(node) & test_cache), labels[node]
     # ... while the evaluation does use it.
-    evaluation = [n for n, label in labels.items() if label.startswith("predict")]
+    # (The floors' predictions read the test images themselves, not the resized cache.)
+    trainings = {n for n, rule in rule_of.items() if rule == "train"}
+    evaluation = [n for n, rule in rule_of.items() if rule == "predict" and ancestors(n) & trainings]
+    assert len(evaluation) == 3 * 2 + 2 * 2
     assert all(ancestors(n) & test_cache for n in evaluation)
 
 
@@ -215,8 +228,8 @@ def test_killed_training_resumes_through_snakemake(workflow_copy):
             "train": {**TINY["train"], "weight_decay": 0.0001, "min_epochs": 8, "max_epochs": 8},
         },
     )
-    target = "results/tiny/runs/unet/seed0/model.pt"
-    log = workflow_copy / "results" / "tiny" / "logs" / "train" / "unet" / "seed0.log"
+    target = "results/tiny/runs/unet/fold0/seed0/model.pt"
+    log = workflow_copy / "results" / "tiny" / "logs" / "train" / "unet" / "fold0" / "seed0.log"
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     process = subprocess.Popen(
         [str(BIN / "snakemake"), target, "--cores", "1", "--configfile", config],

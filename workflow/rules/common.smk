@@ -292,7 +292,7 @@ def get_report_tables():
 
 
 def get_report_outputs():
-    """Every figure and table of the report (rule all lists them, so --report finds them): training
+    """Every figure and table of the report (`all` lists them, so --report finds them); training
     curves for every network and ladder step."""
     curves = [run.name for run in RUNS.values() if run.trained and run.evaluated]
     return [
