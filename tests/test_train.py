@@ -111,7 +111,7 @@ def test_ladder_steps_build_what_they_name():
         assert type(optimizer) is optimizer_class, name
         assert optimizer.param_groups[0]["lr"] == pytest.approx(lr)
         assert optimizer.param_groups[0]["weight_decay"] == pytest.approx(decay)
-        assert train.LOSSES[recipe.loss] is {"bce": train.bce_loss, "dice": train.soft_dice_loss}[loss]
+        assert train.make_loss(recipe) is {"bce": train.bce_loss, "dice": train.soft_dice_loss}[loss]
         assert (recipe.augment, recipe.lr_plateau, recipe.batch_size) == (augment, plateau, batch), name
 
 
@@ -502,3 +502,31 @@ def test_training_adopts_the_chosen_weight_decay_candidate_and_only_it(small_cac
     # It is the chosen candidate's training: the same fingerprint, not the other candidate's.
     fingerprints = {d: torch.load(m, weights_only=True)["fingerprint"] for d, (m, _) in candidates.items()}
     assert saved["fingerprint"] == fingerprints[chosen] != fingerprints[other]
+
+
+def test_paper_recipes_of_the_networks_after_2021_can_be_expressed():
+    """BCE + Dice, AdamW, cosine and poly schedules (docs/modern_networks.md, "Their own recipes")."""
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 1, 8, 8), (torch.rand(2, 1, 8, 8) > 0.5).float()
+    recipe = Recipe(loss="bce_dice", bce_weight=0.5)
+    expected = 0.5 * train.bce_loss(logits, target) + train.soft_dice_loss(logits, target)
+    assert torch.allclose(train.make_loss(recipe)(logits, target), expected)
+    model = torch.nn.Conv2d(3, 1, 1)
+    assert isinstance(train.make_optimizer(model, Recipe(optimizer="adamw")), torch.optim.AdamW)
+    cosine = Recipe(lr_schedule="cosine", learning_rate=1e-3, min_learning_rate=1e-5, max_epochs=10, min_epochs=1)
+    optimizer = train.make_optimizer(model, cosine)
+    scheduler = train.make_scheduler(optimizer, cosine)
+    rates = []
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[-1] == pytest.approx(1e-5) and all(a >= b for a, b in zip(rates, rates[1:]))
+    poly = Recipe(optimizer="sgd", momentum=0.9, lr_schedule="poly", learning_rate=0.01, max_epochs=4, min_epochs=1)
+    optimizer = train.make_optimizer(model, poly)
+    scheduler = train.make_scheduler(optimizer, poly)
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * (1 - 1 / 4) ** 0.9)
+    with pytest.raises(SonosegError, match="lr_schedule"):
+        Recipe(lr_schedule="step")

@@ -66,7 +66,7 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     ] == float(chosen)
     assert "adopted" in (out / "logs" / "train" / "lighter_unet_c1" / "fold0" / "seed0.log").read_text()
     # preprocess.interpolation (area in TINY) reaches the caches and, through training, the model files.
-    assert str(np.load(out / "data" / "cache" / "test.npz")["interpolation"]) == "area"
+    assert str(np.load(out / "data" / "cache" / "keep" / "fold0" / "test.npz")["interpolation"]) == "area"
     model = torch.load(out / "runs" / "unet" / "fold0" / "seed0" / "model.pt", weights_only=False)
     assert model["input_interpolation"] == "area"
     metrics = pd.read_csv(out / "runs" / "unet" / "fold0" / "seed0" / "metrics.csv")

@@ -16,11 +16,21 @@ PRECISIONS = ("auto", "fp32", "bf16")
 @dataclass(frozen=True)
 class Recipe:
     augment: bool = True
-    loss: str = "dice"  # "dice" (soft Dice, 1 - mean over the batch) or "bce"
-    optimizer: str = "adam"  # "adam" or "sgd"
+    # "dice" (soft Dice, 1 - mean over the batch), "bce", or "bce_dice": bce_weight x BCE + soft Dice
+    # (UNeXt and CMUNeXt: 0.5 x BCE + Dice; MALUNet and EGE-UNet: BCE + Dice)
+    loss: str = "dice"
+    bce_weight: float = 0.5
+    optimizer: str = "adam"  # "adam", "adamw" (decoupled weight decay; MALUNet, EGE-UNet) or "sgd"
     learning_rate: float = 1e-4
     momentum: float = 0.0  # SGD only; 0 is plain SGD, as PyTorch and the paper's "SGD" have it
-    lr_plateau: bool = True  # ReduceLROnPlateau on validation loss
+    lr_plateau: bool = (
+        True  # whether the learning rate follows lr_schedule (off: a fixed rate; the ladder's first steps)
+    )
+    # "plateau": ReduceLROnPlateau on the (monitored) validation loss, the paper's; "cosine": cosine
+    # annealing over max_epochs down to min_learning_rate (UNeXt's, MALUNet's and EGE-UNet's code);
+    # "poly": lr x (1 - epoch / max_epochs) ** 0.9 (CMUNeXt's code steps it per batch; here per epoch).
+    lr_schedule: str = "plateau"
+    min_learning_rate: float = 1e-5
     plateau_factor: float = 0.5
     plateau_patience: int = 5
     batch_size: int = 8
@@ -38,7 +48,12 @@ class Recipe:
     precision: str = "auto"  # one of PRECISIONS
 
     def __post_init__(self):
-        choices = {"loss": ("dice", "bce"), "optimizer": ("adam", "sgd"), "precision": PRECISIONS}
+        choices = {
+            "loss": ("dice", "bce", "bce_dice"),
+            "optimizer": ("adam", "adamw", "sgd"),
+            "lr_schedule": ("plateau", "cosine", "poly"),
+            "precision": PRECISIONS,
+        }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise SonosegError(f"train.{key}: {getattr(self, key)!r} is not one of {allowed}")

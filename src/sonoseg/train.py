@@ -55,7 +55,18 @@ def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
-LOSSES = {"dice": soft_dice_loss, "bce": bce_loss}
+def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float = 0.5) -> torch.Tensor:
+    """bce_weight x BCE + soft Dice: UNeXt's and CMUNeXt's loss (weight 0.5), MALUNet's (1)."""
+    return bce_weight * bce_loss(logits, target) + soft_dice_loss(logits, target)
+
+
+LOSSES = {"dice": soft_dice_loss, "bce": bce_loss, "bce_dice": bce_dice_loss}
+
+
+def make_loss(recipe: Recipe):
+    if recipe.loss == "bce_dice":
+        return lambda logits, target: bce_dice_loss(logits, target, recipe.bce_weight)
+    return LOSSES[recipe.loss]
 
 
 def hard_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -140,13 +151,24 @@ class ResidentSplit:
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     return torch.optim.SGD(
         model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
-    """ReduceLROnPlateau on validation loss; stepped only when the recipe asks for it."""
+    """The recipe's learning-rate schedule (stepped once per epoch, and only when lr_plateau is on):
+    ReduceLROnPlateau on the validation loss, cosine annealing or the poly decay."""
+    if recipe.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=recipe.max_epochs, eta_min=recipe.min_learning_rate
+        )
+    if recipe.lr_schedule == "poly":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: max(0.0, 1 - epoch / recipe.max_epochs) ** 0.9
+        )
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=recipe.plateau_factor, patience=recipe.plateau_patience
     )
@@ -366,7 +388,7 @@ def train(
     model = path.prepare_model(model)
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)
-    loss_fn = LOSSES[recipe.loss]
+    loss_fn = make_loss(recipe)
     data_order = torch.Generator().manual_seed(seed)
     checkpoint = Path(checkpoint) if checkpoint else None
     rule = StopRule(StopSettings.from_recipe(recipe))
@@ -395,7 +417,9 @@ def train(
         if not math.isfinite(val_loss):
             raise SonosegError(f"{network} seed {seed}: validation loss became {val_loss} at epoch {state['epoch']}")
         decision = rule.update(val_loss, epoch=state["epoch"])
-        if recipe.lr_plateau and decision.plateau_value is not None:
+        if recipe.lr_plateau and recipe.lr_schedule != "plateau":
+            scheduler.step()  # cosine or poly: by epoch, whatever the validation loss
+        elif recipe.lr_plateau and decision.plateau_value is not None:
             scheduler.step(decision.plateau_value)  # the median, not one noisy epoch
         if decision.keep_weights:  # the lowest raw validation loss: a measurement of these very weights
             state.update(best_loss=val_loss, best_epoch=state["epoch"], best_state=fp32_weights(model))
