@@ -89,7 +89,15 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     # Ladder runs are runs like any other: their per-seed files parse as <run>/seed<N>, curves included.
     assert (out / "report" / "curves" / "ladder--adam.png").stat().st_size > 0
     history = pd.read_csv(out / "runs" / "unet" / "fold0" / "seed0" / "history.csv")
-    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
+    assert list(history.columns) == [
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_dice",
+        "val_loss_monitored",
+        "lr",
+        "seconds",
+    ]
     assert "epoch 1" in (out / "logs" / "train" / "unet" / "fold0" / "seed0.log").read_text()
 
     again = run_snakemake(["all", "--cores", "2", "--configfile", config], workdir)
