@@ -159,3 +159,16 @@ def test_a_users_network_runs_through_the_workflow(workflow_copy, monkeypatch):
         assert segment.returncode == 0, segment.stderr
         assert len(list(out.glob("*_mask.png"))) == 2
     assert sys.modules.get("my_networks") is None  # the test process itself never imported the user's module
+
+
+def test_the_readmes_study_commands_plan_the_paper_study(workflow_copy):
+    """What a user types on a GPU workstation (README): the target first, then --resources; and the plain
+    form, whose default profile sets gpu=1. (With the target last Snakemake's own parser takes it as a
+    resource and stops: the README says so.)"""
+    (workflow_copy / "profiles").symlink_to("workflow/profiles")
+    for command in (["all", "-n", "--cores", "8", "--resources", "gpu=1"], ["-n", "--cores", "8"]):
+        result = run_snakemake(command, workflow_copy)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert jobs_of(result.stdout)["train"] == 17 * 3 + 17 * 5 + 7 * 3  # networks x seeds, candidates, ladder
+    one = run_snakemake(["results/paper/networks/light_unet.csv", "-n", "--cores", "8"], workflow_copy)
+    assert one.returncode == 0 and jobs_of(one.stdout)["train"] == 3 + 5  # its seeds, its weight-decay candidates
