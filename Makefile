@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # The study's name (its results/<study>/ folder): the CONFIG's `study`, else config/config.yaml's.
 STUDY ?= $(shell sed -n 's/^study: *//p' $(CONFIG) config/config.yaml | head -n 1)
 
-.PHONY: study report test lint clean
+.PHONY: study confirm report test lint clean
 
 $(BIN)/sonoseg: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(BIN)/sonoseg: pyproject.toml
 
 study: $(BIN)/sonoseg
 	snakemake all --cores $(CORES) --configfile $(CONFIG)
+
+# The same study on a fresh phantom seed (config/confirm.yaml), once its protocol is frozen.
+confirm: $(BIN)/sonoseg
+	snakemake all --cores $(CORES) --configfile $(CONFIG) config/confirm.yaml --config study=$(STUDY)_confirm
 
 # The HTML report of what the study has made so far (run `make study` first for every figure).
 report: $(BIN)/sonoseg

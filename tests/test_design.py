@@ -172,3 +172,19 @@ def test_the_readmes_study_commands_plan_the_paper_study(workflow_copy):
         assert jobs_of(result.stdout)["train"] == 17 * 3 + 17 * 5 + 7 * 3  # networks x seeds, candidates, ladder
     one = run_snakemake(["results/paper/networks/light_unet.csv", "-n", "--cores", "8"], workflow_copy)
     assert one.returncode == 0 and jobs_of(one.stdout)["train"] == 3 + 5  # its seeds, its weight-decay candidates
+
+
+def test_confirmation_runs_the_same_protocol_on_new_patients(workflow_copy):
+    """`make confirm`: the study's config with config/confirm.yaml over it and its name suffixed: a new
+    phantom seed, every other setting the same, its own results folder."""
+    study = run_snakemake(["all", "-n", "-p", "--cores", "1", "--configfile", "config/quick.yaml"], workflow_copy)
+    confirm = run_snakemake(
+        ["all", "-n", "-p", "--cores", "1", "--configfile", "config/quick.yaml", "config/confirm.yaml"]
+        + ["--config", "study=quick_confirm"],
+        workflow_copy,
+    )
+    assert study.returncode == 0 and confirm.returncode == 0, confirm.stderr[-2000:]
+    assert "sonoseg synth results/quick_confirm/data/synthetic --patients 48 --seed 1001 " in confirm.stdout
+    assert jobs_of(confirm.stdout) == jobs_of(study.stdout)
+    make = (REPO / "Makefile").read_text()
+    assert "--configfile $(CONFIG) config/confirm.yaml --config study=$(STUDY)_confirm" in make
