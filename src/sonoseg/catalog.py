@@ -12,7 +12,7 @@ calls :func:`register`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sonoseg.errors import SonosegError
 
@@ -30,7 +30,6 @@ SAVE_HINTS = {
 }
 
 TABLES = ("table1", "table2", "beyond")  # the paper's two tables, and networks that came after it
-FAMILIES = ("U-net", "FCN", "DeepLab v3+", "lightweight (after 2021)", "user", "floor")
 
 
 @dataclass(frozen=True)
@@ -46,8 +45,7 @@ class Entry:
     table: str | None = None  # "table1", "table2" or "beyond"; None: listed in no table of networks
     paper: tuple[float, float, float, float] | None = None  # Dice mean, std, HD95 mean, std (the paper's)
     printed_parameters: float | None = None  # what the paper printed, where it differs from the network
-    note: str = ""
-    also_in: tuple[str, ...] = field(default=())  # further tables (U-net is in Table 1 and Table 2)
+    also_in: tuple[str, ...] = ()  # further tables (U-net is in Table 1 and Table 2)
 
     @property
     def is_network(self) -> bool:
@@ -84,8 +82,7 @@ _BUILT_IN = [
     Entry("fcn32s", "FCN-32s", "FCN", "sonoseg.models.fcn:FCN", (0,), "vgg16", "table1", (0.909, 0.005, 15.89, 0.81)),
     Entry("deeplabv3plus_resnet101", "DeepLab v3+ (ResNet-101)", "DeepLab v3+",
           "sonoseg.models.deeplab:deeplab_resnet101", (), "resnet101", "table1", (0.922, 0.003, 14.32, 0.63),
-          printed_parameters=54.7e6,
-          note="the paper printed 54.7 M, the Aligned-Xception count; ResNet-101 has 59,339,169"),
+          printed_parameters=54.7e6),  # the Aligned-Xception count; ResNet-101 has 59,339,169
     Entry("deeplabv3plus_mobilenetv2", "DeepLab v3+ (MobileNet)", "DeepLab v3+",
           "sonoseg.models.deeplab:deeplab_mobilenetv2", (), "mobilenet_v2", "table1", (0.904, 0.003, 16.88, 0.47)),
     # Extra row: the backbone whose count (54.7 M) the paper printed for "ResNet-101".

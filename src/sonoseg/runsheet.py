@@ -25,7 +25,6 @@ Torch-free: the workflow builds the sheet when it parses the Snakefile.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, replace
 
 import pandas as pd
@@ -222,7 +221,3 @@ def weight_decay_selection(runs: list[Run]) -> dict[str, list[Run]]:
         if run.kind == "weight_decay_candidate":
             selection.setdefault(run.method, []).append(run)
     return selection
-
-
-def describe(run: Run) -> str:
-    return json.dumps(run.row(), sort_keys=True)

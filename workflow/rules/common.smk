@@ -8,13 +8,13 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from sonoseg import catalog, paper, runsheet
+from sonoseg import catalog, runsheet
 
-for _old, _new in (
-    ("pretrained_backbone", "train.pretrained_backbones, one weights file per backbone kind (docs/method.md)"),
-):
-    if _old in config.get("train", {}):
-        raise ValueError(f"config train.{_old}: replaced by {_new}")
+if "pretrained_backbone" in config.get("train", {}):
+    raise ValueError(
+        "config train.pretrained_backbone: replaced by train.pretrained_backbones, one weights file per "
+        "backbone kind (docs/method.md)"
+    )
 if "resources" in config:
     raise ValueError(
         "config resources: runtime and memory per job now live in the profile (default-resources, and "
