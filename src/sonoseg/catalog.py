@@ -151,6 +151,12 @@ ROW_ORDER = {
 }  # fmt: skip
 
 
+def register_all(custom_networks: dict) -> None:
+    """The config's ``custom_networks`` (name -> register's keywords) into the catalog."""
+    for name, spec in custom_networks.items():
+        register(name, **spec)
+
+
 def paper_table(table: str) -> dict[str, tuple]:
     """network -> (label, Dice mean, Dice std, HD95 mean, HD95 std) of one table, in the paper's row
     order; NaN where the paper has no row (extra rows)."""

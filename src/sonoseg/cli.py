@@ -68,8 +68,7 @@ def _register_custom_networks(args) -> None:
     """The config's custom_networks (a user's own networks), passed as JSON, into the catalog."""
     from sonoseg import catalog
 
-    for name, spec in (_json(args.custom_networks) if args.custom_networks else {}).items():
-        catalog.register(name, **spec)
+    catalog.register_all(_json(args.custom_networks) if args.custom_networks else {})
 
 
 def cmd_runs(args) -> None:

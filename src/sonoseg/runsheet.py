@@ -107,16 +107,10 @@ def check_config(config: dict) -> None:
             raise SonosegError(f"config: {name!r}: a network or ladder step name must not contain {SEPARATOR!r}")
 
 
-def register_custom_networks(config: dict) -> None:
-    """The config's ``custom_networks`` (a user's own networks) into the catalog."""
-    for name, spec in config.get("custom_networks", {}).items():
-        catalog.register(name, **spec)
-
-
 def build(config: dict) -> list[Run]:
     """Every run of the study, in a stable order: networks, their weight-decay candidates, the ladder,
     the floors."""
-    register_custom_networks(config)
+    catalog.register_all(config.get("custom_networks", {}))
     check_config(config)
     train = config["train"]
     seeds = tuple(str(s) for s in config["seeds"])
