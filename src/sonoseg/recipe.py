@@ -104,11 +104,9 @@ def resolve(base: Recipe, selection: str | Path | None = None) -> Recipe:
     selection chose (``selection``: its JSON file) when the run's weight decay is chosen there."""
     if not selection:
         return base
-    try:
-        chosen = json.loads(Path(selection).read_text())["weight_decay"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SonosegError(f"{selection}: not a weight-decay selection with a weight_decay ({exc})") from None
-    return base.with_changes({"weight_decay": float(chosen)})
+    from sonoseg.weight_decay import read_selection  # the selection file's one reader (it checks the file)
+
+    return base.with_changes({"weight_decay": float(read_selection(selection)["weight_decay"])})
 
 
 def recipe_from_config(train_section: dict) -> Recipe:
