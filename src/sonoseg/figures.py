@@ -508,9 +508,8 @@ def cost_accuracy(
         from sonoseg.tables import patient_table
 
         patients = patient_table(metrics_paths, manifest_csv)
-        bounds = {m: stats.method_ci(patients, m, seed=seed, resamples=2000) for m in summary["method"]}
-        summary["low"] = [bounds[m]["ci_low"] for m in summary["method"]]
-        summary["high"] = [bounds[m]["ci_high"] for m in summary["method"]]
+        bounds = stats.method_table(patients, methods=list(summary["method"]), seed=seed, resamples=2000)
+        summary["low"], summary["high"] = bounds["ci_low"].to_numpy(), bounds["ci_high"].to_numpy()
         interval = "95 % CI by patient, then seed"
     cost = pd.read_csv(cost_csv) if cost_csv else None
     counts = {}
@@ -631,12 +630,11 @@ def paired_statistics(
     comparison = stats.compare_methods(per_image, reference, family, seed=seed, resamples=resamples)
     floors = [m for m in methods if m in catalog.CATALOG and catalog.entry(m).family == "floor"]
     networks = [m for m in methods if m not in floors]
+    # One call per floor (a method's result does not depend on the others compared with it).
     versus_floors = [
-        stats.compare_methods(
-            per_image[per_image["method"].isin([network, floor])], floor, "", seed=seed, resamples=resamples
-        )
+        stats.compare_methods(per_image, floor, "", methods=networks, seed=seed, resamples=resamples)
         for floor in floors
-        for network in networks
+        if networks
     ]
     beyond = pd.concat(versus_floors, ignore_index=True) if versus_floors else pd.DataFrame()
     if not beyond.empty:  # one family: every network against every floor

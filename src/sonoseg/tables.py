@@ -436,19 +436,15 @@ def with_confidence(
     seed: int = 0,
     prefix: str = "",
 ) -> pd.DataFrame:
-    """Add each row's Dice 95 % CI by patient, then seed (sonoseg.stats.method_ci; docs/statistics.md),
+    """Add each row's Dice 95 % CI by patient, then seed (sonoseg.stats.method_table; docs/statistics.md),
     from the runs' per-image metrics; the row of ``key`` value v is run ``prefix + v``."""
     if not metrics or not manifest_csv:
         return table
     from sonoseg import stats
 
-    per_image = patient_table(metrics, manifest_csv)
-    low, high = [], []
-    for name in table[key]:
-        result = stats.method_ci(per_image, f"{prefix}{name}", seed=seed)
-        low.append(result["ci_low"])
-        high.append(result["ci_high"])
-    return table.assign(dice_ci_low=low, dice_ci_high=high)
+    runs = [f"{prefix}{name}" for name in table[key]]
+    bounds = stats.method_table(patient_table(metrics, manifest_csv), methods=runs, seed=seed)
+    return table.assign(dice_ci_low=bounds["ci_low"].to_numpy(), dice_ci_high=bounds["ci_high"].to_numpy())
 
 
 def patient_table(metrics_paths: list[str | Path], manifest_csv: str | Path) -> pd.DataFrame:
