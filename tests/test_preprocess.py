@@ -70,3 +70,6 @@ def test_command_line_config_and_module_agree_on_the_choices():
     assert set(cli.INTERPOLATIONS) == set(preprocess.INTERPOLATIONS) == set(interpolation["enum"])
     assert cli.INTERPOLATIONS[0] == preprocess.DEFAULT_INTERPOLATION == interpolation["default"]
     assert set(preprocess.INTERPOLATION_MEANING) == set(preprocess.INTERPOLATIONS)
+    # preprocess.marks likewise: the command line spells the module's choices without importing OpenCV.
+    marks = schema["properties"]["preprocess"]["properties"]["marks"]
+    assert cli.MARKS == preprocess.MARKS == tuple(marks["enum"]) and marks["default"] == preprocess.MARKS[0]
