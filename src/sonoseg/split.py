@@ -38,19 +38,27 @@ def split_samples(
     With `stratify` (a manifest column, e.g. class or the phantom's meta_lesion_type) every value of
     that column is spread over the parts in proportion (less than two groups off its share): with
     few patients a plain random split can put most of one kind of lesion in the test part by chance."""
-    groups = sorted(samples["group"].astype(str).unique())
-    counts = group_counts(len(groups), fractions)
-    rng = np.random.default_rng(seed)
+    counts = group_counts(samples["group"].astype(str).nunique(), fractions)
     # Groups in an order, and the part of each place along it.
+    ordered = ordered_groups(samples, seed, stratify)
     if stratify:
-        ordered, parts = stratified_order(samples, stratify, rng), interleaved_parts(counts)
+        parts = interleaved_parts(counts)
     else:
-        ordered = [groups[i] for i in rng.permutation(len(groups))]
         parts = [part for part, count in zip(PARTS, counts) for _ in range(count)]
     part_of = dict(zip(ordered, parts))
     result = samples[["sample_id", "patient", "group"]].copy()
     result["split"] = result["group"].astype(str).map(part_of)
     return result
+
+
+def ordered_groups(samples: pd.DataFrame, seed: int, stratify: str | None) -> list[str]:
+    """The patient groups in the seeded order that the split and the folds deal parts along: stratum by
+    stratum (stratified_order) when ``stratify`` names a column, else a random permutation."""
+    groups = sorted(samples["group"].astype(str).unique())
+    rng = np.random.default_rng(seed)
+    if stratify:
+        return stratified_order(samples, stratify, rng)
+    return [groups[i] for i in rng.permutation(len(groups))]
 
 
 MISSING = "(missing)"
@@ -119,14 +127,10 @@ def fold_split(
         raise SonosegError(f"split.folds: {folds} must be at least 1")
     if folds == 1:
         return split_samples(samples, seed, fractions, stratify)
-    groups = sorted(samples["group"].astype(str).unique())
-    if len(groups) < 2 * folds:
-        raise SonosegError(f"split.folds: {folds} folds need at least {2 * folds} patient groups, have {len(groups)}")
-    rng = np.random.default_rng(seed)
-    if stratify:
-        ordered = stratified_order(samples, stratify, rng)
-    else:
-        ordered = [groups[i] for i in rng.permutation(len(groups))]
+    groups = samples["group"].astype(str).nunique()
+    if groups < 2 * folds:
+        raise SonosegError(f"split.folds: {folds} folds need at least {2 * folds} patient groups, have {groups}")
+    ordered = ordered_groups(samples, seed, stratify)
     sizes = [len(ordered) // folds + (k < len(ordered) % folds) for k in range(folds)]
     fold_of = dict(zip(ordered, interleaved_parts(tuple(sizes), tuple(range(folds)))))
     share = fractions[1] / (fractions[0] + fractions[1])
