@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sonoseg import figures, scoring
+from sonoseg import figures, scoring, stats
 from sonoseg.errors import SonosegError
 
 UNET_PARAMETERS = 17_267_393  # as training records it in the model file and the run's summary
@@ -191,6 +191,19 @@ def test_figure2_cost_and_statistics_include_a_method_without_history(small_stud
     assert panel["points"]["unet"][0] == pytest.approx(UNET_PARAMETERS * 1e-6)
     assert "threshold_baseline" not in panel["points"]
     assert len(panel["lines"]) == 1 and "threshold_baseline" in panel["lines"][0]  # a horizontal line instead
+    # The front's statistics are by patient: they need the manifest's patient groups.
+    with pytest.raises(SonosegError, match="manifest"):
+        figures.cost_accuracy(metrics, root / "cost.png", summaries=small_study["summaries"], front_csv=root / "f.csv")
+    figures.cost_accuracy(
+        metrics,
+        root / "cost.png",
+        summaries=small_study["summaries"],
+        manifest_csv=root / "manifest.csv",
+        front_csv=root / "front.csv",
+        front_html=root / "front.html",
+    )
+    assert pd.read_csv(root / "front.csv").empty  # one network with a cost: nothing to compare it with
+    assert "accuracy-parameter front" in (root / "front.html").read_text()
     # Without summaries or a cost table no count is known: nothing is built to count it.
     figures.cost_accuracy(metrics, root / "cost_unknown.png")
     assert not plotted[-1][0]["points"] and len(plotted[-1][0]["lines"]) == 2
@@ -315,3 +328,57 @@ def test_seed_summary_averages_lesion_images_like_the_tables():
     summary = figures.seed_summary(per_image).set_index("method").loc["unet"]
     assert summary["dice_mean"] == pytest.approx(0.6)
     assert summary["dice_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+
+
+def _front_summary() -> pd.DataFrame:
+    # Parameters and mean Dice of five networks and a floor (no cost): the front by parameters is
+    # tiny (1k, 0.70) -> small (10k, 0.80) -> large (1M, 0.85); mid (100k, 0.78) is beaten by small,
+    # huge (10M, 0.84) by large.
+    return pd.DataFrame(
+        {
+            "method": ["large", "small", "tiny", "mid", "huge", "caliper_reader"],
+            "parameters": [1e6, 1e4, 1e3, 1e5, 1e7, np.nan],
+            "dice_mean": [0.85, 0.80, 0.70, 0.78, 0.84, 0.90],
+        }
+    )
+
+
+def test_front_neighbours_pair_each_network_with_the_front_point_it_is_judged_against():
+    pairs = figures.front_neighbours(_front_summary(), "parameters")
+    assert sorted(pairs) == sorted(
+        [
+            ("large", "small", True),  # on the front: against the next cheaper front point
+            ("small", "tiny", True),
+            ("mid", "small", False),  # off it: the cheapest front point as small and at least as good
+            ("huge", "large", False),
+        ]
+    )  # the cheapest point (tiny) has nothing cheaper; the floor has no cost
+
+
+def test_front_statistics_compare_by_patient_with_holm_over_the_rows():
+    # Four patients with two views each; each network's Dice is its mean plus a per-patient offset
+    # shared by every network (so the paired differences are the means' differences exactly).
+    summary = _front_summary()
+    rows = []
+    for method, dice in zip(summary["method"], summary["dice_mean"]):
+        for patient in range(4):
+            for view in range(2):
+                offset = (patient - 1.5) * 0.02
+                rows.append(
+                    {
+                        "method": method,
+                        "run": "0",
+                        "sample_id": f"p{patient}v{view}",
+                        "patient": f"p{patient}",
+                        "dice": dice + offset,
+                    }
+                )
+    front = figures.front_statistics(pd.DataFrame(rows), summary, "parameters", resamples=200)
+    by_method = front.set_index("method")
+    assert by_method.loc["mid", "reference"] == "small" and not by_method.loc["mid", "on_front"]
+    assert by_method.loc["mid", "mean_difference"] == pytest.approx(-0.02)
+    assert by_method.loc["large", "mean_difference"] == pytest.approx(0.05)
+    assert by_method.loc["large", "reference_parameters"] == 1e4 and by_method.loc["large", "parameters"] == 1e6
+    assert (by_method["patients"] == 4).all()
+    assert set(front["family"]) == {"every network vs its neighbour on the parameters front"}
+    assert front["p_holm"].tolist() == pytest.approx(stats.holm(front["p"]).tolist())

@@ -71,6 +71,7 @@ def test_report_holds_every_section_with_real_content(tiny_report):
         "report/figure2_all.png",
         "report/curves/ladder--adam.png",
         "report/cost_accuracy.png",
+        "report/cost_front.html",
         "report/statistics/distributions.png",
         "report/statistics/paired.html",
         "report/statistics/forest.png",
@@ -102,6 +103,11 @@ def test_report_holds_every_section_with_real_content(tiny_report):
     # Every network against every floor: a family of its own, Holm-corrected, with a verdict per network.
     floors = comparison[comparison["family"] == "every network vs every floor"]
     assert len(floors) == 2 * 3 and "Beats every floor: unet: " in paired
+    # The front by patient: U-net (more parameters) against Lighter U-net @1, on the front or not.
+    front = pd.read_csv(tiny_report["out"] / "report" / "cost_front.csv")
+    assert front[["method", "reference"]].values.tolist() == [["unet", "lighter_unet_c1"]]
+    front_page = decoded(results["results/tiny/report/cost_front.html"]).decode()
+    assert f"{front['mean_difference'].iloc[0]:+.4f}" in front_page and "Holm" in front_page
     # The workflow description carries the study's settings.
     description = json.loads(re.search(r'var workflow_desc = (".*?");\n', page)[1])
     assert "Study <strong>tiny</strong>" in description and "images resized to 32" in description

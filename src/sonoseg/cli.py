@@ -339,7 +339,16 @@ def cmd_report_figure2(args) -> None:
 def cmd_report_cost(args) -> None:
     from sonoseg import figures
 
-    figures.cost_accuracy(args.metrics, args.out, args.cost, args.summaries, args.manifest or None, args.seed)
+    figures.cost_accuracy(
+        args.metrics,
+        args.out,
+        args.cost,
+        args.summaries,
+        args.manifest or None,
+        args.seed,
+        front_csv=args.front_csv,
+        front_html=args.front_table,
+    )
 
 
 def cmd_report_statistics(args) -> None:
@@ -576,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summaries", nargs="*", default=[], help="the methods' networks/<run>.csv (parameter counts)")
     p.add_argument("--manifest", default="", help="the manifest (patient groups): Dice CIs by patient")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+    p.add_argument("--front-csv", help="write the parameter front's paired statistics here (needs --manifest)")
+    p.add_argument("--front-table", help="the same as an HTML page")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report_cost)
     p = sub.add_parser("report-statistics", help="report: per-image distributions and paired tests")

@@ -491,12 +491,15 @@ def cost_accuracy(
     summaries: list[str | Path] = (),
     manifest_csv: str | Path | None = None,
     seed: int = 0,
+    front_csv: str | Path | None = None,
+    front_html: str | Path | None = None,
 ) -> None:
     """The accuracy-cost front: Dice against parameters (and GFLOPs and CPU latency when a cost table
     exists), one labelled point per network with its 95 % CI by patient, then seed (with the manifest;
     else ± std over seeds), the front of the networks no other beats at a lower cost drawn as a step
     line, the floors (methods without a cost) as horizontal lines, the paper's Dice as hollow markers.
-    Parameter counts come from the cost table or the runs' summaries (networks/<run>.csv)."""
+    Parameter counts come from the cost table or the runs' summaries (networks/<run>.csv).
+    With the manifest, front_csv / front_html get front_statistics over the parameter front."""
     per_image = read_per_image(metrics_paths)
     summary = seed_summary(per_image)
     summary["low"], summary["high"] = (
@@ -504,6 +507,7 @@ def cost_accuracy(
         summary["dice_mean"] + summary["dice_std"],
     )
     interval = "mean ± std over seeds"
+    patients = None
     if manifest_csv:
         from sonoseg.tables import patient_table
 
@@ -518,6 +522,14 @@ def cost_accuracy(
         if "parameters" in frame and "network" in frame:
             counts[str(frame["network"].iloc[0])] = float(frame["parameters"].iloc[0])
     summary["parameters"] = [_parameter_count(m, cost, counts) for m in summary["method"]]
+    if front_csv or front_html:
+        if patients is None:
+            raise SonosegError("report: the front's statistics need the manifest (patient groups)")
+        front = front_statistics(patients, summary, "parameters", seed=seed)
+        if front_csv:
+            front.to_csv(front_csv, index=False)
+        if front_html:
+            _front_page(front, front_html)
     axes_spec = [("parameters", "parameters (millions)", 1e-6)]
     if cost is not None:
         summary = summary.merge(
@@ -572,6 +584,85 @@ def pareto_front(summary: pd.DataFrame, column: str) -> pd.DataFrame:
             best = row["dice_mean"]
             rows.append(index)
     return costed.loc[rows]
+
+
+def front_neighbours(summary: pd.DataFrame, column: str) -> list[tuple[str, str, bool]]:
+    """(network, the front network it is compared with, whether it is on the front) for every network
+    with a cost in ``column``. A network on the front is compared with the front's next cheaper point:
+    does its extra cost buy accuracy? A network off the front is compared with the cheapest front
+    network that costs no more and scores at least as well: is it beaten at a lower cost? The
+    cheapest front network has nothing cheaper to be compared with."""
+    front = pareto_front(summary, column)
+    on_front = list(front["method"])
+    pairs = []
+    for row in summary[summary[column].notna()].itertuples():
+        cost = getattr(row, column)
+        if row.method in on_front:
+            position = on_front.index(row.method)
+            if position:
+                pairs.append((row.method, on_front[position - 1], True))
+        else:
+            beating = front[(front[column] <= cost) & (front["dice_mean"] >= row.dice_mean)]
+            pairs.append((row.method, beating["method"].iloc[0], False))
+    return pairs
+
+
+def front_statistics(
+    per_image: pd.DataFrame, summary: pd.DataFrame, column: str, seed: int = 0, resamples: int = 10_000
+) -> pd.DataFrame:
+    """The accuracy-cost front under the statistics of the tables: each pair of front_neighbours
+    compared by stats.hierarchical_comparison (patients, then runs), Holm's correction over all of
+    them (one family). per_image carries the patient groups (tables.patient_table)."""
+    pairs = front_neighbours(summary, column)
+    if not pairs:
+        columns = list(stats.COMPARISON_COLUMNS)
+        return pd.DataFrame(columns=columns[:2] + ["on_front", column, f"reference_{column}"] + columns[2:])
+    costs = summary.set_index("method")[column]
+    rows = pd.concat(
+        [
+            stats.compare_methods(per_image, reference, "", methods=[method], seed=seed, resamples=resamples)
+            for method, reference, _ in pairs
+        ],
+        ignore_index=True,
+    )
+    rows["family"] = f"every network vs its neighbour on the {column} front"
+    rows["p_holm"] = stats.holm(rows["p"].to_numpy())
+    rows["significant"] = rows["p_holm"] < 0.05
+    rows.insert(2, "on_front", [on for _, _, on in pairs])
+    rows.insert(3, column, [costs[method] for method, _, _ in pairs])
+    rows.insert(4, f"reference_{column}", [costs[reference] for _, reference, _ in pairs])
+    return rows
+
+
+def _front_page(front: pd.DataFrame, out_html: str | Path) -> None:
+    shown = pd.DataFrame(
+        {
+            "Network": front["method"],
+            "On the front": ["yes" if on else "no" for on in front["on_front"]],
+            "Parameters": [f"{v:,.0f}" for v in front["parameters"]],
+            "Against": front["reference"],
+            "Its parameters": [f"{v:,.0f}" for v in front["reference_parameters"]],
+            "Mean Dice difference": [_signed(v, 4) for v in front["mean_difference"]],
+            "95 % CI (patients, then runs)": [
+                f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(front["ci_low"], front["ci_high"])
+            ],
+            "p (sign-flip)": [f"{p:.3g}" for p in front["p"]],
+            "p (Holm)": [f"{p:.3g}" for p in front["p_holm"]],
+        }
+    )
+    write_page(
+        out_html,
+        "The accuracy-parameter front, by patient",
+        [
+            note(
+                "The front: the networks no other beats (mean test Dice) with as few or fewer parameters. A network "
+                "on it is compared with the front's next cheaper network (does its extra size buy accuracy?); one "
+                "off it with the cheapest front network that is as small or smaller and scores at least as well (is "
+                "it beaten at a lower cost?). Paired, by patient, then run; Holm over these rows (docs/statistics.md)."
+            ),
+            html_table(shown, f"Family: {front['family'].iloc[0] if len(front) else 'none'}"),
+        ],
+    )
 
 
 def _cpu_label(cost: pd.DataFrame) -> str:

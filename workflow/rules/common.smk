@@ -303,6 +303,7 @@ def get_report_outputs():
         f"{REPORT}/figure2.png",
         f"{REPORT}/figure2_all.png",
         f"{REPORT}/cost_accuracy.png",
+        f"{REPORT}/cost_front.html",
         f"{REPORT}/statistics/distributions.png",
         f"{REPORT}/statistics/paired.html",
         f"{REPORT}/statistics/forest.png",

@@ -108,12 +108,19 @@ rule report_cost:
         summaries=[f"{OUT}/networks/{run.name}.csv" for run in compared_runs()],
         manifest=f"{OUT}/data/manifest.csv",
     output:
-        report(
+        figure=report(
             f"{REPORT}/cost_accuracy.png",
             caption="../report/cost.rst",
             category="5 Cost vs accuracy",
             labels={"figure": "Dice against cost"},
         ),
+        front=report(
+            f"{REPORT}/cost_front.html",
+            caption="../report/cost_front.rst",
+            category="5 Cost vs accuracy",
+            labels={"figure": "the front by patient"},
+        ),
+        front_csv=f"{REPORT}/cost_front.csv",
     log:
         f"{LOGS}/report_cost.log",
     conda:
@@ -123,7 +130,8 @@ rule report_cost:
         seed=REPORT_SEED,
     shell:
         "sonoseg report-cost --metrics {input.metrics} --summaries {input.summaries} --manifest {input.manifest} "
-        "--seed {params.seed} {params.cost} --out {output} > {log} 2>&1"
+        "--seed {params.seed} {params.cost} --front-csv {output.front_csv} --front-table {output.front} "
+        "--out {output.figure} > {log} 2>&1"
 
 
 rule report_statistics:
