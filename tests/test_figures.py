@@ -382,3 +382,30 @@ def test_front_statistics_compare_by_patient_with_holm_over_the_rows():
     assert (by_method["patients"] == 4).all()
     assert set(front["family"]) == {"every network vs its neighbour on the parameters front"}
     assert front["p_holm"].tolist() == pytest.approx(stats.holm(front["p"]).tolist())
+
+
+def test_marks_examples_pick_the_most_marked_images_and_count_the_rest(tmp_path, plotted):
+    # Three grey images: two light-blue '+' calipers, one, none; and an excluded image with many marks.
+    rows = []
+    for name, crosses, status in (
+        ("two", 2, "included"),
+        ("one", 1, "included"),
+        ("none", 0, "included"),
+        ("bad", 5, "excluded"),
+    ):
+        image = np.full((120, 160, 3), 90, np.uint8)
+        for k in range(crosses):
+            x = 30 + 25 * k
+            cv2.line(image, (x - 4, 60), (x + 4, 60), (120, 200, 255), 1)
+            cv2.line(image, (x, 56), (x, 64), (120, 200, 255), 1)
+        cv2.imwrite(str(tmp_path / f"{name}.png"), image[:, :, ::-1])
+        rows.append({"sample_id": name, "image": str(tmp_path / f"{name}.png"), "status": status})
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    counts = figures.marks_examples(tmp_path / "manifest.csv", tmp_path / "marks.png", count=4)
+    assert counts["sample_id"].tolist() == ["two", "one", "none"]  # the excluded image is not shown
+    assert counts["mark_pixels"].iloc[0] > counts["mark_pixels"].iloc[1] > 0 == counts["mark_pixels"].iloc[2]
+    assert _png_size(tmp_path / "marks.png")[1] > 300  # two images with marks: two rows of three panels
+    # Images without marks: a one-line figure saying so, not an error.
+    pd.DataFrame(rows[2:3]).to_csv(tmp_path / "plain.csv", index=False)
+    assert figures.marks_examples(tmp_path / "plain.csv", tmp_path / "plain.png")["mark_pixels"].tolist() == [0]
+    assert _png_size(tmp_path / "plain.png")[1] < 150

@@ -61,6 +61,7 @@ def test_report_holds_every_section_with_real_content(tiny_report):
     expected = {
         "report/data/overview.html",
         "report/data/samples.png",
+        "report/data/marks.png",
         "report/tables/table1.html",
         "report/tables/table2.html",
         "report/tables/ladder.html",

@@ -314,6 +314,8 @@ def cmd_report_data(args) -> None:
 
     figures.data_overview(args.manifest, args.split, args.overview)
     figures.sample_grid(args.manifest, args.split, args.samples, seed=args.seed)
+    if args.marks:
+        figures.marks_examples(args.manifest, args.marks)
 
 
 def cmd_report_table(args) -> None:
@@ -561,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overview", required=True)
     p.add_argument("--samples", required=True)
+    p.add_argument("--marks", help="the images with the most coloured marks, before and after inpainting (PNG)")
     p.set_defaults(func=cmd_report_data)
     p = sub.add_parser("report-table", help="report: one study table as HTML, ours beside the paper's")
     p.add_argument("kind", choices=["table1", "table2", "beyond", "ladder", "weight_decay"])

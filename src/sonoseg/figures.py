@@ -226,6 +226,52 @@ def sample_grid(
     _save(fig, out_png)
 
 
+def marks_examples(manifest_csv: str | Path, out_png: str | Path, count: int = 4) -> pd.DataFrame:
+    """The included images with the most coloured-mark pixels (marks.find_marks), each shown as it is,
+    with its marks in red, and inpainted (marks.inpaint_marks, what preprocess.marks: inpaint feeds the
+    networks); the title counts the images with marks. Returns every included image's mark-pixel count
+    (sample_id, mark_pixels), the most marked first."""
+    from sonoseg import marks
+
+    manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
+    samples = manifest[manifest["status"] == "included"]
+    if samples.empty:
+        raise SonosegError(f"{manifest_csv}: no included sample to show")
+    counts = pd.DataFrame(
+        {
+            "sample_id": samples["sample_id"].to_numpy(),
+            "image": samples["image"].to_numpy(),
+            "mark_pixels": [int(marks.find_marks(read_image(path).pixels).sum()) for path in samples["image"]],
+        }
+    ).sort_values(["mark_pixels", "sample_id"], ascending=[False, True], kind="stable")
+    shown = counts[counts["mark_pixels"] > 0].head(count)
+    marked = int((counts["mark_pixels"] > 0).sum())
+    title = f"Coloured marks: {marked} of {len(counts)} included images carry them"
+    if shown.empty:
+        fig, ax = plt.subplots(figsize=(5.0, 1.0))
+        ax.axis("off")
+        ax.text(0.5, 0.5, title + "; nothing to inpaint", ha="center", va="center", fontsize=9)
+        _save(fig, out_png)
+        return counts[["sample_id", "mark_pixels"]].reset_index(drop=True)
+    fig, axes = plt.subplots(len(shown), 3, figsize=(9.0, 2.2 * len(shown)), squeeze=False)
+    for row, sample in zip(axes, shown.itertuples()):
+        image = read_image(sample.image).pixels
+        found = marks.find_marks(image)
+        highlighted = image.copy()
+        highlighted[found] = (255, 0, 0)
+        for ax, pixels, label in (
+            (row[0], image, f"{sample.sample_id}: as stored"),
+            (row[1], highlighted, f"{sample.mark_pixels:,} mark pixels (red)"),
+            (row[2], marks.inpaint_marks(image)[0], "inpainted"),
+        ):
+            ax.imshow(pixels, interpolation="antialiased")
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(label, fontsize=7)
+    fig.suptitle(title + f"; the {len(shown)} with the most", fontsize=9)
+    _save(fig, out_png)
+    return counts[["sample_id", "mark_pixels"]].reset_index(drop=True)
+
+
 # ----------------------------------------------------------------------------- 2 tables
 
 

@@ -298,6 +298,7 @@ def get_report_outputs():
     return [
         f"{REPORT}/data/overview.html",
         f"{REPORT}/data/samples.png",
+        f"{REPORT}/data/marks.png",
         *[f"{REPORT}/tables/{table}.html" for table in get_report_tables()],
         *[f"{REPORT}/curves/{run}.png" for run in curves],
         f"{REPORT}/figure2.png",

@@ -24,6 +24,12 @@ rule report_data:
             category="1 Data",
             labels={"item": "sample images"},
         ),
+        marks=report(
+            f"{REPORT}/data/marks.png",
+            caption="../report/marks.rst",
+            category="1 Data",
+            labels={"item": "coloured marks, inpainted"},
+        ),
     log:
         f"{LOGS}/report_data.log",
     conda:
@@ -32,7 +38,7 @@ rule report_data:
         seed=REPORT_SEED,
     shell:
         "sonoseg report-data --manifest {input.manifest} --split {input.split} --seed {params.seed} "
-        "--overview {output.overview} --samples {output.samples} > {log} 2>&1"
+        "--overview {output.overview} --samples {output.samples} --marks {output.marks} > {log} 2>&1"
 
 
 rule report_table:
