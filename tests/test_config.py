@@ -180,7 +180,9 @@ def test_run_sheet_has_one_row_per_run(workflow_copy):
         "baselines": ["threshold_baseline"],
         "ladder": {"enabled": True, "network": "lighter_unet_c1", "seeds": [0],
                    "steps": [{"name": "baseline", "changes": {"augment": False}}, {"name": "adam", "changes": {}}]},
-        "train": {**BASE["train"], "weight_decay": 0.0001, "overrides": {"unet": {"weight_decay": "auto"}}},
+        "train": {**BASE["train"], "weight_decay": 0.0001,
+                  "overrides": {"unet": {"weight_decay": "auto"},
+                                "lighter_unet_c1": {"precision": "fp32", "loss": "bce_dice"}}},
     }  # fmt: skip
     (workflow_copy / "config" / "plan.yaml").write_text(yaml.safe_dump(config))
     printed = subprocess.run(
@@ -197,6 +199,8 @@ def test_run_sheet_has_one_row_per_run(workflow_copy):
     assert list(sheet["seeds"]) == ["0 1", "0 1", "0", "0", "0", "0", "0 1"]
     assert list(sheet["weight_decay_from"]) == ["unet", "", "", "", "", "", ""]
     assert sheet.loc[sheet["name"] == "threshold_baseline", "recipe"].item() == ""
+    # A network's overrides are its changes to the study's recipe (a chosen weight decay is not one).
+    assert list(sheet["recipe_changes"][:2]) == ["", "loss bce_dice; precision fp32"]
     # The same sheet as the workflow builds it in common.smk, from the validated config.
     loaded = runsheet.build({**config, "train": {**config["train"]}} | _schema_defaults(workflow_copy, config))
     assert [run.name for run in loaded] == list(sheet["name"])

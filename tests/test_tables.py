@@ -222,3 +222,12 @@ def test_study_tables_are_written_with_a_caption_that_gives_the_scale(tmp_path):
     assert "Section 4.2 tuning ladder (unet" in (tmp_path / "tables" / "ladder.md").read_text()
     with pytest.raises(SonosegError, match="unknown table 'table3'"):
         tables.study_table("table3", summaries[:1], tmp_path / "tables" / "table3.csv")
+    assert "changes to the study's recipe" not in markdown  # no row changes it: no note
+    # A network trained otherwise than the study's recipe (its overrides): its row names the changes.
+    changed = tmp_path / "malunet.csv"
+    tables.summarize(
+        "network", "malunet", ["0"], [metrics], [history], [model], recipe_changes="precision fp32"
+    ).to_csv(changed, index=False)
+    beyond = tables.study_table("beyond", [changed], tmp_path / "tables" / "beyond.csv")
+    assert beyond.loc[0, "label"] == "MALUNet (2022) [precision fp32]"
+    assert "; in [ ]: a row's changes to the study's recipe" in (tmp_path / "tables" / "beyond.md").read_text()

@@ -549,3 +549,41 @@ def test_each_network_after_2021_learns_with_the_studys_recipe(network, tmp_path
     history = pd.read_csv(tmp_path / "h.csv")
     assert history["val_dice"].max() > max(0.8, untrained_dice + 0.3), (untrained_dice, history["val_dice"].tolist())
     assert history["val_loss"].min() < history["val_loss"].iloc[0], history["val_loss"].tolist()
+
+
+def test_deep_supervision_adds_egeunets_weighted_side_losses(tmp_path):
+    """With deep_supervision (EGE-UNet's paper), a batch's loss is the final output's plus SIDE_WEIGHTS
+    times each side output's; a network without side heads is refused by name."""
+    from sonoseg import models
+
+    train_npz, val_npz = easy_caches(tmp_path)
+    cpu = torch.device("cpu")
+    split = train.ResidentSplit(val_npz, cpu)
+    torch.manual_seed(0)
+    model = models.build("egeunet")
+    path = device.FastPath(model, cpu, "fp32")
+    recipe = Recipe(augment=False, batch_size=len(split), deep_supervision=True, precision="fp32")
+    loss_fn = train.make_loss(recipe)
+    x, y = split.batch(torch.arange(len(split)))
+    model.train()
+    with torch.no_grad():
+        logits, sides = path.forward_with_side_outputs(model, x)
+        final = float(loss_fn(logits, y))
+        expected = final + sum(w * float(loss_fn(s, y)) for w, s in zip(model.SIDE_WEIGHTS, sides))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    got = train.train_epoch(model, split, recipe, loss_fn, optimizer, path, torch.Generator().manual_seed(0))
+    assert got == pytest.approx(expected, rel=1e-5) and expected > final * 1.5  # five side terms, weights 0.1-0.5
+    plain = Recipe(augment=False, batch_size=len(split), precision="fp32")
+    assert train.train_epoch(model, split, plain, loss_fn, optimizer, path, torch.Generator()) == pytest.approx(
+        final, rel=1e-5
+    )
+    with pytest.raises(SonosegError, match="'unet' has no side outputs"):
+        fit("unet", 0, (train_npz, val_npz), recipe, tmp_path / "u.pt", tmp_path / "u.csv", device="cpu", threads=1)
+
+
+def test_a_setting_added_later_leaves_earlier_recipes_unchanged():
+    """Recipes written before deep_supervision existed (and their runs' fingerprints) stay the same."""
+    assert "deep_supervision" not in Recipe().to_json()
+    assert Recipe.from_json(Recipe().to_json()) == Recipe()
+    on = Recipe(deep_supervision=True)
+    assert '"deep_supervision": true' in on.to_json() and Recipe.from_json(on.to_json()) == on

@@ -272,7 +272,14 @@ def cmd_summarize(args) -> None:
     from sonoseg import tables
 
     summary = tables.summarize(
-        args.key, args.name, args.seeds, args.metrics, args.histories, args.models, folds=args.folds
+        args.key,
+        args.name,
+        args.seeds,
+        args.metrics,
+        args.histories,
+        args.models,
+        folds=args.folds,
+        recipe_changes=args.recipe_changes,
     )
     summary.to_csv(args.out, index=False)
 
@@ -526,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--histories", nargs="*", default=[], help="none for a run without training (a floor)")
     p.add_argument("--models", nargs="*", default=[], help="the seeds' model.pt (their parameter count)")
+    p.add_argument(
+        "--recipe-changes", default="", help="the run's changes to the study's recipe (its table row names them)"
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_summarize)
 

@@ -96,6 +96,14 @@ class FastPath:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             return model(self.prepare_input(x)).float()
 
+    def forward_with_side_outputs(
+        self, model: torch.nn.Module, x: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """forward for a network with side heads (deep supervision): (final logits, side logits), fp32."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits, sides = model.forward_with_side_outputs(self.prepare_input(x))
+        return logits.float(), [side.float() for side in sides]
+
     def describe(self) -> str:
         return f"{self.precision}{' + channels_last' if self.channels_last else ''}"
 

@@ -13,6 +13,10 @@ from sonoseg.errors import SonosegError
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+# Settings added after runs were first made, with the value every earlier run trained under.
+ADDED_LATER = {"deep_supervision": False}
+
+
 @dataclass(frozen=True)
 class Recipe:
     augment: bool = True
@@ -46,6 +50,10 @@ class Recipe:
     min_epochs: int = 50
     max_epochs: int = 200
     precision: str = "auto"  # one of PRECISIONS
+    # Also train a network's side heads against the ground truth (EGE-UNet's GT-guided heads, its
+    # paper's loss): the loss of the final logits plus the network's SIDE_WEIGHTS times each side
+    # output's loss. Only for networks with forward_with_side_outputs.
+    deep_supervision: bool = False
 
     def __post_init__(self):
         choices = {
@@ -71,8 +79,13 @@ class Recipe:
             raise SonosegError(f"recipe change(s) {unknown} are not training settings; known: {sorted(known)}")
         return replace(self, **changes)
 
+    def as_dict(self) -> dict:
+        """The settings, less those of ADDED_LATER left at their value then: a recipe (and so a run's
+        fingerprint) from before such a setting existed is the same recipe today."""
+        return {k: v for k, v in asdict(self).items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(self.as_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str, source: str = "--recipe") -> Recipe:
@@ -96,7 +109,7 @@ class Recipe:
 
     def write(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(asdict(self), sort_keys=True, indent=2) + "\n")
+        Path(path).write_text(json.dumps(self.as_dict(), sort_keys=True, indent=2) + "\n")
 
 
 def resolve(base: Recipe, selection: str | Path | None = None) -> Recipe:
@@ -114,6 +127,17 @@ def recipe_from_config(train_section: dict) -> Recipe:
     known = {f.name for f in fields(Recipe)}
     values = {k: v for k, v in train_section.items() if k in known and v != "auto"}
     return Recipe().with_changes(values)
+
+
+def describe_changes(base: Recipe, recipe: Recipe) -> str:
+    """The settings in which ``recipe`` differs from ``base``, as "name value; ..." ('' when none):
+    what a table row names when a network trains otherwise than the study's recipe."""
+    ours, theirs = asdict(base), asdict(recipe)
+    return "; ".join(
+        f"{name} {value if isinstance(value, str) else json.dumps(value)}"
+        for name, value in sorted(theirs.items())
+        if value != ours[name]
+    )
 
 
 def network_recipe(train_section: dict, network: str, changes: dict | None = None) -> Recipe:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from sonoseg import catalog
 from sonoseg.errors import SonosegError
-from sonoseg.recipe import Recipe, ladder_recipes, network_recipe
+from sonoseg.recipe import Recipe, describe_changes, ladder_recipes, network_recipe, recipe_from_config
 
 KINDS = ("network", "weight_decay_candidate", "ladder_step", "baseline")
 SEPARATOR = "--"  # between a run's method and its variant: never part of a network or step name
@@ -50,6 +50,7 @@ class Run:
     table_name: str = ""  # its row name there (the network, or the ladder step)
     marks: str = "keep"  # the images' coloured marks: kept, or inpainted before resizing
     folds: tuple[str, ...] = ("0",)  # the cross-validation folds it is made in
+    recipe_changes: str = ""  # a network's changes to the study's recipe (its overrides), as its table row names them
 
     @property
     def trained(self) -> bool:
@@ -128,6 +129,7 @@ def build(config: dict) -> list[Run]:
                 weight_decay_from=network if auto else "",
                 pretrained_backbone=catalog.pretrained_backbone_for(train, network),
                 table_name=network,
+                recipe_changes=describe_changes(recipe_from_config(train), network_recipe(train, network)),
                 **data,
             )
         )

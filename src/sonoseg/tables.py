@@ -148,12 +148,13 @@ def summarize(
     histories: list[str | Path] | None = None,
     model_files: list[str | Path] | None = None,
     folds: int = 1,
+    recipe_changes: str = "",
 ) -> pd.DataFrame:
     """One row per seed of a run (a network, a floor or a ladder step): mean test metrics over its
     out-of-fold predictions (``fold`` "all"), the kept epoch and the network's parameter count; with
     folds > 1, also one row per seed and fold (the per-fold values). ``metrics`` (and ``histories``)
     are seed by seed, fold by fold within a seed. A run without training has no history: its epochs
-    stay empty."""
+    stay empty. ``recipe_changes`` (the run's changes to the study's recipe) is kept in every row."""
     if len(metrics) != len(seeds) * folds:
         raise SonosegError(f"summary of {name}: {len(metrics)} metrics files for {len(seeds)} seeds x {folds} folds")
     histories = histories or [None] * len(metrics)
@@ -174,7 +175,7 @@ def summarize(
                         "parameters": parameters,
                     }
                 )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).assign(recipe_changes=recipe_changes)
 
 
 def pooled(runs: pd.DataFrame) -> pd.DataFrame:
@@ -194,6 +195,8 @@ def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> p
         label, p_dice, p_dice_sd, p_hd, p_hd_sd = reference.get(
             name, (catalog.label(name), np.nan, np.nan, np.nan, np.nan)
         )
+        changes = recipe_changes_of(runs, name)
+        label = f"{label} [{changes}]" if changes else label
         rows.append(
             {
                 "network": name,
@@ -208,6 +211,15 @@ def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> p
             }
         )
     return pd.DataFrame(rows)
+
+
+def recipe_changes_of(runs: pd.DataFrame, network: str) -> str:
+    """The network's changes to the study's recipe, from its summaries ('' for none, or for summaries
+    made before they were recorded)."""
+    if "recipe_changes" not in runs:
+        return ""
+    values = runs.loc[runs["network"] == network, "recipe_changes"].fillna("").astype(str)
+    return values.iloc[0] if len(values) else ""
 
 
 COST_COLUMNS = ["gflops", "latency_ms"]
@@ -419,9 +431,13 @@ def study_table(
     if kind not in CAPTIONS:
         raise SonosegError(f"unknown table {kind!r}; one of {sorted(CAPTIONS)} or ladder")
     reference = catalog.paper_table(kind)
-    table = with_cost(network_table(runs, reference, list(runs["network"].drop_duplicates())), cost_csv)
+    networks = list(runs["network"].drop_duplicates())
+    table = with_cost(network_table(runs, reference, networks), cost_csv)
     table = with_confidence(table, "network", metrics, manifest_csv, seed)
-    write_table(table, out_csv, f"{CAPTIONS[kind]}{scale}{cost_caption(cost_csv)})")
+    changed = (
+        "; in [ ]: a row's changes to the study's recipe" if any(recipe_changes_of(runs, n) for n in networks) else ""
+    )
+    write_table(table, out_csv, f"{CAPTIONS[kind]}{scale}{cost_caption(cost_csv)}{changed})")
     return table
 
 

@@ -375,6 +375,11 @@ def train(
         )
     torch.manual_seed(seed)
     model = models.build(network)
+    if recipe.deep_supervision and not hasattr(model, "forward_with_side_outputs"):
+        raise SonosegError(
+            f"train: deep_supervision is on, but {network!r} has no side outputs to supervise "
+            "(networks with side heads: egeunet); turn it off for this network"
+        )
     if pretrained_backbone:
         models.load_pretrained_backbone(model, pretrained_backbone)
     # A network that starts from ImageNet weights sees its inputs as ImageNet's did.
@@ -487,7 +492,11 @@ def train_epoch(model, split: ResidentSplit, recipe: Recipe, loss_fn, optimizer,
         if theta is not None:
             x, y = warp(x, y, theta[batch])
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(path.forward(model, x), y)
+        if recipe.deep_supervision:
+            logits, sides = path.forward_with_side_outputs(model, x)
+            loss = loss_fn(logits, y) + sum(w * loss_fn(side, y) for w, side in zip(model.SIDE_WEIGHTS, sides))
+        else:
+            loss = loss_fn(path.forward(model, x), y)
         loss.backward()
         optimizer.step()
         total += loss.detach() * len(x)

@@ -17,9 +17,10 @@ Deep supervision: the authors train the five side heads against the ground truth
 left out: their masks are an input of every GAB, whose grouped convs are sized for that extra channel
 (the authors' ``gt_ds=False`` path calls the GAB without a mask and fails). So this network keeps them,
 and its count is the authors' default 53,374 (53,241 without the heads' 133 parameters, a variant
-that does not run). ``forward`` returns only the final logits, in training and in eval, so that
-sonoseg's single-output loss trains it: the side heads then learn only through the GABs they feed.
-``forward_with_side_outputs`` gives the side logits too, for a deep-supervision loss.
+that does not run). ``forward`` returns only the final logits, in training and in eval (prediction,
+export, the study's plain recipe: the side heads then learn only through the GABs they feed).
+``forward_with_side_outputs`` gives the side logits too: with the recipe's ``deep_supervision`` (the
+paper's loss) training adds SIDE_WEIGHTS times each side output's loss (sonoseg.train.train_epoch).
 
 Changes from the authors' code, none of which changes an output value: logits, not probabilities
 (the authors end with a sigmoid); the multi-axis products are written as broadcasts instead of
@@ -131,6 +132,8 @@ class GroupAggregationBridge(nn.Module):
 class EGEUNet(nn.Module):
     """EGE-UNet with its side heads; input N x 3 x S x S (S a multiple of 32), output N x out_channels
     x S x S logits (``forward``), or those and the five side logits (``forward_with_side_outputs``)."""
+
+    SIDE_WEIGHTS = SIDE_WEIGHTS  # read by training's deep supervision (train.deep_supervision)
 
     def __init__(self, in_channels: int = 3, out_channels: int = 1, widths: tuple[int, ...] = WIDTHS):
         super().__init__()
