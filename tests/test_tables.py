@@ -223,6 +223,16 @@ def test_study_tables_are_written_with_a_caption_that_gives_the_scale(tmp_path):
     with pytest.raises(SonosegError, match="unknown table 'table3'"):
         tables.study_table("table3", summaries[:1], tmp_path / "tables" / "table3.csv")
     assert "changes to the study's recipe" not in markdown  # no row changes it: no note
+    assert "cross-validation" not in markdown  # one split
+    # A second fold's images (other sample ids): the caption says how the table was made.
+    second = write_metrics(tmp_path / "m2.csv", [{**r, "sample_id": f"f1_{r['sample_id']}"} for r in metrics_rows()])
+    tables.summarize("network", "unet", ["0"], [metrics, second], [history, history], [model, model], folds=2).to_csv(
+        tmp_path / "cv.csv", index=False
+    )
+    tables.study_table("table2", [tmp_path / "cv.csv"], tmp_path / "tables" / "cv.csv")
+    assert (
+        "2-fold cross-validation by patient, every patient tested once" in (tmp_path / "tables" / "cv.md").read_text()
+    )
     # A network trained otherwise than the study's recipe (its overrides): its row names the changes.
     changed = tmp_path / "malunet.csv"
     tables.summarize(

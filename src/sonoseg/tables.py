@@ -415,12 +415,15 @@ def study_table(
     runs = pd.concat(
         [pd.read_csv(p, dtype={"network": str, "step": str, "fold": str}) for p in summaries], ignore_index=True
     )
+    folds = runs["fold"].astype(str).loc[lambda f: f != "all"].nunique() if "fold" in runs else 0
     runs = pooled(runs)
     epochs = pd.to_numeric(runs["epochs"], errors="coerce").dropna() if "epochs" in runs else pd.Series([], dtype=float)
     scale = f"input {input_size}x{input_size} px ({interpolation})" if input_size else ""
     if len(epochs):
         trained = f"{int(epochs.min())}" if epochs.min() == epochs.max() else f"{int(epochs.min())}-{int(epochs.max())}"
         scale += f"{'; ' if scale else ''}epochs trained per run: {trained} (early stopping on validation)"
+    if folds > 1:
+        scale += f"{'; ' if scale else ''}{folds}-fold cross-validation by patient, every patient tested once"
     scale = f"; {scale}" if scale else ""
     if kind == "ladder":
         table = ladder_table(runs, list(runs["step"].drop_duplicates()))

@@ -148,10 +148,12 @@ rule summarize:
         name=lambda wc: run_of(wc).table_name,
         seeds=lambda wc: " ".join(run_of(wc).seeds),
         folds=lambda wc: len(run_of(wc).folds),
-        recipe_changes=lambda wc: run_of(wc).recipe_changes,
+        recipe_changes=lambda wc: (
+            f"--recipe-changes {shlex.quote(run_of(wc).recipe_changes)}" if run_of(wc).recipe_changes else ""
+        ),
         histories=lambda wc, input: f"--histories {' '.join(input.histories)}" if "histories" in input.keys() else "",
         models=lambda wc, input: f"--models {' '.join(input.models)}" if "models" in input.keys() else "",
     shell:
         "sonoseg summarize --key {params.key} --name {params.name} --seeds {params.seeds} --folds {params.folds} "
-        "--recipe-changes {params.recipe_changes:q} --metrics {input.metrics} {params.histories} {params.models} "
-        "--out {output} > {log} 2>&1"
+        "{params.recipe_changes} --metrics {input.metrics} {params.histories} {params.models} --out {output} "
+        "> {log} 2>&1"
