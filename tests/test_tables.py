@@ -57,6 +57,10 @@ def test_weight_decay_choice_is_the_lowest_validation_loss(tmp_path):
     assert selection["weight_decay"] == 0.001 and selection["criterion"] == weight_decay.CRITERION
     choices = weight_decay.choices_table([out])
     assert choices.loc[choices["chosen"], "weight_decay"].tolist() == [0.001] and len(choices) == 3
+    # Each cross-validation fold chooses on its own: the table says which fold a row is.
+    fold1 = tmp_path / "weight_decay" / "unet" / "fold1.json"
+    weight_decay.write_selection("unet", histories, fold1)
+    assert weight_decay.choices_table([out, fold1])["fold"].tolist() == [""] * 3 + ["1"] * 3
     (tmp_path / "not_a_selection.json").write_text("{}")
     with pytest.raises(SonosegError, match="not a weight-decay selection"):
         weight_decay.read_selection(tmp_path / "not_a_selection.json")

@@ -341,6 +341,7 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
         shown = pd.DataFrame(
             {
                 "Network": table["network"],
+                "Fold": table["fold"] if "fold" in table else "",
                 "Weight decay": table["weight_decay"].map(lambda v: f"{v:g}"),
                 "Chosen": table["chosen"].map(lambda c: "✔" if str(c).lower() in ("true", "1") else ""),
                 "Best val loss": [_fmt(v, 4) for v in table["best_val_loss"]],

@@ -7,6 +7,7 @@ the chosen candidate's model instead of training it again (``sonoseg.train.adopt
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -64,14 +65,18 @@ def read_selection(path: str | Path) -> dict:
 
 
 def choices_table(selection_files: list[str | Path]) -> pd.DataFrame:
-    """Every network's candidates, one row each, the chosen one marked (tables/weight_decay.csv)."""
+    """Every network's candidates, one row each, the chosen one marked (tables/weight_decay.csv). Each
+    cross-validation fold chooses on its own validation part: the fold comes from the workflow's file
+    name, weight_decay/<network>/fold<k>.json ('' for another name)."""
     rows = []
     for path in selection_files:
         selection = read_selection(path)
+        fold = re.fullmatch(r"fold(\d+)", Path(path).stem)
         for candidate in selection["candidates"]:
             rows.append(
                 {
                     "network": selection["network"],
+                    "fold": fold[1] if fold else "",
                     "chosen": candidate["weight_decay"] == selection["weight_decay"],
                     "criterion": selection["criterion"],
                     **candidate,
