@@ -218,8 +218,8 @@ def recipe_changes_of(runs: pd.DataFrame, network: str) -> str:
     made before they were recorded)."""
     if "recipe_changes" not in runs:
         return ""
-    values = runs.loc[runs["network"] == network, "recipe_changes"].fillna("").astype(str)
-    return values.iloc[0] if len(values) else ""
+    values = [v for v in runs.loc[runs["network"] == network, "recipe_changes"] if not pd.isna(v)]
+    return str(values[0]) if values else ""  # an empty column reads back as NaN
 
 
 COST_COLUMNS = ["gflops", "latency_ms"]
