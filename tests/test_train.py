@@ -466,36 +466,30 @@ def test_training_adopts_the_chosen_weight_decay_candidate_and_only_it(small_cac
     epochs_trained = []
     real_epoch = train.train_epoch
     monkeypatch.setattr(train, "train_epoch", lambda *a, **k: epochs_trained.append(1) or real_epoch(*a, **k))
-    reusable = [candidates[other], candidates[chosen]]  # the matching one is not simply the first offered
+
+    def fit_chosen(out, reusable):
+        """The network's own run: its recipe.json's recipe, offered these finished candidates."""
+        return fit(
+            "lighter_unet_c1",
+            0,
+            small_caches,
+            final_recipe,
+            out / "model.pt",
+            out / "history.csv",
+            device="cpu",
+            threads=1,
+            reusable=reusable,
+        )
+
     out = tmp_path / "lighter_unet_c1" / "seed0"
-    result = fit(
-        "lighter_unet_c1",
-        0,
-        small_caches,
-        final_recipe,
-        out / "model.pt",
-        out / "history.csv",
-        device="cpu",
-        threads=1,
-        reusable=reusable,
-    )
+    result = fit_chosen(out, [candidates[other], candidates[chosen]])  # the matching one is not simply the first
     assert not epochs_trained and result["adopted"] == str(candidates[chosen][0])
     assert (out / "model.pt").read_bytes() == candidates[chosen][0].read_bytes()
     assert (out / "history.csv").read_bytes() == candidates[chosen][1].read_bytes()
 
     # Offered only the candidate of the other weight decay, the run trains (and trains the chosen recipe).
     out = tmp_path / "retrained" / "seed0"
-    result = fit(
-        "lighter_unet_c1",
-        0,
-        small_caches,
-        final_recipe,
-        out / "model.pt",
-        out / "history.csv",
-        device="cpu",
-        threads=1,
-        reusable=[candidates[other]],
-    )
+    result = fit_chosen(out, [candidates[other]])
     assert epochs_trained == [1] and "adopted" not in result and result["epochs"] == 1
     saved = torch.load(out / "model.pt", weights_only=True)
     assert Recipe.from_json(saved["recipe"]).weight_decay == chosen

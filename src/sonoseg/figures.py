@@ -665,16 +665,13 @@ def front_statistics(
         columns = list(stats.COMPARISON_COLUMNS)
         return pd.DataFrame(columns=columns[:2] + ["on_front", column, f"reference_{column}"] + columns[2:])
     costs = summary.set_index("method")[column]
-    rows = pd.concat(
+    rows = stats.as_family(
         [
             stats.compare_methods(per_image, reference, "", methods=[method], seed=seed, resamples=resamples)
             for method, reference, _ in pairs
         ],
-        ignore_index=True,
+        f"every network vs its neighbour on the {column} front",
     )
-    rows["family"] = f"every network vs its neighbour on the {column} front"
-    rows["p_holm"] = stats.holm(rows["p"].to_numpy())
-    rows["significant"] = rows["p_holm"] < 0.05
     rows.insert(2, "on_front", [on for _, _, on in pairs])
     rows.insert(3, column, [costs[method] for method, _, _ in pairs])
     rows.insert(4, f"reference_{column}", [costs[reference] for _, reference, _ in pairs])
@@ -774,11 +771,8 @@ def paired_statistics(
         for floor in floors
         if networks
     ]
-    beyond = pd.concat(versus_floors, ignore_index=True) if versus_floors else pd.DataFrame()
-    if not beyond.empty:  # one family: every network against every floor
-        beyond["family"] = "every network vs every floor"
-        beyond["p_holm"] = stats.holm(beyond["p"].to_numpy())
-        beyond["significant"] = beyond["p_holm"] < 0.05
+    # One family: every network against every floor.
+    beyond = stats.as_family(versus_floors, "every network vs every floor") if versus_floors else pd.DataFrame()
     pd.concat([comparison, beyond], ignore_index=True).to_csv(out_csv, index=False)
 
     def shown_comparison(frame: pd.DataFrame) -> pd.DataFrame:

@@ -436,10 +436,17 @@ def compare_methods(
         for method in methods
     ]
     frame = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c not in ("family", "p_holm", "significant")])
-    frame.insert(2, "family", family_name)
-    frame["p_holm"] = holm(frame["p"])
+    return as_family([frame], family_name, alpha)[COMPARISON_COLUMNS]
+
+
+def as_family(comparisons: Sequence[pd.DataFrame], family_name: str, alpha: float = 0.05) -> pd.DataFrame:
+    """Comparison rows of one or several calls made one family: named family_name, Holm's correction
+    over all their rows, significant = p_holm < alpha."""
+    frame = pd.concat(list(comparisons), ignore_index=True)
+    frame["family"] = family_name
+    frame["p_holm"] = holm(frame["p"].to_numpy())
     frame["significant"] = frame["p_holm"] < alpha
-    return frame[COMPARISON_COLUMNS]
+    return frame
 
 
 def _method_ci(
