@@ -678,6 +678,18 @@ def front_statistics(
     return rows
 
 
+def _difference_columns(comparison: pd.DataFrame) -> dict[str, list[str]]:
+    """A comparison table's (stats.COMPARISON_COLUMNS) shown difference, CI and p-values."""
+    return {
+        "Mean Dice difference": [_signed(v, 4) for v in comparison["mean_difference"]],
+        "95 % CI (patients, then runs)": [
+            f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(comparison["ci_low"], comparison["ci_high"])
+        ],
+        "p (sign-flip)": [f"{p:.3g}" for p in comparison["p"]],
+        "p (Holm)": [f"{p:.3g}" for p in comparison["p_holm"]],
+    }
+
+
 def _front_page(front: pd.DataFrame, out_html: str | Path) -> None:
     shown = pd.DataFrame(
         {
@@ -686,12 +698,7 @@ def _front_page(front: pd.DataFrame, out_html: str | Path) -> None:
             "Parameters": [f"{v:,.0f}" for v in front["parameters"]],
             "Against": front["reference"],
             "Its parameters": [f"{v:,.0f}" for v in front["reference_parameters"]],
-            "Mean Dice difference": [_signed(v, 4) for v in front["mean_difference"]],
-            "95 % CI (patients, then runs)": [
-                f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(front["ci_low"], front["ci_high"])
-            ],
-            "p (sign-flip)": [f"{p:.3g}" for p in front["p"]],
-            "p (Holm)": [f"{p:.3g}" for p in front["p_holm"]],
+            **_difference_columns(front),
         }
     )
     write_page(
@@ -782,12 +789,7 @@ def paired_statistics(
                 "Against": frame["reference"],
                 "Patients / images": [f"{p} / {i}" for p, i in zip(frame["patients"], frame["images"])],
                 "Runs": [f"{c} / {r}" for c, r in zip(frame["runs_candidate"], frame["runs_reference"])],
-                "Mean Dice difference": [_signed(v, 4) for v in frame["mean_difference"]],
-                "95 % CI (patients, then runs)": [
-                    f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(frame["ci_low"], frame["ci_high"])
-                ],
-                "p (sign-flip)": [f"{p:.3g}" for p in frame["p"]],
-                "p (Holm)": [f"{p:.3g}" for p in frame["p_holm"]],
+                **_difference_columns(frame),
             }
         )
 
