@@ -18,6 +18,11 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/report.smk"
 
 
+# For the report's front page only (workflow/report/workflow.rst reads snakemake.config): the data the
+# results were made from, and whether it is today's. Set after every rule has read the config.
+config["report_provenance"] = report_provenance()
+
+
 rule all:
     default_target: True
     input:

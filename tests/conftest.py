@@ -25,6 +25,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # networks test_models.py builds once each (an FCN takes seconds).
 SHARED_FIXTURE_GROUPS = {
     "tiny_study": "tiny_study",
+    "folder_study": "folder_study",
     "built": "built_networks",
     "torchvision_state": "built_networks",
     "fake_weights": "built_networks",

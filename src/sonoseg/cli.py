@@ -62,6 +62,25 @@ def cmd_ingest(args) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(args.out, index=False)
     log.info("manifest: %s", args.out)
+    if args.fingerprint:
+        from sonoseg import provenance
+
+        stamp = provenance.write_manifest_provenance(args.out, args.fingerprint)
+        log.info("dataset fingerprint %s (sonoseg %s, commit %s)", *stamp.values())
+
+
+def cmd_fingerprint(args) -> None:
+    from sonoseg import provenance, runsheet
+
+    config = load_config(args.configfile)
+    pretrained = provenance.pretrained_sources(run.pretrained_backbone for run in runsheet.build(config))
+    out = f"results/{config['study']}"
+    check = provenance.check_study(config, out, rehash=args.rehash, pretrained=pretrained)
+    for message in check.messages:
+        print(message, file=sys.stderr)
+    for name, record in check.records.items():
+        print(f"{name}\t{record.fingerprint}\t{len(record.files) if record.settings is None else 'settings'}")
+    log.info("hashed %d file(s) (the others were unchanged since the last check)", check.hashed)
 
 
 def _register_custom_networks(args) -> None:
@@ -123,12 +142,13 @@ def cmd_split(args) -> None:
 
 
 def cmd_preprocess(args) -> None:
-    from sonoseg import preprocess, split
+    from sonoseg import preprocess, provenance, split
 
     samples = split.samples_of_part(args.manifest, args.split, args.part, args.fold)
     if samples.empty:
         raise SonosegError(f"{args.split}: the {args.part} split of fold {args.fold} is empty")
-    count = preprocess.build_cache(samples, args.size, args.out, args.interpolation, args.marks)
+    fingerprint = provenance.read_manifest_provenance(args.manifest)["dataset_fingerprint"]
+    count = preprocess.build_cache(samples, args.size, args.out, args.interpolation, args.marks, fingerprint)
     log.info(
         "cached %d %s images of fold %d at %dx%d (%s, marks %s) in %s",
         count,
@@ -393,8 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="check a dataset and write its manifest")
     p.add_argument("--options", required=True, help="the config's dataset section as JSON")
+    p.add_argument("--fingerprint", default="", help="the dataset's fingerprint record, for the manifest's provenance")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "fingerprint",
+        help="fingerprint a study's data (as the workflow does at start) and say what changed since the last run",
+    )
+    p.add_argument("--configfile", nargs="*", default=[], help="config files merged over config/config.yaml")
+    p.add_argument("--rehash", action="store_true", help="read every file again, trusting no cached hash")
+    p.set_defaults(func=cmd_fingerprint)
 
     custom = argparse.ArgumentParser(add_help=False)
     custom.add_argument("--custom-networks", default="", help="the config's custom_networks as JSON")

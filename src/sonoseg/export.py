@@ -75,6 +75,8 @@ def build_sidecar(saved: dict, onnx_path: Path, size: int, component_rule: str, 
         "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         "opset": OPSET,
         "exported_with": {"torch": torch.__version__},
+        # What the model was trained on and by which sonoseg (model files from before it: none).
+        "provenance": saved.get("provenance"),
         "input": {
             "name": INPUT_NAME,
             "dtype": "float32",

@@ -164,7 +164,15 @@ def data_overview(manifest_csv: str | Path, split_csv: str | Path, out_html: str
     status = manifest["status"].value_counts().rename_axis("status").reset_index(name="files")
     excluded = manifest[manifest["status"] == "excluded"]
     reasons = excluded["reason"].value_counts().rename_axis("reason").reset_index(name="excluded")
+    from sonoseg import provenance
+
+    origin = provenance.read_manifest_provenance(manifest_csv)
     parts = [
+        note(
+            f"Dataset fingerprint {origin['dataset_fingerprint']} (every file under the dataset root by content, "
+            f"or the phantom's settings; docs/method.md); manifest made by sonoseg {origin['sonoseg_version']} "
+            f"at commit {origin['commit']}."
+        ),
         html_table(status, "Files under the dataset root, by status"),
         html_table(reasons, "Excluded, by reason") if len(reasons) else note("No file was excluded."),
     ]

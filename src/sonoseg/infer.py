@@ -119,6 +119,7 @@ class Predictor:
     size: int | None
     interpolation: str
     marks: str = "keep"
+    provenance: dict | None = None  # the data it was trained on, the sonoseg that trained it
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """One RGB uint8 image -> a batch of one, its marks treated and resized as the model's training
@@ -137,7 +138,13 @@ def torch_predictor(model_path: str | Path, device: str = "auto", size: int | No
         with torch.no_grad():
             return wrapped(torch.from_numpy(batch).to(dev)).cpu().numpy()[:, 0]
 
-    return Predictor(run, size or saved.get("input_size"), saved["input_interpolation"], saved["input_marks"])
+    return Predictor(
+        run,
+        size or saved.get("input_size"),
+        saved["input_interpolation"],
+        saved["input_marks"],
+        saved.get("provenance"),
+    )
 
 
 def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | None = None) -> Predictor:
@@ -156,7 +163,11 @@ def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | 
     resize = sidecar["input"]["resize"]
     marks = sidecar["input"].get("marks", {}).get("treatment", "keep")
     return Predictor(
-        lambda batch: export.run_session(session, batch)[:, 0], int(resize["height"]), resize["interpolation"], marks
+        lambda batch: export.run_session(session, batch)[:, 0],
+        int(resize["height"]),
+        resize["interpolation"],
+        marks,
+        sidecar.get("provenance"),
     )
 
 
@@ -193,6 +204,14 @@ def segment_images(
         raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
     if not predictor.size:
         raise SonosegError(f"{model_path}: no input size stored; pass --size")
+    trained_on = predictor.provenance or {}
+    log.info(
+        "%s: trained on data with fingerprint %s (sonoseg %s, commit %s)",
+        model_path,
+        trained_on.get("dataset_fingerprint", "unknown (a model file from before data fingerprints)"),
+        trained_on.get("sonoseg_version", "unknown"),
+        trained_on.get("commit", "unknown"),
+    )
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     result = SegmentResult()

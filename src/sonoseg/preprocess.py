@@ -69,11 +69,13 @@ def build_cache(
     out_path: str | Path,
     interpolation: str = DEFAULT_INTERPOLATION,
     marks: str = "keep",
+    dataset_fingerprint: str = "unknown",
 ) -> int:
     """Write images (N, size, size, 3) uint8 RGB, masks (N, size, size) uint8 {0,1}, sample ids, the
     interpolation they were resized with and how their coloured marks were treated (training stores
     both in the model file, so serving prepares new images alike), and each image's count of
-    inpainted mark pixels."""
+    inpainted mark pixels; and the fingerprint of the dataset they came from (training stores it in the
+    model file: sonoseg.provenance)."""
     interpolation_flag(interpolation)  # refuse unknown settings before decoding any image
     check_marks(marks)
     images = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
@@ -93,6 +95,7 @@ def build_cache(
             interpolation=np.array(interpolation),
             marks=np.array(marks),
             mark_pixels=mark_pixels,
+            dataset_fingerprint=np.array(dataset_fingerprint),
         )
     return len(samples)
 
@@ -110,6 +113,11 @@ def cache_interpolation(arrays: dict[str, np.ndarray]) -> str:
 def cache_marks(arrays: dict[str, np.ndarray]) -> str:
     """How a cache's images had their coloured marks treated (caches from before the option: kept)."""
     return str(arrays["marks"]) if "marks" in arrays else "keep"
+
+
+def cache_dataset_fingerprint(arrays: dict[str, np.ndarray]) -> str:
+    """The fingerprint of the dataset a cache was made from (caches from before it: unknown)."""
+    return str(arrays["dataset_fingerprint"]) if "dataset_fingerprint" in arrays else "unknown"
 
 
 # ImageNet statistics (RGB, on [0, 1] inputs): used when a network starts from ImageNet weights.

@@ -382,11 +382,15 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tupl
     return markdown, latex
 
 
-def write_table(table: pd.DataFrame, out_csv: str | Path, caption: str, first: str = "Network") -> None:
+def write_table(
+    table: pd.DataFrame, out_csv: str | Path, caption: str, first: str = "Network", source: str = ""
+) -> None:
+    """The table as CSV, Markdown and LaTeX; ``source`` (sonoseg.provenance.caption_line: the data's
+    fingerprint, the version and commit) closes the Markdown and LaTeX captions."""
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_csv, index=False)
-    markdown, latex = to_markdown_and_latex(table, first, caption)
+    markdown, latex = to_markdown_and_latex(table, first, f"{caption} {source}".strip())
     out_csv.with_suffix(".md").write_text(markdown)
     out_csv.with_suffix(".tex").write_text(latex)
 
@@ -425,11 +429,16 @@ def study_table(
     if folds > 1:
         scale += f"{'; ' if scale else ''}{folds}-fold cross-validation by patient, every patient tested once"
     scale = f"; {scale}" if scale else ""
+    source = ""
+    if manifest_csv:
+        from sonoseg import provenance
+
+        source = provenance.caption_line(provenance.read_manifest_provenance(manifest_csv)["dataset_fingerprint"])
     if kind == "ladder":
         table = ladder_table(runs, list(runs["step"].drop_duplicates()))
         table = with_confidence(table, "step", metrics, manifest_csv, seed, prefix="ladder--")
         caption = f"Section 4.2 tuning ladder ({ladder_network}, cumulative steps; test set{scale})"
-        write_table(table, out_csv, caption, "Step")
+        write_table(table, out_csv, caption, "Step", source)
         return table
     if kind not in CAPTIONS:
         raise SonosegError(f"unknown table {kind!r}; one of {sorted(CAPTIONS)} or ladder")
@@ -440,7 +449,7 @@ def study_table(
     changed = (
         "; in [ ]: a row's changes to the study's recipe" if any(recipe_changes_of(runs, n) for n in networks) else ""
     )
-    write_table(table, out_csv, f"{CAPTIONS[kind]}{scale}{cost_caption(cost_csv)}{changed})")
+    write_table(table, out_csv, f"{CAPTIONS[kind]}{scale}{cost_caption(cost_csv)}{changed})", source=source)
     return table
 
 

@@ -28,7 +28,14 @@ from sonoseg.bn_recalibration import recalibrate_batchnorm
 from sonoseg.device import FastPath, make_deterministic, select_device
 from sonoseg.errors import SonosegError
 from sonoseg.modelio import CHECKPOINT_FORMAT, MODEL_FORMAT, fp32_weights, load_checked, save_atomic, save_model
-from sonoseg.preprocess import IMAGENET_NORMALIZATION, cache_interpolation, cache_marks, load_cache
+from sonoseg.preprocess import (
+    IMAGENET_NORMALIZATION,
+    cache_dataset_fingerprint,
+    cache_interpolation,
+    cache_marks,
+    load_cache,
+)
+from sonoseg.provenance import stamp
 from sonoseg.recipe import Recipe
 from sonoseg.stopping import StopRule, StopSettings
 
@@ -131,6 +138,7 @@ class ResidentSplit:
         arrays = load_cache(path)
         self.interpolation = cache_interpolation(arrays)
         self.marks = cache_marks(arrays)
+        self.dataset_fingerprint = cache_dataset_fingerprint(arrays)
         self.images = torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2).contiguous().to(device)
         self.masks = torch.from_numpy(arrays["masks"]).unsqueeze(1).contiguous().to(device)
 
@@ -469,6 +477,7 @@ def train(
         best_val_loss=state["best_loss"],
         parameters=parameters,
         fingerprint=fingerprint,
+        provenance=stamp(train_split.dataset_fingerprint),  # what it was trained on, and by which sonoseg
     )
     write_history(state["history"], Path(history_out))
     if checkpoint and checkpoint.exists():

@@ -4,11 +4,13 @@ import json
 import re
 import shlex
 import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
-from sonoseg import catalog, runsheet
+from sonoseg import catalog, provenance, runsheet
+from sonoseg.errors import SonosegError
 
 if "pretrained_backbone" in config.get("train", {}):
     raise ValueError(
@@ -34,6 +36,45 @@ if DATASET["layout"] != "synthetic" and not DATASET["root"]:
     raise ValueError(f"config dataset.root: required for dataset.layout {DATASET['layout']!r}")
 
 RUNS = {run.name: run for run in runsheet.build(config)}  # the run sheet: one row per run
+
+# The data's fingerprint (sonoseg.provenance): every file the study reads from outside results/, one
+# record per source under data/sources/, rewritten only when the data changed; the rules that read a
+# source take its record as input, so they rerun exactly then. Computed once, by the process that
+# plans the run (a cluster job re-reads this file but must not hash the dataset again).
+PRETRAINED_SOURCES = provenance.pretrained_sources(run.pretrained_backbone for run in RUNS.values())
+DATA_CHECK = None
+if workflow.is_main_process:
+    try:
+        DATA_CHECK = provenance.check_study(
+            config, OUT, rehash=os.environ.get("SONOSEG_REHASH", "") not in ("", "0"), pretrained=PRETRAINED_SOURCES
+        )
+    except SonosegError as exc:
+        raise ValueError(str(exc)) from None
+    for message in DATA_CHECK.messages:
+        print(message, file=sys.stderr)
+
+
+def report_provenance():
+    """The report's front page line: the data its results were made from, and whether that is today's."""
+    made = provenance.read_manifest_provenance(f"{OUT}/data/manifest.csv")
+    if DATA_CHECK is None or made["dataset_fingerprint"] == "unknown":
+        return "The results name no dataset fingerprint yet (no manifest made by this version)."
+    today, used = DATA_CHECK.dataset_fingerprint, made["dataset_fingerprint"]
+    line = (
+        f"Results made from the dataset with fingerprint ``{used[:provenance.SHORT]}`` by sonoseg "
+        f"{made['sonoseg_version']} at commit ``{made['commit']}``."
+    )
+    if used != today:
+        line += (
+            f" **Warning: the dataset has changed since** (its fingerprint is now ``{today[:provenance.SHORT]}``): "
+            "these results describe the old data; run the study again to redo what depends on it."
+        )
+    return line
+
+
+def source_record(name):
+    """The fingerprint record of one source (the dataset, the split file, a pretrained weights file)."""
+    return str(provenance.record_path(OUT, name))
 
 
 def custom_networks_arg(networks):
@@ -102,6 +143,8 @@ def get_training_inputs(wildcards):
         "train": cache(run, wildcards.fold, "train"),
         "val": cache(run, wildcards.fold, "val"),
     }
+    if run.pretrained_backbone:  # its weights' record: a changed weights file retrains the run
+        inputs["pretrained_record"] = source_record(PRETRAINED_SOURCES[run.pretrained_backbone])
     if run.weight_decay_from and wildcards.seed == str(TRAIN["weight_decay_seed"]):
         candidates = [run_dir(c.name, wildcards.fold, wildcards.seed) for c in WEIGHT_DECAY[run.weight_decay_from]]
         inputs["candidate_models"] = [f"{c}/model.pt" for c in candidates]
@@ -196,11 +239,15 @@ def synth_options():
 
 
 def get_ingest_input(wildcards):
-    return [f"{OUT}/data/synthetic"] if DATASET["layout"] == "synthetic" else []
+    """The dataset's fingerprint record (rewritten when any of its files changes), and the phantom."""
+    inputs = {"fingerprint": source_record("dataset")}
+    return {**inputs, "synthetic": f"{OUT}/data/synthetic"} if DATASET["layout"] == "synthetic" else inputs
 
 
 def get_split_file(wildcards):
-    return [config["split"]["file"]] if config["split"]["file"] else []
+    if not config["split"]["file"]:
+        return {}
+    return {"split_file": config["split"]["file"], "split_record": source_record("split_file")}
 
 
 # ---------------------------------------------------------------- tables

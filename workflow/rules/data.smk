@@ -20,9 +20,10 @@ rule synthesize:
 
 rule ingest:
     input:
-        get_ingest_input,
+        unpack(get_ingest_input),
     output:
-        f"{OUT}/data/manifest.csv",
+        manifest=f"{OUT}/data/manifest.csv",
+        provenance=f"{OUT}/data/manifest.json",
     log:
         f"{LOGS}/ingest.log",
     conda:
@@ -30,13 +31,13 @@ rule ingest:
     params:
         options=get_dataset_options,
     shell:
-        "sonoseg ingest --options {params.options:q} --out {output} > {log} 2>&1"
+        "sonoseg ingest --options {params.options:q} --fingerprint {input.fingerprint} --out {output.manifest} > {log} 2>&1"
 
 
 rule split:
     input:
+        unpack(get_split_file),
         manifest=f"{OUT}/data/manifest.csv",
-        split_file=get_split_file,
     output:
         f"{OUT}/data/split.csv",
     log:
@@ -46,7 +47,7 @@ rule split:
     params:
         seed=config["split"]["seed"],
         fractions=" ".join(str(f) for f in config["split"]["fractions"]),
-        split_file=lambda wc, input: f"--split-file {input.split_file}" if input.split_file else "",
+        split_file=lambda wc, input: f"--split-file {input.split_file}" if "split_file" in input.keys() else "",
         stratify=f"--stratify {config['split']['stratify']}" if config["split"]["stratify"] else "",
         folds=config["split"]["folds"],
     shell:

@@ -1,0 +1,359 @@
+"""The data fingerprint (sonoseg.provenance): a study redoes what depends on its data when the data
+changes, says what changed, and names the data every result came from."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import BIN, copy_workflow, jobs_of, run_snakemake, write_config
+
+from sonoseg import provenance
+from sonoseg.errors import SonosegError
+
+# ----------------------------------------------------------------------------- the module alone
+
+
+def make_folder(root: Path, n: int = 3) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        (root / "images" / f"p{i}.png").write_bytes(os.urandom(100 + i))
+        (root / "masks" / f"p{i}.png").write_bytes(os.urandom(50 + i))
+    (root / "patients.csv").write_text("image,patient\n" + "".join(f"p{i}.png,{i}\n" for i in range(n)))
+    return root
+
+
+def folder_config(root: Path) -> dict:
+    return {"dataset": {"layout": "folder", "root": str(root)}, "split": {"file": ""}, "train": {}}
+
+
+def test_unchanged_files_are_not_read_again(tmp_path):
+    root = make_folder(tmp_path / "data")
+    first = provenance.check_study(folder_config(root), tmp_path / "out")
+    assert first.hashed == 7 and not first.messages
+    again = provenance.check_study(folder_config(root), tmp_path / "out")
+    assert again.hashed == 0 and again.dataset_fingerprint == first.dataset_fingerprint
+    # --rehash trusts no cached hash, and finds the same fingerprint.
+    rehashed = provenance.check_study(folder_config(root), tmp_path / "out", rehash=True)
+    assert rehashed.hashed == 7 and rehashed.dataset_fingerprint == first.dataset_fingerprint
+
+
+def test_touched_files_are_read_again_but_change_nothing(tmp_path):
+    root = make_folder(tmp_path / "data")
+    first = provenance.check_study(folder_config(root), tmp_path / "out")
+    record = provenance.record_path(tmp_path / "out", "dataset")
+    written = record.stat().st_mtime_ns
+    for path in root.rglob("*"):
+        os.utime(path)
+    again = provenance.check_study(folder_config(root), tmp_path / "out")
+    assert again.hashed == 7 and not again.messages
+    assert again.dataset_fingerprint == first.dataset_fingerprint
+    assert record.stat().st_mtime_ns == written  # unchanged data: the record keeps its time, nothing reruns
+
+
+def test_an_edit_that_restores_the_old_modification_time_is_caught(tmp_path):
+    root = make_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    first = provenance.check_study(folder_config(root), out)
+    mask = root / "masks" / "p1.png"
+    stat = mask.stat()
+    # Same size, new content, old modification time put back: the status-change time still moves.
+    mask.write_bytes(bytes(b ^ 0xFF for b in mask.read_bytes()))
+    os.utime(mask, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    changed = provenance.check_study(folder_config(root), out)
+    assert changed.dataset_fingerprint != first.dataset_fingerprint
+    assert "1 modified: masks/p1.png" in changed.messages[0]
+
+
+def test_the_message_names_added_removed_and_modified_files_and_counts_the_rest(tmp_path):
+    root = make_folder(tmp_path / "data", n=8)
+    out = tmp_path / "out"
+    provenance.check_study(folder_config(root), out)
+    (root / "images" / "p0.png").unlink()
+    for i in range(8, 15):
+        (root / "images" / f"p{i}.png").write_bytes(b"new")
+    (root / "patients.csv").write_text("image,patient\np1.png,1\n")
+    message = provenance.check_study(folder_config(root), out).messages[0]
+    assert "the dataset changed since the last run" in message
+    assert "7 added: images/p10.png, images/p11.png, images/p12.png, images/p13.png, images/p14.png, … (2 more)" in (
+        message
+    )
+    assert "1 removed: images/p0.png" in message and "1 modified: patients.csv" in message
+    assert "redoes the ingest" in message
+
+
+def test_the_phantom_is_fingerprinted_by_its_settings(tmp_path):
+    config = {"dataset": {"layout": "synthetic"}, "synthetic": {"patients": 6, "seed": 2}, "split": {}, "train": {}}
+    first = provenance.check_study(config, tmp_path)
+    assert first.records["dataset"].settings == {"synthetic": {"patients": 6, "seed": 2}} and first.hashed == 0
+    config["synthetic"]["seed"] = 3
+    assert provenance.check_study(config, tmp_path).dataset_fingerprint != first.dataset_fingerprint
+
+
+def test_split_file_and_pretrained_weights_are_sources(tmp_path):
+    root = make_folder(tmp_path / "data")
+    (tmp_path / "split.csv").write_text("sample_id,split\n")
+    weights = tmp_path / "weights" / "vgg16-features.pth"
+    weights.parent.mkdir()
+    weights.write_bytes(b"w")
+    config = {**folder_config(root), "split": {"file": str(tmp_path / "split.csv")}}
+    pretrained = provenance.pretrained_sources([str(weights), "", str(weights)])
+    assert pretrained == {str(weights): "pretrained_vgg16_features"}
+    check = provenance.check_study(config, tmp_path / "out", pretrained=pretrained)
+    assert set(check.records) == {"dataset", "split_file", "pretrained_vgg16_features"}
+    weights.write_bytes(b"other weights")
+    message = provenance.check_study(config, tmp_path / "out", pretrained=pretrained).messages[0]
+    assert "pretrained_vgg16_features changed" in message and "vgg16-features.pth" in message
+
+
+def test_a_missing_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(SonosegError, match=f"dataset: {tmp_path / 'gone'} not found"):
+        provenance.check_study(folder_config(tmp_path / "gone"), tmp_path / "out")
+
+
+def test_an_unreadable_file_is_recorded_not_a_crash(tmp_path):
+    root = make_folder(tmp_path / "data")
+    (root / "images" / "broken.png").symlink_to(tmp_path / "nowhere.png")
+    record = provenance.check_study(folder_config(root), tmp_path / "out").records["dataset"]
+    assert record.files["images/broken.png"] == [-1, f"broken link to {tmp_path / 'nowhere.png'}"]
+
+
+def test_records_and_cache_are_written_atomically_and_only_on_change(tmp_path):
+    path = tmp_path / "r.json"
+    assert provenance.write_json_atomic(path, {"a": 1}) is True
+    assert provenance.write_json_atomic(path, {"a": 1}) is False
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
+
+
+# ----------------------------------------------------------------------------- the real workflow
+
+FOLDER_STUDY = {
+    "study": "fp",
+    "dataset": {"layout": "folder"},
+    "preprocess": {"size": 32, "interpolation": "area"},
+    "networks": ["lighter_unet_c1"],
+    "baselines": ["threshold_baseline"],
+    "seeds": [0],
+    "split": {"fractions": [0.5, 0.25, 0.25]},
+    "train": {"device": "cpu", "threads": 1, "min_epochs": 1, "max_epochs": 1},
+    "cost": {"enabled": False},
+    "ladder": {"enabled": False},
+}
+TARGETS = ["results/fp/tables/table2.md", "results/fp/report/data/overview.html"]
+
+
+def make_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def dry_run(study) -> tuple[dict[str, int], str]:
+    result = run_snakemake([*TARGETS, "-n", "--cores", "1", "--configfile", study["config"]], study["workdir"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    if "Nothing to be done" in result.stdout + result.stderr:
+        return {}, result.stderr
+    return jobs_of(result.stdout), result.stderr
+
+
+def read_only_mount(source: Path, target: Path) -> bool:
+    target.mkdir()
+    bound = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True)
+    if bound.returncode != 0:
+        return False
+    if subprocess.run(["mount", "-o", "remount,ro,bind", str(target)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", str(target)])
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def folder_study(tmp_path_factory):
+    """A finished small study (one network, one floor, up to Table 2) on a folder dataset of 6
+    patients, read through a read-only bind mount of the folder where the system allows one (the
+    tests change the data through the writable folder)."""
+    base = tmp_path_factory.mktemp("folder_study")
+    writable = base / "dataset"
+    made = subprocess.run(
+        [
+            str(BIN / "sonoseg"),
+            "synth",
+            str(writable),
+            "--patients",
+            "6",
+            "--seed",
+            "4",
+            "--height",
+            "64",
+            "--width",
+            "96",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    read_only = read_only_mount(writable, base / "mounted")
+    root = base / "mounted" if read_only else writable
+    workdir = copy_workflow(make_dir(base / "workflow"))
+    config = write_config(workdir, {**FOLDER_STUDY, "dataset": {"layout": "folder", "root": str(root)}}, "fp.yaml")
+    run = run_snakemake([*TARGETS, "--cores", "2", "--configfile", config], workdir)
+    assert run.returncode == 0, run.stderr[-4000:]
+    yield {
+        "workdir": workdir,
+        "config": config,
+        "data": writable,
+        "read_only": read_only,
+        "out": workdir / "results/fp",
+    }
+    if read_only:
+        subprocess.run(["umount", str(base / "mounted")])
+
+
+def assert_redoes_the_data_chain(study, *expected: str):
+    jobs, stderr = dry_run(study)
+    for rule in ("ingest", "split", "preprocess", "train", "predict", "table"):
+        assert jobs.get(rule, 0) >= 1, (rule, jobs)
+    assert "the dataset changed since the last run" in stderr
+    for text in expected:
+        assert text in stderr, stderr[-2000:]
+
+
+def assert_nothing_to_do(study):
+    jobs, stderr = dry_run(study)
+    assert jobs == {}, jobs
+    assert "the study redoes" not in stderr
+
+
+@pytest.mark.slow
+def test_a_finished_study_records_its_data(folder_study):
+    out = folder_study["out"]
+    made = json.loads((out / "data/manifest.json").read_text())
+    record = json.loads((out / "data/sources/dataset.json").read_text())
+    assert made["dataset_fingerprint"] == record["fingerprint"]
+    assert made["commit"] and made["sonoseg_version"] == provenance.sonoseg_version()
+    short = record["fingerprint"][: provenance.SHORT]
+    # Tables, the report's data page and the model files name the data.
+    assert f"Data fingerprint {short}" in (out / "tables/table2.md").read_text()
+    assert f"Data fingerprint {short}" in (out / "tables/table2.tex").read_text()
+    assert record["fingerprint"] in (out / "report/data/overview.html").read_text()
+    saved = torch.load(out / "runs/lighter_unet_c1/fold0/seed0/model.pt", weights_only=False)
+    assert saved["provenance"]["dataset_fingerprint"] == record["fingerprint"]
+    # `segment` says what data its model was trained on.
+    image = sorted((folder_study["data"] / "images").iterdir())[0]
+    segment = subprocess.run(
+        [str(BIN / "sonoseg"), "segment", "--model", str(out / "runs/lighter_unet_c1/fold0/seed0/model.pt")]
+        + ["--outdir", str(out.parent / "segmented"), "--device", "cpu", str(image)],
+        capture_output=True,
+        text=True,
+    )
+    assert segment.returncode == 0, segment.stderr
+    assert f"trained on data with fingerprint {record['fingerprint']}" in segment.stderr
+    cache = np.load(next((out / "data/cache").rglob("train.npz")))
+    assert str(cache["dataset_fingerprint"]) == record["fingerprint"]
+    # The record lists every file under the root, by content.
+    assert set(record["files"]) == {
+        p.relative_to(folder_study["data"]).as_posix() for p in folder_study["data"].rglob("*") if p.is_file()
+    }
+    assert_nothing_to_do(folder_study)
+
+
+@pytest.mark.slow
+def test_the_study_ran_on_a_read_only_dataset(folder_study):
+    if not folder_study["read_only"]:
+        pytest.skip("this system allows no read-only bind mount (needs root and mount privileges)")
+    root = Path(json.loads((folder_study["out"] / "data/sources/dataset.json").read_text())["root"])
+    assert root.name == "mounted"
+    with pytest.raises(OSError):
+        (root / "probe").write_text("x")
+
+
+@pytest.mark.slow
+def test_each_change_of_the_data_redoes_the_study_and_its_undoing_does_not(folder_study):
+    data = folder_study["data"]
+    mask = sorted((data / "masks").iterdir())[0]
+    image = sorted((data / "images").iterdir())[0]
+    csv = data / "patients.csv"
+    original = {path: path.read_bytes() for path in (mask, image, csv)}
+
+    def restore():
+        for path, content in original.items():
+            path.write_bytes(content)
+        assert_nothing_to_do(folder_study)
+
+    # (1) a mask rewritten in place, new content
+    mask.write_bytes(original[mask][:-40] + bytes(40))
+    assert_redoes_the_data_chain(folder_study, f"1 modified: masks/{mask.name}")
+    restore()
+
+    # (2) rewritten with its old modification time put back, but another size
+    stat = mask.stat()
+    mask.write_bytes(original[mask] + b"\0")
+    os.utime(mask, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert_redoes_the_data_chain(folder_study, f"1 modified: masks/{mask.name}")
+    restore()
+
+    # (3) an image added
+    added = data / "images" / "added.png"
+    shutil.copy(image, added)
+    assert_redoes_the_data_chain(folder_study, "1 added: images/added.png")
+    added.unlink()
+    assert_nothing_to_do(folder_study)
+
+    # (4) an image removed
+    image.unlink()
+    assert_redoes_the_data_chain(folder_study, f"1 removed: images/{image.name}")
+    restore()
+
+    # (5) patients.csv edited: two patients' images are found to be one patient's
+    edited = original[csv].replace(b",P0001,", b",P0000,")
+    assert edited != original[csv]
+    csv.write_bytes(edited)
+    assert_redoes_the_data_chain(folder_study, "1 modified: patients.csv")
+    restore()
+
+    # (6) every file touched, nothing changed
+    for path in data.rglob("*"):
+        os.utime(path)
+    assert_nothing_to_do(folder_study)
+
+
+@pytest.mark.slow
+def test_a_corrected_mask_is_taken_by_the_next_run(tmp_path, folder_study):
+    """The whole chain really redone, in a copy of the finished study and its data."""
+    data = shutil.copytree(folder_study["data"], tmp_path / "dataset")
+    workdir = copy_workflow(make_dir(tmp_path / "workflow"))
+    config = write_config(workdir, {**FOLDER_STUDY, "dataset": {"layout": "folder", "root": str(data)}}, "fp.yaml")
+    first = run_snakemake([*TARGETS, "--cores", "2", "--configfile", config], workdir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = workdir / "results/fp"
+    before = json.loads((out / "data/manifest.json").read_text())["dataset_fingerprint"]
+    mask = sorted((data / "masks").iterdir())[0]
+    import cv2
+
+    pixels = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)
+    pixels[:, : pixels.shape[1] // 2] = 0  # the annotator's correction: half the lesion was not lesion
+    cv2.imwrite(str(mask), pixels)
+    second = run_snakemake([*TARGETS, "--cores", "2", "--configfile", config], workdir)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"1 modified: masks/{mask.name}" in second.stderr
+    after = json.loads((out / "data/manifest.json").read_text())["dataset_fingerprint"]
+    assert after != before
+    assert after[: provenance.SHORT] in (out / "tables/table2.md").read_text()
+    saved = torch.load(out / "runs/lighter_unet_c1/fold0/seed0/model.pt", weights_only=False)
+    assert saved["provenance"]["dataset_fingerprint"] == after
+
+
+@pytest.mark.slow
+def test_a_dataset_that_disappears_is_a_clear_error(tmp_path):
+    workdir = copy_workflow(make_dir(tmp_path / "workflow"))
+    config = write_config(
+        workdir, {**FOLDER_STUDY, "dataset": {"layout": "folder", "root": str(tmp_path / "gone")}}, "fp.yaml"
+    )
+    result = run_snakemake(["-n", "--cores", "1", "--configfile", config], workdir)
+    assert result.returncode != 0
+    assert f"dataset: {tmp_path / 'gone'} not found" in result.stdout + result.stderr
