@@ -75,16 +75,21 @@ def pretrained_args(output: str) -> dict[str, str]:
 
 
 def test_each_backbone_kind_gets_its_own_weights_file(workflow_copy):
+    # The weights files must exist: the workflow fingerprints each one at start (sonoseg.provenance).
+    weights = workflow_copy / "weights"
+    weights.mkdir()
+    for name in ("vgg16", "mnv2", "r101"):
+        (weights / f"{name}.pth").write_bytes(name.encode())
     config = {
         **BASE,
         "networks": ["unet", "fcn8s", "fcn16s", "deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet101"],
         "train": {
             **BASE["train"],
             "weight_decay": 0.0001,
-            "pretrained_backbones": {"vgg16": "/weights/vgg16.pth", "mobilenet_v2": "/weights/mnv2.pth"},
+            "pretrained_backbones": {"vgg16": f"{weights}/vgg16.pth", "mobilenet_v2": f"{weights}/mnv2.pth"},
             "overrides": {
                 "fcn16s": {"pretrained_backbone": ""},
-                "deeplabv3plus_resnet101": {"pretrained_backbone": "/weights/r101.pth"},
+                "deeplabv3plus_resnet101": {"pretrained_backbone": f"{weights}/r101.pth"},
             },
         },
     }
@@ -92,10 +97,10 @@ def test_each_backbone_kind_gets_its_own_weights_file(workflow_copy):
     assert code == 0, output[-3000:]
     assert pretrained_args(output) == {
         "unet": "",
-        "fcn8s": "/weights/vgg16.pth",
+        "fcn8s": f"{weights}/vgg16.pth",
         "fcn16s": "",
-        "deeplabv3plus_mobilenetv2": "/weights/mnv2.pth",
-        "deeplabv3plus_resnet101": "/weights/r101.pth",
+        "deeplabv3plus_mobilenetv2": f"{weights}/mnv2.pth",
+        "deeplabv3plus_resnet101": f"{weights}/r101.pth",
     }
 
 

@@ -380,3 +380,46 @@ def test_paper_scale_is_fast():
     table = stats.compare_methods(pd.concat(frames), "m0", "f")
     assert len(table) == 5 and math.isfinite(table["ci_low"].sum())
     assert time.perf_counter() - start < 30
+
+
+def test_tost_matches_the_textbook_paired_example():
+    """Pingouin's documented paired TOST (a, b as below, bound 0.5): 5 degrees of freedom, p 0.954854."""
+    a = np.array([4, 7, 8, 6, 3, 2], dtype=float)
+    b = np.array([6, 8, 7, 10, 11, 9], dtype=float)
+    result = stats.tost_paired(a - b, margin=0.5)
+    assert result["dof"] == 5
+    assert result["p"] == pytest.approx(0.954854, abs=1e-6)
+    assert not result["equivalent"]
+
+
+def test_tost_shows_equivalence_exactly_when_the_90_percent_interval_lies_inside_the_margin():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        d = rng.normal(rng.uniform(-0.05, 0.05), rng.uniform(0.01, 0.1), int(rng.integers(5, 40)))
+        result = stats.tost_paired(d, margin=0.03)
+        inside = -0.03 < result["ci_low"] and result["ci_high"] < 0.03
+        assert result["equivalent"] == inside
+
+
+def test_equivalence_needs_the_bootstrap_interval_and_the_tost():
+    rng = np.random.default_rng(5)
+    rows = []
+    for patient in range(30):
+        for view in (1, 2):
+            base = rng.uniform(0.6, 0.9)
+            for method, shift in (("unet", 0.0), ("close", 0.005), ("far", -0.08)):
+                value = base + shift + rng.normal(0, 0.01)
+                rows.append(
+                    {
+                        "method": method,
+                        "run": "fold0/seed0",
+                        "sample_id": f"p{patient}v{view}",
+                        "patient": f"p{patient}",
+                        "dice": value,
+                    }
+                )
+    table = pd.DataFrame(rows)
+    close = stats.equivalence(table, "close", "unet", margin=0.02, resamples=2000)
+    far = stats.equivalence(table, "far", "unet", margin=0.02, resamples=2000)
+    assert close["equivalent"] and close["tost_p"] < 0.05 and -0.02 < close["ci_low"] < close["ci_high"] < 0.02
+    assert not far["equivalent"] and far["tost_p"] > 0.5

@@ -245,3 +245,41 @@ def test_study_tables_are_written_with_a_caption_that_gives_the_scale(tmp_path):
     beyond = tables.study_table("beyond", [changed], tmp_path / "tables" / "beyond.csv")
     assert beyond.loc[0, "label"] == "MALUNet (2022) [precision fp32]"
     assert "; in [ ]: a row's changes to the study's recipe" in (tmp_path / "tables" / "beyond.md").read_text()
+
+
+def test_a_run_of_the_statistics_is_one_training_labelled_by_fold_and_seed(tmp_path):
+    """Seed s of fold 0 and seed s of fold 1 are two trainings: the run level resamples them apart (with
+    the seed alone as label, fold 0 seed 0 and fold 1 seed 0 would share one run)."""
+    import numpy as np
+
+    from sonoseg import stats
+    from sonoseg.tables import patient_table
+
+    rng = np.random.default_rng(0)
+    rows, paths = [], []
+    for fold in (0, 1):
+        samples = [f"f{fold}p{p}v{v}" for p in range(4) for v in (1, 2)]
+        rows += [{"sample_id": s, "patient": s[:4], "group": s[:4], "status": "included"} for s in samples]
+        for seed in (0, 1, 2):
+            path = tmp_path / "runs" / "unet" / f"fold{fold}" / f"seed{seed}" / "metrics.csv"
+            path.parent.mkdir(parents=True)
+            pd.DataFrame(
+                {
+                    "sample_id": samples,
+                    "dice": rng.uniform(0.5, 0.9, len(samples)),
+                    "hd95_px": 3.0,
+                    "hd95_mm": "",
+                    "truth_empty": False,
+                    "prediction_empty": False,
+                    "hd95_policy": "max_distance",
+                }
+            ).to_csv(path, index=False)
+            paths.append(path)
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame(rows).assign(height=64, width=64).to_csv(manifest, index=False)
+    table = patient_table(paths, manifest)
+    labels = table.groupby("run")["sample_id"].nunique()
+    assert sorted(labels.index) == [f"fold{f}/seed{s}" for f in (0, 1) for s in (0, 1, 2)]
+    assert (labels == 8).all()  # each training's own fold's test images, none of the other fold's
+    summary = stats.method_table(table, resamples=200)
+    assert int(summary["runs"].iloc[0]) == 6

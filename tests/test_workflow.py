@@ -3,12 +3,13 @@
 import json
 import re
 import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY, jobs_of, run_snakemake, write_config
+from conftest import BIN, TINY, jobs_of, run_snakemake, write_config
 
 
 def test_schema_rejects_unknown_key_and_bad_value(workflow_copy):
@@ -155,6 +156,14 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
 
 def test_quick_study_on_a_synth_folder_dataset_is_the_same_dag(workflow_copy):
     """The quick study runs on a folder dataset written by `sonoseg synth` exactly as on the built-in one."""
+    synthetic = TINY["synthetic"]
+    made = subprocess.run(
+        [str(BIN / "sonoseg"), "synth", str(workflow_copy / "mydata"), "--patients", str(synthetic["patients"])]
+        + ["--seed", str(synthetic["seed"]), "--height", str(synthetic["height"]), "--width", str(synthetic["width"])],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
     folder = {**TINY, "dataset": {"layout": "folder", "root": str(workflow_copy / "mydata")}}
     result = run_snakemake(
         ["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, folder)], workflow_copy

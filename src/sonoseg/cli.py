@@ -240,6 +240,7 @@ def cmd_segment(args) -> None:
         args.backend,
         args.threads,
         progress=not args.no_progress,
+        tta=args.tta,
     )
     log.info("wrote %d masks to %s (%s)", len(result.written), args.outdir, args.backend)
     if result.failed:
@@ -511,8 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         required=True,
-        help="a model.pt written by the workflow (or, with --backend onnxruntime, a model.onnx)",
+        help="a model.pt written by the workflow (or, with --backend onnxruntime, a model.onnx), or a run folder "
+        "(results/<study>/runs/<network>/): its folds' and seeds' models are averaged as an ensemble",
     )
+    p.add_argument("--tta", action="store_true", help="average each model over the image and its horizontal mirror")
     p.add_argument("--outdir", required=True)
     p.add_argument("--component-rule", default="area")
     p.add_argument("--device", default="auto")

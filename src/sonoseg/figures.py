@@ -42,29 +42,42 @@ OUTLINE_COLORS = {"truth": "#00e676", "prediction": "#ff1744"}
 # ----------------------------------------------------------------------------- inputs
 
 
-def method_and_seed(path: str | Path) -> tuple[str, int]:
-    """A run's file or folder -> (run, seed): ``…/runs/<run>/fold<F>/seed<N>/<file or folder>`` (the
-    workflow's layout), ``…/<run>/seed<N>/…`` or ``…/<run>/seed<N>[.csv]``."""
+def run_identity(path: str | Path) -> tuple[str, int, int]:
+    """A run's file or folder -> (run, fold, seed): ``…/runs/<run>/fold<F>/seed<N>/<file or folder>`` (the
+    workflow's layout), ``…/<run>/seed<N>/…`` or ``…/<run>/seed<N>[.csv]`` (fold 0)."""
     path = Path(path)
     for candidate in (path, path.parent):
         match = re.fullmatch(r"seed(\d+)", candidate.stem if candidate.suffix == ".csv" else candidate.name)
         if match:
-            owner = candidate.parent
-            if re.fullmatch(r"fold\d+", owner.name):
-                owner = owner.parent
-            return owner.name, int(match[1])
+            owner, fold = candidate.parent, 0
+            folded = re.fullmatch(r"fold(\d+)", owner.name)
+            if folded:
+                owner, fold = owner.parent, int(folded[1])
+            return owner.name, fold, int(match[1])
     raise SonosegError(f"{path}: expected a path of the form <run>/[fold<F>/]seed<N>/... (or <run>/seed<N>.csv)")
 
 
+def method_and_seed(path: str | Path) -> tuple[str, int]:
+    """A run's file or folder -> (run, seed) (run_identity without the fold)."""
+    run, _, seed = run_identity(path)
+    return run, seed
+
+
+def training_label(fold, seed) -> str:
+    """One training's label in the statistics' run column: its fold and seed. Seed s of fold 0 and seed s
+    of fold 1 are two trainings, resampled apart (docs/statistics.md)."""
+    return f"fold{fold}/seed{seed}"
+
+
 def read_per_image(metrics_paths: list[str | Path]) -> pd.DataFrame:
-    """Every per-image metrics file, with method and seed columns, in the given method order."""
+    """Every per-image metrics file, with method, fold and seed columns, in the given method order."""
     frames = []
     for path in metrics_paths:
-        method, seed = method_and_seed(path)
+        method, fold, seed = run_identity(path)
         frame = pd.read_csv(path, dtype={"sample_id": str})
         if frame.empty:
             raise SonosegError(f"{path}: no evaluated test image")
-        frames.append(frame.assign(method=method, seed=seed))
+        frames.append(frame.assign(method=method, fold=fold, seed=seed))
     if not frames:
         raise SonosegError("no per-image metrics given")
     return pd.concat(frames, ignore_index=True)

@@ -171,6 +171,63 @@ def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | 
     )
 
 
+def ensemble_members(model_path: str | Path) -> list[Path]:
+    """The model files a --model names: the file itself, or every member of a run folder — each
+    ``seed<s>`` folder under it must hold a model.pt (a member that is missing is an error naming its
+    folder, never a smaller ensemble)."""
+    path = Path(model_path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise SonosegError(f"{path}: no such model file or run folder")
+    runs = sorted(p for p in path.rglob("seed*") if p.is_dir())
+    for run in runs:
+        if not (run / "model.pt").is_file():
+            raise SonosegError(f"{run}: this member of the run folder {path} has no model.pt (training not finished?)")
+    members = [run / "model.pt" for run in runs] or sorted(path.rglob("model.pt"))
+    if not members:
+        raise SonosegError(f"{path}: no model.pt under this folder (expected fold<k>/seed<s>/model.pt)")
+    return members
+
+
+def ensemble(predictors: list[Predictor], members: list[Path]) -> Predictor:
+    """One predictor whose probability is the mean of the members'. The members must prepare images
+    alike (input size, interpolation, marks): one that differs is named."""
+    first = predictors[0]
+    for predictor, member in zip(predictors[1:], members[1:]):
+        mine = (predictor.size, predictor.interpolation, predictor.marks)
+        theirs = (first.size, first.interpolation, first.marks)
+        if mine != theirs:
+            raise SonosegError(
+                f"{member}: input (size, interpolation, marks) {mine} differs from {members[0]}'s {theirs}: "
+                "an ensemble's members must see the same input"
+            )
+    if len(predictors) == 1:
+        return first
+    runs = [predictor.run for predictor in predictors]
+    fingerprints = {(p.provenance or {}).get("dataset_fingerprint") for p in predictors}
+    if len(fingerprints) > 1:
+        log.warning("the ensemble's members were trained on data with %d different fingerprints", len(fingerprints))
+    return Predictor(
+        lambda batch: np.mean([run(batch) for run in runs], axis=0),
+        first.size,
+        first.interpolation,
+        first.marks,
+        first.provenance,
+    )
+
+
+def flip_averaged(run: RunBatch) -> RunBatch:
+    """Horizontal-flip test-time augmentation: the mean of the probability of the batch and of its
+    mirror image, mirrored back (along the width, the last axis)."""
+
+    def averaged(batch: np.ndarray) -> np.ndarray:
+        mirrored = run(np.ascontiguousarray(batch[..., ::-1]))[..., ::-1]
+        return (run(batch) + mirrored) / 2
+
+    return averaged
+
+
 @dataclass
 class SegmentResult:
     written: list[Path] = field(default_factory=list)
@@ -187,21 +244,41 @@ def segment_images(
     backend: str = "torch",
     threads: int = 0,
     progress: bool = False,
+    tta: bool = False,
 ) -> SegmentResult:
     """Segment new images with a trained model: <outdir>/<image stem>_mask.png at each image's size.
+
+    ``model_path`` is one model file, or a run folder (``results/<study>/runs/<network>/``: every
+    fold<k>/seed<s>/model.pt under it) whose members' probabilities are averaged before thresholding
+    and post-processing, as nnU-Net ensembles its folds. ``tta``: each model's probability is the mean
+    of the image's and its horizontal mirror's (mirrored back); depth, the vertical axis, is physical
+    in ultrasound and never flipped.
 
     backend "torch" reads a model.pt; "onnxruntime" reads a model.onnx with its sidecar (or exports a
     model.pt first). The input size is the one the model was trained at, unless ``size`` is given.
     An image that cannot be read is reported (in the result and the log) and the others go on.
     """
-    if backend == "torch":
-        predictor = torch_predictor(model_path, device, size)
-    elif backend == "onnxruntime":
-        if Path(model_path).suffix == ".onnx" and size:
-            raise SonosegError(f"{model_path}: an exported model has a fixed input size; --size does not apply")
-        predictor = onnxruntime_predictor(model_path, threads, size)
-    else:
+    if backend not in BACKENDS:
         raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
+
+    def one(member: Path) -> Predictor:
+        if backend == "torch":
+            return torch_predictor(member, device, size)
+        if member.suffix == ".onnx" and size:
+            raise SonosegError(f"{member}: an exported model has a fixed input size; --size does not apply")
+        return onnxruntime_predictor(member, threads, size)
+
+    members = ensemble_members(model_path)
+    predictor = ensemble([one(member) for member in members], members)
+    if tta:
+        predictor.run = flip_averaged(predictor.run)
+    log.info(
+        "%s: %d model(s)%s, averaged probabilities%s",
+        model_path,
+        len(members),
+        "" if len(members) == 1 else f" ({', '.join(str(m.relative_to(model_path)) for m in members)})",
+        "; horizontal-flip test-time augmentation" if tta else "",
+    )
     if not predictor.size:
         raise SonosegError(f"{model_path}: no input size stored; pass --size")
     trained_on = predictor.provenance or {}

@@ -405,6 +405,81 @@ def hierarchical_comparison(
     )
 
 
+def tost_paired(differences: Sequence[float], margin: float, alpha: float = 0.05) -> dict:
+    """Schuirmann's two one-sided tests (TOST) of equivalence on paired differences, t-based: H0 "the mean
+    difference is <= -margin or >= +margin". p_lower tests mean > -margin, p_upper mean < +margin, each
+    one-sided with n - 1 degrees of freedom; p = max(p_lower, p_upper), and equivalence is shown at level
+    alpha when p < alpha — the same as the (1 - 2 alpha) t-interval lying inside (-margin, +margin).
+
+    Returns a dict: n, dof, mean, sd, t_lower, t_upper, p_lower, p_upper, p, ci_low, ci_high (the
+    1 - 2 alpha interval), margin, equivalent."""
+    from scipy import stats as scipy_stats
+
+    d = np.asarray(differences, dtype=float)
+    if d.ndim != 1 or d.size < 2:
+        raise SonosegError(f"equivalence test: at least 2 paired differences are needed, got {d.size}")
+    if not np.isfinite(d).all():
+        raise SonosegError("equivalence test: a paired difference is not finite")
+    if not margin > 0:
+        raise SonosegError(f"equivalence test: the margin must be positive, got {margin}")
+    if not 0 < alpha < 0.5:
+        raise SonosegError(f"equivalence test: alpha must lie between 0 and 0.5, got {alpha}")
+    n, mean, sd = d.size, float(d.mean()), float(d.std(ddof=1))
+    se = sd / np.sqrt(n)
+    if se == 0:  # every difference equal: inside the margin or not, with certainty
+        inside = -margin < mean < margin
+        p_lower = p_upper = 0.0 if inside else 1.0
+        t_lower = t_upper = float("nan")
+    else:
+        t_lower, t_upper = (mean + margin) / se, (mean - margin) / se
+        p_lower, p_upper = float(scipy_stats.t.sf(t_lower, n - 1)), float(scipy_stats.t.cdf(t_upper, n - 1))
+    half = float(scipy_stats.t.ppf(1 - alpha, n - 1) * se)
+    p = max(p_lower, p_upper)
+    return {
+        "n": n,
+        "dof": n - 1,
+        "mean": mean,
+        "sd": sd,
+        "t_lower": t_lower,
+        "t_upper": t_upper,
+        "p_lower": p_lower,
+        "p_upper": p_upper,
+        "p": p,
+        "ci_low": mean - half,
+        "ci_high": mean + half,
+        "margin": margin,
+        "equivalent": p < alpha,
+    }
+
+
+def equivalence(
+    per_image: pd.DataFrame,
+    candidate: str,
+    reference: str,
+    margin: float,
+    metric: str = "dice",
+    alpha: float = 0.05,
+    seed: int = 0,
+    resamples: int = 10_000,
+) -> dict:
+    """Is candidate as good as reference within +-margin? Two conditions, both required:
+
+    - the hierarchical bootstrap's (1 - 2 alpha) interval of the difference (patients resampled, then
+      runs: with several trainings per fold it carries training variance) lies inside (-margin, +margin);
+    - the TOST over the patients' mean differences (tost_paired; conditional on the runs) has p < alpha.
+
+    Returns hierarchical_comparison's fields (at confidence 1 - 2 alpha, p left out) and margin,
+    tost_p, equivalent."""
+    by_method = _by_method(long_table(per_image, metric))
+    compared = _compare(by_method, metric, candidate, reference, seed, resamples, 1 - 2 * alpha, 1, False)
+    terms, images_per_patient, *_ = _terms(by_method, metric, candidate, reference)
+    patient_means = sum(matrix.mean(axis=1) for matrix in terms.values()) / images_per_patient
+    tost = tost_paired(patient_means, margin, alpha)
+    inside = -margin < compared["ci_low"] and compared["ci_high"] < margin
+    compared.pop("p")
+    return {**compared, "margin": margin, "tost_p": tost["p"], "equivalent": bool(inside and tost["equivalent"])}
+
+
 def compare_methods(
     per_image: pd.DataFrame,
     reference: str,

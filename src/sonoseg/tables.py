@@ -477,10 +477,10 @@ def with_confidence(
 
 def patient_table(metrics_paths: list[str | Path], manifest_csv: str | Path) -> pd.DataFrame:
     """Every run's per-image metrics of the images with a lesion, in the long form the patient-level
-    statistics read (sonoseg.stats): method (the run), run (its seed), sample_id, patient (the
+    statistics read (sonoseg.stats): method (the run), run (the training: its fold and seed), sample_id, patient (the
     manifest's patient group: duplicates put patients in one group, which must move together) and
     the metrics."""
-    from sonoseg.figures import lesion_images, read_per_image
+    from sonoseg.figures import lesion_images, read_per_image, training_label
 
     per_image = lesion_images(read_per_image(metrics_paths))
     from sonoseg import data
@@ -490,7 +490,8 @@ def patient_table(metrics_paths: list[str | Path], manifest_csv: str | Path) -> 
     if missing:
         raise SonosegError(f"{manifest_csv}: evaluated images {missing[:5]} are not in the manifest")
     return per_image.assign(
-        run=per_image["seed"].astype(str), patient=per_image["sample_id"].map(manifest["group"]).astype(str)
+        run=[training_label(f, s) for f, s in zip(per_image["fold"], per_image["seed"])],
+        patient=per_image["sample_id"].map(manifest["group"]).astype(str),
     )
 
 
