@@ -32,6 +32,20 @@ def test_cost_table_columns_and_values(backend):
     assert (table["gflops"] > 0).all() and (table["latency_ms"] > 0).all()
     assert (table["backend"] == backend).all() and (table["threads"] == 1).all()
     assert table["cpu"].iloc[0] == cost.cpu_model() != ""
+    # The spread of the repeats, and each network against U-net timed in the same process (the study
+    # has no U-net here: it is timed as the reference and not listed).
+    assert (table["latency_min_ms"] <= table["latency_ms"]).all() and (
+        table["latency_ms"] <= table["latency_max_ms"]
+    ).all()
+    assert (table["latency_vs_unet"] > 0).all()
+
+
+def test_latency_relative_to_unet_is_one_for_unet_and_follows_the_medians():
+    table = cost.cost_table(["unet", "lighter_unet_c1"], size=32, backend="torch", threads=1, repeats=3, warmup=1)
+    rows = table.set_index("network")
+    assert rows.loc["unet", "latency_vs_unet"] == 1.0
+    expected = rows.loc["lighter_unet_c1", "latency_ms"] / rows.loc["unet", "latency_ms"]
+    assert rows.loc["lighter_unet_c1", "latency_vs_unet"] == pytest.approx(expected, rel=0.02, abs=0.005)
 
 
 def test_cost_rule_runs_alone_and_is_part_of_all(workflow_copy):
