@@ -11,6 +11,8 @@ import pytest
 import torch
 from conftest import BIN, TINY, jobs_of, run_snakemake, write_config
 
+from sonoseg.cost import COLUMNS as COST_COLUMNS
+
 
 def test_schema_rejects_unknown_key_and_bad_value(workflow_copy):
     bad_key = {**TINY, "train": {**TINY["train"], "learning_rat": 0.1}}
@@ -51,18 +53,7 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
         assert "input 32x32 px (area)" in (out / "tables" / f"{table}.md").read_text()  # the caption's scale
         assert "\\begin{tabular}" in (out / "tables" / f"{table}.tex").read_text()
     cost = pd.read_csv(out / "tables" / "cost.csv")
-    assert list(cost.columns) == [
-        "network",
-        "parameters",
-        "gflops",
-        "latency_ms",
-        "latency_min_ms",
-        "latency_max_ms",
-        "latency_vs_unet",
-        "backend",
-        "threads",
-        "cpu",
-    ]
+    assert list(cost.columns) == COST_COLUMNS
     assert sorted(cost["network"]) == ["lighter_unet_c1", "unet"] and (cost["latency_ms"] > 0).all()
     choices = pd.read_csv(out / "tables" / "weight_decay.csv")
     assert sorted(choices["network"].unique()) == ["lighter_unet_c1"]  # the one network whose decay is auto
