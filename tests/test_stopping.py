@@ -354,3 +354,20 @@ def test_recalibration_is_deterministic_and_takes_a_forward():
         for k, v in one.state_dict().items():
             assert torch.equal(v, other.state_dict()[k]), k
     assert recalibrate_batchnorm(nn.Conv2d(3, 1, 1), x8, batch_size=4) == 0  # no BatchNorm: nothing run
+
+
+def test_the_rule_says_whether_the_cap_or_the_rule_ended_training():
+    from sonoseg.stopping import StopRule, StopSettings
+
+    improving = StopRule(StopSettings(patience=2, min_epochs=1, max_epochs=3, window=1))
+    ended = [improving.update(v).stop for v in (0.9, 0.8, 0.7)]
+    assert ended == [False, False, True] and improving.ended_by == "cap"
+    stale = StopRule(StopSettings(patience=2, min_epochs=1, max_epochs=10, window=1))
+    for value in (0.5, 0.6, 0.7):
+        stale.update(value)
+    assert stale.stop and stale.ended_by == "rule"
+    # Both at once (no progress for `patience` epochs, on the last allowed epoch): the rule ended it.
+    both = StopRule(StopSettings(patience=2, min_epochs=1, max_epochs=3, window=1))
+    for value in (0.5, 0.6, 0.7):
+        both.update(value)
+    assert both.ended_by == "rule"

@@ -283,3 +283,28 @@ def test_a_run_of_the_statistics_is_one_training_labelled_by_fold_and_seed(tmp_p
     assert (labels == 8).all()  # each training's own fold's test images, none of the other fold's
     summary = stats.method_table(table, resamples=200)
     assert int(summary["runs"].iloc[0]) == 6
+
+
+def test_tables_flag_networks_whose_trainings_the_cap_ended(tmp_path):
+    metrics = write_metrics(tmp_path / "m.csv", metrics_rows())
+    model = write_model_file(tmp_path / "model.pt", UNET_PARAMETERS)
+    histories = {}
+    for name, ended in (("converged", "rule"), ("capped", "cap")):
+        histories[name] = tmp_path / f"{name}.csv"
+        pd.DataFrame(
+            {"epoch": [1, 2], "val_loss": [0.5, 0.4], "val_dice": [0.1, 0.2], "steps": [7, 14], "ended_by": ["", ended]}
+        ).to_csv(histories[name], index=False)
+    summaries = []
+    for network, (first, second) in (("unet", ("converged", "converged")), ("light_unet", ("capped", "converged"))):
+        summaries.append(tmp_path / f"{network}.csv")
+        folds = [metrics, write_metrics(tmp_path / f"{network}_f1.csv", metrics_rows())]
+        folds[1] = write_metrics(folds[1], [{**r, "sample_id": f"f1_{r['sample_id']}"} for r in metrics_rows()])
+        tables.summarize(
+            "network", network, ["0"], folds, [histories[first], histories[second]], [model, model], folds=2
+        ).to_csv(summaries[-1], index=False)
+    table = tables.study_table("table2", summaries, tmp_path / "t.csv").set_index("network")
+    assert table.loc["unet", "capped_trainings"] == 0 and table.loc["unet", "trainings"] == 2
+    assert table.loc["light_unet", "capped_trainings"] == 1 and table.loc["light_unet", "label"].endswith("†")
+    markdown = (tmp_path / "t.md").read_text()
+    assert "†: trainings the epoch cap ended while still improving" in markdown
+    assert "epochs trained per run: 2 (14 optimizer steps)" in markdown

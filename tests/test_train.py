@@ -581,3 +581,20 @@ def test_a_setting_added_later_leaves_earlier_recipes_unchanged():
     assert Recipe.from_json(Recipe().to_json()) == Recipe()
     on = Recipe(deep_supervision=True)
     assert '"deep_supervision": true' in on.to_json() and Recipe.from_json(on.to_json()) == on
+
+
+def test_history_counts_optimizer_steps_and_says_what_ended_the_training(small_caches, tmp_path):
+    """8 training images in batches of 4: 2 steps an epoch. Two epochs of a still-improving run end at
+    the cap; a patience of 1 with a constant learning rate of 0 ends by the rule (nothing improves)."""
+    capped = Recipe(min_epochs=1, max_epochs=2, batch_size=4, augment=False)
+    fit("lighter_unet_c1", 0, small_caches, capped, tmp_path / "a.pt", tmp_path / "a.csv", device="cpu")
+    rows = pd.read_csv(tmp_path / "a.csv")
+    assert rows["steps"].tolist() == [2, 4]
+    assert rows["ended_by"].fillna("").tolist() == ["", "cap"]
+    frozen = Recipe(
+        min_epochs=1, max_epochs=6, batch_size=4, augment=False, learning_rate=0.0, early_stopping_patience=1
+    )
+    fit("lighter_unet_c1", 0, small_caches, frozen, tmp_path / "b.pt", tmp_path / "b.csv", device="cpu")
+    rows = pd.read_csv(tmp_path / "b.csv")
+    assert rows["ended_by"].iloc[-1] == "rule" and len(rows) < 6
+    assert rows["ended_by"].iloc[:-1].isna().all()

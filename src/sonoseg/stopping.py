@@ -164,10 +164,17 @@ class StopRule:
     @property
     def stop(self) -> bool:
         """Whether training should end now (also right after ``load_state_dict``)."""
+        return bool(self.ended_by)
+
+    @property
+    def ended_by(self) -> str:
+        """What ends training now: "rule" (min_epochs run and patience epochs without progress: the
+        validation loss stopped improving), "cap" (max_epochs reached while it still improved), or ""
+        (go on). The rule wins when both hold: such a run did stop improving."""
         s = self.settings
-        if self.epoch >= s.max_epochs:
-            return True
-        return self.epoch >= s.min_epochs and self.stale_epochs >= s.patience
+        if self.epoch >= s.min_epochs and self.stale_epochs >= s.patience:
+            return "rule"
+        return "cap" if self.epoch >= s.max_epochs else ""
 
     # ------------------------------------------------------------------ checkpoints
 

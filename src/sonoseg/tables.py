@@ -53,7 +53,24 @@ def summarize_run(metrics_csv, history_csv) -> dict:
         "no_lesion_dice": no_lesion["dice"].mean(),
         "epochs": max(len(h) for h in histories) if histories else pd.NA,
         "best_epoch": max(kept_epoch(h) for h in histories) if histories else pd.NA,
+        "steps": _largest(_last(h, "steps") for h in histories),
+        # Convergence as a measured property: trainings the epoch cap ended while still improving.
+        "trainings": len(histories),
+        "capped": sum(_last(h, "ended_by") == "cap" for h in histories),
     }
+
+
+def _largest(values) -> object:
+    """The largest known value (histories from before a column are skipped); NA when none is known."""
+    known = [int(v) for v in values if not pd.isna(v)]
+    return max(known) if known else pd.NA
+
+
+def _last(history: pd.DataFrame, column: str):
+    """The last row's value of a history column (histories written before the column: missing)."""
+    if column not in history or history.empty or pd.isna(history[column].iloc[-1]):
+        return pd.NA if column == "steps" else ""
+    return history[column].iloc[-1]
 
 
 def mean_std(values: pd.Series) -> tuple[float, float]:
@@ -100,6 +117,8 @@ def aggregate(runs: pd.DataFrame, key: str) -> pd.DataFrame:
                 "no_lesion_images": no_lesion,
                 "no_lesion_dice_mean": no_lesion_dice,
                 "no_lesion_dice_std": no_lesion_dice_sd,
+                "trainings": _count(group, "trainings"),
+                "capped_trainings": _count(group, "capped"),
             }
         )
     return pd.DataFrame(rows)
@@ -124,6 +143,8 @@ SUMMARY_COLUMNS = [
     "no_lesion_images",
     "no_lesion_dice_mean",
     "no_lesion_dice_std",
+    "trainings",
+    "capped_trainings",
 ]
 
 
@@ -197,6 +218,7 @@ def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> p
         )
         changes = recipe_changes_of(runs, name)
         label = f"{label} [{changes}]" if changes else label
+        label = f"{label} {CAPPED_MARK}" if ours["capped_trainings"] else label
         rows.append(
             {
                 "network": name,
@@ -211,6 +233,9 @@ def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> p
             }
         )
     return pd.DataFrame(rows)
+
+
+CAPPED_MARK = "†"  # a row whose trainings (some or all) the epoch cap ended while still improving
 
 
 def recipe_changes_of(runs: pd.DataFrame, network: str) -> str:
@@ -425,6 +450,12 @@ def study_table(
     scale = f"input {input_size}x{input_size} px ({interpolation})" if input_size else ""
     if len(epochs):
         trained = f"{int(epochs.min())}" if epochs.min() == epochs.max() else f"{int(epochs.min())}-{int(epochs.max())}"
+        steps = (
+            pd.to_numeric(runs["steps"], errors="coerce").dropna() if "steps" in runs else pd.Series([], dtype=float)
+        )
+        if len(steps):
+            span = f"{int(steps.min())}" if steps.min() == steps.max() else f"{int(steps.min())}-{int(steps.max())}"
+            trained += f" ({span} optimizer steps)"
         scale += f"{'; ' if scale else ''}epochs trained per run: {trained} (early stopping on validation)"
     if folds > 1:
         scale += f"{'; ' if scale else ''}{folds}-fold cross-validation by patient, every patient tested once"
@@ -449,6 +480,11 @@ def study_table(
     changed = (
         "; in [ ]: a row's changes to the study's recipe" if any(recipe_changes_of(runs, n) for n in networks) else ""
     )
+    if table["capped_trainings"].fillna(0).astype(int).any():
+        changed += (
+            f"; {CAPPED_MARK}: trainings the epoch cap ended while still improving, not the stop rule "
+            "(capped_trainings of trainings in the CSV)"
+        )
     write_table(table, out_csv, f"{CAPTIONS[kind]}{scale}{cost_caption(cost_csv)}{changed})", source=source)
     return table
 

@@ -42,7 +42,19 @@ from sonoseg.stopping import StopRule, StopSettings
 log = logging.getLogger(__name__)
 # val_loss_monitored: what early stopping and the plateau schedule saw (the median of the last
 # early_stopping_window validation losses; empty while the window fills).
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_loss_monitored", "lr", "seconds"]
+# steps: optimizer steps so far (the budget in steps as well as epochs); ended_by, on the last row only:
+# "rule" (the stop rule ended the training: it had converged) or "cap" (max_epochs, still improving).
+HISTORY_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_dice",
+    "val_loss_monitored",
+    "lr",
+    "seconds",
+    "steps",
+    "ended_by",
+]
 DICE_EPSILON = 1e-6  # only keeps an empty mask with an empty prediction from dividing by zero
 
 
@@ -238,7 +250,7 @@ def write_history(rows: list[dict], path: Path) -> None:
         for row in rows:
             handle.write(
                 ",".join(
-                    "" if row[c] is None else repr(row[c]) if isinstance(row[c], float) else str(row[c])
+                    "" if row.get(c) is None else repr(row[c]) if isinstance(row[c], float) else str(row[c])
                     for c in HISTORY_COLUMNS
                 )
                 + "\n"
@@ -420,6 +432,7 @@ def train(
         len(val_split),
         recipe.to_json(),
     )
+    steps_per_epoch = len(batch_slices(len(train_split), recipe.batch_size))  # as train_epoch batches
     while not rule.stop:  # max_epochs, or min_epochs run and early_stopping_patience epochs without progress
         started = time.perf_counter()
         train_loss = train_epoch(model, train_split, recipe, loss_fn, optimizer, path, data_order)
@@ -437,6 +450,7 @@ def train(
         if decision.keep_weights:  # the lowest raw validation loss: a measurement of these very weights
             state.update(best_loss=val_loss, best_epoch=state["epoch"], best_state=fp32_weights(model))
         state["stop_rule"] = rule.state_dict()
+        previous_steps = state["history"][-1].get("steps") if state["history"] else 0
         row = {
             "epoch": state["epoch"],
             "train_loss": train_loss,
@@ -445,6 +459,9 @@ def train(
             "val_loss_monitored": decision.monitored,
             "lr": lr,
             "seconds": round(time.perf_counter() - started, 3),
+            # None after resuming a checkpoint written before steps were counted: unknown, not guessed
+            "steps": None if previous_steps is None else previous_steps + steps_per_epoch,
+            "ended_by": rule.ended_by or None,
         }
         state["history"].append(row)
         if checkpoint:
