@@ -219,7 +219,8 @@ def test_every_baseline_predicts_one_png_per_sample(tmp_path, name):
     for path in outdir.iterdir():
         written = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         assert written.shape == (96, 128) and set(np.unique(written)) <= {0, 255}
-    assert catalog.entry(name).family == "floor" and "beyond the paper" in catalog.label(name)
+    expected = "reference" if name == "caliper_reader" else "floor"  # the calipers are drawn from the mask
+    assert catalog.entry(name).family == expected and "beyond the paper" in catalog.label(name)
 
 
 def test_the_position_prior_needs_the_training_samples(tmp_path):
@@ -266,3 +267,43 @@ def test_a_run_without_history_is_summarised_and_tabled(tmp_path):
     row = table.set_index("network").loc["threshold_baseline"]
     assert row["parameters"] == 0 and "beyond the paper" in row["label"] and np.isnan(row["paper_dice_mean"])
     assert list(table["network"]) == ["unet", "threshold_baseline"]
+
+
+def test_the_combined_cue_floor_is_fitted_on_the_training_masks_only(tmp_path):
+    """dark_in_prior: the dark region inside the training prior's window. Its test predictions depend
+    on the training masks and never on the test images' own masks."""
+    train = phantom_samples(tmp_path, range(6), "train")
+    test = phantom_samples(tmp_path, range(6, 9), "test")
+
+    def predicted(train_samples, test_samples, name):
+        outdir = tmp_path / name
+        baseline.predict("dark_in_prior", test_samples, outdir, train_samples=train_samples)
+        return {p.name: cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted(outdir.iterdir())}
+
+    first = predicted(train, test, "first")
+    # The test masks blanked: nothing changes (they are never read).
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.zeros((96, 128), np.uint8))
+    same = predicted(train, test.assign(mask=str(blank)), "blank")
+    assert all(np.array_equal(first[k], same[k]) for k in first)
+    # The training masks moved to one corner: the window moves, and so do the predictions.
+    corner = np.zeros((96, 128), np.uint8)
+    corner[:24, :32] = 255
+    cv2.imwrite(str(tmp_path / "corner.png"), corner)
+    moved = predicted(train.assign(mask=str(tmp_path / "corner.png")), test, "moved")
+    assert any(not np.array_equal(first[k], moved[k]) for k in first)
+    for mask in moved.values():  # inside the corner window, or the prior's own region there
+        assert not mask[48:, 64:].any()
+
+
+def test_dark_in_prior_keeps_the_dark_region_inside_the_window_only():
+    prior = baseline.PositionPrior.fit([np.pad(np.ones((20, 20), bool), ((40, 40), (60, 48)))], size=(100, 128))
+    dark = np.zeros((100, 128), bool)
+    dark[45:55, 65:75] = True  # inside the window
+    dark[5:30, 5:30] = True  # a larger dark area outside it
+    kept = prior.dark_in_window(dark)
+    assert kept[50, 70] and not kept[10, 10]
+    # No dark pixel in the window: the prior's own region.
+    outside = np.zeros((100, 128), bool)
+    outside[5:30, 5:30] = True
+    assert np.array_equal(prior.dark_in_window(outside), prior.segment(100, 128))

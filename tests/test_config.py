@@ -166,8 +166,9 @@ def test_schema_lists_the_catalogs_networks():
     """One source of truth: the schema's network names are the catalog's built-in networks."""
     schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
     assert schema["properties"]["networks"]["items"]["enum"] == list(catalog.BUILT_IN_NETWORKS)
-    floors = schema["properties"]["baselines"]["items"]["enum"]
-    assert floors == catalog.floors()
+    untrained = schema["properties"]["baselines"]["items"]["enum"]
+    assert untrained == catalog.untrained()
+    assert set(catalog.floors()) | set(catalog.references()) == set(untrained)
 
 
 def test_run_sheet_has_one_row_per_run(workflow_copy):

@@ -98,20 +98,26 @@ def test_report_holds_every_section_with_real_content(tiny_report):
     paired = decoded(results["results/tiny/report/statistics/paired.html"]).decode()
     comparison = pd.read_csv(tiny_report["out"] / "report" / "statistics" / "paired.csv")
     against_unet = comparison[comparison["family"] == "every method vs unet"]
-    others = ["lighter_unet_c1", "threshold_baseline", "caliper_reader", "position_prior"]  # floors too
+    others = ["lighter_unet_c1", "threshold_baseline", "caliper_reader", "position_prior", "dark_in_prior"]
     assert against_unet["method"].tolist() == others and (against_unet["reference"] == "unet").all()
     assert f"{against_unet['mean_difference'].iloc[0]:+.4f}" in paired and "sign-flip" in paired and "Holm" in paired
     # Every network against every floor: a family of its own, Holm-corrected, with a verdict per network.
     floors = comparison[comparison["family"] == "every network vs every floor"]
     assert len(floors) == 2 * 3 and "Beats every floor: unet: " in paired
+    assert set(floors["reference"]) == {"threshold_baseline", "position_prior", "dark_in_prior"}
+    # The caliper reader reads marks drawn from the annotation: a reference, a family apart, no verdict.
+    references = comparison[comparison["family"] == "every network vs each reference"]
+    assert references["reference"].tolist() == ["caliper_reader", "caliper_reader"]
+    assert "Against each reference" in paired
     # The front by patient: U-net (more parameters) against Lighter U-net @1, on the front or not.
     front = pd.read_csv(tiny_report["out"] / "report" / "cost_front.csv")
     assert front[["method", "reference"]].values.tolist() == [["unet", "lighter_unet_c1"]]
     front_page = decoded(results["results/tiny/report/cost_front.html"]).decode()
     assert f"{front['mean_difference'].iloc[0]:+.4f}" in front_page and "Holm" in front_page
-    # The workflow description carries the study's settings.
+    # The workflow description carries the study's settings, and the data its results were made from.
     description = json.loads(re.search(r'var workflow_desc = (".*?");\n', page)[1])
     assert "Study <strong>tiny</strong>" in description and "images resized to 32" in description
+    assert "Results made from the dataset with fingerprint" in description
 
 
 @pytest.fixture(scope="module")

@@ -43,11 +43,13 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     workdir, config, out = tiny_study.workdir, tiny_study.config, tiny_study.out
     for table in ("table1", "table2", "ladder"):
         frame = pd.read_csv(out / "tables" / f"{table}.csv")
-        # Table 1 and Table 2 end with the three floors (on by default): methods without training.
-        assert len(frame) == {"table1": 4, "table2": 5, "ladder": 2}[table]
+        # Table 1 and Table 2 end with the methods without training (on by default): floors and a reference.
+        untrained = ["threshold_baseline", "caliper_reader", "position_prior", "dark_in_prior"]
+        assert len(frame) == {"table1": 5, "table2": 6, "ladder": 2}[table]
         if table != "ladder":
-            assert frame["network"].tail(3).tolist() == ["threshold_baseline", "caliper_reader", "position_prior"]
-            assert (frame["parameters"].tail(3) == 0).all()
+            assert frame["network"].tail(4).tolist() == untrained
+            assert (frame["parameters"].tail(4) == 0).all()
+            assert frame["label"].iloc[-3].startswith("Caliper reader (reference:")
         assert frame[["dice_mean", "hd95_mean"]].notna().all().all()
         assert (out / "tables" / f"{table}.md").read_text().count("|") > 10
         assert "input 32x32 px (area)" in (out / "tables" / f"{table}.md").read_text()  # the caption's scale
@@ -100,7 +102,10 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
         "val_loss_monitored",
         "lr",
         "seconds",
+        "steps",
+        "ended_by",
     ]
+    assert history["ended_by"].iloc[-1] in ("rule", "cap")  # one epoch allowed: the cap ended it
     assert "epoch 1" in (out / "logs" / "train" / "unet" / "fold0" / "seed0.log").read_text()
 
     again = run_snakemake(["all", "--cores", "2", "--configfile", config], workdir)

@@ -45,6 +45,13 @@ higher t, and a pixel no training mask covered is never lesion), so that the pre
 the training set's mean lesion area; a number instead is a fixed threshold (prior >= it). For a
 test image the prior is resized to its size (bilinear) and thresholded at the same level, then
 ``keep_one_lesion``. Every test image of a run gets the same relative region.
+
+``dark_in_prior`` combines the two cues a network could learn without reading the lesion itself: the
+threshold baseline's dark class (``dark_region``), kept only inside the *window* where the training
+lesions sit — where the position prior (fitted on the training masks only, as above) reaches
+``WINDOW_FRACTION`` (0.25) of its peak — then ``keep_one_lesion``. When no dark pixel lies in the
+window, the position prior's own region is the answer (where a lesion usually is). It reads nothing of
+the test image's annotation: a floor.
 """
 
 from __future__ import annotations
@@ -59,9 +66,10 @@ from sonoseg import marks
 from sonoseg.errors import SonosegError
 from sonoseg.imageio import read_image, read_mask
 
-BASELINES = ("threshold_baseline", "caliper_reader", "position_prior")
-# Their labels and families are in the network catalog (sonoseg.catalog), with every other method's.
-NEEDS_TRAINING = ("position_prior",)  # baselines that are fitted on the training samples
+BASELINES = ("threshold_baseline", "caliper_reader", "position_prior", "dark_in_prior")
+# Their labels and families (floor or reference) are in the network catalog (sonoseg.catalog).
+NEEDS_TRAINING = ("position_prior", "dark_in_prior")  # baselines that are fitted on the training samples
+WINDOW_FRACTION = 0.25  # dark_in_prior: its window is where the prior reaches this fraction of its peak
 PARAMETERS = 0  # no learned network parameters (the position prior's map is data, not weights)
 MINOR_RATIO = 0.75  # caliper reader, two marks: minor axis / major axis
 PRIOR_SIZE = (128, 128)  # position prior: (height, width) the training masks are averaged at
@@ -83,6 +91,12 @@ def threshold_segment(rgb: np.ndarray, rule: str = "area") -> np.ndarray:
 
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise SonosegError(f"threshold_baseline: expected an RGB uint8 image, got {rgb.dtype} {rgb.shape}")
+    return keep_one_lesion(dark_region(rgb), rule)
+
+
+def dark_region(rgb: np.ndarray) -> np.ndarray:
+    """The threshold baseline's dark class (bool) before one lesion is kept: steps 1 to 3 of the
+    module's docstring and the opening of step 4."""
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     fov = field_of_view(gray)
     if not fov.any():
@@ -95,7 +109,7 @@ def threshold_segment(rgb: np.ndarray, rule: str = "area") -> np.ndarray:
     dark = cv2.morphologyEx(
         dark.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     )
-    return keep_one_lesion(dark > 0, rule)
+    return dark > 0
 
 
 # ----------------------------------------------------------------------------- caliper reader
@@ -228,6 +242,16 @@ class PositionPrior:
         resized = cv2.resize(self.prior, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
         return keep_one_lesion(resized >= self.threshold, rule)
 
+    def dark_in_window(self, dark: np.ndarray, rule: str = "area") -> np.ndarray:
+        """``dark`` (an image's dark region, bool) kept inside the prior's window (prior >= WINDOW_FRACTION
+        of its peak, at the image's size), then ``keep_one_lesion``; the prior's region when none is."""
+        from sonoseg.infer import keep_one_lesion
+
+        height, width = dark.shape
+        resized = cv2.resize(self.prior, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
+        inside = dark & (resized >= WINDOW_FRACTION * float(self.prior.max()))
+        return keep_one_lesion(inside, rule) if inside.any() else self.segment(height, width, rule)
+
 
 def _training_masks(train_samples: pd.DataFrame):
     for row in train_samples.itertuples(index=False):
@@ -273,7 +297,7 @@ def predict(
 
     if name not in BASELINES:
         raise SonosegError(f"baseline {name!r} is not one of {BASELINES}")
-    prior = fit_position_prior(train_samples) if name == "position_prior" else None
+    prior = fit_position_prior(train_samples) if name in NEEDS_TRAINING else None
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     for row in samples.itertuples(index=False):
@@ -282,6 +306,8 @@ def predict(
             mask = threshold_segment(remove_marks(pixels, marks)[0], rule)
         elif name == "caliper_reader":
             mask = caliper_segment(pixels, rule)
+        elif name == "dark_in_prior":
+            mask = prior.dark_in_window(dark_region(remove_marks(pixels, marks)[0]), rule)
         else:
             mask = prior.segment(pixels.shape[0], pixels.shape[1], rule)
         cv2.imwrite(str(outdir / f"{row.sample_id}.png"), mask.astype(np.uint8) * 255)

@@ -96,11 +96,23 @@ _BUILT_IN = [
     Entry("cmunext", "CMUNeXt (2023)", "lightweight (after 2021)", "sonoseg.models.cmunext:cmunext", table="beyond"),
     Entry("malunet", "MALUNet (2022)", "lightweight (after 2021)", "sonoseg.models.malunet:malunet", table="beyond"),
     Entry("egeunet", "EGE-UNet (2023)", "lightweight (after 2021)", "sonoseg.models.egeunet:egeunet", table="beyond"),
-    # Floors: no training, no parameters (sonoseg.baseline, docs/marks_and_floors.md). A network counts
-    # as segmenting beyond the image's cues only when it beats every one of them.
-    Entry("threshold_baseline", "Threshold baseline (no training; beyond the paper)", "floor"),
-    Entry("caliper_reader", "Caliper reader (no training, reads the calipers; beyond the paper)", "floor"),
-    Entry("position_prior", "Position prior (mean training mask; beyond the paper)", "floor"),
+    # Methods without training, no parameters (sonoseg.baseline, docs/marks_and_floors.md). A *floor*
+    # never uses anything derived from the test image's own annotation (statistics fitted on training
+    # masks are allowed): a network counts as segmenting beyond the image's cues only when it beats
+    # every floor. A *reference* reads something derived from the test annotation (the phantom draws
+    # its calipers from the mask): it is compared with, never a floor to beat.
+    Entry("threshold_baseline", "Threshold baseline (floor: no training; beyond the paper)", "floor"),
+    Entry(
+        "caliper_reader",
+        "Caliper reader (reference: reads the calipers, drawn from the annotation; beyond the paper)",
+        "reference",
+    ),
+    Entry("position_prior", "Position prior (floor: mean training mask; beyond the paper)", "floor"),
+    Entry(
+        "dark_in_prior",
+        "Dark region in the prior's window (floor: threshold and training-mask prior combined; beyond the paper)",
+        "floor",
+    ),
 ]  # fmt: skip
 
 CATALOG: dict[str, Entry] = {entry.name: entry for entry in _BUILT_IN}
@@ -119,7 +131,21 @@ def networks() -> list[str]:
     return [name for name, item in CATALOG.items() if item.is_network]
 
 
+UNTRAINED_FAMILIES = ("floor", "reference")  # methods without a network: the config's `baselines`
+
+
 def floors() -> list[str]:
+    """The floors: no training, nothing derived from the test image's annotation."""
+    return [name for name, item in CATALOG.items() if item.family == "floor"]
+
+
+def references() -> list[str]:
+    """The references: no training, but they read something derived from the test annotation."""
+    return [name for name, item in CATALOG.items() if item.family == "reference"]
+
+
+def untrained() -> list[str]:
+    """Every method without a network (floors and references), in catalog order."""
     return [name for name, item in CATALOG.items() if not item.is_network]
 
 

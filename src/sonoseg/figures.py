@@ -448,6 +448,13 @@ def figure2_choice(dice_by_image: pd.Series, seed: int) -> list[tuple[str, str]]
     return unique
 
 
+def _untrained_kind(method: str) -> str:
+    """ "floor" or "reference" for a method without training (catalog family); "floor" when unknown."""
+    from sonoseg import catalog
+
+    return catalog.entry(method).family if method in catalog.references() else "floor"
+
+
 def figure2_methods(per_image: pd.DataFrame, reference: str) -> list[str]:
     """What the paper's Figure 2 shows, at a size where a boundary can be judged: the reference
     (U-net), the best lightweight U-net, the best network of every other family, then the floors.
@@ -458,12 +465,12 @@ def figure2_methods(per_image: pd.DataFrame, reference: str) -> list[str]:
     family = {m: catalog.entry(m).family if m in catalog.CATALOG else "user" for m in mean.index}
     chosen = [reference] if reference in mean.index else []
     for kind in dict.fromkeys(family[m] for m in mean.index):
-        if kind == "floor":
+        if kind in catalog.UNTRAINED_FAMILIES:
             continue
         candidates = mean[[m for m in mean.index if family[m] == kind and m not in chosen]]
         if len(candidates):
             chosen.append(candidates.idxmax())
-    return chosen + [m for m in mean.index if family[m] == "floor"]
+    return chosen + [m for m in mean.index if family[m] in catalog.UNTRAINED_FAMILIES]
 
 
 def figure2(
@@ -614,7 +621,9 @@ def cost_accuracy(
             color = f"C{index % 10}"
             x = getattr(row, column)
             if pd.isna(x):  # a method without this cost (a floor): a horizontal line
-                ax.axhline(row.dice_mean, color=color, lw=0.8, ls="--", label=f"floor: {row.method}")
+                ax.axhline(
+                    row.dice_mean, color=color, lw=0.8, ls="--", label=f"{_untrained_kind(row.method)}: {row.method}"
+                )
                 continue
             error = [[row.dice_mean - row.low], [row.high - row.dice_mean]]
             ax.errorbar(x * scale, row.dice_mean, yerr=error, fmt="o", color=color, ms=4, capsize=2)
@@ -780,7 +789,9 @@ def paired_statistics(
     - each method against the reference (U-net): the paired Dice difference, its CI, the sign-flip p
       and Holm's correction over that family;
     - each network against each floor (a second family, Holm-corrected): a network segments beyond
-      the image's cues only when every one of its CIs against the floors lies above 0;
+      the image's cues only when every one of its CIs against the floors lies above 0; the references
+      (which read something derived from the test annotation, e.g. the caliper reader) are a third
+      family, compared with, never counted as floors;
     - Dice per metadata value (lesion type, class, ...) with counts and CIs.
     Patients are the manifest's patient groups (a patient's views, and duplicated images, move together)."""
     from sonoseg import catalog
@@ -791,17 +802,23 @@ def paired_statistics(
     reference, reference_note = reference_method(methods)
     family = f"every method vs {reference}"
     comparison = stats.compare_methods(per_image, reference, family, seed=seed, resamples=resamples)
-    floors = [m for m in methods if m in catalog.CATALOG and catalog.entry(m).family == "floor"]
-    networks = [m for m in methods if m not in floors]
-    # One call per floor (a method's result does not depend on the others compared with it).
-    versus_floors = [
-        stats.compare_methods(per_image, floor, "", methods=networks, seed=seed, resamples=resamples)
-        for floor in floors
-        if networks
-    ]
-    # One family: every network against every floor.
-    beyond = stats.as_family(versus_floors, "every network vs every floor") if versus_floors else pd.DataFrame()
-    pd.concat([comparison, beyond], ignore_index=True).to_csv(out_csv, index=False)
+    floors = [m for m in methods if m in catalog.floors()]
+    references = [m for m in methods if m in catalog.references()]
+    networks = [m for m in methods if m not in floors + references]
+
+    def against_each(untrained: list[str], family_name: str) -> pd.DataFrame:
+        """Every network against each of ``untrained``, one family (one call per method compared with:
+        a result does not depend on the others)."""
+        calls = [
+            stats.compare_methods(per_image, method, "", methods=networks, seed=seed, resamples=resamples)
+            for method in untrained
+            if networks
+        ]
+        return stats.as_family(calls, family_name) if calls else pd.DataFrame()
+
+    beyond = against_each(floors, "every network vs every floor")
+    versus_references = against_each(references, "every network vs each reference")
+    pd.concat([comparison, beyond, versus_references], ignore_index=True).to_csv(out_csv, index=False)
 
     def shown_comparison(frame: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(
@@ -837,8 +854,18 @@ def paired_statistics(
         parts.append(
             html_table(
                 shown_comparison(beyond),
-                "Against every floor (family: every network vs every floor). Beats every floor: "
+                "Against every floor (family: every network vs every floor; floors use nothing derived from "
+                "the test image's annotation). Beats every floor: "
                 + ", ".join(f"{m}: {'yes' if v else 'no'}" for m, v in verdict.items()),
+            )
+        )
+    if not versus_references.empty:
+        parts.append(
+            html_table(
+                shown_comparison(versus_references),
+                "Against each reference (family: every network vs each reference). A reference reads something "
+                "derived from the test image's annotation (the caliper reader: the phantom draws its calipers "
+                "from the mask): it is not a floor, and no verdict rests on it.",
             )
         )
     manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
