@@ -1,9 +1,11 @@
-"""What the study config asks of the workflow, per network: weight-decay candidates only where the
-weight decay is auto, and each backbone kind's pretrained weights only in networks built on it."""
+"""What the study config asks of the workflow, per network: selection candidates only where the
+learning rate or weight decay is auto, and each backbone kind's pretrained weights only in networks
+built on it."""
 
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import run_snakemake
@@ -42,7 +44,7 @@ def test_weight_decay_candidates_only_for_networks_that_use_auto(workflow_copy):
     code, output = dry_run(workflow_copy, config)
     assert code == 0, output[-3000:]
     assert candidate_networks(output) == {"unet", "light_unet"}
-    assert "weight_decay/lighter_unet_c1/" not in output
+    assert "selection/lighter_unet_c1/" not in output
 
     # A fixed weight decay for the study, auto for one network: only that one is tuned.
     config["train"] = {**BASE["train"], "weight_decay": 0.0001, "overrides": {"unet": {"weight_decay": "auto"}}}
@@ -50,11 +52,11 @@ def test_weight_decay_candidates_only_for_networks_that_use_auto(workflow_copy):
     code, output = dry_run(workflow_copy, config)
     assert code == 0, output[-3000:]
     assert candidate_networks(output) == {"unet"}
-    assert "tables/weight_decay.csv" in output
+    assert "tables/selection.csv" in output
     # Both seeds train from the recipe that the selection wrote; seed 0, the candidates' seed, is offered
     # the candidates, and training adopts the one that is this very run (tests/test_workflow.py).
     assert re.search(
-        r"sonoseg recipe .*--weight-decay-selection \S*weight_decay/unet/fold0\.json --out \S*runs/unet/fold0/recipe",
+        r"sonoseg recipe .*--selection \S*selection/unet/fold0\.json --out \S*runs/unet/fold0/recipe",
         output,
     )
     trained = re.findall(r"sonoseg train --network unet --seed (\d) --recipe \S*runs/unet/fold0/recipe\.json.*", output)
@@ -120,13 +122,75 @@ def test_old_single_pretrained_key_and_misplaced_overrides_are_clear_errors(work
     assert code != 0 and "unet has no backbone" in output
 
 
+def test_learning_rate_auto_trains_one_candidate_per_grid_point_and_chooses_on_validation(workflow_copy):
+    """learning_rate auto with weight_decay auto: every pair of the two grids is a candidate, in each
+    fold; the network's recipe takes the selection's choice; the candidates never read a test cache."""
+    config = {
+        **BASE,
+        "networks": ["unet", "lighter_unet_c1"],
+        "split": {"folds": 2},
+        "train": {
+            **BASE["train"],
+            "weight_decay": 0.0001,
+            "learning_rate_grid": [0.001, 0.003],
+            "overrides": {"unet": {"learning_rate": "auto", "weight_decay": "auto"}},
+        },
+    }
+    code, output = dry_run(workflow_copy, config)
+    assert code == 0, output[-3000:]
+    candidates = set(re.findall(r"runs/(unet--[^/]+)/fold(\d)/seed0/history\.csv", output))
+    expected = {f"unet--lr{lr}-wd{wd}" for lr in ("0.001", "0.003") for wd in ("0.0001", "0")}
+    assert candidates == {(name, fold) for name in expected for fold in "01"}
+    assert "lighter_unet_c1--" not in output  # its settings are fixed
+    for fold in "01":
+        assert re.search(rf"sonoseg recipe .*--selection \S*selection/unet/fold{fold}\.json", output)
+        assert re.search(
+            r"sonoseg select-recipe --network unet --points .*learning_rate=0\.003,weight_decay=0\b", output
+        )
+    for command in re.findall(r"sonoseg train --network unet .*", output):
+        assert "test.npz" not in command  # candidates and networks train on train and validation caches only
+
+
+def test_a_selection_chooses_the_lowest_validation_loss_among_learning_rates_and_decays(tmp_path):
+    from sonoseg import recipe, selection
+
+    candidates = []
+    for number, (lr, wd, loss) in enumerate([(0.001, 0.0, 0.30), (0.003, 0.0, 0.20), (0.003, 1e-4, 0.20)]):
+        path = tmp_path / f"h{number}.csv"
+        pd.DataFrame({"epoch": [1, 2], "val_loss": [0.9, loss], "val_dice": [0.1, 0.5]}).to_csv(path, index=False)
+        candidates.append(({"learning_rate": lr, "weight_decay": wd}, path))
+    chosen, table = selection.select(candidates)
+    assert chosen == {"learning_rate": 0.003, "weight_decay": 1e-4}  # a tie goes to the larger weight decay
+    out = tmp_path / "selection" / "unet" / "fold1.json"
+    selection.write_selection("unet", candidates, out)
+    resolved = recipe.resolve(recipe.Recipe(learning_rate=0.1, weight_decay=0.5), out)
+    assert (resolved.learning_rate, resolved.weight_decay) == (0.003, 1e-4)
+    choices = selection.choices_table([out])
+    assert choices["chosen"].tolist() == [True, False, False] and (choices["fold"] == "1").all()
+    # A selection file from before the learning rate could be chosen still reads.
+    old = tmp_path / "old.json"
+    old.write_text('{"network": "unet", "weight_decay": 0.001, "criterion": "x", "candidates": []}')
+    assert selection.read_selection(old)["chosen"] == {"weight_decay": 0.001}
+    with pytest.raises(SonosegError, match="not a recipe selection"):
+        selection.read_selection(tmp_path / "missing.json")
+
+
+def test_the_old_weight_decay_seed_key_is_a_clear_error(workflow_copy):
+    config = {**BASE, "networks": ["unet"], "train": {**BASE["train"], "weight_decay_seed": 1}}
+    code, output = dry_run(workflow_copy, config)
+    assert code != 0 and "replaced by train.selection_seed" in output
+
+
 def test_catalog_rules_without_snakemake():
     train = {
         "weight_decay": "auto",
         "pretrained_backbones": {"vgg16": "v.pth"},
         "overrides": {"fcn8s": {"weight_decay": 0.01}, "fcn16s": {"pretrained_backbone": "mine.pth"}},
     }
-    assert catalog.weight_decay_is_auto(train, "unet") and not catalog.weight_decay_is_auto(train, "fcn8s")
+    assert catalog.auto_settings(train, "unet") == ("weight_decay",) and catalog.auto_settings(train, "fcn8s") == ()
+    both = {**train, "learning_rate": "auto", "overrides": {"fcn8s": {"learning_rate": 0.01}}}
+    assert catalog.auto_settings(both, "unet") == ("learning_rate", "weight_decay")
+    assert catalog.auto_settings(both, "fcn8s") == ("weight_decay",)
     assert catalog.pretrained_backbone_for(train, "fcn32s") == "v.pth"
     assert catalog.pretrained_backbone_for(train, "fcn16s") == "mine.pth"
     assert catalog.pretrained_backbone_for(train, "deeplabv3plus_resnet101") == ""
@@ -201,9 +265,10 @@ def test_run_sheet_has_one_row_per_run(workflow_copy):
     sheet = pd.read_csv(StringIO(printed.stdout), sep="\t", dtype=str, keep_default_na=False)
     names = ["unet", "lighter_unet_c1", "unet--wd0.0001", "unet--wd0", "ladder--baseline", "ladder--adam"]
     assert list(sheet["name"]) == [*names, "threshold_baseline"]
-    assert list(sheet["kind"]) == ["network"] * 2 + ["weight_decay_candidate"] * 2 + ["ladder_step"] * 2 + ["baseline"]
+    assert list(sheet["kind"]) == ["network"] * 2 + ["candidate"] * 2 + ["ladder_step"] * 2 + ["baseline"]
     assert list(sheet["seeds"]) == ["0 1", "0 1", "0", "0", "0", "0", "0 1"]
-    assert list(sheet["weight_decay_from"]) == ["unet", "", "", "", "", "", ""]
+    assert list(sheet["selected_from"]) == ["unet", "", "", "", "", "", ""]
+    assert list(sheet["point"][2:4]) == ["weight_decay=0.0001", "weight_decay=0"]
     assert sheet.loc[sheet["name"] == "threshold_baseline", "recipe"].item() == ""
     # A network's overrides are its changes to the study's recipe (a chosen weight decay is not one).
     assert list(sheet["recipe_changes"][:2]) == ["", "loss bce_dice; precision fp32"]

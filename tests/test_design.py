@@ -171,7 +171,7 @@ def test_the_readmes_study_commands_plan_the_paper_study(workflow_copy):
         assert result.returncode == 0, result.stderr[-2000:]
         assert jobs_of(result.stdout)["train"] == 17 * 3 + 17 * 5 + 7 * 3  # networks x seeds, candidates, ladder
     one = run_snakemake(["results/paper/networks/light_unet.csv", "-n", "--cores", "8"], workflow_copy)
-    assert one.returncode == 0 and jobs_of(one.stdout)["train"] == 3 + 5  # its seeds, its weight-decay candidates
+    assert one.returncode == 0 and jobs_of(one.stdout)["train"] == 3 + 5  # its seeds, its selection candidates
 
 
 def test_confirmation_runs_the_same_protocol_on_new_patients(workflow_copy):

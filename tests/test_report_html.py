@@ -65,7 +65,7 @@ def test_report_holds_every_section_with_real_content(tiny_report):
         "report/tables/table1.html",
         "report/tables/table2.html",
         "report/tables/ladder.html",
-        "report/tables/weight_decay.html",
+        "report/tables/selection.html",
         "report/curves/unet.png",
         "report/curves/lighter_unet_c1.png",
         "report/figure2.png",

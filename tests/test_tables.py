@@ -1,11 +1,11 @@
-"""Summaries and the study's tables (sonoseg.tables), and the weight-decay choice (sonoseg.weight_decay)."""
+"""Summaries and the study's tables (sonoseg.tables), and the recipe selection's choice (sonoseg.selection)."""
 
 import math
 
 import pandas as pd
 import pytest
 
-from sonoseg import modelio, paper, tables, weight_decay
+from sonoseg import modelio, paper, selection, tables
 from sonoseg.errors import SonosegError
 
 UNET_PARAMETERS, FCN_PARAMETERS = 17_267_393, 18_643_713
@@ -41,29 +41,29 @@ def test_tables_list_only_what_the_study_ran():
 
 
 def test_weight_decay_choice_is_the_lowest_validation_loss(tmp_path):
-    histories = {}
+    candidates = []
     for decay, losses in ((0.01, [0.5, 0.4, 0.45]), (0.0, [0.6, 0.3, 0.35]), (0.001, [0.3, 0.5, 0.5])):
         path = tmp_path / f"{decay}.csv"
         pd.DataFrame({"epoch": [1, 2, 3], "val_loss": losses, "val_dice": [0.1, 0.2, 0.3]}).to_csv(path, index=False)
-        histories[decay] = path
-    chosen, table = weight_decay.select(histories)
+        candidates.append(({"weight_decay": decay}, path))
+    chosen, table = selection.select(candidates)
     # 0.0 and 0.001 tie at 0.3: the larger decay wins the tie.
-    assert chosen == 0.001
+    assert chosen == {"weight_decay": 0.001}
     assert table.iloc[0]["best_epoch"] == 1 and len(table) == 3
     # The selection file says the same, and the choices table marks the chosen candidate.
-    out = tmp_path / "weight_decay" / "unet.json"
-    assert weight_decay.write_selection("unet", histories, out)[0] == 0.001
-    selection = weight_decay.read_selection(out)
-    assert selection["weight_decay"] == 0.001 and selection["criterion"] == weight_decay.CRITERION
-    choices = weight_decay.choices_table([out])
+    out = tmp_path / "selection" / "unet.json"
+    assert selection.write_selection("unet", candidates, out)[0] == {"weight_decay": 0.001}
+    chosen_file = selection.read_selection(out)
+    assert chosen_file["chosen"] == {"weight_decay": 0.001} and chosen_file["criterion"] == selection.CRITERION
+    choices = selection.choices_table([out])
     assert choices.loc[choices["chosen"], "weight_decay"].tolist() == [0.001] and len(choices) == 3
     # Each cross-validation fold chooses on its own: the table says which fold a row is.
-    fold1 = tmp_path / "weight_decay" / "unet" / "fold1.json"
-    weight_decay.write_selection("unet", histories, fold1)
-    assert weight_decay.choices_table([out, fold1])["fold"].tolist() == [""] * 3 + ["1"] * 3
+    fold1 = tmp_path / "selection" / "unet" / "fold1.json"
+    selection.write_selection("unet", candidates, fold1)
+    assert selection.choices_table([out, fold1])["fold"].tolist() == [""] * 3 + ["1"] * 3
     (tmp_path / "not_a_selection.json").write_text("{}")
-    with pytest.raises(SonosegError, match="not a weight-decay selection"):
-        weight_decay.read_selection(tmp_path / "not_a_selection.json")
+    with pytest.raises(SonosegError, match="not a recipe selection"):
+        selection.read_selection(tmp_path / "not_a_selection.json")
 
 
 def test_hd95_in_mm_appears_when_a_pixel_spacing_was_given():

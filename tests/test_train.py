@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from sonoseg import device, modelio, preprocess, synth, train, weight_decay
+from sonoseg import device, modelio, preprocess, selection, synth, train
 from sonoseg.errors import SonosegError
 from sonoseg.recipe import Recipe, ladder_recipes, recipe_from_config, resolve
 
@@ -457,10 +457,11 @@ def test_training_adopts_the_chosen_weight_decay_candidate_and_only_it(small_cac
         recipe = base.with_changes({"weight_decay": decay})
         fit("lighter_unet_c1", 0, small_caches, recipe, out / "model.pt", out / "history.csv", device="cpu", threads=1)
         candidates[decay] = (out / "model.pt", out / "history.csv")
-    selection = tmp_path / "weight_decay" / "lighter_unet_c1.json"
-    chosen, _ = weight_decay.write_selection("lighter_unet_c1", {d: h for d, (_, h) in candidates.items()}, selection)
+    selection_file = tmp_path / "selection" / "lighter_unet_c1.json"
+    points = [({"weight_decay": d}, h) for d, (_, h) in candidates.items()]
+    chosen = selection.write_selection("lighter_unet_c1", points, selection_file)[0]["weight_decay"]
     other = next(d for d in candidates if d != chosen)
-    final_recipe = resolve(base, selection)  # the network's recipe.json, as `sonoseg recipe` writes it
+    final_recipe = resolve(base, selection_file)  # the network's recipe.json, as `sonoseg recipe` writes it
     assert final_recipe.weight_decay == chosen
 
     epochs_trained = []

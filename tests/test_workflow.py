@@ -57,7 +57,7 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     cost = pd.read_csv(out / "tables" / "cost.csv")
     assert list(cost.columns) == COST_COLUMNS
     assert sorted(cost["network"]) == ["lighter_unet_c1", "unet"] and (cost["latency_ms"] > 0).all()
-    choices = pd.read_csv(out / "tables" / "weight_decay.csv")
+    choices = pd.read_csv(out / "tables" / "selection.csv")
     assert sorted(choices["network"].unique()) == ["lighter_unet_c1"]  # the one network whose decay is auto
     assert choices["chosen"].sum() == 1 and (choices["criterion"] == "lowest validation loss").all()
     # Its seed-0 run is the chosen candidate itself (same network, seed, recipe and data), not a retraining.
@@ -89,7 +89,7 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     assert not list((out / "runs" / "threshold_baseline").rglob("model.pt"))
     # The run sheet, as a person reads it: one row per run, every kind.
     sheet = pd.read_csv(out / "runs.tsv", sep="\t", dtype=str, keep_default_na=False)
-    assert set(sheet["kind"]) == {"network", "weight_decay_candidate", "ladder_step", "baseline"}
+    assert set(sheet["kind"]) == {"network", "candidate", "ladder_step", "baseline"}
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(sheet["name"])
     # Ladder runs are runs like any other: their per-seed files parse as <run>/seed<N>, curves included.
     assert (out / "report" / "curves" / "ladder--adam.png").stat().st_size > 0
@@ -184,10 +184,16 @@ def test_quick_study_on_a_synth_folder_dataset_is_the_same_dag(workflow_copy):
     assert jobs == builtin_jobs
 
 
-def test_weight_decay_selection_never_takes_the_test_split(workflow_copy):
-    # Weight decay auto for all three: candidates, selections, seed 0 adopted from the chosen candidates,
-    # seed 1 trained.
-    train = {**TINY["train"], "weight_decay": "auto", "overrides": {}}
+def test_recipe_selection_never_takes_the_test_split(workflow_copy):
+    # Learning rate and weight decay auto for all three: candidates (2 x 2 each), selections, seed 0
+    # adopted from the chosen candidates, seed 1 trained.
+    train = {
+        **TINY["train"],
+        "learning_rate": "auto",
+        "learning_rate_grid": [0.001, 0.003],
+        "weight_decay": "auto",
+        "overrides": {},
+    }
     auto = {**TINY, "networks": ["unet", "lighter_unet_c1", "fcn8s"], "seeds": [0, 1], "train": train}
     dag = run_snakemake(
         ["all", "--dag", "--cores", "1", "--configfile", write_config(workflow_copy, auto)], workflow_copy
@@ -212,10 +218,10 @@ def test_weight_decay_selection_never_takes_the_test_split(workflow_copy):
     assert len(test_cache) == 1
     # A node's label is its rule, then its wildcards (Snakemake leaves some out), one per line.
     rule_of = {n: label.split("\\n")[0] for n, label in labels.items()}
-    selection = [n for n, rule in rule_of.items() if rule in ("select_weight_decay", "train", "recipe")]
-    # trainings: candidates (3 x 2), seeds 0 (adopting a candidate) and 1 (3 x 2), ladder steps (2 x 2);
-    # selections (3); recipes: one per trained run (3 networks + 6 candidates + 2 steps)
-    assert len(selection) == 3 * 2 + 3 * 2 + 2 * 2 + 3 + (3 + 6 + 2)
+    selection = [n for n, rule in rule_of.items() if rule in ("select_recipe", "train", "recipe")]
+    # trainings: candidates (3 x 4), seeds 0 (adopting a candidate) and 1 (3 x 2), ladder steps (2 x 2);
+    # selections (3); recipes: one per trained run (3 networks + 12 candidates + 2 steps)
+    assert len(selection) == 3 * 4 + 3 * 2 + 2 * 2 + 3 + (3 + 12 + 2)
     for node in selection:
         assert not (ancestors(node) & test_cache), labels[node]
     # ... while the evaluation does use it.

@@ -203,11 +203,13 @@ def has_backbone(name: str) -> bool:
     return backbone_kind(name) is not None
 
 
-def weight_decay_is_auto(train_section: dict, network: str) -> bool:
-    """Whether a network's weight decay is chosen on the validation set: its override's value
-    when it has one, else the train section's."""
+def auto_settings(train_section: dict, network: str) -> tuple[str, ...]:
+    """The recipe settings chosen for a network on the validation set (``auto``: its override's value
+    when it has one, else the train section's), in sonoseg.recipe.SELECTABLE's order."""
+    from sonoseg.recipe import SELECTABLE
+
     override = train_section.get("overrides", {}).get(network, {})
-    return override.get("weight_decay", train_section.get("weight_decay")) == "auto"
+    return tuple(k for k in SELECTABLE if override.get(k, train_section.get(k)) == "auto")
 
 
 def pretrained_backbone_for(train_section: dict, network: str) -> str:

@@ -122,7 +122,7 @@ def load_config(configfiles: list[str]) -> dict:
 def cmd_recipe(args) -> None:
     from sonoseg import recipe
 
-    final = recipe.resolve(recipe.Recipe.from_json(args.recipe), args.weight_decay_selection or None)
+    final = recipe.resolve(recipe.Recipe.from_json(args.recipe), args.selection or None)
     final.write(args.out)
     log.info("recipe: %s", final.to_json())
 
@@ -195,12 +195,22 @@ def cmd_train(args) -> None:
     )
 
 
-def cmd_select_weight_decay(args) -> None:
-    from sonoseg import weight_decay
+def _point(text: str) -> dict[str, float]:
+    """A candidate's settings as the workflow passes them: name=value[,name=value]."""
+    try:
+        return {name: float(value) for name, value in (item.split("=", 1) for item in text.split(","))}
+    except ValueError:
+        raise SonosegError(f"--points: {text!r} is not name=value[,name=value]") from None
 
-    candidates = dict(zip((float(d) for d in args.decays), args.histories, strict=True))
-    chosen, table = weight_decay.write_selection(args.network, candidates, args.out)
-    log.info("%s: weight decay %g chosen by %s\n%s", args.network, chosen, weight_decay.CRITERION, table.to_string())
+
+def cmd_select_recipe(args) -> None:
+    from sonoseg import selection
+
+    if len(args.points) != len(args.histories):
+        raise SonosegError(f"--points names {len(args.points)} candidates, --histories {len(args.histories)}")
+    candidates = [(_point(point), history) for point, history in zip(args.points, args.histories)]
+    chosen, table = selection.write_selection(args.network, candidates, args.out)
+    log.info("%s: %s chosen by %s\n%s", args.network, chosen, selection.CRITERION, table.to_string())
 
 
 def cmd_predict(args) -> None:
@@ -331,10 +341,10 @@ def cmd_marks_ablation(args) -> None:
     log.info("caliper ablation (other marks - main):\n%s", table.to_string(index=False))
 
 
-def cmd_weight_decay_table(args) -> None:
-    from sonoseg import weight_decay
+def cmd_selection_table(args) -> None:
+    from sonoseg import selection
 
-    weight_decay.choices_table(args.choices).to_csv(args.out, index=False)
+    selection.choices_table(args.choices).to_csv(args.out, index=False)
 
 
 def cmd_report_data(args) -> None:
@@ -435,9 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="", help="write the TSV here instead of standard output")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("recipe", help="write a run's recipe.json (the weight-decay selection's choice applied)")
+    p = sub.add_parser("recipe", help="write a run's recipe.json (the recipe selection's choice applied)")
     p.add_argument("--recipe", required=True, help="the run sheet's recipe as JSON")
-    p.add_argument("--weight-decay-selection", default="", help="the selection whose weight decay the run takes")
+    p.add_argument("--selection", default="", help="the recipe selection whose chosen settings the run takes")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_recipe)
 
@@ -486,12 +496,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-per-gpu", type=int, default=1, help="jobs sharing one GPU (train.runs_per_gpu)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("select-weight-decay", help="pick a network's weight decay by validation loss")
+    p = sub.add_parser(
+        "select-recipe", help="choose a network's auto settings (learning rate, weight decay) by validation loss"
+    )
     p.add_argument("--network", required=True)
-    p.add_argument("--decays", nargs="+", required=True)
-    p.add_argument("--histories", nargs="+", required=True)
+    p.add_argument("--points", nargs="+", required=True, help="each candidate's settings: name=value[,name=value]")
+    p.add_argument("--histories", nargs="+", required=True, help="each candidate's history.csv, in the same order")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_select_weight_decay)
+    p.set_defaults(func=cmd_select_recipe)
 
     p = sub.add_parser("predict", help="segment the test images (a trained network, or a floor), at original size")
     p.add_argument("--model", default="", help="a trained network's model.pt (with --data)")
@@ -594,10 +606,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_marks_ablation)
 
-    p = sub.add_parser("weight-decay-table", help="collect every network's weight-decay choice")
+    p = sub.add_parser("selection-table", help="collect every network's recipe selection (learning rate, weight decay)")
     p.add_argument("--choices", nargs="+", required=True)
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_weight_decay_table)
+    p.set_defaults(func=cmd_selection_table)
 
     p = sub.add_parser("report-data", help="report: manifest and split counts (HTML), sample images (PNG)")
     p.add_argument("--manifest", required=True)
@@ -608,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--marks", help="the images with the most coloured marks, before and after inpainting (PNG)")
     p.set_defaults(func=cmd_report_data)
     p = sub.add_parser("report-table", help="report: one study table as HTML, ours beside the paper's")
-    p.add_argument("kind", choices=["table1", "table2", "beyond", "ladder", "weight_decay"])
+    p.add_argument("kind", choices=["table1", "table2", "beyond", "ladder", "selection"])
     p.add_argument("--table", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report_table)

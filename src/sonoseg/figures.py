@@ -297,7 +297,7 @@ def marks_examples(manifest_csv: str | Path, out_png: str | Path, count: int = 4
 
 
 def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> None:
-    """Table 1, Table 2, the ladder or the weight-decay choices, ours beside the paper's with the difference."""
+    """Table 1, Table 2, the ladder or the recipe selection's choices, ours beside the paper's with the difference."""
     table = pd.read_csv(table_csv)
     if kind in ("table1", "table2", "beyond"):
         title = {
@@ -357,13 +357,18 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
             }
         )
         notes = [note("Each step adds one change to the previous one; the paper's Dice is U-net's.")]
-    elif kind == "weight_decay":
-        title = "Weight decay chosen per network (lowest validation loss)"
+    elif kind == "selection":
+        title = "Learning rate and weight decay chosen per network and fold (lowest validation loss)"
+        chosen_settings = {
+            label: table[column].map(lambda v: "" if pd.isna(v) else f"{v:g}")
+            for column, label in (("learning_rate", "Learning rate"), ("weight_decay", "Weight decay"))
+            if column in table
+        }
         shown = pd.DataFrame(
             {
                 "Network": table["network"],
                 "Fold": table["fold"] if "fold" in table else "",
-                "Weight decay": table["weight_decay"].map(lambda v: f"{v:g}"),
+                **chosen_settings,
                 "Chosen": table["chosen"].map(lambda c: "✔" if str(c).lower() in ("true", "1") else ""),
                 "Best val loss": [_fmt(v, 4) for v in table["best_val_loss"]],
                 "Val Dice at best": [_fmt(v, 3) for v in table["val_dice_at_best"]],
@@ -372,12 +377,13 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
         )
         notes = [
             note(
-                "The paper tuned weight decay per network within {1e-2, 1e-3, 1e-4, 1e-5, 0} on the "
-                "validation set and reports 1e-4 for U-net; the test split is never read by this choice."
+                "The paper tuned weight decay per network within {1e-2, 1e-3, 1e-4, 1e-5, 0} on the validation "
+                "set and gave every network U-net's learning rate; here each network's auto settings are chosen "
+                "in each fold on that fold's validation part. The test split is never read by this choice."
             )
         ]
     else:
-        raise SonosegError(f"table kind {kind!r}: expected table1, table2, ladder or weight_decay")
+        raise SonosegError(f"table kind {kind!r}: expected table1, table2, beyond, ladder or selection")
     write_page(out_html, _caption_of(table_csv) or title, [html_table(shown), *notes])
 
 

@@ -1,5 +1,5 @@
 """The training recipe: one dataclass, filled from the config's train section plus any deltas
-(a tuning-ladder step, a weight-decay candidate). Deltas are config, never code."""
+(a tuning-ladder step, a recipe-selection candidate). Deltas are config, never code."""
 
 from __future__ import annotations
 
@@ -112,14 +112,20 @@ class Recipe:
         Path(path).write_text(json.dumps(self.as_dict(), sort_keys=True, indent=2) + "\n")
 
 
+# The settings that `auto` chooses per network and fold on the validation set (sonoseg.selection),
+# each with its grid's config key.
+SELECTABLE = ("learning_rate", "weight_decay")
+GRIDS = {"learning_rate": "learning_rate_grid", "weight_decay": "weight_decay_grid"}
+
+
 def resolve(base: Recipe, selection: str | Path | None = None) -> Recipe:
-    """A run's final recipe: its sheet row's recipe, with the weight decay that the weight-decay
-    selection chose (``selection``: its JSON file) when the run's weight decay is chosen there."""
+    """A run's final recipe: its sheet row's recipe, with the settings that the recipe selection chose
+    (``selection``: its JSON file) when the run's settings are chosen there."""
     if not selection:
         return base
-    from sonoseg.weight_decay import read_selection  # the selection file's one reader (it checks the file)
+    from sonoseg.selection import read_selection  # the selection file's one reader (it checks the file)
 
-    return base.with_changes({"weight_decay": float(read_selection(selection)["weight_decay"])})
+    return base.with_changes(read_selection(selection)["chosen"])
 
 
 def recipe_from_config(train_section: dict) -> Recipe:
@@ -144,11 +150,11 @@ def network_recipe(train_section: dict, network: str, changes: dict | None = Non
     """A network's training settings: the train section, then its overrides, then any changes.
 
     An override's pretrained_backbone is not a recipe setting (sonoseg.catalog.pretrained_backbone_for),
-    and an override's weight_decay auto is resolved by the weight-decay selection."""
+    and an override's learning_rate or weight_decay auto is resolved by the recipe selection."""
     overrides = {
         k: v
         for k, v in train_section.get("overrides", {}).get(network, {}).items()
-        if k != "pretrained_backbone" and not (k == "weight_decay" and v == "auto")
+        if k != "pretrained_backbone" and not (k in SELECTABLE and v == "auto")
     }
     return recipe_from_config(train_section).with_changes(overrides).with_changes(changes or {})
 

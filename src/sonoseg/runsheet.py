@@ -6,14 +6,16 @@ more seeds. Its kind is a column, and one rule chain (workflow/rules/runs.smk) s
 | kind | what it is | its name |
 |---|---|---|
 | ``network`` | a network of ``networks`` (its recipe: the train section and its overrides) | the network |
-| ``weight_decay_candidate`` | a network with one value of ``train.weight_decay_grid`` | ``<network>--wd<decay>`` |
+| ``candidate`` | a network at one point of the grid of its ``auto`` settings | ``<network>--lr<rate>-wd<decay>`` |
 | ``ladder_step`` | the ladder network after every change up to this step | ``ladder--<step>`` |
-| ``baseline`` | a method without training (a floor) | the floor |
+| ``baseline`` | a method without training (a floor or a reference) | the method |
 
-Two more columns make the evidence's dimensions: ``marks`` (coloured overlays kept or inpainted
-before resizing; the caliper ablation adds each network and floor once more under the other
-condition, as ``<name>--marks-<condition>``) and ``folds`` (patient-level cross-validation: every
-run is made once per fold, each fold testing its own patients).
+A candidate's name lists only its network's auto settings (``<network>--wd<decay>`` when the learning
+rate is fixed); its ``point`` column gives their values. ``baseline`` rows are floors or references
+(sonoseg.catalog). Two more columns make the evidence's dimensions: ``marks`` (coloured overlays kept
+or inpainted before resizing; the caliper ablation adds each network and floor once more under the
+other condition, as ``<name>--marks-<condition>``) and ``folds`` (patient-level cross-validation:
+every run is made once per fold, each fold testing its own patients).
 
 Each run lives in ``runs/<name>/fold<F>/``: ``recipe.json`` (what training reads), then per seed
 ``seed<N>/model.pt``, ``history.csv``, ``predictions/`` and ``metrics.csv``. A new kind of run is a
@@ -25,15 +27,17 @@ Torch-free: the workflow builds the sheet when it parses the Snakefile.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, replace
 
 import pandas as pd
 
 from sonoseg import catalog
 from sonoseg.errors import SonosegError
-from sonoseg.recipe import Recipe, describe_changes, ladder_recipes, network_recipe, recipe_from_config
+from sonoseg.recipe import GRIDS, Recipe, describe_changes, ladder_recipes, network_recipe, recipe_from_config
 
-KINDS = ("network", "weight_decay_candidate", "ladder_step", "baseline")
+KINDS = ("network", "candidate", "ladder_step", "baseline")
+SHORT_NAMES = {"learning_rate": "lr", "weight_decay": "wd"}  # in a candidate's name
 SEPARATOR = "--"  # between a run's method and its variant: never part of a network or step name
 
 
@@ -44,7 +48,8 @@ class Run:
     method: str  # the network built (or the floor applied)
     seeds: tuple[str, ...]
     recipe: Recipe | None = None  # None for a run without training
-    weight_decay_from: str = ""  # the network whose weight-decay selection sets this run's weight decay
+    selected_from: str = ""  # the network whose recipe selection sets this run's auto settings
+    point: tuple[tuple[str, float], ...] = ()  # a selection candidate's values of its network's auto settings
     pretrained_backbone: str = ""  # the ImageNet weights file its backbone starts from ('' for none)
     table_key: str = "network"  # the column the tables group its summary by: network, or step
     table_name: str = ""  # its row name there (the network, or the ladder step)
@@ -58,19 +63,32 @@ class Run:
 
     @property
     def evaluated(self) -> bool:
-        """Weight-decay candidates are only trained: the selection reads their validation loss."""
-        return self.kind != "weight_decay_candidate"
+        """Selection candidates are only trained: the selection reads their validation loss."""
+        return self.kind != "candidate"
 
     def row(self) -> dict:
         row = asdict(self)
         row["seeds"] = " ".join(self.seeds)
         row["folds"] = " ".join(self.folds)
         row["recipe"] = self.recipe.to_json() if self.recipe else ""
+        row["point"] = " ".join(f"{k}={decay_name(v)}" for k, v in self.point)
         return row
 
 
 def decay_name(decay: float) -> str:
     return f"{decay:g}"
+
+
+def candidate_points(train: dict, network: str) -> list[dict[str, float]]:
+    """The grid of a network's auto settings: one dict of chosen values per candidate (every
+    learning rate with every weight decay when both are auto), in the grids' order."""
+    auto = catalog.auto_settings(train, network)
+    grids = [[float(decay_name(v)) for v in train[GRIDS[setting]]] for setting in auto]
+    return [dict(zip(auto, values)) for values in itertools.product(*grids)]
+
+
+def candidate_name(network: str, point: dict[str, float]) -> str:
+    return f"{network}{SEPARATOR}" + "-".join(f"{SHORT_NAMES[k]}{decay_name(v)}" for k, v in point.items())
 
 
 def study_networks(config: dict) -> list[str]:
@@ -109,7 +127,7 @@ def check_config(config: dict) -> None:
 
 
 def build(config: dict) -> list[Run]:
-    """Every run of the study, in a stable order: networks, their weight-decay candidates, the ladder,
+    """Every run of the study, in a stable order: networks, their selection candidates, the ladder,
     the floors."""
     catalog.register_all(config.get("custom_networks", {}))
     check_config(config)
@@ -118,7 +136,7 @@ def build(config: dict) -> list[Run]:
     data = {"marks": config["preprocess"]["marks"], "folds": tuple(str(f) for f in range(config["split"]["folds"]))}
     runs: list[Run] = []
     for network in study_networks(config):
-        auto = catalog.weight_decay_is_auto(train, network)
+        auto = bool(catalog.auto_settings(train, network))
         runs.append(
             Run(
                 network,
@@ -126,7 +144,7 @@ def build(config: dict) -> list[Run]:
                 network,
                 seeds,
                 network_recipe(train, network),
-                weight_decay_from=network if auto else "",
+                selected_from=network if auto else "",
                 pretrained_backbone=catalog.pretrained_backbone_for(train, network),
                 table_name=network,
                 recipe_changes=describe_changes(recipe_from_config(train), network_recipe(train, network)),
@@ -134,16 +152,15 @@ def build(config: dict) -> list[Run]:
             )
         )
     for network in study_networks(config):
-        if not catalog.weight_decay_is_auto(train, network):
-            continue
-        for decay in train["weight_decay_grid"]:
+        for point in candidate_points(train, network) if catalog.auto_settings(train, network) else []:
             runs.append(
                 Run(
-                    f"{network}{SEPARATOR}wd{decay_name(decay)}",
-                    "weight_decay_candidate",
+                    candidate_name(network, point),
+                    "candidate",
                     network,
-                    (str(train["weight_decay_seed"]),),
-                    network_recipe(train, network, {"weight_decay": float(decay_name(decay))}),
+                    (str(train["selection_seed"]),),
+                    network_recipe(train, network, point),
+                    point=tuple(point.items()),
                     pretrained_backbone=catalog.pretrained_backbone_for(train, network),
                     table_name=network,
                     **data,
@@ -210,10 +227,10 @@ def to_tsv(runs: list[Run]) -> str:
     return to_frame(runs).to_csv(sep="\t", index=False)
 
 
-def weight_decay_selection(runs: list[Run]) -> dict[str, list[Run]]:
-    """network -> its weight-decay candidate runs, in the grid's order."""
+def selections(runs: list[Run]) -> dict[str, list[Run]]:
+    """network -> its selection candidate runs, in the grids' order."""
     selection: dict[str, list[Run]] = {}
     for run in runs:
-        if run.kind == "weight_decay_candidate":
+        if run.kind == "candidate":
             selection.setdefault(run.method, []).append(run)
     return selection

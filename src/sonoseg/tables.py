@@ -1,5 +1,5 @@
 """Summaries and the paper's tables: per-run summaries, Table 1, Table 2, the tuning ladder and the
-weight-decay choices, as CSV, Markdown and LaTeX, with the paper's values beside ours."""
+recipe-selection choices, as CSV, Markdown and LaTeX, with the paper's values beside ours."""
 
 from __future__ import annotations
 

@@ -376,7 +376,7 @@ def train(
     """Train one network with one seed; writes model_out and history_out. Returns a summary.
 
     ``reusable``: finished runs (model, history) one of which may be this very training (the chosen
-    weight-decay candidate, for the run with the candidates' seed); the one whose fingerprint matches
+    recipe-selection candidate, for the run with the candidates' seed); the one whose fingerprint matches
     is adopted (copied) instead of trained again."""
     if threads:
         torch.set_num_threads(threads)

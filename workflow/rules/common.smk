@@ -17,6 +17,11 @@ if "pretrained_backbone" in config.get("train", {}):
         "config train.pretrained_backbone: replaced by train.pretrained_backbones, one weights file per "
         "backbone kind (docs/method.md)"
     )
+if "weight_decay_seed" in config.get("train", {}):
+    raise ValueError(
+        "config train.weight_decay_seed: replaced by train.selection_seed (the seed of the recipe selection's "
+        "candidates, which may choose the learning rate as well as the weight decay)"
+    )
 if "resources" in config:
     raise ValueError(
         "config resources: runtime and memory per job now live in the profile (default-resources, and "
@@ -87,7 +92,7 @@ def custom_networks_arg(networks):
 # The main condition's networks and floors (the caliper ablation's twins are named <name>--marks-<...>).
 NETWORKS = [run.name for run in RUNS.values() if run.kind == "network" and run.name == run.method]
 FLOORS = [run.name for run in RUNS.values() if run.kind == "baseline" and run.name == run.method]
-WEIGHT_DECAY = runsheet.weight_decay_selection(list(RUNS.values()))  # network -> its candidate runs
+SELECTIONS = runsheet.selections(list(RUNS.values()))  # network -> its recipe-selection candidate runs
 LADDER_RUNS = [run.name for run in RUNS.values() if run.kind == "ladder_step"]
 ABLATION = runsheet.ablation_pairs(list(RUNS.values()))  # (main run, its other-marks twin) per method
 FOLDS = [str(f) for f in range(config["split"]["folds"])]
@@ -99,7 +104,7 @@ def _alternatives(values):
 
 wildcard_constraints:
     run=_alternatives(RUNS),
-    network=_alternatives(WEIGHT_DECAY),
+    network=_alternatives(SELECTIONS),
     seed=r"\d+",
     fold=r"\d+",
     marks="keep|inpaint",
@@ -129,13 +134,13 @@ def cache(run, fold, part):
 
 
 def get_recipe_inputs(wildcards):
-    """A run whose weight decay is selected reads the selection's choice in its fold."""
-    network = run_of(wildcards).weight_decay_from
-    return {"selection": f"{OUT}/weight_decay/{network}/fold{wildcards.fold}.json"} if network else {}
+    """A run whose learning rate or weight decay is chosen reads the selection's choice in its fold."""
+    network = run_of(wildcards).selected_from
+    return {"selection": f"{OUT}/selection/{network}/fold{wildcards.fold}.json"} if network else {}
 
 
 def get_training_inputs(wildcards):
-    """The run's recipe and data; for the run that the weight-decay selection already trained (the
+    """The run's recipe and data; for the run that the recipe selection already trained (the
     network's run with the candidates' seed), the candidates, one of which it adopts."""
     run = run_of(wildcards)
     inputs = {
@@ -145,23 +150,28 @@ def get_training_inputs(wildcards):
     }
     if run.pretrained_backbone:  # its weights' record: a changed weights file retrains the run
         inputs["pretrained_record"] = source_record(PRETRAINED_SOURCES[run.pretrained_backbone])
-    if run.weight_decay_from and wildcards.seed == str(TRAIN["weight_decay_seed"]):
-        candidates = [run_dir(c.name, wildcards.fold, wildcards.seed) for c in WEIGHT_DECAY[run.weight_decay_from]]
+    if run.selected_from and wildcards.seed == str(TRAIN["selection_seed"]):
+        candidates = [run_dir(c.name, wildcards.fold, wildcards.seed) for c in SELECTIONS[run.selected_from]]
         inputs["candidate_models"] = [f"{c}/model.pt" for c in candidates]
         inputs["candidate_histories"] = [f"{c}/history.csv" for c in candidates]
     return inputs
 
 
 def reuse_arg(wildcards, input):
-    """The weight-decay candidates a run may adopt instead of training again (same network, seed,
+    """The selection candidates a run may adopt instead of training again (same network, seed,
     recipe and data: the model it would train)."""
     if "candidate_models" not in input.keys():
         return ""
     return f"--reuse-models {' '.join(input.candidate_models)} --reuse-histories {' '.join(input.candidate_histories)}"
 
 
-def get_weight_decay_candidates(wildcards):
-    return [f"{run_dir(c.name, wildcards.fold, c.seeds[0])}/history.csv" for c in WEIGHT_DECAY[wildcards.network]]
+def get_selection_candidates(wildcards):
+    return [f"{run_dir(c.name, wildcards.fold, c.seeds[0])}/history.csv" for c in SELECTIONS[wildcards.network]]
+
+
+def selection_points(wildcards):
+    """Each candidate's settings, as `sonoseg select-recipe --points` reads them (name=value,...)."""
+    return " ".join(",".join(f"{k}={v!r}" for k, v in c.point) for c in SELECTIONS[wildcards.network])
 
 
 def get_prediction_inputs(wildcards):
@@ -296,8 +306,8 @@ def get_final_outputs():
     for table in study_tables():
         outputs += [f"{OUT}/tables/{table}.{ext}" for ext in ("csv", "md", "tex")]
     outputs += [f"{OUT}/networks/{run}.csv" for run in NETWORKS + FLOORS]
-    if WEIGHT_DECAY:
-        outputs.append(f"{OUT}/tables/weight_decay.csv")
+    if SELECTIONS:
+        outputs.append(f"{OUT}/tables/selection.csv")
     if ABLATION:
         outputs.append(f"{OUT}/tables/marks_ablation.csv")
     if COST["enabled"]:
@@ -335,7 +345,7 @@ def get_run_histories(wildcards):
 
 
 def get_report_tables():
-    return study_tables() + (["weight_decay"] if WEIGHT_DECAY else [])
+    return study_tables() + (["selection"] if SELECTIONS else [])
 
 
 def get_report_outputs():

@@ -4,7 +4,7 @@
 
 
 wildcard_constraints:
-    report_table="table1|table2|beyond|ladder|weight_decay",
+    report_table="table1|table2|beyond|ladder|selection",
 
 
 rule report_data:

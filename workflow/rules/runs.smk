@@ -1,7 +1,7 @@
 # One rule chain for every run of the sheet (common.smk: RUNS): recipe -> train -> predict ->
-# evaluate -> summary. The kind of run (network, weight-decay candidate, ladder step, floor) is a
+# evaluate -> summary. The kind of run (network, selection candidate, ladder step, floor) is a
 # column of the sheet; the input functions pick what each kind reads. Training reads the train and
-# validation caches only: the test split is never an input here, so neither the weight-decay
+# validation caches only: the test split is never an input here, so neither the recipe
 # selection nor early stopping can see it.
 
 
@@ -35,24 +35,26 @@ rule recipe:
         CONDA_ENV
     params:
         recipe=lambda wc: run_of(wc).recipe.to_json(),
-        selection=lambda wc, input: f"--weight-decay-selection {input.selection}" if "selection" in input.keys() else "",
+        selection=lambda wc, input: f"--selection {input.selection}" if "selection" in input.keys() else "",
     shell:
         "sonoseg recipe --recipe {params.recipe:q} {params.selection} --out {output} > {log} 2>&1"
 
 
-rule select_weight_decay:
+rule select_recipe:
+    # A network's auto settings (learning rate, weight decay) in one fold: the candidate with the lowest
+    # validation loss (sonoseg.selection).
     input:
-        get_weight_decay_candidates,
+        get_selection_candidates,
     output:
-        f"{OUT}/weight_decay/{{network}}/fold{{fold}}.json",
+        f"{OUT}/selection/{{network}}/fold{{fold}}.json",
     log:
-        f"{LOGS}/select_weight_decay/{{network}}/fold{{fold}}.log",
+        f"{LOGS}/select_recipe/{{network}}/fold{{fold}}.log",
     conda:
         CONDA_ENV
     params:
-        decays=lambda wc: " ".join(f"{c.recipe.weight_decay:g}" for c in WEIGHT_DECAY[wc.network]),
+        points=selection_points,
     shell:
-        "sonoseg select-weight-decay --network {wildcards.network} --decays {params.decays} "
+        "sonoseg select-recipe --network {wildcards.network} --points {params.points} "
         "--histories {input} --out {output} > {log} 2>&1"
 
 

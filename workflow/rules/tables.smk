@@ -1,5 +1,5 @@
-# The study's tables: Table 1, Table 2 and the ladder (ours beside the paper's), the weight-decay
-# choices, and the cost of every network. In the report as HTML: workflow/rules/report.smk.
+# The study's tables: Table 1, Table 2 and the ladder (ours beside the paper's), the recipe
+# selection's choices (learning rate, weight decay), and the cost of every network. In the report as HTML: workflow/rules/report.smk.
 
 
 rule table:
@@ -29,17 +29,17 @@ rule table:
         "{params.cost} --metrics {input.metrics} --manifest {input.manifest} --seed {params.seed} > {log} 2>&1"
 
 
-rule weight_decay_table:
+rule selection_table:
     input:
-        [f"{OUT}/weight_decay/{network}/fold{fold}.json" for network in WEIGHT_DECAY for fold in FOLDS],
+        [f"{OUT}/selection/{network}/fold{fold}.json" for network in SELECTIONS for fold in FOLDS],
     output:
-        f"{OUT}/tables/weight_decay.csv",
+        f"{OUT}/tables/selection.csv",
     log:
-        f"{LOGS}/weight_decay_table.log",
+        f"{LOGS}/selection_table.log",
     conda:
         CONDA_ENV
     shell:
-        "sonoseg weight-decay-table --choices {input} --out {output} > {log} 2>&1"
+        "sonoseg selection-table --choices {input} --out {output} > {log} 2>&1"
 
 
 rule cost:
