@@ -423,3 +423,33 @@ def test_equivalence_needs_the_bootstrap_interval_and_the_tost():
     far = stats.equivalence(table, "far", "unet", margin=0.02, resamples=2000)
     assert close["equivalent"] and close["tost_p"] < 0.05 and -0.02 < close["ci_low"] < close["ci_high"] < 0.02
     assert not far["equivalent"] and far["tost_p"] > 0.5
+
+
+def test_sign_flips_make_a_holm_p_near_005_precise_in_any_family():
+    """permutations_for(m): a Holm-adjusted p near 0.05, whatever its multiplier k <= m, has a Monte Carlo
+    standard error below 0.002; never fewer than 100,000 flips."""
+    for size in (1, 3, 19, 60, 200):
+        flips = stats.permutations_for(size)
+        assert flips >= 100_000
+        worst = max(k * np.sqrt((0.05 / k) * (1 - 0.05 / k) / flips) for k in range(1, size + 1))
+        assert worst < 0.002, (size, flips, worst)
+    assert stats.permutations_for(19) > stats.permutations_for(1) == 100_000
+
+
+def test_holm_p_values_carry_their_monte_carlo_error_and_say_when_they_are_near_005():
+    p = np.array([0.01, 0.02, 0.03])
+    error = stats.holm_mc_error(p, np.array([10_000, 10_000, 0]))
+    # Multipliers 3, 2, 1 (by rank); an exact p (no random flips) has none.
+    assert error == pytest.approx([3 * np.sqrt(0.01 * 0.99 / 1e4), 2 * np.sqrt(0.02 * 0.98 / 1e4), 0.0])
+    rows = pd.DataFrame({"p": [0.0248, 0.2], "permutations": [1_000, 1_000]})
+    family = stats.as_family([rows], "f")
+    # 0.0248 x 2 = 0.0496, within two errors (2 x 2 x 0.0049) of 0.05: flagged; 0.2 is not.
+    assert family["near_threshold"].tolist() == [True, False]
+
+
+def test_comparisons_record_their_sign_flips():
+    table = stats.compare_methods(study(), "unet", "f", resamples=200)
+    patients = table["patients"].iloc[0]
+    expected = 0 if patients <= stats.EXACT_SIGN_FLIP_MAX_PATIENTS else stats.permutations_for(len(table))
+    assert (table["permutations"] == expected).all()
+    assert list(table.columns) == stats.COMPARISON_COLUMNS

@@ -9,6 +9,7 @@ describes: use it for anything a reviewer reads."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -118,7 +119,22 @@ COMPARISON_COLUMNS = [
     "p",
     "p_holm",
     "significant",
+    "permutations",
+    "p_mc_error",
+    "near_threshold",
 ]
+# Sign flips (docs/statistics.md, "Precision of the p-values"): at least MIN_PERMUTATIONS, and enough
+# that a Holm-adjusted p near alpha has a Monte Carlo standard error below P_TARGET_ERROR in its family.
+MIN_PERMUTATIONS = 100_000
+P_TARGET_ERROR = 0.002
+
+
+def permutations_for(family_size: int, alpha: float = 0.05, target: float = P_TARGET_ERROR) -> int:
+    """Sign flips for a family of ``family_size`` comparisons. A row whose Holm multiplier is k has an
+    adjusted p of k * p_raw; near alpha, p_raw is about alpha / k, whose Monte Carlo standard error with N
+    flips is sqrt(p_raw (1 - p_raw) / N), so the adjusted p's is at most sqrt(alpha k / N) <= target when
+    N >= alpha k / target**2, for every k up to the family's size."""
+    return max(MIN_PERMUTATIONS, math.ceil(alpha * max(1, family_size) / target**2))
 
 
 def long_table(per_image: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
@@ -284,7 +300,7 @@ def _percentile_ci(replicates: np.ndarray, confidence: float) -> tuple[float, fl
 def sign_flip_p(
     patient_differences: Sequence[float] | np.ndarray,
     seed: int = 0,
-    permutations: int = 10_000,
+    permutations: int = MIN_PERMUTATIONS,
     exact_max: int = EXACT_SIGN_FLIP_MAX_PATIENTS,
 ) -> float:
     """Two-sided sign-flip permutation p-value of H0 "each patient's difference is symmetric about 0".
@@ -356,6 +372,8 @@ def _compare(
         "ci_low": low,
         "ci_high": high,
         "p": sign_flip_p(per_patient, seed, permutations),
+        # random sign flips behind p; 0 when every pattern was enumerated (an exact p)
+        "permutations": 0 if len(per_patient) <= EXACT_SIGN_FLIP_MAX_PATIENTS else permutations,
     }
     if return_replicates:
         result["replicates"] = replicates
@@ -370,7 +388,7 @@ def hierarchical_comparison(
     seed: int = 0,
     resamples: int = 10_000,
     confidence: float = 0.95,
-    permutations: int = 10_000,
+    permutations: int = MIN_PERMUTATIONS,
     return_replicates: bool = False,
 ) -> dict:
     """Candidate minus reference on the test images both evaluated, patient-level and hierarchical.
@@ -476,7 +494,7 @@ def equivalence(
     patient_means = sum(matrix.mean(axis=1) for matrix in terms.values()) / images_per_patient
     tost = tost_paired(patient_means, margin, alpha)
     inside = -margin < compared["ci_low"] and compared["ci_high"] < margin
-    compared.pop("p")
+    compared.pop("p"), compared.pop("permutations")
     return {**compared, "margin": margin, "tost_p": tost["p"], "equivalent": bool(inside and tost["equivalent"])}
 
 
@@ -490,14 +508,16 @@ def compare_methods(
     seed: int = 0,
     resamples: int = 10_000,
     confidence: float = 0.95,
-    permutations: int = 10_000,
+    permutations: int | None = None,
 ) -> pd.DataFrame:
     """Every method (default: every method of per_image but the reference, in table order) against the
     reference with hierarchical_comparison, one row each, and Holm's correction over these rows: the family
-    is this call's comparisons, named family_name. significant = p_holm < alpha.
+    is this call's comparisons, named family_name. significant = p_holm < alpha. ``permutations``: the
+    sign flips (default: permutations_for this call's rows; pass permutations_for the whole family when
+    several calls make one, see as_family).
 
     Columns: COMPARISON_COLUMNS (method, reference, family, patients, images, runs_candidate, runs_reference,
-    mean_difference, ci_low, ci_high, p, p_holm, significant)."""
+    mean_difference, ci_low, ci_high, p, p_holm, significant, permutations, p_mc_error, near_threshold)."""
     by_method = _by_method(long_table(per_image, metric))
     _method_rows(by_method, reference, "reference")
     if not 0 < alpha < 1:
@@ -506,12 +526,17 @@ def compare_methods(
         methods = [m for m in by_method if m != reference]
     elif reference in methods:
         raise SonosegError(f"statistics: the reference {reference!r} is also listed among the methods to compare")
+    if permutations is None:
+        permutations = permutations_for(len(methods), alpha)
     rows = [
         _compare(by_method, metric, method, reference, seed, resamples, confidence, permutations, False)
         for method in methods
     ]
-    frame = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c not in ("family", "p_holm", "significant")])
+    frame = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c not in FAMILY_COLUMNS])
     return as_family([frame], family_name, alpha)[COMPARISON_COLUMNS]
+
+
+FAMILY_COLUMNS = ("family", "p_holm", "significant", "p_mc_error", "near_threshold")  # set by as_family
 
 
 def as_family(comparisons: Sequence[pd.DataFrame], family_name: str, alpha: float = 0.05) -> pd.DataFrame:
@@ -521,7 +546,22 @@ def as_family(comparisons: Sequence[pd.DataFrame], family_name: str, alpha: floa
     frame["family"] = family_name
     frame["p_holm"] = holm(frame["p"].to_numpy())
     frame["significant"] = frame["p_holm"] < alpha
+    frame["p_mc_error"] = holm_mc_error(frame["p"].to_numpy(), frame["permutations"].to_numpy())
+    frame["near_threshold"] = (frame["p_holm"] - alpha).abs() < 2 * frame["p_mc_error"]
     return frame
+
+
+def holm_mc_error(p_values: np.ndarray, permutations: np.ndarray) -> np.ndarray:
+    """The Monte Carlo standard error of each Holm-adjusted p: its multiplier (m - rank, rank 0 for the
+    smallest p) times sqrt(p (1 - p) / N) for a p from N random sign flips; 0 for an exact p (N = 0),
+    at most 1."""
+    p = np.asarray(p_values, dtype=float)
+    flips = np.asarray(permutations, dtype=float)
+    multiplier = np.empty(p.size)
+    multiplier[np.argsort(p, kind="stable")] = p.size - np.arange(p.size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        error = np.where(flips > 0, multiplier * np.sqrt(p * (1 - p) / np.where(flips > 0, flips, 1)), 0.0)
+    return np.minimum(error, 1.0)
 
 
 def _method_ci(

@@ -541,13 +541,16 @@ def marks_ablation(
 
     per_image = patient_table(metrics_paths, manifest_csv)
     rows = []
+    flips = stats.permutations_for(len(pairs))
     for main, twin in pairs:
         both = per_image[per_image["method"].isin([main, twin])]
-        result = stats.hierarchical_comparison(both, twin, main, seed=seed)
+        result = stats.hierarchical_comparison(both, twin, main, seed=seed, permutations=flips)
         means = both.groupby("method")["dice"].mean()
         rows.append({**result, "method": main, "twin": twin, "dice_main": means[main], "dice_twin": means[twin]})
     table = pd.DataFrame(rows)
     if not table.empty:
         table["p_holm"] = stats.holm(table["p"].to_numpy())
+        table["p_mc_error"] = stats.holm_mc_error(table["p"].to_numpy(), table["permutations"].to_numpy())
+        table["near_threshold"] = (table["p_holm"] - 0.05).abs() < 2 * table["p_mc_error"]
         table["family"] = "twin (other marks) vs main, Holm over the methods"
     return table
