@@ -232,7 +232,9 @@ def cmd_predict(args) -> None:
         slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841 - held until the process ends
         from sonoseg import infer
 
-        count = infer.predict(args.model, args.data, samples, args.outdir, args.component_rule, args.device)
+        count = infer.predict(
+            args.model, args.data, samples, args.outdir, args.component_rule, args.device, reliance=args.reliance
+        )
     log.info("wrote %d predictions to %s", count, args.outdir)
 
 
@@ -336,7 +338,7 @@ def cmd_marks_ablation(args) -> None:
     from sonoseg import tables
 
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
-    table = tables.marks_ablation(args.metrics, pairs, args.manifest, args.seed)
+    table = tables.marks_ablation(args.metrics, pairs, args.manifest, args.seed, args.family)
     table.to_csv(args.out, index=False)
     log.info("caliper ablation (other marks - main):\n%s", table.to_string(index=False))
 
@@ -510,6 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="", help="the resized test images (data/cache/test.npz)")
     p.add_argument("--baseline", default="", help="a floor without training (e.g. threshold_baseline)")
     p.add_argument("--marks", default="keep", choices=MARKS, help="a floor's images: marks kept or inpainted")
+    p.add_argument(
+        "--reliance",
+        action="store_true",
+        help="the one exception to matching marks: a model trained with marks kept, tested with them inpainted",
+    )
     p.add_argument("--fold", type=int, default=0, help="the cross-validation fold whose test part to segment")
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", required=True)
@@ -602,6 +609,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--pairs", nargs="+", required=True, help="MAIN:TWIN run names")
     p.add_argument("--metrics", nargs="+", required=True, help="both runs' .../runs/<run>/fold<F>/seed<N>/metrics.csv")
+    p.add_argument(
+        "--family",
+        default="ablation",
+        choices=["ablation", "reliance"],
+        help="ablation: trained and tested the other way; reliance: the same models tested with marks inpainted",
+    )
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_marks_ablation)

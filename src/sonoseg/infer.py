@@ -73,8 +73,14 @@ def predict(
     rule: str = "area",
     device: str = "auto",
     batch_size: int = 8,
+    reliance: bool = False,
 ) -> int:
-    """Write <outdir>/<sample_id>.png (0/255) at each sample's original size."""
+    """Write <outdir>/<sample_id>.png (0/255) at each sample's original size.
+
+    The cache must be prepared as the model's training data was: a cache whose coloured marks were
+    treated otherwise is refused, except for the one named exception ``reliance``: a model trained
+    with the marks kept, tested on the same images with them inpainted, to measure how much it relied
+    on them (docs/marks_and_floors.md)."""
     predictor = torch_predictor(model_path, device)  # the same model wrapper that `segment` and export use
     arrays = load_cache(data_path)
     resized = cache_interpolation(arrays)
@@ -83,7 +89,12 @@ def predict(
             f"{data_path} was resized {resized}, but {model_path} was trained on images "
             f"resized {predictor.interpolation}: rebuild the cache with the model's preprocess.interpolation"
         )
-    if cache_marks(arrays) != predictor.marks:
+    if reliance and (predictor.marks, cache_marks(arrays)) != ("keep", "inpaint"):
+        raise SonosegError(
+            f"reliance: tests a model trained with marks kept on images with them inpainted; {model_path} was "
+            f"trained with marks {predictor.marks} and {data_path} has them {cache_marks(arrays)}"
+        )
+    if cache_marks(arrays) != predictor.marks and not reliance:
         raise SonosegError(
             f"{data_path} has its coloured marks {cache_marks(arrays)}, but {model_path} was trained on images "
             f"with marks {predictor.marks}: rebuild the cache with the model's preprocess.marks"

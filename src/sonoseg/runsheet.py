@@ -9,6 +9,7 @@ more seeds. Its kind is a column, and one rule chain (workflow/rules/runs.smk) s
 | ``candidate`` | a network at one point of the grid of its ``auto`` settings | ``<network>--lr<rate>-wd<decay>`` |
 | ``ladder_step`` | the ladder network after every change up to this step | ``ladder--<step>`` |
 | ``baseline`` | a method without training (a floor or a reference) | the method |
+| ``reliance`` | a network trained with marks kept, tested inpainted | ``<run>--tested-inpaint`` |
 
 A candidate's name lists only its network's auto settings (``<network>--wd<decay>`` when the learning
 rate is fixed); its ``point`` column gives their values. ``baseline`` rows are floors or references
@@ -36,7 +37,7 @@ from sonoseg import catalog
 from sonoseg.errors import SonosegError
 from sonoseg.recipe import GRIDS, Recipe, describe_changes, ladder_recipes, network_recipe, recipe_from_config
 
-KINDS = ("network", "candidate", "ladder_step", "baseline")
+KINDS = ("network", "candidate", "ladder_step", "baseline", "reliance")
 SHORT_NAMES = {"learning_rate": "lr", "weight_decay": "wd"}  # in a candidate's name
 SEPARATOR = "--"  # between a run's method and its variant: never part of a network or step name
 
@@ -50,6 +51,7 @@ class Run:
     recipe: Recipe | None = None  # None for a run without training
     selected_from: str = ""  # the network whose recipe selection sets this run's auto settings
     point: tuple[tuple[str, float], ...] = ()  # a selection candidate's values of its network's auto settings
+    model_from: str = ""  # a reliance run: the run whose models it tests (on its own marks condition)
     pretrained_backbone: str = ""  # the ImageNet weights file its backbone starts from ('' for none)
     table_key: str = "network"  # the column the tables group its summary by: network, or step
     table_name: str = ""  # its row name there (the network, or the ladder step)
@@ -60,6 +62,11 @@ class Run:
     @property
     def trained(self) -> bool:
         return self.recipe is not None
+
+    @property
+    def uses_model(self) -> bool:
+        """Whether its predictions come from trained models (its own, or a reliance run's model_from's)."""
+        return self.trained or bool(self.model_from)
 
     @property
     def evaluated(self) -> bool:
@@ -187,6 +194,7 @@ def build(config: dict) -> list[Run]:
         runs.append(Run(floor, "baseline", floor, seeds, table_name=floor, **data))
     if config["ablation"]["marks"]:
         runs += marks_ablation(runs, data["marks"])
+        runs += reliance_runs(runs)
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise SonosegError(f"run sheet: run names must be unique, got {names}")
@@ -207,6 +215,31 @@ def marks_ablation(runs: list[Run], marks: str) -> list[Run]:
         for run in runs
         if run.kind in ("network", "baseline")
     ]
+
+
+def reliance_runs(runs: list[Run]) -> list[Run]:
+    """Reliance on the marks, measured directly: every network run trained with the marks kept is also
+    tested, image by image, on the same test images with the marks inpainted (no training: its models)."""
+    return [
+        Run(
+            f"{run.name}{SEPARATOR}tested-inpaint",
+            "reliance",
+            run.method,
+            run.seeds,
+            model_from=run.name,
+            table_name=run.table_name,
+            marks="inpaint",
+            folds=run.folds,
+        )
+        for run in runs
+        if run.kind == "network" and run.marks == "keep"
+    ]
+
+
+def reliance_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
+    """(a network run trained with marks kept, the same models tested with them inpainted)."""
+    by_name = {run.name: run for run in runs}
+    return [(by_name[run.model_from], run) for run in runs if run.kind == "reliance"]
 
 
 def ablation_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:

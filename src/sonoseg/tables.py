@@ -531,12 +531,27 @@ def patient_table(metrics_paths: list[str | Path], manifest_csv: str | Path) -> 
     )
 
 
+PAIRED_FAMILIES = {
+    "ablation": "twin (other marks) vs main, Holm over the methods",
+    # The same models (trained with marks kept) tested with the marks inpainted: the drop is the reliance.
+    "reliance": "tested with marks inpainted vs kept (same models), Holm over the networks",
+}
+
+
 def marks_ablation(
-    metrics_paths: list[str | Path], pairs: list[tuple[str, str]], manifest_csv: str | Path, seed: int = 0
+    metrics_paths: list[str | Path],
+    pairs: list[tuple[str, str]],
+    manifest_csv: str | Path,
+    seed: int = 0,
+    family: str = "ablation",
 ) -> pd.DataFrame:
-    """The caliper ablation: per method, Dice with the main condition's marks and with the other, and
-    the paired difference (other - main) with its patient-level hierarchical bootstrap CI and sign-flip
-    p, Holm-corrected over the methods (one family: "marks inpainted vs kept")."""
+    """Pairs of runs on the same test images, by patient: per pair, Dice of the main run and of its
+    twin, and the paired difference (twin - main) with its patient-level hierarchical bootstrap CI and
+    sign-flip p, Holm-corrected over the pairs. ``family`` "ablation": the caliper ablation (each method
+    trained and tested with the marks the other way); "reliance": each network trained with marks kept,
+    its very models tested with the marks inpainted (paired image by image and run by run)."""
+    if family not in PAIRED_FAMILIES:
+        raise SonosegError(f"paired marks table: family {family!r} is not one of {sorted(PAIRED_FAMILIES)}")
     from sonoseg import stats
 
     per_image = patient_table(metrics_paths, manifest_csv)
@@ -552,5 +567,5 @@ def marks_ablation(
         table["p_holm"] = stats.holm(table["p"].to_numpy())
         table["p_mc_error"] = stats.holm_mc_error(table["p"].to_numpy(), table["permutations"].to_numpy())
         table["near_threshold"] = (table["p_holm"] - 0.05).abs() < 2 * table["p_mc_error"]
-        table["family"] = "twin (other marks) vs main, Holm over the methods"
+        table["family"] = PAIRED_FAMILIES[family]
     return table

@@ -95,6 +95,7 @@ FLOORS = [run.name for run in RUNS.values() if run.kind == "baseline" and run.na
 SELECTIONS = runsheet.selections(list(RUNS.values()))  # network -> its recipe-selection candidate runs
 LADDER_RUNS = [run.name for run in RUNS.values() if run.kind == "ladder_step"]
 ABLATION = runsheet.ablation_pairs(list(RUNS.values()))  # (main run, its other-marks twin) per method
+RELIANCE = runsheet.reliance_pairs(list(RUNS.values()))  # (a run trained with marks kept, its models tested inpainted)
 FOLDS = [str(f) for f in range(config["split"]["folds"])]
 
 
@@ -178,16 +179,16 @@ def get_prediction_inputs(wildcards):
     """A network predicts from its model and the resized test images; a floor reads the test images."""
     run = run_of(wildcards)
     inputs = {"manifest": f"{OUT}/data/manifest.csv", "split": f"{OUT}/data/split.csv"}
-    if run.trained:
-        model = f"{run_dir(run.name, wildcards.fold, wildcards.seed)}/model.pt"
+    if run.uses_model:  # its own models, or (a reliance run) those of the run it tests
+        model = f"{run_dir(run.model_from or run.name, wildcards.fold, wildcards.seed)}/model.pt"
         inputs.update(model=model, data=cache(run, wildcards.fold, "test"))
     return inputs
 
 
 def prediction_source(wildcards, input):
     run = run_of(wildcards)
-    if run.trained:
-        return f"--model {input.model} --data {input.data}"
+    if run.uses_model:
+        return f"--model {input.model} --data {input.data}" + (" --reliance" if run.model_from else "")
     return f"--baseline {run.method} --marks {run.marks}"
 
 
@@ -203,14 +204,14 @@ def get_run_summary_inputs(wildcards):
 def uses_gpu(wildcards):
     """A training/prediction job's share of `--resources gpu=N` (N devices). With runs_per_gpu k > 1
     the jobs count `gpu_slot` instead, of which there are N * k (registered below). Floors use none."""
-    if TRAIN["device"] == "cpu" or not run_of(wildcards).trained:
+    if TRAIN["device"] == "cpu" or not run_of(wildcards).uses_model:
         return 0
     return 0 if TRAIN["runs_per_gpu"] > 1 else 1
 
 
 def uses_gpu_slot(wildcards):
-    trained = run_of(wildcards).trained
-    return 1 if trained and TRAIN["device"] != "cpu" and TRAIN["runs_per_gpu"] > 1 else 0
+    uses_model = run_of(wildcards).uses_model
+    return 1 if uses_model and TRAIN["device"] != "cpu" and TRAIN["runs_per_gpu"] > 1 else 0
 
 
 # k runs per GPU: `--resources gpu=N` keeps meaning N devices; the scheduler gets N * k slots.
@@ -310,6 +311,8 @@ def get_final_outputs():
         outputs.append(f"{OUT}/tables/selection.csv")
     if ABLATION:
         outputs.append(f"{OUT}/tables/marks_ablation.csv")
+    if RELIANCE:
+        outputs.append(f"{OUT}/tables/marks_reliance.csv")
     if COST["enabled"]:
         outputs.append(f"{OUT}/tables/cost.csv")  # workflow/rules/tables.smk
     return outputs + get_report_outputs()  # workflow/rules/report.smk

@@ -87,3 +87,23 @@ rule marks_ablation:
     shell:
         "sonoseg marks-ablation --manifest {input.manifest} --pairs {params.pairs} --metrics {input.metrics} "
         "--seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule marks_reliance:
+    # Reliance on the marks, measured directly (with ablation.marks): each network trained with the marks
+    # kept, tested on the same images with them inpainted; the paired change by patient, image by image.
+    input:
+        manifest=f"{OUT}/data/manifest.csv",
+        metrics=[path for pair in RELIANCE for run in pair for path in run_files(run, "metrics.csv")],
+    output:
+        f"{OUT}/tables/marks_reliance.csv",
+    log:
+        f"{LOGS}/marks_reliance.log",
+    conda:
+        CONDA_ENV
+    params:
+        pairs=" ".join(f"{kept.name}:{tested.name}" for kept, tested in RELIANCE),
+        seed=REPORT_SEED,
+    shell:
+        "sonoseg marks-ablation --manifest {input.manifest} --pairs {params.pairs} --metrics {input.metrics} "
+        "--seed {params.seed} --family reliance --out {output} > {log} 2>&1"

@@ -1,0 +1,100 @@
+"""Reliance on the marks, measured directly (issue 27): each network trained with the marks kept is
+also tested, image by image, on the same test images with the marks inpainted."""
+
+import re
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SIZE, TINY, run_snakemake, sample_images, write_config, write_model
+
+from sonoseg import infer, preprocess, runsheet, tables
+from sonoseg.errors import SonosegError
+
+
+def test_prediction_takes_another_marks_condition_only_as_the_named_exception(tmp_path):
+    model = write_model(tmp_path / "model.pt", "unet")  # an older file: trained with marks kept
+    rows = []
+    for number, image in enumerate(sample_images(2)):
+        path = tmp_path / f"{number}.png"
+        cv2.imwrite(str(path), image)
+        cv2.imwrite(str(tmp_path / f"{number}_m.png"), (image[:, :, 0] > 150).astype(np.uint8) * 255)
+        rows.append({"sample_id": str(number), "image": str(path), "mask": str(tmp_path / f"{number}_m.png")})
+    samples = pd.DataFrame(rows).assign(height=[im.shape[0] for im in sample_images(2)], width=90)
+    inpainted = tmp_path / "inpaint.npz"
+    preprocess.build_cache(samples, SIZE, inpainted, "bilinear", "inpaint")
+    with pytest.raises(SonosegError, match="has its coloured marks inpaint"):
+        infer.predict(model, inpainted, samples, tmp_path / "refused", device="cpu")
+    assert infer.predict(model, inpainted, samples, tmp_path / "reliance", device="cpu", reliance=True) == 2
+    kept = tmp_path / "keep.npz"
+    preprocess.build_cache(samples, SIZE, kept, "bilinear", "keep")
+    with pytest.raises(SonosegError, match="reliance: tests a model trained with marks kept"):
+        infer.predict(model, kept, samples, tmp_path / "wrong", device="cpu", reliance=True)
+
+
+def test_the_run_sheet_tests_every_kept_marks_network_inpainted(workflow_copy):
+    config = {
+        **TINY,
+        "preprocess": {**TINY["preprocess"], "marks": "inpaint"},
+        "ablation": {"marks": True},
+        "ladder": {"enabled": False},
+    }
+    path = write_config(workflow_copy, config, "reliance.yaml")
+    dry = run_snakemake(["all", "-n", "-p", "--cores", "1", "--configfile", path], workflow_copy)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    reliance = (
+        r"sonoseg predict --model \S*runs/(\S+)/fold0/seed0/model\.pt --data \S*cache/(\w+)/fold0/test\.npz "
+        r"--reliance .*--outdir \S*runs/(\S+)/fold0"
+    )
+    tested = re.findall(reliance, dry.stdout)
+    # The kept-marks twins of both networks, their own models, on the inpainted test cache; floors have none.
+    assert sorted(tested) == [
+        (f"{n}--marks-keep", "inpaint", f"{n}--marks-keep--tested-inpaint") for n in ("lighter_unet_c1", "unet")
+    ]
+    assert "tables/marks_reliance.csv" in dry.stdout
+    assert not re.search(r"sonoseg train .*tested-inpaint", dry.stdout)  # nothing is trained for it
+
+
+def test_reliance_is_paired_image_by_image_and_run_by_run(tmp_path):
+    """The same models tested with the marks inpainted lose exactly 0.1 on every image: the paired
+    difference is -0.1 with a CI of zero width (unpaired, the images' spread would widen it)."""
+    rng = np.random.default_rng(0)
+    samples = [f"p{p}v{v}" for p in range(12) for v in (1, 2)]
+    dice = rng.uniform(0.5, 0.95, len(samples))
+    paths = []
+    for run, values in (("unet", dice), ("unet--tested-inpaint", dice - 0.1)):
+        path = tmp_path / "runs" / run / "fold0" / "seed0" / "metrics.csv"
+        path.parent.mkdir(parents=True)
+        pd.DataFrame(
+            {
+                "sample_id": samples,
+                "dice": values,
+                "hd95_px": 1.0,
+                "hd95_mm": "",
+                "truth_empty": False,
+                "prediction_empty": False,
+                "hd95_policy": "medpy",
+            }
+        ).to_csv(path, index=False)
+        paths.append(path)
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame(
+        {"sample_id": samples, "patient": [s[:-2] for s in samples], "group": [s[:-2] for s in samples]}
+    ).assign(status="included", height=64, width=64).to_csv(manifest, index=False)
+    table = tables.marks_ablation(paths, [("unet", "unet--tested-inpaint")], manifest, family="reliance")
+    row = table.iloc[0]
+    assert row["mean_difference"] == pytest.approx(-0.1)
+    assert row["ci_low"] == pytest.approx(-0.1) and row["ci_high"] == pytest.approx(-0.1)
+    assert row["family"] == tables.PAIRED_FAMILIES["reliance"]
+
+
+def test_reliance_runs_come_only_with_the_ablation_and_only_for_kept_marks_networks():
+    kept = runsheet.Run("unet", "network", "unet", ("0",), marks="keep")
+    inpainted = runsheet.Run("fcn8s", "network", "fcn8s", ("0",), marks="inpaint")
+    floor = runsheet.Run("threshold_baseline", "baseline", "threshold_baseline", ("0",), marks="keep")
+    added = runsheet.reliance_runs([kept, inpainted, floor])
+    assert [(r.name, r.model_from, r.marks, r.uses_model, r.trained) for r in added] == [
+        ("unet--tested-inpaint", "unet", "inpaint", True, False)
+    ]
+    assert runsheet.reliance_pairs([kept, *added]) == [(kept, added[0])]
