@@ -343,6 +343,16 @@ def cmd_marks_ablation(args) -> None:
     log.info("caliper ablation (other marks - main):\n%s", table.to_string(index=False))
 
 
+def cmd_equivalence(args) -> None:
+    from sonoseg import provenance, tables
+
+    pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
+    table = tables.equivalence_table(args.metrics, pairs, args.manifest, args.margin, args.seed)
+    origin = provenance.read_manifest_provenance(args.manifest)["dataset_fingerprint"]
+    tables.write_equivalence(table, args.out, args.margin, provenance.caption_line(origin))
+    log.info("equivalence claims (margin %g):\n%s", args.margin, table.to_string(index=False))
+
+
 def cmd_selection_table(args) -> None:
     from sonoseg import selection
 
@@ -618,6 +628,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_marks_ablation)
+
+    p = sub.add_parser("equivalence", help="the study's equivalence claims (config claims), TOST with a margin")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--pairs", nargs="+", required=True, help="CANDIDATE:REFERENCE run names")
+    p.add_argument("--metrics", nargs="+", required=True, help="both runs' .../runs/<run>/fold<F>/seed<N>/metrics.csv")
+    p.add_argument("--margin", type=float, required=True, help="the equivalence margin in Dice")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+    p.add_argument("--out", required=True, help="the CSV; a Markdown page of the claims is written beside it")
+    p.set_defaults(func=cmd_equivalence)
 
     p = sub.add_parser("selection-table", help="collect every network's recipe selection (learning rate, weight decay)")
     p.add_argument("--choices", nargs="+", required=True)

@@ -128,6 +128,14 @@ def check_config(config: dict) -> None:
     steps = [step["name"] for step in ladder["steps"]]
     if len(set(steps)) != len(steps):
         raise SonosegError(f"config ladder.steps: step names must be unique, got {steps}")
+    methods = set(networks) | set(floors)
+    for pair in config.get("claims", {}).get("equivalence", []):
+        unknown = [m for m in pair if m not in methods]
+        if unknown:
+            raise SonosegError(
+                f"config claims.equivalence: {unknown} in {pair} are not among the study's networks and "
+                f"baselines {sorted(methods)}"
+            )
     for name in networks + steps:
         if SEPARATOR in name:
             raise SonosegError(f"config: {name!r}: a network or ladder step name must not contain {SEPARATOR!r}")

@@ -569,3 +569,53 @@ def marks_ablation(
         table["near_threshold"] = (table["p_holm"] - 0.05).abs() < 2 * table["p_mc_error"]
         table["family"] = PAIRED_FAMILIES[family]
     return table
+
+
+def equivalence_table(
+    metrics_paths: list[str | Path],
+    pairs: list[tuple[str, str]],
+    manifest_csv: str | Path,
+    margin: float,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """The study's equivalence claims (config claims.equivalence): for each (candidate, reference),
+    "candidate is as good as reference within +-margin", answered by stats.equivalence (the bootstrap's
+    90 % interval inside the margin, by patient then run, and the TOST), Holm over the claims' TOST
+    p-values: a claim holds when its interval lies inside the margin and its Holm TOST p < alpha."""
+    from sonoseg import stats
+
+    per_image = patient_table(list(dict.fromkeys(metrics_paths)), manifest_csv)
+    rows = []
+    for candidate, reference in pairs:
+        both = per_image[per_image["method"].isin([candidate, reference])]
+        result = stats.equivalence(both, candidate, reference, margin, alpha=alpha, seed=seed)
+        inside = -margin < result["ci_low"] and result["ci_high"] < margin
+        rows.append({**result, "interval_inside_margin": inside})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["tost_p_holm"] = stats.holm(table["tost_p"].to_numpy())
+    table["equivalent"] = table["interval_inside_margin"] & (table["tost_p_holm"] < alpha)
+    table["family"] = f"equivalence within +-{margin:g} Dice, Holm over {len(table)} claim(s)"
+    return table
+
+
+def write_equivalence(table: pd.DataFrame, out_csv: str | Path, margin: float, source: str = "") -> None:
+    """The claims table as CSV and as Markdown sentences a reader can quote, with the margin."""
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_csv, index=False)
+    lines = [
+        f"**Equivalence claims (margin ±{margin:g} Dice; 90 % CI by patient, then run; TOST, Holm). {source}**",
+        "",
+    ]
+    for row in table.itertuples(index=False):
+        verdict = "holds" if row.equivalent else "is not shown"
+        lines.append(
+            f"- {catalog.label(row.method)} as good as {catalog.label(row.reference)} within ±{margin:g}: "
+            f"{verdict} — difference {row.mean_difference:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}], "
+            f"TOST p {row.tost_p:.3g} (Holm {row.tost_p_holm:.3g}), {row.patients} patients, "
+            f"{row.runs_candidate} and {row.runs_reference} runs"
+        )
+    out_csv.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -97,6 +97,7 @@ LADDER_RUNS = [run.name for run in RUNS.values() if run.kind == "ladder_step"]
 ABLATION = runsheet.ablation_pairs(list(RUNS.values()))  # (main run, its other-marks twin) per method
 RELIANCE = runsheet.reliance_pairs(list(RUNS.values()))  # (a run trained with marks kept, its models tested inpainted)
 FOLDS = [str(f) for f in range(config["split"]["folds"])]
+CLAIMS = config["claims"]  # the questions the study answers, written before its primary run
 
 
 def _alternatives(values):
@@ -282,6 +283,12 @@ def get_table_metrics(wildcards):
     return [path for run in table_runs(wildcards.table) for path in run_files(RUNS[run], "metrics.csv")]
 
 
+def get_claim_metrics():
+    """The per-image metrics of every run an equivalence claim names, each run's files once."""
+    names = dict.fromkeys(name for pair in CLAIMS["equivalence"] for name in pair)
+    return [path for name in names for path in run_files(RUNS[name], "metrics.csv")]
+
+
 def get_cost_table(wildcards=None):
     """GFLOPs and CPU latency per network, when the study measures them (cost.enabled) or a cost table
     is already there."""
@@ -313,6 +320,8 @@ def get_final_outputs():
         outputs.append(f"{OUT}/tables/marks_ablation.csv")
     if RELIANCE:
         outputs.append(f"{OUT}/tables/marks_reliance.csv")
+    if CLAIMS["equivalence"]:
+        outputs.append(f"{OUT}/tables/equivalence.csv")
     if COST["enabled"]:
         outputs.append(f"{OUT}/tables/cost.csv")  # workflow/rules/tables.smk
     return outputs + get_report_outputs()  # workflow/rules/report.smk

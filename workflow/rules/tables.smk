@@ -107,3 +107,24 @@ rule marks_reliance:
     shell:
         "sonoseg marks-ablation --manifest {input.manifest} --pairs {params.pairs} --metrics {input.metrics} "
         "--seed {params.seed} --family reliance --out {output} > {log} 2>&1"
+
+
+rule equivalence:
+    # The study's "as good as" claims (config claims.equivalence), each with the config's margin.
+    input:
+        manifest=f"{OUT}/data/manifest.csv",
+        metrics=get_claim_metrics(),
+    output:
+        csv=f"{OUT}/tables/equivalence.csv",
+        markdown=f"{OUT}/tables/equivalence.md",
+    log:
+        f"{LOGS}/equivalence.log",
+    conda:
+        CONDA_ENV
+    params:
+        pairs=" ".join(f"{candidate}:{reference}" for candidate, reference in CLAIMS["equivalence"]),
+        margin=CLAIMS["margin"],
+        seed=REPORT_SEED,
+    shell:
+        "sonoseg equivalence --manifest {input.manifest} --pairs {params.pairs} --metrics {input.metrics} "
+        "--margin {params.margin} --seed {params.seed} --out {output.csv} > {log} 2>&1"

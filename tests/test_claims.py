@@ -1,0 +1,78 @@
+"""Claims as data (issue 27): the config names the study's "as good as" claims and their margin before
+the primary run; tables/equivalence.{csv,md} answers them."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY, run_snakemake, write_config
+
+from sonoseg import tables
+
+
+def write_runs(tmp_path, shifts: dict[str, float]):
+    rng = np.random.default_rng(1)
+    samples = [f"p{p}v{v}" for p in range(40) for v in (1, 2)]
+    base = rng.uniform(0.6, 0.9, len(samples))
+    paths = []
+    for run, shift in shifts.items():
+        for seed in (0, 1, 2):
+            path = tmp_path / "runs" / run / "fold0" / f"seed{seed}" / "metrics.csv"
+            path.parent.mkdir(parents=True)
+            values = base + shift + rng.normal(0, 0.01, len(samples))
+            pd.DataFrame(
+                {
+                    "sample_id": samples,
+                    "dice": values,
+                    "hd95_px": 1.0,
+                    "hd95_mm": "",
+                    "truth_empty": False,
+                    "prediction_empty": False,
+                    "hd95_policy": "medpy",
+                }
+            ).to_csv(path, index=False)
+            paths.append(path)
+    manifest = tmp_path / "manifest.csv"
+    groups = [s[:-2] for s in samples]
+    frame = pd.DataFrame({"sample_id": samples, "patient": groups, "group": groups, "status": "included"})
+    frame.assign(height=64, width=64).to_csv(manifest, index=False)
+    return paths, manifest
+
+
+def test_equivalence_claims_are_answered_with_their_margin_and_holm(tmp_path):
+    paths, manifest = write_runs(tmp_path, {"unet": 0.0, "lighter_unet_c128": 0.004, "lighter_unet_c1": -0.06})
+    pairs = [("lighter_unet_c128", "unet"), ("lighter_unet_c1", "unet")]
+    table = tables.equivalence_table(paths + paths[:3], pairs, manifest, margin=0.02)  # a run listed twice: once
+    rows = table.set_index("method")
+    assert bool(rows.loc["lighter_unet_c128", "equivalent"]) and not bool(rows.loc["lighter_unet_c1", "equivalent"])
+    assert rows.loc["lighter_unet_c128", "runs_candidate"] == 3  # three trainings, resampled as runs
+    assert (table["tost_p_holm"] >= table["tost_p"]).all() and (table["margin"] == 0.02).all()
+    tables.write_equivalence(table, tmp_path / "equivalence.csv", 0.02)
+    page = (tmp_path / "equivalence.md").read_text()
+    assert "margin ±0.02 Dice" in page
+    assert "Lighter U-net @128 as good as U-net within ±0.02: holds" in page
+    assert "Lighter U-net @1 as good as U-net within ±0.02: is not shown" in page
+
+
+def test_claims_are_config_and_name_the_studys_methods(workflow_copy):
+    claims = {"margin": 0.03, "equivalence": [["lighter_unet_c1", "unet"]]}
+    dry = run_snakemake(
+        ["all", "-n", "-p", "--cores", "1", "--configfile", write_config(workflow_copy, {**TINY, "claims": claims})],
+        workflow_copy,
+    )
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "sonoseg equivalence" in dry.stdout and "--pairs lighter_unet_c1:unet" in dry.stdout
+    assert "--margin 0.03" in dry.stdout
+    wrong = {**TINY, "claims": {"equivalence": [["lighter_unet_c128", "unet"]]}}
+    failed = run_snakemake(
+        ["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, wrong)], workflow_copy
+    )
+    assert failed.returncode != 0
+    assert "claims.equivalence: ['lighter_unet_c128']" in failed.stdout + failed.stderr
+
+
+@pytest.mark.parametrize("margin", [0.0, -0.01])
+def test_a_margin_must_be_positive(margin):
+    from sonoseg import stats
+
+    with pytest.raises(Exception, match="margin must be positive"):
+        stats.tost_paired([0.1, 0.2, 0.15], margin)
