@@ -353,6 +353,16 @@ def cmd_equivalence(args) -> None:
     log.info("equivalence claims (margin %g):\n%s", args.margin, table.to_string(index=False))
 
 
+def cmd_convergence(args) -> None:
+    from sonoseg import tables
+
+    pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
+    table = tables.convergence_table(args.metrics, args.histories, pairs, args.manifest, args.margin, args.seed)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    log.info("convergence check (margin %g):\n%s", args.margin, table.to_string(index=False))
+
+
 def cmd_selection_table(args) -> None:
     from sonoseg import selection
 
@@ -637,6 +647,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.add_argument("--out", required=True, help="the CSV; a Markdown page of the claims is written beside it")
     p.set_defaults(func=cmd_equivalence)
+
+    p = sub.add_parser("convergence", help="the convergence check: each network against itself with twice the budget")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--pairs", nargs="+", required=True, help="BASE:LONGER run names")
+    p.add_argument("--metrics", nargs="+", required=True, help="both runs' metrics.csv, the checked seed")
+    p.add_argument("--histories", nargs="+", required=True, help="both runs' history.csv, the checked seed")
+    p.add_argument("--margin", type=float, required=True, help="the change in Dice that counts as none")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_convergence)
 
     p = sub.add_parser("selection-table", help="collect every network's recipe selection (learning rate, weight decay)")
     p.add_argument("--choices", nargs="+", required=True)

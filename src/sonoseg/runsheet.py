@@ -10,6 +10,7 @@ more seeds. Its kind is a column, and one rule chain (workflow/rules/runs.smk) s
 | ``ladder_step`` | the ladder network after every change up to this step | ``ladder--<step>`` |
 | ``baseline`` | a method without training (a floor or a reference) | the method |
 | ``reliance`` | a network trained with marks kept, tested inpainted | ``<run>--tested-inpaint`` |
+| ``convergence`` | a network retrained with twice its epoch budget, one seed | ``<network>--budget2x`` |
 
 A candidate's name lists only its network's auto settings (``<network>--wd<decay>`` when the learning
 rate is fixed); its ``point`` column gives their values. ``baseline`` rows are floors or references
@@ -37,7 +38,7 @@ from sonoseg import catalog
 from sonoseg.errors import SonosegError
 from sonoseg.recipe import GRIDS, Recipe, describe_changes, ladder_recipes, network_recipe, recipe_from_config
 
-KINDS = ("network", "candidate", "ladder_step", "baseline", "reliance")
+KINDS = ("network", "candidate", "ladder_step", "baseline", "reliance", "convergence")
 SHORT_NAMES = {"learning_rate": "lr", "weight_decay": "wd"}  # in a candidate's name
 SEPARATOR = "--"  # between a run's method and its variant: never part of a network or step name
 
@@ -128,6 +129,11 @@ def check_config(config: dict) -> None:
     steps = [step["name"] for step in ladder["steps"]]
     if len(set(steps)) != len(steps):
         raise SonosegError(f"config ladder.steps: step names must be unique, got {steps}")
+    for network in config.get("convergence", {}).get("networks", []):
+        if network not in networks:
+            raise SonosegError(
+                f"config convergence.networks: {network!r} is not one of the study's networks {networks}"
+            )
     methods = set(networks) | set(floors)
     for pair in config.get("claims", {}).get("equivalence", []):
         unknown = [m for m in pair if m not in methods]
@@ -203,6 +209,7 @@ def build(config: dict) -> list[Run]:
     if config["ablation"]["marks"]:
         runs += marks_ablation(runs, data["marks"])
         runs += reliance_runs(runs)
+    runs += convergence_runs(runs, config.get("convergence", {}).get("networks", []))
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise SonosegError(f"run sheet: run names must be unique, got {names}")
@@ -242,6 +249,26 @@ def reliance_runs(runs: list[Run]) -> list[Run]:
         for run in runs
         if run.kind == "network" and run.marks == "keep"
     ]
+
+
+def convergence_runs(runs: list[Run], networks: list[str]) -> list[Run]:
+    """The convergence check: each chosen network once more with twice its epoch budget (the stop rule
+    still on; the same chosen learning rate and weight decay), with its first seed, in every fold."""
+    by_name = {run.name: run for run in runs}
+    checked = []
+    for network in networks:
+        run = by_name[network]
+        recipe = run.recipe.with_changes({"max_epochs": 2 * run.recipe.max_epochs})
+        checked.append(
+            replace(run, name=f"{network}{SEPARATOR}budget2x", kind="convergence", seeds=run.seeds[:1], recipe=recipe)
+        )
+    return checked
+
+
+def convergence_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
+    """(a network's run, the same network with twice the epoch budget)."""
+    by_name = {run.name: run for run in runs}
+    return [(by_name[run.method], run) for run in runs if run.kind == "convergence"]
 
 
 def reliance_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:

@@ -492,10 +492,12 @@ def equivalence(
     compared = _compare(by_method, metric, candidate, reference, seed, resamples, 1 - 2 * alpha, 1, False)
     terms, images_per_patient, *_ = _terms(by_method, metric, candidate, reference)
     patient_means = sum(matrix.mean(axis=1) for matrix in terms.values()) / images_per_patient
-    tost = tost_paired(patient_means, margin, alpha)
+    # One patient leaves no spread to test with: no TOST, so no equivalence shown.
+    tost = tost_paired(patient_means, margin, alpha) if len(patient_means) >= 2 else {"p": float("nan")}
     inside = -margin < compared["ci_low"] and compared["ci_high"] < margin
     compared.pop("p"), compared.pop("permutations")
-    return {**compared, "margin": margin, "tost_p": tost["p"], "equivalent": bool(inside and tost["equivalent"])}
+    shown = bool(inside and tost["p"] < alpha)
+    return {**compared, "margin": margin, "tost_p": tost["p"], "equivalent": shown}
 
 
 def compare_methods(

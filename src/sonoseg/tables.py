@@ -619,3 +619,48 @@ def write_equivalence(table: pd.DataFrame, out_csv: str | Path, margin: float, s
             f"{row.runs_candidate} and {row.runs_reference} runs"
         )
     out_csv.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def convergence_table(
+    metrics_paths: list[str | Path],
+    history_paths: list[str | Path],
+    pairs: list[tuple[str, str]],
+    manifest_csv: str | Path,
+    margin: float,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The convergence check: per (network run, the same with twice the epoch budget), how many of the
+    network's checked trainings the cap ended (their histories), and the paired change of test Dice
+    (longer - base) by patient, then run (same fold and seed). A network counts as converged when the
+    stop rule ended every checked training, or when the change's 90 % CI lies within +-margin."""
+    from sonoseg import stats
+    from sonoseg.figures import run_identity
+
+    ended = {}
+    for path in history_paths:
+        run, _, _ = run_identity(path)
+        ended.setdefault(run, []).append(_last(pd.read_csv(path), "ended_by"))
+    per_image = patient_table(metrics_paths, manifest_csv)
+    rows = []
+    for base, longer in pairs:
+        both = per_image[per_image["method"].isin([base, longer])]
+        change = stats.equivalence(both, longer, base, margin, seed=seed)
+        inside = -margin < change["ci_low"] and change["ci_high"] < margin
+        capped = sum(reason == "cap" for reason in ended.get(base, []))
+        rows.append(
+            {
+                "network": base,
+                "checked_trainings": len(ended.get(base, [])),
+                "capped_trainings": capped,
+                "capped_at_twice_the_budget": sum(reason == "cap" for reason in ended.get(longer, [])),
+                "change": change["mean_difference"],
+                "change_ci90_low": change["ci_low"],
+                "change_ci90_high": change["ci_high"],
+                "margin": margin,
+                "converged": capped == 0 or inside,
+                "why": "the stop rule ended every training"
+                if capped == 0
+                else ("twice the budget changes less than the margin" if inside else "not shown"),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -95,6 +95,7 @@ FLOORS = [run.name for run in RUNS.values() if run.kind == "baseline" and run.na
 SELECTIONS = runsheet.selections(list(RUNS.values()))  # network -> its recipe-selection candidate runs
 LADDER_RUNS = [run.name for run in RUNS.values() if run.kind == "ladder_step"]
 ABLATION = runsheet.ablation_pairs(list(RUNS.values()))  # (main run, its other-marks twin) per method
+CONVERGENCE = runsheet.convergence_pairs(list(RUNS.values()))  # (a network's run, it with twice the budget)
 RELIANCE = runsheet.reliance_pairs(list(RUNS.values()))  # (a run trained with marks kept, its models tested inpainted)
 FOLDS = [str(f) for f in range(config["split"]["folds"])]
 CLAIMS = config["claims"]  # the questions the study answers, written before its primary run
@@ -283,6 +284,18 @@ def get_table_metrics(wildcards):
     return [path for run in table_runs(wildcards.table) for path in run_files(RUNS[run], "metrics.csv")]
 
 
+def get_convergence_inputs(wildcards=None):
+    """Both sides of every convergence pair, the checked seed only: per-image metrics, and the
+    histories that say what ended each training."""
+    inputs = {"metrics": [], "histories": []}
+    for base, longer in CONVERGENCE:
+        for run in (base, longer):
+            for fold in run.folds:
+                inputs["metrics"].append(f"{run_dir(run.name, fold, longer.seeds[0])}/metrics.csv")
+                inputs["histories"].append(f"{run_dir(run.name, fold, longer.seeds[0])}/history.csv")
+    return inputs
+
+
 def get_claim_metrics():
     """The per-image metrics of every run an equivalence claim names, each run's files once."""
     names = dict.fromkeys(name for pair in CLAIMS["equivalence"] for name in pair)
@@ -363,7 +376,8 @@ def get_report_tables():
 def get_report_outputs():
     """Every figure and table of the report (`all` lists them, so --report finds them); training
     curves for every network and ladder step."""
-    curves = [run.name for run in RUNS.values() if run.trained and run.evaluated]
+    # (The convergence check's longer trainings belong to its own target, convergence_check.)
+    curves = [run.name for run in RUNS.values() if run.kind in ("network", "ladder_step")]
     return [
         f"{REPORT}/data/overview.html",
         f"{REPORT}/data/samples.png",

@@ -128,3 +128,24 @@ rule equivalence:
     shell:
         "sonoseg equivalence --manifest {input.manifest} --pairs {params.pairs} --metrics {input.metrics} "
         "--margin {params.margin} --seed {params.seed} --out {output.csv} > {log} 2>&1"
+
+
+rule convergence_check:
+    # Not part of all: `snakemake convergence_check`. The chosen networks (config convergence.networks)
+    # retrained with twice the epoch budget, and whether that changes their test Dice (tables/convergence.csv).
+    input:
+        unpack(get_convergence_inputs),
+        manifest=f"{OUT}/data/manifest.csv",
+    output:
+        f"{OUT}/tables/convergence.csv",
+    log:
+        f"{LOGS}/convergence_check.log",
+    conda:
+        CONDA_ENV
+    params:
+        pairs=" ".join(f"{base.name}:{longer.name}" for base, longer in CONVERGENCE),
+        margin=config["convergence"]["margin"],
+        seed=REPORT_SEED,
+    shell:
+        "sonoseg convergence --manifest {input.manifest} --pairs {params.pairs} --metrics {input.metrics} "
+        "--histories {input.histories} --margin {params.margin} --seed {params.seed} --out {output} > {log} 2>&1"
