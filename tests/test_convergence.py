@@ -25,7 +25,9 @@ def test_the_convergence_check_is_its_own_target_and_answers_per_network(workflo
     assert "budget2x" not in everything.stdout  # not part of all: its own target
     check = run_snakemake(["convergence_check", "--cores", "2", "--configfile", path], workflow_copy)
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
-    assert jobs_of(check.stdout + check.stderr)["train"] == 2  # the network's seed-0 run and the same with twice the budget
+    assert (
+        jobs_of(check.stdout + check.stderr)["train"] == 2
+    )  # the network's seed-0 run and the same with twice the budget
     out = workflow_copy / "results" / "tiny"
     recipe = json.loads((out / "runs" / "lighter_unet_c1--budget2x" / "fold0" / "recipe.json").read_text())
     assert recipe["max_epochs"] == 2
