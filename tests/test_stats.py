@@ -441,7 +441,16 @@ def test_holm_p_values_carry_their_monte_carlo_error_and_say_when_they_are_near_
     error = stats.holm_mc_error(p, np.array([10_000, 10_000, 0]))
     # Multipliers 3, 2, 1 (by rank); an exact p (no random flips) has none.
     assert error == pytest.approx([3 * np.sqrt(0.01 * 0.99 / 1e4), 2 * np.sqrt(0.02 * 0.98 / 1e4), 0.0])
-    rows = pd.DataFrame({"p": [0.0248, 0.2], "permutations": [1_000, 1_000]})
+    rows = pd.DataFrame(
+        {
+            "p": [0.0248, 0.2],
+            "permutations": [1_000, 1_000],
+            "runs_candidate": 1,
+            "runs_reference": 1,
+            "ci_low": 0.0,
+            "ci_high": 0.1,
+        }
+    )
     family = stats.as_family([rows], "f")
     # 0.0248 x 2 = 0.0496, within two errors (2 x 2 x 0.0049) of 0.05: flagged; 0.2 is not.
     assert family["near_threshold"].tolist() == [True, False]
@@ -453,3 +462,20 @@ def test_comparisons_record_their_sign_flips():
     expected = 0 if patients <= stats.EXACT_SIGN_FLIP_MAX_PATIENTS else stats.permutations_for(len(table))
     assert (table["permutations"] == expected).all()
     assert list(table.columns) == stats.COMPARISON_COLUMNS
+
+
+def test_with_several_runs_a_decision_also_needs_the_interval():
+    """The sign-flip p ignores training variance; with several runs 'significant' also needs the CI
+    (which resamples the runs) to exclude 0."""
+    rows = pd.DataFrame(
+        {
+            "p": [0.001, 0.001, 0.001],
+            "permutations": [0, 0, 0],
+            "runs_candidate": [3, 3, 1],
+            "runs_reference": [3, 3, 1],
+            "ci_low": [0.01, -0.01, -0.01],
+            "ci_high": [0.05, 0.05, 0.05],
+        }
+    )
+    family = stats.as_family([rows], "f")
+    assert family["significant"].tolist() == [True, False, True]

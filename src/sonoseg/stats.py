@@ -543,11 +543,16 @@ FAMILY_COLUMNS = ("family", "p_holm", "significant", "p_mc_error", "near_thresho
 
 def as_family(comparisons: Sequence[pd.DataFrame], family_name: str, alpha: float = 0.05) -> pd.DataFrame:
     """Comparison rows of one or several calls made one family: named family_name, Holm's correction
-    over all their rows, significant = p_holm < alpha."""
+    over all their rows, significant = p_holm < alpha and, where a side has several runs (trainings),
+    the CI excluding 0 as well."""
     frame = pd.concat(list(comparisons), ignore_index=True)
     frame["family"] = family_name
     frame["p_holm"] = holm(frame["p"].to_numpy())
-    frame["significant"] = frame["p_holm"] < alpha
+    # The sign-flip p is conditional on the fitted runs: where several trainings exist, a decision also
+    # needs the CI (which resamples them) to exclude 0 (docs/statistics.md, "Decisions").
+    several = (frame["runs_candidate"] > 1) | (frame["runs_reference"] > 1)
+    excludes_zero = (frame["ci_low"] > 0) | (frame["ci_high"] < 0)
+    frame["significant"] = (frame["p_holm"] < alpha) & (~several | excludes_zero)
     frame["p_mc_error"] = holm_mc_error(frame["p"].to_numpy(), frame["permutations"].to_numpy())
     frame["near_threshold"] = (frame["p_holm"] - alpha).abs() < 2 * frame["p_mc_error"]
     return frame
