@@ -268,7 +268,7 @@ def weights(path: Path) -> dict:
 
 
 def history(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path).drop(columns=["seconds"])
+    return pd.read_csv(path).drop(columns=train.TIMING_COLUMNS)
 
 
 @pytest.mark.slow
@@ -591,6 +591,9 @@ def test_history_counts_optimizer_steps_and_says_what_ended_the_training(small_c
     fit("lighter_unet_c1", 0, small_caches, capped, tmp_path / "a.pt", tmp_path / "a.csv", device="cpu")
     rows = pd.read_csv(tmp_path / "a.csv")
     assert rows["steps"].tolist() == [2, 4]
+    # Where each epoch's time went: its parts add up to no more than the epoch.
+    parts = rows[["train_seconds", "bn_seconds", "val_seconds"]]
+    assert (parts > 0).all().all() and (parts.sum(axis=1) <= rows["seconds"] + 1e-3).all()
     assert rows["ended_by"].fillna("").tolist() == ["", "cap"]
     frozen = Recipe(
         min_epochs=1, max_epochs=6, batch_size=4, augment=False, learning_rate=0.0, early_stopping_patience=1

@@ -54,7 +54,11 @@ HISTORY_COLUMNS = [
     "seconds",
     "steps",
     "ended_by",
+    "train_seconds",
+    "bn_seconds",
+    "val_seconds",
 ]
+TIMING_COLUMNS = ["seconds", "train_seconds", "bn_seconds", "val_seconds"]  # wall time: never reproducible
 DICE_EPSILON = 1e-6  # only keeps an empty mask with an empty prediction from dividing by zero
 
 
@@ -436,8 +440,11 @@ def train(
     while not rule.stop:  # max_epochs, or min_epochs run and early_stopping_patience epochs without progress
         started = time.perf_counter()
         train_loss = train_epoch(model, train_split, recipe, loss_fn, optimizer, path, data_order)
+        trained = time.perf_counter()
         recalibrate(model, train_split, recipe, path)  # the kept weights carry these statistics too
+        recalibrated = time.perf_counter()
         val_loss, val_dice = evaluate_loss(model, val_split, loss_fn, path)
+        validated = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         state["epoch"] += 1
         if not math.isfinite(val_loss):
@@ -459,6 +466,11 @@ def train(
             "val_loss_monitored": decision.monitored,
             "lr": lr,
             "seconds": round(time.perf_counter() - started, 3),
+            # Where the epoch's time went: the optimizer's pass (batches drawn and warped on the device
+            # included), BatchNorm re-estimation, validation.
+            "train_seconds": round(trained - started, 3),
+            "bn_seconds": round(recalibrated - trained, 3),
+            "val_seconds": round(validated - recalibrated, 3),
             # None after resuming a checkpoint written before steps were counted: unknown, not guessed
             "steps": None if previous_steps is None else previous_steps + steps_per_epoch,
             "ended_by": rule.ended_by or None,
