@@ -71,3 +71,13 @@ def test_flip_averaging_flips_back_exactly(run_folder):
     by_hand = (plain + predictor.run(mirrored)[..., ::-1]) / 2
     np.testing.assert_array_equal(averaged(batch), by_hand)
     assert not np.array_equal(averaged(batch), plain)
+
+
+def test_only_a_run_folder_with_the_same_seeds_in_every_fold_is_an_ensemble(run_folder, tmp_path):
+    with pytest.raises(SonosegError, match="not a run folder"):
+        infer.ensemble_members(run_folder.parent)  # runs/: several runs would mix networks
+    extra = run_folder / "fold0" / "seed1" / "model.pt"
+    extra.parent.mkdir()
+    write_model(extra, "unet", seed=2)
+    with pytest.raises(SonosegError, match=r"fold1: seeds \['seed0'\] differ from fold0's \['seed0', 'seed1'\]"):
+        infer.ensemble_members(run_folder)

@@ -364,3 +364,15 @@ def test_a_dataset_that_disappears_is_a_clear_error(tmp_path):
     result = run_snakemake(["-n", "--cores", "1", "--configfile", config], workdir)
     assert result.returncode != 0
     assert f"dataset: {tmp_path / 'gone'} not found" in result.stdout + result.stderr
+
+
+def test_a_link_to_a_folder_is_recorded_not_followed(tmp_path):
+    root = make_folder(tmp_path / "data")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / "more").symlink_to(elsewhere)
+    record = provenance.check_study(folder_config(root), tmp_path / "out").records["dataset"]
+    assert record.files["more"] == [-1, f"link to folder {elsewhere}"]
+    assert provenance.read_json(provenance.record_path(tmp_path / "out", "dataset"))  # readable JSON
+    mode = provenance.record_path(tmp_path / "out", "dataset").stat().st_mode & 0o777
+    assert mode & 0o044  # not owner-only: a results folder may be shared (umask permitting)

@@ -439,14 +439,18 @@ def test_sign_flips_make_a_holm_p_near_005_precise_in_any_family():
 def test_holm_p_values_carry_their_monte_carlo_error_and_say_when_they_are_near_005():
     p = np.array([0.01, 0.02, 0.03])
     error = stats.holm_mc_error(p, np.array([10_000, 10_000, 0]))
-    # Multipliers 3, 2, 1 (by rank); an exact p (no random flips) has none.
-    assert error == pytest.approx([3 * np.sqrt(0.01 * 0.99 / 1e4), 2 * np.sqrt(0.02 * 0.98 / 1e4), 0.0])
+    # Multipliers 3, 2, 1 (by rank). The third row's Holm p is the running maximum that the second
+    # supplies (2 x 0.02 > 1 x 0.03), so it carries the second's error, though its own p is exact.
+    second = 2 * np.sqrt(0.02 * 0.98 / 1e4)
+    assert error == pytest.approx([3 * np.sqrt(0.01 * 0.99 / 1e4), second, second])
+    assert stats.holm_mc_error(np.array([0.01, 0.04]), np.array([0, 0])) == pytest.approx([0.0, 0.0])
     rows = pd.DataFrame(
         {
             "p": [0.0248, 0.2],
             "permutations": [1_000, 1_000],
             "runs_candidate": 1,
             "runs_reference": 1,
+            "runs_per_set": 1,
             "ci_low": 0.0,
             "ci_high": 0.1,
         }
@@ -471,8 +475,10 @@ def test_with_several_runs_a_decision_also_needs_the_interval():
         {
             "p": [0.001, 0.001, 0.001],
             "permutations": [0, 0, 0],
-            "runs_candidate": [3, 3, 1],
-            "runs_reference": [3, 3, 1],
+            "runs_candidate": [6, 6, 2],
+            "runs_reference": [6, 6, 2],
+            # 2 folds x 3 seeds: three trainings of each image; 2 folds x 1 seed: one (no training variance)
+            "runs_per_set": [3, 3, 1],
             "ci_low": [0.01, -0.01, -0.01],
             "ci_high": [0.05, 0.05, 0.05],
         }

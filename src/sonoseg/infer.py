@@ -4,6 +4,7 @@ size, resized bilinearly to the original size, thresholded at 0.5, one lesion ke
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -191,13 +192,30 @@ def ensemble_members(model_path: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise SonosegError(f"{path}: no such model file or run folder")
-    runs = sorted(p for p in path.rglob("seed*") if p.is_dir())
-    for run in runs:
-        if not (run / "model.pt").is_file():
-            raise SonosegError(f"{run}: this member of the run folder {path} has no model.pt (training not finished?)")
-    members = [run / "model.pt" for run in runs] or sorted(path.rglob("model.pt"))
+    folds = sorted(p for p in path.iterdir() if p.is_dir() and re.fullmatch(r"fold\d+", p.name))
+    if not folds:
+        raise SonosegError(
+            f"{path}: not a run folder (expected fold<k>/seed<s>/model.pt under it, as results/<study>/runs/<run>/ "
+            "holds; a folder of several runs would mix networks)"
+        )
+    seeds = {
+        fold: sorted(p.name for p in fold.iterdir() if p.is_dir() and re.fullmatch(r"seed\d+", p.name))
+        for fold in folds
+    }
+    first = folds[0]
+    for fold in folds:
+        if seeds[fold] != seeds[first]:
+            raise SonosegError(
+                f"{fold}: seeds {seeds[fold]} differ from {first.name}'s {seeds[first]}: a member is missing"
+            )
+    members = [fold / seed / "model.pt" for fold in folds for seed in seeds[fold]]
+    for member in members:
+        if not member.is_file():
+            raise SonosegError(
+                f"{member.parent}: this member of the run folder {path} has no model.pt (training not finished?)"
+            )
     if not members:
-        raise SonosegError(f"{path}: no model.pt under this folder (expected fold<k>/seed<s>/model.pt)")
+        raise SonosegError(f"{path}: no fold<k>/seed<s>/model.pt under this folder")
     return members
 
 

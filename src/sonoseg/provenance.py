@@ -55,12 +55,19 @@ def write_json_atomic(path: str | Path, payload: dict) -> bool:
         handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(handle, "w") as out:
             out.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; a results folder may be shared
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError, UnboundLocalError):
             os.unlink(tmp)
         raise SonosegError(f"{path}: could not be written: {exc.strerror or exc}") from None
     return True
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_json(path: str | Path) -> dict | None:
@@ -146,8 +153,11 @@ def dataset_files(root: Path) -> list[Path]:
     recorded as found; a broken one, or one that cannot be read, is recorded as such and the ingest
     reports it."""
     files = []
-    for directory, _, names in os.walk(root, followlinks=False, onerror=_raise_walk_error):
+    for directory, folders, names in os.walk(root, followlinks=False, onerror=_raise_walk_error):
         files.extend(Path(directory) / name for name in names)
+        # A link to a folder is not followed (as the ingest does), but it is recorded: adding, removing
+        # or retargeting one changes what the ingest reports.
+        files.extend(Path(directory) / name for name in folders if (Path(directory) / name).is_symlink())
     return sorted(files)
 
 
@@ -156,6 +166,8 @@ def _raise_walk_error(exc: OSError) -> None:
 
 
 def file_entry(path: Path, hashes: HashCache) -> list:
+    if path.is_symlink() and path.is_dir():
+        return [-1, f"link to folder {os.readlink(path)}"]
     try:
         stat = path.stat()  # follows a link: its target's content is what the ingest reads
         if not path.is_file():

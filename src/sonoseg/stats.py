@@ -113,6 +113,7 @@ COMPARISON_COLUMNS = [
     "images",
     "runs_candidate",
     "runs_reference",
+    "runs_per_set",
     "mean_difference",
     "ci_low",
     "ci_high",
@@ -368,6 +369,8 @@ def _compare(
         "images": images,
         "runs_candidate": runs_candidate,
         "runs_reference": runs_reference,
+        # the most runs that evaluated one image (a fold's trainings): 1 means no training variance
+        "runs_per_set": max(len(key) for key in terms),
         "mean_difference": float(per_patient.sum() / images),
         "ci_low": low,
         "ci_high": high,
@@ -547,27 +550,35 @@ def as_family(comparisons: Sequence[pd.DataFrame], family_name: str, alpha: floa
     the CI excluding 0 as well."""
     frame = pd.concat(list(comparisons), ignore_index=True)
     frame["family"] = family_name
-    frame["p_holm"] = holm(frame["p"].to_numpy())
+    frame["p_holm"] = holm(frame["p"].fillna(1.0).to_numpy())
     # The sign-flip p is conditional on the fitted runs: where several trainings exist, a decision also
     # needs the CI (which resamples them) to exclude 0 (docs/statistics.md, "Decisions").
-    several = (frame["runs_candidate"] > 1) | (frame["runs_reference"] > 1)
+    several = frame["runs_per_set"] > 1  # several trainings of one image's fold, not merely several folds
     excludes_zero = (frame["ci_low"] > 0) | (frame["ci_high"] < 0)
     frame["significant"] = (frame["p_holm"] < alpha) & (~several | excludes_zero)
-    frame["p_mc_error"] = holm_mc_error(frame["p"].to_numpy(), frame["permutations"].to_numpy())
+    frame["p_mc_error"] = holm_mc_error(frame["p"].fillna(1.0).to_numpy(), frame["permutations"].to_numpy())
     frame["near_threshold"] = (frame["p_holm"] - alpha).abs() < 2 * frame["p_mc_error"]
     return frame
 
 
 def holm_mc_error(p_values: np.ndarray, permutations: np.ndarray) -> np.ndarray:
-    """The Monte Carlo standard error of each Holm-adjusted p: its multiplier (m - rank, rank 0 for the
-    smallest p) times sqrt(p (1 - p) / N) for a p from N random sign flips; 0 for an exact p (N = 0),
-    at most 1."""
+    """The Monte Carlo standard error of each Holm-adjusted p, for raw p-values from N random sign flips
+    (N = 0: exact, no error). A Holm p is the running maximum of (m - rank) x p over the sorted p-values;
+    its error is that of the row which supplies the maximum: (m - rank) x sqrt(p (1 - p) / N) there.
+    At most 1."""
     p = np.asarray(p_values, dtype=float)
     flips = np.asarray(permutations, dtype=float)
-    multiplier = np.empty(p.size)
-    multiplier[np.argsort(p, kind="stable")] = p.size - np.arange(p.size)
+    order = np.argsort(p, kind="stable")
+    multiplier = p.size - np.arange(p.size)
     with np.errstate(divide="ignore", invalid="ignore"):
-        error = np.where(flips > 0, multiplier * np.sqrt(p * (1 - p) / np.where(flips > 0, flips, 1)), 0.0)
+        raw_error = np.where(flips > 0, np.sqrt(p * (1 - p) / np.where(flips > 0, flips, 1)), 0.0)
+    scaled, errors = multiplier * p[order], multiplier * raw_error[order]
+    error = np.empty(p.size)
+    top = 0
+    for i in range(p.size):  # the running maximum's supplier, as holm() takes it
+        if scaled[i] >= scaled[top]:
+            top = i
+        error[order[i]] = errors[top]
     return np.minimum(error, 1.0)
 
 

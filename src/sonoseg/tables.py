@@ -595,7 +595,7 @@ def equivalence_table(
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    table["tost_p_holm"] = stats.holm(table["tost_p"].to_numpy())
+    table["tost_p_holm"] = stats.holm(table["tost_p"].fillna(1.0).to_numpy())  # no TOST (1 patient): p 1
     table["equivalent"] = table["interval_inside_margin"] & (table["tost_p_holm"] < alpha)
     table["family"] = f"equivalence within +-{margin:g} Dice, Holm over {len(table)} claim(s)"
     return table
@@ -639,27 +639,29 @@ def convergence_table(
     ended = {}
     for path in history_paths:
         run, _, _ = run_identity(path)
-        ended.setdefault(run, []).append(_last(pd.read_csv(path), "ended_by"))
+        ended.setdefault(run, []).append(_last(pd.read_csv(path), "ended_by") or "unknown")
     per_image = patient_table(metrics_paths, manifest_csv)
     rows = []
     for base, longer in pairs:
         both = per_image[per_image["method"].isin([base, longer])]
         change = stats.equivalence(both, longer, base, margin, seed=seed)
         inside = -margin < change["ci_low"] and change["ci_high"] < margin
-        capped = sum(reason == "cap" for reason in ended.get(base, []))
+        reasons = ended.get(base, [])
+        capped = sum(reason == "cap" for reason in reasons)
+        by_rule = bool(reasons) and all(reason == "rule" for reason in reasons)  # unrecorded endings count as not
         rows.append(
             {
                 "network": base,
-                "checked_trainings": len(ended.get(base, [])),
+                "checked_trainings": len(reasons),
                 "capped_trainings": capped,
                 "capped_at_twice_the_budget": sum(reason == "cap" for reason in ended.get(longer, [])),
                 "change": change["mean_difference"],
                 "change_ci90_low": change["ci_low"],
                 "change_ci90_high": change["ci_high"],
                 "margin": margin,
-                "converged": capped == 0 or inside,
-                "why": "the stop rule ended every training"
-                if capped == 0
+                "converged": by_rule or inside,
+                "why": "the stop rule ended every checked training"
+                if by_rule
                 else ("twice the budget changes less than the margin" if inside else "not shown"),
             }
         )
