@@ -205,8 +205,8 @@ def has_backbone(name: str) -> bool:
 
 def auto_settings(train_section: dict, network: str) -> tuple[str, ...]:
     """The recipe settings chosen for a network on the validation set (``auto``: its override's value
-    when it has one, else the train section's), in sonoseg.recipe.SELECTABLE's order."""
-    from sonoseg.recipe import SELECTABLE
+    when it has one, else the train section's), in sonoseg.selection.SELECTABLE's order."""
+    from sonoseg.selection import SELECTABLE
 
     override = train_section.get("overrides", {}).get(network, {})
     return tuple(k for k in SELECTABLE if override.get(k, train_section.get(k)) == "auto")

@@ -10,7 +10,6 @@ predictions and metrics but no history and no registered model).
 from __future__ import annotations
 
 import html
-import re
 from pathlib import Path
 
 import matplotlib
@@ -25,7 +24,13 @@ from sonoseg import catalog, paper, stats  # noqa: E402
 from sonoseg.data import MANIFEST_COLUMNS  # noqa: E402
 from sonoseg.errors import SonosegError  # noqa: E402
 from sonoseg.imageio import read_image, read_mask  # noqa: E402
-from sonoseg.scoring import empty_side, kept_epoch  # noqa: E402
+from sonoseg.results import (  # noqa: E402
+    lesion_images,
+    method_and_seed,
+    patient_table,
+    read_per_image,
+)
+from sonoseg.scoring import kept_epoch  # noqa: E402
 from sonoseg.tables import ci_cell, seeds_cell  # noqa: E402
 
 plt.rcParams.update(
@@ -40,47 +45,6 @@ OUTLINE_COLORS = {"truth": "#00e676", "prediction": "#ff1744"}
 
 
 # ----------------------------------------------------------------------------- inputs
-
-
-def run_identity(path: str | Path) -> tuple[str, int, int]:
-    """A run's file or folder -> (run, fold, seed): ``…/runs/<run>/fold<F>/seed<N>/<file or folder>`` (the
-    workflow's layout), ``…/<run>/seed<N>/…`` or ``…/<run>/seed<N>[.csv]`` (fold 0)."""
-    path = Path(path)
-    for candidate in (path, path.parent):
-        match = re.fullmatch(r"seed(\d+)", candidate.stem if candidate.suffix == ".csv" else candidate.name)
-        if match:
-            owner, fold = candidate.parent, 0
-            folded = re.fullmatch(r"fold(\d+)", owner.name)
-            if folded:
-                owner, fold = owner.parent, int(folded[1])
-            return owner.name, fold, int(match[1])
-    raise SonosegError(f"{path}: expected a path of the form <run>/[fold<F>/]seed<N>/... (or <run>/seed<N>.csv)")
-
-
-def method_and_seed(path: str | Path) -> tuple[str, int]:
-    """A run's file or folder -> (run, seed) (run_identity without the fold)."""
-    run, _, seed = run_identity(path)
-    return run, seed
-
-
-def training_label(fold, seed) -> str:
-    """One training's label in the statistics' run column: its fold and seed. Seed s of fold 0 and seed s
-    of fold 1 are two trainings, resampled apart (docs/statistics.md)."""
-    return f"fold{fold}/seed{seed}"
-
-
-def read_per_image(metrics_paths: list[str | Path]) -> pd.DataFrame:
-    """Every per-image metrics file, with method, fold and seed columns, in the given method order."""
-    frames = []
-    for path in metrics_paths:
-        method, fold, seed = run_identity(path)
-        frame = pd.read_csv(path, dtype={"sample_id": str})
-        if frame.empty:
-            raise SonosegError(f"{path}: no evaluated test image")
-        frames.append(frame.assign(method=method, fold=fold, seed=seed))
-    if not frames:
-        raise SonosegError("no per-image metrics given")
-    return pd.concat(frames, ignore_index=True)
 
 
 def reference_method(methods: list[str], preferred: str = "unet") -> tuple[str, str]:
@@ -544,15 +508,6 @@ def _parameter_count(method: str, cost: pd.DataFrame | None, counts: dict[str, f
     return count if count else np.nan
 
 
-def lesion_images(per_image: pd.DataFrame) -> pd.DataFrame:
-    """The rows of test images with a lesion: the tables' Dice and HD95 are means over these (images
-    without one are summarised apart there), and so is every figure and statistic of Dice."""
-    kept = per_image[~empty_side(per_image, "truth")]
-    if kept.empty:
-        raise SonosegError("no test image has a lesion: there is no Dice or HD95 to summarise")
-    return kept
-
-
 def seed_summary(per_image: pd.DataFrame) -> pd.DataFrame:
     """Per method: Dice mean ± std over seeds of the per-seed mean over the images with a lesion."""
     per_image = lesion_images(per_image)
@@ -590,8 +545,6 @@ def cost_accuracy(
     interval = "mean ± std over seeds"
     patients = None
     if manifest_csv:
-        from sonoseg.tables import patient_table
-
         patients = patient_table(metrics_paths, manifest_csv)
         bounds = stats.method_table(patients, methods=list(summary["method"]), seed=seed, resamples=2000)
         summary["low"], summary["high"] = bounds["ci_low"].to_numpy(), bounds["ci_high"].to_numpy()
@@ -812,7 +765,6 @@ def paired_statistics(
     - Dice per metadata value (lesion type, class, ...) with counts and CIs.
     Patients are the manifest's patient groups (a patient's views, and duplicated images, move together)."""
     from sonoseg import catalog
-    from sonoseg.tables import patient_table
 
     per_image = patient_table(metrics_paths, manifest_csv)
     methods = list(dict.fromkeys(per_image["method"]))

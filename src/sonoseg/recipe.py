@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from sonoseg.errors import SonosegError
+from sonoseg.selection import SELECTABLE, read_selection
 
 # "auto": bf16 autocast where the device has fast bf16 units, else fp32 (sonoseg.device.resolve_precision)
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -112,20 +113,12 @@ class Recipe:
         Path(path).write_text(json.dumps(self.as_dict(), sort_keys=True, indent=2) + "\n")
 
 
-# The settings that `auto` chooses per network and fold on the validation set (sonoseg.selection),
-# each with its grid's config key.
-SELECTABLE = ("learning_rate", "weight_decay")
-GRIDS = {"learning_rate": "learning_rate_grid", "weight_decay": "weight_decay_grid"}
-
-
 def resolve(base: Recipe, selection: str | Path | None = None) -> Recipe:
     """A run's final recipe: its sheet row's recipe, with the settings that the recipe selection chose
     (``selection``: its JSON file) when the run's settings are chosen there."""
     if not selection:
         return base
-    from sonoseg.selection import read_selection  # the selection file's one reader (it checks the file)
-
-    return base.with_changes(read_selection(selection)["chosen"])
+    return base.with_changes(read_selection(selection)["chosen"])  # the selection file's one reader
 
 
 def recipe_from_config(train_section: dict) -> Recipe:

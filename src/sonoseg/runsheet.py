@@ -36,7 +36,8 @@ import pandas as pd
 
 from sonoseg import catalog
 from sonoseg.errors import SonosegError
-from sonoseg.recipe import GRIDS, Recipe, describe_changes, ladder_recipes, network_recipe, recipe_from_config
+from sonoseg.recipe import Recipe, describe_changes, ladder_recipes, network_recipe, recipe_from_config
+from sonoseg.selection import GRIDS
 
 KINDS = ("network", "candidate", "ladder_step", "baseline", "reliance", "convergence")
 SHORT_NAMES = {"learning_rate": "lr", "weight_decay": "wd"}  # in a candidate's name

@@ -16,10 +16,13 @@ from pathlib import Path
 import pandas as pd
 
 from sonoseg.errors import SonosegError
-from sonoseg.recipe import SELECTABLE
 from sonoseg.scoring import kept_row
 
 CRITERION = "lowest validation loss"
+# The recipe settings that `auto` chooses per network and fold on the validation set, each with its
+# grid's config key.
+SELECTABLE = ("learning_rate", "weight_decay")
+GRIDS = {"learning_rate": "learning_rate_grid", "weight_decay": "weight_decay_grid"}
 
 
 def select(candidates: list[tuple[dict, str | Path]]) -> tuple[dict, pd.DataFrame]:

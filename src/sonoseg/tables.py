@@ -10,6 +10,7 @@ import pandas as pd
 
 from sonoseg import catalog, paper
 from sonoseg.errors import SonosegError
+from sonoseg.results import patient_table, run_identity
 from sonoseg.scoring import empty_side, kept_epoch
 
 
@@ -511,26 +512,6 @@ def with_confidence(
     return table.assign(dice_ci_low=bounds["ci_low"].to_numpy(), dice_ci_high=bounds["ci_high"].to_numpy())
 
 
-def patient_table(metrics_paths: list[str | Path], manifest_csv: str | Path) -> pd.DataFrame:
-    """Every run's per-image metrics of the images with a lesion, in the long form the patient-level
-    statistics read (sonoseg.stats): method (the run), run (the training: its fold and seed), sample_id, patient (the
-    manifest's patient group: duplicates put patients in one group, which must move together) and
-    the metrics."""
-    from sonoseg.figures import lesion_images, read_per_image, training_label
-
-    per_image = lesion_images(read_per_image(metrics_paths))
-    from sonoseg import data
-
-    manifest = data.included(data.read_manifest(manifest_csv)).set_index("sample_id")
-    missing = sorted(set(per_image["sample_id"]) - set(manifest.index))
-    if missing:
-        raise SonosegError(f"{manifest_csv}: evaluated images {missing[:5]} are not in the manifest")
-    return per_image.assign(
-        run=[training_label(f, s) for f, s in zip(per_image["fold"], per_image["seed"])],
-        patient=per_image["sample_id"].map(manifest["group"]).astype(str),
-    )
-
-
 PAIRED_FAMILIES = {
     "ablation": "twin (other marks) vs main, Holm over the methods",
     # The same models (trained with marks kept) tested with the marks inpainted: the drop is the reliance.
@@ -634,7 +615,6 @@ def convergence_table(
     (longer - base) by patient, then run (same fold and seed). A network counts as converged when the
     stop rule ended every checked training, or when the change's 90 % CI lies within +-margin."""
     from sonoseg import stats
-    from sonoseg.figures import run_identity
 
     ended = {}
     for path in history_paths:
