@@ -148,10 +148,11 @@ def plotted(monkeypatch) -> list[list[dict]]:
     real_save = figures._save
 
     def save(fig, out):
+        plotted_texts.append([text for legend in fig.legends for text in legend.get_texts()])
         figures_seen.append(
             [
                 {
-                    "points": {text.get_text(): text.xy for text in ax.texts if hasattr(text, "xy")},
+                    "points": {text.get_gid() or text.get_text(): text.xy for text in ax.texts if hasattr(text, "xy")},
                     "lines": [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")],
                 }
                 for ax in fig.axes
@@ -161,6 +162,9 @@ def plotted(monkeypatch) -> list[list[dict]]:
 
     monkeypatch.setattr(figures, "_save", save)
     return figures_seen
+
+
+plotted_texts: list[list] = []  # each saved figure's key entries (the figure-level legend), by the fixture above
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -191,6 +195,8 @@ def test_figure2_cost_and_statistics_include_a_method_without_history(small_stud
     assert panel["points"]["unet"][0] == pytest.approx(UNET_PARAMETERS * 1e-6)
     assert "threshold_baseline" not in panel["points"]
     assert len(panel["lines"]) == 1 and "threshold_baseline" in panel["lines"][0]  # a horizontal line instead
+    # A point is labelled by a number; the key names it as a person reads it.
+    assert [text.get_text() for text in plotted_texts[-1]] == ["1  U-net", "2  Threshold baseline (floor)"]
     # The front's statistics are by patient: they need the manifest's patient groups.
     with pytest.raises(SonosegError, match="manifest"):
         figures.cost_accuracy(metrics, root / "cost.png", summaries=small_study["summaries"], front_csv=root / "f.csv")

@@ -15,6 +15,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on a cluster node or in CI
+import matplotlib.lines  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
@@ -571,6 +572,9 @@ def cost_accuracy(
         )
         axes_spec += [("gflops", "GFLOPs per image", 1.0), ("latency_ms", f"CPU latency (ms, {_cpu_label(cost)})", 1.0)]
     reference = {**paper.TABLE1, **paper.TABLE2}
+    # Points carry numbers, and a key gives each number the catalog's name: names written beside the
+    # points overlapped into an unreadable cluster where the U-nets sit.
+    key = {method: number for number, method in enumerate(summary["method"], start=1)}
     fig, axes = plt.subplots(1, len(axes_spec), figsize=(4.2 * len(axes_spec), 3.4), squeeze=False)
     for ax, (column, label, scale) in zip(axes[0], axes_spec):
         front = pareto_front(summary, column)
@@ -579,14 +583,21 @@ def cost_accuracy(
         for index, row in enumerate(summary.itertuples()):
             color = f"C{index % 10}"
             x = getattr(row, column)
-            if pd.isna(x):  # a method without this cost (a floor): a horizontal line
+            if pd.isna(x):  # a method without this cost (a floor or a reference): a horizontal line
                 ax.axhline(
                     row.dice_mean, color=color, lw=0.8, ls="--", label=f"{_untrained_kind(row.method)}: {row.method}"
                 )
                 continue
             error = [[row.dice_mean - row.low], [row.high - row.dice_mean]]
             ax.errorbar(x * scale, row.dice_mean, yerr=error, fmt="o", color=color, ms=4, capsize=2)
-            ax.annotate(row.method, (x * scale, row.dice_mean), fontsize=5, xytext=(3, 2), textcoords="offset points")
+            ax.annotate(
+                str(key[row.method]),
+                (x * scale, row.dice_mean),
+                fontsize=6,
+                xytext=(3, 2),
+                textcoords="offset points",
+                gid=row.method,  # the number's method, for whoever reads the figure's objects
+            )
             if column == "parameters" and row.method in reference and not pd.isna(reference[row.method][1]):
                 paper_x = catalog.entry(row.method).printed_parameters or x
                 ax.errorbar(
@@ -605,9 +616,30 @@ def cost_accuracy(
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3, which="both")
     axes[0, 0].set_title("filled: ours, hollow: paper", fontsize=7)
-    if any(line.get_label()[:1] != "_" for line in axes[0, 0].get_lines()):
-        axes[0, 0].legend(fontsize=5)
+    handles = [
+        matplotlib.lines.Line2D(
+            [],
+            [],
+            color=f"C{index % 10}",
+            marker="o" if not pd.isna(row.parameters) else None,
+            ls="" if not pd.isna(row.parameters) else "--",
+            label=f"{key[row.method]}  {display_name(row.method)}"
+            + ("" if not pd.isna(row.parameters) else f" ({_untrained_kind(row.method)})"),
+        )
+        for index, row in enumerate(summary.itertuples())
+    ]
+    if any(line.get_label() == "front" for line in axes[0, 0].get_lines()):
+        handles.append(matplotlib.lines.Line2D([], [], color="0.5", lw=1, label="the front"))
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6, frameon=False)
     _save(fig, out_png)
+
+
+def display_name(method: str) -> str:
+    """A method's name as a person reads it: the catalog's label without its parenthesised notes
+    ("Lighter U-net @128", "Threshold baseline"); the identifier for a method the catalog lacks."""
+    from sonoseg import catalog
+
+    return catalog.label(method).split(" (")[0] if method in catalog.CATALOG else method
 
 
 def pareto_front(summary: pd.DataFrame, column: str) -> pd.DataFrame:
