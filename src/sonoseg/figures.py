@@ -630,6 +630,7 @@ def cost_accuracy(
     ]
     if any(line.get_label() == "front" for line in axes[0, 0].get_lines()):
         handles.append(matplotlib.lines.Line2D([], [], color="0.5", lw=1, label="the front"))
+    fig.tight_layout()  # the panels first, then the key just right of them
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6, frameon=False)
     _save(fig, out_png)
 
