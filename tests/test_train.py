@@ -593,7 +593,8 @@ def test_history_counts_optimizer_steps_and_says_what_ended_the_training(small_c
     assert rows["steps"].tolist() == [2, 4]
     # Where each epoch's time went: its parts add up to no more than the epoch.
     parts = rows[["train_seconds", "bn_seconds", "val_seconds"]]
-    assert (parts > 0).all().all() and (parts.sum(axis=1) <= rows["seconds"] + 1e-3).all()
+    assert (parts >= 0).all().all() and (parts.sum(axis=1) <= rows["seconds"] + 3e-3).all()  # each rounded to 1 ms
+    assert (parts["train_seconds"] > 0).all()
     assert rows["ended_by"].fillna("").tolist() == ["", "cap"]
     frozen = Recipe(
         min_epochs=1, max_epochs=6, batch_size=4, augment=False, learning_rate=0.0, early_stopping_patience=1
