@@ -185,3 +185,28 @@ def sample_images(n: int = 3) -> list:
         cv2.circle(image, (40 + 5 * i, 35), 15, (200, 200, 200), -1)
         images.append(image)
     return images
+
+
+# Per-image results made by hand, for the statistics' and tables' tests: a run's metrics.csv (images with
+# a lesion) where the workflow writes it, and a manifest giving each sample its patient group.
+
+
+def write_run_metrics(root: Path, run: str, fold: int, seed: int, samples, dice, hd95=1.0, policy="medpy") -> Path:
+    """<root>/runs/<run>/fold<fold>/seed<seed>/metrics.csv, one lesion image per sample."""
+    import pandas as pd
+
+    path = root / "runs" / run / f"fold{fold}" / f"seed{seed}" / "metrics.csv"
+    path.parent.mkdir(parents=True)
+    columns = {"sample_id": list(samples), "dice": dice, "hd95_px": hd95, "hd95_mm": ""}
+    flags = {"truth_empty": False, "prediction_empty": False, "hd95_policy": policy}
+    pd.DataFrame({**columns, **flags}).to_csv(path, index=False)
+    return path
+
+
+def write_patient_manifest(path: Path, samples, groups) -> Path:
+    """A manifest of included samples, each in its patient group (its own patient)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"sample_id": list(samples), "patient": list(groups), "group": list(groups)})
+    frame.assign(status="included", height=64, width=64).to_csv(path, index=False)
+    return path

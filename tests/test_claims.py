@@ -2,9 +2,8 @@
 the primary run; tables/equivalence.{csv,md} answers them."""
 
 import numpy as np
-import pandas as pd
 import pytest
-from conftest import TINY, run_snakemake, write_config
+from conftest import TINY, run_snakemake, write_config, write_patient_manifest, write_run_metrics
 
 from sonoseg import tables
 
@@ -13,28 +12,12 @@ def write_runs(tmp_path, shifts: dict[str, float]):
     rng = np.random.default_rng(1)
     samples = [f"p{p}v{v}" for p in range(40) for v in (1, 2)]
     base = rng.uniform(0.6, 0.9, len(samples))
-    paths = []
-    for run, shift in shifts.items():
-        for seed in (0, 1, 2):
-            path = tmp_path / "runs" / run / "fold0" / f"seed{seed}" / "metrics.csv"
-            path.parent.mkdir(parents=True)
-            values = base + shift + rng.normal(0, 0.01, len(samples))
-            pd.DataFrame(
-                {
-                    "sample_id": samples,
-                    "dice": values,
-                    "hd95_px": 1.0,
-                    "hd95_mm": "",
-                    "truth_empty": False,
-                    "prediction_empty": False,
-                    "hd95_policy": "medpy",
-                }
-            ).to_csv(path, index=False)
-            paths.append(path)
-    manifest = tmp_path / "manifest.csv"
-    groups = [s[:-2] for s in samples]
-    frame = pd.DataFrame({"sample_id": samples, "patient": groups, "group": groups, "status": "included"})
-    frame.assign(height=64, width=64).to_csv(manifest, index=False)
+    paths = [
+        write_run_metrics(tmp_path, run, 0, seed, samples, base + shift + rng.normal(0, 0.01, len(samples)))
+        for run, shift in shifts.items()
+        for seed in (0, 1, 2)
+    ]
+    manifest = write_patient_manifest(tmp_path / "manifest.csv", samples, [s[:-2] for s in samples])
     return paths, manifest
 
 

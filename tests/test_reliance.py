@@ -7,7 +7,16 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SIZE, TINY, run_snakemake, sample_images, write_config, write_model
+from conftest import (
+    SIZE,
+    TINY,
+    run_snakemake,
+    sample_images,
+    write_config,
+    write_model,
+    write_patient_manifest,
+    write_run_metrics,
+)
 
 from sonoseg import infer, preprocess, runsheet, tables
 from sonoseg.errors import SonosegError
@@ -62,26 +71,9 @@ def test_reliance_is_paired_image_by_image_and_run_by_run(tmp_path):
     rng = np.random.default_rng(0)
     samples = [f"p{p}v{v}" for p in range(12) for v in (1, 2)]
     dice = rng.uniform(0.5, 0.95, len(samples))
-    paths = []
-    for run, values in (("unet", dice), ("unet--tested-inpaint", dice - 0.1)):
-        path = tmp_path / "runs" / run / "fold0" / "seed0" / "metrics.csv"
-        path.parent.mkdir(parents=True)
-        pd.DataFrame(
-            {
-                "sample_id": samples,
-                "dice": values,
-                "hd95_px": 1.0,
-                "hd95_mm": "",
-                "truth_empty": False,
-                "prediction_empty": False,
-                "hd95_policy": "medpy",
-            }
-        ).to_csv(path, index=False)
-        paths.append(path)
-    manifest = tmp_path / "manifest.csv"
-    pd.DataFrame(
-        {"sample_id": samples, "patient": [s[:-2] for s in samples], "group": [s[:-2] for s in samples]}
-    ).assign(status="included", height=64, width=64).to_csv(manifest, index=False)
+    runs = (("unet", dice), ("unet--tested-inpaint", dice - 0.1))
+    paths = [write_run_metrics(tmp_path, run, 0, 0, samples, values) for run, values in runs]
+    manifest = write_patient_manifest(tmp_path / "manifest.csv", samples, [s[:-2] for s in samples])
     table = tables.marks_ablation(paths, [("unet", "unet--tested-inpaint")], manifest, family="reliance")
     row = table.iloc[0]
     assert row["mean_difference"] == pytest.approx(-0.1)

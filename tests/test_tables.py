@@ -4,6 +4,7 @@ import math
 
 import pandas as pd
 import pytest
+from conftest import write_patient_manifest, write_run_metrics
 
 from sonoseg import modelio, paper, selection, tables
 from sonoseg.errors import SonosegError
@@ -256,27 +257,14 @@ def test_a_run_of_the_statistics_is_one_training_labelled_by_fold_and_seed(tmp_p
     from sonoseg.tables import patient_table
 
     rng = np.random.default_rng(0)
-    rows, paths = [], []
+    samples, paths = [], []
     for fold in (0, 1):
-        samples = [f"f{fold}p{p}v{v}" for p in range(4) for v in (1, 2)]
-        rows += [{"sample_id": s, "patient": s[:4], "group": s[:4], "status": "included"} for s in samples]
+        fold_samples = [f"f{fold}p{p}v{v}" for p in range(4) for v in (1, 2)]
+        samples += fold_samples
         for seed in (0, 1, 2):
-            path = tmp_path / "runs" / "unet" / f"fold{fold}" / f"seed{seed}" / "metrics.csv"
-            path.parent.mkdir(parents=True)
-            pd.DataFrame(
-                {
-                    "sample_id": samples,
-                    "dice": rng.uniform(0.5, 0.9, len(samples)),
-                    "hd95_px": 3.0,
-                    "hd95_mm": "",
-                    "truth_empty": False,
-                    "prediction_empty": False,
-                    "hd95_policy": "max_distance",
-                }
-            ).to_csv(path, index=False)
-            paths.append(path)
-    manifest = tmp_path / "manifest.csv"
-    pd.DataFrame(rows).assign(height=64, width=64).to_csv(manifest, index=False)
+            dice = rng.uniform(0.5, 0.9, len(fold_samples))
+            paths.append(write_run_metrics(tmp_path, "unet", fold, seed, fold_samples, dice, 3.0, "max_distance"))
+    manifest = write_patient_manifest(tmp_path / "manifest.csv", samples, [s[:4] for s in samples])
     table = patient_table(paths, manifest)
     labels = table.groupby("run")["sample_id"].nunique()
     assert sorted(labels.index) == [f"fold{f}/seed{s}" for f in (0, 1) for s in (0, 1, 2)]
