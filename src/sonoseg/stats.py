@@ -357,6 +357,7 @@ def _compare(
     confidence: float,
     permutations: int,
     return_replicates: bool,
+    return_patient_means: bool = False,
 ) -> dict:
     terms, images_per_patient, images, runs_candidate, runs_reference = _terms(by_method, metric, candidate, reference)
     per_patient = sum(matrix.mean(axis=1) for matrix in terms.values())  # summed over images, averaged over runs
@@ -380,6 +381,8 @@ def _compare(
     }
     if return_replicates:
         result["replicates"] = replicates
+    if return_patient_means:  # each patient's mean difference over its images (runs averaged)
+        result["patient_means"] = per_patient / images_per_patient
     return result
 
 
@@ -492,9 +495,8 @@ def equivalence(
     Returns hierarchical_comparison's fields (at confidence 1 - 2 alpha, p left out) and margin,
     tost_p, equivalent."""
     by_method = _by_method(long_table(per_image, metric))
-    compared = _compare(by_method, metric, candidate, reference, seed, resamples, 1 - 2 * alpha, 1, False)
-    terms, images_per_patient, *_ = _terms(by_method, metric, candidate, reference)
-    patient_means = sum(matrix.mean(axis=1) for matrix in terms.values()) / images_per_patient
+    compared = _compare(by_method, metric, candidate, reference, seed, resamples, 1 - 2 * alpha, 1, False, True)
+    patient_means = compared.pop("patient_means")
     # One patient leaves no spread to test with: no TOST, so no equivalence shown.
     tost = tost_paired(patient_means, margin, alpha) if len(patient_means) >= 2 else {"p": float("nan")}
     inside = -margin < compared["ci_low"] and compared["ci_high"] < margin
@@ -548,15 +550,22 @@ def as_family(comparisons: Sequence[pd.DataFrame], family_name: str, alpha: floa
     """Comparison rows of one or several calls made one family: named family_name, Holm's correction
     over all their rows, significant = p_holm < alpha and, where a side has several runs (trainings),
     the CI excluding 0 as well."""
-    frame = pd.concat(list(comparisons), ignore_index=True)
+    frame = with_holm(pd.concat(list(comparisons), ignore_index=True), alpha)
     frame["family"] = family_name
-    frame["p_holm"] = holm(frame["p"].fillna(1.0).to_numpy())
     # The sign-flip p is conditional on the fitted runs: where several trainings exist, a decision also
     # needs the CI (which resamples them) to exclude 0 (docs/statistics.md, "Decisions").
     several = frame["runs_per_set"] > 1  # several trainings of one image's fold, not merely several folds
     excludes_zero = (frame["ci_low"] > 0) | (frame["ci_high"] < 0)
     frame["significant"] = (frame["p_holm"] < alpha) & (~several | excludes_zero)
-    frame["p_mc_error"] = holm_mc_error(frame["p"].fillna(1.0).to_numpy(), frame["permutations"].to_numpy())
+    return frame
+
+
+def with_holm(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Rows with a sign-flip p (and the flips behind it), one family: Holm's p (a p that could not be
+    computed counts as 1), its Monte Carlo error, and whether it lies within two errors of alpha."""
+    p = frame["p"].fillna(1.0).to_numpy()
+    frame["p_holm"] = holm(p)
+    frame["p_mc_error"] = holm_mc_error(p, frame["permutations"].to_numpy())
     frame["near_threshold"] = (frame["p_holm"] - alpha).abs() < 2 * frame["p_mc_error"]
     return frame
 

@@ -545,9 +545,7 @@ def marks_ablation(
         rows.append({**result, "method": main, "twin": twin, "dice_main": means[main], "dice_twin": means[twin]})
     table = pd.DataFrame(rows)
     if not table.empty:
-        table["p_holm"] = stats.holm(table["p"].to_numpy())
-        table["p_mc_error"] = stats.holm_mc_error(table["p"].to_numpy(), table["permutations"].to_numpy())
-        table["near_threshold"] = (table["p_holm"] - 0.05).abs() < 2 * table["p_mc_error"]
+        table = stats.with_holm(table)
         table["family"] = PAIRED_FAMILIES[family]
     return table
 
@@ -624,7 +622,8 @@ def convergence_table(
     rows = []
     for base, longer in pairs:
         both = per_image[per_image["method"].isin([base, longer])]
-        change = stats.equivalence(both, longer, base, margin, seed=seed)
+        # Only the 90 % interval is read: one sign flip spares the p no one uses.
+        change = stats.hierarchical_comparison(both, longer, base, seed=seed, confidence=0.90, permutations=1)
         inside = -margin < change["ci_low"] and change["ci_high"] < margin
         reasons = ended.get(base, [])
         capped = sum(reason == "cap" for reason in reasons)
