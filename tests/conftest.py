@@ -203,6 +203,20 @@ def write_run_metrics(root: Path, run: str, fold: int, seed: int, samples, dice,
     return path
 
 
+def sheet_row(name: str, folds=("0",), seeds=("0",), trained: bool = True, **columns) -> dict:
+    """A run's row of the run sheet, as far as the collect stage and the summaries read it."""
+    row = {"name": name, "kind": "network", "method": name, "marks": "keep", "model_from": "", "table_key": "network"}
+    row.update(folds=" ".join(map(str, folds)), seeds=" ".join(map(str, seeds)), recipe="{}" if trained else "")
+    return {**row, **columns}
+
+
+def collect(root: Path, rows: list[dict], manifest: Path):
+    """The long per-image table of runs written under ``root`` (sonoseg.results, as the collect stage)."""
+    from sonoseg import results
+
+    return results.collect_per_image(root, [{**row, "recipe": ""} for row in rows], manifest)
+
+
 def write_patient_manifest(path: Path, samples, groups) -> Path:
     """A manifest of included samples, each in its patient group (its own patient)."""
     import pandas as pd

@@ -3,7 +3,7 @@ the primary run; tables/equivalence.{csv,md} answers them."""
 
 import numpy as np
 import pytest
-from conftest import TINY, run_snakemake, write_config, write_patient_manifest, write_run_metrics
+from conftest import TINY, collect, run_snakemake, sheet_row, write_config, write_patient_manifest, write_run_metrics
 
 from sonoseg import tables
 
@@ -12,19 +12,17 @@ def write_runs(tmp_path, shifts: dict[str, float]):
     rng = np.random.default_rng(1)
     samples = [f"p{p}v{v}" for p in range(40) for v in (1, 2)]
     base = rng.uniform(0.6, 0.9, len(samples))
-    paths = [
-        write_run_metrics(tmp_path, run, 0, seed, samples, base + shift + rng.normal(0, 0.01, len(samples)))
-        for run, shift in shifts.items()
-        for seed in (0, 1, 2)
-    ]
+    for run, shift in shifts.items():
+        for seed in (0, 1, 2):
+            write_run_metrics(tmp_path, run, 0, seed, samples, base + shift + rng.normal(0, 0.01, len(samples)))
     manifest = write_patient_manifest(tmp_path / "manifest.csv", samples, [s[:-2] for s in samples])
-    return paths, manifest
+    return collect(tmp_path, [sheet_row(run, seeds=(0, 1, 2)) for run in shifts], manifest)
 
 
 def test_equivalence_claims_are_answered_with_their_margin_and_holm(tmp_path):
-    paths, manifest = write_runs(tmp_path, {"unet": 0.0, "lighter_unet_c128": 0.004, "lighter_unet_c1": -0.06})
+    per_image = write_runs(tmp_path, {"unet": 0.0, "lighter_unet_c128": 0.004, "lighter_unet_c1": -0.06})
     pairs = [("lighter_unet_c128", "unet"), ("lighter_unet_c1", "unet")]
-    table = tables.equivalence_table(paths + paths[:3], pairs, manifest, margin=0.02)  # a run listed twice: once
+    table = tables.equivalence_table(per_image, pairs, margin=0.02)  # unet named twice: its rows once
     rows = table.set_index("method")
     assert bool(rows.loc["lighter_unet_c128", "equivalent"]) and not bool(rows.loc["lighter_unet_c1", "equivalent"])
     assert rows.loc["lighter_unet_c128", "runs_candidate"] == 3  # three trainings, resampled as runs

@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sonoseg import figures, scoring, stats
+from conftest import collect, sheet_row
+
+from sonoseg import figures, layout, scoring, stats
 from sonoseg.errors import SonosegError
 
 UNET_PARAMETERS = 17_267_393  # as training records it in the model file and the run's summary
@@ -55,23 +57,12 @@ def test_categorical_columns_are_metadata_not_files():
     assert figures.categorical_columns(manifest) == ["organ"]
 
 
-def test_method_and_seed_from_the_workflow_layout(tmp_path):
-    # The workflow's layout: runs/<run>/seed<N>/ holds a run's metrics.csv, predictions/ and history.csv.
-    assert figures.method_and_seed("results/x/runs/unet/seed2/metrics.csv") == ("unet", 2)
-    assert figures.method_and_seed("results/x/runs/threshold_baseline/seed0/predictions") == ("threshold_baseline", 0)
-    assert figures.method_and_seed("results/x/runs/lighter_unet_c1--wd0/seed1") == ("lighter_unet_c1--wd0", 1)
-    # A per-seed file named after its seed.
-    assert figures.method_and_seed("results/x/metrics/unet/seed2.csv") == ("unet", 2)
-    for path in ("results/x/metrics/unet.csv", "results/x/runs/unet/metrics.csv"):
-        with pytest.raises(SonosegError, match="seed<N>"):
-            figures.method_and_seed(path)
-
-
 @pytest.fixture
 def small_study(tmp_path: Path) -> dict:
     """Two methods (one without history), four test images with masks and predictions, an organ column,
-    in the workflow's layout (runs/<run>/seed<N>/metrics.csv and predictions/), with the runs' summaries
-    (networks/<run>.csv: U-net's parameter count; the floor has none)."""
+    in the workflow's layout (sonoseg.layout: metrics.csv and predictions/ of fold 0, seed 0), with the
+    runs' summaries (networks/<run>.csv: U-net's parameter count; the floor has none) and their
+    collected per-image table (``collect()`` again after changing a metrics file)."""
     rng = np.random.default_rng(0)
     rows, metrics = [], {"unet": [], "threshold_baseline": []}
     for index in range(4):
@@ -101,7 +92,7 @@ def small_study(tmp_path: Path) -> dict:
             }
         )
         for method, shift in (("unet", 0), ("threshold_baseline", 5)):
-            directory = tmp_path / "runs" / method / "seed0" / "predictions"
+            directory = Path(layout.training_file(tmp_path, method, 0, 0, layout.PREDICTIONS))
             directory.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(directory / f"{sample}.png"), np.roll(mask, shift, axis=1))
             metrics[method].append(
@@ -127,16 +118,17 @@ def small_study(tmp_path: Path) -> dict:
     paths, summaries = [], []
     (tmp_path / "networks").mkdir()
     for method, frame in metrics.items():
-        paths.append(tmp_path / "runs" / method / "seed0" / "metrics.csv")
+        paths.append(Path(layout.training_file(tmp_path, method, 0, 0, layout.METRICS)))
         pd.DataFrame(frame).to_csv(paths[-1], index=False)
         summaries.append(tmp_path / "networks" / f"{method}.csv")
         parameters = UNET_PARAMETERS if method == "unet" else 0
         pd.DataFrame({"network": [method], "seed": [0], "parameters": [parameters]}).to_csv(summaries[-1], index=False)
+    rows = [sheet_row("unet"), sheet_row("threshold_baseline", trained=False)]
     return {
         "root": tmp_path,
         "metrics": paths,
-        "predictions": [tmp_path / "runs" / m / "seed0" / "predictions" for m in metrics],
         "summaries": summaries,
+        "collect": lambda: collect(tmp_path, rows, tmp_path / "manifest.csv"),
     }
 
 
@@ -185,8 +177,8 @@ def test_data_overview_counts_and_metadata(small_study):
 
 
 def test_figure2_cost_and_statistics_include_a_method_without_history(small_study, plotted):
-    root, metrics = small_study["root"], small_study["metrics"]
-    note = figures.figure2(root / "manifest.csv", metrics, small_study["predictions"], root / "figure2.png")
+    root, metrics = small_study["root"], small_study["collect"]()
+    note = figures.figure2(root / "manifest.csv", metrics, root, root / "figure2.png")
     assert "unet" in note
     assert _png_size(root / "figure2.png")[0] > 200
     # Parameter counts come from the runs' summaries (counted at training); a floor has none to plot.
@@ -197,14 +189,15 @@ def test_figure2_cost_and_statistics_include_a_method_without_history(small_stud
     assert len(panel["lines"]) == 1 and "threshold_baseline" in panel["lines"][0]  # a horizontal line instead
     # A point is labelled by a number; the key names it as a person reads it.
     assert [text.get_text() for text in plotted_texts[-1]] == ["1  U-net", "2  Threshold baseline (floor)"]
-    # The front's statistics are by patient: they need the manifest's patient groups.
-    with pytest.raises(SonosegError, match="manifest"):
-        figures.cost_accuracy(metrics, root / "cost.png", summaries=small_study["summaries"], front_csv=root / "f.csv")
+    # The front's statistics are by patient.
+    with pytest.raises(SonosegError, match="by patient"):
+        figures.cost_accuracy(
+            metrics, root / "cost.png", summaries=small_study["summaries"], by_patient=False, front_csv=root / "f.csv"
+        )
     figures.cost_accuracy(
         metrics,
         root / "cost.png",
         summaries=small_study["summaries"],
-        manifest_csv=root / "manifest.csv",
         front_csv=root / "front.csv",
         front_html=root / "front.html",
     )
@@ -249,11 +242,15 @@ def test_figure2_cost_and_statistics_include_a_method_without_history(small_stud
 def test_paired_statistics_and_distributions_leave_out_images_without_a_lesion(small_study):
     # A normal image: U-net predicts nothing (Dice 1 by the empty-empty rule), the baseline a false
     # lesion (Dice 0). Counted, it would move the paired difference from -0.1 to -0.28.
-    root, metrics = small_study["root"], small_study["metrics"]
-    for path, dice in zip(metrics, (1.0, 0.0)):
+    root = small_study["root"]
+    for path, dice in zip(small_study["metrics"], (1.0, 0.0)):
         frame = pd.read_csv(path)
         normal = {**frame.iloc[0].to_dict(), "sample_id": "normal", "dice": dice, "truth_empty": True}
         pd.concat([frame, pd.DataFrame([normal])]).to_csv(path, index=False)
+    manifest = pd.read_csv(root / "manifest.csv")
+    normal_row = {**manifest.iloc[0].to_dict(), "sample_id": "normal", "patient": "PN", "group": "PN"}
+    pd.concat([manifest, pd.DataFrame([normal_row])]).to_csv(root / "manifest.csv", index=False)
+    metrics = small_study["collect"]()
     figures.paired_statistics(
         metrics, root / "manifest.csv", root / "paired.csv", root / "paired.html", root / "forest.png", resamples=200
     )
@@ -269,7 +266,7 @@ def test_paired_statistics_and_distributions_leave_out_images_without_a_lesion(s
 
 def test_training_curves_mark_the_kept_epoch(tmp_path):
     for seed in (0, 1):
-        directory = tmp_path / "runs" / "unet" / f"seed{seed}"
+        directory = Path(layout.training_dir(tmp_path, "unet", 0, seed))
         directory.mkdir(parents=True)
         pd.DataFrame(
             {
@@ -281,9 +278,11 @@ def test_training_curves_mark_the_kept_epoch(tmp_path):
                 "seconds": [1.0] * 3,
             }
         ).to_csv(directory / "history.csv", index=False)
-    assert scoring.kept_epoch(pd.read_csv(tmp_path / "runs/unet/seed0/history.csv")) == 2
-    figures.training_curves(sorted(tmp_path.glob("runs/unet/seed*/history.csv")), tmp_path / "curves.png")
+    assert scoring.kept_epoch(pd.read_csv(layout.training_file(tmp_path, "unet", 0, 0, layout.HISTORY))) == 2
+    figures.training_curves(tmp_path, sheet_row("unet", seeds=(0, 1)), tmp_path / "curves.png")
     assert _png_size(tmp_path / "curves.png")[0] > 300
+    with pytest.raises(SonosegError, match="seed2/history.csv: training history missing"):
+        figures.training_curves(tmp_path, sheet_row("unet", seeds=(0, 2)), tmp_path / "curves.png")
 
 
 def test_study_tables_show_ours_the_paper_and_the_difference(tmp_path):

@@ -15,6 +15,8 @@ from conftest import (
     write_config,
     write_model,
     write_patient_manifest,
+    collect,
+    sheet_row,
     write_run_metrics,
 )
 
@@ -72,9 +74,15 @@ def test_reliance_is_paired_image_by_image_and_run_by_run(tmp_path):
     samples = [f"p{p}v{v}" for p in range(12) for v in (1, 2)]
     dice = rng.uniform(0.5, 0.95, len(samples))
     runs = (("unet", dice), ("unet--tested-inpaint", dice - 0.1))
-    paths = [write_run_metrics(tmp_path, run, 0, 0, samples, values) for run, values in runs]
+    for run, values in runs:
+        write_run_metrics(tmp_path, run, 0, 0, samples, values)
     manifest = write_patient_manifest(tmp_path / "manifest.csv", samples, [s[:-2] for s in samples])
-    table = tables.marks_ablation(paths, [("unet", "unet--tested-inpaint")], manifest, family="reliance")
+    rows = [sheet_row("unet"), sheet_row("unet--tested-inpaint", kind="reliance", method="unet", model_from="unet")]
+    (tmp_path / "runs" / "unet" / "fold0" / "recipe.json").write_text('{"learning_rate": 0.003, "weight_decay": 0}')
+    per_image = collect(tmp_path, rows, manifest)
+    # The reliance run's rows name the recipe of the models it tests: unet's.
+    assert per_image.loc[per_image["run"] == "unet--tested-inpaint", "learning_rate"].eq(0.003).all()
+    table = tables.marks_ablation(per_image, [("unet", "unet--tested-inpaint")], family="reliance")
     row = table.iloc[0]
     assert row["mean_difference"] == pytest.approx(-0.1)
     assert row["ci_low"] == pytest.approx(-0.1) and row["ci_high"] == pytest.approx(-0.1)

@@ -1,12 +1,13 @@
 """Summaries and the study's tables (sonoseg.tables), and the recipe selection's choice (sonoseg.selection)."""
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_patient_manifest, write_run_metrics
+from conftest import collect, sheet_row, write_patient_manifest, write_run_metrics
 
-from sonoseg import modelio, paper, selection, tables
+from sonoseg import layout, modelio, paper, selection, tables
 from sonoseg.errors import SonosegError
 
 UNET_PARAMETERS, FCN_PARAMETERS = 17_267_393, 18_643_713
@@ -80,6 +81,7 @@ def test_hd95_in_mm_appears_when_a_pixel_spacing_was_given():
 
 
 def write_metrics(path, rows):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
@@ -179,43 +181,61 @@ def test_tables_carry_gflops_and_cpu_latency_from_the_cost_table(tmp_path):
 
 def write_model_file(path, parameters):
     """A model file as training writes it, as far as the summaries read it (the parameter count)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     modelio.save_model(path, network="unet", state_dict={}, parameters=parameters)
     return path
 
 
+def write_training(out, run, fold, seed, rows=None, history=None, parameters=UNET_PARAMETERS):
+    """One training's files where the study keeps them (sonoseg.layout): metrics, history, model."""
+    write_metrics(layout.training_file(out, run, fold, seed, layout.METRICS), rows or metrics_rows())
+    if history is not None:
+        history.to_csv(layout.training_file(out, run, fold, seed, layout.HISTORY), index=False)
+    if parameters:
+        write_model_file(layout.training_file(out, run, fold, seed, layout.MODEL), parameters)
+
+
+def epochs(n, **columns):
+    return pd.DataFrame({"epoch": range(1, n + 1), "val_loss": [0.5] * n, "val_dice": [0.1] * n, **columns})
+
+
+def other_fold(rows):
+    """The same metrics for a second fold's images (other sample ids)."""
+    return [{**r, "sample_id": f"f1_{r['sample_id']}"} for r in rows]
+
+
 def test_summarize_gives_one_row_per_seed_with_the_model_files_parameter_count(tmp_path):
-    metrics = [write_metrics(tmp_path / f"m{seed}.csv", metrics_rows()) for seed in (0, 1)]
-    histories = []
-    for seed, epochs in ((0, 2), (1, 3)):
-        histories.append(tmp_path / f"h{seed}.csv")
-        pd.DataFrame({"epoch": range(1, epochs + 1), "val_loss": [0.5] * epochs, "val_dice": [0.1] * epochs}).to_csv(
-            histories[-1], index=False
-        )
-    models = [write_model_file(tmp_path / f"model{seed}.pt", UNET_PARAMETERS) for seed in (0, 1)]
-    summary = tables.summarize("network", "unet", ["0", "1"], metrics, histories, models)
+    for seed, n in ((0, 2), (1, 3)):
+        write_training(tmp_path, "unet", 0, seed, history=epochs(n))
+    summary = tables.summarize(tmp_path, sheet_row("unet", seeds=(0, 1)))
     assert summary["seed"].tolist() == [0, 1] and summary["epochs"].tolist() == [2, 3]
     assert (summary["network"] == "unet").all() and (summary["parameters"] == UNET_PARAMETERS).all()
-    assert summary.loc[0, "dice"] == pytest.approx(tables.summarize_run(metrics[0], histories[0])["dice"])
+    assert (summary["run"] == "unet").all()
+    first = layout.training_file(tmp_path, "unet", 0, 0, layout.METRICS)
+    history = layout.training_file(tmp_path, "unet", 0, 0, layout.HISTORY)
+    assert summary.loc[0, "dice"] == pytest.approx(tables.summarize_run(first, history)["dice"])
     # A floor: no training, so no history, no model file and no parameters; the catalog gives its label.
-    floor = tables.summarize("network", "threshold_baseline", ["0"], metrics[:1])
+    write_training(tmp_path, "threshold_baseline", 0, 0, parameters=0)
+    floor = tables.summarize(tmp_path, sheet_row("threshold_baseline", trained=False))
     assert floor.loc[0, "parameters"] == 0 and pd.isna(floor.loc[0, "epochs"])
     row = tables.network_table(pd.concat([summary, floor]), paper.TABLE1, ["unet", "threshold_baseline"]).iloc[-1]
     assert (row["network"], row["parameters"]) == ("threshold_baseline", 0) and row["label"].startswith("Threshold")
+    # A missing metrics file is named.
+    with pytest.raises(SonosegError, match="seed7/metrics.csv: per-image metrics missing"):
+        tables.summarize(tmp_path, sheet_row("threshold_baseline", seeds=(7,), trained=False))
     # Seeds whose model files disagree on the count are not one network.
-    models[1] = write_model_file(tmp_path / "other.pt", FCN_PARAMETERS)
+    write_model_file(layout.training_file(tmp_path, "unet", 0, 1, layout.MODEL), FCN_PARAMETERS)
     with pytest.raises(SonosegError, match="disagree on the parameter count"):
-        tables.summarize("network", "unet", ["0", "1"], metrics, histories, models)
+        tables.summarize(tmp_path, sheet_row("unet", seeds=(0, 1)))
 
 
 def test_study_tables_are_written_with_a_caption_that_gives_the_scale(tmp_path):
-    metrics = write_metrics(tmp_path / "m.csv", metrics_rows())
-    history = tmp_path / "h.csv"
-    pd.DataFrame({"epoch": [1, 2], "val_loss": [0.5, 0.4], "val_dice": [0.1, 0.2]}).to_csv(history, index=False)
-    model = write_model_file(tmp_path / "model.pt", UNET_PARAMETERS)
     summaries = []
-    for key, name in (("network", "unet"), ("step", "baseline"), ("step", "adam")):
+    for key, name, run in (("network", "unet", "unet"), ("step", "baseline", "ladder--baseline"), ("step", "adam", "ladder--adam")):
+        write_training(tmp_path, run, 0, 0, history=epochs(2))
         summaries.append(tmp_path / f"{key}_{name}.csv")
-        tables.summarize(key, name, ["0"], [metrics], [history], [model]).to_csv(summaries[-1], index=False)
+        row = sheet_row(run, table_key=key, table_name=name)
+        tables.summarize(tmp_path, row).to_csv(summaries[-1], index=False)
     table = tables.study_table("table2", summaries[:1], tmp_path / "tables" / "table2.csv", 32, "area")
     assert table["network"].tolist() == ["unet"] and table.loc[0, "parameters"] == UNET_PARAMETERS
     markdown = (tmp_path / "tables" / "table2.md").read_text()
@@ -230,22 +250,27 @@ def test_study_tables_are_written_with_a_caption_that_gives_the_scale(tmp_path):
     assert "changes to the study's recipe" not in markdown  # no row changes it: no note
     assert "cross-validation" not in markdown  # one split
     # A second fold's images (other sample ids): the caption says how the table was made.
-    second = write_metrics(tmp_path / "m2.csv", [{**r, "sample_id": f"f1_{r['sample_id']}"} for r in metrics_rows()])
-    tables.summarize("network", "unet", ["0"], [metrics, second], [history, history], [model, model], folds=2).to_csv(
-        tmp_path / "cv.csv", index=False
-    )
+    write_training(tmp_path, "cv", 0, 0, history=epochs(2))
+    write_training(tmp_path, "cv", 1, 0, other_fold(metrics_rows()), history=epochs(2))
+    tables.summarize(tmp_path, sheet_row("cv", folds=(0, 1), table_name="unet")).to_csv(tmp_path / "cv.csv", index=False)
     tables.study_table("table2", [tmp_path / "cv.csv"], tmp_path / "tables" / "cv.csv")
     assert (
         "2-fold cross-validation by patient, every patient tested once" in (tmp_path / "tables" / "cv.md").read_text()
     )
     # A network trained otherwise than the study's recipe (its overrides): its row names the changes.
+    write_training(tmp_path, "malunet", 0, 0, history=epochs(2))
     changed = tmp_path / "malunet.csv"
-    tables.summarize(
-        "network", "malunet", ["0"], [metrics], [history], [model], recipe_changes="precision fp32"
-    ).to_csv(changed, index=False)
+    tables.summarize(tmp_path, sheet_row("malunet", recipe_changes="precision fp32")).to_csv(changed, index=False)
     beyond = tables.study_table("beyond", [changed], tmp_path / "tables" / "beyond.csv")
     assert beyond.loc[0, "label"] == "MALUNet (2022) [precision fp32]"
     assert "; in [ ]: a row's changes to the study's recipe" in (tmp_path / "tables" / "beyond.md").read_text()
+    # With the collected per-image table, each row gets its Dice CI by patient (the summaries name the run).
+    manifest = write_patient_manifest(
+        tmp_path / "manifest.csv", [r["sample_id"] for r in metrics_rows()], [f"p{i}" for i in range(len(metrics_rows()))]
+    )
+    per_image = collect(tmp_path, [sheet_row("ladder--baseline"), sheet_row("ladder--adam")], manifest)
+    ladder = tables.study_table("ladder", summaries[1:], tmp_path / "tables" / "ladder.csv", per_image=per_image)
+    assert (ladder["dice_ci_low"] <= ladder["dice_mean"]).all() and (ladder["dice_mean"] <= ladder["dice_ci_high"]).all()
 
 
 def test_a_run_of_the_statistics_is_one_training_labelled_by_fold_and_seed(tmp_path):
@@ -254,18 +279,20 @@ def test_a_run_of_the_statistics_is_one_training_labelled_by_fold_and_seed(tmp_p
     import numpy as np
 
     from sonoseg import stats
-    from sonoseg.tables import patient_table
+    from sonoseg.results import patient_table
 
     rng = np.random.default_rng(0)
-    samples, paths = [], []
+    samples = []
     for fold in (0, 1):
         fold_samples = [f"f{fold}p{p}v{v}" for p in range(4) for v in (1, 2)]
         samples += fold_samples
         for seed in (0, 1, 2):
             dice = rng.uniform(0.5, 0.9, len(fold_samples))
-            paths.append(write_run_metrics(tmp_path, "unet", fold, seed, fold_samples, dice, 3.0, "max_distance"))
+            write_run_metrics(tmp_path, "unet", fold, seed, fold_samples, dice, 3.0, "max_distance")
     manifest = write_patient_manifest(tmp_path / "manifest.csv", samples, [s[:4] for s in samples])
-    table = patient_table(paths, manifest)
+    per_image = collect(tmp_path, [sheet_row("unet", folds=(0, 1), seeds=(0, 1, 2))], manifest)
+    assert sorted(per_image["training"].unique()) == [f"fold{f}/seed{s}" for f in (0, 1) for s in (0, 1, 2)]
+    table = patient_table(per_image)
     labels = table.groupby("run")["sample_id"].nunique()
     assert sorted(labels.index) == [f"fold{f}/seed{s}" for f in (0, 1) for s in (0, 1, 2)]
     assert (labels == 8).all()  # each training's own fold's test images, none of the other fold's
@@ -274,22 +301,15 @@ def test_a_run_of_the_statistics_is_one_training_labelled_by_fold_and_seed(tmp_p
 
 
 def test_tables_flag_networks_whose_trainings_the_cap_ended(tmp_path):
-    metrics = write_metrics(tmp_path / "m.csv", metrics_rows())
-    model = write_model_file(tmp_path / "model.pt", UNET_PARAMETERS)
-    histories = {}
-    for name, ended in (("converged", "rule"), ("capped", "cap")):
-        histories[name] = tmp_path / f"{name}.csv"
-        pd.DataFrame(
-            {"epoch": [1, 2], "val_loss": [0.5, 0.4], "val_dice": [0.1, 0.2], "steps": [7, 14], "ended_by": ["", ended]}
-        ).to_csv(histories[name], index=False)
+    def history(ended):
+        return epochs(2, steps=[7, 14], ended_by=["", ended]).assign(val_loss=[0.5, 0.4])
+
     summaries = []
-    for network, (first, second) in (("unet", ("converged", "converged")), ("light_unet", ("capped", "converged"))):
+    for network, endings in (("unet", ("rule", "rule")), ("light_unet", ("cap", "rule"))):
+        write_training(tmp_path, network, 0, 0, history=history(endings[0]))
+        write_training(tmp_path, network, 1, 0, other_fold(metrics_rows()), history=history(endings[1]))
         summaries.append(tmp_path / f"{network}.csv")
-        folds = [metrics, write_metrics(tmp_path / f"{network}_f1.csv", metrics_rows())]
-        folds[1] = write_metrics(folds[1], [{**r, "sample_id": f"f1_{r['sample_id']}"} for r in metrics_rows()])
-        tables.summarize(
-            "network", network, ["0"], folds, [histories[first], histories[second]], [model, model], folds=2
-        ).to_csv(summaries[-1], index=False)
+        tables.summarize(tmp_path, sheet_row(network, folds=(0, 1))).to_csv(summaries[-1], index=False)
     table = tables.study_table("table2", summaries, tmp_path / "t.csv").set_index("network")
     assert table.loc["unet", "capped_trainings"] == 0 and table.loc["unet", "trainings"] == 2
     assert table.loc["light_unet", "capped_trainings"] == 1 and table.loc["light_unet", "label"].endswith("†")

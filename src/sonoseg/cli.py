@@ -304,17 +304,19 @@ def cmd_evaluate(args) -> None:
 def cmd_summarize(args) -> None:
     from sonoseg import tables
 
-    summary = tables.summarize(
-        args.key,
-        args.name,
-        args.seeds,
-        args.metrics,
-        args.histories,
-        args.models,
-        folds=args.folds,
-        recipe_changes=args.recipe_changes,
-    )
+    summary = tables.summarize(args.study_dir, _json(args.run_json))
     summary.to_csv(args.out, index=False)
+
+
+def cmd_collect(args) -> None:
+    from sonoseg import results
+
+    rows = results.sheet_rows(results.read_sheet(args.sheet), args.runs)
+    per_image = results.collect_per_image(args.study_dir, [r for r in rows if r["kind"] != "candidate"], args.manifest)
+    results.write_table(per_image, args.per_image)
+    trainings = results.collect_trainings(args.study_dir, rows)
+    results.write_table(trainings, args.trainings)
+    log.info("collected %d per-image rows of %d runs, %d trainings", len(per_image), len(rows), len(trainings))
 
 
 def cmd_table(args) -> None:
@@ -328,17 +330,26 @@ def cmd_table(args) -> None:
         args.input_interpolation,
         args.ladder_network,
         args.cost or None,
-        args.metrics,
+        _per_image(args),
         args.manifest or None,
         args.seed,
     )
+
+
+def _per_image(args):
+    """The collected per-image table (--per-image), the rows of --runs when given; None without one."""
+    from sonoseg import results
+
+    if not getattr(args, "per_image", ""):
+        return None
+    return results.read_per_image(args.per_image, getattr(args, "runs", None) or None)
 
 
 def cmd_marks_ablation(args) -> None:
     from sonoseg import tables
 
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
-    table = tables.marks_ablation(args.metrics, pairs, args.manifest, args.seed, args.family)
+    table = tables.marks_ablation(_per_image(args), pairs, args.seed, args.family)
     table.to_csv(args.out, index=False)
     log.info("caliper ablation (other marks - main):\n%s", table.to_string(index=False))
 
@@ -347,17 +358,22 @@ def cmd_equivalence(args) -> None:
     from sonoseg import provenance, tables
 
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
-    table = tables.equivalence_table(args.metrics, pairs, args.manifest, args.margin, args.seed)
+    table = tables.equivalence_table(_per_image(args), pairs, args.margin, args.seed)
     origin = provenance.read_manifest_provenance(args.manifest)["dataset_fingerprint"]
     tables.write_equivalence(table, args.out, args.margin, provenance.caption_line(origin))
     log.info("equivalence claims (margin %g):\n%s", args.margin, table.to_string(index=False))
 
 
 def cmd_convergence(args) -> None:
-    from sonoseg import tables
+    from sonoseg import results, tables
 
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
-    table = tables.convergence_table(args.metrics, args.histories, pairs, args.manifest, args.margin, args.seed)
+    # The checked seed of both sides of every pair (the base run may have more seeds).
+    rows = results.sheet_rows(results.read_sheet(args.sheet), [run for pair in pairs for run in pair])
+    rows = [{**row, "seeds": str(args.check_seed)} for row in rows]
+    per_image = results.collect_per_image(args.study_dir, rows, args.manifest)
+    trainings = results.collect_trainings(args.study_dir, rows)
+    table = tables.convergence_table(per_image, trainings, pairs, args.margin, args.seed)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     log.info("convergence check (margin %g):\n%s", args.margin, table.to_string(index=False))
@@ -387,26 +403,27 @@ def cmd_report_table(args) -> None:
 def cmd_report_curves(args) -> None:
     from sonoseg import figures
 
-    figures.training_curves(args.histories, args.out)
+    figures.training_curves(args.study_dir, _json(args.run_json), args.out)
 
 
 def cmd_report_figure2(args) -> None:
     from sonoseg import figures
 
-    log.info(figures.figure2(args.manifest, args.metrics, args.predictions, args.out, args.seed))
+    per_image = _per_image(args)
+    log.info(figures.figure2(args.manifest, per_image, args.study_dir, args.out, args.seed))
     if args.all_methods:
-        figures.figure2(args.manifest, args.metrics, args.predictions, args.all_methods, args.seed, every_method=True)
+        figures.figure2(args.manifest, per_image, args.study_dir, args.all_methods, args.seed, every_method=True)
 
 
 def cmd_report_cost(args) -> None:
     from sonoseg import figures
 
     figures.cost_accuracy(
-        args.metrics,
+        _per_image(args),
         args.out,
         args.cost,
         args.summaries,
-        args.manifest or None,
+        True,
         args.seed,
         front_csv=args.front_csv,
         front_html=args.front_table,
@@ -416,8 +433,9 @@ def cmd_report_cost(args) -> None:
 def cmd_report_statistics(args) -> None:
     from sonoseg import figures
 
-    figures.distributions(args.metrics, args.distributions)
-    figures.paired_statistics(args.metrics, args.manifest, args.csv, args.table, args.forest, args.seed)
+    per_image = _per_image(args)
+    figures.distributions(per_image, args.distributions)
+    figures.paired_statistics(per_image, args.manifest, args.csv, args.table, args.forest, args.seed)
 
 
 def cmd_models(args) -> None:
@@ -597,18 +615,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("summarize", help="per-seed summary of one run (a network, a floor or a ladder step)")
-    p.add_argument("--key", default="network", choices=["network", "step"])
-    p.add_argument("--folds", type=int, default=1, help="folds per seed (--metrics: seed by seed, fold by fold)")
-    p.add_argument("--name", required=True)
-    p.add_argument("--seeds", nargs="+", required=True)
-    p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--histories", nargs="*", default=[], help="none for a run without training (a floor)")
-    p.add_argument("--models", nargs="*", default=[], help="the seeds' model.pt (their parameter count)")
-    p.add_argument(
-        "--recipe-changes", default="", help="the run's changes to the study's recipe (its table row names them)"
-    )
+    p.add_argument("--study-dir", required=True, help="the study's folder (results/<study>)")
+    p.add_argument("--run-json", required=True, help="the run's row of the run sheet, as JSON")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_summarize)
+
+    p = sub.add_parser("collect", help="every run's per-image metrics and trainings as two long tables")
+    p.add_argument("--study-dir", required=True, help="the study's folder (results/<study>)")
+    p.add_argument("--sheet", required=True, help="the run sheet (runs.tsv)")
+    p.add_argument("--runs", nargs="+", required=True, help="the runs to collect, in the tables' order")
+    p.add_argument("--manifest", required=True, help="the manifest (patient groups, metadata)")
+    p.add_argument("--per-image", required=True, help="the long per-image table (CSV; .gz compresses)")
+    p.add_argument("--trainings", required=True, help="one row per training (CSV)")
+    p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("table", help="Table 1, Table 2 or the ladder from summaries")
     p.add_argument("kind", choices=["table1", "table2", "beyond", "ladder"])
@@ -620,15 +639,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ladder-network", default="unet", help="the network the ladder trained, for the caption")
     p.add_argument("--cost", default="", help="tables/cost.csv: adds GFLOPs and CPU latency columns")
-    p.add_argument("--metrics", nargs="*", default=[], help="the runs' per-image metrics: adds the Dice CI by patient")
-    p.add_argument("--manifest", default="", help="the manifest (patient groups), with --metrics")
+    p.add_argument("--per-image", default="", help="the collected per-image table: adds the Dice CI by patient")
+    p.add_argument("--manifest", default="", help="the manifest: the caption names the data's fingerprint")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("marks-ablation", help="the caliper ablation: Dice with marks kept vs inpainted, by patient")
-    p.add_argument("--manifest", required=True)
     p.add_argument("--pairs", nargs="+", required=True, help="MAIN:TWIN run names")
-    p.add_argument("--metrics", nargs="+", required=True, help="both runs' .../runs/<run>/fold<F>/seed<N>/metrics.csv")
+    p.add_argument("--per-image", required=True, help="the collected per-image table (per_image.csv.gz)")
     p.add_argument(
         "--family",
         default="ablation",
@@ -642,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("equivalence", help="the study's equivalence claims (config claims), TOST with a margin")
     p.add_argument("--manifest", required=True)
     p.add_argument("--pairs", nargs="+", required=True, help="CANDIDATE:REFERENCE run names")
-    p.add_argument("--metrics", nargs="+", required=True, help="both runs' .../runs/<run>/fold<F>/seed<N>/metrics.csv")
+    p.add_argument("--per-image", required=True, help="the collected per-image table (per_image.csv.gz)")
     p.add_argument("--margin", type=float, required=True, help="the equivalence margin in Dice")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.add_argument("--out", required=True, help="the CSV; a Markdown page of the claims is written beside it")
@@ -651,8 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convergence", help="the convergence check: each network against itself with twice the budget")
     p.add_argument("--manifest", required=True)
     p.add_argument("--pairs", nargs="+", required=True, help="BASE:LONGER run names")
-    p.add_argument("--metrics", nargs="+", required=True, help="both runs' metrics.csv, the checked seed")
-    p.add_argument("--histories", nargs="+", required=True, help="both runs' history.csv, the checked seed")
+    p.add_argument("--study-dir", required=True, help="the study's folder (results/<study>)")
+    p.add_argument("--sheet", required=True, help="the run sheet (runs.tsv)")
+    p.add_argument("--check-seed", required=True, help="the seed both sides of each pair trained with")
     p.add_argument("--margin", type=float, required=True, help="the change in Dice that counts as none")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.add_argument("--out", required=True)
@@ -677,22 +696,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report_table)
     p = sub.add_parser("report-curves", help="report: one network's training curves (every seed)")
-    p.add_argument("--histories", nargs="+", required=True, help=".../<network>/seed<N>/history.csv")
+    p.add_argument("--study-dir", required=True, help="the study's folder (results/<study>)")
+    p.add_argument("--run-json", required=True, help="the run's row of the run sheet, as JSON")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report_curves)
     p = sub.add_parser("report-figure2", help="report: the paper's Figure 2 rebuilt")
     p.add_argument("--manifest", required=True)
-    p.add_argument("--metrics", nargs="+", required=True, help=".../runs/<run>/fold<F>/seed<N>/metrics.csv")
-    p.add_argument("--predictions", nargs="+", required=True, help=".../runs/<run>/fold<F>/seed<N>/predictions")
+    p.add_argument("--study-dir", required=True, help="the study's folder (results/<study>): the predictions")
+    p.add_argument("--per-image", required=True, help="the collected per-image table (per_image.csv.gz)")
+    p.add_argument("--runs", nargs="+", required=True, help="the compared runs, in order")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="U-net, the best of each family and the floors, large")
     p.add_argument("--all-methods", default="", help="also write the full grid of every method here")
     p.set_defaults(func=cmd_report_figure2)
     p = sub.add_parser("report-cost", help="report: Dice against parameters (GFLOPs, latency with --cost)")
-    p.add_argument("--metrics", nargs="+", required=True, help=".../runs/<run>/fold<F>/seed<N>/metrics.csv")
+    p.add_argument("--per-image", required=True, help="the collected per-image table (per_image.csv.gz)")
+    p.add_argument("--runs", nargs="+", required=True, help="the compared runs, in order")
     p.add_argument("--cost", help="cost table: network,parameters,gflops,latency_ms,backend,threads,cpu")
     p.add_argument("--summaries", nargs="*", default=[], help="the methods' networks/<run>.csv (parameter counts)")
-    p.add_argument("--manifest", default="", help="the manifest (patient groups): Dice CIs by patient")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.add_argument("--front-csv", help="write the parameter front's paired statistics here (needs --manifest)")
     p.add_argument("--front-table", help="the same as an HTML page")
@@ -700,7 +721,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report_cost)
     p = sub.add_parser("report-statistics", help="report: per-image distributions and paired tests")
     p.add_argument("--manifest", required=True)
-    p.add_argument("--metrics", nargs="+", required=True, help=".../runs/<run>/fold<F>/seed<N>/metrics.csv")
+    p.add_argument("--per-image", required=True, help="the collected per-image table (per_image.csv.gz)")
+    p.add_argument("--runs", nargs="+", required=True, help="the compared runs, in order")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--distributions", required=True)
     p.add_argument("--table", required=True)

@@ -1,10 +1,9 @@
 """The study's HTML report pieces: small PNG figures (matplotlib, headless Agg backend, DejaVu fonts
 shipped with matplotlib) and self-contained HTML tables, one per report() item of the workflow.
 
-Inputs follow the workflow's layout: per-image metrics in ``metrics/<method>/seed<seed>.csv``,
-predictions in ``predictions/<method>/seed<seed>/<sample_id>.png``, histories in
-``models/<method>/seed<seed>/history.csv``. A method is a network or a non-learned baseline (which has
-predictions and metrics but no history and no registered model).
+Results come from the collected long table (sonoseg.results: per_image.csv.gz), where a compared
+method is a run of the run sheet: a network or a method without training (which has predictions and
+metrics but no history). Predictions and histories are found through sonoseg.layout.
 """
 
 from __future__ import annotations
@@ -21,16 +20,11 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sonoseg import catalog, paper, stats  # noqa: E402
+from sonoseg import catalog, layout, paper, stats  # noqa: E402
 from sonoseg.data import MANIFEST_COLUMNS  # noqa: E402
 from sonoseg.errors import SonosegError  # noqa: E402
 from sonoseg.imageio import read_image, read_mask  # noqa: E402
-from sonoseg.results import (  # noqa: E402
-    lesion_images,
-    method_and_seed,
-    patient_table,
-    read_per_image,
-)
+from sonoseg.results import as_compared, lesion_images, patient_table, trainings_of  # noqa: E402
 from sonoseg.scoring import kept_epoch  # noqa: E402
 from sonoseg.tables import ci_cell, seeds_cell  # noqa: E402
 
@@ -363,15 +357,21 @@ def _caption_of(table_csv: str | Path) -> str:
 # ----------------------------------------------------------------------------- 3 curves
 
 
-def training_curves(history_paths: list[str | Path], out_png: str | Path) -> None:
-    """Train/validation loss and validation Dice per epoch, one colour per seed, the kept epoch marked."""
-    if not history_paths:
-        raise SonosegError("training curves: no history given")
-    method = method_and_seed(Path(history_paths[0]).parent)[0]
+def training_curves(out: str | Path, row: dict, out_png: str | Path) -> None:
+    """One run's (a run sheet row's) train/validation loss and validation Dice per epoch, one colour per
+    training (fold and seed), the kept epoch marked; its histories found in the study folder ``out``."""
+    method = row["name"]
+    trainings = trainings_of(row)
+    if not row.get("recipe") or not trainings:
+        raise SonosegError(f"training curves: run {method!r} has no training")
+    several_folds = len({fold for fold, _ in trainings}) > 1
     fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(7.5, 2.6))
-    for index, path in enumerate(history_paths):
-        _, seed = method_and_seed(Path(path).parent)
+    for index, (fold, seed) in enumerate(trainings):
+        path = layout.training_file(out, method, fold, seed, layout.HISTORY)
+        if not Path(path).is_file():
+            raise SonosegError(f"{path}: training history missing")
         history = pd.read_csv(path)
+        seed = f"{fold}/{seed}" if several_folds else seed
         color = f"C{index % 10}"
         best = kept_epoch(history)
         best_row = history[history["epoch"] == best].iloc[0]
@@ -446,8 +446,8 @@ def figure2_methods(per_image: pd.DataFrame, reference: str) -> list[str]:
 
 def figure2(
     manifest_csv: str | Path,
-    metrics_paths: list[str | Path],
-    prediction_dirs: list[str | Path],
+    per_image: pd.DataFrame,
+    out: str | Path,
     out_png: str | Path,
     seed: int = 0,
     every_method: bool = False,
@@ -456,21 +456,22 @@ def figure2(
     post-processed masks (red) over the ground truth (green): those figure2_methods picks, large
     enough to judge a boundary, or with ``every_method`` all of them (the full grid). Returns the
     note naming the reference."""
-    per_image = read_per_image(metrics_paths)
+    per_image = as_compared(per_image)
     methods = list(dict.fromkeys(per_image["method"]))
     reference, reference_note = reference_method(methods)
     shown = methods if every_method else figure2_methods(per_image, reference)
     reference_dice = per_image[per_image["method"] == reference].groupby("sample_id")["dice"].mean()
     choice = figure2_choice(reference_dice, seed)
     manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False).set_index("sample_id")
-    # The first seed given of each method; with cross-validation its folds' folders together hold every image.
-    directories: dict[str, list[Path]] = {}
-    first_seed: dict[str, int] = {}
-    for directory in prediction_dirs:
-        method, method_seed = method_and_seed(directory)
-        if method in shown and first_seed.setdefault(method, method_seed) == method_seed:
-            directories.setdefault(method, []).append(Path(directory))
-    directories = {method: directories[method] for method in shown if method in directories}
+    # The first seed of each method; with cross-validation its folds' folders together hold every image.
+    first_seed = per_image.groupby("method", sort=False)["seed"].first()
+    directories = {
+        method: [
+            Path(layout.training_file(out, method, fold, first_seed[method], layout.PREDICTIONS))
+            for fold in per_image.loc[per_image["method"] == method, "fold"].unique()
+        ]
+        for method in shown
+    }
     dice = per_image.set_index(["method", "seed", "sample_id"])["dice"]
     columns = 2 + len(directories)
     panel = 1.35 if every_method else 2.4  # inches per panel: the default figure is for judging boundaries
@@ -522,11 +523,11 @@ def seed_summary(per_image: pd.DataFrame) -> pd.DataFrame:
 
 
 def cost_accuracy(
-    metrics_paths: list[str | Path],
+    per_image: pd.DataFrame,
     out_png: str | Path,
     cost_csv: str | Path | None = None,
     summaries: list[str | Path] = (),
-    manifest_csv: str | Path | None = None,
+    by_patient: bool = True,
     seed: int = 0,
     front_csv: str | Path | None = None,
     front_html: str | Path | None = None,
@@ -536,17 +537,16 @@ def cost_accuracy(
     else ± std over seeds), the front of the networks no other beats at a lower cost drawn as a step
     line, the floors (methods without a cost) as horizontal lines, the paper's Dice as hollow markers.
     Parameter counts come from the cost table or the runs' summaries (networks/<run>.csv).
-    With the manifest, front_csv / front_html get front_statistics over the parameter front."""
-    per_image = read_per_image(metrics_paths)
+    By patient, front_csv / front_html get front_statistics over the parameter front."""
+    patients = patient_table(per_image) if by_patient else None
+    per_image = as_compared(per_image)
     summary = seed_summary(per_image)
     summary["low"], summary["high"] = (
         summary["dice_mean"] - summary["dice_std"],
         summary["dice_mean"] + summary["dice_std"],
     )
     interval = "mean ± std over seeds"
-    patients = None
-    if manifest_csv:
-        patients = patient_table(metrics_paths, manifest_csv)
+    if patients is not None:
         bounds = stats.method_table(patients, methods=list(summary["method"]), seed=seed, resamples=2000)
         summary["low"], summary["high"] = bounds["ci_low"].to_numpy(), bounds["ci_high"].to_numpy()
         interval = "95 % CI by patient, then seed"
@@ -559,7 +559,7 @@ def cost_accuracy(
     summary["parameters"] = [_parameter_count(m, cost, counts) for m in summary["method"]]
     if front_csv or front_html:
         if patients is None:
-            raise SonosegError("report: the front's statistics need the manifest (patient groups)")
+            raise SonosegError("report: the front's statistics are by patient (by_patient)")
         front = front_statistics(patients, summary, "parameters", seed=seed)
         if front_csv:
             front.to_csv(front_csv, index=False)
@@ -758,10 +758,10 @@ def _cpu_label(cost: pd.DataFrame) -> str:
 # ----------------------------------------------------------------------------- 6 statistics
 
 
-def distributions(metrics_paths: list[str | Path], out_png: str | Path) -> None:
+def distributions(per_image: pd.DataFrame, out_png: str | Path) -> None:
     """Per-image Dice and HD95 per method (images with a lesion, averaged over seeds), as box plots
     with the points."""
-    per_image = lesion_images(read_per_image(metrics_paths))
+    per_image = as_compared(lesion_images(per_image))
     methods = list(dict.fromkeys(per_image["method"]))
     by_image = per_image.groupby(["method", "sample_id"], sort=False)[["dice", "hd95_px"]].mean()
     fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 0.45 * len(methods) * 2), 3.2))
@@ -778,7 +778,7 @@ def distributions(metrics_paths: list[str | Path], out_png: str | Path) -> None:
 
 
 def paired_statistics(
-    metrics_paths: list[str | Path],
+    per_image: pd.DataFrame,
     manifest_csv: str | Path,
     out_csv: str | Path,
     out_html: str | Path,
@@ -799,7 +799,7 @@ def paired_statistics(
     Patients are the manifest's patient groups (a patient's views, and duplicated images, move together)."""
     from sonoseg import catalog
 
-    per_image = patient_table(metrics_paths, manifest_csv)
+    per_image = patient_table(per_image)
     methods = list(dict.fromkeys(per_image["method"]))
     reference, reference_note = reference_method(methods)
     family = f"every method vs {reference}"

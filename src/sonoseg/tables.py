@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sonoseg import catalog, paper
+from sonoseg import catalog, layout, paper
 from sonoseg.errors import SonosegError
-from sonoseg.results import patient_table, run_identity
+from sonoseg.results import patient_table, read_metrics, select_runs
 from sonoseg.scoring import empty_side, kept_epoch
 
 
@@ -32,7 +32,7 @@ def summarize_run(metrics_csv, history_csv) -> dict:
     metrics_files = metrics_csv if isinstance(metrics_csv, (list, tuple)) else [metrics_csv]
     history_files = history_csv if isinstance(history_csv, (list, tuple)) else [history_csv]
     history_files = [h for h in history_files if h]
-    metrics = pd.concat([pd.read_csv(path) for path in metrics_files], ignore_index=True)
+    metrics = pd.concat([read_metrics(path) for path in metrics_files], ignore_index=True)
     histories = [pd.read_csv(path) for path in history_files]
     if metrics.empty:
         raise SonosegError(f"{metrics_csv}: no test images were evaluated")
@@ -162,42 +162,29 @@ def run_parameters(model_files: list[str | Path]) -> int:
     return counts.pop()
 
 
-def summarize(
-    key: str,
-    name: str,
-    seeds: list[str],
-    metrics: list[str | Path],
-    histories: list[str | Path] | None = None,
-    model_files: list[str | Path] | None = None,
-    folds: int = 1,
-    recipe_changes: str = "",
-) -> pd.DataFrame:
-    """One row per seed of a run (a network, a floor or a ladder step): mean test metrics over its
-    out-of-fold predictions (``fold`` "all"), the kept epoch and the network's parameter count; with
-    folds > 1, also one row per seed and fold (the per-fold values). ``metrics`` (and ``histories``)
-    are seed by seed, fold by fold within a seed. A run without training has no history: its epochs
-    stay empty. ``recipe_changes`` (the run's changes to the study's recipe) is kept in every row."""
-    if len(metrics) != len(seeds) * folds:
-        raise SonosegError(f"summary of {name}: {len(metrics)} metrics files for {len(seeds)} seeds x {folds} folds")
-    histories = histories or [None] * len(metrics)
-    parameters = run_parameters(model_files or [])
+def summarize(out: str | Path, row: dict) -> pd.DataFrame:
+    """One row per seed of a run (a run sheet row: a network, a floor or a ladder step), its files found
+    in the study folder ``out`` (sonoseg.layout): mean test metrics over its out-of-fold predictions
+    (``fold`` "all"), the kept epoch and the network's parameter count; with several folds, also one
+    row per seed and fold (the per-fold values). A run without training has no history: its epochs
+    stay empty. The run's changes to the study's recipe are kept in every row."""
+    run, trained = row["name"], bool(row.get("recipe"))
+    folds, seeds = str(row["folds"]).split(), str(row["seeds"]).split()
+
+    def files(seed, name):
+        return [layout.training_file(out, run, fold, seed, name) for fold in folds]
+
+    parameters = run_parameters([path for seed in seeds for path in files(seed, layout.MODEL)] if trained else [])
+    key, name = row.get("table_key") or "network", row.get("table_name") or run
     rows = []
-    for index, seed in enumerate(seeds):
-        own = slice(index * folds, (index + 1) * folds)
-        pooled = summarize_run(list(metrics[own]), list(histories[own]))
-        rows.append({key: name, "seed": int(seed), "fold": "all", **pooled, "parameters": parameters})
-        if folds > 1:
-            for fold, (metric, history) in enumerate(zip(metrics[own], histories[own], strict=True)):
-                rows.append(
-                    {
-                        key: name,
-                        "seed": int(seed),
-                        "fold": str(fold),
-                        **summarize_run(metric, history),
-                        "parameters": parameters,
-                    }
-                )
-    return pd.DataFrame(rows).assign(recipe_changes=recipe_changes)
+    for seed in seeds:
+        metrics = files(seed, layout.METRICS)
+        histories = files(seed, layout.HISTORY) if trained else [None] * len(folds)
+        rows.append({key: name, "seed": int(seed), "fold": "all", **summarize_run(metrics, histories)})
+        if len(folds) > 1:
+            for fold, metric, history in zip(folds, metrics, histories, strict=True):
+                rows.append({key: name, "seed": int(seed), "fold": str(fold), **summarize_run(metric, history)})
+    return pd.DataFrame(rows).assign(parameters=parameters, run=run, recipe_changes=row.get("recipe_changes", ""))
 
 
 def pooled(runs: pd.DataFrame) -> pd.DataFrame:
@@ -436,11 +423,12 @@ def study_table(
     interpolation: str = "",
     ladder_network: str = "unet",
     cost_csv: str | Path | None = None,
-    metrics: list[str | Path] = (),
+    per_image: pd.DataFrame | None = None,
     manifest_csv: str | Path | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Table 1, Table 2 or the ladder from per-run summaries, written as CSV, Markdown and LaTeX. The
+    """Table 1, Table 2 or the ladder from per-run summaries, written as CSV, Markdown and LaTeX, with
+    each row's Dice CI by patient from the collected per-image table (sonoseg.results) when given. The
     caption says at what scale the numbers were made: input size and epochs actually trained."""
     runs = pd.concat(
         [pd.read_csv(p, dtype={"network": str, "step": str, "fold": str}) for p in summaries], ignore_index=True
@@ -468,7 +456,7 @@ def study_table(
         source = provenance.caption_line(provenance.read_manifest_provenance(manifest_csv)["dataset_fingerprint"])
     if kind == "ladder":
         table = ladder_table(runs, list(runs["step"].drop_duplicates()))
-        table = with_confidence(table, "step", metrics, manifest_csv, seed, prefix="ladder--")
+        table = with_confidence(table, "step", runs, per_image, seed)
         caption = f"Section 4.2 tuning ladder ({ladder_network}, cumulative steps; test set{scale})"
         write_table(table, out_csv, caption, "Step", source)
         return table
@@ -477,7 +465,7 @@ def study_table(
     reference = catalog.paper_table(kind)
     networks = list(runs["network"].drop_duplicates())
     table = with_cost(network_table(runs, reference, networks), cost_csv)
-    table = with_confidence(table, "network", metrics, manifest_csv, seed)
+    table = with_confidence(table, "network", runs, per_image, seed)
     changed = (
         "; in [ ]: a row's changes to the study's recipe" if any(recipe_changes_of(runs, n) for n in networks) else ""
     )
@@ -494,21 +482,17 @@ def study_table(
 
 
 def with_confidence(
-    table: pd.DataFrame,
-    key: str,
-    metrics: list[str | Path],
-    manifest_csv: str | Path | None,
-    seed: int = 0,
-    prefix: str = "",
+    table: pd.DataFrame, key: str, summaries: pd.DataFrame, per_image: pd.DataFrame | None, seed: int = 0
 ) -> pd.DataFrame:
-    """Add each row's Dice 95 % CI by patient, then seed (sonoseg.stats.method_table; docs/statistics.md),
-    from the runs' per-image metrics; the row of ``key`` value v is run ``prefix + v``."""
-    if not metrics or not manifest_csv:
+    """Add each row's Dice 95 % CI by patient, then training (sonoseg.stats.method_table;
+    docs/statistics.md), from the collected per-image table; the summaries name each row's run."""
+    if per_image is None:
         return table
     from sonoseg import stats
 
-    runs = [f"{prefix}{name}" for name in table[key]]
-    bounds = stats.method_table(patient_table(metrics, manifest_csv), methods=runs, seed=seed)
+    run_of_row = summaries.drop_duplicates(key).set_index(key)["run"]
+    runs = [run_of_row[name] for name in table[key]]
+    bounds = stats.method_table(patient_table(per_image, runs), methods=runs, seed=seed)
     return table.assign(dice_ci_low=bounds["ci_low"].to_numpy(), dice_ci_high=bounds["ci_high"].to_numpy())
 
 
@@ -520,9 +504,8 @@ PAIRED_FAMILIES = {
 
 
 def marks_ablation(
-    metrics_paths: list[str | Path],
+    per_image: pd.DataFrame,
     pairs: list[tuple[str, str]],
-    manifest_csv: str | Path,
     seed: int = 0,
     family: str = "ablation",
 ) -> pd.DataFrame:
@@ -535,7 +518,7 @@ def marks_ablation(
         raise SonosegError(f"paired marks table: family {family!r} is not one of {sorted(PAIRED_FAMILIES)}")
     from sonoseg import stats
 
-    per_image = patient_table(metrics_paths, manifest_csv)
+    per_image = patient_table(per_image, [run for pair in pairs for run in pair])
     rows = []
     flips = stats.permutations_for(len(pairs))
     for main, twin in pairs:
@@ -551,9 +534,8 @@ def marks_ablation(
 
 
 def equivalence_table(
-    metrics_paths: list[str | Path],
+    per_image: pd.DataFrame,
     pairs: list[tuple[str, str]],
-    manifest_csv: str | Path,
     margin: float,
     seed: int = 0,
     alpha: float = 0.05,
@@ -564,7 +546,7 @@ def equivalence_table(
     p-values: a claim holds when its interval lies inside the margin and its Holm TOST p < alpha."""
     from sonoseg import stats
 
-    per_image = patient_table(list(dict.fromkeys(metrics_paths)), manifest_csv)
+    per_image = patient_table(per_image, [run for pair in pairs for run in pair])
     rows = []
     for candidate, reference in pairs:
         both = per_image[per_image["method"].isin([candidate, reference])]
@@ -601,10 +583,9 @@ def write_equivalence(table: pd.DataFrame, out_csv: str | Path, margin: float, s
 
 
 def convergence_table(
-    metrics_paths: list[str | Path],
-    history_paths: list[str | Path],
+    per_image: pd.DataFrame,
+    trainings: pd.DataFrame,
     pairs: list[tuple[str, str]],
-    manifest_csv: str | Path,
     margin: float,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -614,11 +595,11 @@ def convergence_table(
     stop rule ended every checked training, or when the change's 90 % CI lies within +-margin."""
     from sonoseg import stats
 
-    ended = {}
-    for path in history_paths:
-        run, _, _ = run_identity(path)
-        ended.setdefault(run, []).append(_last(pd.read_csv(path), "ended_by") or "unknown")
-    per_image = patient_table(metrics_paths, manifest_csv)
+    ended = {
+        run: [reason or "unknown" for reason in group["ended_by"].fillna("")]
+        for run, group in trainings.groupby("run", sort=False)
+    }
+    per_image = patient_table(per_image, [run for pair in pairs for run in pair])
     rows = []
     for base, longer in pairs:
         both = per_image[per_image["method"].isin([base, longer])]

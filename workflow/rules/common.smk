@@ -9,7 +9,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from sonoseg import catalog, provenance, runsheet
+from sonoseg import catalog, layout, provenance, runsheet
 from sonoseg.errors import SonosegError
 
 if "pretrained_backbone" in config.get("train", {}):
@@ -122,24 +122,31 @@ def run_of(wildcards):
     return RUNS[wildcards.run]
 
 
-def run_dir(run, fold, seed):
-    return f"{OUT}/runs/{run}/fold{fold}/seed{seed}"
+# Where each file lives (sonoseg.layout): rule outputs with wildcards, and the inputs built from them.
+TRAINING = f"{OUT}/{layout.TRAINING}"  # one training: runs/{run}/fold{fold}/seed{seed}
+PER_IMAGE = f"{OUT}/{layout.PER_IMAGE}"  # every run's per-image results, one long table (rule collect)
+TRAININGS = f"{OUT}/{layout.TRAININGS}"
 
 
 def run_files(run, name):
-    """One file of every seed and fold of a run, seed by seed (the order `sonoseg summarize` reads)."""
-    return [f"{run_dir(run.name, fold, seed)}/{name}" for seed in run.seeds for fold in run.folds]
+    """One file of every training (fold and seed) of a run."""
+    return [layout.training_file(OUT, run.name, fold, seed, name) for fold in run.folds for seed in run.seeds]
+
+
+def run_json(run):
+    """A run's row of the run sheet, for a command that finds the run's files through sonoseg.layout."""
+    return shlex.quote(json.dumps(run.row(), sort_keys=True))
 
 
 def cache(run, fold, part):
     """A run's resized images: its marks condition, its fold's part."""
-    return f"{OUT}/data/cache/{run.marks}/fold{fold}/{part}.npz"
+    return layout.cache(OUT, run.marks, fold, part)
 
 
 def get_recipe_inputs(wildcards):
     """A run whose learning rate or weight decay is chosen reads the selection's choice in its fold."""
     network = run_of(wildcards).selected_from
-    return {"selection": f"{OUT}/selection/{network}/fold{wildcards.fold}.json"} if network else {}
+    return {"selection": layout.selection(OUT, network, wildcards.fold)} if network else {}
 
 
 def get_training_inputs(wildcards):
@@ -147,16 +154,20 @@ def get_training_inputs(wildcards):
     network's run with the candidates' seed), the candidates, one of which it adopts."""
     run = run_of(wildcards)
     inputs = {
-        "recipe": f"{OUT}/runs/{run.name}/fold{wildcards.fold}/recipe.json",
+        "recipe": layout.recipe(OUT, run.name, wildcards.fold),
         "train": cache(run, wildcards.fold, "train"),
         "val": cache(run, wildcards.fold, "val"),
     }
     if run.pretrained_backbone:  # its weights' record: a changed weights file retrains the run
         inputs["pretrained_record"] = source_record(PRETRAINED_SOURCES[run.pretrained_backbone])
     if run.selected_from and wildcards.seed == str(TRAIN["selection_seed"]):
-        candidates = [run_dir(c.name, wildcards.fold, wildcards.seed) for c in SELECTIONS[run.selected_from]]
-        inputs["candidate_models"] = [f"{c}/model.pt" for c in candidates]
-        inputs["candidate_histories"] = [f"{c}/history.csv" for c in candidates]
+        candidates = [c.name for c in SELECTIONS[run.selected_from]]
+        inputs["candidate_models"] = [
+            layout.training_file(OUT, c, wildcards.fold, wildcards.seed, layout.MODEL) for c in candidates
+        ]
+        inputs["candidate_histories"] = [
+            layout.training_file(OUT, c, wildcards.fold, wildcards.seed, layout.HISTORY) for c in candidates
+        ]
     return inputs
 
 
@@ -169,7 +180,9 @@ def reuse_arg(wildcards, input):
 
 
 def get_selection_candidates(wildcards):
-    return [f"{run_dir(c.name, wildcards.fold, c.seeds[0])}/history.csv" for c in SELECTIONS[wildcards.network]]
+    return [
+        layout.training_file(OUT, c.name, wildcards.fold, c.seeds[0], layout.HISTORY) for c in SELECTIONS[wildcards.network]
+    ]
 
 
 def selection_points(wildcards):
@@ -182,7 +195,7 @@ def get_prediction_inputs(wildcards):
     run = run_of(wildcards)
     inputs = {"manifest": f"{OUT}/data/manifest.csv", "split": f"{OUT}/data/split.csv"}
     if run.uses_model:  # its own models, or (a reliance run) those of the run it tests
-        model = f"{run_dir(run.model_from or run.name, wildcards.fold, wildcards.seed)}/model.pt"
+        model = layout.training_file(OUT, run.model_from or run.name, wildcards.fold, wildcards.seed, layout.MODEL)
         inputs.update(model=model, data=cache(run, wildcards.fold, "test"))
     return inputs
 
@@ -196,10 +209,10 @@ def prediction_source(wildcards, input):
 
 def get_run_summary_inputs(wildcards):
     run = run_of(wildcards)
-    inputs = {"metrics": run_files(run, "metrics.csv")}
+    inputs = {"metrics": run_files(run, layout.METRICS)}
     if run.trained:
-        inputs["histories"] = run_files(run, "history.csv")
-        inputs["models"] = run_files(run, "model.pt")
+        inputs["histories"] = run_files(run, layout.HISTORY)
+        inputs["models"] = run_files(run, layout.MODEL)
     return inputs
 
 
@@ -276,30 +289,36 @@ def table_runs(table):
 
 
 def get_table_summaries(wildcards):
-    return [f"{OUT}/networks/{run}.csv" for run in table_runs(wildcards.table)]
+    return [layout.summary(OUT, run) for run in table_runs(wildcards.table)]
 
 
-def get_table_metrics(wildcards):
-    """The per-image metrics of a table's runs: the Dice CI by patient, then seed."""
-    return [path for run in table_runs(wildcards.table) for path in run_files(RUNS[run], "metrics.csv")]
+# The runs the collect stage gathers into the long tables: every run of `all` (the convergence
+# check's longer trainings belong to their own target).
+COLLECTED = [run for run in RUNS.values() if run.kind != "convergence"]
+
+
+def get_collect_inputs(wildcards=None):
+    """Every collected run's per-image metrics and training histories, and the recipes they trained with."""
+    return {
+        "sheet": f"{OUT}/runs.tsv",
+        "manifest": f"{OUT}/data/manifest.csv",
+        "metrics": [path for run in COLLECTED if run.evaluated for path in run_files(run, layout.METRICS)],
+        "histories": [path for run in COLLECTED if run.trained for path in run_files(run, layout.HISTORY)],
+        "recipes": [layout.recipe(OUT, run.name, fold) for run in COLLECTED if run.trained for fold in run.folds],
+    }
 
 
 def get_convergence_inputs(wildcards=None):
     """Both sides of every convergence pair, the checked seed only: per-image metrics, and the
     histories that say what ended each training."""
-    inputs = {"metrics": [], "histories": []}
+    inputs = {"metrics": [], "histories": [], "recipes": []}
     for base, longer in CONVERGENCE:
         for run in (base, longer):
             for fold in run.folds:
-                inputs["metrics"].append(f"{run_dir(run.name, fold, longer.seeds[0])}/metrics.csv")
-                inputs["histories"].append(f"{run_dir(run.name, fold, longer.seeds[0])}/history.csv")
+                inputs["metrics"].append(layout.training_file(OUT, run.name, fold, longer.seeds[0], layout.METRICS))
+                inputs["histories"].append(layout.training_file(OUT, run.name, fold, longer.seeds[0], layout.HISTORY))
+                inputs["recipes"].append(layout.recipe(OUT, run.name, fold))
     return inputs
-
-
-def get_claim_metrics():
-    """The per-image metrics of every run an equivalence claim names, each run's files once."""
-    names = dict.fromkeys(name for pair in CLAIMS["equivalence"] for name in pair)
-    return [path for name in names for path in run_files(RUNS[name], "metrics.csv")]
 
 
 def get_cost_table(wildcards=None):
@@ -323,10 +342,10 @@ def study_tables():
 
 
 def get_final_outputs():
-    outputs = [f"{OUT}/runs.tsv"]
+    outputs = [f"{OUT}/runs.tsv", PER_IMAGE, TRAININGS]
     for table in study_tables():
         outputs += [f"{OUT}/tables/{table}.{ext}" for ext in ("csv", "md", "tex")]
-    outputs += [f"{OUT}/networks/{run}.csv" for run in NETWORKS + FLOORS]
+    outputs += [layout.summary(OUT, run) for run in NETWORKS + FLOORS]
     if SELECTIONS:
         outputs.append(f"{OUT}/tables/selection.csv")
     if ABLATION:
@@ -353,20 +372,20 @@ def compared_runs():
     return [RUNS[name] for name in NETWORKS + FLOORS]
 
 
-def get_report_metrics(wildcards=None):
-    return [path for run in compared_runs() for path in run_files(run, "metrics.csv")]
-
-
 def get_report_predictions(wildcards=None):
     """Figure 2 shows the first seed's masks of every method (every fold's, so every test image)."""
-    return [f"{run_dir(run.name, fold, run.seeds[0])}/predictions" for run in compared_runs() for fold in run.folds]
+    return [
+        layout.training_file(OUT, run.name, fold, run.seeds[0], layout.PREDICTIONS)
+        for run in compared_runs()
+        for fold in run.folds
+    ]
 
 
 def get_run_histories(wildcards):
     run = run_of(wildcards)
     if not run.trained:
         raise ValueError(f"training curves: run {run.name!r} has no training")
-    return run_files(run, "history.csv")
+    return run_files(run, layout.HISTORY)
 
 
 def get_report_tables():

@@ -73,14 +73,16 @@ rule report_curves:
         f"{LOGS}/report_curves/{{run}}.log",
     conda:
         CONDA_ENV
+    params:
+        run=lambda wc: run_json(run_of(wc)),
     shell:
-        "sonoseg report-curves --histories {input} --out {output} > {log} 2>&1"
+        "sonoseg report-curves --study-dir {OUT} --run-json {params.run} --out {output} > {log} 2>&1"
 
 
 rule report_figure2:
     input:
         manifest=f"{OUT}/data/manifest.csv",
-        metrics=get_report_metrics(),
+        per_image=PER_IMAGE,
         predictions=get_report_predictions(),
     output:
         chosen=report(
@@ -100,19 +102,19 @@ rule report_figure2:
     conda:
         CONDA_ENV
     params:
+        runs=" ".join(run.name for run in compared_runs()),
         seed=REPORT_SEED,
     shell:
-        "sonoseg report-figure2 --manifest {input.manifest} --metrics {input.metrics} "
-        "--predictions {input.predictions} --seed {params.seed} --out {output.chosen} "
+        "sonoseg report-figure2 --manifest {input.manifest} --per-image {input.per_image} --runs {params.runs} "
+        "--study-dir {OUT} --seed {params.seed} --out {output.chosen} "
         "--all-methods {output.every} > {log} 2>&1"
 
 
 rule report_cost:
     input:
         unpack(get_cost_table),
-        metrics=get_report_metrics(),
-        summaries=[f"{OUT}/networks/{run.name}.csv" for run in compared_runs()],
-        manifest=f"{OUT}/data/manifest.csv",
+        per_image=PER_IMAGE,
+        summaries=[layout.summary(OUT, run.name) for run in compared_runs()],
     output:
         figure=report(
             f"{REPORT}/cost_accuracy.png",
@@ -133,9 +135,10 @@ rule report_cost:
         CONDA_ENV
     params:
         cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() else "",
+        runs=" ".join(run.name for run in compared_runs()),
         seed=REPORT_SEED,
     shell:
-        "sonoseg report-cost --metrics {input.metrics} --summaries {input.summaries} --manifest {input.manifest} "
+        "sonoseg report-cost --per-image {input.per_image} --runs {params.runs} --summaries {input.summaries} "
         "--seed {params.seed} {params.cost} --front-csv {output.front_csv} --front-table {output.front} "
         "--out {output.figure} > {log} 2>&1"
 
@@ -143,7 +146,7 @@ rule report_cost:
 rule report_statistics:
     input:
         manifest=f"{OUT}/data/manifest.csv",
-        metrics=get_report_metrics(),
+        per_image=PER_IMAGE,
     output:
         distributions=report(
             f"{REPORT}/statistics/distributions.png",
@@ -169,8 +172,10 @@ rule report_statistics:
     conda:
         CONDA_ENV
     params:
+        runs=" ".join(run.name for run in compared_runs()),
         seed=REPORT_SEED,
     shell:
-        "sonoseg report-statistics --manifest {input.manifest} --metrics {input.metrics} --seed {params.seed} "
+        "sonoseg report-statistics --manifest {input.manifest} --per-image {input.per_image} --runs {params.runs} "
+        "--seed {params.seed} "
         "--distributions {output.distributions} --table {output.table} --forest {output.forest} "
         "--csv {output.csv} > {log} 2>&1"

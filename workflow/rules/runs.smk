@@ -28,7 +28,7 @@ rule recipe:
     input:
         unpack(get_recipe_inputs),
     output:
-        f"{OUT}/runs/{{run}}/fold{{fold}}/recipe.json",
+        f"{OUT}/{layout.RECIPE}",
     log:
         f"{LOGS}/recipe/{{run}}/fold{{fold}}.log",
     conda:
@@ -46,7 +46,7 @@ rule select_recipe:
     input:
         get_selection_candidates,
     output:
-        f"{OUT}/selection/{{network}}/fold{{fold}}.json",
+        f"{OUT}/{layout.SELECTION}",
     log:
         f"{LOGS}/select_recipe/{{network}}/fold{{fold}}.log",
     conda:
@@ -62,12 +62,12 @@ rule train:
     input:
         unpack(get_training_inputs),
     output:
-        model=f"{OUT}/runs/{{run}}/fold{{fold}}/seed{{seed}}/model.pt",
-        history=f"{OUT}/runs/{{run}}/fold{{fold}}/seed{{seed}}/history.csv",
+        model=f"{TRAINING}/{layout.MODEL}",
+        history=f"{TRAINING}/{layout.HISTORY}",
     log:
-        f"{LOGS}/train/{{run}}/fold{{fold}}/seed{{seed}}.log",
+        f"{LOGS}/train/{layout.TRAINING_ID}.log",
     benchmark:
-        f"{BENCH}/train/{{run}}/fold{{fold}}/seed{{seed}}.tsv"
+        f"{BENCH}/train/{layout.TRAINING_ID}.tsv"
     retries: 1
     conda:
         CONDA_ENV
@@ -79,7 +79,7 @@ rule train:
     params:
         network=lambda wc: run_of(wc).method,
         # Outside the declared outputs: Snakemake's cleanup of a failed job must not delete it.
-        checkpoint=lambda wc: f"{OUT}/checkpoints/{wc.run}/fold{wc.fold}/seed{wc.seed}.pt",
+        checkpoint=lambda wc: f"{OUT}/{layout.CHECKPOINT.format(run=wc.run, fold=wc.fold, seed=wc.seed)}",
         device=TRAIN["device"],
         pretrained=lambda wc: (
             f"--pretrained-backbone {run_of(wc).pretrained_backbone}" if run_of(wc).pretrained_backbone else ""
@@ -97,9 +97,9 @@ rule predict:
     input:
         unpack(get_prediction_inputs),
     output:
-        directory(f"{OUT}/runs/{{run}}/fold{{fold}}/seed{{seed}}/predictions"),
+        directory(f"{TRAINING}/{layout.PREDICTIONS}"),
     log:
-        f"{LOGS}/predict/{{run}}/fold{{fold}}/seed{{seed}}.log",
+        f"{LOGS}/predict/{layout.TRAINING_ID}.log",
     conda:
         CONDA_ENV
     threads: 1
@@ -120,13 +120,13 @@ rule predict:
 
 rule evaluate:
     input:
-        predictions=f"{OUT}/runs/{{run}}/fold{{fold}}/seed{{seed}}/predictions",
+        predictions=f"{TRAINING}/{layout.PREDICTIONS}",
         manifest=f"{OUT}/data/manifest.csv",
         split=f"{OUT}/data/split.csv",
     output:
-        f"{OUT}/runs/{{run}}/fold{{fold}}/seed{{seed}}/metrics.csv",
+        f"{TRAINING}/{layout.METRICS}",
     log:
-        f"{LOGS}/evaluate/{{run}}/fold{{fold}}/seed{{seed}}.log",
+        f"{LOGS}/evaluate/{layout.TRAINING_ID}.log",
     conda:
         CONDA_ENV
     shell:
@@ -140,22 +140,12 @@ rule summarize:
     input:
         unpack(get_run_summary_inputs),
     output:
-        f"{OUT}/networks/{{run}}.csv",
+        f"{OUT}/{layout.SUMMARY}",
     log:
         f"{LOGS}/summarize/{{run}}.log",
     conda:
         CONDA_ENV
     params:
-        key=lambda wc: run_of(wc).table_key,
-        name=lambda wc: run_of(wc).table_name,
-        seeds=lambda wc: " ".join(run_of(wc).seeds),
-        folds=lambda wc: len(run_of(wc).folds),
-        recipe_changes=lambda wc: (
-            f"--recipe-changes {shlex.quote(run_of(wc).recipe_changes)}" if run_of(wc).recipe_changes else ""
-        ),
-        histories=lambda wc, input: f"--histories {' '.join(input.histories)}" if "histories" in input.keys() else "",
-        models=lambda wc, input: f"--models {' '.join(input.models)}" if "models" in input.keys() else "",
+        run=lambda wc: run_json(run_of(wc)),
     shell:
-        "sonoseg summarize --key {params.key} --name {params.name} --seeds {params.seeds} --folds {params.folds} "
-        "{params.recipe_changes} --metrics {input.metrics} {params.histories} {params.models} --out {output} "
-        "> {log} 2>&1"
+        "sonoseg summarize --study-dir {OUT} --run-json {params.run} --out {output} > {log} 2>&1"

@@ -2,11 +2,31 @@
 # selection's choices (learning rate, weight decay), and the cost of every network. In the report as HTML: workflow/rules/report.smk.
 
 
+rule collect:
+    # The study's results as data: every run's per-image metrics (one row per run x training x test
+    # image, with the run sheet's columns and the image's patient and metadata) and every training
+    # (epochs, steps, what ended it), two long tables that every table, figure and statistic reads.
+    input:
+        unpack(get_collect_inputs),
+    output:
+        per_image=PER_IMAGE,
+        trainings=TRAININGS,
+    log:
+        f"{LOGS}/collect.log",
+    conda:
+        CONDA_ENV
+    params:
+        runs=" ".join(run.name for run in COLLECTED),
+    shell:
+        "sonoseg collect --study-dir {OUT} --sheet {input.sheet} --runs {params.runs} --manifest {input.manifest} "
+        "--per-image {output.per_image} --trainings {output.trainings} > {log} 2>&1"
+
+
 rule table:
     input:
         unpack(get_cost_table),
         summaries=get_table_summaries,
-        metrics=get_table_metrics,
+        per_image=PER_IMAGE,
         manifest=f"{OUT}/data/manifest.csv",
     output:
         csv=f"{OUT}/tables/{{table}}.csv",
@@ -26,12 +46,12 @@ rule table:
         seed=REPORT_SEED,
     shell:
         "sonoseg table {wildcards.table} --summaries {input.summaries} --out {output.csv} {params.scale} "
-        "{params.cost} --metrics {input.metrics} --manifest {input.manifest} --seed {params.seed} > {log} 2>&1"
+        "{params.cost} --per-image {input.per_image} --manifest {input.manifest} --seed {params.seed} > {log} 2>&1"
 
 
 rule selection_table:
     input:
-        [f"{OUT}/selection/{network}/fold{fold}.json" for network in SELECTIONS for fold in FOLDS],
+        [layout.selection(OUT, network, fold) for network in SELECTIONS for fold in FOLDS],
     output:
         f"{OUT}/tables/selection.csv",
     log:
@@ -73,8 +93,7 @@ rule marks_ablation:
     # The caliper ablation (config ablation.marks): each network and floor with the coloured marks kept
     # and inpainted, on the same split and recipe; the paired difference by patient.
     input:
-        manifest=f"{OUT}/data/manifest.csv",
-        metrics=[path for pair in ABLATION for run in pair for path in run_files(run, "metrics.csv")],
+        PER_IMAGE,
     output:
         f"{OUT}/tables/marks_ablation.csv",
     log:
@@ -85,16 +104,15 @@ rule marks_ablation:
         pairs=" ".join(f"{main.name}:{twin.name}" for main, twin in ABLATION),
         seed=REPORT_SEED,
     shell:
-        "sonoseg marks-ablation --manifest {input.manifest} --pairs {params.pairs} --metrics {input.metrics} "
-        "--seed {params.seed} --out {output} > {log} 2>&1"
+        "sonoseg marks-ablation --pairs {params.pairs} --per-image {input} --seed {params.seed} --out {output} "
+        "> {log} 2>&1"
 
 
 rule marks_reliance:
     # Reliance on the marks, measured directly (with ablation.marks): each network trained with the marks
     # kept, tested on the same images with them inpainted; the paired change by patient, image by image.
     input:
-        manifest=f"{OUT}/data/manifest.csv",
-        metrics=[path for pair in RELIANCE for run in pair for path in run_files(run, "metrics.csv")],
+        PER_IMAGE,
     output:
         f"{OUT}/tables/marks_reliance.csv",
     log:
@@ -105,15 +123,15 @@ rule marks_reliance:
         pairs=" ".join(f"{kept.name}:{tested.name}" for kept, tested in RELIANCE),
         seed=REPORT_SEED,
     shell:
-        "sonoseg marks-ablation --manifest {input.manifest} --pairs {params.pairs} --metrics {input.metrics} "
-        "--seed {params.seed} --family reliance --out {output} > {log} 2>&1"
+        "sonoseg marks-ablation --pairs {params.pairs} --per-image {input} --seed {params.seed} --family reliance "
+        "--out {output} > {log} 2>&1"
 
 
 rule equivalence:
     # The study's "as good as" claims (config claims.equivalence), each with the config's margin.
     input:
         manifest=f"{OUT}/data/manifest.csv",
-        metrics=get_claim_metrics(),
+        per_image=PER_IMAGE,
     output:
         csv=f"{OUT}/tables/equivalence.csv",
         markdown=f"{OUT}/tables/equivalence.md",
@@ -126,7 +144,7 @@ rule equivalence:
         margin=CLAIMS["margin"],
         seed=REPORT_SEED,
     shell:
-        "sonoseg equivalence --manifest {input.manifest} --pairs {params.pairs} --metrics {input.metrics} "
+        "sonoseg equivalence --manifest {input.manifest} --pairs {params.pairs} --per-image {input.per_image} "
         "--margin {params.margin} --seed {params.seed} --out {output.csv} > {log} 2>&1"
 
 
@@ -136,6 +154,7 @@ rule convergence_check:
     input:
         unpack(get_convergence_inputs),
         manifest=f"{OUT}/data/manifest.csv",
+        sheet=f"{OUT}/runs.tsv",
     output:
         f"{OUT}/tables/convergence.csv",
     log:
@@ -145,7 +164,9 @@ rule convergence_check:
     params:
         pairs=" ".join(f"{base.name}:{longer.name}" for base, longer in CONVERGENCE),
         margin=config["convergence"]["margin"],
+        check_seed=lambda wc: CONVERGENCE[0][1].seeds[0],
         seed=REPORT_SEED,
     shell:
-        "sonoseg convergence --manifest {input.manifest} --pairs {params.pairs} --metrics {input.metrics} "
-        "--histories {input.histories} --margin {params.margin} --seed {params.seed} --out {output} > {log} 2>&1"
+        "sonoseg convergence --manifest {input.manifest} --pairs {params.pairs} --study-dir {OUT} "
+        "--sheet {input.sheet} --check-seed {params.check_seed} --margin {params.margin} --seed {params.seed} "
+        "--out {output} > {log} 2>&1"
