@@ -66,7 +66,12 @@ def cmd_ingest(args) -> None:
         from sonoseg import provenance
 
         stamp = provenance.write_manifest_provenance(args.out, args.fingerprint)
-        log.info("dataset fingerprint %s (sonoseg %s, commit %s)", *stamp.values())
+        log.info(
+            "dataset fingerprint %s (sonoseg %s, commit %s)",
+            stamp["dataset_fingerprint"],
+            stamp["sonoseg_version"],
+            stamp["commit"],
+        )
 
 
 def cmd_fingerprint(args) -> None:

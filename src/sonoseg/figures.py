@@ -877,7 +877,7 @@ def paired_statistics(
     manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
     tested = manifest[manifest["sample_id"].isin(set(per_image["sample_id"]))]
     for column in categorical_columns(tested):
-        values = per_image.merge(tested[["sample_id", column]], on="sample_id")
+        values = per_image.drop(columns=column, errors="ignore").merge(tested[["sample_id", column]], on="sample_id")
         values[column] = values[column].replace("", "(none)")
         if values[column].nunique() < 2:
             continue
