@@ -24,6 +24,8 @@ CACHE = "data/cache/{marks}/fold{fold}/{part}.npz"
 SELECTION = "selection/{network}/fold{fold}.json"
 SUMMARY = "networks/{run}.csv"
 CHECKPOINT = "checkpoints/{run}/fold{fold}/seed{seed}.pt"
+SHEET = "runs.tsv"
+MANIFEST = "data/manifest.csv"
 PER_IMAGE = "per_image.csv.gz"
 TRAININGS = "trainings.csv"
 
@@ -54,3 +56,8 @@ def selection(out: str | Path, network: str, fold) -> str:
 
 def summary(out: str | Path, run: str) -> str:
     return f"{out}/{SUMMARY.format(run=run)}"
+
+
+def study_dir(path: str | Path, template: str) -> str:
+    """The study folder a file made from ``template`` lies in (a rule finds it from one of its files)."""
+    return str(Path(path).parents[len(Path(template).parts) - 1])

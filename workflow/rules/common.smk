@@ -181,7 +181,8 @@ def reuse_arg(wildcards, input):
 
 def get_selection_candidates(wildcards):
     return [
-        layout.training_file(OUT, c.name, wildcards.fold, c.seeds[0], layout.HISTORY) for c in SELECTIONS[wildcards.network]
+        layout.training_file(OUT, c.name, wildcards.fold, c.seeds[0], layout.HISTORY)
+        for c in SELECTIONS[wildcards.network]
     ]
 
 

@@ -74,9 +74,10 @@ rule report_curves:
     conda:
         CONDA_ENV
     params:
+        study=lambda wc, input: layout.study_dir(input[0], f"{layout.TRAINING}/{layout.HISTORY}"),
         run=lambda wc: run_json(run_of(wc)),
     shell:
-        "sonoseg report-curves --study-dir {OUT} --run-json {params.run} --out {output} > {log} 2>&1"
+        "sonoseg report-curves --study-dir {params.study} --run-json {params.run} --out {output} > {log} 2>&1"
 
 
 rule report_figure2:
@@ -102,11 +103,12 @@ rule report_figure2:
     conda:
         CONDA_ENV
     params:
+        study=lambda wc, input: layout.study_dir(input.manifest, layout.MANIFEST),
         runs=" ".join(run.name for run in compared_runs()),
         seed=REPORT_SEED,
     shell:
         "sonoseg report-figure2 --manifest {input.manifest} --per-image {input.per_image} --runs {params.runs} "
-        "--study-dir {OUT} --seed {params.seed} --out {output.chosen} "
+        "--study-dir {params.study} --seed {params.seed} --out {output.chosen} "
         "--all-methods {output.every} > {log} 2>&1"
 
 

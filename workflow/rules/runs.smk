@@ -146,6 +146,7 @@ rule summarize:
     conda:
         CONDA_ENV
     params:
+        study=lambda wc, output: layout.study_dir(output[0], layout.SUMMARY),
         run=lambda wc: run_json(run_of(wc)),
     shell:
-        "sonoseg summarize --study-dir {OUT} --run-json {params.run} --out {output} > {log} 2>&1"
+        "sonoseg summarize --study-dir {params.study} --run-json {params.run} --out {output} > {log} 2>&1"

@@ -16,9 +16,10 @@ rule collect:
     conda:
         CONDA_ENV
     params:
+        study=lambda wc, input: layout.study_dir(input.sheet, layout.SHEET),
         runs=" ".join(run.name for run in COLLECTED),
     shell:
-        "sonoseg collect --study-dir {OUT} --sheet {input.sheet} --runs {params.runs} --manifest {input.manifest} "
+        "sonoseg collect --study-dir {params.study} --sheet {input.sheet} --runs {params.runs} --manifest {input.manifest} "
         "--per-image {output.per_image} --trainings {output.trainings} > {log} 2>&1"
 
 
@@ -162,11 +163,12 @@ rule convergence_check:
     conda:
         CONDA_ENV
     params:
+        study=lambda wc, input: layout.study_dir(input.sheet, layout.SHEET),
         pairs=" ".join(f"{base.name}:{longer.name}" for base, longer in CONVERGENCE),
         margin=config["convergence"]["margin"],
         check_seed=lambda wc: CONVERGENCE[0][1].seeds[0],
         seed=REPORT_SEED,
     shell:
-        "sonoseg convergence --manifest {input.manifest} --pairs {params.pairs} --study-dir {OUT} "
+        "sonoseg convergence --manifest {input.manifest} --pairs {params.pairs} --study-dir {params.study} "
         "--sheet {input.sheet} --check-seed {params.check_seed} --margin {params.margin} --seed {params.seed} "
         "--out {output} > {log} 2>&1"
