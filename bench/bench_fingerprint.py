@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sonoseg import provenance
+from sonoseg.data import provenance
 
 BUDGET_S = 1.0  # issue 26: an unchanged dataset of 2,000 images, cache present
 

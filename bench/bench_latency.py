@@ -3,7 +3,7 @@ measured in the same run: parameters, forward GFLOPs (torch.utils.flop_counter),
 latency in
 
 - torch fp32,
-- torch on the training issue's fast path (sonoseg.device.FastPath's rules): bf16 autocast only where
+- torch on the training issue's fast path (sonoseg.serving.device.FastPath's rules): bf16 autocast only where
   the CPU has fast bf16 units (AMX or AVX512-BF16; elsewhere PyTorch emulates bf16, slower), and
   channels_last where it pays (bf16, or fp32 on networks without grouped convolutions); the column
   torch_fast says which,
@@ -21,8 +21,9 @@ import argparse
 import pandas as pd
 import torch
 
-from sonoseg import cost, models
-from sonoseg.device import cpu_has_fast_bf16
+from sonoseg.networks import models
+from sonoseg.serving import cost
+from sonoseg.serving.device import cpu_has_fast_bf16
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ import tempfile
 
 import numpy as np
 
-from sonoseg import models
-from sonoseg.cost import median_ms
-from sonoseg.export import export_network, onnx_session, run_session
+from sonoseg.networks import models
+from sonoseg.serving.cost import median_ms
+from sonoseg.serving.export import export_network, onnx_session, run_session
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sonoseg import preprocess, synth
-from sonoseg.imageio import read_image, read_mask
+from sonoseg.data import preprocess, synth
+from sonoseg.data.imageio import read_image, read_mask
 
 
 def per_call(fn, repeats: int) -> float:

@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sonoseg import models, train
-from sonoseg.device import FastPath, cpu_has_fast_bf16, resolve_precision
-from sonoseg.recipe import Recipe
+from sonoseg.networks import models
+from sonoseg.serving.device import FastPath, cpu_has_fast_bf16, resolve_precision
+from sonoseg.training import train
+from sonoseg.training.recipe import Recipe
 
 NETWORKS = ["unet", "light_unet", "lighter_unet_c128", "lighter_unet_c1", "fcn8s", "deeplabv3plus_mobilenetv2"]
 BATCH = {64: 8, 256: 2}  # fewer, smaller steps at 256 keep the whole run within minutes on 2 cores

@@ -23,15 +23,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import step_rate, synthetic_split  # noqa: E402
 
-from sonoseg import models, train  # noqa: E402
-from sonoseg.device import FastPath, resolve_precision  # noqa: E402
-from sonoseg.recipe import Recipe  # noqa: E402
+from sonoseg.networks import models  # noqa: E402
+from sonoseg.serving.device import FastPath, resolve_precision  # noqa: E402
+from sonoseg.training import train
+from sonoseg.training.recipe import Recipe  # noqa: E402
 
 CONCURRENT_CHILD = """
 import sys, time
 sys.path.insert(0, sys.argv[5])
-from sonoseg import train
-from sonoseg.recipe import Recipe
+from sonoseg.training import train
+from sonoseg.training.recipe import Recipe
 epochs = int(sys.argv[4])
 started = time.perf_counter()
 train.train(network="lighter_unet_c1", seed=0, train_data=sys.argv[1], val_data=sys.argv[2],

@@ -139,9 +139,9 @@ def write_model(path: Path, network: str, normalization=None, seed: int = 0, int
     import numpy as np
     import torch
 
-    from sonoseg import models
-    from sonoseg.modelio import MODEL_FORMAT
-    from sonoseg.preprocess import normalize_tensor
+    from sonoseg.data.preprocess import normalize_tensor
+    from sonoseg.networks import models
+    from sonoseg.serving.modelio import MODEL_FORMAT
 
     torch.manual_seed(seed)
     model = models.build(network)
@@ -211,8 +211,8 @@ def sheet_row(name: str, folds=("0",), seeds=("0",), trained: bool = True, **col
 
 
 def collect(root: Path, rows: list[dict], manifest: Path):
-    """The long per-image table of runs written under ``root`` (sonoseg.results, as the collect stage)."""
-    from sonoseg import results
+    """The long per-image table of runs written under ``root`` (sonoseg.analysis.results, as the collect stage)."""
+    from sonoseg.analysis import results
 
     return results.collect_per_image(root, [{**row, "recipe": ""} for row in rows], manifest)
 

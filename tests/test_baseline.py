@@ -3,8 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sonoseg import baseline, catalog, marks, paper, synth, tables
+from sonoseg.analysis import paper, tables
+from sonoseg.data import marks, synth
 from sonoseg.errors import SonosegError
+from sonoseg.networks import baseline, catalog
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

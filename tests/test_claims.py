@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import TINY, collect, run_snakemake, sheet_row, write_config, write_patient_manifest, write_run_metrics
 
-from sonoseg import tables
+from sonoseg.analysis import tables
 
 
 def write_runs(tmp_path, shifts: dict[str, float]):
@@ -53,7 +53,7 @@ def test_claims_are_config_and_name_the_studys_methods(workflow_copy):
 
 @pytest.mark.parametrize("margin", [0.0, -0.01])
 def test_a_margin_must_be_positive(margin):
-    from sonoseg import stats
+    from sonoseg.analysis import stats
 
     with pytest.raises(Exception, match="margin must be positive"):
         stats.tost_paired([0.1, 0.2, 0.15], margin)

@@ -10,8 +10,9 @@ import pytest
 import yaml
 from conftest import run_snakemake
 
-from sonoseg import catalog, models, runsheet
 from sonoseg.errors import SonosegError
+from sonoseg.networks import catalog, models
+from sonoseg.study import runsheet
 
 BASE = {
     "study": "plan",
@@ -77,7 +78,7 @@ def pretrained_args(output: str) -> dict[str, str]:
 
 
 def test_each_backbone_kind_gets_its_own_weights_file(workflow_copy):
-    # The weights files must exist: the workflow fingerprints each one at start (sonoseg.provenance).
+    # The weights files must exist: the workflow fingerprints each one at start (sonoseg.data.provenance).
     weights = workflow_copy / "weights"
     weights.mkdir()
     for name in ("vgg16", "mnv2", "r101"):
@@ -152,7 +153,7 @@ def test_learning_rate_auto_trains_one_candidate_per_grid_point_and_chooses_on_v
 
 
 def test_a_selection_chooses_the_lowest_validation_loss_among_learning_rates_and_decays(tmp_path):
-    from sonoseg import recipe, selection
+    from sonoseg.training import recipe, selection
 
     candidates = []
     for number, (lr, wd, loss) in enumerate([(0.001, 0.0, 0.30), (0.003, 0.0, 0.20), (0.003, 1e-4, 0.20)]):
@@ -206,7 +207,8 @@ def test_ingest_defaults_are_the_schemas():
     the schema's, for both."""
     import inspect
 
-    from sonoseg import cli, data
+    from sonoseg import data
+    from sonoseg.study import cli
 
     schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
     dataset = schema["properties"]["dataset"]["properties"]

@@ -6,8 +6,9 @@ import pytest
 import yaml
 from conftest import run_snakemake
 
-from sonoseg import cost, models
-from sonoseg.models.slim_unet import slim_unet
+from sonoseg.networks import models
+from sonoseg.networks.models.slim_unet import slim_unet
+from sonoseg.serving import cost
 
 
 def test_forward_gflops_of_the_unet_family():

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sonoseg import data, synth
+from sonoseg import data
+from sonoseg.data import duplicates, synth
 from sonoseg.errors import SonosegError
 
 
@@ -384,16 +385,19 @@ def test_images_of_one_scanner_are_not_merged(tmp_path):
     manifest = data.included(data.ingest(tmp_path, "folder", near_duplicate_distance=64))
     assert manifest["group"].nunique() == 6
     assert not manifest["flags"].str.contains("duplicate").any()
-    signatures = [data.texture_signature(cv2.cvtColor(scanner_image(100 + i)[0], cv2.COLOR_BGR2RGB)) for i in range(6)]
-    worst = max(data.duplicate_similarity(a, b) for k, a in enumerate(signatures) for b in signatures[k + 1 :])
-    assert worst < 0.5 < data.DEFAULT_DUPLICATE_SIMILARITY
+    signatures = [
+        duplicates.texture_signature(cv2.cvtColor(scanner_image(100 + i)[0], cv2.COLOR_BGR2RGB)) for i in range(6)
+    ]
+    worst = max(duplicates.duplicate_similarity(a, b) for k, a in enumerate(signatures) for b in signatures[k + 1 :])
+    assert worst < 0.5 < duplicates.DEFAULT_DUPLICATE_SIMILARITY
 
 
 @pytest.mark.slow
 def test_default_phantom_gives_the_paper_split(tmp_path):
     """348 synthetic patients (the default phantom, whatever it draws) split 208 / 70 / 70: the
     duplicate check merges no two different patients."""
-    from sonoseg import cli, split
+    from sonoseg.data import split
+    from sonoseg.study import cli
 
     assert cli.main(["synth", str(tmp_path), "--patients", "348", "--seed", "0"]) == 0
     samples = data.included(data.ingest(tmp_path, "folder"))
@@ -593,11 +597,11 @@ def test_near_duplicate_search_can_be_turned_off(busi_like):
 def test_proposal_distance_is_in_hash_bits():
     """near_duplicate_distance counts bits of a 64-bit random-hyperplane hash: d bits <-> an angle of
     d/64 of a half turn between the thumbnails (12 bits: correlation 0.83); 64 bits take every pair."""
-    assert data.bits_of(1.0) == 0 and data.bits_of(-1.0) == 64
-    assert data.bits_of(np.cos(np.pi * 12 / 64)) == pytest.approx(12)
+    assert duplicates.bits_of(1.0) == 0 and duplicates.bits_of(-1.0) == 64
+    assert duplicates.bits_of(np.cos(np.pi * 12 / 64)) == pytest.approx(12)
     rng = np.random.default_rng(0)
-    noise = [data.fingerprint(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)) for _ in range(4)]
-    assert len(data.propose(noise, 64)) == 6 and data.propose(noise, -1) == []
+    noise = [duplicates.fingerprint(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)) for _ in range(4)]
+    assert len(duplicates.propose(noise, 64)) == 6 and duplicates.propose(noise, -1) == []
 
 
 def rescanned(seed: int, patient: int, speckle_seed: int) -> np.ndarray:
@@ -613,12 +617,12 @@ def test_the_same_anatomy_scanned_again_is_another_frame():
     and edges (the thumbnails are as near as a copy's) but is not a copy; a copy of either frame is."""
     for patient in range(3):
         first, again = synth.render(7, patient, 1)[0], rescanned(7, patient, 1000 + patient)
-        a, b = data.fingerprint(first), data.fingerprint(again)
-        match = data.match_near_duplicate(a, b)
+        a, b = duplicates.fingerprint(first), duplicates.fingerprint(again)
+        match = duplicates.match_near_duplicate(a, b)
         assert match.bits < 16, match  # near in layout, as copies are (2.8-12.3 bits over 30 patients)
-        assert match.similarity < 0.6 < data.DEFAULT_DUPLICATE_SIMILARITY, match
-        copy = data.fingerprint(crop_back(again, 0.05, 0.05, 0.05, 0.05))
-        assert data.match_near_duplicate(b, copy).similarity >= 0.9
+        assert match.similarity < 0.6 < duplicates.DEFAULT_DUPLICATE_SIMILARITY, match
+        copy = duplicates.fingerprint(crop_back(again, 0.05, 0.05, 0.05, 0.05))
+        assert duplicates.match_near_duplicate(b, copy).similarity >= 0.9
 
 
 # ----------------------------------------------------------------------------- the fixtures themselves

@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import BIN, REPO, TINY, jobs_of, run_snakemake, write_config
 
-from sonoseg import modelio
 from sonoseg.errors import SonosegError
+from sonoseg.serving import modelio
 
 PACKAGE = REPO / "src" / "sonoseg"
 
@@ -31,18 +31,18 @@ def sonoseg_imports(module: Path) -> set[str]:
     return {name for name in names if name.startswith("sonoseg")}
 
 
-@pytest.mark.parametrize("module", ["infer", "export", "cost", "modelio", "device"])
+@pytest.mark.parametrize("module", sorted(p.stem for p in (PACKAGE / "serving").glob("*.py")))
 def test_serving_modules_import_no_trainer(module):
     """Prediction, export and the cost table read a model file through modelio and take the device from
-    device.py, as nnU-Net's predictor reads a model folder: none imports the trainer."""
-    imported = sonoseg_imports(PACKAGE / f"{module}.py")
-    assert not {name for name in imported if name in ("sonoseg.train", "sonoseg.train.train")}, imported
-    assert "sonoseg.train" not in {name.rsplit(".", 1)[0] for name in imported} | imported
+    device.py, as nnU-Net's predictor reads a model folder: nothing in the serving stage imports the
+    training stage."""
+    imported = sonoseg_imports(PACKAGE / "serving" / f"{module}.py")
+    assert not {name for name in imported if name.startswith("sonoseg.training")}, imported
 
 
 def test_infer_uses_only_exports_public_functions():
     """infer reaches export through its public functions only (no _private names)."""
-    tree = ast.parse((PACKAGE / "infer.py").read_text())
+    tree = ast.parse((PACKAGE / "serving" / "infer.py").read_text())
     used = {
         node.attr
         for node in ast.walk(tree)
@@ -54,7 +54,7 @@ def test_infer_uses_only_exports_public_functions():
 def test_cli_holds_no_stage_logic():
     """Every function of cli.py parses arguments or hands them to a module: no pandas, numpy or torch
     work happens there (the modules own the logic)."""
-    source = (PACKAGE / "cli.py").read_text()
+    source = (PACKAGE / "study" / "cli.py").read_text()
     tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and getattr(node.value, "id", "") in ("pd", "np", "torch"):

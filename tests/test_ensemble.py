@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from conftest import sample_images, write_model
 
-from sonoseg import infer
 from sonoseg.errors import SonosegError
+from sonoseg.serving import infer
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from sonoseg.evaluate import dice_hd95
-from sonoseg.infer import keep_one_lesion
+from sonoseg.analysis.evaluate import dice_hd95
+from sonoseg.serving.infer import keep_one_lesion
 
 
 def square(size=40, top=10, left=10, side=10):

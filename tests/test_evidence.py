@@ -10,8 +10,10 @@ import pytest
 import torch
 from conftest import TINY, run_snakemake, write_config
 
-from sonoseg import infer, modelio, preprocess, split, synth, tables
+from sonoseg.analysis import tables
+from sonoseg.data import preprocess, split, synth
 from sonoseg.errors import SonosegError
+from sonoseg.serving import infer, modelio
 
 
 def samples(patients: int, kinds: int = 3) -> pd.DataFrame:
@@ -116,7 +118,7 @@ def test_inpainted_marks_are_recorded_and_refused_when_they_differ(tmp_path):
     assert (inpainted["mark_pixels"] > 0).all() and (kept["mark_pixels"] == 0).all()
     assert not np.array_equal(inpainted["images"], kept["images"])
     # A model file trained on inpainted images.
-    from sonoseg import models
+    from sonoseg.networks import models
 
     network = models.build("lighter_unet_c1")
     modelio.save_model(

@@ -9,10 +9,12 @@ import pytest
 import torch
 from conftest import SIZE, sample_images, write_model
 
-from sonoseg import export, infer, models, preprocess
-from sonoseg.cli import main
+from sonoseg.data import preprocess
+from sonoseg.data.preprocess import IMAGENET_NORMALIZATION, INTERPOLATION_MEANING
 from sonoseg.errors import SonosegError
-from sonoseg.preprocess import IMAGENET_NORMALIZATION, INTERPOLATION_MEANING
+from sonoseg.networks import models
+from sonoseg.serving import export, infer
+from sonoseg.study.cli import main
 
 
 @pytest.mark.slow

@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import collect, sheet_row
 
-from sonoseg import figures, layout, scoring, stats
+from sonoseg.analysis import families, figures, pages, scoring, stats
 from sonoseg.errors import SonosegError
+from sonoseg.study import layout
 
 UNET_PARAMETERS = 17_267_393  # as training records it in the model file and the run's summary
 
@@ -37,8 +37,8 @@ def test_figure2_choice_with_few_images_has_no_duplicates():
 
 
 def test_reference_is_unet_or_the_first_network_and_says_so():
-    assert figures.reference_method(["fcn8s", "unet"])[0] == "unet"
-    name, note = figures.reference_method(["light_unet", "fcn8s"])
+    assert families.reference_method(["fcn8s", "unet"])[0] == "unet"
+    name, note = families.reference_method(["light_unet", "fcn8s"])
     assert name == "light_unet" and "no unet" in note
 
 
@@ -54,13 +54,13 @@ def test_categorical_columns_are_metadata_not_files():
             "meta_contrast_db": ["-3.5", "-3.5", "2.5", "2.5"],
         }
     )
-    assert figures.categorical_columns(manifest) == ["organ"]
+    assert pages.categorical_columns(manifest) == ["organ"]
 
 
 @pytest.fixture
 def small_study(tmp_path: Path) -> dict:
     """Two methods (one without history), four test images with masks and predictions, an organ column,
-    in the workflow's layout (sonoseg.layout: metrics.csv and predictions/ of fold 0, seed 0), with the
+    in the workflow's layout (sonoseg.study.layout: metrics.csv and predictions/ of fold 0, seed 0), with the
     runs' summaries (networks/<run>.csv: U-net's parameter count; the floor has none) and their
     collected per-image table (``collect()`` again after changing a metrics file)."""
     rng = np.random.default_rng(0)
@@ -167,7 +167,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def test_data_overview_counts_and_metadata(small_study):
     root = small_study["root"]
-    figures.data_overview(root / "manifest.csv", root / "split.csv", root / "overview.html")
+    pages.data_overview(root / "manifest.csv", root / "split.csv", root / "overview.html")
     page = (root / "overview.html").read_text()
     assert "<td>included</td><td>4</td>" in page and "<td>image without mask</td><td>1</td>" in page
     assert "Images per organ and split" in page and "<td>thyroid</td>" in page
@@ -306,16 +306,16 @@ def test_study_tables_show_ours_the_paper_and_the_difference(tmp_path):
         }
     )
     table.to_csv(tmp_path / "table1.csv", index=False)
-    figures.study_table_html(tmp_path / "table1.csv", "table1", tmp_path / "table1.html")
+    pages.study_table_html(tmp_path / "table1.csv", "table1", tmp_path / "table1.html")
     page = (tmp_path / "table1.html").read_text()
     for text in ("17,267,393", "0.900 ± 0.010", "0.929 ± 0.002", "-0.029", "+1.08"):
         assert text in page, text
     assert "<h2>Table 1: architectures</h2>" in page
     (tmp_path / "table1.md").write_text("**Table 1. Test metrics at 32 px**\n\n| a |\n")
-    figures.study_table_html(tmp_path / "table1.csv", "table1", tmp_path / "table1.html")
+    pages.study_table_html(tmp_path / "table1.csv", "table1", tmp_path / "table1.html")
     assert "<h2>Table 1. Test metrics at 32 px</h2>" in (tmp_path / "table1.html").read_text()
     with pytest.raises(SonosegError, match="table kind"):
-        figures.study_table_html(tmp_path / "table1.csv", "table3", tmp_path / "x.html")
+        pages.study_table_html(tmp_path / "table1.csv", "table3", tmp_path / "x.html")
 
 
 def test_seed_summary_averages_lesion_images_like_the_tables():
@@ -349,7 +349,7 @@ def _front_summary() -> pd.DataFrame:
 
 
 def test_front_neighbours_pair_each_network_with_the_front_point_it_is_judged_against():
-    pairs = figures.front_neighbours(_front_summary(), "parameters")
+    pairs = families.front_neighbours(_front_summary(), "parameters")
     assert sorted(pairs) == sorted(
         [
             ("large", "small", True),  # on the front: against the next cheaper front point
@@ -378,7 +378,7 @@ def test_front_statistics_compare_by_patient_with_holm_over_the_rows():
                         "dice": dice + offset,
                     }
                 )
-    front = figures.front_statistics(pd.DataFrame(rows), summary, "parameters", resamples=200)
+    front = families.front_statistics(pd.DataFrame(rows), summary, "parameters", resamples=200)
     by_method = front.set_index("method")
     assert by_method.loc["mid", "reference"] == "small" and not by_method.loc["mid", "on_front"]
     assert by_method.loc["mid", "mean_difference"] == pytest.approx(-0.02)

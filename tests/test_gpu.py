@@ -7,7 +7,7 @@ import time
 
 HOLD = """
 import os, sys, time
-from sonoseg import gpu
+from sonoseg.serving import gpu
 device, handle = gpu.acquire_slot(sys.argv[1], devices=["0", "1"], wait_seconds=30, poll=0.05)
 print(device, os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
 time.sleep(float(sys.argv[2]))
@@ -45,7 +45,7 @@ def test_concurrent_jobs_take_different_slots_and_freed_slots_are_reused(tmp_pat
 
 
 def test_slurm_assignment_is_used_as_is(tmp_path, monkeypatch):
-    from sonoseg import gpu
+    from sonoseg.serving import gpu
 
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
@@ -53,7 +53,7 @@ def test_slurm_assignment_is_used_as_is(tmp_path, monkeypatch):
 
 
 def test_no_devices_means_cpu(tmp_path, monkeypatch):
-    from sonoseg import gpu
+    from sonoseg.serving import gpu
 
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     assert gpu.acquire_slot(tmp_path, devices=[]) == (None, None)
@@ -61,7 +61,7 @@ def test_no_devices_means_cpu(tmp_path, monkeypatch):
 
 HOLD_SHARED = """
 import os, sys, time
-from sonoseg import gpu
+from sonoseg.serving import gpu
 device, handle = gpu.acquire_slot(sys.argv[1], devices=["0", "1"], wait_seconds=float(sys.argv[3]), poll=0.05,
                                   runs_per_gpu=2)
 print(device, os.path.basename(handle.name), flush=True)

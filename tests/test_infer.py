@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from conftest import SIZE, sample_images, write_model
 
-from sonoseg import infer
+from sonoseg.data.preprocess import IMAGENET_NORMALIZATION
 from sonoseg.errors import SonosegError
-from sonoseg.preprocess import IMAGENET_NORMALIZATION
+from sonoseg.serving import infer
 
 
 def bilinear_test_cache(tmp_path):

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sonoseg import marks, synth
+from sonoseg.data import marks, synth
 from sonoseg.errors import SonosegError
 
 YELLOW, GREEN, CYAN, RED, BLUE = (255, 255, 0), (0, 255, 0), (0, 255, 255), (255, 0, 0), (0, 0, 255)

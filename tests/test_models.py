@@ -3,8 +3,8 @@ import copy as copying
 import pytest
 import torch
 
-from sonoseg import catalog, models
 from sonoseg.errors import SonosegError
+from sonoseg.networks import catalog, models
 
 # docs/method.md ("Networks") and the paper's Table 2.
 EXPECTED = {
@@ -94,7 +94,7 @@ def test_every_network(fresh, name):
 
 
 def test_backbone_counts_match_spec(built):
-    from sonoseg.models.deeplab import ASPP, Decoder, MobileNetV2Backbone, ResNet101Backbone
+    from sonoseg.networks.models.deeplab import ASPP, Decoder, MobileNetV2Backbone, ResNet101Backbone
 
     assert models.count_parameters(ResNet101Backbone()) == 42_500_160
     assert models.count_parameters(MobileNetV2Backbone()) == 1_811_712
@@ -142,7 +142,7 @@ def fake_weights(torchvision_state):
             return {k.removeprefix("features."): t for k, t in whole.items() if k.startswith("features.")}
         if kind in ("resnet101", "mobilenet_v2"):
             return dict(torchvision_state(kind))
-        from sonoseg.models.deeplab import AlignedXceptionBackbone
+        from sonoseg.networks.models.deeplab import AlignedXceptionBackbone
 
         return AlignedXceptionBackbone().state_dict()
 
@@ -252,7 +252,7 @@ def test_fcn_skip_is_added_before_batchnorm(fresh, name, skips):
 
 def test_deeplab_resnet101_layer4_multigrid_dilations():
     """jfzhang95: output stride 16, layer4 at stride 1 with dilations 2, 4, 8 (multi-grid 1, 2, 4 x 2)."""
-    from sonoseg.models.deeplab import ResNet101Backbone
+    from sonoseg.networks.models.deeplab import ResNet101Backbone
 
     backbone = ResNet101Backbone().eval()
     layer4 = backbone.layer4
@@ -272,7 +272,7 @@ def test_deeplab_resnet101_layer4_multigrid_dilations():
 
 def test_deeplab_mobilenetv2_dilations_follow_the_running_stride():
     """jfzhang95: the 160-channel blocks run at stride 1 and dilation 1; only the 320-channel block is dilated 2."""
-    from sonoseg.models.deeplab import MobileNetV2Backbone
+    from sonoseg.networks.models.deeplab import MobileNetV2Backbone
 
     backbone = MobileNetV2Backbone().eval()
     depthwise = {}

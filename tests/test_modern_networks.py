@@ -10,16 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sonoseg import cost, export
-from sonoseg.models.cmunext import cmunext
-from sonoseg.models.egeunet import SIDE_WEIGHTS, egeunet
-from sonoseg.models.malunet import ExternalAttention, malunet
-from sonoseg.models.unext import axial_shift, unext
-from sonoseg.train import soft_dice_loss
+from sonoseg.networks.models.cmunext import cmunext
+from sonoseg.networks.models.egeunet import SIDE_WEIGHTS, egeunet
+from sonoseg.networks.models.malunet import ExternalAttention, malunet
+from sonoseg.networks.models.unext import axial_shift, unext
+from sonoseg.serving import cost, export
+from sonoseg.training.train import soft_dice_loss
 
 # name: (builder, the authors' count at their defaults with one output channel, sonoseg GFLOPs at 256x256).
 # Counts from running the authors' code (docs/modern_networks.md has the commits); GFLOPs as
-# sonoseg.cost counts them (multiply and add separately).
+# sonoseg.serving.cost counts them (multiply and add separately).
 NETWORKS = {
     "unext": (unext, 1_471_921, 1.1240),
     "cmunext": (cmunext, 3_149_185, 14.4613),
@@ -53,7 +53,7 @@ def assert_close_to_scale(got, expected, relative: float) -> None:
 
 def onnx_logits(model: torch.nn.Module, path, size: int, batch: np.ndarray) -> np.ndarray:
     """The bare network (logits, no sigmoid) exported with sonoseg's opset, names and dynamic batch,
-    by the TorchScript exporter: seconds, where the dynamo exporter of sonoseg.export takes tens of
+    by the TorchScript exporter: seconds, where the dynamo exporter of sonoseg.serving.export takes tens of
     seconds per network (test_sonoseg_export_matches_torch runs that one)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
@@ -113,7 +113,7 @@ class TestModernNetwork:
 
     @pytest.mark.slow
     def test_sonoseg_export_matches_torch(self, name, tmp_path):
-        """The network through sonoseg.export's own exporter (dynamo, sigmoid in the graph)."""
+        """The network through sonoseg.serving.export's own exporter (dynamo, sigmoid in the graph)."""
         model = build(name).eval()
         path = export.export_network(model, None, 32, tmp_path / f"{name}.onnx")
         x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))

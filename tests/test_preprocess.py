@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sonoseg import cli, preprocess
+from sonoseg.data import preprocess
 from sonoseg.errors import SonosegError
+from sonoseg.study import cli
 
 
 def speckle(height: int = 432, width: int = 646) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The data fingerprint (sonoseg.provenance): a study redoes what depends on its data when the data
+"""The data fingerprint (sonoseg.data.provenance): a study redoes what depends on its data when the data
 changes, says what changed, and names the data every result came from."""
 
 import json
@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import BIN, copy_workflow, jobs_of, run_snakemake, write_config
 
-from sonoseg import provenance
+from sonoseg.data import provenance
 from sonoseg.errors import SonosegError
 
 # ----------------------------------------------------------------------------- the module alone

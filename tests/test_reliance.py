@@ -10,18 +10,21 @@ import pytest
 from conftest import (
     SIZE,
     TINY,
+    collect,
     run_snakemake,
     sample_images,
+    sheet_row,
     write_config,
     write_model,
     write_patient_manifest,
-    collect,
-    sheet_row,
     write_run_metrics,
 )
 
-from sonoseg import infer, preprocess, runsheet, tables
+from sonoseg.analysis import tables
+from sonoseg.data import preprocess
 from sonoseg.errors import SonosegError
+from sonoseg.serving import infer
+from sonoseg.study import runsheet
 
 
 def test_prediction_takes_another_marks_condition_only_as_the_named_exception(tmp_path):

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from sonoseg import split
+from sonoseg.data import split
 from sonoseg.errors import SonosegError
 
 

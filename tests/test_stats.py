@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sonoseg import stats
+from sonoseg.analysis import stats
 from sonoseg.errors import SonosegError
 
 

@@ -1,4 +1,5 @@
-"""The stop rule (sonoseg.stopping) and precise BatchNorm (sonoseg.bn_recalibration); docs/stopping.md."""
+"""The stop rule (sonoseg.training.stopping) and precise BatchNorm (sonoseg.training.bn_recalibration);
+docs/stopping.md."""
 
 import copy
 import io
@@ -10,15 +11,15 @@ import pytest
 import torch
 from torch import nn
 
-from sonoseg import models
-from sonoseg.bn_recalibration import batchnorm_layers, recalibrate_batchnorm, recalibration_slices
-from sonoseg.stopping import StopRule, StopSettings, median, replay
+from sonoseg.networks import models
+from sonoseg.training.bn_recalibration import batchnorm_layers, recalibrate_batchnorm, recalibration_slices
+from sonoseg.training.stopping import StopRule, StopSettings, median, replay
 
 QUICK = dict(patience=5, min_epochs=10, max_epochs=30)  # config/quick.yaml
 
 
 def old_rule(losses, patience, min_epochs, max_epochs):
-    """src/sonoseg/train.py's rule before this module, transcribed: patience counted from the raw best.
+    """src/sonoseg/training/train.py's rule before this module, transcribed: patience counted from the raw best.
     Returns (epochs trained, best epoch)."""
     best, best_epoch, stale, epoch = math.inf, 0, 0, 0
     while epoch < max_epochs:
@@ -237,7 +238,7 @@ def test_decisions_are_deterministic_and_checked():
 
 
 def test_settings_from_a_recipe():
-    class Recipe:  # the fields src/sonoseg/recipe.py carries (early_stopping_window: docs/stopping.md)
+    class Recipe:  # the fields src/sonoseg/training/recipe.py carries (early_stopping_window: docs/stopping.md)
         early_stopping_patience, min_epochs, max_epochs = 5, 10, 30
 
     assert StopSettings.from_recipe(Recipe()) == StopSettings(5, 10, 30, 3)
@@ -357,7 +358,7 @@ def test_recalibration_is_deterministic_and_takes_a_forward():
 
 
 def test_the_rule_says_whether_the_cap_or_the_rule_ended_training():
-    from sonoseg.stopping import StopRule, StopSettings
+    from sonoseg.training.stopping import StopRule, StopSettings
 
     improving = StopRule(StopSettings(patience=2, min_epochs=1, max_epochs=3, window=1))
     ended = [improving.update(v).stop for v in (0.9, 0.8, 0.7)]

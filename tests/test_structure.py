@@ -64,7 +64,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_module_imports_one_that_imports_it_back():
     graph = import_graph()
-    assert graph["sonoseg.tables"] and graph["sonoseg.figures"]  # the graph is read
+    assert graph["sonoseg.analysis.tables"] and graph["sonoseg.analysis.figures"]  # the graph is read
     assert cycles(graph) == []
 
 
@@ -73,9 +73,33 @@ def test_the_cycle_finder_finds_a_circle():
 
 
 def test_the_readme_code_map_lists_every_module():
+    """Every module of the package, by its stage folder: a row names the folder (`data/`) and its files."""
     readme = (REPO / "README.md").read_text()
     code_map = readme[readme.index("| `Snakefile`, `workflow/rules/common.smk` |") :]
     code_map = code_map[: code_map.index("\n\n")]
-    listed = set(re.findall(r"`(?:src/sonoseg/)?(\w+\.py)`", code_map))
-    modules = {p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
+    listed = set()
+    for row in code_map.splitlines():
+        folder = re.match(r"\| `(?:src/sonoseg/)?(\w+)/`:", row)
+        for name in re.findall(r"`(?:src/sonoseg/)?(\w+\.py|\w+/)`", row.split("|")[1]):
+            listed.add(f"{folder[1]}/{name}" if folder and name != f"{folder[1]}/" else name)
+    modules = {
+        str(p.relative_to(PACKAGE))
+        if p.parent.parent == PACKAGE or p.parent == PACKAGE
+        else f"{p.parent.relative_to(PACKAGE)}/"
+        for p in PACKAGE.rglob("*.py")
+        if p.name != "__init__.py" or p.parent.parent != PACKAGE and p.parent != PACKAGE
+    }
     assert modules - listed == set(), f"modules missing from the README's code map: {sorted(modules - listed)}"
+
+
+STAGES = ("data", "networks", "training", "serving", "analysis", "study")
+
+
+def test_the_package_is_laid_out_by_stage():
+    """Every module lives in its stage's folder (beside errors.py, shared by all), and no module holds
+    more than about 800 lines (a larger one holds more than one job)."""
+    top = {p.name for p in PACKAGE.glob("*.py")}
+    assert top == {"__init__.py", "errors.py"}, top
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == set(STAGES)
+    for path in PACKAGE.rglob("*.py"):
+        assert len(path.read_text().splitlines()) < 800, path

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sonoseg import synth
+from sonoseg.data import synth
 from sonoseg.errors import SonosegError
 
 SMALL = (96, 128)
@@ -148,7 +148,7 @@ def test_write_dataset_is_a_folder_dataset(tmp_path):
 
 def test_metadata_columns_reach_the_manifest(tmp_path):
     """`sonoseg synth` then `sonoseg ingest`: the phantom's metadata are manifest columns (meta_*)."""
-    sonoseg = [sys.executable, "-m", "sonoseg.cli"]
+    sonoseg = [sys.executable, "-m", "sonoseg.study.cli"]
     subprocess.run(
         [
             *sonoseg,

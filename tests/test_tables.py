@@ -1,4 +1,5 @@
-"""Summaries and the study's tables (sonoseg.tables), and the recipe selection's choice (sonoseg.selection)."""
+"""Summaries and the study's tables (sonoseg.analysis.tables), and the recipe selection's choice
+(sonoseg.training.selection)."""
 
 import math
 from pathlib import Path
@@ -7,8 +8,11 @@ import pandas as pd
 import pytest
 from conftest import collect, sheet_row, write_patient_manifest, write_run_metrics
 
-from sonoseg import layout, modelio, paper, selection, tables
+from sonoseg.analysis import paper, tables
 from sonoseg.errors import SonosegError
+from sonoseg.serving import modelio
+from sonoseg.study import layout
+from sonoseg.training import selection
 
 UNET_PARAMETERS, FCN_PARAMETERS = 17_267_393, 18_643_713
 
@@ -90,7 +94,7 @@ def metrics_rows():
     """Four lesion images (one predicted empty) and two images without a lesion."""
     import numpy as np
 
-    from sonoseg.evaluate import dice_hd95
+    from sonoseg.analysis.evaluate import dice_hd95
 
     def box(left, side=10):
         mask = np.zeros((60, 80), bool)
@@ -187,7 +191,7 @@ def write_model_file(path, parameters):
 
 
 def write_training(out, run, fold, seed, rows=None, history=None, parameters=UNET_PARAMETERS):
-    """One training's files where the study keeps them (sonoseg.layout): metrics, history, model."""
+    """One training's files where the study keeps them (sonoseg.study.layout): metrics, history, model."""
     write_metrics(layout.training_file(out, run, fold, seed, layout.METRICS), rows or metrics_rows())
     if history is not None:
         history.to_csv(layout.training_file(out, run, fold, seed, layout.HISTORY), index=False)
@@ -231,7 +235,11 @@ def test_summarize_gives_one_row_per_seed_with_the_model_files_parameter_count(t
 
 def test_study_tables_are_written_with_a_caption_that_gives_the_scale(tmp_path):
     summaries = []
-    for key, name, run in (("network", "unet", "unet"), ("step", "baseline", "ladder--baseline"), ("step", "adam", "ladder--adam")):
+    for key, name, run in (
+        ("network", "unet", "unet"),
+        ("step", "baseline", "ladder--baseline"),
+        ("step", "adam", "ladder--adam"),
+    ):
         write_training(tmp_path, run, 0, 0, history=epochs(2))
         summaries.append(tmp_path / f"{key}_{name}.csv")
         row = sheet_row(run, table_key=key, table_name=name)
@@ -252,7 +260,9 @@ def test_study_tables_are_written_with_a_caption_that_gives_the_scale(tmp_path):
     # A second fold's images (other sample ids): the caption says how the table was made.
     write_training(tmp_path, "cv", 0, 0, history=epochs(2))
     write_training(tmp_path, "cv", 1, 0, other_fold(metrics_rows()), history=epochs(2))
-    tables.summarize(tmp_path, sheet_row("cv", folds=(0, 1), table_name="unet")).to_csv(tmp_path / "cv.csv", index=False)
+    tables.summarize(tmp_path, sheet_row("cv", folds=(0, 1), table_name="unet")).to_csv(
+        tmp_path / "cv.csv", index=False
+    )
     tables.study_table("table2", [tmp_path / "cv.csv"], tmp_path / "tables" / "cv.csv")
     assert (
         "2-fold cross-validation by patient, every patient tested once" in (tmp_path / "tables" / "cv.md").read_text()
@@ -266,11 +276,15 @@ def test_study_tables_are_written_with_a_caption_that_gives_the_scale(tmp_path):
     assert "; in [ ]: a row's changes to the study's recipe" in (tmp_path / "tables" / "beyond.md").read_text()
     # With the collected per-image table, each row gets its Dice CI by patient (the summaries name the run).
     manifest = write_patient_manifest(
-        tmp_path / "manifest.csv", [r["sample_id"] for r in metrics_rows()], [f"p{i}" for i in range(len(metrics_rows()))]
+        tmp_path / "manifest.csv",
+        [r["sample_id"] for r in metrics_rows()],
+        [f"p{i}" for i in range(len(metrics_rows()))],
     )
     per_image = collect(tmp_path, [sheet_row("ladder--baseline"), sheet_row("ladder--adam")], manifest)
     ladder = tables.study_table("ladder", summaries[1:], tmp_path / "tables" / "ladder.csv", per_image=per_image)
-    assert (ladder["dice_ci_low"] <= ladder["dice_mean"]).all() and (ladder["dice_mean"] <= ladder["dice_ci_high"]).all()
+    assert (ladder["dice_ci_low"] <= ladder["dice_mean"]).all() and (
+        ladder["dice_mean"] <= ladder["dice_ci_high"]
+    ).all()
 
 
 def test_a_run_of_the_statistics_is_one_training_labelled_by_fold_and_seed(tmp_path):
@@ -278,8 +292,8 @@ def test_a_run_of_the_statistics_is_one_training_labelled_by_fold_and_seed(tmp_p
     the seed alone as label, fold 0 seed 0 and fold 1 seed 0 would share one run)."""
     import numpy as np
 
-    from sonoseg import stats
-    from sonoseg.results import patient_table
+    from sonoseg.analysis import stats
+    from sonoseg.analysis.results import patient_table
 
     rng = np.random.default_rng(0)
     samples = []

@@ -15,9 +15,11 @@ import pytest
 import torch
 import yaml
 
-from sonoseg import device, modelio, preprocess, selection, synth, train
+from sonoseg.data import preprocess, synth
 from sonoseg.errors import SonosegError
-from sonoseg.recipe import Recipe, ladder_recipes, recipe_from_config, resolve
+from sonoseg.serving import device, modelio
+from sonoseg.training import selection, train
+from sonoseg.training.recipe import Recipe, ladder_recipes, recipe_from_config, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -237,7 +239,7 @@ def run_train(caches, out: Path, epochs: int, extra_env=None, precision: str = "
     command = [
         sys.executable,
         "-m",
-        "sonoseg.cli",
+        "sonoseg.study.cli",
         "train",
         "--network",
         "lighter_unet_c1",
@@ -357,7 +359,7 @@ def test_resuming_from_any_epochs_checkpoint_is_bit_identical(caches, tmp_path, 
     for epoch in range(1, epochs):
         out = tmp_path / f"resumed_after_{epoch}"
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="sonoseg.train"):
+        with caplog.at_level(logging.INFO, logger="sonoseg.training.train"):
             run(out, resume_from=epoch)
         assert f"after epoch {epoch}" in caplog.text
         assert history(tmp_path / "reference" / "history.csv").equals(history(out / "history.csv")), epoch
@@ -430,7 +432,7 @@ def test_foreign_or_tampered_files_are_refused(tmp_path):
 def test_segment_new_images_with_a_trained_model(caches, tmp_path):
     import cv2
 
-    from sonoseg import infer
+    from sonoseg.serving import infer
 
     recipe = Recipe(min_epochs=1, max_epochs=1)
     fit("lighter_unet_c1", 0, caches, recipe, tmp_path / "m.pt", tmp_path / "h.csv", device="cpu", threads=1)
@@ -531,7 +533,7 @@ def test_paper_recipes_of_the_networks_after_2021_can_be_expressed():
 def test_each_network_after_2021_learns_with_the_studys_recipe(network, tmp_path):
     """Each lightweight network after the paper trains with the study's recipe (fp32, 32 px) and learns:
     its validation Dice rises from the untrained network's to above 0.8, and its validation loss falls."""
-    from sonoseg import models
+    from sonoseg.networks import models
 
     train_npz, val_npz = easy_caches(tmp_path)
     cpu = torch.device("cpu")
@@ -549,7 +551,7 @@ def test_each_network_after_2021_learns_with_the_studys_recipe(network, tmp_path
 def test_deep_supervision_adds_egeunets_weighted_side_losses(tmp_path):
     """With deep_supervision (EGE-UNet's paper), a batch's loss is the final output's plus SIDE_WEIGHTS
     times each side output's; a network without side heads is refused by name."""
-    from sonoseg import models
+    from sonoseg.networks import models
 
     train_npz, val_npz = easy_caches(tmp_path)
     cpu = torch.device("cpu")

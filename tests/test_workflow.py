@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import BIN, TINY, jobs_of, run_snakemake, write_config
 
-from sonoseg.cost import COLUMNS as COST_COLUMNS
+from sonoseg.serving.cost import COLUMNS as COST_COLUMNS
 
 
 def test_schema_rejects_unknown_key_and_bad_value(workflow_copy):
@@ -292,6 +292,6 @@ def test_killed_training_resumes_through_snakemake(workflow_copy):
     history = pd.read_csv(workflow_copy / target.replace("model.pt", "history.csv"))
     assert history["epoch"].tolist() == list(range(1, 9))
     # The rerun's log (Snakemake starts a job's log afresh) trains only the epochs after the checkpoint.
-    trained = [int(n) for n in re.findall(r"sonoseg.train: epoch (\d+) ", text)]
+    trained = [int(n) for n in re.findall(r"sonoseg.training.train: epoch (\d+) ", text)]
     assert trained == list(range(resumed_after + 1, 9))
     assert not list((workflow_copy / "results" / "tiny" / "checkpoints").rglob("*.pt"))

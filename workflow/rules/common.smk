@@ -1,4 +1,4 @@
-# The study as data: the config, validated, becomes the run sheet (sonoseg.runsheet); every rule
+# The study as data: the config, validated, becomes the run sheet (sonoseg.study.runsheet); every rule
 # below serves every kind of run through the input functions here.
 import json
 import re
@@ -9,7 +9,9 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from sonoseg import catalog, layout, provenance, runsheet
+from sonoseg.networks import catalog
+from sonoseg.study import layout, runsheet
+from sonoseg.data import provenance
 from sonoseg.errors import SonosegError
 
 if "pretrained_backbone" in config.get("train", {}):
@@ -42,7 +44,7 @@ if DATASET["layout"] != "synthetic" and not DATASET["root"]:
 
 RUNS = {run.name: run for run in runsheet.build(config)}  # the run sheet: one row per run
 
-# The data's fingerprint (sonoseg.provenance): every file the study reads from outside results/, one
+# The data's fingerprint (sonoseg.data.provenance): every file the study reads from outside results/, one
 # record per source under data/sources/, rewritten only when the data changed; the rules that read a
 # source take its record as input, so they rerun exactly then. Computed once, by the process that
 # plans the run (a cluster job re-reads this file but must not hash the dataset again).
@@ -122,7 +124,7 @@ def run_of(wildcards):
     return RUNS[wildcards.run]
 
 
-# Where each file lives (sonoseg.layout): rule outputs with wildcards, and the inputs built from them.
+# Where each file lives (sonoseg.study.layout): rule outputs with wildcards, and the inputs built from them.
 TRAINING = f"{OUT}/{layout.TRAINING}"  # one training: runs/{run}/fold{fold}/seed{seed}
 PER_IMAGE = f"{OUT}/{layout.PER_IMAGE}"  # every run's per-image results, one long table (rule collect)
 TRAININGS = f"{OUT}/{layout.TRAININGS}"
@@ -134,7 +136,7 @@ def run_files(run, name):
 
 
 def run_json(run):
-    """A run's row of the run sheet, for a command that finds the run's files through sonoseg.layout."""
+    """A run's row of the run sheet, for a command that finds the run's files through sonoseg.study.layout."""
     return shlex.quote(json.dumps(run.row(), sort_keys=True))
 
 

@@ -42,7 +42,7 @@ rule recipe:
 
 rule select_recipe:
     # A network's auto settings (learning rate, weight decay) in one fold: the candidate with the lowest
-    # validation loss (sonoseg.selection).
+    # validation loss (sonoseg.training.selection).
     input:
         get_selection_candidates,
     output:

@@ -1,0 +1,347 @@
+"""The report's HTML pages: self-contained tables (no scripts, no external files) for the data
+overview, the study's tables beside the paper's, the accuracy-cost front and the statistics."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from sonoseg.analysis import stats
+from sonoseg.analysis.tables import ci_cell, seeds_cell
+from sonoseg.data import MANIFEST_COLUMNS
+from sonoseg.errors import SonosegError
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: "DejaVu Sans", Arial, sans-serif; font-size: 14px; margin: 1em; color: #222; background: #fff; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em 0; }}
+th, td {{ border: 1px solid #bbb; padding: 3px 8px; text-align: right; }}
+th {{ background: #eef; }} td:first-child, th:first-child {{ text-align: left; }}
+caption {{ caption-side: top; text-align: left; font-weight: bold; padding-bottom: 4px; }}
+p.note {{ color: #555; max-width: 60em; }}
+</style></head><body>
+<h2>{title}</h2>
+{body}
+</body></html>
+"""
+
+
+def html_table(frame: pd.DataFrame, caption: str = "") -> str:
+    """A plain, escaped HTML table (no index); numbers already formatted by the caller."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+        for row in frame.itertuples(index=False)
+    )
+    caption_html = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return f"<table>{caption_html}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def write_page(out: str | Path, title: str, parts: list[str]) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(PAGE.format(title=html.escape(title), body="\n".join(parts)))
+
+
+def fmt(value: float, digits: int) -> str:
+    return "-" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+def plus_minus(mean: float, std: float, digits: int) -> str:
+    return "-" if pd.isna(mean) else f"{mean:.{digits}f} ± {0.0 if pd.isna(std) else std:.{digits}f}"
+
+
+def signed(value: float, digits: int) -> str:
+    return "-" if pd.isna(value) else f"{value:+.{digits}f}"
+
+
+# Manifest columns that describe files and flags, not the lesion or the patient: never broken down.
+MANIFEST_FILE_COLUMNS = set(MANIFEST_COLUMNS) - {"view", "class"}  # view and class are categories to show
+
+
+MAX_CATEGORIES = 20  # a column with more distinct values is an identifier or a measurement, not a category
+
+
+def categorical_columns(manifest: pd.DataFrame) -> list[str]:
+    """Metadata columns worth counting (class, view, organ, lesion type, …): few distinct non-empty values."""
+    columns = []
+    for column in manifest.columns:
+        if column in MANIFEST_FILE_COLUMNS:
+            continue
+        values = manifest[column].dropna().astype(str)
+        values = values[values != ""]
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.notna().all() and (numbers % 1 != 0).any():
+            continue  # a measurement (contrast in dB, spacing), not a category
+        if 1 <= values.nunique() <= MAX_CATEGORIES and values.nunique() < max(len(manifest), 2):
+            columns.append(column)
+    return columns
+
+
+def data_overview(manifest_csv: str | Path, split_csv: str | Path, out_html: str | Path) -> None:
+    """Manifest counts (included, excluded by reason, ignored), split sizes, metadata columns per split."""
+    manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
+    split = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    status = manifest["status"].value_counts().rename_axis("status").reset_index(name="files")
+    excluded = manifest[manifest["status"] == "excluded"]
+    reasons = excluded["reason"].value_counts().rename_axis("reason").reset_index(name="excluded")
+    from sonoseg.data import provenance
+
+    origin = provenance.read_manifest_provenance(manifest_csv)
+    parts = [
+        note(
+            f"Dataset fingerprint {origin['dataset_fingerprint']} (every file under the dataset root by content, "
+            f"or the phantom's settings; docs/method.md); manifest made by sonoseg {origin['sonoseg_version']} "
+            f"at commit {origin['commit']}."
+        ),
+        html_table(status, "Files under the dataset root, by status"),
+        html_table(reasons, "Excluded, by reason") if len(reasons) else note("No file was excluded."),
+    ]
+    samples = manifest[manifest["status"] == "included"].merge(split[["sample_id", "split"]], on="sample_id")
+    sizes = samples.groupby("split").agg(
+        patients=("patient", "nunique"), groups=("group", "nunique"), images=("sample_id", "size")
+    )
+    sizes = sizes.reindex([s for s in ("train", "val", "test") if s in sizes.index]).reset_index()
+    parts.append(html_table(sizes, "Split sizes (patient level: a patient's views never cross splits)"))
+    for column in categorical_columns(samples.drop(columns="split")):
+        counts = pd.crosstab(samples[column].replace("", "(none)"), samples["split"], margins=True, margins_name="all")
+        counts = counts[[s for s in ("train", "val", "test") if s in counts.columns] + ["all"]].reset_index()
+        parts.append(html_table(counts, f"Images per {column} and split"))
+    write_page(out_html, "Data: manifest and split", parts)
+
+
+def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> None:
+    """Table 1, Table 2, the ladder or the recipe selection's choices, ours beside the paper's with the difference."""
+    table = pd.read_csv(table_csv)
+    if kind in ("table1", "table2", "beyond"):
+        title = {
+            "table1": "Table 1: architectures",
+            "table2": "Table 2: U-net and its lightweight variants",
+            "beyond": "Beyond the paper: networks after 2021 and your own",
+        }[kind]
+        shown = pd.DataFrame(
+            {
+                "Network": table["label"],
+                "Parameters": table["parameters"].map(lambda p: f"{int(p):,}"),
+                "Seeds": table["seeds"],
+                # One seed: "n = 1"; 2-4 seeds: each seed's value; 5 or more: ± std (tables.seeds_cell).
+                "Dice (ours)": [seeds_cell(row) for _, row in table.iterrows()],
+                "Dice 95 % CI (patients, seeds)": [ci_cell(row) for _, row in table.iterrows()],
+                "Dice (paper)": [
+                    plus_minus(m, s, 3) for m, s in zip(table["paper_dice_mean"], table["paper_dice_std"])
+                ],
+                "Dice ours − paper": [signed(d, 3) for d in table["dice_mean"] - table["paper_dice_mean"]],
+                "HD95 px (ours)": [plus_minus(m, s, 2) for m, s in zip(table["hd95_mean"], table["hd95_std"])],
+                "HD95 px (paper)": [
+                    plus_minus(m, s, 2) for m, s in zip(table["paper_hd95_mean"], table["paper_hd95_std"])
+                ],
+                "HD95 ours − paper": [signed(d, 2) for d in table["hd95_mean"] - table["paper_hd95_mean"]],
+                "HD95 penalised images": table["hd95_penalized"],
+            }
+        )
+        # The columns the Markdown table shows when the study has them (report.to_markdown_and_latex).
+        if "hd95_matched_mean" in table and table["hd95_matched_mean"].notna().any():
+            shown.insert(
+                shown.columns.get_loc("HD95 penalised images"),
+                "HD95 px, both non-empty (ours)",
+                [plus_minus(m, s, 2) for m, s in zip(table["hd95_matched_mean"], table["hd95_matched_std"])],
+            )
+        if "no_lesion_images" in table and (table["no_lesion_images"].fillna(0) > 0).any():
+            shown["No-lesion images: Dice (ours)"] = [
+                plus_minus(m, s, 3) for m, s in zip(table["no_lesion_dice_mean"], table["no_lesion_dice_std"])
+            ]
+        if "gflops" in table and "latency_ms" in table:
+            shown.insert(2, "GFLOPs", [fmt(v, 2) for v in table["gflops"]])
+            shown.insert(3, "CPU ms", [fmt(v, 1) for v in table["latency_ms"]])
+        notes = [
+            note(
+                "Mean ± sample standard deviation over seeds of the per-seed mean over the test images that "
+                "have a lesion. HD95 penalised: lesion images with an empty prediction, scored Dice 0 and "
+                "HD95 = image diagonal; 'both non-empty' averages HD95 over the images where neither mask is empty."
+            )
+        ]
+    elif kind == "ladder":
+        title = "Section 4.2 tuning ladder (cumulative steps)"
+        shown = pd.DataFrame(
+            {
+                "Step": table["step"],
+                "Seeds": table["seeds"],
+                # One seed: "n = 1"; 2-4 seeds: each seed's value; 5 or more: ± std (tables.seeds_cell).
+                "Dice (ours)": [seeds_cell(row) for _, row in table.iterrows()],
+                "Dice 95 % CI (patients, seeds)": [ci_cell(row) for _, row in table.iterrows()],
+                "Dice (paper)": [fmt(v, 3) for v in table["paper_dice_mean"]],
+                "Dice ours − paper": [signed(d, 3) for d in table["dice_mean"] - table["paper_dice_mean"]],
+                "HD95 px (ours)": [plus_minus(m, s, 2) for m, s in zip(table["hd95_mean"], table["hd95_std"])],
+            }
+        )
+        notes = [note("Each step adds one change to the previous one; the paper's Dice is U-net's.")]
+    elif kind == "selection":
+        title = "Learning rate and weight decay chosen per network and fold (lowest validation loss)"
+        chosen_settings = {
+            label: table[column].map(lambda v: "" if pd.isna(v) else f"{v:g}")
+            for column, label in (("learning_rate", "Learning rate"), ("weight_decay", "Weight decay"))
+            if column in table
+        }
+        shown = pd.DataFrame(
+            {
+                "Network": table["network"],
+                "Fold": table["fold"] if "fold" in table else "",
+                **chosen_settings,
+                "Chosen": table["chosen"].map(lambda c: "✔" if str(c).lower() in ("true", "1") else ""),
+                "Best val loss": [fmt(v, 4) for v in table["best_val_loss"]],
+                "Val Dice at best": [fmt(v, 3) for v in table["val_dice_at_best"]],
+                "Best epoch": table["best_epoch"],
+            }
+        )
+        notes = [
+            note(
+                "The paper tuned weight decay per network within {1e-2, 1e-3, 1e-4, 1e-5, 0} on the validation "
+                "set and gave every network U-net's learning rate; here each network's auto settings are chosen "
+                "in each fold on that fold's validation part. The test split is never read by this choice."
+            )
+        ]
+    else:
+        raise SonosegError(f"table kind {kind!r}: expected table1, table2, beyond, ladder or selection")
+    write_page(out_html, _caption_of(table_csv) or title, [html_table(shown), *notes])
+
+
+def _caption_of(table_csv: str | Path) -> str:
+    """The caption the table stage wrote first in its Markdown twin (it names the input size, the
+    epochs and the ladder's network), when there is one."""
+    markdown = Path(table_csv).with_suffix(".md")
+    first = markdown.read_text().splitlines()[0].strip() if markdown.is_file() else ""
+    return first.strip("*").strip() if first.startswith("**") else ""
+
+
+def difference_columns(comparison: pd.DataFrame) -> dict[str, list[str]]:
+    """A comparison table's (stats.COMPARISON_COLUMNS) shown difference, CI and p-values."""
+    return {
+        "Mean Dice difference": [signed(v, 4) for v in comparison["mean_difference"]],
+        "95 % CI (patients, then runs)": [
+            f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(comparison["ci_low"], comparison["ci_high"])
+        ],
+        "p (sign-flip)": [f"{p:.3g}" for p in comparison["p"]],
+        # A Holm p within two Monte Carlo errors of 0.05 says so: its side of the line is not settled.
+        "p (Holm)": [
+            f"{p:.3g}" + (f" (± {e:.1g}: near 0.05)" if near else "")
+            for p, e, near in zip(
+                comparison["p_holm"],
+                comparison.get("p_mc_error", pd.Series(0.0, index=comparison.index)),
+                comparison.get("near_threshold", pd.Series(False, index=comparison.index)),
+            )
+        ],
+    }
+
+
+def front_page(front: pd.DataFrame, out_html: str | Path) -> None:
+    shown = pd.DataFrame(
+        {
+            "Network": front["method"],
+            "On the front": ["yes" if on else "no" for on in front["on_front"]],
+            "Parameters": [f"{v:,.0f}" for v in front["parameters"]],
+            "Against": front["reference"],
+            "Its parameters": [f"{v:,.0f}" for v in front["reference_parameters"]],
+            **difference_columns(front),
+        }
+    )
+    write_page(
+        out_html,
+        "The accuracy-parameter front, by patient",
+        [
+            note(
+                "The front: the networks no other beats (mean test Dice) with as few or fewer parameters. A network "
+                "on it is compared with the front's next cheaper network (does its extra size buy accuracy?); one "
+                "off it with the cheapest front network that is as small or smaller and scores at least as well (is "
+                "it beaten at a lower cost?). Paired, by patient, then run; Holm over these rows (docs/statistics.md)."
+            ),
+            html_table(shown, f"Family: {front['family'].iloc[0] if len(front) else 'none'}"),
+        ],
+    )
+
+
+def statistics_page(
+    per_image: pd.DataFrame,
+    found,
+    manifest_csv: str | Path,
+    out_html: str | Path,
+    seed: int = 0,
+    resamples: int = 10_000,
+) -> None:
+    """The statistics page: each method's mean Dice with its patient-level CI, the paired families
+    (sonoseg.analysis.families.paired_families: ``found``) and Dice per metadata value (lesion type,
+    class, ...) with counts and CIs."""
+    reference, reference_note, family = found.reference, found.reference_note, found.comparison["family"].iloc[0]
+    comparison, beyond, versus_references = found.comparison, found.beyond, found.versus_references
+
+    def shown_comparison(frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "Method": frame["method"],
+                "Against": frame["reference"],
+                "Patients / images": [f"{p} / {i}" for p, i in zip(frame["patients"], frame["images"])],
+                "Runs": [f"{c} / {r}" for c, r in zip(frame["runs_candidate"], frame["runs_reference"])],
+                **difference_columns(frame),
+            }
+        )
+
+    cells = stats.method_table(per_image, seed=seed, resamples=resamples)
+    parts = [
+        note(
+            f"{reference_note} Over the test images with a lesion; patients are the manifest's patient groups "
+            f"(a patient's views and duplicated images move together). CIs: {resamples} bootstrap resamples of "
+            "patients, then of runs (trainings: fold and seed) within each; p: a sign-flip test over patients "
+            "(exact up to 16 patients, else enough random flips that a Holm p near 0.05 is within 0.002); Holm's "
+            "correction within each family (docs/statistics.md). With fewer than 5 runs a cell lists each run's mean."
+        ),
+        html_table(
+            pd.DataFrame(
+                {"Method": cells["method"], "Patients": cells["patients"], "Runs": cells["runs"], "Dice": cells["cell"]}
+            ),
+            "Mean test Dice with its patient-level 95 % CI",
+        ),
+        html_table(shown_comparison(comparison), f"Paired Dice difference against {reference} (family: {family})"),
+    ]
+    if not beyond.empty:
+        verdict = beyond.groupby("method", sort=False).apply(
+            lambda group: bool((group["ci_low"] > 0).all() and group["significant"].all()), include_groups=False
+        )
+        parts.append(
+            html_table(
+                shown_comparison(beyond),
+                "Against every floor (family: every network vs every floor; floors use nothing derived from "
+                "the test image's annotation). Beats every floor: "
+                + ", ".join(f"{m}: {'yes' if v else 'no'}" for m, v in verdict.items()),
+            )
+        )
+    if not versus_references.empty:
+        parts.append(
+            html_table(
+                shown_comparison(versus_references),
+                "Against each reference (family: every network vs each reference). A reference reads something "
+                "derived from the test image's annotation (the caliper reader: the phantom draws its calipers "
+                "from the mask): it is not a floor, and no verdict rests on it.",
+            )
+        )
+    manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
+    tested = manifest[manifest["sample_id"].isin(set(per_image["sample_id"]))]
+    for column in categorical_columns(tested):
+        values = per_image.drop(columns=column, errors="ignore").merge(tested[["sample_id", column]], on="sample_id")
+        values[column] = values[column].replace("", "(none)")
+        if values[column].nunique() < 2:
+            continue
+        groups = stats.group_table(values, column, seed=seed, resamples=min(resamples, 2000))
+        groups["cell"] = [stats.format_cell(row) for _, row in groups.iterrows()]
+        shown = groups.pivot_table(index="method", columns=column, values="cell", aggfunc="first", sort=False)
+        counts = groups.groupby(column)[["images", "patients"]].first()
+        shown.columns = [
+            f"{v} ({counts.loc[v, 'patients']} patients, {counts.loc[v, 'images']} images)" for v in shown.columns
+        ]
+        parts.append(html_table(shown.reset_index(), f"Test Dice per {column} (patient-level 95 % CI)"))
+    write_page(out_html, "Statistics by patient", parts)

@@ -1,0 +1,218 @@
+"""A study's results as data: one long table of every run's per-image metrics, and one of every
+training, which every table, figure and statistic of the study reads (the collect stage writes them:
+``per_image.csv.gz`` and ``trainings.csv``).
+
+``per_image`` has one row per run x training (fold, seed) x test image: the run sheet's columns (run,
+kind, method, marks, model_from), the training's fold, seed and label (``training``: fold<F>/seed<N>)
+and the learning rate and weight decay it trained with, the image (sample_id, its patient group as
+``patient``, the manifest's metadata as ``meta_*`` columns) and every metric of sonoseg.analysis.evaluate.
+``trainings`` has one row per training: epochs, the kept epoch, optimizer steps, what ended it (the
+stop rule or the cap) and where its time went.
+
+A run's files are found from the run sheet through sonoseg.study.layout: nothing here reads an identity
+out of a path or relies on the order of a list of files. A new swept dimension is a run-sheet
+column, and a column here. Below the tables and the figures (both import it; it imports neither);
+torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from sonoseg.analysis.scoring import empty_side, kept_row
+from sonoseg.errors import SonosegError
+from sonoseg.study import layout
+
+# The run sheet's columns every row of per_image carries (sonoseg.study.runsheet.Run).
+SHEET_COLUMNS = ["run", "kind", "method", "marks", "model_from"]
+# The recipe values a training used (chosen per fold when they are auto), from its recipe.json.
+RECIPE_COLUMNS = ["learning_rate", "weight_decay"]
+# The history's wall-time columns summed over a training's epochs (sonoseg.training.train.TIMING_COLUMNS).
+TIME_COLUMNS = ["seconds", "train_seconds", "bn_seconds", "val_seconds"]
+
+
+def training_label(fold, seed) -> str:
+    """One training's label in the statistics' run column: its fold and seed. Seed s of fold 0 and seed s
+    of fold 1 are two trainings, resampled apart (docs/statistics.md)."""
+    return f"fold{fold}/seed{seed}"
+
+
+def read_sheet(path: str | Path) -> list[dict]:
+    """The run sheet as the workflow writes it (runs.tsv; ``sonoseg runs``): one dict per run."""
+    try:
+        sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise SonosegError(f"{path}: cannot read the run sheet ({exc})") from None
+    missing = {"name", "kind", "method", "seeds", "folds"} - set(sheet.columns)
+    if missing:
+        raise SonosegError(f"{path}: not a run sheet (no column {', '.join(sorted(missing))})")
+    return sheet.to_dict("records")
+
+
+def sheet_rows(sheet: list[dict], names: Iterable[str]) -> list[dict]:
+    """The rows of the named runs, in the order named."""
+    by_name = {row["name"]: row for row in sheet}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise SonosegError(f"runs {unknown[:5]} are not in the run sheet; it has {', '.join(by_name)}")
+    return [by_name[name] for name in names]
+
+
+def trainings_of(row: dict) -> list[tuple[str, str]]:
+    """A run's trainings as (fold, seed), fold by fold."""
+    return [(fold, seed) for fold in str(row["folds"]).split() for seed in str(row["seeds"]).split()]
+
+
+def recipe_values(out: str | Path, row: dict, fold: str) -> dict:
+    """The learning rate and weight decay a run's models trained with in one fold (a reliance run's:
+    those of the run whose models it tests); empty for a run without training."""
+    owner = row.get("model_from") or (row["name"] if row.get("recipe") else "")
+    if not owner:
+        return dict.fromkeys(RECIPE_COLUMNS)
+    path = Path(layout.recipe(out, owner, fold))
+    try:
+        recipe = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SonosegError(f"{path}: cannot read the recipe of run {owner!r} fold {fold} ({exc})") from None
+    return {column: recipe.get(column) for column in RECIPE_COLUMNS}
+
+
+def read_metrics(path: str | Path) -> pd.DataFrame:
+    """One training's per-image metrics (sonoseg.analysis.evaluate's metrics.csv)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SonosegError(f"{path}: per-image metrics missing (run the study, or this run's evaluate job)")
+    frame = pd.read_csv(path, dtype={"sample_id": str})
+    if frame.empty:
+        raise SonosegError(f"{path}: no evaluated test image")
+    return frame
+
+
+def manifest_columns(manifest_csv: str | Path) -> pd.DataFrame:
+    """Per sample_id: its patient group (``patient``: duplicates put patients in one group, which must
+    move together) and the manifest's metadata columns."""
+    from sonoseg import data
+
+    manifest = data.included(data.read_manifest(manifest_csv))
+    kept = manifest[["sample_id", "group", *[c for c in manifest.columns if c.startswith("meta_")]]]
+    return kept.rename(columns={"group": "patient"}).set_index("sample_id")
+
+
+def collect_per_image(out: str | Path, rows: list[dict], manifest_csv: str | Path) -> pd.DataFrame:
+    """The long per-image table of the given runs (run sheet rows), in their order."""
+    frames = []
+    for row in rows:
+        for fold, seed in trainings_of(row):
+            metrics = read_metrics(Path(layout.training_file(out, row["name"], fold, seed, layout.METRICS)))
+            identity = {
+                "run": row["name"],
+                "kind": row["kind"],
+                "method": row["method"],
+                "marks": row.get("marks", ""),
+                "model_from": row.get("model_from", ""),
+                "fold": int(fold),
+                "seed": int(seed),
+                "training": training_label(fold, seed),
+                **recipe_values(out, row, fold),
+            }
+            frames.append(metrics.assign(**identity))
+    if not frames:
+        raise SonosegError("collect: no run with per-image metrics was named")
+    per_image = pd.concat(frames, ignore_index=True)
+    manifest = manifest_columns(manifest_csv)
+    missing = sorted(set(per_image["sample_id"]) - set(manifest.index))
+    if missing:
+        raise SonosegError(f"{manifest_csv}: evaluated images {missing[:5]} are not in the manifest")
+    per_image = per_image.join(manifest, on="sample_id")
+    first = [*SHEET_COLUMNS, "fold", "seed", "training", *RECIPE_COLUMNS, "sample_id", "patient"]
+    return per_image[first + [c for c in per_image.columns if c not in first]]
+
+
+def collect_trainings(out: str | Path, rows: list[dict]) -> pd.DataFrame:
+    """One row per training of the given runs (those with training): how long it ran and what ended it."""
+    records = []
+    for row in rows:
+        if not row.get("recipe"):
+            continue
+        for fold, seed in trainings_of(row):
+            path = Path(layout.training_file(out, row["name"], fold, seed, layout.HISTORY))
+            if not path.is_file():
+                raise SonosegError(f"{path}: training history missing (run the study, or this run's train job)")
+            history = pd.read_csv(path)
+            if history.empty:
+                raise SonosegError(f"{path}: a training history without an epoch")
+            last = history.iloc[-1]
+            records.append(
+                {
+                    "run": row["name"],
+                    "kind": row["kind"],
+                    "method": row["method"],
+                    "marks": row.get("marks", ""),
+                    "fold": int(fold),
+                    "seed": int(seed),
+                    "training": training_label(fold, seed),
+                    **recipe_values(out, row, fold),
+                    "epochs": len(history),
+                    "kept_epoch": int(kept_row(history)["epoch"]),
+                    "steps": last.get("steps", pd.NA),
+                    "ended_by": last.get("ended_by", "") if pd.notna(last.get("ended_by", "")) else "",
+                    **{column: history[column].sum() for column in TIME_COLUMNS if column in history},
+                }
+            )
+    return pd.DataFrame(records)
+
+
+def write_table(table: pd.DataFrame, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+
+
+def read_per_image(path: str | Path, runs: Iterable[str] | None = None) -> pd.DataFrame:
+    """The collected per-image table (per_image.csv.gz), or the rows of the named runs in that order."""
+    try:
+        per_image = pd.read_csv(path, dtype={"sample_id": str, "patient": str, "run": str, "model_from": str})
+    except (OSError, pd.errors.ParserError) as exc:
+        raise SonosegError(f"{path}: cannot read the per-image results table ({exc})") from None
+    missing = {"run", "fold", "seed", "training", "sample_id", "patient", "dice"} - set(per_image.columns)
+    if missing:
+        raise SonosegError(f"{path}: not a per-image results table (no column {', '.join(sorted(missing))})")
+    per_image["model_from"] = per_image["model_from"].fillna("")
+    return per_image if runs is None else select_runs(per_image, runs, source=path)
+
+
+def select_runs(per_image: pd.DataFrame, runs: Iterable[str], source: str | Path = "per_image") -> pd.DataFrame:
+    """The rows of the named runs, run by run in the order named."""
+    runs = list(dict.fromkeys(runs))
+    absent = [run for run in runs if run not in set(per_image["run"])]
+    if absent:
+        raise SonosegError(f"{source}: no results for runs {absent[:5]}")
+    order = {run: index for index, run in enumerate(runs)}
+    kept = per_image[per_image["run"].isin(order)]
+    return kept.iloc[kept["run"].map(order).argsort(kind="stable")].reset_index(drop=True)
+
+
+def as_compared(per_image: pd.DataFrame) -> pd.DataFrame:
+    """The long table as the statistics compare it (sonoseg.analysis.stats): ``method`` is the compared run (the
+    sheet's run name), ``run`` one of its trainings (``training``), ``patient`` the resampled unit."""
+    return per_image.drop(columns=["method", "run"]).assign(method=per_image["run"], run=per_image["training"])
+
+
+def lesion_images(per_image: pd.DataFrame) -> pd.DataFrame:
+    """The rows of test images with a lesion: the tables' Dice and HD95 are means over these (images
+    without one are summarised apart there), and so is every figure and statistic of Dice."""
+    kept = per_image[~empty_side(per_image, "truth")]
+    if kept.empty:
+        raise SonosegError("no test image has a lesion: there is no Dice or HD95 to summarise")
+    return kept
+
+
+def patient_table(per_image: pd.DataFrame, runs: Iterable[str] | None = None) -> pd.DataFrame:
+    """The images with a lesion of the named runs (all when None), compared (as_compared): the long
+    form the patient-level statistics resample."""
+    chosen = per_image if runs is None else select_runs(per_image, runs)
+    return as_compared(lesion_images(chosen))

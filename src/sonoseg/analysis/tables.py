@@ -1,0 +1,630 @@
+"""Summaries and the paper's tables: per-run summaries, Table 1, Table 2, the tuning ladder and the
+recipe-selection choices, as CSV, Markdown and LaTeX, with the paper's values beside ours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sonoseg.analysis import paper
+from sonoseg.analysis.results import patient_table, read_metrics
+from sonoseg.analysis.scoring import empty_side, kept_epoch
+from sonoseg.errors import SonosegError
+from sonoseg.networks import catalog
+from sonoseg.study import layout
+
+
+def summarize_run(metrics_csv, history_csv) -> dict:
+    """Mean test metrics of one (network, seed) run, with the epoch whose weights were kept.
+
+    ``metrics_csv`` may be a list: the out-of-fold metrics of a cross-validated run, pooled (every
+    patient once); its histories likewise, and the epochs are then the largest over the folds.
+
+    The main columns are over the images with a lesion in the ground truth (the paper has one
+    lesion per image): Dice, and HD95 with the empty-prediction penalty (``hd95_px``, the image
+    diagonal for an empty prediction, counted in ``hd95_penalized``). Beside it, HD95 over the
+    images where both masks are non-empty (``hd95_matched_px``, over ``hd95_matched_images``).
+    Images without a lesion (BUSI's normal images, other empty masks) are summarised apart: their
+    count and mean Dice (1 when the prediction is empty too, else 0).
+
+    A run without training (a baseline, ``history_csv`` None) has no epochs: those cells stay empty.
+    """
+    metrics_files = metrics_csv if isinstance(metrics_csv, (list, tuple)) else [metrics_csv]
+    history_files = history_csv if isinstance(history_csv, (list, tuple)) else [history_csv]
+    history_files = [h for h in history_files if h]
+    metrics = pd.concat([read_metrics(path) for path in metrics_files], ignore_index=True)
+    histories = [pd.read_csv(path) for path in history_files]
+    if metrics.empty:
+        raise SonosegError(f"{metrics_csv}: no test images were evaluated")
+    truth_empty = empty_side(metrics, "truth")
+    prediction_empty = empty_side(metrics, "prediction")
+    lesion, no_lesion = metrics[~truth_empty], metrics[truth_empty]
+    matched = metrics[~truth_empty & ~prediction_empty]
+    return {
+        "dice": lesion["dice"].mean(),
+        "hd95_px": lesion["hd95_px"].mean(),
+        "hd95_mm": lesion["hd95_mm"].mean() if lesion["hd95_mm"].notna().all() else float("nan"),
+        "test_images": len(metrics),
+        "lesion_images": len(lesion),
+        "hd95_penalized": int(lesion["hd95_policy"].astype(str).str.startswith("penalty").sum()),
+        "hd95_matched_px": matched["hd95_px"].mean(),
+        "hd95_matched_mm": matched["hd95_mm"].mean() if matched["hd95_mm"].notna().all() else float("nan"),
+        "hd95_matched_images": len(matched),
+        "no_lesion_images": len(no_lesion),
+        "no_lesion_dice": no_lesion["dice"].mean(),
+        "epochs": max(len(h) for h in histories) if histories else pd.NA,
+        "best_epoch": max(kept_epoch(h) for h in histories) if histories else pd.NA,
+        "steps": _largest(_last(h, "steps") for h in histories),
+        # Convergence as a measured property: trainings the epoch cap ended while still improving.
+        "trainings": len(histories),
+        "capped": sum(_last(h, "ended_by") == "cap" for h in histories),
+    }
+
+
+def _largest(values) -> object:
+    """The largest known value (histories from before a column are skipped); NA when none is known."""
+    known = [int(v) for v in values if not pd.isna(v)]
+    return max(known) if known else pd.NA
+
+
+def _last(history: pd.DataFrame, column: str):
+    """The last row's value of a history column (histories written before the column: missing)."""
+    if column not in history or history.empty or pd.isna(history[column].iloc[-1]):
+        return pd.NA if column == "steps" else ""
+    return history[column].iloc[-1]
+
+
+def mean_std(values: pd.Series) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds (std 0 for a single seed)."""
+    values = values.astype(float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def _count(group: pd.DataFrame, column: str) -> int:
+    """A count summed over seeds (0 for summaries written before the column existed)."""
+    return int(group[column].fillna(0).sum()) if column in group else 0
+
+
+def aggregate(runs: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Mean and std over seeds per network (or ladder step); counts are summed over seeds."""
+    nan_pair = (float("nan"), float("nan"))
+    rows = []
+    for name, group in runs.groupby(key, sort=False):
+        dice, dice_sd = mean_std(group["dice"])
+        hd, hd_sd = mean_std(group["hd95_px"])
+        hd_mm, hd_mm_sd = mean_std(group["hd95_mm"]) if "hd95_mm" in group else nan_pair
+        matched, matched_sd = mean_std(group["hd95_matched_px"]) if "hd95_matched_px" in group else nan_pair
+        matched_mm, matched_mm_sd = mean_std(group["hd95_matched_mm"]) if "hd95_matched_mm" in group else nan_pair
+        no_lesion = _count(group, "no_lesion_images")
+        no_lesion_dice, no_lesion_dice_sd = mean_std(group["no_lesion_dice"]) if no_lesion else nan_pair
+        rows.append(
+            {
+                key: name,
+                "seeds": len(group),
+                "dice_per_seed": " ".join(f"{v:.6f}" for v in group["dice"].astype(float)),
+                "dice_mean": dice,
+                "dice_std": dice_sd,
+                "hd95_mean": hd,
+                "hd95_std": hd_sd,
+                "hd95_mm_mean": hd_mm,
+                "hd95_mm_std": hd_mm_sd,
+                "hd95_penalized": int(group["hd95_penalized"].sum()),
+                "lesion_images": _count(group, "lesion_images"),
+                "hd95_matched_mean": matched,
+                "hd95_matched_std": matched_sd,
+                "hd95_matched_mm_mean": matched_mm,
+                "hd95_matched_mm_std": matched_mm_sd,
+                "hd95_matched_images": _count(group, "hd95_matched_images"),
+                "no_lesion_images": no_lesion,
+                "no_lesion_dice_mean": no_lesion_dice,
+                "no_lesion_dice_std": no_lesion_dice_sd,
+                "trainings": _count(group, "trainings"),
+                "capped_trainings": _count(group, "capped"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# Columns of aggregate() that the tables carry as they are.
+SUMMARY_COLUMNS = [
+    "dice_per_seed",
+    "dice_mean",
+    "dice_std",
+    "hd95_mean",
+    "hd95_std",
+    "hd95_mm_mean",
+    "hd95_mm_std",
+    "hd95_penalized",
+    "lesion_images",
+    "hd95_matched_mean",
+    "hd95_matched_std",
+    "hd95_matched_mm_mean",
+    "hd95_matched_mm_std",
+    "hd95_matched_images",
+    "no_lesion_images",
+    "no_lesion_dice_mean",
+    "no_lesion_dice_std",
+    "trainings",
+    "capped_trainings",
+]
+
+
+def run_parameters(model_files: list[str | Path]) -> int:
+    """Trainable parameters of a run's network, as its model files recorded them at training (every
+    seed's file must agree); a run without training (a floor) has none."""
+    if not model_files:
+        return 0
+    from sonoseg.serving.modelio import MODEL_FORMAT, load_checked
+
+    counts = {int(load_checked(path, MODEL_FORMAT)["parameters"]) for path in model_files}
+    if len(counts) != 1:
+        raise SonosegError(f"{model_files}: the seeds' model files disagree on the parameter count: {sorted(counts)}")
+    return counts.pop()
+
+
+def summarize(out: str | Path, row: dict) -> pd.DataFrame:
+    """One row per seed of a run (a run sheet row: a network, a floor or a ladder step), its files found
+    in the study folder ``out`` (sonoseg.study.layout): mean test metrics over its out-of-fold predictions
+    (``fold`` "all"), the kept epoch and the network's parameter count; with several folds, also one
+    row per seed and fold (the per-fold values). A run without training has no history: its epochs
+    stay empty. The run's changes to the study's recipe are kept in every row."""
+    run, trained = row["name"], bool(row.get("recipe"))
+    folds, seeds = str(row["folds"]).split(), str(row["seeds"]).split()
+
+    def files(seed, name):
+        return [layout.training_file(out, run, fold, seed, name) for fold in folds]
+
+    parameters = run_parameters([path for seed in seeds for path in files(seed, layout.MODEL)] if trained else [])
+    key, name = row.get("table_key") or "network", row.get("table_name") or run
+    rows = []
+    for seed in seeds:
+        metrics = files(seed, layout.METRICS)
+        histories = files(seed, layout.HISTORY) if trained else [None] * len(folds)
+        rows.append({key: name, "seed": int(seed), "fold": "all", **summarize_run(metrics, histories)})
+        if len(folds) > 1:
+            for fold, metric, history in zip(folds, metrics, histories, strict=True):
+                rows.append({key: name, "seed": int(seed), "fold": str(fold), **summarize_run(metric, history)})
+    return pd.DataFrame(rows).assign(parameters=parameters, run=run, recipe_changes=row.get("recipe_changes", ""))
+
+
+def pooled(runs: pd.DataFrame) -> pd.DataFrame:
+    """The summaries' out-of-fold rows (one per run and seed); summaries without folds are all pooled."""
+    return runs[runs["fold"].astype(str) == "all"] if "fold" in runs else runs
+
+
+def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> pd.DataFrame:
+    """Rows in the paper's order, for the networks the study ran."""
+    summary = aggregate(runs, "network").set_index("network")
+    ordered = [n for n in reference if n in networks] + [n for n in networks if n not in reference]
+    rows = []
+    for name in ordered:
+        if name not in summary.index:
+            raise SonosegError(f"no results for network {name!r}")
+        ours = summary.loc[name]
+        label, p_dice, p_dice_sd, p_hd, p_hd_sd = reference.get(
+            name, (catalog.label(name), np.nan, np.nan, np.nan, np.nan)
+        )
+        changes = recipe_changes_of(runs, name)
+        label = f"{label} [{changes}]" if changes else label
+        label = f"{label} {CAPPED_MARK}" if ours["capped_trainings"] else label
+        rows.append(
+            {
+                "network": name,
+                "label": label,
+                "parameters": int(runs.loc[runs["network"] == name, "parameters"].iloc[0]),
+                "seeds": int(ours["seeds"]),
+                **{c: ours[c] for c in SUMMARY_COLUMNS},
+                "paper_dice_mean": p_dice,
+                "paper_dice_std": p_dice_sd,
+                "paper_hd95_mean": p_hd,
+                "paper_hd95_std": p_hd_sd,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+CAPPED_MARK = "†"  # a row whose trainings (some or all) the epoch cap ended while still improving
+
+
+def recipe_changes_of(runs: pd.DataFrame, network: str) -> str:
+    """The network's changes to the study's recipe, from its summaries ('' for none, or for summaries
+    made before they were recorded)."""
+    if "recipe_changes" not in runs:
+        return ""
+    values = [v for v in runs.loc[runs["network"] == network, "recipe_changes"] if not pd.isna(v)]
+    return str(values[0]) if values else ""  # an empty column reads back as NaN
+
+
+COST_COLUMNS = ["gflops", "latency_ms"]
+
+
+def with_cost(table: pd.DataFrame, cost_csv: str | Path | None) -> pd.DataFrame:
+    """Add GFLOPs and CPU latency (tables/cost.csv) to a network table; networks without a cost row
+    (the non-learned baseline) get none. The caption names the backend, threads and CPU."""
+    if not cost_csv:
+        return table
+    cost = pd.read_csv(cost_csv)
+    return table.merge(cost[["network", *COST_COLUMNS]], on="network", how="left")
+
+
+def cost_caption(cost_csv: str | Path | None) -> str:
+    if not cost_csv:
+        return ""
+    cost = pd.read_csv(cost_csv)
+    if cost.empty:
+        return ""
+    row = cost.iloc[0]
+    return f"; latency: batch 1, {row['backend']}, {int(row['threads'])} threads, {row['cpu']}"
+
+
+def ladder_table(runs: pd.DataFrame, steps: list[str]) -> pd.DataFrame:
+    summary = aggregate(runs, "step").set_index("step")
+    rows = []
+    for step in steps:
+        ours = summary.loc[step]
+        rows.append(
+            {
+                "step": step,
+                "seeds": int(ours["seeds"]),
+                **{c: ours[c] for c in SUMMARY_COLUMNS},
+                "paper_dice_mean": paper.LADDER.get(step, np.nan),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def seeds_cell(row, digits: int = 3) -> str:
+    """Our Dice: mean ± std over 5 or more seeds; each seed's value with 2 to 4 (a std of so few is no
+    summary); "n = 1" for a single run (never "± 0.000")."""
+    if pd.isna(row["dice_mean"]):
+        return "-"
+    seeds = int(row["seeds"])
+    values = str(row.get("dice_per_seed", "") or "")
+    if seeds >= 5 or not values or values == "nan":
+        return _pm(row["dice_mean"], row["dice_std"], digits) if seeds > 1 else f"{row['dice_mean']:.{digits}f} (n = 1)"
+    if seeds == 1:
+        return f"{row['dice_mean']:.{digits}f} (n = 1)"
+    return f"{row['dice_mean']:.{digits}f} (seeds: {', '.join(f'{float(v):.{digits}f}' for v in values.split())})"
+
+
+def ci_cell(row, digits: int = 3) -> str:
+    low, high = row.get("dice_ci_low", np.nan), row.get("dice_ci_high", np.nan)
+    return "-" if pd.isna(low) else f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    if np.isnan(mean):
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if not np.isnan(std) else f"{mean:.{digits}f}"
+
+
+def _with_count(text: str, count: int, total: int | None = None) -> str:
+    if text == "-":
+        return text
+    return f"{text} ({count}/{total})" if total else f"{text} (n={count})"
+
+
+def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tuple[str, str]:
+    """Human tables: label, parameters (when present), ours and the paper's.
+
+    "HD95 px (ours)" is the mean with the empty-prediction penalty; "HD95 px, both non-empty"
+    is over the images where prediction and ground truth both have a lesion, with (images
+    counted / lesion images), over all seeds. A "No-lesion images" column (mean Dice and count
+    over all seeds) appears when the test set has images without a lesion.
+    """
+    has_params = "parameters" in table.columns
+    has_ci = "dice_ci_low" in table.columns and table["dice_ci_low"].notna().any()
+    has_cost = all(c in table.columns for c in COST_COLUMNS)
+    has_paper_hd = "paper_hd95_mean" in table.columns
+    has_mm = "hd95_mm_mean" in table.columns and table["hd95_mm_mean"].notna().any()
+    has_matched = "hd95_matched_mean" in table.columns and table["hd95_matched_mean"].notna().any()
+    has_no_lesion = "no_lesion_images" in table.columns and (table["no_lesion_images"].fillna(0) > 0).any()
+    header = (
+        [first]
+        + (["Parameters"] if has_params else [])
+        + (["GFLOPs", "CPU ms"] if has_cost else [])
+        + ["Dice (ours)"]
+        + (["Dice 95 % CI (patients, seeds)"] if has_ci else [])
+        + ["HD95 px (ours)"]
+        + (["HD95 px, both non-empty (ours)"] if has_matched else [])
+        + (["HD95 mm (ours)"] if has_mm else [])
+        + (["No-lesion images: Dice (ours)"] if has_no_lesion else [])
+        + ["Dice (paper)"]
+        + (["HD95 px (paper)"] if has_paper_hd else [])
+    )
+    lines = []
+    for row in table.to_dict("records"):
+        cells = [str(row.get("label", row[table.columns[0]]))]
+        if has_params:
+            cells.append(f"{row['parameters']:,}")
+        if has_cost:
+            cells += [
+                "-" if pd.isna(row["gflops"]) else f"{row['gflops']:.2f}",
+                "-" if pd.isna(row["latency_ms"]) else f"{row['latency_ms']:.1f}",
+            ]
+        cells.append(seeds_cell(row))
+        if has_ci:
+            cells.append(ci_cell(row))
+        cells.append(
+            _pm(row["hd95_mean"], row["hd95_std"], 2) if int(row["seeds"]) > 1 else _pm(row["hd95_mean"], np.nan, 2)
+        )
+        if has_matched:
+            cells.append(
+                _with_count(
+                    _pm(row["hd95_matched_mean"], row["hd95_matched_std"] if int(row["seeds"]) > 1 else np.nan, 2),
+                    int(row["hd95_matched_images"]),
+                    int(row["lesion_images"]),
+                )
+            )
+        if has_mm:
+            cells.append(_pm(row["hd95_mm_mean"], row["hd95_mm_std"], 2))
+        if has_no_lesion:
+            cells.append(
+                _with_count(_pm(row["no_lesion_dice_mean"], row["no_lesion_dice_std"], 3), int(row["no_lesion_images"]))
+            )
+        cells.append(_pm(row["paper_dice_mean"], row.get("paper_dice_std", np.nan), 3))
+        if has_paper_hd:
+            cells.append(_pm(row["paper_hd95_mean"], row["paper_hd95_std"], 2))
+        lines.append(cells)
+    markdown = (
+        "\n".join(
+            [f"**{caption}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(c) + " |" for c in lines]
+        )
+        + "\n"
+    )
+    tex_rows = [" & ".join(c.replace("±", r"$\pm$").replace("_", r"\_") for c in cells) + r" \\" for cells in lines]
+    latex = (
+        "\n".join(
+            [
+                r"\begin{table}[t]",
+                r"\centering",
+                r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+                r"\hline",
+                " & ".join(header) + r" \\",
+                r"\hline",
+                *tex_rows,
+                r"\hline",
+                r"\end{tabular}",
+                rf"\caption{{{caption}}}",
+                r"\end{table}",
+            ]
+        )
+        + "\n"
+    )
+    return markdown, latex
+
+
+def write_table(
+    table: pd.DataFrame, out_csv: str | Path, caption: str, first: str = "Network", source: str = ""
+) -> None:
+    """The table as CSV, Markdown and LaTeX; ``source`` (sonoseg.data.provenance.caption_line: the data's
+    fingerprint, the version and commit) closes the Markdown and LaTeX captions."""
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_csv, index=False)
+    markdown, latex = to_markdown_and_latex(table, first, f"{caption} {source}".strip())
+    out_csv.with_suffix(".md").write_text(markdown)
+    out_csv.with_suffix(".tex").write_text(latex)
+
+
+CAPTIONS = {
+    "table1": "Table 1. Test metrics by architecture (mean ± std over seeds",
+    "table2": "Table 2. U-net and its lightweight variants (mean ± std over seeds",
+    "beyond": "Beyond the paper: networks after 2021 and your own, same split and recipe (mean ± std over seeds",
+}
+
+
+def study_table(
+    kind: str,
+    summaries: list[str | Path],
+    out_csv: str | Path,
+    input_size: int = 0,
+    interpolation: str = "",
+    ladder_network: str = "unet",
+    cost_csv: str | Path | None = None,
+    per_image: pd.DataFrame | None = None,
+    manifest_csv: str | Path | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Table 1, Table 2 or the ladder from per-run summaries, written as CSV, Markdown and LaTeX, with
+    each row's Dice CI by patient from the collected per-image table (sonoseg.analysis.results) when given. The
+    caption says at what scale the numbers were made: input size and epochs actually trained."""
+    runs = pd.concat(
+        [pd.read_csv(p, dtype={"network": str, "step": str, "fold": str}) for p in summaries], ignore_index=True
+    )
+    folds = runs["fold"].astype(str).loc[lambda f: f != "all"].nunique() if "fold" in runs else 0
+    runs = pooled(runs)
+    epochs = pd.to_numeric(runs["epochs"], errors="coerce").dropna() if "epochs" in runs else pd.Series([], dtype=float)
+    scale = f"input {input_size}x{input_size} px ({interpolation})" if input_size else ""
+    if len(epochs):
+        trained = f"{int(epochs.min())}" if epochs.min() == epochs.max() else f"{int(epochs.min())}-{int(epochs.max())}"
+        steps = (
+            pd.to_numeric(runs["steps"], errors="coerce").dropna() if "steps" in runs else pd.Series([], dtype=float)
+        )
+        if len(steps):
+            span = f"{int(steps.min())}" if steps.min() == steps.max() else f"{int(steps.min())}-{int(steps.max())}"
+            trained += f" ({span} optimizer steps)"
+        scale += f"{'; ' if scale else ''}epochs trained per run: {trained} (early stopping on validation)"
+    if folds > 1:
+        scale += f"{'; ' if scale else ''}{folds}-fold cross-validation by patient, every patient tested once"
+    scale = f"; {scale}" if scale else ""
+    source = ""
+    if manifest_csv:
+        from sonoseg.data import provenance
+
+        source = provenance.caption_line(provenance.read_manifest_provenance(manifest_csv)["dataset_fingerprint"])
+    if kind == "ladder":
+        table = ladder_table(runs, list(runs["step"].drop_duplicates()))
+        table = with_confidence(table, "step", runs, per_image, seed)
+        caption = f"Section 4.2 tuning ladder ({ladder_network}, cumulative steps; test set{scale})"
+        write_table(table, out_csv, caption, "Step", source)
+        return table
+    if kind not in CAPTIONS:
+        raise SonosegError(f"unknown table {kind!r}; one of {sorted(CAPTIONS)} or ladder")
+    reference = catalog.paper_table(kind)
+    networks = list(runs["network"].drop_duplicates())
+    table = with_cost(network_table(runs, reference, networks), cost_csv)
+    table = with_confidence(table, "network", runs, per_image, seed)
+    changed = (
+        "; in [ ]: a row's changes to the study's recipe" if any(recipe_changes_of(runs, n) for n in networks) else ""
+    )
+    if table["capped_trainings"].fillna(0).astype(int).any():
+        changed += (
+            f"; {CAPPED_MARK}: trainings the epoch cap ended while still improving, not the stop rule "
+            "(capped_trainings of trainings in the CSV)"
+        )
+    write_table(table, out_csv, f"{CAPTIONS[kind]}{scale}{cost_caption(cost_csv)}{changed})", source=source)
+    return table
+
+
+# ----------------------------------------------------------------------------- evidence
+
+
+def with_confidence(
+    table: pd.DataFrame, key: str, summaries: pd.DataFrame, per_image: pd.DataFrame | None, seed: int = 0
+) -> pd.DataFrame:
+    """Add each row's Dice 95 % CI by patient, then training (sonoseg.analysis.stats.method_table;
+    docs/statistics.md), from the collected per-image table; the summaries name each row's run."""
+    if per_image is None:
+        return table
+    from sonoseg.analysis import stats
+
+    run_of_row = summaries.drop_duplicates(key).set_index(key)["run"]
+    runs = [run_of_row[name] for name in table[key]]
+    bounds = stats.method_table(patient_table(per_image, runs), methods=runs, seed=seed)
+    return table.assign(dice_ci_low=bounds["ci_low"].to_numpy(), dice_ci_high=bounds["ci_high"].to_numpy())
+
+
+PAIRED_FAMILIES = {
+    "ablation": "twin (other marks) vs main, Holm over the methods",
+    # The same models (trained with marks kept) tested with the marks inpainted: the drop is the reliance.
+    "reliance": "tested with marks inpainted vs kept (same models), Holm over the networks",
+}
+
+
+def marks_ablation(
+    per_image: pd.DataFrame,
+    pairs: list[tuple[str, str]],
+    seed: int = 0,
+    family: str = "ablation",
+) -> pd.DataFrame:
+    """Pairs of runs on the same test images, by patient: per pair, Dice of the main run and of its
+    twin, and the paired difference (twin - main) with its patient-level hierarchical bootstrap CI and
+    sign-flip p, Holm-corrected over the pairs. ``family`` "ablation": the caliper ablation (each method
+    trained and tested with the marks the other way); "reliance": each network trained with marks kept,
+    its very models tested with the marks inpainted (paired image by image and run by run)."""
+    if family not in PAIRED_FAMILIES:
+        raise SonosegError(f"paired marks table: family {family!r} is not one of {sorted(PAIRED_FAMILIES)}")
+    from sonoseg.analysis import stats
+
+    per_image = patient_table(per_image, [run for pair in pairs for run in pair])
+    rows = []
+    flips = stats.permutations_for(len(pairs))
+    for main, twin in pairs:
+        both = per_image[per_image["method"].isin([main, twin])]
+        result = stats.hierarchical_comparison(both, twin, main, seed=seed, permutations=flips)
+        means = both.groupby("method")["dice"].mean()
+        rows.append({**result, "method": main, "twin": twin, "dice_main": means[main], "dice_twin": means[twin]})
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table = stats.with_holm(table)
+        table["family"] = PAIRED_FAMILIES[family]
+    return table
+
+
+def equivalence_table(
+    per_image: pd.DataFrame,
+    pairs: list[tuple[str, str]],
+    margin: float,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """The study's equivalence claims (config claims.equivalence): for each (candidate, reference),
+    "candidate is as good as reference within +-margin", answered by stats.equivalence (the bootstrap's
+    90 % interval inside the margin, by patient then run, and the TOST), Holm over the claims' TOST
+    p-values: a claim holds when its interval lies inside the margin and its Holm TOST p < alpha."""
+    from sonoseg.analysis import stats
+
+    per_image = patient_table(per_image, [run for pair in pairs for run in pair])
+    rows = []
+    for candidate, reference in pairs:
+        both = per_image[per_image["method"].isin([candidate, reference])]
+        result = stats.equivalence(both, candidate, reference, margin, alpha=alpha, seed=seed)
+        inside = -margin < result["ci_low"] and result["ci_high"] < margin
+        rows.append({**result, "interval_inside_margin": inside})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["tost_p_holm"] = stats.holm(table["tost_p"].fillna(1.0).to_numpy())  # no TOST (1 patient): p 1
+    table["equivalent"] = table["interval_inside_margin"] & (table["tost_p_holm"] < alpha)
+    table["family"] = f"equivalence within +-{margin:g} Dice, Holm over {len(table)} claim(s)"
+    return table
+
+
+def write_equivalence(table: pd.DataFrame, out_csv: str | Path, margin: float, source: str = "") -> None:
+    """The claims table as CSV and as Markdown sentences a reader can quote, with the margin."""
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_csv, index=False)
+    lines = [
+        f"**Equivalence claims (margin ±{margin:g} Dice; 90 % CI by patient, then run; TOST, Holm). {source}**",
+        "",
+    ]
+    for row in table.itertuples(index=False):
+        verdict = "holds" if row.equivalent else "is not shown"
+        lines.append(
+            f"- {catalog.label(row.method)} as good as {catalog.label(row.reference)} within ±{margin:g}: "
+            f"{verdict} — difference {row.mean_difference:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}], "
+            f"TOST p {row.tost_p:.3g} (Holm {row.tost_p_holm:.3g}), {row.patients} patients, "
+            f"{row.runs_candidate} and {row.runs_reference} runs"
+        )
+    out_csv.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def convergence_table(
+    per_image: pd.DataFrame,
+    trainings: pd.DataFrame,
+    pairs: list[tuple[str, str]],
+    margin: float,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The convergence check: per (network run, the same with twice the epoch budget), how many of the
+    network's checked trainings the cap ended (their histories), and the paired change of test Dice
+    (longer - base) by patient, then run (same fold and seed). A network counts as converged when the
+    stop rule ended every checked training, or when the change's 90 % CI lies within +-margin."""
+    from sonoseg.analysis import stats
+
+    ended = {
+        run: [reason or "unknown" for reason in group["ended_by"].fillna("")]
+        for run, group in trainings.groupby("run", sort=False)
+    }
+    per_image = patient_table(per_image, [run for pair in pairs for run in pair])
+    rows = []
+    for base, longer in pairs:
+        both = per_image[per_image["method"].isin([base, longer])]
+        # Only the 90 % interval is read: one sign flip spares the p no one uses.
+        change = stats.hierarchical_comparison(both, longer, base, seed=seed, confidence=0.90, permutations=1)
+        inside = -margin < change["ci_low"] and change["ci_high"] < margin
+        reasons = ended.get(base, [])
+        capped = sum(reason == "cap" for reason in reasons)
+        by_rule = bool(reasons) and all(reason == "rule" for reason in reasons)  # unrecorded endings count as not
+        rows.append(
+            {
+                "network": base,
+                "checked_trainings": len(reasons),
+                "capped_trainings": capped,
+                "capped_at_twice_the_budget": sum(reason == "cap" for reason in ended.get(longer, [])),
+                "change": change["mean_difference"],
+                "change_ci90_low": change["ci_low"],
+                "change_ci90_high": change["ci_high"],
+                "margin": margin,
+                "converged": by_rule or inside,
+                "why": "the stop rule ended every checked training"
+                if by_rule
+                else ("twice the budget changes less than the margin" if inside else "not shown"),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,302 @@
+"""Dataset layouts: find every file under a dataset root and pair images with masks, as the layout
+names them (a folder of images and masks with an optional CSV, BUSI, BUS-BRA), before any pixel is
+read. sonoseg.data.manifest checks the pairs and writes the manifest."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sonoseg.data.imageio import IMAGE_SUFFIXES, MASK_SEPARATOR
+from sonoseg.errors import SonosegError
+
+log = logging.getLogger(__name__)
+
+
+LAYOUTS = ("folder", "busi", "busbra")
+BUSI_MASK = re.compile(r"^(?P<name>.+)_mask(?:_(?P<part>\d+))?$")
+BUSBRA_IMAGE = re.compile(r"^bus_(?P<patient>[^-]+)-(?P<view>.+)$")
+
+
+@dataclass
+class Candidate:
+    """An image with its mask files, as the layout paired them, before any pixel is read."""
+
+    image: Path
+    masks: list[Path]
+    patient: str
+    view: str = ""
+    label: str = ""  # BUSI class
+    extra: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    excluded_by_choice: str = ""  # an exclusion the user asked for, not a problem
+
+
+@dataclass
+class Layout:
+    candidates: list[Candidate]
+    claimed: set[Path]  # files the layout itself uses (its CSVs)
+    orphans: dict[Path, str]  # files that pair with nothing, and why
+    missing: dict[Path, str] = field(default_factory=dict)  # files a CSV names that do not exist: problems
+
+
+# ----------------------------------------------------------------------------- walking the root
+
+
+def list_files(root: Path) -> tuple[list[Path], dict[Path, str]]:
+    """All regular files under root (resolved), and the links refused because they leave it."""
+    root = root.resolve()
+    files, refused = [], {}
+    for directory, subdirs, names in os.walk(root, followlinks=False):
+        here = Path(directory)
+        for name in sorted(subdirs):
+            link = here / name
+            if link.is_symlink():
+                refused[link] = (
+                    "symbolic link leaves the dataset root"
+                    if not _inside(link.resolve(), root)
+                    else "symbolic link to a folder (not followed)"
+                )
+        for name in sorted(names):
+            path = here / name
+            if path.is_symlink():
+                target = path.resolve()
+                if not _inside(target, root):
+                    refused[path] = "symbolic link leaves the dataset root"
+                    continue
+                if not target.exists():
+                    refused[path] = "broken symbolic link"
+                    continue
+            if path.is_file():
+                files.append(path)
+    return sorted(files), refused
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _resolve_listed(root: Path, value: str, column: str, csv_path: Path, base: Path | None = None) -> Path:
+    """A path a CSV names, under the root. One that leaves the root is refused: the run stops."""
+    path = ((base or root) / str(value)).resolve()
+    if not _inside(path, root):
+        raise SonosegError(f"{csv_path}: column {column!r} names {value!r}, which lies outside the dataset root {root}")
+    return path
+
+
+def _listed_file_problem(path: Path, value: str, what: str, csv_path: Path, row_number: int) -> str | None:
+    """Why a file named in a CSV row cannot be used (empty cell, missing, a folder), or None."""
+    where = f"{csv_path.name} row {row_number}"
+    if not str(value).strip():
+        return f"{where}: the {what} cell is empty"
+    if not path.exists():
+        return f"{what} listed in {where} does not exist: {path}"
+    if not path.is_file():
+        return f"{what} listed in {where} is not a file: {path}"
+    return None
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Layout:
+    """images/ + masks/ matched by name (or stem), patients.csv optional; or an explicit CSV."""
+    if dataset_csv:
+        return _explicit_csv_layout(root, files, dataset_csv)
+    images_dir, masks_dir = root / "images", root / "masks"
+    if not images_dir.is_dir():
+        raise SonosegError(f"dataset.root {root}: the folder layout needs an images/ folder (and masks/)")
+    images = [f for f in files if f.parent == images_dir and is_image_name(f)]
+    masks = [f for f in files if f.parent == masks_dir and is_image_name(f)]
+    masks_by_name = {m.name: m for m in masks}
+    masks_by_stem: dict[str, list[Path]] = {}
+    for m in masks:
+        masks_by_stem.setdefault(m.stem, []).append(m)
+    patients_csv = root / "patients.csv"
+    table, row_of = {}, {}
+    claimed = set()
+    if patients_csv.is_file():
+        claimed.add(patients_csv.resolve())
+        records = _read_csv(patients_csv, required=("image", "patient")).to_dict("records")
+        table = {str(r["image"]): r for r in records}
+        row_of = {str(r["image"]): number for number, r in enumerate(records, start=2)}  # row 1: header
+    candidates, orphans, used_masks = [], {}, set()
+    for image in images:
+        mask = masks_by_name.get(image.name)
+        if mask is None and len(masks_by_stem.get(image.stem, [])) == 1:
+            mask = masks_by_stem[image.stem][0]
+        row = table.get(image.name, {})
+        candidate = Candidate(
+            image,
+            [mask] if mask else [],
+            patient=str(row.get("patient", image.stem)),
+            view=_text(row.get("view", "")),
+            extra=_extra(row, ("image", "patient", "view")),
+        )
+        if mask is None:
+            candidate.problems.append("image without mask")
+        else:
+            used_masks.add(mask)
+        candidates.append(candidate)
+    for m in masks:
+        if m not in used_masks:
+            orphans[m] = "mask without image"
+    # Rows naming images that are not in images/ are problems like the others (listed, or skipped).
+    missing = {}
+    image_names = {i.name for i in images}
+    for name in table:
+        if name not in image_names:
+            path = _resolve_listed(root, name, "image", patients_csv, base=images_dir)
+            missing[path] = f"listed in patients.csv (row {row_of[name]}), but images/ has no such image"
+    known = set(images) | set(masks) | claimed
+    for f in files:
+        if f not in known:
+            orphans[f] = "not part of the folder layout (images/, masks/, patients.csv)"
+    return Layout(candidates, claimed, orphans, missing)
+
+
+def _explicit_csv_layout(root: Path, files: list[Path], dataset_csv: str) -> Layout:
+    csv_path = _resolve_listed(root, dataset_csv, "dataset.csv", root / dataset_csv)
+    if not csv_path.is_file():
+        raise SonosegError(f"dataset.csv: file not found: {csv_path}")
+    frame = _read_csv(csv_path, required=("image", "mask", "patient"))
+    candidates, used = [], set()
+    for number, row in enumerate(frame.to_dict("records"), start=2):  # row 1 is the header
+        image = (
+            _resolve_listed(root, row["image"], "image", csv_path)
+            if str(row["image"]).strip()
+            else csv_path.with_name(f"row{number}-of-{csv_path.stem}")
+        )  # a name for the manifest row only
+        mask_values = str(row["mask"]).split(MASK_SEPARATOR)
+        masks = [_resolve_listed(root, m, "mask", csv_path) for m in mask_values]
+        candidate = Candidate(
+            image,
+            masks,
+            patient=str(row["patient"]),
+            view=_text(row.get("view", "")),
+            extra=_extra(row, ("image", "mask", "patient", "view")),
+        )
+        for path, value, what in [(image, row["image"], "image")] + [
+            (m, v, "mask") for m, v in zip(masks, mask_values)
+        ]:
+            problem = _listed_file_problem(path, value, what, csv_path, number)
+            if problem:
+                candidate.problems.append(problem)
+        used.update(p for p in [image, *masks] if p.is_file())
+        candidates.append(candidate)
+    orphans = {f: "not listed in " + csv_path.name for f in files if f not in used and f != csv_path}
+    return Layout(candidates, {csv_path}, orphans)
+
+
+def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
+    """BUSI: benign/ malignant/ normal/; NAME.png with NAME_mask.png and NAME_mask_N.png."""
+    candidates, orphans = [], {}
+    images: dict[tuple[Path, str], Path] = {}
+    masks: dict[tuple[Path, str], list[Path]] = {}
+    for f in files:
+        if not is_image_name(f):
+            continue
+        match = BUSI_MASK.match(f.stem)
+        if match:
+            masks.setdefault((f.parent, match["name"]), []).append(f)
+        else:
+            images[(f.parent, f.stem)] = f
+    for key, image in sorted(images.items()):
+        label = image.parent.name
+        mask_files = sorted(masks.pop(key, []), key=lambda p: p.name)
+        candidate = Candidate(image, mask_files, patient=_relative_id(root, image), label=label)
+        if not mask_files:
+            candidate.problems.append("image without mask")
+        if label == "normal" and not include_normal:
+            candidate.excluded_by_choice = "normal image left out (dataset.include_normal: false)"
+        candidates.append(candidate)
+    for leftover in masks.values():
+        for m in leftover:
+            orphans[m] = "mask without image"
+    known = {c.image for c in candidates} | {m for c in candidates for m in c.masks} | set(orphans)
+    for f in files:
+        if f not in known:
+            orphans[f] = "not part of the BUSI layout"
+    return Layout(candidates, set(), orphans)
+
+
+def busbra_layout(root: Path, files: list[Path]) -> Layout:
+    """BUS-BRA: Images/bus_XXXX-Y.png with Masks/mask_XXXX-Y.png; patient XXXX; a root CSV adds columns."""
+    image_dir, mask_dir = root / "Images", root / "Masks"
+    if not image_dir.is_dir():
+        raise SonosegError(f"dataset.root {root}: the busbra layout needs Images/ and Masks/ folders")
+    masks = {f.stem[len("mask_") :]: f for f in files if f.parent == mask_dir and f.stem.startswith("mask_")}
+    csvs = [f for f in files if f.parent == root and f.suffix.lower() == ".csv"]
+    info: dict[str, dict] = {}
+    for csv_path in csvs:
+        frame = _read_csv(csv_path, required=())
+        key = next((c for c in frame.columns if frame[c].astype(str).str.match(r"^bus_[^-]+-").any()), None)
+        if key is None:
+            raise SonosegError(f"{csv_path}: no column holds the image ids (bus_XXXX-Y) of this BUS-BRA dataset")
+        for row in frame.to_dict("records"):
+            info[str(row[key]).removesuffix(".png")] = _extra(row, (key,))
+    candidates, used, orphans = [], set(), {}
+    for f in files:
+        if f.parent != image_dir or not is_image_name(f):
+            continue
+        match = BUSBRA_IMAGE.match(f.stem)
+        if not match:
+            orphans[f] = "image name is not bus_XXXX-Y"
+            continue
+        ident = f.stem[len("bus_") :]
+        mask = masks.get(ident)
+        candidate = Candidate(
+            f, [mask] if mask else [], patient=match["patient"], view=match["view"], extra=info.get(f.stem, {})
+        )
+        if mask is None:
+            candidate.problems.append("image without mask")
+        else:
+            used.add(mask)
+        candidates.append(candidate)
+    known = {c.image for c in candidates} | used | set(csvs) | set(orphans)
+    for f in files:
+        if f not in known:
+            orphans[f] = "mask without image" if f.parent == mask_dir else "not part of the BUS-BRA layout"
+    return Layout(candidates, set(csvs), orphans)
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as exc:
+        raise SonosegError(f"{path}: not a readable CSV ({exc})") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise SonosegError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
+    return frame
+
+
+def _text(value) -> str:
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
+def _extra(row: dict, skip: tuple[str, ...]) -> dict:
+    return {k: v for k, v in row.items() if k not in skip}
+
+
+def _relative_id(root: Path, path: Path) -> str:
+    return path.relative_to(root).with_suffix("").as_posix()
+
+
+def sample_id_for(root: Path, image: Path) -> str:
+    """A file-name-safe id from the image's path under the root (spaces, parentheses -> '_')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", _relative_id(root, image).replace("/", "__")).strip("_")

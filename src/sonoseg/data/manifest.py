@@ -1,0 +1,288 @@
+"""Ingest: find every file of a dataset, pair images with masks, check them, write the manifest.
+
+Every file found under the dataset root ends in the manifest: as the image or a mask of a sample
+(included or excluded with a reason), or as a row of its own (excluded, or ignored when it is not
+an image). Problems are collected over the whole dataset first, so ``on_bad_sample: fail`` can
+list all of them at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from sonoseg.data.duplicates import DEFAULT_DUPLICATE_SIMILARITY, fingerprint, match_near_duplicate, propose
+from sonoseg.data.imageio import MASK_SEPARATOR, problem_with_file, read_image, read_mask
+from sonoseg.data.layouts import (
+    LAYOUTS,
+    Candidate,
+    busbra_layout,
+    busi_layout,
+    folder_layout,
+    is_image_name,
+    list_files,
+    sample_id_for,
+)
+from sonoseg.errors import SonosegError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = [
+    "sample_id",
+    "patient",
+    "group",
+    "view",
+    "class",
+    "image",
+    "mask",
+    "height",
+    "width",
+    "status",
+    "reason",
+    "flags",
+    "pixel_spacing",
+]
+
+
+# ----------------------------------------------------------------------------- checking pixels
+
+
+def _check_candidate(candidate: Candidate) -> dict:
+    """Read the pixels; returns facts for the manifest row (and appends problems)."""
+    facts = _no_facts()
+    if candidate.problems:
+        return facts
+    for path in [candidate.image, *candidate.masks]:
+        problem = problem_with_file(path)
+        if problem:
+            candidate.problems.append(f"{path.name}: {problem}")
+    if candidate.problems:
+        return facts
+    try:
+        image = read_image(candidate.image)
+        mask = read_mask(candidate.masks)
+    except SonosegError as exc:
+        candidate.problems.append(str(exc))
+        return facts
+    height, width = image.pixels.shape[:2]
+    facts.update(height=height, width=width, flags=image.notes + mask.notes)
+    if mask.pixels.shape != (height, width):
+        candidate.problems.append(
+            f"image is {width}x{height} but its mask is {mask.pixels.shape[1]}x{mask.pixels.shape[0]}"
+        )
+        return facts
+    if not mask.pixels.any():
+        facts["flags"].append("empty_mask")
+    facts["pixel_hash"] = hashlib.blake2b(image.pixels.tobytes(), digest_size=16).hexdigest()
+    facts["fingerprint"] = fingerprint(image.pixels)
+    return facts
+
+
+def _no_facts() -> dict:
+    return {"height": "", "width": "", "flags": [], "pixel_hash": None, "fingerprint": None}
+
+
+class _Groups:
+    """Union-find over patients: duplicated images put their patients in one split group."""
+
+    def __init__(self):
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+# ----------------------------------------------------------------------------- ingest
+
+
+def ingest(
+    root: str | Path,
+    layout: str,
+    on_bad_sample: str = "fail",
+    dataset_csv: str | None = None,
+    include_normal: bool = False,
+    pixel_spacing: float | str | None = None,
+    near_duplicate_distance: int = 12,
+    near_duplicate_similarity: float = DEFAULT_DUPLICATE_SIMILARITY,
+) -> pd.DataFrame:
+    """Build the manifest of a dataset. Raises SonosegError listing every problem when policy is fail.
+
+    Near duplicates (docs/near_duplicates.md): pairs whose thumbnails, compared over the windows a
+    crop of up to about 8-10 % per side would show, lie within ``near_duplicate_distance`` hash bits
+    (-1: no search, 64: every pair) are candidates; a candidate pair is merged into one split group
+    only when, aligned, its speckle similarity reaches ``near_duplicate_similarity``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise SonosegError(f"dataset.root: folder not found: {root}")
+    if layout not in LAYOUTS:
+        raise SonosegError(f"dataset.layout: {layout!r} is not one of {LAYOUTS}")
+    if on_bad_sample not in ("fail", "exclude"):
+        raise SonosegError(f"dataset.on_bad_sample: {on_bad_sample!r} is not 'fail' or 'exclude'")
+    root = root.resolve()
+    files, refused_links = list_files(root)
+    if layout == "folder":
+        found = folder_layout(root, files, dataset_csv)
+    elif layout == "busi":
+        found = busi_layout(root, files, include_normal)
+    else:
+        found = busbra_layout(root, files)
+
+    rows, problems = [], []
+    groups = _Groups()
+    checked = []
+    for candidate in found.candidates:
+        facts = _check_candidate(candidate) if not candidate.excluded_by_choice else _no_facts()
+        checked.append((candidate, facts))
+        groups.find(candidate.patient)
+    ids = _unique_ids([sample_id_for(root, c.image) for c, _ in checked])
+
+    # Duplicates: identical pixels, then perceptual near-duplicates, among usable samples.
+    usable = [i for i, (c, f) in enumerate(checked) if f["pixel_hash"] is not None]
+    first_with_hash: dict[str, int] = {}
+    for i in usable:
+        c, facts = checked[i]
+        twin = first_with_hash.setdefault(facts["pixel_hash"], i)
+        if twin != i:
+            facts["flags"].append(f"duplicate_of:{ids[twin]}")
+            groups.union(c.patient, checked[twin][0].patient)
+    started = time.perf_counter()
+    fingerprints = [checked[i][1]["fingerprint"] for i in usable]
+    candidates = propose(fingerprints, near_duplicate_distance)
+    rejected = 0
+    for proposal in candidates:
+        i, j = usable[proposal.first], usable[proposal.second]
+        if checked[i][1]["pixel_hash"] == checked[j][1]["pixel_hash"]:
+            continue
+        match = match_near_duplicate(fingerprints[proposal.first], fingerprints[proposal.second], proposal)
+        if match.similarity < near_duplicate_similarity:
+            rejected += 1
+            continue
+        checked[j][1]["flags"].append(f"near_duplicate_of:{ids[i]}({match.flag_details()})")
+        groups.union(checked[i][0].patient, checked[j][0].patient)
+    log.info(
+        "near-duplicate candidates (thumbnails within %d hash bits): %d; not confirmed (similarity < %g): %d; %.1f s",
+        near_duplicate_distance,
+        len(candidates),
+        near_duplicate_similarity,
+        rejected,
+        time.perf_counter() - started,
+    )
+
+    spacing_column = pixel_spacing if isinstance(pixel_spacing, str) else None
+    for sample_id, (candidate, facts) in zip(ids, checked):
+        if candidate.problems:
+            status, reason = "excluded", "; ".join(candidate.problems)
+            problems.append((candidate.image, reason))
+        elif candidate.excluded_by_choice:
+            status, reason = "excluded", candidate.excluded_by_choice
+        else:
+            status, reason = "included", ""
+        spacing = candidate.extra.get(spacing_column, "") if spacing_column else (pixel_spacing or "")
+        if spacing_column and status == "included" and not _is_positive_number(spacing):
+            raise SonosegError(
+                f"dataset.pixel_spacing: column {spacing_column!r} has no valid value for {candidate.image}"
+            )
+        rows.append(
+            {
+                "sample_id": sample_id,
+                "patient": candidate.patient,
+                "group": groups.find(candidate.patient),
+                "view": candidate.view,
+                "class": candidate.label,
+                "image": str(candidate.image),
+                "mask": MASK_SEPARATOR.join(str(m) for m in candidate.masks),
+                "height": facts["height"],
+                "width": facts["width"],
+                "status": status,
+                "reason": reason,
+                "flags": ";".join(facts["flags"]),
+                "pixel_spacing": spacing,
+                **{f"meta_{k}": v for k, v in candidate.extra.items()},
+            }
+        )
+    for path in sorted(found.claimed):
+        rows.append({"sample_id": "", "image": str(path), "status": "metadata", "reason": "read by the layout"})
+    for path, reason in sorted(found.missing.items()):
+        problems.append((path, reason))
+        rows.append({"sample_id": "", "image": str(path), "status": "excluded", "reason": reason})
+    for path, reason in sorted({**found.orphans, **refused_links}.items()):
+        is_problem = is_image_name(path) or path in refused_links
+        if is_problem:
+            problems.append((path, reason))
+        rows.append(
+            {
+                "sample_id": "",
+                "image": str(path),
+                "status": "excluded" if is_problem else "ignored",
+                "reason": reason if is_problem else f"not an image file ({reason})",
+            }
+        )
+
+    manifest = pd.DataFrame(rows)
+    for column in MANIFEST_COLUMNS:
+        if column not in manifest.columns:
+            manifest[column] = ""
+    manifest = manifest[MANIFEST_COLUMNS + [c for c in manifest.columns if c not in MANIFEST_COLUMNS]]
+    _log_counts(manifest, len(files) + len(refused_links))
+    if problems and on_bad_sample == "fail":
+        listing = "\n".join(f"  {path}: {reason}" for path, reason in problems)
+        raise SonosegError(
+            f"dataset {root}: {len(problems)} problem(s) found (dataset.on_bad_sample: fail):\n{listing}\n"
+            "Fix them, or set dataset.on_bad_sample: exclude to leave these files out (each is listed in the manifest)."
+        )
+    if not (manifest["status"] == "included").any():
+        raise SonosegError(f"dataset {root}: no usable image-mask pair found for layout {layout!r}")
+    return manifest
+
+
+def _is_positive_number(value) -> bool:
+    try:
+        return float(value) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _unique_ids(ids: list[str]) -> list[str]:
+    seen: Counter = Counter()
+    unique = []
+    for sample_id in ids:
+        seen[sample_id] += 1
+        unique.append(sample_id if seen[sample_id] == 1 else f"{sample_id}_{seen[sample_id]}")
+    return unique
+
+
+def _log_counts(manifest: pd.DataFrame, files_found: int) -> None:
+    log.info("files found under the root: %d", files_found)
+    for status, count in manifest["status"].value_counts().sort_index().items():
+        log.info("rows %s: %d", status, count)
+    excluded = manifest[manifest["status"] != "included"]
+    for reason, count in excluded["reason"].str.replace(r"^[^:]*\.\w+: ", "", regex=True).value_counts().items():
+        log.info("  %s: %d", reason, count)
+    flags = Counter(f.split(":")[0] for cell in manifest["flags"].fillna("") for f in str(cell).split(";") if f)
+    for flag, count in sorted(flags.items()):
+        log.info("flagged %s: %d", flag, count)
+
+
+def included(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The usable samples, with their sizes as integers."""
+    samples = manifest[manifest["status"] == "included"].reset_index(drop=True)
+    return samples.astype({"height": float, "width": float}).astype({"height": int, "width": int})
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"sample_id": str, "patient": str, "group": str, "view": str}, keep_default_na=False)

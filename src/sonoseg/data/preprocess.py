@@ -1,0 +1,137 @@
+"""Preprocess once per study: decode, resize to the training size, cache one array file per split,
+so that training never decodes an image per step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from sonoseg.data.imageio import read_image, read_mask
+from sonoseg.errors import SonosegError
+
+# How an image is shrunk (or grown) to the network's input: config preprocess.interpolation.
+# "bilinear" is OpenCV's default (cv2.INTER_LINEAR), the authors' resize: each output pixel blends the
+# 2 x 2 input pixels nearest to it, so shrinking by much more than 2x skips most pixels (at 32 x 32 from
+# a 646-pixel-wide image, about 4 of every 270) and keeps the speckle at full strength. "area"
+# (cv2.INTER_AREA) averages every input pixel under the output pixel instead.
+INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
+INTERPOLATION_MEANING = {  # for an exported model's sidecar: what a user's own resize must do
+    "bilinear": "OpenCV cv2.INTER_LINEAR (cv2.resize's default): from the 2 x 2 nearest pixels, no anti-aliasing",
+    "area": "OpenCV cv2.INTER_AREA: each output pixel the mean of the input pixels it covers (when shrinking)",
+}
+DEFAULT_INTERPOLATION = "bilinear"  # what a model file or cache written before the option was made with
+
+
+def interpolation_flag(interpolation: str) -> int:
+    if interpolation not in INTERPOLATIONS:
+        raise SonosegError(f"preprocess.interpolation: {interpolation!r} is not one of {sorted(INTERPOLATIONS)}")
+    return INTERPOLATIONS[interpolation]
+
+
+def resize_image(image: np.ndarray, size: int, interpolation: str = DEFAULT_INTERPOLATION) -> np.ndarray:
+    """To size x size, aspect not preserved (as the paper). Training and serving both use it."""
+    return cv2.resize(image, (size, size), interpolation=interpolation_flag(interpolation))
+
+
+def resize_sample(
+    image: np.ndarray, mask: np.ndarray, size: int, interpolation: str = DEFAULT_INTERPOLATION
+) -> tuple[np.ndarray, np.ndarray]:
+    """The image as resize_image; the mask resized the same way as a 0/1 float map, then > 0.5."""
+    mask = cv2.resize(mask.astype(np.float32), (size, size), interpolation=interpolation_flag(interpolation)) > 0.5
+    return resize_image(image, size, interpolation), mask.astype(np.uint8)
+
+
+MARKS = ("keep", "inpaint")  # preprocess.marks: coloured overlays (calipers, Doppler boxes, text) kept or inpainted
+
+
+def check_marks(marks: str) -> str:
+    if marks not in MARKS:
+        raise SonosegError(f"preprocess.marks: {marks!r} is not one of {MARKS}")
+    return marks
+
+
+def remove_marks(rgb: np.ndarray, marks: str) -> tuple[np.ndarray, int]:
+    """The image as the network sees it before resizing: with ``inpaint``, its coloured marks inpainted
+    (sonoseg.data.marks, docs/marks_and_floors.md); the number of pixels that changed."""
+    if check_marks(marks) == "keep":
+        return rgb, 0
+    from sonoseg.data.marks import inpaint_marks
+
+    return inpaint_marks(rgb)
+
+
+def build_cache(
+    samples: pd.DataFrame,
+    size: int,
+    out_path: str | Path,
+    interpolation: str = DEFAULT_INTERPOLATION,
+    marks: str = "keep",
+    dataset_fingerprint: str = "unknown",
+) -> int:
+    """Write images (N, size, size, 3) uint8 RGB, masks (N, size, size) uint8 {0,1}, sample ids, the
+    interpolation they were resized with and how their coloured marks were treated (training stores
+    both in the model file, so serving prepares new images alike), and each image's count of
+    inpainted mark pixels; and the fingerprint of the dataset they came from (training stores it in the
+    model file: sonoseg.data.provenance)."""
+    interpolation_flag(interpolation)  # refuse unknown settings before decoding any image
+    check_marks(marks)
+    images = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
+    masks = np.zeros((len(samples), size, size), dtype=np.uint8)
+    mark_pixels = np.zeros(len(samples), dtype=np.int64)
+    for i, row in enumerate(samples.itertuples()):
+        rgb, mark_pixels[i] = remove_marks(read_image(row.image).pixels, marks)
+        images[i], masks[i] = resize_sample(rgb, read_mask(row.mask).pixels, size, interpolation)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "wb") as handle:  # a file handle keeps numpy from appending .npz
+        np.savez(
+            handle,
+            images=images,
+            masks=masks,
+            sample_ids=samples["sample_id"].to_numpy(dtype=str),
+            interpolation=np.array(interpolation),
+            marks=np.array(marks),
+            mark_pixels=mark_pixels,
+            dataset_fingerprint=np.array(dataset_fingerprint),
+        )
+    return len(samples)
+
+
+def load_cache(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as arrays:
+        return {k: arrays[k] for k in arrays.files}
+
+
+def cache_interpolation(arrays: dict[str, np.ndarray]) -> str:
+    """The interpolation a cache was resized with (caches from before the option: bilinear)."""
+    return str(arrays["interpolation"]) if "interpolation" in arrays else DEFAULT_INTERPOLATION
+
+
+def cache_marks(arrays: dict[str, np.ndarray]) -> str:
+    """How a cache's images had their coloured marks treated (caches from before the option: kept)."""
+    return str(arrays["marks"]) if "marks" in arrays else "keep"
+
+
+def cache_dataset_fingerprint(arrays: dict[str, np.ndarray]) -> str:
+    """The fingerprint of the dataset a cache was made from (caches from before it: unknown)."""
+    return str(arrays["dataset_fingerprint"]) if "dataset_fingerprint" in arrays else "unknown"
+
+
+# ImageNet statistics (RGB, on [0, 1] inputs): used when a network starts from ImageNet weights.
+IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def normalize_tensor(x, normalization: dict | None):
+    """(x - mean) / std per RGB channel on an (N, 3, H, W) tensor in [0, 1]; identity for None.
+
+    The normalization a model was trained with is stored in its model.pt ("normalization") and
+    applied by training, prediction, `segment` and export alike.
+    """
+    if not normalization:
+        return x
+    mean = x.new_tensor(normalization["mean"]).view(1, -1, 1, 1)
+    std = x.new_tensor(normalization["std"]).view(1, -1, 1, 1)
+    return (x - mean) / std

@@ -1,0 +1,403 @@
+"""Where a study's results come from: the fingerprint of every file the study reads from outside
+``results/`` (the dataset, a split file, pretrained backbone weights), and the sonoseg version and
+commit that made them (docs/method.md, "Data fingerprint").
+
+The workflow computes the fingerprint once when it starts (common.smk), as nnU-Net keeps a dataset
+fingerprint: each *source* (the dataset, the split file, one weights file per backbone kind) gets a
+record, ``results/<study>/data/sources/<source>.json``, listing every file with its size and SHA-256.
+A record is rewritten, atomically, only when its content changes, so the rules that read a source
+(ingest reads the dataset's record) rerun exactly when the data changed, whatever the files'
+modification times say. Reading thousands of images again at every start would be slow: content
+hashes are cached by path, size, modification time and status-change time
+(``results/<study>/data/sources/hash_cache.json``), so an unchanged dataset costs one ``stat`` per
+file, and a file rewritten in place, even with its old modification time put back, is read again.
+
+The commit is provenance only: it never enters a fingerprint or a rule's parameters, so a new commit
+retrains nothing by itself. Standard library only: the Snakefile imports this at every start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from sonoseg.errors import SonosegError
+
+SOURCES_DIR = "data/sources"  # under results/<study>/
+HASH_CACHE = "hash_cache.json"
+SHORT = 12  # hex digits a person reads; records keep the whole digest
+CHUNK = 1 << 20
+LISTED = 5  # changed files named per kind of change in a message; the rest are counted
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_json_atomic(path: str | Path, payload: dict) -> bool:
+    """Write ``payload`` as JSON through a temporary file renamed over ``path`` (a reader never sees a
+    half-written file; two writers leave one whole file). False, and nothing written, when the file
+    already holds exactly this content: its modification time is what tells Snakemake it changed."""
+    path = Path(path)
+    text = json.dumps(payload, indent=1, sort_keys=True) + "\n"
+    with contextlib.suppress(OSError):
+        if path.read_text() == text:
+            return False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; a results folder may be shared
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError, UnboundLocalError):
+            os.unlink(tmp)
+        raise SonosegError(f"{path}: could not be written: {exc.strerror or exc}") from None
+    return True
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def read_json(path: str | Path) -> dict | None:
+    """A JSON file's content; None when it is missing or not valid JSON (a record is then made anew)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- hashing
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class HashCache:
+    """Content hashes by absolute path, reused while the file's size, modification time and
+    status-change time are unchanged (``os.utime`` can put an old modification time back, but not an
+    old status-change time). ``rehash``: read every file again."""
+
+    def __init__(self, path: str | Path, rehash: bool = False):
+        self.path = Path(path)
+        stored = None if rehash else read_json(self.path)
+        self.entries: dict[str, list] = stored.get("entries", {}) if isinstance(stored, dict) else {}
+        self.used: dict[str, list] = {}
+        self.hashed = 0  # files read this time
+
+    def digest(self, path: Path, stat: os.stat_result) -> str:
+        key = str(path)
+        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+        entry = self.entries.get(key)
+        if entry and entry[:3] == stamp:
+            self.used[key] = entry
+            return entry[3]
+        digest = sha256_of(path)
+        self.hashed += 1
+        self.used[key] = [*stamp, digest]
+        return digest
+
+    def save(self) -> None:
+        """Keep the entries of this run's files (a file that left the dataset leaves the cache)."""
+        write_json_atomic(self.path, {"entries": self.used})
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+@dataclass
+class Record:
+    """One source's fingerprint: every file (relative to the source's root) with its size and hash, or,
+    for data made from settings (the built-in phantom), the settings themselves."""
+
+    name: str
+    root: str = ""
+    files: dict[str, list] = field(default_factory=dict)  # relative path -> [size, sha256]
+    settings: dict | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        content = {"settings": self.settings} if self.settings is not None else {"files": self.files}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+    def to_json(self) -> dict:
+        payload = {"source": self.name, "fingerprint": self.fingerprint, "root": self.root}
+        return {**payload, "settings": self.settings} if self.settings is not None else {**payload, "files": self.files}
+
+    @classmethod
+    def from_json(cls, payload: dict | None) -> Record | None:
+        if not isinstance(payload, dict) or "source" not in payload:
+            return None
+        return cls(payload["source"], payload.get("root", ""), payload.get("files", {}), payload.get("settings"))
+
+
+def dataset_files(root: Path) -> list[Path]:
+    """Every file under the dataset root, as the ingest walks it (sonoseg.data.layouts.list_files): the manifest
+    lists each one (included, excluded or ignored), so each one is part of the data. Links are
+    recorded as found; a broken one, or one that cannot be read, is recorded as such and the ingest
+    reports it."""
+    files = []
+    for directory, folders, names in os.walk(root, followlinks=False, onerror=_raise_walk_error):
+        files.extend(Path(directory) / name for name in names)
+        # A link to a folder is not followed (as the ingest does), but it is recorded: adding, removing
+        # or retargeting one changes what the ingest reports.
+        files.extend(Path(directory) / name for name in folders if (Path(directory) / name).is_symlink())
+    return sorted(files)
+
+
+def _raise_walk_error(exc: OSError) -> None:
+    raise SonosegError(f"{exc.filename}: cannot be read ({exc.strerror})")
+
+
+def file_entry(path: Path, hashes: HashCache) -> list:
+    if path.is_symlink() and path.is_dir():
+        return [-1, f"link to folder {os.readlink(path)}"]
+    try:
+        stat = path.stat()  # follows a link: its target's content is what the ingest reads
+        if not path.is_file():
+            return [-1, "not a regular file"]
+        return [stat.st_size, hashes.digest(path, stat)]
+    except FileNotFoundError:
+        return [-1, f"broken link to {os.readlink(path)}" if path.is_symlink() else "missing"]
+    except OSError as exc:
+        return [-1, f"unreadable: {exc.strerror or exc}"]
+
+
+def folder_record(name: str, root: str | Path, hashes: HashCache) -> Record:
+    """Every file under a folder, by content."""
+    root = Path(root)
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "not found"
+        raise SonosegError(f"{name}: {root} {what} (dataset.root)")
+    root = root.resolve()
+    record = Record(name, str(root))
+    for path in dataset_files(root):
+        record.files[path.relative_to(root).as_posix()] = file_entry(path, hashes)
+    return record
+
+
+def file_record(name: str, path: str | Path, hashes: HashCache, what: str) -> Record:
+    path = Path(path)
+    if not path.is_file():
+        raise SonosegError(f"{what}: {path} {'is not a file' if path.exists() else 'not found'}")
+    resolved = path.resolve()
+    return Record(name, str(resolved.parent), {resolved.name: file_entry(resolved, hashes)})
+
+
+def pretrained_sources(paths) -> dict[str, str]:
+    """A source name per pretrained weights file (``pretrained_<file stem>``, numbered when two stems agree)."""
+    names: dict[str, str] = {}
+    for path in sorted(set(p for p in paths if p)):
+        base = "pretrained_" + re.sub(r"[^A-Za-z0-9]+", "_", Path(path).stem).strip("_")
+        name, n = base, 1
+        while name in names.values():
+            n += 1
+            name = f"{base}_{n}"
+        names[path] = name
+    return names
+
+
+def study_records(config: dict, hashes: HashCache, pretrained: dict[str, str] | None = None) -> dict[str, Record]:
+    """Every source a study reads from outside results/, from its validated config: the dataset (the
+    phantom's settings, or every file under dataset.root), the split
+    file, and each pretrained weights file its runs start from (``pretrained``: path -> source name)."""
+    records = {}
+    dataset = config["dataset"]
+    if dataset["layout"] == "synthetic":
+        # A copy: the record must not follow later changes of the config it came from.
+        records["dataset"] = Record("dataset", settings=json.loads(json.dumps({"synthetic": config["synthetic"]})))
+    else:  # the layout's CSVs lie under the root (the ingest refuses one outside it)
+        records["dataset"] = folder_record("dataset", dataset["root"], hashes)
+    split_file = config.get("split", {}).get("file")
+    if split_file:
+        records["split_file"] = file_record("split_file", split_file, hashes, "split.file")
+    for path, name in (pretrained or {}).items():
+        records[name] = file_record(name, path, hashes, "pretrained backbone weights")
+    return records
+
+
+def record_path(out: str | Path, name: str) -> Path:
+    return Path(out) / SOURCES_DIR / f"{name}.json"
+
+
+# ----------------------------------------------------------------------------- changes
+
+
+@dataclass
+class Changes:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    modified: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.modified)
+
+    def describe(self) -> str:
+        parts = []
+        for word, names in (("added", self.added), ("removed", self.removed), ("modified", self.modified)):
+            if names:
+                shown = ", ".join(names[:LISTED]) + (f", … ({len(names) - LISTED} more)" if len(names) > LISTED else "")
+                parts.append(f"{len(names)} {word}: {shown}")
+        return "; ".join(parts)
+
+
+def changes(before: Record, after: Record) -> Changes:
+    if before.settings is not None or after.settings is not None:
+        changed = before.settings != after.settings
+        return Changes(modified=["settings"] if changed else [])
+    old, new = before.files, after.files
+    return Changes(
+        added=sorted(set(new) - set(old)),
+        removed=sorted(set(old) - set(new)),
+        modified=sorted(name for name in set(old) & set(new) if old[name] != new[name]),
+    )
+
+
+@dataclass
+class Check:
+    """What the start of a workflow run found: each source's record, and a message per changed one."""
+
+    records: dict[str, Record]
+    messages: list[str]
+    hashed: int
+
+    @property
+    def dataset_fingerprint(self) -> str:
+        return self.records["dataset"].fingerprint
+
+
+def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained: dict[str, str] | None = None) -> Check:
+    """Fingerprint every source of a study, compare each with its record under ``out`` and rewrite the
+    records that changed (the rules reading them then rerun). The messages say what changed, by
+    file name, and what the study will redo."""
+    out = Path(out)
+    hashes = HashCache(out / SOURCES_DIR / HASH_CACHE, rehash)
+    records = study_records(config, hashes, pretrained)
+    messages = []
+    made_from = read_json(out / "data" / "manifest.json") or {}
+    for name, record in records.items():
+        path = record_path(out, name)
+        before = Record.from_json(read_json(path))
+        undone = name == "dataset" and made_from.get("dataset_fingerprint") == record.fingerprint
+        if before is not None and before.fingerprint != record.fingerprint:
+            consequence = (
+                "it is again the data the manifest was made from: nothing to redo"
+                if undone
+                else f"the study redoes {REDOES.get(name.split('_')[0], 'what reads it')}"
+            )
+            messages.append(
+                f"sonoseg: the {name} changed since the last run ({changes(before, record).describe()}): "
+                f"fingerprint {before.fingerprint[:SHORT]} -> {record.fingerprint[:SHORT]}; {consequence}"
+            )
+        if write_json_atomic(path, record.to_json()) and undone:
+            _date_before_manifest(path, out)
+    current = records["dataset"].fingerprint
+    used = made_from.get("dataset_fingerprint")
+    if used not in (None, current) and not messages:
+        messages.append(
+            f"sonoseg: {out}/data/manifest.csv was made from dataset {used[:SHORT]}; the dataset is now "
+            f"{current[:SHORT]}: the study redoes {REDOES['dataset']}"
+        )
+    hashes.save()
+    return Check(records, messages, hashes.hashed)
+
+
+def _date_before_manifest(record: Path, out: Path) -> None:
+    """A dataset record written again with the very data the manifest was made from (a change undone,
+    or shown by a dry run and then undone) takes a time before the manifest's, so that Snakemake redoes
+    nothing: only data the manifest was not made from is newer than it."""
+    with contextlib.suppress(OSError):
+        made = min((out / "data" / name).stat().st_mtime_ns for name in ("manifest.csv", "manifest.json"))
+        os.utime(record, ns=(made - 1_000_000_000, made - 1_000_000_000))
+
+
+REDOES = {
+    "dataset": "the ingest and every job that depends on the manifest (split, caches, trainings, tables)",
+    "split": "the split and every job that depends on it",
+    "pretrained": "the trainings of the networks with that backbone and what depends on them",
+}
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+@cache
+def sonoseg_commit() -> str:
+    """The commit of the sonoseg source that runs (``+dirty`` with uncommitted changes), or
+    ``unknown`` outside a git checkout (an installed wheel)."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def sonoseg_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sonoseg")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def stamp(dataset_fingerprint: str) -> dict:
+    """What a result records of its origin: the dataset fingerprint, the sonoseg version and commit."""
+    return {
+        "dataset_fingerprint": dataset_fingerprint,
+        "sonoseg_version": sonoseg_version(),
+        "commit": sonoseg_commit(),
+    }
+
+
+def manifest_provenance_path(manifest_csv: str | Path) -> Path:
+    """The manifest's provenance file, beside it (``manifest.json``), written by the ingest."""
+    return Path(manifest_csv).with_suffix(".json")
+
+
+def write_manifest_provenance(manifest_csv: str | Path, dataset_record: str | Path) -> dict:
+    record = Record.from_json(read_json(dataset_record))
+    if record is None:
+        raise SonosegError(f"{dataset_record}: not a dataset fingerprint record (the workflow writes it at start)")
+    payload = {**stamp(record.fingerprint), "files": len(record.files) if record.settings is None else 0}
+    write_json_atomic(manifest_provenance_path(manifest_csv), payload)
+    return payload
+
+
+def read_manifest_provenance(manifest_csv: str | Path) -> dict:
+    """The manifest's provenance; a manifest from before the fingerprint has none (fields ``unknown``)."""
+    found = read_json(manifest_provenance_path(manifest_csv)) or {}
+    return {key: found.get(key, "unknown") for key in ("dataset_fingerprint", "sonoseg_version", "commit")}
+
+
+def caption_line(dataset_fingerprint: str) -> str:
+    """One line naming where a table's numbers come from (the commit is that of the run that wrote it)."""
+    short = dataset_fingerprint[:SHORT] if dataset_fingerprint != "unknown" else "unknown"
+    return f"Data fingerprint {short}; sonoseg {sonoseg_version()} at commit {sonoseg_commit()}."

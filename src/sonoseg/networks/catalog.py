@@ -1,0 +1,231 @@
+"""The network catalog: every fact about the study's methods that does not need torch, in one place.
+
+Each entry says how to build the network (``module:function`` and its arguments), its label and
+family, the kind of backbone ImageNet weights can initialise, which of the paper's tables lists it,
+the paper's numbers and the parameter count the paper printed where that differs from the network.
+The registry (``sonoseg.networks.models``), the paper tables (``sonoseg.analysis.paper``), the tables, the figures,
+the cost table and the workflow read it; a test ties the config schema's list of networks to it.
+
+A network of the user's own is one more entry: ``custom_networks`` in the config (docs/extending.md)
+calls :func:`register`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sonoseg.errors import SonosegError
+
+# The backbone kinds ImageNet weights can initialise, with how to save such a file (docs/method.md).
+BACKBONE_KINDS = ("vgg16", "resnet101", "mobilenet_v2", "xception")
+
+# How to write each kind's file on a machine with internet (torchvision's ImageNet weights).
+SAVE_HINTS = {
+    "vgg16": 'torch.save(torchvision.models.vgg16(weights="IMAGENET1K_V1").features.state_dict(), "vgg16.pth")',
+    "resnet101": 'torch.save(torchvision.models.resnet101(weights="IMAGENET1K_V1").state_dict(), "resnet101.pth")',
+    "mobilenet_v2": 'torch.save(torchvision.models.mobilenet_v2(weights="IMAGENET1K_V1").state_dict(), '
+    '"mobilenet_v2.pth")',
+    "xception": "torchvision has no Xception: save a state dict of sonoseg's AlignedXceptionBackbone "
+    "(or jfzhang95's AlignedXception backbone, matched tensor by tensor in order)",
+}
+
+TABLES = ("table1", "table2", "beyond")  # the paper's two tables, and networks that came after it
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One method of the study: a network (built by ``builder``) or a floor without training."""
+
+    name: str
+    label: str
+    family: str
+    builder: str = ""  # "module:function"; empty for a method without a network (a floor)
+    arguments: tuple = ()
+    backbone: str | None = None  # the backbone kind ImageNet weights can initialise
+    table: str | None = None  # "table1", "table2" or "beyond"; None: listed in no table of networks
+    paper: tuple[float, float, float, float] | None = None  # Dice mean, std, HD95 mean, std (the paper's)
+    printed_parameters: float | None = None  # what the paper printed, where it differs from the network
+    also_in: tuple[str, ...] = ()  # further tables (U-net is in Table 1 and Table 2)
+
+    @property
+    def is_network(self) -> bool:
+        return bool(self.builder)
+
+    def in_table(self, table: str) -> bool:
+        return self.table == table or table in self.also_in
+
+
+_UNET_PAPER = (0.929, 0.002, 13.92, 0.34)
+_LIGHTER_PAPER = {
+    128: (0.928, 0.001, 13.93, 0.50),
+    64: (0.926, 0.001, 14.21, 0.24),
+    32: (0.926, 0.001, 14.51, 0.09),
+    16: (0.922, 0.003, 15.18, 0.43),
+    8: (0.921, 0.002, 15.14, 0.43),
+    4: (0.920, 0.003, 15.22, 0.58),
+    2: (0.920, 0.001, 15.52, 0.19),
+    1: (0.917, 0.001, 15.98, 0.23),
+}
+LIGHTER_CHANNELS = tuple(sorted(_LIGHTER_PAPER))
+
+_MODELS = "sonoseg.networks.models."  # the built-in builders' package
+
+_BUILT_IN = [
+    Entry("unet", "U-net", "U-net", _MODELS + "unet:unet", table="table1", also_in=("table2",), paper=_UNET_PAPER),
+    Entry("light_unet", "Light U-net", "U-net", _MODELS + "unet:light_unet", table="table2",
+          paper=(0.927, 0.001, 14.16, 0.47)),
+    *[
+        Entry(f"lighter_unet_c{c}", f"Lighter U-net @{c}", "U-net", _MODELS + "unet:lighter_unet", (c,),
+              table="table2", paper=_LIGHTER_PAPER[c])
+        for c in LIGHTER_CHANNELS
+    ],
+    Entry("fcn8s", "FCN-8s", "FCN", _MODELS + "fcn:FCN", (2,), "vgg16", "table1", (0.924, 0.001, 14.37, 0.16)),
+    Entry("fcn16s", "FCN-16s", "FCN", _MODELS + "fcn:FCN", (1,), "vgg16", "table1", (0.920, 0.003, 14.88, 0.42)),
+    Entry("fcn32s", "FCN-32s", "FCN", _MODELS + "fcn:FCN", (0,), "vgg16", "table1", (0.909, 0.005, 15.89, 0.81)),
+    Entry("deeplabv3plus_resnet101", "DeepLab v3+ (ResNet-101)", "DeepLab v3+",
+          _MODELS + "deeplab:deeplab_resnet101", (), "resnet101", "table1", (0.922, 0.003, 14.32, 0.63),
+          printed_parameters=54.7e6),  # the Aligned-Xception count; ResNet-101 has 59,339,169
+    Entry("deeplabv3plus_mobilenetv2", "DeepLab v3+ (MobileNet)", "DeepLab v3+",
+          _MODELS + "deeplab:deeplab_mobilenetv2", (), "mobilenet_v2", "table1", (0.904, 0.003, 16.88, 0.47)),
+    # Extra row: the backbone whose count (54.7 M) the paper printed for "ResNet-101".
+    Entry("deeplabv3plus_xception", "DeepLab v3+ (Aligned Xception, extra)", "DeepLab v3+",
+          _MODELS + "deeplab:deeplab_xception", (), "xception", "table1"),
+    # Ours, beyond the paper: U-net at half width, light in CPU time (README, "Deploy").
+    Entry("slim_unet", "Slim U-net (ours, extra)", "U-net", _MODELS + "slim_unet:slim_unet", table="table2"),
+    # Lightweight segmenters that came after the paper (docs/modern_networks.md: the authors' repository
+    # and commit each was re-implemented from, and its count, which ours equals).
+    Entry("unext", "UNeXt (2022)", "lightweight (after 2021)", _MODELS + "unext:unext", table="beyond"),
+    Entry("cmunext", "CMUNeXt (2023)", "lightweight (after 2021)", _MODELS + "cmunext:cmunext", table="beyond"),
+    Entry("malunet", "MALUNet (2022)", "lightweight (after 2021)", _MODELS + "malunet:malunet", table="beyond"),
+    Entry("egeunet", "EGE-UNet (2023)", "lightweight (after 2021)", _MODELS + "egeunet:egeunet", table="beyond"),
+    # Methods without training, no parameters (sonoseg.networks.baseline, docs/marks_and_floors.md). A *floor*
+    # never uses anything derived from the test image's own annotation (statistics fitted on training
+    # masks are allowed): a network counts as segmenting beyond the image's cues only when it beats
+    # every floor. A *reference* reads something derived from the test annotation (the phantom draws
+    # its calipers from the mask): it is compared with, never a floor to beat.
+    Entry("threshold_baseline", "Threshold baseline (floor: no training; beyond the paper)", "floor"),
+    Entry(
+        "caliper_reader",
+        "Caliper reader (reference: reads the calipers, drawn from the annotation; beyond the paper)",
+        "reference",
+    ),
+    Entry("position_prior", "Position prior (floor: mean training mask; beyond the paper)", "floor"),
+    Entry(
+        "dark_in_prior",
+        "Dark region in the prior's window (floor: threshold and training-mask prior combined; beyond the paper)",
+        "floor",
+    ),
+]  # fmt: skip
+
+CATALOG: dict[str, Entry] = {entry.name: entry for entry in _BUILT_IN}
+BUILT_IN_NETWORKS = tuple(name for name, entry in CATALOG.items() if entry.is_network)
+
+
+def entry(name: str) -> Entry:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise SonosegError(f"unknown method {name!r}; known: {', '.join(CATALOG)}") from None
+
+
+def networks() -> list[str]:
+    """Every network that can be built, built-in first, then the user's own."""
+    return [name for name, item in CATALOG.items() if item.is_network]
+
+
+UNTRAINED_FAMILIES = ("floor", "reference")  # methods without a network: the config's `baselines`
+
+
+def floors() -> list[str]:
+    """The floors: no training, nothing derived from the test image's annotation."""
+    return [name for name, item in CATALOG.items() if item.family == "floor"]
+
+
+def references() -> list[str]:
+    """The references: no training, but they read something derived from the test annotation."""
+    return [name for name, item in CATALOG.items() if item.family == "reference"]
+
+
+def untrained() -> list[str]:
+    """Every method without a network (floors and references), in catalog order."""
+    return [name for name, item in CATALOG.items() if not item.is_network]
+
+
+def label(name: str) -> str:
+    return CATALOG[name].label if name in CATALOG else name
+
+
+def register(name: str, builder: str, label: str = "", family: str = "user", table: str = "beyond", **facts) -> Entry:
+    """Add a network of the user's own (config ``custom_networks``): ``builder`` is ``module:function``,
+    a function of no arguments that returns the network (3-channel input, 1-channel logits)."""
+    if name in CATALOG and CATALOG[name].builder != builder:
+        raise SonosegError(f"custom network {name!r}: the name is taken by a built-in method; choose another")
+    module, _, function = builder.partition(":")
+    if not module or not function:
+        raise SonosegError(f"custom network {name!r}: builder {builder!r} must read 'module:function'")
+    if table not in TABLES:
+        raise SonosegError(f"custom network {name!r}: table {table!r} is not one of {TABLES}")
+    CATALOG[name] = Entry(name, label or name, family, builder, table=table, **facts)
+    return CATALOG[name]
+
+
+# The order of the rows as the paper printed them (its extra rows where they belong); the catalog's
+# other entries of a table follow in catalog order.
+ROW_ORDER = {
+    "table1": ("deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet101", "deeplabv3plus_xception", "fcn32s", "fcn16s",
+               "fcn8s", "unet"),
+    "table2": ("unet", "light_unet", *(f"lighter_unet_c{c}" for c in sorted(LIGHTER_CHANNELS, reverse=True)),
+               "slim_unet"),
+}  # fmt: skip
+
+
+def register_all(custom_networks: dict) -> None:
+    """The config's ``custom_networks`` (name -> register's keywords) into the catalog."""
+    for name, spec in custom_networks.items():
+        register(name, **spec)
+
+
+def paper_table(table: str) -> dict[str, tuple]:
+    """network -> (label, Dice mean, Dice std, HD95 mean, HD95 std) of one table, in the paper's row
+    order; NaN where the paper has no row (extra rows)."""
+    nan = float("nan")
+    members = [name for name, item in CATALOG.items() if item.is_network and item.in_table(table)]
+    order = ROW_ORDER.get(table, ())
+    members = [n for n in order if n in members] + [n for n in members if n not in order]
+    return {name: (CATALOG[name].label, *(CATALOG[name].paper or (nan,) * 4)) for name in members}
+
+
+def backbone_kind(name: str) -> str | None:
+    """The backbone kind of a network ('vgg16', 'resnet101', ...), or None without one."""
+    return CATALOG[name].backbone if name in CATALOG else None
+
+
+def has_backbone(name: str) -> bool:
+    """Networks built on a backbone that ImageNet weights can initialise."""
+    return backbone_kind(name) is not None
+
+
+def auto_settings(train_section: dict, network: str) -> tuple[str, ...]:
+    """The recipe settings chosen for a network on the validation set (``auto``: its override's value
+    when it has one, else the train section's), in sonoseg.training.selection.SELECTABLE's order."""
+    from sonoseg.training.selection import SELECTABLE
+
+    override = train_section.get("overrides", {}).get(network, {})
+    return tuple(k for k in SELECTABLE if override.get(k, train_section.get(k)) == "auto")
+
+
+def pretrained_backbone_for(train_section: dict, network: str) -> str:
+    """The weights file a network starts from ('' for none): a per-network override
+    ``train.overrides.<network>.pretrained_backbone`` wins over ``train.pretrained_backbones.<kind>``."""
+    kind = backbone_kind(network)
+    override = train_section.get("overrides", {}).get(network, {})
+    if "pretrained_backbone" in override:
+        if kind is None:
+            raise SonosegError(
+                f"config train.overrides.{network}.pretrained_backbone: {network} has no backbone "
+                "that ImageNet weights can initialise"
+            )
+        return str(override["pretrained_backbone"] or "")
+    if kind is None:
+        return ""
+    return str(train_section.get("pretrained_backbones", {}).get(kind) or "")

@@ -1,0 +1,182 @@
+"""The network registry: every network of the study is built by name from its catalog entry
+(``sonoseg.networks.catalog``: ``module:function`` and its arguments), so a network of the user's own is
+built the same way as the paper's."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sonoseg.errors import SonosegError
+from sonoseg.networks import catalog
+from sonoseg.networks.catalog import SAVE_HINTS, backbone_kind, has_backbone  # noqa: F401 - part of the registry's interface
+
+
+def names() -> list[str]:
+    return catalog.networks()
+
+
+def resolve_builder(spec: str) -> Callable[..., nn.Module]:
+    """``module:function`` -> the function (the module must be importable)."""
+    module_name, _, function = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SonosegError(f"network builder {spec!r}: cannot import {module_name!r} ({exc})") from None
+    builder = getattr(module, function, None)
+    if not callable(builder):
+        raise SonosegError(f"network builder {spec!r}: {module_name} has no function {function!r}")
+    return builder
+
+
+def build(name: str, builder: str | None = None) -> nn.Module:
+    """The network ``name`` with fresh weights. ``builder`` (``module:function``, as a model file of a
+    network of the user's own records it) builds a network the catalog does not know."""
+    if name in catalog.CATALOG and catalog.CATALOG[name].is_network:
+        item = catalog.CATALOG[name]
+        return resolve_builder(item.builder)(*item.arguments)
+    if builder:
+        return resolve_builder(builder)()
+    raise SonosegError(f"unknown network {name!r}; known networks: {', '.join(names())}")
+
+
+def builder_spec(name: str) -> str | None:
+    """What a model file records to rebuild a network that is not built in (None for built-in ones)."""
+    if name in catalog.BUILT_IN_NETWORKS:
+        return None
+    return catalog.CATALOG[name].builder if name in catalog.CATALOG else None
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (BatchNorm affine included, running statistics excluded)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def backbone_of(model: nn.Module) -> nn.Module | None:
+    return getattr(model, "backbone", None)
+
+
+def backbone_kind_of(model: nn.Module) -> str | None:
+    """The kind of a built network's backbone ('vgg16', 'resnet101', ...), or None."""
+    return getattr(model, "backbone_kind", None) if backbone_of(model) is not None else None
+
+
+def load_pretrained_backbone(model: nn.Module, path: str | Path, kind: str | None = None) -> None:
+    """Load a local weights file (e.g. torchvision's ImageNet weights) into the network's backbone.
+
+    What each kind reads (docs/method.md, "Pretrained backbones"): vgg16 a torchvision VGG16 state
+    dict or its ``features``' state dict; resnet101 and mobilenet_v2 a torchvision classifier's
+    state dict (its classifier, and MobileNetV2's final 1280-channel conv, are skipped); xception
+    a state dict of our AlignedXceptionBackbone, or one whose tensors come in the same order and
+    shapes (jfzhang95's AlignedXception). ``kind``, when given, is the kind the config says the
+    file holds; it must be the network's. Every backbone tensor must be found with its shape.
+    """
+    path = Path(path)
+    own_kind = backbone_kind_of(model)
+    if own_kind is None:
+        raise SonosegError(f"pretrained backbone {path}: this network has no pretrained backbone to load")
+    key = f"train.pretrained_backbones.{own_kind}"
+    if kind is not None and kind != own_kind:
+        raise SonosegError(f"{path}: given as {kind} weights, but this network's backbone is {own_kind}")
+    if not path.is_file():
+        raise SonosegError(f"{key}: file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for foreign files
+        raise SonosegError(f"{key}: {path} is not a readable PyTorch state dict ({exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SonosegError(f"{key}: {path} does not hold a state dict (a mapping of names to tensors)")
+    backbone = backbone_of(model)
+    own = backbone.state_dict()
+    mapped = _map_backbone_keys(state, own, own_kind)
+    missing = [k for k in own if k not in mapped]
+    if missing:
+        looks_like = _guess_kind(state)
+        hint = f"; the file looks like {looks_like} weights" if looks_like and looks_like != own_kind else ""
+        raise SonosegError(
+            f"{key}: {path} does not match a {own_kind} backbone: {len(missing)} of {len(own)} tensors missing "
+            f"(first: {missing[:3]}){hint}. Expected, e.g.: {SAVE_HINTS[own_kind]}"
+        )
+    for name, tensor in mapped.items():
+        if tuple(tensor.shape) != tuple(own[name].shape):
+            raise SonosegError(
+                f"{key}: {path}: tensor {name} has shape {tuple(tensor.shape)}, "
+                f"the {own_kind} backbone needs {tuple(own[name].shape)}"
+            )
+    backbone.load_state_dict(mapped, strict=True)
+
+
+def _rename_vgg16(key: str) -> str | None:
+    if key.startswith("classifier."):
+        return None
+    return key.removeprefix("features.")
+
+
+def _rename_resnet101(key: str) -> str | None:
+    if key.startswith("fc."):
+        return None
+    for source, ours in (("conv1.", "stem.0."), ("bn1.", "stem.1.")):
+        if key.startswith(source):
+            return ours + key[len(source) :]
+    return key
+
+
+def _rename_mobilenet_v2(key: str) -> str | None:
+    if key.startswith("classifier."):
+        return None
+    rest = key.removeprefix("features.")
+    index, _, tail = rest.partition(".")
+    if not index.isdigit():
+        return rest
+    index = int(index)
+    if index >= 18:  # the final 1280-channel conv is not part of the DeepLab backbone
+        return None
+    # nn.Sequential slices keep their indices: our low is features 0-3, high features 4-17.
+    return f"low.{index}.{tail}" if index < 4 else f"high.{index}.{tail}"
+
+
+_RENAMERS = {"vgg16": _rename_vgg16, "resnet101": _rename_resnet101, "mobilenet_v2": _rename_mobilenet_v2}
+
+
+def _map_backbone_keys(state: dict, own: dict, kind: str) -> dict:
+    """The file's tensors under our backbone's names (missing ones simply absent)."""
+    for prefix in ("", "backbone.", "module.", "module.backbone."):
+        stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if set(own) <= set(stripped):
+            return {k: stripped[k] for k in own}
+    if kind in _RENAMERS:
+        renamed = {}
+        for source, tensor in state.items():
+            name = _RENAMERS[kind](source)
+            if name is not None:
+                renamed[name] = tensor
+        return {k: renamed[k] for k in own if k in renamed}
+    # Xception: no torchvision model names its tensors; take them in order when count and shapes
+    # agree (jfzhang95's AlignedXception, alone or as the backbone of its DeepLab checkpoint).
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k.startswith("backbone.") for k in state):
+        state = {k: v for k, v in state.items() if k.startswith("backbone.")}
+    source = [v for k, v in state.items() if not k.startswith(("fc.", "classifier."))]
+    if len(source) == len(own) and all(tuple(a.shape) == tuple(b.shape) for a, b in zip(source, own.values())):
+        return dict(zip(own, source))
+    return {}
+
+
+def _guess_kind(state: dict) -> str | None:
+    """Which backbone a weights file seems to hold, for error messages only."""
+    keys = set(state)
+    if any(k.endswith("layer4.2.conv3.weight") for k in keys):
+        return "resnet101" if any(".22.conv3." in k for k in keys) else "a ResNet (not ResNet-101)"
+    if any(k.endswith("features.17.conv.0.0.weight") or k.endswith("17.conv.0.0.weight") for k in keys):
+        return "mobilenet_v2"
+    if any(k.endswith(("features.28.weight", "classifier.6.weight")) for k in keys) or "28.weight" in keys:
+        return "vgg16"
+    if any("middle." in k or "block20." in k for k in keys):
+        return "xception"
+    return None

@@ -1,0 +1,128 @@
+"""Where and how a network computes: the device, the precision (fp32 or bf16 autocast) and the memory
+format. Training, prediction, export and the cost table all take these decisions from here, so a
+model is served the way it was measured (docs/performance.md)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from sonoseg.data.preprocess import normalize_tensor
+from sonoseg.errors import SonosegError
+from sonoseg.serving.precision import PRECISIONS
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty where /proc/cpuinfo does not exist)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Matrix units for bf16 (AMX) or AVX512-BF16 instructions, detected from the CPU's flags.
+
+    Without them PyTorch still runs bf16 on the CPU, but emulated and slower than fp32.
+    """
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
+def cuda_has_fast_bf16(device: torch.device) -> bool:
+    """bf16 tensor cores (compute capability 8.0, Ampere, and newer); older GPUs only emulate bf16."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``auto``: bf16 where the device runs it fast (a CUDA GPU with bf16 support, a CPU with AMX or
+    AVX512-BF16), fp32 elsewhere. ``fp32`` and ``bf16`` are taken as asked."""
+    if requested not in PRECISIONS:
+        raise SonosegError(f"train.precision: {requested!r} is not one of {PRECISIONS}")
+    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SonosegError("train.precision: bf16 asked for, but this CUDA device does not support bf16")
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if cuda_has_fast_bf16(device) else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
+
+
+def has_grouped_convolutions(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in model.modules())
+
+
+def use_channels_last(model: torch.nn.Module, device: torch.device, precision: str) -> bool:
+    """channels_last where bench/bench_train.py measured it to pay (docs/performance.md).
+
+    CPU, bf16: oneDNN's bf16 convolutions want NHWC (16x faster than NCHW for a 3x3 convolution even
+    where bf16 is emulated). CPU, fp32: NCHW - channels_last gave U-net no gain on an AVX2 CPU. CUDA:
+    tensor cores want NHWC for dense convolutions; grouped/depthwise ones are often slower there, so
+    they stay NCHW (not yet measured on a GPU by this project).
+    """
+    if device.type == "cpu":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return not has_grouped_convolutions(model)
+    return False
+
+
+class FastPath:
+    """How one run computes: the resolved precision and memory format, applied to a model and its inputs."""
+
+    def __init__(
+        self, model: torch.nn.Module, device: torch.device, precision: str = "auto", normalization: dict | None = None
+    ):
+        self.device = device
+        self.precision = resolve_precision(precision, device)
+        self.channels_last = use_channels_last(model, device, self.precision)
+        self.normalization = normalization
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        x = normalize_tensor(x, self.normalization)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Logits in fp32; under bf16 autocast only the network runs in bf16 (the loss, the metrics
+        and BatchNorm's running statistics stay fp32)."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return model(self.prepare_input(x)).float()
+
+    def forward_with_side_outputs(
+        self, model: torch.nn.Module, x: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """forward for a network with side heads (deep supervision): (final logits, side logits), fp32."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits, sides = model.forward_with_side_outputs(self.prepare_input(x))
+        return logits.float(), [side.float() for side in sides]
+
+    def describe(self) -> str:
+        return f"{self.precision}{' + channels_last' if self.channels_last else ''}"
+
+
+def select_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise SonosegError(f"train.device: {requested!r} asked for, but no CUDA device is visible")
+    return torch.device(requested)
+
+
+def make_deterministic(device: torch.device) -> None:
+    """CPU kernels are deterministic already; on CUDA ask for deterministic kernels where they exist.
+
+    (Only on CUDA: use_deterministic_algorithms imports torch's compiler stack, seconds per job.)
+    """
+    if device.type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS's first use
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False

@@ -1,0 +1,196 @@
+"""ONNX export of a trained model.pt, with a JSON sidecar that describes the whole preprocessing and
+post-processing, so that the ONNX file is usable without this package.
+
+The exported graph takes float32 (N, 3, S, S) RGB in [0, 1] (dynamic batch N, S the training size)
+and returns the lesion probability (sigmoid applied in the graph). The model's input normalization
+(model.pt key "normalization", if any) is part of the graph too, so that a user only has to resize,
+scale to [0, 1] and reorder to NCHW RGB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sonoseg.data import marks
+from sonoseg.data.preprocess import INTERPOLATION_MEANING
+from sonoseg.errors import SonosegError
+from sonoseg.serving.modelio import ProbabilityModel, load_model
+
+log = logging.getLogger(__name__)
+
+# Opset 18: the default of torch's dynamo-based exporter in this torch version, supported by every
+# ONNX Runtime since 1.14; Resize (bilinear, align_corners) and Pad are covered without workarounds.
+OPSET = 18
+SIDECAR_FORMAT = "sonoseg-onnx-sidecar/1"
+INPUT_NAME = "image"
+OUTPUT_NAME = "probability"
+THRESHOLD = 0.5
+
+
+def sidecar_path(onnx_path: str | Path) -> Path:
+    """model.onnx -> model.onnx.json"""
+    return Path(f"{onnx_path}.json")
+
+
+def export_network(network: nn.Module, normalization: dict | None, size: int, out: str | Path) -> Path:
+    """Write the network (eval mode) as ONNX with a dynamic batch axis; returns the path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    wrapped = ProbabilityModel(network.eval(), normalization).eval()
+    example = torch.rand(2, 3, size, size)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    for name in ("onnx_ir", "onnxscript"):  # their optimisers log every pass at INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's chatter about its own internals
+        program = torch.onnx.export(
+            wrapped,
+            (example,),
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"x": {0: batch}},
+            verbose=False,
+        )
+    # One self-contained file: the weights inside the .onnx, no external-data side files.
+    program.save(str(out), external_data=False)
+    return out
+
+
+def build_sidecar(saved: dict, onnx_path: Path, size: int, component_rule: str, max_abs_diff: float) -> dict:
+    normalization = saved.get("normalization")
+    return {
+        "format": SIDECAR_FORMAT,
+        "network": saved["network"],
+        "onnx_file": onnx_path.name,
+        "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        "opset": OPSET,
+        "exported_with": {"torch": torch.__version__},
+        # What the model was trained on and by which sonoseg (model files from before it: none).
+        "provenance": saved.get("provenance"),
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "float32",
+            "layout": "NCHW",
+            "shape": ["batch", 3, size, size],
+            "channel_order": "RGB",
+            "resize": {
+                "height": size,
+                "width": size,
+                "interpolation": saved["input_interpolation"],  # load_model checked it (older files: bilinear)
+                "interpolation_meaning": INTERPOLATION_MEANING[saved["input_interpolation"]],
+                "keep_aspect_ratio": False,
+            },
+            # Before resizing: the coloured overlays (calipers, Doppler boxes, coloured text) as in training.
+            "marks": {
+                "treatment": saved["input_marks"],
+                "meaning": {
+                    "keep": "feed the image as it is, marks included",
+                    "inpaint": f"mark pixels: max - min over the RGB channels > {marks.CHROMA_THRESHOLD}, and "
+                    f"> {marks.LOW_CHROMA_THRESHOLD} within {marks.HALO_REACH} px of those; dilated by "
+                    "max(1, round(max(height, width) / 320)) px; inpainted with OpenCV's cv2.inpaint "
+                    "(INPAINT_TELEA, radius: the dilation + 2), other pixels unchanged, before resizing "
+                    "(sonoseg.data.marks.inpaint_marks; docs/marks_and_floors.md)",
+                }[saved["input_marks"]],
+            },
+            "scale": "uint8 pixel / 255, giving [0, 1]",
+            "grayscale_or_rgba": "convert to 3-channel RGB (gray repeated; alpha dropped); 16-bit: divide by 257 first",
+            "normalization": normalization,
+            "normalization_in_graph": True,  # feed [0, 1] RGB; the graph applies (x - mean) / std itself
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "shape": ["batch", 1, size, size],
+            "meaning": "lesion probability (sigmoid applied in the graph)",
+        },
+        "postprocessing": {
+            "resize_to_original": "bilinear (probability map to the original height x width)",
+            "threshold": THRESHOLD,
+            "threshold_rule": "lesion where probability > threshold",
+            "component_rule": component_rule,
+            "component_rule_meaning": {
+                "area": "keep the 8-connected component with the largest area",
+                "contour_points": "keep the 8-connected component whose external contour has the most boundary points",
+            }[component_rule],
+            "fill_holes": True,
+            "mask_values": "0 background, 255 lesion (PNG)",
+        },
+        "parity": {"max_abs_probability_difference_vs_torch": max_abs_diff, "checked_batch": 2},
+        "source_model": {"best_epoch": saved.get("best_epoch"), "seed": saved.get("seed")},
+    }
+
+
+def onnx_session(path: str | Path, threads: int = 0):
+    """An ONNX Runtime CPU session; threads 0 lets ONNX Runtime decide."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_session(session, batch: np.ndarray) -> np.ndarray:
+    return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def export(model_path: str | Path, out: str | Path, component_rule: str = "area", size: int | None = None) -> dict:
+    """model.pt -> model.onnx + model.onnx.json. A foreign or tampered model.pt is refused (load_model).
+
+    Checks parity on a random batch of two and refuses to write a sidecar when ONNX Runtime and torch
+    disagree by more than 1e-4 in probability.
+    """
+    network, saved = load_model(model_path, "cpu")
+    size = int(size or saved.get("input_size") or 0)
+    if not size:
+        raise SonosegError(f"{model_path}: no input size stored; pass --size")
+    out = Path(out)
+    export_network(network, saved.get("normalization"), size, out)
+    probe = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = ProbabilityModel(network, saved.get("normalization")).eval()(probe).numpy()
+    got = run_session(onnx_session(out), probe.numpy())
+    max_abs_diff = float(np.abs(got - expected).max())
+    if max_abs_diff > 1e-4:
+        raise SonosegError(f"{out}: ONNX Runtime differs from torch by {max_abs_diff:.2e} in probability (limit 1e-4)")
+    sidecar = build_sidecar(saved, out, size, component_rule, max_abs_diff)
+    sidecar_path(out).write_text(json.dumps(sidecar, indent=2))
+    log.info(
+        "exported %s (%s, opset %d, input %dx%d) to %s; max |ORT - torch| = %.1e",
+        model_path,
+        saved["network"],
+        OPSET,
+        size,
+        size,
+        out,
+        max_abs_diff,
+    )
+    return sidecar
+
+
+def read_sidecar(onnx_path: str | Path) -> dict:
+    """The sidecar of an exported model, checked against the ONNX file it describes."""
+    onnx_path = Path(onnx_path)
+    path = sidecar_path(onnx_path)
+    if not path.is_file():
+        raise SonosegError(f"{onnx_path}: sidecar {path.name} not found beside it (written by `sonoseg export`)")
+    try:
+        sidecar = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SonosegError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
+        raise SonosegError(f"{path}: not a sonoseg sidecar (format tag missing or different)")
+    if hashlib.sha256(onnx_path.read_bytes()).hexdigest() != sidecar.get("onnx_sha256"):
+        raise SonosegError(f"{onnx_path}: refused: the file does not match its sidecar's sha256 (changed or foreign)")
+    return sidecar

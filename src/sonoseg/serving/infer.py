@@ -1,0 +1,337 @@
+"""Prediction with post-processing (docs/method.md, "Post-processing"): probability at the training
+size, resized bilinearly to the original size, thresholded at 0.5, one lesion kept, holes filled."""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage
+
+from sonoseg.data.imageio import read_image
+from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache, remove_marks, resize_image
+from sonoseg.errors import SonosegError
+from sonoseg.serving.device import select_device
+from sonoseg.serving.modelio import ProbabilityModel, images_to_tensor, load_model
+
+log = logging.getLogger(__name__)
+BACKENDS = ("torch", "onnxruntime")
+
+COMPONENT_RULES = ("area", "contour_points")
+
+
+def keep_one_lesion(mask: np.ndarray, rule: str = "area") -> np.ndarray:
+    """Keep one connected component (8-connectivity) and fill its holes.
+
+    rule "area" keeps the largest area (our default); "contour_points" keeps the component whose
+    external contour has the most boundary points, as the authors' code did.
+    """
+    if rule not in COMPONENT_RULES:
+        raise SonosegError(f"predict.component_rule: {rule!r} is not one of {COMPONENT_RULES}")
+    mask = mask.astype(bool)
+    if not mask.any():
+        return mask
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count > 1:
+        if rule == "area":
+            keep = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+        else:
+            points = []
+            for label in range(1, count + 1):
+                contours, _ = cv2.findContours(
+                    (labels == label).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+                )
+                points.append(max(len(c) for c in contours))
+            keep = 1 + int(np.argmax(points))
+        mask = labels == keep
+    return ndimage.binary_fill_holes(mask)
+
+
+def probability_to_mask(probability: np.ndarray, height: int, width: int, rule: str = "area") -> np.ndarray:
+    resized = cv2.resize(probability.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    return keep_one_lesion(resized > 0.5, rule)
+
+
+def write_mask(probability: np.ndarray, height: int, width: int, rule: str, path: Path) -> Path:
+    """Post-process a probability map to the original size and save it as a 0/255 PNG."""
+    cv2.imwrite(str(path), probability_to_mask(probability, height, width, rule).astype(np.uint8) * 255)
+    return path
+
+
+def predict(
+    model_path: str | Path,
+    data_path: str | Path,
+    samples: pd.DataFrame,
+    outdir: str | Path,
+    rule: str = "area",
+    device: str = "auto",
+    batch_size: int = 8,
+    reliance: bool = False,
+) -> int:
+    """Write <outdir>/<sample_id>.png (0/255) at each sample's original size.
+
+    The cache must be prepared as the model's training data was: a cache whose coloured marks were
+    treated otherwise is refused, except for the one named exception ``reliance``: a model trained
+    with the marks kept, tested on the same images with them inpainted, to measure how much it relied
+    on them (docs/marks_and_floors.md)."""
+    predictor = torch_predictor(model_path, device)  # the same model wrapper that `segment` and export use
+    arrays = load_cache(data_path)
+    resized = cache_interpolation(arrays)
+    if resized != predictor.interpolation:
+        raise SonosegError(
+            f"{data_path} was resized {resized}, but {model_path} was trained on images "
+            f"resized {predictor.interpolation}: rebuild the cache with the model's preprocess.interpolation"
+        )
+    if reliance and (predictor.marks, cache_marks(arrays)) != ("keep", "inpaint"):
+        raise SonosegError(
+            f"reliance: tests a model trained with marks kept on images with them inpainted; {model_path} was "
+            f"trained with marks {predictor.marks} and {data_path} has them {cache_marks(arrays)}"
+        )
+    if cache_marks(arrays) != predictor.marks and not reliance:
+        raise SonosegError(
+            f"{data_path} has its coloured marks {cache_marks(arrays)}, but {model_path} was trained on images "
+            f"with marks {predictor.marks}: rebuild the cache with the model's preprocess.marks"
+        )
+    run = predictor.run
+    images = images_to_tensor(arrays["images"]).numpy()
+    sizes = samples.set_index("sample_id")[["height", "width"]]
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    ids = [str(s) for s in arrays["sample_ids"]]
+    missing = [s for s in ids if s not in sizes.index]
+    if missing:
+        raise SonosegError(f"{data_path}: samples {missing[:5]} are not in the manifest")
+    for start in range(0, len(images), batch_size):
+        probability = run(images[start : start + batch_size])
+        for sample_id, prob in zip(ids[start : start + batch_size], probability):
+            height, width = (int(v) for v in sizes.loc[sample_id])
+            write_mask(prob, height, width, rule, outdir / f"{sample_id}.png")
+    return len(ids)
+
+
+# ----------------------------------------------------------------------------- serving new images
+
+RunBatch = Callable[[np.ndarray], np.ndarray]  # float32 (N, 3, S, S) RGB in [0, 1] -> probability (N, S, S)
+
+
+@dataclass
+class Predictor:
+    """A model ready to serve: how to run a batch, and how to resize a new image for it (the input
+    size and interpolation it was trained with, unless the user asked for another size)."""
+
+    run: RunBatch
+    size: int | None
+    interpolation: str
+    marks: str = "keep"
+    provenance: dict | None = None  # the data it was trained on, the sonoseg that trained it
+
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        """One RGB uint8 image -> a batch of one, its marks treated and resized as the model's training
+        data was."""
+        rgb, _ = remove_marks(rgb, self.marks)
+        return images_to_tensor(resize_image(rgb, self.size, self.interpolation)[None]).numpy()
+
+
+def torch_predictor(model_path: str | Path, device: str = "auto", size: int | None = None) -> Predictor:
+    """A model.pt; ``size`` overrides the input size it was trained at."""
+    dev = select_device(device)
+    model, saved = load_model(model_path, dev)
+    wrapped = ProbabilityModel(model, saved.get("normalization")).eval()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return wrapped(torch.from_numpy(batch).to(dev)).cpu().numpy()[:, 0]
+
+    return Predictor(
+        run,
+        size or saved.get("input_size"),
+        saved["input_interpolation"],
+        saved["input_marks"],
+        saved.get("provenance"),
+    )
+
+
+def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | None = None) -> Predictor:
+    """An exported model.onnx (with its sidecar), or a model.pt exported now to a temporary file."""
+    from sonoseg.serving import export
+
+    model_path = Path(model_path)
+    if model_path.suffix == ".onnx":
+        sidecar = export.read_sidecar(model_path)
+        session = export.onnx_session(model_path, threads)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = Path(tmp) / "model.onnx"
+            sidecar = export.export(model_path, onnx_path, size=size)
+            session = export.onnx_session(onnx_path, threads)
+    resize = sidecar["input"]["resize"]
+    marks = sidecar["input"].get("marks", {}).get("treatment", "keep")
+    return Predictor(
+        lambda batch: export.run_session(session, batch)[:, 0],
+        int(resize["height"]),
+        resize["interpolation"],
+        marks,
+        sidecar.get("provenance"),
+    )
+
+
+def ensemble_members(model_path: str | Path) -> list[Path]:
+    """The model files a --model names: the file itself, or every member of a run folder — each
+    ``seed<s>`` folder under it must hold a model.pt (a member that is missing is an error naming its
+    folder, never a smaller ensemble)."""
+    path = Path(model_path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise SonosegError(f"{path}: no such model file or run folder")
+    folds = sorted(p for p in path.iterdir() if p.is_dir() and re.fullmatch(r"fold\d+", p.name))
+    if not folds:
+        raise SonosegError(
+            f"{path}: not a run folder (expected fold<k>/seed<s>/model.pt under it, as results/<study>/runs/<run>/ "
+            "holds; a folder of several runs would mix networks)"
+        )
+    seeds = {
+        fold: sorted(p.name for p in fold.iterdir() if p.is_dir() and re.fullmatch(r"seed\d+", p.name))
+        for fold in folds
+    }
+    first = folds[0]
+    for fold in folds:
+        if seeds[fold] != seeds[first]:
+            raise SonosegError(
+                f"{fold}: seeds {seeds[fold]} differ from {first.name}'s {seeds[first]}: a member is missing"
+            )
+    members = [fold / seed / "model.pt" for fold in folds for seed in seeds[fold]]
+    for member in members:
+        if not member.is_file():
+            raise SonosegError(
+                f"{member.parent}: this member of the run folder {path} has no model.pt (training not finished?)"
+            )
+    if not members:
+        raise SonosegError(f"{path}: no fold<k>/seed<s>/model.pt under this folder")
+    return members
+
+
+def ensemble(predictors: list[Predictor], members: list[Path]) -> Predictor:
+    """One predictor whose probability is the mean of the members'. The members must prepare images
+    alike (input size, interpolation, marks): one that differs is named."""
+    first = predictors[0]
+    for predictor, member in zip(predictors[1:], members[1:]):
+        mine = (predictor.size, predictor.interpolation, predictor.marks)
+        theirs = (first.size, first.interpolation, first.marks)
+        if mine != theirs:
+            raise SonosegError(
+                f"{member}: input (size, interpolation, marks) {mine} differs from {members[0]}'s {theirs}: "
+                "an ensemble's members must see the same input"
+            )
+    if len(predictors) == 1:
+        return first
+    runs = [predictor.run for predictor in predictors]
+    fingerprints = {(p.provenance or {}).get("dataset_fingerprint") for p in predictors}
+    if len(fingerprints) > 1:
+        log.warning("the ensemble's members were trained on data with %d different fingerprints", len(fingerprints))
+    return Predictor(
+        lambda batch: np.mean([run(batch) for run in runs], axis=0),
+        first.size,
+        first.interpolation,
+        first.marks,
+        first.provenance,
+    )
+
+
+def flip_averaged(run: RunBatch) -> RunBatch:
+    """Horizontal-flip test-time augmentation: the mean of the probability of the batch and of its
+    mirror image, mirrored back (along the width, the last axis)."""
+
+    def averaged(batch: np.ndarray) -> np.ndarray:
+        mirrored = run(np.ascontiguousarray(batch[..., ::-1]))[..., ::-1]
+        return (run(batch) + mirrored) / 2
+
+    return averaged
+
+
+@dataclass
+class SegmentResult:
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def segment_images(
+    model_path: str | Path,
+    images: list[str | Path],
+    outdir: str | Path,
+    rule: str = "area",
+    device: str = "auto",
+    size: int | None = None,
+    backend: str = "torch",
+    threads: int = 0,
+    progress: bool = False,
+    tta: bool = False,
+) -> SegmentResult:
+    """Segment new images with a trained model: <outdir>/<image stem>_mask.png at each image's size.
+
+    ``model_path`` is one model file, or a run folder (``results/<study>/runs/<network>/``: every
+    fold<k>/seed<s>/model.pt under it) whose members' probabilities are averaged before thresholding
+    and post-processing, as nnU-Net ensembles its folds. ``tta``: each model's probability is the mean
+    of the image's and its horizontal mirror's (mirrored back); depth, the vertical axis, is physical
+    in ultrasound and never flipped.
+
+    backend "torch" reads a model.pt; "onnxruntime" reads a model.onnx with its sidecar (or exports a
+    model.pt first). The input size is the one the model was trained at, unless ``size`` is given.
+    An image that cannot be read is reported (in the result and the log) and the others go on.
+    """
+    if backend not in BACKENDS:
+        raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
+
+    def one(member: Path) -> Predictor:
+        if backend == "torch":
+            return torch_predictor(member, device, size)
+        if member.suffix == ".onnx" and size:
+            raise SonosegError(f"{member}: an exported model has a fixed input size; --size does not apply")
+        return onnxruntime_predictor(member, threads, size)
+
+    members = ensemble_members(model_path)
+    predictor = ensemble([one(member) for member in members], members)
+    if tta:
+        predictor.run = flip_averaged(predictor.run)
+    log.info(
+        "%s: %d model(s)%s, averaged probabilities%s",
+        model_path,
+        len(members),
+        "" if len(members) == 1 else f" ({', '.join(str(m.relative_to(model_path)) for m in members)})",
+        "; horizontal-flip test-time augmentation" if tta else "",
+    )
+    if not predictor.size:
+        raise SonosegError(f"{model_path}: no input size stored; pass --size")
+    trained_on = predictor.provenance or {}
+    log.info(
+        "%s: trained on data with fingerprint %s (sonoseg %s, commit %s)",
+        model_path,
+        trained_on.get("dataset_fingerprint", "unknown (a model file from before data fingerprints)"),
+        trained_on.get("sonoseg_version", "unknown"),
+        trained_on.get("commit", "unknown"),
+    )
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    result = SegmentResult()
+    from tqdm import tqdm
+
+    for path in tqdm(images, desc="segment", unit="image", disable=not progress):
+        path = Path(path)
+        try:
+            rgb = read_image(path).pixels
+        except SonosegError as exc:
+            log.error("%s", exc)
+            result.failed.append((path, str(exc)))
+            continue
+        probability = predictor.run(predictor.prepare(rgb))[0]
+        out = outdir / f"{path.stem}_mask.png"
+        result.written.append(write_mask(probability, rgb.shape[0], rgb.shape[1], rule, out))
+    return result

@@ -1,0 +1,136 @@
+"""The model file (``model.pt``) and the training checkpoint: their format, safe loading, atomic
+saving, and the wrapper that turns a network's logits into the probability every consumer serves.
+
+A model file is self-contained, as nnU-Net's model folders are: the network's name (and, for a
+network of the user's own, its builder), the weights in fp32, the input size and interpolation, the
+input normalisation and the recipe. Prediction, export, ``segment`` and the cost table read it
+through this module and import no trainer."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sonoseg.data.preprocess import DEFAULT_INTERPOLATION, INTERPOLATIONS, MARKS, normalize_tensor
+from sonoseg.errors import SonosegError
+from sonoseg.networks import models
+
+MODEL_FORMAT = "sonoseg-model-v1"
+CHECKPOINT_FORMAT = "sonoseg-checkpoint-v1"
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 RGB images (N, H, W, 3) to the networks' input: float (N, 3, H, W) in [0, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+
+
+class ProbabilityModel(nn.Module):
+    """[0, 1] RGB -> normalization (if the model was trained with one) -> network -> sigmoid."""
+
+    def __init__(self, network: nn.Module, normalization: dict | None):
+        super().__init__()
+        self.network = network
+        self.normalization = normalization
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.network(normalize_tensor(x, self.normalization)))
+
+
+def fp32_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A host copy of the weights in the standard (contiguous) layout; autocast never changes their fp32 dtype.
+
+    One copy per tensor, whatever the device and memory format (``.to(copy=True).contiguous()`` copies a
+    channels_last tensor twice)."""
+    return {
+        k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format) for k, v in model.state_dict().items()
+    }
+
+
+def save_atomic(obj, path: str | Path) -> None:
+    """torch.save that leaves either the whole new file or the old one, never a partial file.
+
+    The object is serialised in memory first, then written to ``<path>.tmp`` and renamed over ``path``.
+    A failed write (a full disk, a read-only or missing folder) removes the temporary file and raises
+    one line naming the file and the cause; torch.save's own error for a full disk names neither
+    (``[enforce fail at inline_container.cc] unexpected pos``)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:
+            handle.write(buffer.getbuffer())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # e.g. no folder to hold it: then there is no .tmp either
+            tmp.unlink(missing_ok=True)
+        cause = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise SonosegError(f"{path}: could not be written: {cause} ({buffer.tell():,} bytes)") from None
+
+
+def load_checked(path: str | Path, expected_format: str) -> dict:
+    """torch.load with weights_only=True, refusing anything that is not ours."""
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SonosegError(
+            f"{path}: refused: not a {expected_format} file that loads safely "
+            f"(weights only; a foreign or tampered file) - {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
+    if not isinstance(obj, dict) or obj.get("format") != expected_format:
+        raise SonosegError(f"{path}: refused: not a {expected_format} file (format tag missing or different)")
+    return obj
+
+
+def save_model(path: str | Path, *, network: str, state_dict: dict, **facts) -> None:
+    """Write a model file: the network's name (and builder, for a network of the user's own), its
+    fp32 weights and the facts that serving needs (input_size, input_interpolation, normalization,
+    recipe, ...)."""
+    builder = models.builder_spec(network)
+    save_atomic(
+        {
+            "format": MODEL_FORMAT,
+            "network": network,
+            **({"builder": builder} if builder else {}),
+            **facts,
+            "state_dict": state_dict,
+        },
+        path,
+    )
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """The network of a model file in eval mode, and the file's facts. A foreign or tampered file,
+    weights that do not fit the network, or an unknown interpolation are refused, naming the file."""
+    saved = load_checked(path, MODEL_FORMAT)
+    try:
+        model = models.build(saved["network"], saved.get("builder"))
+    except SonosegError as exc:
+        raise SonosegError(f"{path}: {exc}") from None
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except RuntimeError as exc:
+        raise SonosegError(
+            f"{path}: refused: weights do not fit network {saved['network']!r} ({str(exc)[:200]})"
+        ) from None
+    # How the training images were resized; serving resizes new images alike. Older files: bilinear.
+    interpolation = saved.setdefault("input_interpolation", DEFAULT_INTERPOLATION)
+    if interpolation not in INTERPOLATIONS:
+        raise SonosegError(
+            f"{path}: refused: input_interpolation {interpolation!r} is not one of {sorted(INTERPOLATIONS)}"
+        )
+    saved.setdefault("input_marks", "keep")  # files from before preprocess.marks: trained on images as they were
+    if saved["input_marks"] not in MARKS:
+        raise SonosegError(f"{path}: refused: input_marks {saved['input_marks']!r} is not one of {MARKS}")
+    return model.to(device).eval(), saved

@@ -1,0 +1,63 @@
+"""Where a study keeps each file: the one place that knows the path templates of a study's folder
+(results/<study>/). The workflow declares its inputs and outputs with them and the analysis finds a
+run's files with them, so a run's identity (its name in the run sheet, fold and seed) is never read
+back out of a path. Torch-free: the workflow imports it when it parses the Snakefile.
+
+    runs/<run>/fold<F>/recipe.json              what one fold's trainings read
+    runs/<run>/fold<F>/seed<N>/model.pt          one training (history.csv, predictions/, metrics.csv beside it)
+    data/cache/<marks>/fold<F>/<part>.npz       the resized images of one marks condition, fold and part
+    selection/<network>/fold<F>.json            a network's recipe choice in one fold
+    networks/<run>.csv                          one run's summary
+    per_image.csv.gz, trainings.csv             every run's results as one long table each (sonoseg.analysis.results)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Templates relative to the study folder, with Snakemake-style wildcards.
+TRAINING_ID = "{run}/fold{fold}/seed{seed}"  # one training, as its log and benchmark files are named too
+FOLD = "runs/{run}/fold{fold}"
+TRAINING = "runs/" + TRAINING_ID
+RECIPE = FOLD + "/recipe.json"
+CACHE = "data/cache/{marks}/fold{fold}/{part}.npz"
+SELECTION = "selection/{network}/fold{fold}.json"
+SUMMARY = "networks/{run}.csv"
+CHECKPOINT = "checkpoints/{run}/fold{fold}/seed{seed}.pt"
+SHEET = "runs.tsv"
+MANIFEST = "data/manifest.csv"
+PER_IMAGE = "per_image.csv.gz"
+TRAININGS = "trainings.csv"
+
+# The files of one training, inside TRAINING.
+MODEL, HISTORY, PREDICTIONS, METRICS = "model.pt", "history.csv", "predictions", "metrics.csv"
+
+
+def training_dir(out: str | Path, run: str, fold, seed) -> str:
+    return f"{out}/{TRAINING.format(run=run, fold=fold, seed=seed)}"
+
+
+def training_file(out: str | Path, run: str, fold, seed, name: str) -> str:
+    """One file (MODEL, HISTORY, PREDICTIONS, METRICS) of one training of a run."""
+    return f"{training_dir(out, run, fold, seed)}/{name}"
+
+
+def recipe(out: str | Path, run: str, fold) -> str:
+    return f"{out}/{RECIPE.format(run=run, fold=fold)}"
+
+
+def cache(out: str | Path, marks: str, fold, part: str) -> str:
+    return f"{out}/{CACHE.format(marks=marks, fold=fold, part=part)}"
+
+
+def selection(out: str | Path, network: str, fold) -> str:
+    return f"{out}/{SELECTION.format(network=network, fold=fold)}"
+
+
+def summary(out: str | Path, run: str) -> str:
+    return f"{out}/{SUMMARY.format(run=run)}"
+
+
+def study_dir(path: str | Path, template: str) -> str:
+    """The study folder a file made from ``template`` lies in (a rule finds it from one of its files)."""
+    return str(Path(path).parents[len(Path(template).parts) - 1])

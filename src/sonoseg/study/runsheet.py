@@ -1,0 +1,305 @@
+"""The run sheet: every run of a study as one row, built from the config and validated.
+
+A run is one method trained (or, for a floor, applied) under one recipe on one split, with one or
+more seeds. Its kind is a column, and one rule chain (workflow/rules/runs.smk) serves every kind:
+
+| kind | what it is | its name |
+|---|---|---|
+| ``network`` | a network of ``networks`` (its recipe: the train section and its overrides) | the network |
+| ``candidate`` | a network at one point of the grid of its ``auto`` settings | ``<network>--lr<rate>-wd<decay>`` |
+| ``ladder_step`` | the ladder network after every change up to this step | ``ladder--<step>`` |
+| ``baseline`` | a method without training (a floor or a reference) | the method |
+| ``reliance`` | a network trained with marks kept, tested inpainted | ``<run>--tested-inpaint`` |
+| ``convergence`` | a network retrained with twice its epoch budget, one seed | ``<network>--budget2x`` |
+
+A candidate's name lists only its network's auto settings (``<network>--wd<decay>`` when the learning
+rate is fixed); its ``point`` column gives their values. ``baseline`` rows are floors or references
+(sonoseg.networks.catalog). Two more columns make the evidence's dimensions: ``marks`` (coloured overlays kept
+or inpainted before resizing; the caliper ablation adds each network and floor once more under the
+other condition, as ``<name>--marks-<condition>``) and ``folds`` (patient-level cross-validation:
+every run is made once per fold, each fold testing its own patients).
+
+Each run lives in ``runs/<name>/fold<F>/``: ``recipe.json`` (what training reads), then per seed
+``seed<N>/model.pt``, ``history.csv``, ``predictions/`` and ``metrics.csv``. A new kind of run is a
+new row here, not a new rule. ``sonoseg runs --configfile FILE`` prints the sheet; the workflow
+writes it as ``runs.tsv``.
+
+Torch-free: the workflow builds the sheet when it parses the Snakefile.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, replace
+
+import pandas as pd
+
+from sonoseg.errors import SonosegError
+from sonoseg.networks import catalog
+from sonoseg.training.recipe import Recipe, describe_changes, ladder_recipes, network_recipe, recipe_from_config
+from sonoseg.training.selection import GRIDS
+
+KINDS = ("network", "candidate", "ladder_step", "baseline", "reliance", "convergence")
+SHORT_NAMES = {"learning_rate": "lr", "weight_decay": "wd"}  # in a candidate's name
+SEPARATOR = "--"  # between a run's method and its variant: never part of a network or step name
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str  # the run's folder under runs/
+    kind: str  # one of KINDS
+    method: str  # the network built (or the floor applied)
+    seeds: tuple[str, ...]
+    recipe: Recipe | None = None  # None for a run without training
+    selected_from: str = ""  # the network whose recipe selection sets this run's auto settings
+    point: tuple[tuple[str, float], ...] = ()  # a selection candidate's values of its network's auto settings
+    model_from: str = ""  # a reliance run: the run whose models it tests (on its own marks condition)
+    pretrained_backbone: str = ""  # the ImageNet weights file its backbone starts from ('' for none)
+    table_key: str = "network"  # the column the tables group its summary by: network, or step
+    table_name: str = ""  # its row name there (the network, or the ladder step)
+    marks: str = "keep"  # the images' coloured marks: kept, or inpainted before resizing
+    folds: tuple[str, ...] = ("0",)  # the cross-validation folds it is made in
+    recipe_changes: str = ""  # a network's changes to the study's recipe (its overrides), as its table row names them
+
+    @property
+    def trained(self) -> bool:
+        return self.recipe is not None
+
+    @property
+    def uses_model(self) -> bool:
+        """Whether its predictions come from trained models (its own, or a reliance run's model_from's)."""
+        return self.trained or bool(self.model_from)
+
+    @property
+    def evaluated(self) -> bool:
+        """Selection candidates are only trained: the selection reads their validation loss."""
+        return self.kind != "candidate"
+
+    def row(self) -> dict:
+        row = asdict(self)
+        row["seeds"] = " ".join(self.seeds)
+        row["folds"] = " ".join(self.folds)
+        row["recipe"] = self.recipe.to_json() if self.recipe else ""
+        row["point"] = " ".join(f"{k}={decay_name(v)}" for k, v in self.point)
+        return row
+
+
+def decay_name(decay: float) -> str:
+    return f"{decay:g}"
+
+
+def candidate_points(train: dict, network: str) -> list[dict[str, float]]:
+    """The grid of a network's auto settings: one dict of chosen values per candidate (every
+    learning rate with every weight decay when both are auto), in the grids' order."""
+    auto = catalog.auto_settings(train, network)
+    grids = [[float(decay_name(v)) for v in train[GRIDS[setting]]] for setting in auto]
+    return [dict(zip(auto, values)) for values in itertools.product(*grids)]
+
+
+def candidate_name(network: str, point: dict[str, float]) -> str:
+    return f"{network}{SEPARATOR}" + "-".join(f"{SHORT_NAMES[k]}{decay_name(v)}" for k, v in point.items())
+
+
+def study_networks(config: dict) -> list[str]:
+    """The networks the study trains: the config's networks, then the user's own (custom_networks)."""
+    return list(config["networks"]) + [n for n in config.get("custom_networks", {}) if n not in config["networks"]]
+
+
+def check_config(config: dict) -> None:
+    """What the schema cannot say: names that must be known, and lists that must agree."""
+    networks, floors = study_networks(config), config["baselines"]
+    known = catalog.networks()
+    for network in networks:
+        if network not in known:
+            raise SonosegError(f"config networks: unknown network {network!r}; known networks: {', '.join(known)}")
+    for floor in floors:
+        if floor in networks:
+            raise SonosegError(
+                f"config networks: {floor!r} is a baseline (config baselines: no training), not a network"
+            )
+    train = config["train"]
+    for network in train["overrides"]:
+        if network not in networks:
+            raise SonosegError(f"config train.overrides: {network!r} is not one of the study's networks {networks}")
+        catalog.pretrained_backbone_for(train, network)  # a pretrained_backbone override needs a backbone
+    ladder = config["ladder"]
+    seeds = [str(s) for s in config["seeds"]]
+    ladder_seeds = [str(s) for s in ladder["seeds"]] or seeds
+    if not set(ladder_seeds) <= set(seeds):
+        raise SonosegError(f"config ladder.seeds: {ladder_seeds} must be among the study's seeds {seeds}")
+    steps = [step["name"] for step in ladder["steps"]]
+    if len(set(steps)) != len(steps):
+        raise SonosegError(f"config ladder.steps: step names must be unique, got {steps}")
+    for network in config.get("convergence", {}).get("networks", []):
+        if network not in networks:
+            raise SonosegError(
+                f"config convergence.networks: {network!r} is not one of the study's networks {networks}"
+            )
+    methods = set(networks) | set(floors)
+    for pair in config.get("claims", {}).get("equivalence", []):
+        unknown = [m for m in pair if m not in methods]
+        if unknown:
+            raise SonosegError(
+                f"config claims.equivalence: {unknown} in {pair} are not among the study's networks and "
+                f"baselines {sorted(methods)}"
+            )
+    for name in networks + steps:
+        if SEPARATOR in name:
+            raise SonosegError(f"config: {name!r}: a network or ladder step name must not contain {SEPARATOR!r}")
+
+
+def build(config: dict) -> list[Run]:
+    """Every run of the study, in a stable order: networks, their selection candidates, the ladder,
+    the floors."""
+    catalog.register_all(config.get("custom_networks", {}))
+    check_config(config)
+    train = config["train"]
+    seeds = tuple(str(s) for s in config["seeds"])
+    data = {"marks": config["preprocess"]["marks"], "folds": tuple(str(f) for f in range(config["split"]["folds"]))}
+    runs: list[Run] = []
+    for network in study_networks(config):
+        auto = bool(catalog.auto_settings(train, network))
+        runs.append(
+            Run(
+                network,
+                "network",
+                network,
+                seeds,
+                network_recipe(train, network),
+                selected_from=network if auto else "",
+                pretrained_backbone=catalog.pretrained_backbone_for(train, network),
+                table_name=network,
+                recipe_changes=describe_changes(recipe_from_config(train), network_recipe(train, network)),
+                **data,
+            )
+        )
+    for network in study_networks(config):
+        for point in candidate_points(train, network) if catalog.auto_settings(train, network) else []:
+            runs.append(
+                Run(
+                    candidate_name(network, point),
+                    "candidate",
+                    network,
+                    (str(train["selection_seed"]),),
+                    network_recipe(train, network, point),
+                    point=tuple(point.items()),
+                    pretrained_backbone=catalog.pretrained_backbone_for(train, network),
+                    table_name=network,
+                    **data,
+                )
+            )
+    ladder = config["ladder"]
+    if ladder["enabled"]:
+        ladder_seeds = tuple(str(s) for s in ladder["seeds"]) or seeds
+        recipes = ladder_recipes(network_recipe(train, ladder["network"]), ladder["steps"])
+        for step, recipe in recipes.items():
+            runs.append(
+                Run(
+                    f"ladder{SEPARATOR}{step}",
+                    "ladder_step",
+                    ladder["network"],
+                    ladder_seeds,
+                    recipe,
+                    table_key="step",
+                    table_name=step,
+                    **data,
+                )
+            )
+    for floor in config["baselines"]:
+        runs.append(Run(floor, "baseline", floor, seeds, table_name=floor, **data))
+    if config["ablation"]["marks"]:
+        runs += marks_ablation(runs, data["marks"])
+        runs += reliance_runs(runs)
+    runs += convergence_runs(runs, config.get("convergence", {}).get("networks", []))
+    names = [run.name for run in runs]
+    if len(set(names)) != len(names):
+        raise SonosegError(f"run sheet: run names must be unique, got {names}")
+    return runs
+
+
+def other_marks(marks: str) -> str:
+    return "inpaint" if marks == "keep" else "keep"
+
+
+def marks_ablation(runs: list[Run], marks: str) -> list[Run]:
+    """The caliper ablation: every network and floor once more, on the same split and with the same
+    recipe (its weight decay chosen by the main condition's selection), with the coloured marks
+    treated the other way."""
+    other = other_marks(marks)
+    return [
+        replace(run, name=f"{run.name}{SEPARATOR}marks-{other}", marks=other, table_name=run.table_name)
+        for run in runs
+        if run.kind in ("network", "baseline")
+    ]
+
+
+def reliance_runs(runs: list[Run]) -> list[Run]:
+    """Reliance on the marks, measured directly: every network run trained with the marks kept is also
+    tested, image by image, on the same test images with the marks inpainted (no training: its models)."""
+    return [
+        Run(
+            f"{run.name}{SEPARATOR}tested-inpaint",
+            "reliance",
+            run.method,
+            run.seeds,
+            model_from=run.name,
+            table_name=run.table_name,
+            marks="inpaint",
+            folds=run.folds,
+        )
+        for run in runs
+        if run.kind == "network" and run.marks == "keep"
+    ]
+
+
+def convergence_runs(runs: list[Run], networks: list[str]) -> list[Run]:
+    """The convergence check: each chosen network once more with twice its epoch budget (the stop rule
+    still on; the same chosen learning rate and weight decay), with its first seed, in every fold."""
+    by_name = {run.name: run for run in runs}
+    checked = []
+    for network in networks:
+        run = by_name[network]
+        recipe = run.recipe.with_changes({"max_epochs": 2 * run.recipe.max_epochs})
+        checked.append(
+            replace(run, name=f"{network}{SEPARATOR}budget2x", kind="convergence", seeds=run.seeds[:1], recipe=recipe)
+        )
+    return checked
+
+
+def convergence_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
+    """(a network's run, the same network with twice the epoch budget)."""
+    by_name = {run.name: run for run in runs}
+    return [(by_name[run.method], run) for run in runs if run.kind == "convergence"]
+
+
+def reliance_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
+    """(a network run trained with marks kept, the same models tested with them inpainted)."""
+    by_name = {run.name: run for run in runs}
+    return [(by_name[run.model_from], run) for run in runs if run.kind == "reliance"]
+
+
+def ablation_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
+    """(the main condition's run, its other-marks twin) for every method of the caliper ablation."""
+    by_name = {run.name: run for run in runs}
+    return [
+        (by_name[run.name.rsplit(SEPARATOR, 1)[0]], run)
+        for run in runs
+        if run.kind in ("network", "baseline") and run.name.endswith(f"{SEPARATOR}marks-{run.marks}")
+    ]
+
+
+def to_frame(runs: list[Run]) -> pd.DataFrame:
+    return pd.DataFrame([run.row() for run in runs])
+
+
+def to_tsv(runs: list[Run]) -> str:
+    return to_frame(runs).to_csv(sep="\t", index=False)
+
+
+def selections(runs: list[Run]) -> dict[str, list[Run]]:
+    """network -> its selection candidate runs, in the grids' order."""
+    selection: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.kind == "candidate":
+            selection.setdefault(run.method, []).append(run)
+    return selection

@@ -1,0 +1,161 @@
+"""The training recipe: one dataclass, filled from the config's train section plus any deltas
+(a tuning-ladder step, a recipe-selection candidate). Deltas are config, never code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from sonoseg.errors import SonosegError
+from sonoseg.serving.precision import PRECISIONS
+from sonoseg.training.selection import SELECTABLE, read_selection
+
+# "auto": bf16 autocast where the device has fast bf16 units, else fp32 (sonoseg.serving.device.resolve_precision)
+
+
+# Settings added after runs were first made, with the value every earlier run trained under.
+ADDED_LATER = {"deep_supervision": False}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    augment: bool = True
+    # "dice" (soft Dice, 1 - mean over the batch), "bce", or "bce_dice": bce_weight x BCE + soft Dice
+    # (UNeXt and CMUNeXt: 0.5 x BCE + Dice; MALUNet and EGE-UNet: BCE + Dice)
+    loss: str = "dice"
+    bce_weight: float = 0.5
+    optimizer: str = "adam"  # "adam", "adamw" (decoupled weight decay; MALUNet, EGE-UNet) or "sgd"
+    learning_rate: float = 1e-4
+    momentum: float = 0.0  # SGD only; 0 is plain SGD, as PyTorch and the paper's "SGD" have it
+    lr_plateau: bool = (
+        True  # whether the learning rate follows lr_schedule (off: a fixed rate; the ladder's first steps)
+    )
+    # "plateau": ReduceLROnPlateau on the (monitored) validation loss, the paper's; "cosine": cosine
+    # annealing over max_epochs down to min_learning_rate (UNeXt's, MALUNet's and EGE-UNet's code);
+    # "poly": lr x (1 - epoch / max_epochs) ** 0.9 (CMUNeXt's code steps it per batch; here per epoch).
+    lr_schedule: str = "plateau"
+    min_learning_rate: float = 1e-5
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    batch_size: int = 8
+    weight_decay: float = 1e-4
+    early_stopping_patience: int = 15
+    # Early stopping and the plateau LR watch the median of the last this many validation losses
+    # (1: the raw loss, the rule before docs/stopping.md).
+    early_stopping_window: int = 3
+    # Precise BatchNorm: re-estimate BatchNorm's running statistics on the training images before
+    # each validation (docs/stopping.md), from at most bn_recalibration_images of them (0: all).
+    bn_recalibration: bool = True
+    bn_recalibration_images: int = 0
+    min_epochs: int = 50
+    max_epochs: int = 200
+    precision: str = "auto"  # one of PRECISIONS
+    # Also train a network's side heads against the ground truth (EGE-UNet's GT-guided heads, its
+    # paper's loss): the loss of the final logits plus the network's SIDE_WEIGHTS times each side
+    # output's loss. Only for networks with forward_with_side_outputs.
+    deep_supervision: bool = False
+
+    def __post_init__(self):
+        choices = {
+            "loss": ("dice", "bce", "bce_dice"),
+            "optimizer": ("adam", "adamw", "sgd"),
+            "lr_schedule": ("plateau", "cosine", "poly"),
+            "precision": PRECISIONS,
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise SonosegError(f"train.{key}: {getattr(self, key)!r} is not one of {allowed}")
+        if self.early_stopping_window < 1 or self.bn_recalibration_images < 0 or self.bn_recalibration_images == 1:
+            raise SonosegError(
+                f"train: need early_stopping_window >= 1 and bn_recalibration_images 0 or >= 2, got {self}"
+            )
+        if self.batch_size < 1 or self.max_epochs < 1 or self.min_epochs > self.max_epochs:
+            raise SonosegError(f"train: need batch_size >= 1 and 1 <= min_epochs <= max_epochs, got {self}")
+
+    def with_changes(self, changes: dict) -> Recipe:
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise SonosegError(f"recipe change(s) {unknown} are not training settings; known: {sorted(known)}")
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        """The settings, less those of ADDED_LATER left at their value then: a recipe (and so a run's
+        fingerprint) from before such a setting existed is the same recipe today."""
+        return {k: v for k, v in asdict(self).items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "--recipe") -> Recipe:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SonosegError(f"{source} is not valid JSON: {exc}") from None
+        if not isinstance(values, dict):
+            raise SonosegError(f"{source}: expected a JSON object of training settings")
+        return cls().with_changes(values)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Recipe:
+        """A run's recipe.json (written by `sonoseg recipe`)."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise SonosegError(f"{path}: cannot read the recipe ({exc.strerror})") from None
+        return cls.from_json(text, str(path))
+
+    def write(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(self.as_dict(), sort_keys=True, indent=2) + "\n")
+
+
+def resolve(base: Recipe, selection: str | Path | None = None) -> Recipe:
+    """A run's final recipe: its sheet row's recipe, with the settings that the recipe selection chose
+    (``selection``: its JSON file) when the run's settings are chosen there."""
+    if not selection:
+        return base
+    return base.with_changes(read_selection(selection)["chosen"])  # the selection file's one reader
+
+
+def recipe_from_config(train_section: dict) -> Recipe:
+    """The base recipe from config['train'] (keys that are not recipe settings are skipped)."""
+    known = {f.name for f in fields(Recipe)}
+    values = {k: v for k, v in train_section.items() if k in known and v != "auto"}
+    return Recipe().with_changes(values)
+
+
+def describe_changes(base: Recipe, recipe: Recipe) -> str:
+    """The settings in which ``recipe`` differs from ``base``, as "name value; ..." ('' when none):
+    what a table row names when a network trains otherwise than the study's recipe."""
+    ours, theirs = asdict(base), asdict(recipe)
+    return "; ".join(
+        f"{name} {value if isinstance(value, str) else json.dumps(value)}"
+        for name, value in sorted(theirs.items())
+        if value != ours[name]
+    )
+
+
+def network_recipe(train_section: dict, network: str, changes: dict | None = None) -> Recipe:
+    """A network's training settings: the train section, then its overrides, then any changes.
+
+    An override's pretrained_backbone is not a recipe setting (sonoseg.networks.catalog.pretrained_backbone_for),
+    and an override's learning_rate or weight_decay auto is resolved by the recipe selection."""
+    overrides = {
+        k: v
+        for k, v in train_section.get("overrides", {}).get(network, {}).items()
+        if k != "pretrained_backbone" and not (k in SELECTABLE and v == "auto")
+    }
+    return recipe_from_config(train_section).with_changes(overrides).with_changes(changes or {})
+
+
+def ladder_recipes(base: Recipe, steps: list[dict]) -> dict[str, Recipe]:
+    """Each step of a tuning ladder: the base recipe with every change up to and including it."""
+    recipes, changes = {}, {}
+    for step in steps:
+        changes.update(step["changes"])
+        recipes[step["name"]] = base.with_changes(changes)
+    return recipes
