@@ -106,7 +106,7 @@ def test_slot_timeout_is_one_clear_line_from_the_cli(tmp_path):
     manifest.write_text("sample_id,patient,group,view,status,height,width\na,P1,P1,1,included,40,60\n")
     split.write_text("sample_id,split\na,test\n")
     code = (
-        "import sys; from sonoseg import cli, gpu; gpu.acquire_slot.__defaults__ = "
+        "import sys; from sonoseg.serving import gpu; from sonoseg.study import cli; gpu.acquire_slot.__defaults__ = "
         "(gpu.DEFAULT_LOCK_DIR, None, 0.2, 0.05, 1); sys.exit(cli.main(sys.argv[1:]))"
     )
     result = subprocess.run(

@@ -395,18 +395,18 @@ def cmd_selection_table(args) -> None:
 
 
 def cmd_report_data(args) -> None:
-    from sonoseg.analysis import figures
+    from sonoseg.analysis import figures, pages
 
-    figures.data_overview(args.manifest, args.split, args.overview)
+    pages.data_overview(args.manifest, args.split, args.overview)
     figures.sample_grid(args.manifest, args.split, args.samples, seed=args.seed)
     if args.marks:
         figures.marks_examples(args.manifest, args.marks)
 
 
 def cmd_report_table(args) -> None:
-    from sonoseg.analysis import figures
+    from sonoseg.analysis import pages
 
-    figures.study_table_html(args.table, args.kind, args.out)
+    pages.study_table_html(args.table, args.kind, args.out)
 
 
 def cmd_report_curves(args) -> None:
