@@ -114,7 +114,7 @@ wildcard_constraints:
     fold=r"\d+",
     marks="keep|inpaint",
     part="train|val|test",
-    table="table1|table2|beyond|ladder",
+    table=_alternatives(catalog.STUDY_TABLES),
 
 
 # ---------------------------------------------------------------- runs
@@ -341,7 +341,7 @@ def cost_threads():
 
 
 def study_tables():
-    return [table for table in ("table1", "table2", "beyond", "ladder") if table_runs(table)]
+    return [table for table in catalog.STUDY_TABLES if table_runs(table)]
 
 
 def get_final_outputs():

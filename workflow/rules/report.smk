@@ -4,7 +4,7 @@
 
 
 wildcard_constraints:
-    report_table="table1|table2|beyond|ladder|selection",
+    report_table=_alternatives(catalog.REPORT_TABLES),
 
 
 rule report_data:

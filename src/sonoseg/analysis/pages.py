@@ -12,6 +12,7 @@ from sonoseg.analysis import stats
 from sonoseg.analysis.tables import ci_cell, seeds_cell
 from sonoseg.data import MANIFEST_COLUMNS
 from sonoseg.errors import SonosegError
+from sonoseg.networks import catalog
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -117,15 +118,23 @@ def data_overview(manifest_csv: str | Path, split_csv: str | Path, out_html: str
     write_page(out_html, "Data: manifest and split", parts)
 
 
+# The report's page title of each kind of table (catalog.REPORT_TABLES).
+TABLE_TITLES = {
+    "table1": "Table 1: architectures",
+    "table2": "Table 2: U-net and its lightweight variants",
+    "beyond": "Beyond the paper: networks after 2021 and your own",
+    "ladder": "Section 4.2 tuning ladder (cumulative steps)",
+    "selection": "Learning rate and weight decay chosen per network and fold (lowest validation loss)",
+}
+
+
 def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> None:
     """Table 1, Table 2, the ladder or the recipe selection's choices, ours beside the paper's with the difference."""
     table = pd.read_csv(table_csv)
-    if kind in ("table1", "table2", "beyond"):
-        title = {
-            "table1": "Table 1: architectures",
-            "table2": "Table 2: U-net and its lightweight variants",
-            "beyond": "Beyond the paper: networks after 2021 and your own",
-        }[kind]
+    if kind not in TABLE_TITLES:
+        raise SonosegError(f"table kind {kind!r}: expected one of {', '.join(TABLE_TITLES)}")
+    title = TABLE_TITLES[kind]
+    if kind in catalog.NETWORK_TABLES:
         shown = pd.DataFrame(
             {
                 "Network": table["label"],
@@ -168,7 +177,6 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
             )
         ]
     elif kind == "ladder":
-        title = "Section 4.2 tuning ladder (cumulative steps)"
         shown = pd.DataFrame(
             {
                 "Step": table["step"],
@@ -183,7 +191,6 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
         )
         notes = [note("Each step adds one change to the previous one; the paper's Dice is U-net's.")]
     elif kind == "selection":
-        title = "Learning rate and weight decay chosen per network and fold (lowest validation loss)"
         chosen_settings = {
             label: table[column].map(lambda v: "" if pd.isna(v) else f"{v:g}")
             for column, label in (("learning_rate", "Learning rate"), ("weight_decay", "Weight decay"))
@@ -207,8 +214,6 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 "in each fold on that fold's validation part. The test split is never read by this choice."
             )
         ]
-    else:
-        raise SonosegError(f"table kind {kind!r}: expected table1, table2, beyond, ladder or selection")
     write_page(out_html, _caption_of(table_csv) or title, [html_table(shown), *notes])
 
 

@@ -133,6 +133,12 @@ def networks() -> list[str]:
     return [name for name, item in CATALOG.items() if item.is_network]
 
 
+# The study's tables, by kind: the paper's two tables of networks and the one beyond the paper (each
+# entry names its own), the tuning ladder, and (in the report) the recipe selection's choices.
+NETWORK_TABLES = ("table1", "table2", "beyond")
+STUDY_TABLES = (*NETWORK_TABLES, "ladder")
+REPORT_TABLES = (*STUDY_TABLES, "selection")
+
 UNTRAINED_FAMILIES = ("floor", "reference")  # methods without a network: the config's `baselines`
 
 

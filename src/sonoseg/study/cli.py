@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from sonoseg.errors import SonosegError
+from sonoseg.networks import catalog
 
 log = logging.getLogger("sonoseg")
 
@@ -639,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("table", help="Table 1, Table 2 or the ladder from summaries")
-    p.add_argument("kind", choices=["table1", "table2", "beyond", "ladder"])
+    p.add_argument("kind", choices=catalog.STUDY_TABLES)
     p.add_argument("--summaries", nargs="+", required=True)
     p.add_argument("--out", required=True, help="the CSV; .md and .tex are written beside it")
     p.add_argument("--input-size", type=int, default=0, help="the networks' input size, for the caption")
@@ -700,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--marks", help="the images with the most coloured marks, before and after inpainting (PNG)")
     p.set_defaults(func=cmd_report_data)
     p = sub.add_parser("report-table", help="report: one study table as HTML, ours beside the paper's")
-    p.add_argument("kind", choices=["table1", "table2", "beyond", "ladder", "selection"])
+    p.add_argument("kind", choices=catalog.REPORT_TABLES)
     p.add_argument("--table", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report_table)
