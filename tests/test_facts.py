@@ -8,7 +8,7 @@ import yaml
 
 from sonoseg.analysis import pages, tables
 from sonoseg.networks import baseline, catalog
-from sonoseg.serving.precision import PRECISIONS
+from sonoseg.serving.options import PRECISIONS
 from sonoseg.training.recipe import Recipe
 
 REPO = Path(__file__).resolve().parents[1]

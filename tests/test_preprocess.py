@@ -63,14 +63,20 @@ def test_cache_records_its_interpolation(tmp_path):
         preprocess.build_cache(samples, 32, tmp_path / "x.npz", "cubic")
 
 
-def test_command_line_config_and_module_agree_on_the_choices():
+def test_the_schema_and_the_modules_agree_on_the_choices():
+    """The data stage names its choices once (sonoseg.data.options): the schema repeats them (it cannot
+    import Python), preprocess maps each interpolation to OpenCV and describes it for the export."""
     import yaml
+
+    from sonoseg.data import options
 
     schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
     interpolation = schema["properties"]["preprocess"]["properties"]["interpolation"]
-    assert set(cli.INTERPOLATIONS) == set(preprocess.INTERPOLATIONS) == set(interpolation["enum"])
-    assert cli.INTERPOLATIONS[0] == preprocess.DEFAULT_INTERPOLATION == interpolation["default"]
-    assert set(preprocess.INTERPOLATION_MEANING) == set(preprocess.INTERPOLATIONS)
-    # preprocess.marks likewise: the command line spells the module's choices without importing OpenCV.
+    assert (
+        tuple(interpolation["enum"]) == options.INTERPOLATIONS and interpolation["default"] == options.INTERPOLATIONS[0]
+    )
+    assert set(preprocess.INTERPOLATION_FLAGS) == set(preprocess.INTERPOLATION_MEANING) == set(options.INTERPOLATIONS)
     marks = schema["properties"]["preprocess"]["properties"]["marks"]
-    assert cli.MARKS == preprocess.MARKS == tuple(marks["enum"]) and marks["default"] == preprocess.MARKS[0]
+    assert tuple(marks["enum"]) == options.MARKS and marks["default"] == options.MARKS[0]
+    # The command line reads the same tuples, without importing OpenCV or torch.
+    assert cli.INTERPOLATIONS is options.INTERPOLATIONS and cli.MARKS is options.MARKS

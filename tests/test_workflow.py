@@ -259,7 +259,14 @@ def test_killed_training_resumes_through_snakemake(workflow_copy):
             **TINY,
             "preprocess": {"size": 64},
             "ladder": {"enabled": False},
-            "train": {**TINY["train"], "weight_decay": 0.0001, "min_epochs": 8, "max_epochs": 8},
+            # A checkpoint after every epoch: these epochs are shorter than the default interval.
+            "train": {
+                **TINY["train"],
+                "weight_decay": 0.0001,
+                "min_epochs": 8,
+                "max_epochs": 8,
+                "checkpoint_seconds": 0,
+            },
         },
     )
     target = "results/tiny/runs/unet/fold0/seed0/model.pt"

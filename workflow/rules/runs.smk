@@ -76,6 +76,7 @@ rule train:
         gpu=uses_gpu,
         gpu_slot=uses_gpu_slot,
         runs_per_gpu=TRAIN["runs_per_gpu"],  # a resource, not a param: changing it never reruns a job
+        checkpoint_seconds=TRAIN["checkpoint_seconds"],  # likewise: how often a checkpoint is written
     params:
         network=lambda wc: run_of(wc).method,
         # Outside the declared outputs: Snakemake's cleanup of a failed job must not delete it.
@@ -90,7 +91,8 @@ rule train:
         "sonoseg train --network {params.network} --seed {wildcards.seed} --recipe {input.recipe} "
         "--train {input.train} --val {input.val} --model {output.model} --history {output.history} "
         "--checkpoint {params.checkpoint} --device {params.device} --threads {threads} {params.pretrained} "
-        "{params.reuse} {params.custom} --runs-per-gpu {resources.runs_per_gpu} >> {log} 2>&1"
+        "{params.reuse} {params.custom} --runs-per-gpu {resources.runs_per_gpu} "
+        "--checkpoint-seconds {resources.checkpoint_seconds} >> {log} 2>&1"
 
 
 rule predict:

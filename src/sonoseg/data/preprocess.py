@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from sonoseg.data.imageio import read_image, read_mask
+from sonoseg.data.options import DEFAULT_INTERPOLATION, INTERPOLATIONS, MARKS
 from sonoseg.errors import SonosegError
 
 # How an image is shrunk (or grown) to the network's input: config preprocess.interpolation.
@@ -17,18 +18,17 @@ from sonoseg.errors import SonosegError
 # 2 x 2 input pixels nearest to it, so shrinking by much more than 2x skips most pixels (at 32 x 32 from
 # a 646-pixel-wide image, about 4 of every 270) and keeps the speckle at full strength. "area"
 # (cv2.INTER_AREA) averages every input pixel under the output pixel instead.
-INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
+INTERPOLATION_FLAGS = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}  # each of options.INTERPOLATIONS
 INTERPOLATION_MEANING = {  # for an exported model's sidecar: what a user's own resize must do
     "bilinear": "OpenCV cv2.INTER_LINEAR (cv2.resize's default): from the 2 x 2 nearest pixels, no anti-aliasing",
     "area": "OpenCV cv2.INTER_AREA: each output pixel the mean of the input pixels it covers (when shrinking)",
 }
-DEFAULT_INTERPOLATION = "bilinear"  # what a model file or cache written before the option was made with
 
 
 def interpolation_flag(interpolation: str) -> int:
     if interpolation not in INTERPOLATIONS:
-        raise SonosegError(f"preprocess.interpolation: {interpolation!r} is not one of {sorted(INTERPOLATIONS)}")
-    return INTERPOLATIONS[interpolation]
+        raise SonosegError(f"preprocess.interpolation: {interpolation!r} is not one of {INTERPOLATIONS}")
+    return INTERPOLATION_FLAGS[interpolation]
 
 
 def resize_image(image: np.ndarray, size: int, interpolation: str = DEFAULT_INTERPOLATION) -> np.ndarray:
@@ -42,9 +42,6 @@ def resize_sample(
     """The image as resize_image; the mask resized the same way as a 0/1 float map, then > 0.5."""
     mask = cv2.resize(mask.astype(np.float32), (size, size), interpolation=interpolation_flag(interpolation)) > 0.5
     return resize_image(image, size, interpolation), mask.astype(np.uint8)
-
-
-MARKS = ("keep", "inpaint")  # preprocess.marks: coloured overlays (calipers, Doppler boxes, text) kept or inpainted
 
 
 def check_marks(marks: str) -> str:

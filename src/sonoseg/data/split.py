@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sonoseg.data.options import PARTS
 from sonoseg.errors import SonosegError
-
-PARTS = ("train", "val", "test")
 
 
 def group_counts(n_groups: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:

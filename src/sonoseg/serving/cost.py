@@ -23,8 +23,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sonoseg.errors import SonosegError
 from sonoseg.networks import models
+from sonoseg.serving.options import BACKENDS
 
-BACKENDS = ("torch", "onnxruntime")
 COLUMNS = [
     "network",
     "parameters",

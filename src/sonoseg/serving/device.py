@@ -10,7 +10,7 @@ import torch
 
 from sonoseg.data.preprocess import normalize_tensor
 from sonoseg.errors import SonosegError
-from sonoseg.serving.precision import PRECISIONS
+from sonoseg.serving.options import PRECISIONS
 
 
 def cpu_flags() -> set[str]:

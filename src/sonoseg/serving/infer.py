@@ -21,11 +21,9 @@ from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache
 from sonoseg.errors import SonosegError
 from sonoseg.serving.device import select_device
 from sonoseg.serving.modelio import ProbabilityModel, images_to_tensor, load_model
+from sonoseg.serving.options import BACKENDS, COMPONENT_RULES
 
 log = logging.getLogger(__name__)
-BACKENDS = ("torch", "onnxruntime")
-
-COMPONENT_RULES = ("area", "contour_points")
 
 
 def keep_one_lesion(mask: np.ndarray, rule: str = "area") -> np.ndarray:

@@ -10,15 +10,12 @@ import os
 import sys
 from pathlib import Path
 
+from sonoseg.data.options import INTERPOLATIONS, MARKS, PARTS
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
+from sonoseg.serving.options import BACKENDS, COMPONENT_RULES
 
 log = logging.getLogger("sonoseg")
-
-# sonoseg.data.preprocess.INTERPOLATIONS' names, the default first; spelled here so that parsing the command
-# line does not import OpenCV (tests/test_preprocess.py holds them equal to the module's and the schema's).
-INTERPOLATIONS = ("bilinear", "area")
-MARKS = ("keep", "inpaint")  # sonoseg.data.preprocess.MARKS, likewise
 
 
 def _json(text: str) -> dict:
@@ -196,6 +193,7 @@ def cmd_train(args) -> None:
         model_out=args.model,
         history_out=args.history,
         checkpoint=args.checkpoint or None,
+        checkpoint_seconds=args.checkpoint_seconds,
         device=args.device,
         threads=args.threads,
         pretrained_backbone=args.pretrained_backbone or None,
@@ -514,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preprocess", help="resize one split and cache it as an array file")
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", required=True)
-    p.add_argument("--part", required=True, choices=["train", "val", "test"])
+    p.add_argument("--part", required=True, choices=PARTS)
     p.add_argument("--size", type=int, required=True)
     p.add_argument(
         "--interpolation",
@@ -543,6 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--reuse-models", nargs="*", default=[], help="finished runs' model.pt; one that is this training is adopted"
     )
     p.add_argument("--reuse-histories", nargs="*", default=[], help="their history.csv, in the same order")
+    p.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=60.0,
+        help="write the checkpoint at most this often (train.checkpoint_seconds; 0: every epoch)",
+    )
     p.add_argument("--runs-per-gpu", type=int, default=1, help="jobs sharing one GPU (train.runs_per_gpu)")
     p.set_defaults(func=cmd_train)
 
@@ -590,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend",
         default="torch",
-        choices=["torch", "onnxruntime"],
+        choices=BACKENDS,
         help="onnxruntime takes a model.onnx from `sonoseg export` (or exports the model.pt first)",
     )
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
@@ -600,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a trained model.pt to ONNX (+ a JSON sidecar: pre/post-processing)")
     p.add_argument("--model", required=True, help="a model.pt written by the workflow")
     p.add_argument("--out", required=True, help="model.onnx; the sidecar is written beside it as model.onnx.json")
-    p.add_argument("--component-rule", default="area", choices=["area", "contour_points"])
+    p.add_argument("--component-rule", default="area", choices=COMPONENT_RULES)
     p.add_argument("--size", type=int, default=0, help="input size (default: the size the model was trained at)")
     p.set_defaults(func=cmd_export)
 
@@ -609,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--networks", nargs="+", required=True)
     p.add_argument("--size", type=int, required=True)
-    p.add_argument("--backend", default="onnxruntime", choices=["torch", "onnxruntime"])
+    p.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--repeats", type=int, default=10, help="timed runs per network (the median is reported)")
     p.add_argument("--warmup", type=int, default=2)

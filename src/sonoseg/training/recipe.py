@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from sonoseg.errors import SonosegError
-from sonoseg.serving.precision import PRECISIONS
+from sonoseg.serving.options import PRECISIONS
 from sonoseg.training.selection import SELECTABLE, read_selection
 
 # "auto": bf16 autocast where the device has fast bf16 units, else fp32 (sonoseg.serving.device.resolve_precision)

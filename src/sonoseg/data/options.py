@@ -1,0 +1,8 @@
+"""The data stage's choices, named once: how images are resized, what happens to coloured marks, the
+parts of a split. OpenCV-free, so that the command line and the run sheet read them without importing
+it (sonoseg.data.preprocess maps each interpolation to its OpenCV flag)."""
+
+INTERPOLATIONS = ("bilinear", "area")  # preprocess.interpolation; the first is the default
+DEFAULT_INTERPOLATION = INTERPOLATIONS[0]  # what a model file or cache written before the option was made with
+MARKS = ("keep", "inpaint")  # preprocess.marks: coloured overlays (calipers, Doppler boxes, text) kept or inpainted
+PARTS = ("train", "val", "test")  # the parts of a split

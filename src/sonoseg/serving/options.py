@@ -1,0 +1,7 @@
+"""The serving stage's choices, named once: numeric precisions, inference backends and the rules for
+keeping one lesion. Torch-free, so that the run sheet and the command line read them without
+importing torch."""
+
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where the device runs it fast (sonoseg.serving.device)
+BACKENDS = ("torch", "onnxruntime")  # what runs a network: PyTorch, or ONNX Runtime on the exported graph
+COMPONENT_RULES = ("area", "contour_points")  # which connected component is the lesion (sonoseg.serving.infer)
