@@ -81,3 +81,57 @@ def test_only_a_run_folder_with_the_same_seeds_in_every_fold_is_an_ensemble(run_
     write_model(extra, "unet", seed=2)
     with pytest.raises(SonosegError, match=r"fold1: seeds \['seed0'\] differ from fold0's \['seed0', 'seed1'\]"):
         infer.ensemble_members(run_folder)
+
+
+# ----------------------------------------------------------------------------- TTA as a dimension of the study
+
+
+def test_tta_runs_test_each_network_runs_models_with_flip_averaging():
+    from sonoseg.study import runsheet
+
+    network = runsheet.Run("unet", "network", "unet", ("0", "1"), folds=("0", "1"), marks="inpaint")
+    floor = runsheet.Run("threshold_baseline", "baseline", "threshold_baseline", ("0",))
+    (tta,) = runsheet.tta_runs([network, floor])
+    assert (tta.name, tta.kind, tta.model_from, tta.tta, tta.trained, tta.uses_model) == (
+        "unet--tta",
+        "tta",
+        "unet",
+        True,
+        False,
+        True,
+    )
+    assert (tta.seeds, tta.folds, tta.marks) == (network.seeds, network.folds, network.marks)
+    assert runsheet.tta_pairs([network, floor, tta]) == [(network, tta)]
+
+
+def test_tta_is_a_column_of_the_run_sheet_and_of_the_long_table(workflow_copy, tmp_path):
+    """predict.tta adds one run per network (its models, flip-averaged; nothing trained), tested paired
+    with the plain one in tables/tta.csv, and the collected table says which rows are flip-averaged."""
+    import re
+
+    from conftest import (
+        TINY,
+        collect,
+        run_snakemake,
+        sheet_row,
+        write_config,
+        write_patient_manifest,
+        write_run_metrics,
+    )
+
+    config = write_config(workflow_copy, {**TINY, "ladder": {"enabled": False}, "predict": {"tta": True}})
+    dry = run_snakemake(["all", "-n", "-p", "--cores", "1", "--configfile", config], workflow_copy)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    flipped = re.findall(r"sonoseg predict --model \S+/runs/([\w-]+)/fold0/seed0/model\.pt .*--tta", dry.stdout)
+    assert sorted(flipped) == ["lighter_unet_c1", "unet"]
+    assert not re.search(r"sonoseg train .*--tta", dry.stdout)  # nothing is trained for it
+    assert re.search(r"sonoseg paired --pairs (unet:unet--tta|lighter_unet_c1:lighter_unet_c1--tta) ", dry.stdout)
+    assert "--family tta" in dry.stdout and "tables/tta.csv" in dry.stdout
+
+    samples = ["p0v1", "p1v1", "p2v1"]
+    for run in ("unet", "unet--tta"):
+        write_run_metrics(tmp_path, run, 0, 0, samples, [0.5, 0.6, 0.7])
+    manifest = write_patient_manifest(tmp_path / "manifest.csv", samples, ["p0", "p1", "p2"])
+    rows = [sheet_row("unet"), sheet_row("unet--tta", kind="tta", method="unet", tta=True)]
+    per_image = collect(tmp_path, rows, manifest)
+    assert per_image.groupby("run")["tta"].first().to_dict() == {"unet": False, "unet--tta": True}

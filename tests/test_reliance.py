@@ -85,7 +85,7 @@ def test_reliance_is_paired_image_by_image_and_run_by_run(tmp_path):
     per_image = collect(tmp_path, rows, manifest)
     # The reliance run's rows name the recipe of the models it tests: unet's.
     assert per_image.loc[per_image["run"] == "unet--tested-inpaint", "learning_rate"].eq(0.003).all()
-    table = tables.marks_ablation(per_image, [("unet", "unet--tested-inpaint")], family="reliance")
+    table = tables.paired_runs(per_image, [("unet", "unet--tested-inpaint")], family="reliance")
     row = table.iloc[0]
     assert row["mean_difference"] == pytest.approx(-0.1)
     assert row["ci_low"] == pytest.approx(-0.1) and row["ci_high"] == pytest.approx(-0.1)

@@ -99,6 +99,7 @@ LADDER_RUNS = [run.name for run in RUNS.values() if run.kind == "ladder_step"]
 ABLATION = runsheet.ablation_pairs(list(RUNS.values()))  # (main run, its other-marks twin) per method
 CONVERGENCE = runsheet.convergence_pairs(list(RUNS.values()))  # (a network's run, it with twice the budget)
 RELIANCE = runsheet.reliance_pairs(list(RUNS.values()))  # (a run trained with marks kept, its models tested inpainted)
+TTA = runsheet.tta_pairs(list(RUNS.values()))  # (a network run, its models tested with flip averaging)
 FOLDS = [str(f) for f in range(config["split"]["folds"])]
 CLAIMS = config["claims"]  # the questions the study answers, written before its primary run
 
@@ -206,7 +207,11 @@ def get_prediction_inputs(wildcards):
 def prediction_source(wildcards, input):
     run = run_of(wildcards)
     if run.uses_model:
-        return f"--model {input.model} --data {input.data}" + (" --reliance" if run.model_from else "")
+        return (
+            f"--model {input.model} --data {input.data}"
+            + (" --reliance" if run.kind == "reliance" else "")
+            + (" --tta" if run.tta else "")
+        )
     return f"--baseline {run.method} --marks {run.marks}"
 
 
@@ -355,6 +360,8 @@ def get_final_outputs():
         outputs.append(f"{OUT}/tables/marks_ablation.csv")
     if RELIANCE:
         outputs.append(f"{OUT}/tables/marks_reliance.csv")
+    if TTA:
+        outputs.append(f"{OUT}/tables/tta.csv")
     if CLAIMS["equivalence"]:
         outputs.append(f"{OUT}/tables/equivalence.csv")
     if COST["enabled"]:

@@ -105,7 +105,7 @@ rule marks_ablation:
         pairs=" ".join(f"{main.name}:{twin.name}" for main, twin in ABLATION),
         seed=REPORT_SEED,
     shell:
-        "sonoseg marks-ablation --pairs {params.pairs} --per-image {input} --seed {params.seed} --out {output} "
+        "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --out {output} "
         "> {log} 2>&1"
 
 
@@ -124,7 +124,26 @@ rule marks_reliance:
         pairs=" ".join(f"{kept.name}:{tested.name}" for kept, tested in RELIANCE),
         seed=REPORT_SEED,
     shell:
-        "sonoseg marks-ablation --pairs {params.pairs} --per-image {input} --seed {params.seed} --family reliance "
+        "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --family reliance "
+        "--out {output} > {log} 2>&1"
+
+
+rule tta:
+    # Test-time augmentation (config predict.tta): each network's models tested with horizontal-flip
+    # averaging against the same models without, image by image and run by run.
+    input:
+        PER_IMAGE,
+    output:
+        f"{OUT}/tables/tta.csv",
+    log:
+        f"{LOGS}/tta.log",
+    conda:
+        CONDA_ENV
+    params:
+        pairs=" ".join(f"{plain.name}:{flipped.name}" for plain, flipped in TTA),
+        seed=REPORT_SEED,
+    shell:
+        "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --family tta "
         "--out {output} > {log} 2>&1"
 
 

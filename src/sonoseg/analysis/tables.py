@@ -502,10 +502,12 @@ PAIRED_FAMILIES = {
     "ablation": "twin (other marks) vs main, Holm over the methods",
     # The same models (trained with marks kept) tested with the marks inpainted: the drop is the reliance.
     "reliance": "tested with marks inpainted vs kept (same models), Holm over the networks",
+    # The same models tested with horizontal-flip averaging: the gain of test-time augmentation.
+    "tta": "tested with flip averaging vs without (same models), Holm over the networks",
 }
 
 
-def marks_ablation(
+def paired_runs(
     per_image: pd.DataFrame,
     pairs: list[tuple[str, str]],
     seed: int = 0,

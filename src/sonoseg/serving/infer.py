@@ -73,13 +73,15 @@ def predict(
     device: str = "auto",
     batch_size: int = 8,
     reliance: bool = False,
+    tta: bool = False,
 ) -> int:
     """Write <outdir>/<sample_id>.png (0/255) at each sample's original size.
 
     The cache must be prepared as the model's training data was: a cache whose coloured marks were
     treated otherwise is refused, except for the one named exception ``reliance``: a model trained
     with the marks kept, tested on the same images with them inpainted, to measure how much it relied
-    on them (docs/marks_and_floors.md)."""
+    on them (docs/marks_and_floors.md). ``tta``: each probability is the mean over the image and its
+    horizontal mirror (flip_averaged)."""
     predictor = torch_predictor(model_path, device)  # the same model wrapper that `segment` and export use
     arrays = load_cache(data_path)
     resized = cache_interpolation(arrays)
@@ -98,7 +100,7 @@ def predict(
             f"{data_path} has its coloured marks {cache_marks(arrays)}, but {model_path} was trained on images "
             f"with marks {predictor.marks}: rebuild the cache with the model's preprocess.marks"
         )
-    run = predictor.run
+    run = flip_averaged(predictor.run) if tta else predictor.run
     images = images_to_tensor(arrays["images"]).numpy()
     sizes = samples.set_index("sample_id")[["height", "width"]]
     outdir = Path(outdir)

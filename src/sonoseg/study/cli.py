@@ -239,7 +239,14 @@ def cmd_predict(args) -> None:
         from sonoseg.serving import infer
 
         count = infer.predict(
-            args.model, args.data, samples, args.outdir, args.component_rule, args.device, reliance=args.reliance
+            args.model,
+            args.data,
+            samples,
+            args.outdir,
+            args.component_rule,
+            args.device,
+            reliance=args.reliance,
+            tta=args.tta,
         )
     log.info("wrote %d predictions to %s", count, args.outdir)
 
@@ -352,13 +359,13 @@ def _per_image(args):
     return results.read_per_image(args.per_image, getattr(args, "runs", None) or None)
 
 
-def cmd_marks_ablation(args) -> None:
+def cmd_paired(args) -> None:
     from sonoseg.analysis import tables
 
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
-    table = tables.marks_ablation(_per_image(args), pairs, args.seed, args.family)
+    table = tables.paired_runs(_per_image(args), pairs, args.seed, args.family)
     table.to_csv(args.out, index=False)
-    log.info("caliper ablation (other marks - main):\n%s", table.to_string(index=False))
+    log.info("%s (twin - main):\n%s", args.family, table.to_string(index=False))
 
 
 def cmd_equivalence(args) -> None:
@@ -569,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the one exception to matching marks: a model trained with marks kept, tested with them inpainted",
     )
+    p.add_argument("--tta", action="store_true", help="horizontal-flip test-time augmentation (predict.tta)")
     p.add_argument("--fold", type=int, default=0, help="the cross-validation fold whose test part to segment")
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", required=True)
@@ -658,18 +666,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.set_defaults(func=cmd_table)
 
-    p = sub.add_parser("marks-ablation", help="the caliper ablation: Dice with marks kept vs inpainted, by patient")
+    p = sub.add_parser(
+        "paired",
+        aliases=["marks-ablation"],
+        help="pairs of runs on the same test images, by patient: the caliper ablation, reliance on the marks, TTA",
+    )
     p.add_argument("--pairs", nargs="+", required=True, help="MAIN:TWIN run names")
     p.add_argument("--per-image", required=True, help="the collected per-image table (per_image.csv.gz)")
     p.add_argument(
         "--family",
         default="ablation",
-        choices=["ablation", "reliance"],
-        help="ablation: trained and tested the other way; reliance: the same models tested with marks inpainted",
+        help="ablation: trained and tested with the marks the other way; reliance: the same models tested with "
+        "marks inpainted; tta: the same models tested with flip averaging (sonoseg.analysis.tables.PAIRED_FAMILIES)",
     )
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_marks_ablation)
+    p.set_defaults(func=cmd_paired)
 
     p = sub.add_parser("equivalence", help="the study's equivalence claims (config claims), TOST with a margin")
     p.add_argument("--manifest", required=True)

@@ -10,6 +10,7 @@ more seeds. Its kind is a column, and one rule chain (workflow/rules/runs.smk) s
 | ``ladder_step`` | the ladder network after every change up to this step | ``ladder--<step>`` |
 | ``baseline`` | a method without training (a floor or a reference) | the method |
 | ``reliance`` | a network trained with marks kept, tested inpainted | ``<run>--tested-inpaint`` |
+| ``tta`` | a network's models tested with horizontal-flip averaging | ``<run>--tta`` |
 | ``convergence`` | a network retrained with twice its epoch budget, one seed | ``<network>--budget2x`` |
 
 A candidate's name lists only its network's auto settings (``<network>--wd<decay>`` when the learning
@@ -39,7 +40,7 @@ from sonoseg.networks import catalog
 from sonoseg.training.recipe import Recipe, describe_changes, ladder_recipes, network_recipe, recipe_from_config
 from sonoseg.training.selection import GRIDS
 
-KINDS = ("network", "candidate", "ladder_step", "baseline", "reliance", "convergence")
+KINDS = ("network", "candidate", "ladder_step", "baseline", "reliance", "tta", "convergence")
 SHORT_NAMES = {"learning_rate": "lr", "weight_decay": "wd"}  # in a candidate's name
 SEPARATOR = "--"  # between a run's method and its variant: never part of a network or step name
 
@@ -60,6 +61,7 @@ class Run:
     marks: str = "keep"  # the images' coloured marks: kept, or inpainted before resizing
     folds: tuple[str, ...] = ("0",)  # the cross-validation folds it is made in
     recipe_changes: str = ""  # a network's changes to the study's recipe (its overrides), as its table row names them
+    tta: bool = False  # tested with horizontal-flip averaging (test-time augmentation)
 
     @property
     def trained(self) -> bool:
@@ -210,6 +212,8 @@ def build(config: dict) -> list[Run]:
     if config["ablation"]["marks"]:
         runs += marks_ablation(runs, data["marks"])
         runs += reliance_runs(runs)
+    if config["predict"]["tta"]:
+        runs += tta_runs(runs)
     runs += convergence_runs(runs, config.get("convergence", {}).get("networks", []))
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
@@ -250,6 +254,32 @@ def reliance_runs(runs: list[Run]) -> list[Run]:
         for run in runs
         if run.kind == "network" and run.marks == "keep"
     ]
+
+
+def tta_runs(runs: list[Run]) -> list[Run]:
+    """Test-time augmentation: every network run (each marks condition) tested once more with
+    horizontal-flip averaging, with its own models (no training), paired image by image with it."""
+    return [
+        Run(
+            f"{run.name}{SEPARATOR}tta",
+            "tta",
+            run.method,
+            run.seeds,
+            model_from=run.name,
+            table_name=run.table_name,
+            marks=run.marks,
+            folds=run.folds,
+            tta=True,
+        )
+        for run in runs
+        if run.kind == "network"
+    ]
+
+
+def tta_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
+    """(a network run, it tested with flip averaging)."""
+    by_name = {run.name: run for run in runs}
+    return [(by_name[run.model_from], run) for run in runs if run.kind == "tta"]
 
 
 def convergence_runs(runs: list[Run], networks: list[str]) -> list[Run]:
