@@ -5,7 +5,7 @@ Empty-mask policy (medpy returns NaN for dc(empty, empty) and raises in hd95 on 
 - exactly one empty: Dice 0, HD95 = the image diagonal (the worst distance the image allows),
   and the row says ``hd95_policy = penalty_empty_prediction`` or ``penalty_empty_truth``.
 So one empty prediction never turns a table into NaN, and it still costs what it should. The
-summaries (sonoseg.report.summarize_run) keep images without a lesion apart and add, beside the
+summaries (sonoseg.analysis.tables.summarize_run) keep images without a lesion apart and add, beside the
 penalised mean, HD95 over the images where both masks are non-empty.
 """
 
