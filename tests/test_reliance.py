@@ -62,12 +62,54 @@ def test_the_run_sheet_tests_every_kept_marks_network_inpainted(workflow_copy):
         r"--reliance .*--outdir \S*runs/(\S+)/fold0"
     )
     tested = re.findall(reliance, dry.stdout)
-    # The kept-marks twins of both networks, their own models, on the inpainted test cache; floors have none.
+    # The kept-marks twins of both networks, their own models, on the inpainted test cache and (the phantom)
+    # on its images rendered without calipers; floors have none.
     assert sorted(tested) == [
-        (f"{n}--marks-keep", "inpaint", f"{n}--marks-keep--tested-inpaint") for n in ("lighter_unet_c1", "unet")
+        (f"{n}--marks-keep", condition, f"{n}--marks-keep--tested-{condition}")
+        for n in ("lighter_unet_c1", "unet")
+        for condition in ("inpaint", "unmarked")
     ]
     assert "tables/marks_reliance.csv" in dry.stdout
-    assert not re.search(r"sonoseg train .*tested-inpaint", dry.stdout)  # nothing is trained for it
+    assert not re.search(r"sonoseg train .*tested-(inpaint|unmarked)", dry.stdout)  # nothing is trained for it
+    # The unmarked images: the same phantom drawn without calipers, cached from the manifest's own samples.
+    assert re.search(r"sonoseg synth \S*data/synthetic_unmarked .*--calipers false", dry.stdout)
+    assert re.search(
+        r"sonoseg preprocess .*--part test .*--marks unmarked .*--dataset-root \S*data/synthetic "
+        r"--unmarked-images \S*data/synthetic_unmarked ",
+        dry.stdout,
+    )
+    # A folder dataset has no calipers-free twin: the inpainted test only.
+    assert (
+        runsheet.reliance_runs([runsheet.Run("unet", "network", "unet", ("0",))], unmarked=False)[0].marks == "inpaint"
+    )
+
+
+def test_an_unmarked_cache_reads_each_image_from_the_calipers_free_twin(tmp_path):
+    """The phantom's reliance cache: the manifest's samples (their masks) with each image read from the
+    same place in the folder rendered without calipers; a model trained with marks kept may be tested
+    on it, as the named exception."""
+    root, twin = tmp_path / "synthetic", tmp_path / "synthetic_unmarked"
+    rows = []
+    for number, image in enumerate(sample_images(2)):
+        for folder, pixels in ((root, image), (twin, 255 - image)):
+            (folder / "images").mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / "images" / f"{number}.png"), pixels)
+        cv2.imwrite(str(root / f"{number}_m.png"), (image[:, :, 0] > 150).astype(np.uint8) * 255)
+        rows.append({"sample_id": str(number), "image": str(root / "images" / f"{number}.png")})
+        rows[-1]["mask"] = str(root / f"{number}_m.png")
+    samples = pd.DataFrame(rows).assign(height=[im.shape[0] for im in sample_images(2)], width=90)
+    unmarked, kept = tmp_path / "unmarked.npz", tmp_path / "keep.npz"
+    preprocess.build_cache(samples, SIZE, unmarked, "bilinear", "unmarked", unmarked=(root, twin))
+    preprocess.build_cache(samples, SIZE, kept, "bilinear", "keep")
+    read, original = preprocess.load_cache(unmarked), preprocess.load_cache(kept)
+    assert np.array_equal(read["images"], 255 - original["images"]) and str(read["marks"]) == "unmarked"
+    assert np.array_equal(read["masks"], original["masks"])  # the manifest's masks
+    with pytest.raises(SonosegError, match="not under the dataset root"):
+        preprocess.build_cache(samples, SIZE, tmp_path / "x.npz", "bilinear", "unmarked", unmarked=(twin, root))
+    model = write_model(tmp_path / "model.pt", "unet")  # trained with marks kept
+    assert infer.predict(model, unmarked, samples, tmp_path / "reliance", device="cpu", reliance=True) == 2
+    with pytest.raises(SonosegError, match="has its coloured marks unmarked"):
+        infer.predict(model, unmarked, samples, tmp_path / "refused", device="cpu")
 
 
 def test_reliance_is_paired_image_by_image_and_run_by_run(tmp_path):

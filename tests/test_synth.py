@@ -102,6 +102,19 @@ def test_calipers_off_means_no_caliper_pixels():
         assert np.array_equal(image[:, :, 0], image[:, :, 2])  # pure grey
 
 
+def test_without_calipers_the_same_patients_differ_only_where_the_calipers_were():
+    """The reliance runs' unmarked images: the phantom drawn without calipers is the same image (same
+    anatomy, same speckle, same mask), with only the caliper pixels grey again."""
+    for patient in range(6):
+        marked, mask, info = synth.render_sample(0, patient, 1)
+        plain, plain_mask, _ = synth.render_sample(0, patient, 1, options=synth.PhantomOptions(calipers=False))
+        assert np.array_equal(mask, plain_mask)
+        changed = (marked != plain).any(axis=2)
+        assert info["calipers"] and changed.any()
+        # Every changed pixel is coloured in the marked image (the phantom's own pixels are grey: R = B).
+        assert not (changed & (marked[:, :, 0] == marked[:, :, 2])).any()
+
+
 def test_calipers_never_on_the_mask_and_near_the_lesion():
     import cv2
 

@@ -12,6 +12,7 @@ from snakemake.utils import validate
 from sonoseg.networks import catalog
 from sonoseg.study import layout, runsheet
 from sonoseg.data import provenance
+from sonoseg.data.options import CACHE_MARKS, UNMARKED
 from sonoseg.errors import SonosegError
 
 if "pretrained_backbone" in config.get("train", {}):
@@ -98,7 +99,7 @@ SELECTIONS = runsheet.selections(list(RUNS.values()))  # network -> its recipe-s
 LADDER_RUNS = [run.name for run in RUNS.values() if run.kind == "ladder_step"]
 ABLATION = runsheet.ablation_pairs(list(RUNS.values()))  # (main run, its other-marks twin) per method
 CONVERGENCE = runsheet.convergence_pairs(list(RUNS.values()))  # (a network's run, it with twice the budget)
-RELIANCE = runsheet.reliance_pairs(list(RUNS.values()))  # (a run trained with marks kept, its models tested inpainted)
+RELIANCE = runsheet.reliance_pairs(list(RUNS.values()))  # (a run trained with marks kept, its models tested without)
 TTA = runsheet.tta_pairs(list(RUNS.values()))  # (a network run, its models tested with flip averaging)
 FOLDS = [str(f) for f in range(config["split"]["folds"])]
 CLAIMS = config["claims"]  # the questions the study answers, written before its primary run
@@ -113,7 +114,7 @@ wildcard_constraints:
     network=_alternatives(SELECTIONS),
     seed=r"\d+",
     fold=r"\d+",
-    marks="keep|inpaint",
+    marks=_alternatives(CACHE_MARKS),
     part="train|val|test",
     table=_alternatives(catalog.STUDY_TABLES),
 
@@ -262,9 +263,10 @@ def get_dataset_options(wildcards=None):
     return json.dumps(options, sort_keys=True)
 
 
-def synth_options():
-    """The phantom's settings as `sonoseg synth` flags (difficulty, calipers, organ weights)."""
-    synthetic = config["synthetic"]
+def synth_options(calipers=None):
+    """The phantom's settings as `sonoseg synth` flags (difficulty, calipers, organ weights); with
+    calipers=False the same phantom without its calipers (the reliance runs' unmarked images)."""
+    synthetic = {**config["synthetic"], **({} if calipers is None else {"calipers": calipers})}
     organs = json.dumps(synthetic["organs"], sort_keys=True)
     return (
         f"--difficulty {synthetic['difficulty']} --calipers {str(synthetic['calipers']).lower()} "
@@ -276,6 +278,20 @@ def get_ingest_input(wildcards):
     """The dataset's fingerprint record (rewritten when any of its files changes), and the phantom."""
     inputs = {"fingerprint": source_record("dataset")}
     return {**inputs, "synthetic": f"{OUT}/data/synthetic"} if DATASET["layout"] == "synthetic" else inputs
+
+
+def get_preprocess_inputs(wildcards):
+    """The manifest and split; for the unmarked condition also the phantom and its calipers-free twin."""
+    inputs = {"manifest": f"{OUT}/data/manifest.csv", "split": f"{OUT}/data/split.csv"}
+    if wildcards.marks == UNMARKED:
+        inputs.update(synthetic=f"{OUT}/data/synthetic", unmarked=f"{OUT}/data/synthetic_unmarked")
+    return inputs
+
+
+def unmarked_arg(wildcards, input):
+    if "unmarked" not in input.keys():
+        return ""
+    return f"--dataset-root {input.synthetic} --unmarked-images {input.unmarked}"
 
 
 def get_split_file(wildcards):

@@ -18,6 +18,28 @@ rule synthesize:
         "sonoseg synth {output} --patients {params.patients} --seed {params.seed} {params.size} {params.options} > {log} 2>&1"
 
 
+rule synthesize_unmarked:
+    # The same phantom without its calipers (the reliance runs' images: same patients, same speckle,
+    # only the marks gone); only when the run sheet has such runs.
+    output:
+        directory(f"{OUT}/data/synthetic_unmarked"),
+    log:
+        f"{LOGS}/synthesize_unmarked.log",
+    conda:
+        CONDA_ENV
+    params:
+        patients=config["synthetic"]["patients"],
+        seed=config["synthetic"]["seed"],
+        size=lambda wc: (
+            f"--height {config['synthetic']['height']} --width {config['synthetic']['width']}"
+            if config["synthetic"]["height"] and config["synthetic"]["width"]
+            else ""
+        ),
+        options=synth_options(calipers=False),
+    shell:
+        "sonoseg synth {output} --patients {params.patients} --seed {params.seed} {params.size} {params.options} > {log} 2>&1"
+
+
 rule ingest:
     input:
         unpack(get_ingest_input),
@@ -57,8 +79,7 @@ rule split:
 
 rule preprocess:
     input:
-        manifest=f"{OUT}/data/manifest.csv",
-        split=f"{OUT}/data/split.csv",
+        unpack(get_preprocess_inputs),
     output:
         f"{OUT}/data/cache/{{marks}}/fold{{fold}}/{{part}}.npz",
     log:
@@ -68,7 +89,8 @@ rule preprocess:
     params:
         size=config["preprocess"]["size"],
         interpolation=config["preprocess"]["interpolation"],
+        unmarked=unmarked_arg,
     shell:
         "sonoseg preprocess --manifest {input.manifest} --split {input.split} --part {wildcards.part} "
         "--fold {wildcards.fold} --marks {wildcards.marks} --size {params.size} "
-        "--interpolation {params.interpolation} --out {output} > {log} 2>&1"
+        "--interpolation {params.interpolation} {params.unmarked} --out {output} > {log} 2>&1"

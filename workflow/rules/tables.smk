@@ -105,8 +105,7 @@ rule marks_ablation:
         pairs=" ".join(f"{main.name}:{twin.name}" for main, twin in ABLATION),
         seed=REPORT_SEED,
     shell:
-        "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --out {output} "
-        "> {log} 2>&1"
+        "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --out {output} " "> {log} 2>&1"
 
 
 rule marks_reliance:

@@ -500,8 +500,9 @@ def with_confidence(
 
 PAIRED_FAMILIES = {
     "ablation": "twin (other marks) vs main, Holm over the methods",
-    # The same models (trained with marks kept) tested with the marks inpainted: the drop is the reliance.
-    "reliance": "tested with marks inpainted vs kept (same models), Holm over the networks",
+    # The same models (trained with marks kept) tested without them: the drop is the reliance.
+    "reliance": "tested without the marks (inpainted, or the phantom rendered without them) vs with them "
+    "(same models), Holm over the pairs",
     # The same models tested with horizontal-flip averaging: the gain of test-time augmentation.
     "tta": "tested with flip averaging vs without (same models), Holm over the networks",
 }

@@ -6,3 +6,7 @@ INTERPOLATIONS = ("bilinear", "area")  # preprocess.interpolation; the first is 
 DEFAULT_INTERPOLATION = INTERPOLATIONS[0]  # what a model file or cache written before the option was made with
 MARKS = ("keep", "inpaint")  # preprocess.marks: coloured overlays (calipers, Doppler boxes, text) kept or inpainted
 PARTS = ("train", "val", "test")  # the parts of a split
+# A cache's images may also be the phantom's same images rendered without their calipers: only the
+# reliance runs read such a cache (a model trained with the marks kept, tested without them).
+UNMARKED = "unmarked"
+CACHE_MARKS = (*MARKS, UNMARKED)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from sonoseg.data.imageio import read_image, read_mask
-from sonoseg.data.options import DEFAULT_INTERPOLATION, INTERPOLATIONS, MARKS
+from sonoseg.data.options import CACHE_MARKS, DEFAULT_INTERPOLATION, INTERPOLATIONS, MARKS, UNMARKED
 from sonoseg.errors import SonosegError
 
 # How an image is shrunk (or grown) to the network's input: config preprocess.interpolation.
@@ -67,19 +67,38 @@ def build_cache(
     interpolation: str = DEFAULT_INTERPOLATION,
     marks: str = "keep",
     dataset_fingerprint: str = "unknown",
+    unmarked: tuple[str | Path, str | Path] | None = None,
 ) -> int:
     """Write images (N, size, size, 3) uint8 RGB, masks (N, size, size) uint8 {0,1}, sample ids, the
     interpolation they were resized with and how their coloured marks were treated (training stores
     both in the model file, so serving prepares new images alike), and each image's count of
     inpainted mark pixels; and the fingerprint of the dataset they came from (training stores it in the
-    model file: sonoseg.data.provenance)."""
+    model file: sonoseg.data.provenance).
+
+    ``marks`` "unmarked" (the phantom's reliance test): each image is read from ``unmarked`` = (the
+    dataset root, a folder of the same images rendered without calipers) at its path under the root,
+    and kept as it is; the masks are the manifest's."""
     interpolation_flag(interpolation)  # refuse unknown settings before decoding any image
-    check_marks(marks)
+    if marks == UNMARKED:
+        if unmarked is None:
+            raise SonosegError(
+                "preprocess: marks 'unmarked' reads the phantom rendered without calipers; give its folder"
+            )
+        root, rendered = Path(unmarked[0]).resolve(), Path(unmarked[1])
+    elif marks not in CACHE_MARKS or unmarked is not None:
+        check_marks(marks)
+        raise SonosegError(f"preprocess: a folder of unmarked images goes with marks {UNMARKED!r}, not {marks!r}")
     images = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
     masks = np.zeros((len(samples), size, size), dtype=np.uint8)
     mark_pixels = np.zeros(len(samples), dtype=np.int64)
     for i, row in enumerate(samples.itertuples()):
-        rgb, mark_pixels[i] = remove_marks(read_image(row.image).pixels, marks)
+        if marks == UNMARKED:
+            image = Path(row.image).resolve()
+            if not image.is_relative_to(root):
+                raise SonosegError(f"{row.image}: not under the dataset root {root} its unmarked twin mirrors")
+            rgb = read_image(rendered / image.relative_to(root)).pixels
+        else:
+            rgb, mark_pixels[i] = remove_marks(read_image(row.image).pixels, marks)
         images[i], masks[i] = resize_sample(rgb, read_mask(row.mask).pixels, size, interpolation)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -90,9 +90,10 @@ def predict(
             f"{data_path} was resized {resized}, but {model_path} was trained on images "
             f"resized {predictor.interpolation}: rebuild the cache with the model's preprocess.interpolation"
         )
-    if reliance and (predictor.marks, cache_marks(arrays)) != ("keep", "inpaint"):
+    if reliance and (predictor.marks, cache_marks(arrays)) not in (("keep", "inpaint"), ("keep", "unmarked")):
         raise SonosegError(
-            f"reliance: tests a model trained with marks kept on images with them inpainted; {model_path} was "
+            f"reliance: tests a model trained with marks kept on images without them (inpainted, or the phantom "
+            f"rendered without its calipers); {model_path} was "
             f"trained with marks {predictor.marks} and {data_path} has them {cache_marks(arrays)}"
         )
     if cache_marks(arrays) != predictor.marks and not reliance:

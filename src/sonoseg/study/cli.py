@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from sonoseg.data.options import INTERPOLATIONS, MARKS, PARTS
+from sonoseg.data.options import CACHE_MARKS, INTERPOLATIONS, MARKS, PARTS
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 from sonoseg.serving.options import BACKENDS, COMPONENT_RULES
@@ -153,7 +153,10 @@ def cmd_preprocess(args) -> None:
     if samples.empty:
         raise SonosegError(f"{args.split}: the {args.part} split of fold {args.fold} is empty")
     fingerprint = provenance.read_manifest_provenance(args.manifest)["dataset_fingerprint"]
-    count = preprocess.build_cache(samples, args.size, args.out, args.interpolation, args.marks, fingerprint)
+    unmarked = (args.dataset_root, args.unmarked_images) if args.unmarked_images else None
+    count = preprocess.build_cache(
+        samples, args.size, args.out, args.interpolation, args.marks, fingerprint, unmarked=unmarked
+    )
     log.info(
         "cached %d %s images of fold %d at %dx%d (%s, marks %s) in %s",
         count,
@@ -527,7 +530,17 @@ def build_parser() -> argparse.ArgumentParser:
         choices=INTERPOLATIONS,
         help="how images and masks are resized to --size (config preprocess.interpolation)",
     )
-    p.add_argument("--marks", default="keep", choices=MARKS, help="coloured overlays kept or inpainted first")
+    p.add_argument(
+        "--marks",
+        default="keep",
+        choices=CACHE_MARKS,
+        help="coloured overlays kept or inpainted first; unmarked: the phantom rendered without calipers",
+    )
+    p.add_argument("--unmarked-images", default="", help="with --marks unmarked: the phantom rendered without calipers")
+    p.add_argument(
+        "--dataset-root", default="", help="with --unmarked-images: the dataset root the manifest's paths lie in"
+    )
+
     p.add_argument("--fold", type=int, default=0, help="the cross-validation fold whose part to cache")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_preprocess)

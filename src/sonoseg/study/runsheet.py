@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, replace
 
 import pandas as pd
 
+from sonoseg.data.options import UNMARKED
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 from sonoseg.training.recipe import Recipe, describe_changes, ladder_recipes, network_recipe, recipe_from_config
@@ -211,7 +212,9 @@ def build(config: dict) -> list[Run]:
         runs.append(Run(floor, "baseline", floor, seeds, table_name=floor, **data))
     if config["ablation"]["marks"]:
         runs += marks_ablation(runs, data["marks"])
-        runs += reliance_runs(runs)
+        # On the phantom with calipers, also on the same images rendered without them.
+        unmarked = config["dataset"]["layout"] == "synthetic" and config["synthetic"]["calipers"]
+        runs += reliance_runs(runs, unmarked=unmarked)
     if config["predict"]["tta"]:
         runs += tta_runs(runs)
     runs += convergence_runs(runs, config.get("convergence", {}).get("networks", []))
@@ -237,22 +240,26 @@ def marks_ablation(runs: list[Run], marks: str) -> list[Run]:
     ]
 
 
-def reliance_runs(runs: list[Run]) -> list[Run]:
+def reliance_runs(runs: list[Run], unmarked: bool = False) -> list[Run]:
     """Reliance on the marks, measured directly: every network run trained with the marks kept is also
-    tested, image by image, on the same test images with the marks inpainted (no training: its models)."""
+    tested, image by image, on the same test images with the marks inpainted (no training: its models)
+    and, with ``unmarked`` (the phantom, which can draw its images without calipers), on the same
+    patients' images rendered without them: no inpainting residue, nothing but the calipers gone."""
+    conditions = ("inpaint", UNMARKED) if unmarked else ("inpaint",)
     return [
         Run(
-            f"{run.name}{SEPARATOR}tested-inpaint",
+            f"{run.name}{SEPARATOR}tested-{condition}",
             "reliance",
             run.method,
             run.seeds,
             model_from=run.name,
             table_name=run.table_name,
-            marks="inpaint",
+            marks=condition,
             folds=run.folds,
         )
         for run in runs
         if run.kind == "network" and run.marks == "keep"
+        for condition in conditions
     ]
 
 
