@@ -135,3 +135,69 @@ def test_tta_is_a_column_of_the_run_sheet_and_of_the_long_table(workflow_copy, t
     rows = [sheet_row("unet"), sheet_row("unet--tta", kind="tta", method="unet", tta=True)]
     per_image = collect(tmp_path, rows, manifest)
     assert per_image.groupby("run")["tta"].first().to_dict() == {"unet": False, "unet--tta": True}
+
+
+# ----------------------------------------------------------------------------- ensembles in the study
+
+
+def test_a_network_with_several_seeds_is_also_tested_as_the_ensemble_of_each_folds_seeds():
+    from sonoseg.study import runsheet
+
+    several = runsheet.Run("unet", "network", "unet", ("0", "1", "2"), folds=("0", "1"))
+    single = runsheet.Run("fcn8s", "network", "fcn8s", ("0",))
+    floor = runsheet.Run("threshold_baseline", "baseline", "threshold_baseline", ("0", "1"))
+    (averaged,) = runsheet.ensemble_runs([several, single, floor])
+    assert (averaged.name, averaged.kind, averaged.model_from, averaged.members) == (
+        "unet--ensemble",
+        "ensemble",
+        "unet",
+        ("0", "1", "2"),
+    )
+    assert averaged.seeds == ("0",) and averaged.folds == ("0", "1") and not averaged.trained
+    assert runsheet.ensemble_pairs([several, single, averaged]) == [(several, averaged)]
+
+
+def test_the_study_predicts_the_ensemble_from_each_folds_members(workflow_copy):
+    import re
+
+    from conftest import TINY, run_snakemake, write_config
+
+    config = write_config(workflow_copy, {**TINY, "seeds": [0, 1], "ladder": {"enabled": False}})
+    dry = run_snakemake(["all", "-n", "-p", "--cores", "1", "--configfile", config], workflow_copy)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    ensembles = re.findall(
+        r"sonoseg predict --model (\S+/runs/unet/fold0/seed\d/model\.pt) (\S+/runs/unet/fold0/seed\d/model\.pt) "
+        r"--data \S+ --manifest \S+ --split \S+ --fold 0 --outdir (\S+)",
+        dry.stdout,
+    )
+    assert len(ensembles) == 1
+    first, second, outdir = ensembles[0]
+    assert (first.split("/")[-2], second.split("/")[-2]) == ("seed0", "seed1")
+    assert outdir.endswith("runs/unet--ensemble/fold0/seed0/predictions")
+    assert "--family ensemble" in dry.stdout and "tables/ensemble.csv" in dry.stdout
+    assert not re.search(r"sonoseg train .*ensemble", dry.stdout)
+
+
+def test_predict_averages_the_members_it_is_given(tmp_path):
+    """predict with one model twice is that model; with two different models, neither alone."""
+    import pandas as pd
+
+    from sonoseg.data import preprocess
+
+    rows = []
+    for number, image in enumerate(sample_images(3)):
+        path = tmp_path / f"{number}.png"
+        cv2.imwrite(str(path), image)
+        cv2.imwrite(str(tmp_path / f"{number}_m.png"), (image[:, :, 0] > 150).astype(np.uint8) * 255)
+        rows.append({"sample_id": str(number), "image": str(path), "mask": str(tmp_path / f"{number}_m.png")})
+    samples = pd.DataFrame(rows).assign(height=[im.shape[0] for im in sample_images(3)], width=90)
+    cache = tmp_path / "keep.npz"
+    preprocess.build_cache(samples, 64, cache, "bilinear", "keep")
+    a, b = write_model(tmp_path / "a.pt", "unet", seed=0), write_model(tmp_path / "b.pt", "unet", seed=1)
+
+    def masks(models, name):
+        infer.predict(models, cache, samples, tmp_path / name, device="cpu")
+        return [cv2.imread(str(tmp_path / name / f"{n}.png"), cv2.IMREAD_GRAYSCALE) for n in range(3)]
+
+    assert all(np.array_equal(x, y) for x, y in zip(masks([a, a], "aa"), masks(a, "a")))
+    assert infer.predict([a, b], cache, samples, tmp_path / "ab", device="cpu") == 3

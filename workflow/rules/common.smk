@@ -101,6 +101,7 @@ ABLATION = runsheet.ablation_pairs(list(RUNS.values()))  # (main run, its other-
 CONVERGENCE = runsheet.convergence_pairs(list(RUNS.values()))  # (a network's run, it with twice the budget)
 RELIANCE = runsheet.reliance_pairs(list(RUNS.values()))  # (a run trained with marks kept, its models tested without)
 TTA = runsheet.tta_pairs(list(RUNS.values()))  # (a network run, its models tested with flip averaging)
+ENSEMBLES = runsheet.ensemble_pairs(list(RUNS.values()))  # (a network run with several seeds, their ensemble)
 FOLDS = [str(f) for f in range(config["split"]["folds"])]
 CLAIMS = config["claims"]  # the questions the study answers, written before its primary run
 
@@ -200,8 +201,9 @@ def get_prediction_inputs(wildcards):
     run = run_of(wildcards)
     inputs = {"manifest": f"{OUT}/data/manifest.csv", "split": f"{OUT}/data/split.csv"}
     if run.uses_model:  # its own models, or (a reliance run) those of the run it tests
-        model = layout.training_file(OUT, run.model_from or run.name, wildcards.fold, wildcards.seed, layout.MODEL)
-        inputs.update(model=model, data=cache(run, wildcards.fold, "test"))
+        owner, seeds = run.model_from or run.name, run.members or (wildcards.seed,)
+        models = [layout.training_file(OUT, owner, wildcards.fold, seed, layout.MODEL) for seed in seeds]
+        inputs.update(model=models, data=cache(run, wildcards.fold, "test"))
     return inputs
 
 
@@ -378,6 +380,8 @@ def get_final_outputs():
         outputs.append(f"{OUT}/tables/marks_reliance.csv")
     if TTA:
         outputs.append(f"{OUT}/tables/tta.csv")
+    if ENSEMBLES:
+        outputs.append(f"{OUT}/tables/ensemble.csv")
     if CLAIMS["equivalence"]:
         outputs.append(f"{OUT}/tables/equivalence.csv")
     if COST["enabled"]:

@@ -146,6 +146,25 @@ rule tta:
         "--out {output} > {log} 2>&1"
 
 
+rule ensemble:
+    # Each network with several seeds: the ensemble of its seeds in each fold against the single runs,
+    # paired by patient (the ensemble is one run per fold, the single runs several).
+    input:
+        PER_IMAGE,
+    output:
+        f"{OUT}/tables/ensemble.csv",
+    log:
+        f"{LOGS}/ensemble.log",
+    conda:
+        CONDA_ENV
+    params:
+        pairs=" ".join(f"{single.name}:{averaged.name}" for single, averaged in ENSEMBLES),
+        seed=REPORT_SEED,
+    shell:
+        "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --family ensemble "
+        "--out {output} > {log} 2>&1"
+
+
 rule equivalence:
     # The study's "as good as" claims (config claims.equivalence), each with the config's margin.
     input:

@@ -28,7 +28,7 @@ from sonoseg.errors import SonosegError
 from sonoseg.study import layout
 
 # The run sheet's columns every row of per_image carries (sonoseg.study.runsheet.Run).
-SHEET_COLUMNS = ["run", "kind", "method", "marks", "model_from", "tta"]
+SHEET_COLUMNS = ["run", "kind", "method", "marks", "model_from", "tta", "members"]
 # The recipe values a training used (chosen per fold when they are auto), from its recipe.json.
 RECIPE_COLUMNS = ["learning_rate", "weight_decay"]
 # The history's wall-time columns summed over a training's epochs (sonoseg.training.train.TIMING_COLUMNS).
@@ -115,6 +115,7 @@ def collect_per_image(out: str | Path, rows: list[dict], manifest_csv: str | Pat
                 "marks": row.get("marks", ""),
                 "model_from": row.get("model_from", ""),
                 "tta": str(row.get("tta", "")).lower() == "true",
+                "members": str(row.get("members", "")),  # an ensemble's seeds (its one seed: the first)
                 "fold": int(fold),
                 "seed": int(seed),
                 "training": training_label(fold, seed),

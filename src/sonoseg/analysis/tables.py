@@ -505,6 +505,8 @@ PAIRED_FAMILIES = {
     "(same models), Holm over the pairs",
     # The same models tested with horizontal-flip averaging: the gain of test-time augmentation.
     "tta": "tested with flip averaging vs without (same models), Holm over the networks",
+    # The mean of a network's seeds' probabilities in each fold, against its single trainings.
+    "ensemble": "the ensemble of each fold's seeds vs the single trainings, Holm over the networks",
 }
 
 

@@ -65,7 +65,7 @@ def write_mask(probability: np.ndarray, height: int, width: int, rule: str, path
 
 
 def predict(
-    model_path: str | Path,
+    model_path: str | Path | list[str | Path],
     data_path: str | Path,
     samples: pd.DataFrame,
     outdir: str | Path,
@@ -81,8 +81,12 @@ def predict(
     treated otherwise is refused, except for the one named exception ``reliance``: a model trained
     with the marks kept, tested on the same images with them inpainted, to measure how much it relied
     on them (docs/marks_and_floors.md). ``tta``: each probability is the mean over the image and its
-    horizontal mirror (flip_averaged)."""
-    predictor = torch_predictor(model_path, device)  # the same model wrapper that `segment` and export use
+    horizontal mirror (flip_averaged). Several model files (a run's seeds in one fold): their ensemble,
+    the mean of their probabilities before thresholding (ensemble)."""
+    members = [Path(m) for m in model_path] if isinstance(model_path, (list, tuple)) else [Path(model_path)]
+    # The same model wrapper that `segment` and export use.
+    predictor = ensemble([torch_predictor(member, device) for member in members], members)
+    model_path = members[0] if len(members) == 1 else f"{members[0]} (and the ensemble's other members)"
     arrays = load_cache(data_path)
     resized = cache_interpolation(arrays)
     if resized != predictor.interpolation:

@@ -580,7 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_select_recipe)
 
     p = sub.add_parser("predict", help="segment the test images (a trained network, or a floor), at original size")
-    p.add_argument("--model", default="", help="a trained network's model.pt (with --data)")
+    p.add_argument(
+        "--model", nargs="*", default=[], help="a trained network's model.pt (with --data); several: their ensemble"
+    )
     p.add_argument("--data", default="", help="the resized test images (data/cache/test.npz)")
     p.add_argument("--baseline", default="", help="a floor without training (e.g. threshold_baseline)")
     p.add_argument("--marks", default="keep", choices=MARKS, help="a floor's images: marks kept or inpainted")

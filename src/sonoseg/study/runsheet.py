@@ -10,6 +10,7 @@ more seeds. Its kind is a column, and one rule chain (workflow/rules/runs.smk) s
 | ``ladder_step`` | the ladder network after every change up to this step | ``ladder--<step>`` |
 | ``baseline`` | a method without training (a floor or a reference) | the method |
 | ``reliance`` | a network trained with marks kept, tested inpainted | ``<run>--tested-inpaint`` |
+| ``ensemble`` | a network's seeds averaged in each fold (a network with several seeds) | ``<run>--ensemble`` |
 | ``tta`` | a network's models tested with horizontal-flip averaging | ``<run>--tta`` |
 | ``convergence`` | a network retrained with twice its epoch budget, one seed | ``<network>--budget2x`` |
 
@@ -41,7 +42,7 @@ from sonoseg.networks import catalog
 from sonoseg.training.recipe import Recipe, describe_changes, ladder_recipes, network_recipe, recipe_from_config
 from sonoseg.training.selection import GRIDS
 
-KINDS = ("network", "candidate", "ladder_step", "baseline", "reliance", "tta", "convergence")
+KINDS = ("network", "candidate", "ladder_step", "baseline", "reliance", "ensemble", "tta", "convergence")
 SHORT_NAMES = {"learning_rate": "lr", "weight_decay": "wd"}  # in a candidate's name
 SEPARATOR = "--"  # between a run's method and its variant: never part of a network or step name
 
@@ -63,6 +64,7 @@ class Run:
     folds: tuple[str, ...] = ("0",)  # the cross-validation folds it is made in
     recipe_changes: str = ""  # a network's changes to the study's recipe (its overrides), as its table row names them
     tta: bool = False  # tested with horizontal-flip averaging (test-time augmentation)
+    members: tuple[str, ...] = ()  # an ensemble run: the seeds whose models it averages, in each fold
 
     @property
     def trained(self) -> bool:
@@ -84,6 +86,7 @@ class Run:
         row["folds"] = " ".join(self.folds)
         row["recipe"] = self.recipe.to_json() if self.recipe else ""
         row["point"] = " ".join(f"{k}={decay_name(v)}" for k, v in self.point)
+        row["members"] = " ".join(self.members)
         return row
 
 
@@ -215,6 +218,7 @@ def build(config: dict) -> list[Run]:
         # On the phantom with calipers, also on the same images rendered without them.
         unmarked = config["dataset"]["layout"] == "synthetic" and config["synthetic"]["calipers"]
         runs += reliance_runs(runs, unmarked=unmarked)
+    runs += ensemble_runs(runs)
     if config["predict"]["tta"]:
         runs += tta_runs(runs)
     runs += convergence_runs(runs, config.get("convergence", {}).get("networks", []))
@@ -261,6 +265,33 @@ def reliance_runs(runs: list[Run], unmarked: bool = False) -> list[Run]:
         if run.kind == "network" and run.marks == "keep"
         for condition in conditions
     ]
+
+
+def ensemble_runs(runs: list[Run]) -> list[Run]:
+    """Ensembles, as nnU-Net serves its folds: every network run with several seeds is also tested as
+    the ensemble of its seeds' models in each fold (the mean of their probabilities; no training), each
+    test patient by the ensemble of its own fold. Its one "seed" folder is named after the first member."""
+    return [
+        Run(
+            f"{run.name}{SEPARATOR}ensemble",
+            "ensemble",
+            run.method,
+            run.seeds[:1],
+            model_from=run.name,
+            table_name=run.table_name,
+            marks=run.marks,
+            folds=run.folds,
+            members=run.seeds,
+        )
+        for run in runs
+        if run.kind == "network" and len(run.seeds) > 1
+    ]
+
+
+def ensemble_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
+    """(a network run, the ensemble of its seeds)."""
+    by_name = {run.name: run for run in runs}
+    return [(by_name[run.model_from], run) for run in runs if run.kind == "ensemble"]
 
 
 def tta_runs(runs: list[Run]) -> list[Run]:
