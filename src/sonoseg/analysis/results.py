@@ -162,7 +162,7 @@ def collect_trainings(out: str | Path, rows: list[dict]) -> pd.DataFrame:
                     "kept_epoch": int(kept_row(history)["epoch"]),
                     "steps": last.get("steps", pd.NA),
                     "ended_by": last.get("ended_by", "") if pd.notna(last.get("ended_by", "")) else "",
-                    **{column: history[column].sum() for column in TIME_COLUMNS if column in history},
+                    **{column: round(float(history[column].sum()), 3) for column in TIME_COLUMNS if column in history},
                 }
             )
     return pd.DataFrame(records)
