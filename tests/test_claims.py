@@ -57,3 +57,30 @@ def test_a_margin_must_be_positive(margin):
 
     with pytest.raises(Exception, match="margin must be positive"):
         stats.tost_paired([0.1, 0.2, 0.15], margin)
+
+
+def test_every_number_the_fair_study_quotes_is_in_its_committed_tables():
+    """Claims as data: each number (three or more decimals) docs/results/fair/README.md quotes is a value
+    of one of the committed tables beside it, at the precision quoted; a number typed by hand, or
+    left behind by a rerun, fails."""
+    import re
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "docs" / "results" / "fair"
+    number = re.compile(r"(?<![\w.])[-−+]?\d+\.\d+(?:e[-+]?\d+)?")
+    values = [
+        float(text.replace("−", "-"))
+        for table in folder.iterdir()
+        if table.suffix in (".md", ".csv") and table.name != "README.md"
+        for text in number.findall(table.read_text())
+    ]
+    quoted = {text for text in number.findall((folder / "README.md").read_text()) if len(text.split(".")[1]) >= 3}
+    assert len(quoted) > 20  # the page quotes its tables: the check reads them
+    unsupported = [
+        text
+        for text in sorted(quoted)
+        if not any(
+            round(value, len(text.split(".")[1])) == abs(float(text.replace("−", "-"))) for value in map(abs, values)
+        )
+    ]
+    assert unsupported == [], f"numbers quoted in {folder / 'README.md'} but in none of its tables: {unsupported}"

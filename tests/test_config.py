@@ -208,13 +208,13 @@ def test_ingest_defaults_are_the_schemas():
     import inspect
 
     from sonoseg import data
-    from sonoseg.study import cli
+    from sonoseg.study import commands
 
     schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
     dataset = schema["properties"]["dataset"]["properties"]
     parameters = inspect.signature(data.ingest).parameters
-    assert set(cli.INGEST_SETTINGS) == set(dataset) - {"layout", "root"}
-    for key, parameter in cli.INGEST_SETTINGS.items():
+    assert set(commands.INGEST_SETTINGS) == set(dataset) - {"layout", "root"}
+    for key, parameter in commands.INGEST_SETTINGS.items():
         schema_default = dataset[key]["default"]
         assert parameters[parameter].default == (schema_default or None if key == "csv" else schema_default), key
 
@@ -266,10 +266,17 @@ def test_run_sheet_has_one_row_per_run(workflow_copy):
     assert printed.returncode == 0, printed.stderr
     sheet = pd.read_csv(StringIO(printed.stdout), sep="\t", dtype=str, keep_default_na=False)
     names = ["unet", "lighter_unet_c1", "unet--wd0.0001", "unet--wd0", "ladder--baseline", "ladder--adam"]
-    assert list(sheet["name"]) == [*names, "threshold_baseline"]
-    assert list(sheet["kind"]) == ["network"] * 2 + ["candidate"] * 2 + ["ladder_step"] * 2 + ["baseline"]
-    assert list(sheet["seeds"]) == ["0 1", "0 1", "0", "0", "0", "0", "0 1"]
-    assert list(sheet["selected_from"]) == ["unet", "", "", "", "", "", ""]
+    # Both networks have two seeds: each is also tested as the ensemble of its seeds (no training).
+    ensembles = ["unet--ensemble", "lighter_unet_c1--ensemble"]
+    assert list(sheet["name"]) == [*names, "threshold_baseline", *ensembles]
+    kinds = ["network"] * 2 + ["candidate"] * 2 + ["ladder_step"] * 2 + ["baseline"] + ["ensemble"] * 2
+    assert list(sheet["kind"]) == kinds
+    assert list(sheet["seeds"]) == ["0 1", "0 1", "0", "0", "0", "0", "0 1", "0", "0"]
+    assert list(sheet["members"][-2:]) == ["0 1", "0 1"] and list(sheet["model_from"][-2:]) == [
+        "unet",
+        "lighter_unet_c1",
+    ]
+    assert list(sheet["selected_from"]) == ["unet", "", "", "", "", "", "", "", ""]
     assert list(sheet["point"][2:4]) == ["weight_decay=0.0001", "weight_decay=0"]
     assert sheet.loc[sheet["name"] == "threshold_baseline", "recipe"].item() == ""
     # A network's overrides are its changes to the study's recipe (a chosen weight decay is not one).

@@ -98,12 +98,14 @@ def test_an_unmarked_cache_reads_each_image_from_the_calipers_free_twin(tmp_path
         rows.append({"sample_id": str(number), "image": str(root / "images" / f"{number}.png")})
         rows[-1]["mask"] = str(root / f"{number}_m.png")
     samples = pd.DataFrame(rows).assign(height=[im.shape[0] for im in sample_images(2)], width=90)
-    unmarked, kept = tmp_path / "unmarked.npz", tmp_path / "keep.npz"
+    unmarked, twins = tmp_path / "unmarked.npz", tmp_path / "twins.npz"
     preprocess.build_cache(samples, SIZE, unmarked, "bilinear", "unmarked", unmarked=(root, twin))
-    preprocess.build_cache(samples, SIZE, kept, "bilinear", "keep")
-    read, original = preprocess.load_cache(unmarked), preprocess.load_cache(kept)
-    assert np.array_equal(read["images"], 255 - original["images"]) and str(read["marks"]) == "unmarked"
-    assert np.array_equal(read["masks"], original["masks"])  # the manifest's masks
+    # The same samples listed with the twin's images, cached as they are: the same arrays.
+    listed_twins = samples.assign(image=[str(twin / "images" / f"{n}.png") for n in samples["sample_id"]])
+    preprocess.build_cache(listed_twins, SIZE, twins, "bilinear", "keep")
+    read, expected = preprocess.load_cache(unmarked), preprocess.load_cache(twins)
+    assert np.array_equal(read["images"], expected["images"]) and str(read["marks"]) == "unmarked"
+    assert np.array_equal(read["masks"], expected["masks"])  # the manifest's masks
     with pytest.raises(SonosegError, match="not under the dataset root"):
         preprocess.build_cache(samples, SIZE, tmp_path / "x.npz", "bilinear", "unmarked", unmarked=(twin, root))
     model = write_model(tmp_path / "model.pt", "unet")  # trained with marks kept

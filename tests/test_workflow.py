@@ -232,7 +232,7 @@ def test_recipe_selection_never_takes_the_test_split(workflow_copy):
     # (The floors' predictions read the test images themselves, not the resized cache.)
     trainings = {n for n, rule in rule_of.items() if rule == "train"}
     evaluation = [n for n, rule in rule_of.items() if rule == "predict" and ancestors(n) & trainings]
-    assert len(evaluation) == 3 * 2 + 2 * 2
+    assert len(evaluation) == 3 * 2 + 2 * 2 + 3  # each network's seeds, the ladder's, each network's ensemble
     assert all(ancestors(n) & test_cache for n in evaluation)
 
 

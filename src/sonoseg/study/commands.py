@@ -1,0 +1,459 @@
+"""What each `sonoseg` command does with its parsed arguments: hands them to the stage modules
+(sonoseg.study.cli declares the commands and their arguments). No stage logic lives here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from sonoseg.errors import SonosegError
+from sonoseg.networks import catalog
+
+log = logging.getLogger("sonoseg")
+
+
+def _json(text: str) -> dict:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SonosegError(f"not valid JSON: {text[:80]!r} ({exc})") from None
+
+
+def cmd_synth(args) -> None:
+    from sonoseg.data import synth
+
+    size = (args.height, args.width) if args.height and args.width else None
+    options = synth.PhantomOptions(
+        difficulty=args.difficulty,
+        calipers=args.calipers == "true",
+        caliper_noise=args.caliper_noise,
+        organs=_json(args.organs) if args.organs else dict(synth.DEFAULT_ORGAN_WEIGHTS),
+    )
+    synth.write_dataset(args.outdir, args.patients, args.seed, size, options)
+    log.info("wrote %d patients x 2 views to %s", args.patients, args.outdir)
+
+
+INGEST_SETTINGS = {  # config key (dataset section) -> sonoseg.data.ingest parameter
+    "on_bad_sample": "on_bad_sample",
+    "csv": "dataset_csv",
+    "include_normal": "include_normal",
+    "pixel_spacing": "pixel_spacing",
+    "near_duplicate_distance": "near_duplicate_distance",
+    "near_duplicate_similarity": "near_duplicate_similarity",
+}
+
+
+def cmd_ingest(args) -> None:
+    from sonoseg import data
+
+    options = _json(args.options)
+    # The config's dataset keys that are ingest() settings; a key left out keeps ingest()'s default
+    # (the schema's defaults, which a test holds equal to those).
+    settings = {parameter: options[key] for key, parameter in INGEST_SETTINGS.items() if key in options}
+    manifest = data.ingest(options["root"], options["layout"], **settings)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    manifest.to_csv(args.out, index=False)
+    log.info("manifest: %s", args.out)
+    if args.fingerprint:
+        from sonoseg.data import provenance
+
+        stamp = provenance.write_manifest_provenance(args.out, args.fingerprint)
+        log.info(
+            "dataset fingerprint %s (sonoseg %s, commit %s)",
+            stamp["dataset_fingerprint"],
+            stamp["sonoseg_version"],
+            stamp["commit"],
+        )
+
+
+def cmd_fingerprint(args) -> None:
+    from sonoseg.data import provenance
+    from sonoseg.study import runsheet
+
+    config = load_config(args.configfile)
+    pretrained = provenance.pretrained_sources(run.pretrained_backbone for run in runsheet.build(config))
+    out = f"results/{config['study']}"
+    check = provenance.check_study(config, out, rehash=args.rehash, pretrained=pretrained)
+    for message in check.messages:
+        print(message, file=sys.stderr)
+    for name, record in check.records.items():
+        print(f"{name}\t{record.fingerprint}\t{len(record.files) if record.settings is None else 'settings'}")
+    log.info("hashed %d file(s) (the others were unchanged since the last check)", check.hashed)
+
+
+def _register_custom_networks(args) -> None:
+    """The config's custom_networks (a user's own networks), passed as JSON, into the catalog."""
+
+    catalog.register_all(_json(args.custom_networks) if args.custom_networks else {})
+
+
+def cmd_runs(args) -> None:
+    from sonoseg.study import runsheet
+
+    config = _json(args.config_json) if args.config_json else load_config(args.configfile)
+    text = runsheet.to_tsv(runsheet.build(config))
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+def load_config(configfiles: list[str]) -> dict:
+    """config/config.yaml with the given files merged over it and the schema's defaults filled in, as
+    Snakemake does (run from the workflow's folder)."""
+    import yaml
+    from snakemake.utils import update_config, validate
+
+    config = {}
+    for path in ["config/config.yaml", *configfiles]:
+        try:
+            update_config(config, yaml.safe_load(Path(path).read_text()) or {})
+        except OSError as exc:
+            raise SonosegError(
+                f"{path}: cannot read the config ({exc.strerror}); run from the workflow's folder"
+            ) from None
+    validate(config, "workflow/schemas/config.schema.yaml")
+    return config
+
+
+def cmd_recipe(args) -> None:
+    from sonoseg.training import recipe
+
+    final = recipe.resolve(recipe.Recipe.from_json(args.recipe), args.selection or None)
+    final.write(args.out)
+    log.info("recipe: %s", final.to_json())
+
+
+def cmd_split(args) -> None:
+    from sonoseg import data
+    from sonoseg.data import split
+
+    samples = data.included(data.read_manifest(args.manifest))
+    if args.split_file:
+        if args.folds != 1:
+            raise SonosegError("split.file gives one split: it cannot be combined with split.folds > 1")
+        result = split.user_split(samples, args.split_file)
+    else:
+        result = split.fold_split(samples, args.seed, args.folds, tuple(args.fractions), args.stratify or None)
+    result.to_csv(args.out, index=False)
+    log.info("split (patient groups / samples):\n%s", split.part_counts(result).to_string())
+
+
+def cmd_preprocess(args) -> None:
+    from sonoseg.data import preprocess, provenance, split
+
+    samples = split.samples_of_part(args.manifest, args.split, args.part, args.fold)
+    if samples.empty:
+        raise SonosegError(f"{args.split}: the {args.part} split of fold {args.fold} is empty")
+    fingerprint = provenance.read_manifest_provenance(args.manifest)["dataset_fingerprint"]
+    unmarked = (args.dataset_root, args.unmarked_images) if args.unmarked_images else None
+    count = preprocess.build_cache(
+        samples, args.size, args.out, args.interpolation, args.marks, fingerprint, unmarked=unmarked
+    )
+    log.info(
+        "cached %d %s images of fold %d at %dx%d (%s, marks %s) in %s",
+        count,
+        args.part,
+        args.fold,
+        args.size,
+        args.size,
+        args.interpolation,
+        args.marks,
+        args.out,
+    )
+
+
+def _gpu_slot(device: str, runs_per_gpu: int = 1):
+    """Take a GPU slot before torch starts CUDA (only when a GPU may be used)."""
+    if device == "cpu":
+        return None
+    from sonoseg.serving import gpu
+
+    return gpu.acquire_slot(runs_per_gpu=runs_per_gpu)[1]
+
+
+def cmd_train(args) -> None:
+    slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841 - held until the process ends
+    from sonoseg.training import train
+    from sonoseg.training.recipe import Recipe
+
+    _register_custom_networks(args)
+    if len(args.reuse_models) != len(args.reuse_histories):
+        raise SonosegError("--reuse-models and --reuse-histories must name as many files each")
+    train.train(
+        network=args.network,
+        seed=args.seed,
+        train_data=args.train,
+        val_data=args.val,
+        recipe=Recipe.read(args.recipe),
+        model_out=args.model,
+        history_out=args.history,
+        checkpoint=args.checkpoint or None,
+        checkpoint_seconds=args.checkpoint_seconds,
+        device=args.device,
+        threads=args.threads,
+        pretrained_backbone=args.pretrained_backbone or None,
+        reusable=list(zip(args.reuse_models, args.reuse_histories)),
+    )
+
+
+def _point(text: str) -> dict[str, float]:
+    """A candidate's settings as the workflow passes them: name=value[,name=value]."""
+    try:
+        return {name: float(value) for name, value in (item.split("=", 1) for item in text.split(","))}
+    except ValueError:
+        raise SonosegError(f"--points: {text!r} is not name=value[,name=value]") from None
+
+
+def cmd_select_recipe(args) -> None:
+    from sonoseg.training import selection
+
+    if len(args.points) != len(args.histories):
+        raise SonosegError(f"--points names {len(args.points)} candidates, --histories {len(args.histories)}")
+    candidates = [(_point(point), history) for point, history in zip(args.points, args.histories)]
+    chosen, table = selection.write_selection(args.network, candidates, args.out)
+    log.info("%s: %s chosen by %s\n%s", args.network, chosen, selection.CRITERION, table.to_string())
+
+
+def cmd_predict(args) -> None:
+    from sonoseg.data import split
+
+    samples = split.samples_of_part(args.manifest, args.split, "test", args.fold)
+    if args.baseline:
+        from sonoseg.networks import baseline
+
+        # A floor fitted on data (the position prior) sees the training part only, never the test images' masks.
+        needs_training = args.baseline in baseline.NEEDS_TRAINING
+        train = split.samples_of_part(args.manifest, args.split, "train", args.fold) if needs_training else None
+        count = baseline.predict(
+            args.baseline, samples, args.outdir, args.component_rule, train_samples=train, marks=args.marks
+        )
+    else:
+        if not (args.model and args.data):
+            raise SonosegError("predict: give --model and --data (a trained network), or --baseline NAME (a floor)")
+        slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841 - held until the process ends
+        from sonoseg.serving import infer
+
+        count = infer.predict(
+            args.model,
+            args.data,
+            samples,
+            args.outdir,
+            args.component_rule,
+            args.device,
+            reliance=args.reliance,
+            tta=args.tta,
+        )
+    log.info("wrote %d predictions to %s", count, args.outdir)
+
+
+def cmd_segment(args) -> None:
+    slot = _gpu_slot(args.device) if args.backend == "torch" else None  # noqa: F841
+    from sonoseg.serving import infer
+
+    result = infer.segment_images(
+        args.model,
+        args.images,
+        args.outdir,
+        args.component_rule,
+        args.device,
+        args.size,
+        args.backend,
+        args.threads,
+        progress=not args.no_progress,
+        tta=args.tta,
+    )
+    log.info("wrote %d masks to %s (%s)", len(result.written), args.outdir, args.backend)
+    if result.failed:
+        raise SonosegError(
+            f"{len(result.failed)} of {len(args.images)} images failed: "
+            + "; ".join(message for _, message in result.failed)
+        )
+
+
+def cmd_export(args) -> None:
+    from sonoseg.serving import export
+
+    export.export(args.model, args.out, args.component_rule, args.size)
+
+
+def cmd_cost(args) -> None:
+    from sonoseg.serving import cost
+
+    _register_custom_networks(args)
+    table = cost.cost_table(args.networks, args.size, args.backend, args.threads, args.repeats, args.warmup)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    log.info(
+        "cost at %dx%d, batch 1, %s, %d threads, %s:\n%s",
+        args.size,
+        args.size,
+        args.backend,
+        args.threads,
+        table["cpu"].iloc[0],
+        table.drop(columns=["cpu"]).to_string(index=False),
+    )
+
+
+def cmd_evaluate(args) -> None:
+    from sonoseg.analysis import evaluate
+    from sonoseg.data import split
+
+    samples = split.samples_of_part(args.manifest, args.split, "test", args.fold)
+    metrics = evaluate.evaluate(args.predictions, samples)
+    metrics.to_csv(args.out, index=False)
+    log.info(
+        "%d test images: mean Dice %.4f, mean HD95 %.2f px (%d penalised empty cases)",
+        len(metrics),
+        metrics["dice"].mean(),
+        metrics["hd95_px"].mean(),
+        metrics["hd95_policy"].str.startswith("penalty").sum(),
+    )
+
+
+def cmd_summarize(args) -> None:
+    from sonoseg.analysis import tables
+
+    summary = tables.summarize(args.study_dir, _json(args.run_json))
+    summary.to_csv(args.out, index=False)
+
+
+def cmd_collect(args) -> None:
+    from sonoseg.analysis import results
+
+    rows = results.sheet_rows(results.read_sheet(args.sheet), args.runs)
+    per_image = results.collect_per_image(args.study_dir, [r for r in rows if r["kind"] != "candidate"], args.manifest)
+    results.write_table(per_image, args.per_image)
+    trainings = results.collect_trainings(args.study_dir, rows)
+    results.write_table(trainings, args.trainings)
+    log.info("collected %d per-image rows of %d runs, %d trainings", len(per_image), len(rows), len(trainings))
+
+
+def cmd_table(args) -> None:
+    from sonoseg.analysis import tables
+
+    tables.study_table(
+        args.kind,
+        args.summaries,
+        args.out,
+        args.input_size,
+        args.input_interpolation,
+        args.ladder_network,
+        args.cost or None,
+        _per_image(args),
+        args.manifest or None,
+        args.seed,
+    )
+
+
+def _per_image(args):
+    """The collected per-image table (--per-image), the rows of --runs when given; None without one."""
+    from sonoseg.analysis import results
+
+    if not getattr(args, "per_image", ""):
+        return None
+    return results.read_per_image(args.per_image, getattr(args, "runs", None) or None)
+
+
+def cmd_paired(args) -> None:
+    from sonoseg.analysis import tables
+
+    pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
+    table = tables.paired_runs(_per_image(args), pairs, args.seed, args.family)
+    table.to_csv(args.out, index=False)
+    log.info("%s (twin - main):\n%s", args.family, table.to_string(index=False))
+
+
+def cmd_equivalence(args) -> None:
+    from sonoseg.analysis import tables
+    from sonoseg.data import provenance
+
+    pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
+    table = tables.equivalence_table(_per_image(args), pairs, args.margin, args.seed)
+    origin = provenance.read_manifest_provenance(args.manifest)["dataset_fingerprint"]
+    tables.write_equivalence(table, args.out, args.margin, provenance.caption_line(origin))
+    log.info("equivalence claims (margin %g):\n%s", args.margin, table.to_string(index=False))
+
+
+def cmd_convergence(args) -> None:
+    from sonoseg.analysis import results, tables
+
+    pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
+    # The checked seed of both sides of every pair (the base run may have more seeds).
+    rows = results.sheet_rows(results.read_sheet(args.sheet), [run for pair in pairs for run in pair])
+    rows = [{**row, "seeds": str(args.check_seed)} for row in rows]
+    per_image = results.collect_per_image(args.study_dir, rows, args.manifest)
+    trainings = results.collect_trainings(args.study_dir, rows)
+    table = tables.convergence_table(per_image, trainings, pairs, args.margin, args.seed)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    log.info("convergence check (margin %g):\n%s", args.margin, table.to_string(index=False))
+
+
+def cmd_selection_table(args) -> None:
+    from sonoseg.training import selection
+
+    selection.choices_table(args.choices).to_csv(args.out, index=False)
+
+
+def cmd_report_data(args) -> None:
+    from sonoseg.analysis import figures, pages
+
+    pages.data_overview(args.manifest, args.split, args.overview)
+    figures.sample_grid(args.manifest, args.split, args.samples, seed=args.seed)
+    if args.marks:
+        figures.marks_examples(args.manifest, args.marks)
+
+
+def cmd_report_table(args) -> None:
+    from sonoseg.analysis import pages
+
+    pages.study_table_html(args.table, args.kind, args.out)
+
+
+def cmd_report_curves(args) -> None:
+    from sonoseg.analysis import figures
+
+    figures.training_curves(args.study_dir, _json(args.run_json), args.out)
+
+
+def cmd_report_figure2(args) -> None:
+    from sonoseg.analysis import figures
+
+    per_image = _per_image(args)
+    log.info(figures.figure2(args.manifest, per_image, args.study_dir, args.out, args.seed))
+    if args.all_methods:
+        figures.figure2(args.manifest, per_image, args.study_dir, args.all_methods, args.seed, every_method=True)
+
+
+def cmd_report_cost(args) -> None:
+    from sonoseg.analysis import figures
+
+    figures.cost_accuracy(
+        _per_image(args),
+        args.out,
+        args.cost,
+        args.summaries,
+        True,
+        args.seed,
+        front_csv=args.front_csv,
+        front_html=args.front_table,
+    )
+
+
+def cmd_report_statistics(args) -> None:
+    from sonoseg.analysis import figures
+
+    per_image = _per_image(args)
+    figures.distributions(per_image, args.distributions)
+    figures.paired_statistics(per_image, args.manifest, args.csv, args.table, args.forest, args.seed)
+
+
+def cmd_models(args) -> None:
+    from sonoseg.networks import models
+
+    _register_custom_networks(args)
+    for name in models.names():
+        print(f"{name:28s} {models.count_parameters(models.build(name)):>12,d}  {catalog.label(name)}", flush=True)
