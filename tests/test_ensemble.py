@@ -201,3 +201,33 @@ def test_predict_averages_the_members_it_is_given(tmp_path):
 
     assert all(np.array_equal(x, y) for x, y in zip(masks([a, a], "aa"), masks(a, "a")))
     assert infer.predict([a, b], cache, samples, tmp_path / "ab", device="cpu") == 3
+
+
+def test_a_run_folder_exports_its_ensemble_as_one_onnx_graph(tmp_path):
+    """The ONNX graph of a run folder gives the mean of its members' probabilities, as `segment` computes
+    it in torch; the sidecar lists the members; a member prepared otherwise is refused by name."""
+    import json
+
+    from sonoseg.serving import export
+
+    run = tmp_path / "runs" / "lighter_unet_c1"
+    for fold, seed in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        (run / f"fold{fold}" / f"seed{seed}").mkdir(parents=True)
+    members = [write_model(run / "fold0" / f"seed{s}" / "model.pt", "lighter_unet_c1", seed=s) for s in (0, 1)]
+    (run / "fold1").rename(tmp_path / "fold1")  # one fold for now
+    sidecar = export.export(run, tmp_path / "ensemble.onnx")
+    assert [m["seed"] for m in sidecar["ensemble"]["members"]] == [0, 1]
+    assert json.loads((tmp_path / "ensemble.onnx.json").read_text())["ensemble"]["members"][1]["model"] == str(
+        members[1]
+    )
+    batch = np.random.default_rng(0).random((3, 3, 64, 64), dtype=np.float32)
+    by_torch = np.mean([infer.torch_predictor(m, "cpu").run(batch) for m in members], axis=0)
+    by_onnx = infer.onnxruntime_predictor(tmp_path / "ensemble.onnx").run(batch)
+    assert np.abs(by_onnx - by_torch).max() < 1e-4
+    single = infer.torch_predictor(members[0], "cpu").run(batch)
+    assert np.abs(by_onnx - single).max() > 1e-3  # the ensemble, not its first member
+    (tmp_path / "fold1").rename(run / "fold1")
+    write_model(run / "fold1" / "seed0" / "model.pt", "lighter_unet_c1", interpolation="area")
+    write_model(run / "fold1" / "seed1" / "model.pt", "lighter_unet_c1", interpolation="area")
+    with pytest.raises(SonosegError, match="fold1/seed0/model.pt: input .* differs"):
+        export.export(run, tmp_path / "refused.onnx")

@@ -22,7 +22,7 @@ from torch import nn
 from sonoseg.data import marks
 from sonoseg.data.preprocess import INTERPOLATION_MEANING
 from sonoseg.errors import SonosegError
-from sonoseg.serving.modelio import ProbabilityModel, load_model
+from sonoseg.serving.modelio import ProbabilityModel, ensemble_members, load_model
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,27 @@ def sidecar_path(onnx_path: str | Path) -> Path:
     return Path(f"{onnx_path}.json")
 
 
+class MeanProbability(nn.Module):
+    """An ensemble as one graph: the mean of its members' probabilities (each a ProbabilityModel, so each
+    applies its own input normalization)."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(dim=0)
+
+
 def export_network(network: nn.Module, normalization: dict | None, size: int, out: str | Path) -> Path:
     """Write the network (eval mode) as ONNX with a dynamic batch axis; returns the path."""
+    return export_probability(ProbabilityModel(network.eval(), normalization).eval(), size, out)
+
+
+def export_probability(wrapped: nn.Module, size: int, out: str | Path) -> Path:
+    """Write a module from [0, 1] RGB to probability (eval mode) as ONNX with a dynamic batch axis."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    wrapped = ProbabilityModel(network.eval(), normalization).eval()
     example = torch.rand(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     for name in ("onnx_ir", "onnxscript"):  # their optimisers log every pass at INFO
@@ -148,23 +164,55 @@ def run_session(session, batch: np.ndarray) -> np.ndarray:
 def export(model_path: str | Path, out: str | Path, component_rule: str = "area", size: int | None = None) -> dict:
     """model.pt -> model.onnx + model.onnx.json. A foreign or tampered model.pt is refused (load_model).
 
-    Checks parity on a random batch of two and refuses to write a sidecar when ONNX Runtime and torch
-    disagree by more than 1e-4 in probability.
+    A run folder (results/<study>/runs/<run>/: every fold<k>/seed<s>/model.pt under it) exports its
+    ensemble as one graph, the mean of the members' probabilities (as `segment --model` serves it);
+    the sidecar lists the members. Members prepared otherwise (input size, interpolation, marks) are
+    refused by name. Checks parity on a random batch of two and refuses to write a sidecar when ONNX
+    Runtime and torch disagree by more than 1e-4 in probability.
     """
-    network, saved = load_model(model_path, "cpu")
+    members = ensemble_members(model_path)
+    loaded = [load_model(member, "cpu") for member in members]
+    network, saved = loaded[0]
     size = int(size or saved.get("input_size") or 0)
     if not size:
         raise SonosegError(f"{model_path}: no input size stored; pass --size")
+    prepared = (saved.get("input_size"), saved["input_interpolation"], saved["input_marks"])
+    for member, (_, other) in zip(members[1:], loaded[1:]):
+        theirs = (other.get("input_size"), other["input_interpolation"], other["input_marks"])
+        if theirs != prepared:
+            raise SonosegError(
+                f"{member}: input (size, interpolation, marks) {theirs} differs from {members[0]}'s {prepared}: "
+                "an ensemble's members must see the same input"
+            )
+    probability = MeanProbability(
+        [ProbabilityModel(net.eval(), kept.get("normalization")).eval() for net, kept in loaded]
+    ).eval()
+    if len(loaded) == 1:
+        probability = probability.members[0]
     out = Path(out)
-    export_network(network, saved.get("normalization"), size, out)
+    export_probability(probability, size, out)
     probe = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        expected = ProbabilityModel(network, saved.get("normalization")).eval()(probe).numpy()
+        expected = probability(probe).numpy()
     got = run_session(onnx_session(out), probe.numpy())
     max_abs_diff = float(np.abs(got - expected).max())
     if max_abs_diff > 1e-4:
         raise SonosegError(f"{out}: ONNX Runtime differs from torch by {max_abs_diff:.2e} in probability (limit 1e-4)")
     sidecar = build_sidecar(saved, out, size, component_rule, max_abs_diff)
+    if len(members) > 1:
+        sidecar["ensemble"] = {
+            "rule": "the mean of the members' probabilities, computed in the graph; then the threshold",
+            "members": [
+                {
+                    "model": str(member),
+                    "network": kept["network"],
+                    "seed": kept.get("seed"),
+                    "normalization": kept.get("normalization"),
+                }
+                for member, (_, kept) in zip(members, loaded)
+            ],
+        }
+        sidecar["source_model"] = {"members": len(members)}
     sidecar_path(out).write_text(json.dumps(sidecar, indent=2))
     log.info(
         "exported %s (%s, opset %d, input %dx%d) to %s; max |ORT - torch| = %.1e",

@@ -4,7 +4,6 @@ size, resized bilinearly to the original size, thresholded at 0.5, one lesion ke
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from sonoseg.data.imageio import read_image
 from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache, remove_marks, resize_image
 from sonoseg.errors import SonosegError
 from sonoseg.serving.device import select_device
-from sonoseg.serving.modelio import ProbabilityModel, images_to_tensor, load_model
+from sonoseg.serving.modelio import ProbabilityModel, ensemble_members, images_to_tensor, load_model
 from sonoseg.serving.options import BACKENDS, COMPONENT_RULES
 
 log = logging.getLogger(__name__)
@@ -186,42 +185,6 @@ def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | 
         marks,
         sidecar.get("provenance"),
     )
-
-
-def ensemble_members(model_path: str | Path) -> list[Path]:
-    """The model files a --model names: the file itself, or every member of a run folder — each
-    ``seed<s>`` folder under it must hold a model.pt (a member that is missing is an error naming its
-    folder, never a smaller ensemble)."""
-    path = Path(model_path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise SonosegError(f"{path}: no such model file or run folder")
-    folds = sorted(p for p in path.iterdir() if p.is_dir() and re.fullmatch(r"fold\d+", p.name))
-    if not folds:
-        raise SonosegError(
-            f"{path}: not a run folder (expected fold<k>/seed<s>/model.pt under it, as results/<study>/runs/<run>/ "
-            "holds; a folder of several runs would mix networks)"
-        )
-    seeds = {
-        fold: sorted(p.name for p in fold.iterdir() if p.is_dir() and re.fullmatch(r"seed\d+", p.name))
-        for fold in folds
-    }
-    first = folds[0]
-    for fold in folds:
-        if seeds[fold] != seeds[first]:
-            raise SonosegError(
-                f"{fold}: seeds {seeds[fold]} differ from {first.name}'s {seeds[first]}: a member is missing"
-            )
-    members = [fold / seed / "model.pt" for fold in folds for seed in seeds[fold]]
-    for member in members:
-        if not member.is_file():
-            raise SonosegError(
-                f"{member.parent}: this member of the run folder {path} has no model.pt (training not finished?)"
-            )
-    if not members:
-        raise SonosegError(f"{path}: no fold<k>/seed<s>/model.pt under this folder")
-    return members
 
 
 def ensemble(predictors: list[Predictor], members: list[Path]) -> Predictor:

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,39 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
     if saved["input_marks"] not in MARKS:
         raise SonosegError(f"{path}: refused: input_marks {saved['input_marks']!r} is not one of {MARKS}")
     return model.to(device).eval(), saved
+
+
+def ensemble_members(model_path: str | Path) -> list[Path]:
+    """The model files a --model names: the file itself, or every member of a run folder — each
+    ``seed<s>`` folder under it must hold a model.pt (a member that is missing is an error naming its
+    folder, never a smaller ensemble)."""
+    path = Path(model_path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise SonosegError(f"{path}: no such model file or run folder")
+    folds = sorted(p for p in path.iterdir() if p.is_dir() and re.fullmatch(r"fold\d+", p.name))
+    if not folds:
+        raise SonosegError(
+            f"{path}: not a run folder (expected fold<k>/seed<s>/model.pt under it, as results/<study>/runs/<run>/ "
+            "holds; a folder of several runs would mix networks)"
+        )
+    seeds = {
+        fold: sorted(p.name for p in fold.iterdir() if p.is_dir() and re.fullmatch(r"seed\d+", p.name))
+        for fold in folds
+    }
+    first = folds[0]
+    for fold in folds:
+        if seeds[fold] != seeds[first]:
+            raise SonosegError(
+                f"{fold}: seeds {seeds[fold]} differ from {first.name}'s {seeds[first]}: a member is missing"
+            )
+    members = [fold / seed / "model.pt" for fold in folds for seed in seeds[fold]]
+    for member in members:
+        if not member.is_file():
+            raise SonosegError(
+                f"{member.parent}: this member of the run folder {path} has no model.pt (training not finished?)"
+            )
+    if not members:
+        raise SonosegError(f"{path}: no fold<k>/seed<s>/model.pt under this folder")
+    return members

@@ -177,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_segment)
 
     p = sub.add_parser("export", help="export a trained model.pt to ONNX (+ a JSON sidecar: pre/post-processing)")
-    p.add_argument("--model", required=True, help="a model.pt written by the workflow")
+    p.add_argument(
+        "--model", required=True, help="a model.pt written by the workflow, or a run folder: its ensemble as one graph"
+    )
     p.add_argument("--out", required=True, help="model.onnx; the sidecar is written beside it as model.onnx.json")
     p.add_argument("--component-rule", default="area", choices=COMPONENT_RULES)
     p.add_argument("--size", type=int, default=0, help="input size (default: the size the model was trained at)")
