@@ -187,6 +187,23 @@ def sample_images(n: int = 3) -> list:
     return images
 
 
+def write_samples(folder: Path, n: int = 3):
+    """sample_images(n) written as PNGs with a mask each, as the test split's rows (sample_id, image,
+    mask, height, width) that preprocess.build_cache and infer.predict read."""
+    import cv2
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for number, image in enumerate(sample_images(n)):
+        path, mask = folder / f"{number}.png", folder / f"{number}_m.png"
+        cv2.imwrite(str(path), image)
+        cv2.imwrite(str(mask), (image[:, :, 0] > 150).astype(np.uint8) * 255)
+        rows.append({"sample_id": str(number), "image": str(path), "mask": str(mask)})
+        rows[-1].update(height=image.shape[0], width=image.shape[1])
+    return pd.DataFrame(rows)
+
+
 # Per-image results made by hand, for the statistics' and tables' tests: a run's metrics.csv (images with
 # a lesion) where the workflow writes it, and a manifest giving each sample its patient group.
 

@@ -101,7 +101,7 @@ def test_tta_runs_test_each_network_runs_models_with_flip_averaging():
         True,
     )
     assert (tta.seeds, tta.folds, tta.marks) == (network.seeds, network.folds, network.marks)
-    assert runsheet.tta_pairs([network, floor, tta]) == [(network, tta)]
+    assert runsheet.tested_pairs([network, floor, tta], "tta") == [(network, tta)]
 
 
 def test_tta_is_a_column_of_the_run_sheet_and_of_the_long_table(workflow_copy, tmp_path):
@@ -154,7 +154,7 @@ def test_a_network_with_several_seeds_is_also_tested_as_the_ensemble_of_each_fol
         ("0", "1", "2"),
     )
     assert averaged.seeds == ("0",) and averaged.folds == ("0", "1") and not averaged.trained
-    assert runsheet.ensemble_pairs([several, single, averaged]) == [(several, averaged)]
+    assert runsheet.tested_pairs([several, single, averaged], "ensemble") == [(several, averaged)]
 
 
 def test_the_study_predicts_the_ensemble_from_each_folds_members(workflow_copy):
@@ -180,17 +180,11 @@ def test_the_study_predicts_the_ensemble_from_each_folds_members(workflow_copy):
 
 def test_predict_averages_the_members_it_is_given(tmp_path):
     """predict with one model twice is that model; with two different models, neither alone."""
-    import pandas as pd
+    from conftest import write_samples
 
     from sonoseg.data import preprocess
 
-    rows = []
-    for number, image in enumerate(sample_images(3)):
-        path = tmp_path / f"{number}.png"
-        cv2.imwrite(str(path), image)
-        cv2.imwrite(str(tmp_path / f"{number}_m.png"), (image[:, :, 0] > 150).astype(np.uint8) * 255)
-        rows.append({"sample_id": str(number), "image": str(path), "mask": str(tmp_path / f"{number}_m.png")})
-    samples = pd.DataFrame(rows).assign(height=[im.shape[0] for im in sample_images(3)], width=90)
+    samples = write_samples(tmp_path, 3)
     cache = tmp_path / "keep.npz"
     preprocess.build_cache(samples, 64, cache, "bilinear", "keep")
     a, b = write_model(tmp_path / "a.pt", "unet", seed=0), write_model(tmp_path / "b.pt", "unet", seed=1)

@@ -18,6 +18,7 @@ from conftest import (
     write_model,
     write_patient_manifest,
     write_run_metrics,
+    write_samples,
 )
 
 from sonoseg.analysis import tables
@@ -29,13 +30,7 @@ from sonoseg.study import runsheet
 
 def test_prediction_takes_another_marks_condition_only_as_the_named_exception(tmp_path):
     model = write_model(tmp_path / "model.pt", "unet")  # an older file: trained with marks kept
-    rows = []
-    for number, image in enumerate(sample_images(2)):
-        path = tmp_path / f"{number}.png"
-        cv2.imwrite(str(path), image)
-        cv2.imwrite(str(tmp_path / f"{number}_m.png"), (image[:, :, 0] > 150).astype(np.uint8) * 255)
-        rows.append({"sample_id": str(number), "image": str(path), "mask": str(tmp_path / f"{number}_m.png")})
-    samples = pd.DataFrame(rows).assign(height=[im.shape[0] for im in sample_images(2)], width=90)
+    samples = write_samples(tmp_path, 2)
     inpainted = tmp_path / "inpaint.npz"
     preprocess.build_cache(samples, SIZE, inpainted, "bilinear", "inpaint")
     with pytest.raises(SonosegError, match="has its coloured marks inpaint"):
@@ -144,4 +139,4 @@ def test_reliance_runs_come_only_with_the_ablation_and_only_for_kept_marks_netwo
     assert [(r.name, r.model_from, r.marks, r.uses_model, r.trained) for r in added] == [
         ("unet--tested-inpaint", "unet", "inpaint", True, False)
     ]
-    assert runsheet.reliance_pairs([kept, *added]) == [(kept, added[0])]
+    assert runsheet.tested_pairs([kept, *added], "reliance") == [(kept, added[0])]

@@ -12,7 +12,7 @@ from snakemake.utils import validate
 from sonoseg.networks import catalog
 from sonoseg.study import layout, runsheet
 from sonoseg.data import provenance
-from sonoseg.data.options import CACHE_MARKS, UNMARKED
+from sonoseg.data.options import CACHE_MARKS, PARTS, UNMARKED
 from sonoseg.errors import SonosegError
 
 if "pretrained_backbone" in config.get("train", {}):
@@ -64,7 +64,7 @@ if workflow.is_main_process:
 
 def report_provenance():
     """The report's front page line: the data its results were made from, and whether that is today's."""
-    made = provenance.read_manifest_provenance(f"{OUT}/data/manifest.csv")
+    made = provenance.read_manifest_provenance(MANIFEST)
     if DATA_CHECK is None or made["dataset_fingerprint"] == "unknown":
         return "The results name no dataset fingerprint yet (no manifest made by this version)."
     today, used = DATA_CHECK.dataset_fingerprint, made["dataset_fingerprint"]
@@ -99,9 +99,22 @@ SELECTIONS = runsheet.selections(list(RUNS.values()))  # network -> its recipe-s
 LADDER_RUNS = [run.name for run in RUNS.values() if run.kind == "ladder_step"]
 ABLATION = runsheet.ablation_pairs(list(RUNS.values()))  # (main run, its other-marks twin) per method
 CONVERGENCE = runsheet.convergence_pairs(list(RUNS.values()))  # (a network's run, it with twice the budget)
-RELIANCE = runsheet.reliance_pairs(list(RUNS.values()))  # (a run trained with marks kept, its models tested without)
-TTA = runsheet.tta_pairs(list(RUNS.values()))  # (a network run, its models tested with flip averaging)
-ENSEMBLES = runsheet.ensemble_pairs(list(RUNS.values()))  # (a network run with several seeds, their ensemble)
+RELIANCE = runsheet.tested_pairs(
+    list(RUNS.values()), "reliance"
+)  # (a run trained with marks kept, its models tested without)
+TTA = runsheet.tested_pairs(list(RUNS.values()), "tta")  # (a network run, its models tested with flip averaging)
+ENSEMBLES = runsheet.tested_pairs(list(RUNS.values()), "ensemble")  # (a network run with several seeds, their ensemble)
+# The paired tables (tables.smk, paired_table): table name -> (its family of sonoseg paired, its pairs); only those with pairs.
+PAIRED_TABLES = {
+    table: (family, pairs)
+    for table, family, pairs in (
+        ("marks_ablation", "ablation", ABLATION),
+        ("marks_reliance", "reliance", RELIANCE),
+        ("tta", "tta", TTA),
+        ("ensemble", "ensemble", ENSEMBLES),
+    )
+    if pairs
+}
 FOLDS = [str(f) for f in range(config["split"]["folds"])]
 CLAIMS = config["claims"]  # the questions the study answers, written before its primary run
 
@@ -116,7 +129,8 @@ wildcard_constraints:
     seed=r"\d+",
     fold=r"\d+",
     marks=_alternatives(CACHE_MARKS),
-    part="train|val|test",
+    part=_alternatives(PARTS),
+    paired=_alternatives(PAIRED_TABLES),
     table=_alternatives(catalog.STUDY_TABLES),
 
 
@@ -129,6 +143,9 @@ def run_of(wildcards):
 
 # Where each file lives (sonoseg.study.layout): rule outputs with wildcards, and the inputs built from them.
 TRAINING = f"{OUT}/{layout.TRAINING}"  # one training: runs/{run}/fold{fold}/seed{seed}
+SHEET = f"{OUT}/{layout.SHEET}"  # the run sheet
+MANIFEST = f"{OUT}/{layout.MANIFEST}"  # every file of the dataset (rule ingest)
+SPLIT = f"{OUT}/{layout.SPLIT}"
 PER_IMAGE = f"{OUT}/{layout.PER_IMAGE}"  # every run's per-image results, one long table (rule collect)
 TRAININGS = f"{OUT}/{layout.TRAININGS}"
 
@@ -199,7 +216,7 @@ def selection_points(wildcards):
 def get_prediction_inputs(wildcards):
     """A network predicts from its model and the resized test images; a floor reads the test images."""
     run = run_of(wildcards)
-    inputs = {"manifest": f"{OUT}/data/manifest.csv", "split": f"{OUT}/data/split.csv"}
+    inputs = {"manifest": MANIFEST, "split": SPLIT}
     if run.uses_model:  # its own models, or (a reliance run) those of the run it tests
         owner, seeds = run.model_from or run.name, run.members or (wildcards.seed,)
         models = [layout.training_file(OUT, owner, wildcards.fold, seed, layout.MODEL) for seed in seeds]
@@ -284,7 +301,7 @@ def get_ingest_input(wildcards):
 
 def get_preprocess_inputs(wildcards):
     """The manifest and split; for the unmarked condition also the phantom and its calipers-free twin."""
-    inputs = {"manifest": f"{OUT}/data/manifest.csv", "split": f"{OUT}/data/split.csv"}
+    inputs = {"manifest": MANIFEST, "split": SPLIT}
     if wildcards.marks == UNMARKED:
         inputs.update(synthetic=f"{OUT}/data/synthetic", unmarked=f"{OUT}/data/synthetic_unmarked")
     return inputs
@@ -326,8 +343,8 @@ COLLECTED = [run for run in RUNS.values() if run.kind != "convergence"]
 def get_collect_inputs(wildcards=None):
     """Every collected run's per-image metrics and training histories, and the recipes they trained with."""
     return {
-        "sheet": f"{OUT}/runs.tsv",
-        "manifest": f"{OUT}/data/manifest.csv",
+        "sheet": SHEET,
+        "manifest": MANIFEST,
         "metrics": [path for run in COLLECTED if run.evaluated for path in run_files(run, layout.METRICS)],
         "histories": [path for run in COLLECTED if run.trained for path in run_files(run, layout.HISTORY)],
         "recipes": [layout.recipe(OUT, run.name, fold) for run in COLLECTED if run.trained for fold in run.folds],
@@ -368,20 +385,13 @@ def study_tables():
 
 
 def get_final_outputs():
-    outputs = [f"{OUT}/runs.tsv", PER_IMAGE, TRAININGS]
+    outputs = [SHEET, PER_IMAGE, TRAININGS]
     for table in study_tables():
         outputs += [f"{OUT}/tables/{table}.{ext}" for ext in ("csv", "md", "tex")]
     outputs += [layout.summary(OUT, run) for run in NETWORKS + FLOORS]
     if SELECTIONS:
         outputs.append(f"{OUT}/tables/selection.csv")
-    if ABLATION:
-        outputs.append(f"{OUT}/tables/marks_ablation.csv")
-    if RELIANCE:
-        outputs.append(f"{OUT}/tables/marks_reliance.csv")
-    if TTA:
-        outputs.append(f"{OUT}/tables/tta.csv")
-    if ENSEMBLES:
-        outputs.append(f"{OUT}/tables/ensemble.csv")
+    outputs += [f"{OUT}/tables/{table}.csv" for table in PAIRED_TABLES]
     if CLAIMS["equivalence"]:
         outputs.append(f"{OUT}/tables/equivalence.csv")
     if COST["enabled"]:

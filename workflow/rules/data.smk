@@ -44,7 +44,7 @@ rule ingest:
     input:
         unpack(get_ingest_input),
     output:
-        manifest=f"{OUT}/data/manifest.csv",
+        manifest=MANIFEST,
         provenance=f"{OUT}/data/manifest.json",
     log:
         f"{LOGS}/ingest.log",
@@ -59,9 +59,9 @@ rule ingest:
 rule split:
     input:
         unpack(get_split_file),
-        manifest=f"{OUT}/data/manifest.csv",
+        manifest=MANIFEST,
     output:
-        f"{OUT}/data/split.csv",
+        SPLIT,
     log:
         f"{LOGS}/split.log",
     conda:

@@ -9,8 +9,8 @@ wildcard_constraints:
 
 rule report_data:
     input:
-        manifest=f"{OUT}/data/manifest.csv",
-        split=f"{OUT}/data/split.csv",
+        manifest=MANIFEST,
+        split=SPLIT,
     output:
         overview=report(
             f"{REPORT}/data/overview.html",
@@ -82,7 +82,7 @@ rule report_curves:
 
 rule report_figure2:
     input:
-        manifest=f"{OUT}/data/manifest.csv",
+        manifest=MANIFEST,
         per_image=PER_IMAGE,
         predictions=get_report_predictions(),
     output:
@@ -147,7 +147,7 @@ rule report_cost:
 
 rule report_statistics:
     input:
-        manifest=f"{OUT}/data/manifest.csv",
+        manifest=MANIFEST,
         per_image=PER_IMAGE,
     output:
         distributions=report(

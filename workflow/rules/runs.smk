@@ -13,7 +13,7 @@ localrules:
 rule run_sheet:
     # The run sheet as a person reads it: one row per run (sonoseg runs --configfile FILE prints it too).
     output:
-        f"{OUT}/runs.tsv",
+        SHEET,
     log:
         f"{LOGS}/run_sheet.log",
     conda:
@@ -123,8 +123,8 @@ rule predict:
 rule evaluate:
     input:
         predictions=f"{TRAINING}/{layout.PREDICTIONS}",
-        manifest=f"{OUT}/data/manifest.csv",
-        split=f"{OUT}/data/split.csv",
+        manifest=MANIFEST,
+        split=SPLIT,
     output:
         f"{TRAINING}/{layout.METRICS}",
     log:

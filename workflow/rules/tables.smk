@@ -28,7 +28,7 @@ rule table:
         unpack(get_cost_table),
         summaries=get_table_summaries,
         per_image=PER_IMAGE,
-        manifest=f"{OUT}/data/manifest.csv",
+        manifest=MANIFEST,
     output:
         csv=f"{OUT}/tables/{{table}}.csv",
         markdown=f"{OUT}/tables/{{table}}.md",
@@ -90,85 +90,32 @@ rule cost:
         "{params.custom} --out {output} > {log} 2>&1"
 
 
-rule marks_ablation:
-    # The caliper ablation (config ablation.marks): each network and floor with the coloured marks kept
-    # and inpainted, on the same split and recipe; the paired difference by patient.
+rule paired_table:
+    # Pairs of runs on the same test images, by patient (common.smk: PAIRED_TABLES): the caliper ablation
+    # (ablation.marks: each method trained and tested with the marks the other way), reliance on the
+    # marks (the kept-marks models tested without them), test-time augmentation (predict.tta: the same
+    # models flip-averaged), the ensemble of each fold's seeds against the single trainings.
     input:
         PER_IMAGE,
     output:
-        f"{OUT}/tables/marks_ablation.csv",
+        f"{OUT}/tables/{{paired}}.csv",
     log:
-        f"{LOGS}/marks_ablation.log",
+        f"{LOGS}/paired_table/{{paired}}.log",
     conda:
         CONDA_ENV
     params:
-        pairs=" ".join(f"{main.name}:{twin.name}" for main, twin in ABLATION),
+        pairs=lambda wc: " ".join(f"{main.name}:{twin.name}" for main, twin in PAIRED_TABLES[wc.paired][1]),
+        family=lambda wc: PAIRED_TABLES[wc.paired][0],
         seed=REPORT_SEED,
     shell:
-        "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --out {output} " "> {log} 2>&1"
-
-
-rule marks_reliance:
-    # Reliance on the marks, measured directly (with ablation.marks): each network trained with the marks
-    # kept, tested on the same images with them inpainted; the paired change by patient, image by image.
-    input:
-        PER_IMAGE,
-    output:
-        f"{OUT}/tables/marks_reliance.csv",
-    log:
-        f"{LOGS}/marks_reliance.log",
-    conda:
-        CONDA_ENV
-    params:
-        pairs=" ".join(f"{kept.name}:{tested.name}" for kept, tested in RELIANCE),
-        seed=REPORT_SEED,
-    shell:
-        "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --family reliance "
-        "--out {output} > {log} 2>&1"
-
-
-rule tta:
-    # Test-time augmentation (config predict.tta): each network's models tested with horizontal-flip
-    # averaging against the same models without, image by image and run by run.
-    input:
-        PER_IMAGE,
-    output:
-        f"{OUT}/tables/tta.csv",
-    log:
-        f"{LOGS}/tta.log",
-    conda:
-        CONDA_ENV
-    params:
-        pairs=" ".join(f"{plain.name}:{flipped.name}" for plain, flipped in TTA),
-        seed=REPORT_SEED,
-    shell:
-        "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --family tta "
-        "--out {output} > {log} 2>&1"
-
-
-rule ensemble:
-    # Each network with several seeds: the ensemble of its seeds in each fold against the single runs,
-    # paired by patient (the ensemble is one run per fold, the single runs several).
-    input:
-        PER_IMAGE,
-    output:
-        f"{OUT}/tables/ensemble.csv",
-    log:
-        f"{LOGS}/ensemble.log",
-    conda:
-        CONDA_ENV
-    params:
-        pairs=" ".join(f"{single.name}:{averaged.name}" for single, averaged in ENSEMBLES),
-        seed=REPORT_SEED,
-    shell:
-        "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --family ensemble "
+        "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --family {params.family} "
         "--out {output} > {log} 2>&1"
 
 
 rule equivalence:
     # The study's "as good as" claims (config claims.equivalence), each with the config's margin.
     input:
-        manifest=f"{OUT}/data/manifest.csv",
+        manifest=MANIFEST,
         per_image=PER_IMAGE,
     output:
         csv=f"{OUT}/tables/equivalence.csv",
@@ -191,8 +138,8 @@ rule convergence_check:
     # retrained with twice the epoch budget, and whether that changes their test Dice (tables/convergence.csv).
     input:
         unpack(get_convergence_inputs),
-        manifest=f"{OUT}/data/manifest.csv",
-        sheet=f"{OUT}/runs.tsv",
+        manifest=MANIFEST,
+        sheet=SHEET,
     output:
         f"{OUT}/tables/convergence.csv",
     log:

@@ -29,6 +29,7 @@ from sonoseg.study import layout
 
 # The run sheet's columns every row of per_image carries (sonoseg.study.runsheet.Run).
 SHEET_COLUMNS = ["run", "kind", "method", "marks", "model_from", "tta", "members"]
+TRAINING_SHEET_COLUMNS = SHEET_COLUMNS[:4]  # a training's row in trainings.csv: its own run's
 # The recipe values a training used (chosen per fold when they are auto), from its recipe.json.
 RECIPE_COLUMNS = ["learning_rate", "weight_decay"]
 # The history's wall-time columns summed over a training's epochs (sonoseg.training.train.TIMING_COLUMNS).
@@ -102,26 +103,34 @@ def manifest_columns(manifest_csv: str | Path) -> pd.DataFrame:
     return kept.rename(columns={"group": "patient"}).set_index("sample_id")
 
 
+def training_identity(out: str | Path, row: dict, fold: str, seed: str, columns=SHEET_COLUMNS) -> dict:
+    """Who one training is, as the long tables give it: the run sheet's ``columns`` of its run, its fold,
+    seed and label, and the recipe values it trained with."""
+    sheet = {
+        "run": row["name"],
+        "kind": row["kind"],
+        "method": row["method"],
+        "marks": row.get("marks", ""),
+        "model_from": row.get("model_from", ""),
+        "tta": str(row.get("tta", "")).lower() == "true",
+        "members": str(row.get("members", "")),  # an ensemble's seeds (its one seed: the first)
+    }
+    return {
+        **{column: sheet[column] for column in columns},
+        "fold": int(fold),
+        "seed": int(seed),
+        "training": training_label(fold, seed),
+        **recipe_values(out, row, fold),
+    }
+
+
 def collect_per_image(out: str | Path, rows: list[dict], manifest_csv: str | Path) -> pd.DataFrame:
     """The long per-image table of the given runs (run sheet rows), in their order."""
     frames = []
     for row in rows:
         for fold, seed in trainings_of(row):
             metrics = read_metrics(Path(layout.training_file(out, row["name"], fold, seed, layout.METRICS)))
-            identity = {
-                "run": row["name"],
-                "kind": row["kind"],
-                "method": row["method"],
-                "marks": row.get("marks", ""),
-                "model_from": row.get("model_from", ""),
-                "tta": str(row.get("tta", "")).lower() == "true",
-                "members": str(row.get("members", "")),  # an ensemble's seeds (its one seed: the first)
-                "fold": int(fold),
-                "seed": int(seed),
-                "training": training_label(fold, seed),
-                **recipe_values(out, row, fold),
-            }
-            frames.append(metrics.assign(**identity))
+            frames.append(metrics.assign(**training_identity(out, row, fold, seed)))
     if not frames:
         raise SonosegError("collect: no run with per-image metrics was named")
     per_image = pd.concat(frames, ignore_index=True)
@@ -150,18 +159,11 @@ def collect_trainings(out: str | Path, rows: list[dict]) -> pd.DataFrame:
             last = history.iloc[-1]
             records.append(
                 {
-                    "run": row["name"],
-                    "kind": row["kind"],
-                    "method": row["method"],
-                    "marks": row.get("marks", ""),
-                    "fold": int(fold),
-                    "seed": int(seed),
-                    "training": training_label(fold, seed),
-                    **recipe_values(out, row, fold),
+                    **training_identity(out, row, fold, seed, TRAINING_SHEET_COLUMNS),
                     "epochs": len(history),
                     "kept_epoch": int(kept_row(history)["epoch"]),
                     "steps": last.get("steps", pd.NA),
-                    "ended_by": last.get("ended_by", "") if pd.notna(last.get("ended_by", "")) else "",
+                    "ended_by": "" if pd.isna(last.get("ended_by")) else last["ended_by"],
                     **{column: round(float(history[column].sum()), 3) for column in TIME_COLUMNS if column in history},
                 }
             )

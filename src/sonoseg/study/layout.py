@@ -7,6 +7,7 @@ back out of a path. Torch-free: the workflow imports it when it parses the Snake
     runs/<run>/fold<F>/seed<N>/model.pt          one training (history.csv, predictions/, metrics.csv beside it)
     data/cache/<marks>/fold<F>/<part>.npz       the resized images of one marks condition, fold and part
     selection/<network>/fold<F>.json            a network's recipe choice in one fold
+    runs.tsv, data/manifest.csv, data/split.csv the run sheet, every file of the dataset, the split
     networks/<run>.csv                          one run's summary
     per_image.csv.gz, trainings.csv             every run's results as one long table each (sonoseg.analysis.results)
 """
@@ -26,6 +27,7 @@ SUMMARY = "networks/{run}.csv"
 CHECKPOINT = "checkpoints/{run}/fold{fold}/seed{seed}.pt"
 SHEET = "runs.tsv"
 MANIFEST = "data/manifest.csv"
+SPLIT = "data/split.csv"
 PER_IMAGE = "per_image.csv.gz"
 TRAININGS = "trainings.csv"
 

@@ -251,20 +251,26 @@ def reliance_runs(runs: list[Run], unmarked: bool = False) -> list[Run]:
     patients' images rendered without them: no inpainting residue, nothing but the calipers gone."""
     conditions = ("inpaint", UNMARKED) if unmarked else ("inpaint",)
     return [
-        Run(
-            f"{run.name}{SEPARATOR}tested-{condition}",
-            "reliance",
-            run.method,
-            run.seeds,
-            model_from=run.name,
-            table_name=run.table_name,
-            marks=condition,
-            folds=run.folds,
-        )
+        tested_again(run, f"tested-{condition}", "reliance", marks=condition)
         for run in runs
         if run.kind == "network" and run.marks == "keep"
         for condition in conditions
     ]
+
+
+def tested_again(run: Run, suffix: str, kind: str, **changes) -> Run:
+    """A run without training that tests ``run``'s own models another way (``<run>--<suffix>``): on other
+    images (reliance), flip-averaged (tta), or its seeds averaged (ensemble); ``changes`` say how."""
+    fields = {"seeds": run.seeds, "marks": run.marks, "folds": run.folds, **changes}
+    return Run(
+        f"{run.name}{SEPARATOR}{suffix}", kind, run.method, model_from=run.name, table_name=run.table_name, **fields
+    )
+
+
+def tested_pairs(runs: list[Run], kind: str) -> list[tuple[Run, Run]]:
+    """(a run, one of its tested_again runs of ``kind``), for the paired tables."""
+    by_name = {run.name: run for run in runs}
+    return [(by_name[run.model_from], run) for run in runs if run.kind == kind]
 
 
 def ensemble_runs(runs: list[Run]) -> list[Run]:
@@ -272,52 +278,16 @@ def ensemble_runs(runs: list[Run]) -> list[Run]:
     the ensemble of its seeds' models in each fold (the mean of their probabilities; no training), each
     test patient by the ensemble of its own fold. Its one "seed" folder is named after the first member."""
     return [
-        Run(
-            f"{run.name}{SEPARATOR}ensemble",
-            "ensemble",
-            run.method,
-            run.seeds[:1],
-            model_from=run.name,
-            table_name=run.table_name,
-            marks=run.marks,
-            folds=run.folds,
-            members=run.seeds,
-        )
+        tested_again(run, "ensemble", "ensemble", seeds=run.seeds[:1], members=run.seeds)
         for run in runs
         if run.kind == "network" and len(run.seeds) > 1
     ]
 
 
-def ensemble_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
-    """(a network run, the ensemble of its seeds)."""
-    by_name = {run.name: run for run in runs}
-    return [(by_name[run.model_from], run) for run in runs if run.kind == "ensemble"]
-
-
 def tta_runs(runs: list[Run]) -> list[Run]:
     """Test-time augmentation: every network run (each marks condition) tested once more with
     horizontal-flip averaging, with its own models (no training), paired image by image with it."""
-    return [
-        Run(
-            f"{run.name}{SEPARATOR}tta",
-            "tta",
-            run.method,
-            run.seeds,
-            model_from=run.name,
-            table_name=run.table_name,
-            marks=run.marks,
-            folds=run.folds,
-            tta=True,
-        )
-        for run in runs
-        if run.kind == "network"
-    ]
-
-
-def tta_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
-    """(a network run, it tested with flip averaging)."""
-    by_name = {run.name: run for run in runs}
-    return [(by_name[run.model_from], run) for run in runs if run.kind == "tta"]
+    return [tested_again(run, "tta", "tta", tta=True) for run in runs if run.kind == "network"]
 
 
 def convergence_runs(runs: list[Run], networks: list[str]) -> list[Run]:
@@ -338,12 +308,6 @@ def convergence_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
     """(a network's run, the same network with twice the epoch budget)."""
     by_name = {run.name: run for run in runs}
     return [(by_name[run.method], run) for run in runs if run.kind == "convergence"]
-
-
-def reliance_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
-    """(a network run trained with marks kept, the same models tested with them inpainted)."""
-    by_name = {run.name: run for run in runs}
-    return [(by_name[run.model_from], run) for run in runs if run.kind == "reliance"]
 
 
 def ablation_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
