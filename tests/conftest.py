@@ -51,7 +51,7 @@ def run_snakemake(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.
 
 def copy_workflow(destination: Path) -> Path:
     """The workflow's files in `destination`, so test runs never touch the repository's results/."""
-    for name in ("Snakefile", "workflow", "config", "envs"):
+    for name in ("Snakefile", "workflow", "config", "envs", "data"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, destination / name)

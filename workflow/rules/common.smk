@@ -104,6 +104,13 @@ RELIANCE = runsheet.tested_pairs(
 )  # (a run trained with marks kept, its models tested without)
 TTA = runsheet.tested_pairs(list(RUNS.values()), "tta")  # (a network run, its models tested with flip averaging)
 ENSEMBLES = runsheet.tested_pairs(list(RUNS.values()), "ensemble")  # (a network run with several seeds, their ensemble)
+# On each external dataset, (a network's single models, the same flip-averaged or as an ensemble).
+TTA += runsheet.external_pairs(list(RUNS.values()), "tta")
+ENSEMBLES += runsheet.external_pairs(list(RUNS.values()), "ensemble")
+EXTERNALS = {dataset["name"]: dataset for dataset in config["external_datasets"]}  # name -> its entry
+DEVELOPMENT = runsheet.development_set(config)  # the external set that may guide a choice ('' for none)
+AUGMENTATION_CHOICES = runsheet.augmentation_choices(list(RUNS.values()))  # network -> option -> candidate run
+EXTERNAL_NETWORKS = [name for name in NETWORKS if any(run.model_from == name and run.dataset for run in RUNS.values())]
 # The paired tables (tables.smk, paired_table): table name -> (its family of sonoseg paired, its pairs); only those with pairs.
 PAIRED_TABLES = {
     table: (family, pairs)
@@ -112,10 +119,12 @@ PAIRED_TABLES = {
         ("marks_reliance", "reliance", RELIANCE),
         ("tta", "tta", TTA),
         ("ensemble", "ensemble", ENSEMBLES),
+        ("augmentation", "augmentation", runsheet.augmentation_pairs(list(RUNS.values()))),
     )
     if pairs
 }
 FOLDS = [str(f) for f in range(config["split"]["folds"])]
+POSTPROCESS = config["predict"]["postprocess"]  # validation: chosen per run and fold (rule choose_postprocess)
 CLAIMS = config["claims"]  # the questions the study answers, written before its primary run
 
 
@@ -125,13 +134,14 @@ def _alternatives(values):
 
 wildcard_constraints:
     run=_alternatives(RUNS),
-    network=_alternatives(SELECTIONS),
+    network=_alternatives([*SELECTIONS, *AUGMENTATION_CHOICES]),
     seed=r"\d+",
     fold=r"\d+",
     marks=_alternatives(CACHE_MARKS),
     part=_alternatives(PARTS),
     paired=_alternatives(PAIRED_TABLES),
     table=_alternatives(catalog.STUDY_TABLES),
+    dataset=_alternatives(EXTERNALS),
 
 
 # ---------------------------------------------------------------- runs
@@ -161,14 +171,47 @@ def run_json(run):
 
 
 def cache(run, fold, part):
-    """A run's resized images: its marks condition, its fold's part."""
+    """A run's resized images: its marks condition, its fold's part (an external run: every image of its dataset)."""
+    if run.dataset:
+        return layout.external_cache(OUT, run.dataset, run.marks)
     return layout.cache(OUT, run.marks, fold, part)
 
 
+def test_data(wildcards):
+    """The manifest and split a run's test images come from: the study's, or its external dataset's."""
+    run = run_of(wildcards)
+    if run.dataset:
+        return {
+            "manifest": layout.external_manifest(OUT, run.dataset),
+            "split": layout.external_split(OUT, run.dataset),
+        }
+    return {"manifest": MANIFEST, "split": SPLIT}
+
+
+def test_fold(wildcards):
+    """The fold whose test part a run segments: its own; an external dataset has one part, all test (fold 0)."""
+    return 0 if run_of(wildcards).dataset else wildcards.fold
+
+
 def get_recipe_inputs(wildcards):
-    """A run whose learning rate or weight decay is chosen reads the selection's choice in its fold."""
-    network = run_of(wildcards).selected_from
-    return {"selection": layout.selection(OUT, network, wildcards.fold)} if network else {}
+    """A run whose learning rate or weight decay is chosen reads the selection's choice in its fold; one
+    whose augmentation is chosen, the choice made on the development set."""
+    run = run_of(wildcards)
+    inputs = {"selection": layout.selection(OUT, run.selected_from, wildcards.fold)} if run.selected_from else {}
+    if run.augmentation_from:
+        inputs["augmentation"] = layout.augmentation(OUT, run.augmentation_from)
+    return inputs
+
+
+def get_augmentation_metrics(wildcards):
+    """Each augmentation candidate's per-image metrics on the development set, every fold."""
+    return {
+        option: [
+            layout.training_file(OUT, f"{run.name}{runsheet.SEPARATOR}on-{DEVELOPMENT}", fold, run.seeds[0], layout.METRICS)
+            for fold in run.folds
+        ]
+        for option, run in AUGMENTATION_CHOICES[wildcards.network].items()
+    }
 
 
 def get_training_inputs(wildcards):
@@ -182,8 +225,11 @@ def get_training_inputs(wildcards):
     }
     if run.pretrained_backbone:  # its weights' record: a changed weights file retrains the run
         inputs["pretrained_record"] = source_record(PRETRAINED_SOURCES[run.pretrained_backbone])
-    if run.selected_from and wildcards.seed == str(TRAIN["selection_seed"]):
-        candidates = [c.name for c in SELECTIONS[run.selected_from]]
+    candidates = []
+    if wildcards.seed == str(TRAIN["selection_seed"]):
+        candidates += [c.name for c in SELECTIONS.get(run.selected_from, [])]
+        candidates += [c.name for c in AUGMENTATION_CHOICES.get(run.augmentation_from, {}).values()]
+    if candidates:
         inputs["candidate_models"] = [
             layout.training_file(OUT, c, wildcards.fold, wildcards.seed, layout.MODEL) for c in candidates
         ]
@@ -214,25 +260,42 @@ def selection_points(wildcards):
 
 
 def get_prediction_inputs(wildcards):
-    """A network predicts from its model and the resized test images; a floor reads the test images."""
+    """A network predicts from its models (its own, or those of the run it tests again: several for an
+    ensemble) and the resized test images, post-processed as chosen on the models' folds' validation
+    parts (predict.postprocess: validation); a floor reads the test images."""
     run = run_of(wildcards)
-    inputs = {"manifest": MANIFEST, "split": SPLIT}
-    if run.uses_model:  # its own models, or (a reliance run) those of the run it tests
+    inputs = test_data(wildcards)
+    if run.uses_model:
         owner, seeds = run.model_from or run.name, run.members or (wildcards.seed,)
-        models = [layout.training_file(OUT, owner, wildcards.fold, seed, layout.MODEL) for seed in seeds]
+        folds = run.member_folds or (wildcards.fold,)
+        models = [layout.training_file(OUT, owner, fold, seed, layout.MODEL) for fold in folds for seed in seeds]
         inputs.update(model=models, data=cache(run, wildcards.fold, "test"))
+        if POSTPROCESS == "validation":
+            inputs["postprocess"] = [layout.postprocess(OUT, owner, fold) for fold in folds]
     return inputs
 
 
 def prediction_source(wildcards, input):
     run = run_of(wildcards)
     if run.uses_model:
+        chosen = (
+            f"--postprocess-choice {input.postprocess}"
+            if "postprocess" in input.keys()
+            else f"--postprocess {POSTPROCESS}"
+        )
         return (
-            f"--model {input.model} --data {input.data}"
+            f"--model {input.model} --data {input.data} {chosen}"
             + (" --reliance" if run.kind == "reliance" else "")
             + (" --tta" if run.tta else "")
         )
     return f"--baseline {run.method} --marks {run.marks}"
+
+
+def get_postprocess_inputs(wildcards):
+    """A trained run's models of one fold (every seed) and that fold's validation images."""
+    run = run_of(wildcards)
+    models = [layout.training_file(OUT, run.name, wildcards.fold, seed, layout.MODEL) for seed in run.seeds]
+    return {"models": models, "data": cache(run, wildcards.fold, "val"), "manifest": MANIFEST, "split": SPLIT}
 
 
 def get_run_summary_inputs(wildcards):
@@ -280,6 +343,11 @@ def get_dataset_options(wildcards=None):
     if DATASET["layout"] == "synthetic":
         options.update(layout="folder", root=f"{OUT}/data/synthetic", csv="")
     return json.dumps(options, sort_keys=True)
+
+
+def external_options(dataset):
+    """An external dataset's ingest options: its own entry's (a setting left out keeps ingest's default)."""
+    return {"layout": "folder", **{k: v for k, v in EXTERNALS[dataset].items() if k not in ("name", "role")}}
 
 
 def synth_options(calipers=None):
@@ -348,6 +416,7 @@ def get_collect_inputs(wildcards=None):
         "metrics": [path for run in COLLECTED if run.evaluated for path in run_files(run, layout.METRICS)],
         "histories": [path for run in COLLECTED if run.trained for path in run_files(run, layout.HISTORY)],
         "recipes": [layout.recipe(OUT, run.name, fold) for run in COLLECTED if run.trained for fold in run.folds],
+        "external_manifests": [layout.external_manifest(OUT, name) for name in EXTERNALS],
     }
 
 
@@ -394,6 +463,8 @@ def get_final_outputs():
     outputs += [f"{OUT}/tables/{table}.csv" for table in PAIRED_TABLES]
     if CLAIMS["equivalence"]:
         outputs.append(f"{OUT}/tables/equivalence.csv")
+    if EXTERNAL_NETWORKS:
+        outputs.append(f"{OUT}/tables/generalization.csv")
     if COST["enabled"]:
         outputs.append(f"{OUT}/tables/cost.csv")  # workflow/rules/tables.smk
     return outputs + get_report_outputs()  # workflow/rules/report.smk
@@ -429,7 +500,7 @@ def get_run_histories(wildcards):
 
 
 def get_report_tables():
-    return study_tables() + (["selection"] if SELECTIONS else [])
+    return study_tables() + (["selection"] if SELECTIONS else []) + (["generalization"] if EXTERNAL_NETWORKS else [])
 
 
 def get_report_outputs():

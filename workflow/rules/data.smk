@@ -94,3 +94,55 @@ rule preprocess:
         "sonoseg preprocess --manifest {input.manifest} --split {input.split} --part {wildcards.part} "
         "--fold {wildcards.fold} --marks {wildcards.marks} --size {params.size} "
         "--interpolation {params.interpolation} {params.unmarked} --out {output} > {log} 2>&1"
+
+
+# External datasets (config external_datasets): ingested, split (every image a test image) and resized
+# like the study's own, under external/<dataset>/; read by the external runs' predictions only.
+
+
+rule ingest_external:
+    input:
+        fingerprint=lambda wc: source_record(f"external_{wc.dataset}"),
+    output:
+        manifest=f"{OUT}/{layout.EXTERNAL_MANIFEST}",
+        provenance=f"{OUT}/{layout.EXTERNAL}/manifest.json",
+    log:
+        f"{LOGS}/ingest_external/{{dataset}}.log",
+    conda:
+        CONDA_ENV
+    params:
+        options=lambda wc: json.dumps(external_options(wc.dataset), sort_keys=True),
+    shell:
+        "sonoseg ingest --options {params.options:q} --fingerprint {input.fingerprint} --out {output.manifest} > {log} 2>&1"
+
+
+rule split_external:
+    input:
+        f"{OUT}/{layout.EXTERNAL_MANIFEST}",
+    output:
+        f"{OUT}/{layout.EXTERNAL_SPLIT}",
+    log:
+        f"{LOGS}/split_external/{{dataset}}.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "sonoseg split --manifest {input} --external --out {output} > {log} 2>&1"
+
+
+rule preprocess_external:
+    input:
+        manifest=f"{OUT}/{layout.EXTERNAL_MANIFEST}",
+        split=f"{OUT}/{layout.EXTERNAL_SPLIT}",
+    output:
+        f"{OUT}/{layout.EXTERNAL_CACHE}",
+    log:
+        f"{LOGS}/preprocess_external/{{dataset}}/{{marks}}.log",
+    conda:
+        CONDA_ENV
+    params:
+        size=config["preprocess"]["size"],
+        interpolation=config["preprocess"]["interpolation"],
+    shell:
+        "sonoseg preprocess --manifest {input.manifest} --split {input.split} --part test "
+        "--marks {wildcards.marks} --size {params.size} --interpolation {params.interpolation} "
+        "--out {output} > {log} 2>&1"

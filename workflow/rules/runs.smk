@@ -36,8 +36,11 @@ rule recipe:
     params:
         recipe=lambda wc: run_of(wc).recipe.to_json(),
         selection=lambda wc, input: f"--selection {input.selection}" if "selection" in input.keys() else "",
+        augmentation=lambda wc, input: (
+            f"--augmentation {input.augmentation}" if "augmentation" in input.keys() else ""
+        ),
     shell:
-        "sonoseg recipe --recipe {params.recipe:q} {params.selection} --out {output} > {log} 2>&1"
+        "sonoseg recipe --recipe {params.recipe:q} {params.selection} {params.augmentation} --out {output} > {log} 2>&1"
 
 
 rule select_recipe:
@@ -56,6 +59,28 @@ rule select_recipe:
     shell:
         "sonoseg select-recipe --network {wildcards.network} --points {params.points} "
         "--histories {input} --out {output} > {log} 2>&1"
+
+
+rule choose_augmentation:
+    # A network's augmentation (ultrasound_augment: auto): the candidate with the higher Dice on the
+    # development external set, by patient (sonoseg.training.augmentation_choice); nothing else is read.
+    input:
+        unpack(get_augmentation_metrics),
+        manifest=lambda wc: layout.external_manifest(OUT, DEVELOPMENT),
+    output:
+        f"{OUT}/{layout.AUGMENTATION}",
+    log:
+        f"{LOGS}/choose_augmentation/{{network}}.log",
+    conda:
+        CONDA_ENV
+    params:
+        metrics=lambda wc, input: " ".join(
+            f"{option}={path}" for option in AUGMENTATION_CHOICES[wc.network] for path in input[option]
+        ),
+        dataset=DEVELOPMENT,
+    shell:
+        "sonoseg choose-augmentation --network {wildcards.network} --metrics {params.metrics} "
+        "--manifest {input.manifest} --dataset {params.dataset} --out {output} > {log} 2>&1"
 
 
 rule train:
@@ -95,6 +120,27 @@ rule train:
         "--checkpoint-seconds {resources.checkpoint_seconds} >> {log} 2>&1"
 
 
+rule choose_postprocess:
+    # Whether keeping one connected component helps this run's models, decided on the fold's validation
+    # part only (every seed's model; sonoseg.training.postprocess); every prediction with them reads it.
+    input:
+        unpack(get_postprocess_inputs),
+    output:
+        f"{OUT}/{layout.POSTPROCESS}",
+    log:
+        f"{LOGS}/choose_postprocess/{{run}}/fold{{fold}}.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    params:
+        component_rule=config["predict"]["component_rule"],
+        device=TRAIN["device"],
+    shell:
+        "sonoseg choose-postprocess --model {input.models} --data {input.data} --manifest {input.manifest} "
+        "--split {input.split} --fold {wildcards.fold} --component-rule {params.component_rule} "
+        "--device {params.device} --out {output} > {log} 2>&1"
+
+
 rule predict:
     input:
         unpack(get_prediction_inputs),
@@ -113,8 +159,9 @@ rule predict:
         source=prediction_source,
         component_rule=config["predict"]["component_rule"],
         device=TRAIN["device"],
+        fold=test_fold,
     shell:
-        "sonoseg predict {params.source} --manifest {input.manifest} --split {input.split} --fold {wildcards.fold} "
+        "sonoseg predict {params.source} --manifest {input.manifest} --split {input.split} --fold {params.fold} "
         "--outdir {output} "
         "--component-rule {params.component_rule} --device {params.device} "
         "--runs-per-gpu {resources.runs_per_gpu} > {log} 2>&1"
@@ -122,18 +169,19 @@ rule predict:
 
 rule evaluate:
     input:
+        unpack(test_data),
         predictions=f"{TRAINING}/{layout.PREDICTIONS}",
-        manifest=MANIFEST,
-        split=SPLIT,
     output:
         f"{TRAINING}/{layout.METRICS}",
     log:
         f"{LOGS}/evaluate/{layout.TRAINING_ID}.log",
     conda:
         CONDA_ENV
+    params:
+        fold=test_fold,
     shell:
         "sonoseg evaluate --predictions {input.predictions} --manifest {input.manifest} --split {input.split} "
-        "--fold {wildcards.fold} --out {output} > {log} 2>&1"
+        "--fold {params.fold} --out {output} > {log} 2>&1"
 
 
 rule summarize:

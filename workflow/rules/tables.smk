@@ -18,9 +18,10 @@ rule collect:
     params:
         study=lambda wc, input: layout.study_dir(input.sheet, layout.SHEET),
         runs=" ".join(run.name for run in COLLECTED),
+        external=" ".join(f"{name}={layout.external_manifest(OUT, name)}" for name in EXTERNALS),
     shell:
         "sonoseg collect --study-dir {params.study} --sheet {input.sheet} --runs {params.runs} --manifest {input.manifest} "
-        "--per-image {output.per_image} --trainings {output.trainings} > {log} 2>&1"
+        "--external-manifest {params.external} --per-image {output.per_image} --trainings {output.trainings} > {log} 2>&1"
 
 
 rule table:
@@ -94,7 +95,8 @@ rule paired_table:
     # Pairs of runs on the same test images, by patient (common.smk: PAIRED_TABLES): the caliper ablation
     # (ablation.marks: each method trained and tested with the marks the other way), reliance on the
     # marks (the kept-marks models tested without them), test-time augmentation (predict.tta: the same
-    # models flip-averaged), the ensemble of each fold's seeds against the single trainings.
+    # models flip-averaged), the ensemble of each fold's seeds against the single trainings; on each
+    # external dataset too (a network's single models against them flip-averaged, or all of them averaged).
     input:
         PER_IMAGE,
     output:
@@ -110,6 +112,27 @@ rule paired_table:
     shell:
         "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --family {params.family} "
         "--out {output} > {log} 2>&1"
+
+
+rule generalization:
+    # Every network's in-domain Dice beside its Dice on each external dataset (config external_datasets),
+    # single, flip-averaged and ensembled, with patient-level CIs and the drop (docs/method.md).
+    input:
+        PER_IMAGE,
+    output:
+        csv=f"{OUT}/tables/generalization.csv",
+        markdown=f"{OUT}/tables/generalization.md",
+    log:
+        f"{LOGS}/generalization.log",
+    conda:
+        CONDA_ENV
+    params:
+        networks=" ".join(EXTERNAL_NETWORKS),
+        datasets=" ".join(f"{name}={entry.get('role', 'held_out')}" for name, entry in EXTERNALS.items()),
+        seed=REPORT_SEED,
+    shell:
+        "sonoseg generalization --per-image {input} --networks {params.networks} --datasets {params.datasets} "
+        "--seed {params.seed} --out {output.csv} > {log} 2>&1"
 
 
 rule equivalence:

@@ -24,6 +24,14 @@ from sonoseg.errors import SonosegError
 METRIC_COLUMNS = ["sample_id", "dice", "hd95_px", "hd95_mm", "truth_empty", "prediction_empty", "hd95_policy"]
 
 
+def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Dice alone, with the empty-mask policy above (both empty: 1; one empty: 0)."""
+    prediction, truth = prediction.astype(bool), truth.astype(bool)
+    if not prediction.any() or not truth.any():
+        return float(prediction.any() == truth.any())
+    return float(dc(prediction, truth))
+
+
 def dice_hd95(prediction: np.ndarray, truth: np.ndarray, spacing: float | None = None) -> dict:
     """Dice and HD95 (pixels, and mm when a spacing in mm per pixel is given)."""
     prediction, truth = prediction.astype(bool), truth.astype(bool)

@@ -28,7 +28,8 @@ from sonoseg.errors import SonosegError
 from sonoseg.study import layout
 
 # The run sheet's columns every row of per_image carries (sonoseg.study.runsheet.Run).
-SHEET_COLUMNS = ["run", "kind", "method", "marks", "model_from", "tta", "members"]
+SHEET_COLUMNS = ["run", "kind", "method", "marks", "model_from", "tta", "members", "dataset"]
+IN_DOMAIN = "in-domain"  # the dataset column of the study's own test images (external runs name theirs)
 TRAINING_SHEET_COLUMNS = SHEET_COLUMNS[:4]  # a training's row in trainings.csv: its own run's
 # The recipe values a training used (chosen per fold when they are auto), from its recipe.json.
 RECIPE_COLUMNS = ["learning_rate", "weight_decay"]
@@ -114,6 +115,7 @@ def training_identity(out: str | Path, row: dict, fold: str, seed: str, columns=
         "model_from": row.get("model_from", ""),
         "tta": str(row.get("tta", "")).lower() == "true",
         "members": str(row.get("members", "")),  # an ensemble's seeds (its one seed: the first)
+        "dataset": row.get("dataset") or IN_DOMAIN,
     }
     return {
         **{column: sheet[column] for column in columns},
@@ -124,21 +126,32 @@ def training_identity(out: str | Path, row: dict, fold: str, seed: str, columns=
     }
 
 
-def collect_per_image(out: str | Path, rows: list[dict], manifest_csv: str | Path) -> pd.DataFrame:
-    """The long per-image table of the given runs (run sheet rows), in their order."""
+def collect_per_image(
+    out: str | Path, rows: list[dict], manifest_csv: str | Path, external: dict[str, str | Path] | None = None
+) -> pd.DataFrame:
+    """The long per-image table of the given runs (run sheet rows), in their order; each image joined
+    with its own dataset's manifest (``external``: an external dataset's name -> its manifest)."""
+    manifests = {IN_DOMAIN: manifest_csv, **(external or {})}
+    read: dict[str, pd.DataFrame] = {}
     frames = []
     for row in rows:
+        dataset = row.get("dataset") or IN_DOMAIN
+        if dataset not in manifests:
+            raise SonosegError(f"collect: run {row['name']!r} tests on {dataset!r}, whose manifest was not given")
+        if dataset not in read:
+            read[dataset] = manifest_columns(manifests[dataset])
+        manifest = read[dataset]
         for fold, seed in trainings_of(row):
-            metrics = read_metrics(Path(layout.training_file(out, row["name"], fold, seed, layout.METRICS)))
+            path = Path(layout.training_file(out, row["name"], fold, seed, layout.METRICS))
+            metrics = read_metrics(path)
+            missing = sorted(set(metrics["sample_id"]) - set(manifest.index))
+            if missing:
+                raise SonosegError(f"{path}: evaluated images {missing[:5]} are not in {manifests[dataset]}")
+            metrics = metrics.join(manifest, on="sample_id")
             frames.append(metrics.assign(**training_identity(out, row, fold, seed)))
     if not frames:
         raise SonosegError("collect: no run with per-image metrics was named")
     per_image = pd.concat(frames, ignore_index=True)
-    manifest = manifest_columns(manifest_csv)
-    missing = sorted(set(per_image["sample_id"]) - set(manifest.index))
-    if missing:
-        raise SonosegError(f"{manifest_csv}: evaluated images {missing[:5]} are not in the manifest")
-    per_image = per_image.join(manifest, on="sample_id")
     first = [*SHEET_COLUMNS, "fold", "seed", "training", *RECIPE_COLUMNS, "sample_id", "patient"]
     return per_image[first + [c for c in per_image.columns if c not in first]]
 

@@ -553,6 +553,20 @@ def method_ci(
     return _method_ci(_by_method(long_table(per_image, metric)), metric, method, seed, resamples, confidence)
 
 
+def method_replicates(
+    per_image: pd.DataFrame, method: str, metric: str = "dice", seed: int = 0, resamples: int = 10_000
+) -> np.ndarray:
+    """The bootstrap replicates of one method's mean (patients, then trainings, as method_ci resamples
+    them), for a difference between methods tested on different patients (resampled independently)."""
+    terms, images_per_patient, *_ = _terms(_by_method(long_table(per_image, metric)), metric, method, None)
+    return _bootstrap(terms, images_per_patient, seed, resamples)
+
+
+def independent_difference_ci(first: np.ndarray, second: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """The CI of mean(first) - mean(second) from replicates drawn independently (two sets of patients)."""
+    return _percentile_ci(first - second, confidence)
+
+
 def format_cell(summary: Mapping, digits: int = 3) -> str:
     """A table cell from a method_ci result (or a group_table row): mean [CI low, CI high], then
     - 5 runs or more: "± run SD (n = runs)" before the CI — the SD of the per-run means;

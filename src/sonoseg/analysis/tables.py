@@ -504,9 +504,14 @@ PAIRED_FAMILIES = {
     "reliance": "tested without the marks (inpainted, or the phantom rendered without them) vs with them "
     "(same models), Holm over the pairs",
     # The same models tested with horizontal-flip averaging: the gain of test-time augmentation.
-    "tta": "tested with flip averaging vs without (same models), Holm over the networks",
-    # The mean of a network's seeds' probabilities in each fold, against its single trainings.
-    "ensemble": "the ensemble of each fold's seeds vs the single trainings, Holm over the networks",
+    "tta": "tested with flip averaging vs without (same models), Holm over the networks and datasets",
+    # The mean of a network's seeds' probabilities in each fold (on an external dataset: of every
+    # fold's and seed's), against its single trainings.
+    "ensemble": "the ensemble (in-domain: each fold's seeds; external: every training) vs the single trainings, "
+    "Holm over the networks and datasets",
+    # A network trained with the ultrasound augmentation against the paper's (the augmentation choice's
+    # candidates), on its own test images and on each external dataset.
+    "augmentation": "trained with the ultrasound augmentation vs the paper's, Holm over the networks and datasets",
 }
 
 

@@ -179,12 +179,12 @@ def file_entry(path: Path, hashes: HashCache) -> list:
         return [-1, f"unreadable: {exc.strerror or exc}"]
 
 
-def folder_record(name: str, root: str | Path, hashes: HashCache) -> Record:
+def folder_record(name: str, root: str | Path, hashes: HashCache, setting: str = "dataset.root") -> Record:
     """Every file under a folder, by content."""
     root = Path(root)
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "not found"
-        raise SonosegError(f"{name}: {root} {what} (dataset.root)")
+        raise SonosegError(f"{name}: {root} {what} ({setting})")
     root = root.resolve()
     record = Record(name, str(root))
     for path in dataset_files(root):
@@ -216,7 +216,8 @@ def pretrained_sources(paths) -> dict[str, str]:
 def study_records(config: dict, hashes: HashCache, pretrained: dict[str, str] | None = None) -> dict[str, Record]:
     """Every source a study reads from outside results/, from its validated config: the dataset (the
     phantom's settings, or every file under dataset.root), the split
-    file, and each pretrained weights file its runs start from (``pretrained``: path -> source name)."""
+    file, each pretrained weights file its runs start from (``pretrained``: path -> source name), and
+    every file of each external dataset (``external_<name>``)."""
     records = {}
     dataset = config["dataset"]
     if dataset["layout"] == "synthetic":
@@ -229,6 +230,9 @@ def study_records(config: dict, hashes: HashCache, pretrained: dict[str, str] | 
         records["split_file"] = file_record("split_file", split_file, hashes, "split.file")
     for path, name in (pretrained or {}).items():
         records[name] = file_record(name, path, hashes, "pretrained backbone weights")
+    for external in config.get("external_datasets", []):
+        name = f"external_{external['name']}"
+        records[name] = folder_record(name, external["root"], hashes, f"external_datasets {external['name']!r} root")
     return records
 
 
@@ -331,6 +335,7 @@ REDOES = {
     "dataset": "the ingest and every job that depends on the manifest (split, caches, trainings, tables)",
     "split": "the split and every job that depends on it",
     "pretrained": "the trainings of the networks with that backbone and what depends on them",
+    "external": "that external dataset's ingest and every test on it (the generalization table)",
 }
 
 

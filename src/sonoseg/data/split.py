@@ -149,6 +149,14 @@ def fold_split(
 SPLIT_COLUMNS = ["sample_id", "patient", "group", "fold", "split"]
 
 
+def external_split(samples: pd.DataFrame) -> pd.DataFrame:
+    """An external dataset's split: every included sample is a test image (one split, no fold column),
+    tested by the models of every fold; nothing of it trains, validates or chooses."""
+    frame = samples[["sample_id", "patient", "group"]].copy()
+    frame["split"] = "test"
+    return frame.reset_index(drop=True)
+
+
 def user_split(samples: pd.DataFrame, split_file: str | Path) -> pd.DataFrame:
     """A split the user provides: CSV with sample_id (or image) and split in {train, val, test}."""
     path = Path(split_file)

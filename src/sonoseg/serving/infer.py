@@ -3,6 +3,7 @@ size, resized bilinearly to the original size, thresholded at 0.5, one lesion ke
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache
 from sonoseg.errors import SonosegError
 from sonoseg.serving.device import select_device
 from sonoseg.serving.modelio import ProbabilityModel, ensemble_members, images_to_tensor, load_model
-from sonoseg.serving.options import BACKENDS, COMPONENT_RULES
+from sonoseg.serving.options import BACKENDS, COMPONENT_RULES, POSTPROCESS_CHOICE, POSTPROCESSES
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,54 @@ def keep_one_lesion(mask: np.ndarray, rule: str = "area") -> np.ndarray:
     return ndimage.binary_fill_holes(mask)
 
 
-def probability_to_mask(probability: np.ndarray, height: int, width: int, rule: str = "area") -> np.ndarray:
+def probability_to_mask(
+    probability: np.ndarray, height: int, width: int, rule: str = "area", postprocess: str = "keep_one"
+) -> np.ndarray:
+    """The mask at the original size: the probability resized, thresholded at 0.5 and post-processed."""
     resized = cv2.resize(probability.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    return keep_one_lesion(resized > 0.5, rule)
+    return postprocessed(resized > 0.5, rule, postprocess)
 
 
-def write_mask(probability: np.ndarray, height: int, width: int, rule: str, path: Path) -> Path:
+def postprocessed(mask: np.ndarray, rule: str, postprocess: str) -> np.ndarray:
+    if postprocess not in POSTPROCESSES:
+        raise SonosegError(f"postprocess: {postprocess!r} is not one of {POSTPROCESSES}")
+    return keep_one_lesion(mask, rule) if postprocess == "keep_one" else mask.astype(bool)
+
+
+def write_mask(
+    probability: np.ndarray, height: int, width: int, rule: str, path: Path, postprocess: str = "keep_one"
+) -> Path:
     """Post-process a probability map to the original size and save it as a 0/255 PNG."""
-    cv2.imwrite(str(path), probability_to_mask(probability, height, width, rule).astype(np.uint8) * 255)
+    mask = probability_to_mask(probability, height, width, rule, postprocess)
+    cv2.imwrite(str(path), mask.astype(np.uint8) * 255)
     return path
+
+
+def chosen_postprocess(choices: list[str | Path]) -> str:
+    """The post-processing recorded by the validation choice of one or more folds (their
+    postprocess.json, sonoseg.training.postprocess): one fold's choice, or for models of several folds
+    the option with the higher validation Dice summed over every fold's validation images (a tie keeps
+    the paper's rule, keep_one)."""
+    totals = dict.fromkeys(POSTPROCESSES, 0.0)
+    for path in choices:
+        try:
+            choice = json.loads(Path(path).read_text())
+            for option in POSTPROCESSES:
+                totals[option] += float(choice["validation_dice"][option]) * int(choice["validation_images"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SonosegError(f"{path}: not a post-processing choice ({exc!r})") from None
+    return "none" if totals["none"] > totals["keep_one"] else "keep_one"
+
+
+def recorded_postprocess(members: list[Path]) -> str:
+    """For models of a study's run folder, the choice recorded beside them (fold<k>/postprocess.json);
+    the paper's rule (keep_one) for model files without one."""
+    choices = sorted({member.parent.parent / POSTPROCESS_CHOICE for member in members})
+    found = [path for path in choices if path.is_file()]
+    if found and len(found) < len(choices):
+        missing = sorted(set(choices) - set(found))
+        raise SonosegError(f"{missing[0]}: missing, while other folds of these models record their post-processing")
+    return chosen_postprocess(found) if found else "keep_one"
 
 
 def predict(
@@ -73,6 +113,7 @@ def predict(
     batch_size: int = 8,
     reliance: bool = False,
     tta: bool = False,
+    postprocess: str = "keep_one",
 ) -> int:
     """Write <outdir>/<sample_id>.png (0/255) at each sample's original size.
 
@@ -117,7 +158,7 @@ def predict(
         probability = run(images[start : start + batch_size])
         for sample_id, prob in zip(ids[start : start + batch_size], probability):
             height, width = (int(v) for v in sizes.loc[sample_id])
-            write_mask(prob, height, width, rule, outdir / f"{sample_id}.png")
+            write_mask(prob, height, width, rule, outdir / f"{sample_id}.png", postprocess)
     return len(ids)
 
 
@@ -242,6 +283,7 @@ def segment_images(
     threads: int = 0,
     progress: bool = False,
     tta: bool = False,
+    postprocess: str = "recorded",
 ) -> SegmentResult:
     """Segment new images with a trained model: <outdir>/<image stem>_mask.png at each image's size.
 
@@ -249,7 +291,8 @@ def segment_images(
     fold<k>/seed<s>/model.pt under it) whose members' probabilities are averaged before thresholding
     and post-processing, as nnU-Net ensembles its folds. ``tta``: each model's probability is the mean
     of the image's and its horizontal mirror's (mirrored back); depth, the vertical axis, is physical
-    in ultrasound and never flipped.
+    in ultrasound and never flipped. ``postprocess``: keep_one, none, or ``recorded``: the choice made on
+    validation data and recorded beside a study's models (fold<k>/postprocess.json), else keep_one.
 
     backend "torch" reads a model.pt; "onnxruntime" reads a model.onnx with its sidecar (or exports a
     model.pt first). The input size is the one the model was trained at, unless ``size`` is given.
@@ -269,12 +312,15 @@ def segment_images(
     predictor = ensemble([one(member) for member in members], members)
     if tta:
         predictor.run = flip_averaged(predictor.run)
+    if postprocess == "recorded":
+        postprocess = recorded_postprocess(members)
     log.info(
-        "%s: %d model(s)%s, averaged probabilities%s",
+        "%s: %d model(s)%s, averaged probabilities%s; post-processing %s",
         model_path,
         len(members),
         "" if len(members) == 1 else f" ({', '.join(str(m.relative_to(model_path)) for m in members)})",
         "; horizontal-flip test-time augmentation" if tta else "",
+        postprocess,
     )
     if not predictor.size:
         raise SonosegError(f"{model_path}: no input size stored; pass --size")
@@ -301,5 +347,5 @@ def segment_images(
             continue
         probability = predictor.run(predictor.prepare(rgb))[0]
         out = outdir / f"{path.stem}_mask.png"
-        result.written.append(write_mask(probability, rgb.shape[0], rgb.shape[1], rule, out))
+        result.written.append(write_mask(probability, rgb.shape[0], rgb.shape[1], rule, out, postprocess))
     return result

@@ -5,3 +5,7 @@ importing torch."""
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where the device runs it fast (sonoseg.serving.device)
 BACKENDS = ("torch", "onnxruntime")  # what runs a network: PyTorch, or ONNX Runtime on the exported graph
 COMPONENT_RULES = ("area", "contour_points")  # which connected component is the lesion (sonoseg.serving.infer)
+# What follows the threshold (sonoseg.serving.infer): keep_one keeps one connected component (the
+# component rule says which) and fills its holes, the paper's rule; none keeps every pixel above 0.5.
+POSTPROCESSES = ("keep_one", "none")
+POSTPROCESS_CHOICE = "postprocess.json"  # the choice made on a fold's validation part, beside its seeds' models

@@ -12,7 +12,7 @@ import sys
 from sonoseg.data.options import CACHE_MARKS, INTERPOLATIONS, MARKS, PARTS
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
-from sonoseg.serving.options import BACKENDS, COMPONENT_RULES
+from sonoseg.serving.options import BACKENDS, COMPONENT_RULES, POSTPROCESSES
 from sonoseg.study import commands
 
 
@@ -58,8 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recipe", help="write a run's recipe.json (the recipe selection's choice applied)")
     p.add_argument("--recipe", required=True, help="the run sheet's recipe as JSON")
     p.add_argument("--selection", default="", help="the recipe selection whose chosen settings the run takes")
+    p.add_argument("--augmentation", default="", help="the augmentation choice (development set) the run takes")
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_recipe)
+
+    p = sub.add_parser(
+        "choose-augmentation", help="choose a network's augmentation by Dice on the development external set"
+    )
+    p.add_argument("--network", required=True)
+    p.add_argument(
+        "--metrics", nargs="+", required=True, help="OPTION=metrics.csv (paper, ultrasound) of each candidate and fold"
+    )
+    p.add_argument("--manifest", required=True, help="the development set's manifest (patients)")
+    p.add_argument("--dataset", required=True, help="the development set's name")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=commands.cmd_choose_augmentation)
 
     p = sub.add_parser("split", help="patient-level train/val/test split")
     p.add_argument("--manifest", required=True)
@@ -69,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-file", default="")
     p.add_argument("--stratify", default="", help="a manifest column whose values every part gets in proportion")
     p.add_argument("--folds", type=int, default=1, help="patient-level cross-validation folds (1: one split)")
+    p.add_argument("--external", action="store_true", help="an external dataset: every image a test image")
     p.set_defaults(func=commands.cmd_split)
 
     p = sub.add_parser("preprocess", help="resize one split and cache it as an array file")
@@ -149,9 +163,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True)
     p.add_argument("--outdir", required=True)
     p.add_argument("--component-rule", default="area")
+    p.add_argument("--postprocess", default="keep_one", choices=POSTPROCESSES, help="what follows the threshold")
+    p.add_argument(
+        "--postprocess-choice",
+        nargs="*",
+        default=[],
+        help="the folds' postprocess.json (chosen on validation), instead of --postprocess",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--runs-per-gpu", type=int, default=1, help="jobs sharing one GPU (train.runs_per_gpu)")
     p.set_defaults(func=commands.cmd_predict)
+
+    p = sub.add_parser(
+        "choose-postprocess", help="choose the post-processing of a run's fold on its validation part (Dice)"
+    )
+    p.add_argument("--model", nargs="+", required=True, help="the fold's model.pt, one per seed")
+    p.add_argument("--data", required=True, help="the fold's resized validation images (data/cache/.../val.npz)")
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--component-rule", default="area", choices=COMPONENT_RULES)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="postprocess.json")
+    p.set_defaults(func=commands.cmd_choose_postprocess)
 
     p = sub.add_parser("segment", help="segment new images with a trained model (e.g. Lighter U-net @128)")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF; RGB, grayscale, RGBA or 16-bit)")
@@ -174,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--postprocess",
+        default="recorded",
+        choices=("recorded", *POSTPROCESSES),
+        help="recorded: the choice made on validation beside a study's models (else keep_one)",
+    )
     p.set_defaults(func=commands.cmd_segment)
 
     p = sub.add_parser("export", help="export a trained model.pt to ONNX (+ a JSON sidecar: pre/post-processing)")
@@ -218,7 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True, help="the manifest (patient groups, metadata)")
     p.add_argument("--per-image", required=True, help="the long per-image table (CSV; .gz compresses)")
     p.add_argument("--trainings", required=True, help="one row per training (CSV)")
+    p.add_argument(
+        "--external-manifest", nargs="*", default=[], help="NAME=manifest.csv of each external dataset's runs"
+    )
     p.set_defaults(func=commands.cmd_collect)
+
+    p = sub.add_parser("generalization", help="in-domain vs external-dataset Dice per network (patient CIs)")
+    p.add_argument("--per-image", required=True, help="the collected per_image.csv.gz")
+    p.add_argument("--networks", nargs="+", required=True, help="the study's network runs, in the table's order")
+    p.add_argument("--datasets", nargs="+", required=True, help="NAME=ROLE (development, held_out) per external set")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+    p.add_argument("--out", required=True, help="the CSV; .md beside it")
+    p.set_defaults(func=commands.cmd_generalization)
 
     p = sub.add_parser("table", help="Table 1, Table 2 or the ladder from summaries")
     p.add_argument("kind", choices=catalog.STUDY_TABLES)

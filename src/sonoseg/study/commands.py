@@ -121,7 +121,7 @@ def load_config(configfiles: list[str]) -> dict:
 def cmd_recipe(args) -> None:
     from sonoseg.training import recipe
 
-    final = recipe.resolve(recipe.Recipe.from_json(args.recipe), args.selection or None)
+    final = recipe.resolve(recipe.Recipe.from_json(args.recipe), args.selection or None, args.augmentation or None)
     final.write(args.out)
     log.info("recipe: %s", final.to_json())
 
@@ -131,7 +131,9 @@ def cmd_split(args) -> None:
     from sonoseg.data import split
 
     samples = data.included(data.read_manifest(args.manifest))
-    if args.split_file:
+    if args.external:
+        result = split.external_split(samples)
+    elif args.split_file:
         if args.folds != 1:
             raise SonosegError("split.file gives one split: it cannot be combined with split.folds > 1")
         result = split.user_split(samples, args.split_file)
@@ -245,8 +247,34 @@ def cmd_predict(args) -> None:
             args.device,
             reliance=args.reliance,
             tta=args.tta,
+            postprocess=infer.chosen_postprocess(args.postprocess_choice)
+            if args.postprocess_choice
+            else args.postprocess,
         )
     log.info("wrote %d predictions to %s", count, args.outdir)
+
+
+def cmd_choose_augmentation(args) -> None:
+    from sonoseg.training import augmentation_choice
+
+    grouped: dict[str, list[str]] = {}
+    for item in args.metrics:
+        name, path = _name_value(item, "--metrics")
+        grouped.setdefault(name, []).append(path)
+    choice = augmentation_choice.choose(args.network, grouped, args.manifest, args.dataset)
+    augmentation_choice.write_choice(choice, args.out)
+    log.info("%s: %s augmentation (development-set Dice %s)", args.network, choice["chosen_name"], choice["dice"])
+
+
+def cmd_choose_postprocess(args) -> None:
+    from sonoseg.data import split
+    from sonoseg.training import postprocess
+
+    samples = split.samples_of_part(args.manifest, args.split, "val", args.fold)
+    table = postprocess.validation_dice(args.model, args.data, samples, args.component_rule, args.device)
+    choice = postprocess.choose(table)
+    postprocess.write_choice(choice, args.out)
+    log.info("post-processing %s (validation Dice %s)", choice["chosen"], choice["validation_dice"])
 
 
 def cmd_segment(args) -> None:
@@ -264,6 +292,7 @@ def cmd_segment(args) -> None:
         args.threads,
         progress=not args.no_progress,
         tta=args.tta,
+        postprocess=args.postprocess,
     )
     log.info("wrote %d masks to %s (%s)", len(result.written), args.outdir, args.backend)
     if result.failed:
@@ -324,11 +353,30 @@ def cmd_collect(args) -> None:
     from sonoseg.analysis import results
 
     rows = results.sheet_rows(results.read_sheet(args.sheet), args.runs)
-    per_image = results.collect_per_image(args.study_dir, [r for r in rows if r["kind"] != "candidate"], args.manifest)
+    external = dict(_name_value(item, "--external-manifest") for item in args.external_manifest)
+    evaluated = [r for r in rows if r["kind"] != "candidate"]
+    per_image = results.collect_per_image(args.study_dir, evaluated, args.manifest, external)
     results.write_table(per_image, args.per_image)
     trainings = results.collect_trainings(args.study_dir, rows)
     results.write_table(trainings, args.trainings)
     log.info("collected %d per-image rows of %d runs, %d trainings", len(per_image), len(rows), len(trainings))
+
+
+def _name_value(text: str, option: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise SonosegError(f"{option}: {text!r} is not NAME=VALUE")
+    return name, value
+
+
+def cmd_generalization(args) -> None:
+    from sonoseg.analysis import generalization, results
+
+    per_image = results.read_per_image(args.per_image)
+    roles = dict(_name_value(item, "--datasets") for item in args.datasets)
+    table = generalization.generalization_table(per_image, args.networks, roles, args.seed)
+    generalization.write(table, args.out)
+    log.info("generalization:\n%s", generalization.markdown(table))
 
 
 def cmd_table(args) -> None:

@@ -7,9 +7,13 @@ back out of a path. Torch-free: the workflow imports it when it parses the Snake
     runs/<run>/fold<F>/seed<N>/model.pt          one training (history.csv, predictions/, metrics.csv beside it)
     data/cache/<marks>/fold<F>/<part>.npz       the resized images of one marks condition, fold and part
     selection/<network>/fold<F>.json            a network's recipe choice in one fold
+    selection/<network>/augmentation.json       its augmentation, chosen on the development external set
     runs.tsv, data/manifest.csv, data/split.csv the run sheet, every file of the dataset, the split
     networks/<run>.csv                          one run's summary
     per_image.csv.gz, trainings.csv             every run's results as one long table each (sonoseg.analysis.results)
+    external/<dataset>/manifest.csv, split.csv  an external dataset (every image a test image), and
+    external/<dataset>/cache/<marks>/test.npz   its images resized as a run's models read them
+    runs/<run>/fold<F>/postprocess.json         the post-processing chosen on the fold's validation part
 """
 
 from __future__ import annotations
@@ -23,12 +27,18 @@ TRAINING = "runs/" + TRAINING_ID
 RECIPE = FOLD + "/recipe.json"
 CACHE = "data/cache/{marks}/fold{fold}/{part}.npz"
 SELECTION = "selection/{network}/fold{fold}.json"
+AUGMENTATION = "selection/{network}/augmentation.json"  # a network's augmentation, chosen on the development set
 SUMMARY = "networks/{run}.csv"
 CHECKPOINT = "checkpoints/{run}/fold{fold}/seed{seed}.pt"
 SHEET = "runs.tsv"
 MANIFEST = "data/manifest.csv"
 SPLIT = "data/split.csv"
 PER_IMAGE = "per_image.csv.gz"
+POSTPROCESS = FOLD + "/postprocess.json"
+EXTERNAL = "external/{dataset}"
+EXTERNAL_MANIFEST = EXTERNAL + "/manifest.csv"
+EXTERNAL_SPLIT = EXTERNAL + "/split.csv"
+EXTERNAL_CACHE = EXTERNAL + "/cache/{marks}/test.npz"
 TRAININGS = "trainings.csv"
 
 # The files of one training, inside TRAINING.
@@ -50,6 +60,26 @@ def recipe(out: str | Path, run: str, fold) -> str:
 
 def cache(out: str | Path, marks: str, fold, part: str) -> str:
     return f"{out}/{CACHE.format(marks=marks, fold=fold, part=part)}"
+
+
+def postprocess(out: str | Path, run: str, fold) -> str:
+    return f"{out}/{POSTPROCESS.format(run=run, fold=fold)}"
+
+
+def external_manifest(out: str | Path, dataset: str) -> str:
+    return f"{out}/{EXTERNAL_MANIFEST.format(dataset=dataset)}"
+
+
+def external_split(out: str | Path, dataset: str) -> str:
+    return f"{out}/{EXTERNAL_SPLIT.format(dataset=dataset)}"
+
+
+def external_cache(out: str | Path, dataset: str, marks: str) -> str:
+    return f"{out}/{EXTERNAL_CACHE.format(dataset=dataset, marks=marks)}"
+
+
+def augmentation(out: str | Path, network: str) -> str:
+    return f"{out}/{AUGMENTATION.format(network=network)}"
 
 
 def selection(out: str | Path, network: str, fold) -> str:

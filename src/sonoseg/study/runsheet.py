@@ -13,13 +13,17 @@ more seeds. Its kind is a column, and one rule chain (workflow/rules/runs.smk) s
 | ``ensemble`` | a network's seeds averaged in each fold (a network with several seeds) | ``<run>--ensemble`` |
 | ``tta`` | a network's models tested with horizontal-flip averaging | ``<run>--tta`` |
 | ``convergence`` | a network retrained with twice its epoch budget, one seed | ``<network>--budget2x`` |
+| ``external`` | a network's models (single, tta or ensemble) tested on an external dataset | ``<run>--on-<dataset>`` |
+| ``augmentation`` | a network with ``ultrasound_augment: auto``, trained with one option | ``<network>--augment-<option>`` |
 
 A candidate's name lists only its network's auto settings (``<network>--wd<decay>`` when the learning
 rate is fixed); its ``point`` column gives their values. ``baseline`` rows are floors or references
 (sonoseg.networks.catalog). Two more columns make the evidence's dimensions: ``marks`` (coloured overlays kept
 or inpainted before resizing; the caliper ablation adds each network and floor once more under the
 other condition, as ``<name>--marks-<condition>``) and ``folds`` (patient-level cross-validation:
-every run is made once per fold, each fold testing its own patients).
+every run is made once per fold, each fold testing its own patients). ``dataset`` names the external
+dataset (config ``external_datasets``) an ``external`` run tests on: every image of it, by every fold's
+models; empty for the study's own test images.
 
 Each run lives in ``runs/<name>/fold<F>/``: ``recipe.json`` (what training reads), then per seed
 ``seed<N>/model.pt``, ``history.csv``, ``predictions/`` and ``metrics.csv``. A new kind of run is a
@@ -39,10 +43,23 @@ import pandas as pd
 from sonoseg.data.options import UNMARKED
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
+from sonoseg.training.augmentation_choice import OPTIONS as AUGMENTATION_OPTIONS
 from sonoseg.training.recipe import Recipe, describe_changes, ladder_recipes, network_recipe, recipe_from_config
 from sonoseg.training.selection import GRIDS
 
-KINDS = ("network", "candidate", "ladder_step", "baseline", "reliance", "ensemble", "tta", "convergence")
+KINDS = (
+    "network",
+    "candidate",
+    "ladder_step",
+    "baseline",
+    "reliance",
+    "ensemble",
+    "tta",
+    "convergence",
+    "external",
+    "augmentation",
+)
+ROLES = ("development", "held_out")  # an external dataset's role: the one that may guide a choice, or not
 SHORT_NAMES = {"learning_rate": "lr", "weight_decay": "wd"}  # in a candidate's name
 SEPARATOR = "--"  # between a run's method and its variant: never part of a network or step name
 
@@ -55,6 +72,7 @@ class Run:
     seeds: tuple[str, ...]
     recipe: Recipe | None = None  # None for a run without training
     selected_from: str = ""  # the network whose recipe selection sets this run's auto settings
+    augmentation_from: str = ""  # the network whose augmentation choice (development set) sets ultrasound_augment
     point: tuple[tuple[str, float], ...] = ()  # a selection candidate's values of its network's auto settings
     model_from: str = ""  # a reliance run: the run whose models it tests (on its own marks condition)
     pretrained_backbone: str = ""  # the ImageNet weights file its backbone starts from ('' for none)
@@ -65,6 +83,8 @@ class Run:
     recipe_changes: str = ""  # a network's changes to the study's recipe (its overrides), as its table row names them
     tta: bool = False  # tested with horizontal-flip averaging (test-time augmentation)
     members: tuple[str, ...] = ()  # an ensemble run: the seeds whose models it averages, in each fold
+    dataset: str = ""  # an external run: the external dataset it tests on ('' for the study's own test images)
+    member_folds: tuple[str, ...] = ()  # an external ensemble: the folds whose models it averages too (all)
 
     @property
     def trained(self) -> bool:
@@ -74,6 +94,11 @@ class Run:
     def uses_model(self) -> bool:
         """Whether its predictions come from trained models (its own, or a reliance run's model_from's)."""
         return self.trained or bool(self.model_from)
+
+    @property
+    def variant(self) -> str:
+        """How its models are used: single, tta (flip-averaged) or ensemble (averaged)."""
+        return "ensemble" if self.members else "tta" if self.tta else "single"
 
     @property
     def evaluated(self) -> bool:
@@ -87,6 +112,7 @@ class Run:
         row["recipe"] = self.recipe.to_json() if self.recipe else ""
         row["point"] = " ".join(f"{k}={decay_name(v)}" for k, v in self.point)
         row["members"] = " ".join(self.members)
+        row["member_folds"] = " ".join(self.member_folds)
         return row
 
 
@@ -149,9 +175,43 @@ def check_config(config: dict) -> None:
                 f"config claims.equivalence: {unknown} in {pair} are not among the study's networks and "
                 f"baselines {sorted(methods)}"
             )
+    check_external_datasets(config.get("external_datasets", []))
+    chosen_on_development = [n for n in networks if augmentation_auto(train, n)]
+    if chosen_on_development and not development_set(config):
+        raise SonosegError(
+            f"config train.ultrasound_augment: auto (for {chosen_on_development}) chooses on the development "
+            "external set: declare one in external_datasets (role: development)"
+        )
     for name in networks + steps:
         if SEPARATOR in name:
             raise SonosegError(f"config: {name!r}: a network or ladder step name must not contain {SEPARATOR!r}")
+
+
+def check_external_datasets(datasets: list[dict]) -> None:
+    names = [d["name"] for d in datasets]
+    if len(set(names)) != len(names):
+        raise SonosegError(f"config external_datasets: names must be unique, got {names}")
+    development = [d["name"] for d in datasets if d.get("role") == "development"]
+    if len(development) > 1:
+        raise SonosegError(
+            f"config external_datasets: at most one development set (the one set that may guide a choice), "
+            f"got {development}"
+        )
+    for name in names:
+        if SEPARATOR in name:
+            raise SonosegError(f"config external_datasets: {name!r}: a dataset name must not contain {SEPARATOR!r}")
+
+
+def augmentation_auto(train: dict, network: str) -> bool:
+    """Whether a network's ultrasound_augment is chosen on the development set (``auto``: its override's
+    value when it has one, else the train section's)."""
+    override = train.get("overrides", {}).get(network, {})
+    return override.get("ultrasound_augment", train.get("ultrasound_augment")) == "auto"
+
+
+def development_set(config: dict) -> str:
+    """The external dataset allowed to guide a choice (role development), or ''."""
+    return next((d["name"] for d in config.get("external_datasets", []) if d.get("role") == "development"), "")
 
 
 def build(config: dict) -> list[Run]:
@@ -173,6 +233,7 @@ def build(config: dict) -> list[Run]:
                 seeds,
                 network_recipe(train, network),
                 selected_from=network if auto else "",
+                augmentation_from=network if augmentation_auto(train, network) else "",
                 pretrained_backbone=catalog.pretrained_backbone_for(train, network),
                 table_name=network,
                 recipe_changes=describe_changes(recipe_from_config(train), network_recipe(train, network)),
@@ -194,6 +255,7 @@ def build(config: dict) -> list[Run]:
                     **data,
                 )
             )
+    runs += augmentation_candidates(runs, train)
     ladder = config["ladder"]
     if ladder["enabled"]:
         ladder_seeds = tuple(str(s) for s in ladder["seeds"]) or seeds
@@ -221,6 +283,7 @@ def build(config: dict) -> list[Run]:
     runs += ensemble_runs(runs)
     if config["predict"]["tta"]:
         runs += tta_runs(runs)
+    runs += external_runs(runs, [d["name"] for d in config.get("external_datasets", [])], data["marks"])
     runs += convergence_runs(runs, config.get("convergence", {}).get("networks", []))
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
@@ -288,6 +351,99 @@ def tta_runs(runs: list[Run]) -> list[Run]:
     """Test-time augmentation: every network run (each marks condition) tested once more with
     horizontal-flip averaging, with its own models (no training), paired image by image with it."""
     return [tested_again(run, "tta", "tta", tta=True) for run in runs if run.kind == "network"]
+
+
+def augmentation_candidates(runs: list[Run], train: dict) -> list[Run]:
+    """The augmentation choice's candidates (sonoseg.training.augmentation_choice): each network whose
+    ultrasound_augment is auto, trained with each option with the recipe selection's seed in every fold
+    (its other settings as its own run's, the learning rate and weight decay chosen as its)."""
+    seed = (str(train["selection_seed"]),)
+    return [
+        replace(
+            run,
+            name=f"{run.name}{SEPARATOR}augment-{option}",
+            kind="augmentation",
+            seeds=seed,
+            recipe=run.recipe.with_changes({"ultrasound_augment": flag}),
+            augmentation_from="",
+        )
+        for run in runs
+        if run.kind == "network" and run.augmentation_from
+        for option, flag in AUGMENTATION_OPTIONS.items()
+    ]
+
+
+def augmentation_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
+    """(a network trained with the paper's augmentation, with the ultrasound one), on its own test
+    images and on each external dataset: the augmentation table's pairs."""
+    by_name = {run.name: run for run in runs}
+    pairs = []
+    for run in runs:
+        if run.kind == "augmentation" and run.name.endswith(f"{SEPARATOR}augment-ultrasound"):
+            paper = by_name[run.name.replace(f"{SEPARATOR}augment-ultrasound", f"{SEPARATOR}augment-paper")]
+            pairs.append((paper, run))
+            tested = {(r.model_from, r.dataset): r for r in runs if r.kind == "external"}
+            pairs += [
+                (tested[(paper.name, r.dataset)], r)
+                for r in runs
+                if r.kind == "external" and r.model_from == run.name and (paper.name, r.dataset) in tested
+            ]
+    return pairs
+
+
+def augmentation_choices(runs: list[Run]) -> dict[str, dict[str, Run]]:
+    """network -> option -> its candidate run."""
+    choices: dict[str, dict[str, Run]] = {}
+    for run in runs:
+        if run.kind == "augmentation":
+            option = run.name.rsplit(f"{SEPARATOR}augment-", 1)[1]
+            choices.setdefault(run.method, {})[option] = run
+    return choices
+
+
+def external_runs(runs: list[Run], datasets: list[str], marks: str) -> list[Run]:
+    """External validation: every network run of the main marks condition tested once more on each
+    external dataset in full (no training), by each of its trainings (``<run>--on-<dataset>``), with
+    flip averaging when the study tests that (``<run>--tta--on-<dataset>``), and, where it has several
+    trainings, as the ensemble of all of them, every fold and seed (``<run>--ensemble--on-<dataset>``:
+    no image of an external set was seen by any fold, so every model may vote, as nnU-Net's folds do).
+    External images reach no training and no choice but those the development set may guide."""
+    tested = [run for run in runs if run.marks == marks and run.kind in ("network", "tta", "augmentation")]
+    external = []
+    for dataset in datasets:
+        for run in tested:
+            if run.kind in ("network", "augmentation"):
+                external.append(tested_again(run, f"on-{dataset}", "external", dataset=dataset))
+            else:
+                external.append(
+                    replace(run, name=f"{run.name}{SEPARATOR}on-{dataset}", kind="external", dataset=dataset)
+                )
+        for run in tested:
+            if run.kind == "network" and len(run.folds) * len(run.seeds) > 1:
+                external.append(
+                    tested_again(
+                        run,
+                        f"ensemble{SEPARATOR}on-{dataset}",
+                        "external",
+                        dataset=dataset,
+                        folds=run.folds[:1],
+                        seeds=run.seeds[:1],
+                        members=run.seeds,
+                        member_folds=run.folds,
+                    )
+                )
+    return external
+
+
+def external_pairs(runs: list[Run], variant: str) -> list[tuple[Run, Run]]:
+    """On each external dataset, (a network's single models, the same models as ``variant``: tta or
+    ensemble), for the paired tables."""
+    single = {(run.model_from, run.dataset): run for run in runs if run.kind == "external" and run.variant == "single"}
+    return [
+        (single[(run.model_from, run.dataset)], run)
+        for run in runs
+        if run.kind == "external" and run.variant == variant and (run.model_from, run.dataset) in single
+    ]
 
 
 def convergence_runs(runs: list[Run], networks: list[str]) -> list[Run]:

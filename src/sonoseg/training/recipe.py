@@ -14,13 +14,19 @@ from sonoseg.training.selection import SELECTABLE, read_selection
 # "auto": bf16 autocast where the device has fast bf16 units, else fp32 (sonoseg.serving.device.resolve_precision)
 
 
+# The settings a config may leave to a choice (``auto``): by validation loss, or on the development set.
+AUTO_SETTINGS = (*SELECTABLE, "ultrasound_augment")
+
 # Settings added after runs were first made, with the value every earlier run trained under.
-ADDED_LATER = {"deep_supervision": False}
+ADDED_LATER = {"deep_supervision": False, "ultrasound_augment": False}
 
 
 @dataclass(frozen=True)
 class Recipe:
-    augment: bool = True
+    augment: bool = True  # the paper's: flips and a random affine map (sonoseg.training.train)
+    # Before it, ultrasound intensity changes: depth gain, shadows, blur, speckle noise, gamma and contrast
+    # (sonoseg.training.ultrasound_augment).
+    ultrasound_augment: bool = False
     # "dice" (soft Dice, 1 - mean over the batch), "bce", or "bce_dice": bce_weight x BCE + soft Dice
     # (UNeXt and CMUNeXt: 0.5 x BCE + Dice; MALUNet and EGE-UNet: BCE + Dice)
     loss: str = "dice"
@@ -113,12 +119,14 @@ class Recipe:
         Path(path).write_text(json.dumps(self.as_dict(), sort_keys=True, indent=2) + "\n")
 
 
-def resolve(base: Recipe, selection: str | Path | None = None) -> Recipe:
+def resolve(base: Recipe, selection: str | Path | None = None, augmentation: str | Path | None = None) -> Recipe:
     """A run's final recipe: its sheet row's recipe, with the settings that the recipe selection chose
-    (``selection``: its JSON file) when the run's settings are chosen there."""
-    if not selection:
-        return base
-    return base.with_changes(read_selection(selection)["chosen"])  # the selection file's one reader
+    (``selection``: its JSON file) and the augmentation chosen on the development external set
+    (``augmentation``: sonoseg.training.augmentation_choice) when the run's settings are chosen there."""
+    from sonoseg.training.augmentation_choice import read_choice
+
+    recipe = base.with_changes(read_selection(selection)["chosen"]) if selection else base
+    return recipe.with_changes(read_choice(augmentation)) if augmentation else recipe
 
 
 def recipe_from_config(train_section: dict) -> Recipe:
@@ -143,11 +151,12 @@ def network_recipe(train_section: dict, network: str, changes: dict | None = Non
     """A network's training settings: the train section, then its overrides, then any changes.
 
     An override's pretrained_backbone is not a recipe setting (sonoseg.networks.catalog.pretrained_backbone_for),
-    and an override's learning_rate or weight_decay auto is resolved by the recipe selection."""
+    and an override's auto (learning_rate, weight_decay: the recipe selection; ultrasound_augment: the
+    augmentation choice) is resolved later."""
     overrides = {
         k: v
         for k, v in train_section.get("overrides", {}).get(network, {}).items()
-        if k != "pretrained_backbone" and not (k in SELECTABLE and v == "auto")
+        if k != "pretrained_backbone" and not (k in AUTO_SETTINGS and v == "auto")
     }
     return recipe_from_config(train_section).with_changes(overrides).with_changes(changes or {})
 

@@ -38,6 +38,7 @@ from sonoseg.serving.modelio import CHECKPOINT_FORMAT, MODEL_FORMAT, fp32_weight
 from sonoseg.training.bn_recalibration import recalibrate_batchnorm
 from sonoseg.training.recipe import Recipe
 from sonoseg.training.stopping import StopRule, StopSettings
+from sonoseg.training.ultrasound_augment import apply_ultrasound, draw_ultrasound
 
 log = logging.getLogger(__name__)
 # val_loss_monitored: what early stopping and the plateau schedule saw (the median of the last
@@ -531,11 +532,17 @@ def train_epoch(model, split: ResidentSplit, recipe: Recipe, loss_fn, optimizer,
     # The epoch's order and augmentation are drawn up front and moved to the device once.
     order = torch.randperm(len(split), generator=data_order)
     theta = draw_augmentation(len(order), data_order).to(dev) if recipe.augment else None
+    if recipe.ultrasound_augment:  # drawn after the above, so recipes without it train as they did
+        ultrasound = draw_ultrasound(len(order), data_order).to(dev)
+        noise_seed = int(torch.randint(0, 2**62, (1,), generator=data_order))
+        noise = torch.Generator(device=dev).manual_seed(noise_seed)
     order = order.to(dev)
     total = torch.zeros((), dtype=torch.float64, device=dev)
     seen = 0
     for batch in batch_slices(len(order), recipe.batch_size):
         x, y = split.batch(order[batch])
+        if recipe.ultrasound_augment:
+            x = apply_ultrasound(x, ultrasound[batch], noise)
         if theta is not None:
             x, y = warp(x, y, theta[batch])
         optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,149 @@
+"""Generalization: each network's Dice on its own test images (in-domain, out of fold) beside its Dice
+on every external dataset (config ``external_datasets``: images no model, choice or floor of the study
+saw), as trained, flip-averaged (tta) and as an ensemble, with patient-level CIs and the drop from
+in-domain to external. The drop's CI resamples the two sets' patients independently (they are other
+patients); the gains of tta and of the ensemble on one dataset are paired by patient in tables/tta.csv
+and tables/ensemble.csv. Reads the collected long table (sonoseg.analysis.results) only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from sonoseg.analysis import stats
+from sonoseg.analysis.results import IN_DOMAIN, patient_table
+from sonoseg.errors import SonosegError
+from sonoseg.networks import catalog
+
+VARIANTS = ("single", "tta", "ensemble")
+COLUMNS = [
+    "network",
+    "label",
+    "variant",
+    "dataset",
+    "role",
+    "run",
+    "patients",
+    "images",
+    "dice",
+    "ci_low",
+    "ci_high",
+    "drop",
+    "drop_ci_low",
+    "drop_ci_high",
+]
+
+
+def variants(per_image: pd.DataFrame) -> pd.Series:
+    """Each row's use of its models: ensemble (members averaged), tta (flip-averaged) or single."""
+    members = per_image["members"].fillna("").astype(str).str.strip() != ""
+    tta = per_image["tta"].astype(str).str.lower() == "true"
+    return pd.Series(["ensemble" if m else "tta" if t else "single" for m, t in zip(members, tta)], per_image.index)
+
+
+def runs_of(per_image: pd.DataFrame, network: str) -> dict[tuple[str, str], str]:
+    """(variant, dataset) -> the run that tests ``network``'s models so: the network's own run, its tta
+    and ensemble runs (in-domain), and its external runs."""
+    owner = per_image["model_from"].fillna("").astype(str).where(lambda s: s != "", per_image["run"])
+    kinds = per_image["kind"].isin(["network", "tta", "ensemble", "external"])
+    mine = per_image[(owner == network) & kinds]
+    keys = pd.DataFrame({"variant": variants(mine), "dataset": mine["dataset"].fillna(IN_DOMAIN), "run": mine["run"]})
+    found: dict[tuple[str, str], str] = {}
+    for (variant, dataset), runs in keys.groupby(["variant", "dataset"], sort=False)["run"]:
+        names = sorted(set(runs))
+        if len(names) > 1:
+            raise SonosegError(f"generalization: {network} has several {variant} runs on {dataset}: {names}")
+        found[(variant, dataset)] = names[0]
+    return found
+
+
+def generalization_table(
+    per_image: pd.DataFrame, networks: list[str], roles: dict[str, str], seed: int = 0, resamples: int = 10_000
+) -> pd.DataFrame:
+    """One row per network x variant x dataset (in-domain first, then the external sets in ``roles``'
+    order): mean Dice over the images with a lesion, its patient-level 95 % CI, and on an external set the
+    drop from the same variant's in-domain Dice with its CI."""
+    if "dataset" not in per_image:
+        raise SonosegError("generalization: the per-image table has no dataset column (collect it again)")
+    absent = [d for d in roles if d not in set(per_image["dataset"])]
+    if absent:
+        raise SonosegError(f"generalization: no results on external datasets {absent} in the per-image table")
+    rows = []
+    for network in networks:
+        found = runs_of(per_image, network)
+        if ("single", IN_DOMAIN) not in found:
+            raise SonosegError(f"generalization: no in-domain results of network {network!r}")
+        for variant in VARIANTS:
+            in_domain = None
+            for dataset in [IN_DOMAIN, *roles]:
+                run = found.get((variant, dataset))
+                if run is None:
+                    continue
+                table = patient_table(per_image, [run])
+                summary = stats.method_ci(table, run, seed=seed, resamples=resamples)
+                replicates = stats.method_replicates(
+                    table, run, seed=seed + (dataset != IN_DOMAIN), resamples=resamples
+                )
+                row = {
+                    "network": network,
+                    "label": catalog.label(network),
+                    "variant": variant,
+                    "dataset": dataset,
+                    "role": roles.get(dataset, IN_DOMAIN),
+                    "run": run,
+                    **{k: summary[k] for k in ("patients", "images")},
+                    "dice": summary["mean"],
+                    "ci_low": summary["ci_low"],
+                    "ci_high": summary["ci_high"],
+                }
+                if dataset == IN_DOMAIN:
+                    in_domain = (summary["mean"], replicates)
+                elif in_domain is not None:
+                    low, high = stats.independent_difference_ci(in_domain[1], replicates)
+                    row.update(drop=in_domain[0] - summary["mean"], drop_ci_low=low, drop_ci_high=high)
+                rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=COLUMNS)
+
+
+def _cell(mean: float, low: float, high: float) -> str:
+    return "" if pd.isna(mean) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The table as a person reads it: a row per network and variant; in-domain Dice, then per external
+    set its Dice and the drop (in-domain - external), each with its 95 % CI."""
+    datasets = list(dict.fromkeys(table["dataset"]))
+    header = ["Network", "Variant"]
+    for dataset in datasets:
+        role = table.loc[table["dataset"] == dataset, "role"].iloc[0]
+        header += [f"{dataset} Dice"] if dataset == IN_DOMAIN else [f"{dataset} ({role}) Dice", f"{dataset} drop"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (_, variant), rows in table.groupby(["network", "variant"], sort=False):
+        by_dataset = rows.set_index("dataset")
+        cells = [rows["label"].iloc[0], variant]
+        for dataset in datasets:
+            row = by_dataset.loc[dataset] if dataset in by_dataset.index else None
+            dice = "" if row is None else _cell(row["dice"], row["ci_low"], row["ci_high"])
+            if dataset == IN_DOMAIN:
+                cells.append(dice)
+            else:
+                drop = "" if row is None else _cell(row["drop"], row["drop_ci_low"], row["drop_ci_high"])
+                cells += [dice, drop]
+        lines.append("| " + " | ".join(cells) + " |")
+    caption = (
+        "Generalization: Dice on the study's own test images (in-domain, out of fold) and on each external "
+        "dataset (every image, every fold's models), mean over images with a lesion [95 % CI by patient]; "
+        "drop = in-domain - external, its CI resampling each set's patients independently. Variants: single "
+        "trainings; tta = horizontal-flip averaging; ensemble = the mean of the trainings' probabilities "
+        "(in-domain: each fold's seeds; external: every fold and seed)."
+    )
+    return caption + "\n\n" + "\n".join(lines) + "\n"
+
+
+def write(table: pd.DataFrame, out_csv: str | Path) -> None:
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_csv, index=False)
+    out_csv.with_suffix(".md").write_text(markdown(table))
