@@ -14,7 +14,7 @@ more seeds. Its kind is a column, and one rule chain (workflow/rules/runs.smk) s
 | ``tta`` | a network's models tested with horizontal-flip averaging | ``<run>--tta`` |
 | ``convergence`` | a network retrained with twice its epoch budget, one seed | ``<network>--budget2x`` |
 | ``external`` | a network's models (single, tta or ensemble) tested on an external dataset | ``<run>--on-<dataset>`` |
-| ``augmentation`` | a network with ``ultrasound_augment: auto``, trained with one option | ``<network>--augment-<option>`` |
+| ``augmentation`` | a network (ultrasound_augment auto) trained with one option | ``<network>--augment-<option>`` |
 
 A candidate's name lists only its network's auto settings (``<network>--wd<decay>`` when the learning
 rate is fixed); its ``point`` column gives their values. ``baseline`` rows are floors or references

@@ -1,0 +1,337 @@
+"""Models that travel: external datasets as a study dimension, the generalization table, post-processing
+chosen on validation and augmentation chosen on the development external set (docs/method.md)."""
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY, run_snakemake, sheet_row, write_config, write_patient_manifest, write_run_metrics
+
+from sonoseg.analysis import generalization, results
+from sonoseg.errors import SonosegError
+from sonoseg.serving import infer
+from sonoseg.study import runsheet
+from sonoseg.training import augmentation_choice, postprocess
+from sonoseg.training.recipe import Recipe, resolve
+from sonoseg.training.ultrasound_augment import P_APPLY, PARAMETERS, apply_ultrasound, draw_ultrasound
+
+EXTERNALS = [
+    {"name": "dev_set", "role": "development", "layout": "folder", "root": "dev"},
+    {"name": "far_set", "role": "held_out", "layout": "folder", "root": "far"},
+]
+
+
+def sheet(config_changes: dict) -> list[runsheet.Run]:
+    """The run sheet of the repository's config with ``config_changes`` merged over it, as the workflow
+    merges a --configfile (schema defaults filled in)."""
+    import tempfile
+
+    import yaml
+
+    from sonoseg.study.commands import load_config
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as changes:
+        yaml.safe_dump(config_changes, changes)
+        changes.flush()
+        return runsheet.build(load_config([changes.name]))
+
+
+# ----------------------------------------------------------------------------- the run sheet
+
+
+def test_every_network_run_is_tested_on_every_external_dataset_single_tta_and_as_one_ensemble():
+    runs = sheet(
+        {
+            "networks": ["unet", "lighter_unet_c1"],
+            "seeds": [0, 1],
+            "split": {"folds": 2},
+            "predict": {"tta": True},
+            "ladder": {"enabled": False},
+            "baselines": ["threshold_baseline"],
+            "external_datasets": EXTERNALS,
+        }
+    )
+    by_name = {run.name: run for run in runs}
+    for network in ("unet", "lighter_unet_c1"):
+        for dataset in ("dev_set", "far_set"):
+            single = by_name[f"{network}--on-{dataset}"]
+            assert (single.kind, single.model_from, single.dataset, single.variant) == (
+                "external",
+                network,
+                dataset,
+                "single",
+            )
+            assert single.folds == ("0", "1") and single.seeds == ("0", "1")  # every training tests it
+            assert by_name[f"{network}--tta--on-{dataset}"].variant == "tta"
+            ensemble = by_name[f"{network}--ensemble--on-{dataset}"]
+            # One prediction by every fold's and seed's model.
+            assert (ensemble.folds, ensemble.members, ensemble.member_folds) == (("0",), ("0", "1"), ("0", "1"))
+    # Floors and weight-decay candidates are not externally tested; nothing external is trained.
+    assert not [r for r in runs if r.dataset and (r.trained or r.method == "threshold_baseline")]
+    pairs = {(a.name, b.name) for a, b in runsheet.external_pairs(runs, "tta")}
+    assert ("unet--on-far_set", "unet--tta--on-far_set") in pairs and len(pairs) == 4
+
+
+def test_a_single_training_has_no_external_ensemble_and_the_ablation_twins_are_not_external():
+    runs = sheet(
+        {
+            "networks": ["unet"],
+            "seeds": [0],
+            "ladder": {"enabled": False},
+            "ablation": {"marks": True},
+            "external_datasets": EXTERNALS[:1],
+        }
+    )
+    external = sorted(run.name for run in runs if run.kind == "external")
+    assert external == ["unet--on-dev_set"]
+
+
+@pytest.mark.parametrize(
+    "externals, message",
+    [
+        ([{**EXTERNALS[0]}, {**EXTERNALS[1], "role": "development"}], "at most one development set"),
+        ([EXTERNALS[0], {**EXTERNALS[1], "name": "dev_set"}], "names must be unique"),
+    ],
+)
+def test_external_datasets_are_checked(externals, message):
+    with pytest.raises(SonosegError, match=message):
+        sheet({"networks": ["unet"], "ladder": {"enabled": False}, "external_datasets": externals})
+
+
+def test_an_external_dataset_name_that_would_be_ambiguous_is_refused():
+    # (The schema allows letters, digits and _ only; the run sheet says why even without it.)
+    with pytest.raises(SonosegError, match="must not contain"):
+        runsheet.check_external_datasets([{"name": "a--b"}])
+
+
+def test_augmentation_auto_needs_a_development_set_and_makes_two_candidates_per_network():
+    config = {"networks": ["unet", "fcn8s"], "seeds": [0, 1], "ladder": {"enabled": False}}
+    with pytest.raises(SonosegError, match="development"):
+        sheet({**config, "train": {"ultrasound_augment": "auto"}, "external_datasets": EXTERNALS[1:]})
+    runs = sheet(
+        {**config, "train": {"overrides": {"unet": {"ultrasound_augment": "auto"}}}, "external_datasets": EXTERNALS}
+    )
+    by_name = {run.name: run for run in runs}
+    assert by_name["unet"].augmentation_from == "unet" and not by_name["fcn8s"].augmentation_from
+    candidates = runsheet.augmentation_choices(runs)
+    assert set(candidates) == {"unet"} and set(candidates["unet"]) == {"paper", "ultrasound"}
+    paper, ultrasound = candidates["unet"]["paper"], candidates["unet"]["ultrasound"]
+    assert (paper.recipe.ultrasound_augment, ultrasound.recipe.ultrasound_augment) == (False, True)
+    assert paper.seeds == ultrasound.seeds == ("0",)  # the selection seed, which the network's run adopts
+    pairs = {(a.name, b.name) for a, b in runsheet.augmentation_pairs(runs)}
+    assert pairs == {
+        ("unet--augment-paper", "unet--augment-ultrasound"),
+        ("unet--augment-paper--on-dev_set", "unet--augment-ultrasound--on-dev_set"),
+        ("unet--augment-paper--on-far_set", "unet--augment-ultrasound--on-far_set"),
+    }
+
+
+# ----------------------------------------------------------------------------- the DAG
+
+
+def _dag(workflow_copy, config: dict):
+    dag = run_snakemake(
+        ["all", "--dag", "--cores", "1", "--configfile", write_config(workflow_copy, config)], workflow_copy
+    )
+    assert dag.returncode == 0, dag.stderr[-3000:]
+    labels = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', dag.stdout, re.M))
+    parents: dict[str, set[str]] = {}
+    for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dag.stdout, re.M):
+        parents.setdefault(b, set()).add(a)
+
+    def ancestors(node: str) -> set[str]:
+        seen, stack = set(), [node]
+        while stack:
+            for parent in parents.get(stack.pop(), ()):
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
+        return seen
+
+    return labels, ancestors
+
+
+def _external_tiny(workflow_copy, **train):
+    """The tiny study with two phantom folders as external datasets (dev and held out)."""
+    from sonoseg.data import synth
+
+    for name, seed in (("dev", 5), ("far", 6)):
+        synth.write_dataset(workflow_copy / name, patients=2, seed=seed, size=(48, 64))
+    train = {**TINY["train"], **train}
+    return {**TINY, "seeds": [0, 1], "train": train, "predict": {"tta": True}, "external_datasets": EXTERNALS}
+
+
+CHOICES = ("train", "recipe", "select_recipe", "choose_postprocess", "choose_augmentation")
+
+
+@pytest.mark.slow
+def test_external_images_never_reach_training_and_only_the_development_set_reaches_a_choice(workflow_copy):
+    overrides = {**TINY["train"]["overrides"], "unet": {"ultrasound_augment": "auto"}}
+    labels, ancestors = _dag(workflow_copy, _external_tiny(workflow_copy, overrides=overrides))
+    rule_of = {n: label.split("\\n")[0] for n, label in labels.items()}
+    external = {n for n, label in labels.items() if rule_of[n].endswith("_external")}
+    held_out = {n for n in external if "far_set" in labels[n]}
+    development = external - held_out
+    assert held_out and development  # ingest, split and cache of each
+    test_cache = {n for n, rule in rule_of.items() if rule == "preprocess" and "part: test" in labels[n]}
+    choices = [n for n, rule in rule_of.items() if rule in CHOICES]
+    assert {rule_of[n] for n in choices} == set(CHOICES)
+    for node in choices:
+        assert not ancestors(node) & (held_out | test_cache), labels[node]
+    # The development set reaches the networks' trainings through their augmentation choice only.
+    reached = [n for n in choices if ancestors(n) & development]
+    choice = [n for n, rule in rule_of.items() if rule == "choose_augmentation"]
+    assert reached and all(rule_of[n] == "choose_augmentation" or set(choice) & ancestors(n) for n in reached)
+    # ... and the external sets are tested: every network's predictions on them.
+    assert any(held_out & ancestors(n) for n, rule in rule_of.items() if rule == "generalization")
+
+
+@pytest.mark.slow
+def test_without_an_augmentation_choice_nothing_external_reaches_a_training_or_a_choice(workflow_copy):
+    labels, ancestors = _dag(workflow_copy, _external_tiny(workflow_copy))
+    rule_of = {n: label.split("\\n")[0] for n, label in labels.items()}
+    external = {n for n, rule in rule_of.items() if rule.endswith("_external")}
+    for node in (n for n, rule in rule_of.items() if rule in CHOICES):
+        assert not ancestors(node) & external, labels[node]
+    # The post-processing choice reads its fold's validation images, never the test part's.
+    postprocess_jobs = [n for n, rule in rule_of.items() if rule == "choose_postprocess"]
+    assert postprocess_jobs
+    for node in postprocess_jobs:
+        caches = [labels[n] for n in ancestors(node) if rule_of[n] == "preprocess"]
+        assert caches and all("part: test" not in label for label in caches)
+
+
+# ----------------------------------------------------------------------------- the generalization table
+
+
+def _long_table(tmp_path):
+    """Two patients in-domain (one image each) and three patients on one external set, made by hand."""
+    inside = write_patient_manifest(tmp_path / "inside.csv", ["a", "b"], ["P1", "P2"])
+    outside = write_patient_manifest(tmp_path / "outside.csv", ["a", "x", "y"], ["Q1", "Q2", "Q3"])
+    write_run_metrics(tmp_path, "unet", 0, 0, ["a", "b"], [0.8, 0.6])
+    # Two trainings (folds) tested the external set; an image's Dice is their mean.
+    write_run_metrics(tmp_path, "unet--on-ext", 0, 0, ["a", "x", "y"], [0.5, 0.3, 0.1])
+    write_run_metrics(tmp_path, "unet--on-ext", 1, 0, ["a", "x", "y"], [0.7, 0.3, 0.3])
+    for fold in (0, 1):  # what the external runs' models trained with (the long table names it)
+        recipe = tmp_path / "runs" / "unet" / f"fold{fold}" / "recipe.json"
+        recipe.parent.mkdir(parents=True, exist_ok=True)
+        recipe.write_text('{"learning_rate": 0.001}')
+    rows = [
+        sheet_row("unet", trained=False),
+        sheet_row("unet--on-ext", folds=("0", "1"), kind="external", method="unet", model_from="unet", dataset="ext"),
+    ]
+    return results.collect_per_image(tmp_path, rows, inside, {"ext": outside})
+
+
+def test_collect_joins_each_dataset_with_its_own_manifest(tmp_path):
+    per_image = _long_table(tmp_path)
+    assert set(per_image["dataset"]) == {results.IN_DOMAIN, "ext"}
+    # Sample "a" is in both datasets: each row has its own dataset's patient.
+    patients = per_image.set_index(["dataset", "sample_id"])["patient"]
+    assert patients[(results.IN_DOMAIN, "a")] == "P1" and set(patients[("ext", "a")]) == {"Q1"}
+
+
+def test_the_generalization_table_by_hand(tmp_path):
+    per_image = _long_table(tmp_path)
+    table = generalization.generalization_table(per_image, ["unet"], {"ext": "held_out"}, resamples=200)
+    inside, outside = table.iloc[0], table.iloc[1]
+    assert (inside["dataset"], inside["variant"], inside["patients"]) == (results.IN_DOMAIN, "single", 2)
+    assert inside["dice"] == pytest.approx(0.7)
+    assert outside["dice"] == pytest.approx((0.6 + 0.3 + 0.2) / 3)
+    assert outside["drop"] == pytest.approx(0.7 - 1.1 / 3)
+    assert outside["drop_ci_low"] <= outside["drop"] <= outside["drop_ci_high"]
+    assert outside["role"] == "held_out" and np.isnan(inside["drop"])
+    markdown = generalization.markdown(table)
+    assert "| U-net | single | 0.700" in markdown and "ext (held_out) Dice" in markdown
+
+
+def test_the_generalization_table_names_what_is_missing(tmp_path):
+    per_image = _long_table(tmp_path)
+    with pytest.raises(SonosegError, match="other_set"):
+        generalization.generalization_table(per_image, ["unet"], {"other_set": "held_out"})
+
+
+# ----------------------------------------------------------------------------- post-processing
+
+
+def test_the_post_processing_choice_keeps_what_scores_better_on_validation():
+    table = pd.DataFrame({"model": ["m"] * 2, "sample_id": ["1", "2"], "keep_one": [0.8, 0.6], "none": [0.7, 0.9]})
+    choice = postprocess.choose(table)
+    assert choice["chosen"] == "none" and choice["validation_images"] == 2
+    tie = table.assign(none=table["keep_one"])
+    assert postprocess.choose(tie)["chosen"] == "keep_one"  # a tie keeps the paper's rule
+
+
+def test_several_folds_choices_pool_their_validation_images(tmp_path):
+    first, second = tmp_path / "fold0.json", tmp_path / "fold1.json"
+    # Fold 0 prefers none on 1 image by 0.1; fold 1 prefers keep_one on 3 images by 0.05 each: keep_one.
+    first.write_text(json.dumps({"validation_dice": {"keep_one": 0.5, "none": 0.6}, "validation_images": 1}))
+    second.write_text(json.dumps({"validation_dice": {"keep_one": 0.55, "none": 0.5}, "validation_images": 3}))
+    assert infer.chosen_postprocess([first]) == "none"
+    assert infer.chosen_postprocess([first, second]) == "keep_one"
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SonosegError, match="bad.json"):
+        infer.chosen_postprocess([tmp_path / "bad.json"])
+
+
+def test_none_keeps_every_pixel_and_keep_one_keeps_one_component():
+    mask = np.zeros((20, 20), bool)
+    mask[2:6, 2:6] = mask[10:18, 10:18] = True
+    assert infer.postprocessed(mask, "area", "none").sum() == 16 + 64
+    assert infer.postprocessed(mask, "area", "keep_one").sum() == 64
+
+
+def test_a_run_folder_serves_the_post_processing_recorded_beside_its_models(tmp_path):
+    members = [tmp_path / f"fold{f}" / "seed0" / "model.pt" for f in (0, 1)]
+    assert infer.recorded_postprocess(members) == "keep_one"  # nothing recorded: the paper's rule
+    (tmp_path / "fold0").mkdir()
+    (tmp_path / "fold0" / "postprocess.json").write_text(
+        json.dumps({"validation_dice": {"keep_one": 0.1, "none": 0.2}, "validation_images": 4})
+    )
+    with pytest.raises(SonosegError, match="fold1/postprocess.json"):
+        infer.recorded_postprocess(members)  # one fold recorded, the other not: named
+    assert infer.recorded_postprocess(members[:1]) == "none"
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def test_ultrasound_augmentation_is_seeded_keeps_the_range_and_can_be_the_identity():
+    images = torch.rand(5, 3, 32, 32)
+
+    def augmented(seed: int) -> torch.Tensor:
+        draws = draw_ultrasound(5, torch.Generator().manual_seed(seed))
+        return apply_ultrasound(images, draws, torch.Generator().manual_seed(seed))
+
+    assert torch.equal(augmented(0), augmented(0)) and not torch.equal(augmented(0), augmented(1))
+    assert augmented(0).min() >= 0 and augmented(0).max() <= 1
+    off = torch.full((5, PARAMETERS), P_APPLY + 0.1)  # no transform drawn: the images unchanged
+    assert torch.equal(apply_ultrasound(images, off, torch.Generator().manual_seed(0)), images)
+
+
+def test_the_depth_gain_brightens_the_deep_rows_when_its_slope_is_positive():
+    images = torch.full((1, 3, 32, 32), 0.05)
+    draws = torch.full((1, PARAMETERS), 0.99)
+    draws[0, 0] = 0.0  # only the gain is on
+    draws[0, 5], draws[0, 6] = 0.5, 1.0  # no overall gain, the full positive slope
+    out = apply_ultrasound(images, draws, torch.Generator().manual_seed(0))
+    assert out[0, 0, 0].mean() == pytest.approx(0.05, abs=1e-6) and out[0, 0, -1].mean() > 0.05 * 10 ** (11 / 20)
+
+
+def test_the_augmentation_choice_reads_the_development_set_by_patient(tmp_path):
+    manifest = write_patient_manifest(tmp_path / "dev.csv", ["x1", "x2", "y"], ["P", "P", "Q"])
+    paper = write_run_metrics(tmp_path, "paper", 0, 0, ["x1", "x2", "y"], [0.2, 0.4, 0.9])
+    ultra = write_run_metrics(tmp_path, "ultra", 0, 0, ["x1", "x2", "y"], [0.6, 0.6, 0.6])
+    choice = augmentation_choice.choose("unet", {"paper": [paper], "ultrasound": [ultra]}, manifest, "dev")
+    # By patient: paper (0.3 + 0.9) / 2 = 0.6, ultrasound 0.6: a tie keeps the paper's augmentation.
+    assert choice["dice"] == pytest.approx({"paper": 0.6, "ultrasound": 0.6})
+    assert choice["chosen"] == {"ultrasound_augment": False}
+    better = write_run_metrics(tmp_path, "better", 0, 0, ["x1", "x2", "y"], [0.6, 0.6, 0.7])
+    choice = augmentation_choice.choose("unet", {"paper": [paper], "ultrasound": [better]}, manifest, "dev")
+    assert choice["chosen"] == {"ultrasound_augment": True} and choice["patients"] == 2
+    out = tmp_path / "augmentation.json"
+    augmentation_choice.write_choice(choice, out)
+    assert resolve(Recipe(), augmentation=out).ultrasound_augment is True
