@@ -123,7 +123,9 @@ def test_tta_is_a_column_of_the_run_sheet_and_of_the_long_table(workflow_copy, t
     dry = run_snakemake(["all", "-n", "-p", "--cores", "1", "--configfile", config], workflow_copy)
     assert dry.returncode == 0, dry.stderr[-3000:]
     flipped = re.findall(r"sonoseg predict --model \S+/runs/([\w-]+)/fold0/seed0/model\.pt .*--tta", dry.stdout)
-    assert sorted(flipped) == ["lighter_unet_c1", "unet"]
+    # Each network's own test images, and (its external runs) each external dataset's.
+    assert sorted(set(flipped)) == ["lighter_unet_c1", "unet"]
+    assert len(flipped) == 2 * (1 + len(runsheet_externals()))
     assert not re.search(r"sonoseg train .*--tta", dry.stdout)  # nothing is trained for it
     assert re.search(r"sonoseg paired --pairs (unet:unet--tta|lighter_unet_c1:lighter_unet_c1--tta) ", dry.stdout)
     assert "--family tta" in dry.stdout and "tables/tta.csv" in dry.stdout
@@ -135,6 +137,13 @@ def test_tta_is_a_column_of_the_run_sheet_and_of_the_long_table(workflow_copy, t
     rows = [sheet_row("unet"), sheet_row("unet--tta", kind="tta", method="unet", tta=True)]
     per_image = collect(tmp_path, rows, manifest)
     assert per_image.groupby("run")["tta"].first().to_dict() == {"unet": False, "unet--tta": True}
+
+
+def runsheet_externals() -> list[str]:
+    """The external datasets of the repository's config (config/config.yaml)."""
+    import yaml
+
+    return [d["name"] for d in yaml.safe_load(open("config/config.yaml"))["external_datasets"]]
 
 
 # ----------------------------------------------------------------------------- ensembles in the study
@@ -167,7 +176,7 @@ def test_the_study_predicts_the_ensemble_from_each_folds_members(workflow_copy):
     assert dry.returncode == 0, dry.stderr[-3000:]
     ensembles = re.findall(
         r"sonoseg predict --model (\S+/runs/unet/fold0/seed\d/model\.pt) (\S+/runs/unet/fold0/seed\d/model\.pt) "
-        r"--data \S+ --manifest \S+ --split \S+ --fold 0 --outdir (\S+)",
+        r"--data \S+/data/cache/\S+ --postprocess-choice \S+ --manifest \S+ --split \S+ --fold 0 --outdir (\S+)",
         dry.stdout,
     )
     assert len(ensembles) == 1

@@ -91,8 +91,11 @@ def test_no_folds_test_patients_reach_its_training_in_the_dag(workflow_copy):
         assert {part for *_, part in caches} == {"train", "val"}
         assert {fold for _, fold, _ in caches} == {run_fold}
     for command in re.findall(r"sonoseg predict --model .*", dry.stdout):
-        run_fold = re.search(r"--fold (\d)", command)[1]
-        assert re.search(rf"data/cache/\w+/fold{run_fold}/test\.npz", command), command
+        run_fold = re.search(r"runs/\S+?/fold(\d)/seed\d/model\.pt", command)[1]
+        if "/external/" in command:  # an external dataset: all of it, by every fold's models
+            assert re.search(r"--data \S+/external/\w+/cache/\w+/test\.npz .*--fold 0 ", command), command
+        else:
+            assert re.search(rf"data/cache/\w+/fold{run_fold}/test\.npz .*--fold {run_fold} ", command), command
     # The ablation's twins read the other condition's caches.
     assert re.search(r"runs/unet--marks-inpaint/fold0/seed0/model\.pt", dry.stdout)
     assert "tables/marks_ablation.csv" in dry.stdout

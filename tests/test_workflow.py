@@ -199,6 +199,7 @@ def test_recipe_selection_never_takes_the_test_split(workflow_copy):
         "overrides": {},
     }
     auto = {**TINY, "networks": ["unet", "lighter_unet_c1", "fcn8s"], "seeds": [0, 1], "train": train}
+    auto["external_datasets"] = []  # external datasets reach no training either: tests/test_generalization.py
     dag = run_snakemake(
         ["all", "--dag", "--cores", "1", "--configfile", write_config(workflow_copy, auto)], workflow_copy
     )

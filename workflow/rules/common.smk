@@ -207,7 +207,9 @@ def get_augmentation_metrics(wildcards):
     """Each augmentation candidate's per-image metrics on the development set, every fold."""
     return {
         option: [
-            layout.training_file(OUT, f"{run.name}{runsheet.SEPARATOR}on-{DEVELOPMENT}", fold, run.seeds[0], layout.METRICS)
+            layout.training_file(
+                OUT, f"{run.name}{runsheet.SEPARATOR}on-{DEVELOPMENT}", fold, run.seeds[0], layout.METRICS
+            )
             for fold in run.folds
         ]
         for option, run in AUGMENTATION_CHOICES[wildcards.network].items()
@@ -284,9 +286,10 @@ def prediction_source(wildcards, input):
             else f"--postprocess {POSTPROCESS}"
         )
         return (
-            f"--model {input.model} --data {input.data} {chosen}"
+            f"--model {input.model} --data {input.data}"
             + (" --reliance" if run.kind == "reliance" else "")
             + (" --tta" if run.tta else "")
+            + f" {chosen}"
         )
     return f"--baseline {run.method} --marks {run.marks}"
 

@@ -35,12 +35,12 @@ rule recipe:
         CONDA_ENV
     params:
         recipe=lambda wc: run_of(wc).recipe.to_json(),
-        selection=lambda wc, input: f"--selection {input.selection}" if "selection" in input.keys() else "",
-        augmentation=lambda wc, input: (
-            f"--augmentation {input.augmentation}" if "augmentation" in input.keys() else ""
+        # The choices the run takes: the recipe selection's (--selection), the development set's (--augmentation).
+        choices=lambda wc, input: " ".join(
+            f"--{name} {input[name]}" for name in ("selection", "augmentation") if name in input.keys()
         ),
     shell:
-        "sonoseg recipe --recipe {params.recipe:q} {params.selection} {params.augmentation} --out {output} > {log} 2>&1"
+        "sonoseg recipe --recipe {params.recipe:q} {params.choices} --out {output} > {log} 2>&1"
 
 
 rule select_recipe:
