@@ -12,7 +12,7 @@ from conftest import TINY, run_snakemake, sheet_row, write_config, write_patient
 
 from sonoseg.analysis import generalization, results
 from sonoseg.errors import SonosegError
-from sonoseg.serving import infer
+from sonoseg.serving import infer, modelio
 from sonoseg.study import runsheet
 from sonoseg.training import augmentation_choice, postprocess
 from sonoseg.training.recipe import Recipe, resolve
@@ -270,11 +270,11 @@ def test_several_folds_choices_pool_their_validation_images(tmp_path):
     # Fold 0 prefers none on 1 image by 0.1; fold 1 prefers keep_one on 3 images by 0.05 each: keep_one.
     first.write_text(json.dumps({"validation_dice": {"keep_one": 0.5, "none": 0.6}, "validation_images": 1}))
     second.write_text(json.dumps({"validation_dice": {"keep_one": 0.55, "none": 0.5}, "validation_images": 3}))
-    assert infer.chosen_postprocess([first]) == "none"
-    assert infer.chosen_postprocess([first, second]) == "keep_one"
+    assert modelio.chosen_postprocess([first]) == "none"
+    assert modelio.chosen_postprocess([first, second]) == "keep_one"
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(SonosegError, match="bad.json"):
-        infer.chosen_postprocess([tmp_path / "bad.json"])
+        modelio.chosen_postprocess([tmp_path / "bad.json"])
 
 
 def test_none_keeps_every_pixel_and_keep_one_keeps_one_component():
@@ -286,14 +286,14 @@ def test_none_keeps_every_pixel_and_keep_one_keeps_one_component():
 
 def test_a_run_folder_serves_the_post_processing_recorded_beside_its_models(tmp_path):
     members = [tmp_path / f"fold{f}" / "seed0" / "model.pt" for f in (0, 1)]
-    assert infer.recorded_postprocess(members) == "keep_one"  # nothing recorded: the paper's rule
+    assert modelio.recorded_postprocess(members) == "keep_one"  # nothing recorded: the paper's rule
     (tmp_path / "fold0").mkdir()
     (tmp_path / "fold0" / "postprocess.json").write_text(
         json.dumps({"validation_dice": {"keep_one": 0.1, "none": 0.2}, "validation_images": 4})
     )
     with pytest.raises(SonosegError, match="fold1/postprocess.json"):
-        infer.recorded_postprocess(members)  # one fold recorded, the other not: named
-    assert infer.recorded_postprocess(members[:1]) == "none"
+        modelio.recorded_postprocess(members)  # one fold recorded, the other not: named
+    assert modelio.recorded_postprocess(members[:1]) == "none"
 
 
 # ----------------------------------------------------------------------------- augmentation

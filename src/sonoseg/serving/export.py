@@ -22,7 +22,7 @@ from torch import nn
 from sonoseg.data import marks
 from sonoseg.data.preprocess import INTERPOLATION_MEANING
 from sonoseg.errors import SonosegError
-from sonoseg.serving.modelio import ProbabilityModel, ensemble_members, load_model
+from sonoseg.serving.modelio import ProbabilityModel, ensemble_members, load_model, recorded_postprocess
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,9 @@ def export_probability(wrapped: nn.Module, size: int, out: str | Path) -> Path:
     return out
 
 
-def build_sidecar(saved: dict, onnx_path: Path, size: int, component_rule: str, max_abs_diff: float) -> dict:
+def build_sidecar(
+    saved: dict, onnx_path: Path, size: int, component_rule: str, max_abs_diff: float, postprocess: str = "keep_one"
+) -> dict:
     normalization = saved.get("normalization")
     return {
         "format": SIDECAR_FORMAT,
@@ -138,6 +140,9 @@ def build_sidecar(saved: dict, onnx_path: Path, size: int, component_rule: str, 
                 "contour_points": "keep the 8-connected component whose external contour has the most boundary points",
             }[component_rule],
             "fill_holes": True,
+            # keep_one: the component rule and hole filling apply; none: every pixel above the threshold.
+            # A study's models carry the choice made on validation (their fold's postprocess.json).
+            "postprocess": postprocess,
             "mask_values": "0 background, 255 lesion (PNG)",
         },
         "parity": {"max_abs_probability_difference_vs_torch": max_abs_diff, "checked_batch": 2},
@@ -198,7 +203,7 @@ def export(model_path: str | Path, out: str | Path, component_rule: str = "area"
     max_abs_diff = float(np.abs(got - expected).max())
     if max_abs_diff > 1e-4:
         raise SonosegError(f"{out}: ONNX Runtime differs from torch by {max_abs_diff:.2e} in probability (limit 1e-4)")
-    sidecar = build_sidecar(saved, out, size, component_rule, max_abs_diff)
+    sidecar = build_sidecar(saved, out, size, component_rule, max_abs_diff, recorded_postprocess(members))
     if len(members) > 1:
         sidecar["ensemble"] = {
             "rule": "the mean of the members' probabilities, computed in the graph; then the threshold",

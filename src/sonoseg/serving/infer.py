@@ -3,7 +3,6 @@ size, resized bilinearly to the original size, thresholded at 0.5, one lesion ke
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Callable
@@ -20,8 +19,14 @@ from sonoseg.data.imageio import read_image
 from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache, remove_marks, resize_image
 from sonoseg.errors import SonosegError
 from sonoseg.serving.device import select_device
-from sonoseg.serving.modelio import ProbabilityModel, ensemble_members, images_to_tensor, load_model
-from sonoseg.serving.options import BACKENDS, COMPONENT_RULES, POSTPROCESS_CHOICE, POSTPROCESSES
+from sonoseg.serving.modelio import (
+    ProbabilityModel,
+    ensemble_members,
+    images_to_tensor,
+    load_model,
+    recorded_postprocess,
+)
+from sonoseg.serving.options import BACKENDS, COMPONENT_RULES, POSTPROCESSES
 
 log = logging.getLogger(__name__)
 
@@ -74,33 +79,6 @@ def write_mask(
     mask = probability_to_mask(probability, height, width, rule, postprocess)
     cv2.imwrite(str(path), mask.astype(np.uint8) * 255)
     return path
-
-
-def chosen_postprocess(choices: list[str | Path]) -> str:
-    """The post-processing recorded by the validation choice of one or more folds (their
-    postprocess.json, sonoseg.training.postprocess): one fold's choice, or for models of several folds
-    the option with the higher validation Dice summed over every fold's validation images (a tie keeps
-    the paper's rule, keep_one)."""
-    totals = dict.fromkeys(POSTPROCESSES, 0.0)
-    for path in choices:
-        try:
-            choice = json.loads(Path(path).read_text())
-            for option in POSTPROCESSES:
-                totals[option] += float(choice["validation_dice"][option]) * int(choice["validation_images"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SonosegError(f"{path}: not a post-processing choice ({exc!r})") from None
-    return "none" if totals["none"] > totals["keep_one"] else "keep_one"
-
-
-def recorded_postprocess(members: list[Path]) -> str:
-    """For models of a study's run folder, the choice recorded beside them (fold<k>/postprocess.json);
-    the paper's rule (keep_one) for model files without one."""
-    choices = sorted({member.parent.parent / POSTPROCESS_CHOICE for member in members})
-    found = [path for path in choices if path.is_file()]
-    if found and len(found) < len(choices):
-        missing = sorted(set(choices) - set(found))
-        raise SonosegError(f"{missing[0]}: missing, while other folds of these models record their post-processing")
-    return chosen_postprocess(found) if found else "keep_one"
 
 
 def predict(
@@ -314,6 +292,10 @@ def segment_images(
         predictor.run = flip_averaged(predictor.run)
     if postprocess == "recorded":
         postprocess = recorded_postprocess(members)
+        if members[0].suffix == ".onnx":  # an exported model: the choice its sidecar records
+            from sonoseg.serving import export
+
+            postprocess = export.read_sidecar(members[0])["postprocessing"].get("postprocess", "keep_one")
     log.info(
         "%s: %d model(s)%s, averaged probabilities%s; post-processing %s",
         model_path,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
 import os
 import re
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch import nn
 from sonoseg.data.preprocess import DEFAULT_INTERPOLATION, INTERPOLATIONS, MARKS, normalize_tensor
 from sonoseg.errors import SonosegError
 from sonoseg.networks import models
+from sonoseg.serving.options import POSTPROCESS_CHOICE, POSTPROCESSES
 
 MODEL_FORMAT = "sonoseg-model-v1"
 CHECKPOINT_FORMAT = "sonoseg-checkpoint-v1"
@@ -171,3 +173,33 @@ def ensemble_members(model_path: str | Path) -> list[Path]:
     if not members:
         raise SonosegError(f"{path}: no fold<k>/seed<s>/model.pt under this folder")
     return members
+
+
+# ----------------------------------------------------------------------------- post-processing recorded with the models
+
+
+def chosen_postprocess(choices: list[str | Path]) -> str:
+    """The post-processing recorded by the validation choice of one or more folds (their
+    postprocess.json, sonoseg.training.postprocess): one fold's choice, or for models of several folds
+    the option with the higher validation Dice summed over every fold's validation images (a tie keeps
+    the paper's rule, keep_one)."""
+    totals = dict.fromkeys(POSTPROCESSES, 0.0)
+    for path in choices:
+        try:
+            choice = json.loads(Path(path).read_text())
+            for option in POSTPROCESSES:
+                totals[option] += float(choice["validation_dice"][option]) * int(choice["validation_images"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SonosegError(f"{path}: not a post-processing choice ({exc!r})") from None
+    return "none" if totals["none"] > totals["keep_one"] else "keep_one"
+
+
+def recorded_postprocess(members: list[Path]) -> str:
+    """For models of a study's run folder, the choice recorded beside them (fold<k>/postprocess.json);
+    the paper's rule (keep_one) for model files without one."""
+    choices = sorted({member.parent.parent / POSTPROCESS_CHOICE for member in members})
+    found = [path for path in choices if path.is_file()]
+    if found and len(found) < len(choices):
+        missing = sorted(set(choices) - set(found))
+        raise SonosegError(f"{missing[0]}: missing, while other folds of these models record their post-processing")
+    return chosen_postprocess(found) if found else "keep_one"

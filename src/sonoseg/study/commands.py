@@ -236,7 +236,7 @@ def cmd_predict(args) -> None:
         if not (args.model and args.data):
             raise SonosegError("predict: give --model and --data (a trained network), or --baseline NAME (a floor)")
         slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841 - held until the process ends
-        from sonoseg.serving import infer
+        from sonoseg.serving import infer, modelio
 
         count = infer.predict(
             args.model,
@@ -247,7 +247,7 @@ def cmd_predict(args) -> None:
             args.device,
             reliance=args.reliance,
             tta=args.tta,
-            postprocess=infer.chosen_postprocess(args.postprocess_choice)
+            postprocess=modelio.chosen_postprocess(args.postprocess_choice)
             if args.postprocess_choice
             else args.postprocess,
         )
