@@ -141,7 +141,7 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
 
     # Determinism: retraining the same network with the same seed gives the same history,
     # predictions and metrics, byte for byte (wall-clock seconds aside). Only U-net's chain is rerun
-    # (train, predict, evaluate), the files compared being U-net's, and in a copy of the study, so the
+    # (train, predict and score), the files compared being U-net's, and in a copy of the study, so the
     # session's study stays as it was made for the tests that read it after this one.
     rerun_dir = tmp_path / "rerun"
     shutil.copytree(workdir, rerun_dir, symlinks=True)
@@ -154,7 +154,7 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
         [target, "--cores", "2", "--configfile", config, "--forcerun", "train"], rerun_dir, timeout=1200
     )
     assert rerun.returncode == 0, rerun.stderr[-4000:]
-    assert jobs_of(rerun.stdout + rerun.stderr) == {"train": 1, "predict": 1, "evaluate": 1, "summarize": 1}
+    assert jobs_of(rerun.stdout + rerun.stderr) == {"train": 1, "predict": 1, "summarize": 1}
     after = {
         p.name: p.read_bytes() for p in (rerun_out / "runs" / "unet" / "fold0" / "seed0" / "predictions").glob("*.png")
     }

@@ -1,5 +1,5 @@
-# One rule chain for every run of the sheet (common.smk: RUNS): recipe -> train -> predict ->
-# evaluate -> summary. The kind of run (network, selection candidate, ladder step, floor) is a
+# One rule chain for every run of the sheet (common.smk: RUNS): recipe -> train -> predict (and
+# score) -> summary. The kind of run (network, selection candidate, ladder step, floor) is a
 # column of the sheet; the input functions pick what each kind reads. Training reads the train and
 # validation caches only: the test split is never an input here, so neither the recipe
 # selection nor early stopping can see it.
@@ -142,10 +142,13 @@ rule choose_postprocess:
 
 
 rule predict:
+    # The run's test images segmented at their original size, and scored (Dice, HD95 per image, medpy)
+    # in the same job.
     input:
         unpack(get_prediction_inputs),
     output:
-        directory(f"{TRAINING}/{layout.PREDICTIONS}"),
+        predictions=directory(f"{TRAINING}/{layout.PREDICTIONS}"),
+        metrics=f"{TRAINING}/{layout.METRICS}",
     log:
         f"{LOGS}/predict/{layout.TRAINING_ID}.log",
     conda:
@@ -162,26 +165,9 @@ rule predict:
         fold=test_fold,
     shell:
         "sonoseg predict {params.source} --manifest {input.manifest} --split {input.split} --fold {params.fold} "
-        "--outdir {output} "
+        "--outdir {output.predictions} --metrics {output.metrics} "
         "--component-rule {params.component_rule} --device {params.device} "
         "--runs-per-gpu {resources.runs_per_gpu} > {log} 2>&1"
-
-
-rule evaluate:
-    input:
-        unpack(test_data),
-        predictions=f"{TRAINING}/{layout.PREDICTIONS}",
-    output:
-        f"{TRAINING}/{layout.METRICS}",
-    log:
-        f"{LOGS}/evaluate/{layout.TRAINING_ID}.log",
-    conda:
-        CONDA_ENV
-    params:
-        fold=test_fold,
-    shell:
-        "sonoseg evaluate --predictions {input.predictions} --manifest {input.manifest} --split {input.split} "
-        "--fold {params.fold} --out {output} > {log} 2>&1"
 
 
 rule summarize:

@@ -252,6 +252,10 @@ def cmd_predict(args) -> None:
             else args.postprocess,
         )
     log.info("wrote %d predictions to %s", count, args.outdir)
+    if args.metrics:  # scored in the same process: one job per prediction, not two
+        from sonoseg.analysis import evaluate
+
+        _write_metrics(evaluate.evaluate(args.outdir, samples), args.metrics)
 
 
 def cmd_choose_augmentation(args) -> None:
@@ -331,8 +335,12 @@ def cmd_evaluate(args) -> None:
     from sonoseg.data import split
 
     samples = split.samples_of_part(args.manifest, args.split, "test", args.fold)
-    metrics = evaluate.evaluate(args.predictions, samples)
-    metrics.to_csv(args.out, index=False)
+    _write_metrics(evaluate.evaluate(args.predictions, samples), args.out)
+
+
+def _write_metrics(metrics, out) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    metrics.to_csv(out, index=False)
     log.info(
         "%d test images: mean Dice %.4f, mean HD95 %.2f px (%d penalised empty cases)",
         len(metrics),
