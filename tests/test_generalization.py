@@ -335,3 +335,15 @@ def test_the_augmentation_choice_reads_the_development_set_by_patient(tmp_path):
     out = tmp_path / "augmentation.json"
     augmentation_choice.write_choice(choice, out)
     assert resolve(Recipe(), augmentation=out).ultrasound_augment is True
+
+
+def test_a_probe_network_chooses_the_augmentation_for_every_auto_network():
+    config = {"networks": ["unet", "lighter_unet_c1"], "ladder": {"enabled": False}, "external_datasets": EXTERNALS}
+    runs = sheet(
+        {**config, "train": {"ultrasound_augment": "auto"}, "augmentation_choice": {"network": "lighter_unet_c1"}}
+    )
+    by_name = {run.name: run for run in runs}
+    assert by_name["unet"].augmentation_from == by_name["lighter_unet_c1"].augmentation_from == "lighter_unet_c1"
+    assert set(runsheet.augmentation_choices(runs)) == {"lighter_unet_c1"}  # one pair of candidates, the probe's
+    with pytest.raises(SonosegError, match="augmentation_choice.network"):
+        sheet({**config, "train": {"ultrasound_augment": "auto"}, "augmentation_choice": {"network": "fcn8s"}})

@@ -230,7 +230,8 @@ def get_training_inputs(wildcards):
     candidates = []
     if wildcards.seed == str(TRAIN["selection_seed"]):
         candidates += [c.name for c in SELECTIONS.get(run.selected_from, [])]
-        candidates += [c.name for c in AUGMENTATION_CHOICES.get(run.augmentation_from, {}).values()]
+        if run.augmentation_from == run.method:  # its own candidates (not a probe network's)
+            candidates += [c.name for c in AUGMENTATION_CHOICES.get(run.augmentation_from, {}).values()]
     if candidates:
         inputs["candidate_models"] = [
             layout.training_file(OUT, c, wildcards.fold, wildcards.seed, layout.MODEL) for c in candidates

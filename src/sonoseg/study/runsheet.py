@@ -177,6 +177,11 @@ def check_config(config: dict) -> None:
             )
     check_external_datasets(config.get("external_datasets", []))
     chosen_on_development = [n for n in networks if augmentation_auto(train, n)]
+    probe = augmentation_probe(config)
+    if probe and probe not in networks:
+        raise SonosegError(
+            f"config augmentation_choice.network: {probe!r} is not one of the study's networks {networks}"
+        )
     if chosen_on_development and not development_set(config):
         raise SonosegError(
             f"config train.ultrasound_augment: auto (for {chosen_on_development}) chooses on the development "
@@ -209,6 +214,12 @@ def augmentation_auto(train: dict, network: str) -> bool:
     return override.get("ultrasound_augment", train.get("ultrasound_augment")) == "auto"
 
 
+def augmentation_probe(config: dict) -> str:
+    """The network whose augmentation choice every auto network takes (config augmentation_choice.network,
+    a cheaper probe, as the ladder's network); '' when each chooses its own."""
+    return config.get("augmentation_choice", {}).get("network", "")
+
+
 def development_set(config: dict) -> str:
     """The external dataset allowed to guide a choice (role development), or ''."""
     return next((d["name"] for d in config.get("external_datasets", []) if d.get("role") == "development"), "")
@@ -233,7 +244,7 @@ def build(config: dict) -> list[Run]:
                 seeds,
                 network_recipe(train, network),
                 selected_from=network if auto else "",
-                augmentation_from=network if augmentation_auto(train, network) else "",
+                augmentation_from=(augmentation_probe(config) or network) if augmentation_auto(train, network) else "",
                 pretrained_backbone=catalog.pretrained_backbone_for(train, network),
                 table_name=network,
                 recipe_changes=describe_changes(recipe_from_config(train), network_recipe(train, network)),
@@ -355,9 +366,11 @@ def tta_runs(runs: list[Run]) -> list[Run]:
 
 def augmentation_candidates(runs: list[Run], train: dict) -> list[Run]:
     """The augmentation choice's candidates (sonoseg.training.augmentation_choice): each network whose
-    ultrasound_augment is auto, trained with each option with the recipe selection's seed in every fold
-    (its other settings as its own run's, the learning rate and weight decay chosen as its)."""
+    ultrasound_augment is auto (or only the probe network, config augmentation_choice.network), trained
+    with each option with the recipe selection's seed in every fold (its other settings as its own
+    run's, the learning rate and weight decay chosen as its)."""
     seed = (str(train["selection_seed"]),)
+    choosing = {run.augmentation_from for run in runs if run.augmentation_from}
     return [
         replace(
             run,
@@ -368,7 +381,7 @@ def augmentation_candidates(runs: list[Run], train: dict) -> list[Run]:
             augmentation_from="",
         )
         for run in runs
-        if run.kind == "network" and run.augmentation_from
+        if run.kind == "network" and run.name in choosing
         for option, flag in AUGMENTATION_OPTIONS.items()
     ]
 
