@@ -103,6 +103,29 @@ def write_config(workdir: Path, config: dict, name: str = "tiny.yaml") -> str:
     return f"config/{name}"
 
 
+def study_dag(workdir: Path, config: dict, name: str = "dag.yaml"):
+    """The job graph of `snakemake all` for ``config`` (written under ``name``): (labels, ancestors) —
+    each job's label (its rule, then its wildcards, one per line), and a function giving a job's
+    ancestors (every job whose outputs it reads, directly or not)."""
+    dag = run_snakemake(["all", "--dag", "--cores", "1", "--configfile", write_config(workdir, config, name)], workdir)
+    assert dag.returncode == 0, dag.stderr[-3000:]
+    labels = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', dag.stdout, re.M))
+    parents: dict[str, set[str]] = {}
+    for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dag.stdout, re.M):
+        parents.setdefault(b, set()).add(a)
+
+    def ancestors(node: str) -> set[str]:
+        seen, stack = set(), [node]
+        while stack:
+            for parent in parents.get(stack.pop(), ()):
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
+        return seen
+
+    return labels, ancestors
+
+
 def jobs_of(dry_run_output: str) -> dict[str, int]:
     """The 'Job stats' table of a run or dry run: rule -> count."""
     table = dry_run_output.split("Job stats:")[1].split("total")[0]

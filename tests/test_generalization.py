@@ -2,13 +2,12 @@
 chosen on validation and augmentation chosen on the development external set (docs/method.md)."""
 
 import json
-import re
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY, run_snakemake, sheet_row, write_config, write_patient_manifest, write_run_metrics
+from conftest import TINY, sheet_row, study_dag, write_patient_manifest, write_run_metrics
 
 from sonoseg.analysis import generalization, results
 from sonoseg.errors import SonosegError
@@ -132,28 +131,6 @@ def test_augmentation_auto_needs_a_development_set_and_makes_two_candidates_per_
 # ----------------------------------------------------------------------------- the DAG
 
 
-def _dag(workflow_copy, config: dict):
-    dag = run_snakemake(
-        ["all", "--dag", "--cores", "1", "--configfile", write_config(workflow_copy, config)], workflow_copy
-    )
-    assert dag.returncode == 0, dag.stderr[-3000:]
-    labels = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', dag.stdout, re.M))
-    parents: dict[str, set[str]] = {}
-    for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dag.stdout, re.M):
-        parents.setdefault(b, set()).add(a)
-
-    def ancestors(node: str) -> set[str]:
-        seen, stack = set(), [node]
-        while stack:
-            for parent in parents.get(stack.pop(), ()):
-                if parent not in seen:
-                    seen.add(parent)
-                    stack.append(parent)
-        return seen
-
-    return labels, ancestors
-
-
 def _external_tiny(workflow_copy, **train):
     """The tiny study with two phantom folders as external datasets (dev and held out)."""
     from sonoseg.data import synth
@@ -170,7 +147,7 @@ CHOICES = ("train", "recipe", "select_recipe", "choose_postprocess", "choose_aug
 @pytest.mark.slow
 def test_external_images_never_reach_training_and_only_the_development_set_reaches_a_choice(workflow_copy):
     overrides = {**TINY["train"]["overrides"], "unet": {"ultrasound_augment": "auto"}}
-    labels, ancestors = _dag(workflow_copy, _external_tiny(workflow_copy, overrides=overrides))
+    labels, ancestors = study_dag(workflow_copy, _external_tiny(workflow_copy, overrides=overrides))
     rule_of = {n: label.split("\\n")[0] for n, label in labels.items()}
     external = {n for n, label in labels.items() if rule_of[n].endswith("_external")}
     held_out = {n for n in external if "far_set" in labels[n]}
@@ -191,7 +168,7 @@ def test_external_images_never_reach_training_and_only_the_development_set_reach
 
 @pytest.mark.slow
 def test_without_an_augmentation_choice_nothing_external_reaches_a_training_or_a_choice(workflow_copy):
-    labels, ancestors = _dag(workflow_copy, _external_tiny(workflow_copy))
+    labels, ancestors = study_dag(workflow_copy, _external_tiny(workflow_copy))
     rule_of = {n: label.split("\\n")[0] for n, label in labels.items()}
     external = {n for n, rule in rule_of.items() if rule.endswith("_external")}
     for node in (n for n, rule in rule_of.items() if rule in CHOICES):

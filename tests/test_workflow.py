@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import BIN, TINY, jobs_of, run_snakemake, write_config
+from conftest import BIN, TINY, jobs_of, run_snakemake, study_dag, write_config
 
 from sonoseg.serving.cost import COLUMNS as COST_COLUMNS
 
@@ -200,24 +200,7 @@ def test_recipe_selection_never_takes_the_test_split(workflow_copy):
     }
     auto = {**TINY, "networks": ["unet", "lighter_unet_c1", "fcn8s"], "seeds": [0, 1], "train": train}
     auto["external_datasets"] = []  # external datasets reach no training either: tests/test_generalization.py
-    dag = run_snakemake(
-        ["all", "--dag", "--cores", "1", "--configfile", write_config(workflow_copy, auto)], workflow_copy
-    )
-    assert dag.returncode == 0, dag.stderr
-    labels = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', dag.stdout, re.M))
-    edges = re.findall(r"^\s*(\d+) -> (\d+)", dag.stdout, re.M)
-    parents: dict[str, set[str]] = {}
-    for a, b in edges:
-        parents.setdefault(b, set()).add(a)
-
-    def ancestors(node: str) -> set[str]:
-        seen, stack = set(), [node]
-        while stack:
-            for parent in parents.get(stack.pop(), ()):
-                if parent not in seen:
-                    seen.add(parent)
-                    stack.append(parent)
-        return seen
+    labels, ancestors = study_dag(workflow_copy, auto)
 
     test_cache = {n for n, label in labels.items() if label.startswith("preprocess") and "part: test" in label}
     assert len(test_cache) == 1
