@@ -18,8 +18,13 @@ $(BIN)/sonoseg: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# At the end, the in-domain Table 2 and the generalization table (the external datasets), as Markdown.
+SHOWN_TABLES = table2 generalization
 study: $(BIN)/sonoseg
 	snakemake all --cores $(CORES) --configfile $(CONFIG)
+	@for table in $(SHOWN_TABLES); do \
+		if [ -f results/$(STUDY)/tables/$$table.md ]; then echo; cat results/$(STUDY)/tables/$$table.md; fi; \
+	done
 
 # The same study on a fresh phantom seed (config/confirm.yaml), once its protocol is frozen.
 confirm: $(BIN)/sonoseg
