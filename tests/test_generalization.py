@@ -324,3 +324,12 @@ def test_a_probe_network_chooses_the_augmentation_for_every_auto_network():
     assert set(runsheet.augmentation_choices(runs)) == {"lighter_unet_c1"}  # one pair of candidates, the probe's
     with pytest.raises(SonosegError, match="augmentation_choice.network"):
         sheet({**config, "train": {"ultrasound_augment": "auto"}, "augmentation_choice": {"network": "fcn8s"}})
+
+
+def test_the_report_draws_the_generalization_table(tmp_path):
+    table = generalization.generalization_table(_long_table(tmp_path), ["unet"], {"ext": "held_out"}, resamples=50)
+    generalization.plot(table, tmp_path / "figure.png")
+    import cv2
+
+    drawn = cv2.imread(str(tmp_path / "figure.png"))
+    assert drawn is not None and drawn.shape[0] > 100 and drawn.std() > 0

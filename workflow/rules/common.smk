@@ -512,7 +512,8 @@ def get_report_outputs():
     curves for every network and ladder step."""
     # (The convergence check's longer trainings belong to its own target, convergence_check.)
     curves = [run.name for run in RUNS.values() if run.kind in ("network", "ladder_step")]
-    return [
+    generalization = [f"{REPORT}/generalization.png"] if EXTERNAL_NETWORKS else []
+    return generalization + [
         f"{REPORT}/data/overview.html",
         f"{REPORT}/data/samples.png",
         f"{REPORT}/data/marks.png",

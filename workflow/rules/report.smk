@@ -59,6 +59,24 @@ rule report_table:
         "sonoseg report-table {wildcards.report_table} --table {input} --out {output} > {log} 2>&1"
 
 
+rule report_generalization:
+    input:
+        f"{OUT}/tables/generalization.csv",
+    output:
+        report(
+            f"{REPORT}/generalization.png",
+            caption="../report/generalization.rst",
+            category="2 Tables",
+            labels={"table": "generalization (figure)"},
+        ),
+    log:
+        f"{LOGS}/report_generalization.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "sonoseg report-generalization --table {input} --out {output} > {log} 2>&1"
+
+
 rule report_curves:
     input:
         get_run_histories,

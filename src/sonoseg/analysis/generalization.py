@@ -147,3 +147,54 @@ def write(table: pd.DataFrame, out_csv: str | Path) -> None:
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_csv, index=False)
     out_csv.with_suffix(".md").write_text(markdown(table))
+
+
+def plot(table: pd.DataFrame, out_png: str | Path) -> None:
+    """The report's figure: per network (the catalog's names), its Dice on each dataset with the 95 % CI
+    by patient, single trainings as dots and the other variants as open marks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(table["dataset"]))
+    labels = list(dict.fromkeys(table["label"]))
+    markers = {"single": "o", "tta": "s", "ensemble": "D"}
+    fig, ax = plt.subplots(figsize=(7.5, 0.3 * len(labels) * len(datasets) + 1.2))
+    colors = plt.get_cmap("tab10")
+    height = 0.8 / (len(datasets) * len(VARIANTS))
+    for row_number, label in enumerate(labels):
+        for d, dataset in enumerate(datasets):
+            for v, variant in enumerate(VARIANTS):
+                chosen = table[
+                    (table["label"] == label) & (table["dataset"] == dataset) & (table["variant"] == variant)
+                ]
+                if chosen.empty:
+                    continue
+                row = chosen.iloc[0]
+                y = row_number + (d * len(VARIANTS) + v) * height - 0.4
+                ax.errorbar(
+                    row["dice"],
+                    y,
+                    xerr=[[row["dice"] - row["ci_low"]], [row["ci_high"] - row["dice"]]],
+                    fmt=markers[variant],
+                    color=colors(d),
+                    mfc=colors(d) if variant == "single" else "white",
+                    ms=4,
+                    lw=1,
+                    label=f"{dataset} ({variant})",
+                )
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower left", frameon=False)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("Dice, images with a lesion (95 % CI by patient)")
+    ax.set_title("Generalization: in-domain and external datasets", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)

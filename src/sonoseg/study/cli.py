@@ -347,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-json", required=True, help="the run's row of the run sheet, as JSON")
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_report_curves)
+    p = sub.add_parser("report-generalization", help="report: in-domain and external Dice per network, with CIs")
+    p.add_argument("--table", required=True, help="tables/generalization.csv")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=commands.cmd_report_generalization)
+
     p = sub.add_parser("report-figure2", help="report: the paper's Figure 2 rebuilt")
     p.add_argument("--manifest", required=True)
     p.add_argument("--study-dir", required=True, help="the study's folder (results/<study>): the predictions")

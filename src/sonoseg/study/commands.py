@@ -469,6 +469,14 @@ def cmd_report_table(args) -> None:
     pages.study_table_html(args.table, args.kind, args.out)
 
 
+def cmd_report_generalization(args) -> None:
+    import pandas as pd
+
+    from sonoseg.analysis import generalization
+
+    generalization.plot(pd.read_csv(args.table), args.out)
+
+
 def cmd_report_curves(args) -> None:
     from sonoseg.analysis import figures
 
