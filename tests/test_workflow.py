@@ -89,7 +89,17 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     assert not list((out / "runs" / "threshold_baseline").rglob("model.pt"))
     # The run sheet, as a person reads it: one row per run, every kind.
     sheet = pd.read_csv(out / "runs.tsv", sep="\t", dtype=str, keep_default_na=False)
-    assert set(sheet["kind"]) == {"network", "candidate", "ladder_step", "baseline"}
+    assert set(sheet["kind"]) == {"network", "candidate", "ladder_step", "baseline", "external"}
+    # The built-in external sets (config.yaml): every network's models segment each in full, and the
+    # generalization table sets their Dice beside the in-domain one.
+    external = sheet[sheet["kind"] == "external"]
+    assert sorted(external["name"]) == sorted(
+        f"{n}--on-{d}" for n in TINY["networks"] for d in ("pymust_dev", "pymust_heldout")
+    )
+    generalization = pd.read_csv(out / "tables" / "generalization.csv")
+    assert set(generalization["dataset"]) == {"in-domain", "pymust_dev", "pymust_heldout"}
+    assert (generalization.loc[generalization["dataset"] == "pymust_heldout", "patients"] == 16).all()
+    assert (out / "report" / "generalization.png").stat().st_size > 0
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(sheet["name"])
     # Ladder runs are runs like any other: their per-seed files parse as <run>/seed<N>, curves included.
     assert (out / "report" / "curves" / "ladder--adam.png").stat().st_size > 0
