@@ -133,7 +133,9 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     )
     assert dry.returncode == 0, dry.stderr
     jobs = jobs_of(dry.stdout)
-    assert jobs.get("train") == 1 and jobs.get("predict") == 1 and jobs.get("recipe") == 1
+    # Its predictions: its own test images and each of the two built-in external sets.
+    assert jobs.get("train") == 1 and jobs.get("predict") == 1 + 2 and jobs.get("recipe") == 1
+    assert jobs.get("choose_postprocess") == 1  # the new models' post-processing, chosen again
     # What is redone (the jobs' outputs; the collect job lists every run's files as its inputs).
     redone = "\n".join(line for line in dry.stdout.splitlines() if line.strip().startswith("output:"))
     assert "runs/unet/fold0/seed0/model.pt" in redone and "runs/lighter_unet_c1/fold0/seed0/model.pt" not in redone
@@ -151,7 +153,7 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
 
     # Determinism: retraining the same network with the same seed gives the same history,
     # predictions and metrics, byte for byte (wall-clock seconds aside). Only U-net's chain is rerun
-    # (train, predict and score), the files compared being U-net's, and in a copy of the study, so the
+    # (train, the post-processing choice, predict and score), the files compared being U-net's, and in a copy of the study, so the
     # session's study stays as it was made for the tests that read it after this one.
     rerun_dir = tmp_path / "rerun"
     shutil.copytree(workdir, rerun_dir, symlinks=True)
@@ -164,7 +166,7 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
         [target, "--cores", "2", "--configfile", config, "--forcerun", "train"], rerun_dir, timeout=1200
     )
     assert rerun.returncode == 0, rerun.stderr[-4000:]
-    assert jobs_of(rerun.stdout + rerun.stderr) == {"train": 1, "predict": 1, "summarize": 1}
+    assert jobs_of(rerun.stdout + rerun.stderr) == {"train": 1, "choose_postprocess": 1, "predict": 1, "summarize": 1}
     after = {
         p.name: p.read_bytes() for p in (rerun_out / "runs" / "unet" / "fold0" / "seed0" / "predictions").glob("*.png")
     }
