@@ -153,8 +153,8 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
 
     # Determinism: retraining the same network with the same seed gives the same history,
     # predictions and metrics, byte for byte (wall-clock seconds aside). Only U-net's chain is rerun
-    # (train, the post-processing choice, predict and score), the files compared being U-net's, and in a copy of the study, so the
-    # session's study stays as it was made for the tests that read it after this one.
+    # (train, the post-processing choice, predict and score), the files compared being U-net's, and in
+    # a copy of the study, so the session's study stays as it was made for the tests that read it after.
     rerun_dir = tmp_path / "rerun"
     shutil.copytree(workdir, rerun_dir, symlinks=True)
     rerun_out = rerun_dir / "results" / "tiny"
