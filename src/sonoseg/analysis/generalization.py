@@ -149,6 +149,18 @@ def write(table: pd.DataFrame, out_csv: str | Path) -> None:
     out_csv.with_suffix(".md").write_text(markdown(table))
 
 
+def read(table_csv: str | Path) -> pd.DataFrame:
+    """A generalization table as `write` wrote it."""
+    try:
+        table = pd.read_csv(table_csv)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise SonosegError(f"{table_csv}: cannot read the generalization table ({exc})") from None
+    missing = set(COLUMNS) - set(table.columns)
+    if missing:
+        raise SonosegError(f"{table_csv}: not a generalization table (no column {', '.join(sorted(missing))})")
+    return table
+
+
 def plot(table: pd.DataFrame, out_png: str | Path) -> None:
     """The report's figure: per network (the catalog's names), its Dice on each dataset with the 95 % CI
     by patient, single trainings as dots and the other variants as open marks."""

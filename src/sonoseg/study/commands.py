@@ -470,11 +470,9 @@ def cmd_report_table(args) -> None:
 
 
 def cmd_report_generalization(args) -> None:
-    import pandas as pd
-
     from sonoseg.analysis import generalization
 
-    generalization.plot(pd.read_csv(args.table), args.out)
+    generalization.plot(generalization.read(args.table), args.out)
 
 
 def cmd_report_curves(args) -> None:
