@@ -110,7 +110,7 @@ ENSEMBLES += runsheet.external_pairs(list(RUNS.values()), "ensemble")
 EXTERNALS = {dataset["name"]: dataset for dataset in config["external_datasets"]}  # name -> its entry
 DEVELOPMENT = runsheet.development_set(config)  # the external set that may guide a choice ('' for none)
 AUGMENTATION_CHOICES = runsheet.augmentation_choices(list(RUNS.values()))  # network -> option -> candidate run
-EXTERNAL_NETWORKS = [name for name in NETWORKS if any(run.model_from == name and run.dataset for run in RUNS.values())]
+EXTERNAL_NETWORKS = [name for name in NETWORKS if name in {run.model_from for run in RUNS.values() if run.dataset}]
 # The paired tables (tables.smk, paired_table): table name -> (its family of sonoseg paired, its pairs); only those with pairs.
 PAIRED_TABLES = {
     table: (family, pairs)
@@ -207,9 +207,7 @@ def get_augmentation_metrics(wildcards):
     """Each augmentation candidate's per-image metrics on the development set, every fold."""
     return {
         option: [
-            layout.training_file(
-                OUT, f"{run.name}{runsheet.SEPARATOR}on-{DEVELOPMENT}", fold, run.seeds[0], layout.METRICS
-            )
+            layout.training_file(OUT, runsheet.on_dataset(run.name, DEVELOPMENT), fold, run.seeds[0], layout.METRICS)
             for fold in run.folds
         ]
         for option, run in AUGMENTATION_CHOICES[wildcards.network].items()

@@ -216,8 +216,14 @@ def auto_settings(train_section: dict, network: str) -> tuple[str, ...]:
     when it has one, else the train section's), in sonoseg.training.selection.SELECTABLE's order."""
     from sonoseg.training.selection import SELECTABLE
 
+    return tuple(k for k in SELECTABLE if is_auto(train_section, network, k))
+
+
+def is_auto(train_section: dict, network: str, setting: str) -> bool:
+    """Whether a recipe setting is left to a choice for a network: its override's value when it has
+    one, else the train section's, is ``auto``."""
     override = train_section.get("overrides", {}).get(network, {})
-    return tuple(k for k in SELECTABLE if override.get(k, train_section.get(k)) == "auto")
+    return override.get(setting, train_section.get(setting)) == "auto"
 
 
 def pretrained_backbone_for(train_section: dict, network: str) -> str:

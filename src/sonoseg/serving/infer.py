@@ -81,6 +81,35 @@ def write_mask(
     return path
 
 
+def check_cache(arrays: dict, data_path, predictor: Predictor, model_name, reliance: bool = False) -> None:
+    """Refuse a cache prepared otherwise than the model's training data (interpolation, coloured marks),
+    but for the one named exception ``reliance``: a model trained with the marks kept, tested on the
+    same images without them (docs/marks_and_floors.md)."""
+    resized = cache_interpolation(arrays)
+    if resized != predictor.interpolation:
+        raise SonosegError(
+            f"{data_path} was resized {resized}, but {model_name} was trained on images "
+            f"resized {predictor.interpolation}: rebuild the cache with the model's preprocess.interpolation"
+        )
+    if reliance and (predictor.marks, cache_marks(arrays)) not in (("keep", "inpaint"), ("keep", "unmarked")):
+        raise SonosegError(
+            f"reliance: tests a model trained with marks kept on images without them (inpainted, or the phantom "
+            f"rendered without its calipers); {model_name} was "
+            f"trained with marks {predictor.marks} and {data_path} has them {cache_marks(arrays)}"
+        )
+    if cache_marks(arrays) != predictor.marks and not reliance:
+        raise SonosegError(
+            f"{data_path} has its coloured marks {cache_marks(arrays)}, but {model_name} was trained on images "
+            f"with marks {predictor.marks}: rebuild the cache with the model's preprocess.marks"
+        )
+
+
+def in_batches(run: RunBatch, images: np.ndarray, batch_size: int = 8):
+    """(start, probabilities) of ``images`` (N, 3, S, S) a batch at a time."""
+    for start in range(0, len(images), batch_size):
+        yield start, run(images[start : start + batch_size])
+
+
 def predict(
     model_path: str | Path | list[str | Path],
     data_path: str | Path,
@@ -106,23 +135,7 @@ def predict(
     predictor = ensemble([torch_predictor(member, device) for member in members], members)
     model_path = members[0] if len(members) == 1 else f"{members[0]} (and the ensemble's other members)"
     arrays = load_cache(data_path)
-    resized = cache_interpolation(arrays)
-    if resized != predictor.interpolation:
-        raise SonosegError(
-            f"{data_path} was resized {resized}, but {model_path} was trained on images "
-            f"resized {predictor.interpolation}: rebuild the cache with the model's preprocess.interpolation"
-        )
-    if reliance and (predictor.marks, cache_marks(arrays)) not in (("keep", "inpaint"), ("keep", "unmarked")):
-        raise SonosegError(
-            f"reliance: tests a model trained with marks kept on images without them (inpainted, or the phantom "
-            f"rendered without its calipers); {model_path} was "
-            f"trained with marks {predictor.marks} and {data_path} has them {cache_marks(arrays)}"
-        )
-    if cache_marks(arrays) != predictor.marks and not reliance:
-        raise SonosegError(
-            f"{data_path} has its coloured marks {cache_marks(arrays)}, but {model_path} was trained on images "
-            f"with marks {predictor.marks}: rebuild the cache with the model's preprocess.marks"
-        )
+    check_cache(arrays, data_path, predictor, model_path, reliance)
     run = flip_averaged(predictor.run) if tta else predictor.run
     images = images_to_tensor(arrays["images"]).numpy()
     sizes = samples.set_index("sample_id")[["height", "width"]]
@@ -132,8 +145,7 @@ def predict(
     missing = [s for s in ids if s not in sizes.index]
     if missing:
         raise SonosegError(f"{data_path}: samples {missing[:5]} are not in the manifest")
-    for start in range(0, len(images), batch_size):
-        probability = run(images[start : start + batch_size])
+    for start, probability in in_batches(run, images, batch_size):
         for sample_id, prob in zip(ids[start : start + batch_size], probability):
             height, width = (int(v) for v in sizes.loc[sample_id])
             write_mask(prob, height, width, rule, outdir / f"{sample_id}.png", postprocess)
@@ -290,12 +302,12 @@ def segment_images(
     predictor = ensemble([one(member) for member in members], members)
     if tta:
         predictor.run = flip_averaged(predictor.run)
-    if postprocess == "recorded":
-        postprocess = recorded_postprocess(members)
-        if members[0].suffix == ".onnx":  # an exported model: the choice its sidecar records
-            from sonoseg.serving import export
+    if postprocess == "recorded" and members[0].suffix == ".onnx":  # an exported model: its sidecar's
+        from sonoseg.serving import export
 
-            postprocess = export.read_sidecar(members[0])["postprocessing"].get("postprocess", "keep_one")
+        postprocess = export.read_sidecar(members[0])["postprocessing"].get("postprocess", "keep_one")
+    elif postprocess == "recorded":
+        postprocess = recorded_postprocess(members)
     log.info(
         "%s: %d model(s)%s, averaged probabilities%s; post-processing %s",
         model_path,

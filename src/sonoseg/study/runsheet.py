@@ -59,7 +59,6 @@ KINDS = (
     "external",
     "augmentation",
 )
-ROLES = ("development", "held_out")  # an external dataset's role: the one that may guide a choice, or not
 SHORT_NAMES = {"learning_rate": "lr", "weight_decay": "wd"}  # in a candidate's name
 SEPARATOR = "--"  # between a run's method and its variant: never part of a network or step name
 
@@ -210,8 +209,7 @@ def check_external_datasets(datasets: list[dict]) -> None:
 def augmentation_auto(train: dict, network: str) -> bool:
     """Whether a network's ultrasound_augment is chosen on the development set (``auto``: its override's
     value when it has one, else the train section's)."""
-    override = train.get("overrides", {}).get(network, {})
-    return override.get("ultrasound_augment", train.get("ultrasound_augment")) == "auto"
+    return catalog.is_auto(train, network, "ultrasound_augment")
 
 
 def augmentation_probe(config: dict) -> str:
@@ -390,12 +388,12 @@ def augmentation_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
     """(a network trained with the paper's augmentation, with the ultrasound one), on its own test
     images and on each external dataset: the augmentation table's pairs."""
     by_name = {run.name: run for run in runs}
+    tested = {(r.model_from, r.dataset): r for r in runs if r.kind == "external"}
     pairs = []
     for run in runs:
         if run.kind == "augmentation" and run.name.endswith(f"{SEPARATOR}augment-ultrasound"):
             paper = by_name[run.name.replace(f"{SEPARATOR}augment-ultrasound", f"{SEPARATOR}augment-paper")]
             pairs.append((paper, run))
-            tested = {(r.model_from, r.dataset): r for r in runs if r.kind == "external"}
             pairs += [
                 (tested[(paper.name, r.dataset)], r)
                 for r in runs
@@ -414,6 +412,11 @@ def augmentation_choices(runs: list[Run]) -> dict[str, dict[str, Run]]:
     return choices
 
 
+def on_dataset(name: str, dataset: str) -> str:
+    """The name of a run that tests run ``name``'s models on an external dataset."""
+    return f"{name}{SEPARATOR}on-{dataset}"
+
+
 def external_runs(runs: list[Run], datasets: list[str], marks: str) -> list[Run]:
     """External validation: every network run of the main marks condition tested once more on each
     external dataset in full (no training), by each of its trainings (``<run>--on-<dataset>``), with
@@ -428,9 +431,7 @@ def external_runs(runs: list[Run], datasets: list[str], marks: str) -> list[Run]
             if run.kind in ("network", "augmentation"):
                 external.append(tested_again(run, f"on-{dataset}", "external", dataset=dataset))
             else:
-                external.append(
-                    replace(run, name=f"{run.name}{SEPARATOR}on-{dataset}", kind="external", dataset=dataset)
-                )
+                external.append(replace(run, name=on_dataset(run.name, dataset), kind="external", dataset=dataset))
         for run in tested:
             if run.kind == "network" and len(run.folds) * len(run.seeds) > 1:
                 external.append(

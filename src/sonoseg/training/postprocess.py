@@ -41,7 +41,8 @@ def validation_dice(
     rows = []
     for model in models:
         predictor = infer.torch_predictor(model, device)
-        probabilities = np.concatenate([predictor.run(images[i : i + 8]) for i in range(0, len(images), 8)])
+        infer.check_cache(arrays, val_cache, predictor, model)  # prepared as its training data, as predict checks
+        probabilities = np.concatenate([batch for _, batch in infer.in_batches(predictor.run, images)])
         for sample_id, probability in zip(ids, probabilities):
             truth = truths[sample_id]
             row = {"model": str(model), "sample_id": sample_id}
