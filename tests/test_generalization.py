@@ -15,7 +15,15 @@ from sonoseg.serving import infer, modelio
 from sonoseg.study import runsheet
 from sonoseg.training import augmentation_choice, postprocess
 from sonoseg.training.recipe import Recipe, resolve
-from sonoseg.training.ultrasound_augment import P_APPLY, PARAMETERS, apply_ultrasound, draw_ultrasound
+from sonoseg.training.ultrasound_augment import (
+    LESION_CONTRAST,
+    P_APPLY,
+    P_SAMPLE,
+    PARAMETERS,
+    SLOPE_DB,
+    apply_ultrasound,
+    draw_ultrasound,
+)
 
 EXTERNALS = [
     {"name": "dev_set", "role": "development", "layout": "folder", "root": "dev"},
@@ -287,15 +295,42 @@ def test_ultrasound_augmentation_is_seeded_keeps_the_range_and_can_be_the_identi
     assert augmented(0).min() >= 0 and augmented(0).max() <= 1
     off = torch.full((5, PARAMETERS), P_APPLY + 0.1)  # no transform drawn: the images unchanged
     assert torch.equal(apply_ultrasound(images, off, torch.Generator().manual_seed(0)), images)
+    every = torch.zeros(5, PARAMETERS)  # every transform drawn, but the samples not among those changed
+    every[:, -1] = P_SAMPLE + 0.1
+    assert torch.equal(apply_ultrasound(images, every, torch.Generator().manual_seed(0), torch.ones(5, 1, 32, 32)), images)
+    every[:, -1] = 0.0
+    assert not torch.equal(apply_ultrasound(images, every, torch.Generator().manual_seed(0)), images)
+
+
+def test_the_lesion_contrast_moves_the_lesions_mean_towards_the_tissue_and_keeps_its_texture():
+    generator = torch.Generator().manual_seed(0)
+    masks = torch.zeros(1, 1, 32, 32)
+    masks[..., 10:22, 8:20] = 1
+    texture = 0.05 * torch.randn(1, 1, 32, 32, generator=generator)
+    images = (0.6 - 0.4 * masks + texture).clamp(0, 1).expand(1, 3, 32, 32).contiguous()
+    draws = torch.full((1, PARAMETERS), 0.99)  # every other transform off
+    draws[0, -1] = 0.0  # the sample is one of those changed (P_SAMPLE)
+    draws[0, 16], draws[0, 17] = 0.0, 0.0  # the lesion contrast on, at its lowest factor
+    out = apply_ultrasound(images, draws, torch.Generator().manual_seed(0), masks)
+    inside, outside = masks[0, 0] > 0, masks[0, 0] == 0
+    before = images[0, 0][inside].mean() - images[0, 0][outside].mean()
+    after = out[0, 0][inside].mean() - out[0, 0][outside].mean()
+    assert after == pytest.approx(LESION_CONTRAST[0] * before, abs=0.02)
+    core = torch.zeros_like(inside)
+    core[10:22, 8:20] = True  # the texture inside the lesion is untouched
+    assert torch.allclose(out[0, 0][core] - out[0, 0][core].mean(), images[0, 0][core] - images[0, 0][core].mean(), atol=1e-5)
+    # Without masks (or with the transform off) the lesion is left as it is.
+    assert torch.equal(apply_ultrasound(images, draws, torch.Generator().manual_seed(0)), images)
 
 
 def test_the_depth_gain_brightens_the_deep_rows_when_its_slope_is_positive():
     images = torch.full((1, 3, 32, 32), 0.05)
     draws = torch.full((1, PARAMETERS), 0.99)
+    draws[0, -1] = 0.0  # the sample is one of those changed (P_SAMPLE)
     draws[0, 0] = 0.0  # only the gain is on
     draws[0, 5], draws[0, 6] = 0.5, 1.0  # no overall gain, the full positive slope
     out = apply_ultrasound(images, draws, torch.Generator().manual_seed(0))
-    assert out[0, 0, 0].mean() == pytest.approx(0.05, abs=1e-6) and out[0, 0, -1].mean() > 0.05 * 10 ** (11 / 20)
+    assert out[0, 0, 0].mean() == pytest.approx(0.05, abs=1e-6) and out[0, 0, -1].mean() > 0.05 * 10 ** ((SLOPE_DB - 1) / 20)
 
 
 def test_the_augmentation_choice_reads_the_development_set_by_patient(tmp_path):

@@ -36,7 +36,7 @@ TINY = replace(
 )
 
 
-APERTURE_MM = {"L11-5v": 128 * 0.3, "L12-3v": 192 * 0.2}  # elements x pitch, as pymust.getparam gives them
+APERTURE_MM = {"L11-5v": 128 * 0.3, "L12-3v": 192 * 0.2, "L9-4/38": 128 * 0.3048}  # elements x pitch, as pymust.getparam gives them
 
 
 def geometry(settings):
@@ -175,8 +175,9 @@ def test_the_committed_sets_are_read_by_the_studys_ingest(name):
     assert set(others["status"]) <= {"metadata", "ignored"}
 
 
-def test_the_held_out_set_is_made_otherwise_than_the_dev_set():
-    dev, heldout = simulated.SETS["pymust_dev"], simulated.SETS["pymust_heldout"]
+@pytest.mark.parametrize("other", sorted(set(simulated.SETS) - {"pymust_heldout"}))
+def test_the_held_out_set_is_made_otherwise_than_each_development_set(other):
+    dev, heldout = simulated.SETS[other], simulated.SETS["pymust_heldout"]
     differing = {k for k, v in asdict(dev).items() if asdict(heldout)[k] != v}
     # Probe, frequency, depth, speckle density, compounding, display and lesion mix all differ.
     assert {

@@ -94,10 +94,10 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     # generalization table sets their Dice beside the in-domain one.
     external = sheet[sheet["kind"] == "external"]
     assert sorted(external["name"]) == sorted(
-        f"{n}--on-{d}" for n in TINY["networks"] for d in ("pymust_dev", "pymust_heldout")
+        f"{n}--on-{d}" for n in TINY["networks"] for d in ("pymust_far", "pymust_heldout")
     )
     generalization = pd.read_csv(out / "tables" / "generalization.csv")
-    assert set(generalization["dataset"]) == {"in-domain", "pymust_dev", "pymust_heldout"}
+    assert set(generalization["dataset"]) == {"in-domain", "pymust_far", "pymust_heldout"}
     assert (generalization.loc[generalization["dataset"] == "pymust_heldout", "patients"] == 16).all()
     assert (out / "report" / "generalization.png").stat().st_size > 0
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(sheet["name"])

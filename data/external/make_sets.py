@@ -28,13 +28,15 @@ from sonoseg.data import simulated
 
 SHEET = "pymust_samples.jpg"
 OUTLINE_BGR = (0, 200, 255)  # amber: visible on grey speckle
-TILE_WIDTH, TILE_HEIGHT = 256, 192
+TILE_WIDTH = 256
 
 
 def contact_sheet(out: Path, per_set: int = 4) -> np.ndarray:
     """The first images of each set under ``out``, one row per set: each image bare, then with its
     mask's outline (BGR uint8): the picture data/external/README.md shows."""
     rows = []
+    # Tiles of one width, with each set's aspect ratio kept, padded below to the tallest set's height.
+    tile_height = max(round(TILE_WIDTH * s.rows / s.cols) for s in simulated.SETS.values())
     for name in sorted(simulated.SETS):
         folder = out / name
         if not (folder / "patients.csv").is_file():
@@ -43,15 +45,14 @@ def contact_sheet(out: Path, per_set: int = 4) -> np.ndarray:
         for image_name in pd.read_csv(folder / "patients.csv")["image"][:per_set]:
             image = cv2.imread(str(folder / "images" / image_name), cv2.IMREAD_GRAYSCALE)
             mask = cv2.imread(str(folder / "masks" / image_name), cv2.IMREAD_GRAYSCALE)
-            # Tiles of one width, with each set's aspect ratio kept (padded below to one height).
             height = round(TILE_WIDTH * image.shape[0] / image.shape[1])
             image = cv2.resize(image, (TILE_WIDTH, height), interpolation=cv2.INTER_AREA)
             mask = cv2.resize(mask, (TILE_WIDTH, height), interpolation=cv2.INTER_NEAREST)
-            image, mask = (np.pad(a, ((0, TILE_HEIGHT - height), (0, 0))) for a in (image, mask))
+            image, mask = (np.pad(a, ((0, tile_height - height), (0, 0))) for a in (image, mask))
             outlined = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
             contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
             cv2.drawContours(outlined, contours, -1, OUTLINE_BGR, 1)
-            tiles += [cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), outlined, np.zeros((TILE_HEIGHT, 4, 3), np.uint8)]
+            tiles += [cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), outlined, np.zeros((tile_height, 4, 3), np.uint8)]
         rows.append(np.hstack(tiles))
     return np.vstack([np.pad(r, ((0, 4), (0, 0), (0, 0))) for r in rows])
 

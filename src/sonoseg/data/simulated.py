@@ -137,6 +137,35 @@ SETS = {
         patients=12,
         id_prefix="PMD",
     ),
+    # A second development set, made as far from the phantom as the held-out set (fainter lesions,
+    # coarse speckle) but with a third probe and its own settings: the first development set is
+    # segmented about as well as the phantom, so it could not tell augmentations apart.
+    "pymust_far": SimulationSettings(
+        name="pymust_far",
+        probe="L9-4/38",
+        centre_frequency_mhz=None,
+        depth_start_mm=5.0,
+        depth_end_mm=35.0,
+        rows=176,
+        cols=224,
+        scatterers_per_mm2=7.0,
+        plane_wave_angles_deg=(0.0,),
+        attenuation_db_cm_mhz=0.6,
+        dynamic_range_db=55.0,
+        median_below_top_db=26.0,
+        lesion_type_weights=(0.25, 0.15, 0.2, 0.2, 0.2),
+        hypoechoic_contrast_db=(5.0, 14.0),
+        lesion_area_fraction=(0.04, 0.2),
+        lesion_aspect=(0.9, 2.0),
+        lobulation=(0.03, 0.1),
+        fat_depth_mm=(4.0, 9.0),
+        fat_db=-7.0,
+        fascia_db=11.0,
+        texture_db=2.5,
+        seed=20242,
+        patients=24,
+        id_prefix="PMF",
+    ),
     # Held-out set: another probe (L12-3v, 192 elements) driven at 5 MHz, deeper (4-32 mm), three
     # compounded plane waves, sparser scatterers, fainter and more varied lesions, thicker fat.
     "pymust_heldout": SimulationSettings(

@@ -542,7 +542,7 @@ def train_epoch(model, split: ResidentSplit, recipe: Recipe, loss_fn, optimizer,
     for batch in batch_slices(len(order), recipe.batch_size):
         x, y = split.batch(order[batch])
         if recipe.ultrasound_augment:
-            x = apply_ultrasound(x, ultrasound[batch], noise)
+            x = apply_ultrasound(x, ultrasound[batch], noise, y)
         if theta is not None:
             x, y = warp(x, y, theta[batch])
         optimizer.zero_grad(set_to_none=True)
