@@ -206,6 +206,35 @@ def test_predict_averages_the_members_it_is_given(tmp_path):
     assert infer.predict([a, b], cache, samples, tmp_path / "ab", device="cpu") == 3
 
 
+def test_predict_writes_a_run_and_its_flip_averaged_twin_in_one_pass_as_two_jobs_would(tmp_path):
+    """--tta-outdir: the plain masks equal predict's without TTA, the twin's equal predict's with it."""
+    from conftest import write_samples
+
+    from sonoseg.data import preprocess
+
+    samples = write_samples(tmp_path, 3)
+    cache = tmp_path / "keep.npz"
+    preprocess.build_cache(samples, 64, cache, "bilinear", "keep")
+    model = write_model(tmp_path / "a.pt", "unet", seed=0)
+
+    def masks(name):
+        return [cv2.imread(str(tmp_path / name / f"{n}.png"), cv2.IMREAD_GRAYSCALE) for n in range(3)]
+
+    infer.predict(model, cache, samples, tmp_path / "plain", device="cpu", postprocess="none")
+    infer.predict(model, cache, samples, tmp_path / "tta", device="cpu", postprocess="none", tta=True)
+    assert (
+        infer.predict(
+            model, cache, samples, tmp_path / "one", device="cpu", postprocess="none", tta_outdir=tmp_path / "twin"
+        )
+        == 3
+    )
+    assert all(np.array_equal(x, y) for x, y in zip(masks("one"), masks("plain")))
+    assert all(np.array_equal(x, y) for x, y in zip(masks("twin"), masks("tta")))
+    assert not all(np.array_equal(x, y) for x, y in zip(masks("plain"), masks("tta")))  # or the test shows nothing
+    with pytest.raises(SonosegError, match="drop tta"):
+        infer.predict(model, cache, samples, tmp_path / "x", device="cpu", tta=True, tta_outdir=tmp_path / "y")
+
+
 def test_a_run_folder_exports_its_ensemble_as_one_onnx_graph(tmp_path):
     """The ONNX graph of a run folder gives the mean of its members' probabilities, as `segment` computes
     it in torch; the sidecar lists the members; a member prepared otherwise is refused by name."""

@@ -49,6 +49,36 @@ def sheet(config_changes: dict) -> list[runsheet.Run]:
 # ----------------------------------------------------------------------------- the run sheet
 
 
+def test_flip_twins_pair_each_run_with_its_flip_averaged_twin_where_both_are_in_the_sheet():
+    """One prediction job per (run, its flip-averaged twin): on the study's own test images and on each
+    external set; a run without a twin (a floor, an augmentation candidate) is predicted alone."""
+    runs = sheet(
+        {
+            "networks": ["unet", "lighter_unet_c1"],
+            "predict": {"tta": True},
+            "ladder": {"enabled": False},
+            "baselines": ["threshold_baseline"],
+            "train": {"overrides": {"unet": {"ultrasound_augment": "auto"}}},
+            "external_datasets": EXTERNALS,
+        }
+    )
+    twins = runsheet.flip_twins(runs)
+    names = {run.name for run in runs}
+    assert set(twins) == {"", "--on-dev_set", "--on-far_set"}
+    for suffix, bases in twins.items():
+        assert sorted(bases) == ["lighter_unet_c1", "unet"]
+        for base in bases:
+            plain, flipped = runsheet.twin_names(base, suffix)
+            assert plain in names and flipped in names and run_named(runs, flipped).tta
+    paired = {name for suffix, bases in twins.items() for base in bases for name in runsheet.twin_names(base, suffix)}
+    # The floor and the augmentation candidates (and their external tests) have no twin.
+    assert "threshold_baseline" in names - paired and "unet--augment-paper--on-dev_set" in names - paired
+
+
+def run_named(runs, name):
+    return next(run for run in runs if run.name == name)
+
+
 def test_every_network_run_is_tested_on_every_external_dataset_single_tta_and_as_one_ensemble():
     runs = sheet(
         {
@@ -297,7 +327,9 @@ def test_ultrasound_augmentation_is_seeded_keeps_the_range_and_can_be_the_identi
     assert torch.equal(apply_ultrasound(images, off, torch.Generator().manual_seed(0)), images)
     every = torch.zeros(5, PARAMETERS)  # every transform drawn, but the samples not among those changed
     every[:, -1] = P_SAMPLE + 0.1
-    assert torch.equal(apply_ultrasound(images, every, torch.Generator().manual_seed(0), torch.ones(5, 1, 32, 32)), images)
+    assert torch.equal(
+        apply_ultrasound(images, every, torch.Generator().manual_seed(0), torch.ones(5, 1, 32, 32)), images
+    )
     every[:, -1] = 0.0
     assert not torch.equal(apply_ultrasound(images, every, torch.Generator().manual_seed(0)), images)
 
@@ -318,7 +350,9 @@ def test_the_lesion_contrast_moves_the_lesions_mean_towards_the_tissue_and_keeps
     assert after == pytest.approx(LESION_CONTRAST[0] * before, abs=0.02)
     core = torch.zeros_like(inside)
     core[10:22, 8:20] = True  # the texture inside the lesion is untouched
-    assert torch.allclose(out[0, 0][core] - out[0, 0][core].mean(), images[0, 0][core] - images[0, 0][core].mean(), atol=1e-5)
+    assert torch.allclose(
+        out[0, 0][core] - out[0, 0][core].mean(), images[0, 0][core] - images[0, 0][core].mean(), atol=1e-5
+    )
     # Without masks (or with the transform off) the lesion is left as it is.
     assert torch.equal(apply_ultrasound(images, draws, torch.Generator().manual_seed(0)), images)
 
@@ -330,7 +364,9 @@ def test_the_depth_gain_brightens_the_deep_rows_when_its_slope_is_positive():
     draws[0, 0] = 0.0  # only the gain is on
     draws[0, 5], draws[0, 6] = 0.5, 1.0  # no overall gain, the full positive slope
     out = apply_ultrasound(images, draws, torch.Generator().manual_seed(0))
-    assert out[0, 0, 0].mean() == pytest.approx(0.05, abs=1e-6) and out[0, 0, -1].mean() > 0.05 * 10 ** ((SLOPE_DB - 1) / 20)
+    assert out[0, 0, 0].mean() == pytest.approx(0.05, abs=1e-6) and out[0, 0, -1].mean() > 0.05 * 10 ** (
+        (SLOPE_DB - 1) / 20
+    )
 
 
 def test_the_augmentation_choice_reads_the_development_set_by_patient(tmp_path):

@@ -36,7 +36,11 @@ TINY = replace(
 )
 
 
-APERTURE_MM = {"L11-5v": 128 * 0.3, "L12-3v": 192 * 0.2, "L9-4/38": 128 * 0.3048}  # elements x pitch, as pymust.getparam gives them
+APERTURE_MM = {
+    "L11-5v": 128 * 0.3,
+    "L12-3v": 192 * 0.2,
+    "L9-4/38": 128 * 0.3048,
+}  # elements x pitch, as pymust.getparam gives them
 
 
 def geometry(settings):

@@ -6,6 +6,7 @@ import shlex
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.utils import validate
 
@@ -107,6 +108,13 @@ ENSEMBLES = runsheet.tested_pairs(list(RUNS.values()), "ensemble")  # (a network
 # On each external dataset, (a network's single models, the same flip-averaged or as an ensemble).
 TTA += runsheet.external_pairs(list(RUNS.values()), "tta")
 ENSEMBLES += runsheet.external_pairs(list(RUNS.values()), "ensemble")
+# Each run predicted together with its flip-averaged twin in one job (runs.smk, predict_with_flip_twin*),
+# suffix ('' or --on-<dataset>) -> the run names before it; every other run is predicted alone.
+FLIP_TWINS = runsheet.flip_twins(list(RUNS.values()))
+WITH_TWIN = {
+    name for suffix, bases in FLIP_TWINS.items() for base in bases for name in runsheet.twin_names(base, suffix)
+}
+PREDICTED_ALONE = [name for name in RUNS if name not in WITH_TWIN]
 EXTERNALS = {dataset["name"]: dataset for dataset in config["external_datasets"]}  # name -> its entry
 DEVELOPMENT = runsheet.development_set(config)  # the external set that may guide a choice ('' for none)
 AUGMENTATION_CHOICES = runsheet.augmentation_choices(list(RUNS.values()))  # network -> option -> candidate run
@@ -274,6 +282,11 @@ def get_prediction_inputs(wildcards):
         if POSTPROCESS == "validation":
             inputs["postprocess"] = [layout.postprocess(OUT, owner, fold) for fold in folds]
     return inputs
+
+
+def plain_twin(wildcards, suffix):
+    """The wildcards of a flip-twin job as those of its plain run's own prediction."""
+    return SimpleNamespace(run=wildcards.base + suffix, fold=wildcards.fold, seed=wildcards.seed)
 
 
 def prediction_source(wildcards, input):

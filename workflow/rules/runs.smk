@@ -141,9 +141,17 @@ rule choose_postprocess:
         "--device {params.device} --out {output} > {log} 2>&1"
 
 
+PREDICT = (
+    "sonoseg predict {params.source} --manifest {input.manifest} --split {input.split} --fold {params.fold} "
+    "--outdir {output.predictions} --metrics {output.metrics} {params.twin}"
+    "--component-rule {params.component_rule} --device {params.device} "
+    "--runs-per-gpu {resources.runs_per_gpu} > {log} 2>&1"
+)
+
+
 rule predict:
     # The run's test images segmented at their original size, and scored (Dice, HD95 per image, medpy)
-    # in the same job.
+    # in the same job. A run with a flip-averaged twin is predicted with it, below.
     input:
         unpack(get_prediction_inputs),
     output:
@@ -151,6 +159,8 @@ rule predict:
         metrics=f"{TRAINING}/{layout.METRICS}",
     log:
         f"{LOGS}/predict/{layout.TRAINING_ID}.log",
+    wildcard_constraints:
+        run=_alternatives(PREDICTED_ALONE),
     conda:
         CONDA_ENV
     threads: 1
@@ -163,11 +173,47 @@ rule predict:
         component_rule=config["predict"]["component_rule"],
         device=TRAIN["device"],
         fold=test_fold,
+        twin="",
     shell:
-        "sonoseg predict {params.source} --manifest {input.manifest} --split {input.split} --fold {params.fold} "
-        "--outdir {output.predictions} --metrics {output.metrics} "
-        "--component-rule {params.component_rule} --device {params.device} "
-        "--runs-per-gpu {resources.runs_per_gpu} > {log} 2>&1"
+        PREDICT
+
+
+# A run and its flip-averaged twin (predict.tta) in one job: one process and one model load, and the
+# plain probability is half of the flip average (two forward passes, not three). One rule per place
+# the runs test (their own test images; each external set), as the twin's name puts --tta before it.
+for _suffix, _bases in FLIP_TWINS.items():
+    _plain, _flipped = runsheet.twin_names("{base}", _suffix)
+    _where = re.sub(r"\W", "_", _suffix.replace(runsheet.SEPARATOR, "_"))  # '' or _on_<dataset>
+
+    rule:
+        name:
+            f"predict_with_flip_twin{_where}"
+        input:
+            unpack(lambda wc, suffix=_suffix: get_prediction_inputs(plain_twin(wc, suffix))),
+        output:
+            predictions=directory(f"{OUT}/{layout.training_template(_plain)}/{layout.PREDICTIONS}"),
+            metrics=f"{OUT}/{layout.training_template(_plain)}/{layout.METRICS}",
+            tta_predictions=directory(f"{OUT}/{layout.training_template(_flipped)}/{layout.PREDICTIONS}"),
+            tta_metrics=f"{OUT}/{layout.training_template(_flipped)}/{layout.METRICS}",
+        log:
+            f"{LOGS}/predict/{layout.TRAINING_ID.format(run=_plain, fold='{fold}', seed='{seed}')}.log",
+        wildcard_constraints:
+            base=_alternatives(_bases),
+        conda:
+            CONDA_ENV
+        threads: 1
+        resources:
+            gpu=lambda wc, suffix=_suffix: uses_gpu(plain_twin(wc, suffix)),
+            gpu_slot=lambda wc, suffix=_suffix: uses_gpu_slot(plain_twin(wc, suffix)),
+            runs_per_gpu=TRAIN["runs_per_gpu"],
+        params:
+            source=lambda wc, input, suffix=_suffix: prediction_source(plain_twin(wc, suffix), input),
+            component_rule=config["predict"]["component_rule"],
+            device=TRAIN["device"],
+            fold=lambda wc, suffix=_suffix: test_fold(plain_twin(wc, suffix)),
+            twin=lambda wc, output: f"--tta-outdir {output.tta_predictions} --tta-metrics {output.tta_metrics} ",
+        shell:
+            PREDICT
 
 
 rule summarize:

@@ -15,12 +15,14 @@ with an echogenic rim, heterogeneous), in a layered background like soft tissue 
 a bright fascia line, striated deeper tissue). The mask is the lesion region itself, evaluated at
 the output pixels' centres with the same test that decides which scatterers belong to the lesion.
 
-Two sets (``SETS``): ``pymust_dev``, the one external set allowed to guide a choice (augmentation,
-say), and ``pymust_heldout``, made with a different probe, centre frequency, depth, scatterer
-density, compounding and lesion mix, so that a choice tuned on the dev set meets conditions it has
-not seen. Both are committed under data/external/ (data/external/make_sets.py made them); nothing
-simulates them at run time. Everything is drawn from ``numpy.random.default_rng(seed)`` and one
-child generator per image: same seed, same bytes (pymust itself draws nothing here).
+Three sets (``SETS``): ``pymust_far``, the default development set (the one external set allowed to
+guide a choice, the augmentation), ``pymust_heldout``, made with a different probe, centre
+frequency, depth, scatterer density, compounding and lesion mix, so that a choice tuned on a
+development set meets conditions it has not seen, and ``pymust_dev``, the first development set,
+too close to the phantom to guide a choice (data/external/README.md). All are committed under
+data/external/ (data/external/make_sets.py made them); nothing simulates them at run time.
+Everything is drawn from ``numpy.random.default_rng(seed)`` and one child generator per image: same
+seed, same bytes (pymust itself draws nothing here).
 
 pymust is imported inside the functions that simulate, so the package imports without it.
 """

@@ -121,6 +121,7 @@ def predict(
     reliance: bool = False,
     tta: bool = False,
     postprocess: str = "keep_one",
+    tta_outdir: str | Path | None = None,
 ) -> int:
     """Write <outdir>/<sample_id>.png (0/255) at each sample's original size.
 
@@ -129,26 +130,40 @@ def predict(
     with the marks kept, tested on the same images with them inpainted, to measure how much it relied
     on them (docs/marks_and_floors.md). ``tta``: each probability is the mean over the image and its
     horizontal mirror (flip_averaged). Several model files (a run's seeds in one fold): their ensemble,
-    the mean of their probabilities before thresholding (ensemble)."""
+    the mean of their probabilities before thresholding (ensemble). ``tta_outdir``: the flip-averaged
+    masks written there as well, in the same pass (the plain probability is half of the average, so
+    the pair costs two forward passes and one process, not three and two)."""
     members = [Path(m) for m in model_path] if isinstance(model_path, (list, tuple)) else [Path(model_path)]
     # The same model wrapper that `segment` and export use.
     predictor = ensemble([torch_predictor(member, device) for member in members], members)
     model_path = members[0] if len(members) == 1 else f"{members[0]} (and the ensemble's other members)"
     arrays = load_cache(data_path)
     check_cache(arrays, data_path, predictor, model_path, reliance)
-    run = flip_averaged(predictor.run) if tta else predictor.run
+    if tta and tta_outdir:
+        raise SonosegError("predict: tta_outdir writes the flip-averaged masks beside the plain ones; drop tta")
     images = images_to_tensor(arrays["images"]).numpy()
     sizes = samples.set_index("sample_id")[["height", "width"]]
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdirs = [Path(outdir)] + ([Path(tta_outdir)] if tta_outdir else [])
+    for folder in outdirs:
+        folder.mkdir(parents=True, exist_ok=True)
     ids = [str(s) for s in arrays["sample_ids"]]
     missing = [s for s in ids if s not in sizes.index]
     if missing:
         raise SonosegError(f"{data_path}: samples {missing[:5]} are not in the manifest")
-    for start, probability in in_batches(run, images, batch_size):
-        for sample_id, prob in zip(ids[start : start + batch_size], probability):
-            height, width = (int(v) for v in sizes.loc[sample_id])
-            write_mask(prob, height, width, rule, outdir / f"{sample_id}.png", postprocess)
+
+    def plain_and_averaged(batch: np.ndarray) -> list[np.ndarray]:
+        """The probabilities each output folder gets: plain (or averaged, with tta), then averaged."""
+        plain = predictor.run(batch)
+        if not (tta or tta_outdir):
+            return [plain]
+        averaged = flip_mean(predictor.run, batch, plain)
+        return [averaged] if tta else [plain, averaged]
+
+    for start, probabilities in in_batches(plain_and_averaged, images, batch_size):
+        for folder, probability in zip(outdirs, probabilities):
+            for sample_id, prob in zip(ids[start : start + batch_size], probability):
+                height, width = (int(v) for v in sizes.loc[sample_id])
+                write_mask(prob, height, width, rule, folder / f"{sample_id}.png", postprocess)
     return len(ids)
 
 
@@ -245,15 +260,17 @@ def ensemble(predictors: list[Predictor], members: list[Path]) -> Predictor:
     )
 
 
+def flip_mean(run: RunBatch, batch: np.ndarray, plain: np.ndarray) -> np.ndarray:
+    """The mean of ``plain`` (the batch's probability) and of the batch's mirror image's, mirrored back
+    (along the width, the last axis)."""
+    mirrored = run(np.ascontiguousarray(batch[..., ::-1]))[..., ::-1]
+    return (plain + mirrored) / 2
+
+
 def flip_averaged(run: RunBatch) -> RunBatch:
     """Horizontal-flip test-time augmentation: the mean of the probability of the batch and of its
-    mirror image, mirrored back (along the width, the last axis)."""
-
-    def averaged(batch: np.ndarray) -> np.ndarray:
-        mirrored = run(np.ascontiguousarray(batch[..., ::-1]))[..., ::-1]
-        return (run(batch) + mirrored) / 2
-
-    return averaged
+    mirror image, mirrored back."""
+    return lambda batch: flip_mean(run, batch, run(batch))
 
 
 @dataclass

@@ -163,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True)
     p.add_argument("--outdir", required=True)
     p.add_argument("--metrics", default="", help="also score the predictions (Dice, HD95 per image) into this CSV")
+    p.add_argument(
+        "--tta-outdir",
+        default="",
+        help="also write the flip-averaged predictions here, in the same pass (not with --tta)",
+    )
+    p.add_argument("--tta-metrics", default="", help="and score them into this CSV")
     p.add_argument("--component-rule", default="area")
     p.add_argument("--postprocess", default="keep_one", choices=POSTPROCESSES, help="what follows the threshold")
     p.add_argument(

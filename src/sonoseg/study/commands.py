@@ -223,6 +223,8 @@ def cmd_predict(args) -> None:
     from sonoseg.data import split
 
     samples = split.samples_of_part(args.manifest, args.split, "test", args.fold)
+    if args.baseline and args.tta_outdir:
+        raise SonosegError("predict: a floor has no flip-averaged twin; --tta-outdir is for a trained network")
     if args.baseline:
         from sonoseg.networks import baseline
 
@@ -235,6 +237,8 @@ def cmd_predict(args) -> None:
     else:
         if not (args.model and args.data):
             raise SonosegError("predict: give --model and --data (a trained network), or --baseline NAME (a floor)")
+        if args.tta_metrics and not args.tta_outdir:
+            raise SonosegError("predict: --tta-metrics scores the masks of --tta-outdir; give both")
         slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841 - held until the process ends
         from sonoseg.serving import infer, modelio
 
@@ -250,12 +254,15 @@ def cmd_predict(args) -> None:
             postprocess=modelio.chosen_postprocess(args.postprocess_choice)
             if args.postprocess_choice
             else args.postprocess,
+            tta_outdir=args.tta_outdir or None,
         )
-    log.info("wrote %d predictions to %s", count, args.outdir)
-    if args.metrics:  # scored in the same process: one job per prediction, not two
-        from sonoseg.analysis import evaluate
+    log.info("wrote %d predictions to %s", count, args.outdir + (f" and {args.tta_outdir}" if args.tta_outdir else ""))
+    # Scored in the same process: one job per prediction (and its flip-averaged twin), not two.
+    for outdir, metrics in ((args.outdir, args.metrics), (args.tta_outdir, args.tta_metrics)):
+        if metrics:
+            from sonoseg.analysis import evaluate
 
-        _write_metrics(evaluate.evaluate(args.outdir, samples), args.metrics)
+            _write_metrics(evaluate.evaluate(outdir, samples), metrics)
 
 
 def cmd_choose_augmentation(args) -> None:

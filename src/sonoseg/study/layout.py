@@ -45,6 +45,12 @@ TRAININGS = "trainings.csv"
 MODEL, HISTORY, PREDICTIONS, METRICS = "model.pt", "history.csv", "predictions", "metrics.csv"
 
 
+def training_template(run: str) -> str:
+    """TRAINING with the run's part given (a name, or a pattern with other wildcards), fold and seed
+    left as wildcards."""
+    return TRAINING.format(run=run, fold="{fold}", seed="{seed}")
+
+
 def training_dir(out: str | Path, run: str, fold, seed) -> str:
     return f"{out}/{TRAINING.format(run=run, fold=fold, seed=seed)}"
 

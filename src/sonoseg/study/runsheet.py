@@ -460,6 +460,25 @@ def external_pairs(runs: list[Run], variant: str) -> list[tuple[Run, Run]]:
     ]
 
 
+def flip_twins(runs: list[Run]) -> dict[str, list[str]]:
+    """The runs whose flip-averaged twin is predicted in the same job (one process, one model load, two
+    forward passes instead of three), grouped by what follows the network's run name: '' on the study's
+    own test images, '--on-<dataset>' on an external set -> the names before it. A pair is
+    (twin_names(base, suffix)); a pair named otherwise is left to predict alone."""
+    twins: dict[str, list[str]] = {}
+    for plain, flipped in tested_pairs(runs, "tta") + external_pairs(runs, "tta"):
+        suffix = on_dataset("", plain.dataset) if plain.dataset else ""
+        base = plain.name[: len(plain.name) - len(suffix)]
+        if (plain.name, flipped.name) == twin_names(base, suffix):
+            twins.setdefault(suffix, []).append(base)
+    return twins
+
+
+def twin_names(base: str, suffix: str) -> tuple[str, str]:
+    """(the plain run, its flip-averaged twin) of flip_twins' base and suffix."""
+    return base + suffix, f"{base}{SEPARATOR}tta{suffix}"
+
+
 def convergence_runs(runs: list[Run], networks: list[str]) -> list[Run]:
     """The convergence check: each chosen network once more with twice its epoch budget (the stop rule
     still on; the same chosen learning rate and weight decay), with its first seed, in every fold."""

@@ -2,8 +2,9 @@
 scanners, presets and simulators while the anatomy stays — time-gain compensation and attenuation
 (a gain that varies with depth), the point-spread function (axial and lateral blur), speckle and
 electronic noise, the log-compression curve (gamma and contrast), and acoustic shadows below
-strong reflectors, and a lesion whose echo differs less (or more) from the tissue's. The geometric augmentation (sonoseg.training.train.draw_augmentation, the paper's)
-is applied after it, so depth is still the vertical axis here.
+strong reflectors, and a lesion whose echo differs less from the tissue's. The geometric
+augmentation (sonoseg.training.train.draw_augmentation, the paper's) is applied after it, so depth
+is still the vertical axis here.
 
 Written in torch rather than taken from a per-image library (usaugment, albumentations, MONAI):
 training keeps its images on the device and augments a batch at a time (sonoseg.training.train), and
