@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sonoseg.networks.bilinear import Upsample
+
 WIDTHS = (16, 32, 128, 160, 256)
 DEPTHS = (1, 1, 1, 3, 1)
 KERNELS = (3, 3, 7, 7, 7)
@@ -73,7 +75,7 @@ class CMUNeXtBlock(nn.Module):
 
 def up_conv(in_ch: int, out_ch: int) -> nn.Sequential:
     # nn.Upsample's bilinear default, align_corners False, as in the authors' code
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear"), *conv_bn_relu(in_ch, out_ch))
+    return nn.Sequential(Upsample(scale_factor=2, align_corners=False), *conv_bn_relu(in_ch, out_ch))
 
 
 def skip_fusion(in_ch: int, out_ch: int) -> nn.Sequential:

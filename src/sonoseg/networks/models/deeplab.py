@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import mobilenet_v2, resnet101
 
+from sonoseg.networks.bilinear import resize
+
 
 def conv_bn_relu(in_ch: int, out_ch: int, kernel: int, dilation: int = 1) -> nn.Sequential:
     padding = 0 if kernel == 1 else dilation
@@ -32,7 +34,7 @@ class ASPP(nn.Module):
         self.dropout = nn.Dropout(0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = F.interpolate(self.image_pool(x), size=x.shape[2:], mode="bilinear", align_corners=True)
+        pooled = resize(self.image_pool(x), size=x.shape[2:], align_corners=True)
         x = torch.cat([branch(x) for branch in self.branches] + [pooled], dim=1)
         return self.dropout(self.project(x))
 
@@ -50,7 +52,7 @@ class Decoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, low_level: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=low_level.shape[2:], mode="bilinear", align_corners=True)
+        x = resize(x, size=low_level.shape[2:], align_corners=True)
         return self.refine(torch.cat([x, self.reduce(low_level)], dim=1))
 
 
@@ -221,7 +223,7 @@ class DeepLabV3Plus(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         high, low_level = self.backbone(x)
         logits = self.decoder(self.aspp(high), low_level)
-        return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=True)
+        return resize(logits, size=x.shape[2:], align_corners=True)
 
 
 def deeplab_resnet101() -> DeepLabV3Plus:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sonoseg.networks.bilinear import resize
 from sonoseg.networks.models.malunet import GROUPS, init_weights, up2
 
 WIDTHS = (8, 16, 24, 32, 48, 64)
@@ -59,7 +60,7 @@ class ChannelsFirstLayerNorm(nn.Module):
 
 
 def resized(param: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(param, size=size, mode="bilinear", align_corners=True)
+    return resize(param, size=size, align_corners=True)
 
 
 class HadamardAttention(nn.Module):
@@ -209,7 +210,7 @@ class EGEUNet(nn.Module):
         loss: BCE-Dice(final) + sum of SIDE_WEIGHTS[i] * BCE-Dice(side i)."""
         logits, sides = self._run(x)
         size = x.shape[2:]
-        return logits, [F.interpolate(m, size=size, mode="bilinear", align_corners=True) for m in sides]
+        return logits, [resize(m, size=size, align_corners=True) for m in sides]
 
 
 def egeunet() -> EGEUNet:

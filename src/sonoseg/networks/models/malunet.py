@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sonoseg.networks.bilinear import resize
+
 WIDTHS = (8, 16, 24, 32, 48, 64)
 DILATIONS = (7, 5, 2, 1)
 GROUPS = 4  # every GroupNorm of the network
@@ -153,7 +155,7 @@ class AttentionBridge(nn.Module):
 
 
 def up2(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+    return resize(x, scale_factor=2, align_corners=True)
 
 
 class MALUNet(nn.Module):

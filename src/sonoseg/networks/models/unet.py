@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sonoseg.networks.bilinear import resize
+
 
 @dataclass(frozen=True)
 class ConvStyle:
@@ -73,7 +75,7 @@ class Up(nn.Module):
         self.conv = DoubleConv(in_ch, in_ch // 2, out_ch, first, second)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+        x = resize(x, scale_factor=2, align_corners=True)
         dy, dx = skip.shape[2] - x.shape[2], skip.shape[3] - x.shape[3]
         x = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
         return self.conv(torch.cat([skip, x], dim=1))

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sonoseg.networks.bilinear import resize
+
 WIDTHS = (16, 32, 128, 160, 256)
 SHIFT_GROUPS = 5  # the authors' shift_size: channel groups shifted by -2..2 pixels
 
@@ -139,7 +141,7 @@ class ConvUp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # align_corners False: F.interpolate's default, which the authors' code relies on
-        return F.relu(F.interpolate(self.bn(self.conv(x)), scale_factor=2, mode="bilinear"))
+        return F.relu(resize(self.bn(self.conv(x)), scale_factor=2, align_corners=False))
 
 
 class DecoderMLPStage(nn.Module):
