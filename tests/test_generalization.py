@@ -20,6 +20,7 @@ from sonoseg.training.ultrasound_augment import (
     P_APPLY,
     P_SAMPLE,
     PARAMETERS,
+    RIM_LEVEL,
     SLOPE_DB,
     apply_ultrasound,
     draw_ultrasound,
@@ -355,6 +356,40 @@ def test_the_lesion_contrast_moves_the_lesions_mean_towards_the_tissue_and_keeps
     )
     # Without masks (or with the transform off) the lesion is left as it is.
     assert torch.equal(apply_ultrasound(images, draws, torch.Generator().manual_seed(0)), images)
+
+
+def test_the_lesion_rim_is_a_band_inside_the_edge_brighter_or_darker_and_the_rest_untouched():
+    masks = torch.zeros(1, 1, 32, 32)
+    masks[..., 10:22, 8:20] = 1  # 12 x 12: an equivalent radius of 6.8 px
+    images = torch.full((1, 3, 32, 32), 0.5)
+    draws = torch.full((1, PARAMETERS), 0.99)  # every other transform off
+    draws[0, -1] = 0.0  # the sample is one of those changed (P_SAMPLE)
+    draws[0, 18], draws[0, 19] = 0.0, 1.0  # the rim on, at its widest: 0.45 x 6.8 px, 3 px
+    for level_draw, sign in ((1.0, 1), (0.0, -1)):  # an echogenic rim, then a dark halo
+        draws[0, 20] = level_draw
+        out = apply_ultrasound(images, draws, torch.Generator().manual_seed(0), masks)[0, 0]
+        band = masks[0, 0].bool().clone()
+        band[13:19, 11:17] = False  # the 3-pixel band inside the edge
+        assert torch.allclose(out[band], torch.tensor(0.5 + sign * RIM_LEVEL[1]))  # the strongest
+        assert torch.equal(out[~band], images[0, 0][~band])  # the core and the tissue untouched
+
+
+def test_the_lesion_texture_is_smooth_zero_mean_inside_the_lesion_and_nothing_outside():
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[..., 6:26, 6:26] = 1
+    images = torch.full((2, 3, 32, 32), 0.5)
+    draws = torch.full((2, PARAMETERS), 0.99)
+    draws[:, -1] = 0.0
+    draws[:, 21], draws[:, 22] = 0.0, 1.0  # the texture on, at its strongest
+    out = apply_ultrasound(images, draws, torch.Generator().manual_seed(0), masks)
+    inside = masks.expand_as(out).bool()
+    assert torch.equal(out[~inside], images[~inside])
+    lesion = out[inside].view(2, 3, -1)
+    assert lesion.std(dim=-1).min() > 0.01  # heterogeneous
+    assert lesion.mean(dim=-1) == pytest.approx(torch.full((2, 3), 0.5), abs=1e-4)  # its mean echo kept
+    assert not torch.equal(lesion[0], lesion[1])  # each sample its own field
+    # smooth: neighbouring pixels differ far less than the field's spread
+    assert (out[0, 0, 7:25, 8:25] - out[0, 0, 7:25, 7:24]).abs().mean() < 0.3 * lesion[0, 0].std()
 
 
 def test_the_depth_gain_brightens_the_deep_rows_when_its_slope_is_positive():
