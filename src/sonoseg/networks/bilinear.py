@@ -86,21 +86,23 @@ class _SeparableBilinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (in_h, in_w), (out_h, out_w), align_corners, (scale_h, scale_w) = ctx.geometry
-        device = grad_out.device
-        a_h = interpolation_matrix(in_h, out_h, align_corners, scale_h).to(device)
-        a_w = interpolation_matrix(in_w, out_w, align_corners, scale_w).to(device)
+        a_h = interpolation_matrix(in_h, out_h, align_corners, scale_h, grad_out.device)
+        a_w = interpolation_matrix(in_w, out_w, align_corners, scale_w, grad_out.device)
         # grad_x = A_h^T g A_w, accumulated in fp32 whatever the autocast dtype of g
         grad_in = torch.matmul(a_h.t(), torch.matmul(grad_out.float(), a_w))
         return grad_in.to(ctx.input_dtype), None, None, None
 
 
 @lru_cache(maxsize=256)
-def interpolation_matrix(size_in: int, size_out: int, align_corners: bool, scale: float | None) -> torch.Tensor:
+def interpolation_matrix(
+    size_in: int, size_out: int, align_corners: bool, scale: float | None, device: torch.device
+) -> torch.Tensor:
     """The (size_out, size_in) matrix of PyTorch's 1-D linear interpolation, read off the library's
-    own kernel (the response to each unit impulse), so its coordinate rule is PyTorch's, not a copy."""
+    own kernel (the response to each unit impulse), so its coordinate rule is PyTorch's, not a copy;
+    kept on the device, so a training step copies nothing to it."""
     impulses = torch.eye(size_in, dtype=torch.float64).unsqueeze(0)  # (1, size_in channels, size_in)
     if scale is None:
         responses = F.interpolate(impulses, size=size_out, mode="linear", align_corners=align_corners)
     else:
         responses = F.interpolate(impulses, scale_factor=scale, mode="linear", align_corners=align_corners)
-    return responses[0].t().float().contiguous()
+    return responses[0].t().float().contiguous().to(device)

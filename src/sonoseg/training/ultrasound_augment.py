@@ -99,9 +99,9 @@ def _lesion_rim(images: torch.Tensor, masks: torch.Tensor, width: torch.Tensor, 
     annotator draws a halo or an echogenic rim."""
     inside = masks.to(images.dtype)
     radius = torch.sqrt(inside.sum(dim=(1, 2, 3)) / math.pi)
+    widths = (width * radius).round().clamp(min=1).int().tolist()  # one read from the device, not one per sample
     bands = []
-    for i in range(len(images)):  # one erosion per sample: its own width in pixels
-        pixels = max(1, int(round(float(width[i] * radius[i]))))
+    for i, pixels in enumerate(widths):  # one erosion per sample: its own width in pixels
         bands.append(inside[i : i + 1] - _erode(inside[i : i + 1], pixels))
     return images + level[:, None, None, None] * torch.cat(bands)
 
