@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import step_rate, synthetic_split  # noqa: E402
 
 from sonoseg.networks import models  # noqa: E402
-from sonoseg.serving.device import FastPath, resolve_precision  # noqa: E402
+from sonoseg.serving.device import FastPath, make_deterministic, resolve_precision  # noqa: E402
 from sonoseg.training import train
 from sonoseg.training.recipe import Recipe  # noqa: E402
 
@@ -83,7 +83,8 @@ def main() -> None:
         "--parts",
         default="step,train,concurrent",
         help="comma-separated parts to run: step (one training step's rate), train (end-to-end train() "
-        "with each epoch's time split), concurrent (1 vs 4 trainings at once)",
+        "with each epoch's time split), concurrent (1 vs 4 trainings at once), deterministic (the step's "
+        "rate under the kernels training asks for, and two trainings' weights compared)",
     )
     parser.add_argument("--epochs", type=int, help="epochs of the end-to-end trainings (default 3)")
     args = parser.parse_args()
@@ -113,6 +114,8 @@ def main() -> None:
                 f"\nLighter U-net @1, {size}x{size}: 1 run {one:.0f} img/s, 4 concurrent runs {four:.0f} img/s "
                 f"in all ({four / one:.2f}x)"
             )
+        if "deterministic" in parts:  # last: it switches cudnn.benchmark off for the rest of the process
+            deterministic(device, size, epochs, args.smoke, workdir)
 
 
 def step_table(device: torch.device, size: int, batch: int, steps: int) -> None:
@@ -162,6 +165,51 @@ def end_to_end(device: torch.device, size: int, epochs: int, smoke: bool, workdi
                 flush=True,
             )
         print(f"  outside the epochs (data loading, model set-up, saving): {total - history['seconds'].sum():.1f} s")
+
+
+def deterministic(device: torch.device, size: int, epochs: int, smoke: bool, workdir: Path) -> None:
+    """The training step's rate with the kernels train() asks for (serving.device.make_deterministic),
+    at the recipe's batch (8) and at 32, then two identical trainings' weights hashed: the price of a
+    bit-identical rerun, and whether it holds."""
+    make_deterministic(device)
+    print(f"\ntraining step under make_deterministic, images/s at {size}x{size}, bf16 + channels_last")
+    for batch in (2,) if smoke else (8, 32):
+        for network in ("unet", "lighter_unet_c128"):
+            rate = step_rate(network, size, "bf16", True, batch, 1 if smoke else 20, str(device))
+            print(f"batch {batch} | {network} | {rate:.0f}", flush=True)
+    images = 16 if smoke else 96
+    paths = synthetic_split(workdir, size, (("train", images), ("val", images // 3)))
+    digests = []
+    for attempt in range(2):
+        started = time.perf_counter()
+        train.train(
+            network="unet",
+            seed=0,
+            train_data=paths[0],
+            val_data=paths[1],
+            recipe=Recipe(min_epochs=epochs, max_epochs=epochs),
+            model_out=workdir / f"det{attempt}.pt",
+            history_out=workdir / f"det{attempt}.csv",
+            device=str(device),
+        )
+        digests.append(weights_digest(workdir / f"det{attempt}.pt"))
+        print(f"U-net training {attempt} ({epochs} epochs, {images} images): {time.perf_counter() - started:.1f} s, weights {digests[-1][:16]}")
+    print(f"bit-identical: {digests[0] == digests[1]}")
+
+
+def weights_digest(model_file: Path) -> str:
+    """SHA-256 over every tensor of a model file's state dict, in key order."""
+    import hashlib
+
+    state = torch.load(model_file, map_location="cpu", weights_only=False)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        if torch.is_tensor(value):
+            digest.update(key.encode())
+            digest.update(value.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 if __name__ == "__main__":
