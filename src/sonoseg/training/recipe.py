@@ -18,7 +18,7 @@ from sonoseg.training.selection import SELECTABLE, read_selection
 AUTO_SETTINGS = (*SELECTABLE, "ultrasound_augment")
 
 # Settings added after runs were first made, with the value every earlier run trained under.
-ADDED_LATER = {"deep_supervision": False, "ultrasound_augment": False}
+ADDED_LATER = {"deep_supervision": False, "ultrasound_augment": False, "weight_averaging_epochs": 0.0}
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,10 @@ class Recipe:
     # each validation (docs/stopping.md), from at most bn_recalibration_images of them (0: all).
     bn_recalibration: bool = True
     bn_recalibration_images: int = 0
+    # Weight averaging (sonoseg.training.weight_average): validate, keep and save an exponential moving
+    # average of the weights over about this many epochs of steps, not the weights of the last step
+    # (0: off, the paper's). Trains alike; what is evaluated is the average.
+    weight_averaging_epochs: float = 0.0
     min_epochs: int = 50
     max_epochs: int = 200
     precision: str = "auto"  # one of PRECISIONS
@@ -76,6 +80,8 @@ class Recipe:
             raise SonosegError(
                 f"train: need early_stopping_window >= 1 and bn_recalibration_images 0 or >= 2, got {self}"
             )
+        if self.weight_averaging_epochs < 0:
+            raise SonosegError(f"train.weight_averaging_epochs: need >= 0 (0: off), got {self.weight_averaging_epochs}")
         if self.batch_size < 1 or self.max_epochs < 1 or self.min_epochs > self.max_epochs:
             raise SonosegError(f"train: need batch_size >= 1 and 1 <= min_epochs <= max_epochs, got {self}")
 
