@@ -10,9 +10,9 @@ cost of one in-place update per step.
 
 The average follows the trained weights with a decay per step set from the horizon in epochs:
 ``decay = 1 - 1 / (epochs x steps per epoch)``. It starts as a copy of the weights after the first step. Its
-BatchNorm running statistics are not averaged: they are re-estimated for the averaged weights before
-each validation (sonoseg.training.bn_recalibration), or, with that off, copied from the trained
-network. Deterministic: no random numbers; a checkpoint carries the average.
+BatchNorm running statistics are not averaged: each update copies the trained network's, and they are
+re-estimated for the averaged weights before each validation (sonoseg.training.bn_recalibration)
+where that is on. Deterministic: no random numbers; a checkpoint carries the average.
 """
 
 from __future__ import annotations
@@ -32,20 +32,13 @@ class WeightAverage:
                 f"need horizon_epochs > 0 and steps_per_epoch >= 1, got {horizon_epochs}, {steps_per_epoch}"
             )
         self.decay = 1.0 - 1.0 / max(1.0, horizon_epochs * steps_per_epoch)
-        # use_buffers=False: BatchNorm's statistics are the averaged weights' own (see above)
+        # use_buffers=False: buffers are copied, not averaged (see above)
         self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=False)
         self.model = self.averaged.module
 
     def update(self, model: nn.Module) -> None:
         """averaged <- decay x averaged + (1 - decay) x trained (the first update copies the weights)."""
         self.averaged.update_parameters(model)
-
-    @torch.no_grad()
-    def copy_buffers_from(self, model: nn.Module) -> None:
-        """The trained network's buffers (BatchNorm's running statistics) into the average, for when
-        they are not re-estimated for it."""
-        for averaged, trained in zip(self.model.buffers(), model.buffers()):
-            averaged.copy_(trained)
 
     def state_dict(self) -> dict:
         return self.averaged.state_dict()
