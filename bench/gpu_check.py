@@ -193,7 +193,8 @@ def deterministic(device: torch.device, size: int, epochs: int, smoke: bool, wor
             device=str(device),
         )
         digests.append(weights_digest(workdir / f"det{attempt}.pt"))
-        print(f"U-net training {attempt} ({epochs} epochs, {images} images): {time.perf_counter() - started:.1f} s, weights {digests[-1][:16]}")
+        seconds = time.perf_counter() - started
+        print(f"U-net training {attempt} ({epochs} epochs, {images} images): {seconds:.1f} s, weights {digests[-1][:16]}")
     print(f"bit-identical: {digests[0] == digests[1]}")
 
 

@@ -9,6 +9,7 @@ time (a step far longer than its GPU work is bound by kernel launches on the CPU
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import torch
@@ -37,13 +38,7 @@ def main() -> None:
         x = torch.rand(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=torch.channels_last)
         y = (torch.rand(args.batch, 1, args.size, args.size, device=device) > 0.5).float()
 
-        def step():
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                logits = model(x)
-            loss = train.soft_dice_loss(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        step = functools.partial(training_step, model, optimizer, x, y, device)
 
         for _ in range(3):
             step()
@@ -65,6 +60,15 @@ def main() -> None:
         print(f"\n{network}, batch {args.batch}, {args.size}x{args.size}: step wall {wall * 1e3:.1f} ms, "
               f"GPU kernels {gpu * 1e3:.1f} ms of it")
         print(events.table(sort_by=sort, row_limit=12, max_name_column_width=60))
+
+
+def training_step(model, optimizer, x, y, device: torch.device) -> None:
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        logits = model(x)
+    loss = train.soft_dice_loss(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 def sync(device: torch.device) -> None:
