@@ -194,7 +194,7 @@ def deterministic(device: torch.device, size: int, epochs: int, smoke: bool, wor
         )
         digests.append(weights_digest(workdir / f"det{attempt}.pt"))
         seconds = time.perf_counter() - started
-        print(f"U-net training {attempt} ({epochs} epochs, {images} images): {seconds:.1f} s, weights {digests[-1][:16]}")
+        print(f"U-net training {attempt} ({epochs} epochs, {images} images): {seconds:.1f} s, {digests[-1][:16]}")
     print(f"bit-identical: {digests[0] == digests[1]}")
 
 
