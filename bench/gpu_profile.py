@@ -57,8 +57,10 @@ def main() -> None:
         sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
         # kernels only (operators' self device time repeats their kernels')
         gpu = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / args.steps / 1e6
-        print(f"\n{network}, batch {args.batch}, {args.size}x{args.size}: step wall {wall * 1e3:.1f} ms, "
-              f"GPU kernels {gpu * 1e3:.1f} ms of it")
+        print(
+            f"\n{network}, batch {args.batch}, {args.size}x{args.size}: step wall {wall * 1e3:.1f} ms, "
+            f"GPU kernels {gpu * 1e3:.1f} ms of it"
+        )
         print(events.table(sort_by=sort, row_limit=12, max_name_column_width=60))
 
 
