@@ -35,12 +35,11 @@ def averaged_weights(average: WeightAverage) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in average.model.named_parameters()}
 
 
-def test_the_average_is_an_ema_whose_decay_follows_the_horizon_in_steps():
+def test_the_average_is_an_ema_whose_decay_follows_the_horizon_in_steps_after_a_warm_up():
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
     average = WeightAverage(model, horizon_epochs=2, steps_per_epoch=5)
     assert average.decay == 1 - 1 / (2 * 5)
-    decay = average.decay
     # The first update copies the weights, whatever the average held before (the copy made at construction).
     first = set_weights(model, 1)
     average.update(model)
@@ -51,15 +50,25 @@ def test_the_average_is_an_ema_whose_decay_follows_the_horizon_in_steps():
     for name, value in averaged_weights(average).items():
         assert torch.equal(value, first[name]), name
         assert value.data_ptr() != dict(model.named_parameters())[name].data_ptr(), name
-    average.update(model)
-    expected = {name: decay * first[name] + (1 - decay) * second[name] for name in first}
+    average.update(model)  # the second update (n = 1): decay (1 + 1) / (10 + 1), under the horizon's 0.9
+    expected = {name: 2 / 11 * first[name] + 9 / 11 * second[name] for name in first}
     torch.testing.assert_close(averaged_weights(average), expected)
     assert not torch.allclose(expected["weight"], second["weight"])  # the update is really a mix
     third = set_weights(model, 3)
-    average.update(model)
-    expected = {name: decay * expected[name] + (1 - decay) * third[name] for name in first}
+    average.update(model)  # n = 2: 3 / 12
+    expected = {name: 3 / 12 * expected[name] + 9 / 12 * third[name] for name in first}
     torch.testing.assert_close(averaged_weights(average), expected)
-    assert int(average.state_dict()["n_averaged"]) == 3
+    assert int(average.state_dict()["n_averaged"]) == average.updates == 3
+    # From the 80th update on, (1 + n) / (10 + n) >= 0.9: the horizon's decay holds.
+    average.updates = 79
+    assert average.step_decay() < 0.9
+    average.updates = 80
+    assert average.step_decay() == average.decay
+    latest = set_weights(model, 4)
+    before = averaged_weights(average)
+    average.update(model)
+    expected = {name: 0.9 * before[name] + 0.1 * latest[name] for name in first}
+    torch.testing.assert_close(averaged_weights(average), expected)
 
 
 def test_a_horizon_shorter_than_a_step_follows_the_weights_and_nonsense_is_refused():
@@ -239,14 +248,15 @@ def test_averaged_runs_are_deterministic_and_differ_from_unaveraged_ones(caches,
         "averaged": recipe(averaging=1.0),
         "rerun": recipe(averaging=1.0),
         "plain": recipe(averaging=0.0),
-        "longer": recipe(averaging=3.0),
+        # 9 updates: the warm-up keeps every decay under 1.0's cap (2/3), not under 0.5's (1/3)
+        "shorter": recipe(averaging=0.5),
     }
     for name, run_recipe in runs.items():
         fit(caches, tmp_path / name, run_recipe)
     averaged = weights(tmp_path / "averaged" / "model.pt")
     assert same_weights(averaged, weights(tmp_path / "rerun" / "model.pt"))
     assert history(tmp_path / "averaged" / "history.csv").equals(history(tmp_path / "rerun" / "history.csv"))
-    for other in ("plain", "longer"):
+    for other in ("plain", "shorter"):
         other_weights = weights(tmp_path / other / "model.pt")
         assert averaged.keys() == other_weights.keys()
         assert not torch.equal(averaged["outc.weight"], other_weights["outc.weight"]), other
@@ -257,7 +267,7 @@ def test_averaged_runs_are_deterministic_and_differ_from_unaveraged_ones(caches,
     assert plain["val_loss"].tolist() != with_average["val_loss"].tolist()
     fingerprints = {name: torch.load(tmp_path / name / "model.pt", weights_only=True)["fingerprint"] for name in runs}
     assert fingerprints["averaged"] == fingerprints["rerun"]
-    assert len({fingerprints[name] for name in ("averaged", "plain", "longer")}) == 3
+    assert len({fingerprints[name] for name in ("averaged", "plain", "shorter")}) == 3
 
 
 def test_resuming_an_averaged_run_from_any_epochs_checkpoint_is_bit_identical(caches, tmp_path, monkeypatch):
@@ -305,20 +315,22 @@ def test_resuming_an_averaged_run_from_any_epochs_checkpoint_is_bit_identical(ca
 def test_the_recipe_field_is_checked_and_off_leaves_earlier_recipes_unchanged(tmp_path):
     with pytest.raises(SonosegError, match="weight_averaging_epochs"):
         Recipe(weight_averaging_epochs=-1)
-    assert ADDED_LATER["weight_averaging_epochs"] == Recipe().weight_averaging_epochs == 0.0
-    # Recipe.to_json as it was before the field: the settings added earlier left out at their old value.
+    assert ADDED_LATER["weight_averaging_epochs"] == 0.0 and Recipe().weight_averaging_epochs == 3.0
+    # Off, a recipe's JSON is what it was before the field existed: the field is left out ...
+    off = Recipe(weight_averaging_epochs=0)
     earlier = {k: v for k, v in ADDED_LATER.items() if k != "weight_averaging_epochs"}
-    settings = {k: v for k, v in asdict(Recipe()).items() if k != "weight_averaging_epochs"}
+    settings = {k: v for k, v in asdict(off).items() if k != "weight_averaging_epochs"}
     before = json.dumps({k: v for k, v in settings.items() if k not in earlier or v != earlier[k]}, sort_keys=True)
-    assert Recipe().to_json() == Recipe(weight_averaging_epochs=0).to_json() == before
-    assert "weight_averaging_epochs" not in Recipe().as_dict()
+    assert off.to_json() == before and "weight_averaging_epochs" not in off.as_dict()
+    # ... and such a JSON (one written before the field) reads back as off, not as today's default.
+    assert Recipe.from_json(before) == off
     on = Recipe(weight_averaging_epochs=2.5)
     assert on.as_dict()["weight_averaging_epochs"] == 2.5 and '"weight_averaging_epochs": 2.5' in on.to_json()
-    assert Recipe.from_json(on.to_json()) == on and Recipe.from_json(before) == Recipe()
+    assert Recipe.from_json(on.to_json()) == on and Recipe.from_json(Recipe().to_json()) == Recipe()
     data = tmp_path / "data.npz"
     data.write_bytes(b"cache")
     path = FastPath(nn.Linear(2, 1), torch.device("cpu"), "fp32")
-    recipes = (Recipe(), on, Recipe(weight_averaging_epochs=1))
+    recipes = (off, on, Recipe(weight_averaging_epochs=1))
     fingerprints = {train.run_fingerprint("unet", 0, r, data, data, None, path) for r in recipes}
     assert len(fingerprints) == 3
 

@@ -56,8 +56,9 @@ class Recipe:
     bn_recalibration_images: int = 0
     # Weight averaging (sonoseg.training.weight_average): validate, keep and save an exponential moving
     # average of the weights over about this many epochs of steps, not the weights of the last step
-    # (0: off, the paper's). Trains alike; what is evaluated is the average.
-    weight_averaging_epochs: float = 0.0
+    # (0: off, the paper's). Trains alike; what is evaluated is the average. 3: chosen on the
+    # development external set (docs/method.md, "Weight averaging").
+    weight_averaging_epochs: float = 3.0
     min_epochs: int = 50
     max_epochs: int = 200
     precision: str = "auto"  # one of PRECISIONS
@@ -108,7 +109,8 @@ class Recipe:
             raise SonosegError(f"{source} is not valid JSON: {exc}") from None
         if not isinstance(values, dict):
             raise SonosegError(f"{source}: expected a JSON object of training settings")
-        return cls().with_changes(values)
+        # A setting of ADDED_LATER a recipe leaves out had its value of then (as_dict leaves it out only then).
+        return cls().with_changes({**ADDED_LATER, **values})
 
     @classmethod
     def read(cls, path: str | Path) -> Recipe:
