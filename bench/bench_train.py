@@ -13,6 +13,8 @@ For each network and input size it prints, measured in this one run:
 
 Run: python bench/bench_train.py [--threads 2] [--networks unet,fcn8s] [--sizes 64,256] [--bf16]
      [--epoch-images 96 --val-images 32 --epochs 2]
+Adam's default loop against its fused kernel (training's), fp32 at the quick study's size:
+     python bench/bench_train.py --threads 1 --networks unet,light_unet,lighter_unet_c128,lighter_unet_c1 --adam 32
 Paper-sized epochs (the paper's 416 training and 140 validation images, end-to-end at 64 only):
      python bench/bench_train.py --sizes 64 --epoch-images 416 --val-images 140 --epochs 1
 Targets (issue 8): U-net at 256 fast path >= 2.5x its fp32 step (only reachable on a CPU with
@@ -58,13 +60,15 @@ def step_rate(
     batch: int | None = None,
     steps: int | None = None,
     device: str = "cpu",
+    fused: bool = True,
 ) -> float:
-    """Images per second of the bare training step (after one warm-up step)."""
+    """Images per second of the bare training step (after one warm-up step); ``fused``: Adam's fused
+    kernel, as training uses it (False: PyTorch's default loop)."""
     torch.manual_seed(0)
     model = models.build(network).train().to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused or None)
     batch = batch or BATCH.get(size, 2)
     x = torch.rand(batch, 3, size, size, device=device)
     y = (torch.rand(batch, 1, size, size, device=device) > 0.5).float()
@@ -142,6 +146,9 @@ def main() -> None:
     parser.add_argument("--epoch-images", type=int, default=96, help="training images per end-to-end epoch")
     parser.add_argument("--val-images", type=int, default=32, help="validation images per end-to-end epoch")
     parser.add_argument("--epochs", type=int, default=2, help="end-to-end epochs")
+    parser.add_argument(
+        "--adam", type=int, metavar="SIZE", help="only compare Adam's default loop with its fused kernel at SIZE"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")
@@ -152,6 +159,8 @@ def main() -> None:
         f"ATen capability {torch.backends.cpu.get_cpu_capability()}"
     )
     print(f"bf16 units (amx_bf16 / avx512_bf16 flags): {'yes' if fast_bf16 else 'no'} -> train.precision auto = {auto}")
+    if args.adam:
+        return adam_kernels(args.networks.split(","), args.adam)
     measure_bf16 = fast_bf16 or args.bf16
     sizes = [int(s) for s in args.sizes.split(",")]
     header = ("network", "size", "fp32", "fp32+CL", "bf16", "bf16+CL", "fast path", "fast", "x fp32", "e2e", "e2e/fast")
@@ -186,6 +195,21 @@ def main() -> None:
                     f"{2 * e2e / (fast + fast_after):.2f}" if e2e else "-",
                 ]
                 print(" | ".join(cells), flush=True)
+
+
+def adam_kernels(networks: list[str], size: int, rounds: int = 3) -> None:
+    """The fp32 training step (batch 8) with Adam's default loop and with its fused kernel, in turn,
+    ``rounds`` times each (the median), and their ratio: what training's fused=True saves."""
+    print(f"\nfp32 training step at {size}x{size}, batch 8, images/s (median of {rounds} interleaved rounds)")
+    print("network | Adam loop | Adam fused | fused / loop")
+    print("--- | --- | --- | ---")
+    for network in networks:
+        loop, fused = [], []
+        for _ in range(rounds):
+            loop.append(step_rate(network, size, "fp32", False, 8, 8, fused=False))
+            fused.append(step_rate(network, size, "fp32", False, 8, 8, fused=True))
+        loop_rate, fused_rate = float(np.median(loop)), float(np.median(fused))
+        print(f"{network} | {loop_rate:.1f} | {fused_rate:.1f} | {fused_rate / loop_rate:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Where a training step's GPU time goes: torch.profiler over a few steps of each named network at
 256x256, bf16 + channels_last, under the kernels train() asks for (serving.device.make_deterministic).
+The step is training's (Adam's fused kernel, the weight average's update).
 Prints each network's top operators by CUDA time, and the step's wall time against its summed CUDA
 time (a step far longer than its GPU work is bound by kernel launches on the CPU, not by the GPU).
 
@@ -19,6 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 from sonoseg.networks import models
 from sonoseg.serving.device import make_deterministic
 from sonoseg.training import train
+from sonoseg.training.weight_average import WeightAverage
 
 
 def main() -> None:
@@ -34,11 +36,12 @@ def main() -> None:
     for network in args.networks:
         torch.manual_seed(0)
         model = models.build(network).train().to(device).to(memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as training's
+        average = WeightAverage(model, 3, 52)  # as training's: the paper's 416 images in batches of 8
         x = torch.rand(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=torch.channels_last)
         y = (torch.rand(args.batch, 1, args.size, args.size, device=device) > 0.5).float()
 
-        step = functools.partial(training_step, model, optimizer, x, y, device)
+        step = functools.partial(training_step, model, optimizer, average, x, y, device)
 
         for _ in range(3):
             step()
@@ -64,13 +67,14 @@ def main() -> None:
         print(events.table(sort_by=sort, row_limit=12, max_name_column_width=60))
 
 
-def training_step(model, optimizer, x, y, device: torch.device) -> None:
+def training_step(model, optimizer, average, x, y, device: torch.device) -> None:
     with torch.autocast(device.type, dtype=torch.bfloat16):
         logits = model(x)
     loss = train.soft_dice_loss(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+    average.update(model)
 
 
 def sync(device: torch.device) -> None:

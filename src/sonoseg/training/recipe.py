@@ -83,6 +83,13 @@ class Recipe:
             )
         if self.weight_averaging_epochs < 0:
             raise SonosegError(f"train.weight_averaging_epochs: need >= 0 (0: off), got {self.weight_averaging_epochs}")
+        if self.weight_averaging_epochs and not self.bn_recalibration:
+            raise SonosegError(
+                "train: weight_averaging_epochs > 0 needs bn_recalibration (the averaged weights' BatchNorm "
+                "statistics are re-estimated for them); set weight_averaging_epochs: 0 to turn both off"
+            )
+        # 3 from a YAML file and 3.0 are one recipe (and one fingerprint)
+        object.__setattr__(self, "weight_averaging_epochs", float(self.weight_averaging_epochs))
         if self.batch_size < 1 or self.max_epochs < 1 or self.min_epochs > self.max_epochs:
             raise SonosegError(f"train: need batch_size >= 1 and 1 <= min_epochs <= max_epochs, got {self}")
 
@@ -109,8 +116,12 @@ class Recipe:
             raise SonosegError(f"{source} is not valid JSON: {exc}") from None
         if not isinstance(values, dict):
             raise SonosegError(f"{source}: expected a JSON object of training settings")
-        # A setting of ADDED_LATER a recipe leaves out had its value of then (as_dict leaves it out only then).
-        return cls().with_changes({**ADDED_LATER, **values})
+        # A whole recipe as as_dict writes it (every other setting given) that leaves out a setting of
+        # ADDED_LATER had that setting's value of then: as_dict leaves it out only then. A partial one
+        # (a few changes) takes today's defaults for what it leaves out.
+        if not {f.name for f in fields(cls)} - set(values) - set(ADDED_LATER):
+            values = {**ADDED_LATER, **values}
+        return cls().with_changes(values)
 
     @classmethod
     def read(cls, path: str | Path) -> Recipe:

@@ -315,7 +315,7 @@ def run_fingerprint(
                 "pretrained": file_digest(pretrained_backbone) if pretrained_backbone else None,
                 "fast_path": path.describe(),
                 # Adam's fused kernel rounds otherwise than the loop before it: older runs are other runs
-                "optimizer_kernel": "fused",
+                **({"optimizer_kernel": "fused"} if recipe.optimizer in ("adam", "adamw") else {}),
             },
             sort_keys=True,
         ).encode()
@@ -345,6 +345,9 @@ def resume(
     saved = load_checked(checkpoint, CHECKPOINT_FORMAT)
     if saved["fingerprint"] != fingerprint:
         log.info("checkpoint %s belongs to other settings or data: starting afresh", checkpoint)
+        return fresh_state(rule)
+    if average and saved.get("averaged") is None:  # the fingerprint says the recipe matches: cannot happen
+        log.info("checkpoint %s holds no weight average: starting afresh", checkpoint)
         return fresh_state(rule)
     model.load_state_dict(saved["model"])
     if average:
@@ -404,9 +407,10 @@ def train(
     is adopted (copied) instead of trained again.
 
     ``checkpoint``: written when at least ``checkpoint_seconds`` have passed since the last one (0: after
-    every epoch), never after the last epoch (the model file follows at once). Writing a checkpoint costs
-    about 0.3 s for U-net (its weights and Adam's two moments), as much as a sixth of a quick-study
-    epoch: a killed run repeats at most that much training, and repeats it bit for bit."""
+    every epoch), never after the last epoch (the model file follows at once). Writing a checkpoint cost
+    about 0.3 s for U-net (its weights and Adam's two moments; the weight average now adds a copy of the
+    weights), as much as a sixth of a quick-study epoch: a killed run repeats at most that much
+    training, and repeats it bit for bit."""
     if threads:
         torch.set_num_threads(threads)
     dev = select_device(device)
