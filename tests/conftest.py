@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -264,3 +265,40 @@ def write_patient_manifest(path: Path, samples, groups) -> Path:
     frame = pd.DataFrame({"sample_id": list(samples), "patient": list(groups), "group": list(groups)})
     frame.assign(status="included", height=64, width=64).to_csv(path, index=False)
     return path
+
+
+def easy_caches(root: Path, size: int = 32, counts=(("train", 24), ("val", 8))) -> tuple[Path, Path]:
+    """A bright ellipse on dark speckle: a network that trains at all learns it within a few epochs
+    (training caches as `sonoseg preprocess` writes them; ``counts``: images per part)."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for part, count in counts:
+        yy, xx = np.mgrid[:size, :size]
+        masks = np.zeros((count, size, size), np.uint8)
+        for i in range(count):
+            (cy, cx), (ry, rx) = rng.uniform(0.3, 0.7, 2) * size, rng.uniform(0.12, 0.25, 2) * size
+            masks[i] = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        images = (rng.uniform(0, 90, (count, size, size, 1)) + 140 * masks[..., None]).astype(np.uint8).repeat(3, -1)
+        path = root / f"{part}.npz"
+        with open(path, "wb") as handle:
+            np.savez(handle, images=images, masks=masks, sample_ids=np.array([f"{part}{i}" for i in range(count)]))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def keep_every_checkpoint(monkeypatch, folder: Path) -> Path:
+    """Training's checkpoints, each also copied to folder/epoch<N>.pt as it is written (a run can then be
+    resumed from any epoch's); returns the folder."""
+    from sonoseg.serving import modelio
+    from sonoseg.training import train
+
+    folder.mkdir()
+    real_save = train.save_atomic
+
+    def save(obj, path):
+        real_save(obj, path)
+        if obj.get("format") == modelio.CHECKPOINT_FORMAT:
+            shutil.copy(path, folder / f"epoch{obj['state']['epoch']}.pt")
+
+    monkeypatch.setattr(train, "save_atomic", save)
+    return folder

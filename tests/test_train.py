@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import easy_caches, keep_every_checkpoint
 
 from sonoseg.data import preprocess, synth
 from sonoseg.errors import SonosegError
@@ -174,24 +175,6 @@ def test_precision_auto_follows_the_device(monkeypatch):
         Recipe(precision="half")
 
 
-def easy_caches(root: Path, size: int = 32) -> tuple[Path, Path]:
-    """A bright ellipse on dark speckle: a network that trains at all learns it within a few epochs."""
-    rng = np.random.default_rng(0)
-    paths = []
-    for part, count in (("train", 24), ("val", 8)):
-        yy, xx = np.mgrid[:size, :size]
-        masks = np.zeros((count, size, size), np.uint8)
-        for i in range(count):
-            (cy, cx), (ry, rx) = rng.uniform(0.3, 0.7, 2) * size, rng.uniform(0.12, 0.25, 2) * size
-            masks[i] = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-        images = (rng.uniform(0, 90, (count, size, size, 1)) + 140 * masks[..., None]).astype(np.uint8).repeat(3, -1)
-        path = root / f"{part}.npz"
-        with open(path, "wb") as handle:
-            np.savez(handle, images=images, masks=masks, sample_ids=np.array([f"{part}{i}" for i in range(count)]))
-        paths.append(path)
-    return paths[0], paths[1]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "precision",
@@ -316,23 +299,15 @@ def test_resuming_from_any_epochs_checkpoint_is_bit_identical(caches, tmp_path, 
     # Scripted validation losses fix which epochs improve; everything else is the real training.
     script = {1: 0.9, 2: 0.8, 3: 0.85, 4: 0.7, 5: 0.75}
     # train.save_atomic writes the checkpoints (the model file goes through modelio.save_model).
-    real_evaluate, real_save = train.evaluate_loss, train.save_atomic
+    real_evaluate = train.evaluate_loss
     calls = {"epoch": 0}
 
     def evaluate(*args, **kwargs):
         calls["epoch"] += 1
         return script[calls["epoch"]], real_evaluate(*args, **kwargs)[1]
 
-    snapshots = tmp_path / "snapshots"
-    snapshots.mkdir()
-
-    def save(obj, path):
-        real_save(obj, path)
-        if obj.get("format") == modelio.CHECKPOINT_FORMAT:
-            shutil.copy(path, snapshots / f"epoch{obj['state']['epoch']}.pt")
-
+    snapshots = keep_every_checkpoint(monkeypatch, tmp_path / "snapshots")
     monkeypatch.setattr(train, "evaluate_loss", evaluate)
-    monkeypatch.setattr(train, "save_atomic", save)
 
     def run(out: Path, resume_from: int = 0) -> None:
         out.mkdir()

@@ -6,10 +6,10 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import easy_caches, keep_every_checkpoint
 from torch import nn
 
 from sonoseg.errors import SonosegError
@@ -118,22 +118,9 @@ def test_updates_copy_batchnorms_statistics_rather_than_average_them_and_the_sta
 # ----------------------------------------------------------------------------- train() with the average
 
 
-def tiny_caches(root: Path, size: int = 32) -> tuple[Path, Path]:
-    """A bright ellipse on dark speckle (as tests/test_train.py's easy_caches): 12 training, 4 validation images."""
-    rng = np.random.default_rng(0)
-    paths = []
-    for part, count in (("train", 12), ("val", 4)):
-        yy, xx = np.mgrid[:size, :size]
-        masks = np.zeros((count, size, size), np.uint8)
-        for i in range(count):
-            (cy, cx), (ry, rx) = rng.uniform(0.3, 0.7, 2) * size, rng.uniform(0.12, 0.25, 2) * size
-            masks[i] = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-        images = (rng.uniform(0, 90, (count, size, size, 1)) + 140 * masks[..., None]).astype(np.uint8).repeat(3, -1)
-        path = root / f"{part}.npz"
-        with open(path, "wb") as handle:
-            np.savez(handle, images=images, masks=masks, sample_ids=np.array([f"{part}{i}" for i in range(count)]))
-        paths.append(path)
-    return paths[0], paths[1]
+def tiny_caches(root: Path) -> tuple[Path, Path]:
+    """conftest's easy caches, smaller: 12 training, 4 validation images."""
+    return easy_caches(root, counts=(("train", 12), ("val", 4)))
 
 
 @pytest.fixture(scope="module")
@@ -280,16 +267,7 @@ def test_resuming_an_averaged_run_from_any_epochs_checkpoint_is_bit_identical(ca
     its checkpoint are the ones restored from it."""
     epochs, improving = 4, {1, 2}
     calls = script_validation_losses(monkeypatch, {1: 0.9, 2: 0.8, 3: 0.85, 4: 0.82})
-    snapshots = tmp_path / "snapshots"
-    snapshots.mkdir()
-    real_save = train.save_atomic
-
-    def save(obj, path):
-        real_save(obj, path)
-        if obj.get("format") == modelio.CHECKPOINT_FORMAT:
-            shutil.copy(path, snapshots / f"epoch{obj['state']['epoch']}.pt")
-
-    monkeypatch.setattr(train, "save_atomic", save)
+    snapshots = keep_every_checkpoint(monkeypatch, tmp_path / "snapshots")
 
     def run(out: Path, resume_from: int = 0) -> None:
         out.mkdir()
