@@ -87,7 +87,7 @@ def test_a_horizon_shorter_than_a_step_follows_the_weights_and_nonsense_is_refus
             WeightAverage(model, horizon, steps)
 
 
-def test_updates_copy_batchnorms_statistics_rather_than_average_them_and_the_state_round_trips():
+def test_batchnorms_statistics_are_copied_rather_than_averaged_and_the_state_round_trips():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
     average = WeightAverage(model, 1, 4)
@@ -97,7 +97,9 @@ def test_updates_copy_batchnorms_statistics_rather_than_average_them_and_the_sta
     model(torch.randn(8, 4) * 5 + 2)  # moves the trained network's running statistics
     trained = dict(model.named_buffers())
     assert not torch.equal(trained["1.running_mean"], dict(average.model.named_buffers())["1.running_mean"])
-    average.update(model)  # the next step's update takes the statistics as they are (BN re-estimation follows)
+    average.update(model)  # a step's update moves the parameters only ...
+    assert not torch.equal(trained["1.running_mean"], dict(average.model.named_buffers())["1.running_mean"])
+    average.copy_buffers_from(model)  # ... the buffers are copied before BN re-estimation
     for name, value in average.model.named_buffers():
         assert torch.equal(value, trained[name]), name
         assert value.data_ptr() != trained[name].data_ptr(), name

@@ -477,6 +477,8 @@ def train(
         started = time.perf_counter()
         train_loss = train_epoch(model, train_split, recipe, loss_fn, optimizer, path, data_order, average)
         trained = time.perf_counter()
+        if average:
+            average.copy_buffers_from(model)
         recalibrate(evaluated, train_split, recipe, path)  # the kept weights carry these statistics too
         recalibrated = time.perf_counter()
         val_loss, val_dice = evaluate_loss(evaluated, val_split, loss_fn, path)

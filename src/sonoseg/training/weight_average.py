@@ -12,9 +12,10 @@ The average follows the trained weights with a decay per step set from the horiz
 ``decay = 1 - 1 / (epochs x steps per epoch)``, warmed up as TensorFlow's ExponentialMovingAverage
 does: after n updates the next one decays by ``min(decay, (1 + n) / (10 + n))``, so that in a short
 training the average does not lag behind on its first, poorest weights. It starts as a copy of the
-weights after the first step. Its BatchNorm running statistics are not averaged: each update copies
-the trained network's, and they are re-estimated for the averaged weights before each validation
-(sonoseg.training.bn_recalibration; the recipe refuses averaging without it). Deterministic: no
+weights after the first step. Its buffers (BatchNorm's running statistics) are not averaged: before
+each validation they are copied from the trained network and the statistics re-estimated for the
+averaged weights (sonoseg.training.bn_recalibration; the recipe refuses averaging without it), so a
+step updates the parameters only. Deterministic: no
 random numbers; a checkpoint carries the average.
 
 Written with PyTorch's multi-tensor kernels, as its own EMA (torch.optim.swa_utils) computes it,
@@ -52,17 +53,22 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """averaged <- d x averaged + (1 - d) x trained, d = step_decay() (the first update copies);
-        buffers (BatchNorm's statistics) copied, not averaged."""
+        """averaged <- d x averaged + (1 - d) x trained, d = step_decay(), for every parameter (the first
+        update copies)."""
         averaged, trained = list(self.model.parameters()), [p.detach() for p in model.parameters()]
         if self.updates == 0:
             torch._foreach_copy_(averaged, trained)
         else:
             torch._foreach_lerp_(averaged, trained, 1.0 - self.step_decay())
+        self.updates += 1
+
+    @torch.no_grad()
+    def copy_buffers_from(self, model: nn.Module) -> None:
+        """The trained network's buffers (BatchNorm's statistics and step count, constants), copied not
+        averaged: once before each re-estimation, which then overwrites the statistics, not every step."""
         buffers = list(self.model.buffers())
         if buffers:
             torch._foreach_copy_(buffers, list(model.buffers()))
-        self.updates += 1
 
     def state_dict(self) -> dict:
         return {"weights": self.model.state_dict(), "updates": self.updates}
