@@ -202,8 +202,7 @@ def weights_digest(model_file: Path) -> str:
     """SHA-256 over every tensor of a model file's state dict, in key order."""
     import hashlib
 
-    state = torch.load(model_file, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    state = torch.load(model_file, map_location="cpu", weights_only=True)["state_dict"]
     digest = hashlib.sha256()
     for key in sorted(state):
         value = state[key]
