@@ -120,7 +120,7 @@ def end_to_end_rate(
 ) -> float:
     """Training images per second of train() over a few epochs, everything included."""
     paths = synthetic_split(workdir, size, (("train", epoch_images), ("val", val_images)))
-    recipe = Recipe(min_epochs=epochs, max_epochs=epochs, batch_size=BATCH[size])
+    recipe = Recipe(min_epochs=epochs, max_epochs=epochs, batch_size=BATCH.get(size, 8))
     started = time.perf_counter()
     train.train(
         network=network,

@@ -6,6 +6,7 @@ import pytest
 import yaml
 from conftest import run_snakemake
 
+from sonoseg.errors import SonosegError
 from sonoseg.networks import models
 from sonoseg.networks.models.slim_unet import slim_unet
 from sonoseg.serving import cost
@@ -50,6 +51,24 @@ def test_latency_relative_to_unet_is_one_for_unet_and_follows_the_medians():
     assert rows.loc["lighter_unet_c1", "latency_vs_unet"] == pytest.approx(expected, rel=0.05, abs=0.01)
 
 
+def test_a_prepared_folder_gives_the_same_counts_and_is_checked(tmp_path):
+    networks = ["lighter_unet_c1", "slim_unet"]
+    prepared = cost.prepare(networks, 32, "onnxruntime", tmp_path / "prepared")
+    # U-net's graph too: the ratio's reference is timed even when the study has no U-net.
+    assert sorted(p.name for p in prepared.glob("*.onnx")) == ["lighter_unet_c1.onnx", "slim_unet.onnx", "unet.onnx"]
+    timed = cost.cost_table(networks, 32, "onnxruntime", threads=1, repeats=2, warmup=0, prepared=prepared)
+    whole = cost.cost_table(networks, 32, "onnxruntime", threads=1, repeats=2, warmup=0)
+    counts = ["network", "parameters", "gflops", "backend", "threads"]
+    pd.testing.assert_frame_equal(timed[counts], whole[counts])
+    assert (timed["latency_ms"] > 0).all()
+    with pytest.raises(SonosegError, match="prepared at 32 with onnxruntime, not at 64"):
+        cost.cost_table(networks, 64, "onnxruntime", threads=1, repeats=1, prepared=prepared)
+    with pytest.raises(SonosegError, match="no row for malunet"):
+        cost.cost_table(["malunet"], 32, "onnxruntime", threads=1, repeats=1, prepared=prepared)
+    with pytest.raises(SonosegError, match="networks.csv is missing"):
+        cost.cost_table(networks, 32, "onnxruntime", threads=1, repeats=1, prepared=tmp_path / "elsewhere")
+
+
 def test_cost_rule_runs_alone_and_is_part_of_all(workflow_copy):
     config = {
         "study": "tiny",
@@ -67,6 +86,7 @@ def test_cost_rule_runs_alone_and_is_part_of_all(workflow_copy):
     assert (
         "sonoseg cost --networks unet slim_unet --size 32 --backend onnxruntime --threads 2 --repeats 1" in dry.stdout
     )
+    assert "sonoseg cost-prepare --networks unet slim_unet --size 32 --backend onnxruntime" in dry.stdout
     # The whole rule: a real measurement, short.
     run = run_snakemake(
         ["results/tiny/tables/cost.csv", "--cores", "2", "--configfile", "config/tiny.yaml"], workflow_copy, timeout=600
@@ -74,3 +94,4 @@ def test_cost_rule_runs_alone_and_is_part_of_all(workflow_copy):
     assert run.returncode == 0, run.stderr[-3000:]
     table = pd.read_csv(workflow_copy / "results" / "tiny" / "tables" / "cost.csv")
     assert list(table.columns) == cost.COLUMNS and table["network"].tolist() == ["unet", "slim_unet"]
+    assert not (workflow_copy / "results" / "tiny" / "cost_prepared").exists()  # the graphs: temporary

@@ -432,6 +432,46 @@ def test_a_probe_network_chooses_the_augmentation_for_every_auto_network():
         sheet({**config, "train": {"ultrasound_augment": "auto"}, "augmentation_choice": {"network": "fcn8s"}})
 
 
+def test_what_a_choice_waits_on_is_scheduled_first_then_what_waited_then_the_rest():
+    config = {
+        "networks": ["unet", "lighter_unet_c1", "fcn8s"],
+        "external_datasets": EXTERNALS,
+        "train": {
+            "overrides": {"unet": {"ultrasound_augment": "auto"}, "lighter_unet_c1": {"ultrasound_augment": "auto"}}
+        },
+        "augmentation_choice": {"network": "lighter_unet_c1"},
+        "predict": {"tta": True},
+    }
+    runs = sheet(config)
+    priority = runsheet.schedule_priorities(runs, "dev_set")
+    assert set(priority) == {run.name for run in runs}
+    candidates = [run.name for option in runsheet.augmentation_choices(runs).values() for run in option.values()]
+    assert len(candidates) == 2
+    for name in candidates:
+        # The candidates and their tests on the development set: the choice reads them.
+        assert priority[name] == priority[runsheet.on_dataset(name, "dev_set")] == runsheet.GATES_A_CHOICE
+        assert priority[runsheet.on_dataset(name, "far_set")] == runsheet.NETWORK  # nothing reads these first
+    # The networks whose recipe waited for the choice, then their tests, then the other network and the rest.
+    assert priority["unet"] == priority["unet--tta"] == priority["unet--on-far_set"] == runsheet.WAITED_ON_A_CHOICE
+    assert priority["unet--ensemble--on-dev_set"] == runsheet.WAITED_ON_A_CHOICE
+    # The default config's weight-decay grid: its candidates gate the recipe selection.
+    assert {priority[run.name] for run in runs if run.kind == "candidate"} == {runsheet.GATES_A_CHOICE}
+    # FCN-8s waits on its own recipe selection here; with a fixed weight decay it waits on nothing.
+    assert priority["fcn8s"] == priority["fcn8s--on-dev_set"] == runsheet.WAITED_ON_A_CHOICE
+    fixed = runsheet.schedule_priorities(
+        sheet({**config, "train": {**config["train"], "weight_decay": 0.0001}}), "dev_set"
+    )
+    assert (
+        fixed["fcn8s"] == fixed["fcn8s--on-dev_set"] == runsheet.NETWORK
+        and fixed["unet"] == runsheet.WAITED_ON_A_CHOICE
+    )
+    by_kind = {run.kind: priority[run.name] for run in runs if run.kind in ("ladder_step", "baseline")}
+    assert by_kind == {"ladder_step": runsheet.ANY_OTHER, "baseline": runsheet.ANY_OTHER}
+    # Without a development set, nothing gates a choice through an external test.
+    no_dev = runsheet.schedule_priorities(runs, "")
+    assert all(no_dev[runsheet.on_dataset(name, "dev_set")] == runsheet.NETWORK for name in candidates)
+
+
 def test_the_report_draws_the_generalization_table(tmp_path):
     table = generalization.generalization_table(_long_table(tmp_path), ["unet"], {"ext": "held_out"}, resamples=50)
     generalization.plot(table, tmp_path / "figure.png")

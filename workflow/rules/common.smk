@@ -118,6 +118,7 @@ PREDICTED_ALONE = [name for name in RUNS if name not in WITH_TWIN]
 EXTERNALS = {dataset["name"]: dataset for dataset in config["external_datasets"]}  # name -> its entry
 DEVELOPMENT = runsheet.development_set(config)  # the external set that may guide a choice ('' for none)
 AUGMENTATION_CHOICES = runsheet.augmentation_choices(list(RUNS.values()))  # network -> option -> candidate run
+PRIORITY = runsheet.schedule_priorities(list(RUNS.values()), DEVELOPMENT)  # run -> its jobs' priority
 EXTERNAL_NETWORKS = [name for name in NETWORKS if name in {run.model_from for run in RUNS.values() if run.dataset}]
 # The paired tables (tables.smk, paired_table): table name -> (its family of sonoseg paired, its pairs); only those with pairs.
 PAIRED_TABLES = {
@@ -157,6 +158,11 @@ wildcard_constraints:
 
 def run_of(wildcards):
     return RUNS[wildcards.run]
+
+
+def run_priority(wildcards):
+    """The priority of a run's jobs (runsheet.schedule_priorities): what a choice waits on first."""
+    return PRIORITY[wildcards.run]
 
 
 # Where each file lives (sonoseg.study.layout): rule outputs with wildcards, and the inputs built from them.

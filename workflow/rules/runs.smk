@@ -52,6 +52,7 @@ rule select_recipe:
         f"{OUT}/{layout.SELECTION}",
     log:
         f"{LOGS}/select_recipe/{{network}}/fold{{fold}}.log",
+    priority: runsheet.GATES_A_CHOICE
     conda:
         CONDA_ENV
     params:
@@ -71,6 +72,7 @@ rule choose_augmentation:
         f"{OUT}/{layout.AUGMENTATION}",
     log:
         f"{LOGS}/choose_augmentation/{{network}}.log",
+    priority: runsheet.GATES_A_CHOICE
     conda:
         CONDA_ENV
     params:
@@ -93,6 +95,7 @@ rule train:
         f"{LOGS}/train/{layout.TRAINING_ID}.log",
     benchmark:
         f"{BENCH}/train/{layout.TRAINING_ID}.tsv"
+    priority: run_priority
     retries: 1
     conda:
         CONDA_ENV
@@ -129,6 +132,7 @@ rule choose_postprocess:
         f"{OUT}/{layout.POSTPROCESS}",
     log:
         f"{LOGS}/choose_postprocess/{{run}}/fold{{fold}}.log",
+    priority: run_priority
     conda:
         CONDA_ENV
     threads: 1
@@ -161,6 +165,7 @@ rule predict:
         f"{LOGS}/predict/{layout.TRAINING_ID}.log",
     wildcard_constraints:
         run=_alternatives(PREDICTED_ALONE),
+    priority: run_priority
     conda:
         CONDA_ENV
     threads: 1
@@ -199,6 +204,7 @@ for _suffix, _bases in FLIP_TWINS.items():
             f"{LOGS}/predict/{layout.TRAINING_ID.format(run=_plain, fold='{fold}', seed='{seed}')}.log",
         wildcard_constraints:
             base=_alternatives(_bases),
+        priority: lambda wc, suffix=_suffix: run_priority(plain_twin(wc, suffix))
         conda:
             CONDA_ENV
         threads: 1

@@ -64,16 +64,40 @@ rule selection_table:
         "sonoseg selection-table --choices {input} --out {output} > {log} 2>&1"
 
 
+rule cost_prepare:
+    # What the cost table times, made beforehand beside other jobs: each network's parameters, GFLOPs
+    # and exported graph (seconds per network; no quiet machine needed). Deleted once timed.
+    output:
+        temp(directory(f"{OUT}/cost_prepared")),
+    log:
+        f"{LOGS}/cost_prepare.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    params:
+        networks=" ".join(NETWORKS),
+        size=config["preprocess"]["size"],
+        backend=COST["backend"],
+        custom=custom_networks_arg(NETWORKS),
+    shell:
+        "sonoseg cost-prepare --networks {params.networks} --size {params.size} --backend {params.backend} "
+        "{params.custom} --out-dir {output} > {log} 2>&1"
+
+
 rule cost:
-    # Parameters, forward GFLOPs and CPU latency of every network at the study's input size.
+    # CPU latency of every network at the study's input size, timed on what cost_prepare made.
     # Latency is only meaningful on an idle CPU: the rule takes every core Snakemake has, so no other
-    # job (training above all) runs beside it; the measurement itself uses cost.threads threads.
+    # job (training above all) runs beside it; the measurement itself uses cost.threads threads. Last
+    # among ready jobs (priority), so that it waits for a moment when both cores free up anyway.
+    input:
+        rules.cost_prepare.output,
     output:
         f"{OUT}/tables/cost.csv",
     log:
         f"{LOGS}/cost.log",
     benchmark:
         f"{BENCH}/cost.tsv"
+    priority: runsheet.ANY_OTHER - 1
     conda:
         CONDA_ENV
     threads: cost_threads()
@@ -88,7 +112,7 @@ rule cost:
     shell:
         "sonoseg cost --networks {params.networks} --size {params.size} --backend {params.backend} "
         "--threads {params.measure_threads} --repeats {params.repeats} --warmup {params.warmup} "
-        "{params.custom} --out {output} > {log} 2>&1"
+        "--prepared {input} {params.custom} --out {output} > {log} 2>&1"
 
 
 rule paired_table:

@@ -4,6 +4,10 @@ the fastest and slowest repeat, and the ratio to U-net's median measured in the 
 
 Latency depends on the machine and on what else runs on it: every row carries the CPU model and the
 thread count; the ratio to U-net is what compares across runs and machines.
+
+Two steps, so that only the timing needs a quiet machine: ``prepare`` builds each network, counts its
+parameters and GFLOPs and (for ONNX Runtime) exports its graph, which takes seconds per network but
+can run beside other work; ``cost_table`` then times what was prepared.
 """
 
 from __future__ import annotations
@@ -106,11 +110,17 @@ def torch_runner(model: nn.Module, size: int, threads: int, fast: bool = False) 
 
 def onnxruntime_runner(model: nn.Module, size: int, threads: int) -> Callable[[], object]:
     """One batch-1 forward pass of the model exported as sonoseg export does it, in ONNX Runtime."""
-    from sonoseg.serving.export import export_network, onnx_session, run_session
+    from sonoseg.serving.export import export_network
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_network(model, None, size, Path(tmp) / "model.onnx")
-        session = onnx_session(path, threads)
+        return onnx_file_runner(export_network(model, None, size, Path(tmp) / "model.onnx"), size, threads)
+
+
+def onnx_file_runner(path: Path, size: int, threads: int) -> Callable[[], object]:
+    """One batch-1 forward pass of an exported graph (export_network's file) in ONNX Runtime."""
+    from sonoseg.serving.export import onnx_session, run_session
+
+    session = onnx_session(path, threads)
     x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     return lambda: run_session(session, x)
 
@@ -143,38 +153,102 @@ def latency_ms(model: nn.Module, backend: str, size: int, threads: int, repeats:
     return statistics.median(latency_timings_ms(model, backend, size, threads, repeats, warmup))
 
 
-def cost_table(
-    networks: list[str], size: int, backend: str, threads: int, repeats: int, warmup: int = 1, seed: int = 0
-) -> pd.DataFrame:
-    """One row per network: parameters, GFLOPs and latency at size x size (weights do not change cost):
-    the median of the repeats, the fastest and slowest repeat, and the median relative to U-net's, timed
-    in this process (U-net is timed for it when the study has none)."""
+PREPARED_TABLE = "networks.csv"  # in prepare's folder: network, parameters, gflops, size, backend
+
+
+def measured_networks(networks: list[str]) -> list[str]:
+    """The networks a cost table times: the study's, and U-net for the ratio when the study has none."""
+    return [*networks, *([] if REFERENCE in networks else [REFERENCE])]
+
+
+def prepare(networks: list[str], size: int, backend: str, out_dir: str | Path, seed: int = 0) -> Path:
+    """Build each network (seeded: weights do not change cost), count its parameters and forward GFLOPs
+    at size x size and, for ONNX Runtime, export its graph as ``<network>.onnx``: everything cost_table
+    needs but the timing. Returns out_dir."""
     if backend not in BACKENDS:
         raise SonosegError(f"cost: unknown backend {backend!r}; one of {BACKENDS}")
+    from sonoseg.serving.export import export_network
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    cpu = cpu_model()
-    measured = {}
-    for name in [*networks, *([] if REFERENCE in networks else [REFERENCE])]:
+    for name in measured_networks(networks):
         torch.manual_seed(seed)
         model = models.build(name).eval()
-        measured[name] = latency_timings_ms(model, backend, size, threads, repeats, warmup)
-        if name not in networks:
-            continue
-        times = measured[name]
         rows.append(
             {
                 "network": name,
                 "parameters": models.count_parameters(model),
                 "gflops": round(forward_gflops(model, size), 3),
-                "latency_ms": round(statistics.median(times), 2),
-                "latency_min_ms": round(min(times), 2),
-                "latency_max_ms": round(max(times), 2),
+                "size": size,
                 "backend": backend,
-                "threads": threads,
-                "cpu": cpu,
             }
         )
-    reference = statistics.median(measured[REFERENCE])
-    table = pd.DataFrame(rows)
-    table["latency_vs_unet"] = [round(statistics.median(measured[n]) / reference, 3) for n in table["network"]]
-    return table[COLUMNS]
+        if backend == "onnxruntime":
+            export_network(model, None, size, out_dir / f"{name}.onnx")
+    pd.DataFrame(rows).to_csv(out_dir / PREPARED_TABLE, index=False)
+    return out_dir
+
+
+def read_prepared(prepared: str | Path, networks: list[str], size: int, backend: str) -> pd.DataFrame:
+    """prepare's table, checked against what is to be timed (a clear error, not a wrong row)."""
+    path = Path(prepared) / PREPARED_TABLE
+    if not path.is_file():
+        raise SonosegError(f"cost: {path} is missing: run `sonoseg cost-prepare` into {prepared} first")
+    table = pd.read_csv(path).set_index("network")
+    missing = [name for name in measured_networks(networks) if name not in table.index]
+    if missing:
+        raise SonosegError(f"cost: {path} has no row for {', '.join(missing)}")
+    mismatched = table[(table["size"] != size) | (table["backend"] != backend)]
+    if len(mismatched):
+        raise SonosegError(
+            f"cost: {path} was prepared at {mismatched['size'].iloc[0]} with {mismatched['backend'].iloc[0]}, "
+            f"not at {size} with {backend}"
+        )
+    return table
+
+
+def cost_table(
+    networks: list[str],
+    size: int,
+    backend: str,
+    threads: int,
+    repeats: int,
+    warmup: int = 1,
+    seed: int = 0,
+    prepared: str | Path | None = None,
+) -> pd.DataFrame:
+    """One row per network: parameters, GFLOPs and latency at size x size (weights do not change cost):
+    the median of the repeats, the fastest and slowest repeat, and the median relative to U-net's, timed
+    in this process (U-net is timed for it when the study has none). With ``prepared`` (prepare's
+    folder), the counts and graphs are read from there and only the timing happens here."""
+    if backend not in BACKENDS:
+        raise SonosegError(f"cost: unknown backend {backend!r}; one of {BACKENDS}")
+    with tempfile.TemporaryDirectory() as tmp:
+        counts = read_prepared(prepared or prepare(networks, size, backend, tmp, seed), networks, size, backend)
+        graphs = Path(prepared or tmp)
+        measured = {}
+        for name in measured_networks(networks):
+            if backend == "onnxruntime":
+                runner = onnx_file_runner(graphs / f"{name}.onnx", size, threads)
+            else:
+                torch.manual_seed(seed)
+                runner = torch_runner(models.build(name).eval(), size, threads, fast=True)
+            measured[name] = timings_ms(runner, repeats, warmup)
+    cpu = cpu_model()
+    rows = [
+        {
+            "network": name,
+            "parameters": int(counts.loc[name, "parameters"]),
+            "gflops": float(counts.loc[name, "gflops"]),
+            "latency_ms": round(statistics.median(measured[name]), 2),
+            "latency_min_ms": round(min(measured[name]), 2),
+            "latency_max_ms": round(max(measured[name]), 2),
+            "latency_vs_unet": round(statistics.median(measured[name]) / statistics.median(measured[REFERENCE]), 3),
+            "backend": backend,
+            "threads": threads,
+            "cpu": cpu,
+        }
+        for name in networks
+    ]
+    return pd.DataFrame(rows)[COLUMNS]

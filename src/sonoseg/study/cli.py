@@ -241,8 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--repeats", type=int, default=10, help="timed runs per network (the median is reported)")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--prepared", help="cost-prepare's folder: only time here (else prepare first, in this process)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_cost)
+
+    p = sub.add_parser(
+        "cost-prepare",
+        help="what cost times, made beforehand (no quiet machine needed): counts and exported graphs",
+        parents=[custom],
+    )
+    p.add_argument("--networks", nargs="+", required=True)
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=commands.cmd_cost_prepare)
 
     p = sub.add_parser("evaluate", help="Dice and HD95 per test image")
     p.add_argument("--predictions", required=True)

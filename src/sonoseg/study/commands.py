@@ -323,7 +323,9 @@ def cmd_cost(args) -> None:
     from sonoseg.serving import cost
 
     _register_custom_networks(args)
-    table = cost.cost_table(args.networks, args.size, args.backend, args.threads, args.repeats, args.warmup)
+    table = cost.cost_table(
+        args.networks, args.size, args.backend, args.threads, args.repeats, args.warmup, prepared=args.prepared
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     log.info(
@@ -335,6 +337,13 @@ def cmd_cost(args) -> None:
         table["cpu"].iloc[0],
         table.drop(columns=["cpu"]).to_string(index=False),
     )
+
+
+def cmd_cost_prepare(args) -> None:
+    from sonoseg.serving import cost
+
+    _register_custom_networks(args)
+    cost.prepare(args.networks, args.size, args.backend, args.out_dir)
 
 
 def cmd_evaluate(args) -> None:

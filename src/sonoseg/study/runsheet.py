@@ -402,6 +402,39 @@ def augmentation_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
     return pairs
 
 
+# Scheduling priorities (Snakemake's `priority:`: among the jobs ready to run, the highest first).
+GATES_A_CHOICE, WAITED_ON_A_CHOICE, NETWORK, ANY_OTHER = 3, 2, 1, 0
+
+
+def schedule_priorities(runs: list[Run], development: str) -> dict[str, int]:
+    """run name -> the priority of its jobs (training, post-processing choice, predictions). What a
+    choice waits on goes first: a recipe selection's candidates, an augmentation choice's candidates
+    and their tests on the development set, since every run of the network waits for the choice.
+    Then the runs that waited (they can start only then, so the study's end waits on them), then the
+    other networks, and last what nothing waits on (the ladder's steps, the floors). A run that tests
+    another's models again (flip averaging, an ensemble, an external set) takes that run's priority.
+    The order changes when jobs run, never what they compute."""
+
+    def own(run: Run) -> int:
+        if run.kind in ("candidate", "augmentation"):
+            return GATES_A_CHOICE
+        if run.selected_from or run.augmentation_from:
+            return WAITED_ON_A_CHOICE
+        return NETWORK if run.kind in ("network", "convergence") else ANY_OTHER
+
+    by_name = {run.name: run for run in runs}
+    priorities = {}
+    for run in runs:
+        tested = by_name.get(run.model_from) if run.model_from else None
+        if tested is None:
+            priorities[run.name] = own(run)
+        elif own(tested) == GATES_A_CHOICE and run.dataset != development:
+            priorities[run.name] = NETWORK  # a candidate's other tests: no choice reads them
+        else:
+            priorities[run.name] = own(tested)
+    return priorities
+
+
 def augmentation_choices(runs: list[Run]) -> dict[str, dict[str, Run]]:
     """network -> option -> its candidate run."""
     choices: dict[str, dict[str, Run]] = {}
