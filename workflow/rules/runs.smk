@@ -31,6 +31,7 @@ rule recipe:
         f"{OUT}/{layout.RECIPE}",
     log:
         f"{LOGS}/recipe/{{run}}/fold{{fold}}.log",
+    priority: run_priority  # a network's recipe, once its choices are made, gates its training
     conda:
         CONDA_ENV
     params:
