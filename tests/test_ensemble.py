@@ -122,10 +122,13 @@ def test_tta_is_a_column_of_the_run_sheet_and_of_the_long_table(workflow_copy, t
     config = write_config(workflow_copy, {**TINY, "ladder": {"enabled": False}, "predict": {"tta": True}})
     dry = run_snakemake(["all", "-n", "-p", "--cores", "1", "--configfile", config], workflow_copy)
     assert dry.returncode == 0, dry.stderr[-3000:]
-    flipped = re.findall(r"sonoseg predict --model \S+/runs/([\w-]+)/fold0/seed0/model\.pt .*--tta", dry.stdout)
-    # Each network's own test images, and (its external runs) each external dataset's.
-    assert sorted(set(flipped)) == ["lighter_unet_c1", "unet"]
-    assert len(flipped) == 2 * (1 + len(runsheet_externals()))
+    flipped = re.findall(r"sonoseg predict --model \S+/runs/([\w-]+)/fold0/seed0/model\.pt (.*--tta.*)", dry.stdout)
+    # One job per network's training: its own test images and each external dataset, plain and flip-averaged.
+    assert sorted(network for network, _ in flipped) == ["lighter_unet_c1", "unet"]
+    for network, command in flipped:
+        places = ["", *(f"--on-{dataset}" for dataset in runsheet_externals())]
+        tta_outdirs = re.search(r"--tta-outdir ((?:\S+/predictions ?)+)", command).group(1).split()
+        assert tta_outdirs == [f"results/tiny/runs/{network}--tta{place}/fold0/seed0/predictions" for place in places]
     assert not re.search(r"sonoseg train .*--tta", dry.stdout)  # nothing is trained for it
     assert re.search(r"sonoseg paired --pairs (unet:unet--tta|lighter_unet_c1:lighter_unet_c1--tta) ", dry.stdout)
     assert "--family tta" in dry.stdout and "tables/tta.csv" in dry.stdout

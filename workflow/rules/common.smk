@@ -108,9 +108,11 @@ ENSEMBLES = runsheet.tested_pairs(list(RUNS.values()), "ensemble")  # (a network
 # On each external dataset, (a network's single models, the same flip-averaged or as an ensemble).
 TTA += runsheet.external_pairs(list(RUNS.values()), "tta")
 ENSEMBLES += runsheet.external_pairs(list(RUNS.values()), "ensemble")
-# Each run predicted together with its flip-averaged twin in one job (runs.smk, predict_with_flip_twin*),
-# suffix ('' or --on-<dataset>) -> the run names before it; every other run is predicted alone.
+# Each run predicted together with its flip-averaged twin (runs.smk, predict_with_flip_twins*), suffix ('' or
+# --on-<dataset>) -> the run names before it; one job per network's training does every place it is
+# tested at (FLIP_TWIN_GROUPS: places -> networks); every other run is predicted alone.
 FLIP_TWINS = runsheet.flip_twins(list(RUNS.values()))
+FLIP_TWIN_GROUPS = runsheet.flip_twin_groups(FLIP_TWINS)
 WITH_TWIN = {
     name for suffix, bases in FLIP_TWINS.items() for base in bases for name in runsheet.twin_names(base, suffix)
 }
@@ -295,21 +297,51 @@ def plain_twin(wildcards, suffix):
     return SimpleNamespace(run=wildcards.base + suffix, fold=wildcards.fold, seed=wildcards.seed)
 
 
+def postprocess_arg(input):
+    """The post-processing chosen on the models' folds' validation parts, or the configured one."""
+    return (
+        f"--postprocess-choice {input.postprocess}" if "postprocess" in input.keys() else f"--postprocess {POSTPROCESS}"
+    )
+
+
 def prediction_source(wildcards, input):
     run = run_of(wildcards)
     if run.uses_model:
-        chosen = (
-            f"--postprocess-choice {input.postprocess}"
-            if "postprocess" in input.keys()
-            else f"--postprocess {POSTPROCESS}"
-        )
         return (
             f"--model {input.model} --data {input.data}"
             + (" --reliance" if run.kind == "reliance" else "")
             + (" --tta" if run.tta else "")
-            + f" {chosen}"
+            + f" {postprocess_arg(input)}"
         )
     return f"--baseline {run.method} --marks {run.marks}"
+
+
+def get_places_inputs(wildcards, places):
+    """A network's training tested at several places (predict_with_flip_twins*): its models and
+    post-processing choice (the same at every place), and each place's test images, manifest and split
+    (<key>_<index>, in the order of places)."""
+    inputs = {}
+    for index, place in enumerate(places):
+        for key, value in get_prediction_inputs(plain_twin(wildcards, place)).items():
+            inputs[key if key in ("model", "postprocess") else f"{key}_{index}"] = value
+    return inputs
+
+
+def places_args(wildcards, input, output, places):
+    """predict's per-test-set options, one value per place in the order of places."""
+    indices = range(len(places))
+    values = {
+        "data": [input[f"data_{i}"] for i in indices],
+        "manifest": [input[f"manifest_{i}"] for i in indices],
+        "split": [input[f"split_{i}"] for i in indices],
+        "fold": [test_fold(plain_twin(wildcards, place)) for place in places],
+        **{name: [output[f"{name.replace('-', '_')}_{i}"] for i in indices] for name in PLACE_OUTPUTS},
+    }
+    return " ".join(f"--{name} " + " ".join(str(value) for value in values[name]) for name in values)
+
+
+# predict's options for what one place's job writes (named <option with _>_<index> in the rule's output).
+PLACE_OUTPUTS = ("outdir", "metrics", "tta-outdir", "tta-metrics")
 
 
 def get_postprocess_inputs(wildcards):

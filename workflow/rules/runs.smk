@@ -184,43 +184,55 @@ rule predict:
         PREDICT
 
 
-# A run and its flip-averaged twin (predict.tta) in one job: one process and one model load, and the
-# plain probability is half of the flip average (two forward passes, not three). One rule per place
-# the runs test (their own test images; each external set), as the twin's name puts --tta before it.
-for _suffix, _bases in FLIP_TWINS.items():
-    _plain, _flipped = runsheet.twin_names("{base}", _suffix)
-    _where = re.sub(r"\W", "_", _suffix.replace(runsheet.SEPARATOR, "_"))  # '' or _on_<dataset>
+# A network's training tested with its flip-averaged twin (predict.tta) at every place it is tested (its
+# own test images, each external set), in one job: one process and one model load, and the plain
+# probability is half of the flip average (two forward passes, not three). One rule per group of places
+# (runsheet.flip_twin_groups), as the names put --tta and --on-<dataset> after the network's run.
+def place_outputs(places):
+    """The rule's named outputs: each place's masks and metrics, plain and flip-averaged."""
+    outputs = {}
+    for index, place in enumerate(places):
+        for run, (masks, metrics) in zip(
+            runsheet.twin_names("{base}", place), (("outdir", "metrics"), ("tta_outdir", "tta_metrics"))
+        ):
+            folder = f"{OUT}/{layout.training_template(run)}"
+            outputs[f"{masks}_{index}"] = directory(f"{folder}/{layout.PREDICTIONS}")
+            outputs[f"{metrics}_{index}"] = f"{folder}/{layout.METRICS}"
+    return outputs
+
+
+for _places, _bases in FLIP_TWIN_GROUPS.items():
+    # '_test' for the study's own test images, '_on_<dataset>' for each external set
+    _where = "".join(re.sub(r"\W", "_", place.replace(runsheet.SEPARATOR, "_")) or "_test" for place in _places)
 
     rule:
         name:
-            f"predict_with_flip_twin{_where}"
+            f"predict_with_flip_twins{_where}"
         input:
-            unpack(lambda wc, suffix=_suffix: get_prediction_inputs(plain_twin(wc, suffix))),
+            unpack(lambda wc, places=_places: get_places_inputs(wc, places)),
         output:
-            predictions=directory(f"{OUT}/{layout.training_template(_plain)}/{layout.PREDICTIONS}"),
-            metrics=f"{OUT}/{layout.training_template(_plain)}/{layout.METRICS}",
-            tta_predictions=directory(f"{OUT}/{layout.training_template(_flipped)}/{layout.PREDICTIONS}"),
-            tta_metrics=f"{OUT}/{layout.training_template(_flipped)}/{layout.METRICS}",
+            **place_outputs(_places),
         log:
-            f"{LOGS}/predict/{layout.TRAINING_ID.format(run=_plain, fold='{fold}', seed='{seed}')}.log",
+            f"{LOGS}/predict/{layout.TRAINING_ID.format(run='{base}' + _places[0], fold='{fold}', seed='{seed}')}.log",
         wildcard_constraints:
             base=_alternatives(_bases),
-        priority: lambda wc, suffix=_suffix: run_priority(plain_twin(wc, suffix))
+        priority: lambda wc, places=_places: run_priority(plain_twin(wc, places[0]))
         conda:
             CONDA_ENV
         threads: 1
         resources:
-            gpu=lambda wc, suffix=_suffix: uses_gpu(plain_twin(wc, suffix)),
-            gpu_slot=lambda wc, suffix=_suffix: uses_gpu_slot(plain_twin(wc, suffix)),
+            gpu=lambda wc, places=_places: uses_gpu(plain_twin(wc, places[0])),
+            gpu_slot=lambda wc, places=_places: uses_gpu_slot(plain_twin(wc, places[0])),
             runs_per_gpu=TRAIN["runs_per_gpu"],
         params:
-            source=lambda wc, input, suffix=_suffix: prediction_source(plain_twin(wc, suffix), input),
+            postprocess=lambda wc, input: postprocess_arg(input),
+            places=lambda wc, input, output, places=_places: places_args(wc, input, output, places),
             component_rule=config["predict"]["component_rule"],
             device=TRAIN["device"],
-            fold=lambda wc, suffix=_suffix: test_fold(plain_twin(wc, suffix)),
-            twin=lambda wc, output: f"--tta-outdir {output.tta_predictions} --tta-metrics {output.tta_metrics} ",
         shell:
-            PREDICT
+            "sonoseg predict --model {input.model} {params.postprocess} {params.places} "
+            "--component-rule {params.component_rule} --device {params.device} "
+            "--runs-per-gpu {resources.runs_per_gpu} > {log} 2>&1"
 
 
 rule summarize:

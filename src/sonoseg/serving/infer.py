@@ -110,6 +110,22 @@ def in_batches(run: RunBatch, images: np.ndarray, batch_size: int = 8):
         yield start, run(images[start : start + batch_size])
 
 
+def model_files(model_path: str | Path | list[str | Path]) -> list[Path]:
+    return [Path(m) for m in model_path] if isinstance(model_path, (list, tuple)) else [Path(model_path)]
+
+
+def model_predictor(model_path: str | Path | list[str | Path], device: str = "auto") -> Predictor:
+    """A model file, or several (their ensemble), loaded with the model wrapper `segment` and export use."""
+    members = model_files(model_path)
+    return ensemble([torch_predictor(member, device) for member in members], members)
+
+
+def model_label(model_path: str | Path | list[str | Path]) -> str:
+    """How messages name a model file or an ensemble of them."""
+    members = model_files(model_path)
+    return str(members[0]) if len(members) == 1 else f"{members[0]} (and the ensemble's other members)"
+
+
 def predict(
     model_path: str | Path | list[str | Path],
     data_path: str | Path,
@@ -122,6 +138,7 @@ def predict(
     tta: bool = False,
     postprocess: str = "keep_one",
     tta_outdir: str | Path | None = None,
+    predictor: Predictor | None = None,
 ) -> int:
     """Write <outdir>/<sample_id>.png (0/255) at each sample's original size.
 
@@ -132,11 +149,10 @@ def predict(
     horizontal mirror (flip_averaged). Several model files (a run's seeds in one fold): their ensemble,
     the mean of their probabilities before thresholding (ensemble). ``tta_outdir``: the flip-averaged
     masks written there as well, in the same pass (the plain probability is half of the average, so
-    the pair costs two forward passes and one process, not three and two)."""
-    members = [Path(m) for m in model_path] if isinstance(model_path, (list, tuple)) else [Path(model_path)]
-    # The same model wrapper that `segment` and export use.
-    predictor = ensemble([torch_predictor(member, device) for member in members], members)
-    model_path = members[0] if len(members) == 1 else f"{members[0]} (and the ensemble's other members)"
+    the pair costs two forward passes and one process, not three and two). ``predictor``: the models
+    already loaded (model_predictor's), when one process predicts several test sets with them."""
+    predictor = predictor or model_predictor(model_path, device)
+    model_path = model_label(model_path)
     arrays = load_cache(data_path)
     check_cache(arrays, data_path, predictor, model_path, reliance)
     if tta and tta_outdir:

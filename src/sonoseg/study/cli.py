@@ -145,11 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_select_recipe)
 
-    p = sub.add_parser("predict", help="segment the test images (a trained network, or a floor), at original size")
+    p = sub.add_parser(
+        "predict",
+        help="segment the test images (a trained network, or a floor), at original size; several test sets "
+        "(one value each of --data, --manifest, --split, --fold, --outdir and the scoring options, in order) "
+        "with the models loaded once",
+    )
     p.add_argument(
         "--model", nargs="*", default=[], help="a trained network's model.pt (with --data); several: their ensemble"
     )
-    p.add_argument("--data", default="", help="the resized test images (data/cache/test.npz)")
+    p.add_argument("--data", nargs="*", default=[], help="the resized test images (data/cache/test.npz)")
     p.add_argument("--baseline", default="", help="a floor without training (e.g. threshold_baseline)")
     p.add_argument("--marks", default="keep", choices=MARKS, help="a floor's images: marks kept or inpainted")
     p.add_argument(
@@ -158,17 +163,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="the one exception to matching marks: a model trained with marks kept, tested with them inpainted",
     )
     p.add_argument("--tta", action="store_true", help="horizontal-flip test-time augmentation (predict.tta)")
-    p.add_argument("--fold", type=int, default=0, help="the cross-validation fold whose test part to segment")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--split", required=True)
-    p.add_argument("--outdir", required=True)
-    p.add_argument("--metrics", default="", help="also score the predictions (Dice, HD95 per image) into this CSV")
+    p.add_argument(
+        "--fold", nargs="*", type=int, default=[], help="the cross-validation fold whose test part to segment (0)"
+    )
+    p.add_argument("--manifest", nargs="+", required=True)
+    p.add_argument("--split", nargs="+", required=True)
+    p.add_argument("--outdir", nargs="+", required=True)
+    p.add_argument(
+        "--metrics", nargs="*", default=[], help="also score the predictions (Dice, HD95 per image) into this CSV"
+    )
     p.add_argument(
         "--tta-outdir",
-        default="",
+        nargs="*",
+        default=[],
         help="also write the flip-averaged predictions here, in the same pass (not with --tta)",
     )
-    p.add_argument("--tta-metrics", default="", help="and score them into this CSV")
+    p.add_argument("--tta-metrics", nargs="*", default=[], help="and score them into this CSV")
     p.add_argument("--component-rule", default="area")
     p.add_argument("--postprocess", default="keep_one", choices=POSTPROCESSES, help="what follows the threshold")
     p.add_argument(

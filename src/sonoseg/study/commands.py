@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
@@ -219,50 +220,77 @@ def cmd_select_recipe(args) -> None:
     log.info("%s: %s chosen by %s\n%s", args.network, chosen, selection.CRITERION, table.to_string())
 
 
+PER_TEST_SET = ("data", "manifest", "split", "fold", "outdir", "metrics", "tta_outdir", "tta_metrics")
+
+
+def test_sets(args) -> list[SimpleNamespace]:
+    """predict's test sets: its per-set options give one value each, in the same order (the study's
+    own test images and each external set, for one model: one process and one model load for all)."""
+    count = len(args.outdir)
+    given = {}
+    for name in PER_TEST_SET:
+        values = getattr(args, name)
+        if values and len(values) != count or not values and name in ("manifest", "split"):
+            option = "--" + name.replace("_", "-")
+            raise SonosegError(f"predict: {option} gives {len(values)} values for {count} test sets (--outdir)")
+        given[name] = values or [0 if name == "fold" else ""] * count  # left out: fold 0, or none
+    return [SimpleNamespace(**{name: given[name][i] for name in PER_TEST_SET}) for i in range(count)]
+
+
 def cmd_predict(args) -> None:
     from sonoseg.data import split
 
-    samples = split.samples_of_part(args.manifest, args.split, "test", args.fold)
-    if args.baseline and args.tta_outdir:
+    sets = test_sets(args)
+    for test in sets:  # every set's test part read (and checked) before waiting for a GPU slot
+        test.samples = split.samples_of_part(test.manifest, test.split, "test", test.fold)
+    if args.baseline and any(test.tta_outdir for test in sets):
         raise SonosegError("predict: a floor has no flip-averaged twin; --tta-outdir is for a trained network")
+    if any(test.tta_metrics and not test.tta_outdir for test in sets):
+        raise SonosegError("predict: --tta-metrics scores the masks of --tta-outdir; give both")
     if args.baseline:
         from sonoseg.networks import baseline
-
-        # A floor fitted on data (the position prior) sees the training part only, never the test images' masks.
-        needs_training = args.baseline in baseline.NEEDS_TRAINING
-        train = split.samples_of_part(args.manifest, args.split, "train", args.fold) if needs_training else None
-        count = baseline.predict(
-            args.baseline, samples, args.outdir, args.component_rule, train_samples=train, marks=args.marks
-        )
+    elif not (args.model and all(test.data for test in sets)):
+        raise SonosegError("predict: give --model and --data (a trained network), or --baseline NAME (a floor)")
     else:
-        if not (args.model and args.data):
-            raise SonosegError("predict: give --model and --data (a trained network), or --baseline NAME (a floor)")
-        if args.tta_metrics and not args.tta_outdir:
-            raise SonosegError("predict: --tta-metrics scores the masks of --tta-outdir; give both")
         slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841 - held until the process ends
         from sonoseg.serving import infer, modelio
 
-        count = infer.predict(
-            args.model,
-            args.data,
-            samples,
-            args.outdir,
-            args.component_rule,
-            args.device,
-            reliance=args.reliance,
-            tta=args.tta,
-            postprocess=modelio.chosen_postprocess(args.postprocess_choice)
-            if args.postprocess_choice
-            else args.postprocess,
-            tta_outdir=args.tta_outdir or None,
+        predictor = infer.model_predictor(args.model, args.device)  # loaded once for every test set
+        postprocess = (
+            modelio.chosen_postprocess(args.postprocess_choice) if args.postprocess_choice else args.postprocess
         )
-    log.info("wrote %d predictions to %s", count, args.outdir + (f" and {args.tta_outdir}" if args.tta_outdir else ""))
-    # Scored in the same process: one job per prediction (and its flip-averaged twin), not two.
-    for outdir, metrics in ((args.outdir, args.metrics), (args.tta_outdir, args.tta_metrics)):
-        if metrics:
-            from sonoseg.analysis import evaluate
+    for test in sets:
+        samples = test.samples
+        if args.baseline:
+            # A floor fitted on data (the position prior) sees the training part only, never the test images' masks.
+            needs_training = args.baseline in baseline.NEEDS_TRAINING
+            train = split.samples_of_part(test.manifest, test.split, "train", test.fold) if needs_training else None
+            count = baseline.predict(
+                args.baseline, samples, test.outdir, args.component_rule, train_samples=train, marks=args.marks
+            )
+        else:
+            count = infer.predict(
+                args.model,
+                test.data,
+                samples,
+                test.outdir,
+                args.component_rule,
+                args.device,
+                reliance=args.reliance,
+                tta=args.tta,
+                postprocess=postprocess,
+                tta_outdir=test.tta_outdir or None,
+                predictor=predictor,
+            )
+        log.info(
+            "wrote %d predictions to %s", count, test.outdir + (f" and {test.tta_outdir}" if test.tta_outdir else "")
+        )
+        # Scored in the same process: one job per model, not one more per scoring.
+        for outdir, metrics in ((test.outdir, test.metrics), (test.tta_outdir, test.tta_metrics)):
+            if metrics:
+                from sonoseg.analysis import evaluate
 
-            _write_metrics(evaluate.evaluate(outdir, samples), metrics)
+                _write_metrics(evaluate.evaluate(outdir, samples), metrics)
 
 
 def cmd_choose_augmentation(args) -> None:

@@ -507,6 +507,21 @@ def flip_twins(runs: list[Run]) -> dict[str, list[str]]:
     return twins
 
 
+def flip_twin_groups(twins: dict[str, list[str]]) -> dict[tuple[str, ...], list[str]]:
+    """flip_twins regrouped by network: the places a run's models are tested at with their flip-averaged
+    twins (suffixes, '' first) -> the runs (bases) tested at exactly those places. One job per base
+    and training predicts every place of its group: one process and one model load for the study's
+    own test images and every external set."""
+    places: dict[str, list[str]] = {}
+    for suffix, bases in twins.items():
+        for base in bases:
+            places.setdefault(base, []).append(suffix)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for base, suffixes in places.items():
+        groups.setdefault(tuple(sorted(suffixes)), []).append(base)
+    return groups
+
+
 def twin_names(base: str, suffix: str) -> tuple[str, str]:
     """(the plain run, its flip-averaged twin) of flip_twins' base and suffix."""
     return base + suffix, f"{base}{SEPARATOR}tta{suffix}"
