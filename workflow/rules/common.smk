@@ -327,6 +327,26 @@ def get_places_inputs(wildcards, places):
     return inputs
 
 
+# What one place's job writes, as predict's options: the plain run's masks and metrics, then its
+# flip-averaged twin's (the rule's outputs are named <option, - as _>_<index of the place>).
+PLACE_OUTPUTS = (("outdir", "metrics"), ("tta-outdir", "tta-metrics"))
+
+
+def place_output_name(option, index):
+    return f"{option.replace('-', '_')}_{index}"
+
+
+def place_outputs(places):
+    """The rule's named outputs: each place's masks (a folder) and metrics, plain and flip-averaged."""
+    outputs = {}
+    for index, place in enumerate(places):
+        for run, (masks, metrics) in zip(runsheet.twin_names("{base}", place), PLACE_OUTPUTS):
+            folder = f"{OUT}/{layout.training_template(run)}"
+            outputs[place_output_name(masks, index)] = directory(f"{folder}/{layout.PREDICTIONS}")
+            outputs[place_output_name(metrics, index)] = f"{folder}/{layout.METRICS}"
+    return outputs
+
+
 def places_args(wildcards, input, output, places):
     """predict's per-test-set options, one value per place in the order of places."""
     indices = range(len(places))
@@ -335,13 +355,13 @@ def places_args(wildcards, input, output, places):
         "manifest": [input[f"manifest_{i}"] for i in indices],
         "split": [input[f"split_{i}"] for i in indices],
         "fold": [test_fold(plain_twin(wildcards, place)) for place in places],
-        **{name: [output[f"{name.replace('-', '_')}_{i}"] for i in indices] for name in PLACE_OUTPUTS},
+        **{
+            option: [output[place_output_name(option, i)] for i in indices]
+            for options in PLACE_OUTPUTS
+            for option in options
+        },
     }
     return " ".join(f"--{name} " + " ".join(str(value) for value in values[name]) for name in values)
-
-
-# predict's options for what one place's job writes (named <option with _>_<index> in the rule's output).
-PLACE_OUTPUTS = ("outdir", "metrics", "tta-outdir", "tta-metrics")
 
 
 def get_postprocess_inputs(wildcards):

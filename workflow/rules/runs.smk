@@ -188,22 +188,10 @@ rule predict:
 # own test images, each external set), in one job: one process and one model load, and the plain
 # probability is half of the flip average (two forward passes, not three). One rule per group of places
 # (runsheet.flip_twin_groups), as the names put --tta and --on-<dataset> after the network's run.
-def place_outputs(places):
-    """The rule's named outputs: each place's masks and metrics, plain and flip-averaged."""
-    outputs = {}
-    for index, place in enumerate(places):
-        for run, (masks, metrics) in zip(
-            runsheet.twin_names("{base}", place), (("outdir", "metrics"), ("tta_outdir", "tta_metrics"))
-        ):
-            folder = f"{OUT}/{layout.training_template(run)}"
-            outputs[f"{masks}_{index}"] = directory(f"{folder}/{layout.PREDICTIONS}")
-            outputs[f"{metrics}_{index}"] = f"{folder}/{layout.METRICS}"
-    return outputs
-
-
 for _places, _bases in FLIP_TWIN_GROUPS.items():
     # '_test' for the study's own test images, '_on_<dataset>' for each external set
     _where = "".join(re.sub(r"\W", "_", place.replace(runsheet.SEPARATOR, "_")) or "_test" for place in _places)
+    _first_plain = runsheet.twin_names("{base}", _places[0])[0]  # the log is named after it
 
     rule:
         name:
@@ -213,7 +201,7 @@ for _places, _bases in FLIP_TWIN_GROUPS.items():
         output:
             **place_outputs(_places),
         log:
-            f"{LOGS}/predict/{layout.TRAINING_ID.format(run='{base}' + _places[0], fold='{fold}', seed='{seed}')}.log",
+            f"{LOGS}/predict/{layout.TRAINING_ID.format(run=_first_plain, fold='{fold}', seed='{seed}')}.log",
         wildcard_constraints:
             base=_alternatives(_bases),
         priority: lambda wc, places=_places: run_priority(plain_twin(wc, places[0]))
