@@ -22,7 +22,8 @@ $(BIN)/sonoseg: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 ifeq ($(INSTALLER),uv)
 	$(BIN)/pip install --quiet uv
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[test]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[test]' || \
+		{ echo "uv could not install the venv (behind a pip mirror or proxy? uv ignores pip.conf): make INSTALLER=pip" >&2; exit 1; }
 else
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

@@ -123,12 +123,20 @@ def test_tta_is_a_column_of_the_run_sheet_and_of_the_long_table(workflow_copy, t
     dry = run_snakemake(["all", "-n", "-p", "--cores", "1", "--configfile", config], workflow_copy)
     assert dry.returncode == 0, dry.stderr[-3000:]
     flipped = re.findall(r"sonoseg predict --model \S+/runs/([\w-]+)/fold0/seed0/model\.pt (.*--tta.*)", dry.stdout)
-    # One job per network's training: its own test images and each external dataset, plain and flip-averaged.
-    assert sorted(network for network, _ in flipped) == ["lighter_unet_c1", "unet"]
+    # Two jobs per network's training, each plain and flip-averaged: its own test images alone (a changed
+    # external set never reruns them), and every external dataset together.
+    assert sorted(network for network, _ in flipped) == ["lighter_unet_c1", "lighter_unet_c1", "unet", "unet"]
+    outdirs = {}
     for network, command in flipped:
-        places = ["", *(f"--on-{dataset}" for dataset in runsheet_externals())]
         tta_outdirs = re.search(r"--tta-outdir ((?:\S+/predictions ?)+)", command).group(1).split()
-        assert tta_outdirs == [f"results/tiny/runs/{network}--tta{place}/fold0/seed0/predictions" for place in places]
+        outdirs.setdefault(network, []).append(tta_outdirs)
+    for network, groups in outdirs.items():
+        own = [f"results/tiny/runs/{network}--tta/fold0/seed0/predictions"]
+        externals = [
+            f"results/tiny/runs/{network}--tta--on-{dataset}/fold0/seed0/predictions"
+            for dataset in runsheet_externals()
+        ]
+        assert sorted(groups) == sorted([own, externals])
     assert not re.search(r"sonoseg train .*--tta", dry.stdout)  # nothing is trained for it
     assert re.search(r"sonoseg paired --pairs (unet:unet--tta|lighter_unet_c1:lighter_unet_c1--tta) ", dry.stdout)
     assert "--family tta" in dry.stdout and "tables/tta.csv" in dry.stdout

@@ -432,6 +432,14 @@ def test_a_probe_network_chooses_the_augmentation_for_every_auto_network():
         sheet({**config, "train": {"ultrasound_augment": "auto"}, "augmentation_choice": {"network": "fcn8s"}})
 
 
+def test_flip_twins_are_grouped_by_training_with_the_own_test_images_apart():
+    twins = {"": ["unet", "fcn8s"], "--on-far": ["unet", "fcn8s"], "--on-dev": ["unet"]}
+    groups = runsheet.flip_twin_groups(twins)
+    # The own test images alone, so that a changed external set never reruns them; a network's
+    # external sets together; networks tested at other sets in other groups.
+    assert groups == {("",): ["unet", "fcn8s"], ("--on-dev", "--on-far"): ["unet"], ("--on-far",): ["fcn8s"]}
+
+
 def test_what_a_choice_waits_on_is_scheduled_first_then_what_waited_then_the_rest():
     config = {
         "networks": ["unet", "lighter_unet_c1", "fcn8s"],

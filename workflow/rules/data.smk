@@ -84,6 +84,7 @@ rule preprocess:
         f"{OUT}/data/cache/{{marks}}/fold{{fold}}/{{part}}.npz",
     log:
         f"{LOGS}/preprocess/{{marks}}/fold{{fold}}/{{part}}.log",
+    priority: runsheet.GATES_A_CHOICE  # every training and choice waits on the data
     conda:
         CONDA_ENV
     params:
@@ -108,6 +109,7 @@ rule ingest_external:
         provenance=f"{OUT}/{layout.EXTERNAL}/manifest.json",
     log:
         f"{LOGS}/ingest_external/{{dataset}}.log",
+    priority: runsheet.GATES_A_CHOICE  # every training and choice waits on the data
     conda:
         CONDA_ENV
     params:
@@ -123,6 +125,7 @@ rule split_external:
         f"{OUT}/{layout.EXTERNAL_SPLIT}",
     log:
         f"{LOGS}/split_external/{{dataset}}.log",
+    priority: runsheet.GATES_A_CHOICE  # every training and choice waits on the data
     conda:
         CONDA_ENV
     shell:
@@ -137,6 +140,7 @@ rule preprocess_external:
         f"{OUT}/{layout.EXTERNAL_CACHE}",
     log:
         f"{LOGS}/preprocess_external/{{dataset}}/{{marks}}.log",
+    priority: runsheet.GATES_A_CHOICE  # every training and choice waits on the data
     conda:
         CONDA_ENV
     params:

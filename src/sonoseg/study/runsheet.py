@@ -509,15 +509,15 @@ def flip_twins(runs: list[Run]) -> dict[str, list[str]]:
 
 def flip_twin_groups(twins: dict[str, list[str]]) -> dict[tuple[str, ...], list[str]]:
     """flip_twins regrouped by network: the places a run's models are tested at with their flip-averaged
-    twins (suffixes, '' first) -> the runs (bases) tested at exactly those places. One job per base
-    and training predicts every place of its group: one process and one model load for the study's
-    own test images and every external set."""
-    places: dict[str, list[str]] = {}
+    twins (suffixes) -> the runs (bases) tested at exactly those places. One job per base and training
+    predicts every place of its group: its own test images alone (so that a changed external set
+    never reruns them), and every external set in one process with one model load."""
+    places: dict[tuple[str, bool], list[str]] = {}
     for suffix, bases in twins.items():
         for base in bases:
-            places.setdefault(base, []).append(suffix)
+            places.setdefault((base, suffix != ""), []).append(suffix)
     groups: dict[tuple[str, ...], list[str]] = {}
-    for base, suffixes in places.items():
+    for (base, _), suffixes in places.items():
         groups.setdefault(tuple(sorted(suffixes)), []).append(base)
     return groups
 
