@@ -137,22 +137,6 @@ def onnxruntime_latency_ms(model: nn.Module, size: int, threads: int, repeats: i
     return median_ms(onnxruntime_runner(model, size, threads), repeats, warmup)
 
 
-def latency_timings_ms(
-    model: nn.Module, backend: str, size: int, threads: int, repeats: int, warmup: int = 1
-) -> list[float]:
-    """Every repeat's batch-1 latency on ``backend``: torch's fastest path on this CPU (what one would
-    deploy in torch), or ONNX Runtime."""
-    if backend == "torch":
-        return timings_ms(torch_runner(model, size, threads, fast=True), repeats, warmup)
-    if backend == "onnxruntime":
-        return timings_ms(onnxruntime_runner(model, size, threads), repeats, warmup)
-    raise SonosegError(f"cost: unknown backend {backend!r}; one of {BACKENDS}")
-
-
-def latency_ms(model: nn.Module, backend: str, size: int, threads: int, repeats: int, warmup: int = 1) -> float:
-    return statistics.median(latency_timings_ms(model, backend, size, threads, repeats, warmup))
-
-
 PREPARED_TABLE = "networks.csv"  # in prepare's folder: network, parameters, gflops, size, backend
 
 

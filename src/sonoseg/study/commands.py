@@ -230,7 +230,7 @@ def test_sets(args) -> list[SimpleNamespace]:
     given = {}
     for name in PER_TEST_SET:
         values = getattr(args, name)
-        if values and len(values) != count or not values and name in ("manifest", "split"):
+        if values and len(values) != count:  # (--manifest and --split are required by the parser)
             option = "--" + name.replace("_", "-")
             raise SonosegError(f"predict: {option} gives {len(values)} values for {count} test sets (--outdir)")
         given[name] = values or [0 if name == "fold" else ""] * count  # left out: fold 0, or none
