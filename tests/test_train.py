@@ -18,6 +18,7 @@ from conftest import easy_caches, keep_every_checkpoint
 
 from sonoseg.data import preprocess, synth
 from sonoseg.errors import SonosegError
+from sonoseg.networks import models
 from sonoseg.serving import device, modelio
 from sonoseg.training import selection, train
 from sonoseg.training.recipe import Recipe, ladder_recipes, recipe_from_config, resolve
@@ -407,6 +408,26 @@ def test_foreign_or_tampered_files_are_refused(tmp_path):
     truncated.write_bytes(truncated.read_bytes()[:30])
     with pytest.raises(SonosegError, match="refused"):
         modelio.load_checked(truncated, modelio.CHECKPOINT_FORMAT)
+    # Reading only the recorded facts (tensors memory-mapped) refuses the same files.
+    for path, match in ((evil, "refused"), (foreign, "format tag"), (truncated, "refused")):
+        with pytest.raises(SonosegError, match=match):
+            modelio.load_checked(path, modelio.MODEL_FORMAT, metadata_only=True)
+
+
+def test_reading_a_model_files_facts_alone_gives_what_a_full_load_gives(tmp_path):
+    """metadata_only memory-maps the weights instead of reading them: the facts and the weights are the
+    same as a full load's (the summaries read the parameter count this way)."""
+    path = tmp_path / "model.pt"
+    network = models.build("lighter_unet_c1")
+    modelio.save_model(path, network="lighter_unet_c1", state_dict=network.state_dict(), parameters=123, best_epoch=4)
+    full = modelio.load_checked(path, modelio.MODEL_FORMAT)
+    facts = modelio.load_checked(path, modelio.MODEL_FORMAT, metadata_only=True)
+    assert {k: v for k, v in facts.items() if k != "state_dict"} == {k: v for k, v in full.items() if k != "state_dict"}
+    assert facts["state_dict"].keys() == full["state_dict"].keys()
+    assert all(torch.equal(facts["state_dict"][k], full["state_dict"][k]) for k in full["state_dict"])
+    from sonoseg.analysis.tables import run_parameters
+
+    assert run_parameters([path, path]) == 123
 
 
 def test_segment_new_images_with_a_trained_model(caches, tmp_path):

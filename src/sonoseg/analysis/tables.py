@@ -158,7 +158,7 @@ def run_parameters(model_files: list[str | Path]) -> int:
         return 0
     from sonoseg.serving.modelio import MODEL_FORMAT, load_checked
 
-    counts = {int(load_checked(path, MODEL_FORMAT)["parameters"]) for path in model_files}
+    counts = {int(load_checked(path, MODEL_FORMAT, metadata_only=True)["parameters"]) for path in model_files}
     if len(counts) != 1:
         raise SonosegError(f"{model_files}: the seeds' model files disagree on the parameter count: {sorted(counts)}")
     return counts.pop()

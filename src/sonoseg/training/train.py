@@ -598,7 +598,7 @@ def adopt_identical_run(
     seed, recipe, data and fast path: on a CPU training it again gives the same bytes, as the
     determinism tests show). None, and nothing written, when none matches."""
     for model, history in reusable:
-        saved = load_checked(model, MODEL_FORMAT)
+        saved = load_checked(model, MODEL_FORMAT, metadata_only=True)
         if saved.get("fingerprint") != fingerprint:
             continue
         for source, target in ((Path(model), Path(model_out)), (Path(history), Path(history_out))):
