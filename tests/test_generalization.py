@@ -170,24 +170,27 @@ def test_augmentation_auto_needs_a_development_set_and_makes_two_candidates_per_
 # ----------------------------------------------------------------------------- the DAG
 
 
-def _external_tiny(workflow_copy, **train):
+def _external_tiny(workflow_copy, tta=True, **train):
     """The tiny study with two phantom folders as external datasets (dev and held out)."""
     from sonoseg.data import synth
 
     for name, seed in (("dev", 5), ("far", 6)):
         synth.write_dataset(workflow_copy / name, patients=2, seed=seed, size=(48, 64))
     train = {**TINY["train"], **train}
-    return {**TINY, "seeds": [0, 1], "train": train, "predict": {"tta": True}, "external_datasets": EXTERNALS}
+    return {**TINY, "seeds": [0, 1], "train": train, "predict": {"tta": tta}, "external_datasets": EXTERNALS}
 
 
 CHOICES = ("train", "recipe", "select_recipe", "choose_postprocess", "choose_augmentation")
 
 
 @pytest.mark.slow
-def test_external_images_never_reach_training_and_only_the_development_set_reaches_a_choice(workflow_copy):
+@pytest.mark.parametrize("tta", [True, False], ids=["flip twins", "external sets grouped"])
+def test_external_images_never_reach_training_and_only_the_development_set_reaches_a_choice(workflow_copy, tta):
     overrides = {**TINY["train"]["overrides"], "unet": {"ultrasound_augment": "auto"}}
-    labels, ancestors = study_dag(workflow_copy, _external_tiny(workflow_copy, overrides=overrides))
+    labels, ancestors = study_dag(workflow_copy, _external_tiny(workflow_copy, tta, overrides=overrides))
     rule_of = {n: label.split("\\n")[0] for n, label in labels.items()}
+    # Without flip twins, each network training's external sets are predicted by one job.
+    assert any(rule.startswith("predict_on") for rule in rule_of.values()) is not tta
     external = {n for n, label in labels.items() if rule_of[n].endswith("_external")}
     held_out = {n for n in external if "far_set" in labels[n]}
     development = external - held_out
@@ -438,6 +441,35 @@ def test_flip_twins_are_grouped_by_training_with_the_own_test_images_apart():
     # The own test images alone, so that a changed external set never reruns them; a network's
     # external sets together; networks tested at other sets in other groups.
     assert groups == {("",): ["unet", "fcn8s"], ("--on-dev", "--on-far"): ["unet"], ("--on-far",): ["fcn8s"]}
+
+
+def test_without_twins_a_trainings_external_sets_are_grouped_but_an_augmentation_candidates_are_not():
+    config = {
+        "networks": ["unet", "lighter_unet_c1"],
+        "ladder": {"enabled": False},
+        "external_datasets": EXTERNALS,
+        "train": {"overrides": {"lighter_unet_c1": {"ultrasound_augment": "auto"}}},
+        "augmentation_choice": {"network": "lighter_unet_c1"},
+    }
+    runs = sheet(config)
+    groups = runsheet.external_groups(runs, set())
+    # Each network's own models on both external sets in one job; the candidates' development-set
+    # predictions decide the choice, so no job of theirs reads the held-out set too.
+    assert groups == {("--on-dev_set", "--on-far_set"): ["unet", "lighter_unet_c1"]}
+    candidates = {run.name for option in runsheet.augmentation_choices(runs).values() for run in option.values()}
+    assert len(candidates) == 2 and not candidates & {b for bases in groups.values() for b in bases}
+    # Grouped names are runs of the sheet, single (no ensemble or flip-averaged run among them).
+    by_name = {run.name: run for run in runs}
+    for places, bases in groups.items():
+        for base in bases:
+            assert all(by_name[base + place].variant == "single" for place in places)
+    # With flip-averaged twins, the twin groups predict those sets: nothing is left to group here.
+    with_tta = sheet({**config, "predict": {"tta": True}})
+    twins = runsheet.flip_twins(with_tta)
+    paired = {name for suffix, bases in twins.items() for base in bases for name in runsheet.twin_names(base, suffix)}
+    assert runsheet.external_groups(with_tta, paired) == {}
+    # One external set: nothing to group.
+    assert runsheet.external_groups(sheet({**config, "external_datasets": EXTERNALS[:1]}), set()) == {}
 
 
 def test_what_a_choice_waits_on_is_scheduled_first_then_what_waited_then_the_rest():

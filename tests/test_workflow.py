@@ -133,8 +133,9 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     )
     assert dry.returncode == 0, dry.stderr
     jobs = jobs_of(dry.stdout)
-    # Its predictions: its own test images and each of the two built-in external sets.
-    assert jobs.get("train") == 1 and jobs.get("predict") == 1 + 2 and jobs.get("recipe") == 1
+    # Its predictions: its own test images, and the two built-in external sets in one job (one model load).
+    assert jobs.get("train") == 1 and jobs.get("recipe") == 1
+    assert jobs.get("predict") == 1 and jobs.get("predict_on_pymust_far_on_pymust_heldout") == 1
     assert jobs.get("choose_postprocess") == 1  # the new models' post-processing, chosen again
     # What is redone (the jobs' outputs; the collect job lists every run's files as its inputs).
     redone = "\n".join(line for line in dry.stdout.splitlines() if line.strip().startswith("output:"))

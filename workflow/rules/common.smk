@@ -110,13 +110,20 @@ TTA += runsheet.external_pairs(list(RUNS.values()), "tta")
 ENSEMBLES += runsheet.external_pairs(list(RUNS.values()), "ensemble")
 # Each run predicted together with its flip-averaged twin (runs.smk, predict_with_flip_twins*), suffix ('' or
 # --on-<dataset>) -> the run names before it; one job per network's training does every place it is
-# tested at (FLIP_TWIN_GROUPS: places -> networks); every other run is predicted alone.
+# tested at (FLIP_TWIN_GROUPS: places -> networks). Without twins, a training's external sets are
+# predicted in one job too (EXTERNAL_GROUPS, runs.smk predict_on*); every other run is predicted alone.
 FLIP_TWINS = runsheet.flip_twins(list(RUNS.values()))
 FLIP_TWIN_GROUPS = runsheet.flip_twin_groups(FLIP_TWINS)
 WITH_TWIN = {
     name for suffix, bases in FLIP_TWINS.items() for base in bases for name in runsheet.twin_names(base, suffix)
 }
-PREDICTED_ALONE = [name for name in RUNS if name not in WITH_TWIN]
+EXTERNAL_GROUPS = runsheet.external_groups(list(RUNS.values()), WITH_TWIN)
+# (places, the runs tested there, whether with flip-averaged twins) for every grouped prediction rule
+PREDICTION_GROUPS = [(places, bases, True) for places, bases in FLIP_TWIN_GROUPS.items()] + [
+    (places, bases, False) for places, bases in EXTERNAL_GROUPS.items()
+]
+GROUPED = WITH_TWIN | {base + place for places, bases in EXTERNAL_GROUPS.items() for base in bases for place in places}
+PREDICTED_ALONE = [name for name in RUNS if name not in GROUPED]
 EXTERNALS = {dataset["name"]: dataset for dataset in config["external_datasets"]}  # name -> its entry
 DEVELOPMENT = runsheet.development_set(config)  # the external set that may guide a choice ('' for none)
 AUGMENTATION_CHOICES = runsheet.augmentation_choices(list(RUNS.values()))  # network -> option -> candidate run
@@ -317,7 +324,7 @@ def prediction_source(wildcards, input):
 
 
 def get_places_inputs(wildcards, places):
-    """A network's training tested at several places (predict_with_flip_twins*): its models and
+    """A network's training tested at several places (predict_with_flip_twins*, predict_on*): its models and
     post-processing choice (the same at every place), and each place's test images, manifest and split
     (<key>_<index>, in the order of places)."""
     inputs = {}
@@ -336,18 +343,18 @@ def place_output_name(option, index):
     return f"{option.replace('-', '_')}_{index}"
 
 
-def place_outputs(places):
-    """The rule's named outputs: each place's masks (a folder) and metrics, plain and flip-averaged."""
+def place_outputs(places, twinned=True):
+    """The rule's named outputs: each place's masks (a folder) and metrics, plain (and flip-averaged)."""
     outputs = {}
     for index, place in enumerate(places):
-        for run, (masks, metrics) in zip(runsheet.twin_names("{base}", place), PLACE_OUTPUTS):
+        for run, (masks, metrics) in zip(runsheet.twin_names("{base}", place), PLACE_OUTPUTS[: 2 if twinned else 1]):
             folder = f"{OUT}/{layout.training_template(run)}"
             outputs[place_output_name(masks, index)] = directory(f"{folder}/{layout.PREDICTIONS}")
             outputs[place_output_name(metrics, index)] = f"{folder}/{layout.METRICS}"
     return outputs
 
 
-def places_args(wildcards, input, output, places):
+def places_args(wildcards, input, output, places, twinned=True):
     """predict's per-test-set options, one value per place in the order of places."""
     indices = range(len(places))
     values = {
@@ -357,7 +364,7 @@ def places_args(wildcards, input, output, places):
         "fold": [test_fold(plain_twin(wildcards, place)) for place in places],
         **{
             option: [output[place_output_name(option, i)] for i in indices]
-            for options in PLACE_OUTPUTS
+            for options in PLACE_OUTPUTS[: 2 if twinned else 1]
             for option in options
         },
     }

@@ -188,18 +188,19 @@ rule predict:
 # own test images, each external set), in one job: one process and one model load, and the plain
 # probability is half of the flip average (two forward passes, not three). One rule per group of places
 # (runsheet.flip_twin_groups), as the names put --tta and --on-<dataset> after the network's run.
-for _places, _bases in FLIP_TWIN_GROUPS.items():
+# Without twins, a training's external sets share one job the same way (runsheet.external_groups).
+for _places, _bases, _twinned in PREDICTION_GROUPS:
     # '_test' for the study's own test images, '_on_<dataset>' for each external set
     _where = "".join(re.sub(r"\W", "_", place.replace(runsheet.SEPARATOR, "_")) or "_test" for place in _places)
     _first_plain = runsheet.twin_names("{base}", _places[0])[0]  # the log is named after it
 
     rule:
         name:
-            f"predict_with_flip_twins{_where}"
+            f"predict_with_flip_twins{_where}" if _twinned else f"predict{_where}"
         input:
             unpack(lambda wc, places=_places: get_places_inputs(wc, places)),
         output:
-            **place_outputs(_places),
+            **place_outputs(_places, _twinned),
         log:
             f"{LOGS}/predict/{layout.TRAINING_ID.format(run=_first_plain, fold='{fold}', seed='{seed}')}.log",
         wildcard_constraints:
@@ -214,7 +215,9 @@ for _places, _bases in FLIP_TWIN_GROUPS.items():
             runs_per_gpu=TRAIN["runs_per_gpu"],
         params:
             postprocess=lambda wc, input: postprocess_arg(input),
-            places=lambda wc, input, output, places=_places: places_args(wc, input, output, places),
+            places=lambda wc, input, output, places=_places, twinned=_twinned: places_args(
+                wc, input, output, places, twinned
+            ),
             component_rule=config["predict"]["component_rule"],
             device=TRAIN["device"],
         shell:

@@ -522,6 +522,29 @@ def flip_twin_groups(twins: dict[str, list[str]]) -> dict[tuple[str, ...], list[
     return groups
 
 
+def external_groups(runs: list[Run], with_twin: set[str]) -> dict[tuple[str, ...], list[str]]:
+    """The external sets a training's own models are tested at without a flip-averaged twin, grouped by
+    network run: places ('--on-<dataset>', sorted) -> the runs (bases) tested at exactly those places,
+    where they are two or more. One job per base and training predicts them all (one process, one model
+    load), as flip_twin_groups does with twins. ``with_twin``: the run names already predicted with
+    their twins. An augmentation candidate's sets stay apart: its development-set prediction decides
+    the choice, and a job that read a held-out set too would let that set reach the choice."""
+    by_name = {run.name: run for run in runs}
+    places: dict[str, list[str]] = {}
+    for run in runs:
+        if run.kind != "external" or run.variant != "single" or run.name in with_twin:
+            continue
+        base, suffix = run.model_from, on_dataset("", run.dataset)
+        if run.name != base + suffix or by_name.get(base) is None or by_name[base].kind == "augmentation":
+            continue
+        places.setdefault(base, []).append(suffix)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for base, suffixes in places.items():
+        if len(suffixes) > 1:
+            groups.setdefault(tuple(sorted(suffixes)), []).append(base)
+    return groups
+
+
 def twin_names(base: str, suffix: str) -> tuple[str, str]:
     """(the plain run, its flip-averaged twin) of flip_twins' base and suffix."""
     return base + suffix, f"{base}{SEPARATOR}tta{suffix}"
