@@ -428,6 +428,10 @@ def test_reading_a_model_files_facts_alone_gives_what_a_full_load_gives(tmp_path
     from sonoseg.analysis.tables import run_parameters
 
     assert run_parameters([path, path]) == 123
+    # torch's legacy (non-zip) format cannot be memory-mapped: it is read in full instead.
+    legacy = tmp_path / "legacy.pt"
+    torch.save(full, legacy, _use_new_zipfile_serialization=False)
+    assert modelio.load_checked(legacy, modelio.MODEL_FORMAT, metadata_only=True)["parameters"] == 123
 
 
 def test_segment_new_images_with_a_trained_model(caches, tmp_path):

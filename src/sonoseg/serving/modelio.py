@@ -84,10 +84,16 @@ def save_atomic(obj, path: str | Path) -> None:
 def load_checked(path: str | Path, expected_format: str, metadata_only: bool = False) -> dict:
     """torch.load with weights_only=True, refusing anything that is not ours. ``metadata_only``: the
     caller reads the recorded facts, not the weights, so the tensors are memory-mapped rather than read
-    (a summary of a paper-scale run reads 15 U-net files of 69 MB for one parameter count)."""
+    (a summary of a paper-scale run reads 15 U-net files of 69 MB for one parameter count); a file that
+    cannot be mapped (torch's legacy non-zip format, a file system without mmap) is read in full."""
     path = Path(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=metadata_only)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=metadata_only)
+        except Exception:
+            if not metadata_only:
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise SonosegError(
             f"{path}: refused: not a {expected_format} file that loads safely "
