@@ -15,7 +15,8 @@ SETS = {"phantom_test": (R/"data/manifest.csv", R/"data/split.csv", R/"data/cach
         "pymust_far": (R/"external/pymust_far/manifest.csv", R/"external/pymust_far/split.csv", R/"external/pymust_far/cache/inpaint/test.npz")}
 rows = []
 for net in ["unet", "light_unet", "lighter_unet_c128", "lighter_unet_c1"]:
-    models = {0: R/f"runs/{net}/fold0/seed0/model.pt", 1: Path(sys.argv[1]) / f"base__{net}_seed1.pt"  # augstudy.py OUT base 1}
+    # seed 1: the models of `augstudy.py OUT base 1`, OUT given as the first argument
+    models = {0: R/f"runs/{net}/fold0/seed0/model.pt", 1: Path(sys.argv[1]) / f"base__{net}_seed1.pt"}
     for s, (man, spl, cache) in SETS.items():
         samples = split.samples_of_part(man, spl, "test", 0).set_index("sample_id")
         arr = load_cache(cache); x = images_to_tensor(arr["images"]).numpy()
