@@ -339,6 +339,11 @@ def get_places_inputs(wildcards, places):
 PLACE_OUTPUTS = (("outdir", "metrics"), ("tta-outdir", "tta-metrics"))
 
 
+def place_options(twinned):
+    """The PLACE_OUTPUTS of a group: the plain run's, and its twin's when it has one."""
+    return PLACE_OUTPUTS if twinned else PLACE_OUTPUTS[:1]
+
+
 def place_output_name(option, index):
     return f"{option.replace('-', '_')}_{index}"
 
@@ -347,7 +352,7 @@ def place_outputs(places, twinned=True):
     """The rule's named outputs: each place's masks (a folder) and metrics, plain (and flip-averaged)."""
     outputs = {}
     for index, place in enumerate(places):
-        for run, (masks, metrics) in zip(runsheet.twin_names("{base}", place), PLACE_OUTPUTS[: 2 if twinned else 1]):
+        for run, (masks, metrics) in zip(runsheet.twin_names("{base}", place), place_options(twinned)):
             folder = f"{OUT}/{layout.training_template(run)}"
             outputs[place_output_name(masks, index)] = directory(f"{folder}/{layout.PREDICTIONS}")
             outputs[place_output_name(metrics, index)] = f"{folder}/{layout.METRICS}"
@@ -364,7 +369,7 @@ def places_args(wildcards, input, output, places, twinned=True):
         "fold": [test_fold(plain_twin(wildcards, place)) for place in places],
         **{
             option: [output[place_output_name(option, i)] for i in indices]
-            for options in PLACE_OUTPUTS[: 2 if twinned else 1]
+            for options in place_options(twinned)
             for option in options
         },
     }

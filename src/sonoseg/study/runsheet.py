@@ -516,8 +516,13 @@ def flip_twin_groups(twins: dict[str, list[str]]) -> dict[tuple[str, ...], list[
     for suffix, bases in twins.items():
         for base in bases:
             places.setdefault((base, suffix != ""), []).append(suffix)
+    return _bases_by_places((base, suffixes) for (base, _), suffixes in places.items())
+
+
+def _bases_by_places(places_of_bases) -> dict[tuple[str, ...], list[str]]:
+    """(base, its places) pairs -> the sorted places -> the bases tested at exactly those places."""
     groups: dict[tuple[str, ...], list[str]] = {}
-    for (base, _), suffixes in places.items():
+    for base, suffixes in places_of_bases:
         groups.setdefault(tuple(sorted(suffixes)), []).append(base)
     return groups
 
@@ -538,11 +543,7 @@ def external_groups(runs: list[Run], with_twin: set[str]) -> dict[tuple[str, ...
         if run.name != base + suffix or by_name.get(base) is None or by_name[base].kind == "augmentation":
             continue
         places.setdefault(base, []).append(suffix)
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for base, suffixes in places.items():
-        if len(suffixes) > 1:
-            groups.setdefault(tuple(sorted(suffixes)), []).append(base)
-    return groups
+    return _bases_by_places((base, suffixes) for base, suffixes in places.items() if len(suffixes) > 1)
 
 
 def twin_names(base: str, suffix: str) -> tuple[str, str]:
