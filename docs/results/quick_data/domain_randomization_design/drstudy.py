@@ -11,13 +11,12 @@ more transform, drawn from the training's own seeded noise generator, applied to
   base     nothing more (the adopted augmentation);
   bce_dice the adopted augmentation, the loss 0.5 BCE + soft Dice instead of soft Dice alone.
 From the repository root, after an fp32 quick study in results/quick:
-   PYTHONPATH=docs/results/quick_data/input_normalization_design:src .venv/bin/python \
+   PYTHONPATH=docs/results/quick_data:src .venv/bin/python \
        docs/results/quick_data/domain_randomization_design/drstudy.py OUT gin,speckle 0,1 [NETWORKS]
 """
-import sys, time
+import sys
 from pathlib import Path
-from multiprocessing import Pool
-R = Path("results/quick")
+import design_runs as D  # docs/results/quick_data: the training and the development sets' scoring
 OUT = Path(sys.argv[1]); OUT.mkdir(exist_ok=True, parents=True)
 P = 0.5
 
@@ -66,41 +65,19 @@ RECIPE_CHANGES = {"bce_dice": {"loss": "bce_dice"}}  # variants that change the 
 
 def job(args):
     net, variant, seed = args
-    import torch, pandas as pd
-    torch.set_num_threads(1)
-    from sonoseg.training import train, postprocess
+    import dataclasses
+    from sonoseg.training import train
     extra = VARIANTS[variant]
     if extra is not None:
         adopted = train.apply_ultrasound
         train.apply_ultrasound = lambda x, draws, noise, masks=None: extra(adopted(x, draws, noise, masks), noise)
-    from sonoseg.training.recipe import Recipe
-    from sonoseg.data import split
-    import study as S  # the normalization design's scoring (phantom test, pymust_far)
-    S.R = R
-    tag = f"{variant}__{net}_seed{seed}"
-    recipe = Recipe.from_json((R / f"runs/{net}/fold0/recipe.json").read_text())
+    recipe = D.quick_recipe(net)
     assert recipe.ultrasound_augment
-    if variant in RECIPE_CHANGES:
-        import dataclasses
-        recipe = dataclasses.replace(recipe, **RECIPE_CHANGES[variant])
-    model = OUT / f"{tag}.pt"; hist = OUT / f"{tag}.history.csv"
-    t = time.time()
-    train.train(network=net, seed=seed, train_data=R / "data/cache/inpaint/fold0/train.npz", val_data=R / "data/cache/inpaint/fold0/val.npz",
-                recipe=recipe, model_out=model, history_out=hist, checkpoint=None, device="cpu", threads=1)
-    secs = time.time() - t
-    val = split.samples_of_part(R / "data/manifest.csv", R / "data/split.csv", "val", 0)
-    choice = postprocess.choose(postprocess.validation_dice([model], R / "data/cache/inpaint/fold0/val.npz", val, "area", "cpu"))
-    rows = []
-    for s in S.SETS: rows += S.score(model, s)
-    df = pd.DataFrame(rows).assign(network=net, mode=variant, seed=seed, chosen=choice["chosen"])
-    df["dice"] = df[f"dice_{choice['chosen']}"]
-    df.to_csv(OUT / f"{tag}.per_image.csv", index=False)
-    print(tag, f"{secs:.0f}s", choice["chosen"], df.groupby("set")["dice"].mean().round(3).to_dict(), flush=True)
+    recipe = dataclasses.replace(recipe, **RECIPE_CHANGES.get(variant, {}))
+    D.train_and_score(net, seed, recipe, f"{variant}__{net}_seed{seed}", OUT, variant)
 
 
 if __name__ == "__main__":
     variants = sys.argv[2].split(","); seeds = [int(s) for s in sys.argv[3].split(",")]
-    nets = sys.argv[4].split(",") if len(sys.argv) > 4 else ["unet", "lighter_unet_c128", "light_unet", "lighter_unet_c1"]
-    jobs = [(n, v, s) for s in seeds for v in variants for n in nets if not (OUT / f"{v}__{n}_seed{s}.per_image.csv").exists()]
-    with Pool(2, maxtasksperchild=1) as pool:
-        list(pool.imap_unordered(job, jobs))
+    nets = sys.argv[4].split(",") if len(sys.argv) > 4 else D.FAMILY
+    D.run_all(job, [(n, v, s) for s in seeds for v in variants for n in nets if not (OUT / f"{v}__{n}_seed{s}.per_image.csv").exists()])
