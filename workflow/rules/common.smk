@@ -143,6 +143,11 @@ PAIRED_TABLES = {
 }
 FOLDS = [str(f) for f in range(config["split"]["folds"])]
 POSTPROCESS = config["predict"]["postprocess"]  # validation: chosen per run and fold (rule choose_postprocess)
+# Test-time scale selection (predict.scales; sonoseg.serving.infer.scale_adaptive), for every prediction
+# with a model and the post-processing choice on validation alike; nothing when off.
+SCALES_ARG = "" if [float(f) for f in config["predict"]["scales"]] == [1.0] else (
+    " --scales " + " ".join(str(float(f)) for f in config["predict"]["scales"])
+)
 CLAIMS = config["claims"]  # the questions the study answers, written before its primary run
 
 
@@ -319,6 +324,7 @@ def prediction_source(wildcards, input):
             + (" --reliance" if run.kind == "reliance" else "")
             + (" --tta" if run.tta else "")
             + f" {postprocess_arg(input)}"
+            + SCALES_ARG
         )
     return f"--baseline {run.method} --marks {run.marks}"
 

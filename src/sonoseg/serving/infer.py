@@ -139,6 +139,7 @@ def predict(
     postprocess: str = "keep_one",
     tta_outdir: str | Path | None = None,
     predictor: Predictor | None = None,
+    scales: tuple[float, ...] = (1.0,),
 ) -> int:
     """Write <outdir>/<sample_id>.png (0/255) at each sample's original size.
 
@@ -150,7 +151,9 @@ def predict(
     the mean of their probabilities before thresholding (ensemble). ``tta_outdir``: the flip-averaged
     masks written there as well, in the same pass (the plain probability is half of the average, so
     the pair costs two forward passes and one process, not three and two). ``predictor``: the models
-    already loaded (model_predictor's), when one process predicts several test sets with them."""
+    already loaded (model_predictor's), when one process predicts several test sets with them.
+    ``scales``: test-time scale selection (scale_adaptive), applied to the plain and the flip-averaged
+    probability alike."""
     predictor = predictor or model_predictor(model_path, device)
     model_path = model_label(model_path)
     arrays = load_cache(data_path)
@@ -167,13 +170,19 @@ def predict(
     if missing:
         raise SonosegError(f"{data_path}: samples {missing[:5]} are not in the manifest")
 
+    plain_run = scale_adaptive(predictor.run, scales, model_path)
+    averaged_run = scale_adaptive(flip_averaged(predictor.run), scales, model_path)
+
     def plain_and_averaged(batch: np.ndarray) -> list[np.ndarray]:
         """The probabilities each output folder gets: plain (or averaged, with tta), then averaged."""
-        plain = predictor.run(batch)
-        if not (tta or tta_outdir):
-            return [plain]
-        averaged = flip_mean(predictor.run, batch, plain)
-        return [averaged] if tta else [plain, averaged]
+        if tta:
+            return [averaged_run(batch)]
+        if not tta_outdir:
+            return [plain_run(batch)]
+        if plain_run is not predictor.run:  # each variant chooses its own scale
+            return [plain_run(batch), averaged_run(batch)]
+        plain = predictor.run(batch)  # the plain probability is half of the average: two passes, not three
+        return [plain, flip_mean(predictor.run, batch, plain)]
 
     for start, probabilities in in_batches(plain_and_averaged, images, batch_size):
         for folder, probability in zip(outdirs, probabilities):
@@ -289,6 +298,58 @@ def flip_averaged(run: RunBatch) -> RunBatch:
     return lambda batch: flip_mean(run, batch, run(batch))
 
 
+def lesion_confidence(probabilities: np.ndarray) -> np.ndarray:
+    """Per image of a (N, S, S) batch: the mean probability over the pixels it calls lesion (> 0.5);
+    0 for an image with none."""
+    lesion = probabilities > 0.5
+    counts = lesion.sum(axis=(1, 2))
+    totals = (probabilities.astype(np.float64) * lesion).sum(axis=(1, 2))  # exact for equal maps of any size
+    return np.where(counts > 0, totals / np.maximum(counts, 1), 0.0)
+
+
+def scale_adaptive(run: RunBatch, factors: tuple[float, ...], label: str = "the model") -> RunBatch:
+    """Test-time scale selection (docs/method.md, "Scale chosen per image"): each image is also
+    predicted shrunk to ``factor`` x its input size (area resizing), for every factor below 1, and the
+    prediction kept is the one whose own lesion has the highest mean probability (lesion_confidence),
+    resized back to the input size (bilinear). A tie keeps the input size. No label is read: the rule
+    serves a scanner whose lesions look larger than the training set's. A size the network cannot
+    take (its downsampling needs a multiple of 16 or 32) is left out for that network, with a warning;
+    factors of 1 or more are the input size itself."""
+    smaller = sorted({f for f in factors if 0 < f < 1}, reverse=True)
+    if any(f <= 0 for f in factors):
+        raise SonosegError(f"predict.scales: factors must be > 0, got {list(factors)}")
+    refused: set[int] = set()
+
+    def scaled(batch: np.ndarray) -> np.ndarray:
+        size = batch.shape[-1]
+        best = run(batch)
+        best_confidence = lesion_confidence(best)
+        images = torch.from_numpy(np.ascontiguousarray(batch))
+        for factor in smaller:
+            side = max(1, round(size * factor))
+            if side in refused or side == size:
+                continue
+            small = torch.nn.functional.interpolate(images, size=(side, side), mode="area").numpy()
+            try:
+                probability = run(small)
+            except RuntimeError as exc:  # the network's strides do not divide this size
+                refused.add(side)
+                log.warning(
+                    "%s cannot take a %d-px input (%s): scale %.3g left out", label, side, str(exc)[:80], factor
+                )
+                continue
+            confidence = lesion_confidence(probability)
+            back = torch.nn.functional.interpolate(
+                torch.from_numpy(probability)[:, None], size=(size, size), mode="bilinear", align_corners=False
+            )[:, 0].numpy()
+            better = confidence > best_confidence
+            best = np.where(better[:, None, None], back, best)
+            best_confidence = np.where(better, confidence, best_confidence)
+        return best
+
+    return scaled if smaller else run
+
+
 @dataclass
 class SegmentResult:
     written: list[Path] = field(default_factory=list)
@@ -307,6 +368,7 @@ def segment_images(
     progress: bool = False,
     tta: bool = False,
     postprocess: str = "recorded",
+    scales: tuple[float, ...] = (1.0,),
 ) -> SegmentResult:
     """Segment new images with a trained model: <outdir>/<image stem>_mask.png at each image's size.
 
@@ -316,6 +378,7 @@ def segment_images(
     of the image's and its horizontal mirror's (mirrored back); depth, the vertical axis, is physical
     in ultrasound and never flipped. ``postprocess``: keep_one, none, or ``recorded``: the choice made on
     validation data and recorded beside a study's models (fold<k>/postprocess.json), else keep_one.
+    ``scales``: test-time scale selection (scale_adaptive), after the flip averaging.
 
     backend "torch" reads a model.pt; "onnxruntime" reads a model.onnx with its sidecar (or exports a
     model.pt first). The input size is the one the model was trained at, unless ``size`` is given.
@@ -323,6 +386,8 @@ def segment_images(
     """
     if backend not in BACKENDS:
         raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
+    if backend != "torch" and any(0 < f < 1 for f in scales):
+        raise SonosegError(f"{model_path}: an exported model has a fixed input size; --scales needs --backend torch")
 
     def one(member: Path) -> Predictor:
         if backend == "torch":
@@ -335,6 +400,7 @@ def segment_images(
     predictor = ensemble([one(member) for member in members], members)
     if tta:
         predictor.run = flip_averaged(predictor.run)
+    predictor.run = scale_adaptive(predictor.run, tuple(scales), str(model_path))
     if postprocess == "recorded" and members[0].suffix == ".onnx":  # an exported model: its sidecar's
         from sonoseg.serving import export
 
@@ -342,11 +408,14 @@ def segment_images(
     elif postprocess == "recorded":
         postprocess = recorded_postprocess(members)
     log.info(
-        "%s: %d model(s)%s, averaged probabilities%s; post-processing %s",
+        "%s: %d model(s)%s, averaged probabilities%s%s; post-processing %s",
         model_path,
         len(members),
         "" if len(members) == 1 else f" ({', '.join(str(m.relative_to(model_path)) for m in members)})",
         "; horizontal-flip test-time augmentation" if tta else "",
+        f"; scale chosen per image among {sorted(set(scales) | {1.0}, reverse=True)}"
+        if any(0 < f < 1 for f in scales)
+        else "",
         postprocess,
     )
     if not predictor.size:

@@ -9,3 +9,9 @@ COMPONENT_RULES = ("area", "contour_points")  # which connected component is the
 # component rule says which) and fills its holes, the paper's rule; none keeps every pixel above 0.5.
 POSTPROCESSES = ("keep_one", "none")
 POSTPROCESS_CHOICE = "postprocess.json"  # the choice made on a fold's validation part, beside its seeds' models
+# Test-time scale selection (sonoseg.serving.infer.scale_adaptive): the factors of the input size at
+# which each image is also predicted; the most confident prediction is kept. (1.0,): off.
+SCALES_HELP = (
+    "test-time scale selection: also predict each image shrunk to these factors of the input size and keep "
+    "the prediction whose lesion is the most confident (1.0 alone: off)"
+)

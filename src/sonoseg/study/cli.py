@@ -12,7 +12,7 @@ import sys
 from sonoseg.data.options import CACHE_MARKS, INTERPOLATIONS, MARKS, PARTS
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
-from sonoseg.serving.options import BACKENDS, COMPONENT_RULES, POSTPROCESSES
+from sonoseg.serving.options import BACKENDS, COMPONENT_RULES, POSTPROCESSES, SCALES_HELP
 from sonoseg.study import commands
 
 
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the one exception to matching marks: a model trained with marks kept, tested with them inpainted",
     )
     p.add_argument("--tta", action="store_true", help="horizontal-flip test-time augmentation (predict.tta)")
+    p.add_argument("--scales", nargs="+", type=float, default=[1.0], help=SCALES_HELP + " (predict.scales)")
     p.add_argument(
         "--fold", nargs="*", type=int, default=[], help="the cross-validation fold whose test part to segment (0)"
     )
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True)
     p.add_argument("--component-rule", default="area", choices=COMPONENT_RULES)
     p.add_argument("--device", default="auto")
+    p.add_argument("--scales", nargs="+", type=float, default=[1.0], help=SCALES_HELP + " (predict.scales)")
     p.add_argument("--out", required=True, help="postprocess.json")
     p.set_defaults(func=commands.cmd_choose_postprocess)
 
@@ -213,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(results/<study>/runs/<network>/): its folds' and seeds' models are averaged as an ensemble",
     )
     p.add_argument("--tta", action="store_true", help="average each model over the image and its horizontal mirror")
+    p.add_argument("--scales", nargs="+", type=float, default=[1.0], help=SCALES_HELP)
     p.add_argument("--outdir", required=True)
     p.add_argument("--component-rule", default="area")
     p.add_argument("--device", default="auto")

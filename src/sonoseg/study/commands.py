@@ -281,6 +281,7 @@ def cmd_predict(args) -> None:
                 postprocess=postprocess,
                 tta_outdir=test.tta_outdir or None,
                 predictor=predictor,
+                scales=tuple(args.scales),
             )
         log.info(
             "wrote %d predictions to %s", count, test.outdir + (f" and {test.tta_outdir}" if test.tta_outdir else "")
@@ -310,7 +311,9 @@ def cmd_choose_postprocess(args) -> None:
     from sonoseg.training import postprocess
 
     samples = split.samples_of_part(args.manifest, args.split, "val", args.fold)
-    table = postprocess.validation_dice(args.model, args.data, samples, args.component_rule, args.device)
+    table = postprocess.validation_dice(
+        args.model, args.data, samples, args.component_rule, args.device, scales=tuple(args.scales)
+    )
     choice = postprocess.choose(table)
     postprocess.write_choice(choice, args.out)
     log.info("post-processing %s (validation Dice %s)", choice["chosen"], choice["validation_dice"])
@@ -332,6 +335,7 @@ def cmd_segment(args) -> None:
         progress=not args.no_progress,
         tta=args.tta,
         postprocess=args.postprocess,
+        scales=tuple(args.scales),
     )
     log.info("wrote %d masks to %s (%s)", len(result.written), args.outdir, args.backend)
     if result.failed:

@@ -26,10 +26,16 @@ from sonoseg.serving.options import POSTPROCESSES
 
 
 def validation_dice(
-    models: list[str | Path], val_cache: str | Path, samples: pd.DataFrame, rule: str, device: str = "auto"
+    models: list[str | Path],
+    val_cache: str | Path,
+    samples: pd.DataFrame,
+    rule: str,
+    device: str = "auto",
+    scales: tuple[float, ...] = (1.0,),
 ) -> pd.DataFrame:
     """One row per model x validation image: the Dice of every post-processing at the image's original
-    size (its mask as the manifest gives it)."""
+    size (its mask as the manifest gives it), the probabilities made as the test's are (``scales``:
+    sonoseg.serving.infer.scale_adaptive)."""
     arrays = load_cache(val_cache)
     ids = [str(s) for s in arrays["sample_ids"]]
     by_id = samples.set_index("sample_id")
@@ -42,7 +48,8 @@ def validation_dice(
     for model in models:
         predictor = infer.torch_predictor(model, device)
         infer.check_cache(arrays, val_cache, predictor, model)  # prepared as its training data, as predict checks
-        probabilities = np.concatenate([batch for _, batch in infer.in_batches(predictor.run, images)])
+        run = infer.scale_adaptive(predictor.run, scales, str(model))
+        probabilities = np.concatenate([batch for _, batch in infer.in_batches(run, images)])
         for sample_id, probability in zip(ids, probabilities):
             truth = truths[sample_id]
             row = {"model": str(model), "sample_id": sample_id}

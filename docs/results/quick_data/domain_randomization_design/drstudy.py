@@ -9,7 +9,11 @@ more transform, drawn from the training's own seeded noise generator, applied to
   speckle  coarse speckle: zero-mean noise blurred to a random grain (0.5-1.5 px sd at the input
            size) added with an sd drawn in [0, 0.12];
   base     nothing more (the adopted augmentation);
-  bce_dice the adopted augmentation, the loss 0.5 BCE + soft Dice instead of soft Dice alone.
+  bce_dice the adopted augmentation, the loss 0.5 BCE + soft Dice instead of soft Dice alone;
+  zoom_in, zoom_wide
+           half the samples also zoomed about the centre by a factor log-uniform in [1, 2] or
+           [0.7, 2], on top of the paper's geometric augmentation (its scale 0.8-1.2 per axis, half
+           the samples): the development scans' lesions are twice the phantom's in area at 32 px.
 From the repository root, after an fp32 quick study in results/quick:
    PYTHONPATH=docs/results/quick_data:src .venv/bin/python \
        docs/results/quick_data/domain_randomization_design/drstudy.py OUT gin,speckle 0,1 [NETWORKS]
@@ -59,7 +63,26 @@ def speckle(x, gen):
     return torch.where((u[:, 3] < P)[:, None, None, None], y, x)
 
 
-VARIANTS = {"gin": gin, "speckle": speckle, "base": None, "bce_dice": None}
+def zoomed_draw(low, high):
+    """The paper's geometric draw (sonoseg.training.train.draw_augmentation) with half the samples
+    also zoomed about the image centre by a factor log-uniform in [low, high] (> 1 magnifies)."""
+    import math
+    import torch
+    from sonoseg.training import train
+    paper = train.draw_augmentation  # the original, before the patch
+
+    def draw(n, generator):
+        theta = paper(n, generator).clone()  # the inverse maps (output -> input), as grid_sample reads them
+        u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+        zoom = torch.exp(math.log(low) + u[:, 0] * math.log(high / low))
+        zoom = torch.where(u[:, 1] < 0.5, zoom, torch.ones_like(zoom)).float()
+        theta[:, :, :2] /= zoom[:, None, None]  # magnified by z: the inverse's linear part / z
+        return theta
+    return draw
+
+
+ZOOMS = {"zoom_in": (1.0, 2.0), "zoom_wide": (0.7, 2.0)}  # geometric variants: the zoom factor's range
+VARIANTS = {"gin": gin, "speckle": speckle, "base": None, "bce_dice": None, "zoom_in": None, "zoom_wide": None}
 RECIPE_CHANGES = {"bce_dice": {"loss": "bce_dice"}}  # variants that change the recipe, not the augmentation
 
 
@@ -71,6 +94,8 @@ def job(args):
     if extra is not None:
         adopted = train.apply_ultrasound
         train.apply_ultrasound = lambda x, draws, noise, masks=None: extra(adopted(x, draws, noise, masks), noise)
+    if variant in ZOOMS:
+        train.draw_augmentation = zoomed_draw(*ZOOMS[variant])
     recipe = D.quick_recipe(net)
     assert recipe.ultrasound_augment
     recipe = dataclasses.replace(recipe, **RECIPE_CHANGES.get(variant, {}))

@@ -1,0 +1,133 @@
+"""Test-time scale selection (predict.scales; sonoseg.serving.infer.scale_adaptive): each image also
+predicted shrunk, the prediction whose own lesion is the most confident kept, no label read."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import sample_images, write_model, write_samples
+
+from sonoseg.errors import SonosegError
+from sonoseg.serving import infer
+
+
+def disc_probability(batch: np.ndarray, level_by_size: dict[int, float]) -> np.ndarray:
+    """A made network: a centred disc of a quarter of the image's side, at a probability that depends on
+    the input size (level_by_size), 0.1 elsewhere; it records the sizes it was asked for."""
+    n, _, size, _ = batch.shape
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - size / 2 + 0.5) ** 2 + (xx - size / 2 + 0.5) ** 2 <= (size / 4) ** 2
+    disc_probability.asked.append(size)
+    return np.repeat(np.where(disc, level_by_size[size], 0.1)[None], n, axis=0).astype(np.float32)
+
+
+def test_lesion_confidence_is_the_mean_probability_inside_the_predicted_lesion():
+    batch = np.zeros((3, 4, 4), np.float32)
+    batch[0, :2, :2] = [[0.9, 0.7], [0.6, 0.8]]  # lesion: four pixels, mean 0.75; the rest 0
+    batch[1] = 0.4  # nothing above 0.5: no lesion
+    batch[2, 0, 0] = 1.0
+    np.testing.assert_allclose(infer.lesion_confidence(batch), [0.75, 0.0, 1.0], atol=1e-6)
+
+
+def test_the_most_confident_size_is_kept_and_brought_back_to_the_input_size():
+    disc_probability.asked = []
+    levels = {32: 0.6, 24: 0.9, 16: 0.7}
+    run = infer.scale_adaptive(lambda b: disc_probability(b, levels), (1.0, 0.75, 0.5))
+    batch = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    out = run(batch)
+    assert out.shape == (2, 32, 32) and sorted(set(disc_probability.asked)) == [16, 24, 32]
+    # 24 px won (0.9 inside): its map, resized bilinearly to 32 px, not the 32-px one (0.6 inside).
+    small = disc_probability(batch[:, :, :24, :24], levels)
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(small)[:, None], size=(32, 32), mode="bilinear", align_corners=False
+    )[:, 0].numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert out[:, 16, 16].min() > 0.85
+
+
+def test_a_tie_or_a_less_confident_smaller_size_keeps_the_input_size():
+    disc_probability.asked = []
+    batch = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
+    for levels in ({32: 0.8, 24: 0.8}, {32: 0.8, 24: 0.6}):
+        run = infer.scale_adaptive(lambda b, levels=levels: disc_probability(b, levels), (1.0, 0.75))
+        np.testing.assert_array_equal(run(batch), disc_probability(batch, levels))
+
+
+def test_scales_of_one_alone_are_the_model_itself_and_bad_factors_are_refused():
+    def run(batch):
+        return batch[:, 0]
+
+    assert infer.scale_adaptive(run, (1.0,)) is run
+    with pytest.raises(SonosegError, match="factors must be > 0"):
+        infer.scale_adaptive(run, (1.0, 0.0))
+
+
+def test_a_size_the_network_cannot_take_is_left_out_with_a_warning(caplog):
+    asked = []
+
+    def strided(batch):  # a network whose downsampling needs a multiple of 16
+        size = batch.shape[-1]
+        asked.append(size)
+        if size % 16:
+            raise RuntimeError(f"cannot pool a {size}-px map")
+        return np.full((len(batch), size, size), 0.7 if size == 32 else 0.9, np.float32)
+
+    run = infer.scale_adaptive(strided, (1.0, 0.75, 0.5), label="strided")
+    batch = np.zeros((1, 3, 32, 32), np.float32)
+    np.testing.assert_allclose(run(batch), 0.9)  # 16 px taken, 24 px left out
+    assert "strided cannot take a 24-px input" in caplog.text
+    asked.clear()
+    run(batch)
+    assert sorted(asked) == [16, 32]  # left out once and for all: not tried for the next batch
+
+
+def test_predict_and_segment_choose_the_scale_per_image_on_a_real_model(tmp_path):
+    """A trained-format model through predict (with its flip-averaged twin) and segment: with scales the
+    masks differ from the plain ones, each variant chooses its own scale, and 1.0 alone changes nothing."""
+    from sonoseg.data import preprocess
+
+    samples = write_samples(tmp_path, 3)
+    cache = tmp_path / "keep.npz"
+    preprocess.build_cache(samples, 64, cache, "bilinear", "keep")
+    model = write_model(tmp_path / "a.pt", "unet", seed=0)
+    scales = (1.0, 0.75, 0.5)
+
+    def probabilities(run):
+        arrays = preprocess.load_cache(cache)
+        return run(infer.images_to_tensor(arrays["images"]).numpy())
+
+    predictor = infer.torch_predictor(model, "cpu")
+    plain = probabilities(predictor.run)
+    chosen = probabilities(infer.scale_adaptive(predictor.run, scales))
+    assert not np.allclose(plain, chosen)  # another size won somewhere, or the test shows nothing
+    assert (infer.lesion_confidence(chosen) >= infer.lesion_confidence(plain)).all()
+
+    def masks(name):
+        return [cv2.imread(str(tmp_path / name / f"{n}.png"), cv2.IMREAD_GRAYSCALE) for n in range(3)]
+
+    infer.predict(model, cache, samples, tmp_path / "plain", device="cpu", postprocess="none")
+    infer.predict(model, cache, samples, tmp_path / "off", device="cpu", postprocess="none", scales=(1.0,))
+    infer.predict(model, cache, samples, tmp_path / "tta", device="cpu", postprocess="none", tta=True, scales=scales)
+    infer.predict(
+        model,
+        cache,
+        samples,
+        tmp_path / "one",
+        device="cpu",
+        postprocess="none",
+        tta_outdir=tmp_path / "twin",
+        scales=scales,
+    )
+    infer.predict(model, cache, samples, tmp_path / "scaled", device="cpu", postprocess="none", scales=scales)
+    assert all(np.array_equal(x, y) for x, y in zip(masks("off"), masks("plain")))
+    assert all(np.array_equal(x, y) for x, y in zip(masks("one"), masks("scaled")))
+    assert all(np.array_equal(x, y) for x, y in zip(masks("twin"), masks("tta")))
+    assert not all(np.array_equal(x, y) for x, y in zip(masks("scaled"), masks("plain")))
+
+    image = tmp_path / "scan.png"
+    cv2.imwrite(str(image), sample_images(1)[0])
+    for name, factors in (("seg_plain", (1.0,)), ("seg_scaled", scales)):
+        result = infer.segment_images(model, [image], tmp_path / name, device="cpu", scales=factors)
+        assert result.written and not result.failed
+    with pytest.raises(SonosegError, match="fixed input size; --scales needs --backend torch"):
+        infer.segment_images(model, [image], tmp_path / "onnx", backend="onnxruntime", scales=scales)
