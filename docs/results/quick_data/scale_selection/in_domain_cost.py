@@ -1,0 +1,47 @@
+"""What test-time scale selection costs (or gives) on the study's own test images: each family network's
+models of a finished quick study, the phantom's test images predicted at the input size alone and with
+the study's predict.scales, post-processed as the study chose on validation, Dice at the original size,
+paired by image; mean difference with a 95 % bootstrap CI over patients. Reads only the in-domain test
+part. From the repository root: PYTHONPATH=src python <this file> RESULTS_DIR [SCALES...]"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sonoseg.analysis.evaluate import dice
+from sonoseg.data import split
+from sonoseg.data.imageio import read_mask
+from sonoseg.data.preprocess import load_cache
+from sonoseg.serving import infer
+from sonoseg.serving.modelio import images_to_tensor
+
+torch.set_num_threads(2)
+R = Path(sys.argv[1])
+SCALES = tuple(float(f) for f in sys.argv[2:]) or (1.0, 0.875, 0.75, 0.625)
+arrays = load_cache(R / "data/cache/inpaint/fold0/test.npz")
+samples = split.samples_of_part(R / "data/manifest.csv", R / "data/split.csv", "test", 0).set_index("sample_id")
+images = images_to_tensor(arrays["images"]).numpy()
+rows = []
+for net in ["unet", "light_unet", "lighter_unet_c128", "lighter_unet_c1"]:
+    run = R / f"runs/{net}/fold0"
+    postprocess = json.loads((run / "postprocess.json").read_text())["chosen"]
+    predictor = infer.torch_predictor(run / "seed0/model.pt", "cpu")
+    for label, fn in (("input_size", predictor.run), ("scales", infer.scale_adaptive(predictor.run, SCALES, net))):
+        probabilities = np.concatenate([b for _, b in infer.in_batches(fn, images)])
+        for sid, p in zip((str(s) for s in arrays["sample_ids"]), probabilities):
+            truth = read_mask(samples.loc[sid, "mask"]).pixels
+            if truth.any():
+                mask = infer.probability_to_mask(p, *truth.shape, "area", postprocess)
+                rows.append({"network": net, "variant": label, "sample_id": sid, "patient": samples.loc[sid, "patient"], "dice": dice(mask, truth)})
+d = pd.DataFrame(rows)
+wide = d.pivot_table(index=["network", "patient", "sample_id"], columns="variant", values="dice")
+rng = np.random.default_rng(0)
+print(f"{R}: scales {SCALES}; in-domain test images with a lesion")
+for net, part in list(wide.groupby(level="network")) + [("family", wide)]:
+    diff = (part["scales"] - part["input_size"]).groupby(level="patient").mean()
+    boots = [diff.sample(len(diff), replace=True, random_state=rng.integers(1 << 31)).mean() for _ in range(5000)]
+    print(f"{net:18s} input size {part['input_size'].mean():.3f}  scales {part['scales'].mean():.3f}  "
+          f"difference {diff.mean():+.3f} [{np.percentile(boots, 2.5):+.3f}, {np.percentile(boots, 97.5):+.3f}] over {len(diff)} patients")
