@@ -317,3 +317,27 @@ def test_a_run_name_that_would_be_ambiguous_is_refused():
                 "ladder": {"seeds": [], "steps": []},
             }
         )
+
+
+def test_predict_scales_reach_every_prediction_with_a_model_and_nothing_when_off(workflow_copy):
+    """predict.scales: --scales on every predict job with models and on the post-processing choice, none
+    on a floor's; left at [1.0], no job's command carries it (a study without it is not redone)."""
+    config = {
+        **BASE,
+        "networks": ["lighter_unet_c1"],
+        "baselines": ["threshold_baseline"],
+        "train": {**BASE["train"], "weight_decay": 0.0001},
+    }
+    code, off = dry_run(workflow_copy, config)
+    assert code == 0, off[-3000:]
+    assert "--scales" not in off
+    code, on = dry_run(workflow_copy, {**config, "predict": {"scales": [1.0, 0.75]}})
+    assert code == 0, on[-3000:]
+    shell = [line.split("Shell command:")[-1].strip() for line in on.splitlines()]
+    commands = [line for line in shell if line.startswith(("sonoseg predict", "sonoseg choose-postprocess"))]
+    with_model = [c for c in commands if "--model" in c]
+    assert with_model and all("--scales 1.0 0.75" in c for c in with_model)
+    assert any(c.startswith("sonoseg choose-postprocess") for c in with_model)
+    assert all("--scales" not in c for c in commands if "--baseline" in c)
+    code, refused = dry_run(workflow_copy, {**config, "predict": {"scales": [1.0, 1.0]}})
+    assert code != 0 and "scales" in refused

@@ -131,3 +131,32 @@ def test_predict_and_segment_choose_the_scale_per_image_on_a_real_model(tmp_path
         assert result.written and not result.failed
     with pytest.raises(SonosegError, match="fixed input size; --scales needs --backend torch"):
         infer.segment_images(model, [image], tmp_path / "onnx", backend="onnxruntime", scales=scales)
+
+
+def test_no_lesion_at_any_size_keeps_the_input_size_and_repeated_sizes_are_tried_once():
+    asked = []
+
+    def faint(batch):  # nothing above 0.5 anywhere: no lesion at any size
+        asked.append(batch.shape[-1])
+        return np.full((len(batch), batch.shape[-1], batch.shape[-1]), 0.3 + 0.01 * batch.shape[-1] / 32, np.float32)
+
+    run = infer.scale_adaptive(faint, (1.0, 1.5, 0.75, 0.76, 0.5))  # 1.5 adds nothing; 0.75 and 0.76: 24 px
+    batch = np.zeros((2, 3, 32, 32), np.float32)
+    np.testing.assert_array_equal(run(batch), faint(batch))
+    assert sorted(asked[:-1]) == [16, 24, 32]
+
+
+def test_the_post_processing_choice_sees_the_probabilities_the_test_will(tmp_path):
+    from sonoseg.data import preprocess
+    from sonoseg.training import postprocess
+
+    samples = write_samples(tmp_path, 3)
+    cache = tmp_path / "val.npz"
+    preprocess.build_cache(samples, 64, cache, "bilinear", "keep")
+    model = write_model(tmp_path / "a.pt", "unet", seed=0)
+    plain = postprocess.validation_dice([model], cache, samples, "area", "cpu")
+    scaled = postprocess.validation_dice([model], cache, samples, "area", "cpu", scales=(1.0, 0.75, 0.5))
+    again = postprocess.validation_dice([model], cache, samples, "area", "cpu", scales=(1.0,))
+    pd_equal = plain[["keep_one", "none"]].to_numpy()
+    np.testing.assert_array_equal(again[["keep_one", "none"]].to_numpy(), pd_equal)
+    assert not np.array_equal(scaled[["keep_one", "none"]].to_numpy(), pd_equal)

@@ -139,12 +139,13 @@ rule choose_postprocess:
     threads: 1
     params:
         component_rule=config["predict"]["component_rule"],
-        device=TRAIN["device"],
-        scales=SCALES_ARG,
+        # predict.scales rides on this param (nothing when off), so that a study without it keeps its
+        # jobs' params and shell text as they were: its finished jobs are not redone.
+        device=TRAIN["device"] + SCALES_ARG,
     shell:
         "sonoseg choose-postprocess --model {input.models} --data {input.data} --manifest {input.manifest} "
         "--split {input.split} --fold {wildcards.fold} --component-rule {params.component_rule} "
-        "--device {params.device}{params.scales} --out {output} > {log} 2>&1"
+        "--device {params.device} --out {output} > {log} 2>&1"
 
 
 PREDICT = (
@@ -215,15 +216,14 @@ for _places, _bases, _twinned in PREDICTION_GROUPS:
             gpu_slot=lambda wc, places=_places: uses_gpu_slot(plain_twin(wc, places[0])),
             runs_per_gpu=TRAIN["runs_per_gpu"],
         params:
-            postprocess=lambda wc, input: postprocess_arg(input),
-            scales=SCALES_ARG,
+            postprocess=lambda wc, input: postprocess_arg(input) + SCALES_ARG,  # as prediction_source
             places=lambda wc, input, output, places=_places, twinned=_twinned: places_args(
                 wc, input, output, places, twinned
             ),
             component_rule=config["predict"]["component_rule"],
             device=TRAIN["device"],
         shell:
-            "sonoseg predict --model {input.model} {params.postprocess}{params.scales} {params.places} "
+            "sonoseg predict --model {input.model} {params.postprocess} {params.places} "
             "--component-rule {params.component_rule} --device {params.device} "
             "--runs-per-gpu {resources.runs_per_gpu} > {log} 2>&1"
 

@@ -150,7 +150,8 @@ def predict(
     horizontal mirror (flip_averaged). Several model files (a run's seeds in one fold): their ensemble,
     the mean of their probabilities before thresholding (ensemble). ``tta_outdir``: the flip-averaged
     masks written there as well, in the same pass (the plain probability is half of the average, so
-    the pair costs two forward passes and one process, not three and two). ``predictor``: the models
+    the pair costs two forward passes and one process, not three and two; with ``scales`` each variant
+    chooses its own size, three passes a size). ``predictor``: the models
     already loaded (model_predictor's), when one process predicts several test sets with them.
     ``scales``: test-time scale selection (scale_adaptive), applied to the plain and the flip-averaged
     probability alike."""
@@ -307,36 +308,42 @@ def lesion_confidence(probabilities: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, totals / np.maximum(counts, 1), 0.0)
 
 
+# Input sizes each model could not take, by its label, for the life of the process: a network is tried
+# at a size once, and warned about once, however many test sets and twins one job predicts.
+_REFUSED_SIZES: dict[str, set[int]] = {}
+
+
 def scale_adaptive(run: RunBatch, factors: tuple[float, ...], label: str = "the model") -> RunBatch:
     """Test-time scale selection (docs/method.md, "Scale chosen per image"): each image is also
     predicted shrunk to ``factor`` x its input size (area resizing), for every factor below 1, and the
     prediction kept is the one whose own lesion has the highest mean probability (lesion_confidence),
-    resized back to the input size (bilinear). A tie keeps the input size. No label is read: the rule
-    serves a scanner whose lesions look larger than the training set's. A size the network cannot
-    take (its downsampling needs a multiple of 16 or 32) is left out for that network, with a warning;
-    factors of 1 or more are the input size itself."""
-    smaller = sorted({f for f in factors if 0 < f < 1}, reverse=True)
-    if any(f <= 0 for f in factors):
+    resized back to the input size (bilinear). A tie keeps the larger size; an image with no lesion at
+    any size keeps the input size's. No label is read: the rule serves a scanner whose lesions look
+    larger than the training set's. A size the network cannot take (its downsampling needs a multiple
+    of 16 or 32) is left out for that network, with one warning; factors of 1 or more, and factors that
+    round to a size already tried, add nothing."""
+    if any(not f > 0 for f in factors):
         raise SonosegError(f"predict.scales: factors must be > 0, got {list(factors)}")
-    refused: set[int] = set()
+    smaller = sorted({f for f in factors if f < 1}, reverse=True)
+    refused = _REFUSED_SIZES.setdefault(label, set())
 
     def scaled(batch: np.ndarray) -> np.ndarray:
         size = batch.shape[-1]
         best = run(batch)
         best_confidence = lesion_confidence(best)
         images = torch.from_numpy(np.ascontiguousarray(batch))
-        for factor in smaller:
-            side = max(1, round(size * factor))
+        sides = dict.fromkeys(max(1, round(size * factor)) for factor in smaller)  # in order, each once
+        for side in sides:
             if side in refused or side == size:
                 continue
             small = torch.nn.functional.interpolate(images, size=(side, side), mode="area").numpy()
             try:
                 probability = run(small)
+            except torch.OutOfMemoryError:
+                raise  # memory, not the network's strides: never a reason to drop a size
             except RuntimeError as exc:  # the network's strides do not divide this size
                 refused.add(side)
-                log.warning(
-                    "%s cannot take a %d-px input (%s): scale %.3g left out", label, side, str(exc)[:80], factor
-                )
+                log.warning("%s cannot take a %d-px input (%s): that size left out", label, side, str(exc)[:80])
                 continue
             confidence = lesion_confidence(probability)
             back = torch.nn.functional.interpolate(
@@ -413,7 +420,7 @@ def segment_images(
         len(members),
         "" if len(members) == 1 else f" ({', '.join(str(m.relative_to(model_path)) for m in members)})",
         "; horizontal-flip test-time augmentation" if tta else "",
-        f"; scale chosen per image among {sorted(set(scales) | {1.0}, reverse=True)}"
+        f"; scale chosen per image among {sorted({f for f in scales if f < 1} | {1.0}, reverse=True)}"
         if any(0 < f < 1 for f in scales)
         else "",
         postprocess,
