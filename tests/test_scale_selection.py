@@ -160,3 +160,35 @@ def test_the_post_processing_choice_sees_the_probabilities_the_test_will(tmp_pat
     pd_equal = plain[["keep_one", "none"]].to_numpy()
     np.testing.assert_array_equal(again[["keep_one", "none"]].to_numpy(), pd_equal)
     assert not np.array_equal(scaled[["keep_one", "none"]].to_numpy(), pd_equal)
+
+
+def test_segment_applies_the_scales_recorded_with_a_studys_models(tmp_path):
+    """choose-postprocess records the scales it used beside the fold's models; segment on the run folder
+    applies them by default (as the study predicted), an explicit --scales overrides them, and folds
+    that disagree are named."""
+    import json
+
+    from sonoseg.serving import modelio
+
+    run = tmp_path / "runs" / "unet"
+    for fold in (0, 1):
+        (run / f"fold{fold}" / "seed0").mkdir(parents=True)
+        write_model(run / f"fold{fold}" / "seed0" / "model.pt", "unet", seed=fold)
+    choice = {"chosen": "keep_one", "validation_dice": {"keep_one": 0.5, "none": 0.4}, "validation_images": 2}
+    for fold in (0, 1):
+        (run / f"fold{fold}" / "postprocess.json").write_text(json.dumps({**choice, "scales": [1.0, 0.75, 0.5]}))
+    members = infer.ensemble_members(run)
+    assert modelio.recorded_scales(members) == (1.0, 0.75, 0.5)
+    image = tmp_path / "scan.png"
+    cv2.imwrite(str(image), sample_images(1)[0])
+
+    def mask(name, **options):
+        infer.segment_images(run, [image], tmp_path / name, device="cpu", **options)
+        return cv2.imread(str(tmp_path / name / "scan_mask.png"), cv2.IMREAD_GRAYSCALE)
+
+    recorded, explicit, off = mask("recorded"), mask("explicit", scales=(1.0, 0.75, 0.5)), mask("off", scales=(1.0,))
+    assert np.array_equal(recorded, explicit)
+    assert not np.array_equal(recorded, off)  # the scales changed something, or the test shows nothing
+    (run / "fold1" / "postprocess.json").write_text(json.dumps(choice))  # recorded before scales: (1.0,)
+    with pytest.raises(SonosegError, match=r"fold1/postprocess.json: scales \[1.0\] differ from .*fold0"):
+        modelio.recorded_scales(members)

@@ -25,6 +25,7 @@ from sonoseg.serving.modelio import (
     images_to_tensor,
     load_model,
     recorded_postprocess,
+    recorded_scales,
 )
 from sonoseg.serving.options import BACKENDS, COMPONENT_RULES, POSTPROCESSES
 
@@ -375,7 +376,7 @@ def segment_images(
     progress: bool = False,
     tta: bool = False,
     postprocess: str = "recorded",
-    scales: tuple[float, ...] = (1.0,),
+    scales: tuple[float, ...] | None = None,
 ) -> SegmentResult:
     """Segment new images with a trained model: <outdir>/<image stem>_mask.png at each image's size.
 
@@ -385,7 +386,8 @@ def segment_images(
     of the image's and its horizontal mirror's (mirrored back); depth, the vertical axis, is physical
     in ultrasound and never flipped. ``postprocess``: keep_one, none, or ``recorded``: the choice made on
     validation data and recorded beside a study's models (fold<k>/postprocess.json), else keep_one.
-    ``scales``: test-time scale selection (scale_adaptive), after the flip averaging.
+    ``scales``: test-time scale selection (scale_adaptive), after the flip averaging; None: the scales
+    recorded with a study's models (the ones the study predicted them with), else the input size alone.
 
     backend "torch" reads a model.pt; "onnxruntime" reads a model.onnx with its sidecar (or exports a
     model.pt first). The input size is the one the model was trained at, unless ``size`` is given.
@@ -393,7 +395,7 @@ def segment_images(
     """
     if backend not in BACKENDS:
         raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
-    if backend != "torch" and any(0 < f < 1 for f in scales):
+    if scales is not None and backend != "torch" and any(0 < f < 1 for f in scales):
         raise SonosegError(f"{model_path}: an exported model has a fixed input size; --scales needs --backend torch")
 
     def one(member: Path) -> Predictor:
@@ -404,6 +406,16 @@ def segment_images(
         return onnxruntime_predictor(member, threads, size)
 
     members = ensemble_members(model_path)
+    if scales is None:
+        scales = recorded_scales(members) if members[0].suffix != ".onnx" else (1.0,)
+        if backend != "torch" and any(0 < f < 1 for f in scales):
+            log.warning(
+                "%s: the study predicted these models with scales %s; an exported model has a fixed input "
+                "size, so the input size alone is used",
+                model_path,
+                list(scales),
+            )
+            scales = (1.0,)
     predictor = ensemble([one(member) for member in members], members)
     if tta:
         predictor.run = flip_averaged(predictor.run)

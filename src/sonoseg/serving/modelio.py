@@ -211,3 +211,23 @@ def recorded_postprocess(members: list[Path]) -> str:
         missing = sorted(set(choices) - set(found))
         raise SonosegError(f"{missing[0]}: missing, while other folds of these models record their post-processing")
     return chosen_postprocess(found) if found else "keep_one"
+
+
+def recorded_scales(members: list[Path]) -> tuple[float, ...]:
+    """For models of a study's run folder, the test-time scales (predict.scales) their post-processing
+    choice was made with, recorded beside them (fold<k>/postprocess.json): the scales the study
+    predicted them with. (1.0,), the input size alone, for model files without one or a choice made
+    before scales were recorded; folds that disagree are named."""
+    choices = sorted({member.parent.parent / POSTPROCESS_CHOICE for member in members})
+    recorded = {}
+    for path in choices:
+        if path.is_file():
+            try:
+                recorded[path] = tuple(float(f) for f in json.loads(path.read_text()).get("scales", [1.0]))
+            except (OSError, ValueError, TypeError, AttributeError) as exc:
+                raise SonosegError(f"{path}: not a post-processing choice ({exc!r})") from None
+    if len(set(recorded.values())) > 1:
+        first, *others = recorded
+        other = next(path for path in others if recorded[path] != recorded[first])
+        raise SonosegError(f"{other}: scales {list(recorded[other])} differ from {first}'s {list(recorded[first])}")
+    return next(iter(recorded.values()), (1.0,))

@@ -215,7 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(results/<study>/runs/<network>/): its folds' and seeds' models are averaged as an ensemble",
     )
     p.add_argument("--tta", action="store_true", help="average each model over the image and its horizontal mirror")
-    p.add_argument("--scales", nargs="+", type=float, default=[1.0], help=SCALES_HELP)
+    p.add_argument(
+        "--scales",
+        nargs="+",
+        type=float,
+        default=None,
+        help=SCALES_HELP
+        + "; default: the scales recorded with a study's models (the study's predict.scales), else off",
+    )
     p.add_argument("--outdir", required=True)
     p.add_argument("--component-rule", default="area")
     p.add_argument("--device", default="auto")

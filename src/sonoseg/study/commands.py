@@ -315,6 +315,9 @@ def cmd_choose_postprocess(args) -> None:
         args.model, args.data, samples, args.component_rule, args.device, scales=tuple(args.scales)
     )
     choice = postprocess.choose(table)
+    # The scales its probabilities were made with: what a later `segment` of these models applies
+    # unless told otherwise (sonoseg.serving.modelio.recorded_scales).
+    choice["scales"] = [float(f) for f in args.scales]
     postprocess.write_choice(choice, args.out)
     log.info("post-processing %s (validation Dice %s)", choice["chosen"], choice["validation_dice"])
 
@@ -335,7 +338,7 @@ def cmd_segment(args) -> None:
         progress=not args.no_progress,
         tta=args.tta,
         postprocess=args.postprocess,
-        scales=tuple(args.scales),
+        scales=tuple(args.scales) if args.scales else None,
     )
     log.info("wrote %d masks to %s (%s)", len(result.written), args.outdir, args.backend)
     if result.failed:
