@@ -309,6 +309,11 @@ def lesion_confidence(probabilities: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, totals / np.maximum(counts, 1), 0.0)
 
 
+def shrinks(factors: tuple[float, ...]) -> bool:
+    """Whether these scales ask for anything beyond the input size (a factor below 1)."""
+    return any(0 < f < 1 for f in factors)
+
+
 # Input sizes each model could not take, by its label, for the life of the process: a network is tried
 # at a size once, and warned about once, however many test sets and twins one job predicts.
 _REFUSED_SIZES: dict[str, set[int]] = {}
@@ -395,7 +400,7 @@ def segment_images(
     """
     if backend not in BACKENDS:
         raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
-    if scales is not None and backend != "torch" and any(0 < f < 1 for f in scales):
+    if scales is not None and backend != "torch" and shrinks(scales):
         raise SonosegError(f"{model_path}: an exported model has a fixed input size; --scales needs --backend torch")
 
     def one(member: Path) -> Predictor:
@@ -408,7 +413,7 @@ def segment_images(
     members = ensemble_members(model_path)
     if scales is None:
         scales = recorded_scales(members) if members[0].suffix != ".onnx" else (1.0,)
-        if backend != "torch" and any(0 < f < 1 for f in scales):
+        if backend != "torch" and shrinks(scales):
             log.warning(
                 "%s: the study predicted these models with scales %s; an exported model has a fixed input "
                 "size, so the input size alone is used",
@@ -433,7 +438,7 @@ def segment_images(
         "" if len(members) == 1 else f" ({', '.join(str(m.relative_to(model_path)) for m in members)})",
         "; horizontal-flip test-time augmentation" if tta else "",
         f"; scale chosen per image among {sorted({f for f in scales if f < 1} | {1.0}, reverse=True)}"
-        if any(0 < f < 1 for f in scales)
+        if shrinks(scales)
         else "",
         postprocess,
     )

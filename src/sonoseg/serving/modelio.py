@@ -202,10 +202,15 @@ def chosen_postprocess(choices: list[str | Path]) -> str:
     return "none" if totals["none"] > totals["keep_one"] else "keep_one"
 
 
+def _choice_files(members: list[Path]) -> list[Path]:
+    """Where a study records its folds' choices beside these models: fold<k>/postprocess.json, once a fold."""
+    return sorted({member.parent.parent / POSTPROCESS_CHOICE for member in members})
+
+
 def recorded_postprocess(members: list[Path]) -> str:
     """For models of a study's run folder, the choice recorded beside them (fold<k>/postprocess.json);
     the paper's rule (keep_one) for model files without one."""
-    choices = sorted({member.parent.parent / POSTPROCESS_CHOICE for member in members})
+    choices = _choice_files(members)
     found = [path for path in choices if path.is_file()]
     if found and len(found) < len(choices):
         missing = sorted(set(choices) - set(found))
@@ -218,9 +223,8 @@ def recorded_scales(members: list[Path]) -> tuple[float, ...]:
     choice was made with, recorded beside them (fold<k>/postprocess.json): the scales the study
     predicted them with. (1.0,), the input size alone, for model files without one or a choice made
     before scales were recorded; folds that disagree are named."""
-    choices = sorted({member.parent.parent / POSTPROCESS_CHOICE for member in members})
     recorded = {}
-    for path in choices:
+    for path in _choice_files(members):
         if path.is_file():
             try:
                 recorded[path] = tuple(float(f) for f in json.loads(path.read_text()).get("scales", [1.0]))
