@@ -157,8 +157,16 @@ def tiny_study(tmp_path_factory) -> Study:
 SIZE = 64
 
 
-def write_model(path: Path, network: str, normalization=None, seed: int = 0, interpolation: str | None = None) -> Path:
-    """A model.pt as training writes it; BatchNorm statistics made non-trivial so eval mode matters."""
+def write_model(
+    path: Path,
+    network: str,
+    normalization=None,
+    seed: int = 0,
+    interpolation: str | None = None,
+    lesion_areas: list[int] | None = None,
+) -> Path:
+    """A model.pt as training writes it; BatchNorm statistics made non-trivial so eval mode matters.
+    ``lesion_areas`` None: a file from before training recorded them."""
     import cv2
     import numpy as np
     import torch
@@ -189,6 +197,7 @@ def write_model(path: Path, network: str, normalization=None, seed: int = 0, int
             **({"input_interpolation": interpolation} if interpolation else {}),
             "normalization": normalization,
             "best_epoch": 1,
+            **({"lesion_areas": lesion_areas} if lesion_areas is not None else {}),
             "state_dict": model.state_dict(),
         },
         path,

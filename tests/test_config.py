@@ -321,7 +321,8 @@ def test_a_run_name_that_would_be_ambiguous_is_refused():
 
 def test_predict_scales_reach_every_prediction_with_a_model_and_nothing_when_off(workflow_copy):
     """predict.scales: --scales on every predict job with models and on the post-processing choice, none
-    on a floor's; left at [1.0], no job's command carries it (a study without it is not redone)."""
+    on a floor's; left at [1.0], no job's command carries it (a study without it is not redone);
+    predict.shrink_above rides with it, and out of (0, 1] is refused."""
     config = {
         **BASE,
         "networks": ["lighter_unet_c1"],
@@ -339,5 +340,17 @@ def test_predict_scales_reach_every_prediction_with_a_model_and_nothing_when_off
     assert with_model and all("--scales 1.0 0.75" in c for c in with_model)
     assert any(c.startswith("sonoseg choose-postprocess") for c in with_model)
     assert all("--scales" not in c for c in commands if "--baseline" in c)
+    assert all("--shrink-above" not in c for c in commands)
+    # The size-aware rule rides with the scales, on the same jobs.
+    code, aware = dry_run(workflow_copy, {**config, "predict": {"scales": [1.0, 0.75], "shrink_above": 0.9}})
+    assert code == 0, aware[-3000:]
+    shell = [line.split("Shell command:")[-1].strip() for line in aware.splitlines()]
+    aware_commands = [
+        c for c in shell if c.startswith(("sonoseg predict", "sonoseg choose-postprocess")) and "--model" in c
+    ]
+    assert len(aware_commands) == len(with_model)
+    assert all("--scales 1.0 0.75 --shrink-above 0.9" in c for c in aware_commands)
     code, refused = dry_run(workflow_copy, {**config, "predict": {"scales": [1.0, 1.0]}})
     assert code != 0 and "scales" in refused
+    code, refused = dry_run(workflow_copy, {**config, "predict": {"scales": [1.0, 0.75], "shrink_above": 1.5}})
+    assert code != 0 and "shrink_above" in refused

@@ -178,7 +178,7 @@ def test_segment_applies_the_scales_recorded_with_a_studys_models(tmp_path):
     for fold in (0, 1):
         (run / f"fold{fold}" / "postprocess.json").write_text(json.dumps({**choice, "scales": [1.0, 0.75, 0.5]}))
     members = infer.ensemble_members(run)
-    assert modelio.recorded_scales(members) == (1.0, 0.75, 0.5)
+    assert modelio.recorded_scales(members) == ((1.0, 0.75, 0.5), None)
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])
 
@@ -190,5 +190,157 @@ def test_segment_applies_the_scales_recorded_with_a_studys_models(tmp_path):
     assert np.array_equal(recorded, explicit)
     assert not np.array_equal(recorded, off)  # the scales changed something, or the test shows nothing
     (run / "fold1" / "postprocess.json").write_text(json.dumps(choice))  # recorded before scales: (1.0,)
-    with pytest.raises(SonosegError, match=r"fold1/postprocess.json: scales \[1.0\] differ from .*fold0"):
+    with pytest.raises(
+        SonosegError, match=r"fold1/postprocess.json: scales \[1.0\] \(shrink_above None\) differ from .*fold0"
+    ):
         modelio.recorded_scales(members)
+
+
+def sized_disc(level_by_size: dict[int, float]):
+    """A made network: per image, a centred disc whose radius is the mean of its first channel times
+    its side (so its area scales with the input size, as a lesion's does), at a probability that depends
+    on the input size, 0.1 elsewhere; it records (size, number of images) of each call."""
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        n, _, size, _ = batch.shape
+        run.asked.append((size, n))
+        yy, xx = np.mgrid[:size, :size]
+        centre = (yy - size / 2 + 0.5) ** 2 + (xx - size / 2 + 0.5) ** 2
+        return np.stack(
+            [np.where(centre <= (image[0].mean() * size) ** 2, level_by_size[size], 0.1) for image in batch]
+        ).astype(np.float32)
+
+    run.asked = []
+    return run
+
+
+def test_the_size_aware_rule_tries_smaller_sizes_only_for_lesions_larger_than_the_limit():
+    """Image 0's lesion (radius 0.4 of the side: ~515 px at 32 px) is over the limit and takes its most
+    confident size (16 px); image 1's (radius 0.15: ~72 px) is not, and keeps the input size although
+    16 px is more confident. Only image 0 is run shrunk. Where the input size is the most confident,
+    image 0 keeps it too."""
+    batch = np.zeros((2, 3, 32, 32), np.float32)
+    batch[0, 0], batch[1, 0] = 0.4, 0.15  # uniform: shrinking by area keeps the radius a fraction of the side
+    network = sized_disc({32: 0.6, 24: 0.7, 16: 0.9})
+    out = infer.scale_adaptive(network, (1.0, 0.75, 0.5), area_limit=200)(batch)
+    assert network.asked == [(32, 2), (24, 1), (16, 1)]
+    at_16 = network(batch[:1, :, :16, :16])  # image 0 shrunk to 16 px
+    expected_0 = torch.nn.functional.interpolate(
+        torch.from_numpy(at_16)[:, None], size=(32, 32), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    np.testing.assert_allclose(out[0], expected_0, atol=1e-6)  # 16 px: the most confident size
+    np.testing.assert_array_equal(out[1], network(batch[1:])[0])  # the input size, untouched
+    # The always-rule (no limit) shrinks image 1 too.
+    assert not np.array_equal(infer.scale_adaptive(network, (1.0, 0.75, 0.5))(batch)[1], out[1])
+    # The input size the most confident: image 0 keeps it as well.
+    confident_at_input = sized_disc({32: 0.95, 24: 0.7, 16: 0.9})
+    out = infer.scale_adaptive(confident_at_input, (1.0, 0.75, 0.5), area_limit=200)(batch)
+    np.testing.assert_array_equal(out, confident_at_input(batch))
+    # No image over the limit: nothing is run shrunk.
+    network.asked.clear()
+    np.testing.assert_array_equal(
+        infer.scale_adaptive(network, (1.0, 0.75, 0.5), area_limit=10_000)(batch), network(batch)
+    )
+    assert {size for size, _ in network.asked} == {32}
+
+
+def test_the_limit_is_a_quantile_of_the_training_lesions_the_model_file_records(tmp_path):
+    from sonoseg.data import preprocess
+
+    recorded = write_model(tmp_path / "new.pt", "unet", lesion_areas=[10, 20, 30, 40, 50])
+    older = write_model(tmp_path / "old.pt", "unet")
+    predictor = infer.torch_predictor(recorded, "cpu")
+    assert predictor.lesion_areas == (10, 20, 30, 40, 50)
+    assert infer.area_limit(predictor, 1.0, "m") == 50 and infer.area_limit(predictor, 0.5, "m") == 30
+    assert infer.area_limit(predictor, None, "m") is None
+    with pytest.raises(SonosegError, match=r"shrink_above must be a quantile in \(0, 1\], got 1.5"):
+        infer.area_limit(predictor, 1.5, "m")
+    # Asked for another input size, the areas scale with it (64 px trained, 32 px asked: a quarter).
+    assert infer.torch_predictor(recorded, "cpu", size=32).lesion_areas == (2.5, 5.0, 7.5, 10.0, 12.5)
+    # An ensemble pools its members' areas; one member without them leaves the ensemble without.
+    both = infer.model_predictor([recorded, write_model(tmp_path / "b.pt", "unet", lesion_areas=[60])], "cpu")
+    assert both.lesion_areas == (10, 20, 30, 40, 50, 60)
+    assert infer.model_predictor([recorded, older], "cpu").lesion_areas is None
+    # A model file from before the areas were recorded is refused by name, through predict too.
+    samples = write_samples(tmp_path, 3)
+    cache = tmp_path / "keep.npz"
+    preprocess.build_cache(samples, 64, cache, "bilinear", "keep")
+    with pytest.raises(SonosegError, match=r"old.pt: the model file records no training lesion areas"):
+        infer.predict(older, cache, samples, tmp_path / "out", device="cpu", scales=(1.0, 0.75), shrink_above=1.0)
+    # ... but not when the scales ask for nothing smaller: the rule has nothing to decide.
+    assert infer.predict(older, cache, samples, tmp_path / "out", device="cpu", scales=(1.0,), shrink_above=1.0) == 3
+
+
+def test_segment_applies_the_recorded_size_aware_rule_and_the_choice_records_it(tmp_path):
+    """choose-postprocess (the CLI) records shrink_above beside the scales; segment on the run folder
+    applies both by default, as an explicit --scales with --shrink-above does; the limit changes the
+    masks against the always-rule."""
+    import json
+
+    from sonoseg.data import preprocess
+    from sonoseg.serving import modelio
+    from sonoseg.study.cli import main
+
+    run = tmp_path / "runs" / "unet"
+    (run / "fold0" / "seed0").mkdir(parents=True)
+    model = write_model(run / "fold0" / "seed0" / "model.pt", "unet", lesion_areas=[1] * 5)
+    samples = write_samples(tmp_path, 3)
+    samples.assign(split="val")[["sample_id", "split"]].to_csv(tmp_path / "split.csv", index=False)
+    samples.assign(status="included").to_csv(tmp_path / "manifest.csv", index=False)
+    cache = tmp_path / "val.npz"
+    preprocess.build_cache(samples, 64, cache, "bilinear", "keep")
+    choice = run / "fold0" / "postprocess.json"
+    assert (
+        main(
+            [
+                "choose-postprocess",
+                "--model",
+                str(model),
+                "--data",
+                str(cache),
+                "--manifest",
+                str(tmp_path / "manifest.csv"),
+                "--split",
+                str(tmp_path / "split.csv"),
+                "--device",
+                "cpu",
+                "--scales",
+                "1.0",
+                "0.75",
+                "0.5",
+                "--shrink-above",
+                "1.0",
+                "--out",
+                str(choice),
+            ]
+        )
+        == 0
+    )
+    recorded = json.loads(choice.read_text())
+    assert recorded["scales"] == [1.0, 0.75, 0.5] and recorded["shrink_above"] == 1.0
+    assert modelio.recorded_scales(infer.ensemble_members(run)) == ((1.0, 0.75, 0.5), 1.0)
+    image = tmp_path / "scan.png"
+    cv2.imwrite(str(image), sample_images(1)[0])
+
+    def mask(name, **options):
+        infer.segment_images(run, [image], tmp_path / name, device="cpu", **options)
+        return cv2.imread(str(tmp_path / name / "scan_mask.png"), cv2.IMREAD_GRAYSCALE)
+
+    scales = (1.0, 0.75, 0.5)
+    by_default = mask("recorded")
+    assert np.array_equal(by_default, mask("explicit", scales=scales, shrink_above=1.0))
+    # Every lesion is over the 1-px limit, so every image is tried smaller, as the always-rule does.
+    assert np.array_equal(by_default, mask("always", scales=scales))
+    assert not np.array_equal(by_default, mask("off", scales=(1.0,)))  # a smaller size won, or this shows nothing
+
+
+def test_segment_refuses_a_size_aware_rule_without_scales(tmp_path, capsys):
+    from sonoseg.study.cli import main
+
+    model = write_model(tmp_path / "m.pt", "unet", lesion_areas=[50])
+    image = tmp_path / "scan.png"
+    cv2.imwrite(str(image), sample_images(1)[0])
+    args = ["segment", str(image), "--model", str(model), "--outdir", str(tmp_path / "x"), "--device", "cpu"]
+    assert main(args + ["--shrink-above", "1"]) == 2
+    assert "--shrink-above is a rule of --scales" in capsys.readouterr().err
+    assert main(args + ["--scales", "1", "0.75", "--shrink-above", "1"]) == 0

@@ -82,6 +82,11 @@ def test_model_file_records_the_caches_interpolation(small_caches, tmp_path):
     assert saved["input_interpolation"] == "area"
     # The parameter count (what the tables print) and the training's fingerprint (what adoption compares).
     assert saved["parameters"] == 1_983_583 and len(saved["fingerprint"]) == 64
+    # The lesion scale it learned (the size-aware scale selection): each training mask's area in input
+    # pixels, sorted, the images without a lesion left out.
+    masks = preprocess.load_cache(small_caches[0])["masks"]
+    areas = [int(a) for a in (masks > 0).reshape(len(masks), -1).sum(axis=1) if a]
+    assert areas and saved["lesion_areas"] == sorted(areas)
     # A validation cache resized otherwise than the training cache is refused, naming both files.
     arrays = preprocess.load_cache(small_caches[1])
     mixed = tmp_path / "val_bilinear.npz"

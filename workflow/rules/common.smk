@@ -143,12 +143,21 @@ PAIRED_TABLES = {
 }
 FOLDS = [str(f) for f in range(config["split"]["folds"])]
 POSTPROCESS = config["predict"]["postprocess"]  # validation: chosen per run and fold (rule choose_postprocess)
-# Test-time scale selection (predict.scales; sonoseg.serving.infer.scale_adaptive), for every prediction
-# with a model and the post-processing choice on validation alike; nothing when off.
+# Test-time scale selection (predict.scales, with its size-aware rule predict.shrink_above;
+# sonoseg.serving.infer.scale_adaptive), for every prediction with a model and the post-processing choice
+# on validation alike; nothing when off.
 SCALES_ARG = (
     ""
     if [float(f) for f in config["predict"]["scales"]] == [1.0]
-    else (" --scales " + " ".join(str(float(f)) for f in config["predict"]["scales"]))
+    else (
+        " --scales "
+        + " ".join(str(float(f)) for f in config["predict"]["scales"])
+        + (
+            ""
+            if config["predict"]["shrink_above"] is None
+            else f" --shrink-above {float(config['predict']['shrink_above'])}"
+        )
+    )
 )
 CLAIMS = config["claims"]  # the questions the study answers, written before its primary run
 

@@ -141,6 +141,7 @@ def predict(
     tta_outdir: str | Path | None = None,
     predictor: Predictor | None = None,
     scales: tuple[float, ...] = (1.0,),
+    shrink_above: float | None = None,
 ) -> int:
     """Write <outdir>/<sample_id>.png (0/255) at each sample's original size.
 
@@ -155,7 +156,7 @@ def predict(
     chooses its own size, three passes a size). ``predictor``: the models
     already loaded (model_predictor's), when one process predicts several test sets with them.
     ``scales``: test-time scale selection (scale_adaptive), applied to the plain and the flip-averaged
-    probability alike."""
+    probability alike; ``shrink_above``: its size-aware rule (area_limit)."""
     predictor = predictor or model_predictor(model_path, device)
     model_path = model_label(model_path)
     arrays = load_cache(data_path)
@@ -172,8 +173,9 @@ def predict(
     if missing:
         raise SonosegError(f"{data_path}: samples {missing[:5]} are not in the manifest")
 
-    plain_run = scale_adaptive(predictor.run, scales, model_path)
-    averaged_run = scale_adaptive(flip_averaged(predictor.run), scales, model_path)
+    limit = area_limit(predictor, shrink_above, model_path) if shrinks(scales) else None
+    plain_run = scale_adaptive(predictor.run, scales, model_path, limit)
+    averaged_run = scale_adaptive(flip_averaged(predictor.run), scales, model_path, limit)
 
     def plain_and_averaged(batch: np.ndarray) -> list[np.ndarray]:
         """The probabilities each output folder gets: plain (or averaged, with tta), then averaged."""
@@ -209,6 +211,9 @@ class Predictor:
     interpolation: str
     marks: str = "keep"
     provenance: dict | None = None  # the data it was trained on, the sonoseg that trained it
+    # Its training images' lesion areas in input pixels (the model file's lesion_areas); None for a
+    # file from before they were recorded, or an exported graph.
+    lesion_areas: tuple[int, ...] | None = None
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """One RGB uint8 image -> a batch of one, its marks treated and resized as the model's training
@@ -227,12 +232,16 @@ def torch_predictor(model_path: str | Path, device: str = "auto", size: int | No
         with torch.no_grad():
             return wrapped(torch.from_numpy(batch).to(dev)).cpu().numpy()[:, 0]
 
+    areas = saved.get("lesion_areas")
+    if areas is not None and size and saved.get("input_size"):  # another input size: areas scale with it
+        areas = [a * (size / saved["input_size"]) ** 2 for a in areas]
     return Predictor(
         run,
         size or saved.get("input_size"),
         saved["input_interpolation"],
         saved["input_marks"],
         saved.get("provenance"),
+        None if areas is None else tuple(areas),
     )
 
 
@@ -278,12 +287,14 @@ def ensemble(predictors: list[Predictor], members: list[Path]) -> Predictor:
     fingerprints = {(p.provenance or {}).get("dataset_fingerprint") for p in predictors}
     if len(fingerprints) > 1:
         log.warning("the ensemble's members were trained on data with %d different fingerprints", len(fingerprints))
+    areas = [p.lesion_areas for p in predictors]
     return Predictor(
         lambda batch: np.mean([run(batch) for run in runs], axis=0),
         first.size,
         first.interpolation,
         first.marks,
         first.provenance,
+        None if any(a is None for a in areas) else tuple(sorted(a for member in areas for a in member)),
     )
 
 
@@ -319,15 +330,25 @@ def shrinks(factors: tuple[float, ...]) -> bool:
 _REFUSED_SIZES: dict[str, set[int]] = {}
 
 
-def scale_adaptive(run: RunBatch, factors: tuple[float, ...], label: str = "the model") -> RunBatch:
+def scale_adaptive(
+    run: RunBatch, factors: tuple[float, ...], label: str = "the model", area_limit: float | None = None
+) -> RunBatch:
     """Test-time scale selection (docs/method.md, "Scale chosen per image"): each image is also
     predicted shrunk to ``factor`` x its input size (area resizing), for every factor below 1, and the
     prediction kept is the one whose own lesion has the highest mean probability (lesion_confidence),
     resized back to the input size (bilinear). A tie keeps the larger size; an image with no lesion at
     any size keeps the input size's. No label is read: the rule serves a scanner whose lesions look
-    larger than the training set's. A size the network cannot take (its downsampling needs a multiple
-    of 16 or 32) is left out for that network, with one warning; factors of 1 or more, and factors that
-    round to a size already tried, add nothing."""
+    larger than the training set's.
+
+    ``area_limit`` (input pixels; area_limit() makes it from the training lesions a model file records):
+    the size-aware rule. Only an image whose lesion predicted at the input size (its pixels above 0.5)
+    is larger than the limit is tried smaller (and keeps the most confident of all its sizes, the input
+    size included); every other image keeps the input size, as a lesion of the scale the network
+    learned needs no shrinking.
+
+    A size the network cannot take (its downsampling needs a multiple of 16 or 32) is left out for that
+    network, with one warning; factors of 1 or more, and factors that round to a size already tried,
+    add nothing."""
     if any(not f > 0 for f in factors):
         raise SonosegError(f"predict.scales: factors must be > 0, got {list(factors)}")
     smaller = sorted({f for f in factors if f < 1}, reverse=True)
@@ -335,9 +356,16 @@ def scale_adaptive(run: RunBatch, factors: tuple[float, ...], label: str = "the 
 
     def scaled(batch: np.ndarray) -> np.ndarray:
         size = batch.shape[-1]
-        best = run(batch)
+        at_input = run(batch)
+        if area_limit is None:
+            shrunk = np.arange(len(batch))
+        else:  # only the images whose lesion is larger than the limit are tried smaller
+            shrunk = np.flatnonzero((at_input > 0.5).sum(axis=(1, 2)) > area_limit)
+            if not len(shrunk):
+                return at_input
+        best = at_input[shrunk]
         best_confidence = lesion_confidence(best)
-        images = torch.from_numpy(np.ascontiguousarray(batch))
+        images = torch.from_numpy(np.ascontiguousarray(batch[shrunk]))
         sides = dict.fromkeys(max(1, round(size * factor)) for factor in smaller)  # in order, each once
         for side in sides:
             if side in refused or side == size:
@@ -358,9 +386,30 @@ def scale_adaptive(run: RunBatch, factors: tuple[float, ...], label: str = "the 
             better = confidence > best_confidence
             best = np.where(better[:, None, None], back, best)
             best_confidence = np.where(better, confidence, best_confidence)
-        return best
+        chosen = at_input.copy()
+        chosen[shrunk] = best
+        return chosen
 
     return scaled if smaller else run
+
+
+def area_limit(predictor: Predictor, shrink_above: float | None, label: str) -> float | None:
+    """The size-aware scale selection's limit (scale_adaptive): the ``shrink_above`` quantile of the
+    lesion areas of the model's training images (of all members' for an ensemble), in input pixels;
+    None when the rule is off. A model file from before the areas were recorded is refused by name."""
+    if shrink_above is None:
+        return None
+    if not 0 < shrink_above <= 1:
+        raise SonosegError(f"{label}: shrink_above must be a quantile in (0, 1], got {shrink_above}")
+    if predictor.lesion_areas is None:
+        raise SonosegError(
+            f"{label}: the model file records no training lesion areas (trained before they were recorded, or "
+            "an exported graph): the size-aware scale selection (predict.shrink_above, --shrink-above) needs "
+            "them; retrain it, or leave shrink_above unset"
+        )
+    if not predictor.lesion_areas:
+        raise SonosegError(f"{label}: no training image had a lesion; the size-aware scale selection has no scale")
+    return float(np.quantile(predictor.lesion_areas, shrink_above))
 
 
 @dataclass
@@ -382,6 +431,7 @@ def segment_images(
     tta: bool = False,
     postprocess: str = "recorded",
     scales: tuple[float, ...] | None = None,
+    shrink_above: float | None = None,
 ) -> SegmentResult:
     """Segment new images with a trained model: <outdir>/<image stem>_mask.png at each image's size.
 
@@ -391,8 +441,9 @@ def segment_images(
     of the image's and its horizontal mirror's (mirrored back); depth, the vertical axis, is physical
     in ultrasound and never flipped. ``postprocess``: keep_one, none, or ``recorded``: the choice made on
     validation data and recorded beside a study's models (fold<k>/postprocess.json), else keep_one.
-    ``scales``: test-time scale selection (scale_adaptive), after the flip averaging; None: the scales
-    recorded with a study's models (the ones the study predicted them with), else the input size alone.
+    ``scales``: test-time scale selection (scale_adaptive), after the flip averaging, with
+    ``shrink_above`` its size-aware rule (area_limit); None: the scales and rule recorded with a study's
+    models (the ones the study predicted them with), else the input size alone.
 
     backend "torch" reads a model.pt; "onnxruntime" reads a model.onnx with its sidecar (or exports a
     model.pt first). The input size is the one the model was trained at, unless ``size`` is given.
@@ -412,7 +463,7 @@ def segment_images(
 
     members = ensemble_members(model_path)
     if scales is None:
-        scales = recorded_scales(members) if members[0].suffix != ".onnx" else (1.0,)
+        scales, shrink_above = recorded_scales(members) if members[0].suffix != ".onnx" else ((1.0,), None)
         if backend != "torch" and shrinks(scales):
             log.warning(
                 "%s: the study predicted these models with scales %s; an exported model has a fixed input "
@@ -424,7 +475,8 @@ def segment_images(
     predictor = ensemble([one(member) for member in members], members)
     if tta:
         predictor.run = flip_averaged(predictor.run)
-    predictor.run = scale_adaptive(predictor.run, tuple(scales), str(model_path))
+    limit = area_limit(predictor, shrink_above, str(model_path)) if shrinks(scales) else None
+    predictor.run = scale_adaptive(predictor.run, tuple(scales), str(model_path), limit)
     if postprocess == "recorded" and members[0].suffix == ".onnx":  # an exported model: its sidecar's
         from sonoseg.serving import export
 
@@ -438,6 +490,7 @@ def segment_images(
         "" if len(members) == 1 else f" ({', '.join(str(m.relative_to(model_path)) for m in members)})",
         "; horizontal-flip test-time augmentation" if tta else "",
         f"; scale chosen per image among {sorted({f for f in scales if f < 1} | {1.0}, reverse=True)}"
+        + ("" if limit is None else f", shrunk only when its lesion is over {limit:.0f} input pixels")
         if shrinks(scales)
         else "",
         postprocess,

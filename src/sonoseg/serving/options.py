@@ -15,3 +15,7 @@ SCALES_HELP = (
     "test-time scale selection: also predict each image shrunk to these factors of the input size and keep "
     "the prediction whose lesion is the most confident (1.0 alone: off)"
 )
+SHRINK_ABOVE_HELP = (
+    "with --scales, the size-aware rule: shrink an image only when its lesion at the input size is larger than "
+    "this quantile (0-1] of the training lesions' areas the model file records (1: larger than every one)"
+)

@@ -282,6 +282,7 @@ def cmd_predict(args) -> None:
                 tta_outdir=test.tta_outdir or None,
                 predictor=predictor,
                 scales=tuple(args.scales),
+                shrink_above=args.shrink_above,
             )
         log.info(
             "wrote %d predictions to %s", count, test.outdir + (f" and {test.tta_outdir}" if test.tta_outdir else "")
@@ -312,17 +313,26 @@ def cmd_choose_postprocess(args) -> None:
 
     samples = split.samples_of_part(args.manifest, args.split, "val", args.fold)
     table = postprocess.validation_dice(
-        args.model, args.data, samples, args.component_rule, args.device, scales=tuple(args.scales)
+        args.model,
+        args.data,
+        samples,
+        args.component_rule,
+        args.device,
+        scales=tuple(args.scales),
+        shrink_above=args.shrink_above,
     )
     choice = postprocess.choose(table)
-    # The scales its probabilities were made with: what a later `segment` of these models applies
+    # The scale selection its probabilities were made with: what a later `segment` of these models applies
     # unless told otherwise (sonoseg.serving.modelio.recorded_scales).
     choice["scales"] = [float(f) for f in args.scales]
+    choice["shrink_above"] = args.shrink_above
     postprocess.write_choice(choice, args.out)
     log.info("post-processing %s (validation Dice %s)", choice["chosen"], choice["validation_dice"])
 
 
 def cmd_segment(args) -> None:
+    if args.shrink_above is not None and not args.scales:
+        raise SonosegError("--shrink-above is a rule of --scales: give both (without them the recorded ones apply)")
     slot = _gpu_slot(args.device) if args.backend == "torch" else None  # noqa: F841
     from sonoseg.serving import infer
 
@@ -339,6 +349,7 @@ def cmd_segment(args) -> None:
         tta=args.tta,
         postprocess=args.postprocess,
         scales=tuple(args.scales) if args.scales else None,
+        shrink_above=args.shrink_above,
     )
     log.info("wrote %d masks to %s (%s)", len(result.written), args.outdir, args.backend)
     if result.failed:

@@ -172,6 +172,13 @@ class ResidentSplit:
     def batch(self, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[index].float().div_(255), self.masks[index].float()
 
+    def lesion_areas(self) -> list[int]:
+        """Each training image's lesion area in input pixels, sorted, images without a lesion left out:
+        the scale the network learned, recorded in the model file for the size-aware scale selection
+        (docs/method.md, "Scale chosen per image")."""
+        areas = (self.masks > 0).sum(dim=(1, 2, 3))
+        return sorted(int(a) for a in areas[areas > 0].tolist())
+
 
 # ----------------------------------------------------------------------------- optimisation
 
@@ -538,6 +545,7 @@ def train(
         input_size=train_split.size,
         input_interpolation=train_split.interpolation,  # segment and export resize new images alike
         input_marks=train_split.marks,  # ... and treat their coloured marks alike
+        lesion_areas=train_split.lesion_areas(),  # the lesion scale it learned (test-time scale selection)
         normalization=normalization,
         trained_with=path.describe(),
         best_epoch=state["best_epoch"],
