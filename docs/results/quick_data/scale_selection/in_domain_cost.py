@@ -2,7 +2,9 @@
 models of a finished quick study, the phantom's test images predicted at the input size alone and with
 the study's predict.scales, post-processed as the study chose on validation, Dice at the original size,
 paired by image; mean difference with a 95 % bootstrap CI over patients. Reads only the in-domain test
-part. From the repository root: PYTHONPATH=src python <this file> RESULTS_DIR [SCALES...]"""
+part. With --shrink-above Q, the size-aware rule (predict.shrink_above; the models' recorded training
+lesion areas). From the repository root:
+PYTHONPATH=src python <this file> RESULTS_DIR [--shrink-above Q] [SCALES...]"""
 import json
 import sys
 from pathlib import Path
@@ -20,7 +22,11 @@ from sonoseg.serving.modelio import images_to_tensor
 
 torch.set_num_threads(2)
 R = Path(sys.argv[1])
-SCALES = tuple(float(f) for f in sys.argv[2:]) or (1.0, 0.875, 0.75, 0.625)
+ARGS = sys.argv[2:]
+SHRINK_ABOVE = float(ARGS[ARGS.index("--shrink-above") + 1]) if "--shrink-above" in ARGS else None
+if SHRINK_ABOVE is not None:
+    del ARGS[ARGS.index("--shrink-above") : ARGS.index("--shrink-above") + 2]
+SCALES = tuple(float(f) for f in ARGS) or (1.0, 0.875, 0.75, 0.625)
 arrays = load_cache(R / "data/cache/inpaint/fold0/test.npz")
 samples = split.samples_of_part(R / "data/manifest.csv", R / "data/split.csv", "test", 0).set_index("sample_id")
 images = images_to_tensor(arrays["images"]).numpy()
@@ -29,7 +35,8 @@ for net in ["unet", "light_unet", "lighter_unet_c128", "lighter_unet_c1"]:
     run = R / f"runs/{net}/fold0"
     postprocess = json.loads((run / "postprocess.json").read_text())["chosen"]
     predictor = infer.torch_predictor(run / "seed0/model.pt", "cpu")
-    for label, fn in (("input_size", predictor.run), ("scales", infer.scale_adaptive(predictor.run, SCALES, net))):
+    limit = infer.area_limit(predictor, SHRINK_ABOVE, net)
+    for label, fn in (("input_size", predictor.run), ("scales", infer.scale_adaptive(predictor.run, SCALES, net, limit))):
         probabilities = np.concatenate([b for _, b in infer.in_batches(fn, images)])
         for sid, p in zip((str(s) for s in arrays["sample_ids"]), probabilities):
             truth = read_mask(samples.loc[sid, "mask"]).pixels
@@ -39,7 +46,7 @@ for net in ["unet", "light_unet", "lighter_unet_c128", "lighter_unet_c1"]:
 d = pd.DataFrame(rows)
 wide = d.pivot_table(index=["network", "patient", "sample_id"], columns="variant", values="dice")
 rng = np.random.default_rng(0)
-print(f"{R}: scales {SCALES}; in-domain test images with a lesion")
+print(f"{R}: scales {SCALES}" + ("" if SHRINK_ABOVE is None else f", shrink_above {SHRINK_ABOVE}") + "; in-domain test images with a lesion")
 for net, part in list(wide.groupby(level="network")) + [("family", wide)]:
     diff = (part["scales"] - part["input_size"]).groupby(level="patient").mean()
     boots = [diff.sample(len(diff), replace=True, random_state=rng.integers(1 << 31)).mean() for _ in range(5000)]
