@@ -1,5 +1,6 @@
 """What test-time scale selection costs (or gives) on the study's own test images: each family network's
-models of a finished quick study, the phantom's test images predicted at the input size alone and with
+models of a finished study (every fold and seed; the quick study has one of each), the phantom's test
+images (each fold's test part) predicted at the input size alone and with
 the study's predict.scales, post-processed as the study chose on validation, Dice at the original size,
 paired by image; mean difference with a 95 % bootstrap CI over patients. Reads only the in-domain test
 part. With --shrink-above Q, the size-aware rule (predict.shrink_above; the models' recorded training
@@ -27,24 +28,28 @@ SHRINK_ABOVE = float(ARGS[ARGS.index("--shrink-above") + 1]) if "--shrink-above"
 if SHRINK_ABOVE is not None:
     del ARGS[ARGS.index("--shrink-above") : ARGS.index("--shrink-above") + 2]
 SCALES = tuple(float(f) for f in ARGS) or (1.0, 0.875, 0.75, 0.625)
-arrays = load_cache(R / "data/cache/inpaint/fold0/test.npz")
-samples = split.samples_of_part(R / "data/manifest.csv", R / "data/split.csv", "test", 0).set_index("sample_id")
-images = images_to_tensor(arrays["images"]).numpy()
 rows = []
 for net in ["unet", "light_unet", "lighter_unet_c128", "lighter_unet_c1"]:
-    run = R / f"runs/{net}/fold0"
-    postprocess = json.loads((run / "postprocess.json").read_text())["chosen"]
-    predictor = infer.torch_predictor(run / "seed0/model.pt", "cpu")
-    limit = infer.area_limit(predictor, SHRINK_ABOVE, net)
-    for label, fn in (("input_size", predictor.run), ("scales", infer.scale_adaptive(predictor.run, SCALES, net, limit))):
-        probabilities = np.concatenate([b for _, b in infer.in_batches(fn, images)])
-        for sid, p in zip((str(s) for s in arrays["sample_ids"]), probabilities):
-            truth = read_mask(samples.loc[sid, "mask"]).pixels
-            if truth.any():
-                mask = infer.probability_to_mask(p, *truth.shape, "area", postprocess)
-                rows.append({"network": net, "variant": label, "sample_id": sid, "patient": samples.loc[sid, "patient"], "dice": dice(mask, truth)})
+    for model in sorted((R / "runs" / net).glob("fold*/seed*/model.pt")):  # every fold and seed the study has
+        fold_dir, seed = model.parent.parent, model.parent.name
+        fold = int(fold_dir.name.removeprefix("fold"))
+        arrays = load_cache(R / f"data/cache/inpaint/{fold_dir.name}/test.npz")
+        samples = split.samples_of_part(R / "data/manifest.csv", R / "data/split.csv", "test", fold).set_index("sample_id")
+        images = images_to_tensor(arrays["images"]).numpy()
+        choice = fold_dir / "postprocess.json"  # a study that declared the paper's rule has none
+        postprocess = json.loads(choice.read_text())["chosen"] if choice.exists() else "keep_one"
+        predictor = infer.torch_predictor(model, "cpu")
+        limit = infer.area_limit(predictor, SHRINK_ABOVE, net)
+        for label, fn in (("input_size", predictor.run), ("scales", infer.scale_adaptive(predictor.run, SCALES, net, limit))):
+            probabilities = np.concatenate([b for _, b in infer.in_batches(fn, images)])
+            for sid, p in zip((str(s) for s in arrays["sample_ids"]), probabilities):
+                truth = read_mask(samples.loc[sid, "mask"]).pixels
+                if truth.any():
+                    mask = infer.probability_to_mask(p, *truth.shape, "area", postprocess)
+                    rows.append({"network": net, "variant": label, "fold": fold, "seed": seed, "sample_id": sid,
+                                 "patient": samples.loc[sid, "patient"], "dice": dice(mask, truth)})
 d = pd.DataFrame(rows)
-wide = d.pivot_table(index=["network", "patient", "sample_id"], columns="variant", values="dice")
+wide = d.pivot_table(index=["network", "patient", "fold", "seed", "sample_id"], columns="variant", values="dice")
 rng = np.random.default_rng(0)
 print(f"{R}: scales {SCALES}" + ("" if SHRINK_ABOVE is None else f", shrink_above {SHRINK_ABOVE}") + "; in-domain test images with a lesion")
 for net, part in list(wide.groupby(level="network")) + [("family", wide)]:
