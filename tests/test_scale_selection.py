@@ -334,7 +334,7 @@ def test_segment_applies_the_recorded_size_aware_rule_and_the_choice_records_it(
     assert not np.array_equal(by_default, mask("off", scales=(1.0,)))  # a smaller size won, or this shows nothing
 
 
-def test_segment_refuses_a_size_aware_rule_without_scales(tmp_path, capsys):
+def test_the_commands_refuse_a_size_aware_rule_without_scales(tmp_path, capsys):
     from sonoseg.study.cli import main
 
     model = write_model(tmp_path / "m.pt", "unet", lesion_areas=[50])
@@ -343,4 +343,25 @@ def test_segment_refuses_a_size_aware_rule_without_scales(tmp_path, capsys):
     args = ["segment", str(image), "--model", str(model), "--outdir", str(tmp_path / "x"), "--device", "cpu"]
     assert main(args + ["--shrink-above", "1"]) == 2
     assert "--shrink-above is a rule of --scales" in capsys.readouterr().err
+    assert main(args + ["--scales", "1", "--shrink-above", "1"]) == 2  # nothing below 1: nothing to decide
+    assert "--shrink-above is a rule of --scales" in capsys.readouterr().err
+    # predict and choose-postprocess refuse it alike, before reading anything.
+    for command in (
+        ["predict", "--manifest", "m.csv", "--split", "s.csv", "--outdir", "o"],
+        [
+            "choose-postprocess",
+            "--model",
+            "m.pt",
+            "--data",
+            "v.npz",
+            "--manifest",
+            "m.csv",
+            "--split",
+            "s.csv",
+            "--out",
+            "c.json",
+        ],
+    ):
+        assert main(command + ["--shrink-above", "1"]) == 2
+        assert "--shrink-above is a rule of --scales" in capsys.readouterr().err
     assert main(args + ["--scales", "1", "0.75", "--shrink-above", "1"]) == 0

@@ -237,8 +237,17 @@ def test_sets(args) -> list[SimpleNamespace]:
     return [SimpleNamespace(**{name: given[name][i] for name in PER_TEST_SET}) for i in range(count)]
 
 
+def _refuse_shrink_above_alone(args) -> None:
+    """--shrink-above decides which images --scales tries smaller: without scales below 1 it would do
+    nothing, silently (and segment would apply the recorded ones instead)."""
+    if args.shrink_above is not None and not any(0 < f < 1 for f in args.scales or ()):
+        raise SonosegError("--shrink-above is a rule of --scales: give scales below 1 with it")
+
+
 def cmd_predict(args) -> None:
     from sonoseg.data import split
+
+    _refuse_shrink_above_alone(args)
 
     sets = test_sets(args)
     for test in sets:  # every set's test part read (and checked) before waiting for a GPU slot
@@ -311,6 +320,8 @@ def cmd_choose_postprocess(args) -> None:
     from sonoseg.data import split
     from sonoseg.training import postprocess
 
+    _refuse_shrink_above_alone(args)
+
     samples = split.samples_of_part(args.manifest, args.split, "val", args.fold)
     table = postprocess.validation_dice(
         args.model,
@@ -331,8 +342,7 @@ def cmd_choose_postprocess(args) -> None:
 
 
 def cmd_segment(args) -> None:
-    if args.shrink_above is not None and not args.scales:
-        raise SonosegError("--shrink-above is a rule of --scales: give both (without them the recorded ones apply)")
+    _refuse_shrink_above_alone(args)
     slot = _gpu_slot(args.device) if args.backend == "torch" else None  # noqa: F841
     from sonoseg.serving import infer
 
