@@ -490,7 +490,7 @@ def segment_images(
         "" if len(members) == 1 else f" ({', '.join(str(m.relative_to(model_path)) for m in members)})",
         "; horizontal-flip test-time augmentation" if tta else "",
         f"; scale chosen per image among {sorted({f for f in scales if f < 1} | {1.0}, reverse=True)}"
-        + ("" if limit is None else f", shrunk only when its lesion is over {limit:.0f} input pixels")
+        + ("" if limit is None else f", tried smaller only when its lesion is over {limit:.0f} input pixels")
         if shrinks(scales)
         else "",
         postprocess,
