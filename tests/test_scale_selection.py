@@ -251,10 +251,11 @@ def test_the_limit_is_a_quantile_of_the_training_lesions_the_model_file_records(
     older = write_model(tmp_path / "old.pt", "unet")
     predictor = infer.torch_predictor(recorded, "cpu")
     assert predictor.lesion_areas == (10, 20, 30, 40, 50)
-    assert infer.area_limit(predictor, 1.0, "m") == 50 and infer.area_limit(predictor, 0.5, "m") == 30
-    assert infer.area_limit(predictor, None, "m") is None
+    scales = (1.0, 0.75)
+    assert infer.area_limit(predictor, scales, 1.0, "m") == 50 and infer.area_limit(predictor, scales, 0.5, "m") == 30
+    assert infer.area_limit(predictor, scales, None, "m") is None
     with pytest.raises(SonosegError, match=r"shrink_above must be a quantile in \(0, 1\], got 1.5"):
-        infer.area_limit(predictor, 1.5, "m")
+        infer.area_limit(predictor, scales, 1.5, "m")
     # Asked for another input size, the areas scale with it (64 px trained, 32 px asked: a quarter).
     assert infer.torch_predictor(recorded, "cpu", size=32).lesion_areas == (2.5, 5.0, 7.5, 10.0, 12.5)
     # An ensemble pools its members' areas; one member without them leaves the ensemble without.

@@ -27,7 +27,7 @@ from sonoseg.serving.modelio import (
     recorded_postprocess,
     recorded_scales,
 )
-from sonoseg.serving.options import BACKENDS, COMPONENT_RULES, POSTPROCESSES
+from sonoseg.serving.options import BACKENDS, COMPONENT_RULES, POSTPROCESSES, shrinks
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def predict(
     if missing:
         raise SonosegError(f"{data_path}: samples {missing[:5]} are not in the manifest")
 
-    limit = area_limit(predictor, shrink_above, model_path) if shrinks(scales) else None
+    limit = area_limit(predictor, scales, shrink_above, model_path)
     plain_run = scale_adaptive(predictor.run, scales, model_path, limit)
     averaged_run = scale_adaptive(flip_averaged(predictor.run), scales, model_path, limit)
 
@@ -320,11 +320,6 @@ def lesion_confidence(probabilities: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, totals / np.maximum(counts, 1), 0.0)
 
 
-def shrinks(factors: tuple[float, ...]) -> bool:
-    """Whether these scales ask for anything beyond the input size (a factor below 1)."""
-    return any(0 < f < 1 for f in factors)
-
-
 # Input sizes each model could not take, by its label, for the life of the process: a network is tried
 # at a size once, and warned about once, however many test sets and twins one job predicts.
 _REFUSED_SIZES: dict[str, set[int]] = {}
@@ -393,11 +388,12 @@ def scale_adaptive(
     return scaled if smaller else run
 
 
-def area_limit(predictor: Predictor, shrink_above: float | None, label: str) -> float | None:
+def area_limit(predictor: Predictor, scales: tuple[float, ...], shrink_above: float | None, label: str) -> float | None:
     """The size-aware scale selection's limit (scale_adaptive): the ``shrink_above`` quantile of the
     lesion areas of the model's training images (of all members' for an ensemble), in input pixels;
-    None when the rule is off. A model file from before the areas were recorded is refused by name."""
-    if shrink_above is None:
+    None when the rule is off or the scales shrink nothing (then there is nothing to decide). A model
+    file from before the areas were recorded is refused by name."""
+    if shrink_above is None or not shrinks(scales):
         return None
     if not 0 < shrink_above <= 1:
         raise SonosegError(f"{label}: shrink_above must be a quantile in (0, 1], got {shrink_above}")
@@ -475,7 +471,7 @@ def segment_images(
     predictor = ensemble([one(member) for member in members], members)
     if tta:
         predictor.run = flip_averaged(predictor.run)
-    limit = area_limit(predictor, shrink_above, str(model_path)) if shrinks(scales) else None
+    limit = area_limit(predictor, scales, shrink_above, str(model_path))
     predictor.run = scale_adaptive(predictor.run, tuple(scales), str(model_path), limit)
     if postprocess == "recorded" and members[0].suffix == ".onnx":  # an exported model: its sidecar's
         from sonoseg.serving import export

@@ -11,11 +11,18 @@ POSTPROCESSES = ("keep_one", "none")
 POSTPROCESS_CHOICE = "postprocess.json"  # the choice made on a fold's validation part, beside its seeds' models
 # Test-time scale selection (sonoseg.serving.infer.scale_adaptive): the factors of the input size at
 # which each image is also predicted; the most confident prediction is kept. (1.0,): off.
+
+
+def shrinks(factors) -> bool:
+    """Whether these test-time scales ask for anything beyond the input size (a factor below 1)."""
+    return any(0 < f < 1 for f in factors)
+
+
 SCALES_HELP = (
     "test-time scale selection: also predict each image shrunk to these factors of the input size and keep "
     "the prediction whose lesion is the most confident (1.0 alone: off)"
 )
 SHRINK_ABOVE_HELP = (
-    "with --scales, the size-aware rule: shrink an image only when its lesion at the input size is larger than "
-    "this quantile (0-1] of the training lesions' areas the model file records (1: larger than every one)"
+    "with --scales, the size-aware rule: try an image smaller only when its lesion at the input size is larger "
+    "than this quantile (0-1] of the training lesions' areas the model file records (1: larger than every one)"
 )

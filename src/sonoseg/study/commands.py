@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
+from sonoseg.serving.options import shrinks
 
 log = logging.getLogger("sonoseg")
 
@@ -240,7 +241,7 @@ def test_sets(args) -> list[SimpleNamespace]:
 def _refuse_shrink_above_alone(args) -> None:
     """--shrink-above decides which images --scales tries smaller: without scales below 1 it would do
     nothing, silently (and segment would apply the recorded ones instead)."""
-    if args.shrink_above is not None and not any(0 < f < 1 for f in args.scales or ()):
+    if args.shrink_above is not None and not shrinks(args.scales or ()):
         raise SonosegError("--shrink-above is a rule of --scales: give scales below 1 with it")
 
 

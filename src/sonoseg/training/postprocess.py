@@ -49,7 +49,7 @@ def validation_dice(
     for model in models:
         predictor = infer.torch_predictor(model, device)
         infer.check_cache(arrays, val_cache, predictor, model)  # prepared as its training data, as predict checks
-        limit = infer.area_limit(predictor, shrink_above, str(model)) if infer.shrinks(scales) else None
+        limit = infer.area_limit(predictor, scales, shrink_above, str(model))
         run = infer.scale_adaptive(predictor.run, scales, str(model), limit)
         probabilities = np.concatenate([batch for _, batch in infer.in_batches(run, images)])
         for sample_id, probability in zip(ids, probabilities):

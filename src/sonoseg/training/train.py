@@ -175,7 +175,7 @@ class ResidentSplit:
     def lesion_areas(self) -> list[int]:
         """Each training image's lesion area in input pixels, sorted, images without a lesion left out:
         the scale the network learned, recorded in the model file for the size-aware scale selection
-        (docs/method.md, "Scale chosen per image")."""
+        (docs/method.md, "Size-aware scale selection")."""
         areas = (self.masks > 0).sum(dim=(1, 2, 3))
         return sorted(int(a) for a in areas[areas > 0].tolist())
 

@@ -39,7 +39,7 @@ for net in ["unet", "light_unet", "lighter_unet_c128", "lighter_unet_c1"]:
         choice = fold_dir / "postprocess.json"  # a study that declared the paper's rule has none
         postprocess = json.loads(choice.read_text())["chosen"] if choice.exists() else "keep_one"
         predictor = infer.torch_predictor(model, "cpu")
-        limit = infer.area_limit(predictor, SHRINK_ABOVE, net)
+        limit = infer.area_limit(predictor, SCALES, SHRINK_ABOVE, net)
         for label, fn in (("input_size", predictor.run), ("scales", infer.scale_adaptive(predictor.run, SCALES, net, limit))):
             probabilities = np.concatenate([b for _, b in infer.in_batches(fn, images)])
             for sid, p in zip((str(s) for s in arrays["sample_ids"]), probabilities):
