@@ -189,3 +189,35 @@ def test_confirmation_runs_the_same_protocol_on_new_patients(workflow_copy):
     assert jobs_of(confirm.stdout) == jobs_of(study.stdout)
     make = (REPO / "Makefile").read_text()
     assert "--configfile $(CONFIG) config/confirm.yaml --config study=$(STUDY)_confirm" in make
+
+
+# Every committed config in config/, with the configs its header says it is merged over (after
+# config/config.yaml, which the workflow always loads first) and any --config the Makefile adds.
+STUDY_CONFIGS = {
+    "config.yaml": ([], []),
+    "quick.yaml": ([], []),
+    "confirm.yaml": (["quick.yaml"], ["study=quick_confirm"]),
+    "quick_ensemble.yaml": (["quick.yaml"], []),
+    "cpu.yaml": ([], []),
+    "fair.yaml": ([], []),
+    "fair_scales.yaml": (["fair.yaml"], []),
+}
+
+
+def test_every_committed_config_is_listed():
+    """A config added to config/ joins the dry runs below."""
+    assert sorted(STUDY_CONFIGS) == sorted(p.name for p in (REPO / "config").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", sorted(STUDY_CONFIGS))
+def test_every_committed_config_builds_its_study(workflow_copy, name):
+    """Each committed study still validates against the schema and builds its run sheet and DAG, with
+    the configs it is merged over: a change to the schema or the run sheet cannot leave one behind."""
+    bases, overrides = STUDY_CONFIGS[name]
+    files = [f"config/{f}" for f in [*bases, name]]
+    extra = ["--config", *overrides] if overrides else []
+    result = run_snakemake(["all", "-n", "--cores", "1", "--configfile", *files, *extra], workflow_copy)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert jobs_of(result.stdout)["train"] > 0
+    if name == "quick_ensemble.yaml":  # three seeds: every network also tested as their ensemble
+        assert "--ensemble" in result.stdout and jobs_of(result.stdout)["train"] > 3 * 7
