@@ -59,18 +59,19 @@ def test_a_margin_must_be_positive(margin):
         stats.tost_paired([0.1, 0.2, 0.15], margin)
 
 
-def test_every_number_the_fair_study_quotes_is_in_its_committed_tables():
-    """Claims as data: each number (three or more decimals) docs/results/fair/README.md quotes is a value
-    of one of the committed tables beside it, at the precision quoted; a number typed by hand, or
-    left behind by a rerun, fails."""
+@pytest.mark.parametrize("study", ["fair", "quick_ensemble"])
+def test_every_number_a_committed_study_quotes_is_in_its_committed_tables(study):
+    """Claims as data: each number (three or more decimals) docs/results/<study>/README.md quotes is a
+    value of one of the committed tables in its folder (subfolders included), at the precision quoted;
+    a number typed by hand, or left behind by a rerun, fails."""
     import re
     from pathlib import Path
 
-    folder = Path(__file__).resolve().parents[1] / "docs" / "results" / "fair"
+    folder = Path(__file__).resolve().parents[1] / "docs" / "results" / study
     number = re.compile(r"(?<![\w.])[-−+]?\d+\.\d+(?:e[-+]?\d+)?")
     values = [
         float(text.replace("−", "-"))
-        for table in folder.iterdir()
+        for table in folder.rglob("*")
         if table.suffix in (".md", ".csv") and table.name != "README.md"
         for text in number.findall(table.read_text())
     ]

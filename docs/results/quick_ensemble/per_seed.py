@@ -1,0 +1,13 @@
+"""Each single training's Dice per test set (mean over images with a lesion), from a run's long table:
+the per-seed numbers README.md quotes. python docs/results/quick_ensemble/per_seed.py"""
+from pathlib import Path
+
+import pandas as pd
+
+for run in ("bf16", "fp32"):
+    folder = Path(__file__).parent / run
+    table = pd.read_csv(folder / "per_image.csv.gz")
+    singles = table[table["kind"].isin(["network", "external"]) & ~table["tta"] & table["members"].isna()]
+    singles = singles[~singles["truth_empty"]].assign(test_set=lambda t: t["dataset"].fillna("in-domain"))
+    dice = singles.groupby(["test_set", "method", "seed"])["dice"].mean().unstack("seed").round(3)
+    dice.to_csv(folder / "per_seed.csv")
