@@ -4,13 +4,14 @@ among them). Each prediction takes the study's path: infer.predict with the quic
 size-aware rule, keep_one, then evaluate (medpy).
 
 Run from the repository root with src on PYTHONPATH, after the trainings of seeds30.yaml and/or
-seeds15.yaml or seeds30bf16.yaml (SUMMARY.md); the phantom's test cache is the quick study's (results/quick, same data):
+seeds15.yaml or seeds30bf16.yaml (SUMMARY.md); the phantom's test cache is the quick study's
+(results/quick, same data):
     python docs/results/quick_data/seed_ensemble_design/score.py 30 15 30bf16"""
 import re
 import sys
 from multiprocessing import Pool
 from pathlib import Path
-import numpy as np, pandas as pd
+import pandas as pd
 
 FAMILY = ["unet", "light_unet", "lighter_unet_c128", "lighter_unet_c1"]
 COMBOS = {"s0": [0], "s1": [1], "s2": [2], "e01": [0, 1], "e012": [0, 1, 2]}
