@@ -146,19 +146,11 @@ POSTPROCESS = config["predict"]["postprocess"]  # validation: chosen per run and
 # Test-time scale selection (predict.scales, with its size-aware rule predict.shrink_above;
 # sonoseg.serving.infer.scale_adaptive), for every prediction with a model and the post-processing choice
 # on validation alike; nothing when off.
-SCALES_ARG = (
-    ""
-    if [float(f) for f in config["predict"]["scales"]] == [1.0]
-    else (
-        " --scales "
-        + " ".join(str(float(f)) for f in config["predict"]["scales"])
-        + (
-            ""
-            if config["predict"]["shrink_above"] is None
-            else f" --shrink-above {float(config['predict']['shrink_above'])}"
-        )
-    )
-)
+SCALES_ARG = ""
+if [float(f) for f in config["predict"]["scales"]] != [1.0]:
+    SCALES_ARG = " --scales " + " ".join(str(float(f)) for f in config["predict"]["scales"])
+    if config["predict"]["shrink_above"] is not None:
+        SCALES_ARG += f" --shrink-above {float(config['predict']['shrink_above'])}"
 CLAIMS = config["claims"]  # the questions the study answers, written before its primary run
 
 

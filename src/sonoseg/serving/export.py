@@ -23,6 +23,7 @@ from sonoseg.data import marks
 from sonoseg.data.preprocess import INTERPOLATION_MEANING
 from sonoseg.errors import SonosegError
 from sonoseg.serving.modelio import ProbabilityModel, ensemble_members, load_model, recorded_postprocess
+from sonoseg.serving.options import LESION_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ OPSET = 18
 SIDECAR_FORMAT = "sonoseg-onnx-sidecar/1"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probability"
-THRESHOLD = 0.5
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:
@@ -132,7 +132,7 @@ def build_sidecar(
         },
         "postprocessing": {
             "resize_to_original": "bilinear (probability map to the original height x width)",
-            "threshold": THRESHOLD,
+            "threshold": LESION_THRESHOLD,
             "threshold_rule": "lesion where probability > threshold",
             "component_rule": component_rule,
             "component_rule_meaning": {

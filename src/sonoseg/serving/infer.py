@@ -27,7 +27,7 @@ from sonoseg.serving.modelio import (
     recorded_postprocess,
     recorded_scales,
 )
-from sonoseg.serving.options import BACKENDS, COMPONENT_RULES, POSTPROCESSES, shrinks
+from sonoseg.serving.options import BACKENDS, COMPONENT_RULES, LESION_THRESHOLD, POSTPROCESSES, shrinks
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def probability_to_mask(
 ) -> np.ndarray:
     """The mask at the original size: the probability resized, thresholded at 0.5 and post-processed."""
     resized = cv2.resize(probability.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    return postprocessed(resized > 0.5, rule, postprocess)
+    return postprocessed(resized > LESION_THRESHOLD, rule, postprocess)
 
 
 def postprocessed(mask: np.ndarray, rule: str, postprocess: str) -> np.ndarray:
@@ -211,9 +211,9 @@ class Predictor:
     interpolation: str
     marks: str = "keep"
     provenance: dict | None = None  # the data it was trained on, the sonoseg that trained it
-    # Its training images' lesion areas in input pixels (the model file's lesion_areas); None for a
-    # file from before they were recorded, or an exported graph.
-    lesion_areas: tuple[int, ...] | None = None
+    # Its training images' lesion areas in input pixels (the model file's lesion_areas, scaled to another
+    # input size); None for a file from before they were recorded, or an exported graph.
+    lesion_areas: tuple[float, ...] | None = None
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """One RGB uint8 image -> a batch of one, its marks treated and resized as the model's training
@@ -314,7 +314,7 @@ def flip_averaged(run: RunBatch) -> RunBatch:
 def lesion_confidence(probabilities: np.ndarray) -> np.ndarray:
     """Per image of a (N, S, S) batch: the mean probability over the pixels it calls lesion (> 0.5);
     0 for an image with none."""
-    lesion = probabilities > 0.5
+    lesion = probabilities > LESION_THRESHOLD
     counts = lesion.sum(axis=(1, 2))
     totals = (probabilities.astype(np.float64) * lesion).sum(axis=(1, 2))  # exact for equal maps of any size
     return np.where(counts > 0, totals / np.maximum(counts, 1), 0.0)
@@ -355,7 +355,7 @@ def scale_adaptive(
         if area_limit is None:
             shrunk = np.arange(len(batch))
         else:  # only the images whose lesion is larger than the limit are tried smaller
-            shrunk = np.flatnonzero((at_input > 0.5).sum(axis=(1, 2)) > area_limit)
+            shrunk = np.flatnonzero((at_input > LESION_THRESHOLD).sum(axis=(1, 2)) > area_limit)
             if not len(shrunk):
                 return at_input
         best = at_input[shrunk]

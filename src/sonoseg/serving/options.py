@@ -5,19 +5,15 @@ importing torch."""
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where the device runs it fast (sonoseg.serving.device)
 BACKENDS = ("torch", "onnxruntime")  # what runs a network: PyTorch, or ONNX Runtime on the exported graph
 COMPONENT_RULES = ("area", "contour_points")  # which connected component is the lesion (sonoseg.serving.infer)
+# A pixel is lesion where the network's probability is above this: the mask's threshold (in sonoseg and in
+# an exported model's sidecar), and the lesion whose confidence and area test-time scale selection reads.
+LESION_THRESHOLD = 0.5
 # What follows the threshold (sonoseg.serving.infer): keep_one keeps one connected component (the
-# component rule says which) and fills its holes, the paper's rule; none keeps every pixel above 0.5.
+# component rule says which) and fills its holes, the paper's rule; none keeps every pixel above the threshold.
 POSTPROCESSES = ("keep_one", "none")
 POSTPROCESS_CHOICE = "postprocess.json"  # the choice made on a fold's validation part, beside its seeds' models
 # Test-time scale selection (sonoseg.serving.infer.scale_adaptive): the factors of the input size at
 # which each image is also predicted; the most confident prediction is kept. (1.0,): off.
-
-
-def shrinks(factors) -> bool:
-    """Whether these test-time scales ask for anything beyond the input size (a factor below 1)."""
-    return any(0 < f < 1 for f in factors)
-
-
 SCALES_HELP = (
     "test-time scale selection: also predict each image shrunk to these factors of the input size and keep "
     "the prediction whose lesion is the most confident (1.0 alone: off)"
@@ -26,3 +22,8 @@ SHRINK_ABOVE_HELP = (
     "with --scales, the size-aware rule: try an image smaller only when its lesion at the input size is larger "
     "than this quantile (0-1] of the training lesions' areas the model file records (1: larger than every one)"
 )
+
+
+def shrinks(factors) -> bool:
+    """Whether these test-time scales ask for anything beyond the input size (a factor below 1)."""
+    return any(0 < f < 1 for f in factors)
