@@ -322,7 +322,8 @@ def test_a_run_name_that_would_be_ambiguous_is_refused():
 def test_predict_scales_reach_every_prediction_with_a_model_and_nothing_when_off(workflow_copy):
     """predict.scales: --scales on every predict job with models and on the post-processing choice, none
     on a floor's; left at [1.0], no job's command carries it (a study without it is not redone);
-    predict.shrink_above rides with it, and out of (0, 1] is refused."""
+    predict.shrink_above rides with it, and out of (0, 1] is refused; predict.shrink_found_above rides
+    with that, and is refused without it or below 1."""
     config = {
         **BASE,
         "networks": ["lighter_unet_c1"],
@@ -354,3 +355,17 @@ def test_predict_scales_reach_every_prediction_with_a_model_and_nothing_when_off
     assert code != 0 and "scales" in refused
     code, refused = dry_run(workflow_copy, {**config, "predict": {"scales": [1.0, 0.75], "shrink_above": 1.5}})
     assert code != 0 and "shrink_above" in refused
+    # Its second trigger rides with it; alone, or below 1, it is refused.
+    found = {"scales": [1.0, 0.75], "shrink_above": 1.0, "shrink_found_above": 1.3}
+    code, both = dry_run(workflow_copy, {**config, "predict": found})
+    assert code == 0, both[-3000:]
+    shell = [line.split("Shell command:")[-1].strip() for line in both.splitlines()]
+    assert all(
+        "--scales 1.0 0.75 --shrink-above 1.0 --shrink-found-above 1.3" in c
+        for c in shell
+        if c.startswith(("sonoseg predict", "sonoseg choose-postprocess")) and "--model" in c
+    )
+    code, refused = dry_run(workflow_copy, {**config, "predict": {**found, "shrink_above": None}})
+    assert code != 0 and "predict.shrink_found_above" in refused
+    code, refused = dry_run(workflow_copy, {**config, "predict": {**found, "shrink_found_above": 0.9}})
+    assert code != 0 and "shrink_found_above" in refused

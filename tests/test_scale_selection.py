@@ -178,7 +178,7 @@ def test_segment_applies_the_scales_recorded_with_a_studys_models(tmp_path):
     for fold in (0, 1):
         (run / f"fold{fold}" / "postprocess.json").write_text(json.dumps({**choice, "scales": [1.0, 0.75, 0.5]}))
     members = infer.ensemble_members(run)
-    assert modelio.recorded_scales(members) == ((1.0, 0.75, 0.5), None)
+    assert modelio.recorded_scales(members) == ((1.0, 0.75, 0.5), None, None)
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])
 
@@ -191,7 +191,9 @@ def test_segment_applies_the_scales_recorded_with_a_studys_models(tmp_path):
     assert not np.array_equal(recorded, off)  # the scales changed something, or the test shows nothing
     (run / "fold1" / "postprocess.json").write_text(json.dumps(choice))  # recorded before scales: (1.0,)
     with pytest.raises(
-        SonosegError, match=r"fold1/postprocess.json: scales \[1.0\] \(shrink_above None\) differ from .*fold0"
+        SonosegError,
+        match=r"fold1/postprocess.json: scales \[1.0\] \(shrink_above None, shrink_found_above None\) differ "
+        r"from .*fold0",
     ):
         modelio.recorded_scales(members)
 
@@ -242,6 +244,56 @@ def test_the_size_aware_rule_tries_smaller_sizes_only_for_lesions_larger_than_th
         infer.scale_adaptive(network, (1.0, 0.75, 0.5), area_limit=10_000)(batch), network(batch)
     )
     assert {size for size, _ in network.asked} == {32}
+
+
+def found_disc(level_by_size: dict[int, float]):
+    """A made network that finds more of a lesion when it is shown smaller: per image, a centred disc
+    whose radius is the mean of its first channel times the side at 32 px and the mean of its second
+    channel times the side at any smaller size, at a probability that depends on the input size, 0.1
+    elsewhere; it records (size, number of images) of each call."""
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        n, _, size, _ = batch.shape
+        run.asked.append((size, n))
+        yy, xx = np.mgrid[:size, :size]
+        centre = (yy - size / 2 + 0.5) ** 2 + (xx - size / 2 + 0.5) ** 2
+        radius = [image[0 if size == 32 else 1].mean() * size for image in batch]
+        return np.stack([np.where(centre <= r**2, level_by_size[size], 0.1) for r in radius]).astype(np.float32)
+
+    run.asked = []
+    return run
+
+
+def test_the_second_trigger_keeps_a_smaller_size_that_finds_a_lesion_far_over_the_limit():
+    """Both lesions are under the limit (200 px) at 32 px (radius 0.15 of the side: ~72 px). Shrunk, the
+    network finds image 0's whole (radius 0.4: ~515 px at 32 px, over 2 x 200) and image 1's half as
+    large again (radius 0.3: ~290 px, over the limit but not over 2 x it), both most confident at 16 px.
+    The size-aware rule alone keeps both at the input size; its second trigger (found_above 2) tries
+    every image smaller and keeps 16 px for image 0 only."""
+    batch = np.zeros((2, 3, 32, 32), np.float32)
+    batch[:, 0] = 0.15
+    batch[0, 1], batch[1, 1] = 0.4, 0.3
+    network = found_disc({32: 0.6, 24: 0.7, 16: 0.9})
+    at_input = network(batch)
+    np.testing.assert_array_equal(infer.scale_adaptive(network, (1.0, 0.75, 0.5), area_limit=200)(batch), at_input)
+    network.asked.clear()
+    out = infer.scale_adaptive(network, (1.0, 0.75, 0.5), area_limit=200, found_above=2.0)(batch)
+    assert network.asked == [(32, 2), (24, 2), (16, 2)]  # every image tried at every size
+    expected_0 = torch.nn.functional.interpolate(
+        torch.from_numpy(network(batch[:1, :, :16, :16]))[:, None], size=(32, 32), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    assert (expected_0 > 0.5).sum() > 400 and 200 < (
+        infer.scale_adaptive(network, (1.0, 0.5))(batch)[1] > 0.5
+    ).sum() < 400
+    np.testing.assert_allclose(out[0], expected_0, atol=1e-6)
+    np.testing.assert_array_equal(out[1], at_input[1])
+    # Without the limit there is no trigger to add: every image keeps its most confident size, as before.
+    np.testing.assert_array_equal(
+        infer.scale_adaptive(network, (1.0, 0.75, 0.5), found_above=2.0)(batch),
+        infer.scale_adaptive(network, (1.0, 0.75, 0.5))(batch),
+    )
+    with pytest.raises(SonosegError, match=r"shrink_found_above must be a factor of at least 1, got 0.5"):
+        infer.scale_adaptive(network, (1.0, 0.75), area_limit=200, found_above=0.5)
 
 
 def test_the_limit_is_a_quantile_of_the_training_lesions_the_model_file_records(tmp_path):
@@ -311,6 +363,8 @@ def test_segment_applies_the_recorded_size_aware_rule_and_the_choice_records_it(
                 "0.5",
                 "--shrink-above",
                 "1.0",
+                "--shrink-found-above",
+                "1.3",
                 "--out",
                 str(choice),
             ]
@@ -319,7 +373,8 @@ def test_segment_applies_the_recorded_size_aware_rule_and_the_choice_records_it(
     )
     recorded = json.loads(choice.read_text())
     assert recorded["scales"] == [1.0, 0.75, 0.5] and recorded["shrink_above"] == 1.0
-    assert modelio.recorded_scales(infer.ensemble_members(run)) == ((1.0, 0.75, 0.5), 1.0)
+    assert recorded["shrink_found_above"] == 1.3
+    assert modelio.recorded_scales(infer.ensemble_members(run)) == ((1.0, 0.75, 0.5), 1.0, 1.3)
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])
 
@@ -329,7 +384,7 @@ def test_segment_applies_the_recorded_size_aware_rule_and_the_choice_records_it(
 
     scales = (1.0, 0.75, 0.5)
     by_default = mask("recorded")
-    assert np.array_equal(by_default, mask("explicit", scales=scales, shrink_above=1.0))
+    assert np.array_equal(by_default, mask("explicit", scales=scales, shrink_above=1.0, shrink_found_above=1.3))
     # Every lesion is over the 1-px limit, so every image is tried smaller, as the always-rule does.
     assert np.array_equal(by_default, mask("always", scales=scales))
     assert not np.array_equal(by_default, mask("off", scales=(1.0,)))  # a smaller size won, or this shows nothing
@@ -365,4 +420,7 @@ def test_the_commands_refuse_a_size_aware_rule_without_scales(tmp_path, capsys):
     ):
         assert main(command + ["--shrink-above", "1"]) == 2
         assert "--shrink-above is a rule of --scales" in capsys.readouterr().err
+    # The second trigger is a trigger of that rule: refused without --shrink-above.
+    assert main(args + ["--scales", "1", "0.75", "--shrink-found-above", "1.3"]) == 2
+    assert "--shrink-found-above is a trigger of the size-aware rule" in capsys.readouterr().err
     assert main(args + ["--scales", "1", "0.75", "--shrink-above", "1"]) == 0

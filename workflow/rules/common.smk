@@ -143,14 +143,20 @@ PAIRED_TABLES = {
 }
 FOLDS = [str(f) for f in range(config["split"]["folds"])]
 POSTPROCESS = config["predict"]["postprocess"]  # validation: chosen per run and fold (rule choose_postprocess)
-# Test-time scale selection (predict.scales, with its size-aware rule predict.shrink_above;
+# Test-time scale selection (predict.scales, with its size-aware rule predict.shrink_above and the rule's
+# second trigger predict.shrink_found_above;
 # sonoseg.serving.infer.scale_adaptive), for every prediction with a model and the post-processing choice
 # on validation alike; nothing when off.
 SCALES_ARG = ""
+if config["predict"]["shrink_found_above"] is not None and config["predict"]["shrink_above"] is None:
+    raise ValueError(
+        "config predict.shrink_found_above: a trigger of the size-aware rule; set predict.shrink_above too"
+    )
 if [float(f) for f in config["predict"]["scales"]] != [1.0]:
     SCALES_ARG = " --scales " + " ".join(str(float(f)) for f in config["predict"]["scales"])
-    if config["predict"]["shrink_above"] is not None:
-        SCALES_ARG += f" --shrink-above {float(config['predict']['shrink_above'])}"
+    for key in ("shrink_above", "shrink_found_above"):
+        if config["predict"][key] is not None:
+            SCALES_ARG += f" --{key.replace('_', '-')} {float(config['predict'][key])}"
 CLAIMS = config["claims"]  # the questions the study answers, written before its primary run
 
 

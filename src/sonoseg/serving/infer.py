@@ -142,6 +142,7 @@ def predict(
     predictor: Predictor | None = None,
     scales: tuple[float, ...] = (1.0,),
     shrink_above: float | None = None,
+    shrink_found_above: float | None = None,
 ) -> int:
     """Write <outdir>/<sample_id>.png (0/255) at each sample's original size.
 
@@ -156,7 +157,8 @@ def predict(
     chooses its own size, three passes a size). ``predictor``: the models
     already loaded (model_predictor's), when one process predicts several test sets with them.
     ``scales``: test-time scale selection (scale_adaptive), applied to the plain and the flip-averaged
-    probability alike; ``shrink_above``: its size-aware rule (area_limit)."""
+    probability alike; ``shrink_above``: its size-aware rule (area_limit), ``shrink_found_above`` the
+    rule's second trigger (scale_adaptive's found_above)."""
     predictor = predictor or model_predictor(model_path, device)
     model_path = model_label(model_path)
     arrays = load_cache(data_path)
@@ -174,8 +176,8 @@ def predict(
         raise SonosegError(f"{data_path}: samples {missing[:5]} are not in the manifest")
 
     limit = area_limit(predictor, scales, shrink_above, model_path)
-    plain_run = scale_adaptive(predictor.run, scales, model_path, limit)
-    averaged_run = scale_adaptive(flip_averaged(predictor.run), scales, model_path, limit)
+    plain_run = scale_adaptive(predictor.run, scales, model_path, limit, shrink_found_above)
+    averaged_run = scale_adaptive(flip_averaged(predictor.run), scales, model_path, limit, shrink_found_above)
 
     def plain_and_averaged(batch: np.ndarray) -> list[np.ndarray]:
         """The probabilities each output folder gets: plain (or averaged, with tta), then averaged."""
@@ -326,7 +328,11 @@ _REFUSED_SIZES: dict[str, set[int]] = {}
 
 
 def scale_adaptive(
-    run: RunBatch, factors: tuple[float, ...], label: str = "the model", area_limit: float | None = None
+    run: RunBatch,
+    factors: tuple[float, ...],
+    label: str = "the model",
+    area_limit: float | None = None,
+    found_above: float | None = None,
 ) -> RunBatch:
     """Test-time scale selection (docs/method.md, "Scale chosen per image"): each image is also
     predicted shrunk to ``factor`` x its input size (area resizing), for every factor below 1, and the
@@ -341,21 +347,32 @@ def scale_adaptive(
     size included); every other image keeps the input size, as a lesion of the scale the network
     learned needs no shrinking.
 
+    ``found_above`` (a factor, at least 1; with ``area_limit`` only): the rule's second trigger. Every
+    image is then tried smaller, and one whose lesion at the input size is not over the limit still
+    keeps its most confident size when the lesion found there, measured at the input size, is larger
+    than ``found_above`` x the limit: a network that finds only part of a lesion larger than any it
+    learned finds it whole once shrunk, while a lesion of the training scale, a little over the limit at
+    a smaller size, is left at the input size.
+
     A size the network cannot take (its downsampling needs a multiple of 16 or 32) is left out for that
     network, with one warning; factors of 1 or more, and factors that round to a size already tried,
     add nothing."""
     if any(not f > 0 for f in factors):
         raise SonosegError(f"predict.scales: factors must be > 0, got {list(factors)}")
+    if found_above is not None and not found_above >= 1:
+        raise SonosegError(f"{label}: shrink_found_above must be a factor of at least 1, got {found_above}")
+    found_limit = None if area_limit is None or found_above is None else area_limit * found_above
     smaller = sorted({f for f in factors if f < 1}, reverse=True)
     refused = _REFUSED_SIZES.setdefault(label, set())
 
     def scaled(batch: np.ndarray) -> np.ndarray:
         size = batch.shape[-1]
         at_input = run(batch)
-        if area_limit is None:
+        over_limit = None if area_limit is None else (at_input > LESION_THRESHOLD).sum(axis=(1, 2)) > area_limit
+        if over_limit is None or found_limit is not None:
             shrunk = np.arange(len(batch))
         else:  # only the images whose lesion is larger than the limit are tried smaller
-            shrunk = np.flatnonzero((at_input > LESION_THRESHOLD).sum(axis=(1, 2)) > area_limit)
+            shrunk = np.flatnonzero(over_limit)
             if not len(shrunk):
                 return at_input
         best = at_input[shrunk]
@@ -381,6 +398,9 @@ def scale_adaptive(
             better = confidence > best_confidence
             best = np.where(better[:, None, None], back, best)
             best_confidence = np.where(better, confidence, best_confidence)
+        if found_limit is not None:  # the second trigger: the lesion found at the kept size is far over the limit
+            found_large = (best > LESION_THRESHOLD).sum(axis=(1, 2)) > found_limit
+            best = np.where((over_limit[shrunk] | found_large)[:, None, None], best, at_input[shrunk])
         chosen = at_input.copy()
         chosen[shrunk] = best
         return chosen
@@ -428,6 +448,7 @@ def segment_images(
     postprocess: str = "recorded",
     scales: tuple[float, ...] | None = None,
     shrink_above: float | None = None,
+    shrink_found_above: float | None = None,
 ) -> SegmentResult:
     """Segment new images with a trained model: <outdir>/<image stem>_mask.png at each image's size.
 
@@ -438,7 +459,8 @@ def segment_images(
     in ultrasound and never flipped. ``postprocess``: keep_one, none, or ``recorded``: the choice made on
     validation data and recorded beside a study's models (fold<k>/postprocess.json), else keep_one.
     ``scales``: test-time scale selection (scale_adaptive), after the flip averaging, with
-    ``shrink_above`` its size-aware rule (area_limit); None: the scales and rule recorded with a study's
+    ``shrink_above`` its size-aware rule (area_limit) and ``shrink_found_above`` the rule's second trigger
+    (scale_adaptive's found_above); None: the scales and rule recorded with a study's
     models (the ones the study predicted them with), else the input size alone.
 
     backend "torch" reads a model.pt; "onnxruntime" reads a model.onnx with its sidecar (or exports a
@@ -459,7 +481,9 @@ def segment_images(
 
     members = ensemble_members(model_path)
     if scales is None:
-        scales, shrink_above = recorded_scales(members) if members[0].suffix != ".onnx" else ((1.0,), None)
+        scales, shrink_above, shrink_found_above = (
+            recorded_scales(members) if members[0].suffix != ".onnx" else ((1.0,), None, None)
+        )
         if backend != "torch" and shrinks(scales):
             log.warning(
                 "%s: the study predicted these models with scales %s; an exported model has a fixed input "
@@ -472,7 +496,7 @@ def segment_images(
     if tta:
         predictor.run = flip_averaged(predictor.run)
     limit = area_limit(predictor, scales, shrink_above, str(model_path))
-    predictor.run = scale_adaptive(predictor.run, tuple(scales), str(model_path), limit)
+    predictor.run = scale_adaptive(predictor.run, tuple(scales), str(model_path), limit, shrink_found_above)
     if postprocess == "recorded" and members[0].suffix == ".onnx":  # an exported model: its sidecar's
         from sonoseg.serving import export
 
@@ -487,6 +511,11 @@ def segment_images(
         "; horizontal-flip test-time augmentation" if tta else "",
         f"; scale chosen per image among {sorted({f for f in scales if f < 1} | {1.0}, reverse=True)}"
         + ("" if limit is None else f", tried smaller only when its lesion is over {limit:.0f} input pixels")
+        + (
+            ""
+            if limit is None or shrink_found_above is None
+            else f" or found over {shrink_found_above:g} x that smaller"
+        )
         if shrinks(scales)
         else "",
         postprocess,

@@ -218,27 +218,32 @@ def recorded_postprocess(members: list[Path]) -> str:
     return chosen_postprocess(found) if found else "keep_one"
 
 
-def recorded_scales(members: list[Path]) -> tuple[tuple[float, ...], float | None]:
-    """For models of a study's run folder, the test-time scale selection (predict.scales and
-    predict.shrink_above) their post-processing choice was made with, recorded beside them
-    (fold<k>/postprocess.json): the selection the study predicted them with. ((1.0,), None), the input
-    size alone, for model files without one or a choice made before scales were recorded; folds that
-    disagree are named."""
+def recorded_scales(members: list[Path]) -> tuple[tuple[float, ...], float | None, float | None]:
+    """For models of a study's run folder, the test-time scale selection (predict.scales,
+    predict.shrink_above and predict.shrink_found_above) their post-processing choice was made with,
+    recorded beside them (fold<k>/postprocess.json): the selection the study predicted them with.
+    ((1.0,), None, None), the input size alone, for model files without one or a choice made before
+    scales were recorded (a choice from before the second trigger was recorded: None, as it predicted);
+    folds that disagree are named."""
     recorded = {}
     for path in _choice_files(members):
         if path.is_file():
             try:
                 choice = json.loads(path.read_text())
                 scales = tuple(float(f) for f in choice.get("scales", [1.0]))
-                shrink_above = None if choice.get("shrink_above") is None else float(choice["shrink_above"])
+                shrink_above, found_above = (
+                    None if choice.get(key) is None else float(choice[key])
+                    for key in ("shrink_above", "shrink_found_above")
+                )
             except (OSError, ValueError, TypeError, AttributeError) as exc:
                 raise SonosegError(f"{path}: not a post-processing choice ({exc!r})") from None
-            recorded[path] = (scales, shrink_above)
+            recorded[path] = (scales, shrink_above, found_above)
     if len(set(recorded.values())) > 1:
         first, *others = recorded
         other = next(path for path in others if recorded[path] != recorded[first])
         raise SonosegError(
-            f"{other}: scales {list(recorded[other][0])} (shrink_above {recorded[other][1]}) differ from "
-            f"{first}'s {list(recorded[first][0])} (shrink_above {recorded[first][1]})"
+            f"{other}: scales {list(recorded[other][0])} (shrink_above {recorded[other][1]}, shrink_found_above "
+            f"{recorded[other][2]}) differ from {first}'s {list(recorded[first][0])} (shrink_above "
+            f"{recorded[first][1]}, shrink_found_above {recorded[first][2]})"
         )
-    return next(iter(recorded.values()), ((1.0,), None))
+    return next(iter(recorded.values()), ((1.0,), None, None))

@@ -22,6 +22,10 @@ SHRINK_ABOVE_HELP = (
     "with --scales, the size-aware rule: try an image smaller only when its lesion at the input size is larger "
     "than this quantile (0-1] of the training lesions' areas the model file records (1: larger than every one)"
 )
+SHRINK_FOUND_ABOVE_HELP = (
+    "with --shrink-above, its second trigger: try every image smaller, and keep a smaller size also when the "
+    "lesion found there, at the input size, is larger than this factor (>= 1) x the --shrink-above limit"
+)
 
 
 def shrinks(factors) -> bool:

@@ -12,7 +12,14 @@ import sys
 from sonoseg.data.options import CACHE_MARKS, INTERPOLATIONS, MARKS, PARTS
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
-from sonoseg.serving.options import BACKENDS, COMPONENT_RULES, POSTPROCESSES, SCALES_HELP, SHRINK_ABOVE_HELP
+from sonoseg.serving.options import (
+    BACKENDS,
+    COMPONENT_RULES,
+    POSTPROCESSES,
+    SCALES_HELP,
+    SHRINK_ABOVE_HELP,
+    SHRINK_FOUND_ABOVE_HELP,
+)
 from sonoseg.study import commands
 
 
@@ -166,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", nargs="+", type=float, default=[1.0], help=SCALES_HELP + " (predict.scales)")
     p.add_argument("--shrink-above", type=float, default=None, help=SHRINK_ABOVE_HELP + " (predict.shrink_above)")
     p.add_argument(
+        "--shrink-found-above", type=float, default=None, help=SHRINK_FOUND_ABOVE_HELP + " (predict.shrink_found_above)"
+    )
+    p.add_argument(
         "--fold", nargs="*", type=int, default=[], help="the cross-validation fold whose test part to segment (0)"
     )
     p.add_argument("--manifest", nargs="+", required=True)
@@ -205,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--scales", nargs="+", type=float, default=[1.0], help=SCALES_HELP + " (predict.scales)")
     p.add_argument("--shrink-above", type=float, default=None, help=SHRINK_ABOVE_HELP + " (predict.shrink_above)")
+    p.add_argument(
+        "--shrink-found-above", type=float, default=None, help=SHRINK_FOUND_ABOVE_HELP + " (predict.shrink_found_above)"
+    )
     p.add_argument("--out", required=True, help="postprocess.json")
     p.set_defaults(func=commands.cmd_choose_postprocess)
 
@@ -230,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help=SHRINK_ABOVE_HELP + "; with --scales only (without, the study's recorded rule applies)",
+    )
+    p.add_argument(
+        "--shrink-found-above",
+        type=float,
+        default=None,
+        help=SHRINK_FOUND_ABOVE_HELP + "; with --scales only (without, the study's recorded rule applies)",
     )
     p.add_argument("--outdir", required=True)
     p.add_argument("--component-rule", default="area")

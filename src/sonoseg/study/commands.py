@@ -240,9 +240,12 @@ def test_sets(args) -> list[SimpleNamespace]:
 
 def _refuse_shrink_above_alone(args) -> None:
     """--shrink-above decides which images --scales tries smaller: without scales below 1 it would do
-    nothing, silently (and segment would apply the recorded ones instead)."""
+    nothing, silently (and segment would apply the recorded ones instead); --shrink-found-above is a
+    trigger of that rule, nothing without it."""
     if args.shrink_above is not None and not shrinks(args.scales or ()):
         raise SonosegError("--shrink-above is a rule of --scales: give scales below 1 with it")
+    if args.shrink_found_above is not None and args.shrink_above is None:
+        raise SonosegError("--shrink-found-above is a trigger of the size-aware rule: give --shrink-above with it")
 
 
 def cmd_predict(args) -> None:
@@ -293,6 +296,7 @@ def cmd_predict(args) -> None:
                 predictor=predictor,
                 scales=tuple(args.scales),
                 shrink_above=args.shrink_above,
+                shrink_found_above=args.shrink_found_above,
             )
         log.info(
             "wrote %d predictions to %s", count, test.outdir + (f" and {test.tta_outdir}" if test.tta_outdir else "")
@@ -332,12 +336,14 @@ def cmd_choose_postprocess(args) -> None:
         args.device,
         scales=tuple(args.scales),
         shrink_above=args.shrink_above,
+        shrink_found_above=args.shrink_found_above,
     )
     choice = postprocess.choose(table)
     # The scale selection its probabilities were made with: what a later `segment` of these models applies
     # unless told otherwise (sonoseg.serving.modelio.recorded_scales).
     choice["scales"] = [float(f) for f in args.scales]
     choice["shrink_above"] = args.shrink_above
+    choice["shrink_found_above"] = args.shrink_found_above
     postprocess.write_choice(choice, args.out)
     log.info("post-processing %s (validation Dice %s)", choice["chosen"], choice["validation_dice"])
 
@@ -361,6 +367,7 @@ def cmd_segment(args) -> None:
         postprocess=args.postprocess,
         scales=tuple(args.scales) if args.scales else None,
         shrink_above=args.shrink_above,
+        shrink_found_above=args.shrink_found_above,
     )
     log.info("wrote %d masks to %s (%s)", len(result.written), args.outdir, args.backend)
     if result.failed:

@@ -33,10 +33,12 @@ def validation_dice(
     device: str = "auto",
     scales: tuple[float, ...] = (1.0,),
     shrink_above: float | None = None,
+    shrink_found_above: float | None = None,
 ) -> pd.DataFrame:
     """One row per model x validation image: the Dice of every post-processing at the image's original
     size (its mask as the manifest gives it), the probabilities made as the test's are (``scales``:
-    sonoseg.serving.infer.scale_adaptive, ``shrink_above`` its size-aware rule)."""
+    sonoseg.serving.infer.scale_adaptive, ``shrink_above`` its size-aware rule, ``shrink_found_above`` the
+    rule's second trigger)."""
     arrays = load_cache(val_cache)
     ids = [str(s) for s in arrays["sample_ids"]]
     by_id = samples.set_index("sample_id")
@@ -50,7 +52,7 @@ def validation_dice(
         predictor = infer.torch_predictor(model, device)
         infer.check_cache(arrays, val_cache, predictor, model)  # prepared as its training data, as predict checks
         limit = infer.area_limit(predictor, scales, shrink_above, str(model))
-        run = infer.scale_adaptive(predictor.run, scales, str(model), limit)
+        run = infer.scale_adaptive(predictor.run, scales, str(model), limit, shrink_found_above)
         probabilities = np.concatenate([batch for _, batch in infer.in_batches(run, images)])
         for sample_id, probability in zip(ids, probabilities):
             truth = truths[sample_id]

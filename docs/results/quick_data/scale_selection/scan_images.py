@@ -28,11 +28,11 @@ def development_sets(results: Path) -> dict:
     }
 
 
-def scanned_images(results: Path, factors: tuple[float, ...]):
+def scanned_images(results: Path, factors: tuple[float, ...], seed: int = 0):
     """One dict per (set, network, image with a lesion): set, network, patient, truth (the mask at its
     original size), postprocess (the run's choice), probs (factor -> probability at the input size),
     conf (factor -> the lesion confidence at that size), area (factor -> lesion pixels at the input size).
-    ``factors`` must include 1.0."""
+    ``factors`` must include 1.0; ``seed``: which of each network's trainings."""
     torch.set_num_threads(2)
     for name, (cache, manifest, split_csv, part) in development_sets(results).items():
         arrays = load_cache(cache)
@@ -41,7 +41,7 @@ def scanned_images(results: Path, factors: tuple[float, ...]):
         size = x.shape[-1]
         for net in FAMILY:
             postprocess = json.loads((results / f"runs/{net}/fold0/postprocess.json").read_text())["chosen"]
-            run = infer.torch_predictor(results / f"runs/{net}/fold0/seed0/model.pt", "cpu").run
+            run = infer.torch_predictor(results / f"runs/{net}/fold0/seed{seed}/model.pt", "cpu").run
             probs, conf = {}, {}
             for f in factors:
                 side = round(size * f)
@@ -54,7 +54,7 @@ def scanned_images(results: Path, factors: tuple[float, ...]):
                 truth = read_mask(samples.loc[sid, "mask"]).pixels
                 if truth.any():
                     yield {
-                        "set": name, "network": net, "patient": samples.loc[sid, "patient"], "truth": truth,
+                        "set": name, "network": net, "seed": seed, "sample_id": sid, "patient": samples.loc[sid, "patient"], "truth": truth,
                         "postprocess": postprocess, "probs": {f: p[i] for f, p in probs.items()},
                         "conf": {f: c[i] for f, c in conf.items()}, "area": {f: a[i] for f, a in area.items()},
                     }
