@@ -196,6 +196,10 @@ def test_segment_applies_the_scales_recorded_with_a_studys_models(tmp_path):
         r"from .*fold0",
     ):
         modelio.recorded_scales(members)
+    # A second trigger recorded without the rule it belongs to is refused by name.
+    (run / "fold1" / "postprocess.json").write_text(json.dumps({**choice, "shrink_found_above": 1.3}))
+    with pytest.raises(SonosegError, match=r"fold1/postprocess.json: records shrink_found_above 1.3 without"):
+        modelio.recorded_scales(members)
 
 
 def sized_disc(level_by_size: dict[int, float]):
@@ -287,12 +291,21 @@ def test_the_second_trigger_keeps_a_smaller_size_that_finds_a_lesion_far_over_th
     ).sum() < 400
     np.testing.assert_allclose(out[0], expected_0, atol=1e-6)
     np.testing.assert_array_equal(out[1], at_input[1])
+    # An image over the limit at the input size keeps its most confident size with the trigger on, as without.
+    over = batch.copy()
+    over[1, 0] = 0.4  # ~515 px at 32 px
+    network.asked.clear()
+    both = infer.scale_adaptive(network, (1.0, 0.75, 0.5), area_limit=200, found_above=2.0)(over)
+    np.testing.assert_array_equal(both[1], infer.scale_adaptive(network, (1.0, 0.75, 0.5), area_limit=200)(over)[1])
+    assert not np.array_equal(both[1], network(over)[1])  # a smaller size, not the input size
     # Without the limit there is no trigger to add: every image keeps its most confident size, as before.
     np.testing.assert_array_equal(
         infer.scale_adaptive(network, (1.0, 0.75, 0.5), found_above=2.0)(batch),
         infer.scale_adaptive(network, (1.0, 0.75, 0.5))(batch),
     )
-    with pytest.raises(SonosegError, match=r"shrink_found_above must be a factor of at least 1, got 0.5"):
+    with pytest.raises(
+        SonosegError, match=r"shrink_found_above \(--shrink-found-above\) must be a factor of at least 1, got 0.5"
+    ):
         infer.scale_adaptive(network, (1.0, 0.75), area_limit=200, found_above=0.5)
 
 

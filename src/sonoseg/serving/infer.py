@@ -313,6 +313,11 @@ def flip_averaged(run: RunBatch) -> RunBatch:
     return lambda batch: flip_mean(run, batch, run(batch))
 
 
+def predicted_lesion_pixels(probabilities: np.ndarray) -> np.ndarray:
+    """Per image of a (N, S, S) batch: how many pixels it calls lesion (> 0.5)."""
+    return (probabilities > LESION_THRESHOLD).sum(axis=(1, 2))
+
+
 def lesion_confidence(probabilities: np.ndarray) -> np.ndarray:
     """Per image of a (N, S, S) batch: the mean probability over the pixels it calls lesion (> 0.5);
     0 for an image with none."""
@@ -342,10 +347,10 @@ def scale_adaptive(
     larger than the training set's.
 
     ``area_limit`` (input pixels; area_limit() makes it from the training lesions a model file records):
-    the size-aware rule. Only an image whose lesion predicted at the input size (its pixels above 0.5)
-    is larger than the limit is tried smaller (and keeps the most confident of all its sizes, the input
-    size included); every other image keeps the input size, as a lesion of the scale the network
-    learned needs no shrinking.
+    the size-aware rule. Without ``found_above``, only an image whose lesion predicted at the input size
+    (its pixels above 0.5) is larger than the limit is tried smaller (and keeps the most confident of all
+    its sizes, the input size included); every other image keeps the input size, as a lesion of the
+    scale the network learned needs no shrinking.
 
     ``found_above`` (a factor, at least 1; with ``area_limit`` only): the rule's second trigger. Every
     image is then tried smaller, and one whose lesion at the input size is not over the limit still
@@ -360,7 +365,9 @@ def scale_adaptive(
     if any(not f > 0 for f in factors):
         raise SonosegError(f"predict.scales: factors must be > 0, got {list(factors)}")
     if found_above is not None and not found_above >= 1:
-        raise SonosegError(f"{label}: shrink_found_above must be a factor of at least 1, got {found_above}")
+        raise SonosegError(
+            f"{label}: shrink_found_above (--shrink-found-above) must be a factor of at least 1, got {found_above}"
+        )
     found_limit = None if area_limit is None or found_above is None else area_limit * found_above
     smaller = sorted({f for f in factors if f < 1}, reverse=True)
     refused = _REFUSED_SIZES.setdefault(label, set())
@@ -368,7 +375,7 @@ def scale_adaptive(
     def scaled(batch: np.ndarray) -> np.ndarray:
         size = batch.shape[-1]
         at_input = run(batch)
-        over_limit = None if area_limit is None else (at_input > LESION_THRESHOLD).sum(axis=(1, 2)) > area_limit
+        over_limit = None if area_limit is None else predicted_lesion_pixels(at_input) > area_limit
         if over_limit is None or found_limit is not None:
             shrunk = np.arange(len(batch))
         else:  # only the images whose lesion is larger than the limit are tried smaller
@@ -399,7 +406,7 @@ def scale_adaptive(
             best = np.where(better[:, None, None], back, best)
             best_confidence = np.where(better, confidence, best_confidence)
         if found_limit is not None:  # the second trigger: the lesion found at the kept size is far over the limit
-            found_large = (best > LESION_THRESHOLD).sum(axis=(1, 2)) > found_limit
+            found_large = predicted_lesion_pixels(best) > found_limit
             best = np.where((over_limit[shrunk] | found_large)[:, None, None], best, at_input[shrunk])
         chosen = at_input.copy()
         chosen[shrunk] = best
@@ -510,11 +517,11 @@ def segment_images(
         "" if len(members) == 1 else f" ({', '.join(str(m.relative_to(model_path)) for m in members)})",
         "; horizontal-flip test-time augmentation" if tta else "",
         f"; scale chosen per image among {sorted({f for f in scales if f < 1} | {1.0}, reverse=True)}"
-        + ("" if limit is None else f", tried smaller only when its lesion is over {limit:.0f} input pixels")
+        + ("" if limit is None else f", kept smaller only when its lesion is over {limit:.0f} input pixels")
         + (
             ""
             if limit is None or shrink_found_above is None
-            else f" or found over {shrink_found_above:g} x that smaller"
+            else f" or found over {shrink_found_above * limit:.0f} at the smaller size"
         )
         if shrinks(scales)
         else "",

@@ -237,6 +237,10 @@ def recorded_scales(members: list[Path]) -> tuple[tuple[float, ...], float | Non
                 )
             except (OSError, ValueError, TypeError, AttributeError) as exc:
                 raise SonosegError(f"{path}: not a post-processing choice ({exc!r})") from None
+            if found_above is not None and shrink_above is None:
+                raise SonosegError(
+                    f"{path}: records shrink_found_above {found_above} without the shrink_above it is a trigger of"
+                )
             recorded[path] = (scales, shrink_above, found_above)
     if len(set(recorded.values())) > 1:
         first, *others = recorded

@@ -238,7 +238,7 @@ def test_sets(args) -> list[SimpleNamespace]:
     return [SimpleNamespace(**{name: given[name][i] for name in PER_TEST_SET}) for i in range(count)]
 
 
-def _refuse_shrink_above_alone(args) -> None:
+def _refuse_scale_rules_without_their_base(args) -> None:
     """--shrink-above decides which images --scales tries smaller: without scales below 1 it would do
     nothing, silently (and segment would apply the recorded ones instead); --shrink-found-above is a
     trigger of that rule, nothing without it."""
@@ -251,7 +251,7 @@ def _refuse_shrink_above_alone(args) -> None:
 def cmd_predict(args) -> None:
     from sonoseg.data import split
 
-    _refuse_shrink_above_alone(args)
+    _refuse_scale_rules_without_their_base(args)
 
     sets = test_sets(args)
     for test in sets:  # every set's test part read (and checked) before waiting for a GPU slot
@@ -325,7 +325,7 @@ def cmd_choose_postprocess(args) -> None:
     from sonoseg.data import split
     from sonoseg.training import postprocess
 
-    _refuse_shrink_above_alone(args)
+    _refuse_scale_rules_without_their_base(args)
 
     samples = split.samples_of_part(args.manifest, args.split, "val", args.fold)
     table = postprocess.validation_dice(
@@ -349,7 +349,7 @@ def cmd_choose_postprocess(args) -> None:
 
 
 def cmd_segment(args) -> None:
-    _refuse_shrink_above_alone(args)
+    _refuse_scale_rules_without_their_base(args)
     slot = _gpu_slot(args.device) if args.backend == "torch" else None  # noqa: F841
     from sonoseg.serving import infer
 
