@@ -403,6 +403,41 @@ def test_segment_applies_the_recorded_size_aware_rule_and_the_choice_records_it(
     assert not np.array_equal(by_default, mask("off", scales=(1.0,)))  # a smaller size won, or this shows nothing
 
 
+def test_the_flip_twin_shares_the_plain_passes_and_gives_the_masks_each_variant_gives_alone(tmp_path):
+    """predict with its flip-averaged twin and the second trigger (every image at every size): each
+    size's plain pass is made once for both variants (3 sizes: 6 passes, not 9), and the masks equal
+    those of the plain and the flip-averaged predictions made apart."""
+    from sonoseg.data import preprocess
+
+    samples = write_samples(tmp_path, 3)
+    cache = tmp_path / "keep.npz"
+    preprocess.build_cache(samples, 64, cache, "bilinear", "keep")
+    model = write_model(tmp_path / "a.pt", "unet", seed=0, lesion_areas=[1] * 5)
+    predictor = infer.torch_predictor(model, "cpu")
+    network, calls = predictor.run, []
+
+    def counted(batch):
+        calls.append(batch.shape[-1])
+        return network(batch)
+
+    predictor.run = counted
+    rule = {"scales": (1.0, 0.75, 0.5), "shrink_above": 1.0, "shrink_found_above": 1.3, "postprocess": "none"}
+
+    def predict(name, **options):
+        calls.clear()
+        infer.predict(model, cache, samples, tmp_path / name, device="cpu", predictor=predictor, **rule, **options)
+        return sorted(calls)
+
+    assert predict("one", tta_outdir=tmp_path / "twin") == [32, 32, 48, 48, 64, 64]
+    assert predict("plain") == [32, 48, 64] and predict("tta", tta=True) == [32, 32, 48, 48, 64, 64]
+
+    def masks(name):
+        return [cv2.imread(str(tmp_path / name / f"{n}.png"), cv2.IMREAD_GRAYSCALE) for n in range(3)]
+
+    assert all(np.array_equal(x, y) for x, y in zip(masks("one"), masks("plain")))
+    assert all(np.array_equal(x, y) for x, y in zip(masks("twin"), masks("tta")))
+
+
 def test_the_commands_refuse_a_size_aware_rule_without_scales(tmp_path, capsys):
     from sonoseg.study.cli import main
 

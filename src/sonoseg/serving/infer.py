@@ -3,6 +3,7 @@ size, resized bilinearly to the original size, thresholded at 0.5, one lesion ke
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from collections.abc import Callable
@@ -176,8 +177,11 @@ def predict(
         raise SonosegError(f"{data_path}: samples {missing[:5]} are not in the manifest")
 
     limit = area_limit(predictor, scales, shrink_above, model_path)
-    plain_run = scale_adaptive(predictor.run, scales, model_path, limit, shrink_found_above)
-    averaged_run = scale_adaptive(flip_averaged(predictor.run), scales, model_path, limit, shrink_found_above)
+    # With the flip-averaged twin each variant chooses its own scale, and both ask for the plain pass of
+    # the images they try at a size (half of the average): made once per batch, not twice.
+    run = passes_made_once(predictor.run) if tta_outdir else predictor.run
+    plain_run = scale_adaptive(run, scales, model_path, limit, shrink_found_above)
+    averaged_run = scale_adaptive(flip_averaged(run), scales, model_path, limit, shrink_found_above)
 
     def plain_and_averaged(batch: np.ndarray) -> list[np.ndarray]:
         """The probabilities each output folder gets: plain (or averaged, with tta), then averaged."""
@@ -185,10 +189,8 @@ def predict(
             return [averaged_run(batch)]
         if not tta_outdir:
             return [plain_run(batch)]
-        if plain_run is not predictor.run:  # each variant chooses its own scale
-            return [plain_run(batch), averaged_run(batch)]
-        plain = predictor.run(batch)  # the plain probability is half of the average: two passes, not three
-        return [plain, flip_mean(predictor.run, batch, plain)]
+        run.forget()
+        return [plain_run(batch), averaged_run(batch)]
 
     for start, probabilities in in_batches(plain_and_averaged, images, batch_size):
         for folder, probability in zip(outdirs, probabilities):
@@ -305,6 +307,22 @@ def flip_mean(run: RunBatch, batch: np.ndarray, plain: np.ndarray) -> np.ndarray
     (along the width, the last axis)."""
     mirrored = run(np.ascontiguousarray(batch[..., ::-1]))[..., ::-1]
     return (plain + mirrored) / 2
+
+
+def passes_made_once(run: RunBatch) -> RunBatch:
+    """``run``, remembering each output until its ``forget()``: an input it has seen (the same shape and
+    bytes) is answered from memory, not run again. The plain and the flip-averaged variant of a batch ask
+    for the same plain passes."""
+    made: dict[tuple, np.ndarray] = {}
+
+    def once(batch: np.ndarray) -> np.ndarray:
+        key = (batch.shape, batch.dtype.str, hashlib.blake2b(np.ascontiguousarray(batch).tobytes()).digest())
+        if key not in made:
+            made[key] = run(batch)
+        return made[key]
+
+    once.forget = made.clear
+    return once
 
 
 def flip_averaged(run: RunBatch) -> RunBatch:
