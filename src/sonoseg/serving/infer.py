@@ -155,7 +155,7 @@ def predict(
     the mean of their probabilities before thresholding (ensemble). ``tta_outdir``: the flip-averaged
     masks written there as well, in the same pass (the plain probability is half of the average, so
     the pair costs two forward passes and one process, not three and two; with ``scales`` each variant
-    chooses its own size, three passes a size). ``predictor``: the models
+    chooses its own size, and a size both try costs them two passes: passes_made_once). ``predictor``: the models
     already loaded (model_predictor's), when one process predicts several test sets with them.
     ``scales``: test-time scale selection (scale_adaptive), applied to the plain and the flip-averaged
     probability alike; ``shrink_above``: its size-aware rule (area_limit), ``shrink_found_above`` the
