@@ -23,6 +23,30 @@ from sonoseg.serving.options import (
 from sonoseg.study import commands
 
 
+def add_scale_selection(p: argparse.ArgumentParser, recorded: bool = False) -> None:
+    """--scales and its size-aware rule (--shrink-above, --shrink-found-above), as predict,
+    choose-postprocess and segment take them. ``recorded`` (segment): left out, the rule recorded with a
+    study's models applies."""
+    p.add_argument(
+        "--scales",
+        nargs="+",
+        type=float,
+        default=None if recorded else [1.0],
+        help=SCALES_HELP
+        + (
+            "; default: the scales recorded with a study's models (the study's predict.scales), else off"
+            if recorded
+            else " (predict.scales)"
+        ),
+    )
+    for flag, help_text in (("--shrink-above", SHRINK_ABOVE_HELP), ("--shrink-found-above", SHRINK_FOUND_ABOVE_HELP)):
+        key = flag[2:].replace("-", "_")
+        suffix = (
+            "; with --scales only (without, the study's recorded rule applies)" if recorded else f" (predict.{key})"
+        )
+        p.add_argument(flag, type=float, default=None, help=help_text + suffix)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sonoseg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -170,11 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the one exception to matching marks: a model trained with marks kept, tested with them inpainted",
     )
     p.add_argument("--tta", action="store_true", help="horizontal-flip test-time augmentation (predict.tta)")
-    p.add_argument("--scales", nargs="+", type=float, default=[1.0], help=SCALES_HELP + " (predict.scales)")
-    p.add_argument("--shrink-above", type=float, default=None, help=SHRINK_ABOVE_HELP + " (predict.shrink_above)")
-    p.add_argument(
-        "--shrink-found-above", type=float, default=None, help=SHRINK_FOUND_ABOVE_HELP + " (predict.shrink_found_above)"
-    )
+    add_scale_selection(p)
     p.add_argument(
         "--fold", nargs="*", type=int, default=[], help="the cross-validation fold whose test part to segment (0)"
     )
@@ -213,11 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True)
     p.add_argument("--component-rule", default="area", choices=COMPONENT_RULES)
     p.add_argument("--device", default="auto")
-    p.add_argument("--scales", nargs="+", type=float, default=[1.0], help=SCALES_HELP + " (predict.scales)")
-    p.add_argument("--shrink-above", type=float, default=None, help=SHRINK_ABOVE_HELP + " (predict.shrink_above)")
-    p.add_argument(
-        "--shrink-found-above", type=float, default=None, help=SHRINK_FOUND_ABOVE_HELP + " (predict.shrink_found_above)"
-    )
+    add_scale_selection(p)
     p.add_argument("--out", required=True, help="postprocess.json")
     p.set_defaults(func=commands.cmd_choose_postprocess)
 
@@ -230,26 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(results/<study>/runs/<network>/): its folds' and seeds' models are averaged as an ensemble",
     )
     p.add_argument("--tta", action="store_true", help="average each model over the image and its horizontal mirror")
-    p.add_argument(
-        "--scales",
-        nargs="+",
-        type=float,
-        default=None,
-        help=SCALES_HELP
-        + "; default: the scales recorded with a study's models (the study's predict.scales), else off",
-    )
-    p.add_argument(
-        "--shrink-above",
-        type=float,
-        default=None,
-        help=SHRINK_ABOVE_HELP + "; with --scales only (without, the study's recorded rule applies)",
-    )
-    p.add_argument(
-        "--shrink-found-above",
-        type=float,
-        default=None,
-        help=SHRINK_FOUND_ABOVE_HELP + "; with --scales only (without, the study's recorded rule applies)",
-    )
+    add_scale_selection(p, recorded=True)
     p.add_argument("--outdir", required=True)
     p.add_argument("--component-rule", default="area")
     p.add_argument("--device", default="auto")
