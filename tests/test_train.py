@@ -1,5 +1,6 @@
 """Training: the recipe's parts, ladder steps, determinism, kill-and-resume, refused checkpoints."""
 
+import json
 import logging
 import os
 import pickle
@@ -297,10 +298,15 @@ def test_kill_and_resume_is_bit_identical_and_reruns_are_deterministic(caches, s
         assert torch.equal(tensor, weights(resumed / "model.pt")[key]), key
 
 
-def test_resuming_from_any_epochs_checkpoint_is_bit_identical(caches, tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize(
+    "ultrasound", [{}, {"ultrasound_augment": True, "ultrasound_clean_epochs": 2}], ids=["paper", "ultrasound"]
+)
+def test_resuming_from_any_epochs_checkpoint_is_bit_identical(caches, tmp_path, monkeypatch, caplog, ultrasound):
     """Every epoch's randomness comes from the checkpoint's generator states: a run resumed from the
     checkpoint of any earlier epoch - one that was the best so far (stored without a second copy of
-    the best weights) or one that was not (stored with them) - ends with the same weights and history."""
+    the best weights) or one that was not (stored with them) - ends with the same weights and history.
+    With the ultrasound augmentation its own stream is restored too, and a resumed run turns it off for
+    the same last epochs (here 4 and 5)."""
     epochs, improving = 5, {1, 2, 4}
     # Scripted validation losses fix which epochs improve; everything else is the real training.
     script = {1: 0.9, 2: 0.8, 3: 0.85, 4: 0.7, 5: 0.75}
@@ -320,7 +326,7 @@ def test_resuming_from_any_epochs_checkpoint_is_bit_identical(caches, tmp_path, 
         if resume_from:
             shutil.copy(snapshots / f"epoch{resume_from}.pt", out / "last.pt")
         calls["epoch"] = resume_from
-        recipe = Recipe(min_epochs=epochs, max_epochs=epochs, learning_rate=3e-3, batch_size=4)
+        recipe = Recipe(min_epochs=epochs, max_epochs=epochs, learning_rate=3e-3, batch_size=4, **ultrasound)
         fit(
             "lighter_unet_c1",
             3,
@@ -578,14 +584,60 @@ def test_deep_supervision_adds_egeunets_weighted_side_losses(tmp_path):
         final = float(loss_fn(logits, y))
         expected = final + sum(w * float(loss_fn(s, y)) for w, s in zip(model.SIDE_WEIGHTS, sides))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    got = train.train_epoch(model, split, recipe, loss_fn, optimizer, path, torch.Generator().manual_seed(0))
+    got = train.train_epoch(model, split, recipe, loss_fn, optimizer, path, train.TrainingDraws.seeded(0))
     assert got == pytest.approx(expected, rel=1e-5) and expected > final * 1.5  # five side terms, weights 0.1-0.5
     plain = Recipe(augment=False, batch_size=len(split), precision="fp32")
-    assert train.train_epoch(model, split, plain, loss_fn, optimizer, path, torch.Generator()) == pytest.approx(
-        final, rel=1e-5
-    )
+    draws = train.TrainingDraws.seeded(0)
+    assert train.train_epoch(model, split, plain, loss_fn, optimizer, path, draws) == pytest.approx(final, rel=1e-5)
     with pytest.raises(SonosegError, match="'unet' has no side outputs"):
         fit("unet", 0, (train_npz, val_npz), recipe, tmp_path / "u.pt", tmp_path / "u.csv", device="cpu", threads=1)
+
+
+def test_the_ultrasound_changes_draw_from_a_stream_of_their_own(small_caches, tmp_path, monkeypatch):
+    """A training with the ultrasound augmentation sees the batches, in the order and warped as, the same
+    seed's training without it: with its changes made the identity the two are the same training, bit for
+    bit, over several epochs (drawn from the batch order's generator, the changes shifted every later
+    epoch's order). Its clean epochs (the last ultrasound_clean_epochs before the cap) have no changes."""
+    epochs = 4
+    paper = Recipe(min_epochs=epochs, max_epochs=epochs, batch_size=4, precision="fp32")
+    with_changes = paper.with_changes({"ultrasound_augment": True, "ultrasound_clean_epochs": 1})
+    fit("lighter_unet_c1", 0, small_caches, paper, tmp_path / "paper.pt", tmp_path / "paper.csv", device="cpu")
+    changed_epochs = []
+    real_epoch = train.train_epoch
+
+    def counted(*args, **kwargs):
+        changed_epochs.append(args[-1])  # train passes the epoch's ultrasound flag last
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", counted)
+    monkeypatch.setattr(train, "apply_ultrasound", lambda images, *_: images)
+    fit("lighter_unet_c1", 0, small_caches, with_changes, tmp_path / "us.pt", tmp_path / "us.csv", device="cpu")
+    assert changed_epochs == [True, True, True, False]
+    assert history(tmp_path / "paper.csv").equals(history(tmp_path / "us.csv"))
+    assert all(torch.equal(t, weights(tmp_path / "us.pt")[k]) for k, t in weights(tmp_path / "paper.pt").items())
+
+
+def test_clean_epochs_are_counted_back_from_the_cap_and_checked():
+    recipe = Recipe(ultrasound_augment=True, min_epochs=10, max_epochs=30, ultrasound_clean_epochs=6)
+    assert [train.ultrasound_on(recipe, e) for e in (1, 24, 25, 30)] == [True, True, False, False]
+    assert not train.ultrasound_on(recipe.with_changes({"ultrasound_augment": False}), 1)
+    assert all(train.ultrasound_on(recipe.with_changes({"ultrasound_clean_epochs": 0}), e) for e in (1, 30))
+    with pytest.raises(SonosegError, match="ultrasound_clean_epochs: need 0 <= it < max_epochs \\(30\\)"):
+        recipe.with_changes({"ultrasound_clean_epochs": 30})
+    # Without the augmentation the setting does nothing: a short ladder step under a larger value is fine.
+    assert Recipe(min_epochs=5, max_epochs=8, ultrasound_clean_epochs=10).max_epochs == 8
+
+
+def test_clean_epochs_leave_recipes_without_the_augmentation_and_earlier_ones_unchanged():
+    """The paper's augmentation: the setting is not in the recipe (nor so in its runs' fingerprints). A
+    recipe with the ultrasound augmentation written before the setting existed trained without clean
+    epochs, and reads back so."""
+    assert "ultrasound_clean_epochs" not in Recipe().to_json()
+    assert Recipe.from_json(Recipe().to_json()) == Recipe()
+    on = Recipe(ultrasound_augment=True)
+    assert '"ultrasound_clean_epochs": 6' in on.to_json() and Recipe.from_json(on.to_json()) == on
+    earlier = {k: v for k, v in on.as_dict().items() if k != "ultrasound_clean_epochs"}
+    assert Recipe.from_json(json.dumps(earlier)).ultrasound_clean_epochs == 0
 
 
 def test_a_setting_added_later_leaves_earlier_recipes_unchanged():

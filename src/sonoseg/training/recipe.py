@@ -18,7 +18,12 @@ from sonoseg.training.selection import SELECTABLE, read_selection
 AUTO_SETTINGS = (*SELECTABLE, "ultrasound_augment")
 
 # Settings added after runs were first made, with the value every earlier run trained under.
-ADDED_LATER = {"deep_supervision": False, "ultrasound_augment": False, "weight_averaging_epochs": 0.0}
+ADDED_LATER = {
+    "deep_supervision": False,
+    "ultrasound_augment": False,
+    "weight_averaging_epochs": 0.0,
+    "ultrasound_clean_epochs": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,11 @@ class Recipe:
     # Before it, ultrasound intensity changes: depth gain, shadows, blur, speckle noise, gamma and contrast
     # (sonoseg.training.ultrasound_augment).
     ultrasound_augment: bool = False
+    # The ultrasound changes are off for the last this many epochs before max_epochs: the kept weights
+    # (their average among them) last learn from the images as they are. 6 of the quick study's 30:
+    # chosen on the development sets (docs/method.md, "Ultrasound augmentation"). Counted back from
+    # the cap, so a training early stopping ends before them has the changes throughout.
+    ultrasound_clean_epochs: int = 6
     # "dice" (soft Dice, 1 - mean over the batch), "bce", or "bce_dice": bce_weight x BCE + soft Dice
     # (UNeXt and CMUNeXt: 0.5 x BCE + Dice; MALUNet and EGE-UNet: BCE + Dice)
     loss: str = "dice"
@@ -90,6 +100,13 @@ class Recipe:
             )
         # 3 from a YAML file and 3.0 are one recipe (and one fingerprint)
         object.__setattr__(self, "weight_averaging_epochs", float(self.weight_averaging_epochs))
+        if self.ultrasound_clean_epochs < 0 or (
+            self.ultrasound_augment and self.ultrasound_clean_epochs >= self.max_epochs
+        ):
+            raise SonosegError(
+                f"train.ultrasound_clean_epochs: need 0 <= it < max_epochs ({self.max_epochs}) with the ultrasound "
+                f"augmentation on, got {self.ultrasound_clean_epochs}"
+            )
         if self.batch_size < 1 or self.max_epochs < 1 or self.min_epochs > self.max_epochs:
             raise SonosegError(f"train: need batch_size >= 1 and 1 <= min_epochs <= max_epochs, got {self}")
 
@@ -102,8 +119,12 @@ class Recipe:
 
     def as_dict(self) -> dict:
         """The settings, less those of ADDED_LATER left at their value then: a recipe (and so a run's
-        fingerprint) from before such a setting existed is the same recipe today."""
-        return {k: v for k, v in asdict(self).items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
+        fingerprint) from before such a setting existed is the same recipe today. Without the ultrasound
+        augmentation its clean epochs change nothing, and are left out too."""
+        values = asdict(self)
+        if not self.ultrasound_augment:
+            values["ultrasound_clean_epochs"] = ADDED_LATER["ultrasound_clean_epochs"]
+        return {k: v for k, v in values.items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), sort_keys=True)
@@ -120,7 +141,10 @@ class Recipe:
         # ADDED_LATER had that setting's value of then: as_dict leaves it out only then. A partial one
         # (a few changes) takes today's defaults for what it leaves out.
         if not {f.name for f in fields(cls)} - set(values) - set(ADDED_LATER):
+            given = values
             values = {**ADDED_LATER, **values}
+            if not values["ultrasound_augment"] and "ultrasound_clean_epochs" not in given:
+                del values["ultrasound_clean_epochs"]  # as_dict leaves it out without the augmentation
         return cls().with_changes(values)
 
     @classmethod

@@ -18,6 +18,7 @@ import logging
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -307,6 +308,31 @@ def resumed_state(saved_state: dict, model: torch.nn.Module, source: str | Path)
 # ----------------------------------------------------------------------------- training
 
 
+ULTRASOUND_STREAM_OFFSET = 0x5EED  # the ultrasound changes' generator is seeded with the training seed + this
+
+
+@dataclass
+class TrainingDraws:
+    """A training's seeded generators: ``order`` draws each epoch's batch order and geometric
+    augmentation, ``ultrasound`` the ultrasound changes (and their noise's seed). Two streams, so that a
+    training with the ultrasound augmentation and one without it, of the same seed, see the same
+    batches warped the same way, epoch for epoch: the augmentation choice's pair then differs in the
+    ultrasound changes alone (docs/method.md), and a clean epoch does not shift the order of the next."""
+
+    order: torch.Generator
+    ultrasound: torch.Generator
+
+    @classmethod
+    def seeded(cls, seed: int) -> TrainingDraws:
+        return cls(torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + ULTRASOUND_STREAM_OFFSET))
+
+
+def ultrasound_on(recipe: Recipe, epoch: int) -> bool:
+    """Whether epoch ``epoch`` (1-based) has the ultrasound changes: not in the last
+    ultrasound_clean_epochs before max_epochs."""
+    return recipe.ultrasound_augment and epoch <= recipe.max_epochs - recipe.ultrasound_clean_epochs
+
+
 def run_fingerprint(
     network: str, seed: int, recipe: Recipe, train_data, val_data, pretrained_backbone: str | None, path: FastPath
 ) -> str:
@@ -323,6 +349,9 @@ def run_fingerprint(
                 "fast_path": path.describe(),
                 # Adam's fused kernel rounds otherwise than the loop before it: older runs are other runs
                 **({"optimizer_kernel": "fused"} if recipe.optimizer in ("adam", "adamw") else {}),
+                # The ultrasound changes draw from a stream of their own (TrainingDraws) since 2026-12:
+                # earlier runs with them drew from the batch order's
+                **({"ultrasound_draws": "own_stream"} if recipe.ultrasound_augment else {}),
             },
             sort_keys=True,
         ).encode()
@@ -343,7 +372,7 @@ def fresh_state(rule: StopRule) -> dict:
 
 
 def resume(
-    checkpoint: Path, fingerprint: str, model, optimizer, scheduler, data_order, device, rule, average=None
+    checkpoint: Path, fingerprint: str, model, optimizer, scheduler, draws: TrainingDraws, device, rule, average=None
 ) -> dict:
     """The training state of ``checkpoint`` restored into model, optimizer, scheduler, stop rule, RNGs
     and the weight average; a fresh state when there is none or it belongs to other settings or data."""
@@ -361,7 +390,9 @@ def resume(
         average.load_state_dict(saved["averaged"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
-    data_order.set_state(saved["data_order"])
+    draws.order.set_state(saved["data_order"])
+    if saved.get("ultrasound_draws") is not None:  # absent: written before the stream, by a run without it
+        draws.ultrasound.set_state(saved["ultrasound_draws"])
     torch.set_rng_state(saved["torch_rng"])
     if device.type == "cuda" and saved.get("cuda_rng") is not None:
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
@@ -372,7 +403,7 @@ def resume(
 
 
 def save_checkpoint(
-    checkpoint: Path, fingerprint: str, model, optimizer, scheduler, data_order, device, state, average=None
+    checkpoint: Path, fingerprint: str, model, optimizer, scheduler, draws: TrainingDraws, device, state, average=None
 ) -> None:
     save_atomic(
         {
@@ -382,7 +413,8 @@ def save_checkpoint(
             "averaged": average.state_dict() if average else None,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "data_order": data_order.get_state(),
+            "data_order": draws.order.get_state(),
+            "ultrasound_draws": draws.ultrasound.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
             "state": checkpoint_state(state),
@@ -454,7 +486,7 @@ def train(
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)
     loss_fn = make_loss(recipe)
-    data_order = torch.Generator().manual_seed(seed)
+    draws = TrainingDraws.seeded(seed)
     checkpoint = Path(checkpoint) if checkpoint else None
     rule = StopRule(StopSettings.from_recipe(recipe))
     steps_per_epoch = len(batch_slices(len(train_split), recipe.batch_size))  # as train_epoch batches
@@ -465,7 +497,7 @@ def train(
     )
     evaluated = average.model if average else model  # what is validated, kept and saved
     if checkpoint:
-        state = resume(checkpoint, fingerprint, model, optimizer, scheduler, data_order, dev, rule, average)
+        state = resume(checkpoint, fingerprint, model, optimizer, scheduler, draws, dev, rule, average)
     else:
         state = fresh_state(rule)
 
@@ -482,7 +514,11 @@ def train(
     last_saved = time.monotonic()
     while not rule.stop:  # max_epochs, or min_epochs run and early_stopping_patience epochs without progress
         started = time.perf_counter()
-        train_loss = train_epoch(model, train_split, recipe, loss_fn, optimizer, path, data_order, average)
+        ultrasound = ultrasound_on(recipe, state["epoch"] + 1)
+        if recipe.ultrasound_augment and not ultrasound and ultrasound_on(recipe, state["epoch"]):
+            first, last = state["epoch"] + 1, recipe.max_epochs
+            log.info("epochs %d-%d: the ultrasound changes off (ultrasound_clean_epochs)", first, last)
+        train_loss = train_epoch(model, train_split, recipe, loss_fn, optimizer, path, draws, average, ultrasound)
         trained = time.perf_counter()
         if average:
             average.copy_buffers_from(model)
@@ -522,7 +558,7 @@ def train(
         }
         state["history"].append(row)
         if checkpoint and not rule.stop and time.monotonic() - last_saved >= checkpoint_seconds:
-            save_checkpoint(checkpoint, fingerprint, model, optimizer, scheduler, data_order, dev, state, average)
+            save_checkpoint(checkpoint, fingerprint, model, optimizer, scheduler, draws, dev, state, average)
             last_saved = time.monotonic()
         log.info(
             "epoch %d  train_loss %.4f  val_loss %.4f  val_dice %.4f  monitored %s  stale %d  lr %.2e  %.1fs",
@@ -562,26 +598,36 @@ def train(
 
 
 def train_epoch(
-    model, split: ResidentSplit, recipe: Recipe, loss_fn, optimizer, path: FastPath, data_order, average=None
+    model,
+    split: ResidentSplit,
+    recipe: Recipe,
+    loss_fn,
+    optimizer,
+    path: FastPath,
+    draws: TrainingDraws,
+    average=None,
+    ultrasound: bool | None = None,
 ) -> float:
     """One pass over the training split in a fresh seeded order; the mean loss, read back once.
-    ``average``: a WeightAverage updated after every step."""
+    ``average``: a WeightAverage updated after every step. ``ultrasound``: whether this epoch has the
+    ultrasound changes (None: the recipe's ultrasound_augment; train turns them off for its clean epochs)."""
     model.train()
     dev = path.device
     # The epoch's order and augmentation are drawn up front and moved to the device once.
-    order = torch.randperm(len(split), generator=data_order)
-    theta = draw_augmentation(len(order), data_order).to(dev) if recipe.augment else None
-    if recipe.ultrasound_augment:  # drawn after the above, so recipes without it train as they did
-        ultrasound = draw_ultrasound(len(order), data_order).to(dev)
-        noise_seed = int(torch.randint(0, 2**62, (1,), generator=data_order))
+    ultrasound = recipe.ultrasound_augment if ultrasound is None else ultrasound
+    order = torch.randperm(len(split), generator=draws.order)
+    theta = draw_augmentation(len(order), draws.order).to(dev) if recipe.augment else None
+    if ultrasound:
+        changes = draw_ultrasound(len(order), draws.ultrasound).to(dev)
+        noise_seed = int(torch.randint(0, 2**62, (1,), generator=draws.ultrasound))
         noise = torch.Generator(device=dev).manual_seed(noise_seed)
     order = order.to(dev)
     total = torch.zeros((), dtype=torch.float64, device=dev)
     seen = 0
     for batch in batch_slices(len(order), recipe.batch_size):
         x, y = split.batch(order[batch])
-        if recipe.ultrasound_augment:
-            x = apply_ultrasound(x, ultrasound[batch], noise, y)
+        if ultrasound:
+            x = apply_ultrasound(x, changes[batch], noise, y)
         if theta is not None:
             x, y = warp(x, y, theta[batch])
         optimizer.zero_grad(set_to_none=True)

@@ -26,10 +26,11 @@ def sets(R: Path) -> dict:
     }
 
 
-def job(args, score, runs=None):
+def job(args, score, runs=None, found_above=None):
     """One training's rows: ``score(maps, truth)`` per image, ``maps`` the probability at the original
     size of each run ``runs(model)`` gives (name -> the network's batch function, before the scale
-    selection; default: the model's own, named "")."""
+    selection; default: the model's own, named ""). ``found_above``: the size-aware rule's second trigger
+    (None: the rule alone, as the four probes of SUMMARY.md ran)."""
     import torch
 
     torch.set_num_threads(1)
@@ -51,7 +52,7 @@ def job(args, score, runs=None):
         arrays = load_cache(cache)
         images = images_to_tensor(arrays["images"]).numpy()
         probabilities = {
-            key: np.concatenate([b for _, b in infer.in_batches(infer.scale_adaptive(run, SCALES, str(model), limit), images)])
+            key: np.concatenate([b for _, b in infer.in_batches(infer.scale_adaptive(run, SCALES, str(model), limit, found_above), images)])
             for key, run in network_runs.items()
         }
         for i, sample_id in enumerate(str(s) for s in arrays["sample_ids"]):
@@ -66,13 +67,13 @@ def job(args, score, runs=None):
     return pd.DataFrame(rows)
 
 
-def main(probe: str, score, columns: list[str], runs=None) -> pd.DataFrame:
+def main(probe: str, score, columns: list[str], runs=None, found_above=None) -> pd.DataFrame:
     """Every training of the studies named on the command line, two at a time; the table written to
     results/<probe>.csv.gz and its means printed."""
     studies = sys.argv[1:]
     with Pool(2) as pool:
         jobs = [(s, n, seed) for s in studies for n in FAMILY for seed in (0, 1, 2)]
-        table = pd.concat(pool.map(partial(job, score=score, runs=runs), jobs))
+        table = pd.concat(pool.map(partial(job, score=score, runs=runs, found_above=found_above), jobs))
     table.to_csv(Path(__file__).parent / f"results/{probe}.csv.gz", index=False)
     print(table.groupby(["set", "study"])[columns].mean().round(3).to_string())
     print(table.groupby(["set", "study", "network"])[columns].mean().round(3).to_string())
