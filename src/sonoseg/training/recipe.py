@@ -105,7 +105,7 @@ class Recipe:
         ):
             raise SonosegError(
                 f"train.ultrasound_clean_epochs: need 0 <= it < max_epochs ({self.max_epochs}) with the ultrasound "
-                f"augmentation on, got {self.ultrasound_clean_epochs}"
+                f"augmentation on, got {self.ultrasound_clean_epochs}: set it lower (0: the changes in every epoch)"
             )
         if self.batch_size < 1 or self.max_epochs < 1 or self.min_epochs > self.max_epochs:
             raise SonosegError(f"train: need batch_size >= 1 and 1 <= min_epochs <= max_epochs, got {self}")

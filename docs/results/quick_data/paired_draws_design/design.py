@@ -13,7 +13,8 @@ Arms, each seed: ``paper`` (ultrasound off), ``shared`` (the training as it is),
 @1 recipe of the seed probe's fp32 study (results/seedprobe30, = the quick study's), its data. Scored
 through the quick study's inference (scales, size-aware rule and its 1.3 trigger, keep-one) on sets no
 choice of the quick study reads as test images: a fresh phantom (the same generator, seed 1, 48
-patients, all 96 images: results/phantom_seed1), the phantom's validation images, and pymust_far.
+patients, all 96 images: results/phantom_seed1), the phantom's validation images, pymust_far and (added
+later) pymust_dev.
 pymust_heldout and the quick study's phantom test images are not read.
 
     PYTHONPATH=src:docs/results/quick_data python docs/results/quick_data/paired_draws_design/design.py SEEDS...
@@ -47,6 +48,10 @@ def sets() -> dict:
         "phantom_val": (SOURCE / "data/manifest.csv", SOURCE / "data/split.csv", "val", SOURCE / "data/cache/inpaint/fold0/val.npz"),
         "pymust_far": (SOURCE / "external/pymust_far/manifest.csv", SOURCE / "external/pymust_far/split.csv", "test",
                        SOURCE / "external/pymust_far/cache/inpaint/test.npz"),
+        # Added after the first tables (those have no rows of it): the first development set, which no choice
+        # of the quick study reads (data/external/README.md), as a second external check.
+        "pymust_dev": (FRESH / "external/pymust_dev/manifest.csv", FRESH / "external/pymust_dev/split.csv", "test",
+                       FRESH / "external/pymust_dev/cache/inpaint/test.npz"),
     }
 
 
