@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 
-for run in ("bf16", "fp32", "bf16_2ffca2a", "fp32_2ffca2a"):
+for run in ("bf16", "fp32", "bf16_2ffca2a", "fp32_2ffca2a", "bf16_37dd7e7", "fp32_37dd7e7"):
     folder = Path(__file__).parent / run
     table = pd.read_csv(folder / "per_image.csv.gz")
     singles = table[table["kind"].isin(["network", "external"]) & ~table["tta"] & table["members"].isna()]
