@@ -640,6 +640,22 @@ def test_clean_epochs_leave_recipes_without_the_augmentation_and_earlier_ones_un
     assert Recipe.from_json(json.dumps(earlier)).ultrasound_clean_epochs == 0
 
 
+@pytest.mark.parametrize("clean", [0, 1, 6, 10])
+@pytest.mark.parametrize("ultrasound", [False, True])
+def test_a_recipe_reads_back_whole_with_any_clean_epochs(clean, ultrasound):
+    """Every recipe reads back equal from its JSON, and a sheet recipe of a network whose augmentation is
+    chosen (written without it, as `sonoseg recipe` reads it) keeps the configured clean epochs when the
+    choice turns the augmentation on: the run trains as its candidate did."""
+    from sonoseg.training.recipe import network_recipe
+
+    recipe = Recipe(ultrasound_augment=ultrasound, ultrasound_clean_epochs=clean, min_epochs=10, max_epochs=30)
+    assert Recipe.from_json(recipe.to_json()) == recipe
+    train_section = {"min_epochs": 10, "max_epochs": 30, "ultrasound_clean_epochs": clean}
+    sheet = network_recipe({**train_section, "overrides": {"unet": {"ultrasound_augment": "auto"}}}, "unet")
+    chosen = Recipe.from_json(sheet.to_json()).with_changes({"ultrasound_augment": True})
+    assert chosen == sheet.with_changes({"ultrasound_augment": True}) and chosen.ultrasound_clean_epochs == clean
+
+
 def test_a_setting_added_later_leaves_earlier_recipes_unchanged():
     """Recipes written before deep_supervision existed (and their runs' fingerprints) stay the same."""
     assert "deep_supervision" not in Recipe().to_json()

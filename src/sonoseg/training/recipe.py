@@ -26,6 +26,9 @@ ADDED_LATER = {
 }
 
 
+CLEAN_EPOCHS_DEFAULT = 6  # Recipe.ultrasound_clean_epochs's default (as_dict leaves it out of paper recipes)
+
+
 @dataclass(frozen=True)
 class Recipe:
     augment: bool = True  # the paper's: flips and a random affine map (sonoseg.training.train)
@@ -36,7 +39,7 @@ class Recipe:
     # (their average among them) last learn from the images as they are. 6 of the quick study's 30:
     # chosen on the development sets (docs/method.md, "Ultrasound augmentation"). Counted back from
     # the cap, so a training early stopping ends before them has the changes throughout.
-    ultrasound_clean_epochs: int = 6
+    ultrasound_clean_epochs: int = 6  # CLEAN_EPOCHS_DEFAULT
     # "dice" (soft Dice, 1 - mean over the batch), "bce", or "bce_dice": bce_weight x BCE + soft Dice
     # (UNeXt and CMUNeXt: 0.5 x BCE + Dice; MALUNet and EGE-UNet: BCE + Dice)
     loss: str = "dice"
@@ -120,11 +123,15 @@ class Recipe:
     def as_dict(self) -> dict:
         """The settings, less those of ADDED_LATER left at their value then: a recipe (and so a run's
         fingerprint) from before such a setting existed is the same recipe today. Without the ultrasound
-        augmentation its clean epochs change nothing, and are left out too."""
-        values = asdict(self)
+        augmentation its clean epochs change nothing: left out at today's default (so a paper recipe's
+        JSON is what it was), and kept otherwise, so that a recipe the augmentation choice turns on later
+        reads back with the configured value (from_json)."""
+        values = {k: v for k, v in asdict(self).items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
         if not self.ultrasound_augment:
-            values["ultrasound_clean_epochs"] = ADDED_LATER["ultrasound_clean_epochs"]
-        return {k: v for k, v in values.items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
+            values.pop("ultrasound_clean_epochs", None)
+            if self.ultrasound_clean_epochs != CLEAN_EPOCHS_DEFAULT:
+                values["ultrasound_clean_epochs"] = self.ultrasound_clean_epochs
+        return values
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), sort_keys=True)
@@ -144,7 +151,7 @@ class Recipe:
             given = values
             values = {**ADDED_LATER, **values}
             if not values["ultrasound_augment"] and "ultrasound_clean_epochs" not in given:
-                del values["ultrasound_clean_epochs"]  # as_dict leaves it out without the augmentation
+                del values["ultrasound_clean_epochs"]  # as_dict leaves today's default out without the augmentation
         return cls().with_changes(values)
 
     @classmethod

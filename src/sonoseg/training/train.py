@@ -512,10 +512,12 @@ def train(
         recipe.to_json(),
     )
     last_saved = time.monotonic()
+    clean_logged = False
     while not rule.stop:  # max_epochs, or min_epochs run and early_stopping_patience epochs without progress
         started = time.perf_counter()
         ultrasound = ultrasound_on(recipe, state["epoch"] + 1)
-        if recipe.ultrasound_augment and not ultrasound and ultrasound_on(recipe, state["epoch"]):
+        if recipe.ultrasound_augment and not ultrasound and not clean_logged:  # a resumed run says it too
+            clean_logged = True
             first, last = state["epoch"] + 1, recipe.max_epochs
             log.info("epochs %d-%d: the ultrasound changes off (ultrasound_clean_epochs)", first, last)
         train_loss = train_epoch(model, train_split, recipe, loss_fn, optimizer, path, draws, average, ultrasound)
