@@ -26,7 +26,7 @@ ADDED_LATER = {
 }
 
 
-CLEAN_EPOCHS_DEFAULT = 6  # Recipe.ultrasound_clean_epochs's default (as_dict leaves it out of paper recipes)
+CLEAN_EPOCHS_DEFAULT = 6  # Recipe.ultrasound_clean_epochs's default, which as_dict leaves out of paper recipes
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Recipe:
     # (their average among them) last learn from the images as they are. 6 of the quick study's 30:
     # chosen on the development sets (docs/method.md, "Ultrasound augmentation"). Counted back from
     # the cap, so a training early stopping ends before them has the changes throughout.
-    ultrasound_clean_epochs: int = 6  # CLEAN_EPOCHS_DEFAULT
+    ultrasound_clean_epochs: int = CLEAN_EPOCHS_DEFAULT
     # "dice" (soft Dice, 1 - mean over the batch), "bce", or "bce_dice": bce_weight x BCE + soft Dice
     # (UNeXt and CMUNeXt: 0.5 x BCE + Dice; MALUNet and EGE-UNet: BCE + Dice)
     loss: str = "dice"
