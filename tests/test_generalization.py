@@ -315,6 +315,29 @@ def test_a_run_folder_serves_the_post_processing_recorded_beside_its_models(tmp_
     assert modelio.recorded_postprocess(members[:1]) == "none"
 
 
+def test_a_run_folders_unreadable_or_malformed_choice_is_named(tmp_path):
+    """A fold's postprocess.json that does not parse, or parses to something that is not a choice, is
+    named by whichever setting is read from it: the post-processing, the scales, or both at once."""
+    members = [tmp_path / f"fold{f}" / "seed0" / "model.pt" for f in (0, 1)]
+    for fold in (0, 1):
+        (tmp_path / f"fold{fold}").mkdir()
+    good = {"validation_dice": {"keep_one": 0.1, "none": 0.2}, "validation_images": 4, "scales": [1.0, 0.5]}
+    (tmp_path / "fold0" / "postprocess.json").write_text(json.dumps(good))
+    (tmp_path / "fold1" / "postprocess.json").write_text('{"validation_dice": ')  # cut short
+    for read in (modelio.recorded_postprocess, modelio.recorded_scales, modelio.recorded_choice):
+        with pytest.raises(SonosegError, match=r"fold1/postprocess.json: not a post-processing choice \(JSONDecode"):
+            read(members)
+    (tmp_path / "fold1" / "postprocess.json").write_text("[1.0, 0.5]")  # JSON, but not a choice
+    choice = modelio.recorded_choice(members)  # parsed: each setting says what is wrong with it when asked
+    with pytest.raises(SonosegError, match=r"fold1/postprocess.json: not a post-processing choice \(TypeError"):
+        choice.postprocess()
+    with pytest.raises(SonosegError, match=r"fold1/postprocess.json: not a post-processing choice \(AttributeErr"):
+        choice.scales()
+    (tmp_path / "fold1" / "postprocess.json").write_text(json.dumps(good))
+    choice = modelio.recorded_choice(members)
+    assert choice.postprocess() == "none" and choice.scales() == ((1.0, 0.5), None, None)
+
+
 # ----------------------------------------------------------------------------- augmentation
 
 

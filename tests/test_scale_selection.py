@@ -202,6 +202,36 @@ def test_segment_applies_the_scales_recorded_with_a_studys_models(tmp_path):
         modelio.recorded_scales(members)
 
 
+def test_segment_reads_each_folds_recorded_choice_once_and_only_when_it_needs_it(tmp_path, monkeypatch):
+    """segment on a run folder takes both its scales and its post-processing from the folds'
+    postprocess.json, each file read once; told both, it reads none, so a broken record does not stop
+    it, while one it needs is named."""
+    import json
+
+    from sonoseg.serving import modelio
+
+    run = tmp_path / "runs" / "unet"
+    for fold in (0, 1):
+        (run / f"fold{fold}" / "seed0").mkdir(parents=True)
+        write_model(run / f"fold{fold}" / "seed0" / "model.pt", "unet", seed=fold)
+        (run / f"fold{fold}" / "postprocess.json").write_text(
+            json.dumps({"validation_dice": {"keep_one": 0.5, "none": 0.4}, "validation_images": 2, "scales": [1.0]})
+        )
+    image = tmp_path / "scan.png"
+    cv2.imwrite(str(image), sample_images(1)[0])
+    read = []
+    reader = modelio._read_choice
+    monkeypatch.setattr(modelio, "_read_choice", lambda path: read.append(path) or reader(path))
+    assert infer.segment_images(run, [image], tmp_path / "recorded", device="cpu").written
+    assert sorted(read) == sorted(run / f"fold{f}" / "postprocess.json" for f in (0, 1))
+    (run / "fold1" / "postprocess.json").write_text("{")
+    read.clear()
+    told = infer.segment_images(run, [image], tmp_path / "told", device="cpu", scales=(1.0,), postprocess="keep_one")
+    assert told.written and not read
+    with pytest.raises(SonosegError, match=r"fold1/postprocess.json: not a post-processing choice"):
+        infer.segment_images(run, [image], tmp_path / "broken", device="cpu", scales=(1.0,))
+
+
 def sized_disc(level_by_size: dict[int, float]):
     """A made network: per image, a centred disc whose radius is the mean of its first channel times
     its side (so its area scales with the input size, as a lesion's does), at a probability that depends

@@ -25,8 +25,7 @@ from sonoseg.serving.modelio import (
     ensemble_members,
     images_to_tensor,
     load_model,
-    recorded_postprocess,
-    recorded_scales,
+    recorded_choice,
 )
 from sonoseg.serving.options import BACKENDS, COMPONENT_RULES, LESION_THRESHOLD, POSTPROCESSES, shrinks
 
@@ -176,12 +175,12 @@ def predict(
     if missing:
         raise SonosegError(f"{data_path}: samples {missing[:5]} are not in the manifest")
 
-    limit = area_limit(predictor, scales, shrink_above, model_path)
+    selected = scale_selection(predictor, scales, shrink_above, shrink_found_above, model_path)
     # With the flip-averaged twin each variant chooses its own scale, and both ask for the plain pass of
     # the images they try at a size (half of the average): made once per batch, not twice.
     run = passes_made_once(predictor.run) if tta_outdir else predictor.run
-    plain_run = scale_adaptive(run, scales, model_path, limit, shrink_found_above)
-    averaged_run = scale_adaptive(flip_averaged(run), scales, model_path, limit, shrink_found_above)
+    plain_run = selected(run)
+    averaged_run = selected(flip_averaged(run))
 
     def plain_and_averaged(batch: np.ndarray) -> list[np.ndarray]:
         """The probabilities each output folder gets: plain (or averaged, with tta), then averaged."""
@@ -453,6 +452,35 @@ def area_limit(predictor: Predictor, scales: tuple[float, ...], shrink_above: fl
     return float(np.quantile(predictor.lesion_areas, shrink_above))
 
 
+@dataclass(frozen=True)
+class ScaleSelection:
+    """A model's test-time scale selection with its size-aware limit worked out (scale_selection):
+    called on a run, that run with the selection (scale_adaptive). One limit serves every run of the
+    model, the plain and the flip-averaged alike, as it depends on the model's training lesions only."""
+
+    factors: tuple[float, ...]
+    label: str
+    area_limit: float | None
+    found_above: float | None
+
+    def __call__(self, run: RunBatch) -> RunBatch:
+        return scale_adaptive(run, self.factors, self.label, self.area_limit, self.found_above)
+
+
+def scale_selection(
+    predictor: Predictor,
+    scales: tuple[float, ...],
+    shrink_above: float | None,
+    shrink_found_above: float | None,
+    label: str,
+) -> ScaleSelection:
+    """The scale selection every prediction with ``predictor`` applies (``scales``: scale_adaptive's
+    factors, ``shrink_above``: its size-aware rule, area_limit, ``shrink_found_above``: the rule's second
+    trigger), so that predict, segment and the validation choice of the post-processing make their
+    probabilities alike."""
+    return ScaleSelection(tuple(scales), label, area_limit(predictor, scales, shrink_above, label), shrink_found_above)
+
+
 @dataclass
 class SegmentResult:
     written: list[Path] = field(default_factory=list)
@@ -505,10 +533,11 @@ def segment_images(
         return onnxruntime_predictor(member, threads, size)
 
     members = ensemble_members(model_path)
+    exported = members[0].suffix == ".onnx"  # its sidecar records its post-processing, and it has one size
+    # The choice recorded beside a study's models, each fold's file read once for both settings it gives.
+    recorded = recorded_choice(members) if not exported and (scales is None or postprocess == "recorded") else None
     if scales is None:
-        scales, shrink_above, shrink_found_above = (
-            recorded_scales(members) if members[0].suffix != ".onnx" else ((1.0,), None, None)
-        )
+        scales, shrink_above, shrink_found_above = recorded.scales() if recorded else ((1.0,), None, None)
         if backend != "torch" and shrinks(scales):
             log.warning(
                 "%s: the study predicted these models with scales %s; an exported model has a fixed input "
@@ -520,14 +549,15 @@ def segment_images(
     predictor = ensemble([one(member) for member in members], members)
     if tta:
         predictor.run = flip_averaged(predictor.run)
-    limit = area_limit(predictor, scales, shrink_above, str(model_path))
-    predictor.run = scale_adaptive(predictor.run, tuple(scales), str(model_path), limit, shrink_found_above)
-    if postprocess == "recorded" and members[0].suffix == ".onnx":  # an exported model: its sidecar's
+    selected = scale_selection(predictor, scales, shrink_above, shrink_found_above, str(model_path))
+    predictor.run = selected(predictor.run)
+    limit = selected.area_limit
+    if postprocess == "recorded" and exported:  # an exported model: its sidecar's
         from sonoseg.serving import export
 
         postprocess = export.read_sidecar(members[0])["postprocessing"].get("postprocess", "keep_one")
     elif postprocess == "recorded":
-        postprocess = recorded_postprocess(members)
+        postprocess = recorded.postprocess()
     log.info(
         "%s: %d model(s)%s, averaged probabilities%s%s; post-processing %s",
         model_path,

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -186,20 +187,32 @@ def ensemble_members(model_path: str | Path) -> list[Path]:
 # ----------------------------------------------------------------------------- post-processing recorded with the models
 
 
+def _read_choice(path: str | Path):
+    """One fold's postprocess.json, parsed; a file that cannot be read or parsed is named."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise SonosegError(f"{path}: not a post-processing choice ({exc!r})") from None
+
+
+def _postprocess_of(choices: dict[Path, object]) -> str:
+    """chosen_postprocess's rule on choices already read (their files as keys, for the errors)."""
+    totals = dict.fromkeys(POSTPROCESSES, 0.0)
+    for path, choice in choices.items():
+        try:
+            for option in POSTPROCESSES:
+                totals[option] += float(choice["validation_dice"][option]) * int(choice["validation_images"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SonosegError(f"{path}: not a post-processing choice ({exc!r})") from None
+    return "none" if totals["none"] > totals["keep_one"] else "keep_one"
+
+
 def chosen_postprocess(choices: list[str | Path]) -> str:
     """The post-processing recorded by the validation choice of one or more folds (their
     postprocess.json, sonoseg.training.postprocess): one fold's choice, or for models of several folds
     the option with the higher validation Dice summed over every fold's validation images (a tie keeps
     the paper's rule, keep_one)."""
-    totals = dict.fromkeys(POSTPROCESSES, 0.0)
-    for path in choices:
-        try:
-            choice = json.loads(Path(path).read_text())
-            for option in POSTPROCESSES:
-                totals[option] += float(choice["validation_dice"][option]) * int(choice["validation_images"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SonosegError(f"{path}: not a post-processing choice ({exc!r})") from None
-    return "none" if totals["none"] > totals["keep_one"] else "keep_one"
+    return _postprocess_of({Path(path): _read_choice(path) for path in choices})
 
 
 def _choice_files(members: list[Path]) -> list[Path]:
@@ -207,47 +220,72 @@ def _choice_files(members: list[Path]) -> list[Path]:
     return sorted({member.parent.parent / POSTPROCESS_CHOICE for member in members})
 
 
-def recorded_postprocess(members: list[Path]) -> str:
-    """For models of a study's run folder, the choice recorded beside them (fold<k>/postprocess.json);
-    the paper's rule (keep_one) for model files without one."""
-    choices = _choice_files(members)
-    found = [path for path in choices if path.is_file()]
-    if found and len(found) < len(choices):
-        missing = sorted(set(choices) - set(found))
-        raise SonosegError(f"{missing[0]}: missing, while other folds of these models record their post-processing")
-    return chosen_postprocess(found) if found else "keep_one"
+@dataclass(frozen=True)
+class RecordedChoice:
+    """The validation choice recorded beside models of a study's run folder (fold<k>/postprocess.json),
+    each fold's file read once: a prediction that takes both its post-processing and its scale selection
+    from it (segment_images) reads the files once, and each part is checked only when asked for, so a
+    prediction told one of them is not stopped by a fault in the other's record. ``files``: every fold's
+    file, found or not; ``choices``: the content of those found."""
 
+    files: tuple[Path, ...]
+    choices: dict[Path, object]
 
-def recorded_scales(members: list[Path]) -> tuple[tuple[float, ...], float | None, float | None]:
-    """For models of a study's run folder, the test-time scale selection (predict.scales,
-    predict.shrink_above and predict.shrink_found_above) their post-processing choice was made with,
-    recorded beside them (fold<k>/postprocess.json): the selection the study predicted them with.
-    ((1.0,), None, None), the input size alone, for model files without one or a choice made before
-    scales were recorded (a choice from before the second trigger was recorded: None, as it predicted);
-    folds that disagree are named."""
-    recorded = {}
-    for path in _choice_files(members):
-        if path.is_file():
+    def postprocess(self) -> str:
+        """The recorded post-processing (chosen_postprocess over the folds); the paper's rule (keep_one)
+        for model files without one. A fold without a file while others have one is named: its models'
+        choice is unknown, and a choice made without them would pass for the ensemble's."""
+        if self.choices and len(self.choices) < len(self.files):
+            missing = sorted(set(self.files) - set(self.choices))
+            raise SonosegError(f"{missing[0]}: missing, while other folds of these models record their post-processing")
+        return _postprocess_of(self.choices) if self.choices else "keep_one"
+
+    def scales(self) -> tuple[tuple[float, ...], float | None, float | None]:
+        """The test-time scale selection (predict.scales, predict.shrink_above and
+        predict.shrink_found_above) the post-processing choice was made with: the selection the study
+        predicted these models with. ((1.0,), None, None), the input size alone, for model files without
+        one or a choice made before scales were recorded (a choice from before the second trigger was
+        recorded: None, as it predicted); folds that disagree are named."""
+        recorded = {}
+        for path, choice in self.choices.items():
             try:
-                choice = json.loads(path.read_text())
                 scales = tuple(float(f) for f in choice.get("scales", [1.0]))
                 shrink_above, found_above = (
                     None if choice.get(key) is None else float(choice[key])
                     for key in ("shrink_above", "shrink_found_above")
                 )
-            except (OSError, ValueError, TypeError, AttributeError) as exc:
+            except (ValueError, TypeError, AttributeError) as exc:
                 raise SonosegError(f"{path}: not a post-processing choice ({exc!r})") from None
             if found_above is not None and shrink_above is None:
                 raise SonosegError(
                     f"{path}: records shrink_found_above {found_above} without the shrink_above it is a trigger of"
                 )
             recorded[path] = (scales, shrink_above, found_above)
-    if len(set(recorded.values())) > 1:
-        first, *others = recorded
-        other = next(path for path in others if recorded[path] != recorded[first])
-        raise SonosegError(
-            f"{other}: scales {list(recorded[other][0])} (shrink_above {recorded[other][1]}, shrink_found_above "
-            f"{recorded[other][2]}) differ from {first}'s {list(recorded[first][0])} (shrink_above "
-            f"{recorded[first][1]}, shrink_found_above {recorded[first][2]})"
-        )
-    return next(iter(recorded.values()), ((1.0,), None, None))
+        if len(set(recorded.values())) > 1:
+            first, *others = recorded
+            other = next(path for path in others if recorded[path] != recorded[first])
+            raise SonosegError(
+                f"{other}: scales {list(recorded[other][0])} (shrink_above {recorded[other][1]}, shrink_found_above "
+                f"{recorded[other][2]}) differ from {first}'s {list(recorded[first][0])} (shrink_above "
+                f"{recorded[first][1]}, shrink_found_above {recorded[first][2]})"
+            )
+        return next(iter(recorded.values()), ((1.0,), None, None))
+
+
+def recorded_choice(members: list[Path]) -> RecordedChoice:
+    """For models of a study's run folder, the choice recorded beside them (fold<k>/postprocess.json),
+    each fold's file read once; a file that cannot be read or parsed is named."""
+    files = _choice_files(members)
+    return RecordedChoice(tuple(files), {path: _read_choice(path) for path in files if path.is_file()})
+
+
+def recorded_postprocess(members: list[Path]) -> str:
+    """For models of a study's run folder, the post-processing recorded beside them
+    (RecordedChoice.postprocess); the paper's rule (keep_one) for model files without one."""
+    return recorded_choice(members).postprocess()
+
+
+def recorded_scales(members: list[Path]) -> tuple[tuple[float, ...], float | None, float | None]:
+    """For models of a study's run folder, the test-time scale selection their post-processing choice
+    was made with (RecordedChoice.scales); ((1.0,), None, None) for model files without one."""
+    return recorded_choice(members).scales()

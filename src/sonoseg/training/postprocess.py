@@ -51,8 +51,7 @@ def validation_dice(
     for model in models:
         predictor = infer.torch_predictor(model, device)
         infer.check_cache(arrays, val_cache, predictor, model)  # prepared as its training data, as predict checks
-        limit = infer.area_limit(predictor, scales, shrink_above, str(model))
-        run = infer.scale_adaptive(predictor.run, scales, str(model), limit, shrink_found_above)
+        run = infer.scale_selection(predictor, scales, shrink_above, shrink_found_above, str(model))(predictor.run)
         probabilities = np.concatenate([batch for _, batch in infer.in_batches(run, images)])
         for sample_id, probability in zip(ids, probabilities):
             truth = truths[sample_id]
