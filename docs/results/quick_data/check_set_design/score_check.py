@@ -47,9 +47,8 @@ if __name__ == "__main__":
     with Pool(2) as pool:
         table = pd.concat(pool.map(job, models, chunksize=4))
     manifest = pd.read_csv(STUDY / "manifest.csv")
-    variants = manifest.set_index("sample_id")["meta_variant"] if "meta_variant" in manifest else None
-    if variants is not None:
-        table["variant"] = table["sample_id"].map(variants)
+    included = manifest[manifest["status"] == "included"]  # the manifest also lists the files it did not read
+    table["variant"] = table["sample_id"].map(included.set_index("sample_id")["meta_variant"])
     (HERE / "results").mkdir(exist_ok=True)
     table.to_csv(HERE / "results/scores_check.csv.gz", index=False)
     print(len(models), "models,", table["sample_id"].nunique(), "images")
