@@ -232,6 +232,38 @@ def test_segment_reads_each_folds_recorded_choice_once_and_only_when_it_needs_it
         infer.segment_images(run, [image], tmp_path / "broken", device="cpu", scales=(1.0,))
 
 
+def test_segment_applies_the_post_processing_its_run_folder_records(tmp_path, monkeypatch):
+    """A run folder whose folds chose no post-processing on validation is segmented without keeping
+    one component (keep_one, the default, would hide a choice that was read and not applied); a file
+    given twice to the choice counts twice."""
+    import json
+
+    from sonoseg.serving import modelio
+
+    run = tmp_path / "runs" / "unet"
+    for fold in (0, 1):
+        (run / f"fold{fold}" / "seed0").mkdir(parents=True)
+        write_model(run / f"fold{fold}" / "seed0" / "model.pt", "unet", seed=fold)
+        (run / f"fold{fold}" / "postprocess.json").write_text(
+            json.dumps({"validation_dice": {"keep_one": 0.4, "none": 0.5}, "validation_images": 2, "scales": [1.0]})
+        )
+    image = tmp_path / "scan.png"
+    cv2.imwrite(str(image), sample_images(1)[0])
+    applied = []
+    writer = infer.write_mask
+    monkeypatch.setattr(infer, "write_mask", lambda *args: applied.append(args[-1]) or writer(*args))
+    assert infer.segment_images(run, [image], tmp_path / "recorded", device="cpu").written
+    assert applied == ["none"]
+    infer.segment_images(run, [image], tmp_path / "told", device="cpu", postprocess="keep_one")
+    assert applied == ["none", "keep_one"]
+    # fold0 says none by 0.1 over 2 images, a third file keep_one by 0.15 over 2: given twice, fold0 wins.
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"validation_dice": {"keep_one": 0.55, "none": 0.4}, "validation_images": 2}))
+    fold0 = run / "fold0" / "postprocess.json"
+    assert modelio.chosen_postprocess([fold0, other]) == "keep_one"
+    assert modelio.chosen_postprocess([fold0, fold0, other]) == "none"
+
+
 def sized_disc(level_by_size: dict[int, float]):
     """A made network: per image, a centred disc whose radius is the mean of its first channel times
     its side (so its area scales with the input size, as a lesion's does), at a probability that depends

@@ -195,10 +195,11 @@ def _read_choice(path: str | Path):
         raise SonosegError(f"{path}: not a post-processing choice ({exc!r})") from None
 
 
-def _postprocess_of(choices: dict[Path, object]) -> str:
-    """chosen_postprocess's rule on choices already read (their files as keys, for the errors)."""
+def _postprocess_of(choices: list[tuple[Path, object]]) -> str:
+    """chosen_postprocess's rule on choices already read, each with its file (for the errors); a list,
+    not a mapping, so that a file given twice counts twice, as it always did."""
     totals = dict.fromkeys(POSTPROCESSES, 0.0)
-    for path, choice in choices.items():
+    for path, choice in choices:
         try:
             for option in POSTPROCESSES:
                 totals[option] += float(choice["validation_dice"][option]) * int(choice["validation_images"])
@@ -212,7 +213,7 @@ def chosen_postprocess(choices: list[str | Path]) -> str:
     postprocess.json, sonoseg.training.postprocess): one fold's choice, or for models of several folds
     the option with the higher validation Dice summed over every fold's validation images (a tie keeps
     the paper's rule, keep_one)."""
-    return _postprocess_of({Path(path): _read_choice(path) for path in choices})
+    return _postprocess_of([(Path(path), _read_choice(path)) for path in choices])
 
 
 def _choice_files(members: list[Path]) -> list[Path]:
@@ -238,7 +239,7 @@ class RecordedChoice:
         if self.choices and len(self.choices) < len(self.files):
             missing = sorted(set(self.files) - set(self.choices))
             raise SonosegError(f"{missing[0]}: missing, while other folds of these models record their post-processing")
-        return _postprocess_of(self.choices) if self.choices else "keep_one"
+        return _postprocess_of(list(self.choices.items())) if self.choices else "keep_one"
 
     def scales(self) -> tuple[tuple[float, ...], float | None, float | None]:
         """The test-time scale selection (predict.scales, predict.shrink_above and
