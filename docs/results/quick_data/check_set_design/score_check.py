@@ -25,9 +25,9 @@ def describe(model: Path) -> dict:
         arm, seed = re.fullmatch(r"(.+)_seed(\d+)\.pt", model.name).groups()
         return {"precision": "fp32", "network": "lighter_unet_c1", "arm": f"design_{arm}", "seed": int(seed)}
     precision = model.parent.name.removeprefix("models_")
-    network, arm, seed = re.fullmatch(
-        r"(unet|light_unet|lighter_unet_c128|lighter_unet_c1)_(paper|ultrasound(?:_clean\d+)?)_seed(\d+)\.pt", model.name
-    ).groups()
+    networks = "unet|light_unet|lighter_unet_c128|lighter_unet_c1"
+    pattern = rf"({networks})_(paper|ultrasound(?:_clean\d+)?)_seed(\d+)\.pt"
+    network, arm, seed = re.fullmatch(pattern, model.name).groups()
     return {"precision": precision, "network": network, "arm": arm, "seed": int(seed)}
 
 
