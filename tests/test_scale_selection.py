@@ -1,6 +1,8 @@
 """Test-time scale selection (predict.scales; sonoseg.serving.infer.scale_adaptive): each image also
 predicted shrunk, the prediction whose own lesion is the most confident kept, no label read."""
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import torch
 from conftest import sample_images, write_model, write_samples
 
 from sonoseg.errors import SonosegError
-from sonoseg.serving import infer
+from sonoseg.serving import infer, modelio
 
 
 def disc_probability(batch: np.ndarray, level_by_size: dict[int, float]) -> np.ndarray:
@@ -162,25 +164,27 @@ def test_the_post_processing_choice_sees_the_probabilities_the_test_will(tmp_pat
     assert not np.array_equal(scaled[["keep_one", "none"]].to_numpy(), pd_equal)
 
 
-def test_segment_applies_the_scales_recorded_with_a_studys_models(tmp_path):
-    """choose-postprocess records the scales it used beside the fold's models; segment on the run folder
-    applies them by default (as the study predicted), an explicit --scales overrides them, and folds
-    that disagree are named."""
-    import json
-
-    from sonoseg.serving import modelio
-
+def two_fold_run_with_choice(tmp_path, choice: dict):
+    """A run folder as a study writes it (U-net models in folds 0 and 1, one seed each), each fold's
+    postprocess.json recording ``choice``, and one scan to segment: (run folder, image)."""
     run = tmp_path / "runs" / "unet"
     for fold in (0, 1):
         (run / f"fold{fold}" / "seed0").mkdir(parents=True)
         write_model(run / f"fold{fold}" / "seed0" / "model.pt", "unet", seed=fold)
-    choice = {"chosen": "keep_one", "validation_dice": {"keep_one": 0.5, "none": 0.4}, "validation_images": 2}
-    for fold in (0, 1):
-        (run / f"fold{fold}" / "postprocess.json").write_text(json.dumps({**choice, "scales": [1.0, 0.75, 0.5]}))
-    members = infer.ensemble_members(run)
-    assert modelio.recorded_scales(members) == ((1.0, 0.75, 0.5), None, None)
+        (run / f"fold{fold}" / "postprocess.json").write_text(json.dumps(choice))
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])
+    return run, image
+
+
+def test_segment_applies_the_scales_recorded_with_a_studys_models(tmp_path):
+    """choose-postprocess records the scales it used beside the fold's models; segment on the run folder
+    applies them by default (as the study predicted), an explicit --scales overrides them, and folds
+    that disagree are named."""
+    choice = {"chosen": "keep_one", "validation_dice": {"keep_one": 0.5, "none": 0.4}, "validation_images": 2}
+    run, image = two_fold_run_with_choice(tmp_path, {**choice, "scales": [1.0, 0.75, 0.5]})
+    members = infer.ensemble_members(run)
+    assert modelio.recorded_scales(members) == ((1.0, 0.75, 0.5), None, None)
 
     def mask(name, **options):
         infer.segment_images(run, [image], tmp_path / name, device="cpu", **options)
@@ -206,19 +210,8 @@ def test_segment_reads_each_folds_recorded_choice_once_and_only_when_it_needs_it
     """segment on a run folder takes both its scales and its post-processing from the folds'
     postprocess.json, each file read once; told both, it reads none, so a broken record does not stop
     it, while one it needs is named."""
-    import json
-
-    from sonoseg.serving import modelio
-
-    run = tmp_path / "runs" / "unet"
-    for fold in (0, 1):
-        (run / f"fold{fold}" / "seed0").mkdir(parents=True)
-        write_model(run / f"fold{fold}" / "seed0" / "model.pt", "unet", seed=fold)
-        (run / f"fold{fold}" / "postprocess.json").write_text(
-            json.dumps({"validation_dice": {"keep_one": 0.5, "none": 0.4}, "validation_images": 2, "scales": [1.0]})
-        )
-    image = tmp_path / "scan.png"
-    cv2.imwrite(str(image), sample_images(1)[0])
+    choice = {"validation_dice": {"keep_one": 0.5, "none": 0.4}, "validation_images": 2, "scales": [1.0]}
+    run, image = two_fold_run_with_choice(tmp_path, choice)
     read = []
     reader = modelio._read_choice
     monkeypatch.setattr(modelio, "_read_choice", lambda path: read.append(path) or reader(path))
@@ -236,19 +229,8 @@ def test_segment_applies_the_post_processing_its_run_folder_records(tmp_path, mo
     """A run folder whose folds chose no post-processing on validation is segmented without keeping
     one component (keep_one, the default, would hide a choice that was read and not applied); a file
     given twice to the choice counts twice."""
-    import json
-
-    from sonoseg.serving import modelio
-
-    run = tmp_path / "runs" / "unet"
-    for fold in (0, 1):
-        (run / f"fold{fold}" / "seed0").mkdir(parents=True)
-        write_model(run / f"fold{fold}" / "seed0" / "model.pt", "unet", seed=fold)
-        (run / f"fold{fold}" / "postprocess.json").write_text(
-            json.dumps({"validation_dice": {"keep_one": 0.4, "none": 0.5}, "validation_images": 2, "scales": [1.0]})
-        )
-    image = tmp_path / "scan.png"
-    cv2.imwrite(str(image), sample_images(1)[0])
+    choice = {"validation_dice": {"keep_one": 0.4, "none": 0.5}, "validation_images": 2, "scales": [1.0]}
+    run, image = two_fold_run_with_choice(tmp_path, choice)
     applied = []
     writer = infer.write_mask
     monkeypatch.setattr(infer, "write_mask", lambda *args: applied.append(args[-1]) or writer(*args))
@@ -403,10 +385,7 @@ def test_segment_applies_the_recorded_size_aware_rule_and_the_choice_records_it(
     """choose-postprocess (the CLI) records shrink_above beside the scales; segment on the run folder
     applies both by default, as an explicit --scales with --shrink-above does; the limit changes the
     masks against the always-rule."""
-    import json
-
     from sonoseg.data import preprocess
-    from sonoseg.serving import modelio
     from sonoseg.study.cli import main
 
     run = tmp_path / "runs" / "unet"
