@@ -517,6 +517,78 @@ def test_training_adopts_the_chosen_weight_decay_candidate_and_only_it(small_cac
     assert saved["fingerprint"] == fingerprints[chosen] != fingerprints[other]
 
 
+def test_a_rerun_of_the_same_training_adopts_its_finished_copy_unless_told_to_train(
+    small_caches, tmp_path, monkeypatch, caplog
+):
+    """Snakemake deletes a job's outputs before it reruns it; the finished copy kept outside them lets a
+    rerun that is this very training (a redone augmentation choice with the same outcome) adopt it. A
+    changed recipe, an unreadable copy or adopt_finished=False train."""
+    epochs_trained = []
+    real_epoch = train.train_epoch
+    monkeypatch.setattr(train, "train_epoch", lambda *a, **k: epochs_trained.append(1) or real_epoch(*a, **k))
+    recipe = Recipe(min_epochs=1, max_epochs=1, batch_size=4)
+    run, kept = tmp_path / "runs" / "seed0", tmp_path / "finished" / "seed0"
+
+    def fit_run(recipe, **options):
+        return fit(
+            "lighter_unet_c1",
+            0,
+            small_caches,
+            recipe,
+            run / "model.pt",
+            run / "history.csv",
+            device="cpu",
+            threads=1,
+            finished_copy=kept,
+            **options,
+        )
+
+    fit_run(recipe)
+    assert epochs_trained == [1]
+    first = {name: (run / name).read_bytes() for name in ("model.pt", "history.csv")}
+    assert {name: (kept / name).read_bytes() for name in first} == first
+    assert (kept / "model.pt").stat().st_ino == (run / "model.pt").stat().st_ino  # a hard link, not a copy
+
+    for name in first:  # as Snakemake does before it reruns the job
+        (run / name).unlink()
+    result = fit_run(recipe)
+    assert epochs_trained == [1] and result["adopted"] == str(kept / "model.pt")
+    assert {name: (run / name).read_bytes() for name in first} == first
+
+    # Told to train, it trains (and its new training is the one kept).
+    (run / "model.pt").unlink()
+    assert "adopted" not in fit_run(recipe, adopt_finished=False) and epochs_trained == [1, 1]
+    # Another recipe is another training: trained, and kept in place of the old one.
+    other = recipe.with_changes({"weight_decay": 0.0})
+    assert "adopted" not in fit_run(other) and epochs_trained == [1, 1, 1]
+    assert (
+        torch.load(kept / "model.pt", weights_only=True)["fingerprint"]
+        == torch.load(run / "model.pt", weights_only=True)["fingerprint"]
+    )
+    # A copy that cannot be read is passed over with a warning naming it, never an error.
+    (kept / "model.pt").unlink()
+    (kept / "model.pt").write_bytes(b"truncated")
+    with caplog.at_level(logging.WARNING, logger=train.log.name):
+        assert "adopted" not in fit_run(other) and epochs_trained == [1, 1, 1, 1]
+    assert any(str(kept / "model.pt") in r.getMessage() for r in caplog.records)
+
+
+def test_the_code_digest_reads_a_users_own_layer_file(tmp_path, monkeypatch):
+    """A network whose layers are defined in a user's file: an edit to that file is another training."""
+    import importlib
+
+    source = tmp_path / "my_layers.py"
+    source.write_text("import torch\nclass Block(torch.nn.Conv2d):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("my_layers")
+    model = torch.nn.Sequential(module.Block(1, 1, 3))
+    before = train.code_digest(model)
+    assert before == train.code_digest(torch.nn.Sequential(module.Block(1, 1, 3)))
+    assert before != train.code_digest(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3)))
+    source.write_text(source.read_text() + "# changed\n")
+    assert train.code_digest(model) != before
+
+
 def test_paper_recipes_of_the_networks_after_2021_can_be_expressed():
     """BCE + Dice, AdamW, cosine and poly schedules (docs/modern_networks.md, "Their own recipes")."""
     torch.manual_seed(0)

@@ -163,10 +163,15 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     metrics_before = (out / "runs" / "unet" / "fold0" / "seed0" / "metrics.csv").read_bytes()
     # The README's "one network alone" target, run for real: U-net's chain and nothing else.
     target = "results/tiny/networks/unet.csv"
-    rerun = run_snakemake(
-        [target, "--cores", "2", "--configfile", config, "--forcerun", "train"], rerun_dir, timeout=1200
-    )
+    # A forced rerun is the training it was and adopts its finished copy; told not to, it trains again.
+    forced = [target, "--cores", "2", "--configfile", config, "--forcerun", "train"]
+    rerun = run_snakemake(forced, rerun_dir, timeout=1200)
     assert rerun.returncode == 0, rerun.stderr[-4000:]
+    rerun_log = rerun_out / "logs" / "train" / "unet" / "fold0" / "seed0.log"
+    assert "adopted" in rerun_log.read_text() and "epoch 1" not in rerun_log.read_text()
+    rerun = run_snakemake([*forced, "--set-resources", "train:adopt_finished=0"], rerun_dir, timeout=1200)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert "adopted" not in rerun_log.read_text() and "epoch 1" in rerun_log.read_text()
     assert jobs_of(rerun.stdout + rerun.stderr) == {"train": 1, "choose_postprocess": 1, "predict": 1, "summarize": 1}
     after = {
         p.name: p.read_bytes() for p in (rerun_out / "runs" / "unet" / "fold0" / "seed0" / "predictions").glob("*.png")
@@ -231,6 +236,41 @@ def test_recipe_selection_never_takes_the_test_split(workflow_copy):
     evaluation = [n for n, rule in rule_of.items() if rule == "predict" and ancestors(n) & trainings]
     assert len(evaluation) == 3 * 2 + 2 * 2 + 3  # each network's seeds, the ladder's, each network's ensemble
     assert all(ancestors(n) & test_cache for n in evaluation)
+
+
+@pytest.mark.slow
+def test_a_choice_redone_with_the_same_outcome_retrains_nothing(workflow_copy):
+    """A changed predict.* setting redoes the probe's development-set predictions, so its augmentation
+    choice and the recipes that read it are redone, and Snakemake reruns the trainings after them. Each
+    is the training it was (network, seed, recipe, data, fast path, code): it adopts its finished copy."""
+    auto = {"ultrasound_augment": "auto"}
+    train = {**TINY["train"], "overrides": {"unet": auto, "lighter_unet_c1": auto}}
+    probe = {
+        **TINY,
+        "train": train,
+        "augmentation_choice": {"network": "lighter_unet_c1"},
+        "ladder": {"enabled": False},
+        "external_datasets": [
+            {"name": "pymust_far", "role": "development", "layout": "folder", "root": "data/external/pymust_far"}
+        ],
+    }
+    target = "results/tiny/networks/unet.csv"
+    first = run_snakemake([target, "--cores", "2", "--configfile", write_config(workflow_copy, probe)], workflow_copy)
+    assert first.returncode == 0, first.stderr[-4000:]
+    run = workflow_copy / "results" / "tiny" / "runs" / "unet" / "fold0" / "seed0"
+    log = workflow_copy / "results" / "tiny" / "logs" / "train" / "unet" / "fold0" / "seed0.log"
+    trained = {name: (run / name).read_bytes() for name in ("model.pt", "history.csv")}
+    assert "epoch 1 " in log.read_text() and "adopted" not in log.read_text()
+
+    changed = {**probe, "predict": {"scales": [1.0, 0.875]}}
+    config = write_config(workflow_copy, changed, "scales.yaml")
+    dry = run_snakemake([target, "-n", "--cores", "1", "--configfile", config], workflow_copy)
+    assert dry.returncode == 0, dry.stderr
+    assert jobs_of(dry.stdout).get("choose_augmentation") == 1 and jobs_of(dry.stdout).get("train", 0) >= 1
+    again = run_snakemake([target, "--cores", "2", "--configfile", config], workflow_copy)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "adopted" in log.read_text() and "epoch 1 " not in log.read_text()
+    assert {name: (run / name).read_bytes() for name in trained} == trained
 
 
 def test_lint_is_clean(workflow_copy):

@@ -165,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the checkpoint at most this often (train.checkpoint_seconds; 0: every epoch)",
     )
     p.add_argument("--runs-per-gpu", type=int, default=1, help="jobs sharing one GPU (train.runs_per_gpu)")
+    p.add_argument(
+        "--finished-copy",
+        default="",
+        help="a folder that keeps the finished model and history; a rerun that is this very training adopts them",
+    )
+    p.add_argument(
+        "--adopt-finished",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="0: train even when --finished-copy holds this very training (to time it, say)",
+    )
     p.set_defaults(func=commands.cmd_train)
 
     p = sub.add_parser(

@@ -200,6 +200,8 @@ def cmd_train(args) -> None:
         threads=args.threads,
         pretrained_backbone=args.pretrained_backbone or None,
         reusable=list(zip(args.reuse_models, args.reuse_histories)),
+        finished_copy=args.finished_copy or None,
+        adopt_finished=bool(args.adopt_finished),
     )
 
 

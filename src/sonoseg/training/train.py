@@ -13,6 +13,7 @@ the loss is read back to the host once per epoch, not once per step."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -63,6 +64,7 @@ HISTORY_COLUMNS = [
 ]
 # A checkpoint at most this often (seconds of training); train.checkpoint_seconds in the config.
 DEFAULT_CHECKPOINT_SECONDS = 60.0
+FINISHED_MODEL, FINISHED_HISTORY = "model.pt", "history.csv"  # a finished copy's files (keep_finished_copy)
 TIMING_COLUMNS = ["seconds", "train_seconds", "bn_seconds", "val_seconds"]  # wall time: never reproducible
 DICE_EPSILON = 1e-6  # only keeps an empty mask with an empty prediction from dividing by zero
 
@@ -333,15 +335,45 @@ def ultrasound_on(recipe: Recipe, epoch: int) -> bool:
     return recipe.ultrasound_augment and epoch <= recipe.max_epochs - recipe.ultrasound_clean_epochs
 
 
+def code_digest(model: torch.nn.Module) -> str:
+    """The code a training runs, as bytes: every source file of the sonoseg package, the files that define
+    the network's own layers outside it (a user's network, docs/extending.md) and torch's version. A
+    finished run is adopted, and a checkpoint resumed, only under the same code: after an edit to a
+    network or to the training, a forced rerun trains again. Code that a user's network imports from
+    further files is not read; `--set-resources train:adopt_finished=0` trains again regardless."""
+    package = Path(__file__).resolve().parents[1]
+    files = {path: path.relative_to(package).as_posix() for path in package.rglob("*.py")}
+    for layer in model.modules():
+        if type(layer).__module__.split(".")[0] in ("torch", "torchvision"):
+            continue
+        source = inspect.getsourcefile(type(layer))
+        if source and Path(source).resolve() not in files:
+            files[Path(source).resolve()] = Path(source).name
+    digest = hashlib.sha256(torch.__version__.encode())
+    for path in sorted(files, key=files.get):
+        digest.update(f"\0{files[path]}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def run_fingerprint(
-    network: str, seed: int, recipe: Recipe, train_data, val_data, pretrained_backbone: str | None, path: FastPath
+    network: str,
+    seed: int,
+    recipe: Recipe,
+    train_data,
+    val_data,
+    pretrained_backbone: str | None,
+    path: FastPath,
+    code: str,
 ) -> str:
     """What makes two trainings the same: a checkpoint resumes, and a finished run is adopted, only
-    when this matches (network, seed, recipe, the caches' bytes, the backbone weights, the fast path)."""
+    when this matches (network, seed, recipe, the caches' bytes, the backbone weights, the fast path and
+    the code: ``code_digest``)."""
     return hashlib.sha256(
         json.dumps(
             {
                 "network": network,
+                "code": code,
                 "seed": seed,
                 "recipe": recipe.to_json(),
                 "data": file_digest(train_data, val_data),
@@ -438,12 +470,21 @@ def train(
     pretrained_backbone: str | None = None,
     reusable: list[tuple[str | Path, str | Path]] = (),
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+    finished_copy: str | Path | None = None,
+    adopt_finished: bool = True,
 ) -> dict:
     """Train one network with one seed; writes model_out and history_out. Returns a summary.
 
     ``reusable``: finished runs (model, history) one of which may be this very training (the chosen
     recipe-selection candidate, for the run with the candidates' seed); the one whose fingerprint matches
     is adopted (copied) instead of trained again.
+
+    ``finished_copy``: a folder outside the workflow's outputs where the finished model and history are
+    kept (hard links), since Snakemake deletes a job's outputs before it reruns it. When a rerun is this
+    very training (its fingerprint: the same network, seed, recipe, data, fast path and code), it adopts
+    that copy instead of training again: a study whose augmentation choice is redone with the same
+    outcome (a changed ``predict.*`` setting) retrains nothing. ``adopt_finished=False`` trains anyway
+    (and keeps the new copy).
 
     ``checkpoint``: written when at least ``checkpoint_seconds`` have passed since the last one (0: after
     every epoch), never after the last epoch (the model file follows at once). Writing a checkpoint cost
@@ -477,9 +518,14 @@ def train(
     # A network that starts from ImageNet weights sees its inputs as ImageNet's did.
     normalization = IMAGENET_NORMALIZATION if pretrained_backbone else None
     path = FastPath(model, dev, recipe.precision, normalization)
-    fingerprint = run_fingerprint(network, seed, recipe, train_data, val_data, pretrained_backbone, path)
-    adopted = adopt_identical_run(reusable, fingerprint, model_out, history_out)
+    fingerprint = run_fingerprint(
+        network, seed, recipe, train_data, val_data, pretrained_backbone, path, code=code_digest(model)
+    )
+    offered = (offer_finished_copy(finished_copy) if finished_copy and adopt_finished else []) + list(reusable)
+    adopted = adopt_identical_run(offered, fingerprint, model_out, history_out)
     if adopted:
+        if finished_copy:
+            keep_finished_copy(model_out, history_out, finished_copy)
         return adopted
     parameters = models.count_parameters(model)
     model = path.prepare_model(model)
@@ -593,6 +639,8 @@ def train(
         provenance=stamp(train_split.dataset_fingerprint),  # what it was trained on, and by which sonoseg
     )
     write_history(state["history"], Path(history_out))
+    if finished_copy:
+        keep_finished_copy(model_out, history_out, finished_copy)
     if checkpoint and checkpoint.exists():
         checkpoint.unlink()  # finished: a stale checkpoint must not meet a changed config later
     log.info("kept epoch %d (val_loss %.4f) of %d", state["best_epoch"], state["best_loss"], state["epoch"])
@@ -645,6 +693,35 @@ def train_epoch(
         total += loss.detach() * len(x)
         seen += len(x)
     return float(total) / seen
+
+
+def keep_finished_copy(model: str | Path, history: str | Path, folder: str | Path) -> None:
+    """Keep a finished training's model and history in ``folder`` (hard links where the file system has
+    them, copies otherwise), each replaced whole: a rerun is offered them (``offer_finished_copy``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for source, name in ((Path(model), FINISHED_MODEL), (Path(history), FINISHED_HISTORY)):
+        partial = folder / f"{name}.partial"
+        partial.unlink(missing_ok=True)
+        try:
+            partial.hardlink_to(source)
+        except OSError:  # another file system, or one without hard links
+            shutil.copyfile(source, partial)
+        partial.replace(folder / name)
+
+
+def offer_finished_copy(folder: str | Path) -> list[tuple[Path, Path]]:
+    """The finished copy in ``folder`` as a run to offer for adoption; none when there is none, or when it
+    cannot be read (a warning names it, and the run trains: the copy is a saving, never a source of error)."""
+    model, history = Path(folder) / FINISHED_MODEL, Path(folder) / FINISHED_HISTORY
+    if not (model.is_file() and history.is_file()):
+        return []
+    try:
+        load_checked(model, MODEL_FORMAT, metadata_only=True)
+    except SonosegError as exc:
+        log.warning("the finished copy %s is not offered: %s", model, exc)
+        return []
+    return [(model, history)]
 
 
 def adopt_identical_run(
