@@ -573,20 +573,40 @@ def test_a_rerun_of_the_same_training_adopts_its_finished_copy_unless_told_to_tr
     assert any(str(kept / "model.pt") in r.getMessage() for r in caplog.records)
 
 
-def test_the_code_digest_reads_a_users_own_layer_file(tmp_path, monkeypatch):
-    """A network whose layers are defined in a user's file: an edit to that file is another training."""
+def test_the_code_digest_reads_a_users_network_its_builder_and_its_architecture(tmp_path, monkeypatch):
+    """A network of the user's own (config custom_networks): another builder, an edit to the file that
+    defines it, or another built architecture is another training; the same network is the same."""
     import importlib
 
+    from sonoseg.networks import catalog
+
+    monkeypatch.setattr(catalog, "CATALOG", dict(catalog.CATALOG))
     source = tmp_path / "my_layers.py"
-    source.write_text("import torch\nclass Block(torch.nn.Conv2d):\n    pass\n")
+    source.write_text(
+        "import torch\n"
+        "class Block(torch.nn.Conv2d):\n    pass\n"
+        "def small():\n    return torch.nn.Sequential(Block(3, 1, 3))\n"
+        "def large():\n    return torch.nn.Sequential(Block(3, 4, 3), Block(4, 1, 1))\n"
+        "def plain():\n    return torch.nn.Conv2d(3, 1, 3)\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
-    module = importlib.import_module("my_layers")
-    model = torch.nn.Sequential(module.Block(1, 1, 3))
-    before = train.code_digest(model)
-    assert before == train.code_digest(torch.nn.Sequential(module.Block(1, 1, 3)))
-    assert before != train.code_digest(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3)))
+    importlib.import_module("my_layers")
+
+    def digest(builder):
+        catalog.CATALOG.pop("my_net", None)  # the name is taken by the last builder registered
+        catalog.register("my_net", builder=f"my_layers:{builder}")
+        return train.code_digest("my_net", models.build("my_net"))
+
+    before = digest("small")
+    assert before == digest("small")
+    assert len({before, digest("large"), digest("plain")}) == 3
+    plain = digest("plain")  # layers all torch's: the builder's own file is still read
     source.write_text(source.read_text() + "# changed\n")
-    assert train.code_digest(model) != before
+    assert digest("small") != before and digest("plain") != plain
+    # A built-in network: its catalog builder and arguments (Lighter U-net's channels) tell them apart.
+    assert train.code_digest("lighter_unet_c1", models.build("lighter_unet_c1")) != train.code_digest(
+        "lighter_unet_c128", models.build("lighter_unet_c128")
+    )
 
 
 def test_paper_recipes_of_the_networks_after_2021_can_be_expressed():

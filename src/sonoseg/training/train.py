@@ -335,25 +335,36 @@ def ultrasound_on(recipe: Recipe, epoch: int) -> bool:
     return recipe.ultrasound_augment and epoch <= recipe.max_epochs - recipe.ultrasound_clean_epochs
 
 
-def code_digest(model: torch.nn.Module) -> str:
-    """The code a training runs, as bytes: every source file of the sonoseg package, the files that define
-    the network's own layers outside it (a user's network, docs/extending.md) and torch's version. A
-    finished run is adopted, and a checkpoint resumed, only under the same code: after an edit to a
-    network or to the training, a forced rerun trains again. Code that a user's network imports from
-    further files is not read; `--set-resources train:adopt_finished=0` trains again regardless."""
+def code_digest(network: str, model: torch.nn.Module) -> str:
+    """The code a training runs: every source file of the sonoseg package; for the network, its builder
+    (``module:function``), the builder's file and the files defining its layers outside torch (a user's
+    network, docs/extending.md), and the architecture as built (its repr: layers, channels, kernels);
+    torch's version. A finished run is adopted, and a checkpoint resumed, only under the same code:
+    after an edit to a network or to the training, a forced rerun trains again. Code that a user's
+    builder imports from further files is read only where it defines layers;
+    ``--set-resources train:adopt_finished=0`` trains again regardless."""
     package = Path(__file__).resolve().parents[1]
     files = {path: path.relative_to(package).as_posix() for path in package.rglob("*.py")}
-    for layer in model.modules():
-        if type(layer).__module__.split(".")[0] in ("torch", "torchvision"):
-            continue
-        source = inspect.getsourcefile(type(layer))
-        if source and Path(source).resolve() not in files:
-            files[Path(source).resolve()] = Path(source).name
-    digest = hashlib.sha256(torch.__version__.encode())
+    builder, builder_file = models.builder_source(network)
+    sources = [builder_file] + [
+        _source_file(type(layer))
+        for layer in model.modules()
+        if type(layer).__module__.split(".")[0] not in ("torch", "torchvision")
+    ]
+    for source in filter(None, sources):
+        files.setdefault(Path(source).resolve(), Path(source).name)
+    digest = hashlib.sha256(f"{torch.__version__}\0{builder}\0{model!r}".encode())
     for path in sorted(files, key=files.get):
         digest.update(f"\0{files[path]}\0".encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def _source_file(cls: type) -> str | None:
+    try:
+        return inspect.getsourcefile(cls)
+    except TypeError:  # a class compiled into an extension module: no source to read
+        return None
 
 
 def run_fingerprint(
@@ -519,7 +530,7 @@ def train(
     normalization = IMAGENET_NORMALIZATION if pretrained_backbone else None
     path = FastPath(model, dev, recipe.precision, normalization)
     fingerprint = run_fingerprint(
-        network, seed, recipe, train_data, val_data, pretrained_backbone, path, code=code_digest(model)
+        network, seed, recipe, train_data, val_data, pretrained_backbone, path, code=code_digest(network, model)
     )
     offered = (offer_finished_copy(finished_copy) if finished_copy and adopt_finished else []) + list(reusable)
     adopted = adopt_identical_run(offered, fingerprint, model_out, history_out)

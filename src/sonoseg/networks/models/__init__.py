@@ -44,6 +44,14 @@ def build(name: str, builder: str | None = None) -> nn.Module:
     raise SonosegError(f"unknown network {name!r}; known networks: {', '.join(names())}")
 
 
+def builder_source(name: str) -> tuple[str, str | None]:
+    """How the catalog's network ``name`` is built (``module:function`` and its arguments) and the file
+    that function is in (None for a module without one)."""
+    item = catalog.CATALOG[name]
+    module = importlib.import_module(item.builder.partition(":")[0])
+    return f"{item.builder}{tuple(item.arguments)!r}", getattr(module, "__file__", None)
+
+
 def builder_spec(name: str) -> str | None:
     """What a model file records to rebuild a network that is not built in (None for built-in ones)."""
     if name in catalog.BUILT_IN_NETWORKS:
