@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from sonoseg import data
-from sonoseg.data import duplicates, synth
+from sonoseg.data import duplicates, imageio, synth
 from sonoseg.errors import SonosegError
 
 
@@ -234,6 +234,77 @@ def test_missing_root_and_bad_layout(tmp_path):
         data.ingest(tmp_path / "nope", "folder")
     with pytest.raises(SonosegError, match="not one of"):
         data.ingest(tmp_path, "dicom")
+
+
+# ----------------------------------------------------------------------------- reading masks
+
+
+def lesion_block(value, dtype=np.uint8, channels: int = 0) -> np.ndarray:
+    """A 40x60 mask, 0 outside a block whose pixels hold value (on every channel when channels > 0)."""
+    mask = np.zeros((40, 60, channels) if channels else (40, 60), dtype)
+    mask[10:30, 15:40] = value
+    return mask
+
+
+def test_mask_values_rule(tmp_path):
+    """0/1 and 0/255 are binary; 0/128/255 counts 128 as lesion, flagged mask_thresholded (docs/own_data.md)."""
+    for name, pixels in (("binary01", lesion_block(1)), ("binary255", lesion_block(255))):
+        mask = imageio.read_mask(write(tmp_path / f"{name}.png", pixels))
+        assert mask.pixels.sum() == 20 * 25 and mask.notes == [], name
+    three_levels = lesion_block(255)
+    three_levels[30:35, 40:50] = 128
+    mask = imageio.read_mask(write(tmp_path / "three_levels.png", three_levels))
+    assert mask.pixels.sum() == 20 * 25 + 5 * 10 and mask.notes == ["mask_thresholded"]
+    sixteen = imageio.read_mask(write(tmp_path / "sixteen.png", lesion_block(65535, np.uint16)))
+    assert sixteen.pixels.sum() == 20 * 25
+
+
+@pytest.mark.parametrize(
+    "pixels, expected",
+    [
+        (lesion_block(255, np.uint16), "values 0..255, none reaches the lesion threshold 32768"),
+        (lesion_block(100), "values 0..100, none reaches the lesion threshold 128"),
+    ],
+    ids=["16bit_0_255", "8bit_0_100"],
+)
+def test_mask_below_the_threshold_is_an_error_not_an_empty_mask(tmp_path, pixels, expected):
+    path = write(tmp_path / "faint.png", pixels)
+    with pytest.raises(SonosegError, match=re.escape(f"{path}: mask values 0..")) as error:
+        imageio.read_mask(path)
+    assert expected in str(error.value)
+
+
+def test_float_mask_is_refused_like_a_float_image(tmp_path):
+    path = write(tmp_path / "float.tif", lesion_block(255, np.float32), ".tif")
+    for read in (imageio.read_mask, imageio.read_image):
+        with pytest.raises(SonosegError, match=re.escape(f"{path}: unsupported pixel type float32")):
+            read(path)
+
+
+def test_rgba_mask_with_the_lesion_in_the_alpha_channel_only(tmp_path):
+    alpha_only = np.zeros((40, 60, 4), np.uint8)
+    alpha_only[10:30, 15:40, 3] = 255
+    assert imageio.read_mask(write(tmp_path / "alpha_only.png", alpha_only)).pixels.sum() == 20 * 25
+    # An opaque mask (alpha 255 everywhere) is read from its colour channels, empty or not.
+    opaque = lesion_block(255, channels=4)
+    opaque[..., 3] = 255
+    assert imageio.read_mask(write(tmp_path / "opaque.png", opaque)).pixels.sum() == 20 * 25
+    opaque[..., :3] = 0
+    assert not imageio.read_mask(write(tmp_path / "opaque_empty.png", opaque)).pixels.any()
+
+
+def test_faint_mask_is_a_problem_at_ingest(tmp_path):
+    for i in range(2):
+        image, mask = lesion_pair(i)
+        write(tmp_path / "images" / f"good{i}.png", image)
+        write(tmp_path / "masks" / f"good{i}.png", mask)
+    write(tmp_path / "images" / "faint.png", lesion_pair(5)[0])
+    write(tmp_path / "masks" / "faint.png", (lesion_pair(5)[1] > 0).astype(np.uint8) * 100)
+    with pytest.raises(SonosegError, match="none reaches the lesion threshold 128"):
+        data.ingest(tmp_path, "folder")
+    manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
+    row = manifest[manifest["image"].str.endswith("faint.png")].iloc[0]
+    assert row["status"] == "excluded" and "mask values 0..100" in row["reason"]
 
 
 # ----------------------------------------------------------------------------- rows naming missing files

@@ -51,6 +51,10 @@ def _decode(path: Path) -> np.ndarray:
     pixels = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise SonosegError(f"{path}: not a readable image")
+    # Float (and signed) files have no agreed range: neither brightness nor the lesion value can be
+    # read from them without guessing, so images and masks alike must be 8- or 16-bit.
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise SonosegError(f"{path}: unsupported pixel type {pixels.dtype} (8- or 16-bit files only)")
     return pixels
 
 
@@ -65,8 +69,6 @@ def read_image(path: str | Path) -> Decoded:
     if pixels.dtype == np.uint16:
         pixels = (pixels // 257).astype(np.uint8)  # full 16-bit range onto 8 bits
         notes.append("converted_16bit")
-    elif pixels.dtype != np.uint8:
-        raise SonosegError(f"{path}: unsupported pixel type {pixels.dtype}")
     if pixels.ndim == 2:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
         notes.append("converted_grayscale")
@@ -84,17 +86,24 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
     Threshold rule: a mask whose largest value is 1 is read as {0, 1}; otherwise a pixel is lesion
     when it is at least half of the type's maximum (>= 128 for 8-bit, >= 32768 for 16-bit). Values
     other than 0 and the maximum (JPEG-compressed or anti-aliased masks) are noted as thresholded.
+    A mask with nonzero pixels of which none reaches the threshold (0/100, or 0/255 saved as 16-bit)
+    is an error, not an empty mask. Colour masks count a pixel by its brightest colour channel; an
+    RGBA mask whose colour channels are all 0 is read from its alpha channel when that varies.
     """
     if isinstance(paths, (str, Path)):
         paths = [Path(p) for p in str(paths).split(MASK_SEPARATOR)]
     merged = None
     notes: list[str] = []
     for path in paths:
-        pixels = _decode(Path(path))
-        if pixels.ndim == 3:
-            pixels = pixels[:, :, :3].max(axis=2)
-        top = 1 if pixels.max() <= 1 else (255 if pixels.dtype == np.uint8 else 65535)
+        pixels = _mask_channel(_decode(Path(path)))
+        top = 1 if pixels.max() <= 1 else np.iinfo(pixels.dtype).max
         threshold = 1 if top == 1 else (top + 1) // 2
+        if 0 < pixels.max() < threshold:  # an all-zero mask is a valid empty mask (flagged at ingest)
+            raise SonosegError(
+                f"{path}: mask values {pixels.min()}..{pixels.max()}, none reaches the lesion threshold "
+                f"{threshold} (half of the {pixels.dtype.itemsize * 8}-bit maximum {top}); save the lesion "
+                "as the maximum value, or as 1 on 0"
+            )
         if np.any((pixels != 0) & (pixels != top) & (pixels != pixels.max())):
             if "mask_thresholded" not in notes:
                 notes.append("mask_thresholded")
@@ -107,3 +116,17 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
     if len(paths) > 1:
         notes.append(f"merged_masks:{len(paths)}")
     return Decoded(merged, notes)
+
+
+def _mask_channel(pixels: np.ndarray) -> np.ndarray:
+    """One channel of lesion values: gray as is, colour by its brightest channel, or the alpha channel."""
+    if pixels.ndim == 2:
+        return pixels
+    colour = pixels[:, :, :3].max(axis=2)
+    if pixels.shape[2] == 4 and not colour.any():
+        # Some editors save the lesion as opacity over black. An opaque (or fully transparent) black
+        # mask has a uniform alpha, and stays empty.
+        alpha = pixels[:, :, 3]
+        if alpha.min() != alpha.max():
+            return alpha
+    return colour
