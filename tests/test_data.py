@@ -307,6 +307,45 @@ def test_faint_mask_is_a_problem_at_ingest(tmp_path):
     assert row["status"] == "excluded" and "mask values 0..100" in row["reason"]
 
 
+# ----------------------------------------------------------------------------- checking files before decoding
+
+
+def test_trailing_bytes_after_the_end_marker_are_not_a_truncation(tmp_path):
+    """Scanners and tools append bytes after PNG's IEND or JPEG's end-of-image marker; OpenCV reads
+    such files whole. Files cut short are still caught."""
+    image = lesion_pair(0)[0]
+    for suffix in (".png", ".jpg"):
+        path = write(tmp_path / f"trailing{suffix}", image, suffix)
+        whole = path.read_bytes()
+        path.write_bytes(whole + b"TRAILER-FROM-THE-SCANNER" * 20)
+        assert imageio.problem_with_file(path) is None, suffix
+        assert imageio.read_image(path).pixels.shape == image.shape
+        path.write_bytes(whole[: len(whole) * 2 // 3])
+        assert "truncated" in imageio.problem_with_file(path), suffix
+
+
+def test_unreadable_file_is_a_problem_not_a_traceback(tmp_path, monkeypatch):
+    for name in ("good0", "good1", "locked"):
+        image, mask = lesion_pair(len(name))
+        write(tmp_path / "images" / f"{name}.png", image)
+        write(tmp_path / "masks" / f"{name}.png", mask)
+    locked = (tmp_path / "images" / "locked.png").resolve()
+    real_open = open
+
+    def refusing_open(file, *args, **kwargs):  # chmod does not stop root: refuse this file here
+        if Path(file) == locked:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refusing_open)
+    with pytest.raises(SonosegError, match=re.escape("cannot be read (Permission denied)")):
+        data.ingest(tmp_path, "folder")
+    manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
+    row = manifest[manifest["image"] == str(locked)].iloc[0]
+    assert row["status"] == "excluded" and row["reason"].endswith("cannot be read (Permission denied)")
+    assert len(data.included(manifest)) == 2
+
+
 # ----------------------------------------------------------------------------- rows naming missing files
 
 

@@ -17,6 +17,9 @@ except AttributeError:  # pragma: no cover - older OpenCV builds
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 MASK_SEPARATOR = "|"  # several mask files of one image (BUSI's NAME_mask_1.png) are merged
+PNG_END_CHUNK = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the whole IEND chunk: length 0, type, CRC
+JPEG_END_MARKER = b"\xff\xd9"
+END_MARKER_SEARCH_BYTES = 4096  # how far from a file's end its end marker may lie
 
 
 @dataclass
@@ -33,13 +36,18 @@ def problem_with_file(path: Path) -> str | None:
         return f"cannot be read ({exc.strerror})"
     if size == 0:
         return "empty file (0 bytes)"
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-        handle.seek(max(size - 12, 0))
-        tail = handle.read()
-    if head.startswith(b"\x89PNG") and b"IEND" not in tail:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            handle.seek(max(size - END_MARKER_SEARCH_BYTES, 0))
+            tail = handle.read()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    # OpenCV decodes a file cut short without complaint (the missing rows come out gray), so the end
+    # marker is looked for; some scanners and tools append bytes after it, which OpenCV ignores.
+    if head.startswith(b"\x89PNG") and PNG_END_CHUNK not in tail:
         return "truncated PNG (no IEND chunk at the end)"
-    if head.startswith(b"\xff\xd8") and not tail.rstrip(b"\x00").endswith(b"\xff\xd9"):
+    if head.startswith(b"\xff\xd8") and JPEG_END_MARKER not in tail:
         return "truncated JPEG (no end-of-image marker)"
     return None
 
