@@ -1,5 +1,6 @@
 """Ingest and the integrity check: every bad case, under both policies, on trees built here."""
 
+import logging
 import os
 import re
 import subprocess
@@ -338,12 +339,55 @@ def test_unreadable_file_is_a_problem_not_a_traceback(tmp_path, monkeypatch):
         return real_open(file, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", refusing_open)
-    with pytest.raises(SonosegError, match=re.escape("cannot be read (Permission denied)")):
+    with pytest.raises(SonosegError, match=re.escape(f"{locked}: cannot be read (Permission denied)")):
         data.ingest(tmp_path, "folder")
     manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
     row = manifest[manifest["image"] == str(locked)].iloc[0]
-    assert row["status"] == "excluded" and row["reason"].endswith("cannot be read (Permission denied)")
+    assert row["status"] == "excluded" and row["reason"] == "cannot be read (Permission denied)"
     assert len(data.included(manifest)) == 2
+
+
+def test_a_problem_names_the_file_that_has_it_once(tmp_path, caplog):
+    """In the folder layout an image and its mask share a name: a broken mask is named by its full path,
+    a broken image's path is not repeated; the log counts each kind of problem once."""
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    for i in range(2):
+        image, mask = lesion_pair(i)
+        write(images / f"good{i}.png", image)
+        write(masks / f"good{i}.png", mask)
+    for name in ("bad_mask1", "bad_mask2", "bad_image", "garbage"):
+        image, mask = lesion_pair(len(name))
+        write(images / f"{name}.png", image)
+        write(masks / f"{name}.png", mask)
+    for path in (masks / "bad_mask1.png", masks / "bad_mask2.png", images / "bad_image.png"):
+        path.write_bytes(path.read_bytes()[:200])
+    (images / "garbage.png").write_text("this is not an image")
+    with pytest.raises(SonosegError) as error:
+        data.ingest(tmp_path, "folder")
+    lines = str(error.value).splitlines()
+    root = tmp_path.resolve()
+    for number in (1, 2):
+        image, mask = root / "images" / f"bad_mask{number}.png", root / "masks" / f"bad_mask{number}.png"
+        assert f"  {image}: {mask}: truncated PNG (no IEND chunk at the end)" in lines
+    assert f"  {root / 'images' / 'bad_image.png'}: truncated PNG (no IEND chunk at the end)" in lines
+    assert f"  {root / 'images' / 'garbage.png'}: not a readable image" in lines
+    with caplog.at_level(logging.INFO, logger="sonoseg.data.manifest"):
+        data.ingest(tmp_path, "folder", on_bad_sample="exclude")
+    counts = [record.getMessage() for record in caplog.records if record.getMessage().startswith("  ")]
+    assert sorted(counts) == [
+        "  mask: truncated PNG (no IEND chunk at the end): 2",
+        "  not a readable image: 1",
+        "  truncated PNG (no IEND chunk at the end): 1",
+    ]
+
+
+def test_count_lines_keep_the_whole_reason(tmp_path, caplog):
+    """BUSI's normal images, left out by default: the count line is the reason, whole."""
+    build_busi(tmp_path)
+    with caplog.at_level(logging.INFO, logger="sonoseg.data.manifest"):
+        data.ingest(tmp_path, "busi")
+    counts = [record.getMessage() for record in caplog.records if record.getMessage().startswith("  ")]
+    assert counts == ["  normal image left out (dataset.include_normal: false): 2"]
 
 
 # ----------------------------------------------------------------------------- rows naming missing files

@@ -60,14 +60,14 @@ def _check_candidate(candidate: Candidate) -> dict:
     for path in [candidate.image, *candidate.masks]:
         problem = problem_with_file(path)
         if problem:
-            candidate.problems.append(f"{path.name}: {problem}")
+            candidate.problems.append(_naming_the_file(candidate, f"{path}: {problem}"))
     if candidate.problems:
         return facts
     try:
         image = read_image(candidate.image)
         mask = read_mask(candidate.masks)
     except SonosegError as exc:
-        candidate.problems.append(str(exc))
+        candidate.problems.append(_naming_the_file(candidate, str(exc)))
         return facts
     height, width = image.pixels.shape[:2]
     facts.update(height=height, width=width, flags=image.notes + mask.notes)
@@ -81,6 +81,13 @@ def _check_candidate(candidate: Candidate) -> dict:
     facts["pixel_hash"] = hashlib.blake2b(image.pixels.tobytes(), digest_size=16).hexdigest()
     facts["fingerprint"] = fingerprint(image.pixels)
     return facts
+
+
+def _naming_the_file(candidate: Candidate, problem: str) -> str:
+    """A problem "PATH: what" of one of the candidate's files, as its manifest reason. The reason is
+    listed after the image's path, so the image's own path is dropped; a mask keeps its full path
+    (in the folder layout image and mask share a name)."""
+    return problem.removeprefix(f"{candidate.image}: ")
 
 
 def _no_facts() -> dict:
@@ -271,11 +278,21 @@ def _log_counts(manifest: pd.DataFrame, files_found: int) -> None:
     for status, count in manifest["status"].value_counts().sort_index().items():
         log.info("rows %s: %d", status, count)
     excluded = manifest[manifest["status"] != "included"]
-    for reason, count in excluded["reason"].str.replace(r"^[^:]*\.\w+: ", "", regex=True).value_counts().items():
-        log.info("  %s: %d", reason, count)
+    kinds = [_kind_of_reason(reason, masks) for reason, masks in zip(excluded["reason"], excluded["mask"].fillna(""))]
+    for kind, count in Counter(kinds).most_common():
+        log.info("  %s: %d", kind, count)
     flags = Counter(f.split(":")[0] for cell in manifest["flags"].fillna("") for f in str(cell).split(";") if f)
     for flag, count in sorted(flags.items()):
         log.info("flagged %s: %d", flag, count)
+
+
+def _kind_of_reason(reason: str, masks: str) -> str:
+    """A row's reason without its own mask paths ("mask: ..."), so that the log counts one kind of
+    problem once whichever files have it. Only the row's own paths are replaced: the reason's other
+    text (a setting's name, a colon in it) stays whole."""
+    for mask in filter(None, str(masks).split(MASK_SEPARATOR)):
+        reason = reason.replace(f"{mask}: ", "mask: ")
+    return reason
 
 
 def included(manifest: pd.DataFrame) -> pd.DataFrame:
