@@ -390,6 +390,35 @@ def test_count_lines_keep_the_whole_reason(tmp_path, caplog):
     assert counts == ["  normal image left out (dataset.include_normal: false): 2"]
 
 
+# ----------------------------------------------------------------------------- sample ids
+
+
+def build_colliding_names(root: Path) -> None:
+    """Three images whose cleaned names collide: 'a b' and 'a_b' both clean to a_b; a_b_2 is a name of its own."""
+    for number, name in enumerate(("a b.png", "a_b.png", "a_b_2.png")):
+        image, mask = lesion_pair(number)
+        write(root / "images" / name, image)
+        write(root / "masks" / name, mask)
+
+
+def test_sample_ids_are_unique_when_cleaned_names_collide(tmp_path):
+    build_colliding_names(tmp_path)
+    manifest = data.ingest(tmp_path, "folder")
+    ids = dict(zip(manifest["image"].map(lambda p: Path(p).name), manifest["sample_id"]))
+    # The first of two colliding names and every name that collides with nothing keep their id.
+    assert ids == {"a b.png": "images__a_b", "a_b.png": "images__a_b_3", "a_b_2.png": "images__a_b_2"}
+
+
+def test_ingest_refuses_duplicate_sample_ids(tmp_path, monkeypatch):
+    """The last guard: should two images ever get one id, one prediction would be scored for both."""
+    from sonoseg.data import manifest as manifest_module
+
+    build_colliding_names(tmp_path)
+    monkeypatch.setattr(manifest_module, "_unique_ids", lambda ids: ids)
+    with pytest.raises(SonosegError, match=r"sample id 'images__a_b': .*a b\.png.*a_b\.png"):
+        data.ingest(tmp_path, "folder")
+
+
 # ----------------------------------------------------------------------------- rows naming missing files
 
 

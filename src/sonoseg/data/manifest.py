@@ -157,6 +157,7 @@ def ingest(
         checked.append((candidate, facts))
         groups.find(candidate.patient)
     ids = _unique_ids([sample_id_for(root, c.image) for c, _ in checked])
+    _refuse_shared_ids(root, ids, [c.image for c, _ in checked])
 
     # Duplicates: identical pixels, then perceptual near-duplicates, among usable samples.
     usable = [i for i, (c, f) in enumerate(checked) if f["pixel_hash"] is not None]
@@ -265,12 +266,34 @@ def _is_positive_number(value) -> bool:
 
 
 def _unique_ids(ids: list[str]) -> list[str]:
-    seen: Counter = Counter()
+    """The ids made unique: the first image of an id, and every id that collides with nothing, keep
+    theirs (a study's manifest must not change); a later image of a taken id gets the first free
+    id_2, id_3, ... that is no other image's id either."""
+    taken = set(ids)
+    seen: set[str] = set()
     unique = []
     for sample_id in ids:
-        seen[sample_id] += 1
-        unique.append(sample_id if seen[sample_id] == 1 else f"{sample_id}_{seen[sample_id]}")
+        if sample_id in seen:
+            number = 2
+            while f"{sample_id}_{number}" in taken:
+                number += 1
+            unique.append(f"{sample_id}_{number}")
+            taken.add(unique[-1])
+        else:
+            unique.append(sample_id)
+        seen.add(sample_id)
     return unique
+
+
+def _refuse_shared_ids(root: Path, ids: list[str], images: list[Path]) -> None:
+    """A last guard: two images with one id would share one prediction file, and be scored with one."""
+    images_of: dict[str, list[Path]] = {}
+    for sample_id, image in zip(ids, images):
+        images_of.setdefault(sample_id, []).append(image)
+    shared = {sample_id: paths for sample_id, paths in images_of.items() if len(paths) > 1}
+    if shared:
+        listing = "\n".join(f"  sample id {i!r}: {', '.join(map(str, paths))}" for i, paths in shared.items())
+        raise SonosegError(f"dataset {root}: one sample id was given to several images (rename them):\n{listing}")
 
 
 def _log_counts(manifest: pd.DataFrame, files_found: int) -> None:
