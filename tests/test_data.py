@@ -1,5 +1,6 @@
 """Ingest and the integrity check: every bad case, under both policies, on trees built here."""
 
+import hashlib
 import logging
 import os
 import re
@@ -417,6 +418,22 @@ def test_ingest_refuses_duplicate_sample_ids(tmp_path, monkeypatch):
     monkeypatch.setattr(manifest_module, "_unique_ids", lambda ids: ids)
     with pytest.raises(SonosegError, match=r"sample id 'images__a_b': .*a b\.png.*a_b\.png"):
         data.ingest(tmp_path, "folder")
+
+
+def test_names_without_latin_letters_or_digits_get_a_hashed_id(tmp_path):
+    """BUSI class folders and file names in another script clean to nothing: such an image's id is a
+    short hash of its path under the root (a prediction file 'img_....png', not the hidden '.png')."""
+    for number, relative in enumerate(("良性/病例.png", "恶性/病例.png", "benign/benign (1).png")):
+        image, mask = lesion_pair(number)
+        write(tmp_path / relative, image)
+        write((tmp_path / relative).with_name(Path(relative).stem + "_mask.png"), mask)
+    manifest = data.ingest(tmp_path, "busi")
+    ids = dict(
+        zip(manifest["image"].map(lambda p: Path(p).relative_to(tmp_path.resolve()).as_posix()), manifest["sample_id"])
+    )
+    for relative in ("良性/病例.png", "恶性/病例.png"):
+        assert ids[relative] == "img_" + hashlib.blake2b(relative.encode(), digest_size=4).hexdigest()
+    assert ids["benign/benign (1).png"] == "benign__benign_1"
 
 
 # ----------------------------------------------------------------------------- rows naming missing files

@@ -4,6 +4,7 @@ read. sonoseg.data.manifest checks the pairs and writes the manifest."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -298,5 +299,14 @@ def _relative_id(root: Path, path: Path) -> str:
 
 
 def sample_id_for(root: Path, image: Path) -> str:
-    """A file-name-safe id from the image's path under the root (spaces, parentheses -> '_')."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", _relative_id(root, image).replace("/", "__")).strip("_")
+    """A file-name-safe id from the image's path under the root (spaces, parentheses -> '_').
+
+    A path without a Latin letter or digit (names in another script) would clean to nothing, or to
+    dots, and its prediction would be written as a hidden file: it gets 'img_' and a short hash of
+    the path under the root instead. Every other id is exactly the cleaned path, as it always was
+    (a study's manifest must not change).
+    """
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", _relative_id(root, image).replace("/", "__")).strip("_")
+    if re.search(r"[A-Za-z0-9]", cleaned):
+        return cleaned
+    return "img_" + hashlib.blake2b(image.relative_to(root).as_posix().encode(), digest_size=4).hexdigest()
