@@ -436,6 +436,49 @@ def test_names_without_latin_letters_or_digits_get_a_hashed_id(tmp_path):
     assert ids["benign/benign (1).png"] == "benign__benign_1"
 
 
+# ----------------------------------------------------------------------------- pairing by name
+
+
+def good_folder(root: Path, count: int = 2) -> None:
+    for i in range(count):
+        image, mask = lesion_pair(i)
+        write(root / "images" / f"good{i}.png", image)
+        write(root / "masks" / f"good{i}.png", mask)
+
+
+def test_the_stem_fallback_pairs_only_an_image_whose_stem_is_its_own(tmp_path):
+    """images/s.png and images/s.jpg share the stem s: masks/s.tif is neither's by name; each is a
+    problem naming the other, not two images scored with one mask. A unique stem still pairs."""
+    good_folder(tmp_path)
+    write(tmp_path / "images" / "s.png", lesion_pair(5)[0])
+    write(tmp_path / "images" / "s.jpg", lesion_pair(6)[0], ".jpg")
+    write(tmp_path / "masks" / "s.tif", lesion_pair(5)[1], ".tif")
+    write(tmp_path / "images" / "unique.jpg", lesion_pair(7)[0], ".jpg")
+    write(tmp_path / "masks" / "unique.png", lesion_pair(7)[1])
+    with pytest.raises(SonosegError) as error:
+        data.ingest(tmp_path, "folder")
+    lines = str(error.value).splitlines()
+    for name in ("s.jpg", "s.png"):
+        line = next(text for text in lines if text.strip().startswith(str(tmp_path.resolve() / "images" / name)))
+        assert line.endswith("ambiguous: images s.jpg and s.png share the stem s"), line
+    manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
+    by_name = {Path(p).name: row for p, row in zip(manifest["image"], manifest.to_dict("records"))}
+    assert by_name["s.png"]["status"] == by_name["s.jpg"]["status"] == "excluded"
+    assert by_name["unique.jpg"]["status"] == "included" and by_name["unique.jpg"]["mask"].endswith("unique.png")
+
+
+def test_an_exact_name_still_pairs_beside_a_shared_stem(tmp_path):
+    good_folder(tmp_path)
+    write(tmp_path / "images" / "s.png", lesion_pair(5)[0])
+    write(tmp_path / "images" / "s.jpg", lesion_pair(6)[0], ".jpg")
+    write(tmp_path / "masks" / "s.png", lesion_pair(5)[1])
+    manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
+    by_name = {Path(p).name: row for p, row in zip(manifest["image"], manifest.to_dict("records"))}
+    assert by_name["s.png"]["status"] == "included" and by_name["s.png"]["mask"].endswith("masks/s.png")
+    assert by_name["s.jpg"]["status"] == "excluded"
+    assert by_name["s.jpg"]["reason"] == "ambiguous: images s.jpg and s.png share the stem s"
+
+
 # ----------------------------------------------------------------------------- rows naming missing files
 
 

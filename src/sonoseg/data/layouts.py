@@ -124,9 +124,7 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     images = [f for f in files if f.parent == images_dir and is_image_name(f)]
     masks = [f for f in files if f.parent == masks_dir and is_image_name(f)]
     masks_by_name = {m.name: m for m in masks}
-    masks_by_stem: dict[str, list[Path]] = {}
-    for m in masks:
-        masks_by_stem.setdefault(m.stem, []).append(m)
+    masks_by_stem, images_by_stem = _by_stem(masks), _by_stem(images)
     patients_csv = root / "patients.csv"
     table, row_of = {}, {}
     claimed = set()
@@ -138,8 +136,12 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     candidates, orphans, used_masks = [], {}, set()
     for image in images:
         mask = masks_by_name.get(image.name)
-        if mask is None and len(masks_by_stem.get(image.stem, [])) == 1:
-            mask = masks_by_stem[image.stem][0]
+        # The stem pairs only one image with one mask: images s.png and s.jpg with masks/s.tif would
+        # otherwise both be scored against that one mask.
+        namesakes = images_by_stem[image.stem]
+        stem_masks = masks_by_stem.get(image.stem, [])
+        if mask is None and len(namesakes) == 1 and len(stem_masks) == 1:
+            mask = stem_masks[0]
         row = table.get(image.name, {})
         candidate = Candidate(
             image,
@@ -148,7 +150,12 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
             view=_text(row.get("view", "")),
             extra=_extra(row, ("image", "patient", "view")),
         )
-        if mask is None:
+        if mask is None and len(namesakes) > 1 and stem_masks:
+            names = sorted(i.name for i in namesakes)
+            candidate.problems.append(
+                f"ambiguous: images {', '.join(names[:-1])} and {names[-1]} share the stem {image.stem}"
+            )
+        elif mask is None:
             candidate.problems.append("image without mask")
         else:
             used_masks.add(mask)
@@ -273,6 +280,13 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
         if f not in known:
             orphans[f] = "mask without image" if f.parent == mask_dir else "not part of the BUS-BRA layout"
     return Layout(candidates, set(csvs), orphans)
+
+
+def _by_stem(files: list[Path]) -> dict[str, list[Path]]:
+    grouped: dict[str, list[Path]] = {}
+    for f in files:
+        grouped.setdefault(f.stem, []).append(f)
+    return grouped
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
