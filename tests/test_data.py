@@ -479,6 +479,18 @@ def test_an_exact_name_still_pairs_beside_a_shared_stem(tmp_path):
     assert by_name["s.jpg"]["reason"] == "ambiguous: images s.jpg and s.png share the stem s"
 
 
+def test_patients_csv_listing_an_image_twice_is_refused(tmp_path):
+    """Which row's patient would count? The last row won silently; now the run stops naming both rows."""
+    good_folder(tmp_path, 3)
+    rows = {"image": ["good0.png", "good1.png", "good0.png", "good2.png"], "patient": ["A", "B", "C", "D"]}
+    pd.DataFrame(rows).to_csv(tmp_path / "patients.csv", index=False)
+    for policy in ("fail", "exclude"):
+        with pytest.raises(SonosegError) as error:
+            data.ingest(tmp_path, "folder", on_bad_sample=policy)
+        assert str(error.value).startswith(f"{tmp_path.resolve() / 'patients.csv'}: an image may be listed only once")
+        assert "image 'good0.png' is listed in rows 2 and 4 (patients 'A', 'C')" in str(error.value)
+
+
 # ----------------------------------------------------------------------------- rows naming missing files
 
 

@@ -131,8 +131,12 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     if patients_csv.is_file():
         claimed.add(patients_csv.resolve())
         records = _read_csv(patients_csv, required=("image", "patient")).to_dict("records")
+        rows_of: dict[str, list[int]] = {}
+        for number, record in enumerate(records, start=2):  # row 1: header
+            rows_of.setdefault(str(record["image"]), []).append(number)
+        _refuse_images_listed_twice(patients_csv, rows_of, records)
         table = {str(r["image"]): r for r in records}
-        row_of = {str(r["image"]): number for number, r in enumerate(records, start=2)}  # row 1: header
+        row_of = {name: rows[0] for name, rows in rows_of.items()}
     candidates, orphans, used_masks = [], {}, set()
     for image in images:
         mask = masks_by_name.get(image.name)
@@ -175,6 +179,18 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
         if f not in known:
             orphans[f] = "not part of the folder layout (images/, masks/, patients.csv)"
     return Layout(candidates, claimed, orphans, missing)
+
+
+def _refuse_images_listed_twice(csv_path: Path, rows_of: dict[str, list[int]], records: list[dict]) -> None:
+    """Two rows for one image would give it two patients (or views), and one row would win unseen."""
+    twice = {name: rows for name, rows in rows_of.items() if len(rows) > 1}
+    if twice:
+        listing = "\n".join(
+            f"  image {name!r} is listed in rows {', '.join(map(str, rows[:-1]))} and {rows[-1]} "
+            f"(patients {', '.join(repr(str(records[row - 2]['patient'])) for row in rows)})"
+            for name, rows in twice.items()
+        )
+        raise SonosegError(f"{csv_path}: an image may be listed only once:\n{listing}")
 
 
 def _explicit_csv_layout(root: Path, files: list[Path], dataset_csv: str) -> Layout:
