@@ -30,6 +30,8 @@ class Decoded:
 
 def problem_with_file(path: Path) -> str | None:
     """A reason this file can't be an image, or None. Cheap checks before decoding."""
+    if MASK_SEPARATOR in str(path):  # the manifest would read it back as two paths
+        return f"path contains '{MASK_SEPARATOR}', which the manifest uses to separate mask files"
     try:
         size = path.stat().st_size
     except OSError as exc:
