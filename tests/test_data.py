@@ -505,6 +505,55 @@ def test_a_path_with_the_mask_separator_is_a_problem_at_ingest(tmp_path):
     assert row["status"] == "excluded" and row["reason"].startswith(expected)
 
 
+# ----------------------------------------------------------------------------- files that are not images
+
+SUPPORTED = "(supported: .bmp, .jpeg, .jpg, .png, .tif, .tiff)"
+
+
+def add_strays(folder: Path) -> None:
+    """What operating systems leave in a folder of images: ignored wherever it lies."""
+    for junk in ("Thumbs.db", ".DS_Store", "desktop.ini", "._scan.png"):
+        (folder / junk).write_bytes(b"\0" * 16)
+
+
+def outcomes(manifest: pd.DataFrame, root: Path) -> dict[str, tuple[str, str]]:
+    """Relative path -> (status, reason) of every row."""
+    return {
+        Path(p).relative_to(root.resolve()).as_posix(): (status, reason)
+        for p, status, reason in zip(manifest["image"], manifest["status"], manifest["reason"])
+    }
+
+
+@pytest.mark.parametrize("layout", ["folder", "busi", "busbra"])
+def test_unsupported_image_formats_where_the_images_lie_are_problems(tmp_path, layout):
+    """A .webp or DICOM file among the images was ignored as 'not an image file'; it is a problem now.
+    The junk of operating systems there, and notes at the dataset root, are still ignored."""
+    if layout == "folder":
+        good_folder(tmp_path)
+        folders = ["images", "masks"]
+    elif layout == "busi":
+        build_busi(tmp_path)
+        folders = ["benign", "malignant"]
+    else:
+        build_busbra(tmp_path)
+        folders = ["Images", "Masks"]
+    for folder in folders:
+        add_strays(tmp_path / folder)
+    (tmp_path / folders[0] / "scan7.webp").write_bytes(b"RIFF\0\0\0\0WEBP")
+    (tmp_path / folders[1] / "scan8.dcm").write_bytes(b"\0" * 128 + b"DICM")
+    (tmp_path / "README.txt").write_text("notes")
+    with pytest.raises(SonosegError) as error:
+        data.ingest(tmp_path, layout)
+    assert "2 problem(s)" in str(error.value)
+    rows = outcomes(data.ingest(tmp_path, layout, on_bad_sample="exclude"), tmp_path)
+    assert rows[f"{folders[0]}/scan7.webp"] == ("excluded", f"unsupported image format .webp {SUPPORTED}")
+    assert rows[f"{folders[1]}/scan8.dcm"] == ("excluded", f"unsupported image format .dcm {SUPPORTED}")
+    for folder in folders:
+        for junk in ("Thumbs.db", ".DS_Store", "desktop.ini", "._scan.png"):
+            assert rows[f"{folder}/{junk}"][0] == "ignored", (folder, junk)
+    assert rows["README.txt"][0] == "ignored"
+
+
 # ----------------------------------------------------------------------------- rows naming missing files
 
 

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 LAYOUTS = ("folder", "busi", "busbra")
 BUSI_MASK = re.compile(r"^(?P<name>.+)_mask(?:_(?P<part>\d+))?$")
 BUSBRA_IMAGE = re.compile(r"^bus_(?P<patient>[^-]+)-(?P<view>.+)$")
+# What operating systems and file managers leave in any folder, besides hidden files (.DS_Store,
+# AppleDouble ._NAME): never images, ignored wherever they lie.
+JUNK_NAMES = {"thumbs.db", "desktop.ini"}
 
 
 @dataclass
@@ -44,7 +47,9 @@ class Layout:
     candidates: list[Candidate]
     claimed: set[Path]  # files the layout itself uses (its CSVs)
     orphans: dict[Path, str]  # files that pair with nothing, and why
-    missing: dict[Path, str] = field(default_factory=dict)  # files a CSV names that do not exist: problems
+    # Problems that are files of their own, not samples: a file patients.csv names that does not exist,
+    # a file of an unsupported format among the images.
+    problem_files: dict[Path, str] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- walking the root
@@ -89,6 +94,23 @@ def _inside(path: Path, root: Path) -> bool:
 
 def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def is_junk(path: Path) -> bool:
+    return path.name.startswith(".") or path.name.lower() in JUNK_NAMES
+
+
+def _unsupported_formats(orphans: dict[Path, str], image_folders: set[Path]) -> dict[Path, str]:
+    """The files in the layout's image and mask folders that are neither images nor junk (a .webp, a
+    DICOM file), taken out of orphans: problems, since the user put them where the images are.
+    Elsewhere (a README at the root) a file that is no image stays ignored."""
+    supported = ", ".join(sorted(IMAGE_SUFFIXES))
+    unsupported = {}
+    for path in sorted(orphans):
+        if path.parent in image_folders and not is_image_name(path) and not is_junk(path):
+            del orphans[path]
+            unsupported[path] = f"unsupported image format {path.suffix or '(no extension)'} (supported: {supported})"
+    return unsupported
 
 
 def _resolve_listed(root: Path, value: str, column: str, csv_path: Path, base: Path | None = None) -> Path:
@@ -178,7 +200,8 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     for f in files:
         if f not in known:
             orphans[f] = "not part of the folder layout (images/, masks/, patients.csv)"
-    return Layout(candidates, claimed, orphans, missing)
+    unsupported = _unsupported_formats(orphans, {images_dir, masks_dir})
+    return Layout(candidates, claimed, orphans, {**missing, **unsupported})
 
 
 def _refuse_images_listed_twice(csv_path: Path, rows_of: dict[str, list[int]], records: list[dict]) -> None:
@@ -255,7 +278,9 @@ def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
     for f in files:
         if f not in known:
             orphans[f] = "not part of the BUSI layout"
-    return Layout(candidates, set(), orphans)
+    # BUSI's folders are its classes: every folder holding its images, but the root (notes lie there).
+    image_folders = {f.parent for f in known if is_image_name(f)} - {root}
+    return Layout(candidates, set(), orphans, _unsupported_formats(orphans, image_folders))
 
 
 def busbra_layout(root: Path, files: list[Path]) -> Layout:
@@ -263,7 +288,11 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
     image_dir, mask_dir = root / "Images", root / "Masks"
     if not image_dir.is_dir():
         raise SonosegError(f"dataset.root {root}: the busbra layout needs Images/ and Masks/ folders")
-    masks = {f.stem[len("mask_") :]: f for f in files if f.parent == mask_dir and f.stem.startswith("mask_")}
+    masks = {
+        f.stem[len("mask_") :]: f
+        for f in files
+        if f.parent == mask_dir and is_image_name(f) and f.stem.startswith("mask_")
+    }
     csvs = [f for f in files if f.parent == root and f.suffix.lower() == ".csv"]
     info: dict[str, dict] = {}
     for csv_path in csvs:
@@ -295,7 +324,7 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
     for f in files:
         if f not in known:
             orphans[f] = "mask without image" if f.parent == mask_dir else "not part of the BUS-BRA layout"
-    return Layout(candidates, set(csvs), orphans)
+    return Layout(candidates, set(csvs), orphans, _unsupported_formats(orphans, {image_dir, mask_dir}))
 
 
 def _by_stem(files: list[Path]) -> dict[str, list[Path]]:

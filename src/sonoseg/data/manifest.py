@@ -225,7 +225,7 @@ def ingest(
         )
     for path in sorted(found.claimed):
         rows.append({"sample_id": "", "image": str(path), "status": "metadata", "reason": "read by the layout"})
-    for path, reason in sorted(found.missing.items()):
+    for path, reason in sorted(found.problem_files.items()):
         problems.append((path, reason))
         rows.append({"sample_id": "", "image": str(path), "status": "excluded", "reason": reason})
     for path, reason in sorted({**found.orphans, **refused_links}.items()):
