@@ -207,6 +207,17 @@ def test_busi_normal_images_are_left_out_by_default(tmp_path):
     assert normal_rows["reason"].str.contains("include_normal: false").all()
 
 
+def test_busi_mask_suffix_in_capitals(tmp_path):
+    """NAME_MASK.png and NAME_Mask_1.png are masks too, not images without masks."""
+    build_busi(tmp_path)
+    first, second = lesion_pair(20), lesion_pair(21)[1]
+    write(tmp_path / "benign" / "benign (9).png", first[0])
+    write(tmp_path / "benign" / "benign (9)_MASK.png", first[1])
+    write(tmp_path / "benign" / "benign (9)_Mask_1.png", second)
+    samples = data.included(data.ingest(tmp_path, "busi")).set_index("sample_id")
+    assert "merged_masks:2" in samples.loc["benign__benign_9", "flags"]
+
+
 def build_busbra(root: Path):
     for patient, views in (("0001", "lr"), ("0002", "l"), ("0003", "lr")):
         for view in views:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 LAYOUTS = ("folder", "busi", "busbra")
-BUSI_MASK = re.compile(r"^(?P<name>.+)_mask(?:_(?P<part>\d+))?$")
+BUSI_MASK = re.compile(r"^(?P<name>.+)_mask(?:_(?P<part>\d+))?$", re.IGNORECASE)  # NAME_MASK.png too
 BUSBRA_IMAGE = re.compile(r"^bus_(?P<patient>[^-]+)-(?P<view>.+)$")
 # What operating systems and file managers leave in any folder, besides hidden files (.DS_Store,
 # AppleDouble ._NAME): never images, ignored wherever they lie.
