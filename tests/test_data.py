@@ -502,7 +502,7 @@ def test_patients_csv_listing_an_image_twice_is_refused(tmp_path):
         assert "image 'good0.png' is listed in rows 2 and 4 (patients 'A', 'C')" in str(error.value)
 
 
-def test_a_path_with_the_mask_separator_is_a_problem_at_ingest(tmp_path):
+def test_a_path_with_the_mask_separator_is_a_problem_at_ingest(tmp_path, caplog):
     """'|' joins an image's masks in the manifest: such a file would be read back as two wrong paths."""
     good_folder(tmp_path)
     image, mask = lesion_pair(5)
@@ -511,9 +511,11 @@ def test_a_path_with_the_mask_separator_is_a_problem_at_ingest(tmp_path):
     expected = "path contains '|', which the manifest uses to separate mask files"
     with pytest.raises(SonosegError, match=re.escape(f"{tmp_path.resolve() / 'images' / 'a|b.png'}: {expected}")):
         data.ingest(tmp_path, "folder")
-    manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
+    with caplog.at_level(logging.INFO, logger="sonoseg.data.manifest"):
+        manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
     row = manifest[manifest["image"].str.endswith("a|b.png")].iloc[0]
     assert row["status"] == "excluded" and row["reason"].startswith(expected)
+    assert f"  {expected}; mask: {expected}: 1" in [record.getMessage() for record in caplog.records]
 
 
 # ----------------------------------------------------------------------------- files that are not images

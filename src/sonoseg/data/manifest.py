@@ -313,7 +313,8 @@ def _kind_of_reason(reason: str, masks: str) -> str:
     """A row's reason without its own mask paths ("mask: ..."), so that the log counts one kind of
     problem once whichever files have it. Only the row's own paths are replaced: the reason's other
     text (a setting's name, a colon in it) stays whole."""
-    for mask in filter(None, str(masks).split(MASK_SEPARATOR)):
+    # The whole cell first: a lone mask whose path holds the separator (itself a problem) is one path.
+    for mask in filter(None, [str(masks), *str(masks).split(MASK_SEPARATOR)]):
         reason = reason.replace(f"{mask}: ", "mask: ")
     return reason
 
