@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -555,9 +556,10 @@ def test_a_rerun_of_the_same_training_adopts_its_finished_copy_unless_told_to_tr
     assert epochs_trained == [1] and result["adopted"] == str(kept / "model.pt")
     assert {name: (run / name).read_bytes() for name in first} == first
 
-    # Told to train, it trains (and its new training is the one kept).
+    # Told to train, it trains, taking neither its copy nor a matching candidate (its new training is kept).
     (run / "model.pt").unlink()
-    assert "adopted" not in fit_run(recipe, adopt_finished=False) and epochs_trained == [1, 1]
+    offered = [(kept / "model.pt", kept / "history.csv")]
+    assert "adopted" not in fit_run(recipe, adopt_finished=False, reusable=offered) and epochs_trained == [1, 1]
     # Another recipe is another training: trained, and kept in place of the old one.
     other = recipe.with_changes({"weight_decay": 0.0})
     assert "adopted" not in fit_run(other) and epochs_trained == [1, 1, 1]
@@ -565,11 +567,27 @@ def test_a_rerun_of_the_same_training_adopts_its_finished_copy_unless_told_to_tr
         torch.load(kept / "model.pt", weights_only=True)["fingerprint"]
         == torch.load(run / "model.pt", weights_only=True)["fingerprint"]
     )
+    # Trained over the outputs it links while its copy cannot be kept (a full disk): a warning, and the
+    # copy is still the earlier training, whole (model and history are replaced, never written in place).
+    kept_before = {name: (kept / name).read_bytes() for name in first}
+    with monkeypatch.context() as patched, caplog.at_level(logging.WARNING, logger=train.log.name):
+        patched.setattr(train, "link_or_copy", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
+        assert "adopted" not in fit_run(recipe, adopt_finished=False)
+    assert {name: (kept / name).read_bytes() for name in first} == kept_before != first
+    assert any("No space left" in r.getMessage() for r in caplog.records)
+    # Where no hard link can be made (another file system), the copy is a copy.
+    with monkeypatch.context() as patched:
+        patched.setattr(train, "_hard_link", lambda source, target: False)
+        fit_run(recipe, adopt_finished=False)
+    assert (kept / "model.pt").read_bytes() == (run / "model.pt").read_bytes() == first["model.pt"]
+    assert (kept / "model.pt").stat().st_ino != (run / "model.pt").stat().st_ino
+    assert epochs_trained == [1, 1, 1, 1, 1]
     # A copy that cannot be read is passed over with a warning naming it, never an error.
+    caplog.clear()
     (kept / "model.pt").unlink()
     (kept / "model.pt").write_bytes(b"truncated")
     with caplog.at_level(logging.WARNING, logger=train.log.name):
-        assert "adopted" not in fit_run(other) and epochs_trained == [1, 1, 1, 1]
+        assert "adopted" not in fit_run(other) and epochs_trained == [1, 1, 1, 1, 1, 1]
     assert any(str(kept / "model.pt") in r.getMessage() for r in caplog.records)
 
 
@@ -590,7 +608,7 @@ def test_the_code_digest_reads_a_users_network_its_builder_and_its_architecture(
         "def plain():\n    return torch.nn.Conv2d(3, 1, 3)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.import_module("my_layers")
+    monkeypatch.setitem(sys.modules, "my_layers", importlib.import_module("my_layers"))  # removed after
 
     def digest(builder):
         catalog.CATALOG.pop("my_net", None)  # the name is taken by the last builder registered
@@ -607,6 +625,48 @@ def test_the_code_digest_reads_a_users_network_its_builder_and_its_architecture(
     assert train.code_digest("lighter_unet_c1", models.build("lighter_unet_c1")) != train.code_digest(
         "lighter_unet_c128", models.build("lighter_unet_c128")
     )
+    # A layer defined where no source file is (a notebook, python -c) is digested by its repr alone.
+    notebook = types.ModuleType("__main__")
+    monkeypatch.setitem(sys.modules, "__main__", notebook)
+    block = type("Block", (torch.nn.Conv2d,), {"__module__": "__main__"})
+    catalog.CATALOG.pop("my_net", None)
+    catalog.register("my_net", builder="my_layers:small")
+    assert len(train.code_digest("my_net", torch.nn.Sequential(block(3, 1, 3)))) == 64
+
+
+def test_a_bad_adopt_finished_setting_is_named(small_caches, tmp_path):
+    """$SONOSEG_ADOPT_FINISHED is 0 or 1; anything else stops `sonoseg train` before it trains, naming it."""
+    from conftest import BIN
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(Recipe(min_epochs=1, max_epochs=1).to_json())
+    command = [str(BIN / "sonoseg"), "train", "--network", "lighter_unet_c1", "--seed", "0", "--recipe", str(recipe)]
+    command += ["--train", str(small_caches[0]), "--val", str(small_caches[1])]
+    command += ["--model", str(tmp_path / "m.pt"), "--history", str(tmp_path / "h.csv"), "--device", "cpu"]
+    result = subprocess.run(
+        command, env={**os.environ, "SONOSEG_ADOPT_FINISHED": "yes"}, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "$SONOSEG_ADOPT_FINISHED is 'yes'" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "m.pt").exists()
+
+
+def test_the_fingerprint_tells_devices_apart():
+    """fp32 describes one fast path on a CPU and on a GPU, which do not train alike."""
+    data = Path(__file__)
+    fingerprints = {
+        train.run_fingerprint(
+            "unet",
+            0,
+            Recipe(),
+            data,
+            data,
+            None,
+            device.FastPath(torch.nn.Linear(2, 1), torch.device(kind), "fp32"),
+            code="c",
+        )
+        for kind in ("cpu", "meta")
+    }
+    assert len(fingerprints) == 2
 
 
 def test_paper_recipes_of_the_networks_after_2021_can_be_expressed():

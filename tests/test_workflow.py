@@ -28,7 +28,7 @@ def test_schema_rejects_unknown_key_and_bad_value(workflow_copy):
 
 
 @pytest.mark.slow
-def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp_path):
+def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp_path, monkeypatch):
     # One network alone: its dry run, in a copy where nothing has run yet, lists only that network's
     # jobs (and the shared data jobs).
     dry = run_snakemake(
@@ -169,7 +169,9 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     rerun_log = rerun_out / "logs" / "train" / "unet" / "fold0" / "seed0.log"
     assert "adopted" in rerun_log.read_text() and "epoch 1" not in rerun_log.read_text()
-    rerun = run_snakemake([*forced, "--set-resources", "train:adopt_finished=0"], rerun_dir, timeout=1200)
+    monkeypatch.setenv("SONOSEG_ADOPT_FINISHED", "0")
+    rerun = run_snakemake(forced, rerun_dir, timeout=1200)
+    monkeypatch.delenv("SONOSEG_ADOPT_FINISHED")
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     assert "adopted" not in rerun_log.read_text() and "epoch 1" in rerun_log.read_text()
     assert jobs_of(rerun.stdout + rerun.stderr) == {"train": 1, "choose_postprocess": 1, "predict": 1, "summarize": 1}
@@ -261,14 +263,21 @@ def test_a_choice_redone_with_the_same_outcome_retrains_nothing(workflow_copy):
     log = workflow_copy / "results" / "tiny" / "logs" / "train" / "unet" / "fold0" / "seed0.log"
     trained = {name: (run / name).read_bytes() for name in ("model.pt", "history.csv")}
     assert "epoch 1 " in log.read_text() and "adopted" not in log.read_text()
+    choice = workflow_copy / "results" / "tiny" / "selection" / "lighter_unet_c1" / "augmentation.json"
+    chosen = json.loads(choice.read_text())
 
     changed = {**probe, "predict": {"scales": [1.0, 0.875]}}
     config = write_config(workflow_copy, changed, "scales.yaml")
     dry = run_snakemake([target, "-n", "--cores", "1", "--configfile", config], workflow_copy)
     assert dry.returncode == 0, dry.stderr
-    assert jobs_of(dry.stdout).get("choose_augmentation") == 1 and jobs_of(dry.stdout).get("train", 0) >= 1
+    # U-net's training alone: the probe's candidates read no choice, and are not rerun.
+    assert jobs_of(dry.stdout).get("choose_augmentation") == 1 and jobs_of(dry.stdout).get("train") == 1
     again = run_snakemake([target, "--cores", "2", "--configfile", config], workflow_copy)
     assert again.returncode == 0, again.stderr[-4000:]
+    assert jobs_of(again.stdout + again.stderr)["train"] == 1
+    # The choice was made again, with the same outcome (else U-net's would be another training) ...
+    assert json.loads(choice.read_text())["chosen"] == chosen["chosen"]
+    # ... and U-net's training adopted its finished copy: no epoch trained, the same files.
     assert "adopted" in log.read_text() and "epoch 1 " not in log.read_text()
     assert {name: (run / name).read_bytes() for name in trained} == trained
 
@@ -323,7 +332,7 @@ def test_killed_training_resumes_through_snakemake(workflow_copy):
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    checkpoints = list((workflow_copy / "results" / "tiny" / "checkpoints").rglob("*.pt"))
+    checkpoints = list((workflow_copy / "results" / "tiny" / "checkpoints").rglob("seed*.pt"))
     assert len(checkpoints) == 1 and not (workflow_copy / target).exists()
 
     # As a user would after a kill -9: release Snakemake's lock, then rerun the same target.
@@ -338,4 +347,7 @@ def test_killed_training_resumes_through_snakemake(workflow_copy):
     # The rerun's log (Snakemake starts a job's log afresh) trains only the epochs after the checkpoint.
     trained = [int(n) for n in re.findall(r"sonoseg.training.train: epoch (\d+) ", text)]
     assert trained == list(range(resumed_after + 1, 9))
-    assert not list((workflow_copy / "results" / "tiny" / "checkpoints").rglob("*.pt"))
+    assert not list((workflow_copy / "results" / "tiny" / "checkpoints").rglob("seed*.pt"))
+    # ... and keeps its finished copy beside where the checkpoint was: the model itself.
+    kept = workflow_copy / "results" / "tiny" / "checkpoints" / "unet" / "fold0" / "seed0.finished" / "model.pt"
+    assert kept.read_bytes() == (workflow_copy / target).read_bytes()

@@ -106,14 +106,11 @@ rule train:
         gpu_slot=uses_gpu_slot,
         runs_per_gpu=TRAIN["runs_per_gpu"],  # a resource, not a param: changing it never reruns a job
         checkpoint_seconds=TRAIN["checkpoint_seconds"],  # likewise: how often a checkpoint is written
-        # 0 (--set-resources train:adopt_finished=0): a forced rerun trains even when it is the very training
-        # kept from before (the same network, seed, recipe, data, fast path and code), which it otherwise adopts.
-        adopt_finished=1,
     params:
         network=lambda wc: run_of(wc).method,
-        # Outside the declared outputs: Snakemake's cleanup of a failed job must not delete it.
+        # Outside the declared outputs: Snakemake's cleanup of a failed job must not delete it. Beside it the
+        # training keeps its finished copy (seed<s>.finished/), which a rerun that is the same training adopts.
         checkpoint=lambda wc: f"{OUT}/{layout.CHECKPOINT.format(run=wc.run, fold=wc.fold, seed=wc.seed)}",
-        finished=lambda wc: f"{OUT}/{layout.FINISHED.format(run=wc.run, fold=wc.fold, seed=wc.seed)}",
         device=TRAIN["device"],
         pretrained=lambda wc: (
             f"--pretrained-backbone {run_of(wc).pretrained_backbone}" if run_of(wc).pretrained_backbone else ""
@@ -125,8 +122,7 @@ rule train:
         "--train {input.train} --val {input.val} --model {output.model} --history {output.history} "
         "--checkpoint {params.checkpoint} --device {params.device} --threads {threads} {params.pretrained} "
         "{params.reuse} {params.custom} --runs-per-gpu {resources.runs_per_gpu} "
-        "--checkpoint-seconds {resources.checkpoint_seconds} --finished-copy {params.finished} "
-        "--adopt-finished {resources.adopt_finished} >> {log} 2>&1"
+        "--checkpoint-seconds {resources.checkpoint_seconds} >> {log} 2>&1"
 
 
 rule choose_postprocess:

@@ -168,14 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--finished-copy",
         default="",
-        help="a folder that keeps the finished model and history; a rerun that is this very training adopts them",
+        help="a folder that keeps the finished model and history, where a rerun that is this very training "
+        "adopts them from (default: beside --checkpoint, NAME.finished/)",
     )
     p.add_argument(
         "--adopt-finished",
-        type=int,
-        choices=(0, 1),
-        default=1,
-        help="0: train even when --finished-copy holds this very training (to time it, say)",
+        choices=("0", "1"),
+        default=os.environ.get(commands.ADOPT_FINISHED_VARIABLE, "1"),
+        help="0: train, adopting no finished copy or candidate (to time it, say); "
+        f"default: ${commands.ADOPT_FINISHED_VARIABLE} or 1",
     )
     p.set_defaults(func=commands.cmd_train)
 

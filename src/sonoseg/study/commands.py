@@ -178,6 +178,12 @@ def _gpu_slot(device: str, runs_per_gpu: int = 1):
     return gpu.acquire_slot(runs_per_gpu=runs_per_gpu)[1]
 
 
+# `SONOSEG_ADOPT_FINISHED=0 snakemake ... --forcerun train` trains again what a rerun would adopt; an
+# environment variable, not a rule's resource or param, so that neither a profile's resources nor the
+# jobs' recorded commands change with it.
+ADOPT_FINISHED_VARIABLE = "SONOSEG_ADOPT_FINISHED"
+
+
 def cmd_train(args) -> None:
     slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841 - held until the process ends
     from sonoseg.training import train
@@ -186,6 +192,9 @@ def cmd_train(args) -> None:
     _register_custom_networks(args)
     if len(args.reuse_models) != len(args.reuse_histories):
         raise SonosegError("--reuse-models and --reuse-histories must name as many files each")
+    if args.adopt_finished not in ("0", "1"):
+        raise SonosegError(f"${ADOPT_FINISHED_VARIABLE} is {args.adopt_finished!r}: 0 (train again) or 1 (adopt)")
+    finished = args.finished_copy or (train.finished_copy_beside(args.checkpoint) if args.checkpoint else None)
     train.train(
         network=args.network,
         seed=args.seed,
@@ -200,8 +209,8 @@ def cmd_train(args) -> None:
         threads=args.threads,
         pretrained_backbone=args.pretrained_backbone or None,
         reusable=list(zip(args.reuse_models, args.reuse_histories)),
-        finished_copy=args.finished_copy or None,
-        adopt_finished=bool(args.adopt_finished),
+        finished_copy=finished,
+        adopt_finished=args.adopt_finished == "1",
     )
 
 

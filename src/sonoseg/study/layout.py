@@ -30,8 +30,6 @@ SELECTION = "selection/{network}/fold{fold}.json"
 AUGMENTATION = "selection/{network}/augmentation.json"  # a network's augmentation, chosen on the development set
 SUMMARY = "networks/{run}.csv"
 CHECKPOINT = "checkpoints/{run}/fold{fold}/seed{seed}.pt"
-# A finished training kept outside the outputs, which Snakemake deletes before a rerun (sonoseg.training.train).
-FINISHED = "finished/" + TRAINING_ID
 SHEET = "runs.tsv"
 MANIFEST = "data/manifest.csv"
 SPLIT = "data/split.csv"

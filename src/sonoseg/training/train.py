@@ -13,12 +13,15 @@ the loss is read back to the host once per epoch, not once per step."""
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import inspect
 import json
 import logging
 import math
+import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +68,9 @@ HISTORY_COLUMNS = [
 # A checkpoint at most this often (seconds of training); train.checkpoint_seconds in the config.
 DEFAULT_CHECKPOINT_SECONDS = 60.0
 FINISHED_MODEL, FINISHED_HISTORY = "model.pt", "history.csv"  # a finished copy's files (keep_finished_copy)
+# The package's parts a training runs ("": its top-level modules): code_digest reads these. An edit to the
+# analysis or the report leaves checkpoints and finished copies valid.
+TRAINING_CODE = ("", "data", "networks", "serving", "training")
 TIMING_COLUMNS = ["seconds", "train_seconds", "bn_seconds", "val_seconds"]  # wall time: never reproducible
 DICE_EPSILON = 1e-6  # only keeps an empty mask with an empty prediction from dividing by zero
 
@@ -269,7 +275,10 @@ def evaluate_loss(model, split: ResidentSplit, loss_fn, path: FastPath) -> tuple
 
 
 def write_history(rows: list[dict], path: Path) -> None:
-    with open(path, "w") as handle:
+    """Written whole to a temporary file, then renamed over ``path``: the file a finished copy links
+    (keep_finished_copy) is never rewritten in place."""
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w") as handle:
         handle.write(",".join(HISTORY_COLUMNS) + "\n")
         for row in rows:
             handle.write(
@@ -279,6 +288,7 @@ def write_history(rows: list[dict], path: Path) -> None:
                 )
                 + "\n"
             )
+    partial.replace(path)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -336,7 +346,8 @@ def ultrasound_on(recipe: Recipe, epoch: int) -> bool:
 
 
 def code_digest(network: str, model: torch.nn.Module) -> str:
-    """The code a training runs: every source file of the sonoseg package; for the network, its builder
+    """The code a training runs: the source files of the sonoseg modules training uses (TRAINING_CODE:
+    not the analysis, tables and report, nor the workflow's commands); for the network, its builder
     (``module:function``), the builder's file and the files defining its layers outside torch (a user's
     network, docs/extending.md), and the architecture as built (its repr: layers, channels, kernels);
     torch's version. A finished run is adopted, and a checkpoint resumed, only under the same code:
@@ -344,7 +355,12 @@ def code_digest(network: str, model: torch.nn.Module) -> str:
     builder imports from further files is read only where it defines layers;
     ``--set-resources train:adopt_finished=0`` trains again regardless."""
     package = Path(__file__).resolve().parents[1]
-    files = {path: path.relative_to(package).as_posix() for path in package.rglob("*.py")}
+    files = {
+        path: path.relative_to(package).as_posix()
+        for folder in TRAINING_CODE
+        for path in (package / folder).glob("**/*.py" if folder else "*.py")
+        if path.is_file() and not path.name.startswith(".")  # not an editor's lock file
+    }
     builder, builder_file = models.builder_source(network)
     sources = [builder_file] + [
         _source_file(type(layer))
@@ -353,7 +369,8 @@ def code_digest(network: str, model: torch.nn.Module) -> str:
     ]
     for source in filter(None, sources):
         files.setdefault(Path(source).resolve(), Path(source).name)
-    digest = hashlib.sha256(f"{torch.__version__}\0{builder}\0{model!r}".encode())
+    versions = f"{torch.__version__}\0{importlib.metadata.version('torchvision')}"  # its layers: three backbones
+    digest = hashlib.sha256(f"{versions}\0{builder}\0{model!r}".encode())
     for path in sorted(files, key=files.get):
         digest.update(f"\0{files[path]}\0".encode())
         digest.update(path.read_bytes())
@@ -363,7 +380,7 @@ def code_digest(network: str, model: torch.nn.Module) -> str:
 def _source_file(cls: type) -> str | None:
     try:
         return inspect.getsourcefile(cls)
-    except TypeError:  # a class compiled into an extension module: no source to read
+    except (TypeError, OSError):  # compiled into an extension, or defined where no file is (a notebook)
         return None
 
 
@@ -385,6 +402,8 @@ def run_fingerprint(
             {
                 "network": network,
                 "code": code,
+                # Two devices can describe one fast path alike (fp32 on CPU and on a GPU), not train alike.
+                "device": path.device.type,
                 "seed": seed,
                 "recipe": recipe.to_json(),
                 "data": file_digest(train_data, val_data),
@@ -492,10 +511,10 @@ def train(
 
     ``finished_copy``: a folder outside the workflow's outputs where the finished model and history are
     kept (hard links), since Snakemake deletes a job's outputs before it reruns it. When a rerun is this
-    very training (its fingerprint: the same network, seed, recipe, data, fast path and code), it adopts
-    that copy instead of training again: a study whose augmentation choice is redone with the same
-    outcome (a changed ``predict.*`` setting) retrains nothing. ``adopt_finished=False`` trains anyway
-    (and keeps the new copy).
+    very training (its fingerprint: the same network, seed, recipe, data, device, fast path and code),
+    it adopts that copy instead of training again: a study whose augmentation choice is redone with the
+    same outcome (a changed ``predict.*`` setting) retrains nothing. ``adopt_finished=False`` adopts
+    nothing, neither that copy nor a candidate of ``reusable``: it trains (and keeps the new copy).
 
     ``checkpoint``: written when at least ``checkpoint_seconds`` have passed since the last one (0: after
     every epoch), never after the last epoch (the model file follows at once). Writing a checkpoint cost
@@ -532,11 +551,14 @@ def train(
     fingerprint = run_fingerprint(
         network, seed, recipe, train_data, val_data, pretrained_backbone, path, code=code_digest(network, model)
     )
-    offered = (offer_finished_copy(finished_copy) if finished_copy and adopt_finished else []) + list(reusable)
+    # Told not to adopt, it trains: neither its finished copy nor a matching selection candidate is taken.
+    offered = ((offer_finished_copy(finished_copy) if finished_copy else []) + list(reusable)) if adopt_finished else []
     adopted = adopt_identical_run(offered, fingerprint, model_out, history_out)
     if adopted:
         if finished_copy:
             keep_finished_copy(model_out, history_out, finished_copy)
+        if checkpoint and Path(checkpoint).exists():
+            Path(checkpoint).unlink()  # a killed earlier attempt's: this training is finished
         return adopted
     parameters = models.count_parameters(model)
     model = path.prepare_model(model)
@@ -707,18 +729,45 @@ def train_epoch(
 
 
 def keep_finished_copy(model: str | Path, history: str | Path, folder: str | Path) -> None:
-    """Keep a finished training's model and history in ``folder`` (hard links where the file system has
-    them, copies otherwise), each replaced whole: a rerun is offered them (``offer_finished_copy``)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for source, name in ((Path(model), FINISHED_MODEL), (Path(history), FINISHED_HISTORY)):
-        partial = folder / f"{name}.partial"
-        partial.unlink(missing_ok=True)
-        try:
-            partial.hardlink_to(source)
-        except OSError:  # another file system, or one without hard links
+    """Keep a finished training's model and history in ``folder`` (``link_or_copy``), each replaced whole:
+    a rerun is offered them (``offer_finished_copy``). A copy that cannot be kept (a full disk, a
+    read-only folder) is a warning: the training itself is done."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for source, name in ((model, FINISHED_MODEL), (history, FINISHED_HISTORY)):
+            link_or_copy(source, Path(folder) / name)
+    except OSError as exc:
+        log.warning("the finished copy in %s was not kept (%s): a rerun of this training trains again", folder, exc)
+
+
+def link_or_copy(source: str | Path, target: Path, link: bool = True) -> None:
+    """``target`` made the same file as ``source``: a hard link (with ``link``, where the file system has
+    them) or a copy, through a temporary name of this process's own, so that the old target is replaced
+    whole and two processes never write one file. A link is safe because sonoseg writes every model and
+    history file whole under another name and renames it over the old one: a linked file is never
+    changed in place. Snakemake does touch a job's outputs when it ends, so two outputs are never linked
+    to each other: touching one would make the other look newer than what was made from it."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        if not (link and _hard_link(source, partial)):
             shutil.copyfile(source, partial)
-        partial.replace(folder / name)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _hard_link(source: str | Path, target: Path) -> bool:
+    try:
+        target.hardlink_to(source)
+        return True
+    except OSError:  # another file system, or one without hard links
+        return False
+
+
+def finished_copy_beside(checkpoint: str | Path) -> Path:
+    """Where a training keeps its finished copy: beside its checkpoint (``seed0.pt`` -> ``seed0.finished/``),
+    which the workflow already keeps outside the rule's outputs."""
+    return Path(checkpoint).with_suffix(".finished")
 
 
 def offer_finished_copy(folder: str | Path) -> list[tuple[Path, Path]]:
@@ -747,9 +796,7 @@ def adopt_identical_run(
             continue
         for source, target in ((Path(model), Path(model_out)), (Path(history), Path(history_out))):
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".partial")
-            shutil.copyfile(source, partial)
-            partial.replace(target)
+            link_or_copy(source, target, link=False)  # a candidate's files are outputs too (link_or_copy)
         log.info("adopted %s: the same training (network, seed, recipe, data) finished there", model)
         return {"best_epoch": saved["best_epoch"], "best_val_loss": saved["best_val_loss"], "adopted": str(model)}
     if reusable:
