@@ -242,6 +242,30 @@ def test_busbra_layout(tmp_path):
     assert (manifest.loc[manifest["image"].str.endswith("bus_data.csv"), "status"] == "metadata").all()
 
 
+def test_busbra_files_of_one_id_in_two_formats_are_ambiguous(tmp_path):
+    """Two masks of one id (mask_0001-l.png and .jpg), or two images (bus_0002-l.png and .jpg): which is
+    meant? Each image is a problem saying so, never paired with either file unseen; the others pair."""
+    build_busbra(tmp_path)
+    write(tmp_path / "Masks" / "mask_0001-l.jpg", lesion_pair(11)[1], ".jpg")
+    write(tmp_path / "Images" / "bus_0002-l.jpg", lesion_pair(12)[0], ".jpg")
+    manifest = data.ingest(tmp_path, "busbra", on_bad_sample="exclude")
+    reason = {
+        Path(p).name: r
+        for p, r, status in zip(manifest["image"], manifest["reason"], manifest["status"])
+        if status == "excluded"
+    }
+    assert reason == {
+        "bus_0001-l.png": "ambiguous: masks mask_0001-l.jpg and mask_0001-l.png both match",
+        # ... and both masks are listed, saying why they pair with nothing.
+        "mask_0001-l.jpg": "ambiguous: one of the masks mask_0001-l.jpg and mask_0001-l.png of bus_0001-l.png",
+        "mask_0001-l.png": "ambiguous: one of the masks mask_0001-l.jpg and mask_0001-l.png of bus_0001-l.png",
+        "bus_0002-l.jpg": "ambiguous: images bus_0002-l.jpg and bus_0002-l.png share the id 0002-l",
+        "bus_0002-l.png": "ambiguous: images bus_0002-l.jpg and bus_0002-l.png share the id 0002-l",
+        "mask_0002-l.png": "ambiguous: the mask of images bus_0002-l.jpg and bus_0002-l.png",
+    }
+    assert len(data.included(manifest)) == 3
+
+
 def test_missing_root_and_bad_layout(tmp_path):
     with pytest.raises(SonosegError, match="folder not found"):
         data.ingest(tmp_path / "nope", "folder")
@@ -476,6 +500,19 @@ def test_the_stem_fallback_pairs_only_an_image_whose_stem_is_its_own(tmp_path):
     by_name = {Path(p).name: row for p, row in zip(manifest["image"], manifest.to_dict("records"))}
     assert by_name["s.png"]["status"] == by_name["s.jpg"]["status"] == "excluded"
     assert by_name["unique.jpg"]["status"] == "included" and by_name["unique.jpg"]["mask"].endswith("unique.png")
+    assert by_name["s.tif"]["reason"] == "ambiguous: the mask of images s.jpg and s.png"
+
+
+def test_an_image_whose_stem_two_masks_share_is_ambiguous(tmp_path):
+    """images/t.tif with masks/t.png and masks/t.bmp: neither mask is its by name, both by stem."""
+    good_folder(tmp_path)
+    write(tmp_path / "images" / "t.tif", lesion_pair(5)[0], ".tif")
+    write(tmp_path / "masks" / "t.png", lesion_pair(5)[1])
+    write(tmp_path / "masks" / "t.bmp", lesion_pair(5)[1], ".bmp")
+    manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
+    reason = dict(zip(manifest["image"].map(lambda p: Path(p).name), manifest["reason"]))
+    assert reason["t.tif"] == "ambiguous: masks t.bmp and t.png both match"
+    assert reason["t.png"] == reason["t.bmp"] == "ambiguous: one of the masks t.bmp and t.png of t.tif"
 
 
 def test_an_exact_name_still_pairs_beside_a_shared_stem(tmp_path):

@@ -160,6 +160,7 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
         table = {str(r["image"]): r for r in records}
         row_of = {name: rows[0] for name, rows in rows_of.items()}
     candidates, orphans, used_masks = [], {}, set()
+    ambiguous: dict[Path, str] = {}  # masks that match more than one file, and why none is paired
     for image in images:
         mask = masks_by_name.get(image.name)
         # The stem pairs only one image with one mask: images s.png and s.jpg with masks/s.tif would
@@ -177,9 +178,12 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
             extra=_extra(row, ("image", "patient", "view")),
         )
         if mask is None and len(namesakes) > 1 and stem_masks:
-            names = sorted(i.name for i in namesakes)
-            candidate.problems.append(
-                f"ambiguous: images {', '.join(names[:-1])} and {names[-1]} share the stem {image.stem}"
+            candidate.problems.append(f"ambiguous: images {_names(namesakes)} share the stem {image.stem}")
+            ambiguous.update({m: f"ambiguous: the mask of images {_names(namesakes)}" for m in stem_masks})
+        elif mask is None and len(stem_masks) > 1:
+            candidate.problems.append(f"ambiguous: masks {_names(stem_masks)} both match")
+            ambiguous.update(
+                {m: f"ambiguous: one of the masks {_names(stem_masks)} of {image.name}" for m in stem_masks}
             )
         elif mask is None:
             candidate.problems.append("image without mask")
@@ -188,7 +192,7 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
         candidates.append(candidate)
     for m in masks:
         if m not in used_masks:
-            orphans[m] = "mask without image"
+            orphans[m] = ambiguous.get(m, "mask without image")
     # Rows naming images that are not in images/ are problems like the others (listed, or skipped).
     missing = {}
     image_names = {i.name for i in images}
@@ -288,11 +292,10 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
     image_dir, mask_dir = root / "Images", root / "Masks"
     if not image_dir.is_dir():
         raise SonosegError(f"dataset.root {root}: the busbra layout needs Images/ and Masks/ folders")
-    masks = {
-        f.stem[len("mask_") :]: f
-        for f in files
-        if f.parent == mask_dir and is_image_name(f) and f.stem.startswith("mask_")
-    }
+    # By id (XXXX-Y): two files of one id in other formats (bus_0001-l.png and .jpg) are ambiguous.
+    masks = _by_stem([f for f in files if f.parent == mask_dir and is_image_name(f) and f.stem.startswith("mask_")])
+    masks = {stem[len("mask_") :]: found for stem, found in masks.items()}
+    images = _by_stem([f for f in files if f.parent == image_dir and is_image_name(f)])
     csvs = [f for f in files if f.parent == root and f.suffix.lower() == ".csv"]
     info: dict[str, dict] = {}
     for csv_path in csvs:
@@ -311,13 +314,20 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
             orphans[f] = "image name is not bus_XXXX-Y"
             continue
         ident = f.stem[len("bus_") :]
-        mask = masks.get(ident)
+        found = masks.get(ident, [])
+        mask = found[0] if len(found) == 1 and len(images[f.stem]) == 1 else None
         candidate = Candidate(
             f, [mask] if mask else [], patient=match["patient"], view=match["view"], extra=info.get(f.stem, {})
         )
-        if mask is None:
+        if len(images[f.stem]) > 1:
+            candidate.problems.append(f"ambiguous: images {_names(images[f.stem])} share the id {ident}")
+            orphans.update({m: f"ambiguous: the mask of images {_names(images[f.stem])}" for m in found})
+        elif len(found) > 1:
+            candidate.problems.append(f"ambiguous: masks {_names(found)} both match")
+            orphans.update({m: f"ambiguous: one of the masks {_names(found)} of {f.name}" for m in found})
+        elif mask is None:
             candidate.problems.append("image without mask")
-        else:
+        if mask:
             used.add(mask)
         candidates.append(candidate)
     known = {c.image for c in candidates} | used | set(csvs) | set(orphans)
@@ -325,6 +335,12 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
         if f not in known:
             orphans[f] = "mask without image" if f.parent == mask_dir else "not part of the BUS-BRA layout"
     return Layout(candidates, set(csvs), orphans, _unsupported_formats(orphans, {image_dir, mask_dir}))
+
+
+def _names(paths: list[Path]) -> str:
+    """'a.png and b.jpg' (or 'a, b and c')."""
+    names = sorted(p.name for p in paths)
+    return f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _by_stem(files: list[Path]) -> dict[str, list[Path]]:
