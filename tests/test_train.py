@@ -22,7 +22,7 @@ from sonoseg.data import preprocess, synth
 from sonoseg.errors import SonosegError
 from sonoseg.networks import models
 from sonoseg.serving import device, modelio
-from sonoseg.training import selection, train
+from sonoseg.training import reuse, selection, train
 from sonoseg.training.recipe import Recipe, ladder_recipes, recipe_from_config, resolve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -571,13 +571,13 @@ def test_a_rerun_of_the_same_training_adopts_its_finished_copy_unless_told_to_tr
     # copy is still the earlier training, whole (model and history are replaced, never written in place).
     kept_before = {name: (kept / name).read_bytes() for name in first}
     with monkeypatch.context() as patched, caplog.at_level(logging.WARNING, logger=train.log.name):
-        patched.setattr(train, "link_or_copy", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
+        patched.setattr(reuse, "link_or_copy", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
         assert "adopted" not in fit_run(recipe, adopt_finished=False)
     assert {name: (kept / name).read_bytes() for name in first} == kept_before != first
     assert any("No space left" in r.getMessage() for r in caplog.records)
     # Where no hard link can be made (another file system), the copy is a copy.
     with monkeypatch.context() as patched:
-        patched.setattr(train, "_hard_link", lambda source, target: False)
+        patched.setattr(reuse, "_hard_link", lambda source, target: False)
         fit_run(recipe, adopt_finished=False)
     assert (kept / "model.pt").read_bytes() == (run / "model.pt").read_bytes() == first["model.pt"]
     assert (kept / "model.pt").stat().st_ino != (run / "model.pt").stat().st_ino
@@ -613,7 +613,7 @@ def test_the_code_digest_reads_a_users_network_its_builder_and_its_architecture(
     def digest(builder):
         catalog.CATALOG.pop("my_net", None)  # the name is taken by the last builder registered
         catalog.register("my_net", builder=f"my_layers:{builder}")
-        return train.code_digest("my_net", models.build("my_net"))
+        return reuse.code_digest("my_net", models.build("my_net"))
 
     before = digest("small")
     assert before == digest("small")
@@ -622,7 +622,7 @@ def test_the_code_digest_reads_a_users_network_its_builder_and_its_architecture(
     source.write_text(source.read_text() + "# changed\n")
     assert digest("small") != before and digest("plain") != plain
     # A built-in network: its catalog builder and arguments (Lighter U-net's channels) tell them apart.
-    assert train.code_digest("lighter_unet_c1", models.build("lighter_unet_c1")) != train.code_digest(
+    assert reuse.code_digest("lighter_unet_c1", models.build("lighter_unet_c1")) != reuse.code_digest(
         "lighter_unet_c128", models.build("lighter_unet_c128")
     )
     # A layer defined where no source file is (a notebook, python -c) is digested by its repr alone.
@@ -631,7 +631,7 @@ def test_the_code_digest_reads_a_users_network_its_builder_and_its_architecture(
     block = type("Block", (torch.nn.Conv2d,), {"__module__": "__main__"})
     catalog.CATALOG.pop("my_net", None)
     catalog.register("my_net", builder="my_layers:small")
-    assert len(train.code_digest("my_net", torch.nn.Sequential(block(3, 1, 3)))) == 64
+    assert len(reuse.code_digest("my_net", torch.nn.Sequential(block(3, 1, 3)))) == 64
 
 
 def test_a_bad_adopt_finished_setting_is_named(small_caches, tmp_path):
@@ -654,7 +654,7 @@ def test_the_fingerprint_tells_devices_apart():
     """fp32 describes one fast path on a CPU and on a GPU, which do not train alike."""
     data = Path(__file__)
     fingerprints = {
-        train.run_fingerprint(
+        reuse.run_fingerprint(
             "unet",
             0,
             Recipe(),

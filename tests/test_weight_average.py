@@ -15,7 +15,7 @@ from torch import nn
 from sonoseg.errors import SonosegError
 from sonoseg.serving import modelio
 from sonoseg.serving.device import FastPath
-from sonoseg.training import train
+from sonoseg.training import reuse, train
 from sonoseg.training.recipe import ADDED_LATER, Recipe
 from sonoseg.training.weight_average import WeightAverage
 
@@ -322,7 +322,7 @@ def test_the_recipe_field_is_checked_and_off_leaves_earlier_recipes_unchanged(tm
     data.write_bytes(b"cache")
     path = FastPath(nn.Linear(2, 1), torch.device("cpu"), "fp32")
     recipes = (off, on, Recipe(weight_averaging_epochs=1))
-    fingerprints = {train.run_fingerprint("unet", 0, r, data, data, None, path, code="c") for r in recipes}
+    fingerprints = {reuse.run_fingerprint("unet", 0, r, data, data, None, path, code="c") for r in recipes}
     assert len(fingerprints) == 3
 
 

@@ -186,7 +186,7 @@ ADOPT_FINISHED_VARIABLE = "SONOSEG_ADOPT_FINISHED"
 
 def cmd_train(args) -> None:
     slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841 - held until the process ends
-    from sonoseg.training import train
+    from sonoseg.training import reuse, train
     from sonoseg.training.recipe import Recipe
 
     _register_custom_networks(args)
@@ -194,7 +194,7 @@ def cmd_train(args) -> None:
         raise SonosegError("--reuse-models and --reuse-histories must name as many files each")
     if args.adopt_finished not in ("0", "1"):
         raise SonosegError(f"${ADOPT_FINISHED_VARIABLE} is {args.adopt_finished!r}: 0 (train again) or 1 (adopt)")
-    finished = args.finished_copy or (train.finished_copy_beside(args.checkpoint) if args.checkpoint else None)
+    finished = args.finished_copy or (reuse.finished_copy_beside(args.checkpoint) if args.checkpoint else None)
     train.train(
         network=args.network,
         seed=args.seed,

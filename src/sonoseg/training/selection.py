@@ -5,7 +5,7 @@ candidates, ``<network>--lr<rate>-wd<decay>``, or ``<network>--wd<decay>`` when 
 is chosen), in each cross-validation fold, and the point with the lowest validation loss is chosen.
 The test split is never read. The choice file feeds the network's recipe (``sonoseg recipe``); the
 network's run with the candidates' seed adopts the chosen candidate's model instead of training it
-again (``sonoseg.training.train.adopt_identical_run``), so a candidate is never trained twice."""
+again (``sonoseg.training.reuse.adopt_identical_run``), so a candidate is never trained twice."""
 
 from __future__ import annotations
 

@@ -12,16 +12,9 @@ the loss is read back to the host once per epoch, not once per step."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import inspect
-import json
 import logging
 import math
-import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +32,16 @@ from sonoseg.data.provenance import stamp
 from sonoseg.errors import SonosegError
 from sonoseg.networks import models
 from sonoseg.serving.device import FastPath, make_deterministic, select_device
-from sonoseg.serving.modelio import CHECKPOINT_FORMAT, MODEL_FORMAT, fp32_weights, load_checked, save_atomic, save_model
+from sonoseg.serving.modelio import CHECKPOINT_FORMAT, fp32_weights, load_checked, save_atomic, save_model
 from sonoseg.training.bn_recalibration import recalibrate_batchnorm
 from sonoseg.training.recipe import Recipe
+from sonoseg.training.reuse import (
+    adopt_identical_run,
+    code_digest,
+    keep_finished_copy,
+    offer_finished_copy,
+    run_fingerprint,
+)
 from sonoseg.training.stopping import StopRule, StopSettings
 from sonoseg.training.ultrasound_augment import apply_ultrasound, draw_ultrasound
 from sonoseg.training.weight_average import WeightAverage
@@ -67,10 +67,6 @@ HISTORY_COLUMNS = [
 ]
 # A checkpoint at most this often (seconds of training); train.checkpoint_seconds in the config.
 DEFAULT_CHECKPOINT_SECONDS = 60.0
-FINISHED_MODEL, FINISHED_HISTORY = "model.pt", "history.csv"  # a finished copy's files (keep_finished_copy)
-# The package's parts a training runs ("": its top-level modules): code_digest reads these. An edit to the
-# analysis or the report leaves checkpoints and finished copies valid.
-TRAINING_CODE = ("", "data", "networks", "serving", "training")
 TIMING_COLUMNS = ["seconds", "train_seconds", "bn_seconds", "val_seconds"]  # wall time: never reproducible
 DICE_EPSILON = 1e-6  # only keeps an empty mask with an empty prediction from dividing by zero
 
@@ -224,15 +220,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
     )
 
 
-def file_digest(*paths: str | Path) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 def batch_slices(n: int, batch_size: int) -> list[slice]:
     """Consecutive batches over a shuffled order. A lone last sample breaks BatchNorm statistics (and
     DeepLab's 1x1 pooled branch): it is skipped for that epoch."""
@@ -343,81 +330,6 @@ def ultrasound_on(recipe: Recipe, epoch: int) -> bool:
     """Whether epoch ``epoch`` (1-based) has the ultrasound changes: not in the last
     ultrasound_clean_epochs before max_epochs."""
     return recipe.ultrasound_augment and epoch <= recipe.max_epochs - recipe.ultrasound_clean_epochs
-
-
-def code_digest(network: str, model: torch.nn.Module) -> str:
-    """The code a training runs: the source files of the sonoseg modules training uses (TRAINING_CODE:
-    not the analysis, tables and report, nor the workflow's commands); for the network, its builder
-    (``module:function``), the builder's file and the files defining its layers outside torch (a user's
-    network, docs/extending.md), and the architecture as built (its repr: layers, channels, kernels);
-    torch's version. A finished run is adopted, and a checkpoint resumed, only under the same code:
-    after an edit to a network or to the training, a forced rerun trains again. Code that a user's
-    builder imports from further files is read only where it defines layers;
-    ``--set-resources train:adopt_finished=0`` trains again regardless."""
-    package = Path(__file__).resolve().parents[1]
-    files = {
-        path: path.relative_to(package).as_posix()
-        for folder in TRAINING_CODE
-        for path in (package / folder).glob("**/*.py" if folder else "*.py")
-        if path.is_file() and not path.name.startswith(".")  # not an editor's lock file
-    }
-    builder, builder_file = models.builder_source(network)
-    sources = [builder_file] + [
-        _source_file(type(layer))
-        for layer in model.modules()
-        if type(layer).__module__.split(".")[0] not in ("torch", "torchvision")
-    ]
-    for source in filter(None, sources):
-        files.setdefault(Path(source).resolve(), Path(source).name)
-    versions = f"{torch.__version__}\0{importlib.metadata.version('torchvision')}"  # its layers: three backbones
-    digest = hashlib.sha256(f"{versions}\0{builder}\0{model!r}".encode())
-    for path in sorted(files, key=files.get):
-        digest.update(f"\0{files[path]}\0".encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def _source_file(cls: type) -> str | None:
-    try:
-        return inspect.getsourcefile(cls)
-    except (TypeError, OSError):  # compiled into an extension, or defined where no file is (a notebook)
-        return None
-
-
-def run_fingerprint(
-    network: str,
-    seed: int,
-    recipe: Recipe,
-    train_data,
-    val_data,
-    pretrained_backbone: str | None,
-    path: FastPath,
-    code: str,
-) -> str:
-    """What makes two trainings the same: a checkpoint resumes, and a finished run is adopted, only
-    when this matches (network, seed, recipe, the caches' bytes, the backbone weights, the fast path and
-    the code: ``code_digest``)."""
-    return hashlib.sha256(
-        json.dumps(
-            {
-                "network": network,
-                "code": code,
-                # Two devices can describe one fast path alike (fp32 on CPU and on a GPU), not train alike.
-                "device": path.device.type,
-                "seed": seed,
-                "recipe": recipe.to_json(),
-                "data": file_digest(train_data, val_data),
-                "pretrained": file_digest(pretrained_backbone) if pretrained_backbone else None,
-                "fast_path": path.describe(),
-                # Adam's fused kernel rounds otherwise than the loop before it: older runs are other runs
-                **({"optimizer_kernel": "fused"} if recipe.optimizer in ("adam", "adamw") else {}),
-                # The ultrasound changes draw from a stream of their own (TrainingDraws) since 2026-12:
-                # earlier runs with them drew from the batch order's
-                **({"ultrasound_draws": "own_stream"} if recipe.ultrasound_augment else {}),
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
 
 
 def fresh_state(rule: StopRule) -> dict:
@@ -726,79 +638,3 @@ def train_epoch(
         total += loss.detach() * len(x)
         seen += len(x)
     return float(total) / seen
-
-
-def keep_finished_copy(model: str | Path, history: str | Path, folder: str | Path) -> None:
-    """Keep a finished training's model and history in ``folder`` (``link_or_copy``), each replaced whole:
-    a rerun is offered them (``offer_finished_copy``). A copy that cannot be kept (a full disk, a
-    read-only folder) is a warning: the training itself is done."""
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        for source, name in ((model, FINISHED_MODEL), (history, FINISHED_HISTORY)):
-            link_or_copy(source, Path(folder) / name)
-    except OSError as exc:
-        log.warning("the finished copy in %s was not kept (%s): a rerun of this training trains again", folder, exc)
-
-
-def link_or_copy(source: str | Path, target: Path, link: bool = True) -> None:
-    """``target`` made the same file as ``source``: a hard link (with ``link``, where the file system has
-    them) or a copy, through a temporary name of this process's own, so that the old target is replaced
-    whole and two processes never write one file. A link is safe because sonoseg writes every model and
-    history file whole under another name and renames it over the old one: a linked file is never
-    changed in place. Snakemake does touch a job's outputs when it ends, so two outputs are never linked
-    to each other: touching one would make the other look newer than what was made from it."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        if not (link and _hard_link(source, partial)):
-            shutil.copyfile(source, partial)
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def _hard_link(source: str | Path, target: Path) -> bool:
-    try:
-        target.hardlink_to(source)
-        return True
-    except OSError:  # another file system, or one without hard links
-        return False
-
-
-def finished_copy_beside(checkpoint: str | Path) -> Path:
-    """Where a training keeps its finished copy: beside its checkpoint (``seed0.pt`` -> ``seed0.finished/``),
-    which the workflow already keeps outside the rule's outputs."""
-    return Path(checkpoint).with_suffix(".finished")
-
-
-def offer_finished_copy(folder: str | Path) -> list[tuple[Path, Path]]:
-    """The finished copy in ``folder`` as a run to offer for adoption; none when there is none, or when it
-    cannot be read (a warning names it, and the run trains: the copy is a saving, never a source of error)."""
-    model, history = Path(folder) / FINISHED_MODEL, Path(folder) / FINISHED_HISTORY
-    if not (model.is_file() and history.is_file()):
-        return []
-    try:
-        load_checked(model, MODEL_FORMAT, metadata_only=True)
-    except SonosegError as exc:
-        log.warning("the finished copy %s is not offered: %s", model, exc)
-        return []
-    return [(model, history)]
-
-
-def adopt_identical_run(
-    reusable: list[tuple[str | Path, str | Path]], fingerprint: str, model_out: str | Path, history_out: str | Path
-) -> dict | None:
-    """Copy the finished run among ``reusable`` whose fingerprint is this training's (same network,
-    seed, recipe, data and fast path: on a CPU training it again gives the same bytes, as the
-    determinism tests show). None, and nothing written, when none matches."""
-    for model, history in reusable:
-        saved = load_checked(model, MODEL_FORMAT, metadata_only=True)
-        if saved.get("fingerprint") != fingerprint:
-            continue
-        for source, target in ((Path(model), Path(model_out)), (Path(history), Path(history_out))):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            link_or_copy(source, target, link=False)  # a candidate's files are outputs too (link_or_copy)
-        log.info("adopted %s: the same training (network, seed, recipe, data) finished there", model)
-        return {"best_epoch": saved["best_epoch"], "best_val_loss": saved["best_val_loss"], "adopted": str(model)}
-    if reusable:
-        log.info("none of the %d finished runs offered is this training: training it", len(reusable))
-    return None
