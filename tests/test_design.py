@@ -111,6 +111,101 @@ def test_a_closed_pipe_ends_the_command_quietly():
     assert piped.returncode == 0 and "BrokenPipe" not in piped.stderr
 
 
+USERS_MISTAKES = """
+import torch
+from torch import nn
+
+class Squeezed(nn.Conv2d):
+    def forward(self, x):
+        return super().forward(x)[:, 0]
+
+class AsDict(nn.Conv2d):
+    def forward(self, x):
+        return {"out": super().forward(x)}
+
+def needs_width(width):
+    return nn.Conv2d(3, 1, 1)
+
+def nothing():
+    return None
+
+def two_channels():
+    return nn.Conv2d(3, 2, 3, padding=1)
+
+def squeezed():
+    return Squeezed(3, 1, 3, padding=1)
+
+def quarter_with_sixteen_channels():  # a pixel shuffle forgotten: as many values as the mask
+    return nn.Conv2d(3, 16, 4, stride=4)
+
+def as_dict():
+    return AsDict(3, 1, 3, padding=1)
+
+def with_sigmoid():
+    return nn.Sequential(nn.Conv2d(3, 1, 3, padding=1), nn.Sigmoid())
+
+def fine():
+    return nn.Conv2d(3, 1, 3, padding=1)
+"""
+
+
+@pytest.mark.parametrize(
+    "builder, message",
+    [
+        ("needs_width", r"'users_mistakes:needs_width' failed: TypeError: .*no arguments"),
+        ("nothing", r"'users_mistakes:nothing' returned a NoneType, not a torch.nn.Module"),
+        ("two_channels", r"'mine' \(users_mistakes:two_channels\) maps .* to \(2, 2, 32, 32\)"),
+        ("squeezed", r"to \(2, 32, 32\): sonoseg needs \(2, 1, 32, 32\)"),
+        ("quarter_with_sixteen_channels", r"to \(2, 16, 8, 8\)"),
+        ("as_dict", r"returns a dict, not one tensor of logits.*'out'"),
+    ],
+)
+def test_a_users_network_is_checked_before_it_trains(builder, message, tmp_path, monkeypatch):
+    """A user's network must take RGB images and return one channel of logits at the input's size: the
+    loss flattens what it gets, so a squeezed map or 16 channels at a quarter of the size would train,
+    unseen, on scrambled pixels. Each mistake is an error naming the network and its builder."""
+    from sonoseg.networks import catalog, models
+
+    (tmp_path / "users_mistakes.py").write_text(USERS_MISTAKES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "users_mistakes", raising=False)
+    monkeypatch.setattr(catalog, "CATALOG", dict(catalog.CATALOG))
+    catalog.register("mine", builder=f"users_mistakes:{builder}")
+    with pytest.raises(SonosegError, match=message):
+        models.check_output("mine", models.build("mine"), 32)
+
+
+def test_a_users_network_ending_in_a_sigmoid_is_warned_of_and_a_correct_one_passes(tmp_path, monkeypatch, caplog):
+    from sonoseg.networks import catalog, models
+
+    (tmp_path / "users_mistakes.py").write_text(USERS_MISTAKES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "users_mistakes", raising=False)
+    monkeypatch.setattr(catalog, "CATALOG", dict(catalog.CATALOG))
+    for name in ("with_sigmoid", "fine"):
+        catalog.register(name, builder=f"users_mistakes:{name}")
+        model = models.build(name)
+        state = torch.get_rng_state()
+        models.check_output(name, model, 32)
+        assert torch.equal(torch.get_rng_state(), state)  # the training's random stream is left as it was
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "'with_sigmoid'" in warned[0] and "remove it" in warned[0]
+    # Families of the methods without training are not a network's: the statistics would count it as one.
+    with pytest.raises(SonosegError, match="family 'floor' is for the methods without training"):
+        catalog.register("floorish", builder="users_mistakes:fine", family="floor")
+
+
+def test_serving_refuses_an_output_of_other_than_one_channel(tmp_path):
+    """A model file from elsewhere whose network returns two channels is refused, not read by its first."""
+    import numpy as np
+
+    from sonoseg.serving import infer
+
+    with pytest.raises(SonosegError, match=r"m.pt: the network's output is shaped \(1, 2, 4, 4\)"):
+        infer.one_channel(np.zeros((1, 2, 4, 4)), tmp_path / "m.pt")
+    assert infer.one_channel(np.ones((3, 1, 4, 4)), tmp_path / "m.pt").shape == (3, 4, 4)
+
+
 @pytest.mark.slow
 def test_a_users_network_runs_through_the_workflow(workflow_copy, monkeypatch):
     """docs/extending.md, as a user follows it: examples/my_networks.py in the workflow folder, one config

@@ -171,6 +171,8 @@ def register(name: str, builder: str, label: str = "", family: str = "user", tab
         raise SonosegError(f"custom network {name!r}: builder {builder!r} must read 'module:function'")
     if table not in TABLES:
         raise SonosegError(f"custom network {name!r}: table {table!r} is not one of {TABLES}")
+    if family in UNTRAINED_FAMILIES:  # the statistics compare every network with these, never count one among them
+        raise SonosegError(f"custom network {name!r}: family {family!r} is for the methods without training")
     CATALOG[name] = Entry(name, label or name, family, builder, table=table, **facts)
     return CATALOG[name]
 

@@ -225,6 +225,17 @@ class Predictor:
         return images_to_tensor(resize_image(rgb, self.size, self.interpolation)[None]).numpy()
 
 
+def one_channel(probabilities: np.ndarray, model_path: str | Path) -> np.ndarray:
+    """The lesion probability per pixel, (batch, height, width), from a network's (batch, 1, height,
+    width). Any other shape (a network of the user's own with two channels, say) is refused, not read
+    by its first channel: training refuses such networks, but a model file may come from elsewhere."""
+    if probabilities.ndim != 4 or probabilities.shape[1] != 1:
+        raise SonosegError(
+            f"{model_path}: the network's output is shaped {probabilities.shape}, not (batch, 1, height, width)"
+        )
+    return probabilities[:, 0]
+
+
 def torch_predictor(model_path: str | Path, device: str = "auto", size: int | None = None) -> Predictor:
     """A model.pt; ``size`` overrides the input size it was trained at."""
     dev = select_device(device)
@@ -233,7 +244,7 @@ def torch_predictor(model_path: str | Path, device: str = "auto", size: int | No
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return wrapped(torch.from_numpy(batch).to(dev)).cpu().numpy()[:, 0]
+            return one_channel(wrapped(torch.from_numpy(batch).to(dev)).cpu().numpy(), model_path)
 
     areas = saved.get("lesion_areas")
     if areas is not None and size and saved.get("input_size"):  # another input size: areas scale with it
@@ -264,7 +275,7 @@ def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | 
     resize = sidecar["input"]["resize"]
     marks = sidecar["input"].get("marks", {}).get("treatment", "keep")
     return Predictor(
-        lambda batch: export.run_session(session, batch)[:, 0],
+        lambda batch: one_channel(export.run_session(session, batch), model_path),
         int(resize["height"]),
         resize["interpolation"],
         marks,

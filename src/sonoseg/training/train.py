@@ -450,6 +450,7 @@ def train(
         )
     torch.manual_seed(seed)
     model = models.build(network)
+    models.check_output(network, model, train_split.size)
     if recipe.deep_supervision and not hasattr(model, "forward_with_side_outputs"):
         raise SonosegError(
             f"train: deep_supervision is on, but {network!r} has no side outputs to supervise "

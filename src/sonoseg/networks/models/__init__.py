@@ -5,6 +5,7 @@ built the same way as the paper's."""
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from torch import nn
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 from sonoseg.networks.catalog import SAVE_HINTS, backbone_kind, has_backbone  # noqa: F401 - part of the registry's interface
+
+log = logging.getLogger(__name__)
 
 
 def names() -> list[str]:
@@ -38,10 +41,62 @@ def build(name: str, builder: str | None = None) -> nn.Module:
     network of the user's own records it) builds a network the catalog does not know."""
     if name in catalog.CATALOG and catalog.CATALOG[name].is_network:
         item = catalog.CATALOG[name]
-        return resolve_builder(item.builder)(*item.arguments)
+        return _called(item.builder, item.arguments)
     if builder:
-        return resolve_builder(builder)()
+        return _called(builder, ())
     raise SonosegError(f"unknown network {name!r}; known networks: {', '.join(names())}")
+
+
+def _called(spec: str, arguments: tuple) -> nn.Module:
+    """The builder's network; whatever goes wrong inside a builder (a user's, most often), the error
+    names it."""
+    function = resolve_builder(spec)
+    try:
+        model = function(*arguments)
+    except Exception as exc:
+        raise SonosegError(
+            f"network builder {spec!r} failed: {type(exc).__name__}: {exc} (a builder is a function of no "
+            "arguments that returns a torch module: docs/extending.md)"
+        ) from exc
+    if not isinstance(model, nn.Module):
+        raise SonosegError(f"network builder {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def check_output(name: str, model: nn.Module, size: int) -> None:
+    """A network of the user's own, before it is trained: for a batch of RGB images of ``size`` pixels it
+    must return one tensor of logits shaped (batch, 1, size, size). The losses flatten what they get, so
+    a squeezed map or 16 channels at a quarter of the size would train on scrambled pixels, unseen; the
+    built-in networks are tested for it (tests/test_models.py). A network that ends in a sigmoid (every
+    output in [0, 1]) gets a warning: sonoseg applies the sigmoid, and every pixel would be lesion."""
+    if name in catalog.BUILT_IN_NETWORKS:
+        return
+    spec = catalog.CATALOG[name].builder if name in catalog.CATALOG else name
+    images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))  # the global RNG untouched
+    was_training = model.training
+    with torch.no_grad():
+        output = model.eval()(images)
+    model.train(was_training)
+    expected = "one tensor of logits shaped (batch, 1, height, width) at the input's size (docs/extending.md)"
+    if not isinstance(output, torch.Tensor):
+        hint = (
+            "; for a dict such as torchvision's {'out': ...}, return its 'out' from a wrapper"
+            if isinstance(output, dict)
+            else ""
+        )
+        raise SonosegError(f"network {name!r} ({spec}) returns a {type(output).__name__}, not {expected}{hint}")
+    if tuple(output.shape) != (2, 1, size, size):
+        raise SonosegError(
+            f"network {name!r} ({spec}) maps images shaped (2, 3, {size}, {size}) to {tuple(output.shape)}: "
+            f"sonoseg needs (2, 1, {size}, {size}), {expected}"
+        )
+    if float(output.min()) >= 0 and float(output.max()) <= 1:
+        log.warning(
+            "network %r (%s): every output on random images lies in [0, 1]; if it ends in a sigmoid, remove it: "
+            "sonoseg applies the sigmoid itself (docs/extending.md)",
+            name,
+            spec,
+        )
 
 
 def builder_source(name: str) -> tuple[str, str | None]:
