@@ -232,6 +232,10 @@ def test_a_users_network_runs_through_the_workflow(workflow_copy, monkeypatch):
         run = run_snakemake([target, "--cores", "2", "--configfile", path], workflow_copy)
         assert run.returncode == 0, run.stderr[-3000:]
         assert jobs_of(run.stdout + run.stderr)["train"] == 1
+        table = "results/mine/tables/beyond.md"
+        run = run_snakemake([table, "--cores", "2", "--configfile", path], workflow_copy)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "Tiny U-net (mine)" in (workflow_copy / table).read_text()  # the config's label, not its name
         summary = pd.read_csv(workflow_copy / target)
         assert summary["dice"].notna().all() and summary["parameters"].item() > 0
         model = workflow_copy / "results" / "mine" / "runs" / "tiny_unet" / "fold0" / "seed0" / "model.pt"

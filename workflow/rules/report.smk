@@ -35,9 +35,10 @@ rule report_data:
     conda:
         CONDA_ENV
     params:
+        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
         seed=REPORT_SEED,
     shell:
-        "sonoseg report-data --manifest {input.manifest} --split {input.split} --seed {params.seed} "
+        "sonoseg report-data {params.custom} --manifest {input.manifest} --split {input.split} --seed {params.seed} "
         "--overview {output.overview} --samples {output.samples} --marks {output.marks} > {log} 2>&1"
 
 
@@ -55,8 +56,10 @@ rule report_table:
         f"{LOGS}/report_table/{{report_table}}.log",
     conda:
         CONDA_ENV
+    params:
+        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
     shell:
-        "sonoseg report-table {wildcards.report_table} --table {input} --out {output} > {log} 2>&1"
+        "sonoseg report-table {params.custom} {wildcards.report_table} --table {input} --out {output} > {log} 2>&1"
 
 
 rule report_generalization:
@@ -73,8 +76,10 @@ rule report_generalization:
         f"{LOGS}/report_generalization.log",
     conda:
         CONDA_ENV
+    params:
+        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
     shell:
-        "sonoseg report-generalization --table {input} --out {output} > {log} 2>&1"
+        "sonoseg report-generalization {params.custom} --table {input} --out {output} > {log} 2>&1"
 
 
 rule report_curves:
@@ -92,10 +97,11 @@ rule report_curves:
     conda:
         CONDA_ENV
     params:
+        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
         study=lambda wc, input: layout.study_dir(input[0], f"{layout.TRAINING}/{layout.HISTORY}"),
         run=lambda wc: run_json(run_of(wc)),
     shell:
-        "sonoseg report-curves --study-dir {params.study} --run-json {params.run} --out {output} > {log} 2>&1"
+        "sonoseg report-curves {params.custom} --study-dir {params.study} --run-json {params.run} --out {output} > {log} 2>&1"
 
 
 rule report_figure2:
@@ -124,8 +130,9 @@ rule report_figure2:
         study=lambda wc, input: layout.study_dir(input.manifest, layout.MANIFEST),
         runs=" ".join(run.name for run in compared_runs()),
         seed=REPORT_SEED,
+        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
     shell:
-        "sonoseg report-figure2 --manifest {input.manifest} --per-image {input.per_image} --runs {params.runs} "
+        "sonoseg report-figure2 {params.custom} --manifest {input.manifest} --per-image {input.per_image} --runs {params.runs} "
         "--study-dir {params.study} --seed {params.seed} --out {output.chosen} "
         "--all-methods {output.every} > {log} 2>&1"
 
@@ -154,11 +161,12 @@ rule report_cost:
     conda:
         CONDA_ENV
     params:
+        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
         cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() else "",
         runs=" ".join(run.name for run in compared_runs()),
         seed=REPORT_SEED,
     shell:
-        "sonoseg report-cost --per-image {input.per_image} --runs {params.runs} --summaries {input.summaries} "
+        "sonoseg report-cost {params.custom} --per-image {input.per_image} --runs {params.runs} --summaries {input.summaries} "
         "--seed {params.seed} {params.cost} --front-csv {output.front_csv} --front-table {output.front} "
         "--out {output.figure} > {log} 2>&1"
 
@@ -192,10 +200,11 @@ rule report_statistics:
     conda:
         CONDA_ENV
     params:
+        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
         runs=" ".join(run.name for run in compared_runs()),
         seed=REPORT_SEED,
     shell:
-        "sonoseg report-statistics --manifest {input.manifest} --per-image {input.per_image} --runs {params.runs} "
+        "sonoseg report-statistics {params.custom} --manifest {input.manifest} --per-image {input.per_image} --runs {params.runs} "
         "--seed {params.seed} "
         "--distributions {output.distributions} --table {output.table} --forest {output.forest} "
         "--csv {output.csv} > {log} 2>&1"

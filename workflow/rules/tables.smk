@@ -39,6 +39,7 @@ rule table:
     conda:
         CONDA_ENV
     params:
+        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
         # Captions name the input size and the ladder's network (the quick study runs it on a cheaper one).
         scale=(
             f"--input-size {config['preprocess']['size']} --input-interpolation {config['preprocess']['interpolation']} "
@@ -47,7 +48,7 @@ rule table:
         cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() and wc.table != "ladder" else "",
         seed=REPORT_SEED,
     shell:
-        "sonoseg table {wildcards.table} --summaries {input.summaries} --out {output.csv} {params.scale} "
+        "sonoseg table {params.custom} {wildcards.table} --summaries {input.summaries} --out {output.csv} {params.scale} "
         "{params.cost} --per-image {input.per_image} --manifest {input.manifest} --seed {params.seed} > {log} 2>&1"
 
 
@@ -130,11 +131,12 @@ rule paired_table:
     conda:
         CONDA_ENV
     params:
+        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
         pairs=lambda wc: " ".join(f"{main.name}:{twin.name}" for main, twin in PAIRED_TABLES[wc.paired][1]),
         family=lambda wc: PAIRED_TABLES[wc.paired][0],
         seed=REPORT_SEED,
     shell:
-        "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --family {params.family} "
+        "sonoseg paired {params.custom} --pairs {params.pairs} --per-image {input} --seed {params.seed} --family {params.family} "
         "--out {output} > {log} 2>&1"
 
 
@@ -151,11 +153,12 @@ rule generalization:
     conda:
         CONDA_ENV
     params:
+        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
         networks=" ".join(EXTERNAL_NETWORKS),
         datasets=" ".join(f"{name}={entry.get('role', 'held_out')}" for name, entry in EXTERNALS.items()),
         seed=REPORT_SEED,
     shell:
-        "sonoseg generalization --per-image {input} --networks {params.networks} --datasets {params.datasets} "
+        "sonoseg generalization {params.custom} --per-image {input} --networks {params.networks} --datasets {params.datasets} "
         "--seed {params.seed} --out {output.csv} > {log} 2>&1"
 
 
@@ -172,11 +175,12 @@ rule equivalence:
     conda:
         CONDA_ENV
     params:
+        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
         pairs=" ".join(f"{candidate}:{reference}" for candidate, reference in CLAIMS["equivalence"]),
         margin=CLAIMS["margin"],
         seed=REPORT_SEED,
     shell:
-        "sonoseg equivalence --manifest {input.manifest} --pairs {params.pairs} --per-image {input.per_image} "
+        "sonoseg equivalence {params.custom} --manifest {input.manifest} --pairs {params.pairs} --per-image {input.per_image} "
         "--margin {params.margin} --seed {params.seed} --out {output.csv} > {log} 2>&1"
 
 
@@ -194,12 +198,13 @@ rule convergence_check:
     conda:
         CONDA_ENV
     params:
+        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
         study=lambda wc, input: layout.study_dir(input.sheet, layout.SHEET),
         pairs=" ".join(f"{base.name}:{longer.name}" for base, longer in CONVERGENCE),
         margin=config["convergence"]["margin"],
         check_seed=lambda wc: CONVERGENCE[0][1].seeds[0],
         seed=REPORT_SEED,
     shell:
-        "sonoseg convergence --manifest {input.manifest} --pairs {params.pairs} --study-dir {params.study} "
+        "sonoseg convergence {params.custom} --manifest {input.manifest} --pairs {params.pairs} --study-dir {params.study} "
         "--sheet {input.sheet} --check-seed {params.check_seed} --margin {params.margin} --seed {params.seed} "
         "--out {output} > {log} 2>&1"

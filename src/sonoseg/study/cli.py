@@ -339,7 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.cmd_collect)
 
-    p = sub.add_parser("generalization", help="in-domain vs external-dataset Dice per network (patient CIs)")
+    p = sub.add_parser(
+        "generalization", help="in-domain vs external-dataset Dice per network (patient CIs)", parents=[custom]
+    )
     p.add_argument("--per-image", required=True, help="the collected per_image.csv.gz")
     p.add_argument("--networks", nargs="+", required=True, help="the study's network runs, in the table's order")
     p.add_argument("--datasets", nargs="+", required=True, help="NAME=ROLE (development, held_out) per external set")
@@ -347,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the CSV; .md beside it")
     p.set_defaults(func=commands.cmd_generalization)
 
-    p = sub.add_parser("table", help="Table 1, Table 2 or the ladder from summaries")
+    p = sub.add_parser("table", help="Table 1, Table 2 or the ladder from summaries", parents=[custom])
     p.add_argument("kind", choices=catalog.STUDY_TABLES)
     p.add_argument("--summaries", nargs="+", required=True)
     p.add_argument("--out", required=True, help="the CSV; .md and .tex are written beside it")
@@ -366,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
         "paired",
         aliases=["marks-ablation"],
         help="pairs of runs on the same test images, by patient: the caliper ablation, reliance on the marks, TTA",
+        parents=[custom],
     )
     p.add_argument("--pairs", nargs="+", required=True, help="MAIN:TWIN run names")
     p.add_argument("--per-image", required=True, help="the collected per-image table (per_image.csv.gz)")
@@ -379,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_paired)
 
-    p = sub.add_parser("equivalence", help="the study's equivalence claims (config claims), TOST with a margin")
+    p = sub.add_parser(
+        "equivalence", help="the study's equivalence claims (config claims), TOST with a margin", parents=[custom]
+    )
     p.add_argument("--manifest", required=True)
     p.add_argument("--pairs", nargs="+", required=True, help="CANDIDATE:REFERENCE run names")
     p.add_argument("--per-image", required=True, help="the collected per-image table (per_image.csv.gz)")
@@ -388,7 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the CSV; a Markdown page of the claims is written beside it")
     p.set_defaults(func=commands.cmd_equivalence)
 
-    p = sub.add_parser("convergence", help="the convergence check: each network against itself with twice the budget")
+    p = sub.add_parser(
+        "convergence", help="the convergence check: each network against itself with twice the budget", parents=[custom]
+    )
     p.add_argument("--manifest", required=True)
     p.add_argument("--pairs", nargs="+", required=True, help="BASE:LONGER run names")
     p.add_argument("--study-dir", required=True, help="the study's folder (results/<study>)")
@@ -404,7 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_selection_table)
 
-    p = sub.add_parser("report-data", help="report: manifest and split counts (HTML), sample images (PNG)")
+    p = sub.add_parser(
+        "report-data", help="report: manifest and split counts (HTML), sample images (PNG)", parents=[custom]
+    )
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -412,22 +421,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", required=True)
     p.add_argument("--marks", help="the images with the most coloured marks, before and after inpainting (PNG)")
     p.set_defaults(func=commands.cmd_report_data)
-    p = sub.add_parser("report-table", help="report: one study table as HTML, ours beside the paper's")
+    p = sub.add_parser(
+        "report-table", help="report: one study table as HTML, ours beside the paper's", parents=[custom]
+    )
     p.add_argument("kind", choices=catalog.REPORT_TABLES)
     p.add_argument("--table", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_report_table)
-    p = sub.add_parser("report-curves", help="report: one network's training curves (every seed)")
+    p = sub.add_parser("report-curves", help="report: one network's training curves (every seed)", parents=[custom])
     p.add_argument("--study-dir", required=True, help="the study's folder (results/<study>)")
     p.add_argument("--run-json", required=True, help="the run's row of the run sheet, as JSON")
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_report_curves)
-    p = sub.add_parser("report-generalization", help="report: in-domain and external Dice per network, with CIs")
+    p = sub.add_parser(
+        "report-generalization", help="report: in-domain and external Dice per network, with CIs", parents=[custom]
+    )
     p.add_argument("--table", required=True, help="tables/generalization.csv")
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_report_generalization)
 
-    p = sub.add_parser("report-figure2", help="report: the paper's Figure 2 rebuilt")
+    p = sub.add_parser("report-figure2", help="report: the paper's Figure 2 rebuilt", parents=[custom])
     p.add_argument("--manifest", required=True)
     p.add_argument("--study-dir", required=True, help="the study's folder (results/<study>): the predictions")
     p.add_argument("--per-image", required=True, help="the collected per-image table (per_image.csv.gz)")
@@ -436,7 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="U-net, the best of each family and the floors, large")
     p.add_argument("--all-methods", default="", help="also write the full grid of every method here")
     p.set_defaults(func=commands.cmd_report_figure2)
-    p = sub.add_parser("report-cost", help="report: Dice against parameters (GFLOPs, latency with --cost)")
+    p = sub.add_parser(
+        "report-cost", help="report: Dice against parameters (GFLOPs, latency with --cost)", parents=[custom]
+    )
     p.add_argument("--per-image", required=True, help="the collected per-image table (per_image.csv.gz)")
     p.add_argument("--runs", nargs="+", required=True, help="the compared runs, in order")
     p.add_argument("--cost", help="cost table: network,parameters,gflops,latency_ms,backend,threads,cpu")
@@ -446,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--front-table", help="the same as an HTML page")
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_report_cost)
-    p = sub.add_parser("report-statistics", help="report: per-image distributions and paired tests")
+    p = sub.add_parser("report-statistics", help="report: per-image distributions and paired tests", parents=[custom])
     p.add_argument("--manifest", required=True)
     p.add_argument("--per-image", required=True, help="the collected per-image table (per_image.csv.gz)")
     p.add_argument("--runs", nargs="+", required=True, help="the compared runs, in order")
@@ -466,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     try:
+        # The config's networks of the user's own, for any command that names networks (parents=[custom]).
+        commands.register_custom_networks(getattr(args, "custom_networks", ""))
         args.func(args)
     except BrokenPipeError:
         # A reader that stopped early (`sonoseg models | head -n 1`): end quietly, as command-line tools do.

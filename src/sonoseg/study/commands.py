@@ -85,10 +85,9 @@ def cmd_fingerprint(args) -> None:
     log.info("hashed %d file(s) (the others were unchanged since the last check)", check.hashed)
 
 
-def _register_custom_networks(args) -> None:
+def register_custom_networks(custom_networks_json: str) -> None:
     """The config's custom_networks (a user's own networks), passed as JSON, into the catalog."""
-
-    catalog.register_all(_json(args.custom_networks) if args.custom_networks else {})
+    catalog.register_all(_json(custom_networks_json) if custom_networks_json else {})
 
 
 def cmd_runs(args) -> None:
@@ -189,7 +188,6 @@ def cmd_train(args) -> None:
     from sonoseg.training import reuse, train
     from sonoseg.training.recipe import Recipe
 
-    _register_custom_networks(args)
     if len(args.reuse_models) != len(args.reuse_histories):
         raise SonosegError("--reuse-models and --reuse-histories must name as many files each")
     if args.adopt_finished not in ("0", "1"):
@@ -397,7 +395,6 @@ def cmd_export(args) -> None:
 def cmd_cost(args) -> None:
     from sonoseg.serving import cost
 
-    _register_custom_networks(args)
     table = cost.cost_table(
         args.networks, args.size, args.backend, args.threads, args.repeats, args.warmup, prepared=args.prepared
     )
@@ -417,7 +414,6 @@ def cmd_cost(args) -> None:
 def cmd_cost_prepare(args) -> None:
     from sonoseg.serving import cost
 
-    _register_custom_networks(args)
     cost.prepare(args.networks, args.size, args.backend, args.out_dir)
 
 
@@ -607,6 +603,5 @@ def cmd_report_statistics(args) -> None:
 def cmd_models(args) -> None:
     from sonoseg.networks import models
 
-    _register_custom_networks(args)
     for name in models.names():
         print(f"{name:28s} {models.count_parameters(models.build(name)):>12,d}  {catalog.label(name)}", flush=True)
