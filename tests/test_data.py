@@ -311,17 +311,29 @@ def test_mask_below_the_threshold_is_an_error_not_an_empty_mask(tmp_path, pixels
     assert expected in str(error.value)
 
 
-def test_float_mask_is_refused_like_a_float_image(tmp_path):
-    path = write(tmp_path / "float.tif", lesion_block(255, np.float32), ".tif")
+def test_float_mask_is_refused_like_a_float_image_unless_it_holds_only_0_and_1_or_255(tmp_path):
+    path = write(tmp_path / "float.tif", lesion_block(200, np.float32), ".tif")
     for read in (imageio.read_mask, imageio.read_image):
         with pytest.raises(SonosegError, match=re.escape(f"{path}: unsupported pixel type float32")):
             read(path)
+    for top in (1, 255):  # values that say what is lesion without guessing
+        binary = write(tmp_path / f"binary{top}.tif", lesion_block(top, np.float32), ".tif")
+        assert imageio.read_mask(binary).pixels.sum() == 20 * 25
+        with pytest.raises(SonosegError, match="unsupported pixel type float32"):
+            imageio.read_image(binary)
 
 
 def test_rgba_mask_with_the_lesion_in_the_alpha_channel_only(tmp_path):
     alpha_only = np.zeros((40, 60, 4), np.uint8)
     alpha_only[10:30, 15:40, 3] = 255
-    assert imageio.read_mask(write(tmp_path / "alpha_only.png", alpha_only)).pixels.sum() == 20 * 25
+    read = imageio.read_mask(write(tmp_path / "alpha_only.png", alpha_only))
+    assert read.pixels.sum() == 20 * 25 and "mask_from_alpha" in read.notes  # the manifest says so
+    # An overlay: opaque black with a transparent hole where the lesion is. Read from alpha it would be
+    # inverted (lesion everywhere but the lesion): it stays an empty mask, flagged as such at ingest.
+    overlay = np.zeros((40, 60, 4), np.uint8)
+    overlay[..., 3] = 255
+    overlay[10:30, 15:40, 3] = 0
+    assert not imageio.read_mask(write(tmp_path / "overlay.png", overlay)).pixels.any()
     # An opaque mask (alpha 255 everywhere) is read from its colour channels, empty or not.
     opaque = lesion_block(255, channels=4)
     opaque[..., 3] = 255
@@ -359,6 +371,17 @@ def test_trailing_bytes_after_the_end_marker_are_not_a_truncation(tmp_path):
         assert imageio.read_image(path).pixels.shape == image.shape
         path.write_bytes(whole[: len(whole) * 2 // 3])
         assert "truncated" in imageio.problem_with_file(path), suffix
+    # A JPEG that carries a thumbnail (its own start of scan and end marker) and is cut short within the
+    # bytes read: the thumbnail's end marker lies before the image's last scan, so it is still truncated.
+    thumbnail = cv2.imencode(".jpg", image[::8, ::8])[1].tobytes()
+    main = cv2.imencode(".jpg", image)[1].tobytes()
+    exif = b"\xff\xe1" + (len(thumbnail) + 8).to_bytes(2, "big") + b"Exif\0\0" + thumbnail
+    cut = tmp_path / "thumbnail.jpg"
+    cut.write_bytes(main[:2] + exif + main[2 : len(main) // 2])
+    assert len(cut.read_bytes()) < imageio.END_MARKER_SEARCH_BYTES
+    assert "truncated JPEG" in imageio.problem_with_file(cut)
+    cut.write_bytes(main[:2] + exif + main[2:])  # whole, it passes
+    assert imageio.problem_with_file(cut) is None
 
 
 def test_unreadable_file_is_a_problem_not_a_traceback(tmp_path, monkeypatch):
@@ -537,22 +560,46 @@ def test_patients_csv_listing_an_image_twice_is_refused(tmp_path):
             data.ingest(tmp_path, "folder", on_bad_sample=policy)
         assert str(error.value).startswith(f"{tmp_path.resolve() / 'patients.csv'}: an image may be listed only once")
         assert "image 'good0.png' is listed in rows 2 and 4 (patients 'A', 'C')" in str(error.value)
+    # A row copied twice whole says one thing: accepted (and logged).
+    rows["patient"][2] = "A"
+    pd.DataFrame(rows).to_csv(tmp_path / "patients.csv", index=False)
+    samples = data.included(data.ingest(tmp_path, "folder"))
+    assert samples.set_index("sample_id").loc["images__good0", "patient"] == "A"
 
 
-def test_a_path_with_the_mask_separator_is_a_problem_at_ingest(tmp_path, caplog):
-    """'|' joins an image's masks in the manifest: such a file would be read back as two wrong paths."""
+def test_busi_images_of_one_name_in_two_formats_are_ambiguous(tmp_path, caplog):
+    """benign/x.png and benign/x.jpg with x_mask.png: which one the mask outlines is not said. The log
+    counts such files as one kind (their names, in the manifest, would make a line per pair)."""
+    build_busi(tmp_path)
+    image, mask = lesion_pair(77)
+    write(tmp_path / "benign" / "x.png", image)
+    write(tmp_path / "benign" / "x.jpg", image, ".jpg")
+    write(tmp_path / "benign" / "x_mask.png", mask)
+    with caplog.at_level(logging.INFO, logger="sonoseg.data.manifest"):
+        rows = outcomes(data.ingest(tmp_path, "busi", on_bad_sample="exclude"), tmp_path)
+    assert "  ambiguous: several files of one name: 3" in [record.getMessage() for record in caplog.records]
+    for name in ("x.png", "x.jpg"):
+        assert rows[f"benign/{name}"] == ("excluded", "ambiguous: images x.jpg and x.png share the name x")
+    assert rows["benign/x_mask.png"] == ("excluded", "ambiguous: the mask of images x.jpg and x.png")
+
+
+def test_a_mask_path_with_the_separator_is_a_problem_at_ingest_and_an_image_path_is_not(tmp_path, caplog):
+    """'|' joins an image's masks in the manifest: such a mask would be read back as two wrong paths. An
+    image's path is never split, and `segment` reads images that are in no manifest: both take it."""
     good_folder(tmp_path)
     image, mask = lesion_pair(5)
     write(tmp_path / "images" / "a|b.png", image)
     write(tmp_path / "masks" / "a|b.png", mask)
     expected = "path contains '|', which the manifest uses to separate mask files"
-    with pytest.raises(SonosegError, match=re.escape(f"{tmp_path.resolve() / 'images' / 'a|b.png'}: {expected}")):
+    mask_path = tmp_path.resolve() / "masks" / "a|b.png"
+    with pytest.raises(SonosegError, match=re.escape(f"{mask_path}: {expected}")):
         data.ingest(tmp_path, "folder")
     with caplog.at_level(logging.INFO, logger="sonoseg.data.manifest"):
         manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
     row = manifest[manifest["image"].str.endswith("a|b.png")].iloc[0]
-    assert row["status"] == "excluded" and row["reason"].startswith(expected)
-    assert f"  {expected}; mask: {expected}: 1" in [record.getMessage() for record in caplog.records]
+    assert row["status"] == "excluded" and row["reason"] == f"{mask_path}: {expected}"
+    assert f"  mask: {expected}: 1" in [record.getMessage() for record in caplog.records]
+    assert imageio.read_image(tmp_path / "images" / "a|b.png").pixels.shape == (64, 96, 3)
 
 
 # ----------------------------------------------------------------------------- files that are not images
@@ -592,6 +639,8 @@ def test_unsupported_image_formats_where_the_images_lie_are_problems(tmp_path, l
     (tmp_path / folders[0] / "scan7.webp").write_bytes(b"RIFF\0\0\0\0WEBP")
     (tmp_path / folders[1] / "scan8.dcm").write_bytes(b"\0" * 128 + b"DICM")
     (tmp_path / "README.txt").write_text("notes")
+    (tmp_path / folders[0] / "notes.txt").write_text("scanned on the old machine")  # not an image format
+    (tmp_path / folders[1] / "scan9.json").write_text("{}")  # an annotation tool's file
     with pytest.raises(SonosegError) as error:
         data.ingest(tmp_path, layout)
     assert "2 problem(s)" in str(error.value)
@@ -601,7 +650,9 @@ def test_unsupported_image_formats_where_the_images_lie_are_problems(tmp_path, l
     for folder in folders:
         for junk in ("Thumbs.db", ".DS_Store", "desktop.ini", "._scan.png"):
             assert rows[f"{folder}/{junk}"][0] == "ignored", (folder, junk)
-    assert rows["README.txt"][0] == "ignored"
+    assert (
+        rows["README.txt"][0] == rows[f"{folders[0]}/notes.txt"][0] == rows[f"{folders[1]}/scan9.json"][0] == "ignored"
+    )
 
 
 # ----------------------------------------------------------------------------- rows naming missing files

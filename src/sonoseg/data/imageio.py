@@ -18,7 +18,7 @@ except AttributeError:  # pragma: no cover - older OpenCV builds
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 MASK_SEPARATOR = "|"  # several mask files of one image (BUSI's NAME_mask_1.png) are merged
 PNG_END_CHUNK = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the whole IEND chunk: length 0, type, CRC
-JPEG_END_MARKER = b"\xff\xd9"
+JPEG_END_MARKER, JPEG_START_OF_SCAN = b"\xff\xd9", b"\xff\xda"
 END_MARKER_SEARCH_BYTES = 4096  # how far from a file's end its end marker may lie
 
 
@@ -30,8 +30,6 @@ class Decoded:
 
 def problem_with_file(path: Path) -> str | None:
     """A reason this file can't be an image, or None. Cheap checks before decoding."""
-    if MASK_SEPARATOR in str(path):  # the manifest would read it back as two paths
-        return f"path contains '{MASK_SEPARATOR}', which the manifest uses to separate mask files"
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -49,12 +47,15 @@ def problem_with_file(path: Path) -> str | None:
     # marker is looked for; some scanners and tools append bytes after it, which OpenCV ignores.
     if head.startswith(b"\x89PNG") and PNG_END_CHUNK not in tail:
         return "truncated PNG (no IEND chunk at the end)"
-    if head.startswith(b"\xff\xd8") and JPEG_END_MARKER not in tail:
-        return "truncated JPEG (no end-of-image marker)"
+    # An embedded thumbnail ends with its own end marker: the image's must follow the last start of scan.
+    if head.startswith(b"\xff\xd8") and tail.rfind(JPEG_END_MARKER) <= tail.rfind(JPEG_START_OF_SCAN):
+        return "truncated JPEG (no end-of-image marker after its last scan)"
     return None
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path, binary_float: bool = False) -> np.ndarray:
+    """The file's pixels, 8- or 16-bit. ``binary_float`` (masks): a float file whose values are only 0 and
+    1, or 0 and 255, is read as 8-bit; those values say what is lesion without guessing."""
     problem = problem_with_file(path)
     if problem:
         raise SonosegError(f"{path}: {problem}")
@@ -63,8 +64,13 @@ def _decode(path: Path) -> np.ndarray:
         raise SonosegError(f"{path}: not a readable image")
     # Float (and signed) files have no agreed range: neither brightness nor the lesion value can be
     # read from them without guessing, so images and masks alike must be 8- or 16-bit.
+    if binary_float and pixels.dtype.kind in "fi" and set(np.unique(pixels).tolist()) in ({0, 1}, {0, 255}, {0}):
+        return pixels.astype(np.uint8)
     if pixels.dtype not in (np.uint8, np.uint16):
-        raise SonosegError(f"{path}: unsupported pixel type {pixels.dtype} (8- or 16-bit files only)")
+        raise SonosegError(
+            f"{path}: unsupported pixel type {pixels.dtype} (8- or 16-bit files only"
+            + ("; a float mask may hold 0 and 1, or 0 and 255)" if binary_float else ")")
+        )
     return pixels
 
 
@@ -105,7 +111,9 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
     merged = None
     notes: list[str] = []
     for path in paths:
-        pixels = _mask_channel(_decode(Path(path)))
+        pixels, from_alpha = _mask_channel(_decode(Path(path), binary_float=True))
+        if from_alpha and "mask_from_alpha" not in notes:
+            notes.append("mask_from_alpha")
         top = 1 if pixels.max() <= 1 else np.iinfo(pixels.dtype).max
         threshold = 1 if top == 1 else (top + 1) // 2
         if 0 < pixels.max() < threshold:  # an all-zero mask is a valid empty mask (flagged at ingest)
@@ -128,15 +136,16 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
     return Decoded(merged, notes)
 
 
-def _mask_channel(pixels: np.ndarray) -> np.ndarray:
-    """One channel of lesion values: gray as is, colour by its brightest channel, or the alpha channel."""
+def _mask_channel(pixels: np.ndarray) -> tuple[np.ndarray, bool]:
+    """One channel of lesion values: gray as is, colour by its brightest channel; and whether it is the
+    alpha channel, which is read for an RGBA mask whose colour is all black and whose background is
+    transparent (some editors save the lesion as opacity over black). An opaque black mask, or one whose
+    transparent part is the smaller (a hole cut in an overlay, which would read inverted), stays empty."""
     if pixels.ndim == 2:
-        return pixels
+        return pixels, False
     colour = pixels[:, :, :3].max(axis=2)
     if pixels.shape[2] == 4 and not colour.any():
-        # Some editors save the lesion as opacity over black. An opaque (or fully transparent) black
-        # mask has a uniform alpha, and stays empty.
         alpha = pixels[:, :, 3]
-        if alpha.min() != alpha.max():
-            return alpha
-    return colour
+        if alpha.any() and (alpha == 0).mean() > 0.5:
+            return alpha, True
+    return colour, False

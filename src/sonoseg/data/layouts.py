@@ -25,7 +25,13 @@ BUSI_MASK = re.compile(r"^(?P<name>.+)_mask(?:_(?P<part>\d+))?$", re.IGNORECASE)
 BUSBRA_IMAGE = re.compile(r"^bus_(?P<patient>[^-]+)-(?P<view>.+)$")
 # What operating systems and file managers leave in any folder, besides hidden files (.DS_Store,
 # AppleDouble ._NAME): never images, ignored wherever they lie.
-JUNK_NAMES = {"thumbs.db", "desktop.ini"}
+JUNK_NAMES = {"thumbs.db", "desktop.ini", "icon\r"}
+# Image formats sonoseg does not read: among the images they are problems (a scan left out unseen);
+# any other file there (notes, an annotation tool's .json) is listed as ignored, as it always was.
+OTHER_IMAGE_SUFFIXES = {
+    ".webp", ".gif", ".jp2", ".j2k", ".jpx", ".jxl", ".heic", ".heif", ".avif", ".dcm", ".dicom", ".ima",
+    ".pgm", ".ppm", ".pbm", ".pnm", ".pfm", ".tga", ".exr", ".hdr", ".nrrd", ".nii", ".mha", ".mhd",
+}  # fmt: skip
 
 
 @dataclass
@@ -101,13 +107,15 @@ def is_junk(path: Path) -> bool:
 
 
 def _unsupported_formats(orphans: dict[Path, str], image_folders: set[Path]) -> dict[Path, str]:
-    """The files in the layout's image and mask folders that are neither images nor junk (a .webp, a
-    DICOM file), taken out of orphans: problems, since the user put them where the images are.
-    Elsewhere (a README at the root) a file that is no image stays ignored."""
+    """The files in the layout's image and mask folders in an image format sonoseg does not read (a
+    .webp, a DICOM file, with or without its extension), taken out of orphans: problems, since the user
+    put them where the images are. Any other file (notes, an annotation tool's .json) and any file
+    elsewhere (a README at the root) stays ignored, and listed."""
     supported = ", ".join(sorted(IMAGE_SUFFIXES))
     unsupported = {}
     for path in sorted(orphans):
-        if path.parent in image_folders and not is_image_name(path) and not is_junk(path):
+        image_like = path.suffix.lower() in OTHER_IMAGE_SUFFIXES or not path.suffix  # DICOM often has none
+        if path.parent in image_folders and image_like and not is_junk(path):
             del orphans[path]
             unsupported[path] = f"unsupported image format {path.suffix or '(no extension)'} (supported: {supported})"
     return unsupported
@@ -209,8 +217,16 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
 
 
 def _refuse_images_listed_twice(csv_path: Path, rows_of: dict[str, list[int]], records: list[dict]) -> None:
-    """Two rows for one image would give it two patients (or views), and one row would win unseen."""
-    twice = {name: rows for name, rows in rows_of.items() if len(rows) > 1}
+    """Two rows for one image that disagree would give it two patients (or views), and one row would win
+    unseen: refused. A row copied twice whole says one thing, and is only logged."""
+    twice = {}
+    for name, rows in rows_of.items():
+        if len(rows) < 2:
+            continue
+        if all(records[row - 2] == records[rows[0] - 2] for row in rows):
+            log.warning("%s: image %r is listed in rows %s, alike", csv_path, name, ", ".join(map(str, rows)))
+        else:
+            twice[name] = rows
     if twice:
         listing = "\n".join(
             f"  image {name!r} is listed in rows {', '.join(map(str, rows[:-1]))} and {rows[-1]} "
@@ -256,7 +272,7 @@ def _explicit_csv_layout(root: Path, files: list[Path], dataset_csv: str) -> Lay
 def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
     """BUSI: benign/ malignant/ normal/; NAME.png with NAME_mask.png and NAME_mask_N.png."""
     candidates, orphans = [], {}
-    images: dict[tuple[Path, str], Path] = {}
+    images: dict[tuple[Path, str], list[Path]] = {}
     masks: dict[tuple[Path, str], list[Path]] = {}
     for f in files:
         if not is_image_name(f):
@@ -265,16 +281,22 @@ def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
         if match:
             masks.setdefault((f.parent, match["name"]), []).append(f)
         else:
-            images[(f.parent, f.stem)] = f
-    for key, image in sorted(images.items()):
-        label = image.parent.name
+            images.setdefault((f.parent, f.stem), []).append(f)
+    for key, namesakes in sorted(images.items()):
         mask_files = sorted(masks.pop(key, []), key=lambda p: p.name)
-        candidate = Candidate(image, mask_files, patient=_relative_id(root, image), label=label)
-        if not mask_files:
-            candidate.problems.append("image without mask")
-        if label == "normal" and not include_normal:
-            candidate.excluded_by_choice = "normal image left out (dataset.include_normal: false)"
-        candidates.append(candidate)
+        if len(namesakes) > 1:  # x.png and x.jpg: which one x_mask.png outlines is not said
+            orphans.update({m: f"ambiguous: the mask of images {_names(namesakes)}" for m in mask_files})
+            mask_files = []
+        for image in sorted(namesakes):
+            label = image.parent.name
+            candidate = Candidate(image, mask_files, patient=_relative_id(root, image), label=label)
+            if len(namesakes) > 1:
+                candidate.problems.append(f"ambiguous: images {_names(namesakes)} share the name {key[1]}")
+            elif not mask_files:
+                candidate.problems.append("image without mask")
+            if label == "normal" and not include_normal:
+                candidate.excluded_by_choice = "normal image left out (dataset.include_normal: false)"
+            candidates.append(candidate)
     for leftover in masks.values():
         for m in leftover:
             orphans[m] = "mask without image"
@@ -338,9 +360,9 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
 
 
 def _names(paths: list[Path]) -> str:
-    """'a.png and b.jpg' (or 'a, b and c')."""
+    """'a.png and b.jpg' (or 'a, b and c'; 'a' alone)."""
     names = sorted(p.name for p in paths)
-    return f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else "".join(names)
 
 
 def _by_stem(files: list[Path]) -> dict[str, list[Path]]:

@@ -61,6 +61,11 @@ def _check_candidate(candidate: Candidate) -> dict:
         problem = problem_with_file(path)
         if problem:
             candidate.problems.append(_naming_the_file(candidate, f"{path}: {problem}"))
+    for path in candidate.masks:  # the manifest joins an image's masks with the separator
+        if MASK_SEPARATOR in str(path):
+            candidate.problems.append(
+                f"{path}: path contains '{MASK_SEPARATOR}', which the manifest uses to separate mask files"
+            )
     if candidate.problems:
         return facts
     try:
@@ -286,7 +291,8 @@ def _unique_ids(ids: list[str]) -> list[str]:
 
 
 def _refuse_shared_ids(root: Path, ids: list[str], images: list[Path]) -> None:
-    """A last guard: two images with one id would share one prediction file, and be scored with one."""
+    """A last guard, which _unique_ids leaves nothing to catch today: two images with one id would share
+    one prediction file, and be scored with one; a later change to the ids must not make that possible."""
     images_of: dict[str, list[Path]] = {}
     for sample_id, image in zip(ids, images):
         images_of.setdefault(sample_id, []).append(image)
@@ -313,6 +319,8 @@ def _kind_of_reason(reason: str, masks: str) -> str:
     """A row's reason without its own mask paths ("mask: ..."), so that the log counts one kind of
     problem once whichever files have it. Only the row's own paths are replaced: the reason's other
     text (a setting's name, a colon in it) stays whole."""
+    if reason.startswith("ambiguous:"):  # its file names would make a line per pair of files
+        return "ambiguous: several files of one name"
     # The whole cell first: a lone mask whose path holds the separator (itself a problem) is one path.
     for mask in filter(None, [str(masks), *str(masks).split(MASK_SEPARATOR)]):
         reason = reason.replace(f"{mask}: ", "mask: ")
