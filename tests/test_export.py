@@ -89,6 +89,34 @@ def test_export_refuses_foreign_model(tmp_path):
         export.export(foreign, tmp_path / "m.onnx")
 
 
+class DataDependent(torch.nn.Module):
+    """A user's network whose forward branches on its data: it trains and serves in torch, not in ONNX."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+
+    def forward(self, x):
+        logits = self.conv(x)
+        return logits if logits.mean() > 0 else -logits
+
+
+def test_a_network_that_does_not_export_is_one_line_naming_the_file_and_the_way_out(tmp_path):
+    with pytest.raises(SonosegError) as error:
+        export.export_network(DataDependent(), None, 32, tmp_path / "mine.onnx")
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'mine.onnx'}: the network does not export to ONNX (")
+    assert "cost: {backend: torch}" in message and "\n" not in message
+    # ... and an ONNX graph given where a model file is expected says which backend reads it.
+    graph = tmp_path / "graph.onnx"
+    graph.write_bytes(b"\x08\x07")
+    assert main(["segment", "--model", str(graph), "--outdir", str(tmp_path / "out"), str(graph)]) == 2
+    with pytest.raises(
+        SonosegError, match="an ONNX graph, not a sonoseg-model-v1 file: serve it with --backend onnxruntime"
+    ):
+        infer.torch_predictor(graph, device="cpu")
+
+
 def test_segment_same_masks_on_both_backends_and_unreadable_image(tmp_path, capsys):
     model_path = write_model(tmp_path / "model.pt", "lighter_unet_c1", IMAGENET_NORMALIZATION)
     paths = []

@@ -67,16 +67,24 @@ def export_probability(wrapped: nn.Module, size: int, out: str | Path) -> Path:
         logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's chatter about its own internals
-        program = torch.onnx.export(
-            wrapped,
-            (example,),
-            dynamo=True,
-            opset_version=OPSET,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes={"x": {0: batch}},
-            verbose=False,
-        )
+        try:
+            program = torch.onnx.export(
+                wrapped,
+                (example,),
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={"x": {0: batch}},
+                verbose=False,
+            )
+        except Exception as exc:  # a user's network with a data-dependent branch, say: one line, not a page
+            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise SonosegError(
+                f"{out}: the network does not export to ONNX ({type(exc).__name__}: {first[:300]}). The cost "
+                "table can time it in torch instead (cost: {backend: torch}); `sonoseg segment` serves its "
+                "model file in torch (docs/extending.md)"
+            ) from exc
     # One self-contained file: the weights inside the .onnx, no external-data side files.
     program.save(str(out), external_data=False)
     return out

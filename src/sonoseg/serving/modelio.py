@@ -96,6 +96,10 @@ def load_checked(path: str | Path, expected_format: str, metadata_only: bool = F
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        if path.suffix.lower() == ".onnx":
+            raise SonosegError(
+                f"{path}: an ONNX graph, not a {expected_format} file: serve it with --backend onnxruntime"
+            ) from None
         raise SonosegError(
             f"{path}: refused: not a {expected_format} file that loads safely "
             f"(weights only; a foreign or tampered file) - {type(exc).__name__}: {str(exc)[:200]}"

@@ -474,6 +474,7 @@ def train(
             Path(checkpoint).unlink()  # a killed earlier attempt's: this training is finished
         return adopted
     parameters = models.count_parameters(model)
+    log.info("%s: %s parameters, input %d px, %s", network, f"{parameters:,}", train_split.size, path.describe())
     model = path.prepare_model(model)
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)
