@@ -38,8 +38,8 @@ rule report_data:
         custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
         seed=REPORT_SEED,
     shell:
-        "sonoseg report-data {params.custom} --manifest {input.manifest} --split {input.split} --seed {params.seed} "
-        "--overview {output.overview} --samples {output.samples} --marks {output.marks} > {log} 2>&1"
+        "sonoseg report-data --manifest {input.manifest} --split {input.split} --seed {params.seed} "
+        "--overview {output.overview} --samples {output.samples} --marks {output.marks} {params.custom} > {log} 2>&1"
 
 
 rule report_table:
@@ -59,7 +59,7 @@ rule report_table:
     params:
         custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
     shell:
-        "sonoseg report-table {params.custom} {wildcards.report_table} --table {input} --out {output} > {log} 2>&1"
+        "sonoseg report-table {wildcards.report_table} --table {input} --out {output} {params.custom} > {log} 2>&1"
 
 
 rule report_generalization:
@@ -79,7 +79,7 @@ rule report_generalization:
     params:
         custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
     shell:
-        "sonoseg report-generalization {params.custom} --table {input} --out {output} > {log} 2>&1"
+        "sonoseg report-generalization --table {input} --out {output} {params.custom} > {log} 2>&1"
 
 
 rule report_curves:
@@ -101,7 +101,7 @@ rule report_curves:
         study=lambda wc, input: layout.study_dir(input[0], f"{layout.TRAINING}/{layout.HISTORY}"),
         run=lambda wc: run_json(run_of(wc)),
     shell:
-        "sonoseg report-curves {params.custom} --study-dir {params.study} --run-json {params.run} --out {output} > {log} 2>&1"
+        "sonoseg report-curves --study-dir {params.study} --run-json {params.run} --out {output} {params.custom} > {log} 2>&1"
 
 
 rule report_figure2:
@@ -132,9 +132,9 @@ rule report_figure2:
         seed=REPORT_SEED,
         custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
     shell:
-        "sonoseg report-figure2 {params.custom} --manifest {input.manifest} --per-image {input.per_image} --runs {params.runs} "
+        "sonoseg report-figure2 --manifest {input.manifest} --per-image {input.per_image} --runs {params.runs} "
         "--study-dir {params.study} --seed {params.seed} --out {output.chosen} "
-        "--all-methods {output.every} > {log} 2>&1"
+        "--all-methods {output.every} {params.custom} > {log} 2>&1"
 
 
 rule report_cost:
@@ -166,9 +166,9 @@ rule report_cost:
         runs=" ".join(run.name for run in compared_runs()),
         seed=REPORT_SEED,
     shell:
-        "sonoseg report-cost {params.custom} --per-image {input.per_image} --runs {params.runs} --summaries {input.summaries} "
+        "sonoseg report-cost --per-image {input.per_image} --runs {params.runs} --summaries {input.summaries} "
         "--seed {params.seed} {params.cost} --front-csv {output.front_csv} --front-table {output.front} "
-        "--out {output.figure} > {log} 2>&1"
+        "--out {output.figure} {params.custom} > {log} 2>&1"
 
 
 rule report_statistics:
@@ -204,7 +204,7 @@ rule report_statistics:
         runs=" ".join(run.name for run in compared_runs()),
         seed=REPORT_SEED,
     shell:
-        "sonoseg report-statistics {params.custom} --manifest {input.manifest} --per-image {input.per_image} --runs {params.runs} "
+        "sonoseg report-statistics --manifest {input.manifest} --per-image {input.per_image} --runs {params.runs} "
         "--seed {params.seed} "
         "--distributions {output.distributions} --table {output.table} --forest {output.forest} "
-        "--csv {output.csv} > {log} 2>&1"
+        "--csv {output.csv} {params.custom} > {log} 2>&1"

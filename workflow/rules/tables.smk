@@ -48,8 +48,8 @@ rule table:
         cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() and wc.table != "ladder" else "",
         seed=REPORT_SEED,
     shell:
-        "sonoseg table {params.custom} {wildcards.table} --summaries {input.summaries} --out {output.csv} {params.scale} "
-        "{params.cost} --per-image {input.per_image} --manifest {input.manifest} --seed {params.seed} > {log} 2>&1"
+        "sonoseg table {wildcards.table} --summaries {input.summaries} --out {output.csv} {params.scale} "
+        "{params.cost} --per-image {input.per_image} --manifest {input.manifest} --seed {params.seed} {params.custom} > {log} 2>&1"
 
 
 rule selection_table:
@@ -136,8 +136,8 @@ rule paired_table:
         family=lambda wc: PAIRED_TABLES[wc.paired][0],
         seed=REPORT_SEED,
     shell:
-        "sonoseg paired {params.custom} --pairs {params.pairs} --per-image {input} --seed {params.seed} --family {params.family} "
-        "--out {output} > {log} 2>&1"
+        "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --family {params.family} "
+        "--out {output} {params.custom} > {log} 2>&1"
 
 
 rule generalization:
@@ -158,8 +158,8 @@ rule generalization:
         datasets=" ".join(f"{name}={entry.get('role', 'held_out')}" for name, entry in EXTERNALS.items()),
         seed=REPORT_SEED,
     shell:
-        "sonoseg generalization {params.custom} --per-image {input} --networks {params.networks} --datasets {params.datasets} "
-        "--seed {params.seed} --out {output.csv} > {log} 2>&1"
+        "sonoseg generalization --per-image {input} --networks {params.networks} --datasets {params.datasets} "
+        "--seed {params.seed} --out {output.csv} {params.custom} > {log} 2>&1"
 
 
 rule equivalence:
@@ -180,8 +180,8 @@ rule equivalence:
         margin=CLAIMS["margin"],
         seed=REPORT_SEED,
     shell:
-        "sonoseg equivalence {params.custom} --manifest {input.manifest} --pairs {params.pairs} --per-image {input.per_image} "
-        "--margin {params.margin} --seed {params.seed} --out {output.csv} > {log} 2>&1"
+        "sonoseg equivalence --manifest {input.manifest} --pairs {params.pairs} --per-image {input.per_image} "
+        "--margin {params.margin} --seed {params.seed} --out {output.csv} {params.custom} > {log} 2>&1"
 
 
 rule convergence_check:
@@ -205,6 +205,6 @@ rule convergence_check:
         check_seed=lambda wc: CONVERGENCE[0][1].seeds[0],
         seed=REPORT_SEED,
     shell:
-        "sonoseg convergence {params.custom} --manifest {input.manifest} --pairs {params.pairs} --study-dir {params.study} "
+        "sonoseg convergence --manifest {input.manifest} --pairs {params.pairs} --study-dir {params.study} "
         "--sheet {input.sheet} --check-seed {params.check_seed} --margin {params.margin} --seed {params.seed} "
-        "--out {output} > {log} 2>&1"
+        "--out {output} {params.custom} > {log} 2>&1"
