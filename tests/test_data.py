@@ -329,11 +329,13 @@ def test_rgba_mask_with_the_lesion_in_the_alpha_channel_only(tmp_path):
     read = imageio.read_mask(write(tmp_path / "alpha_only.png", alpha_only))
     assert read.pixels.sum() == 20 * 25 and "mask_from_alpha" in read.notes  # the manifest says so
     # An overlay: opaque black with a transparent hole where the lesion is. Read from alpha it would be
-    # inverted (lesion everywhere but the lesion): it stays an empty mask, flagged as such at ingest.
+    # inverted (lesion everywhere but the lesion); read from colour, empty: neither is told, it is an error.
     overlay = np.zeros((40, 60, 4), np.uint8)
     overlay[..., 3] = 255
     overlay[10:30, 15:40, 3] = 0
-    assert not imageio.read_mask(write(tmp_path / "overlay.png", overlay)).pixels.any()
+    path = write(tmp_path / "overlay.png", overlay)
+    with pytest.raises(SonosegError, match=re.escape(f"{path}: an RGBA mask, black in colour, opaque over most")):
+        imageio.read_mask(path)
     # An opaque mask (alpha 255 everywhere) is read from its colour channels, empty or not.
     opaque = lesion_block(255, channels=4)
     opaque[..., 3] = 255

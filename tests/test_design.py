@@ -175,6 +175,35 @@ def test_a_users_network_is_checked_before_it_trains(builder, message, tmp_path,
         models.check_output("mine", models.build("mine"), 32)
 
 
+def test_training_checks_a_users_network_before_its_first_epoch(tmp_path, monkeypatch):
+    """The check is wired into training: a squeezed network is refused before any epoch, naming it."""
+    from conftest import easy_caches
+
+    from sonoseg.networks import catalog
+    from sonoseg.training import train
+    from sonoseg.training.recipe import Recipe
+
+    (tmp_path / "users_mistakes.py").write_text(USERS_MISTAKES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "users_mistakes", raising=False)
+    monkeypatch.setattr(catalog, "CATALOG", dict(catalog.CATALOG))
+    catalog.register("mine", builder="users_mistakes:squeezed")
+    monkeypatch.setattr(train, "train_epoch", lambda *a, **k: pytest.fail("an epoch ran"))
+    data = easy_caches(tmp_path, 32)
+    with pytest.raises(SonosegError, match=r"network 'mine' \(users_mistakes:squeezed\) maps"):
+        train.train(
+            network="mine",
+            seed=0,
+            train_data=data[0],
+            val_data=data[1],
+            recipe=Recipe(min_epochs=1, max_epochs=1),
+            model_out=tmp_path / "m.pt",
+            history_out=tmp_path / "h.csv",
+            device="cpu",
+        )
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_a_users_network_ending_in_a_sigmoid_is_warned_of_and_a_correct_one_passes(tmp_path, monkeypatch, caplog):
     from sonoseg.networks import catalog, models
 

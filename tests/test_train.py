@@ -570,7 +570,7 @@ def test_a_rerun_of_the_same_training_adopts_its_finished_copy_unless_told_to_tr
     # Trained over the outputs it links while its copy cannot be kept (a full disk): a warning, and the
     # copy is still the earlier training, whole (model and history are replaced, never written in place).
     kept_before = {name: (kept / name).read_bytes() for name in first}
-    with monkeypatch.context() as patched, caplog.at_level(logging.WARNING, logger=train.log.name):
+    with monkeypatch.context() as patched, caplog.at_level(logging.WARNING, logger=reuse.log.name):
         patched.setattr(reuse, "link_or_copy", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
         assert "adopted" not in fit_run(recipe, adopt_finished=False)
     assert {name: (kept / name).read_bytes() for name in first} == kept_before != first
@@ -586,7 +586,7 @@ def test_a_rerun_of_the_same_training_adopts_its_finished_copy_unless_told_to_tr
     caplog.clear()
     (kept / "model.pt").unlink()
     (kept / "model.pt").write_bytes(b"truncated")
-    with caplog.at_level(logging.WARNING, logger=train.log.name):
+    with caplog.at_level(logging.WARNING, logger=reuse.log.name):
         assert "adopted" not in fit_run(other) and epochs_trained == [1, 1, 1, 1, 1, 1]
     assert any(str(kept / "model.pt") in r.getMessage() for r in caplog.records)
 

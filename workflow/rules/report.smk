@@ -35,11 +35,10 @@ rule report_data:
     conda:
         CONDA_ENV
     params:
-        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
         seed=REPORT_SEED,
     shell:
         "sonoseg report-data --manifest {input.manifest} --split {input.split} --seed {params.seed} "
-        "--overview {output.overview} --samples {output.samples} --marks {output.marks} {params.custom} > {log} 2>&1"
+        "--overview {output.overview} --samples {output.samples} --marks {output.marks} > {log} 2>&1"
 
 
 rule report_table:
@@ -56,10 +55,8 @@ rule report_table:
         f"{LOGS}/report_table/{{report_table}}.log",
     conda:
         CONDA_ENV
-    params:
-        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
     shell:
-        "sonoseg report-table {wildcards.report_table} --table {input} --out {output} {params.custom} > {log} 2>&1"
+        "sonoseg report-table {wildcards.report_table} --table {input} --out {output} > {log} 2>&1"
 
 
 rule report_generalization:
@@ -76,10 +73,8 @@ rule report_generalization:
         f"{LOGS}/report_generalization.log",
     conda:
         CONDA_ENV
-    params:
-        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
     shell:
-        "sonoseg report-generalization --table {input} --out {output} {params.custom} > {log} 2>&1"
+        "sonoseg report-generalization --table {input} --out {output} > {log} 2>&1"
 
 
 rule report_curves:
@@ -97,11 +92,10 @@ rule report_curves:
     conda:
         CONDA_ENV
     params:
-        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
         study=lambda wc, input: layout.study_dir(input[0], f"{layout.TRAINING}/{layout.HISTORY}"),
         run=lambda wc: run_json(run_of(wc)),
     shell:
-        "sonoseg report-curves --study-dir {params.study} --run-json {params.run} --out {output} {params.custom} > {log} 2>&1"
+        "sonoseg report-curves --study-dir {params.study} --run-json {params.run} --out {output} > {log} 2>&1"
 
 
 rule report_figure2:

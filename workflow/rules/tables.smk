@@ -131,13 +131,12 @@ rule paired_table:
     conda:
         CONDA_ENV
     params:
-        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
         pairs=lambda wc: " ".join(f"{main.name}:{twin.name}" for main, twin in PAIRED_TABLES[wc.paired][1]),
         family=lambda wc: PAIRED_TABLES[wc.paired][0],
         seed=REPORT_SEED,
     shell:
         "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --family {params.family} "
-        "--out {output} {params.custom} > {log} 2>&1"
+        "--out {output} > {log} 2>&1"
 
 
 rule generalization:
@@ -198,7 +197,6 @@ rule convergence_check:
     conda:
         CONDA_ENV
     params:
-        custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
         study=lambda wc, input: layout.study_dir(input.sheet, layout.SHEET),
         pairs=" ".join(f"{base.name}:{longer.name}" for base, longer in CONVERGENCE),
         margin=config["convergence"]["margin"],
@@ -207,4 +205,4 @@ rule convergence_check:
     shell:
         "sonoseg convergence --manifest {input.manifest} --pairs {params.pairs} --study-dir {params.study} "
         "--sheet {input.sheet} --check-seed {params.check_seed} --margin {params.margin} --seed {params.seed} "
-        "--out {output} {params.custom} > {log} 2>&1"
+        "--out {output} > {log} 2>&1"

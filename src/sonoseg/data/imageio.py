@@ -111,7 +111,7 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
     merged = None
     notes: list[str] = []
     for path in paths:
-        pixels, from_alpha = _mask_channel(_decode(Path(path), binary_float=True))
+        pixels, from_alpha = _mask_channel(_decode(Path(path), binary_float=True), Path(path))
         if from_alpha and "mask_from_alpha" not in notes:
             notes.append("mask_from_alpha")
         top = 1 if pixels.max() <= 1 else np.iinfo(pixels.dtype).max
@@ -136,16 +136,22 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
     return Decoded(merged, notes)
 
 
-def _mask_channel(pixels: np.ndarray) -> tuple[np.ndarray, bool]:
+def _mask_channel(pixels: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
     """One channel of lesion values: gray as is, colour by its brightest channel; and whether it is the
-    alpha channel, which is read for an RGBA mask whose colour is all black and whose background is
-    transparent (some editors save the lesion as opacity over black). An opaque black mask, or one whose
-    transparent part is the smaller (a hole cut in an overlay, which would read inverted), stays empty."""
+    alpha channel, which is read for an RGBA mask whose colour is all black and which is transparent over
+    more than half of the image (some editors save the lesion as opacity over black). An opaque black
+    mask stays empty; one transparent over the smaller part (a hole cut in an overlay, which would read
+    inverted, or a lesion over half the image) is an error: which is meant cannot be told."""
     if pixels.ndim == 2:
         return pixels, False
     colour = pixels[:, :, :3].max(axis=2)
     if pixels.shape[2] == 4 and not colour.any():
         alpha = pixels[:, :, 3]
-        if alpha.any() and (alpha == 0).mean() > 0.5:
-            return alpha, True
+        if alpha.min() != alpha.max():
+            if (alpha == 0).mean() > 0.5:
+                return alpha, True
+            raise SonosegError(
+                f"{path}: an RGBA mask, black in colour, opaque over most of the image and transparent elsewhere: an "
+                "overlay with a hole, or a lesion larger than the image's half? Save the lesion white on black"
+            )
     return colour, False

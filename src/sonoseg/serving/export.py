@@ -10,9 +10,12 @@ scale to [0, 1] and reorder to NCHW RGB.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
+import re
 import warnings
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +68,10 @@ def export_probability(wrapped: nn.Module, size: int, out: str | Path) -> Path:
     batch = torch.export.Dim("batch", min=1, max=1024)
     for name in ("onnx_ir", "onnxscript"):  # their optimisers log every pass at INFO
         logging.getLogger(name).setLevel(logging.WARNING)
-    with warnings.catch_warnings(), torch.no_grad():
+    # A network that cannot be traced makes the exporter print its whole graph, more than once: kept
+    # from the terminal, since the error below says why in a line.
+    chatter = io.StringIO()
+    with warnings.catch_warnings(), torch.no_grad(), redirect_stdout(chatter), redirect_stderr(chatter):
         warnings.simplefilter("ignore")  # the exporter's chatter about its own internals
         try:
             program = torch.onnx.export(
@@ -79,15 +85,25 @@ def export_probability(wrapped: nn.Module, size: int, out: str | Path) -> Path:
                 verbose=False,
             )
         except Exception as exc:  # a user's network with a data-dependent branch, say: one line, not a page
-            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            cause = f"{type(exc).__name__}: {_export_cause(exc)[:300]}"
             raise SonosegError(
-                f"{out}: the network does not export to ONNX ({type(exc).__name__}: {first[:300]}). The cost "
-                "table can time it in torch instead (cost: {backend: torch}); `sonoseg segment` serves its "
-                "model file in torch (docs/extending.md)"
+                f"{out}: the network does not export to ONNX ({cause}). The cost table can time it in torch "
+                "instead (cost: {backend: torch}); `sonoseg segment` serves its model file in torch "
+                "(docs/extending.md)"
             ) from exc
     # One self-contained file: the weights inside the .onnx, no external-data side files.
     program.save(str(out), external_data=False)
     return out
+
+
+def _export_cause(exc: Exception) -> str:
+    """The exporter's own words for why it failed: the line after its "Exception summary" heading (the
+    first line is a banner, in colour), else its first line."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip()]
+    for heading, cause in zip(lines, lines[1:]):
+        if heading.lstrip("# ").lower().startswith("exception summary"):
+            return cause
+    return lines[0] if lines else type(exc).__name__
 
 
 def build_sidecar(

@@ -368,7 +368,6 @@ def build_parser() -> argparse.ArgumentParser:
         "paired",
         aliases=["marks-ablation"],
         help="pairs of runs on the same test images, by patient: the caliper ablation, reliance on the marks, TTA",
-        parents=[custom],
     )
     p.add_argument("--pairs", nargs="+", required=True, help="MAIN:TWIN run names")
     p.add_argument("--per-image", required=True, help="the collected per-image table (per_image.csv.gz)")
@@ -393,9 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the CSV; a Markdown page of the claims is written beside it")
     p.set_defaults(func=commands.cmd_equivalence)
 
-    p = sub.add_parser(
-        "convergence", help="the convergence check: each network against itself with twice the budget", parents=[custom]
-    )
+    p = sub.add_parser("convergence", help="the convergence check: each network against itself with twice the budget")
     p.add_argument("--manifest", required=True)
     p.add_argument("--pairs", nargs="+", required=True, help="BASE:LONGER run names")
     p.add_argument("--study-dir", required=True, help="the study's folder (results/<study>)")
@@ -411,9 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_selection_table)
 
-    p = sub.add_parser(
-        "report-data", help="report: manifest and split counts (HTML), sample images (PNG)", parents=[custom]
-    )
+    p = sub.add_parser("report-data", help="report: manifest and split counts (HTML), sample images (PNG)")
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -421,21 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", required=True)
     p.add_argument("--marks", help="the images with the most coloured marks, before and after inpainting (PNG)")
     p.set_defaults(func=commands.cmd_report_data)
-    p = sub.add_parser(
-        "report-table", help="report: one study table as HTML, ours beside the paper's", parents=[custom]
-    )
+    p = sub.add_parser("report-table", help="report: one study table as HTML, ours beside the paper's")
     p.add_argument("kind", choices=catalog.REPORT_TABLES)
     p.add_argument("--table", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_report_table)
-    p = sub.add_parser("report-curves", help="report: one network's training curves (every seed)", parents=[custom])
+    p = sub.add_parser("report-curves", help="report: one network's training curves (every seed)")
     p.add_argument("--study-dir", required=True, help="the study's folder (results/<study>)")
     p.add_argument("--run-json", required=True, help="the run's row of the run sheet, as JSON")
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_report_curves)
-    p = sub.add_parser(
-        "report-generalization", help="report: in-domain and external Dice per network, with CIs", parents=[custom]
-    )
+    p = sub.add_parser("report-generalization", help="report: in-domain and external Dice per network, with CIs")
     p.add_argument("--table", required=True, help="tables/generalization.csv")
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_report_generalization)
@@ -490,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except SonosegError as exc:
+        if os.environ.get("SONOSEG_DEBUG") and exc.__cause__:  # where a user's builder or network failed
+            raise
         print(f"sonoseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # one clear line, not a traceback; SONOSEG_DEBUG=1 shows where it came from

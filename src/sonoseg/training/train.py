@@ -450,7 +450,7 @@ def train(
         )
     torch.manual_seed(seed)
     model = models.build(network)
-    models.check_output(network, model, train_split.size)
+    models.check_output(network, model, train_split.size, dev)
     if recipe.deep_supervision and not hasattr(model, "forward_with_side_outputs"):
         raise SonosegError(
             f"train: deep_supervision is on, but {network!r} has no side outputs to supervise "
@@ -474,7 +474,7 @@ def train(
             Path(checkpoint).unlink()  # a killed earlier attempt's: this training is finished
         return adopted
     parameters = models.count_parameters(model)
-    log.info("%s: %s parameters, input %d px, %s", network, f"{parameters:,}", train_split.size, path.describe())
+    log.info("%s: %s parameters, input %d px", network, f"{parameters:,}", train_split.size)
     model = path.prepare_model(model)
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)

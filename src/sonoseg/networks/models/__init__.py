@@ -54,28 +54,35 @@ def _called(spec: str, arguments: tuple) -> nn.Module:
     try:
         model = function(*arguments)
     except Exception as exc:
-        raise SonosegError(
-            f"network builder {spec!r} failed: {type(exc).__name__}: {exc} (a builder is a function of no "
-            "arguments that returns a torch module: docs/extending.md)"
-        ) from exc
+        hint = " (a builder is a function of no arguments: docs/extending.md)" if isinstance(exc, TypeError) else ""
+        raise SonosegError(f"network builder {spec!r} failed: {type(exc).__name__}: {exc}{hint}") from exc
     if not isinstance(model, nn.Module):
         raise SonosegError(f"network builder {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
-def check_output(name: str, model: nn.Module, size: int) -> None:
+def check_output(name: str, model: nn.Module, size: int, device: torch.device | None = None) -> None:
     """A network of the user's own, before it is trained: for a batch of RGB images of ``size`` pixels it
-    must return one tensor of logits shaped (batch, 1, size, size). The losses flatten what they get, so
-    a squeezed map or 16 channels at a quarter of the size would train on scrambled pixels, unseen; the
-    built-in networks are tested for it (tests/test_models.py). A network that ends in a sigmoid (every
-    output in [0, 1]) gets a warning: sonoseg applies the sigmoid, and every pixel would be lesion."""
+    must return, in eval mode, one tensor of logits shaped (batch, 1, size, size). The losses flatten
+    what they get, so a squeezed map or 16 channels at a quarter of the size would train on scrambled
+    pixels, unseen; the built-in networks are tested for it (tests/test_models.py). A network whose
+    outputs all lie in [0, 1] and differ (a final sigmoid) gets a warning: sonoseg applies the sigmoid,
+    and every pixel would be lesion. It runs on ``device``, where the network will train (a network of
+    GPU-only kernels), and moves the network there."""
     if name in catalog.BUILT_IN_NETWORKS:
         return
     spec = catalog.CATALOG[name].builder if name in catalog.CATALOG else name
+    device = device or torch.device("cpu")
     images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))  # the global RNG untouched
     was_training = model.training
-    with torch.no_grad():
-        output = model.eval()(images)
+    try:
+        with torch.no_grad():
+            output = model.to(device).eval()(images.to(device))
+    except Exception as exc:
+        raise SonosegError(
+            f"network {name!r} ({spec}) fails on images shaped (2, 3, {size}, {size}) on {device}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
     model.train(was_training)
     expected = "one tensor of logits shaped (batch, 1, height, width) at the input's size (docs/extending.md)"
     if not isinstance(output, torch.Tensor):
@@ -90,7 +97,7 @@ def check_output(name: str, model: nn.Module, size: int) -> None:
             f"network {name!r} ({spec}) maps images shaped (2, 3, {size}, {size}) to {tuple(output.shape)}: "
             f"sonoseg needs (2, 1, {size}, {size}), {expected}"
         )
-    if float(output.min()) >= 0 and float(output.max()) <= 1:
+    if 0 <= float(output.min()) < float(output.max()) <= 1:  # all equal: a zero-initialised last layer
         log.warning(
             "network %r (%s): every output on random images lies in [0, 1]; if it ends in a sigmoid, remove it: "
             "sonoseg applies the sigmoid itself (docs/extending.md)",
