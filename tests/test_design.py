@@ -224,6 +224,19 @@ def test_a_users_network_ending_in_a_sigmoid_is_warned_of_and_a_correct_one_pass
         catalog.register("floorish", builder="users_mistakes:fine", family="floor")
 
 
+def test_a_builder_module_python_cannot_find_is_warned_of_when_the_study_is_planned(tmp_path, monkeypatch):
+    """Found at planning, not at the training job after the data is made (a warning: the jobs' own
+    environment may still have it)."""
+    from sonoseg.networks import catalog
+
+    (tmp_path / "users_mistakes.py").write_text(USERS_MISTAKES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    networks = {"mine": {"builder": "users_mistakes:fine"}, "lost": {"builder": "not_here.nets:build"}}
+    (warning,) = catalog.unimportable_builders(networks)
+    assert warning.startswith("custom network 'lost': the module 'not_here.nets' of its builder cannot be imported")
+    assert "PYTHONPATH=." in warning
+
+
 def test_serving_refuses_an_output_of_other_than_one_channel(tmp_path):
     """A model file from elsewhere whose network returns two channels is refused, not read by its first."""
     import numpy as np
@@ -255,6 +268,7 @@ def test_a_users_network_runs_through_the_workflow(workflow_copy, monkeypatch):
     if True:
         dry = run_snakemake(["all", "-n", "-p", "--cores", "1", "--configfile", path], workflow_copy)
         assert dry.returncode == 0, dry.stderr[-3000:]
+        assert "cannot be imported from here" not in dry.stderr  # PYTHONPATH=. as the docs say
         assert "--network tiny_unet" in dry.stdout and "results/mine/tables/beyond.csv" in dry.stdout
         assert "sonoseg cost --networks lighter_unet_c1 tiny_unet" in dry.stdout
         target = "results/mine/networks/tiny_unet.csv"

@@ -61,6 +61,8 @@ if workflow.is_main_process:
         raise ValueError(str(exc)) from None
     for message in DATA_CHECK.messages:
         print(message, file=sys.stderr)
+    for message in catalog.unimportable_builders(config["custom_networks"]):
+        print(f"Warning: {message}", file=sys.stderr)
 
 
 def report_provenance():

@@ -187,6 +187,28 @@ ROW_ORDER = {
 }  # fmt: skip
 
 
+def unimportable_builders(custom_networks: dict) -> list[str]:
+    """A warning for each network of the user's own whose builder's module Python cannot find from here:
+    its jobs would fail at training, after the data is made, unless their environment has the module
+    (a conda env of the jobs', say: so a warning, not an error)."""
+    import importlib.util
+
+    warnings = []
+    for name, spec in custom_networks.items():
+        module = str(spec.get("builder", "")).partition(":")[0]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package missing, an empty name
+            found = False
+        if not found:
+            warnings.append(
+                f"custom network {name!r}: the module {module!r} of its builder cannot be imported from here; "
+                "put it in the workflow's folder and run with PYTHONPATH=. (docs/extending.md), or its training "
+                "fails unless the jobs' environment has it"
+            )
+    return warnings
+
+
 def register_all(custom_networks: dict) -> None:
     """The config's ``custom_networks`` (name -> register's keywords) into the catalog."""
     for name, spec in custom_networks.items():
