@@ -45,10 +45,10 @@ def code_digest(network: str, model: torch.nn.Module) -> str:
     not the analysis, tables and report, nor the workflow's commands); for the network, its builder
     (``module:function``), the builder's file and the files defining its layers outside torch (a user's
     network, docs/extending.md), and the architecture as built (its repr: layers, channels, kernels);
-    torch's version. A finished run is adopted, and a checkpoint resumed, only under the same code:
-    after an edit to a network or to the training, a forced rerun trains again. Code that a user's
-    builder imports from further files is read only where it defines layers;
-    ``--set-resources train:adopt_finished=0`` trains again regardless."""
+    torch's and torchvision's versions. A finished run is adopted, and a checkpoint resumed, only under
+    the same code: after an edit to a network or to the training, a forced rerun trains again. Code that
+    a user's builder imports from further files is read only where it defines layers;
+    ``SONOSEG_ADOPT_FINISHED=0`` trains again regardless."""
     package = Path(__file__).resolve().parents[1]
     files = {
         path: path.relative_to(package).as_posix()
