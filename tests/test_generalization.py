@@ -324,7 +324,7 @@ def test_a_run_folders_unreadable_or_malformed_choice_is_named(tmp_path):
     good = {"validation_dice": {"keep_one": 0.1, "none": 0.2}, "validation_images": 4, "scales": [1.0, 0.5]}
     (tmp_path / "fold0" / "postprocess.json").write_text(json.dumps(good))
     (tmp_path / "fold1" / "postprocess.json").write_text('{"validation_dice": ')  # cut short
-    for read in (modelio.recorded_postprocess, modelio.recorded_scales, modelio.recorded_choice):
+    for read in (modelio.recorded_postprocess, lambda m: modelio.recorded_choice(m).scales(), modelio.recorded_choice):
         with pytest.raises(SonosegError, match=r"fold1/postprocess.json: not a post-processing choice \(JSONDecode"):
             read(members)
     (tmp_path / "fold1" / "postprocess.json").write_text("[1.0, 0.5]")  # JSON, but not a choice

@@ -184,7 +184,7 @@ def test_segment_applies_the_scales_recorded_with_a_studys_models(tmp_path):
     choice = {"chosen": "keep_one", "validation_dice": {"keep_one": 0.5, "none": 0.4}, "validation_images": 2}
     run, image = two_fold_run_with_choice(tmp_path, {**choice, "scales": [1.0, 0.75, 0.5]})
     members = infer.ensemble_members(run)
-    assert modelio.recorded_scales(members) == ((1.0, 0.75, 0.5), None, None)
+    assert modelio.recorded_choice(members).scales() == ((1.0, 0.75, 0.5), None, None)
 
     def mask(name, **options):
         infer.segment_images(run, [image], tmp_path / name, device="cpu", **options)
@@ -199,11 +199,11 @@ def test_segment_applies_the_scales_recorded_with_a_studys_models(tmp_path):
         match=r"fold1/postprocess.json: scales \[1.0\] \(shrink_above None, shrink_found_above None\) differ "
         r"from .*fold0",
     ):
-        modelio.recorded_scales(members)
+        modelio.recorded_choice(members).scales()
     # A second trigger recorded without the rule it belongs to is refused by name.
     (run / "fold1" / "postprocess.json").write_text(json.dumps({**choice, "shrink_found_above": 1.3}))
     with pytest.raises(SonosegError, match=r"fold1/postprocess.json: records shrink_found_above 1.3 without"):
-        modelio.recorded_scales(members)
+        modelio.recorded_choice(members).scales()
 
 
 def test_segment_reads_each_folds_recorded_choice_once_and_only_when_it_needs_it(tmp_path, monkeypatch):
@@ -428,7 +428,7 @@ def test_segment_applies_the_recorded_size_aware_rule_and_the_choice_records_it(
     recorded = json.loads(choice.read_text())
     assert recorded["scales"] == [1.0, 0.75, 0.5] and recorded["shrink_above"] == 1.0
     assert recorded["shrink_found_above"] == 1.3
-    assert modelio.recorded_scales(infer.ensemble_members(run)) == ((1.0, 0.75, 0.5), 1.0, 1.3)
+    assert modelio.recorded_choice(infer.ensemble_members(run)).scales() == ((1.0, 0.75, 0.5), 1.0, 1.3)
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])
 

@@ -288,9 +288,3 @@ def recorded_postprocess(members: list[Path]) -> str:
     """For models of a study's run folder, the post-processing recorded beside them
     (RecordedChoice.postprocess); the paper's rule (keep_one) for model files without one."""
     return recorded_choice(members).postprocess()
-
-
-def recorded_scales(members: list[Path]) -> tuple[tuple[float, ...], float | None, float | None]:
-    """For models of a study's run folder, the test-time scale selection their post-processing choice
-    was made with (RecordedChoice.scales); ((1.0,), None, None) for model files without one."""
-    return recorded_choice(members).scales()

@@ -349,7 +349,7 @@ def cmd_choose_postprocess(args) -> None:
     )
     choice = postprocess.choose(table)
     # The scale selection its probabilities were made with: what a later `segment` of these models applies
-    # unless told otherwise (sonoseg.serving.modelio.recorded_scales).
+    # unless told otherwise (sonoseg.serving.modelio.RecordedChoice.scales).
     choice["scales"] = [float(f) for f in args.scales]
     choice["shrink_above"] = args.shrink_above
     choice["shrink_found_above"] = args.shrink_found_above
