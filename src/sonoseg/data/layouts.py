@@ -186,13 +186,9 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
             extra=_extra(row, ("image", "patient", "view")),
         )
         if mask is None and len(namesakes) > 1 and stem_masks:
-            candidate.problems.append(f"ambiguous: images {_names(namesakes)} share the stem {image.stem}")
-            ambiguous.update({m: f"ambiguous: the mask of images {_names(namesakes)}" for m in stem_masks})
+            _ambiguous_images(candidate, namesakes, f"stem {image.stem}", stem_masks, ambiguous)
         elif mask is None and len(stem_masks) > 1:
-            candidate.problems.append(f"ambiguous: masks {_names(stem_masks)} both match")
-            ambiguous.update(
-                {m: f"ambiguous: one of the masks {_names(stem_masks)} of {image.name}" for m in stem_masks}
-            )
+            _ambiguous_masks(candidate, stem_masks, ambiguous)
         elif mask is None:
             candidate.problems.append("image without mask")
         else:
@@ -284,14 +280,12 @@ def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
             images.setdefault((f.parent, f.stem), []).append(f)
     for key, namesakes in sorted(images.items()):
         mask_files = sorted(masks.pop(key, []), key=lambda p: p.name)
-        if len(namesakes) > 1:  # x.png and x.jpg: which one x_mask.png outlines is not said
-            orphans.update({m: f"ambiguous: the mask of images {_names(namesakes)}" for m in mask_files})
-            mask_files = []
-        for image in sorted(namesakes):
+        ambiguous_masks, mask_files = (mask_files, []) if len(namesakes) > 1 else ([], mask_files)
+        for image in sorted(namesakes):  # x.png and x.jpg: which one x_mask.png outlines is not said
             label = image.parent.name
             candidate = Candidate(image, mask_files, patient=_relative_id(root, image), label=label)
             if len(namesakes) > 1:
-                candidate.problems.append(f"ambiguous: images {_names(namesakes)} share the name {key[1]}")
+                _ambiguous_images(candidate, namesakes, f"name {key[1]}", ambiguous_masks, orphans)
             elif not mask_files:
                 candidate.problems.append("image without mask")
             if label == "normal" and not include_normal:
@@ -342,11 +336,9 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
             f, [mask] if mask else [], patient=match["patient"], view=match["view"], extra=info.get(f.stem, {})
         )
         if len(images[f.stem]) > 1:
-            candidate.problems.append(f"ambiguous: images {_names(images[f.stem])} share the id {ident}")
-            orphans.update({m: f"ambiguous: the mask of images {_names(images[f.stem])}" for m in found})
+            _ambiguous_images(candidate, images[f.stem], f"id {ident}", found, orphans)
         elif len(found) > 1:
-            candidate.problems.append(f"ambiguous: masks {_names(found)} both match")
-            orphans.update({m: f"ambiguous: one of the masks {_names(found)} of {f.name}" for m in found})
+            _ambiguous_masks(candidate, found, orphans)
         elif mask is None:
             candidate.problems.append("image without mask")
         if mask:
@@ -357,6 +349,22 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
         if f not in known:
             orphans[f] = "mask without image" if f.parent == mask_dir else "not part of the BUS-BRA layout"
     return Layout(candidates, set(csvs), orphans, _unsupported_formats(orphans, {image_dir, mask_dir}))
+
+
+def _ambiguous_images(
+    candidate: Candidate, images: list[Path], shared: str, masks: list[Path], reasons: dict[Path, str]
+) -> None:
+    """Images that one mask's name matches alike (s.png and s.jpg, ``shared``: "stem s"): the candidate's
+    problem, and each such mask's reason in ``reasons``, since none of them is paired."""
+    candidate.problems.append(f"ambiguous: images {_names(images)} share the {shared}")
+    reasons.update({m: f"ambiguous: the mask of images {_names(images)}" for m in masks})
+
+
+def _ambiguous_masks(candidate: Candidate, masks: list[Path], reasons: dict[Path, str]) -> None:
+    """Masks that the candidate's image's name matches alike (t.png and t.bmp for t.tif): its problem, and
+    each mask's reason in ``reasons``."""
+    candidate.problems.append(f"ambiguous: masks {_names(masks)} both match")
+    reasons.update({m: f"ambiguous: one of the masks {_names(masks)} of {candidate.image.name}" for m in masks})
 
 
 def _names(paths: list[Path]) -> str:
