@@ -449,7 +449,17 @@ def get_dataset_options(wildcards=None):
 
 def external_options(dataset):
     """An external dataset's ingest options: its own entry's (a setting left out keeps ingest's default)."""
-    return {"layout": "folder", **{k: v for k, v in EXTERNALS[dataset].items() if k not in ("name", "role")}}
+    not_ingest = ("name", "role", "on_overlap")
+    return {"layout": "folder", **{k: v for k, v in EXTERNALS[dataset].items() if k not in not_ingest}}
+
+
+def overlap_datasets(wildcards):
+    """The datasets whose images an external set must not hold, name -> manifest: the main dataset's,
+    and for a held-out set the development set's, whose images guided a choice (docs/method.md)."""
+    against = {"main": MANIFEST}
+    if DEVELOPMENT and EXTERNALS[wildcards.dataset]["role"] != "development":
+        against[DEVELOPMENT] = layout.external_manifest(OUT, DEVELOPMENT)
+    return against
 
 
 def synth_options(calipers=None):

@@ -119,17 +119,28 @@ rule ingest_external:
 
 
 rule split_external:
+    # Every image a test image, less any the main dataset (and, for a held-out set, the development
+    # set) also holds: on_overlap says whether such an image fails the study or leaves it.
     input:
-        f"{OUT}/{layout.EXTERNAL_MANIFEST}",
+        manifest=f"{OUT}/{layout.EXTERNAL_MANIFEST}",
+        against=lambda wc: list(overlap_datasets(wc).values()),
     output:
-        f"{OUT}/{layout.EXTERNAL_SPLIT}",
+        split=f"{OUT}/{layout.EXTERNAL_SPLIT}",
+        overlap=f"{OUT}/{layout.EXTERNAL_OVERLAP}",
     log:
         f"{LOGS}/split_external/{{dataset}}.log",
     priority: runsheet.GATES_A_CHOICE  # every training and choice waits on the data
     conda:
         CONDA_ENV
+    params:
+        against=lambda wc: " ".join(f"{name}={path}" for name, path in overlap_datasets(wc).items()),
+        on_overlap=lambda wc: EXTERNALS[wc.dataset]["on_overlap"],
+        distance=config["dataset"]["near_duplicate_distance"],
+        similarity=config["dataset"]["near_duplicate_similarity"],
     shell:
-        "sonoseg split --manifest {input} --external --out {output} > {log} 2>&1"
+        "sonoseg split --manifest {input.manifest} --external --dataset {wildcards.dataset} "
+        "--against {params.against} --on-overlap {params.on_overlap} --near-duplicate-distance {params.distance} "
+        "--near-duplicate-similarity {params.similarity} --overlap-out {output.overlap} --out {output.split} > {log} 2>&1"
 
 
 rule preprocess_external:

@@ -5,6 +5,7 @@ cropped, marked), found by proposal over all pairs and confirmed by their speckl
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -61,6 +62,7 @@ SIMILARITY_QUANTILE = 25  # percent: the lower quartile of the block correlation
 TEXTURED_BLOCK_STD = 1.0  # gray levels: flatter blocks (background) are not compared
 MIN_COMMON_BLOCKS = 4
 DEFAULT_DUPLICATE_SIMILARITY = 0.7
+DEFAULT_DUPLICATE_DISTANCE = 12  # hash bits (near_duplicate_distance's default)
 
 
 @dataclass
@@ -99,6 +101,11 @@ def _window_edges() -> np.ndarray:
         high = (0.5 + shift + width * (0.5 - THUMBNAIL_MARGIN)) * CANONICAL_SIDE
         edges.append(np.linspace(low, high, THUMBNAIL_SIDE + 1))
     return np.array(edges)
+
+
+def pixel_hash(pixels: np.ndarray) -> str:
+    """The identity of an image's decoded pixels: equal for copies in any lossless format."""
+    return hashlib.blake2b(pixels.tobytes(), digest_size=16).hexdigest()
 
 
 def fingerprint(rgb: np.ndarray) -> Fingerprint:

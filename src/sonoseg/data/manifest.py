@@ -8,7 +8,6 @@ list all of them at once.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import Counter
@@ -16,7 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from sonoseg.data.duplicates import DEFAULT_DUPLICATE_SIMILARITY, fingerprint, match_near_duplicate, propose
+from sonoseg.data.duplicates import (
+    DEFAULT_DUPLICATE_DISTANCE,
+    DEFAULT_DUPLICATE_SIMILARITY,
+    fingerprint,
+    match_near_duplicate,
+    pixel_hash,
+    propose,
+)
 from sonoseg.data.imageio import MASK_SEPARATOR, problem_with_file, read_image, read_mask
 from sonoseg.data.layouts import (
     LAYOUTS,
@@ -83,7 +89,7 @@ def _check_candidate(candidate: Candidate) -> dict:
         return facts
     if not mask.pixels.any():
         facts["flags"].append("empty_mask")
-    facts["pixel_hash"] = hashlib.blake2b(image.pixels.tobytes(), digest_size=16).hexdigest()
+    facts["pixel_hash"] = pixel_hash(image.pixels)
     facts["fingerprint"] = fingerprint(image.pixels)
     return facts
 
@@ -128,7 +134,7 @@ def ingest(
     dataset_csv: str | None = None,
     include_normal: bool = False,
     pixel_spacing: float | str | None = None,
-    near_duplicate_distance: int = 12,
+    near_duplicate_distance: int = DEFAULT_DUPLICATE_DISTANCE,
     near_duplicate_similarity: float = DEFAULT_DUPLICATE_SIMILARITY,
 ) -> pd.DataFrame:
     """Build the manifest of a dataset. Raises SonosegError listing every problem when policy is fail.

@@ -114,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stratify", default="", help="a manifest column whose values every part gets in proportion")
     p.add_argument("--folds", type=int, default=1, help="patient-level cross-validation folds (1: one split)")
     p.add_argument("--external", action="store_true", help="an external dataset: every image a test image")
+    p.add_argument(
+        "--against",
+        nargs="*",
+        default=[],
+        help="with --external: NAME=manifest.csv of each dataset whose images the external one must not hold",
+    )
+    p.add_argument(
+        "--on-overlap", choices=["fail", "exclude"], default="fail", help="with --against: what a shared image does"
+    )
+    p.add_argument("--near-duplicate-distance", type=int, help="with --against: as ingest's (default: its default)")
+    p.add_argument("--near-duplicate-similarity", type=float, help="with --against: as ingest's (default: its default)")
+    p.add_argument("--overlap-out", default="", help="with --against: the shared images found (CSV)")
+    p.add_argument("--dataset", default="external", help="the external dataset's name, for messages")
     p.set_defaults(func=commands.cmd_split)
 
     p = sub.add_parser("preprocess", help="resize one split and cache it as an array file")

@@ -132,8 +132,10 @@ def cmd_split(args) -> None:
     from sonoseg.data import split
 
     samples = data.included(data.read_manifest(args.manifest))
+    if not args.external and (args.against or args.overlap_out):
+        raise SonosegError("split: --against and --overlap-out are for an external dataset's split (--external)")
     if args.external:
-        result = split.external_split(samples)
+        result = _external_split(samples, args)
     elif args.split_file:
         if args.folds != 1:
             raise SonosegError("split.file gives one split: it cannot be combined with split.folds > 1")
@@ -142,6 +144,25 @@ def cmd_split(args) -> None:
         result = split.fold_split(samples, args.seed, args.folds, tuple(args.fractions), args.stratify or None)
     result.to_csv(args.out, index=False)
     log.info("split (patient groups / samples):\n%s", split.part_counts(result).to_string())
+
+
+def _external_split(samples, args):
+    """Every included sample a test image, less what the datasets given by --against also hold."""
+    from sonoseg import data
+    from sonoseg.data import duplicates, overlap, split
+
+    others = dict(_name_value(item, "--against") for item in args.against)
+    found = overlap.find_overlap(
+        samples,
+        {name: data.included(data.read_manifest(path)) for name, path in others.items()},
+        duplicates.DEFAULT_DUPLICATE_DISTANCE if args.near_duplicate_distance is None else args.near_duplicate_distance,
+        duplicates.DEFAULT_DUPLICATE_SIMILARITY
+        if args.near_duplicate_similarity is None
+        else args.near_duplicate_similarity,
+    )
+    if args.overlap_out:
+        found.to_csv(args.overlap_out, index=False)
+    return overlap.apply_policy(split.external_split(samples), found, args.on_overlap, args.dataset)
 
 
 def cmd_preprocess(args) -> None:

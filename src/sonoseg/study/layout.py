@@ -38,6 +38,7 @@ POSTPROCESS = FOLD + "/postprocess.json"
 EXTERNAL = "external/{dataset}"
 EXTERNAL_MANIFEST = EXTERNAL + "/manifest.csv"
 EXTERNAL_SPLIT = EXTERNAL + "/split.csv"
+EXTERNAL_OVERLAP = EXTERNAL + "/overlap.csv"  # its images also in another dataset of the study
 EXTERNAL_CACHE = EXTERNAL + "/cache/{marks}/test.npz"
 TRAININGS = "trainings.csv"
 

@@ -1,0 +1,155 @@
+"""Images an external dataset shares with the data its results are read against.
+
+An external dataset measures how networks do on images they never saw. A copy of a training image in
+it (a user pointing the study and the external set at overlapping folders, or a public set that
+re-publishes another's scans) would score as an unseen image and inflate the generalization table.
+A held-out external set that shares images with the development set would likewise have guided a
+choice. So before an external set is tested, its images are compared with the main dataset's, and a
+held-out set's also with the development set's: identical pixels, then the near duplicates that
+ingest finds within one dataset (docs/near_duplicates.md: re-encoded, resized or cropped copies).
+What is found fails the study, or, when the user asks (``on_overlap: exclude``), leaves the whole
+patient group out of the external tests, counted in the log and listed in ``overlap.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pandas as pd
+
+from sonoseg.data.duplicates import Fingerprint, fingerprint, match_near_duplicate, pixel_hash, propose
+from sonoseg.data.imageio import read_image
+from sonoseg.errors import SonosegError
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("fail", "exclude")
+OVERLAP_COLUMNS = [
+    "sample_id",
+    "patient",
+    "group",
+    "image",
+    "kind",
+    "dataset",
+    "other_sample_id",
+    "other_image",
+    "details",
+]
+
+
+@dataclass(frozen=True)
+class ImageIdentity:
+    """What two datasets' images are compared by: the exact pixels and the near-duplicate fingerprint."""
+
+    sample_id: str
+    image: str
+    pixel_hash: str
+    fingerprint: Fingerprint
+
+
+def identities(samples: pd.DataFrame) -> list[ImageIdentity]:
+    """The identities of a manifest's included samples (their images read once more)."""
+    found = []
+    for sample_id, image in zip(samples["sample_id"], samples["image"]):
+        pixels = read_image(image).pixels
+        found.append(ImageIdentity(sample_id, image, pixel_hash(pixels), fingerprint(pixels)))
+    return found
+
+
+def find_overlap(
+    external: pd.DataFrame,
+    others: dict[str, pd.DataFrame],
+    near_duplicate_distance: int,
+    near_duplicate_similarity: float,
+) -> pd.DataFrame:
+    """Every external sample whose image is also in one of ``others`` (a dataset's name -> its
+    included samples): one row per pair (OVERLAP_COLUMNS), identical pixels before near duplicates,
+    which are proposed and confirmed by ingest's rule and settings."""
+    mine = identities(external)
+    rows = []
+    for dataset, samples in others.items():
+        theirs = identities(samples)
+        by_hash = {}
+        for other in theirs:
+            by_hash.setdefault(other.pixel_hash, other)
+        for position, image in enumerate(mine):
+            if image.pixel_hash in by_hash:
+                rows.append(_row(external, position, "identical", dataset, by_hash[image.pixel_hash], ""))
+        # Near duplicates: proposed over both lists, kept only across them and confirmed as ingest does.
+        proposals = propose([i.fingerprint for i in mine + theirs], near_duplicate_distance)
+        unconfirmed = 0
+        for proposal in proposals:
+            if proposal.first >= len(mine) or proposal.second < len(mine):
+                continue  # both images in one dataset: ingest's business
+            image, other = mine[proposal.first], theirs[proposal.second - len(mine)]
+            if image.pixel_hash == other.pixel_hash:
+                continue
+            match = match_near_duplicate(image.fingerprint, other.fingerprint, proposal)
+            if match.similarity < near_duplicate_similarity:
+                unconfirmed += 1
+                continue
+            rows.append(_row(external, proposal.first, "near_duplicate", dataset, other, match.flag_details()))
+        log.info(
+            "compared %d image(s) with %d of %s: %d pair(s) found; near-duplicate candidates not confirmed: %d",
+            len(mine),
+            len(theirs),
+            dataset,
+            sum(row["dataset"] == dataset for row in rows),
+            unconfirmed,
+        )
+    return pd.DataFrame(rows, columns=OVERLAP_COLUMNS)
+
+
+def _row(external: pd.DataFrame, position: int, kind: str, dataset: str, other: ImageIdentity, details: str) -> dict:
+    sample = external.iloc[position]
+    return {
+        "sample_id": sample["sample_id"],
+        "patient": sample["patient"],
+        "group": sample["group"],
+        "image": sample["image"],
+        "kind": kind,
+        "dataset": dataset,
+        "other_sample_id": other.sample_id,
+        "other_image": other.image,
+        "details": details,
+    }
+
+
+def apply_policy(split: pd.DataFrame, overlap: pd.DataFrame, policy: str, dataset: str) -> pd.DataFrame:
+    """The external split with the overlap handled: unchanged when there is none; otherwise an error
+    listing every pair (``fail``), or the split without the overlapping samples' patient groups
+    (``exclude``): a patient seen elsewhere is not an unseen patient, whichever of its images it was."""
+    if policy not in POLICIES:
+        raise SonosegError(f"external_datasets {dataset!r}: on_overlap {policy!r} is not one of {POLICIES}")
+    if overlap.empty:
+        return split
+    if policy == "fail":
+        listing = "\n".join(
+            f"  {row.image}: {row.kind.replace('_', ' ')} of {row.dataset}'s {row.other_image}"
+            + (f" ({row.details})" if row.details else "")
+            for row in overlap.itertuples()
+        )
+        raise SonosegError(
+            f"external dataset {dataset!r}: {overlap['sample_id'].nunique()} image(s) are also in another dataset "
+            f"of the study, so they would not test unseen images:\n{listing}\n"
+            f"Remove them from the external dataset, or set on_overlap: exclude in its external_datasets entry to "
+            "leave their patients out of its tests (each listed in its overlap.csv)."
+        )
+    groups = set(overlap["group"])
+    kept = split[~split["group"].isin(groups)].reset_index(drop=True)
+    if kept.empty:
+        raise SonosegError(
+            f"external dataset {dataset!r}: every image shares a patient group with an image found in another "
+            "dataset of the study (on_overlap: exclude); nothing is left to test"
+        )
+    log.warning(
+        "external dataset %s: %d of %d image(s) (%d patient group(s)) left out of its tests (on_overlap: exclude): "
+        "%d found in another dataset of the study, the rest their patients' other images",
+        dataset,
+        len(split) - len(kept),
+        len(split),
+        len(groups),
+        overlap["sample_id"].nunique(),
+    )
+    return kept
