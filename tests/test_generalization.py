@@ -265,6 +265,11 @@ def test_the_generalization_table_by_hand(tmp_path):
     assert outside["role"] == "held_out" and np.isnan(inside["drop"])
     markdown = generalization.markdown(table)
     assert "| U-net | single | 0.700" in markdown and "ext (held_out) Dice" in markdown
+    assert (
+        generalization.markdown(table, ["ext: 1 image(s) also in main.", ""])
+        .split("\n")[0]
+        .endswith("every fold and seed). ext: 1 image(s) also in main.")
+    )
 
 
 def test_the_generalization_table_names_what_is_missing(tmp_path):

@@ -109,6 +109,13 @@ def test_the_split_command_checks_each_dataset_given_and_writes_what_it_found(da
     record = pd.read_csv(tmp_path / "overlap.csv")
     assert sorted(Path(p).name for p in record["image"]) == ["copied.png", "recropped.jpg"]
     assert len(pd.read_csv(tmp_path / "split.csv")) == len(external) - 3
+    # The generalization table's caption says what the set's tests left out; an empty record says nothing.
+    note = overlap.describe(overlap.read_record(tmp_path / "overlap.csv"), "ext")
+    assert note.startswith("ext: 2 image(s) also in main (external/ext/overlap.csv); their 2 patient group(s)")
+    assert overlap.describe(record.iloc[:0], "ext") == ""
+    (tmp_path / "not_a_record.csv").write_text("image,split\na.png,test\n")
+    with pytest.raises(SonosegError, match="not_a_record.csv: not an overlap record"):
+        overlap.read_record(tmp_path / "not_a_record.csv")
     # --against belongs to an external split.
     assert cli.main(["split", "--manifest", str(tmp_path / "main.csv"), "--against", "x=y", "--out", "z"]) == 2
     assert "--against and --overlap-out are for an external dataset's split" in capsys.readouterr().err

@@ -143,7 +143,8 @@ rule generalization:
     # Every network's in-domain Dice beside its Dice on each external dataset (config external_datasets),
     # single, flip-averaged and ensembled, with patient-level CIs and the drop (docs/method.md).
     input:
-        PER_IMAGE,
+        per_image=PER_IMAGE,
+        overlap=[layout.external_overlap(OUT, name) for name in EXTERNALS],  # what each set's tests left out
     output:
         csv=f"{OUT}/tables/generalization.csv",
         markdown=f"{OUT}/tables/generalization.md",
@@ -156,9 +157,11 @@ rule generalization:
         networks=" ".join(EXTERNAL_NETWORKS),
         datasets=" ".join(f"{name}={entry.get('role', 'held_out')}" for name, entry in EXTERNALS.items()),
         seed=REPORT_SEED,
+        overlap=" ".join(f"{name}={layout.external_overlap(OUT, name)}" for name in EXTERNALS),
     shell:
-        "sonoseg generalization --per-image {input} --networks {params.networks} --datasets {params.datasets} "
-        "--seed {params.seed} --out {output.csv} {params.custom} > {log} 2>&1"
+        "sonoseg generalization --per-image {input.per_image} --networks {params.networks} "
+        "--datasets {params.datasets} --overlap {params.overlap} --seed {params.seed} --out {output.csv} "
+        "{params.custom} > {log} 2>&1"
 
 
 rule equivalence:

@@ -111,9 +111,10 @@ def _cell(mean: float, low: float, high: float) -> str:
     return "" if pd.isna(mean) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def markdown(table: pd.DataFrame) -> str:
+def markdown(table: pd.DataFrame, notes: list[str] = ()) -> str:
     """The table as a person reads it: a row per network and variant; in-domain Dice, then per external
-    set its Dice and the drop (in-domain - external), each with its 95 % CI."""
+    set its Dice and the drop (in-domain - external), each with its 95 % CI; ``notes`` end the caption
+    (what an external set's tests left out)."""
     datasets = list(dict.fromkeys(table["dataset"]))
     header = ["Network", "Variant"]
     for dataset in datasets:
@@ -139,14 +140,15 @@ def markdown(table: pd.DataFrame) -> str:
         "trainings; tta = horizontal-flip averaging; ensemble = the mean of the trainings' probabilities "
         "(in-domain: each fold's seeds; external: every fold and seed)."
     )
+    caption = " ".join([caption, *(note for note in notes if note)])
     return caption + "\n\n" + "\n".join(lines) + "\n"
 
 
-def write(table: pd.DataFrame, out_csv: str | Path) -> None:
+def write(table: pd.DataFrame, out_csv: str | Path, notes: list[str] = ()) -> None:
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_csv, index=False)
-    out_csv.with_suffix(".md").write_text(markdown(table))
+    out_csv.with_suffix(".md").write_text(markdown(table, notes))
 
 
 def read(table_csv: str | Path) -> pd.DataFrame:

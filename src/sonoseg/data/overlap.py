@@ -153,3 +153,26 @@ def apply_policy(split: pd.DataFrame, overlap: pd.DataFrame, policy: str, datase
         overlap["sample_id"].nunique(),
     )
     return kept
+
+
+def read_record(path) -> pd.DataFrame:
+    """An ``overlap.csv`` as ``find_overlap`` found it (written by ``sonoseg split --overlap-out``)."""
+    try:
+        record = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise SonosegError(f"{path}: cannot read the overlap record ({exc})") from None
+    missing = set(OVERLAP_COLUMNS) - set(record.columns)
+    if missing:
+        raise SonosegError(f"{path}: not an overlap record (no column {', '.join(sorted(missing))})")
+    return record
+
+
+def describe(record: pd.DataFrame, dataset: str) -> str:
+    """One sentence for a table's caption: what an external set's tests left out, or '' for nothing."""
+    if record.empty:
+        return ""
+    return (
+        f"{dataset}: {record['sample_id'].nunique()} image(s) also in {', '.join(sorted(set(record['dataset'])))} "
+        f"(external/{dataset}/overlap.csv); their {record['group'].nunique()} patient group(s) are left out of "
+        "its tests (on_overlap: exclude)."
+    )

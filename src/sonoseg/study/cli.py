@@ -359,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--networks", nargs="+", required=True, help="the study's network runs, in the table's order")
     p.add_argument("--datasets", nargs="+", required=True, help="NAME=ROLE (development, held_out) per external set")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+    p.add_argument(
+        "--overlap", nargs="*", default=[], help="NAME=overlap.csv per external set: what its tests left out"
+    )
     p.add_argument("--out", required=True, help="the CSV; .md beside it")
     p.set_defaults(func=commands.cmd_generalization)
 

@@ -491,8 +491,15 @@ def cmd_generalization(args) -> None:
     per_image = results.read_per_image(args.per_image)
     roles = dict(_name_value(item, "--datasets") for item in args.datasets)
     table = generalization.generalization_table(per_image, args.networks, roles, args.seed)
-    generalization.write(table, args.out)
-    log.info("generalization:\n%s", generalization.markdown(table))
+    notes = [_overlap_note(*_name_value(item, "--overlap")) for item in args.overlap]
+    generalization.write(table, args.out, notes)
+    log.info("generalization:\n%s", generalization.markdown(table, notes))
+
+
+def _overlap_note(dataset: str, record_csv: str) -> str:
+    from sonoseg.data import overlap
+
+    return overlap.describe(overlap.read_record(record_csv), dataset)
 
 
 def cmd_table(args) -> None:

@@ -81,6 +81,10 @@ def external_split(out: str | Path, dataset: str) -> str:
     return f"{out}/{EXTERNAL_SPLIT.format(dataset=dataset)}"
 
 
+def external_overlap(out: str | Path, dataset: str) -> str:
+    return f"{out}/{EXTERNAL_OVERLAP.format(dataset=dataset)}"
+
+
 def external_cache(out: str | Path, dataset: str, marks: str) -> str:
     return f"{out}/{EXTERNAL_CACHE.format(dataset=dataset, marks=marks)}"
 
