@@ -52,11 +52,20 @@ def datasets(tmp_path_factory):
     add_image(external, "recropped", "RECROP", recropped(image), recropped(mask, nearest=True), quality=80)
     own_image, own_mask = synth.render(9, 0, 1)
     add_image(external, "recrop_other_view", "RECROP", own_image[:, :, ::-1], own_mask)
+    # Near duplicates within one dataset (ingest's business, not an overlap): one in each.
+    for folder, source, name in ((external, "P0000_v1", "inner_copy"), (main, "P0003_v1", "P0003_copy")):
+        image = cv2.imread(str(folder / "images" / f"{source}.png"))
+        mask = cv2.imread(str(folder / "masks" / f"{source}.png"), cv2.IMREAD_GRAYSCALE)
+        add_image(folder, name, name.upper(), recropped(image), recropped(mask, nearest=True), quality=80)
     return data.included(data.ingest(main, "folder")), data.included(data.ingest(external, "folder")), root
 
 
 def test_identical_and_near_duplicate_copies_of_main_images_are_found_and_nothing_else(datasets):
     main, external, _ = datasets
+    # Each dataset holds a near duplicate of its own (ingest flags it), which is no overlap.
+    for samples, pair in ((main, ("P0003_copy.jpg", "P0003_v1.png")), (external, ("inner_copy.jpg", "P0000_v1.png"))):
+        flags = dict(zip(samples["image"].map(lambda p: Path(p).name), samples["flags"]))
+        assert any("near_duplicate_of:" in flags[name] for name in pair), pair
     found = overlap.find_overlap(external, {"main": main}, near_duplicate_distance=12, near_duplicate_similarity=0.7)
     by_image = {Path(row.image).name: row for row in found.itertuples()}
     assert sorted(by_image) == ["copied.png", "recropped.jpg"]
@@ -77,14 +86,14 @@ def test_fail_names_every_shared_image_and_exclude_leaves_their_patients_out(dat
         overlap.apply_policy(tests, found, "fail", "ext")
     message = str(error.value)
     assert "external dataset 'ext': 2 image(s)" in message and "on_overlap: exclude" in message
-    assert "copied.png: identical of main's" in message and "recropped.jpg: near duplicate of main's" in message
+    assert "copied.png: identical to main's" in message and "recropped.jpg: a near duplicate of main's" in message
     with caplog.at_level(logging.WARNING):
         kept = overlap.apply_policy(tests, found, "exclude", "ext")
     left_out = set(tests["sample_id"]) - set(kept["sample_id"])
     patients = dict(zip(external["sample_id"], external["patient"]))
     # Both of RECROP's images go, the one that is a frame of its own too: the patient was seen.
     assert sorted(patients[s] for s in left_out) == ["COPY", "RECROP", "RECROP"]
-    assert len(kept) == len(tests) - 3 and "3 of 9 image(s) (2 patient group(s)) left out" in caplog.text
+    assert len(kept) == len(tests) - 3 and "3 of 10 image(s) (2 patient group(s)) left out" in caplog.text
     # No overlap: the split as it was; every patient shared: nothing left is an error, not an empty test.
     assert overlap.apply_policy(tests, found.iloc[:0], "fail", "ext").equals(tests)
     every_group = pd.DataFrame([{**dict.fromkeys(overlap.OVERLAP_COLUMNS, ""), "group": g} for g in tests["group"]])
@@ -105,6 +114,12 @@ def test_the_split_command_checks_each_dataset_given_and_writes_what_it_found(da
     assert len(pd.read_csv(tmp_path / "split.csv")) == len(external)
     assert pd.read_csv(tmp_path / "overlap.csv").empty
     assert cli.main([*args, "--against", f"dev={tmp_path / 'clean.csv'}", f"main={tmp_path / 'main.csv'}", *out]) == 2
+    assert "'ext': 2 image(s) are also in another dataset" in capsys.readouterr().err
+    # --against given twice adds up; one name given twice is refused.
+    twice = ["--against", f"dev={tmp_path / 'clean.csv'}", "--against", f"main={tmp_path / 'main.csv'}"]
+    assert cli.main([*args, *twice, *out]) == 2 and "main's" in capsys.readouterr().err
+    assert cli.main([*args, *twice, "--against", f"main={tmp_path / 'clean.csv'}", *out]) == 2
+    assert "a dataset is named twice" in capsys.readouterr().err
     assert cli.main([*args, "--against", f"main={tmp_path / 'main.csv'}", "--on-overlap", "exclude", *out]) == 0
     record = pd.read_csv(tmp_path / "overlap.csv")
     assert sorted(Path(p).name for p in record["image"]) == ["copied.png", "recropped.jpg"]
@@ -118,7 +133,8 @@ def test_the_split_command_checks_each_dataset_given_and_writes_what_it_found(da
         overlap.read_record(tmp_path / "not_a_record.csv")
     # --against belongs to an external split.
     assert cli.main(["split", "--manifest", str(tmp_path / "main.csv"), "--against", "x=y", "--out", "z"]) == 2
-    assert "--against and --overlap-out are for an external dataset's split" in capsys.readouterr().err
+    assert "are for an external dataset's split (--external)" in capsys.readouterr().err
+    assert cli.main(["split", "--manifest", str(tmp_path / "main.csv"), "--on-overlap", "exclude", "--out", "z"]) == 2
 
 
 @pytest.mark.slow
@@ -139,7 +155,9 @@ def test_a_study_whose_external_set_holds_a_copy_of_its_own_image_stops_or_leave
         csv.writer(handle).writerow(["scan7.png", "P7", 1] + [""] * len(synth.METADATA_COLUMNS))
     run = run_snakemake([*target, write_config(workflow_copy, config)], workflow_copy)
     log = (workflow_copy / "results/tiny/logs/split_external/ext.log").read_text()
-    assert run.returncode != 0 and "scan7.png: identical of main's" in log and "P0003_v2.png" in log, log[-2000:]
+    assert run.returncode != 0 and "scan7.png: identical to main-dataset's" in log and "P0003_v2.png" in log, log[
+        -2000:
+    ]
 
     config["external_datasets"][0]["on_overlap"] = "exclude"
     run = run_snakemake([*target, write_config(workflow_copy, config)], workflow_copy)
@@ -148,3 +166,24 @@ def test_a_study_whose_external_set_holds_a_copy_of_its_own_image_stops_or_leave
     assert len(tested) == 4 and not tested["sample_id"].str.contains("scan7").any()
     record = pd.read_csv(workflow_copy / "results/tiny/external/ext/overlap.csv")
     assert [Path(p).name for p in record["image"]] == ["scan7.png"]
+
+
+@pytest.mark.slow
+def test_a_held_out_set_is_checked_against_the_main_and_the_development_set_and_that_set_against_the_main(
+    workflow_copy,
+):
+    """The workflow's wiring (a dry run): whose manifests each external set's split compares it with."""
+    for name, seed in (("dev", 5), ("far", 6)):
+        synth.write_dataset(workflow_copy / name, patients=1, seed=seed, size=(48, 64))
+    externals = [{"name": "dev", "role": "development", "root": "dev"}, {"name": "far", "root": "far"}]
+    targets = [f"results/tiny/external/{name}/split.csv" for name in ("dev", "far")]
+    config = write_config(workflow_copy, {**TINY, "external_datasets": externals})
+    run = run_snakemake([*targets, "-n", "-p", "--cores", "1", "--configfile", config], workflow_copy)
+    assert run.returncode == 0, run.stderr[-3000:]
+    commands = {
+        name: next(line for line in run.stdout.splitlines() if f"--dataset {name} " in line) for name in ("dev", "far")
+    }
+    main = "main-dataset=results/tiny/data/manifest.csv"
+    assert main in commands["dev"] and "external/dev/manifest.csv --external" in commands["dev"]
+    assert "dev=results/tiny/external/dev/manifest.csv" not in commands["dev"]
+    assert main in commands["far"] and "dev=results/tiny/external/dev/manifest.csv" in commands["far"]

@@ -456,8 +456,8 @@ def external_options(dataset):
 def overlap_datasets(wildcards):
     """The datasets whose images an external set must not hold, name -> manifest: the main dataset's,
     and for a held-out set the development set's, whose images guided a choice (docs/method.md)."""
-    against = {"main": MANIFEST}
-    if DEVELOPMENT and EXTERNALS[wildcards.dataset]["role"] != "development":
+    against = {"main-dataset": MANIFEST}  # no external set can be named so: their names have no '-'
+    if DEVELOPMENT and wildcards.dataset != DEVELOPMENT:
         against[DEVELOPMENT] = layout.external_manifest(OUT, DEVELOPMENT)
     return against
 

@@ -125,8 +125,9 @@ def apply_policy(split: pd.DataFrame, overlap: pd.DataFrame, policy: str, datase
     if overlap.empty:
         return split
     if policy == "fail":
+        relation = {"identical": "identical to", "near_duplicate": "a near duplicate of"}
         listing = "\n".join(
-            f"  {row.image}: {row.kind.replace('_', ' ')} of {row.dataset}'s {row.other_image}"
+            f"  {row.image}: {relation[row.kind]} {row.dataset}'s {row.other_image}"
             + (f" ({row.details})" if row.details else "")
             for row in overlap.itertuples()
         )

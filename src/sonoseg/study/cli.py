@@ -117,11 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--against",
         nargs="*",
+        action="extend",
         default=[],
         help="with --external: NAME=manifest.csv of each dataset whose images the external one must not hold",
     )
     p.add_argument(
-        "--on-overlap", choices=["fail", "exclude"], default="fail", help="with --against: what a shared image does"
+        "--on-overlap", choices=["fail", "exclude"], help="with --against: what a shared image does (default: fail)"
     )
     p.add_argument("--near-duplicate-distance", type=int, help="with --against: as ingest's (default: its default)")
     p.add_argument("--near-duplicate-similarity", type=float, help="with --against: as ingest's (default: its default)")

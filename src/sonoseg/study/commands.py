@@ -132,8 +132,18 @@ def cmd_split(args) -> None:
     from sonoseg.data import split
 
     samples = data.included(data.read_manifest(args.manifest))
-    if not args.external and (args.against or args.overlap_out):
-        raise SonosegError("split: --against and --overlap-out are for an external dataset's split (--external)")
+    overlap_options = (
+        args.against,
+        args.overlap_out,
+        args.on_overlap,
+        args.near_duplicate_distance,
+        args.near_duplicate_similarity,
+    )
+    if not args.external and any(option not in (None, "", []) for option in overlap_options):
+        raise SonosegError(
+            "split: --against, --on-overlap, --near-duplicate-* and --overlap-out are for an external dataset's "
+            "split (--external)"
+        )
     if args.external:
         result = _external_split(samples, args)
     elif args.split_file:
@@ -152,6 +162,8 @@ def _external_split(samples, args):
     from sonoseg.data import duplicates, overlap, split
 
     others = dict(_name_value(item, "--against") for item in args.against)
+    if len(others) != len(args.against):
+        raise SonosegError(f"split --against: a dataset is named twice in {args.against}")
     found = overlap.find_overlap(
         samples,
         {name: data.included(data.read_manifest(path)) for name, path in others.items()},
@@ -162,7 +174,7 @@ def _external_split(samples, args):
     )
     if args.overlap_out:
         found.to_csv(args.overlap_out, index=False)
-    return overlap.apply_policy(split.external_split(samples), found, args.on_overlap, args.dataset)
+    return overlap.apply_policy(split.external_split(samples), found, args.on_overlap or "fail", args.dataset)
 
 
 def cmd_preprocess(args) -> None:
