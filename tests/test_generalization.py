@@ -547,3 +547,9 @@ def test_the_report_draws_the_generalization_table(tmp_path):
 
     drawn = cv2.imread(str(tmp_path / "figure.png"))
     assert drawn is not None and drawn.shape[0] > 100 and drawn.std() > 0
+    # What an external set's tests left out is written under the figure, where it is blank otherwise.
+    generalization.plot(table, tmp_path / "noted.png", ["ext: 1 image(s) also in main-dataset.", ""])
+    noted = cv2.imread(str(tmp_path / "noted.png"), cv2.IMREAD_GRAYSCALE)
+    bottom = slice(noted.shape[0] - 12, noted.shape[0])
+    assert noted.shape == drawn.shape[:2] and (noted[bottom] < 128).any()
+    assert not (cv2.cvtColor(drawn, cv2.COLOR_BGR2GRAY)[bottom] < 128).any()

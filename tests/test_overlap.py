@@ -159,13 +159,24 @@ def test_a_study_whose_external_set_holds_a_copy_of_its_own_image_stops_or_leave
         -2000:
     ]
 
+    # Left out when asked: the set is tested without it, and the generalization table and its figure say so.
     config["external_datasets"][0]["on_overlap"] = "exclude"
-    run = run_snakemake([*target, write_config(workflow_copy, config)], workflow_copy)
+    shown = ["results/tiny/tables/generalization.md", "results/tiny/report/generalization.png"]
+    run = run_snakemake([*shown, *target[1:], write_config(workflow_copy, config)], workflow_copy)
     assert run.returncode == 0, run.stderr[-3000:]
     tested = pd.read_csv(workflow_copy / "results/tiny/external/ext/split.csv")
     assert len(tested) == 4 and not tested["sample_id"].str.contains("scan7").any()
     record = pd.read_csv(workflow_copy / "results/tiny/external/ext/overlap.csv")
     assert [Path(p).name for p in record["image"]] == ["scan7.png"]
+    per_image = pd.read_csv(workflow_copy / "results/tiny/per_image.csv.gz")
+    on_ext = per_image[per_image["dataset"] == "ext"]
+    assert len(on_ext) and on_ext["sample_id"].nunique() == 4 and not on_ext["sample_id"].str.contains("scan7").any()
+    caption = (workflow_copy / "results/tiny/tables/generalization.md").read_text().split("\n")[0]
+    assert caption.endswith(
+        "ext: 1 image(s) also in main-dataset (external/ext/overlap.csv); their 1 patient "
+        "group(s) are left out of its tests (on_overlap: exclude)."
+    )
+    assert (workflow_copy / "results/tiny/report/generalization.png").stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -453,6 +453,12 @@ def external_options(dataset):
     return {"layout": "folder", **{k: v for k, v in EXTERNALS[dataset].items() if k not in not_ingest}}
 
 
+def overlap_records():
+    """Each external set's overlap.csv (what its tests left out), as the inputs and as NAME=path."""
+    records = {name: layout.external_overlap(OUT, name) for name in EXTERNALS}
+    return list(records.values()), " ".join(f"{name}={path}" for name, path in records.items())
+
+
 def overlap_datasets(wildcards):
     """The datasets whose images an external set must not hold, name -> manifest: the main dataset's,
     and for a held-out set the development set's, whose images guided a choice (docs/method.md)."""

@@ -61,7 +61,8 @@ rule report_table:
 
 rule report_generalization:
     input:
-        f"{OUT}/tables/generalization.csv",
+        table=f"{OUT}/tables/generalization.csv",
+        overlap=overlap_records()[0],
     output:
         report(
             f"{REPORT}/generalization.png",
@@ -73,8 +74,10 @@ rule report_generalization:
         f"{LOGS}/report_generalization.log",
     conda:
         CONDA_ENV
+    params:
+        overlap=overlap_records()[1],
     shell:
-        "sonoseg report-generalization --table {input} --out {output} > {log} 2>&1"
+        "sonoseg report-generalization --table {input.table} --overlap {params.overlap} --out {output} > {log} 2>&1"
 
 
 rule report_curves:

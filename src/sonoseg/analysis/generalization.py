@@ -163,9 +163,10 @@ def read(table_csv: str | Path) -> pd.DataFrame:
     return table
 
 
-def plot(table: pd.DataFrame, out_png: str | Path) -> None:
+def plot(table: pd.DataFrame, out_png: str | Path, notes: list[str] = ()) -> None:
     """The report's figure: per network (the catalog's names), its Dice on each dataset with the 95 % CI
-    by patient, single trainings as dots and the other variants as open marks."""
+    by patient, single trainings as dots and the other variants as open marks; ``notes`` (what an
+    external set's tests left out) under it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,7 +208,15 @@ def plot(table: pd.DataFrame, out_png: str | Path) -> None:
     ax.set_xlabel("Dice, images with a lesion (95 % CI by patient)")
     ax.set_title("Generalization: in-domain and external datasets", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
+    notes = [note for note in notes if note]
+    if notes:
+        import textwrap
+
+        footer = "\n".join(textwrap.fill(note, 110) for note in notes)
+        fig.text(0.01, 0.005, footer, fontsize=6.5, va="bottom")
+        fig.tight_layout(rect=(0, 0.03 * (footer.count("\n") + 1), 1, 1))
+    else:
+        fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=120)

@@ -445,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_report_curves)
     p = sub.add_parser("report-generalization", help="report: in-domain and external Dice per network, with CIs")
     p.add_argument("--table", required=True, help="tables/generalization.csv")
+    p.add_argument(
+        "--overlap", nargs="*", default=[], help="NAME=overlap.csv per external set: what its tests left out"
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_report_generalization)
 

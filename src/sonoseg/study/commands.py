@@ -599,7 +599,8 @@ def cmd_report_table(args) -> None:
 def cmd_report_generalization(args) -> None:
     from sonoseg.analysis import generalization
 
-    generalization.plot(generalization.read(args.table), args.out)
+    notes = [_overlap_note(*_name_value(item, "--overlap")) for item in args.overlap]
+    generalization.plot(generalization.read(args.table), args.out, notes)
 
 
 def cmd_report_curves(args) -> None:
