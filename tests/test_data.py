@@ -4,6 +4,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zlib
@@ -1004,6 +1005,19 @@ def test_busi_like_distinct_patients_are_not_merged(busi_like):
     exact = manifest.loc["images__d_exact"]
     assert "duplicate_of:images__a_mixed00_v1" in exact["flags"]
     assert exact["group"] == manifest.loc["images__a_mixed00_v1", "group"]
+
+
+def test_the_manifest_is_the_same_on_several_threads(busi_like, tmp_path):
+    """Threads read the images and confirm the near duplicates: every row, flag and problem the same,
+    in the same order, as on one (a bad file among them: problems are listed alike)."""
+    root, _, manifest = busi_like
+    bad = tmp_path / "with_a_bad_file"
+    shutil.copytree(root, bad)
+    (bad / "images" / "a_mixed00_v1.png").write_bytes(b"not a png")
+    for folder in (root, bad):
+        one, four = (data.ingest(folder, "folder", on_bad_sample="exclude", threads=n) for n in (1, 4))
+        pd.testing.assert_frame_equal(one, four)
+    assert data.included(one).set_index("sample_id")["flags"].str.contains("near_duplicate_of").any()
 
 
 def test_near_duplicate_search_can_be_turned_off(busi_like):

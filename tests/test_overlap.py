@@ -73,6 +73,8 @@ def test_identical_and_near_duplicate_copies_of_main_images_are_found_and_nothin
     near = by_image["recropped.jpg"]
     assert (near.kind, Path(near.other_image).name, near.dataset) == ("near_duplicate", "P0002_v2.png", "main")
     assert near.details.startswith("similarity=")
+    # On several threads: the same pairs, in the same order.
+    pd.testing.assert_frame_equal(found, overlap.find_overlap(external, {"main": main}, 12, 0.7, threads=3))
     # With the near-duplicate search off (-1, as ingest's setting), identical pixels are still found.
     found = overlap.find_overlap(external, {"main": main}, near_duplicate_distance=-1, near_duplicate_similarity=0.7)
     assert [Path(p).name for p in found["image"]] == ["copied.png"]

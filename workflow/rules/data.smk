@@ -50,6 +50,7 @@ rule ingest:
         f"{LOGS}/ingest.log",
     conda:
         CONDA_ENV
+    threads: data_threads()
     params:
         options=get_dataset_options,
     shell:
@@ -112,6 +113,7 @@ rule ingest_external:
     priority: runsheet.GATES_A_CHOICE  # every training and choice waits on the data
     conda:
         CONDA_ENV
+    threads: data_threads()
     params:
         options=lambda wc: json.dumps(external_options(wc.dataset), sort_keys=True),
     shell:
@@ -132,6 +134,7 @@ rule split_external:
     priority: runsheet.GATES_A_CHOICE  # every training and choice waits on the data
     conda:
         CONDA_ENV
+    threads: data_threads()
     params:
         against=lambda wc: " ".join(f"{name}={path}" for name, path in overlap_datasets(wc).items()),
         on_overlap=lambda wc: EXTERNALS[wc.dataset]["on_overlap"],

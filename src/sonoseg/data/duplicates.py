@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -273,6 +274,25 @@ def match_near_duplicate(
     # The shared extent in the frame's units, over the wider of the two fields (the crop spans `scale`).
     field = scale * np.array(shared) / np.maximum(scale, 1.0)
     return NearDuplicateMatch(similarity, bits_of(proposal.correlation), tuple(zoom.tolist()), tuple(field.tolist()))
+
+
+def confirm(fingerprints: list[Fingerprint], proposals: list[Proposal], threads: int = 1) -> list[NearDuplicateMatch]:
+    """``match_near_duplicate`` of each proposal (indices into ``fingerprints``), in the proposals' order.
+    Each pair is independent, and OpenCV and numpy release the GIL, so ``threads`` threads share the
+    work: images of one scanner and preset can make every pair a candidate (docs/near_duplicates.md)."""
+
+    def one(proposal: Proposal) -> NearDuplicateMatch:
+        return match_near_duplicate(fingerprints[proposal.first], fingerprints[proposal.second], proposal)
+
+    return in_threads(one, proposals, threads)
+
+
+def in_threads(function, items: list, threads: int) -> list:
+    """``[function(item) for item in items]``, on up to ``threads`` threads, in order."""
+    if threads <= 1 or len(items) < 2:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        return list(pool.map(function, items, chunksize=max(1, min(64, len(items) // (4 * threads)))))
 
 
 def _residual_blocks(gray: np.ndarray) -> np.ndarray:

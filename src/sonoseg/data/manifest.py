@@ -18,8 +18,9 @@ import pandas as pd
 from sonoseg.data.duplicates import (
     DEFAULT_DUPLICATE_DISTANCE,
     DEFAULT_DUPLICATE_SIMILARITY,
+    confirm,
     fingerprint,
-    match_near_duplicate,
+    in_threads,
     pixel_hash,
     propose,
 )
@@ -136,8 +137,10 @@ def ingest(
     pixel_spacing: float | str | None = None,
     near_duplicate_distance: int = DEFAULT_DUPLICATE_DISTANCE,
     near_duplicate_similarity: float = DEFAULT_DUPLICATE_SIMILARITY,
+    threads: int = 1,
 ) -> pd.DataFrame:
     """Build the manifest of a dataset. Raises SonosegError listing every problem when policy is fail.
+    ``threads`` threads read the images and confirm near duplicates; the manifest is the same for any.
 
     Near duplicates (docs/near_duplicates.md): pairs whose thumbnails, compared over the windows a
     crop of up to about 8-10 % per side would show, lie within ``near_duplicate_distance`` hash bits
@@ -162,10 +165,12 @@ def ingest(
 
     rows, problems = [], []
     groups = _Groups()
-    checked = []
+    # Each candidate's check touches only its own files and its own problem list.
+    facts_of = in_threads(
+        lambda c: _check_candidate(c) if not c.excluded_by_choice else _no_facts(), found.candidates, threads
+    )
+    checked = list(zip(found.candidates, facts_of))
     for candidate in found.candidates:
-        facts = _check_candidate(candidate) if not candidate.excluded_by_choice else _no_facts()
-        checked.append((candidate, facts))
         groups.find(candidate.patient)
     ids = _unique_ids([sample_id_for(root, c.image) for c, _ in checked])
     _refuse_shared_ids(root, ids, [c.image for c, _ in checked])
@@ -183,11 +188,11 @@ def ingest(
     fingerprints = [checked[i][1]["fingerprint"] for i in usable]
     candidates = propose(fingerprints, near_duplicate_distance)
     rejected = 0
-    for proposal in candidates:
+    to_confirm = [
+        p for p in candidates if checked[usable[p.first]][1]["pixel_hash"] != checked[usable[p.second]][1]["pixel_hash"]
+    ]
+    for proposal, match in zip(to_confirm, confirm(fingerprints, to_confirm, threads)):
         i, j = usable[proposal.first], usable[proposal.second]
-        if checked[i][1]["pixel_hash"] == checked[j][1]["pixel_hash"]:
-            continue
-        match = match_near_duplicate(fingerprints[proposal.first], fingerprints[proposal.second], proposal)
         if match.similarity < near_duplicate_similarity:
             rejected += 1
             continue

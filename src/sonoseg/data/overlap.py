@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from sonoseg.data.duplicates import Fingerprint, fingerprint, match_near_duplicate, pixel_hash, propose
+from sonoseg.data.duplicates import Fingerprint, confirm, fingerprint, in_threads, pixel_hash, propose
 from sonoseg.data.imageio import read_image
 from sonoseg.errors import SonosegError
 
@@ -49,13 +49,14 @@ class ImageIdentity:
     fingerprint: Fingerprint
 
 
-def identities(samples: pd.DataFrame) -> list[ImageIdentity]:
+def identities(samples: pd.DataFrame, threads: int = 1) -> list[ImageIdentity]:
     """The identities of a manifest's included samples (their images read once more)."""
-    found = []
-    for sample_id, image in zip(samples["sample_id"], samples["image"]):
-        pixels = read_image(image).pixels
-        found.append(ImageIdentity(sample_id, image, pixel_hash(pixels), fingerprint(pixels)))
-    return found
+
+    def identity(row: tuple[str, str]) -> ImageIdentity:
+        pixels = read_image(row[1]).pixels
+        return ImageIdentity(row[0], row[1], pixel_hash(pixels), fingerprint(pixels))
+
+    return in_threads(identity, list(zip(samples["sample_id"], samples["image"])), threads)
 
 
 def find_overlap(
@@ -63,14 +64,15 @@ def find_overlap(
     others: dict[str, pd.DataFrame],
     near_duplicate_distance: int,
     near_duplicate_similarity: float,
+    threads: int = 1,
 ) -> pd.DataFrame:
     """Every external sample whose image is also in one of ``others`` (a dataset's name -> its
     included samples): one row per pair (OVERLAP_COLUMNS), identical pixels before near duplicates,
-    which are proposed and confirmed by ingest's rule and settings."""
-    mine = identities(external)
+    which are proposed and confirmed by ingest's rule and settings (on ``threads`` threads)."""
+    mine = identities(external, threads)
     rows = []
     for dataset, samples in others.items():
-        theirs = identities(samples)
+        theirs = identities(samples, threads)
         by_hash = {}
         for other in theirs:
             by_hash.setdefault(other.pixel_hash, other)
@@ -79,15 +81,18 @@ def find_overlap(
                 rows.append(_row(external, position, "identical", dataset, by_hash[image.pixel_hash], ""))
         # Near duplicates: proposed over both lists, kept only across them and confirmed as ingest does.
         started = time.perf_counter()
-        proposals = propose([i.fingerprint for i in mine + theirs], near_duplicate_distance)
+        both = mine + theirs
+        proposals = propose([i.fingerprint for i in both], near_duplicate_distance)
+        # Only pairs across the two lists (both images in one dataset are ingest's business), and not
+        # those of identical pixels, found above.
+        across = [
+            p
+            for p in proposals
+            if p.first < len(mine) <= p.second and both[p.first].pixel_hash != both[p.second].pixel_hash
+        ]
         unconfirmed = 0
-        for proposal in proposals:
-            if proposal.first >= len(mine) or proposal.second < len(mine):
-                continue  # both images in one dataset: ingest's business
-            image, other = mine[proposal.first], theirs[proposal.second - len(mine)]
-            if image.pixel_hash == other.pixel_hash:
-                continue
-            match = match_near_duplicate(image.fingerprint, other.fingerprint, proposal)
+        for proposal, match in zip(across, confirm([i.fingerprint for i in both], across, threads)):
+            other = both[proposal.second]
             if match.similarity < near_duplicate_similarity:
                 unconfirmed += 1
                 continue

@@ -47,6 +47,18 @@ def add_scale_selection(p: argparse.ArgumentParser, recorded: bool = False) -> N
         p.add_argument(flag, type=float, default=None, help=help_text + suffix)
 
 
+def add_threads(p: argparse.ArgumentParser, what: str) -> None:
+    """--threads, by default the job's threads: Snakemake sets $OMP_NUM_THREADS to them for every job
+    (a rule's threads: directive), so a rule's command need not change to give its job more."""
+    default = os.environ.get("OMP_NUM_THREADS", "1")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(default) if default.isdigit() and int(default) > 0 else 1,
+        help=f"{what} (default: $OMP_NUM_THREADS, which Snakemake sets to the job's threads, else 1)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sonoseg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--options", required=True, help="the config's dataset section as JSON")
     p.add_argument("--fingerprint", default="", help="the dataset's fingerprint record, for the manifest's provenance")
     p.add_argument("--out", required=True)
+    add_threads(p, "threads reading the images and confirming near duplicates")
     p.set_defaults(func=commands.cmd_ingest)
 
     p = sub.add_parser(
@@ -128,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--near-duplicate-similarity", type=float, help="with --against: as ingest's (default: its default)")
     p.add_argument("--overlap-out", default="", help="with --against: the shared images found (CSV)")
     p.add_argument("--dataset", default="external", help="the external dataset's name, for messages")
+    add_threads(p, "with --against: threads reading the images and confirming near duplicates")
     p.set_defaults(func=commands.cmd_split)
 
     p = sub.add_parser("preprocess", help="resize one split and cache it as an array file")

@@ -54,7 +54,7 @@ def cmd_ingest(args) -> None:
     # The config's dataset keys that are ingest() settings; a key left out keeps ingest()'s default
     # (the schema's defaults, which a test holds equal to those).
     settings = {parameter: options[key] for key, parameter in INGEST_SETTINGS.items() if key in options}
-    manifest = data.ingest(options["root"], options["layout"], **settings)
+    manifest = data.ingest(options["root"], options["layout"], **settings, threads=args.threads)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(args.out, index=False)
     log.info("manifest: %s", args.out)
@@ -171,6 +171,7 @@ def _external_split(samples, args):
         duplicates.DEFAULT_DUPLICATE_SIMILARITY
         if args.near_duplicate_similarity is None
         else args.near_duplicate_similarity,
+        args.threads,
     )
     if args.overlap_out:
         found.to_csv(args.overlap_out, index=False)
