@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from sonoseg import data
-from sonoseg.data import overlap
+from sonoseg.data import duplicates, overlap
 
 
 def scanner_frame(seed: int, size=(190, 320)) -> tuple[np.ndarray, np.ndarray]:
@@ -83,6 +83,11 @@ def main() -> None:
         pd.testing.assert_frame_equal(ingested[1], ingested[args.threads])
         print(f"ingest ratio: {ingested['t1'] / ingested[f't{args.threads}']:.2f}")
         mine, theirs = data.included(data.ingest(external, "folder")), data.included(ingested[1])
+        fingerprints = [i.fingerprint for i in overlap.identities(mine) + overlap.identities(theirs)]
+        proposals = duplicates.propose(fingerprints, 12)
+        within = sum(p.second < len(mine) for p in proposals)
+        across = sum(p.first < len(mine) <= p.second for p in proposals)
+        print(f"candidates (12 bits): {within} pairs within one set, {across} across")
         found = {}
         for threads in (1, args.threads):
             seconds, found[threads] = median_time(

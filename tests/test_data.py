@@ -1020,6 +1020,27 @@ def test_the_manifest_is_the_same_on_several_threads(busi_like, tmp_path):
     assert data.included(one).set_index("sample_id")["flags"].str.contains("near_duplicate_of").any()
 
 
+def test_confirmations_on_threads_come_in_order_and_equal_one_threads():
+    """Images of one scanner: every pair a candidate. On threads, with few queued at a time, each pair's
+    match is the one a single thread finds, in the proposals' order; an error in a thread reaches the
+    caller."""
+    fingerprints = [duplicates.fingerprint(scanner_image(seed)[0][:, :, ::-1].copy()) for seed in range(10)]
+    proposals = duplicates.propose(fingerprints, 64)
+    assert len(proposals) == 45
+    alone = list(duplicates.confirm(fingerprints, proposals, threads=1))
+    assert list(duplicates.confirm(fingerprints, proposals, threads=4)) == alone
+    assert len({match.similarity for match in alone}) > 40  # a different value per pair: order shows
+    assert list(duplicates.in_threads(lambda n: n * n, range(50), threads=3, queued=2)) == [n * n for n in range(50)]
+
+    def fails_at_7(n):
+        if n == 7:
+            raise SonosegError("item 7")
+        return n
+
+    with pytest.raises(SonosegError, match="item 7"):
+        list(duplicates.in_threads(fails_at_7, range(50), threads=3, queued=2))
+
+
 def test_near_duplicate_search_can_be_turned_off(busi_like):
     """near_duplicate_distance -1: no near-duplicate search; identical pixels are still duplicates."""
     root, copies, _ = busi_like

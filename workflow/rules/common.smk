@@ -572,9 +572,10 @@ def cost_threads():
 
 
 def data_threads():
-    """Reading a dataset's images and confirming its near duplicates: every core (every job waits on
-    them), or a training's threads on a cluster. The commands read them from $OMP_NUM_THREADS."""
-    return every_core(TRAIN["threads"])
+    """Reading a dataset's images and confirming its near duplicates: every core of a local run (the
+    main dataset's ingest goes first: every job waits on it); one on a cluster, as before, where a
+    job's CPUs would be a partition's to size. The commands read them from $OMP_NUM_THREADS."""
+    return 1 if workflow.remote_exec else every_core(1)
 
 
 def study_tables():

@@ -48,6 +48,7 @@ rule ingest:
         provenance=f"{OUT}/data/manifest.json",
     log:
         f"{LOGS}/ingest.log",
+    priority: runsheet.GATES_EVERY_JOB  # before the external sets' data jobs, which take every core too
     conda:
         CONDA_ENV
     threads: data_threads()
@@ -65,6 +66,7 @@ rule split:
         SPLIT,
     log:
         f"{LOGS}/split.log",
+    priority: runsheet.GATES_EVERY_JOB
     conda:
         CONDA_ENV
     params:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -276,10 +278,13 @@ def match_near_duplicate(
     return NearDuplicateMatch(similarity, bits_of(proposal.correlation), tuple(zoom.tolist()), tuple(field.tolist()))
 
 
-def confirm(fingerprints: list[Fingerprint], proposals: list[Proposal], threads: int = 1) -> list[NearDuplicateMatch]:
-    """``match_near_duplicate`` of each proposal (indices into ``fingerprints``), in the proposals' order.
-    Each pair is independent, and OpenCV and numpy release the GIL, so ``threads`` threads share the
-    work: images of one scanner and preset can make every pair a candidate (docs/near_duplicates.md)."""
+def confirm(
+    fingerprints: list[Fingerprint], proposals: list[Proposal], threads: int = 1
+) -> Iterator[NearDuplicateMatch]:
+    """``match_near_duplicate`` of each proposal (indices into ``fingerprints``), in the proposals' order,
+    as they come: a caller keeps only what it needs (images of one scanner and preset can make every pair
+    a candidate, a million of them: docs/near_duplicates.md). Each pair is independent, and OpenCV and
+    numpy release the GIL, so ``threads`` threads share the work."""
 
     def one(proposal: Proposal) -> NearDuplicateMatch:
         return match_near_duplicate(fingerprints[proposal.first], fingerprints[proposal.second], proposal)
@@ -287,12 +292,23 @@ def confirm(fingerprints: list[Fingerprint], proposals: list[Proposal], threads:
     return in_threads(one, proposals, threads)
 
 
-def in_threads(function, items: list, threads: int) -> list:
-    """``[function(item) for item in items]``, on up to ``threads`` threads, in order."""
-    if threads <= 1 or len(items) < 2:
-        return [function(item) for item in items]
-    with ThreadPoolExecutor(min(threads, len(items))) as pool:
-        return list(pool.map(function, items, chunksize=max(1, min(64, len(items) // (4 * threads)))))
+def in_threads(function, items: Iterable, threads: int, queued: int = 64) -> Iterator:
+    """``function(item)`` of each item, in order, as they come, on up to ``threads`` threads; at most
+    ``queued`` items per thread wait at a time, so memory does not grow with the items."""
+    if threads <= 1:
+        yield from map(function, items)
+        return
+    pool = ThreadPoolExecutor(threads)
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= queued * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:  # an error, or a caller that stops early: the waiting items are dropped, not run
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _residual_blocks(gray: np.ndarray) -> np.ndarray:

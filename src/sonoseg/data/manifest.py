@@ -166,8 +166,10 @@ def ingest(
     rows, problems = [], []
     groups = _Groups()
     # Each candidate's check touches only its own files and its own problem list.
-    facts_of = in_threads(
-        lambda c: _check_candidate(c) if not c.excluded_by_choice else _no_facts(), found.candidates, threads
+    facts_of = list(
+        in_threads(
+            lambda c: _check_candidate(c) if not c.excluded_by_choice else _no_facts(), found.candidates, threads
+        )
     )
     checked = list(zip(found.candidates, facts_of))
     for candidate in found.candidates:

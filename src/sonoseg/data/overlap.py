@@ -56,7 +56,7 @@ def identities(samples: pd.DataFrame, threads: int = 1) -> list[ImageIdentity]:
         pixels = read_image(row[1]).pixels
         return ImageIdentity(row[0], row[1], pixel_hash(pixels), fingerprint(pixels))
 
-    return in_threads(identity, list(zip(samples["sample_id"], samples["image"])), threads)
+    return list(in_threads(identity, zip(samples["sample_id"], samples["image"]), threads))
 
 
 def find_overlap(
