@@ -1020,6 +1020,19 @@ def test_the_manifest_is_the_same_on_several_threads(busi_like, tmp_path):
     assert data.included(one).set_index("sample_id")["flags"].str.contains("near_duplicate_of").any()
 
 
+def test_ingest_takes_its_threads_from_the_job(tmp_path):
+    """`snakemake --set-threads ingest=N` reaches ingest through $OMP_NUM_THREADS, which Snakemake sets to a
+    job's threads; --threads overrides it, and without either ingest runs on one."""
+    synth.write_dataset(tmp_path / "set", patients=1, seed=3, size=(48, 64))
+    command = [str(Path(sys.executable).parent / "sonoseg"), "ingest", "--out", str(tmp_path / "m.csv")]
+    command += ["--options", f'{{"layout": "folder", "root": "{tmp_path / "set"}"}}']
+    for env, extra, expected in ((None, [], 1), ("3", [], 3), ("3", ["--threads", "2"], 2)):
+        environment = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+        environment.update({"OMP_NUM_THREADS": env} if env else {})
+        run = subprocess.run(command + extra, env=environment, capture_output=True, text=True)
+        assert run.returncode == 0 and f"ingest on {expected} thread(s)" in run.stderr, run.stderr[-2000:]
+
+
 def test_confirmations_on_threads_come_in_order_and_equal_one_threads():
     """Images of one scanner: every pair a candidate. On threads, with few queued at a time, each pair's
     match is the one a single thread finds, in the proposals' order; an error in a thread reaches the

@@ -558,24 +558,13 @@ def get_cost_table(wildcards=None):
     return {"cost": path} if COST["enabled"] or Path(path).exists() else {}
 
 
-def every_core(elsewhere):
-    """Every core this run may use, never more than the machine has; ``elsewhere`` where the run gives
-    no core count (a cluster run, where workflow.cores can be unset or very large)."""
+def cost_threads():
+    """Every core this run may use, so that no other job shares the CPU while latency is timed; never
+    more than the machine has (on a cluster, workflow.cores can be unset or very large)."""
     # Read without workflow.cores, which raises when no --cores was given (a cluster run, --unlock).
     cores = getattr(workflow.global_resources.get("_cores"), "value", None)
-    return min(cores, os.cpu_count() or 1) if isinstance(cores, int) else elsewhere
-
-
-def cost_threads():
-    """Every core, so that no other job shares the CPU while latency is timed."""
-    return max(COST["threads"], every_core(COST["threads"]))
-
-
-def data_threads():
-    """Reading a dataset's images and confirming its near duplicates: every core of a local run (the
-    main dataset's ingest goes first: every job waits on it); one on a cluster, as before, where a
-    job's CPUs would be a partition's to size. The commands read them from $OMP_NUM_THREADS."""
-    return 1 if workflow.remote_exec else every_core(1)
+    cores = cores if isinstance(cores, int) else COST["threads"]
+    return max(COST["threads"], min(cores, os.cpu_count() or 1))
 
 
 def study_tables():

@@ -48,10 +48,9 @@ rule ingest:
         provenance=f"{OUT}/data/manifest.json",
     log:
         f"{LOGS}/ingest.log",
-    priority: runsheet.GATES_EVERY_JOB  # before the external sets' data jobs, which take every core too
+    priority: runsheet.GATES_EVERY_JOB  # every job waits on the main dataset's manifest and split
     conda:
         CONDA_ENV
-    threads: data_threads()
     params:
         options=get_dataset_options,
     shell:
@@ -115,7 +114,6 @@ rule ingest_external:
     priority: runsheet.GATES_A_CHOICE  # every training and choice waits on the data
     conda:
         CONDA_ENV
-    threads: data_threads()
     params:
         options=lambda wc: json.dumps(external_options(wc.dataset), sort_keys=True),
     shell:
@@ -136,7 +134,6 @@ rule split_external:
     priority: runsheet.GATES_A_CHOICE  # every training and choice waits on the data
     conda:
         CONDA_ENV
-    threads: data_threads()
     params:
         against=lambda wc: " ".join(f"{name}={path}" for name, path in overlap_datasets(wc).items()),
         on_overlap=lambda wc: EXTERNALS[wc.dataset]["on_overlap"],

@@ -48,8 +48,9 @@ def add_scale_selection(p: argparse.ArgumentParser, recorded: bool = False) -> N
 
 
 def add_threads(p: argparse.ArgumentParser, what: str) -> None:
-    """--threads, by default the job's threads: Snakemake sets $OMP_NUM_THREADS to them for every job
-    (a rule's threads: directive), so a rule's command need not change to give its job more."""
+    """--threads, by default the job's threads: Snakemake sets $OMP_NUM_THREADS to them for every job,
+    so `snakemake --set-threads ingest=8` gives the job more with no change to its command (a changed
+    command would make Snakemake redo the study after it)."""
     default = os.environ.get("OMP_NUM_THREADS", "1")
     p.add_argument(
         "--threads",

@@ -54,6 +54,7 @@ def cmd_ingest(args) -> None:
     # The config's dataset keys that are ingest() settings; a key left out keeps ingest()'s default
     # (the schema's defaults, which a test holds equal to those).
     settings = {parameter: options[key] for key, parameter in INGEST_SETTINGS.items() if key in options}
+    log.info("ingest on %d thread(s) (--threads)", args.threads)
     manifest = data.ingest(options["root"], options["layout"], **settings, threads=args.threads)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(args.out, index=False)

@@ -404,7 +404,7 @@ def augmentation_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
 
 # Scheduling priorities (Snakemake's `priority:`: among the jobs ready to run, the highest first).
 GATES_A_CHOICE, WAITED_ON_A_CHOICE, NETWORK, ANY_OTHER = 3, 2, 1, 0
-GATES_EVERY_JOB = GATES_A_CHOICE + 1  # the main dataset's ingest and split, before the external sets'
+GATES_EVERY_JOB = GATES_A_CHOICE + 1  # the main dataset's ingest and split
 
 
 def schedule_priorities(runs: list[Run], development: str) -> dict[str, int]:
