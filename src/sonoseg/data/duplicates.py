@@ -8,7 +8,7 @@ import functools
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -290,6 +290,38 @@ def confirm(
         return match_near_duplicate(fingerprints[proposal.first], fingerprints[proposal.second], proposal)
 
     return in_threads(one, proposals, threads)
+
+
+@dataclass(frozen=True)
+class NearDuplicateSearch:
+    """What ``near_duplicates`` found: the confirmed pairs, and the counts the log gives."""
+
+    confirmed: list[tuple[Proposal, NearDuplicateMatch]]  # in the proposals' order
+    candidates: int  # pairs proposed (and considered)
+    unconfirmed: int  # of those, not identical and below the similarity
+
+
+def near_duplicates(
+    fingerprints: list[Fingerprint],
+    hashes: list[str],
+    max_bits: int,
+    min_similarity: float,
+    threads: int = 1,
+    considered: Callable[[Proposal], bool] = lambda proposal: True,
+) -> NearDuplicateSearch:
+    """The near-duplicate rule over one list of images (ingest's within a dataset, the overlap check's
+    across two): pairs proposed within ``max_bits`` that ``considered`` keeps; of those, pairs of
+    identical pixels (equal ``hashes``) left to the caller, the rest confirmed on ``threads`` threads
+    and kept from ``min_similarity``."""
+    proposals = [proposal for proposal in propose(fingerprints, max_bits) if considered(proposal)]
+    to_confirm = [p for p in proposals if hashes[p.first] != hashes[p.second]]
+    confirmed, unconfirmed = [], 0
+    for proposal, match in zip(to_confirm, confirm(fingerprints, to_confirm, threads)):
+        if match.similarity < min_similarity:
+            unconfirmed += 1
+        else:
+            confirmed.append((proposal, match))
+    return NearDuplicateSearch(confirmed, len(proposals), unconfirmed)
 
 
 def in_threads(function, items: Iterable, threads: int, queued: int = 64) -> Iterator:

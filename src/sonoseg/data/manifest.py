@@ -18,11 +18,10 @@ import pandas as pd
 from sonoseg.data.duplicates import (
     DEFAULT_DUPLICATE_DISTANCE,
     DEFAULT_DUPLICATE_SIMILARITY,
-    confirm,
     fingerprint,
     in_threads,
+    near_duplicates,
     pixel_hash,
-    propose,
 )
 from sonoseg.data.imageio import MASK_SEPARATOR, problem_with_file, read_image, read_mask
 from sonoseg.data.layouts import (
@@ -187,25 +186,23 @@ def ingest(
             facts["flags"].append(f"duplicate_of:{ids[twin]}")
             groups.union(c.patient, checked[twin][0].patient)
     started = time.perf_counter()
-    fingerprints = [checked[i][1]["fingerprint"] for i in usable]
-    candidates = propose(fingerprints, near_duplicate_distance)
-    rejected = 0
-    to_confirm = [
-        p for p in candidates if checked[usable[p.first]][1]["pixel_hash"] != checked[usable[p.second]][1]["pixel_hash"]
-    ]
-    for proposal, match in zip(to_confirm, confirm(fingerprints, to_confirm, threads)):
+    search = near_duplicates(
+        [checked[i][1]["fingerprint"] for i in usable],
+        [checked[i][1]["pixel_hash"] for i in usable],
+        near_duplicate_distance,
+        near_duplicate_similarity,
+        threads,
+    )
+    for proposal, match in search.confirmed:
         i, j = usable[proposal.first], usable[proposal.second]
-        if match.similarity < near_duplicate_similarity:
-            rejected += 1
-            continue
         checked[j][1]["flags"].append(f"near_duplicate_of:{ids[i]}({match.flag_details()})")
         groups.union(checked[i][0].patient, checked[j][0].patient)
     log.info(
         "near-duplicate candidates (thumbnails within %d hash bits): %d; not confirmed (similarity < %g): %d; %.1f s",
         near_duplicate_distance,
-        len(candidates),
+        search.candidates,
         near_duplicate_similarity,
-        rejected,
+        search.unconfirmed,
         time.perf_counter() - started,
     )
 

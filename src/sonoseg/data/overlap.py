@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from sonoseg.data.duplicates import Fingerprint, confirm, fingerprint, in_threads, pixel_hash, propose
+from sonoseg.data.duplicates import Fingerprint, fingerprint, in_threads, near_duplicates, pixel_hash
 from sonoseg.data.imageio import read_image
 from sonoseg.errors import SonosegError
 
@@ -79,23 +79,20 @@ def find_overlap(
         for position, image in enumerate(mine):
             if image.pixel_hash in by_hash:
                 rows.append(_row(external, position, "identical", dataset, by_hash[image.pixel_hash], ""))
-        # Near duplicates: proposed over both lists, kept only across them and confirmed as ingest does.
+        # Near duplicates: ingest's rule over both lists, only the pairs across them (both images in one
+        # dataset are ingest's business), those of identical pixels found above.
         started = time.perf_counter()
         both = mine + theirs
-        proposals = propose([i.fingerprint for i in both], near_duplicate_distance)
-        # Only pairs across the two lists (both images in one dataset are ingest's business), and not
-        # those of identical pixels, found above.
-        across = [
-            p
-            for p in proposals
-            if p.first < len(mine) <= p.second and both[p.first].pixel_hash != both[p.second].pixel_hash
-        ]
-        unconfirmed = 0
-        for proposal, match in zip(across, confirm([i.fingerprint for i in both], across, threads)):
+        search = near_duplicates(
+            [i.fingerprint for i in both],
+            [i.pixel_hash for i in both],
+            near_duplicate_distance,
+            near_duplicate_similarity,
+            threads,
+            considered=lambda proposal: proposal.first < len(mine) <= proposal.second,
+        )
+        for proposal, match in search.confirmed:
             other = both[proposal.second]
-            if match.similarity < near_duplicate_similarity:
-                unconfirmed += 1
-                continue
             rows.append(_row(external, proposal.first, "near_duplicate", dataset, other, match.flag_details()))
         log.info(
             "compared %d image(s) with %d of %s: %d pair(s) found; near-duplicate candidates not confirmed: %d "
@@ -105,7 +102,7 @@ def find_overlap(
             len(theirs),
             dataset,
             sum(row["dataset"] == dataset for row in rows),
-            unconfirmed,
+            search.unconfirmed,
             time.perf_counter() - started,
         )
     return pd.DataFrame(rows, columns=OVERLAP_COLUMNS)
