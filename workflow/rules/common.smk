@@ -454,9 +454,13 @@ def external_options(dataset):
 
 
 def overlap_records():
-    """Each external set's overlap.csv (what its tests left out), as the inputs and as NAME=path."""
-    records = {name: layout.external_overlap(OUT, name) for name in EXTERNALS}
-    return list(records.values()), " ".join(f"{name}={path}" for name, path in records.items())
+    """Each external set's overlap.csv (what its tests left out), name -> path."""
+    return {name: layout.external_overlap(OUT, name) for name in EXTERNALS}
+
+
+def named_paths(paths):
+    """name -> path as a command's NAME=PATH arguments."""
+    return " ".join(f"{name}={path}" for name, path in paths.items())
 
 
 def overlap_datasets(wildcards):

@@ -135,7 +135,7 @@ rule split_external:
     conda:
         CONDA_ENV
     params:
-        against=lambda wc: " ".join(f"{name}={path}" for name, path in overlap_datasets(wc).items()),
+        against=lambda wc: named_paths(overlap_datasets(wc)),
         on_overlap=lambda wc: EXTERNALS[wc.dataset]["on_overlap"],
         distance=config["dataset"]["near_duplicate_distance"],
         similarity=config["dataset"]["near_duplicate_similarity"],

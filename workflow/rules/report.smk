@@ -62,7 +62,7 @@ rule report_table:
 rule report_generalization:
     input:
         table=f"{OUT}/tables/generalization.csv",
-        overlap=overlap_records()[0],
+        overlap=list(overlap_records().values()),
     output:
         report(
             f"{REPORT}/generalization.png",
@@ -75,7 +75,7 @@ rule report_generalization:
     conda:
         CONDA_ENV
     params:
-        overlap=overlap_records()[1],
+        overlap=named_paths(overlap_records()),
     shell:
         "sonoseg report-generalization --table {input.table} --overlap {params.overlap} --out {output} > {log} 2>&1"
 

@@ -144,7 +144,7 @@ rule generalization:
     # single, flip-averaged and ensembled, with patient-level CIs and the drop (docs/method.md).
     input:
         per_image=PER_IMAGE,
-        overlap=overlap_records()[0],  # what each set's tests left out
+        overlap=list(overlap_records().values()),  # what each set's tests left out
     output:
         csv=f"{OUT}/tables/generalization.csv",
         markdown=f"{OUT}/tables/generalization.md",
@@ -157,7 +157,7 @@ rule generalization:
         networks=" ".join(EXTERNAL_NETWORKS),
         datasets=" ".join(f"{name}={entry.get('role', 'held_out')}" for name, entry in EXTERNALS.items()),
         seed=REPORT_SEED,
-        overlap=overlap_records()[1],
+        overlap=named_paths(overlap_records()),
     shell:
         "sonoseg generalization --per-image {input.per_image} --networks {params.networks} "
         "--datasets {params.datasets} --overlap {params.overlap} --seed {params.seed} --out {output.csv} "

@@ -505,15 +505,19 @@ def cmd_generalization(args) -> None:
     per_image = results.read_per_image(args.per_image)
     roles = dict(_name_value(item, "--datasets") for item in args.datasets)
     table = generalization.generalization_table(per_image, args.networks, roles, args.seed)
-    notes = [_overlap_note(*_name_value(item, "--overlap")) for item in args.overlap]
+    notes = _overlap_notes(args.overlap)
     generalization.write(table, args.out, notes)
     log.info("generalization:\n%s", generalization.markdown(table, notes))
 
 
-def _overlap_note(dataset: str, record_csv: str) -> str:
+def _overlap_notes(items: list[str]) -> list[str]:
+    """What each external set's tests left out, from --overlap NAME=overlap.csv: a caption's sentences."""
     from sonoseg.data import overlap
 
-    return overlap.describe(overlap.read_record(record_csv), dataset)
+    return [
+        overlap.describe(overlap.read_record(record_csv), dataset)
+        for dataset, record_csv in (_name_value(item, "--overlap") for item in items)
+    ]
 
 
 def cmd_table(args) -> None:
@@ -601,7 +605,7 @@ def cmd_report_table(args) -> None:
 def cmd_report_generalization(args) -> None:
     from sonoseg.analysis import generalization
 
-    notes = [_overlap_note(*_name_value(item, "--overlap")) for item in args.overlap]
+    notes = _overlap_notes(args.overlap)
     generalization.plot(generalization.read(args.table), args.out, notes)
 
 
