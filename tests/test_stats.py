@@ -302,7 +302,11 @@ def test_group_table_per_lesion_type():
     assert rows.loc[("(none)", "unet"), ["images", "patients"]].tolist() == [1, 1]
     malignant = table[(table["lesion"] == "malignant") & (table["method"] == "unet")]
     assert rows.loc[("malignant", "unet"), "mean"] == pytest.approx(malignant["dice"].mean())
-    assert all(lo <= m <= hi for lo, m, hi in zip(out["ci_low"], out["mean"], out["ci_high"]))
+    several = out[out["patients"] >= 2]
+    assert all(lo <= m <= hi for lo, m, hi in zip(several["ci_low"], several["mean"], several["ci_high"]))
+    # One patient: nothing to resample by patient, so no CI (not the trainings' spread passed off as one).
+    assert out.loc[out["patients"] == 1, ["ci_low", "ci_high"]].isna().all().all()
+    assert stats.NO_CI in stats.format_cell(rows.loc[("(none)", "unet")])
     with pytest.raises(SonosegError, match="grouping column 'organ'"):
         stats.group_table(table, "organ")
 

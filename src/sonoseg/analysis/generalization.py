@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from sonoseg.analysis import stats
-from sonoseg.analysis.results import IN_DOMAIN, patient_table
+from sonoseg.analysis.results import IN_DOMAIN, patient_table, select_runs
+from sonoseg.analysis.scoring import empty_side
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 
@@ -81,23 +82,26 @@ def generalization_table(
                 run = found.get((variant, dataset))
                 if run is None:
                     continue
+                if dataset != IN_DOMAIN and empty_side(select_runs(per_image, [run]), "truth").all():
+                    # A set of scans without lesions (normal scans): no Dice to give; its row says so.
+                    rows.append(_row(network, variant, dataset, roles, run, patients=0, images=0, dice=float("nan")))
+                    continue
                 table = patient_table(per_image, [run])
                 summary = stats.method_ci(table, run, seed=seed, resamples=resamples)
                 replicates = stats.method_replicates(
                     table, run, seed=seed + (dataset != IN_DOMAIN), resamples=resamples
                 )
-                row = {
-                    "network": network,
-                    "label": catalog.label(network),
-                    "variant": variant,
-                    "dataset": dataset,
-                    "role": roles.get(dataset, IN_DOMAIN),
-                    "run": run,
+                row = _row(
+                    network,
+                    variant,
+                    dataset,
+                    roles,
+                    run,
                     **{k: summary[k] for k in ("patients", "images")},
-                    "dice": summary["mean"],
-                    "ci_low": summary["ci_low"],
-                    "ci_high": summary["ci_high"],
-                }
+                    dice=summary["mean"],
+                    ci_low=summary["ci_low"],
+                    ci_high=summary["ci_high"],
+                )
                 if dataset == IN_DOMAIN:
                     in_domain = (summary["mean"], replicates)
                 elif in_domain is not None:
@@ -107,8 +111,33 @@ def generalization_table(
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 
+def _row(network: str, variant: str, dataset: str, roles: dict[str, str], run: str, **values) -> dict:
+    return {
+        "network": network,
+        "label": catalog.label(network),
+        "variant": variant,
+        "dataset": dataset,
+        "role": roles.get(dataset, IN_DOMAIN),
+        "run": run,
+        **values,
+    }
+
+
+def lesionless_notes(table: pd.DataFrame) -> list[str]:
+    """A caption's sentence for each external set none of whose images has a lesion (its rows: no Dice)."""
+    external = table[table["dataset"] != IN_DOMAIN]
+    without = external.groupby("dataset", sort=False)["images"].max()
+    return [
+        f"{dataset}: no image has a lesion, so it has no Dice (its predictions are in per_image.csv.gz)."
+        for dataset, images in without.items()
+        if images == 0
+    ]
+
+
 def _cell(mean: float, low: float, high: float) -> str:
-    return "" if pd.isna(mean) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+    if pd.isna(mean):
+        return ""
+    return f"{mean:.3f} " + (stats.NO_CI if pd.isna(low) else f"[{low:.3f}, {high:.3f}]")
 
 
 def markdown(table: pd.DataFrame, notes: list[str] = ()) -> str:
@@ -187,6 +216,8 @@ def plot(table: pd.DataFrame, out_png: str | Path, notes: list[str] = ()) -> Non
                 if chosen.empty:
                     continue
                 row = chosen.iloc[0]
+                if pd.isna(row["dice"]):  # a set without lesions: no Dice (the caption says so)
+                    continue
                 y = row_number + (d * len(VARIANTS) + v) * height - 0.4
                 ax.errorbar(
                     row["dice"],

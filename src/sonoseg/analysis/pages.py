@@ -309,7 +309,9 @@ def statistics_page(
     """The statistics page: each method's mean Dice with its patient-level CI, the paired families
     (sonoseg.analysis.families.paired_families: ``found``) and Dice per metadata value (lesion type,
     class, ...) with counts and CIs."""
-    reference, reference_note, family = found.reference, found.reference_note, found.comparison["family"].iloc[0]
+    reference, reference_note = found.reference, found.reference_note
+    # No comparison at all (one network and no floor): the page still gives each method's Dice.
+    family = found.comparison["family"].iloc[0] if len(found.comparison) else "none"
     comparison, beyond, versus_references = found.comparison, found.beyond, found.versus_references
 
     def shown_comparison(frame: pd.DataFrame) -> pd.DataFrame:
@@ -338,8 +340,13 @@ def statistics_page(
             ),
             "Mean test Dice with its patient-level 95 % CI",
         ),
-        html_table(shown_comparison(comparison), f"Paired Dice difference against {reference} (family: {family})"),
     ]
+    if not comparison.empty:
+        parts.append(
+            html_table(shown_comparison(comparison), f"Paired Dice difference against {reference} (family: {family})")
+        )
+    else:
+        parts.append(note("No paired comparison: the study has one method to compare and no floor."))
     if not beyond.empty:
         verdict = beyond.groupby("method", sort=False).apply(
             lambda group: bool((group["ci_low"] > 0).all() and group["significant"].all()), include_groups=False

@@ -199,6 +199,8 @@ def _bootstrap(
         raise SonosegError(f"statistics: resamples must be at least 1, got {resamples}")
     patient_stream, run_stream = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     count = len(images_per_patient)
+    if count < MIN_PATIENTS_FOR_CI:  # one patient: resampling it gives the runs' spread, not a CI by patient
+        return np.full(resamples, np.nan)
     keys = sorted(terms)
     replicates = np.empty(resamples)
     for start in range(0, resamples, _CHUNK):
@@ -214,6 +216,12 @@ def _bootstrap(
             per_patient += weights @ matrix.T
         replicates[start : start + rows] = (patients * per_patient).sum(axis=1) / (patients @ images_per_patient)
     return replicates
+
+
+# A CI by patient needs patients to resample: with one, every replicate draws it alone, and the interval
+# would show only the trainings' spread (a one-image external set read "0.731 [0.706, 0.757]"). NaN then.
+MIN_PATIENTS_FOR_CI = 2
+NO_CI = f"[no CI: under {MIN_PATIENTS_FOR_CI} patients]"
 
 
 def _percentile_ci(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -574,7 +582,7 @@ def format_cell(summary: Mapping, digits: int = 3) -> str:
     - 1 run: "(n = 1)" — no SD (it is not 0: it is unknown)."""
     run_means = list(summary["run_means"])
     mean, low, high = (f"{summary[k]:.{digits}f}" for k in ("mean", "ci_low", "ci_high"))
-    ci = f"[{low}, {high}]"
+    ci = NO_CI if np.isnan(summary["ci_low"]) else f"[{low}, {high}]"
     if len(run_means) >= 5:
         sd = float(np.std(run_means, ddof=1))
         return f"{mean} ± {sd:.{digits}f} {ci} (n = {len(run_means)})"

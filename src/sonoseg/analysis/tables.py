@@ -3,6 +3,7 @@ recipe-selection choices, as CSV, Markdown and LaTeX, with the paper's values be
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from sonoseg.analysis.scoring import empty_side, kept_epoch
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 from sonoseg.study import layout
+
+log = logging.getLogger(__name__)
 
 
 def summarize_run(metrics_csv, history_csv) -> dict:
@@ -535,6 +538,9 @@ def paired_runs(
     flips = stats.permutations_for(len(pairs))
     for main, twin in pairs:
         both = per_image[per_image["method"].isin([main, twin])]
+        if both.empty:  # e.g. an external set of scans without lesions: nothing to compare, no test made
+            log.warning("%s and %s: no test image with a lesion; left out of the %s table", main, twin, family)
+            continue
         result = stats.hierarchical_comparison(both, twin, main, seed=seed, permutations=flips)
         means = both.groupby("method")["dice"].mean()
         rows.append({**result, "method": main, "twin": twin, "dice_main": means[main], "dice_twin": means[twin]})

@@ -20,6 +20,10 @@ MASK_SEPARATOR = "|"  # several mask files of one image (BUSI's NAME_mask_1.png)
 PNG_END_CHUNK = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the whole IEND chunk: length 0, type, CRC
 JPEG_END_MARKER, JPEG_START_OF_SCAN = b"\xff\xd9", b"\xff\xda"
 END_MARKER_SEARCH_BYTES = 4096  # how far from a file's end its end marker may lie
+EXIF_ORIENTATION_TAG = 0x0112
+# A 16-bit image is read as the full 16-bit range (divided by 257). One whose brightest pixel is under
+# this (12-bit data and less, as some scanners and converters store it) comes out almost black: noted.
+LOW_RANGE_16BIT = 4096
 
 
 @dataclass
@@ -53,15 +57,51 @@ def problem_with_file(path: Path) -> str | None:
     return None
 
 
-def _decode(path: Path, binary_float: bool = False) -> np.ndarray:
-    """The file's pixels, 8- or 16-bit. ``binary_float`` (masks): a float file whose values are only 0 and
-    1, or 0 and 255, is read as 8-bit; those values say what is lesion without guessing."""
+def _file_layout(path: Path) -> tuple[int, int]:
+    """(EXIF orientation, 1 when none; pages, 1 unless a multi-page TIFF), read from the file's header
+    by Pillow (OpenCV decodes the first page only and, unchanged, ignores the orientation)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+            return (orientation if orientation in range(1, 9) else 1), getattr(image, "n_frames", 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # what OpenCV reads and Pillow does not
+        return 1, 1
+
+
+def as_viewers_show(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels turned as the EXIF orientation tag (1-8) says a viewer shows them (Pillow's
+    ImageOps.exif_transpose); rows and columns only, so any depth and channel count."""
+    turned = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }[orientation](pixels)
+    return np.ascontiguousarray(turned)
+
+
+def _decode(path: Path, binary_float: bool = False, notes: list[str] | None = None) -> np.ndarray:
+    """The file's pixels, 8- or 16-bit, turned as a viewer shows them (EXIF orientation). ``binary_float``
+    (masks): a float file whose values are only 0 and 1, or 0 and 255, is read as 8-bit; those values say
+    what is lesion without guessing. ``notes`` gets what was done that a user may need to know."""
     problem = problem_with_file(path)
     if problem:
         raise SonosegError(f"{path}: {problem}")
     pixels = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise SonosegError(f"{path}: not a readable image")
+    orientation, pages = _file_layout(path)
+    if orientation != 1:
+        pixels = as_viewers_show(pixels, orientation)
+    if notes is not None:
+        notes.extend([f"exif_orientation:{orientation}"] * (orientation != 1))
+        notes.extend([f"first_page_of:{pages}"] * (pages > 1))
     # Float (and signed) files have no agreed range: neither brightness nor the lesion value can be
     # read from them without guessing, so images and masks alike must be 8- or 16-bit.
     if binary_float and pixels.dtype.kind in "fi" and set(np.unique(pixels).tolist()) in ({0, 1}, {0, 255}, {0}):
@@ -80,9 +120,11 @@ def read_image(path: str | Path) -> Decoded:
     Channel order: RGB (the authors' OpenCV code fed BGR; the networks learn either, we use RGB).
     """
     path = Path(path)
-    pixels = _decode(path)
-    notes = []
+    notes: list[str] = []
+    pixels = _decode(path, notes=notes)
     if pixels.dtype == np.uint16:
+        if pixels.max() < LOW_RANGE_16BIT:
+            notes.append(f"low_range_16bit:{pixels.max()}")
         pixels = (pixels // 257).astype(np.uint8)  # full 16-bit range onto 8 bits
         notes.append("converted_16bit")
     if pixels.ndim == 2:
@@ -111,7 +153,7 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
     merged = None
     notes: list[str] = []
     for path in paths:
-        pixels, from_alpha = _mask_channel(_decode(Path(path), binary_float=True), Path(path))
+        pixels, from_alpha = _mask_channel(_decode(Path(path), binary_float=True, notes=notes), Path(path))
         if from_alpha and "mask_from_alpha" not in notes:
             notes.append("mask_from_alpha")
         top = 1 if pixels.max() <= 1 else np.iinfo(pixels.dtype).max

@@ -150,7 +150,7 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
         return _explicit_csv_layout(root, files, dataset_csv)
     images_dir, masks_dir = root / "images", root / "masks"
     if not images_dir.is_dir():
-        raise SonosegError(f"dataset.root {root}: the folder layout needs an images/ folder (and masks/)")
+        raise SonosegError(f"root {root}: the folder layout needs an images/ folder (and masks/)")
     images = [f for f in files if f.parent == images_dir and is_image_name(f)]
     masks = [f for f in files if f.parent == masks_dir and is_image_name(f)]
     masks_by_name = {m.name: m for m in masks}
@@ -233,9 +233,9 @@ def _refuse_images_listed_twice(csv_path: Path, rows_of: dict[str, list[int]], r
 
 
 def _explicit_csv_layout(root: Path, files: list[Path], dataset_csv: str) -> Layout:
-    csv_path = _resolve_listed(root, dataset_csv, "dataset.csv", root / dataset_csv)
+    csv_path = _resolve_listed(root, dataset_csv, "csv", root / dataset_csv)
     if not csv_path.is_file():
-        raise SonosegError(f"dataset.csv: file not found: {csv_path}")
+        raise SonosegError(f"csv: file not found: {csv_path}")
     frame = _read_csv(csv_path, required=("image", "mask", "patient"))
     candidates, used = [], set()
     for number, row in enumerate(frame.to_dict("records"), start=2):  # row 1 is the header
@@ -307,7 +307,7 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
     """BUS-BRA: Images/bus_XXXX-Y.png with Masks/mask_XXXX-Y.png; patient XXXX; a root CSV adds columns."""
     image_dir, mask_dir = root / "Images", root / "Masks"
     if not image_dir.is_dir():
-        raise SonosegError(f"dataset.root {root}: the busbra layout needs Images/ and Masks/ folders")
+        raise SonosegError(f"root {root}: the busbra layout needs Images/ and Masks/ folders")
     # By id (XXXX-Y): two files of one id in other formats (bus_0001-l.png and .jpg) are ambiguous.
     masks = _by_stem([f for f in files if f.parent == mask_dir and is_image_name(f) and f.stem.startswith("mask_")])
     masks = {stem[len("mask_") :]: found for stem, found in masks.items()}

@@ -127,6 +127,10 @@ class _Groups:
 # ----------------------------------------------------------------------------- ingest
 
 
+# Where a user sets ingest's options: one message serves both, as ingest cannot tell which dataset it reads.
+SETTINGS_OF = "this dataset's config entry (the dataset: section, or its entry in external_datasets:)"
+
+
 def ingest(
     root: str | Path,
     layout: str,
@@ -148,11 +152,13 @@ def ingest(
     """
     root = Path(root)
     if not root.is_dir():
-        raise SonosegError(f"dataset.root: folder not found: {root}")
+        raise SonosegError(f"root: folder not found: {root}")
     if layout not in LAYOUTS:
-        raise SonosegError(f"dataset.layout: {layout!r} is not one of {LAYOUTS}")
+        raise SonosegError(f"layout: {layout!r} is not one of {LAYOUTS}")
     if on_bad_sample not in ("fail", "exclude"):
-        raise SonosegError(f"dataset.on_bad_sample: {on_bad_sample!r} is not 'fail' or 'exclude'")
+        raise SonosegError(f"on_bad_sample: {on_bad_sample!r} is not 'fail' or 'exclude'")
+    if dataset_csv and layout != "folder":  # the other layouts name their files themselves
+        raise SonosegError(f"csv: {dataset_csv!r} is read by the folder layout only, and layout is {layout!r}")
     root = root.resolve()
     files, refused_links = list_files(root)
     if layout == "folder":
@@ -217,9 +223,7 @@ def ingest(
             status, reason = "included", ""
         spacing = candidate.extra.get(spacing_column, "") if spacing_column else (pixel_spacing or "")
         if spacing_column and status == "included" and not _is_positive_number(spacing):
-            raise SonosegError(
-                f"dataset.pixel_spacing: column {spacing_column!r} has no valid value for {candidate.image}"
-            )
+            raise SonosegError(f"pixel_spacing: column {spacing_column!r} has no valid value for {candidate.image}")
         rows.append(
             {
                 "sample_id": sample_id,
@@ -265,8 +269,9 @@ def ingest(
     if problems and on_bad_sample == "fail":
         listing = "\n".join(f"  {path}: {reason}" for path, reason in problems)
         raise SonosegError(
-            f"dataset {root}: {len(problems)} problem(s) found (dataset.on_bad_sample: fail):\n{listing}\n"
-            "Fix them, or set dataset.on_bad_sample: exclude to leave these files out (each is listed in the manifest)."
+            f"dataset {root}: {len(problems)} problem(s) found (on_bad_sample: fail):\n{listing}\n"
+            f"Fix them, or set on_bad_sample: exclude in {SETTINGS_OF} to leave these files out (each is listed in "
+            "the manifest)."
         )
     if not (manifest["status"] == "included").any():
         raise SonosegError(f"dataset {root}: no usable image-mask pair found for layout {layout!r}")

@@ -25,8 +25,8 @@ from torch import nn
 from sonoseg.data import marks
 from sonoseg.data.preprocess import INTERPOLATION_MEANING
 from sonoseg.errors import SonosegError
-from sonoseg.serving.modelio import ProbabilityModel, ensemble_members, load_model, recorded_postprocess
-from sonoseg.serving.options import LESION_THRESHOLD
+from sonoseg.serving.modelio import ProbabilityModel, ensemble_members, load_model, recorded_choice
+from sonoseg.serving.options import LESION_THRESHOLD, shrinks
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,11 @@ def export(model_path: str | Path, out: str | Path, component_rule: str = "area"
     refused by name. Checks parity on a random batch of two and refuses to write a sidecar when ONNX
     Runtime and torch disagree by more than 1e-4 in probability.
     """
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise SonosegError(
+            f"{out}: name the exported model <name>.onnx (its sidecar is written beside it as <name>.onnx.json)"
+        )
     members = ensemble_members(model_path)
     loaded = [load_model(member, "cpu") for member in members]
     network, saved = loaded[0]
@@ -218,7 +223,6 @@ def export(model_path: str | Path, out: str | Path, component_rule: str = "area"
     ).eval()
     if len(loaded) == 1:
         probability = probability.members[0]
-    out = Path(out)
     export_probability(probability, size, out)
     probe = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -227,7 +231,30 @@ def export(model_path: str | Path, out: str | Path, component_rule: str = "area"
     max_abs_diff = float(np.abs(got - expected).max())
     if max_abs_diff > 1e-4:
         raise SonosegError(f"{out}: ONNX Runtime differs from torch by {max_abs_diff:.2e} in probability (limit 1e-4)")
-    sidecar = build_sidecar(saved, out, size, component_rule, max_abs_diff, recorded_postprocess(members))
+    recorded = recorded_choice(members)
+    sidecar = build_sidecar(saved, out, size, component_rule, max_abs_diff, recorded.postprocess())
+    scales, shrink_above, shrink_found_above = recorded.scales()
+    if shrinks(scales):
+        # What the study predicted these models with, which one fixed-size graph cannot do: segment says so.
+        sidecar["postprocessing"]["study_scale_selection"] = {
+            "scales": list(scales),
+            "shrink_above": shrink_above,
+            "shrink_found_above": shrink_found_above,
+            "in_this_graph": False,
+            "meaning": "the study chose each image's input size among these factors (docs/method.md, 'Scale "
+            "chosen per image'); this graph takes the input size alone, so its masks can differ from the study's "
+            "on images whose lesions are larger than the training lesions",
+        }
+        log.warning(
+            "%s: the study predicted these models with scales %s; the exported graph has one input size, so it "
+            "segments at that size alone (the sidecar records the study's scales)",
+            model_path,
+            list(scales),
+        )
+    networks = list(dict.fromkeys(kept["network"] for _, kept in loaded))
+    if len(networks) > 1:
+        sidecar["network"] = "+".join(networks)
+        log.warning("%s: the ensemble's members are of %d networks (%s)", model_path, len(networks), sidecar["network"])
     if len(members) > 1:
         sidecar["ensemble"] = {
             "rule": "the mean of the members' probabilities, computed in the graph; then the threshold",
@@ -254,6 +281,13 @@ def export(model_path: str | Path, out: str | Path, component_rule: str = "area"
         max_abs_diff,
     )
     return sidecar
+
+
+def study_scales(sidecar: dict) -> tuple[float, ...]:
+    """The test-time scales the study predicted an exported model's members with (the sidecar records
+    them when they shrink); (1.0,) when it records none."""
+    recorded = sidecar.get("postprocessing", {}).get("study_scale_selection") or {}
+    return tuple(float(f) for f in recorded.get("scales", [1.0]))
 
 
 def read_sidecar(onnx_path: str | Path) -> dict:

@@ -78,7 +78,14 @@ def write_mask(
 ) -> Path:
     """Post-process a probability map to the original size and save it as a 0/255 PNG."""
     mask = probability_to_mask(probability, height, width, rule, postprocess)
-    cv2.imwrite(str(path), mask.astype(np.uint8) * 255)
+    try:
+        written = cv2.imwrite(str(path), mask.astype(np.uint8) * 255)
+    except cv2.error as exc:
+        written, why = False, str(exc).strip().splitlines()[-1]
+    else:
+        why = "disk full, a read-only folder, or no permission?"
+    if not written:
+        raise SonosegError(f"{path}: the mask could not be written ({why})")
     return path
 
 
@@ -217,6 +224,7 @@ class Predictor:
     # Its training images' lesion areas in input pixels (the model file's lesion_areas, scaled to another
     # input size); None for a file from before they were recorded, or an exported graph.
     lesion_areas: tuple[float, ...] | None = None
+    network: str | None = None  # the catalog name (several, joined by "+", for an ensemble that mixes them)
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """One RGB uint8 image -> a batch of one, its marks treated and resized as the model's training
@@ -256,6 +264,7 @@ def torch_predictor(model_path: str | Path, device: str = "auto", size: int | No
         saved["input_marks"],
         saved.get("provenance"),
         None if areas is None else tuple(areas),
+        saved.get("network"),
     )
 
 
@@ -264,7 +273,7 @@ def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | 
     from sonoseg.serving import export
 
     model_path = Path(model_path)
-    if model_path.suffix == ".onnx":
+    if model_path.suffix.lower() == ".onnx":
         sidecar = export.read_sidecar(model_path)
         session = export.onnx_session(model_path, threads)
     else:
@@ -280,6 +289,7 @@ def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | 
         resize["interpolation"],
         marks,
         sidecar.get("provenance"),
+        network=sidecar.get("network"),
     )
 
 
@@ -302,6 +312,9 @@ def ensemble(predictors: list[Predictor], members: list[Path]) -> Predictor:
     if len(fingerprints) > 1:
         log.warning("the ensemble's members were trained on data with %d different fingerprints", len(fingerprints))
     areas = [p.lesion_areas for p in predictors]
+    networks = list(dict.fromkeys(p.network for p in predictors if p.network))
+    if len(networks) > 1:  # a run folder holds one run; these were put together by hand
+        log.warning("the ensemble's members are of %d networks (%s)", len(networks), ", ".join(networks))
     return Predictor(
         lambda batch: np.mean([run(batch) for run in runs], axis=0),
         first.size,
@@ -309,6 +322,7 @@ def ensemble(predictors: list[Predictor], members: list[Path]) -> Predictor:
         first.marks,
         first.provenance,
         None if any(a is None for a in areas) else tuple(sorted(a for member in areas for a in member)),
+        "+".join(networks) or None,
     )
 
 
@@ -533,6 +547,9 @@ def segment_images(
     """
     if backend not in BACKENDS:
         raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
+    if rule not in COMPONENT_RULES:
+        raise SonosegError(f"component rule {rule!r} is not one of {COMPONENT_RULES}")
+    planned = mask_files(images, Path(outdir))  # before any model is loaded: a clash is the user's to settle
     if scales is not None and backend != "torch" and shrinks(scales):
         raise SonosegError(f"{model_path}: an exported model has a fixed input size; --scales needs --backend torch")
 
@@ -544,11 +561,23 @@ def segment_images(
         return onnxruntime_predictor(member, threads, size)
 
     members = ensemble_members(model_path)
-    exported = members[0].suffix == ".onnx"  # its sidecar records its post-processing, and it has one size
+    exported = members[0].suffix.lower() == ".onnx"  # its sidecar records its post-processing; it has one size
     # The choice recorded beside a study's models, each fold's file read once for both settings it gives.
     recorded = recorded_choice(members) if not exported and (scales is None or postprocess == "recorded") else None
+    if recorded is not None and not recorded.choices:
+        log.warning(
+            "%s: no postprocess.json recorded beside it (a study's run folder keeps one per fold, fold<k>/, with the "
+            "post-processing and test-time scale selection the study predicted with): %s; to segment as the study "
+            "did, serve its run folder, or a model.pt inside it",
+            model_path,
+            "keep_one at the input size alone" if scales is None and postprocess == "recorded" else "keep_one",
+        )
     if scales is None:
         scales, shrink_above, shrink_found_above = recorded.scales() if recorded else ((1.0,), None, None)
+        if exported:  # the scales the study predicted the exported models with, which its sidecar records
+            from sonoseg.serving import export
+
+            scales = export.study_scales(export.read_sidecar(members[0]))
         if backend != "torch" and shrinks(scales):
             log.warning(
                 "%s: the study predicted these models with scales %s; an exported model has a fixed input "
@@ -597,19 +626,72 @@ def segment_images(
         trained_on.get("commit", "unknown"),
     )
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SonosegError(f"{outdir}: cannot be made the folder for the masks ({exc.strerror or exc})") from None
     result = SegmentResult()
     from tqdm import tqdm
 
-    for path in tqdm(images, desc="segment", unit="image", disable=not progress):
-        path = Path(path)
+    for path, out in tqdm(planned, desc="segment", unit="image", disable=not progress):
         try:
-            rgb = read_image(path).pixels
+            decoded = read_image(path)
         except SonosegError as exc:
-            log.error("%s", exc)
-            result.failed.append((path, str(exc)))
+            stale = f" ({out} is left from an earlier run)" if out.exists() else ""
+            log.error("%s%s", exc, stale)
+            result.failed.append((path, f"{exc}{stale}"))
             continue
-        probability = predictor.run(predictor.prepare(rgb))[0]
-        out = outdir / f"{path.stem}_mask.png"
+        for note in decoded.notes:
+            if note.split(":")[0] in NOTES_TO_WARN:
+                log.warning("%s: %s", path, NOTES_TO_WARN[note.split(":")[0]].format(note.partition(":")[2]))
+        rgb = decoded.pixels
+        try:
+            probability = predictor.run(predictor.prepare(rgb))[0]
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:  # the network's strides and the input size (--size) do not fit
+            first_line = str(exc).strip().splitlines()[0][:160]
+            raise SonosegError(
+                f"{model_path}: the network cannot take a {predictor.size}-px input ({first_line})"
+            ) from None
         result.written.append(write_mask(probability, rgb.shape[0], rgb.shape[1], rule, out, postprocess))
     return result
+
+
+# What read_image notes about an image that changes the mask a user gets, and how segment says it.
+NOTES_TO_WARN = {
+    "low_range_16bit": "a 16-bit image whose brightest pixel is {} of 65535: read as the full 16-bit range, as "
+    "sonoseg reads every 16-bit file, it is almost black, and the mask may be empty (12-bit data? save it as "
+    "8-bit, scaled as it is viewed)",
+    "first_page_of": "a TIFF of {} pages: the first page is segmented",
+    "exif_orientation": "turned as its EXIF orientation ({}) says a viewer shows it; the mask is written so",
+}
+
+
+def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]]:
+    """(image, its mask file <outdir>/<stem>_mask.png) for each image given, once each. Refused by name:
+    two images whose masks would share one file, and a mask that would replace a file in a folder of the
+    images (BUSI keeps its ground truth there as NAME_mask.png; a user's copy of masks may lie there)."""
+    planned: dict[Path, Path] = {}
+    given: set[Path] = set()
+    for image in map(Path, images):
+        if image.resolve() in given:
+            log.warning("%s: given more than once; segmented once", image)
+            continue
+        given.add(image.resolve())
+        planned[image] = outdir / f"{image.stem}_mask.png"
+    writers: dict[Path, Path] = {}
+    for image, out in planned.items():
+        if out in writers:
+            raise SonosegError(
+                f"{writers[out]} and {image} would both be written to {out}: segment them into different --outdir"
+            )
+        writers[out] = image
+    image_folders = {image.parent for image in given}
+    for image, out in planned.items():
+        if out.resolve().parent in image_folders and (out.exists() or out.is_symlink()):
+            raise SonosegError(
+                f"{out}: exists in a folder of the images and would be replaced by {image}'s mask (BUSI keeps its "
+                "ground truth under that very name): choose an --outdir apart from the images"
+            )
+    return list(planned.items())

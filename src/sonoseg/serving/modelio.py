@@ -13,6 +13,7 @@ import errno
 import io
 import json
 import os
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,12 +102,20 @@ def load_checked(path: str | Path, expected_format: str, metadata_only: bool = F
                 f"{path}: an ONNX graph, not a {expected_format} file: serve it with --backend onnxruntime"
             ) from None
         raise SonosegError(
-            f"{path}: refused: not a {expected_format} file that loads safely "
-            f"(weights only; a foreign or tampered file) - {type(exc).__name__}: {str(exc)[:200]}"
+            f"{path}: refused: not a {expected_format} file that loads safely (weights only): {_load_failure(exc)}"
         ) from None
     if not isinstance(obj, dict) or obj.get("format") != expected_format:
         raise SonosegError(f"{path}: refused: not a {expected_format} file (format tag missing or different)")
     return obj
+
+
+def _load_failure(exc: Exception) -> str:
+    """Why torch.load refused a file, in a line. Not torch's own advice to load it with weights_only
+    off: that runs whatever code a foreign file holds."""
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+        return "it holds Python objects beyond tensors and plain values (a foreign or tampered file)"
+    first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first_line[:160]} (cut short, or not a torch file)"
 
 
 def save_model(path: str | Path, *, network: str, state_dict: dict, **facts) -> None:
@@ -180,8 +189,17 @@ def ensemble_members(model_path: str | Path) -> list[Path]:
     members = [fold / seed / "model.pt" for fold in folds for seed in seeds[fold]]
     for member in members:
         if not member.is_file():
+            trained = any(member.parent.glob("checkpoint*")) or (member.parent / "history.csv").exists()
+            floor = (member.parent / "predictions").is_dir() and not trained
             raise SonosegError(
-                f"{member.parent}: this member of the run folder {path} has no model.pt (training not finished?)"
+                f"{member.parent}: this member of the run folder {path} has no model.pt ("
+                + (
+                    "it has predictions and no training history: a floor or reference such as the threshold baseline, "
+                    "the position prior or the caliper reader predicts without a trained network, so there is "
+                    "no model to serve)"
+                    if floor
+                    else "training not finished?)"
+                )
             )
     if not members:
         raise SonosegError(f"{path}: no fold<k>/seed<s>/model.pt under this folder")
@@ -220,9 +238,15 @@ def chosen_postprocess(choices: list[str | Path]) -> str:
     return _postprocess_of([(Path(path), _read_choice(path)) for path in choices])
 
 
+def in_run_folder(member: Path) -> bool:
+    """Whether a model file lies where a study's run folder keeps it: fold<k>/seed<s>/model.pt."""
+    return bool(re.fullmatch(r"seed\d+", member.parent.name) and re.fullmatch(r"fold\d+", member.parent.parent.name))
+
+
 def _choice_files(members: list[Path]) -> list[Path]:
-    """Where a study records its folds' choices beside these models: fold<k>/postprocess.json, once a fold."""
-    return sorted({member.parent.parent / POSTPROCESS_CHOICE for member in members})
+    """Where a study records its folds' choices beside these models: fold<k>/postprocess.json, once a fold
+    (none for a model file elsewhere: a postprocess.json two folders up is then no choice of its)."""
+    return sorted({member.parent.parent / POSTPROCESS_CHOICE for member in members if in_run_folder(member)})
 
 
 @dataclass(frozen=True)

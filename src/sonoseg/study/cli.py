@@ -23,6 +23,17 @@ from sonoseg.serving.options import (
 from sonoseg.study import commands
 
 
+def scale_factor(value: str) -> float:
+    """One --scales factor; a value that is not a number is most often an image the greedy list took."""
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a scale factor: --scales takes numbers up to the next option, so put the images "
+            "before --scales, or end the factors with --"
+        ) from None
+
+
 def add_scale_selection(p: argparse.ArgumentParser, recorded: bool = False) -> None:
     """--scales and its size-aware rule (--shrink-above, --shrink-found-above), as predict,
     choose-postprocess and segment take them. ``recorded`` (segment): left out, the rule recorded with a
@@ -30,7 +41,7 @@ def add_scale_selection(p: argparse.ArgumentParser, recorded: bool = False) -> N
     p.add_argument(
         "--scales",
         nargs="+",
-        type=float,
+        type=scale_factor,
         default=None if recorded else [1.0],
         help=SCALES_HELP
         + (
@@ -253,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the flip-averaged predictions here, in the same pass (not with --tta)",
     )
     p.add_argument("--tta-metrics", nargs="*", default=[], help="and score them into this CSV")
-    p.add_argument("--component-rule", default="area")
+    p.add_argument("--component-rule", default="area", choices=COMPONENT_RULES)
     p.add_argument("--postprocess", default="keep_one", choices=POSTPROCESSES, help="what follows the threshold")
     p.add_argument(
         "--postprocess-choice",
@@ -289,8 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tta", action="store_true", help="average each model over the image and its horizontal mirror")
     add_scale_selection(p, recorded=True)
-    p.add_argument("--outdir", required=True)
-    p.add_argument("--component-rule", default="area")
+    p.add_argument(
+        "--outdir",
+        required=True,
+        help="where <image name>_mask.png go (not a folder of the images: BUSI keeps its ground truth there under "
+        "that very name)",
+    )
+    p.add_argument("--component-rule", default="area", choices=COMPONENT_RULES)
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=int, default=0, help="input size (default: the size the model was trained at)")
     p.add_argument(

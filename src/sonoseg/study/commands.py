@@ -505,7 +505,7 @@ def cmd_generalization(args) -> None:
     per_image = results.read_per_image(args.per_image)
     roles = dict(_name_value(item, "--datasets") for item in args.datasets)
     table = generalization.generalization_table(per_image, args.networks, roles, args.seed)
-    notes = _overlap_notes(args.overlap)
+    notes = _overlap_notes(args.overlap) + generalization.lesionless_notes(table)
     generalization.write(table, args.out, notes)
     log.info("generalization:\n%s", generalization.markdown(table, notes))
 
@@ -605,8 +605,8 @@ def cmd_report_table(args) -> None:
 def cmd_report_generalization(args) -> None:
     from sonoseg.analysis import generalization
 
-    notes = _overlap_notes(args.overlap)
-    generalization.plot(generalization.read(args.table), args.out, notes)
+    table = generalization.read(args.table)
+    generalization.plot(table, args.out, _overlap_notes(args.overlap) + generalization.lesionless_notes(table))
 
 
 def cmd_report_curves(args) -> None:

@@ -1,0 +1,302 @@
+"""What users bring to `segment` and `export`, and what a study meets in external sets: the mask files
+(names that clash, a folder of the images, a folder that cannot be written), images as viewers show
+them (EXIF orientation, pages, 16-bit ranges), model files outside their run folder, the messages of
+common mistakes; an external set without lesions or with one patient."""
+
+import json
+import logging
+import os
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import sample_images, write_model, write_patient_manifest, write_run_metrics
+from PIL import Image, ImageOps
+
+from sonoseg.analysis import figures, generalization, results, stats, tables
+from sonoseg.data import imageio
+from sonoseg.errors import SonosegError
+from sonoseg.serving import export, infer
+from sonoseg.study.cli import main
+
+
+@pytest.fixture
+def scans(tmp_path):
+    """Three phantom-like scans as PNG files, and a model for them."""
+    paths = []
+    for i, image in enumerate(sample_images()):
+        paths.append(tmp_path / "scans" / f"scan{i}.png")
+        paths[-1].parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(paths[-1]), image[:, :, ::-1])
+    return paths, write_model(tmp_path / "model.pt", "lighter_unet_c1")
+
+
+# ----------------------------------------------------------------------------- the mask files
+
+
+def test_two_images_that_would_share_a_mask_file_are_refused_before_any_work(tmp_path, scans):
+    paths, model = scans
+    other = tmp_path / "other" / paths[0].name  # another folder, the same name
+    other.parent.mkdir()
+    other.write_bytes(paths[0].read_bytes())
+    jpeg = paths[1].with_suffix(".jpg")  # the same stem, another format
+    cv2.imwrite(str(jpeg), cv2.imread(str(paths[1])))
+    for clash, first in (([paths[0], other], paths[0]), ([paths[1], jpeg], paths[1])):
+        with pytest.raises(SonosegError, match=rf"{first.name} and .*{clash[1].name} would both be written to"):
+            infer.segment_images(model, clash, tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()  # refused before the folder was even made
+
+
+def test_an_image_given_twice_is_segmented_once(tmp_path, scans, caplog):
+    paths, model = scans
+    again = paths[0].parent / ".." / "scans" / paths[0].name  # the same file, spelt otherwise
+    result = infer.segment_images(model, [paths[0], again, paths[1]], tmp_path / "out", device="cpu")
+    assert [p.name for p in result.written] == ["scan0_mask.png", "scan1_mask.png"]
+    assert "given more than once; segmented once" in caplog.text
+
+
+def test_a_mask_file_among_the_images_is_never_replaced(tmp_path, scans):
+    # BUSI keeps its ground truth beside the image as NAME_mask.png: the very name segment writes.
+    paths, model = scans
+    truth = paths[0].parent / "scan0_mask.png"
+    cv2.imwrite(str(truth), np.zeros((10, 10), np.uint8))
+    before = truth.read_bytes()
+    with pytest.raises(SonosegError, match="scan0_mask.png: exists in a folder of the images"):
+        infer.segment_images(model, paths, paths[0].parent, device="cpu")
+    assert truth.read_bytes() == before
+    # Into a folder of their own, masks of an earlier run are replaced as before.
+    for _ in range(2):
+        assert len(infer.segment_images(model, paths, tmp_path / "masks", device="cpu").written) == 3
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where no file can be made")
+def test_a_mask_that_cannot_be_written_is_an_error_naming_it(tmp_path, scans, capsys):
+    paths, model = scans
+    status = main(["segment", "--no-progress", "--model", str(model), "--outdir", "/proc/self", str(paths[0])])
+    err = capsys.readouterr().err
+    assert status == 2 and "/proc/self/scan0_mask.png: the mask could not be written" in err
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    status = main(["segment", "--no-progress", "--model", str(model), "--outdir", str(afile), str(paths[0])])
+    assert status == 2 and "afile: cannot be made the folder for the masks" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- images as viewers show them
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pillow_applies_it(tmp_path, orientation):
+    rng = np.random.default_rng(orientation)
+    pixels = rng.integers(0, 255, (24, 40, 3), dtype=np.uint8)  # not square: a turn changes the shape
+    path = tmp_path / "photo.png"  # lossless, so the pixels compare exactly
+    exif = Image.Exif()
+    exif[imageio.EXIF_ORIENTATION_TAG] = orientation
+    Image.fromarray(pixels).save(path, exif=exif)
+    decoded = imageio.read_image(path)
+    with Image.open(path) as shown:
+        expected = np.asarray(ImageOps.exif_transpose(shown).convert("RGB"))
+    assert np.array_equal(decoded.pixels, expected)
+    assert decoded.notes == ([] if orientation == 1 else [f"exif_orientation:{orientation}"])
+
+
+def test_segment_writes_the_mask_of_a_turned_jpeg_as_it_is_viewed_and_says_so(tmp_path, scans, caplog):
+    paths, model = scans
+    image = Image.open(paths[0]).convert("RGB")
+    exif = Image.Exif()
+    exif[imageio.EXIF_ORIENTATION_TAG] = 6  # turn 90 degrees clockwise to view
+    turned = tmp_path / "turned.jpg"
+    image.save(turned, exif=exif, quality=95)
+    infer.segment_images(model, [turned], tmp_path / "out", device="cpu")
+    mask = cv2.imread(str(tmp_path / "out" / "turned_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (image.width, image.height)
+    assert "turned as its EXIF orientation (6)" in caplog.text
+
+
+def test_pages_and_a_low_16_bit_range_are_noted(tmp_path, caplog, scans):
+    paths, model = scans
+    pages = tmp_path / "pages.tif"
+    frames = [Image.fromarray(image) for image in sample_images(2)]
+    frames[0].save(pages, save_all=True, append_images=frames[1:])
+    assert imageio.read_image(pages).notes == ["first_page_of:2"]
+    twelve_bit = tmp_path / "twelve_bit.png"
+    gray = cv2.imread(str(paths[0]), cv2.IMREAD_GRAYSCALE).astype(np.uint16)
+    cv2.imwrite(str(twelve_bit), gray * 16)
+    brightest = int(gray.max()) * 16
+    assert f"low_range_16bit:{brightest}" in imageio.read_image(twelve_bit).notes
+    full = tmp_path / "full.png"
+    cv2.imwrite(str(full), cv2.imread(str(paths[0]), cv2.IMREAD_GRAYSCALE).astype(np.uint16) * 257)
+    assert not any(note.startswith("low_range") for note in imageio.read_image(full).notes)
+    infer.segment_images(model, [pages, twelve_bit], tmp_path / "out", device="cpu")
+    assert "a TIFF of 2 pages: the first page is segmented" in caplog.text
+    assert f"a 16-bit image whose brightest pixel is {brightest} of 65535" in caplog.text
+
+
+# ----------------------------------------------------------------------------- models outside their run folder
+
+
+def _run_folder(root, model, scales=(1.0, 0.75)):
+    """A study's run folder: fold0/seed0/model.pt and fold0/postprocess.json recording ``scales``."""
+    member = root / "fold0" / "seed0" / "model.pt"
+    member.parent.mkdir(parents=True)
+    member.write_bytes(model.read_bytes())
+    choice = {"validation_dice": {"keep_one": 0.8, "none": 0.7}, "validation_images": 4, "scales": list(scales)}
+    (root / "fold0" / "postprocess.json").write_text(json.dumps(choice))
+    return member
+
+
+def test_a_model_file_away_from_its_run_folder_says_the_study_choice_is_not_with_it(tmp_path, scans, caplog):
+    paths, model = scans
+    # A postprocess.json two folders above a model that is not in a run folder is no choice of its.
+    stray = tmp_path / "stray" / "models" / "unet.pt"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(model.read_bytes())
+    (tmp_path / "stray" / "postprocess.json").write_text("{not json")
+    infer.segment_images(stray, paths[:1], tmp_path / "out", device="cpu")
+    assert "no postprocess.json recorded beside it" in caplog.text
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    member = _run_folder(tmp_path / "run", model)
+    infer.segment_images(member, paths[:1], tmp_path / "out2", device="cpu")
+    assert "no postprocess.json" not in caplog.text and "scale chosen per image" in caplog.text
+
+
+def test_an_exported_run_records_the_study_scales_and_segment_says_it_uses_the_input_size(tmp_path, scans, caplog):
+    paths, model = scans
+    _run_folder(tmp_path / "run", model)
+    onnx_path = tmp_path / "exported" / "RUN.ONNX"  # any case of the suffix
+    sidecar = export.export(tmp_path / "run", onnx_path)
+    assert sidecar["postprocessing"]["study_scale_selection"]["scales"] == [1.0, 0.75]
+    assert export.study_scales(export.read_sidecar(onnx_path)) == (1.0, 0.75)
+    caplog.clear()
+    infer.segment_images(onnx_path, paths[:1], tmp_path / "out", backend="onnxruntime")
+    assert "the study predicted these models with scales [1.0, 0.75]" in caplog.text
+    with pytest.raises(SonosegError, match=r"name the exported model <name>.onnx"):
+        export.export(model, tmp_path / "exported" / "model")
+
+
+# ----------------------------------------------------------------------------- messages of common mistakes
+
+
+def test_common_mistakes_get_a_line_that_says_what_to_do(tmp_path, scans, capsys):
+    paths, model = scans
+
+    def error(*args):
+        assert main(["segment", "--no-progress", *args]) == 2
+        return capsys.readouterr().err
+
+    with pytest.raises(SystemExit):  # argparse: a greedy --scales took an image
+        main(["segment", "--model", str(model), "--outdir", str(tmp_path), "--scales", "1", "0.5", str(paths[0])])
+    assert "put the images before --scales, or end the factors with --" in capsys.readouterr().err
+    assert "cannot take a 1-px input" in error(
+        "--model", str(model), "--size", "1", "--outdir", str(tmp_path / "o"), str(paths[0])
+    )
+    floor = tmp_path / "threshold_baseline" / "fold0" / "seed0"
+    (floor / "predictions").mkdir(parents=True)
+    said = error("--model", str(floor.parent.parent), "--outdir", str(tmp_path / "o"), str(paths[0]))
+    assert "no model.pt (it has predictions and no training history: a floor" in said
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(model.read_bytes()[:5000])
+    said = error("--model", str(truncated), "--outdir", str(tmp_path / "o"), str(paths[0]))
+    assert "truncated.pt: refused" in said and "cut short" in said and "weights_only" not in said
+
+
+# ----------------------------------------------------------------------------- external sets
+
+
+def _external_long_table(tmp_path, patients=("Q1", "Q2", "Q3")):
+    inside = write_patient_manifest(tmp_path / "inside.csv", ["a", "b", "c"], ["P1", "P2", "P3"])
+    samples = [f"x{i}" for i in range(len(patients))]
+    outside = write_patient_manifest(tmp_path / "outside.csv", samples, list(patients))
+    for run, dice in (("unet", [0.8, 0.6, 0.7]), ("light_unet", [0.7, 0.7, 0.6])):
+        write_run_metrics(tmp_path, run, 0, 0, ["a", "b", "c"], dice)
+        write_run_metrics(tmp_path, f"{run}--on-ext", 0, 0, samples, np.linspace(0.3, 0.6, len(samples)))
+        (tmp_path / "runs" / run / "fold0" / "recipe.json").write_text('{"learning_rate": 0.001}')
+    rows = []
+    for run in ("unet", "light_unet"):
+        rows += [
+            {"name": run, "kind": "network", "method": run, "marks": "keep", "model_from": "", "table_key": "network"},
+            {
+                "name": f"{run}--on-ext",
+                "kind": "external",
+                "method": run,
+                "marks": "keep",
+                "model_from": run,
+                "table_key": "network",
+                "dataset": "ext",
+            },
+        ]
+    rows = [{**row, "folds": "0", "seeds": "0", "recipe": ""} for row in rows]
+    return results.collect_per_image(tmp_path, rows, inside, {"ext": outside})
+
+
+def test_an_external_set_without_lesions_is_a_row_without_dice_and_a_caption_note(tmp_path):
+    per_image = _external_long_table(tmp_path)
+    per_image.loc[per_image["dataset"] == "ext", "truth_empty"] = True  # a set of normal scans
+    table = generalization.generalization_table(per_image, ["unet"], {"ext": "held_out"}, resamples=100)
+    outside = table[table["dataset"] == "ext"].iloc[0]
+    assert outside["images"] == 0 and np.isnan(outside["dice"]) and np.isnan(outside["drop"])
+    notes = generalization.lesionless_notes(table)
+    assert notes == ["ext: no image has a lesion, so it has no Dice (its predictions are in per_image.csv.gz)."]
+    assert notes[0] in generalization.markdown(table, notes)
+    generalization.plot(table, tmp_path / "figure.png", notes)
+    # The paired tables leave such a pair out rather than stop the study.
+    paired = tables.paired_runs(per_image, [("unet", "light_unet"), ("unet--on-ext", "light_unet--on-ext")])
+    assert paired["method"].tolist() == ["unet"]
+
+
+def test_one_patient_gives_no_confidence_interval(tmp_path):
+    per_image = _external_long_table(tmp_path, patients=("Q1", "Q1"))
+    table = generalization.generalization_table(per_image, ["unet"], {"ext": "held_out"}, resamples=100)
+    outside = table[table["dataset"] == "ext"].iloc[0]
+    assert outside["patients"] == 1 and np.isnan(outside["ci_low"]) and np.isnan(outside["ci_high"])
+    assert f"{outside['dice']:.3f} {stats.NO_CI}" in generalization.markdown(table)
+
+
+def test_the_statistics_page_of_one_network_and_no_floor(tmp_path):
+    per_image = _external_long_table(tmp_path)
+    only = per_image[(per_image["run"] == "unet")]
+    manifest = pd.read_csv(tmp_path / "inside.csv")
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    out = tmp_path / "statistics"
+    figures.paired_statistics(
+        only,
+        tmp_path / "manifest.csv",
+        out.with_suffix(".csv"),
+        out.with_suffix(".html"),
+        out.with_suffix(".png"),
+        resamples=100,
+    )
+    assert "No paired comparison" in out.with_suffix(".html").read_text()
+
+
+@pytest.mark.parametrize("root", ["", "  "])
+def test_an_external_set_without_a_root_is_refused_by_the_schema(tmp_path, root):
+    import yaml
+    from snakemake.exceptions import WorkflowError
+
+    from sonoseg.study.commands import load_config
+
+    config = tmp_path / "normal.yaml"
+    entry = {"name": "normal", "role": "held_out", "layout": "folder", "root": root}
+    config.write_text(yaml.safe_dump({"external_datasets": [entry]}))
+    with pytest.raises(WorkflowError):
+        load_config([str(config)])
+    entry["root"] = "normal_scans"
+    config.write_text(yaml.safe_dump({"external_datasets": [entry]}))
+    assert load_config([str(config)])["external_datasets"][0]["root"] == "normal_scans"
+
+
+def test_ingest_messages_name_where_either_kind_of_dataset_sets_the_option(tmp_path):
+    from sonoseg.data import ingest
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), sample_images(1)[0])
+    cv2.imwrite(str(tmp_path / "masks" / "a.png"), np.zeros((5, 5), np.uint8))  # another size
+    with pytest.raises(SonosegError) as refused:
+        ingest(tmp_path, "folder")
+    assert "set on_bad_sample: exclude in this dataset's config entry" in str(refused.value)
+    assert "its entry in external_datasets:" in str(refused.value)
+    with pytest.raises(SonosegError, match="'list.csv' is read by the folder layout only, and layout is 'busi'"):
+        ingest(tmp_path, "busi", dataset_csv="list.csv")
