@@ -10,7 +10,7 @@ import torch
 from conftest import sample_images, write_model, write_samples
 
 from sonoseg.errors import SonosegError
-from sonoseg.serving import infer, modelio
+from sonoseg.serving import export, infer, modelio
 
 
 def disc_probability(batch: np.ndarray, level_by_size: dict[int, float]) -> np.ndarray:
@@ -131,8 +131,13 @@ def test_predict_and_segment_choose_the_scale_per_image_on_a_real_model(tmp_path
     for name, factors in (("seg_plain", (1.0,)), ("seg_scaled", scales)):
         result = infer.segment_images(model, [image], tmp_path / name, device="cpu", scales=factors)
         assert result.written and not result.failed
-    with pytest.raises(SonosegError, match="fixed input size; --scales needs --backend torch"):
-        infer.segment_images(model, [image], tmp_path / "onnx", backend="onnxruntime", scales=scales)
+    # ONNX Runtime: the model.pt exported on the fly at any size gives the same mask; a graph exported at
+    # one size is refused with --scales.
+    infer.segment_images(model, [image], tmp_path / "onnx", backend="onnxruntime", scales=scales)
+    assert np.array_equal(*(cv2.imread(str(tmp_path / d / "scan_mask.png")) for d in ("seg_scaled", "onnx")))
+    export.export(model, tmp_path / "fixed.onnx")
+    with pytest.raises(SonosegError, match="exported at one input size; --scales needs"):
+        infer.segment_images(tmp_path / "fixed.onnx", [image], tmp_path / "onnx2", backend="onnxruntime", scales=scales)
 
 
 def test_no_lesion_at_any_size_keeps_the_input_size_and_repeated_sizes_are_tried_once():

@@ -14,7 +14,7 @@ import pytest
 from conftest import sample_images, write_model, write_patient_manifest, write_run_metrics
 from PIL import Image, ImageOps
 
-from sonoseg.analysis import figures, generalization, results, stats, tables
+from sonoseg.analysis import figures, generalization, pages, results, stats, tables
 from sonoseg.data import imageio
 from sonoseg.errors import SonosegError
 from sonoseg.serving import export, infer
@@ -56,18 +56,33 @@ def test_an_image_given_twice_is_segmented_once(tmp_path, scans, caplog):
     assert "given more than once; segmented once" in caplog.text
 
 
-def test_a_mask_file_among_the_images_is_never_replaced(tmp_path, scans):
+def test_masks_are_never_written_among_the_images(tmp_path, scans):
     # BUSI keeps its ground truth beside the image as NAME_mask.png: the very name segment writes.
     paths, model = scans
     truth = paths[0].parent / "scan0_mask.png"
     cv2.imwrite(str(truth), np.zeros((10, 10), np.uint8))
     before = truth.read_bytes()
-    with pytest.raises(SonosegError, match="scan0_mask.png: exists in a folder of the images"):
-        infer.segment_images(model, paths, paths[0].parent, device="cpu")
+    linked = tmp_path / "linked"  # the images named through links in another folder
+    linked.mkdir()
+    for path in paths:
+        (linked / path.name).symlink_to(path)
+    for images, outdir in ((paths, paths[0].parent), ([linked / p.name for p in paths], paths[0].parent)):
+        with pytest.raises(SonosegError, match="a folder of the images"):
+            infer.segment_images(model, images, outdir, device="cpu")
     assert truth.read_bytes() == before
     # Into a folder of their own, masks of an earlier run are replaced as before.
     for _ in range(2):
         assert len(infer.segment_images(model, paths, tmp_path / "masks", device="cpu").written) == 3
+
+
+def test_names_that_differ_only_in_case_clash(tmp_path, scans):
+    # macOS and Windows file systems keep one file of X_mask.png and x_mask.png.
+    paths, model = scans
+    upper = tmp_path / "other" / "SCAN0.png"
+    upper.parent.mkdir()
+    upper.write_bytes(paths[0].read_bytes())
+    with pytest.raises(SonosegError, match="would both be written to"):
+        infer.segment_images(model, [paths[0], upper], tmp_path / "out", device="cpu")
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where no file can be made")
@@ -100,17 +115,52 @@ def test_exif_orientation_is_applied_as_pillow_applies_it(tmp_path, orientation)
     assert decoded.notes == ([] if orientation == 1 else [f"exif_orientation:{orientation}"])
 
 
-def test_segment_writes_the_mask_of_a_turned_jpeg_as_it_is_viewed_and_says_so(tmp_path, scans, caplog):
+def test_segment_writes_the_mask_of_a_turned_image_as_it_is_viewed_and_says_so(tmp_path, scans, caplog):
     paths, model = scans
     image = Image.open(paths[0]).convert("RGB")
-    exif = Image.Exif()
-    exif[imageio.EXIF_ORIENTATION_TAG] = 6  # turn 90 degrees clockwise to view
-    turned = tmp_path / "turned.jpg"
-    image.save(turned, exif=exif, quality=95)
-    infer.segment_images(model, [turned], tmp_path / "out", device="cpu")
-    mask = cv2.imread(str(tmp_path / "out" / "turned_mask.png"), cv2.IMREAD_UNCHANGED)
-    assert mask.shape == (image.width, image.height)
+    viewed = {}
+    for orientation in (6, 8):  # a quarter turn either way: the same shape, other pixels
+        exif = Image.Exif()
+        exif[imageio.EXIF_ORIENTATION_TAG] = orientation
+        tagged = tmp_path / f"tagged{orientation}.png"
+        image.save(tagged, exif=exif)
+        as_shown = tmp_path / "shown" / f"tagged{orientation}.png"  # the pixels turned, no tag
+        as_shown.parent.mkdir(exist_ok=True)
+        ImageOps.exif_transpose(Image.open(tagged)).save(as_shown)
+        infer.segment_images(model, [tagged], tmp_path / "out", device="cpu")
+        infer.segment_images(model, [as_shown], tmp_path / "out_shown", device="cpu")
+        viewed[orientation] = cv2.imread(str(tmp_path / "out" / f"tagged{orientation}_mask.png"), cv2.IMREAD_UNCHANGED)
+        shown = cv2.imread(str(tmp_path / "out_shown" / f"tagged{orientation}_mask.png"), cv2.IMREAD_UNCHANGED)
+        assert viewed[orientation].shape == (image.width, image.height)
+        assert np.array_equal(viewed[orientation], shown)
+    assert (viewed[6] > 0).any() and not np.array_equal(viewed[6], viewed[8])
     assert "turned as its EXIF orientation (6)" in caplog.text
+
+
+def test_ingest_refuses_an_image_and_mask_turned_otherwise_unless_the_sizes_tell(tmp_path):
+    from sonoseg.data import ingest
+
+    image = sample_images(1)[0]  # 70 x 90, not square
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[20:40, 30:60] = 255
+    exif = Image.Exif()
+    exif[imageio.EXIF_ORIENTATION_TAG] = 6
+    for case, drawn_on in (("stored", mask), ("viewed", np.rot90(mask, -1))):
+        root = tmp_path / case
+        (root / "images").mkdir(parents=True)
+        (root / "masks").mkdir()
+        Image.fromarray(image).save(root / "images" / "a.png", exif=exif)
+        cv2.imwrite(str(root / "masks" / "a.png"), np.ascontiguousarray(drawn_on))
+    with pytest.raises(SonosegError, match=r"EXIF orientation \(exif_orientation:6\) differs from its mask's"):
+        ingest(tmp_path / "stored", "folder")
+    manifest = ingest(tmp_path / "viewed", "folder")  # the mask fits the image only as viewers show it
+    assert "exif_orientation:6" in manifest["flags"].iloc[0] and manifest["status"].iloc[0] == "included"
+
+
+def test_a_header_pillow_cannot_read_leaves_the_file_to_opencv(tmp_path):
+    path = tmp_path / "odd.png"
+    path.write_bytes(b"not an image at all")
+    assert imageio._file_layout(path) == (1, 1)
 
 
 def test_pages_and_a_low_16_bit_range_are_noted(tmp_path, caplog, scans):
@@ -135,12 +185,13 @@ def test_pages_and_a_low_16_bit_range_are_noted(tmp_path, caplog, scans):
 # ----------------------------------------------------------------------------- models outside their run folder
 
 
-def _run_folder(root, model, scales=(1.0, 0.75)):
+def _run_folder(root, model, scales=(1.0, 0.75), shrink_above=None):
     """A study's run folder: fold0/seed0/model.pt and fold0/postprocess.json recording ``scales``."""
     member = root / "fold0" / "seed0" / "model.pt"
     member.parent.mkdir(parents=True)
     member.write_bytes(model.read_bytes())
     choice = {"validation_dice": {"keep_one": 0.8, "none": 0.7}, "validation_images": 4, "scales": list(scales)}
+    choice["shrink_above"] = shrink_above
     (root / "fold0" / "postprocess.json").write_text(json.dumps(choice))
     return member
 
@@ -161,16 +212,36 @@ def test_a_model_file_away_from_its_run_folder_says_the_study_choice_is_not_with
     assert "no postprocess.json" not in caplog.text and "scale chosen per image" in caplog.text
 
 
-def test_an_exported_run_records_the_study_scales_and_segment_says_it_uses_the_input_size(tmp_path, scans, caplog):
-    paths, model = scans
-    _run_folder(tmp_path / "run", model)
+def test_an_exported_run_segments_as_the_study_did_with_its_scale_selection(tmp_path, caplog):
+    # Large lesions (the images enlarged) and a size-aware rule: the selection changes some masks, and the
+    # exported graph, which takes any square size, makes exactly the masks the run folder makes in torch.
+    model = write_model(tmp_path / "model.pt", "lighter_unet_c1", lesion_areas=[10, 20, 30, 40])
+    paths = []
+    for i, image in enumerate(sample_images(3)):
+        paths.append(tmp_path / "scans" / f"large{i}.png")
+        paths[-1].parent.mkdir(exist_ok=True)
+        crop = image[10:60, 20:75]  # the disc fills more of the field
+        cv2.imwrite(str(paths[-1]), cv2.resize(crop, (2 * crop.shape[1], 2 * crop.shape[0]))[:, :, ::-1])
+    run = tmp_path / "run"
+    _run_folder(run, model, scales=(1.0, 0.75, 0.5), shrink_above=0.5)
     onnx_path = tmp_path / "exported" / "RUN.ONNX"  # any case of the suffix
-    sidecar = export.export(tmp_path / "run", onnx_path)
-    assert sidecar["postprocessing"]["study_scale_selection"]["scales"] == [1.0, 0.75]
-    assert export.study_scales(export.read_sidecar(onnx_path)) == (1.0, 0.75)
-    caplog.clear()
-    infer.segment_images(onnx_path, paths[:1], tmp_path / "out", backend="onnxruntime")
-    assert "the study predicted these models with scales [1.0, 0.75]" in caplog.text
+    sidecar = export.export(run, onnx_path)
+    selection = sidecar["postprocessing"]["study_scale_selection"]
+    assert selection["in_this_graph"] and selection["scales"] == [1.0, 0.75, 0.5]
+    assert selection["training_lesion_areas"] == [10, 20, 30, 40] and sidecar["input"]["shape"][2] == "side"
+    assert export.study_selection(export.read_sidecar(onnx_path))["shrink_above"] == 0.5
+    infer.segment_images(run, paths, tmp_path / "torch", device="cpu")
+    infer.segment_images(onnx_path, paths, tmp_path / "onnx", backend="onnxruntime")
+    infer.segment_images(run, paths, tmp_path / "on_the_fly", backend="onnxruntime")
+    infer.segment_images(run, paths, tmp_path / "input_size", device="cpu", scales=(1.0,))
+    changed = 0
+    for path in paths:
+        name = f"{path.stem}_mask.png"
+        torch_mask = cv2.imread(str(tmp_path / "torch" / name), cv2.IMREAD_UNCHANGED)
+        for other in ("onnx", "on_the_fly"):
+            assert np.array_equal(torch_mask, cv2.imread(str(tmp_path / other / name), cv2.IMREAD_UNCHANGED))
+        changed += not np.array_equal(torch_mask, cv2.imread(str(tmp_path / "input_size" / name), cv2.IMREAD_UNCHANGED))
+    assert changed  # the selection made a difference, so the equality above means something
     with pytest.raises(SonosegError, match=r"name the exported model <name>.onnx"):
         export.export(model, tmp_path / "exported" / "model")
 
@@ -240,6 +311,10 @@ def test_an_external_set_without_lesions_is_a_row_without_dice_and_a_caption_not
     assert notes == ["ext: no image has a lesion, so it has no Dice (its predictions are in per_image.csv.gz)."]
     assert notes[0] in generalization.markdown(table, notes)
     generalization.plot(table, tmp_path / "figure.png", notes)
+    generalization.write(table, tmp_path / "generalization.csv", notes)
+    pages.study_table_html(tmp_path / "generalization.csv", "generalization", tmp_path / "generalization.html")
+    page = (tmp_path / "generalization.html").read_text()
+    assert "no lesion: no Dice" in page and "ext: no image has a lesion" in page and "nan" not in page
     # The paired tables leave such a pair out rather than stop the study.
     paired = tables.paired_runs(per_image, [("unet", "light_unet"), ("unet--on-ext", "light_unet--on-ext")])
     assert paired["method"].tolist() == ["unet"]
@@ -251,6 +326,9 @@ def test_one_patient_gives_no_confidence_interval(tmp_path):
     outside = table[table["dataset"] == "ext"].iloc[0]
     assert outside["patients"] == 1 and np.isnan(outside["ci_low"]) and np.isnan(outside["ci_high"])
     assert f"{outside['dice']:.3f} {stats.NO_CI}" in generalization.markdown(table)
+    generalization.write(table, tmp_path / "generalization.csv")
+    pages.study_table_html(tmp_path / "generalization.csv", "generalization", tmp_path / "generalization.html")
+    assert f"{outside['dice']:.3f} {stats.NO_CI}" in (tmp_path / "generalization.html").read_text()
 
 
 def test_the_statistics_page_of_one_network_and_no_floor(tmp_path):

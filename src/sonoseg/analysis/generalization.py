@@ -135,9 +135,7 @@ def lesionless_notes(table: pd.DataFrame) -> list[str]:
 
 
 def _cell(mean: float, low: float, high: float) -> str:
-    if pd.isna(mean):
-        return ""
-    return f"{mean:.3f} " + (stats.NO_CI if pd.isna(low) else f"[{low:.3f}, {high:.3f}]")
+    return "" if pd.isna(mean) else f"{mean:.3f} {stats.ci_text(low, high)}"
 
 
 def markdown(table: pd.DataFrame, notes: list[str] = ()) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sonoseg.analysis import stats
+from sonoseg.analysis import generalization, stats
 from sonoseg.analysis.tables import ci_cell, seeds_cell
 from sonoseg.data import MANIFEST_COLUMNS
 from sonoseg.errors import SonosegError
@@ -199,11 +199,11 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 "Dataset": [d if r == d else f"{d} ({r})" for d, r in zip(table["dataset"], table["role"])],
                 "Patients": table["patients"],
                 "Dice [95 % CI]": [
-                    f"{fmt(m, 3)} [{fmt(lo, 3)}, {fmt(hi, 3)}]"
+                    "no lesion: no Dice" if pd.isna(m) else f"{fmt(m, 3)} {stats.ci_text(lo, hi)}"
                     for m, lo, hi in zip(table["dice"], table["ci_low"], table["ci_high"])
                 ],
                 "Drop from in-domain [95 % CI]": [
-                    "" if pd.isna(d) else f"{signed(d, 3)} [{fmt(lo, 3)}, {fmt(hi, 3)}]"
+                    "" if pd.isna(d) else f"{signed(d, 3)} {stats.ci_text(lo, hi)}"
                     for d, lo, hi in zip(table["drop"], table["drop_ci_low"], table["drop_ci_high"])
                 ],
             }
@@ -215,7 +215,8 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 "selection or the post-processing choice. The drop's CI resamples the two sets' patients "
                 "independently. tta: horizontal-flip averaging; ensemble: the mean of the trainings' "
                 "probabilities (in-domain each fold's seeds, external every fold and seed)."
-            )
+            ),
+            *(note(text) for text in generalization.lesionless_notes(table)),
         ]
     elif kind == "selection":
         chosen_settings = {
@@ -257,7 +258,7 @@ def difference_columns(comparison: pd.DataFrame) -> dict[str, list[str]]:
     return {
         "Mean Dice difference": [signed(v, 4) for v in comparison["mean_difference"]],
         "95 % CI (patients, then runs)": [
-            f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(comparison["ci_low"], comparison["ci_high"])
+            stats.ci_text(lo, hi, 4, signed=True) for lo, hi in zip(comparison["ci_low"], comparison["ci_high"])
         ],
         "p (sign-flip)": [f"{p:.3g}" for p in comparison["p"]],
         # A Holm p within two Monte Carlo errors of 0.05 says so: its side of the line is not settled.

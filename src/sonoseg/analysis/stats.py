@@ -224,6 +224,14 @@ MIN_PATIENTS_FOR_CI = 2
 NO_CI = f"[no CI: under {MIN_PATIENTS_FOR_CI} patients]"
 
 
+def ci_text(low: float, high: float, digits: int = 3, signed: bool = False) -> str:
+    """A CI as tables show it, "[low, high]" (with signs for a difference), or NO_CI where there is none."""
+    if np.isnan(low) or np.isnan(high):
+        return NO_CI
+    sign = "+" if signed else ""
+    return f"[{low:{sign}.{digits}f}, {high:{sign}.{digits}f}]"
+
+
 def _percentile_ci(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
     if not 0 < confidence < 1:
         raise SonosegError(f"statistics: confidence must lie between 0 and 1, got {confidence}")
@@ -581,8 +589,8 @@ def format_cell(summary: Mapping, digits: int = 3) -> str:
     - 2 to 4 runs: "(runs: v1, v2, …)", the per-run means themselves (an SD of so few is no summary);
     - 1 run: "(n = 1)" — no SD (it is not 0: it is unknown)."""
     run_means = list(summary["run_means"])
-    mean, low, high = (f"{summary[k]:.{digits}f}" for k in ("mean", "ci_low", "ci_high"))
-    ci = NO_CI if np.isnan(summary["ci_low"]) else f"[{low}, {high}]"
+    mean = f"{summary['mean']:.{digits}f}"
+    ci = ci_text(summary["ci_low"], summary["ci_high"], digits)
     if len(run_means) >= 5:
         sd = float(np.std(run_means, ddof=1))
         return f"{mean} ± {sd:.{digits}f} {ci} (n = {len(run_means)})"

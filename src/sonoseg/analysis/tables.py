@@ -582,6 +582,8 @@ def equivalence_table(
 
 def write_equivalence(table: pd.DataFrame, out_csv: str | Path, margin: float, source: str = "") -> None:
     """The claims table as CSV and as Markdown sentences a reader can quote, with the margin."""
+    from sonoseg.analysis import stats
+
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_csv, index=False)
@@ -593,7 +595,7 @@ def write_equivalence(table: pd.DataFrame, out_csv: str | Path, margin: float, s
         verdict = "holds" if row.equivalent else "is not shown"
         lines.append(
             f"- {catalog.label(row.method)} as good as {catalog.label(row.reference)} within ±{margin:g}: "
-            f"{verdict} — difference {row.mean_difference:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}], "
+            f"{verdict} — difference {row.mean_difference:+.3f} {stats.ci_text(row.ci_low, row.ci_high, signed=True)}, "
             f"TOST p {row.tost_p:.3g} (Holm {row.tost_p_holm:.3g}), {row.patients} patients, "
             f"{row.runs_candidate} and {row.runs_reference} runs"
         )

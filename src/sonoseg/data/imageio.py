@@ -59,14 +59,27 @@ def problem_with_file(path: Path) -> str | None:
 
 def _file_layout(path: Path) -> tuple[int, int]:
     """(EXIF orientation, 1 when none; pages, 1 unless a multi-page TIFF), read from the file's header
-    by Pillow (OpenCV decodes the first page only and, unchanged, ignores the orientation)."""
-    from PIL import Image, UnidentifiedImageError
+    by Pillow (OpenCV decodes the first page only and, unchanged, ignores the orientation). Never a
+    full decode: a PNG's tag is read only from an eXIf chunk before its pixels (Pillow's getexif would
+    decode the whole file to look after them). A file Pillow cannot read is read by OpenCV as it is."""
+    import warnings
+
+    from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
-            return (orientation if orientation in range(1, 9) else 1), getattr(image, "n_frames", 1)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # what OpenCV reads and Pillow does not
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a header is read, not pixels
+            with Image.open(path) as image:
+                if image.format == "PNG":
+                    raw = image.info.get("exif")
+                    exif = Image.Exif()
+                    if raw:
+                        exif.load(raw)
+                else:
+                    exif = image.getexif()
+                orientation = exif.get(EXIF_ORIENTATION_TAG, 1)
+                return (orientation if orientation in range(1, 9) else 1), getattr(image, "n_frames", 1)
+    except Exception:  # noqa: BLE001 - any format or header Pillow refuses: OpenCV's reading stands
         return 1, 1
 
 

@@ -82,6 +82,10 @@ def _check_candidate(candidate: Candidate) -> dict:
         return facts
     height, width = image.pixels.shape[:2]
     facts.update(height=height, width=width, flags=image.notes + mask.notes)
+    turned = _orientation_problem(image.notes, mask.notes, mask.pixels.shape, (height, width))
+    if turned:
+        candidate.problems.append(turned)
+        return facts
     if mask.pixels.shape != (height, width):
         candidate.problems.append(
             f"image is {width}x{height} but its mask is {mask.pixels.shape[1]}x{mask.pixels.shape[0]}"
@@ -92,6 +96,26 @@ def _check_candidate(candidate: Candidate) -> dict:
     facts["pixel_hash"] = pixel_hash(image.pixels)
     facts["fingerprint"] = fingerprint(image.pixels)
     return facts
+
+
+def _orientation_problem(image_notes: list[str], mask_notes: list[str], mask_shape, turned_shape) -> str | None:
+    """Images and masks are read as viewers show them (EXIF orientation applied). An image turned so
+    whose mask has no such tag pairs up only when the mask fits the turned image and could not fit the
+    stored one (a turn by 90 degrees of a non-square image): a mask drawn on the stored pixels would
+    otherwise train on a turned lesion without a word."""
+    image_turn = next((note for note in image_notes if note.startswith("exif_orientation:")), None)
+    mask_turn = next((note for note in mask_notes if note.startswith("exif_orientation:")), None)
+    if image_turn == mask_turn:
+        return None
+    quarter_turn = (image_turn or mask_turn).split(":")[1] in ("5", "6", "7", "8")
+    stored_shape = turned_shape[::-1] if quarter_turn else turned_shape
+    if image_turn and not mask_turn and tuple(mask_shape) == tuple(turned_shape) != tuple(stored_shape):
+        return None  # drawn on the image as viewers show it (an annotation tool that applies the tag)
+    return (
+        f"the image's EXIF orientation ({image_turn or 'none'}) differs from its mask's ({mask_turn or 'none'}), "
+        "and which pixels the mask was drawn on cannot be told from their sizes: save both alike (the image "
+        "without the tag, or the mask drawn on the image as viewers show it)"
+    )
 
 
 def _naming_the_file(candidate: Candidate, problem: str) -> str:

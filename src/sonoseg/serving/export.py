@@ -25,7 +25,13 @@ from torch import nn
 from sonoseg.data import marks
 from sonoseg.data.preprocess import INTERPOLATION_MEANING
 from sonoseg.errors import SonosegError
-from sonoseg.serving.modelio import ProbabilityModel, ensemble_members, load_model, recorded_choice
+from sonoseg.serving.modelio import (
+    ProbabilityModel,
+    ensemble_members,
+    lesion_areas_at,
+    load_model,
+    recorded_choice,
+)
 from sonoseg.serving.options import LESION_THRESHOLD, shrinks
 
 log = logging.getLogger(__name__)
@@ -60,12 +66,14 @@ def export_network(network: nn.Module, normalization: dict | None, size: int, ou
     return export_probability(ProbabilityModel(network.eval(), normalization).eval(), size, out)
 
 
-def export_probability(wrapped: nn.Module, size: int, out: str | Path) -> Path:
-    """Write a module from [0, 1] RGB to probability (eval mode) as ONNX with a dynamic batch axis."""
+def export_probability(wrapped: nn.Module, size: int, out: str | Path, any_size: bool = False) -> Path:
+    """Write a module from [0, 1] RGB to probability (eval mode) as ONNX with a dynamic batch axis, and
+    with ``any_size`` a dynamic square side too (traced at ``size``)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=1024)
+    side = torch.export.Dim("side", min=1, max=8192)
     for name in ("onnx_ir", "onnxscript"):  # their optimisers log every pass at INFO
         logging.getLogger(name).setLevel(logging.WARNING)
     # A network that cannot be traced makes the exporter print its whole graph, more than once: kept
@@ -81,7 +89,7 @@ def export_probability(wrapped: nn.Module, size: int, out: str | Path) -> Path:
                 opset_version=OPSET,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
-                dynamic_shapes={"x": {0: batch}},
+                dynamic_shapes={"x": {0: batch, **({2: side, 3: side} if any_size else {})}},
                 verbose=False,
             )
         except Exception as exc:  # a user's network with a data-dependent branch, say: one line, not a page
@@ -146,6 +154,7 @@ def build_sidecar(
             },
             "scale": "uint8 pixel / 255, giving [0, 1]",
             "grayscale_or_rgba": "convert to 3-channel RGB (gray repeated; alpha dropped); 16-bit: divide by 257 first",
+            "orientation": "as viewers show the image: its EXIF orientation tag applied first (exif_transpose)",
             "normalization": normalization,
             "normalization_in_graph": True,  # feed [0, 1] RGB; the graph applies (x - mean) / std itself
         },
@@ -190,7 +199,13 @@ def run_session(session, batch: np.ndarray) -> np.ndarray:
     return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
-def export(model_path: str | Path, out: str | Path, component_rule: str = "area", size: int | None = None) -> dict:
+def export(
+    model_path: str | Path,
+    out: str | Path,
+    component_rule: str = "area",
+    size: int | None = None,
+    any_size: bool = False,
+) -> dict:
     """model.pt -> model.onnx + model.onnx.json. A foreign or tampered model.pt is refused (load_model).
 
     A run folder (results/<study>/runs/<run>/: every fold<k>/seed<s>/model.pt under it) exports its
@@ -198,6 +213,10 @@ def export(model_path: str | Path, out: str | Path, component_rule: str = "area"
     the sidecar lists the members. Members prepared otherwise (input size, interpolation, marks) are
     refused by name. Checks parity on a random batch of two and refuses to write a sidecar when ONNX
     Runtime and torch disagree by more than 1e-4 in probability.
+
+    When the study predicted the models with test-time scale selection (their postprocess.json), or
+    with ``any_size``, the graph takes any square input size (parity checked at each size the selection
+    tries), and the sidecar records the study's selection, so that segment applies it as torch does.
     """
     out = Path(out)
     if out.suffix.lower() != ".onnx":
@@ -223,34 +242,47 @@ def export(model_path: str | Path, out: str | Path, component_rule: str = "area"
     ).eval()
     if len(loaded) == 1:
         probability = probability.members[0]
-    export_probability(probability, size, out)
-    probe = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = probability(probe).numpy()
-    got = run_session(onnx_session(out), probe.numpy())
-    max_abs_diff = float(np.abs(got - expected).max())
-    if max_abs_diff > 1e-4:
-        raise SonosegError(f"{out}: ONNX Runtime differs from torch by {max_abs_diff:.2e} in probability (limit 1e-4)")
     recorded = recorded_choice(members)
-    sidecar = build_sidecar(saved, out, size, component_rule, max_abs_diff, recorded.postprocess())
     scales, shrink_above, shrink_found_above = recorded.scales()
+    # The study's test-time scale selection predicts each image at smaller sizes too: the graph then takes
+    # any square size, so that ONNX Runtime segments as the study did (one fixed size when that fails).
+    wanted, any_size = any_size or shrinks(scales), False
+    if wanted:
+        try:
+            export_probability(probability, size, out, any_size=True)
+            any_size = True
+        except SonosegError as exc:
+            log.warning("%s: exported at one input size only, without test-time scale selection (%s)", out, exc)
+    if not any_size:
+        export_probability(probability, size, out)
+    sides = [size]  # where parity is checked: the input size, and the smaller sizes the selection tries
+    if any_size:
+        tried = scales if shrinks(scales) else (0.875, 0.75, 0.625)  # the quick study's, for a graph asked for
+        sides += sorted({max(1, round(size * f)) for f in tried if f < 1} - {size}, reverse=True)
+    max_abs_diff = _parity(probability, out, sides)
+    sidecar = build_sidecar(saved, out, size, component_rule, max_abs_diff, recorded.postprocess())
     if shrinks(scales):
-        # What the study predicted these models with, which one fixed-size graph cannot do: segment says so.
+        areas = [lesion_areas_at(kept, size) for _, kept in loaded]
         sidecar["postprocessing"]["study_scale_selection"] = {
             "scales": list(scales),
             "shrink_above": shrink_above,
             "shrink_found_above": shrink_found_above,
-            "in_this_graph": False,
-            "meaning": "the study chose each image's input size among these factors (docs/method.md, 'Scale "
-            "chosen per image'); this graph takes the input size alone, so its masks can differ from the study's "
-            "on images whose lesions are larger than the training lesions",
+            "in_this_graph": any_size,
+            "sizes_checked": sides,
+            # Every member's, at this input size: the size-aware rule's limit is their shrink_above quantile.
+            "training_lesion_areas": None if any(a is None for a in areas) else sorted(a for m in areas for a in m),
+            "rule": "docs/method.md, 'Scale chosen per image' (sonoseg.serving.infer.scale_adaptive): each image is "
+            "also predicted shrunk (area) to these factors of the input size and the prediction whose own lesion "
+            "(probability > threshold) has the highest mean probability is kept, resized back (bilinear); with "
+            "shrink_above, only images whose lesion at the input size is larger than that quantile of the training "
+            "lesion areas are tried smaller, and with shrink_found_above also those whose lesion found smaller is "
+            "over that factor x the quantile",
         }
-        log.warning(
-            "%s: the study predicted these models with scales %s; the exported graph has one input size, so it "
-            "segments at that size alone (the sidecar records the study's scales)",
-            model_path,
-            list(scales),
-        )
+
+    if any_size:
+        sidecar["input"]["shape"] = ["batch", 3, "side", "side"]
+        sidecar["output"]["shape"] = ["batch", 1, "side", "side"]
+        sidecar["parity"]["checked_sides"] = sides
     networks = list(dict.fromkeys(kept["network"] for _, kept in loaded))
     if len(networks) > 1:
         sidecar["network"] = "+".join(networks)
@@ -283,11 +315,38 @@ def export(model_path: str | Path, out: str | Path, component_rule: str = "area"
     return sidecar
 
 
-def study_scales(sidecar: dict) -> tuple[float, ...]:
-    """The test-time scales the study predicted an exported model's members with (the sidecar records
-    them when they shrink); (1.0,) when it records none."""
-    recorded = sidecar.get("postprocessing", {}).get("study_scale_selection") or {}
-    return tuple(float(f) for f in recorded.get("scales", [1.0]))
+def study_selection(sidecar: dict) -> dict:
+    """The test-time scale selection the study predicted an exported model's members with, as its sidecar
+    records it (scales, shrink_above, shrink_found_above, in_this_graph, training_lesion_areas); {} when
+    the study's models were predicted at the input size alone."""
+    return sidecar.get("postprocessing", {}).get("study_scale_selection") or {}
+
+
+def _parity(probability: nn.Module, out: Path, sides: list[int]) -> float:
+    """The largest |ONNX Runtime - torch| in probability over a random batch of two at each input side
+    (the first: the input size); a side the network cannot take in torch is left out, as segment leaves
+    it out. Refused beyond 1e-4."""
+    session, worst = onnx_session(out), 0.0
+    for side in sides:
+        seed = 0 if side == sides[0] else side  # the input size's probe as before the other sizes were checked
+        probe = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(seed))
+        try:
+            with torch.no_grad():
+                expected = probability(probe).numpy()
+        except RuntimeError:
+            if side == sides[0]:
+                raise
+            continue
+        try:
+            got = run_session(session, probe.numpy())
+        except Exception as exc:  # ONNX Runtime's own error types
+            raise SonosegError(f"{out}: ONNX Runtime cannot run the graph at {side} px ({exc})") from None
+        worst = max(worst, float(np.abs(got - expected).max()))
+        if worst > 1e-4:
+            raise SonosegError(
+                f"{out}: ONNX Runtime differs from torch by {worst:.2e} in probability at {side} px (limit 1e-4)"
+            )
+    return worst
 
 
 def read_sidecar(onnx_path: str | Path) -> dict:

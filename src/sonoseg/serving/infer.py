@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,9 +22,12 @@ from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache
 from sonoseg.errors import SonosegError
 from sonoseg.serving.device import select_device
 from sonoseg.serving.modelio import (
+    MODEL_FORMAT,
     ProbabilityModel,
     ensemble_members,
     images_to_tensor,
+    lesion_areas_at,
+    load_checked,
     load_model,
     recorded_choice,
 )
@@ -254,42 +258,57 @@ def torch_predictor(model_path: str | Path, device: str = "auto", size: int | No
         with torch.no_grad():
             return one_channel(wrapped(torch.from_numpy(batch).to(dev)).cpu().numpy(), model_path)
 
-    areas = saved.get("lesion_areas")
-    if areas is not None and size and saved.get("input_size"):  # another input size: areas scale with it
-        areas = [a * (size / saved["input_size"]) ** 2 for a in areas]
     return Predictor(
         run,
         size or saved.get("input_size"),
         saved["input_interpolation"],
         saved["input_marks"],
         saved.get("provenance"),
-        None if areas is None else tuple(areas),
+        lesion_areas_at(saved, size),
         saved.get("network"),
     )
 
 
-def onnxruntime_predictor(model_path: str | Path, threads: int = 0, size: int | None = None) -> Predictor:
-    """An exported model.onnx (with its sidecar), or a model.pt exported now to a temporary file."""
+def onnxruntime_predictor(
+    model_path: str | Path, threads: int = 0, size: int | None = None, any_size: bool = False
+) -> Predictor:
+    """An exported model.onnx (with its sidecar), or a model.pt exported now to a temporary file (a
+    graph taking any input size when its study selected scales, or with ``any_size``)."""
     from sonoseg.serving import export
 
     model_path = Path(model_path)
+    areas = None
     if model_path.suffix.lower() == ".onnx":
         sidecar = export.read_sidecar(model_path)
         session = export.onnx_session(model_path, threads)
+        # A graph that takes other input sizes carries the training lesion areas the size-aware rule reads.
+        selection = export.study_selection(sidecar)
+        areas = selection.get("training_lesion_areas") if selection.get("in_this_graph") else None
     else:
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = Path(tmp) / "model.onnx"
-            sidecar = export.export(model_path, onnx_path, size=size)
+            sidecar = export.export(model_path, onnx_path, size=size, any_size=any_size)
             session = export.onnx_session(onnx_path, threads)
+        areas = lesion_areas_at(load_checked(model_path, MODEL_FORMAT, metadata_only=True), size)
     resize = sidecar["input"]["resize"]
     marks = sidecar["input"].get("marks", {}).get("treatment", "keep")
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        try:
+            return one_channel(export.run_session(session, batch), model_path)
+        except SonosegError:
+            raise
+        except Exception as exc:  # ONNX Runtime's own errors: a size a fixed-size graph, or the network, cannot take
+            raise RuntimeError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from exc
+
     return Predictor(
-        lambda batch: one_channel(export.run_session(session, batch), model_path),
+        run,
         int(resize["height"]),
         resize["interpolation"],
         marks,
         sidecar.get("provenance"),
-        network=sidecar.get("network"),
+        None if areas is None else tuple(areas),
+        sidecar.get("network"),
     )
 
 
@@ -550,15 +569,13 @@ def segment_images(
     if rule not in COMPONENT_RULES:
         raise SonosegError(f"component rule {rule!r} is not one of {COMPONENT_RULES}")
     planned = mask_files(images, Path(outdir))  # before any model is loaded: a clash is the user's to settle
-    if scales is not None and backend != "torch" and shrinks(scales):
-        raise SonosegError(f"{model_path}: an exported model has a fixed input size; --scales needs --backend torch")
 
     def one(member: Path) -> Predictor:
         if backend == "torch":
             return torch_predictor(member, device, size)
-        if member.suffix == ".onnx" and size:
+        if member.suffix.lower() == ".onnx" and size:
             raise SonosegError(f"{member}: an exported model has a fixed input size; --size does not apply")
-        return onnxruntime_predictor(member, threads, size)
+        return onnxruntime_predictor(member, threads, size, any_size=scales is not None and shrinks(scales))
 
     members = ensemble_members(model_path)
     exported = members[0].suffix.lower() == ".onnx"  # its sidecar records its post-processing; it has one size
@@ -570,22 +587,37 @@ def segment_images(
             "post-processing and test-time scale selection the study predicted with): %s; to segment as the study "
             "did, serve its run folder, or a model.pt inside it",
             model_path,
-            "keep_one at the input size alone" if scales is None and postprocess == "recorded" else "keep_one",
+            " and ".join(
+                [
+                    *(["keep_one"] if postprocess == "recorded" else []),
+                    *(["the input size alone"] if scales is None else []),
+                ]
+            ),
         )
-    if scales is None:
-        scales, shrink_above, shrink_found_above = recorded.scales() if recorded else ((1.0,), None, None)
-        if exported:  # the scales the study predicted the exported models with, which its sidecar records
-            from sonoseg.serving import export
+    if scales is not None and exported and shrinks(scales):
+        from sonoseg.serving import export
 
-            scales = export.study_scales(export.read_sidecar(members[0]))
-        if backend != "torch" and shrinks(scales):
+        if not export.read_sidecar(members[0])["input"]["shape"][2] == "side":
+            raise SonosegError(
+                f"{model_path}: this graph was exported at one input size; --scales needs one exported from a run "
+                "whose study selected scales, or the model.pt (--backend onnxruntime exports it at any size)"
+            )
+    if scales is None and exported:  # the selection the study predicted the models with, as the sidecar records it
+        from sonoseg.serving import export
+
+        selection = export.study_selection(export.read_sidecar(members[0]))
+        scales = tuple(selection.get("scales", [1.0]))
+        shrink_above, shrink_found_above = selection.get("shrink_above"), selection.get("shrink_found_above")
+        if shrinks(scales) and not selection.get("in_this_graph"):
             log.warning(
-                "%s: the study predicted these models with scales %s; an exported model has a fixed input "
-                "size, so the input size alone is used",
+                "%s: the study predicted these models with scales %s; this graph was exported at one input size, "
+                "so that size alone is used (export it again for the study's selection)",
                 model_path,
                 list(scales),
             )
-            scales = (1.0,)
+            scales, shrink_above, shrink_found_above = (1.0,), None, None
+    elif scales is None:
+        scales, shrink_above, shrink_found_above = recorded.scales() if recorded else ((1.0,), None, None)
     predictor = ensemble([one(member) for member in members], members)
     if tta:
         predictor.run = flip_averaged(predictor.run)
@@ -647,16 +679,19 @@ def segment_images(
         rgb = decoded.pixels
         try:
             probability = predictor.run(predictor.prepare(rgb))[0]
-        except torch.OutOfMemoryError:
-            raise
-        except RuntimeError as exc:  # the network's strides and the input size (--size) do not fit
-            first_line = str(exc).strip().splitlines()[0][:160]
+        except RuntimeError as exc:  # the network's strides and the input size (--size) may not fit
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            if isinstance(exc, torch.OutOfMemoryError) or not SIZE_ERROR.search(first_line):
+                raise
             raise SonosegError(
                 f"{model_path}: the network cannot take a {predictor.size}-px input ({first_line})"
-            ) from None
+            ) from exc
         result.written.append(write_mask(probability, rgb.shape[0], rgb.shape[1], rule, out, postprocess))
     return result
 
+
+# How torch and ONNX Runtime say that a network's strides do not fit an input size (not a device's error).
+SIZE_ERROR = re.compile(r"size|dimension|shape", re.IGNORECASE)
 
 # What read_image notes about an image that changes the mask a user gets, and how segment says it.
 NOTES_TO_WARN = {
@@ -670,8 +705,10 @@ NOTES_TO_WARN = {
 
 def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]]:
     """(image, its mask file <outdir>/<stem>_mask.png) for each image given, once each. Refused by name:
-    two images whose masks would share one file, and a mask that would replace a file in a folder of the
-    images (BUSI keeps its ground truth there as NAME_mask.png; a user's copy of masks may lie there)."""
+    two images whose masks would share one file (names compared regardless of case, as macOS and
+    Windows file systems do), and an --outdir that is a folder of the images (BUSI keeps its ground
+    truth there as NAME_mask.png, the very name segment writes; a user's masks may lie there too),
+    whether the images are named through a link or not."""
     planned: dict[Path, Path] = {}
     given: set[Path] = set()
     for image in map(Path, images):
@@ -680,18 +717,18 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
             continue
         given.add(image.resolve())
         planned[image] = outdir / f"{image.stem}_mask.png"
-    writers: dict[Path, Path] = {}
+    writers: dict[str, Path] = {}
     for image, out in planned.items():
-        if out in writers:
+        if out.name.casefold() in writers:
             raise SonosegError(
-                f"{writers[out]} and {image} would both be written to {out}: segment them into different --outdir"
+                f"{writers[out.name.casefold()]} and {image} would both be written to {out}: segment them into "
+                "different --outdir"
             )
-        writers[out] = image
-    image_folders = {image.parent for image in given}
-    for image, out in planned.items():
-        if out.resolve().parent in image_folders and (out.exists() or out.is_symlink()):
-            raise SonosegError(
-                f"{out}: exists in a folder of the images and would be replaced by {image}'s mask (BUSI keeps its "
-                "ground truth under that very name): choose an --outdir apart from the images"
-            )
+        writers[out.name.casefold()] = image
+    image_folders = {folder for image in planned for folder in (image.parent.resolve(), image.resolve().parent)}
+    if outdir.resolve() in image_folders:
+        raise SonosegError(
+            f"{outdir}: a folder of the images; their masks would be written among them as <name>_mask.png, the "
+            "name BUSI gives its ground truth: choose an --outdir apart from the images"
+        )
     return list(planned.items())

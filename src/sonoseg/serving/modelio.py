@@ -118,6 +118,17 @@ def _load_failure(exc: Exception) -> str:
     return f"{type(exc).__name__}: {first_line[:160]} (cut short, or not a torch file)"
 
 
+def lesion_areas_at(saved: dict, size: int | None) -> tuple[float, ...] | None:
+    """A model file's training lesion areas (``lesion_areas``, in input pixels) at another input size
+    ``size`` (areas scale with the input's area); None for a file from before they were recorded."""
+    areas = saved.get("lesion_areas")
+    if areas is None:
+        return None
+    if size and saved.get("input_size"):
+        areas = [a * (size / saved["input_size"]) ** 2 for a in areas]
+    return tuple(float(a) for a in areas)
+
+
 def save_model(path: str | Path, *, network: str, state_dict: dict, **facts) -> None:
     """Write a model file: the network's name (and builder, for a network of the user's own), its
     fp32 weights and the facts that serving needs (input_size, input_interpolation, normalization,

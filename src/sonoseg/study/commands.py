@@ -416,7 +416,7 @@ def cmd_segment(args) -> None:
     log.info("wrote %d masks to %s (%s)", len(result.written), args.outdir, args.backend)
     if result.failed:
         raise SonosegError(
-            f"{len(result.failed)} of {len(args.images)} images failed: "
+            f"{len(result.failed)} of {len(result.failed) + len(result.written)} images failed: "
             + "; ".join(message for _, message in result.failed)
         )
 
