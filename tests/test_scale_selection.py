@@ -134,7 +134,11 @@ def test_predict_and_segment_choose_the_scale_per_image_on_a_real_model(tmp_path
     # ONNX Runtime: the model.pt exported on the fly at any size gives the same mask; a graph exported at
     # one size is refused with --scales.
     infer.segment_images(model, [image], tmp_path / "onnx", backend="onnxruntime", scales=scales)
-    assert np.array_equal(*(cv2.imread(str(tmp_path / d / "scan_mask.png")) for d in ("seg_scaled", "onnx")))
+    seg_plain, seg_scaled, onnx = (
+        cv2.imread(str(tmp_path / d / "scan_mask.png")) for d in ("seg_plain", "seg_scaled", "onnx")
+    )
+    assert not np.array_equal(seg_plain, seg_scaled)  # the selection changed this mask, so the next line tells
+    assert np.array_equal(seg_scaled, onnx)
     export.export(model, tmp_path / "fixed.onnx")
     with pytest.raises(SonosegError, match="exported at one input size; --scales needs"):
         infer.segment_images(tmp_path / "fixed.onnx", [image], tmp_path / "onnx2", backend="onnxruntime", scales=scales)

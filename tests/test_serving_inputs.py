@@ -155,6 +155,36 @@ def test_ingest_refuses_an_image_and_mask_turned_otherwise_unless_the_sizes_tell
         ingest(tmp_path / "stored", "folder")
     manifest = ingest(tmp_path / "viewed", "folder")  # the mask fits the image only as viewers show it
     assert "exif_orientation:6" in manifest["flags"].iloc[0] and manifest["status"].iloc[0] == "included"
+    # A half turn keeps the shape: which pixels the mask was drawn on cannot be told.
+    half = tmp_path / "half"
+    (half / "images").mkdir(parents=True)
+    (half / "masks").mkdir()
+    exif[imageio.EXIF_ORIENTATION_TAG] = 3
+    Image.fromarray(image).save(half / "images" / "a.png", exif=exif)
+    cv2.imwrite(str(half / "masks" / "a.png"), mask)
+    with pytest.raises(SonosegError, match=r"\(exif_orientation:3\) differs from its mask's \(none\)"):
+        ingest(half, "folder")
+    # Masks of one image (BUSI's NAME_mask_1.png) turned otherwise than each other: named.
+    tagged = tmp_path / "mask_tagged.png"
+    Image.fromarray(mask).save(tagged, exif=exif)
+    with pytest.raises(SonosegError, match="differs from that of the other masks of this image"):
+        imageio.read_mask([half / "masks" / "a.png", tagged])
+
+
+def test_a_graph_exported_at_one_size_for_a_study_that_selected_scales_says_so(tmp_path, scans, caplog):
+    # As an earlier sonoseg exported it, or a network that exports at one size only: the sidecar records the
+    # study's selection, and segment says it uses the input size alone; --scales is refused.
+    paths, model = scans
+    onnx_path = tmp_path / "one_size.onnx"
+    export.export(model, onnx_path)
+    sidecar = json.loads(export.sidecar_path(onnx_path).read_text())
+    assert export.served_sides(sidecar) == [sidecar["input"]["resize"]["height"]]
+    sidecar["postprocessing"]["study_scale_selection"] = {"scales": [1.0, 0.75], "in_this_graph": False}
+    export.sidecar_path(onnx_path).write_text(json.dumps(sidecar))
+    result = infer.segment_images(onnx_path, paths[:1], tmp_path / "out", backend="onnxruntime")
+    assert result.written and "this graph was exported at one input size" in caplog.text
+    with pytest.raises(SonosegError, match="exported at one input size; --scales needs"):
+        infer.segment_images(onnx_path, paths[:1], tmp_path / "out2", backend="onnxruntime", scales=(1.0, 0.75))
 
 
 def test_a_header_pillow_cannot_read_leaves_the_file_to_opencv(tmp_path):

@@ -293,8 +293,12 @@ def seeds_cell(row, digits: int = 3) -> str:
 
 
 def ci_cell(row, digits: int = 3) -> str:
-    low, high = row.get("dice_ci_low", np.nan), row.get("dice_ci_high", np.nan)
-    return "-" if pd.isna(low) else f"[{low:.{digits}f}, {high:.{digits}f}]"
+    """The Dice CI of a summary row; "-" for a row without one (a summary made before CIs were)."""
+    from sonoseg.analysis import stats
+
+    if "dice_ci_low" not in row or "dice_ci_high" not in row:
+        return "-"
+    return stats.ci_text(float(row["dice_ci_low"]), float(row["dice_ci_high"]), digits)
 
 
 def _pm(mean: float, std: float, digits: int) -> str:

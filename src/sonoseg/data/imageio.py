@@ -60,8 +60,8 @@ def problem_with_file(path: Path) -> str | None:
 def _file_layout(path: Path) -> tuple[int, int]:
     """(EXIF orientation, 1 when none; pages, 1 unless a multi-page TIFF), read from the file's header
     by Pillow (OpenCV decodes the first page only and, unchanged, ignores the orientation). Never a
-    full decode: a PNG's tag is read only from an eXIf chunk before its pixels (Pillow's getexif would
-    decode the whole file to look after them). A file Pillow cannot read is read by OpenCV as it is."""
+    full decode: a PNG's tag is read from the chunks before its pixels. A file Pillow cannot read is
+    read by OpenCV as it is."""
     import warnings
 
     from PIL import Image
@@ -70,13 +70,9 @@ def _file_layout(path: Path) -> tuple[int, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a header is read, not pixels
             with Image.open(path) as image:
-                if image.format == "PNG":
-                    raw = image.info.get("exif")
-                    exif = Image.Exif()
-                    if raw:
-                        exif.load(raw)
-                else:
-                    exif = image.getexif()
+                # Pillow's PNG reader decodes the whole image to look for a tag after the pixels; the generic
+                # reader takes the tag from the chunks before them (eXIf, or EXIF/XMP in text chunks).
+                exif = Image.Image.getexif(image) if image.format == "PNG" else image.getexif()
                 orientation = exif.get(EXIF_ORIENTATION_TAG, 1)
                 return (orientation if orientation in range(1, 9) else 1), getattr(image, "n_frames", 1)
     except Exception:  # noqa: BLE001 - any format or header Pillow refuses: OpenCV's reading stands
@@ -165,8 +161,17 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
         paths = [Path(p) for p in str(paths).split(MASK_SEPARATOR)]
     merged = None
     notes: list[str] = []
+    turns = set()
     for path in paths:
-        pixels, from_alpha = _mask_channel(_decode(Path(path), binary_float=True, notes=notes), Path(path))
+        layout: list[str] = []
+        pixels, from_alpha = _mask_channel(_decode(Path(path), binary_float=True, notes=layout), Path(path))
+        turns.add(next((note for note in layout if note.startswith("exif_orientation:")), "exif_orientation:1"))
+        if len(turns) > 1:
+            raise SonosegError(
+                f"{path}: its EXIF orientation differs from that of the other masks of this image "
+                f"({', '.join(sorted(turns))}): save them alike"
+            )
+        notes.extend(note for note in layout if note not in notes)
         if from_alpha and "mask_from_alpha" not in notes:
             notes.append("mask_from_alpha")
         top = 1 if pixels.max() <= 1 else np.iinfo(pixels.dtype).max

@@ -102,7 +102,8 @@ def _orientation_problem(image_notes: list[str], mask_notes: list[str], mask_sha
     """Images and masks are read as viewers show them (EXIF orientation applied). An image turned so
     whose mask has no such tag pairs up only when the mask fits the turned image and could not fit the
     stored one (a turn by 90 degrees of a non-square image): a mask drawn on the stored pixels would
-    otherwise train on a turned lesion without a word."""
+    otherwise train on a turned lesion without a word. Any other difference (a tag on the mask alone,
+    a flip or half turn, a square image) is a problem: the sizes cannot tell which was meant."""
     image_turn = next((note for note in image_notes if note.startswith("exif_orientation:")), None)
     mask_turn = next((note for note in mask_notes if note.startswith("exif_orientation:")), None)
     if image_turn == mask_turn:

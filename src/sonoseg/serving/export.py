@@ -204,7 +204,7 @@ def export(
     out: str | Path,
     component_rule: str = "area",
     size: int | None = None,
-    any_size: bool = False,
+    serve_scales: tuple[float, ...] = (),
 ) -> dict:
     """model.pt -> model.onnx + model.onnx.json. A foreign or tampered model.pt is refused (load_model).
 
@@ -215,8 +215,10 @@ def export(
     Runtime and torch disagree by more than 1e-4 in probability.
 
     When the study predicted the models with test-time scale selection (their postprocess.json), or
-    with ``any_size``, the graph takes any square input size (parity checked at each size the selection
-    tries), and the sidecar records the study's selection, so that segment applies it as torch does.
+    ``serve_scales`` shrink (a user's --scales), the graph takes other square input sizes: those the
+    selection tries where torch takes them, each checked for parity and listed in the sidecar (a size
+    ONNX Runtime cannot run, or runs otherwise, leaves the graph at the input size alone, with a
+    warning); the sidecar records the study's selection, so that segment applies it as torch does.
     """
     out = Path(out)
     if out.suffix.lower() != ".onnx":
@@ -246,20 +248,22 @@ def export(
     scales, shrink_above, shrink_found_above = recorded.scales()
     # The study's test-time scale selection predicts each image at smaller sizes too: the graph then takes
     # any square size, so that ONNX Runtime segments as the study did (one fixed size when that fails).
-    wanted, any_size = any_size or shrinks(scales), False
-    if wanted:
+    tried = sorted({f for f in (*scales, *serve_scales) if 0 < f < 1}, reverse=True)
+    sides = [size]  # the input size; then the smaller sizes the selection tries, where torch takes them
+    sides += [side for side in dict.fromkeys(max(1, round(size * f)) for f in tried) if side != size]
+    sides = [sides[0], *(side for side in sides[1:] if _torch_takes(probability, side))]
+    any_size = False
+    if len(sides) > 1:
         try:
             export_probability(probability, size, out, any_size=True)
+            max_abs_diff = _parity(probability, out, sides)
             any_size = True
         except SonosegError as exc:
             log.warning("%s: exported at one input size only, without test-time scale selection (%s)", out, exc)
     if not any_size:
+        sides = sides[:1]
         export_probability(probability, size, out)
-    sides = [size]  # where parity is checked: the input size, and the smaller sizes the selection tries
-    if any_size:
-        tried = scales if shrinks(scales) else (0.875, 0.75, 0.625)  # the quick study's, for a graph asked for
-        sides += sorted({max(1, round(size * f)) for f in tried if f < 1} - {size}, reverse=True)
-    max_abs_diff = _parity(probability, out, sides)
+        max_abs_diff = _parity(probability, out, sides)
     sidecar = build_sidecar(saved, out, size, component_rule, max_abs_diff, recorded.postprocess())
     if shrinks(scales):
         areas = [lesion_areas_at(kept, size) for _, kept in loaded]
@@ -268,7 +272,6 @@ def export(
             "shrink_above": shrink_above,
             "shrink_found_above": shrink_found_above,
             "in_this_graph": any_size,
-            "sizes_checked": sides,
             # Every member's, at this input size: the size-aware rule's limit is their shrink_above quantile.
             "training_lesion_areas": None if any(a is None for a in areas) else sorted(a for m in areas for a in m),
             "rule": "docs/method.md, 'Scale chosen per image' (sonoseg.serving.infer.scale_adaptive): each image is "
@@ -281,8 +284,8 @@ def export(
 
     if any_size:
         sidecar["input"]["shape"] = ["batch", 3, "side", "side"]
+        sidecar["input"]["sides"] = sides  # the input sizes checked against torch: the only ones segment runs
         sidecar["output"]["shape"] = ["batch", 1, "side", "side"]
-        sidecar["parity"]["checked_sides"] = sides
     networks = list(dict.fromkeys(kept["network"] for _, kept in loaded))
     if len(networks) > 1:
         sidecar["network"] = "+".join(networks)
@@ -315,6 +318,12 @@ def export(
     return sidecar
 
 
+def served_sides(sidecar: dict) -> list[int]:
+    """The square input sizes an exported graph serves: those checked against torch at export (a graph
+    exported at one size, or before other sizes were exported: that size alone)."""
+    return [int(side) for side in sidecar["input"].get("sides", [sidecar["input"]["resize"]["height"]])]
+
+
 def study_selection(sidecar: dict) -> dict:
     """The test-time scale selection the study predicted an exported model's members with, as its sidecar
     records it (scales, shrink_above, shrink_found_above, in_this_graph, training_lesion_areas); {} when
@@ -322,21 +331,25 @@ def study_selection(sidecar: dict) -> dict:
     return sidecar.get("postprocessing", {}).get("study_scale_selection") or {}
 
 
+def _torch_takes(probability: nn.Module, side: int) -> bool:
+    """Whether the network runs on a side x side input (its strides may need a multiple of 16 or 32)."""
+    try:
+        with torch.no_grad():
+            probability(torch.zeros(1, 3, side, side))
+    except RuntimeError:
+        return False
+    return True
+
+
 def _parity(probability: nn.Module, out: Path, sides: list[int]) -> float:
     """The largest |ONNX Runtime - torch| in probability over a random batch of two at each input side
-    (the first: the input size); a side the network cannot take in torch is left out, as segment leaves
-    it out. Refused beyond 1e-4."""
+    (the first: the input size). Refused beyond 1e-4, or where ONNX Runtime cannot run the graph."""
     session, worst = onnx_session(out), 0.0
     for side in sides:
         seed = 0 if side == sides[0] else side  # the input size's probe as before the other sizes were checked
         probe = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(seed))
-        try:
-            with torch.no_grad():
-                expected = probability(probe).numpy()
-        except RuntimeError:
-            if side == sides[0]:
-                raise
-            continue
+        with torch.no_grad():
+            expected = probability(probe).numpy()
         try:
             got = run_session(session, probe.numpy())
         except Exception as exc:  # ONNX Runtime's own error types

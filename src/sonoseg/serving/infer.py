@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import tempfile
 from collections.abc import Callable
@@ -270,35 +271,38 @@ def torch_predictor(model_path: str | Path, device: str = "auto", size: int | No
 
 
 def onnxruntime_predictor(
-    model_path: str | Path, threads: int = 0, size: int | None = None, any_size: bool = False
+    model_path: str | Path, threads: int = 0, size: int | None = None, scales: tuple[float, ...] = ()
 ) -> Predictor:
     """An exported model.onnx (with its sidecar), or a model.pt exported now to a temporary file (a
-    graph taking any input size when its study selected scales, or with ``any_size``)."""
+    graph that also takes the sizes its study's scale selection, or ``scales``, tries). The graph runs
+    only at the sizes checked against torch at export: another is refused as a size the network cannot
+    take, which scale selection leaves out."""
     from sonoseg.serving import export
 
     model_path = Path(model_path)
-    areas = None
     if model_path.suffix.lower() == ".onnx":
         sidecar = export.read_sidecar(model_path)
         session = export.onnx_session(model_path, threads)
-        # A graph that takes other input sizes carries the training lesion areas the size-aware rule reads.
-        selection = export.study_selection(sidecar)
-        areas = selection.get("training_lesion_areas") if selection.get("in_this_graph") else None
+        # The training lesion areas the size-aware rule reads, recorded with the study's selection.
+        areas = export.study_selection(sidecar).get("training_lesion_areas")
     else:
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = Path(tmp) / "model.onnx"
-            sidecar = export.export(model_path, onnx_path, size=size, any_size=any_size)
+            sidecar = export.export(model_path, onnx_path, size=size, serve_scales=scales)
             session = export.onnx_session(onnx_path, threads)
         areas = lesion_areas_at(load_checked(model_path, MODEL_FORMAT, metadata_only=True), size)
     resize = sidecar["input"]["resize"]
     marks = sidecar["input"].get("marks", {}).get("treatment", "keep")
+    sides = export.served_sides(sidecar)
 
     def run(batch: np.ndarray) -> np.ndarray:
+        if batch.shape[-1] not in sides:
+            raise RuntimeError(f"the graph was checked against torch at {sides} px only")
         try:
             return one_channel(export.run_session(session, batch), model_path)
         except SonosegError:
             raise
-        except Exception as exc:  # ONNX Runtime's own errors: a size a fixed-size graph, or the network, cannot take
+        except Exception as exc:  # ONNX Runtime's own error types
             raise RuntimeError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from exc
 
     return Predictor(
@@ -574,8 +578,8 @@ def segment_images(
         if backend == "torch":
             return torch_predictor(member, device, size)
         if member.suffix.lower() == ".onnx" and size:
-            raise SonosegError(f"{member}: an exported model has a fixed input size; --size does not apply")
-        return onnxruntime_predictor(member, threads, size, any_size=scales is not None and shrinks(scales))
+            raise SonosegError(f"{member}: an exported model has its input size; --size does not apply")
+        return onnxruntime_predictor(member, threads, size, scales or ())
 
     members = ensemble_members(model_path)
     exported = members[0].suffix.lower() == ".onnx"  # its sidecar records its post-processing; it has one size
@@ -594,24 +598,24 @@ def segment_images(
                 ]
             ),
         )
-    if scales is not None and exported and shrinks(scales):
+    if exported:  # the selection the study predicted the models with, as the sidecar records it
         from sonoseg.serving import export
 
-        if not export.read_sidecar(members[0])["input"]["shape"][2] == "side":
+        sidecar = export.read_sidecar(members[0])
+        selection, one_size = export.study_selection(sidecar), len(export.served_sides(sidecar)) == 1
+        if scales is not None and shrinks(scales) and one_size:
             raise SonosegError(
                 f"{model_path}: this graph was exported at one input size; --scales needs one exported from a run "
-                "whose study selected scales, or the model.pt (--backend onnxruntime exports it at any size)"
+                "whose study selected scales, or the model.pt (--backend onnxruntime exports it for the scales)"
             )
-    if scales is None and exported:  # the selection the study predicted the models with, as the sidecar records it
-        from sonoseg.serving import export
-
-        selection = export.study_selection(export.read_sidecar(members[0]))
+    if scales is None and exported:
         scales = tuple(selection.get("scales", [1.0]))
         shrink_above, shrink_found_above = selection.get("shrink_above"), selection.get("shrink_found_above")
-        if shrinks(scales) and not selection.get("in_this_graph"):
+        if shrinks(scales) and one_size:
             log.warning(
-                "%s: the study predicted these models with scales %s; this graph was exported at one input size, "
-                "so that size alone is used (export it again for the study's selection)",
+                "%s: the study predicted these models with scales %s, but this graph was exported at one input "
+                "size (the network did not export at others, or an earlier sonoseg exported it): that size "
+                "alone is used",
                 model_path,
                 list(scales),
             )
@@ -625,9 +629,7 @@ def segment_images(
     predictor.run = selected(predictor.run)
     limit = selected.area_limit
     if postprocess == "recorded" and exported:  # an exported model: its sidecar's
-        from sonoseg.serving import export
-
-        postprocess = export.read_sidecar(members[0])["postprocessing"].get("postprocess", "keep_one")
+        postprocess = sidecar["postprocessing"].get("postprocess", "keep_one")
     elif postprocess == "recorded":
         postprocess = recorded.postprocess()
     log.info(
@@ -725,8 +727,14 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
                 "different --outdir"
             )
         writers[out.name.casefold()] = image
-    image_folders = {folder for image in planned for folder in (image.parent.resolve(), image.resolve().parent)}
-    if outdir.resolve() in image_folders:
+    # Every folder an image was named in or lies in (an image given twice, once through a link, counts both).
+    image_folders = {
+        folder for image in map(Path, images) for folder in (image.parent.resolve(), image.resolve().parent)
+    }
+    among = outdir.resolve() in image_folders or (
+        outdir.is_dir() and any(os.path.samefile(outdir, folder) for folder in image_folders if folder.is_dir())
+    )  # samefile: a folder named in another case on a file system that ignores case
+    if among:
         raise SonosegError(
             f"{outdir}: a folder of the images; their masks would be written among them as <name>_mask.png, the "
             "name BUSI gives its ground truth: choose an --outdir apart from the images"
