@@ -493,7 +493,8 @@ def area_limit(predictor: Predictor, scales: tuple[float, ...], shrink_above: fl
         raise SonosegError(
             f"{label}: the model file records no training lesion areas (trained before they were recorded, or "
             "an exported graph): the size-aware scale selection (predict.shrink_above, --shrink-above) needs "
-            "them; retrain it, or leave shrink_above unset"
+            "them; retrain it, or leave shrink_above unset (where the study recorded it with the models, segment "
+            "with --scales 1 for the input size alone)"
         )
     if not predictor.lesion_areas:
         raise SonosegError(f"{label}: no training image had a lesion; the size-aware scale selection has no scale")
