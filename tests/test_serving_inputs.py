@@ -408,3 +408,21 @@ def test_ingest_messages_name_where_either_kind_of_dataset_sets_the_option(tmp_p
     assert "its entry in external_datasets:" in str(refused.value)
     with pytest.raises(SonosegError, match="'list.csv' is read by the folder layout only, and layout is 'busi'"):
         ingest(tmp_path, "busi", dataset_csv="list.csv")
+
+
+def test_a_selection_whose_smaller_sizes_the_network_cannot_take_is_still_the_studys(tmp_path, scans, caplog):
+    # As UNeXt takes 32 px alone: torch leaves the smaller sizes out, and so does the exported graph, which
+    # therefore selects as the study did (no warning that it does not).
+    paths, model = scans
+    run = tmp_path / "run"
+    _run_folder(run, model, scales=(1.0, 0.03))  # 2 px: too small for the network's four poolings
+    sidecar = export.export(run, tmp_path / "run.onnx")
+    assert export.served_sides(sidecar) == [sidecar["input"]["resize"]["height"]]
+    assert sidecar["postprocessing"]["study_scale_selection"]["in_this_graph"]
+    infer.segment_images(run, paths, tmp_path / "torch", device="cpu")
+    infer.segment_images(tmp_path / "run.onnx", paths, tmp_path / "onnx", backend="onnxruntime")
+    said = " ".join(record.getMessage() for record in caplog.records if record.name.startswith("sonoseg"))
+    assert "exported at one input size" not in said and "cannot take a 2-px input" in said  # 0.03 x 64 px
+    for path in paths:
+        name = f"{path.stem}_mask.png"
+        assert np.array_equal(*(cv2.imread(str(tmp_path / d / name), cv2.IMREAD_UNCHANGED) for d in ("torch", "onnx")))

@@ -252,7 +252,7 @@ def export(
     sides = [size]  # the input size; then the smaller sizes the selection tries, where torch takes them
     sides += [side for side in dict.fromkeys(max(1, round(size * f)) for f in tried) if side != size]
     sides = [sides[0], *(side for side in sides[1:] if _torch_takes(probability, side))]
-    any_size = False
+    torch_sides, any_size = list(sides), False
     if len(sides) > 1:
         try:
             export_probability(probability, size, out, any_size=True)
@@ -271,7 +271,8 @@ def export(
             "scales": list(scales),
             "shrink_above": shrink_above,
             "shrink_found_above": shrink_found_above,
-            "in_this_graph": any_size,
+            # The graph serves every size torch takes (UNeXt takes 32 px alone): it selects as the study did.
+            "in_this_graph": sides == torch_sides,
             # Every member's, at this input size: the size-aware rule's limit is their shrink_above quantile.
             "training_lesion_areas": None if any(a is None for a in areas) else sorted(a for m in areas for a in m),
             "rule": "docs/method.md, 'Scale chosen per image' (sonoseg.serving.infer.scale_adaptive): each image is "

@@ -612,7 +612,7 @@ def segment_images(
     if scales is None and exported:
         scales = tuple(selection.get("scales", [1.0]))
         shrink_above, shrink_found_above = selection.get("shrink_above"), selection.get("shrink_found_above")
-        if shrinks(scales) and one_size:
+        if shrinks(scales) and not selection.get("in_this_graph"):
             log.warning(
                 "%s: the study predicted these models with scales %s, but this graph was exported at one input "
                 "size (the network did not export at others, or an earlier sonoseg exported it): that size "
