@@ -82,11 +82,12 @@ def generalization_table(
                 run = found.get((variant, dataset))
                 if run is None:
                     continue
-                if dataset != IN_DOMAIN and empty_side(select_runs(per_image, [run]), "truth").all():
+                chosen = select_runs(per_image, [run])
+                if dataset != IN_DOMAIN and empty_side(chosen, "truth").all():
                     # A set of scans without lesions (normal scans): no Dice to give; its row says so.
                     rows.append(_row(network, variant, dataset, roles, run, patients=0, images=0, dice=float("nan")))
                     continue
-                table = patient_table(per_image, [run])
+                table = patient_table(chosen)
                 summary = stats.method_ci(table, run, seed=seed, resamples=resamples)
                 replicates = stats.method_replicates(
                     table, run, seed=seed + (dataset != IN_DOMAIN), resamples=resamples

@@ -30,6 +30,12 @@ LOW_RANGE_16BIT = 4096
 class Decoded:
     pixels: np.ndarray
     notes: list[str] = field(default_factory=list)
+    orientation: int = 1  # the EXIF orientation applied to the stored pixels (1: none)
+
+
+def orientation_note(orientation: int) -> str:
+    """How notes, flags and messages name an EXIF orientation."""
+    return f"exif_orientation:{orientation}"
 
 
 def problem_with_file(path: Path) -> str | None:
@@ -95,10 +101,10 @@ def as_viewers_show(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(turned)
 
 
-def _decode(path: Path, binary_float: bool = False, notes: list[str] | None = None) -> np.ndarray:
-    """The file's pixels, 8- or 16-bit, turned as a viewer shows them (EXIF orientation). ``binary_float``
-    (masks): a float file whose values are only 0 and 1, or 0 and 255, is read as 8-bit; those values say
-    what is lesion without guessing. ``notes`` gets what was done that a user may need to know."""
+def _decode(path: Path, binary_float: bool = False) -> Decoded:
+    """The file's pixels, 8- or 16-bit, turned as a viewer shows them (EXIF orientation), with notes of
+    what was done that a user may need to know. ``binary_float`` (masks): a float file whose values are
+    only 0 and 1, or 0 and 255, is read as 8-bit; those values say what is lesion without guessing."""
     problem = problem_with_file(path)
     if problem:
         raise SonosegError(f"{path}: {problem}")
@@ -106,21 +112,19 @@ def _decode(path: Path, binary_float: bool = False, notes: list[str] | None = No
     if pixels is None:
         raise SonosegError(f"{path}: not a readable image")
     orientation, pages = _file_layout(path)
+    notes = [orientation_note(orientation)] * (orientation != 1) + [f"first_page_of:{pages}"] * (pages > 1)
     if orientation != 1:
         pixels = as_viewers_show(pixels, orientation)
-    if notes is not None:
-        notes.extend([f"exif_orientation:{orientation}"] * (orientation != 1))
-        notes.extend([f"first_page_of:{pages}"] * (pages > 1))
     # Float (and signed) files have no agreed range: neither brightness nor the lesion value can be
     # read from them without guessing, so images and masks alike must be 8- or 16-bit.
     if binary_float and pixels.dtype.kind in "fi" and set(np.unique(pixels).tolist()) in ({0, 1}, {0, 255}, {0}):
-        return pixels.astype(np.uint8)
+        return Decoded(pixels.astype(np.uint8), notes, orientation)
     if pixels.dtype not in (np.uint8, np.uint16):
         raise SonosegError(
             f"{path}: unsupported pixel type {pixels.dtype} (8- or 16-bit files only"
             + ("; a float mask may hold 0 and 1, or 0 and 255)" if binary_float else ")")
         )
-    return pixels
+    return Decoded(pixels, notes, orientation)
 
 
 def read_image(path: str | Path) -> Decoded:
@@ -128,9 +132,8 @@ def read_image(path: str | Path) -> Decoded:
 
     Channel order: RGB (the authors' OpenCV code fed BGR; the networks learn either, we use RGB).
     """
-    path = Path(path)
-    notes: list[str] = []
-    pixels = _decode(path, notes=notes)
+    decoded = _decode(Path(path))
+    pixels, notes = decoded.pixels, decoded.notes
     if pixels.dtype == np.uint16:
         if pixels.max() < LOW_RANGE_16BIT:
             notes.append(f"low_range_16bit:{pixels.max()}")
@@ -144,7 +147,7 @@ def read_image(path: str | Path) -> Decoded:
         notes.append("converted_rgba")
     else:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-    return Decoded(pixels, notes)
+    return Decoded(pixels, notes, decoded.orientation)
 
 
 def read_mask(paths: str | Path | list[Path]) -> Decoded:
@@ -163,15 +166,15 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
     notes: list[str] = []
     turns = set()
     for path in paths:
-        layout: list[str] = []
-        pixels, from_alpha = _mask_channel(_decode(Path(path), binary_float=True, notes=layout), Path(path))
-        turns.add(next((note for note in layout if note.startswith("exif_orientation:")), "exif_orientation:1"))
+        decoded = _decode(Path(path), binary_float=True)
+        pixels, from_alpha = _mask_channel(decoded.pixels, Path(path))
+        turns.add(decoded.orientation)
         if len(turns) > 1:
             raise SonosegError(
                 f"{path}: its EXIF orientation differs from that of the other masks of this image "
-                f"({', '.join(sorted(turns))}): save them alike"
+                f"({', '.join(map(orientation_note, sorted(turns)))}): save them alike"
             )
-        notes.extend(note for note in layout if note not in notes)
+        notes.extend(note for note in decoded.notes if note not in notes)
         if from_alpha and "mask_from_alpha" not in notes:
             notes.append("mask_from_alpha")
         top = 1 if pixels.max() <= 1 else np.iinfo(pixels.dtype).max
@@ -193,7 +196,7 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
         merged = lesion if merged is None else (merged | lesion)
     if len(paths) > 1:
         notes.append(f"merged_masks:{len(paths)}")
-    return Decoded(merged, notes)
+    return Decoded(merged, notes, turns.pop())  # one orientation: several were refused above
 
 
 def _mask_channel(pixels: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:

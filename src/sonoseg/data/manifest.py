@@ -23,7 +23,7 @@ from sonoseg.data.duplicates import (
     near_duplicates,
     pixel_hash,
 )
-from sonoseg.data.imageio import MASK_SEPARATOR, problem_with_file, read_image, read_mask
+from sonoseg.data.imageio import MASK_SEPARATOR, orientation_note, problem_with_file, read_image, read_mask
 from sonoseg.data.layouts import (
     LAYOUTS,
     Candidate,
@@ -82,7 +82,7 @@ def _check_candidate(candidate: Candidate) -> dict:
         return facts
     height, width = image.pixels.shape[:2]
     facts.update(height=height, width=width, flags=image.notes + mask.notes)
-    turned = _orientation_problem(image.notes, mask.notes, mask.pixels.shape, (height, width))
+    turned = _orientation_problem(image.orientation, mask.orientation, mask.pixels.shape, (height, width))
     if turned:
         candidate.problems.append(turned)
         return facts
@@ -98,22 +98,24 @@ def _check_candidate(candidate: Candidate) -> dict:
     return facts
 
 
-def _orientation_problem(image_notes: list[str], mask_notes: list[str], mask_shape, turned_shape) -> str | None:
-    """Images and masks are read as viewers show them (EXIF orientation applied). An image turned so
-    whose mask has no such tag pairs up only when the mask fits the turned image and could not fit the
-    stored one (a turn by 90 degrees of a non-square image): a mask drawn on the stored pixels would
-    otherwise train on a turned lesion without a word. Any other difference (a tag on the mask alone,
-    a flip or half turn, a square image) is a problem: the sizes cannot tell which was meant."""
-    image_turn = next((note for note in image_notes if note.startswith("exif_orientation:")), None)
-    mask_turn = next((note for note in mask_notes if note.startswith("exif_orientation:")), None)
+def _orientation_problem(image_turn: int, mask_turn: int, mask_shape, turned_shape) -> str | None:
+    """Images and masks are read as viewers show them (EXIF orientation applied; 1: none). An image
+    turned so whose mask has no such tag pairs up only when the mask fits the turned image and could not
+    fit the stored one (a turn by 90 degrees of a non-square image): a mask drawn on the stored pixels
+    would otherwise train on a turned lesion without a word. Any other difference (a tag on the mask
+    alone, a flip or half turn, a square image) is a problem: the sizes cannot tell which was meant."""
     if image_turn == mask_turn:
         return None
-    quarter_turn = (image_turn or mask_turn).split(":")[1] in ("5", "6", "7", "8")
-    stored_shape = turned_shape[::-1] if quarter_turn else turned_shape
-    if image_turn and not mask_turn and tuple(mask_shape) == tuple(turned_shape) != tuple(stored_shape):
-        return None  # drawn on the image as viewers show it (an annotation tool that applies the tag)
+    if mask_turn == 1:  # the image's quarter turns (5-8) swap its sides
+        stored_shape = turned_shape[::-1] if image_turn in (5, 6, 7, 8) else turned_shape
+        if tuple(mask_shape) == tuple(turned_shape) != tuple(stored_shape):
+            return None  # drawn on the image as viewers show it (an annotation tool that applies the tag)
+
+    def named(turn: int) -> str:
+        return "none" if turn == 1 else orientation_note(turn)
+
     return (
-        f"the image's EXIF orientation ({image_turn or 'none'}) differs from its mask's ({mask_turn or 'none'}), "
+        f"the image's EXIF orientation ({named(image_turn)}) differs from its mask's ({named(mask_turn)}), "
         "and which pixels the mask was drawn on cannot be told from their sizes: save both alike (the image "
         "without the tag, or the mask drawn on the image as viewers show it)"
     )

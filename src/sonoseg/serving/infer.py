@@ -603,24 +603,24 @@ def segment_images(
         from sonoseg.serving import export
 
         sidecar = export.read_sidecar(members[0])
-        selection, one_size = export.study_selection(sidecar), len(export.served_sides(sidecar)) == 1
-        if scales is not None and shrinks(scales) and one_size:
+        selection = export.study_selection(sidecar)
+        if scales is not None and shrinks(scales) and len(export.served_sides(sidecar)) == 1:
             raise SonosegError(
                 f"{model_path}: this graph was exported at one input size; --scales needs one exported from a run "
                 "whose study selected scales, or the model.pt (--backend onnxruntime exports it for the scales)"
             )
-    if scales is None and exported:
-        scales = tuple(selection.get("scales", [1.0]))
-        shrink_above, shrink_found_above = selection.get("shrink_above"), selection.get("shrink_found_above")
-        if shrinks(scales) and not selection.get("in_this_graph"):
-            log.warning(
-                "%s: the study predicted these models with scales %s, but this graph was exported at one input "
-                "size (the network did not export at others, or an earlier sonoseg exported it): that size "
-                "alone is used",
-                model_path,
-                list(scales),
-            )
-            scales, shrink_above, shrink_found_above = (1.0,), None, None
+        if scales is None:
+            scales = tuple(selection.get("scales", [1.0]))
+            shrink_above, shrink_found_above = selection.get("shrink_above"), selection.get("shrink_found_above")
+            if shrinks(scales) and not selection.get("in_this_graph"):
+                log.warning(
+                    "%s: the study predicted these models with scales %s, but this graph was exported at one input "
+                    "size (the network did not export at others, or an earlier sonoseg exported it): that size "
+                    "alone is used",
+                    model_path,
+                    list(scales),
+                )
+                scales, shrink_above, shrink_found_above = (1.0,), None, None
     elif scales is None:
         scales, shrink_above, shrink_found_above = recorded.scales() if recorded else ((1.0,), None, None)
     predictor = ensemble([one(member) for member in members], members)
@@ -676,9 +676,9 @@ def segment_images(
             log.error("%s%s", exc, stale)
             result.failed.append((path, f"{exc}{stale}"))
             continue
-        for note in decoded.notes:
-            if note.split(":")[0] in NOTES_TO_WARN:
-                log.warning("%s: %s", path, NOTES_TO_WARN[note.split(":")[0]].format(note.partition(":")[2]))
+        for kind, _, value in (note.partition(":") for note in decoded.notes):
+            if kind in NOTES_TO_WARN:
+                log.warning("%s: %s", path, NOTES_TO_WARN[kind].format(value))
         rgb = decoded.pixels
         try:
             probability = predictor.run(predictor.prepare(rgb))[0]

@@ -172,6 +172,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
     return model.to(device).eval(), saved
 
 
+# A run folder's layout: fold<k>/seed<s>/model.pt (results/<study>/runs/<run>/).
+FOLD_FOLDER, SEED_FOLDER = re.compile(r"fold\d+"), re.compile(r"seed\d+")
+
+
 def ensemble_members(model_path: str | Path) -> list[Path]:
     """The model files a --model names: the file itself, or every member of a run folder — each
     ``seed<s>`` folder under it must hold a model.pt (a member that is missing is an error naming its
@@ -181,15 +185,14 @@ def ensemble_members(model_path: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise SonosegError(f"{path}: no such model file or run folder")
-    folds = sorted(p for p in path.iterdir() if p.is_dir() and re.fullmatch(r"fold\d+", p.name))
+    folds = sorted(p for p in path.iterdir() if p.is_dir() and FOLD_FOLDER.fullmatch(p.name))
     if not folds:
         raise SonosegError(
             f"{path}: not a run folder (expected fold<k>/seed<s>/model.pt under it, as results/<study>/runs/<run>/ "
             "holds; a folder of several runs would mix networks)"
         )
     seeds = {
-        fold: sorted(p.name for p in fold.iterdir() if p.is_dir() and re.fullmatch(r"seed\d+", p.name))
-        for fold in folds
+        fold: sorted(p.name for p in fold.iterdir() if p.is_dir() and SEED_FOLDER.fullmatch(p.name)) for fold in folds
     }
     first = folds[0]
     for fold in folds:
@@ -251,7 +254,7 @@ def chosen_postprocess(choices: list[str | Path]) -> str:
 
 def in_run_folder(member: Path) -> bool:
     """Whether a model file lies where a study's run folder keeps it: fold<k>/seed<s>/model.pt."""
-    return bool(re.fullmatch(r"seed\d+", member.parent.name) and re.fullmatch(r"fold\d+", member.parent.parent.name))
+    return bool(SEED_FOLDER.fullmatch(member.parent.name) and FOLD_FOLDER.fullmatch(member.parent.parent.name))
 
 
 def _choice_files(members: list[Path]) -> list[Path]:
