@@ -339,7 +339,10 @@ def test_an_external_set_without_lesions_is_a_row_without_dice_and_a_caption_not
     assert outside["images"] == 0 and np.isnan(outside["dice"]) and np.isnan(outside["drop"])
     notes = generalization.lesionless_notes(table)
     assert notes == ["ext: no image has a lesion, so it has no Dice (its predictions are in per_image.csv.gz)."]
-    assert notes[0] in generalization.markdown(table, notes)
+    table_text = generalization.markdown(table, notes)
+    assert notes[0] in table_text
+    # The markdown table's cell says why, as the report's page does (not an empty cell).
+    assert table_text.count(f"| {generalization.NO_DICE} |") == len(table[table["dataset"] == "ext"])
     generalization.plot(table, tmp_path / "figure.png", notes)
     generalization.write(table, tmp_path / "generalization.csv", notes)
     pages.study_table_html(tmp_path / "generalization.csv", "generalization", tmp_path / "generalization.html")

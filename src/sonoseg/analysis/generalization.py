@@ -124,6 +124,15 @@ def _row(network: str, variant: str, dataset: str, roles: dict[str, str], run: s
     }
 
 
+# A set none of whose images has a lesion has no Dice: its cell says so, in the markdown table and the report.
+NO_DICE = "no lesion: no Dice"
+
+
+def dice_cell(mean: float, low: float, high: float) -> str:
+    """A Dice cell: the mean and its CI, or why there is none."""
+    return NO_DICE if pd.isna(mean) else f"{mean:.3f} {stats.ci_text(low, high)}"
+
+
 def lesionless_notes(table: pd.DataFrame) -> list[str]:
     """A caption's sentence for each external set none of whose images has a lesion (its rows: no Dice)."""
     external = table[table["dataset"] != IN_DOMAIN]
@@ -154,7 +163,7 @@ def markdown(table: pd.DataFrame, notes: list[str] = ()) -> str:
         cells = [rows["label"].iloc[0], variant]
         for dataset in datasets:
             row = by_dataset.loc[dataset] if dataset in by_dataset.index else None
-            dice = "" if row is None else _cell(row["dice"], row["ci_low"], row["ci_high"])
+            dice = "" if row is None else dice_cell(row["dice"], row["ci_low"], row["ci_high"])
             if dataset == IN_DOMAIN:
                 cells.append(dice)
             else:

@@ -199,7 +199,7 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 "Dataset": [d if r == d else f"{d} ({r})" for d, r in zip(table["dataset"], table["role"])],
                 "Patients": table["patients"],
                 "Dice [95 % CI]": [
-                    "no lesion: no Dice" if pd.isna(m) else f"{fmt(m, 3)} {stats.ci_text(lo, hi)}"
+                    generalization.dice_cell(m, lo, hi)
                     for m, lo, hi in zip(table["dice"], table["ci_low"], table["ci_high"])
                 ],
                 "Drop from in-domain [95 % CI]": [
