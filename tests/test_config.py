@@ -369,3 +369,23 @@ def test_predict_scales_reach_every_prediction_with_a_model_and_nothing_when_off
     assert code != 0 and "predict.shrink_found_above" in refused
     code, refused = dry_run(workflow_copy, {**config, "predict": {**found, "shrink_found_above": 0.9}})
     assert code != 0 and "shrink_found_above" in refused
+
+
+@pytest.mark.parametrize(
+    ("predict", "says", "not_says"),
+    [
+        ({"postprocess": "validation", "scales": [1.0]}, "chose on its fold's validation part", "input scales"),
+        ({"postprocess": "none", "scales": [1.0]}, "not at all (every pixel kept)", "one lesion kept"),
+        ({"postprocess": "keep_one", "scales": [1.0, 0.75]}, "tried at input scales [1.0, 0.75]", "validation part"),
+    ],
+)
+def test_the_reports_front_page_says_the_post_processing_the_study_used(predict, says, not_says):
+    """workflow/report/workflow.rst, as Snakemake's report renders it (Jinja over the validated config)."""
+    import jinja2
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "config/config.yaml").read_text())
+    config["predict"].update({"component_rule": "area", "shrink_above": None, **predict})
+    config["report_provenance"] = ""
+    template = jinja2.Template((Path(__file__).parents[1] / "workflow/report/workflow.rst").read_text())
+    text = " ".join(template.render(snakemake=type("S", (), {"config": config})).split())
+    assert says in text and not_says not in text

@@ -378,3 +378,83 @@ def test_a_link_to_a_folder_is_recorded_not_followed(tmp_path):
     assert provenance.read_json(provenance.record_path(tmp_path / "out", "dataset"))  # readable JSON
     mode = provenance.record_path(tmp_path / "out", "dataset").stat().st_mode & 0o777
     assert mode & 0o044  # not owner-only: a results folder may be shared (umask permitting)
+
+
+# ----------------------------------------------------------------------------- moving a study
+
+
+def test_a_relative_root_is_recorded_as_written_and_a_move_with_the_checkout_is_no_change(tmp_path, monkeypatch):
+    first, second = tmp_path / "checkout", tmp_path / "moved"
+    make_folder(first / "data/mine")
+    monkeypatch.chdir(first)
+    config = {**folder_config(Path("data/mine"))}
+    check = provenance.check_study(config, first / "out")
+    record = provenance.record_path(first / "out", "dataset")
+    assert json.loads(record.read_text())["root"] == "data/mine"
+    written = record.stat().st_mtime_ns
+    first.rename(second)  # the checkout and its results, moved together
+    monkeypatch.chdir(second)
+    again = provenance.check_study(config, second / "out")
+    assert again.messages == [] and again.dataset_fingerprint == check.dataset_fingerprint
+    assert provenance.record_path(second / "out", "dataset").stat().st_mtime_ns == written  # not rewritten
+
+
+def test_a_record_of_the_same_folder_written_otherwise_is_kept(tmp_path, monkeypatch):
+    """A study made when records held the resolved root: the config's relative root leads to the same
+    folder, so nothing is rewritten and nothing redone."""
+    make_folder(tmp_path / "data/mine")
+    monkeypatch.chdir(tmp_path)
+    provenance.check_study(folder_config(tmp_path / "data/mine"), tmp_path / "out")
+    record = provenance.record_path(tmp_path / "out", "dataset")
+    written = record.stat().st_mtime_ns
+    check = provenance.check_study(folder_config(Path("data/mine")), tmp_path / "out")
+    assert check.messages == []
+    assert record.stat().st_mtime_ns == written
+    assert json.loads(record.read_text())["root"] == str(tmp_path / "data/mine")
+
+
+def test_the_same_files_read_from_another_folder_are_announced_and_recorded(tmp_path):
+    make_folder(tmp_path / "first")
+    provenance.check_study(folder_config(tmp_path / "first"), tmp_path / "out")
+    shutil.copytree(tmp_path / "first", tmp_path / "second")
+    check = provenance.check_study(folder_config(tmp_path / "second"), tmp_path / "out")
+    (message,) = check.messages
+    assert f"the dataset is now read from {tmp_path / 'second'} (its record says {tmp_path / 'first'})" in message
+    assert "with the same files" in message and "the study redoes the ingest" in message
+    assert json.loads(provenance.record_path(tmp_path / "out", "dataset").read_text())["root"] == str(
+        tmp_path / "second"
+    )
+
+
+@pytest.mark.slow
+def test_a_finished_study_moved_with_its_checkout_redoes_nothing(tmp_path):
+    """A real study on a dataset beside the workflow (a relative root, as the built-in sets have), then the
+    whole folder moved: its manifest's paths are relative, and the next run has nothing to do."""
+    workdir = copy_workflow(make_dir(tmp_path / "workflow"))
+    made = subprocess.run(
+        [str(BIN / "sonoseg"), "synth", str(workdir / "data/mine"), "--patients", "6", "--seed", "4"]
+        + ["--height", "64", "--width", "96"],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    config = write_config(workdir, {**FOLDER_STUDY, "dataset": {"layout": "folder", "root": "data/mine"}}, "fp.yaml")
+    run = run_snakemake([*TARGETS, "--cores", "2", "--configfile", config], workdir)
+    assert run.returncode == 0, run.stderr[-4000:]
+    manifest = (workdir / "results/fp/data/manifest.csv").read_text()
+    assert str(tmp_path) not in manifest and "data/mine/images/" in manifest
+    moved = tmp_path / "moved"
+    workdir.rename(moved)
+    jobs, stderr = dry_run({"workdir": moved, "config": config})
+    assert jobs == {}, (jobs, stderr[-2000:])
+    assert "the study redoes" not in stderr
+    # The same files read from another folder: said, the ingest redone to read them there, the training
+    # (same data caches, same fingerprint) adopted rather than trained again.
+    elsewhere = shutil.copytree(moved / "data/mine", tmp_path / "elsewhere")
+    write_config(moved, {**FOLDER_STUDY, "dataset": {"layout": "folder", "root": str(elsewhere)}}, "fp.yaml")
+    rerun = run_snakemake([*TARGETS, "--cores", "2", "--configfile", config], moved)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert f"the dataset is now read from {elsewhere} (its record says data/mine), with the same files" in rerun.stderr
+    assert str(elsewhere) in (moved / "results/fp/data/manifest.csv").read_text()
+    training_log = (moved / "results/fp/logs/train/lighter_unet_c1/fold0/seed0.log").read_text()
+    assert "adopted" in training_log, training_log[-2000:]

@@ -126,6 +126,9 @@ def test_reliance_is_paired_image_by_image_and_run_by_run(tmp_path):
     assert per_image.loc[per_image["run"] == "unet--tested-inpaint", "learning_rate"].eq(0.003).all()
     table = tables.paired_runs(per_image, [("unet", "unet--tested-inpaint")], family="reliance")
     row = table.iloc[0]
+    # method is the twin and reference the main run, as in every comparison (docs/statistics.md).
+    assert (row["method"], row["reference"]) == ("unet--tested-inpaint", "unet")
+    assert row["dice_method"] - row["dice_reference"] == pytest.approx(row["mean_difference"])
     assert row["mean_difference"] == pytest.approx(-0.1)
     assert row["ci_low"] == pytest.approx(-0.1) and row["ci_high"] == pytest.approx(-0.1)
     assert row["family"] == tables.PAIRED_FAMILIES["reliance"]

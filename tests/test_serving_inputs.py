@@ -350,7 +350,7 @@ def test_an_external_set_without_lesions_is_a_row_without_dice_and_a_caption_not
     assert "no lesion: no Dice" in page and "ext: no image has a lesion" in page and "nan" not in page
     # The paired tables leave such a pair out rather than stop the study.
     paired = tables.paired_runs(per_image, [("unet", "light_unet"), ("unet--on-ext", "light_unet--on-ext")])
-    assert paired["method"].tolist() == ["unet"]
+    assert paired["reference"].tolist() == ["unet"] and paired["method"].tolist() == ["light_unet"]
 
 
 def test_one_patient_gives_no_confidence_interval(tmp_path):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import collect, sheet_row, write_patient_manifest, write_run_metrics
 
-from sonoseg.analysis import paper, tables
+from sonoseg.analysis import pages, paper, tables
 from sonoseg.errors import SonosegError
 from sonoseg.serving import modelio
 from sonoseg.study import layout
@@ -39,6 +39,16 @@ def test_table1_rows_in_paper_order_with_mean_std_over_seeds():
     assert unet["hd95_penalized"] == 1 and unet["parameters"] == UNET_PARAMETERS
     assert rows.loc["fcn8s", "parameters"] == FCN_PARAMETERS
     assert unet["paper_dice_mean"] == 0.929 and unet["paper_hd95_mean"] == 13.92
+
+
+def test_one_seed_has_no_spread_in_the_table_not_a_spread_of_0(tmp_path):
+    """docs/statistics.md: a single run's SD is unknown, not 0; the CSV leaves it empty and no cell shows ± 0."""
+    table = tables.network_table(runs()[runs()["seed"] == 0], paper.TABLE1, ["unet", "fcn8s"])
+    assert table["dice_std"].isna().all() and table["hd95_std"].isna().all()
+    table.to_csv(tmp_path / "table1.csv", index=False)
+    assert pd.read_csv(tmp_path / "table1.csv")["dice_std"].isna().all()
+    assert "± 0.0" not in pages.plus_minus(0.6, table["hd95_std"].iloc[0], 2)
+    assert pages.plus_minus(0.6, 0.05, 2) == "0.60 ± 0.05"
 
 
 def test_tables_list_only_what_the_study_ran():

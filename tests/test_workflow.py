@@ -38,6 +38,14 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     assert dry.returncode == 0, dry.stderr
     assert "lighter_unet_c1" not in dry.stdout and "ladder" not in dry.stdout
     assert jobs_of(dry.stdout)["train"] == 1
+    # The ladder alone (README): its steps' trainings, not the study's networks, floors or tables.
+    dry = run_snakemake(["ladder", "-n", "--cores", "1", "--configfile", "config/tiny.yaml"], workflow_copy)
+    assert dry.returncode == 0, dry.stderr
+    ladder_jobs = jobs_of(dry.stdout)
+    assert ladder_jobs["train"] == len(TINY["ladder"]["steps"]), ladder_jobs
+    assert "collect" not in ladder_jobs and "table" not in ladder_jobs and "cost" not in ladder_jobs
+    runs = set(re.findall(r"wildcards: run=([^,\s]+)", dry.stdout))
+    assert runs == {f"ladder--{step['name']}" for step in TINY["ladder"]["steps"]}, runs
 
     # The whole study, run once for the session by the tiny_study fixture (`snakemake all`, which must succeed).
     workdir, config, out = tiny_study.workdir, tiny_study.config, tiny_study.out

@@ -24,6 +24,14 @@ rule collect:
         "--external-manifest {params.external} --per-image {output.per_image} --trainings {output.trainings} > {log} 2>&1"
 
 
+rule ladder:
+    # The tuning ladder's runs alone: each step's trainings, predictions and summary
+    # (networks/ladder--<step>.csv). Its table, tables/ladder.md, reads the study's long table of every
+    # run (the Dice CIs by patient), so it comes with the whole study.
+    input:
+        [layout.summary(OUT, run) for run in LADDER_RUNS],
+
+
 rule table:
     input:
         unpack(get_cost_table),

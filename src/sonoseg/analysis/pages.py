@@ -56,7 +56,10 @@ def fmt(value: float, digits: int) -> str:
 
 
 def plus_minus(mean: float, std: float, digits: int) -> str:
-    return "-" if pd.isna(mean) else f"{mean:.{digits}f} ± {0.0 if pd.isna(std) else std:.{digits}f}"
+    """A mean and its SD; a mean alone where the SD is unknown (one seed), as the markdown tables show it."""
+    if pd.isna(mean):
+        return "-"
+    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def signed(value: float, digits: int) -> str:

@@ -80,9 +80,10 @@ def _last(history: pd.DataFrame, column: str):
 
 
 def mean_std(values: pd.Series) -> tuple[float, float]:
-    """Mean and sample standard deviation over seeds (std 0 for a single seed)."""
+    """Mean and sample standard deviation over seeds: NaN for a single seed, whose spread is unknown, not 0
+    (docs/statistics.md)."""
     values = values.astype(float)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
 
 
 def _count(group: pd.DataFrame, column: str) -> int:
@@ -528,8 +529,9 @@ def paired_runs(
     seed: int = 0,
     family: str = "ablation",
 ) -> pd.DataFrame:
-    """Pairs of runs on the same test images, by patient: per pair, Dice of the main run and of its
-    twin, and the paired difference (twin - main) with its patient-level hierarchical bootstrap CI and
+    """Pairs of runs on the same test images, by patient: per pair (main, twin), a row whose method is the
+    twin and reference the main run (as in every comparison of sonoseg.analysis.stats), the Dice of
+    each, and the paired difference (twin - main) with its patient-level hierarchical bootstrap CI and
     sign-flip p, Holm-corrected over the pairs. ``family`` "ablation": the caliper ablation (each method
     trained and tested with the marks the other way); "reliance": each network trained with marks kept,
     its very models tested with the marks inpainted (paired image by image and run by run)."""
@@ -547,7 +549,8 @@ def paired_runs(
             continue
         result = stats.hierarchical_comparison(both, twin, main, seed=seed, permutations=flips)
         means = both.groupby("method")["dice"].mean()
-        rows.append({**result, "method": main, "twin": twin, "dice_main": means[main], "dice_twin": means[twin]})
+        # As every comparison of the statistics: method is the candidate (the twin), reference the main run.
+        rows.append({**result, "dice_method": means[twin], "dice_reference": means[main]})
     table = pd.DataFrame(rows)
     if not table.empty:
         table = stats.with_holm(table)

@@ -186,7 +186,7 @@ def ingest(
         raise SonosegError(f"on_bad_sample: {on_bad_sample!r} is not 'fail' or 'exclude'")
     if dataset_csv and layout != "folder":  # the other layouts name their files themselves
         raise SonosegError(f"csv: {dataset_csv!r} is read by the folder layout only, and layout is {layout!r}")
-    root = root.resolve()
+    given, root = root, root.resolve()
     files, refused_links = list_files(root)
     if layout == "folder":
         found = folder_layout(root, files, dataset_csv)
@@ -288,6 +288,7 @@ def ingest(
         )
 
     manifest = pd.DataFrame(rows)
+    _paths_as_written(manifest, root, given)
     for column in MANIFEST_COLUMNS:
         if column not in manifest.columns:
             manifest[column] = ""
@@ -303,6 +304,28 @@ def ingest(
     if not (manifest["status"] == "included").any():
         raise SonosegError(f"dataset {root}: no usable image-mask pair found for layout {layout!r}")
     return manifest
+
+
+def _paths_as_written(manifest: pd.DataFrame, resolved: Path, given: Path) -> None:
+    """The image and mask paths under a root given relative (the built-in sets, a dataset beside the
+    workflow) written relative to the same folder the root was, so that the manifest holds wherever the
+    checkout and its results are moved together; under an absolute root they stay absolute."""
+    if given.is_absolute():
+        return
+
+    def as_written(path: str) -> str:
+        if not path or not Path(path).is_relative_to(resolved):
+            return path
+        return str(given / Path(path).relative_to(resolved))
+
+    manifest["image"] = manifest["image"].map(as_written)
+    manifest["mask"] = manifest["mask"].map(
+        lambda paths: (
+            MASK_SEPARATOR.join(as_written(p) for p in paths.split(MASK_SEPARATOR))
+            if isinstance(paths, str) and paths
+            else paths
+        )
+    )
 
 
 def _is_positive_number(value) -> bool:

@@ -185,10 +185,12 @@ def folder_record(name: str, root: str | Path, hashes: HashCache, setting: str =
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "not found"
         raise SonosegError(f"{name}: {root} {what} ({setting})")
-    root = root.resolve()
+    # The root as the config wrote it: a relative one (the built-in sets) is the same folder wherever the
+    # checkout lies, so moving the checkout with its results changes no record (and redoes nothing).
     record = Record(name, str(root))
-    for path in dataset_files(root):
-        record.files[path.relative_to(root).as_posix()] = file_entry(path, hashes)
+    resolved = root.resolve()
+    for path in dataset_files(resolved):
+        record.files[path.relative_to(resolved).as_posix()] = file_entry(path, hashes)
     return record
 
 
@@ -197,7 +199,7 @@ def file_record(name: str, path: str | Path, hashes: HashCache, what: str) -> Re
     if not path.is_file():
         raise SonosegError(f"{what}: {path} {'is not a file' if path.exists() else 'not found'}")
     resolved = path.resolve()
-    return Record(name, str(resolved.parent), {resolved.name: file_entry(resolved, hashes)})
+    return Record(name, str(path.parent), {resolved.name: file_entry(resolved, hashes)})
 
 
 def pretrained_sources(paths) -> dict[str, str]:
@@ -309,6 +311,14 @@ def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained:
                 f"sonoseg: the {name} changed since the last run ({changes(before, record).describe()}): "
                 f"fingerprint {before.fingerprint[:SHORT]} -> {record.fingerprint[:SHORT]}; {consequence}"
             )
+        elif before is not None and _moved(before, record):
+            messages.append(
+                f"sonoseg: the {name} is now read from {record.root} (its record says {before.root}), with the same "
+                f"files (fingerprint {record.fingerprint[:SHORT]}): the study redoes "
+                f"{REDOES.get(name.split('_')[0], 'what reads it')}, to read them there"
+            )
+        if before is not None and before.fingerprint == record.fingerprint and not _moved(before, record):
+            continue  # the same files in the same folder: the record stays as it is, and so does its date
         if write_json_atomic(path, record.to_json()) and undone:
             _date_before_manifest(path, out)
     current = records["dataset"].fingerprint
@@ -320,6 +330,18 @@ def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained:
         )
     hashes.save()
     return Check(records, messages, hashes.hashed)
+
+
+def _moved(before: Record, after: Record) -> bool:
+    """Whether a source is read from another folder than its record's: the roots as written differ and do
+    not lead to one folder now (a record made with an absolute root, the config now relative to the same
+    folder, has not moved)."""
+    if before.root == after.root:
+        return False
+    try:
+        return Path(before.root).resolve() != Path(after.root).resolve()
+    except OSError:
+        return True
 
 
 def _date_before_manifest(record: Path, out: Path) -> None:

@@ -552,7 +552,7 @@ def cmd_paired(args) -> None:
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
     table = tables.paired_runs(_per_image(args), pairs, args.seed, args.family)
     table.to_csv(args.out, index=False)
-    log.info("%s (twin - main):\n%s", args.family, table.to_string(index=False))
+    log.info("%s (method - reference):\n%s", args.family, table.to_string(index=False))
 
 
 def cmd_equivalence(args) -> None:
