@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_snakemake
+from conftest import BIN, run_snakemake
 
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog, models
@@ -389,3 +389,36 @@ def test_the_reports_front_page_says_the_post_processing_the_study_used(predict,
     template = jinja2.Template((Path(__file__).parents[1] / "workflow/report/workflow.rst").read_text())
     text = " ".join(template.render(snakemake=type("S", (), {"config": config})).split())
     assert says in text and not_says not in text
+
+
+def test_overrides_of_networks_the_study_does_not_run_are_noted_and_a_misspelt_one_is_refused(workflow_copy):
+    """A smaller study layered over config/quick.yaml narrows the networks but cannot take quick.yaml's
+    overrides out: those are not used, and the start says so; a name no network has stops it."""
+    config = {
+        **BASE,
+        "networks": ["lighter_unet_c1"],
+        "train": {**BASE["train"], "overrides": {"unet": {"learning_rate": 0.01}}},
+    }
+    code, output = dry_run(workflow_copy, config)
+    assert code == 0, output[-3000:]
+    assert "Note: config train.overrides sets unet, which this study does not run" in output
+    assert "sonoseg train --network unet" not in output
+    config["train"]["overrides"] = {"unett": {"learning_rate": 0.01}}
+    code, output = dry_run(workflow_copy, config)
+    assert code != 0
+    assert "config train.overrides: unknown network 'unett'; known networks: unet, light_unet" in output
+
+
+def test_ingest_refuses_an_option_it_does_not_know(tmp_path):
+    """A misspelt ingest setting would otherwise run as the default unseen (on_bad_samples: exclude ran as fail)."""
+    import json
+    import subprocess
+
+    options = json.dumps({"root": str(tmp_path), "layout": "folder", "on_bad_samples": "exclude"})
+    result = subprocess.run(
+        [str(BIN / "sonoseg"), "ingest", "--options", options, "--out", str(tmp_path / "m.csv")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "ingest --options: unknown setting(s) on_bad_samples; known: root, layout, on_bad_sample" in result.stderr

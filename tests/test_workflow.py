@@ -193,6 +193,28 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     assert rerun_history.drop(columns=timing).equals(history.drop(columns=timing))
 
 
+def test_a_dataset_with_a_bad_file_stops_the_run_naming_it_on_screen(workflow_copy):
+    """The ingest lists every problem file in its log; the profile shows a failed job's log, so the user
+    reads the file's name on screen, not only a path to the log."""
+    made = subprocess.run(
+        [str(BIN / "sonoseg"), "synth", str(workflow_copy / "mydata"), "--patients", "4", "--seed", "1"]
+        + ["--height", "64", "--width", "96"],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    # The default profile, found through the top-level link as in the repository (copy_workflow leaves it out).
+    shutil.copytree(workflow_copy / "workflow" / "profiles", workflow_copy / "profiles")
+    bad = sorted((workflow_copy / "mydata" / "images").iterdir())[0]
+    bad.write_bytes(bad.read_bytes()[:60])  # a truncated PNG
+    folder = {**TINY, "study": "bad", "dataset": {"layout": "folder", "root": "mydata"}}
+    config = write_config(workflow_copy, folder, "bad.yaml")
+    result = run_snakemake(["results/bad/data/manifest.csv", "--cores", "1", "--configfile", config], workflow_copy)
+    assert result.returncode != 0
+    shown = result.stdout + result.stderr
+    assert "problem(s) found (on_bad_sample: fail)" in shown and bad.name in shown, shown[-3000:]
+
+
 def test_quick_study_on_a_synth_folder_dataset_is_the_same_dag(workflow_copy):
     """The quick study runs on a folder dataset written by `sonoseg synth` exactly as on the built-in one."""
     synthetic = TINY["synthetic"]

@@ -63,6 +63,8 @@ if workflow.is_main_process:
         print(message, file=sys.stderr)
     for message in catalog.unimportable_builders(config["custom_networks"]):
         print(f"Warning: {message}", file=sys.stderr)
+    if runsheet.unused_overrides_note(config):
+        print(f"Note: {runsheet.unused_overrides_note(config)}", file=sys.stderr)
 
 
 def report_provenance():

@@ -97,7 +97,7 @@ def find_overlap(
         log.info(
             "compared %d image(s) with %d of %s: %d pair(s) found; near-duplicate candidates not confirmed: %d "
             "(%.1f s; each costs a few ms, and images of one scanner and preset can all be candidates: "
-            "near_duplicate_distance: -1 in the set's entry compares identical pixels only)",
+            "dataset.near_duplicate_distance: -1, which this check uses too, compares identical pixels only)",
             len(mine),
             len(theirs),
             dataset,

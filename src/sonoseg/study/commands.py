@@ -51,6 +51,13 @@ def cmd_ingest(args) -> None:
     from sonoseg import data
 
     options = _json(args.options)
+    # A key ingest() does not take would be ignored unseen (a typo running as the default): refused.
+    unknown = sorted(set(options) - set(INGEST_SETTINGS) - {"root", "layout"})
+    if unknown:
+        raise SonosegError(
+            f"ingest --options: unknown setting(s) {', '.join(unknown)}; known: "
+            f"{', '.join(['root', 'layout', *INGEST_SETTINGS])}"
+        )
     # The config's dataset keys that are ingest() settings; a key left out keeps ingest()'s default
     # (the schema's defaults, which a test holds equal to those).
     settings = {parameter: options[key] for key, parameter in INGEST_SETTINGS.items() if key in options}
@@ -96,6 +103,8 @@ def cmd_runs(args) -> None:
 
     config = _json(args.config_json) if args.config_json else load_config(args.configfile)
     text = runsheet.to_tsv(runsheet.build(config))
+    if runsheet.unused_overrides_note(config):
+        log.warning(runsheet.unused_overrides_note(config))
     if args.out:
         Path(args.out).write_text(text)
     else:

@@ -136,6 +136,20 @@ def study_networks(config: dict) -> list[str]:
     return list(config["networks"]) + [n for n in config.get("custom_networks", {}) if n not in config["networks"]]
 
 
+def unused_overrides_note(config: dict) -> str:
+    """A note on the networks train.overrides sets that the study does not run ("" when none): a config
+    layered over another (a smaller study over config/quick.yaml) narrows the networks but cannot take
+    their overrides out; those are not used, which the workflow and `sonoseg runs` say."""
+    networks = study_networks(config)
+    unused = [network for network in config["train"]["overrides"] if network not in networks]
+    if not unused:
+        return ""
+    return (
+        f"config train.overrides sets {', '.join(unused)}, which this study does not run (config networks): "
+        "those overrides are not used"
+    )
+
+
 def check_config(config: dict) -> None:
     """What the schema cannot say: names that must be known, and lists that must agree."""
     networks, floors = study_networks(config), config["baselines"]
@@ -150,9 +164,12 @@ def check_config(config: dict) -> None:
             )
     train = config["train"]
     for network in train["overrides"]:
-        if network not in networks:
-            raise SonosegError(f"config train.overrides: {network!r} is not one of the study's networks {networks}")
-        catalog.pretrained_backbone_for(train, network)  # a pretrained_backbone override needs a backbone
+        if network not in known:
+            raise SonosegError(
+                f"config train.overrides: unknown network {network!r}; known networks: {', '.join(known)}"
+            )
+        if network in networks:
+            catalog.pretrained_backbone_for(train, network)  # a pretrained_backbone override needs a backbone
     ladder = config["ladder"]
     seeds = [str(s) for s in config["seeds"]]
     ladder_seeds = [str(s) for s in ladder["seeds"]] or seeds
