@@ -422,3 +422,34 @@ def test_ingest_refuses_an_option_it_does_not_know(tmp_path):
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "ingest --options: unknown setting(s) on_bad_samples; known: root, layout, on_bad_sample" in result.stderr
+
+
+def test_every_config_problem_is_one_line_naming_its_key_before_anything_runs(workflow_copy):
+    """A misspelt key, a number YAML reads as text (1e-3: no dot) in a network's overrides, a ladder change
+    out of range, an unknown ladder network, split fractions that do not sum to 1: each stops the dry run
+    with a line naming the key, not a training job later nor the schema quoted whole."""
+    config = {
+        **BASE,
+        "networks": ["lighter_unet_c1"],
+        "splt": {"seed": 1},
+        "train": {**BASE["train"], "overrides": {"lighter_unet_c1": {"learning_rate": "1e-3", "momentum": -3}}},
+        "ladder": {"enabled": True, "network": "unet", "steps": [{"name": "a", "changes": {"learning_rate": -5}}]},
+    }
+    code, output = dry_run(workflow_copy, config)
+    assert code != 0
+    assert "4 problem(s) in the config" in output
+    for line in (
+        "config (top level): Additional properties are not allowed ('splt' was unexpected)",
+        "config train.overrides.lighter_unet_c1.learning_rate: '1e-3' is not accepted",
+        "(YAML reads 1e-3 as text, without a dot: write it as 1.0e-3)",
+        "config train.overrides.lighter_unet_c1.momentum: -3 is less than the minimum of 0",
+        "config ladder.steps.0.changes.learning_rate: -5 is not accepted",
+    ):
+        assert line in output, output[-3000:]
+    assert len(output.splitlines()) < 60, output[-3000:]  # not the schema and config quoted back
+    config = {**BASE, "networks": ["lighter_unet_c1"], "ladder": {"enabled": True, "network": "unett"}}
+    code, output = dry_run(workflow_copy, config)
+    assert code != 0 and "config ladder.network: unknown network 'unett'; known networks: unet" in output
+    config = {**BASE, "networks": ["lighter_unet_c1"], "split": {"fractions": [0.6, 0.5, 0.4]}}
+    code, output = dry_run(workflow_copy, config)
+    assert code != 0 and "config split.fractions: [0.6, 0.5, 0.4] must sum to 1" in output

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from snakemake.utils import validate
 
 from sonoseg.networks import catalog
-from sonoseg.study import layout, runsheet
+from sonoseg.study import config_check, layout, runsheet
 from sonoseg.data import provenance
 from sonoseg.data.options import CACHE_MARKS, PARTS, UNMARKED
 from sonoseg.errors import SonosegError
@@ -31,6 +31,13 @@ if "resources" in config:
         "config resources: runtime and memory per job now live in the profile (default-resources, and "
         "set-resources for train: workflow/profiles/slurm/config.yaml); remove the resources section"
     )
+# Every problem at once, one line each naming the key (Snakemake's validate stops at the first, and
+# quotes the whole schema with it); a network's overrides and the ladder's changes checked too.
+_CONFIG_PROBLEMS = config_check.problems(
+    config, config_check.load_schema(os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+)
+if _CONFIG_PROBLEMS:
+    raise ValueError(config_check.message(_CONFIG_PROBLEMS))
 validate(config, schema="../schemas/config.schema.yaml")
 
 OUT = f"results/{config['study']}"

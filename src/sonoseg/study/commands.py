@@ -125,6 +125,11 @@ def load_config(configfiles: list[str]) -> dict:
             raise SonosegError(
                 f"{path}: cannot read the config ({exc.strerror}); run from the workflow's folder"
             ) from None
+    from sonoseg.study import config_check
+
+    found = config_check.problems(config, config_check.load_schema("workflow/schemas/config.schema.yaml"))
+    if found:
+        raise SonosegError(config_check.message(found))
     validate(config, "workflow/schemas/config.schema.yaml")
     return config
 

@@ -171,6 +171,13 @@ def check_config(config: dict) -> None:
         if network in networks:
             catalog.pretrained_backbone_for(train, network)  # a pretrained_backbone override needs a backbone
     ladder = config["ladder"]
+    if ladder.get("enabled") and ladder.get("network") not in known:
+        raise SonosegError(
+            f"config ladder.network: unknown network {ladder.get('network')!r}; known networks: {', '.join(known)}"
+        )
+    fractions = config.get("split", {}).get("fractions")
+    if fractions and abs(sum(fractions) - 1) > 1e-6:
+        raise SonosegError(f"config split.fractions: {fractions} must sum to 1 (train, validation, test)")
     seeds = [str(s) for s in config["seeds"]]
     ladder_seeds = [str(s) for s in ladder["seeds"]] or seeds
     if not set(ladder_seeds) <= set(seeds):
