@@ -224,17 +224,28 @@ def test_a_users_network_ending_in_a_sigmoid_is_warned_of_and_a_correct_one_pass
         catalog.register("floorish", builder="users_mistakes:fine", family="floor")
 
 
-def test_a_builder_module_python_cannot_find_is_warned_of_when_the_study_is_planned(tmp_path, monkeypatch):
-    """Found at planning, not at the training job after the data is made (a warning: the jobs' own
-    environment may still have it)."""
+def test_a_builders_problems_are_found_when_the_study_is_planned(tmp_path, monkeypatch):
+    """Found at planning, not at the training job after the data is made: a module Python cannot find is
+    a warning (the jobs' own environment may still have it); a misspelt function, or a module that fails
+    to import, is an error naming it."""
     from sonoseg.networks import catalog
 
     (tmp_path / "users_mistakes.py").write_text(USERS_MISTAKES)
+    (tmp_path / "broken_nets.py").write_text("import torch\nraise RuntimeError('half-edited')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    networks = {"mine": {"builder": "users_mistakes:fine"}, "lost": {"builder": "not_here.nets:build"}}
-    (warning,) = catalog.unimportable_builders(networks)
+    networks = {
+        "mine": {"builder": "users_mistakes:fine"},
+        "lost": {"builder": "not_here.nets:build"},
+        "typo": {"builder": "users_mistakes:fien"},
+        "broken": {"builder": "broken_nets:build"},
+    }
+    (warning,), errors = catalog.builder_problems(networks)
     assert warning.startswith("custom network 'lost': the module 'not_here.nets' of its builder cannot be imported")
-    assert "PYTHONPATH=." in warning
+    assert "put it in the workflow's folder" in warning
+    assert len(errors) == 2
+    assert errors[0].startswith("custom network 'typo': users_mistakes (") and "has no function 'fien'" in errors[0]
+    assert "it defines: " in errors[0] and "fine" in errors[0]
+    assert errors[1] == "custom network 'broken': importing 'broken_nets' failed: RuntimeError: half-edited"
 
 
 def test_serving_refuses_an_output_of_other_than_one_channel(tmp_path):
@@ -264,11 +275,12 @@ def test_a_users_network_runs_through_the_workflow(workflow_copy, monkeypatch):
         "custom_networks": {"tiny_unet": {"builder": "my_networks:tiny_unet", "label": "Tiny U-net (mine)"}},
     }
     path = write_config(workflow_copy, config)
-    monkeypatch.setenv("PYTHONPATH", str(workflow_copy))  # as the docs say: the module importable from there
+    # The module beside the Snakefile, and no PYTHONPATH: the jobs import it as the planning does.
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     if True:
         dry = run_snakemake(["all", "-n", "-p", "--cores", "1", "--configfile", path], workflow_copy)
         assert dry.returncode == 0, dry.stderr[-3000:]
-        assert "cannot be imported from here" not in dry.stderr  # PYTHONPATH=. as the docs say
+        assert "cannot be imported from here" not in dry.stderr
         assert "--network tiny_unet" in dry.stdout and "results/mine/tables/beyond.csv" in dry.stdout
         assert "sonoseg cost --networks lighter_unet_c1 tiny_unet" in dry.stdout
         target = "results/mine/networks/tiny_unet.csv"
@@ -283,6 +295,16 @@ def test_a_users_network_runs_through_the_workflow(workflow_copy, monkeypatch):
         assert summary["dice"].notna().all() and summary["parameters"].item() > 0
         model = workflow_copy / "results" / "mine" / "runs" / "tiny_unet" / "fold0" / "seed0" / "model.pt"
         assert torch.load(model, weights_only=True)["builder"] == "my_networks:tiny_unet"
+        # An edit of the network's code retrains it and measures its cost again; nothing else trains.
+        module = workflow_copy / "my_networks.py"
+        code = module.read_text()
+        module.write_text(code.replace("nn.Conv2d(8, 8, 3, padding=1)", "nn.Conv2d(8, 8, 5, padding=2)"))
+        dry = run_snakemake(["all", "-n", "--cores", "1", "--configfile", path], workflow_copy)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        assert "run=tiny_unet" in dry.stdout and "run=lighter_unet_c1," not in dry.stdout
+        assert jobs_of(dry.stdout)["train"] == 1 and jobs_of(dry.stdout)["cost_prepare"] == 1
+        module.write_text(code)  # back to the network its model file was trained with, for segment below
+        monkeypatch.setenv("PYTHONPATH", str(workflow_copy))  # segment, outside the workflow: importable there
         images = sorted((workflow_copy / "results" / "mine" / "data" / "synthetic" / "images").glob("*.png"))[:2]
         out = workflow_copy / f"masks-{uuid.uuid4().hex[:6]}"
         segment = subprocess.run(

@@ -53,6 +53,11 @@ if DATASET["layout"] != "synthetic" and not DATASET["root"]:
 
 RUNS = {run.name: run for run in runsheet.build(config)}  # the run sheet: one row per run
 
+# A network of the user's own is imported by the jobs as by this planning process, which has the workflow's
+# folder on its import path: its module beside the Snakefile needs no PYTHONPATH=. (docs/extending.md).
+if config["custom_networks"] and workflow.basedir not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
+
 # The data's fingerprint (sonoseg.data.provenance): every file the study reads from outside results/, one
 # record per source under data/sources/, rewritten only when the data changed; the rules that read a
 # source take its record as input, so they rerun exactly then. Computed once, by the process that
@@ -68,8 +73,11 @@ if workflow.is_main_process:
         raise ValueError(str(exc)) from None
     for message in DATA_CHECK.messages:
         print(message, file=sys.stderr)
-    for message in catalog.unimportable_builders(config["custom_networks"]):
+    _builder_warnings, _builder_errors = catalog.builder_problems(config["custom_networks"])
+    for message in _builder_warnings:
         print(f"Warning: {message}", file=sys.stderr)
+    if _builder_errors:
+        raise ValueError("\n".join(_builder_errors))
     if runsheet.unused_overrides_note(config):
         print(f"Note: {runsheet.unused_overrides_note(config)}", file=sys.stderr)
 
@@ -262,6 +270,25 @@ def get_augmentation_metrics(wildcards):
     }
 
 
+def _builder_file(spec):
+    """The file of a user's builder module (None when this process cannot find it: a warning at start)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(spec["builder"].partition(":")[0])
+    except (ImportError, ValueError):
+        return None
+    return found.origin if found is not None and found.has_location else None
+
+
+# Each network of the user's own -> its builder's module file, an input of its trainings and of the cost
+# table: an edit of the network's code retrains it (a touch only: the training is adopted, its code digest
+# unchanged) and measures it again, where Snakemake alone would keep results of the old code.
+BUILDER_FILES = {
+    name: path for name, spec in config["custom_networks"].items() if (path := _builder_file(spec)) is not None
+}
+
+
 def get_training_inputs(wildcards):
     """The run's recipe and data; for the run that the recipe selection already trained (the
     network's run with the candidates' seed), the candidates, one of which it adopts."""
@@ -271,6 +298,8 @@ def get_training_inputs(wildcards):
         "train": cache(run, wildcards.fold, "train"),
         "val": cache(run, wildcards.fold, "val"),
     }
+    if run.method in BUILDER_FILES:
+        inputs["builder_code"] = BUILDER_FILES[run.method]
     if run.pretrained_backbone:  # its weights' record: a changed weights file retrains the run
         inputs["pretrained_record"] = source_record(PRETRAINED_SOURCES[run.pretrained_backbone])
     candidates = []

@@ -76,6 +76,8 @@ rule selection_table:
 rule cost_prepare:
     # What the cost table times, made beforehand beside other jobs: each network's parameters, GFLOPs
     # and exported graph (seconds per network; no quiet machine needed). Deleted once timed.
+    input:
+        [BUILDER_FILES[network] for network in NETWORKS if network in BUILDER_FILES],
     output:
         temp(directory(f"{OUT}/cost_prepared")),
     log:

@@ -187,26 +187,41 @@ ROW_ORDER = {
 }  # fmt: skip
 
 
-def unimportable_builders(custom_networks: dict) -> list[str]:
-    """A warning for each network of the user's own whose builder's module Python cannot find from here:
-    its jobs would fail at training, after the data is made, unless their environment has the module
-    (a conda env of the jobs', say: so a warning, not an error)."""
+def builder_problems(custom_networks: dict) -> tuple[list[str], list[str]]:
+    """What planning can tell of the user's builders before any data is made: (warnings, errors).
+
+    A module Python cannot find from here is a warning (its jobs would fail at training unless their
+    environment has it: a conda env of the jobs', say). A module that is found but fails to import, or has
+    no such function, is an error naming it: every job of that network would fail the same way."""
+    import importlib
     import importlib.util
 
-    warnings = []
+    warnings, errors = [], []
     for name, spec in custom_networks.items():
-        module = str(spec.get("builder", "")).partition(":")[0]
+        module_name, _, function = str(spec.get("builder", "")).partition(":")
         try:
-            found = importlib.util.find_spec(module) is not None
+            found = importlib.util.find_spec(module_name) is not None
         except (ImportError, ValueError):  # a parent package missing, an empty name
             found = False
         if not found:
             warnings.append(
-                f"custom network {name!r}: the module {module!r} of its builder cannot be imported from here; "
-                "put it in the workflow's folder and run with PYTHONPATH=. (docs/extending.md), or its training "
-                "fails unless the jobs' environment has it"
+                f"custom network {name!r}: the module {module_name!r} of its builder cannot be imported from here; "
+                "put it in the workflow's folder (docs/extending.md), or its training fails unless the jobs' "
+                "environment has it"
             )
-    return warnings
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # the user's module, whatever it raises
+            errors.append(f"custom network {name!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}")
+            continue
+        if not callable(getattr(module, function, None)):
+            defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+            errors.append(
+                f"custom network {name!r}: {module_name} ({getattr(module, '__file__', '')}) has no function "
+                f"{function!r}; it defines: {', '.join(defined) or 'none'}"
+            )
+    return warnings, errors
 
 
 def register_all(custom_networks: dict) -> None:
