@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
 # The study's name (its results/<study>/ folder): the CONFIG's `study`, else config/config.yaml's.
-STUDY ?= $(shell sed -n 's/^study: *//p' $(CONFIG) config/config.yaml | head -n 1)
+STUDY ?= $(shell sed -n 's/^study: *["'"'"']\{0,1\}\([A-Za-z0-9_.-]*\).*/\1/p' $(CONFIG) config/config.yaml | head -n 1)
 
 .PHONY: study confirm report test lint clean
 

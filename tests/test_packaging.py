@@ -81,3 +81,15 @@ def test_tests_sharing_the_tiny_study_run_on_one_xdist_worker(tmp_path):
     collected = int(re.search(r"workers \[(\d+) items\]", run.stdout)[1])  # every test of the two files
     assert len(placed) == collected >= 8 and len({worker for worker, _ in placed}) == 2, run.stdout[-2000:]
     assert len(tiny) == 1 and sum(test.startswith(TINY_STUDY_TESTS) for _, test in placed) == 3, placed
+
+
+def test_make_reads_the_study_name_past_a_comment_or_quotes(tmp_path):
+    """`make report` builds results/<study>/: the config's `study` line may carry a comment or quotes."""
+    for line, study in (("study: mine  # my study", "mine"), ('study: "q2"', "q2"), ("study: plain", "plain")):
+        config = tmp_path / f"{study}.yaml"
+        config.write_text(line + "\n")
+        planned = subprocess.run(
+            ["make", "-n", "report", f"CONFIG={config}", "BIN=.venv/bin"], cwd=REPO, capture_output=True, text=True
+        )
+        assert planned.returncode == 0, planned.stderr
+        assert f"--report results/{study}/report.html --cores 2 --configfile {config}" in planned.stdout
