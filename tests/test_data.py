@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import unicodedata
 import zlib
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pandas as pd
 import pytest
 
 from sonoseg import data
-from sonoseg.data import duplicates, imageio, synth
+from sonoseg.data import duplicates, imageio, layouts, synth
 from sonoseg.errors import SonosegError
 
 
@@ -562,7 +563,7 @@ def test_patients_csv_listing_an_image_twice_is_refused(tmp_path):
         with pytest.raises(SonosegError) as error:
             data.ingest(tmp_path, "folder", on_bad_sample=policy)
         assert str(error.value).startswith(f"{tmp_path.resolve() / 'patients.csv'}: an image may be listed only once")
-        assert "image 'good0.png' is listed in rows 2 and 4 (patients 'A', 'C')" in str(error.value)
+        assert "image 'good0.png' is listed in rows 2 and 4, which differ in patient ('A', 'C')" in str(error.value)
     # A row copied twice whole says one thing: accepted (and logged).
     rows["patient"][2] = "A"
     pd.DataFrame(rows).to_csv(tmp_path / "patients.csv", index=False)
@@ -693,11 +694,13 @@ def test_dataset_csv_rows_naming_missing_files_are_problems_like_the_others(tmp_
         write(tmp_path / "labels" / f"s{i}.png", mask)
     (tmp_path / "scans" / "broken.png").write_bytes(b"")
     write(tmp_path / "labels" / "broken.png", lesion_pair(0)[1])
+    for i in (3, 4):  # images whose rows name no usable mask
+        write(tmp_path / "scans" / f"s{i}.png", lesion_pair(i)[0])
     rows = [{"image": f"scans/s{i}.png", "mask": f"labels/s{i}.png", "patient": f"P{i}"} for i in range(3)]
     rows += [
         {"image": "scans/missing.png", "mask": "labels/s0.png", "patient": "Q"},
-        {"image": "scans/s1.png", "mask": "labels/missing_mask.png", "patient": "R"},
-        {"image": "scans/s2.png", "mask": "", "patient": "S"},
+        {"image": "scans/s3.png", "mask": "labels/missing_mask.png", "patient": "R"},
+        {"image": "scans/s4.png", "mask": "", "patient": "S"},
         {"image": "scans/broken.png", "mask": "labels/broken.png", "patient": "T"},
     ]
     pd.DataFrame(rows).to_csv(tmp_path / "list.csv", index=False)
@@ -712,6 +715,261 @@ def test_dataset_csv_rows_naming_missing_files_are_problems_like_the_others(tmp_
     manifest = data.ingest(tmp_path, "folder", dataset_csv="list.csv", on_bad_sample="exclude")
     assert data.included(manifest)["patient"].tolist() == ["P0", "P1", "P2"]
     assert (manifest.loc[manifest["patient"].isin(["Q", "R", "S", "T"]), "status"] == "excluded").all()
+
+
+# ----------------------------------------------------------------------------- what the CSV cells say
+
+
+def problem_line(message: str, path: Path) -> str:
+    """The line of a refusal's listing that names ``path`` (under a resolved root)."""
+    return next(line.strip() for line in message.splitlines() if line.strip().startswith(f"{path}: "))
+
+
+def test_an_empty_patient_cell_is_a_problem_of_its_sample(tmp_path):
+    """An empty patient cell made every such image patient '' (one patient, one split group), unseen."""
+    folder, listed = tmp_path / "folder", tmp_path / "listed"
+    good_folder(folder, 3)
+    pd.DataFrame({"image": ["good0.png", "good1.png", "good2.png"], "patient": ["A", "", "  "]}).to_csv(
+        folder / "patients.csv", index=False
+    )
+    with pytest.raises(SonosegError) as error:
+        data.ingest(folder, "folder")
+    assert "2 problem(s)" in str(error.value)
+    for name, row in (("good1.png", 3), ("good2.png", 4)):
+        line = problem_line(str(error.value), folder.resolve() / "images" / name)
+        assert line.endswith(f": patients.csv row {row}: the patient cell is empty"), line
+    assert data.included(data.ingest(folder, "folder", on_bad_sample="exclude"))["patient"].tolist() == ["A"]
+
+    good_folder(listed, 3)
+    rows = [{"image": f"images/good{i}.png", "mask": f"masks/good{i}.png", "patient": p} for i, p in enumerate("A ")]
+    rows.append({"image": "images/good2.png", "mask": "masks/good2.png", "patient": ""})
+    pd.DataFrame(rows).to_csv(listed / "list.csv", index=False)
+    with pytest.raises(SonosegError) as error:
+        data.ingest(listed, "folder", dataset_csv="list.csv")
+    assert "2 problem(s)" in str(error.value)
+    for name, row in (("good1.png", 3), ("good2.png", 4)):
+        line = problem_line(str(error.value), listed.resolve() / "images" / name)
+        assert line.endswith(f": list.csv row {row}: the patient cell is empty"), line
+    manifest = data.ingest(listed, "folder", dataset_csv="list.csv", on_bad_sample="exclude")
+    assert data.included(manifest)["patient"].tolist() == ["A"]
+
+
+def test_patients_csv_rows_with_an_empty_image_cell_are_problems_not_one_image_listed_twice(tmp_path):
+    """Two such rows were refused as "image '' is listed in rows 3 and 5"; each is a problem of its own."""
+    good_folder(tmp_path, 2)
+    pd.DataFrame({"image": ["good0.png", "", "good1.png", " "], "patient": ["A", "B", "C", "D"]}).to_csv(
+        tmp_path / "patients.csv", index=False
+    )
+    with pytest.raises(SonosegError) as error:
+        data.ingest(tmp_path, "folder")
+    assert "2 problem(s)" in str(error.value) and "listed only once" not in str(error.value)
+    rows = outcomes(data.ingest(tmp_path, "folder", on_bad_sample="exclude"), tmp_path)
+    assert rows["row3-of-patients"] == ("excluded", "patients.csv row 3: the image cell is empty")
+    assert rows["row5-of-patients"] == ("excluded", "patients.csv row 5: the image cell is empty")
+    assert rows["images/good1.png"] == ("included", "")
+
+
+def test_patient_view_and_file_cells_are_trimmed(tmp_path):
+    """'P1', 'P1 ' and ' P1' were three patients, whose images could land in train and test; 'b.png '
+    named no image. Spaces inside a name ('scan 1.png') are part of it."""
+    folder, listed = tmp_path / "folder", tmp_path / "listed"
+    names = ["a.png", "b.png", "scan 1.png", "c.png"]
+    for i, name in enumerate(names):
+        image, mask = lesion_pair(i)
+        write(folder / "images" / name, image)
+        write(folder / "masks" / name, mask)
+        write(listed / "scans" / name, image)
+        write(listed / "labels" / f"mask {i}.png", mask)
+    pd.DataFrame(
+        {
+            "image": ["a.png", " b.png ", "scan 1.png", "c.png"],
+            "patient": ["P1", "P1 ", " P1", "P2"],
+            "view": [" left", "right ", "left", "left"],
+        }
+    ).to_csv(folder / "patients.csv", index=False)
+    samples = data.included(data.ingest(folder, "folder"))
+    assert [Path(p).name for p in samples["image"]] == ["a.png", "b.png", "c.png", "scan 1.png"]
+    assert samples["patient"].tolist() == ["P1", "P1", "P2", "P1"]
+    assert samples["view"].tolist() == ["left", "right", "left", "left"]
+    assert samples["group"].nunique() == 2
+
+    pd.DataFrame(
+        {
+            "image": [f"scans/{name}" for name in names[:2]] + [" scans/scan 1.png", "scans/c.png  "],
+            "mask": ["labels/mask 0.png ", " labels/mask 1.png", "labels/mask 2.png", "labels/mask 3.png"],
+            "patient": ["P1", " P1", "P1\t", "P2"],
+        }
+    ).to_csv(listed / "list.csv", index=False)
+    manifest = data.ingest(listed, "folder", dataset_csv="list.csv")
+    samples = data.included(manifest)
+    assert samples["patient"].tolist() == ["P1", "P1", "P1", "P2"]
+    assert [Path(p).name for p in samples["mask"]] == [f"mask {i}.png" for i in range(4)]
+    assert set(manifest["status"]) == {"included", "metadata"}  # no file left over as "not listed"
+
+
+def test_images_patients_csv_names_in_no_row_are_their_own_patients_and_logged(tmp_path, caplog):
+    """They became patients of their own without a word; the log now counts them and names the first."""
+    good_folder(tmp_path, 8)
+    pd.DataFrame({"image": ["good0.png", "good1.png"], "patient": ["A", "A"]}).to_csv(
+        tmp_path / "patients.csv", index=False
+    )
+    with caplog.at_level(logging.INFO, logger="sonoseg.data.layouts"):
+        samples = data.included(data.ingest(tmp_path, "folder"))
+    assert samples["patient"].tolist() == ["A", "A"] + [f"good{i}" for i in range(2, 8)]
+    assert (
+        f"{tmp_path.resolve() / 'patients.csv'} names 6 image(s) of images/ in no row; each is its own patient "
+        "(flag not_in_patients_csv): good2.png, good3.png, good4.png, good5.png, good6.png, … (1 more)"
+    ) in [record.getMessage() for record in caplog.records]
+    root = tmp_path.resolve()
+    found = layouts.folder_layout(root, layouts.list_files(root)[0], None)
+    flags = {c.image.name: c.flags for c in found.candidates}
+    assert flags["good0.png"] == flags["good1.png"] == []
+    assert all(flags[f"good{i}.png"] == ["not_in_patients_csv"] for i in range(2, 8))
+    # Without patients.csv every image is its own patient, as documented: nothing to flag.
+    (tmp_path / "patients.csv").unlink()
+    assert all(not c.flags for c in layouts.folder_layout(root, layouts.list_files(root)[0], None).candidates)
+
+
+def test_the_manifest_flags_images_patients_csv_names_in_no_row(tmp_path, caplog):
+    good_folder(tmp_path, 3)
+    pd.DataFrame({"image": ["good0.png"], "patient": ["A"]}).to_csv(tmp_path / "patients.csv", index=False)
+    with caplog.at_level(logging.INFO, logger="sonoseg.data.manifest"):
+        samples = data.included(data.ingest(tmp_path, "folder")).set_index("sample_id")
+    assert "not_in_patients_csv" not in samples.loc["images__good0", "flags"]
+    assert "not_in_patients_csv" in samples.loc["images__good1", "flags"].split(";")
+    assert "not_in_patients_csv" in samples.loc["images__good2", "flags"].split(";")
+    assert "flagged not_in_patients_csv: 2" in [record.getMessage() for record in caplog.records]
+
+
+def test_patients_csv_names_match_across_unicode_normalization_not_across_letter_case(tmp_path):
+    """macOS writes file names decomposed (NFD), a CSV typed elsewhere holds them composed (NFC): one name.
+    A name in another letter case is not guessed (on Linux both may exist): the problem names the file."""
+    decomposed = unicodedata.normalize("NFD", "lésion.png")
+    for i, name in enumerate([decomposed, "Scan.png", "good.png"]):
+        image, mask = lesion_pair(i)
+        write(tmp_path / "images" / name, image)
+        write(tmp_path / "masks" / name, mask)
+    composed = unicodedata.normalize("NFC", "lésion.png")
+    assert composed != decomposed
+    pd.DataFrame({"image": [composed, "scan.png", "good.png"], "patient": ["A", "B", "C"]}).to_csv(
+        tmp_path / "patients.csv", index=False, encoding="utf-8"
+    )
+    with pytest.raises(SonosegError) as error:
+        data.ingest(tmp_path, "folder")
+    assert "1 problem(s)" in str(error.value)
+    assert problem_line(str(error.value), tmp_path.resolve() / "images" / "scan.png").endswith(
+        ": listed in patients.csv (row 3), but images/ has no such image (images/ has Scan.png: the names differ "
+        "in letter case only, and sonoseg does not guess)"
+    )
+    manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
+    patient = {Path(p).name: patient for p, patient in zip(manifest["image"], manifest["patient"])}
+    assert patient[decomposed] == "A" and patient["good.png"] == "C"
+    assert patient["Scan.png"] == "Scan"  # its own patient, not B's
+
+
+def test_dataset_csv_listing_an_image_twice_is_refused_like_patients_csv(tmp_path, caplog):
+    """One image in two rows became two samples with two masks, scored twice."""
+    for i in range(2):
+        image, mask = lesion_pair(i)
+        write(tmp_path / "scans" / f"s{i}.png", image)
+        write(tmp_path / "labels" / f"s{i}.png", mask)
+    write(tmp_path / "labels" / "s0_redrawn.png", lesion_pair(0)[1])
+    rows = [{"image": f"scans/s{i}.png", "mask": f"labels/s{i}.png", "patient": f"P{i}"} for i in range(2)]
+    rows.append({"image": "./scans/s0.png", "mask": "labels/s0_redrawn.png", "patient": "P0"})
+    pd.DataFrame(rows).to_csv(tmp_path / "list.csv", index=False)
+    for policy in ("fail", "exclude"):
+        with pytest.raises(SonosegError) as error:
+            data.ingest(tmp_path, "folder", dataset_csv="list.csv", on_bad_sample=policy)
+        assert str(error.value) == (
+            f"{tmp_path.resolve() / 'list.csv'}: an image may be listed only once:\n"
+            "  image 'scans/s0.png' is listed in rows 2 and 4, which differ in mask ('labels/s0.png', "
+            "'labels/s0_redrawn.png')"
+        )
+    # A row alike (here once the cells are trimmed) says one thing: one sample, logged.
+    rows[2] = {"image": "scans/s0.png ", "mask": "labels/s0.png", "patient": " P0"}
+    (tmp_path / "labels" / "s0_redrawn.png").unlink()  # else a mask that no row names
+    pd.DataFrame(rows).to_csv(tmp_path / "list.csv", index=False)
+    with caplog.at_level(logging.INFO, logger="sonoseg.data.layouts"):
+        manifest = data.ingest(tmp_path, "folder", dataset_csv="list.csv")
+    assert data.included(manifest)["sample_id"].tolist() == ["scans__s0", "scans__s1"]
+    assert f"{tmp_path.resolve() / 'list.csv'}: image 'scans/s0.png' is listed in rows 2, 4, alike; one is used" in [
+        record.getMessage() for record in caplog.records
+    ]
+
+
+def test_a_dataset_csv_may_not_name_or_be_junk(tmp_path):
+    """Junk is never read, and the fingerprint leaves it out: a file there would change unseen."""
+    good_folder(tmp_path, 2)
+    write(tmp_path / ".old" / "good1.png", lesion_pair(1)[0])
+    rows = [{"image": "images/good0.png", "mask": "masks/good0.png", "patient": "A"}]
+    rows.append({"image": ".old/good1.png", "mask": "masks/good1.png", "patient": "B"})
+    pd.DataFrame(rows).to_csv(tmp_path / "list.csv", index=False)
+    with pytest.raises(SonosegError) as error:
+        data.ingest(tmp_path, "folder", dataset_csv="list.csv")
+    assert problem_line(str(error.value), tmp_path.resolve() / ".old" / "good1.png").endswith(
+        ": image listed in list.csv row 3 is in the hidden folder .old/, which sonoseg ignores (and the data "
+        f"fingerprint leaves out): {tmp_path.resolve() / '.old' / 'good1.png'}"
+    )
+    shutil.copy(tmp_path / "list.csv", tmp_path / ".list.csv")
+    with pytest.raises(SonosegError, match=r"csv: .*\.list\.csv is a hidden file, which sonoseg ignores"):
+        data.ingest(tmp_path, "folder", dataset_csv=".list.csv")
+
+
+# ----------------------------------------------------------------------------- hidden folders
+
+
+def add_hidden_folders(root: Path, image_folder: str) -> dict[str, str]:
+    """What notebooks, version control and macOS archives leave under a dataset; returns each file's
+    expected reason in the manifest."""
+    files = {
+        f"{image_folder}/.ipynb_checkpoints/notes": f"in the hidden folder {image_folder}/.ipynb_checkpoints/",
+        "notebooks/.ipynb_checkpoints/look-checkpoint.ipynb": "in the hidden folder notebooks/.ipynb_checkpoints/",
+        ".git/HEAD": "in the hidden folder .git/",
+        ".git/objects/ab/cdef0123": "in the hidden folder .git/",
+        f"__MACOSX/{image_folder}/._x.png": "in __MACOSX/, the metadata a macOS archive carries",
+        f"__MACOSX/{image_folder}/x": "in __MACOSX/, the metadata a macOS archive carries",
+    }
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"\0" * 64)
+    write(root / image_folder / ".ipynb_checkpoints" / "x-checkpoint.png", lesion_pair(40)[0])
+    return {name: f"not an image file ({reason})" for name, reason in files.items()}
+
+
+@pytest.mark.parametrize("layout", ["folder", "busi"])
+def test_files_in_hidden_folders_and_macosx_are_ignored(tmp_path, layout):
+    """They were read as images of a class '.ipynb_checkpoints' (BUSI), or as unsupported image formats
+    among the images (a file without extension beside a checkpoint's .png), and stopped a default run."""
+    if layout == "folder":
+        good_folder(tmp_path)
+        image_folder = "images"
+    else:
+        build_busi(tmp_path)
+        image_folder = "benign"
+    expected = add_hidden_folders(tmp_path, image_folder)
+    root = tmp_path.resolve()
+    files = layouts.list_files(root)[0]
+    found = layouts.folder_layout(root, files, None) if layout == "folder" else layouts.busi_layout(root, files, False)
+    checkpoint = root / image_folder / ".ipynb_checkpoints" / "x-checkpoint.png"
+    assert checkpoint not in {c.image for c in found.candidates}
+    assert found.orphans[checkpoint] == f"in the hidden folder {image_folder}/.ipynb_checkpoints/"
+    assert not found.problem_files
+    rows = outcomes(data.ingest(tmp_path, layout, on_bad_sample="exclude"), tmp_path)
+    for name, reason in expected.items():
+        assert rows[name] == ("ignored", reason), name
+    assert not layouts.is_image_name(checkpoint, root) and layouts.is_image_name(checkpoint)
+    # A dataset lying in a hidden folder (~/.cache) is read whole: only the folders under the root count.
+    assert layouts.junk_reason(root / image_folder, checkpoint) == "in the hidden folder .ipynb_checkpoints/"
+    assert layouts.junk_reason(checkpoint.parent, checkpoint) is None
+
+
+def test_an_image_in_a_hidden_folder_stops_no_run(tmp_path):
+    good_folder(tmp_path)
+    write(tmp_path / "images" / ".ipynb_checkpoints" / "good0-checkpoint.png", lesion_pair(0)[0])
+    write(tmp_path / "__MACOSX" / "images" / "good1.png", lesion_pair(1)[0])
+    rows = outcomes(data.ingest(tmp_path, "folder"), tmp_path)
+    assert rows["images/.ipynb_checkpoints/good0-checkpoint.png"][0] == "ignored"
+    assert rows["__MACOSX/images/good1.png"][0] == "ignored"
 
 
 # ----------------------------------------------------------------------------- near duplicates

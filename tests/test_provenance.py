@@ -125,6 +125,44 @@ def test_an_unreadable_file_is_recorded_not_a_crash(tmp_path):
     assert record.files["images/broken.png"] == [-1, f"broken link to {tmp_path / 'nowhere.png'}"]
 
 
+def test_the_junk_the_ingest_ignores_is_no_change_of_the_data(tmp_path):
+    """A .DS_Store that Finder adds, a notebook's checkpoint, a macOS archive's __MACOSX: the ingest lists
+    them as ignored without reading them, so they must not redo the study. Any other new file does."""
+    root = make_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    first = provenance.check_study(folder_config(root), out)
+    junk = [".DS_Store", "images/.DS_Store", "images/Thumbs.db", "masks/._p0.png", "desktop.ini"]
+    junk += ["images/.ipynb_checkpoints/p0-checkpoint.png", ".git/HEAD", "__MACOSX/images/._p0.png"]
+    for name in junk:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"junk")
+    again = provenance.check_study(folder_config(root), out)
+    assert again.dataset_fingerprint == first.dataset_fingerprint and not again.messages
+    assert set(again.records["dataset"].files) == set(first.records["dataset"].files)
+    (root / "images" / "notes.txt").write_bytes(b"junk, to a program; data to the ingest")
+    changed = provenance.check_study(folder_config(root), out)
+    assert changed.dataset_fingerprint != first.dataset_fingerprint
+    assert "1 added: images/notes.txt" in changed.messages[0]
+
+
+def test_only_the_folders_under_the_root_decide_what_is_junk(tmp_path):
+    """A dataset may lie in a hidden folder (~/.cache): its files count, all of them."""
+    root = make_folder(tmp_path / ".cache" / "data")
+    record = provenance.check_study(folder_config(root), tmp_path / "out").records["dataset"]
+    assert len(record.files) == 7
+    assert provenance.is_junk("images/.ipynb_checkpoints/a.png") and provenance.is_junk("__MACOSX/a.png")
+    assert not provenance.is_junk("images/a.png") and not provenance.is_junk("images/a .png")
+
+
+def test_a_link_counts_wherever_it_lies(tmp_path):
+    """The ingest checks every link (one leaving the root is a problem), in a hidden folder too."""
+    root = make_folder(tmp_path / "data")
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "out.png").symlink_to(tmp_path / "elsewhere.png")
+    record = provenance.check_study(folder_config(root), tmp_path / "out").records["dataset"]
+    assert record.files[".hidden/out.png"] == [-1, f"broken link to {tmp_path / 'elsewhere.png'}"]
+
+
 def test_records_and_cache_are_written_atomically_and_only_on_change(tmp_path):
     path = tmp_path / "r.json"
     assert provenance.write_json_atomic(path, {"a": 1}) is True
@@ -257,11 +295,20 @@ def test_a_finished_study_records_its_data(folder_study):
     assert f"trained on data with fingerprint {record['fingerprint']}" in segment.stderr
     cache = np.load(next((out / "data/cache").rglob("train.npz")))
     assert str(cache["dataset_fingerprint"]) == record["fingerprint"]
-    # The record lists every file under the root, by content.
-    assert set(record["files"]) == {
-        p.relative_to(folder_study["data"]).as_posix() for p in folder_study["data"].rglob("*") if p.is_file()
-    }
+    # The record lists every file under the root by content, but the junk the ingest ignores; adding junk
+    # redoes nothing.
+    data = folder_study["data"]
+    added = [data / ".DS_Store", data / "images" / "Thumbs.db", data / "images" / ".ipynb_checkpoints" / "a.png"]
+    for path in added:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"junk")
+    on_disk = {p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_file()}
+    assert set(record["files"]) == {name for name in on_disk if not provenance.is_junk(name)}
+    assert set(record["files"]) < on_disk
     assert_nothing_to_do(folder_study)
+    for path in added:
+        path.unlink()
+    (data / "images" / ".ipynb_checkpoints").rmdir()
 
 
 @pytest.mark.slow

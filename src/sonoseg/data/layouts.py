@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sonoseg.data.imageio import IMAGE_SUFFIXES, MASK_SEPARATOR
+from sonoseg.data.provenance import is_junk_name, junk_folder
 from sonoseg.errors import SonosegError
 
 log = logging.getLogger(__name__)
@@ -23,9 +25,9 @@ log = logging.getLogger(__name__)
 LAYOUTS = ("folder", "busi", "busbra")
 BUSI_MASK = re.compile(r"^(?P<name>.+)_mask(?:_(?P<part>\d+))?$", re.IGNORECASE)  # NAME_MASK.png too
 BUSBRA_IMAGE = re.compile(r"^bus_(?P<patient>[^-]+)-(?P<view>.+)$")
-# What operating systems and file managers leave in any folder, besides hidden files (.DS_Store,
-# AppleDouble ._NAME): never images, ignored wherever they lie.
-JUNK_NAMES = {"thumbs.db", "desktop.ini", "icon\r"}
+# The flag of an image of images/ that patients.csv names in no row (it is its own patient).
+NOT_IN_PATIENTS_CSV = "not_in_patients_csv"
+NAMES_SHOWN = 5  # file names a log line names; the rest are counted
 # Image formats sonoseg does not read: among the images they are problems (a scan left out unseen);
 # any other file there (notes, an annotation tool's .json) is listed as ignored, as it always was.
 OTHER_IMAGE_SUFFIXES = {
@@ -46,6 +48,7 @@ class Candidate:
     extra: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     excluded_by_choice: str = ""  # an exclusion the user asked for, not a problem
+    flags: list[str] = field(default_factory=list)  # what the layout noticed (NOT_IN_PATIENTS_CSV), for the manifest
 
 
 @dataclass
@@ -53,8 +56,8 @@ class Layout:
     candidates: list[Candidate]
     claimed: set[Path]  # files the layout itself uses (its CSVs)
     orphans: dict[Path, str]  # files that pair with nothing, and why
-    # Problems that are files of their own, not samples: a file patients.csv names that does not exist,
-    # a file of an unsupported format among the images.
+    # Problems that are files of their own, not samples: a file patients.csv names that does not exist (or
+    # a row of it with an empty image cell), a file of an unsupported format among the images.
     problem_files: dict[Path, str] = field(default_factory=dict)
 
 
@@ -98,12 +101,50 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+def is_image_name(path: Path, root: Path | None = None) -> bool:
+    """Whether a file's name makes it one of the images the layouts read: an image suffix, not hidden; and,
+    given the dataset root, not in a hidden folder or __MACOSX either (see junk_reason)."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+        return False
+    return root is None or junk_reason(root, path) is None
 
 
 def is_junk(path: Path) -> bool:
-    return path.name.startswith(".") or path.name.lower() in JUNK_NAMES
+    """A file whose name operating systems and file managers give (sonoseg.data.provenance.is_junk_name)."""
+    return is_junk_name(path.name)
+
+
+def junk_reason(root: Path, path: Path) -> str | None:
+    """Why a file under the root is junk the ingest ignores without reading it, or None: a hidden file
+    (.DS_Store, AppleDouble ._NAME), Thumbs.db and the like, or any file in a hidden folder (.git,
+    .ipynb_checkpoints) or in __MACOSX. The data fingerprint leaves the same files out
+    (sonoseg.data.provenance.is_junk): adding or removing one must change nothing, here or there."""
+    try:
+        relative = path.relative_to(root)
+    except ValueError:  # not under the root: the root's own folders do not count
+        return None
+    folder = junk_folder(relative)
+    if folder is not None:
+        if folder.name.startswith("."):
+            return f"in the hidden folder {folder}/"
+        return f"in {folder}/, the metadata a macOS archive carries"
+    if path.name.startswith("."):
+        return "a hidden file"
+    if is_junk_name(path.name):
+        return "a file operating systems leave in folders"
+    return None
+
+
+def _set_aside_junk(root: Path, files: list[Path]) -> tuple[list[Path], dict[Path, str]]:
+    """The files a layout reads, and the junk among them with its reason, which the layout lists as ignored."""
+    kept, junk = [], {}
+    for path in files:
+        reason = junk_reason(root, path)
+        if reason:
+            junk[path] = reason
+        else:
+            kept.append(path)
+    return kept, junk
 
 
 def _unsupported_formats(orphans: dict[Path, str], image_folders: set[Path]) -> dict[Path, str]:
@@ -129,16 +170,78 @@ def _resolve_listed(root: Path, value: str, column: str, csv_path: Path, base: P
     return path
 
 
-def _listed_file_problem(path: Path, value: str, what: str, csv_path: Path, row_number: int) -> str | None:
-    """Why a file named in a CSV row cannot be used (empty cell, missing, a folder), or None."""
+def _listed_file_problem(
+    root: Path, path: Path, value: str, what: str, csv_path: Path, row_number: int, names: _NamesInCsv
+) -> str | None:
+    """Why a file named in a CSV row cannot be used (empty cell, missing, a folder, junk), or None."""
     where = f"{csv_path.name} row {row_number}"
     if not str(value).strip():
-        return f"{where}: the {what} cell is empty"
+        return _empty_cell(csv_path, row_number, what)
     if not path.exists():
-        return f"{what} listed in {where} does not exist: {path}"
+        hint = names.other_case_note(path.relative_to(root).as_posix(), "the dataset")
+        return f"{what} listed in {where} does not exist: {path}{hint}"
     if not path.is_file():
         return f"{what} listed in {where} is not a file: {path}"
+    junk = junk_reason(root, path)
+    if junk:
+        return (
+            f"{what} listed in {where} is {junk}, which sonoseg ignores (and the data fingerprint leaves out): {path}"
+        )
     return None
+
+
+def _empty_cell(csv_path: Path, row_number: int, column: str) -> str:
+    return f"{csv_path.name} row {row_number}: the {column} cell is empty"
+
+
+def _trimmed(value) -> str:
+    """A patient or view cell without the spaces around it: 'P1 ' and 'P1' are one patient."""
+    return _text(value).strip()
+
+
+def _composed(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+class _NamesInCsv:
+    """Files by the name a CSV gives them. A name matches the file of exactly that name, else the one file of
+    that name in the other Unicode normalization: macOS writes file names decomposed (NFD: 'e' and a
+    combining accent), a CSV typed elsewhere holds them composed (NFC: 'é'), and both are one name to the
+    user. Letter case is not guessed (A.png and a.png may be two files): other_case_note names the file a
+    problem can point to. Callers try a cell as written, then without the spaces around it."""
+
+    def __init__(self, files: dict[str, Path]):
+        self.exact = files
+        self.composed: dict[str, list[Path]] = {}
+        self.folded: dict[str, list[str]] = {}
+        for name, path in files.items():
+            self.composed.setdefault(_composed(name), []).append(path)
+            self.folded.setdefault(_composed(name).casefold(), []).append(name)
+
+    def find(self, *spellings: str) -> Path | None:
+        for name in spellings:
+            if name in self.exact:
+                return self.exact[name]
+        for name in spellings:
+            same = self.composed.get(_composed(name), [])
+            if len(same) == 1:  # two files of one name in both forms: which one is meant is not said
+                return same[0]
+        return None
+
+    def other_case_note(self, name: str, where: str) -> str:
+        """' (WHERE has NAME: ...)' when files' names differ from ``name`` in letter case only; else ''."""
+        others = sorted(self.folded.get(_composed(name).casefold(), []))
+        if not others:
+            return ""
+        return (
+            f" ({where} has {' and '.join(others)}: the names differ in letter case only, and sonoseg does not guess)"
+        )
+
+
+def _spellings(cell) -> tuple[str, ...]:
+    """A CSV cell as written, then without the spaces around it ('P1.png ' is meant as 'P1.png'; a name with
+    spaces inside, 'benign (1).png', is kept whole; a file whose name really ends with a space still matches)."""
+    return tuple(dict.fromkeys((str(cell), str(cell).strip())))
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -151,23 +254,18 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     images_dir, masks_dir = root / "images", root / "masks"
     if not images_dir.is_dir():
         raise SonosegError(f"root {root}: the folder layout needs an images/ folder (and masks/)")
+    files, junk = _set_aside_junk(root, files)
     images = [f for f in files if f.parent == images_dir and is_image_name(f)]
     masks = [f for f in files if f.parent == masks_dir and is_image_name(f)]
     masks_by_name = {m.name: m for m in masks}
     masks_by_stem, images_by_stem = _by_stem(masks), _by_stem(images)
     patients_csv = root / "patients.csv"
-    table, row_of = {}, {}
-    claimed = set()
+    listed: dict[Path, tuple[int, dict]] = {}
+    claimed, rows_naming_no_image = set(), {}
     if patients_csv.is_file():
         claimed.add(patients_csv.resolve())
-        records = _read_csv(patients_csv, required=("image", "patient")).to_dict("records")
-        rows_of: dict[str, list[int]] = {}
-        for number, record in enumerate(records, start=2):  # row 1: header
-            rows_of.setdefault(str(record["image"]), []).append(number)
-        _refuse_images_listed_twice(patients_csv, rows_of, records)
-        table = {str(r["image"]): r for r in records}
-        row_of = {name: rows[0] for name, rows in rows_of.items()}
-    candidates, orphans, used_masks = [], {}, set()
+        listed, rows_naming_no_image = _read_patients_csv(root, patients_csv, images)
+    candidates, orphans, used_masks, not_listed = [], {}, set(), []
     ambiguous: dict[Path, str] = {}  # masks that match more than one file, and why none is paired
     for image in images:
         mask = masks_by_name.get(image.name)
@@ -177,14 +275,19 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
         stem_masks = masks_by_stem.get(image.stem, [])
         if mask is None and len(namesakes) == 1 and len(stem_masks) == 1:
             mask = stem_masks[0]
-        row = table.get(image.name, {})
+        row_number, row = listed.get(image, (0, {}))
         candidate = Candidate(
             image,
             [mask] if mask else [],
-            patient=str(row.get("patient", image.stem)),
-            view=_text(row.get("view", "")),
+            patient=row.get("patient", image.stem),
+            view=row.get("view", ""),
             extra=_extra(row, ("image", "patient", "view")),
         )
+        if claimed and not row:  # its own patient, as without patients.csv: said, since it may be an oversight
+            candidate.flags.append(NOT_IN_PATIENTS_CSV)
+            not_listed.append(image)
+        if row and not row["patient"]:
+            candidate.problems.append(_empty_cell(patients_csv, row_number, "patient"))
         if mask is None and len(namesakes) > 1 and stem_masks:
             _ambiguous_images(candidate, namesakes, f"stem {image.stem}", stem_masks, ambiguous)
         elif mask is None and len(stem_masks) > 1:
@@ -194,79 +297,183 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
         else:
             used_masks.add(mask)
         candidates.append(candidate)
+    if not_listed:
+        log.warning(
+            "%s names %d image(s) of images/ in no row; each is its own patient (flag %s): %s",
+            patients_csv,
+            len(not_listed),
+            NOT_IN_PATIENTS_CSV,
+            _first_names(not_listed),
+        )
     for m in masks:
         if m not in used_masks:
             orphans[m] = ambiguous.get(m, "mask without image")
-    # Rows naming images that are not in images/ are problems like the others (listed, or skipped).
-    missing = {}
-    image_names = {i.name for i in images}
-    for name in table:
-        if name not in image_names:
-            path = _resolve_listed(root, name, "image", patients_csv, base=images_dir)
-            missing[path] = f"listed in patients.csv (row {row_of[name]}), but images/ has no such image"
     known = set(images) | set(masks) | claimed
     for f in files:
         if f not in known:
             orphans[f] = "not part of the folder layout (images/, masks/, patients.csv)"
     unsupported = _unsupported_formats(orphans, {images_dir, masks_dir})
-    return Layout(candidates, claimed, orphans, {**missing, **unsupported})
+    return Layout(candidates, claimed, {**orphans, **junk}, {**rows_naming_no_image, **unsupported})
 
 
-def _refuse_images_listed_twice(csv_path: Path, rows_of: dict[str, list[int]], records: list[dict]) -> None:
-    """Two rows for one image that disagree would give it two patients (or views), and one row would win
-    unseen: refused. A row copied twice whole says one thing, and is only logged."""
-    twice = {}
+def _read_patients_csv(
+    root: Path, patients_csv: Path, images: list[Path]
+) -> tuple[dict[Path, tuple[int, dict]], dict[Path, str]]:
+    """patients.csv's rows by the image of images/ each names (its row number and the row, its patient and
+    view cells trimmed), and the rows that name none, as problems of their own (keyed by the path they
+    name). A cell names an image as _NamesInCsv matches it."""
+    images_dir = root / "images"
+    records = _read_csv(patients_csv, required=("image", "patient")).to_dict("records")
+    names = _NamesInCsv({image.name: image for image in images})
+    rows, rows_of, image_of = [], {}, {}
+    for number, record in enumerate(records, start=2):  # row 1: header
+        image = names.find(*_spellings(record["image"]))
+        name = image.name if image else _trimmed(record["image"])
+        rows.append({**record, "image": name, "patient": _trimmed(record["patient"])})
+        if "view" in record:
+            rows[-1]["view"] = _trimmed(record["view"])
+        if name:  # rows with an empty image cell name no image, and no image twice
+            rows_of.setdefault(name, []).append(number)
+            image_of[name] = image
+    _refuse_images_listed_twice(patients_csv, rows_of, rows)
+    listed, naming_no_image = {}, {}
+    for name, numbers in rows_of.items():
+        number, row = numbers[0], rows[numbers[0] - 2]
+        if image_of[name]:
+            listed[image_of[name]] = (number, row)
+            continue
+        problems = [
+            f"listed in patients.csv (row {number}), but images/ has no such image"
+            + names.other_case_note(name, "images/")
+        ]
+        if not row["patient"]:
+            problems.append(_empty_cell(patients_csv, number, "patient"))
+        path = _resolve_listed(root, name, "image", patients_csv, base=images_dir)
+        naming_no_image[path] = "; ".join(problems)
+    for number, row in enumerate(rows, start=2):
+        if not row["image"]:  # a name for the manifest's row only, as the dataset CSV's
+            naming_no_image[patients_csv.with_name(f"row{number}-of-{patients_csv.stem}")] = _empty_cell(
+                patients_csv, number, "image"
+            )
+    return listed, naming_no_image
+
+
+def _refuse_images_listed_twice(csv_path: Path, rows_of: dict[str, list[int]], records: list[dict]) -> set[int]:
+    """Two rows for one image (``rows_of``: image -> row numbers; ``records``: the rows from row 2 on, as
+    read: cells trimmed, paths as the files found) that disagree would give it two patients, views or
+    masks, and one row would win unseen: refused, naming the columns that differ. Rows alike (one copied
+    whole) say one thing: logged, and the first is used. Returns the numbers of the later alike rows."""
+    twice, copies = {}, set()
     for name, rows in rows_of.items():
         if len(rows) < 2:
             continue
         if all(records[row - 2] == records[rows[0] - 2] for row in rows):
-            log.warning("%s: image %r is listed in rows %s, alike", csv_path, name, ", ".join(map(str, rows)))
+            log.warning(
+                "%s: image %r is listed in rows %s, alike; one is used", csv_path, name, ", ".join(map(str, rows))
+            )
+            copies.update(rows[1:])
         else:
             twice[name] = rows
     if twice:
         listing = "\n".join(
-            f"  image {name!r} is listed in rows {', '.join(map(str, rows[:-1]))} and {rows[-1]} "
-            f"(patients {', '.join(repr(str(records[row - 2]['patient'])) for row in rows)})"
+            f"  image {name!r} is listed in rows {', '.join(map(str, rows[:-1]))} and {rows[-1]}, which differ in "
+            + _differences([records[row - 2] for row in rows])
             for name, rows in twice.items()
         )
         raise SonosegError(f"{csv_path}: an image may be listed only once:\n{listing}")
+    return copies
+
+
+def _differences(rows: list[dict]) -> str:
+    """Each column whose cells differ, with the cells: "patient ('A', 'C') and view ('1', '2')"."""
+    columns = [column for column in rows[0] if len({str(row.get(column, "")) for row in rows}) > 1]
+    described = [f"{column} ({', '.join(repr(str(row.get(column, ''))) for row in rows)})" for column in columns]
+    return f"{', '.join(described[:-1])} and {described[-1]}" if len(described) > 1 else "".join(described)
+
+
+def _first_names(paths: list[Path]) -> str:
+    """The first NAMES_SHOWN file names, and how many more."""
+    shown = ", ".join(p.name for p in paths[:NAMES_SHOWN])
+    return shown + (f", … ({len(paths) - NAMES_SHOWN} more)" if len(paths) > NAMES_SHOWN else "")
 
 
 def _explicit_csv_layout(root: Path, files: list[Path], dataset_csv: str) -> Layout:
     csv_path = _resolve_listed(root, dataset_csv, "csv", root / dataset_csv)
     if not csv_path.is_file():
         raise SonosegError(f"csv: file not found: {csv_path}")
+    junk_csv = junk_reason(root, csv_path)
+    if junk_csv:
+        raise SonosegError(
+            f"csv: {csv_path} is {junk_csv}, which sonoseg ignores and leaves out of the data fingerprint (a change "
+            "to it would go unnoticed): give it a name that is not hidden, outside hidden folders"
+        )
     frame = _read_csv(csv_path, required=("image", "mask", "patient"))
-    candidates, used = [], set()
+    # A row may name a file under a hidden folder (a problem: junk is never read): the index holds the rest.
+    names = _NamesInCsv({f.relative_to(root).as_posix(): f for f in files if not junk_reason(root, f)})
+
+    def named(value, column: str) -> Path:
+        """The file a path cell names, as _NamesInCsv matches it, else where it would lie (a problem)."""
+        for written in _spellings(value):
+            path = _resolve_listed(root, written, column, csv_path)
+            found = names.find(path.relative_to(root).as_posix())
+            if found:
+                return found
+        return path
+
+    rows, read, rows_of = [], [], {}
     for number, row in enumerate(frame.to_dict("records"), start=2):  # row 1 is the header
         image = (
-            _resolve_listed(root, row["image"], "image", csv_path)
+            named(row["image"], "image")
             if str(row["image"]).strip()
             else csv_path.with_name(f"row{number}-of-{csv_path.stem}")
         )  # a name for the manifest row only
         mask_values = str(row["mask"]).split(MASK_SEPARATOR)
-        masks = [_resolve_listed(root, m, "mask", csv_path) for m in mask_values]
+        masks = [named(m, "mask") if m.strip() else _resolve_listed(root, m, "mask", csv_path) for m in mask_values]
+        as_read = {
+            **row,
+            "image": image.relative_to(root).as_posix(),
+            "mask": MASK_SEPARATOR.join(
+                m.relative_to(root).as_posix() if v.strip() else "" for m, v in zip(masks, mask_values)
+            ),
+            "patient": _trimmed(row["patient"]),
+        }
+        if "view" in row:
+            as_read["view"] = _trimmed(row["view"])
+        rows.append((number, row, image, masks, mask_values))
+        read.append(as_read)
+        if str(row["image"]).strip():
+            rows_of.setdefault(as_read["image"], []).append(number)
+    copies = _refuse_images_listed_twice(csv_path, rows_of, read)
+    candidates, used = [], set()
+    for number, row, image, masks, mask_values in rows:
+        if number in copies:
+            continue
         candidate = Candidate(
             image,
             masks,
-            patient=str(row["patient"]),
-            view=_text(row.get("view", "")),
+            patient=read[number - 2]["patient"],
+            view=read[number - 2].get("view", ""),
             extra=_extra(row, ("image", "mask", "patient", "view")),
         )
         for path, value, what in [(image, row["image"], "image")] + [
             (m, v, "mask") for m, v in zip(masks, mask_values)
         ]:
-            problem = _listed_file_problem(path, value, what, csv_path, number)
+            problem = _listed_file_problem(root, path, value, what, csv_path, number, names)
             if problem:
                 candidate.problems.append(problem)
+        if not candidate.patient:
+            candidate.problems.append(_empty_cell(csv_path, number, "patient"))
         used.update(p for p in [image, *masks] if p.is_file())
         candidates.append(candidate)
-    orphans = {f: "not listed in " + csv_path.name for f in files if f not in used and f != csv_path}
+    orphans = {
+        f: junk_reason(root, f) or "not listed in " + csv_path.name for f in files if f not in used and f != csv_path
+    }
     return Layout(candidates, {csv_path}, orphans)
 
 
 def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
     """BUSI: benign/ malignant/ normal/; NAME.png with NAME_mask.png and NAME_mask_N.png."""
+    files, junk = _set_aside_junk(root, files)
     candidates, orphans = [], {}
     images: dict[tuple[Path, str], list[Path]] = {}
     masks: dict[tuple[Path, str], list[Path]] = {}
@@ -300,7 +507,8 @@ def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
             orphans[f] = "not part of the BUSI layout"
     # BUSI's folders are its classes: every folder holding its images, but the root (notes lie there).
     image_folders = {f.parent for f in known if is_image_name(f)} - {root}
-    return Layout(candidates, set(), orphans, _unsupported_formats(orphans, image_folders))
+    unsupported = _unsupported_formats(orphans, image_folders)
+    return Layout(candidates, set(), {**orphans, **junk}, unsupported)
 
 
 def busbra_layout(root: Path, files: list[Path]) -> Layout:
@@ -308,6 +516,7 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
     image_dir, mask_dir = root / "Images", root / "Masks"
     if not image_dir.is_dir():
         raise SonosegError(f"root {root}: the busbra layout needs Images/ and Masks/ folders")
+    files, junk = _set_aside_junk(root, files)
     # By id (XXXX-Y): two files of one id in other formats (bus_0001-l.png and .jpg) are ambiguous.
     masks = _by_stem([f for f in files if f.parent == mask_dir and is_image_name(f) and f.stem.startswith("mask_")])
     masks = {stem[len("mask_") :]: found for stem, found in masks.items()}
@@ -348,7 +557,8 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
     for f in files:
         if f not in known:
             orphans[f] = "mask without image" if f.parent == mask_dir else "not part of the BUS-BRA layout"
-    return Layout(candidates, set(csvs), orphans, _unsupported_formats(orphans, {image_dir, mask_dir}))
+    unsupported = _unsupported_formats(orphans, {image_dir, mask_dir})
+    return Layout(candidates, set(csvs), {**orphans, **junk}, unsupported)
 
 
 def _ambiguous_images(

@@ -264,7 +264,7 @@ def ingest(
                 "width": facts["width"],
                 "status": status,
                 "reason": reason,
-                "flags": ";".join(facts["flags"]),
+                "flags": ";".join(candidate.flags + facts["flags"]),
                 "pixel_spacing": spacing,
                 **{f"meta_{k}": v for k, v in candidate.extra.items()},
             }
@@ -275,7 +275,7 @@ def ingest(
         problems.append((path, reason))
         rows.append({"sample_id": "", "image": str(path), "status": "excluded", "reason": reason})
     for path, reason in sorted({**found.orphans, **refused_links}.items()):
-        is_problem = is_image_name(path) or path in refused_links
+        is_problem = is_image_name(path, root) or path in refused_links
         if is_problem:
             problems.append((path, reason))
         rows.append(

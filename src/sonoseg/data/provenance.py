@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 
 from sonoseg.errors import SonosegError
 
@@ -147,17 +147,55 @@ class Record:
         return cls(payload["source"], payload.get("root", ""), payload.get("files", {}), payload.get("settings"))
 
 
+# What operating systems, file managers and tools leave in any folder, never data: the ingest lists these files
+# as ignored without reading them (sonoseg.data.layouts), and the fingerprint leaves them out, so a .DS_Store
+# that Finder adds, or a notebook's checkpoint, redoes nothing. The rule lives here, not in the layouts,
+# because the workflow imports this module at every start: standard library only.
+JUNK_NAMES = {"thumbs.db", "desktop.ini", "icon\r"}  # besides hidden files (.DS_Store, AppleDouble ._NAME)
+JUNK_FOLDERS = {"__macosx"}  # besides hidden folders (.git, .ipynb_checkpoints): a macOS zip's resource forks
+
+
+def is_junk_name(name: str) -> bool:
+    """A hidden file (.DS_Store, ._NAME) or one of the files operating systems leave in folders (Thumbs.db)."""
+    return name.startswith(".") or name.lower() in JUNK_NAMES
+
+
+def junk_folder(relative: str | PurePath) -> PurePosixPath | None:
+    """The first folder on a file's path under the dataset root (``relative``) that holds junk only, a hidden
+    folder or __MACOSX, or None. Only folders under the root count: a dataset may lie in ~/.cache."""
+    folders = PurePath(relative).parts[:-1]
+    for depth, name in enumerate(folders):
+        if name.startswith(".") or name.lower() in JUNK_FOLDERS:
+            return PurePosixPath(*folders[: depth + 1])
+    return None
+
+
+def is_junk(relative: str | PurePath) -> bool:
+    """Whether a file, by its path under the dataset root, is junk the ingest ignores: a junk name, or in a
+    junk folder."""
+    return is_junk_name(PurePath(relative).name) or junk_folder(relative) is not None
+
+
 def dataset_files(root: Path) -> list[Path]:
-    """Every file under the dataset root, as the ingest walks it (sonoseg.data.layouts.list_files): the manifest
-    lists each one (included, excluded or ignored), so each one is part of the data. Links are
-    recorded as found; a broken one, or one that cannot be read, is recorded as such and the ingest
-    reports it."""
+    """Every file under the dataset root that the ingest reads or reports (sonoseg.data.layouts.list_files):
+    the manifest lists each one (included, excluded or ignored), so each one is part of the data; but not
+    the junk of operating systems and tools (is_junk), which the ingest never reads. Links are recorded
+    wherever they lie, as found, since the ingest checks every link; a broken one, or one that cannot be
+    read, is recorded as such and the ingest reports it."""
     files = []
-    for directory, folders, names in os.walk(root, followlinks=False, onerror=_raise_walk_error):
-        files.extend(Path(directory) / name for name in names)
+
+    def refuse_unreadable(exc: OSError) -> None:
+        # A folder that cannot be listed hides files from the fingerprint, unless it is junk (a USB stick's
+        # .Trashes or .Spotlight-V100, which only the system may read).
+        if junk_folder(Path(exc.filename).relative_to(root) / "a file in it") is None:
+            _raise_walk_error(exc)
+
+    for directory, folders, names in os.walk(root, followlinks=False, onerror=refuse_unreadable):
+        here = Path(directory)
         # A link to a folder is not followed (as the ingest does), but it is recorded: adding, removing
         # or retargeting one changes what the ingest reports.
-        files.extend(Path(directory) / name for name in folders if (Path(directory) / name).is_symlink())
+        found = [here / name for name in names] + [here / name for name in folders if (here / name).is_symlink()]
+        files.extend(path for path in found if path.is_symlink() or not is_junk(path.relative_to(root)))
     return sorted(files)
 
 
