@@ -376,7 +376,17 @@ def test_predict_scales_reach_every_prediction_with_a_model_and_nothing_when_off
     [
         ({"postprocess": "validation", "scales": [1.0]}, "chose on its fold's validation part", "input scales"),
         ({"postprocess": "none", "scales": [1.0]}, "not at all (every pixel kept)", "one lesion kept"),
-        ({"postprocess": "keep_one", "scales": [1.0, 0.75]}, "tried at input scales [1.0, 0.75]", "validation part"),
+        (
+            {"postprocess": "keep_one", "scales": [1.0, 0.75]},
+            "predicted at input scales [1.0, 0.75]",
+            "validation part",
+        ),
+        ({"postprocess": "keep_one", "scales": [0.75]}, "predicted at input scales [0.75]", "quantile"),
+        (
+            {"postprocess": "keep_one", "scales": [1.0, 0.75], "shrink_above": 1.0, "shrink_found_above": 1.3},
+            "exceeds the 1.0 quantile of the training lesions', or 1.3 × it at a smaller scale)",
+            "validation part",
+        ),
     ],
 )
 def test_the_reports_front_page_says_the_post_processing_the_study_used(predict, says, not_says):
@@ -384,7 +394,7 @@ def test_the_reports_front_page_says_the_post_processing_the_study_used(predict,
     import jinja2
 
     config = yaml.safe_load((Path(__file__).parents[1] / "config/config.yaml").read_text())
-    config["predict"].update({"component_rule": "area", "shrink_above": None, **predict})
+    config["predict"].update({"component_rule": "area", "shrink_above": None, "shrink_found_above": None, **predict})
     config["report_provenance"] = ""
     template = jinja2.Template((Path(__file__).parents[1] / "workflow/report/workflow.rst").read_text())
     text = " ".join(template.render(snakemake=type("S", (), {"config": config})).split())
@@ -401,7 +411,7 @@ def test_overrides_of_networks_the_study_does_not_run_are_noted_and_a_misspelt_o
     }
     code, output = dry_run(workflow_copy, config)
     assert code == 0, output[-3000:]
-    assert "Note: config train.overrides sets unet, which this study does not run" in output
+    assert "Note: config train.overrides sets unet, which this study does not train" in output
     assert "sonoseg train --network unet" not in output
     config["train"]["overrides"] = {"unett": {"learning_rate": 0.01}}
     code, output = dry_run(workflow_copy, config)
@@ -441,7 +451,7 @@ def test_every_config_problem_is_one_line_naming_its_key_before_anything_runs(wo
     for line in (
         "config (top level): Additional properties are not allowed ('splt' was unexpected)",
         "config train.overrides.lighter_unet_c1.learning_rate: '1e-3' is not accepted",
-        "(YAML reads 1e-3 as text, without a dot: write it as 1.0e-3)",
+        "(YAML reads 1e-3 as text, without a dot: write it as 0.001)",
         "config train.overrides.lighter_unet_c1.momentum: -3 is less than the minimum of 0",
         "config ladder.steps.0.changes.learning_rate: -5 is not accepted",
     ):
@@ -453,3 +463,23 @@ def test_every_config_problem_is_one_line_naming_its_key_before_anything_runs(wo
     config = {**BASE, "networks": ["lighter_unet_c1"], "split": {"fractions": [0.6, 0.5, 0.4]}}
     code, output = dry_run(workflow_copy, config)
     assert code != 0 and "config split.fractions: [0.6, 0.5, 0.4] must sum to 1" in output
+
+
+def test_the_ladders_network_overrides_are_used_even_outside_the_studys_networks():
+    """The ladder's steps start from its network's recipe, overrides included: not noted as unused."""
+    config = {
+        "networks": ["unet"],
+        "train": {"overrides": {"malunet": {"precision": "fp32"}, "unext": {"learning_rate": 0.01}}},
+        "ladder": {"enabled": True, "network": "malunet"},
+    }
+    assert runsheet.unused_overrides_note(config).startswith("config train.overrides sets unext, which")
+    config["ladder"]["enabled"] = False
+    assert "sets malunet, unext, which" in runsheet.unused_overrides_note(config)
+
+
+def test_the_yaml_hint_gives_a_number_yaml_reads_as_one():
+    from sonoseg.study import config_check
+
+    for text, number in (("1e-3", 0.001), ("1e3", 1000), ("2E+2", 200), ("5e-1", 0.5)):
+        hint = config_check._as_number(text)
+        assert yaml.safe_load(f"x: {hint}")["x"] == number

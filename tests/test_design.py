@@ -232,16 +232,20 @@ def test_a_builders_problems_are_found_when_the_study_is_planned(tmp_path, monke
 
     (tmp_path / "users_mistakes.py").write_text(USERS_MISTAKES)
     (tmp_path / "broken_nets.py").write_text("import torch\nraise RuntimeError('half-edited')\n")
+    (tmp_path / "needs_timm.py").write_text("import timm_not_here\n\ndef build():\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     networks = {
         "mine": {"builder": "users_mistakes:fine"},
         "lost": {"builder": "not_here.nets:build"},
         "typo": {"builder": "users_mistakes:fien"},
         "broken": {"builder": "broken_nets:build"},
+        "needs": {"builder": "needs_timm:build"},
     }
-    (warning,), errors = catalog.builder_problems(networks)
+    (warning, needs), errors = catalog.builder_problems(networks)
     assert warning.startswith("custom network 'lost': the module 'not_here.nets' of its builder cannot be imported")
     assert "put it in the workflow's folder" in warning
+    # A package the module needs, missing here: a warning too (the jobs' environment may have it).
+    assert needs.startswith("custom network 'needs': its module 'needs_timm' imports 'timm_not_here', which is not")
     assert len(errors) == 2
     assert errors[0].startswith("custom network 'typo': users_mistakes (") and "has no function 'fien'" in errors[0]
     assert "it defines: " in errors[0] and "fine" in errors[0]

@@ -505,3 +505,38 @@ def test_a_finished_study_moved_with_its_checkout_redoes_nothing(tmp_path):
     assert str(elsewhere) in (moved / "results/fp/data/manifest.csv").read_text()
     training_log = (moved / "results/fp/logs/train/lighter_unet_c1/fold0/seed0.log").read_text()
     assert "adopted" in training_log, training_log[-2000:]
+
+
+def test_a_moved_dataset_whose_manifest_was_made_from_these_files_is_still_redone(tmp_path):
+    """A study made elsewhere (its record's root another folder, its manifest made from the very same files):
+    the record is rewritten with a date after the manifest's, so that the ingest does run again and the
+    manifest names the files where they are now (a record dated before it would redo nothing)."""
+    root = make_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    first = provenance.check_study(folder_config(root), out)
+    record = provenance.record_path(out, "dataset")
+    payload = json.loads(record.read_text())
+    record.write_text(json.dumps({**payload, "root": str(tmp_path / "old_checkout" / "data")}))
+    (out / "data" / "manifest.csv").write_text("sample_id\n")
+    (out / "data" / "manifest.json").write_text(json.dumps({"dataset_fingerprint": first.dataset_fingerprint}))
+    check = provenance.check_study(folder_config(root), out)
+    assert any("is now read from" in m and "the study redoes the ingest" in m for m in check.messages)
+    assert record.stat().st_mtime_ns >= (out / "data" / "manifest.json").stat().st_mtime_ns
+    assert json.loads(record.read_text())["root"] == str(root)
+
+
+def test_a_weights_file_reached_through_a_link_is_no_move(tmp_path):
+    """A file's record names the folder its content lies in (the link's target), as records always did: an
+    unchanged file is no change, whichever folder the link is in."""
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "hub" / "resnet-abc.pt").write_bytes(os.urandom(64))
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "resnet.pt").symlink_to(tmp_path / "hub" / "resnet-abc.pt")
+    config = {**folder_config(make_folder(tmp_path / "data")), "split": {"file": ""}}
+    pretrained = {str(tmp_path / "weights" / "resnet.pt"): "pretrained_resnet"}
+    provenance.check_study(config, tmp_path / "out", pretrained=pretrained)
+    record = provenance.record_path(tmp_path / "out", "pretrained_resnet")
+    assert json.loads(record.read_text())["root"] == str(tmp_path / "hub")
+    written = record.stat().st_mtime_ns
+    assert provenance.check_study(config, tmp_path / "out", pretrained=pretrained).messages == []
+    assert record.stat().st_mtime_ns == written

@@ -384,14 +384,13 @@ def test_the_statistics_page_of_one_network_and_no_floor(tmp_path):
 @pytest.mark.parametrize("root", ["", "  "])
 def test_an_external_set_without_a_root_is_refused_by_the_schema(tmp_path, root):
     import yaml
-    from snakemake.exceptions import WorkflowError
 
     from sonoseg.study.commands import load_config
 
     config = tmp_path / "normal.yaml"
     entry = {"name": "normal", "role": "held_out", "layout": "folder", "root": root}
     config.write_text(yaml.safe_dump({"external_datasets": [entry]}))
-    with pytest.raises(WorkflowError):
+    with pytest.raises(SonosegError, match=r"config external_datasets\.0\.root: '\s*' does not match"):
         load_config([str(config)])
     entry["root"] = "normal_scans"
     config.write_text(yaml.safe_dump({"external_datasets": [entry]}))

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import collect, sheet_row, write_patient_manifest, write_run_metrics
 
-from sonoseg.analysis import pages, paper, tables
+from sonoseg.analysis import paper, tables
 from sonoseg.errors import SonosegError
 from sonoseg.serving import modelio
 from sonoseg.study import layout
@@ -47,8 +47,8 @@ def test_one_seed_has_no_spread_in_the_table_not_a_spread_of_0(tmp_path):
     assert table["dice_std"].isna().all() and table["hd95_std"].isna().all()
     table.to_csv(tmp_path / "table1.csv", index=False)
     assert pd.read_csv(tmp_path / "table1.csv")["dice_std"].isna().all()
-    assert "± 0.0" not in pages.plus_minus(0.6, table["hd95_std"].iloc[0], 2)
-    assert pages.plus_minus(0.6, 0.05, 2) == "0.60 ± 0.05"
+    assert "± 0.0" not in tables.plus_minus(0.6, table["hd95_std"].iloc[0], 2)
+    assert tables.plus_minus(0.6, 0.05, 2) == "0.60 ± 0.05"
 
 
 def test_tables_list_only_what_the_study_ran():

@@ -270,22 +270,13 @@ def get_augmentation_metrics(wildcards):
     }
 
 
-def _builder_file(spec):
-    """The file of a user's builder module (None when this process cannot find it: a warning at start)."""
-    import importlib.util
-
-    try:
-        found = importlib.util.find_spec(spec["builder"].partition(":")[0])
-    except (ImportError, ValueError):
-        return None
-    return found.origin if found is not None and found.has_location else None
-
-
 # Each network of the user's own -> its builder's module file, an input of its trainings and of the cost
 # table: an edit of the network's code retrains it (a touch only: the training is adopted, its code digest
 # unchanged) and measures it again, where Snakemake alone would keep results of the old code.
 BUILDER_FILES = {
-    name: path for name, spec in config["custom_networks"].items() if (path := _builder_file(spec)) is not None
+    name: path
+    for name, spec in config["custom_networks"].items()
+    if (path := catalog.builder_file(spec["builder"])) is not None
 }
 
 

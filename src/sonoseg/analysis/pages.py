@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from sonoseg.analysis import generalization, stats
-from sonoseg.analysis.tables import ci_cell, seeds_cell
+from sonoseg.analysis.tables import ci_cell, plus_minus, seeds_cell
 from sonoseg.data import MANIFEST_COLUMNS
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
@@ -53,13 +53,6 @@ def write_page(out: str | Path, title: str, parts: list[str]) -> None:
 
 def fmt(value: float, digits: int) -> str:
     return "-" if value is None or pd.isna(value) else f"{value:.{digits}f}"
-
-
-def plus_minus(mean: float, std: float, digits: int) -> str:
-    """A mean and its SD; a mean alone where the SD is unknown (one seed), as the markdown tables show it."""
-    if pd.isna(mean):
-        return "-"
-    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def signed(value: float, digits: int) -> str:

@@ -287,7 +287,11 @@ def seeds_cell(row, digits: int = 3) -> str:
     seeds = int(row["seeds"])
     values = str(row.get("dice_per_seed", "") or "")
     if seeds >= 5 or not values or values == "nan":
-        return _pm(row["dice_mean"], row["dice_std"], digits) if seeds > 1 else f"{row['dice_mean']:.{digits}f} (n = 1)"
+        return (
+            plus_minus(row["dice_mean"], row["dice_std"], digits)
+            if seeds > 1
+            else f"{row['dice_mean']:.{digits}f} (n = 1)"
+        )
     if seeds == 1:
         return f"{row['dice_mean']:.{digits}f} (n = 1)"
     return f"{row['dice_mean']:.{digits}f} (seeds: {', '.join(f'{float(v):.{digits}f}' for v in values.split())})"
@@ -302,10 +306,11 @@ def ci_cell(row, digits: int = 3) -> str:
     return stats.ci_text(float(row["dice_ci_low"]), float(row["dice_ci_high"]), digits)
 
 
-def _pm(mean: float, std: float, digits: int) -> str:
-    if np.isnan(mean):
+def plus_minus(mean: float, std: float, digits: int) -> str:
+    """A mean and its SD; the mean alone where the SD is unknown (one seed); '-' without a mean."""
+    if pd.isna(mean):
         return "-"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if not np.isnan(std) else f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _with_count(text: str, count: int, total: int | None = None) -> str:
@@ -356,25 +361,31 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tupl
         if has_ci:
             cells.append(ci_cell(row))
         cells.append(
-            _pm(row["hd95_mean"], row["hd95_std"], 2) if int(row["seeds"]) > 1 else _pm(row["hd95_mean"], np.nan, 2)
+            plus_minus(row["hd95_mean"], row["hd95_std"], 2)
+            if int(row["seeds"]) > 1
+            else plus_minus(row["hd95_mean"], np.nan, 2)
         )
         if has_matched:
             cells.append(
                 _with_count(
-                    _pm(row["hd95_matched_mean"], row["hd95_matched_std"] if int(row["seeds"]) > 1 else np.nan, 2),
+                    plus_minus(
+                        row["hd95_matched_mean"], row["hd95_matched_std"] if int(row["seeds"]) > 1 else np.nan, 2
+                    ),
                     int(row["hd95_matched_images"]),
                     int(row["lesion_images"]),
                 )
             )
         if has_mm:
-            cells.append(_pm(row["hd95_mm_mean"], row["hd95_mm_std"], 2))
+            cells.append(plus_minus(row["hd95_mm_mean"], row["hd95_mm_std"], 2))
         if has_no_lesion:
             cells.append(
-                _with_count(_pm(row["no_lesion_dice_mean"], row["no_lesion_dice_std"], 3), int(row["no_lesion_images"]))
+                _with_count(
+                    plus_minus(row["no_lesion_dice_mean"], row["no_lesion_dice_std"], 3), int(row["no_lesion_images"])
+                )
             )
-        cells.append(_pm(row["paper_dice_mean"], row.get("paper_dice_std", np.nan), 3))
+        cells.append(plus_minus(row["paper_dice_mean"], row.get("paper_dice_std", np.nan), 3))
         if has_paper_hd:
-            cells.append(_pm(row["paper_hd95_mean"], row["paper_hd95_std"], 2))
+            cells.append(plus_minus(row["paper_hd95_mean"], row["paper_hd95_std"], 2))
         lines.append(cells)
     markdown = (
         "\n".join(

@@ -237,7 +237,7 @@ def file_record(name: str, path: str | Path, hashes: HashCache, what: str) -> Re
     if not path.is_file():
         raise SonosegError(f"{what}: {path} {'is not a file' if path.exists() else 'not found'}")
     resolved = path.resolve()
-    return Record(name, str(path.parent), {resolved.name: file_entry(resolved, hashes)})
+    return Record(name, str(resolved.parent), {resolved.name: file_entry(resolved, hashes)})
 
 
 def pretrained_sources(paths) -> dict[str, str]:
@@ -339,25 +339,26 @@ def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained:
         path = record_path(out, name)
         before = Record.from_json(read_json(path))
         undone = name == "dataset" and made_from.get("dataset_fingerprint") == record.fingerprint
+        moved = before is not None and _moved(name, before, record)
         if before is not None and before.fingerprint != record.fingerprint:
             consequence = (
                 "it is again the data the manifest was made from: nothing to redo"
-                if undone
+                if undone and not moved
                 else f"the study redoes {REDOES.get(name.split('_')[0], 'what reads it')}"
             )
             messages.append(
                 f"sonoseg: the {name} changed since the last run ({changes(before, record).describe()}): "
                 f"fingerprint {before.fingerprint[:SHORT]} -> {record.fingerprint[:SHORT]}; {consequence}"
             )
-        elif before is not None and _moved(before, record):
+        elif moved:
             messages.append(
                 f"sonoseg: the {name} is now read from {record.root} (its record says {before.root}), with the same "
                 f"files (fingerprint {record.fingerprint[:SHORT]}): the study redoes "
                 f"{REDOES.get(name.split('_')[0], 'what reads it')}, to read them there"
             )
-        if before is not None and before.fingerprint == record.fingerprint and not _moved(before, record):
+        if before is not None and before.fingerprint == record.fingerprint and not moved:
             continue  # the same files in the same folder: the record stays as it is, and so does its date
-        if write_json_atomic(path, record.to_json()) and undone:
+        if write_json_atomic(path, record.to_json()) and undone and not moved:
             _date_before_manifest(path, out)
     current = records["dataset"].fingerprint
     used = made_from.get("dataset_fingerprint")
@@ -370,11 +371,13 @@ def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained:
     return Check(records, messages, hashes.hashed)
 
 
-def _moved(before: Record, after: Record) -> bool:
-    """Whether a source is read from another folder than its record's: the roots as written differ and do
-    not lead to one folder now (a record made with an absolute root, the config now relative to the same
-    folder, has not moved)."""
-    if before.root == after.root:
+def _moved(name: str, before: Record, after: Record) -> bool:
+    """Whether a dataset (the main one or an external one, whose manifest names its files by path) is read
+    from another folder than its record's: the roots as written differ and do not lead to one folder now
+    (a record made with an absolute root, the config now relative to the same folder, has not moved). A
+    single file's record (split file, weights) names its folder for the reader only: its rules take the
+    path as a parameter, and its content is what counts."""
+    if not (name == "dataset" or name.startswith("external_")) or before.root == after.root:
         return False
     try:
         return Path(before.root).resolve() != Path(after.root).resolve()

@@ -187,6 +187,18 @@ ROW_ORDER = {
 }  # fmt: skip
 
 
+def builder_file(builder: str) -> str | None:
+    """The file of a builder's module (``module:function``), found without importing it; None when Python
+    cannot find the module from here (or it has no file)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(str(builder).partition(":")[0])
+    except (ImportError, ValueError):  # a parent package missing, an empty name
+        return None
+    return found.origin if found is not None and found.has_location else None
+
+
 def builder_problems(custom_networks: dict) -> tuple[list[str], list[str]]:
     """What planning can tell of the user's builders before any data is made: (warnings, errors).
 
@@ -194,16 +206,11 @@ def builder_problems(custom_networks: dict) -> tuple[list[str], list[str]]:
     environment has it: a conda env of the jobs', say). A module that is found but fails to import, or has
     no such function, is an error naming it: every job of that network would fail the same way."""
     import importlib
-    import importlib.util
 
     warnings, errors = [], []
     for name, spec in custom_networks.items():
         module_name, _, function = str(spec.get("builder", "")).partition(":")
-        try:
-            found = importlib.util.find_spec(module_name) is not None
-        except (ImportError, ValueError):  # a parent package missing, an empty name
-            found = False
-        if not found:
+        if builder_file(spec.get("builder", "")) is None:
             warnings.append(
                 f"custom network {name!r}: the module {module_name!r} of its builder cannot be imported from here; "
                 "put it in the workflow's folder (docs/extending.md), or its training fails unless the jobs' "
@@ -212,6 +219,12 @@ def builder_problems(custom_networks: dict) -> tuple[list[str], list[str]]:
             continue
         try:
             module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # a package the module needs, which the jobs' environment may have
+            warnings.append(
+                f"custom network {name!r}: its module {module_name!r} imports {exc.name!r}, which is not installed "
+                "here; its training fails unless the jobs' environment has it"
+            )
+            continue
         except Exception as exc:  # the user's module, whatever it raises
             errors.append(f"custom network {name!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}")
             continue

@@ -78,5 +78,7 @@ def _shown(value) -> str:
 
 
 def _as_number(text: str) -> str:
-    mantissa, exponent = re.split(r"[eE]", text.strip())
-    return f"{mantissa}.0e{exponent}"
+    """The number as YAML reads it: in decimals (1e-3 -> 0.001, 1e3 -> 1000; YAML's exponent form needs a dot
+    and a signed exponent, 1.0e+3)."""
+    value = float(text)
+    return str(int(value)) if value.is_integer() else repr(value)

@@ -137,16 +137,18 @@ def study_networks(config: dict) -> list[str]:
 
 
 def unused_overrides_note(config: dict) -> str:
-    """A note on the networks train.overrides sets that the study does not run ("" when none): a config
+    """A note on the networks train.overrides sets that the study does not train (its networks and the
+    ladder's, whose steps start from that network's recipe; "" when none): a config
     layered over another (a smaller study over config/quick.yaml) narrows the networks but cannot take
     their overrides out; those are not used, which the workflow and `sonoseg runs` say."""
-    networks = study_networks(config)
-    unused = [network for network in config["train"]["overrides"] if network not in networks]
+    ladder = config.get("ladder", {})
+    trained = set(study_networks(config)) | ({ladder.get("network")} if ladder.get("enabled") else set())
+    unused = [network for network in config["train"]["overrides"] if network not in trained]
     if not unused:
         return ""
     return (
-        f"config train.overrides sets {', '.join(unused)}, which this study does not run (config networks): "
-        "those overrides are not used"
+        f"config train.overrides sets {', '.join(unused)}, which this study does not train (config networks, "
+        "ladder.network): those overrides are not used"
     )
 
 
@@ -175,8 +177,9 @@ def check_config(config: dict) -> None:
         raise SonosegError(
             f"config ladder.network: unknown network {ladder.get('network')!r}; known networks: {', '.join(known)}"
         )
-    fractions = config.get("split", {}).get("fractions")
-    if fractions and abs(sum(fractions) - 1) > 1e-6:
+    split = config.get("split", {})
+    fractions = split.get("fractions")  # one split by fractions (K folds read the validation share alone)
+    if fractions and split.get("folds", 1) == 1 and not split.get("file") and abs(sum(fractions) - 1) > 1e-6:
         raise SonosegError(f"config split.fractions: {fractions} must sum to 1 (train, validation, test)")
     seeds = [str(s) for s in config["seeds"]]
     ladder_seeds = [str(s) for s in ladder["seeds"]] or seeds
