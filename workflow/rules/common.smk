@@ -56,7 +56,7 @@ RUNS = {run.name: run for run in runsheet.build(config)}  # the run sheet: one r
 # A network of the user's own is imported by the jobs as by this planning process, which has the workflow's
 # folder on its import path: its module beside the Snakefile needs no PYTHONPATH=. (docs/extending.md).
 if config["custom_networks"] and workflow.basedir not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
+    os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p))
 
 # The data's fingerprint (sonoseg.data.provenance): every file the study reads from outside results/, one
 # record per source under data/sources/, rewritten only when the data changed; the rules that read a
