@@ -1,6 +1,5 @@
 # The study as data: the config, validated, becomes the run sheet (sonoseg.study.runsheet); every rule
 # below serves every kind of run through the input functions here.
-import hashlib
 import json
 import re
 import shlex
@@ -53,7 +52,6 @@ if DATASET["layout"] != "synthetic" and not DATASET["root"]:
     raise ValueError(f"config dataset.root: required for dataset.layout {DATASET['layout']!r}")
 
 RUNS = {run.name: run for run in runsheet.build(config)}  # the run sheet: one row per run
-RUN_SHEET_CONFIG = json.dumps(config, sort_keys=True)  # what `sonoseg runs` makes it from (rule run_sheet)
 
 # A network of the user's own is imported by the jobs as by this planning process, which has the workflow's
 # folder on its import path: its module beside the Snakefile needs no PYTHONPATH=. (docs/extending.md).

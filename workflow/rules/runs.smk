@@ -19,11 +19,9 @@ rule run_sheet:
     conda:
         CONDA_ENV
     params:
-        # The sheet's digest, not the config: a setting no run reads (checkpoint_seconds, cost.repeats) must
-        # not redo the sheet and the tables that read it. The command gets the config from RUN_SHEET_CONFIG.
-        sheet=hashlib.sha256(runsheet.to_tsv(list(RUNS.values())).encode()).hexdigest(),
+        config=json.dumps(config, sort_keys=True),
     shell:
-        "sonoseg runs --config-json {RUN_SHEET_CONFIG:q} --out {output} > {log} 2>&1"
+        "sonoseg runs --config-json {params.config:q} --out {output} > {log} 2>&1"
 
 
 rule recipe:
