@@ -50,6 +50,18 @@ def run_snakemake(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
 
 
+def synth_folder(folder: Path, patients: int, seed: int, height: int = 64, width: int = 96) -> Path:
+    """A folder-layout dataset written by `sonoseg synth` (images/, masks/, patients.csv), as a user makes one."""
+    made = subprocess.run(
+        [str(BIN / "sonoseg"), "synth", str(folder), "--patients", str(patients), "--seed", str(seed)]
+        + ["--height", str(height), "--width", str(width)],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    return folder
+
+
 def copy_workflow(destination: Path) -> Path:
     """The workflow's files in `destination`, so test runs never touch the repository's results/."""
     for name in ("Snakefile", "workflow", "config", "envs", "data"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import BIN, copy_workflow, jobs_of, run_snakemake, write_config
+from conftest import BIN, copy_workflow, jobs_of, run_snakemake, synth_folder, write_config
 
 from sonoseg.data import provenance
 from sonoseg.errors import SonosegError
@@ -219,24 +219,7 @@ def folder_study(tmp_path_factory):
     tests change the data through the writable folder)."""
     base = tmp_path_factory.mktemp("folder_study")
     writable = base / "dataset"
-    made = subprocess.run(
-        [
-            str(BIN / "sonoseg"),
-            "synth",
-            str(writable),
-            "--patients",
-            "6",
-            "--seed",
-            "4",
-            "--height",
-            "64",
-            "--width",
-            "96",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert made.returncode == 0, made.stderr
+    synth_folder(writable, patients=6, seed=4)
     read_only = read_only_mount(writable, base / "mounted")
     root = base / "mounted" if read_only else writable
     workdir = copy_workflow(make_dir(base / "workflow"))
@@ -478,13 +461,7 @@ def test_a_finished_study_moved_with_its_checkout_redoes_nothing(tmp_path):
     """A real study on a dataset beside the workflow (a relative root, as the built-in sets have), then the
     whole folder moved: its manifest's paths are relative, and the next run has nothing to do."""
     workdir = copy_workflow(make_dir(tmp_path / "workflow"))
-    made = subprocess.run(
-        [str(BIN / "sonoseg"), "synth", str(workdir / "data/mine"), "--patients", "6", "--seed", "4"]
-        + ["--height", "64", "--width", "96"],
-        capture_output=True,
-        text=True,
-    )
-    assert made.returncode == 0, made.stderr
+    synth_folder(workdir / "data/mine", patients=6, seed=4)
     config = write_config(workdir, {**FOLDER_STUDY, "dataset": {"layout": "folder", "root": "data/mine"}}, "fp.yaml")
     run = run_snakemake([*TARGETS, "--cores", "2", "--configfile", config], workdir)
     assert run.returncode == 0, run.stderr[-4000:]

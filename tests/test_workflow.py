@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import BIN, TINY, jobs_of, run_snakemake, study_dag, write_config
+from conftest import BIN, TINY, jobs_of, run_snakemake, study_dag, synth_folder, write_config
 
 from sonoseg.serving.cost import COLUMNS as COST_COLUMNS
 
@@ -196,13 +196,7 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
 def test_a_dataset_with_a_bad_file_stops_the_run_naming_it_on_screen(workflow_copy):
     """The ingest lists every problem file in its log; the profile shows a failed job's log, so the user
     reads the file's name on screen, not only a path to the log."""
-    made = subprocess.run(
-        [str(BIN / "sonoseg"), "synth", str(workflow_copy / "mydata"), "--patients", "4", "--seed", "1"]
-        + ["--height", "64", "--width", "96"],
-        capture_output=True,
-        text=True,
-    )
-    assert made.returncode == 0, made.stderr
+    synth_folder(workflow_copy / "mydata", patients=4, seed=1)
     # The default profile, found through the top-level link as in the repository (copy_workflow leaves it out).
     shutil.copytree(workflow_copy / "workflow" / "profiles", workflow_copy / "profiles")
     bad = sorted((workflow_copy / "mydata" / "images").iterdir())[0]
@@ -218,13 +212,9 @@ def test_a_dataset_with_a_bad_file_stops_the_run_naming_it_on_screen(workflow_co
 def test_quick_study_on_a_synth_folder_dataset_is_the_same_dag(workflow_copy):
     """The quick study runs on a folder dataset written by `sonoseg synth` exactly as on the built-in one."""
     synthetic = TINY["synthetic"]
-    made = subprocess.run(
-        [str(BIN / "sonoseg"), "synth", str(workflow_copy / "mydata"), "--patients", str(synthetic["patients"])]
-        + ["--seed", str(synthetic["seed"]), "--height", str(synthetic["height"]), "--width", str(synthetic["width"])],
-        capture_output=True,
-        text=True,
+    synth_folder(
+        workflow_copy / "mydata", synthetic["patients"], synthetic["seed"], synthetic["height"], synthetic["width"]
     )
-    assert made.returncode == 0, made.stderr
     folder = {**TINY, "dataset": {"layout": "folder", "root": str(workflow_copy / "mydata")}}
     result = run_snakemake(
         ["all", "-n", "--cores", "1", "--configfile", write_config(workflow_copy, folder)], workflow_copy
@@ -324,10 +314,7 @@ def test_killed_training_resumes_through_snakemake(workflow_copy):
     from the checkpoint, which Snakemake's cleanup of incomplete outputs leaves alone."""
     import os
     import signal
-    import subprocess
     import time
-
-    from conftest import BIN
 
     config = write_config(
         workflow_copy,
