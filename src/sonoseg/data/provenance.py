@@ -340,11 +340,12 @@ def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained:
         before = Record.from_json(read_json(path))
         undone = name == "dataset" and made_from.get("dataset_fingerprint") == record.fingerprint
         moved = before is not None and _moved(name, before, record)
+        redoes = REDOES.get(name.split("_")[0], "what reads it")
         if before is not None and before.fingerprint != record.fingerprint:
             consequence = (
                 "it is again the data the manifest was made from: nothing to redo"
                 if undone and not moved
-                else f"the study redoes {REDOES.get(name.split('_')[0], 'what reads it')}"
+                else f"the study redoes {redoes}"
             )
             messages.append(
                 f"sonoseg: the {name} changed since the last run ({changes(before, record).describe()}): "
@@ -354,7 +355,7 @@ def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained:
             messages.append(
                 f"sonoseg: the {name} is now read from {record.root} (its record says {before.root}), with the same "
                 f"files (fingerprint {record.fingerprint[:SHORT]}): the study redoes "
-                f"{REDOES.get(name.split('_')[0], 'what reads it')}, to read them there"
+                f"{redoes}, to read them there"
             )
         if before is not None and before.fingerprint == record.fingerprint and not moved:
             continue  # the same files in the same folder: the record stays as it is, and so does its date
