@@ -3,6 +3,7 @@ learning rate or weight decay is auto, and each backbone kind's pretrained weigh
 built on it."""
 
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -483,3 +484,29 @@ def test_the_yaml_hint_gives_a_number_yaml_reads_as_one():
     for text, number in (("1e-3", 0.001), ("1e3", 1000), ("2E+2", 200), ("5e-1", 0.5)):
         hint = config_check._as_number(text)
         assert yaml.safe_load(f"x: {hint}")["x"] == number
+
+
+def test_settings_no_run_reads_leave_the_run_sheets_rule_as_it_was(workflow_copy):
+    """How often a checkpoint is written and how many jobs share a GPU change how jobs run, not what they
+    make (the schema says so): the run sheet's rule is made from the config without them, and the sheet
+    itself is the same either way."""
+    config = {**BASE, "networks": ["unet"], "external_datasets": []}
+    merged = _schema_defaults(workflow_copy, config)
+    other = {**merged, "train": {**merged["train"], "checkpoint_seconds": 5, "runs_per_gpu": 3}}
+    assert runsheet.sheet_config(other) == runsheet.sheet_config(merged)
+    assert runsheet.to_tsv(runsheet.build(other)) == runsheet.to_tsv(runsheet.build(runsheet.sheet_config(other)))
+    # A setting the runs read still changes it.
+    decay = {**merged, "train": {**merged["train"], "weight_decay": 0.01}}
+    assert runsheet.sheet_config(decay) != runsheet.sheet_config(merged)
+
+
+def test_a_study_of_the_users_own_networks_alone_plans_and_no_network_at_all_is_refused(workflow_copy):
+    """`networks: []` with custom_networks: the study trains the user's networks only (docs/extending.md);
+    with neither, the start says there is nothing to train."""
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "my_networks.py", workflow_copy / "my_networks.py")
+    mine = {"tiny_unet": {"builder": "my_networks:tiny_unet", "label": "Tiny U-net (mine)"}}
+    code, output = dry_run(workflow_copy, {**BASE, "networks": [], "custom_networks": mine})
+    assert code == 0, output[-3000:]
+    assert "--network tiny_unet" in output and "--network unet " not in output
+    code, output = dry_run(workflow_copy, {**BASE, "networks": []})
+    assert code != 0 and "config networks: empty, and no custom_networks" in output, output[-3000:]

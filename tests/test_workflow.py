@@ -132,6 +132,14 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     again = run_snakemake(["all", "--cores", "2", "--configfile", config], workdir)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
+    # Settings no run reads (how often a checkpoint is written, how many jobs share a GPU) rerun nothing: not
+    # the run sheet, nor the long table and the tables after it (the sheet's rule leaves them out of its config).
+    quiet = {**TINY, "train": {**TINY["train"], "checkpoint_seconds": 5, "runs_per_gpu": 2}}
+    dry = run_snakemake(
+        ["all", "-n", "--cores", "1", "--configfile", write_config(workdir, quiet, "checkpoints.yaml")], workdir
+    )
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-2000:]
+
     # Changing one network's settings reruns only that network (and the tables that list it).
     # (Changed configs get their own file names: the study's own config stays as the run was made.)
     overrides = {**TINY["train"]["overrides"], "unet": {"learning_rate": 0.001}}

@@ -19,7 +19,8 @@ rule run_sheet:
     conda:
         CONDA_ENV
     params:
-        config=json.dumps(config, sort_keys=True),
+        # Without the settings no run reads (checkpoint_seconds, runs_per_gpu): changing one redoes nothing.
+        config=json.dumps(runsheet.sheet_config(config), sort_keys=True),
     shell:
         "sonoseg runs --config-json {params.config:q} --out {output} > {log} 2>&1"
 

@@ -131,6 +131,18 @@ def candidate_name(network: str, point: dict[str, float]) -> str:
     return f"{network}{SEPARATOR}" + "-".join(f"{SHORT_NAMES[k]}{decay_name(v)}" for k, v in point.items())
 
 
+# Settings of how a job runs, not of what it makes (the schema says changing one reruns nothing): the run
+# sheet's rule takes the config without them, so that changing one does not redo the sheet and what reads it.
+RUN_ONLY_SETTINGS = ("checkpoint_seconds", "runs_per_gpu")
+
+
+def sheet_config(config: dict) -> dict:
+    """The config the run sheet's rule is made from: the train section's RUN_ONLY_SETTINGS left out (the
+    sheet never reads them: build gives the same runs with or without them)."""
+    train = {key: value for key, value in config["train"].items() if key not in RUN_ONLY_SETTINGS}
+    return {**config, "train": train}
+
+
 def study_networks(config: dict) -> list[str]:
     """The networks the study trains: the config's networks, then the user's own (custom_networks)."""
     return list(config["networks"]) + [n for n in config.get("custom_networks", {}) if n not in config["networks"]]
@@ -155,6 +167,8 @@ def unused_overrides_note(config: dict) -> str:
 def check_config(config: dict) -> None:
     """What the schema cannot say: names that must be known, and lists that must agree."""
     networks, floors = study_networks(config), config["baselines"]
+    if not networks:
+        raise SonosegError("config networks: empty, and no custom_networks: the study has no network to train")
     known = catalog.networks()
     for network in networks:
         if network not in known:
