@@ -365,6 +365,9 @@ def statistics_page(
                 "from the mask): it is not a floor, and no verdict rests on it.",
             )
         )
+    # The breakdowns read the manifest, not the long table's view and meta_* columns: it also has class, a
+    # view for tables collected before they carried one, and every value as written (read back, the long
+    # table parses meta_* as numbers: 9187.0 where another dataset's images have none).
     manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
     tested = manifest[manifest["sample_id"].isin(set(per_image["sample_id"]))]
     for column in categorical_columns(tested):

@@ -5,7 +5,8 @@ training, which every table, figure and statistic of the study reads (the collec
 ``per_image`` has one row per run x training (fold, seed) x test image: the run sheet's columns (run,
 kind, method, marks, model_from), the training's fold, seed and label (``training``: fold<F>/seed<N>)
 and the learning rate and weight decay it trained with, the image (sample_id, its patient group as
-``patient``, the manifest's metadata as ``meta_*`` columns) and every metric of sonoseg.analysis.evaluate.
+``patient``, its ``view``, the manifest's metadata as ``meta_*`` columns) and every metric of
+sonoseg.analysis.evaluate.
 ``trainings`` has one row per training: epochs, the kept epoch, optimizer steps, what ended it (the
 stop rule or the cap) and where its time went.
 
@@ -96,11 +97,14 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
 
 def manifest_columns(manifest_csv: str | Path) -> pd.DataFrame:
     """Per sample_id: its patient group (``patient``: duplicates put patients in one group, which must
-    move together) and the manifest's metadata columns."""
+    move together), its view (so Dice breaks down by view without the manifest) and the manifest's
+    metadata columns."""
     from sonoseg import data
 
     manifest = data.included(data.read_manifest(manifest_csv))
-    kept = manifest[["sample_id", "group", *[c for c in manifest.columns if c.startswith("meta_")]]]
+    metadata = [c for c in manifest.columns if c.startswith("meta_")]
+    # reindex: a manifest without a view column (an external set's, written by hand) gives its images none.
+    kept = manifest.reindex(columns=["sample_id", "group", "view", *metadata])
     return kept.rename(columns={"group": "patient"}).set_index("sample_id")
 
 
@@ -152,7 +156,7 @@ def collect_per_image(
     if not frames:
         raise SonosegError("collect: no run with per-image metrics was named")
     per_image = pd.concat(frames, ignore_index=True)
-    first = [*SHEET_COLUMNS, "fold", "seed", "training", *RECIPE_COLUMNS, "sample_id", "patient"]
+    first = [*SHEET_COLUMNS, "fold", "seed", "training", *RECIPE_COLUMNS, "sample_id", "patient", "view"]
     return per_image[first + [c for c in per_image.columns if c not in first]]
 
 
@@ -190,9 +194,12 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
 
 
 def read_per_image(path: str | Path, runs: Iterable[str] | None = None) -> pd.DataFrame:
-    """The collected per-image table (per_image.csv.gz), or the rows of the named runs in that order."""
+    """The collected per-image table (per_image.csv.gz), or the rows of the named runs in that order.
+    ``view`` is read as text, as the manifest gives it (view 1, not 1.0 where some image has none); a
+    table collected before it carried a view has none and is read as it is."""
     try:
-        per_image = pd.read_csv(path, dtype={"sample_id": str, "patient": str, "run": str, "model_from": str})
+        text = {"sample_id": str, "patient": str, "view": str, "run": str, "model_from": str}
+        per_image = pd.read_csv(path, dtype=text)
     except (OSError, pd.errors.ParserError) as exc:
         raise SonosegError(f"{path}: cannot read the per-image results table ({exc})") from None
     missing = {"run", "fold", "seed", "training", "sample_id", "patient", "dice"} - set(per_image.columns)
