@@ -623,7 +623,8 @@ def group_table(
     if column not in per_image.columns:
         raise SonosegError(
             f"statistics: the per-image table lacks the grouping column {column!r} "
-            f"(a collected table carries view and meta_*: merge others from the manifest on sample_id); it has {', '.join(map(repr, per_image.columns))}"
+            "(a collected table carries view and meta_*: merge others from the manifest on sample_id); "
+            f"it has {', '.join(map(repr, per_image.columns))}"
         )
     if column in (*LONG_COLUMNS, metric):
         raise SonosegError(f"statistics: cannot group by {column!r}, one of the table's own columns")
