@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 from snakemake.utils import validate
 
+from sonoseg import analysis
 from sonoseg.networks import catalog
 from sonoseg.study import config_check, layout, runsheet
 from sonoseg.data import provenance
@@ -117,6 +118,30 @@ NETWORKS = [run.name for run in RUNS.values() if run.kind == "network" and run.n
 FLOORS = [run.name for run in RUNS.values() if run.kind == "baseline" and run.name == run.method]
 SELECTIONS = runsheet.selections(list(RUNS.values()))  # network -> its recipe-selection candidate runs
 LADDER_RUNS = [run.name for run in RUNS.values() if run.kind == "ladder_step"]
+
+# The source files of the package's code that makes the long tables, the tables and the report's pages
+# (its analysis modules, as installed: sonoseg.analysis.code_files): an input of every rule that runs that
+# code on results already made (summarize, collect, table, paired_table, generalization, equivalence,
+# selection_table, convergence_check, report_*). The rules call the `sonoseg` tool, whose code Snakemake
+# does not see: with the files as input, an upgrade of sonoseg or an edit of its analysis code redoes those
+# files, and no training or prediction.
+ANALYSIS_CODE = analysis.code_files()
+
+LADDER_OFF = (
+    "the ladder is off in this study (config ladder.enabled: false): "
+    "set it true to run `snakemake ladder` or make its table"
+)
+
+
+def ladder_summaries(wildcards=None):
+    """The ladder steps' summaries. Asking for the ladder (`snakemake ladder`, its table or page) in a study
+    without it stops, naming the setting, where Snakemake would otherwise do nothing without a word;
+    `snakemake all` never asks for it."""
+    if not config["ladder"]["enabled"]:
+        raise ValueError(LADDER_OFF)
+    return [layout.summary(OUT, run) for run in LADDER_RUNS]
+
+
 ABLATION = runsheet.ablation_pairs(list(RUNS.values()))  # (main run, its other-marks twin) per method
 CONVERGENCE = runsheet.convergence_pairs(list(RUNS.values()))  # (a network's run, it with twice the budget)
 RELIANCE = runsheet.tested_pairs(
@@ -431,7 +456,7 @@ def get_postprocess_inputs(wildcards):
 
 def get_run_summary_inputs(wildcards):
     run = run_of(wildcards)
-    inputs = {"metrics": run_files(run, layout.METRICS)}
+    inputs = {"metrics": run_files(run, layout.METRICS), "code": ANALYSIS_CODE}
     if run.trained:
         inputs["histories"] = run_files(run, layout.HISTORY)
         inputs["models"] = run_files(run, layout.MODEL)
@@ -568,6 +593,7 @@ def get_collect_inputs(wildcards=None):
         "histories": [path for run in COLLECTED if run.trained for path in run_files(run, layout.HISTORY)],
         "recipes": [layout.recipe(OUT, run.name, fold) for run in COLLECTED if run.trained for fold in run.folds],
         "external_manifests": [layout.external_manifest(OUT, name) for name in EXTERNALS],
+        "code": ANALYSIS_CODE,
     }
 
 

@@ -1,6 +1,7 @@
 # The HTML report's figures and tables (snakemake --report results/<study>/report.html): each is the
 # output of its own rule, so one new network rebuilds only what lists it. Sections are numbered
-# categories; captions live in workflow/report/; input functions in common.smk.
+# categories; captions live in workflow/report/; input functions in common.smk. Every rule here takes
+# ANALYSIS_CODE (common.smk) as input: a new version of sonoseg's analysis code redoes the pages.
 
 
 wildcard_constraints:
@@ -11,6 +12,7 @@ rule report_data:
     input:
         manifest=MANIFEST,
         split=SPLIT,
+        code=ANALYSIS_CODE,
     output:
         overview=report(
             f"{REPORT}/data/overview.html",
@@ -43,7 +45,8 @@ rule report_data:
 
 rule report_table:
     input:
-        f"{OUT}/tables/{{report_table}}.csv",
+        table=f"{OUT}/tables/{{report_table}}.csv",
+        code=ANALYSIS_CODE,
     output:
         report(
             f"{REPORT}/tables/{{report_table}}.html",
@@ -56,13 +59,14 @@ rule report_table:
     conda:
         CONDA_ENV
     shell:
-        "sonoseg report-table {wildcards.report_table} --table {input} --out {output} > {log} 2>&1"
+        "sonoseg report-table {wildcards.report_table} --table {input.table} --out {output} > {log} 2>&1"
 
 
 rule report_generalization:
     input:
         table=f"{OUT}/tables/generalization.csv",
         overlap=list(overlap_records().values()),
+        code=ANALYSIS_CODE,
     output:
         report(
             f"{REPORT}/generalization.png",
@@ -82,7 +86,8 @@ rule report_generalization:
 
 rule report_curves:
     input:
-        get_run_histories,
+        histories=get_run_histories,
+        code=ANALYSIS_CODE,
     output:
         report(
             f"{REPORT}/curves/{{run}}.png",
@@ -95,7 +100,7 @@ rule report_curves:
     conda:
         CONDA_ENV
     params:
-        study=lambda wc, input: layout.study_dir(input[0], f"{layout.TRAINING}/{layout.HISTORY}"),
+        study=lambda wc, input: layout.study_dir(input.histories[0], f"{layout.TRAINING}/{layout.HISTORY}"),
         run=lambda wc: run_json(run_of(wc)),
     shell:
         "sonoseg report-curves --study-dir {params.study} --run-json {params.run} --out {output} > {log} 2>&1"
@@ -106,6 +111,7 @@ rule report_figure2:
         manifest=MANIFEST,
         per_image=PER_IMAGE,
         predictions=get_report_predictions(),
+        code=ANALYSIS_CODE,
     output:
         chosen=report(
             f"{REPORT}/figure2.png",
@@ -139,6 +145,7 @@ rule report_cost:
         unpack(get_cost_table),
         per_image=PER_IMAGE,
         summaries=[layout.summary(OUT, run.name) for run in compared_runs()],
+        code=ANALYSIS_CODE,
     output:
         figure=report(
             f"{REPORT}/cost_accuracy.png",
@@ -172,6 +179,7 @@ rule report_statistics:
     input:
         manifest=MANIFEST,
         per_image=PER_IMAGE,
+        code=ANALYSIS_CODE,
     output:
         distributions=report(
             f"{REPORT}/statistics/distributions.png",

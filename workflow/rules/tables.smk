@@ -29,15 +29,16 @@ rule ladder:
     # (networks/ladder--<step>.csv). Its table, tables/ladder.md, reads the study's long table of every
     # run (the Dice CIs by patient), so it comes with the whole study.
     input:
-        [layout.summary(OUT, run) for run in LADDER_RUNS],
+        ladder_summaries,
 
 
 rule table:
     input:
         unpack(get_cost_table),
-        summaries=get_table_summaries,
+        summaries=lambda wc: ladder_summaries() if wc.table == "ladder" else get_table_summaries(wc),
         per_image=PER_IMAGE,
         manifest=MANIFEST,
+        code=ANALYSIS_CODE,
     output:
         csv=f"{OUT}/tables/{{table}}.csv",
         markdown=f"{OUT}/tables/{{table}}.md",
@@ -62,7 +63,8 @@ rule table:
 
 rule selection_table:
     input:
-        [layout.selection(OUT, network, fold) for network in SELECTIONS for fold in FOLDS],
+        choices=[layout.selection(OUT, network, fold) for network in SELECTIONS for fold in FOLDS],
+        code=ANALYSIS_CODE,
     output:
         f"{OUT}/tables/selection.csv",
     log:
@@ -70,7 +72,7 @@ rule selection_table:
     conda:
         CONDA_ENV
     shell:
-        "sonoseg selection-table --choices {input} --out {output} > {log} 2>&1"
+        "sonoseg selection-table --choices {input.choices} --out {output} > {log} 2>&1"
 
 
 rule cost_prepare:
@@ -133,7 +135,8 @@ rule paired_table:
     # models flip-averaged), the ensemble of each fold's seeds against the single trainings; on each
     # external dataset too (a network's single models against them flip-averaged, or all of them averaged).
     input:
-        PER_IMAGE,
+        per_image=PER_IMAGE,
+        code=ANALYSIS_CODE,
     output:
         f"{OUT}/tables/{{paired}}.csv",
     log:
@@ -145,7 +148,7 @@ rule paired_table:
         family=lambda wc: PAIRED_TABLES[wc.paired][0],
         seed=REPORT_SEED,
     shell:
-        "sonoseg paired --pairs {params.pairs} --per-image {input} --seed {params.seed} --family {params.family} "
+        "sonoseg paired --pairs {params.pairs} --per-image {input.per_image} --seed {params.seed} --family {params.family} "
         "--out {output} > {log} 2>&1"
 
 
@@ -155,6 +158,7 @@ rule generalization:
     input:
         per_image=PER_IMAGE,
         overlap=list(overlap_records().values()),  # what each set's tests left out
+        code=ANALYSIS_CODE,
     output:
         csv=f"{OUT}/tables/generalization.csv",
         markdown=f"{OUT}/tables/generalization.md",
@@ -179,6 +183,7 @@ rule equivalence:
     input:
         manifest=MANIFEST,
         per_image=PER_IMAGE,
+        code=ANALYSIS_CODE,
     output:
         csv=f"{OUT}/tables/equivalence.csv",
         markdown=f"{OUT}/tables/equivalence.md",
@@ -203,6 +208,7 @@ rule convergence_check:
         unpack(get_convergence_inputs),
         manifest=MANIFEST,
         sheet=SHEET,
+        code=ANALYSIS_CODE,
     output:
         f"{OUT}/tables/convergence.csv",
     log:

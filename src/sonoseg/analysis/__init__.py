@@ -1,2 +1,26 @@
 """The analysis stage: metrics per image, the collect stage's long tables, statistics by patient,
 the study's tables and the report's figures and pages, and the paper's published numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+# The modules outside this package whose code decides what a table or a report page says: the recipe
+# selection's table of choices (`sonoseg selection-table`).
+OTHER_MODULES = ("sonoseg.training.selection",)
+
+
+def code_files() -> list[str]:
+    """The source files of the code that makes the study's tables and report pages: every module of this
+    package, and OTHER_MODULES; sorted, as the installed (or edited) package has them, found without
+    importing them (a module installed without its source has none to list). The workflow's table and
+    report rules take them as input (workflow/rules/tables.smk, ANALYSIS_CODE), so that an upgrade of
+    sonoseg, or an edit of its analysis code, redoes the tables and pages; the trainings, predictions and
+    the long tables they are made from do not take them."""
+    paths = list(Path(__file__).resolve().parent.glob("*.py"))
+    for module in OTHER_MODULES:
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.has_location:
+            paths.append(Path(spec.origin).resolve())
+    return sorted({str(path) for path in paths if path.is_file()})

@@ -1,0 +1,121 @@
+"""What a target asks for, and what redoes it: `snakemake ladder` in a study without the ladder stops,
+naming the setting; new analysis code (an upgrade of sonoseg, an edit) redoes the tables and the report's
+pages, never a training or a prediction (workflow/rules/common.smk, ANALYSIS_CODE)."""
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY, jobs_of, run_snakemake, write_config
+
+import sonoseg
+from sonoseg import analysis
+
+# The rules that run the analysis code on results already made, and take its files as input.
+CODE_RULES = {
+    "summarize",
+    "collect",
+    "table",
+    "paired_table",
+    "generalization",
+    "equivalence",
+    "selection_table",
+    "convergence_check",
+    "report_data",
+    "report_table",
+    "report_generalization",
+    "report_curves",
+    "report_figure2",
+    "report_cost",
+    "report_statistics",
+}
+LADDER_OFF = "the ladder is off in this study (config ladder.enabled: false): set it true to run `snakemake ladder`"
+
+
+def planned_inputs(dry_run_output: str) -> list[tuple[str, list[str]]]:
+    """Each job of a dry run: (its rule, its input files)."""
+    jobs = []
+    for line in dry_run_output.splitlines():
+        if started := re.match(r"^(?:local)?rule (\w+):$", line):
+            jobs.append((started[1], []))
+        elif (listed := re.match(r"^\s+input: (.*)$", line)) and jobs:
+            jobs[-1][1].extend(listed[1].split(", "))
+    return jobs
+
+
+def test_the_ladder_asked_for_in_a_study_without_it_stops_naming_the_setting(workflow_copy):
+    config = write_config(workflow_copy, {**TINY, "ladder": {**TINY["ladder"], "enabled": False}}, "no_ladder.yaml")
+    for target in ("ladder", "results/tiny/tables/ladder.md"):
+        dry = run_snakemake([target, "-n", "--cores", "1", "--configfile", config], workflow_copy)
+        assert dry.returncode != 0, dry.stdout[-2000:]
+        assert LADDER_OFF in dry.stdout + dry.stderr, dry.stderr[-3000:]  # on screen, naming the setting
+    # The study itself goes on without it: no ladder step, no ladder table.
+    dry = run_snakemake(["all", "-n", "--cores", "1", "--configfile", config], workflow_copy)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "ladder--" not in dry.stdout and "tables/ladder" not in dry.stdout and jobs_of(dry.stdout)["table"] == 2
+
+
+def test_the_analysis_code_is_the_imported_package_s_modules():
+    files = analysis.code_files()
+    package = Path(sonoseg.__file__).resolve().parent
+    assert {str(package / "analysis" / "stats.py"), str(package / "training" / "selection.py")} <= set(files)
+    assert all(Path(f).is_file() and f.endswith(".py") for f in files) and files == sorted(files)
+
+
+def test_the_tables_and_pages_take_the_analysis_code_and_nothing_upstream_does(workflow_copy):
+    # Every rule of CODE_RULES in one plan: paired tables (flip averaging), an equivalence claim, the
+    # convergence check, the selection table (TINY's auto weight decay), the external sets' generalization.
+    every = {
+        **TINY,
+        "predict": {"tta": True},
+        "claims": {"equivalence": [["lighter_unet_c1", "unet"]]},
+        "convergence": {"networks": ["unet"]},
+    }
+    config = write_config(workflow_copy, every, "every_table.yaml")
+    dry = run_snakemake(["all", "convergence_check", "-n", "--cores", "1", "--configfile", config], workflow_copy)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    code = analysis.code_files()
+    taking = {rule for rule, inputs in planned_inputs(dry.stdout) if set(code) <= set(inputs)}
+    touching = {rule for rule, inputs in planned_inputs(dry.stdout) if set(code) & set(inputs)}
+    assert taking == touching == CODE_RULES, (taking, touching)
+    assert {"train", "predict", "cost"} <= set(jobs_of(dry.stdout))  # planned, without it
+
+
+@pytest.mark.slow
+def test_new_analysis_code_redoes_the_tables_and_pages_not_the_trainings(tiny_study, tmp_path, monkeypatch):
+    # A copy of the finished tiny study, whose plan imports the package from a copy of its source made
+    # older than every result: the test edits that copy, never the repository's src/ (where the venv's
+    # editable install finds the package otherwise).
+    workdir = tmp_path / "study"
+    shutil.copytree(tiny_study.workdir, workdir, symlinks=True)
+    package = tmp_path / "src" / "sonoseg"
+    shutil.copytree(Path(sonoseg.__file__).resolve().parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    long_ago = time.time() - 365 * 86400
+    for path in package.rglob("*"):
+        os.utime(path, (long_ago, long_ago))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(package.parent), os.environ.get("PYTHONPATH")])))
+
+    def plan(*args):
+        dry = run_snakemake(["all", "-n", "--cores", "1", "--configfile", tiny_study.config, *args], workdir)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        return dry
+
+    # The package found elsewhere (an upgrade into another environment): its files are the analysis
+    # code now, a new set of inputs of the tables and pages only.
+    dry = plan()
+    assert str(package / "analysis" / "stats.py") in dry.stdout
+    assert "table" in jobs_of(dry.stdout) and set(jobs_of(dry.stdout)) <= CODE_RULES | {"all"}, jobs_of(dry.stdout)
+    # By the files' times alone, the study is up to date ...
+    dry = plan("--rerun-triggers", "mtime")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-2000:]
+    # ... until one analysis module is edited (touched): the summaries, the long tables, the tables and
+    # every page are redone, no training, prediction or cost measurement.
+    (package / "analysis" / "stats.py").touch()
+    jobs = jobs_of(plan("--rerun-triggers", "mtime").stdout)
+    assert set(jobs) <= CODE_RULES | {"all"}, jobs
+    assert {"table", "selection_table", "generalization", "report_table", "report_statistics", "report_curves"} <= set(
+        jobs
+    ), jobs
