@@ -178,9 +178,12 @@ def write_model(
     seed: int = 0,
     interpolation: str | None = None,
     lesion_areas: list[int] | None = None,
+    weights_seed: int | None = None,
 ) -> Path:
     """A model.pt as training writes it; BatchNorm statistics made non-trivial so eval mode matters.
-    ``lesion_areas`` None: a file from before training recorded them."""
+    ``lesion_areas`` None: a file from before training recorded them. ``seed`` is the seed the file
+    records (a run folder checks it against its seed<s> folder); ``weights_seed`` draws other weights
+    under it (default: ``seed``)."""
     import cv2
     import numpy as np
     import torch
@@ -189,7 +192,7 @@ def write_model(
     from sonoseg.networks import models
     from sonoseg.serving.modelio import MODEL_FORMAT
 
-    torch.manual_seed(seed)
+    torch.manual_seed(seed if weights_seed is None else weights_seed)
     model = models.build(network)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):

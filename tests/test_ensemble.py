@@ -16,7 +16,7 @@ def run_folder(tmp_path):
     for fold, seed in ((0, 0), (1, 5)):
         path = folder / f"fold{fold}" / "seed0" / "model.pt"
         path.parent.mkdir(parents=True)
-        write_model(path, "unet", seed=seed)
+        write_model(path, "unet", weights_seed=seed)
     return folder
 
 
@@ -270,7 +270,7 @@ def test_a_run_folder_exports_its_ensemble_as_one_onnx_graph(tmp_path):
     single = infer.torch_predictor(members[0], "cpu").run(batch)
     assert np.abs(by_onnx - single).max() > 1e-3  # the ensemble, not its first member
     (tmp_path / "fold1").rename(run / "fold1")
-    write_model(run / "fold1" / "seed0" / "model.pt", "lighter_unet_c1", interpolation="area")
-    write_model(run / "fold1" / "seed1" / "model.pt", "lighter_unet_c1", interpolation="area")
+    write_model(run / "fold1" / "seed0" / "model.pt", "lighter_unet_c1", seed=0, interpolation="area")
+    write_model(run / "fold1" / "seed1" / "model.pt", "lighter_unet_c1", seed=1, interpolation="area")
     with pytest.raises(SonosegError, match="fold1/seed0/model.pt: input .* differs"):
         export.export(run, tmp_path / "refused.onnx")

@@ -179,7 +179,7 @@ def two_fold_run_with_choice(tmp_path, choice: dict):
     run = tmp_path / "runs" / "unet"
     for fold in (0, 1):
         (run / f"fold{fold}" / "seed0").mkdir(parents=True)
-        write_model(run / f"fold{fold}" / "seed0" / "model.pt", "unet", seed=fold)
+        write_model(run / f"fold{fold}" / "seed0" / "model.pt", "unet", weights_seed=fold)
         (run / f"fold{fold}" / "postprocess.json").write_text(json.dumps(choice))
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])

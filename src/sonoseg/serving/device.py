@@ -5,6 +5,7 @@ model is served the way it was measured (docs/performance.md)."""
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 
@@ -108,11 +109,33 @@ class FastPath:
         return f"{self.precision}{' + channels_last' if self.channels_last else ''}"
 
 
-def select_device(requested: str) -> torch.device:
+# The devices sonoseg computes on, as the config schema's train.device pattern admits them.
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+DEVICES = "auto (CUDA when present), cpu, cuda, cuda:<index> (e.g. cuda:0)"
+
+
+def check_device_name(requested: str, option: str = "train.device") -> None:
+    """Refuse a device that sonoseg does not compute on (``gpu``, ``mps``, a typo), naming ``option``
+    (the config key or command-line option it came from) and the accepted devices. Touches no CUDA, so
+    that a command may check its option before it takes a GPU slot."""
+    if not DEVICE_PATTERN.fullmatch(str(requested)):
+        raise SonosegError(f"{option}: {requested!r} is not a device sonoseg computes on; one of {DEVICES}")
+
+
+def select_device(requested: str, option: str = "train.device") -> torch.device:
+    """The torch device ``requested`` names (check_device_name); a CUDA device that is not there is
+    refused, naming ``option``."""
+    check_device_name(requested, option)
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise SonosegError(f"train.device: {requested!r} asked for, but no CUDA device is visible")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SonosegError(f"{option}: {requested!r} asked for, but no CUDA device is visible")
+        index = int(requested.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise SonosegError(
+                f"{option}: {requested!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
     return torch.device(requested)
 
 

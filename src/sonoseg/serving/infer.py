@@ -21,7 +21,7 @@ from scipy import ndimage
 from sonoseg.data.imageio import read_image
 from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache, remove_marks, resize_image
 from sonoseg.errors import SonosegError
-from sonoseg.serving.device import select_device
+from sonoseg.serving.device import check_device_name, select_device
 from sonoseg.serving.modelio import (
     MODEL_FORMAT,
     ProbabilityModel,
@@ -283,12 +283,19 @@ def onnxruntime_predictor(
     if model_path.suffix.lower() == ".onnx":
         sidecar = export.read_sidecar(model_path)
         session = export.onnx_session(model_path, threads)
+        graph_side = session.get_inputs()[0].shape[2]  # an int for a graph of one size, a name for any size
+        if isinstance(graph_side, int) and graph_side != sidecar["input"]["resize"]["height"]:
+            raise SonosegError(
+                f"{export.sidecar_path(model_path)}: input.resize.height says {sidecar['input']['resize']['height']} "
+                f"px, but the graph takes {graph_side} px: restore it, or export the model again at the size wanted"
+            )
         # The training lesion areas the size-aware rule reads, recorded with the study's selection.
         areas = export.study_selection(sidecar).get("training_lesion_areas")
     else:
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = Path(tmp) / "model.onnx"
-            sidecar = export.export(model_path, onnx_path, size=size, serve_scales=scales)
+            # (segment has said already when the model's study choice is not beside it)
+            sidecar = export.export(model_path, onnx_path, size=size, serve_scales=scales, note_unrecorded=False)
             session = export.onnx_session(onnx_path, threads)
         areas = lesion_areas_at(load_checked(model_path, MODEL_FORMAT, metadata_only=True), size)
     resize = sidecar["input"]["resize"]
@@ -540,7 +547,7 @@ def segment_images(
     model_path: str | Path,
     images: list[str | Path],
     outdir: str | Path,
-    rule: str = "area",
+    rule: str | None = None,
     device: str = "auto",
     size: int | None = None,
     backend: str = "torch",
@@ -560,6 +567,8 @@ def segment_images(
     of the image's and its horizontal mirror's (mirrored back); depth, the vertical axis, is physical
     in ultrasound and never flipped. ``postprocess``: keep_one, none, or ``recorded``: the choice made on
     validation data and recorded beside a study's models (fold<k>/postprocess.json), else keep_one.
+    ``rule``: the component rule keep_one applies; None: an exported model's sidecar's (the one it was
+    exported with), else area (a rule given that differs from the sidecar's is warned of).
     ``scales``: test-time scale selection (scale_adaptive), after the flip averaging, with
     ``shrink_above`` its size-aware rule (area_limit) and ``shrink_found_above`` the rule's second trigger
     (scale_adaptive's found_above); None: the scales and rule recorded with a study's
@@ -567,13 +576,20 @@ def segment_images(
 
     backend "torch" reads a model.pt; "onnxruntime" reads a model.onnx with its sidecar (or exports a
     model.pt first). The input size is the one the model was trained at, unless ``size`` is given.
-    An image that cannot be read is reported (in the result and the log) and the others go on.
+    An image that cannot be read is reported (in the result and the log) and the others go on; a folder
+    among the images is skipped with a warning (mask_files).
     """
     if backend not in BACKENDS:
         raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
-    if rule not in COMPONENT_RULES:
+    if rule is not None and rule not in COMPONENT_RULES:
         raise SonosegError(f"component rule {rule!r} is not one of {COMPONENT_RULES}")
+    if threads < 0:
+        raise SonosegError(f"--threads: {threads} is not a number of threads (1 or more; 0: ONNX Runtime chooses)")
+    check_device_name(device, "--device")
     planned = mask_files(images, Path(outdir))  # before any model is loaded: a clash is the user's to settle
+    if backend == "torch":
+        device = str(select_device(device, "--device"))
+    from sonoseg.serving import export
 
     def one(member: Path) -> Predictor:
         if backend == "torch":
@@ -586,22 +602,17 @@ def segment_images(
     exported = members[0].suffix.lower() == ".onnx"  # its sidecar records its post-processing; it has one size
     # The choice recorded beside a study's models, each fold's file read once for both settings it gives.
     recorded = recorded_choice(members) if not exported and (scales is None or postprocess == "recorded") else None
-    if recorded is not None and not recorded.choices:
-        log.warning(
-            "%s: no postprocess.json recorded beside it (a study's run folder keeps one per fold, fold<k>/, with the "
-            "post-processing and test-time scale selection the study predicted with): %s; to segment as the study "
-            "did, serve its run folder, or a model.pt inside it",
+    if recorded is not None:
+        export.note_unrecorded_choice(
             model_path,
-            " and ".join(
-                [
-                    *(["keep_one"] if postprocess == "recorded" else []),
-                    *(["the input size alone"] if scales is None else []),
-                ]
-            ),
+            recorded,
+            [
+                *(["keep_one"] if postprocess == "recorded" else []),
+                *(["the input size alone"] if scales is None else []),
+            ],
+            "segment",
         )
     if exported:  # the selection the study predicted the models with, as the sidecar records it
-        from sonoseg.serving import export
-
         sidecar = export.read_sidecar(members[0])
         selection = export.study_selection(sidecar)
         if scales is not None and shrinks(scales) and len(export.served_sides(sidecar)) == 1:
@@ -633,6 +644,7 @@ def segment_images(
         postprocess = sidecar["postprocessing"].get("postprocess", "keep_one")
     elif postprocess == "recorded":
         postprocess = recorded.postprocess()
+    rule = export.sidecar_component_rule(sidecar, rule, members[0], postprocess) if exported else rule or "area"
     log.info(
         "%s: %d model(s)%s, averaged probabilities%s%s; post-processing %s",
         model_path,
@@ -648,7 +660,7 @@ def segment_images(
         )
         if shrinks(scales)
         else "",
-        postprocess,
+        postprocess + (f" (component rule {rule})" if postprocess == "keep_one" else ""),
     )
     if not predictor.size:
         raise SonosegError(f"{model_path}: no input size stored; pass --size")
@@ -707,19 +719,41 @@ NOTES_TO_WARN = {
 
 
 def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]]:
-    """(image, its mask file <outdir>/<stem>_mask.png) for each image given, once each. Refused by name:
-    two images whose masks would share one file (names compared regardless of case, as macOS and
-    Windows file systems do), and an --outdir that is a folder of the images (BUSI keeps its ground
-    truth there as NAME_mask.png, the very name segment writes; a user's masks may lie there too),
-    whether the images are named through a link or not."""
+    """(image, its mask file <outdir>/<stem>_mask.png) for each image given, once each: one mask per name
+    given (a link under another name gets its own); the same name given twice (spelt otherwise, as
+    a/../a/x.png, or through a linked folder: the same file under the same name) is segmented once.
+    A folder among the images (the masks' folder of an earlier run, caught by a shell glob folder/*) is
+    skipped with a warning naming it; only folders: refused. Refused by name: two images whose masks
+    would share one file (names compared regardless of case, as macOS and Windows file systems do), and
+    an --outdir that is a folder of the images (BUSI keeps its ground truth there as NAME_mask.png, the
+    very name segment writes; a user's masks may lie there too), whether the images are named through a
+    link or not."""
+    images = [Path(image) for image in images]
+    folders = [image for image in images if image.is_dir()]
+    for folder in folders:
+        log.warning(
+            "%s: a folder, not an image: skipped (segment takes image files; the images in a folder are named by a "
+            "shell glob such as %s)",
+            folder,
+            folder / "*.png",
+        )
+    images = [image for image in images if not image.is_dir()]
+    if not images:
+        raise SonosegError(
+            f"{folders[0]}: a folder, and no image file was given: segment takes image files, such as the shell glob "
+            f"{folders[0] / '*.png'}"
+        )
     planned: dict[Path, Path] = {}
-    given: set[Path] = set()
-    for image in map(Path, images):
-        if image.resolve() in given:
+    given: set = set()
+    for image in images:
+        out = outdir / f"{image.stem}_mask.png"
+        # The name as given, normalised but not resolved: a link under another name is another image.
+        names = (Path(os.path.abspath(image)), (image.resolve(), out.name.casefold()))
+        if any(name in given for name in names):
             log.warning("%s: given more than once; segmented once", image)
             continue
-        given.add(image.resolve())
-        planned[image] = outdir / f"{image.stem}_mask.png"
+        given.update(names)
+        planned[image] = out
     writers: dict[str, Path] = {}
     for image, out in planned.items():
         if out.name.casefold() in writers:
@@ -729,9 +763,7 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
             )
         writers[out.name.casefold()] = image
     # Every folder an image was named in or lies in (an image given twice, once through a link, counts both).
-    image_folders = {
-        folder for image in map(Path, images) for folder in (image.parent.resolve(), image.resolve().parent)
-    }
+    image_folders = {folder for image in images for folder in (image.parent.resolve(), image.resolve().parent)}
     among = outdir.resolve() in image_folders or (
         outdir.is_dir() and any(os.path.samefile(outdir, folder) for folder in image_folders if folder.is_dir())
     )  # samefile: a folder named in another case on a file system that ignores case

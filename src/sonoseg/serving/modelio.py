@@ -9,9 +9,11 @@ through this module and import no trainer."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import io
 import json
+import logging
 import os
 import pickle
 import re
@@ -29,6 +31,8 @@ from sonoseg.serving.options import POSTPROCESS_CHOICE, POSTPROCESSES
 
 MODEL_FORMAT = "sonoseg-model-v1"
 CHECKPOINT_FORMAT = "sonoseg-checkpoint-v1"
+
+log = logging.getLogger(__name__)
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -174,33 +178,54 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
 
 # A run folder's layout: fold<k>/seed<s>/model.pt (results/<study>/runs/<run>/).
 FOLD_FOLDER, SEED_FOLDER = re.compile(r"fold\d+"), re.compile(r"seed\d+")
+# The study's run sheet beside its runs/ folder (sonoseg.study.layout.SHEET) and what separates a run's
+# name from its variant (sonoseg.study.runsheet.SEPARATOR): the serving stage imports no study code.
+RUN_SHEET, NAME_SEPARATOR = "runs.tsv", "--"
+
+
+def _number(folder: Path | str) -> int:
+    """k of fold<k>, s of seed<s>."""
+    return int(re.search(r"\d+$", Path(folder).name).group())
 
 
 def ensemble_members(model_path: str | Path) -> list[Path]:
-    """The model files a --model names: the file itself, or every member of a run folder — each
-    ``seed<s>`` folder under it must hold a model.pt (a member that is missing is an error naming its
-    folder, never a smaller ensemble)."""
+    """The model files a --model names: the file itself, or every member of a run folder. A run folder is
+    served whole, never as a smaller ensemble: every ``seed<s>`` folder must hold a model.pt, every fold
+    the same seeds, and what the folder records of its run must be there — folds numbered fold0 to
+    fold<K-1> (K: the number of folds the models, or the study's run sheet beside runs/, record), each
+    model trained with its folder's seed (and fold, where recorded), all of one network, none a copy of
+    another, and every model a fold's postprocess.json was chosen with. Anything missing or foreign is
+    an error naming it. The checks read the models' recorded facts only (the weights memory-mapped, not
+    read). A run that tests another run's models (``<run>--tta``, ``--ensemble``, ``--on-<dataset>``,
+    ``--tested-<marks>``) has none of its own: the error names the run to serve."""
     path = Path(model_path)
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise SonosegError(f"{path}: no such model file or run folder")
-    folds = sorted(p for p in path.iterdir() if p.is_dir() and FOLD_FOLDER.fullmatch(p.name))
+    folds = sorted((p for p in path.iterdir() if p.is_dir() and FOLD_FOLDER.fullmatch(p.name)), key=_number)
     if not folds:
         raise SonosegError(
             f"{path}: not a run folder (expected fold<k>/seed<s>/model.pt under it, as results/<study>/runs/<run>/ "
             "holds; a folder of several runs would mix networks)"
         )
     seeds = {
-        fold: sorted(p.name for p in fold.iterdir() if p.is_dir() and SEED_FOLDER.fullmatch(p.name)) for fold in folds
+        fold: sorted((p.name for p in fold.iterdir() if p.is_dir() and SEED_FOLDER.fullmatch(p.name)), key=_number)
+        for fold in folds
     }
+    members = [fold / seed / "model.pt" for fold in folds for seed in seeds[fold]]
+    planned = _sheet_row(path)
+    if members and not any(member.is_file() for member in members):
+        _refuse_a_test_of_other_models(path, planned)
     first = folds[0]
     for fold in folds:
         if seeds[fold] != seeds[first]:
             raise SonosegError(
                 f"{fold}: seeds {seeds[fold]} differ from {first.name}'s {seeds[first]}: a member is missing"
             )
-    members = [fold / seed / "model.pt" for fold in folds for seed in seeds[fold]]
+    _check_fold_numbers(path, [_number(fold) for fold in folds], None)
+    if planned is not None and planned.get("recipe"):  # a trained run of the study: its folds and seeds planned
+        _check_planned(path, planned, folds, seeds[first])
     for member in members:
         if not member.is_file():
             trained = any(member.parent.glob("checkpoint*")) or (member.parent / "history.csv").exists()
@@ -217,7 +242,176 @@ def ensemble_members(model_path: str | Path) -> list[Path]:
             )
     if not members:
         raise SonosegError(f"{path}: no fold<k>/seed<s>/model.pt under this folder")
+    method = planned.get("method") if planned is not None and planned.get("recipe") else None
+    _check_recorded_facts(path, members, [_number(fold) for fold in folds], method)
+    for fold in folds:
+        _check_choice_members(fold, seeds[fold])
     return members
+
+
+def _sheet_row(path: Path) -> dict | None:
+    """The run's row of its study's run sheet (results/<study>/runs.tsv, as the workflow writes it) when the
+    folder lies in its study's runs/; None elsewhere, or when the sheet cannot be read or lacks the run."""
+    where = path.resolve()
+    sheet = where.parent.parent / RUN_SHEET
+    if where.parent.name != "runs" or not sheet.is_file():
+        return None
+    try:
+        with open(sheet, newline="", encoding="utf-8") as handle:
+            return next((row for row in csv.DictReader(handle, delimiter="\t") if row.get("name") == where.name), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+
+
+def _refuse_a_test_of_other_models(path: Path, planned: dict | None) -> None:
+    """A run folder without a single model.pt that is a run testing another run's models (a tta, ensemble,
+    external or reliance run: its row of the study's run sheet says so in model_from, or else its name's
+    variant does) is refused naming the run whose models it tests, and how to serve them; anything else
+    goes on to be named member by member."""
+    parts = path.resolve().name.split(NAME_SEPARATOR)
+    variants = []
+    if len(parts) > 1 and parts[-1].startswith("on-"):  # a dataset's name holds no separator
+        variants.append(parts.pop())
+    if len(parts) > 1 and (parts[-1] in ("tta", "ensemble") or parts[-1].startswith("tested-")):
+        variants.insert(0, parts.pop())
+    if planned is not None:  # the sheet knows: a run without model_from tests no other run's models
+        if not planned.get("model_from"):
+            return
+        source, tta = planned["model_from"], planned.get("tta") == "True"
+    elif variants:
+        source, tta = NAME_SEPARATOR.join(parts), variants[0] == "tta"
+    else:
+        return
+    where = path if path.name else path.resolve()  # "." names no sibling
+    how = [_variant_meaning(variant) for variant in variants]
+    raise SonosegError(
+        f"{path}: this run tests the models of run {source}"
+        + (f" ({', '.join(how)})" if how else "")
+        + f": it holds their predictions, no model of its own; to segment with those models, serve the run "
+        f"folder {where.parent / source}" + (" with --tta (flip averaging, as this run tested them)" if tta else "")
+    )
+
+
+def _variant_meaning(variant: str) -> str:
+    """How a run named <run>--<variant> tests <run>'s models (sonoseg.study.runsheet's kinds)."""
+    if variant == "tta":
+        return "flip-averaged"
+    if variant == "ensemble":
+        return "averaged as an ensemble"
+    if variant.startswith("tested-"):
+        return f"on images with marks {variant.removeprefix('tested-')}"
+    return f"on dataset {variant.removeprefix('on-')}"
+
+
+def _check_fold_numbers(path: Path, numbers: list[int], recorded: tuple[int, Path] | None) -> None:
+    """A run's folds are fold0 to fold<K-1>: K the number of folds a model records (``recorded``: K and the
+    model), else at least fold0 up to the last fold there, none skipped."""
+    count, source = recorded if recorded else (max(numbers) + 1, None)
+    missing = sorted(set(range(count)) - set(numbers))
+    extra = sorted(set(numbers) - set(range(count)))
+    if missing or extra:
+        there = ", ".join(f"fold{k}" for k in numbers)
+        raise SonosegError(
+            f"{path}: "
+            + (f"{', '.join(f'fold{k}' for k in missing)} missing" if missing else f"fold{extra[0]} is not a fold")
+            + f" (it has {there}): "
+            + (f"{source} records {count} folds" if source else "a run's folds are fold0, fold1, ... with none skipped")
+            + ", and a run folder is served whole, never as a smaller ensemble"
+        )
+
+
+def _check_planned(path: Path, planned: dict, folds: list[Path], seeds: list[str]) -> None:
+    """The folds and seeds the study's run sheet plans for this run are all there (a whole fold or seed
+    missing from the end is not seen in the numbers alone)."""
+    sheet = path.resolve().parent.parent / RUN_SHEET
+    have_folds, have_seeds = {str(_number(fold)) for fold in folds}, {str(_number(seed)) for seed in seeds}
+    for what, listed, have in (
+        ("fold", planned.get("folds") or "", have_folds),
+        ("seed", planned.get("seeds") or "", have_seeds),
+    ):
+        missing = [value for value in listed.split() if value not in have]
+        if missing:
+            raise SonosegError(
+                f"{path}: {', '.join(f'{what}{value}' for value in missing)} missing: the study's run sheet ({sheet}) "
+                f"lists {what}s {listed} for run {planned['name']}, and a run folder is served whole, never as a "
+                "smaller ensemble"
+            )
+
+
+def _check_recorded_facts(path: Path, members: list[Path], fold_numbers: list[int], method: str | None) -> None:
+    """What each member's file records agrees with where it lies: its seed (and fold, where recorded) with
+    its folders' names, the number of folds (where recorded) with the folds there, its network with the
+    run's (``method``: the network the study's run sheet says the run trains; else the members' own,
+    which must be one), and its training fingerprint with no other member's (a copy is not another
+    member). A file that lacks a fact (an older model file) is not refused for it."""
+    facts = {}
+    for member in members:
+        saved = load_checked(member, MODEL_FORMAT, metadata_only=True)
+        facts[member] = {key: saved.get(key) for key in ("network", "seed", "fold", "folds", "fingerprint")}
+        del saved  # the weights (memory-mapped) are not kept
+    for member, fact in facts.items():
+        for key, folder in (("seed", member.parent), ("fold", member.parent.parent)):
+            if fact[key] is not None and str(fact[key]) != str(_number(folder)):
+                raise SonosegError(
+                    f"{member}: records {key} {fact[key]}, not its folder's {folder.name}: a model of another "
+                    f"{key} (a copy?), and a run folder's {key}<n> holds the model trained with {key} n"
+                )
+    counted = next(((fact["folds"], member) for member, fact in facts.items() if isinstance(fact["folds"], int)), None)
+    if counted is not None:
+        _check_fold_numbers(path, fold_numbers, counted)
+    networks = [fact["network"] for fact in facts.values()]
+    if method and set(networks) != {method}:
+        foreign = next(member for member, fact in facts.items() if fact["network"] != method)
+        raise SonosegError(
+            f"{foreign}: a model of network {facts[foreign]['network']!r} in a run folder of {method!r} (the network "
+            f"the study's run sheet, {path.resolve().parent.parent / RUN_SHEET}, says run {path.resolve().name} "
+            "trains): a run folder holds one run, of one network"
+        )
+    if len(set(networks)) > 1:
+        # The run's network: the most members'; between as many, the one the run is named after, else the first's.
+        named = path.resolve().name.split(NAME_SEPARATOR)[0]
+        ours = max(dict.fromkeys(networks), key=lambda n: (networks.count(n), n == named))
+        mine = next(member for member, fact in facts.items() if fact["network"] == ours)
+        foreign = next(member for member, fact in facts.items() if fact["network"] != ours)
+        raise SonosegError(
+            f"{foreign}: a model of network {facts[foreign]['network']!r} in a run folder of {ours!r} (as {mine} "
+            "is): a run folder holds one run, of one network; serve each run's folder on its own"
+        )
+    seen = {}
+    for member, fact in facts.items():
+        if fact["fingerprint"] is not None:
+            if fact["fingerprint"] in seen:
+                raise SonosegError(
+                    f"{member}: the same training as {seen[fact['fingerprint']]} (their fingerprints match): a copy, "
+                    "not another member of the run"
+                )
+            seen[fact["fingerprint"]] = member
+
+
+def _check_choice_members(fold: Path, seeds: list[str]) -> None:
+    """The models a fold's postprocess.json was chosen with (its ``models``: every seed of the fold,
+    sonoseg.training.postprocess.choose) are in the fold. Read leniently: a file that cannot be read or
+    records no models is named when its settings are read (RecordedChoice), and not at all when none is."""
+    choice_file = fold / POSTPROCESS_CHOICE
+    try:
+        listed = json.loads(choice_file.read_text()).get("models")
+        recorded = [Path(str(model)) for model in listed]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return
+    folds = sorted({model.parent.parent.name for model in recorded if FOLD_FOLDER.fullmatch(model.parent.parent.name)})
+    if folds and folds != [fold.name]:
+        raise SonosegError(
+            f"{choice_file}: records the models of {', '.join(folds)}, not of {fold.name}: a choice of another fold"
+        )
+    missing = sorted(
+        {model.parent.name for model in recorded if SEED_FOLDER.fullmatch(model.parent.name)} - set(seeds), key=_number
+    )
+    if missing:
+        raise SonosegError(
+            f"{choice_file}: its choice was made with the models of {', '.join(missing)}, which {fold.name} lacks "
+            f"(it has {', '.join(seeds)}): a member is missing, and a run folder is served whole, never as a "
+            "smaller ensemble"
+        )
 
 
 # ----------------------------------------------------------------------------- post-processing recorded with the models
@@ -231,11 +425,33 @@ def _read_choice(path: str | Path):
         raise SonosegError(f"{path}: not a post-processing choice ({exc!r})") from None
 
 
+# What every postprocess.json records (sonoseg.training.postprocess.choose; the choice is recomputed from
+# them), and the scale selection sonoseg choose-postprocess records with it, all three together.
+CHOICE_KEYS = ("validation_dice", "validation_images")
+SCALE_KEYS = ("scales", "shrink_above", "shrink_found_above")
+
+
+def _check_choice_keys(path: Path, choice) -> None:
+    """A choice read as a mapping that lacks what every choice records (a hand-made or damaged file) is
+    named with the keys it lacks; one that is no mapping at all is named by the reader that trips on it."""
+    if not isinstance(choice, dict):
+        return
+    missing = [key for key in CHOICE_KEYS if key not in choice]
+    if isinstance(choice.get("validation_dice"), dict):
+        missing += [f"validation_dice.{option}" for option in POSTPROCESSES if option not in choice["validation_dice"]]
+    if missing:
+        raise SonosegError(
+            f"{path}: not a post-processing choice: it lacks {', '.join(missing)} (it records "
+            f"{', '.join(sorted(map(str, choice))) or 'nothing'}; sonoseg choose-postprocess writes them all)"
+        )
+
+
 def _postprocess_of(choices: list[tuple[Path, object]]) -> str:
     """chosen_postprocess's rule on choices already read, each with its file (for the errors); a list,
     not a mapping, so that a file given twice counts twice, as it always did."""
     totals = dict.fromkeys(POSTPROCESSES, 0.0)
     for path, choice in choices:
+        _check_choice_keys(path, choice)
         try:
             for option in POSTPROCESSES:
                 totals[option] += float(choice["validation_dice"][option]) * int(choice["validation_images"])
@@ -287,10 +503,12 @@ class RecordedChoice:
         """The test-time scale selection (predict.scales, predict.shrink_above and
         predict.shrink_found_above) the post-processing choice was made with: the selection the study
         predicted these models with. ((1.0,), None, None), the input size alone, for model files without
-        one or a choice made before scales were recorded (a choice from before the second trigger was
-        recorded: None, as it predicted); folds that disagree are named."""
-        recorded = {}
+        one or a choice made before scales were recorded (with a warning naming it; a choice from before
+        the second trigger was recorded: None, as it predicted); folds that disagree are named, and a file
+        that lacks what every choice records is named with the keys it lacks, before any comparison."""
+        recorded, unscaled = {}, []
         for path, choice in self.choices.items():
+            _check_choice_keys(path, choice)
             try:
                 scales = tuple(float(f) for f in choice.get("scales", [1.0]))
                 shrink_above, found_above = (
@@ -303,14 +521,35 @@ class RecordedChoice:
                 raise SonosegError(
                     f"{path}: records shrink_found_above {found_above} without the shrink_above it is a trigger of"
                 )
+            if "scales" not in choice:
+                if any(key in choice for key in SCALE_KEYS):
+                    recorded_keys = ", ".join(key for key in SCALE_KEYS if key in choice)
+                    raise SonosegError(
+                        f"{path}: records {recorded_keys} but no scales: sonoseg choose-postprocess records "
+                        f"{', '.join(SCALE_KEYS)} together"
+                    )
+                unscaled.append(path)
             recorded[path] = (scales, shrink_above, found_above)
         if len(set(recorded.values())) > 1:
             first, *others = recorded
             other = next(path for path in others if recorded[path] != recorded[first])
+            if first in unscaled and other not in unscaled:  # name the file that records none
+                first, other = other, first
             raise SonosegError(
                 f"{other}: scales {list(recorded[other][0])} (shrink_above {recorded[other][1]}, shrink_found_above "
                 f"{recorded[other][2]}) differ from {first}'s {list(recorded[first][0])} (shrink_above "
                 f"{recorded[first][1]}, shrink_found_above {recorded[first][2]})"
+                + (
+                    f"; {other} records no scales (a choice from before sonoseg recorded them, read as [1.0])"
+                    if other in unscaled
+                    else ""
+                )
+            )
+        for path in unscaled:
+            log.warning(
+                "%s: records no scales (a choice from before sonoseg recorded them): the input size alone, as the "
+                "study then predicted",
+                path,
             )
         return next(iter(recorded.values()), ((1.0,), None, None))
 

@@ -24,14 +24,32 @@ from sonoseg.study import commands
 
 
 def scale_factor(value: str) -> float:
-    """One --scales factor; a value that is not a number is most often an image the greedy list took."""
+    """One --scales factor, in (0, 1] as predict.scales (1: the input size; a factor above it would be
+    dropped unseen); a value that is not a number is most often an image the greedy list took."""
     try:
-        return float(value)
+        factor = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a scale factor: --scales takes numbers up to the next option, so put the images "
             "before --scales, or end the factors with --"
         ) from None
+    if not 0 < factor <= 1:
+        raise argparse.ArgumentTypeError(
+            f"{value} is not a scale factor in (0, 1]: --scales shrinks images to these factors of the input size "
+            "(1: the input size itself)"
+        )
+    return factor
+
+
+def thread_count(value: str) -> int:
+    """segment's --threads: a number of ONNX Runtime threads, 1 or more (0: ONNX Runtime chooses)."""
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = -1
+    if threads < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of threads: 1 or more (0: ONNX Runtime chooses)")
+    return threads
 
 
 def add_scale_selection(p: argparse.ArgumentParser, recorded: bool = False) -> None:
@@ -306,8 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where <image name>_mask.png go (not a folder of the images: BUSI keeps its ground truth there under "
         "that very name)",
     )
-    p.add_argument("--component-rule", default="area", choices=COMPONENT_RULES)
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--component-rule",
+        default=None,
+        choices=COMPONENT_RULES,
+        help="which connected component keep_one keeps (default: the one an exported model's sidecar records, "
+        "else area)",
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:<index>")
     p.add_argument("--size", type=int, default=0, help="input size (default: the size the model was trained at)")
     p.add_argument(
         "--backend",
@@ -315,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=BACKENDS,
         help="onnxruntime takes a model.onnx from `sonoseg export` (or exports the model.pt first)",
     )
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
+    p.add_argument("--threads", type=thread_count, default=0, help="ONNX Runtime threads (0: its default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--postprocess",

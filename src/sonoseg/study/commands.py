@@ -408,6 +408,9 @@ def cmd_choose_postprocess(args) -> None:
 
 def cmd_segment(args) -> None:
     _refuse_scale_rules_without_their_base(args)
+    from sonoseg.serving.device import check_device_name
+
+    check_device_name(args.device, "--device")  # before waiting for a GPU slot
     slot = _gpu_slot(args.device) if args.backend == "torch" else None  # noqa: F841
     from sonoseg.serving import infer
 

@@ -1,0 +1,284 @@
+"""A run folder served as an ensemble is served whole, or refused naming what is missing or foreign: a
+fold or seed gone (seen in the fold numbers, the models' records, the study's run sheet and the folds'
+postprocess.json), a model in the wrong folder or of another network, a malformed post-processing choice,
+and a run that tests another run's models (it has none of its own)."""
+
+import csv
+import json
+import logging
+import shutil
+
+import cv2
+import pytest
+import torch
+from conftest import sample_images
+
+from sonoseg.errors import SonosegError
+from sonoseg.serving import infer, modelio
+
+NETWORK = "lighter_unet_c1"
+
+
+def member(run, in_fold, in_seed, network=NETWORK, **facts):
+    """A model file as training writes it at run/fold<in_fold>/seed<in_seed>/model.pt; ``facts`` as recorded
+    (seed=..., fingerprint=...: leave one out for a file from before it was recorded). The weights are
+    a placeholder: the checks read the recorded facts only."""
+    path = run / f"fold{in_fold}" / f"seed{in_seed}" / "model.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    modelio.save_model(path, network=network, state_dict={"weight": torch.zeros(1)}, **facts)
+    return path
+
+
+def trained_run(run, folds=(0, 1), seeds=(0, 1), network=NETWORK, **facts):
+    """A finished run as the workflow leaves it: every fold's every seed, each recording its seed and a
+    fingerprint of its own, and each fold's postprocess.json listing the fold's models."""
+    for fold in folds:
+        for seed in seeds:
+            member(run, fold, seed, network, seed=seed, fingerprint=f"{run.name}/{fold}/{seed}", **facts)
+        choice(run, fold, [f"results/s/runs/{run.name}/fold{fold}/seed{seed}/model.pt" for seed in seeds])
+    return run
+
+
+def choice(run, fold, models=None, **fields):
+    """fold<fold>/postprocess.json as sonoseg choose-postprocess writes it (``fields`` change it)."""
+    record = {
+        "chosen": "keep_one",
+        "validation_dice": {"keep_one": 0.8, "none": 0.7},
+        "validation_images": 4,
+        "scales": [1.0],
+        "shrink_above": None,
+        "shrink_found_above": None,
+        **({"models": models} if models is not None else {}),
+        **fields,
+    }
+    path = run / f"fold{fold}" / "postprocess.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return path
+
+
+def run_sheet(study, *rows):
+    """results/<study>/runs.tsv with ``rows`` (dicts of some of its columns)."""
+    columns = ["name", "kind", "method", "seeds", "recipe", "model_from", "folds", "tta", "dataset"]
+    study.mkdir(parents=True, exist_ok=True)
+    with open(study / "runs.tsv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns, delimiter="\t", restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def names(run, members):
+    return [m.relative_to(run).as_posix() for m in members]
+
+
+def test_a_complete_run_folder_is_served_whole_in_fold_order(tmp_path):
+    run = trained_run(tmp_path / "runs" / NETWORK, folds=range(11), seeds=(0, 2))
+    folds = " ".join(map(str, range(11)))
+    run_sheet(tmp_path, {"name": NETWORK, "method": NETWORK, "seeds": "0 2", "folds": folds, "recipe": "{}"})
+    members = modelio.ensemble_members(run)
+    assert names(run, members) == [f"fold{f}/seed{s}/model.pt" for f in range(11) for s in (0, 2)]  # fold10 last
+
+
+def test_a_fold_missing_from_the_numbers_is_named(tmp_path):
+    run = trained_run(tmp_path / "runs" / NETWORK, folds=(0, 1, 2))
+    shutil.rmtree(run / "fold1")
+    with pytest.raises(SonosegError, match=r"unet_c1: fold1 missing \(it has fold0, fold2\).*never as a smaller"):
+        modelio.ensemble_members(run)
+
+
+def test_a_last_fold_missing_is_named_from_the_models_record_of_the_folds(tmp_path):
+    """A model file that records the number of folds (``folds``) makes a missing last fold visible; one that
+    does not record it is not refused for that."""
+    run = tmp_path / "runs" / NETWORK
+    for fold in (0, 1):
+        member(run, fold, 0, seed=0, fold=fold, folds=3)
+    with pytest.raises(
+        SonosegError, match=r"fold2 missing \(it has fold0, fold1\): .*fold0/seed0/model.pt records 3 folds"
+    ):
+        modelio.ensemble_members(run)
+    member(run, 2, 0, seed=0, fold=2, folds=3)
+    assert len(modelio.ensemble_members(run)) == 3
+    older = tmp_path / "older" / NETWORK
+    for fold in (0, 1):
+        member(older, fold, 0)  # no seed, fold or folds recorded: an older file
+    assert len(modelio.ensemble_members(older)) == 2
+
+
+def test_a_last_fold_or_a_whole_seed_missing_is_named_from_the_studys_run_sheet(tmp_path):
+    run = trained_run(tmp_path / "runs" / NETWORK, folds=(0, 1), seeds=(0, 1))
+    run_sheet(tmp_path, {"name": NETWORK, "seeds": "0 1", "folds": "0 1 2", "recipe": "{}"})
+    with pytest.raises(SonosegError, match=r"fold2 missing: the study's run sheet \(.*runs.tsv\) lists folds 0 1 2"):
+        modelio.ensemble_members(run)
+    run_sheet(tmp_path, {"name": NETWORK, "seeds": "0 1 2", "folds": "0 1", "recipe": "{}"})
+    with pytest.raises(SonosegError, match=r"seed2 missing: the study's run sheet .* lists seeds 0 1 2"):
+        modelio.ensemble_members(run)
+    run_sheet(tmp_path, {"name": "another_run", "seeds": "0 1 2", "folds": "0 1 2", "recipe": "{}"})
+    assert len(modelio.ensemble_members(run)) == 4  # the sheet does not list this run: nothing to compare
+
+
+def test_a_whole_seed_missing_from_every_fold_is_named_from_the_folds_choice(tmp_path):
+    run = trained_run(tmp_path / "runs" / NETWORK, seeds=(0, 1, 2))
+    for fold in (0, 1):
+        shutil.rmtree(run / f"fold{fold}" / "seed2")
+    with pytest.raises(
+        SonosegError,
+        match=r"fold0/postprocess.json: its choice was made with the models of seed2, which fold0 lacks "
+        r"\(it has seed0, seed1\): a member is missing",
+    ):
+        modelio.ensemble_members(run)
+    # A choice copied from another fold does not vouch for this fold's models.
+    choice(run, 0, [f"results/s/runs/{NETWORK}/fold1/seed{s}/model.pt" for s in (0, 1)])
+    with pytest.raises(SonosegError, match=r"fold0/postprocess.json: records the models of fold1, not of fold0"):
+        modelio.ensemble_members(run)
+
+
+def test_a_choice_that_cannot_be_read_or_lists_no_models_does_not_stop_the_members(tmp_path):
+    """The members' check reads a fold's choice leniently: one that does not parse is named when one of
+    its settings is read (segment told both reads none), one without ``models`` (hand-made) is no record."""
+    run = trained_run(tmp_path / "runs" / NETWORK)
+    (run / "fold0" / "postprocess.json").write_text("{")
+    choice(run, 1)  # no models listed
+    assert len(modelio.ensemble_members(run)) == 4
+
+
+def test_copies_of_one_model_do_not_pass_as_seeds_or_folds(tmp_path):
+    run = tmp_path / "runs" / NETWORK
+    for seed in range(4):  # one model copied into seed0..seed3
+        member(run, 0, seed, seed=0, fingerprint="one training")
+    with pytest.raises(SonosegError, match=r"fold0/seed1/model.pt: records seed 0, not its folder's seed1"):
+        modelio.ensemble_members(run)
+    copied = tmp_path / "copied" / NETWORK  # fold0's model copied into fold1: same seed, same training
+    for fold in (0, 1):
+        member(copied, fold, 0, seed=0, fingerprint="one training")
+    with pytest.raises(SonosegError, match=r"fold1/seed0/model.pt: the same training as .*fold0/seed0/model.pt"):
+        modelio.ensemble_members(copied)
+    moved = tmp_path / "moved" / NETWORK  # a model that records its fold, in another fold's folder
+    member(moved, 0, 0, seed=0, fold=0)
+    member(moved, 1, 0, seed=0, fold=0)
+    with pytest.raises(SonosegError, match=r"fold1/seed0/model.pt: records fold 0, not its folder's fold1"):
+        modelio.ensemble_members(moved)
+
+
+def test_a_model_of_another_network_in_a_run_folder_is_refused_by_name(tmp_path):
+    run = trained_run(tmp_path / "runs" / NETWORK, folds=(0, 1, 2), seeds=(0,))
+    foreign = member(run, 1, 0, "unet", seed=0, fingerprint="another run's")
+    with pytest.raises(
+        SonosegError,
+        match=rf"{foreign}: a model of network 'unet' in a run folder of '{NETWORK}' \(as .*fold0/seed0/model.pt is\)",
+    ):
+        modelio.ensemble_members(run)
+    image = tmp_path / "scan.png"
+    cv2.imwrite(str(image), sample_images(1)[0])
+    with pytest.raises(SonosegError, match=r"fold1/seed0/model.pt: a model of network 'unet'"):
+        infer.segment_images(run, [image], tmp_path / "masks", device="cpu")  # not a warning: refused
+    # One member of each: the run's network is the one it is named after, whichever fold holds it.
+    shutil.rmtree(run / "fold2")
+    member(run, 0, 0, "unet", seed=0, fingerprint="another run's too")
+    member(run, 1, 0, seed=0, fingerprint="ours")
+    with pytest.raises(
+        SonosegError, match=rf"fold0/seed0/model.pt: a model of network 'unet' in a run folder of '{NETWORK}'"
+    ):
+        modelio.ensemble_members(run)
+
+
+def test_a_malformed_choice_is_named_with_the_keys_it_lacks_not_blamed_on_an_intact_fold(tmp_path):
+    run = trained_run(tmp_path / "runs" / NETWORK, seeds=(0,))
+    members = modelio.ensemble_members(run)
+    (run / "fold0" / "postprocess.json").write_text(json.dumps({"chosen": "none"}))
+    choice(run, 1, scales=[1.0, 0.5])
+    recorded = modelio.recorded_choice(members)
+    for read in (recorded.scales, recorded.postprocess):
+        with pytest.raises(
+            SonosegError,
+            match=r"fold0/postprocess.json: not a post-processing choice: it lacks validation_dice, validation_images "
+            r"\(it records chosen;",
+        ):
+            read()
+    choice(run, 0, validation_dice={"keep_one": 0.8})
+    with pytest.raises(SonosegError, match=r"fold0/postprocess.json: .* lacks validation_dice.none"):
+        modelio.recorded_choice(members).postprocess()
+    # The scale selection is recorded whole: shrink_above without scales is a damaged file.
+    damaged = json.loads(choice(run, 0, shrink_above=1.0).read_text())
+    del damaged["scales"]
+    (run / "fold0" / "postprocess.json").write_text(json.dumps(damaged))
+    with pytest.raises(
+        SonosegError, match=r"fold0/postprocess.json: records shrink_above, shrink_found_above but no scales"
+    ):
+        modelio.recorded_choice(members).scales()
+
+
+def test_a_choice_from_before_scales_were_recorded_is_read_as_the_input_size_and_said(tmp_path, caplog):
+    run = trained_run(tmp_path / "runs" / NETWORK, seeds=(0,))
+    members = modelio.ensemble_members(run)
+    older = {"chosen": "keep_one", "validation_dice": {"keep_one": 0.8, "none": 0.7}, "validation_images": 4}
+    for fold in (0, 1):
+        (run / f"fold{fold}" / "postprocess.json").write_text(json.dumps(older))
+    with caplog.at_level(logging.WARNING):
+        assert modelio.recorded_choice(members).scales() == ((1.0,), None, None)
+    assert "fold0/postprocess.json: records no scales" in caplog.text
+    # Beside a fold that records its scales, the one without is named, whichever fold it is.
+    choice(run, 1, scales=[1.0, 0.5])
+    with pytest.raises(
+        SonosegError,
+        match=r"fold0/postprocess.json: scales \[1.0\] .* differ from .*fold1/postprocess.json's \[1.0, 0.5\]",
+    ) as refused:
+        modelio.recorded_choice(members).scales()
+    assert "fold0/postprocess.json records no scales" in str(refused.value)
+
+
+def run_testing_models(runs, name):
+    """A run that tests another run's models, as the workflow leaves it: predictions, metrics, no model."""
+    (runs / name / "fold0" / "seed0" / "predictions").mkdir(parents=True)
+    (runs / name / "fold0" / "seed0" / "metrics.csv").write_text("sample_id,dice\n")
+    return runs / name
+
+
+@pytest.mark.parametrize(
+    "name, source, tta, how",
+    [
+        ("light_unet--tta", "light_unet", True, "flip-averaged"),
+        ("light_unet--tta--on-pymust_far", "light_unet", True, "flip-averaged, on dataset pymust_far"),
+        ("light_unet--on-pymust_far", "light_unet", False, "on dataset pymust_far"),
+        ("unet--ensemble", "unet", False, "averaged as an ensemble"),
+        ("unet--ensemble--on-pymust_far", "unet", False, "averaged as an ensemble, on dataset pymust_far"),
+        ("unet--tested-inpaint", "unet", False, "on images with marks inpaint"),
+        ("lighter_unet_c1--augment-paper--on-x", "lighter_unet_c1--augment-paper", False, "on dataset x"),
+    ],
+)
+def test_a_run_that_tests_another_runs_models_names_the_run_to_serve(tmp_path, name, source, tta, how):
+    run = run_testing_models(tmp_path / "results" / "quick" / "runs", name)
+    expected = (
+        rf"{run}: this run tests the models of run {source} \({how}\): it holds their predictions, no model of "
+        rf"its own; to segment with those models, serve the run folder {run.parent / source}"
+        + (r" with --tta" if tta else r"$")
+    )
+    with pytest.raises(SonosegError, match=expected):
+        modelio.ensemble_members(run)
+
+
+def test_the_run_sheet_says_which_runs_models_a_run_tests(tmp_path):
+    """The study's run sheet, where it lies beside runs/, gives the run's model_from and tta; a floor
+    (no model_from) keeps its own message, whatever its name."""
+    runs = tmp_path / "runs"
+    run = run_testing_models(runs, "unet--tta--on-far")
+    run_sheet(tmp_path, {"name": "unet--tta--on-far", "kind": "external", "model_from": "unet", "tta": "True"})
+    with pytest.raises(
+        SonosegError, match=rf"tests the models of run unet .*serve the run folder {runs / 'unet'} with --tta"
+    ):
+        modelio.ensemble_members(run)
+    floor = run_testing_models(runs, "threshold_baseline--marks-inpaint")
+    run_sheet(tmp_path, {"name": floor.name, "kind": "baseline"})
+    with pytest.raises(SonosegError, match=r"no model.pt \(it has predictions and no training history: a floor"):
+        modelio.ensemble_members(floor)
+
+
+def test_a_lone_model_of_another_network_is_refused_by_the_study_run_sheets_network(tmp_path):
+    """One member cannot disagree with another; the study's run sheet says which network the run trains."""
+    run = trained_run(tmp_path / "runs" / "unet", folds=(0,), seeds=(0,), network=NETWORK)
+    run_sheet(tmp_path, {"name": "unet", "method": "unet", "seeds": "0", "folds": "0", "recipe": "{}"})
+    with pytest.raises(
+        SonosegError,
+        match=rf"fold0/seed0/model.pt: a model of network '{NETWORK}' in a run folder of 'unet' \(the network the "
+        r"study's run sheet, .*runs.tsv, says run unet trains\)",
+    ):
+        modelio.ensemble_members(run)

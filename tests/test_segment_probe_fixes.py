@@ -1,0 +1,312 @@
+"""What a user probe of `sonoseg segment` and `sonoseg export` found: an exported model segments with
+the post-processing its sidecar records, an image named through a link gets its own mask, a folder
+among the images is skipped, a hand-broken sidecar is named, options out of range are refused by name,
+and export says when a model file has no study choice beside it, as segment does."""
+
+import json
+import logging
+import os
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import SIZE
+
+from sonoseg.errors import SonosegError
+from sonoseg.serving import device, export, infer
+from sonoseg.serving.modelio import MODEL_FORMAT
+from sonoseg.study import commands
+from sonoseg.study.cli import main
+
+# A network of the user's own whose mask is the image's bright pixels: the test draws the components.
+BRIGHTNESS_NETS = """
+from torch import nn
+
+
+def brightness():
+    return nn.Conv2d(3, 1, 1)
+"""
+
+
+def brightness_model(folder, monkeypatch):
+    """A model.pt whose logit is 40 x (mean RGB - 0.5): lesion where the image is brighter than mid-grey."""
+    (folder / "probe_brightness_nets.py").write_text(BRIGHTNESS_NETS)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "probe_brightness_nets", raising=False)
+    conv = torch.nn.Conv2d(3, 1, 1)
+    with torch.no_grad():
+        conv.weight.fill_(40 / 3)
+        conv.bias.fill_(-20.0)
+    path = folder / "model.pt"
+    torch.save(
+        {
+            "format": MODEL_FORMAT,
+            "network": "probe_brightness",
+            "builder": "probe_brightness_nets:brightness",
+            "seed": 0,
+            "input_size": SIZE,
+            "normalization": None,
+            "best_epoch": 1,
+            "state_dict": conv.state_dict(),
+        },
+        path,
+    )
+    return path
+
+
+def two_blobs(path):
+    """A SIZE x SIZE scan with two bright components: a filled 10 x 10 square (area 100, 36 contour points)
+    and a 1-px line 60 px long (area 60, 118 contour points). The rule area keeps the square,
+    contour_points the line."""
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    image[5:15, 5:15] = 255
+    image[40, 2:62] = 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), image)
+    return path
+
+
+def mask(folder, name="scan_mask.png"):
+    return cv2.imread(str(folder / name), cv2.IMREAD_UNCHANGED) > 0
+
+
+# ----------------------------------------------------------------------------- 1. the sidecar's post-processing
+
+
+def test_an_exported_model_segments_with_the_component_rule_its_sidecar_records(tmp_path, monkeypatch, caplog):
+    model = brightness_model(tmp_path, monkeypatch)
+    scan = two_blobs(tmp_path / "scans" / "scan.png")
+    onnx_path = tmp_path / "exp" / "cp.onnx"
+    assert main(["export", "--model", str(model), "--out", str(onnx_path), "--component-rule", "contour_points"]) == 0
+    assert export.read_sidecar(onnx_path)["postprocessing"]["component_rule"] == "contour_points"
+
+    def segment(outdir, *options):
+        assert main(["segment", "--no-progress", "--outdir", str(tmp_path / outdir), *options, str(scan)]) == 0
+        return mask(tmp_path / outdir)
+
+    by_area = segment("area", "--model", str(model), "--device", "cpu")
+    by_points = segment("points", "--model", str(model), "--device", "cpu", "--component-rule", "contour_points")
+    assert by_area[5:15, 5:15].all() and not by_area[40].any()  # the rules keep different components here
+    assert by_points[40, 2:62].all() and not by_points[5:15, 5:15].any()
+    caplog.clear()
+    exported = segment("onnx", "--backend", "onnxruntime", "--model", str(onnx_path))
+    assert np.array_equal(exported, by_points)  # the sidecar's rule, as torch writes it when told
+    assert "records component rule" not in caplog.text
+    # Told another rule than the sidecar's: applied, with a warning naming both.
+    told = segment("onnx_area", "--backend", "onnxruntime", "--model", str(onnx_path), "--component-rule", "area")
+    assert np.array_equal(told, by_area)
+    assert "its sidecar records component rule contour_points, but area was asked for" in caplog.text
+    # A model.pt has no sidecar: area, unless told.
+    on_the_fly = infer.segment_images(model, [scan], tmp_path / "fly", backend="onnxruntime")
+    assert np.array_equal(mask(tmp_path / "fly"), by_area) and on_the_fly.written
+
+
+@pytest.mark.parametrize(
+    "key, value, said",
+    [
+        ("threshold", 0.3, "postprocessing.threshold is 0.3, but sonoseg segment thresholds the probability at 0.5"),
+        ("fill_holes", False, "postprocessing.fill_holes is false, but sonoseg segment fills the kept lesion's holes"),
+    ],
+)
+def test_a_sidecar_recording_another_threshold_or_no_hole_filling_is_refused(
+    tmp_path, monkeypatch, capsys, key, value, said
+):
+    model = brightness_model(tmp_path, monkeypatch)
+    scan = two_blobs(tmp_path / "scans" / "scan.png")
+    onnx_path = tmp_path / "model.onnx"
+    export.export(model, onnx_path)
+    sidecar = json.loads(export.sidecar_path(onnx_path).read_text())
+    sidecar["postprocessing"][key] = value
+    export.sidecar_path(onnx_path).write_text(json.dumps(sidecar))
+    options = ["--backend", "onnxruntime", "--model", str(onnx_path), "--outdir", str(tmp_path / "o"), str(scan)]
+    assert main(["segment", "--no-progress", *options]) == 2
+    err = capsys.readouterr().err
+    assert f"{export.sidecar_path(onnx_path)}: {said}" in err
+    assert not (tmp_path / "o" / "scan_mask.png").exists()
+
+
+# ----------------------------------------------------------------------------- 2. one mask per name given
+
+
+def test_an_image_named_through_a_link_gets_its_own_mask(tmp_path, monkeypatch, caplog):
+    model = brightness_model(tmp_path, monkeypatch)
+    scan = two_blobs(tmp_path / "lk" / "scan1.png")
+    (tmp_path / "lk" / "patient_A.png").symlink_to("scan1.png")
+    os.link(scan, tmp_path / "lk" / "patient_B.png")
+    monkeypatch.chdir(tmp_path)
+    images = ["lk/scan1.png", "lk/patient_A.png", "lk/patient_B.png", "lk/../lk/scan1.png"]
+    assert main(["segment", "--no-progress", "--model", str(model), "--device", "cpu", "--outdir", "o", *images]) == 0
+    written = sorted(path.name for path in (tmp_path / "o").iterdir())
+    assert written == ["patient_A_mask.png", "patient_B_mask.png", "scan1_mask.png"]
+    assert np.array_equal(mask(tmp_path / "o", "patient_A_mask.png"), mask(tmp_path / "o", "scan1_mask.png"))
+    # Only the same name twice (here spelt through ..) is given more than once.
+    warned = [r.getMessage() for r in caplog.records if "given more than once" in r.getMessage()]
+    assert warned == ["lk/../lk/scan1.png: given more than once; segmented once"]
+
+
+# ----------------------------------------------------------------------------- 3. a folder among the images
+
+
+def test_a_folder_among_the_images_is_skipped_with_a_warning(tmp_path, monkeypatch, caplog):
+    model = brightness_model(tmp_path, monkeypatch)
+    two_blobs(tmp_path / "scans" / "scan.png")
+    monkeypatch.chdir(tmp_path)
+    command = ["segment", "--no-progress", "--model", str(model), "--device", "cpu", "--outdir", "scans/masks"]
+    for _ in range(2):  # `segment --outdir scans/masks scans/*` run again: scans/masks is now among scans/*
+        caplog.clear()
+        assert main([*command, *sorted(str(path.relative_to(tmp_path)) for path in tmp_path.glob("scans/*"))]) == 0
+        assert (tmp_path / "scans" / "masks" / "scan_mask.png").is_file()
+    warned = [r.getMessage() for r in caplog.records if "folder, not an image" in r.getMessage()]
+    assert warned == [
+        "scans/masks: a folder, not an image: skipped (segment takes image files; the images in a folder are named "
+        "by a shell glob such as scans/masks/*.png)"
+    ]
+    # Only folders: one clear error, nothing written.
+    with pytest.raises(SonosegError, match=r"scans: a folder, and no image file was given: .*scans/\*\.png"):
+        infer.segment_images(model, ["scans"], tmp_path / "elsewhere", device="cpu")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+# ----------------------------------------------------------------------------- 4. a hand-broken sidecar
+
+
+def _drop(sidecar, *keys):
+    for key in keys[:-1]:
+        sidecar = sidecar[key]
+    del sidecar[keys[-1]]
+
+
+def _set(value, *keys):
+    def edit(sidecar):
+        for key in keys[:-1]:
+            sidecar = sidecar[key]
+        sidecar[keys[-1]] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        (lambda s: _drop(s, "input"), "no input (every sidecar `sonoseg export` writes has it"),
+        (lambda s: _drop(s, "postprocessing"), "no postprocessing (every sidecar"),
+        (lambda s: _drop(s, "input", "resize"), "no input.resize (every sidecar"),
+        (lambda s: _drop(s, "onnx_sha256"), "no onnx_sha256 (every sidecar"),
+        (lambda s: _drop(s, "postprocessing", "component_rule"), "no postprocessing.component_rule"),
+        (_set(96, "input", "resize", "height"), "input.resize is 96 x 64 px; an exported graph takes square inputs"),
+        (_set("64", "input", "resize", "height"), "input.resize.height is '64', not an integer"),
+        (_set("largest", "postprocessing", "component_rule"), "postprocessing.component_rule is 'largest', not one of"),
+        (_set("edges", "input", "resize", "interpolation"), "input.resize.interpolation is 'edges', not one of"),
+        (_set([], "input"), "input is [], not a section of keys"),
+    ],
+)
+def test_a_hand_broken_sidecar_is_named_with_its_key(tmp_path, monkeypatch, capsys, edit, said):
+    model = brightness_model(tmp_path, monkeypatch)
+    scan = two_blobs(tmp_path / "scans" / "scan.png")
+    onnx_path = tmp_path / "model.onnx"
+    export.export(model, onnx_path)
+    sidecar = json.loads(export.sidecar_path(onnx_path).read_text())
+    edit(sidecar)
+    export.sidecar_path(onnx_path).write_text(json.dumps(sidecar))
+    options = ["--backend", "onnxruntime", "--model", str(onnx_path), "--outdir", str(tmp_path / "o"), str(scan)]
+    assert main(["segment", "--no-progress", *options]) == 2
+    err = capsys.readouterr().err
+    assert f"sonoseg segment: error: {export.sidecar_path(onnx_path)}: {said}" in err, err
+    assert "does not match its sidecar" not in err
+
+
+@pytest.mark.parametrize("scales", [(), (0.75,)], ids=["one size", "several sizes"])
+def test_a_sidecar_whose_size_is_not_the_graphs_is_refused(tmp_path, monkeypatch, capsys, scales):
+    model = brightness_model(tmp_path, monkeypatch)
+    scan = two_blobs(tmp_path / "scans" / "scan.png")
+    onnx_path = tmp_path / "model.onnx"
+    written = export.export(model, onnx_path, serve_scales=scales)
+    assert ("sides" in written["input"]) == bool(scales)
+    options = ["--backend", "onnxruntime", "--model", str(onnx_path), "--outdir", str(tmp_path / "o"), str(scan)]
+    for edits in ({"resize": 96}, {"resize": 96, "shape": 96}):
+        sidecar = json.loads(json.dumps(written))
+        sidecar["input"]["resize"].update(height=edits["resize"], width=edits["resize"])
+        if "shape" in edits and not scales:
+            sidecar["input"]["shape"][2:] = [96, 96]
+        export.sidecar_path(onnx_path).write_text(json.dumps(sidecar))
+        assert main(["segment", "--no-progress", *options]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {export.sidecar_path(onnx_path)}: input.resize.height" in err, err
+        assert "RuntimeError" not in err and "96" in err and "64" in err
+
+
+# ----------------------------------------------------------------------------- 5. options out of range
+
+
+@pytest.mark.parametrize(
+    "options, said",
+    [
+        (["--scales", "1", "2", "--"], "argument --scales: 2 is not a scale factor in (0, 1]"),
+        (["--scales", "0", "--"], "argument --scales: 0 is not a scale factor in (0, 1]"),
+        (["--threads", "-1"], "argument --threads: '-1' is not a number of threads: 1 or more"),
+    ],
+)
+def test_options_out_of_range_are_refused_by_the_parser(tmp_path, capsys, options, said):
+    with pytest.raises(SystemExit) as exit_:
+        main(["segment", "--model", "m.pt", "--outdir", str(tmp_path / "o"), *options, "scan.png"])
+    assert exit_.value.code == 2
+    assert said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["gpu", "mps", "cuda:x", "CPU"])
+def test_a_device_sonoseg_does_not_compute_on_is_named_with_the_accepted_ones(tmp_path, monkeypatch, capsys, name):
+    model = brightness_model(tmp_path, monkeypatch)
+    scan = two_blobs(tmp_path / "scans" / "scan.png")
+    monkeypatch.setattr(commands, "_gpu_slot", lambda *a, **k: pytest.fail("a GPU slot was taken for no device"))
+    assert main(["segment", "--model", str(model), "--device", name, "--outdir", str(tmp_path / "o"), str(scan)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --device: {name!r} is not a device sonoseg computes on; one of auto" in err
+    assert "cpu, cuda, cuda:<index>" in err and "RuntimeError" not in err
+    # Training names its config key, from the same function.
+    with pytest.raises(SonosegError, match=rf"^train.device: {name!r} is not a device"):
+        device.select_device(name)
+
+
+def test_cuda_asked_for_without_it_names_the_option_segment_was_given(tmp_path, monkeypatch, capsys):
+    model = brightness_model(tmp_path, monkeypatch)
+    scan = two_blobs(tmp_path / "scans" / "scan.png")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(commands, "_gpu_slot", lambda *a, **k: None)
+    assert main(["segment", "--model", str(model), "--device", "cuda", "--outdir", str(tmp_path / "o"), str(scan)]) == 2
+    err = capsys.readouterr().err
+    assert "error: --device: 'cuda' asked for, but no CUDA device is visible" in err and "train.device" not in err
+    with pytest.raises(SonosegError, match=r"^train.device: 'cuda:1' asked for, but no CUDA device is visible"):
+        device.select_device("cuda:1")
+    assert device.select_device("auto") == torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------- 6. export of a model out of its run
+
+
+def test_export_of_a_model_file_out_of_its_run_folder_warns_as_segment_does(tmp_path, monkeypatch, caplog):
+    model = brightness_model(tmp_path, monkeypatch)
+    scan = two_blobs(tmp_path / "scans" / "scan.png")
+    assert main(["export", "--model", str(model), "--out", str(tmp_path / "model.onnx")]) == 0
+    exported = [r.getMessage() for r in caplog.records if "no postprocess.json recorded beside it" in r.getMessage()]
+    assert len(exported) == 1 and exported[0].startswith(f"{model}: no postprocess.json recorded beside it")
+    assert "keep_one and the input size alone; to export as the study did, give `sonoseg export` its run" in exported[0]
+    caplog.clear()
+    infer.segment_images(model, [scan], tmp_path / "o", device="cpu")
+    segmented = [r.getMessage() for r in caplog.records if "no postprocess.json recorded beside it" in r.getMessage()]
+    assert len(segmented) == 1 and segmented[0].split(":")[1] == exported[0].split(":")[1]  # the same words
+    # segment exporting on the fly says it once, not once more for its export.
+    caplog.clear()
+    infer.segment_images(model, [scan], tmp_path / "o2", backend="onnxruntime")
+    assert caplog.text.count("no postprocess.json recorded beside it") == 1
+    # A model in its run folder, with its fold's choice beside it: no warning.
+    member = tmp_path / "run" / "fold0" / "seed0" / "model.pt"
+    member.parent.mkdir(parents=True)
+    member.write_bytes(model.read_bytes())
+    choice = {"validation_dice": {"keep_one": 0.8, "none": 0.7}, "validation_images": 4, "scales": [1.0]}
+    (tmp_path / "run" / "fold0" / "postprocess.json").write_text(json.dumps(choice))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        export.export(member, tmp_path / "member.onnx")
+    assert "no postprocess.json" not in caplog.text
