@@ -86,21 +86,10 @@ def test_a_fold_missing_from_the_numbers_is_named(tmp_path):
         modelio.ensemble_members(run)
 
 
-def test_a_last_fold_missing_is_named_from_the_models_record_of_the_folds(tmp_path):
-    """A model file that records the number of folds (``folds``) makes a missing last fold visible; one that
-    does not record it is not refused for that."""
-    run = tmp_path / "runs" / NETWORK
-    for fold in (0, 1):
-        member(run, fold, 0, seed=0, fold=fold, folds=3)
-    with pytest.raises(
-        SonosegError, match=r"fold2 missing \(it has fold0, fold1\): .*fold0/seed0/model.pt records 3 folds"
-    ):
-        modelio.ensemble_members(run)
-    member(run, 2, 0, seed=0, fold=2, folds=3)
-    assert len(modelio.ensemble_members(run)) == 3
+def test_older_model_files_that_record_no_seed_are_not_refused_for_it(tmp_path):
     older = tmp_path / "older" / NETWORK
     for fold in (0, 1):
-        member(older, fold, 0)  # no seed, fold or folds recorded: an older file
+        member(older, fold, 0)  # no seed recorded: an older file
     assert len(modelio.ensemble_members(older)) == 2
 
 
@@ -111,6 +100,10 @@ def test_a_last_fold_or_a_whole_seed_missing_is_named_from_the_studys_run_sheet(
         modelio.ensemble_members(run)
     run_sheet(tmp_path, {"name": NETWORK, "seeds": "0 1 2", "folds": "0 1", "recipe": "{}"})
     with pytest.raises(SonosegError, match=r"seed2 missing: the study's run sheet .* lists seeds 0 1 2"):
+        modelio.ensemble_members(run)
+    # A fold the sheet no longer lists (left from a study with more folds) is not a member of this run.
+    run_sheet(tmp_path, {"name": NETWORK, "seeds": "0 1", "folds": "0", "recipe": "{}"})
+    with pytest.raises(SonosegError, match=r"fold1 not in the study's run sheet .* lists folds 0 for run"):
         modelio.ensemble_members(run)
     run_sheet(tmp_path, {"name": "another_run", "seeds": "0 1 2", "folds": "0 1 2", "recipe": "{}"})
     assert len(modelio.ensemble_members(run)) == 4  # the sheet does not list this run: nothing to compare
@@ -152,11 +145,6 @@ def test_copies_of_one_model_do_not_pass_as_seeds_or_folds(tmp_path):
         member(copied, fold, 0, seed=0, fingerprint="one training")
     with pytest.raises(SonosegError, match=r"fold1/seed0/model.pt: the same training as .*fold0/seed0/model.pt"):
         modelio.ensemble_members(copied)
-    moved = tmp_path / "moved" / NETWORK  # a model that records its fold, in another fold's folder
-    member(moved, 0, 0, seed=0, fold=0)
-    member(moved, 1, 0, seed=0, fold=0)
-    with pytest.raises(SonosegError, match=r"fold1/seed0/model.pt: records fold 0, not its folder's fold1"):
-        modelio.ensemble_members(moved)
 
 
 def test_a_model_of_another_network_in_a_run_folder_is_refused_by_name(tmp_path):
@@ -282,3 +270,43 @@ def test_a_lone_model_of_another_network_is_refused_by_the_study_run_sheets_netw
         r"study's run sheet, .*runs.tsv, says run unet trains\)",
     ):
         modelio.ensemble_members(run)
+
+
+def test_a_test_run_given_by_a_relative_path_names_the_run_to_serve_where_it_is(tmp_path, monkeypatch):
+    """`--model ..` from inside the test run's fold folder: the run to serve is named by where it lies, not
+    relative to the folder the command ran in."""
+    runs = tmp_path / "results" / "quick" / "runs"
+    run = run_testing_models(runs, "light_unet--tta")
+    monkeypatch.chdir(run / "fold0")
+    with pytest.raises(SonosegError, match=rf"serve the run folder {runs / 'light_unet'} with --tta"):
+        modelio.ensemble_members("..")
+    monkeypatch.chdir(runs)
+    with pytest.raises(SonosegError, match=rf"serve the run folder {runs / 'light_unet'} with --tta"):
+        modelio.ensemble_members("light_unet--tta/fold0/..")
+
+
+def test_the_serving_stage_reads_run_names_and_the_sheet_as_the_study_writes_them(tmp_path):
+    """modelio keeps its own copy of the run sheet's file name and of how a run's name marks a test of
+    another run's models (the serving stage imports no study code): every test run the study plans (flip
+    averaged, ensembles, external sets, marks ablation) is read back to the run whose models it tests."""
+    from test_generalization import EXTERNALS, sheet
+
+    from sonoseg.study import layout, runsheet
+
+    assert (modelio.RUN_SHEET, modelio.NAME_SEPARATOR) == (layout.SHEET, runsheet.SEPARATOR)
+    planned = sheet(
+        {
+            "networks": ["unet"],
+            "seeds": [0, 1],
+            "predict": {"tta": True},
+            "ladder": {"enabled": False},
+            "external_datasets": EXTERNALS,
+            "ablation": {"marks": True},
+        }
+    )
+    tests_of_models = [run for run in planned if run.model_from and run.name != run.model_from]
+    assert {"tta", "ensemble", "external"} <= {run.kind for run in tests_of_models}
+    runs = tmp_path / "elsewhere" / "runs"  # no run sheet beside it: the name alone tells
+    for run in tests_of_models:
+        with pytest.raises(SonosegError, match=rf"this run tests the models of run {run.model_from} "):
+            modelio.ensemble_members(run_testing_models(runs, run.name))

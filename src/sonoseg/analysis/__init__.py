@@ -14,10 +14,11 @@ OTHER_MODULES = ("sonoseg.training.selection",)
 def code_files() -> list[str]:
     """The source files of the code that makes the study's tables and report pages: every module of this
     package, and OTHER_MODULES; sorted, as the installed (or edited) package has them, found without
-    importing them (a module installed without its source has none to list). The workflow's table and
-    report rules take them as input (workflow/rules/tables.smk, ANALYSIS_CODE), so that an upgrade of
-    sonoseg, or an edit of its analysis code, redoes the tables and pages; the trainings, predictions and
-    the long tables they are made from do not take them."""
+    importing them (a module installed without its source has none to list). The workflow's summaries,
+    long tables, tables and report pages take them as input (workflow/rules/common.smk, ANALYSIS_CODE), so
+    that an upgrade of sonoseg, or an edit of its analysis code, redoes them; the trainings and the
+    predictions do not take them, so the per-image metrics the predictions score (evaluate.py) and the
+    choices made on validation (scoring.py) stay as they were made (`--forcerun predict` redoes those)."""
     paths = list(Path(__file__).resolve().parent.glob("*.py"))
     for module in OTHER_MODULES:
         spec = importlib.util.find_spec(module)

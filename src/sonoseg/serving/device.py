@@ -133,8 +133,15 @@ def select_device(requested: str, option: str = "train.device") -> torch.device:
             raise SonosegError(f"{option}: {requested!r} asked for, but no CUDA device is visible")
         index = int(requested.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
+            # A job holding a GPU slot sees its one device only (CUDA_VISIBLE_DEVICES, sonoseg.serving.gpu).
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
             raise SonosegError(
                 f"{option}: {requested!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) are visible"
+                + (
+                    f" (CUDA_VISIBLE_DEVICES={visible}: ask for 'cuda', the device this job was given)"
+                    if visible
+                    else ""
+                )
             )
     return torch.device(requested)
 

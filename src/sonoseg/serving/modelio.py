@@ -191,12 +191,13 @@ def _number(folder: Path | str) -> int:
 def ensemble_members(model_path: str | Path) -> list[Path]:
     """The model files a --model names: the file itself, or every member of a run folder. A run folder is
     served whole, never as a smaller ensemble: every ``seed<s>`` folder must hold a model.pt, every fold
-    the same seeds, and what the folder records of its run must be there — folds numbered fold0 to
-    fold<K-1> (K: the number of folds the models, or the study's run sheet beside runs/, record), each
-    model trained with its folder's seed (and fold, where recorded), all of one network, none a copy of
-    another, and every model a fold's postprocess.json was chosen with. Anything missing or foreign is
-    an error naming it. The checks read the models' recorded facts only (the weights memory-mapped, not
-    read). A run that tests another run's models (``<run>--tta``, ``--ensemble``, ``--on-<dataset>``,
+    the same seeds, and what the folder records of its run must be there — folds numbered from fold0
+    with none skipped, and where the folder lies in its study (results/<study>/runs/), exactly the folds
+    and seeds the study's run sheet lists for the run (outside its study a missing last fold cannot be
+    told: a model records its seed, not its fold); each model trained with its folder's seed, all of one
+    network, none a copy of another, and every model a fold's postprocess.json was chosen with. Anything
+    missing or foreign is an error naming it. The checks read the models' recorded facts only (the weights
+    memory-mapped, not read). A run that tests another run's models (``<run>--tta``, ``--ensemble``, ``--on-<dataset>``,
     ``--tested-<marks>``) has none of its own: the error names the run to serve."""
     path = Path(model_path)
     if path.is_file():
@@ -223,7 +224,7 @@ def ensemble_members(model_path: str | Path) -> list[Path]:
             raise SonosegError(
                 f"{fold}: seeds {seeds[fold]} differ from {first.name}'s {seeds[first]}: a member is missing"
             )
-    _check_fold_numbers(path, [_number(fold) for fold in folds], None)
+    _check_fold_numbers(path, [_number(fold) for fold in folds])
     if planned is not None and planned.get("recipe"):  # a trained run of the study: its folds and seeds planned
         _check_planned(path, planned, folds, seeds[first])
     for member in members:
@@ -243,7 +244,7 @@ def ensemble_members(model_path: str | Path) -> list[Path]:
     if not members:
         raise SonosegError(f"{path}: no fold<k>/seed<s>/model.pt under this folder")
     method = planned.get("method") if planned is not None and planned.get("recipe") else None
-    _check_recorded_facts(path, members, [_number(fold) for fold in folds], method)
+    _check_recorded_facts(path, members, method)
     for fold in folds:
         _check_choice_members(fold, seeds[fold])
     return members
@@ -282,7 +283,7 @@ def _refuse_a_test_of_other_models(path: Path, planned: dict | None) -> None:
         source, tta = NAME_SEPARATOR.join(parts), variants[0] == "tta"
     else:
         return
-    where = path if path.name else path.resolve()  # "." names no sibling
+    where = Path(os.path.abspath(path))  # "." or ".." name no sibling; links kept as the user gave them
     how = [_variant_meaning(variant) for variant in variants]
     raise SonosegError(
         f"{path}: this run tests the models of run {source}"
@@ -303,26 +304,21 @@ def _variant_meaning(variant: str) -> str:
     return f"on dataset {variant.removeprefix('on-')}"
 
 
-def _check_fold_numbers(path: Path, numbers: list[int], recorded: tuple[int, Path] | None) -> None:
-    """A run's folds are fold0 to fold<K-1>: K the number of folds a model records (``recorded``: K and the
-    model), else at least fold0 up to the last fold there, none skipped."""
-    count, source = recorded if recorded else (max(numbers) + 1, None)
-    missing = sorted(set(range(count)) - set(numbers))
-    extra = sorted(set(numbers) - set(range(count)))
-    if missing or extra:
-        there = ", ".join(f"fold{k}" for k in numbers)
+def _check_fold_numbers(path: Path, numbers: list[int]) -> None:
+    """A run's folds are fold0, fold1, ... up to the last one there, none skipped."""
+    missing = sorted(set(range(max(numbers) + 1)) - set(numbers))
+    if missing:
         raise SonosegError(
-            f"{path}: "
-            + (f"{', '.join(f'fold{k}' for k in missing)} missing" if missing else f"fold{extra[0]} is not a fold")
-            + f" (it has {there}): "
-            + (f"{source} records {count} folds" if source else "a run's folds are fold0, fold1, ... with none skipped")
-            + ", and a run folder is served whole, never as a smaller ensemble"
+            f"{path}: {', '.join(f'fold{k}' for k in missing)} missing (it has "
+            f"{', '.join(f'fold{k}' for k in numbers)}): a run's folds are fold0, fold1, ... with none skipped, "
+            "and a run folder is served whole, never as a smaller ensemble"
         )
 
 
 def _check_planned(path: Path, planned: dict, folds: list[Path], seeds: list[str]) -> None:
-    """The folds and seeds the study's run sheet plans for this run are all there (a whole fold or seed
-    missing from the end is not seen in the numbers alone)."""
+    """The folds and seeds the study's run sheet plans for this run are there, and no other (a whole fold or
+    seed missing from the end is not seen in the numbers alone; one the sheet no longer lists, left from a
+    study with more folds or seeds, is not a member of this run)."""
     sheet = path.resolve().parent.parent / RUN_SHEET
     have_folds, have_seeds = {str(_number(fold)) for fold in folds}, {str(_number(seed)) for seed in seeds}
     for what, listed, have in (
@@ -336,29 +332,32 @@ def _check_planned(path: Path, planned: dict, folds: list[Path], seeds: list[str
                 f"lists {what}s {listed} for run {planned['name']}, and a run folder is served whole, never as a "
                 "smaller ensemble"
             )
+        extra = sorted(set(have) - set(listed.split()), key=int)
+        if extra:
+            raise SonosegError(
+                f"{path}: {', '.join(f'{what}{value}' for value in extra)} not in the study's run sheet ({sheet}), "
+                f"which lists {what}s {listed} for run {planned['name']}: left from an earlier study? Move it out "
+                "of the run folder (a run folder is served as the run the sheet describes)"
+            )
 
 
-def _check_recorded_facts(path: Path, members: list[Path], fold_numbers: list[int], method: str | None) -> None:
-    """What each member's file records agrees with where it lies: its seed (and fold, where recorded) with
-    its folders' names, the number of folds (where recorded) with the folds there, its network with the
+def _check_recorded_facts(path: Path, members: list[Path], method: str | None) -> None:
+    """What each member's file records agrees with where it lies: its seed with its folder's name, its
+    network with the
     run's (``method``: the network the study's run sheet says the run trains; else the members' own,
     which must be one), and its training fingerprint with no other member's (a copy is not another
     member). A file that lacks a fact (an older model file) is not refused for it."""
     facts = {}
     for member in members:
         saved = load_checked(member, MODEL_FORMAT, metadata_only=True)
-        facts[member] = {key: saved.get(key) for key in ("network", "seed", "fold", "folds", "fingerprint")}
+        facts[member] = {key: saved.get(key) for key in ("network", "seed", "fingerprint")}
         del saved  # the weights (memory-mapped) are not kept
     for member, fact in facts.items():
-        for key, folder in (("seed", member.parent), ("fold", member.parent.parent)):
-            if fact[key] is not None and str(fact[key]) != str(_number(folder)):
-                raise SonosegError(
-                    f"{member}: records {key} {fact[key]}, not its folder's {folder.name}: a model of another "
-                    f"{key} (a copy?), and a run folder's {key}<n> holds the model trained with {key} n"
-                )
-    counted = next(((fact["folds"], member) for member, fact in facts.items() if isinstance(fact["folds"], int)), None)
-    if counted is not None:
-        _check_fold_numbers(path, fold_numbers, counted)
+        if fact["seed"] is not None and str(fact["seed"]) != str(_number(member.parent)):
+            raise SonosegError(
+                f"{member}: records seed {fact['seed']}, not its folder's {member.parent.name}: a model of another "
+                "seed (a copy?), and a run folder's seed<n> holds the model trained with seed n"
+            )
     networks = [fact["network"] for fact in facts.values()]
     if method and set(networks) != {method}:
         foreign = next(member for member, fact in facts.items() if fact["network"] != method)
