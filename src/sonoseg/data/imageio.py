@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,14 @@ EXIF_ORIENTATION_TAG = 0x0112
 # A 16-bit image is read as the full 16-bit range (divided by 257). One whose brightest pixel is under
 # this (12-bit data and less, as some scanners and converters store it) comes out almost black: noted.
 LOW_RANGE_16BIT = 4096
+# The most pixels an image may have; one over it is refused by its header, before it is decoded. Ultrasound
+# frames are under ~4 Mpx (a full-HD screen capture is 2 Mpx), the phantom and the committed external sets
+# under 1.3 Mpx; a 200 kB PNG of one colour can hold 180 Mpx and decode to gigabytes (a decompression bomb).
+# OpenCV's own limit is 1 Gpx, and Pillow's guard does not apply (it reads headers only, read_image decodes
+# with OpenCV). read_image's ``max_pixels`` raises it.
+MAX_IMAGE_PIXELS = 100_000_000
+# How Pillow's DecompressionBombError names an image's pixel count (the header it refused to finish reading).
+PILLOW_BOMB_PIXELS = re.compile(r"Image size \((\d+) pixels\)")
 
 
 @dataclass
@@ -63,11 +73,27 @@ def problem_with_file(path: Path) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What an image file's header says: its EXIF orientation (1 when none), its pages (1 unless a
+    multi-page TIFF), and its pixel count and (width, height), None where the header could not say."""
+
+    orientation: int = 1
+    pages: int = 1
+    pixels: int | None = None
+    size: tuple[int, int] | None = None
+
+
 def _file_layout(path: Path) -> tuple[int, int]:
-    """(EXIF orientation, 1 when none; pages, 1 unless a multi-page TIFF), read from the file's header
-    by Pillow (OpenCV decodes the first page only and, unchanged, ignores the orientation). Never a
-    full decode: a PNG's tag is read from the chunks before its pixels. A file Pillow cannot read is
-    read by OpenCV as it is."""
+    """(EXIF orientation, 1 when none; pages, 1 unless a multi-page TIFF): _header's."""
+    layout = _header(path)
+    return layout.orientation, layout.pages
+
+
+def _header(path: Path) -> Layout:
+    """The file's Layout, read from its header by Pillow (OpenCV decodes the first page only and,
+    unchanged, ignores the orientation). Never a full decode: a PNG's tag is read from the chunks before
+    its pixels. A file Pillow cannot read is read by OpenCV as it is."""
     import warnings
 
     from PIL import Image
@@ -80,9 +106,32 @@ def _file_layout(path: Path) -> tuple[int, int]:
                 # reader takes the tag from the chunks before them (eXIf, or EXIF/XMP in text chunks).
                 exif = Image.Image.getexif(image) if image.format == "PNG" else image.getexif()
                 orientation = exif.get(EXIF_ORIENTATION_TAG, 1)
-                return (orientation if orientation in range(1, 9) else 1), getattr(image, "n_frames", 1)
+                width, height = image.size
+                return Layout(
+                    orientation if orientation in range(1, 9) else 1,
+                    getattr(image, "n_frames", 1),
+                    width * height,
+                    (width, height),
+                )
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, twice its MAX_IMAGE_PIXELS: the count only
+        found = PILLOW_BOMB_PIXELS.search(str(exc))
+        with open(path, "rb") as handle:
+            head = handle.read(24)  # a PNG's width and height follow its signature and IHDR's length and type
+        size = struct.unpack(">II", head[16:24]) if head.startswith(b"\x89PNG") and head[12:16] == b"IHDR" else None
+        return Layout(pixels=int(found.group(1)) if found else None, size=size)
     except Exception:  # noqa: BLE001 - any format or header Pillow refuses: OpenCV's reading stands
-        return 1, 1
+        return Layout()
+
+
+def check_pixel_count(path: Path, pixels: int, size: tuple[int, int] | None, max_pixels: int) -> None:
+    """Refuse an image of more than ``max_pixels`` pixels (MAX_IMAGE_PIXELS), naming its size and the limit."""
+    if pixels > max_pixels:
+        dimensions = f"{size[0]}x{size[1]} = " if size else ""
+        raise SonosegError(
+            f"{path}: {dimensions}{pixels:,} pixels ({pixels / 1e6:.1f} Mpx), over the limit of {max_pixels:,} "
+            f"pixels an image may have ({max_pixels / 1e6:g} Mpx; ultrasound frames are under ~4 Mpx): not decoded, "
+            "as an image this large takes gigabytes of memory (a decompression bomb?); downscale it"
+        )
 
 
 def as_viewers_show(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -101,17 +150,23 @@ def as_viewers_show(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(turned)
 
 
-def _decode(path: Path, binary_float: bool = False) -> Decoded:
+def _decode(path: Path, binary_float: bool = False, max_pixels: int = MAX_IMAGE_PIXELS) -> Decoded:
     """The file's pixels, 8- or 16-bit, turned as a viewer shows them (EXIF orientation), with notes of
     what was done that a user may need to know. ``binary_float`` (masks): a float file whose values are
-    only 0 and 1, or 0 and 255, is read as 8-bit; those values say what is lesion without guessing."""
+    only 0 and 1, or 0 and 255, is read as 8-bit; those values say what is lesion without guessing.
+    An image of more than ``max_pixels`` pixels is refused, by its header before it is decoded where
+    Pillow reads the header, else once decoded."""
     problem = problem_with_file(path)
     if problem:
         raise SonosegError(f"{path}: {problem}")
+    layout = _header(path)
+    if layout.pixels is not None:
+        check_pixel_count(path, layout.pixels, layout.size, max_pixels)
     pixels = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise SonosegError(f"{path}: not a readable image")
-    orientation, pages = _file_layout(path)
+    check_pixel_count(path, pixels.shape[0] * pixels.shape[1], pixels.shape[1::-1], max_pixels)
+    orientation, pages = layout.orientation, layout.pages
     notes = [orientation_note(orientation)] * (orientation != 1) + [f"first_page_of:{pages}"] * (pages > 1)
     if orientation != 1:
         pixels = as_viewers_show(pixels, orientation)
@@ -127,12 +182,13 @@ def _decode(path: Path, binary_float: bool = False) -> Decoded:
     return Decoded(pixels, notes, orientation)
 
 
-def read_image(path: str | Path) -> Decoded:
+def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Decoded:
     """An RGB uint8 image. 16-bit, grayscale and RGBA images are converted, and the note says so.
+    One of more than ``max_pixels`` pixels is refused (MAX_IMAGE_PIXELS).
 
     Channel order: RGB (the authors' OpenCV code fed BGR; the networks learn either, we use RGB).
     """
-    decoded = _decode(Path(path))
+    decoded = _decode(Path(path), max_pixels=max_pixels)
     pixels, notes = decoded.pixels, decoded.notes
     if pixels.dtype == np.uint16:
         if pixels.max() < LOW_RANGE_16BIT:

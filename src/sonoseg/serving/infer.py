@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
-from sonoseg.data.imageio import read_image
+from sonoseg.data.imageio import MAX_IMAGE_PIXELS, read_image
 from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache, remove_marks, resize_image
 from sonoseg.errors import SonosegError
 from sonoseg.serving.device import check_device_name, select_device
@@ -558,6 +558,7 @@ def segment_images(
     scales: tuple[float, ...] | None = None,
     shrink_above: float | None = None,
     shrink_found_above: float | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> SegmentResult:
     """Segment new images with a trained model: <outdir>/<image stem>_mask.png at each image's size.
 
@@ -577,7 +578,8 @@ def segment_images(
     backend "torch" reads a model.pt; "onnxruntime" reads a model.onnx with its sidecar (or exports a
     model.pt first). The input size is the one the model was trained at, unless ``size`` is given.
     An image that cannot be read is reported (in the result and the log) and the others go on; a folder
-    among the images is skipped with a warning (mask_files).
+    among the images is skipped with a warning (mask_files); one over ``max_pixels`` pixels is refused. Each
+    run is appended to <outdir>/segment_runs.json (output_record: the model, options, and each image's mask).
     """
     if backend not in BACKENDS:
         raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
@@ -640,6 +642,7 @@ def segment_images(
     selected = scale_selection(predictor, scales, shrink_above, shrink_found_above, str(model_path))
     predictor.run = selected(predictor.run)
     limit = selected.area_limit
+    option = postprocess  # the record names the option given and the post-processing it came to
     if postprocess == "recorded" and exported:  # an exported model: its sidecar's
         postprocess = sidecar["postprocessing"].get("postprocess", "keep_one")
     elif postprocess == "recorded":
@@ -678,11 +681,25 @@ def segment_images(
     except OSError as exc:
         raise SonosegError(f"{outdir}: cannot be made the folder for the masks ({exc.strerror or exc})") from None
     result = SegmentResult()
+    from sonoseg.serving.output_record import RunRecord
+
+    settings = {"model": str(model_path), "members": [str(m) for m in members], "backend": backend, "tta": tta}
+    settings |= {"device": device if backend == "torch" else "cpu", "threads": threads, "input_size": predictor.size}
+    settings |= {"scales": list(scales), "shrink_above": shrink_above, "shrink_found_above": shrink_found_above}
+    settings |= {"postprocess_option": option, "postprocess": postprocess, "component_rule": rule}
+    with RunRecord(outdir, planned, result, {**settings, "max_pixels": max_pixels}):
+        segment_each(planned, predictor, result, rule, postprocess, max_pixels, progress, model_path)
+    return result
+
+
+def segment_each(planned, predictor, result, rule, postprocess, max_pixels, progress, model_path) -> None:
+    """segment_images' loop: each (image, mask file) of ``planned`` read, segmented and written; an image
+    that cannot be read is added to ``result.failed`` and the others go on."""
     from tqdm import tqdm
 
     for path, out in tqdm(planned, desc="segment", unit="image", disable=not progress):
         try:
-            decoded = read_image(path)
+            decoded = read_image(path, max_pixels)
         except SonosegError as exc:
             stale = f" ({out} is left from an earlier run)" if out.exists() else ""
             log.error("%s%s", exc, stale)
@@ -702,7 +719,6 @@ def segment_images(
                 f"{model_path}: the network cannot take a {predictor.size}-px input ({first_line})"
             ) from exc
         result.written.append(write_mask(probability, rgb.shape[0], rgb.shape[1], rule, out, postprocess))
-    return result
 
 
 # How torch and ONNX Runtime say that a network's strides do not fit an input size (not a device's error).

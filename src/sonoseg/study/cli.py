@@ -41,6 +41,17 @@ def scale_factor(value: str) -> float:
     return factor
 
 
+def pixel_count(value: str) -> int:
+    """segment's --max-pixels: a number of pixels, 1 or more."""
+    try:
+        pixels = int(value)
+    except ValueError:
+        pixels = 0
+    if pixels < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of pixels: 1 or more")
+    return pixels
+
+
 def thread_count(value: str) -> int:
     """segment's --threads: a number of ONNX Runtime threads, 1 or more (0: ONNX Runtime chooses)."""
     try:
@@ -340,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnxruntime takes a model.onnx from `sonoseg export` (or exports the model.pt first)",
     )
     p.add_argument("--threads", type=thread_count, default=0, help="ONNX Runtime threads (0: its default)")
+    p.add_argument(
+        "--max-pixels",
+        type=pixel_count,
+        default=None,
+        help="refuse an image of more pixels than this (a decompression-bomb guard; default: "
+        "sonoseg.data.imageio.MAX_IMAGE_PIXELS, 100 million, far above any ultrasound frame)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--postprocess",

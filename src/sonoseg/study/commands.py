@@ -429,6 +429,7 @@ def cmd_segment(args) -> None:
         scales=tuple(args.scales) if args.scales else None,
         shrink_above=args.shrink_above,
         shrink_found_above=args.shrink_found_above,
+        **({"max_pixels": args.max_pixels} if args.max_pixels else {}),  # else segment_images' default
     )
     log.info("wrote %d masks to %s (%s)", len(result.written), args.outdir, args.backend)
     if result.failed:

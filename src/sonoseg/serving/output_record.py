@@ -1,0 +1,140 @@
+"""The record `sonoseg segment` keeps in its output folder (segment_runs.json): which sonoseg, model and
+options wrote which mask, run after run; and the masks there that no image of a run maps to, which are
+named in a warning, never deleted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sonoseg.data.provenance import sonoseg_commit, sonoseg_version, write_json_atomic
+from sonoseg.errors import SonosegError
+
+log = logging.getLogger(__name__)
+
+# Beside the masks (<stem>_mask.png, which this name can never be). Each run is appended to the runs the
+# file already holds, rather than the old file kept under a numbered name: one file answers "which run
+# wrote this mask" (the last run that lists it), and an earlier run's entry is kept as it was written.
+RECORD_NAME = "segment_runs.json"
+RECORD_FORMAT = "sonoseg segment runs 1"
+MASK_SUFFIX = "_mask.png"
+STALE_SHOWN = 5  # the masks left from earlier runs a warning names; it counts them all
+
+
+def record_path(outdir: str | Path) -> Path:
+    return Path(outdir) / RECORD_NAME
+
+
+def now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def masks_left(outdir: Path, planned: list[tuple[Path, Path]]) -> list[str]:
+    """The mask files (<name>_mask.png) in ``outdir`` that no image of ``planned`` maps to, by name
+    (compared regardless of case, as mask_files compares them)."""
+    mine = {out.name.casefold() for _, out in planned}
+    try:
+        names = [entry.name for entry in os.scandir(outdir) if entry.is_file()]
+    except OSError:
+        return []
+    return sorted(n for n in names if n.casefold().endswith(MASK_SUFFIX) and n.casefold() not in mine)
+
+
+def earlier_runs(path: Path) -> list[dict]:
+    """The runs the record at ``path`` holds; none where there is no record. A file there that is not
+    a record (hand-edited, cut short) is kept under a numbered name, with a warning, and never lost."""
+    if not path.exists():
+        return []
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        found = None
+    if isinstance(found, dict) and found.get("format") == RECORD_FORMAT and isinstance(found.get("runs"), list):
+        return found["runs"]
+    number = 1
+    while (kept := path.with_name(f"{path.stem}.{number}{path.suffix}")).exists():
+        number += 1
+    try:
+        os.replace(path, kept)
+    except OSError as exc:
+        raise SonosegError(
+            f"{path}: not a record of segment runs, and cannot be moved aside ({exc.strerror})"
+        ) from None
+    log.warning(
+        "%s: not a record of segment runs (hand-edited, or cut short?): kept as %s, a new record begun", path, kept
+    )
+    return []
+
+
+@dataclass
+class RunRecord:
+    """One segment run into ``outdir``: made once the folder is, before the first mask; as a context
+    manager it appends the run to the folder's record (RECORD_NAME) on leaving, also when the run
+    stops on an error (then ``interrupted`` says why, and the images not reached are listed so).
+    ``result`` (a SegmentResult) is read on leaving: its written masks and failed images."""
+
+    outdir: Path
+    planned: list[tuple[Path, Path]]
+    result: object
+    settings: dict
+    started: str = field(default_factory=now)
+
+    def __post_init__(self) -> None:
+        self.replaced = {out for _, out in self.planned if out.exists()}
+        self.left = masks_left(self.outdir, self.planned)
+        if self.left:
+            shown = ", ".join(self.left[:STALE_SHOWN]) + (", ..." if len(self.left) > STALE_SHOWN else "")
+            log.warning(
+                "%s: %d mask file(s) that no image of this run maps to, left from an earlier run: %s (kept; %s "
+                "records which run wrote which)",
+                self.outdir,
+                len(self.left),
+                shown,
+                RECORD_NAME,
+            )
+
+    def __enter__(self) -> RunRecord:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            self.write(None if error is None else f"{kind.__name__}: {error}")
+        except SonosegError as exc:
+            if error is None:
+                raise
+            log.error("%s", exc)  # the run's own error is the one raised
+
+    def entry(self, interrupted: str | None) -> dict:
+        written = {Path(path) for path in self.result.written}
+        failed = {Path(path): message for path, message in self.result.failed}
+        images = []
+        for image, out in self.planned:
+            if out in written:
+                images.append({"image": str(image), "mask": out.name, "replaced": out in self.replaced})
+                if out in self.replaced:
+                    log.info("%s: replaced the mask an earlier run wrote", out)
+            else:
+                images.append({"image": str(image), "mask": None, "error": failed.get(image, "not reached")})
+        return {
+            "sonoseg_version": sonoseg_version(),
+            "commit": sonoseg_commit(),
+            "started": self.started,
+            "finished": now(),
+            **self.settings,
+            **({"interrupted": interrupted} if interrupted else {}),
+            "written": len(written),
+            "failed": len(failed),
+            "replaced": len(written & self.replaced),
+            "masks_left_from_earlier_runs": len(self.left),
+            "images": images,
+        }
+
+    def write(self, interrupted: str | None = None) -> Path:
+        path = record_path(self.outdir)
+        runs = [*earlier_runs(path), self.entry(interrupted)]
+        write_json_atomic(path, {"format": RECORD_FORMAT, "runs": runs})
+        return path

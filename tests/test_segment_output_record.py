@@ -1,0 +1,211 @@
+"""What a user probe of `sonoseg segment` found: its output folder keeps no record of which model and
+options wrote which mask, and masks of earlier runs lie there unnoticed; and an image of any size was
+decoded (a 215 kB PNG of 182 Mpx took 2.2 GB), the decompression-bomb guard being out of the way."""
+
+import json
+import logging
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import pytest
+from conftest import sample_images, write_model
+
+from sonoseg.data import imageio
+from sonoseg.data.provenance import sonoseg_commit, sonoseg_version
+from sonoseg.errors import SonosegError
+from sonoseg.serving import infer, output_record
+from sonoseg.study.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def scans(tmp_path):
+    """Three phantom-like scans as PNG files, and a model for them."""
+    paths = []
+    for i, image in enumerate(sample_images()):
+        paths.append(tmp_path / "scans" / f"scan{i}.png")
+        paths[-1].parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(paths[-1]), image[:, :, ::-1])
+    return paths, write_model(tmp_path / "model.pt", "lighter_unet_c1")
+
+
+def huge_png(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header says width x height RGB pixels, with a few bytes of pixel data: it is refused (or
+    fails) before or when decoded; the bytes a bomb would inflate to are never made."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def runs(outdir: Path) -> list[dict]:
+    record = json.loads((outdir / output_record.RECORD_NAME).read_text())
+    assert record["format"] == output_record.RECORD_FORMAT
+    return record["runs"]
+
+
+# ----------------------------------------------------------------------------- 1. the output folder's record
+
+
+def test_each_run_is_recorded_beside_its_masks_and_earlier_runs_are_kept(tmp_path, scans, caplog):
+    paths, model = scans
+    outdir = tmp_path / "masks"
+    infer.segment_images(model, paths[:2], outdir, device="cpu")
+    (first,) = runs(outdir)
+    assert first["sonoseg_version"] == sonoseg_version() and first["commit"] == sonoseg_commit()
+    assert first["model"] == str(model) and first["members"] == [str(model)]
+    assert (first["backend"], first["device"], first["tta"], first["scales"]) == ("torch", "cpu", False, [1.0])
+    assert (first["postprocess_option"], first["postprocess"], first["component_rule"]) == (
+        "recorded",
+        "keep_one",
+        "area",
+    )
+    assert first["max_pixels"] == imageio.MAX_IMAGE_PIXELS and first["started"] <= first["finished"]
+    assert first["images"] == [
+        {"image": str(paths[0]), "mask": "scan0_mask.png", "replaced": False},
+        {"image": str(paths[1]), "mask": "scan1_mask.png", "replaced": False},
+    ]
+    assert (first["written"], first["failed"], first["replaced"], first["masks_left_from_earlier_runs"]) == (2, 0, 0, 0)
+
+    # Another run into the folder: the first run's entry is kept as it was; scan0's mask is replaced (info),
+    # scan1's, of no image of this run, is named as left from an earlier run, and not deleted.
+    huge = huge_png(tmp_path / "scans2" / "huge.png", 20_000, 10_000)
+    with caplog.at_level(logging.INFO):
+        result = infer.segment_images(model, [paths[0], paths[2], huge], outdir, device="cpu", tta=True)
+    assert len(result.written) == 2 and [path for path, _ in result.failed] == [huge]
+    earlier, second = runs(outdir)
+    assert earlier == first
+    assert second["tta"] is True
+    assert second["images"][:2] == [
+        {"image": str(paths[0]), "mask": "scan0_mask.png", "replaced": True},
+        {"image": str(paths[2]), "mask": "scan2_mask.png", "replaced": False},
+    ]
+    assert second["images"][2]["image"] == str(huge) and second["images"][2]["mask"] is None
+    assert "over the limit" in second["images"][2]["error"]
+    assert (second["written"], second["failed"], second["replaced"], second["masks_left_from_earlier_runs"]) == (
+        2,
+        1,
+        1,
+        1,
+    )
+    left = [r for r in caplog.records if "left from an earlier run" in r.getMessage()]
+    assert len(left) == 1 and left[0].levelno == logging.WARNING and "scan1_mask.png" in left[0].getMessage()
+    assert any(r.levelno == logging.INFO and "scan0_mask.png: replaced" in r.getMessage() for r in caplog.records)
+    assert (outdir / "scan1_mask.png").exists()
+
+
+def test_the_warning_names_a_few_of_many_masks_left(tmp_path, scans, caplog):
+    paths, model = scans
+    outdir = tmp_path / "masks"
+    outdir.mkdir()
+    for i in range(8):
+        (outdir / f"old{i}_mask.png").write_bytes(b"")
+    (outdir / "notes.txt").write_text("not a mask")
+    infer.segment_images(model, paths[:1], outdir, device="cpu")
+    (warning,) = [r.getMessage() for r in caplog.records if "left from an earlier run" in r.getMessage()]
+    assert "8 mask file(s)" in warning and "old0_mask.png, old1_mask.png" in warning and "old7" not in warning
+    assert "notes.txt" not in warning
+    assert runs(outdir)[0]["masks_left_from_earlier_runs"] == 8
+    assert len(list(outdir.glob("old*_mask.png"))) == 8  # nothing deleted
+
+
+def test_a_file_in_the_records_place_that_is_not_a_record_is_kept_aside(tmp_path, scans, caplog):
+    paths, model = scans
+    outdir = tmp_path / "masks"
+    outdir.mkdir()
+    (outdir / output_record.RECORD_NAME).write_text('{"cut short')
+    infer.segment_images(model, paths[:1], outdir, device="cpu")
+    assert (outdir / "segment_runs.1.json").read_text() == '{"cut short'
+    assert len(runs(outdir)) == 1 and "kept as" in caplog.text
+
+
+def test_a_run_stopped_by_an_error_still_records_what_it_wrote(tmp_path, scans, monkeypatch):
+    paths, model = scans
+    outdir = tmp_path / "masks"
+    real = infer.write_mask
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise SonosegError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(infer, "write_mask", failing)
+    with pytest.raises(SonosegError, match="disk full"):
+        infer.segment_images(model, paths, outdir, device="cpu")
+    (run,) = runs(outdir)
+    assert "disk full" in run["interrupted"] and run["written"] == 1
+    assert [image["mask"] for image in run["images"]] == ["scan0_mask.png", None, None]
+
+
+# ----------------------------------------------------------------------------- 2. the image size limit
+
+
+def test_an_image_over_the_pixel_limit_is_refused_by_its_header_naming_its_size_and_the_limit(tmp_path):
+    # 12000 x 10000: over sonoseg's limit, under Pillow's own; 13500 x 13500 (the probe's 182 Mpx): over both.
+    for width, height, size in (
+        (12_000, 10_000, "12000x10000 = 120,000,000 pixels"),
+        (13_500, 13_500, "13500x13500 = 182,250,000 pixels"),
+    ):
+        path = huge_png(tmp_path / f"{width}.png", width, height)
+        with pytest.raises(SonosegError) as refused:
+            imageio.read_image(path)
+        message = str(refused.value)
+        assert message.startswith(f"{path}: ") and size in message
+        assert f"over the limit of {imageio.MAX_IMAGE_PIXELS:,} pixels" in message
+
+
+def test_the_limit_is_a_parameter_of_the_reader_also_checked_on_the_decoded_pixels(tmp_path, monkeypatch):
+    path = tmp_path / "scan.png"
+    cv2.imwrite(str(path), sample_images(1)[0])  # 90 x 70
+    assert imageio.read_image(path, max_pixels=90 * 70).pixels.shape == (70, 90, 3)
+    with pytest.raises(SonosegError, match=r"90x70 = 6,300 pixels .* over the limit of 6,299 pixels"):
+        imageio.read_image(path, max_pixels=90 * 70 - 1)
+    monkeypatch.setattr(imageio, "_header", lambda _: imageio.Layout())  # a header Pillow cannot read
+    with pytest.raises(SonosegError, match="over the limit of 6,299 pixels"):
+        imageio.read_image(path, max_pixels=90 * 70 - 1)
+
+
+def test_segment_counts_an_image_over_the_limit_as_failed_and_goes_on(tmp_path, scans, capsys):
+    paths, model = scans
+    huge = huge_png(tmp_path / "big" / "huge.png", 20_000, 10_000)
+    outdir = tmp_path / "masks"
+    assert main(["segment", "--no-progress", "--model", str(model), "--device", "cpu", "--outdir", str(outdir)]
+                + [str(paths[0]), str(huge)]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "1 of 2 images failed" in err and f"{huge}: 20000x10000 = 200,000,000 pixels" in err
+    assert (outdir / "scan0_mask.png").exists() and not (outdir / "huge_mask.png").exists()
+    infer_result = infer.segment_images(model, [paths[0]], tmp_path / "small", device="cpu", max_pixels=100)
+    assert infer_result.written == [] and "over the limit of 100 pixels" in infer_result.failed[0][1]
+    # The limit from the command line: lowered, the scan is refused too; a limit that is no number, refused.
+    command = ["segment", "--no-progress", "--model", str(model), "--device", "cpu", "--outdir", str(tmp_path / "cli")]
+    assert main([*command, "--max-pixels", "100", str(paths[0])]) == 2
+    assert "over the limit of 100 pixels" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*command, "--max-pixels", "0", str(paths[0])])
+    assert "'0' is not a number of pixels" in capsys.readouterr().err
+
+
+def test_the_phantom_and_the_committed_external_sets_are_far_under_the_limit():
+    """The ingest reads with the same limit: no image it is given by the study may come near it."""
+    from PIL import Image
+
+    from sonoseg.data import synth
+
+    sizes = []
+    for path in (REPO / "data" / "external").rglob("*"):
+        if path.suffix.lower() in imageio.IMAGE_SUFFIXES:
+            with Image.open(path) as image:
+                sizes.append(image.size[0] * image.size[1])
+    assert sizes and max(sizes) < imageio.MAX_IMAGE_PIXELS / 10
+    assert max(height * width for height, width in synth.ORIGINAL_SIZES) < imageio.MAX_IMAGE_PIXELS / 100
