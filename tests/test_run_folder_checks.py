@@ -289,21 +289,22 @@ def test_the_serving_stage_reads_run_names_and_the_sheet_as_the_study_writes_the
     """modelio keeps its own copy of the run sheet's file name and of how a run's name marks a test of
     another run's models (the serving stage imports no study code): every test run the study plans (flip
     averaged, ensembles, external sets, marks ablation) is read back to the run whose models it tests."""
-    from test_generalization import EXTERNALS, sheet
+    import yaml
 
     from sonoseg.study import layout, runsheet
+    from sonoseg.study.commands import load_config
 
     assert (modelio.RUN_SHEET, modelio.NAME_SEPARATOR) == (layout.SHEET, runsheet.SEPARATOR)
-    planned = sheet(
-        {
-            "networks": ["unet"],
-            "seeds": [0, 1],
-            "predict": {"tta": True},
-            "ladder": {"enabled": False},
-            "external_datasets": EXTERNALS,
-            "ablation": {"marks": True},
-        }
-    )
+    changes = {
+        "networks": ["unet"],
+        "seeds": [0, 1],
+        "predict": {"tta": True},
+        "ladder": {"enabled": False},
+        "external_datasets": [{"name": "far_set", "role": "held_out", "layout": "folder", "root": "far"}],
+        "ablation": {"marks": True},
+    }
+    (tmp_path / "changes.yaml").write_text(yaml.safe_dump(changes))
+    planned = runsheet.build(load_config([str(tmp_path / "changes.yaml")]))  # as the workflow merges a config
     tests_of_models = [run for run in planned if run.model_from and run.name != run.model_from]
     assert {"tta", "ensemble", "external"} <= {run.kind for run in tests_of_models}
     runs = tmp_path / "elsewhere" / "runs"  # no run sheet beside it: the name alone tells
