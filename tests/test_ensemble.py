@@ -1,5 +1,7 @@
 """Models that travel: a run folder served as an ensemble, and horizontal-flip test-time augmentation."""
 
+import logging
+
 import cv2
 import numpy as np
 import pytest
@@ -246,7 +248,7 @@ def test_predict_writes_a_run_and_its_flip_averaged_twin_in_one_pass_as_two_jobs
         infer.predict(model, cache, samples, tmp_path / "x", device="cpu", tta=True, tta_outdir=tmp_path / "y")
 
 
-def test_a_run_folder_exports_its_ensemble_as_one_onnx_graph(tmp_path):
+def test_a_run_folder_exports_its_ensemble_as_one_onnx_graph(tmp_path, caplog):
     """The ONNX graph of a run folder gives the mean of its members' probabilities, as `segment` computes
     it in torch; the sidecar lists the members; a member prepared otherwise is refused by name."""
     import json
@@ -269,6 +271,12 @@ def test_a_run_folder_exports_its_ensemble_as_one_onnx_graph(tmp_path):
     assert np.abs(by_onnx - by_torch).max() < 1e-4
     single = infer.torch_predictor(members[0], "cpu").run(batch)
     assert np.abs(by_onnx - single).max() > 1e-3  # the ensemble, not its first member
+    # segment says what it serves: the one graph's members, not "1 model".
+    image = tmp_path / "scan.png"
+    cv2.imwrite(str(image), sample_images(1)[0])
+    with caplog.at_level(logging.INFO, logger="sonoseg.serving.infer"):
+        infer.segment_images(tmp_path / "ensemble.onnx", [image], tmp_path / "masks", backend="onnxruntime")
+    assert any("an exported ensemble of 2 models" in r.getMessage() for r in caplog.records)
     (tmp_path / "fold1").rename(run / "fold1")
     write_model(run / "fold1" / "seed0" / "model.pt", "lighter_unet_c1", seed=0, interpolation="area")
     write_model(run / "fold1" / "seed1" / "model.pt", "lighter_unet_c1", seed=1, interpolation="area")

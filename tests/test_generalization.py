@@ -132,6 +132,7 @@ def test_a_single_training_has_no_external_ensemble_and_the_ablation_twins_are_n
     [
         ([{**EXTERNALS[0]}, {**EXTERNALS[1], "role": "development"}], "at most one development set"),
         ([EXTERNALS[0], {**EXTERNALS[1], "name": "dev_set"}], "names must be unique"),
+        ([EXTERNALS[0], {**EXTERNALS[1], "name": "Dev_Set"}], "names must be unique, regardless of letter case"),
     ],
 )
 def test_external_datasets_are_checked(externals, message):

@@ -648,10 +648,12 @@ def segment_images(
     elif postprocess == "recorded":
         postprocess = recorded.postprocess()
     rule = export.sidecar_component_rule(sidecar, rule, members[0], postprocess) if exported else rule or "area"
+    # An exported ensemble is one graph that averages its members inside: count them, not the graph.
+    in_graph = len(sidecar.get("ensemble", {}).get("members", [])) if exported else 0
     log.info(
-        "%s: %d model(s)%s, averaged probabilities%s%s; post-processing %s",
+        "%s: %s%s, averaged probabilities%s%s; post-processing %s",
         model_path,
-        len(members),
+        f"an exported ensemble of {in_graph} models" if in_graph else f"{len(members)} model(s)",
         "" if len(members) == 1 else f" ({', '.join(str(m.relative_to(model_path)) for m in members)})",
         "; horizontal-flip test-time augmentation" if tta else "",
         f"; scale chosen per image among {sorted({f for f in scales if f < 1} | {1.0}, reverse=True)}"

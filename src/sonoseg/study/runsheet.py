@@ -234,8 +234,10 @@ def check_config(config: dict) -> None:
 
 def check_external_datasets(datasets: list[dict]) -> None:
     names = [d["name"] for d in datasets]
-    if len(set(names)) != len(names):
-        raise SonosegError(f"config external_datasets: names must be unique, got {names}")
+    # Letter case aside too: each name becomes a folder (results/<study>/external/<name>/), and busi and BUSI
+    # would be one folder on macOS's and Windows' file systems.
+    if len({name.casefold() for name in names}) != len(names):
+        raise SonosegError(f"config external_datasets: names must be unique, regardless of letter case; got {names}")
     development = [d["name"] for d in datasets if d.get("role") == "development"]
     if len(development) > 1:
         raise SonosegError(
