@@ -25,7 +25,9 @@ install_packages() {
 write_config() {
   local node cpus memory
   node=$(hostname -s)
-  cpus=$(nproc)
+  # The machine's cores, not a thread limit a test run exports (GNU nproc honours OMP_NUM_THREADS: the node
+  # would then offer 1 CPU, and a job asking for 2 would wait forever).
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
   memory=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
   mkdir -p "$ETC" "$STATE/ctld" "$STATE/d" "$LOGS"
   cat > "$ETC/slurm.conf" <<CONF
