@@ -328,3 +328,16 @@ def keep_every_checkpoint(monkeypatch, folder: Path) -> Path:
 
     monkeypatch.setattr(train, "save_atomic", save)
     return folder
+
+
+@pytest.fixture
+def scans(tmp_path):
+    """Three phantom-like scans as PNG files, and a model for them (the serving tests' images)."""
+    import cv2
+
+    paths = []
+    for i, image in enumerate(sample_images()):
+        paths.append(tmp_path / "scans" / f"scan{i}.png")
+        paths[-1].parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(paths[-1]), image[:, :, ::-1])
+    return paths, write_model(tmp_path / "model.pt", "lighter_unet_c1")

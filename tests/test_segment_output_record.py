@@ -10,7 +10,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import sample_images, write_model
+from conftest import sample_images
 
 from sonoseg.data import imageio
 from sonoseg.data.provenance import sonoseg_commit, sonoseg_version
@@ -19,17 +19,6 @@ from sonoseg.serving import infer, output_record
 from sonoseg.study.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def scans(tmp_path):
-    """Three phantom-like scans as PNG files, and a model for them."""
-    paths = []
-    for i, image in enumerate(sample_images()):
-        paths.append(tmp_path / "scans" / f"scan{i}.png")
-        paths[-1].parent.mkdir(exist_ok=True)
-        cv2.imwrite(str(paths[-1]), image[:, :, ::-1])
-    return paths, write_model(tmp_path / "model.pt", "lighter_unet_c1")
 
 
 def huge_png(path: Path, width: int, height: int) -> Path:

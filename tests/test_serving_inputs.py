@@ -20,18 +20,6 @@ from sonoseg.errors import SonosegError
 from sonoseg.serving import export, infer
 from sonoseg.study.cli import main
 
-
-@pytest.fixture
-def scans(tmp_path):
-    """Three phantom-like scans as PNG files, and a model for them."""
-    paths = []
-    for i, image in enumerate(sample_images()):
-        paths.append(tmp_path / "scans" / f"scan{i}.png")
-        paths[-1].parent.mkdir(exist_ok=True)
-        cv2.imwrite(str(paths[-1]), image[:, :, ::-1])
-    return paths, write_model(tmp_path / "model.pt", "lighter_unet_c1")
-
-
 # ----------------------------------------------------------------------------- the mask files
 
 
