@@ -84,12 +84,6 @@ class Layout:
     size: tuple[int, int] | None = None
 
 
-def _file_layout(path: Path) -> tuple[int, int]:
-    """(EXIF orientation, 1 when none; pages, 1 unless a multi-page TIFF): _header's."""
-    layout = _header(path)
-    return layout.orientation, layout.pages
-
-
 def _header(path: Path) -> Layout:
     """The file's Layout, read from its header by Pillow (OpenCV decodes the first page only and,
     unchanged, ignores the orientation). Never a full decode: a PNG's tag is read from the chunks before

@@ -293,10 +293,6 @@ def export(
         sidecar["input"]["shape"] = ["batch", 3, "side", "side"]
         sidecar["input"]["sides"] = sides  # the input sizes checked against torch: the only ones segment runs
         sidecar["output"]["shape"] = ["batch", 1, "side", "side"]
-    networks = list(dict.fromkeys(kept["network"] for _, kept in loaded))
-    if len(networks) > 1:
-        sidecar["network"] = "+".join(networks)
-        log.warning("%s: the ensemble's members are of %d networks (%s)", model_path, len(networks), sidecar["network"])
     if len(members) > 1:
         sidecar["ensemble"] = {
             "rule": "the mean of the members' probabilities, computed in the graph; then the threshold",
