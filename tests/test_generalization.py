@@ -228,10 +228,10 @@ def test_without_an_augmentation_choice_nothing_external_reaches_a_training_or_a
 
 
 def _long_table(tmp_path):
-    """Two patients in-domain (one image each: view 2 and none) and three patients on one external set
-    (its manifest without a view column), made by hand."""
+    """Two patients in-domain (one image each: view 2 and none; BUSI's classes malignant and normal) and
+    three patients on one external set (its manifest without a view or class column), made by hand."""
     inside = write_patient_manifest(tmp_path / "inside.csv", ["a", "b"], ["P1", "P2"])
-    pd.read_csv(inside).assign(view=["2", ""]).to_csv(inside, index=False)
+    pd.read_csv(inside).assign(view=["2", ""], **{"class": ["malignant", "normal"]}).to_csv(inside, index=False)
     outside = write_patient_manifest(tmp_path / "outside.csv", ["a", "x", "y"], ["Q1", "Q2", "Q3"])
     write_run_metrics(tmp_path, "unet", 0, 0, ["a", "b"], [0.8, 0.6])
     # Two trainings (folds) tested the external set; an image's Dice is their mean.
@@ -262,9 +262,14 @@ def test_collect_joins_each_dataset_with_its_own_manifest(tmp_path):
     inside = read[read["dataset"] == results.IN_DOMAIN].set_index("sample_id")["view"]
     assert inside["a"] == "2" and pd.isna(inside["b"])
     assert read.loc[read["dataset"] == "ext", "view"].isna().all()
-    # A table collected before the long table carried a view (docs/results/) is read as it is.
-    results.write_table(per_image.drop(columns="view"), tmp_path / "older.csv.gz")
-    assert "view" not in results.read_per_image(tmp_path / "older.csv.gz").columns
+    # So does its class (Dice by BUSI's benign / malignant / normal), after the view.
+    assert per_image.columns.get_loc("class") == per_image.columns.get_loc("view") + 1
+    classes = read[read["dataset"] == results.IN_DOMAIN].set_index("sample_id")["class"]
+    assert (classes["a"], classes["b"]) == ("malignant", "normal")
+    assert read.loc[read["dataset"] == "ext", "class"].isna().all()
+    # A table collected before the long table carried a view and a class (docs/results/) is read as it is.
+    results.write_table(per_image.drop(columns=["view", "class"]), tmp_path / "older.csv.gz")
+    assert not {"view", "class"} & set(results.read_per_image(tmp_path / "older.csv.gz").columns)
 
 
 def test_the_generalization_table_by_hand(tmp_path):

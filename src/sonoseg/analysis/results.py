@@ -97,14 +97,15 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
 
 def manifest_columns(manifest_csv: str | Path) -> pd.DataFrame:
     """Per sample_id: its patient group (``patient``: duplicates put patients in one group, which must
-    move together), its view (so Dice breaks down by view without the manifest) and the manifest's
-    metadata columns."""
+    move together), its view and its class (BUSI's benign, malignant or normal folder; so that Dice
+    breaks down by view or class without the manifest) and the manifest's metadata columns."""
     from sonoseg import data
 
     manifest = data.included(data.read_manifest(manifest_csv))
     metadata = [c for c in manifest.columns if c.startswith("meta_")]
-    # reindex: a manifest without a view column (an external set's, written by hand) gives its images none.
-    kept = manifest.reindex(columns=["sample_id", "group", "view", *metadata])
+    # reindex: a manifest without a view or class column (an external set's, written by hand) gives its
+    # images none.
+    kept = manifest.reindex(columns=["sample_id", "group", "view", "class", *metadata])
     return kept.rename(columns={"group": "patient"}).set_index("sample_id")
 
 
@@ -156,7 +157,7 @@ def collect_per_image(
     if not frames:
         raise SonosegError("collect: no run with per-image metrics was named")
     per_image = pd.concat(frames, ignore_index=True)
-    first = [*SHEET_COLUMNS, "fold", "seed", "training", *RECIPE_COLUMNS, "sample_id", "patient", "view"]
+    first = [*SHEET_COLUMNS, "fold", "seed", "training", *RECIPE_COLUMNS, "sample_id", "patient", "view", "class"]
     return per_image[first + [c for c in per_image.columns if c not in first]]
 
 
@@ -195,10 +196,10 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
 
 def read_per_image(path: str | Path, runs: Iterable[str] | None = None) -> pd.DataFrame:
     """The collected per-image table (per_image.csv.gz), or the rows of the named runs in that order.
-    ``view`` is read as text, as the manifest gives it (view 1, not 1.0 where some image has none); a
-    table collected before it carried a view has none and is read as it is."""
+    ``view`` and ``class`` are read as text, as the manifest gives them (view 1, not 1.0 where some image
+    has none); a table collected before it carried them has none and is read as it is."""
     try:
-        text = {"sample_id": str, "patient": str, "view": str, "run": str, "model_from": str}
+        text = {"sample_id": str, "patient": str, "view": str, "class": str, "run": str, "model_from": str}
         per_image = pd.read_csv(path, dtype=text)
     except (OSError, pd.errors.ParserError) as exc:
         raise SonosegError(f"{path}: cannot read the per-image results table ({exc})") from None
