@@ -140,6 +140,33 @@ def test_external_datasets_are_checked(externals, message):
         sheet({"networks": ["unet"], "ladder": {"enabled": False}, "external_datasets": externals})
 
 
+@pytest.mark.parametrize(
+    "externals, main, message",
+    [
+        # One folder under two names, spelled two ways: its images would count twice.
+        ([EXTERNALS[0], {**EXTERNALS[1], "root": "./dev/"}], {}, "'dev_set' .* and .*'far_set' .* the same folder"),
+        ([EXTERNALS[0], {**EXTERNALS[1], "root": "dev/benign"}], {}, "folders one inside the other"),
+        # An external set in the main dataset's folder would be tested on training images.
+        (EXTERNALS[1:], {"layout": "busi", "root": "far"}, "config dataset .* and external_datasets 'far_set'"),
+        # An option another layout reads would be ignored without a word.
+        ([{**EXTERNALS[1], "layout": "busbra", "include_normal": True}], {}, "include_normal is read by the busi"),
+        ([{**EXTERNALS[1], "layout": "busi", "csv": "list.csv"}], {}, "csv is read by the folder layout only"),
+    ],
+)
+def test_external_datasets_sharing_a_folder_or_given_another_layouts_option_are_refused(externals, main, message):
+    with pytest.raises(SonosegError, match=message):
+        runsheet.check_external_datasets(externals, main)
+
+
+def test_external_datasets_in_their_own_folders_pass():
+    runsheet.check_external_datasets(
+        [*EXTERNALS, {"name": "b", "layout": "busi", "root": "busi", "include_normal": True, "csv": ""}],
+        {"layout": "busbra", "root": "main"},
+    )
+    # The built-in phantom has no folder of its own to share.
+    runsheet.check_external_datasets(EXTERNALS, {"layout": "synthetic", "root": "dev"})
+
+
 def test_an_external_dataset_name_that_would_be_ambiguous_is_refused():
     # (The schema allows letters, digits and _ only; the run sheet says why even without it.)
     with pytest.raises(SonosegError, match="must not contain"):
@@ -284,10 +311,18 @@ def test_the_generalization_table_by_hand(tmp_path):
     assert outside["role"] == "held_out" and np.isnan(inside["drop"])
     markdown = generalization.markdown(table)
     assert "| U-net | single | 0.700" in markdown and "ext (held_out) Dice" in markdown
+    # The caption says what each set is and how much of it was scored (in-domain: 2 patients, 1 image each;
+    # ext: 3 patients of one image, each image's Dice the mean over the two folds' models).
+    caption = markdown.split("\n")[0]
+    assert "Scored, images with a lesion: in-domain (2 patients, 2 images), ext (held_out; 3 patients, 3 images)." in (
+        caption
+    )
+    assert "the held_out sets no choice ever read" in caption
+    assert generalization.dataset_label(table, "ext") == "ext (held_out; 3 patients, 3 images)"
     assert (
         generalization.markdown(table, ["ext: 1 image(s) also in main.", ""])
         .split("\n")[0]
-        .endswith("every fold and seed). ext: 1 image(s) also in main.")
+        .endswith("ext (held_out; 3 patients, 3 images). ext: 1 image(s) also in main.")
     )
 
 

@@ -1,9 +1,10 @@
 """Generalization: each network's Dice on its own test images (in-domain, out of fold) beside its Dice
-on every external dataset (config ``external_datasets``: images no model, choice or floor of the study
-saw), as trained, flip-averaged (tta) and as an ensemble, with patient-level CIs and the drop from
-in-domain to external. The drop's CI resamples the two sets' patients independently (they are other
-patients); the gains of tta and of the ensemble on one dataset are paired by patient in tables/tta.csv
-and tables/ensemble.csv. Reads the collected long table (sonoseg.analysis.results) only.
+on every external dataset (config ``external_datasets``: images no training, validation or floor of the
+study saw; the development set alone may guide a choice, the held_out sets none), as trained,
+flip-averaged (tta) and as an ensemble, with patient-level CIs and the drop from in-domain to external.
+The drop's CI resamples the two sets' patients independently (they are other patients); the gains of tta
+and of the ensemble on one dataset are paired by patient in tables/tta.csv and tables/ensemble.csv.
+Reads the collected long table (sonoseg.analysis.results) only.
 """
 
 from __future__ import annotations
@@ -144,6 +145,56 @@ def lesionless_notes(table: pd.DataFrame) -> list[str]:
     ]
 
 
+# What the table's external sets are, said once for the markdown caption, the report page and the figure.
+ROLES_NOTE = (
+    "No external image reaches training, validation, the recipe selection, the post-processing choice or the "
+    "floors' fitting; the development set is the one set a choice may read (the augmentation's, where "
+    "train.ultrasound_augment is auto: tables/augmentation.csv), the held_out sets no choice ever read."
+)
+
+
+def sizes(table: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """Each dataset's patients and images with a lesion, as the table scored them (the largest over its
+    rows: a network's ensemble row counts the same images as its single one)."""
+    counts = table.groupby("dataset", sort=False)[["patients", "images"]].max()
+    return {dataset: (int(row["patients"]), int(row["images"])) for dataset, row in counts.iterrows()}
+
+
+def dataset_label(table: pd.DataFrame, dataset: str) -> str:
+    """A dataset as a caption or a legend names it: its role beside an external set's name, and its size."""
+    role = table.loc[table["dataset"] == dataset, "role"].iloc[0]
+    patients, images = sizes(table)[dataset]
+    where = "" if dataset == IN_DOMAIN else f"{role}; "
+    return f"{dataset} ({where}{patients} patients, {images} images)"
+
+
+def sizes_note(table: pd.DataFrame) -> str:
+    """A caption's sentence: every dataset's role and size."""
+    named = ", ".join(dataset_label(table, d) for d in dict.fromkeys(table["dataset"]))
+    return f"Scored, images with a lesion: {named}."
+
+
+def ingest_note(manifest: pd.DataFrame, dataset: str) -> str:
+    """A caption's sentence: the files an external set's ingest left out (its manifest's excluded rows:
+    samples with a problem under on_bad_sample: exclude, and normal scans without include_normal), or ''."""
+    excluded = manifest[manifest["status"] == "excluded"]
+    if excluded.empty:
+        return ""
+    normal = excluded["reason"].astype(str).str.contains("include_normal: false", regex=False)
+    parts = [
+        f"{count} {what}"
+        for count, what in (
+            (int((~normal).sum()), "with a problem (on_bad_sample: exclude)"),
+            (int(normal.sum()), "normal scan(s) (include_normal: false)"),
+        )
+        if count
+    ]
+    return (
+        f"{dataset}: {len(excluded)} file(s) left out at ingest, {' and '.join(parts)}; each is listed with its "
+        f"reason in external/{dataset}/manifest.csv."
+    )
+
+
 def _cell(mean: float, low: float, high: float) -> str:
     return "" if pd.isna(mean) else f"{mean:.3f} {stats.ci_text(low, high)}"
 
@@ -177,7 +228,7 @@ def markdown(table: pd.DataFrame, notes: list[str] = ()) -> str:
         "trainings; tta = horizontal-flip averaging; ensemble = the mean of the trainings' probabilities "
         "(in-domain: each fold's seeds; external: every fold and seed)."
     )
-    caption = " ".join([caption, *(note for note in notes if note)])
+    caption = " ".join([caption, ROLES_NOTE, sizes_note(table), *(note for note in notes if note)])
     return caption + "\n\n" + "\n".join(lines) + "\n"
 
 
@@ -212,7 +263,7 @@ def plot(table: pd.DataFrame, out_png: str | Path, notes: list[str] = ()) -> Non
     datasets = list(dict.fromkeys(table["dataset"]))
     labels = list(dict.fromkeys(table["label"]))
     markers = {"single": "o", "tta": "s", "ensemble": "D"}
-    fig, ax = plt.subplots(figsize=(7.5, 0.3 * len(labels) * len(datasets) + 1.2))
+    fig, ax = plt.subplots(figsize=(11, 0.3 * len(labels) * len(datasets) + 1.2))
     colors = plt.get_cmap("tab10")
     height = 0.8 / (len(datasets) * len(VARIANTS))
     for row_number, label in enumerate(labels):
@@ -236,11 +287,12 @@ def plot(table: pd.DataFrame, out_png: str | Path, notes: list[str] = ()) -> Non
                     mfc=colors(d) if variant == "single" else "white",
                     ms=4,
                     lw=1,
-                    label=f"{dataset} ({variant})",
+                    label=f"{dataset_label(table, dataset)} ({variant})",
                 )
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower left", frameon=False)
+    # Beside the axes, not in them: on an external set a network's Dice may lie anywhere in [0, 1].
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)

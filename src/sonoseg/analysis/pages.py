@@ -194,6 +194,7 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 "Variant": table["variant"],
                 "Dataset": [d if r == d else f"{d} ({r})" for d, r in zip(table["dataset"], table["role"])],
                 "Patients": table["patients"],
+                "Images": table["images"],
                 "Dice [95 % CI]": [
                     generalization.dice_cell(m, lo, hi)
                     for m, lo, hi in zip(table["dice"], table["ci_low"], table["ci_high"])
@@ -207,11 +208,11 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
         notes = [
             note(
                 "Mean Dice over the images with a lesion, 95 % CI by patient then training. External datasets are "
-                "segmented in full by every fold's models; no external image reaches training, the recipe "
-                "selection or the post-processing choice. The drop's CI resamples the two sets' patients "
-                "independently. tta: horizontal-flip averaging; ensemble: the mean of the trainings' "
-                "probabilities (in-domain each fold's seeds, external every fold and seed)."
+                f"segmented in full by every fold's models. {generalization.ROLES_NOTE} The drop's CI resamples "
+                "the two sets' patients independently. tta: horizontal-flip averaging; ensemble: the mean of the "
+                "trainings' probabilities (in-domain each fold's seeds, external every fold and seed)."
             ),
+            note(generalization.sizes_note(table)),
             *(note(text) for text in generalization.lesionless_notes(table)),
         ]
     elif kind == "selection":

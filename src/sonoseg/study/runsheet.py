@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import pandas as pd
 
@@ -215,7 +216,7 @@ def check_config(config: dict) -> None:
                 f"config claims.equivalence: {unknown} in {pair} are not among the study's networks and "
                 f"baselines {sorted(methods)}"
             )
-    check_external_datasets(config.get("external_datasets", []))
+    check_external_datasets(config.get("external_datasets", []), config.get("dataset", {}))
     chosen_on_development = [n for n in networks if augmentation_auto(train, n)]
     probe = augmentation_probe(config)
     if probe and probe not in networks:
@@ -232,7 +233,13 @@ def check_config(config: dict) -> None:
             raise SonosegError(f"config: {name!r}: a network or ladder step name must not contain {SEPARATOR!r}")
 
 
-def check_external_datasets(datasets: list[dict]) -> None:
+# Options a layout reads; given to another layout they would be ignored without a word.
+LAYOUT_ONLY_OPTIONS = {"csv": ("folder", ""), "include_normal": ("busi", False)}
+
+
+def check_external_datasets(datasets: list[dict], main: dict | None = None) -> None:
+    """The external sets' names, roles, options and folders, checked before anything runs (``main``: the
+    config's dataset section, whose folder no external set may share)."""
     names = [d["name"] for d in datasets]
     # Letter case aside too: each name becomes a folder (results/<study>/external/<name>/), and busi and BUSI
     # would be one folder on macOS's and Windows' file systems.
@@ -247,6 +254,31 @@ def check_external_datasets(datasets: list[dict]) -> None:
     for name in names:
         if SEPARATOR in name:
             raise SonosegError(f"config external_datasets: {name!r}: a dataset name must not contain {SEPARATOR!r}")
+    for dataset in datasets:
+        layout_name = dataset.get("layout", "folder")
+        for option, (reader, unset) in LAYOUT_ONLY_OPTIONS.items():
+            if dataset.get(option, unset) != unset and layout_name != reader:
+                raise SonosegError(
+                    f"config external_datasets {dataset['name']!r}: {option} is read by the {reader} layout only, "
+                    f"and this set's layout is {layout_name!r}: remove it, or set layout: {reader}"
+                )
+    _check_external_roots(datasets, main or {})
+
+
+def _check_external_roots(datasets: list[dict], main: dict) -> None:
+    """No two sets read one folder, or one inside the other: their images would count twice, under two
+    names (or, against the main dataset, be tested on the images the networks trained on)."""
+    folders = [(f"external_datasets {d['name']!r}", Path(d["root"]).resolve()) for d in datasets if d.get("root")]
+    if main.get("layout", "synthetic") != "synthetic" and main.get("root"):
+        folders.insert(0, ("dataset", Path(main["root"]).resolve()))
+    for index, (first, first_root) in enumerate(folders):
+        for second, second_root in folders[index + 1 :]:
+            if first_root == second_root or first_root in second_root.parents or second_root in first_root.parents:
+                relation = "the same folder" if first_root == second_root else "folders one inside the other"
+                raise SonosegError(
+                    f"config {first} (root {str(first_root)!r}) and {second} (root {str(second_root)!r}) read "
+                    f"{relation}: their images would be counted twice; keep one, or give each its own folder"
+                )
 
 
 def augmentation_auto(train: dict, network: str) -> bool:
