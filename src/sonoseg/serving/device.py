@@ -5,13 +5,12 @@ model is served the way it was measured (docs/performance.md)."""
 from __future__ import annotations
 
 import os
-import re
 
 import torch
 
 from sonoseg.data.preprocess import normalize_tensor
 from sonoseg.errors import SonosegError
-from sonoseg.serving.options import PRECISIONS
+from sonoseg.serving.options import PRECISIONS, check_device_name
 
 
 def cpu_flags() -> set[str]:
@@ -107,19 +106,6 @@ class FastPath:
 
     def describe(self) -> str:
         return f"{self.precision}{' + channels_last' if self.channels_last else ''}"
-
-
-# The devices sonoseg computes on, as the config schema's train.device pattern admits them.
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
-DEVICES = "auto (CUDA when present), cpu, cuda, cuda:<index> (e.g. cuda:0)"
-
-
-def check_device_name(requested: str, option: str = "train.device") -> None:
-    """Refuse a device that sonoseg does not compute on (``gpu``, ``mps``, a typo), naming ``option``
-    (the config key or command-line option it came from) and the accepted devices. Touches no CUDA, so
-    that a command may check its option before it takes a GPU slot."""
-    if not DEVICE_PATTERN.fullmatch(str(requested)):
-        raise SonosegError(f"{option}: {requested!r} is not a device sonoseg computes on; one of {DEVICES}")
 
 
 def select_device(requested: str, option: str = "train.device") -> torch.device:

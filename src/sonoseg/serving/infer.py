@@ -1,5 +1,6 @@
 """Prediction with post-processing (docs/method.md, "Post-processing"): probability at the training
-size, resized bilinearly to the original size, thresholded at 0.5, one lesion kept, holes filled."""
+size, resized bilinearly to the original size, thresholded at 0.5, one lesion kept, holes filled.
+torch is imported by the torch backend alone: an exported graph is served with ONNX Runtime without it."""
 
 from __future__ import annotations
 
@@ -7,32 +8,37 @@ import hashlib
 import logging
 import os
 import re
+import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
-import torch
 from scipy import ndimage
 
 from sonoseg.data.imageio import MAX_IMAGE_PIXELS, read_image
-from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache, remove_marks, resize_image
+from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache
 from sonoseg.errors import SonosegError
-from sonoseg.serving.device import check_device_name, select_device
+from sonoseg.serving import interpolate, sidecar
 from sonoseg.serving.modelio import (
     MODEL_FORMAT,
-    ProbabilityModel,
     ensemble_members,
     images_to_tensor,
     lesion_areas_at,
     load_checked,
-    load_model,
     recorded_choice,
 )
-from sonoseg.serving.options import BACKENDS, COMPONENT_RULES, LESION_THRESHOLD, POSTPROCESSES, shrinks
+from sonoseg.serving.options import (
+    BACKENDS,
+    COMPONENT_RULES,
+    LESION_THRESHOLD,
+    POSTPROCESSES,
+    check_device_name,
+    shrinks,
+)
+from sonoseg.serving.predictor import Predictor, RunBatch, one_channel, torch_predictor
 
 log = logging.getLogger(__name__)
 
@@ -212,62 +218,7 @@ def predict(
 
 
 # ----------------------------------------------------------------------------- serving new images
-
-RunBatch = Callable[[np.ndarray], np.ndarray]  # float32 (N, 3, S, S) RGB in [0, 1] -> probability (N, S, S)
-
-
-@dataclass
-class Predictor:
-    """A model ready to serve: how to run a batch, and how to resize a new image for it (the input
-    size and interpolation it was trained with, unless the user asked for another size)."""
-
-    run: RunBatch
-    size: int | None
-    interpolation: str
-    marks: str = "keep"
-    provenance: dict | None = None  # the data it was trained on, the sonoseg that trained it
-    # Its training images' lesion areas in input pixels (the model file's lesion_areas, scaled to another
-    # input size); None for a file from before they were recorded, or an exported graph.
-    lesion_areas: tuple[float, ...] | None = None
-    network: str | None = None  # the catalog name (several, joined by "+", for an ensemble that mixes them)
-
-    def prepare(self, rgb: np.ndarray) -> np.ndarray:
-        """One RGB uint8 image -> a batch of one, its marks treated and resized as the model's training
-        data was."""
-        rgb, _ = remove_marks(rgb, self.marks)
-        return images_to_tensor(resize_image(rgb, self.size, self.interpolation)[None]).numpy()
-
-
-def one_channel(probabilities: np.ndarray, model_path: str | Path) -> np.ndarray:
-    """The lesion probability per pixel, (batch, height, width), from a network's (batch, 1, height,
-    width). Any other shape (a network of the user's own with two channels, say) is refused, not read
-    by its first channel: training refuses such networks, but a model file may come from elsewhere."""
-    if probabilities.ndim != 4 or probabilities.shape[1] != 1:
-        raise SonosegError(
-            f"{model_path}: the network's output is shaped {probabilities.shape}, not (batch, 1, height, width)"
-        )
-    return probabilities[:, 0]
-
-
-def torch_predictor(model_path: str | Path, device: str = "auto", size: int | None = None) -> Predictor:
-    """A model.pt; ``size`` overrides the input size it was trained at."""
-    dev = select_device(device)
-    model, saved = load_model(model_path, dev)
-    wrapped = ProbabilityModel(model, saved.get("normalization")).eval()
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return one_channel(wrapped(torch.from_numpy(batch).to(dev)).cpu().numpy(), model_path)
-
-    return Predictor(
-        run,
-        size or saved.get("input_size"),
-        saved["input_interpolation"],
-        saved["input_marks"],
-        saved.get("provenance"),
-        lesion_areas_at(saved, size),
-        saved.get("network"),
-    )
+# (A model ready to serve, Predictor, and the torch backend that makes one: sonoseg.serving.predictor.)
 
 
 def onnxruntime_predictor(
@@ -276,37 +227,38 @@ def onnxruntime_predictor(
     """An exported model.onnx (with its sidecar), or a model.pt exported now to a temporary file (a
     graph that also takes the sizes its study's scale selection, or ``scales``, tries). The graph runs
     only at the sizes checked against torch at export: another is refused as a size the network cannot
-    take, which scale selection leaves out."""
-    from sonoseg.serving import export
-
+    take, which scale selection leaves out. An exported model.onnx is served without torch."""
     model_path = Path(model_path)
     if model_path.suffix.lower() == ".onnx":
-        sidecar = export.read_sidecar(model_path)
-        session = export.onnx_session(model_path, threads)
+        described = sidecar.read_sidecar(model_path)
+        session = sidecar.onnx_session(model_path, threads)
         graph_side = session.get_inputs()[0].shape[2]  # an int for a graph of one size, a name for any size
-        if isinstance(graph_side, int) and graph_side != sidecar["input"]["resize"]["height"]:
+        if isinstance(graph_side, int) and graph_side != described["input"]["resize"]["height"]:
             raise SonosegError(
-                f"{export.sidecar_path(model_path)}: input.resize.height says {sidecar['input']['resize']['height']} "
-                f"px, but the graph takes {graph_side} px: restore it, or export the model again at the size wanted"
+                f"{sidecar.sidecar_path(model_path)}: input.resize.height says "
+                f"{described['input']['resize']['height']} px, but the graph takes {graph_side} px: restore it, or "
+                "export the model again at the size wanted"
             )
         # The training lesion areas the size-aware rule reads, recorded with the study's selection.
-        areas = export.study_selection(sidecar).get("training_lesion_areas")
+        areas = sidecar.study_selection(described).get("training_lesion_areas")
     else:
+        from sonoseg.serving import export  # a model.pt: exported now, with torch
+
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = Path(tmp) / "model.onnx"
             # (segment has said already when the model's study choice is not beside it)
-            sidecar = export.export(model_path, onnx_path, size=size, serve_scales=scales, note_unrecorded=False)
-            session = export.onnx_session(onnx_path, threads)
+            described = export.export(model_path, onnx_path, size=size, serve_scales=scales, note_unrecorded=False)
+            session = sidecar.onnx_session(onnx_path, threads)
         areas = lesion_areas_at(load_checked(model_path, MODEL_FORMAT, metadata_only=True), size)
-    resize = sidecar["input"]["resize"]
-    marks = sidecar["input"].get("marks", {}).get("treatment", "keep")
-    sides = export.served_sides(sidecar)
+    resize = described["input"]["resize"]
+    marks = described["input"].get("marks", {}).get("treatment", "keep")
+    sides = sidecar.served_sides(described)
 
     def run(batch: np.ndarray) -> np.ndarray:
         if batch.shape[-1] not in sides:
             raise RuntimeError(f"the graph was checked against torch at {sides} px only")
         try:
-            return one_channel(export.run_session(session, batch), model_path)
+            return one_channel(sidecar.run_session(session, batch), model_path)
         except SonosegError:
             raise
         except Exception as exc:  # ONNX Runtime's own error types
@@ -317,9 +269,9 @@ def onnxruntime_predictor(
         int(resize["height"]),
         resize["interpolation"],
         marks,
-        sidecar.get("provenance"),
+        described.get("provenance"),
         None if areas is None else tuple(areas),
-        sidecar.get("network"),
+        described.get("network"),
     )
 
 
@@ -353,6 +305,7 @@ def ensemble(predictors: list[Predictor], members: list[Path]) -> Predictor:
         first.provenance,
         None if any(a is None for a in areas) else tuple(sorted(a for member in areas for a in member)),
         "+".join(networks) or None,
+        first.to_input,
     )
 
 
@@ -456,24 +409,22 @@ def scale_adaptive(
                 return at_input
         best = at_input[shrunk]
         best_confidence = lesion_confidence(best)
-        images = torch.from_numpy(np.ascontiguousarray(batch[shrunk]))
+        images = batch[shrunk]
         sides = dict.fromkeys(max(1, round(size * factor)) for factor in smaller)  # in order, each once
         for side in sides:
             if side in refused or side == size:
                 continue
-            small = torch.nn.functional.interpolate(images, size=(side, side), mode="area").numpy()
+            small = interpolate.area(images, side)
             try:
                 probability = run(small)
-            except torch.OutOfMemoryError:
-                raise  # memory, not the network's strides: never a reason to drop a size
             except RuntimeError as exc:  # the network's strides do not divide this size
+                if out_of_memory(exc):
+                    raise  # memory, not the network's strides: never a reason to drop a size
                 refused.add(side)
                 log.warning("%s cannot take a %d-px input (%s): that size left out", label, side, str(exc)[:80])
                 continue
             confidence = lesion_confidence(probability)
-            back = torch.nn.functional.interpolate(
-                torch.from_numpy(probability)[:, None], size=(size, size), mode="bilinear", align_corners=False
-            )[:, 0].numpy()
+            back = interpolate.bilinear(probability, size)
             better = confidence > best_confidence
             best = np.where(better[:, None, None], back, best)
             best_confidence = np.where(better, confidence, best_confidence)
@@ -589,9 +540,12 @@ def segment_images(
         raise SonosegError(f"--threads: {threads} is not a number of threads (1 or more; 0: ONNX Runtime chooses)")
     check_device_name(device, "--device")
     planned = mask_files(images, Path(outdir))  # before any model is loaded: a clash is the user's to settle
+    if backend == "torch" or Path(model_path).suffix.lower() != ".onnx":
+        require_torch(model_path, backend)
     if backend == "torch":
+        from sonoseg.serving.device import select_device
+
         device = str(select_device(device, "--device"))
-    from sonoseg.serving import export
 
     def one(member: Path) -> Predictor:
         if backend == "torch":
@@ -605,7 +559,7 @@ def segment_images(
     # The choice recorded beside a study's models, each fold's file read once for both settings it gives.
     recorded = recorded_choice(members) if not exported and (scales is None or postprocess == "recorded") else None
     if recorded is not None:
-        export.note_unrecorded_choice(
+        sidecar.note_unrecorded_choice(
             model_path,
             recorded,
             [
@@ -615,9 +569,9 @@ def segment_images(
             "segment",
         )
     if exported:  # the selection the study predicted the models with, as the sidecar records it
-        sidecar = export.read_sidecar(members[0])
-        selection = export.study_selection(sidecar)
-        if scales is not None and shrinks(scales) and len(export.served_sides(sidecar)) == 1:
+        described = sidecar.read_sidecar(members[0])
+        selection = sidecar.study_selection(described)
+        if scales is not None and shrinks(scales) and len(sidecar.served_sides(described)) == 1:
             raise SonosegError(
                 f"{model_path}: this graph was exported at one input size; --scales needs one exported from a run "
                 "whose study selected scales, or the model.pt (--backend onnxruntime exports it for the scales)"
@@ -644,12 +598,12 @@ def segment_images(
     limit = selected.area_limit
     option = postprocess  # the record names the option given and the post-processing it came to
     if postprocess == "recorded" and exported:  # an exported model: its sidecar's
-        postprocess = sidecar["postprocessing"].get("postprocess", "keep_one")
+        postprocess = described["postprocessing"].get("postprocess", "keep_one")
     elif postprocess == "recorded":
         postprocess = recorded.postprocess()
-    rule = export.sidecar_component_rule(sidecar, rule, members[0], postprocess) if exported else rule or "area"
+    rule = sidecar.sidecar_component_rule(described, rule, members[0], postprocess) if exported else rule or "area"
     # An exported ensemble is one graph that averages its members inside: count them, not the graph.
-    in_graph = len(sidecar.get("ensemble", {}).get("members", [])) if exported else 0
+    in_graph = len(described.get("ensemble", {}).get("members", [])) if exported else 0
     log.info(
         "%s: %s%s, averaged probabilities%s%s; post-processing %s",
         model_path,
@@ -694,6 +648,19 @@ def segment_images(
     return result
 
 
+def require_torch(model_path, backend: str) -> None:
+    """A line saying what to do where torch is needed and cannot be imported: the torch backend, and ONNX
+    Runtime given a model.pt or a run folder (read, and exported, with torch); a model.onnx needs none."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        needs = "--backend torch" if backend == "torch" else f"{model_path}: a model.pt or run folder (exported first)"
+        raise SonosegError(
+            f"{needs} needs PyTorch, which this Python cannot import: install it, or export the model where it is "
+            "(sonoseg export --model MODEL --out model.onnx) and serve model.onnx with --backend onnxruntime"
+        ) from None
+
+
 def segment_each(planned, predictor, result, rule, postprocess, max_pixels, progress, model_path) -> None:
     """segment_images' loop: each (image, mask file) of ``planned`` read, segmented and written; an image
     that cannot be read is added to ``result.failed`` and the others go on."""
@@ -715,7 +682,7 @@ def segment_each(planned, predictor, result, rule, postprocess, max_pixels, prog
             probability = predictor.run(predictor.prepare(rgb))[0]
         except RuntimeError as exc:  # the network's strides and the input size (--size) may not fit
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            if isinstance(exc, torch.OutOfMemoryError) or not SIZE_ERROR.search(first_line):
+            if out_of_memory(exc) or not SIZE_ERROR.search(first_line):
                 raise
             raise SonosegError(
                 f"{model_path}: the network cannot take a {predictor.size}-px input ({first_line})"
@@ -725,6 +692,13 @@ def segment_each(planned, predictor, result, rule, postprocess, max_pixels, prog
 
 # How torch and ONNX Runtime say that a network's strides do not fit an input size (not a device's error).
 SIZE_ERROR = re.compile(r"size|dimension|shape", re.IGNORECASE)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's out-of-memory error (a RuntimeError); none can be without torch loaded."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(exc, torch.OutOfMemoryError)
+
 
 # What read_image notes about an image that changes the mask a user gets, and how segment says it.
 NOTES_TO_WARN = {

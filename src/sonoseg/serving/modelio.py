@@ -1,10 +1,13 @@
 """The model file (``model.pt``) and the training checkpoint: their format, safe loading, atomic
-saving, and the wrapper that turns a network's logits into the probability every consumer serves.
+saving; a study's run folder and the choices recorded beside its models.
 
 A model file is self-contained, as nnU-Net's model folders are: the network's name (and, for a
 network of the user's own, its builder), the weights in fp32, the input size and interpolation, the
 input normalisation and the recipe. Prediction, export, ``segment`` and the cost table read it
-through this module and import no trainer."""
+through this module and import no trainer. torch is imported by the functions that read or write
+a torch file, not with the module: serving an exported graph (the ONNX Runtime backend) reads the
+rest without it. The wrapper that turns a network's logits into the probability every consumer
+serves is sonoseg.serving.probability_model's ProbabilityModel (also importable from here)."""
 
 from __future__ import annotations
 
@@ -19,15 +22,17 @@ import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
-from sonoseg.data.preprocess import DEFAULT_INTERPOLATION, INTERPOLATIONS, MARKS, normalize_tensor
+from sonoseg.data.preprocess import DEFAULT_INTERPOLATION, INTERPOLATIONS, MARKS
 from sonoseg.errors import SonosegError
-from sonoseg.networks import models
 from sonoseg.serving.options import POSTPROCESS_CHOICE, POSTPROCESSES
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 MODEL_FORMAT = "sonoseg-model-v1"
 CHECKPOINT_FORMAT = "sonoseg-checkpoint-v1"
@@ -37,19 +42,25 @@ log = logging.getLogger(__name__)
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 RGB images (N, H, W, 3) to the networks' input: float (N, 3, H, W) in [0, 1]."""
+    import torch
+
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
 
 
-class ProbabilityModel(nn.Module):
-    """[0, 1] RGB -> normalization (if the model was trained with one) -> network -> sigmoid."""
+def images_to_array(images: np.ndarray) -> np.ndarray:
+    """images_to_tensor's values in NumPy, for a network that runs without torch (ONNX Runtime). (Not its
+    memory layout, by which torch chooses its kernels: the torch backend keeps images_to_tensor.)"""
+    return images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
 
-    def __init__(self, network: nn.Module, normalization: dict | None):
-        super().__init__()
-        self.network = network
-        self.normalization = normalization
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.network(normalize_tensor(x, self.normalization)))
+def __getattr__(name: str):
+    """ProbabilityModel, a torch module, imported from sonoseg.serving.probability_model when first asked
+    for here, so that importing this module imports no torch."""
+    if name == "ProbabilityModel":
+        from sonoseg.serving.probability_model import ProbabilityModel
+
+        return ProbabilityModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def fp32_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -57,6 +68,8 @@ def fp32_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
     One copy per tensor, whatever the device and memory format (``.to(copy=True).contiguous()`` copies a
     channels_last tensor twice)."""
+    import torch
+
     return {
         k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format) for k, v in model.state_dict().items()
     }
@@ -69,6 +82,8 @@ def save_atomic(obj, path: str | Path) -> None:
     A failed write (a full disk, a read-only or missing folder) removes the temporary file and raises
     one line naming the file and the cause; torch.save's own error for a full disk names neither
     (``[enforce fail at inline_container.cc] unexpected pos``)."""
+    import torch
+
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     buffer = io.BytesIO()
@@ -92,6 +107,8 @@ def load_checked(path: str | Path, expected_format: str, metadata_only: bool = F
     caller reads the recorded facts, not the weights, so the tensors are memory-mapped rather than read
     (a summary of a paper-scale run reads 15 U-net files of 69 MB for one parameter count); a file that
     cannot be mapped (torch's legacy non-zip format, a file system without mmap) is read in full."""
+    import torch
+
     path = Path(path)
     try:
         try:
@@ -137,6 +154,8 @@ def save_model(path: str | Path, *, network: str, state_dict: dict, **facts) -> 
     """Write a model file: the network's name (and builder, for a network of the user's own), its
     fp32 weights and the facts that serving needs (input_size, input_interpolation, normalization,
     recipe, ...)."""
+    from sonoseg.networks import models
+
     builder = models.builder_spec(network)
     save_atomic(
         {
@@ -153,6 +172,8 @@ def save_model(path: str | Path, *, network: str, state_dict: dict, **facts) -> 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """The network of a model file in eval mode, and the file's facts. A foreign or tampered file,
     weights that do not fit the network, or an unknown interpolation are refused, naming the file."""
+    from sonoseg.networks import models
+
     saved = load_checked(path, MODEL_FORMAT)
     try:
         model = models.build(saved["network"], saved.get("builder"))

@@ -1,8 +1,15 @@
-"""The serving stage's choices, named once: numeric precisions, inference backends and the rules for
-keeping one lesion. Torch-free, so that the run sheet and the command line read them without
-importing torch."""
+"""The serving stage's choices, named once: numeric precisions, devices, inference backends and the rules
+for keeping one lesion. Torch-free, so that the run sheet, the command line and the ONNX Runtime backend
+read them without importing torch."""
+
+import re
+
+from sonoseg.errors import SonosegError
 
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where the device runs it fast (sonoseg.serving.device)
+# The devices sonoseg computes on, as the config schema's train.device pattern admits them.
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+DEVICES = "auto (CUDA when present), cpu, cuda, cuda:<index> (e.g. cuda:0)"
 BACKENDS = ("torch", "onnxruntime")  # what runs a network: PyTorch, or ONNX Runtime on the exported graph
 COMPONENT_RULES = ("area", "contour_points")  # which connected component is the lesion (sonoseg.serving.infer)
 # A pixel is lesion where the network's probability is above this: the mask's threshold (in sonoseg and in
@@ -31,3 +38,11 @@ SHRINK_FOUND_ABOVE_HELP = (
 def shrinks(factors) -> bool:
     """Whether these test-time scales ask for anything beyond the input size (a factor below 1)."""
     return any(0 < f < 1 for f in factors)
+
+
+def check_device_name(requested: str, option: str = "train.device") -> None:
+    """Refuse a device that sonoseg does not compute on (``gpu``, ``mps``, a typo), naming ``option``
+    (the config key or command-line option it came from) and the accepted devices. Touches no CUDA (nor
+    torch), so that a command may check its option before it takes a GPU slot."""
+    if not DEVICE_PATTERN.fullmatch(str(requested)):
+        raise SonosegError(f"{option}: {requested!r} is not a device sonoseg computes on; one of {DEVICES}")

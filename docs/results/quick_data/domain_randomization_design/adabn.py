@@ -2,7 +2,7 @@
 import numpy as np, pandas as pd, torch, cv2
 from sonoseg.serving.modelio import load_model, images_to_tensor
 from sonoseg.serving import infer
-from sonoseg.serving.infer import ProbabilityModel
+from sonoseg.serving.probability_model import ProbabilityModel
 from sonoseg.training.bn_recalibration import recalibrate_batchnorm
 from sonoseg.data.preprocess import load_cache
 from sonoseg.data import split
