@@ -336,16 +336,24 @@ def test_each_change_of_the_data_redoes_the_study_and_its_undoing_does_not(folde
     assert_redoes_the_data_chain(folder_study, f"1 modified: masks/{mask.name}")
     restore()
 
-    # (3) an image added
-    added = data / "images" / "added.png"
-    shutil.copy(image, added)
-    assert_redoes_the_data_chain(folder_study, "1 added: images/added.png")
-    added.unlink()
+    # (3) an image added, with its mask (an image alone, without its mask, stops the planning:
+    # tests/test_plan_layout_check.py)
+    added = [data / "images" / "added.png", data / "masks" / "added.png"]
+    shutil.copy(image, added[0])
+    shutil.copy(mask, added[1])
+    assert_redoes_the_data_chain(folder_study, "2 added: images/added.png, masks/added.png")
+    for path in added:
+        path.unlink()
     assert_nothing_to_do(folder_study)
 
-    # (4) an image removed
+    # (4) an image removed, with its mask and its row of patients.csv
     image.unlink()
-    assert_redoes_the_data_chain(folder_study, f"1 removed: images/{image.name}")
+    mask.unlink()
+    rows = original[csv].splitlines(keepends=True)
+    csv.write_bytes(b"".join(row for row in rows if not row.startswith(image.name.encode() + b",")))
+    assert_redoes_the_data_chain(
+        folder_study, f"2 removed: images/{image.name}, masks/{mask.name}", "1 modified: patients.csv"
+    )
     restore()
 
     # (5) patients.csv edited: two patients' images are found to be one patient's

@@ -507,6 +507,24 @@ def external_options(dataset):
     return {"layout": "folder", **{k: v for k, v in EXTERNALS[dataset].items() if k not in not_ingest}}
 
 
+# Each dataset's layout read at planning as its ingest job will read it (sonoseg.data.manifest.check_layout:
+# ingest's own code, up to the pixels, on the options the job gets), so that a wrong layout, a folder without
+# images, masks missing or a CSV without its column stop `snakemake -n`, naming the dataset's config key,
+# not the ingest job after the queue. Once, by the main process, on the file lists the fingerprint made
+# (the phantom: nothing to read before it is made).
+if workflow.is_main_process:
+    # the config key declaring each dataset -> (the options its ingest job gets, its fingerprint record)
+    _INGESTED = {f"external_datasets {name!r}": (external_options(name), f"external_{name}") for name in EXTERNALS}
+    if DATASET["layout"] != "synthetic":
+        _INGESTED = {"dataset": (json.loads(get_dataset_options()), "dataset"), **_INGESTED}
+    _LAYOUT_PROBLEMS = config_check.dataset_problems(
+        {key: options for key, (options, _) in _INGESTED.items()},
+        {key: provenance.record_paths(DATA_CHECK.records[source]) for key, (_, source) in _INGESTED.items()},
+    )
+    if _LAYOUT_PROBLEMS:
+        raise ValueError(config_check.datasets_message(_LAYOUT_PROBLEMS))
+
+
 def overlap_records():
     """Each external set's overlap.csv (what its tests left out), name -> path."""
     return {name: layout.external_overlap(OUT, name) for name in EXTERNALS}

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,33 +65,36 @@ class Layout:
 # ----------------------------------------------------------------------------- walking the root
 
 
-def list_files(root: Path) -> tuple[list[Path], dict[Path, str]]:
-    """All regular files under root (resolved), and the links refused because they leave it."""
+def list_files(root: Path, listed: Iterable[Path] | None = None) -> tuple[list[Path], dict[Path, str]]:
+    """All regular files under root (resolved), and the links refused because they leave it, lead to a
+    folder or lead nowhere. ``listed``: the paths under the resolved root that a walk of it already found
+    (sonoseg.data.provenance.dataset_files, at planning: every file but the junk, which a layout lists as
+    ignored only, and every link), sorted here as the walk's would be without walking the root again."""
     root = root.resolve()
     files, refused = [], {}
+    for path in _walk(root) if listed is None else listed:
+        if path.is_symlink():
+            target = path.resolve()
+            if not _inside(target, root):
+                refused[path] = "symbolic link leaves the dataset root"
+                continue
+            if target.is_dir():
+                refused[path] = "symbolic link to a folder (not followed)"
+                continue
+            if not target.exists():
+                refused[path] = "broken symbolic link"
+                continue
+        if path.is_file():
+            files.append(path)
+    return sorted(files), refused
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Every file and every link under root, a link to a folder not followed (but given)."""
     for directory, subdirs, names in os.walk(root, followlinks=False):
         here = Path(directory)
-        for name in sorted(subdirs):
-            link = here / name
-            if link.is_symlink():
-                refused[link] = (
-                    "symbolic link leaves the dataset root"
-                    if not _inside(link.resolve(), root)
-                    else "symbolic link to a folder (not followed)"
-                )
-        for name in sorted(names):
-            path = here / name
-            if path.is_symlink():
-                target = path.resolve()
-                if not _inside(target, root):
-                    refused[path] = "symbolic link leaves the dataset root"
-                    continue
-                if not target.exists():
-                    refused[path] = "broken symbolic link"
-                    continue
-            if path.is_file():
-                files.append(path)
-    return sorted(files), refused
+        yield from (here / name for name in sorted(subdirs) if (here / name).is_symlink())
+        yield from (here / name for name in sorted(names))
 
 
 def _inside(path: Path, root: Path) -> bool:

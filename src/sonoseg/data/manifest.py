@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -27,6 +29,7 @@ from sonoseg.data.imageio import MASK_SEPARATOR, orientation_note, problem_with_
 from sonoseg.data.layouts import (
     LAYOUTS,
     Candidate,
+    Layout,
     busbra_layout,
     busi_layout,
     folder_layout,
@@ -177,23 +180,7 @@ def ingest(
     (-1: no search, 64: every pair) are candidates; a candidate pair is merged into one split group
     only when, aligned, its speckle similarity reaches ``near_duplicate_similarity``.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise SonosegError(f"root: folder not found: {root}")
-    if layout not in LAYOUTS:
-        raise SonosegError(f"layout: {layout!r} is not one of {LAYOUTS}")
-    if on_bad_sample not in ("fail", "exclude"):
-        raise SonosegError(f"on_bad_sample: {on_bad_sample!r} is not 'fail' or 'exclude'")
-    if dataset_csv and layout != "folder":  # the other layouts name their files themselves
-        raise SonosegError(f"csv: {dataset_csv!r} is read by the folder layout only, and layout is {layout!r}")
-    given, root = root, root.resolve()
-    files, refused_links = list_files(root)
-    if layout == "folder":
-        found = folder_layout(root, files, dataset_csv)
-    elif layout == "busi":
-        found = busi_layout(root, files, include_normal)
-    else:
-        found = busbra_layout(root, files)
+    given, root, files, refused_links, found = _read_layout(root, layout, on_bad_sample, dataset_csv, include_normal)
 
     rows, problems = [], []
     groups = _Groups()
@@ -250,7 +237,7 @@ def ingest(
             status, reason = "included", ""
         spacing = candidate.extra.get(spacing_column, "") if spacing_column else (pixel_spacing or "")
         if spacing_column and status == "included" and not _is_positive_number(spacing):
-            raise SonosegError(f"pixel_spacing: column {spacing_column!r} has no valid value for {candidate.image}")
+            raise _no_spacing(spacing_column, candidate)
         rows.append(
             {
                 "sample_id": sample_id,
@@ -275,7 +262,7 @@ def ingest(
         problems.append((path, reason))
         rows.append({"sample_id": "", "image": str(path), "status": "excluded", "reason": reason})
     for path, reason in sorted({**found.orphans, **refused_links}.items()):
-        is_problem = is_image_name(path, root) or path in refused_links
+        is_problem = _is_problem_file(path, root, refused_links)
         if is_problem:
             problems.append((path, reason))
         rows.append(
@@ -295,15 +282,123 @@ def ingest(
     manifest = manifest[MANIFEST_COLUMNS + [c for c in manifest.columns if c not in MANIFEST_COLUMNS]]
     _log_counts(manifest, len(files) + len(refused_links))
     if problems and on_bad_sample == "fail":
-        listing = "\n".join(f"  {path}: {reason}" for path, reason in problems)
-        raise SonosegError(
-            f"dataset {root}: {len(problems)} problem(s) found (on_bad_sample: fail):\n{listing}\n"
-            f"Fix them, or set on_bad_sample: exclude in {SETTINGS_OF} to leave these files out (each is listed in "
-            "the manifest)."
-        )
+        raise _problems_found(root, problems)
     if not (manifest["status"] == "included").any():
-        raise SonosegError(f"dataset {root}: no usable image-mask pair found for layout {layout!r}")
+        raise _nothing_usable(root, layout)
     return manifest
+
+
+class _Reading(NamedTuple):
+    """A dataset's files as its layout pairs them, before any pixel is read."""
+
+    given: Path  # the root as given
+    root: Path  # resolved
+    files: list[Path]
+    refused_links: dict[Path, str]
+    found: Layout
+
+
+def _read_layout(
+    root: str | Path,
+    layout: str,
+    on_bad_sample: str,
+    dataset_csv: str | None,
+    include_normal: bool,
+    listed: Iterable[Path] | None = None,
+) -> _Reading:
+    """ingest's settings checked, the files under the root listed (``listed``: see check_layout) and
+    paired by the layout: everything the ingest reads before the pixels."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SonosegError(f"root: folder not found: {root}")
+    if layout not in LAYOUTS:
+        raise SonosegError(f"layout: {layout!r} is not one of {LAYOUTS}")
+    if on_bad_sample not in ("fail", "exclude"):
+        raise SonosegError(f"on_bad_sample: {on_bad_sample!r} is not 'fail' or 'exclude'")
+    if dataset_csv and layout != "folder":  # the other layouts name their files themselves
+        raise SonosegError(f"csv: {dataset_csv!r} is read by the folder layout only, and layout is {layout!r}")
+    given, root = root, root.resolve()
+    files, refused_links = list_files(root, listed)
+    if layout == "folder":
+        found = folder_layout(root, files, dataset_csv)
+    elif layout == "busi":
+        found = busi_layout(root, files, include_normal)
+    else:
+        found = busbra_layout(root, files)
+    return _Reading(given, root, files, refused_links, found)
+
+
+def _is_problem_file(path: Path, root: Path, refused_links: dict[Path, str]) -> bool:
+    """Whether a file the layout pairs with nothing is a problem (an image: a scan left out unseen; a link
+    the ingest refuses), not a file ignored (notes, junk)."""
+    return is_image_name(path, root) or path in refused_links
+
+
+def _no_spacing(column: str, candidate: Candidate) -> SonosegError:
+    return SonosegError(f"pixel_spacing: column {column!r} has no valid value for {candidate.image}")
+
+
+def _problems_found(root: Path, problems: list[tuple[Path, str]]) -> SonosegError:
+    listing = "\n".join(f"  {path}: {reason}" for path, reason in problems)
+    return SonosegError(
+        f"dataset {root}: {len(problems)} problem(s) found (on_bad_sample: fail):\n{listing}\n"
+        f"Fix them, or set on_bad_sample: exclude in {SETTINGS_OF} to leave these files out (each is listed in "
+        "the manifest)."
+    )
+
+
+def _nothing_usable(root: Path, layout: str) -> SonosegError:
+    return SonosegError(f"dataset {root}: no usable image-mask pair found for layout {layout!r}")
+
+
+# ingest's settings that the layout reads (the near_duplicate_* settings are about pixels only).
+LAYOUT_SETTINGS = ("on_bad_sample", "dataset_csv", "include_normal", "pixel_spacing")
+
+
+def check_layout(
+    root: str | Path,
+    layout: str,
+    on_bad_sample: str = "fail",
+    dataset_csv: str | None = None,
+    include_normal: bool = False,
+    pixel_spacing: float | str | None = None,
+    listed: Iterable[Path] | None = None,
+) -> int:
+    """What ``ingest`` with these settings finds before it reads a pixel, raised as ingest raises it: its
+    settings, the layout's folders and CSVs (a missing folder or column, a row naming no file, an image
+    listed twice), images without masks and masks without images, ambiguous names, links the ingest
+    refuses, files in image formats sonoseg does not read, a ``pixel_spacing`` column without a value, a
+    dataset where nothing pairs. The same code as ingest's, up to the pixels; what only the pixels tell (an
+    unreadable file, a mask of another size, duplicates) is left to ingest. The workflow runs it at
+    planning, on every dataset it ingests (sonoseg.study.config_check.dataset_problems).
+
+    ``listed``: the paths under the resolved root that a walk already found (the fingerprint's,
+    sonoseg.data.provenance.record_paths), so that the root is not walked twice; it leaves out the junk
+    files, which a layout lists as ignored and never as a problem. Returns how many images the layout
+    pairs with their masks (ingest may still exclude some for their pixels)."""
+    reading = _read_layout(root, layout, on_bad_sample, dataset_csv, include_normal, listed)
+    candidates = reading.found.candidates
+    paired = [c for c in candidates if not c.problems and not c.excluded_by_choice]
+    spacing_column = pixel_spacing if isinstance(pixel_spacing, str) else None
+    if spacing_column:
+        # ingest refuses the first included image without a spacing; ``paired`` are those it may include.
+        # With on_bad_sample: exclude one may yet be left out for its pixels, so only a column that no
+        # paired image has a value in is sure to stop it.
+        lacking = [c for c in paired if not _is_positive_number(c.extra.get(spacing_column, ""))]
+        if lacking and (on_bad_sample == "fail" or len(lacking) == len(paired)):
+            raise _no_spacing(spacing_column, lacking[0])
+    problems = [(c.image, "; ".join(c.problems)) for c in candidates if c.problems]
+    problems += sorted(reading.found.problem_files.items())
+    problems += [
+        (path, reason)
+        for path, reason in sorted({**reading.found.orphans, **reading.refused_links}.items())
+        if _is_problem_file(path, reading.root, reading.refused_links)
+    ]
+    if problems and on_bad_sample == "fail":
+        raise _problems_found(reading.root, problems)
+    if not paired:
+        raise _nothing_usable(reading.root, layout)
+    return len(paired)
 
 
 def _paths_as_written(manifest: pd.DataFrame, resolved: Path, given: Path) -> None:

@@ -10,3 +10,13 @@ PARTS = ("train", "val", "test")  # the parts of a split
 # reliance runs read such a cache (a model trained with the marks kept, tested without them).
 UNMARKED = "unmarked"
 CACHE_MARKS = (*MARKS, UNMARKED)
+# A dataset's config keys (the dataset section, or an external_datasets entry) -> sonoseg.data.ingest's
+# parameters: `sonoseg ingest --options` and the planning's layout check read them through this one map.
+INGEST_SETTINGS = {
+    "on_bad_sample": "on_bad_sample",
+    "csv": "dataset_csv",
+    "include_normal": "include_normal",
+    "pixel_spacing": "pixel_spacing",
+    "near_duplicate_distance": "near_duplicate_distance",
+    "near_duplicate_similarity": "near_duplicate_similarity",
+}

@@ -232,6 +232,14 @@ def folder_record(name: str, root: str | Path, hashes: HashCache, setting: str =
     return record
 
 
+def record_paths(record: Record) -> list[Path]:
+    """The paths a folder's record lists (every file under the folder but the junk, every link), under its
+    root resolved: a listing that a reader of the same folder at the same start need not walk again (the
+    workflow's check of each dataset's layout at planning, sonoseg.data.manifest.check_layout)."""
+    root = Path(record.root).resolve()
+    return [root / name for name in record.files]
+
+
 def file_record(name: str, path: str | Path, hashes: HashCache, what: str) -> Record:
     path = Path(path)
     if not path.is_file():

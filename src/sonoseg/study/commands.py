@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from sonoseg.data.options import INGEST_SETTINGS
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
-from sonoseg.serving.options import shrinks
+from sonoseg.serving.options import check_device_name, shrinks
 
 log = logging.getLogger("sonoseg")
 
@@ -35,16 +36,6 @@ def cmd_synth(args) -> None:
     )
     synth.write_dataset(args.outdir, args.patients, args.seed, size, options)
     log.info("wrote %d patients x 2 views to %s", args.patients, args.outdir)
-
-
-INGEST_SETTINGS = {  # config key (dataset section) -> sonoseg.data.ingest parameter
-    "on_bad_sample": "on_bad_sample",
-    "csv": "dataset_csv",
-    "include_normal": "include_normal",
-    "pixel_spacing": "pixel_spacing",
-    "near_duplicate_distance": "near_duplicate_distance",
-    "near_duplicate_similarity": "near_duplicate_similarity",
-}
 
 
 def cmd_ingest(args) -> None:
@@ -408,8 +399,6 @@ def cmd_choose_postprocess(args) -> None:
 
 def cmd_segment(args) -> None:
     _refuse_scale_rules_without_their_base(args)
-    from sonoseg.serving.device import check_device_name
-
     check_device_name(args.device, "--device")  # before waiting for a GPU slot
     slot = _gpu_slot(args.device) if args.backend == "torch" else None  # noqa: F841
     from sonoseg.serving import infer

@@ -1,5 +1,6 @@
 """The study config checked against its schema (workflow/schemas/config.schema.yaml) before anything is
-planned, with one short line per problem naming the key.
+planned, with one short line per problem naming the key; and each dataset it declares read as its ingest
+job will read it (dataset_problems), so that a wrong layout stops the planning, not a job.
 
 Snakemake's own validation stops at the first problem and prints the whole schema and config with it
 (some 2,000 lines for a misspelt key). Two parts of the config are open objects there and so were never
@@ -11,10 +12,13 @@ checked here against the train section's own definition of that setting, so that
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 from jsonschema import Draft202012Validator
+
+from sonoseg.errors import SonosegError
 
 SHOWN = 80  # characters of a bad value shown in a message
 # A number in exponent form without a dot, which YAML 1.1 (PyYAML) reads as text.
@@ -40,6 +44,39 @@ def problems(config: dict, schema: dict) -> list[str]:
 def message(found: list[str]) -> str:
     return f"{len(found)} problem(s) in the config (workflow/schemas/config.schema.yaml):\n" + "\n".join(
         f"  {line}" for line in found
+    )
+
+
+def dataset_problems(datasets: dict[str, dict], listed: dict[str, Iterable[Path]] | None = None) -> list[str]:
+    """Each dataset the study ingests, read as its ingest job will read it, before any job runs: the same
+    code (sonoseg.data.manifest.check_layout, which is ingest's up to the pixels), so that a dataset declared
+    with the wrong layout, a folder without images, masks missing or a CSV without its column stops the
+    planning, not the ingest job after the queue. ``datasets``: the config key declaring each ('dataset',
+    "external_datasets 'udiat'") -> the options its job gets (``sonoseg ingest --options``, read through
+    sonoseg.data.options.INGEST_SETTINGS); ``listed``: the key -> the files under its root, already listed
+    (sonoseg.data.provenance.record_paths). One problem per dataset, 'config KEY (layout L, root R): what
+    the ingest would say' (empty when none)."""
+    from sonoseg.data.manifest import LAYOUT_SETTINGS, check_layout
+    from sonoseg.data.options import INGEST_SETTINGS
+
+    found = []
+    for key, options in datasets.items():
+        settings = {
+            parameter: options[setting]
+            for setting, parameter in INGEST_SETTINGS.items()
+            if setting in options and parameter in LAYOUT_SETTINGS
+        }
+        try:
+            check_layout(options["root"], options["layout"], **settings, listed=(listed or {}).get(key))
+        except SonosegError as exc:
+            found.append(f"config {key} (layout {options['layout']}, root {options['root']}): {exc}")
+    return found
+
+
+def datasets_message(found: list[str]) -> str:
+    return (
+        f"{len(found)} dataset(s) in the config cannot be ingested as declared (each read as its ingest job "
+        "would read it; no job has run). What each layout expects: README.md, 'Your own data'.\n" + "\n".join(found)
     )
 
 
