@@ -607,3 +607,42 @@ def test_the_report_draws_the_generalization_table(tmp_path):
     bottom = slice(noted.shape[0] - 12, noted.shape[0])
     assert noted.shape == drawn.shape[:2] and (noted[bottom] < 128).any()
     assert not (cv2.cvtColor(drawn, cv2.COLOR_BGR2GRAY)[bottom] < 128).any()
+
+
+def test_what_an_external_sets_ingest_left_out_is_said_with_its_table(tmp_path):
+    """A BUSI set read with on_bad_sample: exclude: an image without its mask and a normal scan (include_normal
+    false) are left out at ingest; the generalization table's caption and figure say so, not the log alone."""
+    import cv2
+
+    from sonoseg import data
+    from sonoseg.study import cli
+
+    busi = tmp_path / "busi"
+    lesion = np.zeros((48, 64), np.uint8)
+    lesion[10:30, 20:40] = 255
+    scan = np.random.default_rng(0).integers(0, 255, (48, 64), dtype=np.uint8)
+    for name, mask in (("benign/benign (1)", lesion), ("malignant/malignant (1)", lesion), ("normal/normal (1)", None)):
+        (busi / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(busi / f"{name}.png"), scan)
+        cv2.imwrite(str(busi / f"{name}_mask.png"), lesion * 0 if mask is None else mask)
+    cv2.imwrite(str(busi / "benign" / "benign (2).png"), scan)  # no mask
+    manifest = data.ingest(busi, "busi", on_bad_sample="exclude")
+    note = generalization.ingest_note(manifest, "ext")
+    assert note == (
+        "ext: 2 file(s) left out at ingest, 1 with a problem (on_bad_sample: exclude) and 1 normal scan(s) "
+        "(include_normal: false); each is listed with its reason in external/ext/manifest.csv."
+    )
+    assert generalization.ingest_note(manifest[manifest["status"] != "excluded"], "ext") == ""
+
+    per_image = _long_table(tmp_path)
+    results.write_table(per_image, tmp_path / "per_image.csv.gz")
+    manifest.to_csv(tmp_path / "ext_manifest.csv", index=False)  # as sonoseg ingest writes it
+    out = tmp_path / "tables" / "generalization.csv"
+    common = ["--networks", "unet", "--datasets", "ext=held_out", "--manifests", f"ext={tmp_path / 'ext_manifest.csv'}"]
+    assert (
+        cli.main(["generalization", "--per-image", str(tmp_path / "per_image.csv.gz"), *common, "--out", str(out)]) == 0
+    )
+    assert out.with_suffix(".md").read_text().split("\n")[0].endswith(note)
+    figure = tmp_path / "generalization.png"
+    assert cli.main(["report-generalization", "--table", str(out), common[4], common[5], "--out", str(figure)]) == 0
+    assert figure.stat().st_size > 0

@@ -530,6 +530,11 @@ def overlap_records():
     return {name: layout.external_overlap(OUT, name) for name in EXTERNALS}
 
 
+def external_manifests():
+    """Each external set's manifest (what its ingest read and left out), name -> path."""
+    return {name: layout.external_manifest(OUT, name) for name in EXTERNALS}
+
+
 def named_paths(paths):
     """name -> path as a command's NAME=PATH arguments."""
     return " ".join(f"{name}={path}" for name, path in paths.items())

@@ -66,6 +66,7 @@ rule report_generalization:
     input:
         table=f"{OUT}/tables/generalization.csv",
         overlap=list(overlap_records().values()),
+        manifests=list(external_manifests().values()),
         code=ANALYSIS_CODE,
     output:
         report(
@@ -80,8 +81,10 @@ rule report_generalization:
         CONDA_ENV
     params:
         overlap=named_paths(overlap_records()),
+        manifests=named_paths(external_manifests()),
     shell:
-        "sonoseg report-generalization --table {input.table} --overlap {params.overlap} --out {output} > {log} 2>&1"
+        "sonoseg report-generalization --table {input.table} --overlap {params.overlap} "
+        "--manifests {params.manifests} --out {output} > {log} 2>&1"
 
 
 rule report_curves:

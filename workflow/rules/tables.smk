@@ -158,6 +158,7 @@ rule generalization:
     input:
         per_image=PER_IMAGE,
         overlap=list(overlap_records().values()),  # what each set's tests left out
+        manifests=list(external_manifests().values()),  # and what its ingest left out
         code=ANALYSIS_CODE,
     output:
         csv=f"{OUT}/tables/generalization.csv",
@@ -172,10 +173,11 @@ rule generalization:
         datasets=" ".join(f"{name}={entry.get('role', 'held_out')}" for name, entry in EXTERNALS.items()),
         seed=REPORT_SEED,
         overlap=named_paths(overlap_records()),
+        manifests=named_paths(external_manifests()),
     shell:
         "sonoseg generalization --per-image {input.per_image} --networks {params.networks} "
-        "--datasets {params.datasets} --overlap {params.overlap} --seed {params.seed} --out {output.csv} "
-        "{params.custom} > {log} 2>&1"
+        "--datasets {params.datasets} --overlap {params.overlap} --manifests {params.manifests} "
+        "--seed {params.seed} --out {output.csv} {params.custom} > {log} 2>&1"
 
 
 rule equivalence:

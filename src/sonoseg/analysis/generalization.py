@@ -40,7 +40,8 @@ COLUMNS = [
 
 def variants(per_image: pd.DataFrame) -> pd.Series:
     """Each row's use of its models: ensemble (members averaged), tta (flip-averaged) or single."""
-    members = per_image["members"].fillna("").astype(str).str.strip() != ""
+    # A column of no members at all is read back as floats (NaN): emptiness is what counts.
+    members = per_image["members"].astype("string").fillna("").str.strip() != ""
     tta = per_image["tta"].astype(str).str.lower() == "true"
     return pd.Series(["ensemble" if m else "tta" if t else "single" for m, t in zip(members, tta)], per_image.index)
 

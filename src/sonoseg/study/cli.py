@@ -436,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overlap", nargs="*", default=[], help="NAME=overlap.csv per external set: what its tests left out"
     )
+    p.add_argument(
+        "--manifests", nargs="*", default=[], help="NAME=manifest.csv per external set: what its ingest left out"
+    )
     p.add_argument("--out", required=True, help="the CSV; .md beside it")
     p.set_defaults(func=commands.cmd_generalization)
 
@@ -520,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", required=True, help="tables/generalization.csv")
     p.add_argument(
         "--overlap", nargs="*", default=[], help="NAME=overlap.csv per external set: what its tests left out"
+    )
+    p.add_argument(
+        "--manifests", nargs="*", default=[], help="NAME=manifest.csv per external set: what its ingest left out"
     )
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_report_generalization)

@@ -512,19 +512,27 @@ def cmd_generalization(args) -> None:
     per_image = results.read_per_image(args.per_image)
     roles = dict(_name_value(item, "--datasets") for item in args.datasets)
     table = generalization.generalization_table(per_image, args.networks, roles, args.seed)
-    notes = _overlap_notes(args.overlap) + generalization.lesionless_notes(table)
+    notes = _left_out_notes(args) + generalization.lesionless_notes(table)
     generalization.write(table, args.out, notes)
     log.info("generalization:\n%s", generalization.markdown(table, notes))
 
 
-def _overlap_notes(items: list[str]) -> list[str]:
-    """What each external set's tests left out, from --overlap NAME=overlap.csv: a caption's sentences."""
+def _left_out_notes(args) -> list[str]:
+    """A caption's sentences: what each external set's ingest left out (--manifests NAME=manifest.csv) and
+    what its tests left out as shared with another dataset (--overlap NAME=overlap.csv)."""
+    from sonoseg import data
+    from sonoseg.analysis import generalization
     from sonoseg.data import overlap
 
-    return [
-        overlap.describe(overlap.read_record(record_csv), dataset)
-        for dataset, record_csv in (_name_value(item, "--overlap") for item in items)
+    ingest = [
+        generalization.ingest_note(data.read_manifest(manifest_csv), dataset)
+        for dataset, manifest_csv in (_name_value(item, "--manifests") for item in args.manifests)
     ]
+    tests = [
+        overlap.describe(overlap.read_record(record_csv), dataset)
+        for dataset, record_csv in (_name_value(item, "--overlap") for item in args.overlap)
+    ]
+    return ingest + tests
 
 
 def cmd_table(args) -> None:
@@ -613,7 +621,7 @@ def cmd_report_generalization(args) -> None:
     from sonoseg.analysis import generalization
 
     table = generalization.read(args.table)
-    generalization.plot(table, args.out, _overlap_notes(args.overlap) + generalization.lesionless_notes(table))
+    generalization.plot(table, args.out, _left_out_notes(args) + generalization.lesionless_notes(table))
 
 
 def cmd_report_curves(args) -> None:
