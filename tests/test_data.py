@@ -220,6 +220,49 @@ def test_busi_mask_suffix_in_capitals(tmp_path):
     assert "merged_masks:2" in samples.loc["benign__benign_9", "flags"]
 
 
+BUSI_CLASSES_WARNING = "BUSI's classes are benign, malignant and normal"
+
+
+def build_busi_capitalised(root: Path):
+    """build_busi's tree with its class folders renamed Benign/ Malignant/ Normal/."""
+    build_busi(root)
+    for label in ("benign", "malignant", "normal"):
+        (root / label).rename(root / label.capitalize())
+
+
+def test_busi_class_folders_in_capitals_are_its_classes(tmp_path, caplog):
+    """Benign/ Malignant/ Normal/, as some copies of BUSI name them: its classes, lower-case; Normal/ left out."""
+    build_busi_capitalised(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="sonoseg.data.layouts"):
+        manifest = data.ingest(tmp_path, "busi")
+    assert sorted(manifest["class"].unique()) == ["benign", "malignant", "normal"]
+    normal = manifest[manifest["class"] == "normal"]
+    assert len(normal) == 2 and (normal["status"] == "excluded").all()
+    assert normal["reason"].str.contains("include_normal: false").all()
+    assert len(data.included(manifest)) == 6
+    assert not [r for r in caplog.records if BUSI_CLASSES_WARNING in r.getMessage()]
+
+
+def test_busi_normal_folder_in_capitals_is_included_when_asked_for(tmp_path):
+    build_busi_capitalised(tmp_path)
+    samples = data.included(data.ingest(tmp_path, "busi", include_normal=True))
+    assert len(samples) == 8
+    assert (samples["class"] == "normal").sum() == 2
+
+
+def test_busi_other_folder_is_a_class_of_its_own_warned_of_once(tmp_path, caplog):
+    """A folder other than benign/ malignant/ normal/ (any case) keeps its name as the class, with one warning."""
+    build_busi(tmp_path)
+    (tmp_path / "malignant").rename(tmp_path / "Suspicious")
+    with caplog.at_level(logging.WARNING, logger="sonoseg.data.layouts"):
+        manifest = data.ingest(tmp_path, "busi")
+    suspicious = data.included(manifest)[lambda frame: frame["image"].str.contains("Suspicious")]
+    assert len(suspicious) == 3 and (suspicious["class"] == "Suspicious").all()
+    warned = [r.getMessage() for r in caplog.records if BUSI_CLASSES_WARNING in r.getMessage()]
+    assert warned == [f"{BUSI_CLASSES_WARNING}; folder Suspicious taken as a class of its own"]
+    assert [r.levelname for r in caplog.records if BUSI_CLASSES_WARNING in r.getMessage()] == ["WARNING"]
+
+
 def build_busbra(root: Path):
     for patient, views in (("0001", "lr"), ("0002", "l"), ("0003", "lr")):
         for view in views:

@@ -310,3 +310,48 @@ def test_export_of_a_model_file_out_of_its_run_folder_warns_as_segment_does(tmp_
     with caplog.at_level(logging.WARNING):
         export.export(member, tmp_path / "member.onnx")
     assert "no postprocess.json" not in caplog.text
+
+
+# ----------------------------------------------------------------------------- BUSI's masks among the images
+
+
+def test_busi_masks_given_among_the_images_are_warned_of_and_segmented(tmp_path, monkeypatch, caplog):
+    """`segment busi/benign/*` catches BUSI's ground truth (NAME_mask.png, NAME_mask_1.png, any case): one
+    warning names them; they are segmented all the same (an image may be so named)."""
+    model = brightness_model(tmp_path, monkeypatch)
+    names = ["benign (1).png", "benign (1)_mask.png", "benign (1)_mask_1.png", "benign (2)_MASK.png"]
+    scans = [two_blobs(tmp_path / "benign" / name) for name in names]
+    with caplog.at_level(logging.WARNING, logger="sonoseg.serving.infer"):
+        infer.segment_images(model, scans, tmp_path / "out", device="cpu")
+    warned = [r.getMessage() for r in caplog.records if "like" in r.getMessage() and "mask" in r.getMessage()]
+    assert warned == [
+        "3 images look like masks (NAME_mask.png, BUSI's naming): benign (1)_mask.png, benign (1)_mask_1.png, "
+        "benign (2)_MASK.png: segmented as images anyway; leave them out of the images given"
+    ]
+    for name in names:
+        assert (tmp_path / "out" / name.replace(".png", "_mask.png")).is_file()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sonoseg.serving.infer"):
+        infer.segment_images(model, scans[:2], tmp_path / "out", device="cpu")
+    assert [r.getMessage() for r in caplog.records if "looks like a mask" in r.getMessage()] == [
+        f"{scans[1]}: looks like a mask (NAME_mask.png, BUSI's naming): segmented as an image anyway; leave it out "
+        "of the images given"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sonoseg.serving.infer"):
+        infer.segment_images(model, scans[:1], tmp_path / "out", device="cpu")  # the image alone: no warning
+    assert not [r for r in caplog.records if "like a mask" in r.getMessage() or "like masks" in r.getMessage()]
+
+
+def test_a_long_list_of_busi_masks_is_named_in_part(tmp_path, caplog):
+    """More masks than a log line names: the first few and how many more, on one line."""
+    images = [tmp_path / f"benign ({number})_mask.png" for number in range(1, 9)]
+    for image in images:
+        image.touch()
+    with caplog.at_level(logging.WARNING, logger="sonoseg.serving.infer"):
+        infer.mask_files(images, tmp_path / "out")
+    assert [r.getMessage() for r in caplog.records] == [
+        "8 images look like masks (NAME_mask.png, BUSI's naming): benign (1)_mask.png, benign (2)_mask.png, "
+        "benign (3)_mask.png, benign (4)_mask.png, benign (5)_mask.png, … (3 more): segmented as images anyway; "
+        "leave them out of the images given"
+    ]

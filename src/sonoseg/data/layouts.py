@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 LAYOUTS = ("folder", "busi", "busbra")
 BUSI_MASK = re.compile(r"^(?P<name>.+)_mask(?:_(?P<part>\d+))?$", re.IGNORECASE)  # NAME_MASK.png too
+BUSI_CLASSES = ("benign", "malignant", "normal")  # its folders; Benign/ (as some copies name them) is benign
 BUSBRA_IMAGE = re.compile(r"^bus_(?P<patient>[^-]+)-(?P<view>.+)$")
 # The flag of an image of images/ that patients.csv names in no row (it is its own patient).
 NOT_IN_PATIENTS_CSV = "not_in_patients_csv"
@@ -307,7 +308,7 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
             patients_csv,
             len(not_listed),
             NOT_IN_PATIENTS_CSV,
-            _first_names(not_listed),
+            first_names(not_listed),
         )
     for m in masks:
         if m not in used_masks:
@@ -395,9 +396,9 @@ def _differences(rows: list[dict]) -> str:
     return f"{', '.join(described[:-1])} and {described[-1]}" if len(described) > 1 else "".join(described)
 
 
-def _first_names(paths: list[Path]) -> str:
-    """The first NAMES_SHOWN file names, and how many more."""
-    shown = ", ".join(p.name for p in paths[:NAMES_SHOWN])
+def first_names(paths: list[Path] | list[str]) -> str:
+    """The first NAMES_SHOWN file names (or names given as text), and how many more."""
+    shown = ", ".join(p.name if isinstance(p, Path) else p for p in paths[:NAMES_SHOWN])
     return shown + (f", … ({len(paths) - NAMES_SHOWN} more)" if len(paths) > NAMES_SHOWN else "")
 
 
@@ -475,16 +476,33 @@ def _explicit_csv_layout(root: Path, files: list[Path], dataset_csv: str) -> Lay
     return Layout(candidates, {csv_path}, orphans)
 
 
+def busi_mask_name(path: Path) -> re.Match | None:
+    """The match of BUSI's mask naming (NAME_mask.png, NAME_mask_N.png, _MASK in any case: its name and
+    part) in a file's name, or None. The layout pairs masks so; segment warns of masks given as images."""
+    return BUSI_MASK.match(path.stem)
+
+
+def busi_class(folder: str, unknown: set[str]) -> str:
+    """The class of an image in ``folder``: BUSI's own (benign, malignant, normal) in any case, lower-case
+    as BUSI names them; any other folder name as it is, added to ``unknown`` (warned of once)."""
+    canonical = folder.casefold()
+    if canonical in BUSI_CLASSES:
+        return canonical
+    unknown.add(folder)
+    return folder
+
+
 def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
-    """BUSI: benign/ malignant/ normal/; NAME.png with NAME_mask.png and NAME_mask_N.png."""
+    """BUSI: benign/ malignant/ normal/ (any case); NAME.png with NAME_mask.png and NAME_mask_N.png."""
     files, junk = _set_aside_junk(root, files)
     candidates, orphans = [], {}
     images: dict[tuple[Path, str], list[Path]] = {}
     masks: dict[tuple[Path, str], list[Path]] = {}
+    other_classes: set[str] = set()
     for f in files:
         if not is_image_name(f):
             continue
-        match = BUSI_MASK.match(f.stem)
+        match = busi_mask_name(f)
         if match:
             masks.setdefault((f.parent, match["name"]), []).append(f)
         else:
@@ -493,7 +511,7 @@ def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
         mask_files = sorted(masks.pop(key, []), key=lambda p: p.name)
         ambiguous_masks, mask_files = (mask_files, []) if len(namesakes) > 1 else ([], mask_files)
         for image in sorted(namesakes):  # x.png and x.jpg: which one x_mask.png outlines is not said
-            label = image.parent.name
+            label = busi_class(image.parent.name, other_classes)
             candidate = Candidate(image, mask_files, patient=_relative_id(root, image), label=label)
             if len(namesakes) > 1:
                 _ambiguous_images(candidate, namesakes, f"name {key[1]}", ambiguous_masks, orphans)
@@ -502,6 +520,14 @@ def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
             if label == "normal" and not include_normal:
                 candidate.excluded_by_choice = "normal image left out (dataset.include_normal: false)"
             candidates.append(candidate)
+    if other_classes:
+        folders = sorted(other_classes)
+        log.warning(
+            "BUSI's classes are %s; %s taken as %s",
+            f"{', '.join(BUSI_CLASSES[:-1])} and {BUSI_CLASSES[-1]}",
+            f"folder {folders[0]}" if len(folders) == 1 else f"folders {first_names(folders)}",
+            "a class of its own" if len(folders) == 1 else "classes of their own",
+        )
     for leftover in masks.values():
         for m in leftover:
             orphans[m] = "mask without image"

@@ -19,6 +19,7 @@ import pandas as pd
 from scipy import ndimage
 
 from sonoseg.data.imageio import MAX_IMAGE_PIXELS, read_image
+from sonoseg.data.layouts import busi_mask_name, first_names
 from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache
 from sonoseg.errors import SonosegError
 from sonoseg.serving import interpolate, sidecar
@@ -719,7 +720,7 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
     would share one file (names compared regardless of case, as macOS and Windows file systems do), and
     an --outdir that is a folder of the images (BUSI keeps its ground truth there as NAME_mask.png, the
     very name segment writes; a user's masks may lie there too), whether the images are named through a
-    link or not."""
+    link or not. Images named as BUSI names its masks are warned of, and segmented (warn_of_masks_given)."""
     images = [Path(image) for image in images]
     folders = [image for image in images if image.is_dir()]
     for folder in folders:
@@ -746,6 +747,7 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
             continue
         given.update(names)
         planned[image] = out
+    warn_of_masks_given(list(planned))
     writers: dict[str, Path] = {}
     for image, out in planned.items():
         if out.name.casefold() in writers:
@@ -765,3 +767,22 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
             "name BUSI gives its ground truth: choose an --outdir apart from the images"
         )
     return list(planned.items())
+
+
+def warn_of_masks_given(images: list[Path]) -> None:
+    """One warning naming the images whose names are BUSI's mask naming (NAME_mask.png, NAME_mask_1.png,
+    any case; a shell glob busi/benign/* catches them): segmented all the same, as an image may be so named."""
+    masks = [image for image in images if busi_mask_name(image)]
+    if len(masks) == 1:
+        log.warning(
+            "%s: looks like a mask (NAME_mask.png, BUSI's naming): segmented as an image anyway; leave it out of "
+            "the images given",
+            masks[0],
+        )
+    elif masks:
+        log.warning(
+            "%d images look like masks (NAME_mask.png, BUSI's naming): %s: segmented as images anyway; leave them "
+            "out of the images given",
+            len(masks),
+            first_names(masks),
+        )
