@@ -493,7 +493,7 @@ def test_count_lines_keep_the_whole_reason(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="sonoseg.data.manifest"):
         data.ingest(tmp_path, "busi")
     counts = [record.getMessage() for record in caplog.records if record.getMessage().startswith("  ")]
-    assert counts == ["  normal image left out (dataset.include_normal: false): 2"]
+    assert counts == ["  normal image left out (include_normal: false): 2"]
 
 
 # ----------------------------------------------------------------------------- sample ids

@@ -147,10 +147,11 @@ def test_external_datasets_are_checked(externals, message):
         ([EXTERNALS[0], {**EXTERNALS[1], "root": "./dev/"}], {}, "'dev_set' .* and .*'far_set' .* the same folder"),
         ([EXTERNALS[0], {**EXTERNALS[1], "root": "dev/benign"}], {}, "folders one inside the other"),
         # An external set in the main dataset's folder would be tested on training images.
-        (EXTERNALS[1:], {"layout": "busi", "root": "far"}, "config dataset .* and external_datasets 'far_set'"),
+        (EXTERNALS[1:], {"layout": "busi", "root": "far"}, "config dataset .* tested on images they trained on"),
         # An option another layout reads would be ignored without a word.
         ([{**EXTERNALS[1], "layout": "busbra", "include_normal": True}], {}, "include_normal is read by the busi"),
         ([{**EXTERNALS[1], "layout": "busi", "csv": "list.csv"}], {}, "csv is read by the folder layout only"),
+        (EXTERNALS, {"layout": "busbra", "root": "main", "include_normal": True}, "config dataset: include_normal"),
     ],
 )
 def test_external_datasets_sharing_a_folder_or_given_another_layouts_option_are_refused(externals, main, message):
@@ -158,11 +159,20 @@ def test_external_datasets_sharing_a_folder_or_given_another_layouts_option_are_
         runsheet.check_external_datasets(externals, main)
 
 
-def test_external_datasets_in_their_own_folders_pass():
+def test_external_datasets_in_their_own_folders_pass(tmp_path, monkeypatch):
     runsheet.check_external_datasets(
         [*EXTERNALS, {"name": "b", "layout": "busi", "root": "busi", "include_normal": True, "csv": ""}],
         {"layout": "busbra", "root": "main"},
     )
+    # The schema's defaults, filled in by Snakemake's validate, are no option given to another layout.
+    defaults = {"csv": "", "include_normal": False, "pixel_spacing": None}
+    runsheet.check_external_datasets([{**EXTERNALS[1], **defaults, "layout": "busbra"}], {"layout": "busi"})
+    # A folder reached through a link is the folder itself.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "far").mkdir()
+    (tmp_path / "link_to_far").symlink_to(tmp_path / "far")
+    with pytest.raises(SonosegError, match="the same folder"):
+        runsheet.check_external_datasets([EXTERNALS[1], {**EXTERNALS[0], "root": "link_to_far"}])
     # The built-in phantom has no folder of its own to share.
     runsheet.check_external_datasets(EXTERNALS, {"layout": "synthetic", "root": "dev"})
 
@@ -601,11 +611,12 @@ def test_the_report_draws_the_generalization_table(tmp_path):
 
     drawn = cv2.imread(str(tmp_path / "figure.png"))
     assert drawn is not None and drawn.shape[0] > 100 and drawn.std() > 0
-    # What an external set's tests left out is written under the figure, where it is blank otherwise.
+    # What an external set's tests left out is written under the figure, which grows by its height, where
+    # it is blank otherwise.
     generalization.plot(table, tmp_path / "noted.png", ["ext: 1 image(s) also in main-dataset.", ""])
     noted = cv2.imread(str(tmp_path / "noted.png"), cv2.IMREAD_GRAYSCALE)
     bottom = slice(noted.shape[0] - 12, noted.shape[0])
-    assert noted.shape == drawn.shape[:2] and (noted[bottom] < 128).any()
+    assert noted.shape[1] == drawn.shape[1] and noted.shape[0] > drawn.shape[0] and (noted[bottom] < 128).any()
     assert not (cv2.cvtColor(drawn, cv2.COLOR_BGR2GRAY)[bottom] < 128).any()
 
 
@@ -629,7 +640,7 @@ def test_what_an_external_sets_ingest_left_out_is_said_with_its_table(tmp_path):
     manifest = data.ingest(busi, "busi", on_bad_sample="exclude")
     note = generalization.ingest_note(manifest, "ext")
     assert note == (
-        "ext: 2 file(s) left out at ingest, 1 with a problem (on_bad_sample: exclude) and 1 normal scan(s) "
+        "ext: 2 entries left out at ingest, 1 with a problem (on_bad_sample: exclude) and 1 normal scan(s) "
         "(include_normal: false); each is listed with its reason in external/ext/manifest.csv."
     )
     assert generalization.ingest_note(manifest[manifest["status"] != "excluded"], "ext") == ""
@@ -646,3 +657,18 @@ def test_what_an_external_sets_ingest_left_out_is_said_with_its_table(tmp_path):
     figure = tmp_path / "generalization.png"
     assert cli.main(["report-generalization", "--table", str(out), common[4], common[5], "--out", str(figure)]) == 0
     assert figure.stat().st_size > 0
+
+
+def test_the_generalization_figure_keeps_its_notes_under_the_axis_label(tmp_path):
+    """However many notes (each external set's ingest and overlap notes) and however small the plot, the
+    notes take their own height below the axes, tick labels and axis label included."""
+    import matplotlib.pyplot as plt
+
+    table = generalization.generalization_table(_long_table(tmp_path), ["unet"], {"ext": "held_out"}, resamples=50)
+    for count in (1, 4):
+        notes = [f"ext: note {i}, " + "a long sentence that wraps " * 8 for i in range(count)]
+        figure = generalization.figure(table, notes)
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        assert figure.texts[0].get_window_extent(renderer).y1 <= figure.axes[0].get_tightbbox(renderer).y0
+        plt.close(figure)

@@ -138,6 +138,11 @@ def test_what_needs_torch_says_so_in_a_line(tmp_path, exported_run):
         assert refused.returncode == 2, refused.stderr[-3000:]
         assert "needs PyTorch, which this Python cannot import" in refused.stderr
         assert "serve model.onnx with --backend onnxruntime" in refused.stderr
+    # A mistyped model path is named as missing, not blamed on the missing torch.
+    args = ["segment", "--model", str(tmp_path / "no_such_model.pt"), "--outdir", str(tmp_path / "o"), str(scans[0])]
+    missing = run_without_torch(SEGMENT, *args)
+    assert missing.returncode == 2 and "no_such_model.pt" in missing.stderr, missing.stderr[-3000:]
+    assert "needs PyTorch" not in missing.stderr
 
 
 @pytest.mark.skipif(

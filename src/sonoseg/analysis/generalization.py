@@ -16,6 +16,7 @@ import pandas as pd
 from sonoseg.analysis import stats
 from sonoseg.analysis.results import IN_DOMAIN, patient_table, select_runs
 from sonoseg.analysis.scoring import empty_side
+from sonoseg.data.options import NORMAL_LEFT_OUT
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 
@@ -181,17 +182,17 @@ def ingest_note(manifest: pd.DataFrame, dataset: str) -> str:
     excluded = manifest[manifest["status"] == "excluded"]
     if excluded.empty:
         return ""
-    normal = excluded["reason"].astype(str).str.contains("include_normal: false", regex=False)
+    normal = excluded["reason"].astype(str) == NORMAL_LEFT_OUT
     parts = [
         f"{count} {what}"
         for count, what in (
-            (int((~normal).sum()), "with a problem (on_bad_sample: exclude)"),
+            (int((~normal).sum()), "with a problem (on_bad_sample: exclude)"),  # files and CSV rows alike
             (int(normal.sum()), "normal scan(s) (include_normal: false)"),
         )
         if count
     ]
     return (
-        f"{dataset}: {len(excluded)} file(s) left out at ingest, {' and '.join(parts)}; each is listed with its "
+        f"{dataset}: {len(excluded)} entries left out at ingest, {' and '.join(parts)}; each is listed with its "
         f"reason in external/{dataset}/manifest.csv."
     )
 
@@ -253,9 +254,20 @@ def read(table_csv: str | Path) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, out_png: str | Path, notes: list[str] = ()) -> None:
+    """The report's figure (``figure``) written as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(table, notes)
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+
+
+def figure(table: pd.DataFrame, notes: list[str] = ()):
     """The report's figure: per network (the catalog's names), its Dice on each dataset with the 95 % CI
     by patient, single trainings as dots and the other variants as open marks; ``notes`` (what an
-    external set's tests left out) under it."""
+    external set's ingest and tests left out) under it. The caller closes it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -304,12 +316,14 @@ def plot(table: pd.DataFrame, out_png: str | Path, notes: list[str] = ()) -> Non
     if notes:
         import textwrap
 
-        footer = "\n".join(textwrap.fill(note, 110) for note in notes)
+        footer = "\n".join(textwrap.fill(note, 150) for note in notes)
+        lines = footer.count("\n") + 1
+        # The notes' height in inches (a 6.5-pt line takes about 0.11 in), the figure grown by as much, so
+        # that they stay under the axis label however many there are and however small the plot.
+        footer_height = 0.11 * lines + 0.05
+        fig.set_figheight(fig.get_figheight() + footer_height)
         fig.text(0.01, 0.005, footer, fontsize=6.5, va="bottom")
-        fig.tight_layout(rect=(0, 0.03 * (footer.count("\n") + 1), 1, 1))
+        fig.tight_layout(rect=(0, footer_height / fig.get_figheight(), 1, 1))
     else:
         fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
+    return fig

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sonoseg.data.imageio import IMAGE_SUFFIXES, MASK_SEPARATOR
+from sonoseg.data.options import NORMAL_LEFT_OUT
 from sonoseg.data.provenance import is_junk_name, junk_folder
 from sonoseg.errors import SonosegError
 
@@ -518,7 +519,7 @@ def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
             elif not mask_files:
                 candidate.problems.append("image without mask")
             if label == "normal" and not include_normal:
-                candidate.excluded_by_choice = "normal image left out (dataset.include_normal: false)"
+                candidate.excluded_by_choice = NORMAL_LEFT_OUT
             candidates.append(candidate)
     if other_classes:
         folders = sorted(other_classes)

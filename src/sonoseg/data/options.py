@@ -20,3 +20,6 @@ INGEST_SETTINGS = {
     "near_duplicate_distance": "near_duplicate_distance",
     "near_duplicate_similarity": "near_duplicate_similarity",
 }
+# A BUSI normal scan's reason in the manifest when include_normal is false: an exclusion the user asked
+# for, which the generalization table counts apart from the problems.
+NORMAL_LEFT_OUT = "normal image left out (include_normal: false)"

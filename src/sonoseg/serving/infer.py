@@ -651,7 +651,10 @@ def segment_images(
 
 def require_torch(model_path, backend: str) -> None:
     """A line saying what to do where torch is needed and cannot be imported: the torch backend, and ONNX
-    Runtime given a model.pt or a run folder (read, and exported, with torch); a model.onnx needs none."""
+    Runtime given a model.pt or a run folder (read, and exported, with torch); a model.onnx needs none.
+    A model path that is not there is named as such first: the torch it would have needed is not the news."""
+    if not Path(model_path).exists():
+        raise SonosegError(f"{model_path}: no such model file or run folder")
     try:
         import torch  # noqa: F401
     except ImportError:

@@ -255,14 +255,20 @@ def check_external_datasets(datasets: list[dict], main: dict | None = None) -> N
         if SEPARATOR in name:
             raise SonosegError(f"config external_datasets: {name!r}: a dataset name must not contain {SEPARATOR!r}")
     for dataset in datasets:
-        layout_name = dataset.get("layout", "folder")
-        for option, (reader, unset) in LAYOUT_ONLY_OPTIONS.items():
-            if dataset.get(option, unset) != unset and layout_name != reader:
-                raise SonosegError(
-                    f"config external_datasets {dataset['name']!r}: {option} is read by the {reader} layout only, "
-                    f"and this set's layout is {layout_name!r}: remove it, or set layout: {reader}"
-                )
+        _check_layout_options(f"external_datasets {dataset['name']!r}", dataset, "folder")
+    if main:
+        _check_layout_options("dataset", main, "synthetic")
     _check_external_roots(datasets, main or {})
+
+
+def _check_layout_options(key: str, dataset: dict, default_layout: str) -> None:
+    layout_name = dataset.get("layout", default_layout)
+    for option, (reader, unset) in LAYOUT_ONLY_OPTIONS.items():
+        if dataset.get(option, unset) not in (unset, None) and layout_name != reader:
+            raise SonosegError(
+                f"config {key}: {option} is read by the {reader} layout only, and this dataset's layout is "
+                f"{layout_name!r}: remove it, or set layout: {reader}"
+            )
 
 
 def _check_external_roots(datasets: list[dict], main: dict) -> None:
@@ -275,9 +281,14 @@ def _check_external_roots(datasets: list[dict], main: dict) -> None:
         for second, second_root in folders[index + 1 :]:
             if first_root == second_root or first_root in second_root.parents or second_root in first_root.parents:
                 relation = "the same folder" if first_root == second_root else "folders one inside the other"
+                risk = (
+                    "the networks would be tested on images they trained on"
+                    if first == "dataset"
+                    else "their images would be counted twice, under two names"
+                )
                 raise SonosegError(
                     f"config {first} (root {str(first_root)!r}) and {second} (root {str(second_root)!r}) read "
-                    f"{relation}: their images would be counted twice; keep one, or give each its own folder"
+                    f"{relation}: {risk}; keep one, or give each its own folder"
                 )
 
 
