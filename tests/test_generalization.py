@@ -10,6 +10,7 @@ import torch
 from conftest import TINY, sheet_row, study_dag, write_patient_manifest, write_run_metrics
 
 from sonoseg.analysis import generalization, results
+from sonoseg.data.options import NORMAL_LEFT_OUT
 from sonoseg.errors import SonosegError
 from sonoseg.serving import infer, modelio
 from sonoseg.study import runsheet
@@ -644,6 +645,9 @@ def test_what_an_external_sets_ingest_left_out_is_said_with_its_table(tmp_path):
         "(include_normal: false); each is listed with its reason in external/ext/manifest.csv."
     )
     assert generalization.ingest_note(manifest[manifest["status"] != "excluded"], "ext") == ""
+    # A manifest ingested before the reason was named once counts its normal scans alike.
+    older = manifest.replace({"reason": {NORMAL_LEFT_OUT: "normal image left out (dataset.include_normal: false)"}})
+    assert generalization.ingest_note(older, "ext") == note
 
     per_image = _long_table(tmp_path)
     results.write_table(per_image, tmp_path / "per_image.csv.gz")

@@ -182,7 +182,10 @@ def ingest_note(manifest: pd.DataFrame, dataset: str) -> str:
     excluded = manifest[manifest["status"] == "excluded"]
     if excluded.empty:
         return ""
-    normal = excluded["reason"].astype(str) == NORMAL_LEFT_OUT
+    # (A manifest ingested before the reason was named once says it as the main dataset's.)
+    normal = (
+        excluded["reason"].astype(str).isin([NORMAL_LEFT_OUT, "normal image left out (dataset.include_normal: false)"])
+    )
     parts = [
         f"{count} {what}"
         for count, what in (
