@@ -500,6 +500,29 @@ def test_settings_no_run_reads_leave_the_run_sheets_rule_as_it_was(workflow_copy
     assert runsheet.sheet_config(decay) != runsheet.sheet_config(merged)
 
 
+def test_a_changed_config_reruns_the_run_sheet_said_in_a_short_path(workflow_copy):
+    """The run sheet's rule takes its config as a file named by the config's digest: a changed config reruns
+    the sheet, and Snakemake says so with two short paths, not the whole config twice (as it did with the
+    config itself a parameter); going back to a config seen before reruns nothing."""
+    import json
+
+    config = {**BASE, "networks": ["unet"], "external_datasets": []}
+    (workflow_copy / "config" / "plan.yaml").write_text(yaml.safe_dump(config))
+    target = ["results/plan/runs.tsv", "--cores", "1", "--configfile", "config/plan.yaml"]
+    made = run_snakemake(target, workflow_copy)
+    assert made.returncode == 0, made.stderr[-3000:]
+    written = list((workflow_copy / "results/plan/config").glob("run_sheet_*.json"))
+    assert len(written) == 1
+    assert json.loads(written[0].read_text()) == runsheet.sheet_config(_schema_defaults(workflow_copy, config))
+    (workflow_copy / "config" / "other.yaml").write_text(yaml.safe_dump({"seeds": [0, 1]}))
+    changed = run_snakemake([*target, "config/other.yaml", "-n"], workflow_copy)
+    output = changed.stdout + changed.stderr
+    assert changed.returncode == 0 and "Params have changed" in output, output[-3000:]
+    assert '"ablation"' not in output and re.search(r"now: 'results/plan/config/run_sheet_\w+\.json'", output)
+    again = run_snakemake([*target, "-n"], workflow_copy)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
 def test_a_study_of_the_users_own_networks_alone_plans_and_no_network_at_all_is_refused(workflow_copy):
     """`networks: []` with custom_networks: the study trains the user's networks only (docs/extending.md);
     with neither, the start says there is nothing to train."""

@@ -235,6 +235,7 @@ def run_priority(wildcards):
 # Where each file lives (sonoseg.study.layout): rule outputs with wildcards, and the inputs built from them.
 TRAINING = f"{OUT}/{layout.TRAINING}"  # one training: runs/{run}/fold{fold}/seed{seed}
 SHEET = f"{OUT}/{layout.SHEET}"  # the run sheet
+SHEET_CONFIG = runsheet.sheet_config_file(OUT, config, write=workflow.is_main_process)  # what it is built from
 MANIFEST = f"{OUT}/{layout.MANIFEST}"  # every file of the dataset (rule ingest)
 SPLIT = f"{OUT}/{layout.SPLIT}"
 PER_IMAGE = f"{OUT}/{layout.PER_IMAGE}"  # every run's per-image results, one long table (rule collect)

@@ -19,10 +19,11 @@ rule run_sheet:
     conda:
         CONDA_ENV
     params:
-        # Without the settings no run reads (checkpoint_seconds, runs_per_gpu): changing one redoes nothing.
-        config=json.dumps(runsheet.sheet_config(config), sort_keys=True),
+        # The config without the settings no run reads (checkpoint_seconds, runs_per_gpu: changing one redoes
+        # nothing), as a file named by its digest: a changed config reruns the sheet, said in a short path.
+        config=SHEET_CONFIG,
     shell:
-        "sonoseg runs --config-json {params.config:q} --out {output} > {log} 2>&1"
+        "sonoseg runs --config-json-file {params.config} --out {output} > {log} 2>&1"
 
 
 rule recipe:

@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="print the run sheet of a config: one row per run (kind, method, seeds, recipe)")
     p.add_argument("--configfile", nargs="*", default=[], help="config files merged over config/config.yaml")
-    p.add_argument("--config-json", default="", help="the whole config as JSON (as the workflow passes it)")
+    p.add_argument("--config-json", default="", help="the whole config as JSON")
+    p.add_argument("--config-json-file", default="", help="a file holding it (as the workflow passes it)")
     p.add_argument("--out", default="", help="write the TSV here instead of standard output")
     p.set_defaults(func=commands.cmd_runs)
 

@@ -92,6 +92,11 @@ def register_custom_networks(custom_networks_json: str) -> None:
 def cmd_runs(args) -> None:
     from sonoseg.study import runsheet
 
+    if args.config_json_file:
+        try:
+            args.config_json = Path(args.config_json_file).read_text()
+        except OSError as exc:
+            raise SonosegError(f"{args.config_json_file}: cannot read the config ({exc.strerror})") from None
     config = _json(args.config_json) if args.config_json else load_config(args.configfile)
     text = runsheet.to_tsv(runsheet.build(config))
     if runsheet.unused_overrides_note(config):

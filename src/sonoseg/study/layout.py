@@ -31,6 +31,7 @@ AUGMENTATION = "selection/{network}/augmentation.json"  # a network's augmentati
 SUMMARY = "networks/{run}.csv"
 CHECKPOINT = "checkpoints/{run}/fold{fold}/seed{seed}.pt"
 SHEET = "runs.tsv"
+SHEET_CONFIG = "config/run_sheet_{digest}.json"  # the config a run sheet was built from, named by its digest
 MANIFEST = "data/manifest.csv"
 SPLIT = "data/split.csv"
 PER_IMAGE = "per_image.csv.gz"
@@ -99,6 +100,10 @@ def selection(out: str | Path, network: str, fold) -> str:
 
 def summary(out: str | Path, run: str) -> str:
     return f"{out}/{SUMMARY.format(run=run)}"
+
+
+def sheet_config(out: str | Path, digest: str) -> str:
+    return f"{out}/{SHEET_CONFIG.format(digest=digest)}"
 
 
 def study_dir(path: str | Path, template: str) -> str:

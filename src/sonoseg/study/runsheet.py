@@ -35,7 +35,10 @@ Torch-free: the workflow builds the sheet when it parses the Snakefile.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -44,6 +47,7 @@ import pandas as pd
 from sonoseg.data.options import UNMARKED
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
+from sonoseg.study import layout
 from sonoseg.training.augmentation_choice import OPTIONS as AUGMENTATION_OPTIONS
 from sonoseg.training.recipe import Recipe, describe_changes, ladder_recipes, network_recipe, recipe_from_config
 from sonoseg.training.selection import GRIDS
@@ -142,6 +146,22 @@ def sheet_config(config: dict) -> dict:
     sheet never reads them: build gives the same runs with or without them)."""
     train = {key: value for key, value in config["train"].items() if key not in RUN_ONLY_SETTINGS}
     return {**config, "train": train}
+
+
+def sheet_config_file(out: str | Path, config: dict, write: bool = True) -> str:
+    """Where the run sheet's config (sheet_config) lies as JSON, under a name made from its digest: the
+    run sheet's rule takes this path, so that a changed config reruns it, and Snakemake says so with a
+    short path rather than the whole config (twice). Written once per config (``write``: by the process
+    that plans the run), atomically; a config seen before keeps its file, so a dry run with another
+    config changes nothing the real run reads."""
+    text = json.dumps(sheet_config(config), sort_keys=True, indent=1) + "\n"
+    path = Path(layout.sheet_config(out, hashlib.sha256(text.encode()).hexdigest()[:16]))
+    if write and not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.write_text(text)
+        os.replace(partial, path)
+    return str(path)
 
 
 def study_networks(config: dict) -> list[str]:
