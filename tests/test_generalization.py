@@ -329,7 +329,7 @@ def test_the_generalization_table_by_hand(tmp_path):
         caption
     )
     assert "the held_out sets no choice ever read" in caption
-    assert generalization.dataset_label(table, "ext") == "ext (held_out; 3 patients, 3 images)"
+    assert generalization.dataset_labels(table)["ext"] == "ext (held_out; 3 patients, 3 images)"
     assert (
         generalization.markdown(table, ["ext: 1 image(s) also in main.", ""])
         .split("\n")[0]

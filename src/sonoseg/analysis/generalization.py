@@ -162,18 +162,20 @@ def sizes(table: pd.DataFrame) -> dict[str, tuple[int, int]]:
     return {dataset: (int(row["patients"]), int(row["images"])) for dataset, row in counts.iterrows()}
 
 
-def dataset_label(table: pd.DataFrame, dataset: str) -> str:
-    """A dataset as a caption or a legend names it: its role beside an external set's name, and its size."""
-    role = table.loc[table["dataset"] == dataset, "role"].iloc[0]
-    patients, images = sizes(table)[dataset]
-    where = "" if dataset == IN_DOMAIN else f"{role}; "
-    return f"{dataset} ({where}{patients} patients, {images} images)"
+def dataset_labels(table: pd.DataFrame) -> dict[str, str]:
+    """Each dataset as a caption or a legend names it, in the table's order: its role beside an external
+    set's name, and its size."""
+    roles = table.groupby("dataset", sort=False)["role"].first()
+    where = {dataset: "" if dataset == IN_DOMAIN else f"{role}; " for dataset, role in roles.items()}
+    return {
+        dataset: f"{dataset} ({where[dataset]}{patients} patients, {images} images)"
+        for dataset, (patients, images) in sizes(table).items()
+    }
 
 
 def sizes_note(table: pd.DataFrame) -> str:
     """A caption's sentence: every dataset's role and size."""
-    named = ", ".join(dataset_label(table, d) for d in dict.fromkeys(table["dataset"]))
-    return f"Scored, images with a lesion: {named}."
+    return f"Scored, images with a lesion: {', '.join(dataset_labels(table).values())}."
 
 
 def ingest_note(manifest: pd.DataFrame, dataset: str) -> str:
@@ -277,6 +279,7 @@ def figure(table: pd.DataFrame, notes: list[str] = ()):
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(table["dataset"]))
+    named = dataset_labels(table)
     labels = list(dict.fromkeys(table["label"]))
     markers = {"single": "o", "tta": "s", "ensemble": "D"}
     fig, ax = plt.subplots(figsize=(11, 0.3 * len(labels) * len(datasets) + 1.2))
@@ -303,7 +306,7 @@ def figure(table: pd.DataFrame, notes: list[str] = ()):
                     mfc=colors(d) if variant == "single" else "white",
                     ms=4,
                     lw=1,
-                    label=f"{dataset_label(table, dataset)} ({variant})",
+                    label=f"{named[dataset]} ({variant})",
                 )
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles))

@@ -180,9 +180,10 @@ def ingest(
     (-1: no search, 64: every pair) are candidates; a candidate pair is merged into one split group
     only when, aligned, its speckle similarity reaches ``near_duplicate_similarity``.
     """
-    given, root, files, refused_links, found = _read_layout(root, layout, on_bad_sample, dataset_csv, include_normal)
+    reading = _read_layout(root, layout, on_bad_sample, dataset_csv, include_normal)
+    given, root, files, refused_links, found = reading
 
-    rows, problems = [], []
+    rows = []
     groups = _Groups()
     # Each candidate's check touches only its own files and its own problem list.
     facts_of = list(
@@ -230,7 +231,6 @@ def ingest(
     for sample_id, (candidate, facts) in zip(ids, checked):
         if candidate.problems:
             status, reason = "excluded", "; ".join(candidate.problems)
-            problems.append((candidate.image, reason))
         elif candidate.excluded_by_choice:
             status, reason = "excluded", candidate.excluded_by_choice
         else:
@@ -259,12 +259,9 @@ def ingest(
     for path in sorted(found.claimed):
         rows.append({"sample_id": "", "image": str(path), "status": "metadata", "reason": "read by the layout"})
     for path, reason in sorted(found.problem_files.items()):
-        problems.append((path, reason))
         rows.append({"sample_id": "", "image": str(path), "status": "excluded", "reason": reason})
     for path, reason in sorted({**found.orphans, **refused_links}.items()):
         is_problem = _is_problem_file(path, root, refused_links)
-        if is_problem:
-            problems.append((path, reason))
         rows.append(
             {
                 "sample_id": "",
@@ -281,6 +278,7 @@ def ingest(
             manifest[column] = ""
     manifest = manifest[MANIFEST_COLUMNS + [c for c in manifest.columns if c not in MANIFEST_COLUMNS]]
     _log_counts(manifest, len(files) + len(refused_links))
+    problems = _problems(reading)  # the candidates' own, their pixels' among them, now checked
     if problems and on_bad_sample == "fail":
         raise _problems_found(root, problems)
     if not (manifest["status"] == "included").any():
@@ -326,6 +324,21 @@ def _read_layout(
     else:
         found = busbra_layout(root, files)
     return _Reading(given, root, files, refused_links, found)
+
+
+def _problems(reading: _Reading) -> list[tuple[Path, str]]:
+    """Every problem a reading holds, as (path, reason), in the order ingest lists them: each candidate's
+    (those found so far: ingest checks the pixels first), the files the layout itself refused, then the
+    files paired with nothing that are problems (not notes or junk)."""
+    found = reading.found
+    problems = [(c.image, "; ".join(c.problems)) for c in found.candidates if c.problems]
+    problems += sorted(found.problem_files.items())
+    problems += [
+        (path, reason)
+        for path, reason in sorted({**found.orphans, **reading.refused_links}.items())
+        if _is_problem_file(path, reading.root, reading.refused_links)
+    ]
+    return problems
 
 
 def _is_problem_file(path: Path, root: Path, refused_links: dict[Path, str]) -> bool:
@@ -387,13 +400,7 @@ def check_layout(
         lacking = [c for c in paired if not _is_positive_number(c.extra.get(spacing_column, ""))]
         if lacking and (on_bad_sample == "fail" or len(lacking) == len(paired)):
             raise _no_spacing(spacing_column, lacking[0])
-    problems = [(c.image, "; ".join(c.problems)) for c in candidates if c.problems]
-    problems += sorted(reading.found.problem_files.items())
-    problems += [
-        (path, reason)
-        for path, reason in sorted({**reading.found.orphans, **reading.refused_links}.items())
-        if _is_problem_file(path, reading.root, reading.refused_links)
-    ]
+    problems = _problems(reading)
     if problems and on_bad_sample == "fail":
         raise _problems_found(reading.root, problems)
     if not paired:

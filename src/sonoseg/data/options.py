@@ -20,6 +20,14 @@ INGEST_SETTINGS = {
     "near_duplicate_distance": "near_duplicate_distance",
     "near_duplicate_similarity": "near_duplicate_similarity",
 }
+
+
+def ingest_parameters(options: dict) -> dict:
+    """A dataset's config entry as sonoseg.data.ingest's keyword arguments; a key left out keeps ingest's
+    default (the schema's defaults, which a test holds equal to those)."""
+    return {parameter: options[key] for key, parameter in INGEST_SETTINGS.items() if key in options}
+
+
 # A BUSI normal scan's reason in the manifest when include_normal is false: an exclusion the user asked
 # for, which the generalization table counts apart from the problems.
 NORMAL_LEFT_OUT = "normal image left out (include_normal: false)"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from sonoseg.data.options import INGEST_SETTINGS
+from sonoseg.data.options import INGEST_SETTINGS, ingest_parameters
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 from sonoseg.serving.options import check_device_name, shrinks
@@ -49,11 +49,8 @@ def cmd_ingest(args) -> None:
             f"ingest --options: unknown setting(s) {', '.join(unknown)}; known: "
             f"{', '.join(['root', 'layout', *INGEST_SETTINGS])}"
         )
-    # The config's dataset keys that are ingest() settings; a key left out keeps ingest()'s default
-    # (the schema's defaults, which a test holds equal to those).
-    settings = {parameter: options[key] for key, parameter in INGEST_SETTINGS.items() if key in options}
     log.info("ingest on %d thread(s) (--threads)", args.threads)
-    manifest = data.ingest(options["root"], options["layout"], **settings, threads=args.threads)
+    manifest = data.ingest(options["root"], options["layout"], **ingest_parameters(options), threads=args.threads)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(args.out, index=False)
     log.info("manifest: %s", args.out)

@@ -53,19 +53,15 @@ def dataset_problems(datasets: dict[str, dict], listed: dict[str, Iterable[Path]
     with the wrong layout, a folder without images, masks missing or a CSV without its column stops the
     planning, not the ingest job after the queue. ``datasets``: the config key declaring each ('dataset',
     "external_datasets 'udiat'") -> the options its job gets (``sonoseg ingest --options``, read through
-    sonoseg.data.options.INGEST_SETTINGS); ``listed``: the key -> the files under its root, already listed
+    sonoseg.data.options.ingest_parameters); ``listed``: the key -> the files under its root, already listed
     (sonoseg.data.provenance.record_paths). One problem per dataset, 'config KEY (layout L, root R): what
     the ingest would say' (empty when none)."""
     from sonoseg.data.manifest import LAYOUT_SETTINGS, check_layout
-    from sonoseg.data.options import INGEST_SETTINGS
+    from sonoseg.data.options import ingest_parameters
 
     found = []
     for key, options in datasets.items():
-        settings = {
-            parameter: options[setting]
-            for setting, parameter in INGEST_SETTINGS.items()
-            if setting in options and parameter in LAYOUT_SETTINGS
-        }
+        settings = {k: v for k, v in ingest_parameters(options).items() if k in LAYOUT_SETTINGS}
         try:
             check_layout(options["root"], options["layout"], **settings, listed=(listed or {}).get(key))
         except SonosegError as exc:

@@ -38,13 +38,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 from sonoseg.data.options import UNMARKED
+from sonoseg.data.provenance import write_json_atomic
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 from sonoseg.study import layout
@@ -154,14 +154,14 @@ def sheet_config_file(out: str | Path, config: dict, write: bool = True) -> str:
     short path rather than the whole config (twice). Written once per config (``write``: by the process
     that plans the run), atomically; a config seen before keeps its file, so a dry run with another
     config changes nothing the real run reads."""
-    text = json.dumps(sheet_config(config), sort_keys=True, indent=1) + "\n"
-    path = Path(layout.sheet_config(out, hashlib.sha256(text.encode()).hexdigest()[:16]))
-    if write and not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        partial.write_text(text)
-        os.replace(partial, path)
-    return str(path)
+    payload = sheet_config(config)
+    # The digest of the very text write_json_atomic writes, so that a file's name is the digest of its bytes.
+    text = json.dumps(payload, indent=1, sort_keys=True) + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = layout.sheet_config(out, digest)
+    if write and not Path(path).is_file():
+        write_json_atomic(path, payload)
+    return path
 
 
 def study_networks(config: dict) -> list[str]:
