@@ -237,6 +237,20 @@ def sample_images(n: int = 3) -> list:
     return images
 
 
+def write_large_lesion_scans(folder: Path, stem: str, n: int = 3) -> list[Path]:
+    """sample_images cropped about their disc and enlarged twice, written as PNGs (``stem``0.png, ...): the
+    lesion fills more of the field, so that a size-aware scale selection changes masks."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(sample_images(n)):
+        paths.append(folder / f"{stem}{i}.png")
+        crop = image[10:60, 20:75]
+        cv2.imwrite(str(paths[-1]), cv2.resize(crop, (2 * crop.shape[1], 2 * crop.shape[0]))[:, :, ::-1])
+    return paths
+
+
 def write_samples(folder: Path, n: int = 3):
     """sample_images(n) written as PNGs with a mask each, as the test split's rows (sample_id, image,
     mask, height, width) that preprocess.build_cache and infer.predict read."""

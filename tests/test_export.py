@@ -14,6 +14,7 @@ from sonoseg.data.preprocess import IMAGENET_NORMALIZATION, INTERPOLATION_MEANIN
 from sonoseg.errors import SonosegError
 from sonoseg.networks import models
 from sonoseg.serving import export, infer
+from sonoseg.serving.sidecar import read_sidecar
 from sonoseg.study.cli import main
 
 
@@ -60,7 +61,7 @@ def test_sidecar_round_trips_and_describes_the_preprocessing(tmp_path):
     model_path = write_model(tmp_path / "model.pt", "lighter_unet_c1", IMAGENET_NORMALIZATION)
     onnx_path = tmp_path / "model.onnx"
     written = export.export(model_path, onnx_path, component_rule="contour_points")
-    read = export.read_sidecar(onnx_path)
+    read = read_sidecar(onnx_path)
     assert read == written == json.loads(export.sidecar_path(onnx_path).read_text())
     assert read["input"]["channel_order"] == "RGB"
     assert read["input"]["resize"] == {
@@ -77,7 +78,7 @@ def test_sidecar_round_trips_and_describes_the_preprocessing(tmp_path):
     # A changed ONNX file no longer matches its sidecar.
     onnx_path.write_bytes(onnx_path.read_bytes() + b"\0")
     with pytest.raises(SonosegError, match="does not match its sidecar"):
-        export.read_sidecar(onnx_path)
+        read_sidecar(onnx_path)
 
 
 def test_export_refuses_foreign_model(tmp_path):

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import sample_images, write_model
+from conftest import write_large_lesion_scans, write_model
 
 from sonoseg.serving import export, infer, interpolate, modelio
 from sonoseg.study.cli import main
@@ -71,12 +71,7 @@ def exported_run(tmp_path_factory):
     sidecar = export.export(member.parent.parent.parent, onnx_path)
     assert sidecar["postprocessing"]["study_scale_selection"]["in_this_graph"]
     assert sidecar["postprocessing"]["postprocess"] == "none"
-    scans = []
-    for i, image in enumerate(sample_images(3)):
-        scans.append(tmp_path / "scans" / f"scan{i}.png")
-        scans[-1].parent.mkdir(exist_ok=True)
-        crop = image[10:60, 20:75]  # the lesion fills more of the field
-        cv2.imwrite(str(scans[-1]), cv2.resize(crop, (2 * crop.shape[1], 2 * crop.shape[0]))[:, :, ::-1])
+    scans = write_large_lesion_scans(tmp_path / "scans", "scan")
     return member.parent.parent.parent, onnx_path, scans
 
 

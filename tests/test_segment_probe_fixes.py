@@ -17,6 +17,7 @@ from conftest import SIZE
 from sonoseg.errors import SonosegError
 from sonoseg.serving import device, export, infer
 from sonoseg.serving.modelio import MODEL_FORMAT
+from sonoseg.serving.sidecar import read_sidecar
 from sonoseg.study import commands
 from sonoseg.study.cli import main
 
@@ -80,7 +81,7 @@ def test_an_exported_model_segments_with_the_component_rule_its_sidecar_records(
     scan = two_blobs(tmp_path / "scans" / "scan.png")
     onnx_path = tmp_path / "exp" / "cp.onnx"
     assert main(["export", "--model", str(model), "--out", str(onnx_path), "--component-rule", "contour_points"]) == 0
-    assert export.read_sidecar(onnx_path)["postprocessing"]["component_rule"] == "contour_points"
+    assert read_sidecar(onnx_path)["postprocessing"]["component_rule"] == "contour_points"
 
     def segment(outdir, *options):
         assert main(["segment", "--no-progress", "--outdir", str(tmp_path / outdir), *options, str(scan)]) == 0

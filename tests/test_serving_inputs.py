@@ -11,13 +11,14 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import sample_images, write_model, write_patient_manifest, write_run_metrics
+from conftest import sample_images, write_large_lesion_scans, write_model, write_patient_manifest, write_run_metrics
 from PIL import Image, ImageOps
 
 from sonoseg.analysis import figures, generalization, pages, results, stats, tables
 from sonoseg.data import imageio
 from sonoseg.errors import SonosegError
 from sonoseg.serving import export, infer
+from sonoseg.serving.sidecar import read_sidecar, served_sides, study_selection
 from sonoseg.study.cli import main
 
 # ----------------------------------------------------------------------------- the mask files
@@ -166,7 +167,7 @@ def test_a_graph_exported_at_one_size_for_a_study_that_selected_scales_says_so(t
     onnx_path = tmp_path / "one_size.onnx"
     export.export(model, onnx_path)
     sidecar = json.loads(export.sidecar_path(onnx_path).read_text())
-    assert export.served_sides(sidecar) == [sidecar["input"]["resize"]["height"]]
+    assert served_sides(sidecar) == [sidecar["input"]["resize"]["height"]]
     sidecar["postprocessing"]["study_scale_selection"] = {"scales": [1.0, 0.75], "in_this_graph": False}
     export.sidecar_path(onnx_path).write_text(json.dumps(sidecar))
     result = infer.segment_images(onnx_path, paths[:1], tmp_path / "out", backend="onnxruntime")
@@ -235,12 +236,7 @@ def test_an_exported_run_segments_as_the_study_did_with_its_scale_selection(tmp_
     # Large lesions (the images enlarged) and a size-aware rule: the selection changes some masks, and the
     # exported graph, which takes any square size, makes exactly the masks the run folder makes in torch.
     model = write_model(tmp_path / "model.pt", "lighter_unet_c1", lesion_areas=[10, 20, 30, 40])
-    paths = []
-    for i, image in enumerate(sample_images(3)):
-        paths.append(tmp_path / "scans" / f"large{i}.png")
-        paths[-1].parent.mkdir(exist_ok=True)
-        crop = image[10:60, 20:75]  # the disc fills more of the field
-        cv2.imwrite(str(paths[-1]), cv2.resize(crop, (2 * crop.shape[1], 2 * crop.shape[0]))[:, :, ::-1])
+    paths = write_large_lesion_scans(tmp_path / "scans", "large")
     run = tmp_path / "run"
     _run_folder(run, model, scales=(1.0, 0.75, 0.5), shrink_above=0.5)
     onnx_path = tmp_path / "exported" / "RUN.ONNX"  # any case of the suffix
@@ -248,7 +244,7 @@ def test_an_exported_run_segments_as_the_study_did_with_its_scale_selection(tmp_
     selection = sidecar["postprocessing"]["study_scale_selection"]
     assert selection["in_this_graph"] and selection["scales"] == [1.0, 0.75, 0.5]
     assert selection["training_lesion_areas"] == [10, 20, 30, 40] and sidecar["input"]["shape"][2] == "side"
-    assert export.study_selection(export.read_sidecar(onnx_path))["shrink_above"] == 0.5
+    assert study_selection(read_sidecar(onnx_path))["shrink_above"] == 0.5
     infer.segment_images(run, paths, tmp_path / "torch", device="cpu")
     infer.segment_images(onnx_path, paths, tmp_path / "onnx", backend="onnxruntime")
     infer.segment_images(run, paths, tmp_path / "on_the_fly", backend="onnxruntime")
@@ -408,7 +404,7 @@ def test_a_selection_whose_smaller_sizes_the_network_cannot_take_is_still_the_st
     run = tmp_path / "run"
     _run_folder(run, model, scales=(1.0, 0.03))  # 2 px: too small for the network's four poolings
     sidecar = export.export(run, tmp_path / "run.onnx")
-    assert export.served_sides(sidecar) == [sidecar["input"]["resize"]["height"]]
+    assert served_sides(sidecar) == [sidecar["input"]["resize"]["height"]]
     assert sidecar["postprocessing"]["study_scale_selection"]["in_this_graph"]
     infer.segment_images(run, paths, tmp_path / "torch", device="cpu")
     infer.segment_images(tmp_path / "run.onnx", paths, tmp_path / "onnx", backend="onnxruntime")

@@ -29,7 +29,7 @@ from sonoseg.serving.modelio import ensemble_members, lesion_areas_at, load_mode
 from sonoseg.serving.options import LESION_THRESHOLD, shrinks
 from sonoseg.serving.probability_model import ProbabilityModel
 
-# What serving reads of an export lives in sonoseg.serving.sidecar (torch-free); named here too, as before.
+# What serving reads of an export (the sidecar, the session) lives in sonoseg.serving.sidecar, torch-free.
 from sonoseg.serving.sidecar import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -39,9 +39,6 @@ from sonoseg.serving.sidecar import (
     run_session,
     sidecar_path,
 )
-from sonoseg.serving.sidecar import read_sidecar as read_sidecar
-from sonoseg.serving.sidecar import served_sides as served_sides
-from sonoseg.serving.sidecar import study_selection as study_selection
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ input normalisation and the recipe. Prediction, export, ``segment`` and the cost
 through this module and import no trainer. torch is imported by the functions that read or write
 a torch file, not with the module: serving an exported graph (the ONNX Runtime backend) reads the
 rest without it. The wrapper that turns a network's logits into the probability every consumer
-serves is sonoseg.serving.probability_model's ProbabilityModel (also importable from here)."""
+serves is sonoseg.serving.probability_model's ProbabilityModel."""
 
 from __future__ import annotations
 
@@ -51,16 +51,6 @@ def images_to_array(images: np.ndarray) -> np.ndarray:
     """images_to_tensor's values in NumPy, for a network that runs without torch (ONNX Runtime). (Not its
     memory layout, by which torch chooses its kernels: the torch backend keeps images_to_tensor.)"""
     return images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
-
-
-def __getattr__(name: str):
-    """ProbabilityModel, a torch module, imported from sonoseg.serving.probability_model when first asked
-    for here, so that importing this module imports no torch."""
-    if name == "ProbabilityModel":
-        from sonoseg.serving.probability_model import ProbabilityModel
-
-        return ProbabilityModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def fp32_weights(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -10,7 +10,8 @@ from probe import main
 
 from sonoseg.analysis.evaluate import dice
 from sonoseg.serving import infer
-from sonoseg.serving.modelio import ProbabilityModel, load_model
+from sonoseg.serving.modelio import load_model
+from sonoseg.serving.probability_model import ProbabilityModel
 
 PASSES = [0, 4, 16]  # 0: dropout off (the study's)
 
