@@ -2,6 +2,7 @@
 chosen on validation and augmentation chosen on the development external set (docs/method.md)."""
 
 import json
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -176,6 +177,39 @@ def test_external_datasets_in_their_own_folders_pass(tmp_path, monkeypatch):
         runsheet.check_external_datasets([EXTERNALS[1], {**EXTERNALS[0], "root": "link_to_far"}])
     # The built-in phantom has no folder of its own to share.
     runsheet.check_external_datasets(EXTERNALS, {"layout": "synthetic", "root": "dev"})
+
+
+def test_a_dataset_inside_the_study_s_own_folder_is_refused(tmp_path, monkeypatch):
+    # The study writes there: the built-in phantom (results/<study>/data/synthetic) would be tested on itself.
+    monkeypatch.chdir(tmp_path)
+    phantom = {"name": "phantom", "layout": "folder", "root": "results/quick/data/synthetic"}
+    with pytest.raises(SonosegError, match="'phantom' .* reads the study's own folder 'results/quick'"):
+        runsheet.check_external_datasets([phantom], {"layout": "synthetic"}, "quick")
+    with pytest.raises(SonosegError, match="config dataset .* reads the study's own folder"):
+        runsheet.check_external_datasets([], {"layout": "folder", "root": "./results/quick/"}, "quick")
+    # Another study's phantom is data like any other.
+    runsheet.check_external_datasets([phantom], {"layout": "synthetic"}, "fair")
+
+
+def test_one_folder_reached_by_a_bind_mount_is_the_same_folder(tmp_path):
+    # Two paths that resolve apart and are one folder to the file system (what a case-insensitive file
+    # system does with 'Far' and 'far'): os.path.samefile tells them, resolve() does not.
+    far, mounted = tmp_path / "far", tmp_path / "mounted"
+    (far / "benign").mkdir(parents=True)
+    mounted.mkdir()
+    if subprocess.run(["mount", "--bind", str(far), str(mounted)], capture_output=True).returncode:
+        pytest.skip("bind mounts need root")
+    try:
+        with pytest.raises(SonosegError, match="the same folder"):
+            runsheet.check_external_datasets(
+                [{**EXTERNALS[1], "root": str(far)}, {**EXTERNALS[0], "root": str(mounted)}]
+            )
+        with pytest.raises(SonosegError, match="folders one inside the other"):
+            runsheet.check_external_datasets(
+                [{**EXTERNALS[1], "root": str(far)}, {**EXTERNALS[0], "root": str(mounted / "benign")}]
+            )
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)
 
 
 def test_an_external_dataset_name_that_would_be_ambiguous_is_refused():

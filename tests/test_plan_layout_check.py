@@ -93,6 +93,39 @@ def test_a_set_declared_right_still_plans_and_its_pixels_are_left_to_the_ingest(
     assert jobs_of(dry.stdout)["ingest"] == 1 and "synthesize" not in jobs_of(dry.stdout)
 
 
+@pytest.mark.slow
+def test_a_layout_s_warning_is_shown_when_the_dataset_is_first_seen_or_changes_not_at_every_planning(workflow_copy):
+    root = phantom_folder(workflow_copy / "ext")
+    mask = next((root / "masks").iterdir())
+    for name in ("unlisted_a", "unlisted_b"):  # images patients.csv names in no row: warned of
+        shutil.copy(root / "images" / mask.name, root / "images" / f"{name}.png")
+        shutil.copy(mask, root / "masks" / f"{name}.png")
+    (root / "images" / "unlisted_b.png").rename(workflow_copy / "unlisted_b.png")
+    (root / "masks" / "unlisted_b.png").rename(workflow_copy / "unlisted_b_mask.png")
+    config = {**TINY, "external_datasets": [{"name": "ext", "root": "ext"}]}
+    warning = "names 1 image(s) of images/ in no row"
+    first = plan(workflow_copy, config)
+    assert first.returncode == 0 and warning in first.stderr, first.stderr[-3000:]
+    again = plan(workflow_copy, config)
+    assert again.returncode == 0 and "in no row" not in again.stderr, again.stderr[-3000:]
+    # The dataset changed: its warnings are news again.
+    (workflow_copy / "unlisted_b.png").rename(root / "images" / "unlisted_b.png")
+    (workflow_copy / "unlisted_b_mask.png").rename(root / "masks" / "unlisted_b.png")
+    changed = plan(workflow_copy, config)
+    assert changed.returncode == 0 and "names 2 image(s) of images/ in no row" in changed.stderr, changed.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_broken_dataset_stops_the_planning_and_not_the_unlock(workflow_copy):
+    # After a killed run a user must release the lock, whatever became of the data meanwhile.
+    config = write_config(workflow_copy, {**TINY, "external_datasets": [{"name": "ext", "root": "gone"}]})
+    assert run_snakemake(["all", "-n", "--cores", "1", "--configfile", config], workflow_copy).returncode != 0
+    unlock = run_snakemake(["all", "--unlock", "--configfile", config], workflow_copy)
+    assert unlock.returncode == 0 and "Unlocked" in unlock.stdout + unlock.stderr, unlock.stderr[-3000:]
+    cleanup = run_snakemake(["--cleanup-metadata", "results/tiny/runs.tsv", "--configfile", config], workflow_copy)
+    assert "metadata was not present" in cleanup.stderr, cleanup.stderr[-3000:]  # Snakemake's own answer: none yet
+
+
 # ----------------------------------------------------------------------------- the check itself
 
 

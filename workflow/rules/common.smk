@@ -41,7 +41,7 @@ if _CONFIG_PROBLEMS:
     raise ValueError(config_check.message(_CONFIG_PROBLEMS))
 validate(config, schema="../schemas/config.schema.yaml")
 
-OUT = f"results/{config['study']}"
+OUT = layout.study_folder(config["study"])
 LOGS = f"{OUT}/logs"
 BENCH = f"{OUT}/benchmarks"
 TRAIN = config["train"]
@@ -64,8 +64,12 @@ if config["custom_networks"] and workflow.basedir not in os.environ.get("PYTHONP
 # source take its record as input, so they rerun exactly then. Computed once, by the process that
 # plans the run (a cluster job re-reads this file but must not hash the dataset again).
 PRETRAINED_SOURCES = provenance.pretrained_sources(run.pretrained_backbone for run in RUNS.values())
+# Snakemake parses this file for every command and does not tell it which: --unlock and --cleanup-metadata
+# read no data, so neither the fingerprint nor the layout check below runs for them (a dataset gone or broken
+# must not keep a killed run's lock on the study).
+CHECKS_DATA = workflow.is_main_process and not {"--unlock", "--cleanup-metadata", "--cm"} & set(sys.argv)
 DATA_CHECK = None
-if workflow.is_main_process:
+if CHECKS_DATA:
     try:
         DATA_CHECK = provenance.check_study(
             config, OUT, rehash=os.environ.get("SONOSEG_REHASH", "") not in ("", "0"), pretrained=PRETRAINED_SOURCES
@@ -512,8 +516,9 @@ def external_options(dataset):
 # ingest's own code, up to the pixels, on the options the job gets), so that a wrong layout, a folder without
 # images, masks missing or a CSV without its column stop `snakemake -n`, naming the dataset's config key,
 # not the ingest job after the queue. Once, by the main process, on the file lists the fingerprint made
-# (the phantom: nothing to read before it is made).
-if workflow.is_main_process:
+# (the phantom: nothing to read before it is made). A layout's warnings are shown when the fingerprint first
+# sees a dataset or its files change, not at every planning; its ingest log keeps them.
+if CHECKS_DATA:
     # the config key declaring each dataset -> (the options its ingest job gets, its fingerprint record)
     _INGESTED = {f"external_datasets {name!r}": (external_options(name), f"external_{name}") for name in EXTERNALS}
     if DATASET["layout"] != "synthetic":
@@ -521,6 +526,7 @@ if workflow.is_main_process:
     _LAYOUT_PROBLEMS = config_check.dataset_problems(
         {key: options for key, (options, _) in _INGESTED.items()},
         {key: provenance.record_paths(DATA_CHECK.records[source]) for key, (_, source) in _INGESTED.items()},
+        warn=[key for key, (_, source) in _INGESTED.items() if source in DATA_CHECK.new],
     )
     if _LAYOUT_PROBLEMS:
         raise ValueError(config_check.datasets_message(_LAYOUT_PROBLEMS))

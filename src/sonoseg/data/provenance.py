@@ -323,11 +323,13 @@ def changes(before: Record, after: Record) -> Changes:
 
 @dataclass
 class Check:
-    """What the start of a workflow run found: each source's record, and a message per changed one."""
+    """What the start of a workflow run found: each source's record, and a message per changed one;
+    ``new``: the sources whose record this check wrote (first seen, changed or moved)."""
 
     records: dict[str, Record]
     messages: list[str]
     hashed: int
+    new: frozenset[str] = frozenset()
 
     @property
     def dataset_fingerprint(self) -> str:
@@ -341,7 +343,7 @@ def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained:
     out = Path(out)
     hashes = HashCache(out / SOURCES_DIR / HASH_CACHE, rehash)
     records = study_records(config, hashes, pretrained)
-    messages = []
+    messages, new = [], set()
     made_from = read_json(out / "data" / "manifest.json") or {}
     for name, record in records.items():
         path = record_path(out, name)
@@ -367,6 +369,7 @@ def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained:
             )
         if before is not None and before.fingerprint == record.fingerprint and not moved:
             continue  # the same files in the same folder: the record stays as it is, and so does its date
+        new.add(name)
         if write_json_atomic(path, record.to_json()) and undone and not moved:
             _date_before_manifest(path, out)
     current = records["dataset"].fingerprint
@@ -377,7 +380,7 @@ def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained:
             f"{current[:SHORT]}: the study redoes {REDOES['dataset']}"
         )
     hashes.save()
-    return Check(records, messages, hashes.hashed)
+    return Check(records, messages, hashes.hashed, frozenset(new))
 
 
 def _moved(name: str, before: Record, after: Record) -> bool:

@@ -68,11 +68,11 @@ def cmd_ingest(args) -> None:
 
 def cmd_fingerprint(args) -> None:
     from sonoseg.data import provenance
-    from sonoseg.study import runsheet
+    from sonoseg.study import layout, runsheet
 
     config = load_config(args.configfile)
     pretrained = provenance.pretrained_sources(run.pretrained_backbone for run in runsheet.build(config))
-    out = f"results/{config['study']}"
+    out = layout.study_folder(config["study"])
     check = provenance.check_study(config, out, rehash=args.rehash, pretrained=pretrained)
     for message in check.messages:
         print(message, file=sys.stderr)

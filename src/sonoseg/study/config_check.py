@@ -11,8 +11,10 @@ checked here against the train section's own definition of that setting, so that
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -47,15 +49,19 @@ def message(found: list[str]) -> str:
     )
 
 
-def dataset_problems(datasets: dict[str, dict], listed: dict[str, Iterable[Path]] | None = None) -> list[str]:
+def dataset_problems(
+    datasets: dict[str, dict], listed: dict[str, Iterable[Path]] | None = None, warn: Iterable[str] | None = None
+) -> list[str]:
     """Each dataset the study ingests, read as its ingest job will read it, before any job runs: the same
     code (sonoseg.data.manifest.check_layout, which is ingest's up to the pixels), so that a dataset declared
     with the wrong layout, a folder without images, masks missing or a CSV without its column stops the
     planning, not the ingest job after the queue. ``datasets``: the config key declaring each ('dataset',
     "external_datasets 'udiat'") -> the options its job gets (``sonoseg ingest --options``, read through
     sonoseg.data.options.ingest_parameters); ``listed``: the key -> the files under its root, already listed
-    (sonoseg.data.provenance.record_paths). One problem per dataset, 'config KEY (layout L, root R): what
-    the ingest would say' (empty when none)."""
+    (sonoseg.data.provenance.record_paths); ``warn``: the keys whose layout warnings (a CSV row naming no
+    image, an unknown BUSI class folder) are shown, all when None: the workflow shows them when it first
+    sees a dataset or its files change, not at every planning (the ingest log keeps them). One problem per
+    dataset, 'config KEY (layout L, root R): what the ingest would say' (empty when none)."""
     from sonoseg.data.manifest import LAYOUT_SETTINGS, check_layout
     from sonoseg.data.options import ingest_parameters
 
@@ -63,10 +69,24 @@ def dataset_problems(datasets: dict[str, dict], listed: dict[str, Iterable[Path]
     for key, options in datasets.items():
         settings = {k: v for k, v in ingest_parameters(options).items() if k in LAYOUT_SETTINGS}
         try:
-            check_layout(options["root"], options["layout"], **settings, listed=(listed or {}).get(key))
+            with _warnings_shown(warn is None or key in warn):
+                check_layout(options["root"], options["layout"], **settings, listed=(listed or {}).get(key))
         except SonosegError as exc:
             found.append(f"config {key} (layout {options['layout']}, root {options['root']}): {exc}")
     return found
+
+
+@contextmanager
+def _warnings_shown(shown: bool):
+    """The data readers' warnings logged as usual, or (``shown`` False) left out while the block runs."""
+    readers = logging.getLogger("sonoseg.data")
+    level = readers.level
+    if not shown:
+        readers.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        readers.setLevel(level)
 
 
 def datasets_message(found: list[str]) -> str:

@@ -20,6 +20,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+RESULTS = "results"  # every study's folder is results/<study>, relative to the workflow's folder
+
+
+def study_folder(study: str) -> str:
+    """A study's folder, where every path below is relative to (config key ``study``)."""
+    return f"{RESULTS}/{study}"
+
+
 # Templates relative to the study folder, with Snakemake-style wildcards.
 TRAINING_ID = "{run}/fold{fold}/seed{seed}"  # one training, as its log and benchmark files are named too
 FOLD = "runs/{run}/fold{fold}"

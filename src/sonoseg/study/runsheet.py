@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -236,7 +237,7 @@ def check_config(config: dict) -> None:
                 f"config claims.equivalence: {unknown} in {pair} are not among the study's networks and "
                 f"baselines {sorted(methods)}"
             )
-    check_external_datasets(config.get("external_datasets", []), config.get("dataset", {}))
+    check_external_datasets(config.get("external_datasets", []), config.get("dataset", {}), config.get("study"))
     chosen_on_development = [n for n in networks if augmentation_auto(train, n)]
     probe = augmentation_probe(config)
     if probe and probe not in networks:
@@ -257,9 +258,10 @@ def check_config(config: dict) -> None:
 LAYOUT_ONLY_OPTIONS = {"csv": ("folder", ""), "include_normal": ("busi", False)}
 
 
-def check_external_datasets(datasets: list[dict], main: dict | None = None) -> None:
+def check_external_datasets(datasets: list[dict], main: dict | None = None, study: str | None = None) -> None:
     """The external sets' names, roles, options and folders, checked before anything runs (``main``: the
-    config's dataset section, whose folder no external set may share)."""
+    config's dataset section, whose folder no external set may share; ``study``: the study's name, whose
+    folder, results/<study>, no dataset may read)."""
     names = [d["name"] for d in datasets]
     # Letter case aside too: each name becomes a folder (results/<study>/external/<name>/), and busi and BUSI
     # would be one folder on macOS's and Windows' file systems.
@@ -278,7 +280,7 @@ def check_external_datasets(datasets: list[dict], main: dict | None = None) -> N
         _check_layout_options(f"external_datasets {dataset['name']!r}", dataset, "folder")
     if main:
         _check_layout_options("dataset", main, "synthetic")
-    _check_external_roots(datasets, main or {})
+    _check_external_roots(datasets, main or {}, study)
 
 
 def _check_layout_options(key: str, dataset: dict, default_layout: str) -> None:
@@ -291,25 +293,52 @@ def _check_layout_options(key: str, dataset: dict, default_layout: str) -> None:
             )
 
 
-def _check_external_roots(datasets: list[dict], main: dict) -> None:
+def _check_external_roots(datasets: list[dict], main: dict, study: str | None = None) -> None:
     """No two sets read one folder, or one inside the other: their images would count twice, under two
-    names (or, against the main dataset, be tested on the images the networks trained on)."""
-    folders = [(f"external_datasets {d['name']!r}", Path(d["root"]).resolve()) for d in datasets if d.get("root")]
+    names (or, against the main dataset, be tested on the images the networks trained on). No set reads
+    the study's own folder (``study``: its name): the study writes there, the built-in phantom included."""
+    folders = [(f"external_datasets {d['name']!r}", Path(d["root"])) for d in datasets if d.get("root")]
     if main.get("layout", "synthetic") != "synthetic" and main.get("root"):
-        folders.insert(0, ("dataset", Path(main["root"]).resolve()))
+        folders.insert(0, ("dataset", Path(main["root"])))
+    if study:
+        written = Path(layout.study_folder(study))
+        for key, root in folders:
+            if _same_or_inside(root, written):
+                raise SonosegError(
+                    f"config {key} (root {str(root.resolve())!r}) reads the study's own folder {str(written)!r}, "
+                    "where the study writes (the built-in phantom's images among them): copy the images elsewhere, "
+                    "or read another study's folder"
+                )
     for index, (first, first_root) in enumerate(folders):
         for second, second_root in folders[index + 1 :]:
-            if first_root == second_root or first_root in second_root.parents or second_root in first_root.parents:
-                relation = "the same folder" if first_root == second_root else "folders one inside the other"
+            if _same_or_inside(first_root, second_root) or _same_or_inside(second_root, first_root):
+                same = _same_or_inside(first_root, second_root) and _same_or_inside(second_root, first_root)
+                relation = "the same folder" if same else "folders one inside the other"
                 risk = (
                     "the networks would be tested on images they trained on"
                     if first == "dataset"
                     else "their images would be counted twice, under two names"
                 )
                 raise SonosegError(
-                    f"config {first} (root {str(first_root)!r}) and {second} (root {str(second_root)!r}) read "
-                    f"{relation}: {risk}; keep one, or give each its own folder"
+                    f"config {first} (root {str(first_root.resolve())!r}) and {second} (root "
+                    f"{str(second_root.resolve())!r}) read {relation}: {risk}; keep one, or give each its own folder"
                 )
+
+
+def _same_or_inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it. By the resolved paths (links followed), and where
+    both exist by the file system's own identity (os.path.samefile), which also sees one folder spelled in
+    two letter cases on a case-insensitive file system (macOS, Windows) or reached through a bind mount."""
+    path, folder = path.resolve(), folder.resolve()
+    for candidate in (path, *path.parents):
+        if candidate == folder:
+            return True
+        try:
+            if os.path.samefile(candidate, folder):
+                return True
+        except OSError:  # either does not exist (yet): the paths have said it
+            continue
+    return False
 
 
 def augmentation_auto(train: dict, network: str) -> bool:
