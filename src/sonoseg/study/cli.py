@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 
 from sonoseg.data.options import CACHE_MARKS, INTERPOLATIONS, MARKS, PARTS
 from sonoseg.errors import SonosegError
@@ -50,6 +52,17 @@ def pixel_count(value: str) -> int:
     if pixels < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number of pixels: 1 or more")
     return pixels
+
+
+def input_size(value: str) -> int:
+    """--size: an input side in pixels, 1 or more (0: the size the model was trained at)."""
+    try:
+        side = int(value)
+    except ValueError:
+        side = -1
+    if side < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an input size: pixels, 1 or more (0: the model's own)")
+    return side
 
 
 def thread_count(value: str) -> int:
@@ -344,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         "else area)",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:<index>")
-    p.add_argument("--size", type=int, default=0, help="input size (default: the size the model was trained at)")
+    p.add_argument("--size", type=input_size, default=0, help="input size (default: the size the model was trained at)")
     p.add_argument(
         "--backend",
         default="torch",
@@ -374,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="model.onnx; the sidecar is written beside it as model.onnx.json")
     p.add_argument("--component-rule", default="area", choices=COMPONENT_RULES)
-    p.add_argument("--size", type=int, default=0, help="input size (default: the size the model was trained at)")
+    p.add_argument("--size", type=input_size, default=0, help="input size (default: the size the model was trained at)")
     p.set_defaults(func=commands.cmd_export)
 
     p = sub.add_parser(
@@ -567,10 +580,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(BaseException):
+    """SIGTERM (docker stop, systemd, timeout, SLURM's scancel) raised where segment is, as Ctrl-C is, so that
+    it leaves as from Ctrl-C: its output folder's record written, naming the images not reached."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def _stop(signum, frame) -> None:
+    raise Stopped(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never fetch weights from a hub
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
+    # Only segment's: the workflow's jobs keep the default (killed where they are), whose outputs Snakemake
+    # removes; segment's masks stay, and its record must say which.
+    if args.command == "segment" and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
     try:
         # The config's networks of the user's own, for any command that names networks (parents=[custom]).
         commands.register_custom_networks(getattr(args, "custom_networks", ""))
@@ -580,6 +610,10 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except (KeyboardInterrupt, Stopped) as exc:  # one line, not a traceback: the user (or a service) stopped it
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        print(f"sonoseg {args.command}: {str(exc) or 'stopped by SIGINT'}", file=sys.stderr)
+        return 128 + signum  # the shell's status for a process ended by that signal
     except SonosegError as exc:
         if os.environ.get("SONOSEG_DEBUG") and exc.__cause__:  # where a user's builder or network failed
             raise
