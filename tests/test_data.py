@@ -418,14 +418,13 @@ def test_trailing_bytes_after_the_end_marker_are_not_a_truncation(tmp_path):
         assert imageio.read_image(path).pixels.shape == image.shape
         path.write_bytes(whole[: len(whole) * 2 // 3])
         assert "truncated" in imageio.problem_with_file(path), suffix
-    # A JPEG that carries a thumbnail (its own start of scan and end marker) and is cut short within the
-    # bytes read: the thumbnail's end marker lies before the image's last scan, so it is still truncated.
+    # A JPEG that carries a thumbnail (its own start of scan and end marker) and is cut short: the
+    # thumbnail's end marker lies inside its EXIF segment, before the image's scan, so it is still truncated.
     thumbnail = cv2.imencode(".jpg", image[::8, ::8])[1].tobytes()
     main = cv2.imencode(".jpg", image)[1].tobytes()
     exif = b"\xff\xe1" + (len(thumbnail) + 8).to_bytes(2, "big") + b"Exif\0\0" + thumbnail
     cut = tmp_path / "thumbnail.jpg"
     cut.write_bytes(main[:2] + exif + main[2 : len(main) // 2])
-    assert len(cut.read_bytes()) < imageio.END_MARKER_SEARCH_BYTES
     assert "truncated JPEG" in imageio.problem_with_file(cut)
     cut.write_bytes(main[:2] + exif + main[2:])  # whole, it passes
     assert imageio.problem_with_file(cut) is None

@@ -6,13 +6,15 @@ common mistakes; an external set without lesions or with one patient."""
 import json
 import logging
 import os
+import re
+import struct
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import sample_images, write_large_lesion_scans, write_model, write_patient_manifest, write_run_metrics
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from sonoseg.analysis import figures, generalization, pages, results, stats, tables
 from sonoseg.data import imageio
@@ -108,22 +110,117 @@ def test_segment_writes_the_mask_of_a_turned_image_as_it_is_viewed_and_says_so(t
     paths, model = scans
     image = Image.open(paths[0]).convert("RGB")
     viewed = {}
-    for orientation in (6, 8):  # a quarter turn either way: the same shape, other pixels
+    # A TIFF too: OpenCV 5.1 turns one by its tag whatever the flags, which once made it turned twice.
+    for orientation, suffix in ((6, ".png"), (8, ".png"), (6, ".tif")):  # a quarter turn either way
         exif = Image.Exif()
         exif[imageio.EXIF_ORIENTATION_TAG] = orientation
-        tagged = tmp_path / f"tagged{orientation}.png"
+        name = f"tagged{orientation}{suffix.replace('.', '_')}"
+        tagged = (tmp_path / name).with_suffix(suffix)
         image.save(tagged, exif=exif)
-        as_shown = tmp_path / "shown" / f"tagged{orientation}.png"  # the pixels turned, no tag
+        as_shown = tmp_path / "shown" / f"{name}.png"  # the pixels turned (as Pillow turns them), no tag
         as_shown.parent.mkdir(exist_ok=True)
-        ImageOps.exif_transpose(Image.open(tagged)).save(as_shown)
+        _as_pillow_shows(np.asarray(image), orientation).save(as_shown)
         infer.segment_images(model, [tagged], tmp_path / "out", device="cpu")
         infer.segment_images(model, [as_shown], tmp_path / "out_shown", device="cpu")
-        viewed[orientation] = cv2.imread(str(tmp_path / "out" / f"tagged{orientation}_mask.png"), cv2.IMREAD_UNCHANGED)
-        shown = cv2.imread(str(tmp_path / "out_shown" / f"tagged{orientation}_mask.png"), cv2.IMREAD_UNCHANGED)
-        assert viewed[orientation].shape == (image.width, image.height)
-        assert np.array_equal(viewed[orientation], shown)
-    assert (viewed[6] > 0).any() and not np.array_equal(viewed[6], viewed[8])
+        viewed[tagged.name] = cv2.imread(str(tmp_path / "out" / f"{name}_mask.png"), cv2.IMREAD_UNCHANGED)
+        shown = cv2.imread(str(tmp_path / "out_shown" / f"{name}_mask.png"), cv2.IMREAD_UNCHANGED)
+        assert viewed[tagged.name].shape == (image.width, image.height)
+        assert np.array_equal(viewed[tagged.name], shown), tagged.name
+    six, eight = viewed["tagged6_png.png"], viewed["tagged8_png.png"]
+    assert (six > 0).any() and not np.array_equal(six, eight)
     assert "turned as its EXIF orientation (6)" in caplog.text
+
+
+def _as_pillow_shows(pixels: np.ndarray, orientation: int) -> Image.Image:
+    """The pixels as Pillow's ImageOps.exif_transpose turns them for this EXIF orientation: the reference
+    for every format. (Pillow 13 turns a TIFF itself while loading it, and garbles a quarter-turned one, so
+    the reference is made from the pixels and the tag, not from the file.)"""
+    image = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[imageio.EXIF_ORIENTATION_TAG] = orientation
+    image.info["exif"] = exif.tobytes()
+    return ImageOps.exif_transpose(image)
+
+
+def _with_a_corner_marked(height: int = 24, width: int = 40) -> np.ndarray:
+    """A dark frame, not square, with a bright block near its top-left corner: any turn or mirror moves it."""
+    pixels = np.full((height, width), 20, np.uint8)
+    pixels[2:8, 3:12] = 235
+    return pixels
+
+
+# How each format is written: its name for Pillow, how the marked frame is stored, and whether it is lossless.
+TAGGED_FORMATS = {
+    "tiff8": ("TIFF", lambda gray: gray, {}, True),
+    "tiff16": ("TIFF", lambda gray: gray.astype(np.uint16) * 257, {}, True),
+    "tiff_rgb": ("TIFF", lambda gray: np.dstack([gray, gray // 2, gray // 3]), {}, True),
+    "jpeg": ("JPEG", lambda gray: gray, {"quality": 100}, False),
+    "png": ("PNG", lambda gray: gray, {}, True),
+    "webp": ("WEBP", lambda gray: np.dstack([gray] * 3), {"lossless": True}, True),
+}
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+@pytest.mark.parametrize("kind", sorted(TAGGED_FORMATS))
+def test_every_format_comes_out_turned_once_as_viewers_show_it(tmp_path, kind, orientation):
+    pillow_format, stored, options, lossless = TAGGED_FORMATS[kind]
+    gray = _with_a_corner_marked()
+    exif = Image.Exif()
+    exif[imageio.EXIF_ORIENTATION_TAG] = orientation
+    path = tmp_path / f"scan.{kind}"
+    Image.fromarray(stored(gray)).save(path, pillow_format, exif=exif, **options)
+    expected = np.asarray(_as_pillow_shows(gray, orientation))
+    decoded = imageio.read_image(path)
+    assert decoded.pixels.shape[:2] == expected.shape
+    assert np.array_equal(decoded.pixels[..., 0] > 127, expected > 127)  # where the marker is
+    if lossless:
+        assert np.array_equal(decoded.pixels[..., 0], expected)
+    assert f"exif_orientation:{orientation}" in decoded.notes
+    mask = imageio.read_mask(path)  # masks are read alike, so they stay on the images' pixels
+    assert np.array_equal(mask.pixels, expected > 127) and mask.orientation == orientation
+
+
+def test_an_image_and_its_mask_tagged_alike_stay_aligned_whatever_their_formats(tmp_path):
+    from sonoseg.data import ingest
+
+    gray = _with_a_corner_marked(48, 80)
+    exif = Image.Exif()
+    exif[imageio.EXIF_ORIENTATION_TAG] = 6
+    lesion = np.where(gray > 127, 255, 0).astype(np.uint8)  # drawn on the stored pixels, tagged as they are
+    for image_suffix, mask_suffix in ((".png", ".tif"), (".tif", ".png"), (".tif", ".tif"), (".jpg", ".tif")):
+        root = tmp_path / f"{image_suffix[1:]}_{mask_suffix[1:]}"
+        (root / "images").mkdir(parents=True)
+        (root / "masks").mkdir()
+        Image.fromarray(gray).save(root / "images" / f"a{image_suffix}", exif=exif, quality=100)
+        Image.fromarray(lesion).save(root / "masks" / f"a{mask_suffix}", exif=exif)
+        image = imageio.read_image(root / "images" / f"a{image_suffix}").pixels[..., 0]
+        mask = imageio.read_mask(root / "masks" / f"a{mask_suffix}").pixels
+        assert mask.shape == image.shape == (80, 48), root.name
+        assert np.array_equal(mask, image > 127), root.name
+        manifest = ingest(root, "folder")  # the ingest reads them so too: the pair fits
+        assert manifest["status"].iloc[0] == "included", manifest["reason"].iloc[0]
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".jpg", ".png", ".webp"])
+def test_a_decoder_is_left_no_orientation_to_turn_by(tmp_path, suffix):
+    # Flags with which OpenCV 5.1 turns each of these by the tag: once the tag says 1, none turns, so the
+    # pixels are as stored whatever a version of OpenCV does with it; the file stays valid (a PNG's CRC).
+    gray = _with_a_corner_marked()
+    exif = Image.Exif()
+    exif[imageio.EXIF_ORIENTATION_TAG] = 6
+    path = tmp_path / f"scan{suffix}"
+    Image.fromarray(np.dstack([gray] * 3)).save(path, exif=exif, quality=100, lossless=True)
+    data = np.fromfile(path, np.uint8)
+    assert cv2.imdecode(data, cv2.IMREAD_COLOR).shape[:2] == (40, 24)  # turned by OpenCV itself
+    assert imageio.neutralise_orientation(data) == 6
+    assert imageio.neutralise_orientation(data.copy()) == 1  # the tag is still there, saying 1
+    unturned = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    assert unturned.shape[:2] == (24, 40) and unturned[4, 6, 0] > 127
+    neutral = tmp_path / f"neutral{suffix}"
+    data.tofile(neutral)
+    with Image.open(neutral) as reread:
+        reread.load()
+        assert reread.getexif()[imageio.EXIF_ORIENTATION_TAG] == 1
 
 
 def test_ingest_refuses_an_image_and_mask_turned_otherwise_unless_the_sizes_tell(tmp_path):
@@ -200,6 +297,82 @@ def test_pages_and_a_low_16_bit_range_are_noted(tmp_path, caplog, scans):
     infer.segment_images(model, [pages, twelve_bit], tmp_path / "out", device="cpu")
     assert "a TIFF of 2 pages: the first page is segmented" in caplog.text
     assert f"a 16-bit image whose brightest pixel is {brightest} of 65535" in caplog.text
+
+
+# ----------------------------------------------------------------------------- data after the end, files cut short
+
+# How each kind of file is written by OpenCV: a JPEG in one scan, in several (progressive), with restart markers.
+WRITTEN = {
+    "png": (".png", []),
+    "jpeg": (".jpg", []),
+    "progressive_jpeg": (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+    "jpeg_restart_markers": (".jpg", [cv2.IMWRITE_JPEG_RST_INTERVAL, 1]),
+}
+
+
+def _encoded(kind: str, pixels: np.ndarray) -> bytes:
+    suffix, params = WRITTEN[kind]
+    return cv2.imencode(suffix, pixels, params)[1].tobytes()
+
+
+def _as_read(encoded: bytes) -> np.ndarray:
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+@pytest.mark.parametrize("kind", sorted(WRITTEN))
+def test_data_after_the_end_marker_of_any_size_is_not_a_truncation(tmp_path, kind):
+    # Phones append megabytes after a JPEG's end-of-image marker (a Motion Photo's video, a second picture),
+    # tools append bytes after a PNG's IEND: far more than the 4 KiB from the end once searched for the marker.
+    # The random bytes hold end markers and starts of scan of their own, as a video does.
+    image = cv2.resize(sample_images(1)[0], (180, 140))
+    whole = _encoded(kind, image)
+    rng = np.random.default_rng(0)
+    trailer = _encoded(kind, image[::4, ::4]) + rng.bytes(8000 if kind == "png" else 1 << 20)
+    path = tmp_path / f"scan.{'png' if kind == 'png' else 'jpg'}"
+    path.write_bytes(whole + trailer)
+    assert imageio.problem_with_file(path) is None
+    assert np.array_equal(imageio.read_image(path).pixels, _as_read(whole))
+
+
+@pytest.mark.parametrize("kind", sorted(WRITTEN))
+def test_a_file_cut_short_is_refused_naming_it(tmp_path, kind):
+    whole = _encoded(kind, cv2.resize(sample_images(1)[0], (180, 140)))
+    name = "PNG (no IEND chunk" if kind == "png" else "JPEG (no end-of-image marker"
+    end = 12 if kind == "png" else 2  # the IEND chunk; the end-of-image marker
+    path = tmp_path / f"scan.{'png' if kind == 'png' else 'jpg'}"
+    for cut in (whole[: len(whole) // 2], whole[:-end]):  # within the pixels; just before the end
+        path.write_bytes(cut)
+        with pytest.raises(SonosegError, match=rf"^{re.escape(str(path))}: truncated {re.escape(name)}"):
+            imageio.read_image(path)
+
+
+def _exif_with_a_thumbnail(thumbnail: bytes, orientation: int) -> bytes:
+    """An APP1 segment as a camera writes one: EXIF whose first IFD holds the orientation and whose second
+    points to a JPEG thumbnail, with a start of scan and an end-of-image marker of its own."""
+    second_ifd = 8 + 2 + 12 + 4  # after the TIFF header and the first IFD (one entry)
+    thumbnail_at = second_ifd + 2 + 2 * 12 + 4
+    first = struct.pack("<HHHIHHI", 1, imageio.EXIF_ORIENTATION_TAG, 3, 1, orientation, 0, second_ifd)
+    second = struct.pack("<HHHIIHHIII", 2, 0x0201, 4, 1, thumbnail_at, 0x0202, 4, 1, len(thumbnail), 0)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + first + second + thumbnail
+    return b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\x00\x00" + tiff
+
+
+def test_a_jpeg_with_an_exif_thumbnail_cut_within_its_scan_is_refused(tmp_path):
+    image = cv2.resize(sample_images(1)[0], (180, 140))
+    main, thumbnail = _encoded("jpeg", image), _encoded("jpeg", image[::8, ::8])
+    whole = main[:2] + _exif_with_a_thumbnail(thumbnail, 6) + main[2:]
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(whole + np.random.default_rng(0).bytes(1 << 20))
+    with Image.open(path) as photo:  # as Pillow reads a camera's EXIF: the orientation, the thumbnail
+        exif = photo.getexif()
+        assert exif[imageio.EXIF_ORIENTATION_TAG] == 6 and exif.get_ifd(ExifTags.IFD.IFD1)[0x0202] == len(thumbnail)
+    decoded = imageio.read_image(path)  # whole, with data after it: read, turned once
+    assert decoded.pixels.shape == (180, 140, 3) and decoded.notes == ["exif_orientation:6"]
+    cut = whole[: len(whole) - len(main) // 2]
+    assert cut.count(b"\xff\xd9") == 1  # the thumbnail's end marker: not the image's
+    path.write_bytes(cut)
+    with pytest.raises(SonosegError, match=rf"^{re.escape(str(path))}: truncated JPEG"):
+        imageio.read_image(path)
 
 
 # ----------------------------------------------------------------------------- models outside their run folder

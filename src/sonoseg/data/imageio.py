@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 import struct
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -19,10 +22,20 @@ except AttributeError:  # pragma: no cover - older OpenCV builds
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 MASK_SEPARATOR = "|"  # several mask files of one image (BUSI's NAME_mask_1.png) are merged
-PNG_END_CHUNK = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the whole IEND chunk: length 0, type, CRC
-JPEG_END_MARKER, JPEG_START_OF_SCAN = b"\xff\xd9", b"\xff\xda"
-END_MARKER_SEARCH_BYTES = 4096  # how far from a file's end its end marker may lie
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8"  # its start-of-image marker
+JPEG_END_OF_IMAGE, JPEG_START_OF_SCAN, JPEG_APP1 = 0xD9, 0xDA, 0xE1
+# Markers that stand alone, without a length: TEM, the restart markers RST0-7, start and end of image.
+JPEG_MARKERS_WITHOUT_LENGTH = {0x01, *range(0xD0, 0xDA)}
+# In entropy-coded data a 0xFF byte is followed by 0x00 (a stuffed byte), a restart marker or a fill 0xFF;
+# the first 0xFF followed by anything else is the marker that ends the scan (libjpeg reads it so too).
+JPEG_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+SCAN_READ_BYTES = 1 << 20  # a scan is searched in blocks of this size: a 100 MB file is never read whole
 EXIF_ORIENTATION_TAG = 0x0112
+EXIF_HEADER = b"Exif\x00\x00"  # before the TIFF structure of the EXIF in a JPEG's APP1 (and in some others)
+# By a TIFF structure's magic number (classic, BigTIFF): where the first IFD's offset lies, the formats of an
+# offset and of an IFD's entry count, the bytes of an entry, and where in an entry its value lies.
+TIFF_LAYOUTS = {42: (4, "I", "H", 12, 8), 43: (8, "Q", "Q", 20, 12)}
 # A 16-bit image is read as the full 16-bit range (divided by 257). One whose brightest pixel is under
 # this (12-bit data and less, as some scanners and converters store it) comes out almost black: noted.
 LOW_RANGE_16BIT = 4096
@@ -58,19 +71,97 @@ def problem_with_file(path: Path) -> str | None:
         return "empty file (0 bytes)"
     try:
         with open(path, "rb") as handle:
-            head = handle.read(8)
-            handle.seek(max(size - END_MARKER_SEARCH_BYTES, 0))
-            tail = handle.read()
+            read = _reader(handle)
+            head = read(0, 8)
+            # OpenCV decodes a file cut short without complaint (the missing rows come out gray), so the end
+            # marker is looked for. It is found by the file's structure, not by searching its end: phones,
+            # scanners and tools append data after it (a Motion Photo's video: megabytes), which OpenCV ignores,
+            # and a JPEG's EXIF thumbnail carries an end marker of its own, before the image is complete.
+            if head.startswith(PNG_SIGNATURE) and not any(kind == b"IEND" for kind, _, _ in _png_chunks(read, size)):
+                return "truncated PNG (no IEND chunk at the end)"
+            if head.startswith(JPEG_SIGNATURE) and not _jpeg_is_complete(read, size):
+                return "truncated JPEG (no end-of-image marker after its last scan)"
     except OSError as exc:
         return f"cannot be read ({exc.strerror})"
-    # OpenCV decodes a file cut short without complaint (the missing rows come out gray), so the end
-    # marker is looked for; some scanners and tools append bytes after it, which OpenCV ignores.
-    if head.startswith(b"\x89PNG") and PNG_END_CHUNK not in tail:
-        return "truncated PNG (no IEND chunk at the end)"
-    # An embedded thumbnail ends with its own end marker: the image's must follow the last start of scan.
-    if head.startswith(b"\xff\xd8") and tail.rfind(JPEG_END_MARKER) <= tail.rfind(JPEG_START_OF_SCAN):
-        return "truncated JPEG (no end-of-image marker after its last scan)"
     return None
+
+
+Reader = Callable[[int, int], bytes]  # (offset, count) -> at most ``count`` bytes of a file from ``offset``
+
+
+def _reader(handle: BinaryIO) -> Reader:
+    def read(offset: int, count: int) -> bytes:
+        handle.seek(offset)
+        return handle.read(count)
+
+    return read
+
+
+def _png_chunks(read: Reader, size: int) -> Iterator[tuple[bytes, int, int]]:
+    """Each whole chunk of a PNG: (type, offset of its data, length of its data), by the lengths in the
+    chunk headers (no data is read), up to the IEND chunk; a chunk that runs past the file's end, and those
+    after it, are not yielded (a file cut short never yields IEND)."""
+    offset = len(PNG_SIGNATURE)
+    while offset + 12 <= size:  # a chunk's length, type and CRC
+        length, kind = struct.unpack(">I4s", read(offset, 8))
+        if offset + 12 + length > size:
+            return
+        yield kind, offset + 8, length
+        if kind == b"IEND":
+            return
+        offset += 12 + length
+
+
+def _jpeg_segments(read: Reader, size: int) -> Iterator[tuple[int, int, int]]:
+    """Each marker of a JPEG from its start: (marker, offset of its segment's data, length of that data; 0
+    for a marker without a length), skipping each scan's entropy-coded data to the marker after it, up to
+    the end-of-image marker. A segment that runs past the file's end, and what follows, is not yielded."""
+    offset, in_scan = 2, False  # after the start-of-image marker
+    while offset < size:
+        head = read(offset, 2)
+        if not in_scan and len(head) == 2 and head[0] == 0xFF and head[1] not in (0x00, 0xFF):
+            at = offset
+        else:  # a scan's data, fill bytes, or stray bytes between segments (libjpeg skips them too)
+            at = _next_jpeg_marker(read, size, offset)
+            if at is None:
+                return
+        marker = read(at + 1, 1)[0]
+        if marker in JPEG_MARKERS_WITHOUT_LENGTH:
+            yield marker, at + 2, 0
+            if marker == JPEG_END_OF_IMAGE:
+                return
+            offset = at + 2
+            continue
+        length_bytes = read(at + 2, 2)
+        if len(length_bytes) < 2 or int.from_bytes(length_bytes, "big") < 2:
+            return
+        end = at + 2 + int.from_bytes(length_bytes, "big")
+        if end > size:
+            return
+        yield marker, at + 4, end - at - 4
+        offset, in_scan = end, marker == JPEG_START_OF_SCAN
+
+
+def _next_jpeg_marker(read: Reader, size: int, offset: int) -> int | None:
+    """Where the first marker at or after ``offset`` that may follow entropy-coded data starts (its 0xFF),
+    or None. Read in blocks overlapping by one byte, so a marker across two blocks is found."""
+    while offset < size:
+        block = read(offset, SCAN_READ_BYTES + 1)
+        found = JPEG_MARKER_AFTER_SCAN.search(block)
+        if found:
+            return offset + found.start()
+        offset += SCAN_READ_BYTES
+    return None
+
+
+def _jpeg_is_complete(read: Reader, size: int) -> bool:
+    """Whether the JPEG's end-of-image marker follows a scan (a start of scan, and the data it announces)."""
+    scanned = False
+    for marker, _, _ in _jpeg_segments(read, size):
+        if marker == JPEG_END_OF_IMAGE:
+            return scanned
+        scanned |= marker == JPEG_START_OF_SCAN
+    return False
 
 
 @dataclass(frozen=True)
@@ -85,9 +176,9 @@ class Layout:
 
 
 def _header(path: Path) -> Layout:
-    """The file's Layout, read from its header by Pillow (OpenCV decodes the first page only and,
-    unchanged, ignores the orientation). Never a full decode: a PNG's tag is read from the chunks before
-    its pixels. A file Pillow cannot read is read by OpenCV as it is."""
+    """The file's Layout, read from its header by Pillow (OpenCV decodes the first page only). Never a
+    full decode: a PNG's tag is read from the chunks before its pixels. A file Pillow cannot read is read
+    by OpenCV as it is."""
     import warnings
 
     from PIL import Image
@@ -128,6 +219,77 @@ def check_pixel_count(path: Path, pixels: int, size: tuple[int, int] | None, max
         )
 
 
+def neutralise_orientation(data: np.ndarray) -> int | None:
+    """Set the EXIF orientation tag in a file's bytes (``data``, uint8, changed in place) to 1, so that no
+    decoder can turn the pixels, and return the tag's value before, None where the file has none.
+
+    OpenCV's decoders turn by the tag or not by format and flags, and not as documented: 5.1 turns a TIFF
+    even with IMREAD_UNCHANGED and IMREAD_IGNORE_ORIENTATION, a JPEG, PNG or WebP only without them. Whatever
+    a version does, one that finds orientation 1 turns nothing, and _decode turns the pixels once itself.
+    The tag is looked for where decoders read it: the first IFD of a TIFF file, of the EXIF in a JPEG's APP1
+    segments, a PNG's eXIf chunks (wherever they lie; their CRCs are recomputed) or a WebP's EXIF chunk."""
+
+    def read(offset: int, count: int) -> bytes:
+        return data[offset : offset + count].tobytes()
+
+    head, size, found = read(0, 16), data.size, []
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        found.append(_neutralise_tiff_orientation(data))
+    elif head.startswith(JPEG_SIGNATURE):
+        for marker, offset, length in _jpeg_segments(read, size):
+            if marker == JPEG_START_OF_SCAN:  # the EXIF precedes the pixels; their data is never searched
+                break
+            if marker == JPEG_APP1 and read(offset, 6) == EXIF_HEADER:
+                found.append(_neutralise_tiff_orientation(data[offset + 6 : offset + length]))
+    elif head.startswith(PNG_SIGNATURE):
+        for kind, offset, length in _png_chunks(read, size):
+            if kind == b"eXIf":
+                value = _neutralise_tiff_orientation(_without_exif_header(data[offset : offset + length]))
+                if value not in (None, 1):  # the chunk changed: its CRC (over type and data) with it
+                    crc = zlib.crc32(data[offset - 4 : offset + length].tobytes())
+                    data[offset + length : offset + length + 4] = np.frombuffer(struct.pack(">I", crc), np.uint8)
+                found.append(value)
+    elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        offset = 12
+        while offset + 8 <= size:  # chunks: type, little-endian length, data padded to an even length
+            kind, length = struct.unpack("<4sI", read(offset, 8))
+            if kind == b"EXIF":
+                found.append(_neutralise_tiff_orientation(_without_exif_header(data[offset + 8 : offset + 8 + length])))
+            offset += 8 + length + length % 2
+    return next((value for value in found if value is not None), None)
+
+
+def _without_exif_header(exif: np.ndarray) -> np.ndarray:
+    """The TIFF structure of an EXIF block, after the "Exif\\0\\0" some writers put before it."""
+    return exif[len(EXIF_HEADER) :] if exif[: len(EXIF_HEADER)].tobytes() == EXIF_HEADER else exif
+
+
+def _neutralise_tiff_orientation(tiff: np.ndarray) -> int | None:
+    """Set the orientation tag of the first IFD of a TIFF structure (classic or BigTIFF; ``tiff``, a view of
+    the file's bytes, changed in place) to 1 and return its value before; None where it has none."""
+    buffer = memoryview(tiff)
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2].tobytes())
+    try:
+        magic = struct.unpack_from(f"{order}H", buffer, 2)[0] if order else None
+        if magic not in TIFF_LAYOUTS:
+            return None
+        ifd_at, offset_format, count_format, entry_size, value_at = TIFF_LAYOUTS[magic]
+        ifd = struct.unpack_from(order + offset_format, buffer, ifd_at)[0]
+        entries = ifd + struct.calcsize(count_format)
+        for index in range(struct.unpack_from(order + count_format, buffer, ifd)[0]):
+            entry = entries + index * entry_size
+            tag, kind = struct.unpack_from(f"{order}HH", buffer, entry)
+            if tag == EXIF_ORIENTATION_TAG and kind == 3:  # SHORT, as the standard has it, held in the entry
+                value = struct.unpack_from(f"{order}H", buffer, entry + value_at)[0]
+                struct.pack_into(f"{order}H", buffer, entry + value_at, 1)
+                return value
+            if tag > EXIF_ORIENTATION_TAG:  # entries are sorted by tag
+                return None
+    except struct.error:  # offsets past the end: a broken structure, left to the decoder
+        return None
+    return None
+
+
 def as_viewers_show(pixels: np.ndarray, orientation: int) -> np.ndarray:
     """The pixels turned as the EXIF orientation tag (1-8) says a viewer shows them (Pillow's
     ImageOps.exif_transpose); rows and columns only, so any depth and channel count."""
@@ -156,11 +318,16 @@ def _decode(path: Path, binary_float: bool = False, max_pixels: int = MAX_IMAGE_
     layout = _header(path)
     if layout.pixels is not None:
         check_pixel_count(path, layout.pixels, layout.size, max_pixels)
-    pixels = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    data = np.fromfile(path, dtype=np.uint8)
+    tagged = neutralise_orientation(data)  # the decoder is left nothing to turn by: the pixels come as stored
+    # The tag neutralised is the one decoders read; Pillow's reading stands where none was found (an
+    # orientation in XMP, which Pillow reads too).
+    orientation = tagged if tagged in range(1, 9) else layout.orientation
+    pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise SonosegError(f"{path}: not a readable image")
     check_pixel_count(path, pixels.shape[0] * pixels.shape[1], pixels.shape[1::-1], max_pixels)
-    orientation, pages = layout.orientation, layout.pages
+    pages = layout.pages
     notes = [orientation_note(orientation)] * (orientation != 1) + [f"first_page_of:{pages}"] * (pages > 1)
     if orientation != 1:
         pixels = as_viewers_show(pixels, orientation)
