@@ -137,6 +137,56 @@ def test_a_run_stopped_by_an_error_still_records_what_it_wrote(tmp_path, scans, 
     assert [image["mask"] for image in run["images"]] == ["scan0_mask.png", None, None]
 
 
+def test_a_file_at_a_masks_place_that_the_record_does_not_list_is_never_overwritten(tmp_path, scans, capsys):
+    """A hand-drawn ground truth (or any file segment did not write) where a mask would go was overwritten, and
+    said to be the mask of an earlier run: refused, before the model is loaded, naming it and the ways on."""
+    paths, model = scans
+    outdir = tmp_path / "masks"
+    outdir.mkdir()
+    truth = outdir / "scan0_mask.png"
+    truth.write_bytes(b"a hand-drawn mask")
+    # No record in the folder: refused before the model is even looked for (this one is not there).
+    with pytest.raises(SonosegError) as refused:
+        infer.segment_images(tmp_path / "no_model.pt", paths, outdir, device="cpu")
+    assert str(refused.value) == (
+        f"{outdir}: 1 file(s) under the names this run would write its masks to, not written by segment (it has no "
+        "segment_runs.json, the record of the masks segment wrote there): scan0_mask.png; not overwritten (a "
+        f"hand-drawn ground truth?): give segment another --outdir, or move them out of {outdir}"
+    )
+    assert truth.read_bytes() == b"a hand-drawn mask" and not (outdir / "scan1_mask.png").exists()
+    # A record that lists other masks: scan1's is replaced, the file it does not list still refused.
+    infer.segment_images(model, paths[1:2], outdir, device="cpu")
+    status = main(["segment", "--no-progress", "--model", str(model), "--device", "cpu", "--outdir", str(outdir)]
+                  + [str(p) for p in paths])  # fmt: skip
+    assert status == 2 and "its segment_runs.json lists no such mask): scan0_mask.png;" in capsys.readouterr().err
+    assert truth.read_bytes() == b"a hand-drawn mask" and len(runs(outdir)) == 1  # refused runs are not recorded
+    # The file moved away as told: segment writes there, and the next run replaces its own mask.
+    truth.rename(tmp_path / "truth.png")
+    infer.segment_images(model, paths[:1], outdir, device="cpu")
+    assert infer.segment_images(model, paths[:1], outdir, device="cpu").written == [truth]
+    assert [run["replaced"] for run in runs(outdir)] == [0, 0, 1]
+
+
+def test_the_refusal_names_a_few_of_many_files_and_says_which_is_a_folder(tmp_path, scans):
+    paths, model = scans
+    images = [paths[0].with_name(f"scan{i}.png") for i in range(3, 10)]
+    for image in images:
+        image.write_bytes(paths[0].read_bytes())
+    outdir = tmp_path / "masks"
+    (outdir / "scan3_mask.png").mkdir(parents=True)
+    for image in images[1:6]:
+        (outdir / f"{image.stem}_mask.png").write_bytes(b"")
+    (outdir / output_record.RECORD_NAME).write_text('{"cut short')
+    with pytest.raises(SonosegError) as refused:
+        infer.segment_images(model, images, outdir, device="cpu")
+    message = str(refused.value)
+    assert "6 file(s)" in message and "its segment_runs.json is not a record segment can read" in message
+    assert "scan3_mask.png (a folder), scan4_mask.png, scan5_mask.png, scan6_mask.png, scan7_mask.png, … (1 more)" in (
+        message
+    )
+    assert (outdir / output_record.RECORD_NAME).read_text() == '{"cut short'  # the refused run moved nothing
+
+
 # ----------------------------------------------------------------------------- 2. the image size limit
 
 

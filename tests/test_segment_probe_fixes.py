@@ -1,21 +1,27 @@
 """What a user probe of `sonoseg segment` and `sonoseg export` found: an exported model segments with
 the post-processing its sidecar records, an image named through a link gets its own mask, a folder
 among the images is skipped, a hand-broken sidecar is named, options out of range are refused by name,
-and export says when a model file has no study choice beside it, as segment does."""
+and export says when a model file has no study choice beside it, as segment does. A second probe: a file name
+that is not UTF-8 crashed segment (SIGSEGV in OpenCV), an image whose mask name is over the file system's
+limit stopped the whole run, a folder at a mask's place was guessed at, an animated PNG was called a TIFF, and
+an image of 1 x 1 px was segmented without a word."""
 
 import json
 import logging
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
 from conftest import SIZE
+from PIL import Image
 
 from sonoseg.errors import SonosegError
-from sonoseg.serving import device, export, infer
+from sonoseg.serving import device, export, infer, mask_files, output_record
 from sonoseg.serving.modelio import MODEL_FORMAT
 from sonoseg.serving.sidecar import read_sidecar
 from sonoseg.study import commands
@@ -356,3 +362,108 @@ def test_a_long_list_of_busi_masks_is_named_in_part(tmp_path, caplog):
         "benign (3)_mask.png, benign (4)_mask.png, benign (5)_mask.png, … (3 more): segmented as images anyway; "
         "leave them out of the images given"
     ]
+
+
+# ----------------------------------------------------------------------------- the mask files' names and places
+
+
+def test_an_image_named_in_latin_1_gets_its_mask_instead_of_a_crash(tmp_path, scans):
+    """cv2.imwrite took the surrogate-escaped name Python holds for a Latin-1 café.png as UTF-8 and crashed the
+    process (SIGSEGV, exit 139) after the first mask: no record, no later mask. Run as a user runs it, in a
+    process of its own, as a crash would take the tests' process with it."""
+    paths, model = scans
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    latin1 = folder / os.fsdecode(b"caf\xe9_latin1.png")
+    try:
+        latin1.write_bytes(paths[0].read_bytes())
+    except OSError as exc:  # a file system that takes UTF-8 names only (APFS) cannot hold the name at all
+        pytest.skip(f"this file system refuses a name that is not UTF-8 ({exc.strerror})")
+    ok = folder / "ok.png"
+    ok.write_bytes(paths[0].read_bytes())
+    outdir = tmp_path / "out"
+    command = [Path(sys.executable).parent / "sonoseg", "segment", "--no-progress", "--model", model]
+    done = subprocess.run([*command, "--outdir", outdir, ok, latin1], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(os.listdir(os.fsencode(outdir))) == [b"caf\xe9_latin1_mask.png", b"ok_mask.png", b"segment_runs.json"]
+    written = outdir / os.fsdecode(b"caf\xe9_latin1_mask.png")
+    assert written.read_bytes() == (outdir / "ok_mask.png").read_bytes()  # the same scan, the same mask
+    (run,) = json.loads((outdir / output_record.RECORD_NAME).read_text())["runs"]
+    assert [entry["mask"] for entry in run["images"]] == ["ok_mask.png", written.name]
+    # The next run into the folder finds its own mask in the record under that name, and replaces it.
+    again = subprocess.run([*command, "--outdir", outdir, latin1], capture_output=True, text=True)
+    assert again.returncode == 0 and "replaced the mask an earlier run wrote" in again.stderr, again.stderr[-3000:]
+
+
+def test_an_image_whose_mask_name_is_over_the_limit_fails_alone(tmp_path, monkeypatch, capsys):
+    """A legal image name of up to the limit gives a mask name 5 bytes longer: one such image stopped the whole
+    run (OSError: File name too long) before any image was segmented. It fails by name; the others go on."""
+    model = brightness_model(tmp_path, monkeypatch)
+    outdir = tmp_path / "out"
+    limit = mask_files.name_max(tmp_path)
+    assert limit == os.pathconf(tmp_path, "PC_NAME_MAX")  # the file system's own limit (no --outdir yet)
+    fits = two_blobs(tmp_path / "scans" / ("f" * (limit - len("_mask.png")) + ".png"))  # a mask name of the limit
+    over = two_blobs(tmp_path / "scans" / ("a" * (limit - 8) + ".png"))  # a mask name one byte over it
+    plain = two_blobs(tmp_path / "scans" / "b.png")
+    command = ["segment", "--no-progress", "--model", str(model), "--device", "cpu", "--outdir", str(outdir)]
+    assert main([*command, str(plain), str(over), str(fits)]) == 2
+    err = capsys.readouterr().err
+    said = f"{over}: its mask's name, {'a' * 24}…_mask.png, would be {limit + 1} bytes, over the {limit}-byte limit"
+    assert "1 of 3 images failed" in err and said in err, err[-3000:]
+    assert "give the image a shorter name" in err and "Errno" not in err
+    assert sorted(p.name for p in outdir.glob("*_mask.png")) == ["b_mask.png", fits.stem + "_mask.png"]
+    (run,) = json.loads((outdir / output_record.RECORD_NAME).read_text())["runs"]
+    assert (run["written"], run["failed"]) == (2, 1) and run["images"][1]["error"].startswith(said)
+
+
+def test_a_folder_at_a_masks_place_is_named_as_a_folder_and_stops_the_run(tmp_path, monkeypatch, capsys):
+    """The message guessed at a full disk or a read-only folder; the run stops as for any mask that cannot be
+    written (docs/deploy.md), recording what it wrote, and leaves no part-written file behind."""
+    model = brightness_model(tmp_path, monkeypatch)
+    scans = [two_blobs(tmp_path / "scans" / name) for name in ("a.png", "b.png")]
+    outdir = tmp_path / "out"
+    infer.segment_images(model, scans, outdir, device="cpu")
+    (outdir / "b_mask.png").unlink()
+    (outdir / "b_mask.png").mkdir()  # where the record says segment wrote a mask, a folder now
+    command = ["segment", "--no-progress", "--model", str(model), "--device", "cpu", "--outdir", str(outdir)]
+    assert main([*command, *map(str, scans)]) == 2
+    err = capsys.readouterr().err
+    assert f"{outdir / 'b_mask.png'}: the mask could not be written (a folder is at that path: move it" in err
+    assert "disk full" not in err
+    assert sorted(p.name for p in outdir.iterdir()) == ["a_mask.png", "b_mask.png", output_record.RECORD_NAME]
+    assert json.loads((outdir / output_record.RECORD_NAME).read_text())["runs"][1]["interrupted"]
+
+
+# ----------------------------------------------------------------------------- images of unusual kinds and shapes
+
+
+@pytest.mark.parametrize("kind, said", [("PNG", "an animated PNG of 2 frames"), ("GIF", "an animated GIF of 2 frames")])
+def test_an_animated_image_is_named_as_what_it_is(tmp_path, monkeypatch, caplog, kind, said):
+    model = brightness_model(tmp_path, monkeypatch)
+    frames = [Image.fromarray(np.full((SIZE, SIZE, 3), value, np.uint8)) for value in (90, 200)]
+    image = tmp_path / f"cine.{kind.lower()}"
+    frames[0].save(image, format=kind, save_all=True, append_images=frames[1:])
+    infer.segment_images(model, [image], tmp_path / "out", device="cpu")
+    assert f"{image}: {said}: the first frame is segmented" in caplog.text and "TIFF" not in caplog.text
+    assert not mask(tmp_path / "out", "cine_mask.png").any()  # the first frame, mid-grey and darker: no lesion
+
+
+def test_an_image_too_small_or_too_narrow_for_a_scan_is_segmented_with_a_warning(tmp_path, monkeypatch, caplog):
+    model = brightness_model(tmp_path, monkeypatch)
+    shapes = {"dot": (1, 1), "strip": (500, 1), "band": (20, 300), "scan": (60, 80), "edge": (8, 64)}
+    images = []
+    for name, shape in shapes.items():
+        images.append(tmp_path / "scans" / f"{name}.png")
+        images[-1].parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(images[-1]), np.full((*shape, 3), 255, np.uint8))
+    with caplog.at_level(logging.WARNING, logger="sonoseg.serving.infer"):
+        result = infer.segment_images(model, images, tmp_path / "out", device="cpu")
+    assert len(result.written) == 5 and not result.failed  # warned of, not failed
+    warned = sorted(r.getMessage() for r in caplog.records if "may mean nothing" in r.getMessage())
+    end = f"for the model's square {SIZE}-px input, and its mask may mean nothing; segmented all the same"
+    assert [line.split("; segmented")[0] + "; segmented all the same" for line in warned] == [
+        f"{images[2]}: 300x20 px, one side over 8 times the other: stretched out of shape {end}",
+        f"{images[0]}: 1x1 px, a side under 8 px: too few pixels {end}",
+        f"{images[1]}: 1x500 px, a side under 8 px: too few pixels {end}",
+    ]
+    assert mask(tmp_path / "out", "dot_mask.png").shape == (1, 1)

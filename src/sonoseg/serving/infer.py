@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import sys
 import tempfile
@@ -19,10 +18,10 @@ import pandas as pd
 from scipy import ndimage
 
 from sonoseg.data.imageio import MAX_IMAGE_PIXELS, read_image
-from sonoseg.data.layouts import busi_mask_name, first_names
 from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache
 from sonoseg.errors import SonosegError
 from sonoseg.serving import interpolate, sidecar
+from sonoseg.serving.mask_files import mask_files, name_too_long, write_png
 from sonoseg.serving.modelio import (
     MODEL_FORMAT,
     ensemble_members,
@@ -88,17 +87,9 @@ def postprocessed(mask: np.ndarray, rule: str, postprocess: str) -> np.ndarray:
 def write_mask(
     probability: np.ndarray, height: int, width: int, rule: str, path: Path, postprocess: str = "keep_one"
 ) -> Path:
-    """Post-process a probability map to the original size and save it as a 0/255 PNG."""
+    """Post-process a probability map to the original size and save it as a 0/255 PNG (mask_files.write_png)."""
     mask = probability_to_mask(probability, height, width, rule, postprocess)
-    try:
-        written = cv2.imwrite(str(path), mask.astype(np.uint8) * 255)
-    except cv2.error as exc:
-        written, why = False, str(exc).strip().splitlines()[-1]
-    else:
-        why = "disk full, a read-only folder, or no permission?"
-    if not written:
-        raise SonosegError(f"{path}: the mask could not be written ({why})")
-    return path
+    return write_png(mask.astype(np.uint8) * 255, path)
 
 
 def check_cache(arrays: dict, data_path, predictor: Predictor, model_name, reliance: bool = False) -> None:
@@ -530,8 +521,10 @@ def segment_images(
     backend "torch" reads a model.pt; "onnxruntime" reads a model.onnx with its sidecar (or exports a
     model.pt first). The input size is the one the model was trained at, unless ``size`` is given.
     An image that cannot be read is reported (in the result and the log) and the others go on; a folder
-    among the images is skipped with a warning (mask_files); one over ``max_pixels`` pixels is refused. Each
-    run is appended to <outdir>/segment_runs.json (output_record: the model, options, and each image's mask).
+    among the images is skipped with a warning (mask_files); one over ``max_pixels`` pixels is refused, and one
+    whose mask's name the file system cannot hold fails. Each run is appended to <outdir>/segment_runs.json
+    (output_record: the model, options, and each image's mask); a file where a mask would go that the record
+    does not list is refused before any model is loaded (output_record.refuse_unrecorded).
     """
     if backend not in BACKENDS:
         raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
@@ -540,7 +533,10 @@ def segment_images(
     if threads < 0:
         raise SonosegError(f"--threads: {threads} is not a number of threads (1 or more; 0: ONNX Runtime chooses)")
     check_device_name(device, "--device")
+    from sonoseg.serving.output_record import RunRecord, refuse_unrecorded
+
     planned = mask_files(images, Path(outdir))  # before any model is loaded: a clash is the user's to settle
+    refuse_unrecorded(Path(outdir), planned)  # a file segment did not write, such as a hand-drawn mask: never replaced
     if backend == "torch" or Path(model_path).suffix.lower() != ".onnx":
         require_torch(model_path, backend)
     if backend == "torch":
@@ -638,8 +634,6 @@ def segment_images(
     except OSError as exc:
         raise SonosegError(f"{outdir}: cannot be made the folder for the masks ({exc.strerror or exc})") from None
     result = SegmentResult()
-    from sonoseg.serving.output_record import RunRecord
-
     settings = {"model": str(model_path), "members": [str(m) for m in members], "backend": backend, "tta": tta}
     settings |= {"device": device if backend == "torch" else "cpu", "threads": threads, "input_size": predictor.size}
     settings |= {"scales": list(scales), "shrink_above": shrink_above, "shrink_found_above": shrink_found_above}
@@ -671,17 +665,22 @@ def segment_each(planned, predictor, result, rule, postprocess, max_pixels, prog
     from tqdm import tqdm
 
     for path, out in tqdm(planned, desc="segment", unit="image", disable=not progress):
+        unwritable = name_too_long(out)
         try:
+            if unwritable:  # failed as an unreadable image is, before it is read: the others go on
+                raise SonosegError(f"{path}: {unwritable}")
             decoded = read_image(path, max_pixels)
         except SonosegError as exc:
-            stale = f" ({out} is left from an earlier run)" if out.exists() else ""
+            stale = f" ({out} is left from an earlier run)" if not unwritable and out.exists() else ""
             log.error("%s%s", exc, stale)
             result.failed.append((path, f"{exc}{stale}"))
             continue
         for kind, _, value in (note.partition(":") for note in decoded.notes):
             if kind in NOTES_TO_WARN:
-                log.warning("%s: %s", path, NOTES_TO_WARN[kind].format(value))
+                named = frames_named(path) if kind == "first_page_of" else ()
+                log.warning("%s: %s", path, NOTES_TO_WARN[kind].format(value, *named))
         rgb = decoded.pixels
+        warn_if_out_of_shape(path, rgb.shape[0], rgb.shape[1], predictor.size)
         try:
             probability = predictor.run(predictor.prepare(rgb))[0]
         except RuntimeError as exc:  # the network's strides and the input size (--size) may not fit
@@ -709,83 +708,55 @@ NOTES_TO_WARN = {
     "low_range_16bit": "a 16-bit image whose brightest pixel is {} of 65535: read as the full 16-bit range, as "
     "sonoseg reads every 16-bit file, it is almost black, and the mask may be empty (12-bit data? save it as "
     "8-bit, scaled as it is viewed)",
-    "first_page_of": "a TIFF of {} pages: the first page is segmented",
+    "first_page_of": "{1} of {0} {2}s: the first {2} is segmented",  # with frames_named's format and unit
     "exif_orientation": "turned as its EXIF orientation ({}) says a viewer shows it; the mask is written so",
 }
 
 
-def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]]:
-    """(image, its mask file <outdir>/<stem>_mask.png) for each image given, once each: one mask per name
-    given (a link under another name gets its own); the same name given twice (spelt otherwise, as
-    a/../a/x.png, or through a linked folder: the same file under the same name) is segmented once.
-    A folder among the images (the masks' folder of an earlier run, caught by a shell glob folder/*) is
-    skipped with a warning naming it; only folders: refused. Refused by name: two images whose masks
-    would share one file (names compared regardless of case, as macOS and Windows file systems do), and
-    an --outdir that is a folder of the images (BUSI keeps its ground truth there as NAME_mask.png, the
-    very name segment writes; a user's masks may lie there too), whether the images are named through a
-    link or not. Images named as BUSI names its masks are warned of, and segmented (warn_of_masks_given)."""
-    images = [Path(image) for image in images]
-    folders = [image for image in images if image.is_dir()]
-    for folder in folders:
-        log.warning(
-            "%s: a folder, not an image: skipped (segment takes image files; the images in a folder are named by a "
-            "shell glob such as %s)",
-            folder,
-            folder / "*.png",
-        )
-    images = [image for image in images if not image.is_dir()]
-    if not images:
-        raise SonosegError(
-            f"{folders[0]}: a folder, and no image file was given: segment takes image files, such as the shell glob "
-            f"{folders[0] / '*.png'}"
-        )
-    planned: dict[Path, Path] = {}
-    given: set = set()
-    for image in images:
-        out = outdir / f"{image.stem}_mask.png"
-        # The name as given, normalised but not resolved: a link under another name is another image.
-        names = (Path(os.path.abspath(image)), (image.resolve(), out.name.casefold()))
-        if any(name in given for name in names):
-            log.warning("%s: given more than once; segmented once", image)
-            continue
-        given.update(names)
-        planned[image] = out
-    warn_of_masks_given(list(planned))
-    writers: dict[str, Path] = {}
-    for image, out in planned.items():
-        if out.name.casefold() in writers:
-            raise SonosegError(
-                f"{writers[out.name.casefold()]} and {image} would both be written to {out}: segment them into "
-                "different --outdir"
-            )
-        writers[out.name.casefold()] = image
-    # Every folder an image was named in or lies in (an image given twice, once through a link, counts both).
-    image_folders = {folder for image in images for folder in (image.parent.resolve(), image.resolve().parent)}
-    among = outdir.resolve() in image_folders or (
-        outdir.is_dir() and any(os.path.samefile(outdir, folder) for folder in image_folders if folder.is_dir())
-    )  # samefile: a folder named in another case on a file system that ignores case
-    if among:
-        raise SonosegError(
-            f"{outdir}: a folder of the images; their masks would be written among them as <name>_mask.png, the "
-            "name BUSI gives its ground truth: choose an --outdir apart from the images"
-        )
-    return list(planned.items())
+# How a file that holds several images starts, and how a warning names it and them (frames_named).
+MULTI_FRAME_FORMATS = (
+    ((b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"), "a TIFF", "page"),
+    ((b"\x89PNG",), "an animated PNG", "frame"),
+    ((b"GIF8",), "an animated GIF", "frame"),
+    ((b"RIFF",), "an animated WebP", "frame"),  # RIFF....WEBP; OpenCV and Pillow read no other RIFF as an image
+)
 
 
-def warn_of_masks_given(images: list[Path]) -> None:
-    """One warning naming the images whose names are BUSI's mask naming (NAME_mask.png, NAME_mask_1.png,
-    any case; a shell glob busi/benign/* catches them): segmented all the same, as an image may be so named."""
-    masks = [image for image in images if busi_mask_name(image)]
-    if len(masks) == 1:
-        log.warning(
-            "%s: looks like a mask (NAME_mask.png, BUSI's naming): segmented as an image anyway; leave it out of "
-            "the images given",
-            masks[0],
-        )
-    elif masks:
-        log.warning(
-            "%d images look like masks (NAME_mask.png, BUSI's naming): %s: segmented as images anyway; leave them "
-            "out of the images given",
-            len(masks),
-            first_names(masks),
-        )
+def frames_named(path: Path) -> tuple[str, str]:
+    """The format of ``path`` and what it holds several of, as a warning says them ("a TIFF", "page"): read
+    from its first bytes, as read_image notes the count of a TIFF's pages and of an animated PNG's, GIF's or
+    WebP's frames alike; an unknown start (or a file gone since) is named as "a file" of "frame"s."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        head = b""
+    return next(((name, unit) for starts, name, unit in MULTI_FRAME_FORMATS if head in starts), ("a file", "frame"))
+
+
+# An image with a side under MIN_SIDE px, or one side over MAX_ASPECT times the other, is stretched out of all
+# proportion on its way to the model's square input (ultrasound frames are about 4:3, extended-field-of-view
+# panoramas under 4:1): more likely a thumbnail or a strip cut from a report than a scan. Segmented all the
+# same (a failure would drop a mask the user may want), with a warning, as its mask may mean nothing.
+MIN_SIDE, MAX_ASPECT = 8, 8
+
+
+def warn_if_out_of_shape(path: Path, height: int, width: int, size: int) -> None:
+    """One warning naming ``path`` when its shape is one no scan has (MIN_SIDE, MAX_ASPECT)."""
+    if min(height, width) < MIN_SIDE:
+        why = f"a side under {MIN_SIDE} px: too few pixels"
+    elif max(height, width) > MAX_ASPECT * min(height, width):
+        why = f"one side over {MAX_ASPECT} times the other: stretched out of shape"
+    else:
+        return
+    log.warning(
+        "%s: %dx%d px, %s for the model's square %d-px input, and its mask may mean nothing; segmented all the "
+        "same (an image is warned of with a side under %d px, or one side over %d times the other)",
+        path,
+        width,
+        height,
+        why,
+        size,
+        MIN_SIDE,
+        MAX_ASPECT,
+    )

@@ -1,6 +1,7 @@
 """The record `sonoseg segment` keeps in its output folder (segment_runs.json): which sonoseg, model and
-options wrote which mask, run after run; and the masks there that no image of a run maps to, which are
-named in a warning, never deleted."""
+options wrote which mask, run after run; the masks there that no image of a run maps to, which are
+named in a warning, never deleted; and the files where a run's masks would go that the record does not
+list (a hand-drawn ground truth), which are refused, never overwritten."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from sonoseg.data.layouts import first_names
 from sonoseg.data.provenance import sonoseg_commit, sonoseg_version, write_json_atomic
 from sonoseg.errors import SonosegError
+from sonoseg.serving.mask_files import MASK_SUFFIX, name_too_long
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +24,6 @@ log = logging.getLogger(__name__)
 # wrote this mask" (the last run that lists it), and an earlier run's entry is kept as it was written.
 RECORD_NAME = "segment_runs.json"
 RECORD_FORMAT = "sonoseg segment runs 1"
-MASK_SUFFIX = "_mask.png"
 STALE_SHOWN = 5  # the masks left from earlier runs a warning names; it counts them all
 
 
@@ -44,17 +46,26 @@ def masks_left(outdir: Path, planned: list[tuple[Path, Path]]) -> list[str]:
     return sorted(n for n in names if n.casefold().endswith(MASK_SUFFIX) and n.casefold() not in mine)
 
 
-def earlier_runs(path: Path) -> list[dict]:
-    """The runs the record at ``path`` holds; none where there is no record. A file there that is not
-    a record (hand-edited, cut short) is kept under a numbered name, with a warning, and never lost."""
+def runs_held(path: Path) -> list[dict] | None:
+    """The runs the record at ``path`` holds: none where there is no record, None where the file there is
+    not a record (hand-edited, cut short)."""
     if not path.exists():
         return []
     try:
         found = json.loads(path.read_text())
     except (OSError, ValueError):
-        found = None
+        return None
     if isinstance(found, dict) and found.get("format") == RECORD_FORMAT and isinstance(found.get("runs"), list):
         return found["runs"]
+    return None
+
+
+def earlier_runs(path: Path) -> list[dict]:
+    """The runs the record at ``path`` holds; none where there is no record. A file there that is not
+    a record (hand-edited, cut short) is kept under a numbered name, with a warning, and never lost."""
+    runs = runs_held(path)
+    if runs is not None:
+        return runs
     number = 1
     while (kept := path.with_name(f"{path.stem}.{number}{path.suffix}")).exists():
         number += 1
@@ -68,6 +79,48 @@ def earlier_runs(path: Path) -> list[dict]:
         "%s: not a record of segment runs (hand-edited, or cut short?): kept as %s, a new record begun", path, kept
     )
     return []
+
+
+def masks_recorded(runs: list[dict]) -> set[str]:
+    """The mask files (names) that the runs of a record wrote."""
+    entries = (image for run in runs if isinstance(run, dict) for image in run.get("images") or [])
+    return {entry["mask"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("mask"), str)}
+
+
+def written_by_segment(out: Path, recorded: set[str]) -> bool:
+    """Whether the file at ``out`` is a mask the folder's record lists (``recorded``: masks_recorded): under
+    its name, or under a name in another case that is the same file (a file system that ignores case)."""
+    if out.name in recorded:
+        return True
+    namesakes = (out.with_name(name) for name in recorded if name.casefold() == out.name.casefold())
+    return any(namesake.exists() and os.path.samefile(out, namesake) for namesake in namesakes)
+
+
+def refuse_unrecorded(outdir: Path, planned: list[tuple[Path, Path]]) -> None:
+    """Refuse, before any model is loaded, a run that would overwrite a file segment did not write: one at a
+    mask's place (``planned``: mask_files') that the folder's record does not list, such as a hand-drawn ground
+    truth mask; named (the first few, and how many), with the ways on. A mask the record lists is replaced, and
+    the record counts it (RunRecord). A mask name the file system cannot hold is left to segment_each, which
+    fails that image."""
+    runs = runs_held(record_path(outdir))
+    recorded = masks_recorded(runs or [])
+    foreign = [
+        out for _, out in planned if not name_too_long(out) and out.exists() and not written_by_segment(out, recorded)
+    ]
+    if not foreign:
+        return
+    if runs is None:
+        why = f"its {RECORD_NAME} is not a record segment can read"
+    elif not runs:
+        why = f"it has no {RECORD_NAME}, the record of the masks segment wrote there"
+    else:
+        why = f"its {RECORD_NAME} lists no such mask"
+    names = [f"{out.name} (a folder)" if out.is_dir() else out.name for out in foreign]
+    raise SonosegError(
+        f"{outdir}: {len(foreign)} file(s) under the names this run would write its masks to, not written by segment "
+        f"({why}): {first_names(names)}; not overwritten (a hand-drawn ground truth?): give segment another --outdir, "
+        f"or move them out of {outdir}"
+    )
 
 
 @dataclass
@@ -84,7 +137,9 @@ class RunRecord:
     started: str = field(default_factory=now)
 
     def __post_init__(self) -> None:
-        self.replaced = {out for _, out in self.planned if out.exists()}
+        # Every file at a mask's place is a mask the record lists (refuse_unrecorded); a name too long to
+        # hold is no file, and its image fails (segment_each).
+        self.replaced = {out for _, out in self.planned if not name_too_long(out) and out.exists()}
         self.left = masks_left(self.outdir, self.planned)
         if self.left:
             shown = ", ".join(self.left[:STALE_SHOWN]) + (", ..." if len(self.left) > STALE_SHOWN else "")

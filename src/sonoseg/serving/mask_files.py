@@ -1,0 +1,162 @@
+"""The mask files `sonoseg segment` writes: which file each image's mask goes to (<outdir>/<stem>_mask.png),
+whether the file system can hold that name, and writing a mask there under any name the OS allows."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sonoseg.data.layouts import busi_mask_name, first_names
+from sonoseg.errors import SonosegError
+
+log = logging.getLogger(__name__)
+
+MASK_SUFFIX = "_mask.png"
+# The longest file name most file systems take (ext4, XFS, APFS, NTFS): assumed where the OS cannot say.
+COMMON_NAME_MAX = 255
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that the file system of ``folder`` takes: asked of its nearest
+    folder that exists (an --outdir is made after the masks are planned); COMMON_NAME_MAX where the OS
+    cannot say (Windows has no pathconf, and a file system may give no limit)."""
+    folder = Path(os.path.abspath(folder))
+    existing = next((f for f in (folder, *folder.parents) if f.is_dir()), None)
+    try:
+        limit = os.pathconf(existing, "PC_NAME_MAX") if existing is not None else -1
+    except (AttributeError, OSError, ValueError):
+        limit = -1
+    return limit if limit > 0 else COMMON_NAME_MAX
+
+
+def name_too_long(out: Path) -> str | None:
+    """Why the file system cannot hold the mask file ``out`` (its name is over the folder's limit, as
+    <stem>_mask.png makes an image's name of up to the limit longer), or None. The name is counted in
+    the bytes the OS stores, as the limit is."""
+    size, limit = len(os.fsencode(out.name)), name_max(out.parent)
+    if size <= limit:
+        return None
+    return (
+        f"its mask's name, {out.name[:24]}…{MASK_SUFFIX}, would be {size} bytes, over the {limit}-byte limit of a file "
+        f"name in {out.parent}: no mask can be written for it; give the image a shorter name"
+    )
+
+
+def write_png(mask: np.ndarray, path: Path) -> Path:
+    """Save ``mask`` (uint8) as a PNG at ``path``: encoded in memory and written by Python, not by
+    cv2.imwrite, which takes the name as UTF-8 and crashes the process (SIGSEGV) on one that is not (a
+    Latin-1 café.png, which Python holds with surrogate escapes). Written to a temporary file in the folder
+    and renamed over ``path``: a write cut short (a full disk, the process stopped) leaves no part of a
+    mask under the mask's name, which the next run into the folder would refuse as a file it did not write
+    (output_record.refuse_unrecorded). A file that cannot be written stops the run naming it."""
+    encoded, png = cv2.imencode(".png", mask)
+    if not encoded:
+        raise SonosegError(f"{path}: the mask could not be encoded as a PNG ({mask.shape} {mask.dtype})")
+    # One segment process writes one mask at a time: its process id keeps two runs into a folder apart, and
+    # the name, hidden and not <name>_mask.png, is never taken for a mask.
+    tmp = path.with_name(f".sonoseg-mask-{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(png.tobytes())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        why = (
+            "a folder is at that path: move it, or choose another --outdir"
+            if isinstance(exc, IsADirectoryError)
+            else exc.strerror or str(exc)
+        )
+        raise SonosegError(f"{path}: the mask could not be written ({why})") from None
+    return path
+
+
+def _is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder; a name the OS cannot look up (too long) is not one, and is named when
+    read (read_image: 'cannot be read')."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]]:
+    """(image, its mask file <outdir>/<stem>_mask.png) for each image given, once each: one mask per name
+    given (a link under another name gets its own); the same name given twice (spelt otherwise, as
+    a/../a/x.png, or through a linked folder: the same file under the same name) is segmented once.
+    A folder among the images (the masks' folder of an earlier run, caught by a shell glob folder/*) is
+    skipped with a warning naming it; only folders: refused. Refused by name: two images whose masks
+    would share one file (names compared regardless of case, as macOS and Windows file systems do), and
+    an --outdir that is a folder of the images (BUSI keeps its ground truth there as NAME_mask.png, the
+    very name segment writes; a user's masks may lie there too), whether the images are named through a
+    link or not. Images named as BUSI names its masks are warned of, and segmented (warn_of_masks_given)."""
+    images = [Path(image) for image in images]
+    folders = [image for image in images if _is_folder(image)]
+    for folder in folders:
+        log.warning(
+            "%s: a folder, not an image: skipped (segment takes image files; the images in a folder are named by a "
+            "shell glob such as %s)",
+            folder,
+            folder / "*.png",
+        )
+    images = [image for image in images if not _is_folder(image)]
+    if not images:
+        raise SonosegError(
+            f"{folders[0]}: a folder, and no image file was given: segment takes image files, such as the shell glob "
+            f"{folders[0] / '*.png'}"
+        )
+    planned: dict[Path, Path] = {}
+    given: set = set()
+    for image in images:
+        out = outdir / f"{image.stem}{MASK_SUFFIX}"
+        # The name as given, normalised but not resolved: a link under another name is another image.
+        names = (Path(os.path.abspath(image)), (image.resolve(), out.name.casefold()))
+        if any(name in given for name in names):
+            log.warning("%s: given more than once; segmented once", image)
+            continue
+        given.update(names)
+        planned[image] = out
+    warn_of_masks_given(list(planned))
+    writers: dict[str, Path] = {}
+    for image, out in planned.items():
+        if out.name.casefold() in writers:
+            raise SonosegError(
+                f"{writers[out.name.casefold()]} and {image} would both be written to {out}: segment them into "
+                "different --outdir"
+            )
+        writers[out.name.casefold()] = image
+    # Every folder an image was named in or lies in (an image given twice, once through a link, counts both).
+    image_folders = {folder for image in images for folder in (image.parent.resolve(), image.resolve().parent)}
+    among = outdir.resolve() in image_folders or (
+        outdir.is_dir() and any(os.path.samefile(outdir, folder) for folder in image_folders if folder.is_dir())
+    )  # samefile: a folder named in another case on a file system that ignores case
+    if among:
+        raise SonosegError(
+            f"{outdir}: a folder of the images; their masks would be written among them as <name>_mask.png, the "
+            "name BUSI gives its ground truth: choose an --outdir apart from the images"
+        )
+    return list(planned.items())
+
+
+def warn_of_masks_given(images: list[Path]) -> None:
+    """One warning naming the images whose names are BUSI's mask naming (NAME_mask.png, NAME_mask_1.png,
+    any case; a shell glob busi/benign/* catches them): segmented all the same, as an image may be so named."""
+    masks = [image for image in images if busi_mask_name(image)]
+    if len(masks) == 1:
+        log.warning(
+            "%s: looks like a mask (NAME_mask.png, BUSI's naming): segmented as an image anyway; leave it out of "
+            "the images given",
+            masks[0],
+        )
+    elif masks:
+        log.warning(
+            "%d images look like masks (NAME_mask.png, BUSI's naming): %s: segmented as images anyway; leave them "
+            "out of the images given",
+            len(masks),
+            first_names(masks),
+        )
