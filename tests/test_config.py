@@ -13,7 +13,7 @@ from conftest import BIN, run_snakemake
 
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog, models
-from sonoseg.study import runsheet
+from sonoseg.study import config_check, runsheet
 
 BASE = {
     "study": "plan",
@@ -533,3 +533,10 @@ def test_a_study_of_the_users_own_networks_alone_plans_and_no_network_at_all_is_
     assert "--network tiny_unet" in output and "--network unet " not in output
     code, output = dry_run(workflow_copy, {**BASE, "networks": []})
     assert code != 0 and "config networks: empty, and no custom_networks" in output, output[-3000:]
+
+
+def test_the_commands_that_read_no_data_are_told_from_the_command_line_as_argparse_takes_them():
+    for argv in (["--unlock"], ["all", "--unl"], ["--cleanup-metadata", "a"], ["--cm=a"], ["--cleanup-m", "a"]):
+        assert config_check.reads_no_data(argv), argv
+    for argv in (["all", "-n"], ["--cores", "2"], ["--", "--unlock"], ["-u"], ["--until", "x"]):
+        assert not config_check.reads_no_data(argv), argv

@@ -187,6 +187,11 @@ def test_a_dataset_inside_the_study_s_own_folder_is_refused(tmp_path, monkeypatc
         runsheet.check_external_datasets([phantom], {"layout": "synthetic"}, "quick")
     with pytest.raises(SonosegError, match="config dataset .* reads the study's own folder"):
         runsheet.check_external_datasets([], {"layout": "folder", "root": "./results/quick/"}, "quick")
+    # A folder around the study's: its fingerprint would change with every file the study writes.
+    with pytest.raises(SonosegError, match="config dataset .* holds the study's own folder 'results/quick'"):
+        runsheet.check_external_datasets([], {"layout": "folder", "root": "."}, "quick")
+    with pytest.raises(SonosegError, match="'phantom' .* holds the study's own folder"):
+        runsheet.check_external_datasets([{**phantom, "root": "results"}], {"layout": "synthetic"}, "quick")
     # Another study's phantom is data like any other.
     runsheet.check_external_datasets([phantom], {"layout": "synthetic"}, "fair")
 

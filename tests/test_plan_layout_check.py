@@ -113,6 +113,20 @@ def test_a_layout_s_warning_is_shown_when_the_dataset_is_first_seen_or_changes_n
     (workflow_copy / "unlisted_b_mask.png").rename(root / "masks" / "unlisted_b.png")
     changed = plan(workflow_copy, config)
     assert changed.returncode == 0 and "names 2 image(s) of images/ in no row" in changed.stderr, changed.stderr[-3000:]
+    # So do they when the same files are read with other options, and until a planning passes.
+    other_options = {**config, "external_datasets": [{"name": "ext", "root": "ext", "on_bad_sample": "exclude"}]}
+    assert "in no row" in plan(workflow_copy, other_options).stderr
+    assert "in no row" not in plan(workflow_copy, other_options).stderr
+    broken = {
+        **other_options,
+        "external_datasets": [*other_options["external_datasets"], {"name": "gone", "root": "x"}],
+    }
+    assert plan(workflow_copy, broken).returncode != 0
+    (root / "masks" / "unlisted_b.png").unlink()  # with a problem of its own: the warning comes with the error
+    stopped = plan(workflow_copy, config)
+    assert stopped.returncode != 0 and "in no row" in stopped.stderr, stopped.stderr[-3000:]
+    shutil.copy(mask, root / "masks" / "unlisted_b.png")
+    assert "names 2 image(s) of images/ in no row" in plan(workflow_copy, config).stderr
 
 
 @pytest.mark.slow
@@ -120,10 +134,12 @@ def test_a_broken_dataset_stops_the_planning_and_not_the_unlock(workflow_copy):
     # After a killed run a user must release the lock, whatever became of the data meanwhile.
     config = write_config(workflow_copy, {**TINY, "external_datasets": [{"name": "ext", "root": "gone"}]})
     assert run_snakemake(["all", "-n", "--cores", "1", "--configfile", config], workflow_copy).returncode != 0
-    unlock = run_snakemake(["all", "--unlock", "--configfile", config], workflow_copy)
-    assert unlock.returncode == 0 and "Unlocked" in unlock.stdout + unlock.stderr, unlock.stderr[-3000:]
-    cleanup = run_snakemake(["--cleanup-metadata", "results/tiny/runs.tsv", "--configfile", config], workflow_copy)
-    assert "metadata was not present" in cleanup.stderr, cleanup.stderr[-3000:]  # Snakemake's own answer: none yet
+    for unlock_flag in ("--unlock", "--unl"):  # as argparse takes it, abbreviated too
+        unlock = run_snakemake(["all", unlock_flag, "--configfile", config], workflow_copy)
+        assert unlock.returncode == 0 and "Unlocked" in unlock.stdout + unlock.stderr, unlock.stderr[-3000:]
+    for cleanup_args in (["--cleanup-metadata", "results/tiny/runs.tsv"], ["--cm=results/tiny/runs.tsv"]):
+        cleanup = run_snakemake([*cleanup_args, "--configfile", config], workflow_copy)
+        assert "metadata was not present" in cleanup.stderr, cleanup.stderr[-3000:]  # Snakemake's answer: none yet
 
 
 # ----------------------------------------------------------------------------- the check itself

@@ -67,7 +67,7 @@ PRETRAINED_SOURCES = provenance.pretrained_sources(run.pretrained_backbone for r
 # Snakemake parses this file for every command and does not tell it which: --unlock and --cleanup-metadata
 # read no data, so neither the fingerprint nor the layout check below runs for them (a dataset gone or broken
 # must not keep a killed run's lock on the study).
-CHECKS_DATA = workflow.is_main_process and not {"--unlock", "--cleanup-metadata", "--cm"} & set(sys.argv)
+CHECKS_DATA = workflow.is_main_process and not config_check.reads_no_data(sys.argv[1:])
 DATA_CHECK = None
 if CHECKS_DATA:
     try:
@@ -516,20 +516,27 @@ def external_options(dataset):
 # ingest's own code, up to the pixels, on the options the job gets), so that a wrong layout, a folder without
 # images, masks missing or a CSV without its column stop `snakemake -n`, naming the dataset's config key,
 # not the ingest job after the queue. Once, by the main process, on the file lists the fingerprint made
-# (the phantom: nothing to read before it is made). A layout's warnings are shown when the fingerprint first
-# sees a dataset or its files change, not at every planning; its ingest log keeps them.
+# (the phantom: nothing to read before it is made). A layout's warnings are shown when its files or options
+# differ from those of the last check that passed (config/layouts_checked.json), not at every planning; its
+# ingest log keeps them.
 if CHECKS_DATA:
     # the config key declaring each dataset -> (the options its ingest job gets, its fingerprint record)
     _INGESTED = {f"external_datasets {name!r}": (external_options(name), f"external_{name}") for name in EXTERNALS}
     if DATASET["layout"] != "synthetic":
         _INGESTED = {"dataset": (json.loads(get_dataset_options()), "dataset"), **_INGESTED}
+    _LAYOUT_STATES = {
+        key: json.dumps([DATA_CHECK.records[source].fingerprint, options], sort_keys=True)
+        for key, (options, source) in _INGESTED.items()
+    }
+    _LAYOUTS_CHECKED = f"{OUT}/{layout.LAYOUTS_CHECKED}"
     _LAYOUT_PROBLEMS = config_check.dataset_problems(
         {key: options for key, (options, _) in _INGESTED.items()},
         {key: provenance.record_paths(DATA_CHECK.records[source]) for key, (_, source) in _INGESTED.items()},
-        warn=[key for key, (_, source) in _INGESTED.items() if source in DATA_CHECK.new],
+        warn=config_check.layouts_to_warn_of(_LAYOUT_STATES, provenance.read_json(_LAYOUTS_CHECKED)),
     )
     if _LAYOUT_PROBLEMS:
         raise ValueError(config_check.datasets_message(_LAYOUT_PROBLEMS))
+    provenance.write_json_atomic(_LAYOUTS_CHECKED, _LAYOUT_STATES)
 
 
 def overlap_records():

@@ -89,6 +89,32 @@ def _warnings_shown(shown: bool):
         readers.setLevel(level)
 
 
+# Snakemake commands that read no data: the workflow runs no data check for them (workflow/rules/common.smk).
+BOOKKEEPING_OPTIONS = ("--unlock", "--cleanup-metadata", "--cm")
+
+
+def reads_no_data(argv: Iterable[str]) -> bool:
+    """Whether a Snakemake command line (``sys.argv``: Snakemake tells the Snakefile nothing of its command)
+    only keeps Snakemake's books: --unlock or --cleanup-metadata, also as argparse takes them, abbreviated
+    (``--unl``) or with ``=``. An abbreviation of several options Snakemake itself refuses, so taking any
+    prefix of these here is safe."""
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if name == "--":
+            return False  # targets follow
+        if len(name) > 2 and name.startswith("--") and any(option.startswith(name) for option in BOOKKEEPING_OPTIONS):
+            return True
+    return False
+
+
+def layouts_to_warn_of(states: dict[str, str], seen: dict | None) -> list[str]:
+    """The datasets whose layout warnings are news: those whose state (their files' fingerprint and the options
+    they are read with, ``states``: config key -> state) differs from the state the last check that passed
+    recorded (``seen``, the same mapping; None: no check recorded one). Not at every planning; again when the
+    files or the options change, or when a planning stopped before it could record them."""
+    return [key for key, state in states.items() if (seen or {}).get(key) != state]
+
+
 def datasets_message(found: list[str]) -> str:
     return (
         f"{len(found)} dataset(s) in the config cannot be ingested as declared (each read as its ingest job "

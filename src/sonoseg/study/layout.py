@@ -40,6 +40,7 @@ SUMMARY = "networks/{run}.csv"
 CHECKPOINT = "checkpoints/{run}/fold{fold}/seed{seed}.pt"
 SHEET = "runs.tsv"
 SHEET_CONFIG = "config/run_sheet_{digest}.json"  # the config a run sheet was built from, named by its digest
+LAYOUTS_CHECKED = "config/layouts_checked.json"  # each dataset's files and options when its layout last passed
 MANIFEST = "data/manifest.csv"
 SPLIT = "data/split.csv"
 PER_IMAGE = "per_image.csv.gz"

@@ -303,11 +303,14 @@ def _check_external_roots(datasets: list[dict], main: dict, study: str | None = 
     if study:
         written = Path(layout.study_folder(study))
         for key, root in folders:
-            if _same_or_inside(root, written):
+            # Inside it, a set reads what the study writes; around it (a root of '.'), its fingerprint would
+            # change with every file the study writes.
+            inside, around = _same_or_inside(root, written), _same_or_inside(written, root)
+            if inside or around:
+                relation = "reads the study's own folder" if inside else "holds the study's own folder"
                 raise SonosegError(
-                    f"config {key} (root {str(root.resolve())!r}) reads the study's own folder {str(written)!r}, "
-                    "where the study writes (the built-in phantom's images among them): copy the images elsewhere, "
-                    "or read another study's folder"
+                    f"config {key} (root {str(root.resolve())!r}) {relation} {str(written)!r}, where the study "
+                    "writes (the built-in phantom's images among them): give the dataset a folder of its own"
                 )
     for index, (first, first_root) in enumerate(folders):
         for second, second_root in folders[index + 1 :]:
