@@ -223,6 +223,71 @@ def test_a_decoder_is_left_no_orientation_to_turn_by(tmp_path, suffix):
         assert reread.getexif()[imageio.EXIF_ORIENTATION_TAG] == 1
 
 
+def _tiff_by_hand(gray: np.ndarray, order: str, kind: int, sort: bool, big: bool) -> bytes:
+    """An uncompressed 8-bit TIFF (classic, or BigTIFF with ``big``) in byte ``order`` whose orientation 6 is
+    stored as TIFF type ``kind``, its entries sorted by tag or not: as writers other than Pillow store it."""
+    height, width = gray.shape
+    offset, entry_size, value_size = ("Q", 20, 8) if big else ("I", 12, 4)
+    values = {1: "B", 3: "H", 4: "I", 8: "h", 9: "i"}  # BYTE, SHORT, LONG, SSHORT, SLONG
+    tags = [(256, 3, width), (257, 3, height), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, None)]
+    tags += [(imageio.EXIF_ORIENTATION_TAG, kind, 6), (277, 3, 1), (278, 3, height), (279, 4, gray.size)]
+    if not sort:  # the orientation after tags above it, the strip offsets last
+        tags = tags[:5] + tags[7:] + [tags[6], tags[5]]
+    head = (b"II" if order == "<" else b"MM") + struct.pack(order + "H", 43 if big else 42)
+    head += struct.pack(order + "HHQ", 8, 0, 16) if big else struct.pack(order + "I", 8)
+    count = "Q" if big else "H"
+    pixels_at = len(head) + struct.calcsize(count) + len(tags) * entry_size + value_size
+    ifd = struct.pack(order + count, len(tags))
+    for tag, tag_kind, value in tags:
+        field = struct.pack(order + values[tag_kind], pixels_at if value is None else value)  # left-justified
+        ifd += struct.pack(order + "HH" + offset, tag, tag_kind, 1) + field.ljust(value_size, b"\0")
+    return head + ifd + bytes(value_size) + gray.tobytes()  # no next IFD, then the pixels
+
+
+# Pillow 13 takes a big-endian BigTIFF for a classic one (it looks for 43 in the wrong byte) and warns; its
+# header is then read by OpenCV alone, which is what the test is about.
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+@pytest.mark.parametrize("big", [False, True], ids=["classic", "bigtiff"])
+@pytest.mark.parametrize("sort", [True, False], ids=["sorted", "unsorted"])
+@pytest.mark.parametrize("order", ["<", ">"], ids=["II", "MM"])
+@pytest.mark.parametrize("kind", [1, 3, 4, 8, 9], ids=["byte", "short", "long", "sshort", "slong"])
+def test_a_tiff_orientation_of_any_integer_type_and_place_turns_the_pixels_once(tmp_path, kind, order, sort, big):
+    # libtiff turns by the tag whatever its integer type and wherever it lies in the IFD; one left in the
+    # file was turned by OpenCV and again by Pillow's reading of it (a 40x24 image came out 24x40).
+    gray = _with_a_corner_marked()
+    path = tmp_path / "scan.tif"
+    path.write_bytes(_tiff_by_hand(gray, order, kind, sort, big))
+    expected = np.asarray(_as_pillow_shows(gray, 6))
+    decoded = imageio.read_image(path)
+    assert decoded.pixels.shape[:2] == expected.shape == (40, 24)
+    assert np.array_equal(decoded.pixels[..., 0], expected)
+    assert "exif_orientation:6" in decoded.notes and decoded.orientation == 6
+    data = np.fromfile(path, np.uint8)
+    assert imageio.neutralise_orientation(data) == 6
+    assert imageio.neutralise_orientation(data) == 1  # written at its width: the tag still reads, saying 1
+    assert cv2.imdecode(data, cv2.IMREAD_UNCHANGED).shape[:2] == (24, 40)  # nothing left for OpenCV to turn by
+
+
+def test_a_tiff_written_by_pillow_with_its_orientation_patched_to_a_long_is_turned_once(tmp_path):
+    # Pillow writes the tag as a SHORT; the same file with it as a LONG (4 bytes, same place) must read alike.
+    gray = _with_a_corner_marked()
+    exif = Image.Exif()
+    exif[imageio.EXIF_ORIENTATION_TAG] = 6
+    path = tmp_path / "scan.tif"
+    Image.fromarray(gray).save(path, exif=exif)
+    data = bytearray(path.read_bytes())
+    order = "<" if data[:2] == b"II" else ">"
+    ifd = struct.unpack_from(order + "I", data, 4)[0]
+    for index in range(struct.unpack_from(order + "H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * index
+        if struct.unpack_from(order + "H", data, entry)[0] == imageio.EXIF_ORIENTATION_TAG:
+            struct.pack_into(order + "HII", data, entry + 2, 4, 1, 6)
+    path.write_bytes(bytes(data))
+    decoded = imageio.read_image(path)
+    assert np.array_equal(decoded.pixels[..., 0], np.asarray(_as_pillow_shows(gray, 6)))
+    assert "exif_orientation:6" in decoded.notes
+
+
 def test_ingest_refuses_an_image_and_mask_turned_otherwise_unless_the_sizes_tell(tmp_path):
     from sonoseg.data import ingest
 

@@ -1,7 +1,9 @@
 """Summaries and the study's tables (sonoseg.analysis.tables), and the recipe selection's choice
 (sonoseg.training.selection)."""
 
+import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -9,6 +11,7 @@ import pytest
 from conftest import collect, sheet_row, write_patient_manifest, write_run_metrics
 
 from sonoseg.analysis import paper, tables
+from sonoseg.analysis.results import IN_DOMAIN
 from sonoseg.errors import SonosegError
 from sonoseg.serving import modelio
 from sonoseg.study import layout
@@ -258,7 +261,9 @@ def test_study_tables_are_written_with_a_caption_that_gives_the_scale(tmp_path):
     assert table["network"].tolist() == ["unet"] and table.loc[0, "parameters"] == UNET_PARAMETERS
     markdown = (tmp_path / "tables" / "table2.md").read_text()
     assert markdown.startswith("**Table 2. U-net and its lightweight variants")
-    assert "input 32x32 px (area); epochs trained per run: 2 (early stopping on validation)" in markdown
+    assert "input 32x32 px (area); HD95 in pixels at each image's original resolution; epochs trained per run: 2" in (
+        markdown
+    )
     assert "17,267,393" in markdown and (tmp_path / "tables" / "table2.tex").exists()
     ladder = tables.study_table("ladder", summaries[1:], tmp_path / "tables" / "ladder.csv", ladder_network="unet")
     assert ladder["step"].tolist() == ["baseline", "adam"]
@@ -338,5 +343,84 @@ def test_tables_flag_networks_whose_trainings_the_cap_ended(tmp_path):
     assert table.loc["unet", "capped_trainings"] == 0 and table.loc["unet", "trainings"] == 2
     assert table.loc["light_unet", "capped_trainings"] == 1 and table.loc["light_unet", "label"].endswith("†")
     markdown = (tmp_path / "t.md").read_text()
-    assert "†: trainings the epoch cap ended while still improving" in markdown
+    # The dagger says what ended_by == "cap" tells (the cap, not the rule, ended the training), no more.
+    assert "†: trainings ended at the epoch cap, not by the stop rule" in markdown
     assert "epochs trained per run: 2 (14 optimizer steps)" in markdown
+
+
+def test_a_caption_says_nothing_of_early_stopping_when_the_cap_ended_every_training(tmp_path):
+    # What holds whatever ended the trainings: the kept weights are those of the lowest validation loss.
+    write_training(tmp_path, "unet", 0, 0, history=epochs(2, steps=[7, 14], ended_by=["", "cap"]))
+    tables.summarize(tmp_path, sheet_row("unet")).to_csv(tmp_path / "unet.csv", index=False)
+    tables.study_table("table2", [tmp_path / "unet.csv"], tmp_path / "t.csv", 32, "area")
+    caption = (tmp_path / "t.md").read_text().split("\n")[0]
+    assert "early stopping" not in caption and "still improving" not in caption
+    assert "epochs trained per run: 2 (14 optimizer steps), weights of the epoch of lowest validation loss" in caption
+    assert "†: trainings ended at the epoch cap, not by the stop rule" in caption
+    # HD95 px is not a pixel of the 32x32 input: the predictions are scored at the images' own size.
+    assert "input 32x32 px (area); HD95 in pixels at each image's original resolution" in caption
+    assert r"HD95 in pixels at each image's original resolution" in (tmp_path / "t.tex").read_text()
+
+
+# What may stand unescaped in a LaTeX table's text: the escapes of its specials and the ± sign (as
+# tables.latex_escape writes them); a special left after they are taken out is one LaTeX would read.
+LATEX_ESCAPES = re.compile(r"\\(textbackslash|textasciitilde|textasciicircum)\{\}|\\[&%$#_{}]|\$\\pm\$")
+LATEX_SPECIALS = re.compile(r"[\\&%$#_{}~^]")
+
+
+def test_latex_tables_escape_every_cell_header_and_caption(tmp_path):
+    row = {
+        "label": "net_c1 50% & #2 $5 {a} ~b ^c \\d",
+        "parameters": 1234,
+        "seeds": 2,
+        "dice_per_seed": "0.6 0.7",
+        "dice_mean": 0.65,
+        "dice_std": 0.05,
+        "dice_ci_low": 0.6,
+        "dice_ci_high": 0.7,
+        "hd95_mean": 3.0,
+        "hd95_std": 0.5,
+        "paper_dice_mean": 0.7,
+    }
+    caption = "Ladder (lighter_unet_c1; 95 % CI & # $ {x} ~ ^ \\) Data fingerprint ab_cd."
+    tables.write_table(pd.DataFrame([row]), tmp_path / "t.csv", caption, first="Net_work % & # $")
+    tex = (tmp_path / "t.tex").read_text().splitlines()
+    start, end = tex.index(r"\hline") + 1, tex.index(r"\end{tabular}")
+    body = [line for line in tex[start:end] if line != r"\hline"]
+    assert len(body) == 2  # the header and the row
+    for line in body:
+        assert line.endswith(r" \\"), line
+        text = LATEX_ESCAPES.sub("", line[: -len(r" \\")])
+        assert text.count(" & ") == 5, line  # the six columns' separators, and no other ampersand
+        assert not LATEX_SPECIALS.search(text.replace(" & ", " ")), line
+    (caption_line,) = [line for line in tex if line.startswith(r"\caption{")]
+    assert caption_line.endswith("}")
+    assert not LATEX_SPECIALS.search(LATEX_ESCAPES.sub("", caption_line[len(r"\caption{") : -1])), caption_line
+    # Nothing is escaped twice, and the deliberate LaTeX (the ± of "mean ± std") stays LaTeX.
+    assert r"Dice 95 \% CI (patients, seeds)" in body[0] and r"Net\_work \% \& \# \$" in body[0]
+    assert r"3.00 $\pm$ 0.50" in body[1] and r"lighter\_unet\_c1; 95 \% CI" in caption_line
+    assert tables.latex_escape("a\\b_c") == r"a\textbackslash{}b\_c"
+
+
+def test_the_generalization_caption_ends_with_the_data_s_provenance(tmp_path):
+    from sonoseg.analysis import generalization
+    from sonoseg.data import provenance
+
+    # The main dataset's manifest and the provenance its ingest wrote beside it.
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("sample_id\n")
+    fingerprint = "0123456789abcdef" * 4
+    (tmp_path / "manifest.json").write_text(json.dumps({"dataset_fingerprint": fingerprint}))
+    table = pd.DataFrame(
+        [
+            {"network": "unet", "label": "U-net", "variant": "single", "dataset": IN_DOMAIN, "role": IN_DOMAIN},
+            {"network": "unet", "label": "U-net", "variant": "single", "dataset": "ext", "role": "held_out"},
+        ]
+    ).assign(run="unet", patients=2, images=3, dice=0.7, ci_low=0.6, ci_high=0.8, drop=0.1)
+    table = table.assign(drop_ci_low=0.0, drop_ci_high=0.2).reindex(columns=generalization.COLUMNS)
+    source = generalization.source_line(manifest)
+    assert source == provenance.caption_line(fingerprint) and source.startswith("Data fingerprint 0123456789ab;")
+    generalization.write(table, tmp_path / "generalization.csv", ["ext: a note."], source)
+    caption = (tmp_path / "generalization.md").read_text().split("\n")[0]
+    assert caption.endswith(f"ext: a note. {source}")  # as the other tables' captions end
+    assert generalization.source_line(None) == ""

@@ -206,10 +206,20 @@ def _cell(mean: float, low: float, high: float) -> str:
     return "" if pd.isna(mean) else f"{mean:.3f} {stats.ci_text(low, high)}"
 
 
-def markdown(table: pd.DataFrame, notes: list[str] = ()) -> str:
+def source_line(manifest_csv: str | Path | None) -> str:
+    """The caption's provenance, as the study's other tables end theirs (sonoseg.analysis.tables.study_table):
+    the main dataset's fingerprint from its manifest, the sonoseg version and commit; '' without a manifest."""
+    if not manifest_csv:
+        return ""
+    from sonoseg.data import provenance
+
+    return provenance.caption_line(provenance.read_manifest_provenance(manifest_csv)["dataset_fingerprint"])
+
+
+def markdown(table: pd.DataFrame, notes: list[str] = (), source: str = "") -> str:
     """The table as a person reads it: a row per network and variant; in-domain Dice, then per external
     set its Dice and the drop (in-domain - external), each with its 95 % CI; ``notes`` end the caption
-    (what an external set's tests left out)."""
+    (what an external set's tests left out), then ``source`` (source_line: where the numbers come from)."""
     datasets = list(dict.fromkeys(table["dataset"]))
     header = ["Network", "Variant"]
     for dataset in datasets:
@@ -235,15 +245,16 @@ def markdown(table: pd.DataFrame, notes: list[str] = ()) -> str:
         "trainings; tta = horizontal-flip averaging; ensemble = the mean of the trainings' probabilities "
         "(in-domain: each fold's seeds; external: every fold and seed)."
     )
-    caption = " ".join([caption, ROLES_NOTE, sizes_note(table), *(note for note in notes if note)])
+    caption = " ".join([caption, ROLES_NOTE, sizes_note(table), *(note for note in [*notes, source] if note)])
     return caption + "\n\n" + "\n".join(lines) + "\n"
 
 
-def write(table: pd.DataFrame, out_csv: str | Path, notes: list[str] = ()) -> None:
+def write(table: pd.DataFrame, out_csv: str | Path, notes: list[str] = (), source: str = "") -> None:
+    """The table as CSV, and as Markdown beside it (``markdown``: its caption ends with ``notes`` and ``source``)."""
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_csv, index=False)
-    out_csv.with_suffix(".md").write_text(markdown(table, notes))
+    out_csv.with_suffix(".md").write_text(markdown(table, notes, source))
 
 
 def read(table_csv: str | Path) -> pd.DataFrame:

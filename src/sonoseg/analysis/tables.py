@@ -229,7 +229,7 @@ def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> p
     return pd.DataFrame(rows)
 
 
-CAPPED_MARK = "†"  # a row whose trainings (some or all) the epoch cap ended while still improving
+CAPPED_MARK = "†"  # a row some or all of whose trainings ended at the epoch cap, not by the stop rule
 
 
 def recipe_changes_of(runs: pd.DataFrame, network: str) -> str:
@@ -319,6 +319,28 @@ def _with_count(text: str, count: int, total: int | None = None) -> str:
     return f"{text} ({count}/{total})" if total else f"{text} (n={count})"
 
 
+# LaTeX's special characters as text, and ± as the math sign: every cell, header and caption passes through
+# latex_escape, so a "95 %" or a network's name (lighter_unet_c1) cannot comment out or break the table.
+LATEX_TEXT = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Plain text as LaTeX typesets it (LATEX_TEXT), one character at a time, so no replacement is escaped again."""
+    return "".join(LATEX_TEXT.get(character, character) for character in str(text))
+
+
 def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tuple[str, str]:
     """Human tables: label, parameters (when present), ours and the paper's.
 
@@ -394,7 +416,7 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tupl
         )
         + "\n"
     )
-    tex_rows = [" & ".join(c.replace("±", r"$\pm$").replace("_", r"\_") for c in cells) + r" \\" for cells in lines]
+    tex_rows = [" & ".join(map(latex_escape, cells)) + r" \\" for cells in lines]
     latex = (
         "\n".join(
             [
@@ -402,12 +424,12 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tupl
                 r"\centering",
                 r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
                 r"\hline",
-                " & ".join(header) + r" \\",
+                " & ".join(map(latex_escape, header)) + r" \\",
                 r"\hline",
                 *tex_rows,
                 r"\hline",
                 r"\end{tabular}",
-                rf"\caption{{{caption}}}",
+                rf"\caption{{{latex_escape(caption)}}}",
                 r"\end{table}",
             ]
         )
@@ -458,6 +480,9 @@ def study_table(
     runs = pooled(runs)
     epochs = pd.to_numeric(runs["epochs"], errors="coerce").dropna() if "epochs" in runs else pd.Series([], dtype=float)
     scale = f"input {input_size}x{input_size} px ({interpolation})" if input_size else ""
+    # The networks' input size is not the HD95's unit: predictions are resized back before they are scored
+    # (sonoseg.analysis.evaluate), so a pixel of the HD95 columns is one of the original image.
+    scale += f"{'; ' if scale else ''}HD95 in pixels at each image's original resolution"
     if len(epochs):
         trained = f"{int(epochs.min())}" if epochs.min() == epochs.max() else f"{int(epochs.min())}-{int(epochs.max())}"
         steps = (
@@ -466,7 +491,9 @@ def study_table(
         if len(steps):
             span = f"{int(steps.min())}" if steps.min() == steps.max() else f"{int(steps.min())}-{int(steps.max())}"
             trained += f" ({span} optimizer steps)"
-        scale += f"{'; ' if scale else ''}epochs trained per run: {trained} (early stopping on validation)"
+        # Whether the stop rule or the epoch cap ended a training is the dagger's to say (ended_by in the
+        # histories); what holds of every run is which epoch's weights were kept (scoring.kept_row).
+        scale += f"; epochs trained per run: {trained}, weights of the epoch of lowest validation loss"
     if folds > 1:
         scale += f"{'; ' if scale else ''}{folds}-fold cross-validation by patient, every patient tested once"
     scale = f"; {scale}" if scale else ""
@@ -492,7 +519,7 @@ def study_table(
     )
     if table["capped_trainings"].fillna(0).astype(int).any():
         changed += (
-            f"; {CAPPED_MARK}: trainings the epoch cap ended while still improving, not the stop rule "
+            f"; {CAPPED_MARK}: trainings ended at the epoch cap, not by the stop rule "
             "(capped_trainings of trainings in the CSV)"
         )
     write_table(table, out_csv, f"{CAPTIONS[kind]}{scale}{cost_caption(cost_csv)}{changed})", source=source)

@@ -36,6 +36,9 @@ EXIF_HEADER = b"Exif\x00\x00"  # before the TIFF structure of the EXIF in a JPEG
 # By a TIFF structure's magic number (classic, BigTIFF): where the first IFD's offset lies, the formats of an
 # offset and of an IFD's entry count, the bytes of an entry, and where in an entry its value lies.
 TIFF_LAYOUTS = {42: (4, "I", "H", 12, 8), 43: (8, "Q", "Q", 20, 12)}
+# The struct format of a TIFF tag's value by its type: BYTE, SHORT, LONG, SSHORT, SLONG (the integer types
+# an orientation is found stored as).
+TIFF_INTEGER_FORMATS = {1: "B", 3: "H", 4: "I", 8: "h", 9: "i"}
 # A 16-bit image is read as the full 16-bit range (divided by 257). One whose brightest pixel is under
 # this (12-bit data and less, as some scanners and converters store it) comes out almost black: noted.
 LOW_RANGE_16BIT = 4096
@@ -266,9 +269,14 @@ def _without_exif_header(exif: np.ndarray) -> np.ndarray:
 
 def _neutralise_tiff_orientation(tiff: np.ndarray) -> int | None:
     """Set the orientation tag of the first IFD of a TIFF structure (classic or BigTIFF; ``tiff``, a view of
-    the file's bytes, changed in place) to 1 and return its value before; None where it has none."""
+    the file's bytes, changed in place) to 1 and return its value before; None where it has none.
+
+    The standard says SHORT, but writers also store it as BYTE, LONG or a signed type, and libtiff turns by
+    any of them: each is read and written at its own width in the file's byte order. Every entry is looked
+    at, as writers do not all sort them by tag and libtiff finds the tag wherever it lies."""
     buffer = memoryview(tiff)
     order = {b"II": "<", b"MM": ">"}.get(tiff[:2].tobytes())
+    found = None
     try:
         magic = struct.unpack_from(f"{order}H", buffer, 2)[0] if order else None
         if magic not in TIFF_LAYOUTS:
@@ -279,15 +287,17 @@ def _neutralise_tiff_orientation(tiff: np.ndarray) -> int | None:
         for index in range(struct.unpack_from(order + count_format, buffer, ifd)[0]):
             entry = entries + index * entry_size
             tag, kind = struct.unpack_from(f"{order}HH", buffer, entry)
-            if tag == EXIF_ORIENTATION_TAG and kind == 3:  # SHORT, as the standard has it, held in the entry
-                value = struct.unpack_from(f"{order}H", buffer, entry + value_at)[0]
-                struct.pack_into(f"{order}H", buffer, entry + value_at, 1)
-                return value
-            if tag > EXIF_ORIENTATION_TAG:  # entries are sorted by tag
-                return None
+            # A value's count has an offset's width; one value of these types is held in the entry itself.
+            count = struct.unpack_from(order + offset_format, buffer, entry + 4)[0]
+            if tag != EXIF_ORIENTATION_TAG or count != 1 or kind not in TIFF_INTEGER_FORMATS:
+                continue
+            value_format = order + TIFF_INTEGER_FORMATS[kind]
+            value = struct.unpack_from(value_format, buffer, entry + value_at)[0]
+            struct.pack_into(value_format, buffer, entry + value_at, 1)
+            found = value if found is None else found  # a repeated tag is neutralised too; the first one says
     except struct.error:  # offsets past the end: a broken structure, left to the decoder
-        return None
-    return None
+        return found
+    return found
 
 
 def as_viewers_show(pixels: np.ndarray, orientation: int) -> np.ndarray:
