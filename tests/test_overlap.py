@@ -174,10 +174,10 @@ def test_a_study_whose_external_set_holds_a_copy_of_its_own_image_stops_or_leave
     on_ext = per_image[per_image["dataset"] == "ext"]
     assert len(on_ext) and on_ext["sample_id"].nunique() == 4 and not on_ext["sample_id"].str.contains("scan7").any()
     caption = (workflow_copy / "results/tiny/tables/generalization.md").read_text().split("\n")[0]
-    assert caption.endswith(
+    assert (
         "ext: 1 image(s) also in main-dataset (external/ext/overlap.csv); their 1 patient "
-        "group(s) are left out of its tests (on_overlap: exclude)."
-    )
+        "group(s) are left out of its tests (on_overlap: exclude). Data fingerprint "
+    ) in caption
     assert (workflow_copy / "results/tiny/report/generalization.png").stat().st_size > 0
 
 

@@ -1,21 +1,29 @@
 """What a user probe of `sonoseg segment` found: its output folder keeps no record of which model and
 options wrote which mask, and masks of earlier runs lie there unnoticed; and an image of any size was
-decoded (a 215 kB PNG of 182 Mpx took 2.2 GB), the decompression-bomb guard being out of the way."""
+decoded (a 215 kB PNG of 182 Mpx took 2.2 GB), the decompression-bomb guard being out of the way. Then: a
+second signal while the record was written lost it; a mask's temporary file was named by the process id alone,
+and was left behind by a Ctrl-C."""
 
 import json
 import logging
+import os
+import signal
 import struct
+import threading
 import zlib
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from conftest import sample_images
 
-from sonoseg.data import imageio
+from sonoseg.data import imageio, provenance
 from sonoseg.data.provenance import sonoseg_commit, sonoseg_version
 from sonoseg.errors import SonosegError
 from sonoseg.serving import infer, output_record
+from sonoseg.serving.mask_files import mask_files, write_png
+from sonoseg.study import cli
 from sonoseg.study.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,6 +193,108 @@ def test_the_refusal_names_a_few_of_many_files_and_says_which_is_a_folder(tmp_pa
         message
     )
     assert (outdir / output_record.RECORD_NAME).read_text() == '{"cut short'  # the refused run moved nothing
+
+
+def test_each_run_is_recorded_as_unfinished_from_its_start_and_replaced_at_its_end(tmp_path):
+    """A run's entry is written before its first mask (a run killed with no Python cleanup leaves it, and the
+    next run counts its masks as segment's) and replaced, not added to, at the end; the record is read again
+    then, so that another run into the folder that wrote its entry meanwhile keeps it."""
+    outdir = tmp_path / "masks"
+    outdir.mkdir()
+    planned = mask_files([tmp_path / "scans" / "a.png", tmp_path / "scans" / "b.png"], outdir)
+    first, second = infer.SegmentResult(), infer.SegmentResult()
+    with output_record.RunRecord(outdir, planned[:1], first, {}):
+        (begun,) = runs(outdir)
+        assert begun["interrupted"] == output_record.UNFINISHED and begun["masks_planned"] == ["a_mask.png"]
+        assert output_record.masks_recorded([begun]) == {"a_mask.png"}
+        with output_record.RunRecord(outdir, planned[1:], second, {}):
+            assert [run.get("interrupted") for run in runs(outdir)] == [output_record.UNFINISHED] * 2
+            (outdir / "b_mask.png").write_bytes(b"png")
+            second.written.append(outdir / "b_mask.png")
+        (outdir / "a_mask.png").write_bytes(b"png")
+        first.written.append(outdir / "a_mask.png")
+    done = runs(outdir)
+    assert [[image["mask"] for image in run["images"]] for run in done] == [["a_mask.png"], ["b_mask.png"]]
+    assert not any("interrupted" in run or "masks_planned" in run or run["finished"] is None for run in done)
+
+
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_while_the_record_is_written_is_delivered_once_it_is_on_disk(tmp_path, monkeypatch, second):
+    """Ctrl-C, then Ctrl-C again (or docker stop's SIGTERM) while the record was being written: the record was
+    lost. The signal is now held until it is on disk. A thread besides the main one runs meanwhile, as torch's
+    and ONNX Runtime's do: the OS hands it a signal that only the main thread blocks."""
+    outdir = tmp_path / "masks"
+    outdir.mkdir()
+    planned = mask_files([tmp_path / "scans" / "a.png", tmp_path / "scans" / "b.png"], outdir)
+    result = infer.SegmentResult()
+    sent = []
+    real = output_record.write_json_atomic
+
+    def signalled(path, payload):  # the signal sent as the run's final entry is about to be written
+        if not sent and payload["runs"][-1].get("finished"):
+            sent.append(second)
+            os.kill(os.getpid(), second)
+        return real(path, payload)
+
+    monkeypatch.setattr(output_record, "write_json_atomic", signalled)
+    # The handlers segment runs with (pytest started in the background by a shell may inherit SIGINT ignored).
+    handlers = {signal.SIGTERM: signal.signal(signal.SIGTERM, cli._stop)}
+    handlers[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+    worker_done = threading.Event()
+    worker = threading.Thread(target=worker_done.wait)
+    worker.start()
+    try:
+        with pytest.raises(KeyboardInterrupt if second == signal.SIGINT else cli.Stopped):
+            with output_record.RunRecord(outdir, planned, result, {}):
+                (outdir / "a_mask.png").write_bytes(b"png")
+                result.written.append(outdir / "a_mask.png")
+                raise KeyboardInterrupt  # the first Ctrl-C
+    finally:
+        worker_done.set()
+        worker.join()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    (run,) = runs(outdir)
+    assert run["interrupted"] == "KeyboardInterrupt: " and run["written"] == 1 and "masks_planned" not in run
+    assert [image["mask"] for image in run["images"]] == ["a_mask.png", None]
+
+
+@pytest.mark.parametrize("write", ["mask", "json"])
+def test_a_ctrl_c_between_the_write_and_the_rename_leaves_no_temporary_file(tmp_path, monkeypatch, write):
+    """Only an OSError removed the temporary file: a Ctrl-C (or SIGTERM, raised as Stopped) between the write
+    and the rename left .sonoseg-mask-<pid>.tmp, or the JSON record's, in the folder."""
+
+    def interrupted(source, target):  # fault injection: the signal's exception exactly there
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        if write == "mask":
+            write_png(np.zeros((4, 4), np.uint8), tmp_path / "scan_mask.png")
+        else:
+            provenance.write_json_atomic(tmp_path / "record.json", {"a": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mask_is_written_beside_another_writers_temporary_file_under_the_same_process_id(tmp_path):
+    """The temporary file was named by the process id alone: two writers into one folder with one pid (two
+    containers on a bind mount, each with its process 1; two NFS hosts) shared it, one truncating the other's
+    half-written mask and renaming it away. Its mode is a normal file's, the umask's (not mkstemp's 0600)."""
+    theirs = tmp_path / f".sonoseg-mask-{os.getpid()}.tmp"
+    theirs.write_bytes(b"another host's mask, half written")
+    mask = np.zeros((6, 5), np.uint8)
+    mask[1:4, 2:4] = 255
+    umask = os.umask(0o027)
+    try:
+        write_png(mask, tmp_path / "scan_mask.png")
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(umask)
+    assert theirs.read_bytes() == b"another host's mask, half written"
+    assert np.array_equal(cv2.imread(str(tmp_path / "scan_mask.png"), cv2.IMREAD_UNCHANGED), mask)
+    assert (tmp_path / "scan_mask.png").stat().st_mode == (tmp_path / "plain").stat().st_mode
+    assert (tmp_path / "plain").stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == [theirs.name, "plain", "scan_mask.png"]
 
 
 # ----------------------------------------------------------------------------- 2. the image size limit

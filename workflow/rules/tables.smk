@@ -157,6 +157,7 @@ rule generalization:
     # single, flip-averaged and ensembled, with patient-level CIs and the drop (docs/method.md).
     input:
         per_image=PER_IMAGE,
+        manifest=MANIFEST,  # the data's fingerprint, which ends the caption as in every table
         overlap=list(overlap_records().values()),  # what each set's tests left out
         manifests=list(external_manifests().values()),  # and what its ingest left out
         code=ANALYSIS_CODE,
@@ -175,7 +176,7 @@ rule generalization:
         overlap=named_paths(overlap_records()),
         manifests=named_paths(external_manifests()),
     shell:
-        "sonoseg generalization --per-image {input.per_image} --networks {params.networks} "
+        "sonoseg generalization --per-image {input.per_image} --manifest {input.manifest} --networks {params.networks} "
         "--datasets {params.datasets} --overlap {params.overlap} --manifests {params.manifests} "
         "--seed {params.seed} --out {output.csv} {params.custom} > {log} 2>&1"
 

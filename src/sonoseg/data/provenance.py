@@ -42,9 +42,10 @@ LISTED = 5  # changed files named per kind of change in a message; the rest are 
 
 
 def write_json_atomic(path: str | Path, payload: dict) -> bool:
-    """Write ``payload`` as JSON through a temporary file renamed over ``path`` (a reader never sees a
-    half-written file; two writers leave one whole file). False, and nothing written, when the file
-    already holds exactly this content: its modification time is what tells Snakemake it changed."""
+    """Write ``payload`` as JSON through a temporary file renamed over ``path`` (write_bytes_atomic: a
+    reader never sees a half-written file; two writers leave one whole file). False, and nothing written,
+    when the file already holds exactly this content: its modification time is what tells Snakemake it
+    changed."""
     path = Path(path)
     text = json.dumps(payload, indent=1, sort_keys=True) + "\n"
     with contextlib.suppress(OSError):
@@ -52,16 +53,31 @@ def write_json_atomic(path: str | Path, payload: dict) -> bool:
             return False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; a results folder may be shared
-        os.replace(tmp, path)
+        write_bytes_atomic(path, text.encode())
     except OSError as exc:
-        with contextlib.suppress(OSError, UnboundLocalError):
-            os.unlink(tmp)
         raise SonosegError(f"{path}: could not be written: {exc.strerror or exc}") from None
     return True
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file in ``path``'s folder and rename it over ``path``: a write cut
+    short (a full disk, the process stopped) leaves no part of a file under its name. The temporary name
+    is mkstemp's, made with O_EXCL: unique whoever else writes into the folder, where a process id is not
+    (two containers on one bind mount, two NFS hosts, each with its own pid 1). It is hidden, and ends in
+    .tmp, never in a name a reader of the folder takes for its own (<stem>_mask.png, *.json); its start
+    is the target's name cut short, so that a name at the file system's limit still leaves room. The file
+    is removed on any exception, Ctrl-C and SIGTERM (raised as an exception) included. An OSError is
+    raised to the caller, which names the file."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; a results folder may be shared
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _umask() -> int:
@@ -323,13 +339,11 @@ def changes(before: Record, after: Record) -> Changes:
 
 @dataclass
 class Check:
-    """What the start of a workflow run found: each source's record, and a message per changed one;
-    ``new``: the sources whose record this check wrote (first seen, changed or moved)."""
+    """What the start of a workflow run found: each source's record, and a message per changed one."""
 
     records: dict[str, Record]
     messages: list[str]
     hashed: int
-    new: frozenset[str] = frozenset()
 
     @property
     def dataset_fingerprint(self) -> str:
@@ -343,7 +357,7 @@ def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained:
     out = Path(out)
     hashes = HashCache(out / SOURCES_DIR / HASH_CACHE, rehash)
     records = study_records(config, hashes, pretrained)
-    messages, new = [], set()
+    messages = []
     made_from = read_json(out / "data" / "manifest.json") or {}
     for name, record in records.items():
         path = record_path(out, name)
@@ -369,7 +383,6 @@ def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained:
             )
         if before is not None and before.fingerprint == record.fingerprint and not moved:
             continue  # the same files in the same folder: the record stays as it is, and so does its date
-        new.add(name)
         if write_json_atomic(path, record.to_json()) and undone and not moved:
             _date_before_manifest(path, out)
     current = records["dataset"].fingerprint
@@ -380,7 +393,7 @@ def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained:
             f"{current[:SHORT]}: the study redoes {REDOES['dataset']}"
         )
     hashes.save()
-    return Check(records, messages, hashes.hashed, frozenset(new))
+    return Check(records, messages, hashes.hashed)
 
 
 def _moved(name: str, before: Record, after: Record) -> bool:

@@ -3,7 +3,6 @@ whether the file system can hold that name, and writing a mask there under any n
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from pathlib import Path
@@ -12,6 +11,7 @@ import cv2
 import numpy as np
 
 from sonoseg.data.layouts import busi_mask_name, first_names
+from sonoseg.data.provenance import write_bytes_atomic
 from sonoseg.errors import SonosegError
 
 log = logging.getLogger(__name__)
@@ -53,20 +53,14 @@ def write_png(mask: np.ndarray, path: Path) -> Path:
     Latin-1 café.png, which Python holds with surrogate escapes). Written to a temporary file in the folder
     and renamed over ``path``: a write cut short (a full disk, the process stopped) leaves no part of a
     mask under the mask's name, which the next run into the folder would refuse as a file it did not write
-    (output_record.refuse_unrecorded). A file that cannot be written stops the run naming it."""
+    (output_record.refuse_unrecorded); the temporary name is unique to the write, and removed whatever stops
+    it (provenance.write_bytes_atomic). A file that cannot be written stops the run naming it."""
     encoded, png = cv2.imencode(".png", mask)
     if not encoded:
         raise SonosegError(f"{path}: the mask could not be encoded as a PNG ({mask.shape} {mask.dtype})")
-    # One segment process writes one mask at a time: its process id keeps two runs into a folder apart, and
-    # the name, hidden and not <name>_mask.png, is never taken for a mask.
-    tmp = path.with_name(f".sonoseg-mask-{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(png.tobytes())
-        os.replace(tmp, path)
+        write_bytes_atomic(path, png.tobytes())
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         why = (
             "a folder is at that path: move it, or choose another --outdir"
             if isinstance(exc, IsADirectoryError)

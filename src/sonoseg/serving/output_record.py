@@ -1,13 +1,20 @@
 """The record `sonoseg segment` keeps in its output folder (segment_runs.json): which sonoseg, model and
 options wrote which mask, run after run; the masks there that no image of a run maps to, which are
 named in a warning, never deleted; and the files where a run's masks would go that the record does not
-list (a hand-drawn ground truth), which are refused, never overwritten."""
+list (a hand-drawn ground truth), which are refused, never overwritten. A run's entry is written before its
+first mask, marked as not finished and naming the masks it may write, and replaced when the run ends: a run
+killed where Python cannot record it (SIGKILL, the out-of-memory killer, a crash) leaves masks the next run
+still knows as segment's."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
+import threading
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +32,11 @@ log = logging.getLogger(__name__)
 RECORD_NAME = "segment_runs.json"
 RECORD_FORMAT = "sonoseg segment runs 1"
 STALE_SHOWN = 5  # the masks left from earlier runs a warning names; it counts them all
+# The entry a run writes before its first mask says this until the run replaces it on leaving: one that still
+# says it is a run that ended where Python could not write its record. Its masks_planned are the masks it may
+# have written, which masks_recorded counts as segment's (an older sonoseg reads the entry, and ignores them).
+UNFINISHED = "did not finish (killed: SIGKILL, out of memory or a crash)"
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def record_path(outdir: str | Path) -> Path:
@@ -82,9 +94,48 @@ def earlier_runs(path: Path) -> list[dict]:
 
 
 def masks_recorded(runs: list[dict]) -> set[str]:
-    """The mask files (names) that the runs of a record wrote."""
-    entries = (image for run in runs if isinstance(run, dict) for image in run.get("images") or [])
-    return {entry["mask"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("mask"), str)}
+    """The mask files (names) that the runs of a record wrote, and those that a run that did not finish
+    (killed before it could record what it wrote) planned to write: each may be there, written by segment."""
+    names: set[str] = set()
+    for run in runs:
+        if not isinstance(run, dict):
+            continue
+        entries = run.get("images") or []
+        names |= {entry["mask"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("mask"), str)}
+        planned = run.get("masks_planned")
+        if isinstance(planned, list):
+            names |= {name for name in planned if isinstance(name, str)}
+    return names
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Ctrl-C and SIGTERM held while the record is written, and delivered once it is on disk (a second Ctrl-C,
+    or docker stop's SIGTERM after a Ctrl-C, lost the record it cut short). Held by Python's handlers, not by
+    the main thread's signal mask: the OS gives a signal the main thread blocks to another thread of the
+    process (torch's and ONNX Runtime's workers), whose C handler has Python raise it in the main thread all
+    the same. A signal ignored, or handled outside Python, is left as it is; handlers can be set in the main
+    thread only, so elsewhere nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {}
+    for signum in HELD_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler is signal.SIG_IGN or handler is None:
+            continue
+        previous[signum] = handler
+        signal.signal(signum, lambda number, frame: arrived.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        # Each signal once, in the order it came: its own handler now raises it (KeyboardInterrupt, cli's
+        # Stopped), or the default action ends the process, as it would have without the hold.
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)
 
 
 def written_by_segment(out: Path, recorded: set[str]) -> bool:
@@ -126,8 +177,9 @@ def refuse_unrecorded(outdir: Path, planned: list[tuple[Path, Path]]) -> None:
 @dataclass
 class RunRecord:
     """One segment run into ``outdir``: made once the folder is, before the first mask; as a context
-    manager it appends the run to the folder's record (RECORD_NAME) on leaving, also when the run
-    stops on an error (then ``interrupted`` says why, and the images not reached are listed so).
+    manager it appends the run to the folder's record (RECORD_NAME) on entering, marked UNFINISHED with
+    the masks it may write, and replaces that entry on leaving, also when the run stops on an error or a
+    signal (then ``interrupted`` says why, and the images not reached are listed so).
     ``result`` (a SegmentResult) is read on leaving: its written masks and failed images."""
 
     outdir: Path
@@ -135,8 +187,11 @@ class RunRecord:
     result: object
     settings: dict
     started: str = field(default_factory=now)
+    # Which entry of the record is this run's, to replace the one written at the start with the final one.
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
+        self.begun = False  # this run's entry is on disk
         # Every file at a mask's place is a mask the record lists (refuse_unrecorded); a name too long to
         # hold is no file, and its image fails (segment_each).
         self.replaced = {out for _, out in self.planned if not name_too_long(out) and out.exists()}
@@ -153,6 +208,14 @@ class RunRecord:
             )
 
     def __enter__(self) -> RunRecord:
+        try:
+            self.write(UNFINISHED)
+        except BaseException as error:
+            # A Ctrl-C or SIGTERM held while the first entry was written is raised once it is on disk: that
+            # entry is replaced, as on leaving, by one that says the run was stopped, before any mask.
+            if self.begun:
+                self.__exit__(type(error), error, error.__traceback__)
+            raise
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
@@ -166,6 +229,7 @@ class RunRecord:
     def entry(self, interrupted: str | None) -> dict:
         written = {Path(path) for path in self.result.written}
         failed = {Path(path): message for path, message in self.result.failed}
+        unfinished = interrupted == UNFINISHED
         images = []
         for image, out in self.planned:
             if out in written:
@@ -175,12 +239,17 @@ class RunRecord:
             else:
                 images.append({"image": str(image), "mask": None, "error": failed.get(image, "not reached")})
         return {
+            "run_id": self.run_id,
             "sonoseg_version": sonoseg_version(),
             "commit": sonoseg_commit(),
             "started": self.started,
-            "finished": now(),
+            "finished": None if unfinished else now(),
             **self.settings,
             **({"interrupted": interrupted} if interrupted else {}),
+            # A name too long to hold is no file (its image fails), so it is never planned.
+            **(
+                {"masks_planned": [out.name for _, out in self.planned if not name_too_long(out)]} if unfinished else {}
+            ),
             "written": len(written),
             "failed": len(failed),
             "replaced": len(written & self.replaced),
@@ -189,7 +258,18 @@ class RunRecord:
         }
 
     def write(self, interrupted: str | None = None) -> Path:
+        """Write this run's entry (``interrupted``: UNFINISHED before the first mask, else why the run stopped,
+        or None) in place of the one it wrote before: the record is read again, so that a run that wrote its
+        entry meanwhile (another segment into the folder) keeps it."""
         path = record_path(self.outdir)
-        runs = [*earlier_runs(path), self.entry(interrupted)]
-        write_json_atomic(path, {"format": RECORD_FORMAT, "runs": runs})
+        with signals_held():
+            entry = self.entry(interrupted)
+            runs = earlier_runs(path)
+            mine = [i for i, run in enumerate(runs) if isinstance(run, dict) and run.get("run_id") == self.run_id]
+            if mine:
+                runs[mine[0]] = entry
+            else:
+                runs.append(entry)
+            write_json_atomic(path, {"format": RECORD_FORMAT, "runs": runs})
+            self.begun = True
         return path

@@ -453,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--manifests", nargs="*", default=[], help="NAME=manifest.csv per external set: what its ingest left out"
     )
+    p.add_argument("--manifest", help="the main dataset's manifest.csv: its data fingerprint ends the caption")
     p.add_argument("--out", required=True, help="the CSV; .md beside it")
     p.set_defaults(func=commands.cmd_generalization)
 
@@ -599,8 +600,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Only segment's: the workflow's jobs keep the default (killed where they are), whose outputs Snakemake
     # removes; segment's masks stay, and its record must say which.
+    # The handler it replaces is put back on return: a caller in the same process (a test, a notebook, a
+    # service calling main) keeps its own.
+    previous = None
     if args.command == "segment" and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop)
+        previous = signal.signal(signal.SIGTERM, _stop)
     try:
         # The config's networks of the user's own, for any command that names networks (parents=[custom]).
         commands.register_custom_networks(getattr(args, "custom_networks", ""))
@@ -628,6 +632,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -515,8 +515,9 @@ def cmd_generalization(args) -> None:
     roles = dict(_name_value(item, "--datasets") for item in args.datasets)
     table = generalization.generalization_table(per_image, args.networks, roles, args.seed)
     notes = _left_out_notes(args) + generalization.lesionless_notes(table)
-    generalization.write(table, args.out, notes)
-    log.info("generalization:\n%s", generalization.markdown(table, notes))
+    source = generalization.source_line(args.manifest)
+    generalization.write(table, args.out, notes, source)
+    log.info("generalization:\n%s", generalization.markdown(table, notes, source))
 
 
 def _left_out_notes(args) -> list[str]:
