@@ -36,8 +36,17 @@ def start_a_long_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, list[str]]
     outdir = tmp_path / "masks"
     command = [str(BIN / "sonoseg"), "segment", "--model", str(model), "--outdir", str(outdir), "--no-progress"]
     command += sorted(str(p) for p in images.glob("copy*.png"))
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible
+    )
     return process, outdir, command
+
+
+def interruptible() -> None:
+    """In the child: Ctrl-C's signal at its default, as a terminal's foreground command has it. A command
+    started in the background (nohup, `&` in a script, some CI runners) inherits SIGINT ignored, and a
+    Python started so keeps ignoring it, as it should."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_masks(process: subprocess.Popen, outdir: Path, count: int) -> None:
