@@ -424,3 +424,14 @@ def test_the_generalization_caption_ends_with_the_data_s_provenance(tmp_path):
     caption = (tmp_path / "generalization.md").read_text().split("\n")[0]
     assert caption.endswith(f"ext: a note. {source}")  # as the other tables' captions end
     assert generalization.source_line(None) == ""
+
+
+def test_the_ci_column_says_seeds_only_where_a_row_has_several(tmp_path):
+    # With one training per row the bootstrap resamples patients only: the header must not claim seeds.
+    row = {"label": "U-net", "parameters": 1, "dice_per_seed": "0.7", "dice_mean": 0.7, "dice_std": float("nan")}
+    row |= {"dice_ci_low": 0.6, "dice_ci_high": 0.8, "hd95_mean": 3.0, "hd95_std": float("nan")}
+    row |= {"paper_dice_mean": 0.7}
+    one = tables.to_markdown_and_latex(pd.DataFrame([{**row, "seeds": 1}]), "Network", "c")[0]
+    assert "| Dice 95 % CI (patients) |" in one and "seeds)" not in one
+    several = pd.DataFrame([{**row, "seeds": 1}, {**row, "label": "Light", "seeds": 3}])
+    assert "| Dice 95 % CI (patients, seeds) |" in tables.to_markdown_and_latex(several, "Network", "c")[0]

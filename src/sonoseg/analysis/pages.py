@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from sonoseg.analysis import generalization, stats
-from sonoseg.analysis.tables import ci_cell, plus_minus, seeds_cell
+from sonoseg.analysis.tables import ci_cell, ci_header, plus_minus, seeds_cell
 from sonoseg.data import MANIFEST_COLUMNS
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
@@ -139,7 +139,7 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 "Seeds": table["seeds"],
                 # One seed: "n = 1"; 2-4 seeds: each seed's value; 5 or more: ± std (tables.seeds_cell).
                 "Dice (ours)": [seeds_cell(row) for _, row in table.iterrows()],
-                "Dice 95 % CI (patients, seeds)": [ci_cell(row) for _, row in table.iterrows()],
+                ci_header(table): [ci_cell(row) for _, row in table.iterrows()],
                 "Dice (paper)": [
                     plus_minus(m, s, 3) for m, s in zip(table["paper_dice_mean"], table["paper_dice_std"])
                 ],
@@ -180,7 +180,7 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 "Seeds": table["seeds"],
                 # One seed: "n = 1"; 2-4 seeds: each seed's value; 5 or more: ± std (tables.seeds_cell).
                 "Dice (ours)": [seeds_cell(row) for _, row in table.iterrows()],
-                "Dice 95 % CI (patients, seeds)": [ci_cell(row) for _, row in table.iterrows()],
+                ci_header(table): [ci_cell(row) for _, row in table.iterrows()],
                 "Dice (paper)": [fmt(v, 3) for v in table["paper_dice_mean"]],
                 "Dice ours − paper": [signed(d, 3) for d in table["dice_mean"] - table["paper_dice_mean"]],
                 "HD95 px (ours)": [plus_minus(m, s, 2) for m, s in zip(table["hd95_mean"], table["hd95_std"])],

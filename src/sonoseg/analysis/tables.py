@@ -297,6 +297,13 @@ def seeds_cell(row, digits: int = 3) -> str:
     return f"{row['dice_mean']:.{digits}f} (seeds: {', '.join(f'{float(v):.{digits}f}' for v in values.split())})"
 
 
+def ci_header(table: pd.DataFrame) -> str:
+    """The CI column's name: what its bootstrap resamples (patients; and seeds where a row has several: with
+    one training per row the interval carries no training-to-training variance, and says so)."""
+    several = "seeds" in table.columns and (pd.to_numeric(table["seeds"], errors="coerce") > 1).any()
+    return "Dice 95 % CI (patients, seeds)" if several else "Dice 95 % CI (patients)"
+
+
 def ci_cell(row, digits: int = 3) -> str:
     """The Dice CI of a summary row; "-" for a row without one (a summary made before CIs were)."""
     from sonoseg.analysis import stats
@@ -361,7 +368,7 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tupl
         + (["Parameters"] if has_params else [])
         + (["GFLOPs", "CPU ms"] if has_cost else [])
         + ["Dice (ours)"]
-        + (["Dice 95 % CI (patients, seeds)"] if has_ci else [])
+        + ([ci_header(table)] if has_ci else [])
         + ["HD95 px (ours)"]
         + (["HD95 px, both non-empty (ours)"] if has_matched else [])
         + (["HD95 mm (ours)"] if has_mm else [])
