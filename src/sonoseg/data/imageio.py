@@ -32,6 +32,7 @@ JPEG_MARKERS_WITHOUT_LENGTH = {0x01, *range(0xD0, 0xDA)}
 JPEG_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 SCAN_READ_BYTES = 1 << 20  # a scan is searched in blocks of this size: a 100 MB file is never read whole
 EXIF_ORIENTATION_TAG = 0x0112
+TIFF_STARTS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # a TIFF's first bytes: byte order, magic (BigTIFF: +)
 EXIF_HEADER = b"Exif\x00\x00"  # before the TIFF structure of the EXIF in a JPEG's APP1 (and in some others)
 # By a TIFF structure's magic number (classic, BigTIFF): where the first IFD's offset lies, the formats of an
 # offset and of an IFD's entry count, the bytes of an entry, and where in an entry its value lies.
@@ -236,7 +237,7 @@ def neutralise_orientation(data: np.ndarray) -> int | None:
         return data[offset : offset + count].tobytes()
 
     head, size, found = read(0, 16), data.size, []
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    if head[:4] in TIFF_STARTS:
         found.append(_neutralise_tiff_orientation(data))
     elif head.startswith(JPEG_SIGNATURE):
         for marker, offset, length in _jpeg_segments(read, size):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from sonoseg.data.imageio import MAX_IMAGE_PIXELS, read_image
+from sonoseg.data.imageio import MAX_IMAGE_PIXELS, TIFF_STARTS, read_image
 from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache
 from sonoseg.errors import SonosegError
 from sonoseg.serving import interpolate, sidecar
@@ -715,7 +715,7 @@ NOTES_TO_WARN = {
 
 # How a file that holds several images starts, and how a warning names it and them (frames_named).
 MULTI_FRAME_FORMATS = (
-    ((b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"), "a TIFF", "page"),
+    (TIFF_STARTS, "a TIFF", "page"),
     ((b"\x89PNG",), "an animated PNG", "frame"),
     ((b"GIF8",), "an animated GIF", "frame"),
     ((b"RIFF",), "an animated WebP", "frame"),  # RIFF....WEBP; OpenCV and Pillow read no other RIFF as an image

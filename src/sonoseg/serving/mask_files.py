@@ -3,6 +3,7 @@ whether the file system can hold that name, and writing a mask there under any n
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -21,10 +22,12 @@ MASK_SUFFIX = "_mask.png"
 COMMON_NAME_MAX = 255
 
 
+@functools.lru_cache(maxsize=64)
 def name_max(folder: Path) -> int:
     """The longest file name, in bytes, that the file system of ``folder`` takes: asked of its nearest
     folder that exists (an --outdir is made after the masks are planned); COMMON_NAME_MAX where the OS
-    cannot say (Windows has no pathconf, and a file system may give no limit)."""
+    cannot say (Windows has no pathconf, and a file system may give no limit). Asked once per folder: every
+    mask of a run lies in one, and each is checked where a run plans, records and writes it."""
     folder = Path(os.path.abspath(folder))
     existing = next((f for f in (folder, *folder.parents) if f.is_dir()), None)
     try:
@@ -79,6 +82,14 @@ def _is_folder(path: Path) -> bool:
         return False
 
 
+def _split_folders(paths) -> tuple[list[Path], list[Path]]:
+    """The folders among ``paths``, and the rest, each path looked up once."""
+    folders, files = [], []
+    for path in paths:
+        (folders if _is_folder(path) else files).append(path)
+    return folders, files
+
+
 def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]]:
     """(image, its mask file <outdir>/<stem>_mask.png) for each image given, once each: one mask per name
     given (a link under another name gets its own); the same name given twice (spelt otherwise, as
@@ -89,8 +100,7 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
     an --outdir that is a folder of the images (BUSI keeps its ground truth there as NAME_mask.png, the
     very name segment writes; a user's masks may lie there too), whether the images are named through a
     link or not. Images named as BUSI names its masks are warned of, and segmented (warn_of_masks_given)."""
-    images = [Path(image) for image in images]
-    folders = [image for image in images if _is_folder(image)]
+    folders, images = _split_folders(Path(image) for image in images)
     for folder in folders:
         log.warning(
             "%s: a folder, not an image: skipped (segment takes image files; the images in a folder are named by a "
@@ -98,7 +108,6 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
             folder,
             folder / "*.png",
         )
-    images = [image for image in images if not _is_folder(image)]
     if not images:
         raise SonosegError(
             f"{folders[0]}: a folder, and no image file was given: segment takes image files, such as the shell glob "

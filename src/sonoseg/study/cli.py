@@ -43,37 +43,25 @@ def scale_factor(value: str) -> float:
     return factor
 
 
-def pixel_count(value: str) -> int:
-    """segment's --max-pixels: a number of pixels, 1 or more."""
-    try:
-        pixels = int(value)
-    except ValueError:
-        pixels = 0
-    if pixels < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of pixels: 1 or more")
-    return pixels
+def whole_number(least: int, expected: str):
+    """An argparse type: a whole number of at least ``least``, else the error '<value> is not <expected>'."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = least - 1
+        if number < least:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {expected}")
+        return number
+
+    return parse
 
 
-def input_size(value: str) -> int:
-    """--size: an input side in pixels, 1 or more (0: the size the model was trained at)."""
-    try:
-        side = int(value)
-    except ValueError:
-        side = -1
-    if side < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an input size: pixels, 1 or more (0: the model's own)")
-    return side
-
-
-def thread_count(value: str) -> int:
-    """segment's --threads: a number of ONNX Runtime threads, 1 or more (0: ONNX Runtime chooses)."""
-    try:
-        threads = int(value)
-    except ValueError:
-        threads = -1
-    if threads < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of threads: 1 or more (0: ONNX Runtime chooses)")
-    return threads
+# segment's --max-pixels, --size (export's too) and --threads.
+pixel_count = whole_number(1, "a number of pixels: 1 or more")
+input_size = whole_number(0, "an input size: pixels, 1 or more (0: the model's own)")
+thread_count = whole_number(0, "a number of threads: 1 or more (0: ONNX Runtime chooses)")
 
 
 def add_scale_selection(p: argparse.ArgumentParser, recorded: bool = False) -> None:
