@@ -314,8 +314,12 @@ def _check_external_roots(datasets: list[dict], main: dict, study: str | None = 
                 )
     for index, (first, first_root) in enumerate(folders):
         for second, second_root in folders[index + 1 :]:
-            if _same_or_inside(first_root, second_root) or _same_or_inside(second_root, first_root):
-                same = _same_or_inside(first_root, second_root) and _same_or_inside(second_root, first_root)
+            first_in_second, second_in_first = (
+                _same_or_inside(first_root, second_root),
+                _same_or_inside(second_root, first_root),
+            )
+            if first_in_second or second_in_first:
+                same = first_in_second and second_in_first
                 relation = "the same folder" if same else "folders one inside the other"
                 risk = (
                     "the networks would be tested on images they trained on"
