@@ -435,3 +435,76 @@ def test_the_ci_column_says_seeds_only_where_a_row_has_several(tmp_path):
     assert "| Dice 95 % CI (patients) |" in one and "seeds)" not in one
     several = pd.DataFrame([{**row, "seeds": 1}, {**row, "label": "Light", "seeds": 3}])
     assert "| Dice 95 % CI (patients, seeds) |" in tables.to_markdown_and_latex(several, "Network", "c")[0]
+
+
+def test_a_backbone_trained_from_scratch_is_marked_where_the_paper_s_implementation_starts_it_from_imagenet(
+    tmp_path,
+):
+    # Every network whose paper figure comes from an implementation that loads ImageNet weights by default
+    # (paper.py) is one with a backbone and a figure in the paper; the extra Xception row has no figure.
+    from sonoseg.networks import catalog
+
+    with_figure = {n for n, row in paper.TABLE1.items() if not math.isnan(row[1]) and catalog.has_backbone(n)}
+    assert set(paper.BACKBONE_IMAGENET_BY_DEFAULT) == with_figure
+    assert {"deeplabv3plus_mobilenetv2", "fcn8s"} <= with_figure and "deeplabv3plus_xception" not in with_figure
+
+    def table1(name, weights):
+        """Table 1 of U-net and DeepLab v3+ (MobileNet), the latter's run sheet giving ``weights``."""
+        summaries = []
+        for network, backbone in (("deeplabv3plus_mobilenetv2", weights), ("unet", "")):
+            write_training(tmp_path / name, network, 0, 0, history=epochs(2))
+            summaries.append(tmp_path / name / f"{network}.csv")
+            row = sheet_row(network, pretrained_backbone=backbone)
+            tables.summarize(tmp_path / name, row).to_csv(summaries[-1], index=False)
+        table = tables.study_table("table1", summaries, tmp_path / name / "table1.csv").set_index("network")
+        return table, (tmp_path / name / "table1.md").read_text(), (tmp_path / name / "table1.tex").read_text()
+
+    # Trained from scratch (the run sheet names no weights file): the row is marked, the caption says why.
+    table, markdown, tex = table1("scratch", "")
+    assert not table.loc["deeplabv3plus_mobilenetv2", "pretrained_backbone"]
+    assert table.loc["deeplabv3plus_mobilenetv2", "label"] == f"DeepLab v3+ (MobileNet) {tables.SCRATCH_MARK}"
+    assert table.loc["unet", "label"] == "U-net"  # no backbone: nothing to mark
+    assert f"| DeepLab v3+ (MobileNet) {tables.SCRATCH_MARK} |" in markdown
+    caption = markdown.split("\n")[0]
+    assert f"{tables.SCRATCH_MARK}: backbone trained from scratch here" in caption
+    assert "starts it from ImageNet weights by default (the paper does not say how it initialised it)" in caption
+    assert f"DeepLab v3+ (MobileNet) {tables.SCRATCH_MARK} &" in tex
+    assert f"{tables.SCRATCH_MARK}: backbone trained from scratch here" in tex.split(r"\caption{")[1]
+    # The same network started from ImageNet weights: no mark, no note.
+    table, markdown, tex = table1("pretrained", "/weights/mobilenet_v2.pth")
+    assert table.loc["deeplabv3plus_mobilenetv2", "pretrained_backbone"]
+    assert table.loc["deeplabv3plus_mobilenetv2", "label"] == "DeepLab v3+ (MobileNet)"
+    assert tables.SCRATCH_MARK not in markdown and tables.SCRATCH_MARK not in tex
+    # The mark follows the summaries' record, whatever the network: FCN-8s from scratch is marked, from
+    # ImageNet it is not; summaries from before the record say nothing, so nothing is claimed.
+    for pretrained, marked in ((False, True), (True, False)):
+        row = tables.network_table(runs().assign(pretrained_backbone=pretrained), paper.TABLE1, ["unet", "fcn8s"])
+        assert row.set_index("network").loc["fcn8s", "label"].endswith(tables.SCRATCH_MARK) == marked
+    unknown = tables.network_table(runs(), paper.TABLE1, ["unet", "fcn8s"]).set_index("network")
+    assert unknown.loc["fcn8s", "label"] == "FCN-8s" and pd.isna(unknown.loc["fcn8s", "pretrained_backbone"])
+
+
+def test_the_ladder_caption_names_the_paper_s_network_and_says_when_ours_is_another(tmp_path):
+    summaries = []
+    for step in ("baseline", "adam"):
+        write_training(tmp_path, f"ladder--{step}", 0, 0, history=epochs(2))
+        summaries.append(tmp_path / f"{step}.csv")
+        row = sheet_row(f"ladder--{step}", table_key="step", table_name=step)
+        tables.summarize(tmp_path, row).to_csv(summaries[-1], index=False)
+
+    def ladder(network):
+        tables.study_table("ladder", summaries, tmp_path / network / "ladder.csv", ladder_network=network)
+        return (tmp_path / network / "ladder.md").read_text(), (tmp_path / network / "ladder.tex").read_text()
+
+    # The paper's ladder is U-net's (Section 4.2); the quick study's runs on Lighter U-net @1.
+    assert paper.LADDER_NETWORK == "unet"
+    markdown, tex = ladder("lighter_unet_c1")
+    caption = markdown.split("\n")[0]
+    assert "Dice (paper): the paper's ladder, on U-net (its Section 4.2)" in caption
+    assert "ours runs on Lighter U-net @1 (lighter_unet_c1), not on U-net" in caption
+    assert "| Dice (paper, U-net) |" in markdown and "& Dice (paper, U-net) \\\\" in tex
+    assert r"ours runs on Lighter U-net @1 (lighter\_unet\_c1), not on U-net" in tex
+    # A ladder on U-net, as the paper's: the caption names the paper's network and claims no difference.
+    markdown, tex = ladder("unet")
+    assert "Dice (paper): the paper's ladder, on U-net" in markdown and "| Dice (paper, U-net) |" in markdown
+    assert "ours runs on" not in markdown and "ours runs on" not in tex

@@ -173,7 +173,8 @@ def summarize(out: str | Path, row: dict) -> pd.DataFrame:
     in the study folder ``out`` (sonoseg.study.layout): mean test metrics over its out-of-fold predictions
     (``fold`` "all"), the kept epoch and the network's parameter count; with several folds, also one
     row per seed and fold (the per-fold values). A run without training has no history: its epochs
-    stay empty. The run's changes to the study's recipe are kept in every row."""
+    stay empty. The run's changes to the study's recipe are kept in every row, and whether its backbone
+    started from ImageNet weights (``pretrained_backbone``: the run sheet's weights file, given or not)."""
     run, trained = row["name"], bool(row.get("recipe"))
     folds, seeds = str(row["folds"]).split(), str(row["seeds"]).split()
 
@@ -190,7 +191,11 @@ def summarize(out: str | Path, row: dict) -> pd.DataFrame:
         if len(folds) > 1:
             for fold, metric, history in zip(folds, metrics, histories, strict=True):
                 rows.append({key: name, "seed": int(seed), "fold": str(fold), **summarize_run(metric, history)})
-    return pd.DataFrame(rows).assign(parameters=parameters, run=run, recipe_changes=row.get("recipe_changes", ""))
+    pretrained = row.get("pretrained_backbone") or ""
+    pretrained = bool(pretrained) and not pd.isna(pretrained)  # a sheet read as a table: '' reads back as NaN
+    return pd.DataFrame(rows).assign(
+        parameters=parameters, run=run, recipe_changes=row.get("recipe_changes", ""), pretrained_backbone=pretrained
+    )
 
 
 def pooled(runs: pd.DataFrame) -> pd.DataFrame:
@@ -212,6 +217,9 @@ def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> p
         )
         changes = recipe_changes_of(runs, name)
         label = f"{label} [{changes}]" if changes else label
+        pretrained = pretrained_backbone_of(runs, name)
+        unlike_paper = scratch_unlike_paper(name, pretrained, p_dice)
+        label = f"{label} {SCRATCH_MARK}" if unlike_paper else label
         label = f"{label} {CAPPED_MARK}" if ours["capped_trainings"] else label
         rows.append(
             {
@@ -224,12 +232,45 @@ def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> p
                 "paper_dice_std": p_dice_sd,
                 "paper_hd95_mean": p_hd,
                 "paper_hd95_std": p_hd_sd,
+                # Whether our backbone started from ImageNet weights (NA: summaries from before it was
+                # recorded), and whether the paper's implementation starts it so by default.
+                "pretrained_backbone": pd.NA if pretrained is None else pretrained,
+                "paper_pretrained_backbone": name in paper.BACKBONE_IMAGENET_BY_DEFAULT,
+                "scratch_unlike_paper": unlike_paper,
             }
         )
     return pd.DataFrame(rows)
 
 
 CAPPED_MARK = "†"  # a row some or all of whose trainings ended at the epoch cap, not by the stop rule
+# A row whose backbone trained from scratch, beside a paper figure whose implementation starts it from ImageNet.
+SCRATCH_MARK = "‡"
+SCRATCH_NOTE = (
+    f"{SCRATCH_MARK}: backbone trained from scratch here, while the implementation the paper cites for it "
+    "starts it from ImageNet weights by default (the paper does not say how it initialised it)"
+)
+
+
+def pretrained_backbone_of(runs: pd.DataFrame, network: str) -> bool | None:
+    """Whether every training of the network started its backbone from ImageNet weights, as its summaries
+    recorded (``pretrained_backbone``); None for summaries made before it was recorded."""
+    if "pretrained_backbone" not in runs:
+        return None
+    values = [v for v in runs.loc[runs["network"] == network, "pretrained_backbone"] if not pd.isna(v)]
+    if not values:
+        return None
+    return all(str(v).strip().lower() in ("true", "1", "1.0") for v in values)
+
+
+def scratch_unlike_paper(network: str, pretrained: bool | None, paper_dice: float) -> bool:
+    """A row to mark: its backbone trained from scratch, and the paper gives a figure for the network
+    from an implementation that starts that backbone from ImageNet weights by default (paper.py)."""
+    if network not in paper.BACKBONE_IMAGENET_BY_DEFAULT or pd.isna(paper_dice):
+        return False
+    if pretrained is None:
+        log.warning("%s: its summaries do not say whether its backbone started from ImageNet weights", network)
+        return False
+    return not pretrained
 
 
 def recipe_changes_of(runs: pd.DataFrame, network: str) -> str:
@@ -348,8 +389,9 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_TEXT.get(character, character) for character in str(text))
 
 
-def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tuple[str, str]:
-    """Human tables: label, parameters (when present), ours and the paper's.
+def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str, paper_of: str = "") -> tuple[str, str]:
+    """Human tables: label, parameters (when present), ours and the paper's (``paper_of``: the network the
+    paper's figures are of, where one network's figures stand beside every row, as in the ladder).
 
     "HD95 px (ours)" is the mean with the empty-prediction penalty; "HD95 px, both non-empty"
     is over the images where prediction and ground truth both have a lesion, with (images
@@ -373,7 +415,7 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tupl
         + (["HD95 px, both non-empty (ours)"] if has_matched else [])
         + (["HD95 mm (ours)"] if has_mm else [])
         + (["No-lesion images: Dice (ours)"] if has_no_lesion else [])
-        + ["Dice (paper)"]
+        + [f"Dice (paper, {paper_of})" if paper_of else "Dice (paper)"]
         + (["HD95 px (paper)"] if has_paper_hd else [])
     )
     lines = []
@@ -446,14 +488,20 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str) -> tupl
 
 
 def write_table(
-    table: pd.DataFrame, out_csv: str | Path, caption: str, first: str = "Network", source: str = ""
+    table: pd.DataFrame,
+    out_csv: str | Path,
+    caption: str,
+    first: str = "Network",
+    source: str = "",
+    paper_of: str = "",
 ) -> None:
     """The table as CSV, Markdown and LaTeX; ``source`` (sonoseg.data.provenance.caption_line: the data's
-    fingerprint, the version and commit) closes the Markdown and LaTeX captions."""
+    fingerprint, the version and commit) closes the Markdown and LaTeX captions; ``paper_of``: the network
+    the paper's column is of (to_markdown_and_latex)."""
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_csv, index=False)
-    markdown, latex = to_markdown_and_latex(table, first, f"{caption} {source}".strip())
+    markdown, latex = to_markdown_and_latex(table, first, f"{caption} {source}".strip(), paper_of)
     out_csv.with_suffix(".md").write_text(markdown)
     out_csv.with_suffix(".tex").write_text(latex)
 
@@ -512,8 +560,11 @@ def study_table(
     if kind == "ladder":
         table = ladder_table(runs, list(runs["step"].drop_duplicates()))
         table = with_confidence(table, "step", runs, per_image, seed)
-        caption = f"Section 4.2 tuning ladder ({ladder_network}, cumulative steps; test set{scale})"
-        write_table(table, out_csv, caption, "Step", source)
+        caption = (
+            f"Section 4.2 tuning ladder ({ladder_network}, cumulative steps; test set{scale}; "
+            f"{ladder_note(ladder_network)})"
+        )
+        write_table(table, out_csv, caption, "Step", source, paper_of=catalog.label(paper.LADDER_NETWORK))
         return table
     if kind not in CAPTIONS:
         raise SonosegError(f"unknown table {kind!r}; one of {sorted(CAPTIONS)} or ladder")
@@ -529,8 +580,20 @@ def study_table(
             f"; {CAPPED_MARK}: trainings ended at the epoch cap, not by the stop rule "
             "(capped_trainings of trainings in the CSV)"
         )
+    if table["scratch_unlike_paper"].any():
+        changed += f"; {SCRATCH_NOTE}"
     write_table(table, out_csv, f"{CAPTIONS[kind]}{scale}{cost_caption(cost_csv)}{changed})", source=source)
     return table
+
+
+def ladder_note(ladder_network: str) -> str:
+    """The ladder caption's word on its paper column: whose figures they are (the paper's ladder is on
+    U-net, paper.LADDER_NETWORK) and, when the study's ladder runs on another network, that it does."""
+    paper_network = catalog.label(paper.LADDER_NETWORK)
+    note = f"Dice (paper): the paper's ladder, on {paper_network} (its Section 4.2)"
+    if ladder_network != paper.LADDER_NETWORK:
+        note += f"; ours runs on {catalog.label(ladder_network)} ({ladder_network}), not on {paper_network}"
+    return note
 
 
 # ----------------------------------------------------------------------------- evidence
