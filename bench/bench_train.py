@@ -24,7 +24,6 @@ bf16 units: AMX / AVX512-BF16); end-to-end >= 90 % of the bare fast step for eve
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -33,23 +32,13 @@ import numpy as np
 import torch
 
 from sonoseg.networks import models
-from sonoseg.serving.device import FastPath, cpu_has_fast_bf16, resolve_precision
+from sonoseg.serving.device import FastPath, cpu_has_fast_bf16, cpu_model, resolve_precision
 from sonoseg.training import train
 from sonoseg.training.recipe import Recipe
 
 NETWORKS = ["unet", "light_unet", "lighter_unet_c128", "lighter_unet_c1", "fcn8s", "deeplabv3plus_mobilenetv2"]
 BATCH = {64: 8, 256: 2}  # fewer, smaller steps at 256 keep the whole run within minutes on 2 cores
 STEPS = {64: 3, 256: 2}
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def step_rate(

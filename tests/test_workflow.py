@@ -125,7 +125,14 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
         "train_seconds",
         "bn_seconds",
         "val_seconds",
+        "precision",
+        "device",
+        "processor",
     ]
+    # What each epoch ran on (trainings.csv gathers it per training): this machine's CPU, in fp32 or bf16.
+    assert set(history["device"]) == {"cpu"} and history["precision"].iloc[0].split(" ")[0] in ("fp32", "bf16")
+    trainings = pd.read_csv(out / "trainings.csv")
+    assert trainings["processor"].notna().all() and (trainings["device"] == "cpu").all()
     assert history["ended_by"].iloc[-1] in ("rule", "cap")  # one epoch allowed: the cap ended it
     assert "epoch 1" in (out / "logs" / "train" / "unet" / "fold0" / "seed0.log").read_text()
 

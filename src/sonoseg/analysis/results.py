@@ -8,7 +8,14 @@ and the learning rate and weight decay it trained with, the image (sample_id, it
 ``patient``, its ``view``, the manifest's metadata as ``meta_*`` columns) and every metric of
 sonoseg.analysis.evaluate.
 ``trainings`` has one row per training: epochs, the kept epoch, optimizer steps, what ended it (the
-stop rule or the cap) and where its time went.
+stop rule or the cap) and where its time went; what it computed on: ``precision`` (the fast path, e.g.
+``bf16 + channels_last`` or ``fp32``), ``device`` (``cpu``, ``cuda:0``) and ``processor`` (the CPU's model
+name, or the GPU's), each from its history's epochs (the distinct values joined with `` / `` in the order
+they first appear, where a training resumed on another machine ran on two; empty for a history written
+before the columns); and ``same_training_as``: for a training that is another row's training, adopted
+rather than trained (the network's run with the candidates' seed adopts the chosen recipe-selection or
+augmentation-choice candidate, sonoseg.training.reuse), the run that trained it; empty otherwise. Count
+trainings, or sum their seconds, over the rows where it is empty.
 
 A run's files are found from the run sheet through sonoseg.study.layout: nothing here reads an identity
 out of a path or relies on the order of a list of files. A new swept dimension is a run-sheet
@@ -18,6 +25,7 @@ torch-free.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,6 +44,10 @@ TRAINING_SHEET_COLUMNS = SHEET_COLUMNS[:4]  # a training's row in trainings.csv:
 RECIPE_COLUMNS = ["learning_rate", "weight_decay"]
 # The history's wall-time columns summed over a training's epochs (sonoseg.training.train.TIMING_COLUMNS).
 TIME_COLUMNS = ["seconds", "train_seconds", "bn_seconds", "val_seconds"]
+# What each epoch ran on (sonoseg.training.train.COMPUTE_COLUMNS): per training, the distinct values joined.
+COMPUTE_COLUMNS = ["precision", "device", "processor"]
+COMPUTE_SEPARATOR = " / "
+SAME_TRAINING = "same_training_as"  # trainings.csv: the run whose training this row's is ('' for its own)
 
 
 def training_label(fold, seed) -> str:
@@ -162,8 +174,10 @@ def collect_per_image(
 
 
 def collect_trainings(out: str | Path, rows: list[dict]) -> pd.DataFrame:
-    """One row per training of the given runs (those with training): how long it ran and what ended it."""
-    records = []
+    """One row per training of the given runs (those with training): how long it ran, what ended it,
+    what it computed on, and (``same_training_as``) whether it is another row's training, adopted."""
+    histories: dict[tuple[str, str, str], bytes] = {}  # (run, fold, seed) -> its history file's bytes
+    keys, records = [], []
     for row in rows:
         if not row.get("recipe"):
             continue
@@ -171,7 +185,9 @@ def collect_trainings(out: str | Path, rows: list[dict]) -> pd.DataFrame:
             path = Path(layout.training_file(out, row["name"], fold, seed, layout.HISTORY))
             if not path.is_file():
                 raise SonosegError(f"{path}: training history missing (run the study, or this run's train job)")
-            history = pd.read_csv(path)
+            keys.append((row["name"], fold, seed))
+            histories[keys[-1]] = text = path.read_bytes()
+            history = pd.read_csv(io.BytesIO(text), dtype=dict.fromkeys(COMPUTE_COLUMNS, str))
             if history.empty:
                 raise SonosegError(f"{path}: a training history without an epoch")
             last = history.iloc[-1]
@@ -183,9 +199,68 @@ def collect_trainings(out: str | Path, rows: list[dict]) -> pd.DataFrame:
                     "steps": last.get("steps", pd.NA),
                     "ended_by": "" if pd.isna(last.get("ended_by")) else last["ended_by"],
                     **{column: round(float(history[column].sum()), 3) for column in TIME_COLUMNS if column in history},
+                    **{column: compute_values(history, column) for column in COMPUTE_COLUMNS},
                 }
             )
+    adopted = adopted_trainings(rows, histories)
+    for key, record in zip(keys, records, strict=True):
+        record[SAME_TRAINING] = adopted.get(key, "")
     return pd.DataFrame(records)
+
+
+def compute_values(history: pd.DataFrame, column: str) -> str:
+    """A compute column of a training's history (precision, device, processor) as one cell: its distinct
+    values in the order they first appear, joined (a training resumed on another machine ran on two);
+    '' for a history written before the column (or epochs of a resumed run from before it: left out)."""
+    if column not in history:
+        return ""
+    return COMPUTE_SEPARATOR.join(dict.fromkeys(value for value in history[column].dropna() if value))
+
+
+def offered_candidates(row: dict, rows: list[dict]) -> list[dict]:
+    """The runs among ``rows`` whose finished trainings a run's training is offered to adopt, as the
+    workflow offers them (workflow/rules/common.smk, get_training_inputs; sonoseg.training.train's
+    ``reusable``): its recipe selection's candidates (kind ``candidate`` of the network it is
+    ``selected_from``) and, for the network choosing its own augmentation (``augmentation_from`` its own
+    method, not a probe network's), the augmentation choice's candidates (kind ``augmentation``). Only
+    its trainings with the candidates' seed (and fold) are offered: those the candidates have."""
+    offered = []
+    for other in rows:
+        if other["name"] == row["name"] or not other.get("recipe"):
+            continue
+        if other["kind"] == "candidate" and row.get("selected_from") and other["method"] == row["selected_from"]:
+            offered.append(other)
+        own_choice = row.get("augmentation_from") and row["augmentation_from"] == row["method"]
+        if other["kind"] == "augmentation" and own_choice and other["method"] == row["augmentation_from"]:
+            offered.append(other)
+    return offered
+
+
+def adopted_trainings(rows: list[dict], histories: dict[tuple[str, str, str], bytes]) -> dict[tuple, str]:
+    """(run, fold, seed) -> the run that trained it, for each training of ``rows`` that adopted an offered
+    candidate's finished training instead of training (sonoseg.training.reuse.adopt_identical_run: the
+    same fingerprint). The fingerprint is in model.pt, which this torch-free module does not read; the
+    adoption copies the candidate's history byte for byte, while a training that ran writes its own wall
+    times: a history identical to an offered candidate's is that candidate's training. Followed to the
+    training that ran, should a candidate itself have adopted one offered to it (an augmentation
+    candidate is offered its network's recipe-selection candidates)."""
+    direct = {}
+    for row in rows:
+        candidates = offered_candidates(row, rows) if row.get("recipe") else []
+        for fold, seed in trainings_of(row) if candidates else []:
+            mine = histories[row["name"], fold, seed]
+            for candidate in candidates:
+                if histories.get((candidate["name"], fold, seed)) == mine:
+                    direct[row["name"], fold, seed] = candidate["name"]
+                    break
+    adopted = {}
+    for (run, fold, seed), source in direct.items():
+        seen = {run}
+        while (source, fold, seed) in direct and source not in seen:
+            seen.add(source)
+            source = direct[source, fold, seed]
+        adopted[run, fold, seed] = source
+    return adopted
 
 
 def write_table(table: pd.DataFrame, path: str | Path) -> None:

@@ -12,7 +12,6 @@ can run beside other work; ``cost_table`` then times what was prepared.
 
 from __future__ import annotations
 
-import platform
 import statistics
 import tempfile
 import time
@@ -27,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sonoseg.errors import SonosegError
 from sonoseg.networks import models
+from sonoseg.serving.device import cpu_model
 from sonoseg.serving.options import BACKENDS
 
 COLUMNS = [
@@ -42,17 +42,6 @@ COLUMNS = [
     "cpu",
 ]
 REFERENCE = "unet"  # latency_vs_unet divides by its median, measured in the same process
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else what the platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def forward_gflops(model: nn.Module, size: int) -> float:

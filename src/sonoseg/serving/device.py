@@ -5,12 +5,25 @@ model is served the way it was measured (docs/performance.md)."""
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 import torch
 
 from sonoseg.data.preprocess import normalize_tensor
 from sonoseg.errors import SonosegError
 from sonoseg.serving.options import PRECISIONS, check_device_name
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def cpu_flags() -> set[str]:
@@ -130,6 +143,23 @@ def select_device(requested: str, option: str = "train.device") -> torch.device:
                 )
             )
     return torch.device(requested)
+
+
+def device_name(device: torch.device) -> str:
+    """The device as a training's history records it: ``cpu``, or ``cuda:<index>`` (``cuda`` alone is the
+    process's current CUDA device; under a GPU slot the one device the job sees, sonoseg.serving.gpu)."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.current_device() if device.index is None else device.index}"
+    return str(device)
+
+
+def processor_name(device: torch.device) -> str:
+    """What computes on ``device``, by name: a CUDA GPU's as torch reports it (``NVIDIA H100 80GB HBM3``),
+    else the CPU's model name, as the cost table's ``cpu`` column gives it (cpu_model:
+    /proc/cpuinfo's ``model name``, else what the platform says)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_model()
 
 
 def make_deterministic(device: torch.device) -> None:

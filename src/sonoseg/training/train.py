@@ -12,6 +12,7 @@ the loss is read back to the host once per epoch, not once per step."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import time
@@ -31,7 +32,7 @@ from sonoseg.data.preprocess import (
 from sonoseg.data.provenance import stamp
 from sonoseg.errors import SonosegError
 from sonoseg.networks import models
-from sonoseg.serving.device import FastPath, make_deterministic, select_device
+from sonoseg.serving.device import FastPath, device_name, make_deterministic, processor_name, select_device
 from sonoseg.serving.modelio import CHECKPOINT_FORMAT, fp32_weights, load_checked, save_atomic, save_model
 from sonoseg.training.bn_recalibration import recalibrate_batchnorm
 from sonoseg.training.recipe import Recipe
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 # early_stopping_window validation losses; empty while the window fills).
 # steps: optimizer steps so far (the budget in steps as well as epochs); ended_by, on the last row only:
 # "rule" (the stop rule ended the training: it had converged) or "cap" (max_epochs, still improving).
+# precision, device, processor (COMPUTE_COLUMNS): what the epoch ran on, per epoch since a training resumed
+# from a checkpoint on another machine ran on two; empty in a history written before they existed.
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
@@ -64,7 +67,13 @@ HISTORY_COLUMNS = [
     "train_seconds",
     "bn_seconds",
     "val_seconds",
+    "precision",
+    "device",
+    "processor",
 ]
+# The fast path (FastPath.describe: "fp32", "bf16 + channels_last"), the torch device ("cpu", "cuda:0")
+# and the processor's name (sonoseg.serving.device.processor_name: the CPU's model, or the GPU's name).
+COMPUTE_COLUMNS = ["precision", "device", "processor"]
 # A checkpoint at most this often (seconds of training); train.checkpoint_seconds in the config.
 DEFAULT_CHECKPOINT_SECONDS = 60.0
 TIMING_COLUMNS = ["seconds", "train_seconds", "bn_seconds", "val_seconds"]  # wall time: never reproducible
@@ -263,17 +272,17 @@ def evaluate_loss(model, split: ResidentSplit, loss_fn, path: FastPath) -> tuple
 
 def write_history(rows: list[dict], path: Path) -> None:
     """Written whole to a temporary file, then renamed over ``path``: the file a finished copy links
-    (keep_finished_copy) is never rewritten in place."""
+    (keep_finished_copy) is never rewritten in place. A row from before a column existed (a checkpoint
+    written by an earlier version, resumed) leaves it empty. Quoted as CSV only where a value needs it
+    (a processor's name with a comma); every other cell is written as it always was."""
     partial = path.with_name(path.name + ".partial")
-    with open(partial, "w") as handle:
-        handle.write(",".join(HISTORY_COLUMNS) + "\n")
+    with open(partial, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(HISTORY_COLUMNS)
         for row in rows:
-            handle.write(
-                ",".join(
-                    "" if row.get(c) is None else repr(row[c]) if isinstance(row[c], float) else str(row[c])
-                    for c in HISTORY_COLUMNS
-                )
-                + "\n"
+            writer.writerow(
+                "" if row.get(c) is None else repr(row[c]) if isinstance(row[c], float) else str(row[c])
+                for c in HISTORY_COLUMNS
             )
     partial.replace(path)
 
@@ -504,6 +513,8 @@ def train(
         len(val_split),
         recipe.to_json(),
     )
+    # What these epochs run on (a resumed training's earlier epochs keep what they ran on).
+    compute = {"precision": path.describe(), "device": device_name(dev), "processor": processor_name(dev)}
     last_saved = time.monotonic()
     clean_logged = False
     while not rule.stop:  # max_epochs, or min_epochs run and early_stopping_patience epochs without progress
@@ -550,6 +561,7 @@ def train(
             # None after resuming a checkpoint written before steps were counted: unknown, not guessed
             "steps": None if previous_steps is None else previous_steps + steps_per_epoch,
             "ended_by": rule.ended_by or None,
+            **compute,
         }
         state["history"].append(row)
         if checkpoint and not rule.stop and time.monotonic() - last_saved >= checkpoint_seconds:

@@ -1,0 +1,183 @@
+"""What a study's trainings table says each training computed on (precision, device, processor, from the
+history's epochs), and which of its rows are one training adopted by another run (same_training_as)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import torch
+from conftest import easy_caches
+
+from sonoseg.analysis import results
+from sonoseg.serving import cost, device
+from sonoseg.study import layout
+from sonoseg.training import train
+from sonoseg.training.recipe import Recipe
+
+XEON = "Intel(R) Xeon(R) Processor"
+EPYC = "AMD EPYC 7B13, 64-Core"  # a comma: the history quotes it
+
+
+def sheet_row(name: str, kind: str = "network", method: str = "", seeds="0", folds="0", **columns) -> dict:
+    """A trained run's row of the run sheet (runs.tsv as read_sheet gives it: text, '' for none)."""
+    row = {"name": name, "kind": kind, "method": method or name, "marks": "inpaint", "model_from": ""}
+    row.update(seeds=seeds, folds=folds, recipe="{}", selected_from="", augmentation_from="")
+    return {**row, **columns}
+
+
+def epoch_row(epoch: int, **compute) -> dict:
+    """One epoch of a history as training records it (the compute columns as given: none for an old one)."""
+    return {
+        "epoch": epoch,
+        "train_loss": 0.5 - 0.01 * epoch,
+        "val_loss": 0.6 - 0.01 * epoch,
+        "val_dice": 0.3 + 0.01 * epoch,
+        "lr": 0.001,
+        "seconds": 1.25 + 0.001 * epoch,
+        "steps": 7 * epoch,
+        "train_seconds": 1.0,
+        "bn_seconds": 0.125,
+        "val_seconds": 0.125,
+        **compute,
+    }
+
+
+def write_training(root: Path, run: str, rows: list[dict], fold="0", seed="0", old: bool = False) -> Path:
+    """A run's recipe.json and one training's history.csv (``old``: as written before the compute columns)."""
+    recipe = Path(layout.recipe(root, run, fold))
+    recipe.parent.mkdir(parents=True, exist_ok=True)
+    recipe.write_text(json.dumps({"learning_rate": 0.001, "weight_decay": 0.0001}))
+    history = Path(layout.training_file(root, run, fold, seed, layout.HISTORY))
+    history.parent.mkdir(parents=True, exist_ok=True)
+    if old:
+        columns = [c for c in train.HISTORY_COLUMNS if c not in train.COMPUTE_COLUMNS]
+        pd.DataFrame(rows).reindex(columns=columns).to_csv(history, index=False)
+    else:
+        train.write_history(rows, history)
+    return history
+
+
+def cpu(processor: str = XEON, precision: str = "bf16 + channels_last") -> dict:
+    return {"precision": precision, "device": "cpu", "processor": processor}
+
+
+def test_a_history_with_the_compute_columns_gives_them_per_training(tmp_path):
+    write_training(tmp_path, "unet", [epoch_row(e, **cpu()) for e in (1, 2, 3)])
+    write_training(tmp_path, "malunet", [epoch_row(e, **cpu(precision="fp32")) for e in (1, 2)])
+    table = results.collect_trainings(tmp_path, [sheet_row("unet"), sheet_row("malunet")]).set_index("run")
+    assert list(table.columns[-4:]) == ["precision", "device", "processor", "same_training_as"]
+    assert table.loc["unet", ["precision", "device", "processor"]].tolist() == ["bf16 + channels_last", "cpu", XEON]
+    assert table.loc["malunet", "precision"] == "fp32"
+    assert table.loc["unet", "epochs"] == 3 and table.loc["unet", "seconds"] == round(1.251 + 1.252 + 1.253, 3)
+    assert (table["same_training_as"] == "").all()
+
+
+def test_a_training_resumed_on_another_machine_gives_both_joined_in_order(tmp_path):
+    """Epochs 1-2 on a Xeon, 3-4 on an EPYC (whose name has a comma), 5 on the Xeon again: each value once,
+    in the order it first appears. A checkpoint written before the columns leaves its epochs empty."""
+    rows = [epoch_row(1)] + [epoch_row(e, **cpu()) for e in (2,)] + [epoch_row(e, **cpu(EPYC, "fp32")) for e in (3, 4)]
+    rows += [epoch_row(5, **cpu())]
+    history = write_training(tmp_path, "unet", rows)
+    written = pd.read_csv(history)
+    assert written["processor"].tolist()[1:] == [XEON, EPYC, EPYC, XEON] and pd.isna(written["processor"].iloc[0])
+    table = results.collect_trainings(tmp_path, [sheet_row("unet")])
+    assert table["processor"].iloc[0] == f"{XEON} / {EPYC}"
+    assert table["precision"].iloc[0] == "bf16 + channels_last / fp32"
+    assert table["device"].iloc[0] == "cpu"
+
+
+def test_a_history_from_before_the_columns_gives_empty_values(tmp_path):
+    write_training(tmp_path, "unet", [epoch_row(e) for e in (1, 2)], old=True)
+    table = results.collect_trainings(tmp_path, [sheet_row("unet")])
+    assert table[["precision", "device", "processor", "same_training_as"]].iloc[0].tolist() == ["", "", "", ""]
+    assert table["epochs"].iloc[0] == 2 and table["steps"].iloc[0] == 14
+
+
+def test_only_the_training_that_adopted_a_candidate_says_whose_training_it_is(tmp_path):
+    """The quick study's shape: lighter_unet_c1 chooses its own augmentation; its run with the candidates'
+    seed (0) adopted the ultrasound candidate (its history a byte-for-byte copy), its seed 1 trained. unet
+    follows lighter_unet_c1's choice (a probe network's: it is offered no candidate), and a ladder step is
+    offered none either: neither is flagged even with a history of the same bytes. A network offered its
+    recipe-selection candidates that trained anyway (another history) is not flagged either."""
+    net, paper, ultrasound = "lighter_unet_c1", "lighter_unet_c1--augment-paper", "lighter_unet_c1--augment-ultrasound"
+    chosen = write_training(tmp_path, ultrasound, [epoch_row(e, **cpu()) for e in (1, 2, 3)])
+    write_training(tmp_path, paper, [epoch_row(e, **cpu(precision="fp32")) for e in (1, 2, 3)])
+    for run in (net, "unet", "ladder--adam"):
+        copy = Path(layout.training_file(tmp_path, run, "0", "0", layout.HISTORY))
+        write_training(tmp_path, run, [])
+        shutil.copyfile(chosen, copy)  # as reuse.adopt_identical_run copies it
+    write_training(tmp_path, net, [epoch_row(e, **cpu()) for e in (1, 2)], seed="1")
+    write_training(tmp_path, "light_unet", [epoch_row(e, **cpu()) for e in (1, 2, 4)])
+    write_training(tmp_path, "light_unet--lr0.001", [epoch_row(e, **cpu()) for e in (1, 2, 3)])
+    rows = [
+        sheet_row(net, seeds="0 1", augmentation_from=net),
+        sheet_row("unet", augmentation_from=net),
+        sheet_row("light_unet", selected_from="light_unet"),
+        sheet_row(paper, "augmentation", net),
+        sheet_row(ultrasound, "augmentation", net),
+        sheet_row("light_unet--lr0.001", "candidate", "light_unet"),
+        sheet_row("ladder--adam", "ladder_step", net),
+    ]
+    table = results.collect_trainings(tmp_path, rows)
+    flagged = table[table["same_training_as"] != ""]
+    assert flagged[["run", "seed", "same_training_as"]].values.tolist() == [[net, 0, ultrasound]]
+    # Summed over the unflagged rows, the adopted training's seconds count once.
+    assert table.loc[table["run"] == net, "seconds"].iloc[0] == table.loc[table["run"] == ultrasound, "seconds"].iloc[0]
+
+
+def test_a_chain_of_adoptions_names_the_training_that_ran(tmp_path):
+    """A candidate that itself adopted one offered to it: every copy names the run that trained."""
+    selection = write_training(tmp_path, "unet--lr0.001", [epoch_row(e, **cpu()) for e in (1, 2)])
+    for run in ("unet--augment-paper", "unet"):
+        write_training(tmp_path, run, [])
+        shutil.copyfile(selection, layout.training_file(tmp_path, run, "0", "0", layout.HISTORY))
+    write_training(tmp_path, "unet--augment-ultrasound", [epoch_row(e, **cpu()) for e in (1, 3)])
+    rows = [
+        sheet_row("unet", selected_from="unet", augmentation_from="unet"),
+        sheet_row("unet--lr0.001", "candidate", "unet"),
+        sheet_row("unet--augment-paper", "augmentation", "unet", selected_from="unet"),
+        sheet_row("unet--augment-ultrasound", "augmentation", "unet", selected_from="unet"),
+    ]
+    table = results.collect_trainings(tmp_path, rows).set_index("run")["same_training_as"]
+    assert table.to_dict() == {
+        "unet": "unet--lr0.001",
+        "unet--lr0.001": "",
+        "unet--augment-paper": "unet--lr0.001",
+        "unet--augment-ultrasound": "",
+    }
+
+
+def test_a_real_training_records_what_each_epoch_ran_on(tmp_path):
+    """A tiny training (as tests/test_train.py runs them) writes the three columns in every epoch's row,
+    and the trainings table reads them back."""
+    data = easy_caches(tmp_path, 32, counts=(("train", 8), ("val", 2)))
+    out = Path(layout.training_dir(tmp_path, "lighter_unet_c1", "0", "0"))
+    recipe = Recipe(min_epochs=1, max_epochs=2, batch_size=4, augment=False, precision="fp32")
+    train.train(
+        network="lighter_unet_c1",
+        seed=0,
+        train_data=data[0],
+        val_data=data[1],
+        recipe=recipe,
+        model_out=out / "model.pt",
+        history_out=out / "history.csv",
+        device="cpu",
+        threads=1,
+    )
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.columns[-3:]) == ["precision", "device", "processor"]
+    assert history["precision"].tolist() == ["fp32", "fp32"] and history["device"].tolist() == ["cpu", "cpu"]
+    assert history["processor"].tolist() == [cost.cpu_model()] * 2 and cost.cpu_model() != ""
+    assert torch.load(out / "model.pt", weights_only=True)["trained_with"] == "fp32"
+    Path(layout.recipe(tmp_path, "lighter_unet_c1", "0")).write_text(recipe.to_json())
+    table = results.collect_trainings(tmp_path, [sheet_row("lighter_unet_c1")])
+    assert table[["precision", "device", "processor"]].iloc[0].tolist() == ["fp32", "cpu", cost.cpu_model()]
+
+
+def test_the_device_and_processor_names():
+    assert device.device_name(torch.device("cpu")) == "cpu"
+    assert device.processor_name(torch.device("cpu")) == cost.cpu_model()
+    if torch.cuda.is_available():
+        assert device.device_name(torch.device("cuda")) == f"cuda:{torch.cuda.current_device()}"
+        assert device.processor_name(torch.device("cuda:0")) == torch.cuda.get_device_name(0)
