@@ -108,8 +108,17 @@ def test_the_warning_names_a_few_of_many_masks_left(tmp_path, scans, caplog):
         (outdir / f"old{i}_mask.png").write_bytes(b"")
     (outdir / "notes.txt").write_text("not a mask")
     infer.segment_images(model, paths[:1], outdir, device="cpu")
-    (warning,) = [r.getMessage() for r in caplog.records if "left from an earlier run" in r.getMessage()]
-    assert "8 mask file(s)" in warning and "old0_mask.png, old1_mask.png" in warning and "old7" not in warning
+    # No record lists them (the folder has none): said so, not guessed to be an earlier run's.
+    assert "earlier run" not in caplog.text
+    (warning,) = [r.getMessage() for r in caplog.records if "no image of this run maps to" in r.getMessage()]
+    assert warning.startswith(
+        f"{outdir}: 8 file(s) named as masks that no image of this run maps to, not written by a recorded segment "
+        "run (it has no segment_runs.json, the record of the masks segment writes there): old0_mask.png, "
+        "old1_mask.png, "
+    )
+    assert warning.endswith(f", ... (kept; to keep them apart from this run's masks, move them out of {outdir}, or "
+                            "give segment another --outdir)")  # fmt: skip
+    assert "old7" not in warning
     assert "notes.txt" not in warning
     assert runs(outdir)[0]["masks_left_from_earlier_runs"] == 8
     assert len(list(outdir.glob("old*_mask.png"))) == 8  # nothing deleted
@@ -157,16 +166,16 @@ def test_a_file_at_a_masks_place_that_the_record_does_not_list_is_never_overwrit
     with pytest.raises(SonosegError) as refused:
         infer.segment_images(tmp_path / "no_model.pt", paths, outdir, device="cpu")
     assert str(refused.value) == (
-        f"{outdir}: 1 file(s) under the names this run would write its masks to, not written by segment (it has no "
-        "segment_runs.json, the record of the masks segment wrote there): scan0_mask.png; not overwritten (a "
-        f"hand-drawn ground truth?): give segment another --outdir, or move them out of {outdir}"
+        f"{outdir}: 1 file(s) under the names this run would write its masks to, not written by a recorded segment "
+        "run (it has no segment_runs.json, the record of the masks segment writes there): scan0_mask.png; not "
+        f"overwritten (a hand-drawn ground truth?): move them out of {outdir}, or give segment another --outdir"
     )
     assert truth.read_bytes() == b"a hand-drawn mask" and not (outdir / "scan1_mask.png").exists()
     # A record that lists other masks: scan1's is replaced, the file it does not list still refused.
     infer.segment_images(model, paths[1:2], outdir, device="cpu")
     status = main(["segment", "--no-progress", "--model", str(model), "--device", "cpu", "--outdir", str(outdir)]
                   + [str(p) for p in paths])  # fmt: skip
-    assert status == 2 and "its segment_runs.json lists no such mask): scan0_mask.png;" in capsys.readouterr().err
+    assert status == 2 and "its segment_runs.json does not list them): scan0_mask.png;" in capsys.readouterr().err
     assert truth.read_bytes() == b"a hand-drawn mask" and len(runs(outdir)) == 1  # refused runs are not recorded
     # The file moved away as told: segment writes there, and the next run replaces its own mask.
     truth.rename(tmp_path / "truth.png")

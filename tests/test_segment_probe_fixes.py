@@ -467,3 +467,89 @@ def test_an_image_too_small_or_too_narrow_for_a_scan_is_segmented_with_a_warning
         f"{images[1]}: 1x500 px, a side under 8 px: too few pixels {end}",
     ]
     assert mask(tmp_path / "out", "dot_mask.png").shape == (1, 1)
+
+
+# ----------------------------------------------------------------------------- what is known of a file in the outdir
+
+
+def test_a_hand_made_mask_in_a_folder_without_a_record_is_named_as_unrecorded_not_as_an_earlier_runs(
+    tmp_path, monkeypatch, caplog
+):
+    """A mask-named file in an output folder with no segment_runs.json was called "left from an earlier run", a
+    guess (a hand-drawn mask?): what is known is said, that no record lists it, with the ways on."""
+    model = brightness_model(tmp_path, monkeypatch)
+    scans = [two_blobs(tmp_path / "scans" / name) for name in ("a.png", "b.png")]
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    (outdir / "x_mask.png").write_bytes(b"drawn by hand")
+    with caplog.at_level(logging.WARNING):
+        infer.segment_images(model, scans, outdir, device="cpu")
+    assert "earlier run" not in caplog.text
+    assert (
+        f"{outdir}: 1 file(s) named as masks that no image of this run maps to, not written by a recorded segment run "
+        "(it has no segment_runs.json, the record of the masks segment writes there): x_mask.png (kept; to keep them "
+        f"apart from this run's masks, move them out of {outdir}, or give segment another --outdir)"
+    ) in caplog.text
+    # With a record: a's mask, which it lists, is an earlier run's; x's is one it does not list.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        infer.segment_images(model, scans[1:], outdir, device="cpu")
+    assert f"{outdir}: 1 mask file(s) that no image of this run maps to, left from an earlier run: a_mask.png" in (
+        caplog.text
+    )
+    assert "not written by a recorded segment run (its segment_runs.json does not list them): x_mask.png" in (
+        caplog.text
+    )
+    # An image that now fails: the mask at its place, which the record lists, is named as kept.
+    scans[1].write_bytes(scans[1].read_bytes()[:-20])  # cut short: no IEND
+    result = infer.segment_images(model, scans[1:], outdir, device="cpu")
+    ((failed, message),) = result.failed
+    assert failed == scans[1] and message.endswith(
+        f"({outdir / 'b_mask.png'} is kept as it was: an earlier run's mask, which segment_runs.json lists)"
+    )
+    assert (outdir / "x_mask.png").read_bytes() == b"drawn by hand"
+
+
+# ----------------------------------------------------------------------------- each image file opened once
+
+
+def test_each_image_file_is_opened_once_its_pages_and_orientation_taken_from_that_reading(
+    tmp_path, monkeypatch, caplog
+):
+    """The file was opened for its checks, again by Pillow for its header, again for its bytes, and a
+    multi-page one once more for the warning to name its format: each is opened once now, and the warnings
+    and the turned mask are as before."""
+    import builtins
+    import io
+
+    model = brightness_model(tmp_path, monkeypatch)
+    pages = tmp_path / "scans" / "cine.tif"
+    pages.parent.mkdir()
+    frames = [Image.fromarray(np.full((SIZE, SIZE, 3), value, np.uint8)) for value in (200, 90)]
+    frames[0].save(pages, save_all=True, append_images=frames[1:])
+    turned = tmp_path / "scans" / "turned.jpg"
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[:, :20] = 255  # bright on the left as stored: at the top once turned (orientation 6, 90 degrees clockwise)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(turned, exif=exif, quality=95)
+    inputs = {pages.resolve(), turned.resolve()}
+    opened = []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)) and Path(os.fsdecode(file)).resolve() in inputs:
+            opened.append(Path(os.fsdecode(file)).name)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(io, "open", counting_open)  # pathlib's open and read_bytes
+    with caplog.at_level(logging.WARNING):
+        result = infer.segment_images(model, [pages, turned], tmp_path / "out", device="cpu")
+    assert len(result.written) == 2 and not result.failed
+    assert sorted(opened) == ["cine.tif", "turned.jpg"]
+    assert f"{pages}: a TIFF of 2 pages: the first page is segmented" in caplog.text
+    assert f"{turned}: turned as its EXIF orientation (6) says a viewer shows it" in caplog.text
+    assert mask(tmp_path / "out", "cine_mask.png").all()  # the first page, the bright one
+    lesion = mask(tmp_path / "out", "turned_mask.png")
+    assert lesion.shape == (60, 40) and lesion[:15].all() and not lesion[25:].any()

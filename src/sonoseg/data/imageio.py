@@ -58,6 +58,7 @@ class Decoded:
     pixels: np.ndarray
     notes: list[str] = field(default_factory=list)
     orientation: int = 1  # the EXIF orientation applied to the stored pixels (1: none)
+    head: bytes = b""  # the file's first bytes, read with its pixels: its format (infer.frames_named) without a reopen
 
 
 def orientation_note(orientation: int) -> str:
@@ -65,28 +66,56 @@ def orientation_note(orientation: int) -> str:
     return f"exif_orientation:{orientation}"
 
 
+class FileProblem(Exception):
+    """A reason a file can't be an image, found by the cheap checks before decoding (problem_with_file)."""
+
+
 def problem_with_file(path: Path) -> str | None:
     """A reason this file can't be an image, or None. Cheap checks before decoding."""
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror})"
-    if size == 0:
-        return "empty file (0 bytes)"
+        opened_checked(path).close()
+    except FileProblem as problem:
+        return str(problem)
+    return None
+
+
+def opened_checked(path: Path) -> BinaryIO:
+    """``path`` opened for reading once problem_with_file's checks pass on it, else FileProblem: _decode reads
+    the file's header and pixels through this handle, the file opened once."""
     try:
-        with open(path, "rb") as handle:
-            read = _reader(handle)
-            head = read(0, 8)
-            # OpenCV decodes a file cut short without complaint (the missing rows come out gray), so the end
-            # marker is looked for. It is found by the file's structure, not by searching its end: phones,
-            # scanners and tools append data after it (a Motion Photo's video: megabytes), which OpenCV ignores,
-            # and a JPEG's EXIF thumbnail carries an end marker of its own, before the image is complete.
-            if head.startswith(PNG_SIGNATURE) and not any(kind == b"IEND" for kind, _, _ in _png_chunks(read, size)):
-                return "truncated PNG (no IEND chunk at the end)"
-            if head.startswith(JPEG_SIGNATURE) and not _jpeg_is_complete(read, size):
-                return "truncated JPEG (no end-of-image marker after its last scan)"
+        size = path.stat().st_size  # before opening: a named pipe (size 0) is never opened, which would block
     except OSError as exc:
-        return f"cannot be read ({exc.strerror})"
+        raise FileProblem(f"cannot be read ({exc.strerror})") from None
+    if size == 0:
+        raise FileProblem("empty file (0 bytes)")
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise FileProblem(f"cannot be read ({exc.strerror})") from None
+    try:
+        problem = _structure_problem(_reader(handle), size)
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror})"
+    except BaseException:
+        handle.close()
+        raise
+    if problem:
+        handle.close()
+        raise FileProblem(problem)
+    return handle
+
+
+def _structure_problem(read: Reader, size: int) -> str | None:
+    """A PNG or JPEG cut short, by its structure (``read``: its bytes, ``size``: its length), or None."""
+    head = read(0, 8)
+    # OpenCV decodes a file cut short without complaint (the missing rows come out gray), so the end marker
+    # is looked for. It is found by the file's structure, not by searching its end: phones, scanners and
+    # tools append data after it (a Motion Photo's video: megabytes), which OpenCV ignores, and a JPEG's
+    # EXIF thumbnail carries an end marker of its own, before the image is complete.
+    if head.startswith(PNG_SIGNATURE) and not any(kind == b"IEND" for kind, _, _ in _png_chunks(read, size)):
+        return "truncated PNG (no IEND chunk at the end)"
+    if head.startswith(JPEG_SIGNATURE) and not _jpeg_is_complete(read, size):
+        return "truncated JPEG (no end-of-image marker after its last scan)"
     return None
 
 
@@ -179,18 +208,25 @@ class Layout:
     size: tuple[int, int] | None = None
 
 
-def _header(path: Path) -> Layout:
-    """The file's Layout, read from its header by Pillow (OpenCV decodes the first page only). Never a
+def _header(source: Path | BinaryIO) -> Layout:
+    """The file's Layout, read from its header by Pillow (OpenCV decodes the first page only), from
+    ``source``: a path, or the file open for reading (_decode's; read from its start, left open). Never a
     full decode: a PNG's tag is read from the chunks before its pixels. A file Pillow cannot read is read
     by OpenCV as it is."""
     import warnings
 
     from PIL import Image
 
+    if isinstance(source, (str, Path)):
+        try:
+            with open(source, "rb") as handle:
+                return _header(handle)
+        except OSError:  # as Pillow's open, which failed so too: OpenCV's reading stands
+            return Layout()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a header is read, not pixels
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 # Pillow's PNG reader decodes the whole image to look for a tag after the pixels; the generic
                 # reader takes the tag from the chunks before them (eXIf, or EXIF/XMP in text chunks).
                 exif = Image.Image.getexif(image) if image.format == "PNG" else image.getexif()
@@ -204,8 +240,8 @@ def _header(path: Path) -> Layout:
                 )
     except Image.DecompressionBombError as exc:  # Pillow's own limit, twice its MAX_IMAGE_PIXELS: the count only
         found = PILLOW_BOMB_PIXELS.search(str(exc))
-        with open(path, "rb") as handle:
-            head = handle.read(24)  # a PNG's width and height follow its signature and IHDR's length and type
+        source.seek(0)
+        head = source.read(24)  # a PNG's width and height follow its signature and IHDR's length and type
         size = struct.unpack(">II", head[16:24]) if head.startswith(b"\x89PNG") and head[12:16] == b"IHDR" else None
         return Layout(pixels=int(found.group(1)) if found else None, size=size)
     except Exception:  # noqa: BLE001 - any format or header Pillow refuses: OpenCV's reading stands
@@ -322,14 +358,20 @@ def _decode(path: Path, binary_float: bool = False, max_pixels: int = MAX_IMAGE_
     what was done that a user may need to know. ``binary_float`` (masks): a float file whose values are
     only 0 and 1, or 0 and 255, is read as 8-bit; those values say what is lesion without guessing.
     An image of more than ``max_pixels`` pixels is refused, by its header before it is decoded where
-    Pillow reads the header, else once decoded."""
-    problem = problem_with_file(path)
-    if problem:
-        raise SonosegError(f"{path}: {problem}")
-    layout = _header(path)
-    if layout.pixels is not None:
-        check_pixel_count(path, layout.pixels, layout.size, max_pixels)
-    data = np.fromfile(path, dtype=np.uint8)
+    Pillow reads the header, else once decoded. The file is opened once: its checks, its header and then,
+    once the header passes, all its bytes are read through one handle, and the orientation and the format
+    are taken from what was read."""
+    try:
+        handle = opened_checked(path)
+    except FileProblem as problem:
+        raise SonosegError(f"{path}: {problem}") from None
+    with handle:
+        layout = _header(handle)
+        if layout.pixels is not None:
+            check_pixel_count(path, layout.pixels, layout.size, max_pixels)
+        handle.seek(0)
+        data = np.fromfile(handle, dtype=np.uint8)
+    head = data[:16].tobytes()  # as the file holds them, before neutralise_orientation changes any byte
     tagged = neutralise_orientation(data)  # the decoder is left nothing to turn by: the pixels come as stored
     # The tag neutralised is the one decoders read; Pillow's reading stands where none was found (an
     # orientation in XMP, which Pillow reads too).
@@ -345,13 +387,13 @@ def _decode(path: Path, binary_float: bool = False, max_pixels: int = MAX_IMAGE_
     # Float (and signed) files have no agreed range: neither brightness nor the lesion value can be
     # read from them without guessing, so images and masks alike must be 8- or 16-bit.
     if binary_float and pixels.dtype.kind in "fi" and set(np.unique(pixels).tolist()) in ({0, 1}, {0, 255}, {0}):
-        return Decoded(pixels.astype(np.uint8), notes, orientation)
+        return Decoded(pixels.astype(np.uint8), notes, orientation, head)
     if pixels.dtype not in (np.uint8, np.uint16):
         raise SonosegError(
             f"{path}: unsupported pixel type {pixels.dtype} (8- or 16-bit files only"
             + ("; a float mask may hold 0 and 1, or 0 and 255)" if binary_float else ")")
         )
-    return Decoded(pixels, notes, orientation)
+    return Decoded(pixels, notes, orientation, head)
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Decoded:
@@ -375,7 +417,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Decoded:
         notes.append("converted_rgba")
     else:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-    return Decoded(pixels, notes, decoded.orientation)
+    return Decoded(pixels, notes, decoded.orientation, decoded.head)
 
 
 def read_mask(paths: str | Path | list[Path]) -> Decoded:

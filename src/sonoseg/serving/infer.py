@@ -638,8 +638,8 @@ def segment_images(
     settings |= {"device": device if backend == "torch" else "cpu", "threads": threads, "input_size": predictor.size}
     settings |= {"scales": list(scales), "shrink_above": shrink_above, "shrink_found_above": shrink_found_above}
     settings |= {"postprocess_option": option, "postprocess": postprocess, "component_rule": rule}
-    with RunRecord(outdir, planned, result, {**settings, "max_pixels": max_pixels}):
-        segment_each(planned, predictor, result, rule, postprocess, max_pixels, progress, model_path)
+    with RunRecord(outdir, planned, result, {**settings, "max_pixels": max_pixels}) as record:
+        segment_each(planned, predictor, result, rule, postprocess, max_pixels, progress, model_path, record.replaced)
     return result
 
 
@@ -659,10 +659,14 @@ def require_torch(model_path, backend: str) -> None:
         ) from None
 
 
-def segment_each(planned, predictor, result, rule, postprocess, max_pixels, progress, model_path) -> None:
+def segment_each(planned, predictor, result, rule, postprocess, max_pixels, progress, model_path, listed) -> None:
     """segment_images' loop: each (image, mask file) of ``planned`` read, segmented and written; an image
-    that cannot be read is added to ``result.failed`` and the others go on."""
+    that cannot be read is added to ``result.failed`` and the others go on, its message naming the mask at
+    its place that is kept, an earlier run's (``listed``: the masks there when the run began, which the
+    folder's record lists: refuse_unrecorded lets no other file stay at a mask's place)."""
     from tqdm import tqdm
+
+    from sonoseg.serving.output_record import RECORD_NAME
 
     for path, out in tqdm(planned, desc="segment", unit="image", disable=not progress):
         unwritable = name_too_long(out)
@@ -671,13 +675,14 @@ def segment_each(planned, predictor, result, rule, postprocess, max_pixels, prog
                 raise SonosegError(f"{path}: {unwritable}")
             decoded = read_image(path, max_pixels)
         except SonosegError as exc:
-            stale = f" ({out} is left from an earlier run)" if not unwritable and out.exists() else ""
+            kept = f" ({out} is kept as it was: an earlier run's mask, which {RECORD_NAME} lists)"
+            stale = kept if out in listed else ""
             log.error("%s%s", exc, stale)
             result.failed.append((path, f"{exc}{stale}"))
             continue
         for kind, _, value in (note.partition(":") for note in decoded.notes):
             if kind in NOTES_TO_WARN:
-                named = frames_named(path) if kind == "first_page_of" else ()
+                named = frames_named(decoded.head) if kind == "first_page_of" else ()
                 log.warning("%s: %s", path, NOTES_TO_WARN[kind].format(value, *named))
         rgb = decoded.pixels
         warn_if_out_of_shape(path, rgb.shape[0], rgb.shape[1], predictor.size)
@@ -722,16 +727,12 @@ MULTI_FRAME_FORMATS = (
 )
 
 
-def frames_named(path: Path) -> tuple[str, str]:
-    """The format of ``path`` and what it holds several of, as a warning says them ("a TIFF", "page"): read
-    from its first bytes, as read_image notes the count of a TIFF's pages and of an animated PNG's, GIF's or
-    WebP's frames alike; an unknown start (or a file gone since) is named as "a file" of "frame"s."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4)
-    except OSError:
-        head = b""
-    return next(((name, unit) for starts, name, unit in MULTI_FRAME_FORMATS if head in starts), ("a file", "frame"))
+def frames_named(head: bytes) -> tuple[str, str]:
+    """The format of a file and what it holds several of, as a warning says them ("a TIFF", "page"): told by
+    its first bytes (``head``: read_image's Decoded.head, as read with the pixels), as read_image notes the
+    count of a TIFF's pages and of an animated PNG's, GIF's or WebP's frames alike; an unknown start is named
+    as "a file" of "frame"s."""
+    return next(((name, unit) for starts, name, unit in MULTI_FRAME_FORMATS if head[:4] in starts), ("a file", "frame"))
 
 
 # An image with a side under MIN_SIDE px, or one side over MAX_ASPECT times the other, is stretched out of all

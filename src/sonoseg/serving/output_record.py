@@ -148,11 +148,11 @@ def written_by_segment(out: Path, recorded: set[str]) -> bool:
 
 
 def refuse_unrecorded(outdir: Path, planned: list[tuple[Path, Path]]) -> None:
-    """Refuse, before any model is loaded, a run that would overwrite a file segment did not write: one at a
-    mask's place (``planned``: mask_files') that the folder's record does not list, such as a hand-drawn ground
-    truth mask; named (the first few, and how many), with the ways on. A mask the record lists is replaced, and
-    the record counts it (RunRecord). A mask name the file system cannot hold is left to segment_each, which
-    fails that image."""
+    """Refuse, before any model is loaded, a run that would overwrite a file no recorded segment run wrote: one
+    at a mask's place (``planned``: mask_files') that the folder's record does not list (or in a folder without
+    a record), such as a hand-drawn ground truth mask; named (the first few, and how many), with the ways on
+    (WAYS_ON). A mask the record lists is replaced, and the record counts it (RunRecord). A mask name the file
+    system cannot hold is left to segment_each, which fails that image."""
     runs = runs_held(record_path(outdir))
     recorded = masks_recorded(runs or [])
     foreign = [
@@ -160,18 +160,34 @@ def refuse_unrecorded(outdir: Path, planned: list[tuple[Path, Path]]) -> None:
     ]
     if not foreign:
         return
-    if runs is None:
-        why = f"its {RECORD_NAME} is not a record segment can read"
-    elif not runs:
-        why = f"it has no {RECORD_NAME}, the record of the masks segment wrote there"
-    else:
-        why = f"its {RECORD_NAME} lists no such mask"
     names = [f"{out.name} (a folder)" if out.is_dir() else out.name for out in foreign]
     raise SonosegError(
-        f"{outdir}: {len(foreign)} file(s) under the names this run would write its masks to, not written by segment "
-        f"({why}): {first_names(names)}; not overwritten (a hand-drawn ground truth?): give segment another --outdir, "
-        f"or move them out of {outdir}"
+        f"{outdir}: {len(foreign)} file(s) under the names this run would write its masks to, "
+        f"{unrecorded(outdir, runs)}: {first_names(names)}; not overwritten (a hand-drawn ground truth?): "
+        f"{WAYS_ON.format(outdir=outdir)}"
     )
+
+
+# What to do with files in the output folder that no segment run recorded, as the refusal and the warning say it.
+WAYS_ON = "move them out of {outdir}, or give segment another --outdir"
+
+
+def unrecorded(outdir: Path, runs: list[dict] | None) -> str:
+    """How a message says that files in ``outdir`` are none a recorded segment run wrote (``runs``: runs_held
+    of its record): what is known, that no record lists them, not a guess at where they came from (a hand-drawn
+    mask, or segment's before the record was kept or deleted)."""
+    if runs is None:
+        why = f"its {RECORD_NAME} is not a record segment can read"
+    elif not record_path(outdir).exists():
+        why = f"it has no {RECORD_NAME}, the record of the masks segment writes there"
+    else:
+        why = f"its {RECORD_NAME} does not list them"
+    return f"not written by a recorded segment run ({why})"
+
+
+def shown(names: list[str]) -> str:
+    """The first STALE_SHOWN of ``names``, and "..." where there are more."""
+    return ", ".join(names[:STALE_SHOWN]) + (", ..." if len(names) > STALE_SHOWN else "")
 
 
 @dataclass
@@ -196,15 +212,28 @@ class RunRecord:
         # hold is no file, and its image fails (segment_each).
         self.replaced = {out for _, out in self.planned if not name_too_long(out) and out.exists()}
         self.left = masks_left(self.outdir, self.planned)
-        if self.left:
-            shown = ", ".join(self.left[:STALE_SHOWN]) + (", ..." if len(self.left) > STALE_SHOWN else "")
+        runs = runs_held(record_path(self.outdir))
+        recorded = masks_recorded(runs or [])
+        listed = [name for name in self.left if written_by_segment(self.outdir / name, recorded)]
+        unlisted = [name for name in self.left if name not in listed]
+        if listed:
             log.warning(
                 "%s: %d mask file(s) that no image of this run maps to, left from an earlier run: %s (kept; %s "
                 "records which run wrote which)",
                 self.outdir,
-                len(self.left),
-                shown,
+                len(listed),
+                shown(listed),
                 RECORD_NAME,
+            )
+        if unlisted:
+            log.warning(
+                "%s: %d file(s) named as masks that no image of this run maps to, %s: %s (kept; to keep them apart "
+                "from this run's masks, %s)",
+                self.outdir,
+                len(unlisted),
+                unrecorded(self.outdir, runs),
+                shown(unlisted),
+                WAYS_ON.format(outdir=self.outdir),
             )
 
     def __enter__(self) -> RunRecord:
