@@ -30,8 +30,9 @@ else
 endif
 	touch $@
 
-# At the end, the in-domain Table 2 and the generalization table (the external datasets), as Markdown.
-SHOWN_TABLES = table2 generalization
+# At the end, the in-domain Table 2, the generalization table (the external datasets) and Dice by
+# subgroup (where the networks fail), as Markdown.
+SHOWN_TABLES = table2 generalization subgroups
 study: $(BIN)/sonoseg
 	snakemake all --cores $(CORES) --configfile $(CONFIG)
 	@for table in $(SHOWN_TABLES); do \

@@ -68,6 +68,7 @@ def test_report_holds_every_section_with_real_content(tiny_report):
         "report/tables/table2.html",
         "report/tables/ladder.html",
         "report/tables/selection.html",
+        "report/tables/subgroups.html",
         "report/curves/unet.png",
         "report/curves/lighter_unet_c1.png",
         "report/figure2.png",
@@ -85,6 +86,22 @@ def test_report_holds_every_section_with_real_content(tiny_report):
         data = decoded(result)
         if path.endswith(".png"):
             assert data[:8] == b"\x89PNG\r\n\x1a\n" and 2_000 < len(data) < 1_500_000, path
+    # Each page's caption is its own: the captions' templates read the rules' wildcards (report_table, run),
+    # where a misnamed one gave every table the recipe selection's caption and every curve no network.
+    caption = {Path(p).relative_to("results/tiny").as_posix(): str(r.get("caption", "")) for p, r in results.items()}
+    assert "Table 1 of the paper rebuilt" in caption["report/tables/table1.html"]
+    assert "tuning ladder" in caption["report/tables/ladder.html"]
+    assert "Weight decay chosen per network" in caption["report/tables/selection.html"]
+    assert "Dice by subgroup" in caption["report/tables/subgroups.html"]
+    assert "Training of unet:" in caption["report/curves/unet.png"]
+    # Dice by subgroup: the phantom's lesion types, each network's cells.
+    html_subgroups = decoded(results["results/tiny/report/tables/subgroups.html"]).decode()
+    subgroup_rows = pd.read_csv(tiny_report["out"] / "tables" / "subgroups.csv")
+    assert set(subgroup_rows["subgroup"]) == {"meta_lesion_type"} and set(subgroup_rows["network"]) == {
+        "unet",
+        "lighter_unet_c1",
+    }
+    assert all(f"{d:.3f}" in html_subgroups for d in subgroup_rows["dice"])
     # The tables hold our numbers and the paper's.
     table1 = pd.read_csv(tiny_report["out"] / "tables" / "table1.csv")
     html_table1 = decoded(results["results/tiny/report/tables/table1.html"]).decode()

@@ -679,6 +679,8 @@ def get_final_outputs():
         outputs.append(f"{OUT}/tables/equivalence.csv")
     if EXTERNAL_NETWORKS:
         outputs.append(f"{OUT}/tables/generalization.csv")
+    if NETWORKS:
+        outputs.append(f"{OUT}/tables/subgroups.csv")
     if COST["enabled"]:
         outputs.append(f"{OUT}/tables/cost.csv")  # workflow/rules/tables.smk
     return outputs + get_report_outputs()  # workflow/rules/report.smk
@@ -714,7 +716,12 @@ def get_run_histories(wildcards):
 
 
 def get_report_tables():
-    return study_tables() + (["selection"] if SELECTIONS else []) + (["generalization"] if EXTERNAL_NETWORKS else [])
+    return (
+        study_tables()
+        + (["selection"] if SELECTIONS else [])
+        + (["generalization"] if EXTERNAL_NETWORKS else [])
+        + (["subgroups"] if NETWORKS else [])
+    )
 
 
 def get_report_outputs():

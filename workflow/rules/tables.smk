@@ -181,6 +181,32 @@ rule generalization:
         "--seed {params.seed} --out {output.csv} {params.custom} > {log} 2>&1"
 
 
+rule subgroups:
+    # Every network's Dice per value of the configured manifest columns (subgroups.columns: BUSI's class,
+    # the lesion type), in-domain and on each external dataset: on which images a network fails.
+    input:
+        per_image=PER_IMAGE,
+        manifest=MANIFEST,  # the data's fingerprint, which ends the caption as in every table
+        code=ANALYSIS_CODE,
+    output:
+        csv=f"{OUT}/tables/subgroups.csv",
+        markdown=f"{OUT}/tables/subgroups.md",
+    log:
+        f"{LOGS}/subgroups.log",
+    conda:
+        CONDA_ENV
+    params:
+        custom=custom_networks_arg(NETWORKS),  # the labels of a user's networks
+        networks=" ".join(NETWORKS),
+        columns=" ".join(config["subgroups"]["columns"]),
+        datasets=" ".join(f"{name}={entry.get('role', 'held_out')}" for name, entry in EXTERNALS.items()),
+        seed=REPORT_SEED,
+    shell:
+        "sonoseg subgroups --per-image {input.per_image} --manifest {input.manifest} --networks {params.networks} "
+        "--columns {params.columns} --datasets {params.datasets} --seed {params.seed} --out {output.csv} "
+        "{params.custom} > {log} 2>&1"
+
+
 rule equivalence:
     # The study's "as good as" claims (config claims.equivalence), each with the config's margin.
     input:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sonoseg.analysis import generalization, stats
+from sonoseg.analysis import generalization, stats, subgroups
 from sonoseg.analysis.tables import ci_cell, ci_header, plus_minus, seeds_cell
 from sonoseg.data import MANIFEST_COLUMNS
 from sonoseg.errors import SonosegError
@@ -122,6 +122,7 @@ TABLE_TITLES = {
     "ladder": "Section 4.2 tuning ladder (cumulative steps)",
     "selection": "Learning rate and weight decay chosen per network and fold (lowest validation loss)",
     "generalization": "Generalization: in-domain Dice and Dice on external datasets the networks never saw",
+    "subgroups": "Dice by subgroup: on which images each network fails, in-domain and off its training data",
 }
 
 
@@ -215,6 +216,23 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
             note(generalization.sizes_note(table)),
             *(note(text) for text in generalization.lesionless_notes(table)),
         ]
+    elif kind == "subgroups":
+        table = subgroups.read(table_csv)  # values as text (a view 1, not 1.0)
+        shown = pd.DataFrame(
+            {
+                "Network": table["label"],
+                "Dataset": [d if r == d else f"{d} ({r})" for d, r in zip(table["dataset"], table["role"])],
+                "Column": table["subgroup"].map(subgroups.shown_name),
+                "Value": table["value"],
+                "Patients": table["patients"],
+                "Images": table["images"],
+                "Dice [95 % CI]": [
+                    f"{m:.3f} {stats.ci_text(lo, hi)}"
+                    for m, lo, hi in zip(table["dice"], table["ci_low"], table["ci_high"])
+                ],
+            }
+        )
+        notes = [note(subgroups.caption(table))]
     elif kind == "selection":
         chosen_settings = {
             label: table[column].map(lambda v: "" if pd.isna(v) else f"{v:g}")

@@ -137,7 +137,7 @@ def networks() -> list[str]:
 # entry names its own), the tuning ladder, and (in the report) the recipe selection's choices.
 NETWORK_TABLES = ("table1", "table2", "beyond")
 STUDY_TABLES = (*NETWORK_TABLES, "ladder")
-REPORT_TABLES = (*STUDY_TABLES, "selection", "generalization")
+REPORT_TABLES = (*STUDY_TABLES, "selection", "generalization", "subgroups")
 
 UNTRAINED_FAMILIES = ("floor", "reference")  # methods without a network: the config's `baselines`
 

@@ -445,6 +445,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the CSV; .md beside it")
     p.set_defaults(func=commands.cmd_generalization)
 
+    p = sub.add_parser(
+        "subgroups",
+        help="Dice per value of manifest columns (lesion type, class), per network and dataset",
+        parents=[custom],
+    )
+    p.add_argument("--per-image", required=True, help="the collected per_image.csv.gz")
+    p.add_argument("--networks", nargs="+", required=True, help="the study's network runs, in the table's order")
+    p.add_argument(
+        "--columns", nargs="*", default=[], help="manifest columns (class, view, lesion_type or meta_lesion_type, ...)"
+    )
+    p.add_argument("--datasets", nargs="*", default=[], help="NAME=ROLE (development, held_out) per external set")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+    p.add_argument("--manifest", help="the main dataset's manifest.csv: its data fingerprint ends the caption")
+    p.add_argument("--out", required=True, help="the CSV; .md beside it")
+    p.set_defaults(func=commands.cmd_subgroups)
+
     p = sub.add_parser("table", help="Table 1, Table 2 or the ladder from summaries", parents=[custom])
     p.add_argument("kind", choices=catalog.STUDY_TABLES)
     p.add_argument("--summaries", nargs="+", required=True)

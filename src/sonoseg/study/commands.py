@@ -520,6 +520,22 @@ def cmd_generalization(args) -> None:
     log.info("generalization:\n%s", generalization.markdown(table, notes, source))
 
 
+def cmd_subgroups(args) -> None:
+    from sonoseg.analysis import generalization, results, subgroups
+
+    per_image = results.read_per_image(args.per_image)
+    roles = dict(_name_value(item, "--datasets") for item in args.datasets)
+    table = subgroups.subgroup_table(per_image, args.networks, args.columns, roles, args.seed)
+    absent = subgroups.absent_columns(per_image, args.columns)
+    available = subgroups.available_columns(per_image)
+    for column in absent:
+        log.warning(
+            "subgroups: no image of any dataset has a value in %r (columns there are: %s)", column, ", ".join(available)
+        )
+    subgroups.write(table, args.out, absent, available, generalization.source_line(args.manifest))
+    log.info("subgroups: %d rows", len(table))
+
+
 def _left_out_notes(args) -> list[str]:
     """A caption's sentences: what each external set's ingest left out (--manifests NAME=manifest.csv) and
     what its tests left out as shared with another dataset (--overlap NAME=overlap.csv)."""

@@ -1,0 +1,200 @@
+"""Dice by subgroup: each network's Dice on the images of each value of a manifest column (BUSI's class,
+the lesion type of the phantom and of the simulated external sets, a view, any ``meta_*`` column), on its
+own test images and on each external dataset. The generalization table says how much a network loses off
+its training data; this one says on which images: on the built-in physics-simulated scans the U-net
+family segments the dark interior of a lesion with an echogenic rim and leaves the rim out, which no
+dataset-level number shows.
+
+Descriptive only: a subgroup holds a few images (their count heads its column), no two subgroups are
+compared, and nothing is corrected for the number of cells; the CI (by patient, then training, as every
+table's) is wide or absent where a subgroup has few patients. Single trainings only (every fold and
+seed of a network; on an external set every fold's models). Reads the collected long table
+(sonoseg.analysis.results) only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from sonoseg.analysis import stats
+from sonoseg.analysis.generalization import runs_of
+from sonoseg.analysis.results import IN_DOMAIN, as_compared, select_runs
+from sonoseg.analysis.scoring import empty_side
+from sonoseg.errors import SonosegError
+from sonoseg.networks import catalog
+
+COLUMNS = [
+    "network",
+    "label",
+    "dataset",
+    "role",
+    "run",
+    "subgroup",
+    "value",
+    "patients",
+    "images",
+    "dice",
+    "ci_low",
+    "ci_high",
+]
+NO_VALUE = "(none)"  # the value of an image whose manifest leaves the column empty: counted, not dropped
+# Manifest columns the per-image table carries besides the meta_* ones (sonoseg.analysis.results).
+PLAIN_COLUMNS = ("view", "class")
+
+
+def column_name(name: str) -> str:
+    """The per-image table's column a config entry names: ``class`` and ``view`` as they are, any other
+    name as the manifest's metadata column (``lesion_type`` or ``meta_lesion_type``: meta_lesion_type)."""
+    return name if name in PLAIN_COLUMNS or name.startswith("meta_") else f"meta_{name}"
+
+
+def shown_name(column: str) -> str:
+    """A column as a caption names it: without the metadata prefix."""
+    return column.removeprefix("meta_")
+
+
+def subgroup_table(
+    per_image: pd.DataFrame,
+    networks: list[str],
+    columns: list[str],
+    roles: dict[str, str],
+    seed: int = 0,
+    resamples: int = 10_000,
+) -> pd.DataFrame:
+    """One row per network x dataset (in-domain first, then ``roles``' external sets in order) x column x
+    value, over the images with a lesion of the network's single trainings: their mean Dice and its 95 % CI
+    by patient. A column a dataset does not have (or leaves empty on every image) gives that dataset no
+    rows; an image without a value counts under NO_VALUE."""
+    wanted = list(dict.fromkeys(column_name(c) for c in columns))
+    rows = []
+    for network in networks:
+        found = runs_of(per_image, network)
+        if ("single", IN_DOMAIN) not in found:
+            raise SonosegError(f"subgroups: no in-domain results of network {network!r}")
+        for dataset in [IN_DOMAIN, *roles]:
+            run = found.get(("single", dataset))
+            if run is None:
+                continue
+            scored = select_runs(per_image, [run])
+            scored = scored[~empty_side(scored, "truth")]  # Dice is a mean over the images with a lesion
+            for column in wanted:
+                if column not in scored or scored[column].isna().all():
+                    continue
+                values = scored[column].astype("string").str.strip().replace("", pd.NA).fillna(NO_VALUE)
+                for value in sorted(set(values), key=_value_order):
+                    part = as_compared(scored[values == value])
+                    summary = stats.method_ci(part, run, seed=seed, resamples=resamples)
+                    rows.append(
+                        {
+                            "network": network,
+                            "label": catalog.label(network),
+                            "dataset": dataset,
+                            "role": roles.get(dataset, IN_DOMAIN),
+                            "run": run,
+                            "subgroup": column,
+                            "value": value,
+                            "patients": summary["patients"],
+                            "images": summary["images"],
+                            "dice": summary["mean"],
+                            "ci_low": summary["ci_low"],
+                            "ci_high": summary["ci_high"],
+                        }
+                    )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _value_order(value: str) -> tuple:
+    """Values in a column's natural order: numbers (views) by number, words alphabetically, NO_VALUE last."""
+    if value == NO_VALUE:
+        return (2, 0.0, value)
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def absent_columns(per_image: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The configured columns that no image of the table has a value in (a folder dataset without metadata,
+    or a misspelt name): the caption names them with the columns there are."""
+    return [
+        column
+        for column in dict.fromkeys(column_name(c) for c in columns)
+        if column not in per_image or per_image[column].isna().all()
+    ]
+
+
+def available_columns(per_image: pd.DataFrame) -> list[str]:
+    """The manifest columns a subgroup may be drawn from, as a config entry names them."""
+    present = [
+        c for c in per_image.columns if (c in PLAIN_COLUMNS or c.startswith("meta_")) and per_image[c].notna().any()
+    ]
+    return [shown_name(c) for c in present]
+
+
+def caption(table: pd.DataFrame, absent: list[str] = (), available: list[str] = (), source: str = "") -> str:
+    text = (
+        "Dice by subgroup: each network's single trainings (every fold and seed; on an external set every fold's "
+        "models), mean Dice over the images with a lesion of each value of a manifest column [95 % CI by patient], "
+        "the number of images in each column's header. Descriptive: subgroups are small, no two are compared and "
+        "nothing is corrected for the number of cells; read a low cell as where to look, not as a finding."
+    )
+    parts = [text]
+    if absent:
+        parts.append(
+            f"Not in any dataset's manifest: {', '.join(shown_name(c) for c in absent)} "
+            f"(columns there are: {', '.join(available) or 'none'}; config subgroups.columns)."
+        )
+    if table.empty and not absent:
+        parts.append("No subgroup column was configured (config subgroups.columns).")
+    if source:
+        parts.append(source)
+    return " ".join(parts)
+
+
+def markdown(table: pd.DataFrame, absent: list[str] = (), available: list[str] = (), source: str = "") -> str:
+    """The table as a person reads it: a block per dataset and column, a row per network, a column per value."""
+    blocks = [caption(table, absent, available, source)]
+    for (dataset, column), part in table.groupby(["dataset", "subgroup"], sort=False):
+        role = part["role"].iloc[0]
+        title = dataset if dataset == IN_DOMAIN else f"{dataset} ({role})"
+        values = list(dict.fromkeys(sorted(part["value"], key=_value_order)))
+        counts = part.groupby("value")["images"].max()
+        header = ["Network", *(f"{value} ({int(counts[value])})" for value in values)]
+        lines = [f"**{title}, by {shown_name(column)}** (images per value in brackets)", ""]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for _, rows in part.groupby("network", sort=False):
+            by_value = rows.set_index("value")
+            cells = [rows["label"].iloc[0]]
+            for value in values:
+                if value not in by_value.index:
+                    cells.append("")
+                    continue
+                row = by_value.loc[value]
+                cells.append(f"{row['dice']:.3f} {stats.ci_text(row['ci_low'], row['ci_high'])}")
+            lines.append("| " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def write(
+    table: pd.DataFrame, out_csv: str | Path, absent: list[str] = (), available: list[str] = (), source: str = ""
+) -> None:
+    """The table as CSV, and as Markdown beside it."""
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_csv, index=False)
+    out_csv.with_suffix(".md").write_text(markdown(table, absent, available, source))
+
+
+def read(table_csv: str | Path) -> pd.DataFrame:
+    """A subgroup table as `write` wrote it (values as text: a view 1 stays 1)."""
+    try:
+        table = pd.read_csv(table_csv, dtype={"value": str})
+    except (OSError, pd.errors.ParserError) as exc:
+        raise SonosegError(f"{table_csv}: cannot read the subgroup table ({exc})") from None
+    missing = set(COLUMNS) - set(table.columns)
+    if missing:
+        raise SonosegError(f"{table_csv}: not a subgroup table (no column {', '.join(sorted(missing))})")
+    return table

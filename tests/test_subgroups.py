@@ -1,0 +1,107 @@
+"""Dice by subgroup (sonoseg.analysis.subgroups): each network's Dice per value of a manifest column,
+in-domain and on each external set, computed by hand on a long table collected as the study collects it."""
+
+import pandas as pd
+import pytest
+from conftest import sheet_row, write_patient_manifest, write_run_metrics
+
+from sonoseg.analysis import results, subgroups
+from sonoseg.errors import SonosegError
+
+
+def _long_table(tmp_path):
+    """In-domain: four patients of one image each, BUSI-like classes (one image without a class) and
+    lesion types; one external set of three patients whose manifest has lesion types but no class,
+    tested by two folds' models."""
+    inside = write_patient_manifest(tmp_path / "inside.csv", ["a", "b", "c", "d"], ["P1", "P2", "P3", "P4"])
+    pd.read_csv(inside).assign(
+        **{"class": ["benign", "malignant", "benign", ""], "meta_lesion_type": ["cyst", "solid", "solid", "cyst"]}
+    ).to_csv(inside, index=False)
+    outside = write_patient_manifest(tmp_path / "outside.csv", ["x", "y", "z"], ["Q1", "Q2", "Q3"])
+    pd.read_csv(outside).assign(meta_lesion_type=["rim", "rim", "cyst"]).to_csv(outside, index=False)
+    write_run_metrics(tmp_path, "unet", 0, 0, ["a", "b", "c", "d"], [0.9, 0.5, 0.7, 0.8])
+    write_run_metrics(tmp_path, "unet--on-ext", 0, 0, ["x", "y", "z"], [0.4, 0.6, 0.9])
+    write_run_metrics(tmp_path, "unet--on-ext", 1, 0, ["x", "y", "z"], [0.6, 0.2, 0.7])
+    for fold in (0, 1):
+        recipe = tmp_path / "runs" / "unet" / f"fold{fold}" / "recipe.json"
+        recipe.parent.mkdir(parents=True, exist_ok=True)
+        recipe.write_text('{"learning_rate": 0.001}')
+    rows = [
+        sheet_row("unet", trained=False),
+        sheet_row("unet--on-ext", folds=("0", "1"), kind="external", method="unet", model_from="unet", dataset="ext"),
+    ]
+    per_image = results.collect_per_image(tmp_path, rows, inside, {"ext": outside})
+    results.write_table(per_image, tmp_path / "per_image.csv.gz")
+    return results.read_per_image(tmp_path / "per_image.csv.gz")  # as the rule reads it: classes as text
+
+
+def test_dice_by_subgroup_by_hand(tmp_path):
+    per_image = _long_table(tmp_path)
+    table = subgroups.subgroup_table(per_image, ["unet"], ["class", "lesion_type"], {"ext": "held_out"}, resamples=200)
+    cell = table.set_index(["dataset", "subgroup", "value"])
+    inside = results.IN_DOMAIN
+    assert cell.loc[(inside, "class", "benign"), "dice"] == pytest.approx((0.9 + 0.7) / 2)
+    assert cell.loc[(inside, "class", "malignant"), "dice"] == pytest.approx(0.5)
+    # An image whose manifest gives no class is counted under its own value, not dropped.
+    assert cell.loc[(inside, "class", subgroups.NO_VALUE), "images"] == 1
+    assert cell.loc[(inside, "meta_lesion_type", "cyst"), "dice"] == pytest.approx((0.9 + 0.8) / 2)
+    # The external set: each image's Dice is the mean over the folds' models; no class column there, no rows.
+    assert cell.loc[("ext", "meta_lesion_type", "rim"), "dice"] == pytest.approx((0.5 + 0.4) / 2)
+    assert cell.loc[("ext", "meta_lesion_type", "cyst"), "dice"] == pytest.approx(0.8)
+    assert cell.loc[("ext", "meta_lesion_type", "rim"), ["patients", "images"]].tolist() == [2, 2]
+    assert not ((table["dataset"] == "ext") & (table["subgroup"] == "class")).any()
+    assert set(table.loc[table["dataset"] == "ext", "role"]) == {"held_out"}
+    # Every image of a dataset is in exactly one value of each column.
+    counts = table.groupby(["dataset", "subgroup"])["images"].sum()
+    assert counts[(inside, "class")] == counts[(inside, "meta_lesion_type")] == 4
+    assert counts[("ext", "meta_lesion_type")] == 3
+    # The CI by patient holds the mean where a value has two patients or more.
+    two = cell.loc[(inside, "class", "benign")]
+    assert two["ci_low"] <= two["dice"] <= two["ci_high"]
+
+
+def test_the_markdown_and_the_report_page_show_every_cell(tmp_path):
+    per_image = _long_table(tmp_path)
+    table = subgroups.subgroup_table(
+        per_image, ["unet"], ["class", "meta_lesion_type"], {"ext": "held_out"}, resamples=200
+    )
+    subgroups.write(table, tmp_path / "tables" / "subgroups.csv", source="Data fingerprint abc.")
+    markdown = (tmp_path / "tables" / "subgroups.md").read_text()
+    assert "**ext (held_out), by lesion_type**" in markdown and "| Network | cyst (1) | rim (2) |" in markdown
+    assert "| U-net | 0.800 [no CI" in markdown and "0.450 [" in markdown
+    assert markdown.split("\n")[0].endswith("Data fingerprint abc.")
+    read = subgroups.read(tmp_path / "tables" / "subgroups.csv")
+    assert read["value"].tolist() == table["value"].tolist() and read["dice"].tolist() == pytest.approx(
+        table["dice"].tolist()
+    )
+    from sonoseg.analysis import pages
+
+    pages.study_table_html(tmp_path / "tables" / "subgroups.csv", "subgroups", tmp_path / "subgroups.html")
+    page = (tmp_path / "subgroups.html").read_text()
+    assert all(f"{d:.3f}" in page for d in table["dice"]) and "ext (held_out)" in page
+
+
+def test_a_column_no_dataset_has_is_named_with_the_columns_there_are(tmp_path):
+    per_image = _long_table(tmp_path)
+    columns = ["lesion_type", "organ"]
+    table = subgroups.subgroup_table(per_image, ["unet"], columns, {"ext": "held_out"}, resamples=50)
+    assert set(table["subgroup"]) == {"meta_lesion_type"}
+    absent = subgroups.absent_columns(per_image, columns)
+    assert absent == ["meta_organ"]
+    available = subgroups.available_columns(per_image)
+    assert {"class", "lesion_type"} <= set(available) and "organ" not in available
+    caption = subgroups.caption(table, absent, available)
+    assert "Not in any dataset's manifest: organ (columns there are:" in caption and "lesion_type" in caption
+
+
+def test_a_network_without_in_domain_results_is_named(tmp_path):
+    per_image = _long_table(tmp_path)
+    with pytest.raises(SonosegError, match="light_unet"):
+        subgroups.subgroup_table(per_image, ["light_unet"], ["class"], {})
+
+
+def test_a_view_keeps_its_text_and_numbers_sort_as_numbers():
+    order = sorted(["10", "2", "benign", subgroups.NO_VALUE, "1"], key=subgroups._value_order)
+    assert order == ["1", "2", "10", "benign", subgroups.NO_VALUE]
+    assert subgroups.column_name("class") == "class" and subgroups.column_name("meta_x") == "meta_x"
+    assert subgroups.column_name("lesion_type") == "meta_lesion_type"
