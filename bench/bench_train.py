@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sonoseg.data.provenance import cpu_model
 from sonoseg.networks import models
-from sonoseg.serving.device import FastPath, cpu_has_fast_bf16, cpu_model, resolve_precision
+from sonoseg.serving.device import FastPath, cpu_has_fast_bf16, resolve_precision
 from sonoseg.training import train
 from sonoseg.training.recipe import Recipe
 

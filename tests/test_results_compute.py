@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from conftest import easy_caches
+from conftest import easy_caches, sheet_row
 
 from sonoseg.analysis import results
 from sonoseg.serving import cost, device
@@ -19,11 +19,10 @@ XEON = "Intel(R) Xeon(R) Processor"
 EPYC = "AMD EPYC 7B13, 64-Core"  # a comma: the history quotes it
 
 
-def sheet_row(name: str, kind: str = "network", method: str = "", seeds="0", folds="0", **columns) -> dict:
-    """A trained run's row of the run sheet (runs.tsv as read_sheet gives it: text, '' for none)."""
-    row = {"name": name, "kind": kind, "method": method or name, "marks": "inpaint", "model_from": ""}
-    row.update(seeds=seeds, folds=folds, recipe="{}", selected_from="", augmentation_from="")
-    return {**row, **columns}
+def trained(name: str, kind: str = "network", method: str = "", seeds=("0",), **columns) -> dict:
+    """conftest's run-sheet row of a trained run, with the two columns that say whose candidates it is offered."""
+    offered = {"selected_from": "", "augmentation_from": ""}
+    return sheet_row(name, seeds=seeds, **{"kind": kind, "method": method or name, **offered, **columns})
 
 
 def epoch_row(epoch: int, **compute) -> dict:
@@ -65,7 +64,7 @@ def cpu(processor: str = XEON, precision: str = "bf16 + channels_last") -> dict:
 def test_a_history_with_the_compute_columns_gives_them_per_training(tmp_path):
     write_training(tmp_path, "unet", [epoch_row(e, **cpu()) for e in (1, 2, 3)])
     write_training(tmp_path, "malunet", [epoch_row(e, **cpu(precision="fp32")) for e in (1, 2)])
-    table = results.collect_trainings(tmp_path, [sheet_row("unet"), sheet_row("malunet")]).set_index("run")
+    table = results.collect_trainings(tmp_path, [trained("unet"), trained("malunet")]).set_index("run")
     assert list(table.columns[-4:]) == ["precision", "device", "processor", "same_training_as"]
     assert table.loc["unet", ["precision", "device", "processor"]].tolist() == ["bf16 + channels_last", "cpu", XEON]
     assert table.loc["malunet", "precision"] == "fp32"
@@ -81,7 +80,7 @@ def test_a_training_resumed_on_another_machine_gives_both_joined_in_order(tmp_pa
     history = write_training(tmp_path, "unet", rows)
     written = pd.read_csv(history)
     assert written["processor"].tolist()[1:] == [XEON, EPYC, EPYC, XEON] and pd.isna(written["processor"].iloc[0])
-    table = results.collect_trainings(tmp_path, [sheet_row("unet")])
+    table = results.collect_trainings(tmp_path, [trained("unet")])
     assert table["processor"].iloc[0] == f"{XEON} / {EPYC}"
     assert table["precision"].iloc[0] == "bf16 + channels_last / fp32"
     assert table["device"].iloc[0] == "cpu"
@@ -89,7 +88,7 @@ def test_a_training_resumed_on_another_machine_gives_both_joined_in_order(tmp_pa
 
 def test_a_history_from_before_the_columns_gives_empty_values(tmp_path):
     write_training(tmp_path, "unet", [epoch_row(e) for e in (1, 2)], old=True)
-    table = results.collect_trainings(tmp_path, [sheet_row("unet")])
+    table = results.collect_trainings(tmp_path, [trained("unet")])
     assert table[["precision", "device", "processor", "same_training_as"]].iloc[0].tolist() == ["", "", "", ""]
     assert table["epochs"].iloc[0] == 2 and table["steps"].iloc[0] == 14
 
@@ -111,13 +110,13 @@ def test_only_the_training_that_adopted_a_candidate_says_whose_training_it_is(tm
     write_training(tmp_path, "light_unet", [epoch_row(e, **cpu()) for e in (1, 2, 4)])
     write_training(tmp_path, "light_unet--lr0.001", [epoch_row(e, **cpu()) for e in (1, 2, 3)])
     rows = [
-        sheet_row(net, seeds="0 1", augmentation_from=net),
-        sheet_row("unet", augmentation_from=net),
-        sheet_row("light_unet", selected_from="light_unet"),
-        sheet_row(paper, "augmentation", net),
-        sheet_row(ultrasound, "augmentation", net),
-        sheet_row("light_unet--lr0.001", "candidate", "light_unet"),
-        sheet_row("ladder--adam", "ladder_step", net),
+        trained(net, seeds=("0", "1"), augmentation_from=net),
+        trained("unet", augmentation_from=net),
+        trained("light_unet", selected_from="light_unet"),
+        trained(paper, "augmentation", net),
+        trained(ultrasound, "augmentation", net),
+        trained("light_unet--lr0.001", "candidate", "light_unet"),
+        trained("ladder--adam", "ladder_step", net),
     ]
     table = results.collect_trainings(tmp_path, rows)
     flagged = table[table["same_training_as"] != ""]
@@ -134,10 +133,10 @@ def test_a_chain_of_adoptions_names_the_training_that_ran(tmp_path):
         shutil.copyfile(selection, layout.training_file(tmp_path, run, "0", "0", layout.HISTORY))
     write_training(tmp_path, "unet--augment-ultrasound", [epoch_row(e, **cpu()) for e in (1, 3)])
     rows = [
-        sheet_row("unet", selected_from="unet", augmentation_from="unet"),
-        sheet_row("unet--lr0.001", "candidate", "unet"),
-        sheet_row("unet--augment-paper", "augmentation", "unet", selected_from="unet"),
-        sheet_row("unet--augment-ultrasound", "augmentation", "unet", selected_from="unet"),
+        trained("unet", selected_from="unet", augmentation_from="unet"),
+        trained("unet--lr0.001", "candidate", "unet"),
+        trained("unet--augment-paper", "augmentation", "unet", selected_from="unet"),
+        trained("unet--augment-ultrasound", "augmentation", "unet", selected_from="unet"),
     ]
     table = results.collect_trainings(tmp_path, rows).set_index("run")["same_training_as"]
     assert table.to_dict() == {
@@ -171,13 +170,22 @@ def test_a_real_training_records_what_each_epoch_ran_on(tmp_path):
     assert history["processor"].tolist() == [cost.cpu_model()] * 2 and cost.cpu_model() != ""
     assert torch.load(out / "model.pt", weights_only=True)["trained_with"] == "fp32"
     Path(layout.recipe(tmp_path, "lighter_unet_c1", "0")).write_text(recipe.to_json())
-    table = results.collect_trainings(tmp_path, [sheet_row("lighter_unet_c1")])
+    table = results.collect_trainings(tmp_path, [trained("lighter_unet_c1")])
     assert table[["precision", "device", "processor"]].iloc[0].tolist() == ["fp32", "cpu", cost.cpu_model()]
 
 
 def test_the_device_and_processor_names():
     assert device.device_name(torch.device("cpu")) == "cpu"
-    assert device.processor_name(torch.device("cpu")) == cost.cpu_model()
+    # The CPU by its model name, as /proc/cpuinfo gives it where there is one (not platform's "x86_64").
+    cpuinfo = Path("/proc/cpuinfo")
+    names = (
+        [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        if cpuinfo.is_file()
+        else []
+    )
+    if names:
+        assert device.processor_name(torch.device("cpu")) == names[0]
+    assert device.processor_name(torch.device("cpu")) == cost.cpu_model() != ""
     if torch.cuda.is_available():
         assert device.device_name(torch.device("cuda")) == f"cuda:{torch.cuda.current_device()}"
         assert device.processor_name(torch.device("cuda:0")) == torch.cuda.get_device_name(0)

@@ -120,7 +120,8 @@ def test_the_warning_names_a_few_of_many_masks_left(tmp_path, scans, caplog):
                             "give segment another --outdir)")  # fmt: skip
     assert "old7" not in warning
     assert "notes.txt" not in warning
-    assert runs(outdir)[0]["masks_left_from_earlier_runs"] == 8
+    # The record counts them as what they are: no earlier run's masks, 8 files no record lists.
+    assert (runs(outdir)[0]["masks_left_from_earlier_runs"], runs(outdir)[0]["unrecorded_mask_files_left"]) == (0, 8)
     assert len(list(outdir.glob("old*_mask.png"))) == 8  # nothing deleted
 
 

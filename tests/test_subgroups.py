@@ -65,7 +65,8 @@ def test_the_markdown_and_the_report_page_show_every_cell(tmp_path):
     table = subgroups.subgroup_table(
         per_image, ["unet"], ["class", "meta_lesion_type"], {"ext": "held_out"}, resamples=200
     )
-    subgroups.write(table, tmp_path / "tables" / "subgroups.csv", source="Data fingerprint abc.")
+    caption = subgroups.caption(table, ["meta_organ"], ["class", "lesion_type"], "Data fingerprint abc.")
+    subgroups.write(table, tmp_path / "tables" / "subgroups.csv", caption)
     markdown = (tmp_path / "tables" / "subgroups.md").read_text()
     assert "**ext (held_out), by lesion_type**" in markdown and "| Network | cyst (1) | rim (2) |" in markdown
     assert "| U-net | 0.800 [no CI" in markdown and "0.450 [" in markdown
@@ -79,6 +80,8 @@ def test_the_markdown_and_the_report_page_show_every_cell(tmp_path):
     pages.study_table_html(tmp_path / "tables" / "subgroups.csv", "subgroups", tmp_path / "subgroups.html")
     page = (tmp_path / "subgroups.html").read_text()
     assert all(f"{d:.3f}" in page for d in table["dice"]) and "ext (held_out)" in page
+    # The page's note is the table's own caption: the column no dataset has, and the data's provenance.
+    assert "manifest: organ (columns there are" in page and "Data fingerprint abc." in page
 
 
 def test_a_column_no_dataset_has_is_named_with_the_columns_there_are(tmp_path):
@@ -92,12 +95,27 @@ def test_a_column_no_dataset_has_is_named_with_the_columns_there_are(tmp_path):
     assert {"class", "lesion_type"} <= set(available) and "organ" not in available
     caption = subgroups.caption(table, absent, available)
     assert "Not in any dataset's manifest: organ (columns there are:" in caption and "lesion_type" in caption
+    assert "No subgroup column was configured" not in caption
+    # A folder dataset without metadata, the default columns: an empty table that names them, not "none configured".
+    empty = subgroups.subgroup_table(per_image, ["unet"], ["organ"], {"ext": "held_out"}, resamples=50)
+    assert empty.empty and "No subgroup column" not in subgroups.caption(empty, ["meta_organ"], available)
+    assert "No subgroup column was configured" in subgroups.caption(empty, configured=False)
 
 
 def test_a_network_without_in_domain_results_is_named(tmp_path):
     per_image = _long_table(tmp_path)
     with pytest.raises(SonosegError, match="light_unet"):
         subgroups.subgroup_table(per_image, ["light_unet"], ["class"], {})
+
+
+def test_a_numeric_column_with_gaps_keeps_its_values_as_written(tmp_path):
+    # A grade 3 in a column where some image has none is read back as the float 3.0: shown as 3.
+    per_image = _long_table(tmp_path)
+    per_image["meta_grade"] = [3.0, 5.0, None, 3.0, 0.5, 4.0, None, 0.5, 4.0, None][: len(per_image)]
+    table = subgroups.subgroup_table(per_image, ["unet"], ["grade"], {"ext": "held_out"}, resamples=50)
+    inside = table[table["dataset"] == results.IN_DOMAIN]
+    assert inside["value"].tolist() == ["3", "5", subgroups.NO_VALUE]
+    assert set(table.loc[table["dataset"] == "ext", "value"]) == {"0.5", "4", subgroups.NO_VALUE}
 
 
 def test_a_view_keeps_its_text_and_numbers_sort_as_numbers():

@@ -500,11 +500,11 @@ def test_the_ladder_caption_names_the_paper_s_network_and_says_when_ours_is_anot
     assert paper.LADDER_NETWORK == "unet"
     markdown, tex = ladder("lighter_unet_c1")
     caption = markdown.split("\n")[0]
-    assert "Dice (paper): the paper's ladder, on U-net (its Section 4.2)" in caption
+    assert "the paper's column: its ladder, on U-net (its Section 4.2)" in caption
     assert "ours runs on Lighter U-net @1 (lighter_unet_c1), not on U-net" in caption
     assert "| Dice (paper, U-net) |" in markdown and "& Dice (paper, U-net) \\\\" in tex
     assert r"ours runs on Lighter U-net @1 (lighter\_unet\_c1), not on U-net" in tex
     # A ladder on U-net, as the paper's: the caption names the paper's network and claims no difference.
     markdown, tex = ladder("unet")
-    assert "Dice (paper): the paper's ladder, on U-net" in markdown and "| Dice (paper, U-net) |" in markdown
+    assert "the paper's column: its ladder, on U-net" in markdown and "| Dice (paper, U-net) |" in markdown
     assert "ours runs on" not in markdown and "ours runs on" not in tex

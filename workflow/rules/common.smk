@@ -325,9 +325,7 @@ def get_training_inputs(wildcards):
         inputs["pretrained_record"] = source_record(PRETRAINED_SOURCES[run.pretrained_backbone])
     candidates = []
     if wildcards.seed == str(TRAIN["selection_seed"]):
-        candidates += [c.name for c in SELECTIONS.get(run.selected_from, [])]
-        if run.augmentation_from == run.method:  # its own candidates (not a probe network's)
-            candidates += [c.name for c in AUGMENTATION_CHOICES.get(run.augmentation_from, {}).values()]
+        candidates = [c.name for c in runsheet.offered_candidates(run, list(RUNS.values()))]
     if candidates:
         inputs["candidate_models"] = [
             layout.training_file(OUT, c, wildcards.fold, wildcards.seed, layout.MODEL) for c in candidates
@@ -552,6 +550,10 @@ def external_manifests():
 def named_paths(paths):
     """name -> path as a command's NAME=PATH arguments."""
     return " ".join(f"{name}={path}" for name, path in paths.items())
+
+
+# Each external set's role (development or held_out) as the tables' NAME=ROLE arguments.
+EXTERNAL_ROLES = named_paths({name: entry.get("role", "held_out") for name, entry in EXTERNALS.items()})
 
 
 def overlap_datasets(wildcards):

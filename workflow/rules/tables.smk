@@ -171,7 +171,7 @@ rule generalization:
     params:
         custom=custom_networks_arg(NETWORKS),  # the labels and families of a user's networks
         networks=" ".join(EXTERNAL_NETWORKS),
-        datasets=" ".join(f"{name}={entry.get('role', 'held_out')}" for name, entry in EXTERNALS.items()),
+        datasets=EXTERNAL_ROLES,
         seed=REPORT_SEED,
         overlap=named_paths(overlap_records()),
         manifests=named_paths(external_manifests()),
@@ -199,7 +199,7 @@ rule subgroups:
         custom=custom_networks_arg(NETWORKS),  # the labels of a user's networks
         networks=" ".join(NETWORKS),
         columns=" ".join(config["subgroups"]["columns"]),
-        datasets=" ".join(f"{name}={entry.get('role', 'held_out')}" for name, entry in EXTERNALS.items()),
+        datasets=EXTERNAL_ROLES,
         seed=REPORT_SEED,
     shell:
         "sonoseg subgroups --per-image {input.per_image} --manifest {input.manifest} --networks {params.networks} "

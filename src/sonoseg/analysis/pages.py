@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sonoseg.analysis import generalization, stats, subgroups
+from sonoseg.analysis import generalization, paper, stats, subgroups
 from sonoseg.analysis.tables import ci_cell, ci_header, plus_minus, seeds_cell
 from sonoseg.data import MANIFEST_COLUMNS
 from sonoseg.errors import SonosegError
@@ -182,7 +182,7 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 # One seed: "n = 1"; 2-4 seeds: each seed's value; 5 or more: ± std (tables.seeds_cell).
                 "Dice (ours)": [seeds_cell(row) for _, row in table.iterrows()],
                 ci_header(table): [ci_cell(row) for _, row in table.iterrows()],
-                "Dice (paper)": [fmt(v, 3) for v in table["paper_dice_mean"]],
+                f"Dice (paper, {catalog.label(paper.LADDER_NETWORK)})": [fmt(v, 3) for v in table["paper_dice_mean"]],
                 "Dice ours − paper": [signed(d, 3) for d in table["dice_mean"] - table["paper_dice_mean"]],
                 "HD95 px (ours)": [plus_minus(m, s, 2) for m, s in zip(table["hd95_mean"], table["hd95_std"])],
             }
@@ -232,7 +232,7 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 ],
             }
         )
-        notes = [note(subgroups.caption(table))]
+        notes = [note(subgroups.written_caption(table_csv) or subgroups.caption(table))]
     elif kind == "selection":
         chosen_settings = {
             label: table[column].map(lambda v: "" if pd.isna(v) else f"{v:g}")

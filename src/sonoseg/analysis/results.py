@@ -34,7 +34,7 @@ import pandas as pd
 
 from sonoseg.analysis.scoring import empty_side, kept_row
 from sonoseg.errors import SonosegError
-from sonoseg.study import layout
+from sonoseg.study import layout, runsheet
 
 # The run sheet's columns every row of per_image carries (sonoseg.study.runsheet.Run).
 SHEET_COLUMNS = ["run", "kind", "method", "marks", "model_from", "tta", "members", "dataset"]
@@ -217,25 +217,6 @@ def compute_values(history: pd.DataFrame, column: str) -> str:
     return COMPUTE_SEPARATOR.join(dict.fromkeys(value for value in history[column].dropna() if value))
 
 
-def offered_candidates(row: dict, rows: list[dict]) -> list[dict]:
-    """The runs among ``rows`` whose finished trainings a run's training is offered to adopt, as the
-    workflow offers them (workflow/rules/common.smk, get_training_inputs; sonoseg.training.train's
-    ``reusable``): its recipe selection's candidates (kind ``candidate`` of the network it is
-    ``selected_from``) and, for the network choosing its own augmentation (``augmentation_from`` its own
-    method, not a probe network's), the augmentation choice's candidates (kind ``augmentation``). Only
-    its trainings with the candidates' seed (and fold) are offered: those the candidates have."""
-    offered = []
-    for other in rows:
-        if other["name"] == row["name"] or not other.get("recipe"):
-            continue
-        if other["kind"] == "candidate" and row.get("selected_from") and other["method"] == row["selected_from"]:
-            offered.append(other)
-        own_choice = row.get("augmentation_from") and row["augmentation_from"] == row["method"]
-        if other["kind"] == "augmentation" and own_choice and other["method"] == row["augmentation_from"]:
-            offered.append(other)
-    return offered
-
-
 def adopted_trainings(rows: list[dict], histories: dict[tuple[str, str, str], bytes]) -> dict[tuple, str]:
     """(run, fold, seed) -> the run that trained it, for each training of ``rows`` that adopted an offered
     candidate's finished training instead of training (sonoseg.training.reuse.adopt_identical_run: the
@@ -246,7 +227,7 @@ def adopted_trainings(rows: list[dict], histories: dict[tuple[str, str, str], by
     candidate is offered its network's recipe-selection candidates)."""
     direct = {}
     for row in rows:
-        candidates = offered_candidates(row, rows) if row.get("recipe") else []
+        candidates = [c for c in runsheet.offered_candidates(row, rows) if c.get("recipe")] if row.get("recipe") else []
         for fold, seed in trainings_of(row) if candidates else []:
             mine = histories[row["name"], fold, seed]
             for candidate in candidates:

@@ -82,7 +82,7 @@ def subgroup_table(
             for column in wanted:
                 if column not in scored or scored[column].isna().all():
                     continue
-                values = scored[column].astype("string").str.strip().replace("", pd.NA).fillna(NO_VALUE)
+                values = as_text(scored[column])
                 for value in sorted(set(values), key=_value_order):
                     part = as_compared(scored[values == value])
                     summary = stats.method_ci(part, run, seed=seed, resamples=resamples)
@@ -103,6 +103,16 @@ def subgroup_table(
                         }
                     )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def as_text(column: pd.Series) -> pd.Series:
+    """A column's values as a caption names them: text as given, a number without a float's trailing .0
+    (a grade 3 read as 3.0 where some image has none), an empty cell as NO_VALUE."""
+    if pd.api.types.is_numeric_dtype(column):
+        text = column.map(lambda v: "" if pd.isna(v) else format(v, "g")).astype("string")
+    else:
+        text = column.astype("string").str.strip()
+    return text.replace("", pd.NA).fillna(NO_VALUE)
 
 
 def _value_order(value: str) -> tuple:
@@ -133,11 +143,15 @@ def available_columns(per_image: pd.DataFrame) -> list[str]:
     return [shown_name(c) for c in present]
 
 
-def caption(table: pd.DataFrame, absent: list[str] = (), available: list[str] = (), source: str = "") -> str:
+def caption(
+    table: pd.DataFrame, absent: list[str] = (), available: list[str] = (), source: str = "", configured: bool = True
+) -> str:
+    """The table's caption: what a cell is, the columns configured that no dataset has (``absent``, beside the
+    ``available`` ones), or that none was (``configured`` False), then ``source`` (where the numbers come from)."""
     text = (
         "Dice by subgroup: each network's single trainings (every fold and seed; on an external set every fold's "
         "models), mean Dice over the images with a lesion of each value of a manifest column [95 % CI by patient], "
-        "the number of images in each column's header. Descriptive: subgroups are small, no two are compared and "
+        "with the number of images of each value. Descriptive: subgroups are small, no two are compared and "
         "nothing is corrected for the number of cells; read a low cell as where to look, not as a finding."
     )
     parts = [text]
@@ -146,16 +160,17 @@ def caption(table: pd.DataFrame, absent: list[str] = (), available: list[str] = 
             f"Not in any dataset's manifest: {', '.join(shown_name(c) for c in absent)} "
             f"(columns there are: {', '.join(available) or 'none'}; config subgroups.columns)."
         )
-    if table.empty and not absent:
+    if not configured:
         parts.append("No subgroup column was configured (config subgroups.columns).")
     if source:
         parts.append(source)
     return " ".join(parts)
 
 
-def markdown(table: pd.DataFrame, absent: list[str] = (), available: list[str] = (), source: str = "") -> str:
-    """The table as a person reads it: a block per dataset and column, a row per network, a column per value."""
-    blocks = [caption(table, absent, available, source)]
+def markdown(table: pd.DataFrame, caption_text: str) -> str:
+    """The table as a person reads it: its caption (``caption``), then a block per dataset and column, a row per
+    network, a column per value."""
+    blocks = [caption_text]
     for (dataset, column), part in table.groupby(["dataset", "subgroup"], sort=False):
         role = part["role"].iloc[0]
         title = dataset if dataset == IN_DOMAIN else f"{dataset} ({role})"
@@ -178,14 +193,19 @@ def markdown(table: pd.DataFrame, absent: list[str] = (), available: list[str] =
     return "\n\n".join(blocks) + "\n"
 
 
-def write(
-    table: pd.DataFrame, out_csv: str | Path, absent: list[str] = (), available: list[str] = (), source: str = ""
-) -> None:
-    """The table as CSV, and as Markdown beside it."""
+def write(table: pd.DataFrame, out_csv: str | Path, caption_text: str) -> None:
+    """The table as CSV, and as Markdown beside it, headed by ``caption_text`` (``caption``)."""
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_csv, index=False)
-    out_csv.with_suffix(".md").write_text(markdown(table, absent, available, source))
+    out_csv.with_suffix(".md").write_text(markdown(table, caption_text))
+
+
+def written_caption(table_csv: str | Path) -> str:
+    """The caption `write` put at the head of the table's Markdown twin ('' without one): the report page
+    shows the same words (the absent columns, the data's provenance)."""
+    markdown_path = Path(table_csv).with_suffix(".md")
+    return markdown_path.read_text().split("\n\n", 1)[0].strip() if markdown_path.is_file() else ""
 
 
 def read(table_csv: str | Path) -> pd.DataFrame:

@@ -590,7 +590,7 @@ def ladder_note(ladder_network: str) -> str:
     """The ladder caption's word on its paper column: whose figures they are (the paper's ladder is on
     U-net, paper.LADDER_NETWORK) and, when the study's ladder runs on another network, that it does."""
     paper_network = catalog.label(paper.LADDER_NETWORK)
-    note = f"Dice (paper): the paper's ladder, on {paper_network} (its Section 4.2)"
+    note = f"the paper's column: its ladder, on {paper_network} (its Section 4.2)"
     if ladder_network != paper.LADDER_NETWORK:
         note += f"; ours runs on {catalog.label(ladder_network)} ({ladder_network}), not on {paper_network}"
     return note

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import os
+import platform
 import re
 import subprocess
 import tempfile
@@ -459,6 +460,18 @@ def sonoseg_version() -> str:
         return version("sonoseg")
     except PackageNotFoundError:
         return "unknown"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what the platform says: what a result records
+    of the machine that made it (a training's history, the cost table, a simulated set's record)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def stamp(dataset_fingerprint: str) -> dict:

@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from sonoseg.data.provenance import cpu_model
 from sonoseg.errors import SonosegError
 
 log = logging.getLogger(__name__)
@@ -692,7 +693,7 @@ def write_set(
         "seconds_per_image": seconds,
         "mean_seconds_per_image": round(float(np.mean(seconds)), 2),
         "total_seconds": round(float(np.sum(seconds)), 1),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
     }
     (out_dir / "simulation.json").write_text(json.dumps(record, indent=2) + "\n")
     return out_dir

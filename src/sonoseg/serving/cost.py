@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from sonoseg.data.provenance import cpu_model
 from sonoseg.errors import SonosegError
 from sonoseg.networks import models
-from sonoseg.serving.device import cpu_model
 from sonoseg.serving.options import BACKENDS
 
 COLUMNS = [

@@ -5,25 +5,13 @@ model is served the way it was measured (docs/performance.md)."""
 from __future__ import annotations
 
 import os
-import platform
-from pathlib import Path
 
 import torch
 
 from sonoseg.data.preprocess import normalize_tensor
+from sonoseg.data.provenance import cpu_model
 from sonoseg.errors import SonosegError
 from sonoseg.serving.options import PRECISIONS, check_device_name
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else what the platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def cpu_flags() -> set[str]:

@@ -214,8 +214,9 @@ class RunRecord:
         self.left = masks_left(self.outdir, self.planned)
         runs = runs_held(record_path(self.outdir))
         recorded = masks_recorded(runs or [])
-        listed = [name for name in self.left if written_by_segment(self.outdir / name, recorded)]
-        unlisted = [name for name in self.left if name not in listed]
+        # An earlier run's masks (the record lists them) apart from other mask-named files (none lists them).
+        self.left_listed = listed = [name for name in self.left if written_by_segment(self.outdir / name, recorded)]
+        self.left_unlisted = unlisted = [name for name in self.left if name not in listed]
         if listed:
             log.warning(
                 "%s: %d mask file(s) that no image of this run maps to, left from an earlier run: %s (kept; %s "
@@ -282,7 +283,8 @@ class RunRecord:
             "written": len(written),
             "failed": len(failed),
             "replaced": len(written & self.replaced),
-            "masks_left_from_earlier_runs": len(self.left),
+            "masks_left_from_earlier_runs": len(self.left_listed),
+            "unrecorded_mask_files_left": len(self.left_unlisted),
             "images": images,
         }
 

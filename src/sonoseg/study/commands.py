@@ -532,7 +532,8 @@ def cmd_subgroups(args) -> None:
         log.warning(
             "subgroups: no image of any dataset has a value in %r (columns there are: %s)", column, ", ".join(available)
         )
-    subgroups.write(table, args.out, absent, available, generalization.source_line(args.manifest))
+    source = generalization.source_line(args.manifest)
+    subgroups.write(table, args.out, subgroups.caption(table, absent, available, source, configured=bool(args.columns)))
     log.info("subgroups: %d rows", len(table))
 
 
