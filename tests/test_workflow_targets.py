@@ -21,6 +21,7 @@ CODE_RULES = {
     "table",
     "paired_table",
     "generalization",
+    "subgroups",
     "equivalence",
     "selection_table",
     "convergence_check",
