@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from snakemake.utils import validate
 
 from sonoseg import analysis
+from sonoseg.analysis.results import offered_candidates
 from sonoseg.networks import catalog
 from sonoseg.study import config_check, layout, runsheet
 from sonoseg.data import provenance
@@ -325,7 +326,7 @@ def get_training_inputs(wildcards):
         inputs["pretrained_record"] = source_record(PRETRAINED_SOURCES[run.pretrained_backbone])
     candidates = []
     if wildcards.seed == str(TRAIN["selection_seed"]):
-        candidates = [c.name for c in runsheet.offered_candidates(run, list(RUNS.values()))]
+        candidates = [c.name for c in offered_candidates(run, list(RUNS.values()))]
     if candidates:
         inputs["candidate_models"] = [
             layout.training_file(OUT, c, wildcards.fold, wildcards.seed, layout.MODEL) for c in candidates

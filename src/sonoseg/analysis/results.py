@@ -34,7 +34,7 @@ import pandas as pd
 
 from sonoseg.analysis.scoring import empty_side, kept_row
 from sonoseg.errors import SonosegError
-from sonoseg.study import layout, runsheet
+from sonoseg.study import layout
 
 # The run sheet's columns every row of per_image carries (sonoseg.study.runsheet.Run).
 SHEET_COLUMNS = ["run", "kind", "method", "marks", "model_from", "tta", "members", "dataset"]
@@ -217,6 +217,26 @@ def compute_values(history: pd.DataFrame, column: str) -> str:
     return COMPUTE_SEPARATOR.join(dict.fromkeys(value for value in history[column].dropna() if value))
 
 
+def offered_candidates(run, runs: list) -> list:
+    """The runs among ``runs`` whose finished trainings ``run``'s training (of the candidates' seed) is
+    offered to adopt (sonoseg.training.reuse): its recipe selection's candidates (kind ``candidate`` of the
+    network it is ``selected_from``), then, for a network choosing its own augmentation
+    (``augmentation_from`` its own method, not a probe network's), the augmentation choice's candidates
+    (kind ``augmentation``). Runs (sonoseg.study.runsheet.Run) or the run sheet's rows (dicts, as runs.tsv
+    gives them) alike: the workflow offers them (common.smk, get_training_inputs) and the collect stage finds
+    who trained what (adopted_trainings). Here, not in the run sheet's module, which the training imports:
+    this module must not import it back."""
+
+    def get(item, key: str) -> str:
+        return (item.get(key) if isinstance(item, dict) else getattr(item, key)) or ""
+
+    selected_from, augmentation_from = get(run, "selected_from"), get(run, "augmentation_from")
+    chosen = [r for r in runs if get(r, "kind") == "candidate" and selected_from and get(r, "method") == selected_from]
+    if augmentation_from and augmentation_from == get(run, "method"):  # its own candidates, not a probe's
+        chosen += [r for r in runs if get(r, "kind") == "augmentation" and get(r, "method") == augmentation_from]
+    return [r for r in chosen if get(r, "name") != get(run, "name")]
+
+
 def adopted_trainings(rows: list[dict], histories: dict[tuple[str, str, str], bytes]) -> dict[tuple, str]:
     """(run, fold, seed) -> the run that trained it, for each training of ``rows`` that adopted an offered
     candidate's finished training instead of training (sonoseg.training.reuse.adopt_identical_run: the
@@ -227,7 +247,7 @@ def adopted_trainings(rows: list[dict], histories: dict[tuple[str, str, str], by
     candidate is offered its network's recipe-selection candidates)."""
     direct = {}
     for row in rows:
-        candidates = [c for c in runsheet.offered_candidates(row, rows) if c.get("recipe")] if row.get("recipe") else []
+        candidates = [c for c in offered_candidates(row, rows) if c.get("recipe")] if row.get("recipe") else []
         for fold, seed in trainings_of(row) if candidates else []:
             mine = histories[row["name"], fold, seed]
             for candidate in candidates:

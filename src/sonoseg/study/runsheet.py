@@ -732,24 +732,6 @@ def to_tsv(runs: list[Run]) -> str:
     return to_frame(runs).to_csv(sep="\t", index=False)
 
 
-def offered_candidates(run, runs: list) -> list:
-    """The runs among ``runs`` whose finished trainings ``run``'s training (of the candidates' seed) is
-    offered to adopt (sonoseg.training.reuse): its recipe selection's candidates (kind ``candidate`` of the
-    network it is ``selected_from``), then, for a network choosing its own augmentation
-    (``augmentation_from`` its own method, not a probe network's), the augmentation choice's candidates
-    (kind ``augmentation``). Runs or the run sheet's rows (dicts, as runs.tsv gives them) alike: the
-    workflow offers them (common.smk) and the collect stage finds who trained what (sonoseg.analysis.results)."""
-
-    def get(item, key: str) -> str:
-        return (item.get(key) if isinstance(item, dict) else getattr(item, key)) or ""
-
-    selected_from, augmentation_from = get(run, "selected_from"), get(run, "augmentation_from")
-    chosen = [r for r in runs if get(r, "kind") == "candidate" and selected_from and get(r, "method") == selected_from]
-    if augmentation_from and augmentation_from == get(run, "method"):  # its own candidates, not a probe's
-        chosen += [r for r in runs if get(r, "kind") == "augmentation" and get(r, "method") == augmentation_from]
-    return [r for r in chosen if get(r, "name") != get(run, "name")]
-
-
 def selections(runs: list[Run]) -> dict[str, list[Run]]:
     """network -> its selection candidate runs, in the grids' order."""
     selection: dict[str, list[Run]] = {}
