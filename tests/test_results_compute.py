@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from conftest import easy_caches, sheet_row
+from conftest import easy_caches, sheet_row, write_patient_manifest, write_run_metrics
 
 from sonoseg.analysis import results
 from sonoseg.serving import cost, device
@@ -84,6 +84,31 @@ def test_a_training_resumed_on_another_machine_gives_both_joined_in_order(tmp_pa
     assert table["processor"].iloc[0] == f"{XEON} / {EPYC}"
     assert table["precision"].iloc[0] == "bf16 + channels_last / fp32"
     assert table["device"].iloc[0] == "cpu"
+
+
+def test_each_per_image_row_says_what_the_trainings_behind_its_models_ran_on(tmp_path):
+    """U-net's two seeds trained on two machines; its flip-averaged run and its ensemble of both seeds test
+    those models, its external run the seed's own; a floor has no training."""
+    manifest = write_patient_manifest(tmp_path / "manifest.csv", ["a", "b"], ["P1", "P2"])
+    runs = [
+        trained("unet", seeds=("0", "1")),
+        sheet_row("unet--tta", seeds=("0", "1"), trained=False, kind="tta", method="unet", model_from="unet"),
+        sheet_row("unet--ensemble", trained=False, kind="ensemble", method="unet", model_from="unet", members="0 1"),
+        sheet_row("dark_in_prior", trained=False, kind="baseline"),
+    ]
+    for run in runs:
+        for seed in run["seeds"].split():
+            write_run_metrics(tmp_path, run["name"], 0, int(seed), ["a", "b"], [0.8, 0.6])
+    write_training(tmp_path, "unet", [epoch_row(e, **cpu()) for e in (1, 2)], seed="0")
+    write_training(tmp_path, "unet", [epoch_row(e, **cpu(EPYC, "fp32")) for e in (1, 2)], seed="1")
+    per_image = results.collect_per_image(tmp_path, runs, manifest)
+    shown = per_image.groupby(["run", "seed"])[["training_precision", "training_processor"]].first()
+    assert shown.loc[("unet", 0)].tolist() == ["bf16 + channels_last", XEON]
+    assert shown.loc[("unet", 1)].tolist() == ["fp32", EPYC]
+    assert shown.loc[("unet--tta", 1)].tolist() == ["fp32", EPYC]  # the models of its own seed
+    assert shown.loc[("unet--ensemble", 0)].tolist() == ["bf16 + channels_last / fp32", f"{XEON} / {EPYC}"]
+    assert shown.loc[("dark_in_prior", 0)].tolist() == ["", ""]
+    assert set(per_image["training_device"]) == {"cpu", ""}
 
 
 def test_a_history_from_before_the_columns_gives_empty_values(tmp_path):

@@ -7,6 +7,9 @@ kind, method, marks, model_from), the training's fold, seed and label (``trainin
 and the learning rate and weight decay it trained with, the image (sample_id, its patient group as
 ``patient``, its ``view``, the manifest's metadata as ``meta_*`` columns) and every metric of
 sonoseg.analysis.evaluate.
+Each per-image row also says what the trainings behind its models computed on (``training_precision``,
+``training_device``, ``training_processor``: as trainings' columns below, joined over an ensemble's
+members; empty for a floor).
 ``trainings`` has one row per training: epochs, the kept epoch, optimizer steps, what ended it (the
 stop rule or the cap) and where its time went; what it computed on: ``precision`` (the fast path, e.g.
 ``bf16 + channels_last`` or ``fp32``), ``device`` (``cpu``, ``cuda:0``) and ``processor`` (the CPU's model
@@ -150,6 +153,7 @@ def collect_per_image(
     with its own dataset's manifest (``external``: an external dataset's name -> its manifest)."""
     manifests = {IN_DOMAIN: manifest_csv, **(external or {})}
     read: dict[str, pd.DataFrame] = {}
+    histories: dict[Path, pd.DataFrame | None] = {}  # each history read once, for the compute columns
     frames = []
     for row in rows:
         dataset = row.get("dataset") or IN_DOMAIN
@@ -165,12 +169,48 @@ def collect_per_image(
             if missing:
                 raise SonosegError(f"{path}: evaluated images {missing[:5]} are not in {manifests[dataset]}")
             metrics = metrics.join(manifest, on="sample_id")
-            frames.append(metrics.assign(**training_identity(out, row, fold, seed)))
+            compute = models_compute(out, models_behind(row, fold, seed), histories)
+            frames.append(metrics.assign(**training_identity(out, row, fold, seed), **compute))
     if not frames:
         raise SonosegError("collect: no run with per-image metrics was named")
     per_image = pd.concat(frames, ignore_index=True)
     first = [*SHEET_COLUMNS, "fold", "seed", "training", *RECIPE_COLUMNS, "sample_id", "patient", "view", "class"]
     return per_image[first + [c for c in per_image.columns if c not in first]]
+
+
+def models_behind(row: dict, fold: str, seed: str) -> list[tuple[str, str, str]]:
+    """The trainings (run, fold, seed) whose models made a run's predictions under one training label: its
+    own; for a run testing another's models (flip-averaged, ensemble, external, reliance: ``model_from``)
+    that run's training of the same fold and seed, or each member's (an ensemble's seeds, and on an
+    external set every fold's); none for a floor."""
+    if row.get("recipe"):
+        return [(row["name"], fold, seed)]
+    source = row.get("model_from") or ""
+    if not source:
+        return []
+    seeds = str(row.get("members") or "").split() or [seed]
+    folds = str(row.get("member_folds") or "").split() or [fold]
+    return [(source, f, s) for f in folds for s in seeds]
+
+
+def models_compute(out: str | Path, trainings: list[tuple[str, str, str]], histories: dict) -> dict:
+    """``training_precision``, ``training_device``, ``training_processor`` of a per-image row: what the
+    trainings behind its models computed on (compute_values over their histories, joined where they
+    differ); empty for a floor, or for histories written before the columns. ``histories``: a cache."""
+    values: dict[str, list[str]] = {column: [] for column in COMPUTE_COLUMNS}
+    for run, fold, seed in trainings:
+        path = Path(layout.training_file(out, run, fold, seed, layout.HISTORY))
+        if path not in histories:
+            histories[path] = (
+                pd.read_csv(path, usecols=lambda c: c in COMPUTE_COLUMNS, dtype=str) if path.is_file() else None
+            )
+        if histories[path] is not None:
+            for column in COMPUTE_COLUMNS:
+                values[column] += compute_values(histories[path], column).split(COMPUTE_SEPARATOR)
+    return {
+        f"training_{column}": COMPUTE_SEPARATOR.join(dict.fromkeys(v for v in found if v))
+        for column, found in values.items()
+    }
 
 
 def collect_trainings(out: str | Path, rows: list[dict]) -> pd.DataFrame:
