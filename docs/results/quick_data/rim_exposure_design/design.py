@@ -7,7 +7,9 @@ training with the ultrasound draws patched:
   a rim in a quarter of the samples, echogenic in an eighth; off in the last 6 of the 30 epochs);
 - ``rim_echogenic``: every changed sample gets a rim, always echogenic (an eighth -> a half of the samples),
   its width and strength drawn as before. Only the rim's on/off draw and its sign are changed, row by row,
-  so every other draw and the batch order are base's, draw for draw.
+  so every other draw and the batch order are base's, draw for draw;
+- ``rim_always`` (added after rim_echogenic was scored, SUMMARY.md): every changed sample gets a rim, its
+  sign as drawn (a dark halo or an echogenic rim, a quarter of the samples each).
 Scored through the quick study's inference (scales, size-aware rule and its 1.3 trigger, keep-one) on the
 phantom's validation images and on pymust_far (the development set), by lesion type. pymust_heldout and the
 quick study's phantom test images are not read.
@@ -25,7 +27,7 @@ HERE = Path(__file__).parent
 SOURCE = Path("results/quick")
 NETWORK = "lighter_unet_c1"
 SCALES, SHRINK_ABOVE, FOUND_ABOVE = (1.0, 0.875, 0.75, 0.625), 1.0, 1.3
-ARMS = ("base", "rim_echogenic")
+ARMS = ("base", "rim_echogenic", "rim_always")
 RIM_ON, RIM_SIGN = 18, 20  # sonoseg.training.ultrasound_augment.apply_ultrasound's columns of the draws
 
 
@@ -38,8 +40,9 @@ def sets() -> dict:
     }
 
 
-def patch_rim_echogenic() -> None:
-    """Every row's rim on and echogenic, its size kept: d[18] -> 0 (< P_APPLY), d[20] -> 0.5 + |d[20] - 0.5|."""
+def patch_rim(echogenic: bool) -> None:
+    """Every row's rim on (d[18] -> 0 < P_APPLY); with ``echogenic``, its sign too, its size kept
+    (d[20] -> 0.5 + |d[20] - 0.5|)."""
     from sonoseg.training import train
 
     real = train.draw_ultrasound
@@ -47,7 +50,8 @@ def patch_rim_echogenic() -> None:
     def draw(n, generator):
         d = real(n, generator)
         d[:, RIM_ON] = 0.0
-        d[:, RIM_SIGN] = 0.5 + (d[:, RIM_SIGN] - 0.5).abs()
+        if echogenic:
+            d[:, RIM_SIGN] = 0.5 + (d[:, RIM_SIGN] - 0.5).abs()
         return d
 
     train.draw_ultrasound = draw
@@ -88,8 +92,8 @@ def job(args):
     from sonoseg.training import train
     from sonoseg.training.recipe import Recipe
 
-    if arm == "rim_echogenic":
-        patch_rim_echogenic()
+    if arm != "base":
+        patch_rim(echogenic=arm == "rim_echogenic")
     recipe = Recipe.read(SOURCE / f"runs/{NETWORK}/fold0/recipe.json")
     out = HERE / "results/models"
     out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +109,10 @@ def job(args):
 
 
 if __name__ == "__main__":
+    # design.py [ARM,ARM] SEEDS...: the arms named (default: base and rim_echogenic, the first run's)
+    arms = tuple(sys.argv.pop(1).split(",")) if not sys.argv[1][0].isdigit() else ARMS[:2]
     seeds = [int(s) for s in sys.argv[1:]]
     with Pool(2, maxtasksperchild=1) as pool:  # one process a training: an arm patches the package
-        table = pd.concat(pool.map(job, [(arm, seed) for seed in seeds for arm in ARMS], chunksize=1))
-    table.to_csv(HERE / f"results/scores_{min(seeds)}-{max(seeds)}.csv.gz", index=False)
+        table = pd.concat(pool.map(job, [(arm, seed) for seed in seeds for arm in arms], chunksize=1))
+    name = "" if arms == ARMS[:2] else "_" + "_".join(arms)
+    table.to_csv(HERE / f"results/scores{name}_{min(seeds)}-{max(seeds)}.csv.gz", index=False)
