@@ -1,4 +1,4 @@
-"""The reading SUMMARY.md set before scoring: rim_echogenic minus base, paired by seed and image, on
+"""The reading SUMMARY.md set before scoring: each arm (rim_echogenic, then rim_always) minus base, paired by seed and image, on
 pymust_far's echogenic-rim scans, its other scans and the phantom's validation images; per seed too.
 
     python docs/results/quick_data/rim_exposure_design/analyze.py > docs/results/quick_data/rim_exposure_design/results/analysis.txt
@@ -12,20 +12,26 @@ HERE = Path(__file__).parent
 
 def main() -> None:
     pd.set_option("display.width", 200)
-    scores = pd.read_csv(HERE / "results/scores_0-5.csv.gz")
-    assert set(scores["set"]) == {"phantom_val", "pymust_far"}
+    for arm, name in (("rim_echogenic", "scores_0-5"), ("rim_always", "scores_base_rim_always_0-5")):
+        print(f"==================== {arm} minus base\n")
+        read(pd.read_csv(HERE / f"results/{name}.csv.gz"), arm)
+        print()
+
+
+def read(scores: pd.DataFrame, arm: str) -> None:
+    assert set(scores["set"]) == {"phantom_val", "pymust_far"} and set(scores["arm"]) == {"base", arm}
     scores["group"] = scores["set"].where(
         scores["set"] != "pymust_far",
         "pymust_far, " + scores["lesion_type"].eq("echogenic_rim").map({True: "echogenic rim", False: "other scans"}),
     )
     paired = scores.pivot_table(index=["group", "seed", "sample_id"], columns="arm", values="dice")
-    paired["difference"] = paired["rim_echogenic"] - paired["base"]
-    per_seed = paired.groupby(["group", "seed"])[["base", "rim_echogenic", "difference"]].mean()
-    print("Mean Dice per seed and the paired difference (rim_echogenic - base):\n")
+    paired["difference"] = paired[arm] - paired["base"]
+    per_seed = paired.groupby(["group", "seed"])[["base", arm, "difference"]].mean()
+    print(f"Mean Dice per seed and the paired difference ({arm} - base):\n")
     print(per_seed.round(3).to_string())
     overall = per_seed.groupby("group").agg(
-        base=("base", "mean"), rim_echogenic=("rim_echogenic", "mean"), difference=("difference", "mean"),
-        seeds_up=("difference", lambda d: int((d > 0).sum())), images=("base", "size"),
+        base=("base", "mean"), **{arm: (arm, "mean")}, difference=("difference", "mean"),
+        seeds_up=("difference", lambda d: int((d > 0).sum())), seeds=("base", "size"),
     )
     print("\nMean over the six seeds:\n")
     print(overall.round(3).to_string())
