@@ -12,9 +12,14 @@ HERE = Path(__file__).parent
 
 def main() -> None:
     pd.set_option("display.width", 200)
-    for arm, name in (("rim_echogenic", "scores_0-5"), ("rim_always", "scores_base_rim_always_0-5")):
-        print(f"==================== {arm} minus base\n")
-        read(pd.read_csv(HERE / f"results/{name}.csv.gz"), arm)
+    for arm, names in (
+        ("rim_echogenic", ["scores_0-5"]),
+        ("rim_always", ["scores_base_rim_always_0-5"]),
+        ("rim_always", ["scores_base_rim_always_0-5", "scores_base_rim_always_6-11"]),  # seeds 0-11
+    ):
+        scores = pd.concat(pd.read_csv(HERE / f"results/{name}.csv.gz") for name in names)
+        print(f"==================== {arm} minus base, seeds {scores['seed'].min()}-{scores['seed'].max()}\n")
+        read(scores, arm)
         print()
 
 
@@ -33,7 +38,7 @@ def read(scores: pd.DataFrame, arm: str) -> None:
         base=("base", "mean"), **{arm: (arm, "mean")}, difference=("difference", "mean"),
         seeds_up=("difference", lambda d: int((d > 0).sum())), seeds=("base", "size"),
     )
-    print("\nMean over the six seeds:\n")
+    print(f"\nMean over the {scores['seed'].nunique()} seeds:\n")
     print(overall.round(3).to_string())
     print("\nBy lesion type on pymust_far (mean over seeds):\n")
     far = scores[scores["set"] == "pymust_far"]
