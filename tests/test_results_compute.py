@@ -88,7 +88,7 @@ def test_a_training_resumed_on_another_machine_gives_both_joined_in_order(tmp_pa
 
 def test_each_per_image_row_says_what_the_trainings_behind_its_models_ran_on(tmp_path):
     """U-net's two seeds trained on two machines; its flip-averaged run and its ensemble of both seeds test
-    those models, its external run the seed's own; a floor has no training."""
+    those models; a floor has no training."""
     manifest = write_patient_manifest(tmp_path / "manifest.csv", ["a", "b"], ["P1", "P2"])
     runs = [
         trained("unet", seeds=("0", "1")),

@@ -196,7 +196,9 @@ def models_behind(row: dict, fold: str, seed: str) -> list[tuple[str, str, str]]
 def models_compute(out: str | Path, trainings: list[tuple[str, str, str]], histories: dict) -> dict:
     """``training_precision``, ``training_device``, ``training_processor`` of a per-image row: what the
     trainings behind its models computed on (compute_values over their histories, joined where they
-    differ); empty for a floor, or for histories written before the columns. ``histories``: a cache."""
+    differ); empty for a floor, for histories written before the columns, and for a history that is not
+    there (collect_trainings, which the collect stage runs too, refuses a trained run's missing history).
+    ``histories``: a cache."""
     values: dict[str, list[str]] = {column: [] for column in COMPUTE_COLUMNS}
     for run, fold, seed in trainings:
         path = Path(layout.training_file(out, run, fold, seed, layout.HISTORY))

@@ -40,6 +40,8 @@ def read(scores: pd.DataFrame, arm: str) -> None:
     )
     print(f"\nMean over the {scores['seed'].nunique()} seeds:\n")
     print(overall.round(3).to_string())
+    whole = scores[scores["set"] == "pymust_far"].groupby("arm")["dice"].mean()
+    print(f"\npymust_far, every scan: base {whole['base']:.3f}, {arm} {whole[arm]:.3f}, difference {whole[arm] - whole['base']:+.3f}")
     print("\nBy lesion type on pymust_far (mean over seeds):\n")
     far = scores[scores["set"] == "pymust_far"]
     print(far.groupby(["lesion_type", "arm"])["dice"].mean().unstack().round(3).to_string())
