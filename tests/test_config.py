@@ -495,6 +495,9 @@ def test_settings_no_run_reads_leave_the_run_sheets_rule_as_it_was(workflow_copy
     other = {**merged, "train": {**merged["train"], "checkpoint_seconds": 5, "runs_per_gpu": 3}}
     assert runsheet.sheet_config(other) == runsheet.sheet_config(merged)
     assert runsheet.to_tsv(runsheet.build(other)) == runsheet.to_tsv(runsheet.build(runsheet.sheet_config(other)))
+    # Nor do the subgroup table's columns, which only that table reads.
+    regrouped = {**merged, "subgroups": {"columns": ["class", "view"]}}
+    assert runsheet.sheet_config(regrouped) == runsheet.sheet_config(merged) and "subgroups" in merged
     # A setting the runs read still changes it.
     decay = {**merged, "train": {**merged["train"], "weight_decay": 0.01}}
     assert runsheet.sheet_config(decay) != runsheet.sheet_config(merged)

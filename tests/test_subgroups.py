@@ -81,7 +81,7 @@ def test_the_markdown_and_the_report_page_show_every_cell(tmp_path):
     page = (tmp_path / "subgroups.html").read_text()
     assert all(f"{d:.3f}" in page for d in table["dice"]) and "ext (held_out)" in page
     # The page's note is the table's own caption: the column no dataset has, and the data's provenance.
-    assert "manifest: organ (columns there are" in page and "Data fingerprint abc." in page
+    assert "has a value in: organ (columns there are" in page and "Data fingerprint abc." in page
 
 
 def test_a_column_no_dataset_has_is_named_with_the_columns_there_are(tmp_path):
@@ -94,7 +94,7 @@ def test_a_column_no_dataset_has_is_named_with_the_columns_there_are(tmp_path):
     available = subgroups.available_columns(per_image)
     assert {"class", "lesion_type"} <= set(available) and "organ" not in available
     caption = subgroups.caption(table, absent, available)
-    assert "Not in any dataset's manifest: organ (columns there are:" in caption and "lesion_type" in caption
+    assert "No image of any dataset has a value in: organ (columns there are:" in caption and "lesion_type" in caption
     assert "No subgroup column was configured" not in caption
     # A folder dataset without metadata, the default columns: an empty table that names them, not "none configured".
     empty = subgroups.subgroup_table(per_image, ["unet"], ["organ"], {"ext": "held_out"}, resamples=50)
@@ -106,6 +106,25 @@ def test_a_network_without_in_domain_results_is_named(tmp_path):
     per_image = _long_table(tmp_path)
     with pytest.raises(SonosegError, match="light_unet"):
         subgroups.subgroup_table(per_image, ["light_unet"], ["class"], {})
+
+
+def test_images_without_a_lesion_are_counted_apart_with_their_own_dice(tmp_path):
+    # BUSI's normal scans: no lesion, so no Dice in the tables' sense; counted, and their own Dice shown.
+    per_image = _long_table(tmp_path)
+    inside = per_image["dataset"] == results.IN_DOMAIN
+    normal = inside & per_image["sample_id"].isin(["b", "d"])
+    per_image.loc[normal, "class"] = "normal"
+    per_image.loc[normal, "truth_empty"] = True
+    per_image.loc[per_image["sample_id"].eq("b") & inside, "dice"] = 1.0  # predicted empty too
+    per_image.loc[per_image["sample_id"].eq("d") & inside, "dice"] = 0.0  # a lesion predicted where none is
+    table = subgroups.subgroup_table(per_image, ["unet"], ["class"], {}, resamples=50)
+    cell = table.set_index("value")
+    assert cell.loc["normal", ["images", "no_lesion_images"]].tolist() == [0, 2] and pd.isna(cell.loc["normal", "dice"])
+    assert cell.loc["normal", "no_lesion_dice"] == pytest.approx(0.5)
+    assert cell.loc["benign", ["images", "no_lesion_images"]].tolist() == [2, 0]
+    markdown = subgroups.markdown(table, subgroups.caption(table))
+    assert "| Network | benign (2) | normal (0; 2 without a lesion) |" in markdown
+    assert "| U-net | 0.800 [0." in markdown and "| without a lesion 0.500 |" in markdown
 
 
 def test_a_numeric_column_with_gaps_keeps_its_values_as_written(tmp_path):

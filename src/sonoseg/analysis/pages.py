@@ -226,10 +226,8 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 "Value": table["value"],
                 "Patients": table["patients"],
                 "Images": table["images"],
-                "Dice [95 % CI]": [
-                    f"{m:.3f} {stats.ci_text(lo, hi)}"
-                    for m, lo, hi in zip(table["dice"], table["ci_low"], table["ci_high"])
-                ],
+                "Images without a lesion": table["no_lesion_images"],
+                "Dice [95 % CI]": [subgroups.dice_text(row) for _, row in table.iterrows()],
             }
         )
         notes = [note(subgroups.written_caption(table_csv) or subgroups.caption(table))]

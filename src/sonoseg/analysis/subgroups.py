@@ -38,6 +38,8 @@ COLUMNS = [
     "dice",
     "ci_low",
     "ci_high",
+    "no_lesion_images",
+    "no_lesion_dice",
 ]
 NO_VALUE = "(none)"  # the value of an image whose manifest leaves the column empty: counted, not dropped
 # Manifest columns the per-image table carries besides the meta_* ones (sonoseg.analysis.results).
@@ -65,8 +67,10 @@ def subgroup_table(
 ) -> pd.DataFrame:
     """One row per network x dataset (in-domain first, then ``roles``' external sets in order) x column x
     value, over the images with a lesion of the network's single trainings: their mean Dice and its 95 % CI
-    by patient. A column a dataset does not have (or leaves empty on every image) gives that dataset no
-    rows; an image without a value counts under NO_VALUE."""
+    by patient; and, apart, the value's images without a lesion (BUSI's normal scans): how many, and their
+    mean Dice (1 where the prediction is empty too, else 0). A value whose images have no lesion has a row
+    with no Dice of the first kind. A column a dataset does not have (or leaves empty on every image) gives
+    that dataset no rows; an image without a value counts under NO_VALUE."""
     wanted = list(dict.fromkeys(column_name(c) for c in columns))
     rows = []
     for network in networks:
@@ -78,14 +82,26 @@ def subgroup_table(
             if run is None:
                 continue
             scored = select_runs(per_image, [run])
-            scored = scored[~empty_side(scored, "truth")]  # Dice is a mean over the images with a lesion
+            lesion = ~empty_side(scored, "truth")  # the Dice of the tables: a mean over the images with a lesion
             for column in wanted:
                 if column not in scored or scored[column].isna().all():
                     continue
                 values = as_text(scored[column])
                 for value in sorted(set(values), key=_value_order):
-                    part = as_compared(scored[values == value])
-                    summary = stats.method_ci(part, run, seed=seed, resamples=resamples)
+                    chosen = values == value
+                    without = scored[chosen & ~lesion]
+                    if (chosen & lesion).any():
+                        summary = stats.method_ci(
+                            as_compared(scored[chosen & lesion]), run, seed=seed, resamples=resamples
+                        )
+                    else:
+                        summary = {
+                            "patients": 0,
+                            "images": 0,
+                            "mean": float("nan"),
+                            "ci_low": float("nan"),
+                            "ci_high": float("nan"),
+                        }
                     rows.append(
                         {
                             "network": network,
@@ -100,6 +116,8 @@ def subgroup_table(
                             "dice": summary["mean"],
                             "ci_low": summary["ci_low"],
                             "ci_high": summary["ci_high"],
+                            "no_lesion_images": without["sample_id"].nunique(),
+                            "no_lesion_dice": without["dice"].mean() if len(without) else float("nan"),
                         }
                     )
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -151,13 +169,15 @@ def caption(
     text = (
         "Dice by subgroup: each network's single trainings (every fold and seed; on an external set every fold's "
         "models), mean Dice over the images with a lesion of each value of a manifest column [95 % CI by patient], "
-        "with the number of images of each value. Descriptive: subgroups are small, no two are compared and "
-        "nothing is corrected for the number of cells; read a low cell as where to look, not as a finding."
+        "with the number of images of each value. Images without a lesion (BUSI's normal scans) are counted "
+        "apart, with their own mean Dice: 1 where the prediction is empty too, else 0. Descriptive: subgroups are "
+        "small, no two are compared and nothing is corrected for the number of cells; read a low cell as where to "
+        "look, not as a finding."
     )
     parts = [text]
     if absent:
         parts.append(
-            f"Not in any dataset's manifest: {', '.join(shown_name(c) for c in absent)} "
+            f"No image of any dataset has a value in: {', '.join(shown_name(c) for c in absent)} "
             f"(columns there are: {', '.join(available) or 'none'}; config subgroups.columns)."
         )
     if not configured:
@@ -175,9 +195,9 @@ def markdown(table: pd.DataFrame, caption_text: str) -> str:
         role = part["role"].iloc[0]
         title = dataset if dataset == IN_DOMAIN else f"{dataset} ({role})"
         values = list(dict.fromkeys(sorted(part["value"], key=_value_order)))
-        counts = part.groupby("value")["images"].max()
-        header = ["Network", *(f"{value} ({int(counts[value])})" for value in values)]
-        lines = [f"**{title}, by {shown_name(column)}** (images per value in brackets)", ""]
+        counts = part.groupby("value")[["images", "no_lesion_images"]].max()
+        header = ["Network", *(f"{value} ({count_text(*counts.loc[value])})" for value in values)]
+        lines = [f"**{title}, by {shown_name(column)}** (images with a lesion per value in brackets)", ""]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for _, rows in part.groupby("network", sort=False):
             by_value = rows.set_index("value")
@@ -186,11 +206,24 @@ def markdown(table: pd.DataFrame, caption_text: str) -> str:
                 if value not in by_value.index:
                     cells.append("")
                     continue
-                row = by_value.loc[value]
-                cells.append(f"{row['dice']:.3f} {stats.ci_text(row['ci_low'], row['ci_high'])}")
+                cells.append(dice_text(by_value.loc[value]))
             lines.append("| " + " | ".join(cells) + " |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+def count_text(images, no_lesion) -> str:
+    """A value's images as its column's header counts them: those with a lesion, and those without apart."""
+    return f"{int(images)}" + (f"; {int(no_lesion)} without a lesion" if no_lesion else "")
+
+
+def dice_text(row: pd.Series) -> str:
+    """A cell: the mean Dice over the images with a lesion and its CI; where the value has images without a
+    lesion, their own mean Dice apart (1 where the prediction is empty too)."""
+    parts = [] if pd.isna(row["dice"]) else [f"{row['dice']:.3f} {stats.ci_text(row['ci_low'], row['ci_high'])}"]
+    if row["no_lesion_images"]:
+        parts.append(f"without a lesion {row['no_lesion_dice']:.3f}")
+    return "; ".join(parts)
 
 
 def write(table: pd.DataFrame, out_csv: str | Path, caption_text: str) -> None:

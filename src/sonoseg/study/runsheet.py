@@ -142,11 +142,16 @@ def candidate_name(network: str, point: dict[str, float]) -> str:
 RUN_ONLY_SETTINGS = ("checkpoint_seconds", "runs_per_gpu")
 
 
+# Config sections no run reads, only a table after them (subgroups: tables/subgroups): left out of the run
+# sheet's config, so that changing them redoes that table, not the sheet and everything collected after it.
+TABLE_ONLY_SECTIONS = ("subgroups",)
+
+
 def sheet_config(config: dict) -> dict:
-    """The config the run sheet's rule is made from: the train section's RUN_ONLY_SETTINGS left out (the
-    sheet never reads them: build gives the same runs with or without them)."""
+    """The config the run sheet's rule is made from: the train section's RUN_ONLY_SETTINGS and the
+    TABLE_ONLY_SECTIONS left out (the sheet never reads them: build gives the same runs with or without them)."""
     train = {key: value for key, value in config["train"].items() if key not in RUN_ONLY_SETTINGS}
-    return {**config, "train": train}
+    return {**{k: v for k, v in config.items() if k not in TABLE_ONLY_SECTIONS}, "train": train}
 
 
 def sheet_config_file(out: str | Path, config: dict, write: bool = True) -> str:
