@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from sonoseg.analysis import stats
-from sonoseg.analysis.results import IN_DOMAIN, patient_table, select_runs
+from sonoseg.analysis.results import IN_DOMAIN, patient_table, read_table, select_runs
 from sonoseg.analysis.scoring import empty_side
 from sonoseg.data.options import NORMAL_LEFT_OUT
 from sonoseg.errors import SonosegError
@@ -259,14 +259,7 @@ def write(table: pd.DataFrame, out_csv: str | Path, notes: list[str] = (), sourc
 
 def read(table_csv: str | Path) -> pd.DataFrame:
     """A generalization table as `write` wrote it."""
-    try:
-        table = pd.read_csv(table_csv)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise SonosegError(f"{table_csv}: cannot read the generalization table ({exc})") from None
-    missing = set(COLUMNS) - set(table.columns)
-    if missing:
-        raise SonosegError(f"{table_csv}: not a generalization table (no column {', '.join(sorted(missing))})")
-    return table
+    return read_table(table_csv, "generalization table", COLUMNS)
 
 
 def plot(table: pd.DataFrame, out_png: str | Path, notes: list[str] = ()) -> None:

@@ -59,16 +59,23 @@ def training_label(fold, seed) -> str:
     return f"fold{fold}/seed{seed}"
 
 
+def read_table(path: str | Path, what: str, required: Iterable[str], **read_csv) -> pd.DataFrame:
+    """A table the study wrote (``what``: "run sheet", "subgroup table"), read with ``read_csv``'s options;
+    an unreadable file, or one without a ``required`` column, named so."""
+    try:
+        table = pd.read_csv(path, **read_csv)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise SonosegError(f"{path}: cannot read the {what} ({exc})") from None
+    missing = set(required) - set(table.columns)
+    if missing:
+        raise SonosegError(f"{path}: not a {what} (no column {', '.join(sorted(missing))})")
+    return table
+
+
 def read_sheet(path: str | Path) -> list[dict]:
     """The run sheet as the workflow writes it (runs.tsv; ``sonoseg runs``): one dict per run."""
-    try:
-        sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise SonosegError(f"{path}: cannot read the run sheet ({exc})") from None
-    missing = {"name", "kind", "method", "seeds", "folds"} - set(sheet.columns)
-    if missing:
-        raise SonosegError(f"{path}: not a run sheet (no column {', '.join(sorted(missing))})")
-    return sheet.to_dict("records")
+    required = ("name", "kind", "method", "seeds", "folds")
+    return read_table(path, "run sheet", required, sep="\t", dtype=str, keep_default_na=False).to_dict("records")
 
 
 def sheet_rows(sheet: list[dict], names: Iterable[str]) -> list[dict]:
@@ -316,14 +323,9 @@ def read_per_image(path: str | Path, runs: Iterable[str] | None = None) -> pd.Da
     """The collected per-image table (per_image.csv.gz), or the rows of the named runs in that order.
     ``view`` and ``class`` are read as text, as the manifest gives them (view 1, not 1.0 where some image
     has none); a table collected before it carried them has none and is read as it is."""
-    try:
-        text = {"sample_id": str, "patient": str, "view": str, "class": str, "run": str, "model_from": str}
-        per_image = pd.read_csv(path, dtype=text)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise SonosegError(f"{path}: cannot read the per-image results table ({exc})") from None
-    missing = {"run", "fold", "seed", "training", "sample_id", "patient", "dice"} - set(per_image.columns)
-    if missing:
-        raise SonosegError(f"{path}: not a per-image results table (no column {', '.join(sorted(missing))})")
+    text = {"sample_id": str, "patient": str, "view": str, "class": str, "run": str, "model_from": str}
+    required = ("run", "fold", "seed", "training", "sample_id", "patient", "dice")
+    per_image = read_table(path, "per-image results table", required, dtype=text)
     per_image["model_from"] = per_image["model_from"].fillna("")
     return per_image if runs is None else select_runs(per_image, runs, source=path)
 

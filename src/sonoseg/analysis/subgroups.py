@@ -20,7 +20,7 @@ import pandas as pd
 
 from sonoseg.analysis import stats
 from sonoseg.analysis.generalization import runs_of
-from sonoseg.analysis.results import IN_DOMAIN, as_compared, select_runs
+from sonoseg.analysis.results import IN_DOMAIN, as_compared, read_table, select_runs
 from sonoseg.analysis.scoring import empty_side
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
@@ -243,11 +243,4 @@ def written_caption(table_csv: str | Path) -> str:
 
 def read(table_csv: str | Path) -> pd.DataFrame:
     """A subgroup table as `write` wrote it (values as text: a view 1 stays 1)."""
-    try:
-        table = pd.read_csv(table_csv, dtype={"value": str})
-    except (OSError, pd.errors.ParserError) as exc:
-        raise SonosegError(f"{table_csv}: cannot read the subgroup table ({exc})") from None
-    missing = set(COLUMNS) - set(table.columns)
-    if missing:
-        raise SonosegError(f"{table_csv}: not a subgroup table (no column {', '.join(sorted(missing))})")
-    return table
+    return read_table(table_csv, "subgroup table", COLUMNS, dtype={"value": str})
