@@ -346,7 +346,8 @@ def test_a_graph_exported_at_one_size_for_a_study_that_selected_scales_says_so(t
 def test_a_header_pillow_cannot_read_leaves_the_file_to_opencv(tmp_path):
     path = tmp_path / "odd.png"
     path.write_bytes(b"not an image at all")
-    layout = imageio._header(path)
+    with open(path, "rb") as handle:
+        layout = imageio._header(handle)
     assert (layout.orientation, layout.pages) == (1, 1)
 
 

@@ -208,21 +208,15 @@ class Layout:
     size: tuple[int, int] | None = None
 
 
-def _header(source: Path | BinaryIO) -> Layout:
+def _header(source: BinaryIO) -> Layout:
     """The file's Layout, read from its header by Pillow (OpenCV decodes the first page only), from
-    ``source``: a path, or the file open for reading (_decode's; read from its start, left open). Never a
-    full decode: a PNG's tag is read from the chunks before its pixels. A file Pillow cannot read is read
-    by OpenCV as it is."""
+    ``source``: the file open for reading (_decode's; read from its start, left open). Never a full
+    decode: a PNG's tag is read from the chunks before its pixels. A file Pillow cannot read is read by
+    OpenCV as it is."""
     import warnings
 
     from PIL import Image
 
-    if isinstance(source, (str, Path)):
-        try:
-            with open(source, "rb") as handle:
-                return _header(handle)
-        except OSError:  # as Pillow's open, which failed so too: OpenCV's reading stands
-            return Layout()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a header is read, not pixels

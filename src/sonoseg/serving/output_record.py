@@ -211,12 +211,12 @@ class RunRecord:
         # Every file at a mask's place is a mask the record lists (refuse_unrecorded); a name too long to
         # hold is no file, and its image fails (segment_each).
         self.replaced = {out for _, out in self.planned if not name_too_long(out) and out.exists()}
-        self.left = masks_left(self.outdir, self.planned)
+        left = masks_left(self.outdir, self.planned)
         runs = runs_held(record_path(self.outdir))
         recorded = masks_recorded(runs or [])
         # An earlier run's masks (the record lists them) apart from other mask-named files (none lists them).
-        self.left_listed = listed = [name for name in self.left if written_by_segment(self.outdir / name, recorded)]
-        self.left_unlisted = unlisted = [name for name in self.left if name not in listed]
+        self.left_listed = listed = [name for name in left if written_by_segment(self.outdir / name, recorded)]
+        self.left_unlisted = unlisted = [name for name in left if name not in listed]
         if listed:
             log.warning(
                 "%s: %d mask file(s) that no image of this run maps to, left from an earlier run: %s (kept; %s "
