@@ -155,6 +155,12 @@ ROLES_NOTE = (
 )
 
 
+def with_role(dataset: str, role: str) -> str:
+    """A dataset as a table names it: an external set with its role beside it ("pymust_far (development)"),
+    the study's own test images as they are."""
+    return dataset if dataset == IN_DOMAIN else f"{dataset} ({role})"
+
+
 def sizes(table: pd.DataFrame) -> dict[str, tuple[int, int]]:
     """Each dataset's patients and images with a lesion, as the table scored them (the largest over its
     rows: a network's ensemble row counts the same images as its single one)."""
@@ -224,7 +230,7 @@ def markdown(table: pd.DataFrame, notes: list[str] = (), source: str = "") -> st
     header = ["Network", "Variant"]
     for dataset in datasets:
         role = table.loc[table["dataset"] == dataset, "role"].iloc[0]
-        header += [f"{dataset} Dice"] if dataset == IN_DOMAIN else [f"{dataset} ({role}) Dice", f"{dataset} drop"]
+        header += [f"{with_role(dataset, role)} Dice"] + ([] if dataset == IN_DOMAIN else [f"{dataset} drop"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (_, variant), rows in table.groupby(["network", "variant"], sort=False):
         by_dataset = rows.set_index("dataset")

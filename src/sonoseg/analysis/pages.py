@@ -193,7 +193,7 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
             {
                 "Network": table["label"],
                 "Variant": table["variant"],
-                "Dataset": [d if r == d else f"{d} ({r})" for d, r in zip(table["dataset"], table["role"])],
+                "Dataset": list(map(generalization.with_role, table["dataset"], table["role"])),
                 "Patients": table["patients"],
                 "Images": table["images"],
                 "Dice [95 % CI]": [
@@ -221,7 +221,7 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
         shown = pd.DataFrame(
             {
                 "Network": table["label"],
-                "Dataset": [d if r == d else f"{d} ({r})" for d, r in zip(table["dataset"], table["role"])],
+                "Dataset": list(map(generalization.with_role, table["dataset"], table["role"])),
                 "Column": table["subgroup"].map(subgroups.shown_name),
                 "Value": table["value"],
                 "Patients": table["patients"],

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from sonoseg.analysis import stats
-from sonoseg.analysis.generalization import runs_of
+from sonoseg.analysis.generalization import runs_of, with_role
 from sonoseg.analysis.results import IN_DOMAIN, as_compared, read_table, select_runs
 from sonoseg.analysis.scoring import empty_side
 from sonoseg.errors import SonosegError
@@ -193,7 +193,7 @@ def markdown(table: pd.DataFrame, caption_text: str) -> str:
     blocks = [caption_text]
     for (dataset, column), part in table.groupby(["dataset", "subgroup"], sort=False):
         role = part["role"].iloc[0]
-        title = dataset if dataset == IN_DOMAIN else f"{dataset} ({role})"
+        title = with_role(dataset, role)
         values = list(dict.fromkeys(sorted(part["value"], key=_value_order)))
         counts = part.groupby("value")[["images", "no_lesion_images"]].max()
         header = ["Network", *(f"{value} ({count_text(*counts.loc[value])})" for value in values)]
