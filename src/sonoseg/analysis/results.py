@@ -47,7 +47,8 @@ TRAINING_SHEET_COLUMNS = SHEET_COLUMNS[:4]  # a training's row in trainings.csv:
 RECIPE_COLUMNS = ["learning_rate", "weight_decay"]
 # The history's wall-time columns summed over a training's epochs (sonoseg.training.train.TIMING_COLUMNS).
 TIME_COLUMNS = ["seconds", "train_seconds", "bn_seconds", "val_seconds"]
-# What each epoch ran on (sonoseg.training.train.COMPUTE_COLUMNS): per training, the distinct values joined.
+# What each epoch ran on, in its history's columns of these names (sonoseg.training.train writes them): per
+# training, the distinct values joined.
 COMPUTE_COLUMNS = ["precision", "device", "processor"]
 COMPUTE_SEPARATOR = " / "
 SAME_TRAINING = "same_training_as"  # trainings.csv: the run whose training this row's is ('' for its own)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from sonoseg.analysis.results import COMPUTE_COLUMNS
 from sonoseg.data.preprocess import (
     IMAGENET_NORMALIZATION,
     cache_dataset_fingerprint,
@@ -67,13 +68,11 @@ HISTORY_COLUMNS = [
     "train_seconds",
     "bn_seconds",
     "val_seconds",
-    "precision",
-    "device",
-    "processor",
+    *COMPUTE_COLUMNS,
 ]
-# The fast path (FastPath.describe: "fp32", "bf16 + channels_last"), the torch device ("cpu", "cuda:0")
-# and the processor's name (sonoseg.serving.device.processor_name: the CPU's model, or the GPU's name).
-COMPUTE_COLUMNS = ["precision", "device", "processor"]
+# COMPUTE_COLUMNS: the fast path (FastPath.describe: "fp32", "bf16 + channels_last"), the torch device
+# ("cpu", "cuda:0") and the processor's name (sonoseg.serving.device.processor_name: the CPU's model, or the
+# GPU's name); named where the collect stage reads them (sonoseg.analysis.results), which imports no torch.
 # A checkpoint at most this often (seconds of training); train.checkpoint_seconds in the config.
 DEFAULT_CHECKPOINT_SECONDS = 60.0
 TIMING_COLUMNS = ["seconds", "train_seconds", "bn_seconds", "val_seconds"]  # wall time: never reproducible
@@ -514,7 +513,7 @@ def train(
         recipe.to_json(),
     )
     # What these epochs run on (a resumed training's earlier epochs keep what they ran on).
-    compute = {"precision": path.describe(), "device": device_name(dev), "processor": processor_name(dev)}
+    compute = dict(zip(COMPUTE_COLUMNS, (path.describe(), device_name(dev), processor_name(dev)), strict=True))
     last_saved = time.monotonic()
     clean_logged = False
     while not rule.stop:  # max_epochs, or min_epochs run and early_stopping_patience epochs without progress
