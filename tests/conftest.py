@@ -291,6 +291,21 @@ def sheet_row(name: str, folds=("0",), seeds=("0",), trained: bool = True, **col
     return {**row, **columns}
 
 
+def unet_with_external_run(root: Path, dataset: str = "ext") -> list[dict]:
+    """The run-sheet rows of U-net and of its run on the external set ``dataset`` by two folds' models, and
+    the recipe.json each fold's models trained with (the long table names it); their metrics are the caller's."""
+    for fold in (0, 1):
+        recipe = root / "runs" / "unet" / f"fold{fold}" / "recipe.json"
+        recipe.parent.mkdir(parents=True, exist_ok=True)
+        recipe.write_text('{"learning_rate": 0.001}')
+    return [
+        sheet_row("unet", trained=False),
+        sheet_row(
+            f"unet--on-{dataset}", folds=("0", "1"), kind="external", method="unet", model_from="unet", dataset=dataset
+        ),
+    ]
+
+
 def collect(root: Path, rows: list[dict], manifest: Path):
     """The long per-image table of runs written under ``root`` (sonoseg.analysis.results, as the collect stage)."""
     from sonoseg.analysis import results

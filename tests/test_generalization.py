@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY, sheet_row, study_dag, write_patient_manifest, write_run_metrics
+from conftest import TINY, study_dag, unet_with_external_run, write_patient_manifest, write_run_metrics
 
 from sonoseg.analysis import generalization, results
 from sonoseg.data.options import NORMAL_LEFT_OUT
@@ -314,14 +314,7 @@ def _long_table(tmp_path):
     # Two trainings (folds) tested the external set; an image's Dice is their mean.
     write_run_metrics(tmp_path, "unet--on-ext", 0, 0, ["a", "x", "y"], [0.5, 0.3, 0.1])
     write_run_metrics(tmp_path, "unet--on-ext", 1, 0, ["a", "x", "y"], [0.7, 0.3, 0.3])
-    for fold in (0, 1):  # what the external runs' models trained with (the long table names it)
-        recipe = tmp_path / "runs" / "unet" / f"fold{fold}" / "recipe.json"
-        recipe.parent.mkdir(parents=True, exist_ok=True)
-        recipe.write_text('{"learning_rate": 0.001}')
-    rows = [
-        sheet_row("unet", trained=False),
-        sheet_row("unet--on-ext", folds=("0", "1"), kind="external", method="unet", model_from="unet", dataset="ext"),
-    ]
+    rows = unet_with_external_run(tmp_path)
     return results.collect_per_image(tmp_path, rows, inside, {"ext": outside})
 
 

@@ -3,7 +3,7 @@ in-domain and on each external set, computed by hand on a long table collected a
 
 import pandas as pd
 import pytest
-from conftest import sheet_row, write_patient_manifest, write_run_metrics
+from conftest import unet_with_external_run, write_patient_manifest, write_run_metrics
 
 from sonoseg.analysis import results, subgroups
 from sonoseg.errors import SonosegError
@@ -22,14 +22,7 @@ def _long_table(tmp_path):
     write_run_metrics(tmp_path, "unet", 0, 0, ["a", "b", "c", "d"], [0.9, 0.5, 0.7, 0.8])
     write_run_metrics(tmp_path, "unet--on-ext", 0, 0, ["x", "y", "z"], [0.4, 0.6, 0.9])
     write_run_metrics(tmp_path, "unet--on-ext", 1, 0, ["x", "y", "z"], [0.6, 0.2, 0.7])
-    for fold in (0, 1):
-        recipe = tmp_path / "runs" / "unet" / f"fold{fold}" / "recipe.json"
-        recipe.parent.mkdir(parents=True, exist_ok=True)
-        recipe.write_text('{"learning_rate": 0.001}')
-    rows = [
-        sheet_row("unet", trained=False),
-        sheet_row("unet--on-ext", folds=("0", "1"), kind="external", method="unet", model_from="unet", dataset="ext"),
-    ]
+    rows = unet_with_external_run(tmp_path)
     per_image = results.collect_per_image(tmp_path, rows, inside, {"ext": outside})
     results.write_table(per_image, tmp_path / "per_image.csv.gz")
     return results.read_per_image(tmp_path / "per_image.csv.gz")  # as the rule reads it: classes as text
