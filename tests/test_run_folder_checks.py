@@ -86,6 +86,27 @@ def test_a_fold_missing_from_the_numbers_is_named(tmp_path):
         modelio.ensemble_members(run)
 
 
+def test_a_last_fold_left_behind_away_from_the_study_is_named_from_the_folds_choices(tmp_path):
+    """Copied away from its study (no run sheet beside it), a run folder still knows how many folds it
+    has: each fold's postprocess.json records the run's count (sonoseg choose-postprocess, from the split)."""
+    run = trained_run(tmp_path / "copied" / NETWORK, folds=(0, 1, 2))
+    for fold in (0, 1, 2):
+        record = json.loads((run / f"fold{fold}" / "postprocess.json").read_text())
+        choice(run, fold, record["models"], folds=3)
+    assert len(modelio.ensemble_members(run)) == 6
+    shutil.rmtree(run / "fold2")
+    with pytest.raises(SonosegError, match=r"unet_c1: fold2 missing: .*fold0/postprocess.json records a run of 3"):
+        modelio.ensemble_members(run)
+    trained_run(run, folds=(2, 3))  # a fold beyond the recorded count, left from another study
+    choice(run, 2, json.loads((run / "fold2" / "postprocess.json").read_text())["models"], folds=3)
+    with pytest.raises(SonosegError, match=r"unet_c1: fold3 beyond the 3 folds .* records for this run"):
+        modelio.ensemble_members(run)
+    shutil.rmtree(run / "fold3")
+    choice(run, 1, json.loads((run / "fold1" / "postprocess.json").read_text())["models"], folds=5)
+    with pytest.raises(SonosegError, match=r"fold1/postprocess.json: records a run of 5 folds, .*fold0.* one of 3"):
+        modelio.ensemble_members(run)
+
+
 def test_older_model_files_that_record_no_seed_are_not_refused_for_it(tmp_path):
     older = tmp_path / "older" / NETWORK
     for fold in (0, 1):

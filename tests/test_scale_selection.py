@@ -437,6 +437,7 @@ def test_segment_applies_the_recorded_size_aware_rule_and_the_choice_records_it(
     recorded = json.loads(choice.read_text())
     assert recorded["scales"] == [1.0, 0.75, 0.5] and recorded["shrink_above"] == 1.0
     assert recorded["shrink_found_above"] == 1.3
+    assert recorded["folds"] == 1  # a split without folds: the run has one
     assert modelio.recorded_choice(infer.ensemble_members(run)).scales() == ((1.0, 0.75, 0.5), 1.0, 1.3)
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])

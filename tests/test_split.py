@@ -94,3 +94,10 @@ def test_a_groups_stratum_prefers_a_known_value():
     assert split.group_stratum(pd.Series(["(missing)", "cyst"])) == "cyst"
     assert split.group_stratum(pd.Series(["halo", "cyst"])) == "cyst"  # a tie: the first in sorted order
     assert split.group_stratum(pd.Series(["(missing)", "(missing)"])) == "(missing)"
+
+
+def test_a_split_file_tells_how_many_folds_it_deals(tmp_path):
+    """choose-postprocess records this count beside a run's models (sonoseg.serving.modelio)."""
+    for folds in (1, 2, 5):
+        split.fold_split(samples(20), seed=1, folds=folds).to_csv(tmp_path / "split.csv", index=False)
+        assert split.fold_count(tmp_path / "split.csv") == folds

@@ -197,6 +197,12 @@ def part_counts(split: pd.DataFrame) -> pd.DataFrame:
     return split.groupby(keys).agg(samples=("sample_id", "size"), groups=("group", "nunique"))
 
 
+def fold_count(split_csv: str | Path) -> int:
+    """How many cross-validation folds a split file deals (1 for a split without folds)."""
+    parts = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    return parts["fold"].nunique() if "fold" in parts else 1
+
+
 def samples_of_part(manifest: str | Path, split_csv: str | Path, part: str, fold: int = 0) -> pd.DataFrame:
     """The included samples of the manifest that the split puts in ``part`` (train, val or test) of
     ``fold`` (split files without folds have one, fold 0)."""

@@ -204,9 +204,10 @@ def ensemble_members(model_path: str | Path) -> list[Path]:
     served whole, never as a smaller ensemble: every ``seed<s>`` folder must hold a model.pt, every fold
     the same seeds, and what the folder records of its run must be there — folds numbered from fold0
     with none skipped, and where the folder lies in its study (results/<study>/runs/), exactly the folds
-    and seeds the study's run sheet lists for the run (outside its study a missing last fold cannot be
-    told: a model records its seed, not its fold); each model trained with its folder's seed, all of one
-    network, none a copy of another, and every model a fold's postprocess.json was chosen with. Anything
+    and seeds the study's run sheet lists for the run, elsewhere as many folds as the folds' postprocess.json
+    record (a missing last fold is not seen in the numbers alone); each model trained with its folder's
+    seed, all of one network, none a copy of another, and every model a fold's postprocess.json was chosen
+    with. Anything
     missing or foreign is an error naming it. The checks read the models' recorded facts only (the weights
     memory-mapped, not read). A run that tests another run's models (``<run>--tta``, ``--ensemble``, ``--on-<dataset>``,
     ``--tested-<marks>``) has none of its own: the error names the run to serve."""
@@ -238,6 +239,8 @@ def ensemble_members(model_path: str | Path) -> list[Path]:
     _check_fold_numbers(path, [_number(fold) for fold in folds])
     if planned is not None and planned.get("recipe"):  # a trained run of the study: its folds and seeds planned
         _check_planned(path, planned, folds, seeds[first])
+    else:  # away from its study: the folds' choices record how many folds the run has
+        _check_recorded_fold_count(path, folds)
     for member in members:
         if not member.is_file():
             trained = any(member.parent.glob("checkpoint*")) or (member.parent / "history.csv").exists()
@@ -323,6 +326,42 @@ def _check_fold_numbers(path: Path, numbers: list[int]) -> None:
             f"{path}: {', '.join(f'fold{k}' for k in missing)} missing (it has "
             f"{', '.join(f'fold{k}' for k in numbers)}): a run's folds are fold0, fold1, ... with none skipped, "
             "and a run folder is served whole, never as a smaller ensemble"
+        )
+
+
+def _check_recorded_fold_count(path: Path, folds: list[Path]) -> None:
+    """The run's number of folds as its folds' postprocess.json record it (``folds``, written by sonoseg
+    choose-postprocess from the study's split) against the fold folders there: a last fold left behind when
+    a run folder was copied is not seen in the numbers alone. Read leniently: a choice that cannot be read
+    or records no count (one from before it was recorded) is no record here."""
+    recorded = {}
+    for fold in folds:
+        try:
+            count = json.loads((fold / POSTPROCESS_CHOICE).read_text()).get("folds")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(count, int) and not isinstance(count, bool):
+            recorded[fold] = count
+    if not recorded:
+        return
+    (fold, count), have = next(iter(recorded.items())), len(folds)
+    other = next((other for other, its in recorded.items() if its != count), None)
+    if other is not None:
+        raise SonosegError(
+            f"{other / POSTPROCESS_CHOICE}: records a run of {recorded[other]} folds, {fold / POSTPROCESS_CHOICE} "
+            f"one of {count}: folds of two runs in one run folder"
+        )
+    if count > have:
+        missing = ", ".join(f"fold{k}" for k in range(have, count))
+        raise SonosegError(
+            f"{path}: {missing} missing: {fold / POSTPROCESS_CHOICE} records a run of {count} folds and the "
+            f"folder has {have}; a run folder is served whole, never as a smaller ensemble"
+        )
+    if count < have:
+        extra = ", ".join(fold.name for fold in folds[count:])
+        raise SonosegError(
+            f"{path}: {extra} beyond the {count} folds {fold / POSTPROCESS_CHOICE} records for this run: left "
+            "from an earlier study? Move it out of the run folder"
         )
 
 

@@ -395,6 +395,9 @@ def cmd_choose_postprocess(args) -> None:
     choice["scales"] = [float(f) for f in args.scales]
     choice["shrink_above"] = args.shrink_above
     choice["shrink_found_above"] = args.shrink_found_above
+    # The run's number of folds: a run folder served away from its study's run sheet is checked against it
+    # (a missing last fold is not seen in the fold numbers alone; sonoseg.serving.modelio.ensemble_members).
+    choice["folds"] = split.fold_count(args.split)
     postprocess.write_choice(choice, args.out)
     log.info("post-processing %s (validation Dice %s)", choice["chosen"], choice["validation_dice"])
 
