@@ -231,7 +231,7 @@ def sample_images(n: int = 3) -> list:
     images = []
     for i in range(n):
         height, width = 70 + 10 * i, 90
-        image = (rng.random((height, width, 3)) * 80).astype(np.uint8)
+        image = np.repeat((rng.random((height, width, 1)) * 80).astype(np.uint8), 3, axis=2)  # grey, as B-mode is
         cv2.circle(image, (40 + 5 * i, 35), 15, (200, 200, 200), -1)
         images.append(image)
     return images

@@ -153,6 +153,8 @@ def test_a_run_stopped_by_an_error_still_records_what_it_wrote(tmp_path, scans, 
     (run,) = runs(outdir)
     assert "disk full" in run["interrupted"] and run["written"] == 1
     assert [image["mask"] for image in run["images"]] == ["scan0_mask.png", None, None]
+    # The image whose mask could not be written is recorded with why, the one after it as not reached.
+    assert [image.get("error") for image in run["images"]] == [None, "disk full", "not reached"]
 
 
 def test_a_file_at_a_masks_place_that_the_record_does_not_list_is_never_overwritten(tmp_path, scans, capsys):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import sys
 import tempfile
@@ -17,10 +18,10 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from sonoseg.data.imageio import MAX_IMAGE_PIXELS, TIFF_STARTS, read_image
+from sonoseg.data.imageio import MAX_IMAGE_PIXELS, read_image
 from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache
 from sonoseg.errors import SonosegError
-from sonoseg.serving import interpolate, sidecar
+from sonoseg.serving import image_warnings, interpolate, sidecar
 from sonoseg.serving.mask_files import mask_files, name_too_long, write_png
 from sonoseg.serving.modelio import (
     MODEL_FORMAT,
@@ -386,7 +387,7 @@ def scale_adaptive(
             f"{label}: shrink_found_above (--shrink-found-above) must be a factor of at least 1, got {found_above}"
         )
     found_limit = None if area_limit is None or found_above is None else area_limit * found_above
-    smaller = sorted({f for f in factors if f < 1}, reverse=True)
+    smaller = smaller_factors(factors)
     refused = _REFUSED_SIZES.setdefault(label, set())
 
     def scaled(batch: np.ndarray) -> np.ndarray:
@@ -402,9 +403,8 @@ def scale_adaptive(
         best = at_input[shrunk]
         best_confidence = lesion_confidence(best)
         images = batch[shrunk]
-        sides = dict.fromkeys(max(1, round(size * factor)) for factor in smaller)  # in order, each once
-        for side in sides:
-            if side in refused or side == size:
+        for side in smaller_sides(size, smaller):
+            if side in refused:
                 continue
             small = interpolate.area(images, side)
             try:
@@ -428,6 +428,17 @@ def scale_adaptive(
         return chosen
 
     return scaled if smaller else run
+
+
+def smaller_factors(factors: tuple[float, ...]) -> list[float]:
+    """The factors below 1, largest first, each once: the smaller sizes scale selection tries."""
+    return sorted({f for f in factors if f < 1}, reverse=True)
+
+
+def smaller_sides(size: int, smaller: list[float]) -> list[int]:
+    """The sides ``smaller`` (smaller_factors) shrink a ``size``-px input to, in order, each once; a factor
+    that rounds to the input size or to a side already tried adds nothing."""
+    return [side for side in dict.fromkeys(max(1, round(size * factor)) for factor in smaller) if side != size]
 
 
 def area_limit(predictor: Predictor, scales: tuple[float, ...], shrink_above: float | None, label: str) -> float | None:
@@ -465,6 +476,12 @@ class ScaleSelection:
     def __call__(self, run: RunBatch) -> RunBatch:
         return scale_adaptive(run, self.factors, self.label, self.area_limit, self.found_above)
 
+    def input_sizes(self, size: int) -> list[int]:
+        """The input size and the smaller sizes the selection tries with a ``size``-px model, less those the
+        network could not take so far (a size refused once is left out for the model: scale_adaptive)."""
+        refused = _REFUSED_SIZES.get(self.label, set())
+        return [size] + [side for side in smaller_sides(size, smaller_factors(self.factors)) if side not in refused]
+
 
 def scale_selection(
     predictor: Predictor,
@@ -484,6 +501,8 @@ def scale_selection(
 class SegmentResult:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    # An image segmented all the same, and why its mask may be wrong (image_warnings).
+    warnings: dict[Path, list[str]] = field(default_factory=dict)
 
 
 def segment_images(
@@ -540,9 +559,13 @@ def segment_images(
     if backend == "torch" or Path(model_path).suffix.lower() != ".onnx":
         require_torch(model_path, backend)
     if backend == "torch":
+        import torch
+
         from sonoseg.serving.device import select_device
 
         device = str(select_device(device, "--device"))
+        if threads:  # as ONNX Runtime's session takes them (sidecar.onnx_session)
+            torch.set_num_threads(threads)
 
     def one(member: Path) -> Predictor:
         if backend == "torch":
@@ -634,13 +657,25 @@ def segment_images(
     except OSError as exc:
         raise SonosegError(f"{outdir}: cannot be made the folder for the masks ({exc.strerror or exc})") from None
     result = SegmentResult()
-    settings = {"model": str(model_path), "members": [str(m) for m in members], "backend": backend, "tta": tta}
+    # The paths as given, the folder they are relative to, and what names each member beyond its path.
+    settings = {"model": str(model_path), "members": [str(m) for m in members], "cwd": os.getcwd()}
+    settings |= {"member_ids": [member_identity(m) for m in members], "backend": backend, "tta": tta}
     settings |= {"device": device if backend == "torch" else "cpu", "threads": threads, "input_size": predictor.size}
     settings |= {"scales": list(scales), "shrink_above": shrink_above, "shrink_found_above": shrink_found_above}
+    settings |= {"input_sizes": selected.input_sizes(predictor.size)}
     settings |= {"postprocess_option": option, "postprocess": postprocess, "component_rule": rule}
     with RunRecord(outdir, planned, result, {**settings, "max_pixels": max_pixels}) as record:
         segment_each(planned, predictor, result, rule, postprocess, max_pixels, progress, model_path, record.replaced)
+        record.settings["input_sizes"] = selected.input_sizes(predictor.size)  # less the sizes the network refused
     return result
+
+
+def member_identity(member: Path) -> str | None:
+    """What names a member beyond its path, for the record: a model file's training fingerprint, an exported
+    graph's sha256 (as its sidecar records it); None for a model file from before fingerprints."""
+    if member.suffix.lower() == ".onnx":
+        return sidecar.read_sidecar(member).get("onnx_sha256")
+    return load_checked(member, MODEL_FORMAT, metadata_only=True).get("fingerprint")
 
 
 def require_torch(model_path, backend: str) -> None:
@@ -680,12 +715,12 @@ def segment_each(planned, predictor, result, rule, postprocess, max_pixels, prog
             log.error("%s%s", exc, stale)
             result.failed.append((path, f"{exc}{stale}"))
             continue
-        for kind, _, value in (note.partition(":") for note in decoded.notes):
-            if kind in NOTES_TO_WARN:
-                named = frames_named(decoded.head) if kind == "first_page_of" else ()
-                log.warning("%s: %s", path, NOTES_TO_WARN[kind].format(value, *named))
+        warnings = image_warnings.warnings_for(decoded, predictor.size, predictor.marks)
+        for warning in warnings:
+            log.warning("%s: %s", path, warning)
+        if warnings:  # kept with the image's entry in the record
+            result.warnings[path] = warnings
         rgb = decoded.pixels
-        warn_if_out_of_shape(path, rgb.shape[0], rgb.shape[1], predictor.size)
         try:
             probability = predictor.run(predictor.prepare(rgb))[0]
         except RuntimeError as exc:  # the network's strides and the input size (--size) may not fit
@@ -695,7 +730,11 @@ def segment_each(planned, predictor, result, rule, postprocess, max_pixels, prog
             raise SonosegError(
                 f"{model_path}: the network cannot take a {predictor.size}-px input ({first_line})"
             ) from exc
-        result.written.append(write_mask(probability, rgb.shape[0], rgb.shape[1], rule, out, postprocess))
+        try:
+            result.written.append(write_mask(probability, rgb.shape[0], rgb.shape[1], rule, out, postprocess))
+        except SonosegError as exc:  # a mask that cannot be written stops the run; the record names why for its image
+            result.failed.append((path, str(exc)))
+            raise
 
 
 # How torch and ONNX Runtime say that a network's strides do not fit an input size (not a device's error).
@@ -706,58 +745,3 @@ def out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is torch's out-of-memory error (a RuntimeError); none can be without torch loaded."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(exc, torch.OutOfMemoryError)
-
-
-# What read_image notes about an image that changes the mask a user gets, and how segment says it.
-NOTES_TO_WARN = {
-    "low_range_16bit": "a 16-bit image whose brightest pixel is {} of 65535: read as the full 16-bit range, as "
-    "sonoseg reads every 16-bit file, it is almost black, and the mask may be empty (12-bit data? save it as "
-    "8-bit, scaled as it is viewed)",
-    "first_page_of": "{1} of {0} {2}s: the first {2} is segmented",  # with frames_named's format and unit
-    "exif_orientation": "turned as its EXIF orientation ({}) says a viewer shows it; the mask is written so",
-}
-
-
-# How a file that holds several images starts, and how a warning names it and them (frames_named).
-MULTI_FRAME_FORMATS = (
-    (TIFF_STARTS, "a TIFF", "page"),
-    ((b"\x89PNG",), "an animated PNG", "frame"),
-    ((b"GIF8",), "an animated GIF", "frame"),
-    ((b"RIFF",), "an animated WebP", "frame"),  # RIFF....WEBP; OpenCV and Pillow read no other RIFF as an image
-)
-
-
-def frames_named(head: bytes) -> tuple[str, str]:
-    """The format of a file and what it holds several of, as a warning says them ("a TIFF", "page"): told by
-    its first bytes (``head``: read_image's Decoded.head, as read with the pixels), as read_image notes the
-    count of a TIFF's pages and of an animated PNG's, GIF's or WebP's frames alike; an unknown start is named
-    as "a file" of "frame"s."""
-    return next(((name, unit) for starts, name, unit in MULTI_FRAME_FORMATS if head[:4] in starts), ("a file", "frame"))
-
-
-# An image with a side under MIN_SIDE px, or one side over MAX_ASPECT times the other, is stretched out of all
-# proportion on its way to the model's square input (ultrasound frames are about 4:3, extended-field-of-view
-# panoramas under 4:1): more likely a thumbnail or a strip cut from a report than a scan. Segmented all the
-# same (a failure would drop a mask the user may want), with a warning, as its mask may mean nothing.
-MIN_SIDE, MAX_ASPECT = 8, 8
-
-
-def warn_if_out_of_shape(path: Path, height: int, width: int, size: int) -> None:
-    """One warning naming ``path`` when its shape is one no scan has (MIN_SIDE, MAX_ASPECT)."""
-    if min(height, width) < MIN_SIDE:
-        why = f"a side under {MIN_SIDE} px: too few pixels"
-    elif max(height, width) > MAX_ASPECT * min(height, width):
-        why = f"one side over {MAX_ASPECT} times the other: stretched out of shape"
-    else:
-        return
-    log.warning(
-        "%s: %dx%d px, %s for the model's square %d-px input, and its mask may mean nothing; segmented all the "
-        "same (an image is warned of with a side under %d px, or one side over %d times the other)",
-        path,
-        width,
-        height,
-        why,
-        size,
-        MIN_SIDE,
-        MAX_ASPECT,
-    )

@@ -82,6 +82,15 @@ def _is_folder(path: Path) -> bool:
         return False
 
 
+def _resolved(path: Path) -> Path:
+    """``path`` with its links followed; a loop of links is left as named (reading it fails by name, as any
+    image that cannot be read does, and the other images are segmented)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # RuntimeError: a symlink loop (Python before 3.13)
+        return Path(os.path.abspath(path))
+
+
 def _split_folders(paths) -> tuple[list[Path], list[Path]]:
     """The folders among ``paths``, and the rest, each path looked up once."""
     folders, files = [], []
@@ -118,23 +127,27 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
     for image in images:
         out = outdir / f"{image.stem}{MASK_SUFFIX}"
         # The name as given, normalised but not resolved: a link under another name is another image.
-        names = (Path(os.path.abspath(image)), (image.resolve(), out.name.casefold()))
+        names = (Path(os.path.abspath(image)), (_resolved(image), out.name.casefold()))
         if any(name in given for name in names):
             log.warning("%s: given more than once; segmented once", image)
             continue
         given.update(names)
         planned[image] = out
     warn_of_masks_given(list(planned))
-    writers: dict[str, Path] = {}
+    writers: dict[str, list[Path]] = {}
     for image, out in planned.items():
-        if out.name.casefold() in writers:
-            raise SonosegError(
-                f"{writers[out.name.casefold()]} and {image} would both be written to {out}: segment them into "
-                "different --outdir"
+        writers.setdefault(out.name.casefold(), []).append(image)
+    clashes = [(planned[names[0]], names) for names in writers.values() if len(names) > 1]
+    if clashes:  # every clash at once: a user renames them all before the next try
+        raise SonosegError(
+            "; ".join(
+                f"{' and '.join(map(str, names))} would {'both' if len(names) == 2 else 'all'} be written to {out}"
+                for out, names in clashes
             )
-        writers[out.name.casefold()] = image
+            + ": segment them into different --outdir, or rename them"
+        )
     # Every folder an image was named in or lies in (an image given twice, once through a link, counts both).
-    image_folders = {folder for image in images for folder in (image.parent.resolve(), image.resolve().parent)}
+    image_folders = {folder for image in images for folder in (image.parent.resolve(), _resolved(image).parent)}
     among = outdir.resolve() in image_folders or (
         outdir.is_dir() and any(os.path.samefile(outdir, folder) for folder in image_folders if folder.is_dir())
     )  # samefile: a folder named in another case on a file system that ignores case

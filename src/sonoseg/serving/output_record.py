@@ -259,6 +259,7 @@ class RunRecord:
     def entry(self, interrupted: str | None) -> dict:
         written = {Path(path) for path in self.result.written}
         failed = {Path(path): message for path, message in self.result.failed}
+        warned = self.result.warnings
         unfinished = interrupted == UNFINISHED
         images = []
         for image, out in self.planned:
@@ -268,6 +269,8 @@ class RunRecord:
                     log.info("%s: replaced the mask an earlier run wrote", out)
             else:
                 images.append({"image": str(image), "mask": None, "error": failed.get(image, "not reached")})
+            if warned.get(image):  # segmented with a warning (image_warnings): why its mask may be wrong
+                images[-1]["warnings"] = warned[image]
         return {
             "run_id": self.run_id,
             "sonoseg_version": sonoseg_version(),

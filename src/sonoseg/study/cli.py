@@ -43,15 +43,16 @@ def scale_factor(value: str) -> float:
     return factor
 
 
-def whole_number(least: int, expected: str):
-    """An argparse type: a whole number of at least ``least``, else the error '<value> is not <expected>'."""
+def whole_number(least: int, expected: str, most: int | None = None):
+    """An argparse type: a whole number of at least ``least`` (and at most ``most``), else the error
+    '<value> is not <expected>'."""
 
     def parse(value: str) -> int:
         try:
             number = int(value)
         except ValueError:
             number = least - 1
-        if number < least:
+        if number < least or (most is not None and number > most):
             raise argparse.ArgumentTypeError(f"{value!r} is not {expected}")
         return number
 
@@ -60,8 +61,13 @@ def whole_number(least: int, expected: str):
 
 # segment's --max-pixels, --size (export's too) and --threads.
 pixel_count = whole_number(1, "a number of pixels: 1 or more")
-input_size = whole_number(0, "an input size: pixels, 1 or more (0: the model's own)")
-thread_count = whole_number(0, "a number of threads: 1 or more (0: ONNX Runtime chooses)")
+# The largest input size taken: the study trains at 32-256 px, and a network's memory grows with the square of
+# the side (16384 px: gigabytes per feature map), so a larger --size is a typing slip, not a setting.
+LARGEST_INPUT_SIZE = 4096
+input_size = whole_number(
+    0, f"an input size: pixels, 1 to {LARGEST_INPUT_SIZE} (0: the model's own)", most=LARGEST_INPUT_SIZE
+)
+thread_count = whole_number(0, "a number of threads: 1 or more (0: the backend chooses)")
 
 
 def add_scale_selection(p: argparse.ArgumentParser, recorded: bool = False) -> None:
@@ -352,7 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=BACKENDS,
         help="onnxruntime takes a model.onnx from `sonoseg export` (or exports the model.pt first)",
     )
-    p.add_argument("--threads", type=thread_count, default=0, help="ONNX Runtime threads (0: its default)")
+    p.add_argument(
+        "--threads",
+        type=thread_count,
+        default=0,
+        help="CPU threads, torch's or ONNX Runtime's (0: the backend's default)",
+    )
     p.add_argument(
         "--max-pixels",
         type=pixel_count,

@@ -1,0 +1,96 @@
+"""What segment warns of about an image it segments all the same: what read_image noted that changes the
+mask a user gets (12-bit data in a 16-bit file, the first of several frames, an EXIF turn), a shape no scan
+has, and colour over much of the image. Each warning names the image, is logged, and is kept with the
+image's entry in the folder's record (output_record), so that a mask written with one can be told later."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sonoseg.data import marks
+from sonoseg.data.imageio import TIFF_STARTS, Decoded
+
+# What read_image notes about an image that changes the mask a user gets, and how segment says it.
+NOTES_TO_WARN = {
+    "low_range_16bit": "a 16-bit image whose brightest pixel is {} of 65535: read as the full 16-bit range, as "
+    "sonoseg reads every 16-bit file, it is almost black, and the mask may be empty (12-bit data? save it as "
+    "8-bit, scaled as it is viewed)",
+    "first_page_of": "{1} of {0} {2}s: the first {2} is segmented",  # with frames_named's format and unit
+    "exif_orientation": "turned as its EXIF orientation ({}) says a viewer shows it; the mask is written so",
+}
+
+
+# How a file that holds several images starts, and how a warning names it and them (frames_named).
+MULTI_FRAME_FORMATS = (
+    (TIFF_STARTS, "a TIFF", "page"),
+    ((b"\x89PNG",), "an animated PNG", "frame"),
+    ((b"GIF8",), "an animated GIF", "frame"),
+    ((b"RIFF",), "an animated WebP", "frame"),  # RIFF....WEBP; OpenCV and Pillow read no other RIFF as an image
+)
+
+
+def frames_named(head: bytes) -> tuple[str, str]:
+    """The format of a file and what it holds several of, as a warning says them ("a TIFF", "page"): told by
+    its first bytes (``head``: read_image's Decoded.head, as read with the pixels), as read_image notes the
+    count of a TIFF's pages and of an animated PNG's, GIF's or WebP's frames alike; an unknown start is named
+    as "a file" of "frame"s."""
+    return next(((name, unit) for starts, name, unit in MULTI_FRAME_FORMATS if head[:4] in starts), ("a file", "frame"))
+
+
+# An image with a side under MIN_SIDE px, or one side over MAX_ASPECT times the other, is stretched out of all
+# proportion on its way to the model's square input (ultrasound frames are about 4:3, extended-field-of-view
+# panoramas under 4:1): more likely a thumbnail or a strip cut from a report than a scan. Segmented all the
+# same (a failure would drop a mask the user may want), with a warning, as its mask may mean nothing.
+MIN_SIDE, MAX_ASPECT = 8, 8
+
+# B-mode is grey; a scanner's coloured marks (calipers, text) cover a small share of a frame: 0.07-0.15 % of
+# the phantom's, whose calipers are drawn as a scanner's. Colour over more than this share is a tinted image (a
+# sepia or colour-mapped export) or a colour Doppler box: inpainted as marks, or seen in colour by a model
+# trained on grey, its pixels are not the image the model learned, and the mask may be wrong without a word.
+COLOURED_SHARE = 0.02
+
+
+def out_of_shape(height: int, width: int, size: int) -> str | None:
+    """Why an image of this shape is one no scan has (MIN_SIDE, MAX_ASPECT), or None."""
+    if min(height, width) < MIN_SIDE:
+        why = f"a side under {MIN_SIDE} px: too few pixels"
+    elif max(height, width) > MAX_ASPECT * min(height, width):
+        why = f"one side over {MAX_ASPECT} times the other: stretched out of shape"
+    else:
+        return None
+    return (
+        f"{width}x{height} px, {why} for the model's square {size}-px input, and its mask may mean nothing; "
+        f"segmented all the same (an image is warned of with a side under {MIN_SIDE} px, or one side over "
+        f"{MAX_ASPECT} times the other)"
+    )
+
+
+def coloured(rgb: np.ndarray, treated: str) -> str | None:
+    """Why an image with colour over more than COLOURED_SHARE of its pixels may get a wrong mask, or None;
+    ``treated``: the model's marks option, what it does to coloured pixels (inpaint or keep)."""
+    share = float(marks.find_marks(rgb).mean())
+    if share <= COLOURED_SHARE:
+        return None
+    done = (
+        "this model inpaints coloured pixels as marks, which fills them smooth"
+        if treated != "keep"
+        else "this model, trained on grey scans, sees them in colour"
+    )
+    return (
+        f"{share:.0%} of its pixels are coloured (B-mode is grey; a scanner's calipers and text cover well under "
+        f"{COLOURED_SHARE:.0%}): a tinted image or a colour Doppler box? {done}, and the mask may be wrong; convert a "
+        "tinted image to grey first"
+    )
+
+
+def warnings_for(decoded: Decoded, size: int, treated: str) -> list[str]:
+    """Every warning an image read by read_image (``decoded``) gets before a model of input ``size`` and marks
+    option ``treated`` segments it."""
+    found = []
+    for kind, _, value in (note.partition(":") for note in decoded.notes):
+        if kind in NOTES_TO_WARN:
+            named = frames_named(decoded.head) if kind == "first_page_of" else ()
+            found.append(NOTES_TO_WARN[kind].format(value, *named))
+    height, width = decoded.pixels.shape[:2]
+    found += [why for why in (out_of_shape(height, width, size), coloured(decoded.pixels, treated)) if why]
+    return found

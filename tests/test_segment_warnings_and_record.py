@@ -1,0 +1,107 @@
+"""What a hospital engineer's probe of `sonoseg segment` found: a tinted image (or a colour Doppler box) got a
+wrong mask without a word; a loop of links among the images stopped the whole run; mask-name clashes were
+named one pair per run; --threads was recorded but not applied by the torch backend; the record listed the
+scales asked for, not the sizes the network took, could not name the models it used beyond their paths, and
+said an image whose mask could not be written was "not reached"; and --size took any number."""
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from sonoseg.errors import SonosegError
+from sonoseg.serving import infer
+from sonoseg.serving.image_warnings import COLOURED_SHARE
+from sonoseg.study.cli import main
+
+
+def record(outdir):
+    return json.loads((outdir / "segment_runs.json").read_text())["runs"][-1]
+
+
+def test_an_image_coloured_over_much_of_it_is_segmented_with_a_warning_the_record_keeps(tmp_path, scans, caplog):
+    from sonoseg.data import marks, synth
+
+    _, model = scans
+    grey = np.ascontiguousarray(synth.render(0, 0, 0)[0][:, :, ::-1])  # a phantom scan, its calipers drawn
+    cv2.imwrite(str(tmp_path / "phantom.png"), grey)
+    tinted = np.clip(grey * np.array([0.6, 0.85, 1.0]) + np.array([0, 10, 30]), 0, 255).astype(np.uint8)  # sepia
+    cv2.imwrite(str(tmp_path / "tinted.png"), tinted)
+    boxed = grey.copy()
+    boxed[100:250, 150:350] = (0, 0, 220)  # a red Doppler-like box over part of the scan (BGR)
+    cv2.imwrite(str(tmp_path / "doppler.png"), boxed)
+    images = [tmp_path / "phantom.png", tmp_path / "tinted.png", tmp_path / "doppler.png"]
+    infer.segment_images(model, images, tmp_path / "masks", device="cpu")
+    entries = {os.path.basename(entry["image"]): entry for entry in record(tmp_path / "masks")["images"]}
+    assert "warnings" not in entries["phantom.png"]  # a grey scan with a scanner's coloured calipers
+    for name in ("tinted.png", "doppler.png"):
+        (warning,) = entries[name]["warnings"]
+        assert "of its pixels are coloured" in warning and "convert a tinted image to grey" in warning
+        assert f"{name}: {warning}" in caplog.text
+        assert entries[name]["mask"] == name.replace(".png", "_mask.png")  # segmented all the same
+    # The phantom's own calipers (a scanner's marks) are far under the share that is warned of.
+    shares = [marks.find_marks(synth.render(0, patient, 0)[0]).mean() for patient in range(6)]
+    assert max(shares) > 0 and max(shares) < COLOURED_SHARE / 5
+
+
+def test_a_loop_of_links_among_the_images_fails_by_name_and_the_others_are_segmented(tmp_path, scans):
+    paths, model = scans
+    loop = tmp_path / "scans" / "loop.png"
+    loop.symlink_to(loop)
+    result = infer.segment_images(model, [*paths, loop], tmp_path / "masks", device="cpu")
+    assert len(result.written) == 3
+    ((failed, message),) = result.failed
+    assert failed == loop and str(loop) in message
+
+
+def test_every_mask_name_clash_is_named_at_once(tmp_path, scans):
+    paths, model = scans
+    image = cv2.imread(str(paths[0]))
+    for name in ("img.bmp", "img.jpg", "img.tiff", "anim.png", "anim.gif"):
+        ok, data = cv2.imencode(os.path.splitext(name)[1], image) if not name.endswith(".gif") else (True, None)
+        (tmp_path / name).write_bytes(data.tobytes() if data is not None else b"GIF89a")
+    given = [tmp_path / name for name in ("img.bmp", "img.jpg", "img.tiff", "anim.png", "anim.gif")]
+    with pytest.raises(SonosegError) as raised:
+        infer.segment_images(model, given, tmp_path / "masks", device="cpu")
+    message = str(raised.value)
+    assert "img.bmp and " in message and "img.jpg and " in message and "img.tiff would all be written" in message
+    assert "anim.png and " in message and "anim.gif would both be written" in message
+
+
+def test_threads_are_applied_by_the_torch_backend_as_recorded(tmp_path, scans):
+    paths, model = scans
+    before = torch.get_num_threads()
+    try:
+        infer.segment_images(model, paths[:1], tmp_path / "masks", device="cpu", threads=1)
+        assert torch.get_num_threads() == 1 and record(tmp_path / "masks")["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_record_lists_the_sizes_the_network_took_and_names_each_model_beyond_its_path(tmp_path, scans):
+    """UNeXt needs a multiple of 32: at 64 px, --scales 0.5 asks for 32 px (taken) and 0.75 for 48 px, which it
+    cannot take (left out, with a warning): the record lists the sizes each image could be tried at."""
+    from conftest import write_model
+
+    paths, _ = scans
+    model = write_model(tmp_path / "unext.pt", "unext", lesion_areas=[10, 20])
+    saved = torch.load(model, weights_only=False)
+    saved["fingerprint"] = "f" * 16  # as training records it
+    torch.save(saved, model)
+    infer.segment_images(model, paths[:2], tmp_path / "masks", device="cpu", scales=(1.0, 0.75, 0.5))
+    entry = record(tmp_path / "masks")
+    assert entry["scales"] == [1.0, 0.75, 0.5] and entry["input_sizes"] == [64, 32]
+    assert entry["cwd"] == os.getcwd() and entry["member_ids"] == ["f" * 16]
+
+
+def test_input_sizes_out_of_all_reason_are_refused_by_the_command(tmp_path, scans, capsys):
+    paths, model = scans
+    for size in ("-5", "100000"):
+        with pytest.raises(SystemExit) as stopped:
+            main(["segment", "--model", str(model), "--size", size, "--outdir", str(tmp_path / "m"), str(paths[0])])
+        assert stopped.value.code == 2
+        assert f"'{size}' is not an input size: pixels, 1 to 4096" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
