@@ -92,5 +92,10 @@ def warnings_for(decoded: Decoded, size: int, treated: str) -> list[str]:
             named = frames_named(decoded.head) if kind == "first_page_of" else ()
             found.append(NOTES_TO_WARN[kind].format(value, *named))
     height, width = decoded.pixels.shape[:2]
-    found += [why for why in (out_of_shape(height, width, size), coloured(decoded.pixels, treated)) if why]
+    grey_file = "converted_grayscale" in decoded.notes  # a one-channel file holds no colour: not looked for
+    found += [
+        why
+        for why in (out_of_shape(height, width, size), None if grey_file else coloured(decoded.pixels, treated))
+        if why
+    ]
     return found
