@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
@@ -22,18 +23,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from sonoseg.data import marks
 from sonoseg.data.preprocess import INTERPOLATION_MEANING
 from sonoseg.errors import SonosegError
 from sonoseg.serving.modelio import ensemble_members, lesion_areas_at, load_model, recorded_choice
-from sonoseg.serving.options import LESION_THRESHOLD, shrinks
+from sonoseg.serving.options import shrinks
 from sonoseg.serving.probability_model import ProbabilityModel
 
 # What serving reads of an export (the sidecar, the session) lives in sonoseg.serving.sidecar, torch-free.
 from sonoseg.serving.sidecar import (
+    COMPONENT_RULE_MEANING,
+    ENSEMBLE_RULE,
+    GRAPH_RECORD,
     INPUT_NAME,
     OUTPUT_NAME,
+    SCALE_SELECTION_RULE,
+    SEGMENT_DOES,
     SIDECAR_FORMAT,
+    graph_record,
+    marks_meaning,
     note_unrecorded_choice,
     onnx_session,
     run_session,
@@ -64,9 +71,12 @@ def export_network(network: nn.Module, normalization: dict | None, size: int, ou
     return export_probability(ProbabilityModel(network.eval(), normalization).eval(), size, out)
 
 
-def export_probability(wrapped: nn.Module, size: int, out: str | Path, any_size: bool = False) -> Path:
+def export_probability(
+    wrapped: nn.Module, size: int, out: str | Path, any_size: bool = False, record: dict | None = None
+) -> Path:
     """Write a module from [0, 1] RGB to probability (eval mode) as ONNX with a dynamic batch axis, and
-    with ``any_size`` a dynamic square side too (traced at ``size``)."""
+    with ``any_size`` a dynamic square side too (traced at ``size``); ``record``: what the graph records of
+    how it was exported (sidecar.GRAPH_RECORD, in its metadata)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, 3, size, size)
@@ -97,6 +107,8 @@ def export_probability(wrapped: nn.Module, size: int, out: str | Path, any_size:
                 "instead (cost: {backend: torch}); `sonoseg segment` serves its model file in torch "
                 "(docs/extending.md)"
             ) from exc
+    if record is not None:
+        program.model.metadata_props[GRAPH_RECORD] = json.dumps(record)
     # One self-contained file: the weights inside the .onnx, no external-data side files.
     program.save(str(out), external_data=False)
     return out
@@ -112,73 +124,89 @@ def _export_cause(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def build_sidecar(
-    saved: dict, onnx_path: Path, size: int, component_rule: str, max_abs_diff: float, postprocess: str = "keep_one"
-) -> dict:
-    normalization = saved.get("normalization")
+def build_sidecar(saved: dict, size: int, component_rule: str, postprocess: str = "keep_one") -> dict:
+    """The sidecar of a graph of the model file ``saved`` at the input size alone; export fills in the graph's
+    file, its sha256 and parity, and the sizes, ensemble and scale selection it serves."""
+
+    def stated(key: str):  # what segment does, in the sidecar's words (sidecar.SEGMENT_DOES)
+        return SEGMENT_DOES[key][0]
+
     return {
         "format": SIDECAR_FORMAT,
         "network": saved["network"],
-        "onnx_file": onnx_path.name,
-        "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        "onnx_file": None,
+        "onnx_sha256": None,
         "opset": OPSET,
         "exported_with": {"torch": torch.__version__},
         # What the model was trained on and by which sonoseg (model files from before it: none).
         "provenance": saved.get("provenance"),
         "input": {
-            "name": INPUT_NAME,
-            "dtype": "float32",
-            "layout": "NCHW",
+            "name": stated("input.name"),
+            "dtype": stated("input.dtype"),
+            "layout": stated("input.layout"),
             "shape": ["batch", 3, size, size],
-            "channel_order": "RGB",
+            "channel_order": stated("input.channel_order"),
             "resize": {
                 "height": size,
                 "width": size,
                 "interpolation": saved["input_interpolation"],  # load_model checked it (older files: bilinear)
                 "interpolation_meaning": INTERPOLATION_MEANING[saved["input_interpolation"]],
-                "keep_aspect_ratio": False,
+                "keep_aspect_ratio": stated("input.resize.keep_aspect_ratio"),
             },
             # Before resizing: the coloured overlays (calipers, Doppler boxes, coloured text) as in training.
-            "marks": {
-                "treatment": saved["input_marks"],
-                "meaning": {
-                    "keep": "feed the image as it is, marks included",
-                    "inpaint": f"mark pixels: max - min over the RGB channels > {marks.CHROMA_THRESHOLD}, and "
-                    f"> {marks.LOW_CHROMA_THRESHOLD} within {marks.HALO_REACH} px of those; dilated by "
-                    "max(1, round(max(height, width) / 320)) px; inpainted with OpenCV's cv2.inpaint "
-                    "(INPAINT_TELEA, radius: the dilation + 2), other pixels unchanged, before resizing "
-                    "(sonoseg.data.marks.inpaint_marks; docs/marks_and_floors.md)",
-                }[saved["input_marks"]],
-            },
-            "scale": "uint8 pixel / 255, giving [0, 1]",
-            "grayscale_or_rgba": "convert to 3-channel RGB (gray repeated; alpha dropped); 16-bit: divide by 257 first",
-            "orientation": "as viewers show the image: its EXIF orientation tag applied first (exif_transpose)",
-            "normalization": normalization,
-            "normalization_in_graph": True,  # feed [0, 1] RGB; the graph applies (x - mean) / std itself
+            "marks": {"treatment": saved["input_marks"], "meaning": marks_meaning(saved["input_marks"])},
+            "scale": stated("input.scale"),
+            "grayscale_or_rgba": stated("input.grayscale_or_rgba"),
+            "orientation": stated("input.orientation"),
+            "normalization": saved.get("normalization"),
+            "normalization_in_graph": stated("input.normalization_in_graph"),  # the graph applies (x - mean) / std
         },
         "output": {
-            "name": OUTPUT_NAME,
+            "name": stated("output.name"),
             "shape": ["batch", 1, size, size],
-            "meaning": "lesion probability (sigmoid applied in the graph)",
+            "meaning": stated("output.meaning"),
         },
         "postprocessing": {
-            "resize_to_original": "bilinear (probability map to the original height x width)",
-            "threshold": LESION_THRESHOLD,
-            "threshold_rule": "lesion where probability > threshold",
+            "resize_to_original": stated("postprocessing.resize_to_original"),
+            "threshold": stated("postprocessing.threshold"),
+            "threshold_rule": stated("postprocessing.threshold_rule"),
             "component_rule": component_rule,
-            "component_rule_meaning": {
-                "area": "keep the 8-connected component with the largest area",
-                "contour_points": "keep the 8-connected component whose external contour has the most boundary points",
-            }[component_rule],
-            "fill_holes": True,
+            "component_rule_meaning": COMPONENT_RULE_MEANING[component_rule],
+            "fill_holes": stated("postprocessing.fill_holes"),
             # keep_one: the component rule and hole filling apply; none: every pixel above the threshold.
             # A study's models carry the choice made on validation (their fold's postprocess.json).
             "postprocess": postprocess,
-            "mask_values": "0 background, 255 lesion (PNG)",
+            "mask_values": stated("postprocessing.mask_values"),
+            # The study's test-time scale selection (export fills it in); null: at the input size alone.
+            "study_scale_selection": None,
         },
-        "parity": {"max_abs_probability_difference_vs_torch": max_abs_diff, "checked_batch": 2},
+        "parity": None,
         "source_model": {"best_epoch": saved.get("best_epoch"), "seed": saved.get("seed")},
     }
+
+
+def check_out(out: Path) -> None:
+    """Before any export work: the graph and its sidecar can be written at ``out`` and beside it (no folder
+    at either path, a folder for them that is or can be made, and may be written in)."""
+    if out.suffix.lower() != ".onnx":
+        raise SonosegError(
+            f"{out}: name the exported model <name>.onnx (its sidecar is written beside it as <name>.onnx.json)"
+        )
+    for path in (out, sidecar_path(out)):
+        if path.is_dir():
+            raise SonosegError(
+                f"{path}: a folder is at that path, so the export cannot be written there: give --out a file name "
+                "(<name>.onnx, its sidecar <name>.onnx.json beside it), or move the folder"
+            )
+        if path.is_file() and not os.access(path, os.W_OK):
+            raise SonosegError(f"{path}: exists and may not be written (read-only): give --out another file name")
+    folder = out.absolute().parent
+    while not folder.exists():  # the nearest folder there: export makes those under it
+        folder = folder.parent
+    if not folder.is_dir():
+        raise SonosegError(f"{out}: its folder cannot be made: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SonosegError(f"{out}: cannot be written: the folder {folder} may not be written in (permissions)")
 
 
 def export(
@@ -195,7 +223,8 @@ def export(
     ensemble as one graph, the mean of the members' probabilities (as `segment --model` serves it);
     the sidecar lists the members. Members prepared otherwise (input size, interpolation, marks) are
     refused by name. Checks parity on a random batch of two and refuses to write a sidecar when ONNX
-    Runtime and torch disagree by more than 1e-4 in probability.
+    Runtime and torch disagree by more than 1e-4 in probability. Where the graph and its sidecar cannot be
+    written (a folder at ``out``, say) is refused before any work (check_out).
 
     When the study predicted the models with test-time scale selection (their postprocess.json), or
     ``serve_scales`` shrink (a user's --scales), the graph takes other square input sizes: those the
@@ -206,11 +235,8 @@ def export(
     keep_one at the input size alone, and, with ``note_unrecorded``, a warning says so, as segment's does.
     """
     out = Path(out)
-    if out.suffix.lower() != ".onnx":
-        raise SonosegError(
-            f"{out}: name the exported model <name>.onnx (its sidecar is written beside it as <name>.onnx.json)"
-        )
-    members = ensemble_members(model_path)
+    check_out(out)  # before the models load: a folder at --out is named now, not after the work
+    members = ensemble_members(model_path, command="export")
     loaded = [load_model(member, "cpu") for member in members]
     network, saved = loaded[0]
     size = int(size or saved.get("input_size") or 0)
@@ -232,51 +258,10 @@ def export(
     recorded = recorded_choice(members)
     if note_unrecorded:
         note_unrecorded_choice(model_path, recorded, ["keep_one", "the input size alone"], "export")
-    scales, shrink_above, shrink_found_above = recorded.scales()
-    # The study's test-time scale selection predicts each image at smaller sizes too: the graph then takes
-    # any square size, so that ONNX Runtime segments as the study did (one fixed size when that fails).
-    tried = sorted({f for f in (*scales, *serve_scales) if 0 < f < 1}, reverse=True)
-    sides = [size]  # the input size; then the smaller sizes the selection tries, where torch takes them
-    sides += [side for side in dict.fromkeys(max(1, round(size * f)) for f in tried) if side != size]
-    sides = [sides[0], *(side for side in sides[1:] if _torch_takes(probability, side))]
-    torch_sides, any_size = list(sides), False
-    if len(sides) > 1:
-        try:
-            export_probability(probability, size, out, any_size=True)
-            max_abs_diff = _parity(probability, out, sides)
-            any_size = True
-        except SonosegError as exc:
-            log.warning("%s: exported at one input size only, without test-time scale selection (%s)", out, exc)
-    if not any_size:
-        sides = sides[:1]
-        export_probability(probability, size, out)
-        max_abs_diff = _parity(probability, out, sides)
-    sidecar = build_sidecar(saved, out, size, component_rule, max_abs_diff, recorded.postprocess())
-    if shrinks(scales):
-        areas = [lesion_areas_at(kept, size) for _, kept in loaded]
-        sidecar["postprocessing"]["study_scale_selection"] = {
-            "scales": list(scales),
-            "shrink_above": shrink_above,
-            "shrink_found_above": shrink_found_above,
-            # The graph serves every size torch takes (UNeXt takes 32 px alone): it selects as the study did.
-            "in_this_graph": sides == torch_sides,
-            # Every member's, at this input size: the size-aware rule's limit is their shrink_above quantile.
-            "training_lesion_areas": None if any(a is None for a in areas) else sorted(a for m in areas for a in m),
-            "rule": "docs/method.md, 'Scale chosen per image' (sonoseg.serving.infer.scale_adaptive): each image is "
-            "also predicted shrunk (area) to these factors of the input size and the prediction whose own lesion "
-            "(probability > threshold) has the highest mean probability is kept, resized back (bilinear); with "
-            "shrink_above, only images whose lesion at the input size is larger than that quantile of the training "
-            "lesion areas are tried smaller, and with shrink_found_above also those whose lesion found smaller is "
-            "over that factor x the quantile",
-        }
-
-    if any_size:
-        sidecar["input"]["shape"] = ["batch", 3, "side", "side"]
-        sidecar["input"]["sides"] = sides  # the input sizes checked against torch: the only ones segment runs
-        sidecar["output"]["shape"] = ["batch", 1, "side", "side"]
+    sidecar = build_sidecar(saved, size, component_rule, recorded.postprocess())
     if len(members) > 1:
         sidecar["ensemble"] = {
-            "rule": "the mean of the members' probabilities, computed in the graph; then the threshold",
+            "rule": ENSEMBLE_RULE,
             "members": [
                 {
                     "model": str(member),
@@ -288,6 +273,36 @@ def export(
             ],
         }
         sidecar["source_model"] = {"members": len(members)}
+    scales, shrink_above, shrink_found_above = recorded.scales()
+    # The study's test-time scale selection predicts each image at smaller sizes too: the graph then takes
+    # any square size, so that ONNX Runtime segments as the study did (one fixed size when that fails).
+    tried = sorted({f for f in (*scales, *serve_scales) if 0 < f < 1}, reverse=True)
+    sides = [size]  # the input size; then the smaller sizes the selection tries, where torch takes them
+    sides += [side for side in dict.fromkeys(max(1, round(size * f)) for f in tried) if side != size]
+    sides = [sides[0], *(side for side in sides[1:] if _torch_takes(probability, side))]
+    torch_sides, max_abs_diff = list(sides), None
+    if len(sides) > 1:
+        try:
+            max_abs_diff = _export_checked(probability, out, sidecar, sides)
+        except SonosegError as exc:
+            log.warning("%s: exported at one input size only, without test-time scale selection (%s)", out, exc)
+    if max_abs_diff is None:
+        sides = sides[:1]
+        max_abs_diff = _export_checked(probability, out, sidecar, sides)
+    sidecar |= {"onnx_file": out.name, "onnx_sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
+    sidecar["parity"] = {"max_abs_probability_difference_vs_torch": max_abs_diff, "checked_batch": 2}
+    if shrinks(scales):
+        areas = [lesion_areas_at(kept, size) for _, kept in loaded]
+        sidecar["postprocessing"]["study_scale_selection"] = {
+            "scales": list(scales),
+            "shrink_above": shrink_above,
+            "shrink_found_above": shrink_found_above,
+            # The graph serves every size torch takes (UNeXt takes 32 px alone): it selects as the study did.
+            "in_this_graph": sides == torch_sides,
+            # Every member's, at this input size: the size-aware rule's limit is their shrink_above quantile.
+            "training_lesion_areas": None if any(a is None for a in areas) else sorted(a for m in areas for a in m),
+            "rule": SCALE_SELECTION_RULE,
+        }
     sidecar_path(out).write_text(json.dumps(sidecar, indent=2))
     log.info(
         "exported %s (%s, opset %d, input %dx%d) to %s; max |ORT - torch| = %.1e",
@@ -300,6 +315,20 @@ def export(
         max_abs_diff,
     )
     return sidecar
+
+
+def _export_checked(probability: nn.Module, out: Path, sidecar: dict, sides: list[int]) -> float:
+    """Write the graph that serves ``sides`` (the first: the input size; with more, any square size), recording in
+    it the values of ``sidecar`` it was exported with (sidecar.GRAPH_FACTS), and check it against torch at each
+    (_parity); ``sidecar`` is made to state those sizes."""
+    side = sides[0] if len(sides) == 1 else "side"
+    sidecar["input"]["shape"] = ["batch", 3, side, side]
+    sidecar["output"]["shape"] = ["batch", 1, side, side]
+    sidecar["input"].pop("sides", None)
+    if len(sides) > 1:
+        sidecar["input"]["sides"] = sides  # the input sizes checked against torch: the only ones segment runs
+    export_probability(probability, sides[0], out, any_size=len(sides) > 1, record=graph_record(sidecar))
+    return _parity(probability, out, sides)
 
 
 def _torch_takes(probability: nn.Module, side: int) -> bool:

@@ -199,7 +199,7 @@ def _number(folder: Path | str) -> int:
     return int(re.search(r"\d+$", Path(folder).name).group())
 
 
-def ensemble_members(model_path: str | Path) -> list[Path]:
+def ensemble_members(model_path: str | Path, command: str = "segment") -> list[Path]:
     """The model files a --model names: the file itself, or every member of a run folder. A run folder is
     served whole, never as a smaller ensemble: every ``seed<s>`` folder must hold a model.pt, every fold
     the same seeds, and what the folder records of its run must be there — folds numbered from fold0
@@ -210,7 +210,9 @@ def ensemble_members(model_path: str | Path) -> list[Path]:
     with. Anything
     missing or foreign is an error naming it. The checks read the models' recorded facts only (the weights
     memory-mapped, not read). A run that tests another run's models (``<run>--tta``, ``--ensemble``, ``--on-<dataset>``,
-    ``--tested-<marks>``) has none of its own: the error names the run to serve."""
+    ``--tested-<marks>``) has none of its own: the error names the run to serve, or with ``command`` "export"
+    the run to export. A run sheet beside runs/ that cannot be read is named in a warning, and the folder is
+    then checked as one away from its study."""
     path = Path(model_path)
     if path.is_file():
         return [path]
@@ -229,7 +231,7 @@ def ensemble_members(model_path: str | Path) -> list[Path]:
     members = [fold / seed / "model.pt" for fold in folds for seed in seeds[fold]]
     planned = _sheet_row(path)
     if members and not any(member.is_file() for member in members):
-        _refuse_a_test_of_other_models(path, planned)
+        _refuse_a_test_of_other_models(path, planned, command)
     first = folds[0]
     for fold in folds:
         if seeds[fold] != seeds[first]:
@@ -266,23 +268,61 @@ def ensemble_members(model_path: str | Path) -> list[Path]:
 
 def _sheet_row(path: Path) -> dict | None:
     """The run's row of its study's run sheet (results/<study>/runs.tsv, as the workflow writes it) when the
-    folder lies in its study's runs/; None elsewhere, or when the sheet cannot be read or lacks the run."""
+    folder lies in its study's runs/; None elsewhere, or when the sheet lacks the run. A sheet there that cannot
+    be read (empty, not a tab-separated sheet with a name column, a folder) is named in a warning: the folder is
+    then checked as one away from its study (by its folds' postprocess.json), not against the sheet."""
     where = path.resolve()
     sheet = where.parent.parent / RUN_SHEET
-    if where.parent.name != "runs" or not sheet.is_file():
+    if where.parent.name != "runs" or not (sheet.exists() or sheet.is_symlink()):
         return None
     try:
         with open(sheet, newline="", encoding="utf-8") as handle:
-            return next((row for row in csv.DictReader(handle, delimiter="\t") if row.get("name") == where.name), None)
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return None
+            reader = csv.DictReader(handle, delimiter="\t")
+            if reader.fieldnames is None:
+                why = "it is empty"
+            elif "name" not in reader.fieldnames:
+                why = f"its first line names no name column ({', '.join(reader.fieldnames)[:120]})"
+            else:
+                return next((row for row in reader if row.get("name") == where.name), None)
+    except IsADirectoryError:
+        why = "a folder is at that path"
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    except UnicodeDecodeError:
+        why = "not UTF-8 text"
+    except csv.Error as exc:
+        why = f"not a tab-separated sheet: {exc}"
+    log.warning(
+        "%s: the study's run sheet cannot be read (%s): the run folder %s is checked as one away from its study, "
+        "by its folds' postprocess.json, not against the folds, seeds and network the sheet lists for it",
+        sheet,
+        why,
+        path,
+    )
+    return None
 
 
-def _refuse_a_test_of_other_models(path: Path, planned: dict | None) -> None:
+# How to use the models of the run a test run tests, by the command given the test run: the run folder to give
+# it, and how to flip-average them as a --tta run tested them (an exported graph holds no flip averaging: export
+# has no --tta, and `segment --tta` flip-averages a graph as it does a model file).
+USE_THE_TESTED_RUN = {
+    "segment": (
+        "to segment with those models, serve the run folder",
+        " with --tta (flip averaging, as this run tested them)",
+    ),
+    "export": (
+        "to export those models, export the run folder",
+        ", and serve the graph with `sonoseg segment --tta` (flip averaging, as this run tested them; the graph "
+        "holds none)",
+    ),
+}
+
+
+def _refuse_a_test_of_other_models(path: Path, planned: dict | None, command: str = "segment") -> None:
     """A run folder without a single model.pt that is a run testing another run's models (a tta, ensemble,
     external or reliance run: its row of the study's run sheet says so in model_from, or else its name's
-    variant does) is refused naming the run whose models it tests, and how to serve them; anything else
-    goes on to be named member by member."""
+    variant does) is refused naming the run whose models it tests, and how to serve (``command`` segment) or
+    export them (USE_THE_TESTED_RUN); anything else goes on to be named member by member."""
     parts = path.resolve().name.split(NAME_SEPARATOR)
     variants = []
     if len(parts) > 1 and parts[-1].startswith("on-"):  # a dataset's name holds no separator
@@ -299,11 +339,12 @@ def _refuse_a_test_of_other_models(path: Path, planned: dict | None) -> None:
         return
     where = Path(os.path.abspath(path))  # "." or ".." name no sibling; links kept as the user gave them
     how = [_variant_meaning(variant) for variant in variants]
+    use, flip = USE_THE_TESTED_RUN[command]
     raise SonosegError(
         f"{path}: this run tests the models of run {source}"
         + (f" ({', '.join(how)})" if how else "")
-        + f": it holds their predictions, no model of its own; to segment with those models, serve the run "
-        f"folder {where.parent / source}" + (" with --tta (flip averaging, as this run tested them)" if tta else "")
+        + f": it holds their predictions, no model of its own; {use} {where.parent / source}"
+        + (flip if tta else "")
     )
 
 
