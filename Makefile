@@ -43,7 +43,8 @@ study: $(BIN)/sonoseg
 confirm: $(BIN)/sonoseg
 	snakemake all --cores $(CORES) --configfile $(CONFIG) config/confirm.yaml --config study=$(STUDY)_confirm
 
-# The HTML report of what the study has made so far (run `make study` first for every figure).
+# The study's HTML report. It is made from the study's finished outputs: run `make study` first
+# (snakemake --report stops at the first figure or table missing, naming it).
 report: $(BIN)/sonoseg
 	snakemake --report results/$(STUDY)/report.html --cores $(CORES) --configfile $(CONFIG)
 

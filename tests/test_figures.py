@@ -139,7 +139,7 @@ def plotted(monkeypatch) -> list[list[dict]]:
     figures_seen = []
     real_save = figures._save
 
-    def save(fig, out):
+    def save(fig, out, **options):
         plotted_texts.append([text for legend in fig.legends for text in legend.get_texts()])
         figures_seen.append(
             [
@@ -150,7 +150,7 @@ def plotted(monkeypatch) -> list[list[dict]]:
                 for ax in fig.axes
             ]
         )
-        real_save(fig, out)
+        real_save(fig, out, **options)
 
     monkeypatch.setattr(figures, "_save", save)
     return figures_seen
@@ -311,9 +311,11 @@ def test_study_tables_show_ours_the_paper_and_the_difference(tmp_path):
     for text in ("17,267,393", "0.900 ± 0.010", "0.929 ± 0.002", "-0.029", "+1.08"):
         assert text in page, text
     assert "<h2>Table 1: architectures</h2>" in page
+    # The caption the table stage wrote beside it (its Markdown twin) heads the table, under the title.
     (tmp_path / "table1.md").write_text("**Table 1. Test metrics at 32 px**\n\n| a |\n")
     pages.study_table_html(tmp_path / "table1.csv", "table1", tmp_path / "table1.html")
-    assert "<h2>Table 1. Test metrics at 32 px</h2>" in (tmp_path / "table1.html").read_text()
+    page = (tmp_path / "table1.html").read_text()
+    assert "<h2>Table 1: architectures</h2>" in page and '<p class="note">Table 1. Test metrics at 32 px</p>' in page
     with pytest.raises(SonosegError, match="table kind"):
         pages.study_table_html(tmp_path / "table1.csv", "table3", tmp_path / "x.html")
 
@@ -414,3 +416,98 @@ def test_marks_examples_pick_the_most_marked_images_and_count_the_rest(tmp_path,
     pd.DataFrame(rows[2:3]).to_csv(tmp_path / "plain.csv", index=False)
     assert figures.marks_examples(tmp_path / "plain.csv", tmp_path / "plain.png")["mark_pixels"].tolist() == [0]
     assert _png_size(tmp_path / "plain.png")[1] < 150
+
+
+# The report's viewer shows a figure at most this wide (Snakemake's report in a 1600-pixel browser window, less
+# its sidebar), shrinking a wider one; text under 8 points at the size shown is not legible.
+VIEWER_WIDTH, LEGIBLE_POINTS = 1180, 8
+
+
+def test_every_report_figure_is_legible_at_the_width_the_report_shows_it(small_study, monkeypatch, tmp_path):
+    import matplotlib.text
+
+    smallest = {}  # each saved figure's smallest visible text, in points
+    real_save = figures._save
+
+    def save(fig, out, **options):
+        texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+        smallest[Path(out).name] = min(t.get_fontsize() for t in texts)
+        real_save(fig, out, **options)
+
+    monkeypatch.setattr(figures, "_save", save)
+    root, metrics = small_study["root"], small_study["collect"]()
+    figures.figure2(root / "manifest.csv", metrics, root, tmp_path / "figure2.png")
+    figures.figure2(root / "manifest.csv", metrics, root, tmp_path / "figure2_all.png", every_method=True)
+    figures.cost_accuracy(metrics, tmp_path / "cost.png", summaries=small_study["summaries"])
+    cost = pd.DataFrame(
+        {"network": ["unet"], "parameters": [UNET_PARAMETERS], "gflops": [1.25], "latency_ms": [16.1]}
+    ).assign(backend="onnxruntime", threads=2, cpu="x86")
+    cost.to_csv(tmp_path / "cost.csv", index=False)
+    figures.cost_accuracy(metrics, tmp_path / "cost_full.png", tmp_path / "cost.csv", small_study["summaries"])
+    figures.distributions(metrics, tmp_path / "distributions.png")
+    figures.paired_statistics(
+        metrics, root / "manifest.csv", tmp_path / "paired.csv", tmp_path / "paired.html", tmp_path / "forest.png"
+    )
+    figures.sample_grid(root / "manifest.csv", root / "split.csv", tmp_path / "samples.png")
+    assert len(smallest) == 7
+    for name, points in smallest.items():
+        width = _png_size(tmp_path / name)[0]
+        shown = points * min(1.0, VIEWER_WIDTH / width)
+        assert shown >= LEGIBLE_POINTS, (
+            f"{name}: {width} px wide, its smallest text {points} pt shows at {shown:.1f} pt"
+        )
+
+
+def test_cost_figure_numbers_cover_no_marker(tmp_path, monkeypatch):
+    # The quick study's networks, where Lighter U-net @128 sits just left of and below U-net in the GFLOPs
+    # panel: its number, written up and right of its point, covered U-net's marker. The floors stretch the
+    # Dice axis as they did there.
+    from matplotlib.transforms import Bbox
+
+    points = {
+        "unet": (1.25, 0.848, 17_267_393),
+        "light_unet": (0.80, 0.872, 11_000_257),
+        "lighter_unet_c128": (1.18, 0.828, 7_944_661),
+        "lighter_unet_c1": (0.15, 0.843, 1_983_583),
+        "unext": (0.018, 0.765, 1_471_921),
+        "malunet": (0.003, 0.591, 177_943),
+    }
+    floors = {"threshold_baseline": 0.383, "position_prior": 0.328}
+    dice = {**{m: d for m, (_, d, _) in points.items()}, **floors}
+    per_image = pd.DataFrame(
+        [
+            {"method": m, "run": m, "training": "fold0/seed0", "seed": 0, "sample_id": f"s{i}", "dice": d}
+            for m, d in dice.items()
+            for i in range(3)
+        ]
+    ).assign(truth_empty=False, prediction_empty=False)
+    pd.DataFrame(
+        {
+            "network": list(points),
+            "parameters": [n for _, _, n in points.values()],
+            "gflops": [x for x, _, _ in points.values()],
+            "latency_ms": [16.1, 9.0, 12.5, 1.2, 0.5, 0.7],
+        }
+    ).assign(backend="onnxruntime", threads=2, cpu="x86").to_csv(tmp_path / "cost.csv", index=False)
+    panels = []  # per panel with numbers: x label, [(method, the number's box, its point)], markers' radius
+    real_save = figures._save
+
+    def save(fig, out, **options):
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            numbers = [text for text in ax.texts if text.get_gid() in points]
+            if numbers:
+                placed = [(t.get_gid(), t.get_window_extent(renderer), ax.transData.transform(t.xy)) for t in numbers]
+                size = max(line.get_markersize() for line in ax.get_lines() if line.get_marker() == "o")
+                panels.append((ax.get_xlabel(), placed, size / 2 * fig.dpi / 72))  # the markers' radius, pixels
+        real_save(fig, out, **options)
+
+    monkeypatch.setattr(figures, "_save", save)
+    figures.cost_accuracy(per_image, tmp_path / "cost.png", tmp_path / "cost.csv", by_patient=False)
+    assert [len(placed) for _, placed, _ in panels] == [len(points)] * 3
+    for panel, placed, radius in panels:
+        for method, box, _ in placed:
+            for _, _, (x, y) in placed:
+                marker = Bbox.from_extents(x - radius, y - radius, x + radius, y + radius)
+                assert not box.overlaps(marker), f"{panel}: the number of {method} covers a marker"
+            assert box.count_overlaps([other for _, other, _ in placed if other is not box]) == 0, (panel, method)

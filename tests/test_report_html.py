@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from conftest import run_snakemake
 
-from sonoseg.analysis import stats
+from sonoseg.analysis import stats, tables
+from sonoseg.networks import catalog
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -46,6 +47,11 @@ def embedded_results(page: str) -> dict:
     match = re.search(r'<script id="results">\s*var results = (.*?);\s*</script>', page, re.S)
     assert match, "no embedded results in the report"
     return json.loads(match[1])
+
+
+def plain_text(html: str) -> str:
+    """An HTML caption's words: tags dropped, white space made single spaces."""
+    return " ".join(re.sub(r"<[^>]+>", "", html).split())
 
 
 def decoded(result: dict) -> bytes:
@@ -91,9 +97,17 @@ def test_report_holds_every_section_with_real_content(tiny_report):
     caption = {Path(p).relative_to("results/tiny").as_posix(): str(r.get("caption", "")) for p, r in results.items()}
     assert "Table 1 of the paper rebuilt" in caption["report/tables/table1.html"]
     assert "tuning ladder" in caption["report/tables/ladder.html"]
-    assert "Weight decay chosen per network" in caption["report/tables/selection.html"]
+    assert "The recipe selection: the learning rate and weight decay" in caption["report/tables/selection.html"]
     assert "Dice by subgroup" in caption["report/tables/subgroups.html"]
     assert "Training of unet:" in caption["report/curves/unet.png"]
+    # The statistics' captions name the methods the pages use (docs/statistics.md), and the cost figure's
+    # the study's floors and references, as the rule hands them from the catalog.
+    for name in ("statistics/paired.html", "statistics/forest.png"):
+        assert "sign-flip" in caption[f"report/{name}"] and "Holm" in caption[f"report/{name}"], name
+        assert "Wilcoxon" not in caption[f"report/{name}"] and "resamples of images" not in caption[f"report/{name}"]
+    cost_caption = plain_text(caption["report/cost_accuracy.png"])
+    assert "the floors, dashed (threshold_baseline, position_prior, dark_in_prior)" in cost_caption
+    assert "the references, dotted (caliper_reader)" in cost_caption
     # Dice by subgroup: the phantom's lesion types, each network's cells.
     html_subgroups = decoded(results["results/tiny/report/tables/subgroups.html"]).decode()
     subgroup_rows = pd.read_csv(tiny_report["out"] / "tables" / "subgroups.csv")
@@ -138,6 +152,53 @@ def test_report_holds_every_section_with_real_content(tiny_report):
     description = json.loads(re.search(r'var workflow_desc = (".*?");\n', page)[1])
     assert "Study <strong>tiny</strong>" in description and "images resized to 32" in description
     assert "Results made from the dataset with fingerprint" in description
+
+
+def tiny_path(path: str) -> str:
+    return Path(path).relative_to("results/tiny").as_posix()
+
+
+def test_report_names_its_entries_in_reading_order_and_every_table_its_provenance(tiny_report):
+    results = {tiny_path(p): r for p, r in tiny_report["results"].items()}
+    # "2 Tables": Table 1 and Table 2 first, then the others in catalog order, each with its place and name.
+    table_pages = [Path(p).stem for p in results if p.startswith("report/tables/")]
+    shown = [kind for kind in catalog.REPORT_TABLES if kind in table_pages]
+    assert shown[:2] == ["table1", "table2"] and len(shown) == len(table_pages)
+    expected = [f"{place} {tables.REPORT_ENTRIES[kind]}" for place, kind in enumerate(shown, start=1)]
+    assert [results[f"report/tables/{kind}.html"]["labels"]["table"] for kind in shown] == expected
+    # The training curves: networks, then the ladder, each in the run sheet's order (not the alphabet's).
+    curves = {Path(p).stem: r["labels"]["run"] for p, r in results.items() if p.startswith("report/curves/")}
+    assert curves == {
+        "unet": "1 unet",
+        "lighter_unet_c1": "2 lighter_unet_c1",
+        "ladder--baseline": "1 baseline",
+        "ladder--adam": "2 adam",
+    }
+    # The front page lists the tables the report holds, by those names, and says what the report needs.
+    description = plain_text(
+        json.loads(re.search(r'var workflow_desc = (".*?");\n', tiny_report["path"].read_text())[1])
+    )
+    entries = sorted(r["labels"]["table"] for r in results.values() if "table" in (r["labels"] or {}))
+    assert set(expected) <= set(entries)  # the tables, and the generalization figure where there is one
+    names = "; ".join(label.split(" ", 1)[1] for label in entries)
+    assert f"2 Tables, ours beside the paper's where it printed numbers: {names}." in description
+    assert "shows what exists" not in description and "stops at the first one missing, so snakemake all" in description
+    # Every table page says which data and which sonoseg commit its numbers come from, as its Markdown
+    # twin does (the recipe selection's table has none, and its page says so).
+    for kind in shown:
+        page = decoded(results[f"report/tables/{kind}.html"]).decode()
+        if kind == "selection":
+            assert "the data and the sonoseg commit its numbers come from are not recorded" in page
+        else:
+            source = re.search(
+                r"Data fingerprint \w+; sonoseg \S+ at commit \S+?\.",
+                (tiny_report["out"] / "tables" / f"{kind}.md").read_text(),
+            )
+            assert source and source[0] in page, kind
+    # The ladder page shows the HD95 columns its Markdown twin shows, and the penalised images.
+    ladder = decoded(results["report/tables/ladder.html"]).decode()
+    for column in ("HD95 px (ours)", "HD95 px, both non-empty (ours)", "HD95 penalised images"):
+        assert f"<th>{column}</th>" in ladder, column
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +289,30 @@ def test_chromium_opens_the_report_without_errors_and_every_figure_loads(tiny_re
 
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_chromium_lists_each_sections_entries_in_reading_order(tiny_report, browser):
+    """Through the report's own interface: the viewer sorts a section's entries by their labels' text."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def open_section(*names: str) -> list[str]:
+        browser.get(tiny_report["path"].as_uri())
+        WebDriverWait(browser, 60).until(
+            lambda d: d.execute_script("return document.querySelectorAll('#app a').length > 0")
+        )
+        for name in names:
+            browser.find_element(By.XPATH, f"//*[normalize-space(text())='{name}']").click()
+        return [
+            cell.text
+            for cell in WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "td.pl-2"))
+        ]
+
+    listed = open_section("2 Tables")
+    assert listed[:2] == ["1 Table 1: architectures", "2 Table 2: U-net and its lightweight variants"], listed
+    labels = [r["labels"]["table"] for r in tiny_report["results"].values() if "table" in (r["labels"] or {})]
+    places = [int(entry.split(" ", 1)[0]) for entry in listed]
+    assert sorted(listed) == sorted(labels) and places == sorted(places), listed  # in the places' order
+    assert open_section("3 Training curves", "1 Networks") == ["1 unet", "2 lighter_unet_c1"]
+    assert open_section("3 Training curves", "2 Tuning ladder (section 4.2)") == ["1 baseline", "2 adam"]
+    assert open_section("1 Data") == ["1 manifest and split counts", "2 sample images", "3 coloured marks, inpainted"]

@@ -2,10 +2,17 @@
 # output of its own rule, so one new network rebuilds only what lists it. Sections are numbered
 # categories; captions live in workflow/report/; input functions in common.smk. Every rule here takes
 # ANALYSIS_CODE (common.smk) as input: a new version of sonoseg's analysis code redoes the pages.
+# The report's viewer lists a section's entries by the text of their labels, so a label leads with the
+# entry's place in the section (tables.report_entry).
+from sonoseg.analysis import tables
 
 
 wildcard_constraints:
     report_table=_alternatives(catalog.REPORT_TABLES),
+
+
+# The training curves in two groups, each in the run sheet's order (the ladder's: its steps').
+CURVE_GROUPS = {"network": "1 Networks", "ladder_step": "2 Tuning ladder (section 4.2)"}
 
 
 rule report_data:
@@ -18,19 +25,19 @@ rule report_data:
             f"{REPORT}/data/overview.html",
             caption="../report/data.rst",
             category="1 Data",
-            labels={"item": "manifest and split counts"},
+            labels={"item": "1 manifest and split counts"},
         ),
         samples=report(
             f"{REPORT}/data/samples.png",
             caption="../report/samples.rst",
             category="1 Data",
-            labels={"item": "sample images"},
+            labels={"item": "2 sample images"},
         ),
         marks=report(
             f"{REPORT}/data/marks.png",
             caption="../report/marks.rst",
             category="1 Data",
-            labels={"item": "coloured marks, inpainted"},
+            labels={"item": "3 coloured marks, inpainted"},
         ),
     log:
         f"{LOGS}/report_data.log",
@@ -52,7 +59,11 @@ rule report_table:
             f"{REPORT}/tables/{{report_table}}.html",
             caption="../report/tables.rst",
             category="2 Tables",
-            labels={"table": "{report_table}"},
+            labels=lambda wildcards: {
+                "table": tables.report_entry(
+                    wildcards.report_table, get_report_tables(), tables.REPORT_ENTRIES[wildcards.report_table]
+                )
+            },
         ),
     log:
         f"{LOGS}/report_table/{{report_table}}.log",
@@ -73,7 +84,12 @@ rule report_generalization:
             f"{REPORT}/generalization.png",
             caption="../report/generalization.rst",
             category="2 Tables",
-            labels={"table": "generalization (figure)"},
+            # Right after its table (the same place; the viewer puts the longer text second).
+            labels=lambda wildcards: {
+                "table": tables.report_entry(
+                    "generalization", get_report_tables(), f"{tables.REPORT_ENTRIES['generalization']} (figure)"
+                )
+            },
         ),
     log:
         f"{LOGS}/report_generalization.log",
@@ -96,7 +112,14 @@ rule report_curves:
             f"{REPORT}/curves/{{run}}.png",
             caption="../report/curves.rst",
             category="3 Training curves",
-            labels={"run": "{run}"},
+            subcategory=lambda wildcards: CURVE_GROUPS[run_of(wildcards).kind],
+            labels=lambda wildcards: {
+                "run": tables.report_entry(
+                    wildcards.run,
+                    [run.name for run in RUNS.values() if run.kind == run_of(wildcards).kind],
+                    run_of(wildcards).table_name,
+                )
+            },
         ),
     log:
         f"{LOGS}/report_curves/{{run}}.log",
@@ -154,13 +177,13 @@ rule report_cost:
             f"{REPORT}/cost_accuracy.png",
             caption="../report/cost.rst",
             category="5 Cost vs accuracy",
-            labels={"figure": "Dice against cost"},
+            labels={"figure": "1 Dice against cost"},
         ),
         front=report(
             f"{REPORT}/cost_front.html",
             caption="../report/cost_front.rst",
             category="5 Cost vs accuracy",
-            labels={"figure": "the front by patient"},
+            labels={"figure": "2 the front by patient"},
         ),
         front_csv=f"{REPORT}/cost_front.csv",
     log:
@@ -172,6 +195,10 @@ rule report_cost:
         cost=lambda wc, input: f"--cost {input.cost}" if "cost" in input.keys() else "",
         runs=" ".join(run.name for run in compared_runs()),
         seed=REPORT_SEED,
+        # For the caption (cost.rst): the methods without a cost by the role the figure's key gives them
+        # (figures._untrained_kind: a catalog reference, else a floor).
+        floors=[name for name in FLOORS if name not in catalog.references()],
+        references=[name for name in FLOORS if name in catalog.references()],
     shell:
         "sonoseg report-cost --per-image {input.per_image} --runs {params.runs} --summaries {input.summaries} "
         "--seed {params.seed} {params.cost} --front-csv {output.front_csv} --front-table {output.front} "

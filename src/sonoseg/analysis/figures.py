@@ -8,6 +8,8 @@ metrics but no history). Predictions and histories are found through sonoseg.stu
 
 from __future__ import annotations
 
+import io
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -27,9 +29,23 @@ from sonoseg.errors import SonosegError  # noqa: E402
 from sonoseg.networks import catalog  # noqa: E402
 from sonoseg.study import layout
 
+# The report's viewer (Snakemake's HTML report) shows a figure at most REPORT_WIDTH pixels wide: the page of a
+# 1600-pixel browser window less the viewer's sidebar. It shrinks a wider figure, and its text with it, so
+# every figure is at most that wide at DPI and none of its text smaller than SMALLEST_FONT points.
+REPORT_WIDTH = 1180
+DPI = 100
+SMALLEST_FONT = 8
+TITLE_FONT = 9
 plt.rcParams.update(
-    {"font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8, "figure.dpi": 100, "savefig.dpi": 100}
+    {
+        "font.family": "DejaVu Sans",
+        "font.size": SMALLEST_FONT,
+        "axes.titlesize": SMALLEST_FONT,
+        "figure.dpi": DPI,
+        "savefig.dpi": DPI,
+    }
 )
+REPORT_INCHES = REPORT_WIDTH / DPI
 
 THUMBNAIL_WIDTH = 160  # pixels per panel in image grids: keeps the paper-scale report small
 OUTLINE_COLORS = {"truth": "#00e676", "prediction": "#ff1744"}
@@ -41,10 +57,19 @@ OUTLINE_COLORS = {"truth": "#00e676", "prediction": "#ff1744"}
 # ----------------------------------------------------------------------------- HTML
 
 
-def _save(fig: plt.Figure, out: str | Path) -> None:
+def _save(fig: plt.Figure, out: str | Path, palette: bool = False) -> None:
+    """The figure as a PNG; ``palette``: in 256 colours, for grids of images, whose speckle makes a full-colour
+    PNG about twice as large (grey images, two outline colours and black text lose nothing to it)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, bbox_inches="tight")
+    if palette:
+        from PIL import Image
+
+        rendered = io.BytesIO()
+        fig.savefig(rendered, format="png", bbox_inches="tight")
+        Image.open(rendered).convert("RGB").quantize(256, dither=Image.Dither.NONE).save(out, optimize=True)
+    else:
+        fig.savefig(out, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -68,7 +93,7 @@ def _panel(ax: plt.Axes, image: np.ndarray, title: str = "") -> int:
     ax.imshow(small, interpolation="nearest")
     ax.set_xticks([]), ax.set_yticks([])
     if title:
-        ax.set_title(title, fontsize=7)
+        ax.set_title(title, fontsize=SMALLEST_FONT)
     return step
 
 
@@ -92,7 +117,7 @@ def sample_grid(
         ax.axis("on")
         step = _panel(ax, read_image(sample.image).pixels, f"{sample.sample_id} ({sample.split})")
         _outline(ax, read_mask(sample.mask).pixels, step, OUTLINE_COLORS["truth"])
-    fig.suptitle("Sample images, lesion mask outlined", fontsize=9)
+    fig.suptitle("Sample images, lesion mask outlined", fontsize=TITLE_FONT)
     _save(fig, out_png)
 
 
@@ -120,7 +145,7 @@ def marks_examples(manifest_csv: str | Path, out_png: str | Path, count: int = 4
     if shown.empty:
         fig, ax = plt.subplots(figsize=(5.0, 1.0))
         ax.axis("off")
-        ax.text(0.5, 0.5, title + "; nothing to inpaint", ha="center", va="center", fontsize=9)
+        ax.text(0.5, 0.5, title + "; nothing to inpaint", ha="center", va="center", fontsize=TITLE_FONT)
         _save(fig, out_png)
         return counts[["sample_id", "mark_pixels"]].reset_index(drop=True)
     fig, axes = plt.subplots(len(shown), 3, figsize=(9.0, 2.2 * len(shown)), squeeze=False)
@@ -136,8 +161,8 @@ def marks_examples(manifest_csv: str | Path, out_png: str | Path, count: int = 4
         ):
             ax.imshow(pixels, interpolation="antialiased")
             ax.set_xticks([]), ax.set_yticks([])
-            ax.set_title(label, fontsize=7)
-    fig.suptitle(title + f"; the {len(shown)} with the most", fontsize=9)
+            ax.set_title(label, fontsize=SMALLEST_FONT)
+    fig.suptitle(title + f"; the {len(shown)} with the most", fontsize=TITLE_FONT)
     _save(fig, out_png)
     return counts[["sample_id", "mark_pixels"]].reset_index(drop=True)
 
@@ -156,7 +181,7 @@ def training_curves(out: str | Path, row: dict, out_png: str | Path) -> None:
     if not row.get("recipe") or not trainings:
         raise SonosegError(f"training curves: run {method!r} has no training")
     several_folds = len({fold for fold, _ in trainings}) > 1
-    fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(7.5, 2.6))
+    fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(9.0, 3.2))
     for index, (fold, seed) in enumerate(trainings):
         path = layout.training_file(out, method, fold, seed, layout.HISTORY)
         if not Path(path).is_file():
@@ -176,8 +201,8 @@ def training_curves(out: str | Path, row: dict, out_png: str | Path) -> None:
         dice_ax.axvline(best, color=color, lw=0.6, ls=":")
     loss_ax.set(xlabel="epoch", ylabel="loss", title=f"{method}: loss (★ kept epoch)")
     dice_ax.set(xlabel="epoch", ylabel="validation Dice", title=f"{method}: validation Dice (★ kept epoch)")
-    loss_ax.legend(fontsize=6, ncol=2)
-    dice_ax.legend(fontsize=6)
+    loss_ax.legend(fontsize=SMALLEST_FONT, ncol=2)
+    dice_ax.legend(fontsize=SMALLEST_FONT)
     for ax in (loss_ax, dice_ax):
         ax.grid(alpha=0.3)
     _save(fig, out_png)
@@ -243,10 +268,11 @@ def figure2(
     seed: int = 0,
     every_method: bool = False,
 ) -> str:
-    """One row per chosen image: the image (calipers and all), the ground truth, then the methods'
-    post-processed masks (red) over the ground truth (green): those figure2_methods picks, large
-    enough to judge a boundary, or with ``every_method`` all of them (the full grid). Returns the
-    note naming the reference."""
+    """One column per chosen image; rows: the image (calipers and all), the ground truth, then each
+    method's post-processed mask (red) over the ground truth (green), with its Dice on that image:
+    the methods figure2_methods picks, large enough to judge a boundary, or with ``every_method`` all
+    of them (the full grid). Images run across and methods down, so that the figure stays within the
+    report's width however many methods a study has. Returns the note naming the reference."""
     per_image = as_compared(per_image)
     methods = list(dict.fromkeys(per_image["method"]))
     reference, reference_note = families.reference_method(methods)
@@ -264,29 +290,43 @@ def figure2(
         for method in shown
     }
     dice = per_image.set_index(["method", "seed", "sample_id"])["dice"]
-    columns = 2 + len(directories)
-    panel = 1.35 if every_method else 2.4  # inches per panel: the default figure is for judging boundaries
+    images = {
+        sample: (read_image(manifest.loc[sample, "image"]).pixels, read_mask(manifest.loc[sample, "mask"]).pixels)
+        for _, sample in choice
+    }
+    # Inches per panel: the default figure is for judging boundaries; either fits the report's width
+    # beside the column of method names.
+    names = 1.6
+    panel = min(1.2 if every_method else 2.4, (REPORT_INCHES - names) / len(choice))
+    aspect = float(np.clip(np.median([image.shape[0] / image.shape[1] for image, _ in images.values()]), 0.5, 1.5))
+    rows = 2 + len(directories)
     fig, axes = plt.subplots(
-        len(choice), columns, figsize=(panel * columns, panel * 0.8 * len(choice) + 0.4), squeeze=False
+        rows,
+        len(choice),
+        figsize=(names + panel * len(choice), rows * (panel * aspect + 0.3) + 0.6),
+        squeeze=False,
+        layout="constrained",
     )
-    for row, (role, sample) in enumerate(choice):
-        image = read_image(manifest.loc[sample, "image"]).pixels
-        truth = read_mask(manifest.loc[sample, "mask"]).pixels
-        _panel(axes[row, 0], image, "image" if row == 0 else "")
-        axes[row, 0].set_ylabel(f"{role}\n{sample}", fontsize=6)
-        step = _panel(axes[row, 1], image, "ground truth" if row == 0 else "")
-        _outline(axes[row, 1], truth, step, OUTLINE_COLORS["truth"])
-        for column, (method, folders) in enumerate(directories.items(), start=2):
+    for column, (role, sample) in enumerate(choice):
+        image, truth = images[sample]
+        _panel(axes[0, column], image, f"{role}\n{sample}")
+        step = _panel(axes[1, column], image)
+        _outline(axes[1, column], truth, step, OUTLINE_COLORS["truth"])
+        for row, (method, folders) in enumerate(directories.items(), start=2):
             step = _panel(axes[row, column], image)
             _outline(axes[row, column], truth, step, OUTLINE_COLORS["truth"], 0.6)
             found = [folder / f"{sample}.png" for folder in folders if (folder / f"{sample}.png").is_file()]
             if found:
                 _outline(axes[row, column], read_mask(found[0]).pixels, step, OUTLINE_COLORS["prediction"])
             value = dice.get((method, first_seed[method], sample), np.nan)
-            label = f"{method}\n" if row == 0 else ""
-            axes[row, column].set_title(f"{label}Dice {pages.fmt(value, 3)}", fontsize=5)
-    fig.suptitle(f"Figure 2 rebuilt: green = ground truth, red = prediction. {reference_note}", fontsize=7)
-    _save(fig, out_png)
+            axes[row, column].set_title(f"Dice {pages.fmt(value, 3)}", fontsize=SMALLEST_FONT)
+    for row, name in enumerate(["image", "ground truth", *map(display_name, directories)]):
+        axes[row, 0].set_ylabel(
+            textwrap.fill(name, 16), rotation=0, ha="right", va="center", fontsize=TITLE_FONT, labelpad=6
+        )
+    title = f"Figure 2 rebuilt: green = ground truth, red = prediction. {reference_note}"
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 72 / (0.6 * TITLE_FONT))), fontsize=TITLE_FONT)
+    _save(fig, out_png, palette=True)
     return reference_note
 
 
@@ -366,64 +406,128 @@ def cost_accuracy(
     # Points carry numbers, and a key gives each number the catalog's name: names written beside the
     # points overlapped into an unreadable cluster where the U-nets sit.
     key = {method: number for number, method in enumerate(summary["method"], start=1)}
-    fig, axes = plt.subplots(1, len(axes_spec), figsize=(4.2 * len(axes_spec), 3.4), squeeze=False)
-    for ax, (column, label, scale) in zip(axes[0], axes_spec):
+    # Two panels a row and the key in the first free cell: side by side, three panels and the key were
+    # wider than the report shows a figure, which shrank their text below legibility.
+    grid_rows = len(axes_spec) // 2 + 1
+    fig, grid = plt.subplots(grid_rows, 2, figsize=(REPORT_INCHES - 1.0, 3.8 * grid_rows), squeeze=False)
+    axes, spare = grid.flat[: len(axes_spec)], grid.flat[len(axes_spec) :]
+    marked = []  # per panel: its numbers, and the markers and error bars they must not cover
+    for ax, (column, label, scale) in zip(axes, axes_spec):
         front = families.pareto_front(summary, column)
         if len(front) > 1:
             ax.step(front[column] * scale, front["dice_mean"], where="post", color="0.5", lw=1, zorder=0, label="front")
+        numbers, marks = [], []
         for index, row in enumerate(summary.itertuples()):
             color = f"C{index % 10}"
             x = getattr(row, column)
             if pd.isna(x):  # a method without this cost (a floor or a reference): a horizontal line
-                ax.axhline(
-                    row.dice_mean, color=color, lw=0.8, ls="--", label=f"{_untrained_kind(row.method)}: {row.method}"
-                )
+                kind = _untrained_kind(row.method)
+                ax.axhline(row.dice_mean, color=color, lw=0.8, ls=UNTRAINED_LINES[kind], label=f"{kind}: {row.method}")
                 continue
             error = [[row.dice_mean - row.low], [row.high - row.dice_mean]]
-            ax.errorbar(x * scale, row.dice_mean, yerr=error, fmt="o", color=color, ms=4, capsize=2)
-            ax.annotate(
-                str(key[row.method]),
-                (x * scale, row.dice_mean),
-                fontsize=6,
-                xytext=(3, 2),
-                textcoords="offset points",
-                gid=row.method,  # the number's method, for whoever reads the figure's objects
+            ax.errorbar(x * scale, row.dice_mean, yerr=error, fmt="o", color=color, ms=POINT_SIZE, capsize=2)
+            marks.append((x * scale, row.dice_mean, row.low, row.high))
+            numbers.append(
+                ax.annotate(
+                    str(key[row.method]),
+                    (x * scale, row.dice_mean),
+                    fontsize=SMALLEST_FONT,
+                    xytext=NUMBER_SPOTS[0],  # moved by _place_numbers once the layout is fixed
+                    textcoords="offset points",
+                    gid=row.method,  # the number's method, for whoever reads the figure's objects
+                )
             )
             if column == "parameters" and row.method in reference and not pd.isna(reference[row.method][1]):
                 paper_x = catalog.entry(row.method).printed_parameters or x
+                paper_dice, paper_std = reference[row.method][1], reference[row.method][2]
                 ax.errorbar(
                     paper_x * scale,
-                    reference[row.method][1],
-                    yerr=reference[row.method][2],
+                    paper_dice,
+                    yerr=paper_std,
                     fmt="o",
                     mfc="none",
                     color=color,
-                    ms=5,
+                    ms=POINT_SIZE,
                     capsize=2,
                 )
+                marks.append((paper_x * scale, paper_dice, paper_dice - paper_std, paper_dice + paper_std))
+        marked.append((ax, numbers, marks))
         ax.set(xlabel=label, ylabel=f"test Dice ({interval})")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3, which="both")
-    axes[0, 0].set_title("filled: ours, hollow: paper", fontsize=7)
+    axes[0].set_title("filled: ours, hollow: paper")
     handles = [
         matplotlib.lines.Line2D(
             [],
             [],
             color=f"C{index % 10}",
             marker="o" if not pd.isna(row.parameters) else None,
-            ls="" if not pd.isna(row.parameters) else "--",
+            ls="" if not pd.isna(row.parameters) else UNTRAINED_LINES[_untrained_kind(row.method)],
             label=f"{key[row.method]}  {display_name(row.method)}"
             + ("" if not pd.isna(row.parameters) else f" ({_untrained_kind(row.method)})"),
         )
         for index, row in enumerate(summary.itertuples())
     ]
-    if any(line.get_label() == "front" for line in axes[0, 0].get_lines()):
+    if any(line.get_label() == "front" for line in axes[0].get_lines()):
         handles.append(matplotlib.lines.Line2D([], [], color="0.5", lw=1, label="the front"))
-    fig.tight_layout()  # the panels first, then the key just right of them
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6, frameon=False)
+    fig.tight_layout()  # the panels first; the numbers and the key go where the layout leaves them room
+    for ax, numbers, marks in marked:
+        _place_numbers(ax, numbers, marks)
+    slot = spare[0].get_position()
+    for ax in spare:
+        ax.remove()
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(slot.x0, slot.y0 + slot.height / 2), frameon=False)
     _save(fig, out_png)
+
+
+POINT_SIZE = 4  # points: the cost figure's markers
+UNTRAINED_LINES = {"floor": "--", "reference": ":"}  # a method without a cost: its line, by its role
+# Where a point's number may go, in points from the point: beside it, above or below, then the corners
+# and farther out; the first spot that covers no marker, error bar or other number, inside the panel, wins.
+NUMBER_SPOTS = [(5, 0), (-5, 0), (0, 5), (0, -5), (5, 5), (-5, 5), (5, -5), (-5, -5)]
+NUMBER_SPOTS += [(2 * dx, 2 * dy) for dx, dy in NUMBER_SPOTS]
+
+
+def _place_numbers(ax: plt.Axes, numbers: list, marks: list[tuple[float, float, float, float]]) -> None:
+    """Move each point's number (an annotation at the point) to the first of NUMBER_SPOTS where it covers
+    none of ``marks`` (x, y, error bar low and high, in data units: the marker and its bar) nor a number
+    placed before it, inside the panel; where every spot covers something, to the one covering least."""
+    from matplotlib.transforms import Bbox
+
+    renderer = ax.figure.canvas.get_renderer()
+    pixels = ax.figure.dpi / 72  # display pixels per point
+    blocked = []
+    for x, y, low, high in marks:
+        (px, py), (_, bottom), (_, top) = ax.transData.transform([(x, y), (x, low), (x, high)])
+        radius = (POINT_SIZE / 2 + 1) * pixels
+        blocked.append(Bbox.from_extents(px - radius, py - radius, px + radius, py + radius))
+        blocked.append(Bbox.from_extents(px - 3 * pixels, min(bottom, top), px + 3 * pixels, max(bottom, top)))
+    panel = ax.get_window_extent(renderer)
+
+    def covered(box: Bbox) -> float:
+        inside = Bbox.intersection(box, panel)
+        outside = box.width * box.height - (inside.width * inside.height if inside is not None else 0.0)
+        overlaps = (Bbox.intersection(box, other) for other in blocked)
+        return outside + sum(o.width * o.height for o in overlaps if o is not None)
+
+    for number in numbers:
+        best = None
+        for dx, dy in NUMBER_SPOTS:
+            number.xyann = (dx, dy)
+            number.set_horizontalalignment("left" if dx > 0 else "right" if dx < 0 else "center")
+            number.set_verticalalignment("bottom" if dy > 0 else "top" if dy < 0 else "center")
+            cover = covered(number.get_window_extent(renderer))
+            if best is None or cover < best[0]:
+                best = (cover, dx, dy, number.get_horizontalalignment(), number.get_verticalalignment())
+            if cover == 0:
+                break
+        _, dx, dy, horizontal, vertical = best
+        number.xyann = (dx, dy)
+        number.set_horizontalalignment(horizontal)
+        number.set_verticalalignment(vertical)
+        blocked.append(number.get_window_extent(renderer))
 
 
 def display_name(method: str) -> str:
@@ -449,14 +553,17 @@ def distributions(per_image: pd.DataFrame, out_png: str | Path) -> None:
     per_image = as_compared(lesion_images(per_image))
     methods = list(dict.fromkeys(per_image["method"]))
     by_image = per_image.groupby(["method", "sample_id"], sort=False)[["dice", "hd95_px"]].mean()
-    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 0.45 * len(methods) * 2), 3.2))
+    # One panel above the other: side by side, a study's dozen methods made the figure wider than the
+    # report shows one, and its names too small to read.
+    width = min(REPORT_INCHES, max(6.0, 0.45 * len(methods)))
+    fig, axes = plt.subplots(2, 1, figsize=(width, 7.0), layout="constrained")
     rng = np.random.default_rng(0)  # jitter of the dots only
     for ax, column, label in zip(axes, ("dice", "hd95_px"), ("Dice per image", "HD95 per image (px)")):
         values = [by_image.loc[m, column].to_numpy() for m in methods]
         ax.boxplot(values, showfliers=False)
         for position, points in enumerate(values, start=1):
             ax.plot(position + rng.uniform(-0.15, 0.15, len(points)), points, ".", ms=2, color="C0", alpha=0.5)
-        ax.set_xticks(range(1, len(methods) + 1), methods, rotation=60, ha="right", fontsize=6)
+        ax.set_xticks(range(1, len(methods) + 1), methods, rotation=60, ha="right")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, axis="y")
     _save(fig, out_png)
@@ -503,9 +610,9 @@ def paired_statistics(
         ms=4,
     )
     for y, p in zip(positions, comparison["p_holm"]):
-        ax.annotate(f"p(Holm)={p:.2g}", (1.01, y), xycoords=("axes fraction", "data"), fontsize=6, va="center")
+        ax.annotate(f"p(Holm)={p:.2g}", (1.01, y), xycoords=("axes fraction", "data"), va="center")
     ax.axvline(0, color="0.4", lw=0.8)
-    ax.set_yticks(positions, comparison["method"], fontsize=6)
+    ax.set_yticks(positions, comparison["method"])
     ax.set_ylim(-0.7, max(len(comparison), 1) - 0.3)
     ax.set_xlabel(f"Dice difference vs {reference} (mean, 95 % CI by patient, then run)")
     ax.grid(alpha=0.3, axis="x")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sonoseg.analysis import generalization, paper, stats, subgroups
-from sonoseg.analysis.tables import ci_cell, ci_header, plus_minus, seeds_cell
+from sonoseg.analysis import generalization, paper, stats, subgroups, tables
+from sonoseg.analysis.tables import ci_cell, ci_header, gflops_text, plus_minus, seeds_cell
 from sonoseg.data import MANIFEST_COLUMNS
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
@@ -127,11 +127,14 @@ TABLE_TITLES = {
 
 
 def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> None:
-    """Table 1, Table 2, the ladder or the recipe selection's choices, ours beside the paper's with the difference."""
+    """One of the study's tables (catalog.REPORT_TABLES) as a page: its title, the caption the table stage
+    wrote at the head of its Markdown twin (what the numbers are, at what scale, and, last, the data and
+    the sonoseg commit they were made from), the table, then what its columns mean."""
     table = pd.read_csv(table_csv)
     if kind not in TABLE_TITLES:
         raise SonosegError(f"table kind {kind!r}: expected one of {', '.join(TABLE_TITLES)}")
-    title = TABLE_TITLES[kind]
+    # The page's own words for a table without a Markdown twin, whose caption would say the same.
+    composed = ""
     if kind in catalog.NETWORK_TABLES:
         shown = pd.DataFrame(
             {
@@ -145,35 +148,17 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                     plus_minus(m, s, 3) for m, s in zip(table["paper_dice_mean"], table["paper_dice_std"])
                 ],
                 "Dice ours − paper": [signed(d, 3) for d in table["dice_mean"] - table["paper_dice_mean"]],
-                "HD95 px (ours)": [plus_minus(m, s, 2) for m, s in zip(table["hd95_mean"], table["hd95_std"])],
+                **our_hd95(table),
                 "HD95 px (paper)": [
                     plus_minus(m, s, 2) for m, s in zip(table["paper_hd95_mean"], table["paper_hd95_std"])
                 ],
                 "HD95 ours − paper": [signed(d, 2) for d in table["hd95_mean"] - table["paper_hd95_mean"]],
-                "HD95 penalised images": table["hd95_penalized"],
             }
         )
-        # The columns the Markdown table shows when the study has them (report.to_markdown_and_latex).
-        if "hd95_matched_mean" in table and table["hd95_matched_mean"].notna().any():
-            shown.insert(
-                shown.columns.get_loc("HD95 penalised images"),
-                "HD95 px, both non-empty (ours)",
-                [plus_minus(m, s, 2) for m, s in zip(table["hd95_matched_mean"], table["hd95_matched_std"])],
-            )
-        if "no_lesion_images" in table and (table["no_lesion_images"].fillna(0) > 0).any():
-            shown["No-lesion images: Dice (ours)"] = [
-                plus_minus(m, s, 3) for m, s in zip(table["no_lesion_dice_mean"], table["no_lesion_dice_std"])
-            ]
         if "gflops" in table and "latency_ms" in table:
-            shown.insert(2, "GFLOPs", [fmt(v, 2) for v in table["gflops"]])
+            shown.insert(2, "GFLOPs", [gflops_text(v) for v in table["gflops"]])
             shown.insert(3, "CPU ms", [fmt(v, 1) for v in table["latency_ms"]])
-        notes = [
-            note(
-                "Mean ± sample standard deviation over seeds of the per-seed mean over the test images that "
-                "have a lesion. HD95 penalised: lesion images with an empty prediction, scored Dice 0 and "
-                "HD95 = image diagonal; 'both non-empty' averages HD95 over the images where neither mask is empty."
-            )
-        ]
+        notes = [note(HD95_NOTE)]
     elif kind == "ladder":
         shown = pd.DataFrame(
             {
@@ -184,10 +169,10 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 ci_header(table): [ci_cell(row) for _, row in table.iterrows()],
                 f"Dice (paper, {catalog.label(paper.LADDER_NETWORK)})": [fmt(v, 3) for v in table["paper_dice_mean"]],
                 "Dice ours − paper": [signed(d, 3) for d in table["dice_mean"] - table["paper_dice_mean"]],
-                "HD95 px (ours)": [plus_minus(m, s, 2) for m, s in zip(table["hd95_mean"], table["hd95_std"])],
+                **our_hd95(table),
             }
         )
-        notes = [note("Each step adds one change to the previous one; the paper's Dice is U-net's.")]
+        notes = [note("Each step adds one change to the previous one; the paper's Dice is U-net's."), note(HD95_NOTE)]
     elif kind == "generalization":
         shown = pd.DataFrame(
             {
@@ -206,16 +191,17 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 ],
             }
         )
-        notes = [
-            note(
+        composed = " ".join(
+            [
                 "Mean Dice over the images with a lesion, 95 % CI by patient then training. External datasets are "
                 f"segmented in full by every fold's models. {generalization.ROLES_NOTE} The drop's CI resamples "
                 "the two sets' patients independently. tta: horizontal-flip averaging; ensemble: the mean of the "
-                "trainings' probabilities (in-domain each fold's seeds, external every fold and seed)."
-            ),
-            note(generalization.sizes_note(table)),
-            *(note(text) for text in generalization.lesionless_notes(table)),
-        ]
+                "trainings' probabilities (in-domain each fold's seeds, external every fold and seed).",
+                generalization.sizes_note(table),
+                *generalization.lesionless_notes(table),
+            ]
+        )
+        notes = []
     elif kind == "subgroups":
         table = subgroups.read(table_csv)  # values as text (a view 1, not 1.0)
         shown = pd.DataFrame(
@@ -230,7 +216,8 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 "Dice [95 % CI]": [subgroups.dice_text(row) for _, row in table.iterrows()],
             }
         )
-        notes = [note(subgroups.written_caption(table_csv) or subgroups.caption(table))]
+        composed = subgroups.caption(table)
+        notes = []
     elif kind == "selection":
         chosen_settings = {
             label: table[column].map(lambda v: "" if pd.isna(v) else f"{v:g}")
@@ -255,15 +242,36 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 "in each fold on that fold's validation part. The test split is never read by this choice."
             )
         ]
-    write_page(out_html, _caption_of(table_csv) or title, [html_table(shown), *notes])
+    # Without a Markdown twin (the recipe selection's table has none) the page says what is not known
+    # rather than leave the provenance out unremarked.
+    unrecorded = (
+        f"No caption was written beside {Path(table_csv).name}: the data and the sonoseg commit its numbers "
+        "come from are not recorded."
+    )
+    caption = written_caption(table_csv) or " ".join(part for part in (composed, unrecorded) if part)
+    write_page(out_html, TABLE_TITLES[kind], [note(caption), html_table(shown), *notes])
 
 
-def _caption_of(table_csv: str | Path) -> str:
-    """The caption the table stage wrote first in its Markdown twin (it names the input size, the
-    epochs and the ladder's network), when there is one."""
+HD95_NOTE = (
+    "Mean ± sample standard deviation over seeds of the per-seed mean over the test images that have a lesion. "
+    "HD95 penalised: lesion images with an empty prediction, scored Dice 0 and HD95 = image diagonal; 'both "
+    "non-empty' averages HD95 over the images where neither mask is empty (images counted / lesion images)."
+)
+
+
+def our_hd95(table: pd.DataFrame) -> dict[str, object]:
+    """Our HD95 columns as the table's Markdown twin shows them (tables.our_columns), and how many of the
+    lesion images the empty-prediction penalty scored (summed over seeds)."""
+    return {**tables.our_columns(table), "HD95 penalised images": table["hd95_penalized"]}
+
+
+def written_caption(table_csv: str | Path) -> str:
+    """The caption the table stage wrote at the head of the table's Markdown twin (its first paragraph,
+    bold or not; every table's ends with its provenance: sonoseg.data.provenance.caption_line); '' when
+    the table has no Markdown twin."""
     markdown = Path(table_csv).with_suffix(".md")
-    first = markdown.read_text().splitlines()[0].strip() if markdown.is_file() else ""
-    return first.strip("*").strip() if first.startswith("**") else ""
+    first = markdown.read_text().split("\n\n", 1)[0].strip() if markdown.is_file() else ""
+    return first.removeprefix("**").removesuffix("**").strip()
 
 
 def difference_columns(comparison: pd.DataFrame) -> dict[str, list[str]]:
@@ -312,6 +320,9 @@ def front_page(front: pd.DataFrame, out_html: str | Path) -> None:
     )
 
 
+BREAKDOWN_RESAMPLES = 2000  # the most bootstrap resamples a table of Dice by metadata value draws
+
+
 def statistics_page(
     per_image: pd.DataFrame,
     found,
@@ -340,11 +351,14 @@ def statistics_page(
         )
 
     cells = stats.method_table(per_image, seed=seed, resamples=resamples)
+    # The tables by metadata value bootstrap every cell of every column: fewer resamples keep them quick.
+    breakdown_resamples = min(resamples, BREAKDOWN_RESAMPLES)
     parts = [
         note(
             f"{reference_note} Over the test images with a lesion; patients are the manifest's patient groups "
-            f"(a patient's views and duplicated images move together). CIs: {resamples} bootstrap resamples of "
-            "patients, then of runs (trainings: fold and seed) within each; p: a sign-flip test over patients "
+            f"(a patient's views and duplicated images move together). CIs: {resamples:,} bootstrap resamples of "
+            f"patients, then of runs (trainings: fold and seed) within each ({breakdown_resamples:,} in the "
+            "tables by metadata value, as their titles say); p: a sign-flip test over patients "
             "(exact up to 16 patients, else enough random flips that a Holm p near 0.05 is within 0.002); Holm's "
             "correction within each family (docs/statistics.md). With fewer than 5 runs a cell lists each run's mean."
         ),
@@ -352,7 +366,7 @@ def statistics_page(
             pd.DataFrame(
                 {"Method": cells["method"], "Patients": cells["patients"], "Runs": cells["runs"], "Dice": cells["cell"]}
             ),
-            "Mean test Dice with its patient-level 95 % CI",
+            f"Mean test Dice with its patient-level 95 % CI ({resamples:,} bootstrap resamples)",
         ),
     ]
     if not comparison.empty:
@@ -392,12 +406,17 @@ def statistics_page(
         values[column] = values[column].replace("", "(none)")
         if values[column].nunique() < 2:
             continue
-        groups = stats.group_table(values, column, seed=seed, resamples=min(resamples, 2000))
+        groups = stats.group_table(values, column, seed=seed, resamples=breakdown_resamples)
         groups["cell"] = [stats.format_cell(row) for _, row in groups.iterrows()]
         shown = groups.pivot_table(index="method", columns=column, values="cell", aggfunc="first", sort=False)
         counts = groups.groupby(column)[["images", "patients"]].first()
         shown.columns = [
             f"{v} ({counts.loc[v, 'patients']} patients, {counts.loc[v, 'images']} images)" for v in shown.columns
         ]
-        parts.append(html_table(shown.reset_index(), f"Test Dice per {column} (patient-level 95 % CI)"))
+        parts.append(
+            html_table(
+                shown.reset_index(),
+                f"Test Dice per {column} (patient-level 95 % CI, {breakdown_resamples:,} bootstrap resamples)",
+            )
+        )
     write_page(out_html, "Statistics by patient", parts)

@@ -4,6 +4,7 @@ recipe-selection choices, as CSV, Markdown and LaTeX, with the paper's values be
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -367,6 +368,45 @@ def _with_count(text: str, count: int, total: int | None = None) -> str:
     return f"{text} ({count}/{total})" if total else f"{text} (n={count})"
 
 
+def gflops_text(value: float) -> str:
+    """GFLOPs as every table shows them: two decimals, but two significant digits under 0.1, where two
+    decimals would print a 3-MFLOP network as 0.00 and one of 18 MFLOPs as 0.02."""
+    if pd.isna(value):
+        return "-"
+    return f"{value:.2f}" if value == 0 or abs(value) >= 0.1 else f"{value:#.2g}"
+
+
+def our_columns(table: pd.DataFrame) -> dict[str, list[str]]:
+    """Our HD95 columns and the no-lesion images' Dice, the same in the Markdown and LaTeX tables and on
+    the report's pages: "HD95 px (ours)", the mean with the empty-prediction penalty; "HD95 px, both
+    non-empty (ours)", over the images where prediction and ground truth both have a lesion, with (images
+    counted / lesion images) over all seeds; "HD95 mm (ours)" where the images have a pixel spacing; and
+    "No-lesion images: Dice (ours)" (mean Dice and count over all seeds) where the test set has images
+    without a lesion. Mean ± std over seeds; the mean alone for one seed."""
+    rows = table.to_dict("records")
+
+    def cell(row: dict, column: str, digits: int) -> str:
+        spread = row[f"{column}_std"] if int(row["seeds"]) > 1 else np.nan
+        return plus_minus(row[f"{column}_mean"], spread, digits)
+
+    def shown(column: str) -> bool:
+        return column in table.columns and table[column].notna().any()
+
+    columns = {"HD95 px (ours)": [cell(row, "hd95", 2) for row in rows]}
+    if shown("hd95_matched_mean"):
+        columns["HD95 px, both non-empty (ours)"] = [
+            _with_count(cell(row, "hd95_matched", 2), int(row["hd95_matched_images"]), int(row["lesion_images"]))
+            for row in rows
+        ]
+    if shown("hd95_mm_mean"):
+        columns["HD95 mm (ours)"] = [cell(row, "hd95_mm", 2) for row in rows]
+    if "no_lesion_images" in table.columns and (table["no_lesion_images"].fillna(0) > 0).any():
+        columns["No-lesion images: Dice (ours)"] = [
+            _with_count(cell(row, "no_lesion_dice", 3), int(row["no_lesion_images"])) for row in rows
+        ]
+    return columns
+
+
 # LaTeX's special characters as text, and ± as the math sign: every cell, header and caption passes through
 # latex_escape, so a "95 %" or a network's name (lighter_unet_c1) cannot comment out or break the table.
 LATEX_TEXT = {
@@ -390,70 +430,35 @@ def latex_escape(text: str) -> str:
 
 
 def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str, paper_of: str = "") -> tuple[str, str]:
-    """Human tables: label, parameters (when present), ours and the paper's (``paper_of``: the network the
-    paper's figures are of, where one network's figures stand beside every row, as in the ladder).
-
-    "HD95 px (ours)" is the mean with the empty-prediction penalty; "HD95 px, both non-empty"
-    is over the images where prediction and ground truth both have a lesion, with (images
-    counted / lesion images), over all seeds. A "No-lesion images" column (mean Dice and count
-    over all seeds) appears when the test set has images without a lesion.
-    """
+    """Human tables: label, parameters (when present), ours (our_columns: HD95, no-lesion images) and the
+    paper's (``paper_of``: the network the paper's figures are of, where one network's figures stand
+    beside every row, as in the ladder)."""
     has_params = "parameters" in table.columns
     has_ci = "dice_ci_low" in table.columns and table["dice_ci_low"].notna().any()
     has_cost = all(c in table.columns for c in COST_COLUMNS)
     has_paper_hd = "paper_hd95_mean" in table.columns
-    has_mm = "hd95_mm_mean" in table.columns and table["hd95_mm_mean"].notna().any()
-    has_matched = "hd95_matched_mean" in table.columns and table["hd95_matched_mean"].notna().any()
-    has_no_lesion = "no_lesion_images" in table.columns and (table["no_lesion_images"].fillna(0) > 0).any()
+    ours = our_columns(table)
     header = (
         [first]
         + (["Parameters"] if has_params else [])
         + (["GFLOPs", "CPU ms"] if has_cost else [])
         + ["Dice (ours)"]
         + ([ci_header(table)] if has_ci else [])
-        + ["HD95 px (ours)"]
-        + (["HD95 px, both non-empty (ours)"] if has_matched else [])
-        + (["HD95 mm (ours)"] if has_mm else [])
-        + (["No-lesion images: Dice (ours)"] if has_no_lesion else [])
+        + list(ours)
         + [f"Dice (paper, {paper_of})" if paper_of else "Dice (paper)"]
         + (["HD95 px (paper)"] if has_paper_hd else [])
     )
     lines = []
-    for row in table.to_dict("records"):
+    for index, row in enumerate(table.to_dict("records")):
         cells = [str(row.get("label", row[table.columns[0]]))]
         if has_params:
             cells.append(f"{row['parameters']:,}")
         if has_cost:
-            cells += [
-                "-" if pd.isna(row["gflops"]) else f"{row['gflops']:.2f}",
-                "-" if pd.isna(row["latency_ms"]) else f"{row['latency_ms']:.1f}",
-            ]
+            cells += [gflops_text(row["gflops"]), "-" if pd.isna(row["latency_ms"]) else f"{row['latency_ms']:.1f}"]
         cells.append(seeds_cell(row))
         if has_ci:
             cells.append(ci_cell(row))
-        cells.append(
-            plus_minus(row["hd95_mean"], row["hd95_std"], 2)
-            if int(row["seeds"]) > 1
-            else plus_minus(row["hd95_mean"], np.nan, 2)
-        )
-        if has_matched:
-            cells.append(
-                _with_count(
-                    plus_minus(
-                        row["hd95_matched_mean"], row["hd95_matched_std"] if int(row["seeds"]) > 1 else np.nan, 2
-                    ),
-                    int(row["hd95_matched_images"]),
-                    int(row["lesion_images"]),
-                )
-            )
-        if has_mm:
-            cells.append(plus_minus(row["hd95_mm_mean"], row["hd95_mm_std"], 2))
-        if has_no_lesion:
-            cells.append(
-                _with_count(
-                    plus_minus(row["no_lesion_dice_mean"], row["no_lesion_dice_std"], 3), int(row["no_lesion_images"])
-                )
-            )
+        cells += [values[index] for values in ours.values()]
         cells.append(plus_minus(row["paper_dice_mean"], row.get("paper_dice_std", np.nan), 3))
         if has_paper_hd:
             cells.append(plus_minus(row["paper_hd95_mean"], row["paper_hd95_std"], 2))
@@ -504,6 +509,45 @@ def write_table(
     markdown, latex = to_markdown_and_latex(table, first, f"{caption} {source}".strip(), paper_of)
     out_csv.with_suffix(".md").write_text(markdown)
     out_csv.with_suffix(".tex").write_text(latex)
+
+
+# The sonoseg version and commit in the provenance sentence every table's caption ends with
+# (sonoseg.data.provenance.caption_line: "Data fingerprint F; sonoseg V at commit C.").
+WRITTEN_SOURCE = re.compile(r"Data fingerprint \S+; (sonoseg \S+ at commit \S+?)\.")
+
+
+def results_source(tables_dir: str | Path) -> str:
+    """The sonoseg version and commit the study's tables name as what made their numbers (the captions of
+    their Markdown twins), as the report's front page names it: "sonoseg V at commit C", or each with its
+    tables where they differ; '' while no table names one."""
+    made_by: dict[str, list[str]] = {}
+    for markdown in sorted(Path(tables_dir).glob("*.md")):
+        found = WRITTEN_SOURCE.search(markdown.read_text())
+        if found:
+            made_by.setdefault(found[1], []).append(markdown.stem)
+    if len(made_by) < 2:
+        return next(iter(made_by), "")
+    return "; ".join(f"{source} ({', '.join(names)})" for source, names in made_by.items())
+
+
+# Each table's entry in the report's "2 Tables" (workflow/rules/report.smk; its page's title is in
+# pages.TABLE_TITLES): short, as the report's viewer does not wrap the entry it shows.
+REPORT_ENTRIES = {
+    "table1": "Table 1: architectures",
+    "table2": "Table 2: U-net and its lightweight variants",
+    "beyond": "Beyond the paper",
+    "ladder": "Tuning ladder (section 4.2)",
+    "selection": "Learning rate and weight decay chosen",
+    "generalization": "Generalization",
+    "subgroups": "Dice by subgroup",
+}
+
+
+def report_entry(name: str, names: list[str], shown: str = "") -> str:
+    """An entry of a section of the report: its place among the section's ``names``, in the order they are to
+    be read, then ``shown`` (``name`` itself by default). The report's viewer lists a section's entries by
+    their text: the place leads, zero-padded where the section has ten or more (else 10 comes before 2)."""
+    return f"{names.index(name) + 1:0{len(str(len(names)))}d} {shown or name}"
 
 
 CAPTIONS = {
