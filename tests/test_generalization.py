@@ -651,6 +651,12 @@ def test_the_report_draws_the_generalization_table(tmp_path):
     bottom = slice(noted.shape[0] - 12, noted.shape[0])
     assert noted.shape[1] == drawn.shape[1] and noted.shape[0] > drawn.shape[0] and (noted[bottom] < 128).any()
     assert not (cv2.cvtColor(drawn, cv2.COLOR_BGR2GRAY)[bottom] < 128).any()
+    # Legible where the report shows it: within the viewer's 1,180 px, no text under 8 pt.
+    import matplotlib.text
+
+    fig = generalization.figure(table, ["ext: 1 image(s) also in main-dataset."])
+    texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+    assert drawn.shape[1] <= 1180 and min(t.get_fontsize() for t in texts) >= 8
 
 
 def test_what_an_external_sets_ingest_left_out_is_said_with_its_table(tmp_path):

@@ -292,7 +292,8 @@ def figure(table: pd.DataFrame, notes: list[str] = ()):
     named = dataset_labels(table)
     labels = list(dict.fromkeys(table["label"]))
     markers = {"single": "o", "tta": "s", "ensemble": "D"}
-    fig, ax = plt.subplots(figsize=(11, 0.3 * len(labels) * len(datasets) + 1.2))
+    # 9.5 in at 120 dpi: 1,140 px, within the report viewer's width, so that its 8-pt text shows at 8 pt.
+    fig, ax = plt.subplots(figsize=(9.5, 0.3 * len(labels) * len(datasets) + 1.2))
     colors = plt.get_cmap("tab10")
     height = 0.8 / (len(datasets) * len(VARIANTS))
     for row_number, label in enumerate(labels):
@@ -321,7 +322,7 @@ def figure(table: pd.DataFrame, notes: list[str] = ()):
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles))
     # Beside the axes, not in them: on an external set a network's Dice may lie anywhere in [0, 1].
-    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
@@ -332,13 +333,13 @@ def figure(table: pd.DataFrame, notes: list[str] = ()):
     if notes:
         import textwrap
 
-        footer = "\n".join(textwrap.fill(note, 150) for note in notes)
+        footer = "\n".join(textwrap.fill(note, 125) for note in notes)
         lines = footer.count("\n") + 1
-        # The notes' height in inches (a 6.5-pt line takes about 0.11 in), the figure grown by as much, so
+        # The notes' height in inches (an 8-pt line takes about 0.135 in), the figure grown by as much, so
         # that they stay under the axis label however many there are and however small the plot.
-        footer_height = 0.11 * lines + 0.05
+        footer_height = 0.135 * lines + 0.05
         fig.set_figheight(fig.get_figheight() + footer_height)
-        fig.text(0.01, 0.005, footer, fontsize=6.5, va="bottom")
+        fig.text(0.01, 0.005, footer, fontsize=8, va="bottom")
         fig.tight_layout(rect=(0, footer_height / fig.get_figheight(), 1, 1))
     else:
         fig.tight_layout()

@@ -234,13 +234,6 @@ def write(table: pd.DataFrame, out_csv: str | Path, caption_text: str) -> None:
     out_csv.with_suffix(".md").write_text(markdown(table, caption_text))
 
 
-def written_caption(table_csv: str | Path) -> str:
-    """The caption `write` put at the head of the table's Markdown twin ('' without one): the report page
-    shows the same words (the absent columns, the data's provenance)."""
-    markdown_path = Path(table_csv).with_suffix(".md")
-    return markdown_path.read_text().split("\n\n", 1)[0].strip() if markdown_path.is_file() else ""
-
-
 def read(table_csv: str | Path) -> pd.DataFrame:
     """A subgroup table as `write` wrote it (values as text: a view 1 stays 1)."""
     return read_table(table_csv, "subgroup table", COLUMNS, dtype={"value": str})
