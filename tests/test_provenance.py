@@ -127,7 +127,8 @@ def test_an_unreadable_file_is_recorded_not_a_crash(tmp_path):
 
 def test_the_junk_the_ingest_ignores_is_no_change_of_the_data(tmp_path):
     """A .DS_Store that Finder adds, a notebook's checkpoint, a macOS archive's __MACOSX: the ingest lists
-    them as ignored without reading them, so they must not redo the study. Any other new file does."""
+    them as ignored without reading them, so they must not redo the study. A file the layout reads or
+    reports does; notes it ignores do not."""
     root = make_folder(tmp_path / "data")
     out = tmp_path / "out"
     first = provenance.check_study(folder_config(root), out)
@@ -139,10 +140,12 @@ def test_the_junk_the_ingest_ignores_is_no_change_of_the_data(tmp_path):
     again = provenance.check_study(folder_config(root), out)
     assert again.dataset_fingerprint == first.dataset_fingerprint and not again.messages
     assert set(again.records["dataset"].files) == set(first.records["dataset"].files)
-    (root / "images" / "notes.txt").write_bytes(b"junk, to a program; data to the ingest")
+    (root / "images" / "notes.txt").write_bytes(b"notes: the ingest lists them as ignored, unread")
+    assert provenance.check_study(folder_config(root), out).messages == []
+    (root / "images" / "scan.dcm").write_bytes(b"a scan sonoseg does not read: a problem the ingest reports")
     changed = provenance.check_study(folder_config(root), out)
     assert changed.dataset_fingerprint != first.dataset_fingerprint
-    assert "1 added: images/notes.txt" in changed.messages[0]
+    assert "1 added: images/scan.dcm" in changed.messages[0]
 
 
 def test_only_the_folders_under_the_root_decide_what_is_junk(tmp_path):

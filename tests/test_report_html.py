@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import run_snakemake
 
-from sonoseg.analysis import stats, tables
+from sonoseg.analysis import report_labels, stats
 from sonoseg.networks import catalog
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -152,6 +152,10 @@ def test_report_holds_every_section_with_real_content(tiny_report):
     description = json.loads(re.search(r'var workflow_desc = (".*?");\n', page)[1])
     assert "Study <strong>tiny</strong>" in description and "images resized to 32" in description
     assert "Results made from the dataset with fingerprint" in description
+    # ... and the sonoseg commit that made the results, as the tables' captions name it (not the manifest's).
+    table1 = (tiny_report["out"] / "tables" / "table1.md").read_text()
+    made_by = re.search(r"(sonoseg \S+ at commit \S+?)[.;)]", table1)[1]
+    assert f"by {made_by} (the manifest by sonoseg" in description.replace("``", "")
 
 
 def tiny_path(path: str) -> str:
@@ -164,7 +168,7 @@ def test_report_names_its_entries_in_reading_order_and_every_table_its_provenanc
     table_pages = [Path(p).stem for p in results if p.startswith("report/tables/")]
     shown = [kind for kind in catalog.REPORT_TABLES if kind in table_pages]
     assert shown[:2] == ["table1", "table2"] and len(shown) == len(table_pages)
-    expected = [f"{place} {tables.REPORT_ENTRIES[kind]}" for place, kind in enumerate(shown, start=1)]
+    expected = [f"{place} {report_labels.REPORT_ENTRIES[kind]}" for place, kind in enumerate(shown, start=1)]
     assert [results[f"report/tables/{kind}.html"]["labels"]["table"] for kind in shown] == expected
     # The training curves: networks, then the ladder, each in the run sheet's order (not the alphabet's).
     curves = {Path(p).stem: r["labels"]["run"] for p, r in results.items() if p.startswith("report/curves/")}

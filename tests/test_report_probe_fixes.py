@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from sonoseg.analysis import families, generalization, pages, paper, subgroups, tables
+from sonoseg.analysis import families, generalization, pages, paper, report_labels, subgroups, tables
 from sonoseg.data import provenance
 
 FINGERPRINT = "a68876c8d5c7" + "0" * 52
@@ -190,15 +190,17 @@ def test_statistics_page_states_the_resamples_of_each_table(tmp_path):
 
 
 def test_results_source_names_the_commit_the_tables_say_made_them(tmp_path, monkeypatch):
-    assert tables.results_source(tmp_path) == ""  # no table yet
+    assert report_labels.results_source(tmp_path) == ""  # no table yet
     for name, commit in (("table1", "1111111aaaaa"), ("table2", "1111111aaaaa"), ("ladder", "2222222bbbbb+dirty")):
         monkeypatch.setattr(provenance, "sonoseg_commit", lambda commit=commit: commit)
         table = tables.ladder_table(ladder_runs(), ["baseline"])
         tables.write_table(table, tmp_path / f"{name}.csv", name, "Step", provenance.caption_line(FINGERPRINT))
         if name == "table2":  # the two tables so far agree: one source
-            assert tables.results_source(tmp_path) == f"sonoseg {provenance.sonoseg_version()} at commit {commit}"
+            assert (
+                report_labels.results_source(tmp_path) == f"sonoseg {provenance.sonoseg_version()} at commit {commit}"
+            )
     version = provenance.sonoseg_version()
-    assert tables.results_source(tmp_path) == (
+    assert report_labels.results_source(tmp_path) == (
         f"sonoseg {version} at commit 2222222bbbbb+dirty (ladder); sonoseg {version} at commit 1111111aaaaa "
         "(table1, table2)"
     )
@@ -261,4 +263,4 @@ def test_cost_caption_names_the_floors_and_references_the_rule_gives_it(floors, 
 def test_every_report_table_has_a_page_title_and_an_entry_name():
     from sonoseg.networks import catalog
 
-    assert set(tables.REPORT_ENTRIES) == set(pages.TABLE_TITLES) == set(catalog.REPORT_TABLES)
+    assert set(report_labels.REPORT_ENTRIES) == set(pages.TABLE_TITLES) == set(catalog.REPORT_TABLES)

@@ -1,5 +1,6 @@
 # The study as data: the config, validated, becomes the run sheet (sonoseg.study.runsheet); every rule
 # below serves every kind of run through the input functions here.
+import atexit
 import json
 import re
 import shlex
@@ -60,6 +61,17 @@ RUNS = {run.name: run for run in runsheet.build(config)}  # the run sheet: one r
 if config["custom_networks"] and workflow.basedir not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
     os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p))
 
+
+def undo_records_unless_run():
+    """At exit, the fingerprint records this planning rewrote put back as they were, unless jobs were run (or
+    touched): a dry run (-n), --summary or --dag must leave nothing that the next run would compare its data
+    with. The records are rewritten at planning all the same, since a changed record is what makes Snakemake
+    plan the jobs the change redoes; and only at exit does Snakemake tell this file whether the run was dry
+    (workflow.dryrun is False until it executes)."""
+    if workflow.executor_plugin is None or workflow.dryrun:
+        DATA_CHECK.undo()
+
+
 # The data's fingerprint (sonoseg.data.provenance): every file the study reads from outside results/, one
 # record per source under data/sources/, rewritten only when the data changed; the rules that read a
 # source take its record as input, so they rerun exactly then. Computed once, by the process that
@@ -79,6 +91,7 @@ if CHECKS_DATA:
         raise ValueError(str(exc)) from None
     for message in DATA_CHECK.messages:
         print(message, file=sys.stderr)
+    atexit.register(undo_records_unless_run)
     _builder_warnings, _builder_errors = catalog.builder_problems(config["custom_networks"])
     for message in _builder_warnings:
         print(f"Warning: {message}", file=sys.stderr)
@@ -89,14 +102,18 @@ if CHECKS_DATA:
 
 
 def report_provenance():
-    """The report's front page line: the data its results were made from, and whether that is today's."""
+    """The report's front page line: the data its results were made from, whether that is today's, and the
+    sonoseg commit that made the results (as the tables' captions name it), beside the manifest's."""
+    from sonoseg.analysis import report_labels
+
     made = provenance.read_manifest_provenance(MANIFEST)
     if DATA_CHECK is None or made["dataset_fingerprint"] == "unknown":
         return "The results name no dataset fingerprint yet (no manifest made by this version)."
     today, used = DATA_CHECK.dataset_fingerprint, made["dataset_fingerprint"]
+    made_by = report_labels.results_source(f"{OUT}/tables") or "a sonoseg commit no table names yet"
     line = (
-        f"Results made from the dataset with fingerprint ``{used[:provenance.SHORT]}`` by sonoseg "
-        f"{made['sonoseg_version']} at commit ``{made['commit']}``."
+        f"Results made from the dataset with fingerprint ``{used[:provenance.SHORT]}`` by {made_by} (the "
+        f"manifest by sonoseg {made['sonoseg_version']} at commit ``{made['commit']}``)."
     )
     if used != today:
         line += (
@@ -536,6 +553,13 @@ if CHECKS_DATA:
     if _LAYOUT_PROBLEMS:
         raise ValueError(config_check.datasets_message(_LAYOUT_PROBLEMS))
     provenance.write_json_atomic(_LAYOUTS_CHECKED, _LAYOUT_STATES)
+    # Too few patients for split.folds stop `snakemake -n` too, not the split job after the ingest: the
+    # phantom's from its settings, a dataset's as its layout pairs the same files (no pixel read).
+    _SPLIT_PROBLEM = config_check.split_problem(
+        config, None if DATASET["layout"] == "synthetic" else provenance.record_paths(DATA_CHECK.records["dataset"])
+    )
+    if _SPLIT_PROBLEM:
+        raise ValueError(_SPLIT_PROBLEM)
 
 
 def overlap_records():

@@ -3,8 +3,8 @@
 # categories; captions live in workflow/report/; input functions in common.smk. Every rule here takes
 # ANALYSIS_CODE (common.smk) as input: a new version of sonoseg's analysis code redoes the pages.
 # The report's viewer lists a section's entries by the text of their labels, so a label leads with the
-# entry's place in the section (tables.report_entry).
-from sonoseg.analysis import tables
+# entry's place in the section (report_labels.report_entry).
+from sonoseg.analysis import report_labels
 
 
 wildcard_constraints:
@@ -60,8 +60,8 @@ rule report_table:
             caption="../report/tables.rst",
             category="2 Tables",
             labels=lambda wildcards: {
-                "table": tables.report_entry(
-                    wildcards.report_table, get_report_tables(), tables.REPORT_ENTRIES[wildcards.report_table]
+                "table": report_labels.report_entry(
+                    wildcards.report_table, get_report_tables(), report_labels.REPORT_ENTRIES[wildcards.report_table]
                 )
             },
         ),
@@ -86,8 +86,8 @@ rule report_generalization:
             category="2 Tables",
             # Right after its table (the same place; the viewer puts the longer text second).
             labels=lambda wildcards: {
-                "table": tables.report_entry(
-                    "generalization", get_report_tables(), f"{tables.REPORT_ENTRIES['generalization']} (figure)"
+                "table": report_labels.report_entry(
+                    "generalization", get_report_tables(), f"{report_labels.REPORT_ENTRIES['generalization']} (figure)"
                 )
             },
         ),
@@ -114,7 +114,7 @@ rule report_curves:
             category="3 Training curves",
             subcategory=lambda wildcards: CURVE_GROUPS[run_of(wildcards).kind],
             labels=lambda wildcards: {
-                "run": tables.report_entry(
+                "run": report_labels.report_entry(
                     wildcards.run,
                     [run.name for run in RUNS.values() if run.kind == run_of(wildcards).kind],
                     run_of(wildcards).table_name,

@@ -4,7 +4,6 @@ recipe-selection choices, as CSV, Markdown and LaTeX, with the paper's values be
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
@@ -509,45 +508,6 @@ def write_table(
     markdown, latex = to_markdown_and_latex(table, first, f"{caption} {source}".strip(), paper_of)
     out_csv.with_suffix(".md").write_text(markdown)
     out_csv.with_suffix(".tex").write_text(latex)
-
-
-# The sonoseg version and commit in the provenance sentence every table's caption ends with
-# (sonoseg.data.provenance.caption_line: "Data fingerprint F; sonoseg V at commit C.").
-WRITTEN_SOURCE = re.compile(r"Data fingerprint \S+; (sonoseg \S+ at commit \S+?)\.")
-
-
-def results_source(tables_dir: str | Path) -> str:
-    """The sonoseg version and commit the study's tables name as what made their numbers (the captions of
-    their Markdown twins), as the report's front page names it: "sonoseg V at commit C", or each with its
-    tables where they differ; '' while no table names one."""
-    made_by: dict[str, list[str]] = {}
-    for markdown in sorted(Path(tables_dir).glob("*.md")):
-        found = WRITTEN_SOURCE.search(markdown.read_text())
-        if found:
-            made_by.setdefault(found[1], []).append(markdown.stem)
-    if len(made_by) < 2:
-        return next(iter(made_by), "")
-    return "; ".join(f"{source} ({', '.join(names)})" for source, names in made_by.items())
-
-
-# Each table's entry in the report's "2 Tables" (workflow/rules/report.smk; its page's title is in
-# pages.TABLE_TITLES): short, as the report's viewer does not wrap the entry it shows.
-REPORT_ENTRIES = {
-    "table1": "Table 1: architectures",
-    "table2": "Table 2: U-net and its lightweight variants",
-    "beyond": "Beyond the paper",
-    "ladder": "Tuning ladder (section 4.2)",
-    "selection": "Learning rate and weight decay chosen",
-    "generalization": "Generalization",
-    "subgroups": "Dice by subgroup",
-}
-
-
-def report_entry(name: str, names: list[str], shown: str = "") -> str:
-    """An entry of a section of the report: its place among the section's ``names``, in the order they are to
-    be read, then ``shown`` (``name`` itself by default). The report's viewer lists a section's entries by
-    their text: the place leads, zero-padded where the section has ten or more (else 10 comes before 2)."""
-    return f"{names.index(name) + 1:0{len(str(len(names)))}d} {shown or name}"
 
 
 CAPTIONS = {

@@ -13,6 +13,7 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 
+from sonoseg.data import provenance
 from sonoseg.errors import SonosegError
 
 try:  # OpenCV prints its own warnings for unreadable files; we report them ourselves.
@@ -20,7 +21,7 @@ try:  # OpenCV prints its own warnings for unreadable files; we report them ours
 except AttributeError:  # pragma: no cover - older OpenCV builds
     pass
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = provenance.IMAGE_SUFFIXES  # the image formats sonoseg reads (one list, the fingerprint's too)
 MASK_SEPARATOR = "|"  # several mask files of one image (BUSI's NAME_mask_1.png) are merged
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8"  # its start-of-image marker

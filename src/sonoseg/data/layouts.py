@@ -16,9 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sonoseg.data.imageio import IMAGE_SUFFIXES, MASK_SEPARATOR
+from sonoseg.data.imageio import MASK_SEPARATOR
 from sonoseg.data.options import NORMAL_LEFT_OUT
-from sonoseg.data.provenance import is_junk_name, junk_folder
+from sonoseg.data.provenance import (
+    IMAGE_FOLDERS,
+    IMAGE_SUFFIXES,
+    PATIENTS_CSV,
+    is_image_like,
+    is_junk_name,
+    is_layout_csv,
+    junk_folder,
+)
 from sonoseg.errors import SonosegError
 
 log = logging.getLogger(__name__)
@@ -31,12 +39,6 @@ BUSBRA_IMAGE = re.compile(r"^bus_(?P<patient>[^-]+)-(?P<view>.+)$")
 # The flag of an image of images/ that patients.csv names in no row (it is its own patient).
 NOT_IN_PATIENTS_CSV = "not_in_patients_csv"
 NAMES_SHOWN = 5  # file names a log line names; the rest are counted
-# Image formats sonoseg does not read: among the images they are problems (a scan left out unseen);
-# any other file there (notes, an annotation tool's .json) is listed as ignored, as it always was.
-OTHER_IMAGE_SUFFIXES = {
-    ".webp", ".gif", ".jp2", ".j2k", ".jpx", ".jxl", ".heic", ".heif", ".avif", ".dcm", ".dicom", ".ima",
-    ".pgm", ".ppm", ".pbm", ".pnm", ".pfm", ".tga", ".exr", ".hdr", ".nrrd", ".nii", ".mha", ".mhd",
-}  # fmt: skip
 
 
 @dataclass
@@ -70,8 +72,9 @@ class Layout:
 def list_files(root: Path, listed: Iterable[Path] | None = None) -> tuple[list[Path], dict[Path, str]]:
     """All regular files under root (resolved), and the links refused because they leave it, lead to a
     folder or lead nowhere. ``listed``: the paths under the resolved root that a walk of it already found
-    (sonoseg.data.provenance.dataset_files, at planning: every file but the junk, which a layout lists as
-    ignored only, and every link), sorted here as the walk's would be without walking the root again."""
+    (sonoseg.data.provenance.dataset_files, at planning: every file the layout reads, and every link; the
+    others, junk and notes, a layout lists as ignored only), sorted here as the walk's would be without
+    walking the root again."""
     root = root.resolve()
     files, refused = [], {}
     for path in _walk(root) if listed is None else listed:
@@ -161,8 +164,7 @@ def _unsupported_formats(orphans: dict[Path, str], image_folders: set[Path]) -> 
     supported = ", ".join(sorted(IMAGE_SUFFIXES))
     unsupported = {}
     for path in sorted(orphans):
-        image_like = path.suffix.lower() in OTHER_IMAGE_SUFFIXES or not path.suffix  # DICOM often has none
-        if path.parent in image_folders and image_like and not is_junk(path):
+        if path.parent in image_folders and is_image_like(path.name) and not is_junk(path):
             del orphans[path]
             unsupported[path] = f"unsupported image format {path.suffix or '(no extension)'} (supported: {supported})"
     return unsupported
@@ -253,11 +255,23 @@ def _spellings(cell) -> tuple[str, ...]:
 # ----------------------------------------------------------------------------- layouts
 
 
+def pair(
+    root: Path, layout: str, files: list[Path], dataset_csv: str | None = None, include_normal: bool = False
+) -> Layout:
+    """The files under the (resolved) root paired as ``layout`` names them, before any pixel is read (the
+    ingest's reading of a dataset, sonoseg.data.manifest, once its settings are checked)."""
+    if layout == "folder":
+        return folder_layout(root, files, dataset_csv)
+    if layout == "busi":
+        return busi_layout(root, files, include_normal)
+    return busbra_layout(root, files)
+
+
 def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Layout:
     """images/ + masks/ matched by name (or stem), patients.csv optional; or an explicit CSV."""
     if dataset_csv:
         return _explicit_csv_layout(root, files, dataset_csv)
-    images_dir, masks_dir = root / "images", root / "masks"
+    images_dir, masks_dir = (root / folder for folder in IMAGE_FOLDERS["folder"])
     if not images_dir.is_dir():
         raise SonosegError(f"root {root}: the folder layout needs an images/ folder (and masks/)")
     files, junk = _set_aside_junk(root, files)
@@ -265,7 +279,7 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     masks = [f for f in files if f.parent == masks_dir and is_image_name(f)]
     masks_by_name = {m.name: m for m in masks}
     masks_by_stem, images_by_stem = _by_stem(masks), _by_stem(images)
-    patients_csv = root / "patients.csv"
+    patients_csv = root / PATIENTS_CSV
     listed: dict[Path, tuple[int, dict]] = {}
     claimed, rows_naming_no_image = set(), {}
     if patients_csv.is_file():
@@ -328,7 +342,7 @@ def _read_patients_csv(
     """patients.csv's rows by the image of images/ each names (its row number and the row, its patient and
     view cells trimmed), and the rows that name none, as problems of their own (keyed by the path they
     name). A cell names an image as _NamesInCsv matches it."""
-    images_dir = root / "images"
+    images_dir = root / IMAGE_FOLDERS["folder"][0]
     records = _read_csv(patients_csv, required=("image", "patient")).to_dict("records")
     names = _NamesInCsv({image.name: image for image in images})
     rows, rows_of, image_of = [], {}, {}
@@ -544,7 +558,7 @@ def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
 
 def busbra_layout(root: Path, files: list[Path]) -> Layout:
     """BUS-BRA: Images/bus_XXXX-Y.png with Masks/mask_XXXX-Y.png; patient XXXX; a root CSV adds columns."""
-    image_dir, mask_dir = root / "Images", root / "Masks"
+    image_dir, mask_dir = (root / folder for folder in IMAGE_FOLDERS["busbra"])
     if not image_dir.is_dir():
         raise SonosegError(f"root {root}: the busbra layout needs Images/ and Masks/ folders")
     files, junk = _set_aside_junk(root, files)
@@ -552,7 +566,7 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
     masks = _by_stem([f for f in files if f.parent == mask_dir and is_image_name(f) and f.stem.startswith("mask_")])
     masks = {stem[len("mask_") :]: found for stem, found in masks.items()}
     images = _by_stem([f for f in files if f.parent == image_dir and is_image_name(f)])
-    csvs = [f for f in files if f.parent == root and f.suffix.lower() == ".csv"]
+    csvs = [f for f in files if is_layout_csv(f.relative_to(root), "busbra")]
     info: dict[str, dict] = {}
     for csv_path in csvs:
         frame = _read_csv(csv_path, required=())

@@ -30,11 +30,9 @@ from sonoseg.data.layouts import (
     LAYOUTS,
     Candidate,
     Layout,
-    busbra_layout,
-    busi_layout,
-    folder_layout,
     is_image_name,
     list_files,
+    pair,
     sample_id_for,
 )
 from sonoseg.errors import SonosegError
@@ -317,13 +315,7 @@ def _read_layout(
         raise SonosegError(f"csv: {dataset_csv!r} is read by the folder layout only, and layout is {layout!r}")
     given, root = root, root.resolve()
     files, refused_links = list_files(root, listed)
-    if layout == "folder":
-        found = folder_layout(root, files, dataset_csv)
-    elif layout == "busi":
-        found = busi_layout(root, files, include_normal)
-    else:
-        found = busbra_layout(root, files)
-    return _Reading(given, root, files, refused_links, found)
+    return _Reading(given, root, files, refused_links, pair(root, layout, files, dataset_csv, include_normal))
 
 
 def _problems(reading: _Reading) -> list[tuple[Path, str]]:

@@ -4,10 +4,11 @@ commit that made them (docs/method.md, "Data fingerprint").
 
 The workflow computes the fingerprint once when it starts (common.smk), as nnU-Net keeps a dataset
 fingerprint: each *source* (the dataset, the split file, one weights file per backbone kind) gets a
-record, ``results/<study>/data/sources/<source>.json``, listing every file with its size and SHA-256.
-A record is rewritten, atomically, only when its content changes, so the rules that read a source
-(ingest reads the dataset's record) rerun exactly when the data changed, whatever the files'
-modification times say. Reading thousands of images again at every start would be slow: content
+record, ``results/<study>/data/sources/<source>.json``, listing every file with its size and SHA-256
+(of a dataset, every file its layout reads: read_by_layout). A record is rewritten, atomically, only
+when its content changes, so the rules that read a source (ingest reads the dataset's record) rerun
+exactly when the data changed, whatever the files' modification times say; a dry run puts the records
+it rewrote back at its end (Check.undo). Reading thousands of images again at every start would be slow: content
 hashes are cached by path, size, modification time and status-change time
 (``results/<study>/data/sources/hash_cache.json``), so an unchanged dataset costs one ``stat`` per
 file, and a file rewritten in place, even with its old modification time put back, is read again.
@@ -164,6 +165,58 @@ class Record:
         return cls(payload["source"], payload.get("root", ""), payload.get("files", {}), payload.get("settings"))
 
 
+# Which files a layout reads. This module holds the rule, and sonoseg.data.layouts reads the files by it, because
+# the workflow imports this module at every start: standard library only (sonoseg.data.imageio, which imports
+# OpenCV, reads its IMAGE_SUFFIXES from here).
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}  # the image formats sonoseg reads
+# Image formats sonoseg does not read: among a layout's images they are problems (a scan left out unseen).
+OTHER_IMAGE_SUFFIXES = {
+    ".webp", ".gif", ".jp2", ".j2k", ".jpx", ".jxl", ".heic", ".heif", ".avif", ".dcm", ".dicom", ".ima",
+    ".pgm", ".ppm", ".pbm", ".pnm", ".pfm", ".tga", ".exr", ".hdr", ".nrrd", ".nii", ".mha", ".mhd",
+}  # fmt: skip
+PATIENTS_CSV = "patients.csv"  # the folder layout's optional patient list, at the root
+# The folders a layout takes its images and masks from, under the root: there a file of an image format
+# sonoseg does not read, or one without extension (DICOM often has none), is a problem. BUSI's are its class
+# folders, whatever their names: every folder under the root that holds images (None: any but the root).
+IMAGE_FOLDERS: dict[str, tuple[str, ...] | None] = {
+    "folder": ("images", "masks"),
+    "busi": None,
+    "busbra": ("Images", "Masks"),
+}
+
+
+def is_image_like(name: str) -> bool:
+    """A file name in an image format sonoseg does not read, or without extension."""
+    suffix = PurePath(name).suffix.lower()
+    return suffix in OTHER_IMAGE_SUFFIXES or not suffix
+
+
+def read_by_layout(relative: str | PurePath, layout: str, csv: str = "") -> bool:
+    """Whether the ingest of a dataset in ``layout`` reads the file at ``relative`` (its path under the root), or
+    may report it as a problem: a file in an image format sonoseg reads, anywhere (an image, a mask, or an image
+    that pairs with nothing: a problem); one in another image format or without extension in the layout's image
+    folders (IMAGE_FOLDERS); the layout's CSV (patients.csv at a folder dataset's root, every .csv at a BUS-BRA
+    root); with ``csv`` (a folder dataset listed by a CSV of its own, which may name a file of any name), every
+    file. Any other file (notes, a README, an annotation tool's .json, a .csv BUSI has no use for) the ingest
+    lists as ignored, unread: it is left out of the fingerprint, so that adding one redoes nothing. The junk
+    (is_junk) is decided before, for every layout."""
+    path = PurePosixPath(PurePath(relative).as_posix())
+    if path.suffix.lower() in IMAGE_SUFFIXES or (layout == "folder" and csv) or is_layout_csv(path, layout):
+        return True
+    folders = IMAGE_FOLDERS.get(layout, ())
+    in_image_folder = len(path.parts) > 1 if folders is None else path.parent.as_posix() in folders
+    return in_image_folder and is_image_like(path.name)
+
+
+def is_layout_csv(relative: str | PurePath, layout: str) -> bool:
+    """Whether the file at ``relative`` (its path under the root) is a CSV the layout reads by itself:
+    patients.csv at a folder dataset's root, every .csv at a BUS-BRA root."""
+    path = PurePosixPath(PurePath(relative).as_posix())
+    if layout == "folder":  # in any letter case: a file system that ignores case opens Patients.csv so
+        return path.as_posix().lower() == PATIENTS_CSV
+    return layout == "busbra" and len(path.parts) == 1 and path.suffix.lower() == ".csv"
+
+
 # What operating systems, file managers and tools leave in any folder, never data: the ingest lists these files
 # as ignored without reading them (sonoseg.data.layouts), and the fingerprint leaves them out, so a .DS_Store
 # that Finder adds, or a notebook's checkpoint, redoes nothing. The rule lives here, not in the layouts,
@@ -193,12 +246,12 @@ def is_junk(relative: str | PurePath) -> bool:
     return is_junk_name(PurePath(relative).name) or junk_folder(relative) is not None
 
 
-def dataset_files(root: Path) -> list[Path]:
-    """Every file under the dataset root that the ingest reads or reports (sonoseg.data.layouts.list_files):
-    the manifest lists each one (included, excluded or ignored), so each one is part of the data; but not
-    the junk of operating systems and tools (is_junk), which the ingest never reads. Links are recorded
-    wherever they lie, as found, since the ingest checks every link; a broken one, or one that cannot be
-    read, is recorded as such and the ingest reports it."""
+def dataset_files(root: Path, layout: str | None = None, csv: str = "") -> list[Path]:
+    """Every file under the dataset root that the ingest of ``layout`` reads or may report as a problem
+    (read_by_layout; every file when ``layout`` is None), but not the junk of operating systems and tools
+    (is_junk), which the ingest never reads. Links are recorded wherever they lie, as found, whatever their
+    names, since the ingest checks every link (one leaving the root is a problem); a broken one, or one that
+    cannot be read, is recorded as such and the ingest reports it."""
     files = []
 
     def refuse_unreadable(exc: OSError) -> None:
@@ -207,12 +260,18 @@ def dataset_files(root: Path) -> list[Path]:
         if junk_folder(Path(exc.filename).relative_to(root) / "a file in it") is None:
             _raise_walk_error(exc)
 
+    def recorded(path: Path) -> bool:
+        if path.is_symlink():
+            return True
+        relative = path.relative_to(root)
+        return not is_junk(relative) and (layout is None or read_by_layout(relative, layout, csv))
+
     for directory, folders, names in os.walk(root, followlinks=False, onerror=refuse_unreadable):
         here = Path(directory)
         # A link to a folder is not followed (as the ingest does), but it is recorded: adding, removing
         # or retargeting one changes what the ingest reports.
         found = [here / name for name in names] + [here / name for name in folders if (here / name).is_symlink()]
-        files.extend(path for path in found if path.is_symlink() or not is_junk(path.relative_to(root)))
+        files.extend(path for path in found if recorded(path))
     return sorted(files)
 
 
@@ -234,8 +293,16 @@ def file_entry(path: Path, hashes: HashCache) -> list:
         return [-1, f"unreadable: {exc.strerror or exc}"]
 
 
-def folder_record(name: str, root: str | Path, hashes: HashCache, setting: str = "dataset.root") -> Record:
-    """Every file under a folder, by content."""
+def folder_record(
+    name: str,
+    root: str | Path,
+    hashes: HashCache,
+    setting: str = "dataset.root",
+    layout: str | None = None,
+    csv: str = "",
+) -> Record:
+    """Every file under a folder that the ingest of ``layout`` reads (dataset_files; every file when None), by
+    content."""
     root = Path(root)
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "not found"
@@ -244,15 +311,16 @@ def folder_record(name: str, root: str | Path, hashes: HashCache, setting: str =
     # checkout lies, so moving the checkout with its results changes no record (and redoes nothing).
     record = Record(name, str(root))
     resolved = root.resolve()
-    for path in dataset_files(resolved):
+    for path in dataset_files(resolved, layout, csv):
         record.files[path.relative_to(resolved).as_posix()] = file_entry(path, hashes)
     return record
 
 
 def record_paths(record: Record) -> list[Path]:
-    """The paths a folder's record lists (every file under the folder but the junk, every link), under its
-    root resolved: a listing that a reader of the same folder at the same start need not walk again (the
-    workflow's check of each dataset's layout at planning, sonoseg.data.manifest.check_layout)."""
+    """The paths a folder's record lists (every file its layout reads, every link), under its root resolved: a
+    listing that a reader of the same folder at the same start need not walk again (the workflow's check of
+    each dataset's layout at planning, sonoseg.data.manifest.check_layout, which lists the other files as
+    ignored only, never as problems)."""
     root = Path(record.root).resolve()
     return [root / name for name in record.files]
 
@@ -278,18 +346,29 @@ def pretrained_sources(paths) -> dict[str, str]:
     return names
 
 
+def dataset_layouts(config: dict) -> dict[str, tuple[str, str]]:
+    """Each folder source of a study (the dataset, unless it is the phantom, and ``external_<name>``) -> the
+    layout and CSV its ingest reads it with, which decide the files its record lists (read_by_layout)."""
+    dataset = config["dataset"]
+    layouts = {} if dataset["layout"] == "synthetic" else {"dataset": (dataset["layout"], dataset.get("csv") or "")}
+    for external in config.get("external_datasets", []):
+        layouts[f"external_{external['name']}"] = (external.get("layout", "folder"), external.get("csv") or "")
+    return layouts
+
+
 def study_records(config: dict, hashes: HashCache, pretrained: dict[str, str] | None = None) -> dict[str, Record]:
     """Every source a study reads from outside results/, from its validated config: the dataset (the
-    phantom's settings, or every file under dataset.root), the split
-    file, each pretrained weights file its runs start from (``pretrained``: path -> source name), and
-    every file of each external dataset (``external_<name>``)."""
+    phantom's settings, or the files under dataset.root that its layout reads), the split file, each
+    pretrained weights file its runs start from (``pretrained``: path -> source name), and the files of each
+    external dataset that its layout reads (``external_<name>``)."""
     records = {}
+    layouts = dataset_layouts(config)
     dataset = config["dataset"]
     if dataset["layout"] == "synthetic":
         # A copy: the record must not follow later changes of the config it came from.
         records["dataset"] = Record("dataset", settings=json.loads(json.dumps({"synthetic": config["synthetic"]})))
     else:  # the layout's CSVs lie under the root (the ingest refuses one outside it)
-        records["dataset"] = folder_record("dataset", dataset["root"], hashes)
+        records["dataset"] = folder_record("dataset", dataset["root"], hashes, "dataset.root", *layouts["dataset"])
     split_file = config.get("split", {}).get("file")
     if split_file:
         records["split_file"] = file_record("split_file", split_file, hashes, "split.file")
@@ -297,7 +376,8 @@ def study_records(config: dict, hashes: HashCache, pretrained: dict[str, str] | 
         records[name] = file_record(name, path, hashes, "pretrained backbone weights")
     for external in config.get("external_datasets", []):
         name = f"external_{external['name']}"
-        records[name] = folder_record(name, external["root"], hashes, f"external_datasets {external['name']!r} root")
+        setting = f"external_datasets {external['name']!r} root"
+        records[name] = folder_record(name, external["root"], hashes, setting, *layouts[name])
     return records
 
 
@@ -339,33 +419,90 @@ def changes(before: Record, after: Record) -> Changes:
 
 
 @dataclass
+class Rewrite:
+    """A record a check rewrote, and what its file held before (None: there was none), to put it back."""
+
+    path: Path  # absolute: by the time a Snakemake run with --directory exits, it is back in its first folder
+    before: bytes | None
+    times: tuple[int, int] | None  # the file's access and modification times before, in ns
+    after: bytes = b""
+
+    @classmethod
+    def of(cls, path: Path) -> Rewrite:
+        path = path.absolute()
+        try:
+            stat = path.stat()
+            return cls(path, path.read_bytes(), (stat.st_atime_ns, stat.st_mtime_ns))
+        except OSError:
+            return cls(path, None, None)
+
+    def undo(self) -> None:
+        """The file as it was, content and times; left as it is when another process has rewritten it since
+        (a run beside this one), and when it cannot be put back (said by the next check, which compares)."""
+        with contextlib.suppress(OSError):
+            if self.path.read_bytes() != self.after:
+                return
+            if self.before is None:
+                self.path.unlink()
+                return
+            write_bytes_atomic(self.path, self.before)
+            os.utime(self.path, ns=self.times)
+
+
+@dataclass
 class Check:
     """What the start of a workflow run found: each source's record, and a message per changed one."""
 
     records: dict[str, Record]
     messages: list[str]
     hashed: int
+    rewritten: list[Rewrite] = field(default_factory=list)
 
     @property
     def dataset_fingerprint(self) -> str:
         return self.records["dataset"].fingerprint
 
+    def undo(self) -> None:
+        """Put back every record this check rewrote, as it was. Snakemake must see a changed record at planning
+        to plan what the change redoes, so a dry run (-n) rewrites it too; undone when the dry run ends, the
+        next run compares the data with the records of the last run that ran jobs, not with the dry run's."""
+        for rewrite in reversed(self.rewritten):
+            rewrite.undo()
+
+
+def source_label(name: str) -> str:
+    """A source as a message names it: 'the dataset', "external dataset 'udiat'", 'the split file
+    (split.file)'; a pretrained weights file by its source name (the message lists its file)."""
+    if name.startswith("external_"):
+        return f"external dataset {name.removeprefix('external_')!r}"
+    return {"dataset": "the dataset", "split_file": "the split file (split.file)"}.get(name, f"the {name}")
+
 
 def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained: dict[str, str] | None = None) -> Check:
     """Fingerprint every source of a study, compare each with its record under ``out`` and rewrite the
-    records that changed (the rules reading them then rerun). The messages say what changed, by
-    file name, and what the study will redo."""
+    records that changed (the rules reading them then rerun; Check.undo puts them back). The messages say
+    what changed, by file name, and what the study will redo."""
     out = Path(out)
     hashes = HashCache(out / SOURCES_DIR / HASH_CACHE, rehash)
     records = study_records(config, hashes, pretrained)
-    messages = []
+    layouts = dataset_layouts(config)
+    messages, rewritten = [], []
     made_from = read_json(out / "data" / "manifest.json") or {}
     for name, record in records.items():
         path = record_path(out, name)
         before = Record.from_json(read_json(path))
-        undone = name == "dataset" and made_from.get("dataset_fingerprint") == record.fingerprint
         moved = before is not None and _moved(name, before, record)
+        # A dataset's record by an earlier sonoseg listed every file: what the layout reads is what is compared.
+        read_folder = before is not None and name in layouts
+        as_read = _as_read(before, *layouts[name]) if read_folder else before
+        if read_folder and not moved and before.fingerprint != record.fingerprint and as_read.files == record.files:
+            # Kept while the files the layout reads are the same, so that a study made then redoes nothing for its
+            # notes (its manifest names the record's fingerprint); the first change of a file the layout reads
+            # writes the record anew.
+            records[name] = record = before
+        undone = name == "dataset" and made_from.get("dataset_fingerprint") == record.fingerprint
         redoes = REDOES.get(name.split("_")[0], "what reads it")
+        label = source_label(name)
         if before is not None and before.fingerprint != record.fingerprint:
             consequence = (
                 "it is again the data the manifest was made from: nothing to redo"
@@ -373,19 +510,23 @@ def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained:
                 else f"the study redoes {redoes}"
             )
             messages.append(
-                f"sonoseg: the {name} changed since the last run ({changes(before, record).describe()}): "
+                f"sonoseg: {label} changed since the last run ({changes(as_read, record).describe()}): "
                 f"fingerprint {before.fingerprint[:SHORT]} -> {record.fingerprint[:SHORT]}; {consequence}"
             )
         elif moved:
             messages.append(
-                f"sonoseg: the {name} is now read from {record.root} (its record says {before.root}), with the same "
+                f"sonoseg: {label} is now read from {record.root} (its record says {before.root}), with the same "
                 f"files (fingerprint {record.fingerprint[:SHORT]}): the study redoes "
                 f"{redoes}, to read them there"
             )
         if before is not None and before.fingerprint == record.fingerprint and not moved:
             continue  # the same files in the same folder: the record stays as it is, and so does its date
-        if write_json_atomic(path, record.to_json()) and undone and not moved:
-            _date_before_manifest(path, out)
+        rewrite = Rewrite.of(path)
+        if write_json_atomic(path, record.to_json()):
+            rewrite.after = path.read_bytes()
+            rewritten.append(rewrite)
+            if undone and not moved:
+                _date_before_manifest(path, out)
     current = records["dataset"].fingerprint
     used = made_from.get("dataset_fingerprint")
     if used not in (None, current) and not messages:
@@ -394,7 +535,19 @@ def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained:
             f"{current[:SHORT]}: the study redoes {REDOES['dataset']}"
         )
     hashes.save()
-    return Check(records, messages, hashes.hashed)
+    return Check(records, messages, hashes.hashed, rewritten)
+
+
+def _as_read(record: Record, layout: str, csv: str) -> Record:
+    """A folder's record less the files the layout does not read (read_by_layout), which an earlier sonoseg's
+    record listed too; a link is kept whatever its name, as dataset_files records every link."""
+    root = Path(record.root)
+    read = {
+        name: entry
+        for name, entry in record.files.items()
+        if read_by_layout(name, layout, csv) or (root / name).is_symlink()
+    }
+    return Record(record.name, record.root, read, record.settings)
 
 
 def _moved(name: str, before: Record, after: Record) -> bool:
@@ -424,7 +577,10 @@ REDOES = {
     "dataset": "the ingest and every job that depends on the manifest (split, caches, trainings, tables)",
     "split": "the split and every job that depends on it",
     "pretrained": "the trainings of the networks with that backbone and what depends on them",
-    "external": "that external dataset's ingest and every test on it (the generalization table)",
+    "external": (
+        "that external dataset's ingest, split and cache, every prediction on it, and the collect stage with "
+        "every table and report page read from per_image.csv.gz (docs/extending.md, 'Adding an external dataset')"
+    ),
 }
 
 

@@ -79,6 +79,7 @@ def cmd_fingerprint(args) -> None:
     for name, record in check.records.items():
         print(f"{name}\t{record.fingerprint}\t{len(record.files) if record.settings is None else 'settings'}")
     log.info("hashed %d file(s) (the others were unchanged since the last check)", check.hashed)
+    check.undo()  # a look, as a dry run is: the next run of the study still compares with the data it was made from
 
 
 def register_custom_networks(custom_networks_json: str) -> None:

@@ -1,6 +1,7 @@
 """The study config checked against its schema (workflow/schemas/config.schema.yaml) before anything is
 planned, with one short line per problem naming the key; and each dataset it declares read as its ingest
-job will read it (dataset_problems), so that a wrong layout stops the planning, not a job.
+job will read it (dataset_problems), and its split checked against the patients it holds (split_problem),
+so that a wrong layout or too many folds stop the planning, not a job.
 
 Snakemake's own validation stops at the first problem and prints the whole schema and config with it
 (some 2,000 lines for a misspelt key). Two parts of the config are open objects there and so were never
@@ -11,6 +12,7 @@ checked here against the train section's own definition of that setting, so that
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Iterable
@@ -33,7 +35,8 @@ def load_schema(path: str | Path) -> dict:
 
 def problems(config: dict, schema: dict) -> list[str]:
     """Every problem of the config, as 'config <key path>: <what is wrong>' (empty when none)."""
-    found = [_line(error.absolute_path, error) for error in _errors(schema, config)]
+    custom = config.get("custom_networks") if isinstance(config.get("custom_networks"), dict) else {}
+    found = [_line(error.absolute_path, error, custom) for error in _errors(schema, config)]
     train = schema["properties"]["train"]["properties"]
     for network, settings in ((config.get("train") or {}).get("overrides") or {}).items():
         found += _settings_problems(train, settings, ["train", "overrides", network])
@@ -74,6 +77,57 @@ def dataset_problems(
         except SonosegError as exc:
             found.append(f"config {key} (layout {options['layout']}, root {options['root']}): {exc}")
     return found
+
+
+def split_problem(config: dict, listed: Iterable[Path] | None = None) -> str:
+    """Why the study's split cannot be made, known at planning ('' when it can, as far as planning can tell):
+    split.folds K needs 2K patient groups (sonoseg.data.split.fold_split), and a dataset has no more groups
+    than patients; split.file gives one split, never K folds. The patients are the phantom's
+    (synthetic.patients), or those of the images the dataset's layout pairs with masks (patient_count; no
+    pixel read), a bound the ingest can only lower. ``listed``: the dataset's files, as dataset_problems
+    takes them; call it once they passed that check."""
+    split, dataset = config["split"], config["dataset"]
+    folds = split["folds"]
+    if folds < 2:
+        return ""
+    if split["file"]:
+        return (
+            f"config split.folds: {folds} folds with split.file {split['file']}, which gives one split: set "
+            "split.folds: 1, or split.file: '' to deal the folds"
+        )
+    if dataset["layout"] == "synthetic":
+        patients = config["synthetic"]["patients"]
+        whose = f"the phantom has {patients} (synthetic.patients)"
+    else:
+        patients = patient_count(dataset, listed)
+        whose = (
+            f"the dataset (layout {dataset['layout']}, root {dataset['root']}) has at most {patients}, the "
+            "patients of the images its layout pairs with masks"
+        )
+    if patients >= 2 * folds:
+        return ""
+    fewer = f"set split.folds to {patients // 2} or fewer" if patients >= 4 else "set split.folds: 1"
+    return (
+        f"config split.folds: {folds} folds need at least {2 * folds} patient groups, and {whose}: {fewer}, "
+        "or use more patients"
+    )
+
+
+def patient_count(options: dict, listed: Iterable[Path] | None = None) -> int:
+    """How many patients the images a dataset's layout pairs with masks belong to (those without a problem,
+    and not left out by choice: BUSI's normal images without include_normal), read as its ingest reads the
+    layout, without a pixel: at least as many as the patient groups the ingest can include (it merges the
+    patients of duplicate images, and may exclude images for their pixels). ``options`` and ``listed`` as
+    dataset_problems takes them."""
+    from sonoseg.data.layouts import list_files, pair
+    from sonoseg.data.options import ingest_parameters
+
+    settings = ingest_parameters(options)
+    root = Path(options["root"]).resolve()
+    files, _ = list_files(root, listed)
+    with _warnings_shown(False):  # the layout check before has shown them
+        found = pair(root, options["layout"], files, settings.get("dataset_csv"), settings.get("include_normal", False))
+    return len({c.patient for c in found.candidates if not c.problems and not c.excluded_by_choice})
 
 
 @contextmanager
@@ -138,17 +192,43 @@ def _settings_problems(train: dict, settings, path: list) -> list[str]:
     return found
 
 
-def _line(path, error) -> str:
+def _line(path, error, custom_networks: dict | None = None) -> str:
     where = ".".join(str(part) for part in path) or "(top level)"
     text = error.message
-    if error.context:  # none of a value's accepted forms (a number, or 'auto'): say why each is not it
+    if error.validator == "enum":
+        text = _not_one_of(list(path), error.instance, error.validator_value, custom_networks or {})
+    elif error.context:  # none of a value's accepted forms (a number, or 'auto'): say why each is not it
         reasons = dict.fromkeys(sub.message for sub in error.context)
         text = f"{_shown(error.instance)} is not accepted: " + "; ".join(reasons)
-    if len(text) > 2 * SHOWN:  # a whole section quoted back
+    if len(text) > 2 * SHOWN and error.validator != "enum":  # a whole section quoted back
         text = text[: 2 * SHOWN] + " …"
     if isinstance(error.instance, str) and YAML_TEXT_NUMBER.match(error.instance.strip()):
         text += f" (YAML reads {error.instance} as text, without a dot: write it as {_as_number(error.instance)})"
     return f"config {where}: {text}"
+
+
+def _not_one_of(path: list, value, accepted: list, custom_networks: dict) -> str:
+    """A value outside a setting's list: every accepted value (a list cut short hides the one meant), the
+    closest first when the value looks like a misspelling of it; a network of the user's own listed among
+    the built-in ones, said as such."""
+    if path[:1] == ["networks"] and isinstance(value, str) and value in custom_networks:
+        return (
+            f"{value!r} is a network of your own (custom_networks): the study trains every network of "
+            "custom_networks from there, and networks lists the built-in ones only; take it out of networks "
+            "(docs/extending.md)"
+        )
+    names = [str(name) for name in accepted]
+    close = _closest(value, names) if isinstance(value, str) else []
+    meant = f"did you mean {' or '.join(repr(name) for name in close)}? " if close else ""
+    return f"{_shown(value)} is not accepted: {meant}the accepted values are {', '.join(names)}"
+
+
+def _closest(value: str, names: list[str]) -> list[str]:
+    """The names most like ``value`` (difflib's similarity, at least its usual 0.6), all of them when several are
+    alike ('lighter_unet_cl' is one letter from lighter_unet_c1 as from _c8: which was meant is not guessed)."""
+    scores = {name: difflib.SequenceMatcher(None, value, name).ratio() for name in names}
+    best = max(scores.values(), default=0.0)
+    return [name for name in names if scores[name] == best] if best >= 0.6 else []
 
 
 def _shown(value) -> str:
