@@ -18,7 +18,8 @@ from conftest import write_large_lesion_scans, write_model
 from sonoseg.serving import export, infer, interpolate, modelio
 from sonoseg.study.cli import main
 
-# Put before a program: torch and torchvision (and what is loaded of them) cannot be imported.
+# Put before a program: torch and torchvision (and what is loaded of them) cannot be imported, nor the onnx
+# package and onnxscript, which only exporting needs: a serving machine installs what docs/deploy.md lists.
 WITHOUT_TORCH = """
 import importlib.abc
 import sys
@@ -26,7 +27,7 @@ import sys
 
 class NoTorch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in ("torch", "torchvision"):
+        if name.partition(".")[0] in ("torch", "torchvision", "onnx", "onnxscript"):
             raise ImportError(f"{name}: blocked, as on a machine without PyTorch")
         return None
 

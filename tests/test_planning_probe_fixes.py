@@ -162,6 +162,21 @@ def test_a_record_that_listed_every_file_is_kept_while_the_files_the_layout_read
     assert "README.txt" not in json.loads(record.read_text())["files"]
 
 
+def test_a_record_that_listed_every_file_read_from_another_folder_is_a_move(tmp_path):
+    """The same study's data copied elsewhere (the root changed in the config) after the upgrade: the same files
+    as the layout reads them, so the message says the folder moved, not that the data changed."""
+    import shutil
+
+    root = folder_set(tmp_path / "main")
+    (root / "README.txt").write_text("notes")
+    out = tmp_path / "out"
+    earlier = provenance.folder_record("dataset", root, provenance.HashCache(tmp_path / "h.json"))  # every file
+    provenance.write_json_atomic(provenance.record_path(out, "dataset"), earlier.to_json())
+    copy = shutil.copytree(root, tmp_path / "copy")
+    (message,) = provenance.check_study(config_of(copy), out).messages
+    assert f"is now read from {copy}" in message and "with the same files" in message and "changed" not in message
+
+
 def test_undo_puts_each_record_back_as_it_was_unless_another_run_rewrote_it(tmp_path):
     main, busi = folder_set(tmp_path / "main"), busi_set(tmp_path / "busi")
     out = tmp_path / "out"

@@ -68,6 +68,11 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     choices = pd.read_csv(out / "tables" / "selection.csv")
     assert sorted(choices["network"].unique()) == ["lighter_unet_c1"]  # the one network whose decay is auto
     assert choices["chosen"].sum() == 1 and (choices["criterion"] == "lowest validation loss").all()
+    # Its Markdown twin is captioned with the data and the commit that made it, as every table is.
+    selection_md = (out / "tables" / "selection.md").read_text()
+    assert selection_md.startswith("**The recipe selection") and "Data fingerprint " in selection_md
+    # the header names the column, the chosen row marks it: one candidate chosen
+    assert "unknown" not in selection_md.split("\n\n", 1)[0] and selection_md.count("| chosen |") == 2
     # Its seed-0 run is the chosen candidate itself (same network, seed, recipe and data), not a retraining.
     chosen = f"{choices.loc[choices['chosen'], 'weight_decay'].item():g}"
     for name in ("model.pt", "history.csv"):

@@ -64,15 +64,18 @@ rule table:
 rule selection_table:
     input:
         choices=[layout.selection(OUT, network, fold) for network in SELECTIONS for fold in FOLDS],
+        manifest=MANIFEST,  # the data the choices were made on, named in the caption
         code=ANALYSIS_CODE,
     output:
-        f"{OUT}/tables/selection.csv",
+        csv=f"{OUT}/tables/selection.csv",
+        markdown=f"{OUT}/tables/selection.md",
     log:
         f"{LOGS}/selection_table.log",
     conda:
         CONDA_ENV
     shell:
-        "sonoseg selection-table --choices {input.choices} --out {output} > {log} 2>&1"
+        "sonoseg selection-table --choices {input.choices} --manifest {input.manifest} --out {output.csv} "
+        "> {log} 2>&1"
 
 
 rule cost_prepare:

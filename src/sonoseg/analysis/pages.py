@@ -94,9 +94,9 @@ def data_overview(manifest_csv: str | Path, split_csv: str | Path, out_html: str
     origin = provenance.read_manifest_provenance(manifest_csv)
     parts = [
         note(
-            f"Dataset fingerprint {origin['dataset_fingerprint']} (every file under the dataset root by content, "
-            f"or the phantom's settings; docs/method.md); manifest made by sonoseg {origin['sonoseg_version']} "
-            f"at commit {origin['commit']}."
+            f"Dataset fingerprint {origin['dataset_fingerprint']} (the files under the dataset root its layout "
+            f"reads, by content, or the phantom's settings; docs/own_data.md); manifest made by sonoseg "
+            f"{origin['sonoseg_version']} at commit {origin['commit']}."
         ),
         html_table(status, "Files under the dataset root, by status"),
         html_table(reasons, "Excluded, by reason") if len(reasons) else note("No file was excluded."),
@@ -242,8 +242,8 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 "in each fold on that fold's validation part. The test split is never read by this choice."
             )
         ]
-    # Without a Markdown twin (the recipe selection's table has none) the page says what is not known
-    # rather than leave the provenance out unremarked.
+    # Without a Markdown twin (a recipe selection's table made before sonoseg wrote one) the page says what is
+    # not known rather than leave the provenance out unremarked.
     unrecorded = (
         f"No caption was written beside {Path(table_csv).name}: the data and the sonoseg commit its numbers "
         "come from are not recorded."
@@ -271,7 +271,7 @@ def written_caption(table_csv: str | Path) -> str:
     the table has no Markdown twin."""
     markdown = Path(table_csv).with_suffix(".md")
     first = markdown.read_text().split("\n\n", 1)[0].strip() if markdown.is_file() else ""
-    return first.removeprefix("**").removesuffix("**").strip()
+    return first.replace("**", "").strip()  # Markdown's bold, wherever a caption puts it (the page escapes text)
 
 
 def difference_columns(comparison: pd.DataFrame) -> dict[str, list[str]]:

@@ -503,7 +503,9 @@ def check_study(config: dict, out: str | Path, rehash: bool = False, pretrained:
         undone = name == "dataset" and made_from.get("dataset_fingerprint") == record.fingerprint
         redoes = REDOES.get(name.split("_")[0], "what reads it")
         label = source_label(name)
-        if before is not None and before.fingerprint != record.fingerprint:
+        # An earlier sonoseg's record of a dataset now read from another folder: the same files as read are a move.
+        same_as_read = moved and read_folder and as_read.files == record.files
+        if before is not None and before.fingerprint != record.fingerprint and not same_as_read:
             consequence = (
                 "it is again the data the manifest was made from: nothing to redo"
                 if undone and not moved

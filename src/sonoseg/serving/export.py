@@ -26,7 +26,7 @@ from torch import nn
 from sonoseg.data.preprocess import INTERPOLATION_MEANING
 from sonoseg.errors import SonosegError
 from sonoseg.serving.modelio import ensemble_members, lesion_areas_at, load_model, recorded_choice
-from sonoseg.serving.options import shrinks
+from sonoseg.serving.options import shrinks, smaller_factors, smaller_sides
 from sonoseg.serving.probability_model import ProbabilityModel
 
 # What serving reads of an export (the sidecar, the session) lives in sonoseg.serving.sidecar, torch-free.
@@ -276,9 +276,8 @@ def export(
     scales, shrink_above, shrink_found_above = recorded.scales()
     # The study's test-time scale selection predicts each image at smaller sizes too: the graph then takes
     # any square size, so that ONNX Runtime segments as the study did (one fixed size when that fails).
-    tried = sorted({f for f in (*scales, *serve_scales) if 0 < f < 1}, reverse=True)
-    sides = [size]  # the input size; then the smaller sizes the selection tries, where torch takes them
-    sides += [side for side in dict.fromkeys(max(1, round(size * f)) for f in tried) if side != size]
+    # The input size; then the smaller sizes the selection tries (as segment tries them), where torch takes them.
+    sides = [size, *smaller_sides(size, smaller_factors((*scales, *serve_scales)))]
     sides = [sides[0], *(side for side in sides[1:] if _torch_takes(probability, side))]
     torch_sides, max_abs_diff = list(sides), None
     if len(sides) > 1:

@@ -38,6 +38,8 @@ from sonoseg.serving.options import (
     POSTPROCESSES,
     check_device_name,
     shrinks,
+    smaller_factors,
+    smaller_sides,
 )
 from sonoseg.serving.predictor import Predictor, RunBatch, one_channel, torch_predictor
 
@@ -430,17 +432,6 @@ def scale_adaptive(
     return scaled if smaller else run
 
 
-def smaller_factors(factors: tuple[float, ...]) -> list[float]:
-    """The factors below 1, largest first, each once: the smaller sizes scale selection tries."""
-    return sorted({f for f in factors if f < 1}, reverse=True)
-
-
-def smaller_sides(size: int, smaller: list[float]) -> list[int]:
-    """The sides ``smaller`` (smaller_factors) shrink a ``size``-px input to, in order, each once; a factor
-    that rounds to the input size or to a side already tried adds nothing."""
-    return [side for side in dict.fromkeys(max(1, round(size * factor)) for factor in smaller) if side != size]
-
-
 def area_limit(predictor: Predictor, scales: tuple[float, ...], shrink_above: float | None, label: str) -> float | None:
     """The size-aware scale selection's limit (scale_adaptive): the ``shrink_above`` quantile of the
     lesion areas of the model's training images (of all members' for an ensemble), in input pixels;
@@ -550,7 +541,7 @@ def segment_images(
     if rule is not None and rule not in COMPONENT_RULES:
         raise SonosegError(f"component rule {rule!r} is not one of {COMPONENT_RULES}")
     if threads < 0:
-        raise SonosegError(f"--threads: {threads} is not a number of threads (1 or more; 0: ONNX Runtime chooses)")
+        raise SonosegError(f"--threads: {threads} is not a number of threads (1 or more; 0: the backend chooses)")
     check_device_name(device, "--device")
     from sonoseg.serving.output_record import RunRecord, refuse_unrecorded
 
@@ -564,7 +555,7 @@ def segment_images(
         from sonoseg.serving.device import select_device
 
         device = str(select_device(device, "--device"))
-        if threads:  # as ONNX Runtime's session takes them (sidecar.onnx_session)
+        if threads:  # as ONNX Runtime's session takes them (sidecar.onnx_session); torch's for the process
             torch.set_num_threads(threads)
 
     def one(member: Path) -> Predictor:
@@ -659,7 +650,8 @@ def segment_images(
     result = SegmentResult()
     # The paths as given, the folder they are relative to, and what names each member beyond its path.
     settings = {"model": str(model_path), "members": [str(m) for m in members], "cwd": os.getcwd()}
-    settings |= {"member_ids": [member_identity(m) for m in members], "backend": backend, "tta": tta}
+    ids = [described.get("onnx_sha256")] if exported else [training_fingerprint(member) for member in members]
+    settings |= {"member_ids": ids, "backend": backend, "tta": tta}
     settings |= {"device": device if backend == "torch" else "cpu", "threads": threads, "input_size": predictor.size}
     settings |= {"scales": list(scales), "shrink_above": shrink_above, "shrink_found_above": shrink_found_above}
     settings |= {"input_sizes": selected.input_sizes(predictor.size)}
@@ -670,11 +662,9 @@ def segment_images(
     return result
 
 
-def member_identity(member: Path) -> str | None:
-    """What names a member beyond its path, for the record: a model file's training fingerprint, an exported
-    graph's sha256 (as its sidecar records it); None for a model file from before fingerprints."""
-    if member.suffix.lower() == ".onnx":
-        return sidecar.read_sidecar(member).get("onnx_sha256")
+def training_fingerprint(member: Path) -> str | None:
+    """What names a model file beyond its path, for the record (an exported graph is named by its sha256):
+    its training's fingerprint, None for a file from before fingerprints (its weights memory-mapped, not read)."""
     return load_checked(member, MODEL_FORMAT, metadata_only=True).get("fingerprint")
 
 

@@ -46,3 +46,15 @@ def check_device_name(requested: str, option: str = "train.device") -> None:
     torch), so that a command may check its option before it takes a GPU slot."""
     if not DEVICE_PATTERN.fullmatch(str(requested)):
         raise SonosegError(f"{option}: {requested!r} is not a device sonoseg computes on; one of {DEVICES}")
+
+
+def smaller_factors(factors) -> list[float]:
+    """The factors in (0, 1), largest first, each once: the smaller sizes test-time scale selection tries."""
+    return sorted({f for f in factors if 0 < f < 1}, reverse=True)
+
+
+def smaller_sides(size: int, smaller: list[float]) -> list[int]:
+    """The sides ``smaller`` (smaller_factors) shrink a ``size``-px input to, in order, each once; a factor
+    that rounds to the input size or to a side already tried adds nothing. What segment tries and what the
+    export checks against torch alike."""
+    return [side for side in dict.fromkeys(max(1, round(size * factor)) for factor in smaller) if side != size]

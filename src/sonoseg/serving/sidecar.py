@@ -375,16 +375,19 @@ def _exported_with(graph: bytes, onnx_path: Path) -> dict:
 
 
 def _onnx_metadata(graph: bytes) -> dict[str, str]:
-    """An ONNX file's metadata_props, read by the onnx package from the file's bytes (ONNX Runtime shows them
-    only through a session). A file that is no ONNX protobuf raises ValueError."""
-    import onnx
-    from google.protobuf.message import DecodeError
+    """An ONNX file's metadata_props, as ONNX Runtime reads them (what serving has: the onnx package is not
+    among what a machine without PyTorch installs to serve, docs/deploy.md); the graph is loaded unoptimized,
+    only to be read. A file that is no ONNX model raises ValueError."""
+    import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
     try:
-        model = onnx.load_model_from_string(graph)
-    except DecodeError as exc:
-        raise ValueError(str(exc)) from None
-    return {entry.key: entry.value for entry in model.metadata_props}
+        session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime's own error types (InvalidProtobuf, Fail, ...)
+        raise ValueError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+    return dict(session.get_modelmeta().custom_metadata_map)
 
 
 def _sidecar_value(sidecar: dict, path: Path, key: str, kinds, allowed: tuple | None = None):

@@ -528,7 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("selection-table", help="collect every network's recipe selection (learning rate, weight decay)")
     p.add_argument("--choices", nargs="+", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--manifest", default=None, help="the study's manifest: the data named in the table's caption")
+    p.add_argument("--out", required=True, help="selection.csv; its Markdown twin, with the caption, beside it")
     p.set_defaults(func=commands.cmd_selection_table)
 
     p = sub.add_parser("report-data", help="report: manifest and split counts (HTML), sample images (PNG)")

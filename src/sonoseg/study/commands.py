@@ -621,9 +621,17 @@ def cmd_convergence(args) -> None:
 
 
 def cmd_selection_table(args) -> None:
+    from sonoseg.data import provenance
     from sonoseg.training import selection
 
-    selection.choices_table(args.choices).to_csv(args.out, index=False)
+    table = selection.choices_table(args.choices)
+    table.to_csv(args.out, index=False)
+    fingerprint = (
+        provenance.read_manifest_provenance(args.manifest)["dataset_fingerprint"] if args.manifest else "unknown"
+    )
+    Path(args.out).with_suffix(".md").write_text(
+        selection.choices_markdown(table, provenance.caption_line(fingerprint))
+    )
 
 
 def cmd_report_data(args) -> None:

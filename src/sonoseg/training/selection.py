@@ -85,6 +85,22 @@ def read_selection(path: str | Path) -> dict:
     return selection
 
 
+def choices_markdown(table: pd.DataFrame, source: str) -> str:
+    """choices_table as a person reads it (tables/selection.md): its caption, ending with ``source`` (where the
+    numbers come from: provenance.caption_line), then a row per candidate, the chosen ones marked."""
+    criterion = "; ".join(dict.fromkeys(table["criterion"])) if len(table) else "none"
+    caption = (
+        "**The recipe selection: the learning rate and weight decay chosen per network and fold on the fold's "
+        f"validation part** (criterion: {criterion}; the chosen candidate marked). {source}"
+    )
+    shown = table.drop(columns=["criterion"]).assign(chosen=table["chosen"].map({True: "chosen", False: ""}))
+    lines = ["| " + " | ".join(map(str, shown.columns)) + " |", "|" + "---|" * len(shown.columns)]
+    lines += [
+        "| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |" for row in shown.itertuples(index=False)
+    ]
+    return f"{caption}\n\n" + "\n".join(lines) + "\n"
+
+
 def choices_table(selection_files: list[str | Path]) -> pd.DataFrame:
     """Every network's candidates, one row each, the chosen one marked (tables/selection.csv). Each
     cross-validation fold chooses on its own validation part: the fold comes from the workflow's file
