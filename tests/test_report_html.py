@@ -188,17 +188,15 @@ def test_report_names_its_entries_in_reading_order_and_every_table_its_provenanc
     assert f"2 Tables, ours beside the paper's where it printed numbers: {names}." in description
     assert "shows what exists" not in description and "stops at the first one missing, so snakemake all" in description
     # Every table page says which data and which sonoseg commit its numbers come from, as its Markdown
-    # twin does (the recipe selection's table has none, and its page says so).
+    # twin does (the recipe selection's too, and with no bold marker left in its caption).
+    assert "selection" in shown
     for kind in shown:
         page = decoded(results[f"report/tables/{kind}.html"]).decode()
-        if kind == "selection":
-            assert "the data and the sonoseg commit its numbers come from are not recorded" in page
-        else:
-            source = re.search(
-                r"Data fingerprint \w+; sonoseg \S+ at commit \S+?\.",
-                (tiny_report["out"] / "tables" / f"{kind}.md").read_text(),
-            )
-            assert source and source[0] in page, kind
+        source = re.search(
+            r"Data fingerprint \w+; sonoseg \S+ at commit \S+?\.",
+            (tiny_report["out"] / "tables" / f"{kind}.md").read_text(),
+        )
+        assert source and source[0] in page and "**" not in page, kind
     # The ladder page shows the HD95 columns its Markdown twin shows, and the penalised images.
     ladder = decoded(results["report/tables/ladder.html"]).decode()
     for column in ("HD95 px (ours)", "HD95 px, both non-empty (ours)", "HD95 penalised images"):
