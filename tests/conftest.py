@@ -370,3 +370,14 @@ def scans(tmp_path):
         paths[-1].parent.mkdir(exist_ok=True)
         cv2.imwrite(str(paths[-1]), image[:, :, ::-1])
     return paths, write_model(tmp_path / "model.pt", "lighter_unet_c1")
+
+
+def set_at(value, *keys):
+    """An edit of a nested mapping (an exported model's sidecar, say): ``value`` set at the path ``keys``."""
+
+    def edit(stated):
+        for key in keys[:-1]:
+            stated = stated[key]
+        stated[keys[-1]] = value
+
+    return edit

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import SIZE
+from conftest import SIZE, set_at
 from PIL import Image
 
 from sonoseg.errors import SonosegError
@@ -185,15 +185,6 @@ def _drop(sidecar, *keys):
     del sidecar[keys[-1]]
 
 
-def _set(value, *keys):
-    def edit(sidecar):
-        for key in keys[:-1]:
-            sidecar = sidecar[key]
-        sidecar[keys[-1]] = value
-
-    return edit
-
-
 @pytest.mark.parametrize(
     "edit, said",
     [
@@ -202,11 +193,14 @@ def _set(value, *keys):
         (lambda s: _drop(s, "input", "resize"), "no input.resize (every sidecar"),
         (lambda s: _drop(s, "onnx_sha256"), "no onnx_sha256 (every sidecar"),
         (lambda s: _drop(s, "postprocessing", "component_rule"), "no postprocessing.component_rule"),
-        (_set(96, "input", "resize", "height"), "input.resize is 96 x 64 px; an exported graph takes square inputs"),
-        (_set("64", "input", "resize", "height"), "input.resize.height is '64', not an integer"),
-        (_set("largest", "postprocessing", "component_rule"), "postprocessing.component_rule is 'largest', not one of"),
-        (_set("edges", "input", "resize", "interpolation"), "input.resize.interpolation is 'edges', not one of"),
-        (_set([], "input"), "input is [], not a section of keys"),
+        (set_at(96, "input", "resize", "height"), "input.resize is 96 x 64 px; an exported graph takes square inputs"),
+        (set_at("64", "input", "resize", "height"), "input.resize.height is '64', not an integer"),
+        (
+            set_at("largest", "postprocessing", "component_rule"),
+            "postprocessing.component_rule is 'largest', not one of",
+        ),
+        (set_at("edges", "input", "resize", "interpolation"), "input.resize.interpolation is 'edges', not one of"),
+        (set_at([], "input"), "input is [], not a section of keys"),
     ],
 )
 def test_a_hand_broken_sidecar_is_named_with_its_key(tmp_path, monkeypatch, capsys, edit, said):

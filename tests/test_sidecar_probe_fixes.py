@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import sample_images, write_model
+from conftest import sample_images, set_at, write_model
 
 from sonoseg.errors import SonosegError
 from sonoseg.networks import models
@@ -47,15 +47,6 @@ def served(tmp_path, exported, edit=None):
         edit(edited)
     sidecar.sidecar_path(copy).write_text(json.dumps(edited))
     return copy
-
-
-def set_at(value, *keys):
-    def edit(stated):
-        for key in keys[:-1]:
-            stated = stated[key]
-        stated[keys[-1]] = value
-
-    return edit
 
 
 def refused(tmp_path, exported, edit) -> str:
