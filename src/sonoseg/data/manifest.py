@@ -382,8 +382,7 @@ def check_layout(
     files, which a layout lists as ignored and never as a problem. Returns how many images the layout
     pairs with their masks (ingest may still exclude some for their pixels)."""
     reading = _read_layout(root, layout, on_bad_sample, dataset_csv, include_normal, listed)
-    candidates = reading.found.candidates
-    paired = [c for c in candidates if not c.problems and not c.excluded_by_choice]
+    paired = _paired(reading)
     spacing_column = pixel_spacing if isinstance(pixel_spacing, str) else None
     if spacing_column:
         # ingest refuses the first included image without a spacing; ``paired`` are those it may include.
@@ -398,6 +397,27 @@ def check_layout(
     if not paired:
         raise _nothing_usable(reading.root, layout)
     return len(paired)
+
+
+def paired_patients(
+    root: str | Path,
+    layout: str,
+    on_bad_sample: str = "fail",
+    dataset_csv: str | None = None,
+    include_normal: bool = False,
+    pixel_spacing: float | str | None = None,
+    listed: Iterable[Path] | None = None,
+) -> set[str]:
+    """The patients of the images the layout pairs with their masks, read as check_layout reads them (its
+    arguments): at least as many as the patient groups the ingest can include (it merges the patients of
+    duplicate images, and may exclude images for their pixels)."""
+    return {c.patient for c in _paired(_read_layout(root, layout, on_bad_sample, dataset_csv, include_normal, listed))}
+
+
+def _paired(reading: _Reading) -> list[Candidate]:
+    """The candidates the layout paired without a problem, and not left out by choice (BUSI's normal images
+    without include_normal): those the ingest may include."""
+    return [c for c in reading.found.candidates if not c.problems and not c.excluded_by_choice]
 
 
 def _paths_as_written(manifest: pd.DataFrame, resolved: Path, given: Path) -> None:

@@ -114,20 +114,14 @@ def split_problem(config: dict, listed: Iterable[Path] | None = None) -> str:
 
 
 def patient_count(options: dict, listed: Iterable[Path] | None = None) -> int:
-    """How many patients the images a dataset's layout pairs with masks belong to (those without a problem,
-    and not left out by choice: BUSI's normal images without include_normal), read as its ingest reads the
-    layout, without a pixel: at least as many as the patient groups the ingest can include (it merges the
-    patients of duplicate images, and may exclude images for their pixels). ``options`` and ``listed`` as
-    dataset_problems takes them."""
-    from sonoseg.data.layouts import list_files, pair
+    """How many patients the images a dataset's layout pairs with masks belong to, without a pixel
+    (sonoseg.data.manifest.paired_patients); ``options`` and ``listed`` as dataset_problems takes them."""
+    from sonoseg.data.manifest import LAYOUT_SETTINGS, paired_patients
     from sonoseg.data.options import ingest_parameters
 
-    settings = ingest_parameters(options)
-    root = Path(options["root"]).resolve()
-    files, _ = list_files(root, listed)
+    settings = {k: v for k, v in ingest_parameters(options).items() if k in LAYOUT_SETTINGS}
     with _warnings_shown(False):  # the layout check before has shown them
-        found = pair(root, options["layout"], files, settings.get("dataset_csv"), settings.get("include_normal", False))
-    return len({c.patient for c in found.candidates if not c.problems and not c.excluded_by_choice})
+        return len(paired_patients(options["root"], options["layout"], **settings, listed=listed))
 
 
 @contextmanager
