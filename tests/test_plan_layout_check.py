@@ -1,5 +1,5 @@
 """A dataset's layout is read when the run is planned, as its ingest job will read it (workflow/rules/common.smk,
-sonoseg.study.config_check.dataset_problems, sonoseg.data.manifest.check_layout): a dataset declared with the
+sonoseg.study.config_check.check_datasets, sonoseg.data.manifest.check_layout): a dataset declared with the
 wrong layout, a folder without images, masks missing or a CSV without its column stops `snakemake -n`, naming
 the dataset's config key, the file or folder and the problem, before any job runs; never a pixel is read."""
 
@@ -164,14 +164,14 @@ def test_the_check_raises_what_the_ingest_raises_before_the_pixels(tmp_path):
         with pytest.raises(SonosegError) as by_check:
             manifest.check_layout(where, **settings)
         assert str(by_check.value) == str(by_ingest.value), settings
-    assert manifest.check_layout(root, "folder") == 4
+    assert manifest.check_layout(root, "folder").images == 4
 
 
 def test_the_check_reads_no_pixel(tmp_path):
     root = phantom_folder(tmp_path / "set")
     for image in (root / "images").iterdir():
         image.write_bytes(b"not an image at all")
-    assert manifest.check_layout(root, "folder") == 4  # the layout pairs them; their pixels are ingest's
+    assert manifest.check_layout(root, "folder").images == 4  # the layout pairs them; their pixels are ingest's
     with pytest.raises(SonosegError, match="4 problem"):
         manifest.ingest(root, "folder")
     # With on_bad_sample: exclude, a layout problem is no stop, but a set where nothing pairs is.

@@ -238,7 +238,7 @@ def test_the_split_is_checked_against_the_patients_the_data_can_hold(tmp_path):
     # A folder set: its patients.csv's patients (2 patients, 2 views each); BUSI: each image its own patient,
     # its normal images not counted when left out.
     folder = {"layout": "folder", "root": str(folder_set(tmp_path / "folder"))}
-    assert config_check.patient_count(folder) == 2
+    assert len(config_check.layout_found(folder).patients) == 2
     assert "has at most 2, the patients of the images its layout pairs" in config_check.split_problem(
         split_config(folder, 2)
     )
@@ -246,10 +246,18 @@ def test_the_split_is_checked_against_the_patients_the_data_can_hold(tmp_path):
     (busi / "normal").mkdir()
     for name in ("normal (1).png", "normal (1)_mask.png"):
         shutil.copy(busi / "benign" / name.replace("normal", "benign"), busi / "normal" / name)
-    assert config_check.patient_count({"layout": "busi", "root": str(busi)}) == 6
-    assert config_check.patient_count({"layout": "busi", "root": str(busi), "include_normal": True}) == 7
+    assert len(config_check.layout_found({"layout": "busi", "root": str(busi)}).patients) == 6
+    assert len(config_check.layout_found({"layout": "busi", "root": str(busi), "include_normal": True}).patients) == 7
     assert config_check.split_problem(split_config({"layout": "busi", "root": str(busi)}, 3)) == ""
-    assert config_check.patient_count({"layout": "busbra", "root": str(busbra_set(tmp_path / "busbra"))}) == 2
+    assert (
+        len(config_check.layout_found({"layout": "busbra", "root": str(busbra_set(tmp_path / "busbra"))}).patients) == 2
+    )
+    # The planning hands the split check what its layout check found: the files are not paired again (this
+    # root does not exist; only the patients given are counted).
+    gone = {"layout": "folder", "root": str(tmp_path / "gone")}
+    found = manifest.LayoutFound(images=6, patients=frozenset({"P1", "P2", "P3"}))
+    assert "has at most 3, the patients" in config_check.split_problem(split_config(gone, 2), found)
+    assert config_check.split_problem(split_config(gone, 1), found) == ""
 
 
 # ----------------------------------------------------------------------------- the real workflow

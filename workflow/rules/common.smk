@@ -545,19 +545,17 @@ if CHECKS_DATA:
         for key, (options, source) in _INGESTED.items()
     }
     _LAYOUTS_CHECKED = f"{OUT}/{layout.LAYOUTS_CHECKED}"
-    _LAYOUT_PROBLEMS = config_check.dataset_problems(
+    _DATASETS_CHECKED = config_check.check_datasets(
         {key: options for key, (options, _) in _INGESTED.items()},
         {key: provenance.record_paths(DATA_CHECK.records[source]) for key, (_, source) in _INGESTED.items()},
         warn=config_check.layouts_to_warn_of(_LAYOUT_STATES, provenance.read_json(_LAYOUTS_CHECKED)),
     )
-    if _LAYOUT_PROBLEMS:
-        raise ValueError(config_check.datasets_message(_LAYOUT_PROBLEMS))
+    if _DATASETS_CHECKED.problems:
+        raise ValueError(config_check.datasets_message(_DATASETS_CHECKED.problems))
     provenance.write_json_atomic(_LAYOUTS_CHECKED, _LAYOUT_STATES)
     # Too few patients for split.folds stop `snakemake -n` too, not the split job after the ingest: the
-    # phantom's from its settings, a dataset's as its layout pairs the same files (no pixel read).
-    _SPLIT_PROBLEM = config_check.split_problem(
-        config, None if DATASET["layout"] == "synthetic" else provenance.record_paths(DATA_CHECK.records["dataset"])
-    )
+    # phantom's from its settings, a dataset's from the files its layout paired just now (no pixel read).
+    _SPLIT_PROBLEM = config_check.split_problem(config, _DATASETS_CHECKED.found.get("dataset"))
     if _SPLIT_PROBLEM:
         raise ValueError(_SPLIT_PROBLEM)
 

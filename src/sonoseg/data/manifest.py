@@ -360,6 +360,15 @@ def _nothing_usable(root: Path, layout: str) -> SonosegError:
 LAYOUT_SETTINGS = ("on_bad_sample", "dataset_csv", "include_normal", "pixel_spacing")
 
 
+class LayoutFound(NamedTuple):
+    """What a layout pairs before a pixel is read (check_layout): the images paired with their masks that
+    the ingest may include, and their patients, at least as many as the patient groups the ingest can
+    include (it merges the patients of duplicate images, and may exclude images for their pixels)."""
+
+    images: int
+    patients: frozenset[str]
+
+
 def check_layout(
     root: str | Path,
     layout: str,
@@ -368,19 +377,20 @@ def check_layout(
     include_normal: bool = False,
     pixel_spacing: float | str | None = None,
     listed: Iterable[Path] | None = None,
-) -> int:
+) -> LayoutFound:
     """What ``ingest`` with these settings finds before it reads a pixel, raised as ingest raises it: its
     settings, the layout's folders and CSVs (a missing folder or column, a row naming no file, an image
     listed twice), images without masks and masks without images, ambiguous names, links the ingest
     refuses, files in image formats sonoseg does not read, a ``pixel_spacing`` column without a value, a
     dataset where nothing pairs. The same code as ingest's, up to the pixels; what only the pixels tell (an
     unreadable file, a mask of another size, duplicates) is left to ingest. The workflow runs it at
-    planning, on every dataset it ingests (sonoseg.study.config_check.dataset_problems).
+    planning, on every dataset it ingests (sonoseg.study.config_check.check_datasets), and reads the
+    patient count the split needs from what it returns.
 
     ``listed``: the paths under the resolved root that a walk already found (the fingerprint's,
     sonoseg.data.provenance.record_paths), so that the root is not walked twice; it leaves out the junk
-    files, which a layout lists as ignored and never as a problem. Returns how many images the layout
-    pairs with their masks (ingest may still exclude some for their pixels)."""
+    files, which a layout lists as ignored and never as a problem. Returns the images the layout pairs
+    with their masks and their patients (ingest may still exclude some for their pixels)."""
     reading = _read_layout(root, layout, on_bad_sample, dataset_csv, include_normal, listed)
     paired = _paired(reading)
     spacing_column = pixel_spacing if isinstance(pixel_spacing, str) else None
@@ -396,22 +406,7 @@ def check_layout(
         raise _problems_found(reading.root, problems)
     if not paired:
         raise _nothing_usable(reading.root, layout)
-    return len(paired)
-
-
-def paired_patients(
-    root: str | Path,
-    layout: str,
-    on_bad_sample: str = "fail",
-    dataset_csv: str | None = None,
-    include_normal: bool = False,
-    pixel_spacing: float | str | None = None,
-    listed: Iterable[Path] | None = None,
-) -> set[str]:
-    """The patients of the images the layout pairs with their masks, read as check_layout reads them (its
-    arguments): at least as many as the patient groups the ingest can include (it merges the patients of
-    duplicate images, and may exclude images for their pixels)."""
-    return {c.patient for c in _paired(_read_layout(root, layout, on_bad_sample, dataset_csv, include_normal, listed))}
+    return LayoutFound(len(paired), frozenset(c.patient for c in paired))
 
 
 def _paired(reading: _Reading) -> list[Candidate]:

@@ -1,6 +1,6 @@
 """The study config checked against its schema (workflow/schemas/config.schema.yaml) before anything is
 planned, with one short line per problem naming the key; and each dataset it declares read as its ingest
-job will read it (dataset_problems), and its split checked against the patients it holds (split_problem),
+job will read it (check_datasets), and its split checked against the patients it holds (split_problem),
 so that a wrong layout or too many folds stop the planning, not a job.
 
 Snakemake's own validation stops at the first problem and prints the whole schema and config with it
@@ -17,12 +17,17 @@ import logging
 import re
 from collections.abc import Iterable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from jsonschema import Draft202012Validator
 
 from sonoseg.errors import SonosegError
+
+if TYPE_CHECKING:  # the data readers are imported when a dataset is read, not with the config check
+    from sonoseg.data.manifest import LayoutFound
 
 SHOWN = 80  # characters of a bad value shown in a message
 # A number in exponent form without a dot, which YAML 1.1 (PyYAML) reads as text.
@@ -52,9 +57,19 @@ def message(found: list[str]) -> str:
     )
 
 
-def dataset_problems(
+@dataclass(frozen=True)
+class DatasetsChecked:
+    """check_datasets' answer: one problem per dataset that has one, 'config KEY (layout L, root R): what
+    the ingest would say' (empty when none), and what each other dataset's layout pairs (its key ->
+    sonoseg.data.manifest.LayoutFound), which the split's check reads rather than pairing the files again."""
+
+    problems: list[str]
+    found: dict[str, LayoutFound]
+
+
+def check_datasets(
     datasets: dict[str, dict], listed: dict[str, Iterable[Path]] | None = None, warn: Iterable[str] | None = None
-) -> list[str]:
+) -> DatasetsChecked:
     """Each dataset the study ingests, read as its ingest job will read it, before any job runs: the same
     code (sonoseg.data.manifest.check_layout, which is ingest's up to the pixels), so that a dataset declared
     with the wrong layout, a folder without images, masks missing or a CSV without its column stops the
@@ -63,29 +78,34 @@ def dataset_problems(
     sonoseg.data.options.ingest_parameters); ``listed``: the key -> the files under its root, already listed
     (sonoseg.data.provenance.record_paths); ``warn``: the keys whose layout warnings (a CSV row naming no
     image, an unknown BUSI class folder) are shown, all when None: the workflow shows them when it first
-    sees a dataset or its files change, not at every planning (the ingest log keeps them). One problem per
-    dataset, 'config KEY (layout L, root R): what the ingest would say' (empty when none)."""
+    sees a dataset or its files change, not at every planning (the ingest log keeps them)."""
+    problems, found = [], {}
+    for key, options in datasets.items():
+        try:
+            with _warnings_shown(warn is None or key in warn):
+                found[key] = layout_found(options, (listed or {}).get(key))
+        except SonosegError as exc:
+            problems.append(f"config {key} (layout {options['layout']}, root {options['root']}): {exc}")
+    return DatasetsChecked(problems, found)
+
+
+def layout_found(options: dict, listed: Iterable[Path] | None = None) -> LayoutFound:
+    """sonoseg.data.manifest.check_layout on a dataset's options as its ingest job gets them (``options``
+    and ``listed`` as check_datasets takes them)."""
     from sonoseg.data.manifest import LAYOUT_SETTINGS, check_layout
     from sonoseg.data.options import ingest_parameters
 
-    found = []
-    for key, options in datasets.items():
-        settings = {k: v for k, v in ingest_parameters(options).items() if k in LAYOUT_SETTINGS}
-        try:
-            with _warnings_shown(warn is None or key in warn):
-                check_layout(options["root"], options["layout"], **settings, listed=(listed or {}).get(key))
-        except SonosegError as exc:
-            found.append(f"config {key} (layout {options['layout']}, root {options['root']}): {exc}")
-    return found
+    settings = {k: v for k, v in ingest_parameters(options).items() if k in LAYOUT_SETTINGS}
+    return check_layout(options["root"], options["layout"], **settings, listed=listed)
 
 
-def split_problem(config: dict, listed: Iterable[Path] | None = None) -> str:
+def split_problem(config: dict, found: LayoutFound | None = None) -> str:
     """Why the study's split cannot be made, known at planning ('' when it can, as far as planning can tell):
     split.folds K needs 2K patient groups (sonoseg.data.split.fold_split), and a dataset has no more groups
     than patients; split.file gives one split, never K folds. The patients are the phantom's
-    (synthetic.patients), or those of the images the dataset's layout pairs with masks (patient_count; no
-    pixel read), a bound the ingest can only lower. ``listed``: the dataset's files, as dataset_problems
-    takes them; call it once they passed that check."""
+    (synthetic.patients), or those of the images the dataset's layout pairs with masks (no pixel read), a
+    bound the ingest can only lower: ``found``, what check_datasets found in the dataset (read here when
+    not given)."""
     split, dataset = config["split"], config["dataset"]
     folds = split["folds"]
     if folds < 2:
@@ -99,7 +119,10 @@ def split_problem(config: dict, listed: Iterable[Path] | None = None) -> str:
         patients = config["synthetic"]["patients"]
         whose = f"the phantom has {patients} (synthetic.patients)"
     else:
-        patients = patient_count(dataset, listed)
+        if found is None:
+            with _warnings_shown(False):  # the layout check before has shown them
+                found = layout_found(dataset)
+        patients = len(found.patients)
         whose = (
             f"the dataset (layout {dataset['layout']}, root {dataset['root']}) has at most {patients}, the "
             "patients of the images its layout pairs with masks"
@@ -111,17 +134,6 @@ def split_problem(config: dict, listed: Iterable[Path] | None = None) -> str:
         f"config split.folds: {folds} folds need at least {2 * folds} patient groups, and {whose}: {fewer}, "
         "or use more patients"
     )
-
-
-def patient_count(options: dict, listed: Iterable[Path] | None = None) -> int:
-    """How many patients the images a dataset's layout pairs with masks belong to, without a pixel
-    (sonoseg.data.manifest.paired_patients); ``options`` and ``listed`` as dataset_problems takes them."""
-    from sonoseg.data.manifest import LAYOUT_SETTINGS, paired_patients
-    from sonoseg.data.options import ingest_parameters
-
-    settings = {k: v for k, v in ingest_parameters(options).items() if k in LAYOUT_SETTINGS}
-    with _warnings_shown(False):  # the layout check before has shown them
-        return len(paired_patients(options["root"], options["layout"], **settings, listed=listed))
 
 
 @contextmanager
