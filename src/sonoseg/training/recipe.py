@@ -36,9 +36,9 @@ class Recipe:
     # (sonoseg.training.ultrasound_augment).
     ultrasound_augment: bool = False
     # The ultrasound changes are off for the last this many epochs before max_epochs: the kept weights
-    # (their average among them) last learn from the images as they are. 6 of the quick study's 30:
-    # chosen on the development sets (docs/method.md, "Ultrasound augmentation"). Counted back from
-    # the cap, so a training early stopping ends before them has the changes throughout.
+    # (their average among them) last learn from the images as they are. 6 of the quick study's 30: chosen
+    # on the development sets (docs/method.md, "Augmentation chosen on the development set"). Counted back
+    # from the cap, so a training early stopping ends before them has the changes throughout.
     ultrasound_clean_epochs: int = CLEAN_EPOCHS_DEFAULT
     # "dice" (soft Dice, 1 - mean over the batch), "bce", or "bce_dice": bce_weight x BCE + soft Dice
     # (UNeXt and CMUNeXt: 0.5 x BCE + Dice; MALUNet and EGE-UNet: BCE + Dice)
