@@ -120,3 +120,14 @@ def test_new_analysis_code_redoes_the_tables_and_pages_not_the_trainings(tiny_st
     assert {"table", "selection_table", "generalization", "report_table", "report_statistics", "report_curves"} <= set(
         jobs
     ), jobs
+
+
+def test_the_analysis_code_is_named_relative_to_a_working_directory_that_holds_it(tmp_path):
+    # A checkout moved with its results and its package (a venv made again in it) names the same inputs, so
+    # nothing reruns; a package installed outside the working directory keeps its absolute paths.
+    absolute = analysis.code_files()
+    source_root = Path(sonoseg.__file__).resolve().parents[1]  # the folder that holds the package
+    relative = analysis.code_files(relative_to=source_root)
+    assert all(not Path(name).is_absolute() and name.startswith("sonoseg/") for name in relative)
+    assert sorted(str(source_root / name) for name in relative) == absolute
+    assert analysis.code_files(relative_to=tmp_path) == absolute

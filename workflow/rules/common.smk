@@ -146,8 +146,9 @@ LADDER_RUNS = [run.name for run in RUNS.values() if run.kind == "ladder_step"]
 # code on results already made (summarize, collect, table, paired_table, generalization, equivalence,
 # selection_table, convergence_check, report_*). The rules call the `sonoseg` tool, whose code Snakemake
 # does not see: with the files as input, an upgrade of sonoseg or an edit of its analysis code redoes those
-# files, and no training or prediction.
-ANALYSIS_CODE = analysis.code_files()
+# files, and no training or prediction. Given relative to the working directory where the package lies under
+# it (a venv in the checkout), so that moving the checkout with its results redoes none of them.
+ANALYSIS_CODE = analysis.code_files(relative_to=os.getcwd())
 
 LADDER_OFF = (
     "the ladder is off in this study (config ladder.enabled: false): "
