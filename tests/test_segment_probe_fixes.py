@@ -153,26 +153,40 @@ def test_an_image_named_through_a_link_gets_its_own_mask(tmp_path, monkeypatch, 
     assert warned == ["lk/../lk/scan1.png: given more than once; segmented once"]
 
 
-# ----------------------------------------------------------------------------- 3. a folder among the images
+# ----------------------------------------------------------------------------- 3. folders among the images
 
 
-def test_a_folder_among_the_images_is_skipped_with_a_warning(tmp_path, monkeypatch, caplog):
+def test_a_folder_stands_for_its_images_and_an_earlier_run_s_masks_are_skipped(tmp_path, monkeypatch, caplog):
     model = brightness_model(tmp_path, monkeypatch)
     two_blobs(tmp_path / "scans" / "scan.png")
     monkeypatch.chdir(tmp_path)
-    command = ["segment", "--no-progress", "--model", str(model), "--device", "cpu", "--outdir", "scans/masks"]
+    command = ["segment", "--no-progress", "--model", str(model), "--device", "cpu"]
     for _ in range(2):  # `segment --outdir scans/masks scans/*` run again: scans/masks is now among scans/*
         caplog.clear()
-        assert main([*command, *sorted(str(path.relative_to(tmp_path)) for path in tmp_path.glob("scans/*"))]) == 0
+        given = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.glob("scans/*"))
+        assert main([*command, "--outdir", "scans/masks", *given]) == 0
         assert (tmp_path / "scans" / "masks" / "scan_mask.png").is_file()
-    warned = [r.getMessage() for r in caplog.records if "folder, not an image" in r.getMessage()]
-    assert warned == [
-        "scans/masks: a folder, not an image: skipped (segment takes image files; the images in a folder are named "
-        "by a shell glob such as scans/masks/*.png)"
-    ]
-    # Only folders: one clear error, nothing written.
-    with pytest.raises(SonosegError, match=r"scans: a folder, and no image file was given: .*scans/\*\.png"):
-        infer.segment_images(model, ["scans"], tmp_path / "elsewhere", device="cpu")
+    assert given == ["scans/masks", "scans/scan.png"]
+    warned = [r.getMessage() for r in caplog.records if "earlier segment run" in r.getMessage()]
+    assert warned == ["scans/masks: an earlier segment run's masks (it holds segment_runs.json), not images: skipped"]
+    assert not (tmp_path / "scans" / "masks" / "scan_mask_mask.png").exists()
+    # The folder itself: its own image files by name, in any case of suffix; not its subfolders, its notes
+    # (counted in the log) or the junk of operating systems.
+    two_blobs(tmp_path / "scans" / "b.PNG")
+    two_blobs(tmp_path / "scans" / "older" / "deep.png")
+    (tmp_path / "scans" / "notes.txt").write_text("not an image")
+    (tmp_path / "scans" / ".DS_Store").write_bytes(b"junk")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main([*command, "--outdir", "out", "scans"]) == 0
+    assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == ["b_mask.png", "scan_mask.png"]
+    assert np.array_equal(mask(tmp_path / "out"), mask(tmp_path / "scans" / "masks"))
+    counted = [r.getMessage() for r in caplog.records if "not in an image format" in r.getMessage()]
+    assert counted == ["scans: 1 file(s) not in an image format sonoseg reads, not segmented (notes.txt)"]
+    # Nothing to segment: one clear error, nothing written.
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SonosegError, match=r"no image to segment: the folders given hold no image file"):
+        infer.segment_images(model, ["empty", "scans/masks"], tmp_path / "elsewhere", device="cpu")
     assert not (tmp_path / "elsewhere").exists()
 
 

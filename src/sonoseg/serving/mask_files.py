@@ -11,13 +11,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sonoseg.data.layouts import busi_mask_name, first_names
+from sonoseg.data.layouts import busi_mask_name, first_names, is_image_name, is_junk
 from sonoseg.data.provenance import write_bytes_atomic
 from sonoseg.errors import SonosegError
 
 log = logging.getLogger(__name__)
 
 MASK_SUFFIX = "_mask.png"
+# The record segment keeps in its output folder (sonoseg.serving.output_record): a folder holding one is an
+# earlier run's masks, not images to segment.
+RECORD_NAME = "segment_runs.json"
 # The longest file name most file systems take (ext4, XFS, APFS, NTFS): assumed where the OS cannot say.
 COMMON_NAME_MAX = 255
 
@@ -99,28 +102,58 @@ def _split_folders(paths) -> tuple[list[Path], list[Path]]:
     return folders, files
 
 
+def images_in(folder: Path) -> list[Path]:
+    """The image files directly in ``folder`` (sonoseg's formats, any case of suffix; not hidden, not the
+    junk of operating systems), by name: a folder given to segment, as nnU-Net's predictor takes one, so
+    that an archive too large for a shell glob (the kernel's limit on a command line) is segmented in one
+    run. Its subfolders are not entered, and its other files are counted in a log line. A folder holding
+    segment's record (RECORD_NAME) is an earlier run's masks (a shell glob folder/* catches it) and gives
+    none, with a warning; so does a folder without an image file."""
+    if (folder / RECORD_NAME).is_file():
+        log.warning("%s: an earlier segment run's masks (it holds %s), not images: skipped", folder, RECORD_NAME)
+        return []
+    try:
+        entries = sorted(folder.iterdir(), key=lambda path: path.name)
+    except OSError as exc:
+        raise SonosegError(f"{folder}: the folder cannot be read ({exc.strerror or exc})") from None
+    images, others = [], []
+    for path in entries:
+        if _is_folder(path) or is_junk(path):
+            continue
+        (images if is_image_name(path) else others).append(path)
+    if others:
+        log.info(
+            "%s: %d file(s) not in an image format sonoseg reads, not segmented (%s%s)",
+            folder,
+            len(others),
+            ", ".join(path.name for path in others[:3]),
+            ", …" if len(others) > 3 else "",
+        )
+    if not images:
+        log.warning("%s: a folder with no image file in it (PNG, JPEG, BMP, TIFF): skipped", folder)
+    return images
+
+
 def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]]:
     """(image, its mask file <outdir>/<stem>_mask.png) for each image given, once each: one mask per name
     given (a link under another name gets its own); the same name given twice (spelt otherwise, as
     a/../a/x.png, or through a linked folder: the same file under the same name) is segmented once.
-    A folder among the images (the masks' folder of an earlier run, caught by a shell glob folder/*) is
-    skipped with a warning naming it; only folders: refused. Refused by name: two images whose masks
+    A folder given stands for the image files directly in it (images_in; an earlier run's masks, or a
+    folder without images, skipped with a warning); nothing to segment at all: refused. Refused by name:
+    two images whose masks
     would share one file (names compared regardless of case, as macOS and Windows file systems do), and
     an --outdir that is a folder of the images (BUSI keeps its ground truth there as NAME_mask.png, the
     very name segment writes; a user's masks may lie there too), whether the images are named through a
     link or not. Images named as BUSI names its masks are warned of, and segmented (warn_of_masks_given)."""
-    folders, images = _split_folders(Path(image) for image in images)
-    for folder in folders:
-        log.warning(
-            "%s: a folder, not an image: skipped (segment takes image files; the images in a folder are named by a "
-            "shell glob such as %s)",
-            folder,
-            folder / "*.png",
-        )
+    images = [
+        found
+        for given in (Path(image) for image in images)
+        for found in (images_in(given) if _is_folder(given) else [given])
+    ]
     if not images:
         raise SonosegError(
-            f"{folders[0]}: a folder, and no image file was given: segment takes image files, such as the shell glob "
-            f"{folders[0] / '*.png'}"
+            "no image to segment: the folders given hold no image file of their own (PNG, JPEG, BMP, TIFF; their "
+            "subfolders are not entered), or only an earlier run's masks"
         )
     planned: dict[Path, Path] = {}
     given: set = set()

@@ -328,7 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_choose_postprocess)
 
     p = sub.add_parser("segment", help="segment new images with a trained model (e.g. Lighter U-net @128)")
-    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF; RGB, grayscale, RGBA or 16-bit)")
+    p.add_argument(
+        "images",
+        nargs="+",
+        help="image files (PNG, JPEG, BMP, TIFF; RGB, grayscale, RGBA or 16-bit), or folders: each stands for the "
+        "image files directly in it",
+    )
     p.add_argument(
         "--model",
         required=True,
