@@ -2,6 +2,7 @@
 unreadable images."""
 
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -111,7 +112,6 @@ def test_a_network_that_does_not_export_is_one_line_naming_the_file_and_the_way_
     # ... and an ONNX graph given where a model file is expected says which backend reads it.
     graph = tmp_path / "graph.onnx"
     graph.write_bytes(b"\x08\x07")
-    assert main(["segment", "--model", str(graph), "--outdir", str(tmp_path / "out"), str(graph)]) == 2
     with pytest.raises(
         SonosegError, match="an ONNX graph, not a sonoseg-model-v1 file: serve it with --backend onnxruntime"
     ):
@@ -136,10 +136,14 @@ def test_segment_same_masks_on_both_backends_and_unreadable_image(tmp_path, caps
     err = capsys.readouterr().err
     assert status_torch == 2
     assert "1 of 4 images failed" in err and "broken.png" in err
-    status_onnx = main(
-        ["segment", "--backend", "onnxruntime", "--model", str(onnx_path), "--outdir", str(tmp_path / "onnx"), *images]
-    )
+    # A .onnx model is served by ONNX Runtime without --backend (in any case of its suffix).
+    shutil.copy(onnx_path, tmp_path / "MODEL.ONNX")
+    shutil.copy(f"{onnx_path}.json", tmp_path / "MODEL.ONNX.json")
+    graph = str(tmp_path / "MODEL.ONNX")
+    status_onnx = main(["segment", "--model", graph, "--outdir", str(tmp_path / "onnx"), *images])
     assert status_onnx == 2
+    (run,) = json.loads((tmp_path / "onnx" / "segment_runs.json").read_text())["runs"]
+    assert run["backend"] == "onnxruntime"
     lesion_pixels = 0
     for path in paths:
         mask_torch = cv2.imread(str(tmp_path / "torch" / f"{path.stem}_mask.png"), cv2.IMREAD_UNCHANGED)

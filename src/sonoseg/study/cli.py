@@ -359,9 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=input_size, default=0, help="input size (default: the size the model was trained at)")
     p.add_argument(
         "--backend",
-        default="torch",
+        default=None,
         choices=BACKENDS,
-        help="onnxruntime takes a model.onnx from `sonoseg export` (or exports the model.pt first)",
+        help="onnxruntime takes a model.onnx from `sonoseg export` (or exports the model.pt first); default: "
+        "onnxruntime for a .onnx model, else torch",
     )
     p.add_argument(
         "--threads",

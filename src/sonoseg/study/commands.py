@@ -405,6 +405,8 @@ def cmd_choose_postprocess(args) -> None:
 
 def cmd_segment(args) -> None:
     _refuse_scale_rules_without_their_base(args)
+    if args.backend is None:  # an exported graph is served by ONNX Runtime, whatever the name's case
+        args.backend = "onnxruntime" if Path(args.model).suffix.lower() == ".onnx" else "torch"
     check_device_name(args.device, "--device")  # before waiting for a GPU slot
     slot = _gpu_slot(args.device) if args.backend == "torch" else None  # noqa: F841
     from sonoseg.serving import infer
