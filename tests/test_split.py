@@ -49,6 +49,28 @@ def test_user_split_file(tmp_path):
         split.user_split(table, file)
 
 
+def test_a_split_file_with_an_empty_part_a_sample_twice_or_unknown_rows_is_named(tmp_path, caplog):
+    table = samples(5)
+    file = tmp_path / "split.csv"
+    parts = ["train"] * 6 + ["val"] * 2 + ["test"] * 2
+    # No validation image: refused at the split, not later at a training.
+    pd.DataFrame({"sample_id": table["sample_id"], "split": ["train"] * 8 + ["test"] * 2}).to_csv(file, index=False)
+    with pytest.raises(SonosegError, match=r"split.csv: no sample in the val part"):
+        split.user_split(table, file)
+    # One sample given two parts: refused (the last row is not silently kept).
+    rows = pd.DataFrame({"sample_id": [*table["sample_id"], "P0_v1"], "split": [*parts, "test"]})
+    rows.to_csv(file, index=False)
+    with pytest.raises(SonosegError, match=r"1 sample_id\(s\) given two different splits, e.g. \['P0_v1'\]"):
+        split.user_split(table, file)
+    # A row naming no included sample: warned of, counted, named; the split is the rest's.
+    rows = pd.DataFrame({"sample_id": [*table["sample_id"], "P9_v1", "P0_v1"], "split": [*parts, "train", "train"]})
+    rows.to_csv(file, index=False)
+    result = split.user_split(table, file)
+    assert list(result["split"]) == parts
+    warned = [r.getMessage() for r in caplog.records if "name no sample" in r.getMessage()]
+    assert len(warned) == 1 and "1 row(s)" in warned[0] and "['P9_v1']" in warned[0]
+
+
 def test_too_few_patients_is_an_error():
     with pytest.raises(SonosegError, match="too few"):
         split.split_samples(samples(3), seed=0, fractions=(0.9, 0.05, 0.05))

@@ -3,6 +3,7 @@ images) lands in the same part, so no lesion is seen in training and tested agai
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import pandas as pd
 
 from sonoseg.data.options import PARTS
 from sonoseg.errors import SonosegError
+
+log = logging.getLogger(__name__)
 
 
 def group_counts(n_groups: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
@@ -158,7 +161,11 @@ def external_split(samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def user_split(samples: pd.DataFrame, split_file: str | Path) -> pd.DataFrame:
-    """A split the user provides: CSV with sample_id (or image) and split in {train, val, test}."""
+    """A split the user provides: CSV with sample_id (or image) and split in {train, val, test}. Refused:
+    a sample the ingest included that it gives no part, one it names twice with two parts, a part left
+    empty (a training needs train and val images, a test needs test images) and a patient group across
+    parts. Its rows naming no included sample (a typo, or an image the ingest excluded) are warned of,
+    counted and named."""
     path = Path(split_file)
     if not path.is_file():
         raise SonosegError(f"split.file: file not found: {path}")
@@ -169,6 +176,10 @@ def user_split(samples: pd.DataFrame, split_file: str | Path) -> pd.DataFrame:
     bad = sorted(set(given["split"]) - set(PARTS))
     if bad:
         raise SonosegError(f"{path}: split values must be {PARTS}; found {bad}")
+    parts_given = given.groupby(key)["split"].nunique()
+    twice = sorted(parts_given[parts_given > 1].index)
+    if twice:
+        raise SonosegError(f"{path}: {len(twice)} {key}(s) given two different splits, e.g. {twice[:5]}")
     lookup = dict(zip(given[key], given["split"]))
     names = samples[key] if key == "sample_id" else samples["image"].map(lambda p: Path(p).name)
     result = samples[["sample_id", "patient", "group"]].copy()
@@ -176,7 +187,22 @@ def user_split(samples: pd.DataFrame, split_file: str | Path) -> pd.DataFrame:
     missing = result[result["split"].isna()]["sample_id"].tolist()
     if missing:
         raise SonosegError(f"{path}: {len(missing)} included sample(s) have no split, e.g. {missing[:5]}")
+    unknown = sorted(set(lookup) - set(names))
+    if unknown:
+        log.warning(
+            "%s: %d row(s) name no sample the ingest included (a typo, or an image it excluded: the manifest says "
+            "which), e.g. %s: not used",
+            path,
+            len(unknown),
+            unknown[:5],
+        )
     check_no_leak(result, str(path))
+    empty = [part for part in PARTS if not (result["split"] == part).any()]
+    if empty:
+        raise SonosegError(
+            f"{path}: no sample in the {' or '.join(empty)} part: a training needs train and val images, a test "
+            "needs test images"
+        )
     return result
 
 
