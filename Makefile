@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 CONFIG ?= config/quick.yaml
-# Every core the machine has (Snakemake's `all`): each training is one thread and deterministic, so the
-# results are the same on any count; the cost table's timing takes every core for itself (tables.smk).
+# Every core the machine has (Snakemake's `all`): every job is deterministic whatever runs beside it (the
+# quick study's trainings take one thread each), so the results are the same on any count; the cost
+# table's timing takes every core for itself (tables.smk). In a container limited by CPU quota rather than
+# by cpuset (docker --cpus, a Kubernetes limit), `all` sees the host's cores: pass CORES=N.
 CORES ?= all
 BIN := $(VENV)/bin
 # The rules call the `sonoseg` tool: the venv's bin comes first on PATH for every recipe.

@@ -113,7 +113,8 @@ def test_a_network_that_does_not_export_is_one_line_naming_the_file_and_the_way_
     graph = tmp_path / "graph.onnx"
     graph.write_bytes(b"\x08\x07")
     with pytest.raises(
-        SonosegError, match="an ONNX graph, not a sonoseg-model-v1 file: serve it with --backend onnxruntime"
+        SonosegError,
+        match=r"an ONNX graph, not a sonoseg-model-v1 file: serve it with ONNX Runtime \(--backend onnxruntime, or no",
     ):
         infer.torch_predictor(graph, device="cpu")
 

@@ -117,10 +117,17 @@ def test_a_sidecar_is_checked_without_torch(tmp_path, exported_run):
     _, exported, scans = exported_run
     onnx_path = tmp_path / exported.name
     shutil.copy(exported, onnx_path)
+    shutil.copy(export.sidecar_path(exported), export.sidecar_path(onnx_path))
+    # A .onnx model is served by ONNX Runtime without --backend: no torch is asked for.
+    served = run_without_torch(
+        SEGMENT, "segment", "--model", str(onnx_path), "--outdir", str(tmp_path / "s"), str(scans[0])
+    )
+    assert served.returncode == 0, served.stderr[-3000:]
+    assert (tmp_path / "s" / f"{scans[0].stem}_mask.png").is_file()
     sidecar = json.loads(export.sidecar_path(exported).read_text())
     sidecar["postprocessing"]["threshold"] = 0.3
     export.sidecar_path(onnx_path).write_text(json.dumps(sidecar))
-    args = ["segment", "--backend", "onnxruntime", "--model", str(onnx_path), "--outdir", str(tmp_path / "o")]
+    args = ["segment", "--model", str(onnx_path), "--outdir", str(tmp_path / "o")]
     refused = run_without_torch(SEGMENT, *args, str(scans[0]))
     assert refused.returncode == 2 and "postprocessing.threshold is 0.3" in refused.stderr, refused.stderr[-3000:]
 

@@ -240,7 +240,7 @@ def test_the_split_is_checked_against_the_patients_the_data_can_hold(tmp_path):
     folder = {"layout": "folder", "root": str(folder_set(tmp_path / "folder"))}
     assert len(config_check.layout_found(folder).patients) == 2
     assert "has at most 2, the patients of the images its layout pairs" in config_check.split_problem(
-        split_config(folder, 2)
+        split_config(folder, 2), config_check.layout_found(folder)
     )
     busi = busi_set(tmp_path / "busi", patients=3)
     (busi / "normal").mkdir()
@@ -248,7 +248,8 @@ def test_the_split_is_checked_against_the_patients_the_data_can_hold(tmp_path):
         shutil.copy(busi / "benign" / name.replace("normal", "benign"), busi / "normal" / name)
     assert len(config_check.layout_found({"layout": "busi", "root": str(busi)}).patients) == 6
     assert len(config_check.layout_found({"layout": "busi", "root": str(busi), "include_normal": True}).patients) == 7
-    assert config_check.split_problem(split_config({"layout": "busi", "root": str(busi)}, 3)) == ""
+    busi_options = {"layout": "busi", "root": str(busi)}
+    assert config_check.split_problem(split_config(busi_options, 3), config_check.layout_found(busi_options)) == ""
     assert (
         len(config_check.layout_found({"layout": "busbra", "root": str(busbra_set(tmp_path / "busbra"))}).patients) == 2
     )
@@ -258,6 +259,8 @@ def test_the_split_is_checked_against_the_patients_the_data_can_hold(tmp_path):
     found = manifest.LayoutFound(images=6, patients=frozenset({"P1", "P2", "P3"}))
     assert "has at most 3, the patients" in config_check.split_problem(split_config(gone, 2), found)
     assert config_check.split_problem(split_config(gone, 1), found) == ""
+    with pytest.raises(ValueError, match="what check_datasets found"):  # never a second pairing of the files
+        config_check.split_problem(split_config(gone, 2))
 
 
 # ----------------------------------------------------------------------------- the real workflow

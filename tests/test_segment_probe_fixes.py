@@ -168,7 +168,10 @@ def test_a_folder_stands_for_its_images_and_an_earlier_run_s_masks_are_skipped(t
         assert (tmp_path / "scans" / "masks" / "scan_mask.png").is_file()
     assert given == ["scans/masks", "scans/scan.png"]
     warned = [r.getMessage() for r in caplog.records if "earlier segment run" in r.getMessage()]
-    assert warned == ["scans/masks: an earlier segment run's masks (it holds segment_runs.json), not images: skipped"]
+    assert warned == [
+        "scans/masks: an earlier segment run's masks (it holds segment_runs.json), not images: skipped (name its "
+        "images by a glob to segment them)"
+    ]
     assert not (tmp_path / "scans" / "masks" / "scan_mask_mask.png").exists()
     # The folder itself: its own image files by name, in any case of suffix; not its subfolders, its notes
     # (counted in the log) or the junk of operating systems.
@@ -182,7 +185,30 @@ def test_a_folder_stands_for_its_images_and_an_earlier_run_s_masks_are_skipped(t
     assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == ["b_mask.png", "scan_mask.png"]
     assert np.array_equal(mask(tmp_path / "out"), mask(tmp_path / "scans" / "masks"))
     counted = [r.getMessage() for r in caplog.records if "not in an image format" in r.getMessage()]
-    assert counted == ["scans: 1 file(s) not in an image format sonoseg reads, not segmented (notes.txt)"]
+    assert counted == [
+        "scans: 1 file(s) not in an image format sonoseg reads (.bmp, .jpeg, .jpg, .png, .tif, .tiff), not segmented "
+        "(notes.txt)"
+    ]
+
+    # A folder that cannot be read: refused by name (as an unprivileged user meets a folder of mode 000).
+    def unreadable(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "iterdir", unreadable)
+        with pytest.raises(SonosegError, match=r"^scans: the folder cannot be read \(Permission denied\)$"):
+            infer.segment_images(model, ["scans"], tmp_path / "elsewhere", device="cpu")
+    # A folder whose images all lie in subfolders (a BUSI root) says so.
+    caplog.clear()
+    (tmp_path / "busi" / "benign").mkdir(parents=True)
+    two_blobs(tmp_path / "busi" / "benign" / "benign (1).png")
+    with pytest.raises(SonosegError, match="no image to segment"):
+        infer.segment_images(model, ["busi"], tmp_path / "elsewhere", device="cpu")
+    assert any(
+        "busi: a folder with no image file of its own" in r.getMessage()
+        and "its 1 subfolder(s) are not entered" in r.getMessage()
+        for r in caplog.records
+    )
     # Nothing to segment: one clear error, nothing written.
     (tmp_path / "empty").mkdir()
     with pytest.raises(SonosegError, match=r"no image to segment: the folders given hold no image file"):

@@ -40,6 +40,17 @@ def test_two_images_that_would_share_a_mask_file_are_refused_before_any_work(tmp
     assert not (tmp_path / "out").exists()  # refused before the folder was even made
 
 
+def test_many_clashing_names_are_named_up_to_a_limit_and_all_counted(tmp_path):
+    # A folder of thousands given whole: the error names the first clashes and counts the rest (no file read).
+    names = [tmp_path / "a" / f"s{i}.png" for i in range(mask_files.CLASHES_SHOWN + 5)]
+    twins = [path.with_suffix(".tif") for path in names]
+    with pytest.raises(SonosegError) as error:
+        mask_files.mask_files([*names, *twins], tmp_path / "out")
+    message = str(error.value)
+    assert message.count("would both be written to") == mask_files.CLASHES_SHOWN
+    assert "; and 5 more such names: segment them into different --outdir, or rename them" in message
+
+
 def test_an_image_given_twice_is_segmented_once(tmp_path, scans, caplog):
     paths, model = scans
     again = paths[0].parent / ".." / "scans" / paths[0].name  # the same file, spelt otherwise

@@ -60,7 +60,7 @@ def test_a_split_file_with_an_empty_part_a_sample_twice_or_unknown_rows_is_named
     # One sample given two parts: refused (the last row is not silently kept).
     rows = pd.DataFrame({"sample_id": [*table["sample_id"], "P0_v1"], "split": [*parts, "test"]})
     rows.to_csv(file, index=False)
-    with pytest.raises(SonosegError, match=r"1 sample_id\(s\) given two different splits, e.g. \['P0_v1'\]"):
+    with pytest.raises(SonosegError, match=r"1 sample_id\(s\) given more than one split, e.g. \['P0_v1'\]"):
         split.user_split(table, file)
     # A row naming no included sample: warned of, counted, named; the split is the rest's.
     rows = pd.DataFrame({"sample_id": [*table["sample_id"], "P9_v1", "P0_v1"], "split": [*parts, "train", "train"]})
@@ -69,6 +69,13 @@ def test_a_split_file_with_an_empty_part_a_sample_twice_or_unknown_rows_is_named
     assert list(result["split"]) == parts
     warned = [r.getMessage() for r in caplog.records if "name no sample" in r.getMessage()]
     assert len(warned) == 1 and "1 row(s)" in warned[0] and "['P9_v1']" in warned[0]
+    # Keyed by image name: a name two included images share (two sites' 001.png) cannot say which it means.
+    table["image"] = [f"/site{'AB'[i % 2]}/{i // 2:03d}.png" for i in range(len(table))]
+    pd.DataFrame({"image": [f"{i:03d}.png" for i in range(5)], "split": ["train"] * 3 + ["val", "test"]}).to_csv(
+        file, index=False
+    )
+    with pytest.raises(SonosegError, match=r"5 image name\(s\) shared by several included images, e.g. \['000.png'"):
+        split.user_split(table, file)
 
 
 def test_too_few_patients_is_an_error():

@@ -131,3 +131,6 @@ def test_the_analysis_code_is_named_relative_to_a_working_directory_that_holds_i
     assert all(not Path(name).is_absolute() and name.startswith("sonoseg/") for name in relative)
     assert sorted(str(source_root / name) for name in relative) == absolute
     assert analysis.code_files(relative_to=tmp_path) == absolute
+    # The workflow asks for them so (its test copies hold no package, so no run of theirs can show it).
+    common = (Path(__file__).parents[1] / "workflow" / "rules" / "common.smk").read_text()
+    assert "ANALYSIS_CODE = analysis.code_files(relative_to=os.getcwd())" in common

@@ -176,12 +176,18 @@ def user_split(samples: pd.DataFrame, split_file: str | Path) -> pd.DataFrame:
     bad = sorted(set(given["split"]) - set(PARTS))
     if bad:
         raise SonosegError(f"{path}: split values must be {PARTS}; found {bad}")
+    names = samples[key] if key == "sample_id" else samples["image"].map(lambda p: Path(p).name)
+    shared = sorted(set(names[names.duplicated()]))
+    if shared:  # a file name (siteA/001.png, siteB/001.png) cannot say which image a row means
+        raise SonosegError(
+            f"{path}: {len(shared)} image name(s) shared by several included images, e.g. {shared[:5]}: key the "
+            "split by sample_id (data/manifest.csv lists each image's)"
+        )
     parts_given = given.groupby(key)["split"].nunique()
     twice = sorted(parts_given[parts_given > 1].index)
     if twice:
-        raise SonosegError(f"{path}: {len(twice)} {key}(s) given two different splits, e.g. {twice[:5]}")
+        raise SonosegError(f"{path}: {len(twice)} {key}(s) given more than one split, e.g. {twice[:5]}")
     lookup = dict(zip(given[key], given["split"]))
-    names = samples[key] if key == "sample_id" else samples["image"].map(lambda p: Path(p).name)
     result = samples[["sample_id", "patient", "group"]].copy()
     result["split"] = names.map(lookup)
     missing = result[result["split"].isna()]["sample_id"].tolist()

@@ -22,7 +22,7 @@ from sonoseg.data.imageio import MAX_IMAGE_PIXELS, read_image
 from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache
 from sonoseg.errors import SonosegError
 from sonoseg.serving import image_warnings, interpolate, sidecar
-from sonoseg.serving.mask_files import mask_files, name_too_long, write_png
+from sonoseg.serving.mask_files import RECORD_NAME, mask_files, name_too_long, write_png
 from sonoseg.serving.modelio import (
     MODEL_FORMAT,
     ensemble_members,
@@ -36,6 +36,7 @@ from sonoseg.serving.options import (
     COMPONENT_RULES,
     LESION_THRESHOLD,
     POSTPROCESSES,
+    backend_for,
     check_device_name,
     shrinks,
     smaller_factors,
@@ -503,7 +504,7 @@ def segment_images(
     rule: str | None = None,
     device: str = "auto",
     size: int | None = None,
-    backend: str = "torch",
+    backend: str | None = None,
     threads: int = 0,
     progress: bool = False,
     tta: bool = False,
@@ -529,13 +530,15 @@ def segment_images(
     models (the ones the study predicted them with), else the input size alone.
 
     backend "torch" reads a model.pt; "onnxruntime" reads a model.onnx with its sidecar (or exports a
-    model.pt first). The input size is the one the model was trained at, unless ``size`` is given.
+    model.pt first); None: the one the model's name implies (options.backend_for). The input size is the
+    one the model was trained at, unless ``size`` is given.
     An image that cannot be read is reported (in the result and the log) and the others go on; a folder
-    among the images is skipped with a warning (mask_files); one over ``max_pixels`` pixels is refused, and one
+    stands for its image files (mask_files.images_in); one over ``max_pixels`` pixels is refused, and one
     whose mask's name the file system cannot hold fails. Each run is appended to <outdir>/segment_runs.json
     (output_record: the model, options, and each image's mask); a file where a mask would go that the record
     does not list is refused before any model is loaded (output_record.refuse_unrecorded).
     """
+    backend = backend_for(model_path, backend)
     if backend not in BACKENDS:
         raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
     if rule is not None and rule not in COMPONENT_RULES:
@@ -690,8 +693,6 @@ def segment_each(planned, predictor, result, rule, postprocess, max_pixels, prog
     its place that is kept, an earlier run's (``listed``: the masks there when the run began, which the
     folder's record lists: refuse_unrecorded lets no other file stay at a mask's place)."""
     from tqdm import tqdm
-
-    from sonoseg.serving.output_record import RECORD_NAME
 
     for path, out in tqdm(planned, desc="segment", unit="image", disable=not progress):
         unwritable = name_too_long(out)

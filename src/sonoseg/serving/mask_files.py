@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from sonoseg.data.layouts import busi_mask_name, first_names, is_image_name, is_junk
-from sonoseg.data.provenance import write_bytes_atomic
+from sonoseg.data.provenance import IMAGE_SUFFIXES, write_bytes_atomic
 from sonoseg.errors import SonosegError
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,8 @@ MASK_SUFFIX = "_mask.png"
 # The record segment keeps in its output folder (sonoseg.serving.output_record): a folder holding one is an
 # earlier run's masks, not images to segment.
 RECORD_NAME = "segment_runs.json"
+READ_FORMATS = ", ".join(sorted(IMAGE_SUFFIXES))  # the image files a folder given to segment stands for
+CLASHES_SHOWN = 20  # mask-name clashes named in the error (a folder of thousands may hold many); all counted
 # The longest file name most file systems take (ext4, XFS, APFS, NTFS): assumed where the OS cannot say.
 COMMON_NAME_MAX = 255
 
@@ -94,43 +96,44 @@ def _resolved(path: Path) -> Path:
         return Path(os.path.abspath(path))
 
 
-def _split_folders(paths) -> tuple[list[Path], list[Path]]:
-    """The folders among ``paths``, and the rest, each path looked up once."""
-    folders, files = [], []
-    for path in paths:
-        (folders if _is_folder(path) else files).append(path)
-    return folders, files
-
-
 def images_in(folder: Path) -> list[Path]:
     """The image files directly in ``folder`` (sonoseg's formats, any case of suffix; not hidden, not the
     junk of operating systems), by name: a folder given to segment, as nnU-Net's predictor takes one, so
     that an archive too large for a shell glob (the kernel's limit on a command line) is segmented in one
     run. Its subfolders are not entered, and its other files are counted in a log line. A folder holding
     segment's record (RECORD_NAME) is an earlier run's masks (a shell glob folder/* catches it) and gives
-    none, with a warning; so does a folder without an image file."""
-    if (folder / RECORD_NAME).is_file():
-        log.warning("%s: an earlier segment run's masks (it holds %s), not images: skipped", folder, RECORD_NAME)
-        return []
+    none, with a warning; so does a folder without an image file. A folder that cannot be read is refused
+    by name."""
     try:
+        if os.path.isfile(folder / RECORD_NAME):
+            log.warning(
+                "%s: an earlier segment run's masks (it holds %s), not images: skipped (name its images by a glob "
+                "to segment them)",
+                folder,
+                RECORD_NAME,
+            )
+            return []
         entries = sorted(folder.iterdir(), key=lambda path: path.name)
     except OSError as exc:
         raise SonosegError(f"{folder}: the folder cannot be read ({exc.strerror or exc})") from None
-    images, others = [], []
+    images, others, subfolders = [], [], 0
     for path in entries:
-        if _is_folder(path) or is_junk(path):
-            continue
-        (images if is_image_name(path) else others).append(path)
+        if _is_folder(path):
+            subfolders += 1
+        elif not is_junk(path):
+            (images if is_image_name(path) else others).append(path)
     if others:
         log.info(
-            "%s: %d file(s) not in an image format sonoseg reads, not segmented (%s%s)",
+            "%s: %d file(s) not in an image format sonoseg reads (%s), not segmented (%s%s)",
             folder,
             len(others),
+            READ_FORMATS,
             ", ".join(path.name for path in others[:3]),
             ", …" if len(others) > 3 else "",
         )
     if not images:
-        log.warning("%s: a folder with no image file in it (PNG, JPEG, BMP, TIFF): skipped", folder)
+        entered = f"; its {subfolders} subfolder(s) are not entered" if subfolders else ""
+        log.warning("%s: a folder with no image file of its own (%s%s): skipped", folder, READ_FORMATS, entered)
     return images
 
 
@@ -152,7 +155,7 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
     ]
     if not images:
         raise SonosegError(
-            "no image to segment: the folders given hold no image file of their own (PNG, JPEG, BMP, TIFF; their "
+            f"no image to segment: the folders given hold no image file of their own ({READ_FORMATS}; their "
             "subfolders are not entered), or only an earlier run's masks"
         )
     planned: dict[Path, Path] = {}
@@ -171,12 +174,14 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
     for image, out in planned.items():
         writers.setdefault(out.name.casefold(), []).append(image)
     clashes = [(planned[names[0]], names) for names in writers.values() if len(names) > 1]
-    if clashes:  # every clash at once: a user renames them all before the next try
+    if clashes:  # every clash at once (the first CLASHES_SHOWN named): a user renames them all before the next try
+        more = f"; and {len(clashes) - CLASHES_SHOWN} more such names" if len(clashes) > CLASHES_SHOWN else ""
         raise SonosegError(
             "; ".join(
                 f"{' and '.join(map(str, names))} would {'both' if len(names) == 2 else 'all'} be written to {out}"
-                for out, names in clashes
+                for out, names in clashes[:CLASHES_SHOWN]
             )
+            + more
             + ": segment them into different --outdir, or rename them"
         )
     # Every folder an image was named in or lies in (an image given twice, once through a link, counts both).

@@ -110,7 +110,8 @@ def load_checked(path: str | Path, expected_format: str, metadata_only: bool = F
     except Exception as exc:
         if path.suffix.lower() == ".onnx":
             raise SonosegError(
-                f"{path}: an ONNX graph, not a {expected_format} file: serve it with --backend onnxruntime"
+                f"{path}: an ONNX graph, not a {expected_format} file: serve it with ONNX Runtime (--backend "
+                "onnxruntime, or no --backend)"
             ) from None
         raise SonosegError(
             f"{path}: refused: not a {expected_format} file that loads safely (weights only): {_load_failure(exc)}"

@@ -11,6 +11,16 @@ PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where the device runs it fas
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 DEVICES = "auto (CUDA when present), cpu, cuda, cuda:<index> (e.g. cuda:0)"
 BACKENDS = ("torch", "onnxruntime")  # what runs a network: PyTorch, or ONNX Runtime on the exported graph
+
+
+def backend_for(model: object, backend: str | None = None) -> str:
+    """The backend asked for, else the one the model's name implies: ONNX Runtime for an exported graph
+    (``.onnx``, any case), torch for a model.pt or a run folder."""
+    if backend is not None:
+        return backend
+    return "onnxruntime" if str(model).lower().endswith(".onnx") else "torch"
+
+
 COMPONENT_RULES = ("area", "contour_points")  # which connected component is the lesion (sonoseg.serving.infer)
 # A pixel is lesion where the network's probability is above this: the mask's threshold (in sonoseg and in
 # an exported model's sidecar), and the lesion whose confidence and area test-time scale selection reads.

@@ -26,9 +26,10 @@ from sonoseg.serving.mask_files import MASK_SUFFIX, RECORD_NAME, name_too_long
 
 log = logging.getLogger(__name__)
 
-# Beside the masks (<stem>_mask.png, which this name can never be). Each run is appended to the runs the
-# file already holds, rather than the old file kept under a numbered name: one file answers "which run
-# wrote this mask" (the last run that lists it), and an earlier run's entry is kept as it was written.
+# The record (mask_files.RECORD_NAME) lies beside the masks (<stem>_mask.png, which its name can never be).
+# Each run is appended to the runs the file already holds, rather than the old file kept under a numbered
+# name: one file answers "which run wrote this mask" (the last run that lists it), and an earlier run's
+# entry is kept as it was written.
 RECORD_FORMAT = "sonoseg segment runs 1"
 STALE_SHOWN = 5  # the masks left from earlier runs a warning names; it counts them all
 # The entry a run writes before its first mask says this until the run replaces it on leaving: one that still

@@ -337,8 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         required=True,
-        help="a model.pt written by the workflow (or, with --backend onnxruntime, a model.onnx), or a run folder "
-        "(results/<study>/runs/<network>/): its folds' and seeds' models are averaged as an ensemble",
+        help="a model.pt written by the workflow, a model.onnx from `sonoseg export` (served by ONNX Runtime), or a "
+        "run folder (results/<study>/runs/<network>/): its folds' and seeds' models are averaged as an ensemble",
     )
     p.add_argument("--tta", action="store_true", help="average each model over the image and its horizontal mirror")
     add_scale_selection(p, recorded=True)

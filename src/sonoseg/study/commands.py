@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from sonoseg.data.options import INGEST_SETTINGS, ingest_parameters
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
-from sonoseg.serving.options import check_device_name, shrinks
+from sonoseg.serving.options import backend_for, check_device_name, shrinks
 
 log = logging.getLogger("sonoseg")
 
@@ -405,8 +405,7 @@ def cmd_choose_postprocess(args) -> None:
 
 def cmd_segment(args) -> None:
     _refuse_scale_rules_without_their_base(args)
-    if args.backend is None:  # an exported graph is served by ONNX Runtime, whatever the name's case
-        args.backend = "onnxruntime" if Path(args.model).suffix.lower() == ".onnx" else "torch"
+    args.backend = backend_for(args.model, args.backend)  # an exported graph: ONNX Runtime
     check_device_name(args.device, "--device")  # before waiting for a GPU slot
     slot = _gpu_slot(args.device) if args.backend == "torch" else None  # noqa: F841
     from sonoseg.serving import infer

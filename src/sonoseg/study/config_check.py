@@ -104,8 +104,8 @@ def split_problem(config: dict, found: LayoutFound | None = None) -> str:
     split.folds K needs 2K patient groups (sonoseg.data.split.fold_split), and a dataset has no more groups
     than patients; split.file gives one split, never K folds. The patients are the phantom's
     (synthetic.patients), or those of the images the dataset's layout pairs with masks (no pixel read), a
-    bound the ingest can only lower: ``found``, what check_datasets found in the dataset (read here when
-    not given)."""
+    bound the ingest can only lower: ``found``, what check_datasets found in the dataset, required for a
+    dataset that is not the phantom (the planning pairs its files once)."""
     split, dataset = config["split"], config["dataset"]
     folds = split["folds"]
     if folds < 2:
@@ -120,8 +120,7 @@ def split_problem(config: dict, found: LayoutFound | None = None) -> str:
         whose = f"the phantom has {patients} (synthetic.patients)"
     else:
         if found is None:
-            with _warnings_shown(False):  # the layout check before has shown them
-                found = layout_found(dataset)
+            raise ValueError("split_problem: a dataset's split is checked against what check_datasets found in it")
         patients = len(found.patients)
         whose = (
             f"the dataset (layout {dataset['layout']}, root {dataset['root']}) has at most {patients}, the "
