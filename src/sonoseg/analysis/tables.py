@@ -536,8 +536,14 @@ def study_table(
         [pd.read_csv(p, dtype={"network": str, "step": str, "fold": str}) for p in summaries], ignore_index=True
     )
     folds = runs["fold"].astype(str).loc[lambda f: f != "all"].nunique() if "fold" in runs else 0
+    # Each training's own row (one per fold and seed): a pooled row gives its seed's longest fold only.
+    trainings = runs[runs["fold"].astype(str) != "all"] if folds else runs
     runs = pooled(runs)
-    epochs = pd.to_numeric(runs["epochs"], errors="coerce").dropna() if "epochs" in runs else pd.Series([], dtype=float)
+    epochs = (
+        pd.to_numeric(trainings["epochs"], errors="coerce").dropna()
+        if "epochs" in trainings
+        else pd.Series([], dtype=float)
+    )
     scale = f"input {input_size}x{input_size} px ({interpolation})" if input_size else ""
     # The networks' input size is not the HD95's unit: predictions are resized back before they are scored
     # (sonoseg.analysis.evaluate), so a pixel of the HD95 columns is one of the original image.
@@ -545,7 +551,9 @@ def study_table(
     if len(epochs):
         trained = f"{int(epochs.min())}" if epochs.min() == epochs.max() else f"{int(epochs.min())}-{int(epochs.max())}"
         steps = (
-            pd.to_numeric(runs["steps"], errors="coerce").dropna() if "steps" in runs else pd.Series([], dtype=float)
+            pd.to_numeric(trainings["steps"], errors="coerce").dropna()
+            if "steps" in trainings
+            else pd.Series([], dtype=float)
         )
         if len(steps):
             span = f"{int(steps.min())}" if steps.min() == steps.max() else f"{int(steps.min())}-{int(steps.max())}"
