@@ -528,3 +528,14 @@ def test_a_weights_file_reached_through_a_link_is_no_move(tmp_path):
     written = record.stat().st_mtime_ns
     assert provenance.check_study(config, tmp_path / "out", pretrained=pretrained).messages == []
     assert record.stat().st_mtime_ns == written
+
+
+def test_a_manifest_that_is_not_there_is_named_not_captioned_unknown(tmp_path, capsys):
+    # A mistyped --manifest of a table command gave the caption "Data fingerprint unknown".
+    from sonoseg.study.cli import main
+
+    nope = tmp_path / "nope" / "manifest.csv"
+    command = ["equivalence", "--manifest", str(nope), "--pairs", "a:b", "--per-image", str(tmp_path / "x.csv.gz")]
+    assert main([*command, "--margin", "0.03", "--out", str(tmp_path / "eq.csv")]) == 2
+    assert f"{nope}: manifest not found" in capsys.readouterr().err
+    assert not (tmp_path / "eq.csv").exists()

@@ -656,7 +656,7 @@ def paired_runs(
     trained and tested with the marks the other way); "reliance": each network trained with marks kept,
     its very models tested with the marks inpainted (paired image by image and run by run)."""
     if family not in PAIRED_FAMILIES:
-        raise SonosegError(f"paired marks table: family {family!r} is not one of {sorted(PAIRED_FAMILIES)}")
+        raise SonosegError(f"paired table: family {family!r} is not one of {sorted(PAIRED_FAMILIES)}")
     from sonoseg.analysis import stats
 
     per_image = patient_table(per_image, [run for pair in pairs for run in pair])

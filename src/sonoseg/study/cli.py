@@ -496,15 +496,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "paired",
         aliases=["marks-ablation"],
-        help="pairs of runs on the same test images, by patient: the caliper ablation, reliance on the marks, TTA",
+        help="pairs of runs on the same test images, by patient: the caliper ablation, reliance on the marks, TTA, "
+        "ensembles, the augmentation",
     )
     p.add_argument("--pairs", nargs="+", required=True, help="MAIN:TWIN run names")
     p.add_argument("--per-image", required=True, help="the collected per-image table (per_image.csv.gz)")
     p.add_argument(
         "--family",
-        default="ablation",
-        help="ablation: trained and tested with the marks the other way; reliance: the same models tested with "
-        "marks inpainted; tta: the same models tested with flip averaging (sonoseg.analysis.tables.PAIRED_FAMILIES)",
+        required=True,
+        help="what the pairs compare, which sets the caption and the Holm family: ablation (trained and tested with "
+        "the marks the other way), reliance (the same models tested with marks inpainted), tta (the same models "
+        "flip-averaged), ensemble (the seeds' ensemble against the single trainings) or augmentation (the "
+        "ultrasound augmentation against the paper's): sonoseg.analysis.tables.PAIRED_FAMILIES",
     )
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.add_argument("--out", required=True)

@@ -595,13 +595,23 @@ def cmd_paired(args) -> None:
     log.info("%s (method - reference):\n%s", args.family, table.to_string(index=False))
 
 
+def _data_fingerprint(manifest: str) -> str:
+    """The dataset fingerprint a table's caption names, read from the study's manifest given: a path that is
+    not there is refused (a mistyped one captioned the table "Data fingerprint unknown")."""
+    from sonoseg.data import provenance
+
+    if not Path(manifest).is_file():
+        raise SonosegError(f"{manifest}: manifest not found (--manifest: the study's data/manifest.csv)")
+    return provenance.read_manifest_provenance(manifest)["dataset_fingerprint"]
+
+
 def cmd_equivalence(args) -> None:
     from sonoseg.analysis import tables
     from sonoseg.data import provenance
 
+    origin = _data_fingerprint(args.manifest)
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
     table = tables.equivalence_table(_per_image(args), pairs, args.margin, args.seed)
-    origin = provenance.read_manifest_provenance(args.manifest)["dataset_fingerprint"]
     tables.write_equivalence(table, args.out, args.margin, provenance.caption_line(origin))
     log.info("equivalence claims (margin %g):\n%s", args.margin, table.to_string(index=False))
 
@@ -627,9 +637,7 @@ def cmd_selection_table(args) -> None:
 
     table = selection.choices_table(args.choices)
     table.to_csv(args.out, index=False)
-    fingerprint = (
-        provenance.read_manifest_provenance(args.manifest)["dataset_fingerprint"] if args.manifest else "unknown"
-    )
+    fingerprint = _data_fingerprint(args.manifest) if args.manifest else "unknown"
     Path(args.out).with_suffix(".md").write_text(
         selection.choices_markdown(table, provenance.caption_line(fingerprint))
     )
