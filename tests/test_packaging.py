@@ -92,4 +92,4 @@ def test_make_reads_the_study_name_past_a_comment_or_quotes(tmp_path):
             ["make", "-n", "report", f"CONFIG={config}", "BIN=.venv/bin"], cwd=REPO, capture_output=True, text=True
         )
         assert planned.returncode == 0, planned.stderr
-        assert f"--report results/{study}/report.html --cores 2 --configfile {config}" in planned.stdout
+        assert f"--report results/{study}/report.html --cores all --configfile {config}" in planned.stdout
