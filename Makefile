@@ -2,11 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 CONFIG ?= config/quick.yaml
-# Every core the machine has (Snakemake's `all`): every job is deterministic whatever runs beside it (the
-# quick study's trainings take one thread each), so the results are the same on any count; the cost
-# table's timing takes every core for itself (tables.smk). In a container limited by CPU quota rather than
-# by cpuset (docker --cpus, a Kubernetes limit), `all` sees the host's cores: pass CORES=N.
-CORES ?= all
+# The cores this process may run on (its CPU affinity: a cpuset, taskset), at most 8: every job is
+# deterministic whatever runs beside it (the quick study's trainings take one thread each), so the results
+# are the same on any count; the cost table's timing takes every core for itself (tables.smk). At most 8,
+# as each job is a Python process with torch loaded (some hundred MB): a large host, or a container limited
+# by CPU quota rather than by cpuset (docker --cpus, whose processes see every host core), gets no more
+# jobs at once than memory holds. CORES=N sets it.
+CORES ?= $(shell $(PYTHON) -c 'import os; n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(); print(max(1, min(n or 1, 8)))' 2>/dev/null || echo 2)
 BIN := $(VENV)/bin
 # The rules call the `sonoseg` tool: the venv's bin comes first on PATH for every recipe.
 export PATH := $(abspath $(BIN)):$(PATH)
