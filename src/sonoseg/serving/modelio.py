@@ -270,8 +270,9 @@ def ensemble_members(model_path: str | Path, command: str = "segment") -> list[P
 def _sheet_row(path: Path) -> dict | None:
     """The run's row of its study's run sheet (results/<study>/runs.tsv, as the workflow writes it) when the
     folder lies in its study's runs/; None elsewhere, or when the sheet lacks the run. A sheet there that cannot
-    be read (empty, not a tab-separated sheet with a name column, a folder) is named in a warning: the folder is
-    then checked as one away from its study (by its folds' postprocess.json), not against the sheet."""
+    be read (empty, not a tab-separated sheet with a name column, a folder), or that does not list the run (a
+    folder copied in, or a run the study's config no longer has), is named in a warning: the folder is then
+    checked as one away from its study (by its folds' postprocess.json), not against the sheet."""
     where = path.resolve()
     sheet = where.parent.parent / RUN_SHEET
     if where.parent.name != "runs" or not (sheet.exists() or sheet.is_symlink()):
@@ -284,7 +285,10 @@ def _sheet_row(path: Path) -> dict | None:
             elif "name" not in reader.fieldnames:
                 why = f"its first line names no name column ({', '.join(reader.fieldnames)[:120]})"
             else:
-                return next((row for row in reader if row.get("name") == where.name), None)
+                row = next((row for row in reader if row.get("name") == where.name), None)
+                if row is not None:
+                    return row
+                why = f"it lists no run {where.name} (a folder copied in, or a run its config no longer has?)"
     except IsADirectoryError:
         why = "a folder is at that path"
     except OSError as exc:
@@ -294,8 +298,8 @@ def _sheet_row(path: Path) -> dict | None:
     except csv.Error as exc:
         why = f"not a tab-separated sheet: {exc}"
     log.warning(
-        "%s: the study's run sheet cannot be read (%s): the run folder %s is checked as one away from its study, "
-        "by its folds' postprocess.json, not against the folds, seeds and network the sheet lists for it",
+        "%s: the study's run sheet gives nothing for this run (%s): the run folder %s is checked as one away from "
+        "its study, by its folds' postprocess.json, not against the folds, seeds and network a sheet lists",
         sheet,
         why,
         path,
