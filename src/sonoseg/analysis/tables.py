@@ -198,6 +198,15 @@ def summarize(out: str | Path, row: dict) -> pd.DataFrame:
     )
 
 
+def _span(frame: pd.DataFrame, column: str) -> str:
+    """A column's whole numbers as 'low-high' (one number when they agree); '' when it holds none."""
+    values = pd.to_numeric(frame[column], errors="coerce").dropna() if column in frame else pd.Series([], dtype=float)
+    if values.empty:
+        return ""
+    low, high = int(values.min()), int(values.max())
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
 def pooled(runs: pd.DataFrame) -> pd.DataFrame:
     """The summaries' out-of-fold rows (one per run and seed); summaries without folds are all pooled."""
     return runs[runs["fold"].astype(str) == "all"] if "fold" in runs else runs
@@ -539,25 +548,15 @@ def study_table(
     # Each training's own row (one per fold and seed): a pooled row gives its seed's longest fold only.
     trainings = runs[runs["fold"].astype(str) != "all"] if folds else runs
     runs = pooled(runs)
-    epochs = (
-        pd.to_numeric(trainings["epochs"], errors="coerce").dropna()
-        if "epochs" in trainings
-        else pd.Series([], dtype=float)
-    )
     scale = f"input {input_size}x{input_size} px ({interpolation})" if input_size else ""
     # The networks' input size is not the HD95's unit: predictions are resized back before they are scored
     # (sonoseg.analysis.evaluate), so a pixel of the HD95 columns is one of the original image.
     scale += f"{'; ' if scale else ''}HD95 in pixels at each image's original resolution"
-    if len(epochs):
-        trained = f"{int(epochs.min())}" if epochs.min() == epochs.max() else f"{int(epochs.min())}-{int(epochs.max())}"
-        steps = (
-            pd.to_numeric(trainings["steps"], errors="coerce").dropna()
-            if "steps" in trainings
-            else pd.Series([], dtype=float)
-        )
-        if len(steps):
-            span = f"{int(steps.min())}" if steps.min() == steps.max() else f"{int(steps.min())}-{int(steps.max())}"
-            trained += f" ({span} optimizer steps)"
+    trained = _span(trainings, "epochs")
+    if trained:
+        steps = _span(trainings, "steps")
+        if steps:
+            trained += f" ({steps} optimizer steps)"
         # Whether the stop rule or the epoch cap ended a training is the dagger's to say (ended_by in the
         # histories); what holds of every run is which epoch's weights were kept (scoring.kept_row).
         scale += f"; epochs trained per run: {trained}, weights of the epoch of lowest validation loss"
