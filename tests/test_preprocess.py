@@ -63,6 +63,39 @@ def test_cache_records_its_interpolation(tmp_path):
         preprocess.build_cache(samples, 32, tmp_path / "x.npz", "cubic")
 
 
+def test_a_caches_content_digest_leaves_out_only_the_datasets_fingerprint(tmp_path):
+    """What a training's fingerprint reads of its caches: a cache made from another version of the dataset with
+    the same images and masks is the same; a changed mask pixel, order, interpolation or marks is not."""
+    rows = []
+    for i in range(3):
+        image_path, mask_path = tmp_path / f"i{i}.png", tmp_path / f"m{i}.png"
+        cv2.imwrite(str(image_path), speckle(120, 200))
+        mask = np.zeros((120, 200), np.uint8)
+        mask[30 + i : 80, 50:120] = 255
+        cv2.imwrite(str(mask_path), mask)
+        rows.append({"sample_id": f"s{i}", "image": str(image_path), "mask": str(mask_path)})
+    samples = pd.DataFrame(rows)
+
+    def digest(name: str, samples=samples, **options) -> str:
+        preprocess.build_cache(samples, 32, tmp_path / f"{name}.npz", **{"interpolation": "area", **options})
+        return preprocess.cache_content_digest(tmp_path / f"{name}.npz")
+
+    made = digest("made", dataset_fingerprint="A")
+    assert digest("again", dataset_fingerprint="B") == made
+    assert (tmp_path / "made.npz").read_bytes() != (tmp_path / "again.npz").read_bytes()
+    assert digest("reordered", samples.iloc[::-1].reset_index(drop=True), dataset_fingerprint="A") != made
+    assert digest("bilinear", interpolation="bilinear", dataset_fingerprint="A") != made
+    assert digest("inpainted", marks="inpaint", dataset_fingerprint="A") != made
+    mask = cv2.imread(rows[1]["mask"], cv2.IMREAD_GRAYSCALE)
+    mask[100:120, 0:40] = 255  # an annotator's correction, as the caches see it at 32 px
+    cv2.imwrite(rows[1]["mask"], mask)
+    assert digest("corrected", dataset_fingerprint="A") != made
+    # Two caches read in order: training and validation are not interchangeable.
+    assert preprocess.cache_content_digest(tmp_path / "made.npz", tmp_path / "corrected.npz") != (
+        preprocess.cache_content_digest(tmp_path / "corrected.npz", tmp_path / "made.npz")
+    )
+
+
 def test_the_schema_and_the_modules_agree_on_the_choices():
     """The data stage names its choices once (sonoseg.data.options): the schema repeats them (it cannot
     import Python), preprocess maps each interpolation to OpenCV and describes it for the export."""

@@ -1,6 +1,7 @@
 """The data fingerprint (sonoseg.data.provenance): a study redoes what depends on its data when the data
 changes, says what changed, and names the data every result came from."""
 
+import io
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import BIN, copy_workflow, jobs_of, run_snakemake, synth_folder, write_config
@@ -374,28 +376,59 @@ def test_each_change_of_the_data_redoes_the_study_and_its_undoing_does_not(folde
 
 @pytest.mark.slow
 def test_a_corrected_mask_is_taken_by_the_next_run(tmp_path, folder_study):
-    """The whole chain really redone, in a copy of the finished study and its data."""
+    """The whole chain really redone, in a copy of the finished study's data. A test image's mask corrected
+    changes no training's data: the training adopts its finished copy, and its model file names the data
+    now. A training image's mask corrected trains again."""
+    import cv2
+
     data = shutil.copytree(folder_study["data"], tmp_path / "dataset")
     workdir = copy_workflow(make_dir(tmp_path / "workflow"))
     config = write_config(workdir, {**FOLDER_STUDY, "dataset": {"layout": "folder", "root": str(data)}}, "fp.yaml")
     first = run_snakemake([*TARGETS, "--cores", "2", "--configfile", config], workdir)
     assert first.returncode == 0, first.stderr[-3000:]
     out = workdir / "results/fp"
-    before = json.loads((out / "data/manifest.json").read_text())["dataset_fingerprint"]
-    mask = sorted((data / "masks").iterdir())[0]
-    import cv2
+    model = out / "runs/lighter_unet_c1/fold0/seed0/model.pt"
+    train_log = out / "logs/train/lighter_unet_c1/fold0/seed0.log"
 
-    pixels = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)
-    pixels[:, : pixels.shape[1] // 2] = 0  # the annotator's correction: half the lesion was not lesion
-    cv2.imwrite(str(mask), pixels)
-    second = run_snakemake([*TARGETS, "--cores", "2", "--configfile", config], workdir)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert f"1 modified: masks/{mask.name}" in second.stderr
-    after = json.loads((out / "data/manifest.json").read_text())["dataset_fingerprint"]
-    assert after != before
-    assert after[: provenance.SHORT] in (out / "tables/table2.md").read_text()
-    saved = torch.load(out / "runs/lighter_unet_c1/fold0/seed0/model.pt", weights_only=False)
+    def trained_again() -> list[str]:
+        """The network's trainings that ran epochs in the last run (its own, or the recipe selection's
+        candidates, one of which the network's run adopts)."""
+        logs = (out / "logs/train").glob("lighter_unet_c1*/fold0/seed0.log")
+        return [log.parent.parent.name for log in logs if "epoch 1" in log.read_text()]
+
+    samples = pd.read_csv(out / "data/manifest.csv").merge(pd.read_csv(out / "data/split.csv"), on="sample_id")
+
+    def correct_a_mask(part: str) -> tuple[str, str]:
+        """The annotator's correction of one mask of ``part``: half its lesion was not lesion. The study's
+        data fingerprint before and after the run that takes it."""
+        mask = Path(samples.loc[samples["split"] == part, "mask"].iloc[0])
+        pixels = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)
+        pixels[:, : pixels.shape[1] // 2] = 0
+        cv2.imwrite(str(mask), pixels)
+        before = json.loads((out / "data/manifest.json").read_text())["dataset_fingerprint"]
+        rerun = run_snakemake([*TARGETS, "--cores", "2", "--configfile", config], workdir)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert f"1 modified: masks/{mask.name}" in rerun.stderr
+        after = json.loads((out / "data/manifest.json").read_text())["dataset_fingerprint"]
+        assert after != before and after[: provenance.SHORT] in (out / "tables/table2.md").read_text()
+        return before, after
+
+    trained = model.read_bytes()
+    before, after = correct_a_mask("test")
+    assert not trained_again() and "adopted" in train_log.read_text()
+    saved = torch.load(model, weights_only=False)
     assert saved["provenance"]["dataset_fingerprint"] == after
+    assert saved["provenance"]["dataset_fingerprint_at_training"] == before
+    first_weights = torch.load(io.BytesIO(trained), weights_only=False)["state_dict"]
+    assert all(torch.equal(saved["state_dict"][name], first_weights[name]) for name in first_weights)
+
+    _, newest = correct_a_mask("train")
+    assert trained_again() and ".finished" not in train_log.read_text()
+    saved = torch.load(model, weights_only=False)
+    assert (
+        saved["provenance"]["dataset_fingerprint"] == newest
+        and "dataset_fingerprint_at_training" not in saved["provenance"]
+    )
 
 
 @pytest.mark.slow
@@ -530,12 +563,42 @@ def test_a_weights_file_reached_through_a_link_is_no_move(tmp_path):
     assert record.stat().st_mtime_ns == written
 
 
-def test_a_manifest_that_is_not_there_is_named_not_captioned_unknown(tmp_path, capsys):
-    # A mistyped --manifest of a table command gave the caption "Data fingerprint unknown".
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["equivalence", "--pairs", "a:b", "--per-image", "{per_image}", "--margin", "0.03"],
+        ["selection-table", "--choices", "{per_image}"],
+        ["table", "table2", "--summaries", "{per_image}"],
+        ["generalization", "--per-image", "{per_image}", "--networks", "unet", "--datasets", "far=development"],
+        ["subgroups", "--per-image", "{per_image}", "--networks", "unet"],
+        [
+            "report-statistics",
+            "--per-image",
+            "{per_image}",
+            "--runs",
+            "unet",
+            "--distributions",
+            "{out}.png",
+            "--csv",
+            "{out}.csv",
+            "--table",
+            "{out}.html",
+            "--forest",
+            "{out}.forest.png",
+        ],
+    ],
+    ids=lambda command: command[0],
+)
+def test_a_manifest_that_is_not_there_is_named_not_captioned_unknown(tmp_path, capsys, command):
+    """A mistyped --manifest of a table command gave the caption "Data fingerprint unknown" (or a figure before
+    the error): it is named, and nothing is written."""
     from sonoseg.study.cli import main
 
     nope = tmp_path / "nope" / "manifest.csv"
-    command = ["equivalence", "--manifest", str(nope), "--pairs", "a:b", "--per-image", str(tmp_path / "x.csv.gz")]
-    assert main([*command, "--margin", "0.03", "--out", str(tmp_path / "eq.csv")]) == 2
+    out = tmp_path / "made" / "out"
+    words = [word.format(per_image=tmp_path / "x.csv.gz", out=out) for word in command]
+    if "--out" not in words and words[0] != "report-statistics":
+        words += ["--out", f"{out}.csv"]
+    assert main([*words, "--manifest", str(nope)]) == 2
     assert f"{nope}: manifest not found" in capsys.readouterr().err
-    assert not (tmp_path / "eq.csv").exists()
+    assert not list(tmp_path.glob("made/*"))

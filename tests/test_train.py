@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -521,9 +522,9 @@ def test_training_adopts_the_chosen_weight_decay_candidate_and_only_it(small_cac
 def test_a_rerun_of_the_same_training_adopts_its_finished_copy_unless_told_to_train(
     small_caches, tmp_path, monkeypatch, caplog
 ):
-    """Snakemake deletes a job's outputs before it reruns it; the finished copy kept outside them lets a
-    rerun that is this very training (a redone augmentation choice with the same outcome) adopt it. A
-    changed recipe, an unreadable copy or adopt_finished=False train."""
+    """Snakemake deletes a job's outputs before it reruns it; the finished copies kept outside them let a
+    rerun that is this very training (a redone augmentation choice with the same outcome, a setting put
+    back) adopt it. A changed recipe, an unreadable copy or adopt_finished=False train."""
     epochs_trained = []
     real_epoch = train.train_epoch
     monkeypatch.setattr(train, "train_epoch", lambda *a, **k: epochs_trained.append(1) or real_epoch(*a, **k))
@@ -544,51 +545,115 @@ def test_a_rerun_of_the_same_training_adopts_its_finished_copy_unless_told_to_tr
             **options,
         )
 
+    def copy_of(model: Path) -> Path:
+        """The folder keeping the finished copy of the training that wrote ``model``."""
+        return kept / torch.load(model, weights_only=True)["fingerprint"][: reuse.FINGERPRINT_NAME]
+
     fit_run(recipe)
     assert epochs_trained == [1]
     first = {name: (run / name).read_bytes() for name in ("model.pt", "history.csv")}
-    assert {name: (kept / name).read_bytes() for name in first} == first
-    assert (kept / "model.pt").stat().st_ino == (run / "model.pt").stat().st_ino  # a hard link, not a copy
+    first_copy = copy_of(run / "model.pt")
+    assert {name: (first_copy / name).read_bytes() for name in first} == first
+    assert (first_copy / "model.pt").stat().st_ino == (run / "model.pt").stat().st_ino  # a hard link, not a copy
 
     for name in first:  # as Snakemake does before it reruns the job
         (run / name).unlink()
     result = fit_run(recipe)
-    assert epochs_trained == [1] and result["adopted"] == str(kept / "model.pt")
+    assert epochs_trained == [1] and result["adopted"] == str(first_copy / "model.pt")
     assert {name: (run / name).read_bytes() for name in first} == first
 
     # Told to train, it trains, taking neither its copy nor a matching candidate (its new training is kept).
     (run / "model.pt").unlink()
-    offered = [(kept / "model.pt", kept / "history.csv")]
+    offered = [(first_copy / "model.pt", first_copy / "history.csv")]
     assert "adopted" not in fit_run(recipe, adopt_finished=False, reusable=offered) and epochs_trained == [1, 1]
-    # Another recipe is another training: trained, and kept in place of the old one.
+    # Another recipe is another training: trained, and kept beside the first.
     other = recipe.with_changes({"weight_decay": 0.0})
     assert "adopted" not in fit_run(other) and epochs_trained == [1, 1, 1]
-    assert (
-        torch.load(kept / "model.pt", weights_only=True)["fingerprint"]
-        == torch.load(run / "model.pt", weights_only=True)["fingerprint"]
-    )
+    other_copy = copy_of(run / "model.pt")
+    assert other_copy != first_copy and (first_copy / "model.pt").read_bytes() == first["model.pt"]
+    # The first recipe put back adopts its training; so does the other, again.
+    assert fit_run(recipe)["adopted"] == str(first_copy / "model.pt") and epochs_trained == [1, 1, 1]
+    assert (run / "model.pt").read_bytes() == first["model.pt"]
+    assert fit_run(other)["adopted"] == str(other_copy / "model.pt") and epochs_trained == [1, 1, 1]
+    # Two more recipes: the copies kept are the last KEPT_FINISHED_COPIES trainings (an adopted one counts
+    # as kept when it was adopted), so the first recipe's, kept longest ago, is the one deleted.
+    assert reuse.KEPT_FINISHED_COPIES == 3
+    for decay in (0.01, 0.02):
+        fit_run(recipe.with_changes({"weight_decay": decay}))
+    assert epochs_trained == [1] * 5
+    assert len(list(kept.iterdir())) == 3 and not first_copy.exists() and other_copy.exists()
+    assert "adopted" not in fit_run(recipe) and epochs_trained == [1] * 6  # deleted: trained again
+
     # Trained over the outputs it links while its copy cannot be kept (a full disk): a warning, and the
     # copy is still the earlier training, whole (model and history are replaced, never written in place).
-    kept_before = {name: (kept / name).read_bytes() for name in first}
+    kept_before = {name: (first_copy / name).read_bytes() for name in first}
     with monkeypatch.context() as patched, caplog.at_level(logging.WARNING, logger=reuse.log.name):
         patched.setattr(reuse, "link_or_copy", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
         assert "adopted" not in fit_run(recipe, adopt_finished=False)
-    assert {name: (kept / name).read_bytes() for name in first} == kept_before != first
+    assert {name: (first_copy / name).read_bytes() for name in first} == kept_before
     assert any("No space left" in r.getMessage() for r in caplog.records)
     # Where no hard link can be made (another file system), the copy is a copy.
     with monkeypatch.context() as patched:
         patched.setattr(reuse, "_hard_link", lambda source, target: False)
         fit_run(recipe, adopt_finished=False)
-    assert (kept / "model.pt").read_bytes() == (run / "model.pt").read_bytes() == first["model.pt"]
-    assert (kept / "model.pt").stat().st_ino != (run / "model.pt").stat().st_ino
-    assert epochs_trained == [1, 1, 1, 1, 1]
+    assert (first_copy / "model.pt").read_bytes() == (run / "model.pt").read_bytes() == first["model.pt"]
+    assert (first_copy / "model.pt").stat().st_ino != (run / "model.pt").stat().st_ino
+    assert epochs_trained == [1] * 8
     # A copy that cannot be read is passed over with a warning naming it, never an error.
     caplog.clear()
-    (kept / "model.pt").unlink()
-    (kept / "model.pt").write_bytes(b"truncated")
+    (first_copy / "model.pt").unlink()
+    (first_copy / "model.pt").write_bytes(b"truncated")
     with caplog.at_level(logging.WARNING, logger=reuse.log.name):
-        assert "adopted" not in fit_run(other) and epochs_trained == [1, 1, 1, 1, 1, 1]
-    assert any(str(kept / "model.pt") in r.getMessage() for r in caplog.records)
+        assert "adopted" not in fit_run(recipe) and epochs_trained == [1] * 9
+    assert any(str(first_copy / "model.pt") in r.getMessage() for r in caplog.records)
+
+
+def test_the_copies_kept_are_the_last_trainings_and_nothing_else_in_their_folder(small_caches, tmp_path):
+    """Pruning counts and deletes only the folders keep_finished_copy names; the copy just kept stays whatever
+    the other folders' times say (a clock ahead on a shared disk); a copy an earlier sonoseg kept loose in
+    the folder, whose fingerprint came from other code, is removed."""
+    run, kept = tmp_path / "runs" / "seed0", tmp_path / "finished" / "seed0"
+    recipe = Recipe(min_epochs=1, max_epochs=1, batch_size=4)
+
+    def fit_run(recipe):
+        return fit(
+            "lighter_unet_c1",
+            0,
+            small_caches,
+            recipe,
+            run / "model.pt",
+            run / "history.csv",
+            device="cpu",
+            threads=1,
+            finished_copy=kept,
+        )
+
+    for decay in (0.0, 0.01, 0.02):
+        fit_run(recipe.with_changes({"weight_decay": decay}))
+    copies = sorted(kept.iterdir())
+    assert len(copies) == 3 and all(reuse.COPY_NAME.fullmatch(path.name) for path in copies)
+    ahead = time.time_ns() + 60 * 10**9
+    for path in copies:
+        os.utime(path, ns=(ahead, ahead))
+    backup = kept / "backup"  # the user's own folder, holding a model: not a copy
+    backup.mkdir()
+    shutil.copy(run / "model.pt", backup / "model.pt")
+    for name in ("model.pt", "history.csv"):  # as an earlier sonoseg kept its one copy
+        shutil.copy(run / name, kept / name)
+    fit_run(recipe.with_changes({"weight_decay": 0.03}))
+    newest = kept / torch.load(run / "model.pt", weights_only=True)["fingerprint"][: reuse.FINGERPRINT_NAME]
+    assert newest.is_dir() and (newest / "model.pt").stat().st_ino == (run / "model.pt").stat().st_ino
+    assert (backup / "model.pt").is_file() and not (kept / "model.pt").exists() and not (kept / "history.csv").exists()
+    assert len([path for path in kept.iterdir() if reuse.COPY_NAME.fullmatch(path.name)]) == 3
+    assert newest in [model.parent for model, _ in reuse.offer_finished_copy(kept)]
+
+
+def test_a_model_adopted_under_other_data_names_both_and_the_data_put_back_one():
+    trained = {"dataset_fingerprint": "A", "sonoseg_version": "1", "commit": "c"}
+    moved = reuse.restamped(trained, "B")
+    assert moved == {**trained, "dataset_fingerprint": "B", "dataset_fingerprint_at_training": "A"}
+    assert reuse.restamped(moved, "C")["dataset_fingerprint_at_training"] == "A"  # where it was trained
+    assert reuse.restamped(moved, "A") == trained
 
 
 def test_the_code_digest_reads_a_users_network_its_builder_and_its_architecture(tmp_path, monkeypatch):
@@ -650,9 +715,10 @@ def test_a_bad_adopt_finished_setting_is_named(small_caches, tmp_path):
     assert "Traceback" not in result.stderr and not (tmp_path / "m.pt").exists()
 
 
-def test_the_fingerprint_tells_devices_apart():
+def test_the_fingerprint_tells_devices_apart(tmp_path):
     """fp32 describes one fast path on a CPU and on a GPU, which do not train alike."""
-    data = Path(__file__)
+    data = tmp_path / "cache.npz"
+    np.savez(data, images=np.zeros((2, 4, 4, 3), np.uint8), masks=np.zeros((2, 4, 4), np.uint8))
     fingerprints = {
         reuse.run_fingerprint(
             "unet",

@@ -386,5 +386,8 @@ def test_killed_training_resumes_through_snakemake(workflow_copy):
     assert trained == list(range(resumed_after + 1, 9))
     assert not list((workflow_copy / "results" / "tiny" / "checkpoints").rglob("seed*.pt"))
     # ... and keeps its finished copy beside where the checkpoint was: the model itself.
-    kept = workflow_copy / "results" / "tiny" / "checkpoints" / "unet" / "fold0" / "seed0.finished" / "model.pt"
+    (kept,) = (workflow_copy / "results" / "tiny" / "checkpoints" / "unet" / "fold0" / "seed0.finished").glob(
+        "*/model.pt"
+    )
     assert kept.read_bytes() == (workflow_copy / target).read_bytes()
+    assert torch.load(kept, weights_only=True)["fingerprint"].startswith(kept.parent.name)  # its training's folder

@@ -3,6 +3,7 @@ so that training never decodes an image per step."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import cv2
@@ -134,6 +135,22 @@ def cache_marks(arrays: dict[str, np.ndarray]) -> str:
 def cache_dataset_fingerprint(arrays: dict[str, np.ndarray]) -> str:
     """The fingerprint of the dataset a cache was made from (caches from before it: unknown)."""
     return str(arrays["dataset_fingerprint"]) if "dataset_fingerprint" in arrays else "unknown"
+
+
+def cache_content_digest(*paths: str | Path) -> str:
+    """What the caches hold, less the fingerprint of the dataset they came from: their arrays' names,
+    types, shapes and bytes. A training's fingerprint reads this (sonoseg.training.reuse.run_fingerprint),
+    so that a file changed elsewhere in the dataset (a test image's mask corrected) leaves the trainings
+    whose training and validation caches came out the same as they were: they adopt their finished copies."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with np.load(path, allow_pickle=False) as arrays:  # one array in memory at a time
+            for name in sorted(set(arrays.files) - {"dataset_fingerprint"}):
+                array = np.ascontiguousarray(arrays[name])
+                digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+                digest.update(memoryview(array).cast("B"))  # its bytes, not a copy of them
+        digest.update(b"\0cache\0")
+    return digest.hexdigest()
 
 
 # ImageNet statistics (RGB, on [0, 1] inputs): used when a network starts from ImageNet weights.

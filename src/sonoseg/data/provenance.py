@@ -576,7 +576,10 @@ def _date_before_manifest(record: Path, out: Path) -> None:
 
 
 REDOES = {
-    "dataset": "the ingest and every job that depends on the manifest (split, caches, trainings, tables)",
+    "dataset": (
+        "the ingest and every job that depends on the manifest (split, caches, trainings, tables; a training whose "
+        "training and validation images are the same adopts its finished copy)"
+    ),
     "split": "the split and every job that depends on it",
     "pretrained": "the trainings of the networks with that backbone and what depends on them",
     "external": (

@@ -638,10 +638,16 @@ def segment_images(
     if not predictor.size:
         raise SonosegError(f"{model_path}: no input size stored; pass --size")
     trained_on = predictor.provenance or {}
+    at_training = trained_on.get("dataset_fingerprint_at_training")
     log.info(
         "%s: trained on data with fingerprint %s (sonoseg %s, commit %s)",
         model_path,
-        trained_on.get("dataset_fingerprint", "unknown (a model file from before data fingerprints)"),
+        trained_on.get("dataset_fingerprint", "unknown (a model file from before data fingerprints)")
+        + (
+            f", adopted there from its training under {at_training}: the same training and validation images"
+            if at_training
+            else ""
+        ),
         trained_on.get("sonoseg_version", "unknown"),
         trained_on.get("commit", "unknown"),
     )

@@ -245,8 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--finished-copy",
         default="",
-        help="a folder that keeps the finished model and history, where a rerun that is this very training "
-        "adopts them from (default: beside --checkpoint, NAME.finished/)",
+        help="a folder that keeps the last finished trainings' models and histories, each in a subfolder named by "
+        "its fingerprint, which sonoseg prunes; a rerun that is one of those trainings adopts it (default: beside "
+        "--checkpoint, NAME.finished/)",
     )
     p.add_argument(
         "--adopt-finished",

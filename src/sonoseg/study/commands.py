@@ -516,11 +516,12 @@ def _name_value(text: str, option: str) -> tuple[str, str]:
 def cmd_generalization(args) -> None:
     from sonoseg.analysis import generalization, results
 
+    manifest = _manifest_given(args.manifest)  # before anything is read or written
     per_image = results.read_per_image(args.per_image)
     roles = dict(_name_value(item, "--datasets") for item in args.datasets)
     table = generalization.generalization_table(per_image, args.networks, roles, args.seed)
     notes = _left_out_notes(args) + generalization.lesionless_notes(table)
-    source = generalization.source_line(args.manifest)
+    source = generalization.source_line(manifest)
     generalization.write(table, args.out, notes, source)
     log.info("generalization:\n%s", generalization.markdown(table, notes, source))
 
@@ -528,6 +529,7 @@ def cmd_generalization(args) -> None:
 def cmd_subgroups(args) -> None:
     from sonoseg.analysis import generalization, results, subgroups
 
+    manifest = _manifest_given(args.manifest)  # before anything is read or written
     per_image = results.read_per_image(args.per_image)
     roles = dict(_name_value(item, "--datasets") for item in args.datasets)
     table = subgroups.subgroup_table(per_image, args.networks, args.columns, roles, args.seed)
@@ -537,7 +539,7 @@ def cmd_subgroups(args) -> None:
         log.warning(
             "subgroups: no image of any dataset has a value in %r (columns there are: %s)", column, ", ".join(available)
         )
-    source = generalization.source_line(args.manifest)
+    source = generalization.source_line(manifest)
     subgroups.write(table, args.out, subgroups.caption(table, absent, available, source, configured=bool(args.columns)))
     log.info("subgroups: %d rows", len(table))
 
@@ -563,6 +565,7 @@ def _left_out_notes(args) -> list[str]:
 def cmd_table(args) -> None:
     from sonoseg.analysis import tables
 
+    manifest = _manifest_given(args.manifest)  # before anything is read or written
     tables.study_table(
         args.kind,
         args.summaries,
@@ -572,7 +575,7 @@ def cmd_table(args) -> None:
         args.ladder_network,
         args.cost or None,
         _per_image(args),
-        args.manifest or None,
+        manifest,
         args.seed,
     )
 
@@ -595,14 +598,23 @@ def cmd_paired(args) -> None:
     log.info("%s (method - reference):\n%s", args.family, table.to_string(index=False))
 
 
+def _manifest_given(manifest: str | None) -> str | None:
+    """The study's manifest a command was given (None when none was): a path that is not there is refused
+    before anything is written (a mistyped one captioned a table "Data fingerprint unknown"). The reader
+    behind it stays lenient, for the planning, where a manifest not yet made is no error."""
+    if manifest and not Path(manifest).is_file():
+        raise SonosegError(f"{manifest}: manifest not found (--manifest: the study's data/manifest.csv)")
+    return manifest or None
+
+
 def _data_fingerprint(manifest: str) -> str:
-    """The dataset fingerprint a table's caption names, read from the study's manifest given: a path that is
-    not there is refused (a mistyped one captioned the table "Data fingerprint unknown")."""
+    """The dataset fingerprint a table's caption names, read from the study's manifest given (_manifest_given)."""
     from sonoseg.data import provenance
 
-    if not Path(manifest).is_file():
-        raise SonosegError(f"{manifest}: manifest not found (--manifest: the study's data/manifest.csv)")
-    return provenance.read_manifest_provenance(manifest)["dataset_fingerprint"]
+    given = _manifest_given(manifest)
+    if given is None:
+        raise SonosegError("--manifest: the study's data/manifest.csv, whose data fingerprint the caption names")
+    return provenance.read_manifest_provenance(given)["dataset_fingerprint"]
 
 
 def cmd_equivalence(args) -> None:
@@ -635,9 +647,9 @@ def cmd_selection_table(args) -> None:
     from sonoseg.data import provenance
     from sonoseg.training import selection
 
+    fingerprint = _data_fingerprint(args.manifest) if args.manifest else "unknown"
     table = selection.choices_table(args.choices)
     table.to_csv(args.out, index=False)
-    fingerprint = _data_fingerprint(args.manifest) if args.manifest else "unknown"
     Path(args.out).with_suffix(".md").write_text(
         selection.choices_markdown(table, provenance.caption_line(fingerprint))
     )
@@ -698,9 +710,10 @@ def cmd_report_cost(args) -> None:
 def cmd_report_statistics(args) -> None:
     from sonoseg.analysis import figures
 
+    manifest = _manifest_given(args.manifest)
     per_image = _per_image(args)
     figures.distributions(per_image, args.distributions)
-    figures.paired_statistics(per_image, args.manifest, args.csv, args.table, args.forest, args.seed)
+    figures.paired_statistics(per_image, manifest, args.csv, args.table, args.forest, args.seed)
 
 
 def cmd_models(args) -> None:

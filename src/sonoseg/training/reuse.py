@@ -1,7 +1,8 @@
 """What makes two trainings the same, and reusing a finished one (docs/workflow.md, "A rerun that is the
 same training adopts it"): a training's fingerprint (network, seed, recipe, data, device, fast path,
-code); the chosen recipe-selection candidate adopted by the network's run; a finished copy kept beside
-the checkpoint, which a rerun of the same training adopts instead of training again."""
+code); the chosen recipe-selection candidate adopted by the network's run; the last few finished trainings
+kept beside the checkpoint, one of which a rerun that is the same training adopts instead of training
+again."""
 
 from __future__ import annotations
 
@@ -11,21 +12,29 @@ import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
 
 import torch
 
+from sonoseg.data.preprocess import cache_content_digest
 from sonoseg.errors import SonosegError
 from sonoseg.networks import models
 from sonoseg.serving.device import FastPath
-from sonoseg.serving.modelio import MODEL_FORMAT, load_checked
+from sonoseg.serving.modelio import MODEL_FORMAT, load_checked, save_atomic
 from sonoseg.training.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
 FINISHED_MODEL, FINISHED_HISTORY = "model.pt", "history.csv"  # a finished copy's files (keep_finished_copy)
+# The trainings of one run, fold and seed kept for adoption: the last one and the two before it, so that a setting
+# tried and put back (or tried twice) adopts its training. Each older copy costs its model file's size on disk.
+KEPT_FINISHED_COPIES = 3
+FINGERPRINT_NAME = 16  # hex digits of a training's fingerprint naming its copy's folder
+UNKNOWN_COPY = "unknown"  # the folder of a copy whose model file records no fingerprint
+COPY_NAME = re.compile(rf"[0-9a-f]{{{FINGERPRINT_NAME}}}|{UNKNOWN_COPY}")
 # The package's parts a training runs ("": its top-level modules): code_digest reads these. An edit to the
 # analysis or the report leaves checkpoints and finished copies valid.
 TRAINING_CODE = ("", "data", "networks", "serving", "training")
@@ -90,8 +99,8 @@ def run_fingerprint(
     code: str,
 ) -> str:
     """What makes two trainings the same: a checkpoint resumes, and a finished run is adopted, only
-    when this matches (network, seed, recipe, the caches' bytes, the backbone weights, the fast path and
-    the code: ``code_digest``)."""
+    when this matches (network, seed, recipe, what the training and validation caches hold, the backbone
+    weights, the fast path and the code: ``code_digest``)."""
     return hashlib.sha256(
         json.dumps(
             {
@@ -101,7 +110,9 @@ def run_fingerprint(
                 "device": path.device.type,
                 "seed": seed,
                 "recipe": recipe.to_json(),
-                "data": file_digest(train_data, val_data),
+                # What the caches hold, not their bytes: not the dataset's fingerprint, which every cache of a
+                # study records, so that a test image's corrected mask does not make every training another.
+                "data": cache_content_digest(train_data, val_data),
                 "pretrained": file_digest(pretrained_backbone) if pretrained_backbone else None,
                 "fast_path": path.describe(),
                 # Adam's fused kernel rounds otherwise than the loop before it: older runs are other runs
@@ -116,15 +127,41 @@ def run_fingerprint(
 
 
 def keep_finished_copy(model: str | Path, history: str | Path, folder: str | Path) -> None:
-    """Keep a finished training's model and history in ``folder`` (``link_or_copy``), each replaced whole:
-    a rerun is offered them (``offer_finished_copy``). A copy that cannot be kept (a full disk, a
-    read-only folder) is a warning: the training itself is done."""
+    """Keep a finished training's model and history in ``folder``, in a subfolder named by the first
+    FINGERPRINT_NAME hex digits of the training's fingerprint (``link_or_copy``, each file replaced whole): a
+    rerun is offered them (``offer_finished_copy``). The last KEPT_FINISHED_COPIES trainings kept there stay
+    (a copy adopted again counts as kept now), so that a setting tried and then put back adopts its earlier
+    training; older ones are deleted, and so is a copy an earlier sonoseg kept in ``folder`` itself (its
+    fingerprint came from other code: it can match no training). Only subfolders named as this names them
+    are counted or deleted. A copy that cannot be kept (a full disk, a read-only folder) is a warning: the
+    training itself is done."""
+    folder = Path(folder)
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        fingerprint = load_checked(model, MODEL_FORMAT, metadata_only=True).get("fingerprint") or UNKNOWN_COPY
+        kept = folder / fingerprint[:FINGERPRINT_NAME]
+        kept.mkdir(parents=True, exist_ok=True)
         for source, name in ((model, FINISHED_MODEL), (history, FINISHED_HISTORY)):
-            link_or_copy(source, Path(folder) / name)
-    except OSError as exc:
+            link_or_copy(source, kept / name)
+        os.utime(kept)  # the order of keeping: the oldest copies are the ones deleted
+        # The copy just kept is never among them, whatever the clocks say (a node's clock ahead on a shared disk).
+        others = [path for path in _kept_copies(folder) if path != kept]
+        for old in others[KEPT_FINISHED_COPIES - 1 :]:
+            shutil.rmtree(old, ignore_errors=True)
+        for loose in (folder / FINISHED_MODEL, folder / FINISHED_HISTORY):
+            loose.unlink(missing_ok=True)
+    except (OSError, SonosegError) as exc:
         log.warning("the finished copy in %s was not kept (%s): a rerun of this training trains again", folder, exc)
+
+
+def _kept_copies(folder: Path) -> list[Path]:
+    """The finished copies' subfolders in ``folder`` (named as keep_finished_copy names them: any other
+    folder there is not one), the last kept first."""
+    found = [
+        path
+        for path in folder.iterdir()
+        if COPY_NAME.fullmatch(path.name) and path.is_dir() and (path / FINISHED_MODEL).is_file()
+    ]
+    return sorted(found, key=lambda path: path.stat().st_mtime_ns, reverse=True)
 
 
 def link_or_copy(source: str | Path, target: Path, link: bool = True) -> None:
@@ -158,34 +195,75 @@ def finished_copy_beside(checkpoint: str | Path) -> Path:
 
 
 def offer_finished_copy(folder: str | Path) -> list[tuple[Path, Path]]:
-    """The finished copy in ``folder`` as a run to offer for adoption; none when there is none, or when it
-    cannot be read (a warning names it, and the run trains: the copy is a saving, never a source of error)."""
-    model, history = Path(folder) / FINISHED_MODEL, Path(folder) / FINISHED_HISTORY
-    if not (model.is_file() and history.is_file()):
-        return []
+    """The finished copies in ``folder`` (``keep_finished_copy``), the last kept first, as runs to offer for
+    adoption. One that cannot be read is not offered, nor are any when the folder cannot be read (a
+    warning names it, and the run trains: a copy is a saving, never a source of error)."""
+    folder = Path(folder)
     try:
-        load_checked(model, MODEL_FORMAT, metadata_only=True)
-    except SonosegError as exc:
-        log.warning("the finished copy %s is not offered: %s", model, exc)
+        copies = _kept_copies(folder) if folder.is_dir() else []
+    except OSError as exc:
+        log.warning("the finished copies in %s are not offered: %s", folder, exc)
         return []
-    return [(model, history)]
+    offered = []
+    for where in copies:
+        model, history = where / FINISHED_MODEL, where / FINISHED_HISTORY
+        try:
+            load_checked(model, MODEL_FORMAT, metadata_only=True)
+        except SonosegError as exc:
+            log.warning("the finished copy %s is not offered: %s", model, exc)
+            continue
+        if history.is_file():
+            offered.append((model, history))
+    return offered
 
 
 def adopt_identical_run(
-    reusable: list[tuple[str | Path, str | Path]], fingerprint: str, model_out: str | Path, history_out: str | Path
+    reusable: list[tuple[str | Path, str | Path]],
+    fingerprint: str,
+    model_out: str | Path,
+    history_out: str | Path,
+    dataset_fingerprint: str | None = None,
 ) -> dict | None:
     """Copy the finished run among ``reusable`` whose fingerprint is this training's (same network,
     seed, recipe, data and fast path: on a CPU training it again gives the same bytes, as the
-    determinism tests show). None, and nothing written, when none matches."""
+    determinism tests show). None, and nothing written, when none matches.
+
+    ``dataset_fingerprint``: the dataset this training's caches now come from. A run finished when the
+    dataset was another (a file changed that neither its training nor its validation images read) is
+    the same training; its model file then names the dataset now, and keeps the one it was trained
+    under as ``provenance.dataset_fingerprint_at_training``."""
     for model, history in reusable:
         saved = load_checked(model, MODEL_FORMAT, metadata_only=True)
         if saved.get("fingerprint") != fingerprint:
             continue
-        for source, target in ((Path(model), Path(model_out)), (Path(history), Path(history_out))):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            link_or_copy(source, target, link=False)  # a candidate's files are outputs too (link_or_copy)
+        Path(model_out).parent.mkdir(parents=True, exist_ok=True)
+        trained_on = dict(saved.get("provenance") or {})
+        restamp = dataset_fingerprint not in (None, "unknown") and trained_on
+        if restamp and trained_on.get("dataset_fingerprint") != dataset_fingerprint:
+            try:
+                whole = load_checked(model, MODEL_FORMAT)
+            except SonosegError as exc:  # its facts read, its weights not: not adopted, the run trains
+                log.warning("the finished run %s is not adopted: %s", model, exc)
+                continue
+            save_atomic({**whole, "provenance": restamped(trained_on, dataset_fingerprint)}, model_out)
+        else:
+            link_or_copy(model, Path(model_out), link=False)  # a candidate's files are outputs too (link_or_copy)
+        Path(history_out).parent.mkdir(parents=True, exist_ok=True)
+        link_or_copy(history, Path(history_out), link=False)
         log.info("adopted %s: the same training (network, seed, recipe, data) finished there", model)
         return {"best_epoch": saved["best_epoch"], "best_val_loss": saved["best_val_loss"], "adopted": str(model)}
     if reusable:
         log.info("none of the %d finished runs offered is this training: training it", len(reusable))
     return None
+
+
+def restamped(trained_on: dict, dataset_fingerprint: str) -> dict:
+    """A model file's provenance when its training is adopted under the dataset ``dataset_fingerprint``: the
+    dataset now, and the one it was trained under as ``dataset_fingerprint_at_training`` (left out when the
+    two are one again)."""
+    at_training = trained_on.get("dataset_fingerprint_at_training", trained_on.get("dataset_fingerprint"))
+    stamped = {key: value for key, value in trained_on.items() if key != "dataset_fingerprint_at_training"}
+    stamped["dataset_fingerprint"] = dataset_fingerprint
+    if at_training != dataset_fingerprint:
+        stamped["dataset_fingerprint_at_training"] = at_training
+    return stamped

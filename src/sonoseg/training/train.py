@@ -429,12 +429,14 @@ def train(
     recipe-selection candidate, for the run with the candidates' seed); the one whose fingerprint matches
     is adopted (copied) instead of trained again.
 
-    ``finished_copy``: a folder outside the workflow's outputs where the finished model and history are
-    kept (hard links), since Snakemake deletes a job's outputs before it reruns it. When a rerun is this
-    very training (its fingerprint: the same network, seed, recipe, data, device, fast path and code),
-    it adopts that copy instead of training again: a study whose augmentation choice is redone with the
-    same outcome (a changed ``predict.*`` setting) retrains nothing. ``adopt_finished=False`` adopts
-    nothing, neither that copy nor a candidate of ``reusable``: it trains (and keeps the new copy).
+    ``finished_copy``: a folder outside the workflow's outputs where the last few finished trainings' models
+    and histories are kept (reuse.keep_finished_copy; the last one hard links), since Snakemake deletes a
+    job's outputs before it reruns it. When a rerun is one of those trainings (its fingerprint: the same
+    network, seed, recipe, training and validation data, device, fast path and code), it adopts that copy
+    instead of training again: a study whose augmentation choice is redone with the same outcome (a changed
+    ``predict.*`` setting), a setting put back or a test image's mask corrected retrains nothing.
+    ``adopt_finished=False`` adopts nothing, neither a copy nor a candidate of ``reusable``: it trains (and
+    keeps the new copy).
 
     ``checkpoint``: written when at least ``checkpoint_seconds`` have passed since the last one (0: after
     every epoch), never after the last epoch (the model file follows at once). Writing a checkpoint cost
@@ -474,7 +476,7 @@ def train(
     )
     # Told not to adopt, it trains: neither its finished copy nor a matching selection candidate is taken.
     offered = ((offer_finished_copy(finished_copy) if finished_copy else []) + list(reusable)) if adopt_finished else []
-    adopted = adopt_identical_run(offered, fingerprint, model_out, history_out)
+    adopted = adopt_identical_run(offered, fingerprint, model_out, history_out, train_split.dataset_fingerprint)
     if adopted:
         if finished_copy:
             keep_finished_copy(model_out, history_out, finished_copy)
