@@ -493,7 +493,7 @@ def test_settings_no_run_reads_leave_the_run_sheets_rule_as_it_was(workflow_copy
     itself is the same either way."""
     config = {**BASE, "networks": ["unet"], "external_datasets": []}
     merged = _schema_defaults(workflow_copy, config)
-    other = {**merged, "train": {**merged["train"], "checkpoint_seconds": 5, "runs_per_gpu": 3}}
+    other = {**merged, "train": {**merged["train"], "checkpoint_seconds": 5, "runs_per_gpu": 3, "threads": 7}}
     assert runsheet.sheet_config(other) == runsheet.sheet_config(merged)
     assert runsheet.to_tsv(runsheet.build(other)) == runsheet.to_tsv(runsheet.build(runsheet.sheet_config(other)))
     # Nor do the subgroup table's columns, which only that table reads.

@@ -83,6 +83,8 @@ def test_a_caches_content_digest_leaves_out_only_the_datasets_fingerprint(tmp_pa
     made = digest("made", dataset_fingerprint="A")
     assert digest("again", dataset_fingerprint="B") == made
     assert (tmp_path / "made.npz").read_bytes() != (tmp_path / "again.npz").read_bytes()
+    renamed = samples.assign(sample_id=["a", "b", "c"])  # ids no training reads
+    assert digest("renamed", renamed, dataset_fingerprint="A") == made
     assert digest("reordered", samples.iloc[::-1].reset_index(drop=True), dataset_fingerprint="A") != made
     assert digest("bilinear", interpolation="bilinear", dataset_fingerprint="A") != made
     assert digest("inpainted", marks="inpaint", dataset_fingerprint="A") != made

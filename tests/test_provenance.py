@@ -421,6 +421,17 @@ def test_a_corrected_mask_is_taken_by_the_next_run(tmp_path, folder_study):
     assert saved["provenance"]["dataset_fingerprint_at_training"] == before
     first_weights = torch.load(io.BytesIO(trained), weights_only=False)["state_dict"]
     assert all(torch.equal(saved["state_dict"][name], first_weights[name]) for name in first_weights)
+    # `segment` says so, served the run folder (an ensemble of one here) as a model file.
+    image = samples["image"].iloc[0]
+    for model_given in (model, model.parent.parent.parent):
+        segment = subprocess.run(
+            [str(BIN / "sonoseg"), "segment", "--model", str(model_given), "--device", "cpu"]
+            + ["--outdir", str(tmp_path / "segmented" / model_given.name), image],
+            capture_output=True,
+            text=True,
+        )
+        assert segment.returncode == 0, segment.stderr
+        assert f"made for data with fingerprint {after}, trained under {before}" in segment.stderr
 
     _, newest = correct_a_mask("train")
     assert trained_again() and ".finished" not in train_log.read_text()

@@ -6,6 +6,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -319,7 +320,7 @@ def test_the_recipe_field_is_checked_and_off_leaves_earlier_recipes_unchanged(tm
         and Recipe(weight_averaging_epochs=3).to_json() == Recipe().to_json()
     )
     data = tmp_path / "data.npz"
-    data.write_bytes(b"cache")
+    np.savez(data, images=np.zeros((2, 4, 4, 3), np.uint8), masks=np.zeros((2, 4, 4), np.uint8))
     path = FastPath(nn.Linear(2, 1), torch.device("cpu"), "fp32")
     recipes = (off, on, Recipe(weight_averaging_epochs=1))
     fingerprints = {reuse.run_fingerprint("unet", 0, r, data, data, None, path, code="c") for r in recipes}

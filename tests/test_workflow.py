@@ -146,7 +146,7 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
 
     # Settings no run reads (how often a checkpoint is written, how many jobs share a GPU) rerun nothing: not
     # the run sheet, nor the long table and the tables after it (the sheet's rule leaves them out of its config).
-    quiet = {**TINY, "train": {**TINY["train"], "checkpoint_seconds": 5, "runs_per_gpu": 2}}
+    quiet = {**TINY, "train": {**TINY["train"], "checkpoint_seconds": 5, "runs_per_gpu": 2, "threads": 2}}
     dry = run_snakemake(
         ["all", "-n", "--cores", "1", "--configfile", write_config(workdir, quiet, "checkpoints.yaml")], workdir
     )

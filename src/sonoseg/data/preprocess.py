@@ -137,15 +137,21 @@ def cache_dataset_fingerprint(arrays: dict[str, np.ndarray]) -> str:
     return str(arrays["dataset_fingerprint"]) if "dataset_fingerprint" in arrays else "unknown"
 
 
+# A cache's arrays that no training reads (cache_content_digest): where the images came from, not what they are.
+CONTENT_NOT_TRAINED = ("dataset_fingerprint", "sample_ids", "mark_pixels")
+
+
 def cache_content_digest(*paths: str | Path) -> str:
-    """What the caches hold, less the fingerprint of the dataset they came from: their arrays' names,
-    types, shapes and bytes. A training's fingerprint reads this (sonoseg.training.reuse.run_fingerprint),
-    so that a file changed elsewhere in the dataset (a test image's mask corrected) leaves the trainings
-    whose training and validation caches came out the same as they were: they adopt their finished copies."""
+    """What the caches hold that a training reads, in order: their arrays' names, types, shapes and bytes,
+    less CONTENT_NOT_TRAINED (the dataset's fingerprint, the images' ids and their counts of inpainted
+    pixels, which no training reads). A training's fingerprint reads this
+    (sonoseg.training.reuse.run_fingerprint), so that a file changed elsewhere in the dataset (a test
+    image's mask corrected) or an image renamed leaves the trainings whose training and validation images
+    and masks came out the same as they were: they adopt their finished copies."""
     digest = hashlib.sha256()
     for path in paths:
         with np.load(path, allow_pickle=False) as arrays:  # one array in memory at a time
-            for name in sorted(set(arrays.files) - {"dataset_fingerprint"}):
+            for name in sorted(set(arrays.files) - set(CONTENT_NOT_TRAINED)):
                 array = np.ascontiguousarray(arrays[name])
                 digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
                 digest.update(memoryview(array).cast("B"))  # its bytes, not a copy of them

@@ -293,12 +293,17 @@ def ensemble(predictors: list[Predictor], members: list[Path]) -> Predictor:
     networks = list(dict.fromkeys(p.network for p in predictors if p.network))
     if len(networks) > 1:  # a run folder holds one run; these were put together by hand
         log.warning("the ensemble's members are of %d networks (%s)", len(networks), ", ".join(networks))
+    # Members adopted after a change to files they do not read name the data they were trained under.
+    at_training = sorted({(p.provenance or {}).get("dataset_fingerprint_at_training") for p in predictors} - {None})
+    provenance = first.provenance
+    if at_training:
+        provenance = {**(first.provenance or {}), "dataset_fingerprint_at_training": ", ".join(at_training)}
     return Predictor(
         lambda batch: np.mean([run(batch) for run in runs], axis=0),
         first.size,
         first.interpolation,
         first.marks,
-        first.provenance,
+        provenance,
         None if any(a is None for a in areas) else tuple(sorted(a for member in areas for a in member)),
         "+".join(networks) or None,
         first.to_input,
@@ -640,14 +645,13 @@ def segment_images(
     trained_on = predictor.provenance or {}
     at_training = trained_on.get("dataset_fingerprint_at_training")
     log.info(
-        "%s: trained on data with fingerprint %s (sonoseg %s, commit %s)",
+        "%s: %s (sonoseg %s, commit %s)",
         model_path,
-        trained_on.get("dataset_fingerprint", "unknown (a model file from before data fingerprints)")
-        + (
-            f", adopted there from its training under {at_training}: the same training and validation images"
-            if at_training
-            else ""
-        ),
+        f"made for data with fingerprint {trained_on.get('dataset_fingerprint')}, trained under {at_training} "
+        "(the same training and validation images; its study's data changed elsewhere since)"
+        if at_training
+        else "trained on data with fingerprint "
+        + trained_on.get("dataset_fingerprint", "unknown (a model file from before data fingerprints)"),
         trained_on.get("sonoseg_version", "unknown"),
         trained_on.get("commit", "unknown"),
     )

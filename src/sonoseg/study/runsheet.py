@@ -139,7 +139,9 @@ def candidate_name(network: str, point: dict[str, float]) -> str:
 
 # Settings of how a job runs, not of what it makes (the schema says changing one reruns nothing): the run
 # sheet's rule takes the config without them, so that changing one does not redo the sheet and what reads it.
-RUN_ONLY_SETTINGS = ("checkpoint_seconds", "runs_per_gpu")
+# A training's thread count is one of them: its fingerprint leaves it out (docs/workflow.md), so that a study moved to
+# a machine with more cores adopts what it trained.
+RUN_ONLY_SETTINGS = ("checkpoint_seconds", "runs_per_gpu", "threads")
 
 
 # Config sections no run reads, only a table after them (subgroups: tables/subgroups): left out of the run
