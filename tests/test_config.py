@@ -544,3 +544,10 @@ def test_the_commands_that_read_no_data_are_told_from_the_command_line_as_argpar
         assert config_check.reads_no_data(argv), argv
     for argv in (["all", "-n"], ["--cores", "2"], ["--", "--unlock"], ["-u"], ["--until", "x"]):
         assert not config_check.reads_no_data(argv), argv
+
+
+def test_a_command_that_only_makes_the_report_is_told_apart():
+    for argv in (["--report", "r.html"], ["--report=r.html", "--cores", "1"]):
+        assert config_check.only_reports(argv), argv
+    for argv in (["all"], ["--report", "r.html", "--report-after-run"], ["--", "--report"], ["--report-stylesheet=s"]):
+        assert not config_check.only_reports(argv), argv

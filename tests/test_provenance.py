@@ -332,6 +332,7 @@ def test_each_change_of_the_data_redoes_the_study_and_its_undoing_does_not(folde
     )
     assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
     assert "the dataset has changed since" in report.read_text()
+    assert "this --report runs nothing: the next run redoes it" in made.stderr
     restore()
 
     # (2) rewritten with its old modification time put back, but another size

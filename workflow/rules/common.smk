@@ -89,8 +89,12 @@ if CHECKS_DATA:
         )
     except SonosegError as exc:
         raise ValueError(str(exc)) from None
+    # --report runs nothing: what a change redoes is the next run's (the report says its results are older)
+    _report_only = (
+        "; this --report runs nothing: the next run redoes it" if config_check.only_reports(sys.argv[1:]) else ""
+    )
     for message in DATA_CHECK.messages:
-        print(message, file=sys.stderr)
+        print(message + _report_only, file=sys.stderr)
     atexit.register(undo_records_unless_run)
     _builder_warnings, _builder_errors = catalog.builder_problems(config["custom_networks"])
     for message in _builder_warnings:

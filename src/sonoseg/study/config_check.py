@@ -13,6 +13,7 @@ checked here against the train section's own definition of that setting, so that
 from __future__ import annotations
 
 import difflib
+import itertools
 import logging
 import re
 from collections.abc import Iterable
@@ -164,6 +165,14 @@ def reads_no_data(argv: Iterable[str]) -> bool:
         if len(name) > 2 and name.startswith("--") and any(option.startswith(name) for option in BOOKKEEPING_OPTIONS):
             return True
     return False
+
+
+def only_reports(argv: Iterable[str]) -> bool:
+    """Whether a Snakemake command line makes the report and runs nothing (``--report FILE``, also as
+    ``--report=FILE``; not ``--report-after-run``, which runs the workflow first): the planning's "the
+    study redoes" is then what the next run will do, not this one."""
+    names = [token.split("=", 1)[0] for token in itertools.takewhile(lambda token: token != "--", argv)]
+    return "--report" in names and "--report-after-run" not in names
 
 
 def layouts_to_warn_of(states: dict[str, str], seen: dict | None) -> list[str]:
