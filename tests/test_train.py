@@ -519,6 +519,22 @@ def test_training_adopts_the_chosen_weight_decay_candidate_and_only_it(small_cac
     assert saved["fingerprint"] == fingerprints[chosen] != fingerprints[other]
 
 
+def fit_keeping_copies(caches, recipe: Recipe, run: Path, kept: Path, **options) -> dict:
+    """Lighter U-net @1 trained (or adopted) into ``run``, its finished copies kept in ``kept``."""
+    return fit(
+        "lighter_unet_c1",
+        0,
+        caches,
+        recipe,
+        run / "model.pt",
+        run / "history.csv",
+        device="cpu",
+        threads=1,
+        finished_copy=kept,
+        **options,
+    )
+
+
 def test_a_rerun_of_the_same_training_adopts_its_finished_copy_unless_told_to_train(
     small_caches, tmp_path, monkeypatch, caplog
 ):
@@ -532,18 +548,7 @@ def test_a_rerun_of_the_same_training_adopts_its_finished_copy_unless_told_to_tr
     run, kept = tmp_path / "runs" / "seed0", tmp_path / "finished" / "seed0"
 
     def fit_run(recipe, **options):
-        return fit(
-            "lighter_unet_c1",
-            0,
-            small_caches,
-            recipe,
-            run / "model.pt",
-            run / "history.csv",
-            device="cpu",
-            threads=1,
-            finished_copy=kept,
-            **options,
-        )
+        return fit_keeping_copies(small_caches, recipe, run, kept, **options)
 
     def copy_of(model: Path) -> Path:
         """The folder keeping the finished copy of the training that wrote ``model``."""
@@ -616,17 +621,7 @@ def test_the_copies_kept_are_the_last_trainings_and_nothing_else_in_their_folder
     recipe = Recipe(min_epochs=1, max_epochs=1, batch_size=4)
 
     def fit_run(recipe):
-        return fit(
-            "lighter_unet_c1",
-            0,
-            small_caches,
-            recipe,
-            run / "model.pt",
-            run / "history.csv",
-            device="cpu",
-            threads=1,
-            finished_copy=kept,
-        )
+        return fit_keeping_copies(small_caches, recipe, run, kept)
 
     for decay in (0.0, 0.01, 0.02):
         fit_run(recipe.with_changes({"weight_decay": decay}))
