@@ -114,7 +114,7 @@ def test_older_model_files_that_record_no_seed_are_not_refused_for_it(tmp_path):
     assert len(modelio.ensemble_members(older)) == 2
 
 
-def test_a_last_fold_or_a_whole_seed_missing_is_named_from_the_studys_run_sheet(tmp_path):
+def test_a_last_fold_or_a_whole_seed_missing_is_named_from_the_studys_run_sheet(tmp_path, caplog):
     run = trained_run(tmp_path / "runs" / NETWORK, folds=(0, 1), seeds=(0, 1))
     run_sheet(tmp_path, {"name": NETWORK, "seeds": "0 1", "folds": "0 1 2", "recipe": "{}"})
     with pytest.raises(SonosegError, match=r"fold2 missing: the study's run sheet \(.*runs.tsv\) lists folds 0 1 2"):
@@ -122,12 +122,26 @@ def test_a_last_fold_or_a_whole_seed_missing_is_named_from_the_studys_run_sheet(
     run_sheet(tmp_path, {"name": NETWORK, "seeds": "0 1 2", "folds": "0 1", "recipe": "{}"})
     with pytest.raises(SonosegError, match=r"seed2 missing: the study's run sheet .* lists seeds 0 1 2"):
         modelio.ensemble_members(run)
-    # A fold the sheet no longer lists (left from a study with more folds) is not a member of this run.
-    run_sheet(tmp_path, {"name": NETWORK, "seeds": "0 1", "folds": "0", "recipe": "{}"})
-    with pytest.raises(SonosegError, match=r"fold1 not in the study's run sheet .* lists folds 0 for run"):
-        modelio.ensemble_members(run)
     run_sheet(tmp_path, {"name": "another_run", "seeds": "0 1 2", "folds": "0 1 2", "recipe": "{}"})
     assert len(modelio.ensemble_members(run)) == 4  # the sheet does not list this run: nothing to compare
+    # A fold or seed the sheet no longer lists (left from a study with more) is not a member of this run: it is
+    # left out, named, and left where it is.
+    run_sheet(tmp_path, {"name": NETWORK, "seeds": "0 1", "folds": "0", "recipe": "{}"})
+    for fold in (0, 1):  # each fold's choice made with the seeds the sheet lists, as a rerun of the study makes it
+        choice(run, fold, [f"results/s/runs/{NETWORK}/fold{fold}/seed{s}/model.pt" for s in (0, 1)], folds=1)
+    with caplog.at_level(logging.WARNING):
+        members = modelio.ensemble_members(run)
+    assert members == [run / "fold0" / f"seed{s}" / "model.pt" for s in (0, 1)]
+    assert "fold1 not served: the study's run sheet" in caplog.text and (run / "fold1").is_dir()
+    run_sheet(tmp_path, {"name": NETWORK, "seeds": "1", "folds": "0", "recipe": "{}"})
+    choice(run, 0, [f"results/s/runs/{NETWORK}/fold0/seed1/model.pt"], folds=1)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert modelio.ensemble_members(run) == [run / "fold0" / "seed1" / "model.pt"]
+    assert "fold1, seed0 not served" in caplog.text and "lists folds 0 and seeds 1 for run" in caplog.text
+    run_sheet(tmp_path, {"name": NETWORK, "seeds": "0", "folds": "3", "recipe": "{}"})
+    with pytest.raises(SonosegError, match=r"fold3 missing: the study's run sheet"):
+        modelio.ensemble_members(run)
 
 
 def test_a_whole_seed_missing_from_every_fold_is_named_from_the_folds_choice(tmp_path):

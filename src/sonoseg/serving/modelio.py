@@ -205,7 +205,8 @@ def ensemble_members(model_path: str | Path, command: str = "segment") -> list[P
     served whole, never as a smaller ensemble: every ``seed<s>`` folder must hold a model.pt, every fold
     the same seeds, and what the folder records of its run must be there — folds numbered from fold0
     with none skipped, and where the folder lies in its study (results/<study>/runs/), exactly the folds
-    and seeds the study's run sheet lists for the run, elsewhere as many folds as the folds' postprocess.json
+    and seeds the study's run sheet lists for the run (one it no longer lists, left from an earlier study, is
+    left out with a warning), elsewhere as many folds as the folds' postprocess.json
     record (a missing last fold is not seen in the numbers alone); each model trained with its folder's
     seed, all of one network, none a copy of another, and every model a fold's postprocess.json was chosen
     with. Anything
@@ -229,8 +230,11 @@ def ensemble_members(model_path: str | Path, command: str = "segment") -> list[P
         fold: sorted((p.name for p in fold.iterdir() if p.is_dir() and SEED_FOLDER.fullmatch(p.name)), key=_number)
         for fold in folds
     }
-    members = [fold / seed / "model.pt" for fold in folds for seed in seeds[fold]]
     planned = _sheet_row(path)
+    if planned is not None and planned.get("recipe"):  # a trained run of the study: what its sheet no longer lists
+        folds, seeds = _leave_out_unplanned(path, planned, folds, seeds)
+        _check_planned(path, planned, folds, seeds[folds[0]] if folds else [])
+    members = [fold / seed / "model.pt" for fold in folds for seed in seeds[fold]]
     if members and not any(member.is_file() for member in members):
         _refuse_a_test_of_other_models(path, planned, command)
     first = folds[0]
@@ -240,9 +244,7 @@ def ensemble_members(model_path: str | Path, command: str = "segment") -> list[P
                 f"{fold}: seeds {seeds[fold]} differ from {first.name}'s {seeds[first]}: a member is missing"
             )
     _check_fold_numbers(path, [_number(fold) for fold in folds])
-    if planned is not None and planned.get("recipe"):  # a trained run of the study: its folds and seeds planned
-        _check_planned(path, planned, folds, seeds[first])
-    else:  # away from its study: the folds' choices record how many folds the run has
+    if planned is None or not planned.get("recipe"):  # away from its study: its folds' choices record how many
         _check_recorded_fold_count(path, folds)
     for member in members:
         if not member.is_file():
@@ -411,10 +413,30 @@ def _check_recorded_fold_count(path: Path, folds: list[Path]) -> None:
         )
 
 
+def _leave_out_unplanned(
+    path: Path, planned: dict, folds: list[Path], seeds: dict[Path, list[str]]
+) -> tuple[list[Path], dict[Path, list[str]]]:
+    """The folds and seeds of the run folder that its study's run sheet lists for the run. One the sheet no
+    longer lists (left from a study with more folds or seeds: `seeds: [0, 1]` made `[0]`) is not a member of
+    the run its tables describe: it is left out, named in a warning, and left where it is (a user's models)."""
+    sheet = path.resolve().parent.parent / RUN_SHEET
+    listed_folds, listed_seeds = (set((planned.get(key) or "").split()) for key in ("folds", "seeds"))
+    kept_folds = [fold for fold in folds if str(_number(fold)) in listed_folds]
+    extra = [fold.name for fold in folds if fold not in kept_folds]
+    extra += sorted({seed for fold in kept_folds for seed in seeds[fold] if str(_number(seed)) not in listed_seeds})
+    if extra:
+        log.warning(
+            "%s: %s not served: the study's run sheet (%s) lists folds %s and seeds %s for run %s (left from an "
+            "earlier study with more; move it out of the run folder to keep it apart)",
+            path, ", ".join(extra), sheet, planned.get("folds") or "none", planned.get("seeds") or "none", planned["name"],
+        )
+    kept_seeds = {fold: [seed for seed in seeds[fold] if str(_number(seed)) in listed_seeds] for fold in kept_folds}
+    return kept_folds, kept_seeds
+
+
 def _check_planned(path: Path, planned: dict, folds: list[Path], seeds: list[str]) -> None:
-    """The folds and seeds the study's run sheet plans for this run are there, and no other (a whole fold or
-    seed missing from the end is not seen in the numbers alone; one the sheet no longer lists, left from a
-    study with more folds or seeds, is not a member of this run)."""
+    """The folds and seeds the study's run sheet plans for this run are there (a whole fold or seed missing
+    from the end is not seen in the numbers alone); those it does not list were left out before."""
     sheet = path.resolve().parent.parent / RUN_SHEET
     have_folds, have_seeds = {str(_number(fold)) for fold in folds}, {str(_number(seed)) for seed in seeds}
     for what, listed, have in (
@@ -427,13 +449,6 @@ def _check_planned(path: Path, planned: dict, folds: list[Path], seeds: list[str
                 f"{path}: {', '.join(f'{what}{value}' for value in missing)} missing: the study's run sheet ({sheet}) "
                 f"lists {what}s {listed} for run {planned['name']}, and a run folder is served whole, never as a "
                 "smaller ensemble"
-            )
-        extra = sorted(set(have) - set(listed.split()), key=int)
-        if extra:
-            raise SonosegError(
-                f"{path}: {', '.join(f'{what}{value}' for value in extra)} not in the study's run sheet ({sheet}), "
-                f"which lists {what}s {listed} for run {planned['name']}: left from an earlier study? Move it out "
-                "of the run folder (a run folder is served as the run the sheet describes)"
             )
 
 
