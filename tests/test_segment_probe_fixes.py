@@ -173,21 +173,31 @@ def test_a_folder_stands_for_its_images_and_an_earlier_run_s_masks_are_skipped(t
         "images by a glob to segment them)"
     ]
     assert not (tmp_path / "scans" / "masks" / "scan_mask_mask.png").exists()
-    # The folder itself: its own image files by name, in any case of suffix; not its subfolders, its notes
-    # (counted in the log) or the junk of operating systems.
+    # The folder itself: its own image files by name, in any case of suffix, WebP and GIF too (read when named);
+    # not its subfolders or hidden images (each named in a warning), its notes (counted in the log) or the junk
+    # of operating systems.
     two_blobs(tmp_path / "scans" / "b.PNG")
+    pixels = cv2.imread(str(tmp_path / "scans" / "b.PNG"))
+    for name in ("c.webp", "d.gif"):
+        (tmp_path / "scans" / name).write_bytes(cv2.imencode(Path(name).suffix, pixels)[1].tobytes())
     two_blobs(tmp_path / "scans" / "older" / "deep.png")
+    two_blobs(tmp_path / "scans" / ".hidden.png")
     (tmp_path / "scans" / "notes.txt").write_text("not an image")
     (tmp_path / "scans" / ".DS_Store").write_bytes(b"junk")
+    (tmp_path / "scans" / "._scan.png").write_bytes(b"an AppleDouble resource fork, not an image")
     caplog.clear()
     with caplog.at_level(logging.INFO):
         assert main([*command, "--outdir", "out", "scans"]) == 0
-    assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == ["b_mask.png", "scan_mask.png"]
+    masks_written = sorted(path.name for path in (tmp_path / "out").glob("*.png"))
+    assert masks_written == ["b_mask.png", "c_mask.png", "d_mask.png", "scan_mask.png"]
+    assert np.array_equal(mask(tmp_path / "out", "c_mask.png"), mask(tmp_path / "out", "b_mask.png"))
     assert np.array_equal(mask(tmp_path / "out"), mask(tmp_path / "scans" / "masks"))
-    counted = [r.getMessage() for r in caplog.records if "not in an image format" in r.getMessage()]
-    assert counted == [
-        "scans: 1 file(s) not in an image format sonoseg reads (.bmp, .jpeg, .jpg, .png, .tif, .tiff), not segmented "
-        "(notes.txt)"
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scans: ")]
+    assert said == [
+        "scans: 1 file(s) not in an image format sonoseg reads (.bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp), "
+        "not segmented (notes.txt)",
+        "scans: 1 hidden image file(s) not segmented (.hidden.png): name them to segment them",
+        "scans: its 1 subfolder(s) are not entered (older): name them (or their images) to segment their images",
     ]
 
     # A folder that cannot be read: refused by name (as an unprivileged user meets a folder of mode 000).
@@ -587,3 +597,23 @@ def test_each_image_file_is_opened_once_its_pages_and_orientation_taken_from_tha
     assert mask(tmp_path / "out", "cine_mask.png").all()  # the first page, the bright one
     lesion = mask(tmp_path / "out", "turned_mask.png")
     assert lesion.shape == (60, 40) and lesion[:15].all() and not lesion[25:].any()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["segment", "--model", "m.pt", "--outdir", "", "scan.png"],
+        ["segment", "--model", " ", "--outdir", "out", "scan.png"],
+        ["segment", "--model", "m.pt", "--outdir", "out", ""],
+        ["export", "--model", "", "--out", "m.onnx"],
+        ["export", "--model", "m.pt", "--out", ""],
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_the_working_folder(argv, tmp_path, monkeypatch, capsys):
+    """A script's unset variable (--outdir "$OUT") gives an empty path, which the OS reads as the working folder."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert "an empty path (an unset variable in a script?)" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sonoseg.data.layouts import busi_mask_name, first_names, is_image_name, is_junk
+from sonoseg.data.layouts import busi_mask_name, first_names, is_junk
 from sonoseg.data.provenance import IMAGE_SUFFIXES, write_bytes_atomic
 from sonoseg.errors import SonosegError
 
@@ -21,7 +21,11 @@ MASK_SUFFIX = "_mask.png"
 # The record segment keeps in its output folder (sonoseg.serving.output_record): a folder holding one is an
 # earlier run's masks, not images to segment.
 RECORD_NAME = "segment_runs.json"
-READ_FORMATS = ", ".join(sorted(IMAGE_SUFFIXES))  # the image files a folder given to segment stands for
+# The image files a folder given to segment stands for: the formats a dataset is read in, and WebP and GIF, which
+# segment reads when named (OpenCV decodes them; their first frame), so that a folder stands for what its names do.
+SEGMENT_SUFFIXES = IMAGE_SUFFIXES | {".webp", ".gif"}
+READ_FORMATS = ", ".join(sorted(SEGMENT_SUFFIXES))
+NAMES_SHOWN = 3  # of the files or subfolders a log line counts
 CLASHES_SHOWN = 20  # mask-name clashes named in the error (a folder of thousands may hold many); all counted
 # The longest file name most file systems take (ext4, XFS, APFS, NTFS): assumed where the OS cannot say.
 COMMON_NAME_MAX = 255
@@ -100,7 +104,8 @@ def images_in(folder: Path) -> list[Path]:
     """The image files directly in ``folder`` (sonoseg's formats, any case of suffix; not hidden, not the
     junk of operating systems), by name: a folder given to segment, as nnU-Net's predictor takes one, so
     that an archive too large for a shell glob (the kernel's limit on a command line) is segmented in one
-    run. Its subfolders are not entered, and its other files are counted in a log line. A folder holding
+    run. Its subfolders are not entered, and named in a warning (but an earlier run's masks); its hidden
+    images are named in a warning, its other files counted in a log line. A folder holding
     segment's record (RECORD_NAME) is an earlier run's masks (a shell glob folder/* catches it) and gives
     none, with a warning; so does a folder without an image file. A folder that cannot be read is refused
     by name."""
@@ -116,25 +121,50 @@ def images_in(folder: Path) -> list[Path]:
         entries = sorted(folder.iterdir(), key=lambda path: path.name)
     except OSError as exc:
         raise SonosegError(f"{folder}: the folder cannot be read ({exc.strerror or exc})") from None
-    images, others, subfolders = [], [], 0
+    images, others, hidden, subfolders = [], [], [], []
     for path in entries:
         if _is_folder(path):
-            subfolders += 1
-        elif not is_junk(path):
-            (images if is_image_name(path) else others).append(path)
+            if not path.name.startswith(".") and not os.path.isfile(path / RECORD_NAME):  # an earlier run's: skipped
+                subfolders.append(path)
+        elif path.suffix.lower() not in SEGMENT_SUFFIXES:
+            if not is_junk(path):
+                others.append(path)
+        elif is_junk(path):  # a hidden image (.scan.png) is a user's; an AppleDouble ._scan.png is not an image
+            if not path.name.startswith("._"):
+                hidden.append(path)
+        else:
+            images.append(path)
     if others:
         log.info(
-            "%s: %d file(s) not in an image format sonoseg reads (%s), not segmented (%s%s)",
+            "%s: %d file(s) not in an image format sonoseg reads (%s), not segmented (%s)",
             folder,
             len(others),
             READ_FORMATS,
-            ", ".join(path.name for path in others[:3]),
-            ", …" if len(others) > 3 else "",
+            _some_names(others),
         )
+    if hidden:
+        log.warning(
+            "%s: %d hidden image file(s) not segmented (%s): name them to segment them",
+            folder,
+            len(hidden),
+            _some_names(hidden),
+        )
+    entered = f"its {len(subfolders)} subfolder(s) are not entered ({_some_names(subfolders)})" if subfolders else ""
     if not images:
-        entered = f"; its {subfolders} subfolder(s) are not entered" if subfolders else ""
-        log.warning("%s: a folder with no image file of its own (%s%s): skipped", folder, READ_FORMATS, entered)
+        log.warning(
+            "%s: a folder with no image file of its own (%s%s): skipped",
+            folder,
+            READ_FORMATS,
+            entered and f"; {entered}",
+        )
+    elif subfolders:  # an archive of patient folders with one stray file would otherwise lose every patient unsaid
+        log.warning("%s: %s: name them (or their images) to segment their images", folder, entered)
     return images
+
+
+def _some_names(paths: list[Path]) -> str:
+    """The first NAMES_SHOWN names, and an ellipsis for the rest."""
+    return ", ".join(path.name for path in paths[:NAMES_SHOWN]) + (", …" if len(paths) > NAMES_SHOWN else "")
 
 
 def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]]:

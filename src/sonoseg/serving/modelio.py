@@ -428,7 +428,12 @@ def _leave_out_unplanned(
         log.warning(
             "%s: %s not served: the study's run sheet (%s) lists folds %s and seeds %s for run %s (left from an "
             "earlier study with more; move it out of the run folder to keep it apart)",
-            path, ", ".join(extra), sheet, planned.get("folds") or "none", planned.get("seeds") or "none", planned["name"],
+            path,
+            ", ".join(extra),
+            sheet,
+            planned.get("folds") or "none",
+            planned.get("seeds") or "none",
+            planned["name"],
         )
     kept_seeds = {fold: [seed for seed in seeds[fold] if str(_number(seed)) in listed_seeds] for fold in kept_folds}
     return kept_folds, kept_seeds

@@ -70,6 +70,14 @@ input_size = whole_number(
 thread_count = whole_number(0, "a number of threads: 1 or more (0: the backend chooses)")
 
 
+def path_given(value: str) -> str:
+    """A path argument of segment and export, refused when empty: the OS reads "" as the working folder, so
+    a script's unset variable (--outdir "$OUT") would otherwise write masks, or look for images, there."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset variable in a script?)")
+    return value
+
+
 def add_scale_selection(p: argparse.ArgumentParser, recorded: bool = False) -> None:
     """--scales and its size-aware rule (--shrink-above, --shrink-found-above), as predict,
     choose-postprocess and segment take them. ``recorded`` (segment): left out, the rule recorded with a
@@ -332,12 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "images",
         nargs="+",
-        help="image files (PNG, JPEG, BMP, TIFF; RGB, grayscale, RGBA or 16-bit), or folders: each stands for the "
+        type=path_given,
+        help="image files (PNG, JPEG, BMP, TIFF, WebP, GIF; RGB, grayscale, RGBA or 16-bit), or folders: each stands for the "
         "image files directly in it",
     )
     p.add_argument(
         "--model",
         required=True,
+        type=path_given,
         help="a model.pt written by the workflow, a model.onnx from `sonoseg export` (served by ONNX Runtime), or a "
         "run folder (results/<study>/runs/<network>/): its folds' and seeds' models are averaged as an ensemble",
     )
@@ -346,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--outdir",
         required=True,
+        type=path_given,
         help="where <image name>_mask.png go (not a folder of the images: BUSI keeps its ground truth there under "
         "that very name)",
     )
@@ -389,9 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a trained model.pt to ONNX (+ a JSON sidecar: pre/post-processing)")
     p.add_argument(
-        "--model", required=True, help="a model.pt written by the workflow, or a run folder: its ensemble as one graph"
+        "--model",
+        required=True,
+        type=path_given,
+        help="a model.pt written by the workflow, or a run folder: its ensemble as one graph",
     )
-    p.add_argument("--out", required=True, help="model.onnx; the sidecar is written beside it as model.onnx.json")
+    p.add_argument(
+        "--out", required=True, type=path_given, help="model.onnx; the sidecar is written beside it as model.onnx.json"
+    )
     p.add_argument("--component-rule", default="area", choices=COMPONENT_RULES)
     p.add_argument("--size", type=input_size, default=0, help="input size (default: the size the model was trained at)")
     p.set_defaults(func=commands.cmd_export)
