@@ -105,3 +105,34 @@ def test_input_sizes_out_of_all_reason_are_refused_by_the_command(tmp_path, scan
         assert stopped.value.code == 2
         assert f"'{size}' is not an input size: pixels, 1 to 4096" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_a_size_away_from_the_trained_one_is_served_as_asked_with_one_warning(tmp_path, scans, caplog):
+    """--size is taken (a user may want another scale) but said: the masks are then not the study's."""
+    from sonoseg.serving import export
+
+    paths, model = scans
+    trained = torch.load(model, weights_only=True)["input_size"]
+    said = "px, not the {} px it was trained at".format(trained)
+    infer.segment_images(model, paths[:1], tmp_path / "same", device="cpu", size=trained)
+    assert said not in caplog.text
+    for backend in ("torch", "onnxruntime"):  # onnxruntime exports the model.pt first: said once, not twice
+        caplog.clear()
+        infer.segment_images(model, paths[:1], tmp_path / backend, device="cpu", size=2 * trained, backend=backend)
+        assert record(tmp_path / backend)["input_size"] == 2 * trained
+        assert caplog.text.count(said) == 1 and f"served at --size {2 * trained} px" in caplog.text
+    caplog.clear()
+    export.export(model, tmp_path / "model.onnx", size=2 * trained)
+    assert caplog.text.count(said) == 1 and f"exported at --size {2 * trained} px" in caplog.text
+
+
+def test_a_file_that_is_no_model_is_refused_before_any_note_about_it(tmp_path, scans, caplog):
+    paths, _ = scans
+    junk = tmp_path / "copied" / "junk.pt"
+    junk.parent.mkdir()
+    junk.write_bytes(b"not a model")
+    with pytest.raises(
+        SonosegError, match=r"junk.pt: refused: not a sonoseg-model-v1 file .*: not a torch file \(another kind of file"
+    ):
+        infer.segment_images(junk, paths[:1], tmp_path / "masks", device="cpu")
+    assert "postprocess.json" not in caplog.text

@@ -25,7 +25,13 @@ from torch import nn
 
 from sonoseg.data.preprocess import INTERPOLATION_MEANING
 from sonoseg.errors import SonosegError
-from sonoseg.serving.modelio import ensemble_members, lesion_areas_at, load_model, recorded_choice
+from sonoseg.serving.modelio import (
+    ensemble_members,
+    lesion_areas_at,
+    load_model,
+    recorded_choice,
+    warn_of_another_size,
+)
 from sonoseg.serving.options import shrinks, smaller_factors, smaller_sides
 from sonoseg.serving.probability_model import ProbabilityModel
 
@@ -232,13 +238,17 @@ def export(
     ONNX Runtime cannot run, or runs otherwise, leaves the graph at the input size alone, with a
     warning); the sidecar records the study's selection, so that segment applies it as torch does. A
     model file with no such record beside it (a model.pt copied out of its run folder) is exported with
-    keep_one at the input size alone, and, with ``note_unrecorded``, a warning says so, as segment's does.
+    keep_one at the input size alone, and, with ``note_unrecorded``, a warning says so, as segment's does;
+    so does one for a ``size`` away from the size the models were trained at (segment, which exports for
+    ONNX Runtime, passes False: it gives both notes itself).
     """
     out = Path(out)
     check_out(out)  # before the models load: a folder at --out is named now, not after the work
     members = ensemble_members(model_path, command="export")
     loaded = [load_model(member, "cpu") for member in members]
     network, saved = loaded[0]
+    if note_unrecorded:  # segment, exporting for ONNX Runtime, has said so itself
+        warn_of_another_size(model_path, saved.get("input_size"), size, "export")
     size = int(size or saved.get("input_size") or 0)
     if not size:
         raise SonosegError(f"{model_path}: no input size stored; pass --size")

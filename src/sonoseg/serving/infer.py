@@ -30,6 +30,7 @@ from sonoseg.serving.modelio import (
     lesion_areas_at,
     load_checked,
     recorded_choice,
+    warn_of_another_size,
 )
 from sonoseg.serving.options import (
     BACKENDS,
@@ -575,6 +576,9 @@ def segment_images(
 
     members = ensemble_members(model_path)
     exported = members[0].suffix.lower() == ".onnx"  # its sidecar records its post-processing; it has one size
+    if not exported:  # read first: a file that is no model is refused before any note about its choice or size
+        trained = load_checked(members[0], MODEL_FORMAT, metadata_only=True).get("input_size")
+        warn_of_another_size(model_path, trained, size, "segment")
     # The choice recorded beside a study's models, each fold's file read once for both settings it gives.
     recorded = recorded_choice(members) if not exported and (scales is None or postprocess == "recorded") else None
     if recorded is not None:

@@ -123,7 +123,10 @@ def load_checked(path: str | Path, expected_format: str, metadata_only: bool = F
 
 def _load_failure(exc: Exception) -> str:
     """Why torch.load refused a file, in a line. Not torch's own advice to load it with weights_only
-    off: that runs whatever code a foreign file holds."""
+    off: that runs whatever code a foreign file holds. A file torch cannot even unpickle (its first byte
+    no pickle operation: a text, an image saved as .pt) is no torch file, not a foreign one."""
+    if "Unsupported operand" in str(exc) or "invalid load key" in str(exc):
+        return "not a torch file (another kind of file under a model's name?)"
     if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
         return "it holds Python objects beyond tensors and plain values (a foreign or tampered file)"
     first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
@@ -139,6 +142,20 @@ def lesion_areas_at(saved: dict, size: int | None) -> tuple[float, ...] | None:
     if size and saved.get("input_size"):
         areas = [a * (size / saved["input_size"]) ** 2 for a in areas]
     return tuple(float(a) for a in areas)
+
+
+def warn_of_another_size(model_path: str | Path, trained: int | None, size: int | None, command: str) -> None:
+    """A --size away from the input size a model was trained at is served as asked, with a warning: the
+    network then sees its lesions at another scale than it learned, and its masks are not its study's."""
+    if size and trained and int(size) != int(trained):
+        log.warning(
+            "%s: %s at --size %d px, not the %d px it was trained at: the network sees its lesions at another "
+            "scale than it learned, and its masks are not the ones its study scored",
+            model_path,
+            "exported" if command == "export" else "served",
+            size,
+            trained,
+        )
 
 
 def save_model(path: str | Path, *, network: str, state_dict: dict, **facts) -> None:
