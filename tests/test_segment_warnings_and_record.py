@@ -113,7 +113,7 @@ def test_a_size_away_from_the_trained_one_is_served_as_asked_with_one_warning(tm
 
     paths, model = scans
     trained = torch.load(model, weights_only=True)["input_size"]
-    said = "px, not the {} px it was trained at".format(trained)
+    said = f"px, not the {trained} px it was trained at"
     infer.segment_images(model, paths[:1], tmp_path / "same", device="cpu", size=trained)
     assert said not in caplog.text
     for backend in ("torch", "onnxruntime"):  # onnxruntime exports the model.pt first: said once, not twice
