@@ -252,6 +252,35 @@ def test_a_builders_problems_are_found_when_the_study_is_planned(tmp_path, monke
     assert errors[1] == "custom network 'broken': importing 'broken_nets' failed: RuntimeError: half-edited"
 
 
+def test_a_users_network_code_is_its_builders_module_and_the_users_modules_it_draws_on(tmp_path, monkeypatch):
+    """What the workflow watches of a user's network: the builder's file, then the user's own modules it draws on,
+    however deep (a class or a constant imported by name, a module imported whole, a package's relative imports,
+    what they import in turn); not
+    torch, the standard library or sonoseg; and a module that does not import gives its file alone."""
+    from sonoseg.networks import catalog
+
+    tag = uuid.uuid4().hex[:8]  # module names of this test's own: Python caches imported modules by name
+    (tmp_path / f"blocks_{tag}.py").write_text(f"import json\nimport init_{tag}\nclass Block:\n    pass\n")
+    (tmp_path / f"init_{tag}.py").write_text("def kaiming():\n    pass\n")
+    (tmp_path / f"helpers_{tag}.py").write_text("WIDTH = 8\n")
+    (tmp_path / f"pkg_{tag}").mkdir()
+    (tmp_path / f"pkg_{tag}" / "__init__.py").write_text("from .layers import Conv\n")
+    (tmp_path / f"pkg_{tag}" / "layers.py").write_text("from . import sizes\nclass Conv:\n    pass\n")
+    (tmp_path / f"pkg_{tag}" / "sizes.py").write_text("KERNEL = 3\n")
+    (tmp_path / f"net_{tag}.py").write_text(
+        f"import torch\nfrom helpers_{tag} import WIDTH\nfrom blocks_{tag} import Block\nfrom pkg_{tag} import Conv\n"
+        "from sonoseg.networks import models\ndef build():\n    return Block()\n"
+    )
+    (tmp_path / f"broken_{tag}.py").write_text("raise RuntimeError('half-edited')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    files = [Path(path).name for path in catalog.builder_files(f"net_{tag}:build")]
+    assert files[0] == f"net_{tag}.py"
+    expected = [f"helpers_{tag}.py", f"blocks_{tag}.py", f"init_{tag}.py", "__init__.py", "layers.py", "sizes.py"]
+    assert sorted(files[1:]) == sorted(expected)  # a constant imported by name, a package's relative imports too
+    assert [Path(p).name for p in catalog.builder_files(f"broken_{tag}:build")] == [f"broken_{tag}.py"]
+    assert catalog.builder_files("not_here_at_all:build") == []
+
+
 def test_serving_refuses_an_output_of_other_than_one_channel(tmp_path):
     """A model file from elsewhere whose network returns two channels is refused, not read by its first."""
     import numpy as np
@@ -308,6 +337,23 @@ def test_a_users_network_runs_through_the_workflow(workflow_copy, monkeypatch):
         assert "run=tiny_unet" in dry.stdout and "run=lighter_unet_c1," not in dry.stdout
         assert jobs_of(dry.stdout)["train"] == 1 and jobs_of(dry.stdout)["cost_prepare"] == 1
         module.write_text(code)  # back to the network its model file was trained with, for segment below
+        # Its layers in a file of their own: an edit there retrains it too (a touch, or the file saved unchanged,
+        # reruns nothing: Snakemake compares an input's content).
+        layers = workflow_copy / "my_layers.py"
+        layers.write_text("from torch import nn\n\nWIDTH = 8\n")
+        module.write_text(code.replace("from torch import nn\n", "from my_layers import WIDTH\nfrom torch import nn\n"))
+        run = run_snakemake([target, "--cores", "2", "--configfile", path], workflow_copy)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert jobs_of(run.stdout + run.stderr)["train"] == 1  # the module's content changed: it retrains
+        layers.touch()
+        dry = run_snakemake([target, "-n", "--cores", "1", "--configfile", path], workflow_copy)
+        assert dry.returncode == 0 and "Nothing to be done" in dry.stdout, dry.stdout[-2000:]
+        layers.write_text("from torch import nn\n\nWIDTH = 16\n")
+        dry = run_snakemake(["all", "-n", "--cores", "1", "--configfile", path], workflow_copy)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        assert jobs_of(dry.stdout)["train"] == 1 and jobs_of(dry.stdout)["cost_prepare"] == 1
+        assert "run=tiny_unet" in dry.stdout and "run=lighter_unet_c1," not in dry.stdout
+        module.write_text(code)
         monkeypatch.setenv("PYTHONPATH", str(workflow_copy))  # segment, outside the workflow: importable there
         images = sorted((workflow_copy / "results" / "mine" / "data" / "synthetic" / "images").glob("*.png"))[:2]
         out = workflow_copy / f"masks-{uuid.uuid4().hex[:6]}"

@@ -323,13 +323,14 @@ def get_augmentation_metrics(wildcards):
     }
 
 
-# Each network of the user's own -> its builder's module file, an input of its trainings and of the cost
-# table: an edit of the network's code retrains it (a touch only: the training is adopted, its code digest
-# unchanged) and measures it again, where Snakemake alone would keep results of the old code.
+# Each network of the user's own -> its code's files (its builder's module, and the user's modules that module
+# draws on: its layers' files), inputs of its trainings and of the cost table: an edit of any of them retrains
+# the network and measures it again, where Snakemake alone would keep results of the old code. (Snakemake
+# compares an input's content: a file touched, or saved unchanged, reruns nothing.)
 BUILDER_FILES = {
-    name: path
+    name: files
     for name, spec in config["custom_networks"].items()
-    if (path := catalog.builder_file(spec["builder"])) is not None
+    if (files := catalog.builder_files(spec["builder"]))
 }
 
 

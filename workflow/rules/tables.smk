@@ -82,7 +82,7 @@ rule cost_prepare:
     # What the cost table times, made beforehand beside other jobs: each network's parameters, GFLOPs
     # and exported graph (seconds per network; no quiet machine needed). Deleted once timed.
     input:
-        [BUILDER_FILES[network] for network in NETWORKS if network in BUILDER_FILES],
+        [path for network in NETWORKS for path in BUILDER_FILES.get(network, [])],
     output:
         temp(directory(f"{OUT}/cost_prepared")),
     log:

@@ -13,6 +13,7 @@ calls :func:`register`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sonoseg.errors import SonosegError
 
@@ -197,6 +198,76 @@ def builder_file(builder: str) -> str | None:
     except (ImportError, ValueError):  # a parent package missing, an empty name
         return None
     return found.origin if found is not None and found.has_location else None
+
+
+def builder_files(builder: str) -> list[str]:
+    """The files of a user's network code: its builder's module file, then the files of the user's own modules
+    it imports, however deep (``from my_layers import Block``, ``import helpers``, ``from .blocks import *``),
+    read from the files' import statements: the workflow's inputs of the network's trainings, so that an edit of
+    any of them retrains it (Snakemake compares an input's content). Installed packages (torch, the standard
+    library, sonoseg) are not the user's and are left out; so is a module Python cannot find from here."""
+    first = builder_file(builder)
+    if first is None:
+        return []
+    files = {Path(first).resolve(): _package_of(str(builder).partition(":")[0], first)}
+    pending = list(files.items())
+    while pending:
+        path, package = pending.pop()
+        for name in _imports_in(path, package):
+            found = _users_module_file(name)
+            if found is not None and found[0] not in files:
+                files[found[0]] = found[1]
+                pending.append(found)
+    return [first, *(str(path) for path in list(files)[1:])]
+
+
+def _package_of(module: str, file: str) -> str:
+    """The package a module's relative imports start from: itself for a package's __init__.py."""
+    return module if Path(file).name == "__init__.py" else module.rpartition(".")[0]
+
+
+def _imports_in(path: Path, package: str) -> list[str]:
+    """The modules a file's import statements name (for ``from a import b``, a and a.b: b may be a module)."""
+    import ast
+    import importlib.util
+
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (OSError, SyntaxError, ValueError):  # planning names a module that does not import
+        return []
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            try:
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            except (ImportError, ValueError):  # a relative import beyond its top package
+                continue
+            names += [base, *(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")]
+    return names
+
+
+def _users_module_file(name: str) -> tuple[Path, str] | None:
+    """(file, package) of the module ``name`` where it is the user's own source file: not found, compiled, or
+    installed (in the interpreter's or the environment's folders, or sonoseg itself), None."""
+    import importlib.util
+    import sys
+    import sysconfig
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except Exception:  # a name that is no module (a class imported from one), or a parent that fails to import
+        return None
+    if spec is None or not spec.has_location or not str(spec.origin).endswith(".py"):
+        return None
+    where = Path(spec.origin).resolve()
+    installed = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    installed |= {Path(p).resolve() for p in sysconfig.get_paths().values()}
+    installed.add(Path(__file__).resolve().parents[1])  # sonoseg, however it is installed
+    if any(where.is_relative_to(folder) for folder in installed):
+        return None
+    return where, _package_of(spec.name, spec.origin)
 
 
 def builder_problems(custom_networks: dict) -> tuple[list[str], list[str]]:

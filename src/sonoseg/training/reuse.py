@@ -21,7 +21,7 @@ import torch
 
 from sonoseg.data.preprocess import cache_content_digest
 from sonoseg.errors import SonosegError
-from sonoseg.networks import models
+from sonoseg.networks import catalog, models
 from sonoseg.serving.device import FastPath
 from sonoseg.serving.modelio import MODEL_FORMAT, load_checked, save_atomic
 from sonoseg.training.recipe import Recipe
@@ -52,11 +52,11 @@ def file_digest(*paths: str | Path) -> str:
 def code_digest(network: str, model: torch.nn.Module) -> str:
     """The code a training runs: the source files of the sonoseg modules training uses (TRAINING_CODE:
     not the analysis, tables and report, nor the workflow's commands); for the network, its builder
-    (``module:function``), the builder's file and the files defining its layers outside torch (a user's
-    network, docs/extending.md), and the architecture as built (its repr: layers, channels, kernels);
+    (``module:function``), the builder's file, the files of the user's modules it draws on
+    (catalog.builder_files) and the files defining its layers outside torch (a user's network,
+    docs/extending.md), and the architecture as built (its repr: layers, channels, kernels);
     torch's and torchvision's versions. A finished run is adopted, and a checkpoint resumed, only under
-    the same code: after an edit to a network or to the training, a forced rerun trains again. Code that
-    a user's builder imports from further files is read only where it defines layers;
+    the same code: after an edit to a network or to the training, a forced rerun trains again;
     ``SONOSEG_ADOPT_FINISHED=0`` trains again regardless."""
     package = Path(__file__).resolve().parents[1]
     files = {
@@ -66,7 +66,8 @@ def code_digest(network: str, model: torch.nn.Module) -> str:
         if path.is_file() and not path.name.startswith(".")  # not an editor's lock file
     }
     builder, builder_file = models.builder_source(network)
-    sources = [builder_file] + [
+    spec = models.builder_spec(network)  # a user's network: the files of its own modules, as the workflow watches
+    sources = [builder_file, *(catalog.builder_files(spec) if spec else [])] + [
         _source_file(type(layer))
         for layer in model.modules()
         if type(layer).__module__.split(".")[0] not in ("torch", "torchvision")
