@@ -108,8 +108,12 @@ def test_stratified_split_spreads_every_kind_in_proportion():
 
 
 def test_stratify_by_a_missing_column_names_the_column():
-    with pytest.raises(SonosegError, match="'lesion' is not in the manifest"):
+    with pytest.raises(SonosegError, match="'lesion' is not in the manifest") as raised:
         split.split_samples(samples(20), seed=0, stratify="lesion")
+    assert "phantom" not in str(raised.value)
+    # The phantom's column, as config/quick.yaml sets it, over a user's own data: the error says what to set.
+    with pytest.raises(SonosegError, match=r"'meta_lesion_type' is not in .*your own data wants split.stratify: ''"):
+        split.split_samples(samples(20), seed=0, stratify="meta_lesion_type")
 
 
 def test_stratify_by_a_column_of_near_unique_values_is_refused():

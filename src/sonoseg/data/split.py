@@ -80,6 +80,12 @@ def stratified_order(samples: pd.DataFrame, column: str, rng: np.random.Generato
     if column not in samples.columns:
         raise SonosegError(
             f"split.stratify: column {column!r} is not in the manifest; its columns are {list(samples.columns)}"
+            + (
+                " (config/quick.yaml, fair.yaml and cpu.yaml stratify by the built-in phantom's lesion type: over "
+                "them, your own data wants split.stratify: '' or a column its manifest has, such as class)"
+                if column.startswith("meta_")
+                else ""
+            )
         )
     values = samples[column].astype("string").fillna(MISSING)
     values_by_group = pd.DataFrame({"group": samples["group"].astype(str), "value": values}).groupby("group")["value"]
