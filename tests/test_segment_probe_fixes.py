@@ -617,3 +617,13 @@ def test_an_empty_path_is_refused_not_read_as_the_working_folder(argv, tmp_path,
     assert stopped.value.code == 2
     assert "an empty path (an unset variable in a script?)" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_export_into_a_folder_it_cannot_write_says_why(tmp_path, monkeypatch):
+    """A read-only file system (a mounted archive, a container's image) is said as such, not blamed on
+    permissions. (Simulated: as root, a folder's permissions never stop a write, and mounting needs privileges.)"""
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    for flag, said in ((os.ST_RDONLY, "is on a read-only file system"), (0, r"may not be written in \(permissions\)")):
+        monkeypatch.setattr(os, "statvfs", lambda path, flag=flag: type("Stat", (), {"f_flag": flag})())
+        with pytest.raises(SonosegError, match=rf"model.onnx: cannot be written: the folder .* {said}$"):
+            export.check_out(tmp_path / "model.onnx")

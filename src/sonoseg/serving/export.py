@@ -212,7 +212,9 @@ def check_out(out: Path) -> None:
     if not folder.is_dir():
         raise SonosegError(f"{out}: its folder cannot be made: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise SonosegError(f"{out}: cannot be written: the folder {folder} may not be written in (permissions)")
+        read_only = hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY
+        why = "is on a read-only file system" if read_only else "may not be written in (permissions)"
+        raise SonosegError(f"{out}: cannot be written: the folder {folder} {why}")
 
 
 def export(
