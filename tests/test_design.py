@@ -254,30 +254,53 @@ def test_a_builders_problems_are_found_when_the_study_is_planned(tmp_path, monke
 
 def test_a_users_network_code_is_its_builders_module_and_the_users_modules_it_draws_on(tmp_path, monkeypatch):
     """What the workflow watches of a user's network: the builder's file, then the user's own modules it draws on,
-    however deep (a class or a constant imported by name, a module imported whole, a package's relative imports,
-    what they import in turn); not
-    torch, the standard library or sonoseg; and a module that does not import gives its file alone."""
+    however deep (a class or a constant imported by name, a module imported whole, a package's relative imports
+    and __init__.py, what they import in turn, an import inside a function), looked up in the builder's own
+    folder without importing anything; not torch, the standard library, sonoseg, or a module of another folder
+    on Python's path (an HPC's `module load`, a pip --target folder); a builder installed in a site-packages
+    folder gives its file alone."""
     from sonoseg.networks import catalog
 
     tag = uuid.uuid4().hex[:8]  # module names of this test's own: Python caches imported modules by name
-    (tmp_path / f"blocks_{tag}.py").write_text(f"import json\nimport init_{tag}\nclass Block:\n    pass\n")
-    (tmp_path / f"init_{tag}.py").write_text("def kaiming():\n    pass\n")
-    (tmp_path / f"helpers_{tag}.py").write_text("WIDTH = 8\n")
-    (tmp_path / f"pkg_{tag}").mkdir()
-    (tmp_path / f"pkg_{tag}" / "__init__.py").write_text("from .layers import Conv\n")
-    (tmp_path / f"pkg_{tag}" / "layers.py").write_text("from . import sizes\nclass Conv:\n    pass\n")
-    (tmp_path / f"pkg_{tag}" / "sizes.py").write_text("KERNEL = 3\n")
-    (tmp_path / f"net_{tag}.py").write_text(
-        f"import torch\nfrom helpers_{tag} import WIDTH\nfrom blocks_{tag} import Block\nfrom pkg_{tag} import Conv\n"
-        "from sonoseg.networks import models\ndef build():\n    return Block()\n"
+    code, elsewhere = tmp_path / "workflow", tmp_path / "elsewhere"
+    code.mkdir()
+    elsewhere.mkdir()
+    (code / f"blocks_{tag}.py").write_text(
+        f"import json\nimport init_{tag}\nimport other_{tag}\nclass Block:\n    pass\n"
     )
-    (tmp_path / f"broken_{tag}.py").write_text("raise RuntimeError('half-edited')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    files = [Path(path).name for path in catalog.builder_files(f"net_{tag}:build")]
+    (code / f"init_{tag}.py").write_text("def kaiming():\n    pass\n")
+    (code / f"helpers_{tag}.py").write_text("WIDTH = 8\n")
+    (code / f"pkg_{tag}" / "sub").mkdir(parents=True)
+    (code / f"pkg_{tag}" / "__init__.py").write_text("from .layers import Conv\n")
+    (code / f"pkg_{tag}" / "layers.py").write_text("from . import sizes\nclass Conv:\n    pass\n")
+    (code / f"pkg_{tag}" / "sizes.py").write_text("KERNEL = 3\n")
+    (code / f"pkg_{tag}" / "sub" / "__init__.py").write_text("from ..sizes import KERNEL\n")
+    (code / f"pkg_{tag}" / "sub" / "net.py").write_text("from .. import layers\ndef build():\n    pass\n")
+    (code / f"boom_{tag}.py").write_text("raise SystemExit(3)\n")  # imported: it would end the planning
+    (code / f"net_{tag}.py").write_text(
+        f"import torch\nfrom helpers_{tag} import WIDTH\nfrom blocks_{tag} import Block\nfrom pkg_{tag} import Conv\n"
+        f"from sonoseg.networks import models\ndef build():\n    import boom_{tag}\n    return Block()\n"
+    )
+    (code / f"broken_{tag}.py").write_text("raise RuntimeError('half-edited')\n")
+    (elsewhere / f"other_{tag}.py").write_text("X = 1\n")
+    installed = tmp_path / "lib" / "python3" / "site-packages"
+    installed.mkdir(parents=True)
+    (installed / f"theirs_{tag}.py").write_text(f"import helpers_{tag}\ndef build():\n    pass\n")
+    for folder in (installed, elsewhere, code):
+        monkeypatch.syspath_prepend(str(folder))
+    files = [Path(path).relative_to(code).as_posix() for path in catalog.builder_files(f"net_{tag}:build")]
     assert files[0] == f"net_{tag}.py"
-    expected = [f"helpers_{tag}.py", f"blocks_{tag}.py", f"init_{tag}.py", "__init__.py", "layers.py", "sizes.py"]
-    assert sorted(files[1:]) == sorted(expected)  # a constant imported by name, a package's relative imports too
+    expected = [f"helpers_{tag}.py", f"blocks_{tag}.py", f"init_{tag}.py", f"boom_{tag}.py"]
+    expected += [f"pkg_{tag}/__init__.py", f"pkg_{tag}/layers.py", f"pkg_{tag}/sizes.py"]
+    assert sorted(files[1:]) == sorted(expected)
+    assert not any(name.startswith(f"boom_{tag}") for name in sys.modules)  # looked up, never imported
+    # A builder inside a package: the packages' __init__.py files too, and its relative imports.
+    files = [Path(path).relative_to(code).as_posix() for path in catalog.builder_files(f"pkg_{tag}.sub.net:build")]
+    assert files[0] == f"pkg_{tag}/sub/net.py"
+    expected = ["__init__.py", "sub/__init__.py", "layers.py", "sizes.py"]
+    assert sorted(files[1:]) == sorted(f"pkg_{tag}/{name}" for name in expected)
     assert [Path(p).name for p in catalog.builder_files(f"broken_{tag}:build")] == [f"broken_{tag}.py"]
+    assert catalog.builder_files(f"theirs_{tag}:build") == [str(installed / f"theirs_{tag}.py")]
     assert catalog.builder_files("not_here_at_all:build") == []
 
 

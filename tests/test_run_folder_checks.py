@@ -142,6 +142,13 @@ def test_a_last_fold_or_a_whole_seed_missing_is_named_from_the_studys_run_sheet(
     run_sheet(tmp_path, {"name": NETWORK, "seeds": "0", "folds": "3", "recipe": "{}"})
     with pytest.raises(SonosegError, match=r"fold3 missing: the study's run sheet"):
         modelio.ensemble_members(run)
+    # A row without its folds or seeds (hand-edited, or an older sheet) gives nothing to compare: the folder is
+    # checked as one away from its study, by its folds' choices, and served whole.
+    for row in ({"seeds": "", "folds": "0"}, {"seeds": "0 1", "folds": ""}):
+        run_sheet(tmp_path, {"name": NETWORK, "recipe": "{}", **row})
+        for fold in (0, 1):
+            choice(run, fold, [f"results/s/runs/{NETWORK}/fold{fold}/seed{s}/model.pt" for s in (0, 1)], folds=2)
+        assert len(modelio.ensemble_members(run)) == 4
 
 
 def test_a_whole_seed_missing_from_every_fold_is_named_from_the_folds_choice(tmp_path):

@@ -136,3 +136,9 @@ def test_a_file_that_is_no_model_is_refused_before_any_note_about_it(tmp_path, s
     ):
         infer.segment_images(junk, paths[:1], tmp_path / "masks", device="cpu")
     assert "postprocess.json" not in caplog.text
+    # A torch file, even one of tensors alone saved in the legacy pickle format, is not called "no torch file".
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"weight": torch.zeros(1)}, legacy, _use_new_zipfile_serialization=False, pickle_protocol=4)
+    with pytest.raises(SonosegError, match=r"legacy.pt: refused: not a sonoseg-model-v1 file") as raised:
+        infer.segment_images(legacy, paths[:1], tmp_path / "masks", device="cpu")
+    assert "not a torch file" not in str(raised.value)

@@ -202,28 +202,83 @@ def builder_file(builder: str) -> str | None:
 
 def builder_files(builder: str) -> list[str]:
     """The files of a user's network code: its builder's module file, then the files of the user's own modules
-    it imports, however deep (``from my_layers import Block``, ``import helpers``, ``from .blocks import *``),
-    read from the files' import statements: the workflow's inputs of the network's trainings, so that an edit of
-    any of them retrains it (Snakemake compares an input's content). Installed packages (torch, the standard
-    library, sonoseg) are not the user's and are left out; so is a module Python cannot find from here."""
+    it imports, however deep (``from my_layers import Block``, ``import helpers``, a package's relative imports
+    and its __init__.py files), read from the files' import statements: the workflow's inputs of the network's
+    trainings, so that an edit of any of them retrains it (Snakemake compares an input's content).
+
+    The user's own modules are those in the folder the builder's module is found in (the workflow's folder, or
+    the top of the user's package), looked up there file by file: nothing is imported, and torch, the
+    standard library and other installed packages are not followed wherever they are installed. A builder
+    in an installed package (site-packages) gives its file alone."""
+    module = str(builder).partition(":")[0]
     first = builder_file(builder)
     if first is None:
         return []
-    files = {Path(first).resolve(): _package_of(str(builder).partition(":")[0], first)}
+    top = _code_folder(module, Path(first))
+    if top is None:
+        return [first]
+    files = {Path(first).resolve(): _package_of(module, first)}
+    for prefix in _prefixes(module)[:-1]:  # the builder's packages, whose __init__.py Python runs first
+        found = _find_in(prefix, top)
+        if found is not None:
+            files.setdefault(found[0], found[1])
     pending = list(files.items())
     while pending:
         path, package = pending.pop()
         for name in _imports_in(path, package):
-            found = _users_module_file(name)
-            if found is not None and found[0] not in files:
-                files[found[0]] = found[1]
-                pending.append(found)
+            for prefix in _prefixes(name):
+                found = _find_in(prefix, top)
+                if found is not None and found[0] not in files:
+                    files[found[0]] = found[1]
+                    pending.append(found)
     return [first, *(str(path) for path in list(files)[1:])]
 
 
-def _package_of(module: str, file: str) -> str:
+def _code_folder(module: str, file: Path) -> Path | None:
+    """The folder on Python's path that the module ``module`` (in ``file``) was found in; None when it is an
+    installed package's (a site-packages or dist-packages folder, or the interpreter's own)."""
+    import sys
+
+    file = file.resolve()
+    depth = module.count(".") + (2 if file.name == "__init__.py" else 1)
+    top = file.parents[depth - 1]
+    installed = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    if any(part.endswith("-packages") for part in top.parts) or any(top.is_relative_to(p) for p in installed):
+        return None
+    return top
+
+
+def _prefixes(name: str) -> list[str]:
+    """a, a.b, a.b.c for a.b.c: each a module Python imports on the way."""
+    parts = name.split(".")
+    return [".".join(parts[: k + 1]) for k in range(len(parts))]
+
+
+def _package_of(module: str, file: str | Path) -> str:
     """The package a module's relative imports start from: itself for a package's __init__.py."""
     return module if Path(file).name == "__init__.py" else module.rpartition(".")[0]
+
+
+def _find_in(name: str, top: Path) -> tuple[Path, str] | None:
+    """(file, package) of the module ``name`` as a source file under ``top``, looked up part by part as Python
+    would find it there, without importing anything; None where it is not there (another folder's, installed,
+    compiled, a name that is no module: a class imported from one)."""
+    from importlib.machinery import PathFinder
+
+    locations, spec = [str(top)], None
+    for part in name.split("."):
+        if locations is None:  # a module's attribute, not a submodule
+            return None
+        try:
+            spec = PathFinder.find_spec(part, locations)
+        except (ImportError, ValueError, OSError):
+            return None
+        if spec is None:
+            return None
+        locations = list(spec.submodule_search_locations) if spec.submodule_search_locations is not None else None
+    if spec is None or not spec.has_location or not str(spec.origin).endswith(".py"):
+        return None  # a namespace package (no file), or an extension module
+    return Path(spec.origin).resolve(), _package_of(name, spec.origin)
 
 
 def _imports_in(path: Path, package: str) -> list[str]:
@@ -246,28 +301,6 @@ def _imports_in(path: Path, package: str) -> list[str]:
                 continue
             names += [base, *(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")]
     return names
-
-
-def _users_module_file(name: str) -> tuple[Path, str] | None:
-    """(file, package) of the module ``name`` where it is the user's own source file: not found, compiled, or
-    installed (in the interpreter's or the environment's folders, or sonoseg itself), None."""
-    import importlib.util
-    import sys
-    import sysconfig
-
-    try:
-        spec = importlib.util.find_spec(name)
-    except Exception:  # a name that is no module (a class imported from one), or a parent that fails to import
-        return None
-    if spec is None or not spec.has_location or not str(spec.origin).endswith(".py"):
-        return None
-    where = Path(spec.origin).resolve()
-    installed = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    installed |= {Path(p).resolve() for p in sysconfig.get_paths().values()}
-    installed.add(Path(__file__).resolve().parents[1])  # sonoseg, however it is installed
-    if any(where.is_relative_to(folder) for folder in installed):
-        return None
-    return where, _package_of(spec.name, spec.origin)
 
 
 def builder_problems(custom_networks: dict) -> tuple[list[str], list[str]]:

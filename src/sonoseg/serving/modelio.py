@@ -113,24 +113,37 @@ def load_checked(path: str | Path, expected_format: str, metadata_only: bool = F
                 f"{path}: an ONNX graph, not a {expected_format} file: serve it with ONNX Runtime (--backend "
                 "onnxruntime, or no --backend)"
             ) from None
+        why = _load_failure(exc, path)
         raise SonosegError(
-            f"{path}: refused: not a {expected_format} file that loads safely (weights only): {_load_failure(exc)}"
+            f"{path}: refused: not a {expected_format} file that loads safely (weights only): {why}"
         ) from None
     if not isinstance(obj, dict) or obj.get("format") != expected_format:
         raise SonosegError(f"{path}: refused: not a {expected_format} file (format tag missing or different)")
     return obj
 
 
-def _load_failure(exc: Exception) -> str:
+def _load_failure(exc: Exception, path: Path) -> str:
     """Why torch.load refused a file, in a line. Not torch's own advice to load it with weights_only
-    off: that runs whatever code a foreign file holds. A file torch cannot even unpickle (its first byte
-    no pickle operation: a text, an image saved as .pt) is no torch file, not a foreign one."""
-    if "Unsupported operand" in str(exc) or "invalid load key" in str(exc):
+    off: that runs whatever code a foreign file holds. A file that is neither a zip archive (torch.save's
+    format) nor a pickle (the legacy one: its first byte the protocol's mark) is no torch file at all."""
+    if not _looks_like_torch(path):
         return "not a torch file (another kind of file under a model's name?)"
     if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
         return "it holds Python objects beyond tensors and plain values (a foreign or tampered file)"
     first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
     return f"{type(exc).__name__}: {first_line[:160]} (cut short, or not a torch file)"
+
+
+def _looks_like_torch(path: Path) -> bool:
+    """Whether a file is in one of torch.save's formats: a zip archive, or a pickle (protocol 2 or later)."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as handle:
+            first = handle.read(1)
+        return first == b"\x80" or zipfile.is_zipfile(path)
+    except OSError:
+        return True  # unreadable: torch's own reason says more
 
 
 def lesion_areas_at(saved: dict, size: int | None) -> tuple[float, ...] | None:
@@ -248,7 +261,11 @@ def ensemble_members(model_path: str | Path, command: str = "segment") -> list[P
         for fold in folds
     }
     planned = _sheet_row(path)
-    if planned is not None and planned.get("recipe"):  # a trained run of the study: what its sheet no longer lists
+    # A trained run of the study whose sheet lists its folds and seeds (a row without them, hand-edited or of an
+    # older sheet, gives nothing to compare: the folder is then checked as one away from its study).
+    in_study = planned is not None and bool(planned.get("recipe"))
+    in_study = in_study and all((planned.get(key) or "").split() for key in ("folds", "seeds"))
+    if in_study:  # what its sheet no longer lists is left out; what it lists must be there
         folds, seeds = _leave_out_unplanned(path, planned, folds, seeds)
         _check_planned(path, planned, folds, seeds[folds[0]] if folds else [])
     members = [fold / seed / "model.pt" for fold in folds for seed in seeds[fold]]
@@ -261,7 +278,7 @@ def ensemble_members(model_path: str | Path, command: str = "segment") -> list[P
                 f"{fold}: seeds {seeds[fold]} differ from {first.name}'s {seeds[first]}: a member is missing"
             )
     _check_fold_numbers(path, [_number(fold) for fold in folds])
-    if planned is None or not planned.get("recipe"):  # away from its study: its folds' choices record how many
+    if not in_study:  # away from its study: its folds' choices record how many folds the run has
         _check_recorded_fold_count(path, folds)
     for member in members:
         if not member.is_file():
@@ -279,7 +296,7 @@ def ensemble_members(model_path: str | Path, command: str = "segment") -> list[P
             )
     if not members:
         raise SonosegError(f"{path}: no fold<k>/seed<s>/model.pt under this folder")
-    method = planned.get("method") if planned is not None and planned.get("recipe") else None
+    method = planned.get("method") if in_study else None
     _check_recorded_facts(path, members, method)
     for fold in folds:
         _check_choice_members(fold, seeds[fold])
