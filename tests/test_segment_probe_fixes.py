@@ -627,3 +627,16 @@ def test_export_into_a_folder_it_cannot_write_says_why(tmp_path, monkeypatch):
         monkeypatch.setattr(os, "statvfs", lambda path, flag=flag: type("Stat", (), {"f_flag": flag})())
         with pytest.raises(SonosegError, match=rf"model.onnx: cannot be written: the folder .* {said}$"):
             export.check_out(tmp_path / "model.onnx")
+
+
+def test_a_folder_counts_gif_as_an_image_only_where_opencv_decodes_it(monkeypatch):
+    """OpenCV decodes GIF where it was built with its GIF codec (PyPI's wheels since 4.11): a folder's GIFs are
+    segmented there, and counted among the files not read elsewhere, not failed one by one."""
+    import importlib
+
+    assert mask_files._decodes_gif()  # this environment's OpenCV: the folder's test above segments a GIF
+    with monkeypatch.context() as patched:
+        patched.setattr(cv2, "imdecode", lambda *args: None)  # an OpenCV built without it
+        without = importlib.reload(mask_files)
+        assert ".gif" not in without.SEGMENT_SUFFIXES and ".webp" in without.SEGMENT_SUFFIXES
+    assert ".gif" in importlib.reload(mask_files).SEGMENT_SUFFIXES

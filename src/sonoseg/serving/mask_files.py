@@ -3,6 +3,7 @@ whether the file system can hold that name, and writing a mask there under any n
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 import os
@@ -21,9 +22,18 @@ MASK_SUFFIX = "_mask.png"
 # The record segment keeps in its output folder (sonoseg.serving.output_record): a folder holding one is an
 # earlier run's masks, not images to segment.
 RECORD_NAME = "segment_runs.json"
+# A 1 x 1 GIF: OpenCV decodes GIF (since 4.11) where it was built with its GIF codec, as PyPI's wheels are.
+TINY_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+
+
+def _decodes_gif() -> bool:
+    return cv2.imdecode(np.frombuffer(TINY_GIF, np.uint8), cv2.IMREAD_COLOR) is not None
+
+
 # The image files a folder given to segment stands for: the formats a dataset is read in, and WebP and GIF, which
-# segment reads when named (OpenCV decodes them; their first frame), so that a folder stands for what its names do.
-SEGMENT_SUFFIXES = IMAGE_SUFFIXES | {".webp", ".gif"}
+# segment reads when named (their first frame), so that a folder stands for what its names do; GIF only where
+# this OpenCV decodes it (elsewhere a GIF in a folder is counted among the files not read, not failed).
+SEGMENT_SUFFIXES = IMAGE_SUFFIXES | {".webp"} | ({".gif"} if _decodes_gif() else set())
 READ_FORMATS = ", ".join(sorted(SEGMENT_SUFFIXES))
 NAMES_SHOWN = 3  # of the files or subfolders a log line counts
 CLASHES_SHOWN = 20  # mask-name clashes named in the error (a folder of thousands may hold many); all counted
