@@ -142,3 +142,20 @@ def test_a_file_that_is_no_model_is_refused_before_any_note_about_it(tmp_path, s
     with pytest.raises(SonosegError, match=r"legacy.pt: refused: not a sonoseg-model-v1 file") as raised:
         infer.segment_images(legacy, paths[:1], tmp_path / "masks", device="cpu")
     assert "not a torch file" not in str(raised.value)
+
+
+def test_an_image_mostly_transparent_is_segmented_with_a_warning(tmp_path, scans, caplog):
+    """An RGBA image whose alpha hides most of it: segmented as the colours under the alpha, with a warning the
+    record keeps; a little transparency (a rounded corner) is not warned of."""
+    paths, model = scans
+    scan = cv2.imread(str(paths[0]))
+    for name, hidden in (("hidden.png", slice(None)), ("corner.png", slice(0, 2))):
+        rgba = cv2.cvtColor(scan, cv2.COLOR_BGR2BGRA)
+        rgba[hidden, hidden, 3] = 0
+        cv2.imwrite(str(tmp_path / name), rgba)
+    infer.segment_images(model, [tmp_path / "hidden.png", tmp_path / "corner.png"], tmp_path / "masks", device="cpu")
+    entries = {os.path.basename(entry["image"]): entry for entry in record(tmp_path / "masks")["images"]}
+    (warning,) = entries["hidden.png"]["warnings"]
+    assert warning.startswith("100% of its pixels are fully transparent (alpha 0)") and "hidden.png" in caplog.text
+    assert "warnings" not in entries["corner.png"]
+    assert entries["hidden.png"]["mask"] == "hidden_mask.png"

@@ -391,6 +391,11 @@ def _decode(path: Path, binary_float: bool = False, max_pixels: int = MAX_IMAGE_
     return Decoded(pixels, notes, orientation, head)
 
 
+# An RGBA image transparent (alpha 0) over more than this share of its pixels is noted: its alpha is dropped,
+# and the colours under the transparency (often black, or whatever the exporter left) are what a model sees.
+MOSTLY_TRANSPARENT = 0.5
+
+
 def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Decoded:
     """An RGB uint8 image. 16-bit, grayscale and RGBA images are converted, and the note says so.
     One of more than ``max_pixels`` pixels is refused (MAX_IMAGE_PIXELS).
@@ -408,6 +413,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Decoded:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
         notes.append("converted_grayscale")
     elif pixels.shape[2] == 4:
+        transparent = float((pixels[:, :, 3] == 0).mean())
+        if transparent > MOSTLY_TRANSPARENT:  # a viewer shows a background there; the model sees what lies under
+            notes.append(f"mostly_transparent:{transparent:.0%}")
         pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGB)
         notes.append("converted_rgba")
     else:
