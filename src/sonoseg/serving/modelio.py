@@ -135,15 +135,14 @@ def _load_failure(exc: Exception, path: Path) -> str:
 
 
 def _looks_like_torch(path: Path) -> bool:
-    """Whether a file is in one of torch.save's formats: a zip archive, or a pickle (protocol 2 or later)."""
-    import zipfile
-
+    """Whether a file starts as one of torch.save's formats does: a zip archive (whole or cut short), or a
+    pickle of protocol 2 or later."""
     try:
         with open(path, "rb") as handle:
-            first = handle.read(1)
-        return first == b"\x80" or zipfile.is_zipfile(path)
+            head = handle.read(4)
     except OSError:
         return True  # unreadable: torch's own reason says more
+    return head[:1] == b"\x80" or head == b"PK\x03\x04"
 
 
 def lesion_areas_at(saved: dict, size: int | None) -> tuple[float, ...] | None:
