@@ -614,3 +614,32 @@ def test_a_manifest_that_is_not_there_is_named_not_captioned_unknown(tmp_path, c
     assert main([*words, "--manifest", str(nope)]) == 2
     assert f"{nope}: manifest not found" in capsys.readouterr().err
     assert not list(tmp_path.glob("made/*"))
+
+
+def test_the_commit_is_dirty_for_a_change_anywhere_in_the_package(tmp_path):
+    """A change to the analysis or the training code, not only to the data stage's folder, makes the commit
+    that tables, the report and model files name '+dirty'."""
+    import importlib.util
+    import sys
+
+    package = tmp_path / "src" / "sonoseg"
+    (package / "data").mkdir(parents=True)
+    (package / "analysis").mkdir()
+    shutil.copy(provenance.__file__, package / "data" / "provenance.py")
+    (package / "analysis" / "tables.py").write_text("X = 1\n")
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    spec = importlib.util.spec_from_file_location("copied_provenance", package / "data" / "provenance.py")
+    copied = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = copied  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(copied)
+    finally:
+        del sys.modules[spec.name]
+    clean = copied.sonoseg_commit()
+    assert len(clean) == 12 and not clean.endswith("+dirty")
+    (package / "analysis" / "tables.py").write_text("X = 2\n")
+    copied.sonoseg_commit.cache_clear()  # asked once per process: the code that runs does not change under it
+    assert copied.sonoseg_commit() == clean + "+dirty"

@@ -594,9 +594,9 @@ REDOES = {
 
 @cache
 def sonoseg_commit() -> str:
-    """The commit of the sonoseg source that runs (``+dirty`` with uncommitted changes), or
-    ``unknown`` outside a git checkout (an installed wheel)."""
-    here = Path(__file__).resolve().parent
+    """The commit of the sonoseg source that runs (``+dirty`` with uncommitted changes anywhere in the package,
+    not in this module's folder alone), or ``unknown`` outside a git checkout (an installed wheel)."""
+    here = Path(__file__).resolve().parents[1]  # the package: src/sonoseg
     try:
         head = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10
