@@ -551,3 +551,36 @@ def test_a_command_that_only_makes_the_report_is_told_apart():
         assert config_check.only_reports(argv), argv
     for argv in (["all"], ["--report", "r.html", "--report-after-run"], ["--", "--report"], ["--report-stylesheet=s"]):
         assert not config_check.only_reports(argv), argv
+
+
+@pytest.mark.parametrize(
+    "split, dataset, external, says",
+    [
+        ({"folds": 1, "stratify": ""}, {"layout": "synthetic", "root": ""}, [], "a patient-level split (fractions"),
+        (
+            {"folds": 2, "stratify": "class"},
+            {"layout": "busi", "root": "data/BUSI"},
+            [{"name": "udiat", "role": "held_out"}, {"name": "sim", "role": "development"}],
+            "a patient-level 2-fold cross-validation (each patient group tested in one fold;",
+        ),
+    ],
+)
+def test_the_reports_front_page_says_the_split_the_data_and_the_external_sets(split, dataset, external, says):
+    """The front page names the split the study made (K folds or one split), the dataset's folder, how the
+    split was stratified and the external sets, as the config says them."""
+    import jinja2
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "config/config.yaml").read_text())
+    config["split"].update({"folds": 1, "stratify": "", **split})
+    config["dataset"].update(dataset)
+    config["external_datasets"] = external
+    config["report_provenance"] = ""
+    template = jinja2.Template((Path(__file__).parents[1] / "workflow/report/workflow.rst").read_text())
+    text = " ".join(template.render(snakemake=type("S", (), {"config": config}), categories={}).split())
+    assert says in text
+    if dataset["layout"] == "busi":
+        assert "of the ``busi`` dataset at ``data/BUSI`` (split seed" in text and "stratified by ``class``" in text
+        assert "tested on ``udiat`` (held out) and ``sim`` (development), datasets it never trains on" in text
+        assert "fractions [" not in text.split("cross-validation")[0]
+    else:
+        assert "cross-validation" not in text and "tested on" not in text and " at ``" not in text

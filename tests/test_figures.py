@@ -1,5 +1,6 @@
 """Report figures and tables on small hand-made inputs: the Figure-2 choice, the tables, the plots."""
 
+import html
 from pathlib import Path
 
 import cv2
@@ -511,3 +512,28 @@ def test_cost_figure_numbers_cover_no_marker(tmp_path, monkeypatch):
                 marker = Bbox.from_extents(x - radius, y - radius, x + radius, y + radius)
                 assert not box.overlaps(marker), f"{panel}: the number of {method} covers a marker"
             assert box.count_overlaps([other for _, other, _ in placed if other is not box]) == 0, (panel, method)
+
+
+def test_data_overview_of_k_folds_counts_each_image_once_per_fold(small_study):
+    """With K folds the split file has one row per image and fold: the page gives each fold's sizes and counts
+    each image once, in the fold that tests it, never the folds summed."""
+    root = small_study["root"]
+    manifest = pd.read_csv(root / "manifest.csv", dtype=str, keep_default_na=False)
+    included = manifest[manifest["status"] == "included"][["sample_id", "patient", "group"]].reset_index(drop=True)
+    rows = []
+    for fold in (0, 1):
+        for index, sample in included.iterrows():
+            tested = index % 2 == fold
+            rows.append(
+                {**sample, "fold": fold, "split": "test" if tested else ("val" if index == 3 - fold else "train")}
+            )
+    pd.DataFrame(rows).to_csv(root / "split_folds.csv", index=False)
+    pages.data_overview(root / "manifest.csv", root / "split_folds.csv", root / "overview_folds.html")
+    page = html.unescape((root / "overview_folds.html").read_text())
+    assert "Split sizes in each of the 2 folds" in page
+    assert page.count("<td>test</td>") == 2  # a row per fold
+    assert "Images per organ in each fold's test part (every image once)" in page
+    assert "fold0 test" in page and "fold1 test" in page
+    # The organ table's last row: all, then each fold's tested count and their sum, every image once.
+    organ = page[page.index("Images per organ in each fold") :]
+    assert f"<tr><td>all</td><td>2</td><td>2</td><td>{len(included)}</td></tr>" in organ

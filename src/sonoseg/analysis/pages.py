@@ -101,16 +101,34 @@ def data_overview(manifest_csv: str | Path, split_csv: str | Path, out_html: str
         html_table(status, "Files under the dataset root, by status"),
         html_table(reasons, "Excluded, by reason") if len(reasons) else note("No file was excluded."),
     ]
-    samples = manifest[manifest["status"] == "included"].merge(split[["sample_id", "split"]], on="sample_id")
-    sizes = samples.groupby("split").agg(
+    # K-fold cross-validation: one row per image and fold, each image tested in exactly one fold; its sizes and
+    # counts are per fold (summed over folds, every image would count K times).
+    folds = sorted(split["fold"].unique(), key=int) if "fold" in split.columns else []
+    keys = ["sample_id", "split", *(["fold"] if folds else [])]
+    samples = manifest[manifest["status"] == "included"].merge(split[keys], on="sample_id")
+    by = ["fold", "split"] if folds else ["split"]
+    sizes = samples.groupby(by).agg(
         patients=("patient", "nunique"), groups=("group", "nunique"), images=("sample_id", "size")
     )
-    sizes = sizes.reindex([s for s in ("train", "val", "test") if s in sizes.index]).reset_index()
-    parts.append(html_table(sizes, "Split sizes (patient level: a patient's views never cross splits)"))
-    for column in categorical_columns(samples.drop(columns="split")):
-        counts = pd.crosstab(samples[column].replace("", "(none)"), samples["split"], margins=True, margins_name="all")
-        counts = counts[[s for s in ("train", "val", "test") if s in counts.columns] + ["all"]].reset_index()
-        parts.append(html_table(counts, f"Images per {column} and split"))
+    order = {part: rank for rank, part in enumerate(("train", "val", "test"))}
+    sizes = sizes.reset_index().sort_values(by, key=lambda c: c.map(order) if c.name == "split" else c.astype(int))
+    parts.append(
+        html_table(
+            sizes,
+            f"Split sizes in each of the {len(folds)} folds (patient level: a patient's views never cross parts; "
+            "each image is tested in exactly one fold)"
+            if folds
+            else "Split sizes (patient level: a patient's views never cross splits)",
+        )
+    )
+    tested = samples[samples["split"] == "test"] if folds else samples
+    for column in categorical_columns(samples.drop(columns=["split", *(["fold"] if folds else [])])):
+        across = tested["fold"].map(lambda k: f"fold{k} test") if folds else tested["split"]
+        counts = pd.crosstab(tested[column].replace("", "(none)"), across, margins=True, margins_name="all")
+        wanted = [f"fold{k} test" for k in folds] if folds else [s for s in ("train", "val", "test") if s in counts]
+        counts = counts[[c for c in wanted if c in counts.columns] + ["all"]].reset_index()
+        title = f"Images per {column} in each fold's test part (every image once)" if folds else None
+        parts.append(html_table(counts, title or f"Images per {column} and split"))
     write_page(out_html, "Data: manifest and split", parts)
 
 
