@@ -537,3 +537,20 @@ def test_data_overview_of_k_folds_counts_each_image_once_per_fold(small_study):
     # The organ table's last row: all, then each fold's tested count and their sum, every image once.
     organ = page[page.index("Images per organ in each fold") :]
     assert f"<tr><td>all</td><td>2</td><td>2</td><td>{len(included)}</td></tr>" in organ
+
+
+def test_figure2_ranks_the_images_with_a_lesion_as_the_tables_average_them(small_study, monkeypatch):
+    """A test image without a lesion (a BUSI normal scan) scores 0 for any false positive: it is not the
+    figure's worst (nor moves its median), as it is not in the tables' Dice."""
+    root = small_study["root"]
+    unet_metrics = next(path for path in small_study["metrics"] if "/unet/" in path.as_posix())
+    frame = pd.read_csv(unet_metrics)
+    frame.loc[frame["sample_id"] == "s3", ["truth_empty", "dice"]] = [True, 0.0]  # a normal scan, a false positive
+    frame.to_csv(unet_metrics, index=False)
+    ranked = []
+    real_choice = figures.figure2_choice
+    monkeypatch.setattr(figures, "figure2_choice", lambda dice, seed: ranked.append(dice) or real_choice(dice, seed))
+    figures.figure2(root / "manifest.csv", small_study["collect"](), root, root / "figure2.png")
+    (dice,) = ranked
+    assert "s3" not in dice.index and len(dice) == 3
+    assert dict(figures.figure2_choice(dice, 0))["worst"] == "s2"

@@ -212,8 +212,8 @@ def training_curves(out: str | Path, row: dict, out_png: str | Path) -> None:
 
 
 def figure2_choice(dice_by_image: pd.Series, seed: int) -> list[tuple[str, str]]:
-    """The paper's Figure 2 images: best, median and worst by the reference network's Dice, plus one
-    random other image. Ties are broken by sample id, the random pick by the seed: reproducible."""
+    """The paper's Figure 2 images: best, median and worst by the reference network's Dice (figure2 passes
+    the images with a lesion), plus one random other image. Ties are broken by sample id, the random pick by the seed: reproducible."""
     if dice_by_image.empty:
         raise SonosegError("figure 2: no per-image Dice")
     ordered = (
@@ -277,7 +277,9 @@ def figure2(
     methods = list(dict.fromkeys(per_image["method"]))
     reference, reference_note = families.reference_method(methods)
     shown = methods if every_method else figure2_methods(per_image, reference)
-    reference_dice = per_image[per_image["method"] == reference].groupby("sample_id")["dice"].mean()
+    # Ranked over the images with a lesion, as the tables average them: a normal scan (BUSI's) scores 0 for any
+    # false positive and would be the "worst" almost always.
+    reference_dice = lesion_images(per_image[per_image["method"] == reference]).groupby("sample_id")["dice"].mean()
     choice = figure2_choice(reference_dice, seed)
     manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False).set_index("sample_id")
     # The first seed of each method; with cross-validation its folds' folders together hold every image.
