@@ -213,7 +213,8 @@ def training_curves(out: str | Path, row: dict, out_png: str | Path) -> None:
 
 def figure2_choice(dice_by_image: pd.Series, seed: int) -> list[tuple[str, str]]:
     """The paper's Figure 2 images: best, median and worst by the reference network's Dice (figure2 passes
-    the images with a lesion), plus one random other image. Ties are broken by sample id, the random pick by the seed: reproducible."""
+    the images with a lesion), plus one random other image. Ties are broken by sample id, the random pick
+    by the seed: reproducible."""
     if dice_by_image.empty:
         raise SonosegError("figure 2: no per-image Dice")
     ordered = (
