@@ -77,7 +77,7 @@ def build_bad_folder(root: Path) -> dict[str, str]:
         "zero.png": "empty file",
         "truncated.png": "truncated PNG",
         "garbage.png": "not a readable image",
-        "size_mismatch.png": "but its mask is",
+        "size_mismatch.png": "but its mask is 50x40 (width x height, pixels)",
     }
 
 

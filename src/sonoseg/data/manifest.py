@@ -89,7 +89,8 @@ def _check_candidate(candidate: Candidate) -> dict:
         return facts
     if mask.pixels.shape != (height, width):
         candidate.problems.append(
-            f"image is {width}x{height} but its mask is {mask.pixels.shape[1]}x{mask.pixels.shape[0]}"
+            f"image is {width}x{height} but its mask is {mask.pixels.shape[1]}x{mask.pixels.shape[0]} (width x height, "
+            "pixels)"
         )
         return facts
     if not mask.pixels.any():
