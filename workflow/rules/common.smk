@@ -328,9 +328,7 @@ def get_augmentation_metrics(wildcards):
 # the network and measures it again, where Snakemake alone would keep results of the old code. (Snakemake
 # compares an input's content: a file touched, or saved unchanged, reruns nothing.)
 BUILDER_FILES = {
-    name: files
-    for name, spec in config["custom_networks"].items()
-    if (files := catalog.builder_files(spec["builder"]))
+    name: files for name, spec in config["custom_networks"].items() if (files := catalog.builder_files(spec["builder"]))
 }
 
 
