@@ -458,3 +458,44 @@ def test_every_committed_config_builds_its_study(workflow_copy, name):
     assert jobs_of(result.stdout)["train"] > 0
     if name == "quick_ensemble.yaml":  # three seeds: every network also tested as their ensemble
         assert "--ensemble" in result.stdout and jobs_of(result.stdout)["train"] > 3 * 7
+
+
+def test_a_model_served_under_other_code_than_it_was_trained_with_is_warned_of(tmp_path, monkeypatch, caplog):
+    """The weights of a user's network fit after a parameter-free change (an activation), and its masks would
+    change without a word: the model file records the code that built it, and loading it under other code says
+    what changed. Code as it was: no warning."""
+    from sonoseg.networks import catalog, models
+
+    tag = uuid.uuid4().hex[:8]
+    layers = tmp_path / f"layers_{tag}.py"
+    layers.write_text("from torch import nn\n\ndef act():\n    return nn.LeakyReLU(0.1)\n")
+    (tmp_path / f"served_{tag}.py").write_text(
+        f"from torch import nn\nfrom layers_{tag} import act\n\ndef build():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 1, 3, padding=1), act())\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(catalog, "CATALOG", dict(catalog.CATALOG))
+    catalog.register("served", builder=f"served_{tag}:build")
+    model = models.build("served")
+    path = tmp_path / "model.pt"
+    record = models.code_record("served", model)
+    assert sorted(record["files"]) == [f"layers_{tag}.py", f"served_{tag}.py"]
+    modelio.save_model(path, network="served", state_dict=model.state_dict(), input_size=32, code=record)
+    monkeypatch.setattr(catalog, "CATALOG", {k: v for k, v in catalog.CATALOG.items() if k != "served"})  # served
+    modelio.load_model(path)
+    assert "not the code it was trained with" not in caplog.text
+    for change, said in (
+        ("# a comment\n", f"{layers.name} changed)"),  # the file, not the layers: its forward may differ
+        ("def act():\n    return nn.Tanh()\n", f"the network as built now differs (its layers); {layers.name} changed"),
+    ):
+        layers.write_text(
+            "from torch import nn\n\n"
+            + change
+            + ("" if "def act" in change else "def act():\n    return nn.LeakyReLU(0.1)\n")
+        )
+        for module in (f"layers_{tag}", f"served_{tag}"):
+            sys.modules.pop(module, None)
+        caplog.clear()
+        modelio.load_model(path)
+        assert "model.pt: the code that builds network served is not the code it was trained with" in caplog.text
+        assert said in caplog.text

@@ -199,7 +199,7 @@ def test_precision_auto_follows_the_device(monkeypatch):
         "auto",
     ],
 )
-def test_fast_path_training_learns(tmp_path, precision):
+def test_fast_path_training_learns(tmp_path, precision, caplog):
     train_npz, val_npz = easy_caches(tmp_path)
     recipe = Recipe(min_epochs=8, max_epochs=8, learning_rate=3e-3, batch_size=4, precision=precision)
     fit(
@@ -222,6 +222,10 @@ def test_fast_path_training_learns(tmp_path, precision):
     # Weights are kept in fp32 and the standard layout, whatever the run computed in.
     assert all(t.dtype in (torch.float32, torch.int64) and t.is_contiguous() for t in saved["state_dict"].values())
     assert saved["trained_with"].startswith(device.resolve_precision(precision, torch.device("cpu")))
+    # It records the network as built, and loading it under the same code says nothing of the code.
+    assert len(saved["code"]["architecture"]) == 16 and "files" not in saved["code"]  # a built-in network
+    modelio.load_model(tmp_path / "m.pt")
+    assert "not the code it was trained with" not in caplog.text
 
 
 def run_train(caches, out: Path, epochs: int, extra_env=None, precision: str = "fp32", **popen):

@@ -234,6 +234,27 @@ def builder_files(builder: str) -> list[str]:
     return [first, *(str(path) for path in list(files)[1:])]
 
 
+def builder_digests(builder: str) -> dict[str, str]:
+    """Each file of a user's network code (builder_files) -> the sha256 of its content, named by its path under
+    the builder's folder (or its file name for a builder installed elsewhere): what a model file records, so
+    that serving it under other code is noticed wherever the study was moved."""
+    import hashlib
+
+    files = builder_files(builder)
+    if not files:
+        return {}
+    top = _code_folder(str(builder).partition(":")[0], Path(files[0]))
+    digests = {}
+    for file in map(Path, files):
+        where = file.resolve()
+        name = where.relative_to(top).as_posix() if top is not None and where.is_relative_to(top) else where.name
+        try:
+            digests[name] = hashlib.sha256(where.read_bytes()).hexdigest()
+        except OSError:  # gone since it was listed: not a digest
+            continue
+    return digests
+
+
 def _code_folder(module: str, file: Path) -> Path | None:
     """The folder on Python's path that the module ``module`` (in ``file``) was found in; None when it is an
     installed package's (a site-packages or dist-packages folder, or the interpreter's own)."""

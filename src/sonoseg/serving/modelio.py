@@ -205,6 +205,16 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
         raise SonosegError(
             f"{path}: refused: weights do not fit network {saved['network']!r} ({str(exc)[:200]})"
         ) from None
+    changes = models.code_changes(saved["network"], model, saved.get("code"), saved.get("builder"))
+    if changes:  # the weights fit, but a changed activation or forward would give other masks without a word
+        log.warning(
+            "%s: the code that builds network %s is not the code it was trained with (%s): it is served as the "
+            "code is now, and its masks may differ from those its study scored; retrain it (the workflow does, "
+            "at its next run) or put the code back",
+            path,
+            saved["network"],
+            "; ".join(changes),
+        )
     # How the training images were resized; serving resizes new images alike. Older files: bilinear.
     interpolation = saved.setdefault("input_interpolation", DEFAULT_INTERPOLATION)
     if interpolation not in INTERPOLATIONS:

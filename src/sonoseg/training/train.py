@@ -597,6 +597,7 @@ def train(
         parameters=parameters,
         fingerprint=fingerprint,
         provenance=stamp(train_split.dataset_fingerprint),  # what it was trained on, and by which sonoseg
+        code=models.code_record(network, model),  # so that serving notices a network built otherwise since
     )
     write_history(state["history"], Path(history_out))
     if finished_copy:

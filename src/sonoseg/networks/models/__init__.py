@@ -250,3 +250,41 @@ def _guess_kind(state: dict) -> str | None:
     if any("middle." in k or "block20." in k for k in keys):
         return "xception"
     return None
+
+
+def code_record(name: str, model: nn.Module, builder: str | None = None) -> dict:
+    """What a model file records of the code that built its network, to tell at serving whether the network
+    is built as it was trained: the architecture as built (a digest of its repr: layers, channels, kernels,
+    activations) and, for a network of the user's own, each of its code's files (catalog.builder_digests);
+    ``builder``: the one a model file records, where the catalog does not know the network (serving)."""
+    import hashlib
+
+    record = {"architecture": hashlib.sha256(repr(model).encode()).hexdigest()[:16]}
+    spec = builder or builder_spec(name)
+    if spec:
+        record["files"] = catalog.builder_digests(spec)
+    return record
+
+
+def code_changes(name: str, model: nn.Module, recorded: dict | None, builder: str | None = None) -> list[str]:
+    """How the code that builds ``name`` now differs from what a model file recorded at training (``recorded``,
+    code_record's; None for a file from before it was recorded: nothing to compare): the architecture, and the
+    user's code files changed, added or gone."""
+    if not recorded:
+        return []
+    now = code_record(name, model, builder)
+    changes = []
+    if recorded.get("architecture") and recorded["architecture"] != now["architecture"]:
+        changes.append("the network as built now differs (its layers)")
+    before, after = recorded.get("files") or {}, now.get("files") or {}
+    changed = sorted(f for f in before.keys() & after.keys() if before[f] != after[f])
+    changes += [f"{', '.join(changed)} changed"] if changed else []
+    changes += (
+        [f"{', '.join(sorted(before.keys() - after.keys()))} no longer imported"]
+        if before.keys() - after.keys()
+        else []
+    )
+    changes += (
+        [f"{', '.join(sorted(after.keys() - before.keys()))} newly imported"] if after.keys() - before.keys() else []
+    )
+    return changes
