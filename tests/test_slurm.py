@@ -35,13 +35,16 @@ def test_tiny_study_through_slurm(workflow_copy):
     # Table 2 rather than `all`: the same data, training, prediction and evaluation jobs without the
     # report's; status checks start after 1 s, not the profile's 5 (the test's jobs take seconds).
     target = "results/slurm/tables/table2.csv"
-    options = ["--profile", "workflow/profiles/slurm", "--slurm-init-seconds-before-status-checks", "1"]
+    options = ["--profile", "workflow/profiles/slurm", "--workflow-profile", "none"]  # as docs/cluster.md runs it
+    options += ["--slurm-init-seconds-before-status-checks", "1"]
     # The profile's resources, made small for the test cluster (as a user sets them for theirs).
     options += ["--default-resources", "slurm_partition=main", "runtime=10", "mem_mb=500", "tasks_per_gpu=0"]
     options += ["--set-resources", "train:runtime=10", "train:mem_mb=1000"]
     result = run_snakemake([target, *options, "--configfile", path, "--jobs", "4"], workflow_copy, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
+    # The workstation's profile (gpu=1: one GPU job at a time) is not loaded: the scheduler gives each its own.
+    assert "workflow specific profile" not in output and 'Resource("gpu", 1)' not in output, output[:3000]
     job_ids = set(re.findall(r"SLURM jobid (\d+)", output))
     assert len(job_ids) >= 10, output[-2000:]  # every job went through sbatch
     table = pd.read_csv(workflow_copy / "results" / "slurm" / "tables" / "table2.csv")
