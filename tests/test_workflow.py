@@ -152,6 +152,19 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     )
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-2000:]
 
+    # The training device reruns what runs a model, never the floors and references, which predict without one.
+    on_auto = {**TINY, "train": {**TINY["train"], "device": "auto"}}
+    dry = run_snakemake(
+        ["all", "-n", "--cores", "1", "--configfile", write_config(workdir, on_auto, "device.yaml")], workdir
+    )
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    predicted = [
+        line for line in dry.stdout.splitlines() if line.strip().startswith("output:") and "/predictions" in line
+    ]
+    assert predicted and not any(
+        floor in line for line in predicted for floor in ("threshold_baseline", "position_prior")
+    )
+
     # Changing one network's settings reruns only that network (and the tables that list it).
     # (Changed configs get their own file names: the study's own config stays as the run was made.)
     overrides = {**TINY["train"]["overrides"], "unet": {"learning_rate": 0.001}}

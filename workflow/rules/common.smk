@@ -496,6 +496,12 @@ def uses_gpu(wildcards):
     return 0 if TRAIN["runs_per_gpu"] > 1 else 1
 
 
+def prediction_device(wildcards):
+    """The device a prediction job runs on: the training's for a run with a model; a floor or reference
+    predicts without one, so a changed train.device does not redo it."""
+    return TRAIN["device"] if run_of(wildcards).uses_model else "cpu"
+
+
 def uses_gpu_slot(wildcards):
     uses_model = run_of(wildcards).uses_model
     return 1 if uses_model and TRAIN["device"] != "cpu" and TRAIN["runs_per_gpu"] > 1 else 0

@@ -182,7 +182,7 @@ rule predict:
     params:
         source=prediction_source,
         component_rule=config["predict"]["component_rule"],
-        device=TRAIN["device"],
+        device=prediction_device,
         fold=test_fold,
         twin="",
     shell:
