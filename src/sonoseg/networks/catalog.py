@@ -210,13 +210,37 @@ def builder_files(builder: str) -> list[str]:
     the top of the user's package), looked up there file by file: nothing is imported, and torch, the
     standard library and other installed packages are not followed wherever they are installed. A builder
     in an installed package (site-packages) gives its file alone."""
+    return [str(path) for path in _builder_code(builder)[0]]
+
+
+def builder_digests(builder: str) -> dict[str, str]:
+    """Each file of a user's network code (builder_files) -> the sha256 of its content, named by its path under
+    the builder's folder (or its file name for a builder installed elsewhere): what a model file records, so
+    that serving it under other code is noticed wherever the study was moved."""
+    import hashlib
+
+    files, top = _builder_code(builder)
+    digests = {}
+    for file in files:
+        where = file.resolve()
+        name = where.relative_to(top).as_posix() if top is not None and where.is_relative_to(top) else where.name
+        try:
+            digests[name] = hashlib.sha256(where.read_bytes()).hexdigest()
+        except OSError:  # gone since it was listed: not a digest
+            continue
+    return digests
+
+
+def _builder_code(builder: str) -> tuple[list[Path], Path | None]:
+    """builder_files' files (the builder's module file first, as Python names it) and the folder they were
+    looked up in (None for a builder installed elsewhere, or one Python cannot find)."""
     module = str(builder).partition(":")[0]
     first = builder_file(builder)
     if first is None:
-        return []
+        return [], None
     top = _code_folder(module, Path(first))
     if top is None:
-        return [first]
+        return [Path(first)], None
     files = {Path(first).resolve(): _package_of(module, first)}
     for prefix in _prefixes(module)[:-1]:  # the builder's packages, whose __init__.py Python runs first
         found = _find_in(prefix, top)
@@ -231,28 +255,7 @@ def builder_files(builder: str) -> list[str]:
                 if found is not None and found[0] not in files:
                     files[found[0]] = found[1]
                     pending.append(found)
-    return [first, *(str(path) for path in list(files)[1:])]
-
-
-def builder_digests(builder: str) -> dict[str, str]:
-    """Each file of a user's network code (builder_files) -> the sha256 of its content, named by its path under
-    the builder's folder (or its file name for a builder installed elsewhere): what a model file records, so
-    that serving it under other code is noticed wherever the study was moved."""
-    import hashlib
-
-    files = builder_files(builder)
-    if not files:
-        return {}
-    top = _code_folder(str(builder).partition(":")[0], Path(files[0]))
-    digests = {}
-    for file in map(Path, files):
-        where = file.resolve()
-        name = where.relative_to(top).as_posix() if top is not None and where.is_relative_to(top) else where.name
-        try:
-            digests[name] = hashlib.sha256(where.read_bytes()).hexdigest()
-        except OSError:  # gone since it was listed: not a digest
-            continue
-    return digests
+    return [Path(first), *list(files)[1:]], top
 
 
 def _code_folder(module: str, file: Path) -> Path | None:

@@ -35,7 +35,6 @@ def _decodes_gif() -> bool:
 # this OpenCV decodes it (elsewhere a GIF in a folder is counted among the files not read, not failed).
 SEGMENT_SUFFIXES = IMAGE_SUFFIXES | {".webp"} | ({".gif"} if _decodes_gif() else set())
 READ_FORMATS = ", ".join(sorted(SEGMENT_SUFFIXES))
-NAMES_SHOWN = 3  # of the files or subfolders a log line counts
 CLASHES_SHOWN = 20  # mask-name clashes named in the error (a folder of thousands may hold many); all counted
 # The longest file name most file systems take (ext4, XFS, APFS, NTFS): assumed where the OS cannot say.
 COMMON_NAME_MAX = 255
@@ -150,16 +149,16 @@ def images_in(folder: Path) -> list[Path]:
             folder,
             len(others),
             READ_FORMATS,
-            _some_names(others),
+            first_names(others),
         )
     if hidden:
         log.warning(
             "%s: %d hidden image file(s) not segmented (%s): name them to segment them",
             folder,
             len(hidden),
-            _some_names(hidden),
+            first_names(hidden),
         )
-    entered = f"its {len(subfolders)} subfolder(s) are not entered ({_some_names(subfolders)})" if subfolders else ""
+    entered = f"its {len(subfolders)} subfolder(s) are not entered ({first_names(subfolders)})" if subfolders else ""
     if not images:
         log.warning(
             "%s: a folder with no image file of its own (%s%s): skipped",
@@ -170,11 +169,6 @@ def images_in(folder: Path) -> list[Path]:
     elif subfolders:  # an archive of patient folders with one stray file would otherwise lose every patient unsaid
         log.warning("%s: %s: name them (or their images) to segment their images", folder, entered)
     return images
-
-
-def _some_names(paths: list[Path]) -> str:
-    """The first NAMES_SHOWN names, and an ellipsis for the rest."""
-    return ", ".join(path.name for path in paths[:NAMES_SHOWN]) + (", …" if len(paths) > NAMES_SHOWN else "")
 
 
 def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]]:

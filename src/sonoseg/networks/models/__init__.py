@@ -277,14 +277,11 @@ def code_changes(name: str, model: nn.Module, recorded: dict | None, builder: st
     if recorded.get("architecture") and recorded["architecture"] != now["architecture"]:
         changes.append("the network as built now differs (its layers)")
     before, after = recorded.get("files") or {}, now.get("files") or {}
-    changed = sorted(f for f in before.keys() & after.keys() if before[f] != after[f])
-    changes += [f"{', '.join(changed)} changed"] if changed else []
-    changes += (
-        [f"{', '.join(sorted(before.keys() - after.keys()))} no longer imported"]
-        if before.keys() - after.keys()
-        else []
-    )
-    changes += (
-        [f"{', '.join(sorted(after.keys() - before.keys()))} newly imported"] if after.keys() - before.keys() else []
-    )
+    for files, what in (
+        (sorted(f for f in before.keys() & after.keys() if before[f] != after[f]), "changed"),
+        (sorted(before.keys() - after.keys()), "no longer imported"),
+        (sorted(after.keys() - before.keys()), "newly imported"),
+    ):
+        if files:
+            changes.append(f"{', '.join(files)} {what}")
     return changes
