@@ -421,6 +421,28 @@ def test_overrides_of_networks_the_study_does_not_run_are_noted_and_a_misspelt_o
     assert "config train.overrides: unknown network 'unett'; known networks: unet, light_unet" in output
 
 
+@pytest.mark.parametrize(
+    "over, cleared",
+    [({"overrides": {}}, False), ({"overrides": None}, True), ({"overrides": {"unet": None}}, True)],
+    ids=["empty map merges", "null clears all", "null clears one"],
+)
+def test_null_clears_overrides_an_earlier_config_file_set(workflow_copy, over, cleared):
+    # Config files merge key by key: {} over a file's overrides keeps them; null takes them out.
+    first = {
+        **BASE,
+        "networks": ["lighter_unet_c1"],
+        "train": {**BASE["train"], "overrides": {"unet": {"augment": False}}},
+    }
+    (workflow_copy / "config" / "first.yaml").write_text(yaml.safe_dump(first))
+    (workflow_copy / "config" / "second.yaml").write_text(yaml.safe_dump({"train": over}))
+    files = ["--configfile", "config/first.yaml", "config/second.yaml"]
+    result = run_snakemake(["all", "-n", "--cores", "1", *files], workflow_copy)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert ("config train.overrides sets unet" in output) is not cleared
+    assert config_check.clear_nulls({"train": {"overrides": None}}) == {"train": {"overrides": {}}}
+
+
 def test_ingest_refuses_an_option_it_does_not_know(tmp_path):
     """A misspelt ingest setting would otherwise run as the default unseen (on_bad_samples: exclude ran as fail)."""
     import json

@@ -59,6 +59,22 @@ def test_an_image_given_twice_is_segmented_once(tmp_path, scans, caplog):
     assert "given more than once; segmented once" in caplog.text
 
 
+def test_a_mistyped_image_path_is_said_before_the_model_loads(tmp_path, scans, caplog):
+    paths, model = scans
+    typo = paths[0].with_name("scna0.png")
+    # Every name given mistyped: refused by path before the model is read (a file that is no model is not
+    # looked at: the refusal comes first).
+    not_a_model = tmp_path / "not_a_model.pt"
+    not_a_model.write_bytes(b"junk")
+    with pytest.raises(SonosegError, match=rf"^no such file or folder: {re.escape(str(typo))}; nothing to segment$"):
+        infer.segment_images(not_a_model, [typo], tmp_path / "out", device="cpu")
+    # One of several: warned of at once, counted as failed, the others segmented.
+    result = infer.segment_images(model, [typo, paths[1]], tmp_path / "out", device="cpu")
+    assert [p.name for p in result.written] == [f"{paths[1].stem}_mask.png"]
+    assert [path for path, _ in result.failed] == [typo]
+    assert f"1 of the 2 images given do not exist: {typo}; they are counted as failed" in caplog.text
+
+
 def test_masks_are_never_written_among_the_images(tmp_path, scans):
     # BUSI keeps its ground truth beside the image as NAME_mask.png: the very name segment writes.
     paths, model = scans

@@ -35,7 +35,9 @@ if "resources" in config:
         "set-resources for train: workflow/profiles/slurm/config.yaml); remove the resources section"
     )
 # Every problem at once, one line each naming the key (Snakemake's validate stops at the first, and
-# quotes the whole schema with it); a network's overrides and the ladder's changes checked too.
+# quotes the whole schema with it); a network's overrides and the ladder's changes checked too. A null
+# there clears overrides that an earlier config file set (config_check.clear_nulls).
+config_check.clear_nulls(config)
 _CONFIG_PROBLEMS = config_check.problems(
     config, config_check.load_schema(os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
 )

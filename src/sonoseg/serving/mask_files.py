@@ -100,6 +100,31 @@ def _is_folder(path: Path) -> bool:
         return False
 
 
+def _exists(path: Path) -> bool:
+    """Whether anything is at ``path`` (a dangling link is something: reading it fails by name)."""
+    try:
+        return path.is_symlink() or path.exists()
+    except OSError:  # a name the OS cannot look up (too long): read_image names it
+        return True
+
+
+def _check_found(images: list[Path]) -> None:
+    """Names given that nothing is at (a mistyped path), said before any model is loaded: every one of them,
+    refused; some, warned of, counted among the failed at the end while the others are segmented (as any image
+    that cannot be read)."""
+    missing = [image for image in images if not _exists(image)]
+    if not missing:
+        return
+    if len(missing) == len(images):
+        raise SonosegError(f"no such file or folder: {first_names([str(m) for m in missing])}; nothing to segment")
+    log.warning(
+        "%d of the %d images given do not exist: %s; they are counted as failed, the others are segmented",
+        len(missing),
+        len(images),
+        first_names([str(m) for m in missing]),
+    )
+
+
 def _resolved(path: Path) -> Path:
     """``path`` with its links followed; a loop of links is left as named (reading it fails by name, as any
     image that cannot be read does, and the other images are segmented)."""
@@ -192,6 +217,7 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
             f"no image to segment: the folders given hold no image file of their own ({READ_FORMATS}; their "
             "subfolders are not entered), or only an earlier run's masks"
         )
+    _check_found(images)
     planned: dict[Path, Path] = {}
     given: set = set()
     for image in images:

@@ -121,6 +121,7 @@ def load_config(configfiles: list[str]) -> dict:
             ) from None
     from sonoseg.study import config_check
 
+    config_check.clear_nulls(config)
     found = config_check.problems(config, config_check.load_schema("workflow/schemas/config.schema.yaml"))
     if found:
         raise SonosegError(config_check.message(found))

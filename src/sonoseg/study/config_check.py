@@ -39,6 +39,20 @@ def load_schema(path: str | Path) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
+def clear_nulls(config: dict) -> dict:
+    """``train.overrides: null`` clears every network's overrides, and ``train.overrides.<network>: null``
+    that network's, in place. Config files merge key by key (Snakemake's update_config), so an empty map given
+    over config/quick.yaml's changes nothing there; null replaces it. Run before the check and the schema's
+    defaults."""
+    train = config.get("train")
+    if isinstance(train, dict) and "overrides" in train:
+        if train["overrides"] is None:
+            train["overrides"] = {}
+        elif isinstance(train["overrides"], dict):
+            train["overrides"] = {network: s for network, s in train["overrides"].items() if s is not None}
+    return config
+
+
 def problems(config: dict, schema: dict) -> list[str]:
     """Every problem of the config, as 'config <key path>: <what is wrong>' (empty when none)."""
     custom = config.get("custom_networks") if isinstance(config.get("custom_networks"), dict) else {}
