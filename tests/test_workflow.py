@@ -394,10 +394,16 @@ def test_killed_training_resumes_through_snakemake(workflow_copy):
     assert resumed_after >= 2
     history = pd.read_csv(workflow_copy / target.replace("model.pt", "history.csv"))
     assert history["epoch"].tolist() == list(range(1, 9))
-    # The rerun's log (Snakemake starts a job's log afresh) trains only the epochs after the checkpoint.
-    trained = [int(n) for n in re.findall(r"sonoseg.training.train: epoch (\d+) ", text)]
+    # Snakemake starts a job's log afresh: the killed attempt's lines, kept beside the checkpoint, lead it, then
+    # the rerun's, which trains only the epochs after the checkpoint.
+    earlier, marker, this = text.partition("--- this attempt ---\n")
+    assert marker and "--- earlier attempts at this training (stopped; from " in earlier
+    killed = [int(n) for n in re.findall(r"sonoseg.training.train: epoch (\d+) ", earlier)]
+    assert killed[:2] == [1, 2] and killed[-1] >= resumed_after
+    trained = [int(n) for n in re.findall(r"sonoseg.training.train: epoch (\d+) ", this)]
     assert trained == list(range(resumed_after + 1, 9))
     assert not list((workflow_copy / "results" / "tiny" / "checkpoints").rglob("seed*.pt"))
+    assert not list((workflow_copy / "results" / "tiny" / "checkpoints").rglob("seed*.log"))  # finished: gone
     # ... and keeps its finished copy beside where the checkpoint was: the model itself.
     (kept,) = (workflow_copy / "results" / "tiny" / "checkpoints" / "unet" / "fold0" / "seed0.finished").glob(
         "*/model.pt"

@@ -237,23 +237,24 @@ def cmd_train(args) -> None:
     if args.adopt_finished not in ("0", "1"):
         raise SonosegError(f"${ADOPT_FINISHED_VARIABLE} is {args.adopt_finished!r}: 0 (train again) or 1 (adopt)")
     finished = args.finished_copy or (reuse.finished_copy_beside(args.checkpoint) if args.checkpoint else None)
-    train.train(
-        network=args.network,
-        seed=args.seed,
-        train_data=args.train,
-        val_data=args.val,
-        recipe=Recipe.read(args.recipe),
-        model_out=args.model,
-        history_out=args.history,
-        checkpoint=args.checkpoint or None,
-        checkpoint_seconds=args.checkpoint_seconds,
-        device=args.device,
-        threads=args.threads,
-        pretrained_backbone=args.pretrained_backbone or None,
-        reusable=list(zip(args.reuse_models, args.reuse_histories)),
-        finished_copy=finished,
-        adopt_finished=args.adopt_finished == "1",
-    )
+    with reuse.attempts_log(args.checkpoint):  # a stopped and resumed training's log keeps every attempt
+        train.train(
+            network=args.network,
+            seed=args.seed,
+            train_data=args.train,
+            val_data=args.val,
+            recipe=Recipe.read(args.recipe),
+            model_out=args.model,
+            history_out=args.history,
+            checkpoint=args.checkpoint or None,
+            checkpoint_seconds=args.checkpoint_seconds,
+            device=args.device,
+            threads=args.threads,
+            pretrained_backbone=args.pretrained_backbone or None,
+            reusable=list(zip(args.reuse_models, args.reuse_histories)),
+            finished_copy=finished,
+            adopt_finished=args.adopt_finished == "1",
+        )
 
 
 def _point(text: str) -> dict[str, float]:

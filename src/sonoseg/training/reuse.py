@@ -6,6 +6,7 @@ again."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import inspect
@@ -14,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
@@ -38,6 +40,37 @@ COPY_NAME = re.compile(rf"[0-9a-f]{{{FINGERPRINT_NAME}}}|{UNKNOWN_COPY}")
 # The package's parts a training runs ("": its top-level modules): code_digest reads these. An edit to the
 # analysis or the report leaves checkpoints and finished copies valid.
 TRAINING_CODE = ("", "data", "networks", "serving", "training")
+
+
+@contextlib.contextmanager
+def attempts_log(checkpoint: str | Path | None):
+    """Every attempt at a training logged beside its checkpoint (``<checkpoint>.log``, outside the job's outputs,
+    as the checkpoint is): Snakemake empties a job's log before each attempt, so a training stopped and resumed
+    (a SLURM scancel, a retry, a machine turned off) kept only its last attempt's lines. An attempt that finds
+    earlier ones writes their lines into its own log first, then its own; the file goes when the training
+    finishes (an attempt that fails keeps it, with its error)."""
+    if not checkpoint:
+        yield
+        return
+    path, earlier = Path(checkpoint).with_suffix(".log"), ""
+    with contextlib.suppress(OSError):
+        earlier = path.read_text(errors="replace")
+    if earlier:
+        sys.stderr.write(f"--- earlier attempts at this training (stopped; from {path}) ---\n{earlier}")
+        sys.stderr.write("--- this attempt ---\n")
+        sys.stderr.flush()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    root = logging.getLogger()
+    formats = [h.formatter for h in root.handlers if h.formatter is not None]
+    handler.setFormatter(
+        formats[0] if formats else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root.addHandler(handler)
+    yield  # on an error the handler stays: the error's line, logged by the caller, is the attempt's last
+    root.removeHandler(handler)
+    handler.close()
+    path.unlink(missing_ok=True)
 
 
 def file_digest(*paths: str | Path) -> str:
