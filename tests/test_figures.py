@@ -286,6 +286,28 @@ def test_training_curves_mark_the_kept_epoch(tmp_path):
         figures.training_curves(tmp_path, sheet_row("unet", seeds=(0, 2)), tmp_path / "curves.png")
 
 
+def test_training_curves_name_each_training_as_the_tables_do(tmp_path, monkeypatch):
+    # With several folds a legend entry is fold<F>/seed<S> ("seed 0/1" read as seed 0, fold 1); epochs are whole.
+    for fold, seed in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        directory = Path(layout.training_dir(tmp_path, "unet", fold, seed))
+        directory.mkdir(parents=True)
+        history = {"epoch": [1, 2], "train_loss": [0.9, 0.6], "val_loss": [0.8, 0.7], "val_dice": [0.2, 0.4]}
+        pd.DataFrame(history).to_csv(directory / "history.csv", index=False)
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out: drawn.append(fig))
+    figures.training_curves(tmp_path, sheet_row("unet", folds=(0, 1), seeds=(0, 1)), tmp_path / "curves.png")
+    loss_ax, dice_ax = drawn[0].axes
+    assert [t.get_text() for t in dice_ax.get_legend().get_texts()] == [
+        "fold0/seed0",
+        "fold0/seed1",
+        "fold1/seed0",
+        "fold1/seed1",
+    ]
+    assert "fold0/seed1 train" in [t.get_text() for t in loss_ax.get_legend().get_texts()]
+    drawn[0].canvas.draw()
+    assert all(float(tick).is_integer() for tick in dice_ax.get_xticks())
+
+
 def test_study_tables_show_ours_the_paper_and_the_difference(tmp_path):
     table = pd.DataFrame(
         {

@@ -52,6 +52,13 @@ def sheet(config_changes: dict) -> list[runsheet.Run]:
 # ----------------------------------------------------------------------------- the run sheet
 
 
+def test_a_floor_is_one_run_per_fold_whatever_the_seeds():
+    # Fitted deterministically: under every seed it would be the same run again, counted as several (SD 0).
+    runs = sheet({"networks": ["lighter_unet_c1"], "seeds": [0, 1], "baselines": ["threshold_baseline"]})
+    floor = next(run for run in runs if run.name == "threshold_baseline")
+    assert floor.seeds == ("0",) and next(run for run in runs if run.name == "lighter_unet_c1").seeds == ("0", "1")
+
+
 def test_flip_twins_pair_each_run_with_its_flip_averaged_twin_where_both_are_in_the_sheet():
     """One prediction job per (run, its flip-averaged twin): on the study's own test images and on each
     external set; a run without a twin (a floor, an augmentation candidate) is predicted alone."""

@@ -627,6 +627,7 @@ def test_the_commit_is_dirty_for_a_change_anywhere_in_the_package(tmp_path):
     (package / "analysis").mkdir()
     shutil.copy(provenance.__file__, package / "data" / "provenance.py")
     (package / "analysis" / "tables.py").write_text("X = 1\n")
+    (package / "__init__.py").write_text("")
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
@@ -643,3 +644,28 @@ def test_the_commit_is_dirty_for_a_change_anywhere_in_the_package(tmp_path):
     (package / "analysis" / "tables.py").write_text("X = 2\n")
     copied.sonoseg_commit.cache_clear()  # asked once per process: the code that runs does not change under it
     assert copied.sonoseg_commit() == clean + "+dirty"
+
+
+def test_a_package_installed_inside_another_repository_names_no_commit(tmp_path):
+    # A venv inside a hospital's own deploy repository: git answers for the repository around site-packages,
+    # whose commit is not sonoseg's.
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "README").write_text("deploy\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    installed = tmp_path / ".venv" / "lib" / "python3.11" / "site-packages" / "sonoseg"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("")
+    assert provenance.commit_of(installed) == "unknown"
+    # Even committed there (a venv checked in), it is no sonoseg checkout: its top is not two levels up.
+    subprocess.run([*git, "add", "-f", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "venv"], check=True)
+    assert provenance.commit_of(installed) == "unknown"
+    checkout = tmp_path / "src" / "sonoseg"  # a folder two levels under the top, but untracked
+    checkout.mkdir(parents=True)
+    (checkout / "__init__.py").write_text("")
+    assert provenance.commit_of(checkout) == "unknown"
+    subprocess.run([*git, "add", "src"], check=True)
+    subprocess.run([*git, "commit", "-qm", "src"], check=True)
+    assert len(provenance.commit_of(checkout)) == 12

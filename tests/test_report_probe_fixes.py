@@ -264,3 +264,25 @@ def test_every_report_table_has_a_page_title_and_an_entry_name():
     from sonoseg.networks import catalog
 
     assert set(report_labels.REPORT_ENTRIES) == set(pages.TABLE_TITLES) == set(catalog.REPORT_TABLES)
+
+
+def test_the_front_page_says_what_the_trainings_computed_on(tmp_path):
+    # A reader cannot tell bf16 from fp32 otherwise: the trainings table's precision, device and processor,
+    # an adopted training (another row's) counted once, distinct values each with its count.
+    trainings = tmp_path / "trainings.csv"
+    rows = {
+        "training": ["fold0/seed0", "fold0/seed1", "fold0/seed0", "fold0/seed0"],
+        "precision": ["bf16 + channels_last", "bf16 + channels_last", "fp32", "bf16 + channels_last"],
+        "device": ["cpu"] * 4,
+        "processor": ["Intel Xeon"] * 4,
+        "same_training_as": ["", "", "", "lighter_unet_c1--augment-paper"],
+    }
+    pd.DataFrame(rows).to_csv(trainings, index=False)
+    assert report_labels.computed_on(trainings) == (
+        "The 3 trainings ran in bf16 + channels_last (2), fp32 (1) on cpu (Intel Xeon)."
+    )
+    pd.DataFrame({k: v[:1] for k, v in rows.items()}).to_csv(trainings, index=False)
+    assert report_labels.computed_on(trainings) == "The 1 training ran in bf16 + channels_last on cpu (Intel Xeon)."
+    pd.DataFrame({"training": ["fold0/seed0"]}).to_csv(trainings, index=False)  # a study made before the columns
+    assert report_labels.computed_on(trainings) == ""
+    assert report_labels.computed_on(tmp_path / "none.csv") == ""

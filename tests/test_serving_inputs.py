@@ -684,3 +684,17 @@ def test_a_selection_whose_smaller_sizes_the_network_cannot_take_is_still_the_st
     for path in paths:
         name = f"{path.stem}_mask.png"
         assert np.array_equal(*(cv2.imread(str(tmp_path / d / name), cv2.IMREAD_UNCHANGED) for d in ("torch", "onnx")))
+
+
+def test_a_model_or_output_given_twice_is_refused_not_the_last_kept(tmp_path, capsys):
+    # argparse keeps the last of a repeated option: --model A --model B served B alone without a word.
+    for argv, option in (
+        (["segment", "--model", "a", "--model", "b", "--outdir", "o", "x.png"], "--model"),
+        (["segment", "--model", "a", "--outdir", "o", "--outdir", "p", "x.png"], "--outdir"),
+        (["export", "--model", "a", "--model", "b", "--out", "x.onnx"], "--model"),
+        (["export", "--model", "a", "--out", "x.onnx", "--out", "y.onnx"], "--out"),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2
+        assert f"error: {option} given twice (" in capsys.readouterr().err

@@ -121,6 +121,7 @@ def report_provenance():
         f"Results made from the dataset with fingerprint ``{used[:provenance.SHORT]}`` by {made_by} (the "
         f"manifest by sonoseg {made['sonoseg_version']} at commit ``{made['commit']}``)."
     )
+    line += f" {report_labels.computed_on(TRAININGS)}".rstrip()  # the precision and CPU behind the numbers
     if used != today:
         line += (
             f" **Warning: the dataset has changed since** (its fingerprint is now ``{today[:provenance.SHORT]}``): "

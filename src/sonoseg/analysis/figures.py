@@ -187,16 +187,14 @@ def training_curves(out: str | Path, row: dict, out_png: str | Path) -> None:
         if not Path(path).is_file():
             raise SonosegError(f"{path}: training history missing")
         history = pd.read_csv(path)
-        seed = f"{fold}/{seed}" if several_folds else seed
+        name = f"fold{fold}/seed{seed}" if several_folds else f"seed {seed}"  # as the tables name a training
         color = f"C{index % 10}"
         best = kept_epoch(history)
         best_row = history[history["epoch"] == best].iloc[0]
-        loss_ax.plot(history["epoch"], history["train_loss"], color=color, lw=1, label=f"seed {seed} train")
-        loss_ax.plot(
-            history["epoch"], history["val_loss"], color=color, lw=1, ls="--", marker=".", label=f"seed {seed} val"
-        )
+        loss_ax.plot(history["epoch"], history["train_loss"], color=color, lw=1, label=f"{name} train")
+        loss_ax.plot(history["epoch"], history["val_loss"], color=color, lw=1, ls="--", marker=".", label=f"{name} val")
         loss_ax.plot([best], [best_row["val_loss"]], marker="*", ms=10, color=color, ls="none")
-        dice_ax.plot(history["epoch"], history["val_dice"], color=color, lw=1, marker=".", label=f"seed {seed}")
+        dice_ax.plot(history["epoch"], history["val_dice"], color=color, lw=1, marker=".", label=name)
         dice_ax.plot([best], [best_row["val_dice"]], marker="*", ms=10, color=color, ls="none")
         dice_ax.axvline(best, color=color, lw=0.6, ls=":")
     loss_ax.set(xlabel="epoch", ylabel="loss", title=f"{method}: loss (★ kept epoch)")
@@ -205,6 +203,7 @@ def training_curves(out: str | Path, row: dict, out_png: str | Path) -> None:
     dice_ax.legend(fontsize=SMALLEST_FONT)
     for ax in (loss_ax, dice_ax):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs are whole
     _save(fig, out_png)
 
 

@@ -273,7 +273,8 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
 HD95_NOTE = (
     "Mean ± sample standard deviation over seeds of the per-seed mean over the test images that have a lesion. "
     "HD95 penalised: lesion images with an empty prediction, scored Dice 0 and HD95 = image diagonal; 'both "
-    "non-empty' averages HD95 over the images where neither mask is empty (images counted / lesion images)."
+    "non-empty' averages HD95 over the images where neither mask is empty (images counted / lesion images, summed over"
+    " seeds)."
 )
 
 

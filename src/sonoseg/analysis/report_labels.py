@@ -1,11 +1,14 @@
 """What the report says of the study as a whole, read from its tables: the labels its entries are listed by
 (Snakemake's viewer sorts a section's entries by their text, so each leads with its place) and the sonoseg
-commit that made the results, as the tables' captions name it (the front page's line)."""
+commit that made the results, as the tables' captions name it, and what the trainings computed on (the front
+page's lines)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import pandas as pd
 
 # The sonoseg version and commit in the provenance sentence every table's caption ends with
 # (sonoseg.data.provenance.caption_line: "Data fingerprint F; sonoseg V at commit C.").
@@ -24,6 +27,32 @@ def results_source(tables_dir: str | Path) -> str:
     if len(made_by) < 2:
         return next(iter(made_by), "")
     return "; ".join(f"{source} ({', '.join(names)})" for source, names in made_by.items())
+
+
+def computed_on(trainings_csv: str | Path) -> str:
+    """What the study's trainings computed on, from its trainings table (sonoseg.analysis.results: each
+    training's precision, device and processor; an adopted training, another row's, not counted again): a
+    front-page sentence such as "The 12 trainings ran in bf16 + channels_last on cpu (Intel Xeon)", each
+    distinct value with its count where they differ; '' without the table or its columns (a study made before
+    them)."""
+    try:
+        trainings = pd.read_csv(trainings_csv, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.EmptyDataError):
+        return ""
+    if "same_training_as" in trainings:
+        trainings = trainings[trainings["same_training_as"] == ""]
+    columns = [c for c in ("precision", "device", "processor") if c in trainings]
+    if len(columns) < 3 or trainings.empty or (trainings[columns] == "").all(axis=None):
+        return ""
+
+    def values(column: str) -> str:
+        counts = trainings[column].replace("", "not recorded").value_counts(sort=False)
+        return " / ".join(counts.index) if len(counts) == 1 else ", ".join(f"{v} ({n})" for v, n in counts.items())
+
+    return (
+        f"The {len(trainings)} training{'s' if len(trainings) != 1 else ''} ran in {values('precision')} on "
+        f"{values('device')} ({values('processor')})."
+    )
 
 
 # Each table's entry in the report's "2 Tables" (workflow/rules/report.smk; its page's title is in

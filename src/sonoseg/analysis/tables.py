@@ -561,7 +561,10 @@ def study_table(
         # histories); what holds of every run is which epoch's weights were kept (scoring.kept_row).
         scale += f"; epochs trained per run: {trained}, weights of the epoch of lowest validation loss"
     if folds > 1:
-        scale += f"{'; ' if scale else ''}{folds}-fold cross-validation by patient, every patient tested once"
+        scale += (
+            f"{'; ' if scale else ''}{folds}-fold cross-validation by patient, every patient tested once: a seed's "
+            "value pools its trainings' predictions over the folds, so the std over seeds compares the same images"
+        )
     scale = f"; {scale}" if scale else ""
     source = ""
     if manifest_csv:

@@ -595,20 +595,29 @@ REDOES = {
 @cache
 def sonoseg_commit() -> str:
     """The commit of the sonoseg source that runs (``+dirty`` with uncommitted changes anywhere in the package,
-    not in this module's folder alone), or ``unknown`` outside a git checkout (an installed wheel)."""
-    here = Path(__file__).resolve().parents[1]  # the package: src/sonoseg
+    not in this module's folder alone), or ``unknown`` outside a sonoseg checkout (an installed wheel)."""
+    return commit_of(Path(__file__).resolve().parents[1])  # the package: src/sonoseg
+
+
+def commit_of(package: Path) -> str:
+    """The commit of the checkout ``package`` (a ``src/<name>`` folder) is part of, or ``unknown``: git answers
+    for any repository around a folder, and a package installed into a venv inside someone's own repository (a
+    hospital's deploy repository) would otherwise be stamped with that repository's commit. So the checkout's
+    top must be two levels above the package, and the package's ``__init__.py`` tracked there."""
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True, timeout=10)
+
     try:
-        head = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10
-        )
+        top = git("rev-parse", "--show-toplevel")
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != package.resolve().parents[1]:
+            return "unknown"
+        if git("ls-files", "--error-unmatch", "--", "__init__.py").returncode != 0:
+            return "unknown"
+        head = git("rev-parse", "--short=12", "HEAD")
         if head.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", "."],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -78,6 +78,19 @@ def path_given(value: str) -> str:
     return value
 
 
+class GivenOnce(argparse.Action):
+    """An option that takes one value and is refused when given twice: argparse keeps the last, so
+    ``--model A --model B`` would serve B alone without a word (a user combining two networks)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if getattr(namespace, self.dest, None) not in (None, self.default):
+            parser.error(
+                f"{option_string} given twice ({getattr(namespace, self.dest)} and {value}): give it once"
+                + (" (a run folder serves the ensemble of one network's models)" if self.dest == "model" else "")
+            )
+        setattr(namespace, self.dest, value)
+
+
 def add_scale_selection(p: argparse.ArgumentParser, recorded: bool = False) -> None:
     """--scales and its size-aware rule (--shrink-above, --shrink-found-above), as predict,
     choose-postprocess and segment take them. ``recorded`` (segment): left out, the rule recorded with a
@@ -348,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         required=True,
         type=path_given,
+        action=GivenOnce,
         help="a model.pt written by the workflow, a model.onnx from `sonoseg export` (served by ONNX Runtime), or a "
         "run folder (results/<study>/runs/<network>/): its folds' and seeds' models are averaged as an ensemble",
     )
@@ -357,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--outdir",
         required=True,
         type=path_given,
+        action=GivenOnce,
         help="where <image name>_mask.png go (not a folder of the images: BUSI keeps its ground truth there under "
         "that very name)",
     )
@@ -403,10 +418,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         required=True,
         type=path_given,
+        action=GivenOnce,
         help="a model.pt written by the workflow, or a run folder: its ensemble as one graph",
     )
     p.add_argument(
-        "--out", required=True, type=path_given, help="model.onnx; the sidecar is written beside it as model.onnx.json"
+        "--out",
+        required=True,
+        type=path_given,
+        action=GivenOnce,
+        help="model.onnx; the sidecar is written beside it as model.onnx.json",
     )
     p.add_argument("--component-rule", default="area", choices=COMPONENT_RULES)
     p.add_argument("--size", type=input_size, default=0, help="input size (default: the size the model was trained at)")
