@@ -33,11 +33,31 @@ def test_the_ensemble_averages_its_members_probabilities(run_folder):
     np.testing.assert_allclose(both.run(batch), (first + second) / 2, rtol=0, atol=1e-7)
 
 
-def test_segment_takes_a_run_folder(run_folder, tmp_path):
+def test_members_trained_on_other_data_are_named_in_the_warning(run_folder, caplog):
+    import torch
+
+    from sonoseg.serving.modelio import save_atomic
+
+    members = infer.ensemble_members(run_folder)
+    for member, fingerprint in zip(members, ("a" * 64, "b" * 64)):
+        saved = torch.load(member, weights_only=True)
+        save_atomic({**saved, "provenance": {"dataset_fingerprint": fingerprint}}, member)
+    with caplog.at_level(logging.WARNING):
+        infer.ensemble([infer.torch_predictor(m, "cpu") for m in members], members)
+    assert (
+        f"trained on data with 2 different fingerprints: {'a' * 12}: {members[0]}; {'b' * 12}: {members[1]}"
+        in caplog.text
+    )
+
+
+def test_segment_takes_a_run_folder(run_folder, tmp_path, caplog):
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])
     result = infer.segment_images(run_folder, [image], tmp_path / "masks", device="cpu", tta=True)
     assert result.written == [tmp_path / "masks" / "scan_mask.png"] and not result.failed
+    # Its folds hold no choice: said of the folder (not "give it its run folder", which it was given).
+    assert f"{run_folder}: no postprocess.json in its folds" in caplog.text
+    assert "give `sonoseg segment` its run folder" not in caplog.text
 
 
 def test_a_run_folder_with_a_missing_or_corrupt_member_is_refused_by_name(run_folder, tmp_path):
@@ -48,6 +68,13 @@ def test_a_run_folder_with_a_missing_or_corrupt_member_is_refused_by_name(run_fo
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])
     with pytest.raises(SonosegError, match=r"fold1/seed0/model.pt"):
+        infer.segment_images(run_folder, [image], tmp_path / "masks", device="cpu")
+    # A member cut short (a copy that did not finish): said so, in a whole sentence.
+    whole = (run_folder / "fold0" / "seed0" / "model.pt").read_bytes()
+    (run_folder / "fold1" / "seed0" / "model.pt").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(
+        SonosegError, match=r"fold1/seed0/model.pt: .*cut short: its zip archive ends before its directory"
+    ):
         infer.segment_images(run_folder, [image], tmp_path / "masks", device="cpu")
 
 

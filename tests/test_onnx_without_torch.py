@@ -28,7 +28,7 @@ import sys
 class NoTorch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.partition(".")[0] in ("torch", "torchvision", "onnx", "onnxscript"):
-            raise ImportError(f"{name}: blocked, as on a machine without PyTorch")
+            raise ModuleNotFoundError(f"{name}: blocked, as on a machine without PyTorch", name=name)
         return None
 
 
@@ -141,6 +141,12 @@ def test_what_needs_torch_says_so_in_a_line(tmp_path, exported_run):
         assert refused.returncode == 2, refused.stderr[-3000:]
         assert "needs PyTorch, which this Python cannot import" in refused.stderr
         assert "serve model.onnx with --backend onnxruntime" in refused.stderr
+    # The commands that need torch throughout: a line, not a traceback.
+    for args in (["models"], ["export", "--model", member, "--out", str(tmp_path / "m.onnx")]):
+        refused = run_without_torch(SEGMENT, *args)
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        assert f"sonoseg {args[0]}: error: this command needs PyTorch (torch)" in refused.stderr
+        assert "Traceback" not in refused.stderr
     # A mistyped model path is named as missing, not blamed on the missing torch.
     args = ["segment", "--model", str(tmp_path / "no_such_model.pt"), "--outdir", str(tmp_path / "o"), str(scans[0])]
     missing = run_without_torch(SEGMENT, *args)

@@ -35,7 +35,8 @@ def trained_run(run, folds=(0, 1), seeds=(0, 1), network=NETWORK, **facts):
     for fold in folds:
         for seed in seeds:
             member(run, fold, seed, network, seed=seed, fingerprint=f"{run.name}/{fold}/{seed}", **facts)
-        choice(run, fold, [f"results/s/runs/{run.name}/fold{fold}/seed{seed}/model.pt" for seed in seeds])
+        models = [f"results/s/runs/{run.name}/fold{fold}/seed{seed}/model.pt" for seed in seeds]
+        choice(run, fold, models, fingerprints={m: f"{run.name}/{fold}/{s}" for m, s in zip(models, seeds)})
     return run
 
 
@@ -165,6 +166,35 @@ def test_a_whole_seed_missing_from_every_fold_is_named_from_the_folds_choice(tmp
     choice(run, 0, [f"results/s/runs/{NETWORK}/fold1/seed{s}/model.pt" for s in (0, 1)])
     with pytest.raises(SonosegError, match=r"fold0/postprocess.json: records the models of fold1, not of fold0"):
         modelio.ensemble_members(run)
+
+
+def test_a_model_of_another_training_in_a_members_place_is_refused_by_the_folds_choice(tmp_path):
+    # Another study's U-net of the same seed copied over a member: same network, seed and folder; only the
+    # training fingerprint the fold's choice recorded tells it from the member.
+    run = trained_run(tmp_path / "runs" / NETWORK)
+    member(run, 0, 1, seed=1, fingerprint="another-study/0/1")
+    with pytest.raises(
+        SonosegError,
+        match=r"fold0/seed1/model.pt: not the training .*fold0/postprocess.json was chosen with \(its training "
+        r"fingerprint another-stud, the choice's lighter_unet\): a model of another study or training",
+    ):
+        modelio.ensemble_members(run)
+    # A choice made before fingerprints were recorded vouches for no training: the member is served.
+    recorded = json.loads((run / "fold0" / "postprocess.json").read_text())
+    choice(run, 0, recorded["models"])
+    assert len(modelio.ensemble_members(run)) == 4
+
+
+def test_the_choice_records_its_models_training_fingerprints(tmp_path):
+    from sonoseg.training import postprocess
+
+    run = trained_run(tmp_path / "runs" / NETWORK)
+    older = member(run, 1, 0, seed=0)  # a file from before fingerprints: left out
+    models = [run / "fold0" / "seed0" / "model.pt", run / "fold0" / "seed1" / "model.pt", older]
+    assert postprocess.training_fingerprints(models) == {
+        str(models[0]): f"{NETWORK}/0/0",
+        str(models[1]): f"{NETWORK}/0/1",
+    }
 
 
 def test_a_choice_that_cannot_be_read_or_lists_no_models_does_not_stop_the_members(tmp_path):

@@ -287,9 +287,18 @@ def ensemble(predictors: list[Predictor], members: list[Path]) -> Predictor:
     if len(predictors) == 1:
         return first
     runs = [predictor.run for predictor in predictors]
-    fingerprints = {(p.provenance or {}).get("dataset_fingerprint") for p in predictors}
-    if len(fingerprints) > 1:
-        log.warning("the ensemble's members were trained on data with %d different fingerprints", len(fingerprints))
+    trained_on: dict[str | None, list[Path]] = {}
+    for predictor, member in zip(predictors, members):
+        trained_on.setdefault((predictor.provenance or {}).get("dataset_fingerprint"), []).append(member)
+    if len(trained_on) > 1:  # each dataset with the members trained on it: the odd one out is named
+        log.warning(
+            "the ensemble's members were trained on data with %d different fingerprints: %s",
+            len(trained_on),
+            "; ".join(
+                f"{(fingerprint or 'unknown')[:12]}: {', '.join(map(str, files))}"
+                for fingerprint, files in trained_on.items()
+            ),
+        )
     areas = [p.lesion_areas for p in predictors]
     networks = list(dict.fromkeys(p.network for p in predictors if p.network))
     if len(networks) > 1:  # a run folder holds one run; these were put together by hand

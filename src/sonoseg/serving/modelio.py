@@ -20,6 +20,7 @@ import logging
 import os
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 
 MODEL_FORMAT = "sonoseg-model-v1"
 CHECKPOINT_FORMAT = "sonoseg-checkpoint-v1"
+ZIP_START = b"PK\x03\x04"  # a zip archive's first bytes: torch.save's format
+FINGERPRINT_SHOWN = 12  # hex digits of a training fingerprint a message shows
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +133,20 @@ def _load_failure(exc: Exception, path: Path) -> str:
         return "not a torch file (another kind of file under a model's name?)"
     if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
         return "it holds Python objects beyond tensors and plain values (a foreign or tampered file)"
+    if _is_zip_start(path) and not zipfile.is_zipfile(path):  # torch.save's archive without its end
+        return "cut short: its zip archive ends before its directory (a copy or download that did not finish?)"
     first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-    return f"{type(exc).__name__}: {first_line[:160]} (cut short, or not a torch file)"
+    # Torch's first sentence, whole (a message cut at a count of characters ends mid-word).
+    sentence = first_line.split(". ")[0].rstrip(".")
+    return f"{type(exc).__name__}: {sentence} (cut short, or not a torch file)"
+
+
+def _is_zip_start(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == ZIP_START
+    except OSError:
+        return False
 
 
 def _looks_like_torch(path: Path) -> bool:
@@ -142,7 +157,7 @@ def _looks_like_torch(path: Path) -> bool:
             head = handle.read(4)
     except OSError:
         return True  # unreadable: torch's own reason says more
-    return head[:1] == b"\x80" or head == b"PK\x03\x04"
+    return head[:1] == b"\x80" or head == ZIP_START
 
 
 def lesion_areas_at(saved: dict, size: int | None) -> tuple[float, ...] | None:
@@ -306,9 +321,9 @@ def ensemble_members(model_path: str | Path, command: str = "segment") -> list[P
     if not members:
         raise SonosegError(f"{path}: no fold<k>/seed<s>/model.pt under this folder")
     method = planned.get("method") if in_study else None
-    _check_recorded_facts(path, members, method)
+    fingerprints = _check_recorded_facts(path, members, method)
     for fold in folds:
-        _check_choice_members(fold, seeds[fold])
+        _check_choice_members(fold, seeds[fold], fingerprints)
     return members
 
 
@@ -500,12 +515,13 @@ def _check_planned(path: Path, planned: dict, folds: list[Path], seeds: list[str
             )
 
 
-def _check_recorded_facts(path: Path, members: list[Path], method: str | None) -> None:
+def _check_recorded_facts(path: Path, members: list[Path], method: str | None) -> dict[Path, str | None]:
     """What each member's file records agrees with where it lies: its seed with its folder's name, its
     network with the
     run's (``method``: the network the study's run sheet says the run trains; else the members' own,
     which must be one), and its training fingerprint with no other member's (a copy is not another
-    member). A file that lacks a fact (an older model file) is not refused for it."""
+    member). A file that lacks a fact (an older model file) is not refused for it. The members' training
+    fingerprints, returned."""
     facts = {}
     for member in members:
         saved = load_checked(member, MODEL_FORMAT, metadata_only=True)
@@ -544,16 +560,22 @@ def _check_recorded_facts(path: Path, members: list[Path], method: str | None) -
                     "not another member of the run"
                 )
             seen[fact["fingerprint"]] = member
+    return {member: fact["fingerprint"] for member, fact in facts.items()}
 
 
-def _check_choice_members(fold: Path, seeds: list[str]) -> None:
+def _check_choice_members(fold: Path, seeds: list[str], fingerprints: dict[Path, str | None]) -> None:
     """The models a fold's postprocess.json was chosen with (its ``models``: every seed of the fold,
-    sonoseg.training.postprocess.choose) are in the fold. Read leniently: a file that cannot be read or
-    records no models is named when its settings are read (RecordedChoice), and not at all when none is."""
+    sonoseg.training.postprocess.choose) are in the fold, and are those trainings (its ``fingerprints``, where
+    it records them: a model of another study or training put in a member's place is not the member).
+    Read leniently: a file that cannot be read or records no models is named when its settings are read
+    (RecordedChoice), and not at all when none is."""
     choice_file = fold / POSTPROCESS_CHOICE
     try:
-        listed = json.loads(choice_file.read_text()).get("models")
-        recorded = [Path(str(model)) for model in listed]
+        described = json.loads(choice_file.read_text())
+        recorded = [Path(str(model)) for model in described.get("models")]
+        chosen_with = {
+            Path(str(model)).parent.name: str(fp) for model, fp in (described.get("fingerprints") or {}).items()
+        }
     except (OSError, ValueError, AttributeError, TypeError):
         return
     folds = sorted({model.parent.parent.name for model in recorded if FOLD_FOLDER.fullmatch(model.parent.parent.name)})
@@ -570,6 +592,16 @@ def _check_choice_members(fold: Path, seeds: list[str]) -> None:
             f"(it has {', '.join(seeds)}): a member is missing, and a run folder is served whole, never as a "
             "smaller ensemble"
         )
+    for seed in seeds:
+        member = fold / seed / "model.pt"
+        now = fingerprints.get(member)
+        if now and chosen_with.get(seed) and now != chosen_with[seed]:
+            raise SonosegError(
+                f"{member}: not the training {choice_file} was chosen with (its training fingerprint "
+                f"{now[:FINGERPRINT_SHOWN]}, the choice's {chosen_with[seed][:FINGERPRINT_SHOWN]}): a model of another "
+                "study or training put in this member's place; serve it as a model file on its own, or run the "
+                "study again to make the run's models and choice together"
+            )
 
 
 # ----------------------------------------------------------------------------- post-processing recorded with the models

@@ -172,6 +172,15 @@ def note_unrecorded_choice(model_path, recorded, applied: list[str], command: st
     alone); ``command``, the command that applies it. Nothing when the choice is there."""
     if recorded.choices or not applied:
         return
+    if Path(model_path).is_dir():  # the run folder was given: the advice below would be to give it
+        log.warning(
+            "%s: no postprocess.json in its folds (a study's run folder keeps one per fold, fold<k>/, with the "
+            "post-processing and test-time scale selection the study predicted with; this one was copied without "
+            "them, or made before studies recorded them): %s",
+            model_path,
+            " and ".join(applied),
+        )
+        return
     log.warning(
         "%s: no postprocess.json recorded beside it (a study's run folder keeps one per fold, fold<k>/, with the "
         "post-processing and test-time scale selection the study predicted with): %s; to %s as the study did, "

@@ -656,6 +656,9 @@ def _stop(signum, frame) -> None:
     raise Stopped(signum)
 
 
+TORCH_MODULES = {"torch", "torchvision"}  # what a torch-free install (ONNX Runtime serving) lacks
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never fetch weights from a hub
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -688,6 +691,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one clear line, not a traceback; SONOSEG_DEBUG=1 shows where it came from
         if os.environ.get("SONOSEG_DEBUG"):
             raise
+        missing = (getattr(exc, "name", None) or "").partition(".")[0] if isinstance(exc, ImportError) else ""
+        if missing in TORCH_MODULES:  # an install without PyTorch (docs/deploy.md: ONNX Runtime serving)
+            print(
+                f"sonoseg {args.command}: error: this command needs PyTorch ({missing}), which this Python cannot "
+                "import: install it (pip install sonoseg with its dependencies); without it, `sonoseg segment` "
+                "serves an exported model.onnx with --backend onnxruntime",
+                file=sys.stderr,
+            )
+            return 2
         print(
             f"sonoseg {args.command}: error: {type(exc).__name__}: {exc} "
             "(rerun with SONOSEG_DEBUG=1 for the traceback)",

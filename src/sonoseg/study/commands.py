@@ -401,6 +401,7 @@ def cmd_choose_postprocess(args) -> None:
     # The run's number of folds: a run folder served away from its study's run sheet is checked against it
     # (a missing last fold is not seen in the fold numbers alone; sonoseg.serving.modelio.ensemble_members).
     choice["folds"] = split.fold_count(args.split)
+    choice["fingerprints"] = postprocess.training_fingerprints(args.model)  # which trainings the choice was made with
     postprocess.write_choice(choice, args.out)
     log.info("post-processing %s (validation Dice %s)", choice["chosen"], choice["validation_dice"])
 

@@ -78,6 +78,16 @@ def choose(table: pd.DataFrame) -> dict:
     }
 
 
+def training_fingerprints(models: list[str | Path]) -> dict[str, str]:
+    """Each model's training fingerprint, by its path as ``choose`` lists it: recorded with the choice, so that a
+    model put in a member's place later (another study's training, copied in) is told from the one the choice
+    was made with (sonoseg.serving.modelio.ensemble_members). A file that records none is left out."""
+    from sonoseg.serving.modelio import MODEL_FORMAT, load_checked
+
+    found = {str(model): load_checked(model, MODEL_FORMAT, metadata_only=True).get("fingerprint") for model in models}
+    return {model: fingerprint for model, fingerprint in sorted(found.items()) if fingerprint}
+
+
 def write_choice(choice: dict, out: str | Path) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
