@@ -177,6 +177,18 @@ def test_data_overview_counts_and_metadata(small_study):
     assert 200 < width < 1200 and height > 50
 
 
+def test_figure2_says_whose_masks_it_shows_when_a_method_has_several_trainings(small_study, monkeypatch):
+    # Ranked by the reference's Dice over all its trainings, drawn from its first seed's: the title says so.
+    root, metrics = small_study["root"], small_study["collect"]()
+    titles = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out, **options: titles.append(fig._suptitle.get_text()))
+    figures.figure2(root / "manifest.csv", metrics, root, root / "figure2.png")
+    assert "each panel shows the mask and Dice" not in titles[-1].replace("\n", " ")
+    twice = pd.concat([metrics, metrics.assign(seed=metrics["seed"] + 1)], ignore_index=True)
+    figures.figure2(root / "manifest.csv", twice, root, root / "figure2.png")
+    assert "each panel shows the mask and Dice of seed 0 (of the image's fold)" in titles[-1].replace("\n", " ")
+
+
 def test_figure2_cost_and_statistics_include_a_method_without_history(small_study, plotted):
     root, metrics = small_study["root"], small_study["collect"]()
     note = figures.figure2(root / "manifest.csv", metrics, root, root / "figure2.png")

@@ -374,6 +374,9 @@ def test_the_generalization_table_by_hand(tmp_path):
         .split("\n")[0]
         .endswith("ext (held_out; 3 patients, 3 images). ext: 1 image(s) also in main.")
     )
+    one = table.assign(patients=table["patients"].where(table["dataset"] != "ext", 1))
+    one = one.assign(images=one["images"].where(one["dataset"] != "ext", 1))
+    assert generalization.dataset_labels(one)["ext"] == "ext (held_out; 1 patient, 1 image)"  # not "1 patients"
 
 
 def test_the_generalization_table_names_what_is_missing(tmp_path):

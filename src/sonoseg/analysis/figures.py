@@ -327,6 +327,11 @@ def figure2(
             textwrap.fill(name, 16), rotation=0, ha="right", va="center", fontsize=TITLE_FONT, labelpad=6
         )
     title = f"Figure 2 rebuilt: green = ground truth, red = prediction. {reference_note}"
+    if per_image.groupby("method")["seed"].nunique().max() > 1:  # which training's mask a panel shows
+        title += (
+            " Images ranked by the reference's Dice averaged over its trainings; each panel shows the mask and Dice "
+            f"of seed {', '.join(sorted({str(s) for s in first_seed[list(directories)]}))} (of the image's fold)."
+        )
     fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 72 / (0.6 * TITLE_FONT))), fontsize=TITLE_FONT)
     _save(fig, out_png, palette=True)
     return reference_note
@@ -366,7 +371,7 @@ def cost_accuracy(
     front_html: str | Path | None = None,
 ) -> None:
     """The accuracy-cost front: Dice against parameters (and GFLOPs and CPU latency when a cost table
-    exists), one labelled point per network with its 95 % CI by patient, then seed (with the manifest;
+    exists), one labelled point per network with its 95 % CI by patient, then run (with the manifest;
     else ± std over seeds), the front of the networks no other beats at a lower cost drawn as a step
     line, the floors (methods without a cost) as horizontal lines, the paper's Dice as hollow markers.
     Parameter counts come from the cost table or the runs' summaries (networks/<run>.csv).
@@ -382,7 +387,7 @@ def cost_accuracy(
     if patients is not None:
         bounds = stats.method_table(patients, methods=list(summary["method"]), seed=seed, resamples=2000)
         summary["low"], summary["high"] = bounds["ci_low"].to_numpy(), bounds["ci_high"].to_numpy()
-        interval = "95 % CI by patient, then seed"
+        interval = "95 % CI by patient, then run"  # runs: trainings (fold and seed), as the statistics resample
     cost = pd.read_csv(cost_csv) if cost_csv else None
     counts = {}
     for path in summaries:
@@ -456,6 +461,8 @@ def cost_accuracy(
         marked.append((ax, numbers, marks))
         ax.set(xlabel=label, ylabel=f"test Dice ({interval})")
         ax.set_xscale("log")
+        # 1, 2 and 5 of each decade labelled: the networks often span less than one, which left one label.
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3, which="both")

@@ -174,7 +174,7 @@ def dataset_labels(table: pd.DataFrame) -> dict[str, str]:
     roles = table.groupby("dataset", sort=False)["role"].first()
     where = {dataset: "" if dataset == IN_DOMAIN else f"{role}; " for dataset, role in roles.items()}
     return {
-        dataset: f"{dataset} ({where[dataset]}{patients} patients, {images} images)"
+        dataset: f"{dataset} ({where[dataset]}{stats.counted(patients, 'patient')}, {stats.counted(images, 'image')})"
         for dataset, (patients, images) in sizes(table).items()
     }
 

@@ -430,7 +430,8 @@ def statistics_page(
         shown = groups.pivot_table(index="method", columns=column, values="cell", aggfunc="first", sort=False)
         counts = groups.groupby(column)[["images", "patients"]].first()
         shown.columns = [
-            f"{v} ({counts.loc[v, 'patients']} patients, {counts.loc[v, 'images']} images)" for v in shown.columns
+            f"{v} ({stats.counted(row['patients'], 'patient')}, {stats.counted(row['images'], 'image')})"
+            for v, row in ((v, counts.loc[v]) for v in shown.columns)
         ]
         parts.append(
             html_table(

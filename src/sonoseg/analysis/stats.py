@@ -224,6 +224,11 @@ MIN_PATIENTS_FOR_CI = 2
 NO_CI = f"[no CI: under {MIN_PATIENTS_FOR_CI} patients]"
 
 
+def counted(number: int, noun: str) -> str:
+    """ "1 patient", "2 patients": a count as a caption writes it (nouns that take an s)."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def ci_text(low: float, high: float, digits: int = 3, signed: bool = False) -> str:
     """A CI as tables show it, "[low, high]" (with signs for a difference), or NO_CI where there is none."""
     if np.isnan(low) or np.isnan(high):
