@@ -289,9 +289,11 @@ def test_a_run_folder_exports_its_ensemble_as_one_onnx_graph(tmp_path, caplog):
     (run / "fold1").rename(tmp_path / "fold1")  # one fold for now
     sidecar = export.export(run, tmp_path / "ensemble.onnx")
     assert [m["seed"] for m in sidecar["ensemble"]["members"]] == [0, 1]
-    assert json.loads((tmp_path / "ensemble.onnx.json").read_text())["ensemble"]["members"][1]["model"] == str(
-        members[1]
+    # Named within the run folder: the study machine's folders do not travel with the graph.
+    assert json.loads((tmp_path / "ensemble.onnx.json").read_text())["ensemble"]["members"][1]["model"] == (
+        "fold0/seed1/model.pt"
     )
+    assert str(tmp_path) not in (tmp_path / "ensemble.onnx.json").read_text()
     batch = np.random.default_rng(0).random((3, 3, 64, 64), dtype=np.float32)
     by_torch = np.mean([infer.torch_predictor(m, "cpu").run(batch) for m in members], axis=0)
     by_onnx = infer.onnxruntime_predictor(tmp_path / "ensemble.onnx").run(batch)

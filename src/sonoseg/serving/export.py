@@ -276,7 +276,8 @@ def export(
             "rule": ENSEMBLE_RULE,
             "members": [
                 {
-                    "model": str(member),
+                    # Within the run folder: the graph travels, and the study machine's folders are not its to show.
+                    "model": member.relative_to(model_path).as_posix(),
                     "network": kept["network"],
                     "seed": kept.get("seed"),
                     "normalization": kept.get("normalization"),

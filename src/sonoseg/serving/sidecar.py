@@ -295,7 +295,7 @@ def check_sidecar(sidecar: dict, path: Path, exported_with: dict | None = None) 
         for key, does in GRAPH_FACTS.items():
             stated, recorded = _at(sidecar, key), exported_with.get(key, _MISSING)
             if stated != recorded:
-                was = "none" if recorded is _MISSING else json.dumps(recorded)
+                was = "none" if recorded is _MISSING else json.dumps(recorded, ensure_ascii=False)
                 raise SonosegError(
                     f"{path}: {_shown(key, stated)}, but its graph was exported with {was} (the graph's own record, "
                     f"{GRAPH_RECORD}): {does}; "
@@ -351,7 +351,7 @@ def _at(sidecar: dict, key: str):
 
 def _shown(key: str, value) -> str:
     """'<key> is <value as JSON>', or '<key> is missing'."""
-    return f"{key} is missing" if value is _MISSING else f"{key} is {json.dumps(value)}"
+    return f"{key} is missing" if value is _MISSING else f"{key} is {json.dumps(value, ensure_ascii=False)}"
 
 
 def _refuse_unless(sidecar: dict, path: Path, key: str, expected, does: str, required: bool) -> None:
@@ -364,7 +364,9 @@ def _refuse_unless(sidecar: dict, path: Path, key: str, expected, does: str, req
             _present(sidecar, path, key)
         return
     if type(value) is not type(expected) or value != expected:
-        raise SonosegError(f"{path}: {_shown(key, value)}, but {does}: restore {json.dumps(expected)}")
+        raise SonosegError(
+            f"{path}: {_shown(key, value)}, but {does}: restore {json.dumps(expected, ensure_ascii=False)}"
+        )
 
 
 def _exported_with(graph: bytes, onnx_path: Path) -> dict:
