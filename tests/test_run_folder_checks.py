@@ -383,3 +383,17 @@ def test_the_serving_stage_reads_run_names_and_the_sheet_as_the_study_writes_the
     for run in tests_of_models:
         with pytest.raises(SonosegError, match=rf"this run tests the models of run {run.model_from} "):
             modelio.ensemble_members(run_testing_models(runs, run.name))
+
+
+def test_folders_that_are_no_member_are_named_once(tmp_path, caplog):
+    # A copy kept beside the members is never served: said, so that it is not believed served.
+    run = trained_run(tmp_path / "runs" / NETWORK)
+    (run / "fold0" / "seed1 (copy)").mkdir()
+    (run / "backup").mkdir()
+    (run / ".ipynb_checkpoints").mkdir()  # an editor's: passed over
+    with caplog.at_level(logging.WARNING):
+        assert len(modelio.ensemble_members(run)) == 4
+    assert f"{run}: backup, fold0/seed1 (copy) not read (a run folder's members are fold<k>/seed<s>/model.pt)" in (
+        caplog.text
+    )
+    assert ".ipynb_checkpoints" not in caplog.text

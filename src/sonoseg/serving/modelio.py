@@ -284,6 +284,7 @@ def ensemble_members(model_path: str | Path, command: str = "segment") -> list[P
         fold: sorted((p.name for p in fold.iterdir() if p.is_dir() and SEED_FOLDER.fullmatch(p.name)), key=_number)
         for fold in folds
     }
+    _note_other_folders(path, folds)
     planned = _sheet_row(path)
     # A trained run of the study whose sheet lists its folds and seeds (a row without them, hand-edited or of an
     # older sheet, gives nothing to compare: the folder is then checked as one away from its study).
@@ -325,6 +326,20 @@ def ensemble_members(model_path: str | Path, command: str = "segment") -> list[P
     for fold in folds:
         _check_choice_members(fold, seeds[fold], fingerprints)
     return members
+
+
+def _note_other_folders(path: Path, folds: list[Path]) -> None:
+    """Folders in a run folder or its folds that are no fold<k> or seed<s> (a ``seed1 (copy)``, a ``backup``) are
+    never members: said once, so that a copy kept beside the run is not believed served. Hidden ones (an editor's,
+    a notebook's) are passed over."""
+    others = [
+        entry.relative_to(path).as_posix()
+        for folder, pattern in ((path, FOLD_FOLDER), *((fold, SEED_FOLDER) for fold in folds))
+        for entry in sorted(folder.iterdir())
+        if entry.is_dir() and not entry.name.startswith(".") and not pattern.fullmatch(entry.name)
+    ]
+    if others:
+        log.warning("%s: %s not read (a run folder's members are fold<k>/seed<s>/model.pt)", path, ", ".join(others))
 
 
 def _sheet_row(path: Path) -> dict | None:
