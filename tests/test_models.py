@@ -1,4 +1,5 @@
 import copy as copying
+import logging
 
 import pytest
 import torch
@@ -294,3 +295,28 @@ def test_catalog_knows_every_network_backbone_kind(built):
         model = built(name)
         assert catalog.has_backbone(name) == (models.backbone_of(model) is not None), name
         assert catalog.backbone_kind(name) == catalog.CATALOG[name].backbone == models.backbone_kind_of(model), name
+
+
+def test_a_final_sigmoid_is_warned_of_and_small_positive_logits_are_not(caplog):
+    # Told by the operation that made the output: a fresh network's logits may all lie in [0, 1] by chance.
+    from torch import nn
+
+    from sonoseg.networks import models as built
+
+    class Logits(nn.Module):
+        def __init__(self, last):
+            super().__init__()
+            self.conv, self.last = nn.Conv2d(3, 1, 1), last
+
+        def forward(self, x):
+            return self.last(self.conv(x))
+
+    small_positive = Logits(lambda y: 0.1 + 0.01 * torch.tanh(y))  # in [0, 1], no sigmoid
+    ending_in_sigmoid = Logits(torch.sigmoid)
+    reshaped_after_it = Logits(lambda y: torch.sigmoid(y).flatten(1).view(y.shape))
+    for model, warned in ((small_positive, False), (ending_in_sigmoid, True), (reshaped_after_it, True)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            built.check_output("mine", model, 8)
+        assert ("its output is a sigmoid's; remove that sigmoid" in caplog.text) is warned
+        assert model.training  # left as it was given

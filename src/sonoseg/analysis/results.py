@@ -315,9 +315,12 @@ def adopted_trainings(rows: list[dict], histories: dict[tuple[str, str, str], by
 
 
 def write_table(table: pd.DataFrame, path: str | Path) -> None:
+    """A results table as CSV (gzip where its name ends in .gz: its header without a time, so that the same rows
+    give the same bytes, and a checksum says whether a rerun changed anything)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False)
+    compression = {"method": "gzip", "mtime": 0} if path.suffix == ".gz" else None
+    table.to_csv(path, index=False, compression=compression)
 
 
 def read_per_image(path: str | Path, runs: Iterable[str] | None = None) -> pd.DataFrame:

@@ -66,8 +66,7 @@ def check_output(name: str, model: nn.Module, size: int, device: torch.device | 
     must return, in eval mode, one tensor of logits shaped (batch, 1, size, size). The losses flatten
     what they get, so a squeezed map or 16 channels at a quarter of the size would train on scrambled
     pixels, unseen; the built-in networks are tested for it (tests/test_models.py). A network whose
-    outputs all lie in [0, 1] and differ (a final sigmoid) gets a warning: sonoseg applies the sigmoid,
-    and every pixel would be lesion. It runs on ``device``, where the network will train (a network of
+    output is a sigmoid's gets a warning: sonoseg applies the sigmoid, and every pixel would be lesion. It runs on ``device``, where the network will train (a network of
     GPU-only kernels), and moves the network there."""
     if name in catalog.BUILT_IN_NETWORKS:
         return
@@ -76,8 +75,9 @@ def check_output(name: str, model: nn.Module, size: int, device: torch.device | 
     images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))  # the global RNG untouched
     was_training = model.training
     try:
-        with torch.no_grad():
-            output = model.to(device).eval()(images.to(device))
+        # With gradients: the operation that made the output tells a final sigmoid (below).
+        with torch.enable_grad():
+            output = model.to(device).eval()(images.to(device).requires_grad_())
     except Exception as exc:
         raise SonosegError(
             f"network {name!r} ({spec}) fails on images shaped (2, 3, {size}, {size}) on {device}: "
@@ -97,13 +97,27 @@ def check_output(name: str, model: nn.Module, size: int, device: torch.device | 
             f"network {name!r} ({spec}) maps images shaped (2, 3, {size}, {size}) to {tuple(output.shape)}: "
             f"sonoseg needs (2, 1, {size}, {size}), {expected}"
         )
-    if 0 <= float(output.min()) < float(output.max()) <= 1:  # all equal: a zero-initialised last layer
+    # A final sigmoid, by the last operation before any reshaping (the value range alone also caught a fresh
+    # network whose logits happen to be small and positive).
+    if _last_operation(output).startswith("Sigmoid"):
         log.warning(
-            "network %r (%s): every output on random images lies in [0, 1]; if it ends in a sigmoid, remove it: "
-            "sonoseg applies the sigmoid itself (docs/extending.md)",
+            "network %r (%s): its output is a sigmoid's; remove that sigmoid: sonoseg applies the sigmoid itself "
+            "(docs/extending.md), and every pixel would be lesion",
             name,
             spec,
         )
+
+
+# Operations that only reshape or copy: a sigmoid before them is still the network's last.
+RESHAPING = ("View", "Reshape", "Unsafe", "Squeeze", "Unsqueeze", "Permute", "Transpose", "Clone", "Expand", "Slice")
+
+
+def _last_operation(output: torch.Tensor) -> str:
+    """The autograd name of the last operation that made ``output`` other than reshaping it ('' for none)."""
+    step = output.grad_fn
+    while step is not None and type(step).__name__.startswith(RESHAPING) and step.next_functions:
+        step = step.next_functions[0][0]
+    return type(step).__name__ if step is not None else ""
 
 
 def builder_source(name: str) -> tuple[str, str | None]:
