@@ -2,6 +2,7 @@
 and a user's own network through the whole workflow."""
 
 import ast
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import torch
 from conftest import BIN, REPO, TINY, jobs_of, run_snakemake, write_config
 
 from sonoseg.errors import SonosegError
+from sonoseg.networks import catalog
 from sonoseg.serving import modelio
 
 PACKAGE = REPO / "src" / "sonoseg"
@@ -218,7 +220,7 @@ def test_a_users_network_ending_in_a_sigmoid_is_warned_of_and_a_correct_one_pass
         models.check_output(name, model, 32)
         assert torch.equal(torch.get_rng_state(), state)  # the training's random stream is left as it was
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warned) == 1 and "'with_sigmoid'" in warned[0] and "remove it" in warned[0]
+    assert len(warned) == 1 and "'with_sigmoid'" in warned[0] and "remove that sigmoid" in warned[0]
     # Families of the methods without training are not a network's: the statistics would count it as one.
     with pytest.raises(SonosegError, match="family 'floor' is for the methods without training"):
         catalog.register("floorish", builder="users_mistakes:fine", family="floor")
@@ -304,6 +306,24 @@ def test_a_users_network_code_is_its_builders_module_and_the_users_modules_it_dr
     assert catalog.builder_files("not_here_at_all:build") == []
 
 
+def test_a_built_in_networks_code_is_its_module_and_the_network_modules_it_imports():
+    # What an edit retrains one built-in network for: not the catalog nor the packages' __init__.py, which
+    # every network's import passes through; the U-net family shares its module, so its digest.
+    networks = Path(catalog.__file__).resolve().parent
+
+    def code(name):
+        return [
+            p.relative_to(networks).as_posix() for p in catalog._built_in_code(catalog.CATALOG[name].builder, networks)
+        ]
+
+    assert code("egeunet") == ["models/egeunet.py", "bilinear.py", "models/malunet.py"]
+    assert code("fcn8s") == ["models/fcn.py"]
+    digests = {name: catalog.network_code_digest(name) for name in catalog.BUILT_IN_NETWORKS}
+    assert all(len(digest) == 16 for digest in digests.values())
+    assert digests["unet"] == digests["lighter_unet_c1"] != digests["malunet"]
+    assert digests["egeunet"] != digests["malunet"]  # its own module besides
+
+
 def test_serving_refuses_an_output_of_other_than_one_channel(tmp_path):
     """A model file from elsewhere whose network returns two channels is refused, not read by its first."""
     import numpy as np
@@ -372,6 +392,13 @@ def test_a_users_network_runs_through_the_workflow(workflow_copy, monkeypatch):
         dry = run_snakemake([target, "-n", "--cores", "1", "--configfile", path], workflow_copy)
         assert dry.returncode == 0 and "Nothing to be done" in dry.stdout, dry.stdout[-2000:]
         layers.write_text("from torch import nn\n\nWIDTH = 16\n")
+        dry = run_snakemake(["all", "-n", "--cores", "1", "--configfile", path], workflow_copy)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        assert jobs_of(dry.stdout)["train"] == 1 and jobs_of(dry.stdout)["cost_prepare"] == 1
+        assert "run=tiny_unet" in dry.stdout and "run=lighter_unet_c1," not in dry.stdout
+        # The edited file older than the model (cp -p, rsync -a, an unpacked archive): Snakemake compares an
+        # input's content only when it is newer; the code's digest, a param, still retrains the network.
+        os.utime(layers, (1577836800, 1577836800))  # 2020-01-01
         dry = run_snakemake(["all", "-n", "--cores", "1", "--configfile", path], workflow_copy)
         assert dry.returncode == 0, dry.stderr[-3000:]
         assert jobs_of(dry.stdout)["train"] == 1 and jobs_of(dry.stdout)["cost_prepare"] == 1
@@ -458,6 +485,38 @@ def test_every_committed_config_builds_its_study(workflow_copy, name):
     assert jobs_of(result.stdout)["train"] > 0
     if name == "quick_ensemble.yaml":  # three seeds: every network also tested as their ensemble
         assert "--ensemble" in result.stdout and jobs_of(result.stdout)["train"] > 3 * 7
+
+
+def test_a_built_in_network_records_its_modules_and_a_change_there_is_warned_of(tmp_path, caplog):
+    # A change in a built-in network's forward alone leaves its layers (and their repr) as they were.
+    from sonoseg.networks import models
+
+    model = models.build("lighter_unet_c1")
+    record = models.code_record("lighter_unet_c1", model)
+    assert sorted(record["files"]) == ["bilinear.py", "models/unet.py"]
+    path = tmp_path / "model.pt"
+    for files, warned in ((record["files"], False), ({**record["files"], "models/unet.py": "0" * 64}, True)):
+        caplog.clear()
+        modelio.save_model(
+            path,
+            network="lighter_unet_c1",
+            state_dict=model.state_dict(),
+            input_size=32,
+            code={**record, "files": files},
+        )
+        modelio.load_model(path)
+        assert ("models/unet.py changed" in caplog.text) is warned
+    # A model file from before a built-in network's files were recorded: its architecture alone is compared.
+    caplog.clear()
+    modelio.save_model(
+        path,
+        network="lighter_unet_c1",
+        state_dict=model.state_dict(),
+        input_size=32,
+        code={"architecture": record["architecture"]},
+    )
+    modelio.load_model(path)
+    assert "not the code it was trained with" not in caplog.text
 
 
 def test_a_model_served_under_other_code_than_it_was_trained_with_is_warned_of(tmp_path, monkeypatch, caplog):

@@ -333,6 +333,14 @@ def get_augmentation_metrics(wildcards):
 BUILDER_FILES = {
     name: files for name, spec in config["custom_networks"].items() if (files := catalog.builder_files(spec["builder"]))
 }
+# Each network the study trains -> the digest of its own code's content (catalog.network_code_digest: a built-in
+# network's module and the network modules it imports; a user's network's files above): a param of its trainings
+# and of the cost table. An edit of one network's code retrains that network alone, and a file put back with an
+# older time (cp -p, rsync -a), which Snakemake's comparison of inputs passes over, is noticed as an edit is.
+NETWORK_CODE = {
+    method: catalog.network_code_digest(method, config["custom_networks"].get(method, {}).get("builder"))
+    for method in sorted({run.method for run in RUNS.values() if run.recipe})
+}
 
 
 def get_training_inputs(wildcards):

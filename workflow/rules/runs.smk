@@ -119,6 +119,7 @@ rule train:
         ),
         reuse=reuse_arg,
         custom=lambda wc: custom_networks_arg([run_of(wc).method]),
+        code=lambda wc: NETWORK_CODE.get(run_of(wc).method, ""),  # not passed: its change reruns the training
     shell:
         "sonoseg train --network {params.network} --seed {wildcards.seed} --recipe {input.recipe} "
         "--train {input.train} --val {input.val} --model {output.model} --history {output.history} "

@@ -95,6 +95,7 @@ rule cost_prepare:
         size=config["preprocess"]["size"],
         backend=COST["backend"],
         custom=custom_networks_arg(NETWORKS),
+        code=" ".join(f"{network}={NETWORK_CODE.get(network, '')}" for network in NETWORKS),  # reruns on an edit
     shell:
         "sonoseg cost-prepare --networks {params.networks} --size {params.size} --backend {params.backend} "
         "{params.custom} --out-dir {output} > {log} 2>&1"

@@ -12,6 +12,7 @@ calls :func:`register`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,6 +230,62 @@ def builder_digests(builder: str) -> dict[str, str]:
         except OSError:  # gone since it was listed: not a digest
             continue
     return digests
+
+
+def network_code_digest(name: str, builder: str | None = None) -> str:
+    """The content of network ``name``'s own code as one digest (16 hex digits): for a network of the user's own
+    (``builder``: its spec), the files of builder_digests; for a built-in one, its module and the network modules
+    that module imports (_built_in_code: models/malunet.py, bilinear.py; not the catalog nor the packages'
+    __init__). A param of the network's trainings and of the cost table (workflow/rules/common.smk): Snakemake
+    reruns a job whose params changed whatever the files' times say, so an edit of a network retrains that network
+    alone, and a file put back with an older time (cp -p, rsync -a, an unpacked archive), which Snakemake's own
+    comparison of inputs passes over, is noticed as an edit is. '' where no file is found."""
+    import hashlib
+
+    digests = network_code_digests(name, builder)
+    if not digests:
+        return ""
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def network_code_digests(name: str, builder: str | None = None) -> dict[str, str]:
+    """Each file of network ``name``'s own code -> the sha256 of its content (network_code_digest's files): a
+    built-in network's named by their path in this package (models/malunet.py), a user's as builder_digests
+    names them; {} where none is found."""
+    import hashlib
+
+    if builder is None and name in BUILT_IN_NETWORKS:
+        networks = Path(__file__).resolve().parent
+        return {
+            path.relative_to(networks).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in _built_in_code(CATALOG[name].builder, networks)
+        }
+    return builder_digests(builder or CATALOG[name].builder) if (builder or name in CATALOG) else {}
+
+
+def _built_in_code(builder: str, networks: Path) -> list[Path]:
+    """A built-in network's module file and, however deep, the files of the modules under ``networks`` (this
+    package's folder) it imports, but the catalog and the packages' __init__.py (the registry, which every
+    network's import passes through: an edit there is no edit of one network)."""
+    module, first = str(builder).partition(":")[0], builder_file(builder)
+    if first is None:
+        return []
+    top = networks.parents[1]  # the folder the sonoseg package is in, wherever it is installed
+    files = {Path(first).resolve(): _package_of(module, first)}
+    pending = list(files.items())
+    while pending:
+        path, package = pending.pop()
+        for name in _imports_in(path, package):
+            found = _find_in(name, top)
+            if (
+                found is not None
+                and found[0] not in files
+                and found[0].is_relative_to(networks)
+                and found[0].name not in ("__init__.py", "catalog.py")
+            ):
+                files[found[0]] = found[1]
+                pending.append(found)
+    return list(files)
 
 
 def _builder_code(builder: str) -> tuple[list[Path], Path | None]:

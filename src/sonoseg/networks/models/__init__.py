@@ -66,8 +66,9 @@ def check_output(name: str, model: nn.Module, size: int, device: torch.device | 
     must return, in eval mode, one tensor of logits shaped (batch, 1, size, size). The losses flatten
     what they get, so a squeezed map or 16 channels at a quarter of the size would train on scrambled
     pixels, unseen; the built-in networks are tested for it (tests/test_models.py). A network whose
-    output is a sigmoid's gets a warning: sonoseg applies the sigmoid, and every pixel would be lesion. It runs on ``device``, where the network will train (a network of
-    GPU-only kernels), and moves the network there."""
+    output is a sigmoid's gets a warning: sonoseg applies the sigmoid, and every pixel would be lesion. It
+    runs on ``device``, where the network will train (a network of GPU-only kernels), and moves the network
+    there."""
     if name in catalog.BUILT_IN_NETWORKS:
         return
     spec = catalog.CATALOG[name].builder if name in catalog.CATALOG else name
@@ -269,14 +270,15 @@ def _guess_kind(state: dict) -> str | None:
 def code_record(name: str, model: nn.Module, builder: str | None = None) -> dict:
     """What a model file records of the code that built its network, to tell at serving whether the network
     is built as it was trained: the architecture as built (a digest of its repr: layers, channels, kernels,
-    activations) and, for a network of the user's own, each of its code's files (catalog.builder_digests);
+    activations) and each of its code's files (catalog.network_code_digests: a built-in network's module and the
+    network modules it imports, or a user's network's files);
     ``builder``: the one a model file records, where the catalog does not know the network (serving)."""
     import hashlib
 
     record = {"architecture": hashlib.sha256(repr(model).encode()).hexdigest()[:16]}
     spec = builder or builder_spec(name)
-    if spec:
-        record["files"] = catalog.builder_digests(spec)
+    if spec or name in catalog.BUILT_IN_NETWORKS:  # a built-in network's module too: a change in forward alone
+        record["files"] = catalog.network_code_digests(name, spec)
     return record
 
 
@@ -290,6 +292,8 @@ def code_changes(name: str, model: nn.Module, recorded: dict | None, builder: st
     changes = []
     if recorded.get("architecture") and recorded["architecture"] != now["architecture"]:
         changes.append("the network as built now differs (its layers)")
+    if "files" not in recorded:  # a file from before its network's files were recorded: the architecture alone
+        return changes
     before, after = recorded.get("files") or {}, now.get("files") or {}
     for files, what in (
         (sorted(f for f in before.keys() & after.keys() if before[f] != after[f]), "changed"),
