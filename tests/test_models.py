@@ -311,10 +311,20 @@ def test_a_final_sigmoid_is_warned_of_and_small_positive_logits_are_not(caplog):
         def forward(self, x):
             return self.last(self.conv(x))
 
+    class InPlace(Logits):  # changes its input in place: trains (the input needs no gradient), so it passes
+        def forward(self, x):
+            x.sub_(0.5)
+            return self.conv(x)
+
     small_positive = Logits(lambda y: 0.1 + 0.01 * torch.tanh(y))  # in [0, 1], no sigmoid
     ending_in_sigmoid = Logits(torch.sigmoid)
     reshaped_after_it = Logits(lambda y: torch.sigmoid(y).flatten(1).view(y.shape))
-    for model, warned in ((small_positive, False), (ending_in_sigmoid, True), (reshaped_after_it, True)):
+    resized_after_it = Logits(
+        lambda y: torch.nn.functional.interpolate(torch.sigmoid(y[..., ::2, ::2]), scale_factor=2)
+    )
+    hard = Logits(torch.nn.functional.hardsigmoid)
+    cases = [(small_positive, False), (ending_in_sigmoid, True), (reshaped_after_it, True), (resized_after_it, True)]
+    for model, warned in [*cases, (hard, True), (InPlace(None), False)]:
         caplog.clear()
         with caplog.at_level(logging.WARNING):
             built.check_output("mine", model, 8)

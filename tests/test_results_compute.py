@@ -214,3 +214,16 @@ def test_the_device_and_processor_names():
     if torch.cuda.is_available():
         assert device.device_name(torch.device("cuda")) == f"cuda:{torch.cuda.current_device()}"
         assert device.processor_name(torch.device("cuda:0")) == torch.cuda.get_device_name(0)
+
+
+def test_a_results_table_is_the_same_bytes_for_the_same_rows_and_compressed_by_its_name(tmp_path):
+    # gzip's header keeps no time (a checksum tells whether a rerun changed anything); other names as pandas infers.
+    import lzma
+
+    table = pd.DataFrame({"run": ["unet"], "dice": [0.5]})
+    results.write_table(table, tmp_path / "a.csv.gz")
+    first = (tmp_path / "a.csv.gz").read_bytes()
+    results.write_table(table, tmp_path / "a.csv.gz")
+    assert (tmp_path / "a.csv.gz").read_bytes() == first and first[4:8] == b"\0\0\0\0"  # its MTIME field
+    results.write_table(table, tmp_path / "a.csv.xz")
+    assert lzma.decompress((tmp_path / "a.csv.xz").read_bytes()).decode().startswith("run,dice")

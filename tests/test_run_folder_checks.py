@@ -397,3 +397,14 @@ def test_folders_that_are_no_member_are_named_once(tmp_path, caplog):
         caplog.text
     )
     assert ".ipynb_checkpoints" not in caplog.text
+
+
+def test_a_choice_written_on_windows_is_read_alike(tmp_path):
+    # Its models named with backslashes: the seeds and their trainings are still told.
+    run = trained_run(tmp_path / "runs" / NETWORK)
+    models = [f"results\\s\\runs\\{NETWORK}\\fold0\\seed{s}\\model.pt" for s in (0, 1)]
+    choice(run, 0, models, fingerprints={m: f"{NETWORK}/0/{s}" for m, s in zip(models, (0, 1))})
+    assert len(modelio.ensemble_members(run)) == 4
+    member(run, 0, 1, seed=1, fingerprint="another-study/0/1")
+    with pytest.raises(SonosegError, match=r"fold0/seed1/model.pt: not the training "):
+        modelio.ensemble_members(run)

@@ -698,3 +698,21 @@ def test_a_model_or_output_given_twice_is_refused_not_the_last_kept(tmp_path, ca
             main(argv)
         assert stopped.value.code == 2
         assert f"error: {option} given twice (" in capsys.readouterr().err
+
+
+def test_pytorch_missing_is_said_in_a_line_and_an_older_pytorch_is_not_called_missing(monkeypatch, capsys):
+    from sonoseg.study import commands
+
+    def missing(args):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    def older(args):  # installed, but without a name this sonoseg imports: its own message, not "install it"
+        raise ImportError("cannot import name 'flop_counter' from 'torch.utils'", name="torch.utils")
+
+    monkeypatch.setattr(commands, "cmd_models", missing)
+    assert main(["models"]) == 2
+    assert "sonoseg models: error: this command needs PyTorch (torch)" in capsys.readouterr().err
+    monkeypatch.setattr(commands, "cmd_models", older)
+    assert main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot import name 'flop_counter'" in err and "needs PyTorch" not in err

@@ -900,3 +900,21 @@ def test_history_counts_optimizer_steps_and_says_what_ended_the_training(small_c
     rows = pd.read_csv(tmp_path / "b.csv")
     assert rows["ended_by"].iloc[-1] == "rule" and len(rows) < 6
     assert rows["ended_by"].iloc[:-1].isna().all()
+
+
+def test_a_failed_attempt_keeps_its_lines_and_its_error_for_the_next(tmp_path, caplog, capsys):
+    # Snakemake empties a job's log per attempt: the lines, and why it stopped, kept beside the checkpoint.
+    from sonoseg.training import reuse
+
+    caplog.set_level(logging.INFO)
+    checkpoint, log = tmp_path / "seed0.pt", logging.getLogger("sonoseg.training.train")
+    with pytest.raises(RuntimeError), reuse.attempts_log(checkpoint):
+        log.info("epoch 1  train_loss 0.9 (ü)")
+        raise RuntimeError("CUDA out of memory")
+    kept = (tmp_path / "seed0.log").read_text(encoding="utf-8")
+    assert "epoch 1  train_loss 0.9 (ü)" in kept and "this attempt failed: RuntimeError: CUDA out of memory" in kept
+    with reuse.attempts_log(checkpoint):
+        log.info("epoch 2")
+    replayed = capsys.readouterr().err
+    assert "--- earlier attempts at this training (stopped; from " in replayed and "CUDA out of memory" in replayed
+    assert not (tmp_path / "seed0.log").exists()  # finished: gone with the checkpoint

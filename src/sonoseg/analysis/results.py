@@ -319,7 +319,7 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
     give the same bytes, and a checksum says whether a rerun changed anything)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    compression = {"method": "gzip", "mtime": 0} if path.suffix == ".gz" else None
+    compression = {"method": "gzip", "mtime": 0} if path.suffix == ".gz" else "infer"
     table.to_csv(path, index=False, compression=compression)
 
 

@@ -587,9 +587,11 @@ def _check_choice_members(fold: Path, seeds: list[str], fingerprints: dict[Path,
     choice_file = fold / POSTPROCESS_CHOICE
     try:
         described = json.loads(choice_file.read_text())
-        recorded = [Path(str(model)) for model in described.get("models")]
+        # As written on any system (a choice made on Windows names its models with backslashes).
+        recorded = [Path(str(model).replace("\\", "/")) for model in described.get("models")]
         chosen_with = {
-            Path(str(model)).parent.name: str(fp) for model, fp in (described.get("fingerprints") or {}).items()
+            Path(str(model).replace("\\", "/")).parent.name: str(fp)
+            for model, fp in (described.get("fingerprints") or {}).items()
         }
     except (OSError, ValueError, AttributeError, TypeError):
         return

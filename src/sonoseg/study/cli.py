@@ -691,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one clear line, not a traceback; SONOSEG_DEBUG=1 shows where it came from
         if os.environ.get("SONOSEG_DEBUG"):
             raise
-        missing = (getattr(exc, "name", None) or "").partition(".")[0] if isinstance(exc, ImportError) else ""
+        # Not installed at all (a version without a name: "cannot import name", is told as it is).
+        missing = (exc.name or "").partition(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
         if missing in TORCH_MODULES:  # an install without PyTorch (docs/deploy.md: ONNX Runtime serving)
             print(
                 f"sonoseg {args.command}: error: this command needs PyTorch ({missing}), which this Python cannot "

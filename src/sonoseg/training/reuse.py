@@ -54,7 +54,7 @@ def attempts_log(checkpoint: str | Path | None):
         return
     path, earlier = Path(checkpoint).with_suffix(".log"), ""
     with contextlib.suppress(OSError):
-        earlier = path.read_text(errors="replace")
+        earlier = path.read_text(encoding="utf-8", errors="replace")
     if earlier:
         sys.stderr.write(f"--- earlier attempts at this training (stopped; from {path}) ---\n{earlier}")
         sys.stderr.write("--- this attempt ---\n")
@@ -67,9 +67,14 @@ def attempts_log(checkpoint: str | Path | None):
         formats[0] if formats else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     root.addHandler(handler)
-    yield  # on an error the handler stays: the error's line, logged by the caller, is the attempt's last
-    root.removeHandler(handler)
-    handler.close()
+    try:
+        yield
+    except Exception as exc:  # the attempt's last line: why it stopped (the command line prints it, not logs it)
+        log.error("this attempt failed: %s: %s", type(exc).__name__, exc)
+        raise
+    finally:
+        root.removeHandler(handler)
+        handler.close()
     path.unlink(missing_ok=True)
 
 

@@ -76,9 +76,10 @@ def check_output(name: str, model: nn.Module, size: int, device: torch.device | 
     images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))  # the global RNG untouched
     was_training = model.training
     try:
-        # With gradients: the operation that made the output tells a final sigmoid (below).
+        # With gradients (the parameters' alone: a network may change its input in place): the operation that
+        # made the output tells a final sigmoid (below).
         with torch.enable_grad():
-            output = model.to(device).eval()(images.to(device).requires_grad_())
+            output = model.to(device).eval()(images.to(device))
     except Exception as exc:
         raise SonosegError(
             f"network {name!r} ({spec}) fails on images shaped (2, 3, {size}, {size}) on {device}: "
@@ -98,9 +99,9 @@ def check_output(name: str, model: nn.Module, size: int, device: torch.device | 
             f"network {name!r} ({spec}) maps images shaped (2, 3, {size}, {size}) to {tuple(output.shape)}: "
             f"sonoseg needs (2, 1, {size}, {size}), {expected}"
         )
-    # A final sigmoid, by the last operation before any reshaping (the value range alone also caught a fresh
-    # network whose logits happen to be small and positive).
-    if _last_operation(output).startswith("Sigmoid"):
+    # A final sigmoid, by the last operation before any reshaping or resizing (the value range alone also caught
+    # a fresh network whose logits happen to be small and positive).
+    if _last_operation(output).startswith(SIGMOIDS):
         log.warning(
             "network %r (%s): its output is a sigmoid's; remove that sigmoid: sonoseg applies the sigmoid itself "
             "(docs/extending.md), and every pixel would be lesion",
@@ -109,12 +110,17 @@ def check_output(name: str, model: nn.Module, size: int, device: torch.device | 
         )
 
 
-# Operations that only reshape or copy: a sigmoid before them is still the network's last.
-RESHAPING = ("View", "Reshape", "Unsafe", "Squeeze", "Unsqueeze", "Permute", "Transpose", "Clone", "Expand", "Slice")
+# Operations that reshape, copy or resize (autograd's names): a sigmoid before them is still the network's last.
+RESHAPING = (
+    *("View", "Reshape", "Unsafe", "Squeeze", "Unsqueeze", "Permute", "Transpose", "Clone", "Expand", "Slice"),
+    *("Select", "Index", "Upsample", "Interpolate", "ToCopy"),
+)
+SIGMOIDS = ("Sigmoid", "Hardsigmoid")  # what maps logits to [0, 1], as sonoseg's own sigmoid does
 
 
 def _last_operation(output: torch.Tensor) -> str:
-    """The autograd name of the last operation that made ``output`` other than reshaping it ('' for none)."""
+    """The autograd name of the last operation that made ``output`` other than reshaping or resizing it ('' for
+    none)."""
     step = output.grad_fn
     while step is not None and type(step).__name__.startswith(RESHAPING) and step.next_functions:
         step = step.next_functions[0][0]
