@@ -415,6 +415,7 @@ def test_overrides_of_networks_the_study_does_not_run_are_noted_and_a_misspelt_o
     code, output = dry_run(workflow_copy, config)
     assert code == 0, output[-3000:]
     assert "Note: config train.overrides sets unet, which this study does not train" in output
+    assert "train.overrides: {unet: null} clears one network's, train.overrides: null all" in output  # how to
     assert "sonoseg train --network unet" not in output
     config["train"]["overrides"] = {"unett": {"learning_rate": 0.01}}
     code, output = dry_run(workflow_copy, config)

@@ -180,8 +180,9 @@ def study_networks(config: dict) -> list[str]:
 def unused_overrides_note(config: dict) -> str:
     """A note on the networks train.overrides sets that the study does not train (its networks and the
     ladder's, whose steps start from that network's recipe; "" when none): a config
-    layered over another (a smaller study over config/quick.yaml) narrows the networks but cannot take
-    their overrides out; those are not used, which the workflow and `sonoseg runs` say."""
+    layered over another (a smaller study over config/quick.yaml) narrows the networks and keeps their
+    overrides unless it clears them (``train.overrides: null``, config_check.clear_nulls); those are not used,
+    which the workflow and `sonoseg runs` say, and how to clear them."""
     ladder = config.get("ladder", {})
     trained = set(study_networks(config)) | ({ladder.get("network")} if ladder.get("enabled") else set())
     unused = [network for network in config["train"]["overrides"] if network not in trained]
@@ -189,7 +190,8 @@ def unused_overrides_note(config: dict) -> str:
         return ""
     return (
         f"config train.overrides sets {', '.join(unused)}, which this study does not train (config networks, "
-        "ladder.network): those overrides are not used"
+        "ladder.network): those overrides are not used (a config layered over another keeps its overrides; "
+        f"train.overrides: {{{unused[0]}: null}} clears one network's, train.overrides: null all)"
     )
 
 
