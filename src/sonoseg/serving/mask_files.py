@@ -108,10 +108,10 @@ def _exists(path: Path) -> bool:
         return True
 
 
-def _check_found(images: list[Path]) -> None:
-    """Names given that nothing is at (a mistyped path), said before any model is loaded: every one of them,
-    refused; some, warned of, counted among the failed at the end while the others are segmented (as any image
-    that cannot be read)."""
+def check_found(images: list[Path]) -> None:
+    """Names given that nothing is at (a mistyped path), said before any model is loaded (segment_images asks,
+    once the masks are planned: a clash of names is said first): every one of them, refused; some, warned of,
+    counted among the failed at the end while the others are segmented (as any image that cannot be read)."""
     missing = [image for image in images if not _exists(image)]
     if not missing:
         return
@@ -217,7 +217,6 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
             f"no image to segment: the folders given hold no image file of their own ({READ_FORMATS}; their "
             "subfolders are not entered), or only an earlier run's masks"
         )
-    _check_found(images)
     planned: dict[Path, Path] = {}
     given: set = set()
     for image in images:
