@@ -135,10 +135,15 @@ def source_record(name):
     return str(provenance.record_path(OUT, name))
 
 
-def custom_networks_arg(networks):
+def custom_networks_arg(networks, keys=None):
     """The user's own networks among ``networks`` (docs/extending.md), for a command that builds them by
-    name; '' for the paper's, so adding a network of one's own reruns nothing else."""
-    custom = {n: config["custom_networks"][n] for n in networks if n in config["custom_networks"]}
+    name; '' for the paper's, so adding a network of one's own reruns nothing else. ``keys``: the entries'
+    settings the command reads (the training reads the builder alone: a new label reruns no training)."""
+    custom = {
+        n: {k: v for k, v in config["custom_networks"][n].items() if keys is None or k in keys}
+        for n in networks
+        if n in config["custom_networks"]
+    }
     return f"--custom-networks {shlex.quote(json.dumps(custom, sort_keys=True))}" if custom else ""
 
 

@@ -118,7 +118,7 @@ rule train:
             f"--pretrained-backbone {run_of(wc).pretrained_backbone}" if run_of(wc).pretrained_backbone else ""
         ),
         reuse=reuse_arg,
-        custom=lambda wc: custom_networks_arg([run_of(wc).method]),
+        custom=lambda wc: custom_networks_arg([run_of(wc).method], keys=("builder",)),
         code=lambda wc: NETWORK_CODE.get(run_of(wc).method, ""),  # not passed: its change reruns the training
     shell:
         "sonoseg train --network {params.network} --seed {wildcards.seed} --recipe {input.recipe} "
