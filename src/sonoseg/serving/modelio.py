@@ -133,7 +133,7 @@ def _load_failure(exc: Exception, path: Path) -> str:
         return "not a torch file (another kind of file under a model's name?)"
     if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
         return "it holds Python objects beyond tensors and plain values (a foreign or tampered file)"
-    if _is_zip_start(path) and not zipfile.is_zipfile(path):  # torch.save's archive without its end
+    if _first_bytes(path) == ZIP_START and not zipfile.is_zipfile(path):  # torch.save's archive without its end
         return "cut short: its zip archive ends before its directory (a copy or download that did not finish?)"
     first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
     # Torch's first sentence, whole (a message cut at a count of characters ends mid-word).
@@ -141,21 +141,20 @@ def _load_failure(exc: Exception, path: Path) -> str:
     return f"{type(exc).__name__}: {sentence} (cut short, or not a torch file)"
 
 
-def _is_zip_start(path: Path) -> bool:
+def _first_bytes(path: Path) -> bytes | None:
+    """A file's first four bytes (what tells torch.save's formats); None when it cannot be read."""
     try:
         with open(path, "rb") as handle:
-            return handle.read(4) == ZIP_START
+            return handle.read(4)
     except OSError:
-        return False
+        return None
 
 
 def _looks_like_torch(path: Path) -> bool:
     """Whether a file starts as one of torch.save's formats does: a zip archive (whole or cut short), or a
     pickle of protocol 2 or later."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4)
-    except OSError:
+    head = _first_bytes(path)
+    if head is None:
         return True  # unreadable: torch's own reason says more
     return head[:1] == b"\x80" or head == ZIP_START
 
