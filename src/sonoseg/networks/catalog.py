@@ -272,20 +272,11 @@ def _built_in_code(builder: str, networks: Path) -> list[Path]:
         return []
     top = networks.parents[1]  # the folder the sonoseg package is in, wherever it is installed
     files = {Path(first).resolve(): _package_of(module, first)}
-    pending = list(files.items())
-    while pending:
-        path, package = pending.pop()
-        for name in _imports_in(path, package):
-            found = _find_in(name, top)
-            if (
-                found is not None
-                and found[0] not in files
-                and found[0].is_relative_to(networks)
-                and found[0].name not in ("__init__.py", "catalog.py")
-            ):
-                files[found[0]] = found[1]
-                pending.append(found)
-    return list(files)
+
+    def network_module(path: Path) -> bool:
+        return path.is_relative_to(networks) and path.name not in ("__init__.py", "catalog.py")
+
+    return list(_imported_files(files, top, network_module))
 
 
 def _builder_code(builder: str) -> tuple[list[Path], Path | None]:
@@ -303,16 +294,24 @@ def _builder_code(builder: str) -> tuple[list[Path], Path | None]:
         found = _find_in(prefix, top)
         if found is not None:
             files.setdefault(found[0], found[1])
+    files = _imported_files(files, top)
+    return [Path(first), *list(files)[1:]], top
+
+
+def _imported_files(files: dict[Path, str], top: Path, keep=lambda path: True) -> dict[Path, str]:
+    """``files`` (file -> the package its relative imports start from) with the files under ``top`` of the modules
+    they import, however deep, each name's packages too (their __init__.py), those ``keep`` accepts; read from
+    the import statements, nothing imported."""
     pending = list(files.items())
     while pending:
         path, package = pending.pop()
         for name in _imports_in(path, package):
             for prefix in _prefixes(name):
                 found = _find_in(prefix, top)
-                if found is not None and found[0] not in files:
+                if found is not None and found[0] not in files and keep(found[0]):
                     files[found[0]] = found[1]
                     pending.append(found)
-    return [Path(first), *list(files)[1:]], top
+    return files
 
 
 def _code_folder(module: str, file: Path) -> Path | None:
