@@ -19,6 +19,7 @@ import pytest
 from sonoseg import data
 from sonoseg.data import duplicates, imageio, layouts, synth
 from sonoseg.errors import SonosegError
+from sonoseg.serving import image_warnings
 
 
 def write(path: Path, pixels: np.ndarray, ext: str = ".png") -> Path:
@@ -428,6 +429,51 @@ def test_trailing_bytes_after_the_end_marker_are_not_a_truncation(tmp_path):
     assert "truncated JPEG" in imageio.problem_with_file(cut)
     cut.write_bytes(main[:2] + exif + main[2:])  # whole, it passes
     assert imageio.problem_with_file(cut) is None
+
+
+def test_a_jpeg_damaged_within_its_scan_is_a_problem(tmp_path):
+    """Bytes overwritten or lost in the middle of a JPEG's scan: the file still ends with its end marker and
+    OpenCV decodes it (libjpeg only warns; the rows after the damage come out grey), so it is told by
+    libjpeg's warning. Progressive and baseline files, with a lost stretch or an overwritten one."""
+    for name in ("good", "overwritten", "lost", "progressive"):
+        image, mask = lesion_pair(len(name))
+        write(tmp_path / "images" / f"{name}.jpg", image, ".jpg")
+        write(tmp_path / "masks" / f"{name}.png", mask)
+    progressive = tmp_path / "images" / "progressive.jpg"
+    progressive.write_bytes(cv2.imencode(".jpg", cv2.imread(str(progressive)), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1])
+    for name, damage in {
+        "overwritten": lambda data, middle: data[:middle] + bytes(64) + data[middle + 64 :],
+        "lost": lambda data, middle: data[:middle] + data[middle + 300 :],
+        "progressive": lambda data, middle: data[:middle] + bytes(64) + data[middle + 64 :],
+    }.items():
+        path = tmp_path / "images" / f"{name}.jpg"
+        whole = path.read_bytes()
+        assert imageio.read_image(path).pixels.shape == lesion_pair(len(name))[0].shape  # whole: read
+        path.write_bytes(damage(whole, len(whole) // 2))
+        assert imageio.problem_with_file(path) is None  # its structure is whole: not a truncation
+        assert cv2.imread(str(path)) is not None  # and OpenCV alone decodes it
+        with pytest.raises(SonosegError, match=rf"^{re.escape(str(path))}: damaged JPEG \(Corrupt JPEG data"):
+            imageio.read_image(path)
+    # Padding between the last coded block and the end marker, as some encoders leave it: the pixels are
+    # whole, so the image is read, with a note (segment warns of it; ingest flags it), not refused.
+    padded = tmp_path / "images" / "good.jpg"
+    whole = padded.read_bytes()
+    padded.write_bytes(whole[:-2] + bytes(3) + whole[-2:])
+    decoded = imageio.read_image(padded)
+    assert len(decoded.notes) == 1 and decoded.notes[0].startswith("jpeg_extra_bytes:")  # libjpeg's count
+    assert np.array_equal(
+        decoded.pixels, cv2.cvtColor(cv2.imdecode(np.frombuffer(whole, np.uint8), 1), cv2.COLOR_BGR2RGB)
+    )
+    assert "bytes it did not expect" in image_warnings.warnings_for(decoded, 32, "keep")[0]
+    manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
+    assert manifest.loc[manifest["image"] == str(padded.resolve()), "flags"].item() == decoded.notes[0]
+    status = {
+        Path(image).stem: (row_status, reason)
+        for image, row_status, reason in manifest[["image", "status", "reason"]].itertuples(index=False)
+    }
+    assert status["good"][0] == "included"
+    for name in ("overwritten", "lost", "progressive"):
+        assert status[name][0] == "excluded" and status[name][1].startswith("damaged JPEG"), status[name]
 
 
 def test_unreadable_file_is_a_problem_not_a_traceback(tmp_path, monkeypatch):

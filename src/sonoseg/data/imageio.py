@@ -12,6 +12,7 @@ from typing import BinaryIO
 
 import cv2
 import numpy as np
+import simplejpeg
 
 from sonoseg.data import provenance
 from sonoseg.errors import SonosegError
@@ -374,9 +375,13 @@ def _decode(path: Path, binary_float: bool = False, max_pixels: int = MAX_IMAGE_
     pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise SonosegError(f"{path}: not a readable image")
+    damage, damage_note = _jpeg_damage(data) if head.startswith(JPEG_SIGNATURE) else (None, None)
+    if damage:
+        raise SonosegError(f"{path}: damaged JPEG ({damage}); the pixels after the damage are not the scan's")
     check_pixel_count(path, pixels.shape[0] * pixels.shape[1], pixels.shape[1::-1], max_pixels)
     pages = layout.pages
     notes = [orientation_note(orientation)] * (orientation != 1) + [f"first_page_of:{pages}"] * (pages > 1)
+    notes += [damage_note] * bool(damage_note)
     if orientation != 1:
         pixels = as_viewers_show(pixels, orientation)
     # Float (and signed) files have no agreed range: neither brightness nor the lesion value can be
@@ -389,6 +394,32 @@ def _decode(path: Path, binary_float: bool = False, max_pixels: int = MAX_IMAGE_
             + ("; a float mask may hold 0 and 1, or 0 and 255)" if binary_float else ")")
         )
     return Decoded(pixels, notes, orientation, head)
+
+
+# libjpeg's warnings that its coded data is damaged: what it decodes from there on is grey or smeared.
+JPEG_DAMAGE = re.compile(r"^(Corrupt JPEG data|Premature end of JPEG file)")
+# Bytes left over between the last coded block and the end marker: some encoders leave padding there, the
+# pixels intact, and damaged coded data can end so too. Noted (a warning, a manifest flag), not refused.
+JPEG_EXTRA_BYTES = re.compile(r"^Corrupt JPEG data: (\d+) extraneous bytes before marker 0xd9$")
+JPEG_HARMLESS = re.compile(r"^Corrupt JPEG data: bad ICC marker")  # a damaged colour profile; pixels intact
+
+
+def _jpeg_damage(data: np.ndarray) -> tuple[str | None, str | None]:
+    """(libjpeg's word that a JPEG's coded data is damaged, a note), each None where there is none. OpenCV
+    decodes a JPEG whose scans lost or had overwritten bytes without an error (libjpeg only warns, on
+    stderr), the rows after the damage grey or smeared; a file cut short is caught before decoding
+    (_structure_problem). Decoded again by libjpeg-turbo with its warnings raised, at an eighth of the size:
+    every coded coefficient is still read, the inverse transforms mostly skipped. Another error (a colour
+    space it does not convert) is OpenCV's to judge, and OpenCV read the file."""
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True, min_factor=8)
+    except ValueError as exc:
+        message = str(exc)
+        if extra := JPEG_EXTRA_BYTES.match(message):
+            return None, f"jpeg_extra_bytes:{extra[1]}"
+        if JPEG_DAMAGE.match(message) and not JPEG_HARMLESS.match(message):
+            return message, None
+    return None, None
 
 
 # An RGBA image transparent (alpha 0) over more than this share of its pixels is noted: its alpha is dropped,
