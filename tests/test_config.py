@@ -491,6 +491,47 @@ def test_every_config_problem_is_one_line_naming_its_key_before_anything_runs(wo
     assert code != 0 and "config split.fractions: [0.6, 0.5, 0.4] must sum to 1" in output
 
 
+def test_nested_values_given_on_the_command_line_are_read_as_a_config_file_reads_them(workflow_copy):
+    """Snakemake keeps a nested --config value's scalars as text ('train={"threads": 2}' gave threads '2',
+    refused as not an integer): they are read as YAML reads a config file, overrides and ladder changes too;
+    text that YAML keeps as text is still named."""
+    schema = config_check.load_schema(workflow_copy / "workflow" / "schemas" / "config.schema.yaml")
+    config = {
+        "seeds": ["0", "1"],
+        "train": {"threads": "2", "overrides": {"unet": {"learning_rate": "0.002", "augment": "false"}}},
+        "predict": {"tta": "true"},
+        "ladder": {"steps": [{"name": "a", "changes": {"batch_size": "8"}}]},
+        "study": "123",  # a name: text in the schema, so kept as text
+    }
+    changed = config_check.retype_command_line_text(config, schema)
+    assert config == {
+        "seeds": [0, 1],
+        "train": {"threads": 2, "overrides": {"unet": {"learning_rate": 0.002, "augment": False}}},
+        "predict": {"tta": True},
+        "ladder": {"steps": [{"name": "a", "changes": {"batch_size": 8}}]},
+        "study": "123",
+    }
+    assert sorted(changed) == sorted(
+        [
+            "seeds.0",
+            "seeds.1",
+            "train.threads",
+            "train.overrides.unet.learning_rate",
+            "train.overrides.unet.augment",
+            "predict.tta",
+            "ladder.steps.0.changes.batch_size",
+        ]
+    )
+    (workflow_copy / "config" / "plan.yaml").write_text(yaml.safe_dump({**BASE, "networks": ["lighter_unet_c1"]}))
+    given = ["--config", 'train={"threads": 1, "max_epochs": 2}', 'predict={"tta": false}']
+    result = run_snakemake(["all", "-n", "--cores", "1", "--configfile", "config/plan.yaml", *given], workflow_copy)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    given = ["--config", 'train={"threads": "two"}']
+    result = run_snakemake(["all", "-n", "--cores", "1", "--configfile", "config/plan.yaml", *given], workflow_copy)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "config train.threads: 'two' is not of type 'integer'" in output
+
+
 def test_the_ladders_network_overrides_are_used_even_outside_the_studys_networks():
     """The ladder's steps start from its network's recipe, overrides included: not noted as unused."""
     config = {

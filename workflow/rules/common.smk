@@ -37,10 +37,12 @@ if "resources" in config:
 # Every problem at once, one line each naming the key (Snakemake's validate stops at the first, and
 # quotes the whole schema with it); a network's overrides and the ladder's changes checked too. A null
 # there clears overrides that an earlier config file set (config_check.clear_nulls).
+# Values given as text on the command line (--config 'train={"threads": 2}': Snakemake keeps a nested value's
+# scalars as text) are read as a config file reads them (config_check.retype_command_line_text).
 config_check.clear_nulls(config)
-_CONFIG_PROBLEMS = config_check.problems(
-    config, config_check.load_schema(os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
-)
+_CONFIG_SCHEMA = config_check.load_schema(os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+config_check.retype_command_line_text(config, _CONFIG_SCHEMA)
+_CONFIG_PROBLEMS = config_check.problems(config, _CONFIG_SCHEMA)
 if _CONFIG_PROBLEMS:
     raise ValueError(config_check.message(_CONFIG_PROBLEMS))
 validate(config, schema="../schemas/config.schema.yaml")

@@ -53,16 +53,62 @@ def clear_nulls(config: dict) -> dict:
     return config
 
 
+def retype_command_line_text(config: dict, schema: dict) -> list[str]:
+    """Values the schema wants as numbers, booleans or lists that came as text, re-read as a config file's YAML
+    reads them, in place; the keys changed. Snakemake reads a nested ``--config`` value with YAML's base
+    loader, which keeps every scalar as text: ``--config 'train={"threads": 2}'`` gives threads '2'. Text YAML
+    itself keeps as text (``1e-3``, ``'2'`` re-read is 2 but 'abc' stays 'abc') is left for the check to name."""
+    changed = []
+    train = schema["properties"]["train"]["properties"]
+    parts = [(schema, [])] + [
+        (train[key], path + [key])
+        for path, settings in _settings_sections(config)
+        for key in settings
+        if key in train and key != "overrides"
+    ]
+    for part_schema, base in parts:
+        for error in _errors(part_schema, _at(config, base)):
+            if error.validator not in ("type", "anyOf", "oneOf") or not isinstance(error.instance, str):
+                continue
+            try:
+                value = yaml.safe_load(error.instance)
+            except yaml.YAMLError:
+                continue
+            path = base + list(error.absolute_path)
+            if not isinstance(value, str) and Draft202012Validator(error.schema).is_valid(value):
+                _at(config, path[:-1])[path[-1]] = value
+                changed.append(".".join(str(p) for p in path))
+    return changed
+
+
+def _settings_sections(config: dict) -> list[tuple[list, dict]]:
+    """The open sections checked against the train section's definitions: each network's overrides and each
+    ladder step's changes, as (their key path, their settings)."""
+    found = [
+        (["train", "overrides", network], settings)
+        for network, settings in ((config.get("train") or {}).get("overrides") or {}).items()
+    ]
+    found += [
+        (["ladder", "steps", number, "changes"], step.get("changes"))
+        for number, step in enumerate((config.get("ladder") or {}).get("steps") or [])
+        if isinstance(step, dict)
+    ]
+    return [(path, settings) for path, settings in found if isinstance(settings, dict)]
+
+
+def _at(config, path: list):
+    for part in path:
+        config = config[part]
+    return config
+
+
 def problems(config: dict, schema: dict) -> list[str]:
     """Every problem of the config, as 'config <key path>: <what is wrong>' (empty when none)."""
     custom = config.get("custom_networks") if isinstance(config.get("custom_networks"), dict) else {}
     found = [_line(error.absolute_path, error, custom) for error in _errors(schema, config)]
     train = schema["properties"]["train"]["properties"]
-    for network, settings in ((config.get("train") or {}).get("overrides") or {}).items():
-        found += _settings_problems(train, settings, ["train", "overrides", network])
-    for number, step in enumerate((config.get("ladder") or {}).get("steps") or []):
-        if isinstance(step, dict):
-            found += _settings_problems(train, step.get("changes"), ["ladder", "steps", number, "changes"])
+    for path, settings in _settings_sections(config):
+        found += _settings_problems(train, settings, path)
     return found
 
 
