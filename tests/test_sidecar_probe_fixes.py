@@ -160,8 +160,13 @@ def test_a_sidecar_stating_what_segment_does_not_do_is_refused_naming_key_value_
             set_at(["batch", 2, 64, 64], "output", "shape"),
             'output.shape is ["batch", 2, 64, 64], but its graph was exported with ["batch", 1, 64, 64]',
         ),
+        (
+            set_at("unet", "network"),
+            'network is "unet", but its graph was exported with "lighter_unet_c1" (the graph\'s own record, '
+            "sonoseg.exported_with): sonoseg segment names the network in its log and in each mask's record",
+        ),
     ],
-    ids=["normalization", "interpolation", "marks", "sides", "output_shape"],
+    ids=["normalization", "interpolation", "marks", "sides", "output_shape", "network"],
 )
 def test_a_sidecar_stating_other_than_its_graph_was_exported_with_is_refused_with_the_graphs_value(
     tmp_path, exported, edit, said
@@ -186,6 +191,22 @@ def test_the_graph_records_what_it_was_exported_with_as_onnx_runtime_reads_it(tm
         sidecar.sidecar_path(graph).write_text(json.dumps(stated))
         with pytest.raises(SonosegError, match=f"{graph}: {said}"):
             sidecar.read_sidecar(graph)
+
+
+def test_a_graph_exported_before_it_recorded_its_network_is_served_as_its_sidecar_names_it(tmp_path, exported):
+    """Graphs record their network since a later sonoseg than their sidecar format's first: one without it is
+    served as before, its sidecar's network taken as it stands."""
+    import onnx
+
+    _, onnx_path, written, _ = exported
+    graph = onnx.load(str(onnx_path))
+    (entry,) = [prop for prop in graph.metadata_props if prop.key == sidecar.GRAPH_RECORD]
+    entry.value = json.dumps({k: v for k, v in json.loads(entry.value).items() if k != "network"})
+    earlier = tmp_path / "earlier.onnx"
+    onnx.save(graph, str(earlier))
+    stated = dict(written, network="my_name", onnx_sha256=hashlib.sha256(earlier.read_bytes()).hexdigest())
+    sidecar.sidecar_path(earlier).write_text(json.dumps(stated))
+    assert sidecar.read_sidecar(earlier)["network"] == "my_name"
 
 
 def test_a_format_2_sidecar_lacking_the_study_scale_selection_is_refused_naming_it(tmp_path, exported):

@@ -100,7 +100,11 @@ GRAPH_FACTS = {
     "input.normalization": "the graph applies that one itself (sonoseg segment feeds it [0, 1] RGB)",
     "input.sides": "sonoseg segment runs the graph at the sizes checked against torch at export alone",
     "ensemble.members": "the graph averages those members",
+    "network": "sonoseg segment names the network in its log and in each mask's record (output_record)",
 }
+# Facts graphs record since a later sonoseg than their format's first: a graph exported before holds none, and
+# its sidecar's value is taken as it stands.
+RECORDED_SINCE_LATER = {"network"}
 
 # The kinds of the study's scale selection's settings, as segment reads them (scales: a list, always there).
 SELECTION_KINDS = {
@@ -294,6 +298,8 @@ def check_sidecar(sidecar: dict, path: Path, exported_with: dict | None = None) 
     if exported_with is not None:
         for key, does in GRAPH_FACTS.items():
             stated, recorded = _at(sidecar, key), exported_with.get(key, _MISSING)
+            if recorded is _MISSING and key in RECORDED_SINCE_LATER:
+                continue
             if stated != recorded:
                 was = "none" if recorded is _MISSING else json.dumps(recorded, ensure_ascii=False)
                 raise SonosegError(
