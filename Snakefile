@@ -27,3 +27,7 @@ rule all:
     default_target: True
     input:
         get_final_outputs(),
+
+
+onsuccess:
+    note_outputs_left_by_other_configs()

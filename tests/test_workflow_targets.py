@@ -134,3 +134,24 @@ def test_the_analysis_code_is_named_relative_to_a_working_directory_that_holds_i
     # The workflow asks for them so (its test copies hold no package, so no run of theirs can show it).
     common = (Path(__file__).parents[1] / "workflow" / "rules" / "common.smk").read_text()
     assert "ANALYSIS_CODE = analysis.code_files(relative_to=os.getcwd())" in common
+
+
+def test_outputs_an_earlier_config_made_are_named_after_a_run_and_kept(tiny_study, tmp_path):
+    """A run of the config that made the study names nothing; after a ladder step leaves the config, its run
+    folder, summary and curves are named (not read as this config's, nor deleted), as a table no run fills."""
+    workdir = tmp_path / "study"
+    shutil.copytree(tiny_study.workdir, workdir, symlinks=True)
+    note = re.compile(r"results/tiny: (\d+) output\(s\) an earlier config made that this one does not \(kept.*: (.*)")
+    same = run_snakemake(["all", "--cores", "1", "--configfile", tiny_study.config], workdir)
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert "Nothing to be done" in same.stdout + same.stderr and not note.search(same.stderr), same.stderr[-3000:]
+    out = workdir / "results" / "tiny"
+    (out / "tables" / "tta.csv").write_text("network,delta\n")  # as predict.tta: true left it
+    fewer = {**TINY, "ladder": {**TINY["ladder"], "steps": TINY["ladder"]["steps"][:1]}}
+    run = run_snakemake(["all", "--cores", "1", "--configfile", write_config(workdir, fewer, "fewer.yaml")], workdir)
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = note.search(run.stderr)
+    assert found, run.stderr[-3000:]
+    left = ["runs/ladder--adam/", "networks/ladder--adam.csv", "report/curves/ladder--adam.png", "tables/tta.csv"]
+    assert found[2].split(", ") == left and found[1] == str(len(left))  # by place: runs first
+    assert all((out / name).exists() for name in left)

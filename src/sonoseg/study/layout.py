@@ -18,6 +18,7 @@ back out of a path. Torch-free: the workflow imports it when it parses the Snake
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 RESULTS = "results"  # every study's folder is results/<study>, relative to the workflow's folder
@@ -118,3 +119,30 @@ def sheet_config(out: str | Path, digest: str) -> str:
 def study_dir(path: str | Path, template: str) -> str:
     """The study folder a file made from ``template`` lies in (a rule finds it from one of its files)."""
     return str(Path(path).parents[len(Path(template).parts) - 1])
+
+
+# Where a study keeps outputs named by a run (a folder, or a file named <run>.<ext>) and by a table or page
+# (<name>.<ext>): what left_by_other_configs looks through.
+RUN_PLACES = ("runs", "networks", "report/curves")
+TABLE_PLACES = ("tables", "report/tables")
+
+
+def left_by_other_configs(out: str | Path, runs: Iterable[str], outputs: Iterable[str | Path]) -> list[str]:
+    """What lies in the study folder ``out`` that its config no longer makes (``runs``: the run sheet's runs,
+    ``outputs``: every final output), relative to ``out``: a run's folder, summary or curves after its network,
+    seed or option (predict.tta: its ``--tta`` twins) left the config, a table or page no run of it fills. An
+    earlier config made them; nothing reads them now, and nothing deletes them (a network put back adopts its
+    trainings). A table's other formats (.md, .tex) go with its name."""
+    out, runs = Path(out), set(runs)
+    tables = {(path.parent, path.stem) for path in map(Path, outputs)}
+    found = []
+    for place in RUN_PLACES + TABLE_PLACES:
+        folder = out / place
+        if not folder.is_dir():
+            continue
+        for entry in sorted(folder.iterdir()):
+            name = entry.name if place == "runs" else entry.stem
+            kept = name in runs if place in RUN_PLACES else (folder, name) in tables
+            if not kept:
+                found.append(f"{place}/{entry.name}" + "/" * entry.is_dir())
+    return found
