@@ -367,7 +367,8 @@ def test_a_users_network_runs_through_the_workflow(workflow_copy, monkeypatch):
         run = run_snakemake([table, "--cores", "2", "--configfile", path], workflow_copy)
         assert run.returncode == 0, run.stderr[-3000:]
         assert "Tiny U-net (mine)" in (workflow_copy / table).read_text()  # the config's label, not its name
-        # A new label is the tables' business: no training reruns for it (the training reads the builder alone).
+        # A new label is the tables' business: no training reruns for it, nor the cost table's timing (they read the
+        # builder alone).
         relabelled = {
             **config,
             "custom_networks": {"tiny_unet": {**config["custom_networks"]["tiny_unet"], "label": "Tiny"}},
@@ -377,6 +378,7 @@ def test_a_users_network_runs_through_the_workflow(workflow_copy, monkeypatch):
         )
         assert dry.returncode == 0, dry.stderr[-3000:]
         assert "train" not in jobs_of(dry.stdout) and "table" in jobs_of(dry.stdout)
+        assert not {"cost_prepare", "cost"} & set(jobs_of(dry.stdout))  # built and timed as before: not again
         path = write_config(workflow_copy, config)
         summary = pd.read_csv(workflow_copy / target)
         assert summary["dice"].notna().all() and summary["parameters"].item() > 0

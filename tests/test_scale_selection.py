@@ -64,23 +64,34 @@ def test_scales_of_one_alone_are_the_model_itself_and_bad_factors_are_refused():
         infer.scale_adaptive(run, (1.0, 0.0))
 
 
-def test_a_size_the_network_cannot_take_is_left_out_with_a_warning(caplog):
+@pytest.mark.parametrize(
+    "refusal, said",
+    [
+        (RuntimeError, "(cannot pool a 24-px map)"),  # PyTorch's shape errors
+        (ValueError, "(ValueError: cannot pool a 24-px map)"),  # a network's own check of its input size
+        (AssertionError, "(AssertionError: cannot pool a 24-px map)"),
+    ],
+)
+def test_a_size_the_network_cannot_take_is_left_out_with_a_warning(caplog, refusal, said):
     asked = []
 
     def strided(batch):  # a network whose downsampling needs a multiple of 16
         size = batch.shape[-1]
         asked.append(size)
         if size % 16:
-            raise RuntimeError(f"cannot pool a {size}-px map")
+            raise refusal(f"cannot pool a {size}-px map")
         return np.full((len(batch), size, size), 0.7 if size == 32 else 0.9, np.float32)
 
-    run = infer.scale_adaptive(strided, (1.0, 0.75, 0.5), label="strided")
+    label = f"strided ({refusal.__name__})"  # each its own: a label is warned of once
+    run = infer.scale_adaptive(strided, (1.0, 0.75, 0.5), label=label)
     batch = np.zeros((1, 3, 32, 32), np.float32)
     np.testing.assert_allclose(run(batch), 0.9)  # 16 px taken, 24 px left out
-    assert "strided cannot take a 24-px input" in caplog.text
+    assert f"{label} cannot take a 24-px input {said}: that size left out" in caplog.text
     asked.clear()
     run(batch)
     assert sorted(asked) == [16, 32]  # left out once and for all: not tried for the next batch
+    with pytest.raises(KeyError):  # any other error is the network's fault, not the size's: it stops the run
+        infer.scale_adaptive(lambda b: {}[b.shape[-1]] if b.shape[-1] != 32 else b[:, 0], (1.0, 0.75))(batch)
 
 
 def test_predict_and_segment_choose_the_scale_per_image_on_a_real_model(tmp_path):

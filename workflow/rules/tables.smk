@@ -94,7 +94,7 @@ rule cost_prepare:
         networks=" ".join(NETWORKS),
         size=config["preprocess"]["size"],
         backend=COST["backend"],
-        custom=custom_networks_arg(NETWORKS),
+        custom=custom_networks_arg(NETWORKS, keys=("builder",)),  # built and timed: a new label times nothing
         code=" ".join(f"{network}={NETWORK_CODE.get(network, '')}" for network in NETWORKS),  # reruns on an edit
     shell:
         "sonoseg cost-prepare --networks {params.networks} --size {params.size} --backend {params.backend} "
@@ -125,7 +125,7 @@ rule cost:
         measure_threads=COST["threads"],
         repeats=COST["repeats"],
         warmup=COST["warmup"],
-        custom=custom_networks_arg(NETWORKS),
+        custom=custom_networks_arg(NETWORKS, keys=("builder",)),  # built and timed: a new label times nothing
     shell:
         "sonoseg cost --networks {params.networks} --size {params.size} --backend {params.backend} "
         "--threads {params.measure_threads} --repeats {params.repeats} --warmup {params.warmup} "

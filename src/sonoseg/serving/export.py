@@ -32,7 +32,7 @@ from sonoseg.serving.modelio import (
     recorded_choice,
     warn_of_another_size,
 )
-from sonoseg.serving.options import shrinks, smaller_factors, smaller_sides
+from sonoseg.serving.options import SIZE_REFUSALS, shrinks, smaller_factors, smaller_sides
 from sonoseg.serving.probability_model import ProbabilityModel
 
 # What serving reads of an export (the sidecar, the session) lives in sonoseg.serving.sidecar, torch-free.
@@ -348,7 +348,7 @@ def _torch_takes(probability: nn.Module, side: int) -> bool:
     try:
         with torch.no_grad():
             probability(torch.zeros(1, 3, side, side))
-    except RuntimeError:
+    except SIZE_REFUSALS:
         return False
     return True
 

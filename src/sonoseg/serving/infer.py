@@ -37,6 +37,7 @@ from sonoseg.serving.options import (
     COMPONENT_RULES,
     LESION_THRESHOLD,
     POSTPROCESSES,
+    SIZE_REFUSALS,
     backend_for,
     check_device_name,
     shrinks,
@@ -427,11 +428,12 @@ def scale_adaptive(
             small = interpolate.area(images, side)
             try:
                 probability = run(small)
-            except RuntimeError as exc:  # the network's strides do not divide this size
+            except SIZE_REFUSALS as exc:  # the network's strides do not divide this size, or its own check
                 if out_of_memory(exc):
                     raise  # memory, not the network's strides: never a reason to drop a size
                 refused.add(side)
-                log.warning("%s cannot take a %d-px input (%s): that size left out", label, side, str(exc)[:80])
+                said = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) else str(exc)
+                log.warning("%s cannot take a %d-px input (%s): that size left out", label, side, said[:80])
                 continue
             confidence = lesion_confidence(probability)
             back = interpolate.bilinear(probability, size)

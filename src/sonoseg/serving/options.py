@@ -63,6 +63,12 @@ def smaller_factors(factors) -> list[float]:
     return sorted({f for f in factors if 0 < f < 1}, reverse=True)
 
 
+# What a network raises for an input size it cannot take, at a smaller size the scale selection tries: PyTorch's
+# shape errors (RuntimeError: strides that do not divide the size), or the network's own check of its input
+# (a ValueError, an assert). That size is left out, with a warning; the input size alone is never dropped.
+SIZE_REFUSALS = (RuntimeError, ValueError, AssertionError, NotImplementedError)
+
+
 def smaller_sides(size: int, smaller: list[float]) -> list[int]:
     """The sides ``smaller`` (smaller_factors) shrink a ``size``-px input to, in order, each once; a factor
     that rounds to the input size or to a side already tried adds nothing. What segment tries and what the
