@@ -519,10 +519,12 @@ def write_table(
     out_csv.with_suffix(".tex").write_text(latex)
 
 
+# How a cell gives its seeds (seeds_cell), as every caption says it.
+OVER_SEEDS = "the mean over seeds: ± std with 5 seeds or more, each seed's value with 2 to 4, n = 1 for one run"
 CAPTIONS = {
-    "table1": "Table 1. Test metrics by architecture (mean ± std over seeds",
-    "table2": "Table 2. U-net and its lightweight variants (mean ± std over seeds",
-    "beyond": "Beyond the paper: networks after 2021 and your own, same split and recipe (mean ± std over seeds",
+    "table1": f"Table 1. Test metrics by architecture ({OVER_SEEDS}",
+    "table2": f"Table 2. U-net and its lightweight variants ({OVER_SEEDS}",
+    "beyond": f"Beyond the paper: networks after 2021 and your own, same split and recipe ({OVER_SEEDS}",
 }
 
 
