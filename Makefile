@@ -13,8 +13,9 @@ BIN := $(VENV)/bin
 # The rules call the `sonoseg` tool: the venv's bin comes first on PATH for every recipe.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-# The study's name (its results/<study>/ folder): the CONFIG's `study`, else config/config.yaml's.
-STUDY ?= $(shell sed -n 's/^study: *["'"'"']\{0,1\}\([A-Za-z0-9_.-]*\).*/\1/p' $(CONFIG) config/config.yaml | head -n 1)
+# The study's name (its results/<study>/ folder), as Snakemake layers the files: config/config.yaml, then each
+# of CONFIG in order, the last `study` winning (CONFIG="config/quick.yaml mine.yaml" is mine.yaml's study).
+STUDY ?= $(shell sed -n 's/^study: *["'"'"']\{0,1\}\([A-Za-z0-9_.-]*\).*/\1/p' config/config.yaml $(CONFIG) | tail -n 1)
 
 .PHONY: study confirm report test lint clean
 

@@ -94,3 +94,18 @@ def test_make_reads_the_study_name_past_a_comment_or_quotes(tmp_path):
         assert planned.returncode == 0, planned.stderr
         cores = min(len(os.sched_getaffinity(0)), 8)  # make's default: the cores it may run on, at most 8
         assert f"--report results/{study}/report.html --cores {cores} --configfile {config}" in planned.stdout
+    # Several files layered, as Snakemake layers them: the last file that names a study wins (a user's file over
+    # config/quick.yaml wrote its report over the quick study's); one that names none keeps the earlier one's.
+    unnamed = tmp_path / "unnamed.yaml"
+    unnamed.write_text("seeds: [0]\n")
+    for files, study in (
+        ("config/quick.yaml " + str(tmp_path / "mine.yaml"), "mine"),
+        (str(tmp_path / "mine.yaml") + " config/quick.yaml", "quick"),
+        ("config/quick.yaml " + str(unnamed), "quick"),
+        (str(unnamed), "paper"),  # config/config.yaml's, which Snakemake reads first
+    ):
+        planned = subprocess.run(
+            ["make", "-n", "report", f"CONFIG={files}", "BIN=.venv/bin"], cwd=REPO, capture_output=True, text=True
+        )
+        assert planned.returncode == 0, planned.stderr
+        assert f"--report results/{study}/report.html " in planned.stdout, (files, planned.stdout)
