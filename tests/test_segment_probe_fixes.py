@@ -333,6 +333,23 @@ def test_cuda_asked_for_without_it_names_the_option_segment_was_given(tmp_path, 
     assert device.select_device("auto") == torch.device("cpu")
 
 
+@pytest.mark.parametrize(
+    "visible, warned", [("0", True), ("GPU-1a2b", True), ("", False), ("-1", False), (None, False)]
+)
+def test_auto_on_the_cpu_in_a_job_given_a_gpu_is_warned_of(monkeypatch, caplog, visible, warned):
+    """A SLURM job given a GPU (CUDA_VISIBLE_DEVICES set) whose PyTorch sees none (a CPU-only build) trained on the
+    CPU without a word; a job given no GPU computes on the CPU as asked."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    with caplog.at_level(logging.WARNING, logger="sonoseg.serving.device"):
+        assert device.select_device("auto") == torch.device("cpu")
+    said = f"train.device: 'auto': this job was given a GPU (CUDA_VISIBLE_DEVICES={visible}), but PyTorch sees no"
+    assert (said in caplog.text) is warned, caplog.text
+
+
 # ----------------------------------------------------------------------------- 6. export of a model out of its run
 
 

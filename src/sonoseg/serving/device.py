@@ -4,6 +4,7 @@ model is served the way it was measured (docs/performance.md)."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -12,6 +13,8 @@ from sonoseg.data.preprocess import normalize_tensor
 from sonoseg.data.provenance import cpu_model
 from sonoseg.errors import SonosegError
 from sonoseg.serving.options import PRECISIONS, check_device_name
+
+log = logging.getLogger(__name__)
 
 
 def cpu_flags() -> set[str]:
@@ -114,7 +117,21 @@ def select_device(requested: str, option: str = "train.device") -> torch.device:
     refused, naming ``option``."""
     check_device_name(requested, option)
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        assigned = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+        if (
+            assigned and assigned != "-1"
+        ):  # a scheduler or a GPU slot gave this job a GPU: the CPU is not what was meant
+            log.warning(
+                "%s: 'auto': this job was given a GPU (CUDA_VISIBLE_DEVICES=%s), but PyTorch sees no CUDA device (%s): "
+                "it computes on the CPU, far slower; set %s: cuda to stop instead",
+                option,
+                assigned,
+                "a PyTorch built without CUDA" if torch.version.cuda is None else "no driver it can use?",
+                option,
+            )
+        return torch.device("cpu")
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
             raise SonosegError(f"{option}: {requested!r} asked for, but no CUDA device is visible")
