@@ -945,14 +945,38 @@ def test_patients_csv_names_match_across_unicode_normalization_not_across_letter
     with pytest.raises(SonosegError) as error:
         data.ingest(tmp_path, "folder")
     assert "1 problem(s)" in str(error.value)
-    assert problem_line(str(error.value), tmp_path.resolve() / "images" / "scan.png").endswith(
-        ": listed in patients.csv (row 3), but images/ has no such image (images/ has Scan.png: the names differ "
-        "in letter case only, and sonoseg does not guess)"
+    assert problem_line(str(error.value), tmp_path.resolve() / "images" / "Scan.png").endswith(
+        ": patients.csv (row 3) names it 'scan.png', its name in another letter case: sonoseg does not guess that "
+        "the row (patient 'B') means it, nor makes it a patient of its own who may be that one; write its name as "
+        "the file has it"
     )
     manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
-    patient = {Path(p).name: patient for p, patient in zip(manifest["image"], manifest["patient"])}
-    assert patient[decomposed] == "A" and patient["good.png"] == "C"
-    assert patient["Scan.png"] == "Scan"  # its own patient, not B's
+    by_name = {Path(p).name: row for p, row in zip(manifest["image"], manifest.to_dict("records"))}
+    assert by_name[decomposed]["patient"] == "A" and by_name["good.png"]["patient"] == "C"
+    # Not B's, and not a patient of its own either (B's other views could then fall on the other side of the split).
+    assert by_name["Scan.png"]["status"] == "excluded" and "another letter case" in by_name["Scan.png"]["reason"]
+    # Two files that differ from the row's name in letter case alone: which one is meant is not said; the row is
+    # the problem, and each file its own patient, flagged, as before.
+    write(tmp_path / "images" / "SCAN.png", lesion_pair(4)[0])
+    write(tmp_path / "masks" / "SCAN.png", lesion_pair(4)[1])
+    with pytest.raises(SonosegError) as error:
+        data.ingest(tmp_path, "folder")
+    assert problem_line(str(error.value), tmp_path.resolve() / "images" / "scan.png").endswith(
+        ": listed in patients.csv (row 3), but images/ has no such image (images/ has SCAN.png and Scan.png: the "
+        "names differ in letter case only, and sonoseg does not guess)"
+    )
+
+
+def test_a_csv_a_spreadsheet_wrote_with_semicolons_or_tabs_is_read(tmp_path):
+    """Excel in locales with a decimal comma writes CSV with ';' (and a text export tabs): read as written, not
+    "missing column(s) ['image', 'patient']; found ['image;patient']"."""
+    good_folder(tmp_path, 3)
+    for separator in (";", "\t"):
+        pd.DataFrame({"image": ["good0.png", "good1.png", "good2.png"], "patient": ["007", "007", "8,5"]}).to_csv(
+            tmp_path / "patients.csv", index=False, sep=separator, encoding="utf-8-sig"
+        )
+        samples = data.included(data.ingest(tmp_path, "folder"))
+        assert samples["patient"].tolist() == ["007", "007", "8,5"], separator
 
 
 def test_dataset_csv_listing_an_image_twice_is_refused_like_patients_csv(tmp_path, caplog):

@@ -236,6 +236,11 @@ class _NamesInCsv:
                 return same[0]
         return None
 
+    def other_case(self, name: str) -> Path | None:
+        """The one file whose name differs from ``name`` in letter case only, else None (none, or several)."""
+        others = self.folded.get(_composed(name).casefold(), [])
+        return self.exact[others[0]] if len(others) == 1 else None
+
     def other_case_note(self, name: str, where: str) -> str:
         """' (WHERE has NAME: ...)' when files' names differ from ``name`` in letter case only; else ''."""
         others = sorted(self.folded.get(_composed(name).casefold(), []))
@@ -281,10 +286,10 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     masks_by_stem, images_by_stem = _by_stem(masks), _by_stem(images)
     patients_csv = root / PATIENTS_CSV
     listed: dict[Path, tuple[int, dict]] = {}
-    claimed, rows_naming_no_image = set(), {}
+    claimed, rows_naming_no_image, named_in_other_case = set(), {}, {}
     if patients_csv.is_file():
         claimed.add(patients_csv.resolve())
-        listed, rows_naming_no_image = _read_patients_csv(root, patients_csv, images)
+        listed, rows_naming_no_image, named_in_other_case = _read_patients_csv(root, patients_csv, images)
     candidates, orphans, used_masks, not_listed = [], {}, set(), []
     ambiguous: dict[Path, str] = {}  # masks that match more than one file, and why none is paired
     for image in images:
@@ -303,7 +308,9 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
             view=row.get("view", ""),
             extra=_extra(row, ("image", "patient", "view")),
         )
-        if claimed and not row:  # its own patient, as without patients.csv: said, since it may be an oversight
+        if image in named_in_other_case:
+            candidate.problems.append(named_in_other_case[image])
+        elif claimed and not row:  # its own patient, as without patients.csv: said, since it may be an oversight
             candidate.flags.append(NOT_IN_PATIENTS_CSV)
             not_listed.append(image)
         if row and not row["patient"]:
@@ -338,10 +345,13 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
 
 def _read_patients_csv(
     root: Path, patients_csv: Path, images: list[Path]
-) -> tuple[dict[Path, tuple[int, dict]], dict[Path, str]]:
+) -> tuple[dict[Path, tuple[int, dict]], dict[Path, str], dict[Path, str]]:
     """patients.csv's rows by the image of images/ each names (its row number and the row, its patient and
-    view cells trimmed), and the rows that name none, as problems of their own (keyed by the path they
-    name). A cell names an image as _NamesInCsv matches it."""
+    view cells trimmed), the rows that name none, as problems of their own (keyed by the path they name), and
+    the images a row names in another letter case alone, with that problem: the image's, so that excluding
+    it (on_bad_sample: exclude) takes the image out rather than leaving it to be a patient of its own, who may
+    be the row's patient with other images on the other side of the split. A cell names an image as
+    _NamesInCsv matches it."""
     images_dir = root / IMAGE_FOLDERS["folder"][0]
     records = _read_csv(patients_csv, required=("image", "patient")).to_dict("records")
     names = _NamesInCsv({image.name: image for image in images})
@@ -356,11 +366,19 @@ def _read_patients_csv(
             rows_of.setdefault(name, []).append(number)
             image_of[name] = image
     _refuse_images_listed_twice(patients_csv, rows_of, rows)
-    listed, naming_no_image = {}, {}
+    listed, naming_no_image, named_in_other_case = {}, {}, {}
     for name, numbers in rows_of.items():
         number, row = numbers[0], rows[numbers[0] - 2]
         if image_of[name]:
             listed[image_of[name]] = (number, row)
+            continue
+        other = names.other_case(name)
+        if other is not None and row["patient"]:
+            named_in_other_case[other] = (
+                f"patients.csv (row {number}) names it {name!r}, its name in another letter case: sonoseg does not "
+                f"guess that the row (patient {row['patient']!r}) means it, nor makes it a patient of its own who may "
+                "be that one; write its name as the file has it"
+            )
             continue
         problems = [
             f"listed in patients.csv (row {number}), but images/ has no such image"
@@ -375,7 +393,7 @@ def _read_patients_csv(
             naming_no_image[patients_csv.with_name(f"row{number}-of-{patients_csv.stem}")] = _empty_cell(
                 patients_csv, number, "image"
             )
-    return listed, naming_no_image
+    return listed, naming_no_image, named_in_other_case
 
 
 def _refuse_images_listed_twice(csv_path: Path, rows_of: dict[str, list[int]], records: list[dict]) -> set[int]:
@@ -635,9 +653,20 @@ def _by_stem(files: list[Path]) -> dict[str, list[Path]]:
     return grouped
 
 
+# Separators a spreadsheet writes besides the comma: Excel's CSV in locales with a decimal comma uses ';', and a
+# "text" export tabs. Used when the header line holds one of them and no comma.
+OTHER_SEPARATORS = (";", "\t")
+
+
+def _separator(path: Path) -> str:
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+        header = handle.readline()
+    return next((sep for sep in OTHER_SEPARATORS if sep in header and "," not in header), ",")
+
+
 def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=_separator(path))
     except Exception as exc:
         raise SonosegError(f"{path}: not a readable CSV ({exc})") from None
     missing = [c for c in required if c not in frame.columns]
