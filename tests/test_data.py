@@ -354,7 +354,18 @@ def test_mask_below_the_threshold_is_an_error_not_an_empty_mask(tmp_path, pixels
     path = write(tmp_path / "faint.png", pixels)
     with pytest.raises(SonosegError, match=re.escape(f"{path}: mask values 0..")) as error:
         imageio.read_mask(path)
-    assert expected in str(error.value)
+    assert expected in str(error.value) and str(error.value).endswith("or as 1 on 0")
+
+
+def test_a_0_1_mask_saved_as_jpeg_is_told_to_be_saved_as_png(tmp_path):
+    """JPEG smears a 0/1 mask into 0..2, under the threshold: 'save it as 1 on 0' alone would fail again."""
+    mask = np.zeros((64, 64), np.uint8)
+    cv2.circle(mask, (32, 32), 15, 1, -1)
+    path = write(tmp_path / "mask.jpg", mask, ".jpg")
+    assert cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).max() == 2  # JPEG's compression at OpenCV's quality 95
+    with pytest.raises(SonosegError) as error:
+        imageio.read_mask(path)
+    assert str(error.value).endswith("or as 1 on 0 in a PNG (JPEG's compression changes a 0/1 mask's values)")
 
 
 def test_float_mask_is_refused_like_a_float_image_unless_it_holds_only_0_and_1_or_255(tmp_path):
@@ -965,6 +976,47 @@ def test_patients_csv_names_match_across_unicode_normalization_not_across_letter
         ": listed in patients.csv (row 3), but images/ has no such image (images/ has SCAN.png and Scan.png: the "
         "names differ in letter case only, and sonoseg does not guess)"
     )
+
+
+def test_a_patients_csv_cell_with_the_folder_or_without_the_extension_is_told_how_to_name_it(tmp_path):
+    """dataset.csv names files by their path under the root, so a user writes images/s0.png in patients.csv too,
+    or the name without its extension (masks pair by it): each problem says how a cell names the file."""
+    good_folder(tmp_path, 3)
+    pd.DataFrame({"image": ["images/good0.png", "good1", "good2.png"], "patient": ["A", "A", "B"]}).to_csv(
+        tmp_path / "patients.csv", index=False
+    )
+    with pytest.raises(SonosegError) as error:
+        data.ingest(tmp_path, "folder")
+    message = str(error.value)
+    assert (
+        "listed in patients.csv (row 2), but images/ has no such image (images/ has good0.png: a cell names the "
+        "file by its name alone, without its folder)" in message
+    )
+    assert (
+        "listed in patients.csv (row 3), but images/ has no such image (images/ has good1.png: a cell names the "
+        "file with its extension)" in message
+    )
+
+
+def test_masks_named_after_their_images_with_a_word_added_are_told_how_the_folder_layout_pairs(tmp_path):
+    """NAME_mask.png in masks/ (the most common naming) gave one 'image without mask' and one 'mask without image'
+    per file and no advice; each now says how the layout pairs, in one note, so the counts stay one line each."""
+    for i in range(3):
+        image, mask = lesion_pair(i)
+        write(tmp_path / "images" / f"s{i}.png", image)
+        write(tmp_path / "masks" / f"s{i}_mask.png", mask)
+    write(tmp_path / "masks" / "other_mask.png", lesion_pair(4)[1])  # names no image: a plain orphan
+    with pytest.raises(SonosegError) as error:
+        data.ingest(tmp_path, "folder")
+    note = (
+        " (masks/ names masks after their images with a word added, as in s0_mask.png: the folder layout pairs a "
+        "mask by its image's own name; rename them, or list the pairs in a dataset.csv: docs/own_data.md)"
+    )
+    root = tmp_path.resolve()
+    for i in range(3):
+        assert problem_line(str(error.value), root / "images" / f"s{i}.png").endswith(": image without mask" + note)
+        assert problem_line(str(error.value), root / "masks" / f"s{i}_mask.png").endswith(": mask without image" + note)
+    assert problem_line(str(error.value), root / "masks" / "other_mask.png").endswith(": mask without image")
 
 
 def test_a_csv_a_spreadsheet_wrote_with_semicolons_or_tabs_is_read(tmp_path):

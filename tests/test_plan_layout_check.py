@@ -6,6 +6,7 @@ the dataset's config key, the file or folder and the problem, before any job run
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import TINY, jobs_of, run_snakemake, write_config
 
@@ -148,6 +149,9 @@ def test_a_broken_dataset_stops_the_planning_and_not_the_unlock(workflow_copy):
 def test_the_check_raises_what_the_ingest_raises_before_the_pixels(tmp_path):
     root = phantom_folder(tmp_path / "set")
     no_column = phantom_folder(tmp_path / "no_column")
+    misnamed = phantom_folder(tmp_path / "misnamed")  # every patients.csv row names its image with images/ before it
+    listing = pd.read_csv(misnamed / "patients.csv", dtype=str).assign(spacing_mm="0.1")
+    listing.assign(image="images/" + listing["image"]).to_csv(misnamed / "patients.csv", index=False)
     (no_column / "patients.csv").write_text((no_column / "patients.csv").read_text().replace(",patient,", ",who,", 1))
     cases = [
         (root, {"layout": "busi"}),
@@ -155,6 +159,7 @@ def test_the_check_raises_what_the_ingest_raises_before_the_pixels(tmp_path):
         (root, {"layout": "folder", "dataset_csv": "list.csv"}),
         (root, {"layout": "busi", "dataset_csv": "list.csv"}),
         (root, {"layout": "folder", "pixel_spacing": "spacing_mm"}),
+        (misnamed, {"layout": "folder", "pixel_spacing": "spacing_mm"}),  # the problems first, then the spacing
         (no_column, {"layout": "folder"}),
         (tmp_path / "gone", {"layout": "folder"}),
     ]
@@ -164,6 +169,8 @@ def test_the_check_raises_what_the_ingest_raises_before_the_pixels(tmp_path):
         with pytest.raises(SonosegError) as by_check:
             manifest.check_layout(where, **settings)
         assert str(by_check.value) == str(by_ingest.value), settings
+        if where == misnamed:
+            assert "problem(s) found" in str(by_check.value) and "pixel_spacing" not in str(by_check.value)
     assert manifest.check_layout(root, "folder").images == 4
 
 

@@ -484,10 +484,13 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
         top = 1 if pixels.max() <= 1 else np.iinfo(pixels.dtype).max
         threshold = 1 if top == 1 else (top + 1) // 2
         if 0 < pixels.max() < threshold:  # an all-zero mask is a valid empty mask (flagged at ingest)
+            # JPEG's compression smears a 0/1 mask into 0..2: "1 on 0" holds only in a lossless format.
+            jpeg = decoded.head.startswith(JPEG_SIGNATURE)
+            lossless = " in a PNG (JPEG's compression changes a 0/1 mask's values)" if jpeg else ""
             raise SonosegError(
                 f"{path}: mask values {pixels.min()}..{pixels.max()}, none reaches the lesion threshold "
                 f"{threshold} (half of the {pixels.dtype.itemsize * 8}-bit maximum {top}); save the lesion "
-                "as the maximum value, or as 1 on 0"
+                f"as the maximum value, or as 1 on 0{lossless}"
             )
         if np.any((pixels != 0) & (pixels != top) & (pixels != pixels.max())):
             if "mask_thresholded" not in notes:

@@ -241,6 +241,17 @@ class _NamesInCsv:
         others = self.folded.get(_composed(name).casefold(), [])
         return self.exact[others[0]] if len(others) == 1 else None
 
+    def other_form_note(self, name: str, where: str) -> str:
+        """' (WHERE has NAME: ...)' when ``name`` is a path ending in a file's name (``images/s1.png``), or a
+        file's name without its extension (``s1``); else ''. A cell names a file by its name alone."""
+        last = name.replace("\\", "/").rsplit("/", 1)[-1]
+        if last != name and self.find(last):
+            return f" ({where} has {last}: a cell names the file by its name alone, without its folder)"
+        with_suffix = [file for file in self.exact if Path(file).stem == name and Path(file).suffix]
+        if len(with_suffix) == 1:
+            return f" ({where} has {with_suffix[0]}: a cell names the file with its extension)"
+        return ""
+
     def other_case_note(self, name: str, where: str) -> str:
         """' (WHERE has NAME: ...)' when files' names differ from ``name`` in letter case only; else ''."""
         others = sorted(self.folded.get(_composed(name).casefold(), []))
@@ -324,6 +335,7 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
         else:
             used_masks.add(mask)
         candidates.append(candidate)
+    _note_suffixed_masks(candidates, [m for m in masks if m not in used_masks and m not in ambiguous], orphans)
     if not_listed:
         log.warning(
             "%s names %d image(s) of images/ in no row; each is its own patient (flag %s): %s",
@@ -334,13 +346,40 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
         )
     for m in masks:
         if m not in used_masks:
-            orphans[m] = ambiguous.get(m, "mask without image")
+            orphans.setdefault(m, ambiguous.get(m, "mask without image"))
     known = set(images) | set(masks) | claimed
     for f in files:
         if f not in known:
             orphans[f] = "not part of the folder layout (images/, masks/, patients.csv)"
     unsupported = _unsupported_formats(orphans, {images_dir, masks_dir})
     return Layout(candidates, claimed, {**orphans, **junk}, {**rows_naming_no_image, **unsupported})
+
+
+# A mask named after its image with a word added (s1_mask.png, s1-label.png, s1 seg.png), as many datasets and tools
+# name them; the folder layout pairs a mask by its image's own name.
+SUFFIXED_MASK = re.compile(r"^(?P<stem>.+?)[_\- ]?(?:mask|label|labels|seg|segmentation|gt|roi)$", re.IGNORECASE)
+
+
+def _note_suffixed_masks(candidates: list[Candidate], unpaired: list[Path], orphans: dict[Path, str]) -> None:
+    """Where masks left unpaired are named after images without a mask with a word added (SUFFIXED_MASK), each
+    such image's problem and mask's reason say how the folder layout pairs them: one note for all, so the
+    counts of problems stay one line each."""
+    without_mask = {c.image.stem: c for c in candidates if c.problems[-1:] == ["image without mask"]}
+    matched = {}
+    for mask in unpaired:
+        found = SUFFIXED_MASK.match(mask.stem)
+        if found and found["stem"] in without_mask:
+            matched[mask] = without_mask[found["stem"]]
+    if not matched:
+        return
+    note = (
+        " (masks/ names masks after their images with a word added, as in "
+        f"{next(iter(matched)).name}: the folder layout pairs a mask by its image's own name; rename them, or "
+        "list the pairs in a dataset.csv: docs/own_data.md)"
+    )
+    for mask, candidate in matched.items():
+        candidate.problems[-1] += note
+        orphans[mask] = "mask without image" + note
 
 
 def _read_patients_csv(
@@ -382,7 +421,7 @@ def _read_patients_csv(
             continue
         problems = [
             f"listed in patients.csv (row {number}), but images/ has no such image"
-            + names.other_case_note(name, "images/")
+            + (names.other_case_note(name, "images/") or names.other_form_note(name, "images/"))
         ]
         if not row["patient"]:
             problems.append(_empty_cell(patients_csv, number, "patient"))

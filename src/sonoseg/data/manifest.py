@@ -28,6 +28,7 @@ from sonoseg.data.duplicates import (
 from sonoseg.data.imageio import MASK_SEPARATOR, orientation_note, problem_with_file, read_image, read_mask
 from sonoseg.data.layouts import (
     LAYOUTS,
+    NOT_IN_PATIENTS_CSV,
     Candidate,
     Layout,
     is_image_name,
@@ -227,6 +228,7 @@ def ingest(
     )
 
     spacing_column = pixel_spacing if isinstance(pixel_spacing, str) else None
+    lacking_spacing = None  # the first included image without a spacing: refused after the problems are
     for sample_id, (candidate, facts) in zip(ids, checked):
         if candidate.problems:
             status, reason = "excluded", "; ".join(candidate.problems)
@@ -236,7 +238,7 @@ def ingest(
             status, reason = "included", ""
         spacing = candidate.extra.get(spacing_column, "") if spacing_column else (pixel_spacing or "")
         if spacing_column and status == "included" and not _is_positive_number(spacing):
-            raise _no_spacing(spacing_column, candidate)
+            lacking_spacing = lacking_spacing or candidate
         rows.append(
             {
                 "sample_id": sample_id,
@@ -280,6 +282,8 @@ def ingest(
     problems = _problems(reading)  # the candidates' own, their pixels' among them, now checked
     if problems and on_bad_sample == "fail":
         raise _problems_found(root, problems)
+    if lacking_spacing is not None:  # after the problems: a file the CSV names wrongly lacks the CSV's spacing too
+        raise _no_spacing(spacing_column, lacking_spacing)
     if not (manifest["status"] == "included").any():
         raise _nothing_usable(root, layout)
     return manifest
@@ -341,7 +345,10 @@ def _is_problem_file(path: Path, root: Path, refused_links: dict[Path, str]) -> 
 
 
 def _no_spacing(column: str, candidate: Candidate) -> SonosegError:
-    return SonosegError(f"pixel_spacing: column {column!r} has no valid value for {candidate.image}")
+    unlisted = (
+        " (patients.csv names it in no row, so it has no cell there)" if NOT_IN_PATIENTS_CSV in candidate.flags else ""
+    )
+    return SonosegError(f"pixel_spacing: column {column!r} has no valid value for {candidate.image}{unlisted}")
 
 
 def _problems_found(root: Path, problems: list[tuple[Path, str]]) -> SonosegError:
@@ -394,6 +401,9 @@ def check_layout(
     with their masks and their patients (ingest may still exclude some for their pixels)."""
     reading = _read_layout(root, layout, on_bad_sample, dataset_csv, include_normal, listed)
     paired = _paired(reading)
+    problems = _problems(reading)  # first: a file named wrongly in the CSV also lacks the CSV's spacing
+    if problems and on_bad_sample == "fail":
+        raise _problems_found(reading.root, problems)
     spacing_column = pixel_spacing if isinstance(pixel_spacing, str) else None
     if spacing_column:
         # ingest refuses the first included image without a spacing; ``paired`` are those it may include.
@@ -402,9 +412,6 @@ def check_layout(
         lacking = [c for c in paired if not _is_positive_number(c.extra.get(spacing_column, ""))]
         if lacking and (on_bad_sample == "fail" or len(lacking) == len(paired)):
             raise _no_spacing(spacing_column, lacking[0])
-    problems = _problems(reading)
-    if problems and on_bad_sample == "fail":
-        raise _problems_found(reading.root, problems)
     if not paired:
         raise _nothing_usable(reading.root, layout)
     return LayoutFound(len(paired), frozenset(c.patient for c in paired))
