@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import SIZE, set_at
+from conftest import SIZE, set_at, write_model
 from PIL import Image
 
 from sonoseg.errors import SonosegError
@@ -454,6 +454,37 @@ def test_an_image_named_in_latin_1_gets_its_mask_instead_of_a_crash(tmp_path, sc
     # The next run into the folder finds its own mask in the record under that name, and replaces it.
     again = subprocess.run([*command, "--outdir", outdir, latin1], capture_output=True, text=True)
     assert again.returncode == 0 and "replaced the mask an earlier run wrote" in again.stderr, again.stderr[-3000:]
+
+
+def test_masks_another_model_wrote_are_replaced_with_a_warning_naming_it(tmp_path, caplog):
+    """Another model segmenting into the same --outdir replaced every mask with an INFO line each and a summary
+    of 'wrote N masks': now a warning names the earlier model, once, and the summary counts the replaced."""
+    scans = [two_blobs(tmp_path / "scans" / f"s{i}.png") for i in range(2)]
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = write_model(tmp_path / "first" / "model.pt", "lighter_unet_c1", weights_seed=0)
+    second = write_model(tmp_path / "second" / "model.pt", "lighter_unet_c1", weights_seed=1)
+    outdir = tmp_path / "out"
+
+    def segment(model):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            command = ["segment", "--no-progress", "--device", "cpu", "--model", str(model), "--outdir", str(outdir)]
+            assert main([*command, *map(str, scans)]) == 0
+        return caplog.text
+
+    said = segment(first)
+    assert "another model" not in said and "in place of" not in said
+    said = segment(first)  # the same model again: its own masks, replaced without a warning
+    assert (
+        "another model" not in said and "wrote 2 masks to" in said and "2 of them in place of an earlier run's" in said
+    )
+    said = segment(second)
+    assert (
+        f"{outdir}: 2 mask(s) here were written from another model, {first}, and this run ({second}) replaces "
+        "them: s0_mask.png, s1_mask.png" in said
+    )
+    assert said.count("written from another model") == 1
 
 
 def test_an_image_whose_mask_name_is_over_the_limit_fails_alone(tmp_path, monkeypatch, capsys):

@@ -512,6 +512,7 @@ class SegmentResult:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     # An image segmented all the same, and why its mask may be wrong (image_warnings).
     warnings: dict[Path, list[str]] = field(default_factory=dict)
+    replaced: int = 0  # of the written masks, those that replaced one an earlier run wrote
 
 
 def segment_images(
@@ -688,6 +689,7 @@ def segment_images(
     with RunRecord(outdir, planned, result, {**settings, "max_pixels": max_pixels}) as record:
         segment_each(planned, predictor, result, rule, postprocess, max_pixels, progress, model_path, record.replaced)
         record.settings["input_sizes"] = selected.input_sizes(predictor.size)  # less the sizes the network refused
+    result.replaced = len({Path(path) for path in result.written} & record.replaced)
     return result
 
 

@@ -216,6 +216,7 @@ class RunRecord:
         recorded = masks_recorded(runs or [])
         # An earlier run's masks (the record lists them) apart from other mask-named files (none lists them).
         self.left_listed = listed = [name for name in left if written_by_segment(self.outdir / name, recorded)]
+        self._warn_of_other_models(runs or [])
         self.left_unlisted = unlisted = [name for name in left if name not in listed]
         if listed:
             log.warning(
@@ -235,6 +236,38 @@ class RunRecord:
                 unrecorded(self.outdir, runs),
                 shown(unlisted),
                 WAYS_ON.format(outdir=self.outdir),
+            )
+
+    def _warn_of_other_models(self, runs: list[dict]) -> None:
+        """Masks this run replaces that an earlier run wrote from other model files (its members' training
+        fingerprints or graph's sha256, else its model path, differ) are warned of, once, naming the earlier
+        model: the folder then mixes or changes models, which the INFO line per mask did not make plain."""
+        mine = (self.settings.get("member_ids"), self.settings.get("model"))
+        last_writer: dict[str, dict] = {}
+        for run in runs:  # in the order they ran: the last run that wrote a mask is the one whose mask is there
+            for entry in (run.get("images") or []) if isinstance(run, dict) else []:
+                if isinstance(entry, dict) and isinstance(entry.get("mask"), str):
+                    last_writer[entry["mask"]] = run
+        others = {}
+        for out in sorted(self.replaced):
+            run = last_writer.get(out.name)
+            if run is None:
+                continue
+            theirs = run.get("member_ids")
+            by_ids = all(isinstance(ids, list) and ids and all(ids) for ids in (theirs, mine[0]))
+            same = theirs == mine[0] if by_ids else run.get("model") == mine[1]  # files from before fingerprints
+            if not same:
+                others.setdefault(str(run.get("model")), []).append(out.name)
+        for model, names in others.items():
+            log.warning(
+                "%s: %d mask(s) here were written from another model, %s, and this run (%s) replaces them: %s "
+                "(%s records which run wrote which; another --outdir keeps both)",
+                self.outdir,
+                len(names),
+                model,
+                mine[1],
+                shown(names),
+                RECORD_NAME,
             )
 
     def __enter__(self) -> RunRecord:

@@ -430,7 +430,8 @@ def cmd_segment(args) -> None:
         shrink_found_above=args.shrink_found_above,
         **({"max_pixels": args.max_pixels} if args.max_pixels else {}),  # else segment_images' default
     )
-    log.info("wrote %d masks to %s (%s)", len(result.written), args.outdir, args.backend)
+    replaced = f", {result.replaced} of them in place of an earlier run's" if result.replaced else ""
+    log.info("wrote %d masks to %s (%s)%s", len(result.written), args.outdir, args.backend, replaced)
     if result.failed:
         raise SonosegError(
             f"{len(result.failed)} of {len(result.failed) + len(result.written)} images failed: "
