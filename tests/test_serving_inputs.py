@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import struct
 from pathlib import Path
 
@@ -73,6 +74,31 @@ def test_a_mistyped_image_path_is_said_before_the_model_loads(tmp_path, scans, c
     assert [p.name for p in result.written] == [f"{paths[1].stem}_mask.png"]
     assert [path for path, _ in result.failed] == [typo]
     assert f"1 of the 2 images given do not exist: {typo}; they are counted as failed" in caplog.text
+    # A pattern in quotes reaches segment unexpanded (segment takes no patterns): said so.
+    pattern = paths[0].parent / "*.png"
+    with pytest.raises(SonosegError, match=re.escape(f"({pattern} is a pattern the shell did not expand: give it")):
+        infer.segment_images(not_a_model, [pattern], tmp_path / "out", device="cpu")
+
+
+def test_dicom_files_are_named_as_dicom_with_how_to_export_them(tmp_path, scans, caplog):
+    """A department exports DICOM: named directly, it was 'not a readable image'; in a folder, an INFO count."""
+    paths, model = scans
+    folder = tmp_path / "export"
+    folder.mkdir()
+    shutil.copy(paths[0], folder / "scan.png")
+    (folder / "IMG0001.dcm").write_bytes(bytes(128) + b"DICM" + bytes(64))
+    (folder / "IMG0002").write_bytes(bytes(128) + b"DICM" + bytes(64))  # DICOM often has no extension
+    (folder / "notes").write_bytes(b"not an image at all, nor DICOM" * 10)
+    result = infer.segment_images(model, [folder], tmp_path / "out", device="cpu")
+    assert [p.name for p in result.written] == ["scan_mask.png"]
+    assert (
+        f"{folder}: 2 DICOM file(s) not segmented (IMG0001.dcm, IMG0002): DICOM, which sonoseg does not read: "
+        "export the frames as PNG first" in caplog.text
+    )
+    with pytest.raises(SonosegError, match=re.escape(f"{folder / 'IMG0001.dcm'}: DICOM, which sonoseg does not read")):
+        imageio.read_image(folder / "IMG0001.dcm")
+    named = infer.segment_images(model, [folder / "IMG0002", paths[1]], tmp_path / "out2", device="cpu")
+    assert named.failed == [(folder / "IMG0002", f"{folder / 'IMG0002'}: {imageio.DICOM_ADVICE}")]
 
 
 def test_masks_are_never_written_among_the_images(tmp_path, scans):

@@ -63,6 +63,28 @@ class Decoded:
     head: bytes = b""  # the file's first bytes, read with its pixels: its format (infer.frames_named) without a reopen
 
 
+# DICOM, what a scanner or a PACS exports: by extension, or by the "DICM" after its 128-byte preamble (a DICOM
+# file often has no extension). sonoseg reads image files; a DICOM's frames are exported first.
+DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
+DICOM_ADVICE = (
+    "DICOM, which sonoseg does not read: export the frames as PNG first (dcmtk's dcmj2pnm, or pydicom with "
+    "Pillow), as they are viewed"
+)
+
+
+def is_dicom(path: Path, head: bytes | None = None) -> bool:
+    """Whether ``path`` is a DICOM file, by its extension or its first 132 bytes (``head``; read if None)."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    if head is None:
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(132)
+        except OSError:
+            return False
+    return head[128:132] == b"DICM"
+
+
 def orientation_note(orientation: int) -> str:
     """How notes, flags and messages name an EXIF orientation."""
     return f"exif_orientation:{orientation}"
@@ -374,7 +396,9 @@ def _decode(path: Path, binary_float: bool = False, max_pixels: int = MAX_IMAGE_
     orientation = tagged if tagged in range(1, 9) else layout.orientation
     pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if pixels is None:
-        raise SonosegError(f"{path}: not a readable image")
+        raise SonosegError(
+            f"{path}: {DICOM_ADVICE if is_dicom(path, data[:132].tobytes()) else 'not a readable image'}"
+        )
     damage, damage_note = _jpeg_damage(data) if head.startswith(JPEG_SIGNATURE) else (None, None)
     if damage:
         raise SonosegError(f"{path}: damaged JPEG ({damage}); the pixels after the damage are not the scan's")

@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sonoseg.data import imageio
+from sonoseg.data.imageio import DICOM_ADVICE
 from sonoseg.data.layouts import busi_mask_name, first_names, is_junk
 from sonoseg.data.provenance import IMAGE_SUFFIXES, write_bytes_atomic
 from sonoseg.errors import SonosegError
@@ -115,8 +117,13 @@ def check_found(images: list[Path]) -> None:
     missing = [image for image in images if not _exists(image)]
     if not missing:
         return
+    # A pattern in quotes reaches segment unexpanded: the shell expands it, segment takes no patterns.
+    pattern = next((str(m) for m in missing if any(c in str(m) for c in "*?[")), None)
+    unexpanded = f" ({pattern} is a pattern the shell did not expand: give it without quotes)" if pattern else ""
     if len(missing) == len(images):
-        raise SonosegError(f"no such file or folder: {first_names([str(m) for m in missing])}; nothing to segment")
+        raise SonosegError(
+            f"no such file or folder: {first_names([str(m) for m in missing])}{unexpanded}; nothing to segment"
+        )
     log.warning(
         "%d of the %d images given do not exist: %s; they are counted as failed, the others are segmented",
         len(missing),
@@ -168,6 +175,10 @@ def images_in(folder: Path) -> list[Path]:
                 hidden.append(path)
         else:
             images.append(path)
+    dicom = [path for path in others if imageio.is_dicom(path)]  # a department's export: warned of, with advice
+    others = [path for path in others if path not in dicom]
+    if dicom:
+        log.warning("%s: %d DICOM file(s) not segmented (%s): %s", folder, len(dicom), first_names(dicom), DICOM_ADVICE)
     if others:
         log.info(
             "%s: %d file(s) not in an image format sonoseg reads (%s), not segmented (%s)",
