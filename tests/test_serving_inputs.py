@@ -80,6 +80,17 @@ def test_a_mistyped_image_path_is_said_before_the_model_loads(tmp_path, scans, c
         infer.segment_images(not_a_model, [pattern], tmp_path / "out", device="cpu")
 
 
+def test_an_outdir_that_cannot_take_files_is_refused_before_the_model_loads(tmp_path, scans):
+    """A read-only --outdir was refused only once the model (a large ensemble, say) had loaded. /sys takes no
+    file even from root, as an immutable or read-only folder takes none."""
+    paths, _ = scans
+    not_a_model = tmp_path / "not_a_model.pt"
+    not_a_model.write_bytes(b"junk")  # never read: the refusal comes first
+    with pytest.raises(SonosegError, match=r"^/sys: masks cannot be written in this folder \(Permission denied\)$"):
+        infer.segment_images(not_a_model, [paths[0]], "/sys", device="cpu")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".sonoseg-write-check")]
+
+
 def test_dicom_files_are_named_as_dicom_with_how_to_export_them(tmp_path, scans, caplog):
     """A department exports DICOM: named directly, it was 'not a readable image'; in a folder, an INFO count."""
     paths, model = scans

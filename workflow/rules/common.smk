@@ -19,18 +19,26 @@ from sonoseg.data import provenance
 from sonoseg.data.options import CACHE_MARKS, PARTS, UNMARKED
 from sonoseg.errors import SonosegError
 
+
+def stop_planning(message):
+    """A problem found while planning, said as it is and nothing more: an exception raised here, Snakemake reports
+    as "ValueError in file .../common.smk, line N" with a traceback line, which reads as the workflow crashing."""
+    print(message, file=sys.stderr)
+    sys.exit(1)
+
+
 if "pretrained_backbone" in config.get("train", {}):
-    raise ValueError(
+    stop_planning(
         "config train.pretrained_backbone: replaced by train.pretrained_backbones, one weights file per "
         "backbone kind (docs/method.md)"
     )
 if "weight_decay_seed" in config.get("train", {}):
-    raise ValueError(
+    stop_planning(
         "config train.weight_decay_seed: replaced by train.selection_seed (the seed of the recipe selection's "
         "candidates, which may choose the learning rate as well as the weight decay)"
     )
 if "resources" in config:
-    raise ValueError(
+    stop_planning(
         "config resources: runtime and memory per job now live in the profile (default-resources, and "
         "set-resources for train: workflow/profiles/slurm/config.yaml); remove the resources section"
     )
@@ -44,7 +52,7 @@ _CONFIG_SCHEMA = config_check.load_schema(os.path.join(workflow.basedir, "workfl
 config_check.retype_command_line_text(config, _CONFIG_SCHEMA)
 _CONFIG_PROBLEMS = config_check.problems(config, _CONFIG_SCHEMA)
 if _CONFIG_PROBLEMS:
-    raise ValueError(config_check.message(_CONFIG_PROBLEMS))
+    stop_planning(config_check.message(_CONFIG_PROBLEMS))
 validate(config, schema="../schemas/config.schema.yaml")
 
 OUT = layout.study_folder(config["study"])
@@ -56,9 +64,12 @@ COST = config["cost"]
 CONDA_ENV = "../../envs/sonoseg.yaml"
 
 if DATASET["layout"] != "synthetic" and not DATASET["root"]:
-    raise ValueError(f"config dataset.root: required for dataset.layout {DATASET['layout']!r}")
+    stop_planning(f"config dataset.root: required for dataset.layout {DATASET['layout']!r}")
 
-RUNS = {run.name: run for run in runsheet.build(config)}  # the run sheet: one row per run
+try:
+    RUNS = {run.name: run for run in runsheet.build(config)}  # the run sheet: one row per run
+except SonosegError as exc:  # a run name that would be ambiguous, a custom network's bad entry
+    stop_planning(str(exc))
 
 # A network of the user's own is imported by the jobs as by this planning process, which has the workflow's
 # folder on its import path: its module beside the Snakefile needs no PYTHONPATH=. (docs/extending.md).
@@ -92,7 +103,7 @@ if CHECKS_DATA:
             config, OUT, rehash=os.environ.get("SONOSEG_REHASH", "") not in ("", "0"), pretrained=PRETRAINED_SOURCES
         )
     except SonosegError as exc:
-        raise ValueError(str(exc)) from None
+        stop_planning(str(exc))
     # --report runs nothing: what a change redoes is the next run's (the report says its results are older)
     _report_only = (
         "; this --report runs nothing: the next run redoes it" if config_check.only_reports(sys.argv[1:]) else ""
@@ -104,7 +115,7 @@ if CHECKS_DATA:
     for message in _builder_warnings:
         print(f"Warning: {message}", file=sys.stderr)
     if _builder_errors:
-        raise ValueError("\n".join(_builder_errors))
+        stop_planning("\n".join(_builder_errors))
     if runsheet.unused_overrides_note(config):
         print(f"Note: {runsheet.unused_overrides_note(config)}", file=sys.stderr)
 
@@ -230,9 +241,7 @@ POSTPROCESS = config["predict"]["postprocess"]  # validation: chosen per run and
 # on validation alike; nothing when off.
 SCALES_ARG = ""
 if config["predict"]["shrink_found_above"] is not None and config["predict"]["shrink_above"] is None:
-    raise ValueError(
-        "config predict.shrink_found_above: a trigger of the size-aware rule; set predict.shrink_above too"
-    )
+    stop_planning("config predict.shrink_found_above: a trigger of the size-aware rule; set predict.shrink_above too")
 if [float(f) for f in config["predict"]["scales"]] != [1.0]:
     SCALES_ARG = " --scales " + " ".join(str(float(f)) for f in config["predict"]["scales"])
     for key in ("shrink_above", "shrink_found_above"):
@@ -529,12 +538,10 @@ def uses_gpu_slot(wildcards):
 if TRAIN["runs_per_gpu"] > 1 and TRAIN["device"] != "cpu":
     _executor = workflow.executor_plugin
     if _executor is not None and _executor.common_settings.non_local_exec:
-        raise ValueError(
-            "config train.runs_per_gpu: must be 1 with a cluster executor (each job gets its own GPU there)"
-        )
+        stop_planning("config train.runs_per_gpu: must be 1 with a cluster executor (each job gets its own GPU there)")
     _gpus = getattr(workflow.global_resources.get("gpu"), "value", None)
     if _gpus is None:
-        raise ValueError(
+        stop_planning(
             "config train.runs_per_gpu > 1 needs `--resources gpu=N` (N devices), as the default profile sets"
         )
     workflow.register_resource("gpu_slot", int(_gpus) * TRAIN["runs_per_gpu"])
@@ -579,13 +586,13 @@ if CHECKS_DATA:
         warn=config_check.layouts_to_warn_of(_LAYOUT_STATES, provenance.read_json(_LAYOUTS_CHECKED)),
     )
     if _DATASETS_CHECKED.problems:
-        raise ValueError(config_check.datasets_message(_DATASETS_CHECKED.problems))
+        stop_planning(config_check.datasets_message(_DATASETS_CHECKED.problems))
     provenance.write_json_atomic(_LAYOUTS_CHECKED, _LAYOUT_STATES)
     # Too few patients for split.folds stop `snakemake -n` too, not the split job after the ingest: the
     # phantom's from its settings, a dataset's from the files its layout paired just now (no pixel read).
     _SPLIT_PROBLEM = config_check.split_problem(config, _DATASETS_CHECKED.found.get("dataset"))
     if _SPLIT_PROBLEM:
-        raise ValueError(_SPLIT_PROBLEM)
+        stop_planning(_SPLIT_PROBLEM)
 
 
 def overlap_records():

@@ -22,7 +22,14 @@ from sonoseg.data.imageio import MAX_IMAGE_PIXELS, read_image
 from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache
 from sonoseg.errors import SonosegError
 from sonoseg.serving import image_warnings, interpolate, sidecar
-from sonoseg.serving.mask_files import RECORD_NAME, check_found, mask_files, name_too_long, write_png
+from sonoseg.serving.mask_files import (
+    RECORD_NAME,
+    check_found,
+    check_writable,
+    mask_files,
+    name_too_long,
+    write_png,
+)
 from sonoseg.serving.modelio import (
     MODEL_FORMAT,
     ensemble_members,
@@ -569,6 +576,7 @@ def segment_images(
     planned = mask_files(images, Path(outdir))  # before any model is loaded: a clash is the user's to settle
     check_found([image for image, _ in planned])  # a mistyped path, said now rather than after the model loads
     refuse_unrecorded(Path(outdir), planned)  # a file segment did not write, such as a hand-drawn mask: never replaced
+    check_writable(Path(outdir))
     if backend == "torch" or Path(model_path).suffix.lower() != ".onnx":
         require_torch(model_path, backend)
     if backend == "torch":

@@ -7,6 +7,7 @@ import base64
 import functools
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -108,6 +109,18 @@ def _exists(path: Path) -> bool:
         return path.is_symlink() or path.exists()
     except OSError:  # a name the OS cannot look up (too long): read_image names it
         return True
+
+
+def check_writable(outdir: Path) -> None:
+    """The folder for the masks made, and a file written there and removed, before any model is loaded: a
+    folder that cannot take files (read-only, immutable, a full disk) is refused then, not after a large
+    ensemble has loaded."""
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=outdir, prefix=".sonoseg-write-check-"):
+            pass
+    except OSError as exc:
+        raise SonosegError(f"{outdir}: masks cannot be written in this folder ({exc.strerror or exc})") from None
 
 
 def check_found(images: list[Path]) -> None:
