@@ -261,6 +261,14 @@ def test_the_split_is_checked_against_the_patients_the_data_can_hold(tmp_path):
     assert config_check.split_problem(split_config(gone, 1), found) == ""
     with pytest.raises(ValueError, match="what check_datasets found"):  # never a second pairing of the files
         config_check.split_problem(split_config(gone, 2))
+    # A stratum column the dataset's manifest will not have stops the planning, as the split job would stop after
+    # the ingest: the manifest's columns, and a CSV's as meta_<name>, are known from the layout.
+    found = config_check.layout_found(folder)
+    assert "meta_lesion_type" in found.columns and "class" in found.columns
+    assert config_check.split_problem(split_config(folder, 1, stratify="meta_lesion_type"), found) == ""
+    said = config_check.split_problem(split_config(folder, 1, stratify="meta_lesion_typ"), found)
+    assert said.startswith("config split.stratify: column 'meta_lesion_typ' is not in the manifest; its columns are [")
+    assert "'meta_lesion_type'" in said
 
 
 # ----------------------------------------------------------------------------- the real workflow

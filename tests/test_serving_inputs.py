@@ -144,11 +144,10 @@ def test_names_that_differ_only_in_case_clash(tmp_path, scans):
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where no file can be made")
 def test_a_mask_that_cannot_be_written_is_an_error_naming_it(tmp_path, scans, capsys):
     paths, model = scans
-    # The run's record is written before its first mask (so that a run killed part way leaves its masks
-    # listed): a folder where nothing can be written stops the run there, naming the record.
+    # A folder where nothing can be written stops the run before the model loads, naming the folder.
     status = main(["segment", "--no-progress", "--model", str(model), "--outdir", "/proc/self", str(paths[0])])
     err = capsys.readouterr().err
-    assert status == 2 and "/proc/self/segment_runs.json: could not be written" in err
+    assert status == 2 and "/proc/self: masks cannot be written in this folder" in err
     with pytest.raises(SonosegError, match="^/proc/self/scan0_mask.png: the mask could not be written"):
         mask_files.write_png(np.zeros((4, 4), np.uint8), Path("/proc/self/scan0_mask.png"))
     afile = tmp_path / "afile"

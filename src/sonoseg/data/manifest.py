@@ -371,10 +371,12 @@ LAYOUT_SETTINGS = ("on_bad_sample", "dataset_csv", "include_normal", "pixel_spac
 class LayoutFound(NamedTuple):
     """What a layout pairs before a pixel is read (check_layout): the images paired with their masks that
     the ingest may include, and their patients, at least as many as the patient groups the ingest can
-    include (it merges the patients of duplicate images, and may exclude images for their pixels)."""
+    include (it merges the patients of duplicate images, and may exclude images for their pixels), and the
+    columns its manifest will have (a CSV's columns as meta_<name>)."""
 
     images: int
     patients: frozenset[str]
+    columns: tuple[str, ...] = ()
 
 
 def check_layout(
@@ -414,7 +416,8 @@ def check_layout(
             raise _no_spacing(spacing_column, lacking[0])
     if not paired:
         raise _nothing_usable(reading.root, layout)
-    return LayoutFound(len(paired), frozenset(c.patient for c in paired))
+    columns = [*MANIFEST_COLUMNS, *dict.fromkeys(f"meta_{key}" for c in paired for key in c.extra)]
+    return LayoutFound(len(paired), frozenset(c.patient for c in paired), tuple(columns))
 
 
 def _paired(reading: _Reading) -> list[Candidate]:

@@ -74,19 +74,22 @@ def group_stratum(values: pd.Series) -> str:
     return sorted(counts[counts == counts.max()].index)[0]
 
 
+def missing_stratum_column(column: str, columns: list[str]) -> str:
+    """Why split.stratify cannot stratify by a column the manifest lacks (the split job's refusal, and the
+    planning's, which knows the columns a dataset's layout gives before any ingest)."""
+    return f"split.stratify: column {column!r} is not in the manifest; its columns are {columns}" + (
+        " (config/quick.yaml, fair.yaml and cpu.yaml stratify by the built-in phantom's lesion type: over "
+        "them, your own data wants split.stratify: '' or a column its manifest has, such as class)"
+        if column.startswith("meta_")
+        else ""
+    )
+
+
 def stratified_order(samples: pd.DataFrame, column: str, rng: np.random.Generator) -> list[str]:
     """Patient groups listed stratum by stratum (see group_stratum; a group with no known value is in
     a stratum of its own), in random order within each stratum."""
     if column not in samples.columns:
-        raise SonosegError(
-            f"split.stratify: column {column!r} is not in the manifest; its columns are {list(samples.columns)}"
-            + (
-                " (config/quick.yaml, fair.yaml and cpu.yaml stratify by the built-in phantom's lesion type: over "
-                "them, your own data wants split.stratify: '' or a column its manifest has, such as class)"
-                if column.startswith("meta_")
-                else ""
-            )
-        )
+        raise SonosegError(missing_stratum_column(column, list(samples.columns)))
     values = samples[column].astype("string").fillna(MISSING)
     values_by_group = pd.DataFrame({"group": samples["group"].astype(str), "value": values}).groupby("group")["value"]
     stratum_of = values_by_group.agg(group_stratum)

@@ -680,11 +680,7 @@ def segment_images(
         trained_on.get("sonoseg_version", "unknown"),
         trained_on.get("commit", "unknown"),
     )
-    outdir = Path(outdir)
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SonosegError(f"{outdir}: cannot be made the folder for the masks ({exc.strerror or exc})") from None
+    outdir = Path(outdir)  # made, and a file written there, before the model loaded (check_writable)
     result = SegmentResult()
     # The paths as given, the folder they are relative to, and what names each member beyond its path.
     settings = {"model": str(model_path), "members": [str(m) for m in members], "cwd": os.getcwd()}

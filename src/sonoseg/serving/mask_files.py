@@ -117,6 +117,9 @@ def check_writable(outdir: Path) -> None:
     ensemble has loaded."""
     try:
         outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SonosegError(f"{outdir}: cannot be made the folder for the masks ({exc.strerror or exc})") from None
+    try:
         with tempfile.NamedTemporaryFile(dir=outdir, prefix=".sonoseg-write-check-"):
             pass
     except OSError as exc:

@@ -168,6 +168,11 @@ def split_problem(config: dict, found: LayoutFound | None = None) -> str:
     bound the ingest can only lower: ``found``, what check_datasets found in the dataset, required for a
     dataset that is not the phantom (the planning pairs its files once)."""
     split, dataset = config["split"], config["dataset"]
+    stratify = split.get("stratify")
+    if stratify and dataset["layout"] != "synthetic" and found is not None and stratify not in found.columns:
+        from sonoseg.data.split import missing_stratum_column
+
+        return f"config {missing_stratum_column(stratify, list(found.columns))}"
     folds = split["folds"]
     if folds < 2:
         return ""
