@@ -155,3 +155,30 @@ def test_outputs_an_earlier_config_made_are_named_after_a_run_and_kept(tiny_stud
     left = ["runs/ladder--adam/", "networks/ladder--adam.csv", "report/curves/ladder--adam.png", "tables/tta.csv"]
     assert found[2].split(", ") == left and found[1] == str(len(left))  # by place: runs first
     assert all((out / name).exists() for name in left)
+
+
+def test_a_fold_a_seed_and_an_external_set_an_earlier_config_made_are_named_too(tmp_path):
+    """Within a run still in the config, a seed or a fold it no longer has (seeds [0, 1] -> [0], split.folds 2 -> 1),
+    and an external set's folder after the set was renamed or removed; not the files beside them."""
+    from types import SimpleNamespace
+
+    from sonoseg.study import layout
+
+    out = tmp_path / "results" / "study"
+    for folder in (
+        "runs/unet/fold0/seed0",
+        "runs/unet/fold0/seed1",  # seed 1 taken out
+        "runs/unet/fold0/seed0.finished",  # a finished training kept to adopt: not a seed's folder
+        "runs/unet/fold1/seed0",  # fold 1 taken out
+        "runs/unet--on-gone/fold0/seed0",
+        "external/kept/cache",
+        "external/gone/cache",
+    ):
+        (out / folder).mkdir(parents=True)
+    (out / "runs/unet/fold0/postprocess.json").write_text("{}")
+    runs = {"unet": SimpleNamespace(folds=("0",), seeds=("0",))}
+    left = layout.left_by_other_configs(out, runs, [], externals=["kept"])
+    assert left == ["runs/unet/fold0/seed1/", "runs/unet/fold1/", "runs/unet--on-gone/", "external/gone/"]
+    every = SimpleNamespace(folds=("0", "1"), seeds=("0", "1"))
+    runs = {"unet": every, "unet--on-gone": every}
+    assert layout.left_by_other_configs(out, runs, [], externals=["kept", "gone"]) == []

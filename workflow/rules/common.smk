@@ -747,19 +747,23 @@ def get_final_outputs():
 
 
 def note_outputs_left_by_other_configs(shown=12):
-    """After a run that succeeded (the Snakefile's onsuccess): what the study folder holds that this config no
-    longer makes, named and kept (layout.left_by_other_configs), so that a table on disk from an earlier
-    config (tables/tta.csv after predict.tta: false) is not read as this one's."""
-    left = layout.left_by_other_configs(OUT, RUNS, get_final_outputs())
-    if left:
-        more = f", and {len(left) - shown} more" if len(left) > shown else ""
-        print(
-            f"{OUT}: {len(left)} output(s) an earlier config made that this one does not (kept; nothing "
-            f"reads them now, and a network put back adopts its trainings; delete what you do not want): "
-            + ", ".join(left[:shown])
-            + more,
-            file=sys.stderr,
-        )
+    """After a run that succeeds (the Snakefile's onsuccess): what the study folder holds that this config no
+    longer makes, named and kept (layout.left_by_other_configs), so that a table on disk from an earlier config
+    (tables/tta.csv after predict.tta: false) is not read as this one's; every one of them in a file."""
+    left = layout.left_by_other_configs(OUT, RUNS, get_final_outputs(), EXTERNALS)
+    listing = Path(OUT) / layout.LEFT_LISTED
+    if not left:
+        listing.unlink(missing_ok=True)
+        return
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text("".join(f"{name}\n" for name in left))
+    more = f", and {len(left) - shown} more" if len(left) > shown else ""
+    print(
+        f"{OUT}: {len(left)} output(s) an earlier config made that this one does not (kept; nothing reads them "
+        f"now, and a network put back adopts its trainings; delete what you do not want; all listed in "
+        f"{listing}): " + ", ".join(left[:shown]) + more,
+        file=sys.stderr,
+    )
 
 
 # ---------------------------------------------------------------- the HTML report (rules/report.smk)

@@ -75,10 +75,18 @@ def retype_command_line_text(config: dict, schema: dict) -> list[str]:
             except yaml.YAMLError:
                 continue
             path = base + list(error.absolute_path)
-            if not isinstance(value, str) and Draft202012Validator(error.schema).is_valid(value):
+            if not isinstance(value, str) and _of_a_type_wanted(error, value):
                 _at(config, path[:-1])[path[-1]] = value
                 changed.append(".".join(str(p) for p in path))
     return changed
+
+
+def _of_a_type_wanted(error, value) -> bool:
+    """Whether ``value`` has a type the schema wants where ``error`` (a type error, or none of anyOf/oneOf's
+    forms) was found: its type alone, so that a number out of range (``--config 'preprocess={"size": 48}'``)
+    is then named for its range, as a config file's is."""
+    forms = [error.schema] if error.validator == "type" else error.schema.get(error.validator, [])
+    return any("type" in form and Draft202012Validator({"type": form["type"]}).is_valid(value) for form in forms)
 
 
 def _settings_sections(config: dict) -> list[tuple[list, dict]]:

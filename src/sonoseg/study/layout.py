@@ -18,7 +18,8 @@ back out of a path. Torch-free: the workflow imports it when it parses the Snake
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 RESULTS = "results"  # every study's folder is results/<study>, relative to the workflow's folder
@@ -121,28 +122,55 @@ def study_dir(path: str | Path, template: str) -> str:
     return str(Path(path).parents[len(Path(template).parts) - 1])
 
 
-# Where a study keeps outputs named by a run (a folder, or a file named <run>.<ext>) and by a table or page
-# (<name>.<ext>): what left_by_other_configs looks through.
+# Where a study keeps outputs named by a run (a folder, or a file named <run>.<ext>), by a table or page
+# (<name>.<ext>), and by an external dataset (its folder): what left_by_other_configs looks through.
 RUN_PLACES = ("runs", "networks", "report/curves")
 TABLE_PLACES = ("tables", "report/tables")
+EXTERNAL_PLACE = "external"
+FOLD_OR_SEED = re.compile(r"(fold|seed)\d+")  # a run's fold and training folders (not seed0.finished/ and such)
+LEFT_LISTED = "logs/left_by_other_configs.txt"  # every one of them, after each run that succeeds
 
 
-def left_by_other_configs(out: str | Path, runs: Iterable[str], outputs: Iterable[str | Path]) -> list[str]:
-    """What lies in the study folder ``out`` that its config no longer makes (``runs``: the run sheet's runs,
-    ``outputs``: every final output), relative to ``out``: a run's folder, summary or curves after its network,
-    seed or option (predict.tta: its ``--tta`` twins) left the config, a table or page no run of it fills. An
-    earlier config made them; nothing reads them now, and nothing deletes them (a network put back adopts its
-    trainings). A table's other formats (.md, .tex) go with its name."""
-    out, runs = Path(out), set(runs)
+def left_by_other_configs(
+    out: str | Path, runs: Mapping[str, object], outputs: Iterable[str | Path], externals: Iterable[str] = ()
+) -> list[str]:
+    """What lies in the study folder ``out`` that its config no longer makes, relative to ``out``: a run's
+    folder, summary or curves after its network or option (predict.tta: its ``--tta`` twins) left the config; a
+    fold or a seed's training of a run still there after split.folds or seeds lost it; an external set's folder
+    after the set was renamed or removed; a table or page no run of it fills. ``runs``: the run sheet's runs by
+    name (each with its ``folds`` and ``seeds``), ``outputs``: every final output, ``externals``: the external
+    sets' names. An earlier config made them; nothing reads them now, and nothing deletes them (a network put
+    back adopts its trainings). A table's other formats (.md, .tex) go with its name."""
+    out = Path(out)
     tables = {(path.parent, path.stem) for path in map(Path, outputs)}
     found = []
-    for place in RUN_PLACES + TABLE_PLACES:
+    for place in RUN_PLACES + TABLE_PLACES + (EXTERNAL_PLACE,):
         folder = out / place
         if not folder.is_dir():
             continue
         for entry in sorted(folder.iterdir()):
-            name = entry.name if place == "runs" else entry.stem
-            kept = name in runs if place in RUN_PLACES else (folder, name) in tables
+            name = entry.name if place in ("runs", EXTERNAL_PLACE) else entry.stem
+            if place == EXTERNAL_PLACE:
+                kept = name in set(externals)
+            elif place in RUN_PLACES:
+                kept = name in runs
+            else:
+                kept = (folder, name) in tables
             if not kept:
                 found.append(f"{place}/{entry.name}" + "/" * entry.is_dir())
+            elif place == "runs":
+                found += _trainings_left(entry, runs[name])
     return found
+
+
+def _trainings_left(folder: Path, run) -> list[str]:
+    """A run's fold folders and seed folders that its folds and seeds no longer name (relative to the study)."""
+    left = []
+    for fold in sorted(p for p in folder.iterdir() if p.is_dir() and FOLD_OR_SEED.fullmatch(p.name)):
+        if not fold.name.startswith("fold") or fold.name.removeprefix("fold") not in run.folds:
+            left.append(f"runs/{folder.name}/{fold.name}/")
+            continue
+        for seed in sorted(p for p in fold.iterdir() if p.is_dir() and FOLD_OR_SEED.fullmatch(p.name)):
+            if not seed.name.startswith("seed") or seed.name.removeprefix("seed") not in run.seeds:
+                left.append(f"runs/{folder.name}/{fold.name}/{seed.name}/")
+    return left
