@@ -396,6 +396,12 @@ def test_holm_p_values_carry_their_monte_carlo_error_and_say_when_they_are_near_
     second = 2 * np.sqrt(0.02 * 0.98 / 1e4)
     assert error == pytest.approx([3 * np.sqrt(0.01 * 0.99 / 1e4), second, second])
     assert stats.holm_mc_error(np.array([0.01, 0.04]), np.array([0, 0])) == pytest.approx([0.0, 0.0])
+    # A Holm p clipped at 1 whose maximum lies far above 1 carries no error (the exact rows beside it had one
+    # and the others none, depending on which row supplied it); one just over 1 keeps its supplier's.
+    far = stats.holm_mc_error(np.array([0.6, 0.7, 0.9]), np.array([1_000, 0, 0]))
+    assert far == pytest.approx([0.0, 0.0, 0.0])
+    near = stats.holm_mc_error(np.array([0.34, 0.5, 0.6]), np.array([1_000, 0, 0]))  # 3 x 0.34: within two errors
+    assert near == pytest.approx([3 * np.sqrt(0.34 * 0.66 / 1e3)] * 3)
     rows = pd.DataFrame(
         {
             "p": [0.0248, 0.2],

@@ -520,7 +520,8 @@ def holm_mc_error(p_values: np.ndarray, permutations: np.ndarray) -> np.ndarray:
     """The Monte Carlo standard error of each Holm-adjusted p, for raw p-values from N random sign flips
     (N = 0: exact, no error). A Holm p is the running maximum of (m - rank) x p over the sorted p-values;
     its error is that of the row which supplies the maximum: (m - rank) x sqrt(p (1 - p) / N) there.
-    At most 1."""
+    At most 1; 0 where the Holm p is 1, its maximum more than two of those errors above 1 (no run of the
+    flips would bring it under 1: an error there would only look as if it could)."""
     p = np.asarray(p_values, dtype=float)
     flips = np.asarray(permutations, dtype=float)
     order = np.argsort(p, kind="stable")
@@ -533,7 +534,7 @@ def holm_mc_error(p_values: np.ndarray, permutations: np.ndarray) -> np.ndarray:
     for i in range(p.size):  # the running maximum's supplier, as holm() takes it
         if scaled[i] >= scaled[top]:
             top = i
-        error[order[i]] = errors[top]
+        error[order[i]] = 0.0 if scaled[top] - 2 * errors[top] > 1 else errors[top]
     return np.minimum(error, 1.0)
 
 
