@@ -99,11 +99,22 @@ def test_the_record_lists_the_sizes_the_network_took_and_names_each_model_beyond
 
 def test_input_sizes_out_of_all_reason_are_refused_by_the_command(tmp_path, scans, capsys):
     paths, model = scans
-    for size in ("-5", "100000"):
+    for size in ("-5", "4096", "100000"):  # 4096 px crashed PyTorch's convolution on a CPU (a segmentation fault)
         with pytest.raises(SystemExit) as stopped:
             main(["segment", "--model", str(model), "--size", size, "--outdir", str(tmp_path / "m"), str(paths[0])])
         assert stopped.value.code == 2
-        assert f"'{size}' is not an input size: pixels, 1 to 4096" in capsys.readouterr().err
+        assert f"'{size}' is not an input size: pixels, 1 to 2048" in capsys.readouterr().err
+    # A thread count far over the CPUs only slows the run, and tens of thousands broke PyTorch's thread pool (told
+    # as a model file that would not load).
+    from sonoseg.study import cli
+
+    for threads in (str(cli.MOST_THREADS + 1), "99999"):
+        with pytest.raises(SystemExit) as stopped:
+            main(
+                ["segment", "--model", str(model), "--threads", threads, "--outdir", str(tmp_path / "m"), str(paths[0])]
+            )
+        assert stopped.value.code == 2
+        assert f"'{threads}' is not a number of threads: 1 to {cli.MOST_THREADS}, 4 per CPU" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
 

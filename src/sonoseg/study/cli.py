@@ -62,12 +62,22 @@ def whole_number(least: int, expected: str, most: int | None = None):
 # segment's --max-pixels, --size (export's too) and --threads.
 pixel_count = whole_number(1, "a number of pixels: 1 or more")
 # The largest input size taken: the study trains at 32-256 px, and a network's memory grows with the square of
-# the side (16384 px: gigabytes per feature map), so a larger --size is a typing slip, not a setting.
-LARGEST_INPUT_SIZE = 4096
+# the side, so a larger --size is a typing slip, not a setting. Measured on a CPU (Lighter U-net @1, one image):
+# 2048 px took 11 GB and two minutes; 3072 px grew past 23 GB, and at 4096 PyTorch's convolution crashed the
+# process (a segmentation fault, no message).
+LARGEST_INPUT_SIZE = 2048
 input_size = whole_number(
     0, f"an input size: pixels, 1 to {LARGEST_INPUT_SIZE} (0: the model's own)", most=LARGEST_INPUT_SIZE
 )
-thread_count = whole_number(0, "a number of threads: 1 or more (0: the backend chooses)")
+# More threads than a few per CPU only slow a run (5000 on 2 CPUs: 71 s for one 32-px image, 0.5 s with the
+# default), and a count in the tens of thousands broke PyTorch's thread pool, as a model file that would not load.
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+MOST_THREADS = 4 * CPUS
+thread_count = whole_number(
+    0,
+    f"a number of threads: 1 to {MOST_THREADS}, 4 per CPU this process may use (0: the backend chooses)",
+    most=MOST_THREADS,
+)
 
 
 def path_given(value: str) -> str:
