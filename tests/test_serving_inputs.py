@@ -91,6 +91,24 @@ def test_an_outdir_that_cannot_take_files_is_refused_before_the_model_loads(tmp_
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".sonoseg-write-check")]
 
 
+def test_a_second_run_into_an_outdir_another_run_is_writing_is_refused(tmp_path, scans):
+    """Two segment runs into one --outdir at once wrote over each other's masks, each record claiming them all.
+    The folder is held from before the model loads to the record's last entry; it is free again after."""
+    paths, model = scans
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    not_a_model = tmp_path / "not_a_model.pt"
+    not_a_model.write_bytes(b"junk")  # never read: the refusal comes first
+    with mask_files.FolderHeld(outdir):  # as another run holds it (another process: the same lock)
+        with pytest.raises(SonosegError, match=re.escape(f"{outdir}: another segment run is writing its masks there")):
+            infer.segment_images(not_a_model, [paths[0]], outdir, device="cpu")
+    assert sorted(p.name for p in outdir.iterdir()) == []  # no lock file among the masks
+    assert len(infer.segment_images(model, [paths[0]], outdir, device="cpu").written) == 1
+    with pytest.raises(SonosegError, match="not a sonoseg"):  # a run that fails frees the folder too
+        infer.segment_images(not_a_model, [paths[1]], outdir, device="cpu")
+    assert len(infer.segment_images(model, [paths[1]], outdir, device="cpu").written) == 1
+
+
 def test_dicom_files_are_named_as_dicom_with_how_to_export_them(tmp_path, scans, caplog):
     """A department exports DICOM: named directly, it was 'not a readable image'; in a folder, an INFO count."""
     paths, model = scans
@@ -537,6 +555,15 @@ def test_a_model_file_away_from_its_run_folder_says_the_study_choice_is_not_with
     member = _run_folder(tmp_path / "run", model)
     infer.segment_images(member, paths[:1], tmp_path / "out2", device="cpu")
     assert "no postprocess.json" not in caplog.text and "scale chosen per image" in caplog.text
+    # A link to it (current.pt -> a run folder's model) is served as its run folder serves it: it lost the choice.
+    caplog.clear()
+    link = tmp_path / "current.pt"
+    link.symlink_to(member)
+    infer.segment_images(link, paths[:1], tmp_path / "out3", device="cpu")
+    assert "no postprocess.json" not in caplog.text and "scale chosen per image" in caplog.text
+    assert (tmp_path / "out3" / f"{paths[0].stem}_mask.png").read_bytes() == (
+        tmp_path / "out2" / f"{paths[0].stem}_mask.png"
+    ).read_bytes()
 
 
 def test_an_exported_run_segments_as_the_study_did_with_its_scale_selection(tmp_path, caplog):

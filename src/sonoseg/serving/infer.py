@@ -24,6 +24,7 @@ from sonoseg.errors import SonosegError
 from sonoseg.serving import image_warnings, interpolate, sidecar
 from sonoseg.serving.mask_files import (
     RECORD_NAME,
+    FolderHeld,
     check_found,
     check_writable,
     mask_files,
@@ -577,6 +578,7 @@ def segment_images(
     check_found([image for image, _ in planned])  # a mistyped path, said now rather than after the model loads
     refuse_unrecorded(Path(outdir), planned)  # a file segment did not write, such as a hand-drawn mask: never replaced
     check_writable(Path(outdir))
+    held = FolderHeld(Path(outdir))  # no other run writes masks there until this one's record is done
     if backend == "torch" or Path(model_path).suffix.lower() != ".onnx":
         require_torch(model_path, backend)
     if backend == "torch":
@@ -690,7 +692,7 @@ def segment_images(
     settings |= {"scales": list(scales), "shrink_above": shrink_above, "shrink_found_above": shrink_found_above}
     settings |= {"input_sizes": selected.input_sizes(predictor.size)}
     settings |= {"postprocess_option": option, "postprocess": postprocess, "component_rule": rule}
-    with RunRecord(outdir, planned, result, {**settings, "max_pixels": max_pixels}) as record:
+    with held, RunRecord(outdir, planned, result, {**settings, "max_pixels": max_pixels}) as record:
         segment_each(planned, predictor, result, rule, postprocess, max_pixels, progress, model_path, record.replaced)
         record.settings["input_sizes"] = selected.input_sizes(predictor.size)  # less the sizes the network refused
     result.replaced = len({Path(path) for path in result.written} & record.replaced)

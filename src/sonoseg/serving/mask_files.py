@@ -4,6 +4,7 @@ whether the file system can hold that name, and writing a mask there under any n
 from __future__ import annotations
 
 import base64
+import fcntl
 import functools
 import logging
 import os
@@ -124,6 +125,39 @@ def check_writable(outdir: Path) -> None:
             pass
     except OSError as exc:
         raise SonosegError(f"{outdir}: masks cannot be written in this folder ({exc.strerror or exc})") from None
+
+
+class FolderHeld:
+    """An --outdir held by one segment run, from before its model loads to its record's last entry: a second
+    run into the folder meanwhile is refused. Two runs at once wrote over each other's masks, each record
+    claiming them all. The folder itself is locked (flock on its descriptor: no lock file among the masks, and
+    the OS releases it when the process ends, a crash or SIGKILL included). Closed on leaving its ``with``, or
+    when dropped (a run stopped before it)."""
+
+    def __init__(self, outdir: Path):
+        self.descriptor = os.open(outdir, os.O_RDONLY)
+        try:
+            fcntl.flock(self.descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.close()
+            raise SonosegError(
+                f"{outdir}: another segment run is writing its masks there now: wait for it to end, or give "
+                "another --outdir"
+            ) from None
+
+    def close(self) -> None:
+        if self.descriptor is not None:
+            os.close(self.descriptor)
+            self.descriptor = None
+
+    def __enter__(self) -> FolderHeld:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def check_found(images: list[Path]) -> None:

@@ -681,8 +681,11 @@ def in_run_folder(member: Path) -> bool:
 
 def _choice_files(members: list[Path]) -> list[Path]:
     """Where a study records its folds' choices beside these models: fold<k>/postprocess.json, once a fold
-    (none for a model file elsewhere: a postprocess.json two folders up is then no choice of its)."""
-    return sorted({member.parent.parent / POSTPROCESS_CHOICE for member in members if in_run_folder(member)})
+    (none for a model file elsewhere: a postprocess.json two folders up is then no choice of its). A link to a
+    model of a run folder (``current.pt -> runs/unet/fold0/seed0/model.pt``) is followed there: served
+    otherwise than its run folder, it lost the study's post-processing and scale selection."""
+    placed = [member if in_run_folder(member) else member.resolve() for member in members]
+    return sorted({member.parent.parent / POSTPROCESS_CHOICE for member in placed if in_run_folder(member)})
 
 
 @dataclass(frozen=True)

@@ -287,7 +287,12 @@ class RunRecord:
         except SonosegError as exc:
             if error is None:
                 raise
-            log.error("%s", exc)  # the run's own error is the one raised
+            # The run's own error is the one raised; the record's is said with what it leaves (a full disk).
+            log.error(
+                "%s: so the record keeps this run's first entry, which says it did not finish and lists the masks "
+                "it planned, not those it wrote",
+                exc,
+            )
 
     def entry(self, interrupted: str | None) -> dict:
         written = {Path(path) for path in self.result.written}
