@@ -611,6 +611,11 @@ def test_common_mistakes_get_a_line_that_says_what_to_do(tmp_path, scans, capsys
     assert "cannot take a 1-px input" in error(
         "--model", str(model), "--size", "1", "--outdir", str(tmp_path / "o"), str(paths[0])
     )
+    # The same through ONNX Runtime (the model exported for it now): a size, not a graph that does not export.
+    said = error(
+        "--model", str(model), "--backend", "onnxruntime", "--size", "1", "--outdir", str(tmp_path / "o"), str(paths[0])
+    )
+    assert f"{model}: the network cannot take a 1-px input (" in said and "cost table" not in said
     floor = tmp_path / "threshold_baseline" / "fold0" / "seed0"
     (floor / "predictions").mkdir(parents=True)
     said = error("--model", str(floor.parent.parent), "--outdir", str(tmp_path / "o"), str(paths[0]))

@@ -290,6 +290,9 @@ def export(
     # The study's test-time scale selection predicts each image at smaller sizes too: the graph then takes
     # any square size, so that ONNX Runtime segments as the study did (one fixed size when that fails).
     # The input size; then the smaller sizes the selection tries (as segment tries them), where torch takes them.
+    refusal = _size_refusal(probability, size)  # said as such, not as a graph that does not export
+    if refusal:
+        raise SonosegError(f"{model_path}: the network cannot take a {size}-px input ({refusal})")
     sides = [size, *smaller_sides(size, smaller_factors((*scales, *serve_scales)))]
     sides = [sides[0], *(side for side in sides[1:] if _torch_takes(probability, side))]
     torch_sides, max_abs_diff = list(sides), None
@@ -345,12 +348,17 @@ def _export_checked(probability: nn.Module, out: Path, sidecar: dict, sides: lis
 
 def _torch_takes(probability: nn.Module, side: int) -> bool:
     """Whether the network runs on a side x side input (its strides may need a multiple of 16 or 32)."""
+    return _size_refusal(probability, side) is None
+
+
+def _size_refusal(probability: nn.Module, side: int) -> str | None:
+    """Why the network does not run on a side x side input (the first line of its error), or None."""
     try:
         with torch.no_grad():
             probability(torch.zeros(1, 3, side, side))
-    except SIZE_REFUSALS:
-        return False
-    return True
+    except SIZE_REFUSALS as exc:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    return None
 
 
 def _parity(probability: nn.Module, out: Path, sides: list[int]) -> float:
