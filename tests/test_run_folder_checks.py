@@ -139,7 +139,7 @@ def test_a_last_fold_or_a_whole_seed_missing_is_named_from_the_studys_run_sheet(
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert modelio.ensemble_members(run) == [run / "fold0" / "seed1" / "model.pt"]
-    assert "fold1, seed0 not served" in caplog.text and "lists folds 0 and seeds 1 for run" in caplog.text
+    assert "fold1, fold0/seed0 not served" in caplog.text and "lists folds 0 and seeds 1 for run" in caplog.text
     run_sheet(tmp_path, {"name": NETWORK, "seeds": "0", "folds": "3", "recipe": "{}"})
     with pytest.raises(SonosegError, match=r"fold3 missing: the study's run sheet"):
         modelio.ensemble_members(run)

@@ -495,7 +495,9 @@ def _leave_out_unplanned(
     listed_folds, listed_seeds = (set((planned.get(key) or "").split()) for key in ("folds", "seeds"))
     kept_folds = [fold for fold in folds if str(_number(fold)) in listed_folds]
     extra = [fold.name for fold in folds if fold not in kept_folds]
-    extra += sorted({seed for fold in kept_folds for seed in seeds[fold] if str(_number(seed)) not in listed_seeds})
+    extra += [  # each with its fold: fold1/seed2
+        f"{fold.name}/{seed}" for fold in kept_folds for seed in seeds[fold] if str(_number(seed)) not in listed_seeds
+    ]
     if extra:
         log.warning(
             "%s: %s not served: the study's run sheet (%s) lists folds %s and seeds %s for run %s (left from an "
