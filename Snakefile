@@ -29,5 +29,6 @@ rule all:
         get_final_outputs(),
 
 
-onsuccess:
-    note_outputs_left_by_other_configs()
+# What the study folder holds that this config no longer makes, said at planning (a dry run shows it too; a
+# run with nothing to do as well, which no onsuccess hook would reach).
+note_outputs_left_by_other_configs()

@@ -527,9 +527,9 @@ def test_nested_values_given_on_the_command_line_are_read_as_a_config_file_reads
     result = run_snakemake(["all", "-n", "--cores", "1", "--configfile", "config/plan.yaml", *given], workflow_copy)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     # A number of the wanted type but out of range is named for its range, as a config file's is (not its type).
-    config = {"preprocess": {"size": "48"}, "train": {"max_epochs": "0"}}
-    config_check.retype_command_line_text(config, schema)
-    assert config == {"preprocess": {"size": 48}, "train": {"max_epochs": 0}}
+    config = {"preprocess": {"size": "48"}, "train": {"max_epochs": "0", "ultrasound_augment": "true"}}
+    config_check.retype_command_line_text(config, schema)  # an enum of booleans and text: true, as text 'true'
+    assert config == {"preprocess": {"size": 48}, "train": {"max_epochs": 0, "ultrasound_augment": True}}
     problems = config_check.problems(config, schema)
     assert "config preprocess.size: 48 is not a multiple of 32" in problems
     assert "config train.max_epochs: 0 is less than the minimum of 1" in problems

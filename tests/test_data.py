@@ -476,6 +476,14 @@ def test_a_jpeg_damaged_within_its_scan_is_a_problem(tmp_path):
         decoded.pixels, cv2.cvtColor(cv2.imdecode(np.frombuffer(whole, np.uint8), 1), cv2.COLOR_BGR2RGB)
     )
     assert "bytes it did not expect" in image_warnings.warnings_for(decoded, 32, "keep")[0]
+    # Padding before another marker (a table between a progressive JPEG's scans) is noted alike, not refused.
+    progressive_whole = cv2.imencode(".jpg", lesion_pair(9)[0], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    table = progressive_whole.index(b"\xff\xc4", progressive_whole.index(b"\xff\xda"))  # a table after the first scan
+    padded_tables = tmp_path / "padded_tables.jpg"
+    padded_tables.write_bytes(progressive_whole[:table] + bytes(2) + progressive_whole[table:])
+    notes = imageio.read_image(padded_tables).notes  # read, not refused (libjpeg may or may not count the bytes)
+    assert all(note.startswith("jpeg_extra_bytes:") for note in notes)
+    padded_tables.unlink()
     manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
     assert manifest.loc[manifest["image"] == str(padded.resolve()), "flags"].item() == decoded.notes[0]
     status = {
@@ -966,6 +974,19 @@ def test_patients_csv_names_match_across_unicode_normalization_not_across_letter
     assert by_name[decomposed]["patient"] == "A" and by_name["good.png"]["patient"] == "C"
     # Not B's, and not a patient of its own either (B's other views could then fall on the other side of the split).
     assert by_name["Scan.png"]["status"] == "excluded" and "another letter case" in by_name["Scan.png"]["reason"]
+    # A file another row lists exactly is that row's: the row naming it in another case is the problem, as before.
+    pd.DataFrame({"image": [composed, "scan.png", "good.png", "Scan.png"], "patient": ["A", "B", "C", "D"]}).to_csv(
+        tmp_path / "patients.csv", index=False, encoding="utf-8"
+    )
+    with pytest.raises(SonosegError) as error:
+        data.ingest(tmp_path, "folder")
+    assert "1 problem(s)" in str(error.value)
+    assert problem_line(str(error.value), tmp_path.resolve() / "images" / "scan.png").endswith(
+        "(images/ has Scan.png: the names differ in letter case only, and sonoseg does not guess)"
+    )
+    pd.DataFrame({"image": [composed, "scan.png", "good.png"], "patient": ["A", "B", "C"]}).to_csv(
+        tmp_path / "patients.csv", index=False, encoding="utf-8"
+    )
     # Two files that differ from the row's name in letter case alone: which one is meant is not said; the row is
     # the problem, and each file its own patient, flagged, as before.
     write(tmp_path / "images" / "SCAN.png", lesion_pair(4)[0])

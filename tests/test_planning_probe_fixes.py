@@ -269,6 +269,8 @@ def test_the_split_is_checked_against_the_patients_the_data_can_hold(tmp_path):
     said = config_check.split_problem(split_config(folder, 1, stratify="meta_lesion_typ"), found)
     assert said.startswith("config split.stratify: column 'meta_lesion_typ' is not in the manifest; its columns are [")
     assert "'meta_lesion_type'" in said
+    # A split file is read as given, never stratified: a stratum column layered under it stops nothing.
+    assert config_check.split_problem(split_config(folder, 1, stratify="meta_lesion_typ", file="mine.csv"), found) == ""
 
 
 # ----------------------------------------------------------------------------- the real workflow

@@ -76,7 +76,7 @@ def test_a_mistyped_image_path_is_said_before_the_model_loads(tmp_path, scans, c
     assert f"1 of the 2 images given do not exist: {typo}; they are counted as failed" in caplog.text
     # A pattern in quotes reaches segment unexpanded (segment takes no patterns): said so.
     pattern = paths[0].parent / "*.png"
-    with pytest.raises(SonosegError, match=re.escape(f"({pattern} is a pattern the shell did not expand: give it")):
+    with pytest.raises(SonosegError, match=re.escape(f"(if {pattern} is a pattern, the shell did not expand it")):
         infer.segment_images(not_a_model, [pattern], tmp_path / "out", device="cpu")
 
 
@@ -93,20 +93,19 @@ def test_an_outdir_that_cannot_take_files_is_refused_before_the_model_loads(tmp_
 
 def test_a_second_run_into_an_outdir_another_run_is_writing_is_refused(tmp_path, scans):
     """Two segment runs into one --outdir at once wrote over each other's masks, each record claiming them all.
-    The folder is held from before the model loads to the record's last entry; it is free again after."""
+    The folder is held from the record's first entry to its last; it is free again after, also after a failure."""
     paths, model = scans
     outdir = tmp_path / "out"
     outdir.mkdir()
-    not_a_model = tmp_path / "not_a_model.pt"
-    not_a_model.write_bytes(b"junk")  # never read: the refusal comes first
     with mask_files.FolderHeld(outdir):  # as another run holds it (another process: the same lock)
         with pytest.raises(SonosegError, match=re.escape(f"{outdir}: another segment run is writing its masks there")):
-            infer.segment_images(not_a_model, [paths[0]], outdir, device="cpu")
-    assert sorted(p.name for p in outdir.iterdir()) == []  # no lock file among the masks
+            infer.segment_images(model, [paths[0]], outdir, device="cpu")
+    assert sorted(p.name for p in outdir.iterdir()) == []  # no lock file among the masks, no mask, no record
     assert len(infer.segment_images(model, [paths[0]], outdir, device="cpu").written) == 1
-    with pytest.raises(SonosegError, match="not a sonoseg"):  # a run that fails frees the folder too
-        infer.segment_images(not_a_model, [paths[1]], outdir, device="cpu")
-    assert len(infer.segment_images(model, [paths[1]], outdir, device="cpu").written) == 1
+    gone = tmp_path / "gone.png"  # a run whose every image fails frees the folder too
+    result = infer.segment_images(model, [paths[1], gone], outdir, device="cpu")
+    assert len(result.written) == 1 and [path for path, _ in result.failed] == [gone]
+    assert len(infer.segment_images(model, [paths[2]], outdir, device="cpu").written) == 1
 
 
 def test_dicom_files_are_named_as_dicom_with_how_to_export_them(tmp_path, scans, caplog):

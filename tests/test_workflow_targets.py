@@ -138,7 +138,8 @@ def test_the_analysis_code_is_named_relative_to_a_working_directory_that_holds_i
 
 def test_outputs_an_earlier_config_made_are_named_after_a_run_and_kept(tiny_study, tmp_path):
     """A run of the config that made the study names nothing; after a ladder step leaves the config, its run
-    folder, summary and curves are named (not read as this config's, nor deleted), as a table no run fills."""
+    folder, summary and curves are named (not read as this config's, nor deleted), as a table no run fills,
+    at planning: in a dry run and in a run with nothing to do too."""
     workdir = tmp_path / "study"
     shutil.copytree(tiny_study.workdir, workdir, symlinks=True)
     note = re.compile(r"results/tiny: (\d+) output\(s\) an earlier config made that this one does not \(kept.*: (.*)")
@@ -155,6 +156,11 @@ def test_outputs_an_earlier_config_made_are_named_after_a_run_and_kept(tiny_stud
     left = ["runs/ladder--adam/", "networks/ladder--adam.csv", "report/curves/ladder--adam.png", "tables/tta.csv"]
     assert found[2].split(", ") == left and found[1] == str(len(left))  # by place: runs first
     assert all((out / name).exists() for name in left)
+    assert (out / "logs" / "left_by_other_configs.txt").read_text().split() == left  # every one, after a run
+    # Said at planning: a dry run, and a run with nothing to do (which no onsuccess hook reaches), say it too.
+    for extra in (["-n"], []):
+        again = run_snakemake(["all", "--cores", "1", "--configfile", "config/fewer.yaml", *extra], workdir)
+        assert again.returncode == 0 and note.search(again.stderr)[2].split(", ") == left, again.stderr[-3000:]
 
 
 def test_a_fold_a_seed_and_an_external_set_an_earlier_config_made_are_named_too(tmp_path):

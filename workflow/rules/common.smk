@@ -747,23 +747,40 @@ def get_final_outputs():
 
 
 def note_outputs_left_by_other_configs(shown=12):
-    """After a run that succeeds (the Snakefile's onsuccess): what the study folder holds that this config no
-    longer makes, named and kept (layout.left_by_other_configs), so that a table on disk from an earlier config
-    (tables/tta.csv after predict.tta: false) is not read as this one's; every one of them in a file."""
-    left = layout.left_by_other_configs(OUT, RUNS, get_final_outputs(), EXTERNALS)
-    listing = Path(OUT) / layout.LEFT_LISTED
-    if not left:
-        listing.unlink(missing_ok=True)
+    """At planning (the Snakefile's last line), by the process that plans the run: what the study folder holds
+    that this config no longer makes, named and kept (layout.left_by_other_configs), so that a table on disk
+    from an earlier config (tables/tta.csv after predict.tta: false) is not read as this one's. Every one is
+    listed in a file when the run is no dry run (written at exit, as Snakemake says so only then). A table
+    this config reads when it is there (cost.csv with cost.enabled false) or makes on request (convergence.csv,
+    by `snakemake convergence_check`) is not named."""
+    if not CHECKS_DATA:
         return
-    listing.parent.mkdir(parents=True, exist_ok=True)
-    listing.write_text("".join(f"{name}\n" for name in left))
-    more = f", and {len(left) - shown} more" if len(left) > shown else ""
-    print(
-        f"{OUT}: {len(left)} output(s) an earlier config made that this one does not (kept; nothing reads them "
-        f"now, and a network put back adopts its trainings; delete what you do not want; all listed in "
-        f"{listing}): " + ", ".join(left[:shown]) + more,
-        file=sys.stderr,
-    )
+    also = ["cost"] + (["convergence"] if CONVERGENCE else [])
+    outputs = [*get_final_outputs(), *(f"{OUT}/tables/{table}.csv" for table in also)]
+    left = layout.left_by_other_configs(OUT, RUNS, outputs, EXTERNALS)
+    listing = Path(OUT) / layout.LEFT_LISTED
+    if left:
+        more = f", and {len(left) - shown} more" if len(left) > shown else ""
+        print(
+            f"{OUT}: {len(left)} output(s) an earlier config made that this one does not (kept; nothing reads "
+            f"them now, and a network put back adopts its trainings; delete what you do not want; all listed in "
+            f"{listing} after a run): " + ", ".join(left[:shown]) + more,
+            file=sys.stderr,
+        )
+
+    def write_listing():
+        if workflow.executor_plugin is None or workflow.dryrun:
+            return
+        try:
+            if left:
+                listing.parent.mkdir(parents=True, exist_ok=True)
+                listing.write_text("".join(f"{name}\n" for name in left))
+            else:
+                listing.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only study folder: the note above said it all
+            print(f"{listing}: not written ({exc.strerror or exc})", file=sys.stderr)
+
+    atexit.register(write_listing)
 
 
 # ---------------------------------------------------------------- the HTML report (rules/report.smk)

@@ -422,9 +422,13 @@ def _decode(path: Path, binary_float: bool = False, max_pixels: int = MAX_IMAGE_
 
 # libjpeg's warnings that its coded data is damaged: what it decodes from there on is grey or smeared.
 JPEG_DAMAGE = re.compile(r"^(Corrupt JPEG data|Premature end of JPEG file)")
-# Bytes left over between the last coded block and the end marker: some encoders leave padding there, the
-# pixels intact, and damaged coded data can end so too. Noted (a warning, a manifest flag), not refused.
-JPEG_EXTRA_BYTES = re.compile(r"^Corrupt JPEG data: (\d+) extraneous bytes before marker 0xd9$")
+# Bytes left over before a marker (the end marker, or a table between a progressive JPEG's scans): some encoders
+# leave padding there, the pixels intact, and damaged coded data can end so too. Noted (a warning, a manifest
+# flag), not refused.
+JPEG_EXTRA_BYTES = re.compile(r"^Corrupt JPEG data: (\d+) extraneous bytes before marker 0x[0-9a-f]{2}$")
+# Encoders pad with a few bytes; a damaged scan read to its end leaves tens (31 for 64 bytes overwritten in a
+# progressive scan): more than this many is damage.
+JPEG_PADDING_MOST = 8
 JPEG_HARMLESS = re.compile(r"^Corrupt JPEG data: bad ICC marker")  # a damaged colour profile; pixels intact
 
 
@@ -439,7 +443,7 @@ def _jpeg_damage(data: np.ndarray) -> tuple[str | None, str | None]:
         simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True, min_factor=8)
     except ValueError as exc:
         message = str(exc)
-        if extra := JPEG_EXTRA_BYTES.match(message):
+        if (extra := JPEG_EXTRA_BYTES.match(message)) and int(extra[1]) <= JPEG_PADDING_MOST:
             return None, f"jpeg_extra_bytes:{extra[1]}"
         if JPEG_DAMAGE.match(message) and not JPEG_HARMLESS.match(message):
             return message, None

@@ -412,7 +412,7 @@ def _read_patients_csv(
             listed[image_of[name]] = (number, row)
             continue
         other = names.other_case(name)
-        if other is not None and row["patient"]:
+        if other is not None and row["patient"] and other.name not in rows_of:  # no exact row lists it
             named_in_other_case[other] = (
                 f"patients.csv (row {number}) names it {name!r}, its name in another letter case: sonoseg does not "
                 f"guess that the row (patient {row['patient']!r}) means it, nor makes it a patient of its own who may "

@@ -357,6 +357,8 @@ def _size_refusal(probability: nn.Module, side: int) -> str | None:
         with torch.no_grad():
             probability(torch.zeros(1, 3, side, side))
     except SIZE_REFUSALS as exc:
+        if isinstance(exc, torch.OutOfMemoryError):  # memory, not the network's strides: never a size's refusal
+            raise
         return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
     return None
 

@@ -17,7 +17,7 @@ NOTES_TO_WARN = {
     "8-bit, scaled as it is viewed)",
     "first_page_of": "{1} of {0} {2}s: the first {2} is segmented",  # with frames_named's format and unit
     "exif_orientation": "turned as its EXIF orientation ({}) says a viewer shows it; the mask is written so",
-    "jpeg_extra_bytes": "libjpeg found {} bytes it did not expect before the JPEG's end marker: some encoders "
+    "jpeg_extra_bytes": "libjpeg found {} bytes it did not expect before one of the JPEG's markers: some encoders "
     "leave them there, the image intact, but damaged coded data ends so too; check the mask against the image",
     "mostly_transparent": "{} of its pixels are fully transparent (alpha 0): the alpha channel is dropped and "
     "they are segmented as the colours stored under them, which a viewer does not show; flatten it onto its "

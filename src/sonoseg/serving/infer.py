@@ -578,7 +578,6 @@ def segment_images(
     check_found([image for image, _ in planned])  # a mistyped path, said now rather than after the model loads
     refuse_unrecorded(Path(outdir), planned)  # a file segment did not write, such as a hand-drawn mask: never replaced
     check_writable(Path(outdir))
-    held = FolderHeld(Path(outdir))  # no other run writes masks there until this one's record is done
     if backend == "torch" or Path(model_path).suffix.lower() != ".onnx":
         require_torch(model_path, backend)
     if backend == "torch":
@@ -692,7 +691,8 @@ def segment_images(
     settings |= {"scales": list(scales), "shrink_above": shrink_above, "shrink_found_above": shrink_found_above}
     settings |= {"input_sizes": selected.input_sizes(predictor.size)}
     settings |= {"postprocess_option": option, "postprocess": postprocess, "component_rule": rule}
-    with held, RunRecord(outdir, planned, result, {**settings, "max_pixels": max_pixels}) as record:
+    # The folder held first (no other run writes masks there until this one's record is done), then the record.
+    with FolderHeld(outdir), RunRecord(outdir, planned, result, {**settings, "max_pixels": max_pixels}) as record:
         segment_each(planned, predictor, result, rule, postprocess, max_pixels, progress, model_path, record.replaced)
         record.settings["input_sizes"] = selected.input_sizes(predictor.size)  # less the sizes the network refused
     result.replaced = len({Path(path) for path in result.written} & record.replaced)

@@ -4,7 +4,6 @@ whether the file system can hold that name, and writing a mask there under any n
 from __future__ import annotations
 
 import base64
-import fcntl
 import functools
 import logging
 import os
@@ -114,8 +113,8 @@ def _exists(path: Path) -> bool:
 
 def check_writable(outdir: Path) -> None:
     """The folder for the masks made, and a file written there and removed, before any model is loaded: a
-    folder that cannot take files (read-only, immutable, a full disk) is refused then, not after a large
-    ensemble has loaded."""
+    folder that cannot take files (read-only, immutable) is refused then, not after a large ensemble has
+    loaded (a disk with room for an empty file but not for the masks is found when one is written)."""
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -128,13 +127,17 @@ def check_writable(outdir: Path) -> None:
 
 
 class FolderHeld:
-    """An --outdir held by one segment run, from before its model loads to its record's last entry: a second
-    run into the folder meanwhile is refused. Two runs at once wrote over each other's masks, each record
-    claiming them all. The folder itself is locked (flock on its descriptor: no lock file among the masks, and
-    the OS releases it when the process ends, a crash or SIGKILL included). Closed on leaving its ``with``, or
-    when dropped (a run stopped before it)."""
+    """An --outdir held by one segment run, from before its record's first entry to its last: a second run into
+    the folder meanwhile is refused. Two runs at once wrote over each other's masks, each record claiming them
+    all. The folder itself is locked (flock on its descriptor: no lock file among the masks, and the OS releases
+    it when the process ends, a crash or SIGKILL included). Closed on leaving its ``with``."""
 
     def __init__(self, outdir: Path):
+        self.descriptor = None
+        try:
+            import fcntl  # POSIX; on Windows no folder is held
+        except ImportError:
+            return
         self.descriptor = os.open(outdir, os.O_RDONLY)
         try:
             fcntl.flock(self.descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -144,6 +147,13 @@ class FolderHeld:
                 f"{outdir}: another segment run is writing its masks there now: wait for it to end, or give "
                 "another --outdir"
             ) from None
+        except OSError as exc:  # a file system without such locks (NFS on a read-only descriptor, Lustre, SMB)
+            self.close()
+            log.warning(
+                "%s: the folder cannot be held against other segment runs (%s): none may write there meanwhile",
+                outdir,
+                exc.strerror or exc,
+            )
 
     def close(self) -> None:
         if self.descriptor is not None:
@@ -156,9 +166,6 @@ class FolderHeld:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        self.close()
-
 
 def check_found(images: list[Path]) -> None:
     """Names given that nothing is at (a mistyped path), said before any model is loaded (segment_images asks,
@@ -169,7 +176,7 @@ def check_found(images: list[Path]) -> None:
         return
     # A pattern in quotes reaches segment unexpanded: the shell expands it, segment takes no patterns.
     pattern = next((str(m) for m in missing if any(c in str(m) for c in "*?[")), None)
-    unexpanded = f" ({pattern} is a pattern the shell did not expand: give it without quotes)" if pattern else ""
+    unexpanded = f" (if {pattern} is a pattern, the shell did not expand it: give it without quotes)" if pattern else ""
     if len(missing) == len(images):
         raise SonosegError(
             f"no such file or folder: {first_names([str(m) for m in missing])}{unexpanded}; nothing to segment"

@@ -68,7 +68,7 @@ def retype_command_line_text(config: dict, schema: dict) -> list[str]:
     ]
     for part_schema, base in parts:
         for error in _errors(part_schema, _at(config, base)):
-            if error.validator not in ("type", "anyOf", "oneOf") or not isinstance(error.instance, str):
+            if error.validator not in ("type", "enum", "anyOf", "oneOf") or not isinstance(error.instance, str):
                 continue
             try:
                 value = yaml.safe_load(error.instance)
@@ -85,8 +85,12 @@ def _of_a_type_wanted(error, value) -> bool:
     """Whether ``value`` has a type the schema wants where ``error`` (a type error, or none of anyOf/oneOf's
     forms) was found: its type alone, so that a number out of range (``--config 'preprocess={"size": 48}'``)
     is then named for its range, as a config file's is."""
-    forms = [error.schema] if error.validator == "type" else error.schema.get(error.validator, [])
-    return any("type" in form and Draft202012Validator({"type": form["type"]}).is_valid(value) for form in forms)
+    forms = [error.schema] if error.validator in ("type", "enum") else error.schema.get(error.validator, [])
+    return any(
+        ("type" in form and Draft202012Validator({"type": form["type"]}).is_valid(value))
+        or ("enum" in form and value in form["enum"])  # ultrasound_augment: true, as text 'true'
+        for form in forms
+    )
 
 
 def _settings_sections(config: dict) -> list[tuple[list, dict]]:
@@ -177,7 +181,8 @@ def split_problem(config: dict, found: LayoutFound | None = None) -> str:
     dataset that is not the phantom (the planning pairs its files once)."""
     split, dataset = config["split"], config["dataset"]
     stratify = split.get("stratify")
-    if stratify and dataset["layout"] != "synthetic" and found is not None and stratify not in found.columns:
+    dealt = not split["file"]  # a split file is read as given: nothing is stratified
+    if dealt and stratify and dataset["layout"] != "synthetic" and found is not None and stratify not in found.columns:
         from sonoseg.data.split import missing_stratum_column
 
         return f"config {missing_stratum_column(stratify, list(found.columns))}"

@@ -149,6 +149,8 @@ def left_by_other_configs(
         if not folder.is_dir():
             continue
         for entry in sorted(folder.iterdir()):
+            if entry.name.startswith("."):  # a file manager's .DS_Store, an editor's: no output of a config
+                continue
             name = entry.name if place in ("runs", EXTERNAL_PLACE) else entry.stem
             if place == EXTERNAL_PLACE:
                 kept = name in set(externals)
