@@ -296,7 +296,7 @@ def test_a_sidecar_whose_size_is_not_the_graphs_is_refused(tmp_path, monkeypatch
     [
         (["--scales", "1", "2", "--"], "argument --scales: 2 is not a scale factor in (0, 1]"),
         (["--scales", "0", "--"], "argument --scales: 0 is not a scale factor in (0, 1]"),
-        (["--threads", "-1"], "argument --threads: '-1' is not a number of threads: 1 or more"),
+        (["--threads", "-1"], "argument --threads: '-1' is not a number of threads: 1 to "),
     ],
 )
 def test_options_out_of_range_are_refused_by_the_parser(tmp_path, capsys, options, said):
