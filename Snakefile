@@ -23,12 +23,15 @@ include: "workflow/rules/report.smk"
 config["report_provenance"] = report_provenance()
 
 
+FINAL_OUTPUTS = get_final_outputs()  # what `all` makes, and what the note below compares the folder with
+
+
 rule all:
     default_target: True
     input:
-        get_final_outputs(),
+        FINAL_OUTPUTS,
 
 
 # What the study folder holds that this config no longer makes, said at planning (a dry run shows it too; a
 # run with nothing to do as well, which no onsuccess hook would reach).
-note_outputs_left_by_other_configs()
+note_outputs_left_by_other_configs(FINAL_OUTPUTS)

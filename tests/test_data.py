@@ -958,13 +958,20 @@ def test_patients_csv_names_match_across_unicode_normalization_not_across_letter
         write(tmp_path / "masks" / name, mask)
     composed = unicodedata.normalize("NFC", "lésion.png")
     assert composed != decomposed
-    pd.DataFrame({"image": [composed, "scan.png", "good.png"], "patient": ["A", "B", "C"]}).to_csv(
-        tmp_path / "patients.csv", index=False, encoding="utf-8"
-    )
-    with pytest.raises(SonosegError) as error:
-        data.ingest(tmp_path, "folder")
-    assert "1 problem(s)" in str(error.value)
-    assert problem_line(str(error.value), tmp_path.resolve() / "images" / "Scan.png").endswith(
+
+    def refused(rows: dict[str, str]) -> str:
+        """The ingest's refusal with patients.csv listing ``rows`` (image -> patient)."""
+        pd.DataFrame({"image": list(rows), "patient": list(rows.values())}).to_csv(
+            tmp_path / "patients.csv", index=False, encoding="utf-8"
+        )
+        with pytest.raises(SonosegError) as error:
+            data.ingest(tmp_path, "folder")
+        return str(error.value)
+
+    listed = {composed: "A", "scan.png": "B", "good.png": "C"}
+    message = refused(listed)
+    assert "1 problem(s)" in message
+    assert problem_line(message, tmp_path.resolve() / "images" / "Scan.png").endswith(
         ": patients.csv (row 3) names it 'scan.png', its name in another letter case: sonoseg does not guess that "
         "the row (patient 'B') means it, nor makes it a patient of its own who may be that one; write its name as "
         "the file has it"
@@ -975,25 +982,16 @@ def test_patients_csv_names_match_across_unicode_normalization_not_across_letter
     # Not B's, and not a patient of its own either (B's other views could then fall on the other side of the split).
     assert by_name["Scan.png"]["status"] == "excluded" and "another letter case" in by_name["Scan.png"]["reason"]
     # A file another row lists exactly is that row's: the row naming it in another case is the problem, as before.
-    pd.DataFrame({"image": [composed, "scan.png", "good.png", "Scan.png"], "patient": ["A", "B", "C", "D"]}).to_csv(
-        tmp_path / "patients.csv", index=False, encoding="utf-8"
-    )
-    with pytest.raises(SonosegError) as error:
-        data.ingest(tmp_path, "folder")
-    assert "1 problem(s)" in str(error.value)
-    assert problem_line(str(error.value), tmp_path.resolve() / "images" / "scan.png").endswith(
+    message = refused({**listed, "Scan.png": "D"})
+    assert "1 problem(s)" in message
+    assert problem_line(message, tmp_path.resolve() / "images" / "scan.png").endswith(
         "(images/ has Scan.png: the names differ in letter case only, and sonoseg does not guess)"
-    )
-    pd.DataFrame({"image": [composed, "scan.png", "good.png"], "patient": ["A", "B", "C"]}).to_csv(
-        tmp_path / "patients.csv", index=False, encoding="utf-8"
     )
     # Two files that differ from the row's name in letter case alone: which one is meant is not said; the row is
     # the problem, and each file its own patient, flagged, as before.
     write(tmp_path / "images" / "SCAN.png", lesion_pair(4)[0])
     write(tmp_path / "masks" / "SCAN.png", lesion_pair(4)[1])
-    with pytest.raises(SonosegError) as error:
-        data.ingest(tmp_path, "folder")
-    assert problem_line(str(error.value), tmp_path.resolve() / "images" / "scan.png").endswith(
+    assert problem_line(refused(listed), tmp_path.resolve() / "images" / "scan.png").endswith(
         ": listed in patients.csv (row 3), but images/ has no such image (images/ has SCAN.png and Scan.png: the "
         "names differ in letter case only, and sonoseg does not guess)"
     )

@@ -746,17 +746,18 @@ def get_final_outputs():
     return outputs + get_report_outputs()  # workflow/rules/report.smk
 
 
-def note_outputs_left_by_other_configs(shown=12):
-    """At planning (the Snakefile's last line), by the process that plans the run: what the study folder holds
-    that this config no longer makes, named and kept (layout.left_by_other_configs), so that a table on disk
-    from an earlier config (tables/tta.csv after predict.tta: false) is not read as this one's. Every one is
+def note_outputs_left_by_other_configs(final_outputs, shown=12):
+    """At planning (the Snakefile's last line; ``final_outputs``: what `all` makes), by the process that plans
+    the run: what the study folder holds that this config no longer makes, named and kept
+    (layout.left_by_other_configs), so that a table on disk from an earlier config (tables/tta.csv after
+    predict.tta: false) is not read as this one's. Every one is
     listed in a file when the run is no dry run (written at exit, as Snakemake says so only then). A table
     this config reads when it is there (cost.csv with cost.enabled false) or makes on request (convergence.csv,
     by `snakemake convergence_check`) is not named."""
     if not CHECKS_DATA:
         return
     also = ["cost"] + (["convergence"] if CONVERGENCE else [])
-    outputs = [*get_final_outputs(), *(f"{OUT}/tables/{table}.csv" for table in also)]
+    outputs = [*final_outputs, *(f"{OUT}/tables/{table}.csv" for table in also)]
     left = layout.left_by_other_configs(OUT, RUNS, outputs, EXTERNALS)
     listing = Path(OUT) / layout.LEFT_LISTED
     if left:

@@ -32,7 +32,7 @@ from sonoseg.serving.modelio import (
     recorded_choice,
     warn_of_another_size,
 )
-from sonoseg.serving.options import SIZE_REFUSALS, shrinks, smaller_factors, smaller_sides
+from sonoseg.serving.options import SIZE_REFUSALS, first_line, shrinks, smaller_factors, smaller_sides
 from sonoseg.serving.probability_model import ProbabilityModel
 
 # What serving reads of an export (the sidecar, the session) lives in sonoseg.serving.sidecar, torch-free.
@@ -359,7 +359,7 @@ def _size_refusal(probability: nn.Module, side: int) -> str | None:
     except SIZE_REFUSALS as exc:
         if isinstance(exc, torch.OutOfMemoryError):  # memory, not the network's strides: never a size's refusal
             raise
-        return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        return first_line(exc, 160)
     return None
 
 

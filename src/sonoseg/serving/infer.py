@@ -48,6 +48,7 @@ from sonoseg.serving.options import (
     SIZE_REFUSALS,
     backend_for,
     check_device_name,
+    first_line,
     shrinks,
     smaller_factors,
     smaller_sides,
@@ -268,7 +269,7 @@ def onnxruntime_predictor(
         except SonosegError:
             raise
         except Exception as exc:  # ONNX Runtime's own error types
-            raise RuntimeError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from exc
+            raise RuntimeError(first_line(exc)) from exc
 
     return Predictor(
         run,
@@ -749,12 +750,10 @@ def segment_each(planned, predictor, result, rule, postprocess, max_pixels, prog
         try:
             probability = predictor.run(predictor.prepare(rgb))[0]
         except RuntimeError as exc:  # the network's strides and the input size (--size) may not fit
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            if out_of_memory(exc) or not SIZE_ERROR.search(first_line):
+            said = first_line(exc, 160)
+            if out_of_memory(exc) or not SIZE_ERROR.search(said):
                 raise
-            raise SonosegError(
-                f"{model_path}: the network cannot take a {predictor.size}-px input ({first_line})"
-            ) from exc
+            raise SonosegError(f"{model_path}: the network cannot take a {predictor.size}-px input ({said})") from exc
         try:
             result.written.append(write_mask(probability, rgb.shape[0], rgb.shape[1], rule, out, postprocess))
         except SonosegError as exc:  # a mask that cannot be written stops the run; the record names why for its image

@@ -63,6 +63,12 @@ def smaller_factors(factors) -> list[float]:
     return sorted({f for f in factors if 0 < f < 1}, reverse=True)
 
 
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """An error's first line, as one-line messages quote it (its type's name when it says nothing), cut to
+    ``limit`` characters."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
 # What a network raises for an input size it cannot take, at a smaller size the scale selection tries: PyTorch's
 # shape errors (RuntimeError: strides that do not divide the size), or the network's own check of its input
 # (a ValueError, an assert). That size is left out, with a warning; the input size alone is never dropped.

@@ -16,7 +16,7 @@ from sonoseg.data import marks
 from sonoseg.data.options import INTERPOLATIONS, MARKS
 from sonoseg.data.preprocess import INTERPOLATION_MEANING
 from sonoseg.errors import SonosegError
-from sonoseg.serving.options import COMPONENT_RULES, LESION_THRESHOLD, POSTPROCESSES
+from sonoseg.serving.options import COMPONENT_RULES, LESION_THRESHOLD, POSTPROCESSES, first_line
 
 log = logging.getLogger(__name__)
 
@@ -403,7 +403,7 @@ def _onnx_metadata(graph: bytes) -> dict[str, str]:
     try:
         session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ONNX Runtime's own error types (InvalidProtobuf, Fail, ...)
-        raise ValueError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+        raise ValueError(first_line(exc)) from None
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
