@@ -141,7 +141,7 @@ def left_by_other_configs(
     name (each with its ``folds`` and ``seeds``), ``outputs``: every final output, ``externals``: the external
     sets' names. An earlier config made them; nothing reads them now, and nothing deletes them (a network put
     back adopts its trainings). A table's other formats (.md, .tex) go with its name."""
-    out = Path(out)
+    out, externals = Path(out), set(externals)
     tables = {(path.parent, path.stem) for path in map(Path, outputs)}
     found = []
     for place in RUN_PLACES + TABLE_PLACES + (EXTERNAL_PLACE,):
@@ -153,7 +153,7 @@ def left_by_other_configs(
                 continue
             name = entry.name if place in ("runs", EXTERNAL_PLACE) else entry.stem
             if place == EXTERNAL_PLACE:
-                kept = name in set(externals)
+                kept = name in externals
             elif place in RUN_PLACES:
                 kept = name in runs
             else:
