@@ -66,8 +66,8 @@ test: $(BIN)/sonoseg
 
 # Static checks (CI runs them before the tests): ruff lint and format, snakefmt, Snakemake's linter.
 lint: $(BIN)/sonoseg
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check setup.py src tests bench
+	$(BIN)/ruff format --check setup.py src tests bench
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	snakemake --lint --configfile $(CONFIG)
 

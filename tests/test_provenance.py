@@ -669,3 +669,56 @@ def test_a_package_installed_inside_another_repository_names_no_commit(tmp_path)
     subprocess.run([*git, "add", "src"], check=True)
     subprocess.run([*git, "commit", "-qm", "src"], check=True)
     assert len(provenance.commit_of(checkout)) == 12
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_names_the_commit_it_was_built_from(tmp_path):
+    """A hospital engineer installs sonoseg as a wheel: no checkout around it, so its tables and `segment`'s
+    records named commit 'unknown'. The build stamps the commit (setup.py); the installed package reads it."""
+    import sys
+    import zipfile
+
+    repository = Path(__file__).resolve().parents[1]
+    # Built from a clone with the working tree's package and build files over it (the build writes into the
+    # tree it builds): the commit is HEAD's, '+dirty' where the package has uncommitted changes.
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repository), str(clone)], check=True)
+    unbuilt = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(repository / "src", clone / "src", ignore=unbuilt, dirs_exist_ok=True)
+    for name in ("setup.py", "pyproject.toml"):
+        shutil.copy(repository / name, clone / name)
+    head = provenance.commit_of(clone / "src" / "sonoseg")
+    assert head != "unknown"
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(clone),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("sonoseg-*.whl")
+    installed = tmp_path / "site-packages"
+    zipfile.ZipFile(wheel).extractall(installed)
+    assert (installed / "sonoseg" / provenance.BUILT_FROM).read_text().strip() == head
+    # The installed package, imported from there (no git repository around it), names that commit.
+    said = subprocess.run(
+        [sys.executable, "-c", "from sonoseg.data.provenance import sonoseg_commit; print(sonoseg_commit())"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(installed)},
+    )
+    assert said.returncode == 0, said.stderr
+    assert said.stdout.strip() == head
+    # An editable install (make's venv) asks git, and the source folder gets no stamp.
+    assert not (repository / "src" / "sonoseg" / provenance.BUILT_FROM).exists()

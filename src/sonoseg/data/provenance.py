@@ -592,11 +592,21 @@ REDOES = {
 # ----------------------------------------------------------------------------- provenance
 
 
+# The file a built wheel carries in the package (setup.py writes it): the commit it was built from.
+BUILT_FROM = "BUILT_FROM"
+
+
 @cache
 def sonoseg_commit() -> str:
     """The commit of the sonoseg source that runs (``+dirty`` with uncommitted changes anywhere in the package,
-    not in this module's folder alone), or ``unknown`` outside a sonoseg checkout (an installed wheel)."""
-    return commit_of(Path(__file__).resolve().parents[1])  # the package: src/sonoseg
+    not in this module's folder alone); for an installed wheel, the commit it was built from (its BUILT_FROM);
+    else ``unknown`` (a wheel built from an sdist)."""
+    package = Path(__file__).resolve().parents[1]  # src/sonoseg, or site-packages/sonoseg
+    commit = commit_of(package)
+    if commit == "unknown":
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            commit = (package / BUILT_FROM).read_text().strip() or "unknown"
+    return commit
 
 
 def commit_of(package: Path) -> str:
