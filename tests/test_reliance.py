@@ -131,7 +131,7 @@ def test_reliance_is_paired_image_by_image_and_run_by_run(tmp_path):
     assert row["dice_method"] - row["dice_reference"] == pytest.approx(row["mean_difference"])
     assert row["mean_difference"] == pytest.approx(-0.1)
     assert row["ci_low"] == pytest.approx(-0.1) and row["ci_high"] == pytest.approx(-0.1)
-    assert row["family"] == tables.PAIRED_FAMILIES["reliance"]
+    assert row["family"] == tables.paired_family("reliance", 1)
     # Decided as the statistics page decides (Holm's p < 0.05): a 0.1 loss on every image of 12 patients is.
     assert row["p_holm"] < 0.05 and bool(row["significant"])
 

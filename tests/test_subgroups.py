@@ -58,11 +58,16 @@ def test_the_markdown_and_the_report_page_show_every_cell(tmp_path):
     table = subgroups.subgroup_table(
         per_image, ["unet"], ["class", "meta_lesion_type"], {"ext": "held_out"}, resamples=200
     )
-    caption = subgroups.caption(table, ["meta_organ"], ["class", "lesion_type"], "Data fingerprint abc.")
+    caption = subgroups.caption(table, ["meta_organ"], ["class", "lesion_type"], "Data fingerprint abc.", resamples=200)
     subgroups.write(table, tmp_path / "tables" / "subgroups.csv", caption)
     markdown = (tmp_path / "tables" / "subgroups.md").read_text()
     assert "**ext (held_out), by lesion_type**" in markdown and "| Network | cyst (1) | rim (2) |" in markdown
     assert "| U-net | 0.800 [no CI" in markdown and "0.450 [" in markdown
+    # Two patients give a bootstrap three distinct means: such a CI is marked, and the caption says why.
+    rim = table.set_index(["dataset", "value"]).loc[("ext", "rim")]
+    assert subgroups.dice_text(rim).endswith(f"] {subgroups.FEW_MARK}") and f"] {subgroups.FEW_MARK} |" in markdown
+    assert f"{subgroups.FEW_MARK}: a CI over fewer than {subgroups.FEW_PATIENTS} patients" in markdown.split("\n")[0]
+    assert "CIs: 200 bootstrap resamples" in markdown.split("\n")[0]
     assert markdown.split("\n")[0].endswith("Data fingerprint abc.")
     read = subgroups.read(tmp_path / "tables" / "subgroups.csv")
     assert read["value"].tolist() == table["value"].tolist() and read["dice"].tolist() == pytest.approx(

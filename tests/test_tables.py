@@ -359,7 +359,11 @@ def test_a_caption_says_nothing_of_early_stopping_when_the_cap_ended_every_train
     tables.study_table("table2", [tmp_path / "unet.csv"], tmp_path / "t.csv", 32, "area")
     caption = (tmp_path / "t.md").read_text().split("\n")[0]
     assert "early stopping" not in caption and "still improving" not in caption
-    assert "epochs trained per run: 2 (14 optimizer steps), weights of the epoch of lowest validation loss" in caption
+    assert (
+        "epochs trained per run: 2 (14 optimizer steps), the weights kept those of the epoch of lowest validation"
+        in caption
+    )
+    assert "their running average where the recipe averages them" in caption  # weight averaging, not one step
     assert "†: trainings ended at the epoch cap, not by the stop rule" in caption
     # HD95 px is not a pixel of the 32x32 input: the predictions are scored at the images' own size.
     assert "input 32x32 px (area); HD95 in pixels at each image's original resolution" in caption
@@ -512,3 +516,71 @@ def test_the_ladder_caption_names_the_paper_s_network_and_says_when_ours_is_anot
     markdown, tex = ladder("unet")
     assert "the paper's column: its ladder, on U-net" in markdown and "| Dice (paper, U-net) |" in markdown
     assert "ours runs on" not in markdown and "ours runs on" not in tex
+
+
+def test_the_ladder_marks_its_capped_steps_and_says_when_a_step_changed_nothing(tmp_path):
+    """Tables 1 and 2 mark a row whose trainings hit the epoch cap; the ladder did not. And a step whose change
+    never took effect (lr_plateau where validation never stalled long enough) read as a measured +0.000."""
+    summaries = []
+    for step, ended in (("baseline", ""), ("adam", "cap")):
+        write_training(tmp_path, f"ladder--{step}", 0, 0, history=epochs(2, steps=[7, 14], ended_by=["", ended]))
+        summaries.append(tmp_path / f"{step}.csv")
+        tables.summarize(tmp_path, sheet_row(f"ladder--{step}", table_key="step", table_name=step)).to_csv(
+            summaries[-1], index=False
+        )
+    tables.study_table("ladder", summaries, tmp_path / "ladder.csv", ladder_network="unet")
+    labels = pd.read_csv(tmp_path / "ladder.csv").set_index("step")["label"]
+    assert labels["adam"] == f"adam {tables.CAPPED_MARK}" and labels["baseline"] == "baseline"
+    markdown = (tmp_path / "ladder.md").read_text()
+    assert "†: trainings ended at the epoch cap, not by the stop rule" in markdown.split("\n")[0]
+    assert "| adam † |" in markdown
+
+    runs = pd.DataFrame(
+        {
+            "step": ["baseline", "adam", "lr_plateau"],
+            "run": [f"ladder--{s}" for s in ("baseline", "adam", "lr_plateau")],
+        }
+    )
+    scores = {
+        "ladder--baseline": [0.1, 0.2, 0.3],
+        "ladder--adam": [0.4, 0.5, 0.6],
+        "ladder--lr_plateau": [0.4, 0.5, 0.6],
+    }
+    per_image = pd.DataFrame(
+        [
+            {"run": run, "fold": "0", "seed": "0", "sample_id": f"s{i}", "dice": dice}
+            for run, values in scores.items()
+            for i, dice in enumerate(values)
+        ]
+    ).sample(frac=1, random_state=0)  # the long table's row order is no guide
+    note = tables.unchanged_steps_note(runs, per_image)
+    assert "lr_plateau scored exactly as adam on every test image" in note and "as baseline" not in note
+    per_image.loc[(per_image["run"] == "ladder--lr_plateau") & (per_image["sample_id"] == "s2"), "dice"] = 0.61
+    assert tables.unchanged_steps_note(runs, per_image) == ""
+    assert tables.unchanged_steps_note(runs, None) == ""
+
+
+def test_a_paired_tables_family_names_the_pairs_holm_was_over():
+    """`sonoseg paired --pairs` with one pair said "Holm over the networks and datasets", the study's family,
+    beside a p corrected over that pair alone."""
+    per_image = pd.DataFrame(
+        [
+            {
+                "run": run,
+                "method": run,
+                "fold": "0",
+                "seed": "0",
+                "training": "fold0/seed0",
+                "sample_id": f"s{i}",
+                "patient": f"p{i}",
+                "dice": dice,
+            }
+            for run, shift in (("unet", 0.0), ("unet--tta", 0.05), ("light_unet", 0.0), ("light_unet--tta", -0.01))
+            for i, dice in enumerate([0.5 + 0.04 * i + shift for i in range(8)])
+        ]
+    )
+    one = tables.paired_runs(per_image, [("unet", "unet--tta")], family="tta")
+    assert one["family"].iloc[0] == "tested with flip averaging vs without (same models), Holm over this table's 1 pair"
+    two = tables.paired_runs(per_image, [("unet", "unet--tta"), ("light_unet", "light_unet--tta")], family="tta")
+    assert set(two["family"]) == {"tested with flip averaging vs without (same models), Holm over this table's 2 pairs"}
+    assert two["p_holm"].iloc[0] >= one["p_holm"].iloc[0]  # the larger family corrects more

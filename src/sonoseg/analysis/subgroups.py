@@ -44,6 +44,11 @@ COLUMNS = [
 NO_VALUE = "(none)"  # the value of an image whose manifest leaves the column empty: counted, not dropped
 # Manifest columns the per-image table carries besides the meta_* ones (sonoseg.analysis.results).
 PLAIN_COLUMNS = ("view", "class")
+RESAMPLES = 10_000  # the bootstrap's, for every cell's CI (the caption says it)
+# A bootstrap over so few patients draws so few distinct means (two patients: three) that its interval shows
+# almost none of the uncertainty: such a cell's CI is marked, and the caption says why.
+FEW_PATIENTS = 5
+FEW_MARK = "‡"
 
 
 def column_name(name: str) -> str:
@@ -63,7 +68,7 @@ def subgroup_table(
     columns: list[str],
     roles: dict[str, str],
     seed: int = 0,
-    resamples: int = 10_000,
+    resamples: int = RESAMPLES,
 ) -> pd.DataFrame:
     """One row per network x dataset (in-domain first, then ``roles``' external sets in order) x column x
     value, over the images with a lesion of the network's single trainings: their mean Dice and its 95 % CI
@@ -162,7 +167,12 @@ def available_columns(per_image: pd.DataFrame) -> list[str]:
 
 
 def caption(
-    table: pd.DataFrame, absent: list[str] = (), available: list[str] = (), source: str = "", configured: bool = True
+    table: pd.DataFrame,
+    absent: list[str] = (),
+    available: list[str] = (),
+    source: str = "",
+    configured: bool = True,
+    resamples: int = RESAMPLES,
 ) -> str:
     """The table's caption: what a cell is, the columns configured that no dataset has (``absent``, beside the
     ``available`` ones), or that none was (``configured`` False), then ``source`` (where the numbers come from)."""
@@ -172,9 +182,15 @@ def caption(
         "with the number of images of each value. Images without a lesion (BUSI's normal scans) are counted "
         "apart, with their own mean Dice: 1 where the prediction is empty too, else 0. Descriptive: subgroups are "
         "small, no two are compared and nothing is corrected for the number of cells; read a low cell as where to "
-        "look, not as a finding."
+        f"look, not as a finding. CIs: {resamples:,} bootstrap resamples of patients, then trainings."
     )
     parts = [text]
+    few = pd.to_numeric(table["patients"], errors="coerce").between(stats.MIN_PATIENTS_FOR_CI, FEW_PATIENTS - 1)
+    if few.any():
+        parts.append(
+            f"{FEW_MARK}: a CI over fewer than {FEW_PATIENTS} patients, which a bootstrap cannot make wide enough "
+            "(two patients give at most three distinct means): read its value, not its interval."
+        )
     if absent:
         parts.append(
             f"No image of any dataset has a value in: {', '.join(shown_name(c) for c in absent)} "
@@ -220,7 +236,10 @@ def count_text(images, no_lesion) -> str:
 def dice_text(row: pd.Series) -> str:
     """A cell: the mean Dice over the images with a lesion and its CI; where the value has images without a
     lesion, their own mean Dice apart (1 where the prediction is empty too)."""
-    parts = [] if pd.isna(row["dice"]) else [f"{row['dice']:.3f} {stats.ci_text(row['ci_low'], row['ci_high'])}"]
+    parts = []
+    if not pd.isna(row["dice"]):
+        few = stats.MIN_PATIENTS_FOR_CI <= int(row["patients"]) < FEW_PATIENTS
+        parts.append(f"{row['dice']:.3f} {stats.ci_text(row['ci_low'], row['ci_high'])}{' ' + FEW_MARK if few else ''}")
     if row["no_lesion_images"]:
         parts.append(f"without a lesion {row['no_lesion_dice']:.3f}")
     return "; ".join(parts)

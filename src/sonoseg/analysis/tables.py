@@ -321,6 +321,7 @@ def ladder_table(runs: pd.DataFrame, steps: list[str]) -> pd.DataFrame:
         rows.append(
             {
                 "step": step,
+                "label": f"{step} {CAPPED_MARK}" if ours["capped_trainings"] else step,
                 "seeds": int(ours["seeds"]),
                 **{c: ours[c] for c in SUMMARY_COLUMNS},
                 "paper_dice_mean": paper.LADDER.get(step, np.nan),
@@ -561,7 +562,10 @@ def study_table(
             trained += f" ({steps} optimizer steps)"
         # Whether the stop rule or the epoch cap ended a training is the dagger's to say (ended_by in the
         # histories); what holds of every run is which epoch's weights were kept (scoring.kept_row).
-        scale += f"; epochs trained per run: {trained}, weights of the epoch of lowest validation loss"
+        scale += (
+            f"; epochs trained per run: {trained}, the weights kept those of the epoch of lowest validation loss "
+            "(their running average where the recipe averages them: train.weight_averaging_epochs)"
+        )
     if folds > 1:
         scale += (
             f"{'; ' if scale else ''}{folds}-fold cross-validation by patient, every patient tested once: a seed's "
@@ -578,7 +582,7 @@ def study_table(
         table = with_confidence(table, "step", runs, per_image, seed)
         caption = (
             f"Section 4.2 tuning ladder ({ladder_network}, cumulative steps; test set{scale}; "
-            f"{ladder_note(ladder_network)})"
+            f"{ladder_note(ladder_network)}{unchanged_steps_note(runs, per_image)}{capped_note(table)})"
         )
         write_table(table, out_csv, caption, "Step", source, paper_of=catalog.label(paper.LADDER_NETWORK))
         return table
@@ -591,15 +595,40 @@ def study_table(
     changed = (
         "; in [ ]: a row's changes to the study's recipe" if any(recipe_changes_of(runs, n) for n in networks) else ""
     )
-    if table["capped_trainings"].fillna(0).astype(int).any():
-        changed += (
-            f"; {CAPPED_MARK}: trainings ended at the epoch cap, not by the stop rule "
-            "(capped_trainings of trainings in the CSV)"
-        )
+    changed += capped_note(table)
     if table["scratch_unlike_paper"].any():
         changed += f"; {SCRATCH_NOTE}"
     write_table(table, out_csv, f"{CAPTIONS[kind]}{scale}{cost_caption(cost_csv)}{changed})", source=source)
     return table
+
+
+def capped_note(table: pd.DataFrame) -> str:
+    """The caption's word on the dagger, where a row carries it."""
+    if not table["capped_trainings"].fillna(0).astype(int).any():
+        return ""
+    return (
+        f"; {CAPPED_MARK}: trainings ended at the epoch cap, not by the stop rule "
+        "(capped_trainings of trainings in the CSV)"
+    )
+
+
+def unchanged_steps_note(runs: pd.DataFrame, per_image: pd.DataFrame | None) -> str:
+    """The ladder caption's word on a step whose change did nothing: its predictions scored exactly as the step
+    before (e.g. lr_plateau, where validation never stalled long enough within the budget to halve the rate), so
+    its +0.000 is no measured effect of the change."""
+    if per_image is None:
+        return ""
+    run_of_step = runs.drop_duplicates("step").set_index("step")["run"]
+    steps = list(run_of_step.index)
+    scored = per_image.sort_values(["fold", "seed", "sample_id"]) if "fold" in per_image else per_image
+    same = []
+    for before, step in zip(steps, steps[1:], strict=False):
+        first, second = (scored.loc[scored["run"] == run_of_step[s], "dice"].to_numpy() for s in (before, step))
+        if len(first) and len(first) == len(second) and np.array_equal(first, second, equal_nan=True):
+            same.append(f"{step} scored exactly as {before}")
+    if not same:
+        return ""
+    return f"; {', '.join(same)} on every test image: its change had no effect within the epoch budget"
 
 
 def ladder_note(ladder_network: str) -> str:
@@ -630,21 +659,27 @@ def with_confidence(
     return table.assign(dice_ci_low=bounds["ci_low"].to_numpy(), dice_ci_high=bounds["ci_high"].to_numpy())
 
 
+# What each paired table compares; its family text adds how many pairs Holm corrected over (paired_family):
+# a study's table has every network (and, for tta, ensemble and augmentation, every dataset), while
+# `sonoseg paired --pairs` may give a few, and the text must not claim the study's family for them.
 PAIRED_FAMILIES = {
-    "ablation": "twin (other marks) vs main, Holm over the methods",
+    "ablation": "twin (other marks) vs main",
     # The same models (trained with marks kept) tested without them: the drop is the reliance.
-    "reliance": "tested without the marks (inpainted, or the phantom rendered without them) vs with them "
-    "(same models), Holm over the pairs",
+    "reliance": "tested without the marks (inpainted, or the phantom rendered without them) vs with them (same models)",
     # The same models tested with horizontal-flip averaging: the gain of test-time augmentation.
-    "tta": "tested with flip averaging vs without (same models), Holm over the networks and datasets",
+    "tta": "tested with flip averaging vs without (same models)",
     # The mean of a network's seeds' probabilities in each fold (on an external dataset: of every
     # fold's and seed's), against its single trainings.
-    "ensemble": "the ensemble (in-domain: each fold's seeds; external: every training) vs the single trainings, "
-    "Holm over the networks and datasets",
+    "ensemble": "the ensemble (in-domain: each fold's seeds; external: every training) vs the single trainings",
     # A network trained with the ultrasound augmentation against the paper's (the augmentation choice's
     # candidates), on its own test images and on each external dataset.
-    "augmentation": "trained with the ultrasound augmentation vs the paper's, Holm over the networks and datasets",
+    "augmentation": "trained with the ultrasound augmentation vs the paper's",
 }
+
+
+def paired_family(family: str, pairs: int) -> str:
+    """A paired table's family text: what it compares, and the pairs Holm's correction was over."""
+    return f"{PAIRED_FAMILIES[family]}, Holm over this table's {pairs} pair{'s' if pairs != 1 else ''}"
 
 
 def paired_runs(
@@ -679,7 +714,7 @@ def paired_runs(
     if not table.empty:
         # Holm over the pairs, and significant as the statistics page decides it: Holm's p < 0.05 and, where a
         # side has several trainings, the CI excluding 0 (a p alone would read as a decision it is not).
-        table = stats.as_family([table], PAIRED_FAMILIES[family])
+        table = stats.as_family([table], paired_family(family, len(table)))
     return table
 
 
