@@ -78,7 +78,7 @@ def build_bad_folder(root: Path) -> dict[str, str]:
         "zero.png": "empty file",
         "truncated.png": "truncated PNG",
         "garbage.png": "not a readable image",
-        "size_mismatch.png": "but its mask is 50x40 (width x height, pixels)",
+        "size_mismatch.png": "size_mismatch.png is 50x40 (width x height, pixels)",
     }
 
 
@@ -1578,3 +1578,59 @@ def test_fixtures_are_the_same_bytes_under_any_hash_seed(tmp_path):
     different PYTHONHASHSEED write the same bytes."""
     first, second = fixture_digest(tmp_path / "a", "1"), fixture_digest(tmp_path / "b", "2")
     assert len(first) == 64 and first == second, (first, second)
+
+
+def test_masks_that_would_be_misread_are_refused_naming_the_file(tmp_path):
+    """A probe's own dataset: an inverted mask read as a lesion over 94 % of the image, a red lesion on a white
+    page as 100 %, a VOC-style 0/1/255 label map as its 255 border alone, all without a word."""
+    _, mask = lesion_pair(3)
+    lesion = mask > 0
+    cases = {
+        "inverted.png": np.where(lesion, 0, 255).astype(np.uint8),
+        "red_on_white.png": np.where(lesion[..., None], np.uint8([0, 0, 255]), np.uint8([255, 255, 255])),
+        "voc.png": np.where(lesion, 1, 0).astype(np.uint8),
+    }
+    border = cv2.dilate(lesion.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~lesion
+    cases["voc.png"][border] = 255  # PASCAL VOC's "ignore" ring
+    expected = {
+        "inverted.png": "an inverted mask (lesion black on white)",
+        "red_on_white.png": "a coloured lesion on a white background",
+        "voc.png": "a label map whose 1 is the lesion and 255 something else",
+    }
+    for name, pixels in cases.items():
+        path = write(tmp_path / name, pixels)
+        with pytest.raises(SonosegError, match=re.escape(expected[name])) as error:
+            imageio.read_mask(path)
+        assert str(error.value).startswith(f"{path}: ")
+    # What stays readable: the lesion white on black (0/255 or 0/1), a large lesion off the edge, an
+    # anti-aliased edge with a few pixels at 1, and an empty mask.
+    big = np.zeros((64, 96), np.uint8)
+    big[2:-2, 2:-2] = 255
+    smooth = cv2.GaussianBlur(mask, (5, 5), 2)
+    smooth[smooth == 2] = 1
+    for name, pixels in {
+        "plain.png": mask,
+        "ones.png": (mask > 0).astype(np.uint8),
+        "big.png": big,
+        "smooth.png": smooth,
+        "empty.png": np.zeros_like(mask),
+    }.items():
+        assert (
+            imageio.read_mask(write(tmp_path / name, pixels)).pixels.sum()
+            == (pixels >= (128 if pixels.max() > 1 else 1)).sum()
+        )
+
+
+def test_a_mask_of_another_size_is_named_and_a_scaled_one_told_how_to_fix_it(tmp_path):
+    image, mask = lesion_pair(4)
+    write(tmp_path / "images" / "half.png", image)
+    write(tmp_path / "masks" / "half.png", cv2.resize(mask, (48, 32), interpolation=cv2.INTER_NEAREST))
+    write(tmp_path / "images" / "odd.png", image)
+    write(tmp_path / "masks" / "odd.png", cv2.resize(mask, (50, 40), interpolation=cv2.INTER_NEAREST))
+    write(tmp_path / "images" / "good.png", image)
+    write(tmp_path / "masks" / "good.png", mask)
+    manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
+    reason = dict(zip(manifest["image"].map(lambda p: Path(p).name), manifest["reason"]))
+    assert f"{tmp_path / 'masks' / 'half.png'} is 48x32" in reason["half.png"]
+    assert "the mask is the image scaled by 0.5; resize it to 96x64 with nearest-neighbour" in reason["half.png"]
+    assert "is 50x40 (width x height, pixels)" in reason["odd.png"] and "scaled by" not in reason["odd.png"]

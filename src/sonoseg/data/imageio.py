@@ -490,7 +490,9 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
     other than 0 and the maximum (JPEG-compressed or anti-aliased masks) are noted as thresholded.
     A mask with nonzero pixels of which none reaches the threshold (0/100, or 0/255 saved as 16-bit)
     is an error, not an empty mask. Colour masks count a pixel by its brightest colour channel; an
-    RGBA mask whose colour channels are all 0 is read from its alpha channel when that varies.
+    RGBA mask whose colour channels are all 0 is read from its alpha channel when that varies. Errors too:
+    a label map of 0, 1 and the maximum (the 1s the lesion), and a lesion over more than half the mask and
+    nearly all of its edge (inverted, or a colour lesion on white).
     """
     if isinstance(paths, (str, Path)):
         paths = [Path(p) for p in str(paths).split(MASK_SEPARATOR)]
@@ -523,7 +525,9 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
         if np.any((pixels != 0) & (pixels != top) & (pixels != pixels.max())):
             if "mask_thresholded" not in notes:
                 notes.append("mask_thresholded")
+        _refuse_a_label_map(pixels, top, Path(path))
         lesion = pixels >= threshold
+        _refuse_an_inverted_mask(lesion, Path(path))
         if merged is not None and merged.shape != lesion.shape:
             raise SonosegError(
                 f"{path}: size {lesion.shape[1]}x{lesion.shape[0]} differs from the other masks of this image"
@@ -532,6 +536,40 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
     if len(paths) > 1:
         notes.append(f"merged_masks:{len(paths)}")
     return Decoded(merged, notes, turns.pop())  # one orientation: several were refused above
+
+
+def _refuse_a_label_map(pixels: np.ndarray, top: int, path: Path) -> None:
+    """A mask of 0, 1 and the type's maximum, many of its pixels 1: a label map (PASCAL VOC's 1 = lesion with
+    255 = "ignore" along its edge, or a 0/1 mask with a burned-in label at 255), which the threshold would
+    read as the 255 pixels alone. JPEG's or anti-aliasing's values in between never make it one."""
+    if top <= 1:
+        return
+    ones = np.count_nonzero(pixels == 1)
+    if not ones:
+        return
+    maxima = np.count_nonzero(pixels == top)
+    if maxima and ones + maxima == np.count_nonzero(pixels) and ones >= 0.1 * (ones + maxima):
+        raise SonosegError(
+            f"{path}: mask values 0, 1 and {top} ({ones} pixels of 1, {maxima} of {top}): a label map whose 1 is "
+            f"the lesion and {top} something else (an 'ignore' border, burned-in text)? The threshold would keep the "
+            f"{top} pixels alone: save the lesion as {top} on 0, or as 1 on 0"
+        )
+
+
+# An inverted mask (lesion black on white), or a lesion drawn in colour on a white page (a colour mask counts
+# its brightest channel): "lesion" over most of the image and all around its edge, which no lesion is.
+INVERTED_AREA = 0.5
+INVERTED_EDGE = 0.9
+
+
+def _refuse_an_inverted_mask(lesion: np.ndarray, path: Path) -> None:
+    edge = np.concatenate([lesion[0], lesion[-1], lesion[1:-1, 0], lesion[1:-1, -1]])
+    if lesion.size and lesion.mean() > INVERTED_AREA and edge.mean() > INVERTED_EDGE:
+        raise SonosegError(
+            f"{path}: the lesion covers {lesion.mean():.0%} of the mask and {edge.mean():.0%} of its edge: an "
+            "inverted mask (lesion black on white), or a coloured lesion on a white background (a colour mask "
+            "counts its brightest channel, and white is lesion)? Save the lesion white (or 1) on black"
+        )
 
 
 def _mask_channel(pixels: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:

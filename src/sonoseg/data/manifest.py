@@ -89,16 +89,29 @@ def _check_candidate(candidate: Candidate) -> dict:
         candidate.problems.append(turned)
         return facts
     if mask.pixels.shape != (height, width):
-        candidate.problems.append(
-            f"image is {width}x{height} but its mask is {mask.pixels.shape[1]}x{mask.pixels.shape[0]} (width x height, "
-            "pixels)"
-        )
+        candidate.problems.append(_size_problem((height, width), mask.pixels.shape, candidate.masks))
         return facts
     if not mask.pixels.any():
         facts["flags"].append("empty_mask")
     facts["pixel_hash"] = pixel_hash(image.pixels)
     facts["fingerprint"] = fingerprint(image.pixels)
     return facts
+
+
+def _size_problem(image_shape: tuple[int, int], mask_shape: tuple[int, int], masks: list[Path]) -> str:
+    """An image and its mask of different sizes, the mask named; a mask the image's size scaled by one factor
+    (saved at half resolution, say) is told how to fix it."""
+    (height, width), (mask_height, mask_width) = image_shape, mask_shape
+    problem = (
+        f"image is {width}x{height} but its mask {', '.join(map(str, masks))} is {mask_width}x{mask_height} "
+        "(width x height, pixels)"
+    )
+    if abs(mask_width / width - mask_height / height) < 0.01:
+        problem += (
+            f": the mask is the image scaled by {mask_width / width:.3g}; resize it to {width}x{height} with "
+            "nearest-neighbour interpolation (which keeps it 0/255), or draw it on the image itself"
+        )
+    return problem
 
 
 def _orientation_problem(image_turn: int, mask_turn: int, mask_shape, turned_shape) -> str | None:
