@@ -115,3 +115,23 @@ def test_the_schema_and_the_modules_agree_on_the_choices():
     assert tuple(marks["enum"]) == options.MARKS and marks["default"] == options.MARKS[0]
     # The command line reads the same tuples, without importing OpenCV or torch.
     assert cli.INTERPOLATIONS is options.INTERPOLATIONS and cli.MARKS is options.MARKS
+
+
+def test_a_lesion_that_vanishes_at_the_input_size_is_named(tmp_path, caplog):
+    """A 3 x 3-pixel lesion covers under half of every pixel of a 32-px input: the cache holds no lesion, and
+    the network learned the image as one without a lesion, while the log said only "cached N images"."""
+    rows = []
+    for i, (top, side) in enumerate(((30, 50), (50, 3), (0, 0))):  # a large lesion, a tiny one, none
+        image_path, mask_path = tmp_path / f"i{i}.png", tmp_path / f"m{i}.png"
+        cv2.imwrite(str(image_path), speckle(120, 200))
+        mask = np.zeros((120, 200), np.uint8)
+        mask[top : top + side, top : top + side] = 255
+        cv2.imwrite(str(mask_path), mask)
+        rows.append({"sample_id": f"s{i}", "image": str(image_path), "mask": str(mask_path)})
+    with caplog.at_level("WARNING", logger="sonoseg.data.preprocess"):
+        preprocess.build_cache(pd.DataFrame(rows), 32, tmp_path / "c.npz", "area")
+    masks = preprocess.load_cache(tmp_path / "c.npz")["masks"]
+    assert masks[0].any() and not masks[1].any() and not masks[2].any()
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("1 of 3 images: the lesion vanishes at 32x32") and warning.count("s1") == 1
+    assert "s2" not in warning  # an image without a lesion loses none

@@ -4,6 +4,7 @@ so that training never decodes an image per step."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,8 @@ import pandas as pd
 from sonoseg.data.imageio import read_image, read_mask
 from sonoseg.data.options import CACHE_MARKS, DEFAULT_INTERPOLATION, INTERPOLATIONS, MARKS, UNMARKED
 from sonoseg.errors import SonosegError
+
+log = logging.getLogger(__name__)
 
 # How an image is shrunk (or grown) to the network's input: config preprocess.interpolation.
 # "bilinear" is OpenCV's default (cv2.INTER_LINEAR), the authors' resize: each output pixel blends the
@@ -92,6 +95,7 @@ def build_cache(
     images = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
     masks = np.zeros((len(samples), size, size), dtype=np.uint8)
     mark_pixels = np.zeros(len(samples), dtype=np.int64)
+    vanished: list[str] = []
     for i, row in enumerate(samples.itertuples()):
         if marks == UNMARKED:
             image = Path(row.image).resolve()
@@ -100,7 +104,22 @@ def build_cache(
             rgb = read_image(rendered / image.relative_to(root)).pixels
         else:
             rgb, mark_pixels[i] = remove_marks(read_image(row.image).pixels, marks)
-        images[i], masks[i] = resize_sample(rgb, read_mask(row.mask).pixels, size, interpolation)
+        truth = read_mask(row.mask).pixels
+        images[i], masks[i] = resize_sample(rgb, truth, size, interpolation)
+        if truth.any() and not masks[i].any():
+            vanished.append(str(row.sample_id))
+    if vanished:
+        # Such an image trains and validates as one without a lesion (its test score, at its own size, is right).
+        log.warning(
+            "%d of %d images: the lesion vanishes at %dx%d (it covers under half of every input pixel), so the "
+            "network learns them as images without a lesion: %s%s; a larger preprocess.size keeps them",
+            len(vanished),
+            len(samples),
+            size,
+            size,
+            ", ".join(vanished[:5]),
+            " ..." if len(vanished) > 5 else "",
+        )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with open(out_path, "wb") as handle:  # a file handle keeps numpy from appending .npz
