@@ -9,7 +9,8 @@ import pandas as pd
 import torch
 from conftest import easy_caches, sheet_row, write_patient_manifest, write_run_metrics
 
-from sonoseg.analysis import results
+from sonoseg.analysis import report_labels, results
+from sonoseg.data import provenance
 from sonoseg.serving import cost, device
 from sonoseg.study import layout
 from sonoseg.training import train
@@ -65,7 +66,7 @@ def test_a_history_with_the_compute_columns_gives_them_per_training(tmp_path):
     write_training(tmp_path, "unet", [epoch_row(e, **cpu()) for e in (1, 2, 3)])
     write_training(tmp_path, "malunet", [epoch_row(e, **cpu(precision="fp32")) for e in (1, 2)])
     table = results.collect_trainings(tmp_path, [trained("unet"), trained("malunet")]).set_index("run")
-    assert list(table.columns[-4:]) == ["precision", "device", "processor", "same_training_as"]
+    assert list(table.columns[-5:]) == ["precision", "device", "processor", "commit", "same_training_as"]
     assert table.loc["unet", ["precision", "device", "processor"]].tolist() == ["bf16 + channels_last", "cpu", XEON]
     assert table.loc["malunet", "precision"] == "fp32"
     assert table.loc["unet", "epochs"] == 3 and table.loc["unet", "seconds"] == round(1.251 + 1.252 + 1.253, 3)
@@ -114,7 +115,7 @@ def test_each_per_image_row_says_what_the_trainings_behind_its_models_ran_on(tmp
 def test_a_history_from_before_the_columns_gives_empty_values(tmp_path):
     write_training(tmp_path, "unet", [epoch_row(e) for e in (1, 2)], old=True)
     table = results.collect_trainings(tmp_path, [trained("unet")])
-    assert table[["precision", "device", "processor", "same_training_as"]].iloc[0].tolist() == ["", "", "", ""]
+    assert table[["precision", "device", "processor", "commit", "same_training_as"]].iloc[0].tolist() == [""] * 5
     assert table["epochs"].iloc[0] == 2 and table["steps"].iloc[0] == 14
 
 
@@ -190,13 +191,16 @@ def test_a_real_training_records_what_each_epoch_ran_on(tmp_path):
         threads=1,
     )
     history = pd.read_csv(out / "history.csv")
-    assert list(history.columns[-3:]) == ["precision", "device", "processor"]
+    assert list(history.columns[-4:]) == ["precision", "device", "processor", "commit"]
+    # The sonoseg that trained it, as the captions of tables made later from its predictions name it.
+    assert history["commit"].tolist() == [provenance.sonoseg_commit()] * 2
     assert history["precision"].tolist() == ["fp32", "fp32"] and history["device"].tolist() == ["cpu", "cpu"]
     assert history["processor"].tolist() == [cost.cpu_model()] * 2 and cost.cpu_model() != ""
     assert torch.load(out / "model.pt", weights_only=True)["trained_with"] == "fp32"
     Path(layout.recipe(tmp_path, "lighter_unet_c1", "0")).write_text(recipe.to_json())
     table = results.collect_trainings(tmp_path, [trained("lighter_unet_c1")])
     assert table[["precision", "device", "processor"]].iloc[0].tolist() == ["fp32", "cpu", cost.cpu_model()]
+    assert table["commit"].iloc[0] == provenance.sonoseg_commit()
 
 
 def test_the_device_and_processor_names():
@@ -227,3 +231,33 @@ def test_a_results_table_is_the_same_bytes_for_the_same_rows_and_compressed_by_i
     assert (tmp_path / "a.csv.gz").read_bytes() == first and first[4:8] == b"\0\0\0\0"  # its MTIME field
     results.write_table(table, tmp_path / "a.csv.xz")
     assert lzma.decompress((tmp_path / "a.csv.xz").read_bytes()).decode().startswith("run,dice")
+
+
+def test_a_table_made_later_from_the_predictions_names_the_commit_that_trained_its_models(tmp_path):
+    """A probe remade a finished study's tables with newer code: every caption named the newer commit alone, as
+    if it had trained the models. The long table carries the training's commit, and captions name both."""
+    manifest = write_patient_manifest(tmp_path / "manifest.csv", ["a", "b"], ["P1", "P2"])
+    runs = [trained("unet", seeds=("0", "1")), sheet_row("dark_in_prior", trained=False, kind="baseline")]
+    for run in runs:
+        for seed in run["seeds"].split():
+            write_run_metrics(tmp_path, run["name"], 0, int(seed), ["a", "b"], [0.8, 0.6])
+    write_training(tmp_path, "unet", [epoch_row(e, **cpu(), commit="28e4beea095f") for e in (1, 2)], seed="0")
+    resumed = [epoch_row(1, **cpu(), commit="28e4beea095f"), epoch_row(2, **cpu(), commit="c4d168faffd6")]
+    write_training(tmp_path, "unet", resumed, seed="1")
+    per_image = results.collect_per_image(tmp_path, runs, manifest)
+    commits = per_image.groupby(["run", "seed"])["training_commit"].first()
+    assert commits[("unet", 0)] == "28e4beea095f" and commits[("unet", 1)] == "28e4beea095f / c4d168faffd6"
+    assert commits[("dark_in_prior", 0)] == ""
+    assert results.trained_at(per_image) == "28e4beea095f, c4d168faffd6"
+    assert results.trained_at(per_image[per_image["run"] == "dark_in_prior"]) == ""
+    line = provenance.caption_line("a" * 64, results.trained_at(per_image))
+    assert line == (
+        f"Data fingerprint {'a' * 12}; sonoseg {provenance.sonoseg_version()} at commit {provenance.sonoseg_commit()}"
+        "; models trained at commit 28e4beea095f, c4d168faffd6."
+    )
+    # The report's front page still reads the commit that wrote the tables from such a caption.
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "table2.md").write_text(f"**Table 2 (...) {line}**\n")
+    assert report_labels.results_source(tmp_path / "tables") == (
+        f"sonoseg {provenance.sonoseg_version()} at commit {provenance.sonoseg_commit()}"
+    )

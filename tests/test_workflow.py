@@ -133,6 +133,7 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
         "precision",
         "device",
         "processor",
+        "commit",
     ]
     # What each epoch ran on (trainings.csv gathers it per training): this machine's CPU, in fp32 or bf16.
     assert set(history["device"]) == {"cpu"} and history["precision"].iloc[0].split(" ")[0] in ("fp32", "bf16")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 # The sonoseg version and commit in the provenance sentence every table's caption ends with
-# (sonoseg.data.provenance.caption_line: "Data fingerprint F; sonoseg V at commit C.").
-WRITTEN_SOURCE = re.compile(r"Data fingerprint \S+; (sonoseg \S+ at commit \S+?)\.")
+# (sonoseg.data.provenance.caption_line: "Data fingerprint F; sonoseg V at commit C[; models trained at commit T].").
+WRITTEN_SOURCE = re.compile(r"Data fingerprint \S+; (sonoseg \S+ at commit [^\s.;,]+)[.;]")
 
 
 def results_source(tables_dir: str | Path) -> str:

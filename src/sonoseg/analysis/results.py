@@ -8,14 +8,16 @@ and the learning rate and weight decay it trained with, the image (sample_id, it
 ``patient``, its ``view``, the manifest's metadata as ``meta_*`` columns) and every metric of
 sonoseg.analysis.evaluate.
 Each per-image row also says what the trainings behind its models computed on (``training_precision``,
-``training_device``, ``training_processor``: as trainings' columns below, joined over an ensemble's
-members; empty for a floor).
+``training_device``, ``training_processor``) and the sonoseg commit that trained them (``training_commit``:
+the tables' captions name it beside the commit that wrote them): as trainings' columns below, joined over an
+ensemble's members; empty for a floor.
 ``trainings`` has one row per training: epochs, the kept epoch, optimizer steps, what ended it (the
 stop rule or the cap) and where its time went; what it computed on: ``precision`` (the fast path, e.g.
 ``bf16 + channels_last`` or ``fp32``), ``device`` (``cpu``, ``cuda:0``) and ``processor`` (the CPU's model
-name, or the GPU's), each from its history's epochs (the distinct values joined with `` / `` in the order
-they first appear, where a training resumed on another machine ran on two; empty for a history written
-before the columns); and ``same_training_as``: for a training that is another row's training, adopted
+name, or the GPU's) and ``commit`` (the sonoseg commit that trained it), each from its history's epochs (the
+distinct values joined with `` / `` in the order they first appear, where a training resumed on another
+machine, or at another commit, ran on two; empty for a history written before the columns); and
+``same_training_as``: for a training that is another row's training, adopted
 rather than trained (the network's run with the candidates' seed adopts the chosen recipe-selection or
 augmentation-choice candidate, sonoseg.training.reuse), the run that trained it; empty otherwise. Count
 trainings, or sum their seconds, over the rows where it is empty.
@@ -47,9 +49,9 @@ TRAINING_SHEET_COLUMNS = SHEET_COLUMNS[:4]  # a training's row in trainings.csv:
 RECIPE_COLUMNS = ["learning_rate", "weight_decay"]
 # The history's wall-time columns summed over a training's epochs (sonoseg.training.train.TIMING_COLUMNS).
 TIME_COLUMNS = ["seconds", "train_seconds", "bn_seconds", "val_seconds"]
-# What each epoch ran on, in its history's columns of these names (sonoseg.training.train writes them): per
-# training, the distinct values joined.
-COMPUTE_COLUMNS = ["precision", "device", "processor"]
+# What each epoch ran on, in its history's columns of these names (sonoseg.training.train writes them), and the
+# sonoseg commit that ran it: per training, the distinct values joined.
+COMPUTE_COLUMNS = ["precision", "device", "processor", "commit"]
 COMPUTE_SEPARATOR = " / "
 SAME_TRAINING = "same_training_as"  # trainings.csv: the run whose training this row's is ('' for its own)
 
@@ -202,10 +204,11 @@ def models_behind(row: dict, fold: str, seed: str) -> list[tuple[str, str, str]]
 
 
 def models_compute(out: str | Path, trainings: list[tuple[str, str, str]], histories: dict) -> dict:
-    """``training_precision``, ``training_device``, ``training_processor`` of a per-image row: what the
-    trainings behind its models computed on (compute_values over their histories, joined where they
-    differ); empty for a floor, for histories written before the columns, and for a history that is not
-    there (collect_trainings, which the collect stage runs too, refuses a trained run's missing history).
+    """``training_precision``, ``training_device``, ``training_processor``, ``training_commit`` of a per-image
+    row: what the trainings behind its models computed on, and at which commit (compute_values over their
+    histories, joined where they differ); empty for a floor, for histories written before the columns, and
+    for a history that is not there (collect_trainings, which the collect stage runs too, refuses a trained
+    run's missing history).
     ``histories``: a cache."""
     values: dict[str, list[str]] = {column: [] for column in COMPUTE_COLUMNS}
     for run, fold, seed in trainings:
@@ -256,6 +259,15 @@ def collect_trainings(out: str | Path, rows: list[dict]) -> pd.DataFrame:
     for key, record in zip(keys, records, strict=True):
         record[SAME_TRAINING] = adopted.get(key, "")
     return pd.DataFrame(records)
+
+
+def trained_at(per_image: pd.DataFrame | None) -> str:
+    """The sonoseg commits that trained the models behind a long table's rows (``training_commit``), in the
+    order they first appear; '' where none is recorded (floors alone, a study from before the column)."""
+    if per_image is None or "training_commit" not in per_image:
+        return ""
+    found = per_image["training_commit"].dropna().astype(str)
+    return ", ".join(dict.fromkeys(c for cell in found for c in cell.split(COMPUTE_SEPARATOR) if c))
 
 
 def compute_values(history: pd.DataFrame, column: str) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from sonoseg.analysis import paper
-from sonoseg.analysis.results import patient_table, read_metrics
+from sonoseg.analysis.results import patient_table, read_metrics, trained_at
 from sonoseg.analysis.scoring import empty_side, kept_epoch
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
@@ -576,7 +576,8 @@ def study_table(
     if manifest_csv:
         from sonoseg.data import provenance
 
-        source = provenance.caption_line(provenance.read_manifest_provenance(manifest_csv)["dataset_fingerprint"])
+        fingerprint = provenance.read_manifest_provenance(manifest_csv)["dataset_fingerprint"]
+        source = provenance.caption_line(fingerprint, trained_at(per_image))
     if kind == "ladder":
         table = ladder_table(runs, list(runs["step"].drop_duplicates()))
         table = with_confidence(table, "step", runs, per_image, seed)

@@ -683,7 +683,12 @@ def read_manifest_provenance(manifest_csv: str | Path) -> dict:
     return {key: found.get(key, "unknown") for key in ("dataset_fingerprint", "sonoseg_version", "commit")}
 
 
-def caption_line(dataset_fingerprint: str) -> str:
-    """One line naming where a table's numbers come from (the commit is that of the run that wrote it)."""
+def caption_line(dataset_fingerprint: str, trained_at: str = "") -> str:
+    """One line naming where a table's numbers come from: the data, the sonoseg that wrote the table and, where
+    known (``trained_at``: sonoseg.analysis.results.trained_at), the commit(s) that trained its models. A
+    table remade by later code from the same predictions names both: the predictions are the training's."""
     short = dataset_fingerprint[:SHORT] if dataset_fingerprint != "unknown" else "unknown"
-    return f"Data fingerprint {short}; sonoseg {sonoseg_version()} at commit {sonoseg_commit()}."
+    line = f"Data fingerprint {short}; sonoseg {sonoseg_version()} at commit {sonoseg_commit()}"
+    if trained_at:
+        line += f"; models trained at commit {trained_at}"
+    return line + "."

@@ -525,7 +525,7 @@ def cmd_generalization(args) -> None:
     roles = dict(_name_value(item, "--datasets") for item in args.datasets)
     table = generalization.generalization_table(per_image, args.networks, roles, args.seed)
     notes = _left_out_notes(args) + generalization.lesionless_notes(table)
-    source = generalization.source_line(manifest)
+    source = generalization.source_line(manifest, per_image)
     generalization.write(table, args.out, notes, source)
     log.info("generalization:\n%s", generalization.markdown(table, notes, source))
 
@@ -543,7 +543,7 @@ def cmd_subgroups(args) -> None:
         log.warning(
             "subgroups: no image of any dataset has a value in %r (columns there are: %s)", column, ", ".join(available)
         )
-    source = generalization.source_line(manifest)
+    source = generalization.source_line(manifest, per_image)
     subgroups.write(table, args.out, subgroups.caption(table, absent, available, source, configured=bool(args.columns)))
     log.info("subgroups: %d rows", len(table))
 
@@ -622,13 +622,16 @@ def _data_fingerprint(manifest: str) -> str:
 
 
 def cmd_equivalence(args) -> None:
-    from sonoseg.analysis import tables
+    from sonoseg.analysis import results, tables
     from sonoseg.data import provenance
 
     origin = _data_fingerprint(args.manifest)
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
-    table = tables.equivalence_table(_per_image(args), pairs, args.margin, args.seed)
-    tables.write_equivalence(table, args.out, args.margin, provenance.caption_line(origin))
+    per_image = _per_image(args)
+    table = tables.equivalence_table(per_image, pairs, args.margin, args.seed)
+    tables.write_equivalence(
+        table, args.out, args.margin, provenance.caption_line(origin, results.trained_at(per_image))
+    )
     log.info("equivalence claims (margin %g):\n%s", args.margin, table.to_string(index=False))
 
 

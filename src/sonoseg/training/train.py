@@ -30,7 +30,7 @@ from sonoseg.data.preprocess import (
     cache_marks,
     load_cache,
 )
-from sonoseg.data.provenance import stamp
+from sonoseg.data.provenance import sonoseg_commit, stamp
 from sonoseg.errors import SonosegError
 from sonoseg.networks import models
 from sonoseg.serving.device import FastPath, device_name, make_deterministic, processor_name, select_device
@@ -53,8 +53,9 @@ log = logging.getLogger(__name__)
 # early_stopping_window validation losses; empty while the window fills).
 # steps: optimizer steps so far (the budget in steps as well as epochs); ended_by, on the last row only:
 # "rule" (the stop rule ended the training: it had converged) or "cap" (max_epochs, still improving).
-# precision, device, processor (COMPUTE_COLUMNS): what the epoch ran on, per epoch since a training resumed
-# from a checkpoint on another machine ran on two; empty in a history written before they existed.
+# precision, device, processor, commit (COMPUTE_COLUMNS): what the epoch ran on and the sonoseg commit that ran
+# it, per epoch since a training resumed from a checkpoint on another machine (or after a code change) ran on
+# two; empty in a history written before they existed.
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
@@ -515,7 +516,9 @@ def train(
         recipe.to_json(),
     )
     # What these epochs run on (a resumed training's earlier epochs keep what they ran on).
-    compute = dict(zip(COMPUTE_COLUMNS, (path.describe(), device_name(dev), processor_name(dev)), strict=True))
+    compute = dict(
+        zip(COMPUTE_COLUMNS, (path.describe(), device_name(dev), processor_name(dev), sonoseg_commit()), strict=True)
+    )
     last_saved = time.monotonic()
     clean_logged = False
     while not rule.stop:  # max_epochs, or min_epochs run and early_stopping_patience epochs without progress
