@@ -405,7 +405,7 @@ def test_latex_tables_escape_every_cell_header_and_caption(tmp_path):
     assert caption_line.endswith("}")
     assert not LATEX_SPECIALS.search(LATEX_ESCAPES.sub("", caption_line[len(r"\caption{") : -1])), caption_line
     # Nothing is escaped twice, and the deliberate LaTeX (the ± of "mean ± std") stays LaTeX.
-    assert r"Dice 95 \% CI (patients, seeds)" in body[0] and r"Net\_work \% \& \# \$" in body[0]
+    assert r"Dice 95 \% CI (patients, then trainings)" in body[0] and r"Net\_work \% \& \# \$" in body[0]
     assert r"3.00 $\pm$ 0.50" in body[1] and r"lighter\_unet\_c1; 95 \% CI" in caption_line
     assert tables.latex_escape("a\\b_c") == r"a\textbackslash{}b\_c"
 
@@ -440,9 +440,9 @@ def test_the_ci_column_says_seeds_only_where_a_row_has_several(tmp_path):
     row |= {"dice_ci_low": 0.6, "dice_ci_high": 0.8, "hd95_mean": 3.0, "hd95_std": float("nan")}
     row |= {"paper_dice_mean": 0.7}
     one = tables.to_markdown_and_latex(pd.DataFrame([{**row, "seeds": 1}]), "Network", "c")[0]
-    assert "| Dice 95 % CI (patients) |" in one and "seeds)" not in one
+    assert "| Dice 95 % CI (patients) |" in one and "trainings)" not in one
     several = pd.DataFrame([{**row, "seeds": 1}, {**row, "label": "Light", "seeds": 3}])
-    assert "| Dice 95 % CI (patients, seeds) |" in tables.to_markdown_and_latex(several, "Network", "c")[0]
+    assert "| Dice 95 % CI (patients, then trainings) |" in tables.to_markdown_and_latex(several, "Network", "c")[0]
 
 
 def test_a_backbone_trained_from_scratch_is_marked_where_the_paper_s_implementation_starts_it_from_imagenet(

@@ -349,10 +349,11 @@ def seeds_cell(row, digits: int = 3) -> str:
 
 
 def ci_header(table: pd.DataFrame) -> str:
-    """The CI column's name: what its bootstrap resamples (patients; and seeds where a row has several: with
-    one training per row the interval carries no training-to-training variance, and says so)."""
+    """The CI column's name: what its bootstrap resamples (patients; then each fold's trainings where a row has
+    several seeds: with one training per fold the interval carries no training-to-training variance, and says
+    so)."""
     several = "seeds" in table.columns and (pd.to_numeric(table["seeds"], errors="coerce") > 1).any()
-    return "Dice 95 % CI (patients, seeds)" if several else "Dice 95 % CI (patients)"
+    return "Dice 95 % CI (patients, then trainings)" if several else "Dice 95 % CI (patients)"
 
 
 def ci_cell(row, digits: int = 3) -> str:
