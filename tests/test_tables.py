@@ -90,7 +90,10 @@ def test_hd95_in_mm_appears_when_a_pixel_spacing_was_given():
     table = tables.network_table(with_mm, paper.TABLE2, ["unet"])
     assert table.loc[0, "hd95_mm_mean"] == pytest.approx(0.85)
     markdown, _ = tables.to_markdown_and_latex(table, "Network", "caption")
-    assert "HD95 mm (ours)" in markdown and "0.85 ± 0.07" in markdown
+    # Two seeds: the mean alone, as the Dice column gives each seed's value rather than a std of two.
+    assert "HD95 mm (ours)" in markdown and "| 0.85 |" in markdown and "±" not in markdown.split("|")[-4]
+    five, _ = tables.to_markdown_and_latex(table.assign(seeds=5), "Network", "caption")
+    assert "0.85 ± 0.07" in five
     plain, _ = tables.to_markdown_and_latex(
         tables.network_table(runs().assign(hd95_mm=float("nan")), paper.TABLE2, ["unet"]), "Network", "caption"
     )
@@ -155,8 +158,8 @@ def test_tables_show_matched_hd95_and_no_lesion_images(tmp_path):
     row = table.iloc[0]
     assert row["hd95_matched_images"] == 6 and row["lesion_images"] == 8 and row["no_lesion_images"] == 4
     markdown, latex = tables.to_markdown_and_latex(table, "Network", "caption")
-    assert "HD95 px, both non-empty (ours)" in markdown and "2.00 ± 0.00 (6/8)" in markdown
-    assert "No-lesion images: Dice (ours)" in markdown and "0.500 ± 0.000 (n=4)" in markdown
+    assert "HD95 px, both non-empty (ours)" in markdown and "| 2.00 (6/8) |" in markdown
+    assert "No-lesion images: Dice (ours)" in markdown and "| 0.500 (n=4) |" in markdown
     assert "(6/8)" in latex
     ladder = tables.ladder_table(runs_.rename(columns={"network": "step"}).assign(step="baseline"), ["baseline"])
     assert ladder.loc[0, "hd95_matched_mean"] == pytest.approx(2.0)
@@ -406,7 +409,7 @@ def test_latex_tables_escape_every_cell_header_and_caption(tmp_path):
     assert not LATEX_SPECIALS.search(LATEX_ESCAPES.sub("", caption_line[len(r"\caption{") : -1])), caption_line
     # Nothing is escaped twice, and the deliberate LaTeX (the ± of "mean ± std") stays LaTeX.
     assert r"Dice 95 \% CI (patients, then trainings)" in body[0] and r"Net\_work \% \& \# \$" in body[0]
-    assert r"3.00 $\pm$ 0.50" in body[1] and r"lighter\_unet\_c1; 95 \% CI" in caption_line
+    assert r"& 3.00 &" in body[1] and r"lighter\_unet\_c1; 95 \% CI" in caption_line
     assert tables.latex_escape("a\\b_c") == r"a\textbackslash{}b\_c"
 
 

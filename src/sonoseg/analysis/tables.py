@@ -330,6 +330,9 @@ def ladder_table(runs: pd.DataFrame, steps: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+MIN_SEEDS_FOR_STD = 5  # a cell gives a std over seeds from this many; below, each seed's value (Dice) or the mean
+
+
 def seeds_cell(row, digits: int = 3) -> str:
     """Our Dice: mean ± std over 5 or more seeds; each seed's value with 2 to 4 (a std of so few is no
     summary); "n = 1" for a single run (never "± 0.000")."""
@@ -337,7 +340,7 @@ def seeds_cell(row, digits: int = 3) -> str:
         return "-"
     seeds = int(row["seeds"])
     values = str(row.get("dice_per_seed", "") or "")
-    if seeds >= 5 or not values or values == "nan":
+    if seeds >= MIN_SEEDS_FOR_STD or not values or values == "nan":
         return (
             plus_minus(row["dice_mean"], row["dice_std"], digits)
             if seeds > 1
@@ -392,11 +395,12 @@ def our_columns(table: pd.DataFrame) -> dict[str, list[str]]:
     non-empty (ours)", over the images where prediction and ground truth both have a lesion, with (images
     counted / lesion images) over all seeds; "HD95 mm (ours)" where the images have a pixel spacing; and
     "No-lesion images: Dice (ours)" (mean Dice and count over all seeds) where the test set has images
-    without a lesion. Mean ± std over seeds; the mean alone for one seed."""
+    without a lesion. Mean ± std over seeds with 5 seeds or more, as the Dice column (OVER_SEEDS: a std of so
+    few is no summary); the mean alone below."""
     rows = table.to_dict("records")
 
     def cell(row: dict, column: str, digits: int) -> str:
-        spread = row[f"{column}_std"] if int(row["seeds"]) > 1 else np.nan
+        spread = row[f"{column}_std"] if int(row["seeds"]) >= MIN_SEEDS_FOR_STD else np.nan
         return plus_minus(row[f"{column}_mean"], spread, digits)
 
     def shown(column: str) -> bool:
