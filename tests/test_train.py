@@ -922,3 +922,43 @@ def test_a_failed_attempt_keeps_its_lines_and_its_error_for_the_next(tmp_path, c
     replayed = capsys.readouterr().err
     assert "--- earlier attempts at this training (stopped; from " in replayed and "CUDA out of memory" in replayed
     assert not (tmp_path / "seed0.log").exists()  # finished: gone with the checkpoint
+
+
+def test_a_second_process_waits_for_the_one_training_the_same_run(tmp_path, caplog):
+    """A kill -9 of Snakemake leaves its training running; the rerun's training resumed from the checkpoint the
+    first was still writing, and the two wrote over each other. The second now waits for the first to end."""
+    checkpoint, ended = tmp_path / "checkpoints" / "seed0.pt", tmp_path / "first_ended"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, pathlib\n"
+            "from sonoseg.training import reuse\n"
+            "with reuse.training_held(sys.argv[1]):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(1.5)\n"
+            "    pathlib.Path(sys.argv[2]).write_text('done')\n",
+            str(checkpoint),
+            str(ended),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        caplog.set_level(logging.INFO, logger="sonoseg.training.reuse")
+        with reuse.training_held(checkpoint):
+            assert ended.exists()  # entered only once the first had finished
+            assert checkpoint.with_suffix(".lock").read_text().strip() == str(os.getpid())
+    finally:
+        holder.wait(timeout=60)
+    said = caplog.text
+    assert f"another process (pid {holder.pid}) is training this run, fold and seed" in said
+    assert "the other process ended: going on" in said
+    # Alone, it goes straight on, and without a checkpoint (a training outside the workflow) there is no lock.
+    caplog.clear()
+    with reuse.training_held(checkpoint):
+        pass
+    assert "another process" not in caplog.text
+    with reuse.training_held(None):
+        pass

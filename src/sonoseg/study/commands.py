@@ -237,7 +237,9 @@ def cmd_train(args) -> None:
     if args.adopt_finished not in ("0", "1"):
         raise SonosegError(f"${ADOPT_FINISHED_VARIABLE} is {args.adopt_finished!r}: 0 (train again) or 1 (adopt)")
     finished = args.finished_copy or (reuse.finished_copy_beside(args.checkpoint) if args.checkpoint else None)
-    with reuse.attempts_log(args.checkpoint):  # a stopped and resumed training's log keeps every attempt
+    # One process per training (a training outlives a kill -9 of Snakemake); a stopped and resumed training's log
+    # keeps every attempt.
+    with reuse.training_held(args.checkpoint), reuse.attempts_log(args.checkpoint):
         train.train(
             network=args.network,
             seed=args.seed,

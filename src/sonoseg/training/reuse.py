@@ -43,6 +43,43 @@ TRAINING_CODE = ("", "data", "networks", "serving", "training")
 
 
 @contextlib.contextmanager
+def training_held(checkpoint: str | Path | None):
+    """One process at a time trains a run's fold and seed: a lock beside its checkpoint (``<checkpoint>.lock``,
+    holding the holder's pid). A ``kill -9`` of Snakemake leaves its trainings running; the rerun's training
+    resumed from the checkpoint they were still writing, and the two wrote over each other. The second now
+    waits for the first to end, then goes on as any rerun does (adopting what the first finished, or resuming
+    from its checkpoint). Where the file system gives no locks (some network file systems), it goes on alone."""
+    if not checkpoint:
+        yield
+        return
+    import fcntl
+
+    path = Path(checkpoint).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                log.warning(
+                    "another process (pid %s) is training this run, fold and seed (one left running when Snakemake "
+                    "was killed?): waiting for it to end, then going on from what it leaves (kill it to stop waiting)",
+                    holder,
+                )
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                log.info("the other process ended: going on")
+        except OSError as exc:  # no locks here (ENOLCK): the workflow's own scheduling keeps one job per training
+            log.warning("%s: cannot lock (%s): going on without", path, exc.strerror)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+
+
+@contextlib.contextmanager
 def attempts_log(checkpoint: str | Path | None):
     """Every attempt at a training logged beside its checkpoint (``<checkpoint>.log``, outside the job's outputs,
     as the checkpoint is): Snakemake empties a job's log before each attempt, so a training stopped and resumed
