@@ -562,3 +562,14 @@ def test_a_model_served_under_other_code_than_it_was_trained_with_is_warned_of(t
         modelio.load_model(path)
         assert "model.pt: the code that builds network served is not the code it was trained with" in caplog.text
         assert said in caplog.text
+
+
+def test_the_slurm_profile_keeps_the_log_folders_of_jobs_pending_in_another_run():
+    """The SLURM plugin's clean-up of old logs, at the end of every run, also removed every empty folder under
+    .snakemake/slurm_logs/: a job still pending in another run of the same checkout lost its log folder and
+    failed at once, without a log. The profile turns the clean-up off (an age of 0 days: none)."""
+    import yaml
+
+    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    assert profile["slurm-delete-logfiles-older-than"] <= 0
+    assert profile["executor"] == "slurm"
