@@ -198,6 +198,32 @@ def test_busi_layout(tmp_path):
     assert "empty_mask" in samples.loc["normal__normal_1", "flags"]
     assert samples.loc["malignant__malignant_3", "group"] == samples.loc["benign__benign_1", "group"]
     assert "duplicate_of:benign__benign_1" in samples.loc["malignant__malignant_3", "flags"]
+    # The copy is filed under another class than its twin: flagged (its mask is the same: no mask flag).
+    flags = samples.loc["malignant__malignant_3", "flags"]
+    assert "duplicate_class_differs:benign__benign_1(benign/malignant)" in flags
+    assert "duplicate_mask_differs" not in flags
+
+
+def test_duplicates_whose_labels_disagree_are_flagged_and_named_in_the_log(tmp_path, caplog):
+    """A probe's copy of an image with another mask was flagged duplicate_of alone, and both masks were scored
+    as truths without a word."""
+    for i in range(3):
+        image, mask = lesion_pair(20 + i)
+        write(tmp_path / "images" / f"s{i}.png", image)
+        write(tmp_path / "masks" / f"s{i}.png", mask)
+    image, mask = lesion_pair(20)
+    write(tmp_path / "images" / "s0_copy.png", image)
+    write(tmp_path / "masks" / "s0_copy.png", np.roll(mask, 6, axis=1))  # the same scan, another outline
+    image, mask = lesion_pair(21)
+    write(tmp_path / "images" / "s1_copy.png", image)
+    write(tmp_path / "masks" / "s1_copy.png", mask)  # an agreeing copy
+    with caplog.at_level("WARNING", logger="sonoseg.data.manifest"):
+        manifest = data.ingest(tmp_path, "folder").set_index("sample_id")
+    assert "duplicate_mask_differs:images__s0" in manifest.loc["images__s0_copy", "flags"]
+    assert "duplicate_mask_differs" not in manifest.loc["images__s1_copy", "flags"]
+    assert manifest.loc["images__s0_copy", "status"] == "included"  # kept: which outline is right is the user's call
+    (warning,) = [r.getMessage() for r in caplog.records if "disagree" in r.getMessage()]
+    assert warning.startswith("1 duplicate image(s) disagree with their twin") and "images__s0_copy" in warning
 
 
 def test_busi_normal_images_are_left_out_by_default(tmp_path):

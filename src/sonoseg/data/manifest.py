@@ -94,6 +94,7 @@ def _check_candidate(candidate: Candidate) -> dict:
     if not mask.pixels.any():
         facts["flags"].append("empty_mask")
     facts["pixel_hash"] = pixel_hash(image.pixels)
+    facts["mask_hash"] = pixel_hash(mask.pixels)
     facts["fingerprint"] = fingerprint(image.pixels)
     return facts
 
@@ -144,8 +145,38 @@ def _naming_the_file(candidate: Candidate, problem: str) -> str:
     return problem.removeprefix(f"{candidate.image}: ")
 
 
+def _class_conflict(candidate: Candidate, twin: Candidate, twin_id: str) -> list[str]:
+    """A duplicate filed under another class (BUSI's benign and malignant folders) than its twin: a flag."""
+    if candidate.label and twin.label and candidate.label != twin.label:
+        return [f"duplicate_class_differs:{twin_id}({twin.label}/{candidate.label})"]
+    return []
+
+
+DISAGREEING = ("duplicate_mask_differs:", "duplicate_class_differs:")
+
+
+def _warn_of_disagreeing_duplicates(ids: list[str], checked: list) -> None:
+    """Copies of one image whose masks or classes disagree: both stay (in one split group), but which label is
+    right is the user's to say, so the log names them (their flags: DISAGREEING)."""
+    found = [
+        (sample_id, flag)
+        for sample_id, (_, facts) in zip(ids, checked)
+        for flag in facts["flags"]
+        if flag.startswith(DISAGREEING)
+    ]
+    if found:
+        log.warning(
+            "%d duplicate image(s) disagree with their twin on the label (flags duplicate_mask_differs, "
+            "duplicate_class_differs): %s%s; both are kept, in one split group, and both are scored: correct or "
+            "remove the wrong one",
+            len(found),
+            ", ".join(f"{sample_id} ({flag})" for sample_id, flag in found[:5]),
+            " ..." if len(found) > 5 else "",
+        )
+
+
 def _no_facts() -> dict:
-    return {"height": "", "width": "", "flags": [], "pixel_hash": None, "fingerprint": None}
+    return {"height": "", "width": "", "flags": [], "pixel_hash": None, "mask_hash": None, "fingerprint": None}
 
 
 class _Groups:
@@ -219,6 +250,9 @@ def ingest(
         if twin != i:
             facts["flags"].append(f"duplicate_of:{ids[twin]}")
             groups.union(c.patient, checked[twin][0].patient)
+            if facts["mask_hash"] != checked[twin][1]["mask_hash"]:
+                facts["flags"].append(f"duplicate_mask_differs:{ids[twin]}")
+            facts["flags"] += _class_conflict(c, checked[twin][0], ids[twin])
     started = time.perf_counter()
     search = near_duplicates(
         [checked[i][1]["fingerprint"] for i in usable],
@@ -230,6 +264,7 @@ def ingest(
     for proposal, match in search.confirmed:
         i, j = usable[proposal.first], usable[proposal.second]
         checked[j][1]["flags"].append(f"near_duplicate_of:{ids[i]}({match.flag_details()})")
+        checked[j][1]["flags"] += _class_conflict(checked[j][0], checked[i][0], ids[i])
         groups.union(checked[i][0].patient, checked[j][0].patient)
     log.info(
         "near-duplicate candidates (thumbnails within %d hash bits): %d; not confirmed (similarity < %g): %d; %.1f s",
@@ -239,6 +274,8 @@ def ingest(
         search.unconfirmed,
         time.perf_counter() - started,
     )
+
+    _warn_of_disagreeing_duplicates(ids, checked)
 
     spacing_column = pixel_spacing if isinstance(pixel_spacing, str) else None
     lacking_spacing = None  # the first included image without a spacing: refused after the problems are
