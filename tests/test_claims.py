@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import TINY, collect, run_snakemake, sheet_row, write_config, write_patient_manifest, write_run_metrics
 
-from sonoseg.analysis import tables
+from sonoseg.analysis import comparisons
 
 
 def write_runs(tmp_path, shifts: dict[str, float]):
@@ -22,12 +22,12 @@ def write_runs(tmp_path, shifts: dict[str, float]):
 def test_equivalence_claims_are_answered_with_their_margin_and_holm(tmp_path):
     per_image = write_runs(tmp_path, {"unet": 0.0, "lighter_unet_c128": 0.004, "lighter_unet_c1": -0.06})
     pairs = [("lighter_unet_c128", "unet"), ("lighter_unet_c1", "unet")]
-    table = tables.equivalence_table(per_image, pairs, margin=0.02)  # unet named twice: its rows once
+    table = comparisons.equivalence_table(per_image, pairs, margin=0.02)  # unet named twice: its rows once
     rows = table.set_index("method")
     assert bool(rows.loc["lighter_unet_c128", "equivalent"]) and not bool(rows.loc["lighter_unet_c1", "equivalent"])
     assert rows.loc["lighter_unet_c128", "runs_candidate"] == 3  # three trainings, resampled as runs
     assert (table["tost_p_holm"] >= table["tost_p"]).all() and (table["margin"] == 0.02).all()
-    tables.write_equivalence(table, tmp_path / "equivalence.csv", 0.02)
+    comparisons.write_equivalence(table, tmp_path / "equivalence.csv", 0.02)
     page = (tmp_path / "equivalence.md").read_text()
     assert "margin ±0.02 Dice" in page
     assert "Lighter U-net @128 as good as U-net within ±0.02: holds" in page

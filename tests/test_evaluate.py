@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 
+from sonoseg.analysis import evaluate
 from sonoseg.analysis.evaluate import dice_hd95
 from sonoseg.serving.infer import keep_one_lesion
 
@@ -68,3 +69,23 @@ def test_contour_points_rule_prefers_the_longer_outline():
 
 def test_empty_prediction_stays_empty():
     assert not keep_one_lesion(np.zeros((10, 10), bool)).any()
+
+
+def test_each_masks_lesions_are_counted_beside_its_scores(tmp_path):
+    """A truth of two lesions scored against a post-processing that keeps one: Dice cannot reach 1 there, and
+    the long table now says which images those are."""
+    import cv2
+    import pandas as pd
+
+    truth = np.zeros((40, 60), np.uint8)
+    truth[5:15, 5:15] = 255
+    truth[20:30, 40:50] = 255
+    kept = truth.copy()
+    kept[20:30, 40:50] = 0  # the perfect prediction, after keeping one component
+    cv2.imwrite(str(tmp_path / "truth.png"), truth)
+    (tmp_path / "predictions").mkdir()
+    cv2.imwrite(str(tmp_path / "predictions" / "s1.png"), kept)
+    samples = pd.DataFrame([{"sample_id": "s1", "mask": str(tmp_path / "truth.png"), "pixel_spacing": ""}])
+    row = evaluate.evaluate(tmp_path / "predictions", samples).iloc[0]
+    assert (row["truth_lesions"], row["prediction_lesions"]) == (2, 1)
+    assert row["dice"] == pytest.approx(2 / 3)

@@ -21,7 +21,7 @@ from conftest import (
     write_samples,
 )
 
-from sonoseg.analysis import tables
+from sonoseg.analysis import comparisons
 from sonoseg.data import preprocess
 from sonoseg.errors import SonosegError
 from sonoseg.serving import infer
@@ -124,14 +124,14 @@ def test_reliance_is_paired_image_by_image_and_run_by_run(tmp_path):
     per_image = collect(tmp_path, rows, manifest)
     # The reliance run's rows name the recipe of the models it tests: unet's.
     assert per_image.loc[per_image["run"] == "unet--tested-inpaint", "learning_rate"].eq(0.003).all()
-    table = tables.paired_runs(per_image, [("unet", "unet--tested-inpaint")], family="reliance")
+    table = comparisons.paired_runs(per_image, [("unet", "unet--tested-inpaint")], family="reliance")
     row = table.iloc[0]
     # method is the twin and reference the main run, as in every comparison (docs/statistics.md).
     assert (row["method"], row["reference"]) == ("unet--tested-inpaint", "unet")
     assert row["dice_method"] - row["dice_reference"] == pytest.approx(row["mean_difference"])
     assert row["mean_difference"] == pytest.approx(-0.1)
     assert row["ci_low"] == pytest.approx(-0.1) and row["ci_high"] == pytest.approx(-0.1)
-    assert row["family"] == tables.paired_family("reliance", 1)
+    assert row["family"] == comparisons.paired_family("reliance", 1)
     # Decided as the statistics page decides (Holm's p < 0.05): a 0.1 loss on every image of 12 patients is.
     assert row["p_holm"] < 0.05 and bool(row["significant"])
 

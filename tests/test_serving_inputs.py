@@ -18,7 +18,7 @@ import pytest
 from conftest import sample_images, write_large_lesion_scans, write_model, write_patient_manifest, write_run_metrics
 from PIL import ExifTags, Image, ImageOps
 
-from sonoseg.analysis import figures, generalization, pages, results, stats, tables
+from sonoseg.analysis import comparisons, figures, generalization, pages, results, stats
 from sonoseg.data import imageio
 from sonoseg.errors import SonosegError
 from sonoseg.serving import export, infer, mask_files
@@ -672,7 +672,7 @@ def test_an_external_set_without_lesions_is_a_row_without_dice_and_a_caption_not
     page = (tmp_path / "generalization.html").read_text()
     assert "no lesion: no Dice" in page and "ext: no image has a lesion" in page and "nan" not in page
     # The paired tables leave such a pair out rather than stop the study.
-    paired = tables.paired_runs(per_image, [("unet", "light_unet"), ("unet--on-ext", "light_unet--on-ext")])
+    paired = comparisons.paired_runs(per_image, [("unet", "light_unet"), ("unet--on-ext", "light_unet--on-ext")])
     assert paired["reference"].tolist() == ["unet"] and paired["method"].tolist() == ["light_unet"]
 
 

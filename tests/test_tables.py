@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import collect, sheet_row, write_patient_manifest, write_run_metrics
 
-from sonoseg.analysis import paper, tables
+from sonoseg.analysis import comparisons, paper, tables
 from sonoseg.analysis.results import IN_DOMAIN
 from sonoseg.errors import SonosegError
 from sonoseg.serving import modelio
@@ -582,8 +582,8 @@ def test_a_paired_tables_family_names_the_pairs_holm_was_over():
             for i, dice in enumerate([0.5 + 0.04 * i + shift for i in range(8)])
         ]
     )
-    one = tables.paired_runs(per_image, [("unet", "unet--tta")], family="tta")
+    one = comparisons.paired_runs(per_image, [("unet", "unet--tta")], family="tta")
     assert one["family"].iloc[0] == "tested with flip averaging vs without (same models), Holm over this table's 1 pair"
-    two = tables.paired_runs(per_image, [("unet", "unet--tta"), ("light_unet", "light_unet--tta")], family="tta")
+    two = comparisons.paired_runs(per_image, [("unet", "unet--tta"), ("light_unet", "light_unet--tta")], family="tta")
     assert set(two["family"]) == {"tested with flip averaging vs without (same models), Holm over this table's 2 pairs"}
     assert two["p_holm"].iloc[0] >= one["p_holm"].iloc[0]  # the larger family corrects more

@@ -18,10 +18,20 @@ import numpy as np
 import pandas as pd
 from medpy.metric.binary import dc, hd95
 
-from sonoseg.data.imageio import read_mask
+from sonoseg.data.imageio import lesion_count, read_mask
 from sonoseg.errors import SonosegError
 
-METRIC_COLUMNS = ["sample_id", "dice", "hd95_px", "hd95_mm", "truth_empty", "prediction_empty", "hd95_policy"]
+METRIC_COLUMNS = [
+    "sample_id",
+    "dice",
+    "hd95_px",
+    "hd95_mm",
+    "truth_empty",
+    "prediction_empty",
+    "hd95_policy",
+    "truth_lesions",
+    "prediction_lesions",
+]
 
 
 def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -57,7 +67,8 @@ def dice_hd95(prediction: np.ndarray, truth: np.ndarray, spacing: float | None =
 
 
 def evaluate(predictions: str | Path, samples: pd.DataFrame) -> pd.DataFrame:
-    """One row per sample in ``samples`` (the test split); a missing prediction is an error."""
+    """One row per sample in ``samples`` (the test split); a missing prediction is an error. Besides Dice and
+    HD95, each mask's lesions (connected regions: ``truth_lesions``, ``prediction_lesions``)."""
     predictions = Path(predictions)
     rows = []
     for row in samples.itertuples():
@@ -65,7 +76,14 @@ def evaluate(predictions: str | Path, samples: pd.DataFrame) -> pd.DataFrame:
         if not path.is_file():
             raise SonosegError(f"{path}: prediction missing for test sample {row.sample_id}")
         spacing = float(row.pixel_spacing) if str(row.pixel_spacing) not in ("", "nan") else None
+        prediction, truth = read_mask(path).pixels, read_mask(row.mask).pixels
         rows.append(
-            {"sample_id": row.sample_id, **dice_hd95(read_mask(path).pixels, read_mask(row.mask).pixels, spacing)}
+            {
+                "sample_id": row.sample_id,
+                **dice_hd95(prediction, truth, spacing),
+                # A truth of several lesions against a post-processing that keeps one: where Dice cannot reach 1.
+                "truth_lesions": lesion_count(truth),
+                "prediction_lesions": lesion_count(prediction),
+            }
         )
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)

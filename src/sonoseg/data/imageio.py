@@ -538,6 +538,11 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
     return Decoded(merged, notes, turns.pop())  # one orientation: several were refused above
 
 
+def lesion_count(mask: np.ndarray) -> int:
+    """A mask's lesions: its connected regions (8-connected, as the post-processing counts components)."""
+    return cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
+
+
 def _refuse_a_label_map(pixels: np.ndarray, top: int, path: Path) -> None:
     """A mask of 0, 1 and the type's maximum, many of its pixels 1: a label map (PASCAL VOC's 1 = lesion with
     255 = "ignore" along its edge, or a 0/1 mask with a burned-in label at 255), which the threshold would

@@ -25,7 +25,14 @@ from sonoseg.data.duplicates import (
     near_duplicates,
     pixel_hash,
 )
-from sonoseg.data.imageio import MASK_SEPARATOR, orientation_note, problem_with_file, read_image, read_mask
+from sonoseg.data.imageio import (
+    MASK_SEPARATOR,
+    lesion_count,
+    orientation_note,
+    problem_with_file,
+    read_image,
+    read_mask,
+)
 from sonoseg.data.layouts import (
     LAYOUTS,
     NOT_IN_PATIENTS_CSV,
@@ -93,6 +100,9 @@ def _check_candidate(candidate: Candidate) -> dict:
         return facts
     if not mask.pixels.any():
         facts["flags"].append("empty_mask")
+    lesions = lesion_count(mask.pixels)
+    if lesions > 1:
+        facts["flags"].append(f"lesions:{lesions}")
     facts["pixel_hash"] = pixel_hash(image.pixels)
     facts["mask_hash"] = pixel_hash(mask.pixels)
     facts["fingerprint"] = fingerprint(image.pixels)
@@ -143,6 +153,24 @@ def _naming_the_file(candidate: Candidate, problem: str) -> str:
     listed after the image's path, so the image's own path is dropped; a mask keeps its full path
     (in the folder layout image and mask share a name)."""
     return problem.removeprefix(f"{candidate.image}: ")
+
+
+def _warn_of_several_lesions(ids: list[str], checked: list) -> None:
+    """Masks of several lesions, against the paper's post-processing, which keeps one per image."""
+    several = [
+        sample_id
+        for sample_id, (_, facts) in zip(ids, checked)
+        if any(f.startswith("lesions:") for f in facts["flags"])
+    ]
+    if several:
+        log.warning(
+            "%d mask(s) hold several lesions (flag lesions:N): %s%s; keeping the largest component (the paper's "
+            "post-processing, predict.postprocess keep_one, or where validation chooses it) scores a perfect "
+            "prediction of two equal lesions at Dice 0.667",
+            len(several),
+            ", ".join(several[:5]),
+            " ..." if len(several) > 5 else "",
+        )
 
 
 def _class_conflict(candidate: Candidate, twin: Candidate, twin_id: str) -> list[str]:
@@ -276,6 +304,7 @@ def ingest(
     )
 
     _warn_of_disagreeing_duplicates(ids, checked)
+    _warn_of_several_lesions(ids, checked)
 
     spacing_column = pixel_spacing if isinstance(pixel_spacing, str) else None
     lacking_spacing = None  # the first included image without a spacing: refused after the problems are

@@ -554,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the pairs compare, which sets the caption and the Holm family: ablation (trained and tested with "
         "the marks the other way), reliance (the same models tested with marks inpainted), tta (the same models "
         "flip-averaged), ensemble (the seeds' ensemble against the single trainings) or augmentation (the "
-        "ultrasound augmentation against the paper's): sonoseg.analysis.tables.PAIRED_FAMILIES",
+        "ultrasound augmentation against the paper's): sonoseg.analysis.comparisons.PAIRED_FAMILIES",
     )
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.add_argument("--out", required=True)

@@ -596,10 +596,10 @@ def _per_image(args):
 
 
 def cmd_paired(args) -> None:
-    from sonoseg.analysis import tables
+    from sonoseg.analysis import comparisons
 
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
-    table = tables.paired_runs(_per_image(args), pairs, args.seed, args.family)
+    table = comparisons.paired_runs(_per_image(args), pairs, args.seed, args.family)
     table.to_csv(args.out, index=False)
     log.info("%s (method - reference):\n%s", args.family, table.to_string(index=False))
 
@@ -624,21 +624,21 @@ def _data_fingerprint(manifest: str) -> str:
 
 
 def cmd_equivalence(args) -> None:
-    from sonoseg.analysis import results, tables
+    from sonoseg.analysis import comparisons, results
     from sonoseg.data import provenance
 
     origin = _data_fingerprint(args.manifest)
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
     per_image = _per_image(args)
-    table = tables.equivalence_table(per_image, pairs, args.margin, args.seed)
-    tables.write_equivalence(
+    table = comparisons.equivalence_table(per_image, pairs, args.margin, args.seed)
+    comparisons.write_equivalence(
         table, args.out, args.margin, provenance.caption_line(origin, results.trained_at(per_image))
     )
     log.info("equivalence claims (margin %g):\n%s", args.margin, table.to_string(index=False))
 
 
 def cmd_convergence(args) -> None:
-    from sonoseg.analysis import results, tables
+    from sonoseg.analysis import comparisons, results
 
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
     # The checked seed of both sides of every pair (the base run may have more seeds).
@@ -646,7 +646,7 @@ def cmd_convergence(args) -> None:
     rows = [{**row, "seeds": str(args.check_seed)} for row in rows]
     per_image = results.collect_per_image(args.study_dir, rows, args.manifest)
     trainings = results.collect_trainings(args.study_dir, rows)
-    table = tables.convergence_table(per_image, trainings, pairs, args.margin, args.seed)
+    table = comparisons.convergence_table(per_image, trainings, pairs, args.margin, args.seed)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     log.info("convergence check (margin %g):\n%s", args.margin, table.to_string(index=False))
