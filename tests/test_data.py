@@ -1628,8 +1628,23 @@ def test_masks_that_would_be_misread_are_refused_naming_the_file(tmp_path):
         with pytest.raises(SonosegError, match=re.escape(expected[name])) as error:
             imageio.read_mask(path)
         assert str(error.value).startswith(f"{path}: ")
+    # PASCAL VOC's own masks are palette PNGs: decoded, index 1 is dark red and 255 light grey, both "lesion".
+    from PIL import Image
+
+    voc = Image.fromarray(cases["voc.png"], mode="P")
+    voc.putpalette([0, 0, 0, 128, 0, 0] + [0, 0, 0] * 253 + [224, 224, 192])
+    voc.save(tmp_path / "voc_palette.png")
+    with pytest.raises(SonosegError, match="mask indices 0, 1 and 255"):
+        imageio.read_mask(tmp_path / "voc_palette.png")
+    binary = Image.fromarray(lesion.astype(np.uint8), mode="P")
+    binary.putpalette([0, 0, 0, 255, 255, 255])
+    binary.save(tmp_path / "binary_palette.png")
+    assert np.array_equal(imageio.read_mask(tmp_path / "binary_palette.png").pixels, lesion)
+    # A network's prediction is scored as it is, even one over the whole frame (a collapsed training).
+    assert imageio.read_mask(tmp_path / "inverted.png", drawn=False).pixels.mean() > 0.5
     # What stays readable: the lesion white on black (0/255 or 0/1), a large lesion off the edge, an
-    # anti-aliased edge with a few pixels at 1, and an empty mask.
+    # anti-aliased edge with a few pixels at 1, a lesion at 255 over a background of 1, a binary palette PNG,
+    # and an empty mask.
     big = np.zeros((64, 96), np.uint8)
     big[2:-2, 2:-2] = 255
     smooth = cv2.GaussianBlur(mask, (5, 5), 2)
@@ -1639,6 +1654,7 @@ def test_masks_that_would_be_misread_are_refused_naming_the_file(tmp_path):
         "ones.png": (mask > 0).astype(np.uint8),
         "big.png": big,
         "smooth.png": smooth,
+        "background_1.png": np.where(lesion, 255, 1).astype(np.uint8),
         "empty.png": np.zeros_like(mask),
     }.items():
         assert (
@@ -1653,6 +1669,8 @@ def test_a_mask_of_another_size_is_named_and_a_scaled_one_told_how_to_fix_it(tmp
     write(tmp_path / "masks" / "half.png", cv2.resize(mask, (48, 32), interpolation=cv2.INTER_NEAREST))
     write(tmp_path / "images" / "odd.png", image)
     write(tmp_path / "masks" / "odd.png", cv2.resize(mask, (50, 40), interpolation=cv2.INTER_NEAREST))
+    write(tmp_path / "images" / "padded.png", image)
+    write(tmp_path / "masks" / "padded.png", np.pad(mask, ((0, 0), (0, 1))))  # a pixel wider: not a scale
     write(tmp_path / "images" / "good.png", image)
     write(tmp_path / "masks" / "good.png", mask)
     manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude")
@@ -1660,3 +1678,4 @@ def test_a_mask_of_another_size_is_named_and_a_scaled_one_told_how_to_fix_it(tmp
     assert f"{tmp_path / 'masks' / 'half.png'} is 48x32" in reason["half.png"]
     assert "the mask is the image scaled by 0.5; resize it to 96x64 with nearest-neighbour" in reason["half.png"]
     assert "is 50x40 (width x height, pixels)" in reason["odd.png"] and "scaled by" not in reason["odd.png"]
+    assert "is 97x64 (width x height, pixels)" in reason["padded.png"] and "scaled by" not in reason["padded.png"]

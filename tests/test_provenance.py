@@ -722,3 +722,36 @@ def test_an_installed_wheel_names_the_commit_it_was_built_from(tmp_path):
     assert said.stdout.strip() == head
     # An editable install (make's venv) asks git, and the source folder gets no stamp.
     assert not (repository / "src" / "sonoseg" / provenance.BUILT_FROM).exists()
+    # `python -m build` and `uv build` make an sdist, then the wheel from it, where no git answers: the sdist
+    # carries the stamp in its source tree.
+    sdist = subprocess.run(
+        [sys.executable, "-c", f"from setuptools import build_meta; print(build_meta.build_sdist({str(tmp_path)!r}))"],
+        capture_output=True,
+        text=True,
+        cwd=clone,
+    )
+    assert sdist.returncode == 0, sdist.stderr
+    import tarfile
+
+    with tarfile.open(tmp_path / sdist.stdout.strip().splitlines()[-1]) as archive:
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "w"),
+            str(unpacked),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 0, again.stderr
+    (from_sdist,) = (tmp_path / "w").glob("sonoseg-*.whl")
+    assert zipfile.ZipFile(from_sdist).read(f"sonoseg/{provenance.BUILT_FROM}").decode().strip() == head

@@ -250,6 +250,12 @@ def test_a_table_made_later_from_the_predictions_names_the_commit_that_trained_i
     assert commits[("dark_in_prior", 0)] == ""
     assert results.trained_at(per_image) == "28e4beea095f, c4d168faffd6"
     assert results.trained_at(per_image[per_image["run"] == "dark_in_prior"]) == ""
+    # Read back as the tables read it: a commit of digits alone stays text (12-hex hashes of digits, or of digits
+    # and one e, are about 1 in 120), not 123456789012.0 or inf.
+    digits = per_image.assign(training_commit=per_image["training_commit"].replace("28e4beea095f", "0012345e7890"))
+    results.write_table(digits, tmp_path / "per_image.csv.gz")
+    read = results.read_per_image(tmp_path / "per_image.csv.gz")
+    assert results.trained_at(read) == "0012345e7890, 28e4beea095f, c4d168faffd6"
     line = provenance.caption_line("a" * 64, results.trained_at(per_image))
     assert line == (
         f"Data fingerprint {'a' * 12}; sonoseg {provenance.sonoseg_version()} at commit {provenance.sonoseg_commit()}"

@@ -265,7 +265,10 @@ def test_study_tables_are_written_with_a_caption_that_gives_the_scale(tmp_path):
     markdown = (tmp_path / "tables" / "table2.md").read_text()
     assert markdown.startswith("**Table 2. U-net and its lightweight variants")
     # A cell of one run reads "(n = 1)": the caption says how each count of seeds is given, not "± std" alone.
-    assert "(the mean over seeds: ± std with 5 seeds or more, each seed's value with 2 to 4, n = 1 for one" in markdown
+    assert (
+        "(the mean over seeds: ± std with 5 seeds or more, each seed's value (Dice; HD95 the mean alone) with 2 to 4"
+        in markdown
+    )
     assert "(n = 1) |" in markdown
     assert "input 32x32 px (area); HD95 in pixels at each image's original resolution; epochs trained per run: 2" in (
         markdown

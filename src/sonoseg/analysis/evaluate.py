@@ -76,7 +76,7 @@ def evaluate(predictions: str | Path, samples: pd.DataFrame) -> pd.DataFrame:
         if not path.is_file():
             raise SonosegError(f"{path}: prediction missing for test sample {row.sample_id}")
         spacing = float(row.pixel_spacing) if str(row.pixel_spacing) not in ("", "nan") else None
-        prediction, truth = read_mask(path).pixels, read_mask(row.mask).pixels
+        prediction, truth = read_mask(path, drawn=False).pixels, read_mask(row.mask).pixels
         rows.append(
             {
                 "sample_id": row.sample_id,

@@ -319,7 +319,7 @@ def figure2(
             _outline(axes[row, column], truth, step, OUTLINE_COLORS["truth"], 0.6)
             found = [folder / f"{sample}.png" for folder in folders if (folder / f"{sample}.png").is_file()]
             if found:
-                _outline(axes[row, column], read_mask(found[0]).pixels, step, OUTLINE_COLORS["prediction"])
+                _outline(axes[row, column], read_mask(found[0], drawn=False).pixels, step, OUTLINE_COLORS["prediction"])
             value = dice.get((method, first_seed[method], sample), np.nan)
             axes[row, column].set_title(f"Dice {pages.fmt(value, 3)}", fontsize=SMALLEST_FONT)
     for row, name in enumerate(["image", "ground truth", *map(display_name, directories)]):

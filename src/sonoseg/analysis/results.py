@@ -338,8 +338,17 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
 def read_per_image(path: str | Path, runs: Iterable[str] | None = None) -> pd.DataFrame:
     """The collected per-image table (per_image.csv.gz), or the rows of the named runs in that order.
     ``view`` and ``class`` are read as text, as the manifest gives them (view 1, not 1.0 where some image
-    has none); a table collected before it carried them has none and is read as it is."""
-    text = {"sample_id": str, "patient": str, "view": str, "class": str, "run": str, "model_from": str}
+    has none), and so are the training columns (a commit of digits alone, 123456789012, is not a number); a
+    table collected before it carried them has none and is read as it is."""
+    text = {
+        "sample_id": str,
+        "patient": str,
+        "view": str,
+        "class": str,
+        "run": str,
+        "model_from": str,
+        **{f"training_{column}": str for column in COMPUTE_COLUMNS},
+    }
     required = ("run", "fold", "seed", "training", "sample_id", "patient", "dice")
     per_image = read_table(path, "per-image results table", required, dtype=text)
     per_image["model_from"] = per_image["model_from"].fillna("")

@@ -526,7 +526,10 @@ def write_table(
 
 
 # How a cell gives its seeds (seeds_cell), as every caption says it.
-OVER_SEEDS = "the mean over seeds: ± std with 5 seeds or more, each seed's value with 2 to 4, n = 1 for one run"
+OVER_SEEDS = (
+    "the mean over seeds: ± std with 5 seeds or more, each seed's value (Dice; HD95 the mean alone) with 2 to 4, "
+    "n = 1 for one run"
+)
 CAPTIONS = {
     "table1": f"Table 1. Test metrics by architecture ({OVER_SEEDS}",
     "table2": f"Table 2. U-net and its lightweight variants ({OVER_SEEDS}",

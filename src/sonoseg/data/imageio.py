@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import struct
 import zlib
@@ -482,8 +483,10 @@ def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Decoded:
     return Decoded(pixels, notes, decoded.orientation, decoded.head)
 
 
-def read_mask(paths: str | Path | list[Path]) -> Decoded:
-    """A boolean lesion mask; several files are merged by union.
+def read_mask(paths: str | Path | list[Path], drawn: bool = True) -> Decoded:
+    """A boolean lesion mask; several files are merged by union. ``drawn``: a mask a person made (a dataset's
+    truth), checked for the forms that would be misread (below); False for a network's prediction, which may
+    cover the whole image and is scored as it is.
 
     Threshold rule: a mask whose largest value is 1 is read as {0, 1}; otherwise a pixel is lesion
     when it is at least half of the type's maximum (>= 128 for 8-bit, >= 32768 for 16-bit). Values
@@ -491,8 +494,9 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
     A mask with nonzero pixels of which none reaches the threshold (0/100, or 0/255 saved as 16-bit)
     is an error, not an empty mask. Colour masks count a pixel by its brightest colour channel; an
     RGBA mask whose colour channels are all 0 is read from its alpha channel when that varies. Errors too:
-    a label map of 0, 1 and the maximum (the 1s the lesion), and a lesion over more than half the mask and
-    nearly all of its edge (inverted, or a colour lesion on white).
+    a drawn mask that is a label map of 0, 1 and the maximum (the 1s the lesion; in a palette PNG, its
+    indices), and a drawn lesion over more than half the mask and nearly all of its edge (inverted, or a
+    colour lesion on white).
     """
     if isinstance(paths, (str, Path)):
         paths = [Path(p) for p in str(paths).split(MASK_SEPARATOR)]
@@ -525,9 +529,12 @@ def read_mask(paths: str | Path | list[Path]) -> Decoded:
         if np.any((pixels != 0) & (pixels != top) & (pixels != pixels.max())):
             if "mask_thresholded" not in notes:
                 notes.append("mask_thresholded")
-        _refuse_a_label_map(pixels, top, Path(path))
         lesion = pixels >= threshold
-        _refuse_an_inverted_mask(lesion, Path(path))
+        if drawn:
+            _refuse_a_label_map(pixels, top, Path(path))
+            if decoded.head.startswith(PNG_SIGNATURE):
+                _refuse_a_palette_label_map(Path(path))
+            _refuse_an_inverted_mask(lesion, Path(path))
         if merged is not None and merged.shape != lesion.shape:
             raise SonosegError(
                 f"{path}: size {lesion.shape[1]}x{lesion.shape[0]} differs from the other masks of this image"
@@ -543,22 +550,34 @@ def lesion_count(mask: np.ndarray) -> int:
     return cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
 
 
-def _refuse_a_label_map(pixels: np.ndarray, top: int, path: Path) -> None:
+def _refuse_a_label_map(pixels: np.ndarray, top: int, path: Path, what: str = "values") -> None:
     """A mask of 0, 1 and the type's maximum, many of its pixels 1: a label map (PASCAL VOC's 1 = lesion with
     255 = "ignore" along its edge, or a 0/1 mask with a burned-in label at 255), which the threshold would
     read as the 255 pixels alone. JPEG's or anti-aliasing's values in between never make it one."""
     if top <= 1:
         return
     ones = np.count_nonzero(pixels == 1)
-    if not ones:
+    zeros = np.count_nonzero(pixels == 0)
+    if not ones or not zeros:  # a background of 1 under a lesion at the maximum is a plain two-value mask
         return
     maxima = np.count_nonzero(pixels == top)
-    if maxima and ones + maxima == np.count_nonzero(pixels) and ones >= 0.1 * (ones + maxima):
+    if maxima and ones + maxima + zeros == pixels.size and ones >= 0.1 * (ones + maxima):
         raise SonosegError(
-            f"{path}: mask values 0, 1 and {top} ({ones} pixels of 1, {maxima} of {top}): a label map whose 1 is "
-            f"the lesion and {top} something else (an 'ignore' border, burned-in text)? The threshold would keep the "
-            f"{top} pixels alone: save the lesion as {top} on 0, or as 1 on 0"
+            f"{path}: mask {what} 0, 1 and {top} ({ones} pixels of 1, {maxima} of {top}): a label map whose 1 is "
+            f"the lesion and {top} something else (an 'ignore' border, burned-in text)? The threshold would read "
+            f"the {top} pixels as the lesion: save the lesion as {top} on 0, or as 1 on 0"
         )
+
+
+def _refuse_a_palette_label_map(path: Path) -> None:
+    """A palette PNG (PASCAL VOC's masks are) is decoded into its colours, which hide its indices: VOC's 1
+    (the lesion, dark red) and 255 (the "ignore" ring, light grey) both reach the threshold. Its indices are
+    checked as a grey mask's values are."""
+    from PIL import Image
+
+    with contextlib.suppress(OSError, ValueError), Image.open(path) as image:
+        if image.mode == "P":
+            _refuse_a_label_map(np.asarray(image), 255, path, "indices")
 
 
 # An inverted mask (lesion black on white), or a lesion drawn in colour on a white page (a colour mask counts

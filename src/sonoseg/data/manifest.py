@@ -117,9 +117,12 @@ def _size_problem(image_shape: tuple[int, int], mask_shape: tuple[int, int], mas
         f"image is {width}x{height} but its mask {', '.join(map(str, masks))} is {mask_width}x{mask_height} "
         "(width x height, pixels)"
     )
-    if abs(mask_width / width - mask_height / height) < 0.01:
+    factor = mask_width / width
+    # One factor for both sides (a mask saved at half resolution), not a mask a pixel larger (padded or cropped,
+    # which resizing would misalign).
+    if abs(factor - 1) > 0.02 and (mask_width, mask_height) == (round(width * factor), round(height * factor)):
         problem += (
-            f": the mask is the image scaled by {mask_width / width:.3g}; resize it to {width}x{height} with "
+            f": the mask is the image scaled by {factor:.3g}; resize it to {width}x{height} with "
             "nearest-neighbour interpolation (which keeps it 0/255), or draw it on the image itself"
         )
     return problem

@@ -228,7 +228,6 @@ ADOPT_FINISHED_VARIABLE = "SONOSEG_ADOPT_FINISHED"
 
 
 def cmd_train(args) -> None:
-    slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841 - held until the process ends
     from sonoseg.training import reuse, train
     from sonoseg.training.recipe import Recipe
 
@@ -237,26 +236,28 @@ def cmd_train(args) -> None:
     if args.adopt_finished not in ("0", "1"):
         raise SonosegError(f"${ADOPT_FINISHED_VARIABLE} is {args.adopt_finished!r}: 0 (train again) or 1 (adopt)")
     finished = args.finished_copy or (reuse.finished_copy_beside(args.checkpoint) if args.checkpoint else None)
-    # One process per training (a training outlives a kill -9 of Snakemake); a stopped and resumed training's log
-    # keeps every attempt.
-    with reuse.training_held(args.checkpoint), reuse.attempts_log(args.checkpoint):
-        train.train(
-            network=args.network,
-            seed=args.seed,
-            train_data=args.train,
-            val_data=args.val,
-            recipe=Recipe.read(args.recipe),
-            model_out=args.model,
-            history_out=args.history,
-            checkpoint=args.checkpoint or None,
-            checkpoint_seconds=args.checkpoint_seconds,
-            device=args.device,
-            threads=args.threads,
-            pretrained_backbone=args.pretrained_backbone or None,
-            reusable=list(zip(args.reuse_models, args.reuse_histories)),
-            finished_copy=finished,
-            adopt_finished=args.adopt_finished == "1",
-        )
+    # One process per training (a training outlives a kill -9 of Snakemake), before a GPU slot is taken (a training
+    # waiting for another would hold one idle); a stopped and resumed training's log keeps every attempt.
+    with reuse.training_held(args.checkpoint):
+        slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841 - held until the process ends
+        with reuse.attempts_log(args.checkpoint):
+            train.train(
+                network=args.network,
+                seed=args.seed,
+                train_data=args.train,
+                val_data=args.val,
+                recipe=Recipe.read(args.recipe),
+                model_out=args.model,
+                history_out=args.history,
+                checkpoint=args.checkpoint or None,
+                checkpoint_seconds=args.checkpoint_seconds,
+                device=args.device,
+                threads=args.threads,
+                pretrained_backbone=args.pretrained_backbone or None,
+                reusable=list(zip(args.reuse_models, args.reuse_histories)),
+                finished_copy=finished,
+                adopt_finished=args.adopt_finished == "1",
+            )
 
 
 def _point(text: str) -> dict[str, float]:
