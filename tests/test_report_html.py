@@ -156,6 +156,9 @@ def test_report_holds_every_section_with_real_content(tiny_report):
     table1 = (tiny_report["out"] / "tables" / "table1.md").read_text()
     made_by = re.search(r"(sonoseg \S+ at commit \S+?)[.;)]", table1)[1]
     assert f"by {made_by} (the manifest by sonoseg" in description.replace("``", "")
+    # ... the commit that built the report, the same here: no word of pages made by other code.
+    assert f"This report was built by {made_by}." in description.replace("``", "")
+    assert "made by other code" not in description
 
 
 def tiny_path(path: str) -> str:
@@ -193,7 +196,7 @@ def test_report_names_its_entries_in_reading_order_and_every_table_its_provenanc
     for kind in shown:
         page = decoded(results[f"report/tables/{kind}.html"]).decode()
         source = re.search(
-            r"Data fingerprint \w+; sonoseg \S+ at commit \S+?\.",
+            r"Data fingerprint \w+; sonoseg \S+ at commit [^\s.;]+(?:; models trained at commit [^.]+)?\.",
             (tiny_report["out"] / "tables" / f"{kind}.md").read_text(),
         )
         assert source and source[0] in page and "**" not in page, kind
