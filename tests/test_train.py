@@ -962,3 +962,15 @@ def test_a_second_process_waits_for_the_one_training_the_same_run(tmp_path, capl
     assert "another process" not in caplog.text
     with reuse.training_held(None):
         pass
+
+
+def test_a_recipe_out_of_range_names_the_key_to_change():
+    """Cutting max_epochs under the paper's min_epochs (50) was refused with a dump of all 20 recipe fields."""
+    with pytest.raises(SonosegError) as error:
+        Recipe(min_epochs=50, max_epochs=3)
+    assert str(error.value).startswith("train.min_epochs (50) is above train.max_epochs (3): lower train.min_epochs")
+    assert "Recipe(" not in str(error.value)
+    with pytest.raises(SonosegError, match=r"^train\.batch_size: need at least 1, got 0$"):
+        Recipe(batch_size=0)
+    with pytest.raises(SonosegError, match=r"^train\.max_epochs: need at least 1, got 0$"):
+        Recipe(min_epochs=0, max_epochs=0)

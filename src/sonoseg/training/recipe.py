@@ -110,8 +110,16 @@ class Recipe:
                 f"train.ultrasound_clean_epochs: need 0 <= it < max_epochs ({self.max_epochs}) with the ultrasound "
                 f"augmentation on, got {self.ultrasound_clean_epochs}: set it lower (0: the changes in every epoch)"
             )
-        if self.batch_size < 1 or self.max_epochs < 1 or self.min_epochs > self.max_epochs:
-            raise SonosegError(f"train: need batch_size >= 1 and 1 <= min_epochs <= max_epochs, got {self}")
+        if self.batch_size < 1:
+            raise SonosegError(f"train.batch_size: need at least 1, got {self.batch_size}")
+        if self.max_epochs < 1:
+            raise SonosegError(f"train.max_epochs: need at least 1, got {self.max_epochs}")
+        if self.min_epochs > self.max_epochs:
+            # The first thing a user cutting the epochs meets: max_epochs lowered under the paper's min_epochs.
+            raise SonosegError(
+                f"train.min_epochs ({self.min_epochs}) is above train.max_epochs ({self.max_epochs}): lower "
+                "train.min_epochs too (the stop rule ends no training before it)"
+            )
 
     def with_changes(self, changes: dict) -> Recipe:
         known = {f.name for f in fields(self)}
