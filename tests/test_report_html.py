@@ -119,13 +119,13 @@ def test_report_holds_every_section_with_real_content(tiny_report):
     # The tables hold our numbers and the paper's.
     table1 = pd.read_csv(tiny_report["out"] / "tables" / "table1.csv")
     html_table1 = decoded(results["results/tiny/report/tables/table1.html"]).decode()
-    # One seed: the cell says n = 1, never a spread of ± 0.000; the CI by patient stands beside it (or, as
+    # One seed: the cell says (1 seed), never a spread of ± 0.000; the CI by patient stands beside it (or, as
     # here, where the test images are one patient's, says there is none).
-    assert f"{table1.loc[0, 'dice_mean']:.3f} (n = 1)" in html_table1 and "0.929 ± 0.002" in html_table1
+    assert f"{table1.loc[0, 'dice_mean']:.3f} (1 seed)" in html_table1 and "0.929 ± 0.002" in html_table1
     assert stats.ci_text(table1.loc[0, "dice_ci_low"], table1.loc[0, "dice_ci_high"]) in html_table1
     ladder = pd.read_csv(tiny_report["out"] / "tables" / "ladder.csv")
     html_ladder = decoded(results["results/tiny/report/tables/ladder.html"]).decode()
-    assert all(f"{d:.3f} (n = 1)" in html_ladder for d in ladder["dice_mean"]) and "0.855" in html_ladder
+    assert all(f"{d:.3f} (1 seed)" in html_ladder for d in ladder["dice_mean"]) and "0.855" in html_ladder
     overview = decoded(results["results/tiny/report/data/overview.html"]).decode()
     split = pd.read_csv(tiny_report["out"] / "data" / "split.csv")
     assert f"<td>included</td><td>{len(split)}</td>" in overview
@@ -290,7 +290,7 @@ def test_chromium_opens_the_report_without_errors_and_every_figure_loads(tiny_re
     """,
         path,
     )
-    assert f"{table1.loc[0, 'dice_mean']:.3f} (n = 1)" in text
+    assert f"{table1.loc[0, 'dice_mean']:.3f} (1 seed)" in text
 
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors

@@ -271,9 +271,9 @@ def test_method_ci_and_table_cells():
     cell = stats.format_cell(result)
     assert cell.startswith(f"{result['mean']:.3f} [") and "(runs: " in cell and cell.count(",") == 3
     baseline = stats.format_cell(stats.method_ci(table, "baseline", resamples=500))
-    assert baseline.endswith("(n = 1)") and "±" not in baseline
+    assert baseline.endswith("(1 training)") and "±" not in baseline
     five = {"mean": 0.8, "ci_low": 0.75, "ci_high": 0.85, "run_means": [0.79, 0.8, 0.81, 0.8, 0.8]}
-    assert stats.format_cell(five) == "0.800 ± 0.007 [0.750, 0.850] (n = 5)"
+    assert stats.format_cell(five) == "0.800 ± 0.007 [0.750, 0.850] (n = 5 trainings)"
     summary = stats.method_table(table, resamples=500)
     assert summary["method"].tolist() == ["baseline", "unet", "good", "same"]
     assert summary.loc[2, "cell"] == stats.format_cell(stats.method_ci(table, "good", resamples=500))

@@ -264,12 +264,12 @@ def test_study_tables_are_written_with_a_caption_that_gives_the_scale(tmp_path):
     assert table["network"].tolist() == ["unet"] and table.loc[0, "parameters"] == UNET_PARAMETERS
     markdown = (tmp_path / "tables" / "table2.md").read_text()
     assert markdown.startswith("**Table 2. U-net and its lightweight variants")
-    # A cell of one run reads "(n = 1)": the caption says how each count of seeds is given, not "± std" alone.
+    # A cell of one run reads "(1 seed)": the caption says how each count of seeds is given, not "± std" alone.
     assert (
         "(the mean over seeds: ± std with 5 seeds or more, each seed's value (Dice; HD95 the mean alone) with 2 to 4"
         in markdown
     )
-    assert "(n = 1) |" in markdown
+    assert "(1 seed) |" in markdown
     assert "input 32x32 px (area); HD95 in pixels at each image's original resolution; epochs trained per run: 2" in (
         markdown
     )
@@ -590,3 +590,22 @@ def test_a_paired_tables_family_names_the_pairs_holm_was_over():
     two = comparisons.paired_runs(per_image, [("unet", "unet--tta"), ("light_unet", "light_unet--tta")], family="tta")
     assert set(two["family"]) == {"tested with flip averaging vs without (same models), Holm over this table's 2 pairs"}
     assert two["p_holm"].iloc[0] >= one["p_holm"].iloc[0]  # the larger family corrects more
+
+
+def test_a_tables_caption_says_what_its_means_are_over():
+    """A reviewer read a cell's "n = 1" as a sample size, and no table page said the test set's size."""
+    per_image = pd.DataFrame(
+        {
+            "run": ["unet"] * 4 + ["unet--on-ext"] * 3,
+            "dataset": ["in-domain"] * 4 + ["ext"] * 3,
+            "sample_id": ["a", "b", "c", "d", "x", "y", "z"],
+            "patient": ["P1", "P1", "P2", "P3", "Q1", "Q2", "Q3"],
+            "truth_empty": [False, False, False, True, False, False, False],
+        }
+    )
+    note = tables.test_set_note(per_image, ["unet", "unet--on-ext"])
+    assert note == "; test set: 3 images with a lesion of 2 patient groups (and 1 without, counted apart)"
+    assert tables.test_set_note(per_image, ["light_unet"]) == "" and tables.test_set_note(None, ["unet"]) == ""
+    assert tables.seeds_cell(pd.Series({"dice_mean": 0.8, "dice_std": 0.0, "seeds": 1, "dice_per_seed": "0.8"})) == (
+        "0.800 (1 seed)"
+    )

@@ -159,7 +159,7 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 "Network": table["label"],
                 "Parameters": table["parameters"].map(lambda p: f"{int(p):,}"),
                 "Seeds": table["seeds"],
-                # One seed: "n = 1"; 2-4 seeds: each seed's value; 5 or more: ± std (tables.seeds_cell).
+                # One seed: "(1 seed)"; 2-4 seeds: each seed's value; 5 or more: ± std (tables.seeds_cell).
                 "Dice (ours)": [seeds_cell(row) for _, row in table.iterrows()],
                 ci_header(table): [ci_cell(row) for _, row in table.iterrows()],
                 "Dice (paper)": [
@@ -182,7 +182,7 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
             {
                 "Step": table["step"],
                 "Seeds": table["seeds"],
-                # One seed: "n = 1"; 2-4 seeds: each seed's value; 5 or more: ± std (tables.seeds_cell).
+                # One seed: "(1 seed)"; 2-4 seeds: each seed's value; 5 or more: ± std (tables.seeds_cell).
                 "Dice (ours)": [seeds_cell(row) for _, row in table.iterrows()],
                 ci_header(table): [ci_cell(row) for _, row in table.iterrows()],
                 f"Dice (paper, {catalog.label(paper.LADDER_NETWORK)})": [fmt(v, 3) for v in table["paper_dice_mean"]],

@@ -591,19 +591,19 @@ def independent_difference_ci(first: np.ndarray, second: np.ndarray, confidence:
 
 def format_cell(summary: Mapping, digits: int = 3) -> str:
     """A table cell from a method_ci result (or a group_table row): mean [CI low, CI high], then
-    - 5 runs or more: "± run SD (n = runs)" before the CI — the SD of the per-run means;
+    - 5 runs or more: "± run SD (n = N trainings)" before the CI — the SD of the per-run means;
     - 2 to 4 runs: "(runs: v1, v2, …)", the per-run means themselves (an SD of so few is no summary);
-    - 1 run: "(n = 1)" — no SD (it is not 0: it is unknown)."""
+    - 1 run: "(1 training)" — no SD (it is not 0: it is unknown). Counts of trainings, not of images."""
     run_means = list(summary["run_means"])
     mean = f"{summary['mean']:.{digits}f}"
     ci = ci_text(summary["ci_low"], summary["ci_high"], digits)
     if len(run_means) >= 5:
         sd = float(np.std(run_means, ddof=1))
-        return f"{mean} ± {sd:.{digits}f} {ci} (n = {len(run_means)})"
+        return f"{mean} ± {sd:.{digits}f} {ci} (n = {len(run_means)} trainings)"
     if len(run_means) >= 2:
         return f"{mean} {ci} (runs: {', '.join(f'{v:.{digits}f}' for v in run_means)})"
     if len(run_means) == 1:
-        return f"{mean} {ci} (n = 1)"
+        return f"{mean} {ci} (1 training)"
     raise SonosegError("format_cell: the summary has no run")
 
 

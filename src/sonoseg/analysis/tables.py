@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from sonoseg.analysis import paper
-from sonoseg.analysis.results import patient_table, read_metrics, trained_at
+from sonoseg.analysis.results import IN_DOMAIN, patient_table, read_metrics, trained_at
 from sonoseg.analysis.scoring import empty_side, kept_epoch
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
@@ -335,7 +335,7 @@ MIN_SEEDS_FOR_STD = 5  # a cell gives a std over seeds from this many; below, ea
 
 def seeds_cell(row, digits: int = 3) -> str:
     """Our Dice: mean ± std over 5 or more seeds; each seed's value with 2 to 4 (a std of so few is no
-    summary); "n = 1" for a single run (never "± 0.000")."""
+    summary); "(1 seed)" for a single run (never "± 0.000")."""
     if pd.isna(row["dice_mean"]):
         return "-"
     seeds = int(row["seeds"])
@@ -344,10 +344,10 @@ def seeds_cell(row, digits: int = 3) -> str:
         return (
             plus_minus(row["dice_mean"], row["dice_std"], digits)
             if seeds > 1
-            else f"{row['dice_mean']:.{digits}f} (n = 1)"
+            else f"{row['dice_mean']:.{digits}f} (1 seed)"
         )
     if seeds == 1:
-        return f"{row['dice_mean']:.{digits}f} (n = 1)"
+        return f"{row['dice_mean']:.{digits}f} (1 seed)"
     return f"{row['dice_mean']:.{digits}f} (seeds: {', '.join(f'{float(v):.{digits}f}' for v in values.split())})"
 
 
@@ -528,7 +528,7 @@ def write_table(
 # How a cell gives its seeds (seeds_cell), as every caption says it.
 OVER_SEEDS = (
     "the mean over seeds: ± std with 5 seeds or more, each seed's value (Dice; HD95 the mean alone) with 2 to 4, "
-    "n = 1 for one run"
+    "(1 seed) for one run: a count of seeds, not of images"
 )
 CAPTIONS = {
     "table1": f"Table 1. Test metrics by architecture ({OVER_SEEDS}",
@@ -580,6 +580,7 @@ def study_table(
             "value pools its trainings' predictions over the folds, so the std over seeds compares the same images"
         )
     scale = f"; {scale}" if scale else ""
+    scale += test_set_note(per_image, list(runs["run"]) if "run" in runs else [])
     source = ""
     if manifest_csv:
         from sonoseg.data import provenance
@@ -609,6 +610,25 @@ def study_table(
         changed += f"; {SCRATCH_NOTE}"
     write_table(table, out_csv, f"{CAPTIONS[kind]}{scale}{cost_caption(cost_csv)}{changed})", source=source)
     return table
+
+
+def test_set_note(per_image: pd.DataFrame | None, runs: list[str]) -> str:
+    """The caption's word on what the numbers are means over: the test images of the table's runs (in-domain),
+    with a lesion and without, and their patients ("n = 1" in a cell was read as a sample size)."""
+    if per_image is None or not runs:
+        return ""
+    rows = per_image[per_image["run"].isin(runs)]
+    if "dataset" in rows:
+        rows = rows[rows["dataset"].fillna(IN_DOMAIN).isin([IN_DOMAIN, ""])]
+    if rows.empty:
+        return ""
+    lesion = ~empty_side(rows, "truth")
+    note = (
+        f"; test set: {rows.loc[lesion, 'sample_id'].nunique()} images with a lesion"
+        f" of {rows.loc[lesion, 'patient'].nunique()} patient groups"
+    )
+    without = rows.loc[~lesion, "sample_id"].nunique()
+    return note + (f" (and {without} without, counted apart)" if without else "")
 
 
 def capped_note(table: pd.DataFrame) -> str:
