@@ -689,24 +689,29 @@ def test_an_installed_wheel_names_the_commit_it_was_built_from(tmp_path):
         shutil.copy(repository / name, clone / name)
     head = provenance.commit_of(clone / "src" / "sonoseg")
     assert head != "unknown"
-    built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(clone),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert built.returncode == 0, built.stderr
-    (wheel,) = tmp_path.glob("sonoseg-*.whl")
+
+    def wheel_of(source: Path, into: Path) -> Path:
+        built = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "-q",
+                "-w",
+                str(into),
+                str(source),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert built.returncode == 0, built.stderr
+        (wheel,) = into.glob("sonoseg-*.whl")
+        return wheel
+
+    wheel = wheel_of(clone, tmp_path)
     installed = tmp_path / "site-packages"
     zipfile.ZipFile(wheel).extractall(installed)
     assert (installed / "sonoseg" / provenance.BUILT_FROM).read_text().strip() == head
@@ -736,22 +741,5 @@ def test_an_installed_wheel_names_the_commit_it_was_built_from(tmp_path):
     with tarfile.open(tmp_path / sdist.stdout.strip().splitlines()[-1]) as archive:
         archive.extractall(tmp_path / "unpacked", filter="data")
     (unpacked,) = (tmp_path / "unpacked").iterdir()
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path / "w"),
-            str(unpacked),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert again.returncode == 0, again.stderr
-    (from_sdist,) = (tmp_path / "w").glob("sonoseg-*.whl")
+    from_sdist = wheel_of(unpacked, tmp_path / "w")
     assert zipfile.ZipFile(from_sdist).read(f"sonoseg/{provenance.BUILT_FROM}").decode().strip() == head
