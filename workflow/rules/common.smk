@@ -136,7 +136,7 @@ def report_provenance():
     )
     line += f" {report_labels.computed_on(TRAININGS)}".rstrip()  # the precision and CPU behind the numbers
     building = provenance.sonoseg_commit()
-    line += f" This report was built by sonoseg {provenance.sonoseg_version()} at commit ``{building}``."
+    line += f" This report was built by sonoseg {provenance.sonoseg_version()} at commit {building}."
     if f"at commit {building}" not in made_by:
         # `make report` bundles the outputs as they are: pages made by older code say what that code said.
         line += (
