@@ -588,3 +588,19 @@ def test_figure2_ranks_the_images_with_a_lesion_as_the_tables_average_them(small
     (dice,) = ranked
     assert "s3" not in dice.index and len(dice) == 3
     assert dict(figures.figure2_choice(dice, 0))["worst"] == "s2"
+
+
+def test_figures_name_methods_as_a_reader_does_and_tell_every_network_apart():
+    """The statistics page's plots named runs by identifier (deeplabv3plus_mobilenetv2--tta), and the cost key
+    read "DeepLab v3+" for each of the three DeepLab variants of the breadth study."""
+    from sonoseg.analysis.figures import display_name, run_display_name
+    from sonoseg.networks import catalog
+
+    names = [display_name(network) for network in catalog.CATALOG]
+    assert len(set(names)) == len(names), names
+    assert display_name("deeplabv3plus_mobilenetv2") == "DeepLab v3+ (MobileNet)"
+    assert display_name("threshold_baseline") == "Threshold baseline"  # its note is the caption's to give
+    assert display_name("slim_unet") == "Slim U-net" and display_name("my_net") == "my_net"
+    assert run_display_name("unet--tta") == "U-net (tta)"
+    assert run_display_name("deeplabv3plus_mobilenetv2--marks-keep--tta") == "DeepLab v3+ (MobileNet; marks-keep, tta)"
+    assert run_display_name("ladder--baseline") == "ladder--baseline" and run_display_name("unet") == "U-net"

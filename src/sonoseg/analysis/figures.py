@@ -541,11 +541,33 @@ def _place_numbers(ax: plt.Axes, numbers: list, marks: list[tuple[float, float, 
 
 
 def display_name(method: str) -> str:
-    """A method's name as a person reads it: the catalog's label without its parenthesised notes
-    ("Lighter U-net @128", "Threshold baseline"); the identifier for a method the catalog lacks."""
+    """A method's name as a person reads it: the catalog's label without its notes ("Lighter U-net @128",
+    "Threshold baseline", not "... (floor: ...; beyond the paper)") but with what tells networks apart ("DeepLab
+    v3+ (MobileNet)" and "(ResNet-101)": both read "DeepLab v3+" in the breadth study's cost key); the
+    identifier for a method the catalog lacks."""
     from sonoseg.networks import catalog
 
-    return catalog.label(method).split(" (")[0] if method in catalog.CATALOG else method
+    if method not in catalog.CATALOG:
+        return method
+    name, _, note = catalog.label(method).partition(" (")
+    if not note or ":" in note:  # no note, or a floor's or the reference's description
+        return name
+    kept = [part for part in note.rstrip(")").split(", ") if part not in ("extra", "ours")]
+    return f"{name} ({', '.join(kept)})" if kept else name
+
+
+def run_display_name(run: str) -> str:
+    """A run's name as a person reads it: its method's display name, then its variant as the run sheet names it
+    ("U-net (tta)", "DeepLab v3+ (marks-keep, tta)"); a ladder step's or a user's run as it is named."""
+    method, *variant = run.split("--")
+    shown = display_name(method)
+    if not variant:
+        return shown
+    if shown == method:  # not the catalog's: as named
+        return run
+    if shown.endswith(")"):  # "DeepLab v3+ (MobileNet; tta)"
+        return f"{shown[:-1]}; {', '.join(variant)})"
+    return f"{shown} ({', '.join(variant)})"
 
 
 def _cpu_label(cost: pd.DataFrame) -> str:
@@ -573,7 +595,7 @@ def distributions(per_image: pd.DataFrame, out_png: str | Path) -> None:
         ax.boxplot(values, showfliers=False)
         for position, points in enumerate(values, start=1):
             ax.plot(position + rng.uniform(-0.15, 0.15, len(points)), points, ".", ms=2, color="C0", alpha=0.5)
-        ax.set_xticks(range(1, len(methods) + 1), methods, rotation=60, ha="right")
+        ax.set_xticks(range(1, len(methods) + 1), [run_display_name(m) for m in methods], rotation=60, ha="right")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, axis="y")
     _save(fig, out_png)
@@ -622,7 +644,7 @@ def paired_statistics(
     for y, p in zip(positions, comparison["p_holm"]):
         ax.annotate(f"p(Holm)={p:.2g}", (1.01, y), xycoords=("axes fraction", "data"), va="center")
     ax.axvline(0, color="0.4", lw=0.8)
-    ax.set_yticks(positions, comparison["method"])
+    ax.set_yticks(positions, [run_display_name(m) for m in comparison["method"]])
     ax.set_ylim(-0.7, max(len(comparison), 1) - 0.3)
     ax.set_xlabel(f"Dice difference vs {reference} (mean, 95 % CI by patient, then run)")
     ax.grid(alpha=0.3, axis="x")
