@@ -38,6 +38,7 @@ from sonoseg.data.layouts import (
     NOT_IN_PATIENTS_CSV,
     Candidate,
     Layout,
+    first_names,
     is_image_name,
     list_files,
     pair,
@@ -167,12 +168,11 @@ def _warn_of_several_lesions(ids: list[str], checked: list) -> None:
     ]
     if several:
         log.warning(
-            "%d mask(s) hold several lesions (flag lesions:N): %s%s; keeping the largest component (the paper's "
+            "%d mask(s) hold several lesions (flag lesions:N): %s; keeping the largest component (the paper's "
             "post-processing, predict.postprocess keep_one, or where validation chooses it) scores a perfect "
             "prediction of two equal lesions at Dice 0.667",
             len(several),
-            ", ".join(several[:5]),
-            " ..." if len(several) > 5 else "",
+            first_names(several),
         )
 
 
@@ -198,11 +198,10 @@ def _warn_of_disagreeing_duplicates(ids: list[str], checked: list) -> None:
     if found:
         log.warning(
             "%d duplicate image(s) disagree with their twin on the label (flags duplicate_mask_differs, "
-            "duplicate_class_differs): %s%s; both are kept, in one split group, and both are scored: correct or "
+            "duplicate_class_differs): %s; both are kept, in one split group, and both are scored: correct or "
             "remove the wrong one",
             len(found),
-            ", ".join(f"{sample_id} ({flag})" for sample_id, flag in found[:5]),
-            " ..." if len(found) > 5 else "",
+            first_names([f"{sample_id} ({flag})" for sample_id, flag in found]),
         )
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from sonoseg.data.imageio import read_image, read_mask
+from sonoseg.data.layouts import first_names
 from sonoseg.data.options import CACHE_MARKS, DEFAULT_INTERPOLATION, INTERPOLATIONS, MARKS, UNMARKED
 from sonoseg.errors import SonosegError
 
@@ -112,13 +113,12 @@ def build_cache(
         # Such an image trains and validates as one without a lesion (its test score, at its own size, is right).
         log.warning(
             "%d of %d images: the lesion vanishes at %dx%d (it covers under half of every input pixel), so the "
-            "network learns them as images without a lesion: %s%s; a larger preprocess.size keeps them",
+            "network learns them as images without a lesion: %s; a larger preprocess.size keeps them",
             len(vanished),
             len(samples),
             size,
             size,
-            ", ".join(vanished[:5]),
-            " ..." if len(vanished) > 5 else "",
+            first_names(vanished),
         )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
