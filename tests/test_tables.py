@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import collect, sheet_row, write_patient_manifest, write_run_metrics
 
-from sonoseg.analysis import comparisons, paper, tables
+from sonoseg.analysis import comparisons, paper, results, tables
 from sonoseg.analysis.results import IN_DOMAIN
 from sonoseg.errors import SonosegError
 from sonoseg.serving import modelio
@@ -432,12 +432,12 @@ def test_the_generalization_caption_ends_with_the_data_s_provenance(tmp_path):
         ]
     ).assign(run="unet", patients=2, images=3, dice=0.7, ci_low=0.6, ci_high=0.8, drop=0.1)
     table = table.assign(drop_ci_low=0.0, drop_ci_high=0.2).reindex(columns=generalization.COLUMNS)
-    source = generalization.source_line(manifest)
+    source = results.source_line(manifest)
     assert source == provenance.caption_line(fingerprint) and source.startswith("Data fingerprint 0123456789ab;")
     generalization.write(table, tmp_path / "generalization.csv", ["ext: a note."], source)
     caption = (tmp_path / "generalization.md").read_text().split("\n")[0]
     assert caption.endswith(f"ext: a note. {source}")  # as the other tables' captions end
-    assert generalization.source_line(None) == ""
+    assert results.source_line(None) == ""
 
 
 def test_the_ci_column_says_seeds_only_where_a_row_has_several(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from sonoseg.analysis import stats
-from sonoseg.analysis.results import IN_DOMAIN, patient_table, read_table, select_runs, trained_at
+from sonoseg.analysis.results import IN_DOMAIN, patient_table, read_table, select_runs
 from sonoseg.analysis.scoring import empty_side
 from sonoseg.data.options import NORMAL_LEFT_OUT
 from sonoseg.errors import SonosegError
@@ -212,22 +212,10 @@ def _cell(mean: float, low: float, high: float) -> str:
     return "" if pd.isna(mean) else f"{mean:.3f} {stats.ci_text(low, high)}"
 
 
-def source_line(manifest_csv: str | Path | None, per_image: pd.DataFrame | None = None) -> str:
-    """The caption's provenance, as the study's other tables end theirs (sonoseg.analysis.tables.study_table):
-    the main dataset's fingerprint from its manifest, the sonoseg version and commit, and the commit(s) that
-    trained the long table's models; '' without a manifest."""
-    if not manifest_csv:
-        return ""
-    from sonoseg.data import provenance
-
-    fingerprint = provenance.read_manifest_provenance(manifest_csv)["dataset_fingerprint"]
-    return provenance.caption_line(fingerprint, trained_at(per_image))
-
-
 def markdown(table: pd.DataFrame, notes: list[str] = (), source: str = "") -> str:
     """The table as a person reads it: a row per network and variant; in-domain Dice, then per external
     set its Dice and the drop (in-domain - external), each with its 95 % CI; ``notes`` end the caption
-    (what an external set's tests left out), then ``source`` (source_line: where the numbers come from)."""
+    (what an external set's tests left out), then ``source`` (results.source_line: where the numbers come from)."""
     datasets = list(dict.fromkeys(table["dataset"]))
     header = ["Network", "Variant"]
     for dataset in datasets:

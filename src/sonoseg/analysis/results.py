@@ -270,6 +270,18 @@ def trained_at(per_image: pd.DataFrame | None) -> str:
     return ", ".join(dict.fromkeys(c for cell in found for c in cell.split(COMPUTE_SEPARATOR) if c))
 
 
+def source_line(manifest_csv: str | Path | None, per_image: pd.DataFrame | None = None) -> str:
+    """The caption's provenance the study's tables end with (Tables 1 and 2, the ladder, generalization,
+    subgroups): the main dataset's fingerprint from its manifest, the sonoseg version and commit, and the
+    commit(s) that trained the long table's models; '' without a manifest."""
+    if not manifest_csv:
+        return ""
+    from sonoseg.data import provenance
+
+    fingerprint = provenance.read_manifest_provenance(manifest_csv)["dataset_fingerprint"]
+    return provenance.caption_line(fingerprint, trained_at(per_image))
+
+
 def compute_values(history: pd.DataFrame, column: str) -> str:
     """A compute column of a training's history (precision, device, processor) as one cell: its distinct
     values in the order they first appear, joined (a training resumed on another machine ran on two);

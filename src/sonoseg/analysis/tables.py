@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from sonoseg.analysis import paper
-from sonoseg.analysis.results import IN_DOMAIN, patient_table, read_metrics, trained_at
+from sonoseg.analysis.results import IN_DOMAIN, patient_table, read_metrics, source_line
 from sonoseg.analysis.scoring import empty_side, kept_epoch
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
@@ -581,12 +581,7 @@ def study_table(
         )
     scale = f"; {scale}" if scale else ""
     scale += test_set_note(per_image, list(runs["run"]) if "run" in runs else [])
-    source = ""
-    if manifest_csv:
-        from sonoseg.data import provenance
-
-        fingerprint = provenance.read_manifest_provenance(manifest_csv)["dataset_fingerprint"]
-        source = provenance.caption_line(fingerprint, trained_at(per_image))
+    source = source_line(manifest_csv, per_image)
     if kind == "ladder":
         table = ladder_table(runs, list(runs["step"].drop_duplicates()))
         table = with_confidence(table, "step", runs, per_image, seed)

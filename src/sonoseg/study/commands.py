@@ -528,13 +528,13 @@ def cmd_generalization(args) -> None:
     roles = dict(_name_value(item, "--datasets") for item in args.datasets)
     table = generalization.generalization_table(per_image, args.networks, roles, args.seed)
     notes = _left_out_notes(args) + generalization.lesionless_notes(table)
-    source = generalization.source_line(manifest, per_image)
+    source = results.source_line(manifest, per_image)
     generalization.write(table, args.out, notes, source)
     log.info("generalization:\n%s", generalization.markdown(table, notes, source))
 
 
 def cmd_subgroups(args) -> None:
-    from sonoseg.analysis import generalization, results, subgroups
+    from sonoseg.analysis import results, subgroups
 
     manifest = _manifest_given(args.manifest)  # before anything is read or written
     per_image = results.read_per_image(args.per_image)
@@ -546,7 +546,7 @@ def cmd_subgroups(args) -> None:
         log.warning(
             "subgroups: no image of any dataset has a value in %r (columns there are: %s)", column, ", ".join(available)
         )
-    source = generalization.source_line(manifest, per_image)
+    source = results.source_line(manifest, per_image)
     subgroups.write(table, args.out, subgroups.caption(table, absent, available, source, configured=bool(args.columns)))
     log.info("subgroups: %d rows", len(table))
 
