@@ -62,6 +62,7 @@ class Decoded:
     notes: list[str] = field(default_factory=list)
     orientation: int = 1  # the EXIF orientation applied to the stored pixels (1: none)
     head: bytes = b""  # the file's first bytes, read with its pixels: its format (infer.frames_named) without a reopen
+    palette: bool = False  # stored as palette indices (the pixels are the palette's colours), as its header says
 
 
 # DICOM, what a scanner or a PACS exports: by extension, or by the "DICM" after its 128-byte preamble (a DICOM
@@ -231,6 +232,7 @@ class Layout:
     pages: int = 1
     pixels: int | None = None
     size: tuple[int, int] | None = None
+    palette: bool = False
 
 
 def _header(source: BinaryIO) -> Layout:
@@ -256,6 +258,7 @@ def _header(source: BinaryIO) -> Layout:
                     getattr(image, "n_frames", 1),
                     width * height,
                     (width, height),
+                    image.mode == "P",
                 )
     except Image.DecompressionBombError as exc:  # Pillow's own limit, twice its MAX_IMAGE_PIXELS: the count only
         found = PILLOW_BOMB_PIXELS.search(str(exc))
@@ -412,13 +415,13 @@ def _decode(path: Path, binary_float: bool = False, max_pixels: int = MAX_IMAGE_
     # Float (and signed) files have no agreed range: neither brightness nor the lesion value can be
     # read from them without guessing, so images and masks alike must be 8- or 16-bit.
     if binary_float and pixels.dtype.kind in "fi" and set(np.unique(pixels).tolist()) in ({0, 1}, {0, 255}, {0}):
-        return Decoded(pixels.astype(np.uint8), notes, orientation, head)
+        return Decoded(pixels.astype(np.uint8), notes, orientation, head, layout.palette)
     if pixels.dtype not in (np.uint8, np.uint16):
         raise SonosegError(
             f"{path}: unsupported pixel type {pixels.dtype} (8- or 16-bit files only"
             + ("; a float mask may hold 0 and 1, or 0 and 255)" if binary_float else ")")
         )
-    return Decoded(pixels, notes, orientation, head)
+    return Decoded(pixels, notes, orientation, head, layout.palette)
 
 
 # libjpeg's warnings that its coded data is damaged: what it decodes from there on is grey or smeared.
@@ -532,7 +535,7 @@ def read_mask(paths: str | Path | list[Path], drawn: bool = True) -> Decoded:
         lesion = pixels >= threshold
         if drawn:
             _refuse_a_label_map(pixels, top, Path(path))
-            if decoded.head.startswith(PNG_SIGNATURE):
+            if decoded.palette:
                 _refuse_a_palette_label_map(Path(path))
             _refuse_an_inverted_mask(lesion, Path(path))
         if merged is not None and merged.shape != lesion.shape:
@@ -570,14 +573,13 @@ def _refuse_a_label_map(pixels: np.ndarray, top: int, path: Path, what: str = "v
 
 
 def _refuse_a_palette_label_map(path: Path) -> None:
-    """A palette PNG (PASCAL VOC's masks are) is decoded into its colours, which hide its indices: VOC's 1
-    (the lesion, dark red) and 255 (the "ignore" ring, light grey) both reach the threshold. Its indices are
-    checked as a grey mask's values are."""
+    """A palette image (PASCAL VOC's PNG masks are) is decoded into its colours, which hide its indices: VOC's 1
+    (the lesion, dark red) and 255 (the "ignore" ring, light grey) both reach the threshold. Its indices (read
+    again, for such a mask alone) are checked as a grey mask's values are."""
     from PIL import Image
 
     with contextlib.suppress(OSError, ValueError), Image.open(path) as image:
-        if image.mode == "P":
-            _refuse_a_label_map(np.asarray(image), 255, path, "indices")
+        _refuse_a_label_map(np.asarray(image), 255, path, "indices")
 
 
 # An inverted mask (lesion black on white), or a lesion drawn in colour on a white page (a colour mask counts
