@@ -51,6 +51,11 @@ FEW_PATIENTS = 5
 FEW_MARK = "‡"
 
 
+def few_patients(patients: int) -> bool:
+    """Whether a cell's CI stands on so few patients (two or more, fewer than FEW_PATIENTS) that it is marked."""
+    return stats.MIN_PATIENTS_FOR_CI <= patients < FEW_PATIENTS
+
+
 def column_name(name: str) -> str:
     """The per-image table's column a config entry names: ``class`` and ``view`` as they are, any other
     name as the manifest's metadata column (``lesion_type`` or ``meta_lesion_type``: meta_lesion_type)."""
@@ -185,8 +190,7 @@ def caption(
         f"look, not as a finding. CIs: {resamples:,} bootstrap resamples of patients, then trainings."
     )
     parts = [text]
-    few = pd.to_numeric(table["patients"], errors="coerce").between(stats.MIN_PATIENTS_FOR_CI, FEW_PATIENTS - 1)
-    if few.any():
+    if any(map(few_patients, pd.to_numeric(table["patients"], errors="coerce").dropna())):
         parts.append(
             f"{FEW_MARK}: a CI over fewer than {FEW_PATIENTS} patients, which a bootstrap cannot make wide enough "
             "(two patients give at most three distinct means): read its value, not its interval."
@@ -238,8 +242,8 @@ def dice_text(row: pd.Series) -> str:
     lesion, their own mean Dice apart (1 where the prediction is empty too)."""
     parts = []
     if not pd.isna(row["dice"]):
-        few = stats.MIN_PATIENTS_FOR_CI <= int(row["patients"]) < FEW_PATIENTS
-        parts.append(f"{row['dice']:.3f} {stats.ci_text(row['ci_low'], row['ci_high'])}{' ' + FEW_MARK if few else ''}")
+        mark = f" {FEW_MARK}" if few_patients(int(row["patients"])) else ""
+        parts.append(f"{row['dice']:.3f} {stats.ci_text(row['ci_low'], row['ci_high'])}{mark}")
     if row["no_lesion_images"]:
         parts.append(f"without a lesion {row['no_lesion_dice']:.3f}")
     return "; ".join(parts)
