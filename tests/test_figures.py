@@ -316,6 +316,7 @@ def test_training_curves_name_each_training_as_the_tables_do(tmp_path, monkeypat
         "fold1/seed1",
     ]
     assert "fold0/seed1 train" in [t.get_text() for t in loss_ax.get_legend().get_texts()]
+    assert dice_ax.get_title() == "U-net: validation Dice (★ kept epoch)"  # the network's name, not its identifier
     drawn[0].canvas.draw()
     assert all(float(tick).is_integer() for tick in dice_ax.get_xticks())
 
@@ -604,3 +605,6 @@ def test_figures_name_methods_as_a_reader_does_and_tell_every_network_apart():
     assert run_display_name("unet--tta") == "U-net (tta)"
     assert run_display_name("deeplabv3plus_mobilenetv2--marks-keep--tta") == "DeepLab v3+ (MobileNet; marks-keep, tta)"
     assert run_display_name("ladder--baseline") == "ladder--baseline" and run_display_name("unet") == "U-net"
+    ladder_step = {"name": "ladder--adam", "kind": "ladder_step", "method": "lighter_unet_c1", "table_name": "adam"}
+    assert figures.run_title(ladder_step) == "Lighter U-net @1, ladder step adam"
+    assert figures.run_title({"name": "unet--tta", "kind": "network", "method": "unet"}) == "U-net (tta)"

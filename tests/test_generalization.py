@@ -669,7 +669,7 @@ def test_the_report_draws_the_generalization_table(tmp_path):
     assert drawn.shape[1] <= 1180 and min(t.get_fontsize() for t in texts) >= 8
 
 
-def test_what_an_external_sets_ingest_left_out_is_said_with_its_table(tmp_path):
+def test_what_an_external_sets_ingest_left_out_is_said_with_its_table(tmp_path, caplog):
     """A BUSI set read with on_bad_sample: exclude: an image without its mask and a normal scan (include_normal
     false) are left out at ingest; the generalization table's caption and figure say so, not the log alone."""
     import cv2
@@ -706,6 +706,9 @@ def test_what_an_external_sets_ingest_left_out_is_said_with_its_table(tmp_path):
         cli.main(["generalization", "--per-image", str(tmp_path / "per_image.csv.gz"), *common, "--out", str(out)]) == 0
     )
     assert out.with_suffix(".md").read_text().split("\n")[0].endswith(note)
+    # Without --manifest the caption has no provenance line, and the command says so (it was silent).
+    assert "no --manifest: the caption names neither the data's fingerprint" in caplog.text
+    assert "Data fingerprint" not in out.with_suffix(".md").read_text()
     figure = tmp_path / "generalization.png"
     assert cli.main(["report-generalization", "--table", str(out), common[4], common[5], "--out", str(figure)]) == 0
     assert figure.stat().st_size > 0

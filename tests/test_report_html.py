@@ -347,3 +347,24 @@ def test_chromium_shows_the_front_pages_first_line_at_a_laptops_size(tiny_report
         assert first >= box, (first, box)
     finally:
         browser.set_window_size(1400, 1000)
+
+
+def test_chromium_keeps_a_wide_table_inside_its_page(tiny_report, browser, tmp_path):
+    """Table 2 is wider than the report's frame at a laptop's width: its page ran past the frame's edge. The
+    table now scrolls sideways in a box of its own, and the page itself is no wider than the window."""
+    results = tiny_report["results"]
+    (entry,) = [r for p, r in results.items() if p.endswith("report/tables/table2.html")]
+    page = tmp_path / "table2.html"
+    page.write_bytes(decoded(entry))
+    browser.set_window_size(600, 800)
+    try:
+        browser.get(page.as_uri())
+        page_width, window_width, box_scroll, box_width = browser.execute_script("""
+            const box = document.querySelector('div.table');
+            return [document.documentElement.scrollWidth, document.documentElement.clientWidth,
+                    box.scrollWidth, box.clientWidth];
+        """)
+        assert box_scroll > box_width, "the table fits at 600 px: the test no longer shows what it guards"
+        assert page_width <= window_width, (page_width, window_width)
+    finally:
+        browser.set_window_size(1400, 1000)

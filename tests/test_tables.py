@@ -12,6 +12,7 @@ from conftest import collect, sheet_row, write_patient_manifest, write_run_metri
 
 from sonoseg.analysis import comparisons, paper, results, tables
 from sonoseg.analysis.results import IN_DOMAIN
+from sonoseg.data import provenance
 from sonoseg.errors import SonosegError
 from sonoseg.serving import modelio
 from sonoseg.study import layout
@@ -590,6 +591,54 @@ def test_a_paired_tables_family_names_the_pairs_holm_was_over():
     two = comparisons.paired_runs(per_image, [("unet", "unet--tta"), ("light_unet", "light_unet--tta")], family="tta")
     assert set(two["family"]) == {"tested with flip averaging vs without (same models), Holm over this table's 2 pairs"}
     assert two["p_holm"].iloc[0] >= one["p_holm"].iloc[0]  # the larger family corrects more
+
+
+def test_a_paired_table_has_a_markdown_twin_that_says_where_its_numbers_come_from(tmp_path):
+    """tta.csv, ensemble.csv and augmentation.csv were CSV alone: no caption, so nothing named the data or the
+    code that made them. `sonoseg paired` now writes a Markdown twin whose caption ends with the provenance."""
+    from sonoseg.study import cli
+
+    rows = [
+        {
+            "run": run,
+            "method": run,
+            "fold": "0",
+            "seed": "0",
+            "training": "fold0/seed0",
+            "sample_id": f"s{i}",
+            "patient": f"p{i}",
+            "dice": 0.5 + 0.04 * i + shift,
+            "lesion_pixels": 10,
+            "dataset": IN_DOMAIN,
+            "training_commit": "abc1234",
+        }
+        for run, shift in (("unet", 0.0), ("unet--tta", 0.05))
+        for i in range(6)
+    ]
+    results.write_table(pd.DataFrame(rows), tmp_path / "per_image.csv.gz")
+    manifest = write_patient_manifest(
+        tmp_path / "manifest.csv", [f"s{i}" for i in range(6)], [f"p{i}" for i in range(6)]
+    )
+    manifest.with_suffix(".json").write_text(json.dumps({"dataset_fingerprint": "f" * 64}))
+    out = tmp_path / "tables" / "tta.csv"
+    common = [
+        "paired",
+        "--pairs",
+        "unet:unet--tta",
+        "--per-image",
+        str(tmp_path / "per_image.csv.gz"),
+        "--family",
+        "tta",
+    ]
+    assert cli.main([*common, "--manifest", str(manifest), "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    caption, _, body = out.with_suffix(".md").read_text().partition("\n\n")
+    assert caption.startswith("**Paired by patient: tested with flip averaging vs without (same models), Holm over")
+    assert caption.endswith(
+        f"Data fingerprint {'f' * 12}; sonoseg {provenance.sonoseg_version()} at commit "
+        f"{provenance.sonoseg_commit()}; models trained at commit abc1234.**"
+    )
+    assert f"| `unet--tta` | `unet` | {table['dice_method'][0]:.3f} | {table['dice_reference'][0]:.3f} | +0.050" in body
 
 
 def test_a_tables_caption_says_what_its_means_are_over():

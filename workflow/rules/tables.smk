@@ -140,9 +140,11 @@ rule paired_table:
     # external dataset too (a network's single models against them flip-averaged, or all of them averaged).
     input:
         per_image=PER_IMAGE,
+        manifest=MANIFEST,  # the data's fingerprint, which ends the Markdown's caption as in every table
         code=ANALYSIS_CODE,
     output:
-        f"{OUT}/tables/{{paired}}.csv",
+        csv=f"{OUT}/tables/{{paired}}.csv",
+        markdown=f"{OUT}/tables/{{paired}}.md",
     log:
         f"{LOGS}/paired_table/{{paired}}.log",
     conda:
@@ -152,8 +154,8 @@ rule paired_table:
         family=lambda wc: PAIRED_TABLES[wc.paired][0],
         seed=REPORT_SEED,
     shell:
-        "sonoseg paired --pairs {params.pairs} --per-image {input.per_image} --seed {params.seed} --family {params.family} "
-        "--out {output} > {log} 2>&1"
+        "sonoseg paired --pairs {params.pairs} --per-image {input.per_image} --manifest {input.manifest} "
+        "--seed {params.seed} --family {params.family} --out {output.csv} > {log} 2>&1"
 
 
 rule generalization:

@@ -1,7 +1,7 @@
 """The study's paired comparisons as tables: runs paired on the same test images by patient (the caliper
 ablation, reliance on the marks, test-time augmentation, ensembles, the augmentation choice), the
 equivalence claims the config declares, and the convergence check; each Holm-corrected over its own family
-(sonoseg.analysis.stats, docs/statistics.md). Written as CSV (and the claims as Markdown) by the study's
+(sonoseg.analysis.stats, docs/statistics.md). Written as CSV (the pairs and the claims also as Markdown) by the study's
 paired_table, equivalence and convergence jobs."""
 
 from __future__ import annotations
@@ -75,6 +75,35 @@ def paired_runs(
         # side has several trainings, the CI excluding 0 (a p alone would read as a decision it is not).
         table = stats.as_family([table], paired_family(family, len(table)))
     return table
+
+
+def paired_markdown(table: pd.DataFrame, family: str, source: str = "") -> str:
+    """A paired table as a person reads it: a caption (what the pairs compare, the Holm family, then ``source``:
+    results.source_line, where the numbers come from) and a row per pair, run names as the long table has them."""
+    from sonoseg.analysis import stats
+
+    what = table["family"].iloc[0] if not table.empty else PAIRED_FAMILIES[family]
+    caption = (
+        f"**Paired by patient: {what}. Difference = method - reference, Dice averaged over the test images with a "
+        f"lesion [95 % CI by patient, then training]; sign-flip p, Holm-corrected.{' ' + source if source else ''}**"
+    )
+    if table.empty:
+        return caption + "\n\nNo pair had a test image with a lesion: nothing was compared.\n"
+    header = ["Method", "Reference", "Dice method", "Dice reference", "Difference [95 % CI]", "p (Holm)", "Patients"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in table.itertuples(index=False):
+        difference = f"{row.mean_difference:+.3f} {stats.ci_text(row.ci_low, row.ci_high, signed=True)}"
+        cells = [f"`{row.method}`", f"`{row.reference}`", f"{row.dice_method:.3f}", f"{row.dice_reference:.3f}"]
+        lines.append("| " + " | ".join([*cells, difference, f"{row.p_holm:.3g}", str(row.patients)]) + " |")
+    return caption + "\n\n" + "\n".join(lines) + "\n"
+
+
+def write_paired(table: pd.DataFrame, out_csv: str | Path, family: str, source: str = "") -> None:
+    """A paired table as CSV, and as Markdown beside it (paired_markdown), whose caption says where it comes from."""
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_csv, index=False)
+    out_csv.with_suffix(".md").write_text(paired_markdown(table, family, source))
 
 
 def equivalence_table(

@@ -197,8 +197,9 @@ def training_curves(out: str | Path, row: dict, out_png: str | Path) -> None:
         dice_ax.plot(history["epoch"], history["val_dice"], color=color, lw=1, marker=".", label=name)
         dice_ax.plot([best], [best_row["val_dice"]], marker="*", ms=10, color=color, ls="none")
         dice_ax.axvline(best, color=color, lw=0.6, ls=":")
-    loss_ax.set(xlabel="epoch", ylabel="loss", title=f"{method}: loss (★ kept epoch)")
-    dice_ax.set(xlabel="epoch", ylabel="validation Dice", title=f"{method}: validation Dice (★ kept epoch)")
+    shown = run_title(row)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title=f"{shown}: loss (★ kept epoch)")
+    dice_ax.set(xlabel="epoch", ylabel="validation Dice", title=f"{shown}: validation Dice (★ kept epoch)")
     loss_ax.legend(fontsize=SMALLEST_FONT, ncol=2)
     dice_ax.legend(fontsize=SMALLEST_FONT)
     for ax in (loss_ax, dice_ax):
@@ -568,6 +569,14 @@ def run_display_name(run: str) -> str:
     if shown.endswith(")"):  # "DeepLab v3+ (MobileNet; tta)"
         return f"{shown[:-1]}; {', '.join(variant)})"
     return f"{shown} ({', '.join(variant)})"
+
+
+def run_title(row: dict) -> str:
+    """A run sheet row's name as a figure's title reads it: a tuning ladder step as its network and step
+    ("Lighter U-net @1, ladder step adam", not "ladder--adam"), any other run as run_display_name names it."""
+    if row.get("kind") == "ladder_step":
+        return f"{display_name(row['method'])}, ladder step {row.get('table_name') or row['name']}"
+    return run_display_name(row["name"])
 
 
 def _cpu_label(cost: pd.DataFrame) -> str:

@@ -23,6 +23,7 @@ th, td {{ border: 1px solid #bbb; padding: 3px 8px; text-align: right; }}
 th {{ background: #eef; }} td:first-child, th:first-child {{ text-align: left; }}
 caption {{ caption-side: top; text-align: left; font-weight: bold; padding-bottom: 4px; }}
 p.note {{ color: #555; max-width: 60em; }}
+div.table {{ overflow-x: auto; max-width: 100%; }}
 </style></head><body>
 <h2>{title}</h2>
 {body}
@@ -31,14 +32,16 @@ p.note {{ color: #555; max-width: 60em; }}
 
 
 def html_table(frame: pd.DataFrame, caption: str = "") -> str:
-    """A plain, escaped HTML table (no index); numbers already formatted by the caller."""
+    """A plain, escaped HTML table (no index); numbers already formatted by the caller. In a box of its own
+    that scrolls sideways, so a table wider than the report's frame (Table 2 at a laptop's width) scrolls
+    inside the page instead of running past its edge."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
         for row in frame.itertuples(index=False)
     )
     caption_html = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    return f"<table>{caption_html}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f'<div class="table"><table>{caption_html}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
 
 
 def note(text: str) -> str:

@@ -363,7 +363,8 @@ def read_per_image(path: str | Path, runs: Iterable[str] | None = None) -> pd.Da
     }
     required = ("run", "fold", "seed", "training", "sample_id", "patient", "dice")
     per_image = read_table(path, "per-image results table", required, dtype=text)
-    per_image["model_from"] = per_image["model_from"].fillna("")
+    # A table of one's own rows may lack it (a KeyError before): no row then runs another run's models.
+    per_image["model_from"] = per_image["model_from"].fillna("") if "model_from" in per_image else ""
     return per_image if runs is None else select_runs(per_image, runs, source=path)
 
 

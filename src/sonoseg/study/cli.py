@@ -556,8 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
         "flip-averaged), ensemble (the seeds' ensemble against the single trainings) or augmentation (the "
         "ultrasound augmentation against the paper's): sonoseg.analysis.comparisons.PAIRED_FAMILIES",
     )
+    p.add_argument("--manifest", help="the main dataset's manifest.csv: its data fingerprint ends the caption")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the table's CSV; its Markdown, with the caption, is written beside it")
     p.set_defaults(func=commands.cmd_paired)
 
     p = sub.add_parser(

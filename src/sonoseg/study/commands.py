@@ -597,11 +597,13 @@ def _per_image(args):
 
 
 def cmd_paired(args) -> None:
-    from sonoseg.analysis import comparisons
+    from sonoseg.analysis import comparisons, results
 
+    manifest = _manifest_given(args.manifest)  # before anything is read or written
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
-    table = comparisons.paired_runs(_per_image(args), pairs, args.seed, args.family)
-    table.to_csv(args.out, index=False)
+    per_image = _per_image(args)
+    table = comparisons.paired_runs(per_image, pairs, args.seed, args.family)
+    comparisons.write_paired(table, args.out, args.family, results.source_line(manifest, per_image))
     log.info("%s (method - reference):\n%s", args.family, table.to_string(index=False))
 
 
@@ -611,6 +613,11 @@ def _manifest_given(manifest: str | None) -> str | None:
     behind it stays lenient, for the planning, where a manifest not yet made is no error."""
     if manifest and not Path(manifest).is_file():
         raise SonosegError(f"{manifest}: manifest not found (--manifest: the study's data/manifest.csv)")
+    if not manifest:  # allowed (a table of per-image rows from elsewhere), but said: the caption loses its source
+        log.warning(
+            "no --manifest: the caption names neither the data's fingerprint nor the commits that made the "
+            "numbers (give the study's data/manifest.csv)"
+        )
     return manifest or None
 
 
@@ -618,10 +625,9 @@ def _data_fingerprint(manifest: str) -> str:
     """The dataset fingerprint a table's caption names, read from the study's manifest given (_manifest_given)."""
     from sonoseg.data import provenance
 
-    given = _manifest_given(manifest)
-    if given is None:
+    if not manifest:
         raise SonosegError("--manifest: the study's data/manifest.csv, whose data fingerprint the caption names")
-    return provenance.read_manifest_provenance(given)["dataset_fingerprint"]
+    return provenance.read_manifest_provenance(_manifest_given(manifest))["dataset_fingerprint"]
 
 
 def cmd_equivalence(args) -> None:
