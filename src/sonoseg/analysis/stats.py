@@ -465,7 +465,8 @@ def compare_methods(
 ) -> pd.DataFrame:
     """Every method (default: every method of per_image but the reference, in table order) against the
     reference with hierarchical_comparison, one row each, and Holm's correction over these rows: the family
-    is this call's comparisons, named family_name. significant = p_holm < alpha. ``permutations``: the
+    is this call's comparisons, named family_name. significant = p_holm < alpha and, where a side has several
+    trainings per fold, the CI excluding 0 (as_family). ``permutations``: the
     sign flips (default: permutations_for this call's rows; pass permutations_for the whole family when
     several calls make one, see as_family).
 
