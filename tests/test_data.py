@@ -290,6 +290,60 @@ def test_busi_other_folder_is_a_class_of_its_own_warned_of_once(tmp_path, caplog
     assert [r.levelname for r in caplog.records if BUSI_CLASSES_WARNING in r.getMessage()] == ["WARNING"]
 
 
+def test_busi_images_in_sub_folders_take_their_class_folders_class(tmp_path, caplog):
+    """A probe's malignant/patient 07/ images became a class "patient 07"; a copy kept under a wrapper folder
+    (Dataset_BUSI_with_GT/benign/...) keeps its classes. The nested images are named in a warning."""
+    build_busi(tmp_path / "Dataset_BUSI_with_GT")
+    nested = tmp_path / "Dataset_BUSI_with_GT" / "malignant" / "patient 07"
+    for i in (70, 71):
+        image, mask = lesion_pair(100 + i)
+        write(nested / f"malignant ({i}).png", image)
+        write(nested / f"malignant ({i})_mask.png", mask)
+    with caplog.at_level(logging.WARNING, logger="sonoseg.data.layouts"):
+        manifest = data.included(data.ingest(tmp_path, "busi")).set_index("sample_id")
+    assert set(manifest["class"]) == {"benign", "malignant"}
+    assert manifest.loc["Dataset_BUSI_with_GT__malignant__patient_07__malignant_70", "class"] == "malignant"
+    assert not [r for r in caplog.records if BUSI_CLASSES_WARNING in r.getMessage()]
+    (warning,) = [r.getMessage() for r in caplog.records if "sub-folders of their class" in r.getMessage()]
+    assert (
+        warning.startswith("2 image(s) lie in sub-folders") and "Dataset_BUSI_with_GT/malignant/patient 07" in warning
+    )
+
+
+def test_an_image_and_its_mask_named_in_two_unicode_forms_are_one_pair(tmp_path):
+    """An image saved on macOS (NFD) and its mask on Windows (NFC) were "image without mask" and "mask without
+    image", printed alike; in BUSI too. Their sample id is the one either form gives."""
+    decomposed, composed = (unicodedata.normalize(form, "rené") for form in ("NFD", "NFC"))
+    for i, name in enumerate(["plain", decomposed]):
+        image, mask = lesion_pair(i)
+        write(tmp_path / "folder" / "images" / f"{name}.png", image)
+        write(tmp_path / "folder" / "masks" / f"{composed if name == decomposed else name}.png", mask)
+        write(tmp_path / "busi" / "benign" / f"{name}.png", image)
+        write(tmp_path / "busi" / "benign" / f"{composed if name == decomposed else name}_mask.png", mask)
+    for layout in ("folder", "busi"):
+        manifest = data.ingest(tmp_path / layout, layout, on_bad_sample="fail")
+        assert len(data.included(manifest)) == 2, layout
+    ids = {layouts.sample_id_for(tmp_path, tmp_path / "images" / f"{name}.png") for name in (decomposed, composed)}
+    assert len(ids) == 1
+
+
+def test_files_in_sub_folders_of_images_are_named_as_such_and_busi_second_masks_as_suffixed(tmp_path):
+    """A patient's sub-folder of images/ read "not part of the folder layout"; a BUSI-named second mask
+    (s_mask_1.png) in masks/ was a bare "mask without image", unlike s_mask.png."""
+    for i, name in enumerate(["a", "b"]):
+        image, mask = lesion_pair(i)
+        write(tmp_path / "images" / f"{name}.png", image)
+        write(tmp_path / "masks" / f"{name}.png", mask)
+    image, mask = lesion_pair(5)
+    write(tmp_path / "images" / "patient 07" / "view0.png", image)
+    write(tmp_path / "images" / "c.png", image)
+    write(tmp_path / "masks" / "c_mask_1.png", mask)
+    manifest = data.ingest(tmp_path, "folder", on_bad_sample="exclude").set_index("image")
+    reason = manifest.loc[str(tmp_path.resolve() / "images" / "patient 07" / "view0.png"), "reason"]
+    assert reason.startswith("in a sub-folder of images/: the folder layout reads the files of images/ and masks/")
+    assert "with a word added" in manifest.loc[str(tmp_path.resolve() / "masks" / "c_mask_1.png"), "reason"]
+
+
 def build_busbra(root: Path):
     for patient, views in (("0001", "lr"), ("0002", "l"), ("0003", "lr")):
         for view in views:

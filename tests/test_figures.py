@@ -170,7 +170,10 @@ def test_data_overview_counts_and_metadata(small_study):
     root = small_study["root"]
     pages.data_overview(root / "manifest.csv", root / "split.csv", root / "overview.html")
     page = (root / "overview.html").read_text()
-    assert "<td>included</td><td>4</td>" in page and "<td>image without mask</td><td>1</td>" in page
+    assert "<td>image without mask</td><td>1</td>" in page
+    # Entries and the files they hold (an included sample is its image and its mask: 4 entries, 8 files), which
+    # add up to the files under the root (the entries were called files, and did not).
+    assert "<td>included</td><td>4</td><td>8</td>" in page and "The 10 files under the dataset root" in page
     assert "Images per organ and split" in page and "<td>thyroid</td>" in page
     figures.sample_grid(root / "manifest.csv", root / "split.csv", root / "samples.png")
     width, height = _png_size(root / "samples.png")

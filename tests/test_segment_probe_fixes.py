@@ -194,6 +194,7 @@ def test_a_folder_stands_for_its_images_and_an_earlier_run_s_masks_are_skipped(t
     assert np.array_equal(mask(tmp_path / "out"), mask(tmp_path / "scans" / "masks"))
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scans: ")]
     assert said == [
+        "scans: 2 file(s) that operating systems and file managers write, not segmented (.DS_Store, ._scan.png)",
         "scans: 1 file(s) not in an image format sonoseg reads (.bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp), "
         "not segmented (notes.txt)",
         "scans: 1 hidden image file(s) not segmented (.hidden.png): name them to segment them",

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import struct
+import unicodedata
 from pathlib import Path
 
 import cv2
@@ -156,6 +157,34 @@ def test_names_that_differ_only_in_case_clash(tmp_path, scans):
     upper.write_bytes(paths[0].read_bytes())
     with pytest.raises(SonosegError, match="would both be written to"):
         infer.segment_images(model, [paths[0], upper], tmp_path / "out", device="cpu")
+    # And in Unicode form only: one name from macOS (NFD) and one from Windows (NFC) are one file on either.
+    for form, folder in (("NFD", "mac"), ("NFC", "win")):
+        named = tmp_path / folder / unicodedata.normalize(form, "rené.png")
+        named.parent.mkdir()
+        named.write_bytes(paths[0].read_bytes())
+    spelt = [tmp_path / "mac" / unicodedata.normalize("NFD", "rené.png"), tmp_path / "win" / "rené.png"]
+    with pytest.raises(SonosegError, match="would both be written to"):
+        infer.segment_images(model, spelt, tmp_path / "out", device="cpu")
+
+
+def test_a_broken_link_among_the_images_is_named_as_one(tmp_path, scans, capsys):
+    """A dangling link read "cannot be read (No such file or directory)", where the ingest says what it is."""
+    paths, model = scans
+    (tmp_path / "gone.png").symlink_to(tmp_path / "moved.png")
+    status = main(
+        [
+            "segment",
+            "--no-progress",
+            "--model",
+            str(model),
+            "--outdir",
+            str(tmp_path / "out"),
+            str(paths[0]),
+            str(tmp_path / "gone.png"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert status == 2 and f"gone.png: broken symbolic link (to {tmp_path / 'moved.png'})" in err
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where no file can be made")

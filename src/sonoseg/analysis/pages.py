@@ -89,7 +89,18 @@ def data_overview(manifest_csv: str | Path, split_csv: str | Path, out_html: str
     """Manifest counts (included, excluded by reason, ignored), split sizes, metadata columns per split."""
     manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
     split = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
-    status = manifest["status"].value_counts().rename_axis("status").reset_index(name="files")
+    # An entry is a sample (its image and mask files) or a file on its own: the files column adds up to the
+    # ingest's "files found under the root" (the entries alone did not, read as files).
+    files = (manifest["image"] != "").astype(int) + manifest["mask"].map(
+        lambda cell: len(cell.split("|")) if cell else 0
+    )
+    status = (
+        manifest.assign(files=files)
+        .groupby("status", sort=False)
+        .agg(entries=("status", "size"), files=("files", "sum"))
+        .sort_values("entries", ascending=False, kind="stable")
+        .reset_index()
+    )
     excluded = manifest[manifest["status"] == "excluded"]
     reasons = excluded["reason"].value_counts().rename_axis("reason").reset_index(name="excluded")
     from sonoseg.data import provenance
@@ -101,7 +112,11 @@ def data_overview(manifest_csv: str | Path, split_csv: str | Path, out_html: str
             f"reads, by content, or the phantom's settings; docs/own_data.md); manifest made by sonoseg "
             f"{origin['sonoseg_version']} at commit {origin['commit']}."
         ),
-        html_table(status, "Files under the dataset root, by status"),
+        html_table(
+            status,
+            f"The {int(status['files'].sum())} files under the dataset root, by status: an entry is a sample (its "
+            "image and its mask files) or a file on its own",
+        ),
         html_table(reasons, "Excluded, by reason") if len(reasons) else note("No file was excluded."),
     ]
     # K-fold cross-validation: one row per image and fold, each image tested in exactly one fold; its sizes and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import struct
 import zlib
@@ -111,6 +112,8 @@ def opened_checked(path: Path) -> BinaryIO:
     try:
         size = path.stat().st_size  # before opening: a named pipe (size 0) is never opened, which would block
     except OSError as exc:
+        if path.is_symlink():  # as the ingest says it: the link's target is gone, not "No such file"
+            raise FileProblem(f"broken symbolic link (to {os.readlink(path)})") from None
         raise FileProblem(f"cannot be read ({exc.strerror})") from None
     if size == 0:
         raise FileProblem("empty file (0 bytes)")

@@ -179,7 +179,7 @@ def _resolve_listed(root: Path, value: str, column: str, csv_path: Path, base: P
 
 
 def _listed_file_problem(
-    root: Path, path: Path, value: str, what: str, csv_path: Path, row_number: int, names: _NamesInCsv
+    root: Path, path: Path, value: str, what: str, csv_path: Path, row_number: int, names: _FilesByName
 ) -> str | None:
     """Why a file named in a CSV row cannot be used (empty cell, missing, a folder, junk), or None."""
     where = f"{csv_path.name} row {row_number}"
@@ -211,10 +211,11 @@ def _composed(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
-class _NamesInCsv:
-    """Files by the name a CSV gives them. A name matches the file of exactly that name, else the one file of
-    that name in the other Unicode normalization: macOS writes file names decomposed (NFD: 'e' and a
-    combining accent), a CSV typed elsewhere holds them composed (NFC: 'é'), and both are one name to the
+class _FilesByName:
+    """Files by the name a CSV cell or another file gives them. A name matches the file of exactly that name,
+    else the one file of that name in the other Unicode normalization: macOS writes file names decomposed
+    (NFD: 'e' and a combining accent), a CSV typed elsewhere or a file saved on Windows holds them composed
+    (NFC: 'é'), and both are one name to the
     user. Letter case is not guessed (A.png and a.png may be two files): other_case_note names the file a
     problem can point to. Callers try a cell as written, then without the spaces around it."""
 
@@ -293,7 +294,7 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     files, junk = _set_aside_junk(root, files)
     images = [f for f in files if f.parent == images_dir and is_image_name(f)]
     masks = [f for f in files if f.parent == masks_dir and is_image_name(f)]
-    masks_by_name = {m.name: m for m in masks}
+    masks_by_name = _FilesByName({m.name: m for m in masks})  # by name, in either Unicode form (macOS: NFD)
     masks_by_stem, images_by_stem = _by_stem(masks), _by_stem(images)
     patients_csv = root / PATIENTS_CSV
     listed: dict[Path, tuple[int, dict]] = {}
@@ -304,11 +305,11 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     candidates, orphans, used_masks, not_listed = [], {}, set(), []
     ambiguous: dict[Path, str] = {}  # masks that match more than one file, and why none is paired
     for image in images:
-        mask = masks_by_name.get(image.name)
+        mask = masks_by_name.find(image.name)
         # The stem pairs only one image with one mask: images s.png and s.jpg with masks/s.tif would
         # otherwise both be scored against that one mask.
-        namesakes = images_by_stem[image.stem]
-        stem_masks = masks_by_stem.get(image.stem, [])
+        namesakes = images_by_stem[_composed(image.stem)]
+        stem_masks = masks_by_stem.get(_composed(image.stem), [])
         if mask is None and len(namesakes) == 1 and len(stem_masks) == 1:
             mask = stem_masks[0]
         row_number, row = listed.get(image, (0, {}))
@@ -350,14 +351,22 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     known = set(images) | set(masks) | claimed
     for f in files:
         if f not in known:
-            orphans[f] = "not part of the folder layout (images/, masks/, patients.csv)"
+            nested = next((folder for folder in (images_dir, masks_dir) if _inside(f, folder)), None)
+            orphans[f] = (
+                f"in a sub-folder of {nested.name}/: the folder layout reads the files of images/ and masks/ "
+                "themselves (a dataset.csv can list files in sub-folders: docs/own_data.md)"
+                if nested
+                else "not part of the folder layout (images/, masks/, patients.csv)"
+            )
     unsupported = _unsupported_formats(orphans, {images_dir, masks_dir})
     return Layout(candidates, claimed, {**orphans, **junk}, {**rows_naming_no_image, **unsupported})
 
 
 # A mask named after its image with a word added (s1_mask.png, s1-label.png, s1 seg.png), as many datasets and tools
 # name them; the folder layout pairs a mask by its image's own name.
-SUFFIXED_MASK = re.compile(r"^(?P<stem>.+?)[_\- ]?(?:mask|label|labels|seg|segmentation|gt|roi)$", re.IGNORECASE)
+SUFFIXED_MASK = re.compile(
+    r"^(?P<stem>.+?)[_\- ]?(?:mask|label|labels|seg|segmentation|gt|roi)(?:[_\- ]?\d+)?$", re.IGNORECASE
+)  # and BUSI's second masks, s1_mask_1.png
 
 
 def _note_suffixed_masks(candidates: list[Candidate], unpaired: list[Path], orphans: dict[Path, str]) -> None:
@@ -390,10 +399,10 @@ def _read_patients_csv(
     the images a row names in another letter case alone, with that problem: the image's, so that excluding
     it (on_bad_sample: exclude) takes the image out rather than leaving it to be a patient of its own, who may
     be the row's patient with other images on the other side of the split. A cell names an image as
-    _NamesInCsv matches it."""
+    _FilesByName matches it."""
     images_dir = root / IMAGE_FOLDERS["folder"][0]
     records = _read_csv(patients_csv, required=("image", "patient")).to_dict("records")
-    names = _NamesInCsv({image.name: image for image in images})
+    names = _FilesByName({image.name: image for image in images})
     rows, rows_of, image_of = [], {}, {}
     for number, record in enumerate(records, start=2):  # row 1: header
         image = names.find(*_spellings(record["image"]))
@@ -486,10 +495,10 @@ def _explicit_csv_layout(root: Path, files: list[Path], dataset_csv: str) -> Lay
         )
     frame = _read_csv(csv_path, required=("image", "mask", "patient"))
     # A row may name a file under a hidden folder (a problem: junk is never read): the index holds the rest.
-    names = _NamesInCsv({f.relative_to(root).as_posix(): f for f in files if not junk_reason(root, f)})
+    names = _FilesByName({f.relative_to(root).as_posix(): f for f in files if not junk_reason(root, f)})
 
     def named(value, column: str) -> Path:
-        """The file a path cell names, as _NamesInCsv matches it, else where it would lie (a problem)."""
+        """The file a path cell names, as _FilesByName matches it, else where it would lie (a problem)."""
         for written in _spellings(value):
             path = _resolve_listed(root, written, column, csv_path)
             found = names.find(path.relative_to(root).as_posix())
@@ -564,6 +573,16 @@ def busi_class(folder: str, unknown: set[str]) -> str:
     return folder
 
 
+def _class_folder(root: Path, image: Path) -> str:
+    """The folder naming a BUSI image's class: the nearest folder above it, up to the root, named as one of
+    BUSI's classes (``malignant/patient 07/x.png`` is malignant; ``Dataset_BUSI_with_GT/benign/x.png`` benign),
+    else the folder it lies in (a class of its own, warned of)."""
+    for folder in image.relative_to(root).parents:
+        if folder.name.casefold() in BUSI_CLASSES:
+            return folder.name
+    return image.parent.name
+
+
 def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
     """BUSI: benign/ malignant/ normal/ (any case); NAME.png with NAME_mask.png and NAME_mask_N.png."""
     files, junk = _set_aside_junk(root, files)
@@ -571,19 +590,23 @@ def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
     images: dict[tuple[Path, str], list[Path]] = {}
     masks: dict[tuple[Path, str], list[Path]] = {}
     other_classes: set[str] = set()
+    nested: list[Path] = []  # images in a sub-folder of their class's folder
     for f in files:
         if not is_image_name(f):
             continue
-        match = busi_mask_name(f)
+        match = busi_mask_name(f)  # names in either Unicode form (macOS writes them decomposed)
         if match:
-            masks.setdefault((f.parent, match["name"]), []).append(f)
+            masks.setdefault((f.parent, _composed(match["name"])), []).append(f)
         else:
-            images.setdefault((f.parent, f.stem), []).append(f)
+            images.setdefault((f.parent, _composed(f.stem)), []).append(f)
     for key, namesakes in sorted(images.items()):
         mask_files = sorted(masks.pop(key, []), key=lambda p: p.name)
         ambiguous_masks, mask_files = (mask_files, []) if len(namesakes) > 1 else ([], mask_files)
         for image in sorted(namesakes):  # x.png and x.jpg: which one x_mask.png outlines is not said
-            label = busi_class(image.parent.name, other_classes)
+            folder = _class_folder(root, image)
+            label = busi_class(folder, other_classes)
+            if image.parent.name != folder:
+                nested.append(image)
             candidate = Candidate(image, mask_files, patient=_relative_id(root, image), label=label)
             if len(namesakes) > 1:
                 _ambiguous_images(candidate, namesakes, f"name {key[1]}", ambiguous_masks, orphans)
@@ -599,6 +622,14 @@ def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
             f"{', '.join(BUSI_CLASSES[:-1])} and {BUSI_CLASSES[-1]}",
             f"folder {folders[0]}" if len(folders) == 1 else f"folders {first_names(folders)}",
             "a class of its own" if len(folders) == 1 else "classes of their own",
+        )
+    if nested:
+        log.warning(
+            "%d image(s) lie in sub-folders of their class's folder (%s): each takes the class folder's class "
+            "and, as every BUSI image, is its own patient; to group views of one patient, list the files in a "
+            "dataset.csv with a patient column (docs/own_data.md)",
+            len(nested),
+            first_names(sorted({image.parent.relative_to(root).as_posix() for image in nested})),
         )
     for leftover in masks.values():
         for m in leftover:
@@ -640,14 +671,15 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
         if not match:
             orphans[f] = "image name is not bus_XXXX-Y"
             continue
-        ident = f.stem[len("bus_") :]
+        ident = _composed(f.stem[len("bus_") :])
+        namesakes = images[_composed(f.stem)]
         found = masks.get(ident, [])
-        mask = found[0] if len(found) == 1 and len(images[f.stem]) == 1 else None
+        mask = found[0] if len(found) == 1 and len(namesakes) == 1 else None
         candidate = Candidate(
             f, [mask] if mask else [], patient=match["patient"], view=match["view"], extra=info.get(f.stem, {})
         )
-        if len(images[f.stem]) > 1:
-            _ambiguous_images(candidate, images[f.stem], f"id {ident}", found, orphans)
+        if len(namesakes) > 1:
+            _ambiguous_images(candidate, namesakes, f"id {ident}", found, orphans)
         elif len(found) > 1:
             _ambiguous_masks(candidate, found, orphans)
         elif mask is None:
@@ -686,9 +718,11 @@ def _names(paths: list[Path]) -> str:
 
 
 def _by_stem(files: list[Path]) -> dict[str, list[Path]]:
+    """Files by stem, in its composed Unicode form (NFC): a mask saved on Windows and its image saved on
+    macOS (NFD) have one name to the user; look up with ``_composed(stem)``."""
     grouped: dict[str, list[Path]] = {}
     for f in files:
-        grouped.setdefault(f.stem, []).append(f)
+        grouped.setdefault(_composed(f.stem), []).append(f)
     return grouped
 
 
@@ -734,7 +768,9 @@ def sample_id_for(root: Path, image: Path) -> str:
     the path under the root instead. Every other id is exactly the cleaned path, as it always was
     (a study's manifest must not change).
     """
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", _relative_id(root, image).replace("/", "__")).strip("_")
+    # Composed first (NFC): one name copied from macOS (NFD) and from Windows gets one id.
+    relative = _composed(_relative_id(root, image))
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", relative.replace("/", "__")).strip("_")
     if re.search(r"[A-Za-z0-9]", cleaned):
         return cleaned
-    return "img_" + hashlib.blake2b(image.relative_to(root).as_posix().encode(), digest_size=4).hexdigest()
+    return "img_" + hashlib.blake2b(_composed(image.relative_to(root).as_posix()).encode(), digest_size=4).hexdigest()

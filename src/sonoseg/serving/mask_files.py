@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import tempfile
+import unicodedata
 from pathlib import Path
 
 import cv2
@@ -219,19 +220,24 @@ def images_in(folder: Path) -> list[Path]:
         entries = sorted(folder.iterdir(), key=lambda path: path.name)
     except OSError as exc:
         raise SonosegError(f"{folder}: the folder cannot be read ({exc.strerror or exc})") from None
-    images, others, hidden, subfolders = [], [], [], []
+    images, others, hidden, subfolders, junk = [], [], [], [], []
     for path in entries:
         if _is_folder(path):
             if not path.name.startswith(".") and not os.path.isfile(path / RECORD_NAME):  # an earlier run's: skipped
                 subfolders.append(path)
         elif path.suffix.lower() not in SEGMENT_SUFFIXES:
-            if not is_junk(path):
-                others.append(path)
+            (junk if is_junk(path) else others).append(path)
         elif is_junk(path):  # a hidden image (.scan.png) is a user's; an AppleDouble ._scan.png is not an image
-            if not path.name.startswith("._"):
-                hidden.append(path)
+            (junk if path.name.startswith("._") else hidden).append(path)
         else:
             images.append(path)
+    if junk:  # counted, as every file of the folder is (.DS_Store, Thumbs.db, macOS's ._x.png beside x.png)
+        log.info(
+            "%s: %d file(s) that operating systems and file managers write, not segmented (%s)",
+            folder,
+            len(junk),
+            first_names(junk),
+        )
     dicom = [path for path in others if imageio.is_dicom(path)]  # a department's export: warned of, with advice
     others = [path for path in others if path not in dicom]
     if dicom:
@@ -271,7 +277,8 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
     A folder given stands for the image files directly in it (images_in; an earlier run's masks, or a
     folder without images, skipped with a warning); nothing to segment at all: refused. Refused by name:
     two images whose masks
-    would share one file (names compared regardless of case, as macOS and Windows file systems do), and
+    would share one file (names compared regardless of case and Unicode form, as macOS and Windows file
+    systems do), and
     an --outdir that is a folder of the images (BUSI keeps its ground truth there as NAME_mask.png, the
     very name segment writes; a user's masks may lie there too), whether the images are named through a
     link or not. Images named as BUSI names its masks are warned of, and segmented (warn_of_masks_given)."""
@@ -299,7 +306,8 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
     warn_of_masks_given(list(planned))
     writers: dict[str, list[Path]] = {}
     for image, out in planned.items():
-        writers.setdefault(out.name.casefold(), []).append(image)
+        # One name to macOS and Windows file systems: regardless of case and of Unicode form (NFD from macOS).
+        writers.setdefault(unicodedata.normalize("NFC", out.name).casefold(), []).append(image)
     clashes = [(planned[names[0]], names) for names in writers.values() if len(names) > 1]
     if clashes:  # every clash at once (the first CLASHES_SHOWN named): a user renames them all before the next try
         more = f"; and {len(clashes) - CLASHES_SHOWN} more such names" if len(clashes) > CLASHES_SHOWN else ""
