@@ -315,7 +315,8 @@ def _long_table(tmp_path):
     """Two patients in-domain (one image each: view 2 and none; BUSI's classes malignant and normal) and
     three patients on one external set (its manifest without a view or class column), made by hand."""
     inside = write_patient_manifest(tmp_path / "inside.csv", ["a", "b"], ["P1", "P2"])
-    pd.read_csv(inside).assign(view=["2", ""], **{"class": ["malignant", "normal"]}).to_csv(inside, index=False)
+    frame = pd.read_csv(inside).assign(view=["2", ""], **{"class": ["malignant", "normal"]})
+    frame.assign(image=["/data/images/rené (1).png", "/data/images/病例.png"]).to_csv(inside, index=False)
     outside = write_patient_manifest(tmp_path / "outside.csv", ["a", "x", "y"], ["Q1", "Q2", "Q3"])
     write_run_metrics(tmp_path, "unet", 0, 0, ["a", "b"], [0.8, 0.6])
     # Two trainings (folds) tested the external set; an image's Dice is their mean.
@@ -344,6 +345,10 @@ def test_collect_joins_each_dataset_with_its_own_manifest(tmp_path):
     classes = read[read["dataset"] == results.IN_DOMAIN].set_index("sample_id")["class"]
     assert (classes["a"], classes["b"]) == ("malignant", "normal")
     assert read.loc[read["dataset"] == "ext", "class"].isna().all()
+    # And its image file as its manifest names it: a row leads back to the file its cleaned sample id may not name.
+    images = read[read["dataset"] == results.IN_DOMAIN].set_index("sample_id")["image"]
+    assert (images["a"], images["b"]) == ("/data/images/rené (1).png", "/data/images/病例.png")
+    assert read.loc[read["dataset"] == "ext", "image"].isna().all()  # its hand-made manifest names none
     # A table collected before the long table carried a view and a class (docs/results/) is read as it is.
     results.write_table(per_image.drop(columns=["view", "class"]), tmp_path / "older.csv.gz")
     assert not {"view", "class"} & set(results.read_per_image(tmp_path / "older.csv.gz").columns)

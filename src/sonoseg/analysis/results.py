@@ -123,14 +123,16 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
 def manifest_columns(manifest_csv: str | Path) -> pd.DataFrame:
     """Per sample_id: its patient group (``patient``: duplicates put patients in one group, which must
     move together), its view and its class (BUSI's benign, malignant or normal folder; so that Dice
-    breaks down by view or class without the manifest) and the manifest's metadata columns."""
+    breaks down by view or class without the manifest), its image file as the manifest names it (``image``:
+    a row leads back to its file, which the sample id, cleaned of spaces and scripts, may not) and the
+    manifest's metadata columns."""
     from sonoseg import data
 
     manifest = data.included(data.read_manifest(manifest_csv))
     metadata = [c for c in manifest.columns if c.startswith("meta_")]
     # reindex: a manifest without a view or class column (an external set's, written by hand) gives its
     # images none.
-    kept = manifest.reindex(columns=["sample_id", "group", "view", "class", *metadata])
+    kept = manifest.reindex(columns=["sample_id", "group", "view", "class", "image", *metadata])
     return kept.rename(columns={"group": "patient"}).set_index("sample_id")
 
 
@@ -359,6 +361,7 @@ def read_per_image(path: str | Path, runs: Iterable[str] | None = None) -> pd.Da
         "class": str,
         "run": str,
         "model_from": str,
+        "image": str,
         **{f"training_{column}": str for column in COMPUTE_COLUMNS},
     }
     required = ("run", "fold", "seed", "training", "sample_id", "patient", "dice")
