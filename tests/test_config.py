@@ -662,3 +662,18 @@ def test_the_reports_front_page_says_the_split_the_data_and_the_external_sets(sp
         assert "fractions [" not in text.split("cross-validation")[0]
     else:
         assert "cross-validation" not in text and "tested on" not in text and " at ``" not in text
+
+
+def test_an_empty_or_listed_config_file_is_refused_by_name(tmp_path, monkeypatch, capsys):
+    """`sonoseg runs --configfile empty.yaml` printed the paper study's run sheet (an empty file read as no
+    change), and `sonoseg fingerprint` hashed the paper study's data; Snakemake refuses such a file."""
+    from conftest import REPO
+
+    from sonoseg.study.cli import main
+
+    monkeypatch.chdir(REPO)
+    for name, text, said in (("empty.yaml", "", "empty"), ("list.yaml", "- networks\n", "not a mapping of keys")):
+        (tmp_path / name).write_text(text)
+        assert main(["runs", "--configfile", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / name}: {said}: a config file holds top-level keys" in err, err

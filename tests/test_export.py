@@ -82,6 +82,28 @@ def test_sidecar_round_trips_and_describes_the_preprocessing(tmp_path):
         read_sidecar(onnx_path)
 
 
+def test_a_failed_export_keeps_the_earlier_one_and_names_the_file_and_the_full_disk(tmp_path, monkeypatch):
+    """An export onto a full disk left its graph cut short in place of a good one, beside the good one's sidecar,
+    and said "OSError: [Errno 28]" naming no file. Now the graph is made beside --out and renamed over it."""
+    model_path = write_model(tmp_path / "model.pt", "lighter_unet_c1", None)
+    onnx_path = tmp_path / "model.onnx"
+    export.export(model_path, onnx_path)
+    good = onnx_path.read_bytes(), export.sidecar_path(onnx_path).read_bytes()
+
+    def full_disk(program, path, **options):
+        with open(path, "wb") as handle:
+            handle.write(b"\x08" * 100)  # what fitted
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch.onnx.ONNXProgram, "save", full_disk)
+    with pytest.raises(SonosegError) as error:
+        export.export(model_path, onnx_path)
+    assert str(error.value) == f"{onnx_path}: could not be written (No space left on device)"
+    assert (onnx_path.read_bytes(), export.sidecar_path(onnx_path).read_bytes()) == good
+    assert read_sidecar(onnx_path)["onnx_file"] == "model.onnx"  # still one export's pair
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json", "model.pt"]
+
+
 def test_export_refuses_foreign_model(tmp_path):
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)

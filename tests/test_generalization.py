@@ -2,6 +2,7 @@
 chosen on validation and augmentation chosen on the development external set (docs/method.md)."""
 
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -352,6 +353,35 @@ def test_collect_joins_each_dataset_with_its_own_manifest(tmp_path):
     # A table collected before the long table carried a view and a class (docs/results/) is read as it is.
     results.write_table(per_image.drop(columns=["view", "class"]), tmp_path / "older.csv.gz")
     assert not {"view", "class"} & set(results.read_per_image(tmp_path / "older.csv.gz").columns)
+
+
+def test_a_long_table_cut_short_or_damaged_is_refused_by_name(tmp_path):
+    """A per_image.csv.gz cut mid-row (a full disk, a copy stopped) gave paired statistics on the rows left,
+    rc 0; one cut within its compressed bytes, or empty, gave a bare EOFError / EmptyDataError."""
+    import gzip
+
+    per_image = _long_table(tmp_path)
+    whole = tmp_path / "per_image.csv.gz"
+    results.write_table(per_image, whole)
+    text = gzip.decompress(whole.read_bytes())
+    assert len(results.read_per_image(whole)) == len(per_image)
+    cases = {
+        "mid_row.csv.gz": gzip.compress(text[: text.rindex(b"\n", 0, len(text) - 1) + 12]),  # the last row cut
+        "bytes.csv.gz": whole.read_bytes()[:-20],  # the compressed stream cut
+        "empty.csv.gz": b"",
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(
+            SonosegError, match=rf"^{re.escape(str(tmp_path / name))}: the per-image results table is cut short"
+        ):
+            results.read_per_image(tmp_path / name)
+    # A row without its Dice (cut at a line's end, then a line of the run alone) is named by its line.
+    (tmp_path / "blank.csv").write_bytes(text + b"unet\n")
+    with pytest.raises(SonosegError, match=rf"line\(s\) {len(per_image) + 2} lack a value of run, sample_id, dice"):
+        results.read_per_image(tmp_path / "blank.csv")
+    # Written beside its place and renamed: nothing of a failed write is left where the table goes.
+    assert not list(tmp_path.glob(".*partial"))
 
 
 def test_the_generalization_table_by_hand(tmp_path):

@@ -199,7 +199,8 @@ def test_a_mask_that_cannot_be_written_is_an_error_naming_it(tmp_path, scans, ca
     afile = tmp_path / "afile"
     afile.write_text("")
     status = main(["segment", "--no-progress", "--model", str(model), "--outdir", str(afile), str(paths[0])])
-    assert status == 2 and "afile: cannot be made the folder for the masks" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert status == 2 and f"afile: cannot be made the folder for the masks ({afile} is a file, not a folder)" in said
 
 
 # ----------------------------------------------------------------------------- images as viewers show them

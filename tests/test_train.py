@@ -405,6 +405,31 @@ def test_changed_settings_do_not_resume_from_a_stale_checkpoint(caches, tmp_path
     assert len(pd.read_csv(tmp_path / "h.csv")) == 1 and not checkpoint.exists()
 
 
+def test_a_checkpoint_cut_short_starts_the_training_afresh_with_a_warning(caches, tmp_path, caplog):
+    """A checkpoint damaged by hand (it is written atomically) stopped its training until deleted, and a workflow
+    retried it into the same refusal: it holds a training's progress only, and the training starts over."""
+    checkpoint = tmp_path / "last.pt"
+    modelio.save_atomic({"format": modelio.CHECKPOINT_FORMAT, "fingerprint": "x", "pad": torch.zeros(512)}, checkpoint)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:200])
+    with caplog.at_level("WARNING"):
+        fit(
+            "lighter_unet_c8",
+            0,
+            caches,
+            Recipe(min_epochs=1, max_epochs=1),
+            tmp_path / "m.pt",
+            tmp_path / "h.csv",
+            checkpoint=checkpoint,
+            device="cpu",
+            threads=1,
+        )
+    assert len(pd.read_csv(tmp_path / "h.csv")) == 1 and not checkpoint.exists()
+    assert (
+        f"{checkpoint}: refused" in caplog.text
+        and "it holds only a training's progress: starting afresh" in caplog.text
+    )
+
+
 class Payload:
     def __reduce__(self):
         return (os.system, ("echo pwned",))

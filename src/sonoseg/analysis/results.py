@@ -30,8 +30,11 @@ torch-free.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import os
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -62,16 +65,30 @@ def training_label(fold, seed) -> str:
     return f"fold{fold}/seed{seed}"
 
 
-def read_table(path: str | Path, what: str, required: Iterable[str], **read_csv) -> pd.DataFrame:
-    """A table the study wrote (``what``: "run sheet", "subgroup table"), read with ``read_csv``'s options;
-    an unreadable file, or one without a ``required`` column, named so."""
+def read_table(
+    path: str | Path, what: str, required: Iterable[str], complete: Iterable[str] = (), **read_csv
+) -> pd.DataFrame:
+    """A table the study wrote (``what``: "run sheet", "subgroup table"), read with ``read_csv``'s options.
+    Named so: an unreadable file (a compressed one cut short, an empty one), one without a ``required``
+    column, and one cut short mid-row (pandas fills what a last line leaves out with nothing, and the
+    statistics went on without a word): its text does not end its last line, or a row has no value in a
+    ``complete`` column."""
+    damaged = f"{path}: the {what} is cut short or damaged; remake it (delete it and rerun)"
     try:
         table = pd.read_csv(path, **read_csv)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise SonosegError(f"{path}: cannot read the {what} ({exc})") from None
+        with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as handle:
+            ends_its_line = handle.read().endswith(b"\n")
+    except (OSError, EOFError, zlib.error, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise SonosegError(f"{damaged} (reading it: {exc})") from None
     missing = set(required) - set(table.columns)
     if missing:
         raise SonosegError(f"{path}: not a {what} (no column {', '.join(sorted(missing))})")
+    if not ends_its_line:  # every table the study writes ends its last line
+        raise SonosegError(f"{damaged} (its last line is not ended)")
+    blank = table[list(complete)].isna().any(axis=1)
+    if blank.any():
+        lines = ", ".join(str(int(row) + 2) for row in table.index[blank][:5])  # the file's lines: the header is 1
+        raise SonosegError(f"{damaged} (line(s) {lines} lack a value of {', '.join(complete)})")
     return table
 
 
@@ -346,7 +363,14 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     compression = {"method": "gzip", "mtime": 0} if path.suffix == ".gz" else "infer"
-    table.to_csv(path, index=False, compression=compression)
+    # Written beside it, then renamed over it: a full disk or a kill never leaves a table cut short in its place.
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        table.to_csv(partial, index=False, compression=compression)
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise SonosegError(f"{path}: could not be written ({exc.strerror or exc})") from None
 
 
 def read_per_image(path: str | Path, runs: Iterable[str] | None = None) -> pd.DataFrame:
@@ -365,7 +389,7 @@ def read_per_image(path: str | Path, runs: Iterable[str] | None = None) -> pd.Da
         **{f"training_{column}": str for column in COMPUTE_COLUMNS},
     }
     required = ("run", "fold", "seed", "training", "sample_id", "patient", "dice")
-    per_image = read_table(path, "per-image results table", required, dtype=text)
+    per_image = read_table(path, "per-image results table", required, complete=("run", "sample_id", "dice"), dtype=text)
     # A table of one's own rows may lack it (a KeyError before): no row then runs another run's models.
     per_image["model_from"] = per_image["model_from"].fillna("") if "model_from" in per_image else ""
     return per_image if runs is None else select_runs(per_image, runs, source=path)

@@ -9,6 +9,7 @@ scale to [0, 1] and reorder to NCHW RGB.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -78,12 +79,19 @@ def export_network(network: nn.Module, normalization: dict | None, size: int, ou
 
 
 def export_probability(
-    wrapped: nn.Module, size: int, out: str | Path, any_size: bool = False, record: dict | None = None
+    wrapped: nn.Module,
+    size: int,
+    out: str | Path,
+    any_size: bool = False,
+    record: dict | None = None,
+    shown: str | Path | None = None,
 ) -> Path:
     """Write a module from [0, 1] RGB to probability (eval mode) as ONNX with a dynamic batch axis, and
     with ``any_size`` a dynamic square side too (traced at ``size``); ``record``: what the graph records of
-    how it was exported (sidecar.GRAPH_RECORD, in its metadata)."""
+    how it was exported (sidecar.GRAPH_RECORD, in its metadata). Messages name ``shown`` (the path the user
+    gave, where ``out`` is export's staging file), else ``out``."""
     out = Path(out)
+    shown = shown or out
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=1024)
@@ -109,14 +117,18 @@ def export_probability(
         except Exception as exc:  # a user's network with a data-dependent branch, say: one line, not a page
             cause = f"{type(exc).__name__}: {_export_cause(exc)[:300]}"
             raise SonosegError(
-                f"{out}: the network does not export to ONNX ({cause}). The cost table can time it in torch "
+                f"{shown}: the network does not export to ONNX ({cause}). The cost table can time it in torch "
                 "instead (cost: {backend: torch}); `sonoseg segment` serves its model file in torch "
                 "(docs/extending.md)"
             ) from exc
     if record is not None:
         program.model.metadata_props[GRAPH_RECORD] = json.dumps(record)
     # One self-contained file: the weights inside the .onnx, no external-data side files.
-    program.save(str(out), external_data=False)
+    try:
+        program.save(str(out), external_data=False)
+    except OSError as exc:  # a full disk, above all: named, and the file cut short not left behind
+        out.unlink(missing_ok=True)
+        raise SonosegError(f"{shown}: could not be written ({exc.strerror or exc})") from None
     return out
 
 
@@ -246,6 +258,28 @@ def export(
     """
     out = Path(out)
     check_out(out)  # before the models load: a folder at --out is named now, not after the work
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The graph is made and checked in a file of this process's own beside --out, then renamed over it with
+    # its sidecar: a failed export (a full disk) leaves an earlier one at --out as it was, and two exports
+    # to one path at once each check their own graph, the later one's pair replacing the earlier's.
+    staging = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:
+        return _export_staged(model_path, out, staging, component_rule, size, serve_scales, note_unrecorded)
+    finally:
+        staging.unlink(missing_ok=True)
+        sidecar_path(staging).unlink(missing_ok=True)
+
+
+def _export_staged(
+    model_path: str | Path,
+    out: Path,
+    staging: Path,
+    component_rule: str,
+    size: int | None,
+    serve_scales: tuple[float, ...],
+    note_unrecorded: bool,
+) -> dict:
+    """export's work, the graph written to ``staging`` and checked there, then published at ``out``."""
     members = ensemble_members(model_path, command="export")
     loaded = [load_model(member, "cpu") for member in members]
     network, saved = loaded[0]
@@ -298,13 +332,13 @@ def export(
     torch_sides, max_abs_diff = list(sides), None
     if len(sides) > 1:
         try:
-            max_abs_diff = _export_checked(probability, out, sidecar, sides)
+            max_abs_diff = _export_checked(probability, staging, sidecar, sides, out)
         except SonosegError as exc:
             log.warning("%s: exported at one input size only, without test-time scale selection (%s)", out, exc)
     if max_abs_diff is None:
         sides = sides[:1]
-        max_abs_diff = _export_checked(probability, out, sidecar, sides)
-    sidecar |= {"onnx_file": out.name, "onnx_sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
+        max_abs_diff = _export_checked(probability, staging, sidecar, sides, out)
+    sidecar |= {"onnx_file": out.name, "onnx_sha256": hashlib.sha256(staging.read_bytes()).hexdigest()}
     sidecar["parity"] = {"max_abs_probability_difference_vs_torch": max_abs_diff, "checked_batch": 2}
     if shrinks(scales):
         areas = [lesion_areas_at(kept, size) for _, kept in loaded]
@@ -318,7 +352,7 @@ def export(
             "training_lesion_areas": None if any(a is None for a in areas) else sorted(a for m in areas for a in m),
             "rule": SCALE_SELECTION_RULE,
         }
-    sidecar_path(out).write_text(json.dumps(sidecar, indent=2))
+    _publish(staging, out, sidecar)
     log.info(
         "exported %s (%s, opset %d, input %dx%d) to %s; max |ORT - torch| = %.1e",
         model_path,
@@ -332,18 +366,38 @@ def export(
     return sidecar
 
 
-def _export_checked(probability: nn.Module, out: Path, sidecar: dict, sides: list[int]) -> float:
-    """Write the graph that serves ``sides`` (the first: the input size; with more, any square size), recording in
-    it the values of ``sidecar`` it was exported with (sidecar.GRAPH_FACTS), and check it against torch at each
-    (_parity); ``sidecar`` is made to state those sizes."""
+def _publish(staging: Path, out: Path, sidecar: dict) -> None:
+    """The checked graph at ``staging`` and its sidecar renamed to ``out`` and beside it, the folder locked
+    meanwhile (flock on its descriptor, as segment locks its --outdir: no lock file left), so that two
+    exports' renames do not interleave and the pair at ``out`` is always one export's."""
+    written = sidecar_path(staging)
+    try:
+        written.write_text(json.dumps(sidecar, indent=2))
+        folder = os.open(out.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            os.replace(staging, out)
+            os.replace(written, sidecar_path(out))
+        finally:
+            os.close(folder)  # and the lock with it
+    except OSError as exc:
+        raise SonosegError(
+            f"{out}: could not be written ({exc.strerror or exc}); an earlier export there is kept"
+        ) from None
+
+
+def _export_checked(probability: nn.Module, out: Path, sidecar: dict, sides: list[int], shown: Path) -> float:
+    """Write the graph that serves ``sides`` (the first: the input size; with more, any square size) to ``out``,
+    recording in it the values of ``sidecar`` it was exported with (sidecar.GRAPH_FACTS), and check it against
+    torch at each (_parity); ``sidecar`` is made to state those sizes; messages name ``shown``."""
     side = sides[0] if len(sides) == 1 else "side"
     sidecar["input"]["shape"] = ["batch", 3, side, side]
     sidecar["output"]["shape"] = ["batch", 1, side, side]
     sidecar["input"].pop("sides", None)
     if len(sides) > 1:
         sidecar["input"]["sides"] = sides  # the input sizes checked against torch: the only ones segment runs
-    export_probability(probability, sides[0], out, any_size=len(sides) > 1, record=graph_record(sidecar))
-    return _parity(probability, out, sides)
+    export_probability(probability, sides[0], out, any_size=len(sides) > 1, record=graph_record(sidecar), shown=shown)
+    return _parity(probability, out, sides, shown)
 
 
 def _torch_takes(probability: nn.Module, side: int) -> bool:
@@ -363,9 +417,10 @@ def _size_refusal(probability: nn.Module, side: int) -> str | None:
     return None
 
 
-def _parity(probability: nn.Module, out: Path, sides: list[int]) -> float:
+def _parity(probability: nn.Module, out: Path, sides: list[int], shown: Path) -> float:
     """The largest |ONNX Runtime - torch| in probability over a random batch of two at each input side
-    (the first: the input size). Refused beyond 1e-4, or where ONNX Runtime cannot run the graph."""
+    (the first: the input size). Refused beyond 1e-4, or where ONNX Runtime cannot run the graph (named
+    as ``shown``, the path the user gave)."""
     session, worst = onnx_session(out), 0.0
     for side in sides:
         seed = 0 if side == sides[0] else side  # the input size's probe as before the other sizes were checked
@@ -375,10 +430,10 @@ def _parity(probability: nn.Module, out: Path, sides: list[int]) -> float:
         try:
             got = run_session(session, probe.numpy())
         except Exception as exc:  # ONNX Runtime's own error types
-            raise SonosegError(f"{out}: ONNX Runtime cannot run the graph at {side} px ({exc})") from None
+            raise SonosegError(f"{shown}: ONNX Runtime cannot run the graph at {side} px ({exc})") from None
         worst = max(worst, float(np.abs(got - expected).max()))
         if worst > 1e-4:
             raise SonosegError(
-                f"{out}: ONNX Runtime differs from torch by {worst:.2e} in probability at {side} px (limit 1e-4)"
+                f"{shown}: ONNX Runtime differs from torch by {worst:.2e} in probability at {side} px (limit 1e-4)"
             )
     return worst

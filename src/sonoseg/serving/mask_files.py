@@ -119,7 +119,10 @@ def check_writable(outdir: Path) -> None:
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SonosegError(f"{outdir}: cannot be made the folder for the masks ({exc.strerror or exc})") from None
+        # A file at the path (or above it) says "File exists" or "Not a directory": said as what it is.
+        blocking = next((path for path in (outdir, *outdir.parents) if path.exists() and not path.is_dir()), None)
+        why = f"{blocking} is a file, not a folder" if blocking else exc.strerror or exc
+        raise SonosegError(f"{outdir}: cannot be made the folder for the masks ({why})") from None
     try:
         with tempfile.NamedTemporaryFile(dir=outdir, prefix=".sonoseg-write-check-"):
             pass

@@ -114,11 +114,21 @@ def load_config(configfiles: list[str]) -> dict:
     config = {}
     for path in ["config/config.yaml", *configfiles]:
         try:
-            update_config(config, yaml.safe_load(Path(path).read_text()) or {})
+            read = yaml.safe_load(Path(path).read_text())
         except OSError as exc:
             raise SonosegError(
                 f"{path}: cannot read the config ({exc.strerror}); run from the workflow's folder"
             ) from None
+        except yaml.YAMLError as exc:
+            raise SonosegError(f"{path}: not a readable YAML config ({exc})") from None
+        # As Snakemake refuses it (without naming the file): an empty file, or a list, is no config; an empty one
+        # read as nothing gave the paper study's run sheet, and `fingerprint` hashed its data.
+        if not isinstance(read, dict):
+            raise SonosegError(
+                f"{path}: {'empty' if read is None else 'not a mapping of keys'}: a config file "
+                "holds top-level keys (dataset:, networks:, ...)"
+            )
+        update_config(config, read)
     from sonoseg.study import config_check
 
     config_check.clear_nulls(config)

@@ -361,7 +361,11 @@ def resume(
     and the weight average; a fresh state when there is none or it belongs to other settings or data."""
     if not checkpoint.exists():
         return fresh_state(rule)
-    saved = load_checked(checkpoint, CHECKPOINT_FORMAT)
+    try:
+        saved = load_checked(checkpoint, CHECKPOINT_FORMAT)
+    except SonosegError as exc:  # cut short or damaged by hand (it is written atomically): progress, not results
+        log.warning("%s; it holds only a training's progress: starting afresh", exc)
+        return fresh_state(rule)
     if saved["fingerprint"] != fingerprint:
         log.info("checkpoint %s belongs to other settings or data: starting afresh", checkpoint)
         return fresh_state(rule)
