@@ -113,6 +113,25 @@ def test_a_closed_pipe_ends_the_command_quietly():
     assert piped.returncode == 0 and "BrokenPipe" not in piped.stderr
 
 
+def test_a_file_that_cannot_be_written_is_named_in_the_commands_one_line(tmp_path, monkeypatch, capsys):
+    """A full disk while report-data wrote its figure said "OSError: [Errno 28] No space left on device", no file."""
+    from sonoseg.study import cli, commands
+
+    def full_disk(args):
+        raise OSError(28, "No space left on device", str(tmp_path / "samples.png"))
+
+    def full_disk_unnamed(args):
+        raise OSError(28, "No space left on device")
+
+    for failing, said in (
+        (full_disk, f"error: {tmp_path / 'samples.png'}: No space left on device"),
+        (full_disk_unnamed, "error: no space left on the device for its output"),
+    ):
+        monkeypatch.setattr(commands, "cmd_models", failing)
+        assert cli.main(["models"]) == 2
+        assert said in capsys.readouterr().err
+
+
 USERS_MISTAKES = """
 import torch
 from torch import nn

@@ -5,6 +5,7 @@ commands. Parsing imports neither torch nor OpenCV."""
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -711,6 +712,12 @@ def main(argv: list[str] | None = None) -> int:
                 "serves an exported model.onnx with --backend onnxruntime",
                 file=sys.stderr,
             )
+            return 2
+        if isinstance(exc, OSError) and exc.filename:  # a full disk while a figure or a page is written, say
+            print(f"sonoseg {args.command}: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # written through a library that drops the name
+            print(f"sonoseg {args.command}: error: no space left on the device for its output ({exc})", file=sys.stderr)
             return 2
         print(
             f"sonoseg {args.command}: error: {type(exc).__name__}: {exc} "
