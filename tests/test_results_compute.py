@@ -195,12 +195,28 @@ def test_a_real_training_records_what_each_epoch_ran_on(tmp_path):
     # The sonoseg that trained it, as the captions of tables made later from its predictions name it.
     assert history["commit"].tolist() == [provenance.sonoseg_commit()] * 2
     assert history["precision"].tolist() == ["fp32", "fp32"] and history["device"].tolist() == ["cpu", "cpu"]
-    assert history["processor"].tolist() == [cost.cpu_model()] * 2 and cost.cpu_model() != ""
+    cpu_named = f"{cost.cpu_model()}, {device.cpu_kernels()} kernels"  # the kernels too: fp32 differs between them
+    assert history["processor"].tolist() == [cpu_named] * 2 and cost.cpu_model() != ""
     assert torch.load(out / "model.pt", weights_only=True)["trained_with"] == "fp32"
     Path(layout.recipe(tmp_path, "lighter_unet_c1", "0")).write_text(recipe.to_json())
     table = results.collect_trainings(tmp_path, [trained("lighter_unet_c1")])
-    assert table[["precision", "device", "processor"]].iloc[0].tolist() == ["fp32", "cpu", cost.cpu_model()]
+    assert table[["precision", "device", "processor"]].iloc[0].tolist() == ["fp32", "cpu", cpu_named]
     assert table["commit"].iloc[0] == provenance.sonoseg_commit()
+
+
+def test_auto_trains_fp32_where_torchs_kernels_are_held_below_bf16(monkeypatch):
+    """On an AMX Xeon held to AVX2 (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2: an emulated AVX2 machine,
+    or a cluster's environment) `auto` read the CPU's flags alone and trained bf16, emulated ~10x slower."""
+    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx512f", "amx_bf16"})
+    monkeypatch.setattr(device, "cpu_kernels", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert device.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert device.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert device.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(device, "cpu_kernels", lambda: "AVX2")
+    assert device.resolve_precision("auto", torch.device("cpu")) == "fp32"
 
 
 def test_the_device_and_processor_names():
@@ -212,9 +228,10 @@ def test_the_device_and_processor_names():
         if cpuinfo.is_file()
         else []
     )
+    kernels = torch.backends.cpu.get_cpu_capability()
     if names:
-        assert device.processor_name(torch.device("cpu")) == names[0]
-    assert device.processor_name(torch.device("cpu")) == cost.cpu_model() != ""
+        assert device.processor_name(torch.device("cpu")) == f"{names[0]}, {kernels} kernels"
+    assert device.processor_name(torch.device("cpu")) == f"{cost.cpu_model()}, {kernels} kernels" != ""
     if torch.cuda.is_available():
         assert device.device_name(torch.device("cuda")) == f"cuda:{torch.cuda.current_device()}"
         assert device.processor_name(torch.device("cuda:0")) == torch.cuda.get_device_name(0)

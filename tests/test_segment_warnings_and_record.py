@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sonoseg.errors import SonosegError
-from sonoseg.serving import infer
+from sonoseg.serving import export, infer
 from sonoseg.serving.image_warnings import COLOURED_SHARE
 from sonoseg.study.cli import main
 
@@ -90,11 +90,16 @@ def test_the_record_lists_the_sizes_the_network_took_and_names_each_model_beyond
     model = write_model(tmp_path / "unext.pt", "unext", lesion_areas=[10, 20])
     saved = torch.load(model, weights_only=False)
     saved["fingerprint"] = "f" * 16  # as training records it
+    saved["trained_with"] = "bf16 + channels_last"
     torch.save(saved, model)
     infer.segment_images(model, paths[:2], tmp_path / "masks", device="cpu", scales=(1.0, 0.75, 0.5))
     entry = record(tmp_path / "masks")
     assert entry["scales"] == [1.0, 0.75, 0.5] and entry["input_sizes"] == [64, 32]
     assert entry["cwd"] == os.getcwd() and entry["member_ids"] == ["f" * 16]
+    assert entry["precision"] == "fp32"  # what the masks were computed in, whatever the model trained in
+    # An export says what its model trained in (the graph computes in fp32 whatever it was).
+    sidecar = export.export(model, tmp_path / "unext.onnx")
+    assert sidecar["source_model"]["trained_with"] == "bf16 + channels_last"
 
 
 def test_input_sizes_out_of_all_reason_are_refused_by_the_command(tmp_path, scans, capsys):

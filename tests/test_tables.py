@@ -611,6 +611,7 @@ def test_a_paired_table_has_a_markdown_twin_that_says_where_its_numbers_come_fro
             "lesion_pixels": 10,
             "dataset": IN_DOMAIN,
             "training_commit": "abc1234",
+            "training_precision": "bf16 + channels_last" if i else "fp32",  # a training resumed in another
         }
         for run, shift in (("unet", 0.0), ("unet--tta", 0.05))
         for i in range(6)
@@ -636,8 +637,9 @@ def test_a_paired_table_has_a_markdown_twin_that_says_where_its_numbers_come_fro
     assert caption.startswith("**Paired by patient: tested with flip averaging vs without (same models), Holm over")
     assert caption.endswith(
         f"Data fingerprint {'f' * 12}; sonoseg {provenance.sonoseg_version()} at commit "
-        f"{provenance.sonoseg_commit()}; models trained at commit abc1234.**"
-    )
+        f"{provenance.sonoseg_commit()}; models trained at commit abc1234 in fp32 / bf16 + channels_last.**"
+    )  # the precision too: a bf16 study's table and an fp32 one's, whose numbers differ, had one caption
+    assert provenance.caption_line("f" * 64, "", "fp32").endswith("; models trained in fp32.")
     assert f"| `unet--tta` | `unet` | {table['dice_method'][0]:.3f} | {table['dice_reference'][0]:.3f} | +0.050" in body
 
 

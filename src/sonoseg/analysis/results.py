@@ -289,16 +289,26 @@ def trained_at(per_image: pd.DataFrame | None) -> str:
     return ", ".join(dict.fromkeys(c for cell in found for c in cell.split(COMPUTE_SEPARATOR) if c))
 
 
+def trained_in(per_image: pd.DataFrame | None) -> str:
+    """The precision(s) the trainings behind a long table's rows computed in (``training_precision``: "bf16 +
+    channels_last", "fp32"; a training resumed in another one lists both), in the order they first appear,
+    joined by " / "; '' where none is recorded (floors alone, a study from before the column)."""
+    if per_image is None or "training_precision" not in per_image:
+        return ""
+    found = per_image["training_precision"].dropna().astype(str)
+    return " / ".join(dict.fromkeys(p for cell in found for p in cell.split(COMPUTE_SEPARATOR) if p))
+
+
 def source_line(manifest_csv: str | Path | None, per_image: pd.DataFrame | None = None) -> str:
     """The caption's provenance the study's tables end with (Tables 1 and 2, the ladder, generalization,
     subgroups): the main dataset's fingerprint from its manifest, the sonoseg version and commit, and the
-    commit(s) that trained the long table's models; '' without a manifest."""
+    commit(s) that trained the long table's models and the precision(s) they trained in; '' without a manifest."""
     if not manifest_csv:
         return ""
     from sonoseg.data import provenance
 
     fingerprint = provenance.read_manifest_provenance(manifest_csv)["dataset_fingerprint"]
-    return provenance.caption_line(fingerprint, trained_at(per_image))
+    return provenance.caption_line(fingerprint, trained_at(per_image), trained_in(per_image))
 
 
 def compute_values(history: pd.DataFrame, column: str) -> str:
@@ -364,7 +374,7 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     compression = {"method": "gzip", "mtime": 0} if path.suffix == ".gz" else "infer"
     # Written beside it, then renamed over it: a full disk or a kill never leaves a table cut short in its place.
-    partial = path.with_name(f".{path.name}.partial")
+    partial = path.with_name(f".partial-{path.name}")  # its own name's end: compressed as the name says
     try:
         table.to_csv(partial, index=False, compression=compression)
         os.replace(partial, path)

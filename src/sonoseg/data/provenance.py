@@ -683,12 +683,15 @@ def read_manifest_provenance(manifest_csv: str | Path) -> dict:
     return {key: found.get(key, "unknown") for key in ("dataset_fingerprint", "sonoseg_version", "commit")}
 
 
-def caption_line(dataset_fingerprint: str, trained_at: str = "") -> str:
+def caption_line(dataset_fingerprint: str, trained_at: str = "", trained_in: str = "") -> str:
     """One line naming where a table's numbers come from: the data, the sonoseg that wrote the table and, where
-    known (``trained_at``: sonoseg.analysis.results.trained_at), the commit(s) that trained its models. A
-    table remade by later code from the same predictions names both: the predictions are the training's."""
+    known (sonoseg.analysis.results.trained_at and trained_in), the commit(s) that trained its models and the
+    precision(s) they trained in. A table remade by later code from the same predictions names both commits:
+    the predictions are the training's; and a bf16 study's table and an fp32 one's, whose numbers differ,
+    are told apart by their captions."""
     short = dataset_fingerprint[:SHORT] if dataset_fingerprint != "unknown" else "unknown"
     line = f"Data fingerprint {short}; sonoseg {sonoseg_version()} at commit {sonoseg_commit()}"
-    if trained_at:
-        line += f"; models trained at commit {trained_at}"
+    if trained_at or trained_in:
+        line += "; models trained" + (f" at commit {trained_at}" if trained_at else "")
+        line += f" in {trained_in}" if trained_in else ""
     return line + "."

@@ -30,11 +30,25 @@ def cpu_flags() -> set[str]:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Matrix units for bf16 (AMX) or AVX512-BF16 instructions, detected from the CPU's flags.
+    """Matrix units for bf16 (AMX) or AVX512-BF16 instructions, detected from the CPU's flags, and open to the
+    kernels torch runs with: torch held to AVX2 (ATEN_CPU_CAPABILITY=avx2) or oneDNN held below its bf16
+    instructions (ONEDNN_MAX_CPU_ISA=AVX2), as a cluster's environment or an emulation of an AVX2 machine
+    may hold them, emulates bf16 on such a CPU too.
 
     Without them PyTorch still runs bf16 on the CPU, but emulated and slower than fp32.
     """
-    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+    if not cpu_flags() & {"amx_bf16", "avx512_bf16"}:
+        return False
+    if not cpu_kernels().startswith("AVX512"):
+        return False
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    return not limit or limit in ("ALL", "DEFAULT") or any(isa in limit for isa in ("BF16", "AMX", "FP16", "AVX10"))
+
+
+def cpu_kernels() -> str:
+    """The instruction set of the CPU kernels torch dispatches to ("AVX512", "AVX2", ...): fp32 results differ
+    between them in the last digits, and a training's path with them."""
+    return torch.backends.cpu.get_cpu_capability()
 
 
 def cuda_has_fast_bf16(device: torch.device) -> bool:
@@ -161,10 +175,11 @@ def device_name(device: torch.device) -> str:
 def processor_name(device: torch.device) -> str:
     """What computes on ``device``, by name: a CUDA GPU's as torch reports it (``NVIDIA H100 80GB HBM3``),
     else the CPU's model name, as the cost table's ``cpu`` column gives it (cpu_model:
-    /proc/cpuinfo's ``model name``, else what the platform says)."""
+    /proc/cpuinfo's ``model name``, else what the platform says), and the kernels torch runs there
+    (``Intel(R) Xeon(R) Processor, AVX512 kernels``): one CPU held to AVX2 trains otherwise in fp32."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return cpu_model()
+    return f"{cpu_model()}, {cpu_kernels()} kernels"
 
 
 def make_deterministic(device: torch.device) -> None:

@@ -199,7 +199,12 @@ def build_sidecar(saved: dict, size: int, component_rule: str, postprocess: str 
             "study_scale_selection": None,
         },
         "parity": None,
-        "source_model": {"best_epoch": saved.get("best_epoch"), "seed": saved.get("seed")},
+        # What it trained in ("bf16 + channels_last", "fp32"); the graph computes in fp32 whatever it was.
+        "source_model": {
+            "best_epoch": saved.get("best_epoch"),
+            "seed": saved.get("seed"),
+            "trained_with": saved.get("trained_with"),
+        },
     }
 
 
@@ -314,6 +319,7 @@ def _export_staged(
                     "model": member.relative_to(model_path).as_posix(),
                     "network": kept["network"],
                     "seed": kept.get("seed"),
+                    "trained_with": kept.get("trained_with"),
                     "normalization": kept.get("normalization"),
                 }
                 for member, (_, kept) in zip(members, loaded)

@@ -687,7 +687,8 @@ def segment_images(
     # The paths as given, the folder they are relative to, and what names each member beyond its path.
     settings = {"model": str(model_path), "members": [str(m) for m in members], "cwd": os.getcwd()}
     ids = [described.get("onnx_sha256")] if exported else [training_fingerprint(member) for member in members]
-    settings |= {"member_ids": ids, "backend": backend, "tta": tta}
+    # Serving never autocasts: whatever a model trained in, its masks are computed in fp32 (said in the record).
+    settings |= {"member_ids": ids, "backend": backend, "precision": "fp32", "tta": tta}
     settings |= {"device": device if backend == "torch" else "cpu", "threads": threads, "input_size": predictor.size}
     settings |= {"scales": list(scales), "shrink_above": shrink_above, "shrink_found_above": shrink_found_above}
     settings |= {"input_sizes": selected.input_sizes(predictor.size)}

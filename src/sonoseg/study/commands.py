@@ -649,7 +649,10 @@ def cmd_equivalence(args) -> None:
     per_image = _per_image(args)
     table = comparisons.equivalence_table(per_image, pairs, args.margin, args.seed)
     comparisons.write_equivalence(
-        table, args.out, args.margin, provenance.caption_line(origin, results.trained_at(per_image))
+        table,
+        args.out,
+        args.margin,
+        provenance.caption_line(origin, results.trained_at(per_image), results.trained_in(per_image)),
     )
     log.info("equivalence claims (margin %g):\n%s", args.margin, table.to_string(index=False))
 
