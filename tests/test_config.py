@@ -108,6 +108,29 @@ def test_each_backbone_kind_gets_its_own_weights_file(workflow_copy):
     }
 
 
+def test_weights_of_another_backbone_kind_are_refused_at_planning(workflow_copy):
+    """ResNet weights given for VGG16 passed the dry run and were refused when fcn8s's training started, after every
+    job before it had run. The planning reads the file's tensor names (without torch) and names the mismatch."""
+    import torch
+
+    from sonoseg.networks import weights_file
+
+    weights = workflow_copy / "weights"
+    weights.mkdir()
+    resnet = {f"layer{i}.{j}.conv3.weight": torch.zeros(1) for i in (3, 4) for j in (2, 22) if (i, j) != (4, 22)}
+    torch.save({"state_dict": resnet}, weights / "resnet101.pth")
+    torch.save({"features.28.weight": torch.zeros(1)}, weights / "vgg16.pth")
+    assert weights_file.guess_kind(weights_file.names_in_file(weights / "resnet101.pth")) == "resnet101"
+    assert weights_file.names_in_file(weights / "missing.pth") is None
+    config = {**BASE, "networks": ["fcn8s"], "train": {**BASE["train"], "weight_decay": 0.0001}}
+    config["train"]["pretrained_backbones"] = {"vgg16": f"{weights}/resnet101.pth"}
+    code, output = dry_run(workflow_copy, config)
+    assert code != 0 and f"{weights}/resnet101.pth: holds resnet101 weights, but fcn8s's backbone is vgg16" in output
+    config["train"]["pretrained_backbones"] = {"vgg16": f"{weights}/vgg16.pth"}
+    code, output = dry_run(workflow_copy, config)
+    assert code == 0, output[-3000:]
+
+
 def test_old_single_pretrained_key_and_misplaced_overrides_are_clear_errors(workflow_copy):
     old = {**BASE, "networks": ["fcn8s"], "train": {**BASE["train"], "pretrained_backbone": "/weights/vgg16.pth"}}
     code, output = dry_run(workflow_copy, old)

@@ -13,7 +13,7 @@ from snakemake.utils import validate
 
 from sonoseg import analysis
 from sonoseg.analysis.results import offered_candidates
-from sonoseg.networks import catalog
+from sonoseg.networks import catalog, weights_file
 from sonoseg.study import config_check, layout, runsheet
 from sonoseg.data import provenance
 from sonoseg.data.options import CACHE_MARKS, PARTS, UNMARKED
@@ -104,6 +104,12 @@ if CHECKS_DATA:
         )
     except SonosegError as exc:
         stop_planning(str(exc))
+    # A weights file of another backbone kind, found now rather than when its training starts (no torch here).
+    _weights_problems = weights_file.pretrained_problems(
+        (run.method, run.pretrained_backbone) for run in RUNS.values() if run.pretrained_backbone
+    )
+    if _weights_problems:
+        stop_planning("\n".join(dict.fromkeys(_weights_problems)))
     # --report runs nothing: what a change redoes is the next run's (the report says its results are older)
     _report_only = (
         "; this --report runs nothing: the next run redoes it" if config_check.only_reports(sys.argv[1:]) else ""

@@ -15,6 +15,7 @@ from torch import nn
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 from sonoseg.networks.catalog import SAVE_HINTS, backbone_kind, has_backbone  # noqa: F401 - part of the registry's interface
+from sonoseg.networks.weights_file import guess_kind
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path, kind: str | Non
     mapped = _map_backbone_keys(state, own, own_kind)
     missing = [k for k in own if k not in mapped]
     if missing:
-        looks_like = _guess_kind(state)
+        looks_like = guess_kind(state)
         hint = f"; the file looks like {looks_like} weights" if looks_like and looks_like != own_kind else ""
         raise SonosegError(
             f"{key}: {path} does not match a {own_kind} backbone: {len(missing)} of {len(own)} tensors missing "
@@ -257,20 +258,6 @@ def _map_backbone_keys(state: dict, own: dict, kind: str) -> dict:
     if len(source) == len(own) and all(tuple(a.shape) == tuple(b.shape) for a, b in zip(source, own.values())):
         return dict(zip(own, source))
     return {}
-
-
-def _guess_kind(state: dict) -> str | None:
-    """Which backbone a weights file seems to hold, for error messages only."""
-    keys = set(state)
-    if any(k.endswith("layer4.2.conv3.weight") for k in keys):
-        return "resnet101" if any(".22.conv3." in k for k in keys) else "a ResNet (not ResNet-101)"
-    if any(k.endswith("features.17.conv.0.0.weight") or k.endswith("17.conv.0.0.weight") for k in keys):
-        return "mobilenet_v2"
-    if any(k.endswith(("features.28.weight", "classifier.6.weight")) for k in keys) or "28.weight" in keys:
-        return "vgg16"
-    if any("middle." in k or "block20." in k for k in keys):
-        return "xception"
-    return None
 
 
 def code_record(name: str, model: nn.Module, builder: str | None = None) -> dict:
