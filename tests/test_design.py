@@ -125,7 +125,7 @@ def test_a_file_that_cannot_be_written_is_named_in_the_commands_one_line(tmp_pat
 
     for failing, said in (
         (full_disk, f"error: {tmp_path / 'samples.png'}: No space left on device"),
-        (full_disk_unnamed, "error: no space left on the device for its output"),
+        (full_disk_unnamed, "error: no space left on the device"),
     ):
         monkeypatch.setattr(commands, "cmd_models", failing)
         assert cli.main(["models"]) == 2

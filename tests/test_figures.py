@@ -10,6 +10,7 @@ import pytest
 from conftest import collect, sheet_row
 
 from sonoseg.analysis import families, figures, pages, scoring, stats
+from sonoseg.data import provenance
 from sonoseg.errors import SonosegError
 from sonoseg.study import layout
 
@@ -251,6 +252,8 @@ def test_figure2_cost_and_statistics_include_a_method_without_history(small_stud
     assert against_floor["mean_difference"].tolist() == pytest.approx([0.1])
     page = (root / "paired.html").read_text()
     assert "-0.1000" in page and "Test Dice per organ" in page
+    # Where its numbers come from, as every table's caption says it (the page named nothing of the kind).
+    assert f"Data fingerprint unknown; sonoseg {provenance.sonoseg_version()} at commit" in page
     for name in ("distributions.png", "forest.png"):
         assert (root / name).stat().st_size < 200_000
 

@@ -6,11 +6,13 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 from conftest import easy_caches, sheet_row, write_patient_manifest, write_run_metrics
 
 from sonoseg.analysis import report_labels, results
 from sonoseg.data import provenance
+from sonoseg.errors import SonosegError
 from sonoseg.serving import cost, device
 from sonoseg.study import layout
 from sonoseg.training import train
@@ -195,7 +197,7 @@ def test_a_real_training_records_what_each_epoch_ran_on(tmp_path):
     # The sonoseg that trained it, as the captions of tables made later from its predictions name it.
     assert history["commit"].tolist() == [provenance.sonoseg_commit()] * 2
     assert history["precision"].tolist() == ["fp32", "fp32"] and history["device"].tolist() == ["cpu", "cpu"]
-    cpu_named = f"{cost.cpu_model()}, {device.cpu_kernels()} kernels"  # the kernels too: fp32 differs between them
+    cpu_named = f"{cost.cpu_model()} with {device.cpu_kernels()} kernels"  # the kernels too: fp32 differs between them
     assert history["processor"].tolist() == [cpu_named] * 2 and cost.cpu_model() != ""
     assert torch.load(out / "model.pt", weights_only=True)["trained_with"] == "fp32"
     Path(layout.recipe(tmp_path, "lighter_unet_c1", "0")).write_text(recipe.to_json())
@@ -215,6 +217,10 @@ def test_auto_trains_fp32_where_torchs_kernels_are_held_below_bf16(monkeypatch):
     assert device.resolve_precision("auto", torch.device("cpu")) == "fp32"
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
     assert device.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")  # its older name
+    assert device.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA")
     monkeypatch.setattr(device, "cpu_kernels", lambda: "AVX2")
     assert device.resolve_precision("auto", torch.device("cpu")) == "fp32"
 
@@ -230,8 +236,8 @@ def test_the_device_and_processor_names():
     )
     kernels = torch.backends.cpu.get_cpu_capability()
     if names:
-        assert device.processor_name(torch.device("cpu")) == f"{names[0]}, {kernels} kernels"
-    assert device.processor_name(torch.device("cpu")) == f"{cost.cpu_model()}, {kernels} kernels" != ""
+        assert device.processor_name(torch.device("cpu")) == f"{names[0]} with {kernels} kernels"
+    assert device.processor_name(torch.device("cpu")) == f"{cost.cpu_model()} with {kernels} kernels" != ""
     if torch.cuda.is_available():
         assert device.device_name(torch.device("cuda")) == f"cuda:{torch.cuda.current_device()}"
         assert device.processor_name(torch.device("cuda:0")) == torch.cuda.get_device_name(0)
@@ -248,6 +254,34 @@ def test_a_results_table_is_the_same_bytes_for_the_same_rows_and_compressed_by_i
     assert (tmp_path / "a.csv.gz").read_bytes() == first and first[4:8] == b"\0\0\0\0"  # its MTIME field
     results.write_table(table, tmp_path / "a.csv.xz")
     assert lzma.decompress((tmp_path / "a.csv.xz").read_bytes()).decode().startswith("run,dice")
+
+
+def test_every_table_sonoseg_writes_reads_back_and_a_failed_write_leaves_the_old_one(tmp_path, monkeypatch):
+    """The reader refused complete tables it did not write itself as cut short (an .xz, a last line without its
+    line break), and a sample id "NA" (an image NA.png) as missing; a write cut short left a file behind."""
+    table = pd.DataFrame(
+        {"run": ["unet"] * 2, "fold": 0, "seed": 0, "training": "fold0/seed0", "sample_id": ["NA", "None"]}
+    ).assign(patient=["P1", "P2"], dice=[0.5, 0.7])
+    for name in ("p.csv.gz", "p.csv.xz", "p.csv.bz2", "p.csv"):
+        results.write_table(table, tmp_path / name)
+        read = results.read_per_image(tmp_path / name)
+        assert read["sample_id"].tolist() == ["NA", "None"] and read["dice"].tolist() == [0.5, 0.7], name
+    unended = tmp_path / "unended.csv"
+    unended.write_bytes((tmp_path / "p.csv").read_bytes().rstrip(b"\n"))  # complete, its last line unended
+    assert len(results.read_per_image(unended)) == 2
+    cut = tmp_path / "cut.csv"
+    cut.write_bytes((tmp_path / "p.csv").read_bytes()[:-6])  # the last row's last fields gone
+    with pytest.raises(SonosegError, match=r"cut short or damaged.*its last line has 6 of the 7 fields"):
+        results.read_per_image(cut)
+
+    def full_disk(path, data):  # write_bytes_atomic's own clean-up is provenance's test
+        raise OSError(28, "No space left on device")
+
+    before = (tmp_path / "p.csv.gz").read_bytes()
+    monkeypatch.setattr(provenance, "write_bytes_atomic", full_disk)
+    with pytest.raises(SonosegError, match=r"p.csv.gz: could not be written \(No space left on device\)"):
+        results.write_table(table.assign(dice=0.1), tmp_path / "p.csv.gz")
+    assert (tmp_path / "p.csv.gz").read_bytes() == before
 
 
 def test_a_table_made_later_from_the_predictions_names_the_commit_that_trained_its_models(tmp_path):

@@ -641,6 +641,9 @@ def test_a_paired_table_has_a_markdown_twin_that_says_where_its_numbers_come_fro
     )  # the precision too: a bf16 study's table and an fp32 one's, whose numbers differ, had one caption
     assert provenance.caption_line("f" * 64, "", "fp32").endswith("; models trained in fp32.")
     assert f"| `unet--tta` | `unet` | {table['dice_method'][0]:.3f} | {table['dice_reference'][0]:.3f} | +0.050" in body
+    significant = "yes" if table["significant"][0] else "no"  # decided with the CI as well: said, not left to p
+    assert body.rstrip().endswith(f"| {table['p_holm'][0]:.3g} | {significant} | 6 |")
+    assert comparisons._difference(-1.2e-05) == "-1.2e-05" and comparisons._difference(0.0512) == "+0.051"
 
 
 def test_a_tables_caption_says_what_its_means_are_over():

@@ -145,6 +145,22 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     again = run_snakemake(["all", "--cores", "2", "--configfile", config], workdir)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
+    # A model deleted (to have it trained again, or lost) is made again, with what was made from it; Snakemake
+    # alone said "Nothing to be done" while the tables made from it were there. So are deleted masks.
+    model = out / "runs" / "unet" / "fold0" / "seed0" / "model.pt"
+    kept = model.read_bytes()
+    model.unlink()
+    shutil.rmtree(out / "runs" / "threshold_baseline" / "fold0" / "seed0" / "predictions")
+    dry = run_snakemake(["all", "-n", "--cores", "1", "--configfile", config], workdir)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert re.search(r"rule train:\n(.*\n)*?\s+output: \S*runs/unet/fold0/seed0/model.pt", dry.stdout), dry.stdout[
+        -3000:
+    ]
+    assert "runs/threshold_baseline/fold0/seed0/predictions" in dry.stdout
+    redone = run_snakemake(["all", "--cores", "2", "--configfile", config], workdir)
+    assert redone.returncode == 0, redone.stderr[-3000:]
+    assert model.read_bytes() == kept  # the same training again, bit for bit
+
     # Settings no run reads (how often a checkpoint is written, how many jobs share a GPU) rerun nothing: not
     # the run sheet, nor the long table and the tables after it (the sheet's rule leaves them out of its config).
     quiet = {**TINY, "train": {**TINY["train"], "checkpoint_seconds": 5, "runs_per_gpu": 2, "threads": 2}}

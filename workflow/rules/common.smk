@@ -744,6 +744,17 @@ def study_tables():
 
 def get_final_outputs():
     outputs = [SHEET, PER_IMAGE, TRAININGS]
+    # Every training's model and every run's masks and metrics, the study's products: one deleted (to have it
+    # made again, or lost) is made again, with what was made from it. Snakemake leaves a missing file alone
+    # while what was made from it is there, unless a target names it.
+    outputs += [path for run in COLLECTED if run.trained for path in run_files(run, layout.MODEL)]
+    outputs += [
+        path
+        for run in COLLECTED
+        if run.evaluated
+        for name in (layout.PREDICTIONS, layout.METRICS)
+        for path in run_files(run, name)
+    ]
     for table in study_tables():
         outputs += [f"{OUT}/tables/{table}.{ext}" for ext in ("csv", "md", "tex")]
     outputs += [layout.summary(OUT, run) for run in NETWORKS + FLOORS]

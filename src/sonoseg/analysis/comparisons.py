@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sonoseg.analysis.results import patient_table
+from sonoseg.analysis.results import patient_table, write_table
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 
@@ -85,25 +85,40 @@ def paired_markdown(table: pd.DataFrame, family: str, source: str = "") -> str:
     what = table["family"].iloc[0] if not table.empty else PAIRED_FAMILIES[family]
     caption = (
         f"**Paired by patient: {what}. Difference = method - reference, Dice averaged over the test images with a "
-        f"lesion [95 % CI by patient, then training]; sign-flip p, Holm-corrected.{' ' + source if source else ''}**"
+        "lesion [95 % CI by patient, then training]; sign-flip p, Holm-corrected; significant: Holm's p < 0.05 "
+        f"and, where a side has several trainings, the CI excluding 0.{' ' + source if source else ''}**"
     )
     if table.empty:
         return caption + "\n\nNo pair had a test image with a lesion: nothing was compared.\n"
-    header = ["Method", "Reference", "Dice method", "Dice reference", "Difference [95 % CI]", "p (Holm)", "Patients"]
+    header = ["Method", "Reference", "Dice method", "Dice reference", "Difference [95 % CI]", "p (Holm)"]
+    header += ["Significant", "Patients"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.itertuples(index=False):
-        difference = f"{row.mean_difference:+.3f} {stats.ci_text(row.ci_low, row.ci_high, signed=True)}"
+        interval = (
+            f"[{_difference(row.ci_low)}, {_difference(row.ci_high)}]"
+            if pd.notna(row.ci_low) and pd.notna(row.ci_high)
+            else stats.ci_text(row.ci_low, row.ci_high)
+        )
         cells = [f"`{row.method}`", f"`{row.reference}`", f"{row.dice_method:.3f}", f"{row.dice_reference:.3f}"]
-        lines.append("| " + " | ".join([*cells, difference, f"{row.p_holm:.3g}", str(row.patients)]) + " |")
+        cells += [f"{_difference(row.mean_difference)} {interval}", f"{row.p_holm:.3g}"]
+        cells += ["yes" if row.significant else "no", str(row.patients)]
+        lines.append("| " + " | ".join(cells) + " |")
     return caption + "\n\n" + "\n".join(lines) + "\n"
+
+
+def _difference(value: float) -> str:
+    """A signed difference in Dice at 3 decimals, or in two significant digits where 3 decimals would read 0
+    and lose its sign (a reliance of -1.2e-05 is not -0.000)."""
+    return f"{value:+.3f}" if value == 0 or abs(value) >= 0.0005 else f"{value:+.1e}"
 
 
 def write_paired(table: pd.DataFrame, out_csv: str | Path, family: str, source: str = "") -> None:
     """A paired table as CSV, and as Markdown beside it (paired_markdown), whose caption says where it comes from."""
+    from sonoseg.data.provenance import write_bytes_atomic
+
     out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_csv, index=False)
-    out_csv.with_suffix(".md").write_text(paired_markdown(table, family, source))
+    write_table(table, out_csv)
+    write_bytes_atomic(out_csv.with_suffix(".md"), paired_markdown(table, family, source).encode())
 
 
 def equivalence_table(

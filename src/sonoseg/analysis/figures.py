@@ -22,7 +22,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sonoseg.analysis import families, pages, paper, stats
-from sonoseg.analysis.results import as_compared, lesion_images, patient_table, trainings_of  # noqa: E402
+from sonoseg.analysis.results import (  # noqa: E402
+    as_compared,
+    lesion_images,
+    patient_table,
+    source_line,
+    trainings_of,
+)
 from sonoseg.analysis.scoring import kept_epoch  # noqa: E402
 from sonoseg.data.imageio import read_image, read_mask  # noqa: E402
 from sonoseg.errors import SonosegError  # noqa: E402
@@ -630,10 +636,11 @@ def paired_statistics(
       family, compared with, never counted as floors;
     - Dice per metadata value (lesion type, class, ...) with counts and CIs.
     Patients are the manifest's patient groups (a patient's views, and duplicated images, move together)."""
+    source = source_line(manifest_csv, per_image)  # the data, the code and the trainings, as every table's caption
     per_image = patient_table(per_image)
     found = families.paired_families(per_image, seed=seed, resamples=resamples)
     pd.concat([found.comparison, found.beyond, found.versus_references], ignore_index=True).to_csv(out_csv, index=False)
-    pages.statistics_page(per_image, found, manifest_csv, out_html, seed=seed, resamples=resamples)
+    pages.statistics_page(per_image, found, manifest_csv, out_html, seed=seed, resamples=resamples, source=source)
     comparison, reference = found.comparison, found.reference
 
     fig, ax = plt.subplots(figsize=(5.0, 0.35 * max(len(comparison), 1) + 1.0))

@@ -367,10 +367,12 @@ def statistics_page(
     out_html: str | Path,
     seed: int = 0,
     resamples: int = 10_000,
+    source: str = "",
 ) -> None:
     """The statistics page: each method's mean Dice with its patient-level CI, the paired families
     (sonoseg.analysis.families.paired_families: ``found``) and Dice per metadata value (lesion type,
-    class, ...) with counts and CIs."""
+    class, ...) with counts and CIs; ``source`` (results.source_line: the data, the code and the trainings
+    its numbers come from) ends it, as every table's caption."""
     reference, reference_note = found.reference, found.reference_note
     # No comparison at all (one network and no floor): the page still gives each method's Dice.
     family = found.comparison["family"].iloc[0] if len(found.comparison) else "none"
@@ -457,4 +459,6 @@ def statistics_page(
                 f"Test Dice per {column} (patient-level 95 % CI, {breakdown_resamples:,} bootstrap resamples)",
             )
         )
+    if source:
+        parts.append(note(source))
     write_page(out_html, "Statistics by patient", parts)

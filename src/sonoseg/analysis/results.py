@@ -30,9 +30,12 @@ torch-free.
 
 from __future__ import annotations
 
+import bz2
+import csv
 import gzip
 import io
 import json
+import lzma
 import os
 import zlib
 from collections.abc import Iterable
@@ -66,30 +69,49 @@ def training_label(fold, seed) -> str:
 
 
 def read_table(
-    path: str | Path, what: str, required: Iterable[str], complete: Iterable[str] = (), **read_csv
+    path: str | Path, what: str, required: Iterable[str], non_empty: Iterable[str] = (), **read_csv
 ) -> pd.DataFrame:
     """A table the study wrote (``what``: "run sheet", "subgroup table"), read with ``read_csv``'s options.
     Named so: an unreadable file (a compressed one cut short, an empty one), one without a ``required``
     column, and one cut short mid-row (pandas fills what a last line leaves out with nothing, and the
-    statistics went on without a word): its text does not end its last line, or a row has no value in a
-    ``complete`` column."""
+    statistics went on without a word): a last line without all the header's fields, or a row without a
+    value in a ``non_empty`` column."""
     damaged = f"{path}: the {what} is cut short or damaged; remake it (delete it and rerun)"
     try:
         table = pd.read_csv(path, **read_csv)
-        with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as handle:
-            ends_its_line = handle.read().endswith(b"\n")
-    except (OSError, EOFError, zlib.error, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        last_line = _last_line(path)
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise SonosegError(f"{damaged} (reading it: {exc})") from None
     missing = set(required) - set(table.columns)
     if missing:
         raise SonosegError(f"{path}: not a {what} (no column {', '.join(sorted(missing))})")
-    if not ends_its_line:  # every table the study writes ends its last line
-        raise SonosegError(f"{damaged} (its last line is not ended)")
-    blank = table[list(complete)].isna().any(axis=1)
+    if last_line is not None:
+        fields = next(csv.reader([last_line], delimiter=read_csv.get("sep", ",")), [])
+        if len(fields) < len(table.columns):
+            raise SonosegError(f"{damaged} (its last line has {len(fields)} of the {len(table.columns)} fields)")
+    blank = table[list(non_empty)].isna().any(axis=1)
     if blank.any():
         lines = ", ".join(str(int(row) + 2) for row in table.index[blank][:5])  # the file's lines: the header is 1
-        raise SonosegError(f"{damaged} (line(s) {lines} lack a value of {', '.join(complete)})")
+        raise SonosegError(f"{damaged} (line(s) {lines} lack a value of {', '.join(non_empty)})")
     return table
+
+
+# The compressions a results table's name may ask for, as pandas reads and writes them (the name's end).
+OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+COMPRESSIONS = {".gz": {"method": "gzip", "mtime": 0}, ".bz2": "bz2", ".xz": "xz", ".zip": "zip", ".zst": "zstd"}
+
+
+def _last_line(path: str | Path) -> str | None:
+    """A table file's last line, when it does not end with a line break (a file cut short mid-line, or written
+    without one at its end); None when it does, or for a compression read otherwise (zip, zstd)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".zip", ".zst", ".tar"):
+        return None
+    with OPENERS.get(suffix, open)(path, "rb") as handle:
+        text = handle.read()
+    if not text or text.endswith(b"\n"):
+        return None
+    return text.rsplit(b"\n", 1)[-1].decode("utf-8", errors="replace").rstrip("\r")
 
 
 def read_sheet(path: str | Path) -> list[dict]:
@@ -140,9 +162,9 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
 def manifest_columns(manifest_csv: str | Path) -> pd.DataFrame:
     """Per sample_id: its patient group (``patient``: duplicates put patients in one group, which must
     move together), its view and its class (BUSI's benign, malignant or normal folder; so that Dice
-    breaks down by view or class without the manifest), its image file as the manifest names it (``image``:
-    a row leads back to its file, which the sample id, cleaned of spaces and scripts, may not) and the
-    manifest's metadata columns."""
+    breaks down by view or class without the manifest), its image file (``image``, under the folder all its
+    dataset's images lie in: a row leads back to its file, which the sample id, cleaned of spaces and
+    scripts, may not) and the manifest's metadata columns."""
     from sonoseg import data
 
     manifest = data.included(data.read_manifest(manifest_csv))
@@ -150,7 +172,22 @@ def manifest_columns(manifest_csv: str | Path) -> pd.DataFrame:
     # reindex: a manifest without a view or class column (an external set's, written by hand) gives its
     # images none.
     kept = manifest.reindex(columns=["sample_id", "group", "view", "class", "image", *metadata])
+    kept["image"] = _under_shared_folder(kept["image"])
     return kept.rename(columns={"group": "patient"}).set_index("sample_id")
+
+
+def _under_shared_folder(images: pd.Series) -> pd.Series:
+    """Image paths under the folder they all lie in (``benign/benign (1).png`` for a BUSI root): they lead back
+    to each file, and a shared table names no machine's folders (the manifest's paths are absolute for a
+    user's own data). As they are where a path is missing or they share no folder."""
+    given = images.dropna().astype(str)
+    if given.empty:
+        return images
+    try:
+        shared = os.path.commonpath([os.path.dirname(path) for path in given])
+    except ValueError:  # absolute and relative paths mixed, or none shared on Windows' drives
+        return images
+    return images.map(lambda path: os.path.relpath(path, shared) if isinstance(path, str) else path)
 
 
 def training_identity(out: str | Path, row: dict, fold: str, seed: str, columns=SHEET_COLUMNS) -> dict:
@@ -283,20 +320,23 @@ def collect_trainings(out: str | Path, rows: list[dict]) -> pd.DataFrame:
 def trained_at(per_image: pd.DataFrame | None) -> str:
     """The sonoseg commits that trained the models behind a long table's rows (``training_commit``), in the
     order they first appear; '' where none is recorded (floors alone, a study from before the column)."""
-    if per_image is None or "training_commit" not in per_image:
-        return ""
-    found = per_image["training_commit"].dropna().astype(str)
-    return ", ".join(dict.fromkeys(c for cell in found for c in cell.split(COMPUTE_SEPARATOR) if c))
+    return ", ".join(_training_values(per_image, "commit"))
 
 
 def trained_in(per_image: pd.DataFrame | None) -> str:
     """The precision(s) the trainings behind a long table's rows computed in (``training_precision``: "bf16 +
     channels_last", "fp32"; a training resumed in another one lists both), in the order they first appear,
     joined by " / "; '' where none is recorded (floors alone, a study from before the column)."""
-    if per_image is None or "training_precision" not in per_image:
-        return ""
-    found = per_image["training_precision"].dropna().astype(str)
-    return " / ".join(dict.fromkeys(p for cell in found for p in cell.split(COMPUTE_SEPARATOR) if p))
+    return " / ".join(_training_values(per_image, "precision"))
+
+
+def _training_values(per_image: pd.DataFrame | None, column: str) -> list[str]:
+    """The distinct values of a long table's ``training_<column>`` (each cell's, compute_values-joined, split),
+    in the order they first appear; none without the column."""
+    if per_image is None or f"training_{column}" not in per_image:
+        return []
+    found = per_image[f"training_{column}"].dropna().astype(str)
+    return list(dict.fromkeys(value for cell in found for value in cell.split(COMPUTE_SEPARATOR) if value))
 
 
 def source_line(manifest_csv: str | Path | None, per_image: pd.DataFrame | None = None) -> str:
@@ -368,18 +408,19 @@ def adopted_trainings(rows: list[dict], histories: dict[tuple[str, str, str], by
 
 
 def write_table(table: pd.DataFrame, path: str | Path) -> None:
-    """A results table as CSV (gzip where its name ends in .gz: its header without a time, so that the same rows
-    give the same bytes, and a checksum says whether a rerun changed anything)."""
+    """A results table as CSV, compressed as its name ends (.gz: gzip with its header without a time, so that
+    the same rows give the same bytes, and a checksum says whether a rerun changed anything; .xz, .bz2).
+    Made in memory and written beside its place, then renamed over it (provenance.write_bytes_atomic): a full
+    disk or a kill never leaves a table cut short where a later step reads it."""
+    from sonoseg.data.provenance import write_bytes_atomic
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    compression = {"method": "gzip", "mtime": 0} if path.suffix == ".gz" else "infer"
-    # Written beside it, then renamed over it: a full disk or a kill never leaves a table cut short in its place.
-    partial = path.with_name(f".partial-{path.name}")  # its own name's end: compressed as the name says
+    buffer = io.BytesIO()
+    table.to_csv(buffer, index=False, compression=COMPRESSIONS.get(path.suffix.lower()))
     try:
-        table.to_csv(partial, index=False, compression=compression)
-        os.replace(partial, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path.resolve(), buffer.getvalue())  # through a link to the file it names
     except OSError as exc:
-        partial.unlink(missing_ok=True)
         raise SonosegError(f"{path}: could not be written ({exc.strerror or exc})") from None
 
 
@@ -399,7 +440,16 @@ def read_per_image(path: str | Path, runs: Iterable[str] | None = None) -> pd.Da
         **{f"training_{column}": str for column in COMPUTE_COLUMNS},
     }
     required = ("run", "fold", "seed", "training", "sample_id", "patient", "dice")
-    per_image = read_table(path, "per-image results table", required, complete=("run", "sample_id", "dice"), dtype=text)
+    # Only an empty cell is missing: a sample id of "NA" or "None" (an image NA.png) is an id (na_values).
+    per_image = read_table(
+        path,
+        "per-image results table",
+        required,
+        non_empty=("run", "sample_id", "dice"),
+        dtype=text,
+        keep_default_na=False,
+        na_values=[""],
+    )
     # A table of one's own rows may lack it (a KeyError before): no row then runs another run's models.
     per_image["model_from"] = per_image["model_from"].fillna("") if "model_from" in per_image else ""
     return per_image if runs is None else select_runs(per_image, runs, source=path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import struct
@@ -112,7 +113,7 @@ def opened_checked(path: Path) -> BinaryIO:
     try:
         size = path.stat().st_size  # before opening: a named pipe (size 0) is never opened, which would block
     except OSError as exc:
-        if path.is_symlink():  # as the ingest says it: the link's target is gone, not "No such file"
+        if exc.errno == errno.ENOENT and path.is_symlink():  # as the ingest says it: the link's target is gone
             raise FileProblem(f"broken symbolic link (to {os.readlink(path)})") from None
         raise FileProblem(f"cannot be read ({exc.strerror})") from None
     if size == 0:

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,7 +208,9 @@ def _trimmed(value) -> str:
     return _text(value).strip()
 
 
-def _composed(name: str) -> str:
+def composed_name(name: str) -> str:
+    """A file name in Unicode's composed form (NFC): macOS writes names decomposed (NFD: 'e' and a combining
+    accent), Windows and most typed text composed ('é'); to the user, and to their file systems, one name."""
     return unicodedata.normalize("NFC", name)
 
 
@@ -224,22 +227,22 @@ class _FilesByName:
         self.composed: dict[str, list[Path]] = {}
         self.folded: dict[str, list[str]] = {}
         for name, path in files.items():
-            self.composed.setdefault(_composed(name), []).append(path)
-            self.folded.setdefault(_composed(name).casefold(), []).append(name)
+            self.composed.setdefault(composed_name(name), []).append(path)
+            self.folded.setdefault(composed_name(name).casefold(), []).append(name)
 
     def find(self, *spellings: str) -> Path | None:
         for name in spellings:
             if name in self.exact:
                 return self.exact[name]
         for name in spellings:
-            same = self.composed.get(_composed(name), [])
+            same = self.composed.get(composed_name(name), [])
             if len(same) == 1:  # two files of one name in both forms: which one is meant is not said
                 return same[0]
         return None
 
     def other_case(self, name: str) -> Path | None:
         """The one file whose name differs from ``name`` in letter case only, else None (none, or several)."""
-        others = self.folded.get(_composed(name).casefold(), [])
+        others = self.folded.get(composed_name(name).casefold(), [])
         return self.exact[others[0]] if len(others) == 1 else None
 
     def other_form_note(self, name: str, where: str) -> str:
@@ -255,7 +258,7 @@ class _FilesByName:
 
     def other_case_note(self, name: str, where: str) -> str:
         """' (WHERE has NAME: ...)' when files' names differ from ``name`` in letter case only; else ''."""
-        others = sorted(self.folded.get(_composed(name).casefold(), []))
+        others = sorted(self.folded.get(composed_name(name).casefold(), []))
         if not others:
             return ""
         return (
@@ -296,6 +299,7 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     masks = [f for f in files if f.parent == masks_dir and is_image_name(f)]
     masks_by_name = _FilesByName({m.name: m for m in masks})  # by name, in either Unicode form (macOS: NFD)
     masks_by_stem, images_by_stem = _by_stem(masks), _by_stem(images)
+    images_by_name = Counter(composed_name(image.name) for image in images)
     patients_csv = root / PATIENTS_CSV
     listed: dict[Path, tuple[int, dict]] = {}
     claimed, rows_naming_no_image, named_in_other_case = set(), {}, {}
@@ -305,11 +309,13 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     candidates, orphans, used_masks, not_listed = [], {}, set(), []
     ambiguous: dict[Path, str] = {}  # masks that match more than one file, and why none is paired
     for image in images:
-        mask = masks_by_name.find(image.name)
+        mask = masks_by_name.exact.get(image.name)
+        if mask is None and images_by_name[composed_name(image.name)] == 1:  # one image of the name in both forms
+            mask = masks_by_name.find(image.name)
         # The stem pairs only one image with one mask: images s.png and s.jpg with masks/s.tif would
         # otherwise both be scored against that one mask.
-        namesakes = images_by_stem[_composed(image.stem)]
-        stem_masks = masks_by_stem.get(_composed(image.stem), [])
+        namesakes = images_by_stem[composed_name(image.stem)]
+        stem_masks = masks_by_stem.get(composed_name(image.stem), [])
         if mask is None and len(namesakes) == 1 and len(stem_masks) == 1:
             mask = stem_masks[0]
         row_number, row = listed.get(image, (0, {}))
@@ -351,11 +357,11 @@ def folder_layout(root: Path, files: list[Path], dataset_csv: str | None) -> Lay
     known = set(images) | set(masks) | claimed
     for f in files:
         if f not in known:
-            nested = next((folder for folder in (images_dir, masks_dir) if _inside(f, folder)), None)
+            holder = next((folder for folder in (images_dir, masks_dir) if _inside(f, folder)), None)
             orphans[f] = (
-                f"in a sub-folder of {nested.name}/: the folder layout reads the files of images/ and masks/ "
+                f"in a sub-folder of {holder.name}/: the folder layout reads the files of images/ and masks/ "
                 "themselves (a dataset.csv can list files in sub-folders: docs/own_data.md)"
-                if nested
+                if holder
                 else "not part of the folder layout (images/, masks/, patients.csv)"
             )
     unsupported = _unsupported_formats(orphans, {images_dir, masks_dir})
@@ -590,15 +596,15 @@ def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
     images: dict[tuple[Path, str], list[Path]] = {}
     masks: dict[tuple[Path, str], list[Path]] = {}
     other_classes: set[str] = set()
-    nested: list[Path] = []  # images in a sub-folder of their class's folder
+    nested_images: list[Path] = []  # in a sub-folder of their class's folder
     for f in files:
         if not is_image_name(f):
             continue
         match = busi_mask_name(f)  # names in either Unicode form (macOS writes them decomposed)
         if match:
-            masks.setdefault((f.parent, _composed(match["name"])), []).append(f)
+            masks.setdefault((f.parent, composed_name(match["name"])), []).append(f)
         else:
-            images.setdefault((f.parent, _composed(f.stem)), []).append(f)
+            images.setdefault((f.parent, composed_name(f.stem)), []).append(f)
     for key, namesakes in sorted(images.items()):
         mask_files = sorted(masks.pop(key, []), key=lambda p: p.name)
         ambiguous_masks, mask_files = (mask_files, []) if len(namesakes) > 1 else ([], mask_files)
@@ -606,7 +612,7 @@ def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
             folder = _class_folder(root, image)
             label = busi_class(folder, other_classes)
             if image.parent.name != folder:
-                nested.append(image)
+                nested_images.append(image)
             candidate = Candidate(image, mask_files, patient=_relative_id(root, image), label=label)
             if len(namesakes) > 1:
                 _ambiguous_images(candidate, namesakes, f"name {key[1]}", ambiguous_masks, orphans)
@@ -623,13 +629,13 @@ def busi_layout(root: Path, files: list[Path], include_normal: bool) -> Layout:
             f"folder {folders[0]}" if len(folders) == 1 else f"folders {first_names(folders)}",
             "a class of its own" if len(folders) == 1 else "classes of their own",
         )
-    if nested:
+    if nested_images:
         log.warning(
             "%d image(s) lie in sub-folders of their class's folder (%s): each takes the class folder's class "
             "and, as every BUSI image, is its own patient; to group views of one patient, list the files in a "
             "dataset.csv with a patient column (docs/own_data.md)",
-            len(nested),
-            first_names(sorted({image.parent.relative_to(root).as_posix() for image in nested})),
+            len(nested_images),
+            first_names(sorted({image.parent.relative_to(root).as_posix() for image in nested_images})),
         )
     for leftover in masks.values():
         for m in leftover:
@@ -671,8 +677,8 @@ def busbra_layout(root: Path, files: list[Path]) -> Layout:
         if not match:
             orphans[f] = "image name is not bus_XXXX-Y"
             continue
-        ident = _composed(f.stem[len("bus_") :])
-        namesakes = images[_composed(f.stem)]
+        ident = composed_name(f.stem[len("bus_") :])
+        namesakes = images[composed_name(f.stem)]
         found = masks.get(ident, [])
         mask = found[0] if len(found) == 1 and len(namesakes) == 1 else None
         candidate = Candidate(
@@ -719,10 +725,10 @@ def _names(paths: list[Path]) -> str:
 
 def _by_stem(files: list[Path]) -> dict[str, list[Path]]:
     """Files by stem, in its composed Unicode form (NFC): a mask saved on Windows and its image saved on
-    macOS (NFD) have one name to the user; look up with ``_composed(stem)``."""
+    macOS (NFD) have one name to the user; look up with ``composed_name(stem)``."""
     grouped: dict[str, list[Path]] = {}
     for f in files:
-        grouped.setdefault(_composed(f.stem), []).append(f)
+        grouped.setdefault(composed_name(f.stem), []).append(f)
     return grouped
 
 
@@ -766,11 +772,15 @@ def sample_id_for(root: Path, image: Path) -> str:
     A path without a Latin letter or digit (names in another script) would clean to nothing, or to
     dots, and its prediction would be written as a hidden file: it gets 'img_' and a short hash of
     the path under the root instead. Every other id is exactly the cleaned path, as it always was
-    (a study's manifest must not change).
+    (a study's manifest must not change), the path taken in its composed Unicode form (NFC) first, so
+    that a name copied from macOS (NFD) and from Windows gets one id: before sonoseg did so, an NFD
+    accent kept its letter in the id (``images__cafe`` for café.png), which the NFC id drops (``images__caf``).
     """
     # Composed first (NFC): one name copied from macOS (NFD) and from Windows gets one id.
-    relative = _composed(_relative_id(root, image))
+    relative = composed_name(_relative_id(root, image))
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", relative.replace("/", "__")).strip("_")
     if re.search(r"[A-Za-z0-9]", cleaned):
         return cleaned
-    return "img_" + hashlib.blake2b(_composed(image.relative_to(root).as_posix()).encode(), digest_size=4).hexdigest()
+    return (
+        "img_" + hashlib.blake2b(composed_name(image.relative_to(root).as_posix()).encode(), digest_size=4).hexdigest()
+    )

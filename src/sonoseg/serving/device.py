@@ -41,7 +41,7 @@ def cpu_has_fast_bf16() -> bool:
         return False
     if not cpu_kernels().startswith("AVX512"):
         return False
-    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    limit = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()  # its old name
     return not limit or limit in ("ALL", "DEFAULT") or any(isa in limit for isa in ("BF16", "AMX", "FP16", "AVX10"))
 
 
@@ -58,7 +58,8 @@ def cuda_has_fast_bf16(device: torch.device) -> bool:
 
 def resolve_precision(requested: str, device: torch.device) -> str:
     """``auto``: bf16 where the device runs it fast (a CUDA GPU with bf16 support, a CPU with AMX or
-    AVX512-BF16), fp32 elsewhere. ``fp32`` and ``bf16`` are taken as asked."""
+    AVX512-BF16 whose kernels torch is not held below them: cpu_has_fast_bf16), fp32 elsewhere. ``fp32`` and
+    ``bf16`` are taken as asked."""
     if requested not in PRECISIONS:
         raise SonosegError(f"train.precision: {requested!r} is not one of {PRECISIONS}")
     if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -176,10 +177,10 @@ def processor_name(device: torch.device) -> str:
     """What computes on ``device``, by name: a CUDA GPU's as torch reports it (``NVIDIA H100 80GB HBM3``),
     else the CPU's model name, as the cost table's ``cpu`` column gives it (cpu_model:
     /proc/cpuinfo's ``model name``, else what the platform says), and the kernels torch runs there
-    (``Intel(R) Xeon(R) Processor, AVX512 kernels``): one CPU held to AVX2 trains otherwise in fp32."""
+    (``Intel(R) Xeon(R) Processor with AVX512 kernels``): one CPU held to AVX2 trains otherwise in fp32."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{cpu_model()}, {cpu_kernels()} kernels"
+    return f"{cpu_model()} with {cpu_kernels()} kernels"
 
 
 def make_deterministic(device: torch.device) -> None:

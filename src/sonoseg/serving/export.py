@@ -9,7 +9,6 @@ scale to [0, 1] and reorder to NCHW RGB.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
@@ -26,6 +25,7 @@ from torch import nn
 
 from sonoseg.data.preprocess import INTERPOLATION_MEANING
 from sonoseg.errors import SonosegError
+from sonoseg.serving.mask_files import hold_folder
 from sonoseg.serving.modelio import (
     ensemble_members,
     lesion_areas_at,
@@ -84,14 +84,14 @@ def export_probability(
     out: str | Path,
     any_size: bool = False,
     record: dict | None = None,
-    shown: str | Path | None = None,
+    named_as: str | Path | None = None,
 ) -> Path:
     """Write a module from [0, 1] RGB to probability (eval mode) as ONNX with a dynamic batch axis, and
     with ``any_size`` a dynamic square side too (traced at ``size``); ``record``: what the graph records of
-    how it was exported (sidecar.GRAPH_RECORD, in its metadata). Messages name ``shown`` (the path the user
+    how it was exported (sidecar.GRAPH_RECORD, in its metadata). Messages name ``named_as`` (the path the user
     gave, where ``out`` is export's staging file), else ``out``."""
     out = Path(out)
-    shown = shown or out
+    named_as = named_as or out
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=1024)
@@ -117,7 +117,7 @@ def export_probability(
         except Exception as exc:  # a user's network with a data-dependent branch, say: one line, not a page
             cause = f"{type(exc).__name__}: {_export_cause(exc)[:300]}"
             raise SonosegError(
-                f"{shown}: the network does not export to ONNX ({cause}). The cost table can time it in torch "
+                f"{named_as}: the network does not export to ONNX ({cause}). The cost table can time it in torch "
                 "instead (cost: {backend: torch}); `sonoseg segment` serves its model file in torch "
                 "(docs/extending.md)"
             ) from exc
@@ -128,7 +128,7 @@ def export_probability(
         program.save(str(out), external_data=False)
     except OSError as exc:  # a full disk, above all: named, and the file cut short not left behind
         out.unlink(missing_ok=True)
-        raise SonosegError(f"{shown}: could not be written ({exc.strerror or exc})") from None
+        raise SonosegError(f"{named_as}: could not be written ({exc.strerror or exc})") from None
     return out
 
 
@@ -373,37 +373,39 @@ def _export_staged(
 
 
 def _publish(staging: Path, out: Path, sidecar: dict) -> None:
-    """The checked graph at ``staging`` and its sidecar renamed to ``out`` and beside it, the folder locked
-    meanwhile (flock on its descriptor, as segment locks its --outdir: no lock file left), so that two
-    exports' renames do not interleave and the pair at ``out`` is always one export's."""
-    written = sidecar_path(staging)
+    """The checked graph at ``staging`` and its sidecar renamed to ``out`` and beside it, the folder held
+    meanwhile (mask_files.hold_folder, as segment holds its --outdir: no lock file left; on a file system
+    without such locks, a warning), so that two exports' renames do not interleave and the pair at ``out`` is
+    always one export's."""
+    staged_sidecar = sidecar_path(staging)
     try:
-        written.write_text(json.dumps(sidecar, indent=2))
-        folder = os.open(out.parent, os.O_RDONLY)
+        staged_sidecar.write_text(json.dumps(sidecar, indent=2))
+        held = hold_folder(out.parent, "other exports to this name", wait=True)
         try:
-            fcntl.flock(folder, fcntl.LOCK_EX)
             os.replace(staging, out)
-            os.replace(written, sidecar_path(out))
+            os.replace(staged_sidecar, sidecar_path(out))
         finally:
-            os.close(folder)  # and the lock with it
+            if held is not None:
+                os.close(held)  # and the lock with it
     except OSError as exc:
-        raise SonosegError(
-            f"{out}: could not be written ({exc.strerror or exc}); an earlier export there is kept"
-        ) from None
+        kept = "; the export there before is kept" if out.exists() else ""
+        raise SonosegError(f"{out}: could not be written ({exc.strerror or exc}){kept}") from None
 
 
-def _export_checked(probability: nn.Module, out: Path, sidecar: dict, sides: list[int], shown: Path) -> float:
+def _export_checked(probability: nn.Module, out: Path, sidecar: dict, sides: list[int], named_as: Path) -> float:
     """Write the graph that serves ``sides`` (the first: the input size; with more, any square size) to ``out``,
     recording in it the values of ``sidecar`` it was exported with (sidecar.GRAPH_FACTS), and check it against
-    torch at each (_parity); ``sidecar`` is made to state those sizes; messages name ``shown``."""
+    torch at each (_parity); ``sidecar`` is made to state those sizes; messages name ``named_as``."""
     side = sides[0] if len(sides) == 1 else "side"
     sidecar["input"]["shape"] = ["batch", 3, side, side]
     sidecar["output"]["shape"] = ["batch", 1, side, side]
     sidecar["input"].pop("sides", None)
     if len(sides) > 1:
         sidecar["input"]["sides"] = sides  # the input sizes checked against torch: the only ones segment runs
-    export_probability(probability, sides[0], out, any_size=len(sides) > 1, record=graph_record(sidecar), shown=shown)
-    return _parity(probability, out, sides, shown)
+    export_probability(
+        probability, sides[0], out, any_size=len(sides) > 1, record=graph_record(sidecar), named_as=named_as
+    )
+    return _parity(probability, out, sides, named_as)
 
 
 def _torch_takes(probability: nn.Module, side: int) -> bool:
@@ -423,10 +425,10 @@ def _size_refusal(probability: nn.Module, side: int) -> str | None:
     return None
 
 
-def _parity(probability: nn.Module, out: Path, sides: list[int], shown: Path) -> float:
+def _parity(probability: nn.Module, out: Path, sides: list[int], named_as: Path) -> float:
     """The largest |ONNX Runtime - torch| in probability over a random batch of two at each input side
     (the first: the input size). Refused beyond 1e-4, or where ONNX Runtime cannot run the graph (named
-    as ``shown``, the path the user gave)."""
+    as ``named_as``, the path the user gave)."""
     session, worst = onnx_session(out), 0.0
     for side in sides:
         seed = 0 if side == sides[0] else side  # the input size's probe as before the other sizes were checked
@@ -436,10 +438,10 @@ def _parity(probability: nn.Module, out: Path, sides: list[int], shown: Path) ->
         try:
             got = run_session(session, probe.numpy())
         except Exception as exc:  # ONNX Runtime's own error types
-            raise SonosegError(f"{shown}: ONNX Runtime cannot run the graph at {side} px ({exc})") from None
+            raise SonosegError(f"{named_as}: ONNX Runtime cannot run the graph at {side} px ({exc})") from None
         worst = max(worst, float(np.abs(got - expected).max()))
         if worst > 1e-4:
             raise SonosegError(
-                f"{shown}: ONNX Runtime differs from torch by {worst:.2e} in probability at {side} px (limit 1e-4)"
+                f"{named_as}: ONNX Runtime differs from torch by {worst:.2e} in probability at {side} px (limit 1e-4)"
             )
     return worst

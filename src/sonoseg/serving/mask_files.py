@@ -8,7 +8,6 @@ import functools
 import logging
 import os
 import tempfile
-import unicodedata
 from pathlib import Path
 
 import cv2
@@ -16,7 +15,7 @@ import numpy as np
 
 from sonoseg.data import imageio
 from sonoseg.data.imageio import DICOM_ADVICE
-from sonoseg.data.layouts import busi_mask_name, first_names, is_junk
+from sonoseg.data.layouts import busi_mask_name, composed_name, first_names, is_junk
 from sonoseg.data.provenance import IMAGE_SUFFIXES, write_bytes_atomic
 from sonoseg.errors import SonosegError
 
@@ -130,6 +129,34 @@ def check_writable(outdir: Path) -> None:
         raise SonosegError(f"{outdir}: masks cannot be written in this folder ({exc.strerror or exc})") from None
 
 
+def hold_folder(folder: Path, against: str, wait: bool) -> int | None:
+    """The folder locked (flock on its descriptor: no lock file in it, and the OS releases it when the process
+    ends, a crash or SIGKILL included): its descriptor, to close when done; None where no such lock can be
+    had (Windows; a file system without it: NFS on a read-only descriptor, Lustre, SMB), with a warning that
+    ``against`` (who else might write there) must not meanwhile. ``wait``: until another holder lets go, else
+    BlockingIOError at once."""
+    try:
+        import fcntl  # POSIX; on Windows no folder is held
+    except ImportError:
+        return None
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(descriptor)
+        raise
+    except OSError as exc:
+        os.close(descriptor)
+        log.warning(
+            "%s: the folder cannot be held against %s (%s): none may write there meanwhile",
+            folder,
+            against,
+            exc.strerror or exc,
+        )
+        return None
+    return descriptor
+
+
 class FolderHeld:
     """An --outdir held by one segment run, from before its record's first entry to its last: a second run into
     the folder meanwhile is refused. Two runs at once wrote over each other's masks, each record claiming them
@@ -137,27 +164,13 @@ class FolderHeld:
     it when the process ends, a crash or SIGKILL included). Closed on leaving its ``with``."""
 
     def __init__(self, outdir: Path):
-        self.descriptor = None
         try:
-            import fcntl  # POSIX; on Windows no folder is held
-        except ImportError:
-            return
-        self.descriptor = os.open(outdir, os.O_RDONLY)
-        try:
-            fcntl.flock(self.descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.descriptor = hold_folder(outdir, "other segment runs", wait=False)
         except BlockingIOError:
-            self.close()
             raise SonosegError(
                 f"{outdir}: another segment run is writing its masks there now: wait for it to end, or give "
                 "another --outdir"
             ) from None
-        except OSError as exc:  # a file system without such locks (NFS on a read-only descriptor, Lustre, SMB)
-            self.close()
-            log.warning(
-                "%s: the folder cannot be held against other segment runs (%s): none may write there meanwhile",
-                outdir,
-                exc.strerror or exc,
-            )
 
     def close(self) -> None:
         if self.descriptor is not None:
@@ -310,7 +323,7 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
     writers: dict[str, list[Path]] = {}
     for image, out in planned.items():
         # One name to macOS and Windows file systems: regardless of case and of Unicode form (NFD from macOS).
-        writers.setdefault(unicodedata.normalize("NFC", out.name).casefold(), []).append(image)
+        writers.setdefault(composed_name(out.name).casefold(), []).append(image)
     clashes = [(planned[names[0]], names) for names in writers.values() if len(names) > 1]
     if clashes:  # every clash at once (the first CLASHES_SHOWN named): a user renames them all before the next try
         more = f"; and {len(clashes) - CLASHES_SHOWN} more such names" if len(clashes) > CLASHES_SHOWN else ""

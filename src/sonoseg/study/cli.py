@@ -671,6 +671,9 @@ def _stop(signum, frame) -> None:
 TORCH_MODULES = {"torch", "torchvision"}  # what a torch-free install (ONNX Runtime serving) lacks
 
 
+DEBUG_HINT = "(rerun with SONOSEG_DEBUG=1 for the traceback)"
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never fetch weights from a hub
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -714,14 +717,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         if isinstance(exc, OSError) and exc.filename:  # a full disk while a figure or a page is written, say
-            print(f"sonoseg {args.command}: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+            print(f"sonoseg {args.command}: error: {exc.filename}: {exc.strerror or exc} {DEBUG_HINT}", file=sys.stderr)
             return 2
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # written through a library that drops the name
-            print(f"sonoseg {args.command}: error: no space left on the device for its output ({exc})", file=sys.stderr)
+            print(f"sonoseg {args.command}: error: no space left on the device ({exc}) {DEBUG_HINT}", file=sys.stderr)
             return 2
         print(
-            f"sonoseg {args.command}: error: {type(exc).__name__}: {exc} "
-            "(rerun with SONOSEG_DEBUG=1 for the traceback)",
+            f"sonoseg {args.command}: error: {type(exc).__name__}: {exc} {DEBUG_HINT}",
             file=sys.stderr,
         )
         return 1

@@ -361,6 +361,11 @@ def resume(
     and the weight average; a fresh state when there is none or it belongs to other settings or data."""
     if not checkpoint.exists():
         return fresh_state(rule)
+    try:  # a file that cannot be read (permissions, a file system's error) is no reason to lose its progress
+        with open(checkpoint, "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise SonosegError(f"{checkpoint}: the training's checkpoint cannot be read ({exc.strerror or exc})") from None
     try:
         saved = load_checked(checkpoint, CHECKPOINT_FORMAT)
     except SonosegError as exc:  # cut short or damaged by hand (it is written atomically): progress, not results
