@@ -102,6 +102,13 @@ def test_a_failed_export_keeps_the_earlier_one_and_names_the_file_and_the_full_d
     assert (onnx_path.read_bytes(), export.sidecar_path(onnx_path).read_bytes()) == good
     assert read_sidecar(onnx_path)["onnx_file"] == "model.onnx"  # still one export's pair
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json", "model.pt"]
+    # A killed export's staging files (its process gone) are removed by the next export to that name.
+    monkeypatch.undo()
+    stale = tmp_path / ".model.onnx.4194303.partial"  # a pid no process has (the largest Linux allows)
+    stale.write_bytes(b"a graph cut short by kill -9")
+    export.sidecar_path(stale).write_text("{}")
+    export.export(model_path, onnx_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json", "model.pt"]
 
 
 def test_export_refuses_foreign_model(tmp_path):

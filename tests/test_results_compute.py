@@ -274,6 +274,14 @@ def test_every_table_sonoseg_writes_reads_back_and_a_failed_write_leaves_the_old
     with pytest.raises(SonosegError, match=r"cut short or damaged.*its last line has 6 of the 7 fields"):
         results.read_per_image(cut)
 
+    # A training's per-image metrics are read as the long table is: one cut short mid-row is refused by name.
+    metrics = tmp_path / "metrics.csv"
+    results.write_table(table[["sample_id", "dice"]].assign(hd95_px=[3.0, 4.0], hd95_policy="medpy"), metrics)
+    assert results.read_metrics(metrics)["sample_id"].tolist() == ["NA", "None"]
+    metrics.write_bytes(metrics.read_bytes()[:-8])
+    with pytest.raises(SonosegError, match=r"metrics.csv: the per-image metrics is cut short or damaged"):
+        results.read_metrics(metrics)
+
     def full_disk(path, data):  # write_bytes_atomic's own clean-up is provenance's test
         raise OSError(28, "No space left on device")
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import types
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -428,6 +429,31 @@ def test_a_checkpoint_cut_short_starts_the_training_afresh_with_a_warning(caches
         f"{checkpoint}: refused" in caplog.text
         and "it holds only a training's progress: starting afresh" in caplog.text
     )
+    # Bytes changed inside a tensor: torch.load takes them without a word (the training then went to NaN and
+    # blamed itself); the archive's checksums do not. A kill's temporary checkpoint goes when the training ends.
+    modelio.save_atomic({"format": modelio.CHECKPOINT_FORMAT, "fingerprint": "x", "pad": torch.zeros(512)}, checkpoint)
+    with zipfile.ZipFile(checkpoint) as archive:
+        record = next(info for info in archive.infolist() if info.filename.endswith("/data/0"))
+    damaged = bytearray(checkpoint.read_bytes())
+    damaged[record.header_offset + 30 + len(record.filename) + len(record.extra) + 100] ^= 0xFF
+    checkpoint.write_bytes(bytes(damaged))
+    assert train.damaged_record(checkpoint) == record.filename
+    checkpoint.with_name("last.pt.tmp").write_bytes(b"cut short by a kill")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        fit(
+            "lighter_unet_c8",
+            0,
+            caches,
+            Recipe(min_epochs=1, max_epochs=1),
+            tmp_path / "m.pt",
+            tmp_path / "h.csv",
+            checkpoint=checkpoint,
+            device="cpu",
+            threads=1,
+        )
+    assert f"its record {record.filename} fails its checksum (damaged)" in caplog.text
+    assert not checkpoint.exists() and not checkpoint.with_name("last.pt.tmp").exists()
 
 
 class Payload:

@@ -156,7 +156,7 @@ def write_equivalence(table: pd.DataFrame, out_csv: str | Path, margin: float, s
 
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_csv, index=False)
+    write_table(table, out_csv)
     lines = [
         f"**Equivalence claims (margin ±{margin:g} Dice; 90 % CI by patient, then run; TOST, Holm). {source}**",
         "",

@@ -28,6 +28,7 @@ from sonoseg.analysis.results import (  # noqa: E402
     patient_table,
     source_line,
     trainings_of,
+    write_table,
 )
 from sonoseg.analysis.scoring import kept_epoch  # noqa: E402
 from sonoseg.data.imageio import read_image, read_mask  # noqa: E402
@@ -408,7 +409,7 @@ def cost_accuracy(
             raise SonosegError("report: the front's statistics are by patient (by_patient)")
         front = families.front_statistics(patients, summary, "parameters", seed=seed)
         if front_csv:
-            front.to_csv(front_csv, index=False)
+            write_table(front, front_csv)
         if front_html:
             pages.front_page(front, front_html)
     axes_spec = [("parameters", "parameters (millions)", 1e-6)]
@@ -639,7 +640,7 @@ def paired_statistics(
     source = source_line(manifest_csv, per_image)  # the data, the code and the trainings, as every table's caption
     per_image = patient_table(per_image)
     found = families.paired_families(per_image, seed=seed, resamples=resamples)
-    pd.concat([found.comparison, found.beyond, found.versus_references], ignore_index=True).to_csv(out_csv, index=False)
+    write_table(pd.concat([found.comparison, found.beyond, found.versus_references], ignore_index=True), out_csv)
     pages.statistics_page(per_image, found, manifest_csv, out_html, seed=seed, resamples=resamples, source=source)
     comparison, reference = found.comparison, found.reference
 

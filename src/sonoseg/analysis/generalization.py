@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from sonoseg.analysis import stats
-from sonoseg.analysis.results import IN_DOMAIN, patient_table, read_table, select_runs
+from sonoseg.analysis.results import IN_DOMAIN, patient_table, read_table, select_runs, write_table
 from sonoseg.analysis.scoring import empty_side
 from sonoseg.data.options import NORMAL_LEFT_OUT
 from sonoseg.errors import SonosegError
@@ -249,7 +249,7 @@ def write(table: pd.DataFrame, out_csv: str | Path, notes: list[str] = (), sourc
     """The table as CSV, and as Markdown beside it (``markdown``: its caption ends with ``notes`` and ``source``)."""
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_csv, index=False)
+    write_table(table, out_csv)
     out_csv.with_suffix(".md").write_text(markdown(table, notes, source))
 
 

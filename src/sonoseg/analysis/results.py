@@ -153,7 +153,16 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise SonosegError(f"{path}: per-image metrics missing (run the study, or this run's evaluate job)")
-    frame = pd.read_csv(path, dtype={"sample_id": str})
+    # Refused by name when cut short mid-row (a kill, a full disk, a copy stopped), as the long table is.
+    frame = read_table(
+        path,
+        "per-image metrics",
+        ("sample_id", "dice"),
+        non_empty=("sample_id", "dice"),
+        dtype={"sample_id": str},
+        keep_default_na=False,
+        na_values=[""],
+    )
     if frame.empty:
         raise SonosegError(f"{path}: no evaluated test image")
     return frame

@@ -20,7 +20,7 @@ import pandas as pd
 
 from sonoseg.analysis import stats
 from sonoseg.analysis.generalization import runs_of, with_role
-from sonoseg.analysis.results import IN_DOMAIN, as_compared, read_table, select_runs
+from sonoseg.analysis.results import IN_DOMAIN, as_compared, read_table, select_runs, write_table
 from sonoseg.analysis.scoring import empty_side
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
@@ -253,7 +253,7 @@ def write(table: pd.DataFrame, out_csv: str | Path, caption_text: str) -> None:
     """The table as CSV, and as Markdown beside it, headed by ``caption_text`` (``caption``)."""
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_csv, index=False)
+    write_table(table, out_csv)
     out_csv.with_suffix(".md").write_text(markdown(table, caption_text))
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from sonoseg.analysis import paper
 from sonoseg.analysis.results import IN_DOMAIN, patient_table, read_metrics, source_line
+from sonoseg.analysis.results import write_table as write_csv
 from sonoseg.analysis.scoring import empty_side, kept_epoch
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
@@ -519,7 +520,7 @@ def write_table(
     the paper's column is of (to_markdown_and_latex)."""
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_csv, index=False)
+    write_csv(table, out_csv)  # whole or not at all
     markdown, latex = to_markdown_and_latex(table, first, f"{caption} {source}".strip(), paper_of)
     out_csv.with_suffix(".md").write_text(markdown)
     out_csv.with_suffix(".tex").write_text(latex)

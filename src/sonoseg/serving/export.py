@@ -9,6 +9,7 @@ scale to [0, 1] and reorder to NCHW RGB.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -268,11 +269,35 @@ def export(
     # its sidecar: a failed export (a full disk) leaves an earlier one at --out as it was, and two exports
     # to one path at once each check their own graph, the later one's pair replacing the earlier's.
     staging = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    for stale in _stale_staging(out):  # a killed export's (a paper-scale ensemble's graph: hundreds of MB)
+        stale.unlink(missing_ok=True)
+        sidecar_path(stale).unlink(missing_ok=True)
     try:
         return _export_staged(model_path, out, staging, component_rule, size, serve_scales, note_unrecorded)
     finally:
         staging.unlink(missing_ok=True)
         sidecar_path(staging).unlink(missing_ok=True)
+
+
+def _stale_staging(out: Path) -> list[Path]:
+    """The staging files of exports to ``out`` whose process has ended without removing them (a kill -9): named
+    ``.<name>.<pid>.partial`` beside it, their pid no process on this machine now."""
+    stale = []
+    for path in out.parent.glob(f".{glob.escape(out.name)}.*.partial"):
+        pid = path.name[len(out.name) + 2 : -len(".partial")]
+        if pid.isdigit() and not _running(int(pid)):
+            stale.append(path)
+    return stale
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # no signal sent: whether the process is there
+    except (ProcessLookupError, OverflowError):  # none, or a number no pid can be
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def _export_staged(

@@ -52,7 +52,7 @@ def cmd_ingest(args) -> None:
     log.info("ingest on %d thread(s) (--threads)", args.threads)
     manifest = data.ingest(options["root"], options["layout"], **ingest_parameters(options), threads=args.threads)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    manifest.to_csv(args.out, index=False)
+    _write_csv(manifest, args.out)
     log.info("manifest: %s", args.out)
     if args.fingerprint:
         from sonoseg.data import provenance
@@ -172,7 +172,7 @@ def cmd_split(args) -> None:
         result = split.user_split(samples, args.split_file)
     else:
         result = split.fold_split(samples, args.seed, args.folds, tuple(args.fractions), args.stratify or None)
-    result.to_csv(args.out, index=False)
+    _write_csv(result, args.out)
     log.info("split (patient groups / samples):\n%s", split.part_counts(result).to_string())
 
 
@@ -194,7 +194,7 @@ def _external_split(samples, args):
         args.threads,
     )
     if args.overlap_out:
-        found.to_csv(args.overlap_out, index=False)
+        _write_csv(found, args.overlap_out)
     return overlap.apply_policy(split.external_split(samples), found, args.on_overlap or "fail", args.dataset)
 
 
@@ -465,7 +465,7 @@ def cmd_cost(args) -> None:
         args.networks, args.size, args.backend, args.threads, args.repeats, args.warmup, prepared=args.prepared
     )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
+    _write_csv(table, args.out)
     log.info(
         "cost at %dx%d, batch 1, %s, %d threads, %s:\n%s",
         args.size,
@@ -493,7 +493,7 @@ def cmd_evaluate(args) -> None:
 
 def _write_metrics(metrics, out) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    metrics.to_csv(out, index=False)
+    _write_csv(metrics, out)
     log.info(
         "%d test images: mean Dice %.4f, mean HD95 %.2f px (%d penalised empty cases)",
         len(metrics),
@@ -507,7 +507,7 @@ def cmd_summarize(args) -> None:
     from sonoseg.analysis import tables
 
     summary = tables.summarize(args.study_dir, _json(args.run_json))
-    summary.to_csv(args.out, index=False)
+    _write_csv(summary, args.out)
 
 
 def cmd_collect(args) -> None:
@@ -617,6 +617,14 @@ def cmd_paired(args) -> None:
     log.info("%s (method - reference):\n%s", args.family, table.to_string(index=False))
 
 
+def _write_csv(table, path) -> None:
+    """A command's CSV, written whole or not at all (results.write_table): a kill or a full disk never leaves
+    one cut short mid-row where the next job reads it."""
+    from sonoseg.analysis.results import write_table
+
+    write_table(table, path)
+
+
 def _manifest_given(manifest: str | None) -> str | None:
     """The study's manifest a command was given (None when none was): a path that is not there is refused
     before anything is written (a mistyped one captioned a table "Data fingerprint unknown"). The reader
@@ -668,7 +676,7 @@ def cmd_convergence(args) -> None:
     trainings = results.collect_trainings(args.study_dir, rows)
     table = comparisons.convergence_table(per_image, trainings, pairs, args.margin, args.seed)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
+    _write_csv(table, args.out)
     log.info("convergence check (margin %g):\n%s", args.margin, table.to_string(index=False))
 
 
@@ -678,7 +686,7 @@ def cmd_selection_table(args) -> None:
 
     fingerprint = _data_fingerprint(args.manifest) if args.manifest else "unknown"
     table = selection.choices_table(args.choices)
-    table.to_csv(args.out, index=False)
+    _write_csv(table, args.out)
     Path(args.out).with_suffix(".md").write_text(
         selection.choices_markdown(table, provenance.caption_line(fingerprint))
     )

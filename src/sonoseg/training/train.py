@@ -16,6 +16,7 @@ import csv
 import logging
 import math
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -354,6 +355,16 @@ def fresh_state(rule: StopRule) -> dict:
     }
 
 
+def damaged_record(path: Path) -> str | None:
+    """The first record of a torch.save zip archive whose bytes fail the CRC-32 stored beside them, else None
+    (None too for an archive that cannot be opened as one: load_checked says what is wrong with it)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+
+
 def resume(
     checkpoint: Path, fingerprint: str, model, optimizer, scheduler, draws: TrainingDraws, device, rule, average=None
 ) -> dict:
@@ -367,6 +378,9 @@ def resume(
     except OSError as exc:
         raise SonosegError(f"{checkpoint}: the training's checkpoint cannot be read ({exc.strerror or exc})") from None
     try:
+        damaged = damaged_record(checkpoint)  # torch.load takes bytes changed inside a tensor without a word
+        if damaged:
+            raise SonosegError(f"{checkpoint}: refused: its record {damaged} fails its checksum (damaged)")
         saved = load_checked(checkpoint, CHECKPOINT_FORMAT)
     except SonosegError as exc:  # cut short or damaged by hand (it is written atomically): progress, not results
         log.warning("%s; it holds only a training's progress: starting afresh", exc)
@@ -614,8 +628,10 @@ def train(
     write_history(state["history"], Path(history_out))
     if finished_copy:
         keep_finished_copy(model_out, history_out, finished_copy)
-    if checkpoint and checkpoint.exists():
-        checkpoint.unlink()  # finished: a stale checkpoint must not meet a changed config later
+    if checkpoint:  # finished: a stale checkpoint must not meet a changed config later
+        checkpoint.unlink(missing_ok=True)
+        # nor its temporary file, left by a kill as save_atomic wrote it (a paper-scale U-net's: 276 MB)
+        checkpoint.with_name(checkpoint.name + ".tmp").unlink(missing_ok=True)
     log.info("kept epoch %d (val_loss %.4f) of %d", state["best_epoch"], state["best_loss"], state["epoch"])
     return {"best_epoch": state["best_epoch"], "best_val_loss": state["best_loss"], "epochs": state["epoch"]}
 
