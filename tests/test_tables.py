@@ -14,6 +14,7 @@ from sonoseg.analysis import comparisons, paper, results, tables
 from sonoseg.analysis.results import IN_DOMAIN
 from sonoseg.data import provenance
 from sonoseg.errors import SonosegError
+from sonoseg.networks import catalog
 from sonoseg.serving import modelio
 from sonoseg.study import layout
 from sonoseg.training import selection
@@ -644,6 +645,14 @@ def test_a_paired_table_has_a_markdown_twin_that_says_where_its_numbers_come_fro
     significant = "yes" if table["significant"][0] else "no"  # decided with the CI as well: said, not left to p
     assert body.rstrip().endswith(f"| {table['p_holm'][0]:.3g} | {significant} | 6 |")
     assert comparisons._difference(-1.2e-05) == "-1.2e-05" and comparisons._difference(0.0512) == "+0.051"
+    # The report shows it too (it showed none of the paired tables), captioned by its Markdown twin.
+    from sonoseg.analysis import pages
+
+    assert cli.main(["report-table", "tta", "--table", str(out), "--out", str(tmp_path / "tta.html")]) == 0
+    page = (tmp_path / "tta.html").read_text()
+    assert "Flip averaging: each network" in page and "models trained at commit abc1234" in page
+    assert "<th>Significant</th>" in page and f"<td>{significant}</td>" in page
+    assert pages.TABLE_TITLES.keys() >= set(catalog.PAIRED_TABLES)
 
 
 def test_a_tables_caption_says_what_its_means_are_over():

@@ -238,13 +238,13 @@ PRIORITY = runsheet.schedule_priorities(list(RUNS.values()), DEVELOPMENT)  # run
 EXTERNAL_NETWORKS = [name for name in NETWORKS if name in {run.model_from for run in RUNS.values() if run.dataset}]
 # The paired tables (tables.smk, paired_table): table name -> (its family of sonoseg paired, its pairs); only those with pairs.
 PAIRED_TABLES = {
-    table: (family, pairs)
-    for table, family, pairs in (
-        ("marks_ablation", "ablation", ABLATION),
-        ("marks_reliance", "reliance", RELIANCE),
-        ("tta", "tta", TTA),
-        ("ensemble", "ensemble", ENSEMBLES),
-        ("augmentation", "augmentation", runsheet.augmentation_pairs(list(RUNS.values()))),
+    table: (catalog.PAIRED_TABLES[table], pairs)
+    for table, pairs in (
+        ("marks_ablation", ABLATION),
+        ("marks_reliance", RELIANCE),
+        ("tta", TTA),
+        ("ensemble", ENSEMBLES),
+        ("augmentation", runsheet.augmentation_pairs(list(RUNS.values()))),
     )
     if pairs
 }
@@ -844,6 +844,7 @@ def get_report_tables():
         study_tables()
         + (["selection"] if SELECTIONS else [])
         + (["generalization"] if EXTERNAL_NETWORKS else [])
+        + list(PAIRED_TABLES)  # in catalog.PAIRED_TABLES' order
         + (["subgroups"] if NETWORKS else [])
     )
 

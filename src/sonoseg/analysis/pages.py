@@ -159,6 +159,11 @@ TABLE_TITLES = {
     "selection": "Learning rate and weight decay chosen per network and fold (lowest validation loss)",
     "generalization": "Generalization: in-domain Dice and Dice on external datasets the networks never saw",
     "subgroups": "Dice by subgroup: on which images each network fails, in-domain and off its training data",
+    "marks_ablation": "The caliper ablation: each method trained and tested with the marks the other way, paired",
+    "marks_reliance": "Reliance on the marks: the models trained with them, tested without them, paired",
+    "tta": "Flip averaging: each network's models with and without horizontal-flip averaging, paired",
+    "ensemble": "The ensemble of each network's trainings against its single trainings, paired",
+    "augmentation": "The augmentation choice: the ultrasound augmentation against the paper's, paired",
 }
 
 
@@ -253,6 +258,23 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
             }
         )
         composed = subgroups.caption(table)
+        notes = []
+    elif kind in catalog.PAIRED_TABLES:  # its caption, with the family and the provenance, is its Markdown twin's
+        shown = pd.DataFrame(
+            {
+                "Method": table["method"],
+                "Reference": table["reference"],
+                "Patients / images": [f"{p} / {i}" for p, i in zip(table["patients"], table["images"])],
+                "Dice method": [fmt(v, 3) for v in table["dice_method"]],
+                "Dice reference": [fmt(v, 3) for v in table["dice_reference"]],
+                **difference_columns(table),
+                # Holm's p < 0.05 and, with several trainings a side, the CI excluding 0 (older tables: none)
+                "Significant": table["significant"].map(lambda v: "yes" if str(v) == "True" else "no")
+                if "significant" in table
+                else "",
+            }
+        )
+        composed = "Runs paired on the same test images, by patient: method − reference."
         notes = []
     elif kind == "selection":
         chosen_settings = {

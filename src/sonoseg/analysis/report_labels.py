@@ -64,6 +64,11 @@ REPORT_ENTRIES = {
     "ladder": "Tuning ladder (section 4.2)",
     "selection": "Learning rate and weight decay chosen",
     "generalization": "Generalization",
+    "marks_ablation": "Caliper ablation (paired)",
+    "marks_reliance": "Reliance on the marks (paired)",
+    "tta": "Flip averaging (paired)",
+    "ensemble": "Ensemble vs single (paired)",
+    "augmentation": "Augmentation choice (paired)",
     "subgroups": "Dice by subgroup",
 }
 

@@ -139,7 +139,17 @@ def networks() -> list[str]:
 # entry names its own), the tuning ladder, and (in the report) the recipe selection's choices.
 NETWORK_TABLES = ("table1", "table2", "beyond")
 STUDY_TABLES = (*NETWORK_TABLES, "ladder")
-REPORT_TABLES = (*STUDY_TABLES, "selection", "generalization", "subgroups")
+# The paired tables (tables/<name>.csv and .md; their runs paired by patient) and the family of comparisons
+# each is (sonoseg.analysis.comparisons.PAIRED_FAMILIES): the caliper ablation, reliance on the marks,
+# flip averaging, the ensemble, the augmentation choice's two options.
+PAIRED_TABLES = {
+    "marks_ablation": "ablation",
+    "marks_reliance": "reliance",
+    "tta": "tta",
+    "ensemble": "ensemble",
+    "augmentation": "augmentation",
+}
+REPORT_TABLES = (*STUDY_TABLES, "selection", "generalization", "subgroups", *PAIRED_TABLES)
 
 UNTRAINED_FAMILIES = ("floor", "reference")  # methods without a network: the config's `baselines`
 
