@@ -2,7 +2,9 @@
 unreadable images."""
 
 import json
+import os
 import shutil
+import time
 
 import cv2
 import numpy as np
@@ -105,10 +107,16 @@ def test_a_failed_export_keeps_the_earlier_one_and_names_the_file_and_the_full_d
     # A killed export's staging files (its process gone) are removed by the next export to that name.
     monkeypatch.undo()
     stale = tmp_path / ".model.onnx.4194303.partial"  # a pid no process has (the largest Linux allows)
-    stale.write_bytes(b"a graph cut short by kill -9")
+    running = tmp_path / f".model.onnx.{os.getppid()}.partial"  # a running process's: kept
+    recent = tmp_path / ".model.onnx.4194302.partial"  # maybe another machine's export on a shared folder: kept
+    for path in (stale, running, recent):
+        path.write_bytes(b"a graph cut short by kill -9")
     export.sidecar_path(stale).write_text("{}")
+    for path in (stale, running):
+        os.utime(path, (time.time() - 7 * 3600,) * 2)
     export.export(model_path, onnx_path)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json", "model.pt"]
+    left = sorted(path.name for path in tmp_path.iterdir())
+    assert left == sorted(["model.onnx", "model.onnx.json", "model.pt", running.name, recent.name])
 
 
 def test_export_refuses_foreign_model(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from sonoseg.analysis.results import patient_table, write_table
+from sonoseg.data.provenance import write_text_atomic
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 
@@ -114,11 +115,9 @@ def _difference(value: float) -> str:
 
 def write_paired(table: pd.DataFrame, out_csv: str | Path, family: str, source: str = "") -> None:
     """A paired table as CSV, and as Markdown beside it (paired_markdown), whose caption says where it comes from."""
-    from sonoseg.data.provenance import write_bytes_atomic
-
     out_csv = Path(out_csv)
     write_table(table, out_csv)
-    write_bytes_atomic(out_csv.with_suffix(".md"), paired_markdown(table, family, source).encode())
+    write_text_atomic(out_csv.with_suffix(".md"), paired_markdown(table, family, source))
 
 
 def equivalence_table(
@@ -169,7 +168,7 @@ def write_equivalence(table: pd.DataFrame, out_csv: str | Path, margin: float, s
             f"TOST p {row.tost_p:.3g} (Holm {row.tost_p_holm:.3g}), {row.patients} patients, "
             f"{row.runs_candidate} and {row.runs_reference} runs"
         )
-    out_csv.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out_csv.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
 def convergence_table(

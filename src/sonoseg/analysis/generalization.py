@@ -17,6 +17,7 @@ from sonoseg.analysis import stats
 from sonoseg.analysis.results import IN_DOMAIN, patient_table, read_table, select_runs, write_table
 from sonoseg.analysis.scoring import empty_side
 from sonoseg.data.options import NORMAL_LEFT_OUT
+from sonoseg.data.provenance import write_text_atomic
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 
@@ -250,7 +251,7 @@ def write(table: pd.DataFrame, out_csv: str | Path, notes: list[str] = (), sourc
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     write_table(table, out_csv)
-    out_csv.with_suffix(".md").write_text(markdown(table, notes, source))
+    write_text_atomic(out_csv.with_suffix(".md"), markdown(table, notes, source))
 
 
 def read(table_csv: str | Path) -> pd.DataFrame:

@@ -11,6 +11,7 @@ import pandas as pd
 from sonoseg.analysis import generalization, paper, stats, subgroups, tables
 from sonoseg.analysis.tables import ci_cell, ci_header, gflops_text, plus_minus, seeds_cell
 from sonoseg.data import MANIFEST_COLUMNS
+from sonoseg.data.provenance import write_text_atomic
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 
@@ -51,7 +52,7 @@ def note(text: str) -> str:
 def write_page(out: str | Path, title: str, parts: list[str]) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(PAGE.format(title=html.escape(title), body="\n".join(parts)))
+    write_text_atomic(out, PAGE.format(title=html.escape(title), body="\n".join(parts)))
 
 
 def fmt(value: float, digits: int) -> str:

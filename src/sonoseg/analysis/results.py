@@ -31,7 +31,6 @@ torch-free.
 from __future__ import annotations
 
 import bz2
-import csv
 import gzip
 import io
 import json
@@ -74,8 +73,8 @@ def read_table(
     """A table the study wrote (``what``: "run sheet", "subgroup table"), read with ``read_csv``'s options.
     Named so: an unreadable file (a compressed one cut short, an empty one), one without a ``required``
     column, and one cut short mid-row (pandas fills what a last line leaves out with nothing, and the
-    statistics went on without a word): a last line without all the header's fields, or a row without a
-    value in a ``non_empty`` column."""
+    statistics went on without a word): a last line not ended (a value cut short reads as another), or a
+    row without a value in a ``non_empty`` column."""
     damaged = f"{path}: the {what} is cut short or damaged; remake it (delete it and rerun)"
     try:
         table = pd.read_csv(path, **read_csv)
@@ -85,10 +84,11 @@ def read_table(
     missing = set(required) - set(table.columns)
     if missing:
         raise SonosegError(f"{path}: not a {what} (no column {', '.join(sorted(missing))})")
-    if last_line is not None:
-        fields = next(csv.reader([last_line], delimiter=read_csv.get("sep", ",")), [])
-        if len(fields) < len(table.columns):
-            raise SonosegError(f"{damaged} (its last line has {len(fields)} of the {len(table.columns)} fields)")
+    if last_line is not None:  # a value cut short reads as another value (7272 as 7): the line's end is the check
+        raise SonosegError(
+            f"{damaged} (its last line is not ended: {last_line[-40:]!r}; every table sonoseg writes ends its last "
+            "line, and one written by hand may end it too)"
+        )
     blank = table[list(non_empty)].isna().any(axis=1)
     if blank.any():
         lines = ", ".join(str(int(row) + 2) for row in table.index[blank][:5])  # the file's lines: the header is 1
@@ -196,7 +196,7 @@ def _under_shared_folder(images: pd.Series) -> pd.Series:
         shared = os.path.commonpath([os.path.dirname(path) for path in given])
     except ValueError:  # absolute and relative paths mixed, or none shared on Windows' drives
         return images
-    return images.map(lambda path: os.path.relpath(path, shared) if isinstance(path, str) else path)
+    return images.map(lambda path: Path(os.path.relpath(path, shared)).as_posix() if isinstance(path, str) else path)
 
 
 def training_identity(out: str | Path, row: dict, fold: str, seed: str, columns=SHEET_COLUMNS) -> dict:
@@ -426,11 +426,28 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
     path = Path(path)
     buffer = io.BytesIO()
     table.to_csv(buffer, index=False, compression=COMPRESSIONS.get(path.suffix.lower()))
+    data = buffer.getvalue()
+    if path.suffix.lower() == ".gz":
+        data = _named_gzip(data, path.name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(path.resolve(), buffer.getvalue())  # through a link to the file it names
+        write_bytes_atomic(path.resolve(), data)  # through a link to the file it names
     except OSError as exc:
         raise SonosegError(f"{path}: could not be written ({exc.strerror or exc})") from None
+
+
+def _named_gzip(packed: bytes, name: str) -> bytes:
+    """A gzip stream pandas wrote to memory, with the file name in its header as Python's gzip writes it to a
+    file of that name (latin-1, without .gz; none where it is not latin-1): the bytes pandas wrote to the file
+    itself before tables were made in memory, so that a checksum compares across versions."""
+    try:
+        stem = name.encode("latin-1")
+    except UnicodeEncodeError:
+        return packed
+    stem = stem[:-3] if stem.endswith(b".gz") else stem
+    if not stem or packed[3] & 0x08:  # FLG.FNAME already set
+        return packed
+    return packed[:3] + bytes([packed[3] | 0x08]) + packed[4:10] + stem + b"\0" + packed[10:]
 
 
 def read_per_image(path: str | Path, runs: Iterable[str] | None = None) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from sonoseg.analysis import stats
 from sonoseg.analysis.generalization import runs_of, with_role
 from sonoseg.analysis.results import IN_DOMAIN, as_compared, read_table, select_runs, write_table
 from sonoseg.analysis.scoring import empty_side
+from sonoseg.data.provenance import write_text_atomic
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 
@@ -254,7 +255,7 @@ def write(table: pd.DataFrame, out_csv: str | Path, caption_text: str) -> None:
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     write_table(table, out_csv)
-    out_csv.with_suffix(".md").write_text(markdown(table, caption_text))
+    write_text_atomic(out_csv.with_suffix(".md"), markdown(table, caption_text))
 
 
 def read(table_csv: str | Path) -> pd.DataFrame:

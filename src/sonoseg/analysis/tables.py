@@ -13,6 +13,7 @@ from sonoseg.analysis import paper
 from sonoseg.analysis.results import IN_DOMAIN, patient_table, read_metrics, source_line
 from sonoseg.analysis.results import write_table as write_csv
 from sonoseg.analysis.scoring import empty_side, kept_epoch
+from sonoseg.data.provenance import write_text_atomic
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 from sonoseg.study import layout
@@ -522,8 +523,8 @@ def write_table(
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     write_csv(table, out_csv)  # whole or not at all
     markdown, latex = to_markdown_and_latex(table, first, f"{caption} {source}".strip(), paper_of)
-    out_csv.with_suffix(".md").write_text(markdown)
-    out_csv.with_suffix(".tex").write_text(latex)
+    write_text_atomic(out_csv.with_suffix(".md"), markdown)
+    write_text_atomic(out_csv.with_suffix(".tex"), latex)
 
 
 # How a cell gives its seeds (seeds_cell), as every caption says it.

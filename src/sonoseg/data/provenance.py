@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -74,12 +75,26 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; a results folder may be shared
+        # mkstemp makes it owner-only; a results folder may be shared: the mode the file had (a g+w given it),
+        # else what the umask gives a new file
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """``text`` (UTF-8) written as write_bytes_atomic writes, its folder made: a page, a caption's Markdown, a
+    run sheet is whole under its name or not there."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, text.encode())
 
 
 def _umask() -> int:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sonoseg.data.provenance import cpu_model
+from sonoseg.data.provenance import cpu_model, write_text_atomic
 from sonoseg.errors import SonosegError
 from sonoseg.networks import models
 from sonoseg.serving.options import BACKENDS
@@ -159,7 +159,7 @@ def prepare(networks: list[str], size: int, backend: str, out_dir: str | Path, s
         )
         if backend == "onnxruntime":
             export_network(model, None, size, out_dir / f"{name}.onnx")
-    pd.DataFrame(rows).to_csv(out_dir / PREPARED_TABLE, index=False)
+    write_text_atomic(out_dir / PREPARED_TABLE, pd.DataFrame(rows).to_csv(index=False))  # whole or not at all
     return out_dir
 
 

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import time
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -279,13 +280,24 @@ def export(
         sidecar_path(staging).unlink(missing_ok=True)
 
 
+STALE_HOURS = 6  # a staging file untouched this long is no running export's (an ensemble's export takes minutes)
+
+
 def _stale_staging(out: Path) -> list[Path]:
     """The staging files of exports to ``out`` whose process has ended without removing them (a kill -9): named
-    ``.<name>.<pid>.partial`` beside it, their pid no process on this machine now."""
-    stale = []
+    ``.<name>.<pid>.partial`` beside it, untouched for STALE_HOURS and their pid no process on this machine
+    now. The age keeps a running export's on a folder other machines share (where a pid means nothing
+    here); none are looked for on Windows, whose os.kill ends the process it names."""
+    if os.name == "nt":
+        return []
+    stale, now = [], time.time()
     for path in out.parent.glob(f".{glob.escape(out.name)}.*.partial"):
         pid = path.name[len(out.name) + 2 : -len(".partial")]
-        if pid.isdigit() and not _running(int(pid)):
+        try:
+            old = now - path.stat().st_mtime > STALE_HOURS * 3600
+        except OSError:  # gone meanwhile
+            continue
+        if old and pid.isdigit() and not _running(int(pid)):
             stale.append(path)
     return stale
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from sonoseg.data.options import INGEST_SETTINGS, ingest_parameters
+from sonoseg.data.provenance import write_text_atomic
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 from sonoseg.serving.options import backend_for, check_device_name, shrinks
@@ -100,7 +101,7 @@ def cmd_runs(args) -> None:
     if runsheet.unused_overrides_note(config):
         log.warning(runsheet.unused_overrides_note(config))
     if args.out:
-        Path(args.out).write_text(text)
+        write_text_atomic(args.out, text)
     else:
         sys.stdout.write(text)
 
@@ -687,8 +688,8 @@ def cmd_selection_table(args) -> None:
     fingerprint = _data_fingerprint(args.manifest) if args.manifest else "unknown"
     table = selection.choices_table(args.choices)
     _write_csv(table, args.out)
-    Path(args.out).with_suffix(".md").write_text(
-        selection.choices_markdown(table, provenance.caption_line(fingerprint))
+    write_text_atomic(
+        Path(args.out).with_suffix(".md"), selection.choices_markdown(table, provenance.caption_line(fingerprint))
     )
 
 
