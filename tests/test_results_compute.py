@@ -270,7 +270,10 @@ def test_every_table_sonoseg_writes_reads_back_and_a_failed_write_leaves_the_old
     for cut_bytes in (2, 6):
         cut = tmp_path / "cut.csv"
         cut.write_bytes((tmp_path / "p.csv").read_bytes()[:-cut_bytes])
-        with pytest.raises(SonosegError, match=r"cut short or damaged; remake it \(delete it and rerun\) \(its last line is not ended: "):
+        with pytest.raises(
+            SonosegError,
+            match=r"cut short or damaged; remake it \(delete it and rerun\) \(its last line is not ended: ",
+        ):
             results.read_per_image(cut)
     # The .gz bytes pandas writes to a file of that name (its name in the header, no time): a checksum across
     # versions compares.

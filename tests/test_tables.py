@@ -568,25 +568,30 @@ def test_the_ladder_marks_its_capped_steps_and_says_when_a_step_changed_nothing(
     assert tables.unchanged_steps_note(runs, None) == ""
 
 
+def paired_rows(shifts: dict[str, float], images: int) -> list[dict]:
+    """Long-table rows of runs on the same images (one per patient): each run's Dice rising with the image,
+    shifted by the run's ``shifts`` value."""
+    return [
+        {
+            "run": run,
+            "method": run,
+            "fold": "0",
+            "seed": "0",
+            "training": "fold0/seed0",
+            "sample_id": f"s{i}",
+            "patient": f"p{i}",
+            "dice": 0.5 + 0.04 * i + shift,
+        }
+        for run, shift in shifts.items()
+        for i in range(images)
+    ]
+
+
 def test_a_paired_tables_family_names_the_pairs_holm_was_over():
     """`sonoseg paired --pairs` with one pair said "Holm over the networks and datasets", the study's family,
     beside a p corrected over that pair alone."""
-    per_image = pd.DataFrame(
-        [
-            {
-                "run": run,
-                "method": run,
-                "fold": "0",
-                "seed": "0",
-                "training": "fold0/seed0",
-                "sample_id": f"s{i}",
-                "patient": f"p{i}",
-                "dice": dice,
-            }
-            for run, shift in (("unet", 0.0), ("unet--tta", 0.05), ("light_unet", 0.0), ("light_unet--tta", -0.01))
-            for i, dice in enumerate([0.5 + 0.04 * i + shift for i in range(8)])
-        ]
-    )
+    shifts = {"unet": 0.0, "unet--tta": 0.05, "light_unet": 0.0, "light_unet--tta": -0.01}
+    per_image = pd.DataFrame(paired_rows(shifts, 8))
     one = comparisons.paired_runs(per_image, [("unet", "unet--tta")], family="tta")
     assert one["family"].iloc[0] == "tested with flip averaging vs without (same models), Holm over this table's 1 pair"
     two = comparisons.paired_runs(per_image, [("unet", "unet--tta"), ("light_unet", "light_unet--tta")], family="tta")
@@ -601,21 +606,14 @@ def test_a_paired_table_has_a_markdown_twin_that_says_where_its_numbers_come_fro
 
     rows = [
         {
-            "run": run,
-            "method": run,
-            "fold": "0",
-            "seed": "0",
-            "training": "fold0/seed0",
-            "sample_id": f"s{i}",
-            "patient": f"p{i}",
-            "dice": 0.5 + 0.04 * i + shift,
+            **row,
             "lesion_pixels": 10,
             "dataset": IN_DOMAIN,
             "training_commit": "abc1234",
-            "training_precision": "bf16 + channels_last" if i else "fp32",  # a training resumed in another
+            # a training resumed in another precision lists both
+            "training_precision": "bf16 + channels_last" if row["sample_id"] != "s0" else "fp32",
         }
-        for run, shift in (("unet", 0.0), ("unet--tta", 0.05))
-        for i in range(6)
+        for row in paired_rows({"unet": 0.0, "unet--tta": 0.05}, 6)
     ]
     results.write_table(pd.DataFrame(rows), tmp_path / "per_image.csv.gz")
     manifest = write_patient_manifest(

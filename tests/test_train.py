@@ -410,20 +410,24 @@ def test_a_checkpoint_cut_short_starts_the_training_afresh_with_a_warning(caches
     """A checkpoint damaged by hand (it is written atomically) stopped its training until deleted, and a workflow
     retried it into the same refusal: it holds a training's progress only, and the training starts over."""
     checkpoint = tmp_path / "last.pt"
+
+    def train_one_epoch():
+        with caplog.at_level("WARNING"):
+            fit(
+                "lighter_unet_c8",
+                0,
+                caches,
+                Recipe(min_epochs=1, max_epochs=1),
+                tmp_path / "m.pt",
+                tmp_path / "h.csv",
+                checkpoint=checkpoint,
+                device="cpu",
+                threads=1,
+            )
+
     modelio.save_atomic({"format": modelio.CHECKPOINT_FORMAT, "fingerprint": "x", "pad": torch.zeros(512)}, checkpoint)
     checkpoint.write_bytes(checkpoint.read_bytes()[:200])
-    with caplog.at_level("WARNING"):
-        fit(
-            "lighter_unet_c8",
-            0,
-            caches,
-            Recipe(min_epochs=1, max_epochs=1),
-            tmp_path / "m.pt",
-            tmp_path / "h.csv",
-            checkpoint=checkpoint,
-            device="cpu",
-            threads=1,
-        )
+    train_one_epoch()
     assert len(pd.read_csv(tmp_path / "h.csv")) == 1 and not checkpoint.exists()
     assert (
         f"{checkpoint}: refused" in caplog.text
@@ -440,18 +444,7 @@ def test_a_checkpoint_cut_short_starts_the_training_afresh_with_a_warning(caches
     assert train.damaged_record(checkpoint) == record.filename
     checkpoint.with_name("last.pt.tmp").write_bytes(b"cut short by a kill")
     caplog.clear()
-    with caplog.at_level("WARNING"):
-        fit(
-            "lighter_unet_c8",
-            0,
-            caches,
-            Recipe(min_epochs=1, max_epochs=1),
-            tmp_path / "m.pt",
-            tmp_path / "h.csv",
-            checkpoint=checkpoint,
-            device="cpu",
-            threads=1,
-        )
+    train_one_epoch()
     assert f"its record {record.filename} fails its checksum (damaged)" in caplog.text
     assert not checkpoint.exists() and not checkpoint.with_name("last.pt.tmp").exists()
 
