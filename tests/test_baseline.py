@@ -254,7 +254,13 @@ def test_threshold_baseline_predictions_do_not_depend_on_training_samples(tmp_pa
 def test_a_run_without_history_is_summarised_and_tabled(tmp_path):
     metrics = tmp_path / "seed0.csv"
     pd.DataFrame(
-        {"dice": [0.2, 0.4], "hd95_px": [30.0, 50.0], "hd95_mm": [np.nan, np.nan], "hd95_policy": ["medpy", "medpy"]}
+        {
+            "sample_id": ["s0", "s1"],  # as evaluate writes every metrics file: read_metrics needs it
+            "dice": [0.2, 0.4],
+            "hd95_px": [30.0, 50.0],
+            "hd95_mm": [np.nan, np.nan],
+            "hd95_policy": ["medpy", "medpy"],
+        }
     ).to_csv(metrics, index=False)
     summary = tables.summarize_run(metrics, None)
     assert summary["dice"] == pytest.approx(0.3) and pd.isna(summary["epochs"]) and pd.isna(summary["best_epoch"])
