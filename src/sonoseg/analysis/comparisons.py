@@ -154,7 +154,6 @@ def write_equivalence(table: pd.DataFrame, out_csv: str | Path, margin: float, s
     from sonoseg.analysis import stats
 
     out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
     write_table(table, out_csv)
     lines = [
         f"**Equivalence claims (margin ±{margin:g} Dice; 90 % CI by patient, then run; TOST, Holm). {source}**",

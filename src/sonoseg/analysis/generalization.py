@@ -249,7 +249,6 @@ def markdown(table: pd.DataFrame, notes: list[str] = (), source: str = "") -> st
 def write(table: pd.DataFrame, out_csv: str | Path, notes: list[str] = (), source: str = "") -> None:
     """The table as CSV, and as Markdown beside it (``markdown``: its caption ends with ``notes`` and ``source``)."""
     out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
     write_table(table, out_csv)
     write_text_atomic(out_csv.with_suffix(".md"), markdown(table, notes, source))
 

@@ -50,8 +50,6 @@ def note(text: str) -> str:
 
 
 def write_page(out: str | Path, title: str, parts: list[str]) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, PAGE.format(title=html.escape(title), body="\n".join(parts)))
 
 
@@ -261,19 +259,12 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
         composed = subgroups.caption(table)
         notes = []
     elif kind in catalog.PAIRED_TABLES:  # its caption, with the family and the provenance, is its Markdown twin's
-        shown = pd.DataFrame(
-            {
-                "Method": table["method"],
-                "Reference": table["reference"],
-                "Patients / images": [f"{p} / {i}" for p, i in zip(table["patients"], table["images"])],
-                "Dice method": [fmt(v, 3) for v in table["dice_method"]],
-                "Dice reference": [fmt(v, 3) for v in table["dice_reference"]],
-                **difference_columns(table),
-                # Holm's p < 0.05 and, with several trainings a side, the CI excluding 0 (older tables: none)
-                "Significant": table["significant"].map(lambda v: "yes" if str(v) == "True" else "no")
-                if "significant" in table
-                else "",
-            }
+        shown = shown_comparison(table)
+        shown.insert(4, "Dice method", [fmt(v, 3) for v in table["dice_method"]])
+        shown.insert(5, "Dice reference", [fmt(v, 3) for v in table["dice_reference"]])
+        # Holm's p < 0.05 and, with several trainings a side, the CI excluding 0 (older tables: none)
+        shown["Significant"] = (
+            table["significant"].map(lambda v: "yes" if str(v) == "True" else "no") if "significant" in table else ""
         )
         composed = "Runs paired on the same test images, by patient: method − reference."
         notes = []
@@ -332,6 +323,20 @@ def written_caption(table_csv: str | Path) -> str:
     markdown = Path(table_csv).with_suffix(".md")
     first = markdown.read_text().split("\n\n", 1)[0].strip() if markdown.is_file() else ""
     return first.replace("**", "").strip()  # Markdown's bold, wherever a caption puts it (the page escapes text)
+
+
+def shown_comparison(frame: pd.DataFrame) -> pd.DataFrame:
+    """Comparison rows (stats.COMPARISON_COLUMNS) as a page shows them: who against whom, on how many patients,
+    images and runs, and the difference with its CI and p-values."""
+    return pd.DataFrame(
+        {
+            "Method": frame["method"],
+            "Against": frame["reference"],
+            "Patients / images": [f"{p} / {i}" for p, i in zip(frame["patients"], frame["images"])],
+            "Runs": [f"{c} / {r}" for c, r in zip(frame["runs_candidate"], frame["runs_reference"])],
+            **difference_columns(frame),
+        }
+    )
 
 
 def difference_columns(comparison: pd.DataFrame) -> dict[str, list[str]]:
@@ -400,17 +405,6 @@ def statistics_page(
     # No comparison at all (one network and no floor): the page still gives each method's Dice.
     family = found.comparison["family"].iloc[0] if len(found.comparison) else "none"
     comparison, beyond, versus_references = found.comparison, found.beyond, found.versus_references
-
-    def shown_comparison(frame: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                "Method": frame["method"],
-                "Against": frame["reference"],
-                "Patients / images": [f"{p} / {i}" for p, i in zip(frame["patients"], frame["images"])],
-                "Runs": [f"{c} / {r}" for c, r in zip(frame["runs_candidate"], frame["runs_reference"])],
-                **difference_columns(frame),
-            }
-        )
 
     cells = stats.method_table(per_image, seed=seed, resamples=resamples)
     # The tables by metadata value bootstrap every cell of every column: fewer resamples keep them quick.

@@ -77,8 +77,9 @@ def read_table(
     row without a value in a ``non_empty`` column."""
     damaged = f"{path}: the {what} is cut short or damaged; remake it (delete it and rerun)"
     try:
-        table = pd.read_csv(path, **read_csv)
-        last_line = _last_line(path)
+        text = _decompressed(path)  # read once: parsed from memory, and its last line checked there
+        table = pd.read_csv(path if text is None else io.BytesIO(text), **read_csv)
+        last_line = _unended_line(text)
     except (OSError, EOFError, zlib.error, lzma.LZMAError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise SonosegError(f"{damaged} (reading it: {exc})") from None
     missing = set(required) - set(table.columns)
@@ -101,14 +102,19 @@ OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 COMPRESSIONS = {".gz": {"method": "gzip", "mtime": 0}, ".bz2": "bz2", ".xz": "xz", ".zip": "zip", ".zst": "zstd"}
 
 
-def _last_line(path: str | Path) -> str | None:
-    """A table file's last line, when it does not end with a line break (a file cut short mid-line, or written
-    without one at its end); None when it does, or for a compression read otherwise (zip, zstd)."""
+def _decompressed(path: str | Path) -> bytes | None:
+    """A table file's text as bytes, decompressed as its name says (OPENERS); None for a compression pandas
+    alone reads (zip, zstd, tar), which is then read from the path."""
     suffix = Path(path).suffix.lower()
     if suffix in (".zip", ".zst", ".tar"):
         return None
     with OPENERS.get(suffix, open)(path, "rb") as handle:
-        text = handle.read()
+        return handle.read()
+
+
+def _unended_line(text: bytes | None) -> str | None:
+    """A table's last line, when it does not end with a line break (a file cut short mid-line, or written
+    without one at its end); None when it does, or when the text is not at hand."""
     if not text or text.endswith(b"\n"):
         return None
     return text.rsplit(b"\n", 1)[-1].decode("utf-8", errors="replace").rstrip("\r")

@@ -253,7 +253,6 @@ def dice_text(row: pd.Series) -> str:
 def write(table: pd.DataFrame, out_csv: str | Path, caption_text: str) -> None:
     """The table as CSV, and as Markdown beside it, headed by ``caption_text`` (``caption``)."""
     out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
     write_table(table, out_csv)
     write_text_atomic(out_csv.with_suffix(".md"), markdown(table, caption_text))
 

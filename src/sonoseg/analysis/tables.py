@@ -520,7 +520,6 @@ def write_table(
     fingerprint, the version and commit) closes the Markdown and LaTeX captions; ``paper_of``: the network
     the paper's column is of (to_markdown_and_latex)."""
     out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
     write_csv(table, out_csv)  # whole or not at all
     markdown, latex = to_markdown_and_latex(table, first, f"{caption} {source}".strip(), paper_of)
     write_text_atomic(out_csv.with_suffix(".md"), markdown)

@@ -361,7 +361,7 @@ def damaged_record(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as archive:
             return archive.testzip()
-    except (OSError, zipfile.BadZipFile, ValueError):
+    except (zipfile.BadZipFile, ValueError):  # an OSError (permissions, the file system) is the caller's
         return None
 
 
@@ -372,13 +372,11 @@ def resume(
     and the weight average; a fresh state when there is none or it belongs to other settings or data."""
     if not checkpoint.exists():
         return fresh_state(rule)
-    try:  # a file that cannot be read (permissions, a file system's error) is no reason to lose its progress
-        with open(checkpoint, "rb") as handle:
-            handle.read(1)
-    except OSError as exc:
-        raise SonosegError(f"{checkpoint}: the training's checkpoint cannot be read ({exc.strerror or exc})") from None
     try:
         damaged = damaged_record(checkpoint)  # torch.load takes bytes changed inside a tensor without a word
+    except OSError as exc:  # a file that cannot be read (permissions, a file system's) is no reason to lose it
+        raise SonosegError(f"{checkpoint}: the training's checkpoint cannot be read ({exc.strerror or exc})") from None
+    try:
         if damaged:
             raise SonosegError(f"{checkpoint}: refused: its record {damaged} fails its checksum (damaged)")
         saved = load_checked(checkpoint, CHECKPOINT_FORMAT)
