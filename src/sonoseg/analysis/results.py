@@ -333,24 +333,42 @@ def collect_trainings(out: str | Path, rows: list[dict]) -> pd.DataFrame:
 
 
 def trained_at(per_image: pd.DataFrame | None) -> str:
-    """The sonoseg commits that trained the models behind a long table's rows (``training_commit``), in the
-    order they first appear; '' where none is recorded (floors alone, a study from before the column)."""
-    return ", ".join(_training_values(per_image, "commit"))
+    """The sonoseg commits that trained the models behind a long table's rows (``training_commit``), as
+    ``trained_by`` names them; '' where none is recorded (floors alone, a study from before the column)."""
+    return trained_by(per_image, "commit", ", ")
 
 
 def trained_in(per_image: pd.DataFrame | None) -> str:
     """The precision(s) the trainings behind a long table's rows computed in (``training_precision``: "bf16 +
-    channels_last", "fp32"; a training resumed in another one lists both), in the order they first appear,
-    joined by " / "; '' where none is recorded (floors alone, a study from before the column)."""
-    return " / ".join(_training_values(per_image, "precision"))
+    channels_last", "fp32"; a training resumed in another one has both), as ``trained_by`` names them, a run's
+    several joined by " / "; '' where none is recorded (floors alone, a study from before the column)."""
+    return trained_by(per_image, "precision", COMPUTE_SEPARATOR)
 
 
-def _training_values(per_image: pd.DataFrame | None, column: str) -> list[str]:
-    """The distinct values of a long table's ``training_<column>`` (each cell's, compute_values-joined, split),
-    in the order they first appear; none without the column."""
+def trained_by(per_image: pd.DataFrame | None, column: str, joiner: str) -> str:
+    """A long table's ``training_<column>`` said run by run: each run's distinct values (its cells split, in the
+    order they first appear, joined by ``joiner``); where the runs differ, the value most runs share first and
+    the others with their runs, "bf16 + channels_last (malunet, malunet--tta: fp32)", so a caption over a
+    study whose MALUNet trained in fp32, or whose one retrained network trained at a newer commit, says which
+    run is which. Runs without a value (floors) are left out; '' where no run has one."""
     if per_image is None or f"training_{column}" not in per_image:
-        return []
-    found = per_image[f"training_{column}"].dropna().astype(str)
+        return ""
+    runs_by_value: dict[str, list[str]] = {}
+    for run, cells in per_image.groupby("run", sort=False)[f"training_{column}"]:
+        values = _split_values(cells)
+        if values:
+            runs_by_value.setdefault(joiner.join(values), []).append(str(run))
+    if len(runs_by_value) < 2:
+        return next(iter(runs_by_value), "")
+    ordered = sorted(runs_by_value.items(), key=lambda item: -len(item[1]))  # stable: ties keep first seen
+    (common, _), others = ordered[0], ordered[1:]
+    exceptions = "; ".join(", ".join(runs) + f": {value}" for value, runs in others)
+    return f"{common} ({exceptions})"
+
+
+def _split_values(cells: pd.Series) -> list[str]:
+    """The distinct values of compute_values-joined cells, split, in the order they first appear."""
+    found = cells.dropna().astype(str)
     return list(dict.fromkeys(value for cell in found for value in cell.split(COMPUTE_SEPARATOR) if value))
 
 
