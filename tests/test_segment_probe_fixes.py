@@ -200,6 +200,22 @@ def test_a_folder_stands_for_its_images_and_an_earlier_run_s_masks_are_skipped(t
         "scans: 1 hidden image file(s) not segmented (.hidden.png): name them to segment them",
         "scans: its 1 subfolder(s) are not entered (older): name them (or their images) to segment their images",
     ]
+    # And the record lists each of them with its reason (a probe found a folder's DICOM in a log line alone).
+    (entry,) = [run for run in json.loads((tmp_path / "out" / "segment_runs.json").read_text())["runs"]]
+    assert {
+        Path(item["file"]).name: item["reason"].split(":")[0].split(" (")[0] for item in entry["not_segmented"]
+    } == {
+        ".DS_Store": "a file operating systems or file managers write",
+        "._scan.png": "a file operating systems or file managers write",
+        "notes.txt": "not in an image format sonoseg reads",
+        ".hidden.png": "a hidden image",
+        "older": "a subfolder",
+        "masks": "an earlier segment run's masks",
+    }
+    assert (
+        "5 other file(s) or folder(s)" not in caplog.text
+        and "6 other file(s) or folder(s) in the folders" in caplog.text
+    )
 
     # A folder that cannot be read: refused by name (as an unprivileged user meets a folder of mode 000).
     def unreadable(self):

@@ -403,6 +403,28 @@ def test_a_tiff_written_by_pillow_with_its_orientation_patched_to_a_long_is_turn
     assert "exif_orientation:6" in decoded.notes
 
 
+@pytest.mark.parametrize("compression", [None, "tiff_lzw"])
+@pytest.mark.parametrize("depth", [np.uint8, np.uint16])
+def test_a_white_is_zero_tiff_reads_as_viewers_show_it_at_any_depth(tmp_path, depth, compression):
+    """A probe's 16-bit WhiteIsZero TIFF (grey stored inverted) was segmented inverted, without a word: OpenCV
+    inverts an 8-bit one but reads a 16-bit one as stored. Both now read as a viewer shows them."""
+    top = np.iinfo(depth).max
+    viewed = (np.tile(np.linspace(0, top, 40), (24, 1))).astype(depth)  # dark left, bright right
+    path = tmp_path / "scan.tif"
+    Image.fromarray(top - viewed).save(path, compression=compression)  # the stored values: inverted
+    data = bytearray(path.read_bytes())
+    order = "<" if data[:2] == b"II" else ">"
+    ifd = struct.unpack_from(order + "I", data, 4)[0]
+    for index in range(struct.unpack_from(order + "H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * index
+        if struct.unpack_from(order + "H", data, entry)[0] == imageio.TIFF_PHOTOMETRIC:
+            struct.pack_into(order + "H", data, entry + 8, 0)  # BlackIsZero -> WhiteIsZero
+    path.write_bytes(bytes(data))
+    assert Image.open(path).tag_v2[imageio.TIFF_PHOTOMETRIC] == 0
+    expected = viewed if depth == np.uint8 else (viewed // 257).astype(np.uint8)
+    assert np.array_equal(imageio.read_image(path).pixels[..., 0], expected)
+
+
 def test_ingest_refuses_an_image_and_mask_turned_otherwise_unless_the_sizes_tell(tmp_path):
     from sonoseg.data import ingest
 

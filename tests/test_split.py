@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -134,3 +136,65 @@ def test_a_split_file_tells_how_many_folds_it_deals(tmp_path):
     for folds in (1, 2, 5):
         split.fold_split(samples(20), seed=1, folds=folds).to_csv(tmp_path / "split.csv", index=False)
         assert split.fold_count(tmp_path / "split.csv") == folds
+
+
+def one_image_each(patients: int, flags: str = "") -> pd.DataFrame:
+    rows = [{"sample_id": f"P{p}", "patient": f"P{p}", "group": f"P{p}", "flags": flags} for p in range(patients)]
+    return pd.DataFrame(rows)
+
+
+def test_a_split_no_training_can_run_on_is_refused_by_the_split_naming_the_fold_and_part(tmp_path, capsys):
+    """A probe's 4 patients of one image each passed planning's 2K rule for K = 2, then every training failed
+    (and was retried) for one training image; 2 patients in one split left its test part empty, said only by the
+    preprocess. The split job now refuses both, naming each short part and what to change."""
+    from sonoseg.study import cli
+
+    def run(table: pd.DataFrame, *options: str) -> int:
+        table.assign(status="included", height=64, width=64).to_csv(tmp_path / "m.csv", index=False)
+        return cli.main(["split", "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "s.csv"), *options])
+
+    assert run(one_image_each(4), "--folds", "2") == 2
+    said = capsys.readouterr().err
+    assert "split.folds 2 over 4 patient groups of 4 images: fold 0's train part has 1 image(s) of 1 patient " in said
+    assert "fold 1's train part has 1 image(s)" in said and said.rstrip().endswith(
+        "use fewer folds (split.folds) or more patients"
+    )
+    assert not (tmp_path / "s.csv").exists()
+    assert run(one_image_each(2)) == 2
+    assert (
+        "fold 0's val part has 0 image(s) of 0 patient group(s); fold 0's test part has 0 image(s)"
+        in capsys.readouterr().err
+    )
+    # Two images each in the same 4 patients: each fold's training part has two images, and it runs.
+    assert run(samples(4).drop(columns="image"), "--folds", "2") == 0
+    assert run(one_image_each(6), "--folds", "2") == 0
+
+
+def test_a_split_whose_test_images_all_lack_a_lesion_is_refused():
+    """A probe's split file put only BUSI's normal images in the test part: the split and the trainings ran,
+    and then every table failed ("no test image has a lesion"). The split says so."""
+    table = one_image_each(8)
+    parts = split.fold_split(table, seed=0, folds=1, fractions=(0.5, 0.25, 0.25))
+    normal = set(parts.loc[parts["split"] == "test", "sample_id"])
+    table["flags"] = ["empty_mask;lesions:0" if sample in normal else "" for sample in table["sample_id"]]
+    with pytest.raises(SonosegError, match=r"^x.csv: none of the 2 test image\(s\) has a lesion \(every mask is empty"):
+        split.check_parts(parts, table, "x.csv", "move images between its parts")
+    table.loc[table["sample_id"] == sorted(normal)[0], "flags"] = "lesions:2"  # one test image with a lesion: enough
+    split.check_parts(parts, table, "x.csv", "move images between its parts")
+
+
+def test_a_split_file_whose_rows_match_no_sample_says_what_its_key_is_matched_against(tmp_path):
+    """A probe keyed its split by the path under the dataset's root (benign/benign (1).png, the long table's
+    form) and was told only that every sample had no split."""
+    table = samples(3)
+    file = tmp_path / "split.csv"
+    parts = ["train", "train", "val", "val", "test", "test"]
+    pd.DataFrame({"image": [f"x/{Path(p).name}" for p in table["image"]], "split": parts}).to_csv(file, index=False)
+    with pytest.raises(SonosegError, match=r"none of its 6 row\(s\) names an included sample \(e.g. \['x/P0_v1.png'"):
+        split.user_split(table, file)
+    with pytest.raises(
+        SonosegError, match=r"matched against the image's file name alone \(no folder\), e.g. 'P0_v1.png'"
+    ):
+        split.user_split(table, file)
+    pd.DataFrame({"image": [Path(p).name for p in table["image"]], "split": parts}).to_csv(file, index=False)
+    assert list(split.user_split(table, file)["split"]) == parts

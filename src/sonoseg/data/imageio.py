@@ -45,6 +45,7 @@ TIFF_LAYOUTS = {42: (4, "I", "H", 12, 8), 43: (8, "Q", "Q", 20, 12)}
 # The struct format of a TIFF tag's value by its type: BYTE, SHORT, LONG, SSHORT, SLONG (the integer types
 # an orientation is found stored as).
 TIFF_INTEGER_FORMATS = {1: "B", 3: "H", 4: "I", 8: "h", 9: "i"}
+TIFF_PHOTOMETRIC = 262  # PhotometricInterpretation: 0 WhiteIsZero (grey stored inverted), 1 BlackIsZero, 2 RGB...
 # A 16-bit image is read as the full 16-bit range (divided by 257). One whose brightest pixel is under
 # this (12-bit data and less, as some scanners and converters store it) comes out almost black: noted.
 LOW_RANGE_16BIT = 4096
@@ -237,6 +238,7 @@ class Layout:
     pixels: int | None = None
     size: tuple[int, int] | None = None
     palette: bool = False
+    white_is_zero: bool = False  # a grey TIFF stored inverted (PhotometricInterpretation 0): black is its top value
 
 
 def _header(source: BinaryIO) -> Layout:
@@ -263,6 +265,7 @@ def _header(source: BinaryIO) -> Layout:
                     width * height,
                     (width, height),
                     image.mode == "P",
+                    image.format == "TIFF" and image.tag_v2.get(TIFF_PHOTOMETRIC) == 0,
                 )
     except Image.DecompressionBombError as exc:  # Pillow's own limit, twice its MAX_IMAGE_PIXELS: the count only
         found = PILLOW_BOMB_PIXELS.search(str(exc))
@@ -414,6 +417,8 @@ def _decode(path: Path, binary_float: bool = False, max_pixels: int = MAX_IMAGE_
     pages = layout.pages
     notes = [orientation_note(orientation)] * (orientation != 1) + [f"first_page_of:{pages}"] * (pages > 1)
     notes += [damage_note] * bool(damage_note)
+    if layout.white_is_zero and pixels.ndim == 2 and pixels.dtype in (np.uint8, np.uint16):
+        pixels = _white_is_zero_as_viewed(path, data, pixels)
     if orientation != 1:
         pixels = as_viewers_show(pixels, orientation)
     # Float (and signed) files have no agreed range: neither brightness nor the lesion value can be
@@ -426,6 +431,38 @@ def _decode(path: Path, binary_float: bool = False, max_pixels: int = MAX_IMAGE_
             + ("; a float mask may hold 0 and 1, or 0 and 255)" if binary_float else ")")
         )
     return Decoded(pixels, notes, orientation, head, layout.palette)
+
+
+def _white_is_zero_as_viewed(path: Path, data: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """A WhiteIsZero grey TIFF's pixels as a viewer shows them (black where the stored value is highest).
+    OpenCV 5.1 inverts an 8-bit one but reads a 16-bit one as stored, and that is libtiff's path through its
+    decoder, not a documented promise; Pillow's reading is the reference (it inverts 1- and 8-bit ones, "1;I"
+    and "L;I", and reads 16-bit ones as stored, "I;16"), so whatever OpenCV does the result is the viewer's,
+    and a file the two read some third way is refused rather than guessed."""
+    import io
+
+    from PIL import Image
+
+    top = np.iinfo(pixels.dtype).max
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as image:
+            inverted_by_pillow = image.mode in ("1", "L")
+            read = np.asarray(image)
+    except Exception:  # noqa: BLE001 - whatever Pillow cannot decode cannot be checked
+        read = None
+    if read is not None and read.dtype == bool:
+        read = read.astype(np.uint8) * 255
+    if read is None or read.shape != pixels.shape:
+        raise SonosegError(
+            f"{path}: a WhiteIsZero TIFF (grey stored inverted) that cannot be checked: save it as BlackIsZero"
+        )
+    viewed = read.astype(pixels.dtype) if inverted_by_pillow else top - read.astype(pixels.dtype)
+    if np.array_equal(pixels, viewed) or np.array_equal(pixels, top - viewed):
+        return viewed
+    raise SonosegError(
+        f"{path}: a WhiteIsZero TIFF (grey stored inverted) that OpenCV and Pillow read differently: "
+        "save it as BlackIsZero"
+    )
 
 
 # libjpeg's warnings that its coded data is damaged: what it decodes from there on is grey or smeared.

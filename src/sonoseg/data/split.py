@@ -12,6 +12,10 @@ import pandas as pd
 from sonoseg.data.options import PARTS
 from sonoseg.errors import SonosegError
 
+# The fewest images each part of a fold may hold: a training needs two training images (BatchNorm's statistics
+# over a batch) and one validation image, a test one test image (sonoseg.training.train checks it again).
+FEWEST_IMAGES = {"train": 2, "val": 1, "test": 1}
+
 log = logging.getLogger(__name__)
 
 
@@ -200,9 +204,19 @@ def user_split(samples: pd.DataFrame, split_file: str | Path) -> pd.DataFrame:
     result = samples[["sample_id", "patient", "group"]].copy()
     result["split"] = names.map(lookup)
     missing = result[result["split"].isna()]["sample_id"].tolist()
+    unknown = sorted(set(lookup) - set(names))
+    if missing and len(unknown) == len(lookup):  # not one row matched: its key, not its samples, is wrong
+        form = (
+            "the sample_id data/manifest.csv lists"
+            if key == "sample_id"
+            else "the image's file name alone (no folder), e.g. " + repr(names.iloc[0])
+        )
+        raise SonosegError(
+            f"{path}: none of its {len(lookup)} row(s) names an included sample (e.g. {unknown[:3]}); its {key} "
+            f"column is matched against {form}"
+        )
     if missing:
         raise SonosegError(f"{path}: {len(missing)} included sample(s) have no split, e.g. {missing[:5]}")
-    unknown = sorted(set(lookup) - set(names))
     if unknown:
         log.warning(
             "%s: %d row(s) name no sample the ingest included (a typo, or an image it excluded: the manifest says "
@@ -219,6 +233,36 @@ def user_split(samples: pd.DataFrame, split_file: str | Path) -> pd.DataFrame:
             "needs test images"
         )
     return result
+
+
+def check_parts(split: pd.DataFrame, samples: pd.DataFrame, source: str, remedy: str) -> None:
+    """Refuse an in-domain split that no study can run on, by the split job, before an image is preprocessed
+    or a training fails (and is retried) for it: a fold with a part of fewer images than FEWEST_IMAGES (a
+    few patients dealt to K folds: 4 patients of one image each in 2 folds leave one training image), each such
+    part named with its images and patient groups; and a split whose test images all lack a lesion (every mask
+    empty: flag empty_mask, BUSI's normal images), as the tables' Dice and HD95 are over images with a lesion.
+    ``remedy``: what the user can change, said last."""
+    folds = split.groupby("fold") if "fold" in split else [(0, split)]
+    short = []
+    for fold, parts in folds:
+        for part, fewest in FEWEST_IMAGES.items():
+            rows = parts[parts["split"] == part]
+            if len(rows) < fewest:
+                groups = rows["group"].nunique()
+                short.append(f"fold {fold}'s {part} part has {len(rows)} image(s) of {groups} patient group(s)")
+    if short:
+        raise SonosegError(
+            f"{source}: {'; '.join(short)}; a training needs at least {FEWEST_IMAGES['train']} training images and "
+            f"{FEWEST_IMAGES['val']} validation image, a test {FEWEST_IMAGES['test']} test image: {remedy}"
+        )
+    tested = set(split.loc[split["split"] == "test", "sample_id"])
+    flags = samples.set_index("sample_id")["flags"] if "flags" in samples else pd.Series(dtype=str)
+    empty = flags.fillna("").astype(str).map(lambda cell: "empty_mask" in cell.split(";"))
+    if tested and tested <= set(empty[empty].index):
+        raise SonosegError(
+            f"{source}: none of the {len(tested)} test image(s) has a lesion (every mask is empty: flag "
+            "empty_mask), and the study's Dice and HD95 are over images with a lesion: test images with a lesion too"
+        )
 
 
 def check_no_leak(split: pd.DataFrame, source: str) -> None:

@@ -522,6 +522,7 @@ class SegmentResult:
     # An image segmented all the same, and why its mask may be wrong (image_warnings).
     warnings: dict[Path, list[str]] = field(default_factory=dict)
     replaced: int = 0  # of the written masks, those that replaced one an earlier run wrote
+    not_segmented: list[dict] = field(default_factory=list)  # the folders' other files, each with why (the record's)
 
 
 def segment_images(
@@ -575,7 +576,8 @@ def segment_images(
     check_device_name(device, "--device")
     from sonoseg.serving.output_record import RunRecord, refuse_unrecorded
 
-    planned = mask_files(images, Path(outdir))  # before any model is loaded: a clash is the user's to settle
+    not_taken: list[dict] = []  # the folders' files that are not images it segments, each with why: recorded
+    planned = mask_files(images, Path(outdir), not_taken)  # before any model is loaded: a clash is the user's
     check_found([image for image, _ in planned])  # a mistyped path, said now rather than after the model loads
     refuse_unrecorded(Path(outdir), planned)  # a file segment did not write, such as a hand-drawn mask: never replaced
     check_writable(Path(outdir))
@@ -694,10 +696,16 @@ def segment_images(
     settings |= {"input_sizes": selected.input_sizes(predictor.size)}
     settings |= {"postprocess_option": option, "postprocess": postprocess, "component_rule": rule}
     # The folder held first (no other run writes masks there until this one's record is done), then the record.
-    with FolderHeld(outdir), RunRecord(outdir, planned, result, {**settings, "max_pixels": max_pixels}) as record:
+    with (
+        FolderHeld(outdir),
+        RunRecord(
+            outdir, planned, result, {**settings, "max_pixels": max_pixels, "not_segmented": not_taken}
+        ) as record,
+    ):
         segment_each(planned, predictor, result, rule, postprocess, max_pixels, progress, model_path, record.replaced)
         record.settings["input_sizes"] = selected.input_sizes(predictor.size)  # less the sizes the network refused
     result.replaced = len({Path(path) for path in result.written} & record.replaced)
+    result.not_segmented = not_taken
     return result
 
 

@@ -215,7 +215,7 @@ def _resolved(path: Path) -> Path:
         return Path(os.path.abspath(path))
 
 
-def images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path, not_taken: list[dict] | None = None) -> list[Path]:
     """The image files directly in ``folder`` (sonoseg's formats, any case of suffix; not hidden, not the
     junk of operating systems), by name: a folder given to segment, as nnU-Net's predictor takes one, so
     that an archive too large for a shell glob (the kernel's limit on a command line) is segmented in one
@@ -223,7 +223,9 @@ def images_in(folder: Path) -> list[Path]:
     images are named in a warning, its other files counted in a log line. A folder holding
     segment's record (RECORD_NAME) is an earlier run's masks (a shell glob folder/* catches it) and gives
     none, with a warning; so does a folder without an image file. A folder that cannot be read is refused
-    by name."""
+    by name. Every file and subfolder of the folder not taken is appended to ``not_taken`` (when given) with
+    the reason, for segment's record: a DICOM left out is then in the record, not in a log line alone."""
+    taken_not = not_taken if not_taken is not None else []
     try:
         if os.path.isfile(folder / RECORD_NAME):
             log.warning(
@@ -232,14 +234,19 @@ def images_in(folder: Path) -> list[Path]:
                 folder,
                 RECORD_NAME,
             )
+            taken_not.append({"file": str(folder), "reason": f"an earlier segment run's masks (holds {RECORD_NAME})"})
             return []
         entries = sorted(folder.iterdir(), key=lambda path: path.name)
     except OSError as exc:
         raise SonosegError(f"{folder}: the folder cannot be read ({exc.strerror or exc})") from None
-    images, others, hidden, subfolders, junk = [], [], [], [], []
+    images, others, hidden, subfolders, junk, earlier_runs, hidden_folders = [], [], [], [], [], [], []
     for path in entries:
         if _is_folder(path):
-            if not path.name.startswith(".") and not os.path.isfile(path / RECORD_NAME):  # an earlier run's: skipped
+            if path.name.startswith("."):
+                hidden_folders.append(path)
+            elif os.path.isfile(path / RECORD_NAME):  # an earlier run's masks: skipped
+                earlier_runs.append(path)
+            else:
                 subfolders.append(path)
         elif path.suffix.lower() not in SEGMENT_SUFFIXES:
             (junk if is_junk(path) else others).append(path)
@@ -283,10 +290,20 @@ def images_in(folder: Path) -> list[Path]:
         )
     elif subfolders:  # an archive of patient folders with one stray file would otherwise lose every patient unsaid
         log.warning("%s: %s: name them (or their images) to segment their images", folder, entered)
+    for paths, reason in (
+        (dicom, "DICOM, which sonoseg does not read: export its frames as PNG first"),
+        (others, f"not in an image format sonoseg reads ({READ_FORMATS})"),
+        (hidden, "a hidden image: name it to segment it"),
+        (subfolders, "a subfolder: not entered (name it to segment its images)"),
+        (junk, "a file operating systems or file managers write"),
+        (earlier_runs, f"an earlier segment run's masks (holds {RECORD_NAME})"),
+        (hidden_folders, "a hidden folder: not entered"),
+    ):
+        taken_not.extend({"file": str(path), "reason": reason} for path in paths)
     return images
 
 
-def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]]:
+def mask_files(images: list[str | Path], outdir: Path, not_taken: list[dict] | None = None) -> list[tuple[Path, Path]]:
     """(image, its mask file <outdir>/<stem>_mask.png) for each image given, once each: one mask per name
     given (a link under another name gets its own); the same name given twice (spelt otherwise, as
     a/../a/x.png, or through a linked folder: the same file under the same name) is segmented once.
@@ -301,7 +318,7 @@ def mask_files(images: list[str | Path], outdir: Path) -> list[tuple[Path, Path]
     images = [
         found
         for given in (Path(image) for image in images)
-        for found in (images_in(given) if _is_folder(given) else [given])
+        for found in (images_in(given, not_taken) if _is_folder(given) else [given])
     ]
     if not images:
         raise SonosegError(

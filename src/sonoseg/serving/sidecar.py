@@ -50,8 +50,10 @@ SEGMENT_DOES = {
     ),
     "input.scale": ("uint8 pixel / 255, giving [0, 1]", "divides each 8-bit pixel by 255"),
     "input.grayscale_or_rgba": (
-        "convert to 3-channel RGB (gray repeated; alpha dropped); 16-bit: divide by 257 first",
-        "reads a gray image as RGB (gray repeated), drops an alpha channel and divides 16-bit pixels by 257",
+        "convert to 3-channel RGB (gray repeated; alpha dropped); 16-bit: integer-divide by 257 first "
+        "(floor, value // 257)",
+        "reads a gray image as RGB (gray repeated), drops an alpha channel and divides 16-bit pixels by 257 "
+        "(floor: value // 257)",
     ),
     "input.orientation": (
         "as viewers show the image: its EXIF orientation tag applied first (exif_transpose)",

@@ -365,8 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
         "images",
         nargs="+",
         type=path_given,
-        help="image files (PNG, JPEG, BMP, TIFF, WebP, GIF; RGB, grayscale, RGBA or 16-bit), or folders: each "
-        "stands for the image files directly in it",
+        help="image files (PNG, JPEG, BMP, TIFF, WebP, GIF; RGB, grayscale, RGBA or 16-bit; not float, not DICOM: "
+        "export a DICOM's frames as PNG first), or folders: each stands for the image files directly in it",
     )
     p.add_argument(
         "--model",

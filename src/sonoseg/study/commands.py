@@ -173,6 +173,12 @@ def cmd_split(args) -> None:
         result = split.user_split(samples, args.split_file)
     else:
         result = split.fold_split(samples, args.seed, args.folds, tuple(args.fractions), args.stratify or None)
+    if args.split_file:
+        split.check_parts(result, samples, args.split_file, "move images between its parts")
+    elif not args.external:
+        dealt = f"split.folds {args.folds} over {samples['group'].astype(str).nunique()} patient groups"
+        fewer = "fewer folds (split.folds)" if args.folds > 1 else f"other split.fractions than {list(args.fractions)}"
+        split.check_parts(result, samples, f"{dealt} of {len(samples)} images", f"use {fewer} or more patients")
     _write_csv(result, args.out)
     log.info("split (patient groups / samples):\n%s", split.part_counts(result).to_string())
 
@@ -426,6 +432,7 @@ def cmd_segment(args) -> None:
     check_device_name(args.device, "--device")  # before waiting for a GPU slot
     slot = _gpu_slot(args.device) if args.backend == "torch" else None  # noqa: F841
     from sonoseg.serving import infer
+    from sonoseg.serving.mask_files import RECORD_NAME
 
     result = infer.segment_images(
         args.model,
@@ -446,6 +453,13 @@ def cmd_segment(args) -> None:
     )
     replaced = f", {result.replaced} of them in place of an earlier run's" if result.replaced else ""
     log.info("wrote %d masks to %s (%s)%s", len(result.written), args.outdir, args.backend, replaced)
+    if result.not_segmented:  # each named, with its reason, in the record; the lines before said which
+        log.info(
+            "%d other file(s) or folder(s) in the folders given were not segmented (listed with the reason under "
+            "not_segmented in %s)",
+            len(result.not_segmented),
+            Path(args.outdir) / RECORD_NAME,
+        )
     if result.failed:
         raise SonosegError(
             f"{len(result.failed)} of {len(result.failed) + len(result.written)} images failed: "

@@ -32,6 +32,7 @@ from sonoseg.data.preprocess import (
     load_cache,
 )
 from sonoseg.data.provenance import sonoseg_commit, stamp
+from sonoseg.data.split import FEWEST_IMAGES
 from sonoseg.errors import SonosegError
 from sonoseg.networks import models
 from sonoseg.serving.device import FastPath, device_name, make_deterministic, processor_name, select_device
@@ -475,9 +476,10 @@ def train(
             f"{train_data} was resized {train_split.interpolation} with marks {train_split.marks}, {val_data} "
             f"{val_split.interpolation} with marks {val_split.marks}: rebuild both with the same preprocess settings"
         )
-    if len(train_split) < 2 or len(val_split) < 1:
+    if len(train_split) < FEWEST_IMAGES["train"] or len(val_split) < FEWEST_IMAGES["val"]:
         raise SonosegError(
-            f"{train_data}: training needs at least 2 training and 1 validation images "
+            f"{train_data}: training needs at least {FEWEST_IMAGES['train']} training and {FEWEST_IMAGES['val']} "
+            "validation images "
             f"(have {len(train_split)} and {len(val_split)})"
         )
     torch.manual_seed(seed)
