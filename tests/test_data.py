@@ -616,18 +616,19 @@ def test_a_problem_names_the_file_that_has_it_once(tmp_path, caplog):
         data.ingest(tmp_path, "folder")
     lines = str(error.value).splitlines()
     root = tmp_path.resolve()
+    truncated = "truncated PNG (its chunks run past the file's end before an IEND chunk)"
     for number in (1, 2):
         image, mask = root / "images" / f"bad_mask{number}.png", root / "masks" / f"bad_mask{number}.png"
-        assert f"  {image}: {mask}: truncated PNG (no IEND chunk at the end)" in lines
-    assert f"  {root / 'images' / 'bad_image.png'}: truncated PNG (no IEND chunk at the end)" in lines
+        assert f"  {image}: {mask}: {truncated}" in lines
+    assert f"  {root / 'images' / 'bad_image.png'}: {truncated}" in lines
     assert f"  {root / 'images' / 'garbage.png'}: not a readable image" in lines
     with caplog.at_level(logging.INFO, logger="sonoseg.data.manifest"):
         data.ingest(tmp_path, "folder", on_bad_sample="exclude")
     counts = [record.getMessage() for record in caplog.records if record.getMessage().startswith("  ")]
     assert sorted(counts) == [
-        "  mask: truncated PNG (no IEND chunk at the end): 2",
+        f"  mask: {truncated}: 2",
         "  not a readable image: 1",
-        "  truncated PNG (no IEND chunk at the end): 1",
+        f"  {truncated}: 1",
     ]
 
 
@@ -657,6 +658,34 @@ def test_sample_ids_are_unique_when_cleaned_names_collide(tmp_path):
     ids = dict(zip(manifest["image"].map(lambda p: Path(p).name), manifest["sample_id"]))
     # The first of two colliding names and every name that collides with nothing keep their id.
     assert ids == {"a b.png": "images__a_b", "a_b.png": "images__a_b_3", "a_b_2.png": "images__a_b_2"}
+
+
+def test_sample_ids_differing_only_in_letter_case_are_made_unique(tmp_path):
+    """A probe's A.png beside a.png got ids images__A and images__a: their prediction files would be one file
+    on a case-insensitive file system (results copied to macOS or Windows). The later one is numbered."""
+    for number, name in enumerate(("A.png", "a.png", "b.png")):
+        image, mask = lesion_pair(number)
+        write(tmp_path / "images" / name, image)
+        write(tmp_path / "masks" / name, mask)
+    manifest = data.ingest(tmp_path, "folder")
+    ids = dict(zip(manifest["image"].map(lambda p: Path(p).name), manifest["sample_id"]))
+    assert ids == {"A.png": "images__A", "a.png": "images__a_2", "b.png": "images__b"}
+
+
+def test_patient_ids_that_differ_only_in_case_or_leading_zeros_are_named_in_a_warning(caplog):
+    """P1 and p1, 007 and 7: two patients as given, but one patient spelt two ways would have views in training
+    and in test. Named, not merged (sonoseg does not guess which spelling is right)."""
+    from sonoseg.data import manifest as manifest_module
+
+    with caplog.at_level(logging.WARNING):
+        manifest_module._warn_of_look_alike_patients(["007", "7", "P1", "P10", "bus_0007-l", "bus_7-l", "p1"])
+    (said,) = [record.getMessage() for record in caplog.records]
+    assert said.startswith("3 set(s) of patient ids differ only in letter case or leading zeros, e.g. 007 / 7; ")
+    assert "P1 / p1" in said and "bus_0007-l / bus_7-l" in said and "P10" not in said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        manifest_module._warn_of_look_alike_patients([f"P{number:04d}" for number in range(40)])
+    assert not caplog.records  # the phantom's P0000..P0039: a number each
 
 
 def test_ingest_refuses_duplicate_sample_ids(tmp_path, monkeypatch):
@@ -1025,7 +1054,8 @@ def test_the_manifest_flags_images_patients_csv_names_in_no_row(tmp_path, caplog
     assert "not_in_patients_csv" not in samples.loc["images__good0", "flags"]
     assert "not_in_patients_csv" in samples.loc["images__good1", "flags"].split(";")
     assert "not_in_patients_csv" in samples.loc["images__good2", "flags"].split(";")
-    assert "flagged not_in_patients_csv: 2" in [record.getMessage() for record in caplog.records]
+    said = [record.getMessage() for record in caplog.records]
+    assert "flagged not_in_patients_csv: 2 (images__good1, images__good2)" in said  # named, not only counted
 
 
 def test_patients_csv_names_match_across_unicode_normalization_not_across_letter_case(tmp_path):

@@ -175,3 +175,29 @@ def test_an_image_mostly_transparent_is_segmented_with_a_warning(tmp_path, scans
     assert warning.startswith("100% of its pixels are fully transparent (alpha 0)") and "hidden.png" in caplog.text
     assert "warnings" not in entries["corner.png"]
     assert entries["hidden.png"]["mask"] == "hidden_mask.png"
+
+
+def test_a_blank_frame_a_pipe_and_a_damaged_png_are_each_said_for_what_they_are(tmp_path, scans, caplog):
+    """A probe fed PACS-like exports: flat grey frames got masks of 48-91 % "lesion" without a word; a named pipe
+    called scan.png was "an empty file (0 bytes)"; a PNG with bytes overwritten was "not a readable image", as a
+    text file is."""
+    paths, model = scans
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / "black.png"), np.zeros((60, 80), np.uint8))
+    cv2.imwrite(str(tmp_path / "grey.jpg"), (128 + rng.integers(-2, 3, (60, 80))).astype(np.uint8))
+    damaged = bytearray(paths[0].read_bytes())
+    start = damaged.index(b"IDAT") + 40
+    damaged[start : start + 64] = bytes(range(64))
+    (tmp_path / "damaged.png").write_bytes(bytes(damaged))
+    os.mkfifo(tmp_path / "pipe.png")
+    images = [paths[0], *(tmp_path / name for name in ("black.png", "grey.jpg", "damaged.png", "pipe.png"))]
+    result = infer.segment_images(model, images, tmp_path / "masks", device="cpu")
+    entries = {os.path.basename(entry["image"]): entry for entry in record(tmp_path / "masks")["images"]}
+    assert "warnings" not in entries[paths[0].name]  # a scan
+    for name in ("black.png", "grey.jpg"):
+        (warning,) = entries[name]["warnings"]
+        assert warning.startswith("every pixel lies within") and "there is no scan to segment" in warning
+        assert entries[name]["mask"]  # segmented all the same
+    failed = dict(result.failed)
+    assert failed[tmp_path / "pipe.png"] == f"{tmp_path / 'pipe.png'}: not a regular file (a named pipe)"
+    assert failed[tmp_path / "damaged.png"].endswith("damaged PNG (it starts as one, but its pixels do not decode)")

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import re
+import stat
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -57,6 +58,14 @@ LOW_RANGE_16BIT = 4096
 MAX_IMAGE_PIXELS = 100_000_000
 # How Pillow's DecompressionBombError names an image's pixel count (the header it refused to finish reading).
 PILLOW_BOMB_PIXELS = re.compile(r"Image size \((\d+) pixels\)")
+# A file's first bytes and the format they name, for a file that starts as one and does not decode.
+DECODED_FORMATS = (
+    (PNG_SIGNATURE, "PNG"),
+    (JPEG_SIGNATURE, "JPEG"),
+    *((start, "TIFF") for start in TIFF_STARTS),
+    (b"BM", "BMP"),
+    (b"GIF8", "GIF"),
+)
 
 
 @dataclass
@@ -112,11 +121,14 @@ def opened_checked(path: Path) -> BinaryIO:
     """``path`` opened for reading once problem_with_file's checks pass on it, else FileProblem: _decode reads
     the file's header and pixels through this handle, the file opened once."""
     try:
-        size = path.stat().st_size  # before opening: a named pipe (size 0) is never opened, which would block
+        status = path.stat()  # before opening: a named pipe is never opened, which would block
+        size, mode = status.st_size, status.st_mode
     except OSError as exc:
         if exc.errno == errno.ENOENT and path.is_symlink():  # as the ingest says it: the link's target is gone
             raise FileProblem(f"broken symbolic link (to {os.readlink(path)})") from None
         raise FileProblem(f"cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):  # a named pipe or a device (a link to /dev/zero) has no size to tell it by
+        raise FileProblem(f"not a regular file (a {_file_kind(mode)})")
     if size == 0:
         raise FileProblem("empty file (0 bytes)")
     try:
@@ -136,6 +148,12 @@ def opened_checked(path: Path) -> BinaryIO:
     return handle
 
 
+def _file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, by its mode, as a message names it."""
+    kinds = ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+    return next((name for test, name in kinds if test(mode)), "socket" if stat.S_ISSOCK(mode) else "special file")
+
+
 def _structure_problem(read: Reader, size: int) -> str | None:
     """A PNG or JPEG cut short, by its structure (``read``: its bytes, ``size``: its length), or None."""
     head = read(0, 8)
@@ -144,7 +162,7 @@ def _structure_problem(read: Reader, size: int) -> str | None:
     # tools append data after it (a Motion Photo's video: megabytes), which OpenCV ignores, and a JPEG's
     # EXIF thumbnail carries an end marker of its own, before the image is complete.
     if head.startswith(PNG_SIGNATURE) and not any(kind == b"IEND" for kind, _, _ in _png_chunks(read, size)):
-        return "truncated PNG (no IEND chunk at the end)"
+        return "truncated PNG (its chunks run past the file's end before an IEND chunk)"
     if head.startswith(JPEG_SIGNATURE) and not _jpeg_is_complete(read, size):
         return "truncated JPEG (no end-of-image marker after its last scan)"
     return None
@@ -407,9 +425,7 @@ def _decode(path: Path, binary_float: bool = False, max_pixels: int = MAX_IMAGE_
     orientation = tagged if tagged in range(1, 9) else layout.orientation
     pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if pixels is None:
-        raise SonosegError(
-            f"{path}: {DICOM_ADVICE if is_dicom(path, data[:132].tobytes()) else 'not a readable image'}"
-        )
+        raise SonosegError(f"{path}: {_unreadable(path, data)}")
     damage, damage_note = _jpeg_damage(data) if head.startswith(JPEG_SIGNATURE) else (None, None)
     if damage:
         raise SonosegError(f"{path}: damaged JPEG ({damage}); the pixels after the damage are not the scan's")
@@ -431,6 +447,16 @@ def _decode(path: Path, binary_float: bool = False, max_pixels: int = MAX_IMAGE_
             + ("; a float mask may hold 0 and 1, or 0 and 255)" if binary_float else ")")
         )
     return Decoded(pixels, notes, orientation, head, layout.palette)
+
+
+def _unreadable(path: Path, data: np.ndarray) -> str:
+    """Why a file OpenCV does not decode is not read: a DICOM (with advice), a damaged file of a format its
+    first bytes name, or no image."""
+    if is_dicom(path, data[:132].tobytes()):
+        return DICOM_ADVICE
+    head = data[:16].tobytes()
+    named = next((name for starts, name in DECODED_FORMATS if head.startswith(starts)), None)
+    return f"damaged {named} (it starts as one, but its pixels do not decode)" if named else "not a readable image"
 
 
 def _white_is_zero_as_viewed(path: Path, data: np.ndarray, pixels: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ list all of them at once.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -307,6 +308,7 @@ def ingest(
 
     _warn_of_disagreeing_duplicates(ids, checked)
     _warn_of_several_lesions(ids, checked)
+    _warn_of_look_alike_patients(sorted({candidate.patient for candidate, _ in checked}))
 
     spacing_column = pixel_spacing if isinstance(pixel_spacing, str) else None
     lacking_spacing = None  # the first included image without a spacing: refused after the problems are
@@ -536,23 +538,48 @@ def _is_positive_number(value) -> bool:
         return False
 
 
+def _look_alike(patient: str) -> str:
+    """A patient id as a typo would leave it: letter case and zeros leading a number ignored (P1, p1, P01)."""
+    return re.sub(r"(?<![0-9])0+(?=[0-9])", "", patient.casefold())
+
+
+def _warn_of_look_alike_patients(patients: list[str]) -> None:
+    """Patient ids that differ only in letter case or in zeros leading a number (P1 and p1, 007 and 7) are
+    two patients, as given; one patient spelt two ways could have views in training and in test, so they
+    are named in a warning (kept apart: sonoseg does not guess which spelling is right)."""
+    alike: dict[str, list[str]] = {}
+    for patient in patients:
+        alike.setdefault(_look_alike(patient), []).append(patient)
+    sets = [spellings for spellings in alike.values() if len(spellings) > 1]
+    if sets:
+        log.warning(
+            "%d set(s) of patient ids differ only in letter case or leading zeros, e.g. %s: each is its own "
+            "patient (if some are one patient, spell them alike, or its views may be split between training "
+            "and test)",
+            len(sets),
+            "; ".join(" / ".join(spellings) for spellings in sets[:5]),
+        )
+
+
 def _unique_ids(ids: list[str]) -> list[str]:
-    """The ids made unique: the first image of an id, and every id that collides with nothing, keep
-    theirs (a study's manifest must not change); a later image of a taken id gets the first free
-    id_2, id_3, ... that is no other image's id either."""
-    taken = set(ids)
+    """The ids made unique, regardless of letter case: the first image of an id, and every id that collides
+    with nothing, keep theirs (a study's manifest must not change); a later image of a taken id gets the first
+    free id_2, id_3, ... that is no other image's id either. Case does not tell ids apart (Benign__benign_1
+    and benign__benign_1): each names prediction files, which a case-insensitive file system (macOS's,
+    Windows', where results are copied) would hold as one."""
+    taken = {sample_id.casefold() for sample_id in ids}
     seen: set[str] = set()
     unique = []
     for sample_id in ids:
-        if sample_id in seen:
+        if sample_id.casefold() in seen:
             number = 2
-            while f"{sample_id}_{number}" in taken:
+            while f"{sample_id}_{number}".casefold() in taken:
                 number += 1
             unique.append(f"{sample_id}_{number}")
-            taken.add(unique[-1])
+            taken.add(unique[-1].casefold())
         else:
             unique.append(sample_id)
-        seen.add(sample_id)
+        seen.add(sample_id.casefold())
     return unique
 
 
@@ -561,7 +588,7 @@ def _refuse_shared_ids(root: Path, ids: list[str], images: list[Path]) -> None:
     one prediction file, and be scored with one; a later change to the ids must not make that possible."""
     images_of: dict[str, list[Path]] = {}
     for sample_id, image in zip(ids, images):
-        images_of.setdefault(sample_id, []).append(image)
+        images_of.setdefault(sample_id.casefold(), []).append(image)
     shared = {sample_id: paths for sample_id, paths in images_of.items() if len(paths) > 1}
     if shared:
         listing = "\n".join(f"  sample id {i!r}: {', '.join(map(str, paths))}" for i, paths in shared.items())
@@ -576,9 +603,13 @@ def _log_counts(manifest: pd.DataFrame, files_found: int) -> None:
     kinds = [_kind_of_reason(reason, masks) for reason, masks in zip(excluded["reason"], excluded["mask"].fillna(""))]
     for kind, count in Counter(kinds).most_common():
         log.info("  %s: %d", kind, count)
-    flags = Counter(f.split(":")[0] for cell in manifest["flags"].fillna("") for f in str(cell).split(";") if f)
-    for flag, count in sorted(flags.items()):
-        log.info("flagged %s: %d", flag, count)
+    flagged: dict[str, list[str]] = {}
+    for sample_id, cell in zip(manifest["sample_id"], manifest["flags"].fillna("")):
+        for flag in filter(None, str(cell).split(";")):
+            kind, _, value = flag.partition(":")  # duplicate_of:<its twin>: the twin named too
+            flagged.setdefault(kind, []).append(f"{sample_id} ({flag})" if value else str(sample_id))
+    for flag, samples in sorted(flagged.items()):  # named, as a duplicate's twin is by its flag in the manifest
+        log.info("flagged %s: %d (%s)", flag, len(samples), first_names(samples))
 
 
 def _kind_of_reason(reason: str, masks: str) -> str:

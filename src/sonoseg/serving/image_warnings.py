@@ -55,6 +55,26 @@ MIN_SIDE, MAX_ASPECT = 8, 8
 COLOURED_SHARE = 0.02
 
 
+# A frame whose pixels all lie within this many grey levels (of 255) holds no scan: a blank or test frame from a
+# PACS export, or a black screen captured. B-mode speckle spans a hundred levels and more; a flat frame saved as
+# JPEG varies by a few. Its mask is whatever the model makes of no image (a probe's model marked 48-91 % of flat
+# grey frames as lesion), so it is warned of.
+FLAT_LEVELS = 8
+
+
+def flat(pixels: np.ndarray) -> str | None:
+    """Why an image whose pixels all lie within FLAT_LEVELS grey levels gets a mask that means nothing, or None;
+    ``pixels``: read_image's (8-bit), looked at every fourth row and column (a 12-Mpx frame costs no time)."""
+    seen = pixels[::4, ::4]
+    spread = int(seen.max()) - int(seen.min())
+    if spread > FLAT_LEVELS:
+        return None
+    return (
+        f"every pixel lies within {spread} grey level(s) of the others (a blank frame? B-mode speckle spans a "
+        "hundred levels and more): there is no scan to segment, and its mask means nothing"
+    )
+
+
 def out_of_shape(height: int, width: int, size: int) -> str | None:
     """Why an image of this shape is one no scan has (MIN_SIDE, MAX_ASPECT), or None."""
     if min(height, width) < MIN_SIDE:
@@ -100,7 +120,11 @@ def warnings_for(decoded: Decoded, size: int, treated: str) -> list[str]:
     grey_file = "converted_grayscale" in decoded.notes  # a one-channel file holds no colour: not looked for
     found += [
         why
-        for why in (out_of_shape(height, width, size), None if grey_file else coloured(decoded.pixels, treated))
+        for why in (
+            out_of_shape(height, width, size),
+            flat(decoded.pixels),
+            None if grey_file else coloured(decoded.pixels, treated),
+        )
         if why
     ]
     return found
