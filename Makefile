@@ -1,6 +1,8 @@
 # Quick start: `make study` (quick study on the built-in synthetic data), `make test`.
 PYTHON ?= python3
 VENV ?= .venv
+# One or more config files, separated by spaces; a path with spaces or parentheses is quoted inside the value:
+# make study CONFIG="config/quick.yaml 'my configs/mine.yaml'".
 CONFIG ?= config/quick.yaml
 # The cores this process may run on (its CPU affinity: a cpuset, taskset), at most 8: every job is
 # deterministic whatever runs beside it (the quick study's trainings take one thread each), so the results
@@ -10,7 +12,11 @@ CONFIG ?= config/quick.yaml
 # jobs at once than memory holds. CORES=N sets it.
 CORES ?= $(shell $(PYTHON) -c 'import os; n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(); print(max(1, min(n or 1, 8)))' 2>/dev/null || echo 2)
 BIN := $(VENV)/bin
-# The rules call the `sonoseg` tool: the venv's bin comes first on PATH for every recipe.
+# The rules call the `sonoseg` tool: the venv's bin comes first on PATH for every recipe. PATH separates its
+# folders by ':', so a checkout whose path holds one cannot be put on it (every rule would then miss sonoseg).
+ifneq (,$(findstring :,$(CURDIR)))
+$(error $(CURDIR): the checkout's path holds a ':', which PATH cannot hold (it separates PATH's folders): clone it under a path without one)
+endif
 export PATH := $(abspath $(BIN)):$(PATH)
 
 # The study's name (its results/<study>/ folder), as Snakemake layers the files: config/config.yaml, then each

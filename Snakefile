@@ -1,11 +1,26 @@
 # sonoseg: the comparative study of Li et al., "Lightweight U-Net for Lesion Segmentation in
 # Ultrasound Images" (ISBI 2021). Read the README for targets; config/quick.yaml is the quick study.
+import os
+import sys
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
+# The defaults: the working folder's config/config.yaml (a deployed workflow's own copy), else this
+# workflow's. Snakemake skips a configfile directive's file that is not there when --configfile is given,
+# without a word: a study run from another folder lost config.yaml's external sets and defaults.
+DEFAULTS = "config/config.yaml"
+if not os.path.exists(DEFAULTS):
+    DEFAULTS = os.path.join(workflow.basedir, DEFAULTS)
+    print(
+        f"sonoseg: no config/config.yaml in the working folder {os.getcwd()}: the defaults are "
+        f"{DEFAULTS}; relative paths in the config are relative to the working folder",
+        file=sys.stderr,
+    )
 
-configfile: "config/config.yaml"
+
+configfile: DEFAULTS
 
 
 report: "workflow/report/workflow.rst"

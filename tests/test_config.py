@@ -700,3 +700,29 @@ def test_an_empty_or_listed_config_file_is_refused_by_name(tmp_path, monkeypatch
         assert main(["runs", "--configfile", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
         assert f"{tmp_path / name}: {said}: a config file holds top-level keys" in err, err
+
+
+def test_a_study_run_from_another_folder_keeps_the_workflows_defaults(workflow_copy, tmp_path):
+    """A probe ran `snakemake -s <checkout>/Snakefile --configfile mine.yaml` from another folder: config.yaml
+    (resolved against the working folder) was skipped without a word, and with it the external sets: a run
+    planned without them. The workflow's own config.yaml stands in, said once, and its relative roots are
+    named where they are not found."""
+    elsewhere = tmp_path / "another folder"
+    elsewhere.mkdir()
+    (elsewhere / "mine.yaml").write_text(yaml.safe_dump(BASE))
+    result = run_snakemake(
+        ["-s", str(workflow_copy / "Snakefile"), "all", "-n", "--configfile", "mine.yaml"], elsewhere
+    )
+    output = result.stdout + result.stderr
+    assert f"no config/config.yaml in the working folder {elsewhere}: the defaults are {workflow_copy}" in output
+    assert result.returncode != 0  # the built-in external sets lie under the checkout, not here: named
+    assert "data/external/pymust_far not found (external_datasets 'pymust_far' root)" in output
+    # With the sets given as the checkout's (an absolute root), the study plans from here.
+    sets = yaml.safe_load((workflow_copy / "config" / "config.yaml").read_text())["external_datasets"]
+    mine = {**BASE, "external_datasets": [{**entry, "root": str(workflow_copy / entry["root"])} for entry in sets]}
+    (elsewhere / "mine.yaml").write_text(yaml.safe_dump(mine))
+    result = run_snakemake(
+        ["-s", str(workflow_copy / "Snakefile"), "all", "-n", "--configfile", "mine.yaml"], elsewhere
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "ingest_external" in result.stdout

@@ -1,6 +1,7 @@
 import ast
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -109,3 +110,14 @@ def test_make_reads_the_study_name_past_a_comment_or_quotes(tmp_path):
         )
         assert planned.returncode == 0, planned.stderr
         assert f"--report results/{study}/report.html " in planned.stdout, (files, planned.stdout)
+
+
+def test_make_refuses_a_checkout_whose_path_holds_a_colon(tmp_path):
+    """A probe's checkout under `scans:2024 (copie)` failed as "make: snakemake: No such file or directory":
+    PATH, which the Makefile puts the venv's bin on, separates its folders by ':'. Refused, naming why."""
+    checkout = tmp_path / "scans:2024 (copie)"
+    checkout.mkdir()
+    shutil.copy(REPO / "Makefile", checkout)
+    planned = subprocess.run(["make", "-n", "study"], cwd=checkout, capture_output=True, text=True)
+    assert planned.returncode != 0
+    assert f"{checkout}: the checkout's path holds a ':', which PATH cannot hold" in planned.stderr

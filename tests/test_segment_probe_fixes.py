@@ -705,3 +705,21 @@ def test_a_folder_counts_gif_as_an_image_only_where_opencv_decodes_it(monkeypatc
         without = importlib.reload(mask_files)
         assert ".gif" not in without.SEGMENT_SUFFIXES and ".webp" in without.SEGMENT_SUFFIXES
     assert ".gif" in importlib.reload(mask_files).SEGMENT_SUFFIXES
+
+
+def test_an_image_whose_name_starts_with_a_dash_gets_a_hint_and_segments_after_two_dashes(
+    tmp_path, monkeypatch, capsys
+):
+    """A probe's `-x.png` was "the following arguments are required: images", and `*.png` catching it was
+    "unrecognized arguments" with no word on why: argparse reads it as an option. A hint says how to give it."""
+    model = brightness_model(tmp_path, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    two_blobs(tmp_path / "-x.png")
+    command = ["segment", "--no-progress", "--model", str(model), "--device", "cpu", "--outdir", "out"]
+    with pytest.raises(SystemExit) as stopped:
+        main([*command, "-x.png"])
+    assert stopped.value.code == 2
+    said = capsys.readouterr().err
+    assert "the following arguments are required: images" in said
+    assert "sonoseg: -x.png: a file name starting with '-' is read as an option; give files after '--'" in said
+    assert main([*command, "--", "-x.png"]) == 0 and (tmp_path / "out" / "-x_mask.png").is_file()

@@ -674,10 +674,30 @@ TORCH_MODULES = {"torch", "torchvision"}  # what a torch-free install (ONNX Runt
 DEBUG_HINT = "(rerun with SONOSEG_DEBUG=1 for the traceback)"
 
 
+def _hint_at_dashed_names(argv: list[str]) -> None:
+    """After a usage error, a line for image files whose names start with '-' (-x.png): argparse reads them as
+    options ("unrecognized arguments", or "the following arguments are required: images")."""
+    from sonoseg.data.provenance import IMAGE_SUFFIXES
+
+    dashed = [arg for arg in argv if arg.startswith("-") and os.path.splitext(arg)[1].lower() in IMAGE_SUFFIXES]
+    if dashed:
+        print(
+            f"sonoseg: {', '.join(dashed[:3])}{' …' if len(dashed) > 3 else ''}: a file name starting with '-' is "
+            f"read as an option; give files after '--' (sonoseg segment --model M --outdir O -- {dashed[0]}) or "
+            f"as ./{dashed[0]}",
+            file=sys.stderr,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never fetch weights from a hub
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        if exc.code == 2:  # a usage error, said by argparse: a file name it took for an option gets a hint
+            _hint_at_dashed_names(sys.argv[1:] if argv is None else argv)
+        raise
     # Only segment's: the workflow's jobs keep the default (killed where they are), whose outputs Snakemake
     # removes; segment's masks stay, and its record must say which.
     # The handler it replaces is put back on return: a caller in the same process (a test, a notebook, a
