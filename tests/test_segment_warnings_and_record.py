@@ -196,8 +196,24 @@ def test_a_blank_frame_a_pipe_and_a_damaged_png_are_each_said_for_what_they_are(
     assert "warnings" not in entries[paths[0].name]  # a scan
     for name in ("black.png", "grey.jpg"):
         (warning,) = entries[name]["warnings"]
-        assert warning.startswith("every pixel lies within") and "there is no scan to segment" in warning
+        assert warning.startswith("99% of its pixels lie within") and "there is no scan to segment" in warning
         assert entries[name]["mask"]  # segmented all the same
     failed = dict(result.failed)
     assert failed[tmp_path / "pipe.png"] == f"{tmp_path / 'pipe.png'}: not a regular file (a named pipe)"
     assert failed[tmp_path / "damaged.png"].endswith("damaged PNG (it starts as one, but its pixels do not decode)")
+
+
+def test_the_flat_warning_looks_at_every_pixel_and_leaves_dark_16_bit_scans_to_their_own(tmp_path, scans):
+    """A reviewer's frame, black but for every fourth row bright, was called flat (every fourth row and column
+    was looked at); a dark 10-bit scan in a 16-bit file got "no scan to segment" beside its own warning."""
+    from sonoseg.data import imageio
+    from sonoseg.serving import image_warnings
+
+    striped = np.zeros((60, 80), np.uint8)
+    striped[1::4] = 200
+    cv2.imwrite(str(tmp_path / "striped.png"), striped)
+    ten_bit = (np.random.default_rng(0).integers(0, 1024, (60, 80))).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "ten_bit.png"), ten_bit)
+    for name, expected in (("striped.png", []), ("ten_bit.png", ["a 16-bit image whose brightest pixel"])):
+        found = image_warnings.warnings_for(imageio.read_image(tmp_path / name), 32, "inpaint")
+        assert [warning[: len(expected[0])] for warning in found] == expected if expected else found == []

@@ -425,6 +425,35 @@ def test_a_white_is_zero_tiff_reads_as_viewers_show_it_at_any_depth(tmp_path, de
     assert np.array_equal(imageio.read_image(path).pixels[..., 0], expected)
 
 
+def big_endian_grey_tiff(stored: np.ndarray, photometric: int) -> bytes:
+    """A classic big-endian ("MM") TIFF of one uncompressed strip of 16-bit grey ``stored`` values, written by
+    hand: Pillow neither writes nor reads one."""
+    height, width = stored.shape
+    tags = [(256, width), (257, height), (258, 16), (259, 1), (262, photometric), (273, 0), (277, 1)]
+    tags += [(278, height), (279, stored.size * 2)]
+    ifd_size = 2 + 12 * len(tags) + 4
+    pixels_at = 8 + ifd_size
+    entries = b"".join(
+        struct.pack(">HHI", tag, 4, 1) + struct.pack(">I", pixels_at if tag == 273 else value) for tag, value in tags
+    )
+    header = b"MM\x00*" + struct.pack(">I", 8)
+    return header + struct.pack(">H", len(tags)) + entries + bytes(4) + stored.astype(">u2").tobytes()
+
+
+def test_a_big_endian_white_is_zero_tiff_is_refused_not_read_inverted(tmp_path):
+    """A reviewer's big-endian 16-bit WhiteIsZero TIFF was still read as stored (inverted): Pillow, which read
+    the tag, cannot open it. The tag is read by sonoseg's own TIFF reader in either byte order; Pillow being
+    the reference for the inversion, such a file is refused, by name, rather than guessed."""
+    viewed = np.tile(np.linspace(0, 65535, 40), (24, 1)).astype(np.uint16)
+    path = tmp_path / "scan.tif"
+    path.write_bytes(big_endian_grey_tiff(65535 - viewed, photometric=0))
+    assert imageio.tiff_tag(np.fromfile(path, np.uint8), imageio.TIFF_PHOTOMETRIC) == 0
+    with pytest.raises(SonosegError, match=r"scan.tif: a WhiteIsZero TIFF \(grey stored inverted\) that cannot be"):
+        imageio.read_image(path)
+    path.write_bytes(big_endian_grey_tiff(viewed, photometric=1))  # BlackIsZero: read as it is
+    assert np.array_equal(imageio.read_image(path).pixels[..., 0], (viewed // 257).astype(np.uint8))
+
+
 def test_ingest_refuses_an_image_and_mask_turned_otherwise_unless_the_sizes_tell(tmp_path):
     from sonoseg.data import ingest
 

@@ -198,3 +198,20 @@ def test_a_split_file_whose_rows_match_no_sample_says_what_its_key_is_matched_ag
         split.user_split(table, file)
     pd.DataFrame({"image": [Path(p).name for p in table["image"]], "split": parts}).to_csv(file, index=False)
     assert list(split.user_split(table, file)["split"]) == parts
+
+
+def test_an_external_split_with_a_split_file_is_refused_by_name(tmp_path, capsys):
+    """A reviewer's `split --external --split-file f.csv` was checked as the study's own split ("fold 0's train
+    part has 0 image(s)"); before, the file was ignored without a word. The two do not go together."""
+    from sonoseg.study import cli
+
+    one_image_each(3).assign(status="included", height=64, width=64).to_csv(tmp_path / "m.csv", index=False)
+    given = ["--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "s.csv"), "--external"]
+    assert cli.main(["split", *given, "--split-file", str(tmp_path / "f.csv")]) == 2
+    assert "--external tests every image of an external dataset; --split-file is the study's" in capsys.readouterr().err
+    # Three one-image patients in one split: no fractions give every part its images; only more patients help.
+    one_image_each(3).assign(status="included", height=64, width=64).to_csv(tmp_path / "m.csv", index=False)
+    assert cli.main(["split", "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "s.csv")]) == 2
+    said = capsys.readouterr().err
+    assert "fold 0's train part has 1 image(s)" in said
+    assert said.rstrip().endswith("use more patients: 3 patient group(s) cannot fill the three parts")

@@ -256,7 +256,6 @@ class Layout:
     pixels: int | None = None
     size: tuple[int, int] | None = None
     palette: bool = False
-    white_is_zero: bool = False  # a grey TIFF stored inverted (PhotometricInterpretation 0): black is its top value
 
 
 def _header(source: BinaryIO) -> Layout:
@@ -283,7 +282,6 @@ def _header(source: BinaryIO) -> Layout:
                     width * height,
                     (width, height),
                     image.mode == "P",
-                    image.format == "TIFF" and image.tag_v2.get(TIFF_PHOTOMETRIC) == 0,
                 )
     except Image.DecompressionBombError as exc:  # Pillow's own limit, twice its MAX_IMAGE_PIXELS: the count only
         found = PILLOW_BOMB_PIXELS.search(str(exc))
@@ -358,30 +356,49 @@ def _neutralise_tiff_orientation(tiff: np.ndarray) -> int | None:
     The standard says SHORT, but writers also store it as BYTE, LONG or a signed type, and libtiff turns by
     any of them: each is read and written at its own width in the file's byte order. Every entry is looked
     at, as writers do not all sort them by tag and libtiff finds the tag wherever it lies."""
-    buffer = memoryview(tiff)
-    order = {b"II": "<", b"MM": ">"}.get(tiff[:2].tobytes())
     found = None
+    buffer = memoryview(tiff)
     try:
-        magic = struct.unpack_from(f"{order}H", buffer, 2)[0] if order else None
-        if magic not in TIFF_LAYOUTS:
-            return None
-        ifd_at, offset_format, count_format, entry_size, value_at = TIFF_LAYOUTS[magic]
-        ifd = struct.unpack_from(order + offset_format, buffer, ifd_at)[0]
-        entries = ifd + struct.calcsize(count_format)
-        for index in range(struct.unpack_from(order + count_format, buffer, ifd)[0]):
-            entry = entries + index * entry_size
-            tag, kind = struct.unpack_from(f"{order}HH", buffer, entry)
-            # A value's count has an offset's width; one value of these types is held in the entry itself.
-            count = struct.unpack_from(order + offset_format, buffer, entry + 4)[0]
-            if tag != EXIF_ORIENTATION_TAG or count != 1 or kind not in TIFF_INTEGER_FORMATS:
-                continue
-            value_format = order + TIFF_INTEGER_FORMATS[kind]
-            value = struct.unpack_from(value_format, buffer, entry + value_at)[0]
-            struct.pack_into(value_format, buffer, entry + value_at, 1)
+        for value_format, place in _tiff_integer_entries(tiff, EXIF_ORIENTATION_TAG):
+            value = struct.unpack_from(value_format, buffer, place)[0]
+            struct.pack_into(value_format, buffer, place, 1)
             found = value if found is None else found  # a repeated tag is neutralised too; the first one says
     except struct.error:  # offsets past the end: a broken structure, left to the decoder
         return found
     return found
+
+
+def tiff_tag(tiff: np.ndarray, tag: int) -> int | None:
+    """The first integer value of ``tag`` in the first IFD of a TIFF structure (``tiff``: the file's bytes),
+    read in either byte order, classic or BigTIFF; None where it has none or the structure is broken. Pillow
+    reads no big-endian 16-bit grey TIFF, so a tag sonoseg must know is read here."""
+    try:
+        for value_format, place in _tiff_integer_entries(tiff, tag):
+            return struct.unpack_from(value_format, memoryview(tiff), place)[0]
+    except struct.error:
+        return None
+    return None
+
+
+def _tiff_integer_entries(tiff: np.ndarray, tag: int) -> Iterator[tuple[str, int]]:
+    """(struct format, byte offset) of each single integer value of ``tag`` in the first IFD of a TIFF
+    structure, in the file's byte order; nothing where it is no TIFF. struct.error where offsets run past
+    its end."""
+    buffer = memoryview(tiff)
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2].tobytes())
+    magic = struct.unpack_from(f"{order}H", buffer, 2)[0] if order else None
+    if magic not in TIFF_LAYOUTS:
+        return
+    ifd_at, offset_format, count_format, entry_size, value_at = TIFF_LAYOUTS[magic]
+    ifd = struct.unpack_from(order + offset_format, buffer, ifd_at)[0]
+    entries = ifd + struct.calcsize(count_format)
+    for index in range(struct.unpack_from(order + count_format, buffer, ifd)[0]):
+        entry = entries + index * entry_size
+        found, kind = struct.unpack_from(f"{order}HH", buffer, entry)
+        # A value's count has an offset's width; one value of these types is held in the entry itself.
+        count = struct.unpack_from(order + offset_format, buffer, entry + 4)[0]
+        if found == tag and count == 1 and kind in TIFF_INTEGER_FORMATS:
+            yield order + TIFF_INTEGER_FORMATS[kind], entry + value_at
 
 
 def as_viewers_show(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -433,7 +450,8 @@ def _decode(path: Path, binary_float: bool = False, max_pixels: int = MAX_IMAGE_
     pages = layout.pages
     notes = [orientation_note(orientation)] * (orientation != 1) + [f"first_page_of:{pages}"] * (pages > 1)
     notes += [damage_note] * bool(damage_note)
-    if layout.white_is_zero and pixels.ndim == 2 and pixels.dtype in (np.uint8, np.uint16):
+    white_is_zero = head[:4] in TIFF_STARTS and tiff_tag(data, TIFF_PHOTOMETRIC) == 0
+    if white_is_zero and pixels.ndim == 2 and pixels.dtype in (np.uint8, np.uint16):
         pixels = _white_is_zero_as_viewed(path, data, pixels)
     if orientation != 1:
         pixels = as_viewers_show(pixels, orientation)

@@ -587,9 +587,11 @@ def _refuse_shared_ids(root: Path, ids: list[str], images: list[Path]) -> None:
     """A last guard, which _unique_ids leaves nothing to catch today: two images with one id would share
     one prediction file, and be scored with one; a later change to the ids must not make that possible."""
     images_of: dict[str, list[Path]] = {}
+    spelt: dict[str, str] = {}  # each id as the first image's spells it, for the message
     for sample_id, image in zip(ids, images):
         images_of.setdefault(sample_id.casefold(), []).append(image)
-    shared = {sample_id: paths for sample_id, paths in images_of.items() if len(paths) > 1}
+        spelt.setdefault(sample_id.casefold(), sample_id)
+    shared = {spelt[folded]: paths for folded, paths in images_of.items() if len(paths) > 1}
     if shared:
         listing = "\n".join(f"  sample id {i!r}: {', '.join(map(str, paths))}" for i, paths in shared.items())
         raise SonosegError(f"dataset {root}: one sample id was given to several images (rename them):\n{listing}")

@@ -55,23 +55,27 @@ MIN_SIDE, MAX_ASPECT = 8, 8
 COLOURED_SHARE = 0.02
 
 
-# A frame whose pixels all lie within this many grey levels (of 255) holds no scan: a blank or test frame from a
-# PACS export, or a black screen captured. B-mode speckle spans a hundred levels and more; a flat frame saved as
-# JPEG varies by a few. Its mask is whatever the model makes of no image (a probe's model marked 48-91 % of flat
-# grey frames as lesion), so it is warned of.
+# A frame whose pixels, all but the FLAT_OUTLIERS share at either end, lie within FLAT_LEVELS grey levels (of
+# 255) holds no scan: a blank or test frame from a PACS export, or a black screen captured. B-mode speckle spans
+# a hundred levels and more; a flat frame saved as JPEG varies by a few, at its edges by more (the outliers).
+# Its mask is whatever the model makes of no image (a probe's model marked 48-91 % of flat grey frames as
+# lesion), so it is warned of.
 FLAT_LEVELS = 8
+FLAT_OUTLIERS = 0.005
 
 
 def flat(pixels: np.ndarray) -> str | None:
-    """Why an image whose pixels all lie within FLAT_LEVELS grey levels gets a mask that means nothing, or None;
-    ``pixels``: read_image's (8-bit), looked at every fourth row and column (a 12-Mpx frame costs no time)."""
-    seen = pixels[::4, ::4]
-    spread = int(seen.max()) - int(seen.min())
+    """Why an image whose pixels (all but FLAT_OUTLIERS at either end) lie within FLAT_LEVELS grey levels gets
+    a mask that means nothing, or None; ``pixels``: read_image's, 8-bit, every one counted (a histogram: a
+    12-Mpx frame costs milliseconds)."""
+    share = np.cumsum(np.bincount(pixels.ravel(), minlength=256)) / pixels.size
+    low, high = np.searchsorted(share, [FLAT_OUTLIERS, 1 - FLAT_OUTLIERS])
+    spread = int(high) - int(low)
     if spread > FLAT_LEVELS:
         return None
     return (
-        f"every pixel lies within {spread} grey level(s) of the others (a blank frame? B-mode speckle spans a "
-        "hundred levels and more): there is no scan to segment, and its mask means nothing"
+        f"{1 - 2 * FLAT_OUTLIERS:.0%} of its pixels lie within {spread} grey level(s) of each other (a blank frame? "
+        "B-mode speckle spans a hundred levels and more): there is no scan to segment, and its mask means nothing"
     )
 
 
@@ -118,11 +122,13 @@ def warnings_for(decoded: Decoded, size: int, treated: str) -> list[str]:
             found.append(NOTES_TO_WARN[kind].format(value, *named))
     height, width = decoded.pixels.shape[:2]
     grey_file = "converted_grayscale" in decoded.notes  # a one-channel file holds no colour: not looked for
+    # 12-bit data in a 16-bit file reads almost black, and flat: its own warning says why, and what to do.
+    low_range = any(note.startswith("low_range_16bit") for note in decoded.notes)
     found += [
         why
         for why in (
             out_of_shape(height, width, size),
-            flat(decoded.pixels),
+            None if low_range else flat(decoded.pixels),
             None if grey_file else coloured(decoded.pixels, treated),
         )
         if why

@@ -679,7 +679,11 @@ def _hint_at_dashed_names(argv: list[str]) -> None:
     options ("unrecognized arguments", or "the following arguments are required: images")."""
     from sonoseg.data.provenance import IMAGE_SUFFIXES
 
-    dashed = [arg for arg in argv if arg.startswith("-") and os.path.splitext(arg)[1].lower() in IMAGE_SUFFIXES]
+    dashed = [
+        arg
+        for arg in argv
+        if arg.startswith("-") and "=" not in arg and os.path.splitext(arg)[1].lower() in IMAGE_SUFFIXES
+    ]  # --outdir=o.png is an option with its value
     if dashed:
         print(
             f"sonoseg: {', '.join(dashed[:3])}{' …' if len(dashed) > 3 else ''}: a file name starting with '-' is "

@@ -165,6 +165,8 @@ def cmd_split(args) -> None:
             "split: --against, --on-overlap, --near-duplicate-* and --overlap-out are for an external dataset's "
             "split (--external)"
         )
+    if args.external and args.split_file:
+        raise SonosegError("split: --external tests every image of an external dataset; --split-file is the study's")
     if args.external:
         result = _external_split(samples, args)
     elif args.split_file:
@@ -176,9 +178,15 @@ def cmd_split(args) -> None:
     if args.split_file:
         split.check_parts(result, samples, args.split_file, "move images between its parts")
     elif not args.external:
-        dealt = f"split.folds {args.folds} over {samples['group'].astype(str).nunique()} patient groups"
-        fewer = "fewer folds (split.folds)" if args.folds > 1 else f"other split.fractions than {list(args.fractions)}"
-        split.check_parts(result, samples, f"{dealt} of {len(samples)} images", f"use {fewer} or more patients")
+        groups = samples["group"].astype(str).nunique()
+        dealt = f"split.folds {args.folds} over {groups} patient groups of {len(samples)} images"
+        if args.folds > 1:
+            remedy = "use fewer folds (split.folds) or more patients"
+        elif groups > len(split.FEWEST_IMAGES):  # fractions can still give each part its groups
+            remedy = f"use other split.fractions than {list(args.fractions)} or more patients"
+        else:
+            remedy = f"use more patients: {groups} patient group(s) cannot fill the three parts"
+        split.check_parts(result, samples, dealt, remedy)
     _write_csv(result, args.out)
     log.info("split (patient groups / samples):\n%s", split.part_counts(result).to_string())
 
