@@ -592,3 +592,23 @@ def test_the_slurm_profile_keeps_the_log_folders_of_jobs_pending_in_another_run(
     profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
     assert profile["slurm-delete-logfiles-older-than"] <= 0
     assert profile["executor"] == "slurm"
+
+
+def test_a_builder_that_needs_arguments_or_a_name_alike_but_for_case_is_refused_at_planning(tmp_path, monkeypatch):
+    """A probe's builder needing arguments passed planning and failed at its training (after the data was made,
+    and retried); a network named lighter_unet_C1 beside the built-in lighter_unet_c1 was taken, though its
+    folders would be the built-in's on macOS or Windows."""
+    from sonoseg.networks import catalog
+
+    (tmp_path / "users_mistakes.py").write_text(USERS_MISTAKES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _, errors = catalog.builder_problems(
+        {"wide": {"builder": "users_mistakes:needs_width"}, "mine": {"builder": "users_mistakes:fine"}}
+    )
+    assert errors == [
+        "custom network 'wide': its builder users_mistakes:needs_width needs argument(s) width, and sonoseg calls it "
+        "with none: give them defaults, or point the builder at a function of none"
+    ]
+    with pytest.raises(SonosegError, match=r"'lighter_unet_C1': differs from 'lighter_unet_c1' only in letter case"):
+        catalog.register("lighter_unet_C1", builder="users_mistakes:fine")
+    assert "lighter_unet_C1" not in catalog.CATALOG

@@ -743,3 +743,25 @@ def test_an_installed_wheel_names_the_commit_it_was_built_from(tmp_path):
     (unpacked,) = (tmp_path / "unpacked").iterdir()
     from_sdist = wheel_of(unpacked, tmp_path / "w")
     assert zipfile.ZipFile(from_sdist).read(f"sonoseg/{provenance.BUILT_FROM}").decode().strip() == head
+
+
+def test_a_training_of_uncommitted_network_code_of_the_users_own_is_stamped_dirty(tmp_path, monkeypatch):
+    """A probe edited its own network's module (beside the Snakefile, in the same checkout) without committing
+    and retrained: the training was stamped with the clean commit its earlier training of other code had."""
+    monkeypatch.setattr(provenance, "sonoseg_commit", lambda: "abc123")
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    module = tmp_path / "my_nets.py"
+    module.write_text("def build():\n    return None\n")
+    assert provenance.commit_with([module]) == "abc123+dirty"  # not tracked: not in the commit
+    git("add", "my_nets.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "mine")
+    assert provenance.commit_with([module]) == "abc123"
+    module.write_text("def build():\n    return 1\n")
+    assert provenance.commit_with([module]) == "abc123+dirty"
+    outside = tmp_path.parent / f"{tmp_path.name}_elsewhere.py"  # in no repository: not judged
+    outside.write_text("x = 1\n")
+    assert provenance.commit_with([outside]) == "abc123" and provenance.commit_with([]) == "abc123"

@@ -383,6 +383,19 @@ def test_a_tiff_orientation_of_any_integer_type_and_place_turns_the_pixels_once(
     assert cv2.imdecode(data, cv2.IMREAD_UNCHANGED).shape[:2] == (24, 40)  # nothing left for OpenCV to turn by
 
 
+def patch_tiff_tag(path: Path, tag: int, layout: str, *values: int) -> None:
+    """Rewrite the entry of ``tag`` in the first IFD of a classic TIFF Pillow wrote: ``values`` packed by
+    ``layout`` (struct, the file's byte order) from the entry's type field on."""
+    data = bytearray(path.read_bytes())
+    order = "<" if data[:2] == b"II" else ">"
+    ifd = struct.unpack_from(order + "I", data, 4)[0]
+    for index in range(struct.unpack_from(order + "H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * index
+        if struct.unpack_from(order + "H", data, entry)[0] == tag:
+            struct.pack_into(order + layout, data, entry + 2, *values)
+    path.write_bytes(bytes(data))
+
+
 def test_a_tiff_written_by_pillow_with_its_orientation_patched_to_a_long_is_turned_once(tmp_path):
     # Pillow writes the tag as a SHORT; the same file with it as a LONG (4 bytes, same place) must read alike.
     gray = _with_a_corner_marked()
@@ -390,14 +403,7 @@ def test_a_tiff_written_by_pillow_with_its_orientation_patched_to_a_long_is_turn
     exif[imageio.EXIF_ORIENTATION_TAG] = 6
     path = tmp_path / "scan.tif"
     Image.fromarray(gray).save(path, exif=exif)
-    data = bytearray(path.read_bytes())
-    order = "<" if data[:2] == b"II" else ">"
-    ifd = struct.unpack_from(order + "I", data, 4)[0]
-    for index in range(struct.unpack_from(order + "H", data, ifd)[0]):
-        entry = ifd + 2 + 12 * index
-        if struct.unpack_from(order + "H", data, entry)[0] == imageio.EXIF_ORIENTATION_TAG:
-            struct.pack_into(order + "HII", data, entry + 2, 4, 1, 6)
-    path.write_bytes(bytes(data))
+    patch_tiff_tag(path, imageio.EXIF_ORIENTATION_TAG, "HII", 4, 1, 6)  # type LONG, count 1, value 6
     decoded = imageio.read_image(path)
     assert np.array_equal(decoded.pixels[..., 0], np.asarray(_as_pillow_shows(gray, 6)))
     assert "exif_orientation:6" in decoded.notes
@@ -412,14 +418,7 @@ def test_a_white_is_zero_tiff_reads_as_viewers_show_it_at_any_depth(tmp_path, de
     viewed = (np.tile(np.linspace(0, top, 40), (24, 1))).astype(depth)  # dark left, bright right
     path = tmp_path / "scan.tif"
     Image.fromarray(top - viewed).save(path, compression=compression)  # the stored values: inverted
-    data = bytearray(path.read_bytes())
-    order = "<" if data[:2] == b"II" else ">"
-    ifd = struct.unpack_from(order + "I", data, 4)[0]
-    for index in range(struct.unpack_from(order + "H", data, ifd)[0]):
-        entry = ifd + 2 + 12 * index
-        if struct.unpack_from(order + "H", data, entry)[0] == imageio.TIFF_PHOTOMETRIC:
-            struct.pack_into(order + "H", data, entry + 8, 0)  # BlackIsZero -> WhiteIsZero
-    path.write_bytes(bytes(data))
+    patch_tiff_tag(path, imageio.TIFF_PHOTOMETRIC, "HIH", 3, 1, 0)  # SHORT, count 1: BlackIsZero -> WhiteIsZero
     assert Image.open(path).tag_v2[imageio.TIFF_PHOTOMETRIC] == 0
     expected = viewed if depth == np.uint8 else (viewed // 257).astype(np.uint8)
     assert np.array_equal(imageio.read_image(path).pixels[..., 0], expected)
@@ -569,7 +568,8 @@ def test_data_after_the_end_marker_of_any_size_is_not_a_truncation(tmp_path, kin
 @pytest.mark.parametrize("kind", sorted(WRITTEN))
 def test_a_file_cut_short_is_refused_naming_it(tmp_path, kind):
     whole = _encoded(kind, cv2.resize(sample_images(1)[0], (180, 140)))
-    name = "PNG (no IEND chunk" if kind == "png" else "JPEG (no end-of-image marker"
+    png = "PNG (its chunks run past the file's end before an IEND chunk"
+    name = png if kind == "png" else "JPEG (no end-of-image marker"
     end = 12 if kind == "png" else 2  # the IEND chunk; the end-of-image marker
     path = tmp_path / f"scan.{'png' if kind == 'png' else 'jpg'}"
     for cut in (whole[: len(whole) // 2], whole[:-end]):  # within the pixels; just before the end

@@ -670,3 +670,14 @@ def test_a_tables_caption_says_what_its_means_are_over():
     assert tables.seeds_cell(pd.Series({"dice_mean": 0.8, "dice_std": 0.0, "seeds": 1, "dice_per_seed": "0.8"})) == (
         "0.800 (1 seed)"
     )
+
+
+def test_a_label_holding_a_pipe_stays_in_its_markdown_cell():
+    """A probe's network labelled "Mini | net_v3" split its rows into an extra column in every Markdown table
+    (the HTML escaped it). Every Markdown table's rows come from one helper, which escapes it."""
+    from sonoseg.analysis import results
+
+    row = results.markdown_row(["Mini | net_v3 <b>", "0.812", "two\nlines"])
+    assert row == "| Mini \\| net_v3 <b> | 0.812 | two lines |"
+    assert row.replace("\\|", "").count("|") == 4  # three cells
+    assert results.markdown_header(["A", "B"]) == ["| A | B |", "|---|---|"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sonoseg.analysis.results import patient_table, write_table
+from sonoseg.analysis.results import markdown_header, markdown_row, patient_table, write_table
 from sonoseg.data.provenance import write_text_atomic
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
@@ -93,7 +93,7 @@ def paired_markdown(table: pd.DataFrame, family: str, source: str = "") -> str:
         return caption + "\n\nNo pair had a test image with a lesion: nothing was compared.\n"
     header = ["Method", "Reference", "Dice method", "Dice reference", "Difference [95 % CI]", "p (Holm)"]
     header += ["Significant", "Patients"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = markdown_header(header)
     for row in table.itertuples(index=False):
         interval = (
             f"[{_difference(row.ci_low)}, {_difference(row.ci_high)}]"
@@ -103,7 +103,7 @@ def paired_markdown(table: pd.DataFrame, family: str, source: str = "") -> str:
         cells = [f"`{row.method}`", f"`{row.reference}`", f"{row.dice_method:.3f}", f"{row.dice_reference:.3f}"]
         cells += [f"{_difference(row.mean_difference)} {interval}", f"{row.p_holm:.3g}"]
         cells += ["yes" if row.significant else "no", str(row.patients)]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_row(cells))
     return caption + "\n\n" + "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,15 @@ from pathlib import Path
 import pandas as pd
 
 from sonoseg.analysis import stats
-from sonoseg.analysis.results import IN_DOMAIN, patient_table, read_table, select_runs, write_table
+from sonoseg.analysis.results import (
+    IN_DOMAIN,
+    markdown_header,
+    markdown_row,
+    patient_table,
+    read_table,
+    select_runs,
+    write_table,
+)
 from sonoseg.analysis.scoring import empty_side
 from sonoseg.data.options import NORMAL_LEFT_OUT
 from sonoseg.data.provenance import write_text_atomic
@@ -222,7 +230,7 @@ def markdown(table: pd.DataFrame, notes: list[str] = (), source: str = "") -> st
     for dataset in datasets:
         role = table.loc[table["dataset"] == dataset, "role"].iloc[0]
         header += [f"{with_role(dataset, role)} Dice"] + ([] if dataset == IN_DOMAIN else [f"{dataset} drop"])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = markdown_header(header)
     for (_, variant), rows in table.groupby(["network", "variant"], sort=False):
         by_dataset = rows.set_index("dataset")
         cells = [rows["label"].iloc[0], variant]
@@ -234,7 +242,7 @@ def markdown(table: pd.DataFrame, notes: list[str] = (), source: str = "") -> st
             else:
                 drop = "" if row is None else _cell(row["drop"], row["drop_ci_low"], row["drop_ci_high"])
                 cells += [dice, drop]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_row(cells))
     caption = (
         "Generalization: Dice on the study's own test images (in-domain, out of fold) and on each external "
         "dataset (every image, every fold's models), mean over images with a lesion [95 % CI by patient]; "

@@ -346,15 +346,17 @@ def trained_in(per_image: pd.DataFrame | None) -> str:
 
 
 def trained_by(per_image: pd.DataFrame | None, column: str, joiner: str) -> str:
-    """A long table's ``training_<column>`` said run by run: each run's distinct values (its cells split, in the
-    order they first appear, joined by ``joiner``); where the runs differ, the value most runs share first and
-    the others with their runs, "bf16 + channels_last (malunet, malunet--tta: fp32)", so a caption over a
-    study whose MALUNet trained in fp32, or whose one retrained network trained at a newer commit, says which
-    run is which. Runs without a value (floors) are left out; '' where no run has one."""
+    """A long table's ``training_<column>`` said network by network (the ``method`` column: a network's
+    flip-averaged and external runs are its own trainings' predictions): each network's distinct values (its
+    cells split, in the order they first appear, joined by ``joiner``); where the networks differ, the value
+    most share first and the others with their networks, "bf16 + channels_last (malunet: fp32)", so a caption
+    over a study whose MALUNet trained in fp32, or whose one retrained network trained at a newer commit, says
+    which is which. Methods without a value (floors) are left out; '' where none has one."""
     if per_image is None or f"training_{column}" not in per_image:
         return ""
+    by = "method" if "method" in per_image else "run"
     runs_by_value: dict[str, list[str]] = {}
-    for run, cells in per_image.groupby("run", sort=False)[f"training_{column}"]:
+    for run, cells in per_image.groupby(by, sort=False)[f"training_{column}"]:
         values = _split_values(cells)
         if values:
             runs_by_value.setdefault(joiner.join(values), []).append(str(run))
@@ -438,6 +440,18 @@ def adopted_trainings(rows: list[dict], histories: dict[tuple[str, str, str], by
             source = direct[source, fold, seed]
         adopted[run, fold, seed] = source
     return adopted
+
+
+def markdown_row(cells: Iterable) -> str:
+    """One row of a Markdown table, each cell's "|" escaped (a network's label may hold one: "Mini | v3" split
+    its row into an extra column) and its line breaks made spaces."""
+    shown = (str(cell).replace("|", "\\|").replace("\n", " ") for cell in cells)
+    return "| " + " | ".join(shown) + " |"
+
+
+def markdown_header(header: list[str]) -> list[str]:
+    """A Markdown table's header row and the rule under it."""
+    return [markdown_row(header), "|" + "---|" * len(header)]
 
 
 def write_table(table: pd.DataFrame, path: str | Path) -> None:

@@ -20,7 +20,15 @@ import pandas as pd
 
 from sonoseg.analysis import stats
 from sonoseg.analysis.generalization import runs_of, with_role
-from sonoseg.analysis.results import IN_DOMAIN, as_compared, read_table, select_runs, write_table
+from sonoseg.analysis.results import (
+    IN_DOMAIN,
+    as_compared,
+    markdown_header,
+    markdown_row,
+    read_table,
+    select_runs,
+    write_table,
+)
 from sonoseg.analysis.scoring import empty_side
 from sonoseg.data.provenance import write_text_atomic
 from sonoseg.errors import SonosegError
@@ -219,7 +227,7 @@ def markdown(table: pd.DataFrame, caption_text: str) -> str:
         counts = part.groupby("value")[["images", "no_lesion_images"]].max()
         header = ["Network", *(f"{value} ({count_text(*counts.loc[value])})" for value in values)]
         lines = [f"**{title}, by {shown_name(column)}** (images with a lesion per value in brackets)", ""]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += markdown_header(header)
         for _, rows in part.groupby("network", sort=False):
             by_value = rows.set_index("value")
             cells = [rows["label"].iloc[0]]
@@ -228,7 +236,7 @@ def markdown(table: pd.DataFrame, caption_text: str) -> str:
                     cells.append("")
                     continue
                 cells.append(dice_text(by_value.loc[value]))
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append(markdown_row(cells))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from sonoseg.analysis import paper
-from sonoseg.analysis.results import IN_DOMAIN, patient_table, read_metrics, source_line
+from sonoseg.analysis.results import IN_DOMAIN, markdown_header, markdown_row, patient_table, read_metrics, source_line
 from sonoseg.analysis.results import write_table as write_csv
 from sonoseg.analysis.scoring import empty_side, kept_epoch
 from sonoseg.data.provenance import write_text_atomic
@@ -480,11 +480,7 @@ def to_markdown_and_latex(table: pd.DataFrame, first: str, caption: str, paper_o
             cells.append(plus_minus(row["paper_hd95_mean"], row["paper_hd95_std"], 2))
         lines.append(cells)
     markdown = (
-        "\n".join(
-            [f"**{caption}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(c) + " |" for c in lines]
-        )
-        + "\n"
+        "\n".join([f"**{caption}**", "", *markdown_header(header)] + [markdown_row(cells) for cells in lines]) + "\n"
     )
     tex_rows = [" & ".join(map(latex_escape, cells)) + r" \\" for cells in lines]
     latex = (
@@ -582,7 +578,11 @@ def study_table(
         )
     scale = f"; {scale}" if scale else ""
     scale += test_set_note(per_image, list(runs["run"]) if "run" in runs else [])
-    source = source_line(manifest_csv, per_image)
+    # The caption's trainings are this table's (a run of the long table that is not in it is not named there).
+    shown = per_image
+    if per_image is not None and "run" in runs and "run" in per_image:
+        shown = per_image[per_image["run"].isin(runs["run"])]
+    source = source_line(manifest_csv, shown)
     if kind == "ladder":
         table = ladder_table(runs, list(runs["step"].drop_duplicates()))
         table = with_confidence(table, "step", runs, per_image, seed)

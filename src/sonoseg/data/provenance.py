@@ -648,6 +648,39 @@ def commit_of(package: Path) -> str:
         return "unknown"
 
 
+def commit_with(files: list[Path]) -> str:
+    """sonoseg_commit, with "+dirty" also where one of ``files`` (a user's network code, beside the Snakefile
+    in the same checkout or in a repository of its own) differs from its repository's HEAD or is not tracked
+    there: a training of uncommitted network code was stamped with a clean commit, as its earlier training of
+    other code was. Files outside any git repository are not judged."""
+    commit = sonoseg_commit()
+    if not files or commit.endswith("+dirty"):
+        return commit
+    for file in files:
+        folder = Path(file).resolve().parent
+        try:
+            changed = subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    str(folder),
+                    "status",
+                    "--porcelain",
+                    "--untracked-files=all",
+                    "--",
+                    str(Path(file).resolve()),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if changed.returncode == 0 and changed.stdout.strip():
+            return commit + "+dirty"
+    return commit
+
+
 def sonoseg_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 

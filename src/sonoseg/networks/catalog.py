@@ -178,6 +178,12 @@ def register(name: str, builder: str, label: str = "", family: str = "user", tab
     a function of no arguments that returns the network (3-channel input, 1-channel logits)."""
     if name in CATALOG and CATALOG[name].builder != builder:
         raise SonosegError(f"custom network {name!r}: the name is taken by a built-in method; choose another")
+    alike = [other for other in CATALOG if other != name and other.casefold() == name.casefold()]
+    if alike:  # its runs/ and networks/ folders would be the other's on macOS and Windows file systems
+        raise SonosegError(
+            f"custom network {name!r}: differs from {alike[0]!r} only in letter case, and their folders would be one "
+            "on a case-insensitive file system (macOS, Windows); choose another name"
+        )
     module, _, function = builder.partition(":")
     if not module or not function:
         raise SonosegError(f"custom network {name!r}: builder {builder!r} must read 'module:function'")
@@ -240,6 +246,14 @@ def builder_digests(builder: str) -> dict[str, str]:
         except OSError:  # gone since it was listed: not a digest
             continue
     return digests
+
+
+def user_code_files(name: str) -> list[Path]:
+    """The files of a network of the user's own (builder_files, its module first); [] for a built-in network,
+    whose code is sonoseg's and is stamped with sonoseg's commit."""
+    if name in BUILT_IN_NETWORKS or name not in CATALOG:
+        return []
+    return _builder_code(CATALOG[name].builder)[0]
 
 
 def network_code_digest(name: str, builder: str | None = None) -> str:
@@ -428,7 +442,30 @@ def builder_problems(custom_networks: dict) -> tuple[list[str], list[str]]:
                 f"custom network {name!r}: {module_name} ({getattr(module, '__file__', '')}) has no function "
                 f"{function!r}; it defines: {', '.join(defined) or 'none'}"
             )
+            continue
+        needed = _required_parameters(getattr(module, function))
+        if needed:  # sonoseg calls the builder with no arguments: every training would fail so
+            errors.append(
+                f"custom network {name!r}: its builder {spec.get('builder')} needs argument(s) {', '.join(needed)}, "
+                "and sonoseg calls it with none: give them defaults, or point the builder at a function of none"
+            )
     return warnings, errors
+
+
+def _required_parameters(function) -> list[str]:
+    """The parameters a call with no arguments would lack ([] where none, or where Python cannot say)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin or a callable class Python cannot inspect: left to the training
+        return []
+    lacking = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    return [p.name for p in parameters if p.kind in lacking and p.default is inspect.Parameter.empty]
 
 
 def register_all(custom_networks: dict) -> None:

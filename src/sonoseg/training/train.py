@@ -31,10 +31,10 @@ from sonoseg.data.preprocess import (
     cache_marks,
     load_cache,
 )
-from sonoseg.data.provenance import sonoseg_commit, stamp
+from sonoseg.data.provenance import commit_with, stamp
 from sonoseg.data.split import FEWEST_IMAGES
 from sonoseg.errors import SonosegError
-from sonoseg.networks import models
+from sonoseg.networks import catalog, models
 from sonoseg.serving.device import FastPath, device_name, make_deterministic, processor_name, select_device
 from sonoseg.serving.modelio import CHECKPOINT_FORMAT, fp32_weights, load_checked, save_atomic, save_model
 from sonoseg.training.bn_recalibration import recalibrate_batchnorm
@@ -540,7 +540,11 @@ def train(
     )
     # What these epochs run on (a resumed training's earlier epochs keep what they ran on).
     compute = dict(
-        zip(COMPUTE_COLUMNS, (path.describe(), device_name(dev), processor_name(dev), sonoseg_commit()), strict=True)
+        zip(
+            COMPUTE_COLUMNS,
+            (path.describe(), device_name(dev), processor_name(dev), commit_with(catalog.user_code_files(network))),
+            strict=True,
+        )
     )
     last_saved = time.monotonic()
     clean_logged = False
