@@ -299,27 +299,30 @@ def test_every_table_sonoseg_writes_reads_back_and_a_failed_write_leaves_the_old
     assert (tmp_path / "p.csv.gz").read_bytes() == before
 
 
-def test_a_caption_over_runs_trained_differently_says_which_network_is_which():
+def test_a_caption_over_runs_trained_differently_says_which_run_is_which():
     """A bf16 study's caption read "models trained in bf16 + channels_last / fp32": MALUNet trains in fp32 by
-    its override, and nothing said which. Where the networks differ, the value most share leads and the others
-    are named with their networks (a network's flip-averaged and external runs are its own trainings'); a
-    network's own several values (a resumed training) stay together."""
+    its override, and nothing said which. Where the trained runs differ, the value most share leads and the
+    others are named with their runs: a flip-averaged or external run counts as the run whose trainings it uses
+    (model_from), a ladder step or a marks-kept twin as its own; a run's own several values (a resumed
+    training) stay together."""
     rows = [
-        ("unet", "unet", "aaa", "bf16 + channels_last"),
+        ("unet", "", "aaa", "bf16 + channels_last"),
         ("unet--tta", "unet", "aaa", "bf16 + channels_last"),
-        ("malunet", "malunet", "aaa", "fp32"),
+        ("malunet", "", "aaa", "fp32"),
         ("malunet--on-pymust_far", "malunet", "aaa", "fp32"),
-        ("lighter_unet", "lighter_unet", "bbb", "bf16 + channels_last"),
-        ("lighter_unet", "lighter_unet", "aaa / bbb", "bf16 + channels_last"),  # its second seed resumed, newer
-        ("ege_unet", "ege_unet", "aaa", "bf16 + channels_last"),
-        ("dark_in_prior", "dark_in_prior", "", ""),  # a floor trains nothing
+        ("lighter_unet", "", "bbb", "bf16 + channels_last"),
+        ("lighter_unet", "", "aaa / bbb", "bf16 + channels_last"),  # its second seed resumed, newer
+        ("ladder--adam", "", "ccc", "bf16 + channels_last"),  # trains its own (method lighter_unet)
+        ("ege_unet", "", "aaa", "bf16 + channels_last"),
+        ("dark_in_prior", "", "", ""),  # a floor trains nothing
     ]
-    per_image = pd.DataFrame(rows, columns=["run", "method", "training_commit", "training_precision"])
+    per_image = pd.DataFrame(rows, columns=["run", "model_from", "training_commit", "training_precision"])
     assert results.trained_in(per_image) == "bf16 + channels_last (malunet: fp32)"
-    assert results.trained_at(per_image) == "aaa (lighter_unet: bbb, aaa)"
+    assert results.trained_at(per_image) == "aaa (lighter_unet: bbb, aaa; ladder--adam: ccc)"
     line = provenance.caption_line("a" * 64, results.trained_at(per_image), results.trained_in(per_image))
     assert line.endswith(
-        "; models trained at commit aaa (lighter_unet: bbb, aaa) in bf16 + channels_last (malunet: fp32)."
+        "; models trained at commit aaa (lighter_unet: bbb, aaa; ladder--adam: ccc) in bf16 + channels_last "
+        "(malunet: fp32)."
     )
     alike = per_image[per_image["run"].isin(["unet", "unet--tta", "dark_in_prior"])]
     assert (results.trained_at(alike), results.trained_in(alike)) == ("aaa", "bf16 + channels_last")

@@ -312,6 +312,16 @@ def test_study_tables_are_written_with_a_caption_that_gives_the_scale(tmp_path):
     assert (ladder["dice_ci_low"] <= ladder["dice_mean"]).all() and (
         ladder["dice_mean"] <= ladder["dice_ci_high"]
     ).all()
+    # Its caption names the trainings of its own rows: a run of the long table the ladder does not show (trained
+    # in another precision) is not named there.
+    manifest.with_suffix(".json").write_text(json.dumps({"dataset_fingerprint": "f" * 64}))
+    other = per_image.assign(run="elsewhere", method="elsewhere", training_precision="fp32")
+    both = pd.concat([per_image.assign(training_precision="bf16"), other], ignore_index=True)
+    tables.study_table(
+        "ladder", summaries[1:], tmp_path / "tables" / "ladder.csv", per_image=both, manifest_csv=manifest
+    )
+    caption = (tmp_path / "tables" / "ladder.md").read_text().split("\n")[0]
+    assert caption.endswith(" in bf16.**") and "elsewhere" not in caption and "fp32" not in caption
 
 
 def test_a_run_of_the_statistics_is_one_training_labelled_by_fold_and_seed(tmp_path):

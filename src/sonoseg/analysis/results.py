@@ -346,17 +346,21 @@ def trained_in(per_image: pd.DataFrame | None) -> str:
 
 
 def trained_by(per_image: pd.DataFrame | None, column: str, joiner: str) -> str:
-    """A long table's ``training_<column>`` said network by network (the ``method`` column: a network's
-    flip-averaged and external runs are its own trainings' predictions): each network's distinct values (its
-    cells split, in the order they first appear, joined by ``joiner``); where the networks differ, the value
-    most share first and the others with their networks, "bf16 + channels_last (malunet: fp32)", so a caption
-    over a study whose MALUNet trained in fp32, or whose one retrained network trained at a newer commit, says
-    which is which. Methods without a value (floors) are left out; '' where none has one."""
+    """A long table's ``training_<column>`` said by the runs that trained (a flip-averaged or external run
+    names its trainings' run in ``model_from``, and counts as that run; a ladder step, an augmentation
+    candidate or a marks-kept twin trains its own): each such run's distinct values (its cells split, in the
+    order they first appear, joined by ``joiner``); where they differ, the value most share first and the
+    others with their runs, "bf16 + channels_last (malunet: fp32)", so a caption over a study whose MALUNet
+    trained in fp32, or whose one retrained network trained at a newer commit, says which is which. Runs
+    without a value (floors) are left out; '' where none has one."""
     if per_image is None or f"training_{column}" not in per_image:
         return ""
-    by = "method" if "method" in per_image else "run"
+    trained = per_image["run"].astype(str)
+    if "model_from" in per_image:
+        source = per_image["model_from"].fillna("").astype(str)
+        trained = source.where(source != "", trained)
     runs_by_value: dict[str, list[str]] = {}
-    for run, cells in per_image.groupby(by, sort=False)[f"training_{column}"]:
+    for run, cells in per_image[f"training_{column}"].groupby(trained.to_numpy(), sort=False):
         values = _split_values(cells)
         if values:
             runs_by_value.setdefault(joiner.join(values), []).append(str(run))

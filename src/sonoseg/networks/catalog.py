@@ -253,7 +253,10 @@ def user_code_files(name: str) -> list[Path]:
     whose code is sonoseg's and is stamped with sonoseg's commit."""
     if name in BUILT_IN_NETWORKS or name not in CATALOG:
         return []
-    return _builder_code(CATALOG[name].builder)[0]
+    files, top = _builder_code(CATALOG[name].builder)
+    # An installed package's (site-packages: no folder of the user's) is not judged by a repository around it:
+    # a venv untracked inside a deploy repository would stamp every training +dirty.
+    return files if top is not None else []
 
 
 def network_code_digest(name: str, builder: str | None = None) -> str:
@@ -457,7 +460,8 @@ def _required_parameters(function) -> list[str]:
     import inspect
 
     try:
-        parameters = inspect.signature(function).parameters.values()
+        # Not through __wrapped__: a decorator that supplies the arguments makes a function of none.
+        parameters = inspect.signature(function, follow_wrapped=False).parameters.values()
     except (TypeError, ValueError):  # a builtin or a callable class Python cannot inspect: left to the training
         return []
     lacking = (
