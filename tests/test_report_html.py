@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import run_snakemake
+from conftest import REPO, run_snakemake
 
 from sonoseg.analysis import report_labels, stats
 from sonoseg.networks import catalog
@@ -34,9 +34,14 @@ def tiny_report(tiny_study) -> dict:
     """The self-contained HTML report of the tiny study (conftest's tiny_study: run once per session,
     with its report figures, and shared with the end-to-end test)."""
     report = tiny_study.out / "report.html"
-    # --cores: the cost rule's threads are "every core", which Snakemake needs to know even for --report.
+    # --cores: the cost rule's threads are "every core", which Snakemake needs to know even for --report. The
+    # stylesheet the workflow's profiles give every report (the tests' workflow copies run without a profile).
+    stylesheet = tiny_study.workdir / "workflow" / "profiles" / "default" / "report.css"
     made = run_snakemake(
-        ["--report", str(report), "--cores", "1", "--configfile", tiny_study.config], tiny_study.workdir, timeout=300
+        ["--report", str(report), "--cores", "1", "--configfile", tiny_study.config]
+        + ["--report-stylesheet", str(stylesheet)],
+        tiny_study.workdir,
+        timeout=300,
     )
     assert made.returncode == 0, made.stderr[-4000:]
     return {"path": report, "out": tiny_study.out, "results": embedded_results(report.read_text())}
@@ -345,6 +350,43 @@ def test_chromium_shows_the_front_pages_first_line_at_a_laptops_size(tiny_report
             return [p.getBoundingClientRect().top, box.getBoundingClientRect().top];
         """)
         assert first >= box, (first, box)
+    finally:
+        browser.set_window_size(1400, 1000)
+
+
+def test_chromium_shows_a_figure_taller_than_the_window_from_its_top(tiny_report, browser):
+    """A probe's Figure 2 (1,131 x 1,783 px) lost its top in the viewer, which centres every entry in a box of
+    the window's height: the title, the legend and the first row could not be scrolled to. The profiles'
+    stylesheet (workflow/profiles/default/report.css) starts every entry at the box's top."""
+    import yaml
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    for profile in ("default", "slurm"):  # every report made through a profile gets it
+        settings = yaml.safe_load((REPO / "workflow" / "profiles" / profile / "config.yaml").read_text())
+        assert (REPO / "workflow" / "profiles" / profile / settings["report-stylesheet"]).is_file()
+    browser.set_window_size(900, 400)
+    try:
+        browser.get(tiny_report["path"].as_uri())
+        WebDriverWait(browser, 60).until(
+            lambda d: d.execute_script("return document.querySelectorAll('#app a').length")
+        )
+        browser.find_element(By.XPATH, "//*[normalize-space(text())='4 Figure 2 rebuilt']").click()
+        WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.XPATH, "//table//a"))
+        browser.find_elements(By.XPATH, "//table//a")[0].click()
+        top, box, height = WebDriverWait(browser, 20).until(
+            lambda d: d.execute_script("""
+                const img = [...document.images].find(i => i.src.startsWith('data:image/png') && i.complete
+                    && i.naturalWidth > 0 && i.offsetParent !== null);
+                if (!img) return null;
+                let box = img.parentElement;
+                while (box && !box.classList.contains('h-screen')) box = box.parentElement;
+                box.scrollTop = 0;
+                return [img.getBoundingClientRect().top, box.getBoundingClientRect().top,
+                        img.getBoundingClientRect().height];
+            """)
+        )
+        assert height > 400 and top >= box, (top, box, height)  # taller than the window, its top in view
     finally:
         browser.set_window_size(1400, 1000)
 
