@@ -281,6 +281,12 @@ def test_the_front_page_says_what_the_trainings_computed_on(tmp_path):
     assert report_labels.computed_on(trainings) == (
         "The 3 trainings ran in bf16 + channels_last (2), fp32 (1) on cpu (Intel Xeon)."
     )
+    # The commit that trained them, where recorded: a probe's upgraded study remade its tables at a newer commit,
+    # and the front page named only that one.
+    pd.DataFrame({**rows, "commit": ["76dc9585a4f9"] * 4}).to_csv(trainings, index=False)
+    assert report_labels.computed_on(trainings) == (
+        "The 3 trainings ran at commit 76dc9585a4f9 in bf16 + channels_last (2), fp32 (1) on cpu (Intel Xeon)."
+    )
     pd.DataFrame({k: v[:1] for k, v in rows.items()}).to_csv(trainings, index=False)
     assert report_labels.computed_on(trainings) == "The 1 training ran in bf16 + channels_last on cpu (Intel Xeon)."
     pd.DataFrame({"training": ["fold0/seed0"]}).to_csv(trainings, index=False)  # a study made before the columns

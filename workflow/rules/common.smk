@@ -137,7 +137,8 @@ def report_provenance():
     today, used = DATA_CHECK.dataset_fingerprint, made["dataset_fingerprint"]
     made_by = report_labels.results_source(f"{OUT}/tables") or "a sonoseg commit no table names yet"
     line = (
-        f"Results made from the dataset with fingerprint ``{used[:provenance.SHORT]}`` by {made_by} (the "
+        f"Results made from the dataset with fingerprint ``{used[:provenance.SHORT]}``, their tables and pages "
+        f"by {made_by} (the "
         f"manifest by sonoseg {made['sonoseg_version']} at commit ``{made['commit']}``)."
     )
     line += f" {report_labels.computed_on(TRAININGS)}".rstrip()  # the precision and CPU behind the numbers

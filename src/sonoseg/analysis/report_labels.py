@@ -32,9 +32,10 @@ def results_source(tables_dir: str | Path) -> str:
 def computed_on(trainings_csv: str | Path) -> str:
     """What the study's trainings computed on, from its trainings table (sonoseg.analysis.results: each
     training's precision, device and processor; an adopted training, another row's, not counted again): a
-    front-page sentence such as "The 12 trainings ran in bf16 + channels_last on cpu (Intel Xeon)", each
-    distinct value with its count where they differ; '' without the table or its columns (a study made before
-    them)."""
+    front-page sentence such as "The 12 trainings ran at commit abc in bf16 + channels_last on cpu (Intel
+    Xeon)", each distinct value with its count where they differ (the commit where the table records it: the
+    tables may have been remade by a later commit from these trainings' predictions); '' without the table or
+    its columns (a study made before them)."""
     try:
         trainings = pd.read_csv(trainings_csv, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.EmptyDataError):
@@ -49,8 +50,9 @@ def computed_on(trainings_csv: str | Path) -> str:
         counts = trainings[column].replace("", "not recorded").value_counts(sort=False)
         return " / ".join(counts.index) if len(counts) == 1 else ", ".join(f"{v} ({n})" for v, n in counts.items())
 
+    at = f" at commit {values('commit')}" if "commit" in trainings and (trainings["commit"] != "").any() else ""
     return (
-        f"The {len(trainings)} training{'s' if len(trainings) != 1 else ''} ran in {values('precision')} on "
+        f"The {len(trainings)} training{'s' if len(trainings) != 1 else ''} ran{at} in {values('precision')} on "
         f"{values('device')} ({values('processor')})."
     )
 
