@@ -265,6 +265,20 @@ def check_parts(split: pd.DataFrame, samples: pd.DataFrame, source: str, remedy:
         )
 
 
+def check_dealt(split: pd.DataFrame, samples: pd.DataFrame, folds: int, fractions) -> None:
+    """check_parts for a split sonoseg dealt by ``folds`` and ``fractions``, named by them, its remedy what
+    they can change: fewer folds; other fractions where the patient groups can still fill the three parts;
+    else more patients alone."""
+    groups = samples["group"].astype(str).nunique()
+    if folds > 1:
+        remedy = "use fewer folds (split.folds) or more patients"
+    elif groups > len(PARTS):  # fractions can still give each part its groups
+        remedy = f"use other split.fractions than {list(fractions)} or more patients"
+    else:
+        remedy = f"use more patients: {groups} patient group(s) cannot fill the three parts"
+    check_parts(split, samples, f"split.folds {folds} over {groups} patient groups of {len(samples)} images", remedy)
+
+
 def check_no_leak(split: pd.DataFrame, source: str) -> None:
     keys = ["fold", "group"] if "fold" in split else ["group"]
     crossing = split.groupby(keys)["split"].nunique()

@@ -215,6 +215,10 @@ def _resolved(path: Path) -> Path:
         return Path(os.path.abspath(path))
 
 
+# Why a folder given, or a subfolder of one, holds no images to segment (segment's record, not_segmented).
+EARLIER_RUN = f"an earlier segment run's masks (holds {RECORD_NAME})"
+
+
 def images_in(folder: Path, not_taken: list[dict] | None = None) -> list[Path]:
     """The image files directly in ``folder`` (sonoseg's formats, any case of suffix; not hidden, not the
     junk of operating systems), by name: a folder given to segment, as nnU-Net's predictor takes one, so
@@ -234,7 +238,7 @@ def images_in(folder: Path, not_taken: list[dict] | None = None) -> list[Path]:
                 folder,
                 RECORD_NAME,
             )
-            taken_not.append({"file": str(folder), "reason": f"an earlier segment run's masks (holds {RECORD_NAME})"})
+            taken_not.append({"file": str(folder), "reason": EARLIER_RUN})
             return []
         entries = sorted(folder.iterdir(), key=lambda path: path.name)
     except OSError as exc:
@@ -296,7 +300,7 @@ def images_in(folder: Path, not_taken: list[dict] | None = None) -> list[Path]:
         (hidden, "a hidden image: name it to segment it"),
         (subfolders, "a subfolder: not entered (name it to segment its images)"),
         (junk, "a file operating systems or file managers write"),
-        (earlier_runs, f"an earlier segment run's masks (holds {RECORD_NAME})"),
+        (earlier_runs, EARLIER_RUN),
         (hidden_folders, "a hidden folder: not entered"),
     ):
         taken_not.extend({"file": str(path), "reason": reason} for path in paths)

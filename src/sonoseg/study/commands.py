@@ -52,7 +52,6 @@ def cmd_ingest(args) -> None:
         )
     log.info("ingest on %d thread(s) (--threads)", args.threads)
     manifest = data.ingest(options["root"], options["layout"], **ingest_parameters(options), threads=args.threads)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     _write_csv(manifest, args.out)
     log.info("manifest: %s", args.out)
     if args.fingerprint:
@@ -178,15 +177,7 @@ def cmd_split(args) -> None:
     if args.split_file:
         split.check_parts(result, samples, args.split_file, "move images between its parts")
     elif not args.external:
-        groups = samples["group"].astype(str).nunique()
-        dealt = f"split.folds {args.folds} over {groups} patient groups of {len(samples)} images"
-        if args.folds > 1:
-            remedy = "use fewer folds (split.folds) or more patients"
-        elif groups > len(split.FEWEST_IMAGES):  # fractions can still give each part its groups
-            remedy = f"use other split.fractions than {list(args.fractions)} or more patients"
-        else:
-            remedy = f"use more patients: {groups} patient group(s) cannot fill the three parts"
-        split.check_parts(result, samples, dealt, remedy)
+        split.check_dealt(result, samples, args.folds, args.fractions)
     _write_csv(result, args.out)
     log.info("split (patient groups / samples):\n%s", split.part_counts(result).to_string())
 
@@ -487,7 +478,6 @@ def cmd_cost(args) -> None:
     table = cost.cost_table(
         args.networks, args.size, args.backend, args.threads, args.repeats, args.warmup, prepared=args.prepared
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     _write_csv(table, args.out)
     log.info(
         "cost at %dx%d, batch 1, %s, %d threads, %s:\n%s",
@@ -515,7 +505,6 @@ def cmd_evaluate(args) -> None:
 
 
 def _write_metrics(metrics, out) -> None:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
     _write_csv(metrics, out)
     log.info(
         "%d test images: mean Dice %.4f, mean HD95 %.2f px (%d penalised empty cases)",
@@ -698,7 +687,6 @@ def cmd_convergence(args) -> None:
     per_image = results.collect_per_image(args.study_dir, rows, args.manifest)
     trainings = results.collect_trainings(args.study_dir, rows)
     table = comparisons.convergence_table(per_image, trainings, pairs, args.margin, args.seed)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     _write_csv(table, args.out)
     log.info("convergence check (margin %g):\n%s", args.margin, table.to_string(index=False))
 
