@@ -206,6 +206,20 @@ def test_results_source_names_the_commit_the_tables_say_made_them(tmp_path, monk
     )
 
 
+def test_the_front_page_warns_of_tables_made_by_other_code_only_where_they_were():
+    made_by = "sonoseg 1.0 at commit 1111111aaaaa"
+    assert report_labels.made_by_other_code(made_by, "1111111aaaaa") == ""
+    warning = report_labels.made_by_other_code(made_by, "2222222bbbbb")
+    assert warning.startswith("The tables and pages were made by other code than this (commit 2222222bbbbb)")
+    assert "make study" in warning  # what to do about it
+    # Tables of two commits, this one among them: some pages are still the other code's.
+    both = f"{made_by} (table1); sonoseg 1.0 at commit 2222222bbbbb (table2)"
+    assert report_labels.made_by_other_code(both, "2222222bbbbb").startswith(
+        "Some tables and pages (those named with another commit above) were made by other code than this"
+    )
+    assert report_labels.made_by_other_code("a sonoseg commit no table names yet", "2222222bbbbb") != ""
+
+
 def render_caption(name: str, **context) -> str:
     """A caption of workflow/report/ as Snakemake renders it: Jinja with its settings (trim_blocks and
     lstrip_blocks: snakemake.report.auto_report), then reStructuredText to HTML, warnings raised."""

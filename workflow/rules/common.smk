@@ -144,13 +144,11 @@ def report_provenance():
     line += f" {report_labels.computed_on(TRAININGS)}".rstrip()  # the precision and CPU behind the numbers
     building = provenance.sonoseg_commit()
     line += f" This report was built by sonoseg {provenance.sonoseg_version()} at commit {building}."
-    if f"at commit {building}" not in made_by:
-        # `make report` bundles the outputs as they are: pages made by older code say what that code said.
-        line += (
-            " **The tables and pages were made by other code than this** (the commit above): run the study "
-            "again first (`snakemake all`, or `make study`: it remakes what the code change touches, without "
-            "training where only the analysis changed) for pages as this code makes them."
-        )
+    stale = report_labels.made_by_other_code(made_by, building)
+    if stale:
+        line += f" **Warning:** {stale}"
+        if config_check.only_reports(sys.argv[1:]):  # said where `make report` is run, not on the page alone
+            print(f"Warning: {stale}", file=sys.stderr)
     if used != today:
         line += (
             f" **Warning: the dataset has changed since** (its fingerprint is now ``{today[:provenance.SHORT]}``): "

@@ -13,6 +13,7 @@ import pandas as pd
 # The sonoseg version and commit in the provenance sentence every table's caption ends with
 # (sonoseg.data.provenance.caption_line: "Data fingerprint F; sonoseg V at commit C[; models trained at commit T].").
 WRITTEN_SOURCE = re.compile(r"Data fingerprint \S+; (sonoseg \S+ at commit [^\s.;,]+)[.;]")
+MADE_AT = re.compile(r"at commit ([^\s.;,()]+)")  # each commit in results_source's answer
 
 
 def results_source(tables_dir: str | Path) -> str:
@@ -27,6 +28,26 @@ def results_source(tables_dir: str | Path) -> str:
     if len(made_by) < 2:
         return next(iter(made_by), "")
     return "; ".join(f"{source} ({', '.join(names)})" for source, names in made_by.items())
+
+
+def made_by_other_code(made_by: str, building: str) -> str:
+    """The front page's warning when tables and pages were made by other code than the sonoseg building the
+    report (``made_by``: results_source's answer; ``building``: this sonoseg's commit), '' when every table
+    names this commit. `make report` bundles the outputs as they are: pages made by older code say what that
+    code said, which a user upgrading a finished study would read as this code's."""
+    commits = set(MADE_AT.findall(made_by))
+    if commits == {building}:
+        return ""
+    which = (
+        "Some tables and pages (those named with another commit above)"
+        if building in commits
+        else "The tables and pages"
+    )
+    return (
+        f"{which} were made by other code than this (commit {building}): run the study again first (`snakemake "
+        "all`, or `make study`: it remakes what the code change touches, without training where only the analysis "
+        "changed) for pages as this code makes them."
+    )
 
 
 def computed_on(trainings_csv: str | Path) -> str:
