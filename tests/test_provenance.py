@@ -765,3 +765,17 @@ def test_a_training_of_uncommitted_network_code_of_the_users_own_is_stamped_dirt
     outside = tmp_path.parent / f"{tmp_path.name}_elsewhere.py"  # in no repository: not judged
     outside.write_text("x = 1\n")
     assert provenance.commit_with([outside]) == "abc123" and provenance.commit_with([]) == "abc123"
+    # Several files of one folder (asked of git at once) and of two: any one changed makes the training dirty.
+    (tmp_path / "layers").mkdir()
+    layer = tmp_path / "layers" / "block.py"
+    layer.write_text("y = 2\n")
+    git("checkout", "-q", "--", "my_nets.py")
+    git("add", "layers/block.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "layers")
+    helper = tmp_path / "helpers.py"
+    assert provenance.commit_with([module, layer, outside]) == "abc123"
+    helper.write_text("z = 3\n")  # untracked, beside the committed module
+    assert provenance.commit_with([module, helper, layer]) == "abc123+dirty"
+    helper.unlink()
+    layer.write_text("y = 3\n")
+    assert provenance.commit_with([module, layer]) == "abc123+dirty"

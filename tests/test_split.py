@@ -57,7 +57,10 @@ def test_a_split_file_with_an_empty_part_a_sample_twice_or_unknown_rows_is_named
     parts = ["train"] * 6 + ["val"] * 2 + ["test"] * 2
     # No validation image: refused at the split, not later at a training.
     pd.DataFrame({"sample_id": table["sample_id"], "split": ["train"] * 8 + ["test"] * 2}).to_csv(file, index=False)
-    with pytest.raises(SonosegError, match=r"split.csv: no sample in the val part"):
+    with pytest.raises(
+        SonosegError,
+        match=r"split.csv: fold 0's val part has 0 image\(s\) of 0 patient group\(s\).*move images between its parts",
+    ):
         split.user_split(table, file)
     # One sample given two parts: refused (the last row is not silently kept).
     rows = pd.DataFrame({"sample_id": [*table["sample_id"], "P0_v1"], "split": [*parts, "test"]})

@@ -656,20 +656,14 @@ def commit_with(files: list[Path]) -> str:
     commit = sonoseg_commit()
     if not files or commit.endswith("+dirty"):
         return commit
+    by_folder: dict[Path, list[str]] = {}  # one git call per folder: a network's files mostly share one
     for file in files:
-        folder = Path(file).resolve().parent
+        resolved = Path(file).resolve()
+        by_folder.setdefault(resolved.parent, []).append(str(resolved))
+    for folder, names in by_folder.items():
         try:
             changed = subprocess.run(
-                [
-                    "git",
-                    "-C",
-                    str(folder),
-                    "status",
-                    "--porcelain",
-                    "--untracked-files=all",
-                    "--",
-                    str(Path(file).resolve()),
-                ],
+                ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=all", "--", *names],
                 capture_output=True,
                 text=True,
                 timeout=10,

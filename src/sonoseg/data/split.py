@@ -175,9 +175,8 @@ def external_split(samples: pd.DataFrame) -> pd.DataFrame:
 
 def user_split(samples: pd.DataFrame, split_file: str | Path) -> pd.DataFrame:
     """A split the user provides: CSV with sample_id (or image) and split in {train, val, test}. Refused:
-    a sample the ingest included that it gives no part, one it names twice with two parts, a part left
-    empty (a training needs train and val images, a test needs test images) and a patient group across
-    parts. Its rows naming no included sample (a typo, or an image the ingest excluded) are warned of,
+    a sample the ingest included that it gives no part, one it names twice with two parts, a patient group
+    across parts, and a part too small for a training or a test (check_parts). Its rows naming no included sample (a typo, or an image the ingest excluded) are warned of,
     counted and named."""
     path = Path(split_file)
     if not path.is_file():
@@ -226,12 +225,7 @@ def user_split(samples: pd.DataFrame, split_file: str | Path) -> pd.DataFrame:
             unknown[:5],
         )
     check_no_leak(result, str(path))
-    empty = [part for part in PARTS if not (result["split"] == part).any()]
-    if empty:
-        raise SonosegError(
-            f"{path}: no sample in the {' or '.join(empty)} part: a training needs train and val images, a test "
-            "needs test images"
-        )
+    check_parts(result, samples, str(path), "move images between its parts")
     return result
 
 

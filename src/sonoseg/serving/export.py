@@ -271,13 +271,17 @@ def export(
     # to one path at once each check their own graph, the later one's pair replacing the earlier's.
     staging = out.with_name(f".{out.name}.{os.getpid()}.partial")
     for stale in _stale_staging(out):  # a killed export's (a paper-scale ensemble's graph: hundreds of MB)
-        stale.unlink(missing_ok=True)
-        sidecar_path(stale).unlink(missing_ok=True)
+        _remove_with_sidecar(stale)
     try:
         return _export_staged(model_path, out, staging, component_rule, size, serve_scales, note_unrecorded)
     finally:
-        staging.unlink(missing_ok=True)
-        sidecar_path(staging).unlink(missing_ok=True)
+        _remove_with_sidecar(staging)
+
+
+def _remove_with_sidecar(graph: Path) -> None:
+    """A staging graph and its sidecar gone, either or both already absent."""
+    graph.unlink(missing_ok=True)
+    sidecar_path(graph).unlink(missing_ok=True)
 
 
 STALE_HOURS = 6  # a staging file untouched this long is no running export's (an ensemble's export takes minutes)

@@ -174,9 +174,7 @@ def cmd_split(args) -> None:
         result = split.user_split(samples, args.split_file)
     else:
         result = split.fold_split(samples, args.seed, args.folds, tuple(args.fractions), args.stratify or None)
-    if args.split_file:
-        split.check_parts(result, samples, args.split_file, "move images between its parts")
-    elif not args.external:
+    if not (args.split_file or args.external):  # a split file's parts are checked as it is read
         split.check_dealt(result, samples, args.folds, args.fractions)
     _write_csv(result, args.out)
     log.info("split (patient groups / samples):\n%s", split.part_counts(result).to_string())
