@@ -176,8 +176,8 @@ def external_split(samples: pd.DataFrame) -> pd.DataFrame:
 def user_split(samples: pd.DataFrame, split_file: str | Path) -> pd.DataFrame:
     """A split the user provides: CSV with sample_id (or image) and split in {train, val, test}. Refused:
     a sample the ingest included that it gives no part, one it names twice with two parts, a patient group
-    across parts, and a part too small for a training or a test (check_parts). Its rows naming no included sample (a typo, or an image the ingest excluded) are warned of,
-    counted and named."""
+    across parts, and a part too small for a training or a test (check_parts). Its rows naming no included
+    sample (a typo, or an image the ingest excluded) are warned of, counted and named."""
     path = Path(split_file)
     if not path.is_file():
         raise SonosegError(f"split.file: file not found: {path}")
