@@ -139,7 +139,7 @@ def plotted(monkeypatch) -> list[list[dict]]:
     """What each figure saved from now on shows, per panel: the labelled points (method -> x, y) and the
     labels of the horizontal lines (methods without that cost)."""
     figures_seen = []
-    real_save = figures._save
+    real_save = figures.save_figure
 
     def save(fig, out, **options):
         plotted_texts.append([text for legend in fig.legends for text in legend.get_texts()])
@@ -154,7 +154,7 @@ def plotted(monkeypatch) -> list[list[dict]]:
         )
         real_save(fig, out, **options)
 
-    monkeypatch.setattr(figures, "_save", save)
+    monkeypatch.setattr(figures, "save_figure", save)
     return figures_seen
 
 
@@ -185,7 +185,7 @@ def test_figure2_says_whose_masks_it_shows_when_a_method_has_several_trainings(s
     # Ranked by the reference's Dice over all its trainings, drawn from its first seed's: the title says so.
     root, metrics = small_study["root"], small_study["collect"]()
     titles = []
-    monkeypatch.setattr(figures, "_save", lambda fig, out, **options: titles.append(fig._suptitle.get_text()))
+    monkeypatch.setattr(figures, "save_figure", lambda fig, out, **options: titles.append(fig._suptitle.get_text()))
     figures.figure2(root / "manifest.csv", metrics, root, root / "figure2.png")
     assert "each panel shows the mask and Dice" not in titles[-1].replace("\n", " ")
     twice = pd.concat([metrics, metrics.assign(seed=metrics["seed"] + 1)], ignore_index=True)
@@ -312,7 +312,7 @@ def test_training_curves_name_each_training_as_the_tables_do(tmp_path, monkeypat
         history = {"epoch": [1, 2], "train_loss": [0.9, 0.6], "val_loss": [0.8, 0.7], "val_dice": [0.2, 0.4]}
         pd.DataFrame(history).to_csv(directory / "history.csv", index=False)
     drawn = []
-    monkeypatch.setattr(figures, "_save", lambda fig, out: drawn.append(fig))
+    monkeypatch.setattr(figures, "save_figure", lambda fig, out, **options: drawn.append(fig))
     figures.training_curves(tmp_path, sheet_row("unet", folds=(0, 1), seeds=(0, 1)), tmp_path / "curves.png")
     loss_ax, dice_ax = drawn[0].axes
     assert [t.get_text() for t in dice_ax.get_legend().get_texts()] == [
@@ -469,14 +469,14 @@ def test_every_report_figure_is_legible_at_the_width_the_report_shows_it(small_s
     import matplotlib.text
 
     smallest = {}  # each saved figure's smallest visible text, in points
-    real_save = figures._save
+    real_save = figures.save_figure
 
     def save(fig, out, **options):
         texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
         smallest[Path(out).name] = min(t.get_fontsize() for t in texts)
         real_save(fig, out, **options)
 
-    monkeypatch.setattr(figures, "_save", save)
+    monkeypatch.setattr(figures, "save_figure", save)
     root, metrics = small_study["root"], small_study["collect"]()
     figures.figure2(root / "manifest.csv", metrics, root, tmp_path / "figure2.png")
     figures.figure2(root / "manifest.csv", metrics, root, tmp_path / "figure2_all.png", every_method=True)
@@ -532,7 +532,7 @@ def test_cost_figure_numbers_cover_no_marker(tmp_path, monkeypatch):
         }
     ).assign(backend="onnxruntime", threads=2, cpu="x86").to_csv(tmp_path / "cost.csv", index=False)
     panels = []  # per panel with numbers: x label, [(method, the number's box, its point)], markers' radius
-    real_save = figures._save
+    real_save = figures.save_figure
 
     def save(fig, out, **options):
         renderer = fig.canvas.get_renderer()
@@ -544,7 +544,7 @@ def test_cost_figure_numbers_cover_no_marker(tmp_path, monkeypatch):
                 panels.append((ax.get_xlabel(), placed, size / 2 * fig.dpi / 72))  # the markers' radius, pixels
         real_save(fig, out, **options)
 
-    monkeypatch.setattr(figures, "_save", save)
+    monkeypatch.setattr(figures, "save_figure", save)
     figures.cost_accuracy(per_image, tmp_path / "cost.png", tmp_path / "cost.csv", by_patient=False)
     assert [len(placed) for _, placed, _ in panels] == [len(points)] * 3
     for panel, placed, radius in panels:

@@ -188,6 +188,27 @@ def test_report_over_tables_of_other_code_warns_where_it_is_run_and_on_its_front
     assert "Warning: The tables and pages were made by other code than this" in description
 
 
+def test_every_figure_of_the_report_says_where_it_came_from_in_its_own_text(tiny_report):
+    """A figure taken out of the report (into a paper, a slide) carries its provenance in the PNG's text: the
+    sonoseg that drew it, and what its numbers come from (the data, the code, the trainings), as the tables'
+    captions end."""
+    from PIL import Image
+
+    table1 = (tiny_report["out"] / "tables" / "table1.md").read_text()
+    source = table1[table1.index("Data fingerprint ") :].split("\n")[0].strip()
+    figures_made = sorted((tiny_report["out"] / "report").rglob("*.png"))
+    assert len(figures_made) >= 6
+    for png in figures_made:
+        text = Image.open(png).text
+        assert text["Software"].startswith("sonoseg ") and " at commit " in text["Software"], png
+        if png.parent.name == "curves":  # a run's trainings: the commit and the precision they ran in
+            assert text["Source"].startswith("Trained at commit "), png
+        elif png.parent.name == "data":  # the data alone
+            assert text["Source"].startswith(source.split("; models trained")[0].rstrip(".")), png
+        else:  # the study's results: as Table 1's caption names them
+            assert text["Source"] == source, png
+
+
 def tiny_path(path: str) -> str:
     return Path(path).relative_to("results/tiny").as_posix()
 

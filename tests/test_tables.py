@@ -450,6 +450,17 @@ def test_the_generalization_caption_ends_with_the_data_s_provenance(tmp_path):
     caption = (tmp_path / "generalization.md").read_text().split("\n")[0]
     assert caption.endswith(f"ext: a note. {source}")  # as the other tables' captions end
     assert results.source_line(None) == ""
+    # The report's figure of the table carries the same line in its PNG's text, and the sonoseg that drew it:
+    # a figure taken out of the report still says where its numbers came from.
+    from PIL import Image
+
+    assert generalization.written_source(tmp_path / "generalization.csv") == source
+    generalization.plot(table.dropna(axis=1, how="all"), tmp_path / "generalization.png", [], source)
+    text = Image.open(tmp_path / "generalization.png").text
+    assert text["Source"] == source
+    assert text["Software"] == f"sonoseg {provenance.sonoseg_version()} at commit {provenance.sonoseg_commit()}"
+    (tmp_path / "generalization.md").unlink()  # a table without its Markdown twin names no source
+    assert generalization.written_source(tmp_path / "generalization.csv") == ""
 
 
 def test_the_ci_column_says_seeds_only_where_a_row_has_several(tmp_path):

@@ -169,6 +169,7 @@ rule report_figure2:
 rule report_cost:
     input:
         unpack(get_cost_table),
+        manifest=MANIFEST,
         per_image=PER_IMAGE,
         summaries=[layout.summary(OUT, run.name) for run in compared_runs()],
         code=ANALYSIS_CODE,
@@ -200,7 +201,8 @@ rule report_cost:
         floors=[name for name in FLOORS if name not in catalog.references()],
         references=[name for name in FLOORS if name in catalog.references()],
     shell:
-        "sonoseg report-cost --per-image {input.per_image} --runs {params.runs} --summaries {input.summaries} "
+        "sonoseg report-cost --manifest {input.manifest} --per-image {input.per_image} --runs {params.runs} "
+        "--summaries {input.summaries} "
         "--seed {params.seed} {params.cost} --front-csv {output.front_csv} --front-table {output.front} "
         "--out {output.figure} {params.custom} > {log} 2>&1"
 

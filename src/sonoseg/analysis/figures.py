@@ -24,6 +24,7 @@ import pandas as pd  # noqa: E402
 from sonoseg.analysis import families, pages, paper, stats
 from sonoseg.analysis.results import (  # noqa: E402
     as_compared,
+    compute_values,
     lesion_images,
     patient_table,
     source_line,
@@ -64,20 +65,46 @@ OUTLINE_COLORS = {"truth": "#00e676", "prediction": "#ff1744"}
 # ----------------------------------------------------------------------------- HTML
 
 
-def _save(fig: plt.Figure, out: str | Path, palette: bool = False) -> None:
+def save_figure(fig: plt.Figure, out: str | Path, palette: bool = False, source: str = "", **savefig) -> None:
     """The figure as a PNG; ``palette``: in 256 colours, for grids of images, whose speckle makes a full-colour
-    PNG about twice as large (grey images, two outline colours and black text lose nothing to it)."""
+    PNG about twice as large (grey images, two outline colours and black text lose nothing to it). The PNG's
+    text names the sonoseg that drew it (Software) and, where given, ``source``: the provenance of what it
+    shows, as a table's caption ends (the data, the code, the trainings; results.source_line). A figure taken
+    out of the report into a paper or a slide still says where it came from (PIL's ``Image.open(png).text``,
+    exiftool). ``savefig``: matplotlib's options, over a tight bounding box at the report's DPI."""
+    from sonoseg.data import provenance
+
+    savefig = {"bbox_inches": "tight", **savefig}
+
+    text = {"Software": f"sonoseg {provenance.sonoseg_version()} at commit {provenance.sonoseg_commit()}"}
+    if source:
+        text["Source"] = source
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if palette:
-        from PIL import Image
+        from PIL import Image, PngImagePlugin
 
         rendered = io.BytesIO()
-        fig.savefig(rendered, format="png", bbox_inches="tight")
-        Image.open(rendered).convert("RGB").quantize(256, dither=Image.Dither.NONE).save(out, optimize=True)
+        fig.savefig(rendered, format="png", **savefig)
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        quantized = Image.open(rendered).convert("RGB").quantize(256, dither=Image.Dither.NONE)
+        quantized.save(out, optimize=True, pnginfo=info)
     else:
-        fig.savefig(out, bbox_inches="tight")
+        fig.savefig(out, metadata=text, **savefig)
     plt.close(fig)
+
+
+def trainings_line(histories: list[pd.DataFrame]) -> str:
+    """A training curve's provenance: the commit(s) the trainings ran at and the precision(s) they computed in
+    (their histories' columns; '' for histories from before them)."""
+    if not histories:
+        return ""
+    joined = pd.concat(histories, ignore_index=True)
+    at, precision = (compute_values(joined, c) if c in joined else "" for c in ("commit", "precision"))
+    line = "Trained" + (f" at commit {at}" if at else "") + (f" in {precision}" if precision else "")
+    return line + "." if at or precision else ""
 
 
 # ----------------------------------------------------------------------------- 1 data
@@ -125,7 +152,7 @@ def sample_grid(
         step = _panel(ax, read_image(sample.image).pixels, f"{sample.sample_id} ({sample.split})")
         _outline(ax, read_mask(sample.mask).pixels, step, OUTLINE_COLORS["truth"])
     fig.suptitle("Sample images, lesion mask outlined", fontsize=TITLE_FONT)
-    _save(fig, out_png)
+    save_figure(fig, out_png, source=source_line(manifest_csv))
 
 
 def marks_examples(manifest_csv: str | Path, out_png: str | Path, count: int = 4) -> pd.DataFrame:
@@ -153,7 +180,7 @@ def marks_examples(manifest_csv: str | Path, out_png: str | Path, count: int = 4
         fig, ax = plt.subplots(figsize=(5.0, 1.0))
         ax.axis("off")
         ax.text(0.5, 0.5, title + "; nothing to inpaint", ha="center", va="center", fontsize=TITLE_FONT)
-        _save(fig, out_png)
+        save_figure(fig, out_png, source=source_line(manifest_csv))
         return counts[["sample_id", "mark_pixels"]].reset_index(drop=True)
     fig, axes = plt.subplots(len(shown), 3, figsize=(9.0, 2.2 * len(shown)), squeeze=False)
     for row, sample in zip(axes, shown.itertuples()):
@@ -170,7 +197,7 @@ def marks_examples(manifest_csv: str | Path, out_png: str | Path, count: int = 4
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(label, fontsize=SMALLEST_FONT)
     fig.suptitle(title + f"; the {len(shown)} with the most", fontsize=TITLE_FONT)
-    _save(fig, out_png)
+    save_figure(fig, out_png, source=source_line(manifest_csv))
     return counts[["sample_id", "mark_pixels"]].reset_index(drop=True)
 
 
@@ -189,11 +216,13 @@ def training_curves(out: str | Path, row: dict, out_png: str | Path) -> None:
         raise SonosegError(f"training curves: run {method!r} has no training")
     several_folds = len({fold for fold, _ in trainings}) > 1
     fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(9.0, 3.2))
+    histories = []
     for index, (fold, seed) in enumerate(trainings):
         path = layout.training_file(out, method, fold, seed, layout.HISTORY)
         if not Path(path).is_file():
             raise SonosegError(f"{path}: training history missing")
-        history = pd.read_csv(path)
+        history = pd.read_csv(path, dtype={"commit": str, "precision": str})  # a commit of digits is no number
+        histories.append(history)
         name = f"fold{fold}/seed{seed}" if several_folds else f"seed {seed}"  # as the tables name a training
         color = f"C{index % 10}"
         best = kept_epoch(history)
@@ -212,7 +241,7 @@ def training_curves(out: str | Path, row: dict, out_png: str | Path) -> None:
     for ax in (loss_ax, dice_ax):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs are whole
-    _save(fig, out_png)
+    save_figure(fig, out_png, source=trainings_line(histories))
 
 
 # ----------------------------------------------------------------------------- 4 figure 2
@@ -281,6 +310,7 @@ def figure2(
     the methods figure2_methods picks, large enough to judge a boundary, or with ``every_method`` all
     of them (the full grid). Images run across and methods down, so that the figure stays within the
     report's width however many methods a study has. Returns the note naming the reference."""
+    source = source_line(manifest_csv, per_image)  # before the rows are narrowed: every run's training
     per_image = as_compared(per_image)
     methods = list(dict.fromkeys(per_image["method"]))
     reference, reference_note = families.reference_method(methods)
@@ -341,7 +371,7 @@ def figure2(
             f"of seed {', '.join(sorted({str(s) for s in first_seed[list(directories)]}))} (of the image's fold)."
         )
     fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 72 / (0.6 * TITLE_FONT))), fontsize=TITLE_FONT)
-    _save(fig, out_png, palette=True)
+    save_figure(fig, out_png, palette=True, source=source)
     return reference_note
 
 
@@ -377,13 +407,15 @@ def cost_accuracy(
     seed: int = 0,
     front_csv: str | Path | None = None,
     front_html: str | Path | None = None,
+    source: str = "",
 ) -> None:
     """The accuracy-cost front: Dice against parameters (and GFLOPs and CPU latency when a cost table
     exists), one labelled point per network with its 95 % CI by patient, then run (with the manifest;
     else ± std over seeds), the front of the networks no other beats at a lower cost drawn as a step
     line, the floors (methods without a cost) as horizontal lines, the paper's Dice as hollow markers.
     Parameter counts come from the cost table or the runs' summaries (networks/<run>.csv).
-    By patient, front_csv / front_html get front_statistics over the parameter front."""
+    By patient, front_csv / front_html get front_statistics over the parameter front. ``source``: the
+    provenance the figure and the page carry (results.source_line)."""
     patients = patient_table(per_image) if by_patient else None
     per_image = as_compared(per_image)
     summary = seed_summary(per_image)
@@ -411,7 +443,7 @@ def cost_accuracy(
         if front_csv:
             write_table(front, front_csv)
         if front_html:
-            pages.front_page(front, front_html)
+            pages.front_page(front, front_html, source)
     axes_spec = [("parameters", "parameters (millions)", 1e-6)]
     if cost is not None:
         summary = summary.merge(
@@ -497,7 +529,7 @@ def cost_accuracy(
     for ax in spare:
         ax.remove()
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(slot.x0, slot.y0 + slot.height / 2), frameon=False)
-    _save(fig, out_png)
+    save_figure(fig, out_png, source=source)
 
 
 POINT_SIZE = 4  # points: the cost figure's markers
@@ -595,7 +627,7 @@ def _cpu_label(cost: pd.DataFrame) -> str:
 # ----------------------------------------------------------------------------- 6 statistics
 
 
-def distributions(per_image: pd.DataFrame, out_png: str | Path) -> None:
+def distributions(per_image: pd.DataFrame, out_png: str | Path, source: str = "") -> None:
     """Per-image Dice and HD95 per method (images with a lesion, averaged over seeds), as box plots
     with the points."""
     per_image = as_compared(lesion_images(per_image))
@@ -614,7 +646,7 @@ def distributions(per_image: pd.DataFrame, out_png: str | Path) -> None:
         ax.set_xticks(range(1, len(methods) + 1), [run_display_name(m) for m in methods], rotation=60, ha="right")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, axis="y")
-    _save(fig, out_png)
+    save_figure(fig, out_png, source=source)
 
 
 def paired_statistics(
@@ -665,4 +697,4 @@ def paired_statistics(
     ax.set_ylim(-0.7, max(len(comparison), 1) - 0.3)
     ax.set_xlabel(f"Dice difference vs {reference} (mean, 95 % CI by patient, then run)")
     ax.grid(alpha=0.3, axis="x")
-    _save(fig, out_png)
+    save_figure(fig, out_png, source=source)

@@ -266,15 +266,22 @@ def read(table_csv: str | Path) -> pd.DataFrame:
     return read_table(table_csv, "generalization table", COLUMNS)
 
 
-def plot(table: pd.DataFrame, out_png: str | Path, notes: list[str] = ()) -> None:
-    """The report's figure (``figure``) written as a PNG."""
-    import matplotlib.pyplot as plt
+def plot(table: pd.DataFrame, out_png: str | Path, notes: list[str] = (), source: str = "") -> None:
+    """The report's figure (``figure``) written as a PNG, carrying ``source`` (written_source) in its text."""
+    fig = figure(table, notes)  # drawn before the report figures' module sets its fonts: this one has its own
+    from sonoseg.analysis.figures import save_figure
 
-    fig = figure(table, notes)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out_png, source=source, dpi=120, bbox_inches=None)
+
+
+def written_source(table_csv: str | Path) -> str:
+    """The provenance a table's Markdown twin ends its caption with (the data, the code, the trainings:
+    provenance.caption_line), '' where it has none (a table from before captions named one)."""
+    from sonoseg.analysis.pages import written_caption
+
+    caption = written_caption(table_csv) if Path(table_csv).with_suffix(".md").is_file() else ""
+    start = caption.find("Data fingerprint ")
+    return caption[start:].strip() if start >= 0 else ""
 
 
 def figure(table: pd.DataFrame, notes: list[str] = ()):

@@ -359,7 +359,8 @@ def difference_columns(comparison: pd.DataFrame) -> dict[str, list[str]]:
     }
 
 
-def front_page(front: pd.DataFrame, out_html: str | Path) -> None:
+def front_page(front: pd.DataFrame, out_html: str | Path, source: str = "") -> None:
+    """The parameter front's paired statistics as a page; ``source``: its provenance (results.source_line)."""
     shown = pd.DataFrame(
         {
             "Network": front["method"],
@@ -381,6 +382,7 @@ def front_page(front: pd.DataFrame, out_html: str | Path) -> None:
                 "it beaten at a lower cost?). Paired, by patient, then run; Holm over these rows (docs/statistics.md)."
             ),
             html_table(shown, f"Family: {front['family'].iloc[0] if len(front) else 'none'}"),
+            *([note(source)] if source else []),
         ],
     )
 

@@ -720,7 +720,8 @@ def cmd_report_generalization(args) -> None:
     from sonoseg.analysis import generalization
 
     table = generalization.read(args.table)
-    generalization.plot(table, args.out, _left_out_notes(args) + generalization.lesionless_notes(table))
+    notes = _left_out_notes(args) + generalization.lesionless_notes(table)
+    generalization.plot(table, args.out, notes, generalization.written_source(args.table))
 
 
 def cmd_report_curves(args) -> None:
@@ -739,10 +740,12 @@ def cmd_report_figure2(args) -> None:
 
 
 def cmd_report_cost(args) -> None:
-    from sonoseg.analysis import figures
+    from sonoseg.analysis import figures, results
 
+    manifest = _manifest_given(args.manifest) if args.manifest else None
+    per_image = _per_image(args)
     figures.cost_accuracy(
-        _per_image(args),
+        per_image,
         args.out,
         args.cost,
         args.summaries,
@@ -750,15 +753,16 @@ def cmd_report_cost(args) -> None:
         args.seed,
         front_csv=args.front_csv,
         front_html=args.front_table,
+        source=results.source_line(manifest, per_image),
     )
 
 
 def cmd_report_statistics(args) -> None:
-    from sonoseg.analysis import figures
+    from sonoseg.analysis import figures, results
 
     manifest = _manifest_given(args.manifest)
     per_image = _per_image(args)
-    figures.distributions(per_image, args.distributions)
+    figures.distributions(per_image, args.distributions, results.source_line(manifest, per_image))
     figures.paired_statistics(per_image, manifest, args.csv, args.table, args.forest, args.seed)
 
 
