@@ -370,6 +370,35 @@ def test_tables_flag_networks_whose_trainings_the_cap_ended(tmp_path):
     assert "epochs trained per run: 2 (14 optimizer steps)" in markdown
 
 
+def test_tables_mark_rows_whose_masks_kept_every_component_not_the_papers_one_lesion(tmp_path):
+    """A reviewer set Table 2 beside the paper's numbers, all made with the largest component kept; the default
+    validation choice kept every component for some runs (predict.postprocess), and nothing said so."""
+
+    def made_with(rows, rule):
+        return [{**row, "postprocess": rule} for row in rows]
+
+    summaries = []
+    # unet: both folds' masks kept one lesion; light_unet: fold 1's kept every component; malunet: metrics
+    # written before predict recorded the rule (no column: not marked).
+    for network, rules in (("unet", ("keep_one", "keep_one")), ("light_unet", ("keep_one", "none"))):
+        write_training(tmp_path, network, 0, 0, made_with(metrics_rows(), rules[0]), epochs(2))
+        write_training(tmp_path, network, 1, 0, made_with(other_fold(metrics_rows()), rules[1]), epochs(2))
+        summaries.append(tmp_path / f"{network}.csv")
+        tables.summarize(tmp_path, sheet_row(network, folds=(0, 1))).to_csv(summaries[-1], index=False)
+    write_training(tmp_path, "malunet", 0, 0, history=epochs(2))
+    summaries.append(tmp_path / "malunet.csv")
+    tables.summarize(tmp_path, sheet_row("malunet")).to_csv(summaries[-1], index=False)
+    table = tables.study_table("table2", summaries, tmp_path / "t.csv").set_index("network")
+    assert table["every_component_trainings"].to_dict() == {"unet": 0, "light_unet": 1, "malunet": 0}
+    assert table.loc["light_unet", "label"].endswith(tables.EVERY_COMPONENT_MARK)
+    assert not table.loc["unet", "label"].endswith(tables.EVERY_COMPONENT_MARK)
+    caption = (tmp_path / "t.md").read_text().split("\n")[0]
+    assert "§: test masks kept every connected component, not the paper's one lesion" in caption
+    # Without such a row, the caption says nothing of it.
+    tables.study_table("table2", summaries[:1], tmp_path / "u.csv")
+    assert "§" not in (tmp_path / "u.md").read_text()
+
+
 def test_a_caption_says_nothing_of_early_stopping_when_the_cap_ended_every_training(tmp_path):
     # What holds whatever ended the trainings: the kept weights are those of the lowest validation loss.
     write_training(tmp_path, "unet", 0, 0, history=epochs(2, steps=[7, 14], ended_by=["", "cap"]))

@@ -98,6 +98,14 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     )
     summary = pd.read_csv(out / "networks" / "threshold_baseline.csv")
     assert len(summary) == 1 and summary["epochs"].isna().all() and (summary["parameters"] == 0).all()
+    # Each test row names the rule its mask was made with: a trained run's the validation choice recorded beside
+    # its models, a floor's the paper's one lesion; the tables count and mark a choice of every component.
+    assert (baseline["postprocess"] == "keep_one").all()
+    chosen = json.loads((out / "runs" / "unet" / "fold0" / "postprocess.json").read_text())["chosen"]
+    assert (metrics["postprocess"] == chosen).all()
+    table2 = pd.read_csv(out / "tables" / "table2.csv").set_index("network")
+    assert (table2.loc["unet", "every_component_trainings"] > 0) == (chosen == "none")
+    assert table2.loc["unet", "label"].endswith("§") == (chosen == "none")
     assert not (out / "runs" / "threshold_baseline" / "recipe.json").exists()
     assert not list((out / "runs" / "threshold_baseline").rglob("model.pt"))
     # The run sheet, as a person reads it: one row per run, every kind.

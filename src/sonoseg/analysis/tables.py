@@ -39,7 +39,8 @@ def summarize_run(metrics_csv, history_csv) -> dict:
     metrics_files = metrics_csv if isinstance(metrics_csv, (list, tuple)) else [metrics_csv]
     history_files = history_csv if isinstance(history_csv, (list, tuple)) else [history_csv]
     history_files = [h for h in history_files if h]
-    metrics = pd.concat([read_metrics(path) for path in metrics_files], ignore_index=True)
+    per_training = [read_metrics(path) for path in metrics_files]  # a cross-validated run: one file per fold
+    metrics = pd.concat(per_training, ignore_index=True)
     histories = [pd.read_csv(path) for path in history_files]
     if metrics.empty:
         raise SonosegError(f"{metrics_csv}: no test images were evaluated")
@@ -65,7 +66,15 @@ def summarize_run(metrics_csv, history_csv) -> dict:
         # Convergence as a measured property: trainings the epoch cap ended while still improving.
         "trainings": len(histories),
         "capped": sum(_last(h, "ended_by") == "cap" for h in histories),
+        # The paper keeps one lesion; a validation choice may keep every component (predict.postprocess).
+        "every_component": sum(_kept_every_component(frame) for frame in per_training),
     }
+
+
+def _kept_every_component(metrics: pd.DataFrame) -> bool:
+    """Whether a training's test masks kept every connected component (its ``postprocess`` column, written by
+    predict: the validation choice ``none``), not the paper's one lesion; False for metrics from before it."""
+    return "postprocess" in metrics and bool((metrics["postprocess"].astype(str) == "none").any())
 
 
 def _largest(values) -> object:
@@ -128,6 +137,7 @@ def aggregate(runs: pd.DataFrame, key: str) -> pd.DataFrame:
                 "no_lesion_dice_std": no_lesion_dice_sd,
                 "trainings": _count(group, "trainings"),
                 "capped_trainings": _count(group, "capped"),
+                "every_component_trainings": _count(group, "every_component"),
             }
         )
     return pd.DataFrame(rows)
@@ -154,6 +164,7 @@ SUMMARY_COLUMNS = [
     "no_lesion_dice_std",
     "trainings",
     "capped_trainings",
+    "every_component_trainings",
 ]
 
 
@@ -231,7 +242,7 @@ def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> p
         pretrained = pretrained_backbone_of(runs, name)
         unlike_paper = scratch_unlike_paper(name, pretrained, p_dice)
         label = f"{label} {SCRATCH_MARK}" if unlike_paper else label
-        label = f"{label} {CAPPED_MARK}" if ours["capped_trainings"] else label
+        label = marked(label, ours)
         rows.append(
             {
                 "network": name,
@@ -254,6 +265,19 @@ def network_table(runs: pd.DataFrame, reference: dict, networks: list[str]) -> p
 
 
 CAPPED_MARK = "†"  # a row some or all of whose trainings ended at the epoch cap, not by the stop rule
+# A row some or all of whose trainings' test masks kept every component (the validation choice), not one lesion.
+EVERY_COMPONENT_MARK = "§"
+
+
+def marked(label: str, ours: pd.Series) -> str:
+    """A row's label with the marks its trainings earn: CAPPED_MARK, EVERY_COMPONENT_MARK."""
+    if ours.get("capped_trainings"):
+        label = f"{label} {CAPPED_MARK}"
+    if ours.get("every_component_trainings"):
+        label = f"{label} {EVERY_COMPONENT_MARK}"
+    return label
+
+
 # A row whose backbone trained from scratch, beside a paper figure whose implementation starts it from ImageNet.
 SCRATCH_MARK = "‡"
 SCRATCH_NOTE = (
@@ -323,7 +347,7 @@ def ladder_table(runs: pd.DataFrame, steps: list[str]) -> pd.DataFrame:
         rows.append(
             {
                 "step": step,
-                "label": f"{step} {CAPPED_MARK}" if ours["capped_trainings"] else step,
+                "label": marked(step, ours),
                 "seeds": int(ours["seeds"]),
                 **{c: ours[c] for c in SUMMARY_COLUMNS},
                 "paper_dice_mean": paper.LADDER.get(step, np.nan),
@@ -628,13 +652,20 @@ def test_set_note(per_image: pd.DataFrame | None, runs: list[str]) -> str:
 
 
 def capped_note(table: pd.DataFrame) -> str:
-    """The caption's word on the dagger, where a row carries it."""
-    if not table["capped_trainings"].fillna(0).astype(int).any():
-        return ""
-    return (
-        f"; {CAPPED_MARK}: trainings ended at the epoch cap, not by the stop rule "
-        "(capped_trainings of trainings in the CSV)"
-    )
+    """The caption's word on the dagger and the section sign, where a row carries them."""
+    note = ""
+    if table["capped_trainings"].fillna(0).astype(int).any():
+        note += (
+            f"; {CAPPED_MARK}: trainings ended at the epoch cap, not by the stop rule "
+            "(capped_trainings of trainings in the CSV)"
+        )
+    if "every_component_trainings" in table and table["every_component_trainings"].fillna(0).astype(int).any():
+        note += (
+            f"; {EVERY_COMPONENT_MARK}: test masks kept every connected component, not the paper's one lesion, "
+            "as the post-processing chosen on validation said (predict.postprocess: validation; "
+            "every_component_trainings of trainings in the CSV)"
+        )
+    return note
 
 
 def unchanged_steps_note(runs: pd.DataFrame, per_image: pd.DataFrame | None) -> str:

@@ -372,12 +372,14 @@ def cmd_predict(args) -> None:
         log.info(
             "wrote %d predictions to %s", count, test.outdir + (f" and {test.tta_outdir}" if test.tta_outdir else "")
         )
-        # Scored in the same process: one job per model, not one more per scoring.
+        # Scored in the same process: one job per model, not one more per scoring. Each row says the rule its
+        # mask was made with: a validation choice of `none` departs from the paper's one lesion (the tables mark it).
+        applied = "keep_one" if args.baseline else postprocess  # a floor keeps one component, whatever the setting
         for outdir, metrics in ((test.outdir, test.metrics), (test.tta_outdir, test.tta_metrics)):
             if metrics:
                 from sonoseg.analysis import evaluate
 
-                _write_metrics(evaluate.evaluate(outdir, samples), metrics)
+                _write_metrics(evaluate.evaluate(outdir, samples).assign(postprocess=applied), metrics)
 
 
 def cmd_choose_augmentation(args) -> None:
