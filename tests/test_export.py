@@ -107,16 +107,30 @@ def test_a_failed_export_keeps_the_earlier_one_and_names_the_file_and_the_full_d
     # A killed export's staging files (its process gone) are removed by the next export to that name.
     monkeypatch.undo()
     stale = tmp_path / ".model.onnx.4194303.partial"  # a pid no process has (the largest Linux allows)
+    stale_now = tmp_path / ".model.onnx.4194303.k2x9_q1a.partial"  # the same, named as exports name them now
     running = tmp_path / f".model.onnx.{os.getppid()}.partial"  # a running process's: kept
     recent = tmp_path / ".model.onnx.4194302.partial"  # maybe another machine's export on a shared folder: kept
-    for path in (stale, running, recent):
+    for path in (stale, stale_now, running, recent):
         path.write_bytes(b"a graph cut short by kill -9")
     export.sidecar_path(stale).write_text("{}")
-    for path in (stale, running):
+    for path in (stale, stale_now, running):
         os.utime(path, (time.time() - 7 * 3600,) * 2)
     export.export(model_path, onnx_path)
     left = sorted(path.name for path in tmp_path.iterdir())
     assert left == sorted(["model.onnx", "model.onnx.json", "model.pt", running.name, recent.name])
+
+
+def test_exports_from_processes_of_one_pid_stage_apart(tmp_path, monkeypatch):
+    """Two containers sharing a volume each ran their export as pid 1: both staged the graph under one name,
+    and both failed (a probe, with unshare). Each export's staging file is its own, whatever the pid."""
+    model_path = write_model(tmp_path / "model.pt", "lighter_unet_c1")
+    staged = []
+    monkeypatch.setattr(export.os, "getpid", lambda: 1)
+    monkeypatch.setattr(export, "_export_staged", lambda model, out, staging, *rest: staged.append(staging))
+    for _ in range(2):
+        export.export(model_path, tmp_path / "m.onnx")
+    assert len(set(staged)) == 2 and all(path.name.startswith(".m.onnx.1.") for path in staged)
+    assert not [path for path in tmp_path.iterdir() if path.name.endswith(".partial")]  # none left behind
 
 
 def test_export_refuses_foreign_model(tmp_path):

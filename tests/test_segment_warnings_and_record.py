@@ -217,3 +217,19 @@ def test_the_flat_warning_looks_at_every_pixel_and_leaves_dark_16_bit_scans_to_t
     for name, expected in (("striped.png", []), ("ten_bit.png", ["a 16-bit image whose brightest pixel"])):
         found = image_warnings.warnings_for(imageio.read_image(tmp_path / name), 32, "inpaint")
         assert [warning[: len(expected[0])] for warning in found] == expected if expected else found == []
+
+
+def test_a_command_run_in_a_folder_removed_under_it_says_so(tmp_path):
+    """A service's working folder removed under it (a deploy replaced it): every serving command failed, the
+    ONNX one with a FileNotFoundError naming no file, the torch ones with MKL's 'FATAL ERROR' at import."""
+    import subprocess
+
+    from conftest import BIN
+
+    gone = tmp_path / "release-1"
+    gone.mkdir()
+    script = f'cd "{gone}" && rmdir "{gone}" && exec "{BIN / "sonoseg"}" export --model m.pt --out m.onnx'
+    ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 2, ran.stderr
+    assert "sonoseg export: error: the working folder no longer exists" in ran.stderr
+    assert "FATAL" not in ran.stderr and "Traceback" not in ran.stderr

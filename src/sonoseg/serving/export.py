@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 import time
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
@@ -269,9 +270,14 @@ def export(
     # The graph is made and checked in a file of this process's own beside --out, then renamed over it with
     # its sidecar: a failed export (a full disk) leaves an earlier one at --out as it was, and two exports
     # to one path at once each check their own graph, the later one's pair replacing the earlier's.
-    staging = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    # Named by this process's id and a name mkstemp made unique (O_EXCL): two containers sharing a volume may
+    # each be pid 1, and their exports to one --out must still stage apart.
     for stale in _stale_staging(out):  # a killed export's (a paper-scale ensemble's graph: hundreds of MB)
         _remove_with_sidecar(stale)
+    handle, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.{os.getpid()}.", suffix=".partial")
+    os.close(handle)
+    os.unlink(name)  # the name is what was wanted: the graph is then made with the mode the umask gives a file
+    staging = Path(name)
     try:
         return _export_staged(model_path, out, staging, component_rule, size, serve_scales, note_unrecorded)
     finally:
@@ -289,14 +295,15 @@ STALE_HOURS = 6  # a staging file untouched this long is no running export's (an
 
 def _stale_staging(out: Path) -> list[Path]:
     """The staging files of exports to ``out`` whose process has ended without removing them (a kill -9): named
-    ``.<name>.<pid>.partial`` beside it, untouched for STALE_HOURS and their pid no process on this machine
+    ``.<name>.<pid>.<unique>.partial`` beside it (``.<name>.<pid>.partial`` before the unique part), untouched
+    for STALE_HOURS and their pid no process on this machine
     now. The age keeps a running export's on a folder other machines share (where a pid means nothing
     here); none are looked for on Windows, whose os.kill ends the process it names."""
     if os.name == "nt":
         return []
     stale, now = [], time.time()
     for path in out.parent.glob(f".{glob.escape(out.name)}.*.partial"):
-        pid = path.name[len(out.name) + 2 : -len(".partial")]
+        pid = path.name[len(out.name) + 2 : -len(".partial")].split(".")[0]
         try:
             old = now - path.stat().st_mtime > STALE_HOURS * 3600
         except OSError:  # gone meanwhile

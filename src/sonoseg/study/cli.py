@@ -703,6 +703,15 @@ def main(argv: list[str] | None = None) -> int:
         if exc.code == 2:  # a usage error, said by argparse: a file name it took for an option gets a hint
             _hint_at_dashed_names(sys.argv[1:] if argv is None else argv)
         raise
+    try:  # before any library loads: PyTorch's MKL stops the process at import in a deleted folder, unsaid
+        os.getcwd()
+    except FileNotFoundError:
+        print(
+            f"sonoseg {args.command}: error: the working folder no longer exists (removed after the shell entered "
+            "it): cd to a folder that exists and run the command again",
+            file=sys.stderr,
+        )
+        return 2
     # Only segment's: the workflow's jobs keep the default (killed where they are), whose outputs Snakemake
     # removes; segment's masks stay, and its record must say which.
     # The handler it replaces is put back on return: a caller in the same process (a test, a notebook, a
