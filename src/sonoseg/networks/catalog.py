@@ -13,6 +13,7 @@ calls :func:`register`.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,11 @@ SAVE_HINTS = {
 }
 
 TABLES = ("table1", "table2", "beyond")  # the paper's two tables, and networks that came after it
+
+# A network's name becomes folder and file names and a word on the command line: a letter, then letters, digits
+# and underscores. The config schema's custom_networks propertyNames pattern is this one (it cannot import it:
+# tests/test_library_use.py holds the two equal); register applies it to a name given from Python.
+NETWORK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,7 @@ _BUILT_IN = [
 
 CATALOG: dict[str, Entry] = {entry.name: entry for entry in _BUILT_IN}
 BUILT_IN_NETWORKS = tuple(name for name, entry in CATALOG.items() if entry.is_network)
+_BUILT_IN_METHODS = frozenset(CATALOG)  # sonoseg's own methods, networks and not: no user's network is named so
 
 
 def entry(name: str) -> Entry:
@@ -175,9 +182,20 @@ def label(name: str) -> str:
 
 def register(name: str, builder: str, label: str = "", family: str = "user", table: str = "beyond", **facts) -> Entry:
     """Add a network of the user's own (config ``custom_networks``): ``builder`` is ``module:function``,
-    a function of no arguments that returns the network (3-channel input, 1-channel logits)."""
-    if name in CATALOG and CATALOG[name].builder != builder:
+    a function of no arguments that returns the network (3-channel input, 1-channel logits). ``name`` obeys
+    NETWORK_NAME and is no built-in method's; registered again, it must come with the builder it has."""
+    if not isinstance(name, str) or not NETWORK_NAME.fullmatch(name):
+        raise SonosegError(
+            f"custom network {name!r}: a name is a letter, then letters, digits or underscores (it becomes folder "
+            "and file names; docs/extending.md); choose another"
+        )
+    if name in _BUILT_IN_METHODS:
         raise SonosegError(f"custom network {name!r}: the name is taken by a built-in method; choose another")
+    if name in CATALOG and CATALOG[name].builder != builder:  # the same builder again: a config read once more
+        raise SonosegError(
+            f"custom network {name!r}: already registered by you with builder {CATALOG[name].builder!r}, not "
+            f"{builder!r}; choose another name, or register it with the same builder"
+        )
     alike = [other for other in CATALOG if other != name and other.casefold() == name.casefold()]
     if alike:  # its runs/ and networks/ folders would be the other's on macOS and Windows file systems
         raise SonosegError(
