@@ -1,13 +1,16 @@
 """sonoseg as a Python library, from a script or a notebook rather than the workflow: a network registered by
-hand obeys the config's rules and says whose its name is, and docs/extending.md's Python example runs as written."""
+hand obeys the config's rules and says whose its name is, docs/extending.md's Python example runs as written, and
+the statistics refuse the study's collected table as read rather than pool its datasets and runs into one mean."""
 
 import re
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
+from sonoseg.analysis import results, stats
 from sonoseg.errors import SonosegError
 from sonoseg.networks import catalog
 
@@ -76,3 +79,93 @@ def test_the_python_example_of_extending_md_runs_as_written(own_catalog, monkeyp
     monkeypatch.delitem(sys.modules, "my_networks", raising=False)
     exec(compile(code, "docs/extending.md", "exec"), {})
     assert catalog.CATALOG["tiny_unet"].label == "Tiny U-net (mine)"
+
+
+# ----------------------------------------------------------------------------- the statistics' input
+
+
+def collected(tmp_path: Path, trainings=("fold0/seed0",)) -> pd.DataFrame:
+    """A study's per_image.csv.gz as read_per_image reads it: U-net's run, its flip-averaged twin, its test on an
+    external set (the same trainings, another dataset's images) and the threshold floor."""
+    runs = [  # run, kind, method, dataset, Dice
+        ("unet", "network", "unet", results.IN_DOMAIN, 0.9),
+        ("unet--tta", "tta", "unet", results.IN_DOMAIN, 0.7),
+        ("unet--on-ext", "external", "unet", "ext", 0.1),
+        ("threshold_baseline", "floor", "threshold_baseline", results.IN_DOMAIN, 0.4),
+    ]
+    rows = []
+    for run, kind, method, dataset, dice in runs:
+        for training in trainings if kind != "floor" else ("none",):
+            fold, seed = training.split("/") if "/" in training else ("fold0", "seed0")
+            for patient in range(4):
+                for view in "ab":
+                    sample = f"{'e' if dataset == 'ext' else 'p'}{patient}{view}"
+                    rows.append(
+                        {
+                            "run": run,
+                            "kind": kind,
+                            "method": method,
+                            "dataset": dataset,
+                            "fold": fold[-1],
+                            "seed": seed[-1],
+                            "training": training,
+                            "sample_id": sample,
+                            "patient": sample[:2],
+                            "truth_empty": False,
+                            "dice": dice + 0.01 * patient,
+                        }
+                    )
+    path = tmp_path / "per_image.csv.gz"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return results.read_per_image(path)
+
+
+ENTRY_POINTS = {
+    "method_ci": lambda table: stats.method_ci(table, "unet", resamples=20),
+    "method_replicates": lambda table: stats.method_replicates(table, "unet", resamples=20),
+    "method_table": lambda table: stats.method_table(table, methods=["unet"], resamples=20),
+    "group_table": lambda table: stats.group_table(table, "kind", methods=["unet"], resamples=20),
+    "hierarchical_comparison": lambda table: stats.hierarchical_comparison(
+        table, "unet", "threshold_baseline", resamples=20, permutations=10
+    ),
+    "compare_methods": lambda table: stats.compare_methods(table, "threshold_baseline", "f", resamples=20),
+    "equivalence": lambda table: stats.equivalence(table, "unet", "threshold_baseline", 0.1, resamples=20),
+    "long_table": lambda table: stats.long_table(table),
+}
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_the_collected_table_as_read_is_refused_not_pooled(tmp_path, entry):
+    """method_ci(read_per_image(...), "unet") once gave the mean of the in-domain test, its flip-averaged twin and
+    the external set's images together. Every entry point refuses it, saying what it found and how to select."""
+    with pytest.raises(SonosegError) as refused:
+        ENTRY_POINTS[entry](collected(tmp_path))
+    message = str(refused.value)
+    assert "method 'unet' has rows of 2 datasets (ext, in-domain)" in message
+    assert "method 'unet' has several runs of one training ('unet', 'unet--tta', 'unet--on-ext')" in message
+    assert "docs/statistics.md" in message and "patient_table" in message
+
+
+def test_one_networks_datasets_pooled_under_its_trainings_are_refused(tmp_path):
+    """Runs named by training (one run per training), but the in-domain and external images together."""
+    per_image = collected(tmp_path, ("fold0/seed0", "fold0/seed1"))
+    tested = per_image[per_image["kind"].isin(["network", "external"])]
+    with pytest.raises(SonosegError, match=r"method 'unet' has rows of 2 datasets \(ext, in-domain\)") as refused:
+        stats.method_ci(tested.assign(run=tested["training"]), "unet", resamples=20)
+    assert "several runs" not in str(refused.value)
+
+
+def test_the_recipe_of_statistics_md_and_the_studys_selection_are_accepted(tmp_path):
+    """What docs/statistics.md says to do, and what the study's tables do (patient_table), give the in-domain
+    run's own mean; a method whose rows are one selection is accepted beside one whose rows are not."""
+    per_image = collected(tmp_path, ("fold0/seed0", "fold0/seed1"))
+    in_domain = per_image[(per_image["dataset"] == "in-domain") & ~per_image["truth_empty"]]
+    renamed = in_domain.drop(columns="method").rename(columns={"run": "method", "training": "run"})
+    expected = 0.9 + 0.01 * 1.5
+    assert stats.method_ci(renamed, "unet", resamples=20)["mean"] == pytest.approx(expected)
+    chosen = results.patient_table(per_image, ["unet", "threshold_baseline"])
+    assert stats.method_ci(chosen, "unet", resamples=20)["mean"] == pytest.approx(expected)
+    assert stats.hierarchical_comparison(chosen, "unet", "threshold_baseline", resamples=20)["patients"] == 4
+    (tmp_path / "once").mkdir()
+    trained_once = collected(tmp_path / "once")  # one training: no image of a method and run repeated
+    assert stats.method_ci(trained_once, "threshold_baseline", resamples=20)["mean"] == pytest.approx(0.4 + 0.015)

@@ -64,12 +64,13 @@ def permutations_for(family_size: int, alpha: float = 0.05, target: float = P_TA
     return max(MIN_PERMUTATIONS, math.ceil(alpha * max(1, family_size) / target**2))
 
 
-def long_table(per_image: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
+def long_table(per_image: pd.DataFrame, metric: str = "dice", methods: Iterable[str] | None = None) -> pd.DataFrame:
     """The checked long table: the columns of LONG_COLUMNS as strings and the metric as float.
 
     Raises SonosegError naming the problem: a missing column, no row, a missing or non-numeric metric
     value, an image listed twice for one method and run, an image assigned to two patients, an empty
-    patient. Every function below calls it; call it yourself to check a table once."""
+    patient, or rows of ``methods`` (every method when None) that are no one selection (_mixed_selection: the
+    study's collected table as read). Every function below calls it; call it yourself to check a table once."""
     if not isinstance(per_image, pd.DataFrame):
         raise SonosegError(f"statistics: expected a per-image table (DataFrame), got {type(per_image).__name__}")
     missing = [c for c in (*LONG_COLUMNS, metric) if c not in per_image.columns]
@@ -85,6 +86,16 @@ def long_table(per_image: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
         )
     if per_image.empty:
         raise SonosegError("statistics: the per-image table has no row")
+    mixed = _mixed_selection(per_image, methods)
+    if mixed:
+        raise SonosegError(
+            f"statistics: the per-image table is not one selection: {'; '.join(mixed)}; the statistics would pool "
+            "them into one mean. Select one dataset's images with a lesion and compare the study's runs as the "
+            "methods first, as docs/statistics.md (\"Data and unit\") shows: per_image[(per_image['dataset'] == "
+            "'in-domain') & ~per_image['truth_empty']].drop(columns='method').rename(columns={'run': 'method', "
+            "'training': 'run'}) (sonoseg.analysis.results.patient_table(per_image, runs) does it for runs of one "
+            "dataset)"
+        )
     table = per_image[[*LONG_COLUMNS, metric]].copy()
     for column in LONG_COLUMNS:
         if table[column].isna().any() or (table[column].astype(str).str.strip() == "").any():
@@ -118,6 +129,24 @@ def long_table(per_image: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
             f"({', '.join(sorted(table.loc[table['sample_id'] == sample, 'patient'].unique()))})"
         )
     return table
+
+
+def _mixed_selection(per_image: pd.DataFrame, methods: Iterable[str] | None) -> list[str]:
+    """What makes the rows of ``methods`` (every method when None) no one selection, one line per method: rows of
+    several datasets (a ``dataset`` column), or several runs of one training (a ``training`` column: the study's
+    collected table, whose ``run`` is a run of the sheet, a twin, an external test or a ladder step, all of one
+    method's trainings). The statistics would pool them into one mean, silently wrong."""
+    rows = per_image if methods is None else per_image[per_image["method"].astype(str).isin({str(m) for m in methods})]
+    found = []
+    for name, of_method in rows.groupby(rows["method"].astype(str), sort=False):
+        if "dataset" in of_method.columns and of_method["dataset"].nunique() > 1:
+            datasets = ", ".join(sorted(map(str, of_method["dataset"].dropna().unique())))
+            found.append(f"method {name!r} has rows of {of_method['dataset'].nunique()} datasets ({datasets})")
+        if "training" in of_method.columns and (of_method.groupby("training")["run"].nunique() > 1).any():
+            runs = list(dict.fromkeys(of_method["run"].astype(str)))
+            shown = ", ".join(map(repr, runs[:5])) + (f", ... ({len(runs)} in all)" if len(runs) > 5 else "")
+            found.append(f"method {name!r} has several runs of one training ({shown})")
+    return found
 
 
 def _by_method(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -346,7 +375,8 @@ def hierarchical_comparison(
 ) -> dict:
     """Candidate minus reference on the test images both evaluated, patient-level and hierarchical.
 
-    per_image: the long table (method, run, sample_id, patient, metric; see long_table).
+    per_image: the long table (method, run, sample_id, patient, metric; see long_table), one selection of rows
+    for the two methods (one dataset; the study's runs compared as methods: docs/statistics.md).
 
     Per image, the value of a method is the mean over the runs that evaluated it; the difference is
     candidate - reference. The point estimate is the mean of these differences over the images.
@@ -370,7 +400,7 @@ def hierarchical_comparison(
     ci_low, ci_high, p (and replicates, the bootstrap values, when return_replicates). Deterministic given
     seed; patients and runs are drawn from separate streams of it, so every comparison over the same
     patients gets the same patient resamples."""
-    by_method = _by_method(long_table(per_image, metric))
+    by_method = _by_method(long_table(per_image, metric, (candidate, reference)))
     return _compare(
         by_method, metric, candidate, reference, seed, resamples, confidence, permutations, return_replicates
     )
@@ -440,7 +470,7 @@ def equivalence(
 
     Returns hierarchical_comparison's fields (at confidence 1 - 2 alpha, p left out) and margin,
     tost_p, equivalent."""
-    by_method = _by_method(long_table(per_image, metric))
+    by_method = _by_method(long_table(per_image, metric, (candidate, reference)))
     compared = _compare(by_method, metric, candidate, reference, seed, resamples, 1 - 2 * alpha, 1, False, True)
     patient_means = compared.pop("patient_means")
     # One patient leaves no spread to test with: no TOST, so no equivalence shown.
@@ -472,7 +502,7 @@ def compare_methods(
 
     Columns: COMPARISON_COLUMNS (method, reference, family, patients, images, runs_candidate, runs_reference,
     mean_difference, ci_low, ci_high, p, p_holm, significant, permutations, p_mc_error, near_threshold)."""
-    by_method = _by_method(long_table(per_image, metric))
+    by_method = _by_method(long_table(per_image, metric, None if methods is None else [reference, *methods]))
     _method_rows(by_method, reference, "reference")
     if not 0 < alpha < 1:
         raise SonosegError(f"statistics: alpha must lie between 0 and 1, got {alpha}")
@@ -573,7 +603,8 @@ def method_ci(
     Returns a dict: method, patients, images, runs, mean (mean over images of the mean over runs), ci_low,
     ci_high, run_means (per run, in run order: the mean over the images that run evaluated) and run_sd (their
     standard deviation, ddof 1; NaN with one run). format_cell turns it into a table cell."""
-    return _method_ci(_by_method(long_table(per_image, metric)), metric, method, seed, resamples, confidence)
+    by_method = _by_method(long_table(per_image, metric, (method,)))
+    return _method_ci(by_method, metric, method, seed, resamples, confidence)
 
 
 def method_replicates(
@@ -581,7 +612,7 @@ def method_replicates(
 ) -> np.ndarray:
     """The bootstrap replicates of one method's mean (patients, then trainings, as method_ci resamples
     them), for a difference between methods tested on different patients (resampled independently)."""
-    terms, images_per_patient, *_ = _terms(_by_method(long_table(per_image, metric)), metric, method, None)
+    terms, images_per_patient, *_ = _terms(_by_method(long_table(per_image, metric, (method,))), metric, method, None)
     return _bootstrap(terms, images_per_patient, seed, resamples)
 
 
@@ -635,7 +666,7 @@ def group_table(
         )
     if column in (*LONG_COLUMNS, metric):
         raise SonosegError(f"statistics: cannot group by {column!r}, one of the table's own columns")
-    table = long_table(per_image, metric)
+    table = long_table(per_image, metric, methods)
     groups = per_image[column].astype(object).where(per_image[column].notna(), "").astype(str).str.strip()
     table[column] = groups.replace("", "(none)").to_numpy()
     by_method = _by_method(table)
@@ -666,7 +697,7 @@ def method_table(
 
     Columns: GROUP_COLUMNS (method, images, patients, runs, mean, ci_low, ci_high, run_means) and cell
     (format_cell's text, 3 decimals)."""
-    by_method = _by_method(long_table(per_image, metric))
+    by_method = _by_method(long_table(per_image, metric, methods))
     if methods is None:
         methods = list(by_method)
     rows = []
