@@ -35,7 +35,10 @@ STALE_SHOWN = 5  # the masks left from earlier runs a warning names; it counts t
 # The entry a run writes before its first mask says this until the run replaces it on leaving: one that still
 # says it is a run that ended where Python could not write its record. Its masks_planned are the masks it may
 # have written, which masks_recorded counts as segment's (an older sonoseg reads the entry, and ignores them).
-UNFINISHED = "did not finish (killed: SIGKILL, out of memory or a crash)"
+UNFINISHED = (
+    "did not finish, or its end could not be recorded (killed: SIGKILL, out of memory or a crash; or a full disk: "
+    "its log says which)"
+)
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
