@@ -8,7 +8,6 @@ metrics but no history). Predictions and histories are found through sonoseg.stu
 
 from __future__ import annotations
 
-import io
 import textwrap
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sonoseg.analysis import families, pages, paper, stats
+from sonoseg.analysis.figure_files import save_figure
 from sonoseg.analysis.results import (  # noqa: E402
     as_compared,
     compute_values,
@@ -63,37 +63,6 @@ OUTLINE_COLORS = {"truth": "#00e676", "prediction": "#ff1744"}
 
 
 # ----------------------------------------------------------------------------- HTML
-
-
-def save_figure(fig: plt.Figure, out: str | Path, palette: bool = False, source: str = "", **savefig) -> None:
-    """The figure as a PNG; ``palette``: in 256 colours, for grids of images, whose speckle makes a full-colour
-    PNG about twice as large (grey images, two outline colours and black text lose nothing to it). The PNG's
-    text names the sonoseg that drew it (Software) and, where given, ``source``: the provenance of what it
-    shows, as a table's caption ends (the data, the code, the trainings; results.source_line). A figure taken
-    out of the report into a paper or a slide still says where it came from (PIL's ``Image.open(png).text``,
-    exiftool). ``savefig``: matplotlib's options, over a tight bounding box at the report's DPI."""
-    from sonoseg.data import provenance
-
-    savefig = {"bbox_inches": "tight", **savefig}
-
-    text = {"Software": f"sonoseg {provenance.sonoseg_version()} at commit {provenance.sonoseg_commit()}"}
-    if source:
-        text["Source"] = source
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if palette:
-        from PIL import Image, PngImagePlugin
-
-        rendered = io.BytesIO()
-        fig.savefig(rendered, format="png", **savefig)
-        info = PngImagePlugin.PngInfo()
-        for key, value in text.items():
-            info.add_text(key, value)
-        quantized = Image.open(rendered).convert("RGB").quantize(256, dither=Image.Dither.NONE)
-        quantized.save(out, optimize=True, pnginfo=info)
-    else:
-        fig.savefig(out, metadata=text, **savefig)
-    plt.close(fig)
 
 
 def trainings_line(histories: list[pd.DataFrame]) -> str:

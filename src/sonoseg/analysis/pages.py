@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from sonoseg.analysis import generalization, paper, stats, subgroups, tables
+from sonoseg.analysis.results import written_caption
 from sonoseg.analysis.tables import ci_cell, ci_header, gflops_text, plus_minus, seeds_cell
 from sonoseg.data import MANIFEST_COLUMNS
 from sonoseg.data.provenance import write_text_atomic
@@ -314,15 +315,6 @@ def our_hd95(table: pd.DataFrame) -> dict[str, object]:
     """Our HD95 columns as the table's Markdown twin shows them (tables.our_columns), and how many of the
     lesion images the empty-prediction penalty scored (summed over seeds)."""
     return {**tables.our_columns(table), "HD95 penalised images": table["hd95_penalized"]}
-
-
-def written_caption(table_csv: str | Path) -> str:
-    """The caption the table stage wrote at the head of the table's Markdown twin (its first paragraph,
-    bold or not; every table's ends with its provenance: sonoseg.data.provenance.caption_line); '' when
-    the table has no Markdown twin."""
-    markdown = Path(table_csv).with_suffix(".md")
-    first = markdown.read_text().split("\n\n", 1)[0].strip() if markdown.is_file() else ""
-    return first.replace("**", "").strip()  # Markdown's bold, wherever a caption puts it (the page escapes text)
 
 
 def shown_comparison(frame: pd.DataFrame) -> pd.DataFrame:

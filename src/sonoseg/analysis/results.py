@@ -492,6 +492,15 @@ def _named_gzip(packed: bytes, name: str) -> bytes:
     return packed[:3] + bytes([packed[3] | 0x08]) + packed[4:10] + stem + b"\0" + packed[10:]
 
 
+def written_caption(table_csv: str | Path) -> str:
+    """The caption the table stage wrote at the head of the table's Markdown twin (its first paragraph,
+    bold or not; every table's ends with its provenance: sonoseg.data.provenance.caption_line); '' when
+    the table has no Markdown twin."""
+    markdown = Path(table_csv).with_suffix(".md")
+    first = markdown.read_text().split("\n\n", 1)[0].strip() if markdown.is_file() else ""
+    return first.replace("**", "").strip()  # Markdown's bold, wherever a caption puts it (the page escapes text)
+
+
 def read_per_image(path: str | Path, runs: Iterable[str] | None = None) -> pd.DataFrame:
     """The collected per-image table (per_image.csv.gz), or the rows of the named runs in that order.
     ``view`` and ``class`` are read as text, as the manifest gives them (view 1, not 1.0 where some image
