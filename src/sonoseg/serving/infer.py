@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +51,18 @@ from sonoseg.serving.options import (
     smaller_factors,
     smaller_sides,
 )
-from sonoseg.serving.predictor import Predictor, RunBatch, one_channel, torch_predictor
+from sonoseg.serving.predictor import (
+    SIZE_ERROR,
+    Predictor,
+    RunBatch,
+    ensemble,
+    image_array,
+    one_channel,
+    out_of_memory,
+    require_torch,
+    torch_predictor,
+    torch_threads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +97,13 @@ def keep_one_lesion(mask: np.ndarray, rule: str = "area") -> np.ndarray:
 def probability_to_mask(
     probability: np.ndarray, height: int, width: int, rule: str = "area", postprocess: str = "keep_one"
 ) -> np.ndarray:
-    """The mask at the original size: the probability resized, thresholded at 0.5 and post-processed."""
+    """The mask at the original size: the probability resized (bilinear), thresholded at 0.5 and post-processed.
+
+    ``probability``: one image's lesion probability (S, S) at the model's input size (a Predictor's run's);
+    ``height``, ``width``: the image's size; ``rule``: the component rule keep_one applies (COMPONENT_RULES);
+    ``postprocess``: keep_one or none (POSTPROCESSES; a study's recorded choice is resolved by Segmenter, not
+    here). Returns a bool array (height, width), True for lesion. Raises SonosegError for another rule or
+    post-processing."""
     resized = cv2.resize(probability.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     return postprocessed(resized > LESION_THRESHOLD, rule, postprocess)
 
@@ -141,7 +156,12 @@ def model_files(model_path: str | Path | list[str | Path]) -> list[Path]:
 
 
 def model_predictor(model_path: str | Path | list[str | Path], device: str = "auto") -> Predictor:
-    """A model file, or several (their ensemble), loaded with the model wrapper `segment` and export use."""
+    """A model file, or several (their ensemble: the mean of their probabilities), loaded with the model
+    wrapper `segment` and export use, on ``device`` (auto, cpu, cuda, cuda:<index>). Returns a Predictor whose
+    run gives the probability alone: no post-processing, test-time augmentation or scale selection (the masks
+    segment writes, for a model file, a run folder or an exported graph: Segmenter). Raises SonosegError for
+    a path that is no model file, a file that is no sonoseg model, members that see different inputs, and a
+    device sonoseg does not compute on or cannot see (torch_predictor)."""
     members = model_files(model_path)
     return ensemble([torch_predictor(member, device) for member in members], members)
 
@@ -225,7 +245,7 @@ def predict(
 
 
 # ----------------------------------------------------------------------------- serving new images
-# (A model ready to serve, Predictor, and the torch backend that makes one: sonoseg.serving.predictor.)
+# (A model ready to serve, Predictor, the torch backend and ensembles: sonoseg.serving.predictor.)
 
 
 def onnxruntime_predictor(
@@ -279,54 +299,6 @@ def onnxruntime_predictor(
         described.get("provenance"),
         None if areas is None else tuple(areas),
         described.get("network"),
-    )
-
-
-def ensemble(predictors: list[Predictor], members: list[Path]) -> Predictor:
-    """One predictor whose probability is the mean of the members'. The members must prepare images
-    alike (input size, interpolation, marks): one that differs is named."""
-    first = predictors[0]
-    for predictor, member in zip(predictors[1:], members[1:]):
-        mine = (predictor.size, predictor.interpolation, predictor.marks)
-        theirs = (first.size, first.interpolation, first.marks)
-        if mine != theirs:
-            raise SonosegError(
-                f"{member}: input (size, interpolation, marks) {mine} differs from {members[0]}'s {theirs}: "
-                "an ensemble's members must see the same input"
-            )
-    if len(predictors) == 1:
-        return first
-    runs = [predictor.run for predictor in predictors]
-    trained_on: dict[str | None, list[Path]] = {}
-    for predictor, member in zip(predictors, members):
-        trained_on.setdefault((predictor.provenance or {}).get("dataset_fingerprint"), []).append(member)
-    if len(trained_on) > 1:  # each dataset with the members trained on it: the odd one out is named
-        log.warning(
-            "the ensemble's members were trained on data with %d different fingerprints: %s",
-            len(trained_on),
-            "; ".join(
-                f"{(fingerprint or 'unknown')[:12]}: {', '.join(map(str, files))}"
-                for fingerprint, files in trained_on.items()
-            ),
-        )
-    areas = [p.lesion_areas for p in predictors]
-    networks = list(dict.fromkeys(p.network for p in predictors if p.network))
-    if len(networks) > 1:  # a run folder holds one run; these were put together by hand
-        log.warning("the ensemble's members are of %d networks (%s)", len(networks), ", ".join(networks))
-    # Members adopted after a change to files they do not read name the data they were trained under.
-    at_training = sorted({(p.provenance or {}).get("dataset_fingerprint_at_training") for p in predictors} - {None})
-    provenance = first.provenance
-    if at_training:
-        provenance = {**(first.provenance or {}), "dataset_fingerprint_at_training": ", ".join(at_training)}
-    return Predictor(
-        lambda batch: np.mean([run(batch) for run in runs], axis=0),
-        first.size,
-        first.interpolation,
-        first.marks,
-        provenance,
-        None if any(a is None for a in areas) else tuple(sorted(a for member in areas for a in member)),
-        "+".join(networks) or None,
-        first.to_input,
     )
 
 
@@ -525,6 +497,195 @@ class SegmentResult:
     not_segmented: list[dict] = field(default_factory=list)  # the folders' other files, each with why (the record's)
 
 
+# What segment's post-processing option takes: recorded, the choice recorded beside a study's models.
+POSTPROCESS_OPTIONS = (*POSTPROCESSES, "recorded")
+
+
+def check_segment_options(backend: str, rule: str | None, threads: int, device: str, postprocess: str, prefix: str):
+    """Refuse an option segment (or Segmenter) does not take, before any file is read, naming it as the caller
+    gave it: ``prefix`` "--" for the command line's options, "" for Python's keyword arguments."""
+    if backend not in BACKENDS:
+        raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
+    if rule is not None and rule not in COMPONENT_RULES:
+        raise SonosegError(f"component rule {rule!r} is not one of {COMPONENT_RULES}")
+    if postprocess not in POSTPROCESS_OPTIONS:
+        raise SonosegError(f"{prefix}postprocess: {postprocess!r} is not one of {POSTPROCESS_OPTIONS}")
+    if not isinstance(threads, int) or threads < 0:
+        raise SonosegError(
+            f"{prefix}threads: {threads!r} is not a number of threads (1 or more; 0: the backend chooses)"
+        )
+    check_device_name(device, f"{prefix}device")
+
+
+class Segmenter:
+    """A trained model loaded once to segment images from Python, as `sonoseg segment` does them:
+    ``Segmenter(model)(image)`` is the mask segment writes for ``image`` saved as a PNG (docs/deploy.md,
+    "From Python"). segment_images serves each image through one.
+
+    ``model_path``: a model.pt, a run folder (``results/<study>/runs/<network>/``: the ensemble of every
+    fold<k>/seed<s>/model.pt under it) or an exported model.onnx. The options are segment_images' (its
+    docstring says what each does): ``postprocess`` "recorded" (the default) applies the post-processing
+    recorded beside a study's models (fold<k>/postprocess.json, an exported model's sidecar), else keep_one;
+    ``scales`` None the scale selection recorded with them, else the input size alone.
+    Raises SonosegError for an option it does not take, a model path that is not there, or a file that is no
+    model; loading logs what is served, as segment does."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        device: str = "auto",
+        tta: bool = False,
+        postprocess: str = "recorded",
+        rule: str | None = None,
+        scales: tuple[float, ...] | None = None,
+        shrink_above: float | None = None,
+        shrink_found_above: float | None = None,
+        size: int | None = None,
+        backend: str | None = None,
+        threads: int = 0,
+    ):
+        backend = backend_for(model_path, backend)
+        check_segment_options(backend, rule, threads, device, postprocess, "")
+        if backend == "torch" or Path(model_path).suffix.lower() != ".onnx":
+            require_torch(model_path, backend)
+        if backend == "torch":
+            from sonoseg.serving.device import select_device
+
+            device = str(select_device(device, "device"))
+        self.label = str(model_path)  # how messages name the model
+        self.threads = threads if backend == "torch" else 0  # ONNX Runtime's session took its own
+
+        def one(member: Path) -> Predictor:
+            if backend == "torch":
+                return torch_predictor(member, device, size)
+            if member.suffix.lower() == ".onnx" and size:
+                raise SonosegError(f"{member}: an exported model has its input size; --size does not apply")
+            return onnxruntime_predictor(member, threads, size, scales or ())
+
+        members = ensemble_members(model_path)
+        exported = members[0].suffix.lower() == ".onnx"  # its sidecar records its post-processing; it has one size
+        if not exported:  # read first: a file that is no model is refused before any note about its choice or size
+            trained = load_checked(members[0], MODEL_FORMAT, metadata_only=True).get("input_size")
+            warn_of_another_size(model_path, trained, size, "segment")
+        # The choice recorded beside a study's models, each fold's file read once for both settings it gives.
+        recorded = recorded_choice(members) if not exported and (scales is None or postprocess == "recorded") else None
+        if recorded is not None:
+            sidecar.note_unrecorded_choice(
+                model_path,
+                recorded,
+                [
+                    *(["keep_one"] if postprocess == "recorded" else []),
+                    *(["the input size alone"] if scales is None else []),
+                ],
+                "segment",
+            )
+        if exported:  # the selection the study predicted the models with, as the sidecar records it
+            described = sidecar.read_sidecar(members[0])
+            selection = sidecar.study_selection(described)
+            if scales is not None and shrinks(scales) and len(sidecar.served_sides(described)) == 1:
+                raise SonosegError(
+                    f"{model_path}: this graph was exported at one input size; --scales needs one exported from a run "
+                    "whose study selected scales, or the model.pt (--backend onnxruntime exports it for the scales)"
+                )
+            if scales is None:
+                scales = tuple(selection.get("scales", [1.0]))
+                shrink_above, shrink_found_above = selection.get("shrink_above"), selection.get("shrink_found_above")
+                if shrinks(scales) and not selection.get("in_this_graph"):
+                    log.warning(
+                        "%s: the study predicted these models with scales %s, but this graph was exported at one input "
+                        "size (the network did not export at others, or an earlier sonoseg exported it): that size "
+                        "alone is used",
+                        model_path,
+                        list(scales),
+                    )
+                    scales, shrink_above, shrink_found_above = (1.0,), None, None
+        elif scales is None:
+            scales, shrink_above, shrink_found_above = recorded.scales() if recorded else ((1.0,), None, None)
+        predictor = ensemble([one(member) for member in members], members)
+        if tta:
+            predictor.run = flip_averaged(predictor.run)
+        selected = scale_selection(predictor, scales, shrink_above, shrink_found_above, str(model_path))
+        predictor.run = selected(predictor.run)
+        limit = selected.area_limit
+        option = postprocess  # the record names the option given and the post-processing it came to
+        if postprocess == "recorded" and exported:  # an exported model: its sidecar's
+            postprocess = described["postprocessing"].get("postprocess", "keep_one")
+        elif postprocess == "recorded":
+            postprocess = recorded.postprocess()
+        rule = sidecar.sidecar_component_rule(described, rule, members[0], postprocess) if exported else rule or "area"
+        # An exported ensemble is one graph that averages its members inside: count them, not the graph.
+        in_graph = len(described.get("ensemble", {}).get("members", [])) if exported else 0
+        log.info(
+            "%s: %s%s, averaged probabilities%s%s; post-processing %s",
+            model_path,
+            f"an exported ensemble of {in_graph} models" if in_graph else f"{len(members)} model(s)",
+            "" if len(members) == 1 else f" ({', '.join(str(m.relative_to(model_path)) for m in members)})",
+            "; horizontal-flip test-time augmentation" if tta else "",
+            f"; scale chosen per image among {sorted({f for f in scales if f < 1} | {1.0}, reverse=True)}"
+            + ("" if limit is None else f", kept smaller only when its lesion is over {limit:.0f} input pixels")
+            + (
+                ""
+                if limit is None or shrink_found_above is None
+                else f" or found over {shrink_found_above * limit:.0f} at the smaller size"
+            )
+            if shrinks(scales)
+            else "",
+            postprocess + (f" (component rule {rule})" if postprocess == "keep_one" else ""),
+        )
+        if not predictor.size:
+            raise SonosegError(f"{model_path}: no input size stored; pass --size")
+        trained_on = predictor.provenance or {}
+        at_training = trained_on.get("dataset_fingerprint_at_training")
+        log.info(
+            "%s: %s (sonoseg %s, commit %s)",
+            model_path,
+            f"made for data with fingerprint {trained_on.get('dataset_fingerprint')}, trained under {at_training} "
+            "(the same training and validation images; its study's data changed elsewhere since)"
+            if at_training
+            else "trained on data with fingerprint "
+            + trained_on.get("dataset_fingerprint", "unknown (a model file from before data fingerprints)"),
+            trained_on.get("sonoseg_version", "unknown"),
+            trained_on.get("commit", "unknown"),
+        )
+        # The paths as given, the folder they are relative to, and what names each member beyond its path.
+        settings = {"model": str(model_path), "members": [str(m) for m in members], "cwd": os.getcwd()}
+        ids = [described.get("onnx_sha256")] if exported else [training_fingerprint(member) for member in members]
+        # Serving never autocasts: whatever a model trained in, its masks are computed in fp32 (said in the record).
+        settings |= {"member_ids": ids, "backend": backend, "precision": "fp32", "tta": tta}
+        settings |= {"device": device if backend == "torch" else "cpu", "threads": threads}
+        settings |= {"input_size": predictor.size}
+        settings |= {"scales": list(scales), "shrink_above": shrink_above, "shrink_found_above": shrink_found_above}
+        settings |= {"input_sizes": selected.input_sizes(predictor.size)}
+        settings |= {"postprocess_option": option, "postprocess": postprocess, "component_rule": rule}
+        self.predictor, self.selection, self.rule, self.postprocess = predictor, selected, rule, postprocess
+        self.settings = settings  # what segment's record says of the model and the options (output_record)
+
+    def probability(self, rgb: np.ndarray) -> np.ndarray:
+        """The lesion probability of one RGB uint8 image (H, W, 3), float32 (S, S) at the model's input size S,
+        with the test-time augmentation and scale selection applied. Raises SonosegError for another array
+        (Predictor.prepare) and for an input size the network's strides cannot take."""
+        try:
+            return self.predictor.run(self.predictor.prepare(rgb))[0]
+        except RuntimeError as exc:  # the network's strides and the input size (--size) may not fit
+            said = first_line(exc, 160)
+            if out_of_memory(exc) or not SIZE_ERROR.search(said):
+                raise
+            raise SonosegError(
+                f"{self.label}: the network cannot take a {self.predictor.size}-px input ({said})"
+            ) from exc
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """The lesion mask of ``image``, bool (H, W) at its size: segment's mask file of it, True where 255.
+
+        ``image``: an array as sonoseg.data.imageio.read_image gives a file's pixels (RGB uint8 (H, W, 3)), or as
+        it converts them (image_array: grey (H, W), RGBA (H, W, 4), 16-bit). Raises SonosegError for any other
+        array (float, bool, empty, another shape), naming its dtype and shape and what is taken."""
+        rgb = image_array(image)
+        with torch_threads(self.threads):
+            return probability_to_mask(self.probability(rgb), *rgb.shape[:2], self.rule, self.postprocess)
+
+
 def segment_images(
     model_path: str | Path,
     images: list[str | Path],
@@ -567,13 +728,7 @@ def segment_images(
     does not list is refused before any model is loaded (output_record.refuse_unrecorded).
     """
     backend = backend_for(model_path, backend)
-    if backend not in BACKENDS:
-        raise SonosegError(f"unknown backend {backend!r}; one of {BACKENDS}")
-    if rule is not None and rule not in COMPONENT_RULES:
-        raise SonosegError(f"component rule {rule!r} is not one of {COMPONENT_RULES}")
-    if threads < 0:
-        raise SonosegError(f"--threads: {threads} is not a number of threads (1 or more; 0: the backend chooses)")
-    check_device_name(device, "--device")
+    check_segment_options(backend, rule, threads, device, postprocess, "--")
     from sonoseg.serving.output_record import RunRecord, refuse_unrecorded
 
     not_taken: list[dict] = []  # the folders' files that are not images it segments, each with why: recorded
@@ -583,127 +738,20 @@ def segment_images(
     check_writable(Path(outdir))
     if backend == "torch" or Path(model_path).suffix.lower() != ".onnx":
         require_torch(model_path, backend)
-    if backend == "torch":
-        import torch
-
+    if backend == "torch":  # said by the option's name, before the model loads
         from sonoseg.serving.device import select_device
 
         device = str(select_device(device, "--device"))
-        if threads:  # as ONNX Runtime's session takes them (sidecar.onnx_session); torch's for the process
-            torch.set_num_threads(threads)
-
-    def one(member: Path) -> Predictor:
-        if backend == "torch":
-            return torch_predictor(member, device, size)
-        if member.suffix.lower() == ".onnx" and size:
-            raise SonosegError(f"{member}: an exported model has its input size; --size does not apply")
-        return onnxruntime_predictor(member, threads, size, scales or ())
-
-    members = ensemble_members(model_path)
-    exported = members[0].suffix.lower() == ".onnx"  # its sidecar records its post-processing; it has one size
-    if not exported:  # read first: a file that is no model is refused before any note about its choice or size
-        trained = load_checked(members[0], MODEL_FORMAT, metadata_only=True).get("input_size")
-        warn_of_another_size(model_path, trained, size, "segment")
-    # The choice recorded beside a study's models, each fold's file read once for both settings it gives.
-    recorded = recorded_choice(members) if not exported and (scales is None or postprocess == "recorded") else None
-    if recorded is not None:
-        sidecar.note_unrecorded_choice(
-            model_path,
-            recorded,
-            [
-                *(["keep_one"] if postprocess == "recorded" else []),
-                *(["the input size alone"] if scales is None else []),
-            ],
-            "segment",
-        )
-    if exported:  # the selection the study predicted the models with, as the sidecar records it
-        described = sidecar.read_sidecar(members[0])
-        selection = sidecar.study_selection(described)
-        if scales is not None and shrinks(scales) and len(sidecar.served_sides(described)) == 1:
-            raise SonosegError(
-                f"{model_path}: this graph was exported at one input size; --scales needs one exported from a run "
-                "whose study selected scales, or the model.pt (--backend onnxruntime exports it for the scales)"
-            )
-        if scales is None:
-            scales = tuple(selection.get("scales", [1.0]))
-            shrink_above, shrink_found_above = selection.get("shrink_above"), selection.get("shrink_found_above")
-            if shrinks(scales) and not selection.get("in_this_graph"):
-                log.warning(
-                    "%s: the study predicted these models with scales %s, but this graph was exported at one input "
-                    "size (the network did not export at others, or an earlier sonoseg exported it): that size "
-                    "alone is used",
-                    model_path,
-                    list(scales),
-                )
-                scales, shrink_above, shrink_found_above = (1.0,), None, None
-    elif scales is None:
-        scales, shrink_above, shrink_found_above = recorded.scales() if recorded else ((1.0,), None, None)
-    predictor = ensemble([one(member) for member in members], members)
-    if tta:
-        predictor.run = flip_averaged(predictor.run)
-    selected = scale_selection(predictor, scales, shrink_above, shrink_found_above, str(model_path))
-    predictor.run = selected(predictor.run)
-    limit = selected.area_limit
-    option = postprocess  # the record names the option given and the post-processing it came to
-    if postprocess == "recorded" and exported:  # an exported model: its sidecar's
-        postprocess = described["postprocessing"].get("postprocess", "keep_one")
-    elif postprocess == "recorded":
-        postprocess = recorded.postprocess()
-    rule = sidecar.sidecar_component_rule(described, rule, members[0], postprocess) if exported else rule or "area"
-    # An exported ensemble is one graph that averages its members inside: count them, not the graph.
-    in_graph = len(described.get("ensemble", {}).get("members", [])) if exported else 0
-    log.info(
-        "%s: %s%s, averaged probabilities%s%s; post-processing %s",
-        model_path,
-        f"an exported ensemble of {in_graph} models" if in_graph else f"{len(members)} model(s)",
-        "" if len(members) == 1 else f" ({', '.join(str(m.relative_to(model_path)) for m in members)})",
-        "; horizontal-flip test-time augmentation" if tta else "",
-        f"; scale chosen per image among {sorted({f for f in scales if f < 1} | {1.0}, reverse=True)}"
-        + ("" if limit is None else f", kept smaller only when its lesion is over {limit:.0f} input pixels")
-        + (
-            ""
-            if limit is None or shrink_found_above is None
-            else f" or found over {shrink_found_above * limit:.0f} at the smaller size"
-        )
-        if shrinks(scales)
-        else "",
-        postprocess + (f" (component rule {rule})" if postprocess == "keep_one" else ""),
-    )
-    if not predictor.size:
-        raise SonosegError(f"{model_path}: no input size stored; pass --size")
-    trained_on = predictor.provenance or {}
-    at_training = trained_on.get("dataset_fingerprint_at_training")
-    log.info(
-        "%s: %s (sonoseg %s, commit %s)",
-        model_path,
-        f"made for data with fingerprint {trained_on.get('dataset_fingerprint')}, trained under {at_training} "
-        "(the same training and validation images; its study's data changed elsewhere since)"
-        if at_training
-        else "trained on data with fingerprint "
-        + trained_on.get("dataset_fingerprint", "unknown (a model file from before data fingerprints)"),
-        trained_on.get("sonoseg_version", "unknown"),
-        trained_on.get("commit", "unknown"),
-    )
+    selection = {"scales": scales, "shrink_above": shrink_above, "shrink_found_above": shrink_found_above}
+    options = {"device": device, "tta": tta, "postprocess": postprocess, "rule": rule, "size": size, **selection}
+    segmenter = Segmenter(model_path, backend=backend, threads=threads, **options)
     outdir = Path(outdir)  # made, and a file written there, before the model loaded (check_writable)
     result = SegmentResult()
-    # The paths as given, the folder they are relative to, and what names each member beyond its path.
-    settings = {"model": str(model_path), "members": [str(m) for m in members], "cwd": os.getcwd()}
-    ids = [described.get("onnx_sha256")] if exported else [training_fingerprint(member) for member in members]
-    # Serving never autocasts: whatever a model trained in, its masks are computed in fp32 (said in the record).
-    settings |= {"member_ids": ids, "backend": backend, "precision": "fp32", "tta": tta}
-    settings |= {"device": device if backend == "torch" else "cpu", "threads": threads, "input_size": predictor.size}
-    settings |= {"scales": list(scales), "shrink_above": shrink_above, "shrink_found_above": shrink_found_above}
-    settings |= {"input_sizes": selected.input_sizes(predictor.size)}
-    settings |= {"postprocess_option": option, "postprocess": postprocess, "component_rule": rule}
+    settings = {**segmenter.settings, "max_pixels": max_pixels, "not_segmented": not_taken}
     # The folder held first (no other run writes masks there until this one's record is done), then the record.
-    with (
-        FolderHeld(outdir),
-        RunRecord(
-            outdir, planned, result, {**settings, "max_pixels": max_pixels, "not_segmented": not_taken}
-        ) as record,
-    ):
-        segment_each(planned, predictor, result, rule, postprocess, max_pixels, progress, model_path, record.replaced)
-        record.settings["input_sizes"] = selected.input_sizes(predictor.size)  # less the sizes the network refused
+    with FolderHeld(outdir), RunRecord(outdir, planned, result, settings) as record, torch_threads(segmenter.threads):
+        segment_each(planned, segmenter, result, max_pixels, progress, record.replaced)
+        record.settings["input_sizes"] = segmenter.selection.input_sizes(segmenter.predictor.size)  # less refused
     result.replaced = len({Path(path) for path in result.written} & record.replaced)
     result.not_segmented = not_taken
     return result
@@ -715,29 +763,14 @@ def training_fingerprint(member: Path) -> str | None:
     return load_checked(member, MODEL_FORMAT, metadata_only=True).get("fingerprint")
 
 
-def require_torch(model_path, backend: str) -> None:
-    """A line saying what to do where torch is needed and cannot be imported: the torch backend, and ONNX
-    Runtime given a model.pt or a run folder (read, and exported, with torch); a model.onnx needs none.
-    A model path that is not there is named as such first: the torch it would have needed is not the news."""
-    if not Path(model_path).exists():
-        raise SonosegError(f"{model_path}: no such model file or run folder")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        needs = "--backend torch" if backend == "torch" else f"{model_path}: a model.pt or run folder (exported first)"
-        raise SonosegError(
-            f"{needs} needs PyTorch, which this Python cannot import: install it, or export the model where it is "
-            "(sonoseg export --model MODEL --out model.onnx) and serve model.onnx with --backend onnxruntime"
-        ) from None
-
-
-def segment_each(planned, predictor, result, rule, postprocess, max_pixels, progress, model_path, listed) -> None:
-    """segment_images' loop: each (image, mask file) of ``planned`` read, segmented and written; an image
-    that cannot be read is added to ``result.failed`` and the others go on, its message naming the mask at
-    its place that is kept, an earlier run's (``listed``: the masks there when the run began, which the
-    folder's record lists: refuse_unrecorded lets no other file stay at a mask's place)."""
+def segment_each(planned, segmenter: Segmenter, result: SegmentResult, max_pixels, progress, listed) -> None:
+    """segment_images' loop: each (image, mask file) of ``planned`` read, segmented by ``segmenter`` and
+    written; an image that cannot be read is added to ``result.failed`` and the others go on, its message
+    naming the mask at its place that is kept, an earlier run's (``listed``: the masks there when the run
+    began, which the folder's record lists: refuse_unrecorded lets no other file stay at a mask's place)."""
     from tqdm import tqdm
 
+    predictor = segmenter.predictor
     for path, out in tqdm(planned, desc="segment", unit="image", disable=not progress):
         unwritable = name_too_long(out)
         try:
@@ -756,25 +789,10 @@ def segment_each(planned, predictor, result, rule, postprocess, max_pixels, prog
         if warnings:  # kept with the image's entry in the record
             result.warnings[path] = warnings
         rgb = decoded.pixels
+        probability = segmenter.probability(rgb)  # the path Segmenter's call takes, to the same mask
+        height, width = rgb.shape[:2]
         try:
-            probability = predictor.run(predictor.prepare(rgb))[0]
-        except RuntimeError as exc:  # the network's strides and the input size (--size) may not fit
-            said = first_line(exc, 160)
-            if out_of_memory(exc) or not SIZE_ERROR.search(said):
-                raise
-            raise SonosegError(f"{model_path}: the network cannot take a {predictor.size}-px input ({said})") from exc
-        try:
-            result.written.append(write_mask(probability, rgb.shape[0], rgb.shape[1], rule, out, postprocess))
+            result.written.append(write_mask(probability, height, width, segmenter.rule, out, segmenter.postprocess))
         except SonosegError as exc:  # a mask that cannot be written stops the run; the record names why for its image
             result.failed.append((path, str(exc)))
             raise
-
-
-# How torch and ONNX Runtime say that a network's strides do not fit an input size (not a device's error).
-SIZE_ERROR = re.compile(r"size|dimension|shape", re.IGNORECASE)
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is torch's out-of-memory error (a RuntimeError); none can be without torch loaded."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(exc, torch.OutOfMemoryError)
