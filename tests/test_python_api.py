@@ -118,7 +118,9 @@ def test_arrays_no_image_file_gives_are_refused_naming_dtype_shape_and_what_is_t
 def test_predictor_prepare_refuses_all_but_one_rgb_uint8_image(tmp_path):
     loaded = infer.model_predictor(write_model(tmp_path / "model.pt", "lighter_unet_c1"), "cpu")
     assert loaded.prepare(sample_images(1)[0]).shape == (1, 3, 64, 64)
-    for wrong in (np.zeros((70, 90), np.uint8), np.zeros((70, 90, 4), np.uint8), np.zeros((70, 90, 3), np.float32)):
+    wrong_arrays = [np.zeros((70, 90), np.uint8), np.zeros((70, 90, 4), np.uint8), np.zeros((1, 70, 90), np.uint8)]
+    wrong_arrays += [np.zeros((70, 90, 3), dtype) for dtype in (np.float32, np.float64, np.uint16, bool)]
+    for wrong in wrong_arrays:
         with pytest.raises(SonosegError, match=rf"^Predictor.prepare takes one RGB uint8 image .*{wrong.dtype}"):
             loaded.prepare(wrong)
     with pytest.raises(SonosegError, match=r"an empty image, shaped \(0, 5, 3\)"):
