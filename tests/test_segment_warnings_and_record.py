@@ -71,14 +71,22 @@ def test_every_mask_name_clash_is_named_at_once(tmp_path, scans):
     assert "anim.png and " in message and "anim.gif would both be written" in message
 
 
-def test_threads_are_applied_by_the_torch_backend_as_recorded(tmp_path, scans):
+def test_threads_are_applied_by_the_torch_backend_as_recorded_and_given_back(tmp_path, scans, monkeypatch):
     paths, model = scans
-    before = torch.get_num_threads()
+    before, real, during = torch.get_num_threads(), torch.set_num_threads, []
+
+    def set_threads(count):
+        real(count)
+        during.append(count)
+
+    monkeypatch.setattr(torch, "set_num_threads", set_threads)
     try:
         infer.segment_images(model, paths[:1], tmp_path / "masks", device="cpu", threads=1)
-        assert torch.get_num_threads() == 1 and record(tmp_path / "masks")["threads"] == 1
+        assert during and during[0] == 1 and record(tmp_path / "masks")["threads"] == 1
+        # A notebook segmenting one folder keeps its own thread count for what it does next.
+        assert torch.get_num_threads() == before
     finally:
-        torch.set_num_threads(before)
+        real(before)
 
 
 def test_the_record_lists_the_sizes_the_network_took_and_names_each_model_beyond_its_path(tmp_path, scans):

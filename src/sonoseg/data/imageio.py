@@ -551,7 +551,17 @@ def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Decoded:
     Channel order: RGB (the authors' OpenCV code fed BGR; the networks learn either, we use RGB).
     """
     decoded = _decode(Path(path), max_pixels=max_pixels)
-    pixels, notes = decoded.pixels, decoded.notes
+    pixels, notes = as_rgb8(decoded.pixels, "bgr")
+    return Decoded(pixels, decoded.notes + notes, decoded.orientation, decoded.head)
+
+
+def as_rgb8(pixels: np.ndarray, order: str) -> tuple[np.ndarray, list[str]]:
+    """Pixels as the networks take them, RGB uint8 (height, width, 3), and notes of what was converted: 16-bit
+    onto 8 bits (divided by 257, floor; a range under LOW_RANGE_16BIT noted), grey repeated into three channels,
+    an alpha channel dropped (mostly transparent noted). ``pixels``: uint8 or uint16, (height, width) or with 3
+    or 4 channels, in the channel ``order`` "bgr" (OpenCV's decoding of a file) or "rgb" (an array given in
+    Python, sonoseg.serving.predictor.image_array): one rule for a file's pixels and an array's."""
+    notes = []
     if pixels.dtype == np.uint16:
         if pixels.max() < LOW_RANGE_16BIT:
             notes.append(f"low_range_16bit:{pixels.max()}")
@@ -564,11 +574,11 @@ def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Decoded:
         transparent = float((pixels[:, :, 3] == 0).mean())
         if transparent > MOSTLY_TRANSPARENT:  # a viewer shows a background there; the model sees what lies under
             notes.append(f"mostly_transparent:{transparent:.0%}")
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGB)
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGB if order == "bgr" else cv2.COLOR_RGBA2RGB)
         notes.append("converted_rgba")
-    else:
+    elif order == "bgr":
         pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-    return Decoded(pixels, notes, decoded.orientation, decoded.head)
+    return np.ascontiguousarray(pixels), notes
 
 
 def read_mask(paths: str | Path | list[Path], drawn: bool = True) -> Decoded:

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from sonoseg.data.preprocess import remove_marks, resize_image
@@ -99,11 +98,9 @@ def image_array(image: object) -> np.ndarray:
         raise SonosegError(f"image: {described_array(image)}: not one image's pixels; sonoseg takes {IMAGE_ARRAYS}")
     if not image.size:
         raise SonosegError(f"image: {described_array(image)}: an empty image; sonoseg takes {IMAGE_ARRAYS}")
-    if image.dtype == np.uint16:  # read_image's rule: the full 16-bit range onto 8 bits
-        image = (image // 257).astype(np.uint8)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    return np.ascontiguousarray(image[:, :, :3])  # RGB as it is; RGBA without its alpha
+    from sonoseg.data.imageio import as_rgb8
+
+    return as_rgb8(image, "rgb")[0]  # read_image's own conversion, for pixels given in RGB order
 
 
 def _is_float(image: object) -> bool:
