@@ -241,3 +241,21 @@ def test_a_command_run_in_a_folder_removed_under_it_says_so(tmp_path):
     assert ran.returncode == 2, ran.stderr
     assert "sonoseg export: error: the working folder no longer exists" in ran.stderr
     assert "FATAL" not in ran.stderr and "Traceback" not in ran.stderr
+
+
+@pytest.mark.parametrize("stderr", ["2>&1 | head -c 20", "2>&-", "2>/dev/full"])
+def test_segment_writes_every_mask_whatever_becomes_of_its_standard_error(tmp_path, scans, stderr):
+    """A pipeline read segment's messages with `| head` (a reader that quits), or started it with its standard
+    error closed or full: the progress bar's next write stopped the run, and `| head` made it exit 0 with no
+    mask written. Off a terminal there is no bar; every mask is written."""
+    import subprocess
+
+    from conftest import BIN
+
+    paths, model = scans
+    images = " ".join(f'"{path}"' for path in paths)
+    command = f'set -o pipefail; "{BIN / "sonoseg"}" segment --model "{model}" --outdir "{tmp_path / "m"}" {images}'
+    ran = subprocess.run(["bash", "-c", f"{command} {stderr}"], capture_output=True, text=True, timeout=300)
+    assert ran.returncode in (0, 141), ran  # 141: head's quitting seen by the shell's pipefail, after the run
+    assert sorted(p.name for p in (tmp_path / "m").glob("*_mask.png")) == [f"{p.stem}_mask.png" for p in paths]
+    assert record(tmp_path / "m")["written"] == len(paths) and "interrupted" not in record(tmp_path / "m")

@@ -415,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse an image of more pixels than this (a decompression-bomb guard; default: "
         "sonoseg.data.imageio.MAX_IMAGE_PIXELS, 100 million, far above any ultrasound frame)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal)")
     p.add_argument(
         "--postprocess",
         default="recorded",

@@ -442,7 +442,7 @@ def cmd_segment(args) -> None:
         args.size,
         args.backend,
         args.threads,
-        progress=not args.no_progress,
+        progress=not args.no_progress and _on_a_terminal(sys.stderr),
         tta=args.tta,
         postprocess=args.postprocess,
         scales=tuple(args.scales) if args.scales else None,
@@ -502,6 +502,16 @@ def cmd_evaluate(args) -> None:
 
     samples = split.samples_of_part(args.manifest, args.split, "test", args.fold)
     _write_metrics(evaluate.evaluate(args.predictions, samples), args.out)
+
+
+def _on_a_terminal(stream) -> bool:
+    """Whether a progress bar has a reader: ``stream`` a terminal. One piped to a reader that quits (`2>&1 |
+    head`), closed (`2>&-`) or full (/dev/full) stopped segment mid-run at the bar's next write, its masks
+    unwritten; a log file gains nothing from a bar's redraws."""
+    try:
+        return stream is not None and stream.isatty()
+    except (ValueError, OSError):  # a closed stream
+        return False
 
 
 def _write_metrics(metrics, out) -> None:
