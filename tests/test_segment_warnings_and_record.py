@@ -259,3 +259,26 @@ def test_segment_writes_every_mask_whatever_becomes_of_its_standard_error(tmp_pa
     assert ran.returncode in (0, 141), ran  # 141: head's quitting seen by the shell's pipefail, after the run
     assert sorted(p.name for p in (tmp_path / "m").glob("*_mask.png")) == [f"{p.stem}_mask.png" for p in paths]
     assert record(tmp_path / "m")["written"] == len(paths) and "interrupted" not in record(tmp_path / "m")
+
+
+def test_a_model_or_choice_the_user_may_not_read_is_said_so_not_called_damaged(tmp_path, scans, monkeypatch):
+    """A service user without read permission on a model file or its postprocess.json was told the file was
+    'not a sonoseg-model-v1 file that loads safely ... (cut short, or not a torch file)' or 'not a
+    post-processing choice': read as damaged or tampered. (As root, whom permissions do not stop, the
+    file system's refusal is made: torch.load's, and a choice that is a folder.)"""
+    from sonoseg.serving import modelio
+
+    _, model = scans
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(model))
+
+    monkeypatch.setattr(torch, "load", refused)
+    with pytest.raises(SonosegError) as error:
+        modelio.load_checked(model, modelio.MODEL_FORMAT)
+    assert str(error.value) == f"{model}: cannot be read (Permission denied)"
+    folder = tmp_path / "postprocess.json"
+    folder.mkdir()
+    with pytest.raises(SonosegError) as error:
+        modelio.chosen_postprocess([folder])
+    assert str(error.value) == f"{folder}: the post-processing choice cannot be read (Is a directory)"

@@ -111,6 +111,8 @@ def load_checked(path: str | Path, expected_format: str, metadata_only: bool = F
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.strerror:  # permissions, the file system: not the file's fault
+            raise SonosegError(f"{path}: cannot be read ({exc.strerror})") from None
         if path.suffix.lower() == ".onnx":
             raise SonosegError(
                 f"{path}: an ONNX graph, not a {expected_format} file: serve it with ONNX Runtime (--backend "
@@ -629,7 +631,9 @@ def _read_choice(path: str | Path):
     """One fold's postprocess.json, parsed; a file that cannot be read or parsed is named."""
     try:
         return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
+    except OSError as exc:  # there, maybe whole, but not readable here (permissions): not a damaged choice
+        raise SonosegError(f"{path}: the post-processing choice cannot be read ({exc.strerror or exc})") from None
+    except ValueError as exc:
         raise SonosegError(f"{path}: not a post-processing choice ({exc!r})") from None
 
 
