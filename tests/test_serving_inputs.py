@@ -101,6 +101,12 @@ def test_a_second_run_into_an_outdir_another_run_is_writing_is_refused(tmp_path,
     with mask_files.FolderHeld(outdir):  # as another run holds it (another process: the same lock)
         with pytest.raises(SonosegError, match=re.escape(f"{outdir}: another segment run is writing its masks there")):
             infer.segment_images(model, [paths[0]], outdir, device="cpu")
+        # Said before the model loads (a probe waited for a large ensemble to load to be told): a file that is no
+        # model is not even read.
+        not_a_model = tmp_path / "ensemble.pt"
+        not_a_model.write_bytes(b"not read")
+        with pytest.raises(SonosegError, match=re.escape(f"{outdir}: another segment run is writing its masks there")):
+            infer.segment_images(not_a_model, [paths[0]], outdir, device="cpu")
     assert sorted(p.name for p in outdir.iterdir()) == []  # no lock file among the masks, no mask, no record
     assert len(infer.segment_images(model, [paths[0]], outdir, device="cpu").written) == 1
     gone = tmp_path / "gone.png"  # a run whose every image fails frees the folder too

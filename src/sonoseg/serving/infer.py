@@ -36,6 +36,7 @@ from sonoseg.serving.modelio import (
     lesion_areas_at,
     load_checked,
     recorded_choice,
+    training_fingerprint,
     warn_of_another_size,
 )
 from sonoseg.serving.options import (
@@ -744,23 +745,19 @@ def segment_images(
         device = str(select_device(device, "--device"))
     selection = {"scales": scales, "shrink_above": shrink_above, "shrink_found_above": shrink_found_above}
     options = {"device": device, "tta": tta, "postprocess": postprocess, "rule": rule, "size": size, **selection}
-    segmenter = Segmenter(model_path, backend=backend, threads=threads, **options)
     outdir = Path(outdir)  # made, and a file written there, before the model loaded (check_writable)
     result = SegmentResult()
-    settings = {**segmenter.settings, "max_pixels": max_pixels, "not_segmented": not_taken}
-    # The folder held first (no other run writes masks there until this one's record is done), then the record.
-    with FolderHeld(outdir), RunRecord(outdir, planned, result, settings) as record, torch_threads(segmenter.threads):
-        segment_each(planned, segmenter, result, max_pixels, progress, record.replaced)
-        record.settings["input_sizes"] = segmenter.selection.input_sizes(segmenter.predictor.size)  # less refused
+    # The folder held first, before the model loads (no other run writes masks there until this one's record is
+    # done; a second run into it is refused at once, not once a large ensemble has loaded), then the record.
+    with FolderHeld(outdir):
+        segmenter = Segmenter(model_path, backend=backend, threads=threads, **options)
+        settings = {**segmenter.settings, "max_pixels": max_pixels, "not_segmented": not_taken}
+        with RunRecord(outdir, planned, result, settings) as record, torch_threads(segmenter.threads):
+            segment_each(planned, segmenter, result, max_pixels, progress, record.replaced)
+            record.settings["input_sizes"] = segmenter.selection.input_sizes(segmenter.predictor.size)  # less refused
     result.replaced = len({Path(path) for path in result.written} & record.replaced)
     result.not_segmented = not_taken
     return result
-
-
-def training_fingerprint(member: Path) -> str | None:
-    """What names a model file beyond its path, for the record (an exported graph is named by its sha256):
-    its training's fingerprint, None for a file from before fingerprints (its weights memory-mapped, not read)."""
-    return load_checked(member, MODEL_FORMAT, metadata_only=True).get("fingerprint")
 
 
 def segment_each(planned, segmenter: Segmenter, result: SegmentResult, max_pixels, progress, listed) -> None:

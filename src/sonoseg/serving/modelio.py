@@ -111,7 +111,9 @@ def load_checked(path: str | Path, expected_format: str, metadata_only: bool = F
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        if isinstance(exc, OSError) and exc.strerror:  # permissions, the file system: not the file's fault
+        # Permissions, a folder or no file at that path: not the file's fault (an EINVAL from mapping a file cut
+        # short is, below).
+        if isinstance(exc, (PermissionError, IsADirectoryError, FileNotFoundError, NotADirectoryError)):
             raise SonosegError(f"{path}: cannot be read ({exc.strerror})") from None
         if path.suffix.lower() == ".onnx":
             raise SonosegError(
@@ -780,3 +782,9 @@ def recorded_postprocess(members: list[Path]) -> str:
     """For models of a study's run folder, the post-processing recorded beside them
     (RecordedChoice.postprocess); the paper's rule (keep_one) for model files without one."""
     return recorded_choice(members).postprocess()
+
+
+def training_fingerprint(member: Path) -> str | None:
+    """What names a model file beyond its path, for the record (an exported graph is named by its sha256):
+    its training's fingerprint, None for a file from before fingerprints (its weights memory-mapped, not read)."""
+    return load_checked(member, MODEL_FORMAT, metadata_only=True).get("fingerprint")
