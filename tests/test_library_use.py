@@ -142,7 +142,10 @@ def test_the_collected_table_as_read_is_refused_not_pooled(tmp_path, entry):
         ENTRY_POINTS[entry](collected(tmp_path))
     message = str(refused.value)
     assert "method 'unet' has rows of 2 datasets (ext, in-domain)" in message
-    assert "method 'unet' has several runs of one training ('unet', 'unet--tta', 'unet--on-ext')" in message
+    assert (
+        "method 'unet' has several runs under one training label, fold/seed ('unet', 'unet--tta', 'unet--on-ext')"
+        in message
+    )
     assert "docs/statistics.md" in message and "patient_table" in message
 
 

@@ -779,3 +779,15 @@ def test_a_training_of_uncommitted_network_code_of_the_users_own_is_stamped_dirt
     helper.unlink()
     layer.write_text("y = 3\n")
     assert provenance.commit_with([module, layer]) == "abc123+dirty"
+    # One git call per folder, however many of the network's files lie there (a git status per file before).
+    calls = []
+    real_run = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a[0]) or real_run(*a, **k))
+    siblings = [tmp_path / f"part{i}.py" for i in range(5)]
+    for sibling in siblings:
+        sibling.write_text("w = 1\n")
+    git("add", *(sibling.name for sibling in siblings))
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "parts")
+    git_calls = len(calls)
+    provenance.commit_with([module, *siblings, layer])
+    assert len(calls) - git_calls == 2  # tmp_path's six files, clean, then layers/'s, changed

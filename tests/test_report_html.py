@@ -207,6 +207,8 @@ def test_every_figure_of_the_report_says_where_it_came_from_in_its_own_text(tiny
             assert text["Source"].startswith(source.split("; models trained")[0].rstrip(".")), png
         else:  # the study's results: as Table 1's caption names them
             assert text["Source"] == source, png
+    # The cost front's page, made with the cost figure, says it too.
+    assert source in (tiny_report["out"] / "report" / "cost_front.html").read_text()
 
 
 def tiny_path(path: str) -> str:

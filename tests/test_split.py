@@ -59,7 +59,7 @@ def test_a_split_file_with_an_empty_part_a_sample_twice_or_unknown_rows_is_named
     pd.DataFrame({"sample_id": table["sample_id"], "split": ["train"] * 8 + ["test"] * 2}).to_csv(file, index=False)
     with pytest.raises(
         SonosegError,
-        match=r"split.csv: fold 0's val part has 0 image\(s\) of 0 patient group\(s\).*move images between its parts",
+        match=r"split.csv: its val part has 0 image\(s\) of 0 patient group\(s\).*move images between its parts",
     ):
         split.user_split(table, file)
     # One sample given two parts: refused (the last row is not silently kept).
@@ -164,10 +164,7 @@ def test_a_split_no_training_can_run_on_is_refused_by_the_split_naming_the_fold_
     )
     assert not (tmp_path / "s.csv").exists()
     assert run(one_image_each(2)) == 2
-    assert (
-        "fold 0's val part has 0 image(s) of 0 patient group(s); fold 0's test part has 0 image(s)"
-        in capsys.readouterr().err
-    )
+    assert "its val part has 0 image(s) of 0 patient group(s); its test part has 0 image(s)" in capsys.readouterr().err
     # Two images each in the same 4 patients: each fold's training part has two images, and it runs.
     assert run(samples(4).drop(columns="image"), "--folds", "2") == 0
     assert run(one_image_each(6), "--folds", "2") == 0
@@ -216,5 +213,5 @@ def test_an_external_split_with_a_split_file_is_refused_by_name(tmp_path, capsys
     one_image_each(3).assign(status="included", height=64, width=64).to_csv(tmp_path / "m.csv", index=False)
     assert cli.main(["split", "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "s.csv")]) == 2
     said = capsys.readouterr().err
-    assert "fold 0's train part has 1 image(s)" in said
+    assert "images: its train part has 1 image(s)" in said  # one split, no folds to name
     assert said.rstrip().endswith("use more patients: 3 patient group(s) cannot fill the three parts")

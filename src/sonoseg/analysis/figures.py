@@ -279,11 +279,12 @@ def figure2(
     the methods figure2_methods picks, large enough to judge a boundary, or with ``every_method`` all
     of them (the full grid). Images run across and methods down, so that the figure stays within the
     report's width however many methods a study has. Returns the note naming the reference."""
-    source = source_line(manifest_csv, per_image)  # before the rows are narrowed: every run's training
+    given = per_image
     per_image = as_compared(per_image)
     methods = list(dict.fromkeys(per_image["method"]))
     reference, reference_note = families.reference_method(methods)
     shown = methods if every_method else figure2_methods(per_image, reference)
+    source = source_line(manifest_csv, given[given["run"].isin(shown)])  # the trainings of the runs it shows
     # Ranked over the images with a lesion, as the tables average them: a normal scan (BUSI's) scores 0 for any
     # false positive and would be the "worst" almost always.
     reference_dice = lesion_images(per_image[per_image["method"] == reference]).groupby("sample_id")["dice"].mean()

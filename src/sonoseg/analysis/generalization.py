@@ -22,7 +22,6 @@ from sonoseg.analysis.results import (
     read_table,
     select_runs,
     write_table,
-    written_caption,
 )
 from sonoseg.analysis.scoring import empty_side
 from sonoseg.data.options import NORMAL_LEFT_OUT
@@ -268,18 +267,10 @@ def read(table_csv: str | Path) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, out_png: str | Path, notes: list[str] = (), source: str = "") -> None:
-    """The report's figure (``figure``) written as a PNG, carrying ``source`` (written_source) in its text."""
+    """The report's figure (``figure``) written as a PNG, carrying ``source`` (results.written_source) in its text."""
     from sonoseg.analysis.figure_files import save_figure
 
     save_figure(figure(table, notes), out_png, source=source, dpi=120, bbox_inches=None)
-
-
-def written_source(table_csv: str | Path) -> str:
-    """The provenance a table's Markdown twin ends its caption with (the data, the code, the trainings:
-    provenance.caption_line), '' where it has none (a table from before captions named one)."""
-    caption = written_caption(table_csv) if Path(table_csv).with_suffix(".md").is_file() else ""
-    start = caption.find("Data fingerprint ")
-    return caption[start:].strip() if start >= 0 else ""
 
 
 def figure(table: pd.DataFrame, notes: list[str] = ()):

@@ -501,6 +501,14 @@ def written_caption(table_csv: str | Path) -> str:
     return first.replace("**", "").strip()  # Markdown's bold, wherever a caption puts it (the page escapes text)
 
 
+def written_source(table_csv: str | Path) -> str:
+    """The provenance a table's Markdown twin ends its caption with (the data, the code, the trainings:
+    provenance.caption_line), '' where it has none (no twin, or one from before captions named it)."""
+    caption = written_caption(table_csv)
+    start = caption.find("Data fingerprint ")
+    return caption[start:].strip() if start >= 0 else ""
+
+
 def read_per_image(path: str | Path, runs: Iterable[str] | None = None) -> pd.DataFrame:
     """The collected per-image table (per_image.csv.gz), or the rows of the named runs in that order.
     ``view`` and ``class`` are read as text, as the manifest gives them (view 1, not 1.0 where some image

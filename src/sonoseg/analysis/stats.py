@@ -133,9 +133,9 @@ def long_table(per_image: pd.DataFrame, metric: str = "dice", methods: Iterable[
 
 def _mixed_selection(per_image: pd.DataFrame, methods: Iterable[str] | None) -> list[str]:
     """What makes the rows of ``methods`` (every method when None) no one selection, one line per method: rows of
-    several datasets (a ``dataset`` column), or several runs of one training (a ``training`` column: the study's
-    collected table, whose ``run`` is a run of the sheet, a twin, an external test or a ladder step, all of one
-    method's trainings). The statistics would pool them into one mean, silently wrong."""
+    several datasets (a ``dataset`` column), or several runs under one training label (a ``training`` column: the
+    study's collected table, whose ``run`` is a run of the sheet, a twin, an external test or a ladder step, all
+    labelled fold/seed). The statistics would pool them into one mean, silently wrong."""
     rows = per_image if methods is None else per_image[per_image["method"].astype(str).isin({str(m) for m in methods})]
     found = []
     for name, of_method in rows.groupby(rows["method"].astype(str), sort=False):
@@ -145,7 +145,7 @@ def _mixed_selection(per_image: pd.DataFrame, methods: Iterable[str] | None) -> 
         if "training" in of_method.columns and (of_method.groupby("training")["run"].nunique() > 1).any():
             runs = list(dict.fromkeys(of_method["run"].astype(str)))
             shown = ", ".join(map(repr, runs[:5])) + (f", ... ({len(runs)} in all)" if len(runs) > 5 else "")
-            found.append(f"method {name!r} has several runs of one training ({shown})")
+            found.append(f"method {name!r} has several runs under one training label, fold/seed ({shown})")
     return found
 
 

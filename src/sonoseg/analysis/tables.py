@@ -67,14 +67,19 @@ def summarize_run(metrics_csv, history_csv) -> dict:
         "trainings": len(histories),
         "capped": sum(_last(h, "ended_by") == "cap" for h in histories),
         # The paper keeps one lesion; a validation choice may keep every component (predict.postprocess).
-        "every_component": sum(_kept_every_component(frame) for frame in per_training),
+        # NA where predict wrote no postprocess column (a study predicted before it): not known, not 0.
+        "every_component": (
+            sum(_kept_every_component(frame) for frame in per_training)
+            if all("postprocess" in frame for frame in per_training)
+            else pd.NA
+        ),
     }
 
 
 def _kept_every_component(metrics: pd.DataFrame) -> bool:
     """Whether a training's test masks kept every connected component (its ``postprocess`` column, written by
-    predict: the validation choice ``none``), not the paper's one lesion; False for metrics from before it."""
-    return "postprocess" in metrics and bool((metrics["postprocess"].astype(str) == "none").any())
+    predict: ``none``, set so or chosen on validation), not the paper's one lesion."""
+    return bool((metrics["postprocess"].astype(str) == "none").any())
 
 
 def _largest(values) -> object:
@@ -100,6 +105,13 @@ def mean_std(values: pd.Series) -> tuple[float, float]:
 def _count(group: pd.DataFrame, column: str) -> int:
     """A count summed over seeds (0 for summaries written before the column existed)."""
     return int(group[column].fillna(0).sum()) if column in group else 0
+
+
+def _count_known(group: pd.DataFrame, column: str):
+    """A count summed over seeds; NA where no seed's summary knows it (a column from before it was recorded)."""
+    if column not in group or group[column].isna().all():
+        return pd.NA
+    return int(group[column].fillna(0).sum())
 
 
 def aggregate(runs: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -137,7 +149,7 @@ def aggregate(runs: pd.DataFrame, key: str) -> pd.DataFrame:
                 "no_lesion_dice_std": no_lesion_dice_sd,
                 "trainings": _count(group, "trainings"),
                 "capped_trainings": _count(group, "capped"),
-                "every_component_trainings": _count(group, "every_component"),
+                "every_component_trainings": _count_known(group, "every_component"),
             }
         )
     return pd.DataFrame(rows)
@@ -273,7 +285,7 @@ def marked(label: str, ours: pd.Series) -> str:
     """A row's label with the marks its trainings earn: CAPPED_MARK, EVERY_COMPONENT_MARK."""
     if ours.get("capped_trainings"):
         label = f"{label} {CAPPED_MARK}"
-    if ours.get("every_component_trainings"):
+    if not pd.isna(ours.get("every_component_trainings", pd.NA)) and ours["every_component_trainings"]:
         label = f"{label} {EVERY_COMPONENT_MARK}"
     return label
 
@@ -659,12 +671,19 @@ def capped_note(table: pd.DataFrame) -> str:
             f"; {CAPPED_MARK}: trainings ended at the epoch cap, not by the stop rule "
             "(capped_trainings of trainings in the CSV)"
         )
-    if "every_component_trainings" in table and table["every_component_trainings"].fillna(0).astype(int).any():
-        note += (
-            f"; {EVERY_COMPONENT_MARK}: test masks kept every connected component, not the paper's one lesion, "
-            "as the post-processing chosen on validation said (predict.postprocess: validation; "
-            "every_component_trainings of trainings in the CSV)"
-        )
+    if "every_component_trainings" in table:
+        counts = pd.to_numeric(table["every_component_trainings"], errors="coerce")
+        if counts.fillna(0).astype(int).any():
+            note += (
+                f"; {EVERY_COMPONENT_MARK}: test masks kept every connected component, not the paper's one lesion, as "
+                "predict.postprocess said (none, or the choice made on validation; every_component_trainings of "
+                "trainings in the CSV)"
+            )
+        if counts.isna().any():
+            note += (
+                "; every_component_trainings empty: predictions made before sonoseg recorded the post-processing "
+                "(the runs' fold<k>/postprocess.json say which)"
+            )
     return note
 
 

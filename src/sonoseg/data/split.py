@@ -243,7 +243,8 @@ def check_parts(split: pd.DataFrame, samples: pd.DataFrame, source: str, remedy:
             rows = parts[parts["split"] == part]
             if len(rows) < fewest:
                 groups = rows["group"].nunique()
-                short.append(f"fold {fold}'s {part} part has {len(rows)} image(s) of {groups} patient group(s)")
+                whose = f"fold {fold}'s" if "fold" in split else "its"  # a split file gives one split, no folds
+                short.append(f"{whose} {part} part has {len(rows)} image(s) of {groups} patient group(s)")
     if short:
         raise SonosegError(
             f"{source}: {'; '.join(short)}; a training needs at least {FEWEST_IMAGES['train']} training images and "

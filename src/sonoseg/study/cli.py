@@ -638,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.add_argument("--front-csv", help="write the parameter front's paired statistics here (by patient)")
     p.add_argument("--front-table", help="the same as an HTML page")
-    p.add_argument("--manifest", help="the study's manifest: the data the figure and page name as their source")
+    p.add_argument("--manifest", required=True, help="the study's manifest: the data the figure and page name")
     p.add_argument("--out", required=True)
     p.set_defaults(func=commands.cmd_report_cost)
     p = sub.add_parser("report-statistics", help="report: per-image distributions and paired tests", parents=[custom])

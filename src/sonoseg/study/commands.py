@@ -729,11 +729,11 @@ def cmd_report_table(args) -> None:
 
 
 def cmd_report_generalization(args) -> None:
-    from sonoseg.analysis import generalization
+    from sonoseg.analysis import generalization, results
 
     table = generalization.read(args.table)
     notes = _left_out_notes(args) + generalization.lesionless_notes(table)
-    generalization.plot(table, args.out, notes, generalization.written_source(args.table))
+    generalization.plot(table, args.out, notes, results.written_source(args.table))
 
 
 def cmd_report_curves(args) -> None:
@@ -754,7 +754,7 @@ def cmd_report_figure2(args) -> None:
 def cmd_report_cost(args) -> None:
     from sonoseg.analysis import figures, results
 
-    manifest = _manifest_given(args.manifest) if args.manifest else None
+    manifest = _manifest_given(args.manifest)  # before anything is read or written
     per_image = _per_image(args)
     figures.cost_accuracy(
         per_image,
