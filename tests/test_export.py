@@ -108,12 +108,13 @@ def test_a_failed_export_keeps_the_earlier_one_and_names_the_file_and_the_full_d
     monkeypatch.undo()
     stale = tmp_path / ".model.onnx.4194303.partial"  # a pid no process has (the largest Linux allows)
     stale_now = tmp_path / ".model.onnx.4194303.k2x9_q1a.partial"  # the same, named as exports name them now
+    container = tmp_path / ".model.onnx.1.b7c0_x2z.partial"  # a container's pid 1, which runs here too: by age
     running = tmp_path / f".model.onnx.{os.getppid()}.partial"  # a running process's: kept
     recent = tmp_path / ".model.onnx.4194302.partial"  # maybe another machine's export on a shared folder: kept
-    for path in (stale, stale_now, running, recent):
+    for path in (stale, stale_now, container, running, recent):
         path.write_bytes(b"a graph cut short by kill -9")
     export.sidecar_path(stale).write_text("{}")
-    for path in (stale, stale_now, running):
+    for path in (stale, stale_now, container, running):
         os.utime(path, (time.time() - 7 * 3600,) * 2)
     export.export(model_path, onnx_path)
     left = sorted(path.name for path in tmp_path.iterdir())
@@ -131,6 +132,18 @@ def test_exports_from_processes_of_one_pid_stage_apart(tmp_path, monkeypatch):
         export.export(model_path, tmp_path / "m.onnx")
     assert len(set(staged)) == 2 and all(path.name.startswith(".m.onnx.1.") for path in staged)
     assert not [path for path in tmp_path.iterdir() if path.name.endswith(".partial")]  # none left behind
+
+
+def test_an_exported_graph_has_the_mode_the_umask_gives_a_new_file(tmp_path):
+    """Staged under a name mkstemp drew, the graph is still made anew: not mkstemp's owner-only 0600, which a
+    service reading a shared model folder could not open."""
+    model_path = write_model(tmp_path / "model.pt", "lighter_unet_c1")
+    old = os.umask(0o022)
+    try:
+        export.export(model_path, tmp_path / "m.onnx")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.onnx").stat().st_mode & 0o777 == 0o644
 
 
 def test_export_refuses_foreign_model(tmp_path):

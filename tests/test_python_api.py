@@ -46,7 +46,8 @@ def as_mask_file(mask: np.ndarray, path) -> bytes:
 
 def test_a_segmenter_gives_the_mask_segment_writes_byte_for_byte(tmp_path):
     """A model file, a run folder (its recorded 'none' and scales applied) and an exported graph, each against the
-    real command on the image saved as PNG; the model's probability assembled by hand is not the run's mask."""
+    real command on the image saved as PNG (the array path against the file path, the recorded choice resolved
+    alike); the run folder's mask differs from keep_one's, so the recorded choice is applied."""
     image = sample_images(1)[0]
     image_file = tmp_path / "scan.png"
     cv2.imwrite(str(image_file), image[:, :, ::-1])

@@ -6,6 +6,7 @@ said an image whose mask could not be written was "not reached"; and --size took
 
 import json
 import os
+import re
 
 import cv2
 import numpy as np
@@ -73,7 +74,9 @@ def test_every_mask_name_clash_is_named_at_once(tmp_path, scans):
 
 def test_threads_are_applied_by_the_torch_backend_as_recorded_and_given_back(tmp_path, scans, monkeypatch):
     paths, model = scans
-    before, real, during = torch.get_num_threads(), torch.set_num_threads, []
+    given, real, during = torch.get_num_threads(), torch.set_num_threads, []
+    real(2)  # not the count asked for (the suite's workers run with 1): only a count given back passes
+    before = torch.get_num_threads()
 
     def set_threads(count):
         real(count)
@@ -86,7 +89,14 @@ def test_threads_are_applied_by_the_torch_backend_as_recorded_and_given_back(tmp
         # A notebook segmenting one folder keeps its own thread count for what it does next.
         assert torch.get_num_threads() == before
     finally:
-        real(before)
+        real(given)
+
+
+def test_a_device_sonoseg_cannot_use_is_named_as_the_caller_set_it():
+    """The Python argument for a caller in Python, the study's train.device for its predict jobs and choices."""
+    for option, said in (("device", "device: 'gpu'"), ("train.device", "train.device: 'gpu'")):
+        with pytest.raises(SonosegError, match=re.escape(said)):
+            infer.model_predictor(__file__, "gpu", option)  # refused before the file is read
 
 
 def test_the_record_lists_the_sizes_the_network_took_and_names_each_model_beyond_its_path(tmp_path, scans):

@@ -270,8 +270,8 @@ def export(
     # The graph is made and checked in a file of this process's own beside --out, then renamed over it with
     # its sidecar: a failed export (a full disk) leaves an earlier one at --out as it was, and two exports
     # to one path at once each check their own graph, the later one's pair replacing the earlier's.
-    # Named by this process's id and a name mkstemp made unique (O_EXCL): two containers sharing a volume may
-    # each be pid 1, and their exports to one --out must still stage apart.
+    # Named by this process's id and a random part mkstemp drew (no file had the name when it was drawn): two
+    # containers sharing a volume may each be pid 1, and their exports to one --out must still stage apart.
     for stale in _stale_staging(out):  # a killed export's (a paper-scale ensemble's graph: hundreds of MB)
         _remove_with_sidecar(stale)
     handle, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.{os.getpid()}.", suffix=".partial")
@@ -308,7 +308,8 @@ def _stale_staging(out: Path) -> list[Path]:
             old = now - path.stat().st_mtime > STALE_HOURS * 3600
         except OSError:  # gone meanwhile
             continue
-        if old and pid.isdigit() and not _running(int(pid)):
+        # pid 1 runs on every machine and container: an export that was a container's pid 1 is judged by age alone.
+        if old and pid.isdigit() and (int(pid) == 1 or not _running(int(pid))):
             stale.append(path)
     return stale
 

@@ -156,15 +156,15 @@ def model_files(model_path: str | Path | list[str | Path]) -> list[Path]:
     return [Path(m) for m in model_path] if isinstance(model_path, (list, tuple)) else [Path(model_path)]
 
 
-def model_predictor(model_path: str | Path | list[str | Path], device: str = "auto") -> Predictor:
+def model_predictor(model_path: str | Path | list[str | Path], device: str = "auto", option="device") -> Predictor:
     """A model file, or several (their ensemble: the mean of their probabilities), loaded with the model
     wrapper `segment` and export use, on ``device`` (auto, cpu, cuda, cuda:<index>). Returns a Predictor whose
     run gives the probability alone: no post-processing, test-time augmentation or scale selection (the masks
     segment writes, for a model file, a run folder or an exported graph: Segmenter). Raises SonosegError for
     a path that is no model file, a file that is no sonoseg model, members that see different inputs, and a
-    device sonoseg does not compute on or cannot see (torch_predictor)."""
+    device sonoseg does not compute on or cannot see (torch_predictor, which names it as ``option``)."""
     members = model_files(model_path)
-    return ensemble([torch_predictor(member, device) for member in members], members)
+    return ensemble([torch_predictor(member, device, option=option) for member in members], members)
 
 
 def model_label(model_path: str | Path | list[str | Path]) -> str:
@@ -205,7 +205,7 @@ def predict(
     ``scales``: test-time scale selection (scale_adaptive), applied to the plain and the flip-averaged
     probability alike; ``shrink_above``: its size-aware rule (area_limit), ``shrink_found_above`` the
     rule's second trigger (scale_adaptive's found_above)."""
-    predictor = predictor or model_predictor(model_path, device)
+    predictor = predictor or model_predictor(model_path, device, "train.device")  # the study's setting
     model_path = model_label(model_path)
     arrays = load_cache(data_path)
     check_cache(arrays, data_path, predictor, model_path, reliance)
@@ -650,10 +650,13 @@ class Segmenter:
             trained_on.get("commit", "unknown"),
         )
         # The paths as given, the folder they are relative to, and what names each member beyond its path.
-        settings = {"model": str(model_path), "members": [str(m) for m in members], "cwd": os.getcwd()}
-        ids = [described.get("onnx_sha256")] if exported else [training_fingerprint(member) for member in members]
+        settings = {"model": str(model_path), "members": [str(m) for m in members]}
+        # Read for segment's record alone (member_ids): a Python caller reads no member again, needs no working folder.
+        self.member_ids = lambda: (
+            [described.get("onnx_sha256")] if exported else list(map(training_fingerprint, members))
+        )
         # Serving never autocasts: whatever a model trained in, its masks are computed in fp32 (said in the record).
-        settings |= {"member_ids": ids, "backend": backend, "precision": "fp32", "tta": tta}
+        settings |= {"backend": backend, "precision": "fp32", "tta": tta}
         settings |= {"device": device if backend == "torch" else "cpu", "threads": threads}
         settings |= {"input_size": predictor.size}
         settings |= {"scales": list(scales), "shrink_above": shrink_above, "shrink_found_above": shrink_found_above}
@@ -751,7 +754,8 @@ def segment_images(
     # done; a second run into it is refused at once, not once a large ensemble has loaded), then the record.
     with FolderHeld(outdir):
         segmenter = Segmenter(model_path, backend=backend, threads=threads, **options)
-        settings = {**segmenter.settings, "max_pixels": max_pixels, "not_segmented": not_taken}
+        settings = {**segmenter.settings, "cwd": os.getcwd(), "member_ids": segmenter.member_ids()}
+        settings |= {"max_pixels": max_pixels, "not_segmented": not_taken}
         with RunRecord(outdir, planned, result, settings) as record, torch_threads(segmenter.threads):
             segment_each(planned, segmenter, result, max_pixels, progress, record.replaced)
             record.settings["input_sizes"] = segmenter.selection.input_sizes(segmenter.predictor.size)  # less refused

@@ -114,7 +114,7 @@ def load_checked(path: str | Path, expected_format: str, metadata_only: bool = F
         # Permissions, a folder or no file at that path: not the file's fault (an EINVAL from mapping a file cut
         # short is, below).
         if isinstance(exc, (PermissionError, IsADirectoryError, FileNotFoundError, NotADirectoryError)):
-            raise SonosegError(f"{path}: cannot be read ({exc.strerror})") from None
+            raise SonosegError(f"{path}: cannot be read ({exc.strerror or exc})") from None
         if path.suffix.lower() == ".onnx":
             raise SonosegError(
                 f"{path}: an ONNX graph, not a {expected_format} file: serve it with ONNX Runtime (--backend "

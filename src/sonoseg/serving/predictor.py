@@ -118,11 +118,14 @@ def one_channel(probabilities: np.ndarray, model_path: str | Path) -> np.ndarray
     return probabilities[:, 0]
 
 
-def torch_predictor(model_path: str | Path, device: str = "auto", size: int | None = None) -> Predictor:
+def torch_predictor(
+    model_path: str | Path, device: str = "auto", size: int | None = None, option: str = "device"
+) -> Predictor:
     """The Predictor of one model file, run by torch.
 
     ``model_path``: a model.pt (sonoseg-model-v1); ``device``: where it computes (auto, cpu, cuda,
-    cuda:<index>); ``size``: an input size other than the one it was trained at (None: that one).
+    cuda:<index>), named in messages as ``option`` (the argument, or the study's train.device that set it);
+    ``size``: an input size other than the one it was trained at (None: that one).
     Its ``run`` takes float32 (N, 3, size, size) in [0, 1] and returns the lesion probability,
     float32 (N, size, size). Raises SonosegError for a path that is no file (a run folder's ensemble:
     sonoseg.serving.Segmenter), a file that is no sonoseg model or does not load safely, and a device
@@ -139,7 +142,7 @@ def torch_predictor(model_path: str | Path, device: str = "auto", size: int | No
         )
     if not Path(model_path).exists():
         raise SonosegError(f"{model_path}: no such model file")
-    dev = select_device(device, "device")  # the argument's name: serving is called with it, not a config key
+    dev = select_device(device, option)
     model, saved = load_model(model_path, dev)
     wrapped = ProbabilityModel(model, saved.get("normalization")).eval()
 

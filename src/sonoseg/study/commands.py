@@ -339,7 +339,7 @@ def cmd_predict(args) -> None:
         slot = _gpu_slot(args.device, args.runs_per_gpu)  # noqa: F841 - held until the process ends
         from sonoseg.serving import infer, modelio
 
-        predictor = infer.model_predictor(args.model, args.device)  # loaded once for every test set
+        predictor = infer.model_predictor(args.model, args.device, "train.device")  # once for every test set
         postprocess = (
             modelio.chosen_postprocess(args.postprocess_choice) if args.postprocess_choice else args.postprocess
         )

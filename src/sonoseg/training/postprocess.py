@@ -49,7 +49,7 @@ def validation_dice(
     images = images_to_tensor(arrays["images"]).numpy()
     rows = []
     for model in models:
-        predictor = infer.torch_predictor(model, device)
+        predictor = infer.torch_predictor(model, device, option="train.device")
         infer.check_cache(arrays, val_cache, predictor, model)  # prepared as its training data, as predict checks
         run = infer.scale_selection(predictor, scales, shrink_above, shrink_found_above, str(model))(predictor.run)
         probabilities = np.concatenate([batch for _, batch in infer.in_batches(run, images)])
