@@ -143,6 +143,18 @@ def test_model_predictor_names_a_missing_file_a_folder_and_the_device_argument(t
         Segmenter(tmp_path / "nope.pt")
 
 
+def test_an_option_is_named_as_the_caller_gave_it(tmp_path):
+    """A Python caller's keyword (size=) and segment's command-line option (--size), by the same check."""
+    model = write_model(tmp_path / "m.pt", "lighter_unet_c1")
+    export.export(model, tmp_path / "m.onnx")
+    with pytest.raises(SonosegError, match=r"an exported model has its input size; size does not apply$"):
+        Segmenter(tmp_path / "m.onnx", size=48)
+    image = tmp_path / "scan.png"
+    cv2.imwrite(str(image), sample_images(1)[0])
+    with pytest.raises(SonosegError, match=r"an exported model has its input size; --size does not apply"):
+        infer.segment_images(tmp_path / "m.onnx", [image], tmp_path / "out", size=48)
+
+
 def test_a_postprocess_segment_does_not_take_is_refused_before_anything_is_read_or_written(tmp_path):
     not_a_model = tmp_path / "junk.pt"
     not_a_model.write_bytes(b"junk")  # never read: the option is refused first

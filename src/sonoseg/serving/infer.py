@@ -545,15 +545,16 @@ class Segmenter:
         size: int | None = None,
         backend: str | None = None,
         threads: int = 0,
+        option_prefix: str = "",  # how messages name the options: "--" for segment's command line
     ):
         backend = backend_for(model_path, backend)
-        check_segment_options(backend, rule, threads, device, postprocess, "")
+        check_segment_options(backend, rule, threads, device, postprocess, option_prefix)
         if backend == "torch" or Path(model_path).suffix.lower() != ".onnx":
             require_torch(model_path, backend)
         if backend == "torch":
             from sonoseg.serving.device import select_device
 
-            device = str(select_device(device, "device"))
+            device = str(select_device(device, f"{option_prefix}device"))
         self.label = str(model_path)  # how messages name the model
         self.threads = threads if backend == "torch" else 0  # ONNX Runtime's session took its own
 
@@ -561,7 +562,9 @@ class Segmenter:
             if backend == "torch":
                 return torch_predictor(member, device, size)
             if member.suffix.lower() == ".onnx" and size:
-                raise SonosegError(f"{member}: an exported model has its input size; --size does not apply")
+                raise SonosegError(
+                    f"{member}: an exported model has its input size; {option_prefix}size does not apply"
+                )
             return onnxruntime_predictor(member, threads, size, scales or ())
 
         members = ensemble_members(model_path)
@@ -586,8 +589,9 @@ class Segmenter:
             selection = sidecar.study_selection(described)
             if scales is not None and shrinks(scales) and len(sidecar.served_sides(described)) == 1:
                 raise SonosegError(
-                    f"{model_path}: this graph was exported at one input size; --scales needs one exported from a run "
-                    "whose study selected scales, or the model.pt (--backend onnxruntime exports it for the scales)"
+                    f"{model_path}: this graph was exported at one input size; {option_prefix}scales needs one "
+                    "exported from a run whose study selected scales, or the model.pt "
+                    f"({option_prefix}backend onnxruntime exports it for the scales)"
                 )
             if scales is None:
                 scales = tuple(selection.get("scales", [1.0]))
@@ -635,7 +639,7 @@ class Segmenter:
             postprocess + (f" (component rule {rule})" if postprocess == "keep_one" else ""),
         )
         if not predictor.size:
-            raise SonosegError(f"{model_path}: no input size stored; pass --size")
+            raise SonosegError(f"{model_path}: no input size stored; pass {option_prefix}size")
         trained_on = predictor.provenance or {}
         at_training = trained_on.get("dataset_fingerprint_at_training")
         log.info(
@@ -740,12 +744,6 @@ def segment_images(
     check_found([image for image, _ in planned])  # a mistyped path, said now rather than after the model loads
     refuse_unrecorded(Path(outdir), planned)  # a file segment did not write, such as a hand-drawn mask: never replaced
     check_writable(Path(outdir))
-    if backend == "torch" or Path(model_path).suffix.lower() != ".onnx":
-        require_torch(model_path, backend)
-    if backend == "torch":  # said by the option's name, before the model loads
-        from sonoseg.serving.device import select_device
-
-        device = str(select_device(device, "--device"))
     selection = {"scales": scales, "shrink_above": shrink_above, "shrink_found_above": shrink_found_above}
     options = {"device": device, "tta": tta, "postprocess": postprocess, "rule": rule, "size": size, **selection}
     outdir = Path(outdir)  # made, and a file written there, before the model loaded (check_writable)
@@ -753,7 +751,7 @@ def segment_images(
     # The folder held first, before the model loads (no other run writes masks there until this one's record is
     # done; a second run into it is refused at once, not once a large ensemble has loaded), then the record.
     with FolderHeld(outdir):
-        segmenter = Segmenter(model_path, backend=backend, threads=threads, **options)
+        segmenter = Segmenter(model_path, backend=backend, threads=threads, option_prefix="--", **options)
         settings = {**segmenter.settings, "cwd": os.getcwd(), "member_ids": segmenter.member_ids()}
         settings |= {"max_pixels": max_pixels, "not_segmented": not_taken}
         with RunRecord(outdir, planned, result, settings) as record, torch_threads(segmenter.threads):
