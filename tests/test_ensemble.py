@@ -8,7 +8,7 @@ import pytest
 from conftest import sample_images, write_model
 
 from sonoseg.errors import SonosegError
-from sonoseg.serving import infer
+from sonoseg.serving import infer, modelio, segmenter
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def run_folder(tmp_path):
 
 
 def test_the_ensemble_averages_its_members_probabilities(run_folder):
-    members = infer.ensemble_members(run_folder)
+    members = modelio.ensemble_members(run_folder)
     assert [m.relative_to(run_folder).as_posix() for m in members] == ["fold0/seed0/model.pt", "fold1/seed0/model.pt"]
     single = [infer.torch_predictor(m, "cpu") for m in members]
     both = infer.ensemble(single, members)
@@ -38,7 +38,7 @@ def test_members_trained_on_other_data_are_named_in_the_warning(run_folder, capl
 
     from sonoseg.serving.modelio import save_atomic
 
-    members = infer.ensemble_members(run_folder)
+    members = modelio.ensemble_members(run_folder)
     for member, fingerprint in zip(members, ("a" * 64, "b" * 64)):
         saved = torch.load(member, weights_only=True)
         save_atomic({**saved, "provenance": {"dataset_fingerprint": fingerprint}}, member)
@@ -53,7 +53,7 @@ def test_members_trained_on_other_data_are_named_in_the_warning(run_folder, capl
 def test_segment_takes_a_run_folder(run_folder, tmp_path, caplog):
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])
-    result = infer.segment_images(run_folder, [image], tmp_path / "masks", device="cpu", tta=True)
+    result = segmenter.segment_images(run_folder, [image], tmp_path / "masks", device="cpu", tta=True)
     assert result.written == [tmp_path / "masks" / "scan_mask.png"] and not result.failed
     # Its folds hold no choice: said of the folder (not "give it its run folder", which it was given).
     assert f"{run_folder}: no postprocess.json in its folds" in caplog.text
@@ -63,19 +63,19 @@ def test_segment_takes_a_run_folder(run_folder, tmp_path, caplog):
 def test_a_run_folder_with_a_missing_or_corrupt_member_is_refused_by_name(run_folder, tmp_path):
     (run_folder / "fold1" / "seed0" / "model.pt").unlink()
     with pytest.raises(SonosegError, match=r"fold1/seed0: this member of the run folder .* has no model.pt"):
-        infer.ensemble_members(run_folder)
+        modelio.ensemble_members(run_folder)
     (run_folder / "fold1" / "seed0" / "model.pt").write_bytes(b"not a model")
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])
     with pytest.raises(SonosegError, match=r"fold1/seed0/model.pt"):
-        infer.segment_images(run_folder, [image], tmp_path / "masks", device="cpu")
+        segmenter.segment_images(run_folder, [image], tmp_path / "masks", device="cpu")
     # A member cut short (a copy that did not finish): said so, in a whole sentence.
     whole = (run_folder / "fold0" / "seed0" / "model.pt").read_bytes()
     (run_folder / "fold1" / "seed0" / "model.pt").write_bytes(whole[: len(whole) // 2])
     with pytest.raises(
         SonosegError, match=r"fold1/seed0/model.pt: .*cut short: its zip archive ends before its directory"
     ):
-        infer.segment_images(run_folder, [image], tmp_path / "masks", device="cpu")
+        segmenter.segment_images(run_folder, [image], tmp_path / "masks", device="cpu")
 
 
 def test_members_that_see_different_inputs_are_refused(tmp_path):
@@ -84,13 +84,13 @@ def test_members_that_see_different_inputs_are_refused(tmp_path):
         path = folder / f"fold{fold}" / "seed0" / "model.pt"
         path.parent.mkdir(parents=True)
         write_model(path, "unet", interpolation=interpolation)
-    members = infer.ensemble_members(folder)
+    members = modelio.ensemble_members(folder)
     with pytest.raises(SonosegError, match="fold1/seed0/model.pt: input .* differs"):
         infer.ensemble([infer.torch_predictor(m, "cpu") for m in members], members)
 
 
 def test_flip_averaging_flips_back_exactly(run_folder):
-    predictor = infer.torch_predictor(infer.ensemble_members(run_folder)[0], "cpu")
+    predictor = infer.torch_predictor(modelio.ensemble_members(run_folder)[0], "cpu")
     batch = predictor.prepare(sample_images(1)[0])
     averaged = infer.flip_averaged(predictor.run)
     mirrored = np.ascontiguousarray(batch[..., ::-1])
@@ -104,12 +104,12 @@ def test_flip_averaging_flips_back_exactly(run_folder):
 
 def test_only_a_run_folder_with_the_same_seeds_in_every_fold_is_an_ensemble(run_folder, tmp_path):
     with pytest.raises(SonosegError, match="not a run folder"):
-        infer.ensemble_members(run_folder.parent)  # runs/: several runs would mix networks
+        modelio.ensemble_members(run_folder.parent)  # runs/: several runs would mix networks
     extra = run_folder / "fold0" / "seed1" / "model.pt"
     extra.parent.mkdir()
     write_model(extra, "unet", seed=2)
     with pytest.raises(SonosegError, match=r"fold1: seeds \['seed0'\] differ from fold0's \['seed0', 'seed1'\]"):
-        infer.ensemble_members(run_folder)
+        modelio.ensemble_members(run_folder)
 
 
 # ----------------------------------------------------------------------------- TTA as a dimension of the study
@@ -304,7 +304,7 @@ def test_a_run_folder_exports_its_ensemble_as_one_onnx_graph(tmp_path, caplog):
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])
     with caplog.at_level(logging.INFO, logger="sonoseg.serving.infer"):
-        infer.segment_images(tmp_path / "ensemble.onnx", [image], tmp_path / "masks", backend="onnxruntime")
+        segmenter.segment_images(tmp_path / "ensemble.onnx", [image], tmp_path / "masks", backend="onnxruntime")
     assert any("an exported ensemble of 2 models" in r.getMessage() for r in caplog.records)
     (tmp_path / "fold1").rename(run / "fold1")
     write_model(run / "fold1" / "seed0" / "model.pt", "lighter_unet_c1", seed=0, interpolation="area")

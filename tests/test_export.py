@@ -16,7 +16,7 @@ from sonoseg.data import preprocess
 from sonoseg.data.preprocess import IMAGENET_NORMALIZATION, INTERPOLATION_MEANING
 from sonoseg.errors import SonosegError
 from sonoseg.networks import models
-from sonoseg.serving import export, infer
+from sonoseg.serving import export, infer, segmenter
 from sonoseg.serving.sidecar import read_sidecar
 from sonoseg.study.cli import main
 
@@ -224,7 +224,7 @@ def test_segment_onnxruntime_exports_a_model_pt_on_the_fly(tmp_path):
     model_path = write_model(tmp_path / "model.pt", "lighter_unet_c1")
     path = tmp_path / "scan.png"
     cv2.imwrite(str(path), sample_images(1)[0])
-    result = infer.segment_images(model_path, [path], tmp_path / "out", backend="onnxruntime")
+    result = segmenter.segment_images(model_path, [path], tmp_path / "out", backend="onnxruntime")
     assert [p.name for p in result.written] == ["scan_mask.png"] and not result.failed
 
 
@@ -248,7 +248,7 @@ def test_new_images_are_resized_as_the_model_was_trained(tmp_path):
         paths.append(tmp_path / f"scan{i}.png")
         cv2.imwrite(str(paths[-1]), image[:, :, ::-1])
     for backend, model in (("torch", model_path), ("onnxruntime", onnx_path)):
-        infer.segment_images(model, paths, tmp_path / backend, device="cpu", backend=backend)
+        segmenter.segment_images(model, paths, tmp_path / backend, device="cpu", backend=backend)
     differs = False
     for path, image in zip(paths, images):
         by_area, by_bilinear = (

@@ -14,7 +14,7 @@ import torch
 from conftest import sample_images, write_model
 
 from sonoseg.errors import SonosegError
-from sonoseg.serving import Segmenter, export, infer, predictor
+from sonoseg.serving import Segmenter, export, infer, predictor, segmenter
 from sonoseg.serving.mask_files import RECORD_NAME, write_png
 from sonoseg.study.cli import main
 
@@ -61,11 +61,11 @@ def test_a_segmenter_gives_the_mask_segment_writes_byte_for_byte(tmp_path):
         ("onnx", onnx, []),
     ):
         expected = segment_command(served, image_file, tmp_path / name, *options)
-        segmenter = Segmenter(served, device="cpu")
-        mask = segmenter(image)
+        loaded = Segmenter(served, device="cpu")
+        mask = loaded(image)
         assert mask.dtype == bool and mask.shape == image.shape[:2]
         assert as_mask_file(mask, tmp_path / f"{name}_python.png") == expected, name
-    assert segmenter.postprocess == "keep_one"  # the exported graph's sidecar says so
+    assert loaded.postprocess == "keep_one"  # the exported graph's sidecar says so
     # The run folder: what the folds recorded is applied; the plain ensemble with keep_one is another mask.
     by_run = Segmenter(run, device="cpu")
     assert by_run.postprocess == "none" and by_run.selection.factors == (1.0, 0.75, 0.5)
@@ -108,9 +108,9 @@ def test_arrays_read_image_converts_are_converted_as_segment_reads_their_files(t
     ],
 )
 def test_arrays_no_image_file_gives_are_refused_naming_dtype_shape_and_what_is_taken(tmp_path, image, said):
-    segmenter = Segmenter(write_model(tmp_path / "model.pt", "lighter_unet_c1"), device="cpu")
+    loaded = Segmenter(write_model(tmp_path / "model.pt", "lighter_unet_c1"), device="cpu")
     with pytest.raises(SonosegError, match=r"uint8 or uint16 arrays .* \(height, width, 4\) RGBA") as refused:
-        segmenter(image)
+        loaded(image)
     assert said in str(refused.value)
     if np.asarray(image).dtype.kind == "f":
         assert "scale it to uint8 first" in str(refused.value)
@@ -139,6 +139,9 @@ def test_model_predictor_names_a_missing_file_a_folder_and_the_device_argument(t
     assert "train.device" not in str(refused.value)
     with pytest.raises(SonosegError, match=r"^threads: -1 is not a number of threads"):
         Segmenter(model, threads=-1)
+    with pytest.raises(SonosegError, match=r"^threads: True is not a number of threads"):
+        Segmenter(model, threads=True)  # Python's bool is an int; a flag is no count
+    assert Segmenter(model, device="cpu", threads=np.int64(1)).threads == 1  # a notebook's count, as NumPy gives it
     with pytest.raises(SonosegError, match=r"no such model file or run folder"):
         Segmenter(tmp_path / "nope.pt")
 
@@ -152,7 +155,7 @@ def test_an_option_is_named_as_the_caller_gave_it(tmp_path):
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])
     with pytest.raises(SonosegError, match=r"an exported model has its input size; --size does not apply"):
-        infer.segment_images(tmp_path / "m.onnx", [image], tmp_path / "out", size=48)
+        segmenter.segment_images(tmp_path / "m.onnx", [image], tmp_path / "out", size=48)
 
 
 def test_a_postprocess_segment_does_not_take_is_refused_before_anything_is_read_or_written(tmp_path):
@@ -161,7 +164,7 @@ def test_a_postprocess_segment_does_not_take_is_refused_before_anything_is_read_
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])
     with pytest.raises(SonosegError) as refused:
-        infer.segment_images(not_a_model, [image], tmp_path / "out", postprocess="keep one")
+        segmenter.segment_images(not_a_model, [image], tmp_path / "out", postprocess="keep one")
     assert str(refused.value) == "--postprocess: 'keep one' is not one of ('keep_one', 'none', 'recorded')"
     assert not (tmp_path / "out" / RECORD_NAME).exists()
     with pytest.raises(SonosegError, match=r"^postprocess: 'keep one' is not one of \('keep_one', 'none', 'recorded'"):
@@ -177,14 +180,14 @@ def test_threads_asked_for_are_given_back_after_segmenting(tmp_path):
     model = write_model(tmp_path / "model.pt", "lighter_unet_c1")
     before = torch.get_num_threads()
     seen = []
-    segmenter = Segmenter(model, device="cpu", threads=1)
-    run = segmenter.predictor.run
-    segmenter.predictor.run = lambda batch: seen.append(torch.get_num_threads()) or run(batch)
+    loaded = Segmenter(model, device="cpu", threads=1)
+    run = loaded.predictor.run
+    loaded.predictor.run = lambda batch: seen.append(torch.get_num_threads()) or run(batch)
     try:
         torch.set_num_threads(2)
-        segmenter(image)
+        loaded(image)
         assert torch.get_num_threads() == 2
-        infer.segment_images(model, [image_file], tmp_path / "out", device="cpu", threads=1)
+        segmenter.segment_images(model, [image_file], tmp_path / "out", device="cpu", threads=1)
         assert torch.get_num_threads() == 2
         assert json.loads((tmp_path / "out" / RECORD_NAME).read_text())["runs"][-1]["threads"] == 1
     finally:

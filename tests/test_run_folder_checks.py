@@ -14,7 +14,7 @@ import torch
 from conftest import sample_images
 
 from sonoseg.errors import SonosegError
-from sonoseg.serving import infer, modelio
+from sonoseg.serving import modelio, segmenter
 
 NETWORK = "lighter_unet_c1"
 
@@ -230,7 +230,7 @@ def test_a_model_of_another_network_in_a_run_folder_is_refused_by_name(tmp_path)
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])
     with pytest.raises(SonosegError, match=r"fold1/seed0/model.pt: a model of network 'unet'"):
-        infer.segment_images(run, [image], tmp_path / "masks", device="cpu")  # not a warning: refused
+        segmenter.segment_images(run, [image], tmp_path / "masks", device="cpu")  # not a warning: refused
     # One member of each: the run's network is the one it is named after, whichever fold holds it.
     shutil.rmtree(run / "fold2")
     member(run, 0, 0, "unet", seed=0, fingerprint="another run's too")

@@ -10,7 +10,7 @@ import torch
 from conftest import sample_images, write_model, write_samples
 
 from sonoseg.errors import SonosegError
-from sonoseg.serving import export, infer, modelio
+from sonoseg.serving import export, infer, modelio, segmenter
 
 
 def disc_probability(batch: np.ndarray, level_by_size: dict[int, float]) -> np.ndarray:
@@ -140,11 +140,11 @@ def test_predict_and_segment_choose_the_scale_per_image_on_a_real_model(tmp_path
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])
     for name, factors in (("seg_plain", (1.0,)), ("seg_scaled", scales)):
-        result = infer.segment_images(model, [image], tmp_path / name, device="cpu", scales=factors)
+        result = segmenter.segment_images(model, [image], tmp_path / name, device="cpu", scales=factors)
         assert result.written and not result.failed
     # ONNX Runtime: the model.pt exported on the fly at any size gives the same mask; a graph exported at
     # one size is refused with --scales.
-    infer.segment_images(model, [image], tmp_path / "onnx", backend="onnxruntime", scales=scales)
+    segmenter.segment_images(model, [image], tmp_path / "onnx", backend="onnxruntime", scales=scales)
     seg_plain, seg_scaled, onnx = (
         cv2.imread(str(tmp_path / d / "scan_mask.png")) for d in ("seg_plain", "seg_scaled", "onnx")
     )
@@ -152,7 +152,9 @@ def test_predict_and_segment_choose_the_scale_per_image_on_a_real_model(tmp_path
     assert np.array_equal(seg_scaled, onnx)
     export.export(model, tmp_path / "fixed.onnx")
     with pytest.raises(SonosegError, match="exported at one input size; --scales needs"):
-        infer.segment_images(tmp_path / "fixed.onnx", [image], tmp_path / "onnx2", backend="onnxruntime", scales=scales)
+        segmenter.segment_images(
+            tmp_path / "fixed.onnx", [image], tmp_path / "onnx2", backend="onnxruntime", scales=scales
+        )
 
 
 def test_no_lesion_at_any_size_keeps_the_input_size_and_repeated_sizes_are_tried_once():
@@ -203,11 +205,11 @@ def test_segment_applies_the_scales_recorded_with_a_studys_models(tmp_path):
     that disagree are named."""
     choice = {"chosen": "keep_one", "validation_dice": {"keep_one": 0.5, "none": 0.4}, "validation_images": 2}
     run, image = two_fold_run_with_choice(tmp_path, {**choice, "scales": [1.0, 0.75, 0.5]})
-    members = infer.ensemble_members(run)
+    members = modelio.ensemble_members(run)
     assert modelio.recorded_choice(members).scales() == ((1.0, 0.75, 0.5), None, None)
 
     def mask(name, **options):
-        infer.segment_images(run, [image], tmp_path / name, device="cpu", **options)
+        segmenter.segment_images(run, [image], tmp_path / name, device="cpu", **options)
         return cv2.imread(str(tmp_path / name / "scan_mask.png"), cv2.IMREAD_GRAYSCALE)
 
     recorded, explicit, off = mask("recorded"), mask("explicit", scales=(1.0, 0.75, 0.5)), mask("off", scales=(1.0,))
@@ -235,14 +237,16 @@ def test_segment_reads_each_folds_recorded_choice_once_and_only_when_it_needs_it
     read = []
     reader = modelio._read_choice
     monkeypatch.setattr(modelio, "_read_choice", lambda path: read.append(path) or reader(path))
-    assert infer.segment_images(run, [image], tmp_path / "recorded", device="cpu").written
+    assert segmenter.segment_images(run, [image], tmp_path / "recorded", device="cpu").written
     assert sorted(read) == sorted(run / f"fold{f}" / "postprocess.json" for f in (0, 1))
     (run / "fold1" / "postprocess.json").write_text("{")
     read.clear()
-    told = infer.segment_images(run, [image], tmp_path / "told", device="cpu", scales=(1.0,), postprocess="keep_one")
+    told = segmenter.segment_images(
+        run, [image], tmp_path / "told", device="cpu", scales=(1.0,), postprocess="keep_one"
+    )
     assert told.written and not read
     with pytest.raises(SonosegError, match=r"fold1/postprocess.json: not a post-processing choice"):
-        infer.segment_images(run, [image], tmp_path / "broken", device="cpu", scales=(1.0,))
+        segmenter.segment_images(run, [image], tmp_path / "broken", device="cpu", scales=(1.0,))
 
 
 def test_segment_applies_the_post_processing_its_run_folder_records(tmp_path, monkeypatch):
@@ -254,9 +258,9 @@ def test_segment_applies_the_post_processing_its_run_folder_records(tmp_path, mo
     applied = []
     writer = infer.write_mask
     monkeypatch.setattr(infer, "write_mask", lambda *args: applied.append(args[-1]) or writer(*args))
-    assert infer.segment_images(run, [image], tmp_path / "recorded", device="cpu").written
+    assert segmenter.segment_images(run, [image], tmp_path / "recorded", device="cpu").written
     assert applied == ["none"]
-    infer.segment_images(run, [image], tmp_path / "told", device="cpu", postprocess="keep_one")
+    segmenter.segment_images(run, [image], tmp_path / "told", device="cpu", postprocess="keep_one")
     assert applied == ["none", "keep_one"]
     # fold0 says none by 0.1 over 2 images, a third file keep_one by 0.15 over 2: given twice, fold0 wins.
     other = tmp_path / "other.json"
@@ -449,12 +453,12 @@ def test_segment_applies_the_recorded_size_aware_rule_and_the_choice_records_it(
     assert recorded["scales"] == [1.0, 0.75, 0.5] and recorded["shrink_above"] == 1.0
     assert recorded["shrink_found_above"] == 1.3
     assert recorded["folds"] == 1  # a split without folds: the run has one
-    assert modelio.recorded_choice(infer.ensemble_members(run)).scales() == ((1.0, 0.75, 0.5), 1.0, 1.3)
+    assert modelio.recorded_choice(modelio.ensemble_members(run)).scales() == ((1.0, 0.75, 0.5), 1.0, 1.3)
     image = tmp_path / "scan.png"
     cv2.imwrite(str(image), sample_images(1)[0])
 
     def mask(name, **options):
-        infer.segment_images(run, [image], tmp_path / name, device="cpu", **options)
+        segmenter.segment_images(run, [image], tmp_path / name, device="cpu", **options)
         return cv2.imread(str(tmp_path / name / "scan_mask.png"), cv2.IMREAD_GRAYSCALE)
 
     scales = (1.0, 0.75, 0.5)

@@ -21,7 +21,7 @@ from conftest import sample_images
 from sonoseg.data import imageio, provenance
 from sonoseg.data.provenance import sonoseg_commit, sonoseg_version
 from sonoseg.errors import SonosegError
-from sonoseg.serving import infer, output_record
+from sonoseg.serving import infer, output_record, segmenter
 from sonoseg.serving.mask_files import mask_files, write_png
 from sonoseg.study import cli
 from sonoseg.study.cli import main
@@ -56,7 +56,7 @@ def runs(outdir: Path) -> list[dict]:
 def test_each_run_is_recorded_beside_its_masks_and_earlier_runs_are_kept(tmp_path, scans, caplog):
     paths, model = scans
     outdir = tmp_path / "masks"
-    infer.segment_images(model, paths[:2], outdir, device="cpu")
+    segmenter.segment_images(model, paths[:2], outdir, device="cpu")
     (first,) = runs(outdir)
     assert first["sonoseg_version"] == sonoseg_version() and first["commit"] == sonoseg_commit()
     assert first["model"] == str(model) and first["members"] == [str(model)]
@@ -77,7 +77,7 @@ def test_each_run_is_recorded_beside_its_masks_and_earlier_runs_are_kept(tmp_pat
     # scan1's, of no image of this run, is named as left from an earlier run, and not deleted.
     huge = huge_png(tmp_path / "scans2" / "huge.png", 20_000, 10_000)
     with caplog.at_level(logging.INFO):
-        result = infer.segment_images(model, [paths[0], paths[2], huge], outdir, device="cpu", tta=True)
+        result = segmenter.segment_images(model, [paths[0], paths[2], huge], outdir, device="cpu", tta=True)
     assert len(result.written) == 2 and [path for path, _ in result.failed] == [huge]
     earlier, second = runs(outdir)
     assert earlier == first
@@ -107,7 +107,7 @@ def test_the_warning_names_a_few_of_many_masks_left(tmp_path, scans, caplog):
     for i in range(8):
         (outdir / f"old{i}_mask.png").write_bytes(b"")
     (outdir / "notes.txt").write_text("not a mask")
-    infer.segment_images(model, paths[:1], outdir, device="cpu")
+    segmenter.segment_images(model, paths[:1], outdir, device="cpu")
     # No record lists them (the folder has none): said so, not guessed to be an earlier run's.
     assert "earlier run" not in caplog.text
     (warning,) = [r.getMessage() for r in caplog.records if "no image of this run maps to" in r.getMessage()]
@@ -130,7 +130,7 @@ def test_a_file_in_the_records_place_that_is_not_a_record_is_kept_aside(tmp_path
     outdir = tmp_path / "masks"
     outdir.mkdir()
     (outdir / output_record.RECORD_NAME).write_text('{"cut short')
-    infer.segment_images(model, paths[:1], outdir, device="cpu")
+    segmenter.segment_images(model, paths[:1], outdir, device="cpu")
     assert (outdir / "segment_runs.1.json").read_text() == '{"cut short'
     assert len(runs(outdir)) == 1 and "kept as" in caplog.text
 
@@ -149,7 +149,7 @@ def test_a_run_stopped_by_an_error_still_records_what_it_wrote(tmp_path, scans, 
 
     monkeypatch.setattr(infer, "write_mask", failing)
     with pytest.raises(SonosegError, match="disk full"):
-        infer.segment_images(model, paths, outdir, device="cpu")
+        segmenter.segment_images(model, paths, outdir, device="cpu")
     (run,) = runs(outdir)
     assert "disk full" in run["interrupted"] and run["written"] == 1
     assert [image["mask"] for image in run["images"]] == ["scan0_mask.png", None, None]
@@ -167,7 +167,7 @@ def test_a_file_at_a_masks_place_that_the_record_does_not_list_is_never_overwrit
     truth.write_bytes(b"a hand-drawn mask")
     # No record in the folder: refused before the model is even looked for (this one is not there).
     with pytest.raises(SonosegError) as refused:
-        infer.segment_images(tmp_path / "no_model.pt", paths, outdir, device="cpu")
+        segmenter.segment_images(tmp_path / "no_model.pt", paths, outdir, device="cpu")
     assert str(refused.value) == (
         f"{outdir}: 1 file(s) under the names this run would write its masks to, not written by a recorded segment "
         "run (it has no segment_runs.json, the record of the masks segment writes there): scan0_mask.png; not "
@@ -175,15 +175,15 @@ def test_a_file_at_a_masks_place_that_the_record_does_not_list_is_never_overwrit
     )
     assert truth.read_bytes() == b"a hand-drawn mask" and not (outdir / "scan1_mask.png").exists()
     # A record that lists other masks: scan1's is replaced, the file it does not list still refused.
-    infer.segment_images(model, paths[1:2], outdir, device="cpu")
+    segmenter.segment_images(model, paths[1:2], outdir, device="cpu")
     status = main(["segment", "--no-progress", "--model", str(model), "--device", "cpu", "--outdir", str(outdir)]
                   + [str(p) for p in paths])  # fmt: skip
     assert status == 2 and "its segment_runs.json does not list them): scan0_mask.png;" in capsys.readouterr().err
     assert truth.read_bytes() == b"a hand-drawn mask" and len(runs(outdir)) == 1  # refused runs are not recorded
     # The file moved away as told: segment writes there, and the next run replaces its own mask.
     truth.rename(tmp_path / "truth.png")
-    infer.segment_images(model, paths[:1], outdir, device="cpu")
-    assert infer.segment_images(model, paths[:1], outdir, device="cpu").written == [truth]
+    segmenter.segment_images(model, paths[:1], outdir, device="cpu")
+    assert segmenter.segment_images(model, paths[:1], outdir, device="cpu").written == [truth]
     assert [run["replaced"] for run in runs(outdir)] == [0, 0, 1]
 
 
@@ -198,7 +198,7 @@ def test_the_refusal_names_a_few_of_many_files_and_says_which_is_a_folder(tmp_pa
         (outdir / f"{image.stem}_mask.png").write_bytes(b"")
     (outdir / output_record.RECORD_NAME).write_text('{"cut short')
     with pytest.raises(SonosegError) as refused:
-        infer.segment_images(model, images, outdir, device="cpu")
+        segmenter.segment_images(model, images, outdir, device="cpu")
     message = str(refused.value)
     assert "6 file(s)" in message and "its segment_runs.json is not a record segment can read" in message
     assert "scan3_mask.png (a folder), scan4_mask.png, scan5_mask.png, scan6_mask.png, scan7_mask.png, … (1 more)" in (
@@ -214,7 +214,7 @@ def test_each_run_is_recorded_as_unfinished_from_its_start_and_replaced_at_its_e
     outdir = tmp_path / "masks"
     outdir.mkdir()
     planned = mask_files([tmp_path / "scans" / "a.png", tmp_path / "scans" / "b.png"], outdir)
-    first, second = infer.SegmentResult(), infer.SegmentResult()
+    first, second = segmenter.SegmentResult(), segmenter.SegmentResult()
     with output_record.RunRecord(outdir, planned[:1], first, {}):
         (begun,) = runs(outdir)
         assert begun["interrupted"] == output_record.UNFINISHED and begun["masks_planned"] == ["a_mask.png"]
@@ -238,7 +238,7 @@ def test_a_second_signal_while_the_record_is_written_is_delivered_once_it_is_on_
     outdir = tmp_path / "masks"
     outdir.mkdir()
     planned = mask_files([tmp_path / "scans" / "a.png", tmp_path / "scans" / "b.png"], outdir)
-    result = infer.SegmentResult()
+    result = segmenter.SegmentResult()
     sent = []
     real = output_record.write_json_atomic
 
@@ -346,7 +346,7 @@ def test_segment_counts_an_image_over_the_limit_as_failed_and_goes_on(tmp_path, 
     err = capsys.readouterr().err
     assert "1 of 2 images failed" in err and f"{huge}: 20000x10000 = 200,000,000 pixels" in err
     assert (outdir / "scan0_mask.png").exists() and not (outdir / "huge_mask.png").exists()
-    infer_result = infer.segment_images(model, [paths[0]], tmp_path / "small", device="cpu", max_pixels=100)
+    infer_result = segmenter.segment_images(model, [paths[0]], tmp_path / "small", device="cpu", max_pixels=100)
     assert infer_result.written == [] and "over the limit of 100 pixels" in infer_result.failed[0][1]
     # The limit from the command line: lowered, the scan is refused too; a limit that is no number, refused.
     command = ["segment", "--no-progress", "--model", str(model), "--device", "cpu", "--outdir", str(tmp_path / "cli")]

@@ -21,7 +21,7 @@ from conftest import SIZE, set_at, write_model
 from PIL import Image
 
 from sonoseg.errors import SonosegError
-from sonoseg.serving import device, export, infer, mask_files, output_record
+from sonoseg.serving import device, export, mask_files, output_record, segmenter
 from sonoseg.serving.modelio import MODEL_FORMAT
 from sonoseg.serving.sidecar import read_sidecar
 from sonoseg.study import commands
@@ -106,7 +106,7 @@ def test_an_exported_model_segments_with_the_component_rule_its_sidecar_records(
     assert np.array_equal(told, by_area)
     assert "its sidecar records component rule contour_points, but area was asked for" in caplog.text
     # A model.pt has no sidecar: area, unless told.
-    on_the_fly = infer.segment_images(model, [scan], tmp_path / "fly", backend="onnxruntime")
+    on_the_fly = segmenter.segment_images(model, [scan], tmp_path / "fly", backend="onnxruntime")
     assert np.array_equal(mask(tmp_path / "fly"), by_area) and on_the_fly.written
 
 
@@ -224,13 +224,13 @@ def test_a_folder_stands_for_its_images_and_an_earlier_run_s_masks_are_skipped(t
     with monkeypatch.context() as patched:
         patched.setattr(Path, "iterdir", unreadable)
         with pytest.raises(SonosegError, match=r"^scans: the folder cannot be read \(Permission denied\)$"):
-            infer.segment_images(model, ["scans"], tmp_path / "elsewhere", device="cpu")
+            segmenter.segment_images(model, ["scans"], tmp_path / "elsewhere", device="cpu")
     # A folder whose images all lie in subfolders (a BUSI root) says so.
     caplog.clear()
     (tmp_path / "busi" / "benign").mkdir(parents=True)
     two_blobs(tmp_path / "busi" / "benign" / "benign (1).png")
     with pytest.raises(SonosegError, match="no image to segment"):
-        infer.segment_images(model, ["busi"], tmp_path / "elsewhere", device="cpu")
+        segmenter.segment_images(model, ["busi"], tmp_path / "elsewhere", device="cpu")
     assert any(
         "busi: a folder with no image file of its own" in r.getMessage()
         and "its 1 subfolder(s) are not entered" in r.getMessage()
@@ -239,7 +239,7 @@ def test_a_folder_stands_for_its_images_and_an_earlier_run_s_masks_are_skipped(t
     # Nothing to segment: one clear error, nothing written.
     (tmp_path / "empty").mkdir()
     with pytest.raises(SonosegError, match=r"no image to segment: the folders given hold no image file"):
-        infer.segment_images(model, ["empty", "scans/masks"], tmp_path / "elsewhere", device="cpu")
+        segmenter.segment_images(model, ["empty", "scans/masks"], tmp_path / "elsewhere", device="cpu")
     assert not (tmp_path / "elsewhere").exists()
 
 
@@ -378,12 +378,12 @@ def test_export_of_a_model_file_out_of_its_run_folder_warns_as_segment_does(tmp_
     assert len(exported) == 1 and exported[0].startswith(f"{model}: no postprocess.json recorded beside it")
     assert "keep_one and the input size alone; to export as the study did, give `sonoseg export` its run" in exported[0]
     caplog.clear()
-    infer.segment_images(model, [scan], tmp_path / "o", device="cpu")
+    segmenter.segment_images(model, [scan], tmp_path / "o", device="cpu")
     segmented = [r.getMessage() for r in caplog.records if "no postprocess.json recorded beside it" in r.getMessage()]
     assert len(segmented) == 1 and segmented[0].split(":")[1] == exported[0].split(":")[1]  # the same words
     # segment exporting on the fly says it once, not once more for its export.
     caplog.clear()
-    infer.segment_images(model, [scan], tmp_path / "o2", backend="onnxruntime")
+    segmenter.segment_images(model, [scan], tmp_path / "o2", backend="onnxruntime")
     assert caplog.text.count("no postprocess.json recorded beside it") == 1
     # A model in its run folder, with its fold's choice beside it: no warning.
     member = tmp_path / "run" / "fold0" / "seed0" / "model.pt"
@@ -407,7 +407,7 @@ def test_busi_masks_given_among_the_images_are_warned_of_and_segmented(tmp_path,
     names = ["benign (1).png", "benign (1)_mask.png", "benign (1)_mask_1.png", "benign (2)_MASK.png"]
     scans = [two_blobs(tmp_path / "benign" / name) for name in names]
     with caplog.at_level(logging.WARNING, logger="sonoseg.serving.infer"):
-        infer.segment_images(model, scans, tmp_path / "out", device="cpu")
+        segmenter.segment_images(model, scans, tmp_path / "out", device="cpu")
     warned = [r.getMessage() for r in caplog.records if "like" in r.getMessage() and "mask" in r.getMessage()]
     assert warned == [
         "3 images look like masks (NAME_mask.png, BUSI's naming): benign (1)_mask.png, benign (1)_mask_1.png, "
@@ -417,14 +417,14 @@ def test_busi_masks_given_among_the_images_are_warned_of_and_segmented(tmp_path,
         assert (tmp_path / "out" / name.replace(".png", "_mask.png")).is_file()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="sonoseg.serving.infer"):
-        infer.segment_images(model, scans[:2], tmp_path / "out", device="cpu")
+        segmenter.segment_images(model, scans[:2], tmp_path / "out", device="cpu")
     assert [r.getMessage() for r in caplog.records if "looks like a mask" in r.getMessage()] == [
         f"{scans[1]}: looks like a mask (NAME_mask.png, BUSI's naming): segmented as an image anyway; leave it out "
         "of the images given"
     ]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="sonoseg.serving.infer"):
-        infer.segment_images(model, scans[:1], tmp_path / "out", device="cpu")  # the image alone: no warning
+        segmenter.segment_images(model, scans[:1], tmp_path / "out", device="cpu")  # the image alone: no warning
     assert not [r for r in caplog.records if "like a mask" in r.getMessage() or "like masks" in r.getMessage()]
 
 
@@ -434,7 +434,7 @@ def test_a_long_list_of_busi_masks_is_named_in_part(tmp_path, caplog):
     for image in images:
         image.touch()
     with caplog.at_level(logging.WARNING, logger="sonoseg.serving.infer"):
-        infer.mask_files(images, tmp_path / "out")
+        mask_files.mask_files(images, tmp_path / "out")
     assert [r.getMessage() for r in caplog.records] == [
         "8 images look like masks (NAME_mask.png, BUSI's naming): benign (1)_mask.png, benign (2)_mask.png, "
         "benign (3)_mask.png, benign (4)_mask.png, benign (5)_mask.png, … (3 more): segmented as images anyway; "
@@ -531,7 +531,7 @@ def test_a_folder_at_a_masks_place_is_named_as_a_folder_and_stops_the_run(tmp_pa
     model = brightness_model(tmp_path, monkeypatch)
     scans = [two_blobs(tmp_path / "scans" / name) for name in ("a.png", "b.png")]
     outdir = tmp_path / "out"
-    infer.segment_images(model, scans, outdir, device="cpu")
+    segmenter.segment_images(model, scans, outdir, device="cpu")
     (outdir / "b_mask.png").unlink()
     (outdir / "b_mask.png").mkdir()  # where the record says segment wrote a mask, a folder now
     command = ["segment", "--no-progress", "--model", str(model), "--device", "cpu", "--outdir", str(outdir)]
@@ -552,7 +552,7 @@ def test_an_animated_image_is_named_as_what_it_is(tmp_path, monkeypatch, caplog,
     frames = [Image.fromarray(np.full((SIZE, SIZE, 3), value, np.uint8)) for value in (90, 200)]
     image = tmp_path / f"cine.{kind.lower()}"
     frames[0].save(image, format=kind, save_all=True, append_images=frames[1:])
-    infer.segment_images(model, [image], tmp_path / "out", device="cpu")
+    segmenter.segment_images(model, [image], tmp_path / "out", device="cpu")
     assert f"{image}: {said}: the first frame is segmented" in caplog.text and "TIFF" not in caplog.text
     assert not mask(tmp_path / "out", "cine_mask.png").any()  # the first frame, mid-grey and darker: no lesion
 
@@ -566,7 +566,7 @@ def test_an_image_too_small_or_too_narrow_for_a_scan_is_segmented_with_a_warning
         images[-1].parent.mkdir(exist_ok=True)
         cv2.imwrite(str(images[-1]), np.full((*shape, 3), 255, np.uint8))
     with caplog.at_level(logging.WARNING, logger="sonoseg.serving.infer"):
-        result = infer.segment_images(model, images, tmp_path / "out", device="cpu")
+        result = segmenter.segment_images(model, images, tmp_path / "out", device="cpu")
     assert len(result.written) == 5 and not result.failed  # warned of, not failed
     warned = sorted(r.getMessage() for r in caplog.records if "may mean nothing" in r.getMessage())
     end = f"for the model's square {SIZE}-px input, and its mask may mean nothing; segmented all the same"
@@ -592,7 +592,7 @@ def test_a_hand_made_mask_in_a_folder_without_a_record_is_named_as_unrecorded_no
     outdir.mkdir()
     (outdir / "x_mask.png").write_bytes(b"drawn by hand")
     with caplog.at_level(logging.WARNING):
-        infer.segment_images(model, scans, outdir, device="cpu")
+        segmenter.segment_images(model, scans, outdir, device="cpu")
     assert "earlier run" not in caplog.text
     assert (
         f"{outdir}: 1 file(s) named as masks that no image of this run maps to, not written by a recorded segment run "
@@ -602,7 +602,7 @@ def test_a_hand_made_mask_in_a_folder_without_a_record_is_named_as_unrecorded_no
     # With a record: a's mask, which it lists, is an earlier run's; x's is one it does not list.
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        infer.segment_images(model, scans[1:], outdir, device="cpu")
+        segmenter.segment_images(model, scans[1:], outdir, device="cpu")
     assert f"{outdir}: 1 mask file(s) that no image of this run maps to, left from an earlier run: a_mask.png" in (
         caplog.text
     )
@@ -611,7 +611,7 @@ def test_a_hand_made_mask_in_a_folder_without_a_record_is_named_as_unrecorded_no
     )
     # An image that now fails: the mask at its place, which the record lists, is named as kept.
     scans[1].write_bytes(scans[1].read_bytes()[:-20])  # cut short: no IEND
-    result = infer.segment_images(model, scans[1:], outdir, device="cpu")
+    result = segmenter.segment_images(model, scans[1:], outdir, device="cpu")
     ((failed, message),) = result.failed
     assert failed == scans[1] and message.endswith(
         f"({outdir / 'b_mask.png'} is kept as it was: an earlier run's mask, which segment_runs.json lists)"
@@ -654,7 +654,7 @@ def test_each_image_file_is_opened_once_its_pages_and_orientation_taken_from_tha
     monkeypatch.setattr(builtins, "open", counting_open)
     monkeypatch.setattr(io, "open", counting_open)  # pathlib's open and read_bytes
     with caplog.at_level(logging.WARNING):
-        result = infer.segment_images(model, [pages, turned], tmp_path / "out", device="cpu")
+        result = segmenter.segment_images(model, [pages, turned], tmp_path / "out", device="cpu")
     assert len(result.written) == 2 and not result.failed
     assert sorted(opened) == ["cine.tif", "turned.jpg"]
     assert f"{pages}: a TIFF of 2 pages: the first page is segmented" in caplog.text

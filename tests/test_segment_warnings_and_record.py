@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sonoseg.errors import SonosegError
-from sonoseg.serving import export, infer
+from sonoseg.serving import export, infer, segmenter
 from sonoseg.serving.image_warnings import COLOURED_SHARE
 from sonoseg.study.cli import main
 
@@ -35,7 +35,7 @@ def test_an_image_coloured_over_much_of_it_is_segmented_with_a_warning_the_recor
     boxed[100:250, 150:350] = (0, 0, 220)  # a red Doppler-like box over part of the scan (BGR)
     cv2.imwrite(str(tmp_path / "doppler.png"), boxed)
     images = [tmp_path / "phantom.png", tmp_path / "tinted.png", tmp_path / "doppler.png"]
-    infer.segment_images(model, images, tmp_path / "masks", device="cpu")
+    segmenter.segment_images(model, images, tmp_path / "masks", device="cpu")
     entries = {os.path.basename(entry["image"]): entry for entry in record(tmp_path / "masks")["images"]}
     assert "warnings" not in entries["phantom.png"]  # a grey scan with a scanner's coloured calipers
     for name in ("tinted.png", "doppler.png"):
@@ -52,7 +52,7 @@ def test_a_loop_of_links_among_the_images_fails_by_name_and_the_others_are_segme
     paths, model = scans
     loop = tmp_path / "scans" / "loop.png"
     loop.symlink_to(loop)
-    result = infer.segment_images(model, [*paths, loop], tmp_path / "masks", device="cpu")
+    result = segmenter.segment_images(model, [*paths, loop], tmp_path / "masks", device="cpu")
     assert len(result.written) == 3
     ((failed, message),) = result.failed
     assert failed == loop and str(loop) in message
@@ -66,7 +66,7 @@ def test_every_mask_name_clash_is_named_at_once(tmp_path, scans):
         (tmp_path / name).write_bytes(data.tobytes() if data is not None else b"GIF89a")
     given = [tmp_path / name for name in ("img.bmp", "img.jpg", "img.tiff", "anim.png", "anim.gif")]
     with pytest.raises(SonosegError) as raised:
-        infer.segment_images(model, given, tmp_path / "masks", device="cpu")
+        segmenter.segment_images(model, given, tmp_path / "masks", device="cpu")
     message = str(raised.value)
     assert "img.bmp and " in message and "img.jpg and " in message and "img.tiff would all be written" in message
     assert "anim.png and " in message and "anim.gif would both be written" in message
@@ -84,7 +84,7 @@ def test_threads_are_applied_by_the_torch_backend_as_recorded_and_given_back(tmp
 
     monkeypatch.setattr(torch, "set_num_threads", set_threads)
     try:
-        infer.segment_images(model, paths[:1], tmp_path / "masks", device="cpu", threads=1)
+        segmenter.segment_images(model, paths[:1], tmp_path / "masks", device="cpu", threads=1)
         assert during and during[0] == 1 and record(tmp_path / "masks")["threads"] == 1
         # A notebook segmenting one folder keeps its own thread count for what it does next.
         assert torch.get_num_threads() == before
@@ -110,7 +110,7 @@ def test_the_record_lists_the_sizes_the_network_took_and_names_each_model_beyond
     saved["fingerprint"] = "f" * 16  # as training records it
     saved["trained_with"] = "bf16 + channels_last"
     torch.save(saved, model)
-    infer.segment_images(model, paths[:2], tmp_path / "masks", device="cpu", scales=(1.0, 0.75, 0.5))
+    segmenter.segment_images(model, paths[:2], tmp_path / "masks", device="cpu", scales=(1.0, 0.75, 0.5))
     entry = record(tmp_path / "masks")
     assert entry["scales"] == [1.0, 0.75, 0.5] and entry["input_sizes"] == [64, 32]
     assert entry["cwd"] == os.getcwd() and entry["member_ids"] == ["f" * 16]
@@ -148,11 +148,11 @@ def test_a_size_away_from_the_trained_one_is_served_as_asked_with_one_warning(tm
     paths, model = scans
     trained = torch.load(model, weights_only=True)["input_size"]
     said = f"px, not the {trained} px it was trained at"
-    infer.segment_images(model, paths[:1], tmp_path / "same", device="cpu", size=trained)
+    segmenter.segment_images(model, paths[:1], tmp_path / "same", device="cpu", size=trained)
     assert said not in caplog.text
     for backend in ("torch", "onnxruntime"):  # onnxruntime exports the model.pt first: said once, not twice
         caplog.clear()
-        infer.segment_images(model, paths[:1], tmp_path / backend, device="cpu", size=2 * trained, backend=backend)
+        segmenter.segment_images(model, paths[:1], tmp_path / backend, device="cpu", size=2 * trained, backend=backend)
         assert record(tmp_path / backend)["input_size"] == 2 * trained
         assert caplog.text.count(said) == 1 and f"served at --size {2 * trained} px" in caplog.text
     caplog.clear()
@@ -168,13 +168,13 @@ def test_a_file_that_is_no_model_is_refused_before_any_note_about_it(tmp_path, s
     with pytest.raises(
         SonosegError, match=r"junk.pt: refused: not a sonoseg-model-v1 file .*: not a torch file \(another kind of file"
     ):
-        infer.segment_images(junk, paths[:1], tmp_path / "masks", device="cpu")
+        segmenter.segment_images(junk, paths[:1], tmp_path / "masks", device="cpu")
     assert "postprocess.json" not in caplog.text
     # A torch file, even one of tensors alone saved in the legacy pickle format, is not called "no torch file".
     legacy = tmp_path / "legacy.pt"
     torch.save({"weight": torch.zeros(1)}, legacy, _use_new_zipfile_serialization=False, pickle_protocol=4)
     with pytest.raises(SonosegError, match=r"legacy.pt: refused: not a sonoseg-model-v1 file") as raised:
-        infer.segment_images(legacy, paths[:1], tmp_path / "masks", device="cpu")
+        segmenter.segment_images(legacy, paths[:1], tmp_path / "masks", device="cpu")
     assert "not a torch file" not in str(raised.value)
 
 
@@ -187,7 +187,9 @@ def test_an_image_mostly_transparent_is_segmented_with_a_warning(tmp_path, scans
         rgba = cv2.cvtColor(scan, cv2.COLOR_BGR2BGRA)
         rgba[hidden, hidden, 3] = 0
         cv2.imwrite(str(tmp_path / name), rgba)
-    infer.segment_images(model, [tmp_path / "hidden.png", tmp_path / "corner.png"], tmp_path / "masks", device="cpu")
+    segmenter.segment_images(
+        model, [tmp_path / "hidden.png", tmp_path / "corner.png"], tmp_path / "masks", device="cpu"
+    )
     entries = {os.path.basename(entry["image"]): entry for entry in record(tmp_path / "masks")["images"]}
     (warning,) = entries["hidden.png"]["warnings"]
     assert warning.startswith("100% of its pixels are fully transparent (alpha 0)") and "hidden.png" in caplog.text
@@ -209,7 +211,7 @@ def test_a_blank_frame_a_pipe_and_a_damaged_png_are_each_said_for_what_they_are(
     (tmp_path / "damaged.png").write_bytes(bytes(damaged))
     os.mkfifo(tmp_path / "pipe.png")
     images = [paths[0], *(tmp_path / name for name in ("black.png", "grey.jpg", "damaged.png", "pipe.png"))]
-    result = infer.segment_images(model, images, tmp_path / "masks", device="cpu")
+    result = segmenter.segment_images(model, images, tmp_path / "masks", device="cpu")
     entries = {os.path.basename(entry["image"]): entry for entry in record(tmp_path / "masks")["images"]}
     assert "warnings" not in entries[paths[0].name]  # a scan
     for name in ("black.png", "grey.jpg"):

@@ -22,7 +22,7 @@ from PIL import ExifTags, Image, ImageOps
 from sonoseg.analysis import comparisons, figures, generalization, pages, results, stats
 from sonoseg.data import imageio
 from sonoseg.errors import SonosegError
-from sonoseg.serving import export, infer, mask_files
+from sonoseg.serving import export, mask_files, segmenter
 from sonoseg.serving.sidecar import read_sidecar, served_sides, study_selection
 from sonoseg.study.cli import main
 
@@ -38,7 +38,7 @@ def test_two_images_that_would_share_a_mask_file_are_refused_before_any_work(tmp
     cv2.imwrite(str(jpeg), cv2.imread(str(paths[1])))
     for clash, first in (([paths[0], other], paths[0]), ([paths[1], jpeg], paths[1])):
         with pytest.raises(SonosegError, match=rf"{first.name} and .*{clash[1].name} would both be written to"):
-            infer.segment_images(model, clash, tmp_path / "out", device="cpu")
+            segmenter.segment_images(model, clash, tmp_path / "out", device="cpu")
     assert not (tmp_path / "out").exists()  # refused before the folder was even made
 
 
@@ -56,7 +56,7 @@ def test_many_clashing_names_are_named_up_to_a_limit_and_all_counted(tmp_path):
 def test_an_image_given_twice_is_segmented_once(tmp_path, scans, caplog):
     paths, model = scans
     again = paths[0].parent / ".." / "scans" / paths[0].name  # the same file, spelt otherwise
-    result = infer.segment_images(model, [paths[0], again, paths[1]], tmp_path / "out", device="cpu")
+    result = segmenter.segment_images(model, [paths[0], again, paths[1]], tmp_path / "out", device="cpu")
     assert [p.name for p in result.written] == ["scan0_mask.png", "scan1_mask.png"]
     assert "given more than once; segmented once" in caplog.text
 
@@ -69,16 +69,16 @@ def test_a_mistyped_image_path_is_said_before_the_model_loads(tmp_path, scans, c
     not_a_model = tmp_path / "not_a_model.pt"
     not_a_model.write_bytes(b"junk")
     with pytest.raises(SonosegError, match=rf"^no such file or folder: {re.escape(str(typo))}; nothing to segment$"):
-        infer.segment_images(not_a_model, [typo], tmp_path / "out", device="cpu")
+        segmenter.segment_images(not_a_model, [typo], tmp_path / "out", device="cpu")
     # One of several: warned of at once, counted as failed, the others segmented.
-    result = infer.segment_images(model, [typo, paths[1]], tmp_path / "out", device="cpu")
+    result = segmenter.segment_images(model, [typo, paths[1]], tmp_path / "out", device="cpu")
     assert [p.name for p in result.written] == [f"{paths[1].stem}_mask.png"]
     assert [path for path, _ in result.failed] == [typo]
     assert f"1 of the 2 images given do not exist: {typo}; they are counted as failed" in caplog.text
     # A pattern in quotes reaches segment unexpanded (segment takes no patterns): said so.
     pattern = paths[0].parent / "*.png"
     with pytest.raises(SonosegError, match=re.escape(f"(if {pattern} is a pattern, the shell did not expand it")):
-        infer.segment_images(not_a_model, [pattern], tmp_path / "out", device="cpu")
+        segmenter.segment_images(not_a_model, [pattern], tmp_path / "out", device="cpu")
 
 
 def test_an_outdir_that_cannot_take_files_is_refused_before_the_model_loads(tmp_path, scans):
@@ -88,7 +88,7 @@ def test_an_outdir_that_cannot_take_files_is_refused_before_the_model_loads(tmp_
     not_a_model = tmp_path / "not_a_model.pt"
     not_a_model.write_bytes(b"junk")  # never read: the refusal comes first
     with pytest.raises(SonosegError, match=r"^/sys: masks cannot be written in this folder \(Permission denied\)$"):
-        infer.segment_images(not_a_model, [paths[0]], "/sys", device="cpu")
+        segmenter.segment_images(not_a_model, [paths[0]], "/sys", device="cpu")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".sonoseg-write-check")]
 
 
@@ -100,19 +100,19 @@ def test_a_second_run_into_an_outdir_another_run_is_writing_is_refused(tmp_path,
     outdir.mkdir()
     with mask_files.FolderHeld(outdir):  # as another run holds it (another process: the same lock)
         with pytest.raises(SonosegError, match=re.escape(f"{outdir}: another segment run is writing its masks there")):
-            infer.segment_images(model, [paths[0]], outdir, device="cpu")
+            segmenter.segment_images(model, [paths[0]], outdir, device="cpu")
         # Said before the model loads (a probe waited for a large ensemble to load to be told): a file that is no
         # model is not even read.
         not_a_model = tmp_path / "ensemble.pt"
         not_a_model.write_bytes(b"not read")
         with pytest.raises(SonosegError, match=re.escape(f"{outdir}: another segment run is writing its masks there")):
-            infer.segment_images(not_a_model, [paths[0]], outdir, device="cpu")
+            segmenter.segment_images(not_a_model, [paths[0]], outdir, device="cpu")
     assert sorted(p.name for p in outdir.iterdir()) == []  # no lock file among the masks, no mask, no record
-    assert len(infer.segment_images(model, [paths[0]], outdir, device="cpu").written) == 1
+    assert len(segmenter.segment_images(model, [paths[0]], outdir, device="cpu").written) == 1
     gone = tmp_path / "gone.png"  # a run whose every image fails frees the folder too
-    result = infer.segment_images(model, [paths[1], gone], outdir, device="cpu")
+    result = segmenter.segment_images(model, [paths[1], gone], outdir, device="cpu")
     assert len(result.written) == 1 and [path for path, _ in result.failed] == [gone]
-    assert len(infer.segment_images(model, [paths[2]], outdir, device="cpu").written) == 1
+    assert len(segmenter.segment_images(model, [paths[2]], outdir, device="cpu").written) == 1
 
 
 def test_dicom_files_are_named_as_dicom_with_how_to_export_them(tmp_path, scans, caplog):
@@ -124,7 +124,7 @@ def test_dicom_files_are_named_as_dicom_with_how_to_export_them(tmp_path, scans,
     (folder / "IMG0001.dcm").write_bytes(bytes(128) + b"DICM" + bytes(64))
     (folder / "IMG0002").write_bytes(bytes(128) + b"DICM" + bytes(64))  # DICOM often has no extension
     (folder / "notes").write_bytes(b"not an image at all, nor DICOM" * 10)
-    result = infer.segment_images(model, [folder], tmp_path / "out", device="cpu")
+    result = segmenter.segment_images(model, [folder], tmp_path / "out", device="cpu")
     assert [p.name for p in result.written] == ["scan_mask.png"]
     assert (
         f"{folder}: 2 DICOM file(s) not segmented (IMG0001.dcm, IMG0002): DICOM, which sonoseg does not read: "
@@ -132,7 +132,7 @@ def test_dicom_files_are_named_as_dicom_with_how_to_export_them(tmp_path, scans,
     )
     with pytest.raises(SonosegError, match=re.escape(f"{folder / 'IMG0001.dcm'}: DICOM, which sonoseg does not read")):
         imageio.read_image(folder / "IMG0001.dcm")
-    named = infer.segment_images(model, [folder / "IMG0002", paths[1]], tmp_path / "out2", device="cpu")
+    named = segmenter.segment_images(model, [folder / "IMG0002", paths[1]], tmp_path / "out2", device="cpu")
     assert named.failed == [(folder / "IMG0002", f"{folder / 'IMG0002'}: {imageio.DICOM_ADVICE}")]
 
 
@@ -148,11 +148,11 @@ def test_masks_are_never_written_among_the_images(tmp_path, scans):
         (linked / path.name).symlink_to(path)
     for images, outdir in ((paths, paths[0].parent), ([linked / p.name for p in paths], paths[0].parent)):
         with pytest.raises(SonosegError, match="a folder of the images"):
-            infer.segment_images(model, images, outdir, device="cpu")
+            segmenter.segment_images(model, images, outdir, device="cpu")
     assert truth.read_bytes() == before
     # Into a folder of their own, masks of an earlier run are replaced as before.
     for _ in range(2):
-        assert len(infer.segment_images(model, paths, tmp_path / "masks", device="cpu").written) == 3
+        assert len(segmenter.segment_images(model, paths, tmp_path / "masks", device="cpu").written) == 3
 
 
 def test_names_that_differ_only_in_case_clash(tmp_path, scans):
@@ -162,7 +162,7 @@ def test_names_that_differ_only_in_case_clash(tmp_path, scans):
     upper.parent.mkdir()
     upper.write_bytes(paths[0].read_bytes())
     with pytest.raises(SonosegError, match="would both be written to"):
-        infer.segment_images(model, [paths[0], upper], tmp_path / "out", device="cpu")
+        segmenter.segment_images(model, [paths[0], upper], tmp_path / "out", device="cpu")
     # And in Unicode form only: one name from macOS (NFD) and one from Windows (NFC) are one file on either.
     for form, folder in (("NFD", "mac"), ("NFC", "win")):
         named = tmp_path / folder / unicodedata.normalize(form, "rené.png")
@@ -170,7 +170,7 @@ def test_names_that_differ_only_in_case_clash(tmp_path, scans):
         named.write_bytes(paths[0].read_bytes())
     spelt = [tmp_path / "mac" / unicodedata.normalize("NFD", "rené.png"), tmp_path / "win" / "rené.png"]
     with pytest.raises(SonosegError, match="would both be written to"):
-        infer.segment_images(model, spelt, tmp_path / "out", device="cpu")
+        segmenter.segment_images(model, spelt, tmp_path / "out", device="cpu")
 
 
 def test_a_broken_link_among_the_images_is_named_as_one(tmp_path, scans, capsys):
@@ -241,8 +241,8 @@ def test_segment_writes_the_mask_of_a_turned_image_as_it_is_viewed_and_says_so(t
         as_shown = tmp_path / "shown" / f"{name}.png"  # the pixels turned (as Pillow turns them), no tag
         as_shown.parent.mkdir(exist_ok=True)
         _as_pillow_shows(np.asarray(image), orientation).save(as_shown)
-        infer.segment_images(model, [tagged], tmp_path / "out", device="cpu")
-        infer.segment_images(model, [as_shown], tmp_path / "out_shown", device="cpu")
+        segmenter.segment_images(model, [tagged], tmp_path / "out", device="cpu")
+        segmenter.segment_images(model, [as_shown], tmp_path / "out_shown", device="cpu")
         viewed[tagged.name] = cv2.imread(str(tmp_path / "out" / f"{name}_mask.png"), cv2.IMREAD_UNCHANGED)
         shown = cv2.imread(str(tmp_path / "out_shown" / f"{name}_mask.png"), cv2.IMREAD_UNCHANGED)
         assert viewed[tagged.name].shape == (image.width, image.height)
@@ -503,10 +503,10 @@ def test_a_graph_exported_at_one_size_for_a_study_that_selected_scales_says_so(t
     assert served_sides(sidecar) == [sidecar["input"]["resize"]["height"]]
     sidecar["postprocessing"]["study_scale_selection"] = {"scales": [1.0, 0.75], "in_this_graph": False}
     export.sidecar_path(onnx_path).write_text(json.dumps(sidecar))
-    result = infer.segment_images(onnx_path, paths[:1], tmp_path / "out", backend="onnxruntime")
+    result = segmenter.segment_images(onnx_path, paths[:1], tmp_path / "out", backend="onnxruntime")
     assert result.written and "this graph was exported at one input size" in caplog.text
     with pytest.raises(SonosegError, match="exported at one input size; --scales needs"):
-        infer.segment_images(onnx_path, paths[:1], tmp_path / "out2", backend="onnxruntime", scales=(1.0, 0.75))
+        segmenter.segment_images(onnx_path, paths[:1], tmp_path / "out2", backend="onnxruntime", scales=(1.0, 0.75))
 
 
 def test_a_header_pillow_cannot_read_leaves_the_file_to_opencv(tmp_path):
@@ -531,7 +531,7 @@ def test_pages_and_a_low_16_bit_range_are_noted(tmp_path, caplog, scans):
     full = tmp_path / "full.png"
     cv2.imwrite(str(full), cv2.imread(str(paths[0]), cv2.IMREAD_GRAYSCALE).astype(np.uint16) * 257)
     assert not any(note.startswith("low_range") for note in imageio.read_image(full).notes)
-    infer.segment_images(model, [pages, twelve_bit], tmp_path / "out", device="cpu")
+    segmenter.segment_images(model, [pages, twelve_bit], tmp_path / "out", device="cpu")
     assert "a TIFF of 2 pages: the first page is segmented" in caplog.text
     assert f"a 16-bit image whose brightest pixel is {brightest} of 65535" in caplog.text
 
@@ -634,18 +634,18 @@ def test_a_model_file_away_from_its_run_folder_says_the_study_choice_is_not_with
     stray.parent.mkdir(parents=True)
     stray.write_bytes(model.read_bytes())
     (tmp_path / "stray" / "postprocess.json").write_text("{not json")
-    infer.segment_images(stray, paths[:1], tmp_path / "out", device="cpu")
+    segmenter.segment_images(stray, paths[:1], tmp_path / "out", device="cpu")
     assert "no postprocess.json recorded beside it" in caplog.text
     caplog.clear()
     caplog.set_level(logging.INFO)
     member = _run_folder(tmp_path / "run", model)
-    infer.segment_images(member, paths[:1], tmp_path / "out2", device="cpu")
+    segmenter.segment_images(member, paths[:1], tmp_path / "out2", device="cpu")
     assert "no postprocess.json" not in caplog.text and "scale chosen per image" in caplog.text
     # A link to it (current.pt -> a run folder's model) is served as its run folder serves it: it lost the choice.
     caplog.clear()
     link = tmp_path / "current.pt"
     link.symlink_to(member)
-    infer.segment_images(link, paths[:1], tmp_path / "out3", device="cpu")
+    segmenter.segment_images(link, paths[:1], tmp_path / "out3", device="cpu")
     assert "no postprocess.json" not in caplog.text and "scale chosen per image" in caplog.text
     assert (tmp_path / "out3" / f"{paths[0].stem}_mask.png").read_bytes() == (
         tmp_path / "out2" / f"{paths[0].stem}_mask.png"
@@ -665,10 +665,10 @@ def test_an_exported_run_segments_as_the_study_did_with_its_scale_selection(tmp_
     assert selection["in_this_graph"] and selection["scales"] == [1.0, 0.75, 0.5]
     assert selection["training_lesion_areas"] == [10, 20, 30, 40] and sidecar["input"]["shape"][2] == "side"
     assert study_selection(read_sidecar(onnx_path))["shrink_above"] == 0.5
-    infer.segment_images(run, paths, tmp_path / "torch", device="cpu")
-    infer.segment_images(onnx_path, paths, tmp_path / "onnx", backend="onnxruntime")
-    infer.segment_images(run, paths, tmp_path / "on_the_fly", backend="onnxruntime")
-    infer.segment_images(run, paths, tmp_path / "input_size", device="cpu", scales=(1.0,))
+    segmenter.segment_images(run, paths, tmp_path / "torch", device="cpu")
+    segmenter.segment_images(onnx_path, paths, tmp_path / "onnx", backend="onnxruntime")
+    segmenter.segment_images(run, paths, tmp_path / "on_the_fly", backend="onnxruntime")
+    segmenter.segment_images(run, paths, tmp_path / "input_size", device="cpu", scales=(1.0,))
     changed = 0
     for path in paths:
         name = f"{path.stem}_mask.png"
@@ -831,8 +831,8 @@ def test_a_selection_whose_smaller_sizes_the_network_cannot_take_is_still_the_st
     sidecar = export.export(run, tmp_path / "run.onnx")
     assert served_sides(sidecar) == [sidecar["input"]["resize"]["height"]]
     assert sidecar["postprocessing"]["study_scale_selection"]["in_this_graph"]
-    infer.segment_images(run, paths, tmp_path / "torch", device="cpu")
-    infer.segment_images(tmp_path / "run.onnx", paths, tmp_path / "onnx", backend="onnxruntime")
+    segmenter.segment_images(run, paths, tmp_path / "torch", device="cpu")
+    segmenter.segment_images(tmp_path / "run.onnx", paths, tmp_path / "onnx", backend="onnxruntime")
     said = " ".join(record.getMessage() for record in caplog.records if record.name.startswith("sonoseg"))
     assert "exported at one input size" not in said and "cannot take a 2-px input" in said  # 0.03 x 64 px
     for path in paths:

@@ -21,7 +21,7 @@ from conftest import sample_images, set_at, write_model
 
 from sonoseg.errors import SonosegError
 from sonoseg.networks import models
-from sonoseg.serving import export, infer, modelio, sidecar
+from sonoseg.serving import export, modelio, segmenter, sidecar
 from sonoseg.study.cli import main
 
 
@@ -53,7 +53,7 @@ def refused(tmp_path, exported, edit) -> str:
     """segment's refusal of the exported graph with its sidecar edited; no mask is written."""
     copy = served(tmp_path, exported, edit)
     with pytest.raises(SonosegError) as error:
-        infer.segment_images(copy, [exported[3]], tmp_path / "masks", backend="onnxruntime")
+        segmenter.segment_images(copy, [exported[3]], tmp_path / "masks", backend="onnxruntime")
     assert not (tmp_path / "masks" / "scan_mask.png").exists()
     message = str(error.value)
     assert message.startswith(f"{sidecar.sidecar_path(copy)}: "), message
@@ -231,7 +231,7 @@ def test_a_format_1_sidecar_is_served_as_its_sonoseg_wrote_it(tmp_path, exported
     for name, edit in (("now", None), ("older", older)):
         (tmp_path / name).mkdir()
         copy = served(tmp_path / name, exported, edit)
-        infer.segment_images(copy, [exported[3]], tmp_path / name / "masks", backend="onnxruntime")
+        segmenter.segment_images(copy, [exported[3]], tmp_path / name / "masks", backend="onnxruntime")
         masks.append(cv2.imread(str(tmp_path / name / "masks" / "scan_mask.png"), cv2.IMREAD_UNCHANGED))
     assert np.array_equal(*masks) and masks[0].any()
 
@@ -299,7 +299,7 @@ def test_segment_tta_flip_averages_an_exported_graph_as_torch_does(tmp_path, exp
     runs = {"torch": (model, "torch", True), "onnx": (onnx_path, "onnxruntime", True)}
     runs["onnx_no_tta"] = (onnx_path, "onnxruntime", False)
     for name, (served_model, backend, tta) in runs.items():
-        infer.segment_images(served_model, scans, tmp_path / name, backend=backend, tta=tta, device="cpu")
+        segmenter.segment_images(served_model, scans, tmp_path / name, backend=backend, tta=tta, device="cpu")
 
     def masks(name):
         return [cv2.imread(str(tmp_path / name / f"{scan.stem}_mask.png"), cv2.IMREAD_UNCHANGED) for scan in scans]

@@ -502,7 +502,7 @@ def test_reading_a_model_files_facts_alone_gives_what_a_full_load_gives(tmp_path
 def test_segment_new_images_with_a_trained_model(caches, tmp_path):
     import cv2
 
-    from sonoseg.serving import infer
+    from sonoseg.serving import segmenter
 
     recipe = Recipe(min_epochs=1, max_epochs=1)
     fit("lighter_unet_c1", 0, caches, recipe, tmp_path / "m.pt", tmp_path / "h.csv", device="cpu", threads=1)
@@ -510,13 +510,15 @@ def test_segment_new_images_with_a_trained_model(caches, tmp_path):
     cv2.imwrite(str(tmp_path / "new scan.png"), image[:, :, ::-1])
     gray = tmp_path / "gray.png"
     cv2.imwrite(str(gray), image[:, :, 0])
-    result = infer.segment_images(tmp_path / "m.pt", [tmp_path / "new scan.png", gray], tmp_path / "out", device="cpu")
+    result = segmenter.segment_images(
+        tmp_path / "m.pt", [tmp_path / "new scan.png", gray], tmp_path / "out", device="cpu"
+    )
     assert [p.name for p in result.written] == ["new scan_mask.png", "gray_mask.png"] and not result.failed
     for path in result.written:
         mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         assert mask.shape == (120, 200) and set(np.unique(mask)) <= {0, 255}
     with pytest.raises(SonosegError, match="refused"):
-        infer.segment_images(tmp_path / "h.csv", [gray], tmp_path / "out", device="cpu")
+        segmenter.segment_images(tmp_path / "h.csv", [gray], tmp_path / "out", device="cpu")
 
 
 def test_training_adopts_the_chosen_weight_decay_candidate_and_only_it(small_caches, tmp_path, monkeypatch):

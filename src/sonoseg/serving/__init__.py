@@ -12,7 +12,7 @@ def __getattr__(name: str):
     # Imported when asked for: the stage's light modules (options, the sidecar) are read without the
     # inference stack (pandas, SciPy) that Segmenter brings.
     if name == "Segmenter":
-        from sonoseg.serving.infer import Segmenter
+        from sonoseg.serving.segmenter import Segmenter
 
         return Segmenter
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

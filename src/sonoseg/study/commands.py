@@ -430,10 +430,10 @@ def cmd_segment(args) -> None:
     args.backend = backend_for(args.model, args.backend)  # an exported graph: ONNX Runtime
     check_device_name(args.device, "--device")  # before waiting for a GPU slot
     slot = _gpu_slot(args.device) if args.backend == "torch" else None  # noqa: F841
-    from sonoseg.serving import infer
+    from sonoseg.serving import segmenter
     from sonoseg.serving.mask_files import RECORD_NAME
 
-    result = infer.segment_images(
+    result = segmenter.segment_images(
         args.model,
         args.images,
         args.outdir,
