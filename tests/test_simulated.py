@@ -179,7 +179,10 @@ def test_the_committed_sets_are_read_by_the_studys_ingest(name):
     assert set(others["status"]) <= {"metadata", "ignored"}
 
 
-@pytest.mark.parametrize("other", sorted(set(simulated.SETS) - {"pymust_heldout"}))
+HELD_OUT_DRAWS = {"pymust_heldout", "pymust_fresh"}  # the held-out settings, each set its own draw of them
+
+
+@pytest.mark.parametrize("other", sorted(set(simulated.SETS) - HELD_OUT_DRAWS))
 def test_the_held_out_set_is_made_otherwise_than_each_development_set(other):
     dev, heldout = simulated.SETS[other], simulated.SETS["pymust_heldout"]
     differing = {k for k, v in asdict(dev).items() if asdict(heldout)[k] != v}
@@ -195,3 +198,15 @@ def test_the_held_out_set_is_made_otherwise_than_each_development_set(other):
         "hypoechoic_contrast_db",
         "seed",
     } <= differing
+
+
+def test_the_fresh_set_is_a_new_draw_of_the_held_out_settings():
+    """pymust_fresh tests what pymust_heldout tests, on scans no look has shaped a choice by: the same probe,
+    medium, display and lesion mix; its own seed, more images, and names that cannot clash with the older set's."""
+    fresh, heldout = asdict(simulated.SETS["pymust_fresh"]), asdict(simulated.SETS["pymust_heldout"])
+    assert {k for k, v in fresh.items() if heldout[k] != v} == {"name", "seed", "patients", "id_prefix"}
+    assert fresh["patients"] > heldout["patients"]
+    assert fresh["seed"] not in {s.seed for n, s in simulated.SETS.items() if n != "pymust_fresh"}
+    assert not fresh["id_prefix"].startswith(heldout["id_prefix"]) and not heldout["id_prefix"].startswith(
+        fresh["id_prefix"]
+    )

@@ -115,11 +115,12 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     # generalization table sets their Dice beside the in-domain one.
     external = sheet[sheet["kind"] == "external"]
     assert sorted(external["name"]) == sorted(
-        f"{n}--on-{d}" for n in TINY["networks"] for d in ("pymust_far", "pymust_heldout")
+        f"{n}--on-{d}" for n in TINY["networks"] for d in ("pymust_far", "pymust_fresh", "pymust_heldout")
     )
     generalization = pd.read_csv(out / "tables" / "generalization.csv")
-    assert set(generalization["dataset"]) == {"in-domain", "pymust_far", "pymust_heldout"}
-    assert (generalization.loc[generalization["dataset"] == "pymust_heldout", "patients"] == 16).all()
+    assert set(generalization["dataset"]) == {"in-domain", "pymust_far", "pymust_fresh", "pymust_heldout"}
+    patients = generalization.groupby("dataset")["patients"].unique()
+    assert (patients["pymust_heldout"] == [16]).all() and (patients["pymust_fresh"] == [32]).all()
     assert (out / "report" / "generalization.png").stat().st_size > 0
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(sheet["name"])
     # Ladder runs are runs like any other: their per-seed files parse as <run>/seed<N>, curves included.
@@ -199,9 +200,9 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     )
     assert dry.returncode == 0, dry.stderr
     jobs = jobs_of(dry.stdout)
-    # Its predictions: its own test images, and the two built-in external sets in one job (one model load).
+    # Its predictions: its own test images, and the three built-in external sets in one job (one model load).
     assert jobs.get("train") == 1 and jobs.get("recipe") == 1
-    assert jobs.get("predict") == 1 and jobs.get("predict_on_pymust_far_on_pymust_heldout") == 1
+    assert jobs.get("predict") == 1 and jobs.get("predict_on_pymust_far_on_pymust_fresh_on_pymust_heldout") == 1
     assert jobs.get("choose_postprocess") == 1  # the new models' post-processing, chosen again
     # What is redone (the jobs' outputs; the collect job lists every run's files as its inputs).
     redone = "\n".join(line for line in dry.stdout.splitlines() if line.strip().startswith("output:"))

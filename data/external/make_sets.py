@@ -1,4 +1,4 @@
-"""Make the committed external sets simulated with pymust: data/external/pymust_dev/ and pymust_heldout/.
+"""Make the committed external sets simulated with pymust: data/external/pymust_*/ (sonoseg.data.simulated.SETS).
 
 They were made once, on one CPU core, with (from the repository root, the project's environment
 having pymust 0.1.9)::
