@@ -32,7 +32,7 @@ def test_cost_table_columns_and_values(backend):
     assert table["network"].tolist() == ["lighter_unet_c1", "slim_unet"]
     assert table["parameters"].tolist() == [1_983_583, 4_320_609]
     assert (table["gflops"] > 0).all() and (table["latency_ms"] > 0).all()
-    assert (table["backend"] == backend).all() and (table["threads"] == 1).all()
+    assert (table["backend"] == backend).all() and (table["threads"] == 1).all() and (table["repeats"] == 2).all()
     assert table["cpu"].iloc[0] == cost.cpu_model() != ""
     # The spread of the repeats, and each network against U-net timed in the same process (the study
     # has no U-net here: it is timed as the reference and not listed).

@@ -38,6 +38,22 @@ def test_figure2_choice_with_few_images_has_no_duplicates():
         figures.figure2_choice(pd.Series(dtype=float), seed=0)
 
 
+def test_thumbnails_keep_the_coloured_calipers_figure_2_shows():
+    """A panel keeps one pixel per block: a thin caliper bar must survive it (every 4th pixel kept none of this
+    bar's rows), the grey image stays its first pixels, and the panel has the outline grid's shape."""
+    image = np.full((301, 640, 3), 90, np.uint8)
+    image[101:104, 200:240] = (255, 230, 0)  # a yellow caliper tick, 3 px thick: rows 101-103
+    small, step = figures._thumbnail(image)
+    assert step == 4 and small.shape == image[::4, ::4].shape
+    coloured = small.max(axis=2).astype(int) - small.min(axis=2) > 40
+    assert (
+        coloured.sum() == 10 and not (image[::4, ::4].max(axis=2).astype(int) - image[::4, ::4].min(axis=2) > 40).any()
+    )
+    assert (small[~coloured] == 90).all()
+    grey = np.arange(300 * 640, dtype=np.uint32).reshape(300, 640).astype(np.uint8)
+    assert np.array_equal(figures._thumbnail(grey)[0], grey[::4, ::4])
+
+
 def test_reference_is_unet_or_the_first_network_and_says_so():
     assert families.reference_method(["fcn8s", "unet"])[0] == "unet"
     name, note = families.reference_method(["light_unet", "fcn8s"])

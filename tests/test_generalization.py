@@ -400,7 +400,7 @@ def test_the_generalization_table_by_hand(tmp_path):
     assert "Scored, images with a lesion: in-domain (2 patients, 2 images), ext (held_out; 3 patients, 3 images)." in (
         caption
     )
-    assert "the held_out sets no choice ever read" in caption
+    assert "the held_out sets no automated choice ever read" in caption
     assert generalization.dataset_labels(table)["ext"] == "ext (held_out; 3 patients, 3 images)"
     assert (
         generalization.markdown(table, ["ext: 1 image(s) also in main.", ""])
@@ -598,6 +598,7 @@ def test_a_probe_network_chooses_the_augmentation_for_every_auto_network():
     )
     by_name = {run.name: run for run in runs}
     assert by_name["unet"].augmentation_from == by_name["lighter_unet_c1"].augmentation_from == "lighter_unet_c1"
+    assert runsheet.augmentation_takers(runs) == {"lighter_unet_c1": ["lighter_unet_c1", "unet"]}
     assert set(runsheet.augmentation_choices(runs)) == {"lighter_unet_c1"}  # one pair of candidates, the probe's
     with pytest.raises(SonosegError, match="augmentation_choice.network"):
         sheet({**config, "train": {"ultrasound_augment": "auto"}, "augmentation_choice": {"network": "fcn8s"}})

@@ -256,8 +256,8 @@ def test_segment_applies_the_post_processing_its_run_folder_records(tmp_path, mo
     choice = {"validation_dice": {"keep_one": 0.4, "none": 0.5}, "validation_images": 2, "scales": [1.0]}
     run, image = two_fold_run_with_choice(tmp_path, choice)
     applied = []
-    writer = infer.write_mask
-    monkeypatch.setattr(infer, "write_mask", lambda *args: applied.append(args[-1]) or writer(*args))
+    writer = segmenter.write_mask
+    monkeypatch.setattr(segmenter, "write_mask", lambda *args: applied.append(args[-1]) or writer(*args))
     assert segmenter.segment_images(run, [image], tmp_path / "recorded", device="cpu").written
     assert applied == ["none"]
     segmenter.segment_images(run, [image], tmp_path / "told", device="cpu", postprocess="keep_one")

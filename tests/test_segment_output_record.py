@@ -21,7 +21,7 @@ from conftest import sample_images
 from sonoseg.data import imageio, provenance
 from sonoseg.data.provenance import sonoseg_commit, sonoseg_version
 from sonoseg.errors import SonosegError
-from sonoseg.serving import infer, output_record, segmenter
+from sonoseg.serving import output_record, segmenter
 from sonoseg.serving.mask_files import mask_files, write_png
 from sonoseg.study import cli
 from sonoseg.study.cli import main
@@ -138,7 +138,7 @@ def test_a_file_in_the_records_place_that_is_not_a_record_is_kept_aside(tmp_path
 def test_a_run_stopped_by_an_error_still_records_what_it_wrote(tmp_path, scans, monkeypatch):
     paths, model = scans
     outdir = tmp_path / "masks"
-    real = infer.write_mask
+    real = segmenter.write_mask
     calls = []
 
     def failing(*args, **kwargs):
@@ -147,7 +147,7 @@ def test_a_run_stopped_by_an_error_still_records_what_it_wrote(tmp_path, scans, 
             raise SonosegError("disk full")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(infer, "write_mask", failing)
+    monkeypatch.setattr(segmenter, "write_mask", failing)
     with pytest.raises(SonosegError, match="disk full"):
         segmenter.segment_images(model, paths, outdir, device="cpu")
     (run,) = runs(outdir)

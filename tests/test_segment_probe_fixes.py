@@ -406,7 +406,7 @@ def test_busi_masks_given_among_the_images_are_warned_of_and_segmented(tmp_path,
     model = brightness_model(tmp_path, monkeypatch)
     names = ["benign (1).png", "benign (1)_mask.png", "benign (1)_mask_1.png", "benign (2)_MASK.png"]
     scans = [two_blobs(tmp_path / "benign" / name) for name in names]
-    with caplog.at_level(logging.WARNING, logger="sonoseg.serving.infer"):
+    with caplog.at_level(logging.WARNING, logger="sonoseg.serving"):
         segmenter.segment_images(model, scans, tmp_path / "out", device="cpu")
     warned = [r.getMessage() for r in caplog.records if "like" in r.getMessage() and "mask" in r.getMessage()]
     assert warned == [
@@ -416,14 +416,14 @@ def test_busi_masks_given_among_the_images_are_warned_of_and_segmented(tmp_path,
     for name in names:
         assert (tmp_path / "out" / name.replace(".png", "_mask.png")).is_file()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sonoseg.serving.infer"):
+    with caplog.at_level(logging.WARNING, logger="sonoseg.serving"):
         segmenter.segment_images(model, scans[:2], tmp_path / "out", device="cpu")
     assert [r.getMessage() for r in caplog.records if "looks like a mask" in r.getMessage()] == [
         f"{scans[1]}: looks like a mask (NAME_mask.png, BUSI's naming): segmented as an image anyway; leave it out "
         "of the images given"
     ]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sonoseg.serving.infer"):
+    with caplog.at_level(logging.WARNING, logger="sonoseg.serving"):
         segmenter.segment_images(model, scans[:1], tmp_path / "out", device="cpu")  # the image alone: no warning
     assert not [r for r in caplog.records if "like a mask" in r.getMessage() or "like masks" in r.getMessage()]
 
@@ -433,7 +433,7 @@ def test_a_long_list_of_busi_masks_is_named_in_part(tmp_path, caplog):
     images = [tmp_path / f"benign ({number})_mask.png" for number in range(1, 9)]
     for image in images:
         image.touch()
-    with caplog.at_level(logging.WARNING, logger="sonoseg.serving.infer"):
+    with caplog.at_level(logging.WARNING, logger="sonoseg.serving"):
         mask_files.mask_files(images, tmp_path / "out")
     assert [r.getMessage() for r in caplog.records] == [
         "8 images look like masks (NAME_mask.png, BUSI's naming): benign (1)_mask.png, benign (2)_mask.png, "
@@ -565,7 +565,7 @@ def test_an_image_too_small_or_too_narrow_for_a_scan_is_segmented_with_a_warning
         images.append(tmp_path / "scans" / f"{name}.png")
         images[-1].parent.mkdir(exist_ok=True)
         cv2.imwrite(str(images[-1]), np.full((*shape, 3), 255, np.uint8))
-    with caplog.at_level(logging.WARNING, logger="sonoseg.serving.infer"):
+    with caplog.at_level(logging.WARNING, logger="sonoseg.serving"):
         result = segmenter.segment_images(model, images, tmp_path / "out", device="cpu")
     assert len(result.written) == 5 and not result.failed  # warned of, not failed
     warned = sorted(r.getMessage() for r in caplog.records if "may mean nothing" in r.getMessage())

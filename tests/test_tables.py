@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import collect, sheet_row, write_patient_manifest, write_run_metrics
 
-from sonoseg.analysis import comparisons, paper, results, tables
+from sonoseg.analysis import comparisons, paper, results, stats, tables
 from sonoseg.analysis.results import IN_DOMAIN
 from sonoseg.data import provenance
 from sonoseg.errors import SonosegError
@@ -199,6 +199,9 @@ def test_tables_carry_gflops_and_cpu_latency_from_the_cost_table(tmp_path):
     markdown, _ = tables.to_markdown_and_latex(table, "Network", "T" + tables.cost_caption(cost))
     assert "| GFLOPs | CPU ms |" in markdown and "| 79.96 | 350.5 |" in markdown
     assert "onnxruntime, 2 threads, Test CPU" in markdown
+    assert "latency: the median of the timed runs (fastest and slowest in tables/cost.csv)" in markdown  # no repeats
+    pd.read_csv(cost).assign(repeats=10).to_csv(cost, index=False)
+    assert "latency: the median of 10 timed runs (fastest" in tables.cost_caption(cost)
 
 
 def write_model_file(path, parameters):
@@ -651,6 +654,33 @@ def test_a_paired_tables_family_names_the_pairs_holm_was_over():
     assert two["p_holm"].iloc[0] >= one["p_holm"].iloc[0]  # the larger family corrects more
 
 
+def test_the_augmentation_table_says_which_option_the_study_adopted_and_for_whom(tmp_path, capsys):
+    """The table paired the two options and never said which one the study's networks trained with: a reader had
+    to find it in selection/<network>/augmentation.json. Its caption now says it, from that file."""
+    from sonoseg.study import cli
+    from sonoseg.training import augmentation_choice
+
+    rows = [{**row, "lesion_pixels": 10, "dataset": IN_DOMAIN} for row in paired_rows({"a": 0.0, "b": -0.2}, 6)]
+    results.write_table(pd.DataFrame(rows), tmp_path / "per_image.csv.gz")
+    choice = {"chosen": {"ultrasound_augment": False}, "chosen_name": "paper", "dataset": "pymust_far"}
+    choice |= {"dice": {"paper": 0.7291, "ultrasound": 0.4572}, "network": "lighter_unet_c1", "patients": 24}
+    augmentation_choice.write_choice(choice, tmp_path / "augmentation.json")
+    out = tmp_path / "augmentation.csv"
+    common = ["paired", "--pairs", "a:b", "--per-image", str(tmp_path / "per_image.csv.gz"), "--family", "augmentation"]
+    given = ["--choice", str(tmp_path / "augmentation.json"), "lighter_unet_c1", "unet"]
+    assert cli.main([*common, *given, "--out", str(out)]) == 0
+    caption = out.with_suffix(".md").read_text().partition("\n\n")[0]
+    assert (
+        "Adopted: Lighter U-net @1's choice, the paper augmentation (mean Dice on pymust_far, the development set: "
+        "0.729 paper against 0.457 ultrasound; 24 patients), trained with by Lighter U-net @1, U-net." in caption
+    )
+    # A file that is no choice is refused, named, before the table is written.
+    (tmp_path / "other.json").write_text(json.dumps({"chosen": {}}))
+    assert cli.main([*common, "--choice", str(tmp_path / "other.json"), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "other.json: not an augmentation choice (no chosen_name, dice, dataset, network)" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
+
+
 def test_a_paired_table_has_a_markdown_twin_that_says_where_its_numbers_come_from(tmp_path):
     """tta.csv, ensemble.csv and augmentation.csv were CSV alone: no caption, so nothing named the data or the
     code that made them. `sonoseg paired` now writes a Markdown twin whose caption ends with the provenance."""
@@ -693,15 +723,19 @@ def test_a_paired_table_has_a_markdown_twin_that_says_where_its_numbers_come_fro
     assert provenance.caption_line("f" * 64, "", "fp32").endswith("; models trained in fp32.")
     assert f"| `unet--tta` | `unet` | {table['dice_method'][0]:.3f} | {table['dice_reference'][0]:.3f} | +0.050" in body
     significant = "yes" if table["significant"][0] else "no"  # decided with the CI as well: said, not left to p
-    assert body.rstrip().endswith(f"| {table['p_holm'][0]:.3g} | {significant} | 6 |")
-    assert comparisons._difference(-1.2e-05) == "-1.2e-05" and comparisons._difference(0.0512) == "+0.051"
+    # The images each pair was compared on, named: the runs' names said it only for an external set (--on-<set>).
+    assert table["dataset"].tolist() == [IN_DOMAIN]
+    assert body.rstrip().endswith(f"| {table['p_holm'][0]:.3g} | {significant} | 6 | {IN_DOMAIN} |")
+    assert stats.value_text(-1.2e-05, signed=True) == "-1.2e-05" and stats.value_text(0.0512, signed=True) == "+0.051"
+    # A bound that rounds to 0 keeps its sign: "[-0.286, -0.000]" read as a drop whose CI excludes 0.
+    assert stats.ci_text(-0.286, -0.0002) == "[-0.286, -2.0e-04]" and stats.ci_text(0.0, 0.5) == "[0.000, 0.500]"
     # The report shows it too (it showed none of the paired tables), captioned by its Markdown twin.
     from sonoseg.analysis import pages
 
     assert cli.main(["report-table", "tta", "--table", str(out), "--out", str(tmp_path / "tta.html")]) == 0
     page = (tmp_path / "tta.html").read_text()
     assert "Flip averaging: each network" in page and "models trained at commit abc1234" in page
-    assert "<th>Significant</th>" in page and f"<td>{significant}</td>" in page
+    assert "<th>Significant</th>" in page and f"<td>{significant}</td>" in page and "<th>Dataset</th>" in page
     assert pages.TABLE_TITLES.keys() >= set(catalog.PAIRED_TABLES)
 
 

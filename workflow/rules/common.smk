@@ -233,6 +233,7 @@ PREDICTED_ALONE = [name for name in RUNS if name not in GROUPED]
 EXTERNALS = {dataset["name"]: dataset for dataset in config["external_datasets"]}  # name -> its entry
 DEVELOPMENT = runsheet.development_set(config)  # the external set that may guide a choice ('' for none)
 AUGMENTATION_CHOICES = runsheet.augmentation_choices(list(RUNS.values()))  # network -> option -> candidate run
+AUGMENTATION_TAKERS = runsheet.augmentation_takers(list(RUNS.values()))  # choosing network -> networks taking it
 PRIORITY = runsheet.schedule_priorities(list(RUNS.values()), DEVELOPMENT)  # run -> its jobs' priority
 EXTERNAL_NETWORKS = [name for name in NETWORKS if name in {run.model_from for run in RUNS.values() if run.dataset}]
 # The paired tables (tables.smk, paired_table): table name -> (its family of sonoseg paired, its pairs); only those with pairs.
@@ -343,6 +344,22 @@ def get_recipe_inputs(wildcards):
     if run.augmentation_from:
         inputs["augmentation"] = layout.augmentation(OUT, run.augmentation_from)
     return inputs
+
+
+def get_paired_choices(wildcards):
+    """The augmentation table's caption says what each choice adopted, and for which networks: its choice files."""
+    if wildcards.paired != "augmentation":
+        return []
+    return [layout.augmentation(OUT, network) for network in AUGMENTATION_TAKERS]
+
+
+def paired_choice_options(wildcards) -> str:
+    """get_paired_choices' files as `sonoseg paired` takes them: --choice FILE NETWORK..."""
+    return " ".join(
+        f"--choice {layout.augmentation(OUT, network)} {' '.join(AUGMENTATION_TAKERS[network])}"
+        for network in AUGMENTATION_TAKERS
+        if wildcards.paired == "augmentation"
+    )
 
 
 def get_augmentation_metrics(wildcards):

@@ -142,6 +142,7 @@ rule paired_table:
         per_image=PER_IMAGE,
         manifest=MANIFEST,  # the data's fingerprint, which ends the Markdown's caption as in every table
         code=ANALYSIS_CODE,
+        choices=get_paired_choices,  # the augmentation table's: what each choice adopted
     output:
         csv=f"{OUT}/tables/{{paired}}.csv",
         markdown=f"{OUT}/tables/{{paired}}.md",
@@ -153,9 +154,10 @@ rule paired_table:
         pairs=lambda wc: " ".join(f"{main.name}:{twin.name}" for main, twin in PAIRED_TABLES[wc.paired][1]),
         family=lambda wc: PAIRED_TABLES[wc.paired][0],
         seed=REPORT_SEED,
+        choices=paired_choice_options,
     shell:
         "sonoseg paired --pairs {params.pairs} --per-image {input.per_image} --manifest {input.manifest} "
-        "--seed {params.seed} --family {params.family} --out {output.csv} > {log} 2>&1"
+        "--seed {params.seed} --family {params.family} {params.choices} --out {output.csv} > {log} 2>&1"
 
 
 rule generalization:

@@ -68,8 +68,10 @@ def paired_runs(
             continue
         result = stats.hierarchical_comparison(both, twin, main, seed=seed, permutations=flips)
         means = both.groupby("method")["dice"].mean()
-        # As every comparison of the statistics: method is the candidate (the twin), reference the main run.
-        rows.append({**result, "dice_method": means[twin], "dice_reference": means[main]})
+        # As every comparison of the statistics: method is the candidate (the twin), reference the main run; and
+        # the images they were compared on, said rather than left to the runs' names (--on-<dataset>).
+        where = {"dataset": ", ".join(sorted(both["dataset"].astype(str).unique()))} if "dataset" in both else {}
+        rows.append({**result, **where, "dice_method": means[twin], "dice_reference": means[main]})
     table = pd.DataFrame(rows)
     if not table.empty:
         # Holm over the pairs, and significant as the statistics page decides it: Holm's p < 0.05 and, where a
@@ -78,46 +80,55 @@ def paired_runs(
     return table
 
 
-def paired_markdown(table: pd.DataFrame, family: str, source: str = "") -> str:
-    """A paired table as a person reads it: a caption (what the pairs compare, the Holm family, then ``source``:
-    results.source_line, where the numbers come from) and a row per pair, run names as the long table has them."""
+def adoption_sentence(choice: dict, takers: list[str]) -> str:
+    """What an augmentation choice adopted (its selection/<network>/augmentation.json, as
+    sonoseg.training.augmentation_choice writes it) and the networks that train with it, as the augmentation
+    table's caption says it: the table pairs the two options, and a reader asked which one the study kept."""
+    dice = choice.get("dice", {})
+    scores = " against ".join(f"{dice[option]:.3f} {option}" for option in sorted(dice, key=lambda o: -dice[o]))
+    chooser = catalog.label(choice["network"])
+    taken = ", ".join(catalog.label(name) for name in takers) if takers else "no network"
+    return (
+        f"Adopted: {chooser}'s choice, the {choice['chosen_name']} augmentation (mean Dice on {choice['dataset']}, "
+        f"the development set: {scores}; {choice.get('patients', '?')} patients), trained with by {taken}."
+    )
+
+
+def paired_markdown(table: pd.DataFrame, family: str, source: str = "", adopted: list[str] = ()) -> str:
+    """A paired table as a person reads it: a caption (what the pairs compare, the Holm family, what a choice
+    among the pairs adopted (``adopted``: adoption_sentence's), then ``source``: results.source_line, where the
+    numbers come from) and a row per pair, run names as the long table has them."""
     from sonoseg.analysis import stats
 
     what = table["family"].iloc[0] if not table.empty else PAIRED_FAMILIES[family]
+    said = " ".join([*adopted, *([source] if source else [])])
     caption = (
         f"**Paired by patient: {what}. Difference = method - reference, Dice averaged over the test images with a "
         "lesion [95 % CI by patient, then training]; sign-flip p, Holm-corrected; significant: Holm's p < 0.05 "
-        f"and, where a side has several trainings, the CI excluding 0.{' ' + source if source else ''}**"
+        f"and, where a side has several trainings, the CI excluding 0.{' ' + said if said else ''}**"
     )
     if table.empty:
         return caption + "\n\nNo pair had a test image with a lesion: nothing was compared.\n"
     header = ["Method", "Reference", "Dice method", "Dice reference", "Difference [95 % CI]", "p (Holm)"]
     header += ["Significant", "Patients"]
-    lines = markdown_header(header)
+    named = "dataset" in table.columns  # a table made from a long table without the column has none
+    lines = markdown_header(header + (["Dataset"] if named else []))
     for row in table.itertuples(index=False):
-        interval = (
-            f"[{_difference(row.ci_low)}, {_difference(row.ci_high)}]"
-            if pd.notna(row.ci_low) and pd.notna(row.ci_high)
-            else stats.ci_text(row.ci_low, row.ci_high)
-        )
+        interval = stats.ci_text(row.ci_low, row.ci_high, signed=True)
         cells = [f"`{row.method}`", f"`{row.reference}`", f"{row.dice_method:.3f}", f"{row.dice_reference:.3f}"]
-        cells += [f"{_difference(row.mean_difference)} {interval}", f"{row.p_holm:.3g}"]
-        cells += ["yes" if row.significant else "no", str(row.patients)]
+        cells += [f"{stats.value_text(row.mean_difference, signed=True)} {interval}", f"{row.p_holm:.3g}"]
+        cells += ["yes" if row.significant else "no", str(row.patients)] + ([row.dataset] if named else [])
         lines.append(markdown_row(cells))
     return caption + "\n\n" + "\n".join(lines) + "\n"
 
 
-def _difference(value: float) -> str:
-    """A signed difference in Dice at 3 decimals, or in two significant digits where 3 decimals would read 0
-    and lose its sign (a reliance of -1.2e-05 is not -0.000)."""
-    return f"{value:+.3f}" if value == 0 or abs(value) >= 0.0005 else f"{value:+.1e}"
-
-
-def write_paired(table: pd.DataFrame, out_csv: str | Path, family: str, source: str = "") -> None:
+def write_paired(
+    table: pd.DataFrame, out_csv: str | Path, family: str, source: str = "", adopted: list[str] = ()
+) -> None:
     """A paired table as CSV, and as Markdown beside it (paired_markdown), whose caption says where it comes from."""
     out_csv = Path(out_csv)
     write_table(table, out_csv)
-    write_text_atomic(out_csv.with_suffix(".md"), paired_markdown(table, family, source))
+    write_text_atomic(out_csv.with_suffix(".md"), paired_markdown(table, family, source, adopted))
 
 
 def equivalence_table(
@@ -163,7 +174,8 @@ def write_equivalence(table: pd.DataFrame, out_csv: str | Path, margin: float, s
         verdict = "holds" if row.equivalent else "is not shown"
         lines.append(
             f"- {catalog.label(row.method)} as good as {catalog.label(row.reference)} within ±{margin:g}: "
-            f"{verdict} — difference {row.mean_difference:+.3f} {stats.ci_text(row.ci_low, row.ci_high, signed=True)}, "
+            f"{verdict} — difference {stats.value_text(row.mean_difference, signed=True)} "
+            f"{stats.ci_text(row.ci_low, row.ci_high, signed=True)}, "
             f"TOST p {row.tost_p:.3g} (Holm {row.tost_p_holm:.3g}), {row.patients} patients, "
             f"{row.runs_candidate} and {row.runs_reference} runs"
         )

@@ -160,7 +160,7 @@ def lesionless_notes(table: pd.DataFrame) -> list[str]:
 ROLES_NOTE = (
     "No external image reaches training, validation, the recipe selection, the post-processing choice or the "
     "floors' fitting; the development set is the one set a choice may read (the augmentation's, where "
-    "train.ultrasound_augment is auto: tables/augmentation.csv), the held_out sets no choice ever read."
+    "train.ultrasound_augment is auto: tables/augmentation.csv), the held_out sets no automated choice ever read."
 )
 
 

@@ -59,7 +59,7 @@ def fmt(value: float, digits: int) -> str:
 
 
 def signed(value: float, digits: int) -> str:
-    return "-" if pd.isna(value) else f"{value:+.{digits}f}"
+    return "-" if pd.isna(value) else stats.value_text(value, digits, signed=True)
 
 
 # Manifest columns that describe files and flags, not the lesion or the patient: never broken down.
@@ -227,7 +227,7 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                     for m, lo, hi in zip(table["dice"], table["ci_low"], table["ci_high"])
                 ],
                 "Drop from in-domain [95 % CI]": [
-                    "" if pd.isna(d) else f"{signed(d, 3)} {stats.ci_text(lo, hi)}"
+                    "" if pd.isna(d) else f"{signed(d, 3)} {stats.ci_text(lo, hi, signed=True)}"
                     for d, lo, hi in zip(table["drop"], table["drop_ci_low"], table["drop_ci_high"])
                 ],
             }
@@ -263,6 +263,8 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
         shown = shown_comparison(table)
         shown.insert(4, "Dice method", [fmt(v, 3) for v in table["dice_method"]])
         shown.insert(5, "Dice reference", [fmt(v, 3) for v in table["dice_reference"]])
+        if "dataset" in table:  # where each pair was compared (tables from before the column: the runs' names say)
+            shown.insert(2, "Dataset", table["dataset"])
         # Holm's p < 0.05 and, with several trainings a side, the CI excluding 0 (older tables: none)
         shown["Significant"] = (
             table["significant"].map(lambda v: "yes" if str(v) == "True" else "no") if "significant" in table else ""
@@ -457,7 +459,10 @@ def statistics_page(
         if values[column].nunique() < 2:
             continue
         groups = stats.group_table(values, column, seed=seed, resamples=breakdown_resamples)
-        groups["cell"] = [stats.format_cell(row) for _, row in groups.iterrows()]
+        groups["cell"] = [
+            stats.format_cell(row) + (f" {subgroups.FEW_MARK}" if subgroups.few_patients(int(row["patients"])) else "")
+            for _, row in groups.iterrows()
+        ]
         shown = groups.pivot_table(index="method", columns=column, values="cell", aggfunc="first", sort=False)
         counts = groups.groupby(column)[["images", "patients"]].first()
         shown.columns = [
@@ -467,7 +472,8 @@ def statistics_page(
         parts.append(
             html_table(
                 shown.reset_index(),
-                f"Test Dice per {column} (patient-level 95 % CI, {breakdown_resamples:,} bootstrap resamples)",
+                f"Test Dice per {column} (patient-level 95 % CI, {breakdown_resamples:,} bootstrap resamples)"
+                + (f". {subgroups.few_note()}" if any(map(subgroups.few_patients, counts["patients"])) else ""),
             )
         )
     if source:

@@ -258,12 +258,20 @@ def counted(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+def value_text(value: float, digits: int = 3, signed: bool = False) -> str:
+    """A number at ``digits`` decimals (with its sign for a difference), or in two significant digits where the
+    decimals would read 0 and lose its sign: a bound of -0.0002 is not "-0.000", which reads as excluding 0."""
+    sign = "+" if signed else ""
+    if value != 0 and round(value, digits) == 0:
+        return f"{value:{sign}.1e}"
+    return f"{value:{sign}.{digits}f}"
+
+
 def ci_text(low: float, high: float, digits: int = 3, signed: bool = False) -> str:
     """A CI as tables show it, "[low, high]" (with signs for a difference), or NO_CI where there is none."""
     if np.isnan(low) or np.isnan(high):
         return NO_CI
-    sign = "+" if signed else ""
-    return f"[{low:{sign}.{digits}f}, {high:{sign}.{digits}f}]"
+    return f"[{value_text(low, digits, signed)}, {value_text(high, digits, signed)}]"
 
 
 def _percentile_ci(replicates: np.ndarray, confidence: float) -> tuple[float, float]:

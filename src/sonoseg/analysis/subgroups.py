@@ -65,6 +65,14 @@ def few_patients(patients: int) -> bool:
     return stats.MIN_PATIENTS_FOR_CI <= patients < FEW_PATIENTS
 
 
+def few_note() -> str:
+    """What FEW_MARK means, as every table that marks a cell with it says."""
+    return (
+        f"{FEW_MARK}: a CI over fewer than {FEW_PATIENTS} patients, which a bootstrap cannot make wide enough "
+        "(two patients give at most three distinct means): read its value, not its interval."
+    )
+
+
 def column_name(name: str) -> str:
     """The per-image table's column a config entry names: ``class`` and ``view`` as they are, any other
     name as the manifest's metadata column (``lesion_type`` or ``meta_lesion_type``: meta_lesion_type)."""
@@ -200,10 +208,7 @@ def caption(
     )
     parts = [text]
     if any(map(few_patients, pd.to_numeric(table["patients"], errors="coerce").dropna())):
-        parts.append(
-            f"{FEW_MARK}: a CI over fewer than {FEW_PATIENTS} patients, which a bootstrap cannot make wide enough "
-            "(two patients give at most three distinct means): read its value, not its interval."
-        )
+        parts.append(few_note())
     if absent:
         parts.append(
             f"No image of any dataset has a value in: {', '.join(shown_name(c) for c in absent)} "

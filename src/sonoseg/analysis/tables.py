@@ -348,7 +348,13 @@ def cost_caption(cost_csv: str | Path | None) -> str:
     if cost.empty:
         return ""
     row = cost.iloc[0]
-    return f"; latency: batch 1, {row['backend']}, {int(row['threads'])} threads, {row['cpu']}"
+    # The median of a few timed runs on a machine others may share: said, with where the spread is, so that a
+    # difference of a few ms is not read as a ranking (a cost.csv from before the repeats column: "the").
+    timed = f"{int(row['repeats'])} timed runs" if "repeats" in cost else "the timed runs"
+    return (
+        f"; latency: the median of {timed} (fastest and slowest in tables/cost.csv), batch 1, {row['backend']}, "
+        f"{int(row['threads'])} threads, {row['cpu']}"
+    )
 
 
 def ladder_table(runs: pd.DataFrame, steps: list[str]) -> pd.DataFrame:

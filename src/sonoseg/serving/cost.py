@@ -39,6 +39,7 @@ COLUMNS = [
     "latency_vs_unet",
     "backend",
     "threads",
+    "repeats",  # the timed runs latency_ms is the median of: the captions say it
     "cpu",
 ]
 REFERENCE = "unet"  # latency_vs_unet divides by its median, measured in the same process
@@ -220,6 +221,7 @@ def cost_table(
             "latency_vs_unet": round(statistics.median(measured[name]) / statistics.median(measured[REFERENCE]), 3),
             "backend": backend,
             "threads": threads,
+            "repeats": repeats,
             "cpu": cpu,
         }
         for name in networks

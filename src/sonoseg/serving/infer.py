@@ -18,9 +18,7 @@ from scipy import ndimage
 from sonoseg.data.preprocess import cache_interpolation, cache_marks, load_cache
 from sonoseg.errors import SonosegError
 from sonoseg.serving import interpolate, sidecar
-from sonoseg.serving.mask_files import (
-    write_png,
-)
+from sonoseg.serving.mask_files import write_png
 from sonoseg.serving.modelio import (
     MODEL_FORMAT,
     images_to_tensor,

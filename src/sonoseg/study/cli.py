@@ -559,6 +559,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--manifest", help="the main dataset's manifest.csv: its data fingerprint ends the caption")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+    p.add_argument(
+        "--choice",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("FILE", "NETWORK"),
+        help="an augmentation choice (selection/<network>/augmentation.json) and the networks that train with what "
+        "it adopted: the caption says which option the study kept (repeat for each choosing network)",
+    )
     p.add_argument("--out", required=True, help="the table's CSV; its Markdown, with the caption, is written beside it")
     p.set_defaults(func=commands.cmd_paired)
 

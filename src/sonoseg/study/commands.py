@@ -630,12 +630,14 @@ def _per_image(args):
 
 def cmd_paired(args) -> None:
     from sonoseg.analysis import comparisons, results
+    from sonoseg.training.augmentation_choice import read_record
 
     manifest = _manifest_given(args.manifest)  # before anything is read or written
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
+    adopted = [comparisons.adoption_sentence(read_record(path), takers) for path, *takers in args.choice]
     per_image = _per_image(args)
     table = comparisons.paired_runs(per_image, pairs, args.seed, args.family)
-    comparisons.write_paired(table, args.out, args.family, results.source_line(manifest, per_image))
+    comparisons.write_paired(table, args.out, args.family, results.source_line(manifest, per_image), adopted)
     log.info("%s (method - reference):\n%s", args.family, table.to_string(index=False))
 
 

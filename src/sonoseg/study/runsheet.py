@@ -599,6 +599,15 @@ def augmentation_choices(runs: list[Run]) -> dict[str, dict[str, Run]]:
     return choices
 
 
+def augmentation_takers(runs: list[Run]) -> dict[str, list[str]]:
+    """choosing network -> the networks whose runs train with the augmentation it chooses (augmentation_from)."""
+    takers: dict[str, set[str]] = {}
+    for run in runs:
+        if run.kind == "network" and run.augmentation_from:
+            takers.setdefault(run.augmentation_from, set()).add(run.method)
+    return {network: sorted(names) for network, names in takers.items()}
+
+
 def on_dataset(name: str, dataset: str) -> str:
     """The name of a run that tests run ``name``'s models on an external dataset."""
     return f"{name}{SEPARATOR}on-{dataset}"

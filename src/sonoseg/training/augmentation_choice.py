@@ -77,10 +77,19 @@ def write_choice(choice: dict, out: str | Path) -> None:
     out.write_text(json.dumps(choice, indent=2, sort_keys=True) + "\n")
 
 
+def read_record(path: str | Path, keys: tuple[str, ...] = ("chosen", "chosen_name", "dice", "dataset", "network")):
+    """An augmentation choice file whole, as choose writes it (by default: the chosen settings and the option's
+    name, each option's Dice on the development set, the network that chose), refused unless it has ``keys``."""
+    try:
+        record = json.loads(Path(path).read_text())
+        missing = [key for key in keys if key not in record]
+    except (OSError, ValueError, TypeError) as exc:
+        raise SonosegError(f"{path}: not an augmentation choice ({exc!r})") from None
+    if missing:
+        raise SonosegError(f"{path}: not an augmentation choice (no {', '.join(missing)})")
+    return record
+
+
 def read_choice(path: str | Path) -> dict:
     """The chosen settings of an augmentation choice file."""
-    try:
-        chosen = json.loads(Path(path).read_text())["chosen"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise SonosegError(f"{path}: not an augmentation choice ({exc!r})") from None
-    return chosen
+    return read_record(path, ("chosen",))["chosen"]
