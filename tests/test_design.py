@@ -343,6 +343,40 @@ def test_a_built_in_networks_code_is_its_module_and_the_network_modules_it_impor
     assert digests["egeunet"] != digests["malunet"]  # its own module besides
 
 
+def test_the_training_fingerprint_reads_the_code_a_training_runs_and_no_other():
+    """An upgrade that moved `segment` into a module of its own (serving/segmenter.py) made every finished training
+    unusable for adoption: the fingerprint read every file of data/, serving/ and training/. It reads what a
+    training imports now: every module a training loads is in it, and segment, the export, the floors and the
+    external sets' simulator are not."""
+    from sonoseg.training import reuse
+
+    sources = set(reuse.training_sources())
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from sonoseg.training import recipe, reuse, train; from sonoseg.networks import catalog, "
+            "models; [models.build(n) for n in catalog.BUILT_IN_NETWORKS]; "
+            "print(' '.join(m for m in sys.modules if m.startswith('sonoseg')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    folders = ("data", "networks", "serving", "training")
+    files = set()
+    for name in loaded:  # a module's file, or a package's __init__.py
+        base = PACKAGE.joinpath(*name.split(".")[1:])
+        files |= {
+            p.relative_to(PACKAGE).as_posix() for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()
+        }
+    trained_with = {f for f in files if "/" not in f or f.split("/")[0] in folders}
+    assert trained_with and trained_with <= sources, trained_with - sources
+    assert {"training/train.py", "serving/modelio.py", "data/preprocess.py", "networks/models/unet.py"} <= sources
+    assert not sources & {"serving/segmenter.py", "serving/export.py", "data/simulated.py", "networks/baseline.py"}
+    assert not [f for f in sources if f.startswith(("analysis/", "study/"))]
+
+
 def test_serving_refuses_an_output_of_other_than_one_channel(tmp_path):
     """A model file from elsewhere whose network returns two channels is refused, not read by its first."""
     import numpy as np

@@ -329,6 +329,28 @@ def test_a_caption_over_runs_trained_differently_says_which_run_is_which():
     assert results.trained_in(per_image[per_image["run"] == "dark_in_prior"]) == ""
 
 
+def test_a_table_over_two_commits_predictions_says_so(tmp_path):
+    """An upgraded study's rerun predicted the external set it added with the new code and kept the own test images'
+    predictions of the old: the rows mixed two commits' prediction code without a word. Each row now carries the
+    commit that made it (prediction_commit, read back as text) and the caption names the others than its writer's."""
+    writer = provenance.sonoseg_commit()
+    rows = [("unet", "0012345e7890"), ("unet--on-far", writer), ("dark_in_prior", "0012345e7890")]
+    per_image = pd.DataFrame(rows, columns=["run", "prediction_commit"]).assign(model_from=["", "unet", ""])
+    assert results.predicted_at(per_image) == f"0012345e7890 (unet--on-far: {writer})"  # each run its own job
+    assert results.caption_from("a" * 64, per_image).endswith(
+        f"; predictions from commit 0012345e7890 (unet--on-far: {writer})."
+    )
+    assert "predictions from" not in results.caption_from("a" * 64, per_image[per_image["run"] == "unet--on-far"])
+    assert "predictions from" not in results.caption_from("a" * 64, per_image.drop(columns="prediction_commit"))
+    manifest = write_patient_manifest(tmp_path / "manifest.csv", ["a", "b"], ["P1", "P2"])
+    metrics = write_run_metrics(tmp_path, "unet", 0, 0, ["a", "b"], [0.8, 0.6])
+    pd.read_csv(metrics).assign(prediction_commit="0012345e7890").to_csv(metrics, index=False)
+    write_training(tmp_path, "unet", [epoch_row(1, **cpu(), commit="28e4beea095f")], seed="0")
+    per_image = results.collect_per_image(tmp_path, [trained("unet")], manifest)
+    results.write_table(per_image, tmp_path / "per_image.csv.gz")
+    assert set(results.read_per_image(tmp_path / "per_image.csv.gz")["prediction_commit"]) == {"0012345e7890"}
+
+
 def test_a_table_made_later_from_the_predictions_names_the_commit_that_trained_its_models(tmp_path):
     """A probe remade a finished study's tables with newer code: every caption named the newer commit alone, as
     if it had trained the models. The long table carries the training's commit, and captions name both."""

@@ -87,11 +87,13 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     assert str(np.load(out / "data" / "cache" / "keep" / "fold0" / "test.npz")["interpolation"]) == "area"
     model = torch.load(out / "runs" / "unet" / "fold0" / "seed0" / "model.pt", weights_only=False)
     assert model["input_interpolation"] == "area"
-    metrics = pd.read_csv(out / "runs" / "unet" / "fold0" / "seed0" / "metrics.csv")
+    metrics = pd.read_csv(out / "runs" / "unet" / "fold0" / "seed0" / "metrics.csv", dtype={"prediction_commit": str})
     split = pd.read_csv(out / "data" / "split.csv")
     assert sorted(metrics["sample_id"]) == sorted(split.loc[split["split"] == "test", "sample_id"])
     # The baseline is a run like a network's: predictions, per-image metrics and a summary, no history.
-    baseline = pd.read_csv(out / "runs" / "threshold_baseline" / "fold0" / "seed0" / "metrics.csv")
+    baseline = pd.read_csv(
+        out / "runs" / "threshold_baseline" / "fold0" / "seed0" / "metrics.csv", dtype={"prediction_commit": str}
+    )
     assert sorted(baseline["sample_id"]) == sorted(metrics["sample_id"])
     assert len(list((out / "runs" / "threshold_baseline" / "fold0" / "seed0" / "predictions").glob("*.png"))) == len(
         baseline
@@ -103,6 +105,10 @@ def test_tiny_study_end_to_end_then_nothing_to_do(workflow_copy, tiny_study, tmp
     assert (baseline["postprocess"] == "keep_one").all()
     chosen = json.loads((out / "runs" / "unet" / "fold0" / "postprocess.json").read_text())["chosen"]
     assert (metrics["postprocess"] == chosen).all()
+    # ... and the code that made it: the commit a study's rows were predicted at (an upgrade's rerun keeps some).
+    from sonoseg.data.provenance import sonoseg_commit
+
+    assert set(metrics["prediction_commit"]) == set(baseline["prediction_commit"]) == {sonoseg_commit()}
     table2 = pd.read_csv(out / "tables" / "table2.csv").set_index("network")
     assert (table2.loc["unet", "every_component_trainings"] > 0) == (chosen == "none")
     assert table2.loc["unet", "label"].endswith("§") == (chosen == "none")

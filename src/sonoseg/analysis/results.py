@@ -10,7 +10,9 @@ sonoseg.analysis.evaluate.
 Each per-image row also says what the trainings behind its models computed on (``training_precision``,
 ``training_device``, ``training_processor``) and the sonoseg commit that trained them (``training_commit``:
 the tables' captions name it beside the commit that wrote them): as trainings' columns below, joined over an
-ensemble's members; empty for a floor.
+ensemble's members; empty for a floor. ``prediction_commit`` is the sonoseg commit that made and scored the row's
+mask (the predict job's: a rerun after an upgrade keeps the predictions whose inputs did not change, so one table can
+hold two commits' predictions, and its caption then says so); empty for predictions from before the column.
 ``trainings`` has one row per training: epochs, the kept epoch, optimizer steps, what ended it (the
 stop rule or the cap) and where its time went; what it computed on: ``precision`` (the fast path, e.g.
 ``bf16 + channels_last`` or ``fp32``), ``device`` (``cpu``, ``cuda:0``) and ``processor`` (the CPU's model
@@ -165,7 +167,7 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
         "per-image metrics",
         ("sample_id", "dice"),
         non_empty=("sample_id", "dice"),
-        dtype={"sample_id": str},
+        dtype={"sample_id": str, "prediction_commit": str},
         keep_default_na=False,
         na_values=[""],
     )
@@ -338,6 +340,14 @@ def trained_at(per_image: pd.DataFrame | None) -> str:
     return trained_by(per_image, "commit", ", ")
 
 
+def predicted_at(per_image: pd.DataFrame | None) -> str:
+    """The sonoseg commits that made a long table's predictions and scored them (``prediction_commit``), as
+    ``trained_by`` names a column's values by run; '' where none is recorded (a study from before the column).
+    A rerun after an upgrade redoes only the predictions whose inputs changed (an external set added: its own),
+    so one table's rows can come from two commits' prediction code; the caption then says so."""
+    return trained_by(per_image, "commit", ", ", prefix="prediction", by_model=False)
+
+
 def trained_in(per_image: pd.DataFrame | None) -> str:
     """The precision(s) the trainings behind a long table's rows computed in (``training_precision``: "bf16 +
     channels_last", "fp32"; a training resumed in another one has both), as ``trained_by`` names them, a run's
@@ -345,22 +355,25 @@ def trained_in(per_image: pd.DataFrame | None) -> str:
     return trained_by(per_image, "precision", COMPUTE_SEPARATOR)
 
 
-def trained_by(per_image: pd.DataFrame | None, column: str, joiner: str) -> str:
+def trained_by(
+    per_image: pd.DataFrame | None, column: str, joiner: str, prefix: str = "training", by_model: bool = True
+) -> str:
     """A long table's ``training_<column>`` said by the runs that trained (a flip-averaged or external run
     names its trainings' run in ``model_from``, and counts as that run; a ladder step, an augmentation
     candidate or a marks-kept twin trains its own): each such run's distinct values (its cells split, in the
     order they first appear, joined by ``joiner``); where they differ, the value most share first and the
     others with their runs, "bf16 + channels_last (malunet: fp32)", so a caption over a study whose MALUNet
     trained in fp32, or whose one retrained network trained at a newer commit, says which is which. Runs
-    without a value (floors) are left out; '' where none has one."""
-    if per_image is None or f"training_{column}" not in per_image:
+    without a value (floors) are left out; '' where none has one. ``prefix``: the column read is
+    ``<prefix>_<column>``; ``by_model`` False: each run named for itself (a prediction is its own run's job)."""
+    if per_image is None or f"{prefix}_{column}" not in per_image:
         return ""
     trained = per_image["run"].astype(str)
-    if "model_from" in per_image:
+    if by_model and "model_from" in per_image:
         source = per_image["model_from"].fillna("").astype(str)
         trained = source.where(source != "", trained)
     runs_by_value: dict[str, list[str]] = {}
-    for run, cells in per_image[f"training_{column}"].groupby(trained.to_numpy(), sort=False):
+    for run, cells in per_image[f"{prefix}_{column}"].groupby(trained.to_numpy(), sort=False):
         values = _split_values(cells)
         if values:
             runs_by_value.setdefault(joiner.join(values), []).append(str(run))
@@ -386,8 +399,17 @@ def source_line(manifest_csv: str | Path | None, per_image: pd.DataFrame | None 
         return ""
     from sonoseg.data import provenance
 
-    fingerprint = provenance.read_manifest_provenance(manifest_csv)["dataset_fingerprint"]
-    return provenance.caption_line(fingerprint, trained_at(per_image), trained_in(per_image))
+    return caption_from(provenance.read_manifest_provenance(manifest_csv)["dataset_fingerprint"], per_image)
+
+
+def caption_from(dataset_fingerprint: str, per_image: pd.DataFrame | None = None) -> str:
+    """source_line for a dataset's fingerprint: the data, the sonoseg writing the table, the commits and precisions
+    that trained the long table's models and, where other code than the writer's made its predictions, that code."""
+    from sonoseg.data import provenance
+
+    return provenance.caption_line(
+        dataset_fingerprint, trained_at(per_image), trained_in(per_image), predicted_at(per_image)
+    )
 
 
 def compute_values(history: pd.DataFrame, column: str) -> str:
@@ -523,6 +545,7 @@ def read_per_image(path: str | Path, runs: Iterable[str] | None = None) -> pd.Da
         "model_from": str,
         "image": str,
         **{f"training_{column}": str for column in COMPUTE_COLUMNS},
+        "prediction_commit": str,
     }
     required = ("run", "fold", "seed", "training", "sample_id", "patient", "dice")
     # Only an empty cell is missing: a sample id of "NA" or "None" (an image NA.png) is an id (na_values).

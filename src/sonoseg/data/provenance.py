@@ -725,15 +725,17 @@ def read_manifest_provenance(manifest_csv: str | Path) -> dict:
     return {key: found.get(key, "unknown") for key in ("dataset_fingerprint", "sonoseg_version", "commit")}
 
 
-def caption_line(dataset_fingerprint: str, trained_at: str = "", trained_in: str = "") -> str:
+def caption_line(dataset_fingerprint: str, trained_at: str = "", trained_in: str = "", predicted_at: str = "") -> str:
     """One line naming where a table's numbers come from: the data, the sonoseg that wrote the table and, where
-    known (sonoseg.analysis.results.trained_at and trained_in), the commit(s) that trained its models and the
-    precision(s) they trained in. A table remade by later code from the same predictions names both commits:
-    the predictions are the training's; and a bf16 study's table and an fp32 one's, whose numbers differ,
-    are told apart by their captions."""
+    known (sonoseg.analysis.results.trained_at, trained_in and predicted_at), the commit(s) that trained its models
+    and the precision(s) they trained in, and the commit(s) that made its predictions where they are not the
+    writer's (a table remade by later code, or a study rerun after an upgrade, whose unchanged predictions were
+    kept); and a bf16 study's table and an fp32 one's, whose numbers differ, are told apart by their captions."""
     short = dataset_fingerprint[:SHORT] if dataset_fingerprint != "unknown" else "unknown"
-    line = f"Data fingerprint {short}; sonoseg {sonoseg_version()} at commit {sonoseg_commit()}"
+    writer = sonoseg_commit()
+    line = f"Data fingerprint {short}; sonoseg {sonoseg_version()} at commit {writer}"
     if trained_at or trained_in:
         line += "; models trained" + (f" at commit {trained_at}" if trained_at else "")
         line += f" in {trained_in}" if trained_in else ""
-    return line + "."
+    # "from commit", not "at commit": the report reads each "at commit" as a maker of the tables (report_labels)
+    return line + (f"; predictions from commit {predicted_at}" if predicted_at and predicted_at != writer else "") + "."

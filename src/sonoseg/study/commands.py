@@ -378,8 +378,13 @@ def cmd_predict(args) -> None:
         for outdir, metrics in ((test.outdir, test.metrics), (test.tta_outdir, test.tta_metrics)):
             if metrics:
                 from sonoseg.analysis import evaluate
+                from sonoseg.data.provenance import sonoseg_commit
 
-                _write_metrics(evaluate.evaluate(outdir, samples).assign(postprocess=applied), metrics)
+                # ... and the code that made and scored it: an upgrade's rerun keeps the predictions it need not redo
+                scored = evaluate.evaluate(outdir, samples).assign(
+                    postprocess=applied, prediction_commit=sonoseg_commit()
+                )
+                _write_metrics(scored, metrics)
 
 
 def cmd_choose_augmentation(args) -> None:
@@ -674,18 +679,12 @@ def _data_fingerprint(manifest: str) -> str:
 
 def cmd_equivalence(args) -> None:
     from sonoseg.analysis import comparisons, results
-    from sonoseg.data import provenance
 
     origin = _data_fingerprint(args.manifest)
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
     per_image = _per_image(args)
     table = comparisons.equivalence_table(per_image, pairs, args.margin, args.seed)
-    comparisons.write_equivalence(
-        table,
-        args.out,
-        args.margin,
-        provenance.caption_line(origin, results.trained_at(per_image), results.trained_in(per_image)),
-    )
+    comparisons.write_equivalence(table, args.out, args.margin, results.caption_from(origin, per_image))
     log.info("equivalence claims (margin %g):\n%s", args.margin, table.to_string(index=False))
 
 

@@ -6,7 +6,9 @@ again."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import inspect
@@ -37,9 +39,12 @@ KEPT_FINISHED_COPIES = 3
 FINGERPRINT_NAME = 16  # hex digits of a training's fingerprint naming its copy's folder
 UNKNOWN_COPY = "unknown"  # the folder of a copy whose model file records no fingerprint
 COPY_NAME = re.compile(rf"[0-9a-f]{{{FINGERPRINT_NAME}}}|{UNKNOWN_COPY}")
-# The package's parts a training runs ("": its top-level modules): code_digest reads these. An edit to the
-# analysis or the report leaves checkpoints and finished copies valid.
-TRAINING_CODE = ("", "data", "networks", "serving", "training")
+# The code a training runs (code_digest reads it): the modules the `train` command imports to train, every
+# network's module (builders are imported by name: catalog), and the package's top-level modules and data, serving
+# and training modules these import, lazily or not. An edit anywhere else (the analysis, the report, segment, the
+# external sets' simulator) leaves checkpoints and finished copies valid: a finished training is adopted.
+TRAINING_ENTRIES = ("sonoseg.training.train", "sonoseg.training.reuse", "sonoseg.training.recipe")
+TRAINING_FOLDERS = ("", "data", "networks", "serving", "training")  # where the imports are followed
 
 
 @contextlib.contextmanager
@@ -134,12 +139,7 @@ def code_digest(network: str, model: torch.nn.Module) -> str:
     the same code: after an edit to a network or to the training, a forced rerun trains again;
     ``SONOSEG_ADOPT_FINISHED=0`` trains again regardless."""
     package = Path(__file__).resolve().parents[1]
-    files = {
-        path: path.relative_to(package).as_posix()
-        for folder in TRAINING_CODE
-        for path in (package / folder).glob("**/*.py" if folder else "*.py")
-        if path.is_file() and not path.name.startswith(".")  # not an editor's lock file
-    }
+    files = {package / name: name for name in training_sources()}
     builder, builder_file = models.builder_source(network)
     spec = models.builder_spec(network)  # a user's network: the files of its own modules, as the workflow watches
     sources = [builder_file, *(catalog.builder_files(spec) if spec else [])] + [
@@ -155,6 +155,50 @@ def code_digest(network: str, model: torch.nn.Module) -> str:
         digest.update(f"\0{files[path]}\0".encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+@functools.cache
+def training_sources() -> tuple[str, ...]:
+    """The package's source files a training runs (TRAINING_ENTRIES, the built-in networks' modules, and what they
+    import within TRAINING_FOLDERS, read from their import statements), relative to the package, sorted."""
+    package = Path(__file__).resolve().parents[1]
+    found = {package / "__init__.py", *(package / "networks" / "models").glob("**/*.py")}
+    found |= {path for path in map(_module_file, TRAINING_ENTRIES) if path}
+    followed = {(), *((folder,) for folder in TRAINING_FOLDERS if folder)}
+    waiting = list(found)
+    while waiting:
+        for path in filter(None, map(_module_file, _imported_modules(waiting.pop()))):
+            if path not in found and path.relative_to(package).parts[:-1][:1] in followed:
+                found.add(path)
+                waiting.append(path)
+    return tuple(sorted(path.relative_to(package).as_posix() for path in found))
+
+
+def _imported_modules(source: Path) -> set[str]:
+    """The sonoseg modules a source file imports (``from sonoseg.x import y``: sonoseg.x, and sonoseg.x.y where y is
+    a module), with each package on the way (its __init__ runs on import). A module's every import counts, lazy ones
+    too (its functions may run in a training); a package's __init__ its top-level ones, those that run on import
+    (not one made when an attribute is asked for, as sonoseg.serving's Segmenter)."""
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    nodes = tree.body if source.name == "__init__.py" else ast.walk(tree)
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sonoseg":
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names if alias.name.split(".")[0] == "sonoseg"}
+    return {".".join(name.split(".")[:end]) for name in names for end in range(2, name.count(".") + 2)}
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of sonoseg module ``name`` (a package: its __init__.py); None for a name that is no module
+    (``from sonoseg.x import a_function``)."""
+    package = Path(__file__).resolve().parents[1]
+    base = package.joinpath(*name.split(".")[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
 
 
 def _source_file(cls: type) -> str | None:
@@ -329,7 +373,12 @@ def adopt_identical_run(
         log.info("adopted %s: the same training (network, seed, recipe, data) finished there", model)
         return {"best_epoch": saved["best_epoch"], "best_val_loss": saved["best_val_loss"], "adopted": str(model)}
     if reusable:
-        log.info("none of the %d finished runs offered is this training: training it", len(reusable))
+        log.info(
+            "none of the %d finished runs offered is this training: training it (a finished run is adopted only "
+            "where network, seed, recipe, training and validation data, device, fast path, torch and the code a "
+            "training runs all match: docs/workflow.md, 'A rerun that is the same training adopts it')",
+            len(reusable),
+        )
     return None
 
 
