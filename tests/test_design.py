@@ -377,6 +377,31 @@ def test_the_training_fingerprint_reads_the_code_a_training_runs_and_no_other():
     assert not [f for f in sources if f.startswith(("analysis/", "study/"))]
 
 
+def test_the_training_code_walk_follows_relative_and_lazy_imports_and_a_users_sonoseg_imports(tmp_path):
+    """What the fingerprint's walk must not miss (a miss would adopt a changed training): a relative import, one in
+    a function's body, a package's __init__ code; and a user's network drawing on a sonoseg module. Left out: an
+    import a module-level __getattr__ makes on request (sonoseg.serving's Segmenter, which no training asks for)."""
+    from sonoseg.networks import catalog
+    from sonoseg.training import reuse
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from . import a\n\ndef build():\n    from pkg import built\n\n"
+        "def __getattr__(name):\n    from pkg import lazy\n"
+    )
+    (package / "a.py").write_text("def f():\n    from .b import x\n")
+    for name in ("b", "built", "lazy"):
+        (package / f"{name}.py").write_text("x = 1\n")
+    start = {package / "__init__.py": "pkg"}
+    found = {p.name for p in catalog.imported_files(dict(start), tmp_path, attribute_imports=False)}
+    assert found == {"__init__.py", "a.py", "b.py", "built.py"}
+    assert "lazy.py" in {p.name for p in catalog.imported_files(dict(start), tmp_path)}  # the workflow's own walk
+    users = tmp_path / "my_networks.py"
+    users.write_text("import torch\nfrom sonoseg.data import synth\n\ndef my_net():\n    return torch.nn.Identity()\n")
+    assert "data/synth.py" in set(reuse.training_sources((str(users),))) - set(reuse.training_sources())
+
+
 def test_serving_refuses_an_output_of_other_than_one_channel(tmp_path):
     """A model file from elsewhere whose network returns two channels is refused, not read by its first."""
     import numpy as np

@@ -342,6 +342,11 @@ def test_a_table_over_two_commits_predictions_says_so(tmp_path):
     )
     assert "predictions from" not in results.caption_from("a" * 64, per_image[per_image["run"] == "unet--on-far"])
     assert "predictions from" not in results.caption_from("a" * 64, per_image.drop(columns="prediction_commit"))
+    # The upgrade that brings the column: the kept rows have none, the new ones the writer's commit. Said.
+    upgraded = per_image.assign(prediction_commit=["", writer, ""])
+    assert results.predicted_at(upgraded) == f"unrecorded (made before sonoseg recorded it) (unet--on-far: {writer})"
+    assert "predictions from commit unrecorded" in results.caption_from("a" * 64, upgraded)
+    assert results.predicted_at(per_image.assign(prediction_commit="")) == ""  # an older study: nothing to say
     manifest = write_patient_manifest(tmp_path / "manifest.csv", ["a", "b"], ["P1", "P2"])
     metrics = write_run_metrics(tmp_path, "unet", 0, 0, ["a", "b"], [0.8, 0.6])
     pd.read_csv(metrics).assign(prediction_commit="0012345e7890").to_csv(metrics, index=False)

@@ -672,7 +672,8 @@ def test_the_augmentation_table_says_which_option_the_study_adopted_and_for_whom
     caption = out.with_suffix(".md").read_text().partition("\n\n")[0]
     assert (
         "Adopted: Lighter U-net @1's choice, the paper augmentation (mean Dice on pymust_far, the development set: "
-        "0.729 paper against 0.457 ultrasound; 24 patients), trained with by Lighter U-net @1, U-net." in caption
+        "0.729 paper against 0.457 ultrasound; 24 patients); the networks trained with it: Lighter U-net @1, U-net."
+        in caption
     )
     # A file that is no choice is refused, named, before the table is written.
     (tmp_path / "other.json").write_text(json.dumps({"chosen": {}}))
@@ -729,6 +730,7 @@ def test_a_paired_table_has_a_markdown_twin_that_says_where_its_numbers_come_fro
     assert stats.value_text(-1.2e-05, signed=True) == "-1.2e-05" and stats.value_text(0.0512, signed=True) == "+0.051"
     # A bound that rounds to 0 keeps its sign: "[-0.286, -0.000]" read as a drop whose CI excludes 0.
     assert stats.ci_text(-0.286, -0.0002) == "[-0.286, -2.0e-04]" and stats.ci_text(0.0, 0.5) == "[0.000, 0.500]"
+    assert stats.ci_text(0.0002, 0.0009) == "[0.000, 0.001]"  # a Dice has no sign to lose
     # The report shows it too (it showed none of the paired tables), captioned by its Markdown twin.
     from sonoseg.analysis import pages
 

@@ -87,10 +87,11 @@ def adoption_sentence(choice: dict, takers: list[str]) -> str:
     dice = choice.get("dice", {})
     scores = " against ".join(f"{dice[option]:.3f} {option}" for option in sorted(dice, key=lambda o: -dice[o]))
     chooser = catalog.label(choice["network"])
-    taken = ", ".join(catalog.label(name) for name in takers) if takers else "no network"
+    patients = f"; {choice['patients']} patients" if "patients" in choice else ""
+    taken = ", ".join(catalog.label(name) for name in takers) if takers else "none"
     return (
         f"Adopted: {chooser}'s choice, the {choice['chosen_name']} augmentation (mean Dice on {choice['dataset']}, "
-        f"the development set: {scores}; {choice.get('patients', '?')} patients), trained with by {taken}."
+        f"the development set: {scores}{patients}); the networks trained with it: {taken}."
     )
 
 

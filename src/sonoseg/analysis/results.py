@@ -340,12 +340,22 @@ def trained_at(per_image: pd.DataFrame | None) -> str:
     return trained_by(per_image, "commit", ", ")
 
 
+UNRECORDED = "unrecorded (made before sonoseg recorded it)"  # a prediction's commit, from before prediction_commit
+
+
 def predicted_at(per_image: pd.DataFrame | None) -> str:
     """The sonoseg commits that made a long table's predictions and scored them (``prediction_commit``), as
     ``trained_by`` names a column's values by run; '' where none is recorded (a study from before the column).
     A rerun after an upgrade redoes only the predictions whose inputs changed (an external set added: its own),
     so one table's rows can come from two commits' prediction code; the caption then says so."""
-    return trained_by(per_image, "commit", ", ", prefix="prediction", by_model=False)
+    if per_image is None or "prediction_commit" not in per_image:
+        return ""
+    made = per_image["prediction_commit"].fillna("").astype(str)
+    if not made.ne("").any():  # a study from before the column: nothing to say
+        return ""
+    # Rows kept from before the column beside recorded ones (the upgrade that brought it): said, not skipped.
+    marked = per_image.assign(prediction_commit=made.where(made != "", UNRECORDED))
+    return trained_by(marked, "commit", ", ", prefix="prediction", by_model=False)
 
 
 def trained_in(per_image: pd.DataFrame | None) -> str:

@@ -260,9 +260,10 @@ def counted(number: int, noun: str) -> str:
 
 def value_text(value: float, digits: int = 3, signed: bool = False) -> str:
     """A number at ``digits`` decimals (with its sign for a difference), or in two significant digits where the
-    decimals would read 0 and lose its sign: a bound of -0.0002 is not "-0.000", which reads as excluding 0."""
+    decimals would read 0 and lose its sign: a bound of -0.0002 is not "-0.000", which reads as excluding 0 (a
+    Dice, never below 0, keeps its decimals: 0.000)."""
     sign = "+" if signed else ""
-    if value != 0 and round(value, digits) == 0:
+    if (signed or value < 0) and value != 0 and round(value, digits) == 0:
         return f"{value:{sign}.1e}"
     return f"{value:{sign}.{digits}f}"
 

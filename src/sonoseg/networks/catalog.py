@@ -321,7 +321,7 @@ def _built_in_code(builder: str, networks: Path) -> list[Path]:
     def network_module(path: Path) -> bool:
         return path.is_relative_to(networks) and path.name not in ("__init__.py", "catalog.py")
 
-    return list(_imported_files(files, top, network_module))
+    return list(imported_files(files, top, network_module))
 
 
 def _builder_code(builder: str) -> tuple[list[Path], Path | None]:
@@ -339,18 +339,21 @@ def _builder_code(builder: str) -> tuple[list[Path], Path | None]:
         found = _find_in(prefix, top)
         if found is not None:
             files.setdefault(found[0], found[1])
-    files = _imported_files(files, top)
+    files = imported_files(files, top)
     return [Path(first), *list(files)[1:]], top
 
 
-def _imported_files(files: dict[Path, str], top: Path, keep=lambda path: True) -> dict[Path, str]:
+def imported_files(
+    files: dict[Path, str], top: Path, keep=lambda path: True, attribute_imports: bool = True
+) -> dict[Path, str]:
     """``files`` (file -> the package its relative imports start from) with the files under ``top`` of the modules
     they import, however deep, each name's packages too (their __init__.py), those ``keep`` accepts; read from
-    the import statements, nothing imported."""
+    the import statements, nothing imported. ``attribute_imports`` False: not the imports inside a module-level
+    ``__getattr__``, which run only when that attribute is asked for (sonoseg.serving's Segmenter)."""
     pending = list(files.items())
     while pending:
         path, package = pending.pop()
-        for name in _imports_in(path, package):
+        for name in _imports_in(path, package, attribute_imports):
             for prefix in _prefixes(name):
                 found = _find_in(prefix, top)
                 if found is not None and found[0] not in files and keep(found[0]):
@@ -406,8 +409,9 @@ def _find_in(name: str, top: Path) -> tuple[Path, str] | None:
     return Path(spec.origin).resolve(), _package_of(name, spec.origin)
 
 
-def _imports_in(path: Path, package: str) -> list[str]:
-    """The modules a file's import statements name (for ``from a import b``, a and a.b: b may be a module)."""
+def _imports_in(path: Path, package: str, attribute_imports: bool = True) -> list[str]:
+    """The modules a file's import statements name (for ``from a import b``, a and a.b: b may be a module);
+    ``attribute_imports`` False: leaving out those in a module-level ``def __getattr__`` (imported_files)."""
     import ast
     import importlib.util
 
@@ -415,6 +419,8 @@ def _imports_in(path: Path, package: str) -> list[str]:
         tree = ast.parse(path.read_bytes())
     except (OSError, SyntaxError, ValueError):  # planning names a module that does not import
         return []
+    if not attribute_imports:
+        tree.body = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name == "__getattr__")]
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -6,7 +6,6 @@ again."""
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import functools
 import hashlib
@@ -130,8 +129,8 @@ def file_digest(*paths: str | Path) -> str:
 
 
 def code_digest(network: str, model: torch.nn.Module) -> str:
-    """The code a training runs: the source files of the sonoseg modules training uses (TRAINING_CODE:
-    not the analysis, tables and report, nor the workflow's commands); for the network, its builder
+    """The code a training runs: the source files of the sonoseg modules training uses (training_sources:
+    not the analysis, tables and report, segment, the export, nor the workflow's commands); for the network, its builder
     (``module:function``), the builder's file, the files of the user's modules it draws on
     (catalog.builder_files) and the files defining its layers outside torch (a user's network,
     docs/extending.md), and the architecture as built (its repr: layers, channels, kernels);
@@ -139,10 +138,11 @@ def code_digest(network: str, model: torch.nn.Module) -> str:
     the same code: after an edit to a network or to the training, a forced rerun trains again;
     ``SONOSEG_ADOPT_FINISHED=0`` trains again regardless."""
     package = Path(__file__).resolve().parents[1]
-    files = {package / name: name for name in training_sources()}
     builder, builder_file = models.builder_source(network)
     spec = models.builder_spec(network)  # a user's network: the files of its own modules, as the workflow watches
-    sources = [builder_file, *(catalog.builder_files(spec) if spec else [])] + [
+    users = tuple(catalog.builder_files(spec)) if spec else ()
+    files = {package / name: name for name in training_sources(users)}  # with the sonoseg modules a user's imports
+    sources = [builder_file, *users] + [
         _source_file(type(layer))
         for layer in model.modules()
         if type(layer).__module__.split(".")[0] not in ("torch", "torchvision")
@@ -158,47 +158,27 @@ def code_digest(network: str, model: torch.nn.Module) -> str:
 
 
 @functools.cache
-def training_sources() -> tuple[str, ...]:
-    """The package's source files a training runs (TRAINING_ENTRIES, the built-in networks' modules, and what they
-    import within TRAINING_FOLDERS, read from their import statements), relative to the package, sorted."""
+def training_sources(network_files: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The package's source files a training runs, relative to the package, sorted: TRAINING_ENTRIES, the built-in
+    networks' modules and the modules of TRAINING_FOLDERS they import, however deep, read from their import
+    statements (catalog.imported_files: relative imports, and lazy ones in a function's body, counted; not those a
+    module-level __getattr__ makes on request); ``network_files``: a user's network's files, whose sonoseg imports
+    (``from sonoseg.data import synth``) count too."""
     package = Path(__file__).resolve().parents[1]
-    found = {package / "__init__.py", *(package / "networks" / "models").glob("**/*.py")}
-    found |= {path for path in map(_module_file, TRAINING_ENTRIES) if path}
     followed = {(), *((folder,) for folder in TRAINING_FOLDERS if folder)}
-    waiting = list(found)
-    while waiting:
-        for path in filter(None, map(_module_file, _imported_modules(waiting.pop()))):
-            if path not in found and path.relative_to(package).parts[:-1][:1] in followed:
-                found.add(path)
-                waiting.append(path)
-    return tuple(sorted(path.relative_to(package).as_posix() for path in found))
 
+    def of_the_training(path: Path) -> bool:
+        return path.is_relative_to(package) and path.relative_to(package).parts[:-1][:1] in followed
 
-def _imported_modules(source: Path) -> set[str]:
-    """The sonoseg modules a source file imports (``from sonoseg.x import y``: sonoseg.x, and sonoseg.x.y where y is
-    a module), with each package on the way (its __init__ runs on import). A module's every import counts, lazy ones
-    too (its functions may run in a training); a package's __init__ its top-level ones, those that run on import
-    (not one made when an attribute is asked for, as sonoseg.serving's Segmenter)."""
-    tree = ast.parse(source.read_text(encoding="utf-8"))
-    nodes = tree.body if source.name == "__init__.py" else ast.walk(tree)
-    names = set()
-    for node in nodes:
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sonoseg":
-            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
-        elif isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names if alias.name.split(".")[0] == "sonoseg"}
-    return {".".join(name.split(".")[:end]) for name in names for end in range(2, name.count(".") + 2)}
+    def package_of(path: Path) -> str:  # where a file's relative imports start from
+        return ".".join(path.relative_to(package.parent).parts[:-1])
 
-
-def _module_file(name: str) -> Path | None:
-    """The source file of sonoseg module ``name`` (a package: its __init__.py); None for a name that is no module
-    (``from sonoseg.x import a_function``)."""
-    package = Path(__file__).resolve().parents[1]
-    base = package.joinpath(*name.split(".")[1:])
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
+    starts = [package / "__init__.py", *(package / "networks" / "models").glob("**/*.py")]
+    starts += [package.parent.joinpath(*name.split(".")).with_suffix(".py") for name in TRAINING_ENTRIES]
+    files = {path: package_of(path) for path in starts}
+    files |= {Path(file).resolve(): "" for file in network_files}  # a user's own relative imports: builder_files'
+    found = catalog.imported_files(files, package.parent, of_the_training, attribute_imports=False)
+    return tuple(sorted(path.relative_to(package).as_posix() for path in found if path.is_relative_to(package)))
 
 
 def _source_file(cls: type) -> str | None:
