@@ -149,6 +149,10 @@ def test_inpainted_marks_are_recorded_and_refused_when_they_differ(tmp_path):
 def test_a_table_cell_never_claims_a_spread_it_has_not_measured():
     row = {"dice_mean": 0.8123, "dice_std": 0.0, "seeds": 1, "dice_per_seed": "0.8123"}
     assert tables.seeds_cell(pd.Series(row)) == "0.812 (1 seed)"
+    # A floor or a reference trains nothing: it has no seed to count (a reviewer read "(1 seed)" as one training).
+    for method in ("threshold_baseline", "caliper_reader"):
+        assert tables.seeds_cell(pd.Series({**row, "network": method})) == "0.812 (no training)"
+    assert tables.seeds_cell(pd.Series({**row, "network": "unet"})) == "0.812 (1 seed)"
     row = {"dice_mean": 0.81, "dice_std": 0.01, "seeds": 2, "dice_per_seed": "0.80 0.82"}
     assert tables.seeds_cell(pd.Series(row)) == "0.810 (seeds: 0.800, 0.820)"
     row = {"dice_mean": 0.81, "dice_std": 0.01, "seeds": 5, "dice_per_seed": "0.80 0.82 0.81 0.80 0.82"}

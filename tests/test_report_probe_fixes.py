@@ -188,7 +188,9 @@ def test_statistics_page_states_the_resamples_of_each_table(tmp_path):
     assert "Test Dice per organ (patient-level 95 % CI, 2,000 bootstrap resamples)" in page
     # Three patients an organ: the subgroup table marks such a CI (read its value, not its interval); so does this
     # page, in each of its 2 methods x 2 organs cells.
-    assert "‡: a CI over fewer than 5 patients" in page and page.count("(1 training) ‡</td>") == 4
+    assert "‡: a CI over fewer than 5 patients" in page and page.count("(1 training) ‡</td>") == 2  # U-net
+    assert page.count("(no training) ‡</td>") == 2  # the floor trains nothing: the tables' words, not "(1 training)"
+    assert "<td>threshold_baseline</td><td>6</td><td>1</td><td>" in page and "(no training)</td></tr>" in page
     assert "Mean test Dice with its patient-level 95 % CI (3,000 bootstrap resamples)" in page
 
 

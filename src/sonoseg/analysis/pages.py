@@ -58,6 +58,14 @@ def fmt(value: float, digits: int) -> str:
     return "-" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
 
+def trainings_said(cell: str, method: str) -> str:
+    """stats.format_cell's cell with a method that trains nothing (a floor, a reference) said as the tables say it,
+    "(no training)", not "(1 training)"."""
+    if method in catalog.CATALOG and not catalog.CATALOG[method].is_network:
+        return cell.replace("(1 training)", "(no training)")
+    return cell
+
+
 def signed(value: float, digits: int) -> str:
     return "-" if pd.isna(value) else stats.value_text(value, digits, signed=True)
 
@@ -182,7 +190,7 @@ def study_table_html(table_csv: str | Path, kind: str, out_html: str | Path) -> 
                 "Network": table["label"],
                 "Parameters": table["parameters"].map(lambda p: f"{int(p):,}"),
                 "Seeds": table["seeds"],
-                # One seed: "(1 seed)"; 2-4 seeds: each seed's value; 5 or more: ± std (tables.seeds_cell).
+                # "(1 seed)", a floor "(no training)"; 2-4 seeds: each value; 5 or more: ± std (tables.seeds_cell).
                 "Dice (ours)": [seeds_cell(row) for _, row in table.iterrows()],
                 ci_header(table): [ci_cell(row) for _, row in table.iterrows()],
                 "Dice (paper)": [
@@ -416,7 +424,12 @@ def statistics_page(
         ),
         html_table(
             pd.DataFrame(
-                {"Method": cells["method"], "Patients": cells["patients"], "Runs": cells["runs"], "Dice": cells["cell"]}
+                {
+                    "Method": cells["method"],
+                    "Patients": cells["patients"],
+                    "Runs": cells["runs"],
+                    "Dice": list(map(trainings_said, cells["cell"], cells["method"])),
+                }
             ),
             f"Mean test Dice with its patient-level 95 % CI ({resamples:,} bootstrap resamples)",
         ),
@@ -460,7 +473,8 @@ def statistics_page(
             continue
         groups = stats.group_table(values, column, seed=seed, resamples=breakdown_resamples)
         groups["cell"] = [
-            stats.format_cell(row) + (f" {subgroups.FEW_MARK}" if subgroups.few_patients(int(row["patients"])) else "")
+            trainings_said(stats.format_cell(row), row["method"])
+            + (f" {subgroups.FEW_MARK}" if subgroups.few_patients(int(row["patients"])) else "")
             for _, row in groups.iterrows()
         ]
         shown = groups.pivot_table(index="method", columns=column, values="cell", aggfunc="first", sort=False)

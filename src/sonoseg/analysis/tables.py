@@ -379,9 +379,13 @@ MIN_SEEDS_FOR_STD = 5  # a cell gives a std over seeds from this many; below, ea
 
 def seeds_cell(row, digits: int = 3) -> str:
     """Our Dice: mean ± std over 5 or more seeds; each seed's value with 2 to 4 (a std of so few is no
-    summary); "(1 seed)" for a single run (never "± 0.000")."""
+    summary); "(1 seed)" for a single run (never "± 0.000"); "(no training)" for a floor or a reference, which
+    has neither a seed nor a training (a reviewer read "(1 seed)" there as one training among several)."""
     if pd.isna(row["dice_mean"]):
         return "-"
+    method = row.get("network")
+    if method in catalog.CATALOG and not catalog.CATALOG[method].is_network:
+        return f"{row['dice_mean']:.{digits}f} (no training)"
     seeds = int(row["seeds"])
     values = str(row.get("dice_per_seed", "") or "")
     if seeds >= MIN_SEEDS_FOR_STD or not values or values == "nan":
@@ -567,7 +571,7 @@ def write_table(
 # How a cell gives its seeds (seeds_cell), as every caption says it.
 OVER_SEEDS = (
     "the mean over seeds: ± std with 5 seeds or more, each seed's value (Dice; HD95 the mean alone) with 2 to 4, "
-    "(1 seed) for one run: a count of seeds, not of images"
+    "(1 seed) for one run: a count of seeds, not of images; (no training) for a floor or reference"
 )
 CAPTIONS = {
     "table1": f"Table 1. Test metrics by architecture ({OVER_SEEDS}",
