@@ -58,14 +58,6 @@ def fmt(value: float, digits: int) -> str:
     return "-" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
 
-def trainings_said(cell: str, method: str) -> str:
-    """stats.format_cell's cell with a method that trains nothing (a floor, a reference) said as the tables say it,
-    "(no training)", not "(1 training)"."""
-    if method in catalog.CATALOG and not catalog.CATALOG[method].is_network:
-        return cell.replace("(1 training)", "(no training)")
-    return cell
-
-
 def signed(value: float, digits: int) -> str:
     return "-" if pd.isna(value) else stats.value_text(value, digits, signed=True)
 
@@ -411,6 +403,7 @@ def statistics_page(
     comparison, beyond, versus_references = found.comparison, found.beyond, found.versus_references
 
     cells = stats.method_table(per_image, seed=seed, resamples=resamples)
+    untrained = set(catalog.untrained())  # a floor's or a reference's cell says "(no training)", as the tables do
     # The tables by metadata value bootstrap every cell of every column: fewer resamples keep them quick.
     breakdown_resamples = min(resamples, BREAKDOWN_RESAMPLES)
     parts = [
@@ -428,7 +421,9 @@ def statistics_page(
                     "Method": cells["method"],
                     "Patients": cells["patients"],
                     "Runs": cells["runs"],
-                    "Dice": list(map(trainings_said, cells["cell"], cells["method"])),
+                    "Dice": [
+                        stats.format_cell(row, trained=row["method"] not in untrained) for _, row in cells.iterrows()
+                    ],
                 }
             ),
             f"Mean test Dice with its patient-level 95 % CI ({resamples:,} bootstrap resamples)",
@@ -473,7 +468,7 @@ def statistics_page(
             continue
         groups = stats.group_table(values, column, seed=seed, resamples=breakdown_resamples)
         groups["cell"] = [
-            trainings_said(stats.format_cell(row), row["method"])
+            stats.format_cell(row, trained=row["method"] not in untrained)
             + (f" {subgroups.FEW_MARK}" if subgroups.few_patients(int(row["patients"])) else "")
             for _, row in groups.iterrows()
         ]

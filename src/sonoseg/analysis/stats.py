@@ -630,11 +630,12 @@ def independent_difference_ci(first: np.ndarray, second: np.ndarray, confidence:
     return _percentile_ci(first - second, confidence)
 
 
-def format_cell(summary: Mapping, digits: int = 3) -> str:
+def format_cell(summary: Mapping, digits: int = 3, trained: bool = True) -> str:
     """A table cell from a method_ci result (or a group_table row): mean [CI low, CI high], then
     - 5 runs or more: "± run SD (n = N trainings)" before the CI — the SD of the per-run means;
     - 2 to 4 runs: "(runs: v1, v2, …)", the per-run means themselves (an SD of so few is no summary);
-    - 1 run: "(1 training)" — no SD (it is not 0: it is unknown). Counts of trainings, not of images."""
+    - 1 run: "(1 training)" — no SD (it is not 0: it is unknown); "(no training)" for a method that trains nothing
+      (``trained`` False: a floor, a reference). Counts of trainings, not of images."""
     run_means = list(summary["run_means"])
     mean = f"{summary['mean']:.{digits}f}"
     ci = ci_text(summary["ci_low"], summary["ci_high"], digits)
@@ -644,7 +645,7 @@ def format_cell(summary: Mapping, digits: int = 3) -> str:
     if len(run_means) >= 2:
         return f"{mean} {ci} (runs: {', '.join(f'{v:.{digits}f}' for v in run_means)})"
     if len(run_means) == 1:
-        return f"{mean} {ci} (1 training)"
+        return f"{mean} {ci} (1 training)" if trained else f"{mean} {ci} (no training)"
     raise SonosegError("format_cell: the summary has no run")
 
 

@@ -383,8 +383,7 @@ def seeds_cell(row, digits: int = 3) -> str:
     has neither a seed nor a training (a reviewer read "(1 seed)" there as one training among several)."""
     if pd.isna(row["dice_mean"]):
         return "-"
-    method = row.get("network")
-    if method in catalog.CATALOG and not catalog.CATALOG[method].is_network:
+    if row.get("network") in catalog.untrained():
         return f"{row['dice_mean']:.{digits}f} (no training)"
     seeds = int(row["seeds"])
     values = str(row.get("dice_per_seed", "") or "")
