@@ -343,6 +343,9 @@ def cmd_predict(args) -> None:
         postprocess = (
             modelio.chosen_postprocess(args.postprocess_choice) if args.postprocess_choice else args.postprocess
         )
+    from sonoseg.data.provenance import sonoseg_commit
+
+    made_by = sonoseg_commit()  # asked of git once a job, not once a scored folder
     for test in sets:
         samples = test.samples
         if args.baseline:
@@ -378,12 +381,9 @@ def cmd_predict(args) -> None:
         for outdir, metrics in ((test.outdir, test.metrics), (test.tta_outdir, test.tta_metrics)):
             if metrics:
                 from sonoseg.analysis import evaluate
-                from sonoseg.data.provenance import sonoseg_commit
 
                 # ... and the code that made and scored it: an upgrade's rerun keeps the predictions it need not redo
-                scored = evaluate.evaluate(outdir, samples).assign(
-                    postprocess=applied, prediction_commit=sonoseg_commit()
-                )
+                scored = evaluate.evaluate(outdir, samples).assign(postprocess=applied, prediction_commit=made_by)
                 _write_metrics(scored, metrics)
 
 
